@@ -1,0 +1,371 @@
+"""JSON API v1: submit, list, inspect, cancel, rerun and delete batches; read results and events."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Iterator
+
+from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
+
+from . import guard, stats
+from .errors import ApiError
+from .model import FINAL_STATUSES, BatchOptions, ValidationError
+from .services import services
+from .store import BatchRecord
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+MAX_DETAILS = 100  # validation problems listed in one answer; the count says how many there were
+CSV_COLUMNS = ("index", "url", "final_url", "status_code", "ok", "error_kind", "error_message", "bytes",
+               "content_type", "redirects", "attempts", "started_at", "finished_at", "total_ms", "ttfb_ms",
+               "dns_ms", "connect_ms", "tls_ms", "wait_ms", "download_ms")
+
+
+# -- reading input ---------------------------------------------------------------------------
+
+def _json_body() -> Any:
+    """Parse the request body as JSON, answering 400 for anything that is not (never a 500)."""
+    raw = request.get_data(cache=True)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+
+
+def _text_urls(text: str, is_csv: bool) -> list[str]:
+    """URLs from a text body: one per line (or the first CSV column); blanks and '#' lines skipped."""
+    if is_csv:
+        lines = [row[0] if row else "" for row in csv.reader(io.StringIO(text))]
+    else:
+        lines = text.splitlines()
+    urls = [line.strip() for line in lines]
+    urls = [u for u in urls if u and not u.startswith("#")]
+    if is_csv and urls and "://" not in urls[0]:
+        urls = urls[1:]  # a header row such as "url"
+    return urls
+
+
+def _options_from_query() -> dict[str, Any]:
+    """Batch options from a query string (for text/plain submissions); `header=Name: value` repeats."""
+    options: dict[str, Any] = {}
+    for key in request.args:
+        if key == "name":
+            continue
+        if key == "header":
+            headers = {}
+            for item in request.args.getlist("header"):
+                name, _, value = item.partition(":")
+                headers[name.strip()] = value.strip()
+            options["headers"] = headers
+        else:
+            options[key] = request.args.get(key)
+    return options
+
+
+def _submission() -> tuple[list[str], dict[str, Any], str]:
+    """(urls, raw options, name) from a JSON or text body."""
+    mimetype = request.mimetype
+    if mimetype == "application/json":
+        body = _json_body()
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_body", "JSON body must be an object with a \"urls\" list")
+        unknown = sorted(set(body) - {"urls", "name", "options"})
+        if unknown:
+            raise ApiError(400, "invalid_body", f"unknown field(s): {', '.join(unknown)}",
+                           [{"field": k, "message": "is not a known field"} for k in unknown])
+        return body.get("urls"), body.get("options"), body.get("name")
+    if mimetype in ("text/plain", "text/csv"):
+        try:
+            text = request.get_data(cache=True).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "invalid_body", f"request body is not UTF-8 (byte {exc.start})") from None
+        return _text_urls(text, mimetype == "text/csv"), _options_from_query(), request.args.get("name")
+    raise ApiError(415, "unsupported_media_type",
+                   f"send application/json, text/plain or text/csv, not {mimetype or 'no Content-Type'}")
+
+
+def _validate_urls(urls: Any) -> list[str]:
+    """Check the URL list: a non-empty list of strings within the server's limits, each a fetchable URL."""
+    config = current_app.config["GREENBATCH"]
+    if not isinstance(urls, list):
+        raise ApiError(400, "invalid_urls", "\"urls\" must be a list of strings",
+                       [{"field": "urls", "message": "must be a list"}])
+    if not urls:
+        raise ApiError(400, "invalid_urls", "the batch has no URLs", [{"field": "urls", "message": "is empty"}])
+    if len(urls) > config.max_urls:
+        raise ApiError(413, "too_many_urls",
+                       f"{len(urls)} URLs is more than the limit of {config.max_urls} (GREENBATCH_MAX_URLS)")
+    problems = []
+    for index, url in enumerate(urls):
+        message = _url_problem(url, config.max_url_length)
+        if message:
+            problems.append({"field": f"urls[{index}]", "index": index, "url": _shown(url), "message": message})
+    if problems:
+        shown = problems[:MAX_DETAILS]
+        raise ApiError(400, "invalid_urls",
+                       f"{len(problems)} of {len(urls)} URLs cannot be fetched; the first is #{problems[0]['index']}:"
+                       f" {problems[0]['message']}", shown)
+    return [guard.check_url(url, config.max_url_length) for url in urls]
+
+
+def _url_problem(url: Any, max_length: int) -> str | None:
+    """Why a submitted URL cannot be fetched, or None."""
+    if not isinstance(url, str):
+        return "must be a string"
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains characters that are not valid Unicode (a lone surrogate)"
+    try:
+        guard.check_url(url, max_length)
+    except guard.InvalidUrl as exc:
+        return str(exc)
+    return None
+
+
+def _shown(value: Any) -> Any:
+    """A submitted value, shortened and made printable, to echo back in an error."""
+    if not isinstance(value, str):
+        return value
+    return value[:200].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _name(raw: Any) -> str:
+    """A batch name: optional, a string of at most 200 characters."""
+    if raw is None:
+        return ""
+    if not isinstance(raw, str) or len(raw) > 200:
+        raise ApiError(400, "invalid_name", "\"name\" must be a string of at most 200 characters",
+                       [{"field": "name", "message": "must be a string of at most 200 characters"}])
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "invalid_name", "\"name\" is not valid Unicode") from None
+    return raw.strip()
+
+
+# -- the batch as JSON -----------------------------------------------------------------------
+
+def batch_json(record: BatchRecord) -> dict[str, Any]:
+    """A batch as the API, the pages and the websocket show it."""
+    # A batch the engine holds is ahead of the store by up to one flush: take its live view.
+    live = services().engine.live(record.id)
+    if live is not None:
+        status, started_at, last_seq = live["status"], live["started_at"] or record.started_at, live["last_seq"]
+        finished_at = live["finished_at"] or record.finished_at
+        counts, batch_stats = live["counts"], live["stats"]
+    elif record.summary is not None:
+        status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
+        counts, batch_stats = record.summary["counts"], record.summary["stats"]
+    else:
+        status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
+        counts = stats.counts(record.total, record.rows or [])
+        batch_stats = stats.summarize(record.rows or [])
+    return {
+        "id": record.id,
+        "name": record.name,
+        "status": status,
+        "created_at": record.created_at,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "parent_id": record.parent_id,
+        "options": record.options,
+        "counts": counts,
+        "stats": batch_stats,
+        "last_seq": last_seq,
+        "links": {
+            "self": url_for("api.get_batch", batch_id=record.id),
+            "results": url_for("api.results", batch_id=record.id),
+            "events": url_for("api.events", batch_id=record.id),
+            "csv": url_for("api.results", batch_id=record.id, format="csv"),
+            "ndjson": url_for("api.results", batch_id=record.id, format="ndjson"),
+        },
+    }
+
+
+def _record_or_404(batch_id: str, with_rows: bool = True) -> BatchRecord:
+    """The stored batch, or a 404 that names it; rows are read only when the engine has no live view."""
+    with_rows = with_rows and services().engine.live(batch_id) is None
+    record = services().store.get_batch(batch_id, with_rows=with_rows)
+    if record is None:
+        raise ApiError(404, "not_found", f"no batch with id {batch_id!r}")
+    return record
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within bounds, or a 400 that names it."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an integer",
+                       [{"field": name, "message": "must be an integer"}]) from None
+    if not low <= value <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}",
+                       [{"field": name, "message": f"must be between {low} and {high}"}])
+    return value
+
+
+def _created(batch_id: str) -> Response:
+    """201 with the new batch and its Location."""
+    response = current_app.json.response(batch_json(_record_or_404(batch_id)))
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
+    return response
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+@bp.post("/batches")
+def create_batch():
+    """Submit a batch: JSON {"urls", "name", "options"}, or one URL per line as text/plain or text/csv."""
+    config = current_app.config["GREENBATCH"]
+    urls, raw_options, name = _submission()
+    urls = _validate_urls(urls)
+    try:
+        options = BatchOptions.parse(raw_options, config)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_options", str(exc), exc.details) from None
+    batch_id = services().engine.submit(urls, options, _name(name))
+    return _created(batch_id)
+
+
+@bp.get("/batches")
+def list_batches():
+    """Batches newest first; `limit` (1-200, default 50) and `cursor` from the previous page."""
+    limit = _int_arg("limit", 50, 1, 200)
+    cursor = _int_arg("cursor", 0, 0, 2**62) or None
+    records = services().store.list_batches(limit + 1, cursor)
+    page = records[:limit]
+    next_cursor = page[-1].num if len(records) > limit else None
+    return {"batches": [batch_json(r) for r in page], "next_cursor": next_cursor}
+
+
+@bp.get("/batches/<batch_id>")
+def get_batch(batch_id: str):
+    """One batch with its counts and statistics."""
+    return batch_json(_record_or_404(batch_id))
+
+
+@bp.post("/batches/<batch_id>/cancel")
+def cancel_batch(batch_id: str):
+    """Cancel a queued or running batch: queued URLs end cancelled, in-flight fetches stop within a second."""
+    record = _record_or_404(batch_id, with_rows=False)
+    if record.status in FINAL_STATUSES or not services().engine.cancel(batch_id):
+        raise ApiError(409, "already_finished", f"batch {batch_id} is {record.status}; only a queued or running batch can be cancelled")
+    services().store.flush(5)
+    return batch_json(_record_or_404(batch_id))
+
+
+@bp.post("/batches/<batch_id>/rerun")
+def rerun_batch(batch_id: str):
+    """Run a batch's URLs again as a new batch; {"only": "failed"} takes only those that did not end ok."""
+    record = _record_or_404(batch_id, with_rows=False)
+    only = None
+    if request.get_data(cache=True).strip():
+        body = _json_body()
+        only = body.get("only") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or only not in (None, "all", "failed"):
+            raise ApiError(400, "invalid_body", "body must be {} or {\"only\": \"all\" | \"failed\"}",
+                           [{"field": "only", "message": "must be \"all\" or \"failed\""}])
+    store = services().store
+    if only == "failed":
+        if record.status not in FINAL_STATUSES:
+            raise ApiError(409, "still_running", f"batch {batch_id} is {record.status}; rerun its failed URLs once it ends")
+        urls = [r["url"] for r in store.iter_results(batch_id, outcome="failed")]
+        if not urls:
+            raise ApiError(409, "nothing_failed", f"every URL of batch {batch_id} ended ok; there is nothing to rerun")
+        name = f"failed of {record.name}"
+    else:
+        urls = store.urls(batch_id)
+        name = f"rerun of {record.name}"
+    options = BatchOptions.parse(record.options, current_app.config["GREENBATCH"])
+    new_id = services().engine.submit(urls, options, name[:200], parent_id=batch_id)
+    return _created(new_id)
+
+
+@bp.delete("/batches/<batch_id>")
+def delete_batch(batch_id: str):
+    """Delete a finished batch with its results and events."""
+    record = _record_or_404(batch_id, with_rows=False)
+    if services().engine.is_live(batch_id):
+        raise ApiError(409, "still_running", f"batch {batch_id} is {record.status}; cancel it before deleting it")
+    services().store.delete_batch(batch_id)
+    return Response(status=204)
+
+
+@bp.get("/batches/<batch_id>/results")
+def results(batch_id: str):
+    """A page of results (`after` index, `limit`, `outcome`), or the whole batch as `format=csv|ndjson`."""
+    record = _record_or_404(batch_id, with_rows=False)
+    outcome = request.args.get("outcome") or None
+    if outcome not in (None, "ok", "failed"):
+        raise ApiError(400, "invalid_parameter", "outcome must be ok or failed",
+                       [{"field": "outcome", "message": "must be ok or failed"}])
+    fmt = request.args.get("format", "json")
+    store = services().store
+    if fmt in ("csv", "ndjson"):
+        rows = store.iter_results(batch_id, outcome=outcome)
+        body = _csv_lines(rows) if fmt == "csv" else (json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
+        mimetype = "text/csv" if fmt == "csv" else "application/x-ndjson"
+        response = Response(stream_with_context(body), mimetype=mimetype)
+        response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{record.id}.{fmt}"'
+        return response
+    if fmt != "json":
+        raise ApiError(400, "invalid_parameter", "format must be json, csv or ndjson",
+                       [{"field": "format", "message": "must be json, csv or ndjson"}])
+    after = _int_arg("after", -1, -1, 2**31)
+    limit = _int_arg("limit", 100, 1, 1000)
+    page = store.results(batch_id, after, limit, outcome)
+    next_after = page[-1]["index"] if len(page) == limit else None
+    return {"batch_id": batch_id, "results": page, "next_after": next_after}
+
+
+@bp.get("/batches/<batch_id>/events")
+def events(batch_id: str):
+    """Stored events after a sequence number (`after`, `limit`): what clients without websockets poll."""
+    record = _record_or_404(batch_id, with_rows=False)
+    after = _int_arg("after", 0, 0, 2**62)
+    limit = _int_arg("limit", 1000, 1, 5000)
+    page = services().store.events(batch_id, after, limit)
+    last = page[-1]["seq"] if page else after
+    return {"batch_id": batch_id, "status": record.status, "events": page, "last_seq": last,
+            "more": len(page) == limit}
+
+
+def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """Results as CSV, one line at a time, with spreadsheet formulas defused."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def line(values: list[Any]) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(values)
+        return buffer.getvalue()
+
+    yield line(list(CSV_COLUMNS))
+    for r in rows:
+        error = r.get("error") or {}
+        t = r.get("timings") or {}
+        yield line([_cell(v) for v in (
+            r["index"], r["url"], r.get("final_url"), r.get("status_code"), r.get("ok"), error.get("kind"),
+            error.get("message"), r.get("bytes"), r.get("content_type"), len(r.get("redirects") or []),
+            r.get("attempts"), r.get("started_at"), r.get("finished_at"), t.get("total"), t.get("ttfb"),
+            t.get("dns"), t.get("connect"), t.get("tls"), t.get("wait"), t.get("download"))])
+
+
+def _cell(value: Any) -> Any:
+    """Defuse text a spreadsheet would run as a formula (targets control content types and URLs)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

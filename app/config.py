@@ -1,0 +1,119 @@
+"""Settings: one typed object built from GREENBATCH_* variables, validated once at start."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+PREFIX = "GREENBATCH_"
+MiB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A setting has a value greenbatch cannot use; the message names the variable."""
+
+
+def _setting(default: Any, doc: str, *, low: float | None = None, high: float | None = None,
+             choices: tuple[str, ...] | None = None) -> Any:
+    """Declare a setting with its default, its documentation and its bounds."""
+    return field(default=default, metadata={"doc": doc, "low": low, "high": high, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting greenbatch reads, with its default; README's table is generated from this."""
+
+    host: str = _setting("127.0.0.1", "Address the server binds to.")
+    port: int = _setting(8000, "Port the server listens on.", low=0, high=65535)
+    data_dir: str = _setting("./data", "Folder for the SQLite database (created if missing).")
+    log_level: str = _setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
+    log_format: str = _setting("text", "Log line format.", choices=("text", "json"))
+
+    max_request_bytes: int = _setting(10 * MiB, "Largest API request body accepted (413 above).", low=1024)
+    max_urls: int = _setting(10_000, "Most URLs in one batch (413 above).", low=1)
+    max_url_length: int = _setting(2048, "Longest URL accepted.", low=16, high=65536)
+    default_concurrency: int = _setting(20, "Concurrency of a batch that does not set one.", low=1)
+    max_concurrency: int = _setting(1000, "Highest concurrency a batch may ask for.", low=1)
+    max_inflight: int = _setting(2000, "Server-wide cap on fetches in flight across all batches.", low=1)
+    max_running_batches: int = _setting(4, "Batches that run at once; later ones wait, in order.", low=1)
+    default_timeout: float = _setting(30.0, "Per-URL total deadline (seconds) when a batch sets none.", low=0.1)
+    max_timeout: float = _setting(300.0, "Longest per-URL deadline a batch may ask for (seconds).", low=0.1)
+    default_connect_timeout: float = _setting(10.0, "Connect timeout (seconds) when a batch sets none.", low=0.1)
+    default_max_redirects: int = _setting(5, "Redirects followed per URL when a batch sets none.", low=0)
+    max_redirects: int = _setting(20, "Most redirects a batch may ask to follow.", low=0)
+    default_max_bytes: int = _setting(10 * MiB, "Decoded body bytes read per URL when a batch sets none.", low=0)
+    max_body_bytes: int = _setting(100 * MiB, "Largest per-URL body cap a batch may ask for.", low=0)
+    max_retries: int = _setting(5, "Most retries on connection errors a batch may ask for.", low=0)
+
+    allow_private: bool = _setting(False, "Allow fetching private, loopback and link-local addresses (see Security).")
+    allow_targets: str = _setting("", "Comma-separated hosts, IPs or CIDRs (each may add :port) allowed despite the guard.")
+    deny_targets: str = _setting("", "Comma-separated hosts, IPs or CIDRs (each may add :port) always denied.")
+    shutdown_grace: float = _setting(10.0, "Seconds in-flight fetches get to finish on SIGTERM/SIGINT.", low=0)
+
+    flush_interval: float = _setting(0.1, "Seconds between store flushes of buffered events.", low=0.001, high=10)
+    flush_rows: int = _setting(500, "Buffered events that trigger an early store flush.", low=1)
+
+    def __post_init__(self) -> None:
+        """Check bounds and choices of every field, naming the variable at fault."""
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            name = env_name(f.name)
+            if meta.get("low") is not None and value < meta["low"]:
+                raise ConfigError(f"{name}={value} is below the minimum {meta['low']}")
+            if meta.get("high") is not None and value > meta["high"]:
+                raise ConfigError(f"{name}={value} is above the maximum {meta['high']}")
+            if meta.get("choices") and value not in meta["choices"]:
+                raise ConfigError(f"{name}={value!r} is not one of {', '.join(meta['choices'])}")
+        pairs = [("default_concurrency", "max_concurrency"), ("default_timeout", "max_timeout"),
+                 ("default_max_redirects", "max_redirects"), ("default_max_bytes", "max_body_bytes")]
+        for default, cap in pairs:
+            if getattr(self, default) > getattr(self, cap):
+                raise ConfigError(f"{env_name(default)} must not exceed {env_name(cap)}")
+
+    @property
+    def db_path(self) -> str:
+        """Path of the SQLite database file."""
+        return os.path.join(self.data_dir, "greenbatch.db")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":
+        """Build the config from GREENBATCH_* variables, then apply explicit overrides."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is not None and raw.strip() != "":
+                values[f.name] = _parse(f, raw.strip())
+        values.update(overrides)
+        return cls(**values)
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets a field."""
+    return PREFIX + field_name.upper()
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    """Turn one variable's text into the field's type, or say which variable is wrong."""
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if kind == "bool":
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected 1/0, true/false, yes/no or on/off")
+        if kind == "int":
+            return int(raw.replace("_", ""))
+        if kind == "float":
+            return float(raw)
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{env_name(f.name)}={raw!r} is not a valid {kind}: {exc}") from None
+
+
+def settings_table() -> list[tuple[str, Any, str]]:
+    """(variable, default, description) rows, for README and --help."""
+    return [(env_name(f.name), f.default, f.metadata["doc"]) for f in dataclasses.fields(Config)]

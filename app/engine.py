@@ -1,0 +1,346 @@
+"""The batch engine: runs each batch's URLs in a gevent pool and turns every outcome into an event."""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urljoin, urlsplit
+
+import gevent
+from gevent.lock import BoundedSemaphore
+from gevent.pool import Pool
+
+from . import guard, stats
+from .events import EventBus
+from .model import FINAL_STATUSES, BatchOptions, Result, failed_result, now_iso
+from .store import BatchRecord, Store
+from .transport import FetchError, Hop, RequestsTransport, Transport
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 1.0  # seconds between progress events of a running batch
+RETRY_BACKOFF = 0.2      # first retry waits this long, doubling each time
+_SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+TransportFactory = Callable[[BatchOptions, Callable[[str, int], list]], Transport]
+
+
+def requests_transport(options: BatchOptions, resolver: Callable[[str, int], list]) -> Transport:
+    """The default transport: a requests Session pooled to the batch's concurrency."""
+    return RequestsTransport(pool_size=options.concurrency, resolver=resolver)
+
+
+class DeadlineExceeded(Exception):
+    """Raised by gevent.Timeout when a URL's total deadline passes."""
+
+
+@dataclass
+class BatchRun:
+    """A batch the engine holds in memory while it is queued or running."""
+
+    id: str
+    options: BatchOptions
+    urls: list[str]
+    total: int
+    rows: dict[int, stats.Row] = field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    started_clock: float | None = None
+    status: str = "queued"
+    running: int = 0
+    cancelled: bool = False
+    pool: Pool | None = None
+    greenlet: gevent.Greenlet | None = None
+
+    def todo(self) -> list[int]:
+        """Indexes that have no final result yet."""
+        return [i for i in range(self.total) if i not in self.rows]
+
+
+class Engine:
+    """Schedules batches, fetches their URLs concurrently and emits every outcome as an event."""
+
+    def __init__(self, config, store: Store, bus: EventBus, policy: "guard.Policy",
+                 transport_factory: TransportFactory = requests_transport):
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.policy = policy
+        self.transport_factory = transport_factory
+        self._inflight = BoundedSemaphore(config.max_inflight)
+        self._runs: dict[str, BatchRun] = {}
+        self._queue: deque[str] = deque()
+        self._active: set[str] = set()
+        self._stopping = False
+
+    # -- public ------------------------------------------------------------------------------
+
+    def resolve(self, host: str, port: int) -> list:
+        """Resolve a host once through the guard; what it returns is what the transport connects to."""
+        return guard.resolve(host, port, self.policy)
+
+    def submit(self, urls: list[str], options: BatchOptions, name: str = "",
+               parent_id: str | None = None) -> str:
+        """Store a new batch durably, queue it, and return its id."""
+        batch_id = secrets.token_hex(6)
+        created = now_iso()
+        name = name or f"{len(urls)} URL{'s' if len(urls) != 1 else ''}"
+        self.store.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id)
+        self.bus.open(batch_id, 0)
+        self.bus.emit(batch_id, "batch", {"status": "queued", "created_at": created})
+        self._enqueue(BatchRun(batch_id, options, urls, len(urls)))
+        log.info("batch %s queued: %d URLs, concurrency %d", batch_id, len(urls), options.concurrency)
+        return batch_id
+
+    def resume_unfinished(self) -> int:
+        """Queue again every batch an earlier process left unfinished; stored results are kept."""
+        records = self.store.unfinished_batches()
+        for record in records:
+            run = BatchRun(record.id, BatchOptions(**record.options), self.store.urls(record.id), record.total,
+                           rows=self.store.result_rows(record.id))
+            self.bus.open(record.id, record.last_seq)
+            log.info("batch %s resumes: %d of %d URLs already have results", record.id, len(run.rows), run.total)
+            self._enqueue(run)
+        return len(records)
+
+    def cancel(self, batch_id: str) -> bool:
+        """Cancel a queued or running batch; False when the engine is not running it."""
+        run = self._runs.get(batch_id)
+        if run is None or run.cancelled or run.status in FINAL_STATUSES:
+            return False
+        run.cancelled = True
+        log.info("batch %s cancelled with %d URLs in flight", batch_id, run.running)
+        if batch_id in self._queue:
+            self._queue.remove(batch_id)
+            self._finish(run)
+        elif run.pool is not None:
+            # Kill in-flight fetches now; each records itself as cancelled on the way out.
+            run.pool.kill(block=True, timeout=1)
+        return True
+
+    def live(self, batch_id: str) -> dict[str, Any] | None:
+        """What the engine knows ahead of the store about a batch it holds: status, counts, stats, last seq."""
+        run = self._runs.get(batch_id)
+        if run is None:
+            return None
+        return {"status": run.status, "started_at": run.started_at, "finished_at": run.finished_at,
+                "last_seq": self.bus.last_seq(batch_id) or 0,
+                **self._summary(run)}
+
+    def is_live(self, batch_id: str) -> bool:
+        """Whether the batch is queued or running here."""
+        run = self._runs.get(batch_id)
+        return run is not None and run.status not in FINAL_STATUSES
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Stop starting work; give in-flight fetches `grace` seconds, then leave the rest for resume."""
+        self._stopping = True
+        greenlets = [run.greenlet for run in self._runs.values() if run.greenlet is not None]
+        gevent.joinall(greenlets, timeout=grace)
+        for run in self._runs.values():
+            if run.pool is not None:
+                run.pool.kill(block=True, timeout=1)
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    def _enqueue(self, run: BatchRun) -> None:
+        """Hold a batch and start it when a running slot is free (batches start in submission order)."""
+        self._runs[run.id] = run
+        self._queue.append(run.id)
+        self._start_next()
+
+    def _start_next(self) -> None:
+        """Start queued batches while fewer than max_running_batches are running."""
+        while self._queue and len(self._active) < self.config.max_running_batches and not self._stopping:
+            run = self._runs[self._queue.popleft()]
+            self._active.add(run.id)
+            run.greenlet = gevent.spawn(self._run, run)
+            run.greenlet.link_exception(lambda g, run=run: self._crashed(run, g.exception))
+
+    def _crashed(self, run: BatchRun, exc: BaseException | None) -> None:
+        """A bug in the engine ends the batch as failed, never silently."""
+        log.error("batch %s failed inside the engine: %r", run.id, exc)
+        self._active.discard(run.id)
+        run.status = "failed"
+        run.finished_at = now_iso()
+        self.bus.emit(run.id, "batch", {"status": "failed", "finished_at": run.finished_at,
+                                        "error": f"internal error: {exc!r}", **self._summary(run)})
+        gevent.spawn(self._release, run.id)
+        self._start_next()
+
+    # -- running a batch ---------------------------------------------------------------------
+
+    def _run(self, run: BatchRun) -> None:
+        """Fetch every URL without a result, at the batch's concurrency, then finish the batch."""
+        run.status = "running"
+        run.started_at = now_iso()
+        run.started_clock = time.monotonic()
+        self.bus.emit(run.id, "batch", {"status": "running", "started_at": run.started_at})
+        transport = self.transport_factory(run.options, self.resolve)
+        run.pool = Pool(run.options.concurrency)
+        host_slots: dict[str, BoundedSemaphore] = {}
+        reporter = gevent.spawn(self._report_progress, run)
+        try:
+            for index in run.todo():
+                run.pool.wait_available()
+                if run.cancelled or self._stopping:
+                    break
+                run.pool.spawn(self._fetch_one, run, transport, host_slots, index)
+            run.pool.join()
+        finally:
+            reporter.kill()
+            transport.close()
+        if self._stopping and not run.cancelled:
+            log.info("batch %s paused for shutdown; it resumes on the next start", run.id)
+            self._active.discard(run.id)
+            return
+        self._finish(run)
+
+    def _finish(self, run: BatchRun) -> None:
+        """Mark what never ran as cancelled, emit the final state and free the slot."""
+        for index in run.todo():
+            self._record(run, failed_result(index, run.urls[index], "cancelled", "batch was cancelled before this URL ran"))
+        run.status = "cancelled" if run.cancelled else "done"
+        run.finished_at = now_iso()
+        summary = self._summary(run)
+        self.bus.emit(run.id, "batch", {"status": run.status, "finished_at": run.finished_at, **summary})
+        self._active.discard(run.id)
+        log.info("batch %s %s: %s", run.id, run.status, summary["counts"])
+        gevent.spawn(self._release, run.id)
+        self._start_next()
+
+    def _release(self, batch_id: str) -> None:
+        """Forget a finished batch once the store holds its last event, so readers never see it go back."""
+        self.store.flush(30)
+        self.bus.close(batch_id)
+        self._runs.pop(batch_id, None)
+
+    def _summary(self, run: BatchRun) -> dict[str, Any]:
+        """Counts and statistics of a batch from its results so far."""
+        rows = list(run.rows.values())
+        summary = stats.summarize(rows)
+        summary["urls_per_s"] = stats.throughput(len(rows), run.started_clock, time.monotonic())
+        return {"counts": stats.counts(run.total, rows, run.running), "stats": summary}
+
+    def _report_progress(self, run: BatchRun) -> None:
+        """Emit counts and statistics about once a second while results keep coming."""
+        reported = -1
+        while True:
+            gevent.sleep(PROGRESS_INTERVAL)
+            if len(run.rows) != reported:
+                reported = len(run.rows)
+                self.bus.emit(run.id, "progress", self._summary(run))
+
+    def _record(self, run: BatchRun, result: Result) -> None:
+        """Keep a final result and emit it: the event is what the store and every viewer see."""
+        data = result.to_dict()
+        run.rows[result.index] = stats.row_of(data)
+        self.bus.emit(run.id, "result", data)
+
+    # -- fetching one URL --------------------------------------------------------------------
+
+    def _fetch_one(self, run: BatchRun, transport: Transport, host_slots: dict, index: int) -> None:
+        """Fetch one URL under the server-wide and per-host caps; always record exactly one result."""
+        url = run.urls[index]
+        result = Result(index=index, url=url, started_at=now_iso())
+        started = time.perf_counter()
+        host_slot = self._host_slot(run, host_slots, url)
+        try:
+            # The host slot first: waiting for a busy host must not hold a server-wide slot.
+            if host_slot is not None:
+                host_slot.acquire()
+            try:
+                with self._inflight:
+                    run.running += 1
+                    try:
+                        with gevent.Timeout(run.options.timeout, DeadlineExceeded):
+                            self._follow(run, transport, result, started)
+                    finally:
+                        run.running -= 1
+            finally:
+                if host_slot is not None:
+                    host_slot.release()
+        except DeadlineExceeded:
+            result.error = {"kind": "deadline",
+                            "message": f"no complete response within the {run.options.timeout:g} s deadline"}
+        except FetchError as exc:
+            result.error = {"kind": exc.kind, "message": str(exc)}
+        except guard.GuardError as exc:
+            result.error = {"kind": exc.kind, "message": str(exc)}
+        except gevent.GreenletExit:
+            if not run.cancelled:
+                raise  # shutting down: no result, so the URL runs again on resume
+            result.error = {"kind": "cancelled", "message": "batch was cancelled while this URL was in flight"}
+        except Exception as exc:  # noqa: BLE001 - an unexpected fault is this URL's error, not the batch's
+            log.exception("batch %s URL %d (%s) failed unexpectedly", run.id, index, url)
+            result.error = {"kind": "other", "message": f"unexpected error: {exc!r}"}
+        if result.error is not None:
+            result.ok = False
+        result.finished_at = now_iso()
+        result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
+        result.timings.setdefault("ttfb", None)
+        self._record(run, result)
+
+    def _host_slot(self, run: BatchRun, host_slots: dict, url: str) -> BoundedSemaphore | None:
+        """The per-host semaphore for a URL when the batch sets per_host."""
+        if not run.options.per_host:
+            return None
+        host = (urlsplit(url).hostname or "").lower()
+        if host not in host_slots:
+            host_slots[host] = BoundedSemaphore(run.options.per_host)
+        return host_slots[host]
+
+    def _follow(self, run: BatchRun, transport: Transport, result: Result, started: float) -> None:
+        """Fetch a URL hop by hop, checking every hop, until a final response or a limit."""
+        options = run.options
+        url = result.url
+        headers = dict(options.headers)
+        origin = _origin(url)
+        while True:
+            url = guard.check_url(url, self.config.max_url_length)
+            hop_started = time.perf_counter()
+            hop = self._attempt(transport, url, headers, options, result)
+            location = hop.location
+            if location is None:
+                break
+            result.redirects.append({"url": url, "status": hop.status})
+            if len(result.redirects) > options.max_redirects:
+                raise FetchError("too_many_redirects",
+                                 f"more than {options.max_redirects} redirects; the last pointed to {location[:300]}")
+            url = urljoin(url, location.strip())
+            if _origin(url) != origin:
+                # Like browsers and requests: credentials meant for one host never follow a redirect to another.
+                headers = {k: v for k, v in headers.items() if k.lower() not in _SENSITIVE_HEADERS}
+        redirect_ms = round((hop_started - started) * 1000, 3)
+        result.final_url = url
+        result.status_code = hop.status
+        result.ok = options.accepts(hop.status)
+        result.bytes = hop.bytes
+        result.content_type = hop.headers.get("Content-Type")
+        result.timings = dict(hop.timings)
+        result.timings["redirect"] = redirect_ms
+        result.timings["ttfb"] = round(redirect_ms + sum(hop.timings.get(k) or 0 for k in ("dns", "connect", "tls", "wait")), 3)
+
+    def _attempt(self, transport: Transport, url: str, headers: dict, options: BatchOptions, result: Result) -> Hop:
+        """One hop with retries on connection errors, backing off between tries."""
+        tries = 0
+        while True:
+            tries += 1
+            result.attempts += 1
+            try:
+                return transport.fetch(url, method=options.method, headers=headers,
+                                       connect_timeout=options.connect_timeout, read_timeout=options.timeout,
+                                       max_bytes=options.max_bytes)
+            except FetchError as exc:
+                if not exc.retryable or tries > options.retries:
+                    raise
+                gevent.sleep(RETRY_BACKOFF * 2 ** (tries - 1))
+
+
+def _origin(url: str) -> tuple[str, str]:
+    """Scheme and host:port of a URL, to tell a cross-origin redirect."""
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.netloc or "").lower()

@@ -1,0 +1,61 @@
+"""One JSON error envelope for the whole API: {"error": {"code", "message", "details"}}."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the API answers with its status, a stable code, a message and details."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, code: str, message: str, details: Any = None):
+    """Build the JSON error response."""
+    response = jsonify({"error": {"code": code, "message": message, "details": details or []}})
+    response.status_code = status
+    return response
+
+
+def wants_json() -> bool:
+    """API and websocket paths always answer JSON; pages answer what the browser accepts."""
+    path = request.path
+    return path.startswith("/api/") or path.startswith("/ws/") or not request.accept_mimetypes.accept_html
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers that turn every error into the envelope."""
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if not wants_json():
+            return exc
+        code = (exc.name or "error").lower().replace(" ", "_")
+        message = exc.description or exc.name
+        if exc.code == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = f"request body is larger than {limit} bytes (GREENBATCH_MAX_REQUEST_BYTES)"
+        response = error_response(exc.code or 500, code, message)
+        if exc.code == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "the server hit an unexpected error; it is logged")

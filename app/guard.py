@@ -1,0 +1,566 @@
+"""SSRF guard: URL syntax checks, address rules and a resolve-once helper that every transport pins to.
+
+How a transport uses it, for every hop including each redirect:
+
+    url = check_url(raw)                                   # InvalidUrl on bad syntax
+    infos = resolve(host, port, policy)                    # Blocked if ANY address is denied
+    connect to infos[i][4] (the sockaddr) directly         # never hand the hostname to the socket layer
+
+Resolving once and connecting to the address we checked is what defeats DNS rebinding; a transport
+that lets its HTTP library resolve the name again has no protection at all.
+
+Rules, in order (check_address):
+  1. A GREENBATCH_DENY_TARGETS entry that matches always blocks (even an explicitly allowed address).
+  2. An address no default rule denies is allowed (see denial_reason).
+  3. GREENBATCH_ALLOW_PRIVATE lifts loopback, RFC 1918, link-local, CGNAT, ULA and site-local.
+  4. A GREENBATCH_ALLOW_TARGETS entry (address, CIDR or the URL's hostname; port-scoped when it names
+     a port) lifts any default denial, except that cloud metadata addresses (169.254.169.254,
+     168.63.129.16, ...) are lifted only by an entry naming that exact address: neither
+     ALLOW_PRIVATE, nor a CIDR like 169.254.0.0/16, nor a hostname entry lets them through.
+IPv6 forms that embed an IPv4 address (mapped, compatible, 6to4, NAT64, Teredo) are judged by the
+IPv4 inside, because that is where the packets end up.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import string
+import unicodedata
+from dataclasses import dataclass
+from typing import Callable, Union
+from urllib.parse import urlsplit
+
+import idna
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+ALLOW_VAR = "GREENBATCH_ALLOW_TARGETS"
+DENY_VAR = "GREENBATCH_DENY_TARGETS"
+PRIVATE_VAR = "GREENBATCH_ALLOW_PRIVATE"
+SCHEMES = ("http", "https")
+MAX_HOST_LENGTH = 253
+
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+# Unicode categories that make a URL look different from what it fetches: spaces, line and
+# paragraph separators, control and format characters (zero-width joiners, bidi overrides), surrogates.
+_INVISIBLE_CATEGORIES = {"Zs", "Zl", "Zp", "Cc", "Cf", "Cs"}
+
+
+class GuardError(Exception):
+    """Base of every refusal by the guard; `kind` is the engine's error kind."""
+
+    kind: str = "other"
+
+
+class InvalidUrl(GuardError):
+    """The URL is malformed or uses something we never fetch; the message says what."""
+
+    kind = "invalid_url"
+
+
+class Blocked(GuardError):
+    """The URL is well-formed but points somewhere the policy forbids; the message names the rule."""
+
+    kind = "blocked"
+
+
+# ---------------------------------------------------------------------------------------------
+# Default deny rules
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why an address is denied by default, and what may lift the denial."""
+
+    reason: str
+    lift: str  # "private": ALLOW_PRIVATE or any allow entry; "entry": any allow entry; "exact": only an entry naming the address
+
+
+def _rules(*rows: tuple[str, str, str]) -> tuple[tuple[IPNetwork, Verdict], ...]:
+    """Compile (cidr, reason, lift) rows into networks."""
+    return tuple((ipaddress.ip_network(cidr), Verdict(reason, lift)) for cidr, reason, lift in rows)
+
+
+_METADATA = "a cloud metadata endpoint"
+# First match wins, so single addresses come before the ranges that contain them.
+_RULES = _rules(
+    ("169.254.169.254/32", f"{_METADATA} (AWS, GCP, Azure, Oracle, OpenStack)", "exact"),
+    ("169.254.170.2/32", f"{_METADATA} (AWS ECS task credentials)", "exact"),
+    ("169.254.170.23/32", f"{_METADATA} (AWS EKS Pod Identity)", "exact"),
+    ("168.63.129.16/32", f"{_METADATA} (Azure wire server)", "exact"),
+    ("100.100.100.200/32", f"{_METADATA} (Alibaba Cloud)", "exact"),
+    ("fd00:ec2::254/128", f"{_METADATA} (AWS, IPv6)", "exact"),
+    ("fd00:ec2::23/128", f"{_METADATA} (AWS EKS Pod Identity, IPv6)", "exact"),
+    ("0.0.0.0/8", "'this network' (0.0.0.0 reaches loopback on Linux)", "entry"),
+    ("127.0.0.0/8", "loopback", "private"),
+    ("10.0.0.0/8", "private (RFC 1918)", "private"),
+    ("172.16.0.0/12", "private (RFC 1918)", "private"),
+    ("192.168.0.0/16", "private (RFC 1918)", "private"),
+    ("100.64.0.0/10", "carrier-grade NAT shared space (RFC 6598)", "private"),
+    ("169.254.0.0/16", "link-local (where cloud metadata services live)", "private"),
+    ("192.0.0.0/24", "reserved for IETF protocol assignments", "entry"),
+    ("192.0.2.0/24", "documentation (TEST-NET-1)", "entry"),
+    ("198.51.100.0/24", "documentation (TEST-NET-2)", "entry"),
+    ("203.0.113.0/24", "documentation (TEST-NET-3)", "entry"),
+    ("192.88.99.0/24", "the deprecated 6to4 relay anycast", "entry"),
+    ("198.18.0.0/15", "reserved for benchmarking", "entry"),
+    ("224.0.0.0/4", "multicast", "entry"),
+    ("255.255.255.255/32", "broadcast", "entry"),
+    ("240.0.0.0/4", "reserved (240.0.0.0/4)", "entry"),
+    ("::1/128", "loopback", "private"),
+    ("::/128", "unspecified", "entry"),
+    ("fc00::/7", "unique local (private IPv6)", "private"),
+    ("fe80::/10", "link-local", "private"),
+    ("fec0::/10", "site-local (deprecated private IPv6)", "private"),
+    ("ff00::/8", "multicast", "entry"),
+    ("2001:db8::/32", "documentation", "entry"),
+    ("3fff::/20", "documentation", "entry"),
+    ("100::/64", "discard-only", "entry"),
+)
+
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+_COMPATIBLE = ipaddress.ip_network("::/96")
+_SIXTOFOUR = ipaddress.ip_network("2002::/16")
+_TEREDO = ipaddress.ip_network("2001::/32")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+# RFC 6052 section 2.2: where the IPv4 sits for each NAT64 prefix length (byte 8, the u-octet, is skipped).
+_NAT64_LAYOUTS = {48: ((6, 8), (9, 11)), 56: ((7, 8), (9, 12)), 64: ((9, 13),), 96: ((12, 16),)}
+
+
+def _local_nat64_ipv4s(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 a 64:ff9b:1::/48 address may carry: the operator picks the prefix length, we don't know it."""
+    packed, found = ip.packed, []
+    for length, spans in _NAT64_LAYOUTS.items():
+        end = spans[-1][1]
+        if length != 96 and (packed[8] or any(packed[end:])):
+            continue  # u-octet and suffix must be zero for this layout, so it is not this layout
+        found.append(ipaddress.IPv4Address(b"".join(packed[a:b] for a, b in spans)))
+    return found
+
+
+def embedded_ipv4(ip: IPAddress) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address carries, with what carries them; empty if none."""
+    if ip.version != 6:
+        return []
+    value = int(ip)
+    low32 = ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    if ip in _MAPPED:
+        return [("an IPv4-mapped address of", low32)]
+    if ip in _TRANSLATED:
+        return [("an IPv4-translated address of", low32)]
+    if ip in _COMPATIBLE and value > 1:  # :: and ::1 are their own thing, not IPv4 carriers
+        return [("an IPv4-compatible address of", low32)]
+    if ip in _SIXTOFOUR:
+        return [("a 6to4 address embedding", ip.sixtofour)]
+    if ip in _TEREDO:
+        server, client = ip.teredo  # ipaddress already undoes the client's XOR with 0xffffffff
+        return [("a Teredo address whose client is", client), ("a Teredo address whose server is", server)]
+    if ip in _NAT64:
+        return [("a NAT64 address of", low32)]
+    if ip in _NAT64_LOCAL:
+        return [("a local-use NAT64 address embedding", v4) for v4 in _local_nat64_ipv4s(ip)]
+    return []
+
+
+def _is_special(ip: IPAddress) -> bool:
+    """Python's own idea of non-public space, the floor under our explicit table."""
+    return (ip.is_private or ip.is_reserved or ip.is_loopback or ip.is_link_local
+            or ip.is_multicast or ip.is_unspecified or not ip.is_global)
+
+
+def judge(ip: IPAddress) -> Verdict | None:
+    """The default rule that denies an address, or None when it is allowed."""
+    carried = embedded_ipv4(ip)
+    if carried:
+        # Judged only by the IPv4 inside: Python calls 64:ff9b::8.8.8.8 "reserved", yet NAT64 on an
+        # IPv6-only network synthesises exactly such addresses for every public IPv4 site.
+        for label, v4 in carried:
+            inner = judge(v4)
+            if inner is not None:
+                return Verdict(f"{label} {v4}, which is {inner.reason}", inner.lift)
+        return None
+    for network, verdict in _RULES:
+        if ip in network:
+            return verdict
+    if _is_special(ip):
+        return Verdict("a special-purpose address that is not publicly routable", "entry")
+    return None
+
+
+def denial_reason(ip: IPAddress | str) -> str | None:
+    """Why the default rules deny an address (e.g. "loopback"), or None when they allow it."""
+    verdict = judge(_parse_ip(ip))
+    return verdict.reason if verdict else None
+
+
+def _parse_ip(ip: IPAddress | str) -> IPAddress:
+    """An ipaddress object from text, with any IPv6 zone (%eth0) dropped: it does not change the range."""
+    if isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return ip
+    return ipaddress.ip_address(str(ip).split("%", 1)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostnames
+# ---------------------------------------------------------------------------------------------
+
+def ascii_host(host: str) -> str:
+    """The host lowercased and IDNA 2008 encoded (strict, no UTS 46 mapping); ValueError says why not."""
+    if not host:
+        raise ValueError("the host is empty")
+    name = host.translate(_ASCII_LOWER)  # only ASCII is case-folded; Unicode folding is a UTS 46 mapping
+    trailing_dot = name.endswith(".")
+    name = name[:-1] if trailing_dot else name
+    labels = [_ascii_label(label, host) for label in name.split(".")]
+    encoded = ".".join(labels)
+    if len(encoded) > MAX_HOST_LENGTH:
+        raise ValueError(f"host {host!r} is {len(encoded)} characters long; DNS allows {MAX_HOST_LENGTH}")
+    return encoded + ("." if trailing_dot else "")
+
+
+def _ascii_label(label: str, host: str) -> str:
+    """One label checked (ASCII) or encoded to an A-label (Unicode, or an existing xn-- label)."""
+    if not label:
+        raise ValueError(f"host {host!r} has an empty label (two dots in a row, or a leading dot)")
+    if label.isascii() and not label.startswith("xn--"):
+        # Plain ASCII is checked as letters-digits-hyphens only, not by IDNA: IDNA also forbids "--" in
+        # positions 3-4, which real hosts such as r3---sn-abc.googlevideo.com use.
+        if not _LABEL.match(label):
+            raise ValueError(f"host {host!r} has characters not allowed in a hostname (only letters, "
+                             f"digits, '-' and '.'; no leading or trailing '-'; at most 63 per label)")
+        return label
+    try:
+        # strict=True: only "." separates labels, so "。" and "．" are refused rather than treated as dots.
+        return idna.encode(label, strict=True, uts46=False).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"host {host!r} is not a valid internationalised name under IDNA 2008 ({exc}); "
+                         f"full-width or look-alike characters are refused, not normalised") from None
+
+
+def _normal_host(host: str | None) -> str | None:
+    """A host as we compare it with hostname entries: lowercase, no brackets, no trailing dot."""
+    if not host:
+        return None
+    return host.strip("[]").rstrip(".").translate(_ASCII_LOWER)
+
+
+# ---------------------------------------------------------------------------------------------
+# URL syntax
+# ---------------------------------------------------------------------------------------------
+
+def check_url(url: str, max_length: int = 2048) -> str:
+    """The URL, host IDNA-encoded, if it is safe to try; InvalidUrl says why it is not."""
+    if not isinstance(url, str) or not url:
+        raise InvalidUrl("the URL is empty")
+    if len(url) > max_length:
+        raise InvalidUrl(f"the URL is {len(url)} characters long; the limit is {max_length}")
+    bad = _bad_character(url)
+    if bad:
+        raise InvalidUrl(f"the URL contains {bad}; encode it or remove it")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidUrl(f"the URL cannot be parsed: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        shown = f"{parts.scheme}:" if parts.scheme else "none"
+        raise InvalidUrl(f"only http:// and https:// URLs are fetched (scheme: {shown})")
+    after_scheme = len(parts.scheme) + 1
+    if not url.startswith("//", after_scheme):
+        raise InvalidUrl(f"the URL must continue with '//' and a host after '{parts.scheme}:'")
+    start = after_scheme + 2
+    netloc = url[start:start + len(parts.netloc)]
+    rest = url[start + len(parts.netloc):]
+    host, port = _split_netloc(netloc)
+    return f"{scheme}://{host}{'' if port is None else f':{port}'}{rest}"
+
+
+def _bad_character(url: str) -> str | None:
+    """A description of the first character we refuse anywhere in a URL, or None."""
+    for ch in url:
+        if ch == "\\":
+            return "a backslash (parsers disagree on it: some read it as '/')"
+        if ch in "\r\n":
+            return "a line break (CR or LF), which could inject headers"
+        if ch == " ":
+            return "a space"
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            return f"the control character U+{ord(ch):04X}"
+        if unicodedata.category(ch) in _INVISIBLE_CATEGORIES:
+            return f"the invisible or space-like character U+{ord(ch):04X}"
+    return None
+
+
+def _split_netloc(netloc: str) -> tuple[str, int | None]:
+    """The (ASCII host, port or None) of a URL authority; InvalidUrl when it is not plain host[:port]."""
+    if "@" in netloc:
+        raise InvalidUrl("the URL has a user name or password before '@'; credentials in URLs are refused "
+                         "(they also hide the real host: http://good.example@evil.example/)")
+    if netloc.startswith("["):
+        close = netloc.find("]")
+        if close < 0:
+            raise InvalidUrl("the URL's IPv6 address is missing its closing ']'")
+        host, after = _ipv6_literal(netloc[1:close]), netloc[close + 1:]
+        if after and not after.startswith(":"):
+            raise InvalidUrl(f"unexpected text {after!r} after the IPv6 address")
+        port_text = after[1:] if after else None
+    else:
+        name, colon, port_text = netloc.partition(":")
+        port_text = port_text if colon else None
+        if port_text is not None and ":" in port_text:
+            raise InvalidUrl("the host has more than one ':'; an IPv6 address must be in brackets, "
+                             "like http://[2001:db8::1]:8080/")
+        try:
+            host = ascii_host(name)
+        except ValueError as exc:
+            raise InvalidUrl(str(exc)) from None
+    return host, _url_port(port_text)
+
+
+def _ipv6_literal(text: str) -> str:
+    """A bracketed IPv6 host, normalised; zone IDs are refused since they pick an interface."""
+    if "%" in text:
+        raise InvalidUrl(f"the IPv6 address [{text}] has a zone ID (%...); zone IDs are refused")
+    try:
+        ipaddress.IPv6Address(text)
+        return f"[{text.lower()}]"  # as written: Python would print ::ffff:127.0.0.1 as ::ffff:7f00:1
+    except ValueError:
+        raise InvalidUrl(f"[{text}] is not a valid IPv6 address") from None
+
+
+def _url_port(text: str | None) -> int | None:
+    """The port written in a URL, or None when none is written."""
+    if text is None:
+        return None
+    try:
+        return parse_port(text)
+    except ValueError as exc:
+        raise InvalidUrl(str(exc)) from None
+
+
+def parse_port(text: str) -> int:
+    """A TCP port from ASCII digits, 1 to 65535; ValueError says what is wrong."""
+    if not text:
+        raise ValueError("the port is empty after ':'")
+    # isascii: str.isdigit alone accepts "８０" and other non-ASCII digits.
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"the port {text!r} is not a number")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"the port {port} is outside 1-65535")
+    return port
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """One allow or deny entry: a network or a hostname, limited to one port when `port` is set."""
+
+    text: str
+    network: IPNetwork | None = None
+    hostname: str | None = None
+    port: int | None = None
+
+    @property
+    def names_one_address(self) -> bool:
+        """True when the entry is a single address (not a range, not a hostname)."""
+        return self.network is not None and self.network.num_addresses == 1
+
+    def matches(self, ip: IPAddress, host: str | None, *, deny: bool = False) -> bool:
+        """Whether the entry covers this address or host, ignoring the port."""
+        if self.hostname is not None:
+            return host == self.hostname
+        return any(candidate in self.network for candidate in _match_candidates(ip, deny))
+
+
+def _match_candidates(ip: IPAddress, deny: bool) -> list[IPAddress]:
+    """Addresses an entry is compared with: deny entries also catch every embedded IPv4 (be broad),
+    allow entries only the IPv4-mapped one, which is the very same IPv4 socket (be narrow)."""
+    if deny:
+        return [ip] + [v4 for _, v4 in embedded_ipv4(ip)]
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return [ip, mapped] if mapped else [ip]
+
+
+def parse_target(text: str) -> Target:
+    """One entry: CIDR, IP or hostname, optionally with :port ([v6]:port); ValueError names the entry."""
+    entry = text.strip()
+    try:
+        return _parse_target(entry)
+    except ValueError as exc:
+        raise ValueError(f"entry {entry!r}: {exc}") from None
+
+
+def _parse_target(entry: str) -> Target:
+    """parse_target without the entry named in errors."""
+    if not entry:
+        raise ValueError("empty entry")
+    if entry.startswith("["):
+        inside, close, after = entry[1:].partition("]")
+        if not close:
+            raise ValueError("missing the closing ']'")
+        if after and not after.startswith(":"):
+            raise ValueError("after ']' only ':port' may follow (write a range as [fd00::/8]:443)")
+        port = parse_port(after[1:]) if after else None
+        network = _target_network(inside)
+        if network is None or network.version != 6:
+            raise ValueError("only IPv6 addresses go in brackets")
+        return Target(entry, network=network, port=port)
+    if entry.count(":") >= 2:  # a bare IPv6 address or range cannot carry a port: "::1:8080" is an address
+        network = _target_network(entry)
+        if network is None:
+            raise ValueError("not a valid IPv6 address or range (an IPv6 with a port is written [::1]:8080)")
+        return Target(entry, network=network)
+    name, colon, port_text = entry.partition(":")
+    port = parse_port(port_text) if colon else None
+    network = _target_network(name)
+    if network is not None:
+        return Target(entry, network=network, port=port)
+    if "/" in name:
+        raise ValueError("not a valid CIDR range")
+    hostname = ascii_host(name).rstrip(".")
+    if hostname.rsplit(".", 1)[-1].isdigit():
+        # "127.1" or "0x7f.1" would silently become a hostname entry; no real hostname ends in digits.
+        raise ValueError("looks like an IP address but is not dotted-quad IPv4 or IPv6")
+    return Target(entry, hostname=hostname, port=port)
+
+
+def _target_network(text: str) -> IPNetwork | None:
+    """The network an entry names, None if it is not an address at all; ValueError on a bad range."""
+    if "%" in text:
+        raise ValueError("zone IDs (%...) are not allowed")
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        if "/" in text and _looks_like_ip(text.split("/", 1)[0]):
+            raise ValueError(f"not a valid CIDR range ({exc})") from None
+        return None
+
+
+def _looks_like_ip(text: str) -> bool:
+    """Whether text parses as an IP address, so a bad range after it is a typo, not a hostname."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_targets(text: str, variable: str) -> tuple[Target, ...]:
+    """A comma-separated list of entries; empty items are skipped; ValueError names variable and entry."""
+    targets = []
+    for item in (text or "").split(","):
+        if item.strip():
+            try:
+                targets.append(parse_target(item))
+            except ValueError as exc:
+                raise ValueError(f"{variable}: {exc}") from None
+    return tuple(targets)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which addresses may be fetched: the default rules, ALLOW_PRIVATE, and allow/deny entries."""
+
+    allow_private: bool = False
+    allow: tuple = ()
+    deny: tuple = ()
+
+    @classmethod
+    def from_settings(cls, allow_private: bool, allow_targets: str, deny_targets: str) -> "Policy":
+        """Build from the GREENBATCH_ALLOW_PRIVATE, _ALLOW_TARGETS and _DENY_TARGETS settings."""
+        return cls(allow_private=bool(allow_private),
+                   allow=parse_targets(allow_targets, ALLOW_VAR),
+                   deny=parse_targets(deny_targets, DENY_VAR))
+
+    def check_address(self, ip: str, port: int, host: str | None = None) -> None:
+        """Return if connecting to ip:port (for the URL's host) is allowed; raise Blocked naming the rule."""
+        try:
+            addr = _parse_ip(ip)
+        except ValueError:
+            raise Blocked(f"{ip!r} is not an IP address, so it cannot be checked") from None
+        name = _normal_host(host)
+        subject = _subject(addr, name)
+        for entry in self.deny:
+            if entry.matches(addr, name, deny=True) and entry.port in (None, port):
+                raise Blocked(f"{subject} on port {port} matches {entry.text!r} in {DENY_VAR} "
+                              f"(the deny-list always wins)")
+        verdict = judge(addr)
+        if verdict is None:
+            return
+        if verdict.lift == "private" and self.allow_private:
+            return
+        other_ports = []
+        for entry in self.allow:
+            if not entry.matches(addr, name):
+                continue
+            if verdict.lift == "exact" and not entry.names_one_address:
+                continue
+            if entry.port in (None, port):
+                return
+            other_ports.append(str(entry.port))
+        raise Blocked(f"{subject} is {verdict.reason}{_why_denied(verdict, port, other_ports)}")
+
+
+def _subject(addr: IPAddress, host: str | None) -> str:
+    """How a message names the target: the address, and the hostname that led there if any."""
+    shown = show_address(addr)
+    if host and not _same_address(host, addr):
+        return f"{host} resolves to {shown}, which"
+    return shown
+
+
+def show_address(addr: IPAddress) -> str:
+    """An address as a person expects to read it: IPv4-mapped ones keep their dotted quad."""
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return f"::ffff:{mapped}" if mapped else str(addr)
+
+
+def _same_address(host: str, addr: IPAddress) -> bool:
+    """Whether the URL's host is this address written literally (so "resolves to" would be noise)."""
+    try:
+        return _parse_ip(host) == addr
+    except ValueError:
+        return False
+
+
+def _why_denied(verdict: Verdict, port: int, other_ports: list[str]) -> str:
+    """The parenthesis telling the reader which setting would change the outcome."""
+    if other_ports:
+        return f" ({ALLOW_VAR} allows it only on port {', '.join(other_ports)}, not {port})"
+    if verdict.lift == "exact":
+        return (f" (denied even with {PRIVATE_VAR}; only a {ALLOW_VAR} entry naming this exact "
+                f"address lets it through)")
+    return f" (denied by default; see {ALLOW_VAR})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+# ---------------------------------------------------------------------------------------------
+
+def resolve(host: str, port: int, policy: Policy,
+            getaddrinfo: Callable[..., list] | None = None) -> list[tuple]:
+    """Resolve once, check every address, and return the addrinfo tuples the caller must connect to."""
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not name.isascii():
+        # socket.getaddrinfo would apply Python's IDNA 2003 codec, which maps "１２７.０.０.１" to 127.0.0.1.
+        raise InvalidUrl(f"host {host!r} is not ASCII; pass the host returned by check_url")
+    # Looked up at call time, not bound as a default, so gevent's monkey-patched resolver is the one used.
+    lookup = getaddrinfo or socket.getaddrinfo
+    infos = list(lookup(name, port, type=socket.SOCK_STREAM))  # gaierror propagates as is
+    if not infos:
+        raise socket.gaierror(socket.EAI_NONAME, f"{host} resolved to no addresses")
+    for family, _type, _proto, _canon, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            raise Blocked(f"{host} resolved to a non-IP address (family {family!r})")
+        # Every address, not just the first: a transport may fall back to the second one.
+        policy.check_address(sockaddr[0], port, host=name)
+    return infos

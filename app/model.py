@@ -1,0 +1,196 @@
+"""The shapes that travel through greenbatch: batch options, results and their error kinds."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .config import Config
+
+ERROR_KINDS = (
+    "dns", "refused", "connect_timeout", "read_timeout", "deadline", "tls", "too_many_redirects",
+    "too_large", "invalid_url", "blocked", "cancelled", "other",
+)
+BATCH_STATUSES = ("queued", "running", "done", "cancelled", "failed")
+FINAL_STATUSES = frozenset({"done", "cancelled", "failed"})
+METHODS = ("GET", "HEAD")
+_STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 with milliseconds, the one timestamp format we emit."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ValidationError(ValueError):
+    """Bad input from a client; `details` lists each problem with the field (and URL index) at fault."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.details = details or []
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How one batch fetches its URLs; every field has a server default."""
+
+    concurrency: int
+    timeout: float
+    connect_timeout: float
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    max_redirects: int = 5
+    max_bytes: int = 10 * 1024 * 1024
+    retries: int = 0
+    accept_status: str = "200-399"
+    per_host: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as JSON-ready data."""
+        return asdict(self)
+
+    def accepts(self, status: int) -> bool:
+        """Whether a final HTTP status counts as ok for this batch."""
+        return any(low <= status <= high for low, high in parse_status_ranges(self.accept_status))
+
+    @classmethod
+    def defaults(cls, config: Config) -> "BatchOptions":
+        """The options a batch gets when it sets none."""
+        return cls(concurrency=config.default_concurrency, timeout=config.default_timeout,
+                   connect_timeout=config.default_connect_timeout,
+                   max_redirects=config.default_max_redirects, max_bytes=config.default_max_bytes)
+
+    @classmethod
+    def parse(cls, raw: Any, config: Config) -> "BatchOptions":
+        """Validate client-supplied options against the server's limits; unknown keys are errors."""
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ValidationError("options must be an object", [{"field": "options", "message": "must be an object"}])
+        base = cls.defaults(config).to_dict()
+        problems: list[dict[str, Any]] = []
+        limits = {
+            "concurrency": (int, 1, config.max_concurrency),
+            "timeout": (float, 0.1, config.max_timeout),
+            "connect_timeout": (float, 0.1, config.max_timeout),
+            "max_redirects": (int, 0, config.max_redirects),
+            "max_bytes": (int, 0, config.max_body_bytes),
+            "retries": (int, 0, config.max_retries),
+            "per_host": (int, 0, config.max_concurrency),
+        }
+        for key, value in raw.items():
+            where = f"options.{key}"
+            if key in limits:
+                kind, low, high = limits[key]
+                number = _number(value, kind)
+                if number is None:
+                    problems.append({"field": where, "message": f"must be {'an integer' if kind is int else 'a number'}"})
+                elif not low <= number <= high:
+                    problems.append({"field": where, "message": f"must be between {low} and {high} (server limit)"})
+                else:
+                    base[key] = number
+            elif key == "method":
+                if not isinstance(value, str) or value.upper() not in METHODS:
+                    problems.append({"field": where, "message": "must be GET or HEAD"})
+                else:
+                    base[key] = value.upper()
+            elif key == "headers":
+                message = _header_problem(value)
+                if message:
+                    problems.append({"field": where, "message": message})
+                else:
+                    base[key] = dict(value)
+            elif key == "accept_status":
+                if not isinstance(value, str) or not parse_status_ranges(value):
+                    problems.append({"field": where, "message": "must look like '200-399' or '200,301-302'"})
+                else:
+                    base[key] = value.replace(" ", "")
+            else:
+                problems.append({"field": where, "message": "is not a known option"})
+        if problems:
+            raise ValidationError("invalid options", problems)
+        return cls(**base)
+
+
+def _number(value: Any, kind: type) -> float | int | None:
+    """Accept JSON numbers and numeric strings (query strings are text); reject bools and the rest."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value) if kind is float else int(value)
+        except ValueError:
+            return None
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if kind is int and not isinstance(value, int):
+        return None
+    if kind is float and not isinstance(value, (int, float)):
+        return None
+    return kind(value)
+
+
+def _header_problem(value: Any) -> str | None:
+    """Say what is wrong with a headers object, or None when it is fine."""
+    if not isinstance(value, dict):
+        return "must be an object of header names to strings"
+    if len(value) > 50:
+        return "at most 50 headers"
+    for name, text in value.items():
+        if not _HEADER_NAME.match(name):
+            return f"header name {name!r} is not a valid token"
+        if not isinstance(text, str) or any(c in text for c in "\r\n\0") or len(text) > 8192:
+            return f"header {name!r} must be a single-line string of at most 8192 characters"
+    return None
+
+
+def parse_status_ranges(text: str) -> list[tuple[int, int]]:
+    """Parse '200-399,418' into ranges; an empty list means the text is invalid."""
+    ranges = []
+    for part in text.split(","):
+        match = _STATUS_RANGE.match(part)
+        if not match:
+            return []
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+        if not 100 <= low <= high <= 599:
+            return []
+        ranges.append((low, high))
+    return ranges
+
+
+@dataclass
+class Result:
+    """The one final outcome of one URL in a batch."""
+
+    index: int
+    url: str
+    final_url: str | None = None
+    status_code: int | None = None
+    ok: bool = False
+    error: dict[str, str] | None = None
+    bytes: int = 0
+    content_type: str | None = None
+    redirects: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    timings: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def error_kind(self) -> str | None:
+        """The error kind, or None for a fetch that got a response."""
+        return self.error["kind"] if self.error else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data."""
+        return asdict(self)
+
+
+def failed_result(index: int, url: str, kind: str, message: str) -> Result:
+    """A result for a URL that ended without a response (cancelled, invalid, ...)."""
+    stamp = now_iso()
+    return Result(index=index, url=url, error={"kind": kind, "message": message},
+                  started_at=stamp, finished_at=stamp, timings={"total": 0.0, "ttfb": None})

@@ -1,0 +1,50 @@
+"""The long-lived parts of one server (store, event bus, engine), built once and shared by the views."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gevent
+from flask import Flask, current_app
+
+from . import guard
+from .config import Config
+from .engine import Engine
+from .events import EventBus
+from .store import SQLiteStore, Store
+
+
+@dataclass
+class Services:
+    """What a request handler may use: the store to read, the engine to act, the bus to watch."""
+
+    config: Config
+    store: Store
+    bus: EventBus
+    engine: Engine
+
+    def close(self, grace: float = 5.0) -> None:
+        """Let in-flight fetches finish within `grace`, then commit and close the store."""
+        self.engine.shutdown(grace)
+        self.store.close()
+
+
+def build(config: Config) -> Services:
+    """Wire the store, the bus and the engine for one server process."""
+    store = SQLiteStore(config.db_path, config.flush_interval, config.flush_rows)
+    bus = EventBus(store)
+    policy = guard.Policy.from_settings(config.allow_private, config.allow_targets, config.deny_targets)
+    engine = Engine(config, store, bus, policy)
+    return Services(config, store, bus, engine)
+
+
+def init_app(app: Flask, config: Config) -> Services:
+    """Build the services, resume unfinished batches in the background, and attach them to the app."""
+    built = build(config)
+    app.extensions["greenbatch"] = built
+    gevent.spawn(built.engine.resume_unfinished)
+    return built
+
+
+def services() -> Services:
+    """The current app's services."""
+    return current_app.extensions["greenbatch"]

@@ -1,0 +1,367 @@
+"""Durable storage of batches and their event log, in SQLite by default.
+
+Events are the one source of truth: a batch's results are its `result` events, and its status is
+what its last `batch` event said. Writes are buffered and committed by one writer thread every
+`flush_interval` seconds (or `flush_rows` events), so a 10,000-URL batch is a few dozen commits,
+and SQLite never runs on the gevent hub. Reads run on a small pool of threads.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol
+
+import gevent
+from gevent.event import Event as Signal
+from gevent.queue import Queue
+from gevent.threadpool import ThreadPool
+
+from .events import Event
+from .model import FINAL_STATUSES
+from .stats import Row
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    num INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    options TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    parent_id TEXT,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS urls (
+    batch_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    PRIMARY KEY (batch_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    batch_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    at TEXT NOT NULL,
+    idx INTEGER,
+    ok INTEGER,
+    status_code INTEGER,
+    error_kind TEXT,
+    total_ms REAL,
+    bytes INTEGER,
+    data TEXT NOT NULL,
+    PRIMARY KEY (batch_id, seq)
+) WITHOUT ROWID;
+-- One final result per URL, enforced by the database itself.
+CREATE UNIQUE INDEX IF NOT EXISTS results_by_index ON events (batch_id, idx) WHERE type = 'result';
+"""
+
+
+@dataclass
+class BatchRecord:
+    """A batch as stored: its row, plus the result rows statistics need while it is not final."""
+
+    id: str
+    num: int
+    name: str
+    status: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    options: dict[str, Any]
+    total: int
+    parent_id: str | None
+    summary: dict[str, Any] | None
+    last_seq: int
+    rows: list[Row] | None = None
+
+
+class Store(Protocol):
+    """What the engine, the API and the stream need from storage; SQLiteStore is the real one."""
+
+    def create_batch(self, batch_id: str, name: str, options: dict[str, Any], urls: list[str],
+                     created_at: str, parent_id: str | None = None) -> None: ...
+    def append(self, event: Event) -> None: ...
+    def unflushed(self, batch_id: str) -> list[Event]: ...
+    def flush(self, timeout: float | None = None) -> bool: ...
+    def get_batch(self, batch_id: str, with_rows: bool = False) -> BatchRecord | None: ...
+    def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]: ...
+    def unfinished_batches(self) -> list[BatchRecord]: ...
+    def urls(self, batch_id: str) -> list[str]: ...
+    def result_rows(self, batch_id: str) -> dict[int, Row]: ...
+    def results(self, batch_id: str, after: int = -1, limit: int = 100,
+                outcome: str | None = None) -> list[dict[str, Any]]: ...
+    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def delete_batch(self, batch_id: str) -> bool: ...
+    def writable(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """Open a connection in WAL mode; NORMAL sync survives a killed process (not a power cut)."""
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _record(row: sqlite3.Row | tuple) -> BatchRecord:
+    """Turn a batches row (with last_seq appended) into a record."""
+    (num, id_, name, status, created, started, finished, options, total, parent, summary, last_seq) = row
+    return BatchRecord(id=id_, num=num, name=name, status=status, created_at=created, started_at=started,
+                       finished_at=finished, options=json.loads(options), total=total, parent_id=parent,
+                       summary=json.loads(summary) if summary else None, last_seq=last_seq or 0)
+
+
+_BATCH_COLUMNS = ("num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary,"
+                  " (SELECT MAX(seq) FROM events e WHERE e.batch_id = b.id)")
+_ROW_QUERY = "SELECT idx, ok, status_code, error_kind, total_ms, bytes FROM events WHERE batch_id = ? AND type = 'result'"
+
+
+class SQLiteStore:
+    """The embedded store: one SQLite file in the data folder."""
+
+    def __init__(self, path: str, flush_interval: float = 0.1, flush_rows: int = 500, readers: int = 4):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        self._flush_interval = flush_interval
+        self._flush_rows = flush_rows
+        self._writer_thread = ThreadPool(1)
+        self._reader_threads = ThreadPool(readers)
+        self._writer = _connect(path)
+        self._writer.executescript(SCHEMA)
+        self._readers: Queue = Queue()
+        for _ in range(readers):
+            self._readers.put(_connect(path))
+        self._buffer: list[Event] = []
+        self._writing: list[Event] = []
+        self._wake = Signal()
+        self._idle = Signal()
+        self._idle.set()
+        self._closed = False
+        self.last_write_seconds = 0.0
+        self._flusher = gevent.spawn(self._flush_loop)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def create_batch(self, batch_id: str, name: str, options: dict[str, Any], urls: list[str],
+                     created_at: str, parent_id: str | None = None) -> None:
+        """Store a new batch and its URLs, committed before this returns."""
+        def write() -> None:
+            with self._writer:
+                self._writer.execute("BEGIN")
+                self._writer.execute(
+                    "INSERT INTO batches (id, name, status, created_at, options, total, parent_id)"
+                    " VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+                    (batch_id, name, created_at, json.dumps(options), len(urls), parent_id))
+                self._writer.executemany("INSERT INTO urls (batch_id, idx, url) VALUES (?, ?, ?)",
+                                         ((batch_id, i, u) for i, u in enumerate(urls)))
+        self._writer_thread.apply(write)
+
+    def append(self, event: Event) -> None:
+        """Buffer an event for the next commit; never blocks."""
+        if self._closed:
+            raise RuntimeError(f"store is closed; event {event.seq} of batch {event.batch_id} was not saved")
+        self._buffer.append(event)
+        self._idle.clear()
+        self._wake.set()
+
+    def unflushed(self, batch_id: str) -> list[Event]:
+        """Events of a batch not yet committed, in order (a viewer replays these after the stored ones)."""
+        return [e for e in self._writing + self._buffer if e.batch_id == batch_id]
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event appended so far is committed; False on timeout."""
+        if self._buffer:
+            self._wake.set()
+        return self._idle.wait(timeout)
+
+    def _flush_loop(self) -> None:
+        """Commit buffered events in groups: wait for the first, gather for flush_interval, write."""
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if not self._buffer:
+                if self._closed:
+                    return
+                continue
+            if len(self._buffer) < self._flush_rows and not self._closed:
+                # Gather a group of events; a batch's end flushes no later than this either.
+                gevent.sleep(self._flush_interval)
+            self._writing, self._buffer = self._buffer, []
+            started = time.perf_counter()
+            try:
+                self._writer_thread.apply(self._write_events, (self._writing,))
+            except Exception:  # noqa: BLE001 - keep the events and try again rather than lose them
+                log.exception("store: writing %d events to %s failed; retrying in 1 s", len(self._writing), self.path)
+                self._buffer = self._writing + self._buffer
+                self._writing = []
+                gevent.sleep(1)
+                self._wake.set()
+                continue
+            self.last_write_seconds = time.perf_counter() - started
+            self._writing = []
+            if self._buffer:
+                self._wake.set()
+            else:
+                self._idle.set()
+
+    def _write_events(self, events: list[Event]) -> None:
+        """Commit a group of events in one transaction, applying batch state changes to their rows."""
+        rows = []
+        for e in events:
+            d = e.data
+            if e.type == "result":
+                error = d.get("error")
+                rows.append((e.batch_id, e.seq, e.type, e.at, d["index"], 1 if d.get("ok") else 0,
+                             d.get("status_code"), error["kind"] if error else None,
+                             (d.get("timings") or {}).get("total"), d.get("bytes") or 0, json.dumps(d)))
+            else:
+                rows.append((e.batch_id, e.seq, e.type, e.at, None, None, None, None, None, None, json.dumps(d)))
+        with self._writer:
+            self._writer.execute("BEGIN")
+            self._writer.executemany(
+                "INSERT OR IGNORE INTO events (batch_id, seq, type, at, idx, ok, status_code, error_kind,"
+                " total_ms, bytes, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            for e in events:
+                if e.type == "batch":
+                    self._apply_batch_event(e)
+
+    def _apply_batch_event(self, event: Event) -> None:
+        """Record a batch's new status (and its final summary) on its row."""
+        d = event.data
+        summary = None
+        if d["status"] in FINAL_STATUSES and "counts" in d:
+            summary = json.dumps({"counts": d["counts"], "stats": d.get("stats")})
+        self._writer.execute(
+            "UPDATE batches SET status = ?, started_at = COALESCE(started_at, ?),"
+            " finished_at = COALESCE(?, finished_at), summary = COALESCE(?, summary) WHERE id = ?",
+            (d["status"], d.get("started_at"), d.get("finished_at"), summary, event.batch_id))
+
+    def delete_batch(self, batch_id: str) -> bool:
+        """Remove a batch, its URLs and its events; False when there was no such batch."""
+        def delete() -> bool:
+            with self._writer:
+                self._writer.execute("BEGIN")
+                gone = self._writer.execute("DELETE FROM batches WHERE id = ?", (batch_id,)).rowcount
+                self._writer.execute("DELETE FROM urls WHERE batch_id = ?", (batch_id,))
+                self._writer.execute("DELETE FROM events WHERE batch_id = ?", (batch_id,))
+            return gone > 0
+        return self._writer_thread.apply(delete)
+
+    def writable(self) -> bool:
+        """Whether a write transaction can be opened and committed right now."""
+        def probe() -> bool:
+            with self._writer:
+                self._writer.execute("BEGIN IMMEDIATE")
+            return True
+        try:
+            return self._writer_thread.apply(probe)
+        except sqlite3.Error:
+            return False
+
+    def close(self, timeout: float = 10) -> None:
+        """Commit what is buffered, then close every connection."""
+        self.flush(timeout)
+        self._closed = True
+        self._wake.set()
+        self._flusher.join(timeout)
+        self._writer_thread.apply(self._writer.close)
+        while not self._readers.empty():
+            self._readers.get().close()
+        self._writer_thread.kill()
+        self._reader_threads.kill()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _read(self, fn, *args):
+        """Run a read on a reader thread with a connection of its own."""
+        conn = self._readers.get()
+        try:
+            return self._reader_threads.apply(fn, (conn,) + args)
+        finally:
+            self._readers.put(conn)
+
+    def get_batch(self, batch_id: str, with_rows: bool = False) -> BatchRecord | None:
+        """One batch, with its result rows when asked and it has no final summary yet."""
+        def read(conn: sqlite3.Connection) -> BatchRecord | None:
+            row = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches b WHERE id = ?", (batch_id,)).fetchone()
+            if row is None:
+                return None
+            record = _record(row)
+            if with_rows and record.summary is None:
+                record.rows = [Row(bool(ok), sc, ek, ms, b or 0) for _, ok, sc, ek, ms, b in
+                               conn.execute(_ROW_QUERY, (batch_id,))]
+            return record
+        return self._read(read)
+
+    def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]:
+        """Batches newest first, each with its rows when it is not final; `before` is a cursor (num)."""
+        def read(conn: sqlite3.Connection) -> list[BatchRecord]:
+            where, args = ("WHERE num < ?", (before, limit)) if before else ("", (limit,))
+            records = [_record(r) for r in conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches b {where} ORDER BY num DESC LIMIT ?", args)]
+            for record in records:
+                if record.summary is None:
+                    record.rows = [Row(bool(ok), sc, ek, ms, b or 0) for _, ok, sc, ek, ms, b in
+                                   conn.execute(_ROW_QUERY, (record.id,))]
+            return records
+        return self._read(read)
+
+    def unfinished_batches(self) -> list[BatchRecord]:
+        """Batches a previous process left queued or running, oldest first."""
+        def read(conn: sqlite3.Connection) -> list[BatchRecord]:
+            return [_record(r) for r in conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches b WHERE status IN ('queued', 'running') ORDER BY num")]
+        return self._read(read)
+
+    def urls(self, batch_id: str) -> list[str]:
+        """A batch's URLs in submission order."""
+        def read(conn: sqlite3.Connection) -> list[str]:
+            return [u for (u,) in conn.execute("SELECT url FROM urls WHERE batch_id = ? ORDER BY idx", (batch_id,))]
+        return self._read(read)
+
+    def result_rows(self, batch_id: str) -> dict[int, Row]:
+        """The stored results of a batch by URL index (what a resumed batch must not fetch again)."""
+        def read(conn: sqlite3.Connection) -> dict[int, Row]:
+            return {idx: Row(bool(ok), sc, ek, ms, b or 0) for idx, ok, sc, ek, ms, b in
+                    conn.execute(_ROW_QUERY, (batch_id,))}
+        return self._read(read)
+
+    def results(self, batch_id: str, after: int = -1, limit: int = 100,
+                outcome: str | None = None) -> list[dict[str, Any]]:
+        """A page of results by URL index; outcome 'ok' or 'failed' (anything not ok) filters."""
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            extra = {"ok": " AND ok = 1", "failed": " AND ok = 0"}.get(outcome or "", "")
+            return [json.loads(d) for (d,) in conn.execute(
+                f"SELECT data FROM events WHERE batch_id = ? AND type = 'result' AND idx > ?{extra}"
+                " ORDER BY idx LIMIT ?", (batch_id, after, limit))]
+        return self._read(read)
+
+    def iter_results(self, batch_id: str, outcome: str | None = None, page: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every result of a batch in index order, read a page at a time (for streamed exports)."""
+        after = -1
+        while True:
+            chunk = self.results(batch_id, after, page, outcome)
+            yield from chunk
+            if len(chunk) < page:
+                return
+            after = chunk[-1]["index"]
+
+    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Committed events of a batch after a sequence number, in order."""
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            return [{"seq": seq, "type": type_, "batch_id": batch_id, "at": at, "data": json.loads(d)}
+                    for seq, type_, at, d in conn.execute(
+                        "SELECT seq, type, at, data FROM events WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                        (batch_id, after, limit))]
+        return self._read(read)

@@ -1,0 +1,296 @@
+"""Transports: how one HTTP exchange (one hop, no redirects) is made. The engine sees only `Transport`.
+
+The requests transport connects only to addresses the guard has resolved and checked (the Host
+header, TLS SNI and certificate check stay on the URL's name), and measures dns, connect and tls
+on each new connection.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (ConnectTimeoutError, DecodeError, NameResolutionError, NewConnectionError,
+                                ProtocolError, ReadTimeoutError)
+
+from . import guard
+
+USER_AGENT = "greenbatch/1.0 (+https://github.com/greenbatch)"
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 16 * 1024  # small decode steps keep a compression bomb from inflating much past the cap
+_REDIRECT_BODY_CAP = 64 * 1024
+
+Resolver = Callable[[str, int], list]
+
+# Timings of the connection opened by the current greenlet's request (greenlet-local once patched).
+# A response with no body hands its connection back before we could ask it, so it reports here.
+_fresh = threading.local()
+
+
+class FetchError(Exception):
+    """A hop that ended without a usable response; `kind` is one of model.ERROR_KINDS."""
+
+    def __init__(self, kind: str, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.kind = kind
+        self.retryable = retryable
+
+
+@dataclass
+class Hop:
+    """One HTTP exchange: the response's status and headers, its body size, and where time went."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    bytes: int
+    timings: dict[str, float | None] = field(default_factory=dict)
+    connection_reused: bool = False
+
+    @property
+    def location(self) -> str | None:
+        """The redirect target, when this hop is a redirect that names one."""
+        return self.headers.get("Location") if self.status in REDIRECT_STATUSES else None
+
+
+class Transport(Protocol):
+    """Fetches one hop; one instance per batch, closed when the batch ends."""
+
+    name: str
+
+    def fetch(self, url: str, *, method: str, headers: Mapping[str, str], connect_timeout: float,
+              read_timeout: float, max_bytes: int) -> Hop: ...
+
+    def close(self) -> None: ...
+
+
+def default_resolver(host: str, port: int) -> list:
+    """Resolve without any policy (the guard's resolver replaces this in the app)."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+class _PinnedConnectionMixin:
+    """Resolve through the guard once, connect to a checked address, and time dns and connect."""
+
+    resolver: Resolver = staticmethod(default_resolver)
+
+    def _new_conn(self) -> socket.socket:
+        started = time.perf_counter()
+        try:
+            addresses = self.resolver(self._dns_host, self.port)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        resolved = time.perf_counter()
+        sock = self._connect_first(addresses)
+        _fresh.timings = {"dns": _ms(resolved - started), "connect": _ms(time.perf_counter() - resolved)}
+        return sock
+
+    def _connect_first(self, addresses: list) -> socket.socket:
+        """Connect to the first checked address that answers (never resolve the name again)."""
+        last: OSError | None = None
+        for family, type_, proto, _, sockaddr in addresses:
+            sock = socket.socket(family, type_, proto)
+            try:
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                if self.timeout is not None:
+                    sock.settimeout(self.timeout)
+                sock.connect(sockaddr)
+                return sock
+            except socket.timeout as exc:
+                sock.close()
+                raise ConnectTimeoutError(self, f"connection to {self.host} timed out "
+                                                f"(connect timeout {self.timeout} s)") from exc
+            except OSError as exc:
+                sock.close()
+                last = exc
+        raise NewConnectionError(self, f"failed to connect to {self.host}: {last}")
+
+
+class _PinnedHTTPConnection(_PinnedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _PinnedHTTPSConnection(_PinnedConnectionMixin, HTTPSConnection):
+    def connect(self) -> None:
+        started = time.perf_counter()
+        super().connect()
+        timings = getattr(_fresh, "timings", None)
+        if timings is not None:
+            spent = _ms(time.perf_counter() - started)
+            timings["tls"] = max(0.0, spent - timings["dns"] - timings["connect"])
+
+
+def _pool_classes(resolver: Resolver) -> dict[str, type]:
+    """Connection pools whose connections resolve through `resolver` (one pair per transport)."""
+    http_conn = type("GuardedHTTPConnection", (_PinnedHTTPConnection,), {"resolver": staticmethod(resolver)})
+    https_conn = type("GuardedHTTPSConnection", (_PinnedHTTPSConnection,), {"resolver": staticmethod(resolver)})
+    return {
+        "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+        "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+    }
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """requests' adapter with pools whose connections are pinned to checked addresses."""
+
+    def __init__(self, resolver: Resolver, pool_size: int):
+        self._resolver = resolver
+        # pool_size connections per host: requests' default of 10 makes a batch at concurrency 200
+        # open and throw away hundreds of extra connections.
+        super().__init__(pool_connections=min(max(pool_size, 10), 100), pool_maxsize=pool_size, max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _pool_classes(self._resolver)
+
+
+class RequestsTransport:
+    """The requests transport: one Session per batch, its pool sized to the batch's concurrency."""
+
+    name = "requests"
+
+    def __init__(self, pool_size: int, resolver: Resolver = default_resolver):
+        self.session = requests.Session()
+        # trust_env off: environment proxies must not redirect fetches, and it costs ~25% CPU.
+        self.session.trust_env = False
+        self.session.headers["User-Agent"] = USER_AGENT
+        adapter = _GuardedAdapter(resolver, pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def fetch(self, url: str, *, method: str, headers: Mapping[str, str], connect_timeout: float,
+              read_timeout: float, max_bytes: int) -> Hop:
+        """Send one request and read its body up to `max_bytes` decoded bytes."""
+        _fresh.timings = None
+        started = time.perf_counter()
+        try:
+            response = self.session.request(method, url, headers=dict(headers), stream=True,
+                                            allow_redirects=False, timeout=(connect_timeout, read_timeout))
+        except guard.GuardError as exc:
+            raise FetchError(exc.kind, str(exc)) from None
+        except requests.RequestException as exc:
+            raise _classify(exc, url) from None
+        first_byte = time.perf_counter()
+        raw: urllib3.HTTPResponse = response.raw
+        timings, _fresh.timings = _fresh.timings, None
+        reused = timings is None
+        size = self._read_body(response, raw, url, method, max_bytes)
+        done = time.perf_counter()
+        # A reused keep-alive connection had no dns, connect or tls step: those stay null.
+        timings = dict(timings or {"dns": None, "connect": None})
+        timings.setdefault("tls", None)  # plain http: no handshake
+        spent_connecting = (timings["dns"] or 0) + (timings["connect"] or 0) + (timings["tls"] or 0)
+        timings["wait"] = round(max(0.0, _ms(first_byte - started) - spent_connecting), 3)
+        timings["download"] = _ms(done - first_byte)
+        return Hop(status=response.status_code, reason=response.reason or "", headers=response.headers,
+                   bytes=size, timings=timings, connection_reused=reused)
+
+    @staticmethod
+    def _read_body(response: requests.Response, raw: urllib3.HTTPResponse, url: str, method: str,
+                   max_bytes: int) -> int:
+        """Count the decoded body as it streams; stop past the cap and drop the connection."""
+        if method == "HEAD":
+            raw.release_conn()
+            return 0
+        cap = max_bytes
+        if response.status_code in REDIRECT_STATUSES and "Location" in response.headers:
+            cap = min(max_bytes, _REDIRECT_BODY_CAP)
+        size = 0
+        try:
+            for chunk in raw.stream(_CHUNK, decode_content=True):
+                size += len(chunk)
+                if size > cap:
+                    raw.close()
+                    raw.release_conn()
+                    raise FetchError("too_large", f"body passed the cap of {cap} decoded bytes at {url}; "
+                                                  "raise options.max_bytes to read more")
+        except ReadTimeoutError:
+            raw.close()
+            raise FetchError("read_timeout", f"no data from {url} within the read timeout") from None
+        except DecodeError as exc:
+            raw.close()
+            raise FetchError("other", f"could not decode the body of {url}: {exc}") from None
+        except (ProtocolError, OSError) as exc:
+            raw.close()
+            raise FetchError("other", f"connection broken while reading {url}: {_root(exc)}") from None
+        raw.release_conn()
+        return size
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.session.close()
+
+
+def _classify(exc: requests.RequestException, url: str) -> FetchError:
+    """Map requests' exceptions onto our error kinds, with a message a person can act on."""
+    root = _root(exc)
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return FetchError("read_timeout", f"{_host(url)} sent no response within the read timeout")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return FetchError("tls", f"TLS handshake with {_host(url)} failed: {root}")
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader)):
+        return FetchError("invalid_url", f"{url} cannot be fetched: {root}")
+    if _find(exc, NameResolutionError) or isinstance(root, socket.gaierror):
+        return FetchError("dns", f"could not resolve {_host(url)}: {root}", retryable=True)
+    # Before the timeout check: urllib3's NewConnectionError subclasses ConnectTimeoutError.
+    if isinstance(root, ConnectionRefusedError) or getattr(root, "errno", None) == errno.ECONNREFUSED or (
+            _find(exc, NewConnectionError) and "refused" in str(root).lower()):
+        return FetchError("refused", f"connection refused by {_host(url)}", retryable=True)
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(root, socket.timeout):
+        return FetchError("connect_timeout", f"connecting to {_host(url)} timed out", retryable=True)
+    if isinstance(root, (ConnectionResetError, BrokenPipeError)) or "reset" in str(root).lower():
+        return FetchError("other", f"connection reset by {_host(url)} before a response", retryable=True)
+    if _find(exc, NewConnectionError):
+        return FetchError("other", f"could not connect to {_host(url)}: {root}", retryable=True)
+    return FetchError("other", f"request to {_host(url)} failed: {root}")
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The innermost cause or context of an exception (requests and urllib3 wrap several deep)."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = exc.__cause__ or exc.__context__ or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None)
+        if inner is None:
+            reason = getattr(exc, "reason", None)
+            inner = reason if isinstance(reason, BaseException) else None
+        if inner is None:
+            return exc
+        exc = inner
+    return exc
+
+
+def _find(exc: BaseException, kind: type) -> BaseException | None:
+    """The first exception of a type anywhere in a chain."""
+    seen = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return current
+        stack.extend([current.__cause__, current.__context__, getattr(current, "reason", None)])
+        stack.extend(a for a in current.args if isinstance(a, BaseException))
+    return None
+
+
+def _host(url: str) -> str:
+    """The host:port part of a URL, for messages."""
+    return urllib3.util.parse_url(url).netloc or url
+
+
+def _ms(seconds: float) -> float:
+    """Seconds to milliseconds, rounded for display."""
+    return round(seconds * 1000, 3)

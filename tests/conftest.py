@@ -1,0 +1,170 @@
+"""Fixtures for the real parts: the greenbatch server in a subprocess and the HTTP target it fetches from.
+
+The pytest process itself is never monkey-patched; only the server subprocess is, by wsgi.py.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.target import start_target
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+_LISTENING = re.compile(r"greenbatch listening on (http://\S+?)/?$", re.M)
+
+
+class GreenbatchServer:
+    """A greenbatch server process started by `python wsgi.py`, as in production."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, log_name: str = "server.log",
+                 args: list[str] | None = None):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir / log_name
+        self.env = {**os.environ, "GREENBATCH_DATA_DIR": str(self.data_dir), "GREENBATCH_PORT": "0",
+                    "GREENBATCH_FLUSH_INTERVAL": "0.05", **(env or {})}
+        self.args = args or []
+        self.proc: subprocess.Popen | None = None
+        self.base_url = ""
+        self.session = requests.Session()
+        self.session.trust_env = False
+
+    def start(self, timeout: float = 20) -> "GreenbatchServer":
+        """Start the process and wait until it says where it listens."""
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "wsgi.py"), *self.args], cwd=ROOT, env=self.env,
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        offset = self.log_path.stat().st_size - 0
+        while time.monotonic() < deadline:
+            match = _LISTENING.search(self.log_path.read_text(errors="replace"))
+            if match and self.proc.poll() is None:
+                self.base_url = match.group(1)
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"greenbatch did not start (exit {self.proc.poll()}):\n{self.log()}")
+
+    def log(self) -> str:
+        """Everything the server printed."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def url(self, path: str) -> str:
+        """An absolute URL on this server."""
+        return self.base_url + path
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """An HTTP request to this server."""
+        kwargs.setdefault("timeout", 30)
+        return self.session.request(method, self.url(path), **kwargs)
+
+    def submit(self, urls: list[str], **options: Any) -> dict[str, Any]:
+        """POST a JSON batch and return the created batch (asserting 201)."""
+        response = self.request("POST", "/api/v1/batches", json={"urls": urls, "options": options})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """GET one batch."""
+        response = self.request("GET", f"/api/v1/batches/{batch_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait(self, batch_id: str, timeout: float = 30, statuses=("done", "cancelled", "failed")) -> dict[str, Any]:
+        """Poll a batch until it reaches one of `statuses`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            batch = self.batch(batch_id)
+            if batch["status"] in statuses:
+                return batch
+            if time.monotonic() > deadline:
+                raise AssertionError(f"batch {batch_id} still {batch['status']} after {timeout} s: {batch['counts']}")
+            time.sleep(0.05)
+
+    def results(self, batch_id: str, **params: Any) -> list[dict[str, Any]]:
+        """Every result of a batch, following pages."""
+        found, after = [], -1
+        while True:
+            page = self.request("GET", f"/api/v1/batches/{batch_id}/results",
+                                params={"after": after, "limit": 1000, **params}).json()
+            found += page["results"]
+            if page["next_after"] is None:
+                return found
+            after = page["next_after"]
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the server process."""
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        """SIGTERM, wait, SIGKILL if it hangs; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"greenbatch did not stop within {timeout} s of SIGTERM:\n{self.log()[-3000:]}")
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a durable store must survive."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            self._log.close()
+
+
+@pytest.fixture(scope="session")
+def target():
+    """The real HTTP target server (tests/target.py) on 127.0.0.1."""
+    process = start_target()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def target_env(target) -> dict[str, str]:
+    """Settings that let the server reach the target's port and no other loopback port."""
+    return {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port}"}
+
+
+@pytest.fixture
+def make_server(tmp_path, target_env):
+    """A factory for servers with their own data folder; every server started is stopped afterwards."""
+    started: list[GreenbatchServer] = []
+
+    def make(env: dict[str, str] | None = None, data_dir: Path | None = None, **kwargs: Any) -> GreenbatchServer:
+        server = GreenbatchServer(data_dir or tmp_path / f"data{len(started)}", {**target_env, **(env or {})}, **kwargs)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        try:
+            server.stop()
+        except AssertionError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, target_env):
+    """One shared server for tests that do not restart it."""
+    instance = GreenbatchServer(tmp_path_factory.mktemp("gb"), target_env).start()
+    yield instance
+    instance.stop()

@@ -1,0 +1,39 @@
+"""Entry point: patch the standard library for gevent first, then build the app.
+
+`python wsgi.py [--host H] [--port P]` serves it; WSGI servers (gunicorn) import `app` from here.
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402 - everything below must see the patched standard library
+import sys  # noqa: E402
+
+from app import create_app  # noqa: E402
+from app.config import Config, ConfigError  # noqa: E402
+from app.server import configure_logging, serve  # noqa: E402
+
+
+def load_config(argv: list[str] | None = None) -> Config:
+    """Settings from GREENBATCH_* variables, with --host and --port taking precedence."""
+    parser = argparse.ArgumentParser(description="Serve the greenbatch dashboard and API.")
+    parser.add_argument("--host", help="address to bind (GREENBATCH_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (GREENBATCH_PORT, default 8000)")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    return Config.from_env(**overrides)
+
+
+if __name__ == "__main__":
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"greenbatch: cannot start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(config)
+    sys.exit(serve(create_app(config), config))
+else:
+    try:
+        app = create_app()
+    except ConfigError as exc:
+        raise SystemExit(f"greenbatch: cannot start: {exc}") from None

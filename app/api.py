@@ -8,10 +8,11 @@ from typing import Any, Iterator
 
 from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
 
-from . import guard, stats
+from . import guard
 from .errors import ApiError
 from .model import FINAL_STATUSES, BatchOptions, ValidationError
 from .services import services
+from .views import batch_json, load_batch
 from .store import BatchRecord
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -151,49 +152,9 @@ def _name(raw: Any) -> str:
     return raw.strip()
 
 
-# -- the batch as JSON -----------------------------------------------------------------------
-
-def batch_json(record: BatchRecord) -> dict[str, Any]:
-    """A batch as the API, the pages and the websocket show it."""
-    # A batch the engine holds is ahead of the store by up to one flush: take its live view.
-    live = services().engine.live(record.id)
-    if live is not None:
-        status, started_at, last_seq = live["status"], live["started_at"] or record.started_at, live["last_seq"]
-        finished_at = live["finished_at"] or record.finished_at
-        counts, batch_stats = live["counts"], live["stats"]
-    elif record.summary is not None:
-        status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
-        counts, batch_stats = record.summary["counts"], record.summary["stats"]
-    else:
-        status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
-        counts = stats.counts(record.total, record.rows or [])
-        batch_stats = stats.summarize(record.rows or [])
-    return {
-        "id": record.id,
-        "name": record.name,
-        "status": status,
-        "created_at": record.created_at,
-        "started_at": started_at,
-        "finished_at": finished_at,
-        "parent_id": record.parent_id,
-        "options": record.options,
-        "counts": counts,
-        "stats": batch_stats,
-        "last_seq": last_seq,
-        "links": {
-            "self": url_for("api.get_batch", batch_id=record.id),
-            "results": url_for("api.results", batch_id=record.id),
-            "events": url_for("api.events", batch_id=record.id),
-            "csv": url_for("api.results", batch_id=record.id, format="csv"),
-            "ndjson": url_for("api.results", batch_id=record.id, format="ndjson"),
-        },
-    }
-
-
 def _record_or_404(batch_id: str, with_rows: bool = True) -> BatchRecord:
-    """The stored batch, or a 404 that names it; rows are read only when the engine has no live view."""
-    with_rows = with_rows and services().engine.live(batch_id) is None
-    record = services().store.get_batch(batch_id, with_rows=with_rows)
+    """The stored batch, or a 404 that names it."""
+    record = load_batch(batch_id, with_rows)
     if record is None:
         raise ApiError(404, "not_found", f"no batch with id {batch_id!r}")
     return record

@@ -63,13 +63,13 @@ class EventBus:
         self._sink.append(event)
         for listener in list(self._listeners.get(batch_id, ())):
             self._deliver(listener, event)
-        if type_ == "batch":
+        if type_ != "result":
             for listener in list(self._global):
                 self._deliver(listener, event)
         return event
 
     def subscribe(self, batch_id: str | None, listener: Listener) -> Callable[[], None]:
-        """Call `listener` with each new event of a batch (or every batch-level event when None)."""
+        """Call `listener` with each new event of a batch (or every batch and progress event when None)."""
         bucket = self._global if batch_id is None else self._listeners.setdefault(batch_id, [])
         bucket.append(listener)
 

@@ -1,0 +1,53 @@
+"""The batch as the outside world sees it: one builder shared by the API, the pages and the stream."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import url_for
+
+from . import stats
+from .services import services
+from .store import BatchRecord
+
+
+def load_batch(batch_id: str, with_rows: bool = True) -> BatchRecord | None:
+    """The stored batch; its result rows are read only when the engine has no live view of it."""
+    with_rows = with_rows and services().engine.live(batch_id) is None
+    return services().store.get_batch(batch_id, with_rows=with_rows)
+
+
+def batch_json(record: BatchRecord) -> dict[str, Any]:
+    """A batch as the API, the pages and the websocket show it."""
+    # A batch the engine holds is ahead of the store by up to one flush: take its live view.
+    live = services().engine.live(record.id)
+    if live is not None:
+        status, started_at, last_seq = live["status"], live["started_at"] or record.started_at, live["last_seq"]
+        finished_at = live["finished_at"] or record.finished_at
+        counts, batch_stats = live["counts"], live["stats"]
+    elif record.summary is not None:
+        status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
+        counts, batch_stats = record.summary["counts"], record.summary["stats"]
+    else:
+        status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
+        counts = stats.counts(record.total, record.rows or [])
+        batch_stats = stats.summarize(record.rows or [])
+    return {
+        "id": record.id,
+        "name": record.name,
+        "status": status,
+        "created_at": record.created_at,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "parent_id": record.parent_id,
+        "options": record.options,
+        "counts": counts,
+        "stats": batch_stats,
+        "last_seq": last_seq,
+        "links": {
+            "self": url_for("api.get_batch", batch_id=record.id),
+            "results": url_for("api.results", batch_id=record.id),
+            "events": url_for("api.events", batch_id=record.id),
+            "csv": url_for("api.results", batch_id=record.id, format="csv"),
+            "ndjson": url_for("api.results", batch_id=record.id, format="ndjson"),
+        },
+    }

@@ -15,7 +15,7 @@ from gevent.pool import Pool
 
 from . import guard, stats
 from .events import EventBus
-from .model import FINAL_STATUSES, BatchOptions, Result, failed_result, now_iso
+from .model import BatchOptions, Result, failed_result, now_iso
 from .store import BatchRecord, Store
 from .transport import FetchError, Hop, RequestsTransport, Transport
 
@@ -109,7 +109,7 @@ class Engine:
     def cancel(self, batch_id: str) -> bool:
         """Cancel a queued or running batch; False when the engine is not running it."""
         run = self._runs.get(batch_id)
-        if run is None or run.cancelled or run.status in FINAL_STATUSES:
+        if run is None or run.cancelled or run.finished_at is not None:
             return False
         run.cancelled = True
         log.info("batch %s cancelled with %d URLs in flight", batch_id, run.running)
@@ -133,7 +133,7 @@ class Engine:
     def is_live(self, batch_id: str) -> bool:
         """Whether the batch is queued or running here."""
         run = self._runs.get(batch_id)
-        return run is not None and run.status not in FINAL_STATUSES
+        return run is not None and run.finished_at is None
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Stop starting work; give in-flight fetches `grace` seconds, then leave the rest for resume."""
@@ -164,11 +164,10 @@ class Engine:
         """A bug in the engine ends the batch as failed, never silently."""
         log.error("batch %s failed inside the engine: %r", run.id, exc)
         self._active.discard(run.id)
-        run.status = "failed"
         run.finished_at = now_iso()
         self.bus.emit(run.id, "batch", {"status": "failed", "finished_at": run.finished_at,
                                         "error": f"internal error: {exc!r}", **self._summary(run)})
-        gevent.spawn(self._release, run.id)
+        gevent.spawn(self._release, run, "failed")
         self._start_next()
 
     # -- running a batch ---------------------------------------------------------------------
@@ -203,20 +202,21 @@ class Engine:
         """Mark what never ran as cancelled, emit the final state and free the slot."""
         for index in run.todo():
             self._record(run, failed_result(index, run.urls[index], "cancelled", "batch was cancelled before this URL ran"))
-        run.status = "cancelled" if run.cancelled else "done"
+        status = "cancelled" if run.cancelled else "done"
         run.finished_at = now_iso()
         summary = self._summary(run)
-        self.bus.emit(run.id, "batch", {"status": run.status, "finished_at": run.finished_at, **summary})
+        self.bus.emit(run.id, "batch", {"status": status, "finished_at": run.finished_at, **summary})
         self._active.discard(run.id)
-        log.info("batch %s %s: %s", run.id, run.status, summary["counts"])
-        gevent.spawn(self._release, run.id)
+        log.info("batch %s %s: %s", run.id, status, summary["counts"])
+        gevent.spawn(self._release, run, status)
         self._start_next()
 
-    def _release(self, batch_id: str) -> None:
-        """Forget a finished batch once the store holds its last event, so readers never see it go back."""
+    def _release(self, run: BatchRun, status: str) -> None:
+        """Show the final status once the store holds every event, so a reader who sees `done` can read all results."""
         self.store.flush(30)
-        self.bus.close(batch_id)
-        self._runs.pop(batch_id, None)
+        run.status = status
+        self.bus.close(run.id)
+        self._runs.pop(run.id, None)
 
     def _summary(self, run: BatchRun) -> dict[str, Any]:
         """Counts and statistics of a batch from its results so far."""

@@ -41,13 +41,14 @@ class GreenbatchServer:
 
     def start(self, timeout: float = 20) -> "GreenbatchServer":
         """Start the process and wait until it says where it listens."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "wsgi.py"), *self.args], cwd=ROOT, env=self.env,
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
-        offset = self.log_path.stat().st_size - 0
         while time.monotonic() < deadline:
-            match = _LISTENING.search(self.log_path.read_text(errors="replace"))
+            # Only what this start wrote: a restart appends to the same log.
+            match = _LISTENING.search(self.log_path.read_bytes()[offset:].decode(errors="replace"))
             if match and self.proc.poll() is None:
                 self.base_url = match.group(1)
                 return self
@@ -110,15 +111,18 @@ class GreenbatchServer:
 
     def stop(self, timeout: float = 20) -> int | None:
         """SIGTERM, wait, SIGKILL if it hangs; returns the exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
+        if self.proc is None:
+            return None
         try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"greenbatch did not stop within {timeout} s of SIGTERM:\n{self.log()[-3000:]}")
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+                    raise AssertionError(f"greenbatch did not stop within {timeout} s of SIGTERM:\n{self.log()[-3000:]}")
+            return self.proc.returncode
         finally:
             self._log.close()
 
@@ -127,7 +131,7 @@ class GreenbatchServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-            self._log.close()
+        self._log.close()
 
 
 @pytest.fixture(scope="session")

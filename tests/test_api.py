@@ -1,0 +1,169 @@
+"""JSON API v1: submitting batches and every way a request can be wrong (always 4xx JSON, never 500)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def error_of(response) -> dict:
+    """The error envelope of a response, asserting it is JSON."""
+    assert response.headers["Content-Type"].startswith("application/json"), response.text[:200]
+    body = response.json()
+    assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"]), body
+    return body["error"]
+
+
+def test_post_json_batch_answers_201_with_location_and_the_batch(server, target):
+    response = server.request("POST", "/api/v1/batches",
+                              json={"urls": [target.url("/ok")], "name": "smoke", "options": {"concurrency": 3}})
+    assert response.status_code == 201
+    batch = response.json()
+    assert response.headers["Location"].endswith(f"/api/v1/batches/{batch['id']}")
+    assert batch["name"] == "smoke"
+    assert batch["options"]["concurrency"] == 3
+    assert batch["counts"]["total"] == 1
+    assert batch["status"] in ("queued", "running", "done")
+
+
+def test_post_text_plain_takes_one_url_per_line_and_options_from_the_query(server, target):
+    body = f"# comment\n{target.url('/ok')}\n\n  {target.url('/status/204')}  \n"
+    response = server.request("POST", "/api/v1/batches?concurrency=2&name=plain&header=X-Probe:%20yes",
+                              data=body, headers={"Content-Type": "text/plain"})
+    assert response.status_code == 201, response.text
+    batch = response.json()
+    assert batch["counts"]["total"] == 2
+    assert batch["name"] == "plain"
+    assert batch["options"]["concurrency"] == 2
+    assert batch["options"]["headers"] == {"X-Probe": "yes"}
+
+
+def test_post_csv_takes_the_first_column_and_skips_a_header_row(server, target):
+    body = f"url,note\n{target.url('/ok')},first\n{target.url('/status/404')},second\n"
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 201, response.text
+    assert response.json()["counts"]["total"] == 2
+
+
+def test_invalid_url_is_named_by_index_with_the_reason(server, target):
+    response = server.request("POST", "/api/v1/batches",
+                              json={"urls": [target.url("/ok"), "ftp://example.com/file", "not a url"]})
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid_urls"
+    assert [d["index"] for d in error["details"]] == [1, 2]
+    assert error["details"][0]["field"] == "urls[1]"
+    assert "ftp" in error["details"][0]["message"]
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"urls": "http://example.com"}, "invalid_urls"),
+    ({"urls": []}, "invalid_urls"),
+    ({"urls": [42]}, "invalid_urls"),
+    ({"urls": [None]}, "invalid_urls"),
+    ({"urls": ["http://example.com"], "options": {"concurrency": "many"}}, "invalid_options"),
+    ({"urls": ["http://example.com"], "options": {"concurrency": 0}}, "invalid_options"),
+    ({"urls": ["http://example.com"], "options": {"concurrency": 10**9}}, "invalid_options"),
+    ({"urls": ["http://example.com"], "options": {"concurrency": True}}, "invalid_options"),
+    ({"urls": ["http://example.com"], "options": {"method": "DELETE"}}, "invalid_options"),
+    ({"urls": ["http://example.com"], "options": {"headers": {"Bad Name": "x"}}}, "invalid_options"),
+    ({"urls": ["http://example.com"], "options": {"headers": {"X": "a\r\nInjected: 1"}}}, "invalid_options"),
+    ({"urls": ["http://example.com"], "options": {"accept_status": "2xx"}}, "invalid_options"),
+    ({"urls": ["http://example.com"], "options": {"timeout": -1}}, "invalid_options"),
+    ({"urls": ["http://example.com"], "options": {"bogus": 1}}, "invalid_options"),
+    ({"urls": ["http://example.com"], "options": []}, "invalid_options"),
+    ({"urls": ["http://example.com"], "name": 7}, "invalid_name"),
+    ({"urls": ["http://example.com"], "extra": 1}, "invalid_body"),
+    (["http://example.com"], "invalid_body"),
+    ("just a string", "invalid_body"),
+], ids=lambda v: json.dumps(v)[:60] if not isinstance(v, str) else v)
+def test_wrong_shapes_and_values_answer_400_naming_the_problem(server, body, code):
+    response = server.request("POST", "/api/v1/batches", json=body)
+    assert response.status_code == 400, response.text
+    assert error_of(response)["code"] == code
+
+
+def test_option_errors_name_the_field(server):
+    response = server.request("POST", "/api/v1/batches",
+                              json={"urls": ["http://example.com"], "options": {"retries": 99, "method": "PUT"}})
+    fields = {d["field"] for d in error_of(response)["details"]}
+    assert fields == {"options.retries", "options.method"}
+
+
+def test_invalid_json_answers_400(server):
+    response = server.request("POST", "/api/v1/batches", data=b'{"urls": [', headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_json"
+
+
+def test_deeply_nested_json_answers_400_not_500(server):
+    body = "[" * 5000 + "]" * 5000
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "nested" in error_of(response)["message"]
+
+
+def test_non_utf8_body_answers_400(server):
+    response = server.request("POST", "/api/v1/batches", data=b'{"urls": ["http://\xff\xfe/"]}',
+                              headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "UTF-8" in error_of(response)["message"]
+
+
+def test_lone_surrogate_in_a_url_answers_400(server):
+    body = '{"urls": ["http://example.com/\\ud800"]}'
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert error_of(response)["details"][0]["index"] == 0
+
+
+def test_unsupported_content_type_answers_415(server):
+    response = server.request("POST", "/api/v1/batches", data="urls=x",
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 415
+    assert error_of(response)["code"] == "unsupported_media_type"
+
+
+def test_more_urls_than_the_limit_answers_413(make_server):
+    limited = make_server(env={"GREENBATCH_MAX_URLS": "5"})
+    response = limited.request("POST", "/api/v1/batches", json={"urls": ["http://example.com/"] * 6})
+    assert response.status_code == 413
+    assert "GREENBATCH_MAX_URLS" in error_of(response)["message"]
+
+
+def test_a_million_url_body_answers_413_by_size(server):
+    urls = "\n".join(f"http://example.com/{i}" for i in range(1_000_000))
+    response = server.request("POST", "/api/v1/batches", data=urls, headers={"Content-Type": "text/plain"})
+    assert response.status_code == 413
+    assert "GREENBATCH_MAX_REQUEST_BYTES" in error_of(response)["message"]
+
+
+def test_unknown_batch_answers_404_everywhere(server):
+    for method, path in [("GET", "/api/v1/batches/nope"), ("POST", "/api/v1/batches/nope/cancel"),
+                         ("POST", "/api/v1/batches/nope/rerun"), ("DELETE", "/api/v1/batches/nope"),
+                         ("GET", "/api/v1/batches/nope/results"), ("GET", "/api/v1/batches/nope/events")]:
+        response = server.request(method, path)
+        assert response.status_code == 404, (method, path)
+        assert error_of(response)["code"] == "not_found"
+
+
+def test_unknown_api_route_and_wrong_method_answer_json(server):
+    assert error_of(server.request("GET", "/api/v1/nothing-here"))["code"] == "not_found"
+    response = server.request("PUT", "/api/v1/batches")
+    assert response.status_code == 405
+    error_of(response)
+
+
+@pytest.mark.parametrize("params", [{"limit": "0"}, {"limit": "x"}, {"cursor": "-1"}])
+def test_bad_list_parameters_answer_400(server, params):
+    response = server.request("GET", "/api/v1/batches", params=params)
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_parameter"
+
+
+def test_batch_list_is_newest_first_and_pages_with_a_cursor(server, target):
+    ids = [server.submit([target.url("/ok")])["id"] for _ in range(3)]
+    first = server.request("GET", "/api/v1/batches", params={"limit": 2}).json()
+    assert [b["id"] for b in first["batches"]] == ids[::-1][:2]
+    second = server.request("GET", "/api/v1/batches", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert second["batches"][0]["id"] == ids[0]

@@ -15,9 +15,10 @@ class ConfigError(ValueError):
 
 
 def _setting(default: Any, doc: str, *, low: float | None = None, high: float | None = None,
-             choices: tuple[str, ...] | None = None) -> Any:
-    """Declare a setting with its default, its documentation and its bounds."""
-    return field(default=default, metadata={"doc": doc, "low": low, "high": high, "choices": choices})
+             choices: tuple[str, ...] | None = None, secret: bool = False) -> Any:
+    """Declare a setting with its default, its documentation and its bounds; secrets stay out of repr()."""
+    return field(default=default, repr=not secret,
+                 metadata={"doc": doc, "low": low, "high": high, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,14 @@ class Config:
     allow_targets: str = _setting("", "Comma-separated hosts, IPs or CIDRs (each may add :port) allowed despite the guard.")
     deny_targets: str = _setting("", "Comma-separated hosts, IPs or CIDRs (each may add :port) always denied.")
     shutdown_grace: float = _setting(10.0, "Seconds in-flight fetches get to finish on SIGTERM/SIGINT.", low=0)
+
+    api_tokens: str = _setting("", "Comma-separated API tokens (16+ characters each). With any token set (here or in "
+                               "GREENBATCH_TOKEN_FILE), every API call, page and websocket needs one.", secret=True)
+    token_file: str = _setting("", "File of API tokens, one per line ('#' starts a comment); read at start.")
+    secret_key: str = _setting("", "Key that signs login cookies; if unset, one is generated once and kept in "
+                               "<data dir>/secret_key (mode 0600).", secret=True)
+    allowed_origins: str = _setting("", "Comma-separated extra origins (scheme://host[:port]) allowed to post and open "
+                                    "websockets, besides the server's own host.")
 
     flush_interval: float = _setting(0.1, "Seconds between store flushes of buffered events.", low=0.001, high=10)
     flush_rows: int = _setting(500, "Buffered events that trigger an early store flush.", low=1)
@@ -117,3 +126,16 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
 def settings_table() -> list[tuple[str, Any, str]]:
     """(variable, default, description) rows, for README and --help."""
     return [(env_name(f.name), f.default, f.metadata["doc"]) for f in dataclasses.fields(Config)]
+
+
+def markdown_table() -> str:
+    """The settings as a Markdown table (README's copy is checked against this by the tests)."""
+    lines = ["| Variable | Default | What it does |", "| --- | --- | --- |"]
+    for name, default, doc in settings_table():
+        shown = "(empty)" if default == "" else default
+        lines.append(f"| `{name}` | `{shown}` | {doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -42,6 +42,7 @@ class EventBus:
         self._last_seq: dict[str, int] = {}
         self._listeners: dict[str, list[Listener]] = {}
         self._global: list[Listener] = []
+        self._taps: list[Listener] = []
 
     def open(self, batch_id: str, last_seq: int = 0) -> None:
         """Start numbering a batch's events after `last_seq` (0 for a new batch)."""
@@ -66,7 +67,13 @@ class EventBus:
         if type_ != "result":
             for listener in list(self._global):
                 self._deliver(listener, event)
+        for listener in self._taps:
+            self._deliver(listener, event)
         return event
+
+    def tap(self, listener: Listener) -> None:
+        """Call `listener` with every event of every batch, for the server's lifetime (metrics)."""
+        self._taps.append(listener)
 
     def subscribe(self, batch_id: str | None, listener: Listener) -> Callable[[], None]:
         """Call `listener` with each new event of a batch (or every batch and progress event when None)."""

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0  # seconds between progress events of a running batch
 RETRY_BACKOFF = 0.2      # first retry waits this long, doubling each time
+SUMMARY_MAX_AGE = 0.25   # API polls of a 10,000-URL batch must not re-sort its latencies every time
 _SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 TransportFactory = Callable[[BatchOptions, Callable[[str, int], list]], Transport]
@@ -53,6 +54,7 @@ class BatchRun:
     running: int = 0
     cancelled: bool = False
     pool: Pool | None = None
+    summary_cache: tuple | None = None
     greenlet: gevent.Greenlet | None = None
 
     def todo(self) -> list[int]:
@@ -204,7 +206,7 @@ class Engine:
             self._record(run, failed_result(index, run.urls[index], "cancelled", "batch was cancelled before this URL ran"))
         status = "cancelled" if run.cancelled else "done"
         run.finished_at = now_iso()
-        summary = self._summary(run)
+        summary = self._summary(run, max_age=0)
         self.bus.emit(run.id, "batch", {"status": status, "finished_at": run.finished_at, **summary})
         self._active.discard(run.id)
         log.info("batch %s %s: %s", run.id, status, summary["counts"])
@@ -218,12 +220,18 @@ class Engine:
         self.bus.close(run.id)
         self._runs.pop(run.id, None)
 
-    def _summary(self, run: BatchRun) -> dict[str, Any]:
-        """Counts and statistics of a batch from its results so far."""
+    def _summary(self, run: BatchRun, max_age: float = SUMMARY_MAX_AGE) -> dict[str, Any]:
+        """Counts and statistics of a batch from its results so far, recomputed at most every `max_age` s."""
+        now = time.monotonic()
+        cached = run.summary_cache
+        if cached is not None and (now - cached[0] < max_age or cached[1] == (len(run.rows), run.running)):
+            return cached[2]
         rows = list(run.rows.values())
         summary = stats.summarize(rows)
-        summary["urls_per_s"] = stats.throughput(len(rows), run.started_clock, time.monotonic())
-        return {"counts": stats.counts(run.total, rows, run.running), "stats": summary}
+        summary["urls_per_s"] = stats.throughput(len(rows), run.started_clock, now)
+        result = {"counts": stats.counts(run.total, rows, run.running), "stats": summary}
+        run.summary_cache = (now, (len(run.rows), run.running), result)
+        return result
 
     def _report_progress(self, run: BatchRun) -> None:
         """Emit counts and statistics about once a second while results keep coming."""

@@ -305,16 +305,11 @@ class SQLiteStore:
         return self._read(read)
 
     def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]:
-        """Batches newest first, each with its rows when it is not final; `before` is a cursor (num)."""
+        """Batches newest first, without result rows; `before` is a cursor (num)."""
         def read(conn: sqlite3.Connection) -> list[BatchRecord]:
             where, args = ("WHERE num < ?", (before, limit)) if before else ("", (limit,))
-            records = [_record(r) for r in conn.execute(
+            return [_record(r) for r in conn.execute(
                 f"SELECT {_BATCH_COLUMNS} FROM batches b {where} ORDER BY num DESC LIMIT ?", args)]
-            for record in records:
-                if record.summary is None:
-                    record.rows = [Row(bool(ok), sc, ek, ms, b or 0) for _, ok, sc, ek, ms, b in
-                                   conn.execute(_ROW_QUERY, (record.id,))]
-            return records
         return self._read(read)
 
     def unfinished_batches(self) -> list[BatchRecord]:

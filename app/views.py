@@ -27,10 +27,11 @@ def batch_json(record: BatchRecord) -> dict[str, Any]:
     elif record.summary is not None:
         status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
         counts, batch_stats = record.summary["counts"], record.summary["stats"]
-    else:
+    else:  # not final and not live: left by a stopped process, waiting to resume
         status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
-        counts = stats.counts(record.total, record.rows or [])
-        batch_stats = stats.summarize(record.rows or [])
+        rows = record.rows if record.rows is not None else list(services().store.result_rows(record.id).values())
+        counts = stats.counts(record.total, rows)
+        batch_stats = stats.summarize(rows)
     return {
         "id": record.id,
         "name": record.name,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -63,6 +64,17 @@ class Config:
     flush_interval: float = _setting(0.1, "Seconds between store flushes of buffered events.", low=0.001, high=10)
     flush_rows: int = _setting(500, "Buffered events that trigger an early store flush.", low=1)
 
+    ws_heartbeat: float = _setting(20.0, "Seconds between websocket heartbeats: a {\"type\": \"ping\"} message and a "
+                                   "protocol ping that browsers answer on their own.", low=0.05, high=3600)
+    ws_idle_timeout: float = _setting(300.0, "Seconds a websocket may go without any message or pong from the client "
+                                      "before it is closed (1001); must exceed GREENBATCH_WS_HEARTBEAT.", low=0.1)
+    ws_max_message: int = _setting(65536, "Largest message (bytes) a websocket client may send; a frame declaring "
+                                   "more is refused before it is read, closing with 1009.", low=125, high=64 * MiB)
+    ws_queue_events: int = _setting(20_000, "Events held for one websocket viewer that is not keeping up; beyond this "
+                                    "it is closed with 4000 \"resync\" and reconnects with ?after=<last seq>.", low=1)
+    ws_max_per_client: int = _setting(50, "Open websockets per client address; more are refused with 429 before the "
+                                      "upgrade (behind a proxy every viewer shares the proxy's address).", low=1)
+
     def __post_init__(self) -> None:
         """Check bounds and choices of every field, naming the variable at fault."""
         for f in dataclasses.fields(self):
@@ -79,6 +91,9 @@ class Config:
         for default, cap in pairs:
             if getattr(self, default) > getattr(self, cap):
                 raise ConfigError(f"{env_name(default)} must not exceed {env_name(cap)}")
+        if self.ws_idle_timeout <= self.ws_heartbeat:
+            raise ConfigError(f"{env_name('ws_idle_timeout')} must exceed {env_name('ws_heartbeat')}: clients answer "
+                              "heartbeats, so a shorter idle timeout would drop every quiet viewer")
 
     @property
     def db_path(self) -> str:
@@ -137,5 +152,13 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    print(markdown_table())
+README_TABLE = re.compile(r"(<!-- settings-table:start -->\n).*?(<!-- settings-table:end -->)", re.S)
+
+
+def update_readme(path: str) -> None:
+    """Rewrite the settings table between README's markers (`make readme`)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    text = README_TABLE.sub(lambda m: m.group(1) + markdown_table() + "\n" + m.group(2), text)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)

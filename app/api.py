@@ -103,32 +103,28 @@ def _validate_urls(urls: Any) -> list[str]:
     if len(urls) > config.max_urls:
         raise ApiError(413, "too_many_urls",
                        f"{len(urls)} URLs is more than the limit of {config.max_urls} (GREENBATCH_MAX_URLS)")
-    problems = []
+    checked, problems = [], []
     for index, url in enumerate(urls):
-        message = _url_problem(url, config.max_url_length)
-        if message:
-            problems.append({"field": f"urls[{index}]", "index": index, "url": _shown(url), "message": message})
+        try:
+            checked.append(_checked_url(url, config.max_url_length))
+        except guard.InvalidUrl as exc:
+            problems.append({"field": f"urls[{index}]", "index": index, "url": _shown(url), "message": str(exc)})
     if problems:
-        shown = problems[:MAX_DETAILS]
         raise ApiError(400, "invalid_urls",
                        f"{len(problems)} of {len(urls)} URLs cannot be fetched; the first is #{problems[0]['index']}:"
-                       f" {problems[0]['message']}", shown)
-    return [guard.check_url(url, config.max_url_length) for url in urls]
+                       f" {problems[0]['message']}", problems[:MAX_DETAILS])
+    return checked
 
 
-def _url_problem(url: Any, max_length: int) -> str | None:
-    """Why a submitted URL cannot be fetched, or None."""
+def _checked_url(url: Any, max_length: int) -> str:
+    """The URL as the engine will fetch it, or guard.InvalidUrl saying why it cannot be fetched."""
     if not isinstance(url, str):
-        return "must be a string"
+        raise guard.InvalidUrl("must be a string")
     try:
         url.encode("utf-8")
     except UnicodeEncodeError:
-        return "contains characters that are not valid Unicode (a lone surrogate)"
-    try:
-        guard.check_url(url, max_length)
-    except guard.InvalidUrl as exc:
-        return str(exc)
-    return None
+        raise guard.InvalidUrl("contains characters that are not valid Unicode (a lone surrogate)") from None
+    return guard.check_url(url, max_length)
 
 
 def _shown(value: Any) -> Any:

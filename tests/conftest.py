@@ -27,13 +27,14 @@ class GreenbatchServer:
     """A greenbatch server process started by `python wsgi.py`, as in production."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, log_name: str = "server.log",
-                 args: list[str] | None = None):
+                 args: list[str] | None = None, prefix: list[str] | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / log_name
         self.env = {**os.environ, "GREENBATCH_DATA_DIR": str(self.data_dir), "GREENBATCH_PORT": "0",
                     "GREENBATCH_FLUSH_INTERVAL": "0.05", **(env or {})}
         self.args = args or []
+        self.prefix = prefix or []  # a command the server runs under, e.g. ["unshare", "--mount", ...]
         self.proc: subprocess.Popen | None = None
         self.base_url = ""
         self.session = requests.Session()
@@ -43,7 +44,8 @@ class GreenbatchServer:
         """Start the process and wait until it says where it listens."""
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "wsgi.py"), *self.args], cwd=ROOT, env=self.env,
+        command = [*self.prefix, sys.executable, str(ROOT / "wsgi.py"), *self.args]
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=self.env,
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -55,7 +57,10 @@ class GreenbatchServer:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        raise RuntimeError(f"greenbatch did not start (exit {self.proc.poll()}):\n{self.log()}")
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+        raise RuntimeError(f"greenbatch did not start (exit {self.proc.returncode}):\n{self.log()}")
 
     def log(self) -> str:
         """Everything the server printed."""

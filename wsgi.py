@@ -27,11 +27,12 @@ def load_config(argv: list[str] | None = None) -> Config:
 if __name__ == "__main__":
     try:
         config = load_config()
+        configure_logging(config)
+        application = create_app(config)
     except ConfigError as exc:
         print(f"greenbatch: cannot start: {exc}", file=sys.stderr)
         sys.exit(2)
-    configure_logging(config)
-    sys.exit(serve(create_app(config), config))
+    sys.exit(serve(application, config))
 else:
     try:
         app = create_app()

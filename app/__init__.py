@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Config
 
@@ -12,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def create_app(config: Config | None = None) -> Flask:
     """Build the app: settings from GREENBATCH_* (or `config`), services, error envelope, routes."""
-    from . import api, errors, services
+    from . import api, auth, errors, openapi, ops, pages, services, stream
 
     config = config or Config.from_env()
     app = Flask(__name__, template_folder=os.path.join(ROOT, "templates"),
@@ -20,6 +21,16 @@ def create_app(config: Config | None = None) -> Flask:
     app.config.update(GREENBATCH=config, MAX_CONTENT_LENGTH=config.max_request_bytes)
     app.json.sort_keys = False
     errors.init_app(app)
-    services.init_app(app, config)
+    auth.init_app(app)
+    built = services.init_app(app, config)
+    ops.init_app(app, built)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(stream.bp)
+    if config.proxy_hops:
+        # Trust X-Forwarded-For/-Proto/-Host/-Prefix from that many proxies: client address, https,
+        # public host and path prefix then reach url_for, cookies and logs.
+        n = config.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)  # type: ignore[method-assign]
     return app

@@ -43,7 +43,10 @@ def _json_body() -> Any:
 def _text_urls(text: str, is_csv: bool) -> list[str]:
     """URLs from a text body: one per line (or the first CSV column); blanks and '#' lines skipped."""
     if is_csv:
-        lines = [row[0] if row else "" for row in csv.reader(io.StringIO(text))]
+        try:
+            lines = [row[0] if row else "" for row in csv.reader(io.StringIO(text))]
+        except csv.Error as exc:  # e.g. a quote never closed makes one field of the rest of the file
+            raise ApiError(400, "invalid_body", f"the CSV body cannot be read: {exc}") from None
     else:
         lines = text.splitlines()
     urls = [line.strip() for line in lines]
@@ -231,9 +234,11 @@ def rerun_batch(batch_id: str):
     if request.get_data(cache=True).strip():
         body = _json_body()
         only = body.get("only") if isinstance(body, dict) else None
-        if not isinstance(body, dict) or only not in (None, "all", "failed"):
-            raise ApiError(400, "invalid_body", "body must be {} or {\"only\": \"all\" | \"failed\"}",
-                           [{"field": "only", "message": "must be \"all\" or \"failed\""}])
+        unknown = sorted(set(body) - {"only"}) if isinstance(body, dict) else []
+        if not isinstance(body, dict) or only not in (None, "all", "failed") or unknown:
+            details = ([{"field": k, "message": "is not a known field"} for k in unknown]
+                       or [{"field": "only", "message": "must be \"all\" or \"failed\""}])
+            raise ApiError(400, "invalid_body", "body must be {} or {\"only\": \"all\" | \"failed\"}", details)
     store = services().store
     if only == "failed":
         if record.status not in FINAL_STATUSES:

@@ -30,7 +30,10 @@ class Config:
     port: int = _setting(8000, "Port the server listens on.", low=0, high=65535)
     data_dir: str = _setting("./data", "Folder for the SQLite database (created if missing).")
     log_level: str = _setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
-    log_format: str = _setting("text", "Log line format.", choices=("text", "json"))
+    log_format: str = _setting("text", "Log line format: `text`, or `json` for one JSON object per line (access "
+                               "lines included).", choices=("text", "json"))
+    proxy_hops: int = _setting(0, "Reverse proxies in front of the server whose X-Forwarded-For, -Proto, -Host and "
+                               "-Prefix headers are trusted; 0 trusts none (see Operations).", low=0, high=10)
 
     max_request_bytes: int = _setting(10 * MiB, "Largest API request body accepted (413 above).", low=1024)
     max_urls: int = _setting(10_000, "Most URLs in one batch (413 above).", low=1)

@@ -17,6 +17,7 @@ from . import guard, stats
 from .events import EventBus
 from .model import BatchOptions, Result, failed_result, now_iso
 from .store import BatchRecord, Store
+from .fast_transport import FastTransport
 from .transport import FetchError, Hop, RequestsTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,22 @@ TransportFactory = Callable[[BatchOptions, Callable[[str, int], list]], Transpor
 
 
 def requests_transport(options: BatchOptions, resolver: Callable[[str, int], list]) -> Transport:
-    """The default transport: a requests Session pooled to the batch's concurrency."""
+    """The requests transport: a requests Session pooled to the batch's concurrency."""
     return RequestsTransport(pool_size=options.concurrency, resolver=resolver)
+
+
+def fast_transport(options: BatchOptions, resolver: Callable[[str, int], list]) -> Transport:
+    """The fast transport: geventhttpclient's parser, keep-alive pool sized to the batch's concurrency."""
+    return FastTransport(pool_size=options.concurrency, resolver=resolver)
+
+
+# One transport per value of the `client` option (model.CLIENTS); both keep the same guarantees.
+TRANSPORTS: dict[str, TransportFactory] = {"requests": requests_transport, "fast": fast_transport}
+
+
+def client_transport(options: BatchOptions, resolver: Callable[[str, int], list]) -> Transport:
+    """The transport of the client the batch chose."""
+    return TRANSPORTS[options.client](options, resolver)
 
 
 class DeadlineExceeded(Exception):
@@ -66,7 +81,7 @@ class Engine:
     """Schedules batches, fetches their URLs concurrently and emits every outcome as an event."""
 
     def __init__(self, config, store: Store, bus: EventBus, policy: "guard.Policy",
-                 transport_factory: TransportFactory = requests_transport):
+                 transport_factory: TransportFactory = client_transport):
         self.config = config
         self.store = store
         self.bus = bus
@@ -94,7 +109,8 @@ class Engine:
         self.bus.open(batch_id, 0)
         self.bus.emit(batch_id, "batch", {"status": "queued", "created_at": created})
         self._enqueue(BatchRun(batch_id, options, urls, len(urls)))
-        log.info("batch %s queued: %d URLs, concurrency %d", batch_id, len(urls), options.concurrency)
+        log.info("batch %s queued: %d URLs, concurrency %d", batch_id, len(urls), options.concurrency,
+                 extra={"batch_id": batch_id, "status": "queued", "urls": len(urls)})
         return batch_id
 
     def resume_unfinished(self) -> int:
@@ -103,8 +119,11 @@ class Engine:
         for record in records:
             run = BatchRun(record.id, BatchOptions(**record.options), self.store.urls(record.id), record.total,
                            rows=self.store.result_rows(record.id))
+            if record.id in self._runs:
+                continue  # submitted to this process while we were reading: it is running already
             self.bus.open(record.id, record.last_seq)
-            log.info("batch %s resumes: %d of %d URLs already have results", record.id, len(run.rows), run.total)
+            log.info("batch %s resumes: %d of %d URLs already have results", record.id, len(run.rows), run.total,
+                     extra={"batch_id": record.id, "status": "queued", "urls": run.total})
             self._enqueue(run)
         return len(records)
 
@@ -114,7 +133,8 @@ class Engine:
         if run is None or run.cancelled or run.finished_at is not None:
             return False
         run.cancelled = True
-        log.info("batch %s cancelled with %d URLs in flight", batch_id, run.running)
+        log.info("batch %s cancelled with %d URLs in flight", batch_id, run.running,
+                 extra={"batch_id": batch_id, "status": "cancelling"})
         if batch_id in self._queue:
             self._queue.remove(batch_id)
             self._finish(run)
@@ -136,6 +156,10 @@ class Engine:
         """Whether the batch is queued or running here."""
         run = self._runs.get(batch_id)
         return run is not None and run.finished_at is None
+
+    def inflight(self) -> int:
+        """Fetches in flight right now across every batch (holding a server-wide slot)."""
+        return sum(run.running for run in self._runs.values())
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Stop starting work; give in-flight fetches `grace` seconds, then leave the rest for resume."""
@@ -164,7 +188,7 @@ class Engine:
 
     def _crashed(self, run: BatchRun, exc: BaseException | None) -> None:
         """A bug in the engine ends the batch as failed, never silently."""
-        log.error("batch %s failed inside the engine: %r", run.id, exc)
+        log.error("batch %s failed inside the engine: %r", run.id, exc, extra={"batch_id": run.id, "status": "failed"})
         self._active.discard(run.id)
         run.finished_at = now_iso()
         self.bus.emit(run.id, "batch", {"status": "failed", "finished_at": run.finished_at,
@@ -180,6 +204,8 @@ class Engine:
         run.started_at = now_iso()
         run.started_clock = time.monotonic()
         self.bus.emit(run.id, "batch", {"status": "running", "started_at": run.started_at})
+        log.info("batch %s running: %d URLs to fetch", run.id, len(run.todo()),
+                 extra={"batch_id": run.id, "status": "running"})
         transport = self.transport_factory(run.options, self.resolve)
         run.pool = Pool(run.options.concurrency)
         host_slots: dict[str, BoundedSemaphore] = {}
@@ -195,7 +221,8 @@ class Engine:
             reporter.kill()
             transport.close()
         if self._stopping and not run.cancelled:
-            log.info("batch %s paused for shutdown; it resumes on the next start", run.id)
+            log.info("batch %s paused for shutdown; it resumes on the next start", run.id,
+                     extra={"batch_id": run.id, "status": "paused"})
             self._active.discard(run.id)
             return
         self._finish(run)
@@ -209,7 +236,8 @@ class Engine:
         summary = self._summary(run, max_age=0)
         self.bus.emit(run.id, "batch", {"status": status, "finished_at": run.finished_at, **summary})
         self._active.discard(run.id)
-        log.info("batch %s %s: %s", run.id, status, summary["counts"])
+        log.info("batch %s %s: %s", run.id, status, summary["counts"],
+                 extra={"batch_id": run.id, "status": status, "counts": summary["counts"]})
         gevent.spawn(self._release, run, status)
         self._start_next()
 
@@ -283,7 +311,8 @@ class Engine:
                 raise  # shutting down: no result, so the URL runs again on resume
             result.error = {"kind": "cancelled", "message": "batch was cancelled while this URL was in flight"}
         except Exception as exc:  # noqa: BLE001 - an unexpected fault is this URL's error, not the batch's
-            log.exception("batch %s URL %d (%s) failed unexpectedly", run.id, index, url)
+            log.exception("batch %s URL %d (%s) failed unexpectedly", run.id, index, url,
+                          extra={"batch_id": run.id, "index": index})
             result.error = {"kind": "other", "message": f"unexpected error: {exc!r}"}
         if result.error is not None:
             result.ok = False
@@ -337,7 +366,8 @@ class Engine:
         tries = 0
         while True:
             tries += 1
-            result.attempts += 1
+            # Attempts count tries of the URL (1 + retries used), not the hops of its redirect chain.
+            result.attempts = max(result.attempts, tries)
             try:
                 return transport.fetch(url, method=options.method, headers=headers,
                                        connect_timeout=options.connect_timeout, read_timeout=options.timeout,

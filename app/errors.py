@@ -28,10 +28,13 @@ def error_response(status: int, code: str, message: str, details: Any = None):
     return response
 
 
+# Paths only programs use: they get JSON errors (a 401, never a redirect to the login page).
+MACHINE_PATHS = ("/api/", "/ws/", "/metrics", "/healthz", "/readyz")
+
+
 def wants_json() -> bool:
-    """API and websocket paths always answer JSON; pages answer what the browser accepts."""
-    path = request.path
-    return path.startswith("/api/") or path.startswith("/ws/") or not request.accept_mimetypes.accept_html
+    """API, websocket, metrics and probe paths always answer JSON; pages answer what the browser accepts."""
+    return request.path.startswith(MACHINE_PATHS) or not request.accept_mimetypes.accept_html
 
 
 def init_app(app: Flask) -> None:

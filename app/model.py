@@ -15,6 +15,8 @@ ERROR_KINDS = (
 BATCH_STATUSES = ("queued", "running", "done", "cancelled", "failed")
 FINAL_STATUSES = frozenset({"done", "cancelled", "failed"})
 METHODS = ("GET", "HEAD")
+# HTTP clients a batch may choose (app/engine.py maps each to its transport); the first is the default.
+CLIENTS = ("fast", "requests")
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
@@ -46,6 +48,7 @@ class BatchOptions:
     retries: int = 0
     accept_status: str = "200-399"
     per_host: int = 0
+    client: str = CLIENTS[0]
 
     def to_dict(self) -> dict[str, Any]:
         """The options as JSON-ready data."""
@@ -102,6 +105,11 @@ class BatchOptions:
                     problems.append({"field": where, "message": message})
                 else:
                     base[key] = dict(value)
+            elif key == "client":
+                if value not in CLIENTS:
+                    problems.append({"field": where, "message": f"must be one of {', '.join(CLIENTS)}"})
+                else:
+                    base[key] = value
             elif key == "accept_status":
                 if not isinstance(value, str) or not parse_status_ranges(value):
                     problems.append({"field": where, "message": "must look like '200-399' or '200,301-302'"})

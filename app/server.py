@@ -3,32 +3,46 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 
 import gevent
 import gevent.event
 from gevent.pywsgi import WSGIServer
-from geventwebsocket.handler import WebSocketHandler
 
+from . import auth, logs, ops
 from .config import Config
+from .websocket import WebSocketHandler, WebSocketLimits, close_all
 
 log = logging.getLogger("greenbatch")
 
 
 def configure_logging(config: Config) -> None:
-    """Log to stderr at the configured level."""
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Log to stderr in the configured format and level (app/logs.py); access lines never show a `?token=`."""
+    logs.configure(config)
+    logs.route_gevent_errors()
+    logging.getLogger(logs.ACCESS_LOGGER).addFilter(auth.RedactTokens())
+
+
+class Handler(WebSocketHandler):
+    """The websocket handler, with one access line per request written by app/logs.py."""
+
+    def log_request(self):
+        """Method, path (tokens hidden), status, bytes, time and client, as text or JSON."""
+        logs.log_access(self)
 
 
 def serve(app, config: Config) -> int:
     """Serve until SIGTERM or SIGINT, then stop accepting, let fetches finish, flush the store; exit 0."""
-    server = WSGIServer((config.host, config.port), app, handler_class=WebSocketHandler,
-                        log=logging.getLogger("greenbatch.access"), error_log=logging.getLogger("greenbatch.error"))
+    server = WSGIServer((config.host, config.port), app, handler_class=Handler,
+                        log=logging.getLogger(logs.ACCESS_LOGGER), error_log=logging.getLogger("greenbatch.error"))
+    server.ws_gate = auth.websocket_gate(app)  # Origin, Host and credentials, checked before the 101
+    server.ws_limits = WebSocketLimits.from_config(config)
+    # The handler keeps the upgraded websockets on the server (server.ws_connections); /metrics counts them.
+    ops.count_websockets(app, lambda: len(getattr(server, "ws_connections", ())))
     server.start()
     host, port = server.address[:2]
-    # Tests and scripts read this line to learn the port when GREENBATCH_PORT=0.
-    print(f"greenbatch listening on http://{host}:{port}/", flush=True)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    # Tests and scripts read this line (on stdout, whatever the log level) to learn the port when GREENBATCH_PORT=0.
+    logs.announce(config, f"greenbatch listening on {url}", url=url)
     stopped = gevent.event.Event()
 
     def stop(signum: int) -> None:
@@ -38,6 +52,7 @@ def serve(app, config: Config) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop, signum)
     stopped.wait()
+    close_all(server)  # viewers get 1001 and reconnect, rather than a dropped connection
     server.stop(timeout=1)
     app.extensions["greenbatch"].close(config.shutdown_grace)
     log.info("stopped cleanly")

@@ -27,6 +27,20 @@ def row_of(result: dict[str, Any]) -> Row:
                (result.get("timings") or {}).get("total"), result.get("bytes") or 0)
 
 
+def outcome(row: Row) -> str:
+    """How a result counts: "ok", "cancelled", or "failed" (an error, or a status the batch does not accept)."""
+    if row.ok:
+        return "ok"
+    return "cancelled" if row.error_kind == "cancelled" else "failed"
+
+
+def latency_ms(row: Row) -> float | None:
+    """The result's total time when it says something about latency (it reached the network), else None."""
+    if row.total_ms is None or row.error_kind in _NO_LATENCY:
+        return None
+    return row.total_ms
+
+
 def percentile(sorted_values: list[float], p: float) -> float | None:
     """Nearest-rank percentile of already sorted values; None when there are none."""
     if not sorted_values:
@@ -37,14 +51,10 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
 
 def counts(total: int, rows: Iterable[Row], running: int = 0) -> dict[str, int]:
     """Counts of a batch by outcome; pending is what has neither finished nor started."""
-    ok = failed = cancelled = 0
+    by_outcome = {"ok": 0, "failed": 0, "cancelled": 0}
     for row in rows:
-        if row.ok:
-            ok += 1
-        elif row.error_kind == "cancelled":
-            cancelled += 1
-        else:
-            failed += 1
+        by_outcome[outcome(row)] += 1
+    ok, failed, cancelled = by_outcome["ok"], by_outcome["failed"], by_outcome["cancelled"]
     pending = max(0, total - ok - failed - cancelled - running)
     return {"total": total, "pending": pending, "running": running, "ok": ok, "failed": failed,
             "cancelled": cancelled}
@@ -62,8 +72,9 @@ def summarize(rows: Iterable[Row]) -> dict[str, Any]:
             by_status[key] = by_status.get(key, 0) + 1
         if row.error_kind:
             by_error[row.error_kind] = by_error.get(row.error_kind, 0) + 1
-        if row.total_ms is not None and row.error_kind not in _NO_LATENCY:
-            latencies.append(row.total_ms)
+        latency = latency_ms(row)
+        if latency is not None:
+            latencies.append(latency)
         total_bytes += row.bytes
     latencies.sort()
     return {

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import gevent
 from gevent.event import Event as Signal
@@ -102,6 +102,7 @@ class Store(Protocol):
     def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
     def delete_batch(self, batch_id: str) -> bool: ...
     def writable(self) -> bool: ...
+    def count_by_status(self) -> dict[str, int]: ...
     def close(self) -> None: ...
 
 
@@ -149,6 +150,7 @@ class SQLiteStore:
         self._idle.set()
         self._closed = False
         self.last_write_seconds = 0.0
+        self._write_observers: list[Callable[[float, int], None]] = []
         self._flusher = gevent.spawn(self._flush_loop)
 
     # -- writes ------------------------------------------------------------------------------
@@ -209,11 +211,24 @@ class SQLiteStore:
                 self._wake.set()
                 continue
             self.last_write_seconds = time.perf_counter() - started
+            self._observe_write(self.last_write_seconds, len(self._writing))
             self._writing = []
             if self._buffer:
                 self._wake.set()
             else:
                 self._idle.set()
+
+    def observe_writes(self, observer: Callable[[float, int], None]) -> None:
+        """Call `observer(seconds, events)` after each committed group of events (metrics); it must not block."""
+        self._write_observers.append(observer)
+
+    def _observe_write(self, seconds: float, events: int) -> None:
+        """Tell the observers about one commit; a broken observer is logged and never stops the writer."""
+        for observer in self._write_observers:
+            try:
+                observer(seconds, events)
+            except Exception:  # noqa: BLE001 - metrics must never cost us events
+                log.exception("store: write observer %r failed", observer)
 
     def _write_events(self, events: list[Event]) -> None:
         """Commit a group of events in one transaction, applying batch state changes to their rows."""
@@ -310,6 +325,12 @@ class SQLiteStore:
             where, args = ("WHERE num < ?", (before, limit)) if before else ("", (limit,))
             return [_record(r) for r in conn.execute(
                 f"SELECT {_BATCH_COLUMNS} FROM batches b {where} ORDER BY num DESC LIMIT ?", args)]
+        return self._read(read)
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many stored batches are in each status (one scan of the batches table, no events read)."""
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            return dict(conn.execute("SELECT status, COUNT(*) FROM batches GROUP BY status").fetchall())
         return self._read(read)
 
     def unfinished_batches(self) -> list[BatchRecord]:

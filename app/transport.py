@@ -25,8 +25,8 @@ from . import guard
 
 USER_AGENT = "greenbatch/1.0 (+https://github.com/greenbatch)"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_CHUNK = 16 * 1024  # small decode steps keep a compression bomb from inflating much past the cap
-_REDIRECT_BODY_CAP = 64 * 1024
+DECODE_CHUNK = 16 * 1024  # small decode steps keep a compression bomb from inflating much past the cap
+REDIRECT_BODY_CAP = 64 * 1024  # redirect bodies are drained (so the connection is reused) up to this much
 
 Resolver = Callable[[str, int], list]
 
@@ -163,9 +163,9 @@ class RequestsTransport:
         # trust_env off: environment proxies must not redirect fetches, and it costs ~25% CPU.
         self.session.trust_env = False
         self.session.headers["User-Agent"] = USER_AGENT
-        adapter = _GuardedAdapter(resolver, pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.adapter = _GuardedAdapter(resolver, pool_size)
+        self.session.mount("http://", self.adapter)
+        self.session.mount("https://", self.adapter)
 
     def fetch(self, url: str, *, method: str, headers: Mapping[str, str], connect_timeout: float,
               read_timeout: float, max_bytes: int) -> Hop:
@@ -173,8 +173,10 @@ class RequestsTransport:
         _fresh.timings = None
         started = time.perf_counter()
         try:
-            response = self.session.request(method, url, headers=dict(headers), stream=True,
-                                            allow_redirects=False, timeout=(connect_timeout, read_timeout))
+            # The adapter, not session.request: even with allow_redirects=False, Session.send reads a
+            # redirect's whole body into memory (decoded), so a 302 carrying a gzip bomb would inflate.
+            prepared = self.session.prepare_request(requests.Request(method, url, headers=dict(headers)))
+            response = self.adapter.send(prepared, stream=True, timeout=(connect_timeout, read_timeout))
         except guard.GuardError as exc:
             raise FetchError(exc.kind, str(exc)) from None
         except requests.RequestException as exc:
@@ -203,10 +205,10 @@ class RequestsTransport:
             return 0
         cap = max_bytes
         if response.status_code in REDIRECT_STATUSES and "Location" in response.headers:
-            cap = min(max_bytes, _REDIRECT_BODY_CAP)
+            cap = min(max_bytes, REDIRECT_BODY_CAP)
         size = 0
         try:
-            for chunk in raw.stream(_CHUNK, decode_content=True):
+            for chunk in raw.stream(DECODE_CHUNK, decode_content=True):
                 size += len(chunk)
                 if size > cap:
                     raw.close()

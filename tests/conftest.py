@@ -20,7 +20,8 @@ from tests.target import start_target
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-_LISTENING = re.compile(r"greenbatch listening on (http://\S+?)/?$", re.M)
+# Matches the text line and the JSON one (GREENBATCH_LOG_FORMAT=json): the URL ends at "/", a quote or a space.
+_LISTENING = re.compile(r'greenbatch listening on (http://[^\s"/]+)')
 
 
 class GreenbatchServer:
@@ -130,6 +131,7 @@ class GreenbatchServer:
             return self.proc.returncode
         finally:
             self._log.close()
+            self.session.close()  # its pooled sockets would otherwise be collected unclosed (ResourceWarning)
 
     def kill(self) -> None:
         """SIGKILL: the crash a durable store must survive."""
@@ -137,6 +139,7 @@ class GreenbatchServer:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+        self.session.close()
 
 
 @pytest.fixture(scope="session")
@@ -177,3 +180,35 @@ def server(tmp_path_factory, target_env):
     instance = GreenbatchServer(tmp_path_factory.mktemp("gb"), target_env).start()
     yield instance
     instance.stop()
+
+
+# -- the browser ----------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; `playwright install` cannot download browsers here
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by Playwright's sync API; skips when Chromium or Playwright is missing."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh context and page at 1280x800; an uncaught script error fails the test that caused it."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    script_errors: list[str] = []
+    tab.on("pageerror", lambda error: script_errors.append(str(error)))
+    yield tab
+    context.close()
+    assert not script_errors, f"the page threw: {script_errors}"

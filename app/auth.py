@@ -1,0 +1,491 @@
+"""Who may use the server, and browser safety: API tokens, the login session, CSRF and Origin checks,
+the websocket gate, and the security headers on every response.
+
+Authentication is on when any API token is configured (GREENBATCH_API_TOKENS, GREENBATCH_TOKEN_FILE).
+Without tokens the server is open: quietly when bound to loopback (it then answers only loopback Host
+names, which defeats DNS rebinding), with a loud warning when bound anywhere else.
+
+Contract for browser code: requests that change something (POST, PUT, PATCH, DELETE) and are signed in
+by the session cookie must send `X-Requested-With: greenbatch`; classic forms (login, logout) send the
+hidden `csrf_token` field instead. Any such request whose Origin is not this server's host is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qs, urlsplit
+
+from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import BadData
+from werkzeug.http import parse_cookie
+
+from .config import Config, ConfigError, env_name
+from .errors import error_response, wants_json
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("auth", __name__)
+
+EXTENSION = "greenbatch.auth"
+CSRF_HEADER = "X-Requested-With"
+CSRF_HEADER_VALUE = "greenbatch"
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes answer without credentials
+OPEN_ENDPOINTS = frozenset({"static", "auth.login", "auth.logout"})
+MIN_TOKEN_LENGTH = 16
+SESSION_LIFETIME = timedelta(days=7)
+MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+# No inline script or style anywhere. connect-src 'self' already covers ws:// and wss:// to this
+# host (CSP Level 3, checked with Chromium in tests/test_auth.py), so no blanket ws: wss: sources.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'")
+# same-origin, not no-referrer: under no-referrer browsers send `Origin: null` on our own POSTs,
+# which the Origin check would then refuse.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+EXPOSED_WARNING = """
+*********************************************************************************
+WARNING: greenbatch is listening on %s with NO authentication.
+  Anyone who can reach this port can submit batches, and this server will fetch
+  whatever URLs they send from inside your network: internal admin pages, cloud
+  metadata endpoints, anything it can reach.
+  Require a token: set GREENBATCH_API_TOKENS=<token>[,<token>...] or
+  GREENBATCH_TOKEN_FILE=/path/to/file (one token per line). Make a token with
+    %s
+  Or keep it private: bind to 127.0.0.1 (GREENBATCH_HOST).
+*********************************************************************************"""
+
+NO_CREDENTIALS = ("this server requires an API token: send the header 'Authorization: Bearer <token>' "
+                  "(tokens are set by GREENBATCH_API_TOKENS or GREENBATCH_TOKEN_FILE), or sign in at /login")
+BAD_TOKEN = ("the token sent is not one this server accepts; compare it with GREENBATCH_API_TOKENS "
+             "or GREENBATCH_TOKEN_FILE on the server")
+CSRF_MISSING = (f"a request signed in by the login cookie must send the header '{CSRF_HEADER}: {CSRF_HEADER_VALUE}' "
+                "to change anything (this blocks cross-site forms); API clients send "
+                "'Authorization: Bearer <token>' instead")
+
+
+# -- decisions that need no request ----------------------------------------------------------
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a bind address or Host-header name) only reaches this machine: 127.0.0.0/8, ::1, localhost."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def exposed_without_auth(host: str, tokens: tuple[str, ...]) -> bool:
+    """Whether anyone who can reach the port may use the server: bound beyond loopback with no token."""
+    return not tokens and not is_loopback(host)
+
+
+def safe_next(value: str | None) -> str:
+    """A local path to return to after login; anything that could lead off this site becomes "/"."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):  # browsers drop tabs and newlines: "/\t/evil"
+        return "/"
+    parts = urlsplit(value)
+    return "/" if parts.scheme or parts.netloc else value
+
+
+def origin_key(origin: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) origin with the default port filled in, or None ("null", junk)."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
+def split_host(host: str) -> tuple[str, int | None]:
+    """(name, port) of a Host header: "example.com:8080", "[::1]:8000", "localhost"."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif host.count(":") == 1:
+        name, _, port = host.partition(":")
+    else:
+        name, port = host, ""
+    return name.rstrip("."), int(port) if port.isdigit() else None
+
+
+def load_tokens(config: Config) -> tuple[str, ...]:
+    """Every API token from GREENBATCH_API_TOKENS and GREENBATCH_TOKEN_FILE; ConfigError names a bad one by place."""
+    tokens = []
+    for number, item in enumerate(config.api_tokens.split(","), 1):
+        if item.strip():
+            tokens.append(_checked_token(item.strip(), f"{env_name('api_tokens')}: token #{number}"))
+    if config.token_file:
+        variable = env_name("token_file")
+        try:
+            with open(config.token_file, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            raise ConfigError(f"{variable}={config.token_file!r} cannot be read: {reason}") from None
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                tokens.append(_checked_token(line, f"{variable}: line {number}"))
+    return tuple(dict.fromkeys(tokens))
+
+
+def _checked_token(token: str, where: str) -> str:
+    """The token if it is long and plain enough to be typed and sent in a header; else a ConfigError."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"{where} is {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
+                          f"(make one with: {MAKE_TOKEN})")
+    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        raise ConfigError(f"{where} may only hold printable ASCII without spaces")
+    return token
+
+
+def parse_origins(text: str) -> frozenset[tuple[str, str, int]]:
+    """GREENBATCH_ALLOWED_ORIGINS as origin keys; ConfigError names an entry that is not scheme://host[:port]."""
+    keys = set()
+    for item in text.split(","):
+        if item.strip():
+            key = origin_key(item)
+            if key is None:
+                raise ConfigError(f"{env_name('allowed_origins')}: {item.strip()!r} is not an origin "
+                                  "like https://greenbatch.example.com or http://10.0.0.5:8000")
+            keys.add(key)
+    return frozenset(keys)
+
+
+def load_secret_key(config: Config) -> str:
+    """GREENBATCH_SECRET_KEY, else the key kept in the data folder, made (mode 0600) on first start."""
+    if config.secret_key:
+        if len(config.secret_key) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"{env_name('secret_key')} is {len(config.secret_key)} characters; "
+                              f"use at least {MIN_TOKEN_LENGTH} (make one with: {MAKE_TOKEN})")
+        return config.secret_key
+    os.makedirs(config.data_dir, exist_ok=True)
+    path = os.path.join(config.data_dir, "secret_key")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, encoding="ascii") as handle:
+            key = handle.read().strip()
+        if len(key) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"{path} holds no usable key; delete it and a new one is made "
+                              "(everyone signed in must sign in again)") from None
+        if os.stat(path).st_mode & 0o077:
+            log.warning("%s can be read by other users, who could forge login cookies: chmod 600 it", path)
+        return key
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key + "\n")
+    log.info("made a new key for login cookies in %s", path)
+    return key
+
+
+# -- the rules of one server ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Guard:
+    """The access rules of one server, built once from its settings."""
+
+    tokens: tuple[str, ...]
+    secret: bytes
+    allowed_origins: frozenset[tuple[str, str, int]]
+    loopback_names_only: bool  # open and bound to loopback: refuse other Host names (DNS rebinding)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests need a token or a login."""
+        return bool(self.tokens)
+
+    def token_ok(self, presented: str) -> bool:
+        """Whether `presented` is one of the tokens, compared in constant time."""
+        candidate = presented.encode("utf-8", "replace")
+        found = False
+        for token in self.tokens:
+            found |= hmac.compare_digest(candidate, token.encode("ascii"))
+        return found
+
+    def session_mark(self, token: str) -> str:
+        """What a login keeps in the cookie: a keyed hash of its token, so removing the token ends the session."""
+        return hmac.new(self.secret, b"greenbatch login:" + token.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def session_ok(self, data: Mapping[str, Any]) -> bool:
+        """Whether session data comes from a login with a token that is still configured."""
+        mark = data.get("auth")
+        return isinstance(mark, str) and any(hmac.compare_digest(mark, self.session_mark(t)) for t in self.tokens)
+
+    def identify(self, environ: Mapping[str, Any], session_data: Mapping[str, Any], allow_query: bool) -> str:
+        """How a request proves itself: "bearer", "cookie", "bad_token" (a token that is not valid) or "none"."""
+        token = bearer_token(environ)
+        if token is None and allow_query:
+            token = (parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).get("token") or [None])[0]
+        if token is not None:
+            return "bearer" if self.token_ok(token) else "bad_token"
+        return "cookie" if self.session_ok(session_data) else "none"
+
+    def host_problem(self, environ: Mapping[str, Any]) -> str | None:
+        """Why an open loopback server will not answer this Host name, or None."""
+        host = environ.get("HTTP_HOST")
+        if not self.loopback_names_only or not host:
+            return None
+        name, _ = split_host(host)
+        if is_loopback(name) or any(name == key[1] for key in self.allowed_origins):
+            return None
+        return (f"this server runs without API tokens on loopback, so it only answers requests for localhost "
+                f"or 127.0.0.1, not {host[:200]!r} (a guard against DNS rebinding); to use another name, set "
+                "GREENBATCH_API_TOKENS or add that name's origin to GREENBATCH_ALLOWED_ORIGINS")
+
+    def origin_problem(self, environ: Mapping[str, Any]) -> str | None:
+        """Why the request's Origin may not act here, or None: no Origin, this server's host, or an allowed origin."""
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None:
+            return None
+        key = origin_key(origin)
+        host = environ.get("HTTP_HOST", "")
+        if key is not None and (key in self.allowed_origins or _same_host(key, host)):
+            return None
+        return (f"requests from origin {origin[:200]!r} may not act on this server (its host is {host[:200]!r}); "
+                "if a proxy rewrites the Host header, pass it through (nginx: proxy_set_header Host $host) "
+                "or add the origin to GREENBATCH_ALLOWED_ORIGINS")
+
+
+def _same_host(key: tuple[str, str, int], host_header: str) -> bool:
+    """Whether an origin names the host and port the request was sent to."""
+    scheme, name, port = key
+    host_name, host_port = split_host(host_header)
+    return name == host_name and port == (host_port or (443 if scheme == "https" else 80))
+
+
+def bearer_token(environ: Mapping[str, Any]) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def guard_of(app: Flask) -> Guard:
+    """The app's access rules."""
+    return app.extensions[EXTENSION]
+
+
+# -- websockets ----------------------------------------------------------------------------
+
+def websocket_gate(app: Flask) -> Callable[[dict], tuple[int, str] | None]:
+    """The gate the websocket handler asks before its 101: (status, message) refuses, None upgrades.
+
+    Besides the header and the cookie, it takes `?token=` for clients that cannot set headers; that
+    token then shows in proxy logs and browser history, so prefer the header (our access log redacts it).
+    """
+    guard = guard_of(app)
+
+    def gate(environ: dict) -> tuple[int, str] | None:
+        problem = guard.host_problem(environ) or guard.origin_problem(environ)
+        if problem:
+            return 403, problem
+        if not guard.enabled:
+            return None
+        verdict = guard.identify(environ, _cookie_session(app, environ), allow_query=True)
+        if verdict in ("bearer", "cookie"):
+            return None
+        return 401, BAD_TOKEN if verdict == "bad_token" else NO_CREDENTIALS
+
+    return gate
+
+
+def _cookie_session(app: Flask, environ: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The session cookie's data, decoded outside a request context as Flask would, or {}."""
+    value = request_cookie(environ, app.config["SESSION_COOKIE_NAME"])
+    serializer = app.session_interface.get_signing_serializer(app)
+    if not value or serializer is None:
+        return {}
+    try:
+        return serializer.loads(value, max_age=int(app.permanent_session_lifetime.total_seconds()))
+    except BadData:  # tampered, expired, or signed with another key
+        return {}
+
+
+def request_cookie(environ: Mapping[str, Any], name: str) -> str | None:
+    """One cookie from the request's Cookie header."""
+    return parse_cookie(environ.get("HTTP_COOKIE", "")).get(name)
+
+
+class RedactTokens(logging.Filter):
+    """Hides `token=` query values in access-log lines (websocket clients may send their token there)."""
+
+    PATTERN = re.compile(r"([?&]token=)[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the line in place; never drop it."""
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = self.PATTERN.sub(r"\1[redacted]", message), ()
+        return True
+
+
+# -- every request -------------------------------------------------------------------------
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, scoped to the path the app is mounted at, and Secure over https."""
+
+    def get_cookie_path(self, app: Flask) -> str:
+        """The app's path prefix (SCRIPT_NAME behind a proxy), so apps beside it on the host never see the cookie."""
+        return request.script_root or "/"
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure whenever the request came over https."""
+        return request.is_secure or super().get_cookie_secure(app)
+
+
+def check_request() -> Response | None:
+    """Refuse a request that comes from the wrong place or without valid credentials; None lets it through."""
+    guard = guard_of_current()
+    environ = request.environ
+    problem = guard.host_problem(environ)
+    if problem:
+        return error_response(403, "host_not_allowed", problem)
+    is_websocket = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+    if request.method in STATE_CHANGING or is_websocket:
+        problem = guard.origin_problem(environ)
+        if problem:
+            return error_response(403, "cross_origin_request", problem)
+    if not guard.enabled or request.path in OPEN_PATHS or request.endpoint in OPEN_ENDPOINTS:
+        return None
+    verdict = guard.identify(environ, session, allow_query=request.path.startswith("/ws/"))
+    if verdict == "bearer":
+        return None
+    if verdict == "cookie":
+        if request.method in STATE_CHANGING and request.headers.get(CSRF_HEADER) != CSRF_HEADER_VALUE:
+            return error_response(403, "csrf_header_missing", CSRF_MISSING)
+        return None
+    if request.method in ("GET", "HEAD") and not wants_json():
+        query = environ.get("QUERY_STRING", "")
+        return redirect(url_for("auth.login", next=request.path + ("?" + query if query else "")))
+    response = error_response(401, "unauthorized" if verdict == "none" else "invalid_token",
+                              NO_CREDENTIALS if verdict == "none" else BAD_TOKEN)
+    response.headers["WWW-Authenticate"] = ('Bearer realm="greenbatch"' if verdict == "none"
+                                            else 'Bearer realm="greenbatch", error="invalid_token"')
+    return response
+
+
+def add_security_headers(response: Response) -> Response:
+    """The headers every response carries; API and login answers are never stored by caches."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.path.startswith("/api/") or request.blueprint == "auth":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def guard_of_current() -> Guard:
+    """The current app's access rules."""
+    return guard_of(current_app)
+
+
+def csrf_token() -> str:
+    """The session's form token, for the hidden `csrf_token` field of classic forms (login, logout)."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def _csrf_ok(presented: str | None) -> bool:
+    """Whether a form carried this session's token."""
+    expected = session.get("csrf")
+    return bool(presented and expected) and hmac.compare_digest(presented.encode(), expected.encode())
+
+
+# -- login and logout ----------------------------------------------------------------------
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """The sign-in form (GET) and its check (POST): a valid token sets the session cookie."""
+    guard = guard_of_current()
+    next_path = safe_next(request.values.get("next"))
+    if not guard.enabled or guard.session_ok(session):
+        return redirect(request.script_root + next_path, 303)
+    if request.method == "GET":
+        return _login_page(next_path)
+    if not _csrf_ok(request.form.get("csrf_token")):
+        return _login_page(next_path, "This form expired, or your browser blocked its cookie. "
+                                      "Reload the page and try again.", 400)
+    token = request.form.get("token", "").strip()  # pasted tokens often bring a newline
+    if not guard.token_ok(token):
+        log.warning("login refused for %s: the token typed is not one of the configured API tokens",
+                    request.remote_addr)
+        return _login_page(next_path, "That token is not valid.", 401)
+    session.clear()
+    session.permanent = True
+    session["auth"] = guard.session_mark(token)
+    session["csrf"] = secrets.token_urlsafe(32)
+    log.info("login from %s", request.remote_addr)
+    return redirect(request.script_root + next_path, 303)
+
+
+def _login_page(next_path: str, error: str = "", status: int = 200):
+    """The sign-in form; `next_path` (app-relative) is where a successful login goes."""
+    return render_template("login.html", next=next_path, error=error), status
+
+
+@bp.post("/logout")
+def logout():
+    """End the session (a form with `csrf_token`, or a script sending the CSRF header) and go to the login."""
+    if guard_of_current().enabled:
+        if not (_csrf_ok(request.form.get("csrf_token")) or request.headers.get(CSRF_HEADER) == CSRF_HEADER_VALUE):
+            return error_response(403, "csrf_token_missing",
+                                  "logout needs the form's csrf_token field or the header "
+                                  f"'{CSRF_HEADER}: {CSRF_HEADER_VALUE}'")
+        session.clear()
+    return redirect(url_for("auth.login"), 303)
+
+
+# -- wiring --------------------------------------------------------------------------------
+
+def init_app(app: Flask) -> Guard:
+    """Read tokens and keys, configure the session cookie, and check every request and response."""
+    config: Config = app.config["GREENBATCH"]
+    tokens = load_tokens(config)
+    app.secret_key = load_secret_key(config)
+    guard = Guard(tokens=tokens, secret=app.secret_key.encode(), allowed_origins=parse_origins(config.allowed_origins),
+                  loopback_names_only=not tokens and is_loopback(config.host))
+    app.extensions[EXTENSION] = guard
+    app.config.update(SESSION_COOKIE_NAME="greenbatch_session", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Lax", PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME)
+    app.session_interface = SessionInterface()
+    app.before_request(check_request)
+    app.after_request(add_security_headers)
+    app.jinja_env.globals.update(csrf_token=csrf_token, auth_enabled=guard.enabled)
+    app.register_blueprint(bp)
+    announce(config, guard)
+    return guard
+
+
+def announce(config: Config, guard: Guard) -> None:
+    """Say at start who can use the server; shout if that is anyone who can reach the port."""
+    if guard.enabled:
+        log.info("authentication is on: %d API token(s); the dashboard signs in at /login", len(guard.tokens))
+    elif exposed_without_auth(config.host, guard.tokens):
+        log.warning(EXPOSED_WARNING, config.host, MAKE_TOKEN)
+    else:
+        log.info("no API tokens are set: serving clients on this machine (%s) without authentication", config.host)

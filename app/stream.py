@@ -1,0 +1,223 @@
+"""The event stream: websockets that show one batch, or every batch, live.
+
+`/ws/batches/<id>?after=<seq>` sends, as JSON text messages:
+
+- `{"type": "snapshot", "batch": <batch>}` first (the batch as the API shows it);
+- `{"type": "events", "events": [<event>, ...]}`: every event with seq > after (default 0), stored ones
+  first, then live ones, in seq order with no gap and no repeat; at most one such message per 50 ms,
+  holding whatever arrived meanwhile;
+- `{"type": "end", "batch": <batch>}` once the batch is final and its last event was sent, then a
+  normal close (1000). A viewer of a finished batch gets snapshot, replay, end, close.
+
+`/ws/batches` sends `{"type": "snapshot", "batches": [<batch>, ...]}` (the 50 newest), then `events`
+messages with every batch's `batch` and `progress` events newer than the snapshot; it never ends.
+
+Both send `{"type": "ping"}` every GREENBATCH_WS_HEARTBEAT seconds. A viewer that falls more than
+GREENBATCH_WS_QUEUE_EVENTS events behind is closed with 4000 "resync": it reconnects with
+?after=<the last seq it processed> and loses nothing. An unknown batch gets
+`{"type": "error", "error": {"code": "not_found", ...}}` and close 4404; an `after` that is not a
+whole number >= 0 gets code "invalid_after" and close 4400.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from typing import Any, Iterable
+
+import gevent
+from flask import Blueprint, request
+from gevent.event import Event as Signal
+
+from .events import Event
+from .model import FINAL_STATUSES
+from .services import services
+from .views import batch_json, load_batch
+from .websocket import WebSocketConnection
+
+bp = Blueprint("stream", __name__, url_prefix="/ws")
+
+FRAME_INTERVAL = 0.05   # seconds between `events` messages on one connection (20 a second at most)
+REPLAY_PAGE = 1000      # stored events read per query while replaying
+LIST_SIZE = 50          # batches in the list snapshot
+END_WAIT = 30.0         # seconds the `end` message waits for the final state to be committed
+HEARTBEAT = json.dumps({"type": "ping"})
+_CLOSED = ("", 204)     # what a websocket view returns; the handler ignores it
+
+
+class Viewer:
+    """One websocket viewer: a bounded queue the bus fills, and a paced sender of `events` messages."""
+
+    def __init__(self, connection: WebSocketConnection, limit: int):
+        self.connection = connection
+        self.limit = limit
+        self.queue: deque[Event] = deque()
+        self.arrived = Signal()
+        self.overflowed = Signal()
+        self.sent: dict[str, int] = {}     # batch id -> newest seq the client has (sent, or in its snapshot)
+        self.final_seq: int | None = None  # for a one-batch view: the seq of the batch's final event, once known
+        self._next_frame = 0.0
+
+    def listen(self, event: Event) -> None:
+        """The bus listener: queue the event, or give up on this viewer when it is too far behind. Never blocks."""
+        if self.overflowed.is_set():
+            return
+        if len(self.queue) >= self.limit:
+            self.queue.clear()  # the viewer resyncs from the store; free the memory now
+            self.overflowed.set()
+        else:
+            self.queue.append(event)
+        self.arrived.set()
+
+    @property
+    def ended(self) -> bool:
+        """Whether the client has every event up to the batch's final one."""
+        return self.final_seq is not None and max(self.sent.values(), default=0) >= self.final_seq
+
+    def fresh(self, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The events the client does not have yet, in order (none past the final one), marked as sent."""
+        out = []
+        for event in events:
+            batch_id, seq = event["batch_id"], event["seq"]
+            if seq <= self.sent.get(batch_id, 0) or (self.final_seq is not None and seq > self.final_seq):
+                continue
+            out.append(event)
+            self.sent[batch_id] = seq
+            if event["type"] == "batch" and event["data"].get("status") in FINAL_STATUSES and self.final_seq is None:
+                self.final_seq = seq
+        return out
+
+    def send(self, events: list[dict[str, Any]]) -> bool:
+        """Send one `events` message when its turn comes; False when the connection is over (or resyncs)."""
+        if not events:
+            return not self.connection.closed
+        if not self._wait_turn():
+            return False
+        self.connection.send_json({"type": "events", "events": events})
+        self._next_frame = time.monotonic() + FRAME_INTERVAL
+        return True
+
+    def pump(self) -> None:
+        """Send live events as they come, coalesced, until the batch ends or the connection does."""
+        while not self.ended:
+            if not self.queue:
+                self.arrived.clear()
+                gevent.wait([self.arrived, self.connection.done], count=1)
+            if not self._wait_turn():
+                return
+            events, self.queue = self.queue, deque()
+            if not self.send(self.fresh(event.to_dict() for event in events)):
+                return
+
+    def _wait_turn(self) -> bool:
+        """Wait until a message may go: 50 ms after the last one, and the sender idle. False if over."""
+        stop = [self.connection.done, self.overflowed]
+        delay = self._next_frame - time.monotonic()
+        if delay > 0:
+            gevent.wait(stop, timeout=delay, count=1)
+        while not (self.connection.writable.is_set() or self.connection.closed or self.overflowed.is_set()):
+            gevent.wait([self.connection.writable, *stop], count=1)
+        if self.overflowed.is_set():
+            self.connection.close(4000, "resync")
+        return not self.connection.closed
+
+
+@bp.route("/batches/<batch_id>", websocket=True)
+def batch_ws(batch_id: str):
+    """One batch live: snapshot, every event after `after` (stored, then live), end and close."""
+    connection = _connection()
+    after = _after()
+    if after is None:
+        _fail(connection, 4400, "invalid_after", "after must be a whole number >= 0: the last seq you processed")
+        return _CLOSED
+    svc = services()
+    viewer = Viewer(connection, svc.config.ws_queue_events)
+    # Subscribing and taking the uncommitted events happen without a switch, so every event is either
+    # committed, in `unflushed`, or delivered to the viewer's queue.
+    unsubscribe = svc.bus.subscribe(batch_id, viewer.listen)
+    try:
+        unflushed = [event.to_dict() for event in svc.store.unflushed(batch_id)]
+        record = load_batch(batch_id)
+        if record is None:
+            _fail(connection, 4404, "not_found", f"no batch {batch_id!r}; it may have been deleted")
+            return _CLOSED
+        snapshot = batch_json(record)
+        connection.send_json({"type": "snapshot", "batch": snapshot})
+        viewer.sent[batch_id] = after
+        if snapshot["status"] in FINAL_STATUSES:
+            viewer.final_seq = snapshot["last_seq"]  # final means committed: nothing after this seq will come
+        if _replay(viewer, batch_id, after, unflushed):
+            viewer.pump()
+        if viewer.ended and not connection.closed:
+            connection.send_json({"type": "end", "batch": _final_batch(batch_id, snapshot)})
+            connection.close(1000, "batch finished")
+    finally:
+        unsubscribe()
+    return _CLOSED
+
+
+@bp.route("/batches", websocket=True)
+def batches_ws():
+    """Every batch live: a snapshot of the newest, then every batch's state and progress events."""
+    connection = _connection()
+    svc = services()
+    viewer = Viewer(connection, svc.config.ws_queue_events)
+    unsubscribe = svc.bus.subscribe(None, viewer.listen)
+    try:
+        batches = [batch_json(record) for record in svc.store.list_batches(LIST_SIZE)]
+        connection.send_json({"type": "snapshot", "batches": batches})
+        for batch in batches:
+            viewer.sent[batch["id"]] = batch["last_seq"]
+        viewer.pump()
+    finally:
+        unsubscribe()
+    return _CLOSED
+
+
+def _replay(viewer: Viewer, batch_id: str, after: int, unflushed: list[dict[str, Any]]) -> bool:
+    """Send the stored events after `after` page by page, then the uncommitted ones; False if the connection ended."""
+    store = services().store
+    cursor = after
+    while not viewer.ended:
+        page = store.events(batch_id, cursor, REPLAY_PAGE)
+        if not viewer.send(viewer.fresh(page)):
+            return False
+        if len(page) < REPLAY_PAGE:
+            break
+        cursor = page[-1]["seq"]
+    return viewer.send(viewer.fresh(unflushed))
+
+
+def _final_batch(batch_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The batch as the API shows it once final (the engine shows `done` only after its last event is committed)."""
+    deadline = time.monotonic() + END_WAIT
+    while True:
+        record = load_batch(batch_id)
+        if record is None:
+            return snapshot  # deleted meanwhile
+        batch = batch_json(record)
+        if batch["status"] in FINAL_STATUSES or time.monotonic() > deadline:
+            return batch
+        gevent.sleep(FRAME_INTERVAL)
+
+
+def _connection() -> WebSocketConnection:
+    """The upgraded connection, with our heartbeat message switched on."""
+    connection = request.environ.get("wsgi.websocket")
+    if not isinstance(connection, WebSocketConnection):
+        raise RuntimeError("websocket routes need app.websocket.WebSocketHandler (serve with wsgi.py); "
+                           f"the server gave {type(connection).__name__}")
+    connection.heartbeat_message = HEARTBEAT
+    return connection
+
+
+def _after() -> int | None:
+    """The `after` query parameter (default 0), or None when it is not a whole number >= 0."""
+    raw = request.args.get("after", "0").strip()
+    return int(raw) if raw.isascii() and raw.isdigit() else None
+
+
+def _fail(connection: WebSocketConnection, code: int, error: str, message: str) -> None:
+    """Send an error message in the API's envelope, then close with `code`."""
+    connection.send_json({"type": "error", "error": {"code": error, "message": message, "details": []}})
+    connection.close(code, error)

@@ -1,0 +1,39 @@
+"""The benchmark's workloads, shared by the orchestrator (run.py) and the drivers it starts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Workload:
+    """N URLs of one target path fetched at a concurrency; `ideal` is the best possible wall time."""
+
+    name: str
+    n: int
+    concurrency: int
+    path: str
+    delay_ms: int = 0
+    about: str = ""
+
+    @property
+    def ideal(self) -> float | None:
+        """Rounds of the delay the concurrency allows, in seconds; None when CPU is the only limit."""
+        if not self.delay_ms:
+            return None
+        rounds = -(-self.n // self.concurrency)
+        return rounds * self.delay_ms / 1000
+
+    def urls(self, base_url: str) -> list[str]:
+        """Distinct URLs (the index rides in the query, which the target ignores)."""
+        return [f"{base_url}{self.path}?i={i}" for i in range(self.n)]
+
+    def scaled(self, factor: float) -> "Workload":
+        """The same workload with fewer URLs, for --quick (concurrency kept)."""
+        return replace(self, n=max(self.concurrency, int(self.n * factor)))
+
+
+WORKLOADS = {
+    "W1": Workload("W1", 2000, 200, "/delay/100", 100, "latency-bound: 2,000 x /delay/100 at concurrency 200"),
+    "W2": Workload("W2", 5000, 50, "/bytes/1024", 0, "CPU-bound: 5,000 x /bytes/1024 at concurrency 50"),
+    "W3": Workload("W3", 10000, 1000, "/delay/200", 200, "wide: 10,000 x /delay/200 at concurrency 1,000"),
+}

@@ -1,0 +1,412 @@
+// The index page: the submit form (URLs, file upload, options, inline errors) and the live batch list.
+import {
+  FINAL_STATUSES, LiveSocket, api, badgeClass, byId, doneOf, fmtClock, fmtInt, fmtMs, fmtRate, h,
+  liveModeFor, paintBar, perFrame, setText, showLiveMode, sleep, withId, withQuery,
+} from './common.js';
+
+const config = byId('page').dataset;
+
+// ---- URL editor: line numbers, error marks ----------------------------------------------------
+
+const textarea = byId('urls');
+const gutter = byId('gutter');
+const marks = byId('marks');
+const errorList = byId('url-errors');
+const urlCount = byId('url-count');
+
+// Problems the server found, by the line they were on: {line, url, message}.
+let urlErrors = [];
+
+// The URLs of the textarea as the server will count them, each with its 1-based line number.
+function parseLines(text) {
+  const entries = [];
+  text.split('\n').forEach((raw, i) => {
+    const url = raw.trim();
+    if (url && !url.startsWith('#')) entries.push({ url, line: i + 1 });
+  });
+  return entries;
+}
+
+function lineHeight() {
+  return parseFloat(getComputedStyle(textarea).lineHeight) || 20;
+}
+
+// Where each error's URL is now: its line if unchanged, else the first line holding it, else gone.
+function locateErrors() {
+  const lines = textarea.value.split('\n');
+  return urlErrors.map((err) => {
+    if ((lines[err.line - 1] || '').trim() === err.url) return { ...err, at: err.line };
+    const found = lines.findIndex((l) => l.trim() === err.url);
+    return { ...err, at: found >= 0 ? found + 1 : null };
+  });
+}
+
+const renderEditor = perFrame(() => {
+  const text = textarea.value;
+  const lineCount = text.split('\n').length;
+  const located = locateErrors();
+  const bad = new Set(located.filter((e) => e.at !== null).map((e) => e.at));
+
+  // Gutter: plain numbers, error lines in a span so they can be coloured.
+  const parts = [];
+  let run = [];
+  for (let n = 1; n <= lineCount; n += 1) {
+    if (bad.has(n)) {
+      if (run.length) parts.push(run.join('\n') + '\n');
+      run = [];
+      parts.push(h('span', { class: 'bad' }, String(n)), n < lineCount ? '\n' : '');
+    } else {
+      run.push(String(n));
+    }
+  }
+  if (run.length) parts.push(run.join('\n'));
+  gutter.replaceChildren(...parts);
+
+  const lh = lineHeight();
+  const padTop = parseFloat(getComputedStyle(textarea).paddingTop) || 0;
+  marks.replaceChildren(...[...bad].map((n) => {
+    const mark = h('div', { class: 'mark' });
+    mark.style.top = `${padTop + (n - 1) * lh}px`;
+    mark.style.height = `${lh}px`;
+    return mark;
+  }));
+  syncScroll();
+
+  located.forEach((err, i) => {
+    const item = errorList.children[i];
+    if (!item) return;
+    item.classList.toggle('resolved', err.at === null);
+    setText(item.querySelector('.line'), err.at === null ? 'fixed' : `line ${err.at}`);
+    item.dataset.line = err.at === null ? '' : String(err.at);
+  });
+
+  const count = parseLines(text).length;
+  setText(urlCount, `${fmtInt(count)} URL${count === 1 ? '' : 's'}`);
+  urlCount.classList.toggle('over', count > Number(config.maxUrls));
+});
+
+function syncScroll() {
+  gutter.scrollTop = textarea.scrollTop;
+  marks.style.transform = `translate(${-textarea.scrollLeft}px, ${-textarea.scrollTop}px)`;
+}
+
+// Put the caret on a line and scroll it into the middle of the editor.
+function goToLine(line) {
+  const lines = textarea.value.split('\n');
+  let start = 0;
+  for (let i = 0; i < line - 1 && i < lines.length; i += 1) start += lines[i].length + 1;
+  const end = start + (lines[line - 1] || '').length;
+  textarea.focus();
+  textarea.setSelectionRange(start, end);
+  textarea.scrollTop = Math.max(0, (line - 1) * lineHeight() - textarea.clientHeight / 2);
+  syncScroll();
+}
+
+function showUrlErrors(errors, capped) {
+  urlErrors = errors;
+  errorList.replaceChildren(...errors.map((err) => h('li', { dataset: { line: String(err.line) }, tabindex: '0', title: 'Go to this line' },
+    h('span', { class: 'line num' }, `line ${err.line}`), ': ',
+    h('span', { class: 'url' }, err.url), ' — ',
+    h('span', { class: 'message' }, err.message))));
+  if (capped) errorList.append(h('li', { class: 'more' }, 'The server lists the first 100 problems; fix these and submit again to see the rest.'));
+  errorList.hidden = errors.length === 0;
+  renderEditor();
+}
+
+errorList.addEventListener('click', (event) => {
+  const item = event.target.closest('li[data-line]');
+  if (item && item.dataset.line) goToLine(Number(item.dataset.line));
+});
+errorList.addEventListener('keydown', (event) => {
+  const item = event.target.closest('li[data-line]');
+  if (event.key === 'Enter' && item && item.dataset.line) goToLine(Number(item.dataset.line));
+});
+textarea.addEventListener('input', renderEditor);
+textarea.addEventListener('scroll', syncScroll);
+
+// ---- file upload -------------------------------------------------------------------------------
+
+const fileInput = byId('file');
+const fileNote = byId('file-note');
+
+// The first column of a CSV text (quotes understood), a header row such as "url" dropped.
+function csvFirstColumn(text) {
+  const urls = [];
+  for (const line of text.split(/\r?\n/)) {
+    let cell = '';
+    if (line.startsWith('"')) {
+      let i = 1;
+      while (i < line.length) {
+        if (line[i] === '"' && line[i + 1] === '"') { cell += '"'; i += 2; } else if (line[i] === '"') break; else { cell += line[i]; i += 1; }
+      }
+    } else {
+      cell = line.split(',')[0];
+    }
+    urls.push(cell.trim());
+  }
+  const firstReal = urls.findIndex((u) => u && !u.startsWith('#'));
+  if (firstReal >= 0 && !urls[firstReal].includes('://')) urls.splice(firstReal, 1);
+  return urls.filter((u) => u);
+}
+
+fileInput.addEventListener('change', async () => {
+  const file = fileInput.files[0];
+  if (!file) return;
+  const text = (await file.text()).replace(/^\uFEFF/, '').replace(/\r\n?/g, '\n');
+  const isCsv = /\.csv$/i.test(file.name) || file.type === 'text/csv';
+  textarea.value = isCsv ? csvFirstColumn(text).join('\n') : text.replace(/\n+$/, '');
+  const count = parseLines(textarea.value).length;
+  fileNote.textContent = `Loaded ${fmtInt(count)} URL${count === 1 ? '' : 's'} from ${file.name}`;
+  fileInput.value = ''; // picking the same file again reloads it
+  showUrlErrors([], false);
+  clearErrors();
+});
+
+// ---- submit ------------------------------------------------------------------------------------
+
+const form = byId('submit-form');
+const submitButton = byId('submit');
+const formError = byId('form-error');
+
+function fieldError(field, message) {
+  const node = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`);
+  if (!node) return false;
+  node.textContent = message;
+  node.hidden = false;
+  const input = node.parentElement.querySelector('input, select, textarea');
+  if (input) input.setAttribute('aria-invalid', 'true');
+  return true;
+}
+
+function clearErrors() {
+  for (const node of form.querySelectorAll('[data-error-for]')) node.hidden = true;
+  for (const node of form.querySelectorAll('[aria-invalid]')) node.removeAttribute('aria-invalid');
+  formError.hidden = true;
+}
+
+function showFormError(message) {
+  formError.textContent = message;
+  formError.hidden = false;
+}
+
+// Header lines "Name: value" as an object, or the problem with the first bad line.
+function parseHeaders(text) {
+  const headers = {};
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i += 1) {
+    const line = lines[i].trim();
+    if (!line) continue;
+    const colon = line.indexOf(':');
+    if (colon <= 0) return { problem: `line ${i + 1}: expected "Name: value", got "${line.slice(0, 60)}"` };
+    headers[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+  }
+  return { headers };
+}
+
+// A number input as a number, its raw text when it is not one (the server names the problem), or nothing.
+function numberOption(id) {
+  const raw = byId(id).value.trim();
+  if (raw === '') return undefined;
+  const value = Number(raw);
+  return Number.isFinite(value) ? value : raw;
+}
+
+form.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  clearErrors();
+  const entries = parseLines(textarea.value);
+  if (entries.length === 0) {
+    fieldError('urls', 'Add at least one URL, one per line.');
+    textarea.focus();
+    return;
+  }
+  const { headers, problem } = parseHeaders(byId('headers').value);
+  if (problem) {
+    fieldError('options.headers', problem);
+    return;
+  }
+  const options = { method: byId('method').value, accept_status: byId('accept_status').value.trim(), headers };
+  for (const id of ['concurrency', 'timeout', 'max_redirects', 'retries']) {
+    if (byId(id).validity.badInput) {
+      fieldError(`options.${id}`, 'must be a number');
+      return;
+    }
+    const value = numberOption(id);
+    if (value !== undefined) options[id] = value;
+  }
+  const body = { urls: entries.map((e) => e.url), name: byId('name').value.trim(), options };
+
+  submitButton.disabled = true;
+  submitButton.textContent = 'Starting…';
+  const result = await api(config.apiBatches, { method: 'POST', body });
+  if (result.ok) {
+    window.location.assign(withId(config.batchPage, result.data.id));
+    return;
+  }
+  submitButton.disabled = false;
+  submitButton.textContent = 'Start batch';
+  showSubmitErrors(result.error, entries);
+});
+
+function showSubmitErrors(error, entries) {
+  const details = Array.isArray(error.details) ? error.details : [];
+  const urlProblems = [];
+  const unplaced = [];
+  for (const detail of details) {
+    if (Number.isInteger(detail.index) && entries[detail.index]) {
+      const entry = entries[detail.index];
+      urlProblems.push({ line: entry.line, url: entry.url, message: detail.message });
+    } else if (!detail.field || !fieldError(detail.field, detail.message)) {
+      unplaced.push(`${detail.field ? `${detail.field}: ` : ''}${detail.message}`);
+    }
+  }
+  showUrlErrors(urlProblems, urlProblems.length >= 100);
+  if (urlProblems.length) {
+    const n = urlProblems.length >= 100 ? 'At least 100' : String(urlProblems.length);
+    showFormError(`${n} URL${urlProblems.length === 1 ? '' : 's'} cannot be fetched: see the marked lines.`);
+    goToLine(urlProblems[0].line);
+  } else if (unplaced.length) {
+    showFormError(`${error.message} (${unplaced.join('; ')})`);
+  } else {
+    showFormError(error.message || 'The batch was not accepted.');
+  }
+}
+
+// ---- batch list --------------------------------------------------------------------------------
+
+const listBody = byId('batch-rows');
+const listNote = byId('list-note');
+const batches = new Map(); // id -> batch (the shape of the API's batch JSON)
+const seenSeq = new Map(); // id -> newest event seq applied, so a late or repeated event never rolls a row back
+const rowsById = new Map(); // id -> {tr, cells}
+let listLoaded = false;
+
+function takeBatch(batch) {
+  batches.set(batch.id, batch);
+  seenSeq.set(batch.id, Math.max(seenSeq.get(batch.id) || 0, batch.last_seq || 0));
+}
+
+function replaceList(list) {
+  batches.clear();
+  seenSeq.clear();
+  list.forEach(takeBatch);
+  listLoaded = true;
+  renderList();
+}
+
+async function fetchBatch(id) {
+  const result = await api(withId(config.apiBatch, id));
+  if (result.ok) {
+    takeBatch(result.data);
+    renderList();
+  }
+}
+
+function applyListEvent(event) {
+  const batch = batches.get(event.batch_id);
+  if (!batch) {
+    if (event.type === 'batch') fetchBatch(event.batch_id); // a batch someone just submitted
+    return;
+  }
+  if (event.seq <= (seenSeq.get(event.batch_id) || 0)) return;
+  seenSeq.set(event.batch_id, event.seq);
+  const data = event.data || {};
+  if (event.type === 'batch') {
+    for (const key of ['status', 'started_at', 'finished_at', 'counts', 'stats']) {
+      if (data[key] !== undefined) batch[key] = data[key];
+    }
+  } else if (event.type === 'progress') {
+    if (data.counts) batch.counts = data.counts;
+    if (data.stats) batch.stats = data.stats;
+  }
+  renderList();
+}
+
+function newRow() {
+  const cells = {
+    name: h('a', { class: 'batch-link' }),
+    id: h('span', { class: 'batch-id' }),
+    status: h('span'),
+    bar: h('div', { class: 'progress small', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100' },
+      h('span', { class: 'seg ok' }), h('span', { class: 'seg failed' }), h('span', { class: 'seg cancelled' }),
+      h('span', { class: 'seg running' })),
+    done: h('td', { class: 'num' }),
+    ok: h('td', { class: 'num ok-text' }),
+    failed: h('td', { class: 'num failed-text' }),
+    p50: h('td', { class: 'num' }),
+    rate: h('td', { class: 'num' }),
+    created: h('td', { class: 'num muted' }),
+  };
+  const tr = h('tr', { class: 'batch-row' },
+    h('td', { class: 'col-name' }, cells.name, cells.id),
+    h('td', null, cells.status),
+    h('td', { class: 'col-progress' }, cells.bar),
+    cells.done, cells.ok, cells.failed, cells.p50, cells.rate, cells.created);
+  return { tr, cells };
+}
+
+const renderList = perFrame(() => {
+  const ordered = [...batches.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
+  if (!ordered.length) {
+    listBody.replaceChildren(h('tr', { class: 'empty' }, h('td', { colspan: '9' }, listLoaded ? 'No batches yet. Paste some URLs above and start one.' : 'Loading…')));
+    rowsById.clear();
+    return;
+  }
+  const rows = ordered.map((batch) => {
+    let row = rowsById.get(batch.id);
+    if (!row) {
+      row = newRow();
+      rowsById.set(batch.id, row);
+    }
+    const { cells, tr } = row;
+    const counts = batch.counts || { total: 0 };
+    tr.dataset.id = batch.id;
+    tr.dataset.status = batch.status;
+    cells.name.href = withId(config.batchPage, batch.id);
+    setText(cells.name, batch.name || batch.id);
+    setText(cells.id, batch.id);
+    cells.status.className = badgeClass(batch.status);
+    setText(cells.status, batch.status);
+    const pct = paintBar(cells.bar, counts);
+    cells.bar.title = `${pct}% done`;
+    setText(cells.done, `${fmtInt(doneOf(counts))} / ${fmtInt(counts.total)}`);
+    setText(cells.ok, fmtInt(counts.ok));
+    setText(cells.failed, fmtInt(counts.failed));
+    setText(cells.p50, fmtMs(batch.stats && batch.stats.p50_ms));
+    setText(cells.rate, fmtRate(batch.stats && batch.stats.urls_per_s));
+    setText(cells.created, fmtClock(batch.created_at));
+    cells.created.title = batch.created_at || '';
+    return tr;
+  });
+  for (const id of [...rowsById.keys()]) if (!batches.has(id)) rowsById.delete(id);
+  // Re-append only when the order changed, so rows are not rebuilt on every update.
+  const current = [...listBody.children];
+  if (current.length !== rows.length || rows.some((tr, i) => current[i] !== tr)) listBody.replaceChildren(...rows);
+  const live = ordered.filter((b) => !FINAL_STATUSES.has(b.status)).length;
+  setText(listNote, `${fmtInt(ordered.length)} shown${live ? ` · ${live} running or queued` : ''}`);
+});
+
+async function pollList() {
+  for (;;) {
+    const result = await api(withQuery(config.apiBatches, { limit: 50 }));
+    if (result.ok) replaceList(result.data.batches);
+    const live = [...batches.values()].some((b) => !FINAL_STATUSES.has(b.status));
+    await sleep(live ? 1000 : 3000);
+  }
+}
+
+const socket = new LiveSocket({
+  url: config.wsUrl,
+  onMessage(message) {
+    if (message.type === 'snapshot') replaceList(message.batches || []);
+    else if (message.type === 'events') (message.events || []).forEach(applyListEvent);
+  },
+  onState(state) { showLiveMode(...liveModeFor(state)); },
+  onUnavailable() {
+    showLiveMode(...liveModeFor('polling'));
+    pollList();
+  },
+});
+
+renderEditor();
+socket.start();

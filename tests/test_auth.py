@@ -1,0 +1,631 @@
+"""Authentication and browser safety: tokens, the login cookie, CSRF and Origin checks, the websocket gate,
+security headers, and the warning an exposed server prints. Against the real server unless a rule is pure."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import socket
+import stat
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import websocket
+from flask import Flask
+
+from app import auth
+from app.config import Config, ConfigError
+from tests.conftest import ROOT, GreenbatchServer
+
+TOKEN = "tok-" + "a1b2c3d4" * 4
+OTHER_TOKEN = "tok-" + "e5f6a7b8" * 4
+FILE_TOKEN = "file-" + "0f1e2d3c" * 4
+CSRF = {"X-Requested-With": "greenbatch"}
+EVIL = "https://evil.example"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def error_of(response: requests.Response) -> dict:
+    """The error envelope of a response, asserting it is JSON."""
+    assert response.headers["Content-Type"].startswith("application/json"), response.text[:200]
+    return response.json()["error"]
+
+
+def browser_session() -> requests.Session:
+    """A client with its own cookie jar, as a browser has."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def form_token(html: str) -> str:
+    """The hidden csrf_token of a form."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, html[:500]
+    return match.group(1)
+
+
+def log_in(server: GreenbatchServer, token: str = TOKEN, next_path: str = "/") -> tuple[requests.Session, requests.Response]:
+    """Sign in through the login form; returns the browser-like session and the POST's answer."""
+    session = browser_session()
+    page = session.get(server.url("/login"), timeout=10)
+    assert page.status_code == 200, page.text[:300]
+    answer = session.post(server.url("/login"), data={"csrf_token": form_token(page.text), "token": token,
+                                                      "next": next_path}, allow_redirects=False, timeout=10)
+    return session, answer
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    """The Authorization header for a token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def batch_body(target) -> dict:
+    """A one-URL batch the server may fetch."""
+    return {"urls": [target.url("/ok")]}
+
+
+def websocket_handshake(server: GreenbatchServer, path: str, headers: dict[str, str]) -> tuple[int, str]:
+    """Ask for a websocket on a raw socket; (status, body) of the answer, without going past the 101."""
+    parts = urlsplit(server.base_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", "Upgrade: websocket", "Connection: Upgrade",
+                 f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}", "Sec-WebSocket-Version: 13",
+                 *(f"{name}: {value}" for name, value in headers.items())]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        while length and len(body) < int(length.group(1)):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            body += chunk
+    return status, body.decode("utf-8", "replace")
+
+
+def websockets_wired() -> bool:
+    """Whether the server uses the websocket handler that consults ws_gate, and the stream routes exist."""
+    return ((ROOT / "app" / "stream.py").exists()
+            and "websocket import" in (ROOT / "app" / "server.py").read_text())
+
+
+needs_websockets = pytest.mark.skipif(not websockets_wired(), reason="websocket handler and stream routes not wired")
+
+
+def assert_security_headers(response: requests.Response) -> None:
+    """The headers every response must carry."""
+    assert response.headers["Content-Security-Policy"] == auth.CONTENT_SECURITY_POLICY
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "'unsafe-inline'" not in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory, target_env):
+    """A server on 127.0.0.1 that requires a token."""
+    instance = GreenbatchServer(tmp_path_factory.mktemp("secured"),
+                                {**target_env, "GREENBATCH_API_TOKENS": f"{TOKEN}, {OTHER_TOKEN}"}).start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory, target_env):
+    """A server on 127.0.0.1 with no token: open, but only to this machine."""
+    instance = GreenbatchServer(tmp_path_factory.mktemp("open"), target_env).start()
+    yield instance
+    instance.stop()
+
+
+# -- rules that need no server ---------------------------------------------------------------
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("127.255.255.254", True), ("::1", True), ("[::1]", True),
+    ("localhost", True), ("LocalHost.", True),
+    ("0.0.0.0", False), ("::", False), ("10.0.0.5", False), ("192.168.1.10", False), ("example.com", False),
+    ("localhost.example.com", False), ("", False),
+])
+def test_loopback_means_127_0_0_0_slash_8_ipv6_loopback_or_localhost(host, loopback):
+    assert auth.is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("host, tokens, warn", [
+    ("0.0.0.0", (), True), ("::", (), True), ("10.1.2.3", (), True),
+    ("0.0.0.0", (TOKEN,), False), ("127.0.0.1", (), False), ("::1", (), False), ("localhost", (), False),
+])
+def test_the_exposed_warning_is_due_only_beyond_loopback_without_tokens(host, tokens, warn):
+    assert auth.exposed_without_auth(host, tokens) is warn
+
+
+def test_the_exposed_warning_says_what_anyone_can_do_and_how_to_set_tokens(caplog, tmp_path):
+    config = Config(host="0.0.0.0", data_dir=str(tmp_path))
+    guard = auth.Guard(tokens=(), secret=b"k" * 32, allowed_origins=frozenset(), loopback_names_only=False)
+    with caplog.at_level(logging.INFO, logger="app.auth"):
+        auth.announce(config, guard)
+    [record] = caplog.records
+    text = record.getMessage()
+    assert record.levelno == logging.WARNING
+    assert "0.0.0.0" in text and "NO authentication" in text
+    assert "fetch" in text and "inside your network" in text
+    assert "GREENBATCH_API_TOKENS" in text and "GREENBATCH_TOKEN_FILE" in text
+    assert text.count("\n") >= 5
+
+
+@pytest.mark.parametrize("next_path, expected", [
+    ("/", "/"), ("/batches/abc123", "/batches/abc123"), ("/batches/abc?x=1&y=2", "/batches/abc?x=1&y=2"),
+    (None, "/"), ("", "/"), ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil.example", "/"),
+    ("\\\\evil.example", "/"), ("/\t/evil.example", "/"), ("/\n/evil.example", "/"), ("javascript:alert(1)", "/"),
+    ("batches", "/"),
+])
+def test_next_after_login_is_a_local_path_or_the_index(next_path, expected):
+    assert auth.safe_next(next_path) == expected
+
+
+def test_tokens_come_from_the_variable_and_the_file_without_comments_or_blanks(tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"# operators\n\n  {FILE_TOKEN}  \n# {OTHER_TOKEN} is retired\n{TOKEN}\n")
+    config = Config(api_tokens=f" {TOKEN} ,,", token_file=str(token_file))
+    assert auth.load_tokens(config) == (TOKEN, FILE_TOKEN)
+
+
+@pytest.mark.parametrize("settings, named, secret", [
+    ({"api_tokens": "shorty"}, "GREENBATCH_API_TOKENS: token #1", "shorty"),
+    ({"api_tokens": f"{TOKEN},has spaces in it, sadly"}, "GREENBATCH_API_TOKENS: token #2", "has spaces"),
+    ({"token_file": "/nonexistent/tokens"}, "GREENBATCH_TOKEN_FILE='/nonexistent/tokens' cannot be read", None),
+    ({"allowed_origins": "evil.example"}, "GREENBATCH_ALLOWED_ORIGINS", None),
+    ({"secret_key": "tooshort"}, "GREENBATCH_SECRET_KEY", "tooshort"),
+])
+def test_unusable_auth_settings_stop_the_start_naming_the_variable_but_not_the_secret(settings, named, secret,
+                                                                                       tmp_path):
+    config = Config(data_dir=str(tmp_path), **settings)
+    with pytest.raises(ConfigError) as caught:
+        auth.load_tokens(config)
+        auth.parse_origins(config.allowed_origins)
+        auth.load_secret_key(config)
+    assert named in str(caught.value)
+    assert secret is None or secret not in str(caught.value)
+
+
+def test_tokens_and_keys_stay_out_of_the_config_repr():
+    text = repr(Config(api_tokens=TOKEN, secret_key="s" * 32))
+    assert TOKEN not in text and "s" * 32 not in text
+
+
+def test_the_access_log_hides_query_tokens():
+    record = logging.LogRecord("greenbatch.access", logging.INFO, __file__, 1,
+                               '127.0.0.1 - "GET /ws/batches?token=%s&x=1 HTTP/1.1" 101', (TOKEN,), None)
+    auth.RedactTokens().filter(record)
+    assert TOKEN not in record.getMessage()
+    assert "token=[redacted]&x=1" in record.getMessage()
+
+
+# -- the websocket gate, called as the websocket handler calls it ----------------------------
+
+@pytest.fixture
+def gated_app(tmp_path):
+    """An app with only the auth rules, to call the gate with hand-made environs."""
+    app = Flask("gate-test", template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app.config["GREENBATCH"] = Config(data_dir=str(tmp_path), api_tokens=TOKEN,
+                                      allowed_origins="https://dash.example")
+    auth.init_app(app)
+    return app
+
+
+def ws_environ(**headers: str) -> dict[str, str]:
+    """The environ of a websocket upgrade to 127.0.0.1:8000."""
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/ws/batches", "QUERY_STRING": "", "HTTP_HOST": "127.0.0.1:8000",
+               "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade"}
+    environ.update({k: v for k, v in headers.items()})
+    return environ
+
+
+def test_gate_refuses_a_foreign_origin_even_with_a_valid_token(gated_app):
+    gate = auth.websocket_gate(gated_app)
+    status, message = gate(ws_environ(HTTP_ORIGIN=EVIL, HTTP_AUTHORIZATION=f"Bearer {TOKEN}"))
+    assert status == 403 and EVIL in message and "GREENBATCH_ALLOWED_ORIGINS" in message
+    assert gate(ws_environ(HTTP_ORIGIN="null", HTTP_AUTHORIZATION=f"Bearer {TOKEN}"))[0] == 403
+
+
+def test_gate_takes_same_host_and_allowed_origins_with_credentials(gated_app):
+    gate = auth.websocket_gate(gated_app)
+    assert gate(ws_environ(HTTP_ORIGIN="http://127.0.0.1:8000", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")) is None
+    assert gate(ws_environ(HTTP_ORIGIN="https://dash.example", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")) is None
+    assert gate(ws_environ(HTTP_AUTHORIZATION=f"Bearer {TOKEN}")) is None  # no Origin: not a browser
+
+
+def test_gate_answers_401_without_credentials_or_with_a_wrong_token(gated_app):
+    gate = auth.websocket_gate(gated_app)
+    assert gate(ws_environ(HTTP_ORIGIN="http://127.0.0.1:8000"))[0] == 401
+    assert gate(ws_environ(HTTP_AUTHORIZATION=f"Bearer {OTHER_TOKEN}"))[0] == 401
+    assert gate(ws_environ(QUERY_STRING=f"token={OTHER_TOKEN}"))[0] == 401
+
+
+def test_gate_takes_a_query_token_for_clients_that_cannot_set_headers(gated_app):
+    assert auth.websocket_gate(gated_app)(ws_environ(QUERY_STRING=f"after=3&token={TOKEN}")) is None
+
+
+def test_gate_reads_the_login_cookie_outside_a_request_context(gated_app):
+    client = gated_app.test_client()
+    page = client.get("/login")
+    answer = client.post("/login", data={"csrf_token": form_token(page.get_data(as_text=True)), "token": TOKEN})
+    assert answer.status_code == 303
+    cookie = client.get_cookie("greenbatch_session")
+    gate = auth.websocket_gate(gated_app)
+    assert gate(ws_environ(HTTP_COOKIE=f"greenbatch_session={cookie.value}")) is None
+    tampered = cookie.value[:-2] + ("AA" if not cookie.value.endswith("AA") else "BB")
+    assert gate(ws_environ(HTTP_COOKIE=f"greenbatch_session={tampered}"))[0] == 401
+
+
+# -- the API with tokens ---------------------------------------------------------------------
+
+def test_api_without_a_token_answers_401_envelope_with_www_authenticate(secured):
+    response = secured.request("GET", "/api/v1/batches")
+    assert response.status_code == 401
+    assert error_of(response)["code"] == "unauthorized"
+    assert "Authorization: Bearer" in error_of(response)["message"]
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_api_with_a_wrong_token_answers_401_invalid_token(secured):
+    response = secured.request("GET", "/api/v1/batches", headers=bearer("x" * 32))
+    assert response.status_code == 401
+    assert error_of(response)["code"] == "invalid_token"
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_api_with_a_right_token_answers_200_and_either_token_works(secured):
+    assert secured.request("GET", "/api/v1/batches", headers=bearer(TOKEN)).status_code == 200
+    assert secured.request("GET", "/api/v1/batches", headers=bearer(OTHER_TOKEN)).status_code == 200
+
+
+def test_bearer_posts_need_no_csrf_header(secured, target):
+    response = secured.request("POST", "/api/v1/batches", json=batch_body(target), headers=bearer())
+    assert response.status_code == 201, response.text
+
+
+def test_a_query_token_is_not_accepted_by_the_http_api(secured):
+    assert secured.request("GET", f"/api/v1/batches?token={TOKEN}").status_code == 401
+
+
+def test_tokens_from_the_token_file_are_accepted(make_server, tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"# one per line\n{FILE_TOKEN}\n")
+    server = make_server(env={"GREENBATCH_TOKEN_FILE": str(token_file)})
+    assert server.request("GET", "/api/v1/batches", headers=bearer(FILE_TOKEN)).status_code == 200
+    assert server.request("GET", "/api/v1/batches").status_code == 401
+
+
+def test_probes_stay_open_without_credentials(secured):
+    for path in ("/healthz", "/readyz"):
+        response = secured.request("GET", path, allow_redirects=False)
+        assert response.status_code not in (301, 302, 303, 401), (path, response.status_code)
+
+
+def test_static_files_stay_open_so_the_login_page_has_its_style(secured):
+    assert secured.request("GET", "/static/login.css").status_code == 200
+
+
+# -- pages and login -------------------------------------------------------------------------
+
+def test_pages_redirect_to_login_with_where_they_were(secured):
+    response = secured.request("GET", "/batches/abc123?view=failed", allow_redirects=False,
+                               headers={"Accept": "text/html"})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login?next=/batches/abc123?view%3Dfailed"
+
+
+def test_a_page_with_a_bearer_token_is_served(secured):
+    response = secured.request("GET", "/", headers={**bearer(), "Accept": "text/html"})
+    assert response.status_code == 200
+
+
+def test_login_with_the_right_token_sets_an_httponly_lax_cookie_without_secure_over_http(secured):
+    session, answer = log_in(secured, next_path="/batches/abc123")
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "/batches/abc123"
+    cookie = answer.headers["Set-Cookie"]
+    assert cookie.startswith("greenbatch_session=")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie
+    assert session.get(secured.url("/api/v1/batches"), timeout=10).status_code == 200
+    assert session.get(secured.url("/"), timeout=10, headers={"Accept": "text/html"}).status_code == 200
+
+
+def proxy_fix_wired() -> bool:
+    """Whether the app trusts X-Forwarded-* headers when GREENBATCH_PROXY_HOPS is set."""
+    return any("ProxyFix" in path.read_text() for path in (ROOT / "app").glob("*.py"))
+
+
+@pytest.mark.skipif(not proxy_fix_wired(), reason="ProxyFix (GREENBATCH_PROXY_HOPS) is not wired yet; until it "
+                                                  "is, the cookie is Secure only when the server itself sees https")
+def test_login_behind_an_https_proxy_sets_a_secure_cookie(make_server):
+    server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_PROXY_HOPS": "1"})
+    https = {"X-Forwarded-Proto": "https"}
+    page = server.request("GET", "/login", headers=https)
+    assert "Secure" in page.headers["Set-Cookie"]
+    cookie = page.headers["Set-Cookie"].split(";", 1)[0]  # a Secure cookie: sent by hand over this plain http
+    answer = requests.post(server.url("/login"), data={"csrf_token": form_token(page.text), "token": TOKEN},
+                           headers={**https, "Cookie": cookie}, allow_redirects=False, timeout=10)
+    assert answer.status_code == 303
+    assert "Secure" in answer.headers["Set-Cookie"] and "HttpOnly" in answer.headers["Set-Cookie"]
+
+
+def test_login_with_a_wrong_token_shows_the_form_again_with_401(secured):
+    session, answer = log_in(secured, token="x" * 32)
+    assert answer.status_code == 401
+    assert "That token is not valid." in answer.text
+    assert session.get(secured.url("/api/v1/batches"), timeout=10).status_code == 401
+
+
+def test_login_without_the_forms_csrf_token_is_refused(secured):
+    session = browser_session()
+    session.get(secured.url("/login"), timeout=10)
+    answer = session.post(secured.url("/login"), data={"token": TOKEN, "csrf_token": "forged"},
+                          allow_redirects=False, timeout=10)
+    assert answer.status_code == 400
+    assert session.get(secured.url("/api/v1/batches"), timeout=10).status_code == 401
+
+
+@pytest.mark.parametrize("next_path", ["//evil.example/", "https://evil.example/", "/\\evil.example",
+                                       "/\t/evil.example"])
+def test_login_refuses_to_redirect_off_site(secured, next_path):
+    _, answer = log_in(secured, next_path=next_path)
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "/"
+
+
+def test_logout_ends_the_session(secured):
+    session, _ = log_in(secured)
+    page = session.get(secured.url("/login"), timeout=10, allow_redirects=False)
+    assert page.status_code == 303  # signed in: the login page sends you on
+    refused = session.post(secured.url("/logout"), allow_redirects=False, timeout=10)
+    assert refused.status_code == 403  # neither the form's token nor the CSRF header
+    answer = session.post(secured.url("/logout"), headers=CSRF, allow_redirects=False, timeout=10)
+    assert answer.status_code == 303
+    assert session.get(secured.url("/api/v1/batches"), timeout=10).status_code == 401
+
+
+def test_sessions_survive_a_restart_and_end_when_their_token_is_removed(make_server, tmp_path):
+    data_dir = tmp_path / "data"
+    server = make_server(env={"GREENBATCH_API_TOKENS": f"{TOKEN},{OTHER_TOKEN}"}, data_dir=data_dir)
+    mine, _ = log_in(server, TOKEN)
+    theirs, _ = log_in(server, OTHER_TOKEN)
+    key_file = data_dir / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    server.stop()
+    server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN}, data_dir=data_dir)
+    for session, expected in ((mine, 200), (theirs, 401)):
+        session.cookies.clear_expired_cookies()
+        response = session.get(server.url("/api/v1/batches"), timeout=10)
+        assert response.status_code == expected
+
+
+# -- CSRF and Origin -------------------------------------------------------------------------
+
+def test_cookie_post_without_the_csrf_header_is_403_and_with_it_201(secured, target):
+    session, _ = log_in(secured)
+    refused = session.post(secured.url("/api/v1/batches"), json=batch_body(target), timeout=10)
+    assert refused.status_code == 403
+    assert error_of(refused)["code"] == "csrf_header_missing"
+    assert "X-Requested-With: greenbatch" in error_of(refused)["message"]
+    accepted = session.post(secured.url("/api/v1/batches"), json=batch_body(target), headers=CSRF, timeout=10)
+    assert accepted.status_code == 201, accepted.text
+
+
+def test_cookie_delete_without_the_csrf_header_is_403(secured, target):
+    batch = secured.request("POST", "/api/v1/batches", json=batch_body(target), headers=bearer()).json()
+    session, _ = log_in(secured)
+    refused = session.delete(secured.url(f"/api/v1/batches/{batch['id']}"), timeout=10)
+    assert refused.status_code == 403
+
+
+def test_cross_origin_post_is_403_even_with_cookie_and_csrf_header(secured, target):
+    session, _ = log_in(secured)
+    response = session.post(secured.url("/api/v1/batches"), json=batch_body(target),
+                            headers={**CSRF, "Origin": EVIL}, timeout=10)
+    assert response.status_code == 403
+    assert error_of(response)["code"] == "cross_origin_request"
+    assert EVIL in error_of(response)["message"]
+
+
+def test_same_origin_post_with_cookie_and_csrf_header_is_201(secured, target):
+    session, _ = log_in(secured)
+    response = session.post(secured.url("/api/v1/batches"), json=batch_body(target),
+                            headers={**CSRF, "Origin": secured.base_url}, timeout=10)
+    assert response.status_code == 201, response.text
+
+
+def test_cross_site_form_post_to_an_open_loopback_server_is_403(open_server, target):
+    response = open_server.request("POST", "/api/v1/batches", data=target.url("/ok"),
+                                   headers={"Content-Type": "text/plain", "Origin": EVIL})
+    assert response.status_code == 403
+    assert open_server.request("POST", "/api/v1/batches", data=target.url("/ok"),
+                               headers={"Content-Type": "text/plain", "Origin": "null"}).status_code == 403
+
+
+def test_an_open_loopback_server_takes_posts_without_credentials_from_this_machine(open_server, target):
+    response = open_server.request("POST", "/api/v1/batches", json=batch_body(target),
+                                   headers={"Origin": open_server.base_url})
+    assert response.status_code == 201, response.text
+
+
+def test_an_open_loopback_server_refuses_other_host_names_against_dns_rebinding(open_server):
+    response = open_server.request("GET", "/api/v1/batches", headers={"Host": "rebind.evil.example:8000"})
+    assert response.status_code == 403
+    assert error_of(response)["code"] == "host_not_allowed"
+    assert open_server.request("GET", "/api/v1/batches", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_allowed_origins_may_post(make_server, target):
+    server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_ALLOWED_ORIGINS": "https://dash.example"})
+    response = server.request("POST", "/api/v1/batches", json=batch_body(target),
+                              headers={**bearer(), "Origin": "https://dash.example"})
+    assert response.status_code == 201, response.text
+
+
+# -- websockets on the real server -----------------------------------------------------------
+
+@needs_websockets
+def test_websocket_from_a_foreign_origin_is_403_and_never_upgraded(secured):
+    status, body = websocket_handshake(secured, "/ws/batches", {"Origin": EVIL, **bearer()})
+    assert status == 403
+    assert EVIL in json.loads(body)["error"]["message"]
+
+
+@needs_websockets
+def test_websocket_without_credentials_is_401(secured):
+    status, body = websocket_handshake(secured, "/ws/batches", {"Origin": secured.base_url})
+    assert status == 401
+    assert "Bearer" in json.loads(body)["error"]["message"]
+
+
+@needs_websockets
+def test_websocket_with_the_login_cookie_upgrades(secured):
+    session, _ = log_in(secured)
+    cookie = session.cookies.get("greenbatch_session")
+    status, _ = websocket_handshake(secured, "/ws/batches",
+                                    {"Origin": secured.base_url, "Cookie": f"greenbatch_session={cookie}"})
+    assert status == 101
+
+
+@needs_websockets
+def test_websocket_with_a_query_token_upgrades_and_the_log_hides_it(secured):
+    connection = websocket.create_connection(secured.base_url.replace("http://", "ws://")
+                                             + f"/ws/batches?token={TOKEN}", timeout=10, suppress_origin=True)
+    assert connection.getstatus() == 101
+    connection.close()  # the access line is written when the websocket ends
+    deadline = time.monotonic() + 10
+    while "/ws/batches?token=[redacted]" not in secured.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "/ws/batches?token=[redacted]" in secured.log()
+    assert TOKEN not in secured.log()
+
+
+# -- headers -----------------------------------------------------------------------------------
+
+def test_security_headers_are_on_pages_api_answers_and_errors(secured):
+    page = secured.request("GET", "/", headers={**bearer(), "Accept": "text/html"})
+    api = secured.request("GET", "/api/v1/batches", headers=bearer())
+    missing = secured.request("GET", "/api/v1/batches/nope", headers=bearer())
+    refused = secured.request("GET", "/api/v1/batches")
+    login = secured.request("GET", "/login")
+    assert (page.status_code, api.status_code, missing.status_code, refused.status_code) == (200, 200, 404, 401)
+    for response in (page, api, missing, refused, login):
+        assert_security_headers(response)
+    for response in (api, missing, refused, login):
+        assert response.headers["Cache-Control"] == "no-store"
+
+
+# -- what the server says at start -----------------------------------------------------------
+
+def test_a_loopback_server_without_tokens_prints_no_exposure_warning(open_server):
+    log = open_server.log()
+    assert "greenbatch listening on http://127.0.0.1:" in log
+    assert "WARNING" not in log and "NO authentication" not in log
+    assert "without authentication" in log  # the quiet, informational line
+
+
+def test_a_server_with_tokens_says_authentication_is_on(secured):
+    assert "authentication is on: 2 API token(s)" in secured.log()
+    assert TOKEN not in secured.log()
+
+
+# -- a real browser --------------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through Playwright."""
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()
+
+
+@pytest.mark.browser
+def test_browser_csp_connect_src_self_allows_this_hosts_websockets_and_blocks_others(browser, open_server, target):
+    page = browser.new_page()
+    try:
+        page.goto(open_server.url("/api/v1/batches"))
+        port = urlsplit(open_server.base_url).port
+        blocked = page.evaluate("""async (urls) => {
+            const blocked = [];
+            document.addEventListener("securitypolicyviolation", e => blocked.push(e.blockedURI));
+            for (const url of urls) {
+                try { new WebSocket(url).onerror = () => {}; } catch (e) { blocked.push(url); }
+            }
+            await new Promise(resolve => setTimeout(resolve, 500));
+            return blocked;
+        }""", [f"ws://127.0.0.1:{port}/ws/batches", f"ws://127.0.0.1:{target.port}/elsewhere"])
+    finally:
+        page.close()
+    assert any(str(target.port) in url for url in blocked), blocked
+    assert not any(f":{port}" in url for url in blocked), blocked
+
+
+@pytest.mark.browser
+def test_browser_same_origin_post_passes_and_a_cross_site_post_is_refused(browser, open_server, target):
+    before = open_server.request("GET", "/api/v1/batches").json()["batches"]
+    page = browser.new_page()
+    try:
+        page.goto(open_server.url("/api/v1/batches"))
+        own = page.evaluate("""async ([url, target]) => (await fetch(url, {method: "POST",
+            headers: {"Content-Type": "application/json", "X-Requested-With": "greenbatch"},
+            body: JSON.stringify({urls: [target], name: "own page"})})).status""", [open_server.url("/api/v1/batches"), target.url("/ok")])
+        page.goto(target.url("/html"))  # another origin, as an attacker's page would be
+        page.evaluate("""async (url) => { await fetch(url, {method: "POST", mode: "no-cors",
+            headers: {"Content-Type": "text/plain"}, body: "http://127.0.0.1:1/?name=cross-site"}); }""",
+                      open_server.url("/api/v1/batches?name=cross-site"))
+    finally:
+        page.close()
+    after = open_server.request("GET", "/api/v1/batches").json()["batches"]
+    names = [b["name"] for b in after[:len(after) - len(before)]]
+    assert own == 201
+    assert names == ["own page"]
+
+
+@pytest.mark.browser
+def test_browser_login_then_script_posts_with_the_csrf_header(browser, secured, target):
+    page = browser.new_page()
+    try:
+        page.goto(secured.url("/batches/abc123"))
+        assert urlsplit(page.url).path == "/login"
+        page.fill("#token", TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/batches/abc123")
+        statuses = page.evaluate("""async ([url, body]) => {
+            const post = headers => fetch(url, {method: "POST", headers, body: JSON.stringify(body)});
+            const without = await post({"Content-Type": "application/json"});
+            const withHeader = await post({"Content-Type": "application/json", "X-Requested-With": "greenbatch"});
+            return [without.status, withHeader.status];
+        }""", [secured.url("/api/v1/batches"), batch_body(target)])
+        cookies = page.context.cookies()
+    finally:
+        page.close()
+    assert statuses == [403, 201]
+    [cookie] = [c for c in cookies if c["name"] == "greenbatch_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"

@@ -1,0 +1,193 @@
+"""The OpenAPI description is true: it lists exactly the API's routes, and a live server's answers match it.
+
+The schemathesis run fuzzes a real server whose every fetch is refused before it leaves the process
+(GREENBATCH_DENY_TARGETS covers every address) and whose submitted URLs are rewritten to 127.0.0.1,
+so no generated URL is ever looked up or fetched.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
+                                               response_schema_conformance, status_code_conformance)
+
+from app import guard, openapi
+from app.config import Config
+from app.model import BatchOptions
+from tests.conftest import ROOT, GreenbatchServer
+
+DENY_EVERYTHING = {"GREENBATCH_DENY_TARGETS": "0.0.0.0/0,::/0", "GREENBATCH_ALLOW_TARGETS": ""}
+EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+_ROUTES_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import json, os, sys
+from app import create_app
+app = create_app()
+rules = [(rule.rule, sorted(rule.methods - {"HEAD", "OPTIONS"})) for rule in app.url_map.iter_rules()]
+print(json.dumps(rules))
+"""
+
+
+def flask_api_routes(tmp_path) -> dict[tuple[str, str], None]:
+    """(OpenAPI-style path, method) of every route the real app registers under /api/v1."""
+    env = {"GREENBATCH_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", _ROUTES_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    routes = {}
+    for rule, methods in json.loads(out.strip().splitlines()[-1]):
+        if rule.startswith("/api/v1/") or rule == "/api/v1":
+            path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+            for method in methods:
+                routes[(path, method.lower())] = None
+    return routes
+
+
+def test_every_api_route_is_described_with_its_methods_and_nothing_else(server, tmp_path):
+    document = server.request("GET", "/api/v1/openapi.json").json()
+    described = {(path, method) for path, operations in document["paths"].items() for method in operations}
+    assert described == set(flask_api_routes(tmp_path))
+
+
+def test_the_description_is_openapi_3_1_with_the_main_schemas(server):
+    response = server.request("GET", "/api/v1/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.1")
+    assert {"Batch", "Result", "Event", "Error", "OptionsInput", "Options"} <= set(document["components"]["schemas"])
+    every_operation = [op for operations in document["paths"].values() for op in operations.values()]
+    assert all(op["summary"] and op["operationId"] for op in every_operation)
+
+
+def test_every_batch_option_is_described_for_requests_and_answers():
+    described = openapi.schemas(Config())
+    option_names = {f.name for f in dataclasses.fields(BatchOptions)}
+    assert set(described["OptionsInput"]["properties"]) == option_names
+    assert set(described["Options"]["properties"]) == option_names
+
+
+def test_the_description_states_this_servers_limits(make_server):
+    custom = make_server(env={"GREENBATCH_MAX_URLS": "77", "GREENBATCH_MAX_CONCURRENCY": "9",
+                              "GREENBATCH_DEFAULT_CONCURRENCY": "3"})
+    schemas = custom.request("GET", "/api/v1/openapi.json").json()["components"]["schemas"]
+    assert schemas["NewBatch"]["properties"]["urls"]["maxItems"] == 77
+    assert schemas["OptionsInput"]["properties"]["concurrency"]["maximum"] == 9
+
+
+# -- schemathesis against a live server -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fuzzed_server(tmp_path_factory):
+    """A server that refuses every fetch target, so fuzzed batches never reach a network."""
+    instance = GreenbatchServer(tmp_path_factory.mktemp("fuzz"), DENY_EVERYTHING).start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzzed_server):
+    """The live server's description, loaded by schemathesis."""
+    loaded = schemathesis.openapi.from_url(fuzzed_server.url("/api/v1/openapi.json"))
+    loaded.config.update(base_url=fuzzed_server.base_url)
+    return loaded
+
+
+def local_only(url):
+    """A generated URL with its host replaced by 127.0.0.1 when the server would accept it (others stay as is)."""
+    if not isinstance(url, str):
+        return url
+    try:
+        guard.check_url(url)
+    except (guard.InvalidUrl, ValueError):
+        return url  # refused by the server with the very same check
+    parts = urlsplit(url)
+    rewritten = urlunsplit((parts.scheme, "127.0.0.1", parts.path, parts.query, ""))
+    try:
+        if urlsplit(guard.check_url(rewritten)).hostname == "127.0.0.1":
+            return rewritten
+    except (guard.InvalidUrl, ValueError):
+        pass
+    return "http://127.0.0.1/"
+
+
+def keep_fetches_local(case) -> None:
+    """Rewrite every URL a generated submission carries to 127.0.0.1 (the server then refuses to fetch it)."""
+    if case.method.upper() != "POST" or not case.path.endswith("/batches"):
+        return
+    if isinstance(case.body, dict) and isinstance(case.body.get("urls"), list):
+        case.body["urls"] = [local_only(url) for url in case.body["urls"]]
+    elif isinstance(case.body, str) and "csv" in (case.media_type or ""):
+        try:
+            rows = list(csv.reader(io.StringIO(case.body)))
+        except csv.Error:
+            return  # the server cannot read it either: it must answer 400
+        out = io.StringIO()
+        csv.writer(out).writerows([local_only(row[0])] if row else [] for row in rows)
+        case.body = out.getvalue()
+    elif isinstance(case.body, str):
+        case.body = "\n".join(local_only(line.strip()) for line in case.body.splitlines())
+
+
+def use_a_real_batch_sometimes(case, server) -> None:
+    """For about half the cases with a batch id, use a batch that exists, so answers other than 404 are checked."""
+    batch_id = (case.path_parameters or {}).get("batch_id")
+    if batch_id is not None and len(str(batch_id)) % 2 == 0:
+        created = server.request("POST", "/api/v1/batches", json={"urls": ["http://127.0.0.1/a", "http://127.0.0.1/b"]})
+        assert created.status_code == 201, created.text
+        case.path_parameters["batch_id"] = created.json()["id"]
+
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          response_headers_conformance]
+
+def fuzz_runs() -> list:
+    """Valid requests for every operation; invalid ones for those with a query or body to get wrong."""
+    runs = []
+    for path, method, _, operation in openapi.operations(Config()):
+        has_input = "requestBody" in operation or any(p["in"] == "query" for p in operation.get("parameters", []))
+        modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE] if has_input else [GenerationMode.POSITIVE]
+        runs += [pytest.param(method.upper(), path, mode, id=f"{method.upper()} {path} {mode.value}") for mode in modes]
+    return runs
+
+
+@pytest.mark.parametrize("method, path, mode", fuzz_runs())
+def test_api_answers_are_never_500_and_match_the_description(api_schema, fuzzed_server, method, path, mode):
+    operation = api_schema[path][method]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    def answers_match(case):
+        keep_fetches_local(case)
+        use_a_real_batch_sometimes(case, fuzzed_server)
+        case.call_and_validate(base_url=fuzzed_server.base_url, session=fuzzed_server.session, checks=CHECKS)
+
+    answers_match()
+
+
+# -- what fuzzing found ----------------------------------------------------------------------
+
+def test_a_csv_body_the_csv_module_cannot_read_answers_400_not_500(server):
+    body = '"' + "a" * 200_000  # a quote never closed: one field past the csv module's 128 KiB limit
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_body"
+
+
+def test_rerun_refuses_fields_it_does_not_know_like_submit_does(server, target):
+    batch = server.submit([target.url("/ok")])
+    response = server.request("POST", f"/api/v1/batches/{batch['id']}/rerun", json={"only": "all", "ony": "failed"})
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == [{"field": "ony", "message": "is not a known field"}]

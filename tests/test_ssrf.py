@@ -1,0 +1,624 @@
+"""SSRF attacks end to end: the real server is handed hostile URLs, and listeners on denied addresses
+prove that no connection was even attempted.
+
+Every packet these tests cause stays on loopback. In the host's namespaces only IP literals and
+"localhost" (from /etc/hosts) are ever resolved; names such as rebind.test are resolved only by a
+server whose resolv.conf points at the fake DNS server below, and non-loopback addresses are fetched
+only by a server inside a network namespace that has nothing but loopback.
+"""
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import GreenbatchServer
+from tests.target import start_target
+
+PROBE = "/ssrf-probe"  # the target counts hits on every path, even a 404, so a leak to it shows
+DNS_ADDRESS = "127.0.0.153"  # the fake DNS server: loopback, port 53 (resolv.conf cannot name a port)
+CLONE_NEWNET = 0x40000000
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers: listeners that count, namespaces, a fake DNS server
+# ---------------------------------------------------------------------------------------------
+
+class CountingListener:
+    """A plain TCP listener on a denied address; connections() counts every connection that reached it.
+
+    Nothing accepts while a test runs: the kernel completes handshakes into the backlog, and
+    connections() drains it, so a connection is counted even if its client has already given up.
+    """
+
+    def __init__(self, host: str, port: int = 0):
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((host, port))
+        self.sock.listen(128)
+        self.sock.setblocking(False)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self._count = 0
+
+    def connections(self) -> int:
+        """Connections that reached this listener so far."""
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return self._count
+            conn.close()
+            self._count += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def ipv6_loopback_available() -> bool:
+    """Whether ::1 exists here (it is missing on hosts that disable IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def teredo(client: str, server: str = "192.0.2.1") -> str:
+    """The Teredo address of a client IPv4 (stored XORed with 0xffffffff, as on the wire)."""
+    value = (0x2001 << 112) | (int(ipaddress.IPv4Address(server)) << 64) | (
+        int(ipaddress.IPv4Address(client)) ^ 0xFFFFFFFF)
+    return str(ipaddress.IPv6Address(value))
+
+
+def run_batch(server: GreenbatchServer, urls: list[str], **options: Any) -> dict[int, dict[str, Any]]:
+    """Submit a batch, wait for its end and return its results by index."""
+    batch = server.submit(urls, **options)
+    server.wait(batch["id"])
+    return {result["index"]: result for result in server.results(batch["id"])}
+
+
+def fetch_one(server: GreenbatchServer, url: str, **options: Any) -> dict[str, Any]:
+    """The result of a one-URL batch."""
+    return run_batch(server, [url], **options)[0]
+
+
+def kind_of(result: dict[str, Any]) -> str | None:
+    """A result's error kind, None when the fetch got a response."""
+    return result["error"]["kind"] if result["error"] else None
+
+
+def probe_hits(target) -> int:
+    """How many requests for PROBE reached the target (the target counts hits by path)."""
+    return target.hits().get(PROBE, 0)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class LoopbackOnlyNamespace:
+    """A worker thread inside a fresh network namespace that has only `lo`.
+
+    Network namespaces belong to threads, and child processes inherit the one of the thread that
+    starts them, so every process this thread starts and every socket it opens lives in there: a
+    packet to 169.254.169.254 has no route and never leaves, whatever the guard decides.
+    """
+
+    def __init__(self):
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netns")
+        try:
+            self.run(self._enter)
+        except BaseException:
+            self._worker.shutdown()
+            raise
+        self.id = self.run(os.readlink, "/proc/thread-self/ns/net")
+
+    @staticmethod
+    def _enter() -> None:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"unshare(CLONE_NEWNET): {os.strerror(error)}")
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, capture_output=True)
+        links = subprocess.run(["ip", "-o", "link", "show"], check=True, capture_output=True, text=True).stdout
+        names = [line.split(":")[1].strip() for line in links.splitlines()]
+        if names != ["lo"]:
+            raise RuntimeError(f"the new network namespace has interfaces besides lo: {names}")
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call fn inside the namespace and return what it returns."""
+        return self._worker.submit(fn, *args, **kwargs).result()
+
+    def holds(self, pid: int) -> bool:
+        """Whether a process lives in this namespace."""
+        return os.readlink(f"/proc/{pid}/ns/net") == self.id
+
+    def close(self) -> None:
+        self._worker.shutdown()
+
+
+class NamespacedServer(GreenbatchServer):
+    """A greenbatch server started, and talked to, from inside a LoopbackOnlyNamespace."""
+
+    def __init__(self, netns: LoopbackOnlyNamespace, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.netns = netns
+
+    def start(self, timeout: float = 20) -> "NamespacedServer":
+        self.netns.run(super().start, timeout)
+        return self
+
+    def request(self, method: str, path: str, **kwargs: Any):
+        return self.netns.run(super().request, method, path, **kwargs)
+
+
+class FakeDns:
+    """A UDP DNS server on DNS_ADDRESS:53 that answers A queries from a script, with a TTL of 0.
+
+    answer(name, first, then...) makes the first A query for name get `first`, the next `then`,
+    and so on, the last answer repeating: an attacker's rebinding DNS. AAAA queries get no answers.
+    """
+
+    def __init__(self, address: str = DNS_ADDRESS):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((address, 53))
+        self.sock.settimeout(0.2)
+        self._scripts: dict[str, list[list[str]]] = {}
+        self._asked: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def answer(self, name: str, *rounds: list[str]) -> None:
+        """Script the A answers for name, and forget how often it was asked."""
+        self._scripts[name] = list(rounds)
+        self._asked[name] = 0
+
+    def a_queries(self, name: str) -> int:
+        """A queries received for name since answer() scripted it."""
+        return self._asked.get(name, 0)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                query, peer = self.sock.recvfrom(512)
+                self.sock.sendto(self._reply(query), peer)
+            except (socket.timeout, IndexError, struct.error):
+                continue
+
+    def _reply(self, query: bytes) -> bytes:
+        end, labels = 12, []
+        while query[end]:
+            labels.append(query[end + 1:end + 1 + query[end]].decode("ascii").lower())
+            end += 1 + query[end]
+        (qtype,) = struct.unpack("!H", query[end + 1:end + 3])
+        name, question = ".".join(labels), query[12:end + 5]
+        addresses: list[str] = []
+        if qtype == 1 and name in self._scripts:
+            rounds, asked = self._scripts[name], self._asked[name]
+            addresses = rounds[min(asked, len(rounds) - 1)]
+            self._asked[name] = asked + 1
+        rcode = 0 if name in self._scripts else 3  # NXDOMAIN for anything not scripted
+        header = query[:2] + struct.pack("!HHHHH", 0x8180 | rcode, 1, len(addresses), 0, 0)
+        records = b"".join(b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 0, 4) + ipaddress.IPv4Address(a).packed
+                           for a in addresses)
+        return header + question + records
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def _namespace_problem(tools: tuple[str, ...], *probe: str) -> str | None:
+    """Why namespaces cannot be used here (a tool missing, not root), or None when the probe runs."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (.ci/run installs iproute2)"
+    probe_run = subprocess.run(probe, capture_output=True, text=True)
+    if probe_run.returncode != 0:
+        return f"{' '.join(probe[:2])} is not permitted here: {probe_run.stderr.strip()}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def listeners(target):
+    """Listeners on denied addresses: 127.0.0.1 on a port not allowed, 127.0.0.2 on the target's port,
+    and (with IPv6) ::1 on another port and on the target's port."""
+    found = {"denied": CountingListener("127.0.0.1"), "target": CountingListener("127.0.0.2", target.port)}
+    if ipv6_loopback_available():
+        found["denied6"] = CountingListener("::1")
+        found["target6"] = CountingListener("::1", target.port)
+    yield found
+    for listener in found.values():
+        listener.close()
+
+
+@pytest.fixture(scope="module")
+def ports(listeners, target) -> dict[str, int]:
+    """The ports URL templates aim at: {denied}, {denied6} and {target}."""
+    denied6 = listeners.get("denied6", listeners["denied"])
+    return {"denied": listeners["denied"].port, "denied6": denied6.port, "target": target.port}
+
+
+def assert_nothing_reached(listeners, target, before_probe_hits: int = 0) -> None:
+    """No denied listener saw a connection and the target saw no PROBE request."""
+    assert {name: listener.connections() for name, listener in listeners.items()} == dict.fromkeys(listeners, 0)
+    assert probe_hits(target) == before_probe_hits
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Inputs refused at submit, and denied addresses in every spelling
+# ---------------------------------------------------------------------------------------------
+
+# (id, URL, what the 400's message for that index says)
+REFUSED_AT_SUBMIT = [
+    ("file-scheme", "file:///etc/passwd", "scheme: file:"),
+    ("gopher-scheme", "gopher://127.0.0.1:6379/_INFO", "scheme: gopher:"),
+    ("dict-scheme", "dict://127.0.0.1:11211/stat", "scheme: dict:"),
+    ("ftp-scheme", "ftp://127.0.0.1/", "scheme: ftp:"),
+    ("javascript-scheme", "javascript:alert(document.domain)", "scheme: javascript:"),
+    ("data-scheme", "data:text/plain,hi", "scheme: data:"),
+    ("no-scheme", "127.0.0.1/ok", "scheme: none"),
+    ("backslashes-for-slashes", "http:\\\\127.0.0.1\\ok", "backslash"),
+    ("backslash-before-at", "http://127.0.0.1:{target}\\@127.0.0.2/", "backslash"),
+    ("crlf-header-injection", "http://127.0.0.1:{target}/ok\r\nX-Injected: 1", "line break"),
+    ("lone-line-feed", "http://127.0.0.1:{target}/ok\nHost: 127.0.0.2", "line break"),
+    ("nul-byte", "http://127.0.0.1:{target}/ok\x00", "control character U+0000"),
+    ("tab-in-host", "http://127.0.0.1\t:{target}/ok", "control character U+0009"),
+    ("delete-character", "http://127.0.0.1:{target}/ok\x7f", "control character U+007F"),
+    ("space", "http://127.0.0.1 :{target}/ok", "a space"),
+    ("zero-width-space-in-host", "http://127.0.0.1\u200b/", "invisible or space-like character U+200B"),
+    ("right-to-left-override", "http://\u202e1.0.0.721/", "invisible or space-like character U+202E"),
+    ("userinfo", "http://user@127.0.0.1:{target}/ok", "user name or password"),
+    ("userinfo-hiding-the-real-host", "http://127.0.0.1:{target}@127.0.0.2/", "user name or password"),
+    ("over-2048-characters", "http://127.0.0.1:{target}/" + "a" * 2048, "the limit is 2048"),
+    ("full-width-digits-host", "http://１２７.０.０.１/", "full-width or look-alike characters are refused"),
+    ("ideographic-full-stops", "http://127。0。0。1/", "full-width or look-alike characters are refused"),
+    ("full-width-port", "http://127.0.0.1:８０/", "is not a number"),
+    ("percent-encoded-host", "http://%31%32%37.0.0.1/", "characters not allowed in a hostname"),
+    ("ipv6-zone-id", "http://[fe80::1%25lo]/", "zone ID"),
+    ("unbracketed-ipv6", "http://::1/", "must be in brackets"),
+    ("missing-slashes", "http:127.0.0.1/", "must continue with '//'"),
+    ("port-out-of-range", "http://127.0.0.1:65536/", "outside 1-65535"),
+]
+
+
+@pytest.mark.parametrize("url, why", [case[1:] for case in REFUSED_AT_SUBMIT], ids=[c[0] for c in REFUSED_AT_SUBMIT])
+def test_malformed_or_non_http_urls_are_refused_at_submit_naming_their_index(server, target, ports, url, why):
+    response = server.request("POST", "/api/v1/batches",
+                              json={"urls": [target.url("/ok"), url.format(**ports)]})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_urls" and "#1" in error["message"]
+    assert [(d["index"], d["field"]) for d in error["details"]] == [(1, "urls[1]")]
+    assert why in error["details"][0]["message"]
+
+
+# (id, URL, what the blocked result's message says). {denied}: a loopback port nothing allows;
+# {target}: the target's port, allowed only on 127.0.0.1; {denied6}: the [::1] listener's port.
+# Only spellings Linux routes to loopback are here; IPv6 forms that merely embed 127.0.0.1 (6to4,
+# NAT64, Teredo, ...) would leave by the default route if the guard failed, so they run in part 4.
+DENIED_FORMS = [
+    ("loopback-on-a-port-not-allowed", "http://127.0.0.1:{denied}",
+     "127.0.0.1 is loopback (GREENBATCH_ALLOW_TARGETS allows it only on port"),
+    ("loopback-on-the-default-port", "http://127.0.0.1", "127.0.0.1 is loopback"),
+    ("https-to-loopback", "https://127.0.0.1:{denied}", "127.0.0.1 is loopback"),
+    ("localhost", "http://localhost:{denied}", "localhost resolves to"),
+    ("localhost-in-capitals", "http://LOCALHOST:{denied}", "localhost resolves to"),
+    ("short-form-127.1", "http://127.1:{denied}", "127.1 resolves to 127.0.0.1, which is loopback"),
+    ("three-part-127.0.1", "http://127.0.1:{denied}", "127.0.1 resolves to 127.0.0.1, which is loopback"),
+    ("decimal-integer", "http://2130706433:{denied}", "2130706433 resolves to 127.0.0.1, which is loopback"),
+    ("hex-parts", "http://0x7f.1:{denied}", "0x7f.1 resolves to 127.0.0.1, which is loopback"),
+    ("hex-integer", "http://0x7f000001:{denied}", "0x7f000001 resolves to 127.0.0.1, which is loopback"),
+    ("octal-first-part", "http://0177.0.0.1:{denied}", "0177.0.0.1 resolves to 127.0.0.1, which is loopback"),
+    ("zero-padded-octal", "http://127.000.000.001:{denied}", "resolves to 127.0.0.1, which is loopback"),
+    ("octal-integer", "http://017700000001:{denied}", "017700000001 resolves to 127.0.0.1, which is loopback"),
+    ("this-network-on-the-target-port", "http://0.0.0.0:{target}", "0.0.0.0 is 'this network'"),
+    ("zero-on-the-target-port", "http://0:{target}", "0 resolves to 0.0.0.0, which is 'this network'"),
+    ("second-loopback-address-on-the-target-port", "http://127.0.0.2:{target}", "127.0.0.2 is loopback"),
+    ("ipv4-mapped", "http://[::ffff:127.0.0.1]:{denied}", "IPv4-mapped address of 127.0.0.1, which is loopback"),
+    ("ipv4-mapped-in-hex", "http://[::ffff:7f00:1]:{denied}", "IPv4-mapped address of 127.0.0.1, which is loopback"),
+    ("ipv4-mapped-second-loopback-on-the-target-port", "http://[::ffff:127.0.0.2]:{target}",
+     "IPv4-mapped address of 127.0.0.2"),
+    ("ipv6-loopback", "http://[::1]:{denied6}", "::1 is loopback"),
+    ("ipv6-loopback-written-out", "http://[0:0:0:0:0:0:0:1]:{denied6}", "::1 is loopback"),
+    ("ipv6-loopback-on-the-target-port", "http://[::1]:{target}", "::1 is loopback"),
+    ("ipv6-unspecified-on-the-target-port", "http://[::]:{target}", ":: is unspecified"),
+]
+
+
+@pytest.fixture(scope="module")
+def denied_batch(server, target, ports, listeners) -> tuple[dict[str, dict[str, Any]], int]:
+    """One batch: the allowed target, then every denied form. Returns (results by case id, with the
+    target's under "allowed"; the target's PROBE hits before the batch)."""
+    before = probe_hits(target)
+    urls = [target.url("/ok")] + [template.format(**ports) + PROBE for _, template, _ in DENIED_FORMS]
+    results = run_batch(server, urls, timeout=5, connect_timeout=2)
+    by_case = {"allowed": results[0], **{case[0]: results[i] for i, case in enumerate(DENIED_FORMS, start=1)}}
+    return by_case, before
+
+
+def test_the_allowed_target_itself_is_fetched(denied_batch):
+    allowed = denied_batch[0]["allowed"]
+    assert allowed["status_code"] == 200 and allowed["error"] is None
+
+
+@pytest.mark.parametrize("case, why", [(c[0], c[2]) for c in DENIED_FORMS], ids=[c[0] for c in DENIED_FORMS])
+def test_denied_addresses_in_every_spelling_end_blocked_with_the_reason(denied_batch, case, why):
+    result = denied_batch[0][case]
+    assert kind_of(result) == "blocked", result
+    assert why in result["error"]["message"]
+    assert result["status_code"] is None and result["redirects"] == []
+
+
+def test_no_connection_reaches_a_denied_listener_whatever_the_spelling(denied_batch, listeners, target):
+    # With IPv6 loopback missing there are no [::1] listeners; those forms are still asserted blocked.
+    _, probe_hits_before = denied_batch
+    assert_nothing_reached(listeners, target, probe_hits_before)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Redirects to denied addresses
+# ---------------------------------------------------------------------------------------------
+
+REDIRECTS = [
+    ("302-to-loopback-on-a-denied-port", 302, "http://127.0.0.1:{denied}", "127.0.0.1 is loopback"),
+    ("301-to-a-decimal-loopback", 301, "http://2130706433:{denied}", "2130706433 resolves to 127.0.0.1"),
+    ("307-to-an-ipv4-mapped-loopback", 307, "http://[::ffff:127.0.0.1]:{denied}", "IPv4-mapped address of 127.0.0.1"),
+    ("308-to-a-protocol-relative-url", 308, "//127.0.0.2:{target}", "127.0.0.2 is loopback"),
+    ("303-to-ipv6-loopback", 303, "http://[::1]:{denied6}", "::1 is loopback"),
+    ("302-to-this-network-on-the-target-port", 302, "http://0.0.0.0:{target}", "'this network'"),
+]
+
+
+def redirect_to(target, location: str, status: int = 302) -> str:
+    """A target URL answering `status` with Location: location."""
+    return target.url(f"/redirect-to?status={status}&url={quote(location, safe='')}")
+
+
+@pytest.mark.parametrize("status, location, why", [c[1:] for c in REDIRECTS], ids=[c[0] for c in REDIRECTS])
+def test_a_redirect_to_a_denied_address_is_blocked_and_the_hop_recorded(server, target, ports, listeners,
+                                                                        status, location, why):
+    before = probe_hits(target)
+    start = redirect_to(target, location.format(**ports) + PROBE, status)
+    result = fetch_one(server, start, timeout=5)
+    assert kind_of(result) == "blocked", result
+    assert why in result["error"]["message"]
+    assert result["redirects"] == [{"url": start, "status": status}]
+    assert_nothing_reached(listeners, target, before)
+
+
+def test_every_hop_of_a_redirect_chain_is_checked(server, target, ports, listeners):
+    before = probe_hits(target)
+    second = redirect_to(target, f"http://127.0.0.1:{ports['denied']}{PROBE}")
+    start = redirect_to(target, second, 307)
+    result = fetch_one(server, start, timeout=5)
+    assert kind_of(result) == "blocked" and "127.0.0.1 is loopback" in result["error"]["message"]
+    assert result["redirects"] == [{"url": start, "status": 307}, {"url": second, "status": 302}]
+    assert_nothing_reached(listeners, target, before)
+
+
+def test_a_redirect_to_a_file_url_ends_invalid_url_and_reads_nothing(server, target):
+    start = redirect_to(target, "file:///etc/passwd")
+    result = fetch_one(server, start, timeout=5)
+    assert kind_of(result) == "invalid_url" and "scheme: file:" in result["error"]["message"]
+    assert result["redirects"] == [{"url": start, "status": 302}]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. DNS rebinding and multi-answer names, through a DNS server we control
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fake_dns(tmp_path_factory):
+    """The fake DNS server, when this host lets us make mount namespaces and bind port 53."""
+    folder = tmp_path_factory.mktemp("mount-probe")
+    (folder / "a").write_text("a")
+    (folder / "b").write_text("b")
+    problem = _namespace_problem(("unshare", "mount"), "unshare", "--mount", "mount", "--bind",
+                                 str(folder / "a"), str(folder / "b"))
+    if problem:
+        pytest.skip(f"DNS tests need a mount namespace for the server's resolv.conf: {problem}")
+    try:
+        dns = FakeDns()
+    except OSError as exc:
+        pytest.skip(f"DNS tests need to listen on {DNS_ADDRESS}:53 (root): {exc}")
+    yield dns
+    dns.close()
+
+
+@pytest.fixture(scope="module")
+def dns_server(fake_dns, tmp_path_factory, target_env):
+    """A server in its own mount namespace whose resolver asks only the fake DNS server.
+
+    nsswitch.conf is replaced too, so no resolver plugin (systemd-resolved, mDNS) forwards a
+    lookup off this machine.
+    """
+    folder = tmp_path_factory.mktemp("dns")
+    resolv, nsswitch = folder / "resolv.conf", folder / "nsswitch.conf"
+    resolv.write_text(f"nameserver {DNS_ADDRESS}\noptions attempts:1 timeout:2\n")
+    nsswitch.write_text("passwd: files\ngroup: files\nhosts: files dns\n")
+    script = 'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/nsswitch.conf && shift 2 && exec "$@"'
+    prefix = ["unshare", "--mount", "sh", "-c", script, "sh", str(resolv), str(nsswitch)]
+    server = GreenbatchServer(folder / "data", target_env, prefix=prefix).start()
+    yield server
+    server.stop()
+
+
+def test_a_name_answering_an_allowed_then_a_denied_address_is_blocked(dns_server, fake_dns, target, listeners):
+    fake_dns.answer("multi.test", ["127.0.0.1", "127.0.0.2"])
+    before = probe_hits(target)
+    result = fetch_one(dns_server, f"http://multi.test:{target.port}{PROBE}", timeout=5)
+    assert kind_of(result) == "blocked", result
+    assert "multi.test resolves to 127.0.0.2, which is loopback" in result["error"]["message"]
+    assert fake_dns.a_queries("multi.test") == 1
+    assert_nothing_reached(listeners, target, before)
+
+
+def test_a_rebinding_name_is_fetched_from_the_address_that_was_checked(dns_server, fake_dns, target, listeners):
+    # First answer: the allowed target. Every later answer: 127.0.0.2, where a listener waits on the
+    # target's port. A transport that looked the name up again to connect would land there.
+    fake_dns.answer("rebind.test", ["127.0.0.1"], ["127.0.0.2"])
+    before = probe_hits(target)
+    first = fetch_one(dns_server, f"http://rebind.test:{target.port}{PROBE}", timeout=5)
+    assert first["status_code"] == 404 and first["error"] is None, first  # the target answered
+    assert probe_hits(target) == before + 1
+    assert fake_dns.a_queries("rebind.test") == 1  # resolved once, connected to what was checked
+
+    second = fetch_one(dns_server, f"http://rebind.test:{target.port}{PROBE}", timeout=5)
+    assert kind_of(second) == "blocked", second
+    assert "rebind.test resolves to 127.0.0.2, which is loopback" in second["error"]["message"]
+    assert_nothing_reached(listeners, target, before + 1)
+
+
+def test_a_name_that_does_not_resolve_ends_as_dns_naming_the_host(dns_server, fake_dns):
+    # Here, not in test_engine: only this server's resolver is ours, so the query never leaves the machine.
+    result = fetch_one(dns_server, "http://no-such-host.invalid/", timeout=5)
+    assert kind_of(result) == "dns", result
+    assert "no-such-host.invalid" in result["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Non-loopback denied addresses, from a server whose namespace has no route anywhere
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def netns():
+    """A network namespace with only loopback, for fetches that must never leave this machine."""
+    problem = _namespace_problem(("unshare", "ip"), "unshare", "--net", "true")
+    if problem:
+        pytest.skip(f"non-loopback attacks run only inside a network namespace: {problem}")
+    try:
+        namespace = LoopbackOnlyNamespace()
+    except OSError as exc:
+        pytest.skip(f"non-loopback attacks run only inside a network namespace: {exc}")
+    yield namespace
+    namespace.close()
+
+
+@pytest.fixture(scope="module")
+def netns_target(netns):
+    """A target inside the namespace, on 127.0.0.1."""
+    process = netns.run(start_target)
+    assert netns.holds(process.pid)
+    yield process
+    process.stop()
+
+
+def start_in_netns(netns, folder: Path, env: dict[str, str]) -> NamespacedServer:
+    """A server started inside the namespace (checked, so no test ever runs one outside it)."""
+    server = NamespacedServer(netns, folder, env).start()
+    assert netns.holds(server.proc.pid), "the server is not inside the loopback-only namespace"
+    return server
+
+
+@pytest.fixture(scope="module")
+def netns_server(netns, netns_target, tmp_path_factory):
+    """A server in the namespace that may reach only the namespace's target."""
+    server = start_in_netns(netns, tmp_path_factory.mktemp("netns"),
+                            {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{netns_target.port}"})
+    yield server
+    server.stop()
+
+
+METADATA = "a cloud metadata endpoint"
+NON_LOOPBACK = [
+    # IPv6 forms carrying 127.0.0.1: judged as loopback, but Linux would route them off the machine.
+    ("ipv4-compatible-loopback", "http://[::127.0.0.1]/", "IPv4-compatible address of 127.0.0.1, which is loopback"),
+    ("ipv4-translated-loopback", "http://[::ffff:0:127.0.0.1]/", "IPv4-translated address of 127.0.0.1, which is loopback"),
+    ("6to4-loopback", "http://[2002:7f00:1::]/", "6to4 address embedding 127.0.0.1, which is loopback"),
+    ("nat64-loopback", "http://[64:ff9b::7f00:1]/", "NAT64 address of 127.0.0.1, which is loopback"),
+    ("nat64-loopback-dotted", "http://[64:ff9b::127.0.0.1]/", "NAT64 address of 127.0.0.1, which is loopback"),
+    ("local-use-nat64-loopback", "http://[64:ff9b:1:7f00:0:100::]/", "local-use NAT64 address embedding 127.0.0.1"),
+    ("teredo-loopback", f"http://[{teredo('127.0.0.1')}]/", "Teredo address whose client is 127.0.0.1, which is loopback"),
+    # Cloud metadata in every spelling, then the private and special ranges.
+    ("cloud-metadata", "http://169.254.169.254/latest/meta-data/", f"169.254.169.254 is {METADATA}"),
+    ("cloud-metadata-decimal", "http://2852039166/", f"resolves to 169.254.169.254, which is {METADATA}"),
+    ("cloud-metadata-hex", "http://0xa9fea9fe/", f"resolves to 169.254.169.254, which is {METADATA}"),
+    ("cloud-metadata-octal", "http://0251.0376.0251.0376/", f"resolves to 169.254.169.254, which is {METADATA}"),
+    ("cloud-metadata-short-form", "http://169.254.43518/", f"resolves to 169.254.169.254, which is {METADATA}"),
+    ("cloud-metadata-ipv4-mapped", "http://[::ffff:169.254.169.254]/", "IPv4-mapped address of 169.254.169.254"),
+    ("cloud-metadata-nat64", "http://[64:ff9b::a9fe:a9fe]/", "NAT64 address of 169.254.169.254"),
+    ("cloud-metadata-6to4", "http://[2002:a9fe:a9fe::]/", "6to4 address embedding 169.254.169.254"),
+    ("cloud-metadata-teredo", f"http://[{teredo('169.254.169.254')}]/", "Teredo address whose client is 169.254.169.254"),
+    ("aws-metadata-ipv6", "http://[fd00:ec2::254]/", f"{METADATA} (AWS, IPv6)"),
+    ("aws-ecs-credentials", "http://169.254.170.2/v2/credentials", f"{METADATA} (AWS ECS task credentials)"),
+    ("azure-wire-server", "http://168.63.129.16/", f"{METADATA} (Azure wire server)"),
+    ("alibaba-metadata", "http://100.100.100.200/", f"{METADATA} (Alibaba Cloud)"),
+    ("carrier-grade-nat", "http://100.64.0.1/", "carrier-grade NAT"),
+    ("rfc1918-10", "http://10.0.0.1/", "private (RFC 1918)"),
+    ("rfc1918-172.16", "http://172.16.0.1/", "private (RFC 1918)"),
+    ("rfc1918-192.168", "http://192.168.0.1/", "private (RFC 1918)"),
+    ("link-local", "http://169.254.1.1/", "link-local"),
+    ("unique-local-ipv6", "http://[fd00::1]/", "unique local"),
+    ("link-local-ipv6", "http://[fe80::1]/", "link-local"),
+    ("multicast", "http://224.0.0.1/", "multicast"),
+    ("broadcast", "http://255.255.255.255/", "broadcast"),
+    ("documentation-range", "http://192.0.2.1/", "documentation"),
+]
+
+
+@pytest.fixture(scope="module")
+def non_loopback_results(netns_server, netns_target) -> dict[str, dict[str, Any]]:
+    """One batch in the namespace: its target first, then every non-loopback denied address."""
+    urls = [netns_target.url("/ok")] + [url for _, url, _ in NON_LOOPBACK]
+    results = run_batch(netns_server, urls, timeout=5, connect_timeout=2)
+    return {"allowed": results[0], **{case[0]: results[i] for i, case in enumerate(NON_LOOPBACK, start=1)}}
+
+
+def test_the_namespace_target_is_fetched_so_the_server_works_in_there(non_loopback_results):
+    assert non_loopback_results["allowed"]["status_code"] == 200
+
+
+@pytest.mark.parametrize("case, why", [(c[0], c[2]) for c in NON_LOOPBACK], ids=[c[0] for c in NON_LOOPBACK])
+def test_non_loopback_denied_addresses_end_blocked_before_any_connect(non_loopback_results, case, why):
+    # blocked, not refused/connect_timeout/other: the guard stopped it before a socket tried to connect.
+    result = non_loopback_results[case]
+    assert kind_of(result) == "blocked", result
+    assert why in result["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Settings: the deny-list wins, ALLOW_PRIVATE never opens metadata
+# ---------------------------------------------------------------------------------------------
+
+def test_deny_targets_wins_over_allow_targets(make_server, target):
+    server = make_server(env={"GREENBATCH_DENY_TARGETS": f"127.0.0.1:{target.port}"})
+    before = probe_hits(target)
+    results = run_batch(server, [target.url(PROBE), f"http://[::ffff:127.0.0.1]:{target.port}{PROBE}"], timeout=5)
+    for result in results.values():
+        assert kind_of(result) == "blocked", result
+        assert "GREENBATCH_DENY_TARGETS (the deny-list always wins)" in result["error"]["message"]
+    assert probe_hits(target) == before
+
+
+def test_allow_private_opens_loopback_but_never_cloud_metadata(netns, netns_target, tmp_path_factory):
+    # A second target on 127.0.0.2 with the first one's port, and no ALLOW_TARGETS at all.
+    second = netns.run(start_target, host="127.0.0.2", port=netns_target.port)
+    server = start_in_netns(netns, tmp_path_factory.mktemp("private"), {"GREENBATCH_ALLOW_PRIVATE": "1"})
+    try:
+        results = run_batch(server, [second.url("/ok"), "http://169.254.169.254/latest/meta-data/",
+                                     "http://[fd00:ec2::254]/", "http://10.0.0.1/"], timeout=5, connect_timeout=2)
+    finally:
+        server.stop()
+        second.stop()
+    assert results[0]["status_code"] == 200
+    for metadata in (results[1], results[2]):
+        assert kind_of(metadata) == "blocked", metadata
+        assert "denied even with GREENBATCH_ALLOW_PRIVATE" in metadata["error"]["message"]
+    # RFC 1918 is lifted, so the connect is tried: only the namespace stops it (and proves it would).
+    assert kind_of(results[3]) == "other" and "unreachable" in results[3]["error"]["message"], results[3]

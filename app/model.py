@@ -151,6 +151,10 @@ def _header_problem(value: Any) -> str | None:
             return f"header name {name!r} is not a valid token"
         if not isinstance(text, str) or any(c in text for c in "\r\n\0") or len(text) > 8192:
             return f"header {name!r} must be a single-line string of at most 8192 characters"
+        try:
+            text.encode("latin-1")  # what HTTP/1.1 header values can carry on the wire
+        except UnicodeEncodeError:
+            return f"header {name!r} has characters outside Latin-1; percent-encode or RFC 2047-encode them"
     return None
 
 

@@ -30,14 +30,19 @@ class Handler(WebSocketHandler):
         logs.log_access(self)
 
 
+def prepare(server, app) -> None:
+    """Give a pywsgi server (ours or gunicorn's) what our websocket handler reads from it."""
+    server.ws_gate = auth.websocket_gate(app)  # Origin, Host and credentials, checked before the 101
+    server.ws_limits = WebSocketLimits.from_config(app.config["GREENBATCH"])
+    # The handler keeps the upgraded websockets on the server (server.ws_connections); /metrics counts them.
+    ops.count_websockets(app, lambda: len(getattr(server, "ws_connections", ())))
+
+
 def serve(app, config: Config) -> int:
     """Serve until SIGTERM or SIGINT, then stop accepting, let fetches finish, flush the store; exit 0."""
     server = WSGIServer((config.host, config.port), app, handler_class=Handler,
                         log=logging.getLogger(logs.ACCESS_LOGGER), error_log=logging.getLogger("greenbatch.error"))
-    server.ws_gate = auth.websocket_gate(app)  # Origin, Host and credentials, checked before the 101
-    server.ws_limits = WebSocketLimits.from_config(config)
-    # The handler keeps the upgraded websockets on the server (server.ws_connections); /metrics counts them.
-    ops.count_websockets(app, lambda: len(getattr(server, "ws_connections", ())))
+    prepare(server, app)
     server.start()
     host, port = server.address[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"

@@ -68,6 +68,7 @@ def test_invalid_url_is_named_by_index_with_the_reason(server, target):
     ({"urls": ["http://example.com"], "options": {"method": "DELETE"}}, "invalid_options"),
     ({"urls": ["http://example.com"], "options": {"headers": {"Bad Name": "x"}}}, "invalid_options"),
     ({"urls": ["http://example.com"], "options": {"headers": {"X": "a\r\nInjected: 1"}}}, "invalid_options"),
+    ({"urls": ["http://example.com"], "options": {"headers": {"X": "caf\u00e9 \u2603"}}}, "invalid_options"),
     ({"urls": ["http://example.com"], "options": {"accept_status": "2xx"}}, "invalid_options"),
     ({"urls": ["http://example.com"], "options": {"timeout": -1}}, "invalid_options"),
     ({"urls": ["http://example.com"], "options": {"bogus": 1}}, "invalid_options"),

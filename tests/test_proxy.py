@@ -84,3 +84,22 @@ def test_a_websocket_through_nginx_streams_a_whole_batch(proxied, target):
     assert kinds[0] == "snapshot" and kinds[-1] == "end"
     assert seqs == list(range(1, len(seqs) + 1))
     assert indexes == set(range(30))
+
+
+@pytest.mark.browser
+def test_the_dashboard_through_nginx_submits_and_streams_a_batch_live(proxied, target, page):
+    from tests.conftest import ARTIFACTS
+    expect = pytest.importorskip("playwright.sync_api").expect
+    _, nginx = proxied
+    page.goto(nginx.base_url + "/dash/")
+    page.fill("#urls", "\n".join([target.url("/delay/100")] * 12 + [target.url("/status/500")] * 3))
+    page.fill("#concurrency", "3")
+    page.click("#submit")
+    page.wait_for_url(re.compile(r"/dash/batches/[0-9a-f]+$"))
+    expect(page.locator("#progress")).to_have_attribute("aria-valuenow", "100", timeout=20_000)
+    expect(page.locator("#batch-status")).to_have_text("done")
+    expect(page.locator("tr.result-row")).to_have_count(15)
+    expect(page.locator("#live-mode")).not_to_contain_text("polling")
+    expect(page.locator("#by-status")).to_contain_text("500")  # charts drawn before the screenshot
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "batch-page-behind-nginx.png"), full_page=True)

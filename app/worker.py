@@ -1,0 +1,48 @@
+"""gunicorn worker: `gunicorn -k app.worker.Worker -w 1 wsgi:app` serves greenbatch with our hardened websocket handler.
+
+One worker per instance: a batch lives in the process that runs it (its pool, its live viewers,
+its event numbering), so a second worker would split batches and viewers between processes.
+"""
+from __future__ import annotations
+
+import gevent
+from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIServer
+
+from .server import Handler, configure_logging, prepare
+from .websocket import close_all
+
+
+class Server(PyWSGIServer):
+    """gunicorn's pywsgi server, carrying the websocket gate, limits and metrics hook as ours does."""
+
+    started: list["Server"] = []  # this worker process's servers, for closing their websockets on quit
+
+    def __init__(self, *args, application=None, **kwargs):
+        super().__init__(*args, application=application, **kwargs)
+        prepare(self, application)
+        Server.started.append(self)
+
+
+class Worker(GeventPyWSGIWorker):
+    """gunicorn's gevent worker with greenbatch's handler, logging and graceful shutdown."""
+
+    server_class = Server
+    wsgi_handler = Handler
+
+    def run(self) -> None:
+        """Serve; on quit, close websockets with 1001 and flush the store before the process exits."""
+        config = self.wsgi.config["GREENBATCH"]
+        configure_logging(config)
+        watcher = gevent.spawn(self._close_websockets_when_quitting)
+        try:
+            super().run()
+        finally:
+            watcher.kill()
+            self.wsgi.extensions["greenbatch"].close(config.shutdown_grace)
+
+    def _close_websockets_when_quitting(self) -> None:
+        """gunicorn waits for open connections until graceful_timeout; live viewers never end on their own."""
+        while self.alive:
+            gevent.sleep(0.2)
+        for server in Server.started:
+            close_all(server)

@@ -1,0 +1,83 @@
+"""gunicorn with our worker class serves the API, the pages and the live stream, and stops cleanly."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.conftest import ROOT
+from tests.nginx import free_port
+
+websocket = pytest.importorskip("websocket")
+GUNICORN = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which("gunicorn")
+pytestmark = pytest.mark.skipif(GUNICORN is None, reason="gunicorn is not installed (requirements-dev.txt)")
+
+
+@pytest.fixture
+def gunicorn(tmp_path, target_env):
+    """`gunicorn -k app.worker.Worker -w 1 wsgi:app` on a free loopback port."""
+    port = free_port()
+    log = open(tmp_path / "gunicorn.log", "wb")
+    env = {**os.environ, **target_env, "GREENBATCH_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen([GUNICORN, "-k", "app.worker.Worker", "-w", "1", "-b", f"127.0.0.1:{port}",
+                             "--graceful-timeout", "10", "wsgi:app"], cwd=ROOT, env=env,
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            raise RuntimeError((tmp_path / "gunicorn.log").read_text())
+        time.sleep(0.1)
+    yield proc, base
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def test_gunicorn_with_our_worker_streams_a_batch_and_exits_zero_on_sigterm(gunicorn, target):
+    proc, base = gunicorn
+    assert "text/html" in requests.get(base + "/", timeout=5).headers["Content-Type"]
+    batch = requests.post(base + "/api/v1/batches", json={"urls": [target.url("/delay/50")] * 20,
+                                                          "options": {"concurrency": 4}}, timeout=5).json()
+    ws = websocket.create_connection(f"ws{base[4:]}/ws/batches/{batch['id']}?after=0", origin=base, timeout=20)
+    types, results = [], 0
+    try:
+        while not types or types[-1] != "end":
+            message = json.loads(ws.recv())
+            types.append(message["type"])
+            results += sum(e["type"] == "result" for e in message.get("events", []))
+    finally:
+        ws.close()
+    assert types[0] == "snapshot" and results == 20
+
+    foreign = websocket.WebSocket()
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        foreign.connect(f"ws{base[4:]}/ws/batches/{batch['id']}", origin="http://evil.example")
+    foreign.close()
+    assert refused.value.status_code == 403, "the hardened handler checks Origin before the upgrade"
+
+    viewer = websocket.create_connection(f"ws{base[4:]}/ws/batches", origin=base, timeout=20)
+    json.loads(viewer.recv())  # snapshot; the list stream never ends on its own
+    proc.send_signal(signal.SIGTERM)
+    while True:
+        opcode, frame = viewer.recv_data_frame(True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            break
+    assert struct.unpack("!H", frame.data[:2])[0] == 1001, "viewers are told the server is going away"
+    assert proc.wait(20) == 0
+    viewer.shutdown()

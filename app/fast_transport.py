@@ -99,6 +99,10 @@ def _request_head(method: str, target: _Target, headers: dict[str, str]) -> byte
     """The request line and headers: ours first unless the batch sets the same name, then the batch's."""
     if not headers:
         return f"{method} {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n{_BASE_BLOCK}\r\n".encode("latin-1")
+    for name, value in headers.items():
+        # BatchOptions refuses these already; this keeps any other path from injecting header lines.
+        if ":" in name or any(c in name or c in value for c in "\r\n\0"):
+            raise FetchError("other", f"request header {name[:100]!r} has a line break or NUL, or ':' in its name")
     lines = [f"{method} {target.path} HTTP/1.1"]
     given = {name.lower() for name in headers}
     if "host" not in given:

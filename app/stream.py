@@ -48,9 +48,10 @@ _CLOSED = ("", 204)     # what a websocket view returns; the handler ignores it
 class Viewer:
     """One websocket viewer: a bounded queue the bus fills, and a paced sender of `events` messages."""
 
-    def __init__(self, connection: WebSocketConnection, limit: int):
+    def __init__(self, connection: WebSocketConnection, limit: int, until_final: bool = False):
         self.connection = connection
         self.limit = limit
+        self.until_final = until_final     # a one-batch view ends with the batch's final `batch` event
         self.queue: deque[Event] = deque()
         self.arrived = Signal()
         self.overflowed = Signal()
@@ -83,7 +84,8 @@ class Viewer:
                 continue
             out.append(event)
             self.sent[batch_id] = seq
-            if event["type"] == "batch" and event["data"].get("status") in FINAL_STATUSES and self.final_seq is None:
+            if (self.until_final and self.final_seq is None and event["type"] == "batch"
+                    and event["data"].get("status") in FINAL_STATUSES):
                 self.final_seq = seq
         return out
 
@@ -131,7 +133,7 @@ def batch_ws(batch_id: str):
         _fail(connection, 4400, "invalid_after", "after must be a whole number >= 0: the last seq you processed")
         return _CLOSED
     svc = services()
-    viewer = Viewer(connection, svc.config.ws_queue_events)
+    viewer = Viewer(connection, svc.config.ws_queue_events, until_final=True)
     # Subscribing and taking the uncommitted events happen without a switch, so every event is either
     # committed, in `unflushed`, or delivered to the viewer's queue.
     unsubscribe = svc.bus.subscribe(batch_id, viewer.listen)
@@ -205,7 +207,8 @@ def _connection() -> WebSocketConnection:
     """The upgraded connection, with our heartbeat message switched on."""
     connection = request.environ.get("wsgi.websocket")
     if not isinstance(connection, WebSocketConnection):
-        raise RuntimeError("websocket routes need app.websocket.WebSocketHandler (serve with wsgi.py); "
+        raise RuntimeError("websocket routes need app.websocket.WebSocketHandler (python wsgi.py, or gunicorn "
+                           "-k app.worker.Worker); "
                            f"the server gave {type(connection).__name__}")
     connection.heartbeat_message = HEARTBEAT
     return connection

@@ -279,7 +279,7 @@ class WebSocketConnection:
             self.close(1000)
 
     def _heartbeat_loop(self) -> None:
-        """Every `heartbeat` seconds, a protocol ping and the app's heartbeat message, unless the outbox is backed up."""
+        """Every `heartbeat` seconds a protocol ping and the app's heartbeat message, unless the outbox is backed up."""
         while not self._closing:
             gevent.sleep(self.limits.heartbeat)
             if self._outbox.qsize() < 2:

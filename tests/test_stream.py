@@ -209,7 +209,7 @@ def test_a_viewer_that_stops_reading_is_closed_4000_resync_and_catches_up_with_a
 # -- every batch ---------------------------------------------------------------------------------
 
 def test_the_batch_list_shows_the_newest_batches_then_each_batch_state_and_progress(server, target):
-    older = server.submit([target.url("/ok")], concurrency=1)
+    older = server.submit([target.url("/delay/1000")], concurrency=1)  # ends while we watch
     ws = connect(server, "/ws/batches")
     try:
         snapshot = json.loads(ws.recv())
@@ -220,6 +220,7 @@ def test_the_batch_list_shows_the_newest_batches_then_each_batch_state_and_progr
         while not any(e["batch_id"] == batch["id"] and e["data"].get("status") == "done" for e in got.events):
             ws.settimeout(15)
             opcode, frame = ws.recv_data_frame(False)
+            assert opcode != ABNF.OPCODE_CLOSE, f"the list stream closed with {frame.data!r}; it must never end"
             got.messages.append(json.loads(frame.data))
     finally:
         ws.close()
@@ -228,6 +229,8 @@ def test_the_batch_list_shows_the_newest_batches_then_each_batch_state_and_progr
     assert [e["data"]["status"] for e in mine if e["type"] == "batch"] == ["queued", "running", "done"]
     assert any(e["type"] == "progress" for e in mine)
     assert [e["seq"] for e in mine] == sorted(e["seq"] for e in mine)
+    assert any(e["batch_id"] == older["id"] and e["data"].get("status") == "done" for e in got.events), \
+        "another batch ending must not end the list stream"
 
 
 # -- the websocket itself ------------------------------------------------------------------------

@@ -76,7 +76,7 @@ class Config:
     ws_queue_events: int = _setting(20_000, "Events held for one websocket viewer that is not keeping up; beyond this "
                                     "it is closed with 4000 \"resync\" and reconnects with ?after=<last seq>.", low=1)
     ws_max_per_client: int = _setting(50, "Open websockets per client address; more are refused with 429 before the "
-                                      "upgrade (behind a proxy every viewer shares the proxy's address).", low=1)
+                                      "upgrade (behind GREENBATCH_PROXY_HOPS proxies the address comes from X-Forwarded-For).", low=1)
 
     def __post_init__(self) -> None:
         """Check bounds and choices of every field, naming the variable at fault."""

@@ -60,11 +60,23 @@ class WebSocketLimits:
     heartbeat: float = 20.0
     idle_timeout: float = 300.0
     max_per_client: int = 50
+    proxy_hops: int = 0
 
     @classmethod
     def from_config(cls, config: Any) -> "WebSocketLimits":
-        """The limits set by GREENBATCH_WS_* settings."""
-        return cls(config.ws_max_message, config.ws_heartbeat, config.ws_idle_timeout, config.ws_max_per_client)
+        """The limits set by GREENBATCH_WS_* settings (and GREENBATCH_PROXY_HOPS, to tell clients apart)."""
+        return cls(config.ws_max_message, config.ws_heartbeat, config.ws_idle_timeout, config.ws_max_per_client,
+                   config.proxy_hops)
+
+
+def client_address(environ: Mapping[str, Any], proxy_hops: int) -> str:
+    """The client's address: the peer's, or behind N trusted proxies the Nth X-Forwarded-For entry from
+    the right, as ProxyFix reads it (the handler runs before ProxyFix, so it reads the header itself)."""
+    if proxy_hops:
+        forwarded = [part.strip() for part in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+        if len(forwarded) >= proxy_hops:
+            return forwarded[-proxy_hops]
+    return environ.get("REMOTE_ADDR", "-")
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -334,7 +346,7 @@ class WebSocketHandler(LibraryHandler):
         limits = getattr(self.server, "ws_limits", None) or WebSocketLimits()
         gate: Gate | None = getattr(self.server, "ws_gate", same_origin)
         refusal = gate(self.environ) if gate is not None else None
-        client = self.environ.get("REMOTE_ADDR", "-")
+        client = client_address(self.environ, limits.proxy_hops)
         open_counts = self._open_counts()
         if refusal is None and open_counts[client] >= limits.max_per_client:
             refusal = (429, f"{client} already has {open_counts[client]} websockets open, the limit "
@@ -355,7 +367,7 @@ class WebSocketHandler(LibraryHandler):
         if getattr(self, "websocket", None) is not None:
             limits = getattr(self.server, "ws_limits", None) or WebSocketLimits()
             self.environ["wsgi.websocket"] = WebSocketConnection(
-                self.websocket, limits, self.environ.get("REMOTE_ADDR", "-"))
+                self.websocket, limits, client_address(self.environ, limits.proxy_hops))
         return refused
 
     def run_websocket(self):

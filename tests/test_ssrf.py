@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 import pytest
 
+from app.model import CLIENTS
+
 from tests.conftest import GreenbatchServer
 from tests.target import start_target
 
@@ -485,9 +487,10 @@ def test_a_rebinding_name_is_fetched_from_the_address_that_was_checked(dns_serve
     assert_nothing_reached(listeners, target, before + 1)
 
 
-def test_a_name_that_does_not_resolve_ends_as_dns_naming_the_host(dns_server, fake_dns):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_name_that_does_not_resolve_ends_as_dns_naming_the_host(dns_server, fake_dns, client):
     # Here, not in test_engine: only this server's resolver is ours, so the query never leaves the machine.
-    result = fetch_one(dns_server, "http://no-such-host.invalid/", timeout=5)
+    result = fetch_one(dns_server, "http://no-such-host.invalid/", timeout=5, client=client)
     assert kind_of(result) == "dns", result
     assert "no-such-host.invalid" in result["error"]["message"]
 

@@ -354,6 +354,19 @@ def test_more_websockets_from_one_address_than_the_limit_are_refused_with_429(ma
         second.close()
 
 
+def test_behind_a_trusted_proxy_the_limit_counts_each_forwarded_client_apart(make_server):
+    server = make_server(env={"GREENBATCH_WS_MAX_PER_CLIENT": "1", "GREENBATCH_PROXY_HOPS": "1"})
+    alice = connect(server, "/ws/batches", header=["X-Forwarded-For: 203.0.113.7"])
+    bob = connect(server, "/ws/batches", header=["X-Forwarded-For: 203.0.113.8"])
+    try:
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            connect(server, "/ws/batches", header=["X-Forwarded-For: 203.0.113.7"])
+        assert refused.value.status_code == 429 and "203.0.113.7" in refused.value.resp_body.decode()
+    finally:
+        alice.close()
+        bob.close()
+
+
 def test_a_stopping_server_closes_its_websockets_with_1001(make_server):
     server = make_server()
     ws = connect(server, "/ws/batches")

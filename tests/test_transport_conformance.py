@@ -366,11 +366,12 @@ def test_headers_that_never_come_end_at_the_deadline(gb, target, client):
 # ---------------------------------------------------------------------------------------------
 
 def test_connection_failures_are_named_by_kind(gb, target, helpers, client):
-    urls = [f"http://127.0.0.1:{helpers['refused']}/", "http://no-such-host.invalid/",
+    # The dns kind is tested per client in test_ssrf.py, against a resolver of our own: a name
+    # that does not resolve here would send a query off this machine.
+    urls = [f"http://127.0.0.1:{helpers['refused']}/",
             f"https://127.0.0.1:{target.port}/ok", target.url("/reset"), target.url("/close")]
-    refused, dns, tls, reset, closed = run(gb, urls, client, timeout=5)
+    refused, tls, reset, closed = run(gb, urls, client, timeout=5)
     assert kind(refused) == "refused", refused
-    assert kind(dns) == "dns" and "no-such-host.invalid" in dns["error"]["message"], dns
     assert kind(tls) == "tls", tls
     assert kind(reset) == "other" and "reset" in reset["error"]["message"], reset
     assert kind(closed) == "other", closed

@@ -37,7 +37,7 @@ import gevent
 from gevent.event import Event as Signal
 from gevent.pywsgi import WSGIHandler
 from gevent.queue import Queue
-from geventwebsocket.exceptions import ProtocolError, WebSocketError
+from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.handler import WebSocketHandler as LibraryHandler
 from geventwebsocket.websocket import Header, WebSocket
 

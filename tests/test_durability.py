@@ -5,7 +5,6 @@ import signal
 import sqlite3
 import time
 
-import pytest
 
 
 def stored_results(data_dir, batch_id):

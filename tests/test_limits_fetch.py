@@ -3,13 +3,12 @@ with the server's memory measured from outside its process."""
 from __future__ import annotations
 
 import socket
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import psutil
 import pytest
 
 from tests.conftest import GreenbatchServer
+from tests.memory import peak_rss_during, rss
 
 MiB = 1024 * 1024
 
@@ -31,26 +30,6 @@ def kind_of(result: dict[str, Any]) -> str | None:
     return result["error"]["kind"] if result["error"] else None
 
 
-def rss(pid: int) -> int:
-    """Resident memory of a process, in bytes."""
-    return psutil.Process(pid).memory_info().rss
-
-
-def peak_rss_during(pid: int, action: Callable[[], Any]) -> tuple[int, Any]:
-    """The highest resident memory of a process while action runs, and action's return value.
-
-    The kernel's own high-water mark (VmHWM) is reset first by writing 5 to clear_refs, so a spike
-    between two samples cannot be missed.
-    """
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError as exc:
-        pytest.skip(f"cannot reset the peak RSS of the server (/proc/{pid}/clear_refs): {exc}")
-    value = action()
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024, value
-    raise AssertionError("no VmHWM line in /proc/<pid>/status")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import subprocess
 import threading
 import urllib.request
 import zlib
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -25,6 +24,7 @@ from app import engine
 from app.model import CLIENTS, BatchOptions
 from app.transport import FetchError
 from tests.conftest import GreenbatchServer
+from tests.memory import peak_rss_during, rss
 
 MiB = 1024 * 1024
 FRESH = ("dns", "connect")            # measured on a new connection, null on a reused one
@@ -105,25 +105,6 @@ class OneAnswer:
         self.sock.close()
 
 
-def peak_rss_during(pid: int, action: Callable[[], Any]) -> tuple[int, Any]:
-    """The process's highest resident memory (VmHWM, reset first) while action runs, and action's value."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError as exc:
-        pytest.skip(f"cannot reset the peak RSS of the server (/proc/{pid}/clear_refs): {exc}")
-    value = action()
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024, value
-    raise AssertionError("no VmHWM in /proc/<pid>/status")
-
-
-def current_rss(pid: int) -> int:
-    """The process's resident memory now."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/<pid>/status")
 
 
 def free_port() -> socket.socket:
@@ -341,7 +322,7 @@ def test_an_endless_body_and_gzip_bombs_stop_at_the_cap_without_growing_memory(g
     urls = [target.url("/endless"), target.url("/gzip-bomb"), target.url("/gzip-bomb"), bomb_redirect]
     run(gb, urls, client, concurrency=4, max_bytes=2 * MiB)  # warm up: pools, codecs, SQLite cache
     pid = gb.proc.pid
-    before = current_rss(pid)
+    before = rss(pid)
     peak, results = peak_rss_during(pid, lambda: run(gb, urls, client, concurrency=4, max_bytes=2 * MiB))
     assert [kind(r) for r in results] == ["too_large"] * 4, results
     assert f"cap of {2 * MiB} decoded bytes" in results[1]["error"]["message"]

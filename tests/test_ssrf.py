@@ -172,7 +172,11 @@ class FakeDns:
 
     def __init__(self, address: str = DNS_ADDRESS):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((address, 53))
+        try:
+            self.sock.bind((address, 53))
+        except OSError:
+            self.sock.close()  # port 53 taken (another run's fake DNS): the caller skips
+            raise
         self.sock.settimeout(0.2)
         self._scripts: dict[str, list[list[str]]] = {}
         self._asked: dict[str, int] = {}

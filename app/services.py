@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gevent
 from flask import Flask, current_app
 
 from . import guard
@@ -38,10 +37,11 @@ def build(config: Config) -> Services:
 
 
 def init_app(app: Flask, config: Config) -> Services:
-    """Build the services, resume unfinished batches in the background, and attach them to the app."""
+    """Build the services, queue the batches an earlier process left unfinished, and attach them to the app."""
     built = build(config)
     app.extensions["greenbatch"] = built
-    gevent.spawn(built.engine.resume_unfinished)
+    # Before the server accepts anything, so resumed batches keep their place ahead of new ones.
+    built.engine.resume_unfinished()
     return built
 
 

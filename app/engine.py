@@ -10,13 +10,14 @@ from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
 import gevent
+from gevent.event import Event as Signal
 from gevent.lock import BoundedSemaphore
 from gevent.pool import Pool
 
 from . import guard, stats
 from .events import EventBus
 from .model import BatchOptions, Result, failed_result, now_iso
-from .store import BatchRecord, Store
+from .store import Store
 from .fast_transport import FastTransport
 from .transport import FetchError, Hop, RequestsTransport, Transport
 
@@ -71,6 +72,7 @@ class BatchRun:
     pool: Pool | None = None
     summary_cache: tuple | None = None
     greenlet: gevent.Greenlet | None = None
+    released: Signal = field(default_factory=Signal)  # set once the final status shows (all events committed)
 
     def todo(self) -> list[int]:
         """Indexes that have no final result yet."""
@@ -156,6 +158,12 @@ class Engine:
         """Whether the batch is queued or running here."""
         run = self._runs.get(batch_id)
         return run is not None and run.finished_at is None
+
+    def wait_released(self, batch_id: str, timeout: float) -> None:
+        """Wait (at most `timeout` s) until a batch the engine holds shows its final status; at once if it holds none."""
+        run = self._runs.get(batch_id)
+        if run is not None:
+            run.released.wait(timeout)
 
     def inflight(self) -> int:
         """Fetches in flight right now across every batch (holding a server-wide slot)."""
@@ -247,6 +255,7 @@ class Engine:
         run.status = status
         self.bus.close(run.id)
         self._runs.pop(run.id, None)
+        run.released.set()
 
     def _summary(self, run: BatchRun, max_age: float = SUMMARY_MAX_AGE) -> dict[str, Any]:
         """Counts and statistics of a batch from its results so far, recomputed at most every `max_age` s."""

@@ -1,8 +1,8 @@
 """Events: every result and batch change, numbered per batch, written to the store and fanned out to viewers."""
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from .model import now_iso
@@ -10,21 +10,59 @@ from .model import now_iso
 log = logging.getLogger(__name__)
 
 Listener = Callable[["Event"], None]
+_COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)  # made once: json.dumps(..., separators=) builds one per call
 
 
-@dataclass(frozen=True)
 class Event:
-    """One numbered fact about a batch: `batch` (state change), `result` (one URL done) or `progress`."""
+    """One numbered fact about a batch: `batch` (state change), `result` (one URL done) or `progress`.
 
-    batch_id: str
-    seq: int
-    type: str
-    data: dict[str, Any]
-    at: str = field(default_factory=now_iso)
+    Its JSON is made once and shared: the store writes `data_json`, and every viewer's `events` message
+    joins the same `json` text instead of encoding the event again. An event read back from the store
+    carries its stored text and decodes `data` only if someone asks for it. Treat events as immutable.
+    """
+
+    __slots__ = ("batch_id", "seq", "type", "at", "_data", "_data_json", "_json")
+
+    def __init__(self, batch_id: str, seq: int, type: str, data: dict[str, Any] | None = None,
+                 at: str | None = None, *, data_json: str | None = None):
+        if data is None and data_json is None:
+            raise ValueError(f"event {seq} of batch {batch_id} needs data or data_json")
+        self.batch_id = batch_id
+        self.seq = seq
+        self.type = type
+        self.at = at if at is not None else now_iso()
+        self._data = data
+        self._data_json = data_json
+        self._json: str | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's payload (decoded from the stored text on first use)."""
+        if self._data is None:
+            self._data = json.loads(self._data_json)
+        return self._data
+
+    @property
+    def data_json(self) -> str:
+        """The payload as compact JSON, encoded on first use (the store asks first, on the hub)."""
+        if self._data_json is None:
+            self._data_json = _COMPACT.encode(self._data)
+        return self._data_json
+
+    @property
+    def json(self) -> str:
+        """The whole event as compact JSON: exactly json.dumps(to_dict(), separators=(",", ":"))."""
+        if self._json is None:
+            self._json = (f'{{"seq":{self.seq},"type":{json.dumps(self.type)},"batch_id":{json.dumps(self.batch_id)},'
+                          f'"at":{json.dumps(self.at)},"data":{self.data_json}}}')
+        return self._json
 
     def to_dict(self) -> dict[str, Any]:
         """The event as JSON-ready data, the same on the API, the websocket and in the store."""
         return {"seq": self.seq, "type": self.type, "batch_id": self.batch_id, "at": self.at, "data": self.data}
+
+    def __repr__(self) -> str:
+        return f"Event({self.batch_id!r}, {self.seq}, {self.type!r})"
 
 
 class EventSink(Protocol):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .config import Config
@@ -21,9 +23,18 @@ _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
+_second_text: tuple[int, str] = (-1, "")  # (whole second, "YYYY-MM-DDTHH:MM:SS") formatted last
+
+
 def now_iso() -> str:
     """The current UTC time as ISO 8601 with milliseconds, the one timestamp format we emit."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # Three stamps per URL: the date and time are formatted once per second, only the milliseconds each time.
+    global _second_text
+    now = time.time()
+    second = int(now)
+    if second != _second_text[0]:
+        _second_text = (second, dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second_text[1]}.{int((now - second) * 1000):03d}Z"
 
 
 class ValidationError(ValueError):
@@ -56,7 +67,12 @@ class BatchOptions:
 
     def accepts(self, status: int) -> bool:
         """Whether a final HTTP status counts as ok for this batch."""
-        return any(low <= status <= high for low, high in parse_status_ranges(self.accept_status))
+        return any(low <= status <= high for low, high in self._accept_ranges)
+
+    @cached_property
+    def _accept_ranges(self) -> tuple[tuple[int, int], ...]:
+        """accept_status parsed once per batch, not once per URL (not a field: to_dict and == ignore it)."""
+        return tuple(parse_status_ranges(self.accept_status))
 
     @classmethod
     def defaults(cls, config: Config) -> "BatchOptions":
@@ -197,8 +213,13 @@ class Result:
         return self.error["kind"] if self.error else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The result as JSON-ready data."""
-        return asdict(self)
+        """The result as JSON-ready data (what dataclasses.asdict gives, without its deep copy: ~10x cheaper)."""
+        error = self.error
+        return {"index": self.index, "url": self.url, "final_url": self.final_url, "status_code": self.status_code,
+                "ok": self.ok, "error": None if error is None else dict(error), "bytes": self.bytes,
+                "content_type": self.content_type, "redirects": [dict(hop) for hop in self.redirects],
+                "attempts": self.attempts, "started_at": self.started_at, "finished_at": self.finished_at,
+                "timings": dict(self.timings)}
 
 
 def failed_result(index: int, url: str, kind: str, message: str) -> Result:

@@ -12,11 +12,12 @@ import logging
 import os
 import sqlite3
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
 import gevent
-from gevent.event import Event as Signal
+from gevent.event import AsyncResult, Event as Signal
 from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
@@ -25,6 +26,10 @@ from .model import FINAL_STATUSES
 from .stats import Row
 
 log = logging.getLogger(__name__)
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+_COMPACT_UTF8 = json.JSONEncoder(separators=(",", ":"), check_circular=False, ensure_ascii=False)
+REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -100,6 +105,9 @@ class Store(Protocol):
     def results(self, batch_id: str, after: int = -1, limit: int = 100,
                 outcome: str | None = None) -> list[dict[str, Any]]: ...
     def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def read_mark(self) -> int: ...
+    def stored_events(self, batch_id: str, after: int = 0, limit: int = 1000,
+                      mark: int | None = None) -> list[Event]: ...
     def delete_batch(self, batch_id: str) -> bool: ...
     def writable(self) -> bool: ...
     def count_by_status(self) -> dict[str, int]: ...
@@ -123,6 +131,38 @@ def _record(row: sqlite3.Row | tuple) -> BatchRecord:
                        summary=json.loads(summary) if summary else None, last_seq=last_seq or 0)
 
 
+_INSERT_EVENTS = ("INSERT OR IGNORE INTO events (batch_id, seq, type, at, idx, ok, status_code, error_kind,"
+                  " total_ms, bytes, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# The same rows from one JSON array of arrays, unpacked by SQLite itself in a single statement.
+_INSERT_EVENTS_JSON = ("INSERT OR IGNORE INTO events (batch_id, seq, type, at, idx, ok, status_code, error_kind,"
+                       " total_ms, bytes, data) SELECT " + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(11))
+                       + " FROM json_each(?)")
+
+
+def _event_rows(events: list[Event]) -> list[tuple]:
+    """The events table's row for each event: indexed columns of a result, then the payload's JSON."""
+    rows = []
+    for e in events:
+        if e.type == "result":
+            d = e.data
+            error = d.get("error")
+            rows.append((e.batch_id, e.seq, e.type, e.at, d["index"], 1 if d.get("ok") else 0,
+                         d.get("status_code"), error["kind"] if error else None,
+                         (d.get("timings") or {}).get("total"), d.get("bytes") or 0, e.data_json))
+        else:
+            rows.append((e.batch_id, e.seq, e.type, e.at, None, None, None, None, None, None, e.data_json))
+    return rows
+
+
+def _has_json(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite has its JSON functions (built in since 3.38; optional before)."""
+    try:
+        conn.execute("SELECT value FROM json_each('[1]')").fetchall()
+        return True
+    except sqlite3.OperationalError:
+        return False
+
+
 _BATCH_COLUMNS = ("num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary,"
                   " (SELECT MAX(seq) FROM events e WHERE e.batch_id = b.id)")
 _ROW_QUERY = "SELECT idx, ok, status_code, error_kind, total_ms, bytes FROM events WHERE batch_id = ? AND type = 'result'"
@@ -140,17 +180,24 @@ class SQLiteStore:
         self._reader_threads = ThreadPool(readers)
         self._writer = _connect(path)
         self._writer.executescript(SCHEMA)
+        self._json_insert = _has_json(self._writer)
         self._readers: Queue = Queue()
         for _ in range(readers):
             self._readers.put(_connect(path))
         self._buffer: list[Event] = []
         self._writing: list[Event] = []
         self._wake = Signal()
+        self._hurry = Signal()  # set by flush(): commit now rather than gather for the rest of flush_interval
         self._idle = Signal()
         self._idle.set()
         self._closed = False
         self.last_write_seconds = 0.0
         self._write_observers: list[Callable[[float, int], None]] = []
+        # (batch id, after, limit) -> a full page of stored events. Committed events never change (only
+        # delete_batch removes them), so a page holding `limit` events is final and can serve every viewer.
+        self._pages: OrderedDict[tuple[str, int, int], list[Event]] = OrderedDict()
+        self._page_reads: dict[tuple[str, int, int], tuple[int, AsyncResult]] = {}  # reads in flight: (serial, result)
+        self._read_serial = 0
         self._flusher = gevent.spawn(self._flush_loop)
 
     # -- writes ------------------------------------------------------------------------------
@@ -158,6 +205,8 @@ class SQLiteStore:
     def create_batch(self, batch_id: str, name: str, options: dict[str, Any], urls: list[str],
                      created_at: str, parent_id: str | None = None) -> None:
         """Store a new batch and its URLs, committed before this returns."""
+        urls_json = _COMPACT_UTF8.encode(urls)  # raw UTF-8: SQLite need not decode \u escapes (or surrogate pairs)
+
         def write() -> None:
             with self._writer:
                 self._writer.execute("BEGIN")
@@ -165,14 +214,19 @@ class SQLiteStore:
                     "INSERT INTO batches (id, name, status, created_at, options, total, parent_id)"
                     " VALUES (?, ?, 'queued', ?, ?, ?, ?)",
                     (batch_id, name, created_at, json.dumps(options), len(urls), parent_id))
-                self._writer.executemany("INSERT INTO urls (batch_id, idx, url) VALUES (?, ?, ?)",
-                                         ((batch_id, i, u) for i, u in enumerate(urls)))
+                if self._json_insert:  # one statement, not one GIL hand-off per URL (see _write_events)
+                    self._writer.execute("INSERT INTO urls (batch_id, idx, url) SELECT ?, key, value FROM json_each(?)",
+                                         (batch_id, urls_json))
+                else:
+                    self._writer.executemany("INSERT INTO urls (batch_id, idx, url) VALUES (?, ?, ?)",
+                                             ((batch_id, i, u) for i, u in enumerate(urls)))
         self._writer_thread.apply(write)
 
     def append(self, event: Event) -> None:
         """Buffer an event for the next commit; never blocks."""
         if self._closed:
             raise RuntimeError(f"store is closed; event {event.seq} of batch {event.batch_id} was not saved")
+        event.data_json  # noqa: B018 - encode here, on the hub, once: the writer thread and every viewer reuse it
         self._buffer.append(event)
         self._idle.clear()
         self._wake.set()
@@ -182,8 +236,9 @@ class SQLiteStore:
         return [e for e in self._writing + self._buffer if e.batch_id == batch_id]
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event appended so far is committed; False on timeout."""
+        """Wait until every event appended so far is committed, without waiting out the gathering; False on timeout."""
         if self._buffer:
+            self._hurry.set()
             self._wake.set()
         return self._idle.wait(timeout)
 
@@ -197,12 +252,14 @@ class SQLiteStore:
                     return
                 continue
             if len(self._buffer) < self._flush_rows and not self._closed:
-                # Gather a group of events; a batch's end flushes no later than this either.
-                gevent.sleep(self._flush_interval)
+                # Gather a group of events, unless someone waits in flush() (a batch's end, a shutdown).
+                self._hurry.wait(self._flush_interval)
+            self._hurry.clear()
             self._writing, self._buffer = self._buffer, []
             started = time.perf_counter()
             try:
-                self._writer_thread.apply(self._write_events, (self._writing,))
+                rows_json = _COMPACT.encode(_event_rows(self._writing))
+                self._writer_thread.apply(self._write_events, (self._writing, rows_json))
             except Exception:  # noqa: BLE001 - keep the events and try again rather than lose them
                 log.exception("store: writing %d events to %s failed; retrying in 1 s", len(self._writing), self.path)
                 self._buffer = self._writing + self._buffer
@@ -230,23 +287,19 @@ class SQLiteStore:
             except Exception:  # noqa: BLE001 - metrics must never cost us events
                 log.exception("store: write observer %r failed", observer)
 
-    def _write_events(self, events: list[Event]) -> None:
-        """Commit a group of events in one transaction, applying batch state changes to their rows."""
-        rows = []
-        for e in events:
-            d = e.data
-            if e.type == "result":
-                error = d.get("error")
-                rows.append((e.batch_id, e.seq, e.type, e.at, d["index"], 1 if d.get("ok") else 0,
-                             d.get("status_code"), error["kind"] if error else None,
-                             (d.get("timings") or {}).get("total"), d.get("bytes") or 0, json.dumps(d)))
-            else:
-                rows.append((e.batch_id, e.seq, e.type, e.at, None, None, None, None, None, None, json.dumps(d)))
+    def _write_events(self, events: list[Event], rows_json: str | None = None) -> None:
+        """Commit a group of events in one transaction, applying batch state changes to their rows.
+
+        `rows_json` is _event_rows(events) as one JSON text, made on the hub: SQLite then inserts every
+        row in one statement, so this thread takes the GIL a few times per commit instead of once per
+        row (those per-row hand-offs with the hub cost ~0.03 ms of CPU per event; bench/RESULTS.md).
+        """
         with self._writer:
             self._writer.execute("BEGIN")
-            self._writer.executemany(
-                "INSERT OR IGNORE INTO events (batch_id, seq, type, at, idx, ok, status_code, error_kind,"
-                " total_ms, bytes, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if rows_json is not None and self._json_insert:
+                self._writer.execute(_INSERT_EVENTS_JSON, (rows_json,))
+            else:
+                self._writer.executemany(_INSERT_EVENTS, _event_rows(events))
             for e in events:
                 if e.type == "batch":
                     self._apply_batch_event(e)
@@ -271,7 +324,11 @@ class SQLiteStore:
                 self._writer.execute("DELETE FROM urls WHERE batch_id = ?", (batch_id,))
                 self._writer.execute("DELETE FROM events WHERE batch_id = ?", (batch_id,))
             return gone > 0
-        return self._writer_thread.apply(delete)
+        try:
+            return self._writer_thread.apply(delete)
+        finally:
+            for key in [key for key in self._pages if key[0] == batch_id]:
+                del self._pages[key]
 
     def writable(self) -> bool:
         """Whether a write transaction can be opened and committed right now."""
@@ -381,3 +438,54 @@ class SQLiteStore:
                         "SELECT seq, type, at, data FROM events WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                         (batch_id, after, limit))]
         return self._read(read)
+
+    def read_mark(self) -> int:
+        """A mark for stored_events: every read numbered above it starts after this call."""
+        return self._read_serial
+
+    def stored_events(self, batch_id: str, after: int = 0, limit: int = 1000, mark: int | None = None) -> list[Event]:
+        """Committed events after a sequence number, in order, carrying their stored JSON (nothing decoded).
+
+        Viewers that join a running batch together ask for the same pages, so reads are shared. A full
+        page is final (committed events never change): it is read once and kept. A shorter page may
+        still grow, so a caller shares one only if that read started after the caller's `mark`
+        (read_mark(), taken with its unflushed() snapshot): such a read holds everything committed then.
+        """
+        key = (batch_id, after, limit)
+        page = self._pages.get(key)
+        if page is not None:
+            self._pages.move_to_end(key)
+            return page
+        pending = self._page_reads.get(key)
+        if pending is not None:
+            serial, result = pending
+            if mark is not None and serial > mark:
+                page = result.get()
+                if page is not None:
+                    return page
+        return self._read_page(key)
+
+    def _read_page(self, key: tuple[str, int, int]) -> list[Event]:
+        """Read one page for stored_events, letting later callers share the read while it runs."""
+        self._read_serial += 1
+        mine = (self._read_serial, AsyncResult())
+        self._page_reads[key] = mine
+        page = None
+        try:
+            page = self._read(self._read_events, *key)
+        finally:
+            if self._page_reads.get(key) is mine:
+                del self._page_reads[key]
+            mine[1].set(page)  # None when the read failed: each waiter then reads for itself
+        if len(page) == key[2]:
+            self._pages[key] = page
+            while len(self._pages) > REPLAY_CACHE_PAGES:
+                self._pages.popitem(last=False)
+        return page
+
+    @staticmethod
+    def _read_events(conn: sqlite3.Connection, batch_id: str, after: int, limit: int) -> list[Event]:
+        """stored_events' query, on a reader thread."""
+        return [Event(batch_id, seq, type_, at=at, data_json=d) for seq, type_, at, d in conn.execute(
+            "SELECT seq, type, at, data FROM events WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (batch_id, after, limit))]

@@ -75,27 +75,28 @@ class Viewer:
         """Whether the client has every event up to the batch's final one."""
         return self.final_seq is not None and max(self.sent.values(), default=0) >= self.final_seq
 
-    def fresh(self, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    def fresh(self, events: Iterable[Event]) -> list[Event]:
         """The events the client does not have yet, in order (none past the final one), marked as sent."""
         out = []
+        sent = self.sent
         for event in events:
-            batch_id, seq = event["batch_id"], event["seq"]
-            if seq <= self.sent.get(batch_id, 0) or (self.final_seq is not None and seq > self.final_seq):
+            batch_id, seq = event.batch_id, event.seq
+            if seq <= sent.get(batch_id, 0) or (self.final_seq is not None and seq > self.final_seq):
                 continue
             out.append(event)
-            self.sent[batch_id] = seq
-            if (self.until_final and self.final_seq is None and event["type"] == "batch"
-                    and event["data"].get("status") in FINAL_STATUSES):
+            sent[batch_id] = seq
+            if (self.until_final and self.final_seq is None and event.type == "batch"
+                    and event.data.get("status") in FINAL_STATUSES):
                 self.final_seq = seq
         return out
 
-    def send(self, events: list[dict[str, Any]]) -> bool:
+    def send(self, events: list[Event]) -> bool:
         """Send one `events` message when its turn comes; False when the connection is over (or resyncs)."""
         if not events:
             return not self.connection.closed
         if not self._wait_turn():
             return False
-        self.connection.send_json({"type": "events", "events": events})
+        self.connection.send_text(events_message(events))
         self._next_frame = time.monotonic() + FRAME_INTERVAL
         return True
 
@@ -108,7 +109,7 @@ class Viewer:
             if not self._wait_turn():
                 return
             events, self.queue = self.queue, deque()
-            if not self.send(self.fresh(event.to_dict() for event in events)):
+            if not self.send(self.fresh(events)):
                 return
 
     def _wait_turn(self) -> bool:
@@ -138,7 +139,8 @@ def batch_ws(batch_id: str):
     # committed, in `unflushed`, or delivered to the viewer's queue.
     unsubscribe = svc.bus.subscribe(batch_id, viewer.listen)
     try:
-        unflushed = [event.to_dict() for event in svc.store.unflushed(batch_id)]
+        unflushed = svc.store.unflushed(batch_id)
+        mark = svc.store.read_mark()  # stored reads started after this hold every event not in `unflushed`
         record = load_batch(batch_id)
         if record is None:
             _fail(connection, 4404, "not_found", f"no batch {batch_id!r}; it may have been deleted")
@@ -148,7 +150,7 @@ def batch_ws(batch_id: str):
         viewer.sent[batch_id] = after
         if snapshot["status"] in FINAL_STATUSES:
             viewer.final_seq = snapshot["last_seq"]  # final means committed: nothing after this seq will come
-        if _replay(viewer, batch_id, after, unflushed):
+        if _replay(viewer, batch_id, after, unflushed, mark):
             viewer.pump()
         if viewer.ended and not connection.closed:
             connection.send_json({"type": "end", "batch": _final_batch(batch_id, snapshot)})
@@ -176,23 +178,30 @@ def batches_ws():
     return _CLOSED
 
 
-def _replay(viewer: Viewer, batch_id: str, after: int, unflushed: list[dict[str, Any]]) -> bool:
+def events_message(events: list[Event]) -> str:
+    """An `events` message: the events' own JSON joined, byte for byte what json.dumps of the whole would give."""
+    return '{"type":"events","events":[' + ",".join([event.json for event in events]) + "]}"
+
+
+def _replay(viewer: Viewer, batch_id: str, after: int, unflushed: list[Event], mark: int) -> bool:
     """Send the stored events after `after` page by page, then the uncommitted ones; False if the connection ended."""
     store = services().store
     cursor = after
     while not viewer.ended:
-        page = store.events(batch_id, cursor, REPLAY_PAGE)
+        # Stored events keep the text the store committed: replay sends it on without decoding or encoding.
+        page = store.stored_events(batch_id, cursor, REPLAY_PAGE, mark)
         if not viewer.send(viewer.fresh(page)):
             return False
         if len(page) < REPLAY_PAGE:
             break
-        cursor = page[-1]["seq"]
+        cursor = page[-1].seq
     return viewer.send(viewer.fresh(unflushed))
 
 
 def _final_batch(batch_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
     """The batch as the API shows it once final (the engine shows `done` only after its last event is committed)."""
     deadline = time.monotonic() + END_WAIT
+    services().engine.wait_released(batch_id, END_WAIT)  # woken by the commit, not by polling
     while True:
         record = load_batch(batch_id)
         if record is None:

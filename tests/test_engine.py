@@ -6,6 +6,7 @@ import io
 import json
 import socket
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -290,3 +291,23 @@ def test_batches_beyond_the_running_limit_queue_in_order(make_server, target):
     server.wait(second["id"])
     assert server.batch(first["id"])["status"] == "done"
     assert server.batch(first["id"])["finished_at"] <= server.batch(second["id"])["started_at"]
+
+
+def test_results_read_back_exactly_as_they_were_streamed_whatever_their_characters(server, target):
+    # Target-controlled text (a content type with quotes, a backslash and non-ASCII) and a URL with
+    # non-ASCII and an emoji go through the store's JSON unchanged: the events, the results page and
+    # the NDJSON export all agree with what was submitted.
+    ctype = 'text/x-"quoted"\\back; name=caf\u00e9'
+    urls = [target.url("/html?ctype=") + quote(ctype), target.url("/status/200?q=caf\u00e9&e=\U0001F600")]
+    batch = server.submit(urls)
+    server.wait(batch["id"])
+    results = server.results(batch["id"])
+    assert [r["url"] for r in results] == urls
+    events = server.request("GET", f"/api/v1/batches/{batch['id']}/events").json()["events"]
+    streamed = {e["data"]["index"]: e["data"] for e in events if e["type"] == "result"}
+    assert [streamed[i] for i in range(2)] == results
+    exported = [json.loads(line) for line in server.request(
+        "GET", f"/api/v1/batches/{batch['id']}/results", params={"format": "ndjson"}).text.splitlines()]
+    assert exported == results
+    # The target sends the header's UTF-8 bytes; HTTP clients read header bytes as Latin-1.
+    assert results[0]["content_type"] == ctype.encode("utf-8").decode("latin-1")

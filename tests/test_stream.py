@@ -146,6 +146,26 @@ def test_two_viewers_at_once_receive_identical_event_streams(server, target):
     assert_gap_free(got_first.seqs, got_first.messages[-1]["batch"]["last_seq"])
 
 
+def test_viewers_joining_at_different_moments_of_a_running_batch_each_get_every_event_once(server, target):
+    # Joining viewers share the store's replay pages; each must still see 1..last with no gap or repeat.
+    from concurrent.futures import ThreadPoolExecutor
+
+    batch = server.submit([target.url(f"/delay/5?i={i}") for i in range(1500)], concurrency=15)
+
+    def late_viewer(delay: float) -> Received:
+        time.sleep(delay)
+        return watch(server, f"/ws/batches/{batch['id']}")
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(late_viewer, [0.05 * n for n in range(8)]))
+    last = seen[0].messages[-1]["batch"]["last_seq"]
+    for got in seen:
+        assert got.close_code == 1000 and got.messages[-1]["type"] == "end"
+        assert_gap_free(got.seqs, last)
+        assert sorted(e["data"]["index"] for e in got.events if e["type"] == "result") == list(range(1500))
+    assert all(got.events == seen[0].events for got in seen), "every viewer sees the same events"
+
+
 def test_client_pings_during_a_busy_stream_are_answered_by_the_one_sender_without_breaking_it(server, target):
     # With the library, a pong written by the reader while the app writes events raised ConcurrentObjectUseError.
     batch = server.submit([target.url("/ok")] * 1000, concurrency=50)

@@ -103,7 +103,7 @@ class Engine:
 
     def submit(self, urls: list[str], options: BatchOptions, name: str = "",
                parent_id: str | None = None) -> str:
-        """Store a new batch durably, queue it, and return its id."""
+        """Store a new batch durably, queue it, and return its id; `urls` have passed guard.check_url (the API's job)."""
         batch_id = secrets.token_hex(6)
         created = now_iso()
         name = name or f"{len(urls)} URL{'s' if len(urls) != 1 else ''}"
@@ -342,11 +342,9 @@ class Engine:
     def _follow(self, run: BatchRun, transport: Transport, result: Result, started: float) -> None:
         """Fetch a URL hop by hop, checking every hop, until a final response or a limit."""
         options = run.options
-        url = result.url
-        headers = dict(options.headers)
-        origin = _origin(url)
+        url = result.url  # checked at submission (see submit); each redirect target is checked below
+        headers = options.headers  # never mutated: a cross-origin hop gets a filtered copy
         while True:
-            url = guard.check_url(url, self.config.max_url_length)
             hop_started = time.perf_counter()
             hop = self._attempt(transport, url, headers, options, result)
             location = hop.location
@@ -356,8 +354,8 @@ class Engine:
             if len(result.redirects) > options.max_redirects:
                 raise FetchError("too_many_redirects",
                                  f"more than {options.max_redirects} redirects; the last pointed to {location[:300]}")
-            url = urljoin(url, location.strip())
-            if _origin(url) != origin:
+            url = guard.check_url(urljoin(url, location.strip()), self.config.max_url_length)
+            if _origin(url) != _origin(result.url):
                 # Like browsers and requests: credentials meant for one host never follow a redirect to another.
                 headers = {k: v for k, v in headers.items() if k.lower() not in _SENSITIVE_HEADERS}
         redirect_ms = round((hop_started - started) * 1000, 3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if not wants_json():
+            if exc.code == 404:  # the dashboard's own page, with its header and a way back
+                return render_template("404.html", what=f"Nothing lives at {request.path}."), 404
             return exc
         code = (exc.name or "error").lower().replace(" ", "_")
         message = exc.description or exc.name

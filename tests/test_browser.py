@@ -184,6 +184,15 @@ def test_an_unknown_batch_has_a_404_page(page, server):
     expect(page.locator("h1")).to_have_text("Not found")
 
 
+def test_an_unknown_page_gets_the_dashboards_404_page_with_a_way_back(page, server):
+    response = page.goto(server.url("/no/such/page"))
+    assert response.status == 404
+    expect(page.locator("h1")).to_have_text("Not found")
+    expect(page.locator(".notfound")).to_contain_text("/no/such/page")
+    page.click("text=See all batches")
+    expect(page.locator("#urls")).to_be_visible()
+
+
 def test_a_resync_close_reconnects_after_the_last_seq_and_loses_no_row(page, make_server, target):
     server = make_server(env={"GREENBATCH_WS_QUEUE_EVENTS": "3"})  # a viewer 3 events behind is told to resync
     sockets: list[str] = []

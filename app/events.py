@@ -10,7 +10,8 @@ from .model import now_iso
 log = logging.getLogger(__name__)
 
 Listener = Callable[["Event"], None]
-_COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)  # made once: json.dumps(..., separators=) builds one per call
+# Made once: json.dumps(..., separators=...) builds an encoder per call. The store's rows use it too.
+compact_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 class Event:
@@ -46,7 +47,7 @@ class Event:
     def data_json(self) -> str:
         """The payload as compact JSON, encoded on first use (the store asks first, on the hub)."""
         if self._data_json is None:
-            self._data_json = _COMPACT.encode(self._data)
+            self._data_json = compact_json(self._data)
         return self._data_json
 
     @property

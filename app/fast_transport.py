@@ -37,7 +37,7 @@ from requests.utils import requote_uri
 
 from . import guard
 from .transport import (DECODE_CHUNK, REDIRECT_BODY_CAP, REDIRECT_STATUSES, USER_AGENT, FetchError, Hop, Resolver,
-                        default_resolver)
+                        default_resolver, ms)
 
 try:
     import brotli
@@ -242,8 +242,8 @@ class FastTransport:
         # A reused keep-alive connection had no dns, connect or tls step: those stay null.
         timings = timings or {"dns": None, "connect": None, "tls": None}
         connecting = (timings["dns"] or 0) + (timings["connect"] or 0) + (timings["tls"] or 0)
-        timings["wait"] = round(max(0.0, _ms(first_byte - started) - connecting), 3)
-        timings["download"] = _ms(done - first_byte)
+        timings["wait"] = round(max(0.0, ms(first_byte - started) - connecting), 3)
+        timings["download"] = ms(done - first_byte)
         return Hop(status=response.status_code, reason=response.status_message or "",
                    headers=response.info(), bytes=size, timings=timings,
                    connection_reused=timings["connect"] is None)
@@ -315,10 +315,10 @@ class FastTransport:
         resolved = time.perf_counter()
         sock = _open(addresses, target, connect_timeout)
         connected = time.perf_counter()
-        timings = {"dns": _ms(resolved - started), "connect": _ms(connected - resolved), "tls": None}
+        timings = {"dns": ms(resolved - started), "connect": ms(connected - resolved), "tls": None}
         if target.scheme == "https":
             sock = _handshake(sock, target)
-            timings["tls"] = _ms(time.perf_counter() - connected)
+            timings["tls"] = ms(time.perf_counter() - connected)
         sock.settimeout(read_timeout)
         return sock, timings
 
@@ -394,27 +394,17 @@ class _Stale(Exception):
 
 
 def _open(addresses: list, target: _Target, timeout: float) -> socket.socket:
-    """Connect to the first checked address that answers (never resolve the name again)."""
-    last: OSError | None = None
-    for family, type_, proto, _, sockaddr in addresses:
-        sock = gevent.socket.socket(family, type_, proto)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one small request per write: no Nagle wait
-            sock.settimeout(timeout)
-            sock.connect(sockaddr)
-            return sock
-        except TimeoutError:
-            sock.close()
-            raise FetchError("connect_timeout", f"connecting to {target.netloc} timed out", retryable=True) from None
-        except OSError as exc:
-            sock.close()
-            last = exc
-        except BaseException:
-            sock.close()
-            raise
-    if isinstance(last, ConnectionRefusedError):
-        raise FetchError("refused", f"connection refused by {target.netloc}", retryable=True)
-    raise FetchError("other", f"could not connect to {target.netloc}: {last}", retryable=True)
+    """Connect to a checked address (guard.connect), in our error kinds."""
+    try:
+        # gevent's socket even in an unpatched process; TCP_NODELAY: one small request per write, no Nagle wait.
+        return guard.connect(addresses, timeout, [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                             make_socket=gevent.socket.socket)
+    except TimeoutError:
+        raise FetchError("connect_timeout", f"connecting to {target.netloc} timed out", retryable=True) from None
+    except ConnectionRefusedError:
+        raise FetchError("refused", f"connection refused by {target.netloc}", retryable=True) from None
+    except OSError as exc:
+        raise FetchError("other", f"could not connect to {target.netloc}: {exc}", retryable=True) from None
 
 
 def _handshake(sock: socket.socket, target: _Target) -> socket.socket:
@@ -565,8 +555,3 @@ def _through(decoder, pieces: Iterable[bytes]) -> Iterator[bytes]:
     """One decoding stage."""
     for piece in pieces:
         yield from decoder.pieces(piece)
-
-
-def _ms(seconds: float) -> float:
-    """Seconds to milliseconds, rounded for display."""
-    return round(seconds * 1000, 3)

@@ -29,7 +29,7 @@ import socket
 import string
 import unicodedata
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, Iterable, Union
 from urllib.parse import urlsplit
 
 import idna
@@ -574,3 +574,32 @@ def resolve(host: str, port: int, policy: Policy,
         # Every address, not just the first: a transport may fall back to the second one.
         policy.check_address(sockaddr[0], port, host=name)
     return infos
+
+
+def connect(infos: list[tuple], timeout: float | None, socket_options: Iterable[tuple] = (),
+            make_socket: Callable[..., socket.socket] | None = None) -> socket.socket:
+    """Connect to the first of the addresses resolve() checked that answers; never resolve the name again.
+
+    Raises TimeoutError when an address does not answer in time, else the last OSError (each transport
+    maps these onto its own errors).
+    """
+    make = make_socket or socket.socket  # at call time: gevent's patched socket when patched
+    last: OSError | None = None
+    for family, type_, proto, _canon, sockaddr in infos:
+        sock = make(family, type_, proto)
+        try:
+            for option in socket_options:
+                sock.setsockopt(*option)
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            return sock
+        except TimeoutError:
+            sock.close()
+            raise
+        except OSError as exc:
+            sock.close()
+            last = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise last if last is not None else OSError(f"no address to connect to in {infos!r}")

@@ -21,13 +21,12 @@ from gevent.event import AsyncResult, Event as Signal
 from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
-from .events import Event
+from .events import Event, compact_json
 from .model import FINAL_STATUSES
 from .stats import Row
 
 log = logging.getLogger(__name__)
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 _COMPACT_UTF8 = json.JSONEncoder(separators=(",", ":"), check_circular=False, ensure_ascii=False)
 REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
 
@@ -104,7 +103,10 @@ class Store(Protocol):
     def result_rows(self, batch_id: str) -> dict[int, Row]: ...
     def results(self, batch_id: str, after: int = -1, limit: int = 100,
                 outcome: str | None = None) -> list[dict[str, Any]]: ...
-    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Committed events of a batch after a sequence number, in order, as JSON-ready data."""
+        return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
+
     def read_mark(self) -> int: ...
     def stored_events(self, batch_id: str, after: int = 0, limit: int = 1000,
                       mark: int | None = None) -> list[Event]: ...
@@ -258,7 +260,7 @@ class SQLiteStore:
             self._writing, self._buffer = self._buffer, []
             started = time.perf_counter()
             try:
-                rows_json = _COMPACT.encode(_event_rows(self._writing))
+                rows_json = compact_json(_event_rows(self._writing))
                 self._writer_thread.apply(self._write_events, (self._writing, rows_json))
             except Exception:  # noqa: BLE001 - keep the events and try again rather than lose them
                 log.exception("store: writing %d events to %s failed; retrying in 1 s", len(self._writing), self.path)

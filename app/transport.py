@@ -90,29 +90,18 @@ class _PinnedConnectionMixin:
             raise NameResolutionError(self.host, self, exc) from exc
         resolved = time.perf_counter()
         sock = self._connect_first(addresses)
-        _fresh.timings = {"dns": _ms(resolved - started), "connect": _ms(time.perf_counter() - resolved)}
+        _fresh.timings = {"dns": ms(resolved - started), "connect": ms(time.perf_counter() - resolved)}
         return sock
 
     def _connect_first(self, addresses: list) -> socket.socket:
-        """Connect to the first checked address that answers (never resolve the name again)."""
-        last: OSError | None = None
-        for family, type_, proto, _, sockaddr in addresses:
-            sock = socket.socket(family, type_, proto)
-            try:
-                for option in self.socket_options or ():
-                    sock.setsockopt(*option)
-                if self.timeout is not None:
-                    sock.settimeout(self.timeout)
-                sock.connect(sockaddr)
-                return sock
-            except socket.timeout as exc:
-                sock.close()
-                raise ConnectTimeoutError(self, f"connection to {self.host} timed out "
-                                                f"(connect timeout {self.timeout} s)") from exc
-            except OSError as exc:
-                sock.close()
-                last = exc
-        raise NewConnectionError(self, f"failed to connect to {self.host}: {last}")
+        """Connect to a checked address (guard.connect), in urllib3's exceptions."""
+        try:
+            return guard.connect(addresses, self.timeout, self.socket_options or ())
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(self, f"connection to {self.host} timed out "
+                                            f"(connect timeout {self.timeout} s)") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"failed to connect to {self.host}: {exc}") from exc
 
 
 class _PinnedHTTPConnection(_PinnedConnectionMixin, HTTPConnection):
@@ -125,7 +114,7 @@ class _PinnedHTTPSConnection(_PinnedConnectionMixin, HTTPSConnection):
         super().connect()
         timings = getattr(_fresh, "timings", None)
         if timings is not None:
-            spent = _ms(time.perf_counter() - started)
+            spent = ms(time.perf_counter() - started)
             timings["tls"] = max(0.0, spent - timings["dns"] - timings["connect"])
 
 
@@ -191,8 +180,8 @@ class RequestsTransport:
         timings = dict(timings or {"dns": None, "connect": None})
         timings.setdefault("tls", None)  # plain http: no handshake
         spent_connecting = (timings["dns"] or 0) + (timings["connect"] or 0) + (timings["tls"] or 0)
-        timings["wait"] = round(max(0.0, _ms(first_byte - started) - spent_connecting), 3)
-        timings["download"] = _ms(done - first_byte)
+        timings["wait"] = round(max(0.0, ms(first_byte - started) - spent_connecting), 3)
+        timings["download"] = ms(done - first_byte)
         return Hop(status=response.status_code, reason=response.reason or "", headers=response.headers,
                    bytes=size, timings=timings, connection_reused=reused)
 
@@ -293,6 +282,6 @@ def _host(url: str) -> str:
     return urllib3.util.parse_url(url).netloc or url
 
 
-def _ms(seconds: float) -> float:
+def ms(seconds: float) -> float:
     """Seconds to milliseconds, rounded for display."""
     return round(seconds * 1000, 3)

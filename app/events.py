@@ -5,13 +5,26 @@ import json
 import logging
 from typing import Any, Callable, Protocol
 
+import orjson
+
 from .model import now_iso
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[["Event"], None]
-# Made once: json.dumps(..., separators=...) builds an encoder per call. The store's rows use it too.
-compact_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+_STDLIB_COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+def compact_json(value: Any) -> str:
+    """Compact JSON text of events, store rows and websocket messages (orjson: ~8x the standard library).
+
+    Non-ASCII stays raw UTF-8 and NaN becomes null. What orjson refuses (a lone surrogate in an error
+    message, an integer beyond 64 bits) falls back to the standard library, so an event is never lost.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return _STDLIB_COMPACT(value)
 
 
 class Event:
@@ -52,10 +65,10 @@ class Event:
 
     @property
     def json(self) -> str:
-        """The whole event as compact JSON: exactly json.dumps(to_dict(), separators=(",", ":"))."""
+        """The whole event as compact JSON, its payload's text included as is (the same bytes as stored)."""
         if self._json is None:
-            self._json = (f'{{"seq":{self.seq},"type":{json.dumps(self.type)},"batch_id":{json.dumps(self.batch_id)},'
-                          f'"at":{json.dumps(self.at)},"data":{self.data_json}}}')
+            head = compact_json({"seq": self.seq, "type": self.type, "batch_id": self.batch_id, "at": self.at})
+            self._json = f'{head[:-1]},"data":{self.data_json}}}'
         return self._json
 
     def to_dict(self) -> dict[str, Any]:

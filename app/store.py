@@ -27,7 +27,6 @@ from .stats import Row
 
 log = logging.getLogger(__name__)
 
-_COMPACT_UTF8 = json.JSONEncoder(separators=(",", ":"), check_circular=False, ensure_ascii=False)
 REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
 
 SCHEMA = """
@@ -207,7 +206,7 @@ class SQLiteStore:
     def create_batch(self, batch_id: str, name: str, options: dict[str, Any], urls: list[str],
                      created_at: str, parent_id: str | None = None) -> None:
         """Store a new batch and its URLs, committed before this returns."""
-        urls_json = _COMPACT_UTF8.encode(urls)  # raw UTF-8: SQLite need not decode \u escapes (or surrogate pairs)
+        urls_json = compact_json(urls)
 
         def write() -> None:
             with self._writer:

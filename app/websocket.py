@@ -41,6 +41,8 @@ from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.handler import WebSocketHandler as LibraryHandler
 from geventwebsocket.websocket import Header, WebSocket
 
+from .events import compact_json
+
 log = logging.getLogger(__name__)
 
 Gate = Callable[[Mapping[str, Any]], "tuple[int, str] | None"]
@@ -127,7 +129,7 @@ class WebSocketConnection:
 
     def send_json(self, obj: Any) -> bool:
         """Queue `obj` as a JSON text message; never blocks. False once the connection is closing."""
-        return self.send_text(json.dumps(obj, separators=(",", ":")))
+        return self.send_text(compact_json(obj))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame after what is already queued; later sends are dropped."""

@@ -50,6 +50,9 @@ _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _INVISIBLE_CATEGORIES = {"Zs", "Zl", "Zp", "Cc", "Cf", "Cs"}
 # Printable ASCII except space and backslash: a URL made only of these has nothing _bad_character refuses.
 _PLAIN_ASCII = re.compile(r"[!-\[\]-~]*")
+# "http(s)://authority" where the authority has no brackets and ends at /, ?, # or the end: the parts
+# urlsplit would find, at regex speed (urlsplit of a distinct URL costs ~3 us). Everything else is urlsplit's.
+_HTTP_AUTHORITY = re.compile(r"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#\[\]]*)(?=[/?#]|\Z)")
 
 
 class GuardError(Exception):
@@ -265,6 +268,21 @@ def check_url(url: str, max_length: int = 2048) -> str:
     bad = _bad_character(url)
     if bad:
         raise InvalidUrl(f"the URL contains {bad}; encode it or remove it")
+    scheme, netloc, rest = _split_authority(url)
+    host, port = _split_netloc(netloc)
+    return f"{scheme}://{host}{'' if port is None else f':{port}'}{rest}"
+
+
+def _split_authority(url: str) -> tuple[str, str, str]:
+    """(lower-case scheme, authority, the rest) of a URL _bad_character accepted; InvalidUrl if not http(s)://."""
+    match = _HTTP_AUTHORITY.match(url)
+    if match and match.group(2).isascii():
+        return match.group(1).lower(), match.group(2), url[match.end():]
+    return _split_authority_slowly(url)
+
+
+def _split_authority_slowly(url: str) -> tuple[str, str, str]:
+    """_split_authority through urlsplit: every URL the fast pattern does not take (and its reference in tests)."""
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -277,10 +295,7 @@ def check_url(url: str, max_length: int = 2048) -> str:
     if not url.startswith("//", after_scheme):
         raise InvalidUrl(f"the URL must continue with '//' and a host after '{parts.scheme}:'")
     start = after_scheme + 2
-    netloc = url[start:start + len(parts.netloc)]
-    rest = url[start + len(parts.netloc):]
-    host, port = _split_netloc(netloc)
-    return f"{scheme}://{host}{'' if port is None else f':{port}'}{rest}"
+    return scheme, url[start:start + len(parts.netloc)], url[start + len(parts.netloc):]
 
 
 def _bad_character(url: str) -> str | None:

@@ -5,7 +5,7 @@
 - `{"type": "snapshot", "batch": <batch>}` first (the batch as the API shows it);
 - `{"type": "events", "events": [<event>, ...]}`: every event with seq > after (default 0), stored ones
   first, then live ones, in seq order with no gap and no repeat; at most one such message per 50 ms,
-  holding whatever arrived meanwhile;
+  holding whatever arrived meanwhile (the one carrying the batch's final event goes at once);
 - `{"type": "end", "batch": <batch>}` once the batch is final and its last event was sent, then a
   normal close (1000). A viewer of a finished batch gets snapshot, replay, end, close.
 
@@ -54,6 +54,7 @@ class Viewer:
         self.until_final = until_final     # a one-batch view ends with the batch's final `batch` event
         self.queue: deque[Event] = deque()
         self.arrived = Signal()
+        self.final_arrived = Signal()      # the batch's final event is queued: send without waiting for the frame
         self.overflowed = Signal()
         self.sent: dict[str, int] = {}     # batch id -> newest seq the client has (sent, or in its snapshot)
         self.final_seq: int | None = None  # for a one-batch view: the seq of the batch's final event, once known
@@ -68,6 +69,8 @@ class Viewer:
             self.overflowed.set()
         else:
             self.queue.append(event)
+            if self.until_final and event.type == "batch" and event.data.get("status") in FINAL_STATUSES:
+                self.final_arrived.set()
         self.arrived.set()
 
     @property
@@ -113,11 +116,14 @@ class Viewer:
                 return
 
     def _wait_turn(self) -> bool:
-        """Wait until a message may go: 50 ms after the last one, and the sender idle. False if over."""
+        """Wait until a message may go: 50 ms after the last one (the final event need not), and the sender idle.
+
+        False once the connection is over (or resyncs).
+        """
         stop = [self.connection.done, self.overflowed]
         delay = self._next_frame - time.monotonic()
-        if delay > 0:
-            gevent.wait(stop, timeout=delay, count=1)
+        if delay > 0 and not self.final_arrived.is_set():
+            gevent.wait([*stop, self.final_arrived], timeout=delay, count=1)
         while not (self.connection.writable.is_set() or self.connection.closed or self.overflowed.is_set()):
             gevent.wait([self.connection.writable, *stop], count=1)
         if self.overflowed.is_set():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gevent
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIServer
 
-from .server import Handler, configure_logging, prepare
+from .server import Handler, configure_logging, prepare, tune_gc
 from .websocket import close_all
 
 
@@ -33,6 +33,7 @@ class Worker(GeventPyWSGIWorker):
         """Serve; on quit, close websockets with 1001 and flush the store before the process exits."""
         config = self.wsgi.config["GREENBATCH"]
         configure_logging(config)
+        tune_gc()
         watcher = gevent.spawn(self._close_websockets_when_quitting)
         try:
             super().run()

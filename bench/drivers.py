@@ -100,6 +100,8 @@ def engine_alone(workload: Workload, target: str, client: str) -> dict:
             finished.set()
 
     bus.tap(watch)
+    from app.server import tune_gc
+    tune_gc()  # the collector settings the server runs with (app/server.py), so only the dashboard differs
 
     def run():
         engine.submit(urls, options)

@@ -115,6 +115,43 @@ def test_fetch_duration_buckets_are_the_dashboards_histogram_bounds(server):
     assert bounds[:-1] == [ms / 1000 for ms in stats.HISTOGRAM_BOUNDS_MS] and bounds[-1] == float("inf")
 
 
+def test_fetch_metrics_read_exactly_as_prometheus_clients_own_counter_and_histogram():
+    # ops.FetchMetrics keeps plain numbers for speed; its exposition must be the library's, in both formats.
+    import prometheus_client
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    from app.events import Event
+    from app.ops import FETCH_BUCKETS, FetchMetrics
+
+    prometheus_client.disable_created_metrics()  # as ops.init_app does (process-wide: restored below)
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    fetches = FetchMetrics()
+    ours.register(fetches)
+    counter = Counter("greenbatch_fetches", FetchMetrics.FETCHES_HELP, ["outcome", "error_kind"], registry=theirs)
+    counter.labels("ok", "none")
+    histogram = Histogram("greenbatch_fetch_duration_seconds", FetchMetrics.DURATION_HELP, buckets=FETCH_BUCKETS,
+                          registry=theirs)
+    totals_ms = [0.0, 0.4, 5.0, 5.0001, 99.9, 100.0, 2500.0, 10000.0, 10000.1, 123456.0, None]
+    for seq, total in enumerate(totals_ms * 3):
+        error = None if seq % 4 else {"kind": ("refused", "deadline", "cancelled", "blocked")[seq % 3], "message": "x"}
+        status = None if error else (200, 404, 301)[seq % 3]
+        result = {"index": seq, "ok": error is None and status != 404, "status_code": status, "error": error,
+                  "bytes": 10, "timings": {"total": total}}
+        fetches.observe(Event("b", seq + 1, "result", result))
+        fetches.observe(Event("b", seq + 1, "progress", {"done": seq}))  # only results count
+        row = stats.row_of(result)
+        counter.labels(stats.outcome(row), row.error_kind or "none").inc()
+        if stats.latency_ms(row) is not None:
+            histogram.observe(stats.latency_ms(row) / 1000)
+    try:
+        assert generate_latest(ours) == generate_latest(theirs)
+        assert generate_openmetrics(ours) == generate_openmetrics(theirs)
+    finally:
+        prometheus_client.enable_created_metrics()
+    assert sum(fetches.buckets) < len(totals_ms) * 3, "results with no latency are counted but not timed"
+
+
 def test_every_batch_status_has_a_series_from_the_first_scrape(make_server):
     fresh = scrape(make_server())
     for status in ("queued", "running", "done", "cancelled", "failed"):

@@ -188,7 +188,7 @@ class SQLiteStore:
         self._buffer: list[Event] = []
         self._writing: list[Event] = []
         self._wake = Signal()
-        self._hurry = Signal()  # set by flush(): commit now rather than gather for the rest of flush_interval
+        self._hurry = Signal()  # set by flush() or a full group: commit now, not at the end of flush_interval
         self._idle = Signal()
         self._idle.set()
         self._closed = False
@@ -231,6 +231,8 @@ class SQLiteStore:
         self._buffer.append(event)
         self._idle.clear()
         self._wake.set()
+        if len(self._buffer) >= self._flush_rows:
+            self._hurry.set()  # a full group: commit it now rather than at the end of the interval
 
     def unflushed(self, batch_id: str) -> list[Event]:
         """Events of a batch not yet committed, in order (a viewer replays these after the stored ones)."""

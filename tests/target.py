@@ -285,6 +285,10 @@ def h_bytes(req, m):
     delay = req.num("delay", 0, float, hi=3600_000)
     if delay:
         gevent.sleep(delay / 1000.0)
+    if not chunked and n <= CHUNK:
+        # Head and body in one write, as real servers send small responses (and one recv for the client).
+        req.respond(200, PATTERN[:n], ctype="application/octet-stream")
+        return
     headers = [("Content-Type", "application/octet-stream")]
     chunked = req.start(200, headers, length=None if chunked else n, chunked=chunked)
     if req.method == "HEAD":

@@ -282,8 +282,8 @@ class Engine:
     def _record(self, run: BatchRun, result: Result) -> None:
         """Keep a final result and emit it: the event is what the store and every viewer see."""
         data = result.to_dict()
-        run.rows[result.index] = stats.row_of(data)
-        self.bus.emit(run.id, "result", data)
+        row = run.rows[result.index] = stats.row_of(data)
+        self.bus.emit(run.id, "result", data, row)
 
     # -- fetching one URL --------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any, Callable, Protocol
 import orjson
 
 from .model import now_iso
+from .stats import Row, row_of
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,10 @@ class Event:
     carries its stored text and decodes `data` only if someone asks for it. Treat events as immutable.
     """
 
-    __slots__ = ("batch_id", "seq", "type", "at", "_data", "_data_json", "_json")
+    __slots__ = ("batch_id", "seq", "type", "at", "_data", "_data_json", "_json", "_row")
 
     def __init__(self, batch_id: str, seq: int, type: str, data: dict[str, Any] | None = None,
-                 at: str | None = None, *, data_json: str | None = None):
+                 at: str | None = None, *, data_json: str | None = None, row: Row | None = None):
         if data is None and data_json is None:
             raise ValueError(f"event {seq} of batch {batch_id} needs data or data_json")
         self.batch_id = batch_id
@@ -48,6 +49,14 @@ class Event:
         self._data = data
         self._data_json = data_json
         self._json: str | None = None
+        self._row = row
+
+    @property
+    def row(self) -> Row:
+        """A result's fields statistics count (stats.row_of its payload); the engine hands over the one it made."""
+        if self._row is None:
+            self._row = row_of(self.data)
+        return self._row
 
     @property
     def data(self) -> dict[str, Any]:
@@ -108,11 +117,11 @@ class EventBus:
         """The newest sequence number emitted for a live batch, or None when it is not live."""
         return self._last_seq.get(batch_id)
 
-    def emit(self, batch_id: str, type_: str, data: dict[str, Any]) -> Event:
+    def emit(self, batch_id: str, type_: str, data: dict[str, Any], row: Row | None = None) -> Event:
         """Number an event, queue it for the store and deliver it to listeners; never blocks."""
         seq = self._last_seq[batch_id] + 1
         self._last_seq[batch_id] = seq
-        event = Event(batch_id, seq, type_, data)
+        event = Event(batch_id, seq, type_, data, row=row)
         self._sink.append(event)
         for listener in list(self._listeners.get(batch_id, ())):
             self._deliver(listener, event)

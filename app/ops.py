@@ -93,7 +93,7 @@ class FetchMetrics:
         """Bus tap: count each final result and its latency; never blocks."""
         if event.type != "result":
             return
-        row = stats.row_of(event.data)
+        row = event.row
         key = (stats.outcome(row), row.error_kind or "none")
         self.fetches[key] = self.fetches.get(key, 0) + 1
         latency = stats.latency_ms(row)

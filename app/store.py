@@ -145,11 +145,9 @@ def _event_rows(events: list[Event]) -> list[tuple]:
     rows = []
     for e in events:
         if e.type == "result":
-            d = e.data
-            error = d.get("error")
-            rows.append((e.batch_id, e.seq, e.type, e.at, d["index"], 1 if d.get("ok") else 0,
-                         d.get("status_code"), error["kind"] if error else None,
-                         (d.get("timings") or {}).get("total"), d.get("bytes") or 0, e.data_json))
+            r = e.row
+            rows.append((e.batch_id, e.seq, e.type, e.at, e.data["index"], 1 if r.ok else 0, r.status_code,
+                         r.error_kind, r.total_ms, r.bytes, e.data_json))
         else:
             rows.append((e.batch_id, e.seq, e.type, e.at, None, None, None, None, None, None, e.data_json))
     return rows

@@ -107,9 +107,10 @@ def _validate_urls(urls: Any) -> list[str]:
         raise ApiError(413, "too_many_urls",
                        f"{len(urls)} URLs is more than the limit of {config.max_urls} (GREENBATCH_MAX_URLS)")
     checked, problems = [], []
+    max_length = config.max_url_length
     for index, url in enumerate(urls):
         try:
-            checked.append(_checked_url(url, config.max_url_length))
+            checked.append(_checked_url(url, max_length))
         except guard.InvalidUrl as exc:
             problems.append({"field": f"urls[{index}]", "index": index, "url": _shown(url), "message": str(exc)})
     if problems:
@@ -123,10 +124,11 @@ def _checked_url(url: Any, max_length: int) -> str:
     """The URL as the engine will fetch it, or guard.InvalidUrl saying why it cannot be fetched."""
     if not isinstance(url, str):
         raise guard.InvalidUrl("must be a string")
-    try:
-        url.encode("utf-8")
-    except UnicodeEncodeError:
-        raise guard.InvalidUrl("contains characters that are not valid Unicode (a lone surrogate)") from None
+    if not url.isascii():  # only non-ASCII text can hold a lone surrogate
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            raise guard.InvalidUrl("contains characters that are not valid Unicode (a lone surrogate)") from None
     return guard.check_url(url, max_length)
 
 

@@ -12,7 +12,8 @@ bench/drivers.py in fresh processes. For each workload (bench/workloads.py) and 
 
 Then: 200 websocket viewers on one W1 batch (every viewer must get every event; delivery lag), and
 the latency of GET /api/v1/batches/<id> at a fixed rate while W2 runs (our own open-loop gevent
-load generator, bench/drivers.py apiload). Medians of --runs runs; JSON and a Markdown table go to
+load generator, bench/drivers.py apiload). Medians of --runs runs (default 3; 7 for W2, the short,
+noise-prone one); JSON and a Markdown table go to
 bench/out/. --profile also records the server with py-spy during W2 and summarises the profile.
 """
 from __future__ import annotations
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write bench/out/results.{json,md}."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: a fifth of the URLs, one run each")
-    parser.add_argument("--runs", type=int, help="runs per mode (default 3, 1 with --quick)")
+    parser.add_argument("--runs", type=int, help="runs per mode (default: 3, W2 7; 1 with --quick)")
     parser.add_argument("--workloads", default="W1,W2,W3")
     parser.add_argument("--modes", default=",".join([f"e2e:{c}" for c in CLIENTS] + [f"engine:{c}" for c in CLIENTS]
                                                     + list(BASELINES)))
@@ -302,10 +303,11 @@ def main(argv: list[str] | None = None) -> int:
                              "fan-out run; summaries go to bench/out/profile-*.summary.txt")
     parser.add_argument("--clients", default=",".join(CLIENTS), help="clients for --profile")
     args = parser.parse_args(argv)
-    runs = args.runs or (1 if args.quick else 3)
+    runs = args.runs or (1 if args.quick else None)  # None: each workload's own number of runs
     factor = 0.2 if args.quick else 1.0
     OUT.mkdir(parents=True, exist_ok=True)
-    info = {"date": dt.datetime.now().isoformat(timespec="seconds"), **machine(), "runs": runs, "quick": args.quick,
+    info = {"date": dt.datetime.now().isoformat(timespec="seconds"), **machine(), "runs": runs or "per workload",
+            "quick": args.quick,
             "load_at_start": os.getloadavg()}
     print(json.dumps(info), flush=True)
     target = start_target(quiet=True, backlog=4096)
@@ -327,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         modes = args.modes.split(",")
         raw: dict[str, dict[str, list[dict]]] = {w.name: {m: [] for m in modes} for w in workloads}
         for workload in workloads:
-            for run in range(runs):
+            for run in range(runs or workload.runs):
                 for mode in modes:
                     m = measure(mode, workload, target)
                     raw[workload.name][mode].append(m)
@@ -348,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                   "load_at_end": os.getloadavg()}
         (OUT / "results.json").write_text(json.dumps(report, indent=1))
         text = "\n".join([f"date {info['date']}, nproc {info['nproc']}, {info['cpu']}, Python {info['python']}, "
-                          f"{runs} run(s) per mode{', QUICK' if args.quick else ''}", "", table(summary), "",
+                          f"{runs or ', '.join(f'{w.name} {w.runs}' for w in workloads)} run(s) per mode"
+                          f"{', QUICK' if args.quick else ''}", "", table(summary), "",
                           *verdicts(summary, fanout, joining)])
         if api:
             text += (f"\n\nAPI GET /api/v1/batches/<id> at {api['rate']:.0f}/s during W2: p50 {api['p50_ms']:.1f} ms, "

@@ -63,7 +63,7 @@ class Viewer(threading.Thread):
 
     def run(self) -> None:
         try:
-            # websocket-client validates UTF-8 in pure Python (~0.1 s of CPU per MB, on the cores the
+            # websocket-client validates UTF-8 in pure Python (~0.2 s of CPU per MB, on the cores the
             # server and the target share); recv() still decodes every text frame strictly, in C.
             ws = websocket.create_connection(self.url, timeout=300, suppress_origin=True, skip_utf8_validation=True)
             try:

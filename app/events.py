@@ -69,10 +69,7 @@ class Event:
     def data_json(self) -> str:
         """The payload as compact JSON, encoded on first use (the store asks first, on the hub)."""
         if self._data_json is None:
-            try:  # compact_json, inlined: this runs once per result on the hub
-                self._data_json = orjson.dumps(self._data, option=orjson.OPT_NON_STR_KEYS).decode()
-            except TypeError:
-                self._data_json = _STDLIB_COMPACT(self._data)
+            self._data_json = compact_json(self._data)
         return self._data_json
 
     @property

@@ -274,6 +274,26 @@ def test_events_are_numbered_from_one_without_gaps_and_end_with_the_final_state(
     assert [e["seq"] for e in later["events"]] == [seqs[-1]]
 
 
+def test_a_full_group_of_events_is_committed_without_waiting_out_the_flush_interval(make_server, target):
+    # GREENBATCH_FLUSH_ROWS events commit at once even when GREENBATCH_FLUSH_INTERVAL is long: the
+    # interval (10 s, its maximum) and the slow URL (20 s) both outlast the 8 s we wait, so only the
+    # row count can have committed the fast results while the batch still runs.
+    server = make_server(env={"GREENBATCH_FLUSH_INTERVAL": "10", "GREENBATCH_FLUSH_ROWS": "10"})
+    batch = server.submit([target.url("/delay/20000")] + [target.url(f"/ok?i={i}") for i in range(12)], concurrency=13)
+    deadline = time.monotonic() + 8
+    try:
+        while True:
+            events = server.request("GET", f"/api/v1/batches/{batch['id']}/events", params={"after": 0}).json()
+            results = [e for e in events["events"] if e["type"] == "result"]
+            if len(results) >= 8:
+                break
+            assert time.monotonic() < deadline, f"only {len(results)} results were committed: {events}"
+            time.sleep(0.1)
+        assert server.batch(batch["id"])["status"] == "running"
+    finally:
+        server.request("POST", f"/api/v1/batches/{batch['id']}/cancel")
+
+
 def test_delete_removes_a_finished_batch_and_refuses_a_running_one(server, target):
     running = server.submit([target.url("/delay/3000")])
     assert server.request("DELETE", f"/api/v1/batches/{running['id']}").status_code == 409

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"greenbatch listening on (http://\S+?)/?$", re.M)
 
@@ -108,13 +110,8 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM by pid, SIGKILL if it lingers, and remove its data folder."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM, 30)
         if getattr(self, "_log", None):
             self._log.close()
         if self.data_dir:

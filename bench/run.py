@@ -40,6 +40,7 @@ import websocket  # noqa: E402 - websocket-client
 
 from bench.procs import Server, cpu_seconds, machine, peak_rss_mib, reset_peak_rss  # noqa: E402
 from bench.workloads import WORKLOADS, Workload  # noqa: E402
+from tests.processes import stop_process  # noqa: E402
 from tests.target import start_target  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -103,13 +104,8 @@ class Spy:
 
     def stop(self) -> None:
         """Stop recording and let py-spy write its file."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGINT, 60)
         self.proc = None
 
 

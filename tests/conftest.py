@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.processes import stop_process
 from tests.target import start_target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,14 +121,8 @@ class GreenbatchServer:
         if self.proc is None:
             return None
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-                    raise AssertionError(f"greenbatch did not stop within {timeout} s of SIGTERM:\n{self.log()[-3000:]}")
+            if not stop_process(self.proc, signal.SIGTERM, timeout):
+                raise AssertionError(f"greenbatch did not stop within {timeout} s of SIGTERM:\n{self.log()[-3000:]}")
             return self.proc.returncode
         finally:
             self._log.close()

@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.processes import stop_process
+
 DEPLOY = Path(__file__).resolve().parent.parent / "docs" / "deploy"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
@@ -80,11 +82,5 @@ http {{
 
     def stop(self) -> None:
         """Graceful stop (SIGQUIT), then kill if it lingers."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGQUIT)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGQUIT, 10)

@@ -629,15 +629,9 @@ class TargetProcess:
 
     def stop(self, timeout=5.0):
         """SIGTERM the server by pid, SIGKILL if it lingers; return its exit code."""
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait()
-            except ProcessLookupError:
-                self.proc.wait()
+        from tests.processes import stop_process  # here: this file also runs as a script, outside the package
+
+        stop_process(self.proc, signal.SIGTERM, timeout)
         if self.proc.stdout:
             self.proc.stdout.close()
         return self.proc.returncode

@@ -12,7 +12,7 @@ from . import guard
 from .errors import ApiError
 from .model import FINAL_STATUSES, BatchOptions, ValidationError
 from .services import services
-from .views import batch_json, load_batch
+from .views import batch_json
 from .store import BatchRecord
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -153,9 +153,9 @@ def _name(raw: Any) -> str:
     return raw.strip()
 
 
-def _record_or_404(batch_id: str, with_rows: bool = True) -> BatchRecord:
+def _record_or_404(batch_id: str) -> BatchRecord:
     """The stored batch, or a 404 that names it."""
-    record = load_batch(batch_id, with_rows)
+    record = services().store.get_batch(batch_id)
     if record is None:
         raise ApiError(404, "not_found", f"no batch with id {batch_id!r}")
     return record
@@ -221,7 +221,7 @@ def get_batch(batch_id: str):
 @bp.post("/batches/<batch_id>/cancel")
 def cancel_batch(batch_id: str):
     """Cancel a queued or running batch: queued URLs end cancelled, in-flight fetches stop within a second."""
-    record = _record_or_404(batch_id, with_rows=False)
+    record = _record_or_404(batch_id)
     if record.status in FINAL_STATUSES or not services().engine.cancel(batch_id):
         raise ApiError(409, "already_finished", f"batch {batch_id} is {record.status}; only a queued or running batch can be cancelled")
     services().store.flush(5)
@@ -231,7 +231,7 @@ def cancel_batch(batch_id: str):
 @bp.post("/batches/<batch_id>/rerun")
 def rerun_batch(batch_id: str):
     """Run a batch's URLs again as a new batch; {"only": "failed"} takes only those that did not end ok."""
-    record = _record_or_404(batch_id, with_rows=False)
+    record = _record_or_404(batch_id)
     only = None
     if request.get_data(cache=True).strip():
         body = _json_body()
@@ -260,7 +260,7 @@ def rerun_batch(batch_id: str):
 @bp.delete("/batches/<batch_id>")
 def delete_batch(batch_id: str):
     """Delete a finished batch with its results and events."""
-    record = _record_or_404(batch_id, with_rows=False)
+    record = _record_or_404(batch_id)
     if services().engine.is_live(batch_id):
         raise ApiError(409, "still_running", f"batch {batch_id} is {record.status}; cancel it before deleting it")
     services().store.delete_batch(batch_id)
@@ -270,7 +270,7 @@ def delete_batch(batch_id: str):
 @bp.get("/batches/<batch_id>/results")
 def results(batch_id: str):
     """A page of results (`after` index, `limit`, `outcome`), or the whole batch as `format=csv|ndjson`."""
-    record = _record_or_404(batch_id, with_rows=False)
+    record = _record_or_404(batch_id)
     outcome = request.args.get("outcome") or None
     if outcome not in (None, "ok", "failed"):
         raise ApiError(400, "invalid_parameter", "outcome must be ok or failed",
@@ -297,7 +297,7 @@ def results(batch_id: str):
 @bp.get("/batches/<batch_id>/events")
 def events(batch_id: str):
     """Stored events after a sequence number (`after`, `limit`): what clients without websockets poll."""
-    record = _record_or_404(batch_id, with_rows=False)
+    record = _record_or_404(batch_id)
     after = _int_arg("after", 0, 0, 2**62)
     limit = _int_arg("limit", 1000, 1, 5000)
     page = services().store.events(batch_id, after, limit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from contextlib import nullcontext
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -197,12 +198,7 @@ class Engine:
     def _crashed(self, run: BatchRun, exc: BaseException | None) -> None:
         """A bug in the engine ends the batch as failed, never silently."""
         log.error("batch %s failed inside the engine: %r", run.id, exc, extra={"batch_id": run.id, "status": "failed"})
-        self._active.discard(run.id)
-        run.finished_at = now_iso()
-        self.bus.emit(run.id, "batch", {"status": "failed", "finished_at": run.finished_at,
-                                        "error": f"internal error: {exc!r}", **self._summary(run)})
-        gevent.spawn(self._release, run, "failed")
-        self._start_next()
+        self._conclude(run, "failed", error=f"internal error: {exc!r}")
 
     # -- running a batch ---------------------------------------------------------------------
 
@@ -212,7 +208,7 @@ class Engine:
         run.started_at = now_iso()
         run.started_clock = time.monotonic()
         self.bus.emit(run.id, "batch", {"status": "running", "started_at": run.started_at})
-        log.info("batch %s running: %d URLs to fetch", run.id, len(run.todo()),
+        log.info("batch %s running: %d URLs to fetch", run.id, run.total - len(run.rows),
                  extra={"batch_id": run.id, "status": "running"})
         transport = self.transport_factory(run.options, self.resolve)
         run.pool = Pool(run.options.concurrency)
@@ -240,14 +236,18 @@ class Engine:
         for index in run.todo():
             self._record(run, failed_result(index, run.urls[index], "cancelled", "batch was cancelled before this URL ran"))
         status = "cancelled" if run.cancelled else "done"
+        counts = self._conclude(run, status)["counts"]
+        log.info("batch %s %s: %s", run.id, status, counts, extra={"batch_id": run.id, "status": status, "counts": counts})
+
+    def _conclude(self, run: BatchRun, status: str, **extra: Any) -> dict[str, Any]:
+        """Emit a batch's final state with its summary, free its slot, and show it once committed; the summary."""
         run.finished_at = now_iso()
         summary = self._summary(run, max_age=0)
-        self.bus.emit(run.id, "batch", {"status": status, "finished_at": run.finished_at, **summary})
+        self.bus.emit(run.id, "batch", {"status": status, "finished_at": run.finished_at, **extra, **summary})
         self._active.discard(run.id)
-        log.info("batch %s %s: %s", run.id, status, summary["counts"],
-                 extra={"batch_id": run.id, "status": status, "counts": summary["counts"]})
         gevent.spawn(self._release, run, status)
         self._start_next()
+        return summary
 
     def _release(self, run: BatchRun, status: str) -> None:
         """Show the final status once the store holds every event, so a reader who sees `done` can read all results."""
@@ -295,25 +295,17 @@ class Engine:
         host_slot = self._host_slot(run, host_slots, url)
         try:
             # The host slot first: waiting for a busy host must not hold a server-wide slot.
-            if host_slot is not None:
-                host_slot.acquire()
-            try:
-                with self._inflight:
-                    run.running += 1
-                    try:
-                        with gevent.Timeout(run.options.timeout, DeadlineExceeded):
-                            self._follow(run, transport, result, started)
-                    finally:
-                        run.running -= 1
-            finally:
-                if host_slot is not None:
-                    host_slot.release()
+            with host_slot or nullcontext(), self._inflight:
+                run.running += 1
+                try:
+                    with gevent.Timeout(run.options.timeout, DeadlineExceeded):
+                        self._follow(run, transport, result, started)
+                finally:
+                    run.running -= 1
         except DeadlineExceeded:
             result.error = {"kind": "deadline",
                             "message": f"no complete response within the {run.options.timeout:g} s deadline"}
-        except FetchError as exc:
-            result.error = {"kind": exc.kind, "message": str(exc)}
-        except guard.GuardError as exc:
+        except (FetchError, guard.GuardError) as exc:
             result.error = {"kind": exc.kind, "message": str(exc)}
         except gevent.GreenletExit:
             if not run.cancelled:

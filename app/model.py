@@ -207,11 +207,6 @@ class Result:
     finished_at: str | None = None
     timings: dict[str, float | None] = field(default_factory=dict)
 
-    @property
-    def error_kind(self) -> str | None:
-        """The error kind, or None for a fetch that got a response."""
-        return self.error["kind"] if self.error else None
-
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready data (what dataclasses.asdict gives, without its deep copy: ~10x cheaper)."""
         error = self.error

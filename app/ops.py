@@ -155,9 +155,7 @@ def init_app(app: Flask, svc: Services) -> Metrics:
     prometheus_client.disable_created_metrics()
     metrics = Metrics(svc)
     svc.bus.tap(metrics.fetches.observe)
-    observe_writes = getattr(svc.store, "observe_writes", None)
-    if observe_writes is not None:
-        observe_writes(metrics.observe_store_write)
+    svc.store.observe_writes(metrics.observe_store_write)
     app.extensions[EXTENSION] = metrics
     app.register_blueprint(bp)
     return metrics

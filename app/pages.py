@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template, url_for
 
-from .views import batch_json, load_batch
+from .services import services
+from .views import batch_json
 
 bp = Blueprint("pages", __name__)
 
@@ -43,7 +44,7 @@ def index():
 @bp.get("/batches/<batch_id>")
 def batch(batch_id: str):
     """One batch: progress, throughput, latency, breakdowns and its results, live while it runs."""
-    record = load_batch(batch_id)
+    record = services().store.get_batch(batch_id)
     if record is None:
         return render_template("404.html", what=f"No batch with id {batch_id}."), 404
     shown = batch_json(record)

@@ -70,7 +70,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS results_by_index ON events (batch_id, idx) WHE
 
 @dataclass
 class BatchRecord:
-    """A batch as stored: its row, plus the result rows statistics need while it is not final."""
+    """A batch as stored: its row and the sequence number of its newest committed event."""
 
     id: str
     num: int
@@ -84,7 +84,6 @@ class BatchRecord:
     parent_id: str | None
     summary: dict[str, Any] | None
     last_seq: int
-    rows: list[Row] | None = None
 
 
 class Store(Protocol):
@@ -95,20 +94,18 @@ class Store(Protocol):
     def append(self, event: Event) -> None: ...
     def unflushed(self, batch_id: str) -> list[Event]: ...
     def flush(self, timeout: float | None = None) -> bool: ...
-    def get_batch(self, batch_id: str, with_rows: bool = False) -> BatchRecord | None: ...
+    def get_batch(self, batch_id: str) -> BatchRecord | None: ...
     def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]: ...
     def unfinished_batches(self) -> list[BatchRecord]: ...
     def urls(self, batch_id: str) -> list[str]: ...
     def result_rows(self, batch_id: str) -> dict[int, Row]: ...
     def results(self, batch_id: str, after: int = -1, limit: int = 100,
                 outcome: str | None = None) -> list[dict[str, Any]]: ...
-    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        """Committed events of a batch after a sequence number, in order, as JSON-ready data."""
-        return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
-
+    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
     def read_mark(self) -> int: ...
     def stored_events(self, batch_id: str, after: int = 0, limit: int = 1000,
                       mark: int | None = None) -> list[Event]: ...
+    def observe_writes(self, observer: Callable[[float, int], None]) -> None: ...
     def delete_batch(self, batch_id: str) -> bool: ...
     def writable(self) -> bool: ...
     def count_by_status(self) -> dict[str, int]: ...
@@ -190,7 +187,6 @@ class SQLiteStore:
         self._idle = Signal()
         self._idle.set()
         self._closed = False
-        self.last_write_seconds = 0.0
         self._write_observers: list[Callable[[float, int], None]] = []
         # (batch id, after, limit) -> a full page of stored events. Committed events never change (only
         # delete_batch removes them), so a page holding `limit` events is final and can serve every viewer.
@@ -259,8 +255,9 @@ class SQLiteStore:
             self._writing, self._buffer = self._buffer, []
             started = time.perf_counter()
             try:
-                rows_json = compact_json(_event_rows(self._writing))
-                self._writer_thread.apply(self._write_events, (self._writing, rows_json))
+                rows = _event_rows(self._writing)
+                # One JSON text for SQLite's json_each (one statement, see _write_events), or the rows themselves.
+                self._writer_thread.apply(self._write_events, (self._writing, compact_json(rows) if self._json_insert else rows))
             except Exception:  # noqa: BLE001 - keep the events and try again rather than lose them
                 log.exception("store: writing %d events to %s failed; retrying in 1 s", len(self._writing), self.path)
                 self._buffer = self._writing + self._buffer
@@ -268,8 +265,7 @@ class SQLiteStore:
                 gevent.sleep(1)
                 self._wake.set()
                 continue
-            self.last_write_seconds = time.perf_counter() - started
-            self._observe_write(self.last_write_seconds, len(self._writing))
+            self._observe_write(time.perf_counter() - started, len(self._writing))
             self._writing = []
             if self._buffer:
                 self._wake.set()
@@ -288,19 +284,20 @@ class SQLiteStore:
             except Exception:  # noqa: BLE001 - metrics must never cost us events
                 log.exception("store: write observer %r failed", observer)
 
-    def _write_events(self, events: list[Event], rows_json: str | None = None) -> None:
+    def _write_events(self, events: list[Event], rows: str | list[tuple]) -> None:
         """Commit a group of events in one transaction, applying batch state changes to their rows.
 
-        `rows_json` is _event_rows(events) as one JSON text, made on the hub: SQLite then inserts every
-        row in one statement, so this thread takes the GIL a few times per commit instead of once per
-        row (those per-row hand-offs with the hub cost ~0.03 ms of CPU per event; bench/RESULTS.md).
+        `rows` is _event_rows(events), made on the hub; as one JSON text where SQLite has its JSON
+        functions, so one statement inserts every row and this thread takes the GIL a few times per
+        commit instead of once per row (those per-row hand-offs with the hub cost ~0.03 ms of CPU per
+        event; bench/RESULTS.md).
         """
         with self._writer:
             self._writer.execute("BEGIN")
-            if rows_json is not None and self._json_insert:
-                self._writer.execute(_INSERT_EVENTS_JSON, (rows_json,))
+            if self._json_insert:
+                self._writer.execute(_INSERT_EVENTS_JSON, (rows,))
             else:
-                self._writer.executemany(_INSERT_EVENTS, _event_rows(events))
+                self._writer.executemany(_INSERT_EVENTS, rows)
             for e in events:
                 if e.type == "batch":
                     self._apply_batch_event(e)
@@ -364,17 +361,11 @@ class SQLiteStore:
         finally:
             self._readers.put(conn)
 
-    def get_batch(self, batch_id: str, with_rows: bool = False) -> BatchRecord | None:
-        """One batch, with its result rows when asked and it has no final summary yet."""
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        """One batch, or None."""
         def read(conn: sqlite3.Connection) -> BatchRecord | None:
             row = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches b WHERE id = ?", (batch_id,)).fetchone()
-            if row is None:
-                return None
-            record = _record(row)
-            if with_rows and record.summary is None:
-                record.rows = [Row(bool(ok), sc, ek, ms, b or 0) for _, ok, sc, ek, ms, b in
-                               conn.execute(_ROW_QUERY, (batch_id,))]
-            return record
+            return None if row is None else _record(row)
         return self._read(read)
 
     def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]:
@@ -432,13 +423,8 @@ class SQLiteStore:
             after = chunk[-1]["index"]
 
     def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        """Committed events of a batch after a sequence number, in order."""
-        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            return [{"seq": seq, "type": type_, "batch_id": batch_id, "at": at, "data": json.loads(d)}
-                    for seq, type_, at, d in conn.execute(
-                        "SELECT seq, type, at, data FROM events WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                        (batch_id, after, limit))]
-        return self._read(read)
+        """Committed events of a batch after a sequence number, in order, as JSON-ready data."""
+        return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
 
     def read_mark(self) -> int:
         """A mark for stored_events: every read numbered above it starts after this call."""

@@ -32,7 +32,7 @@ from gevent.event import Event as Signal
 from .events import Event
 from .model import FINAL_STATUSES
 from .services import services
-from .views import batch_json, load_batch
+from .views import batch_json
 from .websocket import WebSocketConnection
 
 bp = Blueprint("stream", __name__, url_prefix="/ws")
@@ -69,7 +69,7 @@ class Viewer:
             self.overflowed.set()
         else:
             self.queue.append(event)
-            if self.until_final and event.type == "batch" and event.data.get("status") in FINAL_STATUSES:
+            if self.until_final and _is_final(event):
                 self.final_arrived.set()
         self.arrived.set()
 
@@ -88,8 +88,7 @@ class Viewer:
                 continue
             out.append(event)
             sent[batch_id] = seq
-            if (self.until_final and self.final_seq is None and event.type == "batch"
-                    and event.data.get("status") in FINAL_STATUSES):
+            if self.until_final and self.final_seq is None and _is_final(event):
                 self.final_seq = seq
         return out
 
@@ -99,9 +98,13 @@ class Viewer:
             return not self.connection.closed
         if not self._wait_turn():
             return False
+        self._send_now(events)
+        return True
+
+    def _send_now(self, events: list[Event]) -> None:
+        """Queue one `events` message and start the next frame's wait."""
         self.connection.send_text(events_message(events))
         self._next_frame = time.monotonic() + FRAME_INTERVAL
-        return True
 
     def pump(self) -> None:
         """Send live events as they come, coalesced, until the batch ends or the connection does."""
@@ -112,8 +115,9 @@ class Viewer:
             if not self._wait_turn():
                 return
             events, self.queue = self.queue, deque()
-            if not self.send(self.fresh(events)):
-                return
+            fresh = self.fresh(events)
+            if fresh:
+                self._send_now(fresh)
 
     def _wait_turn(self) -> bool:
         """Wait until a message may go: 50 ms after the last one (the final event need not), and the sender idle.
@@ -147,7 +151,7 @@ def batch_ws(batch_id: str):
     try:
         unflushed = svc.store.unflushed(batch_id)
         mark = svc.store.read_mark()  # stored reads started after this hold every event not in `unflushed`
-        record = load_batch(batch_id)
+        record = svc.store.get_batch(batch_id)
         if record is None:
             _fail(connection, 4404, "not_found", f"no batch {batch_id!r}; it may have been deleted")
             return _CLOSED
@@ -184,6 +188,11 @@ def batches_ws():
     return _CLOSED
 
 
+def _is_final(event: Event) -> bool:
+    """Whether an event is a batch's last: its `batch` event with a final status."""
+    return event.type == "batch" and event.data.get("status") in FINAL_STATUSES
+
+
 def events_message(events: list[Event]) -> str:
     """An `events` message: the events' own JSON joined, byte for byte what json.dumps of the whole would give."""
     return '{"type":"events","events":[' + ",".join([event.json for event in events]) + "]}"
@@ -209,7 +218,7 @@ def _final_batch(batch_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
     deadline = time.monotonic() + END_WAIT
     services().engine.wait_released(batch_id, END_WAIT)  # woken by the commit, not by polling
     while True:
-        record = load_batch(batch_id)
+        record = services().store.get_batch(batch_id)
         if record is None:
             return snapshot  # deleted meanwhile
         batch = batch_json(record)

@@ -10,26 +10,19 @@ from .services import services
 from .store import BatchRecord
 
 
-def load_batch(batch_id: str, with_rows: bool = True) -> BatchRecord | None:
-    """The stored batch; its result rows are read only when the engine has no live view of it."""
-    with_rows = with_rows and services().engine.live(batch_id) is None
-    return services().store.get_batch(batch_id, with_rows=with_rows)
-
-
 def batch_json(record: BatchRecord) -> dict[str, Any]:
     """A batch as the API, the pages and the websocket show it."""
     # A batch the engine holds is ahead of the store by up to one flush: take its live view.
     live = services().engine.live(record.id)
+    status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
     if live is not None:
-        status, started_at, last_seq = live["status"], live["started_at"] or record.started_at, live["last_seq"]
-        finished_at = live["finished_at"] or record.finished_at
+        status, last_seq = live["status"], live["last_seq"]
+        started_at, finished_at = live["started_at"] or started_at, live["finished_at"] or finished_at
         counts, batch_stats = live["counts"], live["stats"]
     elif record.summary is not None:
-        status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
         counts, batch_stats = record.summary["counts"], record.summary["stats"]
     else:  # not final and not live: left by a stopped process, waiting to resume
-        status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
-        rows = record.rows if record.rows is not None else list(services().store.result_rows(record.id).values())
+        rows = list(services().store.result_rows(record.id).values())
         counts = stats.counts(record.total, rows)
         batch_stats = stats.summarize(rows)
     return {

@@ -124,11 +124,6 @@ def _checked_url(url: Any, max_length: int) -> str:
     """The URL as the engine will fetch it, or guard.InvalidUrl saying why it cannot be fetched."""
     if not isinstance(url, str):
         raise guard.InvalidUrl("must be a string")
-    if not url.isascii():  # only non-ASCII text can hold a lone surrogate
-        try:
-            url.encode("utf-8")
-        except UnicodeEncodeError:
-            raise guard.InvalidUrl("contains characters that are not valid Unicode (a lone surrogate)") from None
     return guard.check_url(url, max_length)
 
 

@@ -16,7 +16,6 @@ import hmac
 import ipaddress
 import logging
 import os
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -265,14 +264,14 @@ class Guard:
             return None
         key = origin_key(origin)
         host = environ.get("HTTP_HOST", "")
-        if key is not None and (key in self.allowed_origins or _same_host(key, host)):
+        if key is not None and (key in self.allowed_origins or same_host(key, host)):
             return None
         return (f"requests from origin {origin[:200]!r} may not act on this server (its host is {host[:200]!r}); "
                 "if a proxy rewrites the Host header, pass it through (nginx: proxy_set_header Host $host) "
                 "or add the origin to GREENBATCH_ALLOWED_ORIGINS")
 
 
-def _same_host(key: tuple[str, str, int], host_header: str) -> bool:
+def same_host(key: tuple[str, str, int], host_header: str) -> bool:
     """Whether an origin names the host and port the request was sent to."""
     scheme, name, port = key
     host_name, host_port = split_host(host_header)
@@ -329,19 +328,6 @@ def _cookie_session(app: Flask, environ: Mapping[str, Any]) -> Mapping[str, Any]
 def request_cookie(environ: Mapping[str, Any], name: str) -> str | None:
     """One cookie from the request's Cookie header."""
     return parse_cookie(environ.get("HTTP_COOKIE", "")).get(name)
-
-
-class RedactTokens(logging.Filter):
-    """Hides `token=` query values in access-log lines (websocket clients may send their token there)."""
-
-    PATTERN = re.compile(r"([?&]token=)[^&\s\"]*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the line in place; never drop it."""
-        message = record.getMessage()
-        if "token=" in message:
-            record.msg, record.args = self.PATTERN.sub(r"\1[redacted]", message), ()
-        return True
 
 
 # -- every request -------------------------------------------------------------------------

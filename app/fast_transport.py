@@ -36,8 +36,8 @@ from geventhttpclient.response import HTTPParseError, HTTPResponse
 from requests.utils import requote_uri
 
 from . import guard
-from .transport import (DECODE_CHUNK, REDIRECT_BODY_CAP, REDIRECT_STATUSES, USER_AGENT, FetchError, Hop, Resolver,
-                        default_resolver, ms)
+from .transport import (DECODE_CHUNK, USER_AGENT, FetchError, Hop, Resolver, body_cap, body_read_timeout, broken_body,
+                        default_resolver, hop_timings, is_reset, ms, too_large, undecodable)
 
 try:
     import brotli
@@ -239,14 +239,8 @@ class FastTransport:
             self._checkin(target.origin, sock)
         else:
             sock.close()
-        # A reused keep-alive connection had no dns, connect or tls step: those stay null.
-        timings = timings or {"dns": None, "connect": None, "tls": None}
-        connecting = (timings["dns"] or 0) + (timings["connect"] or 0) + (timings["tls"] or 0)
-        timings["wait"] = round(max(0.0, ms(first_byte - started) - connecting), 3)
-        timings["download"] = ms(done - first_byte)
         return Hop(status=response.status_code, reason=response.status_message or "",
-                   headers=response.info(), bytes=size, timings=timings,
-                   connection_reused=timings["connect"] is None)
+                   headers=response.info(), bytes=size, timings=hop_timings(timings, started, first_byte, done))
 
     def _exchange(self, sock, head: bytes, response: _Response, target: _Target, stale_retry: bool) -> None:
         """Send the request and read the response headers, mapping failures onto error kinds."""
@@ -267,16 +261,15 @@ class FastTransport:
             sock.close()
             if stale_retry and not response.message_begun:
                 raise _Stale() from None
-            if _is_reset(exc):
+            if is_reset(exc):
                 raise FetchError("other", f"connection reset by {target.netloc} before a response",
                                  retryable=True) from None
             raise FetchError("other", f"request to {target.netloc} failed: {exc}") from None
 
-    def _read_body(self, sock, response: _Response, url: str, max_bytes: int) -> int:
+    @staticmethod
+    def _read_body(sock, response: _Response, url: str, max_bytes: int) -> int:
         """Count the decoded body as it streams; past the cap, stop (the caller drops the connection)."""
-        cap = max_bytes
-        if response.status_code in REDIRECT_STATUSES and "Location" in response.info():
-            cap = min(max_bytes, REDIRECT_BODY_CAP)
+        cap = body_cap(response.status_code, response.info(), max_bytes)
         decoders = _decoders(response.get("Content-Encoding"))
         size = 0
         try:
@@ -289,17 +282,15 @@ class FastTransport:
                 else:
                     size += response.drop()
                 if size > cap:
-                    raise FetchError("too_large", f"body passed the cap of {cap} decoded bytes at {url}; "
-                                                  "raise options.max_bytes to read more")
+                    raise too_large(cap, url)
                 if not response.read_more(sock):
                     return size
         except TimeoutError:
-            raise FetchError("read_timeout", f"no data from {url} within the read timeout") from None
+            raise body_read_timeout(url) from None
         except (zlib.error, _BrotliError) as exc:
-            raise FetchError("other", f"could not decode the body of {url}: {exc}") from None
+            raise undecodable(url, exc) from None
         except (HTTPParseError, OSError) as exc:
-            raise FetchError("other", f"connection broken while reading {url}: {exc}") from None
-        return size
+            raise broken_body(url, exc) from None
 
     # -- connections -------------------------------------------------------------------------
 
@@ -419,7 +410,7 @@ def _handshake(sock: socket.socket, target: _Target) -> socket.socket:
         raise FetchError("tls", f"TLS handshake with {target.netloc} failed: {exc}") from None
     except OSError as exc:
         sock.close()
-        if _is_reset(exc):
+        if is_reset(exc):
             raise FetchError("other", f"connection reset by {target.netloc} before a response", retryable=True) from None
         raise FetchError("other", f"TLS handshake with {target.netloc} failed: {exc}", retryable=True) from None
     except BaseException:
@@ -435,11 +426,6 @@ def _still_open(sock: socket.socket) -> bool:
         return not poller.poll(0)
     except (OSError, ValueError):
         return False
-
-
-def _is_reset(exc: BaseException) -> bool:
-    """Whether an error is the peer resetting the connection."""
-    return isinstance(exc, (ConnectionResetError, BrokenPipeError)) or "reset" in str(exc).lower()
 
 
 # -- content decoding ------------------------------------------------------------------------

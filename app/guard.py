@@ -311,6 +311,8 @@ def _bad_character(url: str) -> str | None:
             return "a space"
         if ord(ch) < 0x20 or ord(ch) == 0x7F:
             return f"the control character U+{ord(ch):04X}"
+        if 0xD800 <= ord(ch) <= 0xDFFF:
+            return f"a lone surrogate U+{ord(ch):04X} (text that is not valid Unicode)"
         if unicodedata.category(ch) in _INVISIBLE_CATEGORIES:
             return f"the invisible or space-like character U+{ord(ch):04X}"
     return None
@@ -513,10 +515,9 @@ class Policy:
         except ValueError:
             raise Blocked(f"{ip!r} is not an IP address, so it cannot be checked") from None
         name = _normal_host(host)
-        subject = _subject(addr, name)
         for entry in self.deny:
             if entry.matches(addr, name, deny=True) and entry.port in (None, port):
-                raise Blocked(f"{subject} on port {port} matches {entry.text!r} in {DENY_VAR} "
+                raise Blocked(f"{_subject(addr, name)} on port {port} matches {entry.text!r} in {DENY_VAR} "
                               f"(the deny-list always wins)")
         verdict = judge(addr)
         if verdict is None:
@@ -532,7 +533,8 @@ class Policy:
             if entry.port in (None, port):
                 return
             other_ports.append(str(entry.port))
-        raise Blocked(f"{subject} is {verdict.reason}{_why_denied(verdict, port, other_ports)}")
+        # Named only here: an allowed address (every connection) never pays for the message.
+        raise Blocked(f"{_subject(addr, name)} is {verdict.reason}{_why_denied(verdict, port, other_ports)}")
 
 
 def _subject(addr: IPAddress, host: str | None) -> str:

@@ -7,12 +7,13 @@ schemathesis against a live server to check that answers match these schemas.
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from flask import Blueprint, current_app, request
 
 from .config import Config
-from .model import BATCH_STATUSES, CLIENTS, ERROR_KINDS, METHODS
+from .model import BATCH_STATUSES, CLIENTS, ERROR_KINDS, METHODS, BatchOptions
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
@@ -242,9 +243,9 @@ def schemas(config: Config) -> dict[str, Any]:
 
 def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(path, method, endpoint, operation) for every route of the API."""
-    text_options = [query(name, {"type": "string"}, "Option for a text/plain or text/csv body (as in options).")
-                    for name in ("concurrency", "timeout", "connect_timeout", "method", "max_redirects",
-                                 "max_bytes", "retries", "accept_status", "per_host")]
+    # Every option but headers (those come as repeated `header`), named as BatchOptions names them.
+    text_options = [query(f.name, {"type": "string"}, "Option for a text/plain or text/csv body (as in options).")
+                    for f in fields(BatchOptions) if f.name != "headers"]
     create = {
         "parameters": [
             query("name", {"type": "string", "maxLength": 200}, "Batch name, for a text/plain or text/csv body."),

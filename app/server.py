@@ -18,10 +18,9 @@ GC_THRESHOLD = 20_000  # allocations between young-generation collections (CPyth
 
 
 def configure_logging(config: Config) -> None:
-    """Log to stderr in the configured format and level (app/logs.py); access lines never show a `?token=`."""
+    """Log to stderr in the configured format and level (app/logs.py; access lines never show a `?token=`)."""
     logs.configure(config)
     logs.route_gevent_errors()
-    logging.getLogger(logs.ACCESS_LOGGER).addFilter(auth.RedactTokens())
 
 
 class Handler(WebSocketHandler):

@@ -53,7 +53,11 @@ class Hop:
     headers: Mapping[str, str]
     bytes: int
     timings: dict[str, float | None] = field(default_factory=dict)
-    connection_reused: bool = False
+
+    @property
+    def connection_reused(self) -> bool:
+        """Whether a kept-alive connection carried this hop (it had no connect step)."""
+        return self.timings.get("connect") is None
 
     @property
     def location(self) -> str | None:
@@ -172,18 +176,10 @@ class RequestsTransport:
             raise _classify(exc, url) from None
         first_byte = time.perf_counter()
         raw: urllib3.HTTPResponse = response.raw
-        timings, _fresh.timings = _fresh.timings, None
-        reused = timings is None
+        connecting, _fresh.timings = _fresh.timings, None  # None: a reused connection
         size = self._read_body(response, raw, url, method, max_bytes)
-        done = time.perf_counter()
-        # A reused keep-alive connection had no dns, connect or tls step: those stay null.
-        timings = dict(timings or {"dns": None, "connect": None})
-        timings.setdefault("tls", None)  # plain http: no handshake
-        spent_connecting = (timings["dns"] or 0) + (timings["connect"] or 0) + (timings["tls"] or 0)
-        timings["wait"] = round(max(0.0, ms(first_byte - started) - spent_connecting), 3)
-        timings["download"] = ms(done - first_byte)
         return Hop(status=response.status_code, reason=response.reason or "", headers=response.headers,
-                   bytes=size, timings=timings, connection_reused=reused)
+                   bytes=size, timings=hop_timings(connecting, started, first_byte, time.perf_counter()))
 
     @staticmethod
     def _read_body(response: requests.Response, raw: urllib3.HTTPResponse, url: str, method: str,
@@ -192,9 +188,7 @@ class RequestsTransport:
         if method == "HEAD":
             raw.release_conn()
             return 0
-        cap = max_bytes
-        if response.status_code in REDIRECT_STATUSES and "Location" in response.headers:
-            cap = min(max_bytes, REDIRECT_BODY_CAP)
+        cap = body_cap(response.status_code, response.headers, max_bytes)
         size = 0
         try:
             for chunk in raw.stream(DECODE_CHUNK, decode_content=True):
@@ -202,17 +196,16 @@ class RequestsTransport:
                 if size > cap:
                     raw.close()
                     raw.release_conn()
-                    raise FetchError("too_large", f"body passed the cap of {cap} decoded bytes at {url}; "
-                                                  "raise options.max_bytes to read more")
+                    raise too_large(cap, url)
         except ReadTimeoutError:
             raw.close()
-            raise FetchError("read_timeout", f"no data from {url} within the read timeout") from None
+            raise body_read_timeout(url) from None
         except DecodeError as exc:
             raw.close()
-            raise FetchError("other", f"could not decode the body of {url}: {exc}") from None
+            raise undecodable(url, exc) from None
         except (ProtocolError, OSError) as exc:
             raw.close()
-            raise FetchError("other", f"connection broken while reading {url}: {_root(exc)}") from None
+            raise broken_body(url, _root(exc)) from None
         raw.release_conn()
         return size
 
@@ -239,7 +232,7 @@ def _classify(exc: requests.RequestException, url: str) -> FetchError:
         return FetchError("refused", f"connection refused by {_host(url)}", retryable=True)
     if isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(root, socket.timeout):
         return FetchError("connect_timeout", f"connecting to {_host(url)} timed out", retryable=True)
-    if isinstance(root, (ConnectionResetError, BrokenPipeError)) or "reset" in str(root).lower():
+    if is_reset(root):
         return FetchError("other", f"connection reset by {_host(url)} before a response", retryable=True)
     if _find(exc, NewConnectionError):
         return FetchError("other", f"could not connect to {_host(url)}: {root}", retryable=True)
@@ -285,3 +278,46 @@ def _host(url: str) -> str:
 def ms(seconds: float) -> float:
     """Seconds to milliseconds, rounded for display."""
     return round(seconds * 1000, 3)
+
+
+# -- what both transports share: a hop's timings, the body cap, and the errors of reading a body --
+
+def hop_timings(connecting: dict[str, float | None] | None, started: float, first_byte: float,
+                done: float) -> dict[str, float | None]:
+    """dns, connect and tls as measured (all null on a reused connection), then wait and download."""
+    timings = {"dns": None, "connect": None, "tls": None, **(connecting or {})}
+    spent = (timings["dns"] or 0) + (timings["connect"] or 0) + (timings["tls"] or 0)
+    timings["wait"] = round(max(0.0, ms(first_byte - started) - spent), 3)
+    timings["download"] = ms(done - first_byte)
+    return timings
+
+
+def body_cap(status: int, headers: Mapping[str, str], max_bytes: int) -> int:
+    """Decoded bytes a hop may read: a redirect's body is only drained, up to REDIRECT_BODY_CAP."""
+    return min(max_bytes, REDIRECT_BODY_CAP) if status in REDIRECT_STATUSES and "Location" in headers else max_bytes
+
+
+def too_large(cap: int, url: str) -> FetchError:
+    """The body passed its cap."""
+    return FetchError("too_large", f"body passed the cap of {cap} decoded bytes at {url}; "
+                                   "raise options.max_bytes to read more")
+
+
+def body_read_timeout(url: str) -> FetchError:
+    """The body stopped coming for longer than the read timeout."""
+    return FetchError("read_timeout", f"no data from {url} within the read timeout")
+
+
+def undecodable(url: str, exc: BaseException) -> FetchError:
+    """The body's content encoding did not decode."""
+    return FetchError("other", f"could not decode the body of {url}: {exc}")
+
+
+def broken_body(url: str, exc: BaseException) -> FetchError:
+    """The connection failed while the body was coming."""
+    return FetchError("other", f"connection broken while reading {url}: {exc}")
+
+
+def is_reset(exc: BaseException) -> bool:
+    """Whether an error is the peer resetting the connection."""
+    return isinstance(exc, (ConnectionResetError, BrokenPipeError)) or "reset" in str(exc).lower()

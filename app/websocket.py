@@ -31,7 +31,6 @@ from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
 
 import gevent
 from gevent.event import Event as Signal
@@ -41,6 +40,7 @@ from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.handler import WebSocketHandler as LibraryHandler
 from geventwebsocket.websocket import Header, WebSocket
 
+from .auth import origin_key, same_host
 from .events import compact_json
 
 log = logging.getLogger(__name__)
@@ -308,28 +308,11 @@ def same_origin(environ: Mapping[str, Any]) -> tuple[int, str] | None:
     if origin is None:
         return None
     host = environ.get("HTTP_HOST", "")
-    if _authority(origin) is not None and _authority(origin) == _strip_default_port(host, origin):
+    key = origin_key(origin)  # the same origin rules as the app's own gate (app/auth.py)
+    if key is not None and same_host(key, host):
         return None
     return 403, (f"websocket from origin {origin[:200]!r} refused: only pages served by this host "
                  f"({host[:200]}) may open websockets here")
-
-
-def _authority(origin: str) -> str | None:
-    """host[:port] of an Origin header without its default port, lowercased; None for 'null' or junk."""
-    try:
-        parts = urlsplit(origin.strip())
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
-    return _strip_default_port(parts.netloc, origin)
-
-
-def _strip_default_port(authority: str, origin: str) -> str:
-    """Drop :80 or :443 when it is the default port of the origin's scheme."""
-    authority = authority.strip().lower()
-    default = ":443" if origin.strip().lower().startswith("https:") else ":80"
-    return authority[: -len(default)] if authority.endswith(default) else authority
 
 
 def _upgrade_requested(environ: Mapping[str, Any]) -> bool:

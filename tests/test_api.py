@@ -116,6 +116,7 @@ def test_lone_surrogate_in_a_url_answers_400(server):
     response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert error_of(response)["details"][0]["index"] == 0
+    assert "lone surrogate" in error_of(response)["details"][0]["message"]
 
 
 def test_unsupported_content_type_answers_415(server):

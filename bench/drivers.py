@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.procs import peak_rss_mib  # noqa: E402
-from bench.workloads import WORKLOADS, Workload  # noqa: E402
+from bench.workloads import WORKLOADS, Workload, every_event_once  # noqa: E402
 
 FINAL = ("done", "cancelled", "failed")
 
@@ -256,7 +256,7 @@ def follow(url: str) -> dict:
                 break
     finally:
         viewer.close()
-    complete = bool(seqs) and sorted(seqs) == list(range(1, max(seqs) + 1))
+    complete = every_event_once(seqs)
     return {"results": results, "events": len(seqs), "complete": complete, "ended": ended, "lags": lags}
 
 

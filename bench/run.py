@@ -39,7 +39,7 @@ import requests  # noqa: E402
 import websocket  # noqa: E402 - websocket-client
 
 from bench.procs import Server, cpu_seconds, machine, peak_rss_mib, reset_peak_rss  # noqa: E402
-from bench.workloads import WORKLOADS, Workload  # noqa: E402
+from bench.workloads import WORKLOADS, Workload, every_event_once  # noqa: E402
 from tests.processes import stop_process  # noqa: E402
 from tests.target import start_target  # noqa: E402
 
@@ -88,7 +88,7 @@ class Viewer(threading.Thread):
     @property
     def complete(self) -> bool:
         """Every event from 1 to the last, none twice."""
-        return bool(self.seqs) and self.seqs == list(range(1, len(self.seqs) + 1))
+        return every_event_once(self.seqs)
 
 
 class Spy:

@@ -33,6 +33,11 @@ class Workload:
         return replace(self, n=max(self.concurrency, int(self.n * factor)))
 
 
+def every_event_once(seqs: list[int]) -> bool:
+    """What a viewer must have seen: every event from 1 to the last, in order, none twice."""
+    return bool(seqs) and seqs == list(range(1, len(seqs) + 1))
+
+
 WORKLOADS = {
     "W1": Workload("W1", 2000, 200, "/delay/100", 100, "latency-bound: 2,000 x /delay/100 at concurrency 200"),
     # W2 runs for about a second and is CPU-bound: this shared machine's noise moves it most, so it

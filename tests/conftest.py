@@ -162,11 +162,14 @@ def make_server(tmp_path, target_env):
         return server.start()
 
     yield make
-    for server in started:
+    hung = []
+    for server in started:  # stop them all, then report the first that would not stop on SIGTERM
         try:
             server.stop()
-        except AssertionError:
-            pass
+        except AssertionError as exc:
+            hung.append(exc)
+    if hung:
+        raise hung[0]
 
 
 @pytest.fixture(scope="module")

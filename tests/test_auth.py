@@ -10,7 +10,6 @@ import re
 import socket
 import stat
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -94,15 +93,6 @@ def websocket_handshake(server: GreenbatchServer, path: str, headers: dict[str, 
                 break
             body += chunk
     return status, body.decode("utf-8", "replace")
-
-
-def websockets_wired() -> bool:
-    """Whether the server uses the websocket handler that consults ws_gate, and the stream routes exist."""
-    return ((ROOT / "app" / "stream.py").exists()
-            and "websocket import" in (ROOT / "app" / "server.py").read_text())
-
-
-needs_websockets = pytest.mark.skipif(not websockets_wired(), reason="websocket handler and stream routes not wired")
 
 
 def assert_security_headers(response: requests.Response) -> None:
@@ -347,13 +337,6 @@ def test_login_with_the_right_token_sets_an_httponly_lax_cookie_without_secure_o
     assert session.get(secured.url("/"), timeout=10, headers={"Accept": "text/html"}).status_code == 200
 
 
-def proxy_fix_wired() -> bool:
-    """Whether the app trusts X-Forwarded-* headers when GREENBATCH_PROXY_HOPS is set."""
-    return any("ProxyFix" in path.read_text() for path in (ROOT / "app").glob("*.py"))
-
-
-@pytest.mark.skipif(not proxy_fix_wired(), reason="ProxyFix (GREENBATCH_PROXY_HOPS) is not wired yet; until it "
-                                                  "is, the cookie is Secure only when the server itself sees https")
 def test_login_behind_an_https_proxy_sets_a_secure_cookie(make_server):
     server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_PROXY_HOPS": "1"})
     https = {"X-Forwarded-Proto": "https"}
@@ -481,21 +464,18 @@ def test_allowed_origins_may_post(make_server, target):
 
 # -- websockets on the real server -----------------------------------------------------------
 
-@needs_websockets
 def test_websocket_from_a_foreign_origin_is_403_and_never_upgraded(secured):
     status, body = websocket_handshake(secured, "/ws/batches", {"Origin": EVIL, **bearer()})
     assert status == 403
     assert EVIL in json.loads(body)["error"]["message"]
 
 
-@needs_websockets
 def test_websocket_without_credentials_is_401(secured):
     status, body = websocket_handshake(secured, "/ws/batches", {"Origin": secured.base_url})
     assert status == 401
     assert "Bearer" in json.loads(body)["error"]["message"]
 
 
-@needs_websockets
 def test_websocket_with_the_login_cookie_upgrades(secured):
     session, _ = log_in(secured)
     cookie = session.cookies.get("greenbatch_session")
@@ -504,7 +484,6 @@ def test_websocket_with_the_login_cookie_upgrades(secured):
     assert status == 101
 
 
-@needs_websockets
 def test_websocket_with_a_query_token_upgrades_and_the_log_hides_it(secured):
     connection = websocket.create_connection(secured.base_url.replace("http://", "ws://")
                                              + f"/ws/batches?token={TOKEN}", timeout=10, suppress_origin=True)
@@ -546,24 +525,7 @@ def test_a_server_with_tokens_says_authentication_is_on(secured):
     assert TOKEN not in secured.log()
 
 
-# -- a real browser --------------------------------------------------------------------------
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium through Playwright."""
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium")
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield instance
-        instance.close()
-
+# -- a real browser (conftest's `browser`: one Chromium for the whole run) ----------------------
 
 @pytest.mark.browser
 def test_browser_csp_connect_src_self_allows_this_hosts_websockets_and_blocks_others(browser, open_server, target):

@@ -156,13 +156,6 @@ def test_a_tls_failure_ends_as_tls(server, target):
     assert results[0]["error"]["kind"] == "tls"
 
 
-def test_read_timeout_is_reported_when_headers_never_come(server, target):
-    # connect works, then nothing: requests' per-read timeout (the batch timeout) fires first
-    # only when the deadline is longer; with equal values the deadline wins, which is also fine.
-    _, results = only_result(server, [target.url("/slow-headers?delay=5000")], timeout=1)
-    assert results[0]["error"]["kind"] in ("read_timeout", "deadline")
-
-
 def test_retries_on_connection_errors_count_attempts(make_server, target):
     port = closed_port()
     server = make_server(env={"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{port}"})

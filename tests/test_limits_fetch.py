@@ -83,6 +83,7 @@ def test_an_endless_body_stops_at_max_bytes_without_growing_memory(limited, targ
     before = rss(pid)
     peak, results = peak_rss_during(pid, lambda: run_batch(limited, [target.url("/endless")] * 10,
                                                            max_bytes=256 * 1024, concurrency=10))
+    assert sorted(results) == list(range(10))
     for result in results.values():
         assert kind_of(result) == "too_large", result
         assert "cap of 262144 decoded bytes" in result["error"]["message"]
@@ -101,6 +102,7 @@ def test_gzip_bombs_stop_at_the_default_cap_without_inflating_in_memory(limited,
     before = rss(pid)
     peak, results = peak_rss_during(pid, lambda: run_batch(limited, [target.url("/gzip-bomb")] * 10,
                                                            concurrency=10))
+    assert sorted(results) == list(range(10))
     for result in results.values():
         assert kind_of(result) == "too_large", result
         assert f"cap of {10 * MiB} decoded bytes" in result["error"]["message"]

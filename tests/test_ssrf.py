@@ -607,6 +607,7 @@ def test_deny_targets_wins_over_allow_targets(make_server, target):
     server = make_server(env={"GREENBATCH_DENY_TARGETS": f"127.0.0.1:{target.port}"})
     before = probe_hits(target)
     results = run_batch(server, [target.url(PROBE), f"http://[::ffff:127.0.0.1]:{target.port}{PROBE}"], timeout=5)
+    assert sorted(results) == [0, 1]
     for result in results.values():
         assert kind_of(result) == "blocked", result
         assert "GREENBATCH_DENY_TARGETS (the deny-list always wins)" in result["error"]["message"]

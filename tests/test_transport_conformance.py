@@ -342,6 +342,20 @@ def test_headers_that_never_come_end_at_the_deadline(gb, target, client):
     assert kind(result) in ("deadline", "read_timeout"), result
 
 
+@pytest.mark.parametrize("name", CLIENTS)
+def test_headers_slower_than_the_read_timeout_end_as_read_timeout(target, name):
+    # Through the engine the read timeout is the batch's deadline, so either may fire first (above);
+    # the transport alone, with no deadline around it, must name the read timeout.
+    transport = _transport(name, _loopback)
+    try:
+        with pytest.raises(FetchError) as failure:
+            transport.fetch(target.url("/slow-headers?delay=5000"), method="GET", headers={}, connect_timeout=5,
+                            read_timeout=0.5, max_bytes=1024)
+    finally:
+        transport.close()
+    assert failure.value.kind == "read_timeout", failure.value
+
+
 # ---------------------------------------------------------------------------------------------
 # Error kinds
 # ---------------------------------------------------------------------------------------------

@@ -100,6 +100,16 @@ class GreenbatchServer:
                 raise AssertionError(f"batch {batch_id} still {batch['status']} after {timeout} s: {batch['counts']}")
             time.sleep(0.05)
 
+    def run_batch(self, urls: list[str], **options: Any) -> dict[int, dict[str, Any]]:
+        """Submit a batch with these options, wait (up to 60 s) for its end and return its results by URL index."""
+        batch = self.submit(urls, **options)
+        self.wait(batch["id"], timeout=60)
+        return {result["index"]: result for result in self.results(batch["id"])}
+
+    def fetch_one(self, url: str, **options: Any) -> dict[str, Any]:
+        """The result of a one-URL batch."""
+        return self.run_batch([url], **options)[0]
+
     def results(self, batch_id: str, **params: Any) -> list[dict[str, Any]]:
         """Every result of a batch, following pages."""
         found, after = [], -1
@@ -136,6 +146,11 @@ class GreenbatchServer:
         self._log.close()
         self.session.close()
 
+
+
+def kind_of(result: dict[str, Any]) -> str | None:
+    """A result's error kind, None when the fetch got a response."""
+    return result["error"]["kind"] if result["error"] else None
 
 @pytest.fixture(scope="session")
 def target():

@@ -3,31 +3,15 @@ with the server's memory measured from outside its process."""
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 import pytest
 
-from tests.conftest import GreenbatchServer
+from tests.conftest import GreenbatchServer, kind_of
 from tests.memory import peak_rss_during, rss
 
 MiB = 1024 * 1024
 
 
-def run_batch(server: GreenbatchServer, urls: list[str], **options: Any) -> dict[int, dict[str, Any]]:
-    """Submit a batch, wait for its end and return its results by index."""
-    batch = server.submit(urls, **options)
-    server.wait(batch["id"], timeout=60)
-    return {result["index"]: result for result in server.results(batch["id"])}
-
-
-def fetch_one(server: GreenbatchServer, url: str, **options: Any) -> dict[str, Any]:
-    """The result of a one-URL batch."""
-    return run_batch(server, [url], **options)[0]
-
-
-def kind_of(result: dict[str, Any]) -> str | None:
-    """A result's error kind, None when the fetch got a response."""
-    return result["error"]["kind"] if result["error"] else None
 
 
 
@@ -49,7 +33,7 @@ def limited(tmp_path_factory, target, closed_port):
     server = GreenbatchServer(tmp_path_factory.mktemp("limits"), env).start()
     # Warm up: the first fetches import codecs and grow the pools and SQLite's cache; that is not
     # memory a bomb should be blamed for. It also makes the target compress its 200 MiB bomb now.
-    run_batch(server, [target.url("/ok"), target.url("/gzip?size=1048576"), target.url("/endless"),
+    server.run_batch([target.url("/ok"), target.url("/gzip?size=1048576"), target.url("/endless"),
                        target.url("/gzip-bomb")], max_bytes=2 * MiB)
     yield server
     server.stop()
@@ -62,14 +46,14 @@ def limited(tmp_path_factory, target, closed_port):
 def test_a_slow_drip_body_is_cut_at_the_batch_deadline(limited, target):
     # One byte every 0.5 s: each read returns well within the 2 s read timeout, so only the
     # deadline on the whole URL can end it (the body would take 500 s).
-    result = fetch_one(limited, target.url("/trickle?bytes=1000&interval=0.5"), timeout=2)
+    result = limited.fetch_one(target.url("/trickle?bytes=1000&interval=0.5"), timeout=2)
     assert kind_of(result) == "deadline", result
     assert "2 s deadline" in result["error"]["message"]
     assert 2000 <= result["timings"]["total"] < 2500
 
 
 def test_headers_slower_than_the_deadline_end_deadline(limited, target):
-    result = fetch_one(limited, target.url("/slow-headers?delay=5000"), timeout=1)
+    result = limited.fetch_one(target.url("/slow-headers?delay=5000"), timeout=1)
     assert kind_of(result) == "deadline", result
     assert 1000 <= result["timings"]["total"] < 1500
 
@@ -81,7 +65,7 @@ def test_headers_slower_than_the_deadline_end_deadline(limited, target):
 def test_an_endless_body_stops_at_max_bytes_without_growing_memory(limited, target):
     pid = limited.proc.pid
     before = rss(pid)
-    peak, results = peak_rss_during(pid, lambda: run_batch(limited, [target.url("/endless")] * 10,
+    peak, results = peak_rss_during(pid, lambda: limited.run_batch([target.url("/endless")] * 10,
                                                            max_bytes=256 * 1024, concurrency=10))
     assert sorted(results) == list(range(10))
     for result in results.values():
@@ -100,7 +84,7 @@ def test_gzip_bombs_stop_at_the_default_cap_without_inflating_in_memory(limited,
     # what unbounded decompression of 16 KiB of this bomb amounts to, measured +31 MiB).
     pid = limited.proc.pid
     before = rss(pid)
-    peak, results = peak_rss_during(pid, lambda: run_batch(limited, [target.url("/gzip-bomb")] * 10,
+    peak, results = peak_rss_during(pid, lambda: limited.run_batch([target.url("/gzip-bomb")] * 10,
                                                            concurrency=10))
     assert sorted(results) == list(range(10))
     for result in results.values():
@@ -114,12 +98,12 @@ def test_gzip_bombs_stop_at_the_default_cap_without_inflating_in_memory(limited,
 # ---------------------------------------------------------------------------------------------
 
 def test_a_connection_reset_ends_other_with_a_message_naming_the_reset(limited, target):
-    result = fetch_one(limited, target.url("/reset"))
+    result = limited.fetch_one(target.url("/reset"))
     assert kind_of(result) == "other", result
     assert "reset" in result["error"]["message"]
 
 
 def test_a_closed_port_that_is_allowed_ends_refused(limited, closed_port):
-    result = fetch_one(limited, f"http://127.0.0.1:{closed_port}/", timeout=5)
+    result = limited.fetch_one(f"http://127.0.0.1:{closed_port}/", timeout=5)
     assert kind_of(result) == "refused", result
     assert f"127.0.0.1:{closed_port}" in result["error"]["message"]

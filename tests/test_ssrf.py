@@ -25,7 +25,7 @@ import pytest
 
 from app.model import CLIENTS
 
-from tests.conftest import GreenbatchServer
+from tests.conftest import GreenbatchServer, kind_of
 from tests.target import start_target
 
 PROBE = "/ssrf-probe"  # the target counts hits on every path, even a 404, so a leak to it shows
@@ -83,21 +83,6 @@ def teredo(client: str, server: str = "192.0.2.1") -> str:
     return str(ipaddress.IPv6Address(value))
 
 
-def run_batch(server: GreenbatchServer, urls: list[str], **options: Any) -> dict[int, dict[str, Any]]:
-    """Submit a batch, wait for its end and return its results by index."""
-    batch = server.submit(urls, **options)
-    server.wait(batch["id"])
-    return {result["index"]: result for result in server.results(batch["id"])}
-
-
-def fetch_one(server: GreenbatchServer, url: str, **options: Any) -> dict[str, Any]:
-    """The result of a one-URL batch."""
-    return run_batch(server, [url], **options)[0]
-
-
-def kind_of(result: dict[str, Any]) -> str | None:
-    """A result's error kind, None when the fetch got a response."""
-    return result["error"]["kind"] if result["error"] else None
 
 
 def probe_hits(target) -> int:
@@ -353,7 +338,7 @@ def denied_batch(server, target, ports, listeners) -> tuple[dict[str, dict[str, 
     target's under "allowed"; the target's PROBE hits before the batch)."""
     before = probe_hits(target)
     urls = [target.url("/ok")] + [template.format(**ports) + PROBE for _, template, _ in DENIED_FORMS]
-    results = run_batch(server, urls, timeout=5, connect_timeout=2)
+    results = server.run_batch(urls, timeout=5, connect_timeout=2)
     by_case = {"allowed": results[0], **{case[0]: results[i] for i, case in enumerate(DENIED_FORMS, start=1)}}
     return by_case, before
 
@@ -401,7 +386,7 @@ def test_a_redirect_to_a_denied_address_is_blocked_and_the_hop_recorded(server, 
                                                                         status, location, why):
     before = probe_hits(target)
     start = redirect_to(target, location.format(**ports) + PROBE, status)
-    result = fetch_one(server, start, timeout=5)
+    result = server.fetch_one(start, timeout=5)
     assert kind_of(result) == "blocked", result
     assert why in result["error"]["message"]
     assert result["redirects"] == [{"url": start, "status": status}]
@@ -412,7 +397,7 @@ def test_every_hop_of_a_redirect_chain_is_checked(server, target, ports, listene
     before = probe_hits(target)
     second = redirect_to(target, f"http://127.0.0.1:{ports['denied']}{PROBE}")
     start = redirect_to(target, second, 307)
-    result = fetch_one(server, start, timeout=5)
+    result = server.fetch_one(start, timeout=5)
     assert kind_of(result) == "blocked" and "127.0.0.1 is loopback" in result["error"]["message"]
     assert result["redirects"] == [{"url": start, "status": 307}, {"url": second, "status": 302}]
     assert_nothing_reached(listeners, target, before)
@@ -420,7 +405,7 @@ def test_every_hop_of_a_redirect_chain_is_checked(server, target, ports, listene
 
 def test_a_redirect_to_a_file_url_ends_invalid_url_and_reads_nothing(server, target):
     start = redirect_to(target, "file:///etc/passwd")
-    result = fetch_one(server, start, timeout=5)
+    result = server.fetch_one(start, timeout=5)
     assert kind_of(result) == "invalid_url" and "scheme: file:" in result["error"]["message"]
     assert result["redirects"] == [{"url": start, "status": 302}]
 
@@ -468,7 +453,7 @@ def dns_server(fake_dns, tmp_path_factory, target_env):
 def test_a_name_answering_an_allowed_then_a_denied_address_is_blocked(dns_server, fake_dns, target, listeners):
     fake_dns.answer("multi.test", ["127.0.0.1", "127.0.0.2"])
     before = probe_hits(target)
-    result = fetch_one(dns_server, f"http://multi.test:{target.port}{PROBE}", timeout=5)
+    result = dns_server.fetch_one(f"http://multi.test:{target.port}{PROBE}", timeout=5)
     assert kind_of(result) == "blocked", result
     assert "multi.test resolves to 127.0.0.2, which is loopback" in result["error"]["message"]
     assert fake_dns.a_queries("multi.test") == 1
@@ -480,12 +465,12 @@ def test_a_rebinding_name_is_fetched_from_the_address_that_was_checked(dns_serve
     # target's port. A transport that looked the name up again to connect would land there.
     fake_dns.answer("rebind.test", ["127.0.0.1"], ["127.0.0.2"])
     before = probe_hits(target)
-    first = fetch_one(dns_server, f"http://rebind.test:{target.port}{PROBE}", timeout=5)
+    first = dns_server.fetch_one(f"http://rebind.test:{target.port}{PROBE}", timeout=5)
     assert first["status_code"] == 404 and first["error"] is None, first  # the target answered
     assert probe_hits(target) == before + 1
     assert fake_dns.a_queries("rebind.test") == 1  # resolved once, connected to what was checked
 
-    second = fetch_one(dns_server, f"http://rebind.test:{target.port}{PROBE}", timeout=5)
+    second = dns_server.fetch_one(f"http://rebind.test:{target.port}{PROBE}", timeout=5)
     assert kind_of(second) == "blocked", second
     assert "rebind.test resolves to 127.0.0.2, which is loopback" in second["error"]["message"]
     assert_nothing_reached(listeners, target, before + 1)
@@ -494,7 +479,7 @@ def test_a_rebinding_name_is_fetched_from_the_address_that_was_checked(dns_serve
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_name_that_does_not_resolve_ends_as_dns_naming_the_host(dns_server, fake_dns, client):
     # Here, not in test_engine: only this server's resolver is ours, so the query never leaves the machine.
-    result = fetch_one(dns_server, "http://no-such-host.invalid/", timeout=5, client=client)
+    result = dns_server.fetch_one("http://no-such-host.invalid/", timeout=5, client=client)
     assert kind_of(result) == "dns", result
     assert "no-such-host.invalid" in result["error"]["message"]
 
@@ -583,7 +568,7 @@ NON_LOOPBACK = [
 def non_loopback_results(netns_server, netns_target) -> dict[str, dict[str, Any]]:
     """One batch in the namespace: its target first, then every non-loopback denied address."""
     urls = [netns_target.url("/ok")] + [url for _, url, _ in NON_LOOPBACK]
-    results = run_batch(netns_server, urls, timeout=5, connect_timeout=2)
+    results = netns_server.run_batch(urls, timeout=5, connect_timeout=2)
     return {"allowed": results[0], **{case[0]: results[i] for i, case in enumerate(NON_LOOPBACK, start=1)}}
 
 
@@ -606,7 +591,7 @@ def test_non_loopback_denied_addresses_end_blocked_before_any_connect(non_loopba
 def test_deny_targets_wins_over_allow_targets(make_server, target):
     server = make_server(env={"GREENBATCH_DENY_TARGETS": f"127.0.0.1:{target.port}"})
     before = probe_hits(target)
-    results = run_batch(server, [target.url(PROBE), f"http://[::ffff:127.0.0.1]:{target.port}{PROBE}"], timeout=5)
+    results = server.run_batch([target.url(PROBE), f"http://[::ffff:127.0.0.1]:{target.port}{PROBE}"], timeout=5)
     assert sorted(results) == [0, 1]
     for result in results.values():
         assert kind_of(result) == "blocked", result
@@ -619,7 +604,7 @@ def test_allow_private_opens_loopback_but_never_cloud_metadata(netns, netns_targ
     second = netns.run(start_target, host="127.0.0.2", port=netns_target.port)
     server = start_in_netns(netns, tmp_path_factory.mktemp("private"), {"GREENBATCH_ALLOW_PRIVATE": "1"})
     try:
-        results = run_batch(server, [second.url("/ok"), "http://169.254.169.254/latest/meta-data/",
+        results = server.run_batch([second.url("/ok"), "http://169.254.169.254/latest/meta-data/",
                                      "http://[fd00:ec2::254]/", "http://10.0.0.1/"], timeout=5, connect_timeout=2)
     finally:
         server.stop()

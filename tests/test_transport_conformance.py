@@ -23,7 +23,7 @@ import pytest
 from app import engine
 from app.model import CLIENTS, BatchOptions
 from app.transport import FetchError
-from tests.conftest import GreenbatchServer
+from tests.conftest import GreenbatchServer, kind_of
 from tests.memory import peak_rss_during, rss
 
 MiB = 1024 * 1024
@@ -161,11 +161,6 @@ def run(server: GreenbatchServer, urls: list[str], client: str, **options: Any) 
     return sorted(server.results(batch["id"]), key=lambda r: r["index"])
 
 
-def kind(result: dict[str, Any]) -> str | None:
-    """A result's error kind, or None."""
-    return result["error"]["kind"] if result["error"] else None
-
-
 # ---------------------------------------------------------------------------------------------
 # The option itself
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +208,7 @@ def test_redirects_are_recorded_hop_by_hop_and_their_bodies_drained_so_the_conne
 
 def test_a_redirect_loop_ends_too_many_redirects(gb, target, client):
     [result] = run(gb, [target.url("/loop")], client, max_redirects=2)
-    assert kind(result) == "too_many_redirects" and len(result["redirects"]) == 3
+    assert kind_of(result) == "too_many_redirects" and len(result["redirects"]) == 3
 
 
 def test_head_reads_no_body(gb, target, client):
@@ -324,7 +319,7 @@ def test_an_endless_body_and_gzip_bombs_stop_at_the_cap_without_growing_memory(g
     pid = gb.proc.pid
     before = rss(pid)
     peak, results = peak_rss_during(pid, lambda: run(gb, urls, client, concurrency=4, max_bytes=2 * MiB))
-    assert [kind(r) for r in results] == ["too_large"] * 4, results
+    assert [kind_of(r) for r in results] == ["too_large"] * 4, results
     assert f"cap of {2 * MiB} decoded bytes" in results[1]["error"]["message"]
     # A redirect's body is drained only up to 64 KiB, whatever max_bytes says.
     assert "cap of 65536 decoded bytes" in results[3]["error"]["message"]
@@ -334,12 +329,12 @@ def test_an_endless_body_and_gzip_bombs_stop_at_the_cap_without_growing_memory(g
 
 def test_a_trickling_body_ends_at_the_deadline(gb, target, client):
     [result] = run(gb, [target.url("/trickle?bytes=100&interval=0.2")], client, timeout=1)
-    assert kind(result) == "deadline", result
+    assert kind_of(result) == "deadline", result
 
 
 def test_headers_that_never_come_end_at_the_deadline(gb, target, client):
     [result] = run(gb, [target.url("/slow-headers?delay=5000")], client, timeout=0.5)
-    assert kind(result) in ("deadline", "read_timeout"), result
+    assert kind_of(result) in ("deadline", "read_timeout"), result
 
 
 @pytest.mark.parametrize("name", CLIENTS)
@@ -366,15 +361,15 @@ def test_connection_failures_are_named_by_kind(gb, target, helpers, client):
     urls = [f"http://127.0.0.1:{helpers['refused']}/",
             f"https://127.0.0.1:{target.port}/ok", target.url("/reset"), target.url("/close")]
     refused, tls, reset, closed = run(gb, urls, client, timeout=5)
-    assert kind(refused) == "refused", refused
-    assert kind(tls) == "tls", tls
-    assert kind(reset) == "other" and "reset" in reset["error"]["message"], reset
-    assert kind(closed) == "other", closed
+    assert kind_of(refused) == "refused", refused
+    assert kind_of(tls) == "tls", tls
+    assert kind_of(reset) == "other" and "reset" in reset["error"]["message"], reset
+    assert kind_of(closed) == "other", closed
 
 
 def test_connection_errors_are_retried_and_each_attempt_counted(gb, helpers, client):
     [result] = run(gb, [f"http://127.0.0.1:{helpers['refused']}/"], client, retries=2)
-    assert kind(result) == "refused" and result["attempts"] == 3
+    assert kind_of(result) == "refused" and result["attempts"] == 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +383,7 @@ def test_denied_addresses_end_blocked_and_their_listener_sees_no_connection(gb, 
             target.url(f"/redirect-to?url=http://127.0.0.1:{port}/")]
     direct, by_name, redirected = run(gb, urls, client)
     for result in (direct, by_name, redirected):
-        assert kind(result) == "blocked", result
+        assert kind_of(result) == "blocked", result
     assert len(redirected["redirects"]) == 1
     denied.settimeout(0)
     with pytest.raises(BlockingIOError):

@@ -75,32 +75,43 @@ class FetchMetrics:
     """greenbatch_fetches_total and greenbatch_fetch_duration_seconds, kept as plain numbers.
 
     The bus tap runs on the hub for every result. prometheus-client's Counter and Histogram take a
-    lock per update (a gevent lock once patched) and cost ~4 us a result; these are a dict and a
-    list (~1 us), turned into the library's metric families at scrape time. Updates and scrapes both
-    run on the hub without yielding, so a scrape never sees half an update.
+    lock per update (a gevent lock once patched) and cost ~4 us a result; here the tap only keeps the
+    result's stats row, and the rows are counted into a dict and a list in one loop at the next scrape
+    (or every FOLD_EVERY results, to bound the memory). Taps and scrapes both run on the hub without
+    yielding, so a scrape never sees half an update.
     """
 
     FETCHES_HELP = ("Final URL results, by outcome and error kind (error_kind is \"none\" when a response "
                     "came back).")
     DURATION_HELP = "Total time of URL fetches that reached the network."
+    FOLD_EVERY = 10_000
 
     def __init__(self):
         self.fetches: dict[tuple[str, str], int] = {("ok", "none"): 0}  # a series from the first scrape
         self.buckets = [0] * (len(FETCH_BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
         self.seconds = 0.0
+        self._pending: list[stats.Row] = []
 
     def observe(self, event: Event) -> None:
-        """Bus tap: count each final result and its latency; never blocks."""
-        if event.type != "result":
-            return
-        row = event.row
-        key = (stats.outcome(row), row.error_kind or "none")
-        self.fetches[key] = self.fetches.get(key, 0) + 1
-        latency = stats.latency_ms(row)
-        if latency is not None:
-            seconds = latency / 1000
-            self.buckets[bisect_left(FETCH_BUCKETS, seconds)] += 1  # the first bound >= the value, as `le` means
-            self.seconds += seconds
+        """Bus tap: keep each final result's row for counting; never blocks."""
+        if event.type == "result":
+            self._pending.append(event.row)
+            if len(self._pending) >= self.FOLD_EVERY:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Count the kept rows into the totals: outcome and error kind, latency bucket and sum."""
+        rows, self._pending = self._pending, []
+        fetches, buckets, total = self.fetches, self.buckets, self.seconds  # added in order, as the library does
+        for row in rows:
+            key = (stats.outcome(row), row.error_kind or "none")
+            fetches[key] = fetches.get(key, 0) + 1
+            latency = stats.latency_ms(row)
+            if latency is not None:
+                seconds = latency / 1000
+                buckets[bisect_left(FETCH_BUCKETS, seconds)] += 1  # the first bound >= the value, as `le` means
+                total += seconds
+        self.seconds = total
 
     def describe(self) -> list:
         """The two families' names and help, for the registry's duplicate check."""
@@ -109,6 +120,7 @@ class FetchMetrics:
 
     def collect(self) -> list:
         """The counts so far, in the exposition prometheus-client gives its own Counter and Histogram."""
+        self._fold()
         fetches = CounterMetricFamily("greenbatch_fetches", self.FETCHES_HELP, labels=["outcome", "error_kind"])
         for (outcome, kind), count in self.fetches.items():
             fetches.add_metric([outcome, kind], count)

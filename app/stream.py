@@ -69,7 +69,7 @@ class Viewer:
             self.overflowed.set()
         else:
             self.queue.append(event)
-            if self.until_final and _is_final(event):
+            if self.until_final and event.type == "batch" and _is_final(event):
                 self.final_arrived.set()
         self.arrived.set()
 

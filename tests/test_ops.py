@@ -132,8 +132,11 @@ def test_fetch_metrics_read_exactly_as_prometheus_clients_own_counter_and_histog
     counter.labels("ok", "none")
     histogram = Histogram("greenbatch_fetch_duration_seconds", FetchMetrics.DURATION_HELP, buckets=FETCH_BUCKETS,
                           registry=theirs)
+    fetches.FOLD_EVERY = 7  # rows are counted in groups: at every 7th result here, and at each scrape
     totals_ms = [0.0, 0.4, 5.0, 5.0001, 99.9, 100.0, 2500.0, 10000.0, 10000.1, 123456.0, None]
     for seq, total in enumerate(totals_ms * 3):
+        if seq == 16:  # a scrape between groups
+            assert generate_latest(ours) == generate_latest(theirs)
         error = None if seq % 4 else {"kind": ("refused", "deadline", "cancelled", "blocked")[seq % 3], "message": "x"}
         status = None if error else (200, 404, 301)[seq % 3]
         result = {"index": seq, "ok": error is None and status != 404, "status_code": status, "error": error,

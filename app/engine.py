@@ -178,6 +178,7 @@ class Engine:
         for run in self._runs.values():
             if run.pool is not None:
                 run.pool.kill(block=True, timeout=1)
+        self.bus.flush()  # results queued in this turn of the loop go to the store before it closes
 
     # -- scheduling --------------------------------------------------------------------------
 
@@ -280,10 +281,10 @@ class Engine:
                 self.bus.emit(run.id, "progress", self._summary(run))
 
     def _record(self, run: BatchRun, result: Result) -> None:
-        """Keep a final result and emit it: the event is what the store and every viewer see."""
+        """Keep a final result and queue its event: the event is what the store and every viewer see."""
         data = result.to_dict()
         row = run.rows[result.index] = stats.row_of(data)
-        self.bus.emit(run.id, "result", data, row)
+        self.bus.result(run.id, data, row)
 
     # -- fetching one URL --------------------------------------------------------------------
 

@@ -92,10 +92,10 @@ class FetchMetrics:
         self.seconds = 0.0
         self._pending: list[stats.Row] = []
 
-    def observe(self, event: Event) -> None:
+    def observe(self, events: list[Event]) -> None:
         """Bus tap: keep each final result's row for counting; never blocks."""
-        if event.type == "result":
-            self._pending.append(event.row)
+        if events[0].type == "result":  # the bus hands results on in lists of their own
+            self._pending.extend([event.row for event in events])
             if len(self._pending) >= self.FOLD_EVERY:
                 self._fold()
 

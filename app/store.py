@@ -91,7 +91,7 @@ class Store(Protocol):
 
     def create_batch(self, batch_id: str, name: str, options: dict[str, Any], urls: list[str],
                      created_at: str, parent_id: str | None = None) -> None: ...
-    def append(self, event: Event) -> None: ...
+    def extend(self, events: list[Event]) -> None: ...
     def unflushed(self, batch_id: str) -> list[Event]: ...
     def flush(self, timeout: float | None = None) -> bool: ...
     def get_batch(self, batch_id: str) -> BatchRecord | None: ...
@@ -217,12 +217,14 @@ class SQLiteStore:
                                              ((batch_id, i, u) for i, u in enumerate(urls)))
         self._writer_thread.apply(write)
 
-    def append(self, event: Event) -> None:
-        """Buffer an event for the next commit; never blocks."""
+    def extend(self, events: list[Event]) -> None:
+        """Buffer a batch's new events for the next commit; never blocks."""
         if self._closed:
-            raise RuntimeError(f"store is closed; event {event.seq} of batch {event.batch_id} was not saved")
-        event.data_json  # noqa: B018 - encode here, on the hub, once: the writer thread and every viewer reuse it
-        self._buffer.append(event)
+            raise RuntimeError(f"store is closed; events {events[0].seq}-{events[-1].seq} of batch "
+                               f"{events[0].batch_id} were not saved")
+        for event in events:
+            event.data_json  # noqa: B018 - encode here, on the hub, once: the writer thread and every viewer reuse it
+        self._buffer.extend(events)
         self._idle.clear()
         self._wake.set()
         if len(self._buffer) >= self._flush_rows:

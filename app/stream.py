@@ -60,16 +60,17 @@ class Viewer:
         self.final_seq: int | None = None  # for a one-batch view: the seq of the batch's final event, once known
         self._next_frame = 0.0
 
-    def listen(self, event: Event) -> None:
-        """The bus listener: queue the event, or give up on this viewer when it is too far behind. Never blocks."""
+    def listen(self, events: list[Event]) -> None:
+        """The bus listener: queue the events, or give up on this viewer when it is too far behind. Never blocks."""
         if self.overflowed.is_set():
             return
-        if len(self.queue) >= self.limit:
+        if len(self.queue) + len(events) > self.limit:
             self.queue.clear()  # the viewer resyncs from the store; free the memory now
             self.overflowed.set()
         else:
-            self.queue.append(event)
-            if self.until_final and event.type == "batch" and _is_final(event):
+            self.queue.extend(events)
+            # A batch's final event is its last: it ends the list it comes in.
+            if self.until_final and events[-1].type == "batch" and _is_final(events[-1]):
                 self.final_arrived.set()
         self.arrived.set()
 

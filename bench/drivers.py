@@ -63,8 +63,8 @@ class NullStore:
     def create_batch(self, *args, **kwargs) -> None:
         """Nothing to create."""
 
-    def append(self, event) -> None:
-        """Drop the event."""
+    def extend(self, events) -> None:
+        """Drop the events."""
 
     def flush(self, timeout=None) -> bool:
         """Nothing is ever pending."""
@@ -92,12 +92,13 @@ def engine_alone(workload: Workload, target: str, client: str) -> dict:
     finished = gevent.event.Event()
     tally = {"ok": 0, "results": 0}
 
-    def watch(event) -> None:
-        if event.type == "result":
-            tally["results"] += 1
-            tally["ok"] += bool(event.data["ok"])
-        elif event.type == "batch" and event.data["status"] in FINAL:
-            finished.set()
+    def watch(events) -> None:
+        for event in events:
+            if event.type == "result":
+                tally["results"] += 1
+                tally["ok"] += bool(event.data["ok"])
+            elif event.type == "batch" and event.data["status"] in FINAL:
+                finished.set()
 
     bus.tap(watch)
     from app.server import tune_gc

@@ -1,7 +1,9 @@
-"""Events' JSON: one encoding shared by the store and every viewer, and nothing an event carries is refused."""
+"""Events: one JSON encoding shared by the store and every viewer, nothing refused, and the bus that numbers and hands them on."""
 import json
 
-from app.events import Event, compact_json
+import gevent
+
+from app.events import Event, EventBus, compact_json
 
 
 def test_event_json_is_the_compact_json_of_the_event_with_its_payload_text_as_is():
@@ -25,3 +27,65 @@ def test_what_orjson_refuses_falls_back_to_the_standard_library_so_no_event_is_l
 
 def test_not_a_number_becomes_null_which_browsers_can_parse():
     assert compact_json({"mean_ms": float("nan")}) == '{"mean_ms":null}'
+
+
+class Sink:
+    """The store's side of the bus: the lists it was handed, in order."""
+
+    def __init__(self):
+        self.lists: list[list[Event]] = []
+
+    def extend(self, events: list[Event]) -> None:
+        self.lists.append(list(events))
+
+
+def seqs(lists: list[list[Event]]) -> list[list[tuple[str, int]]]:
+    return [[(event.batch_id, event.seq) for event in events] for events in lists]
+
+
+def test_results_of_one_turn_of_the_loop_reach_the_store_and_viewers_as_one_list_per_batch_in_seq_order():
+    sink, viewer, tap = Sink(), [], []
+    bus = EventBus(sink)
+    bus.open("a")
+    bus.open("b", last_seq=40)  # a resumed batch numbers on from its stored events
+    bus.subscribe("a", viewer.append)
+    bus.tap(tap.append)
+    bus.emit("a", "batch", {"status": "running"})
+    for index in range(3):
+        bus.result("a", {"index": index, "ok": True}, None)
+    bus.result("b", {"index": 0, "ok": True}, None)
+    assert seqs(viewer) == [[("a", 1)]], "results wait for the end of the turn"
+    gevent.sleep(0)  # one turn of the loop
+    assert seqs(viewer) == [[("a", 1)], [("a", 2), ("a", 3), ("a", 4)]]
+    assert seqs(sink.lists) == seqs(tap) == [[("a", 1)], [("a", 2), ("a", 3), ("a", 4)], [("b", 41)]]
+    assert [event.data["index"] for event in sink.lists[1]] == [0, 1, 2]
+    assert bus.last_seq("a") == 4 and bus.last_seq("b") == 41
+
+
+def test_an_event_emitted_after_queued_results_goes_after_them_at_once():
+    sink, everything = Sink(), []
+    bus = EventBus(sink)
+    bus.open("a")
+    bus.subscribe(None, everything.append)  # the all-batches view: state changes and progress, no results
+    bus.result("a", {"index": 0, "ok": True}, None)
+    bus.result("a", {"index": 1, "ok": False}, None)
+    bus.emit("a", "batch", {"status": "done"})
+    assert seqs(sink.lists) == [[("a", 1), ("a", 2)], [("a", 3)]]
+    assert seqs(everything) == [[("a", 3)]]
+    gevent.sleep(0)
+    assert len(sink.lists) == 2, "nothing is handed on twice"
+
+
+def test_a_broken_listener_stops_neither_the_batch_nor_the_other_listeners():
+    sink, viewer = Sink(), []
+    bus = EventBus(sink)
+    bus.open("a")
+
+    def broken(events):
+        raise RuntimeError("viewer bug")
+
+    bus.subscribe("a", broken)
+    bus.subscribe("a", viewer.append)
+    bus.result("a", {"index": 0, "ok": True}, None)
+    bus.flush()  # what a shutdown does before closing the store: no waiting for the turn
+    assert seqs(viewer) == seqs(sink.lists) == [[("a", 1)]]

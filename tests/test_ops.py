@@ -141,8 +141,8 @@ def test_fetch_metrics_read_exactly_as_prometheus_clients_own_counter_and_histog
         status = None if error else (200, 404, 301)[seq % 3]
         result = {"index": seq, "ok": error is None and status != 404, "status_code": status, "error": error,
                   "bytes": 10, "timings": {"total": total}}
-        fetches.observe(Event("b", seq + 1, "result", result))
-        fetches.observe(Event("b", seq + 1, "progress", {"done": seq}))  # only results count
+        fetches.observe([Event("b", seq + 1, "result", result)])
+        fetches.observe([Event("b", seq + 1, "progress", {"done": seq})])  # only results count
         row = stats.row_of(result)
         counter.labels(stats.outcome(row), row.error_kind or "none").inc()
         if stats.latency_ms(row) is not None:

@@ -215,12 +215,14 @@ class Engine:
         run.pool = Pool(run.options.concurrency)
         host_slots: dict[str, BoundedSemaphore] = {}
         reporter = gevent.spawn(self._report_progress, run)
+        todo = run.todo()
         try:
-            for index in run.todo():
-                run.pool.wait_available()
-                if run.cancelled or self._stopping:
-                    break
-                run.pool.spawn(self._fetch_one, run, transport, host_slots, index)
+            # `concurrency` fetchers take the URLs in turn: a greenlet per fetcher, not per URL. Each new
+            # greenlet mapped fresh memory for its frames and unmapped it at its end: ~4 us of CPU per URL,
+            # and in the threaded server, TLB shootdowns across cores (bench/RESULTS.md, section 10).
+            fetchers = iter(todo)
+            for _ in range(min(run.options.concurrency, len(todo))):
+                run.pool.spawn(self._fetcher, run, transport, host_slots, fetchers)
             run.pool.join()
         finally:
             reporter.kill()
@@ -287,6 +289,13 @@ class Engine:
         self.bus.result(run.id, data, row)
 
     # -- fetching one URL --------------------------------------------------------------------
+
+    def _fetcher(self, run: BatchRun, transport: Transport, host_slots: dict, todo) -> None:
+        """One of a batch's fetchers: fetch the next URL without a result until none is left or the batch stops."""
+        for index in todo:
+            if run.cancelled or self._stopping:
+                return
+            self._fetch_one(run, transport, host_slots, index)
 
     def _fetch_one(self, run: BatchRun, transport: Transport, host_slots: dict, index: int) -> None:
         """Fetch one URL under the server-wide and per-host caps; always record exactly one result."""

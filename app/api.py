@@ -106,8 +106,10 @@ def _validate_urls(urls: Any) -> list[str]:
     if len(urls) > config.max_urls:
         raise ApiError(413, "too_many_urls",
                        f"{len(urls)} URLs is more than the limit of {config.max_urls} (GREENBATCH_MAX_URLS)")
-    checked, problems = [], []
     max_length = config.max_url_length
+    if guard.all_unchanged(urls, max_length):
+        return list(urls)
+    checked, problems = [], []
     for index, url in enumerate(urls):
         try:
             checked.append(_checked_url(url, max_length))

@@ -296,6 +296,9 @@ class Engine:
             if run.cancelled or self._stopping:
                 return
             self._fetch_one(run, transport, host_slots, index)
+        # The last URLs are taken: commit what is buffered now, so the commit `done` waits for holds only
+        # the results still in flight (at most `concurrency`), not up to GREENBATCH_FLUSH_ROWS.
+        self.store.flush(0)
 
     def _fetch_one(self, run: BatchRun, transport: Transport, host_slots: dict, index: int) -> None:
         """Fetch one URL under the server-wide and per-host caps; always record exactly one result."""

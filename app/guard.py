@@ -53,6 +53,10 @@ _PLAIN_ASCII = re.compile(r"[!-\[\]-~]*")
 # "http(s)://authority" where the authority has no brackets and ends at /, ?, # or the end: the parts
 # urlsplit would find, at regex speed (urlsplit of a distinct URL costs ~3 us). Everything else is urlsplit's.
 _HTTP_AUTHORITY = re.compile(r"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#\[\]]*)(?=[/?#]|\Z)")
+# URLs that check_url returns unchanged when their authority is, one per line: lower-case http(s),
+# host[:port] of lower-case letters, digits, dots and hyphens, then printable ASCII (no backslash).
+_PLAIN_URL_LINES = re.compile(r"(?:https?://[a-z0-9.-]+(?::[0-9]+)?(?:[/?#][!-\[\]-~]*)?\n)*")
+_URL_LINE_AUTHORITY = re.compile(r"^https?://([^/?#\n]*)", re.MULTILINE)
 
 
 class GuardError(Exception):
@@ -271,6 +275,33 @@ def check_url(url: str, max_length: int = 2048) -> str:
     scheme, netloc, rest = _split_authority(url)
     host, port = _split_netloc(netloc)
     return f"{scheme}://{host}{'' if port is None else f':{port}'}{rest}"
+
+
+def all_unchanged(urls: list, max_length: int = 2048) -> bool:
+    """Whether check_url accepts every URL of a list and returns each as it is: one pattern over the list.
+
+    The common batch (lower-case http(s), plain host[:port], printable ASCII) is checked by one regular
+    expression over the joined list and each distinct host once, ~3x faster than check_url per URL
+    (bench/RESULTS.md). False says nothing about any URL: check each one then, for its own answer.
+    """
+    try:
+        joined = "\n".join(urls) + "\n"
+    except TypeError:
+        return False  # something that is not a string
+    if joined.count("\n") != len(urls) or not _PLAIN_URL_LINES.fullmatch(joined):
+        return False  # a line break inside a URL, or anything the pattern does not know
+    if max(map(len, urls), default=0) > max_length:
+        return False
+    return all(_unchanged_authority(authority) for authority in set(_URL_LINE_AUTHORITY.findall(joined)))
+
+
+def _unchanged_authority(authority: str) -> bool:
+    """Whether check_url accepts an authority and writes it back the same."""
+    try:
+        host, port = _split_netloc(authority)
+    except InvalidUrl:
+        return False
+    return authority == (host if port is None else f"{host}:{port}")
 
 
 def _split_authority(url: str) -> tuple[str, str, str]:

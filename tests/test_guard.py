@@ -157,6 +157,24 @@ def test_the_fast_authority_split_agrees_with_urlsplit_on_every_url():
     assert checked > 10_000
 
 
+def test_a_list_passes_in_one_pattern_only_when_check_url_returns_every_url_unchanged():
+    urls = [p.values[0] for p in _ACCEPTED + _REFUSED] + list(_url_corpus())
+    passed = 0
+    for url in urls:
+        if guard.all_unchanged([url]):  # False only costs speed: each URL is then checked on its own
+            assert _outcome(guard.check_url, url) == url, url
+            passed += 1
+    assert passed > 50
+    batch = [f"http://127.0.0.1:8080/bytes/1024?i={i}" for i in range(1000)] + ["https://example.com"]
+    longest = max(map(len, batch))
+    assert guard.all_unchanged(batch) and guard.all_unchanged(batch, max_length=longest)
+    assert not guard.all_unchanged(batch, max_length=longest - 1), "one URL over the limit"
+    assert not guard.all_unchanged(batch + ["http://Example.com/"]), "check_url lower-cases the host"
+    assert not guard.all_unchanged(batch + ["http://example.com:080/"]), "check_url writes the port as 80"
+    assert not guard.all_unchanged(["http://a.example/\nhttp://b.example/"]), "a line break inside one URL"
+    assert not guard.all_unchanged(batch + [None]) and not guard.all_unchanged(batch + [""])
+
+
 # ---------------------------------------------------------------------------------------------
 # denial_reason: the default rules
 # ---------------------------------------------------------------------------------------------

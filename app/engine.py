@@ -7,7 +7,7 @@ import time
 from contextlib import nullcontext
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import gevent
@@ -290,7 +290,7 @@ class Engine:
 
     # -- fetching one URL --------------------------------------------------------------------
 
-    def _fetcher(self, run: BatchRun, transport: Transport, host_slots: dict, todo) -> None:
+    def _fetcher(self, run: BatchRun, transport: Transport, host_slots: dict, todo: Iterator[int]) -> None:
         """One of a batch's fetchers: fetch the next URL without a result until none is left or the batch stops."""
         for index in todo:
             if run.cancelled or self._stopping:

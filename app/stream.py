@@ -81,16 +81,36 @@ class Viewer:
 
     def fresh(self, events: Iterable[Event]) -> list[Event]:
         """The events the client does not have yet, in order (none past the final one), marked as sent."""
+        if self.until_final:
+            return self._fresh_of_one_batch(list(events))
         out = []
         sent = self.sent
         for event in events:
             batch_id, seq = event.batch_id, event.seq
-            if seq <= sent.get(batch_id, 0) or (self.final_seq is not None and seq > self.final_seq):
+            if seq <= sent.get(batch_id, 0):
                 continue
             out.append(event)
             sent[batch_id] = seq
-            if self.until_final and self.final_seq is None and _is_final(event):
-                self.final_seq = seq
+        return out
+
+    def _fresh_of_one_batch(self, events: list[Event]) -> list[Event]:
+        """fresh() for a one-batch view, whose every list (a stored page, the uncommitted events, the live
+        queue) is in seq order: what it already has is a head to skip, what follows the final event a tail."""
+        if not events:
+            return events
+        batch_id = events[0].batch_id
+        sent = self.sent.get(batch_id, 0)
+        start, end = 0, len(events)
+        while start < end and events[start].seq <= sent:
+            start += 1
+        if self.final_seq is not None:
+            while end > start and events[end - 1].seq > self.final_seq:
+                end -= 1
+        out = events[start:end]
+        if out:
+            self.sent[batch_id] = out[-1].seq
+            if self.final_seq is None and _is_final(out[-1]):  # a batch's final event is its last
+                self.final_seq = out[-1].seq
         return out
 
     def send(self, events: list[Event]) -> bool:

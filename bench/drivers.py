@@ -19,6 +19,7 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] in GEVENT_MODES 
 
 import argparse  # noqa: E402 - after the patch, like wsgi.py
 import base64  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -168,6 +169,13 @@ _SEQ = re.compile(rb'"seq":(\d+)')
 _AT = re.compile(rb',"at":"([^"]+)"')
 
 
+@functools.lru_cache(maxsize=4096)
+def _stamp(at: bytes) -> float:
+    """An event's `at` as a Unix time. Cached: events of the same millisecond share it, and 200 viewers
+    parsing every stamp anew cost ~0.5 s of CPU per fan-out run, on the cores the server uses."""
+    return datetime.fromisoformat(at.decode().replace("Z", "+00:00")).timestamp()
+
+
 class RawViewer:
     """A minimal websocket client (RFC 6455, client side): enough to follow one batch and time every event."""
 
@@ -246,10 +254,10 @@ def follow(url: str) -> dict:
                 break
             now = time.time()
             if message.startswith(b'{"type":"events"'):
-                seqs += [int(s) for s in _SEQ.findall(message)]
+                seqs += map(int, _SEQ.findall(message))
                 results += message.count(b'"type":"result"')
                 for at in _AT.findall(message):
-                    stamp = datetime.fromisoformat(at.decode().replace("Z", "+00:00")).timestamp()
+                    stamp = _stamp(at)
                     if stamp >= connected:  # replayed history is not delivery lag
                         lags.append((now - stamp) * 1000)
             elif message.startswith(b'{"type":"end"'):

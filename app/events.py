@@ -149,6 +149,8 @@ class EventBus:
         """Queue a `result` event: numbered and handed on with the others at the end of this turn of the loop."""
         queued = self._results.get(batch_id)
         if queued is None:
+            if batch_id not in self._last_seq:  # fail here, in the caller, not later inside the loop's callback
+                raise KeyError(f"batch {batch_id} is not open on the event bus")
             queued = self._results[batch_id] = []
             if self._handing_on is None:
                 self._handing_on = gevent.get_hub().loop.run_callback(self.flush)

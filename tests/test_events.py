@@ -2,6 +2,7 @@
 import json
 
 import gevent
+import pytest
 
 from app.events import Event, EventBus, compact_json
 
@@ -89,3 +90,9 @@ def test_a_broken_listener_stops_neither_the_batch_nor_the_other_listeners():
     bus.result("a", {"index": 0, "ok": True}, None)
     bus.flush()  # what a shutdown does before closing the store: no waiting for the turn
     assert seqs(viewer) == seqs(sink.lists) == [[("a", 1)]]
+
+
+def test_a_result_for_a_batch_the_bus_does_not_number_fails_at_once():
+    bus = EventBus(Sink())
+    with pytest.raises(KeyError, match="not open"):
+        bus.result("nobody", {"index": 0, "ok": True}, None)

@@ -220,9 +220,9 @@ class Engine:
             # `concurrency` fetchers take the URLs in turn: a greenlet per fetcher, not per URL. Each new
             # greenlet mapped fresh memory for its frames and unmapped it at its end: ~4 us of CPU per URL,
             # and in the threaded server, TLB shootdowns across cores (bench/RESULTS.md, section 10).
-            fetchers = iter(todo)
+            remaining = iter(todo)  # shared: each index goes to exactly one fetcher
             for _ in range(min(run.options.concurrency, len(todo))):
-                run.pool.spawn(self._fetcher, run, transport, host_slots, fetchers)
+                run.pool.spawn(self._fetcher, run, transport, host_slots, remaining)
             run.pool.join()
         finally:
             reporter.kill()

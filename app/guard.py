@@ -274,7 +274,7 @@ def check_url(url: str, max_length: int = 2048) -> str:
         raise InvalidUrl(f"the URL contains {bad}; encode it or remove it")
     scheme, netloc, rest = _split_authority(url)
     host, port = _split_netloc(netloc)
-    return f"{scheme}://{host}{'' if port is None else f':{port}'}{rest}"
+    return f"{scheme}://{_authority(host, port)}{rest}"
 
 
 def all_unchanged(urls: list, max_length: int = 2048) -> bool:
@@ -301,7 +301,12 @@ def _unchanged_authority(authority: str) -> bool:
         host, port = _split_netloc(authority)
     except InvalidUrl:
         return False
-    return authority == (host if port is None else f"{host}:{port}")
+    return authority == _authority(host, port)
+
+
+def _authority(host: str, port: int | None) -> str:
+    """host[:port] as check_url writes it."""
+    return host if port is None else f"{host}:{port}"
 
 
 def _split_authority(url: str) -> tuple[str, str, str]:

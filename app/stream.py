@@ -70,7 +70,7 @@ class Viewer:
         else:
             self.queue.extend(events)
             # A batch's final event is its last: it ends the list it comes in.
-            if self.until_final and events[-1].type == "batch" and _is_final(events[-1]):
+            if self.until_final and _is_final(events[-1]):
                 self.final_arrived.set()
         self.arrived.set()
 

@@ -168,7 +168,8 @@ def test_viewers_joining_at_different_moments_of_a_running_batch_each_get_every_
 
 def test_client_pings_during_a_busy_stream_are_answered_by_the_one_sender_without_breaking_it(server, target):
     # With the library, a pong written by the reader while the app writes events raised ConcurrentObjectUseError.
-    batch = server.submit([target.url("/ok")] * 1000, concurrency=50)
+    # 20 rounds of 100 ms: the stream stays busy for 2 s (~40 frames) however fast the engine gets.
+    batch = server.submit([target.url("/delay/100")] * 1000, concurrency=50)
     ws = connect(server, f"/ws/batches/{batch['id']}", sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
     got, pongs = Received(), 0
     try:

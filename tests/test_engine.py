@@ -269,10 +269,13 @@ def test_events_are_numbered_from_one_without_gaps_and_end_with_the_final_state(
 
 def test_a_full_group_of_events_is_committed_without_waiting_out_the_flush_interval(make_server, target):
     # GREENBATCH_FLUSH_ROWS events commit at once even when GREENBATCH_FLUSH_INTERVAL is long: the
-    # interval (10 s, its maximum) and the slow URL (20 s) both outlast the 8 s we wait, so only the
-    # row count can have committed the fast results while the batch still runs.
+    # interval (10 s, its maximum) and the slow URLs (20 s) both outlast the 8 s we wait, so only the
+    # row count can have committed the fast results while the batch still runs. One fetcher sits in the
+    # first slow URL; the other runs the fast ones and then the last slow one, so the URLs never run
+    # out while we wait (running out also asks for a commit, which would hide a broken row count).
     server = make_server(env={"GREENBATCH_FLUSH_INTERVAL": "10", "GREENBATCH_FLUSH_ROWS": "10"})
-    batch = server.submit([target.url("/delay/20000")] + [target.url(f"/ok?i={i}") for i in range(12)], concurrency=13)
+    slow = target.url("/delay/20000")
+    batch = server.submit([slow] + [target.url(f"/ok?i={i}") for i in range(12)] + [slow], concurrency=2)
     deadline = time.monotonic() + 8
     try:
         while True:

@@ -7,6 +7,8 @@ and SQLite never runs on the gevent hub. Reads run on a small pool of threads.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
 import os
@@ -21,7 +23,7 @@ from gevent.event import AsyncResult, Event as Signal
 from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
-from .events import Event, compact_json
+from .events import Event
 from .model import FINAL_STATUSES
 from .stats import Row
 
@@ -129,12 +131,32 @@ def _record(row: sqlite3.Row | tuple) -> BatchRecord:
                        summary=json.loads(summary) if summary else None, last_seq=last_seq or 0)
 
 
-_INSERT_EVENTS = ("INSERT OR IGNORE INTO events (batch_id, seq, type, at, idx, ok, status_code, error_kind,"
-                  " total_ms, bytes, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-# The same rows from one JSON array of arrays, unpacked by SQLite itself in a single statement.
-_INSERT_EVENTS_JSON = ("INSERT OR IGNORE INTO events (batch_id, seq, type, at, idx, ok, status_code, error_kind,"
-                       " total_ms, bytes, data) SELECT " + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(11))
-                       + " FROM json_each(?)")
+_EVENT_COLUMNS = "batch_id, seq, type, at, idx, ok, status_code, error_kind, total_ms, bytes, data"
+MAX_PARAMETERS = 8192  # per statement; fewer if this SQLite allows fewer (999 before 3.32, 32,766 since)
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_sql(table: str, columns: str, rows: int) -> str:
+    """INSERT OR IGNORE of `rows` rows in one statement."""
+    one = "(" + ", ".join("?" * (columns.count(",") + 1)) + ")"
+    return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES " + ", ".join([one] * rows)
+
+
+def _insert_rows(conn: sqlite3.Connection, table: str, columns: str, rows: list[tuple]) -> None:
+    """Insert rows a chunk per statement: bound in C, then run by SQLite with the GIL released.
+
+    One statement per row would take the GIL back from the hub after every row, and one JSON text
+    unpacked by SQLite costs twice the CPU (bench/RESULTS.md). Each chunk is padded to a power of two
+    with copies of its last row, which INSERT OR IGNORE drops, so whatever the group sizes only a
+    few statements exist and sqlite3 keeps them prepared.
+    """
+    width = columns.count(",") + 1
+    per = 1 << (min(MAX_PARAMETERS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) // width).bit_length() - 1
+    for start in range(0, len(rows), per):
+        chunk = rows[start:start + per]
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += [chunk[-1]] * (size - len(chunk))
+        conn.execute(_insert_sql(table, columns, size), list(itertools.chain.from_iterable(chunk)))
 
 
 def _event_rows(events: list[Event]) -> list[tuple]:
@@ -148,15 +170,6 @@ def _event_rows(events: list[Event]) -> list[tuple]:
         else:
             rows.append((e.batch_id, e.seq, e.type, e.at, None, None, None, None, None, None, e.data_json))
     return rows
-
-
-def _has_json(conn: sqlite3.Connection) -> bool:
-    """Whether this SQLite has its JSON functions (built in since 3.38; optional before)."""
-    try:
-        conn.execute("SELECT value FROM json_each('[1]')").fetchall()
-        return True
-    except sqlite3.OperationalError:
-        return False
 
 
 _BATCH_COLUMNS = ("num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary,"
@@ -176,7 +189,6 @@ class SQLiteStore:
         self._reader_threads = ThreadPool(readers)
         self._writer = _connect(path)
         self._writer.executescript(SCHEMA)
-        self._json_insert = _has_json(self._writer)
         self._readers: Queue = Queue()
         for _ in range(readers):
             self._readers.put(_connect(path))
@@ -200,7 +212,7 @@ class SQLiteStore:
     def create_batch(self, batch_id: str, name: str, options: dict[str, Any], urls: list[str],
                      created_at: str, parent_id: str | None = None) -> None:
         """Store a new batch and its URLs, committed before this returns."""
-        urls_json = compact_json(urls)
+        rows = [(batch_id, i, u) for i, u in enumerate(urls)]
 
         def write() -> None:
             with self._writer:
@@ -209,12 +221,7 @@ class SQLiteStore:
                     "INSERT INTO batches (id, name, status, created_at, options, total, parent_id)"
                     " VALUES (?, ?, 'queued', ?, ?, ?, ?)",
                     (batch_id, name, created_at, json.dumps(options), len(urls), parent_id))
-                if self._json_insert:  # one statement, not one GIL hand-off per URL (see _write_events)
-                    self._writer.execute("INSERT INTO urls (batch_id, idx, url) SELECT ?, key, value FROM json_each(?)",
-                                         (batch_id, urls_json))
-                else:
-                    self._writer.executemany("INSERT INTO urls (batch_id, idx, url) VALUES (?, ?, ?)",
-                                             ((batch_id, i, u) for i, u in enumerate(urls)))
+                _insert_rows(self._writer, "urls", "batch_id, idx, url", rows)
         self._writer_thread.apply(write)
 
     def extend(self, events: list[Event]) -> None:
@@ -262,9 +269,7 @@ class SQLiteStore:
             self._writing, self._buffer = self._buffer, []
             started = time.perf_counter()
             try:
-                rows = _event_rows(self._writing)
-                # One JSON text for SQLite's json_each (one statement, see _write_events), or the rows themselves.
-                self._writer_thread.apply(self._write_events, (self._writing, compact_json(rows) if self._json_insert else rows))
+                self._writer_thread.apply(self._write_events, (self._writing, _event_rows(self._writing)))
             except Exception:  # noqa: BLE001 - keep the events and try again rather than lose them
                 log.exception("store: writing %d events to %s failed; retrying in 1 s", len(self._writing), self.path)
                 self._buffer = self._writing + self._buffer
@@ -291,20 +296,12 @@ class SQLiteStore:
             except Exception:  # noqa: BLE001 - metrics must never cost us events
                 log.exception("store: write observer %r failed", observer)
 
-    def _write_events(self, events: list[Event], rows: str | list[tuple]) -> None:
-        """Commit a group of events in one transaction, applying batch state changes to their rows.
-
-        `rows` is _event_rows(events), made on the hub; as one JSON text where SQLite has its JSON
-        functions, so one statement inserts every row and this thread takes the GIL a few times per
-        commit instead of once per row (those per-row hand-offs with the hub cost ~0.03 ms of CPU per
-        event; bench/RESULTS.md).
-        """
+    def _write_events(self, events: list[Event], rows: list[tuple]) -> None:
+        """Commit a group of events (`rows` is _event_rows(events), made on the hub) in one transaction,
+        applying batch state changes to their rows."""
         with self._writer:
             self._writer.execute("BEGIN")
-            if self._json_insert:
-                self._writer.execute(_INSERT_EVENTS_JSON, (rows,))
-            else:
-                self._writer.executemany(_INSERT_EVENTS, rows)
+            _insert_rows(self._writer, "events", _EVENT_COLUMNS, rows)
             for e in events:
                 if e.type == "batch":
                     self._apply_batch_event(e)

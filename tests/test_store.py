@@ -1,0 +1,40 @@
+"""The SQLite store on its own: what it is handed is committed once, whatever the group sizes."""
+import sqlite3
+
+import pytest
+
+from app.events import Event
+from app.stats import row_of
+from app.store import SQLiteStore
+
+
+def result(seq: int, index: int) -> Event:
+    """A result event as the engine makes it."""
+    data = {"index": index, "url": f"http://a.test/{index}", "status_code": 200, "ok": True, "error": None,
+            "bytes": 3, "timings": {"total": 1.5}}
+    return Event("b", seq, "result", data, row=row_of(data))
+
+
+@pytest.mark.parametrize("parameter_limit", [None, 999], ids=["this-sqlite", "sqlite-before-3.32"])
+def test_groups_of_every_size_are_stored_once_each_in_order(tmp_path, parameter_limit):
+    # The store inserts many rows per statement; SQLite before 3.32 allowed only 999 parameters
+    # in one, so the same groups must fit there too.
+    store = SQLiteStore(str(tmp_path / "gb.db"), flush_interval=0.01)
+    try:
+        if parameter_limit:
+            store._writer.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, parameter_limit)
+        urls = [f"http://a.test/{i}" for i in range(1_500)]
+        store.create_batch("b", "sizes", {}, urls, "2026-11-28T00:00:00.000Z")
+        seq = 0
+        for size in (1, 2, 3, 63, 64, 65, 511, 512, 513):
+            group = [result(seq + i + 1, seq + i) for i in range(size)]
+            seq += size
+            store.extend(group)
+            assert store.flush(10)
+        assert store.urls("b") == urls
+        stored = store.stored_events("b", after=0, limit=5_000)
+        assert [e.seq for e in stored] == list(range(1, seq + 1))
+        assert [e.data["index"] for e in stored] == list(range(seq))
+        assert sorted(store.result_rows("b")) == list(range(seq))
+    finally:
+        store.close()

@@ -239,14 +239,14 @@ class RawViewer:
         self.sock.close()
 
 
-def follow(url: str) -> dict:
-    """Follow one batch to its `end`: every result seq seen, and the lag of every live event."""
+def follow(url: str, timed: bool = True) -> dict:
+    """Follow one batch to its `end`: every result seq seen, and (if `timed`) the lag of every live event."""
     viewer = RawViewer(url)
     connected = time.time()
     seqs: list[int] = []
     lags: list[float] = []
     results = 0
-    ended = None
+    ended = error = None
     try:
         while True:
             message = viewer.message()
@@ -256,17 +256,22 @@ def follow(url: str) -> dict:
             if message.startswith(b'{"type":"events"'):
                 seqs += map(int, _SEQ.findall(message))
                 results += message.count(b'"type":"result"')
-                for at in _AT.findall(message):
-                    stamp = _stamp(at)
-                    if stamp >= connected:  # replayed history is not delivery lag
-                        lags.append((now - stamp) * 1000)
+                if timed:
+                    for at in _AT.findall(message):
+                        stamp = _stamp(at)
+                        if stamp >= connected:  # replayed history is not delivery lag
+                            lags.append((now - stamp) * 1000)
             elif message.startswith(b'{"type":"end"'):
                 ended = now
+                break
+            elif message.startswith(b'{"type":"error"'):
+                error = message.decode(errors="replace")
                 break
     finally:
         viewer.close()
     complete = every_event_once(seqs)
-    return {"results": results, "events": len(seqs), "complete": complete, "ended": ended, "lags": lags}
+    return {"results": results, "events": len(seqs), "complete": complete, "ended": ended, "lags": lags,
+            "error": error}
 
 
 def _post_batch(server: str, urls: list[str], options: dict) -> str:

@@ -34,12 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
 import requests  # noqa: E402
-import websocket  # noqa: E402 - websocket-client
 
+from bench.drivers import follow  # noqa: E402
 from bench.procs import Server, cpu_seconds, machine, peak_rss_mib, reset_peak_rss  # noqa: E402
-from bench.workloads import WORKLOADS, Workload, every_event_once  # noqa: E402
+from bench.workloads import WORKLOADS, Workload  # noqa: E402
 from tests.processes import stop_process  # noqa: E402
 from tests.target import start_target  # noqa: E402
 
@@ -52,43 +51,32 @@ FINAL = ("done", "cancelled", "failed")
 # -- one measurement -------------------------------------------------------------------------
 
 class Viewer(threading.Thread):
-    """One websocket viewer (websocket-client) following a batch to its `end` in a thread."""
+    """One websocket viewer following a batch to its `end` in a thread: bench/drivers.py's raw client.
+
+    It checks every event's seq (1..last, none twice) and counts the results without decoding the
+    JSON: the harness's CPU is spent on the two cores the server and the target use, and
+    websocket-client with orjson cost 25-45 ms per W2 run against ~15 ms for this (bench/RESULTS.md).
+    """
 
     def __init__(self, url: str):
         super().__init__(daemon=True)
         self.url = url
         self.results = 0
-        self.seqs: list[int] = []
+        self.complete = False
         self.ended: float | None = None
         self.error: str | None = None
+        self.cpu_s = 0.0
 
     def run(self) -> None:
+        started = time.thread_time()
         try:
-            # websocket-client validates UTF-8 in pure Python (~0.2 s of CPU per MB, on the cores the
-            # server and the target share); recv() still decodes every text frame strictly, in C.
-            ws = websocket.create_connection(self.url, timeout=300, suppress_origin=True, skip_utf8_validation=True)
-            try:
-                while True:
-                    message = orjson.loads(ws.recv())  # the harness's own CPU: on the cores the server uses
-                    if message["type"] == "events":
-                        for event in message["events"]:
-                            self.seqs.append(event["seq"])
-                            self.results += event["type"] == "result"
-                    elif message["type"] == "end":
-                        self.ended = time.perf_counter()
-                        return
-                    elif message["type"] == "error":
-                        self.error = json.dumps(message)
-                        return
-            finally:
-                ws.close()
+            seen = follow(self.url, timed=False)
+            self.results, self.complete, self.ended, self.error = (seen["results"], seen["complete"], seen["ended"],
+                                                                   seen["error"])
         except Exception as exc:  # noqa: BLE001 - reported with the measurement
             self.error = repr(exc)
-
-    @property
-    def complete(self) -> bool:
-        """Every event from 1 to the last, none twice."""
-        return every_event_once(self.seqs)
+        finally:
+            self.cpu_s = time.thread_time() - started  # the harness's share of the two cores
 
 
 class Spy:
@@ -121,7 +109,7 @@ def e2e(workload: Workload, target, client: str, profile: Path | None = None) ->
         spy = Spy(server.pid, profile)
         reset_peak_rss(server.pid)
         server_cpu, target_cpu = cpu_seconds(server.pid), cpu_seconds(target.pid)
-        started = time.perf_counter()
+        started = time.time()  # the viewer stamps its `end` with time.time() too
         response = session.post(server.base_url + "/api/v1/batches", data=body,
                                 headers={"Content-Type": "application/json"}, timeout=120)
         if response.status_code != 201:
@@ -140,7 +128,8 @@ def e2e(workload: Workload, target, client: str, profile: Path | None = None) ->
         stored = session.get(f"{server.base_url}/api/v1/batches/{batch_id}", timeout=30).json()
         return {"seconds": seconds, "urls": workload.n, "ok": stored["counts"]["ok"], "cpu_s": cpu,
                 "peak_rss_mib": peak, "target_cpu_s": target_used, "viewer_results": viewer.results,
-                "viewer_complete": viewer.complete, "stored_status": stored["status"]}
+                "viewer_complete": viewer.complete,
+                "viewer_cpu_s": viewer.cpu_s, "stored_status": stored["status"]}
     finally:
         if spy is not None:
             spy.stop()
@@ -158,6 +147,23 @@ def driver(mode: str, workload: Workload, target, *extra: str) -> dict:
     out = json.loads(done.stdout.strip().splitlines()[-1])
     out["target_cpu_s"] = cpu_seconds(target.pid) - target_cpu
     return out
+
+
+def run_order(modes: list[str], run: int) -> list[str]:
+    """The modes of one run, each e2e:<client> right beside its engine:<client>, the pair's order flipped every run.
+
+    The overhead target divides one by the other, and this VM's speed drifts over seconds: measured
+    back to back, first one then the other leading, both see the same drift (bench/RESULTS.md).
+    """
+    ordered: list[str] = []
+    for mode in modes:
+        if mode in ordered:
+            continue
+        kind, _, client = mode.partition(":")
+        partner = {"e2e": f"engine:{client}", "engine": f"e2e:{client}"}.get(kind)
+        pair = [mode, partner] if partner in modes else [mode]
+        ordered += pair if run % 2 == 0 else pair[::-1]
+    return ordered
 
 
 def measure(mode: str, workload: Workload, target) -> dict:
@@ -326,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         raw: dict[str, dict[str, list[dict]]] = {w.name: {m: [] for m in modes} for w in workloads}
         for workload in workloads:
             for run in range(runs or workload.runs):
-                for mode in modes:
+                for mode in run_order(modes, run):
                     m = measure(mode, workload, target)
                     raw[workload.name][mode].append(m)
                     print(f"{workload.name} run {run + 1} {mode:16s} {m['urls_per_s']:8,.0f} URLs/s  "

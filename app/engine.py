@@ -261,17 +261,16 @@ class Engine:
         run.released.set()
 
     def _summary(self, run: BatchRun, max_age: float = SUMMARY_MAX_AGE) -> dict[str, Any]:
-        """Counts and statistics of a batch from its results so far, recomputed at most every `max_age` s."""
+        """Counts and statistics of a batch's results so far, recomputed at most every `max_age` s; its rate is current."""
         now = time.monotonic()
+        key = (len(run.rows), run.running)
         cached = run.summary_cache
-        if cached is not None and (now - cached[0] < max_age or cached[1] == (len(run.rows), run.running)):
-            return cached[2]
-        rows = list(run.rows.values())
-        summary = stats.summarize(rows)
-        summary["urls_per_s"] = stats.throughput(len(rows), run.started_clock, now)
-        result = {"counts": stats.counts(run.total, rows, run.running), "stats": summary}
-        run.summary_cache = (now, (len(run.rows), run.running), result)
-        return result
+        if cached is None or (cached[1] != key and now - cached[0] >= max_age):
+            rows = list(run.rows.values())
+            cached = run.summary_cache = (now, key, stats.counts(run.total, rows, run.running), stats.summarize(rows))
+        _, _, counts, summary = cached
+        # The rate falls while a batch waits on slow URLs, so it is never served from the cache.
+        return {"counts": counts, "stats": {**summary, "urls_per_s": stats.throughput(len(run.rows), run.started_clock, now)}}
 
     def _report_progress(self, run: BatchRun) -> None:
         """Emit counts and statistics about once a second while results keep coming."""

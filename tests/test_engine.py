@@ -290,6 +290,24 @@ def test_a_full_group_of_events_is_committed_without_waiting_out_the_flush_inter
         server.request("POST", f"/api/v1/batches/{batch['id']}/cancel")
 
 
+def test_the_rate_of_a_running_batch_keeps_falling_while_it_waits_on_a_slow_url(server, target):
+    # The statistics of a batch are cached between new results, but its URLs/s is "so far" and must
+    # not freeze while nothing finishes.
+    batch = server.submit([target.url("/ok")] * 4 + [target.url("/delay/5000")], concurrency=5)
+    try:
+        deadline = time.monotonic() + 10
+        while server.batch(batch["id"])["counts"]["ok"] < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        first = server.batch(batch["id"])
+        time.sleep(1)
+        later = server.batch(batch["id"])
+        assert later["counts"] == first["counts"] and later["status"] == "running"
+        assert later["stats"]["urls_per_s"] < first["stats"]["urls_per_s"]
+    finally:
+        server.request("POST", f"/api/v1/batches/{batch['id']}/cancel")
+
+
 def test_delete_removes_a_finished_batch_and_refuses_a_running_one(server, target):
     running = server.submit([target.url("/delay/3000")])
     assert server.request("DELETE", f"/api/v1/batches/{running['id']}").status_code == 409

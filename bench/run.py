@@ -55,7 +55,7 @@ class Viewer(threading.Thread):
 
     It checks every event's seq (1..last, none twice) and counts the results without decoding the
     JSON: the harness's CPU is spent on the two cores the server and the target use, and
-    websocket-client with orjson cost 25-45 ms per W2 run against ~15 ms for this (bench/RESULTS.md).
+    websocket-client with orjson cost 23-46 ms of CPU per W2 run against ~8 ms for this (bench/RESULTS.md).
     """
 
     def __init__(self, url: str):

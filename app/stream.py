@@ -4,8 +4,8 @@
 
 - `{"type": "snapshot", "batch": <batch>}` first (the batch as the API shows it);
 - `{"type": "events", "events": [<event>, ...]}`: every event with seq > after (default 0), stored ones
-  first, then live ones, in seq order with no gap and no repeat; at most one such message per 50 ms,
-  holding whatever arrived meanwhile (the one carrying the batch's final event goes at once);
+  first, then live ones, in seq order with no gap and no repeat; at most one such message per tick of
+  a 50 ms clock, holding whatever arrived meanwhile (the one carrying the batch's final event goes at once);
 - `{"type": "end", "batch": <batch>}` once the batch is final and its last event was sent, then a
   normal close (1000). A viewer of a finished batch gets snapshot, replay, end, close.
 
@@ -21,8 +21,9 @@ whole number >= 0 gets code "invalid_after" and close 4400.
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, Iterable
 
 import gevent
@@ -33,7 +34,7 @@ from .events import Event
 from .model import FINAL_STATUSES
 from .services import services
 from .views import batch_json
-from .websocket import WebSocketConnection
+from .websocket import WebSocketConnection, text_frame
 
 bp = Blueprint("stream", __name__, url_prefix="/ws")
 
@@ -41,6 +42,7 @@ FRAME_INTERVAL = 0.05   # seconds between `events` messages on one connection (2
 REPLAY_PAGE = 1000      # stored events read per query while replaying
 LIST_SIZE = 50          # batches in the list snapshot
 END_WAIT = 30.0         # seconds the `end` message waits for the final state to be committed
+SHARED_FRAMES = 16      # `events` frames kept for the other viewers of the same batch (see events_frame)
 HEARTBEAT = json.dumps({"type": "ping"})
 _CLOSED = ("", 204)     # what a websocket view returns; the handler ignores it
 
@@ -124,8 +126,13 @@ class Viewer:
 
     def _send_now(self, events: list[Event]) -> None:
         """Queue one `events` message and start the next frame's wait."""
-        self.connection.send_text(events_message(events))
-        self._next_frame = time.monotonic() + FRAME_INTERVAL
+        if self.until_final:
+            self.connection.send_frame(events_frame(events))
+        else:
+            self.connection.send_text(events_message(events))
+        # Frames go out on one clock for every viewer, so the viewers of a batch send the same runs of
+        # events at the same moments and share each frame.
+        self._next_frame = (math.floor(time.monotonic() / FRAME_INTERVAL) + 1) * FRAME_INTERVAL
 
     def pump(self) -> None:
         """Send live events as they come, coalesced, until the batch ends or the connection does."""
@@ -217,6 +224,27 @@ def _is_final(event: Event) -> bool:
 def events_message(events: list[Event]) -> str:
     """An `events` message: the events' own JSON joined, byte for byte what json.dumps of the whole would give."""
     return '{"type":"events","events":[' + ",".join([event.json for event in events]) + "]}"
+
+
+_frames: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+
+
+def events_frame(events: list[Event]) -> bytes:
+    """The `events` frame for one batch's events in seq order, built once for all the viewers that send it.
+
+    An event never changes once numbered, so a run of consecutive seqs of one batch is the same message
+    for every viewer: 200 viewers of a batch cost one encoding, not 200 (bench/RESULTS.md, section 11).
+    """
+    first, last = events[0], events[-1]
+    if last.seq - first.seq + 1 != len(events):  # not consecutive: this viewer's own message
+        return text_frame(events_message(events))
+    key = (first.batch_id, first.seq, last.seq)
+    frame = _frames.get(key)
+    if frame is None:
+        frame = _frames[key] = text_frame(events_message(events))
+        if len(_frames) > SHARED_FRAMES:
+            _frames.popitem(last=False)
+    return frame
 
 
 def _replay(viewer: Viewer, batch_id: str, after: int, unflushed: list[Event], mark: int) -> bool:

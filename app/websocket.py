@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 Gate = Callable[[Mapping[str, Any]], "tuple[int, str] | None"]
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+_FRAMED = -1            # an outbox entry that is a whole frame already (text_frame), written as is
 CLOSE_TIMEOUT = 10.0    # seconds our last frames get to reach a slow reader, and its answering close to come back
 HANG_UP_WAIT = 1.0      # seconds we drain what the peer still sends after our close, before closing the socket
 OUTBOX_CONTROL_LIMIT = 8  # pongs beyond this backlog are dropped (RFC 6455 lets us answer only the last ping)
@@ -96,6 +97,16 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
 
 
+def _frame(opcode: int, payload: bytes) -> bytes:
+    """One whole, unmasked frame (a server never masks)."""
+    return bytes(Header.encode_header(True, opcode, b"", len(payload), 0)) + payload
+
+
+def text_frame(text: str) -> bytes:
+    """A text message as one whole frame, for WebSocketConnection.send_frame."""
+    return _frame(TEXT, text.encode("utf-8"))
+
+
 class WebSocketConnection:
     """One upgraded connection: a single sender greenlet, a reader, a heartbeat, and a proper close."""
 
@@ -126,6 +137,10 @@ class WebSocketConnection:
     def send_text(self, text: str) -> bool:
         """Queue a text message for the sender; never blocks. False once the connection is closing."""
         return self._put(TEXT, text.encode("utf-8"))
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue a whole frame made by text_frame() (one frame can go to many connections); never blocks."""
+        return self._put(_FRAMED, frame)
 
     def send_json(self, obj: Any) -> bool:
         """Queue `obj` as a JSON text message; never blocks. False once the connection is closing."""
@@ -208,7 +223,7 @@ class WebSocketConnection:
                 opcode, payload = self._outbox.get()
                 if self._outbox.empty():
                     self.writable.set()
-                self._write(bytes(Header.encode_header(True, opcode, b"", len(payload), 0)) + payload)
+                self._write(payload if opcode == _FRAMED else _frame(opcode, payload))
                 if opcode == CLOSE:
                     return
         except OSError as exc:  # WebSocketError is an OSError too

@@ -15,7 +15,9 @@ import pytest
 import websocket
 from websocket import ABNF
 
-from app.websocket import same_origin
+from app.events import Event
+from app.stream import events_frame, events_message
+from app.websocket import same_origin, text_frame
 from tests.conftest import GreenbatchServer
 
 
@@ -119,6 +121,17 @@ def test_events_are_coalesced_into_at_most_about_twenty_messages_a_second(fast_b
     frames = [t for m, t in zip(got.messages, got.arrivals) if m["type"] == "events"]
     assert len(frames) * 4 < len(got.events)
     assert len(frames) <= 20 * (frames[-1] - frames[0]) + 3
+
+
+def test_viewers_of_a_batch_share_the_frame_of_the_same_run_of_events():
+    # 200 viewers of one batch send the same runs of events: each run is encoded into a frame once.
+    run = [Event("frames1", seq, "result", {"index": seq - 1, "ok": True}) for seq in range(10, 15)]
+    frame = events_frame(run)
+    assert frame == text_frame(events_message(run))
+    assert events_frame(list(run)) is frame, "another viewer's list of the same run reuses the frame"
+    assert events_frame(run[1:]) is not frame and events_frame(run[1:]) == text_frame(events_message(run[1:]))
+    gap = [run[0], run[2], run[3]]  # not consecutive: never taken for (or mistaken as) a run
+    assert events_frame(gap) == text_frame(events_message(gap))
 
 
 def test_a_finished_batch_replays_from_after_then_ends(server, target):

@@ -19,6 +19,7 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] in GEVENT_MODES 
 
 import argparse  # noqa: E402 - after the patch, like wsgi.py
 import base64  # noqa: E402
+import collections  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -165,8 +166,10 @@ def with_threads(workload: Workload, target: str) -> dict:
 
 # -- websocket viewers -----------------------------------------------------------------------
 
-_SEQ = re.compile(rb'"seq":(\d+)')
-_AT = re.compile(rb',"at":"([^"]+)"')
+# The head of every event as the server writes it (app/events.py Event.json): seq, type and time in
+# one scan of a message. Parsing the JSON, or three scans, cost the fan-out driver twice the CPU
+# (bench/RESULTS.md, section 11), on the two cores the server uses.
+_HEAD = re.compile(rb'\{"seq":(\d+),"type":"(\w+)","batch_id":"[^"]*","at":"([^"]+)"')
 
 
 @functools.lru_cache(maxsize=4096)
@@ -254,13 +257,14 @@ def follow(url: str, timed: bool = True) -> dict:
                 break
             now = time.time()
             if message.startswith(b'{"type":"events"'):
-                seqs += map(int, _SEQ.findall(message))
-                results += message.count(b'"type":"result"')
-                if timed:
-                    for at in _AT.findall(message):
+                heads = _HEAD.findall(message)
+                seqs += [int(seq) for seq, _, _ in heads]
+                results += sum(1 for _, kind, _ in heads if kind == b"result")
+                if timed:  # events of the same millisecond share a lag
+                    for at, count in collections.Counter([at for _, _, at in heads]).items():
                         stamp = _stamp(at)
                         if stamp >= connected:  # replayed history is not delivery lag
-                            lags.append((now - stamp) * 1000)
+                            lags += [(now - stamp) * 1000] * count
             elif message.startswith(b'{"type":"end"'):
                 ended = now
                 break

@@ -29,6 +29,7 @@ from .stats import Row
 
 log = logging.getLogger(__name__)
 
+_NOT_READ = object()  # what a shared read hands its waiters when it failed
 REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
 
 SCHEMA = """
@@ -96,7 +97,7 @@ class Store(Protocol):
     def extend(self, events: list[Event]) -> None: ...
     def unflushed(self, batch_id: str) -> list[Event]: ...
     def flush(self, timeout: float | None = None) -> bool: ...
-    def get_batch(self, batch_id: str) -> BatchRecord | None: ...
+    def get_batch(self, batch_id: str, recent: bool = False) -> BatchRecord | None: ...
     def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]: ...
     def unfinished_batches(self) -> list[BatchRecord]: ...
     def urls(self, batch_id: str) -> list[str]: ...
@@ -204,6 +205,7 @@ class SQLiteStore:
         # delete_batch removes them), so a page holding `limit` events is final and can serve every viewer.
         self._pages: OrderedDict[tuple[str, int, int], list[Event]] = OrderedDict()
         self._page_reads: dict[tuple[str, int, int], tuple[int, AsyncResult]] = {}  # reads in flight: (serial, result)
+        self._batch_reads: dict[str, AsyncResult] = {}  # get_batch reads in flight, for callers that take a recent row
         self._read_serial = 0
         self._flusher = gevent.spawn(self._flush_loop)
 
@@ -365,12 +367,35 @@ class SQLiteStore:
         finally:
             self._readers.put(conn)
 
-    def get_batch(self, batch_id: str) -> BatchRecord | None:
-        """One batch, or None."""
-        def read(conn: sqlite3.Connection) -> BatchRecord | None:
-            row = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches b WHERE id = ?", (batch_id,)).fetchone()
-            return None if row is None else _record(row)
-        return self._read(read)
+    def get_batch(self, batch_id: str, recent: bool = False) -> BatchRecord | None:
+        """One batch, or None.
+
+        `recent`: the caller can take the row as read a moment ago, so it joins a read of the same batch
+        already running. 200 viewers joining a batch together then make a handful of reads, not 200
+        queued on the reader threads (bench/RESULTS.md, section 11).
+        """
+        if recent:
+            pending = self._batch_reads.get(batch_id)
+            if pending is not None:
+                record = pending.get()
+                if record is not _NOT_READ:
+                    return record
+        mine = AsyncResult()
+        self._batch_reads[batch_id] = mine
+        record: BatchRecord | None | object = _NOT_READ
+        try:
+            record = self._read(self._read_batch, batch_id)
+            return record
+        finally:
+            if self._batch_reads.get(batch_id) is mine:
+                del self._batch_reads[batch_id]
+            mine.set(record)  # _NOT_READ when the read failed: each waiter then reads for itself
+
+    @staticmethod
+    def _read_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord | None:
+        """get_batch's query."""
+        row = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches b WHERE id = ?", (batch_id,)).fetchone()
+        return None if row is None else _record(row)
 
     def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]:
         """Batches newest first, without result rows; `before` is a cursor (num)."""

@@ -179,7 +179,9 @@ def batch_ws(batch_id: str):
     try:
         unflushed = svc.store.unflushed(batch_id)
         mark = svc.store.read_mark()  # stored reads started after this hold every event not in `unflushed`
-        record = svc.store.get_batch(batch_id)
+        # A row read a moment ago will do: the events come from the replay and the bus, both from
+        # `mark` on, and a batch the engine holds shows its live state in the snapshot anyway.
+        record = svc.store.get_batch(batch_id, recent=True)
         if record is None:
             _fail(connection, 4404, "not_found", f"no batch {batch_id!r}; it may have been deleted")
             return _CLOSED

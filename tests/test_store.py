@@ -1,6 +1,7 @@
-"""The SQLite store on its own: what it is handed is committed once, whatever the group sizes."""
+"""The SQLite store on its own: what it is handed is committed once, and reads of a batch are shared."""
 import sqlite3
 
+import gevent
 import pytest
 
 from app.events import Event
@@ -36,5 +37,28 @@ def test_groups_of_every_size_are_stored_once_each_in_order(tmp_path, parameter_
         assert [e.seq for e in stored] == list(range(1, seq + 1))
         assert [e.data["index"] for e in stored] == list(range(seq))
         assert sorted(store.result_rows("b")) == list(range(seq))
+    finally:
+        store.close()
+
+
+def test_viewers_that_take_a_recent_row_share_one_read_of_a_batch_and_others_always_read(tmp_path):
+    store = SQLiteStore(str(tmp_path / "gb.db"), flush_interval=0.01)
+    try:
+        store.create_batch("b", "shared", {"concurrency": 2}, ["http://a.test/"], "2026-11-28T00:00:00.000Z")
+        reads = []
+        real_read = store._read
+
+        def counted(fn, *args):
+            reads.append(fn)
+            return real_read(fn, *args)
+
+        store._read = counted  # a spy: every read still runs against the file
+        joining = [gevent.spawn(store.get_batch, "b", recent=True) for _ in range(50)]
+        gevent.joinall(joining, raise_error=True)
+        assert len(reads) == 1, "50 viewers joining at once make one read"
+        assert {(g.value.id, g.value.name, g.value.total) for g in joining} == {("b", "shared", 1)}
+        store.get_batch("b")
+        store.get_batch("b")
+        assert len(reads) == 3, "a caller that needs the row as it is now always reads"
     finally:
         store.close()

@@ -289,9 +289,9 @@ class Engine:
 
     # -- fetching one URL --------------------------------------------------------------------
 
-    def _fetcher(self, run: BatchRun, transport: Transport, host_slots: dict, todo: Iterator[int]) -> None:
+    def _fetcher(self, run: BatchRun, transport: Transport, host_slots: dict, remaining: Iterator[int]) -> None:
         """One of a batch's fetchers: fetch the next URL without a result until none is left or the batch stops."""
-        for index in todo:
+        for index in remaining:
             if run.cancelled or self._stopping:
                 return
             self._fetch_one(run, transport, host_slots, index)

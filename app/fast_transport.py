@@ -37,7 +37,8 @@ from requests.utils import requote_uri
 
 from . import guard
 from .transport import (DECODE_CHUNK, USER_AGENT, FetchError, Hop, Resolver, body_cap, body_read_timeout, broken_body,
-                        default_resolver, hop_timings, is_reset, ms, too_large, undecodable)
+                        default_resolver, hop_timings, is_reset, ms, reset_before_response, too_large,
+                        undecodable)
 
 try:
     import brotli
@@ -262,8 +263,7 @@ class FastTransport:
             if stale_retry and not response.message_begun:
                 raise _Stale() from None
             if is_reset(exc):
-                raise FetchError("other", f"connection reset by {target.netloc} before a response",
-                                 retryable=True) from None
+                raise reset_before_response(target.netloc) from None
             raise FetchError("other", f"request to {target.netloc} failed: {exc}") from None
 
     @staticmethod
@@ -411,7 +411,7 @@ def _handshake(sock: socket.socket, target: _Target) -> socket.socket:
     except OSError as exc:
         sock.close()
         if is_reset(exc):
-            raise FetchError("other", f"connection reset by {target.netloc} before a response", retryable=True) from None
+            raise reset_before_response(target.netloc) from None
         raise FetchError("other", f"TLS handshake with {target.netloc} failed: {exc}", retryable=True) from None
     except BaseException:
         sock.close()

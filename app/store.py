@@ -204,8 +204,7 @@ class SQLiteStore:
         # (batch id, after, limit) -> a full page of stored events. Committed events never change (only
         # delete_batch removes them), so a page holding `limit` events is final and can serve every viewer.
         self._pages: OrderedDict[tuple[str, int, int], list[Event]] = OrderedDict()
-        self._page_reads: dict[tuple[str, int, int], tuple[int, AsyncResult]] = {}  # reads in flight: (serial, result)
-        self._batch_reads: dict[str, AsyncResult] = {}  # get_batch reads in flight, for callers that take a recent row
+        self._reads: dict[tuple, tuple[int, AsyncResult]] = {}  # shared reads in flight: key -> (serial, result)
         self._read_serial = 0
         self._flusher = gevent.spawn(self._flush_loop)
 
@@ -374,22 +373,7 @@ class SQLiteStore:
         already running. 200 viewers joining a batch together then make a handful of reads, not 200
         queued on the reader threads (bench/RESULTS.md, section 11).
         """
-        if recent:
-            pending = self._batch_reads.get(batch_id)
-            if pending is not None:
-                record = pending.get()
-                if record is not _NOT_READ:
-                    return record
-        mine = AsyncResult()
-        self._batch_reads[batch_id] = mine
-        record: BatchRecord | None | object = _NOT_READ
-        try:
-            record = self._read(self._read_batch, batch_id)
-            return record
-        finally:
-            if self._batch_reads.get(batch_id) is mine:
-                del self._batch_reads[batch_id]
-            mine.set(record)  # _NOT_READ when the read failed: each waiter then reads for itself
+        return self._shared_read(("batch", batch_id), 0 if recent else None, self._read_batch, batch_id)
 
     @staticmethod
     def _read_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord | None:
@@ -472,32 +456,33 @@ class SQLiteStore:
         if page is not None:
             self._pages.move_to_end(key)
             return page
-        pending = self._page_reads.get(key)
-        if pending is not None:
-            serial, result = pending
-            if mark is not None and serial > mark:
-                page = result.get()
-                if page is not None:
-                    return page
-        return self._read_page(key)
-
-    def _read_page(self, key: tuple[str, int, int]) -> list[Event]:
-        """Read one page for stored_events, letting later callers share the read while it runs."""
-        self._read_serial += 1
-        mine = (self._read_serial, AsyncResult())
-        self._page_reads[key] = mine
-        page = None
-        try:
-            page = self._read(self._read_events, *key)
-        finally:
-            if self._page_reads.get(key) is mine:
-                del self._page_reads[key]
-            mine[1].set(page)  # None when the read failed: each waiter then reads for itself
-        if len(page) == key[2]:
+        page = self._shared_read(("events", *key), mark, self._read_events, *key)
+        if len(page) == limit:
             self._pages[key] = page
             while len(self._pages) > REPLAY_CACHE_PAGES:
                 self._pages.popitem(last=False)
         return page
+
+    def _shared_read(self, key: tuple, join_after: int | None, fn: Callable, *args: Any) -> Any:
+        """fn(conn, *args) on a reader thread, or the result of a read of the same `key` already running,
+        if that read is numbered above `join_after` (a read_mark(); None: never join). Later callers may
+        join this read while it runs."""
+        pending = self._reads.get(key)
+        if pending is not None and join_after is not None and pending[0] > join_after:
+            result = pending[1].get()
+            if result is not _NOT_READ:
+                return result
+        self._read_serial += 1
+        mine = (self._read_serial, AsyncResult())
+        self._reads[key] = mine
+        result = _NOT_READ
+        try:
+            result = self._read(fn, *args)
+            return result
+        finally:
+            if self._reads.get(key) is mine:
+                del self._reads[key]
+            mine[1].set(result)  # _NOT_READ when the read failed: each waiter then reads for itself
 
     @staticmethod
     def _read_events(conn: sqlite3.Connection, batch_id: str, after: int, limit: int) -> list[Event]:

@@ -233,7 +233,7 @@ def _classify(exc: requests.RequestException, url: str) -> FetchError:
     if isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(root, socket.timeout):
         return FetchError("connect_timeout", f"connecting to {_host(url)} timed out", retryable=True)
     if is_reset(root):
-        return FetchError("other", f"connection reset by {_host(url)} before a response", retryable=True)
+        return reset_before_response(_host(url))
     if _find(exc, NewConnectionError):
         return FetchError("other", f"could not connect to {_host(url)}: {root}", retryable=True)
     return FetchError("other", f"request to {_host(url)} failed: {root}")
@@ -316,6 +316,11 @@ def undecodable(url: str, exc: BaseException) -> FetchError:
 def broken_body(url: str, exc: BaseException) -> FetchError:
     """The connection failed while the body was coming."""
     return FetchError("other", f"connection broken while reading {url}: {exc}")
+
+
+def reset_before_response(host: str) -> FetchError:
+    """The peer reset the connection before it answered; worth a retry."""
+    return FetchError("other", f"connection reset by {host} before a response", retryable=True)
 
 
 def is_reset(exc: BaseException) -> bool:

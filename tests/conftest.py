@@ -147,10 +147,10 @@ class GreenbatchServer:
         self.session.close()
 
 
-
 def kind_of(result: dict[str, Any]) -> str | None:
     """A result's error kind, None when the fetch got a response."""
     return result["error"]["kind"] if result["error"] else None
+
 
 @pytest.fixture(scope="session")
 def target():

@@ -12,10 +12,6 @@ from tests.memory import peak_rss_during, rss
 MiB = 1024 * 1024
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def closed_port():
     """An allowed loopback port where nothing listens: bound but never listening, so connects are refused

@@ -84,3 +84,30 @@ def test_a_ten_thousand_url_batch_ends_with_every_url_in_exactly_one_final_state
     stored = stored_results(data, batch_id)
     assert len(stored) == 10_000 and set(stored.values()) == {1}
     assert done["stats"]["by_status"] == {"200": 9000, "500": 1000}
+
+
+def test_a_batch_left_unfinished_by_a_version_with_one_row_per_url_finishes_on_the_next_start(make_server, target,
+                                                                                                 tmp_path):
+    data = tmp_path / "old"
+    server = make_server(data_dir=data, env={"GREENBATCH_SHUTDOWN_GRACE": "0.2"})
+    urls = [target.url(f"/delay/300?n={i}") for i in range(30)]
+    batch = server.submit(urls, concurrency=3)
+    wait_for_results(server, batch["id"], 3)
+    assert server.stop() == 0
+    stored = stored_results(data, batch["id"])
+    # Put the file back in the earlier layout: the batch's URLs one row each, no url_lists.
+    with sqlite3.connect(data / "greenbatch.db") as conn:
+        conn.executescript("""
+            CREATE TABLE urls (batch_id TEXT NOT NULL, idx INTEGER NOT NULL, url TEXT NOT NULL,
+                               PRIMARY KEY (batch_id, idx)) WITHOUT ROWID;
+            DROP TABLE url_lists;
+        """)
+        conn.executemany("INSERT INTO urls VALUES (?, ?, ?)", [(batch["id"], i, u) for i, u in enumerate(urls)])
+    target.hits(reset=True)
+
+    restarted = make_server(data_dir=data)
+    done = restarted.wait(batch["id"], timeout=60)
+    assert done["status"] == "done" and done["counts"]["ok"] == 30
+    assert sorted(stored_results(data, batch["id"])) == list(range(30))
+    assert sum(target.hits().values()) == 30 - len(stored), "only the URLs without a stored result ran again"
+    assert {r["url"] for r in restarted.results(batch["id"])} == set(urls)

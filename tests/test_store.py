@@ -62,3 +62,37 @@ def test_viewers_that_take_a_recent_row_share_one_read_of_a_batch_and_others_alw
         assert len(reads) == 3, "a caller that needs the row as it is now always reads"
     finally:
         store.close()
+
+
+def test_a_batch_keeps_its_urls_in_submission_order_whatever_they_hold(tmp_path):
+    store = SQLiteStore(str(tmp_path / "gb.db"))
+    try:
+        urls = ["http://a.test/z", "http://a.test/a", "http://b.test/ünï?q=\"x\"", "http://a.test/z"]
+        store.create_batch("b", "order", {}, urls, "2026-11-28T00:00:00.000Z")
+        assert store.urls("b") == urls
+        assert store.urls("missing") == []
+        assert store.delete_batch("b")
+        assert store.urls("b") == []
+    finally:
+        store.close()
+
+
+def test_a_database_from_before_url_lists_keeps_every_batchs_urls_in_order(tmp_path):
+    # Earlier versions kept one `urls` row per URL; opening such a file moves them to url_lists.
+    path = str(tmp_path / "old.db")
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+            CREATE TABLE urls (batch_id TEXT NOT NULL, idx INTEGER NOT NULL, url TEXT NOT NULL,
+                               PRIMARY KEY (batch_id, idx)) WITHOUT ROWID;
+        """)
+        rows = [("old", i, f"http://a.test/{i}") for i in range(300)] + [("other", 0, "http://b.test/")]
+        conn.executemany("INSERT INTO urls VALUES (?, ?, ?)", rows[::-1])  # stored order must not matter
+    store = SQLiteStore(path)
+    try:
+        assert store.urls("old") == [f"http://a.test/{i}" for i in range(300)]
+        assert store.urls("other") == ["http://b.test/"]
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "urls" not in tables and "url_lists" in tables

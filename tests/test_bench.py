@@ -2,7 +2,7 @@
 from app.events import Event
 from app.stream import events_message
 from bench.drivers import _HEAD
-from bench.run import run_order
+from bench.run import paired_share, run_order, verdicts
 
 
 def test_the_viewers_driver_reads_every_events_seq_type_and_time_from_the_servers_own_json():
@@ -20,3 +20,17 @@ def test_each_run_measures_a_clients_end_to_end_and_engine_alone_back_to_back_le
     assert run_order(modes, 0) == ["e2e:fast", "engine:fast", "e2e:requests", "engine:requests", "grequests", "threads"]
     assert run_order(modes, 1) == ["engine:fast", "e2e:fast", "engine:requests", "e2e:requests", "grequests", "threads"]
     assert run_order(["e2e:fast", "grequests"], 1) == ["e2e:fast", "grequests"]
+
+
+def test_the_overhead_is_the_median_of_back_to_back_pairs_not_a_ratio_of_medians_from_different_moments():
+    # Run 3 caught the VM in a slow moment in both modes: as a pair it says 0.9, like the others.
+    e2e = [{"urls_per_s": u} for u in (9_000, 9_500, 5_000)]
+    engine = [{"urls_per_s": u} for u in (10_000, 10_000, 5_560)]
+    assert round(paired_share(e2e, engine), 3) == 0.9
+    summary = {"W2": {"e2e:fast": {"urls_per_s": 9_000}, "engine:fast": {"urls_per_s": 10_000}}}
+    verdict = verdicts(summary, None, raw={"W2": {"e2e:fast": e2e, "engine:fast": engine}})
+    assert verdict == ["- MET: W2 dashboard overhead <= 20% of engine-alone throughput: end to end runs at 90% of "
+                       "the engine alone (overhead 10%; median of 3 back-to-back pairs; the ratio of the two "
+                       "medians is 90%)"]
+    slow = [{"urls_per_s": u} for u in (7_000, 7_900, 4_000)]
+    assert verdicts(summary, None, raw={"W2": {"e2e:fast": slow, "engine:fast": engine}})[0].startswith("- MISSED")

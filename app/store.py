@@ -180,9 +180,8 @@ def _event_rows(events: list[Event]) -> list[tuple]:
     rows = []
     for e in events:
         if e.type == "result":
-            r = e.row
-            rows.append((e.batch_id, e.seq, e.type, e.at, e.data["index"], 1 if r.ok else 0, r.status_code,
-                         r.error_kind, r.total_ms, r.bytes, e.data_json))
+            # A stats Row holds (ok, status_code, error_kind, total_ms, bytes): the columns' order; ok binds as 1/0.
+            rows.append((e.batch_id, e.seq, e.type, e.at, e.data["index"], *e.row, e.data_json))
         else:
             rows.append((e.batch_id, e.seq, e.type, e.at, None, None, None, None, None, None, e.data_json))
     return rows

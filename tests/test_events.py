@@ -26,6 +26,11 @@ def test_what_orjson_refuses_falls_back_to_the_standard_library_so_no_event_is_l
         assert json.loads(Event("b", 1, "result", value).data_json) == value
 
 
+def test_keys_that_are_not_strings_are_written_as_strings_as_the_standard_library_writes_them():
+    value = {"status_codes": {200: 3, 404: 1}, "ok": True}
+    assert compact_json(value) == json.dumps(value, separators=(",", ":")) == '{"status_codes":{"200":3,"404":1},"ok":true}'
+
+
 def test_not_a_number_becomes_null_which_browsers_can_parse():
     assert compact_json({"mean_ms": float("nan")}) == '{"mean_ms":null}'
 

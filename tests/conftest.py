@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -145,6 +146,24 @@ class GreenbatchServer:
             self.proc.wait()
         self._log.close()
         self.session.close()
+
+
+def error_of(response: requests.Response) -> dict[str, Any]:
+    """The error envelope of a response, asserting it is JSON in the API's shape."""
+    assert response.headers["Content-Type"].startswith("application/json"), response.text[:200]
+    body = response.json()
+    assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"]), body
+    return body["error"]
+
+
+@pytest.fixture(scope="module")
+def closed_port():
+    """An allowed loopback port where nothing listens: bound but never listening, so connects are refused
+    and nothing else can take the port while the module runs."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    yield sock.getsockname()[1]
+    sock.close()
 
 
 def kind_of(result: dict[str, Any]) -> str | None:

@@ -5,13 +5,7 @@ import json
 
 import pytest
 
-
-def error_of(response) -> dict:
-    """The error envelope of a response, asserting it is JSON."""
-    assert response.headers["Content-Type"].startswith("application/json"), response.text[:200]
-    body = response.json()
-    assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"]), body
-    return body["error"]
+from tests.conftest import error_of
 
 
 def test_post_json_batch_answers_201_with_location_and_the_batch(server, target):

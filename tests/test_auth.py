@@ -19,7 +19,7 @@ from flask import Flask
 
 from app import auth, logs
 from app.config import Config, ConfigError
-from tests.conftest import ROOT, GreenbatchServer
+from tests.conftest import ROOT, GreenbatchServer, error_of
 
 TOKEN = "tok-" + "a1b2c3d4" * 4
 OTHER_TOKEN = "tok-" + "e5f6a7b8" * 4
@@ -29,12 +29,6 @@ EVIL = "https://evil.example"
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-def error_of(response: requests.Response) -> dict:
-    """The error envelope of a response, asserting it is JSON."""
-    assert response.headers["Content-Type"].startswith("application/json"), response.text[:200]
-    return response.json()["error"]
-
 
 def browser_session() -> requests.Session:
     """A client with its own cookie jar, as a browser has."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
 import time
 from urllib.parse import quote
 
@@ -16,13 +15,6 @@ def only_result(server, urls, **options):
     batch = server.submit(urls, **options)
     done = server.wait(batch["id"])
     return done, {r["index"]: r for r in server.results(batch["id"])}
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_result_records_status_size_type_timings_and_attempts(server, target):
@@ -138,8 +130,8 @@ def test_error_kinds_from_the_target(server, target, path, options, kind):
     assert time.monotonic() - started < 15
 
 
-def test_a_closed_allowed_port_ends_as_refused(make_server, target):
-    port = closed_port()
+def test_a_closed_allowed_port_ends_as_refused(make_server, target, closed_port):
+    port = closed_port
     server = make_server(env={"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{port}"})
     _, results = only_result(server, [f"http://127.0.0.1:{port}/"])
     assert results[0]["error"]["kind"] == "refused"
@@ -156,8 +148,8 @@ def test_a_tls_failure_ends_as_tls(server, target):
     assert results[0]["error"]["kind"] == "tls"
 
 
-def test_retries_on_connection_errors_count_attempts(make_server, target):
-    port = closed_port()
+def test_retries_on_connection_errors_count_attempts(make_server, target, closed_port):
+    port = closed_port
     server = make_server(env={"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{port}"})
     _, results = only_result(server, [f"http://127.0.0.1:{port}/"], retries=2)
     assert results[0]["error"]["kind"] == "refused"

@@ -2,7 +2,6 @@
 with the server's memory measured from outside its process."""
 from __future__ import annotations
 
-import socket
 
 import pytest
 
@@ -10,16 +9,6 @@ from tests.conftest import GreenbatchServer, kind_of
 from tests.memory import peak_rss_during, rss
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def closed_port():
-    """An allowed loopback port where nothing listens: bound but never listening, so connects are refused
-    and nothing else can take the port while the module runs."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    yield sock.getsockname()[1]
-    sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ bench/drivers.py in fresh processes. For each workload (bench/workloads.py) and 
 Then: 200 websocket viewers on one W1 batch (every viewer must get every event; delivery lag), and
 the latency of GET /api/v1/batches/<id> at a fixed rate while W2 runs (our own open-loop gevent
 load generator, bench/drivers.py apiload). Medians of --runs runs (default 3; 11 for W2, the short,
-noise-prone one); the dashboard's overhead is the median of the back-to-back e2e/engine pairs' ratios.
+noise-prone one, and 31 of its e2e:fast/engine:fast pair); the dashboard's overhead is the median of
+the back-to-back e2e/engine pairs' ratios.
 JSON and a Markdown table go to bench/out/. --profile also records the server
 with py-spy during W2 and summarises the profile.
 """
@@ -150,6 +151,9 @@ def driver(mode: str, workload: Workload, target, *extra: str) -> dict:
     return out
 
 
+PAIR = ("e2e:fast", "engine:fast")  # the modes the dashboard-overhead target divides
+
+
 def run_order(modes: list[str], run: int) -> list[str]:
     """The modes of one run, each e2e:<client> right beside its engine:<client>, the pair's order flipped every run.
 
@@ -165,6 +169,11 @@ def run_order(modes: list[str], run: int) -> list[str]:
         pair = [mode, partner] if partner in modes else [mode]
         ordered += pair if run % 2 == 0 else pair[::-1]
     return ordered
+
+
+def modes_of_run(modes: list[str], run: int, runs: int) -> list[str]:
+    """Every mode for the first `runs` runs; after them only the overhead's pair, e2e:fast and engine:fast."""
+    return modes if run < runs else [mode for mode in modes if mode in PAIR]
 
 
 def measure(mode: str, workload: Workload, target) -> dict:
@@ -242,6 +251,12 @@ def medians(runs: list[dict]) -> dict:
     return out
 
 
+def _runs_text(workload: Workload) -> str:
+    """How many runs a workload gets, e.g. "W2 11 (31 of e2e:fast and engine:fast)"."""
+    extra = f" ({workload.pair_runs} of {' and '.join(PAIR)})" if workload.pair_runs > workload.runs else ""
+    return f"{workload.name} {workload.runs}{extra}"
+
+
 def paired_share(e2e_runs: list[dict], engine_runs: list[dict]) -> float:
     """End to end's URLs/s as a share of the engine alone's: the median over runs of each back-to-back pair's ratio.
 
@@ -311,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write bench/out/results.{json,md}."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: a fifth of the URLs, one run each")
-    parser.add_argument("--runs", type=int, help="runs per mode (default: 3, W2 11; 1 with --quick)")
+    parser.add_argument("--runs", type=int, help="runs per mode (default: 3, W2 11 and 31 of its e2e:fast/engine:fast pair; 1 with --quick)")
     parser.add_argument("--workloads", default="W1,W2,W3")
     parser.add_argument("--modes", default=",".join([f"e2e:{c}" for c in CLIENTS] + [f"engine:{c}" for c in CLIENTS]
                                                     + list(BASELINES)))
@@ -349,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         modes = args.modes.split(",")
         raw: dict[str, dict[str, list[dict]]] = {w.name: {m: [] for m in modes} for w in workloads}
         for workload in workloads:
-            for run in range(runs or workload.runs):
-                for mode in run_order(modes, run):
+            for run in range(runs or max(workload.runs, workload.pair_runs)):
+                for mode in run_order(modes_of_run(modes, run, runs or workload.runs), run):
                     m = measure(mode, workload, target)
                     raw[workload.name][mode].append(m)
                     print(f"{workload.name} run {run + 1} {mode:16s} {m['urls_per_s']:8,.0f} URLs/s  "
@@ -370,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                   "load_at_end": os.getloadavg()}
         (OUT / "results.json").write_text(json.dumps(report, indent=1))
         text = "\n".join([f"date {info['date']}, nproc {info['nproc']}, {info['cpu']}, Python {info['python']}, "
-                          f"{runs or ', '.join(f'{w.name} {w.runs}' for w in workloads)} run(s) per mode"
+                          f"{runs or ', '.join(_runs_text(w) for w in workloads)} run(s) per mode"
                           f"{', QUICK' if args.quick else ''}", "", table(summary), "",
                           *verdicts(summary, fanout, joining, raw)])
         if api:

@@ -15,6 +15,7 @@ class Workload:
     delay_ms: int = 0
     about: str = ""
     runs: int = 3  # runs per mode by default (make bench); --runs sets every workload's
+    pair_runs: int = 0  # more runs of e2e:fast and engine:fast alone, for the overhead's pairs (0: none)
 
     @property
     def ideal(self) -> float | None:
@@ -41,7 +42,9 @@ def every_event_once(seqs: list[int]) -> bool:
 WORKLOADS = {
     "W1": Workload("W1", 2000, 200, "/delay/100", 100, "latency-bound: 2,000 x /delay/100 at concurrency 200"),
     # W2 runs for about half a second and is CPU-bound: this machine's noise moves it most, so it gets
-    # more runs (bench/RESULTS.md, sections 6 and 12: pairs of one build spread from 0.64 to 0.99).
-    "W2": Workload("W2", 5000, 50, "/bytes/1024", 0, "CPU-bound: 5,000 x /bytes/1024 at concurrency 50", runs=11),
+    # more runs, and its overhead more pairs (bench/RESULTS.md, section 12: one run's pairs spread
+    # from 0.44 to 1.03; a pair costs ~3 s, a run of every mode ~20 s).
+    "W2": Workload("W2", 5000, 50, "/bytes/1024", 0, "CPU-bound: 5,000 x /bytes/1024 at concurrency 50", runs=11,
+                   pair_runs=31),
     "W3": Workload("W3", 10000, 1000, "/delay/200", 200, "wide: 10,000 x /delay/200 at concurrency 1,000"),
 }

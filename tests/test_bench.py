@@ -2,7 +2,7 @@
 from app.events import Event
 from app.stream import events_message
 from bench.drivers import _HEAD
-from bench.run import paired_share, run_order, verdicts
+from bench.run import modes_of_run, paired_share, run_order, verdicts
 
 
 def test_the_viewers_driver_reads_every_events_seq_type_and_time_from_the_servers_own_json():
@@ -34,3 +34,11 @@ def test_the_overhead_is_the_median_of_back_to_back_pairs_not_a_ratio_of_medians
                        "medians is 90%)"]
     slow = [{"urls_per_s": u} for u in (7_000, 7_900, 4_000)]
     assert verdicts(summary, None, raw={"W2": {"e2e:fast": slow, "engine:fast": engine}})[0].startswith("- MISSED")
+
+
+def test_after_its_runs_of_every_mode_a_workload_runs_only_the_pair_its_overhead_divides():
+    modes = ["e2e:fast", "e2e:requests", "engine:fast", "engine:requests", "grequests", "threads"]
+    assert modes_of_run(modes, 10, 11) == modes
+    assert modes_of_run(modes, 11, 11) == ["e2e:fast", "engine:fast"]
+    assert run_order(modes_of_run(modes, 12, 11), 12) == ["e2e:fast", "engine:fast"]
+    assert run_order(modes_of_run(modes, 13, 11), 13) == ["engine:fast", "e2e:fast"]

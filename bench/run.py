@@ -14,9 +14,8 @@ Then: 200 websocket viewers on one W1 batch (every viewer must get every event; 
 the latency of GET /api/v1/batches/<id> at a fixed rate while W2 runs (our own open-loop gevent
 load generator, bench/drivers.py apiload). Medians of --runs runs (default 3; 11 for W2, the short,
 noise-prone one, and 31 of its e2e:fast/engine:fast pair); the dashboard's overhead is the median of
-the back-to-back e2e/engine pairs' ratios.
-JSON and a Markdown table go to bench/out/. --profile also records the server
-with py-spy during W2 and summarises the profile.
+the back-to-back e2e/engine pairs' ratios. JSON and a Markdown table go to bench/out/. --profile
+also records the server with py-spy during W2 and summarises the profile.
 """
 from __future__ import annotations
 
@@ -326,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write bench/out/results.{json,md}."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: a fifth of the URLs, one run each")
-    parser.add_argument("--runs", type=int, help="runs per mode (default: 3, W2 11 and 31 of its e2e:fast/engine:fast pair; 1 with --quick)")
+    parser.add_argument("--runs", type=int,
+                        help="runs per mode (default: 3; W2 11, and 31 of its e2e:fast/engine:fast pair; 1 with --quick)")
     parser.add_argument("--workloads", default="W1,W2,W3")
     parser.add_argument("--modes", default=",".join([f"e2e:{c}" for c in CLIENTS] + [f"engine:{c}" for c in CLIENTS]
                                                     + list(BASELINES)))

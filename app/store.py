@@ -128,15 +128,17 @@ def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists."""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'urls'").fetchone() is None:
         return
+    moved = 0
     with conn:
         conn.execute("BEGIN")
-        lists: dict[str, list[str]] = {}
-        for batch_id, url in conn.execute("SELECT batch_id, url FROM urls ORDER BY batch_id, idx"):
-            lists.setdefault(batch_id, []).append(url)
-        conn.executemany("INSERT OR IGNORE INTO url_lists (batch_id, urls) VALUES (?, ?)",
-                         [(batch_id, compact_json(urls)) for batch_id, urls in lists.items()])
+        rows = conn.execute("SELECT batch_id, url FROM urls ORDER BY batch_id, idx")
+        # One batch's URLs at a time, in index order (the primary key's order): memory holds one list.
+        for batch_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+            conn.execute("INSERT OR IGNORE INTO url_lists (batch_id, urls) VALUES (?, ?)",
+                         (batch_id, compact_json([url for _, url in group])))
+            moved += 1
         conn.execute("DROP TABLE urls")
-    log.info("store: moved the URLs of %d batches to url_lists", len(lists))
+    log.info("store: moved the URLs of %d batches to url_lists", moved)
 
 
 def _record(row: sqlite3.Row | tuple) -> BatchRecord:

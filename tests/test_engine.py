@@ -131,9 +131,8 @@ def test_error_kinds_from_the_target(server, target, path, options, kind):
 
 
 def test_a_closed_allowed_port_ends_as_refused(make_server, target, closed_port):
-    port = closed_port
-    server = make_server(env={"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{port}"})
-    _, results = only_result(server, [f"http://127.0.0.1:{port}/"])
+    server = make_server(env={"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{closed_port}"})
+    _, results = only_result(server, [f"http://127.0.0.1:{closed_port}/"])
     assert results[0]["error"]["kind"] == "refused"
 
 
@@ -149,9 +148,8 @@ def test_a_tls_failure_ends_as_tls(server, target):
 
 
 def test_retries_on_connection_errors_count_attempts(make_server, target, closed_port):
-    port = closed_port
-    server = make_server(env={"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{port}"})
-    _, results = only_result(server, [f"http://127.0.0.1:{port}/"], retries=2)
+    server = make_server(env={"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{closed_port}"})
+    _, results = only_result(server, [f"http://127.0.0.1:{closed_port}/"], retries=2)
     assert results[0]["error"]["kind"] == "refused"
     assert results[0]["attempts"] == 3
 

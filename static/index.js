@@ -281,6 +281,14 @@ const seenSeq = new Map(); // id -> newest event seq applied, so a late or repea
 const rowsById = new Map(); // id -> {tr, cells}
 let listLoaded = false;
 
+// The live list holds the newest LIST_PAGE batches; "Show older batches" pages back through the API.
+const LIST_PAGE = 50;
+const older = new Map(); // id -> batch loaded with the button: kept when the live list is replaced
+let olderCursor; // the API's cursor of the next older page; undefined until asked, null when none is left
+const moreBox = byId('list-more');
+const olderButton = byId('older');
+const olderNote = byId('older-note');
+
 function takeBatch(batch) {
   batches.set(batch.id, batch);
   seenSeq.set(batch.id, Math.max(seenSeq.get(batch.id) || 0, batch.last_seq || 0));
@@ -289,10 +297,46 @@ function takeBatch(batch) {
 function replaceList(list) {
   batches.clear();
   seenSeq.clear();
+  older.forEach(takeBatch);
   list.forEach(takeBatch);
   listLoaded = true;
+  // A full page of the newest may have older ones behind it; the API tells once asked.
+  moreBox.hidden = olderCursor === null || (olderCursor === undefined && list.length < LIST_PAGE);
   renderList();
 }
+
+async function listPage(cursor) {
+  const params = cursor === undefined ? { limit: LIST_PAGE } : { limit: LIST_PAGE, cursor };
+  return api(withQuery(config.apiBatches, params));
+}
+
+async function loadOlder() {
+  olderButton.disabled = true;
+  setText(olderNote, 'Loading…');
+  let page;
+  let cursor = olderCursor;
+  if (cursor === undefined) {
+    // The live list carries no cursor: ask for the newest page once, for the cursor behind it.
+    page = await listPage();
+    cursor = page.ok ? page.data.next_cursor : undefined;
+  }
+  if (cursor !== undefined && cursor !== null) page = await listPage(cursor);
+  olderButton.disabled = false;
+  if (!page.ok) {
+    setText(olderNote, page.error.message);
+    return;
+  }
+  page.data.batches.forEach((batch) => {
+    older.set(batch.id, batch);
+    if (!batches.has(batch.id)) takeBatch(batch);
+  });
+  olderCursor = page.data.next_cursor;
+  setText(olderNote, '');
+  moreBox.hidden = olderCursor === null;
+  renderList();
+}
+
+olderButton.addEventListener('click', loadOlder);
 
 async function fetchBatch(id) {
   const result = await api(withId(config.apiBatch, id));
@@ -388,7 +432,7 @@ const renderList = perFrame(() => {
 
 async function pollList() {
   for (;;) {
-    const result = await api(withQuery(config.apiBatches, { limit: 50 }));
+    const result = await listPage();
     if (result.ok) replaceList(result.data.batches);
     const live = [...batches.values()].some((b) => !FINAL_STATUSES.has(b.status));
     await sleep(live ? 1000 : 3000);

@@ -215,3 +215,44 @@ def test_the_batch_list_shows_a_new_batch_and_its_progress_live(page, server, ta
     expect(row).to_contain_text("6 / 6", timeout=FINISHED)
     expect(row.locator(".badge")).to_have_text("done")
     expect(page.locator("tr.batch-row").first).to_have_attribute("data-id", batch["id"])
+
+
+def test_older_batches_load_a_page_at_a_time_below_the_live_list_until_none_are_left(page, make_server, target):
+    server = make_server()
+    ids = []
+    for i in range(112):
+        response = server.request("POST", "/api/v1/batches", json={"urls": [target.url(f"/ok?n={i}")],
+                                                                    "name": f"batch {i:03d}"})
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    server.wait(ids[-1])
+    page.goto(server.url("/"))
+    rows = page.locator("tr.batch-row")
+    expect(rows).to_have_count(50)
+    expect(rows.first).to_have_attribute("data-id", ids[-1])
+    older = page.locator("#older")
+    expect(older).to_be_visible()
+
+    older.click()
+    expect(rows).to_have_count(100)
+    expect(older).to_be_visible()
+    older.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "older-batches.png"))
+    older.click()
+    expect(rows).to_have_count(112)
+    expect(older).to_be_hidden()
+    expect(rows.last).to_have_attribute("data-id", ids[0])
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.id)") == ids[::-1], "newest first, none twice"
+
+    # A new batch still arrives live above them all, and the older ones stay.
+    fresh = server.submit([target.url("/ok")])
+    expect(rows.first).to_have_attribute("data-id", fresh["id"], timeout=FINISHED)
+    expect(rows).to_have_count(113)
+
+
+def test_a_short_list_offers_no_older_batches(page, make_server, target):
+    server = make_server()
+    server.wait(server.submit([target.url("/ok")])["id"])
+    page.goto(server.url("/"))
+    expect(page.locator("tr.batch-row")).to_have_count(1)
+    expect(page.locator("#older")).to_be_hidden()

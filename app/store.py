@@ -149,32 +149,32 @@ def _record(row: sqlite3.Row | tuple) -> BatchRecord:
                        summary=json.loads(summary) if summary else None, last_seq=last_seq or 0)
 
 
-_EVENT_COLUMNS = "batch_id, seq, type, at, idx, ok, status_code, error_kind, total_ms, bytes, data"
+_EVENT_COLUMNS = ("batch_id", "seq", "type", "at", "idx", "ok", "status_code", "error_kind", "total_ms", "bytes", "data")
 MAX_PARAMETERS = 8192  # per statement; fewer if this SQLite allows fewer (999 before 3.32, 32,766 since)
 
 
-@functools.lru_cache(maxsize=32)
-def _insert_sql(table: str, columns: str, rows: int) -> str:
-    """INSERT OR IGNORE of `rows` rows in one statement."""
-    one = "(" + ", ".join("?" * (columns.count(",") + 1)) + ")"
-    return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES " + ", ".join([one] * rows)
+@functools.lru_cache(maxsize=16)
+def _insert_events_sql(rows: int) -> str:
+    """INSERT OR IGNORE of `rows` events in one statement."""
+    one = "(" + ", ".join("?" * len(_EVENT_COLUMNS)) + ")"
+    return f"INSERT OR IGNORE INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
 
 
-def _insert_rows(conn: sqlite3.Connection, table: str, columns: str, rows: list[tuple]) -> None:
-    """Insert rows a chunk per statement: bound in C, then run by SQLite with the GIL released.
+def _insert_events(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Insert event rows a chunk per statement: bound in C, then run by SQLite with the GIL released.
 
     One statement per row would take the GIL back from the hub after every row, and one JSON text
     unpacked by SQLite costs twice the CPU (bench/RESULTS.md). Each chunk is padded to a power of two
     with copies of its last row, which INSERT OR IGNORE drops, so whatever the group sizes only a
     few statements exist and sqlite3 keeps them prepared.
     """
-    width = columns.count(",") + 1
-    per = 1 << (min(MAX_PARAMETERS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) // width).bit_length() - 1
+    limit = min(MAX_PARAMETERS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    per = 1 << (limit // len(_EVENT_COLUMNS)).bit_length() - 1
     for start in range(0, len(rows), per):
         chunk = rows[start:start + per]
         size = 1 << (len(chunk) - 1).bit_length()
         chunk += [chunk[-1]] * (size - len(chunk))
-        conn.execute(_insert_sql(table, columns, size), list(itertools.chain.from_iterable(chunk)))
+        conn.execute(_insert_events_sql(size), list(itertools.chain.from_iterable(chunk)))
 
 
 def _event_rows(events: list[Event]) -> list[tuple]:
@@ -319,7 +319,7 @@ class SQLiteStore:
         applying batch state changes to their rows."""
         with self._writer:
             self._writer.execute("BEGIN")
-            _insert_rows(self._writer, "events", _EVENT_COLUMNS, rows)
+            _insert_events(self._writer, rows)
             for e in events:
                 if e.type == "batch":
                     self._apply_batch_event(e)

@@ -310,8 +310,9 @@ def verdicts(summary: dict, fanout: dict | None, joining: dict | None = None, ra
                        f"{of_medians:.0%}")
             else:
                 share, how = of_medians, "ratio of the medians"
+            overhead = round(1 - share, 2) + 0  # + 0 turns -0.0 into 0.0: "0 %", not "-0 %"
             line(f"{name} dashboard overhead <= 20% of engine-alone throughput", share, 0.8,
-                 f"end to end runs at {share:.0%} of the engine alone (overhead {round(1 - share, 2) + 0:.0%}; {how})")
+                 f"end to end runs at {share:.0%} of the engine alone (overhead {overhead:.0%}; {how})")
     for label, f in (("joined before the start", fanout), ("joining the running batch", joining)):
         if f:
             line(f"{f['viewers']} viewers ({label}) all get every event", 1 if f["all_complete"] else 0, 1,

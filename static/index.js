@@ -316,9 +316,10 @@ async function loadOlder() {
   let page;
   let cursor = olderCursor;
   if (cursor === undefined) {
-    // The live list carries no cursor: ask for the newest page once, for the cursor behind it.
-    page = await listPage();
-    cursor = page.ok ? page.data.next_cursor : undefined;
+    // The live list carries no cursor: ask for the newest page once, only for the cursor behind it.
+    const newest = await listPage();
+    page = newest.ok ? { ok: true, data: { batches: [], next_cursor: null } } : newest;
+    cursor = newest.ok ? newest.data.next_cursor : undefined;
   }
   if (cursor !== undefined && cursor !== null) page = await listPage(cursor);
   olderButton.disabled = false;

@@ -13,8 +13,8 @@ bench/drivers.py in fresh processes. For each workload (bench/workloads.py) and 
 Then: 200 websocket viewers on one W1 batch (every viewer must get every event; delivery lag), and
 the latency of GET /api/v1/batches/<id> at a fixed rate while W2 runs (our own open-loop gevent
 load generator, bench/drivers.py apiload). Medians of --runs runs (default 3; 11 for W2, the short,
-noise-prone one, and 31 of its e2e:fast/engine:fast pair); the dashboard's overhead is the median of
-the back-to-back e2e/engine pairs' ratios. JSON and a Markdown table go to bench/out/. --profile
+noise-prone one, and 91 of its e2e:fast/engine:fast pair); the dashboard's overhead is the median of
+the back-to-back e2e/engine pairs' ratios, printed with a bootstrap 90% interval. JSON and a Markdown table go to bench/out/. --profile
 also records the server with py-spy during W2 and summarises the profile.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import collections
 import datetime as dt
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -251,7 +252,7 @@ def medians(runs: list[dict]) -> dict:
 
 
 def _runs_text(workload: Workload) -> str:
-    """How many runs a workload gets, e.g. "W2 11 (31 of e2e:fast and engine:fast)"."""
+    """How many runs a workload gets, e.g. "W2 11 (91 of e2e:fast and engine:fast)"."""
     extra = f" ({workload.pair_runs} of {' and '.join(PAIR)})" if workload.pair_runs > workload.runs else ""
     return f"{workload.name} {workload.runs}{extra}"
 
@@ -263,7 +264,31 @@ def paired_share(e2e_runs: list[dict], engine_runs: list[dict]) -> float:
     their ratio sees one state of this VM, whose speed moves by a third within a minute; a ratio of the
     two medians can divide a fast moment by a slow one (bench/RESULTS.md, section 12).
     """
-    return statistics.median(e["urls_per_s"] / g["urls_per_s"] for e, g in zip(e2e_runs, engine_runs, strict=True))
+    return statistics.median(_pair_ratios(e2e_runs, engine_runs))
+
+
+def _pair_ratios(e2e_runs: list[dict], engine_runs: list[dict]) -> list[float]:
+    """Each back-to-back pair's URLs/s ratio, end to end over the engine alone."""
+    return [e["urls_per_s"] / g["urls_per_s"] for e, g in zip(e2e_runs, engine_runs, strict=True)]
+
+
+def paired_share_interval(e2e_runs: list[dict], engine_runs: list[dict], level: float = 0.9,
+                          resamples: int = 2000) -> tuple[float, float]:
+    """How far paired_share could move with other pairs: a bootstrap interval of the pairs' median.
+
+    The pairs are drawn again with replacement `resamples` times; the interval holds the middle
+    `level` of the medians. Seeded, so the same runs always give the same interval.
+    """
+    ratios = _pair_ratios(e2e_runs, engine_runs)
+    draw = random.Random(0).choices
+    medians = sorted(statistics.median(draw(ratios, k=len(ratios))) for _ in range(resamples))
+    tail = round(resamples * (1 - level) / 2)
+    return medians[tail], medians[resamples - 1 - tail]
+
+
+def _overhead(share: float) -> float:
+    """The overhead a share of the engine alone's throughput means, rounded for printing."""
+    return round(1 - share, 2) + 0  # + 0 turns -0.0 into 0.0: "0 %", not "-0 %"
 
 
 def table(summary: dict) -> str:
@@ -306,13 +331,13 @@ def verdicts(summary: dict, fanout: dict | None, joining: dict | None = None, ra
             if raw and name in raw:
                 pairs = raw[name]
                 share = paired_share(pairs["e2e:fast"], pairs["engine:fast"])
-                how = (f"median of {len(pairs['e2e:fast'])} back-to-back pairs; the ratio of the two medians is "
-                       f"{of_medians:.0%}")
+                low, high = paired_share_interval(pairs["e2e:fast"], pairs["engine:fast"])
+                how = (f"median of {len(pairs['e2e:fast'])} back-to-back pairs, 90% interval {_overhead(high):.0%} to "
+                       f"{_overhead(low):.0%}; the ratio of the two medians is {of_medians:.0%}")
             else:
                 share, how = of_medians, "ratio of the medians"
-            overhead = round(1 - share, 2) + 0  # + 0 turns -0.0 into 0.0: "0 %", not "-0 %"
             line(f"{name} dashboard overhead <= 20% of engine-alone throughput", share, 0.8,
-                 f"end to end runs at {share:.0%} of the engine alone (overhead {overhead:.0%}; {how})")
+                 f"end to end runs at {share:.0%} of the engine alone (overhead {_overhead(share):.0%}; {how})")
     for label, f in (("joined before the start", fanout), ("joining the running batch", joining)):
         if f:
             line(f"{f['viewers']} viewers ({label}) all get every event", 1 if f["all_complete"] else 0, 1,
@@ -327,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: a fifth of the URLs, one run each")
     parser.add_argument("--runs", type=int,
-                        help="runs per mode (default: 3; W2 11, and 31 of its e2e:fast/engine:fast pair; 1 with --quick)")
+                        help="runs per mode (default: 3; W2 11, and 91 of its e2e:fast/engine:fast pair; 1 with --quick)")
     parser.add_argument("--workloads", default="W1,W2,W3")
     parser.add_argument("--modes", default=",".join([f"e2e:{c}" for c in CLIENTS] + [f"engine:{c}" for c in CLIENTS]
                                                     + list(BASELINES)))

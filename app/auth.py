@@ -15,14 +15,18 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import os
 import secrets
-from dataclasses import dataclass
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
-from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, session, url_for
+from flask import (Blueprint, Flask, Response, current_app, make_response, redirect, render_template, request,
+                   session, url_for)
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import BadData
 from werkzeug.http import parse_cookie
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
 EXTENSION = "greenbatch.auth"
+FAILURES_EXTENSION = "greenbatch.auth_failures"
 CSRF_HEADER = "X-Requested-With"
 CSRF_HEADER_VALUE = "greenbatch"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -236,14 +241,22 @@ class Guard:
         mark = data.get("auth")
         return isinstance(mark, str) and any(hmac.compare_digest(mark, self.session_mark(t)) for t in self.tokens)
 
-    def identify(self, environ: Mapping[str, Any], session_data: Mapping[str, Any], allow_query: bool) -> str:
-        """How a request proves itself: "bearer", "cookie", "bad_token" (a token that is not valid) or "none"."""
+    def identify(self, environ: Mapping[str, Any], session_data: Mapping[str, Any], allow_query: bool,
+                 failures: "FailedTokens | None" = None, client: str = "-") -> str:
+        """How a request proves itself: "bearer", "cookie", "bad_token" (a token that is not valid), "none",
+        or "throttled": `client` sent too many bad tokens lately, so this one is not even checked."""
         token = bearer_token(environ)
         if token is None and allow_query:
             token = (parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).get("token") or [None])[0]
-        if token is not None:
-            return "bearer" if self.token_ok(token) else "bad_token"
-        return "cookie" if self.session_ok(session_data) else "none"
+        if token is None:
+            return "cookie" if self.session_ok(session_data) else "none"
+        if failures is not None and failures.wait(client):
+            return "throttled"
+        if self.token_ok(token):
+            return "bearer"
+        if failures is not None:
+            failures.failed(client)
+        return "bad_token"
 
     def host_problem(self, environ: Mapping[str, Any]) -> str | None:
         """Why an open loopback server will not answer this Host name, or None."""
@@ -278,6 +291,62 @@ def same_host(key: tuple[str, str, int], host_header: str) -> bool:
     return name == host_name and port == (host_port or (443 if scheme == "https" else 80))
 
 
+class FailedTokens:
+    """Invalid tokens per client address: after `limit` of them within `window` seconds, that address's
+    tokens are refused unchecked (429) until the oldest of them is `window` seconds old.
+
+    Tokens have 16+ characters, so guessing one is hopeless anyway; this stops a script from trying (the
+    login form, bearer headers and websocket tokens all count). A signed-in cookie is not a guess and keeps
+    working. Only greenlets of one process use it, never at the same time: no lock.
+    """
+
+    MAX_CLIENTS = 10_000  # addresses remembered; those quiet longest are forgotten first
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()  # client -> its latest failure times
+
+    def wait(self, client: str) -> int:
+        """Whole seconds before `client` may have a token checked again; 0: now."""
+        times = self._failures.get(client)
+        if not self.limit or times is None:
+            return 0
+        now = self._clock()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[client]
+            return 0
+        return max(1, math.ceil(times[0] + self.window - now)) if len(times) >= self.limit else 0
+
+    def failed(self, client: str) -> None:
+        """Count one invalid token from `client`."""
+        if not self.limit:
+            return
+        times = self._failures.pop(client, None) or deque(maxlen=self.limit)  # only the last `limit` matter
+        times.append(self._clock())
+        self._failures[client] = times
+        while len(self._failures) > self.MAX_CLIENTS:
+            self._failures.popitem(last=False)
+
+    def problem(self, client: str) -> str:
+        """What a throttled client is told."""
+        return (f"{self.limit} invalid tokens came from {client} within {self.window:g} s, so its tokens are not "
+                f"checked for now; try again in {self.wait(client)} s (GREENBATCH_AUTH_FAILURES)")
+
+
+def client_address(environ: Mapping[str, Any], proxy_hops: int) -> str:
+    """The client's address: the peer's, or behind N trusted proxies the Nth X-Forwarded-For entry from
+    the right, as ProxyFix reads it (the websocket handler runs before ProxyFix, so it reads the header itself)."""
+    if proxy_hops:
+        forwarded = [part.strip() for part in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+        if len(forwarded) >= proxy_hops:
+            return forwarded[-proxy_hops]
+    return environ.get("REMOTE_ADDR", "-")
+
+
 def bearer_token(environ: Mapping[str, Any]) -> str | None:
     """The token of an `Authorization: Bearer <token>` header, or None."""
     scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
@@ -289,6 +358,11 @@ def guard_of(app: Flask) -> Guard:
     return app.extensions[EXTENSION]
 
 
+def failures_of(app: Flask) -> FailedTokens:
+    """The app's count of invalid tokens per client address."""
+    return app.extensions[FAILURES_EXTENSION]
+
+
 # -- websockets ----------------------------------------------------------------------------
 
 def websocket_gate(app: Flask) -> Callable[[dict], tuple[int, str] | None]:
@@ -297,17 +371,23 @@ def websocket_gate(app: Flask) -> Callable[[dict], tuple[int, str] | None]:
     Besides the header and the cookie, it takes `?token=` for clients that cannot set headers; that
     token then shows in proxy logs and browser history, so prefer the header (our access log redacts it).
     """
-    guard = guard_of(app)
+    failures = failures_of(app)
+    proxy_hops = app.config["GREENBATCH"].proxy_hops
 
     def gate(environ: dict) -> tuple[int, str] | None:
+        guard = guard_of(app)  # looked up each time: SIGHUP may have replaced the tokens
         problem = guard.host_problem(environ) or guard.origin_problem(environ)
         if problem:
             return 403, problem
         if not guard.enabled:
             return None
-        verdict = guard.identify(environ, _cookie_session(app, environ), allow_query=True)
+        client = client_address(environ, proxy_hops)
+        verdict = guard.identify(environ, _cookie_session(app, environ), allow_query=True, failures=failures,
+                                 client=client)
         if verdict in ("bearer", "cookie"):
             return None
+        if verdict == "throttled":
+            return 429, failures.problem(client)
         return 401, BAD_TOKEN if verdict == "bad_token" else NO_CREDENTIALS
 
     return gate
@@ -358,9 +438,14 @@ def check_request() -> Response | None:
             return error_response(403, "cross_origin_request", problem)
     if not guard.enabled or request.path in OPEN_PATHS or request.endpoint in OPEN_ENDPOINTS:
         return None
-    verdict = guard.identify(environ, session, allow_query=request.path.startswith("/ws/"))
+    client = request.remote_addr or "-"
+    failures = failures_of(current_app)
+    verdict = guard.identify(environ, session, allow_query=request.path.startswith("/ws/"), failures=failures,
+                             client=client)
     if verdict == "bearer":
         return None
+    if verdict == "throttled":
+        return _throttled(error_response(429, "too_many_invalid_tokens", failures.problem(client)), failures, client)
     if verdict == "cookie":
         if request.method in STATE_CHANGING and request.headers.get(CSRF_HEADER) != CSRF_HEADER_VALUE:
             return error_response(403, "csrf_header_missing", CSRF_MISSING)
@@ -372,6 +457,13 @@ def check_request() -> Response | None:
                               NO_CREDENTIALS if verdict == "none" else BAD_TOKEN)
     response.headers["WWW-Authenticate"] = ('Bearer realm="greenbatch"' if verdict == "none"
                                             else 'Bearer realm="greenbatch", error="invalid_token"')
+    return response
+
+
+def _throttled(response: Response, failures: FailedTokens, client: str) -> Response:
+    """A 429 answer for a client sending too many invalid tokens, with when to come back."""
+    response.status_code = 429
+    response.headers["Retry-After"] = str(failures.wait(client))
     return response
 
 
@@ -417,9 +509,15 @@ def login():
         return _login_page(next_path, "This form expired, or your browser blocked its cookie. "
                                       "Reload the page and try again.", 400)
     token = request.form.get("token", "").strip()  # pasted tokens often bring a newline
+    client, failures = request.remote_addr or "-", failures_of(current_app)
+    if failures.wait(client):
+        log.warning("login refused for %s: too many invalid tokens lately", client)
+        wait = failures.wait(client)
+        return _throttled(make_response(_login_page(next_path, f"Too many invalid tokens came from your address. "
+                                                               f"Try again in {wait} s.", 429)), failures, client)
     if not guard.token_ok(token):
-        log.warning("login refused for %s: the token typed is not one of the configured API tokens",
-                    request.remote_addr)
+        failures.failed(client)
+        log.warning("login refused for %s: the token typed is not one of the configured API tokens", client)
         return _login_page(next_path, "That token is not valid.", 401)
     session.clear()
     session.permanent = True
@@ -456,6 +554,7 @@ def init_app(app: Flask) -> Guard:
     guard = Guard(tokens=tokens, secret=app.secret_key.encode(), allowed_origins=parse_origins(config.allowed_origins),
                   loopback_names_only=not tokens and is_loopback(config.host))
     app.extensions[EXTENSION] = guard
+    app.extensions[FAILURES_EXTENSION] = FailedTokens(config.auth_failures, config.auth_failure_window)
     app.config.update(SESSION_COOKIE_NAME="greenbatch_session", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax", PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME)
     app.session_interface = SessionInterface()
@@ -465,6 +564,34 @@ def init_app(app: Flask) -> Guard:
     app.register_blueprint(bp)
     announce(config, guard)
     return guard
+
+
+def reload_tokens(app: Flask) -> bool:
+    """Read the API tokens again (SIGHUP), so a token file's changes apply without a restart; True if they do.
+
+    Sessions signed in with a token that is gone end with it. A reload changes which tokens are valid,
+    never whether tokens are needed: a set that cannot be read, or is empty, leaves the old one in use,
+    and a server started without tokens stays open (restart it with tokens to close it).
+    """
+    guard, config = guard_of(app), app.config["GREENBATCH"]
+    if not guard.enabled:
+        log.warning("tokens not reloaded: this server started without API tokens and stays open; "
+                    "restart it with GREENBATCH_API_TOKENS or GREENBATCH_TOKEN_FILE set to require them")
+        return False
+    try:
+        tokens = load_tokens(config)
+    except ConfigError as exc:
+        log.error("tokens not reloaded, the %d in use stay valid: %s", len(guard.tokens), exc)
+        return False
+    if not tokens:
+        log.error("tokens not reloaded, the %d in use stay valid: the new set is empty, and a reload never "
+                  "turns authentication off", len(guard.tokens))
+        return False
+    app.extensions[EXTENSION] = replace(guard, tokens=tokens)
+    kept = len(set(tokens) & set(guard.tokens))
+    log.info("tokens reloaded: %d API token(s) in use, %d new, %d removed", len(tokens), len(tokens) - kept,
+             len(guard.tokens) - kept)
+    return True
 
 
 def announce(config: Config, guard: Guard) -> None:

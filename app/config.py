@@ -58,11 +58,18 @@ class Config:
 
     api_tokens: str = _setting("", "Comma-separated API tokens (16+ characters each). With any token set (here or in "
                                "GREENBATCH_TOKEN_FILE), every API call, page and websocket needs one.", secret=True)
-    token_file: str = _setting("", "File of API tokens, one per line ('#' starts a comment); read at start.")
+    token_file: str = _setting("", "File of API tokens, one per line ('#' starts a comment); read at start and "
+                               "again on SIGHUP.")
     secret_key: str = _setting("", "Key that signs login cookies; if unset, one is generated once and kept in "
                                "<data dir>/secret_key (mode 0600).", secret=True)
     allowed_origins: str = _setting("", "Comma-separated extra origins (scheme://host[:port]) allowed to post and open "
                                     "websockets, besides the server's own host.")
+    auth_failures: int = _setting(10, "Invalid tokens (login form, API, websocket) one client address may send within "
+                                  "GREENBATCH_AUTH_FAILURE_WINDOW; past that its tokens get 429 unchecked until the "
+                                  "oldest failure ages out. Signed-in browsers are not affected; 0 turns this off.",
+                                  low=0)
+    auth_failure_window: float = _setting(300.0, "Seconds over which GREENBATCH_AUTH_FAILURES counts.", low=1,
+                                          high=86400)
 
     flush_interval: float = _setting(0.1, "Seconds between store flushes of buffered events.", low=0.001, high=10)
     flush_rows: int = _setting(500, "Buffered events that trigger an early store flush.", low=1)

@@ -53,7 +53,10 @@ def prepare(server, app) -> None:
 
 
 def serve(app, config: Config) -> int:
-    """Serve until SIGTERM or SIGINT, then stop accepting, let fetches finish, flush the store; exit 0."""
+    """Serve until SIGTERM or SIGINT, then stop accepting, let fetches finish, flush the store; exit 0.
+
+    SIGHUP reads the API tokens again (auth.reload_tokens).
+    """
     server = WSGIServer((config.host, config.port), app, handler_class=Handler,
                         log=logging.getLogger(logs.ACCESS_LOGGER), error_log=logging.getLogger("greenbatch.error"))
     prepare(server, app)
@@ -71,6 +74,7 @@ def serve(app, config: Config) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop, signum)
+    gevent.signal_handler(signal.SIGHUP, auth.reload_tokens, app)  # a changed GREENBATCH_TOKEN_FILE, no restart
     stopped.wait()
     close_all(server)  # viewers get 1001 and reconnect, rather than a dropped connection
     server.stop(timeout=1)

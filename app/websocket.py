@@ -40,7 +40,7 @@ from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.handler import WebSocketHandler as LibraryHandler
 from geventwebsocket.websocket import Header, WebSocket
 
-from .auth import origin_key, same_host
+from .auth import client_address, origin_key, same_host
 from .events import compact_json
 
 log = logging.getLogger(__name__)
@@ -70,16 +70,6 @@ class WebSocketLimits:
         """The limits set by GREENBATCH_WS_* settings (and GREENBATCH_PROXY_HOPS, to tell clients apart)."""
         return cls(config.ws_max_message, config.ws_heartbeat, config.ws_idle_timeout, config.ws_max_per_client,
                    config.proxy_hops)
-
-
-def client_address(environ: Mapping[str, Any], proxy_hops: int) -> str:
-    """The client's address: the peer's, or behind N trusted proxies the Nth X-Forwarded-For entry from
-    the right, as ProxyFix reads it (the handler runs before ProxyFix, so it reads the header itself)."""
-    if proxy_hops:
-        forwarded = [part.strip() for part in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
-        if len(forwarded) >= proxy_hops:
-            return forwarded[-proxy_hops]
-    return environ.get("REMOTE_ADDR", "-")
 
 
 def close_payload(code: int, reason: str = "") -> bytes:

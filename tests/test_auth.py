@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import stat
 import time
@@ -295,6 +296,50 @@ def test_tokens_from_the_token_file_are_accepted(make_server, tmp_path):
     assert server.request("GET", "/api/v1/batches").status_code == 401
 
 
+def wait_for_log(server: GreenbatchServer, text: str, occurrences: int = 1) -> None:
+    """Wait until the server's log says `text` (at least `occurrences` times)."""
+    deadline = time.monotonic() + 10
+    while server.log().count(text) < occurrences and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.log().count(text) >= occurrences, server.log()[-2000:]
+
+
+def test_sighup_rereads_the_token_file_and_ends_the_sessions_of_removed_tokens(make_server, tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"{TOKEN}\n")
+    server = make_server(env={"GREENBATCH_TOKEN_FILE": str(token_file)})
+    signed_in, _ = log_in(server, TOKEN)
+    token_file.write_text(f"# {TOKEN} is retired\n{FILE_TOKEN}\n")
+    server.signal(signal.SIGHUP)
+    wait_for_log(server, "tokens reloaded: 1 API token(s) in use, 1 new, 1 removed")
+    assert server.request("GET", "/api/v1/batches", headers=bearer(TOKEN)).status_code == 401
+    assert server.request("GET", "/api/v1/batches", headers=bearer(FILE_TOKEN)).status_code == 200
+    assert signed_in.get(server.url("/api/v1/batches"), timeout=10).status_code == 401
+    status, _ = websocket_handshake(server, "/ws/batches", bearer(FILE_TOKEN))
+    assert status == 101
+
+
+def test_a_reload_that_would_open_the_server_or_cannot_be_read_keeps_the_tokens_in_use(make_server, tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"{TOKEN}\n")
+    server = make_server(env={"GREENBATCH_TOKEN_FILE": str(token_file)})
+    token_file.write_text("# everyone is gone\n")
+    server.signal(signal.SIGHUP)
+    wait_for_log(server, "the new set is empty, and a reload never turns authentication off")
+    token_file.write_text("short\n")
+    server.signal(signal.SIGHUP)
+    wait_for_log(server, "line 1 is 5 characters")
+    assert server.request("GET", "/api/v1/batches", headers=bearer(TOKEN)).status_code == 200
+    assert server.request("GET", "/api/v1/batches").status_code == 401
+
+
+def test_an_open_server_stays_open_on_sighup(make_server):
+    server = make_server()
+    server.signal(signal.SIGHUP)
+    wait_for_log(server, "this server started without API tokens and stays open")
+    assert server.request("GET", "/api/v1/batches").status_code == 200
+
+
 def test_probes_stay_open_without_credentials(secured):
     for path in ("/healthz", "/readyz"):
         response = secured.request("GET", path, allow_redirects=False)
@@ -488,6 +533,102 @@ def test_websocket_with_a_query_token_upgrades_and_the_log_hides_it(secured):
         time.sleep(0.05)
     assert "/ws/batches?token=[redacted]" in secured.log()
     assert TOKEN not in secured.log()
+
+
+# -- guessing tokens ---------------------------------------------------------------------------
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_address_that_sent_the_limit_of_invalid_tokens_waits_until_the_oldest_ages_out():
+    clock = Clock()
+    failures = auth.FailedTokens(limit=3, window=60, clock=clock)
+    for _ in range(2):
+        failures.failed("10.0.0.7")
+        clock.now += 10
+    assert failures.wait("10.0.0.7") == 0  # two of three
+    failures.failed("10.0.0.7")  # at 1020: the third, while the first (1000) is still within the minute
+    assert failures.wait("10.0.0.7") == 40
+    assert failures.wait("10.0.0.8") == 0  # per address
+    clock.now = 1059.5
+    assert failures.wait("10.0.0.7") == 1  # whole seconds, rounded up
+    clock.now = 1060
+    assert failures.wait("10.0.0.7") == 0  # the first aged out: two of three again
+    failures.failed("10.0.0.7")
+    assert failures.wait("10.0.0.7") == 10  # now the one of 1010 is the oldest
+    assert "3 invalid tokens came from 10.0.0.7 within 60 s" in failures.problem("10.0.0.7")
+    assert "try again in 10 s" in failures.problem("10.0.0.7")
+
+
+def test_a_limit_of_zero_never_throttles_and_memory_stays_bounded():
+    off = auth.FailedTokens(limit=0, window=60)
+    for _ in range(100):
+        off.failed("10.0.0.7")
+    assert off.wait("10.0.0.7") == 0
+    failures = auth.FailedTokens(limit=1, window=60)
+    failures.MAX_CLIENTS = 5
+    for n in range(8):
+        failures.failed(f"10.0.0.{n}")
+    assert failures.wait("10.0.0.2") == 0 and failures.wait("10.0.0.7") > 0  # the quietest were forgotten
+
+
+@pytest.fixture
+def wary(make_server):
+    """A server with a token that stops checking an address's tokens after 3 invalid ones within 2 s."""
+    return make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_AUTH_FAILURES": "3",
+                            "GREENBATCH_AUTH_FAILURE_WINDOW": "2"})
+
+
+def test_after_too_many_invalid_tokens_even_the_right_one_gets_429_until_the_window_passes(wary):
+    signed_in, _ = log_in(wary)  # before the guessing starts
+    for _ in range(3):
+        assert wary.request("GET", "/api/v1/batches", headers=bearer("x" * 32)).status_code == 401
+    refused = wary.request("GET", "/api/v1/batches", headers=bearer())
+    assert refused.status_code == 429
+    error = error_of(refused)
+    assert error["code"] == "too_many_invalid_tokens"
+    assert "3 invalid tokens came from 127.0.0.1 within 2 s" in error["message"]
+    assert "GREENBATCH_AUTH_FAILURES" in error["message"]
+    wait = int(refused.headers["Retry-After"])
+    assert 1 <= wait <= 2
+    # A signed-in browser is not guessing, and a request without any token is told what it lacks.
+    assert signed_in.get(wary.url("/api/v1/batches"), timeout=10).status_code == 200
+    assert wary.request("GET", "/api/v1/batches").status_code == 401
+    status, body = websocket_handshake(wary, f"/ws/batches?token={TOKEN}", {})
+    assert status == 429 and "invalid tokens" in json.loads(body)["error"]["message"]
+    login_page = browser_session()
+    form = login_page.get(wary.url("/login"), timeout=10)
+    answer = login_page.post(wary.url("/login"), data={"csrf_token": form_token(form.text), "token": TOKEN},
+                             allow_redirects=False, timeout=10)
+    assert answer.status_code == 429 and "Too many invalid tokens came from your address" in answer.text
+    time.sleep(wait + 0.2)
+    assert wary.request("GET", "/api/v1/batches", headers=bearer()).status_code == 200
+
+
+def test_invalid_tokens_typed_into_the_login_form_count_too(wary):
+    for _ in range(3):
+        assert log_in(wary, token="x" * 32)[1].status_code == 401
+    assert wary.request("GET", "/api/v1/batches", headers=bearer()).status_code == 429
+
+
+def test_behind_a_proxy_each_forwarded_address_has_its_own_count(make_server):
+    server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_PROXY_HOPS": "1",
+                              "GREENBATCH_AUTH_FAILURES": "2"})
+    guesser, neighbour = {"X-Forwarded-For": "203.0.113.9"}, {"X-Forwarded-For": "198.51.100.4"}
+    for _ in range(2):
+        assert server.request("GET", "/api/v1/batches", headers={**guesser, **bearer("x" * 32)}).status_code == 401
+    assert server.request("GET", "/api/v1/batches", headers={**guesser, **bearer()}).status_code == 429
+    assert "203.0.113.9" in error_of(server.request("GET", "/api/v1/batches", headers={**guesser, **bearer()}))["message"]
+    assert server.request("GET", "/api/v1/batches", headers={**neighbour, **bearer()}).status_code == 200
+    status, _ = websocket_handshake(server, f"/ws/batches?token={TOKEN}", guesser)
+    assert status == 429
 
 
 # -- headers -----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Who may use the server, and browser safety: API tokens, the login session, CSRF and Origin checks,
-the websocket gate, and the security headers on every response.
+"""Who may use the server, and browser safety: API tokens (reread on SIGHUP), the login session, a limit
+on invalid tokens per client, CSRF and Origin checks, the websocket gate, and the security headers.
 
 Authentication is on when any API token is configured (GREENBATCH_API_TOKENS, GREENBATCH_TOKEN_FILE).
 Without tokens the server is open: quietly when bound to loopback (it then answers only loopback Host
@@ -510,11 +510,12 @@ def login():
                                       "Reload the page and try again.", 400)
     token = request.form.get("token", "").strip()  # pasted tokens often bring a newline
     client, failures = request.remote_addr or "-", failures_of(current_app)
-    if failures.wait(client):
+    wait = failures.wait(client)
+    if wait:
         log.warning("login refused for %s: too many invalid tokens lately", client)
-        wait = failures.wait(client)
+        later = f"{wait} seconds" if wait < 90 else f"{math.ceil(wait / 60)} minutes"
         return _throttled(make_response(_login_page(next_path, f"Too many invalid tokens came from your address. "
-                                                               f"Try again in {wait} s.", 429)), failures, client)
+                                                               f"Try again in {later}.", 429)), failures, client)
     if not guard.token_ok(token):
         failures.failed(client)
         log.warning("login refused for %s: the token typed is not one of the configured API tokens", client)

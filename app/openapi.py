@@ -344,7 +344,8 @@ def document(config: Config, server_root: str = "/") -> dict[str, Any]:
         operation = {"operationId": endpoint.split(".", 1)[1], "summary": _summary(endpoint), **operation}
         operation["responses"] = {**operation["responses"],
                                   "default": error("Any other error: 401 without a valid token, 403 from another "
-                                                   "origin, 405, 500.")}
+                                                   "origin, 405, 429 after too many invalid tokens from one "
+                                                   "address (see Retry-After), 500.")}
         paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.1.0",

@@ -310,14 +310,15 @@ class FailedTokens:
 
     def wait(self, client: str) -> int:
         """Whole seconds before `client` may have a token checked again; 0: now."""
-        times = self._failures.get(client)
+        key = self.key(client)
+        times = self._failures.get(key)
         if not self.limit or times is None:
             return 0
         now = self._clock()
         while times and times[0] <= now - self.window:
             times.popleft()
         if not times:
-            del self._failures[client]
+            del self._failures[key]
             return 0
         return max(1, math.ceil(times[0] + self.window - now)) if len(times) >= self.limit else 0
 
@@ -325,16 +326,30 @@ class FailedTokens:
         """Count one invalid token from `client`."""
         if not self.limit:
             return
-        times = self._failures.pop(client, None) or deque(maxlen=self.limit)  # only the last `limit` matter
+        key = self.key(client)
+        times = self._failures.pop(key, None) or deque(maxlen=self.limit)  # only the last `limit` matter
         times.append(self._clock())
-        self._failures[client] = times
+        self._failures[key] = times
         while len(self._failures) > self.MAX_CLIENTS:
             self._failures.popitem(last=False)
 
     def problem(self, client: str) -> str:
         """What a throttled client is told."""
-        return (f"{self.limit} invalid tokens came from {client} within {self.window:g} s, so its tokens are not "
-                f"checked for now; try again in {self.wait(client)} s (GREENBATCH_AUTH_FAILURES)")
+        return (f"{self.limit} invalid tokens came from {self.key(client)} within {self.window:g} s, so its tokens "
+                f"are not checked for now; try again in {self.wait(client)} s (GREENBATCH_AUTH_FAILURES)")
+
+    @staticmethod
+    def key(client: str) -> str:
+        """What is counted: an IPv4 address, or an IPv6 address's /64 (one host commonly holds a whole /64)."""
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return client  # not an address (a unix socket's "-"): counted as it is
+        if address.version == 6:
+            if address.ipv4_mapped:
+                return str(address.ipv4_mapped)
+            return str(ipaddress.ip_network(f"{address}/64", strict=False))
+        return str(address)
 
 
 def client_address(environ: Mapping[str, Any], proxy_hops: int) -> str:

@@ -567,6 +567,18 @@ def test_an_address_that_sent_the_limit_of_invalid_tokens_waits_until_the_oldest
     assert "try again in 10 s" in failures.problem("10.0.0.7")
 
 
+def test_an_ipv6_host_is_counted_by_its_slash_64_which_it_can_fill_with_addresses():
+    failures = auth.FailedTokens(limit=2, window=60)
+    failures.failed("2001:db8:1:2::a")
+    failures.failed("2001:db8:1:2:ffff::9")
+    assert failures.wait("2001:db8:1:2::77") > 0
+    assert failures.wait("2001:db8:1:3::a") == 0
+    assert "came from 2001:db8:1:2::/64 within" in failures.problem("2001:db8:1:2::a")
+    failures.failed("::ffff:192.0.2.7")  # an IPv4 client on a dual-stack socket
+    failures.failed("192.0.2.7")
+    assert failures.wait("192.0.2.7") > 0
+
+
 def test_a_limit_of_zero_never_throttles_and_memory_stays_bounded():
     off = auth.FailedTokens(limit=0, window=60)
     for _ in range(100):

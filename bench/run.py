@@ -13,7 +13,7 @@ bench/drivers.py in fresh processes. For each workload (bench/workloads.py) and 
 Then: 200 websocket viewers on one W1 batch (every viewer must get every event; delivery lag), and
 the latency of GET /api/v1/batches/<id> at a fixed rate while W2 runs (our own open-loop gevent
 load generator, bench/drivers.py apiload). Medians of --runs runs (default 3; 11 for W2, the short,
-noise-prone one, and 91 of its e2e:fast/engine:fast pair); the dashboard's overhead is the median of
+noise-prone one, and 151 of its e2e:fast/engine:fast pair); the dashboard's overhead is the median of
 the back-to-back e2e/engine pairs' ratios, printed with a bootstrap 90% interval. JSON and a Markdown table go to bench/out/. --profile
 also records the server with py-spy during W2 and summarises the profile.
 """
@@ -253,7 +253,7 @@ def medians(runs: list[dict]) -> dict:
 
 
 def _runs_text(workload: Workload) -> str:
-    """How many runs a workload gets, e.g. "W2 11 (91 of e2e:fast and engine:fast)"."""
+    """How many runs a workload gets, e.g. "W2 11 (151 of e2e:fast and engine:fast)"."""
     extra = f" ({workload.pair_runs} of {' and '.join(PAIR)})" if workload.pair_runs > workload.runs else ""
     return f"{workload.name} {workload.runs}{extra}"
 
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: a fifth of the URLs, one run each")
     parser.add_argument("--runs", type=int,
-                        help="runs per mode (default: 3; W2 11, and 91 of its e2e:fast/engine:fast pair; 1 with --quick)")
+                        help="runs per mode (default: 3; W2 11, and 151 of its e2e:fast/engine:fast pair; 1 with --quick)")
     parser.add_argument("--workloads", default="W1,W2,W3")
     parser.add_argument("--modes", default=",".join([f"e2e:{c}" for c in CLIENTS] + [f"engine:{c}" for c in CLIENTS]
                                                     + list(BASELINES)))

@@ -42,11 +42,11 @@ def every_event_once(seqs: list[int]) -> bool:
 WORKLOADS = {
     "W1": Workload("W1", 2000, 200, "/delay/100", 100, "latency-bound: 2,000 x /delay/100 at concurrency 200"),
     # W2 runs for about half a second and is CPU-bound: this machine's noise moves it most, so it gets
-    # more runs, and its overhead more pairs. One run's pairs spread from 0.44 to 1.03; with 31 pairs a
-    # run's median missed the 20 % target in about 1 run in 9 while all 106 pairs of six runs put the
-    # overhead at 16 % (90 % interval 14-18 %); with 91, about 1 in 70 (bench/RESULTS.md, section 13).
-    # A pair costs ~3 s, a run of every mode ~20 s.
+    # more runs, and its overhead more pairs. One run's pairs spread from 0.5 to 1.8 while 364 pairs of
+    # four runs put the overhead at 17 % (90 % interval 14-18 %): a run's median still crosses the 20 %
+    # target in ~1 run in 9 with 31 pairs, ~1 in 22 with 91, ~1 in 65 with 151 (bench/RESULTS.md,
+    # section 13). A pair costs ~3 s, a run of every mode ~20 s.
     "W2": Workload("W2", 5000, 50, "/bytes/1024", 0, "CPU-bound: 5,000 x /bytes/1024 at concurrency 50", runs=11,
-                   pair_runs=91),
+                   pair_runs=151),
     "W3": Workload("W3", 10000, 1000, "/delay/200", 200, "wide: 10,000 x /delay/200 at concurrency 1,000"),
 }

@@ -13,9 +13,10 @@ bench/drivers.py in fresh processes. For each workload (bench/workloads.py) and 
 Then: 200 websocket viewers on one W1 batch (every viewer must get every event; delivery lag), and
 the latency of GET /api/v1/batches/<id> at a fixed rate while W2 runs (our own open-loop gevent
 load generator, bench/drivers.py apiload). Medians of --runs runs (default 3; 11 for W2, the short,
-noise-prone one, and 151 of its e2e:fast/engine:fast pair); the dashboard's overhead is the median of
-the back-to-back e2e/engine pairs' ratios, printed with a bootstrap 90% interval. JSON and a Markdown table go to bench/out/. --profile
-also records the server with py-spy during W2 and summarises the profile.
+noise-prone one, and 151 of its e2e:fast/engine:fast pair); the dashboard's overhead is the median
+of the back-to-back e2e/engine pairs' ratios, printed with a bootstrap 90% interval. JSON and a
+Markdown table go to bench/out/. --profile also records the server with py-spy during W2 and
+summarises the profile.
 """
 from __future__ import annotations
 

@@ -636,8 +636,8 @@ def test_behind_a_proxy_each_forwarded_address_has_its_own_count(make_server):
     guesser, neighbour = {"X-Forwarded-For": "203.0.113.9"}, {"X-Forwarded-For": "198.51.100.4"}
     for _ in range(2):
         assert server.request("GET", "/api/v1/batches", headers={**guesser, **bearer("x" * 32)}).status_code == 401
-    assert server.request("GET", "/api/v1/batches", headers={**guesser, **bearer()}).status_code == 429
-    assert "203.0.113.9" in error_of(server.request("GET", "/api/v1/batches", headers={**guesser, **bearer()}))["message"]
+    refused = server.request("GET", "/api/v1/batches", headers={**guesser, **bearer()})
+    assert refused.status_code == 429 and "203.0.113.9" in error_of(refused)["message"]
     assert server.request("GET", "/api/v1/batches", headers={**neighbour, **bearer()}).status_code == 200
     status, _ = websocket_handshake(server, f"/ws/batches?token={TOKEN}", guesser)
     assert status == 429

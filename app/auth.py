@@ -310,9 +310,11 @@ class FailedTokens:
 
     def wait(self, client: str) -> int:
         """Whole seconds before `client` may have a token checked again; 0: now."""
+        if not self._failures:
+            return 0  # nobody has failed lately: the common case, without parsing the address
         key = self.key(client)
         times = self._failures.get(key)
-        if not self.limit or times is None:
+        if times is None:
             return 0
         now = self._clock()
         while times and times[0] <= now - self.window:
@@ -460,7 +462,7 @@ def check_request() -> Response | None:
     if verdict == "bearer":
         return None
     if verdict == "throttled":
-        return _throttled(error_response(429, "too_many_invalid_tokens", failures.problem(client)), failures, client)
+        return _retry_after(error_response(429, "too_many_invalid_tokens", failures.problem(client)), failures, client)
     if verdict == "cookie":
         if request.method in STATE_CHANGING and request.headers.get(CSRF_HEADER) != CSRF_HEADER_VALUE:
             return error_response(403, "csrf_header_missing", CSRF_MISSING)
@@ -475,9 +477,8 @@ def check_request() -> Response | None:
     return response
 
 
-def _throttled(response: Response, failures: FailedTokens, client: str) -> Response:
-    """A 429 answer for a client sending too many invalid tokens, with when to come back."""
-    response.status_code = 429
+def _retry_after(response: Response, failures: FailedTokens, client: str) -> Response:
+    """A 429 answer to a client sending too many invalid tokens, told when to come back."""
     response.headers["Retry-After"] = str(failures.wait(client))
     return response
 
@@ -529,7 +530,7 @@ def login():
     if wait:
         log.warning("login refused for %s: too many invalid tokens lately", client)
         later = f"{wait} seconds" if wait < 90 else f"{math.ceil(wait / 60)} minutes"
-        return _throttled(make_response(_login_page(next_path, f"Too many invalid tokens came from your address. "
+        return _retry_after(make_response(_login_page(next_path, f"Too many invalid tokens came from your address. "
                                                                f"Try again in {later}.", 429)), failures, client)
     if not guard.token_ok(token):
         failures.failed(client)

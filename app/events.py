@@ -108,9 +108,16 @@ class EventSink(Protocol):
     def extend(self, events: list[Event]) -> None:
         """Take events of one batch, in seq order, for writing; must not block the caller."""
 
+    def observe_commits(self, observer: Listener) -> None:
+        """Call `observer` on the hub with each group of events once it is committed, in commit order."""
+
 
 class EventBus:
-    """Numbers each batch's events, hands them to the store, then to live listeners, in that order.
+    """Numbers each batch's events, hands them to the store and its taps, and to viewers once committed.
+
+    Viewers (subscribe) only ever see committed events: a seq, once anyone has seen it, names that one
+    event forever, even if the process is killed before its next commit (a restarted server numbers on
+    from the last committed seq, so an uncommitted seq would be reused for another event).
 
     Listeners and the sink are called with a list: the events of one batch, in seq order. A batch's
     fetches finish many per turn of the gevent loop (W2: ~45 of its 50), so `result` queues each
@@ -127,6 +134,7 @@ class EventBus:
         self._taps: list[Listener] = []
         self._results: dict[str, list[tuple[dict[str, Any], Row | None]]] = {}  # batch id -> queued results
         self._handing_on = None  # the loop callback that will hand on the queued results
+        sink.observe_commits(self._committed)
 
     def open(self, batch_id: str, last_seq: int = 0) -> None:
         """Start numbering a batch's events after `last_seq` (0 for a new batch)."""
@@ -178,21 +186,32 @@ class EventBus:
             self._hand_on(batch_id, events)
 
     def _hand_on(self, batch_id: str, events: list[Event]) -> None:
-        """Give a batch's new events to the store, then to its viewers, the all-batches viewers (not results) and taps."""
+        """Give a batch's new events to the store and to the taps; viewers get them once committed."""
         self._sink.extend(events)
-        listeners = self._listeners.get(batch_id)
-        if listeners:
-            self._deliver(listeners, events)
-        if self._global and events[0].type != "result":
-            self._deliver(self._global, events)
         self._deliver(self._taps, events)
 
+    def _committed(self, events: list[Event]) -> None:
+        """Store observer: hand committed events to their batch's viewers and the all-batches viewers (not results)."""
+        if not (self._listeners or self._global):
+            return
+        by_batch: dict[str, list[Event]] = {}
+        for event in events:  # one commit holds runs of several batches, each in seq order
+            by_batch.setdefault(event.batch_id, []).append(event)
+        for batch_id, batch_events in by_batch.items():
+            listeners = self._listeners.get(batch_id)
+            if listeners:
+                self._deliver(listeners, batch_events)
+            if self._global:
+                changes = [event for event in batch_events if event.type != "result"]
+                if changes:
+                    self._deliver(self._global, changes)
+
     def tap(self, listener: Listener) -> None:
-        """Call `listener` with the events of every batch, for the server's lifetime (metrics)."""
+        """Call `listener` with the events of every batch as they are numbered, committed or not (metrics)."""
         self._taps.append(listener)
 
     def subscribe(self, batch_id: str | None, listener: Listener) -> Callable[[], None]:
-        """Call `listener` with the new events of a batch (or of every batch, but no results, when None)."""
+        """Call `listener` with the newly committed events of a batch (or of every batch, but no results, when None)."""
         bucket = self._global if batch_id is None else self._listeners.setdefault(batch_id, [])
         bucket.append(listener)
 

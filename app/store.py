@@ -95,7 +95,6 @@ class Store(Protocol):
     def create_batch(self, batch_id: str, name: str, options: dict[str, Any], urls: list[str],
                      created_at: str, parent_id: str | None = None) -> None: ...
     def extend(self, events: list[Event]) -> None: ...
-    def unflushed(self, batch_id: str) -> list[Event]: ...
     def flush(self, timeout: float | None = None) -> bool: ...
     def get_batch(self, batch_id: str, recent: bool = False) -> BatchRecord | None: ...
     def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]: ...
@@ -109,6 +108,7 @@ class Store(Protocol):
     def stored_events(self, batch_id: str, after: int = 0, limit: int = 1000,
                       mark: int | None = None) -> list[Event]: ...
     def observe_writes(self, observer: Callable[[float, int], None]) -> None: ...
+    def observe_commits(self, observer: Callable[[list[Event]], None]) -> None: ...
     def delete_batch(self, batch_id: str) -> bool: ...
     def writable(self) -> bool: ...
     def count_by_status(self) -> dict[str, int]: ...
@@ -218,6 +218,7 @@ class SQLiteStore:
         self._idle.set()
         self._closed = False
         self._write_observers: list[Callable[[float, int], None]] = []
+        self._commit_observers: list[Callable[[list[Event]], None]] = []
         # (batch id, after, limit) -> a full page of stored events. Committed events never change (only
         # delete_batch removes them), so a page holding `limit` events is final and can serve every viewer.
         self._pages: OrderedDict[tuple[str, int, int], list[Event]] = OrderedDict()
@@ -254,10 +255,6 @@ class SQLiteStore:
         self._wake.set()
         if len(self._buffer) >= self._flush_rows:
             self._hurry.set()  # a full group: commit it now rather than at the end of the interval
-
-    def unflushed(self, batch_id: str) -> list[Event]:
-        """Events of a batch not yet committed, in order (a viewer replays these after the stored ones)."""
-        return [e for e in self._writing + self._buffer if e.batch_id == batch_id]
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event appended so far is committed, without waiting out the gathering; False on timeout.
@@ -296,7 +293,9 @@ class SQLiteStore:
                 self._wake.set()
                 continue
             self._observe_write(time.perf_counter() - started, len(self._writing))
-            self._writing = []
+            committed, self._writing = self._writing, []
+            for observer in self._commit_observers:
+                observer(committed)  # on the hub, in commit order: live viewers see only what is stored
             if self._buffer:
                 self._wake.set()
             else:
@@ -305,6 +304,10 @@ class SQLiteStore:
     def observe_writes(self, observer: Callable[[float, int], None]) -> None:
         """Call `observer(seconds, events)` after each committed group of events (metrics); it must not block."""
         self._write_observers.append(observer)
+
+    def observe_commits(self, observer: Callable[[list[Event]], None]) -> None:
+        """Call `observer(events)` on the hub with each group of events once committed, in order; it must not block."""
+        self._commit_observers.append(observer)
 
     def _observe_write(self, seconds: float, events: int) -> None:
         """Tell the observers about one commit; a broken observer is logged and never stops the writer."""

@@ -4,7 +4,8 @@
 
 - `{"type": "snapshot", "batch": <batch>}` first (the batch as the API shows it);
 - `{"type": "events", "events": [<event>, ...]}`: every event with seq > after (default 0), stored ones
-  first, then live ones, in seq order with no gap and no repeat; at most one such message per tick of
+  first, then live ones as they are committed (a seq a viewer saw survives any crash), in seq order with
+  no gap and no repeat; at most one such message per tick of
   a 50 ms clock, holding whatever arrived meanwhile (the one carrying the batch's final event goes at once);
 - `{"type": "end", "batch": <batch>}` once the batch is final and its last event was sent, then a
   normal close (1000). A viewer of a finished batch gets snapshot, replay, end, close.
@@ -173,12 +174,11 @@ def batch_ws(batch_id: str):
         return _CLOSED
     svc = services()
     viewer = Viewer(connection, svc.config.ws_queue_events, until_final=True)
-    # Subscribing and taking the uncommitted events happen without a switch, so every event is either
-    # committed, in `unflushed`, or delivered to the viewer's queue.
+    # Viewers get committed events only (app/events.py): every event is either committed before this
+    # subscription, and so in any stored read that starts after `mark`, or delivered to the viewer's queue.
     unsubscribe = svc.bus.subscribe(batch_id, viewer.listen)
     try:
-        unflushed = svc.store.unflushed(batch_id)
-        mark = svc.store.read_mark()  # stored reads started after this hold every event not in `unflushed`
+        mark = svc.store.read_mark()
         # A row read a moment ago will do: the events come from the replay and the bus, both from
         # `mark` on, and a batch the engine holds shows its live state in the snapshot anyway.
         record = svc.store.get_batch(batch_id, recent=True)
@@ -190,7 +190,7 @@ def batch_ws(batch_id: str):
         viewer.sent[batch_id] = after
         if snapshot["status"] in FINAL_STATUSES:
             viewer.final_seq = snapshot["last_seq"]  # final means committed: nothing after this seq will come
-        if _replay(viewer, batch_id, after, unflushed, mark):
+        if _replay(viewer, batch_id, after, mark):
             viewer.pump()
         if viewer.ended and not connection.closed:
             connection.send_json({"type": "end", "batch": _final_batch(batch_id, snapshot)})
@@ -249,8 +249,8 @@ def events_frame(events: list[Event]) -> bytes:
     return frame
 
 
-def _replay(viewer: Viewer, batch_id: str, after: int, unflushed: list[Event], mark: int) -> bool:
-    """Send the stored events after `after` page by page, then the uncommitted ones; False if the connection ended."""
+def _replay(viewer: Viewer, batch_id: str, after: int, mark: int) -> bool:
+    """Send the stored events after `after` page by page; False if the connection ended."""
     store = services().store
     cursor = after
     while not viewer.ended:
@@ -259,9 +259,9 @@ def _replay(viewer: Viewer, batch_id: str, after: int, unflushed: list[Event], m
         if not viewer.send(viewer.fresh(page)):
             return False
         if len(page) < REPLAY_PAGE:
-            break
+            return True
         cursor = page[-1].seq
-    return viewer.send(viewer.fresh(unflushed))
+    return True
 
 
 def _final_batch(batch_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:

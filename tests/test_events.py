@@ -36,13 +36,27 @@ def test_not_a_number_becomes_null_which_browsers_can_parse():
 
 
 class Sink:
-    """The store's side of the bus: the lists it was handed, in order."""
+    """The store's side of the bus: the lists it was handed, in order, committed at once unless told to hold."""
 
-    def __init__(self):
+    def __init__(self, hold: bool = False):
         self.lists: list[list[Event]] = []
+        self.held: list[Event] = []
+        self.hold = hold
+        self.observers = []
 
     def extend(self, events: list[Event]) -> None:
         self.lists.append(list(events))
+        self.held.extend(events)
+        if not self.hold:
+            self.commit()
+
+    def observe_commits(self, observer) -> None:
+        self.observers.append(observer)
+
+    def commit(self) -> None:
+        committed, self.held = self.held, []
+        for observer in self.observers:
+            observer(committed)
 
 
 def seqs(lists: list[list[Event]]) -> list[list[tuple[str, int]]]:
@@ -101,3 +115,21 @@ def test_a_result_for_a_batch_the_bus_does_not_number_fails_at_once():
     bus = EventBus(Sink())
     with pytest.raises(KeyError, match="not open"):
         bus.result("nobody", {"index": 0, "ok": True}, None)
+
+
+def test_viewers_see_an_event_only_once_it_is_committed_so_a_crash_cannot_reuse_a_seq_they_saw():
+    sink, viewer, everything, tap = Sink(hold=True), [], [], []
+    bus = EventBus(sink)
+    bus.open("a")
+    bus.open("b")
+    bus.subscribe("a", viewer.append)
+    bus.subscribe(None, everything.append)
+    bus.tap(tap.append)
+    bus.emit("a", "batch", {"status": "running"})
+    bus.result("a", {"index": 0, "ok": True}, None)
+    bus.emit("b", "batch", {"status": "running"})
+    assert viewer == [] and everything == [], "nothing reaches a viewer before the store commits it"
+    assert seqs(tap) == [[("a", 1)], [("a", 2)], [("b", 1)]], "taps (metrics) count events as they are numbered"
+    sink.commit()  # one commit holding events of two batches
+    assert seqs(viewer) == [[("a", 1), ("a", 2)]]
+    assert seqs(everything) == [[("a", 1)], [("b", 1)]], "the all-batches view gets state changes, no results"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from typing import Any, Iterator
 
 from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
@@ -296,8 +297,8 @@ def results(batch_id: str):
     if fmt in ("csv", "ndjson"):
         rows = store.iter_results(batch_id, outcome=outcome)
         body = _csv_lines(rows) if fmt == "csv" else (json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
-        mimetype = "text/csv" if fmt == "csv" else "application/x-ndjson"
-        response = Response(stream_with_context(body), mimetype=mimetype)
+        content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+        response = Response(stream_with_context(body), content_type=content_type)
         response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{record.id}.{fmt}"'
         return response
     if fmt != "json":
@@ -323,9 +324,9 @@ def events(batch_id: str):
 
 
 def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
-    """Results as CSV, one line at a time, with spreadsheet formulas defused."""
+    """Results as CSV, one line at a time, every field quoted and spreadsheet formulas defused."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
 
     def line(values: list[Any]) -> str:
         buffer.seek(0)
@@ -344,8 +345,14 @@ def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
             t.get("dns"), t.get("connect"), t.get("tls"), t.get("wait"), t.get("download"))])
 
 
+# Where a spreadsheet may start a cell: the field's start, or a separator inside it (a `;`-splitting locale
+# cuts "text/html;=1+2" in two), past spaces and quotes; there, a formula trigger (ASCII or full-width) or a
+# tab or CR gets a `'` before it.
+_FORMULA_START = re.compile(r'(^|[;,\t\r\n])([ "]*)(?=[-=+@\t\r\uff1d\uff0b\uff0d\uff20])')
+
+
 def _cell(value: Any) -> Any:
     """Defuse text a spreadsheet would run as a formula (targets control content types and URLs)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
+    if isinstance(value, str):
+        return _FORMULA_START.sub(r"\1\2'", value)
     return value

@@ -1,8 +1,12 @@
-"""Batch options have bounded sizes and safe headers, lists stay light, and reruns of old batches answer 4xx."""
+"""Batch options have bounded sizes and safe headers, lists stay light, reruns of old batches answer 4xx, and
+CSV exports cannot carry a spreadsheet formula."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sqlite3
+from urllib.parse import urlencode
 
 import pytest
 import websocket
@@ -195,6 +199,55 @@ def test_rerun_of_a_batch_stored_with_a_host_header_answers_409(make_server, tar
     assert response.status_code == 409, response.text
     error = error_of(response)
     assert error["code"] == "invalid_options" and "'Host'" in error["message"]
+
+
+# -- CSV export ------------------------------------------------------------------------------
+
+def csv_export(server, batch_id: str):
+    """The CSV download of a batch."""
+    response = server.request("GET", f"/api/v1/batches/{batch_id}/results", params={"format": "csv"})
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_csv_export_quotes_every_field_and_says_utf_8(server, target):
+    batch = server.submit([target.url("/ok"), target.url("/status/404")])
+    server.wait(batch["id"])
+    response = csv_export(server, batch["id"])
+    assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
+    lines = response.text.splitlines()
+    assert lines[0].startswith('"index","url",')
+    for line in lines:
+        fields = next(csv.reader([line]))
+        assert line == ",".join('"' + field.replace('"', '""') + '"' for field in fields)
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [(r["status_code"], r["ok"]) for r in rows] == [("200", "True"), ("404", "False")]
+
+
+@pytest.mark.parametrize("content_type, shown", [
+    ("text/html;=1+2", "text/html;'=1+2"),
+    ("text/html; =HYPERLINK(1)", "text/html; '=HYPERLINK(1)"),
+    ("text/html,+1", "text/html,'+1"),
+    ('text/html;"-1', "text/html;\"'-1"),
+    ("@SUM(1)", "'@SUM(1)"),
+    ("text/html; charset=utf-8", "text/html; charset=utf-8"),
+])
+def test_csv_export_defuses_formulas_a_target_puts_after_a_separator(server, target, content_type, shown):
+    batch = server.submit([target.url("/html?" + urlencode({"ctype": content_type}))])
+    server.wait(batch["id"])
+    (row,) = csv.DictReader(io.StringIO(csv_export(server, batch["id"]).text))
+    assert row["content_type"] == shown
+
+
+def test_csv_export_defuses_full_width_formula_signs(server, target):
+    urls = [target.url("/ok?q=;\uff1d1+2"), target.url("/ok?q=,\uff0b1"), target.url("/ok?q=;\uff0d1"),
+            target.url("/ok?q=;\uff20x")]
+    batch = server.submit(urls)
+    server.wait(batch["id"])
+    rows = list(csv.DictReader(io.StringIO(csv_export(server, batch["id"]).text)))
+    assert [row["url"][len(target.url("/ok?q=")):] for row in rows] == [
+        ";'\uff1d1+2", ",'\uff0b1", ";'\uff0d1", ";'\uff20x"]
+
 
 
 def test_the_index_page_lists_batches_with_headers_from_the_slim_snapshot_and_older_pages(page, make_server, target):

@@ -4,13 +4,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from typing import Any, Iterator
 
 from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
 
 from . import guard
 from .errors import ApiError
-from .model import FINAL_STATUSES, BatchOptions, ValidationError
+from .model import FINAL_STATUSES, BatchOptions, ValidationError, header_problem
 from .services import services
 from .views import batch_json
 from .store import BatchRecord
@@ -63,14 +64,26 @@ def _options_from_query() -> dict[str, Any]:
         if key == "name":
             continue
         if key == "header":
-            headers = {}
-            for item in request.args.getlist("header"):
-                name, _, value = item.partition(":")
-                headers[name.strip()] = value.strip()
-            options["headers"] = headers
+            options["headers"] = _headers_from_query(request.args.getlist("header"))
         else:
             options[key] = request.args.get(key)
     return options
+
+
+def _headers_from_query(items: list[str]) -> dict[str, str]:
+    """`header=Name: value` items as a headers object, under the same rules as JSON headers (and no repeats)."""
+    pairs = []
+    for item in items:
+        name, colon, value = item.partition(":")
+        if not colon:
+            message = f"header={_shown(item)!r} must be written \"Name: value\""
+            raise ApiError(400, "invalid_options", message, [{"field": "header", "message": message}])
+        # Only the spaces and tabs HTTP allows around a value: other whitespace is a control character to refuse.
+        pairs.append((name.strip(" \t"), value.strip(" \t")))
+    problem = header_problem(pairs)  # a dict would hide a repeated name: check the pairs
+    if problem:
+        raise ApiError(400, "invalid_options", problem, [{"field": "header", "message": problem}])
+    return dict(pairs)
 
 
 def _submission() -> tuple[list[str], dict[str, Any], str]:
@@ -200,13 +213,13 @@ def create_batch():
 
 @bp.get("/batches")
 def list_batches():
-    """Batches newest first; `limit` (1-200, default 50) and `cursor` from the previous page."""
+    """Batches newest first (options without header values); `limit` (1-200, default 50) and `cursor`."""
     limit = _int_arg("limit", 50, 1, 200)
     cursor = _int_arg("cursor", 0, 0, 2**62) or None
     records = services().store.list_batches(limit + 1, cursor)
     page = records[:limit]
     next_cursor = page[-1].num if len(records) > limit else None
-    return {"batches": [batch_json(r) for r in page], "next_cursor": next_cursor}
+    return {"batches": [batch_json(r, listed=True) for r in page], "next_cursor": next_cursor}
 
 
 @bp.get("/batches/<batch_id>")
@@ -249,7 +262,14 @@ def rerun_batch(batch_id: str):
     else:
         urls = store.urls(batch_id)
         name = f"rerun of {record.name}"
-    options = BatchOptions.parse(record.options, current_app.config["GREENBATCH"])
+    try:
+        options = BatchOptions.parse(record.options, current_app.config["GREENBATCH"])
+    except ValidationError as exc:  # a limit lowered, or a rule added, since the batch was stored
+        first = exc.details[0] if exc.details else {"field": "options", "message": str(exc)}
+        raise ApiError(409, "invalid_options",
+                       f"batch {batch_id} was stored with options this server no longer accepts ({first['field']} "
+                       f"{first['message']}); submit its URLs again as a new batch with options within today's "
+                       "limits", exc.details) from None
     new_id = services().engine.submit(urls, options, name[:200], parent_id=batch_id)
     return _created(new_id)
 
@@ -277,8 +297,8 @@ def results(batch_id: str):
     if fmt in ("csv", "ndjson"):
         rows = store.iter_results(batch_id, outcome=outcome)
         body = _csv_lines(rows) if fmt == "csv" else (json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
-        mimetype = "text/csv" if fmt == "csv" else "application/x-ndjson"
-        response = Response(stream_with_context(body), mimetype=mimetype)
+        content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+        response = Response(stream_with_context(body), content_type=content_type)
         response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{record.id}.{fmt}"'
         return response
     if fmt != "json":
@@ -304,9 +324,9 @@ def events(batch_id: str):
 
 
 def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
-    """Results as CSV, one line at a time, with spreadsheet formulas defused."""
+    """Results as CSV, one line at a time, every field quoted and spreadsheet formulas defused."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
 
     def line(values: list[Any]) -> str:
         buffer.seek(0)
@@ -325,8 +345,14 @@ def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
             t.get("dns"), t.get("connect"), t.get("tls"), t.get("wait"), t.get("download"))])
 
 
+# Where a spreadsheet may start a cell: the field's start, or a separator inside it (a `;`-splitting locale
+# cuts "text/html;=1+2" in two), past spaces and quotes; there, a formula trigger (ASCII or full-width) or a
+# tab or CR gets a `'` before it.
+_FORMULA_START = re.compile(r'(^|[;,\t\r\n])([ "]*)(?=[-=+@\t\r\uff1d\uff0b\uff0d\uff20])')
+
+
 def _cell(value: Any) -> Any:
     """Defuse text a spreadsheet would run as a formula (targets control content types and URLs)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
+    if isinstance(value, str):
+        return _FORMULA_START.sub(r"\1\2'", value)
     return value

@@ -21,6 +21,20 @@ METHODS = ("GET", "HEAD")
 CLIENTS = ("fast", "requests")
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Options are stored and shown with their batch: each is capped so one batch cannot weigh megabytes.
+MAX_ACCEPT_STATUS_CHARS = 2000  # checked before parsing, so refusing a huge value costs nothing
+MAX_ACCEPT_RANGES = 100
+MAX_HEADERS = 50
+MAX_HEADER_NAME = 100
+MAX_HEADER_VALUE = 8192
+MAX_HEADERS_TOTAL = 16 * 1024  # names and values of one batch's headers together
+# Headers the HTTP client owns: Host comes from the URL (a batch choosing it could reach another virtual host
+# behind an allowed name), the rest frame the message or manage the connection.
+CLIENT_HEADERS = ("Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "TE", "Trailer",
+                  "Keep-Alive", "Proxy-Connection")
+_CLIENT_HEADERS = frozenset(name.lower() for name in CLIENT_HEADERS)
+# C0 controls but tab, DEL and C1 controls (0x85 NEL among them): some parsers split lines at them.
+_HEADER_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 _second_text: tuple[int, str] = (-1, "")  # (whole second, "YYYY-MM-DDTHH:MM:SS") formatted last
@@ -116,7 +130,8 @@ class BatchOptions:
                 else:
                     base[key] = value.upper()
             elif key == "headers":
-                message = _header_problem(value)
+                message = ("must be an object of header names to strings" if not isinstance(value, dict)
+                           else header_problem(list(value.items())))
                 if message:
                     problems.append({"field": where, "message": message})
                 else:
@@ -127,10 +142,11 @@ class BatchOptions:
                 else:
                     base[key] = value
             elif key == "accept_status":
-                if not isinstance(value, str) or not parse_status_ranges(value):
-                    problems.append({"field": where, "message": "must look like '200-399' or '200,301-302'"})
+                message = _accept_status_problem(value)
+                if message:
+                    problems.append({"field": where, "message": message})
                 else:
-                    base[key] = value.replace(" ", "")
+                    base[key] = format_status_ranges(parse_status_ranges(value))
             else:
                 problems.append({"field": where, "message": "is not a known option"})
         if problems:
@@ -156,21 +172,58 @@ def _number(value: Any, kind: type) -> float | int | None:
     return kind(value)
 
 
-def _header_problem(value: Any) -> str | None:
-    """Say what is wrong with a headers object, or None when it is fine."""
-    if not isinstance(value, dict):
-        return "must be an object of header names to strings"
-    if len(value) > 50:
-        return "at most 50 headers"
-    for name, text in value.items():
-        if not _HEADER_NAME.match(name):
-            return f"header name {name!r} is not a valid token"
-        if not isinstance(text, str) or any(c in text for c in "\r\n\0") or len(text) > 8192:
-            return f"header {name!r} must be a single-line string of at most 8192 characters"
+def header_problem(pairs: list[tuple[str, Any]]) -> str | None:
+    """Say what is wrong with a batch's headers as (name, value) pairs, or None when they are fine."""
+    if len(pairs) > MAX_HEADERS:
+        return f"at most {MAX_HEADERS} headers, not {len(pairs)}"
+    seen: dict[str, str] = {}
+    total = 0
+    for name, text in pairs:
+        if not isinstance(name, str) or not _HEADER_NAME.match(name) or len(name) > MAX_HEADER_NAME:
+            return f"header name {_shown(name)!r} is not a token (letters, digits, !#$%&'*+-.^_`|~) of at most " \
+                   f"{MAX_HEADER_NAME} characters"
+        if name.lower() in _CLIENT_HEADERS:
+            return f"header {name!r} is set by the HTTP client, never by a batch ({', '.join(CLIENT_HEADERS)} " \
+                   "are the client's)"
+        # One line per name: clients disagree on whether 'X-A' and 'x-a' make one header line or two.
+        if name.lower() in seen:
+            return f"header {name!r} is given twice ({seen[name.lower()]!r} and {name!r}); names ignore case"
+        seen[name.lower()] = name
+        if not isinstance(text, str) or len(text) > MAX_HEADER_VALUE:
+            return f"header {name!r} must be a string of at most {MAX_HEADER_VALUE} characters"
+        control = _HEADER_VALUE_CONTROL.search(text)
+        if control:
+            return f"header {name!r} has the control character U+{ord(control.group()):04X} in its value " \
+                   "(only tab is allowed)"
+        if text != text.strip(" \t"):
+            return f"header {name!r} has a value that starts or ends with whitespace; trim it"
         try:
             text.encode("latin-1")  # what HTTP/1.1 header values can carry on the wire
         except UnicodeEncodeError:
             return f"header {name!r} has characters outside Latin-1; percent-encode or RFC 2047-encode them"
+        total += len(name) + len(text)
+    if total > MAX_HEADERS_TOTAL:
+        return f"headers take {total} characters (names and values); the limit is {MAX_HEADERS_TOTAL}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A client's value, cut short for an error message."""
+    text = value if isinstance(value, str) else repr(value)
+    return text[:100] + ("..." if len(text) > 100 else "")
+
+
+def _accept_status_problem(value: Any) -> str | None:
+    """Say what is wrong with an accept_status value, or None when it is fine."""
+    if not isinstance(value, str):
+        return "must be a string like '200-399' or '200,301-302'"
+    if len(value) > MAX_ACCEPT_STATUS_CHARS:  # before parsing: a megabyte is refused without reading it
+        return f"must be at most {MAX_ACCEPT_STATUS_CHARS} characters, not {len(value)}"
+    ranges = parse_status_ranges(value)
+    if not ranges:
+        return "must look like '200-399' or '200,301-302' (statuses 100-599)"
+    if len(ranges) > MAX_ACCEPT_RANGES:
+        return f"at most {MAX_ACCEPT_RANGES} statuses or ranges, not {len(ranges)}"
     return None
 
 
@@ -187,6 +240,17 @@ def parse_status_ranges(text: str) -> list[tuple[int, int]]:
             return []
         ranges.append((low, high))
     return ranges
+
+
+def format_status_ranges(ranges: list[tuple[int, int]]) -> str:
+    """Ranges as accept_status text, merged and sorted: [(404, 404), (200, 299), (250, 310)] -> '200-310,404'."""
+    merged: list[list[int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in merged)
 
 
 @dataclass

@@ -13,13 +13,16 @@ from typing import Any
 from flask import Blueprint, current_app, request
 
 from .config import Config
-from .model import BATCH_STATUSES, CLIENTS, ERROR_KINDS, METHODS, BatchOptions
+from .model import (BATCH_STATUSES, CLIENT_HEADERS, CLIENTS, ERROR_KINDS, MAX_ACCEPT_RANGES, MAX_ACCEPT_STATUS_CHARS,
+                    MAX_HEADER_NAME, MAX_HEADER_VALUE, MAX_HEADERS, MAX_HEADERS_TOTAL, METHODS, BatchOptions)
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
 API = "/api/v1"
 JSON = "application/json"
 TIMESTAMP = {"type": "string", "format": "date-time", "description": "UTC, ISO 8601 with milliseconds."}
+# A header value: no control character but tab, and no space or tab at either end.
+VALUE_PATTERN = r"^([^\x00-\x20\x7f-\x9f]([^\x00-\x08\x0a-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f])?)?$"
 ID_PARAM = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"},
             "description": "The batch id (12 hex digits)."}
 
@@ -54,6 +57,53 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
 def schemas(config: Config) -> dict[str, Any]:
     """Every schema of the API; request limits are this server's settings."""
     number_or_null = {"type": ["number", "null"]}
+    options = {
+        "type": "object",
+        "description": "The options a batch runs with, defaults filled in.",
+        "required": ["concurrency", "timeout", "connect_timeout", "method", "headers", "max_redirects",
+                     "max_bytes", "retries", "accept_status", "per_host"],
+        "properties": {
+            "concurrency": {"type": "integer"}, "timeout": {"type": "number"},
+            "connect_timeout": {"type": "number"}, "method": {"type": "string", "enum": list(METHODS)},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "max_redirects": {"type": "integer"}, "max_bytes": {"type": "integer"},
+            "retries": {"type": "integer"}, "accept_status": {"type": "string"}, "per_host": {"type": "integer"},
+            "client": {"type": "string", "description": "Absent on batches stored before clients could be chosen."},
+        },
+    }
+    # Lists carry many batches: header values (up to 16 KiB a batch) stay on GET /batches/{id}.
+    listed_options = {
+        **options,
+        "description": "The options a batch runs with, as lists show them: `header_names` instead of `headers`.",
+        "required": [*(name for name in options["required"] if name != "headers"), "header_names"],
+        "properties": {**{k: v for k, v in options["properties"].items() if k != "headers"},
+                       "header_names": {"type": "array", "items": {"type": "string"},
+                                        "description": "Names of the headers the batch sends; "
+                                                       "GET /api/v1/batches/{batch_id} has their values."}},
+    }
+    batch = {
+        "type": "object",
+        "required": ["id", "name", "status", "created_at", "started_at", "finished_at", "parent_id", "options",
+                     "counts", "stats", "last_seq", "links"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "status": {"type": "string", "enum": list(BATCH_STATUSES)},
+            "created_at": TIMESTAMP,
+            "started_at": nullable(TIMESTAMP),
+            "finished_at": nullable(TIMESTAMP),
+            "parent_id": {"type": ["string", "null"], "description": "The batch this one reruns."},
+            "options": ref("Options"),
+            "counts": ref("Counts"),
+            "stats": ref("Stats"),
+            "last_seq": {"type": "integer", "description": "Newest event number; pass it as `after` to follow."},
+            "links": {"type": "object", "required": ["self", "results", "events", "csv", "ndjson"],
+                      "properties": {k: {"type": "string"} for k in ("self", "results", "events", "csv", "ndjson")},
+                      "description": "Paths of this batch's resources (with the proxy's path prefix)."},
+        },
+    }
+    listed_batch = {**batch, "description": "A batch as lists show it: its options without header values.",
+                    "properties": {**batch["properties"], "options": ref("ListedOptions")}}
     return {
         "Error": {
             "type": "object",
@@ -98,34 +148,30 @@ def schemas(config: Config) -> dict[str, Any]:
                             "description": "Total deadline per URL (seconds), all hops and retries included."},
                 "connect_timeout": {"type": "number", "minimum": 0.1, "maximum": config.max_timeout},
                 "method": {"type": "string", "enum": list(METHODS)},
-                "headers": {"type": "object", "maxProperties": 50,
-                            "propertyNames": {"pattern": r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"},
-                            "additionalProperties": {"type": "string", "maxLength": 8192,
-                                                     "pattern": r"^[^\r\n\x00]*$"}},
+                "headers": {"type": "object", "maxProperties": MAX_HEADERS,
+                            "propertyNames": {"pattern": r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$",
+                                              "maxLength": MAX_HEADER_NAME},
+                            "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE,
+                                                     "pattern": VALUE_PATTERN},
+                            "description": f"Sent with every request. At most {MAX_HEADERS_TOTAL} characters of names "
+                                           "and values together; values without control characters (tab aside) or "
+                                           "spaces at either end; one header per name, case ignored; never "
+                                           f"{', '.join(CLIENT_HEADERS)} (the client sets those)."},
                 "max_redirects": {"type": "integer", "minimum": 0, "maximum": config.max_redirects},
                 "max_bytes": {"type": "integer", "minimum": 0, "maximum": config.max_body_bytes},
                 "retries": {"type": "integer", "minimum": 0, "maximum": config.max_retries},
-                "accept_status": {"type": "string", "examples": ["200-399", "200-299,404"],
-                                  "description": "Statuses (100-599) and ranges that count as ok."},
+                "accept_status": {"type": "string", "maxLength": MAX_ACCEPT_STATUS_CHARS,
+                                  "examples": ["200-399", "200-299,404"],
+                                  "description": f"Statuses (100-599) and ranges that count as ok, at most "
+                                                 f"{MAX_ACCEPT_RANGES}; stored merged and sorted "
+                                                 "('404,200-299,250-310' becomes '200-310,404')."},
                 "per_host": {"type": "integer", "minimum": 0, "maximum": config.max_concurrency,
                              "description": "Most fetches in flight to one host; 0 for no cap."},
                 "client": {"type": "string", "enum": list(CLIENTS), "description": "The HTTP client that fetches."},
             },
         },
-        "Options": {
-            "type": "object",
-            "description": "The options a batch runs with, defaults filled in.",
-            "required": ["concurrency", "timeout", "connect_timeout", "method", "headers", "max_redirects",
-                         "max_bytes", "retries", "accept_status", "per_host"],
-            "properties": {
-                "concurrency": {"type": "integer"}, "timeout": {"type": "number"},
-                "connect_timeout": {"type": "number"}, "method": {"type": "string", "enum": list(METHODS)},
-                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                "max_redirects": {"type": "integer"}, "max_bytes": {"type": "integer"},
-                "retries": {"type": "integer"}, "accept_status": {"type": "string"}, "per_host": {"type": "integer"},
-                "client": {"type": "string", "description": "Absent on batches stored before clients could be chosen."},
-            },
-        },
+        "Options": options,
+        "ListedOptions": listed_options,
         "Counts": {
             "type": "object",
             "required": ["total", "pending", "running", "ok", "failed", "cancelled"],
@@ -152,31 +198,12 @@ def schemas(config: Config) -> dict[str, Any]:
                 "urls_per_s": number_or_null,
             },
         },
-        "Batch": {
-            "type": "object",
-            "required": ["id", "name", "status", "created_at", "started_at", "finished_at", "parent_id", "options",
-                         "counts", "stats", "last_seq", "links"],
-            "properties": {
-                "id": {"type": "string"},
-                "name": {"type": "string"},
-                "status": {"type": "string", "enum": list(BATCH_STATUSES)},
-                "created_at": TIMESTAMP,
-                "started_at": nullable(TIMESTAMP),
-                "finished_at": nullable(TIMESTAMP),
-                "parent_id": {"type": ["string", "null"], "description": "The batch this one reruns."},
-                "options": ref("Options"),
-                "counts": ref("Counts"),
-                "stats": ref("Stats"),
-                "last_seq": {"type": "integer", "description": "Newest event number; pass it as `after` to follow."},
-                "links": {"type": "object", "required": ["self", "results", "events", "csv", "ndjson"],
-                          "properties": {k: {"type": "string"} for k in ("self", "results", "events", "csv", "ndjson")},
-                          "description": "Paths of this batch's resources (with the proxy's path prefix)."},
-            },
-        },
+        "Batch": batch,
+        "ListedBatch": listed_batch,
         "BatchList": {
             "type": "object",
             "required": ["batches", "next_cursor"],
-            "properties": {"batches": {"type": "array", "items": ref("Batch")},
+            "properties": {"batches": {"type": "array", "items": ref("ListedBatch")},
                            "next_cursor": {"type": ["integer", "null"], "description": "Pass as `cursor` for the "
                                                                                        "next page; null on the last."}},
         },
@@ -251,7 +278,8 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             query("name", {"type": "string", "maxLength": 200}, "Batch name, for a text/plain or text/csv body."),
             *text_options,
             {**query("header", {"type": "array", "items": {"type": "string"}},
-                     "`Name: value`, repeatable; headers for a text/plain or text/csv body."),
+                     "`Name: value`, repeatable; headers for a text/plain or text/csv body, under the "
+                     "rules of options.headers (a name given twice, or an item without a colon, is a 400)."),
              "style": "form", "explode": True},
         ],
         "requestBody": {"required": True, "content": {
@@ -272,7 +300,8 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
     listing = {
         "parameters": [query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size."),
                        query("cursor", {"type": "integer", "minimum": 0}, "`next_cursor` of the previous page.")],
-        "responses": {"200": json_body(ref("BatchList"), "Batches, newest first."),
+        "responses": {"200": json_body(ref("BatchList"), "Batches, newest first, with header names but not "
+                                                         "their values."),
                       "400": error("A parameter is out of range.")},
     }
     one = {"parameters": [ID_PARAM], "responses": {"200": json_body(ref("Batch"), "The batch."),
@@ -289,7 +318,8 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
                               "headers": {"Location": {"schema": {"type": "string"}}}},
                       "400": error("The body is not {} or {\"only\": \"all\" | \"failed\"}."),
                       "404": error("No such batch."),
-                      "409": error("Rerunning failed URLs of a batch that still runs, or none failed.")},
+                      "409": error("Rerunning failed URLs of a batch that still runs, or none failed; or the "
+                                   "batch's stored options exceed a limit lowered since (code invalid_options).")},
     }
     delete = {"parameters": [ID_PARAM], "responses": {
         "204": {"description": "Deleted, with its results and events."}, "404": error("No such batch."),

@@ -208,7 +208,7 @@ def batches_ws():
     viewer = Viewer(connection, svc.config.ws_queue_events)
     unsubscribe = svc.bus.subscribe(None, viewer.listen)
     try:
-        batches = [batch_json(record) for record in svc.store.list_batches(LIST_SIZE)]
+        batches = [batch_json(record, listed=True) for record in svc.store.list_batches(LIST_SIZE)]
         connection.send_json({"type": "snapshot", "batches": batches})
         for batch in batches:
             viewer.sent[batch["id"]] = batch["last_seq"]

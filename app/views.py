@@ -10,8 +10,8 @@ from .services import services
 from .store import BatchRecord
 
 
-def batch_json(record: BatchRecord) -> dict[str, Any]:
-    """A batch as the API, the pages and the websocket show it."""
+def batch_json(record: BatchRecord, listed: bool = False) -> dict[str, Any]:
+    """A batch as the API, the pages and the websocket show it; `listed` for lists (see listed_options)."""
     # A batch the engine holds is ahead of the store by up to one flush: take its live view.
     live = services().engine.live(record.id)
     status, started_at, last_seq, finished_at = record.status, record.started_at, record.last_seq, record.finished_at
@@ -33,7 +33,7 @@ def batch_json(record: BatchRecord) -> dict[str, Any]:
         "started_at": started_at,
         "finished_at": finished_at,
         "parent_id": record.parent_id,
-        "options": record.options,
+        "options": listed_options(record.options) if listed else record.options,
         "counts": counts,
         "stats": batch_stats,
         "last_seq": last_seq,
@@ -45,3 +45,10 @@ def batch_json(record: BatchRecord) -> dict[str, Any]:
             "ndjson": url_for("api.results", batch_id=record.id, format="ndjson"),
         },
     }
+
+
+def listed_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as lists show them: header names in `header_names`, never the values (up to 16 KiB a batch)."""
+    shown = {key: value for key, value in options.items() if key != "headers"}
+    shown["header_names"] = list(options.get("headers") or {})
+    return shown

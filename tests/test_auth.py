@@ -214,6 +214,11 @@ def test_a_trusted_proxy_that_is_not_an_ip_address_or_cidr_stops_the_start_namin
     assert "GREENBATCH_TRUSTED_PROXIES" in str(caught.value) and repr(entry) in str(caught.value)
 
 
+def test_a_server_whose_trusted_proxies_name_a_host_does_not_start(make_server):
+    with pytest.raises(RuntimeError, match=r"cannot start: GREENBATCH_TRUSTED_PROXIES: 'nginx\.internal' is not"):
+        make_server(env={"GREENBATCH_PROXY_HOPS": "1", "GREENBATCH_TRUSTED_PROXIES": "127.0.0.1,nginx.internal"})
+
+
 def test_trusted_proxies_take_addresses_and_cidrs_and_default_to_this_host():
     assert auth.parse_proxies(Config().trusted_proxies) == auth.parse_proxies("127.0.0.1/32, ::1/128")
     proxies = auth.TrustedProxies(1, auth.parse_proxies("10.0.0.0/24,fd00::7"), "10.0.0.0/24,fd00::7")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Config
 
@@ -29,8 +28,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(stream.bp)
     if config.proxy_hops:
-        # Trust X-Forwarded-For/-Proto/-Host/-Prefix from that many proxies: client address, https,
-        # public host and path prefix then reach url_for, cookies and logs.
-        n = config.proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)  # type: ignore[method-assign]
+        # X-Forwarded-For/-Proto/-Host/-Prefix from a trusted proxy give url_for, cookies and logs the client
+        # address, https, public host and path prefix; any other peer's are dropped (GREENBATCH_TRUSTED_PROXIES).
+        app.wsgi_app = auth.proxies_of(app).middleware(app.wsgi_app)  # type: ignore[method-assign]
     return app

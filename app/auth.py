@@ -5,6 +5,10 @@ Authentication is on when any API token is configured (GREENBATCH_API_TOKENS, GR
 Without tokens the server is open: quietly when bound to loopback (it then answers only loopback Host
 names, which defeats DNS rebinding), with a loud warning when bound anywhere else.
 
+Behind a reverse proxy (GREENBATCH_PROXY_HOPS), X-Forwarded-* headers count only when the peer is one of
+GREENBATCH_TRUSTED_PROXIES; anyone else's are dropped. A logout ends its session on the server too
+(EndedSessions), so a copy of the cookie stops working with it.
+
 Contract for browser code: requests that change something (POST, PUT, PATCH, DELETE) and are signed in
 by the session cookie must send `X-Requested-With: greenbatch`; classic forms (login, logout) send the
 hidden `csrf_token` field instead. Any such request whose Origin is not this server's host is refused.
@@ -22,7 +26,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 from flask import (Blueprint, Flask, Response, current_app, make_response, redirect, render_template, request,
@@ -30,6 +34,7 @@ from flask import (Blueprint, Flask, Response, current_app, make_response, redir
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import BadData
 from werkzeug.http import parse_cookie
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Config, ConfigError, env_name
 from .errors import error_response, wants_json
@@ -40,6 +45,7 @@ bp = Blueprint("auth", __name__)
 
 EXTENSION = "greenbatch.auth"
 FAILURES_EXTENSION = "greenbatch.auth_failures"
+PROXIES_EXTENSION = "greenbatch.trusted_proxies"
 CSRF_HEADER = "X-Requested-With"
 CSRF_HEADER_VALUE = "greenbatch"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -47,6 +53,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes answer without credent
 OPEN_ENDPOINTS = frozenset({"static", "auth.login", "auth.logout"})
 MIN_TOKEN_LENGTH = 16
 SESSION_LIFETIME = timedelta(days=7)
+ENDED_SESSIONS_FILE = "ended_sessions"  # in the data folder
 MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 # No inline script or style anywhere. connect-src 'self' already covers ws:// and wss:// to this
@@ -181,6 +188,19 @@ def parse_origins(text: str) -> frozenset[tuple[str, str, int]]:
     return frozenset(keys)
 
 
+def parse_proxies(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """GREENBATCH_TRUSTED_PROXIES as networks; ConfigError names an entry that is not an IP address or CIDR."""
+    networks = []
+    for item in text.split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip()))
+            except ValueError as exc:
+                raise ConfigError(f"{env_name('trusted_proxies')}: {item.strip()!r} is not an IP address or CIDR "
+                                  f"like 127.0.0.1, ::1 or 10.0.0.0/24 ({exc})") from None
+    return tuple(networks)
+
+
 def load_secret_key(config: Config) -> str:
     """GREENBATCH_SECRET_KEY, else the key kept in the data folder, made (mode 0600) on first start."""
     if config.secret_key:
@@ -218,6 +238,7 @@ class Guard:
     secret: bytes
     allowed_origins: frozenset[tuple[str, str, int]]
     loopback_names_only: bool  # open and bound to loopback: refuse other Host names (DNS rebinding)
+    ended: "EndedSessions"
 
     @property
     def enabled(self) -> bool:
@@ -237,9 +258,14 @@ class Guard:
         return hmac.new(self.secret, b"greenbatch login:" + token.encode("ascii"), hashlib.sha256).hexdigest()
 
     def session_ok(self, data: Mapping[str, Any]) -> bool:
-        """Whether session data comes from a login with a token that is still configured."""
+        """Whether session data comes from a login with a token that is still configured, not ended by a logout."""
         mark = data.get("auth")
-        return isinstance(mark, str) and any(hmac.compare_digest(mark, self.session_mark(t)) for t in self.tokens)
+        return (isinstance(mark, str) and any(hmac.compare_digest(mark, self.session_mark(t)) for t in self.tokens)
+                and not self.session_ended(data))
+
+    def session_ended(self, data: Mapping[str, Any]) -> bool:
+        """Whether session data is from a login that has ended: logged out (this copy of the cookie or another)."""
+        return "auth" in data and self.ended.ended(data.get("sid"), data.get("since"))
 
     def identify(self, environ: Mapping[str, Any], session_data: Mapping[str, Any], allow_query: bool,
                  failures: "FailedTokens | None" = None, client: str = "-") -> str:
@@ -354,14 +380,176 @@ class FailedTokens:
         return str(address)
 
 
-def client_address(environ: Mapping[str, Any], proxy_hops: int) -> str:
-    """The client's address: the peer's, or behind N trusted proxies the Nth X-Forwarded-For entry from
-    the right, as ProxyFix reads it (the websocket handler runs before ProxyFix, so it reads the header itself)."""
-    if proxy_hops:
-        forwarded = [part.strip() for part in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
-        if len(forwarded) >= proxy_hops:
-            return forwarded[-proxy_hops]
-    return environ.get("REMOTE_ADDR", "-")
+class EndedSessions:
+    """Login sessions ended by a logout, kept in <data dir>/ended_sessions until every copy of their cookie
+    has expired, so a copied cookie stops working at the logout, across restarts too.
+
+    A login's cookie carries a random session id and its sign-in time. Each logout appends a line
+    `<time> <session id>`; lines older than a cookie's lifetime are dropped when the file is read (a cookie
+    is re-signed only while its session is valid, so none outlives its logout by more than that). Past
+    LIMIT remembered sessions, every session signed in so far ends at once instead (a line `<time> *`):
+    the file stays small, and no ended session ever works again.
+    """
+
+    LIMIT = 10_000
+    EVERYONE = "*"
+
+    def __init__(self, path: str, lifetime: float, clock: Callable[[], float] = time.time):
+        self.path = path
+        self.lifetime = lifetime
+        self._clock = clock
+        self._ended: dict[str, float] = {}  # session id -> when it ended
+        self._cutoff = 0.0  # sessions signed in before this time have all ended
+        self._load()
+
+    def ended(self, session_id: Any, since: Any) -> bool:
+        """Whether the session `session_id`, signed in at `since`, has ended; a cookie without them predates
+        session ids, and ends too (its holder signs in again once)."""
+        if not isinstance(session_id, str) or not isinstance(since, (int, float)):
+            return True
+        return since < self._cutoff or session_id in self._ended
+
+    def end(self, session_id: str) -> None:
+        """End a session now, for this process at once and in the file for later starts."""
+        now = self._clock()
+        if len(self._ended) >= self.LIMIT:
+            self._forget_expired(now)
+        if len(self._ended) < self.LIMIT:
+            self._ended[session_id] = now
+            self._write([(now, session_id)], "a")
+            return
+        log.warning("%d sessions were ended by logout within %.0f days: every session signed in until now ends too "
+                    "(everyone signs in again), so %s stays small", self.LIMIT, self.lifetime / 86400, self.path)
+        self._ended.clear()
+        self._cutoff = now
+        self._write([(now, self.EVERYONE)], "w")
+
+    def _forget_expired(self, now: float) -> None:
+        """Drop sessions whose cookies have all expired."""
+        for sid in [sid for sid, when in self._ended.items() if when + self.lifetime < now]:
+            del self._ended[sid]
+
+    def _load(self) -> None:
+        """Read the file; rewrite it without expired or unreadable lines."""
+        try:
+            with open(self.path, encoding="ascii") as handle:
+                lines = handle.read().splitlines()
+        except FileNotFoundError:
+            return
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not ASCII text"
+            raise ConfigError(f"{self.path} cannot be read: {reason}; it lists the login sessions ended by logout "
+                              "(fix it rather than delete it: deleting it lets those cookies work again "
+                              "until they expire)") from None
+        now, kept, damaged = self._clock(), 0, 0
+        for line in lines:
+            stamp, _, session_id = line.partition(" ")
+            try:
+                when = float(stamp)
+            except ValueError:
+                when = None
+            if when is None or not session_id:
+                damaged += 1  # a line cut short by a crash mid-write
+            elif when + self.lifetime >= now:
+                kept += 1
+                if session_id == self.EVERYONE:
+                    self._cutoff = max(self._cutoff, when)
+                else:
+                    self._ended[session_id] = when
+        if damaged:
+            log.warning("%s: skipped %d unreadable line(s)", self.path, damaged)
+        if kept < len(lines):
+            rows = [(when, sid) for sid, when in self._ended.items()]
+            self._write(rows + ([(self._cutoff, self.EVERYONE)] if self._cutoff else []), "w")
+
+    def _write(self, rows: Iterable[tuple[float, str]], mode: str) -> None:
+        """Append rows to the file ("a"), or replace it with them ("w", through a temporary file)."""
+        target = self.path if mode == "a" else self.path + ".tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            with open(target, mode, encoding="ascii") as handle:
+                handle.writelines(f"{when:.3f} {sid}\n" for when, sid in rows)
+            if mode == "w":
+                os.replace(target, self.path)
+        except OSError as exc:
+            log.error("could not write %s (%s): sessions ended by logout stay ended until this process stops, "
+                      "but not after a restart; free space or fix permissions in the data folder",
+                      self.path, exc.strerror)
+
+
+class TrustedProxies:
+    """Who may tell us, in X-Forwarded-* headers, the client's address, scheme, host and path prefix: a peer
+    in GREENBATCH_TRUSTED_PROXIES, for GREENBATCH_PROXY_HOPS proxies. Anyone else's such headers are ignored,
+    so a client reaching the port directly cannot pose as another address (and use up its invalid tokens)
+    nor fake https, the host or the prefix."""
+
+    def __init__(self, hops: int, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], setting: str):
+        self.hops = hops
+        self.networks = networks
+        self.setting = setting
+        self._warned = False
+
+    @classmethod
+    def from_config(cls, config: Config) -> "TrustedProxies":
+        """The rule set by GREENBATCH_PROXY_HOPS and GREENBATCH_TRUSTED_PROXIES (ConfigError for a bad entry)."""
+        return cls(config.proxy_hops, parse_proxies(config.trusted_proxies), config.trusted_proxies)
+
+    def trusts(self, environ: Mapping[str, Any]) -> bool:
+        """Whether the request's peer is a trusted proxy (never while no proxy hops are configured)."""
+        if not self.hops:
+            return False
+        try:
+            peer = ipaddress.ip_address(environ.get("REMOTE_ADDR", ""))
+        except ValueError:
+            return False  # not an address (a unix socket): not a proxy we know
+        if peer.version == 6 and peer.ipv4_mapped:
+            peer = peer.ipv4_mapped  # an IPv4 peer on a dual-stack socket
+        return any(peer in network for network in self.networks)
+
+    def client(self, environ: Mapping[str, Any]) -> str:
+        """The client's address: behind a trusted proxy the Nth X-Forwarded-For entry from the right, as
+        ProxyFix reads it; else the peer's own."""
+        if self.trusts(environ):
+            forwarded = [part.strip() for part in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+            if len(forwarded) >= self.hops:
+                return forwarded[-self.hops]
+        elif self.hops:
+            self._warn_once(environ)
+        return environ.get("REMOTE_ADDR", "-")
+
+    def middleware(self, wsgi_app: Callable) -> Callable:
+        """`wsgi_app` behind ProxyFix for requests from a trusted proxy; others' X-Forwarded-* headers are dropped."""
+        n = self.hops
+        fixed = ProxyFix(wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)
+
+        def screened(environ: dict, start_response: Callable) -> Any:
+            if self.trusts(environ):
+                return fixed(environ, start_response)
+            self._warn_once(environ)
+            for key in [key for key in environ if key.startswith("HTTP_X_FORWARDED_")]:
+                del environ[key]
+            return wsgi_app(environ, start_response)
+
+        return screened
+
+    def _warn_once(self, environ: Mapping[str, Any]) -> None:
+        """The first time an untrusted peer sends X-Forwarded-* headers, say whose were ignored and why."""
+        if self._warned or not any(key.startswith("HTTP_X_FORWARDED_") for key in environ):
+            return
+        self._warned = True
+        peer = environ.get("REMOTE_ADDR", "-")
+        log.warning("ignored the X-Forwarded-* headers of a request from %s: it is not a trusted proxy "
+                    "(GREENBATCH_TRUSTED_PROXIES=%s), so its requests count as coming from %s itself. If %s is your "
+                    "reverse proxy, add it to GREENBATCH_TRUSTED_PROXIES; if clients reach this port directly, bind "
+                    "greenbatch to loopback (GREENBATCH_HOST=127.0.0.1) behind the proxy. (Said once per process.)",
+                    peer, self.setting, peer, peer)
+
+
+def client_address(environ: Mapping[str, Any], app: Any) -> str:
+    """The client's address as `app` sees it: the peer's, or the forwarded one from a trusted proxy (the
+    websocket handler asks before the app's ProxyFix has run). An app without our rules trusts no proxy."""
+    proxies: TrustedProxies | None = getattr(app, "extensions", {}).get(PROXIES_EXTENSION)
+    return proxies.client(environ) if proxies is not None else environ.get("REMOTE_ADDR", "-")
 
 
 def bearer_token(environ: Mapping[str, Any]) -> str | None:
@@ -373,6 +561,11 @@ def bearer_token(environ: Mapping[str, Any]) -> str | None:
 def guard_of(app: Flask) -> Guard:
     """The app's access rules."""
     return app.extensions[EXTENSION]
+
+
+def proxies_of(app: Flask) -> TrustedProxies:
+    """The app's rule for trusting X-Forwarded-* headers."""
+    return app.extensions[PROXIES_EXTENSION]
 
 
 def failures_of(app: Flask) -> FailedTokens:
@@ -389,7 +582,6 @@ def websocket_gate(app: Flask) -> Callable[[dict], tuple[int, str] | None]:
     token then shows in proxy logs and browser history, so prefer the header (our access log redacts it).
     """
     failures = failures_of(app)
-    proxy_hops = app.config["GREENBATCH"].proxy_hops
 
     def gate(environ: dict) -> tuple[int, str] | None:
         guard = guard_of(app)  # looked up each time: SIGHUP may have replaced the tokens
@@ -398,7 +590,7 @@ def websocket_gate(app: Flask) -> Callable[[dict], tuple[int, str] | None]:
             return 403, problem
         if not guard.enabled:
             return None
-        client = client_address(environ, proxy_hops)
+        client = client_address(environ, app)
         verdict = guard.identify(environ, _cookie_session(app, environ), allow_query=True, failures=failures,
                                  client=client)
         if verdict in ("bearer", "cookie"):
@@ -439,6 +631,13 @@ class SessionInterface(SecureCookieSessionInterface):
     def get_cookie_secure(self, app: Flask) -> bool:
         """Secure whenever the request came over https."""
         return request.is_secure or super().get_cookie_secure(app)
+
+    def open_session(self, app: Flask, request: Any) -> Any:
+        """The cookie's session; one whose login has ended starts over empty, and the browser is told to drop it."""
+        data = super().open_session(app, request)
+        if data is not None and guard_of(app).session_ended(data):
+            data.clear()  # never re-signed: no copy of its cookie outlives the logout by more than a lifetime
+        return data
 
 
 def check_request() -> Response | None:
@@ -539,6 +738,8 @@ def login():
     session.clear()
     session.permanent = True
     session["auth"] = guard.session_mark(token)
+    session["sid"] = secrets.token_urlsafe(16)  # what a logout ends, for every copy of this cookie
+    session["since"] = time.time()
     session["csrf"] = secrets.token_urlsafe(32)
     log.info("login from %s", request.remote_addr)
     return redirect(request.script_root + next_path, 303)
@@ -551,12 +752,18 @@ def _login_page(next_path: str, error: str = "", status: int = 200):
 
 @bp.post("/logout")
 def logout():
-    """End the session (a form with `csrf_token`, or a script sending the CSRF header) and go to the login."""
-    if guard_of_current().enabled:
+    """End the session (a form with `csrf_token`, or a script sending the CSRF header) and go to the login:
+    in the browser, and on the server, so copies of the cookie stop working too."""
+    guard = guard_of_current()
+    if guard.enabled:
         if not (_csrf_ok(request.form.get("csrf_token")) or request.headers.get(CSRF_HEADER) == CSRF_HEADER_VALUE):
             return error_response(403, "csrf_token_missing",
                                   "logout needs the form's csrf_token field or the header "
                                   f"'{CSRF_HEADER}: {CSRF_HEADER_VALUE}'")
+        session_id = session.get("sid")
+        if isinstance(session_id, str):
+            guard.ended.end(session_id)
+            log.info("logout from %s", request.remote_addr)
         session.clear()
     return redirect(url_for("auth.login"), 303)
 
@@ -568,9 +775,11 @@ def init_app(app: Flask) -> Guard:
     config: Config = app.config["GREENBATCH"]
     tokens = load_tokens(config)
     app.secret_key = load_secret_key(config)
+    ended = EndedSessions(os.path.join(config.data_dir, ENDED_SESSIONS_FILE), SESSION_LIFETIME.total_seconds())
     guard = Guard(tokens=tokens, secret=app.secret_key.encode(), allowed_origins=parse_origins(config.allowed_origins),
-                  loopback_names_only=not tokens and is_loopback(config.host))
+                  loopback_names_only=not tokens and is_loopback(config.host), ended=ended)
     app.extensions[EXTENSION] = guard
+    app.extensions[PROXIES_EXTENSION] = TrustedProxies.from_config(config)
     app.extensions[FAILURES_EXTENSION] = FailedTokens(config.auth_failures, config.auth_failure_window)
     app.config.update(SESSION_COOKIE_NAME="greenbatch_session", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax", PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME)
@@ -613,6 +822,9 @@ def reload_tokens(app: Flask) -> bool:
 
 def announce(config: Config, guard: Guard) -> None:
     """Say at start who can use the server; shout if that is anyone who can reach the port."""
+    if config.proxy_hops:
+        log.info("trusting X-Forwarded-* headers from %d proxy hop(s), the nearest connecting from %s "
+                 "(GREENBATCH_TRUSTED_PROXIES)", config.proxy_hops, config.trusted_proxies)
     if guard.enabled:
         log.info("authentication is on: %d API token(s); the dashboard signs in at /login", len(guard.tokens))
     elif exposed_without_auth(config.host, guard.tokens):

@@ -34,6 +34,9 @@ class Config:
                                "lines included).", choices=("text", "json"))
     proxy_hops: int = _setting(0, "Reverse proxies in front of the server whose X-Forwarded-For, -Proto, -Host and "
                                "-Prefix headers are trusted; 0 trusts none (see Operations).", low=0, high=10)
+    trusted_proxies: str = _setting("127.0.0.1,::1", "Comma-separated IPs or CIDRs the nearest proxy connects from; "
+                                    "with GREENBATCH_PROXY_HOPS set, X-Forwarded-* headers from any other peer are "
+                                    "ignored. The default fits a proxy on the same host.")
 
     max_request_bytes: int = _setting(10 * MiB, "Largest API request body accepted (413 above).", low=1024)
     max_urls: int = _setting(10_000, "Most URLs in one batch (413 above).", low=1)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 import sys
 import time
 from typing import Any
+from urllib.parse import unquote_plus
 
 from .config import Config
 
@@ -22,8 +22,9 @@ ACCESS_LOGGER = "greenbatch.access"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-# Websocket clients may put their token in the query string; it must never reach a log.
-_QUERY_TOKEN = re.compile(r"([?&](?:access_)?token=)[^&\s\"]*")
+# Websocket clients may put their token in the query string; it must never reach a log. The gate reads
+# the query with parse_qs, which decodes names (`%74oken` is `token`), so names are compared decoded.
+SECRET_PARAMETERS = frozenset({"token", "access_token"})
 
 
 def timestamp(created: float) -> str:
@@ -96,15 +97,24 @@ def route_gevent_errors() -> None:
 
 
 def redact(target: str) -> str:
-    """A request target with `token=` query values hidden."""
-    return _QUERY_TOKEN.sub(r"\1[redacted]", target)
+    """A request target with the value of every query parameter whose decoded name is `token` hidden."""
+    path, mark, query = target.partition("?")
+    if not mark:
+        return target
+    fields = query.split("&")  # parse_qs's only separator
+    for number, field in enumerate(fields):
+        name, equals, _ = field.partition("=")
+        # Decoded as parse_qs decodes a name; case and spaces ignored, so anything like a token is hidden.
+        if equals and unquote_plus(name).strip().lower() in SECRET_PARAMETERS:
+            fields[number] = name + "=[redacted]"
+    return path + "?" + "&".join(fields)
 
 
 def log_access(handler: Any) -> None:
     """One access line for a request a pywsgi handler served (a websocket is logged when it ends).
 
-    The client is REMOTE_ADDR as the app saw it, so behind a trusted proxy (GREENBATCH_PROXY_HOPS)
-    it is the address from X-Forwarded-For.
+    The client is REMOTE_ADDR as the app saw it, so for a request through a trusted proxy
+    (GREENBATCH_PROXY_HOPS, GREENBATCH_TRUSTED_PROXIES) it is the address from X-Forwarded-For.
     """
     environ = getattr(handler, "environ", None) or {}
     status_text = str(getattr(handler, "_orig_status", None) or getattr(handler, "status", None) or "000")

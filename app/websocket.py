@@ -336,7 +336,7 @@ class WebSocketHandler(LibraryHandler):
         limits = getattr(self.server, "ws_limits", None) or WebSocketLimits()
         gate: Gate | None = getattr(self.server, "ws_gate", same_origin)
         refusal = gate(self.environ) if gate is not None else None
-        client = client_address(self.environ, limits.proxy_hops)
+        client = client_address(self.environ, self.application)
         open_counts = self._open_counts()
         if refusal is None and open_counts[client] >= limits.max_per_client:
             refusal = (429, f"{client} already has {open_counts[client]} websockets open, the limit "
@@ -357,7 +357,7 @@ class WebSocketHandler(LibraryHandler):
         if getattr(self, "websocket", None) is not None:
             limits = getattr(self.server, "ws_limits", None) or WebSocketLimits()
             self.environ["wsgi.websocket"] = WebSocketConnection(
-                self.websocket, limits, client_address(self.environ, limits.proxy_hops))
+                self.websocket, limits, client_address(self.environ, self.application))
         return refused
 
     def run_websocket(self):

@@ -3,6 +3,7 @@ security headers, and the warning an exposed server prints. Against the real ser
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import os
@@ -90,6 +91,23 @@ def websocket_handshake(server: GreenbatchServer, path: str, headers: dict[str, 
     return status, body.decode("utf-8", "replace")
 
 
+def with_cookie(server: GreenbatchServer, path: str, cookie: str, **headers: str) -> requests.Response:
+    """A GET sending only this session cookie, from a fresh client (as whoever copied the cookie would)."""
+    return browser_session().get(server.url(path), headers={"Cookie": f"greenbatch_session={cookie}", **headers},
+                                 allow_redirects=False, timeout=10)
+
+
+def get_from(server: GreenbatchServer, source: str, path: str, headers: dict[str, str]) -> int:
+    """The status of a GET sent from the local address `source` (127.0.0.2 plays a proxy on its own address)."""
+    parts = urlsplit(server.base_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10, source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 def assert_security_headers(response: requests.Response) -> None:
     """The headers every response must carry."""
     assert response.headers["Content-Security-Policy"] == auth.CONTENT_SECURITY_POLICY
@@ -141,7 +159,8 @@ def test_the_exposed_warning_is_due_only_beyond_loopback_without_tokens(host, to
 
 def test_the_exposed_warning_says_what_anyone_can_do_and_how_to_set_tokens(caplog, tmp_path):
     config = Config(host="0.0.0.0", data_dir=str(tmp_path))
-    guard = auth.Guard(tokens=(), secret=b"k" * 32, allowed_origins=frozenset(), loopback_names_only=False)
+    guard = auth.Guard(tokens=(), secret=b"k" * 32, allowed_origins=frozenset(), loopback_names_only=False,
+                       ended=auth.EndedSessions(str(tmp_path / "ended_sessions"), 60))
     with caplog.at_level(logging.INFO, logger="app.auth"):
         auth.announce(config, guard)
     [record] = caplog.records
@@ -188,6 +207,27 @@ def test_unusable_auth_settings_stop_the_start_naming_the_variable_but_not_the_s
     assert secret is None or secret not in str(caught.value)
 
 
+@pytest.mark.parametrize("entry", ["nginx.internal", "10.0.0.300", "10.0.0.5/8", "[::1]"])
+def test_a_trusted_proxy_that_is_not_an_ip_address_or_cidr_stops_the_start_naming_the_variable(entry):
+    with pytest.raises(ConfigError) as caught:
+        auth.parse_proxies(f"127.0.0.1, {entry}")
+    assert "GREENBATCH_TRUSTED_PROXIES" in str(caught.value) and repr(entry) in str(caught.value)
+
+
+def test_a_server_whose_trusted_proxies_name_a_host_does_not_start(make_server):
+    with pytest.raises(RuntimeError, match=r"cannot start: GREENBATCH_TRUSTED_PROXIES: 'nginx\.internal' is not"):
+        make_server(env={"GREENBATCH_PROXY_HOPS": "1", "GREENBATCH_TRUSTED_PROXIES": "127.0.0.1,nginx.internal"})
+
+
+def test_trusted_proxies_take_addresses_and_cidrs_and_default_to_this_host():
+    assert auth.parse_proxies(Config().trusted_proxies) == auth.parse_proxies("127.0.0.1/32, ::1/128")
+    proxies = auth.TrustedProxies(1, auth.parse_proxies("10.0.0.0/24,fd00::7"), "10.0.0.0/24,fd00::7")
+    for peer, trusted in [("10.0.0.9", True), ("::ffff:10.0.0.9", True), ("fd00::7", True), ("10.0.1.9", False),
+                          ("127.0.0.1", False), ("", False)]:
+        assert proxies.trusts({"REMOTE_ADDR": peer}) is trusted, peer
+    assert not auth.TrustedProxies(0, proxies.networks, "").trusts({"REMOTE_ADDR": "10.0.0.9"})  # no hops: no proxy
+
+
 def test_tokens_and_keys_stay_out_of_the_config_repr():
     text = repr(Config(api_tokens=TOKEN, secret_key="s" * 32))
     assert TOKEN not in text and "s" * 32 not in text
@@ -198,6 +238,8 @@ def test_the_access_log_hides_query_tokens():
     line = logs.redact(f"/ws/batches?token={TOKEN}&x=1")
     assert TOKEN not in line
     assert "token=[redacted]&x=1" in line
+    assert logs.redact("/ws/batches?TOKEN=a&Access_Token=b&tokens=kept&after=3") == \
+        "/ws/batches?TOKEN=[redacted]&Access_Token=[redacted]&tokens=kept&after=3"
 
 
 # -- the websocket gate, called as the websocket handler calls it ----------------------------
@@ -243,6 +285,15 @@ def test_gate_answers_401_without_credentials_or_with_a_wrong_token(gated_app):
 
 def test_gate_takes_a_query_token_for_clients_that_cannot_set_headers(gated_app):
     assert auth.websocket_gate(gated_app)(ws_environ(QUERY_STRING=f"after=3&token={TOKEN}")) is None
+
+
+@pytest.mark.parametrize("query", ["token=SECRET", "%74oken=SECRET", "t%6Fken=SECRET", "%74%6F%6B%65%6E=SECRET",
+                                   "after=3&tok%65n=SECRET", "token=SECRET&%74oken=SECRET2"])
+def test_every_query_name_the_gate_reads_as_token_is_hidden_in_the_access_log(gated_app, query):
+    query = query.replace("SECRET", TOKEN)
+    assert auth.websocket_gate(gated_app)(ws_environ(QUERY_STRING=query)) is None  # the gate takes it as the token
+    line = logs.redact("/ws/batches?" + query)
+    assert TOKEN not in line and "=[redacted]" in line
 
 
 def test_gate_reads_the_login_cookie_outside_a_request_context(gated_app):
@@ -423,6 +474,64 @@ def test_logout_ends_the_session(secured):
     assert session.get(secured.url("/api/v1/batches"), timeout=10).status_code == 401
 
 
+def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_stops_working_even_after_a_restart(make_server,
+                                                                                                      tmp_path):
+    data_dir = tmp_path / "data"
+    server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN}, data_dir=data_dir)
+    browser, _ = log_in(server)
+    copied = browser.cookies.get("greenbatch_session")
+    assert with_cookie(server, "/api/v1/batches", copied).status_code == 200  # the copy works while signed in
+    assert browser.post(server.url("/logout"), headers=CSRF, allow_redirects=False, timeout=10).status_code == 303
+
+    def assert_refused(server: GreenbatchServer) -> None:
+        api = with_cookie(server, "/api/v1/batches", copied)
+        assert api.status_code == 401 and error_of(api)["code"] == "unauthorized"
+        page = with_cookie(server, "/batches/abc123", copied, Accept="text/html")
+        assert page.status_code == 302 and urlsplit(page.headers["Location"]).path == "/login"
+        assert page.headers["Set-Cookie"].startswith("greenbatch_session=;")  # dropped, never signed again
+        status, _ = websocket_handshake(server, "/ws/batches", {"Origin": server.base_url,
+                                                                "Cookie": f"greenbatch_session={copied}"})
+        assert status == 401
+
+    assert_refused(server)
+    server.stop()
+    server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN}, data_dir=data_dir)
+    assert_refused(server)
+    again, _ = log_in(server)  # signing in again starts a new session
+    assert again.get(server.url("/api/v1/batches"), timeout=10).status_code == 200
+
+
+def test_ended_sessions_are_kept_until_their_cookies_have_expired(tmp_path):
+    clock, path = Clock(), tmp_path / "ended_sessions"
+    ended = auth.EndedSessions(str(path), lifetime=100, clock=clock)
+    assert not ended.ended("a", 900)
+    ended.end("a")
+    clock.now += 60
+    ended.end("b")
+    assert ended.ended("a", 900) and ended.ended("b", 900) and not ended.ended("c", 900)
+    assert ended.ended(None, 900) and ended.ended("c", None)  # a cookie from before session ids
+    clock.now += 50  # every cookie of "a" has expired by now (ended at 1000, a lifetime of 100), not those of "b"
+    with path.open("a") as handle:
+        handle.write("1105.0")  # a line cut short by a crash
+    reread = auth.EndedSessions(str(path), lifetime=100, clock=clock)
+    assert not reread.ended("a", 900) and reread.ended("b", 900)
+    assert path.read_text().splitlines() == ["1060.000 b"]  # expired and unreadable lines dropped
+
+
+def test_past_the_limit_of_ended_sessions_every_session_signed_in_so_far_ends(tmp_path):
+    clock, path = Clock(), tmp_path / "ended_sessions"
+    ended = auth.EndedSessions(str(path), lifetime=100, clock=clock)
+    ended.LIMIT = 3
+    for session_id in "abc":
+        ended.end(session_id)
+    clock.now += 1
+    ended.end("d")
+    assert path.read_text().splitlines() == ["1001.000 *"]  # the file starts over
+    for sessions in (ended, auth.EndedSessions(str(path), lifetime=100, clock=clock)):
+        assert sessions.ended("a", 1000) and sessions.ended("z", 1000.5)  # signed in before: ended
+        assert not sessions.ended("y", 1001.5)  # signed in after
+
+
 def test_sessions_survive_a_restart_and_end_when_their_token_is_removed(make_server, tmp_path):
     data_dir = tmp_path / "data"
     server = make_server(env={"GREENBATCH_API_TOKENS": f"{TOKEN},{OTHER_TOKEN}"}, data_dir=data_dir)
@@ -535,6 +644,20 @@ def test_websocket_with_a_query_token_upgrades_and_the_log_hides_it(secured):
     assert TOKEN not in secured.log()
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_percent_encoded_query_token_opens_a_websocket_but_never_reaches_the_log(make_server, log_format):
+    server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_LOG_FORMAT": log_format})
+    connection = websocket.create_connection(server.base_url.replace("http://", "ws://")
+                                             + f"/ws/batches?%74oken={TOKEN}", timeout=10, suppress_origin=True)
+    assert connection.getstatus() == 101
+    connection.close()  # the access line is written when the websocket ends
+    assert get_from(server, "127.0.0.1", f"/healthz?t%6Fken={TOKEN}", {}) == 200  # requests would decode the "o"
+    assert server.request("GET", f"/api/v1/batches?TOKEN={TOKEN}", headers=bearer()).status_code == 200
+    wait_for_log(server, "/ws/batches?%74oken=[redacted]")
+    assert "/healthz?t%6Fken=[redacted]" in server.log() and "/api/v1/batches?TOKEN=[redacted]" in server.log()
+    assert TOKEN not in server.log()
+
+
 # -- guessing tokens ---------------------------------------------------------------------------
 
 class Clock:
@@ -641,6 +764,24 @@ def test_behind_a_proxy_each_forwarded_address_has_its_own_count(make_server):
     assert server.request("GET", "/api/v1/batches", headers={**neighbour, **bearer()}).status_code == 200
     status, _ = websocket_handshake(server, f"/ws/batches?token={TOKEN}", guesser)
     assert status == 429
+
+
+def test_a_client_reaching_the_port_directly_cannot_lock_out_a_proxied_address_by_forging_x_forwarded_for(make_server):
+    # The proxy connects from 127.0.0.2; this test's own connections come from 127.0.0.1, as a client's
+    # that reaches greenbatch's port directly would.
+    server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_PROXY_HOPS": "1",
+                              "GREENBATCH_TRUSTED_PROXIES": "127.0.0.2", "GREENBATCH_AUTH_FAILURES": "2"})
+    victim = {"X-Forwarded-For": "198.51.100.4"}
+    for _ in range(2):
+        assert server.request("GET", "/api/v1/batches", headers={**victim, **bearer("x" * 32)}).status_code == 401
+    assert get_from(server, "127.0.0.2", "/api/v1/batches", {**victim, **bearer()}) == 200
+    # The guesses counted against the address they came from, whatever it claimed.
+    refused = server.request("GET", "/api/v1/batches", headers={"X-Forwarded-For": "203.0.113.9", **bearer()})
+    assert refused.status_code == 429 and "came from 127.0.0.1 within" in error_of(refused)["message"]
+    status, body = websocket_handshake(server, f"/ws/batches?token={TOKEN}", {"X-Forwarded-For": "203.0.113.9"})
+    assert status == 429 and "came from 127.0.0.1 within" in json.loads(body)["error"]["message"]
+    wait_for_log(server, "ignored the X-Forwarded-* headers of a request from 127.0.0.1")
+    assert server.log().count("is not a trusted proxy (GREENBATCH_TRUSTED_PROXIES=127.0.0.2)") == 1  # said once
 
 
 # -- headers -----------------------------------------------------------------------------------

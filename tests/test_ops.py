@@ -231,3 +231,14 @@ def test_without_trusted_proxies_forwarded_headers_are_ignored(server, target):
     assert all(link.startswith("/api/v1/") for link in response.json()["links"].values())
     page = server.request("GET", "/", headers=FORWARDED).text
     assert f'data-ws-url="{server.base_url.replace("http://", "ws://")}/ws/batches"' in page
+
+
+def test_forwarded_headers_from_a_peer_that_is_not_a_trusted_proxy_are_ignored(make_server, target):
+    server = make_server(env={"GREENBATCH_PROXY_HOPS": "1", "GREENBATCH_TRUSTED_PROXIES": "10.9.9.9"})
+    response = server.request("POST", "/api/v1/batches", json={"urls": [target.url("/ok")]}, headers=FORWARDED)
+    assert response.status_code == 201, response.text
+    assert response.headers["Location"].startswith("/api/v1/batches/")
+    page = server.request("GET", "/", headers=FORWARDED).text
+    assert f'data-ws-url="{server.base_url.replace("http://", "ws://")}/ws/batches"' in page
+    assert '127.0.0.1 "POST /api/v1/batches" 201' in server.log() and "203.0.113.9" not in server.log()
+    assert "not a trusted proxy (GREENBATCH_TRUSTED_PROXIES=10.9.9.9)" in server.log()

@@ -109,7 +109,7 @@ class Handler(WebSocketHandler):
         return result
 
     def read_request(self, raw_requestline):
-        """Parse the request line and headers, then stop the header timer: what the app takes is not the client's fault."""
+        """Parse the request line and headers, then stop the header timer: the app's time is not the client's."""
         try:
             return super().read_request(raw_requestline)
         finally:
@@ -154,13 +154,12 @@ def fit_open_files(config: Config) -> Config:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return config
-    if hard == resource.RLIM_INFINITY or hard >= needed:
-        raised = _raise_open_files(needed, hard)
+    limit = _raise_open_files(needed, hard)
+    if limit >= needed:
         log.info("raised the open-file limit from %d to %d: GREENBATCH_MAX_INFLIGHT=%d and "
-                 "GREENBATCH_MAX_CONNECTIONS=%d need about %d", soft, raised, config.max_inflight,
+                 "GREENBATCH_MAX_CONNECTIONS=%d need about %d", soft, limit, config.max_inflight,
                  config.max_connections, needed)
         return config
-    limit = _raise_open_files(hard, hard)
     room = limit - FD_RESERVE
     if room < 3:
         raise ConfigError(f"the open-file limit is {limit}: greenbatch needs at least {FD_RESERVE + 3} "
@@ -170,18 +169,19 @@ def fit_open_files(config: Config) -> Config:
     connections = room - inflight
     ws_max = max(1, min(config.ws_max, connections * config.ws_max // config.max_connections, connections - 1))
     fitted = dataclasses.replace(config, max_inflight=inflight, max_connections=connections, ws_max=ws_max)
-    log.warning("the open-file limit is %d (hard limit %d), below the %d that GREENBATCH_MAX_INFLIGHT=%d and "
+    log.warning("the open-file limit is %d, below the %d that GREENBATCH_MAX_INFLIGHT=%d and "
                 "GREENBATCH_MAX_CONNECTIONS=%d need; running with GREENBATCH_MAX_INFLIGHT=%d, "
                 "GREENBATCH_MAX_CONNECTIONS=%d and GREENBATCH_WS_MAX=%d instead. Raise the limit (`ulimit -n %d`, "
                 "or LimitNOFILE=%d in the systemd unit) or set those caps lower yourself",
-                soft, hard, needed, config.max_inflight, config.max_connections, inflight, connections, ws_max,
+                limit, needed, config.max_inflight, config.max_connections, inflight, connections, ws_max,
                 needed, needed)
     return fitted
 
 
 def _raise_open_files(wanted: int, hard: int) -> int:
-    """Raise the soft open-file limit to the hard one (or to `wanted` if the kernel refuses that); the new limit."""
-    for soft in ((hard, wanted) if hard != resource.RLIM_INFINITY else (wanted,)):
+    """Raise the soft open-file limit to the hard one, or to `wanted` if the kernel refuses that; the limit now."""
+    tries = (wanted,) if hard == resource.RLIM_INFINITY else (hard, min(wanted, hard))
+    for soft in tries:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
             return soft

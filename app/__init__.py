@@ -12,9 +12,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def create_app(config: Config | None = None) -> Flask:
     """Build the app: settings from GREENBATCH_* (or `config`), services, error envelope, routes."""
-    from . import api, auth, errors, openapi, ops, pages, services, stream
+    from . import api, auth, errors, openapi, ops, pages, server, services, stream
 
-    config = config or Config.from_env()
+    # Before the engine is built: its in-flight cap and the connection cap must fit the open-file limit.
+    config = server.fit_open_files(config or Config.from_env())
     app = Flask(__name__, template_folder=os.path.join(ROOT, "templates"),
                 static_folder=os.path.join(ROOT, "static"))
     app.config.update(GREENBATCH=config, MAX_CONTENT_LENGTH=config.max_request_bytes)

@@ -132,16 +132,24 @@ def origin_key(origin: str) -> tuple[str, str, int] | None:
 
 
 def split_host(host: str) -> tuple[str, int | None]:
-    """(name, port) of a Host header: "example.com:8080", "[::1]:8000", "localhost"."""
+    """(name, port) of a Host header: "example.com:8080", "[::1]:8000", "localhost"; ("", None) when malformed."""
     host = host.strip().lower()
     if host.startswith("["):
-        name, _, rest = host[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
+        name, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return "", None
+        port = rest[1:]
     elif host.count(":") == 1:
         name, _, port = host.partition(":")
     else:
         name, port = host, ""
-    return name.rstrip("."), int(port) if port.isdigit() else None
+    if not port:
+        return name.rstrip("."), None
+    # isascii: str.isdigit alone accepts "²" and "٣", which int() refuses or reads as another number;
+    # five digits at most, so int() never meets a string longer than it converts.
+    if not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+        return "", None
+    return name.rstrip("."), int(port)
 
 
 def load_tokens(config: Config) -> tuple[str, ...]:

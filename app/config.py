@@ -58,6 +58,14 @@ class Config:
     allow_targets: str = _setting("", "Comma-separated hosts, IPs or CIDRs (each may add :port) allowed despite the guard.")
     deny_targets: str = _setting("", "Comma-separated hosts, IPs or CIDRs (each may add :port) always denied.")
     shutdown_grace: float = _setting(10.0, "Seconds in-flight fetches get to finish on SIGTERM/SIGINT.", low=0)
+    header_timeout: float = _setting(10.0, "Seconds a client has to send a request's line and headers, counted from "
+                                     "the connection's start (on a kept-alive connection, from the request's first "
+                                     "byte); a slower client gets 408 and is disconnected.", low=0.1, high=3600)
+    keepalive_timeout: float = _setting(60.0, "Seconds a kept-alive connection may wait for its next request before "
+                                        "the server closes it.", low=0.1, high=86400)
+    max_connections: int = _setting(1000, "Client connections served at once, websockets included; more wait in the "
+                                    "listen queue until one closes (under gunicorn: the smaller of this and "
+                                    "--worker-connections).", low=2)
 
     api_tokens: str = _setting("", "Comma-separated API tokens (16+ characters each). With any token set (here or in "
                                "GREENBATCH_TOKEN_FILE), every API call, page and websocket needs one.", secret=True)
@@ -87,6 +95,8 @@ class Config:
                                     "it is closed with 4000 \"resync\" and reconnects with ?after=<last seq>.", low=1)
     ws_max_per_client: int = _setting(50, "Open websockets per client address; more are refused with 429 before the "
                                       "upgrade (behind GREENBATCH_PROXY_HOPS proxies the address comes from X-Forwarded-For).", low=1)
+    ws_max: int = _setting(500, "Open websockets on the whole server; more are refused with 503 before the upgrade. "
+                           "Must be below GREENBATCH_MAX_CONNECTIONS, so plain requests still get through.", low=1)
 
     def __post_init__(self) -> None:
         """Check bounds and choices of every field, naming the variable at fault."""
@@ -104,6 +114,10 @@ class Config:
         for default, cap in pairs:
             if getattr(self, default) > getattr(self, cap):
                 raise ConfigError(f"{env_name(default)} must not exceed {env_name(cap)}")
+        if self.ws_max >= self.max_connections:
+            raise ConfigError(f"{env_name('ws_max')} ({self.ws_max}) must be below {env_name('max_connections')} "
+                              f"({self.max_connections}): websockets holding every connection would lock out "
+                              "the API and the pages")
         if self.ws_idle_timeout <= self.ws_heartbeat:
             raise ConfigError(f"{env_name('ws_idle_timeout')} must exceed {env_name('ws_heartbeat')}: clients answer "
                               "heartbeats, so a shorter idle timeout would drop every quiet viewer")

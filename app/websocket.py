@@ -15,8 +15,9 @@ The library upgrades the connection; everything after the 101 is ours. What we f
   seconds; a peer silent for `idle_timeout` seconds is closed with 1001.
 - A client that stops reading: the outbox is small and `writable` tells the app to wait, so the app
   can bound its own queue and close with its own code (the stream uses 4000 "resync").
-- Nothing can refuse a connection before the 101. The handler asks `server.ws_gate(environ)` first
-  and caps open websockets per client address, answering a JSON error instead of upgrading.
+- Nothing can refuse a connection before the 101. The handler refuses a malformed Host (400), asks
+  `server.ws_gate(environ)`, then caps open websockets per client address (429) and on the whole
+  server (503), answering a JSON error instead of upgrading.
 
 `WebSocketHandler` is the pywsgi handler class; apps find a `WebSocketConnection` in
 `environ["wsgi.websocket"]`.
@@ -40,7 +41,7 @@ from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.handler import WebSocketHandler as LibraryHandler
 from geventwebsocket.websocket import Header, WebSocket
 
-from .auth import client_address, origin_key, same_host
+from .auth import client_address, origin_key, same_host, split_host
 from .events import compact_json
 
 log = logging.getLogger(__name__)
@@ -63,13 +64,13 @@ class WebSocketLimits:
     heartbeat: float = 20.0
     idle_timeout: float = 300.0
     max_per_client: int = 50
-    proxy_hops: int = 0
+    max_open: int = 500  # on the whole server; below its connection cap, so plain HTTP still gets a slot
 
     @classmethod
     def from_config(cls, config: Any) -> "WebSocketLimits":
-        """The limits set by GREENBATCH_WS_* settings (and GREENBATCH_PROXY_HOPS, to tell clients apart)."""
+        """The limits set by GREENBATCH_WS_* settings."""
         return cls(config.ws_max_message, config.ws_heartbeat, config.ws_idle_timeout, config.ws_max_per_client,
-                   config.proxy_hops)
+                   config.ws_max)
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -320,6 +321,14 @@ def same_origin(environ: Mapping[str, Any]) -> tuple[int, str] | None:
                  f"({host[:200]}) may open websockets here")
 
 
+def _host_problem(environ: Mapping[str, Any]) -> tuple[int, str] | None:
+    """Refuse (400) an upgrade whose Host header is not a name with an optional port 1-65535."""
+    host = environ.get("HTTP_HOST")
+    if not host or split_host(host)[0]:
+        return None
+    return 400, f"the Host header {host[:200]!r} is not a host name with an optional port (1-65535)"
+
+
 def _upgrade_requested(environ: Mapping[str, Any]) -> bool:
     """Whether a request asks for a websocket."""
     return (environ.get("REQUEST_METHOD") == "GET"
@@ -327,20 +336,25 @@ def _upgrade_requested(environ: Mapping[str, Any]) -> bool:
 
 
 class WebSocketHandler(LibraryHandler):
-    """gevent-websocket's handler with a gate and a per-client cap before the 101, and our connection after it."""
+    """gevent-websocket's handler with a gate and caps before the 101, and our connection after it."""
 
     def run_application(self):
-        """Plain HTTP goes to the app; upgrades pass the gate and the per-client cap first."""
+        """Plain HTTP goes to the app; upgrades pass the Host check, the gate and the caps first."""
         if not _upgrade_requested(self.environ):
             return WSGIHandler.run_application(self)
         limits = getattr(self.server, "ws_limits", None) or WebSocketLimits()
-        gate: Gate | None = getattr(self.server, "ws_gate", same_origin)
-        refusal = gate(self.environ) if gate is not None else None
+        refusal = _host_problem(self.environ)
+        if refusal is None:
+            gate: Gate | None = getattr(self.server, "ws_gate", same_origin)
+            refusal = gate(self.environ) if gate is not None else None
         client = client_address(self.environ, self.application)
         open_counts = self._open_counts()
         if refusal is None and open_counts[client] >= limits.max_per_client:
             refusal = (429, f"{client} already has {open_counts[client]} websockets open, the limit "
                             f"(GREENBATCH_WS_MAX_PER_CLIENT); close one and retry")
+        if refusal is None and sum(open_counts.values()) >= limits.max_open:
+            refusal = (503, f"the server already has {limits.max_open} websockets open, its limit "
+                            "(GREENBATCH_WS_MAX); retry later (pages fall back to polling meanwhile)")
         if refusal is not None:
             return self._refuse(*refusal)
         open_counts[client] += 1

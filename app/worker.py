@@ -8,7 +8,7 @@ from __future__ import annotations
 import gevent
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIServer
 
-from .server import Handler, configure_logging, prepare, tune_gc
+from .server import Handler, configure_logging, log, prepare, tune_gc
 from .websocket import close_all
 
 
@@ -30,9 +30,19 @@ class Worker(GeventPyWSGIWorker):
     wsgi_handler = Handler
 
     def run(self) -> None:
-        """Serve; on quit, close websockets with 1001 and flush the store before the process exits."""
+        """Serve; on quit, close websockets with 1001 and flush the store before the process exits.
+
+        Connections are capped by gunicorn's --worker-connections, lowered to GREENBATCH_MAX_CONNECTIONS
+        (which create_app fitted to the open-file limit); the header and keep-alive timeouts are our
+        handler's, as under `python wsgi.py` (gunicorn's --keep-alive does not apply to pywsgi workers).
+        """
         config = self.wsgi.config["GREENBATCH"]
         configure_logging(config)
+        self.worker_connections = min(self.worker_connections, config.max_connections)
+        if config.ws_max >= self.worker_connections:
+            log.warning("GREENBATCH_WS_MAX=%d is not below the %d connections this worker serves "
+                        "(--worker-connections): open websockets can lock out the API and the pages; "
+                        "lower GREENBATCH_WS_MAX", config.ws_max, self.worker_connections)
         tune_gc()
         watcher = gevent.spawn(self._close_websockets_when_quitting)
         try:

@@ -1,8 +1,10 @@
 """gunicorn with our worker class serves the API, the pages and the live stream, and stops cleanly."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import shutil
 import signal
 import struct
@@ -21,14 +23,14 @@ GUNICORN = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shu
 pytestmark = pytest.mark.skipif(GUNICORN is None, reason="gunicorn is not installed (requirements-dev.txt)")
 
 
-@pytest.fixture
-def gunicorn(tmp_path, target_env):
-    """`gunicorn -k app.worker.Worker -w 1 wsgi:app` on a free loopback port."""
+@contextlib.contextmanager
+def running_gunicorn(tmp_path, env: dict[str, str], *options: str):
+    """`gunicorn -k app.worker.Worker -w 1 wsgi:app` on a free loopback port, with these settings and options."""
     port = free_port()
     log = open(tmp_path / "gunicorn.log", "wb")
-    env = {**os.environ, **target_env, "GREENBATCH_DATA_DIR": str(tmp_path / "data")}
+    env = {**os.environ, **env, "GREENBATCH_DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.Popen([GUNICORN, "-k", "app.worker.Worker", "-w", "1", "-b", f"127.0.0.1:{port}",
-                             "--graceful-timeout", "10", "wsgi:app"], cwd=ROOT, env=env,
+                             "--graceful-timeout", "10", *options, "wsgi:app"], cwd=ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -42,11 +44,20 @@ def gunicorn(tmp_path, target_env):
             log.close()
             raise RuntimeError((tmp_path / "gunicorn.log").read_text())
         time.sleep(0.1)
-    yield proc, base
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    log.close()
+    try:
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def gunicorn(tmp_path, target_env):
+    """gunicorn with our worker and default settings."""
+    with running_gunicorn(tmp_path, target_env) as started:
+        yield started
 
 
 def test_gunicorn_with_our_worker_streams_a_batch_and_exits_zero_on_sigterm(gunicorn, target):
@@ -81,3 +92,28 @@ def test_gunicorn_with_our_worker_streams_a_batch_and_exits_zero_on_sigterm(guni
     assert struct.unpack("!H", frame.data[:2])[0] == 1001, "viewers are told the server is going away"
     assert proc.wait(20) == 0
     viewer.shutdown()
+
+
+def test_under_gunicorn_a_client_trickling_its_headers_gets_408_after_the_header_timeout(tmp_path, target_env):
+    with running_gunicorn(tmp_path, {**target_env, "GREENBATCH_HEADER_TIMEOUT": "1"}) as (proc, base):
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=15) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and never the rest
+            started, received = time.monotonic(), b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 10
+
+
+def test_under_gunicorn_greenbatch_max_connections_caps_the_worker_connections(tmp_path, target_env):
+    psutil = pytest.importorskip("psutil")
+    env = {**target_env, "GREENBATCH_MAX_CONNECTIONS": "20", "GREENBATCH_WS_MAX": "5", "GREENBATCH_HEADER_TIMEOUT": "5"}
+    with running_gunicorn(tmp_path, env) as (proc, base):
+        worker = psutil.Process(proc.pid).children()[0]
+        before = worker.num_fds()
+        silent = [socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) for _ in range(60)]
+        try:
+            time.sleep(1)
+            assert worker.num_fds() <= before + 20 + 5, "gunicorn's 1,000 worker connections were not lowered"
+        finally:
+            for sock in silent:
+                sock.close()

@@ -321,18 +321,6 @@ def results(batch_id: str):
     return {"batch_id": batch_id, "results": page, "next_after": next_after}
 
 
-@bp.get("/batches/<batch_id>/events")
-def events(batch_id: str):
-    """Stored events after a sequence number (`after`, `limit`): what clients without websockets poll."""
-    record = _record_or_404(batch_id)
-    after = _int_arg("after", 0, 0, 2**62)
-    limit = _int_arg("limit", 1000, 1, 5000)
-    page = services().store.events(batch_id, after, limit)
-    last = page[-1]["seq"] if page else after
-    return {"batch_id": batch_id, "status": record.status, "events": page, "last_seq": last,
-            "more": len(page) == limit}
-
-
 class ExportBroken(ConnectionResetError):
     """Raised into the WSGI server to end an export's chunked body without its last chunk.
 
@@ -358,6 +346,18 @@ def _broken_on_failure(lines: Iterator[str], fmt: str, batch_id: str) -> Iterato
         else:
             yield json.dumps({"error": {"code": "store_unavailable", "message": message, "details": []}}) + "\n"
         raise ExportBroken(errno.ECONNRESET, message) from exc
+
+
+@bp.get("/batches/<batch_id>/events")
+def events(batch_id: str):
+    """Stored events after a sequence number (`after`, `limit`): what clients without websockets poll."""
+    record = _record_or_404(batch_id)
+    after = _int_arg("after", 0, 0, 2**62)
+    limit = _int_arg("limit", 1000, 1, 5000)
+    page = services().store.events(batch_id, after, limit)
+    last = page[-1]["seq"] if page else after
+    return {"batch_id": batch_id, "status": record.status, "events": page, "last_seq": last,
+            "more": len(page) == limit}
 
 
 def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 _NOT_READ = object()  # what a shared read hands its waiters when it failed
 REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
-MAX_GROUP = 4096         # events in one transaction at most, so a backlog is committed in pieces
+MAX_GROUP = 4096         # events per transaction at most while a backlog left by failed commits is written
 RETRY_PAUSE = 0.1        # seconds before retrying a failed commit, doubled after each failure...
 RETRY_PAUSE_MAX = 2.0    # ...up to this: space that comes back is used within this long
 FAILURE_REMINDER = 60.0  # seconds between log lines while commits keep failing
@@ -342,6 +342,8 @@ class SQLiteStore:
         self._closed = False
         self._failing: StoreFault | None = None  # set while commits of events fail; cleared by the next that works
         self._damaged: StoreFault | None = None  # set once SQLite calls the file damaged; kept until restart
+        self._checking: sqlite3.Connection | None = None  # the integrity check's connection while it runs
+        self._group_limit: int | None = None  # events per commit at most: None, except after a failed commit
         self._retry_pause = RETRY_PAUSE
         self._fail_started = self._reminded = 0.0
         self._write_observers: list[Callable[[float, int], None]] = []
@@ -411,7 +413,8 @@ class SQLiteStore:
         """Commit buffered events in groups, oldest first: wait for the first, gather for flush_interval, write.
 
         A group that fails goes back to the head of the buffer; while commits fail, groups hold at most
-        flush_rows events (each needs less new disk than the whole backlog) and each retry waits longer.
+        flush_rows events (each needs less new disk than the whole backlog) and each retry waits longer;
+        once one works, the backlog goes in groups of MAX_GROUP until the buffer is empty.
         """
         while True:
             self._wake.wait()
@@ -424,11 +427,11 @@ class SQLiteStore:
                 # Gather a group of events, unless someone waits in flush() (a batch's end, a shutdown).
                 self._hurry.wait(self._flush_interval)
             self._hurry.clear()
-            size = min(self._flush_rows, MAX_GROUP) if self._failing else MAX_GROUP
-            if len(self._buffer) <= size:
+            limit = self._group_limit
+            if limit is None or len(self._buffer) <= limit:
                 self._writing, self._buffer = self._buffer, []
             else:
-                self._writing, self._buffer = self._buffer[:size], self._buffer[size:]
+                self._writing, self._buffer = self._buffer[:limit], self._buffer[limit:]
             started = time.perf_counter()
             try:
                 _apply(self._writer_thread, self._write_events, (self._writing, _event_rows(self._writing)))
@@ -456,6 +459,8 @@ class SQLiteStore:
                     waiter[1].set()
             if self._buffer:
                 self._wake.set()
+            else:
+                self._group_limit = None
 
     def _commit_failed(self, exc: Exception) -> None:
         """Remember and log a failed commit of events (once, then every FAILURE_REMINDER s); make room if the disk is full."""
@@ -463,13 +468,14 @@ class SQLiteStore:
             log.exception("store: writing %d events to %s failed; retrying", len(self._buffer), self.path)
             return
         self._note(exc)
+        self._group_limit = min(self._flush_rows, MAX_GROUP)
         now = time.monotonic()
         full = _is_full(exc)
         if self._failing is None:
             self._failing = StoreFault(
                 "failing", str(exc), now_iso(),
-                f"the store {self.path} cannot commit ({exc}{': the disk is full' if full else ''}); results wait in "
-                "memory and are retried, and new batches are refused until a commit works: "
+                f"the store {self.path} cannot commit ({exc}); results wait in memory and are retried, and new "
+                "batches are refused until a commit works: "
                 + ("free some disk space" if full else "check the disk, permissions and the server log"))
             self._fail_started = self._reminded = now
             log.error("store: cannot commit to %s: %s; %d events wait in memory and are retried every %g s at most, "
@@ -492,6 +498,7 @@ class SQLiteStore:
         log.warning("store: commits to %s work again after %.1f s; %d events still wait", self.path,
                     time.monotonic() - self._fail_started, len(self._buffer))
         self._failing = None
+        self._group_limit = MAX_GROUP
         self._retry_pause = RETRY_PAUSE
 
     def _write(self, fn: Callable[[], Any]) -> Any:
@@ -600,6 +607,9 @@ class SQLiteStore:
         self._wake.set()
         self._flusher.join(timeout)
         if self._checker is not None:
+            checking = self._checking
+            if checking is not None:
+                checking.interrupt()  # a check of a large file would run on after the pool is gone
             self._checker.kill()
         self._writer_thread.apply(self._writer.close)
         while not self._readers.empty():
@@ -608,6 +618,15 @@ class SQLiteStore:
         self._reader_threads.kill()
 
     # -- integrity ---------------------------------------------------------------------------
+
+    def _quick_check(self) -> list[tuple[str]]:
+        """check_integrity's query, on a connection of its own that close() can interrupt."""
+        conn = self._checking = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            return conn.execute("PRAGMA quick_check(1)").fetchall()
+        finally:
+            self._checking = None
+            conn.close()
 
     def _check_loop(self, every: float) -> None:
         """Run check_integrity now and then every `every` seconds."""
@@ -620,8 +639,9 @@ class SQLiteStore:
         reported as damage by fault(). False when there is one."""
         started = time.monotonic()
         try:
-            problems = self._read(lambda conn: conn.execute("PRAGMA quick_check(1)").fetchall())
-        except StoreError as exc:
+            problems = _apply(self._reader_threads, self._quick_check)
+        except sqlite3.Error as exc:
+            self._note(exc)
             log.error("store: the integrity check of %s failed: %s", self.path, exc)
             return False
         if problems != [("ok",)]:

@@ -37,4 +37,6 @@ else:
     try:
         app = create_app()
     except ConfigError as exc:
-        raise SystemExit(f"greenbatch: cannot start: {exc}") from None
+        print(f"greenbatch: cannot start: {exc}", file=sys.stderr)
+        # 3 is gunicorn's "worker failed to boot": it stops, where any other code has it start the worker again.
+        raise SystemExit(3) from None

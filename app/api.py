@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
+import itertools
 import json
+import logging
 import re
 from typing import Any, Iterator
 
 from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
 
 from . import guard
-from .errors import ApiError
+from .errors import ApiError, error_response
 from .model import FINAL_STATUSES, BatchOptions, ValidationError, header_problem
 from .services import services
 from .views import batch_json
-from .store import BatchRecord
+from .store import BatchRecord, StoreError
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
 
 MAX_DETAILS = 100  # validation problems listed in one answer; the count says how many there were
 CSV_COLUMNS = ("index", "url", "final_url", "status_code", "ok", "error_kind", "error_message", "bytes",
@@ -187,6 +191,28 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def _refuse_if_store_fails() -> None:
+    """503 before reading a submission while the store cannot keep it: its commits fail, or the file is damaged."""
+    fault = services().store.fault()
+    if fault is not None:
+        raise ApiError(503, "store_unavailable", f"nothing was stored: {fault.message}",
+                       [{"field": "store", "message": fault.error, "state": fault.state, "since": fault.since}])
+
+
+def _submit(urls: list[str], options: BatchOptions, name: str, parent_id: str | None = None) -> str:
+    """engine.submit, answering 503 when the store cannot write the new batch."""
+    try:
+        return services().engine.submit(urls, options, name, parent_id=parent_id)
+    except StoreError as exc:
+        raise ApiError(503, "store_unavailable", f"nothing was stored: {exc}") from None
+
+
+@bp.errorhandler(StoreError)
+def store_error(exc: StoreError):
+    """A read the store failed (a damaged file, a failing disk): 503 in the API's envelope, never a 500."""
+    return error_response(503, "store_unavailable", str(exc))
+
+
 def _created(batch_id: str) -> Response:
     """201 with the new batch and its Location."""
     response = current_app.json.response(batch_json(_record_or_404(batch_id)))
@@ -201,13 +227,14 @@ def _created(batch_id: str) -> Response:
 def create_batch():
     """Submit a batch: JSON {"urls", "name", "options"}, or one URL per line as text/plain or text/csv."""
     config = current_app.config["GREENBATCH"]
+    _refuse_if_store_fails()
     urls, raw_options, name = _submission()
     urls = _validate_urls(urls)
     try:
         options = BatchOptions.parse(raw_options, config)
     except ValidationError as exc:
         raise ApiError(400, "invalid_options", str(exc), exc.details) from None
-    batch_id = services().engine.submit(urls, options, _name(name))
+    batch_id = _submit(urls, options, _name(name))
     return _created(batch_id)
 
 
@@ -242,6 +269,7 @@ def cancel_batch(batch_id: str):
 def rerun_batch(batch_id: str):
     """Run a batch's URLs again as a new batch; {"only": "failed"} takes only those that did not end ok."""
     record = _record_or_404(batch_id)
+    _refuse_if_store_fails()
     only = None
     if request.get_data(cache=True).strip():
         body = _json_body()
@@ -270,7 +298,7 @@ def rerun_batch(batch_id: str):
                        f"batch {batch_id} was stored with options this server no longer accepts ({first['field']} "
                        f"{first['message']}); submit its URLs again as a new batch with options within today's "
                        "limits", exc.details) from None
-    new_id = services().engine.submit(urls, options, name[:200], parent_id=batch_id)
+    new_id = _submit(urls, options, name[:200], parent_id=batch_id)
     return _created(new_id)
 
 
@@ -296,9 +324,11 @@ def results(batch_id: str):
     store = services().store
     if fmt in ("csv", "ndjson"):
         rows = store.iter_results(batch_id, outcome=outcome)
+        # The first page is read before answering: a store that fails now gets a JSON 503, not a 200.
+        rows = itertools.chain(list(itertools.islice(rows, 1)), rows)
         body = _csv_lines(rows) if fmt == "csv" else (json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
         content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
-        response = Response(stream_with_context(body), content_type=content_type)
+        response = Response(stream_with_context(_broken_on_failure(body, fmt, batch_id)), content_type=content_type)
         response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{record.id}.{fmt}"'
         return response
     if fmt != "json":
@@ -309,6 +339,33 @@ def results(batch_id: str):
     page = store.results(batch_id, after, limit, outcome)
     next_after = page[-1]["index"] if len(page) == limit else None
     return {"batch_id": batch_id, "results": page, "next_after": next_after}
+
+
+class ExportBroken(ConnectionResetError):
+    """Raised into the WSGI server to end an export's chunked body without its last chunk.
+
+    A reset connection is what pywsgi (ours and gunicorn's) closes without a traceback: the cause is logged here.
+    """
+
+
+def _broken_on_failure(lines: Iterator[str], fmt: str, batch_id: str) -> Iterator[str]:
+    """An export's lines; if the store fails midway, an error line, then a broken body (never a clean short 200).
+
+    Raising while the body streams makes the server close the connection without the chunked encoding's
+    last chunk, so curl, requests and browsers report an incomplete download.
+    """
+    try:
+        yield from lines
+    except StoreError as exc:
+        message = f"the export of batch {batch_id} stopped: {exc}; this file is incomplete"
+        log.error("%s", message, extra={"batch_id": batch_id})
+        if fmt == "csv":
+            buffer = io.StringIO()
+            csv.writer(buffer, quoting=csv.QUOTE_ALL).writerow(["error", message])
+            yield buffer.getvalue()
+        else:
+            yield json.dumps({"error": {"code": "store_unavailable", "message": message, "details": []}}) + "\n"
+        raise ExportBroken(errno.ECONNRESET, message) from exc
 
 
 @bp.get("/batches/<batch_id>/events")

@@ -84,6 +84,10 @@ class Config:
 
     flush_interval: float = _setting(0.1, "Seconds between store flushes of buffered events.", low=0.001, high=10)
     flush_rows: int = _setting(500, "Buffered events that trigger an early store flush.", low=1)
+    integrity_check_interval: float = _setting(3600.0, "Seconds between integrity checks of the database (SQLite's "
+                                               "quick_check, on a reader thread: about 1 s of CPU per GB); the first "
+                                               "runs at start; 0 turns them off. Damage found makes /readyz answer 503.",
+                                               low=0)
 
     ws_heartbeat: float = _setting(20.0, "Seconds between websocket heartbeats: a {\"type\": \"ping\"} message and a "
                                    "protocol ping that browsers answer on their own.", low=0.05, high=3600)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0  # seconds between progress events of a running batch
 RETRY_BACKOFF = 0.2      # first retry waits this long, doubling each time
+RELEASE_WAIT = 30.0      # seconds between log lines while a finished batch waits for its events to be committed
 SUMMARY_MAX_AGE = 0.25   # API polls of a 10,000-URL batch must not re-sort its latencies every time
 _SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
@@ -253,8 +254,20 @@ class Engine:
         return summary
 
     def _release(self, run: BatchRun, status: str) -> None:
-        """Show the final status once the store holds every event, so a reader who sees `done` can read all results."""
-        self.store.flush(30)
+        """Show the final status once the store holds every event, so a reader who sees `done` can read all results.
+
+        However long commits fail (a full disk), the batch stays here until then, shown from memory as
+        running: its stored row would show fewer results. A shutdown leaves it to resume from what is stored.
+        """
+        waited = 0.0
+        while not self.store.flush(RELEASE_WAIT):
+            if self._stopping:
+                return
+            waited += RELEASE_WAIT
+            fault = self.store.fault()
+            log.warning("batch %s is %s, but its last events are not committed after %.0f s (%s); it shows as "
+                        "running until they are", run.id, status, waited, fault.error if fault else "the store is slow",
+                        extra={"batch_id": run.id, "status": "running"})
         run.status = status
         self.bus.close(run.id)
         self._runs.pop(run.id, None)

@@ -188,8 +188,15 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Readiness: 200 when the store can commit a write within READY_TIMEOUT seconds, 503 otherwise."""
+    """Readiness: 200 when the store's commits work, its file is not known to be damaged, and it can open a
+    write transaction within READY_TIMEOUT seconds; 503 otherwise."""
     svc = services()
+    fault = svc.store.fault()
+    if fault is not None:  # known already: the last commit failed, or SQLite or quick_check found damage
+        response = jsonify({"status": "unavailable", "store": fault.state, "message": fault.message,
+                            "error": fault.error, "since": fault.since})
+        response.status_code = 503
+        return response
     writable = None
     with gevent.Timeout(READY_TIMEOUT, False):
         writable = svc.store.writable()

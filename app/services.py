@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from . import guard
-from .config import Config
+from .config import Config, ConfigError, env_name
 from .engine import Engine
 from .events import EventBus
-from .store import SQLiteStore, Store
+from .store import SQLiteStore, Store, StoreError, StoreOpenError
 
 
 @dataclass
@@ -28,8 +28,12 @@ class Services:
 
 
 def build(config: Config) -> Services:
-    """Wire the store, the bus and the engine for one server process."""
-    store = SQLiteStore(config.db_path, config.flush_interval, config.flush_rows)
+    """Wire the store, the bus and the engine for one server process; ConfigError when the database is unusable."""
+    try:
+        store = SQLiteStore(config.db_path, config.flush_interval, config.flush_rows,
+                            check_every=config.integrity_check_interval)
+    except StoreOpenError as exc:
+        raise ConfigError(f"{exc}, or set {env_name('data_dir')}") from None
     bus = EventBus(store)
     policy = guard.Policy.from_settings(config.allow_private, config.allow_targets, config.deny_targets)
     engine = Engine(config, store, bus, policy)
@@ -41,7 +45,11 @@ def init_app(app: Flask, config: Config) -> Services:
     built = build(config)
     app.extensions["greenbatch"] = built
     # Before the server accepts anything, so resumed batches keep their place ahead of new ones.
-    built.engine.resume_unfinished()
+    try:
+        built.engine.resume_unfinished()
+    except StoreError as exc:  # the batches it reads are damaged, or the disk fails
+        raise ConfigError(f"the database {config.db_path} is damaged or cannot be read ({exc.__cause__ or exc}); "
+                          f"move it away to start afresh, or set {env_name('data_dir')}") from None
     return built
 
 

@@ -9,11 +9,11 @@ from app.stats import row_of
 from app.store import SQLiteStore
 
 
-def result(seq: int, index: int) -> Event:
+def result(seq: int, index: int, batch_id: str = "b") -> Event:
     """A result event as the engine makes it."""
     data = {"index": index, "url": f"http://a.test/{index}", "status_code": 200, "ok": True, "error": None,
             "bytes": 3, "timings": {"total": 1.5}}
-    return Event("b", seq, "result", data, row=row_of(data))
+    return Event(batch_id, seq, "result", data, row=row_of(data))
 
 
 @pytest.mark.parametrize("parameter_limit", [None, 999], ids=["this-sqlite", "sqlite-before-3.32"])
@@ -96,3 +96,27 @@ def test_a_database_from_before_url_lists_keeps_every_batchs_urls_in_order(tmp_p
     with sqlite3.connect(path) as conn:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "urls" not in tables and "url_lists" in tables
+
+
+def test_flush_returns_once_what_was_appended_before_it_is_committed_while_other_batches_keep_appending(tmp_path):
+    store = SQLiteStore(str(tmp_path / "gb.db"), flush_interval=0.01)
+    feeding = True
+
+    def feed() -> None:
+        """Another batch's results, arriving at every turn of the loop: the buffer is never empty after a commit."""
+        seq = 0
+        while feeding:
+            store.extend([result(seq + i, seq + i - 1, "other") for i in range(1, 11)])
+            seq += 10
+            gevent.sleep(0)
+
+    try:
+        feeder = gevent.spawn(feed)
+        gevent.sleep(0.2)
+        store.extend([result(1, 0)])
+        assert store.flush(5), "a batch's end waits for its own events, not for a quiet moment"
+        assert [e.seq for e in store.stored_events("b")] == [1]
+    finally:
+        feeding = False
+        feeder.join()
+        store.close()

@@ -17,7 +17,7 @@ from gevent.pool import Pool
 
 from . import guard, stats
 from .events import EventBus
-from .model import BatchOptions, Result, failed_result, now_iso
+from .model import BatchOptions, Result, ValidationError, failed_result, now_iso
 from .store import Store
 from .fast_transport import FastTransport
 from .transport import FetchError, Hop, RequestsTransport, Transport
@@ -121,15 +121,33 @@ class Engine:
         """Queue again every batch an earlier process left unfinished; stored results are kept."""
         records = self.store.unfinished_batches()
         for record in records:
-            run = BatchRun(record.id, BatchOptions(**record.options), self.store.urls(record.id), record.total,
+            try:
+                # The same rules as a new batch: a batch stored by an older version, or before a limit was
+                # lowered, must not fetch with options this server now refuses (a Host header, say).
+                options, refusal = BatchOptions.parse(record.options, self.config), None
+            except ValidationError as exc:
+                options, refusal = BatchOptions.defaults(self.config), exc
+            run = BatchRun(record.id, options, self.store.urls(record.id), record.total,
                            rows=self.store.result_rows(record.id))
             if record.id in self._runs:
                 continue  # submitted to this process while we were reading: it is running already
             self.bus.open(record.id, record.last_seq)
+            if refusal is not None:
+                self._runs[run.id] = run
+                self._refuse_resume(run, refusal)
+                continue
             log.info("batch %s resumes: %d of %d URLs already have results", record.id, len(run.rows), run.total,
                      extra={"batch_id": record.id, "status": "queued", "urls": run.total})
             self._enqueue(run)
         return len(records)
+
+    def _refuse_resume(self, run: BatchRun, refusal: ValidationError) -> None:
+        """End an unfinished batch as failed because its stored options break today's rules; nothing is fetched."""
+        first = refusal.details[0] if refusal.details else {"field": "options", "message": str(refusal)}
+        message = (f"not resumed: it was stored with options this server no longer accepts ({first['field']} "
+                   f"{first['message']}); submit its URLs again with options within today's limits")
+        log.warning("batch %s %s", run.id, message, extra={"batch_id": run.id, "status": "failed"})
+        self._conclude(run, "failed", error=message)
 
     def cancel(self, batch_id: str) -> bool:
         """Cancel a queued or running batch; False when the engine is not running it."""
@@ -157,9 +175,8 @@ class Engine:
                 **self._summary(run)}
 
     def is_live(self, batch_id: str) -> bool:
-        """Whether the batch is queued or running here."""
-        run = self._runs.get(batch_id)
-        return run is not None and run.finished_at is None
+        """Whether the engine holds the batch: queued, running, or ended with events still to commit."""
+        return batch_id in self._runs
 
     def wait_released(self, batch_id: str, timeout: float) -> None:
         """Wait (at most `timeout` s) until a batch the engine holds shows its final status; at once if it holds none."""

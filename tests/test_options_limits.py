@@ -201,6 +201,26 @@ def test_rerun_of_a_batch_stored_with_a_host_header_answers_409(make_server, tar
     assert error["code"] == "invalid_options" and "'Host'" in error["message"]
 
 
+def test_an_unfinished_batch_stored_with_a_host_header_is_not_resumed_but_ends_failed_saying_why(
+        make_server, target, tmp_path):
+    first = make_server(data_dir=tmp_path / "kept")
+    batch = first.submit([target.url(f"/delay/2000?n={i}") for i in range(4)], concurrency=1)
+    first.kill()  # mid-batch: it resumes on the next start
+    with sqlite3.connect(tmp_path / "kept" / "greenbatch.db") as db:
+        (stored,) = db.execute("SELECT options FROM batches WHERE id = ?", (batch["id"],)).fetchone()
+        db.execute("UPDATE batches SET options = ? WHERE id = ?",
+                   (json.dumps({**json.loads(stored), "headers": {"Host": "admin.intranet.test"}}), batch["id"]))
+    db.close()
+    target.hits(reset=True)
+    restarted = make_server(data_dir=tmp_path / "kept")
+    ended = restarted.wait(batch["id"])
+    assert ended["status"] == "failed"
+    assert "'Host'" in restarted.log() and "not resumed" in restarted.log()
+    events = restarted.request("GET", f"/api/v1/batches/{batch['id']}/events").json()["events"]
+    assert "not resumed" in events[-1]["data"]["error"] and "'Host'" in events[-1]["data"]["error"]
+    assert not any("/delay/" in path for path in target.hits()), "nothing was fetched with the refused header"
+
+
 # -- CSV export ------------------------------------------------------------------------------
 
 def csv_export(server, batch_id: str):

@@ -107,6 +107,8 @@ def test_a_full_disk_keeps_the_batch_live_refuses_submits_and_recovers_as_soon_a
         assert batch["status"] not in FINAL, "a batch whose final events are not stored must not look final"
         assert batch["counts"]["ok"] == total
         time.sleep(0.5)
+    deleting = server.request("DELETE", f"/api/v1/batches/{batch_id}")
+    assert deleting.status_code == 409, "a batch whose last events are not stored yet cannot be deleted"
 
     filler.unlink()
     done = server.wait(batch_id, timeout=30)

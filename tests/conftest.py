@@ -69,6 +69,14 @@ class GreenbatchServer:
         """Everything the server printed."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_for_log(self, text: str, timeout: float = 10) -> str:
+        """The log once it holds `text` (an access line is written just after its answer has left)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert text in self.log(), f"{text!r} not in the server log:\n{self.log()[-2000:]}"
+        return self.log()
+
     def url(self, path: str) -> str:
         """An absolute URL on this server."""
         return self.base_url + path

@@ -205,7 +205,7 @@ def test_text_log_format_writes_one_access_line_per_request(make_server):
     for _ in range(3):
         server.request("GET", "/healthz")
     server.request("GET", "/api/v1/batches/nope")
-    log = server.log()
+    log = server.wait_for_log('"GET /api/v1/batches/nope" 404')
     assert len(re.findall(r'greenbatch\.access: 127\.0\.0\.1 "GET /healthz" 200 \d+ B [\d.]+ ms', log)) == 3
     assert '"GET /api/v1/batches/nope" 404' in log
 

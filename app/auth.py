@@ -37,7 +37,7 @@ from werkzeug.http import parse_cookie
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Config, ConfigError, env_name
-from .errors import error_response, wants_json
+from .errors import Refusal, error_response, refusal_response, wants_json
 
 log = logging.getLogger(__name__)
 
@@ -583,29 +583,19 @@ def failures_of(app: Flask) -> FailedTokens:
 
 # -- websockets ----------------------------------------------------------------------------
 
-def websocket_gate(app: Flask) -> Callable[[dict], tuple[int, str] | None]:
-    """The gate the websocket handler asks before its 101: (status, message) refuses, None upgrades.
+def websocket_gate(app: Flask) -> Callable[[dict], Refusal | None]:
+    """The gate the websocket handler asks before its 101: the same access decision as HTTP; None upgrades.
 
     Besides the header and the cookie, it takes `?token=` for clients that cannot set headers; that
     token then shows in proxy logs and browser history, so prefer the header (our access log redacts it).
     """
     failures = failures_of(app)
 
-    def gate(environ: dict) -> tuple[int, str] | None:
-        guard = guard_of(app)  # looked up each time: SIGHUP may have replaced the tokens
-        problem = guard.host_problem(environ) or guard.origin_problem(environ)
-        if problem:
-            return 403, problem
-        if not guard.enabled:
-            return None
-        client = client_address(environ, app)
-        verdict = guard.identify(environ, _cookie_session(app, environ), allow_query=True, failures=failures,
-                                 client=client)
-        if verdict in ("bearer", "cookie"):
-            return None
-        if verdict == "throttled":
-            return 429, failures.problem(client)
-        return 401, BAD_TOKEN if verdict == "bad_token" else NO_CREDENTIALS
+    def gate(environ: dict) -> Refusal | None:
+        decision = decide(guard_of(app), failures, environ, _cookie_session(app, environ),  # SIGHUP may replace the guard
+                          client_address(environ, app), changing=False, websocket=True, needs_credentials=True,
+                          allow_query=True)
+        return decision if isinstance(decision, Refusal) else None
 
     return gate
 
@@ -648,40 +638,48 @@ class SessionInterface(SecureCookieSessionInterface):
         return data
 
 
-def check_request() -> Response | None:
-    """Refuse a request that comes from the wrong place or without valid credentials; None lets it through."""
-    guard = guard_of_current()
-    environ = request.environ
+def decide(guard: Guard, failures: FailedTokens, environ: Mapping[str, Any], session_data: Mapping[str, Any],
+           client: str, *, changing: bool, websocket: bool, needs_credentials: bool,
+           allow_query: bool) -> Refusal | str:
+    """The one access decision, for HTTP requests and websocket upgrades alike: a Refusal, or how the request
+    got in ("open": no credentials needed, "bearer", or "cookie")."""
     problem = guard.host_problem(environ)
     if problem:
-        return error_response(403, "host_not_allowed", problem)
-    is_websocket = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
-    if request.method in STATE_CHANGING or is_websocket:
+        return Refusal(403, "host_not_allowed", problem)
+    if changing or websocket:
         problem = guard.origin_problem(environ)
         if problem:
-            return error_response(403, "cross_origin_request", problem)
-    if not guard.enabled or request.path in OPEN_PATHS or request.endpoint in OPEN_ENDPOINTS:
-        return None
-    client = request.remote_addr or "-"
-    failures = failures_of(current_app)
-    verdict = guard.identify(environ, session, allow_query=request.path.startswith("/ws/"), failures=failures,
-                             client=client)
-    if verdict == "bearer":
-        return None
+            return Refusal(403, "cross_origin_request", problem)
+    if not guard.enabled or not needs_credentials:
+        return "open"
+    verdict = guard.identify(environ, session_data, allow_query=allow_query, failures=failures, client=client)
     if verdict == "throttled":
-        return _retry_after(error_response(429, "too_many_invalid_tokens", failures.problem(client)), failures, client)
-    if verdict == "cookie":
-        if request.method in STATE_CHANGING and request.headers.get(CSRF_HEADER) != CSRF_HEADER_VALUE:
-            return error_response(403, "csrf_header_missing", CSRF_MISSING)
-        return None
-    if request.method in ("GET", "HEAD") and not wants_json():
-        query = environ.get("QUERY_STRING", "")
-        return redirect(url_for("auth.login", next=request.path + ("?" + query if query else "")))
-    response = error_response(401, "unauthorized" if verdict == "none" else "invalid_token",
-                              NO_CREDENTIALS if verdict == "none" else BAD_TOKEN)
-    response.headers["WWW-Authenticate"] = ('Bearer realm="greenbatch"' if verdict == "none"
-                                            else 'Bearer realm="greenbatch", error="invalid_token"')
-    return response
+        return Refusal(429, "too_many_invalid_tokens", failures.problem(client),
+                       (("Retry-After", str(failures.wait(client))),))
+    if verdict == "none":
+        return Refusal(401, "unauthorized", NO_CREDENTIALS, (("WWW-Authenticate", 'Bearer realm="greenbatch"'),))
+    if verdict == "bad_token":
+        return Refusal(401, "invalid_token", BAD_TOKEN,
+                       (("WWW-Authenticate", 'Bearer realm="greenbatch", error="invalid_token"'),))
+    return verdict
+
+
+def check_request() -> Response | None:
+    """Refuse a request that comes from the wrong place or without valid credentials; None lets it through."""
+    environ = request.environ
+    changing = request.method in STATE_CHANGING
+    decision = decide(guard_of_current(), failures_of(current_app), environ, session, request.remote_addr or "-",
+                      changing=changing, websocket=environ.get("HTTP_UPGRADE", "").lower() == "websocket",
+                      needs_credentials=not (request.path in OPEN_PATHS or request.endpoint in OPEN_ENDPOINTS),
+                      allow_query=request.path.startswith("/ws/"))
+    if isinstance(decision, Refusal):
+        if decision.status == 401 and request.method in ("GET", "HEAD") and not wants_json():
+            query = environ.get("QUERY_STRING", "")
+            return redirect(url_for("auth.login", next=request.path + ("?" + query if query else "")))
+        return refusal_response(decision)
+    if decision == "cookie" and changing and request.headers.get(CSRF_HEADER) != CSRF_HEADER_VALUE:
+        return error_response(403, "csrf_header_missing", CSRF_MISSING)
+    return None
 
 
 def _retry_after(response: Response, failures: FailedTokens, client: str) -> Response:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -21,10 +21,32 @@ class ApiError(Exception):
         self.details = details
 
 
+class Refusal(NamedTuple):
+    """A request refused before it reaches a view: status, error code, message and the headers the answer carries."""
+
+    status: int
+    code: str
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The one error body: HTTP answers, websocket refusals before the upgrade and websocket error messages."""
+    return {"error": {"code": code, "message": message, "details": details or []}}
+
+
 def error_response(status: int, code: str, message: str, details: Any = None):
     """Build the JSON error response."""
-    response = jsonify({"error": {"code": code, "message": message, "details": details or []}})
+    response = jsonify(envelope(code, message, details))
     response.status_code = status
+    return response
+
+
+def refusal_response(refusal: Refusal):
+    """A Refusal as an HTTP answer."""
+    response = error_response(refusal.status, refusal.code, refusal.message)
+    for name, value in refusal.headers:
+        response.headers[name] = value
     return response
 
 

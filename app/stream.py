@@ -31,6 +31,7 @@ import gevent
 from flask import Blueprint, request
 from gevent.event import Event as Signal
 
+from .errors import envelope
 from .events import Event
 from .model import FINAL_STATUSES
 from .services import services
@@ -297,5 +298,5 @@ def _after() -> int | None:
 
 def _fail(connection: WebSocketConnection, code: int, error: str, message: str) -> None:
     """Send an error message in the API's envelope, then close with `code`."""
-    connection.send_json({"type": "error", "error": {"code": error, "message": message, "details": []}})
+    connection.send_json({"type": "error", **envelope(error, message)})
     connection.close(code, error)

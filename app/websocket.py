@@ -42,11 +42,12 @@ from geventwebsocket.handler import WebSocketHandler as LibraryHandler
 from geventwebsocket.websocket import Header, WebSocket
 
 from .auth import client_address, origin_key, same_host, split_host
+from .errors import Refusal, envelope
 from .events import compact_json
 
 log = logging.getLogger(__name__)
 
-Gate = Callable[[Mapping[str, Any]], "tuple[int, str] | None"]
+Gate = Callable[[Mapping[str, Any]], "Refusal | None"]
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 _FRAMED = -1            # an outbox entry that is a whole frame already (text_frame), written as is
@@ -308,7 +309,7 @@ class WebSocketConnection:
                     self.send_text(self.heartbeat_message)
 
 
-def same_origin(environ: Mapping[str, Any]) -> tuple[int, str] | None:
+def same_origin(environ: Mapping[str, Any]) -> Refusal | None:
     """The default gate: refuse (403) a browser page from another origin; clients sending no Origin pass."""
     origin = environ.get("HTTP_ORIGIN")
     if origin is None:
@@ -317,16 +318,17 @@ def same_origin(environ: Mapping[str, Any]) -> tuple[int, str] | None:
     key = origin_key(origin)  # the same origin rules as the app's own gate (app/auth.py)
     if key is not None and same_host(key, host):
         return None
-    return 403, (f"websocket from origin {origin[:200]!r} refused: only pages served by this host "
-                 f"({host[:200]}) may open websockets here")
+    return Refusal(403, "cross_origin_request", f"websocket from origin {origin[:200]!r} refused: only pages "
+                                                f"served by this host ({host[:200]}) may open websockets here")
 
 
-def _host_problem(environ: Mapping[str, Any]) -> tuple[int, str] | None:
+def _host_problem(environ: Mapping[str, Any]) -> Refusal | None:
     """Refuse (400) an upgrade whose Host header is not a name with an optional port 1-65535."""
     host = environ.get("HTTP_HOST")
     if not host or split_host(host)[0]:
         return None
-    return 400, f"the Host header {host[:200]!r} is not a host name with an optional port (1-65535)"
+    return Refusal(400, "bad_request", f"the Host header {host[:200]!r} is not a host name with an optional port "
+                                       "(1-65535)")
 
 
 def _upgrade_requested(environ: Mapping[str, Any]) -> bool:
@@ -350,13 +352,14 @@ class WebSocketHandler(LibraryHandler):
         client = client_address(self.environ, self.application)
         open_counts = self._open_counts()
         if refusal is None and open_counts[client] >= limits.max_per_client:
-            refusal = (429, f"{client} already has {open_counts[client]} websockets open, the limit "
-                            f"(GREENBATCH_WS_MAX_PER_CLIENT); close one and retry")
+            refusal = Refusal(429, "too_many_requests", f"{client} already has {open_counts[client]} websockets "
+                                                        "open, the limit (GREENBATCH_WS_MAX_PER_CLIENT); close one and retry")
         if refusal is None and sum(open_counts.values()) >= limits.max_open:
-            refusal = (503, f"the server already has {limits.max_open} websockets open, its limit "
-                            "(GREENBATCH_WS_MAX); retry later (pages fall back to polling meanwhile)")
+            refusal = Refusal(503, "service_unavailable", f"the server already has {limits.max_open} websockets "
+                                                          "open, its limit (GREENBATCH_WS_MAX); retry later (pages fall "
+                                                          "back to polling meanwhile)")
         if refusal is not None:
-            return self._refuse(*refusal)
+            return self._refuse(refusal)
         open_counts[client] += 1
         try:
             return super().run_application()
@@ -417,13 +420,12 @@ class WebSocketHandler(LibraryHandler):
             connections = self.server.ws_connections = set()
         return connections
 
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer an HTTP error with the API's JSON envelope instead of upgrading."""
-        phrase = HTTPStatus(status).phrase
-        body = json.dumps({"error": {"code": phrase.lower().replace(" ", "_").replace("-", "_"),
-                                     "message": message, "details": []}}).encode("utf-8")
-        self.start_response(f"{status} {phrase}", [("Content-Type", "application/json"),
-                                                   ("Content-Length", str(len(body))), ("Connection", "close")])
+    def _refuse(self, refusal: Refusal) -> None:
+        """Answer a refusal as HTTP does, in the API's JSON envelope, instead of upgrading."""
+        body = json.dumps(envelope(refusal.code, refusal.message)).encode("utf-8")
+        self.start_response(f"{refusal.status} {HTTPStatus(refusal.status).phrase}",
+                            [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                             *refusal.headers, ("Connection", "close")])
         self.write(body)
 
 

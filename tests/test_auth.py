@@ -68,6 +68,12 @@ def batch_body(target) -> dict:
 
 def websocket_handshake(server: GreenbatchServer, path: str, headers: dict[str, str]) -> tuple[int, str]:
     """Ask for a websocket on a raw socket; (status, body) of the answer, without going past the 101."""
+    status, _, body = websocket_answer(server, path, headers)
+    return status, body
+
+
+def websocket_answer(server: GreenbatchServer, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    """Ask for a websocket on a raw socket; (status, headers with lower-case names, body), without going past the 101."""
     parts = urlsplit(server.base_url)
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", "Upgrade: websocket", "Connection: Upgrade",
@@ -88,7 +94,8 @@ def websocket_handshake(server: GreenbatchServer, path: str, headers: dict[str, 
             if not chunk:
                 break
             body += chunk
-    return status, body.decode("utf-8", "replace")
+    fields = dict(line.decode("latin-1").split(":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+    return status, {name.strip().lower(): value.strip() for name, value in fields.items()}, body.decode("utf-8", "replace")
 
 
 def with_cookie(server: GreenbatchServer, path: str, cookie: str, **headers: str) -> requests.Response:
@@ -264,8 +271,8 @@ def ws_environ(**headers: str) -> dict[str, str]:
 
 def test_gate_refuses_a_foreign_origin_even_with_a_valid_token(gated_app):
     gate = auth.websocket_gate(gated_app)
-    status, message = gate(ws_environ(HTTP_ORIGIN=EVIL, HTTP_AUTHORIZATION=f"Bearer {TOKEN}"))
-    assert status == 403 and EVIL in message and "GREENBATCH_ALLOWED_ORIGINS" in message
+    refusal = gate(ws_environ(HTTP_ORIGIN=EVIL, HTTP_AUTHORIZATION=f"Bearer {TOKEN}"))
+    assert refusal.status == 403 and EVIL in refusal.message and "GREENBATCH_ALLOWED_ORIGINS" in refusal.message
     assert gate(ws_environ(HTTP_ORIGIN="null", HTTP_AUTHORIZATION=f"Bearer {TOKEN}"))[0] == 403
 
 
@@ -878,3 +885,24 @@ def test_browser_login_then_script_posts_with_the_csrf_header(browser, secured, 
     assert statuses == [403, 201]
     [cookie] = [c for c in cookies if c["name"] == "greenbatch_session"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+
+
+def test_the_websocket_gate_answers_exactly_as_http_does_for_the_same_client(make_server):
+    server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_AUTH_FAILURES": "2"})
+
+    def answers(headers: dict[str, str]) -> tuple[tuple, tuple]:
+        """(status, error code, WWW-Authenticate?, Retry-After?) of an API call and of a websocket upgrade."""
+        http = server.request("POST", "/api/v1/batches", json={"urls": ["http://example.com/"]}, headers=headers)
+        status, fields, body = websocket_answer(server, "/ws/batches", headers)
+        return ((http.status_code, error_of(http)["code"], "WWW-Authenticate" in http.headers,
+                 "Retry-After" in http.headers),
+                (status, json.loads(body)["error"]["code"], "www-authenticate" in fields, "retry-after" in fields))
+
+    http, ws = answers({})
+    assert http == ws == (401, "unauthorized", True, False)
+    http, ws = answers({**bearer(), "Origin": EVIL})
+    assert http == ws == (403, "cross_origin_request", False, False)
+    http, ws = answers(bearer(OTHER_TOKEN))  # the second invalid token reaches the limit of 2
+    assert http == ws == (401, "invalid_token", True, False)
+    http, ws = answers(bearer(OTHER_TOKEN))
+    assert http == ws == (429, "too_many_invalid_tokens", False, True)

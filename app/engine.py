@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 1.0  # seconds between progress events of a running batch
 RETRY_BACKOFF = 0.2      # first retry waits this long, doubling each time
 SUMMARY_MAX_AGE = 0.25   # API polls of a 10,000-URL batch must not re-sort its latencies every time
-_SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+# Request headers that carry credentials: dropped when a redirect leaves the batch's origin (README, Options).
+_SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key",
+                                "x-auth-token", "x-access-token", "private-token", "x-csrf-token", "x-xsrf-token",
+                                "x-amz-security-token"})
 
 TransportFactory = Callable[[BatchOptions, Callable[[str, int], list]], Transport]
 

@@ -403,6 +403,32 @@ def test_every_hop_of_a_redirect_chain_is_checked(server, target, ports, listene
     assert_nothing_reached(listeners, target, before)
 
 
+# Every header a batch may send that carries a credential, with a value to tell it by.
+CREDENTIALS = {name: f"secret-{name.lower()}" for name in (
+    "Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key", "X-Auth-Token", "X-Access-Token",
+    "Private-Token", "X-Csrf-Token", "X-Xsrf-Token", "X-Amz-Security-Token")}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_credential_headers_do_not_follow_a_redirect_to_another_origin(make_server, target, client):
+    # Both hops end at a target's /headers, whose JSON echo of the request headers is all the body: its size
+    # grows by what the hop was sent. The other origin is a second target on another port.
+    other = start_target()
+    try:
+        server = make_server(env={"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{other.port}"})
+        urls = [redirect_to(target, target.url("/headers")), redirect_to(target, other.url("/headers"))]
+        plain = {"X-Probe": "plain"}
+        bare = server.run_batch(urls, headers=plain, client=client)
+        sent = server.run_batch(urls, headers={**plain, **CREDENTIALS}, client=client)
+    finally:
+        other.stop()
+    for results in (bare, sent):
+        assert [(r["status_code"], len(r["redirects"])) for r in results.values()] == [(200, 1), (200, 1)], results
+    same_origin, other_origin = (sent[i]["bytes"] - bare[i]["bytes"] for i in (0, 1))
+    assert same_origin >= sum(map(len, CREDENTIALS.values()))  # they were sent where they belong
+    assert other_origin == 0  # and not one of them reached the other origin
+
+
 def test_a_redirect_to_a_file_url_ends_invalid_url_and_reads_nothing(server, target):
     start = redirect_to(target, "file:///etc/passwd")
     result = server.fetch_one(start, timeout=5)

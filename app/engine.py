@@ -321,7 +321,7 @@ class Engine:
             result.error = {"kind": "deadline",
                             "message": f"no complete response within the {run.options.timeout:g} s deadline"}
         except (FetchError, guard.GuardError) as exc:
-            result.error = {"kind": exc.kind, "message": str(exc)}
+            result.error = {"kind": exc.kind, "message": self._message(run, index, exc)}
         except gevent.GreenletExit:
             if not run.cancelled:
                 raise  # shutting down: no result, so the URL runs again on resume
@@ -336,6 +336,13 @@ class Engine:
         result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         result.timings.setdefault("ttfb", None)
         self._record(run, result)
+
+    def _message(self, run: BatchRun, index: int, exc: FetchError | guard.GuardError) -> str:
+        """A failed URL's message: the detail of a blocked or dns error only where the server explains them."""
+        if exc.detail is None:
+            return str(exc)
+        log.debug("batch %s URL %d: %s", run.id, index, exc.detail, extra={"batch_id": run.id, "index": index})
+        return exc.detail if self.config.explain_blocked else str(exc)
 
     def _host_slot(self, run: BatchRun, host_slots: dict, url: str) -> BoundedSemaphore | None:
         """The per-host semaphore for a URL when the batch sets per_host."""

@@ -57,6 +57,9 @@ class Config:
     allow_private: bool = _setting(False, "Allow fetching private, loopback and link-local addresses (see Security).")
     allow_targets: str = _setting("", "Comma-separated hosts, IPs or CIDRs (each may add :port) allowed despite the guard.")
     deny_targets: str = _setting("", "Comma-separated hosts, IPs or CIDRs (each may add :port) always denied.")
+    explain_blocked: bool = _setting(False, "When on, `blocked` and `dns` errors in results name the address, the "
+                                     "rule that denied it and the resolver's error; leave off on servers anyone "
+                                     "untrusted can submit to (the debug log has the detail either way).")
     shutdown_grace: float = _setting(10.0, "Seconds in-flight fetches get to finish on SIGTERM/SIGINT.", low=0)
     header_timeout: float = _setting(10.0, "Seconds a client has to send a request's line and headers, counted from "
                                      "the connection's start (on a kept-alive connection, from the request's first "

@@ -28,7 +28,10 @@ PROGRESS_INTERVAL = 1.0  # seconds between progress events of a running batch
 RETRY_BACKOFF = 0.2      # first retry waits this long, doubling each time
 RELEASE_WAIT = 30.0      # seconds between log lines while a finished batch waits for its events to be committed
 SUMMARY_MAX_AGE = 0.25   # API polls of a 10,000-URL batch must not re-sort its latencies every time
-_SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+# Request headers that carry credentials: dropped when a redirect leaves the batch's origin (README, Options).
+_SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key",
+                                "x-auth-token", "x-access-token", "private-token", "x-csrf-token", "x-xsrf-token",
+                                "x-amz-security-token"})
 
 TransportFactory = Callable[[BatchOptions, Callable[[str, int], list]], Transport]
 
@@ -237,7 +240,7 @@ class Engine:
         try:
             # `concurrency` fetchers take the URLs in turn: a greenlet per fetcher, not per URL. Each new
             # greenlet mapped fresh memory for its frames and unmapped it at its end: ~4 us of CPU per URL,
-            # and in the threaded server, TLB shootdowns across cores (bench/RESULTS.md, section 10).
+            # and in the threaded server, TLB shootdowns across cores (bench/NOTES.md, section 10).
             remaining = iter(todo)  # shared: each index goes to exactly one fetcher
             for _ in range(min(run.options.concurrency, len(todo))):
                 run.pool.spawn(self._fetcher, run, transport, host_slots, remaining)
@@ -348,7 +351,7 @@ class Engine:
             result.error = {"kind": "deadline",
                             "message": f"no complete response within the {run.options.timeout:g} s deadline"}
         except (FetchError, guard.GuardError) as exc:
-            result.error = {"kind": exc.kind, "message": str(exc)}
+            result.error = {"kind": exc.kind, "message": self._message(run, index, exc)}
         except gevent.GreenletExit:
             if not run.cancelled:
                 raise  # shutting down: no result, so the URL runs again on resume
@@ -363,6 +366,13 @@ class Engine:
         result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         result.timings.setdefault("ttfb", None)
         self._record(run, result)
+
+    def _message(self, run: BatchRun, index: int, exc: FetchError | guard.GuardError) -> str:
+        """A failed URL's message: the detail of a blocked or dns error only where the server explains them."""
+        if exc.detail is None:
+            return str(exc)
+        log.debug("batch %s URL %d: %s", run.id, index, exc.detail, extra={"batch_id": run.id, "index": index})
+        return exc.detail if self.config.explain_blocked else str(exc)
 
     def _host_slot(self, run: BatchRun, host_slots: dict, url: str) -> BoundedSemaphore | None:
         """The per-host semaphore for a URL when the batch sets per_host."""

@@ -1,7 +1,7 @@
 """The fast transport: HTTP/1.1 on gevent sockets, responses parsed by geventhttpclient's C parser (llhttp).
 
 Same contract as the requests transport (app/transport.py), at about a fifth of its CPU per URL
-(bench/RESULTS.md). Per hop it:
+(bench/NOTES.md). Per hop it:
 
 - resolves the host once through the resolver the engine passes in (the SSRF guard), then connects
   to one of the addresses the guard checked, never to the name: the Host header, TLS SNI and the
@@ -38,7 +38,7 @@ from requests.utils import requote_uri
 from . import guard
 from .transport import (DECODE_CHUNK, USER_AGENT, FetchError, Hop, Resolver, body_cap, body_read_timeout, broken_body,
                         default_resolver, hop_timings, is_reset, ms, reset_before_response, too_large,
-                        undecodable)
+                        undecodable, unresolved)
 
 try:
     import brotli
@@ -300,9 +300,9 @@ class FastTransport:
         try:
             addresses = self._resolve(target.host, target.port)
         except guard.GuardError as exc:
-            raise FetchError(exc.kind, str(exc)) from None
+            raise FetchError(exc.kind, str(exc), detail=exc.detail) from None
         except OSError as exc:  # socket.gaierror, or any other failure to resolve
-            raise FetchError("dns", f"could not resolve {target.netloc}: {exc}", retryable=True) from None
+            raise unresolved(target.host, exc) from None
         resolved = time.perf_counter()
         sock = _open(addresses, target, connect_timeout)
         connected = time.perf_counter()

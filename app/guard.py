@@ -10,7 +10,9 @@ Resolving once and connecting to the address we checked is what defeats DNS rebi
 that lets its HTTP library resolve the name again has no protection at all.
 
 Rules, in order (check_address):
-  1. A GREENBATCH_DENY_TARGETS entry that matches always blocks (even an explicitly allowed address).
+  1. A GREENBATCH_DENY_TARGETS entry that matches always blocks (even an explicitly allowed address):
+     an address or range in any of its IPv4, IPv4-mapped or embedding forms, a hostname by the URL's
+     host and by every address it resolves to (DeniedNames, looked up again every DENY_REFRESH s).
   2. An address no default rule denies is allowed (see denial_reason).
   3. GREENBATCH_ALLOW_PRIVATE lifts loopback, RFC 1918, link-local, CGNAT, ULA and site-local.
   4. A GREENBATCH_ALLOW_TARGETS entry (address, CIDR or the URL's hostname; port-scoped when it names
@@ -19,20 +21,29 @@ Rules, in order (check_address):
      ALLOW_PRIVATE, nor a CIDR like 169.254.0.0/16, nor a hostname entry lets them through.
 IPv6 forms that embed an IPv4 address (mapped, compatible, 6to4, NAT64, Teredo) are judged by the
 IPv4 inside, because that is where the packets end up.
+
+A refusal's message (str) tells whoever submitted the URL only what they typed; its `detail` names
+the address and the rule, for the log and for servers with GREENBATCH_EXPLAIN_BLOCKED on.
 """
 from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import re
 import socket
 import string
+import sys
+import threading
+import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Union
 from urllib.parse import urlsplit
 
 import idna
+
+log = logging.getLogger(__name__)
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -42,15 +53,67 @@ DENY_VAR = "GREENBATCH_DENY_TARGETS"
 PRIVATE_VAR = "GREENBATCH_ALLOW_PRIVATE"
 SCHEMES = ("http", "https")
 MAX_HOST_LENGTH = 253
+MAX_LABEL_LENGTH = 63
+DENY_REFRESH = 300.0  # seconds between lookups of the hostnames in GREENBATCH_DENY_TARGETS (README, Security)
+HUB_SLICE = 0.005  # seconds of URL checks after which check_url lets other greenlets run (_take_turns)
+# How long a turn sleeps: under gevent, any sleep but 0 makes the loop poll sockets and timers, where
+# sleep(0) only runs greenlets that are ready already (a request waiting on its socket is not).
+TURN = 1e-6
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_ACE_PREFIX = "xn--"  # what every A-label (an IDNA-encoded label) starts with
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 # Unicode categories that make a URL look different from what it fetches: spaces, line and
 # paragraph separators, control and format characters (zero-width joiners, bidi overrides), surrogates.
-_INVISIBLE_CATEGORIES = {"Zs", "Zl", "Zp", "Cc", "Cf", "Cs"}
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs"})
+# The code points of those categories in Unicode 14.0.0 (Python 3.11), as (first, last) ranges, so that
+# no start pays for reading them off unicodedata (bench/NOTES.md, section 14). Another Unicode version
+# reads them afresh (_invisible_ranges); tests/test_guard.py holds this table to unicodedata.
+_INVISIBLE_UNICODE = "14.0.0"
+_INVISIBLE_RANGES = (
+    (0x0000, 0x0020), (0x007F, 0x00A0), (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C),
+    (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x1680, 0x1680),
+    (0x180E, 0x180E), (0x2000, 0x200F), (0x2028, 0x202F), (0x205F, 0x2064), (0x2066, 0x206F),
+    (0x3000, 0x3000), (0xD800, 0xDFFF), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD), (0x13430, 0x13438), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+)
 # Printable ASCII except space and backslash: a URL made only of these has nothing _bad_character refuses.
 _PLAIN_CHARS = r"[!-\[\]-~]*"
-_PLAIN_ASCII = re.compile(_PLAIN_CHARS)
+
+
+def _ranges_of(categories: frozenset[str]) -> tuple[tuple[int, int], ...]:
+    """The (first, last) ranges of the code points whose Unicode category is one of `categories`."""
+    ranges: list[list[int]] = []
+    for code in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(code)) in categories:
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    return tuple((first, last) for first, last in ranges)
+
+
+def _invisible_ranges() -> tuple[tuple[int, int], ...]:
+    """_INVISIBLE_CATEGORIES' ranges in this Python's Unicode version (the table when it is the table's)."""
+    if unicodedata.unidata_version == _INVISIBLE_UNICODE:
+        return _INVISIBLE_RANGES
+    return _ranges_of(_INVISIBLE_CATEGORIES)
+
+
+def _character_class(ranges: Iterable[tuple[int, int]], low: int, high: int) -> str:
+    """A regular expression class of the parts of `ranges` between code points low and high."""
+    parts = [(max(first, low), min(last, high)) for first, last in ranges if first <= high and last >= low]
+    return "".join(f"\\U{first:08x}-\\U{last:08x}" for first, last in parts)
+
+
+# Every character _bad_character refuses, found at regex speed: backslash and the invisible categories
+# (space, CR, LF and the other controls are among them). Those past U+FFFF have a pattern of their own,
+# searched only in text that has such characters: in one class with the others, which sre looks up in a
+# table, they slow every search (bench/NOTES.md, section 14).
+_BAD_BMP = re.compile("[\\\\" + _character_class(_invisible_ranges(), 0, 0xFFFF) + "]")
+_BAD_ASTRAL = re.compile("[" + _character_class(_invisible_ranges(), 0x10000, sys.maxunicode) + "]")
+_ASTRAL = re.compile("[\\U00010000-\\U0010ffff]")
 # "http(s)://authority" where the authority has no brackets and ends at /, ?, # or the end: the parts
 # urlsplit would find, at regex speed (urlsplit of a distinct URL costs ~3 us). Everything else is urlsplit's.
 _HTTP_AUTHORITY = re.compile(r"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#\[\]]*)(?=[/?#]|\Z)")
@@ -58,12 +121,21 @@ _HTTP_AUTHORITY = re.compile(r"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#\[\]]*)(?=[/?#]|\
 # host[:port] of lower-case letters, digits, dots and hyphens, then printable ASCII (no backslash).
 _PLAIN_URL_LINES = re.compile(r"(?:https?://[a-z0-9.-]+(?::[0-9]+)?(?:[/?#]" + _PLAIN_CHARS + r")?\n)*")
 _URL_LINE_AUTHORITY = re.compile(r"^https?://([^/?#\n]*)", re.MULTILINE)
+_busy = 0.0  # seconds check_url has worked since it last let other greenlets run
 
 
 class GuardError(Exception):
-    """Base of every refusal by the guard; `kind` is the engine's error kind."""
+    """Base of every refusal by the guard; `kind` is the engine's error kind.
+
+    str() is the message anyone who submitted the URL may read; `detail`, when set, is the full reason
+    (the address, the rule) for the log and for servers that explain refusals (GREENBATCH_EXPLAIN_BLOCKED).
+    """
 
     kind: str = "other"
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
 
 
 class InvalidUrl(GuardError):
@@ -73,7 +145,7 @@ class InvalidUrl(GuardError):
 
 
 class Blocked(GuardError):
-    """The URL is well-formed but points somewhere the policy forbids; the message names the rule."""
+    """The URL is well-formed but points somewhere the policy forbids; `detail` names the address and the rule."""
 
     kind = "blocked"
 
@@ -224,33 +296,56 @@ def ascii_host(host: str) -> str:
     """The host lowercased and IDNA 2008 encoded (strict, no UTS 46 mapping); ValueError says why not."""
     if not host:
         raise ValueError("the host is empty")
-    name = host.translate(_ASCII_LOWER)  # only ASCII is case-folded; Unicode folding is a UTS 46 mapping
-    trailing_dot = name.endswith(".")
-    name = name[:-1] if trailing_dot else name
-    labels = [_ascii_label(label, host) for label in name.split(".")]
-    encoded = ".".join(labels)
-    if len(encoded) > MAX_HOST_LENGTH:
-        raise ValueError(f"host {host!r} is {len(encoded)} characters long; DNS allows {MAX_HOST_LENGTH}")
+    trailing_dot = host.endswith(".")
+    name = host[:-1] if trailing_dot else host
+    if name.isascii():
+        _check_host_length(host, len(name), exact=True)  # ASCII labels keep their length
+        labels = name.lower().split(".")  # str.lower() of ASCII text folds ASCII only
+    else:
+        labels = name.split(".")
+        # IDNA costs microseconds per character, so a host that cannot fit is refused before any label is
+        # encoded: ASCII labels keep their length, the others become "xn--" and at least a character each.
+        shortest = len(name) + len(_ACE_PREFIX) * sum(not label.isascii() for label in labels)
+        _check_host_length(host, shortest, exact=False)
+        # Only ASCII is case-folded; Unicode folding is a UTS 46 mapping.
+        labels = [label.translate(_ASCII_LOWER) for label in labels]
+    encoded = ".".join([_ascii_label(label, host) for label in labels])
+    _check_host_length(host, len(encoded), exact=True)
     return encoded + ("." if trailing_dot else "")
+
+
+def _check_host_length(host: str, length: int, exact: bool) -> None:
+    """Refuse a host longer than DNS allows (`exact`: length is its encoded length, not a lower bound)."""
+    if length > MAX_HOST_LENGTH:
+        size = f"{length} characters long" if exact else f"at least {length} characters long once IDNA-encoded"
+        raise ValueError(f"host {host!r} is {size}; DNS allows {MAX_HOST_LENGTH}")
 
 
 def _ascii_label(label: str, host: str) -> str:
     """One label checked (ASCII) or encoded to an A-label (Unicode, or an existing xn-- label)."""
     if not label:
         raise ValueError(f"host {host!r} has an empty label (two dots in a row, or a leading dot)")
-    if label.isascii() and not label.startswith("xn--"):
+    if label.isascii() and not label.startswith(_ACE_PREFIX):
         # Plain ASCII is checked as letters-digits-hyphens only, not by IDNA: IDNA also forbids "--" in
         # positions 3-4, which real hosts such as r3---sn-abc.googlevideo.com use.
         if not _LABEL.match(label):
             raise ValueError(f"host {host!r} has characters not allowed in a hostname (only letters, "
                              f"digits, '-' and '.'; no leading or trailing '-'; at most 63 per label)")
         return label
+    # An A-label has at most 63 characters: "xn--", then at least one per character of the U-label.
+    if len(label) > (MAX_LABEL_LENGTH if label.isascii() else MAX_LABEL_LENGTH - len(_ACE_PREFIX)):
+        raise _not_idna(host, "Label too long")
     try:
         # strict=True: only "." separates labels, so "。" and "．" are refused rather than treated as dots.
         return idna.encode(label, strict=True, uts46=False).decode("ascii")
     except idna.IDNAError as exc:
-        raise ValueError(f"host {host!r} is not a valid internationalised name under IDNA 2008 ({exc}); "
-                         f"full-width or look-alike characters are refused, not normalised") from None
+        raise _not_idna(host, exc) from None
+
+
+def _not_idna(host: str, why: object) -> ValueError:
+    """The refusal of a host IDNA 2008 does not accept, saying why."""
+    return ValueError(f"host {host!r} is not a valid internationalised name under IDNA 2008 ({why}); "
+                      f"full-width or look-alike characters are refused, not normalised")
 
 
 def _normal_host(host: str | None) -> str | None:
@@ -266,6 +361,28 @@ def _normal_host(host: str | None) -> str | None:
 
 def check_url(url: str, max_length: int = 2048) -> str:
     """The URL, host IDNA-encoded, if it is safe to try; InvalidUrl says why it is not."""
+    started = time.perf_counter()
+    try:
+        return _checked_url(url, max_length)
+    finally:
+        _take_turns(time.perf_counter() - started)
+
+
+def _take_turns(spent: float) -> None:
+    """Count `spent` seconds of checking, and after each HUB_SLICE of it let other greenlets run.
+
+    A request of 10,000 URLs with long internationalised hosts costs seconds of IDNA in pure Python;
+    once gevent has patched time.sleep, other requests and fetches run in between.
+    """
+    global _busy
+    _busy += spent
+    if _busy >= HUB_SLICE:
+        _busy = 0.0
+        time.sleep(TURN)
+
+
+def _checked_url(url: str, max_length: int) -> str:
+    """check_url's work."""
     if not isinstance(url, str) or not url:
         raise InvalidUrl("the URL is empty")
     if len(url) > max_length:
@@ -283,9 +400,11 @@ def all_unchanged(urls: list, max_length: int = 2048) -> bool:
 
     The common batch (lower-case http(s), plain host[:port], printable ASCII) is checked by one regular
     expression over the joined list and each distinct host once, ~3x faster than check_url per URL
-    (bench/RESULTS.md). False says nothing about any URL: check each one then, for its own answer.
+    (bench/NOTES.md). False says nothing about any URL: check each one then, for its own answer.
     """
     try:
+        if not all(map(str.isascii, urls)):
+            return False  # the pattern takes ASCII only, and joining other text costs more than it saves
         joined = "\n".join(urls) + "\n"
     except TypeError:
         return False  # something that is not a string
@@ -297,11 +416,14 @@ def all_unchanged(urls: list, max_length: int = 2048) -> bool:
 
 
 def _unchanged_authority(authority: str) -> bool:
-    """Whether check_url accepts an authority and writes it back the same."""
+    """Whether check_url accepts an authority and writes it back the same (taking turns as check_url does)."""
+    started = time.perf_counter()
     try:
         host, port = _split_netloc(authority)
     except InvalidUrl:
         return False
+    finally:
+        _take_turns(time.perf_counter() - started)
     return authority == _authority(host, port)
 
 
@@ -337,22 +459,30 @@ def _split_authority_slowly(url: str) -> tuple[str, str, str]:
 
 def _bad_character(url: str) -> str | None:
     """A description of the first character we refuse anywhere in a URL, or None."""
-    if _PLAIN_ASCII.fullmatch(url):
-        return None  # the common case, at regex speed; everything else is walked character by character
-    for ch in url:
-        if ch == "\\":
-            return "a backslash (parsers disagree on it: some read it as '/')"
-        if ch in "\r\n":
-            return "a line break (CR or LF), which could inject headers"
-        if ch == " ":
-            return "a space"
-        if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            return f"the control character U+{ord(ch):04X}"
-        if 0xD800 <= ord(ch) <= 0xDFFF:
-            return f"a lone surrogate U+{ord(ch):04X} (text that is not valid Unicode)"
-        if unicodedata.category(ch) in _INVISIBLE_CATEGORIES:
-            return f"the invisible or space-like character U+{ord(ch):04X}"
-    return None
+    if url.isprintable() and " " not in url and "\\" not in url:
+        return None  # the common case: of the invisible categories, only the space is printable
+    found = _BAD_BMP.search(url)
+    if not url.isascii():
+        end = found.start() if found else len(url)
+        astral = _ASTRAL.search(url, 0, end)
+        if astral:
+            found = _BAD_ASTRAL.search(url, astral.start(), end) or found
+    return _described(found.group()) if found else None
+
+
+def _described(ch: str) -> str:
+    """What a character _BAD_BMP or _BAD_ASTRAL matched is, for the refusal's message."""
+    if ch == "\\":
+        return "a backslash (parsers disagree on it: some read it as '/')"
+    if ch in "\r\n":
+        return "a line break (CR or LF), which could inject headers"
+    if ch == " ":
+        return "a space"
+    if ord(ch) < 0x20 or ord(ch) == 0x7F:
+        return f"the control character U+{ord(ch):04X}"
+    if 0xD800 <= ord(ch) <= 0xDFFF:
+        return f"a lone surrogate U+{ord(ch):04X} (text that is not valid Unicode)"
+    return f"the invisible or space-like character U+{ord(ch):04X}"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -446,12 +576,20 @@ class Target:
 
 
 def _match_candidates(ip: IPAddress, deny: bool) -> list[IPAddress]:
-    """Addresses an entry is compared with: deny entries also catch every embedded IPv4 (be broad),
-    allow entries only the IPv4-mapped one, which is the very same IPv4 socket (be narrow)."""
+    """Addresses an entry is compared with: deny entries also catch every embedded IPv4 and its mapped
+    form (be broad), allow entries only the IPv4-mapped one, which is the very same IPv4 socket (be narrow)."""
     if deny:
-        return [ip] + [v4 for _, v4 in embedded_ipv4(ip)]
+        return _deny_candidates(ip)
     mapped = getattr(ip, "ipv4_mapped", None)
     return [ip, mapped] if mapped else [ip]
+
+
+def _deny_candidates(ip: IPAddress) -> list[IPAddress]:
+    """The address, each IPv4 it embeds, and each such IPv4 written IPv4-mapped: a deny entry or a denied
+    name's address in any of these forms catches it (so ::ffff:10.0.0.1 in the list denies 10.0.0.1)."""
+    ipv4s = [ip] if ip.version == 4 else [v4 for _, v4 in embedded_ipv4(ip)]
+    mapped = [ipaddress.IPv6Address(int(_MAPPED.network_address) | int(v4)) for v4 in ipv4s]
+    return [ip, *(v4 for v4 in ipv4s if v4 != ip), *mapped]
 
 
 def parse_target(text: str) -> Target:
@@ -530,6 +668,82 @@ def parse_targets(text: str, variable: str) -> tuple[Target, ...]:
     return tuple(targets)
 
 
+def _in_background(work: Callable[[], None]) -> None:
+    """Run work in a thread of its own (a greenlet once gevent has patched threading)."""
+    threading.Thread(target=work, name="deny-list lookup", daemon=True).start()
+
+
+class DeniedNames:
+    """The addresses that GREENBATCH_DENY_TARGETS' hostname entries resolve to, denied in every form.
+
+    Without them a denied name is reached by its address, or by another name for it. They are looked up
+    when the policy is built and again once DENY_REFRESH seconds have passed: the check that finds them
+    due starts the lookup in the background and goes on with the addresses it has. A name that does not
+    resolve keeps the addresses it had, and the log says so.
+    """
+
+    def __init__(self, entries: tuple[Target, ...], getaddrinfo: Callable[..., list] | None = None,
+                 interval: float = DENY_REFRESH, clock: Callable[[], float] = time.monotonic,
+                 start: Callable[[Callable[[], None]], None] = _in_background):
+        self.entries = entries
+        self._getaddrinfo = getaddrinfo
+        self._interval, self._clock, self._start = interval, clock, start
+        self._addresses: dict[str, frozenset[IPAddress]] = {}
+        self._due = 0.0
+        self._looking = False
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Look every name up now; a name that does not resolve keeps the addresses it had."""
+        lookup = self._getaddrinfo or socket.getaddrinfo  # at call time: gevent's resolver once patched
+        found = dict(self._addresses)
+        try:
+            for name in dict.fromkeys(entry.hostname for entry in self.entries):
+                try:
+                    addresses = _addresses_of(name, lookup)
+                except (OSError, UnicodeError) as exc:
+                    kept = len(found.get(name, ()))
+                    log.warning("%s: %s could not be looked up (%s); %s until it resolves (next try in %g s)",
+                                DENY_VAR, name, exc, f"its {kept} known addresses stay denied" if kept else
+                                "only the name itself is denied", self._interval)
+                    continue
+                if addresses != found.get(name):
+                    log.info("%s: %s resolves to %s, denied too (looked up again every %g s)", DENY_VAR, name,
+                             ", ".join(sorted(map(show_address, addresses))), self._interval)
+                found[name] = addresses
+            self._addresses = found
+        finally:
+            self._due = self._clock() + self._interval
+            self._looking = False
+
+    def addresses(self, name: str) -> frozenset[IPAddress]:
+        """The addresses a denied name resolved to when last looked up (empty if it never did)."""
+        return self._addresses.get(name, frozenset())
+
+    def entry_for(self, ip: IPAddress, port: int) -> Target | None:
+        """The hostname entry covering this port whose name resolves to this address, if any."""
+        if not self._looking and self._clock() >= self._due:
+            self._looking = True
+            self._start(self.refresh)
+        if not self._addresses:
+            return None
+        candidates = _deny_candidates(ip)
+        for entry in self.entries:
+            known = self._addresses.get(entry.hostname)
+            if known and entry.port in (None, port) and any(candidate in known for candidate in candidates):
+                return entry
+        return None
+
+
+def _addresses_of(name: str, lookup: Callable[..., list]) -> frozenset[IPAddress]:
+    """Every IP address a name resolves to; OSError (socket.gaierror) when it resolves to none."""
+    infos = lookup(name, None, type=socket.SOCK_STREAM)
+    found = frozenset(_parse_ip(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6))
+    if not found:
+        raise socket.gaierror(socket.EAI_NONAME, "no IP address")
+    return found
+
+
 @dataclass(frozen=True)
 class Policy:
     """Which addresses may be fetched: the default rules, ALLOW_PRIVATE, and allow/deny entries."""
@@ -537,25 +751,31 @@ class Policy:
     allow_private: bool = False
     allow: tuple = ()
     deny: tuple = ()
+    denied_names: DeniedNames | None = field(default=None, compare=False)  # the deny entries' hostnames' addresses
 
     @classmethod
-    def from_settings(cls, allow_private: bool, allow_targets: str, deny_targets: str) -> "Policy":
-        """Build from the GREENBATCH_ALLOW_PRIVATE, _ALLOW_TARGETS and _DENY_TARGETS settings."""
-        return cls(allow_private=bool(allow_private),
-                   allow=parse_targets(allow_targets, ALLOW_VAR),
-                   deny=parse_targets(deny_targets, DENY_VAR))
+    def from_settings(cls, allow_private: bool, allow_targets: str, deny_targets: str,
+                      getaddrinfo: Callable[..., list] | None = None) -> "Policy":
+        """Build from the GREENBATCH_ALLOW_PRIVATE, _ALLOW_TARGETS and _DENY_TARGETS settings.
+
+        Hostname deny entries are looked up here (through `getaddrinfo`, socket's by default), so that
+        their addresses are denied too; see DeniedNames.
+        """
+        deny = parse_targets(deny_targets, DENY_VAR)
+        by_name = tuple(entry for entry in deny if entry.hostname is not None)
+        return cls(allow_private=bool(allow_private), allow=parse_targets(allow_targets, ALLOW_VAR), deny=deny,
+                   denied_names=DeniedNames(by_name, getaddrinfo) if by_name else None)
 
     def check_address(self, ip: str, port: int, host: str | None = None) -> None:
         """Return if connecting to ip:port (for the URL's host) is allowed; raise Blocked naming the rule."""
         try:
             addr = _parse_ip(ip)
         except ValueError:
-            raise Blocked(f"{ip!r} is not an IP address, so it cannot be checked") from None
+            raise Blocked("the host resolved to something that is not an IP address, so it cannot be checked",
+                          f"{ip!r} is not an IP address, so it cannot be checked") from None
         name = _normal_host(host)
-        for entry in self.deny:
-            if entry.matches(addr, name, deny=True) and entry.port in (None, port):
-                raise Blocked(f"{_subject(addr, name)} on port {port} matches {entry.text!r} in {DENY_VAR} "
-                              f"(the deny-list always wins)")
+        if self.deny:
+            self._check_deny_list(addr, port, name)
         verdict = judge(addr)
         if verdict is None:
             return
@@ -571,11 +791,51 @@ class Policy:
                 return
             other_ports.append(str(entry.port))
         # Named only here: an allowed address (every connection) never pays for the message.
-        raise Blocked(f"{_subject(addr, name)} is {verdict.reason}{_why_denied(verdict, port, other_ports)}")
+        raise Blocked(_not_fetched(addr, name, port, verdict),
+                      f"{_subject(addr, name)} is {verdict.reason}{_why_denied(verdict, port, other_ports)}")
+
+    def _check_deny_list(self, addr: IPAddress, port: int, name: str | None) -> None:
+        """Raise Blocked when a deny entry covers the address, the URL's host, or an address of a denied name."""
+        for entry in self.deny:
+            if entry.matches(addr, name, deny=True) and entry.port in (None, port):
+                raise _on_deny_list(addr, port, name, entry, f"{entry.text!r} in {DENY_VAR}")
+        entry = self.denied_names.entry_for(addr, port) if self.denied_names else None
+        if entry is not None:
+            raise _on_deny_list(addr, port, name, entry,
+                                f"{entry.text!r} in {DENY_VAR}, a name that resolves to it")
+
+
+def _on_deny_list(addr: IPAddress, port: int, name: str | None, entry: Target, rule: str) -> Blocked:
+    """The refusal of an address or host a deny entry covers."""
+    public = (f"{name} resolves to an address on this server's deny-list ({DENY_VAR})"
+              if name and not _same_address(name, addr) and name != entry.hostname
+              else f"{name or show_address(addr)} is on this server's deny-list ({DENY_VAR})")
+    return Blocked(public, f"{_subject(addr, name)} on port {port} matches {rule} (the deny-list always wins)")
+
+
+def _not_fetched(addr: IPAddress, name: str | None, port: int, verdict: Verdict) -> str:
+    """A default denial as anyone who submits may read it: no address unless the user typed it, no rule."""
+    literal = not name or _same_address(name, addr)
+    shown = show_address(addr) if literal else name
+    what = "is" if literal else "resolves to"
+    hint = _allow_hint(shown, port, verdict)
+    return f"{shown} {what} a private or reserved address, which this server does not fetch{hint}"
+
+
+def _allow_hint(host: str, port: int, verdict: Verdict) -> str:
+    """How an operator lets the host through on this port, when one allow entry would (a valid one)."""
+    if verdict.lift == "exact":
+        return ""  # only an entry naming the address itself would, and the address is not ours to tell
+    entry = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        parse_target(entry)
+    except ValueError:
+        return ""  # e.g. 2130706433: a host no entry can name
+    return f" (an operator can allow it with {ALLOW_VAR}={entry})"
 
 
 def _subject(addr: IPAddress, host: str | None) -> str:
-    """How a message names the target: the address, and the hostname that led there if any."""
+    """How a detailed message names the target: the address, and the hostname that led there if any."""
     shown = show_address(addr)
     if host and not _same_address(host, addr):
         return f"{host} resolves to {shown}, which"
@@ -624,7 +884,8 @@ def resolve(host: str, port: int, policy: Policy,
         raise socket.gaierror(socket.EAI_NONAME, f"{host} resolved to no addresses")
     for family, _type, _proto, _canon, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
-            raise Blocked(f"{host} resolved to a non-IP address (family {family!r})")
+            raise Blocked(f"{host} did not resolve to an IP address",
+                          f"{host} resolved to a non-IP address (family {family!r})")
         # Every address, not just the first: a transport may fall back to the second one.
         policy.check_address(sockaddr[0], port, host=name)
     return infos

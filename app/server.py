@@ -135,7 +135,7 @@ def tune_gc() -> None:
 
     Every URL allocates a few dozen container objects (result, timings, event, greenlet, response), so
     at CPython's default threshold a 5,000-URL batch triggered ~150 collections, ~10 % of the server's
-    CPU (bench/RESULTS.md). Start-up objects (~47,000: Flask, Jinja, gevent) are frozen and never
+    CPU (bench/NOTES.md). Start-up objects (~47,000: Flask, Jinja, gevent) are frozen and never
     traversed again. Reference counting still frees everything that is not in a cycle at once.
     """
     gc.collect()

@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS batches (
     summary TEXT
 );
 -- A batch's URLs in submission order, as one JSON array: one row to write when the batch is created,
--- not one per URL (a 5,000-URL batch: ~1 ms instead of 6-10 ms while its fetches wait; bench/RESULTS.md).
+-- not one per URL (a 5,000-URL batch: ~1 ms instead of 6-10 ms while its fetches wait; bench/NOTES.md).
 CREATE TABLE IF NOT EXISTS url_lists (
     batch_id TEXT PRIMARY KEY,
     urls TEXT NOT NULL
@@ -273,7 +273,7 @@ def _insert_events(conn: sqlite3.Connection, rows: list[tuple]) -> None:
     """Insert event rows a chunk per statement: bound in C, then run by SQLite with the GIL released.
 
     One statement per row would take the GIL back from the hub after every row, and one JSON text
-    unpacked by SQLite costs twice the CPU (bench/RESULTS.md). Each chunk is padded to a power of two
+    unpacked by SQLite costs twice the CPU (bench/NOTES.md). Each chunk is padded to a power of two
     with copies of its last row, which INSERT OR IGNORE drops, so whatever the group sizes only a
     few statements exist and sqlite3 keeps them prepared.
     """
@@ -668,7 +668,7 @@ class SQLiteStore:
 
         `recent`: the caller can take the row as read a moment ago, so it joins a read of the same batch
         already running. 200 viewers joining a batch together then make a handful of reads, not 200
-        queued on the reader threads (bench/RESULTS.md, section 11).
+        queued on the reader threads (bench/NOTES.md, section 11).
         """
         return self._shared_read(("batch", batch_id), 0 if recent else None, self._read_batch, batch_id)
 

@@ -36,12 +36,18 @@ _fresh = threading.local()
 
 
 class FetchError(Exception):
-    """A hop that ended without a usable response; `kind` is one of model.ERROR_KINDS."""
+    """A hop that ended without a usable response; `kind` is one of model.ERROR_KINDS.
 
-    def __init__(self, kind: str, message: str, retryable: bool = False):
+    str() is the message anyone who submitted the URL may read; `detail`, when set, is the full reason
+    (the address and rule of a blocked hop, the resolver's error) for the log and for servers that
+    explain refusals (GREENBATCH_EXPLAIN_BLOCKED).
+    """
+
+    def __init__(self, kind: str, message: str, retryable: bool = False, detail: str | None = None):
         super().__init__(message)
         self.kind = kind
         self.retryable = retryable
+        self.detail = detail
 
 
 @dataclass
@@ -171,7 +177,7 @@ class RequestsTransport:
             prepared = self.session.prepare_request(requests.Request(method, url, headers=dict(headers)))
             response = self.adapter.send(prepared, stream=True, timeout=(connect_timeout, read_timeout))
         except guard.GuardError as exc:
-            raise FetchError(exc.kind, str(exc)) from None
+            raise FetchError(exc.kind, str(exc), detail=exc.detail) from None
         except requests.RequestException as exc:
             raise _classify(exc, url) from None
         first_byte = time.perf_counter()
@@ -225,7 +231,7 @@ def _classify(exc: requests.RequestException, url: str) -> FetchError:
                         requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader)):
         return FetchError("invalid_url", f"{url} cannot be fetched: {root}")
     if _find(exc, NameResolutionError) or isinstance(root, socket.gaierror):
-        return FetchError("dns", f"could not resolve {_host(url)}: {root}", retryable=True)
+        return unresolved(urllib3.util.parse_url(url).host or url, root)
     # Before the timeout check: urllib3's NewConnectionError subclasses ConnectTimeoutError.
     if isinstance(root, ConnectionRefusedError) or getattr(root, "errno", None) == errno.ECONNREFUSED or (
             _find(exc, NewConnectionError) and "refused" in str(root).lower()):
@@ -316,6 +322,11 @@ def undecodable(url: str, exc: BaseException) -> FetchError:
 def broken_body(url: str, exc: BaseException) -> FetchError:
     """The connection failed while the body was coming."""
     return FetchError("other", f"connection broken while reading {url}: {exc}")
+
+
+def unresolved(host: str, exc: BaseException) -> FetchError:
+    """A name that did not resolve: the resolver's words only in `detail`, since they tell internal names apart."""
+    return FetchError("dns", f"could not resolve {host}", retryable=True, detail=f"could not resolve {host}: {exc}")
 
 
 def reset_before_response(host: str) -> FetchError:

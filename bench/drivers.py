@@ -177,7 +177,7 @@ def with_threads(workload: Workload, target: str) -> dict:
 
 # The head of every event as the server writes it (app/events.py Event.json): seq, type and time in
 # one scan of a message. Parsing the JSON, or three scans, cost the fan-out driver twice the CPU
-# (bench/RESULTS.md, section 11), on the two cores the server uses.
+# (bench/NOTES.md, section 11), on the two cores the server uses.
 _HEAD = re.compile(rb'\{"seq":(\d+),"type":"(\w+)","batch_id":"[^"]*","at":"([^"]+)"')
 
 

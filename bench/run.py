@@ -58,7 +58,7 @@ class Viewer(threading.Thread):
 
     It checks every event's seq (1..last, none twice) and counts the results without decoding the
     JSON: the harness's CPU is spent on the two cores the server and the target use, and
-    websocket-client with orjson cost 23-46 ms of CPU per W2 run against ~8 ms for this (bench/RESULTS.md).
+    websocket-client with orjson cost 23-46 ms of CPU per W2 run against ~8 ms for this (bench/NOTES.md).
     """
 
     def __init__(self, url: str):
@@ -160,7 +160,7 @@ def run_order(modes: list[str], run: int) -> list[str]:
     """The modes of one run, each e2e:<client> right beside its engine:<client>, the pair's order flipped every run.
 
     The overhead target divides one by the other, and this VM's speed drifts over seconds: measured
-    back to back, first one then the other leading, both see the same drift (bench/RESULTS.md).
+    back to back, first one then the other leading, both see the same drift (bench/NOTES.md).
     """
     ordered: list[str] = []
     for mode in modes:
@@ -264,7 +264,7 @@ def paired_share(e2e_runs: list[dict], engine_runs: list[dict]) -> float:
 
     Run i of e2e:<client> and of engine:<client> are measured one right after the other (run_order), so
     their ratio sees one state of this VM, whose speed moves by a third within a minute; a ratio of the
-    two medians can divide a fast moment by a slow one (bench/RESULTS.md, section 12).
+    two medians can divide a fast moment by a slow one (bench/NOTES.md, section 12).
     """
     return statistics.median(_pair_ratios(e2e_runs, engine_runs))
 

@@ -44,7 +44,7 @@ WORKLOADS = {
     # W2 runs for about half a second and is CPU-bound: this machine's noise moves it most, so it gets
     # more runs, and its overhead more pairs. One run's pairs spread from 0.5 to 1.8 while 364 pairs of
     # four runs put the overhead at 17 % (90 % interval 14-18 %): a run's median still crosses the 20 %
-    # target in ~1 run in 9 with 31 pairs, ~1 in 22 with 91, ~1 in 65 with 151 (bench/RESULTS.md,
+    # target in ~1 run in 9 with 31 pairs, ~1 in 22 with 91, ~1 in 65 with 151 (bench/NOTES.md,
     # section 13). A pair costs ~3 s, a run of every mode ~20 s.
     "W2": Workload("W2", 5000, 50, "/bytes/1024", 0, "CPU-bound: 5,000 x /bytes/1024 at concurrency 50", runs=11,
                    pair_runs=151),

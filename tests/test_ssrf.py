@@ -5,12 +5,16 @@ Every packet these tests cause stays on loopback. In the host's namespaces only 
 "localhost" (from /etc/hosts) are ever resolved; names such as rebind.test are resolved only by a
 server whose resolv.conf points at the fake DNS server below, and non-loopback addresses are fetched
 only by a server inside a network namespace that has nothing but loopback.
+
+The servers here explain their refusals (GREENBATCH_EXPLAIN_BLOCKED), so each test can assert which rule
+refused a URL; section 6 checks what a server that does not explain them tells whoever submitted it.
 """
 from __future__ import annotations
 
 import ctypes
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import struct
@@ -28,6 +32,7 @@ from app.model import CLIENTS
 from tests.conftest import GreenbatchServer, kind_of
 from tests.target import start_target
 
+EXPLAIN = "GREENBATCH_EXPLAIN_BLOCKED"
 PROBE = "/ssrf-probe"  # the target counts hits on every path, even a 404, so a leak to it shows
 DNS_ADDRESS = "127.0.0.153"  # the fake DNS server: loopback, port 53 (resolv.conf cannot name a port)
 CLONE_NEWNET = 0x40000000
@@ -226,6 +231,12 @@ def _namespace_problem(tools: tuple[str, ...], *probe: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
+def target_env(target_env) -> dict[str, str]:
+    """conftest's settings, with refusals explained: the tests below assert the rule that refused each URL."""
+    return {**target_env, EXPLAIN: "1"}
+
+
+@pytest.fixture(scope="module")
 def listeners(target):
     """Listeners on denied addresses: 127.0.0.1 on a port not allowed, 127.0.0.2 on the target's port,
     and (with IPv6) ::1 on another port and on the target's port."""
@@ -403,6 +414,32 @@ def test_every_hop_of_a_redirect_chain_is_checked(server, target, ports, listene
     assert_nothing_reached(listeners, target, before)
 
 
+# Every header a batch may send that carries a credential, with a value to tell it by.
+CREDENTIALS = {name: f"secret-{name.lower()}" for name in (
+    "Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key", "X-Auth-Token", "X-Access-Token",
+    "Private-Token", "X-Csrf-Token", "X-Xsrf-Token", "X-Amz-Security-Token")}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_credential_headers_do_not_follow_a_redirect_to_another_origin(make_server, target, client):
+    # Both hops end at a target's /headers, whose JSON echo of the request headers is all the body: its size
+    # grows by what the hop was sent. The other origin is a second target on another port.
+    other = start_target()
+    try:
+        server = make_server(env={"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{other.port}"})
+        urls = [redirect_to(target, target.url("/headers")), redirect_to(target, other.url("/headers"))]
+        plain = {"X-Probe": "plain"}
+        bare = server.run_batch(urls, headers=plain, client=client)
+        sent = server.run_batch(urls, headers={**plain, **CREDENTIALS}, client=client)
+    finally:
+        other.stop()
+    for results in (bare, sent):
+        assert [(r["status_code"], len(r["redirects"])) for r in results.values()] == [(200, 1), (200, 1)], results
+    same_origin, other_origin = (sent[i]["bytes"] - bare[i]["bytes"] for i in (0, 1))
+    assert same_origin >= sum(map(len, CREDENTIALS.values()))  # they were sent where they belong
+    assert other_origin == 0  # and not one of them reached the other origin
+
+
 def test_a_redirect_to_a_file_url_ends_invalid_url_and_reads_nothing(server, target):
     start = redirect_to(target, "file:///etc/passwd")
     result = server.fetch_one(start, timeout=5)
@@ -432,20 +469,24 @@ def fake_dns(tmp_path_factory):
     dns.close()
 
 
-@pytest.fixture(scope="module")
-def dns_server(fake_dns, tmp_path_factory, target_env):
+def start_dns_server(folder: Path, env: dict[str, str]) -> GreenbatchServer:
     """A server in its own mount namespace whose resolver asks only the fake DNS server.
 
     nsswitch.conf is replaced too, so no resolver plugin (systemd-resolved, mDNS) forwards a
     lookup off this machine.
     """
-    folder = tmp_path_factory.mktemp("dns")
     resolv, nsswitch = folder / "resolv.conf", folder / "nsswitch.conf"
     resolv.write_text(f"nameserver {DNS_ADDRESS}\noptions attempts:1 timeout:2\n")
     nsswitch.write_text("passwd: files\ngroup: files\nhosts: files dns\n")
     script = 'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/nsswitch.conf && shift 2 && exec "$@"'
     prefix = ["unshare", "--mount", "sh", "-c", script, "sh", str(resolv), str(nsswitch)]
-    server = GreenbatchServer(folder / "data", target_env, prefix=prefix).start()
+    return GreenbatchServer(folder / "data", env, prefix=prefix).start()
+
+
+@pytest.fixture(scope="module")
+def dns_server(fake_dns, tmp_path_factory, target_env):
+    """A server whose resolver asks only the fake DNS server (start_dns_server)."""
+    server = start_dns_server(tmp_path_factory.mktemp("dns"), target_env)
     yield server
     server.stop()
 
@@ -477,11 +518,30 @@ def test_a_rebinding_name_is_fetched_from_the_address_that_was_checked(dns_serve
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_name_that_does_not_resolve_ends_as_dns_naming_the_host(dns_server, fake_dns, client):
+def test_a_name_that_does_not_resolve_ends_as_dns_naming_the_host_and_the_resolvers_error(dns_server, fake_dns,
+                                                                                            client):
     # Here, not in test_engine: only this server's resolver is ours, so the query never leaves the machine.
     result = dns_server.fetch_one("http://no-such-host.invalid/", timeout=5, client=client)
     assert kind_of(result) == "dns", result
-    assert "no-such-host.invalid" in result["error"]["message"]
+    assert result["error"]["message"].startswith("could not resolve no-such-host.invalid: "), result
+
+
+def test_a_denied_name_is_denied_by_every_other_name_for_its_address(fake_dns, tmp_path, target_env, target,
+                                                                     listeners):
+    # The deny entry's name is looked up when the server starts; alias.test is another name for the address.
+    fake_dns.answer("denied.test", ["127.0.0.1"])
+    fake_dns.answer("alias.test", ["127.0.0.1"])
+    server = start_dns_server(tmp_path, {**target_env, "GREENBATCH_DENY_TARGETS": "denied.test"})
+    try:
+        before = probe_hits(target)
+        results = server.run_batch([f"http://alias.test:{target.port}{PROBE}", target.url(PROBE)], timeout=5)
+    finally:
+        server.stop()
+    assert fake_dns.a_queries("denied.test") == 1
+    why = "matches 'denied.test' in GREENBATCH_DENY_TARGETS, a name that resolves to it"
+    for result in results.values():
+        assert kind_of(result) == "blocked" and why in result["error"]["message"], result
+    assert_nothing_reached(listeners, target, before)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,7 +582,7 @@ def start_in_netns(netns, folder: Path, env: dict[str, str]) -> NamespacedServer
 def netns_server(netns, netns_target, tmp_path_factory):
     """A server in the namespace that may reach only the namespace's target."""
     server = start_in_netns(netns, tmp_path_factory.mktemp("netns"),
-                            {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{netns_target.port}"})
+                            {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{netns_target.port}", EXPLAIN: "1"})
     yield server
     server.stop()
 
@@ -599,10 +659,31 @@ def test_deny_targets_wins_over_allow_targets(make_server, target):
     assert probe_hits(target) == before
 
 
+@pytest.mark.parametrize("deny, why", [
+    ("localhost", "matches 'localhost' in GREENBATCH_DENY_TARGETS, a name that resolves to it"),
+    ("::ffff:127.0.0.1", "matches '::ffff:127.0.0.1' in GREENBATCH_DENY_TARGETS"),
+    ("[::ffff:127.0.0.1]:{port}", "matches '[::ffff:127.0.0.1]:{port}' in GREENBATCH_DENY_TARGETS"),
+], ids=["hostname-entry-denies-its-address", "ipv4-mapped-entry-denies-the-plain-address",
+        "ipv4-mapped-entry-with-a-port"])
+def test_a_deny_entry_denies_the_address_however_the_url_writes_it(make_server, target, listeners, deny, why):
+    # The target's own address is allowed on its port; the deny entry names it another way.
+    server = make_server(env={"GREENBATCH_DENY_TARGETS": deny.format(port=target.port)})
+    before = probe_hits(target)
+    urls = [target.url(PROBE), f"http://[::ffff:127.0.0.1]:{target.port}{PROBE}",
+            f"http://localhost:{target.port}{PROBE}"]
+    for client in CLIENTS:
+        results = server.run_batch(urls, timeout=5, client=client)
+        for result in results.values():
+            assert kind_of(result) == "blocked", (client, result)
+        assert why.format(port=target.port) in results[0]["error"]["message"], results[0]
+    assert_nothing_reached(listeners, target, before)
+
+
 def test_allow_private_opens_loopback_but_never_cloud_metadata(netns, netns_target, tmp_path_factory):
     # A second target on 127.0.0.2 with the first one's port, and no ALLOW_TARGETS at all.
     second = netns.run(start_target, host="127.0.0.2", port=netns_target.port)
-    server = start_in_netns(netns, tmp_path_factory.mktemp("private"), {"GREENBATCH_ALLOW_PRIVATE": "1"})
+    server = start_in_netns(netns, tmp_path_factory.mktemp("private"),
+                            {"GREENBATCH_ALLOW_PRIVATE": "1", EXPLAIN: "1"})
     try:
         results = server.run_batch([second.url("/ok"), "http://169.254.169.254/latest/meta-data/",
                                      "http://[fd00:ec2::254]/", "http://10.0.0.1/"], timeout=5, connect_timeout=2)
@@ -615,3 +696,50 @@ def test_allow_private_opens_loopback_but_never_cloud_metadata(netns, netns_targ
         assert "denied even with GREENBATCH_ALLOW_PRIVATE" in metadata["error"]["message"]
     # RFC 1918 is lifted, so the connect is tried: only the namespace stops it (and proves it would).
     assert kind_of(results[3]) == "other" and "unreachable" in results[3]["error"]["message"], results[3]
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. What a refusal tells whoever submitted the URL
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quiet_server(tmp_path_factory, target_env):
+    """A server with refusals unexplained, as by default, logging at debug level."""
+    server = GreenbatchServer(tmp_path_factory.mktemp("quiet"),
+                              {**target_env, EXPLAIN: "0", "GREENBATCH_LOG_LEVEL": "debug"}).start()
+    yield server
+    server.stop()
+
+
+def test_a_blocked_url_names_neither_the_address_a_name_resolves_to_nor_the_rule(quiet_server, target, ports):
+    denied = ports["denied"]
+    not_fetched = "a private or reserved address, which this server does not fetch"
+    results = quiet_server.run_batch([f"http://localhost:{denied}/", f"http://127.0.0.1:{denied}/",
+                                      redirect_to(target, f"http://LocalHost:{denied}/")], timeout=5)
+    assert [(kind_of(r), r["error"]["message"]) for r in results.values()] == [
+        ("blocked", f"localhost resolves to {not_fetched} (an operator can allow it with "
+                    f"GREENBATCH_ALLOW_TARGETS=localhost:{denied})"),
+        ("blocked", f"127.0.0.1 is {not_fetched} (an operator can allow it with "
+                    f"GREENBATCH_ALLOW_TARGETS=127.0.0.1:{denied})"),
+        ("blocked", f"localhost resolves to {not_fetched} (an operator can allow it with "
+                    f"GREENBATCH_ALLOW_TARGETS=localhost:{denied})"),
+    ]
+
+
+def test_the_server_log_keeps_the_address_and_the_rule_of_each_refusal(quiet_server, ports):
+    batch = quiet_server.submit([f"http://localhost:{ports['denied']}/"])
+    quiet_server.wait(batch["id"])
+    assert re.search(f"batch {batch['id']} URL 0: localhost resolves to (127.0.0.1|::1), which is loopback",
+                     quiet_server.log())
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_name_that_does_not_resolve_says_only_that(fake_dns, tmp_path, target_env, client):
+    # The resolver's words (no such name, no address for a name that exists, a server failure) would
+    # tell internal names apart.
+    server = start_dns_server(tmp_path, {**target_env, EXPLAIN: "0"})
+    try:
+        result = server.fetch_one("http://no-such-host.invalid/", timeout=5, client=client)
+    finally:
+        server.stop()
+    assert kind_of(result) == "dns" and result["error"]["message"] == "could not resolve no-such-host.invalid"

@@ -1,9 +1,10 @@
-# greenbatch: `make run` serves the dashboard on http://127.0.0.1:8000 (data in ./data/); `make test` runs the suite.
+# greenbatch: `make run` serves the dashboard on http://127.0.0.1:8000 (data in ./data/); `make test` runs
+# `make lint`, then the suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench readme clean
+.PHONY: run test lint bench readme clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +21,21 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/activate
 run: $(VENV)/.installed
 	GREENBATCH_DATA_DIR=$${GREENBATCH_DATA_DIR:-./data} $(BIN)/python wsgi.py
 
-test: $(VENV)/.installed-dev
+# The house's rules (pyproject.toml): style, the one-way layers, and strict types below Flask.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check app tests bench wsgi.py
+	$(BIN)/ruff format --check app tests bench wsgi.py
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 readme: $(VENV)/.installed
-	$(BIN)/python -c 'from app.config import update_readme; update_readme("README.md")'
+	$(BIN)/python -c 'from app.core.config import update_readme; update_readme("README.md")'
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -2,16 +2,19 @@
 
 `python wsgi.py [--host H] [--port P]` serves it; WSGI servers (gunicorn) import `app` from here.
 """
+
 from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402 - everything below must see the patched standard library
-import sys  # noqa: E402
+# Everything below must see the patched standard library.
 
-from app import create_app  # noqa: E402
-from app.config import Config, ConfigError  # noqa: E402
-from app.server import configure_logging, serve  # noqa: E402
+import argparse
+import sys
+
+from app import create_app
+from app.core.config import Config, ConfigError
+from app.serve.server import configure_logging, serve
 
 
 def load_config(argv: list[str] | None = None) -> Config:

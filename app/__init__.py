@@ -1,35 +1,25 @@
-"""greenbatch: run big batches of URL requests and watch them live."""
+"""greenbatch: run big batches of URL requests and watch them live.
+
+The package is layered (README, "How it works"): app.core (pure data) <- app.fetch (one URL) <- app.runs
+(batches over time) <- app.web (Flask) and app.serve (processes and sockets). Importing app itself
+imports nothing, so a worker process can use core, fetch and runs without Flask.
+"""
+
 from __future__ import annotations
 
-import os
+from typing import TYPE_CHECKING
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from .config import Config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from .core.config import Config
 
 
 def create_app(config: Config | None = None) -> Flask:
-    """Build the app: settings from GREENBATCH_* (or `config`), services, error envelope, routes."""
-    from . import api, auth, errors, openapi, ops, pages, server, services, stream
+    """Build the Flask app (app.web's factory): settings from GREENBATCH_* (or `config`), services and routes."""
+    from .web import create_app as build
 
-    # Before the engine is built: its in-flight cap and the connection cap must fit the open-file limit.
-    config = server.fit_open_files(config or Config.from_env())
-    app = Flask(__name__, template_folder=os.path.join(ROOT, "templates"),
-                static_folder=os.path.join(ROOT, "static"))
-    app.config.update(GREENBATCH=config, MAX_CONTENT_LENGTH=config.max_request_bytes)
-    app.json.sort_keys = False
-    errors.init_app(app)
-    auth.init_app(app)
-    built = services.init_app(app, config)
-    ops.init_app(app, built)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(openapi.bp)
-    app.register_blueprint(pages.bp)
-    app.register_blueprint(stream.bp)
-    if config.proxy_hops:
-        # X-Forwarded-For/-Proto/-Host/-Prefix from a trusted proxy give url_for, cookies and logs the client
-        # address, https, public host and path prefix; any other peer's are dropped (GREENBATCH_TRUSTED_PROXIES).
-        app.wsgi_app = auth.proxies_of(app).middleware(app.wsgi_app)  # type: ignore[method-assign]
-    return app
+    return build(config)
+
+
+__all__ = ["create_app"]

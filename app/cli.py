@@ -10,6 +10,7 @@ monkey patching). Every number it prints comes from the API, so it agrees with t
 Exit status: 0 when the batch was submitted (without --follow) or every URL ended ok; 1 when any URL
 failed or was cancelled; 2 for a usage error, a refused batch, or a server that cannot be reached.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,17 +18,18 @@ import datetime as dt
 import os
 import sys
 import time
-from typing import Any, BinaryIO, Iterable, NoReturn, TextIO
+from collections.abc import Iterable
+from typing import Any, BinaryIO, NoReturn, TextIO
 from urllib.parse import urljoin
 
 import requests
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 FINAL_STATUSES = ("done", "cancelled", "failed")
-POLL_INTERVAL = 0.5       # seconds between polls of a followed batch
-PLAIN_EVERY = 2.0         # seconds between progress lines when stderr is not a terminal
-REQUEST_TIMEOUT = 30.0    # seconds one API call may take
-POLL_GIVE_UP = 30.0       # seconds of failed polls before the CLI stops following
+POLL_INTERVAL = 0.5  # seconds between polls of a followed batch
+PLAIN_EVERY = 2.0  # seconds between progress lines when stderr is not a terminal
+REQUEST_TIMEOUT = 30.0  # seconds one API call may take
+POLL_GIVE_UP = 30.0  # seconds of failed polls before the CLI stops following
 BAR_WIDTH = 30
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -37,6 +39,7 @@ class CliError(Exception):
 
 
 # -- talking to the server -------------------------------------------------------------------
+
 
 class Client:
     """The greenbatch JSON API at one base URL, with an optional bearer token."""
@@ -54,8 +57,10 @@ class Client:
         try:
             response = self.session.request(method, url, **kwargs)
         except requests.ConnectionError as exc:
-            raise CliError(f"cannot reach greenbatch at {self.server} ({_reason(exc)}); is the server running? "
-                           "Pass --server URL or set GREENBATCH_SERVER.") from None
+            raise CliError(
+                f"cannot reach greenbatch at {self.server} ({_reason(exc)}); is the server running? "
+                "Pass --server URL or set GREENBATCH_SERVER."
+            ) from None
         except requests.Timeout:
             raise CliError(f"greenbatch at {self.server} did not answer within {REQUEST_TIMEOUT:g} s") from None
         except requests.RequestException as exc:
@@ -64,15 +69,21 @@ class Client:
             raise CliError(_error_text(response))
         return response
 
-    def submit(self, text: str, is_csv: bool, name: str | None, concurrency: int | None,
-               timeout: float | None) -> dict[str, Any]:
+    def submit(
+        self, text: str, is_csv: bool, name: str | None, concurrency: int | None, timeout: float | None
+    ) -> dict[str, Any]:
         """POST the URLs as text (the server parses lines, comments and CSV) and return the new batch."""
-        params = {k: v for k, v in (("name", name), ("concurrency", concurrency), ("timeout", timeout))
-                  if v is not None}
+        params = {
+            k: v for k, v in (("name", name), ("concurrency", concurrency), ("timeout", timeout)) if v is not None
+        }
         content_type = "text/csv" if is_csv else "text/plain"
-        response = self.request("POST", self.server + "api/v1/batches", params=params,
-                                data=text.encode("utf-8"),
-                                headers={"Content-Type": f"{content_type}; charset=utf-8"})
+        response = self.request(
+            "POST",
+            self.server + "api/v1/batches",
+            params=params,
+            data=text.encode("utf-8"),
+            headers={"Content-Type": f"{content_type}; charset=utf-8"},
+        )
         return response.json()
 
     def batch(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +131,7 @@ def _error_text(response: requests.Response) -> str:
 
 
 # -- showing progress ------------------------------------------------------------------------
+
 
 class Progress:
     """A live progress line on a terminal (redrawn in place), or a plain line every few seconds otherwise."""
@@ -173,10 +185,12 @@ def summary_lines(batch: dict[str, Any]) -> list[str]:
     """The final summary: counts, latency percentiles and throughput, errors by kind, statuses."""
     counts, stats = batch["counts"], batch["stats"]
     took = _seconds_between(batch.get("started_at"), batch.get("finished_at"))
-    lines = [f"batch {batch['id']} ({batch['name']}) {batch['status']}"
-             + (f" in {took:.1f} s" if took is not None else "")
-             + f": {counts['total']} URLs, {counts['ok']} ok, {counts['failed']} failed, "
-               f"{counts['cancelled']} cancelled"]
+    lines = [
+        f"batch {batch['id']} ({batch['name']}) {batch['status']}"
+        + (f" in {took:.1f} s" if took is not None else "")
+        + f": {counts['total']} URLs, {counts['ok']} ok, {counts['failed']} failed, "
+        f"{counts['cancelled']} cancelled"
+    ]
     latency = ", ".join(f"{p} {_ms(stats.get(p + '_ms'))}" for p in ("p50", "p90", "p99"))
     rate = stats.get("urls_per_s")
     lines.append(f"latency {latency}" + (f"; {rate:g} URLs/s" if rate is not None else ""))
@@ -206,6 +220,7 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 
 # -- the submit command ----------------------------------------------------------------------
+
 
 def follow(client: Client, batch: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """Poll the batch until it is final, showing progress; survive a server that blips for a while."""
@@ -245,8 +260,9 @@ def submit(args: argparse.Namespace) -> int:
     text = read_urls(args.file)
     is_csv = args.file.lower().endswith(".csv")
     batch = client.submit(text, is_csv, args.name, args.concurrency, args.timeout)
-    print(f"batch {batch['id']} queued: {batch['counts']['total']} URLs ({client.link(batch, 'self')})",
-          file=sys.stderr)
+    print(
+        f"batch {batch['id']} queued: {batch['counts']['total']} URLs ({client.link(batch, 'self')})", file=sys.stderr
+    )
     if not args.follow:
         print(batch["id"])
         return EXIT_OK
@@ -274,17 +290,23 @@ def parser() -> argparse.ArgumentParser:
     """The command line."""
     top = argparse.ArgumentParser(prog="python -m app.cli", description="greenbatch command line client.")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub = commands.add_parser("submit", help="submit a file of URLs as a batch",
-                              description="Submit URLs (one per line; '#' lines and blanks skipped; a .csv file's "
-                                          "first column) as a batch. Exit 0 when every URL ended ok, 1 when any "
-                                          "did not (with --follow), 2 on errors.")
+    sub = commands.add_parser(
+        "submit",
+        help="submit a file of URLs as a batch",
+        description="Submit URLs (one per line; '#' lines and blanks skipped; a .csv file's "
+        "first column) as a batch. Exit 0 when every URL ended ok, 1 when any "
+        "did not (with --follow), 2 on errors.",
+    )
     sub.add_argument("file", help="file of URLs, or - for standard input")
-    sub.add_argument("--server", default=os.environ.get("GREENBATCH_SERVER") or DEFAULT_SERVER,
-                     help=f"greenbatch base URL (GREENBATCH_SERVER, default {DEFAULT_SERVER})")
-    sub.add_argument("--token", default=os.environ.get("GREENBATCH_TOKEN") or None,
-                     help="API token (GREENBATCH_TOKEN)")
-    sub.add_argument("--follow", action="store_true",
-                     help="wait for the batch, show progress on stderr, then write the results")
+    sub.add_argument(
+        "--server",
+        default=os.environ.get("GREENBATCH_SERVER") or DEFAULT_SERVER,
+        help=f"greenbatch base URL (GREENBATCH_SERVER, default {DEFAULT_SERVER})",
+    )
+    sub.add_argument("--token", default=os.environ.get("GREENBATCH_TOKEN") or None, help="API token (GREENBATCH_TOKEN)")
+    sub.add_argument(
+        "--follow", action="store_true", help="wait for the batch, show progress on stderr, then write the results"
+    )
     sub.add_argument("--format", choices=("csv", "ndjson"), help="results format with --follow (default csv)")
     sub.add_argument("--output", metavar="FILE", help="write the results here instead of standard output")
     sub.add_argument("--concurrency", type=_positive_int, metavar="N", help="fetches in flight for this batch")

@@ -1,59 +1,7 @@
-"""gunicorn worker: `gunicorn -k app.worker.Worker -w 1 wsgi:app` serves greenbatch with our hardened websocket handler.
+"""`gunicorn -k app.worker.Worker -w 1 wsgi:app`: the name README and docs/deploy.md give for app/serve/worker.py."""
 
-One worker per instance: a batch lives in the process that runs it (its pool, its live viewers,
-its event numbering), so a second worker would split batches and viewers between processes.
-"""
 from __future__ import annotations
 
-import gevent
-from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIServer
+from .serve.worker import Worker
 
-from .server import Handler, configure_logging, log, prepare, tune_gc
-from .websocket import close_all
-
-
-class Server(PyWSGIServer):
-    """gunicorn's pywsgi server, carrying the websocket gate, limits and metrics hook as ours does."""
-
-    started: list["Server"] = []  # this worker process's servers, for closing their websockets on quit
-
-    def __init__(self, *args, application=None, **kwargs):
-        super().__init__(*args, application=application, **kwargs)
-        prepare(self, application)
-        Server.started.append(self)
-
-
-class Worker(GeventPyWSGIWorker):
-    """gunicorn's gevent worker with greenbatch's handler, logging and graceful shutdown."""
-
-    server_class = Server
-    wsgi_handler = Handler
-
-    def run(self) -> None:
-        """Serve; on quit, close websockets with 1001 and flush the store before the process exits.
-
-        Connections are capped by gunicorn's --worker-connections, lowered to GREENBATCH_MAX_CONNECTIONS
-        (which create_app fitted to the open-file limit); the header and keep-alive timeouts are our
-        handler's, as under `python wsgi.py` (gunicorn's --keep-alive does not apply to pywsgi workers).
-        """
-        config = self.wsgi.config["GREENBATCH"]
-        configure_logging(config)
-        self.worker_connections = min(self.worker_connections, config.max_connections)
-        if config.ws_max >= self.worker_connections:
-            log.warning("GREENBATCH_WS_MAX=%d is not below the %d connections this worker serves "
-                        "(--worker-connections): open websockets can lock out the API and the pages; "
-                        "lower GREENBATCH_WS_MAX", config.ws_max, self.worker_connections)
-        tune_gc()
-        watcher = gevent.spawn(self._close_websockets_when_quitting)
-        try:
-            super().run()
-        finally:
-            watcher.kill()
-            self.wsgi.extensions["greenbatch"].close(config.shutdown_grace)
-
-    def _close_websockets_when_quitting(self) -> None:
-        """gunicorn waits for open connections until graceful_timeout; live viewers never end on their own."""
-        while self.alive:
-            gevent.sleep(0.2)
-        for server in Server.started:
-            close_all(server)
+__all__ = ["Worker"]

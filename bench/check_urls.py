@@ -3,7 +3,7 @@
     python bench/check_urls.py [--repeat 3] [--server]
 
 Each case is a list of distinct URLs as one request body carries them. The figures are the best of
---repeat runs of what app/api.py does with a list (guard.all_unchanged over it, then guard.check_url on
+--repeat runs of what app/web/api.py does with a list (guard.all_unchanged over it, then guard.check_url on
 each URL when it does not pass as a whole), and the longest stretch in which the checks did not let
 other greenlets run (guard.HUB_SLICE). Both are CPU time of this thread (time.thread_time), which other
 processes on the machine do not inflate; the turns themselves go by wall time. The hostile cases are
@@ -14,6 +14,7 @@ DNS, and thousands of distinct internationalised hosts whose IDNA encoding costs
 is fetched, to a real server (`python wsgi.py`) while another thread asks for /healthz every 10 ms,
 and prints how long the submit took and the slowest /healthz meanwhile: how long other requests wait.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import guard  # noqa: E402
+from app.fetch import guard
 
 LONG = 2040  # bytes of UTF-8: 4,900 such URLs make a 10 MB body (GREENBATCH_MAX_REQUEST_BYTES)
 # 41 consecutive letters: the longest label of distinct ones that IDNA encodes in 63 characters, and its
@@ -42,25 +43,26 @@ def _padded(prefix: str, filler: str, suffix: str = "") -> str:
 
 
 CASES = {
-    "plain ASCII, one host (the common batch)":
-        [f"http://127.0.0.1:8080/bytes/1024?i={i}" for i in range(10_000)],
-    "plain ASCII, 10,000 distinct hosts":
-        [f"http://host{i}.example/path?i={i}" for i in range(10_000)],
-    "4,900 x 2 KB non-ASCII paths, refused (U+200B at the end)":
-        [_padded(f"http://example.com/{i}/", "é", "\u200b") for i in range(4_900)],
-    "4,900 x 2 KB non-ASCII paths, accepted":
-        [_padded(f"http://example.com/{i}/", "é") for i in range(4_900)],
-    "4,900 x 2 KB non-ASCII hosts, refused (too long for DNS)":
-        [_padded(f"http://{i}", "ü") + "/" for i in range(4_900)],
-    "4,900 x 2 KB hosts of 58-letter labels, refused (too long)":
-        [_padded(f"http://{i}", ("ü" * 58 + ".")) + "/" for i in range(4_900)],
-    "10,000 IDNA hosts, 3 labels of 35-41 distinct letters, accepted":
-        [f"http://{CYRILLIC[:35]}{i}.{CYRILLIC}.{CYRILLIC}.example/" for i in range(10_000)],
+    "plain ASCII, one host (the common batch)": [f"http://127.0.0.1:8080/bytes/1024?i={i}" for i in range(10_000)],
+    "plain ASCII, 10,000 distinct hosts": [f"http://host{i}.example/path?i={i}" for i in range(10_000)],
+    "4,900 x 2 KB non-ASCII paths, refused (U+200B at the end)": [
+        _padded(f"http://example.com/{i}/", "é", "\u200b") for i in range(4_900)
+    ],
+    "4,900 x 2 KB non-ASCII paths, accepted": [_padded(f"http://example.com/{i}/", "é") for i in range(4_900)],
+    "4,900 x 2 KB non-ASCII hosts, refused (too long for DNS)": [
+        _padded(f"http://{i}", "ü") + "/" for i in range(4_900)
+    ],
+    "4,900 x 2 KB hosts of 58-letter labels, refused (too long)": [
+        _padded(f"http://{i}", ("ü" * 58 + ".")) + "/" for i in range(4_900)
+    ],
+    "10,000 IDNA hosts, 3 labels of 35-41 distinct letters, accepted": [
+        f"http://{CYRILLIC[:35]}{i}.{CYRILLIC}.{CYRILLIC}.example/" for i in range(10_000)
+    ],
 }
 
 
 def check_all(urls: list[str]) -> int:
-    """What app.api._validate_urls does with a list: one pattern over it, else check_url per URL; refusals."""
+    """What app.web.api._validate_urls does with a list: one pattern over it, else check_url per URL; refusals."""
     if guard.all_unchanged(urls):
         return 0
     refused = 0
@@ -110,8 +112,9 @@ def submit_while_polling(base_url: str, urls: list[str]) -> tuple[float, float, 
     body = json.dumps({"urls": urls[:-1] + ["file:///refused"]}, ensure_ascii=False).encode()
     started = time.perf_counter()
     try:
-        status = requests.post(base_url + "/api/v1/batches", data=body, timeout=300,
-                               headers={"Content-Type": "application/json"}).status_code
+        status = requests.post(
+            base_url + "/api/v1/batches", data=body, timeout=300, headers={"Content-Type": "application/json"}
+        ).status_code
     finally:
         took = time.perf_counter() - started
         done.set()
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<66} {per_url:8.2f} {per_url * len(urls) / 1000:8.1f} {hold:8.1f} {refused:8d}")
     if args.server:
         from bench.procs import Server
+
         server = Server(target_port=1).start()
         try:
             print(f"\n{'case, submitted to a server':<66} {'submit s':>8} {'healthz':>8} {'status':>8}")

@@ -2,24 +2,25 @@
 
     .venv/bin/python bench/clients.py [requests urllib3 geventhttpclient fast]
 
-Each client fetches 5,000 x /bytes/1024 from the target (tests/target.py, its own process) at
+Each client fetches 5,000 x /bytes/1024 from the target (tests/support/target.py, its own process) at
 concurrency 50 after 200 warm-up requests, three times; it prints URLs/s (noisy on a shared machine)
 and this process's CPU per URL (user + system, the stable number).
 """
+
 from gevent import monkey
 
 monkey.patch_all()
 
-import resource  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import resource
+import sys
+import time
+from pathlib import Path
 
-from gevent.pool import Pool  # noqa: E402
+from gevent.pool import Pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.target import start_target  # noqa: E402
+from tests.support.target import start_target
 
 N, CONCURRENCY, CHUNK = 5000, 50, 16 * 1024
 
@@ -44,8 +45,8 @@ def clients(target) -> dict:
     import urllib3
     from geventhttpclient import HTTPClient
 
-    from app import guard
-    from app.fast_transport import FastTransport
+    from app.fetch import guard
+    from app.fetch.fast_client import FastTransport
 
     session = requests.Session()
     session.trust_env = False
@@ -60,7 +61,7 @@ def clients(target) -> dict:
     pool = urllib3.HTTPConnectionPool("127.0.0.1", target.port, maxsize=CONCURRENCY)
 
     def with_urllib3(url: str) -> int:
-        response = pool.request("GET", url[len(target.base_url):], preload_content=False, retries=False)
+        response = pool.request("GET", url[len(target.base_url) :], preload_content=False, retries=False)
         size = sum(len(chunk) for chunk in response.stream(CHUNK, decode_content=True))
         response.release_conn()
         return size
@@ -68,7 +69,7 @@ def clients(target) -> dict:
     client = HTTPClient("127.0.0.1", target.port, concurrency=CONCURRENCY)
 
     def with_geventhttpclient(url: str) -> int:
-        response = client.get(url[len(target.base_url):])
+        response = client.get(url[len(target.base_url) :])
         size = 0
         while chunk := response.read(CHUNK):
             size += len(chunk)
@@ -79,11 +80,16 @@ def clients(target) -> dict:
     transport = FastTransport(CONCURRENCY, lambda host, port: guard.resolve(host, port, policy))
 
     def with_fast(url: str) -> int:
-        return transport.fetch(url, method="GET", headers={}, connect_timeout=5, read_timeout=5,
-                               max_bytes=10 * 1024 * 1024).bytes
+        return transport.fetch(
+            url, method="GET", headers={}, connect_timeout=5, read_timeout=5, max_bytes=10 * 1024 * 1024
+        ).bytes
 
-    return {"requests": with_requests, "urllib3": with_urllib3, "geventhttpclient": with_geventhttpclient,
-            "fast": with_fast}
+    return {
+        "requests": with_requests,
+        "urllib3": with_urllib3,
+        "geventhttpclient": with_geventhttpclient,
+        "fast": with_fast,
+    }
 
 
 def main() -> int:

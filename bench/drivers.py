@@ -8,6 +8,7 @@
 
 Each prints one JSON object on stdout. `threads` runs unpatched; every other driver is a gevent process.
 """
+
 import sys
 
 GEVENT_MODES = {"engine", "grequests", "viewers", "apiload"}
@@ -17,27 +18,27 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] in GEVENT_MODES 
 
     monkey.patch_all()  # grequests patches on import, with its own choice of modules
 
-import argparse  # noqa: E402 - after the patch, like wsgi.py
-import base64  # noqa: E402
-import collections  # noqa: E402
-import functools  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import socket  # noqa: E402
-import struct  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from datetime import datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
+import argparse
+import base64
+import collections
+import functools
+import json
+import os
+import re
+import resource
+import socket
+import struct
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.procs import peak_rss_mib  # noqa: E402
-from bench.workloads import WORKLOADS, Workload, every_event_once  # noqa: E402
+from bench.procs import peak_rss_mib
+from bench.workloads import WORKLOADS, Workload, every_event_once
 
 FINAL = ("done", "cancelled", "failed")
 
@@ -53,11 +54,11 @@ def _measured(run) -> dict:
     cpu, wall = _cpu(), time.perf_counter()
     n, ok, extra = run()
     seconds = time.perf_counter() - wall
-    return {"seconds": seconds, "urls": n, "ok": ok, "cpu_s": _cpu() - cpu, "peak_rss_mib": peak_rss_mib(),
-            **extra}
+    return {"seconds": seconds, "urls": n, "ok": ok, "cpu_s": _cpu() - cpu, "peak_rss_mib": peak_rss_mib(), **extra}
 
 
 # -- the engine alone ------------------------------------------------------------------------
+
 
 class NullStore:
     """A store that keeps nothing: the engine alone, without persistence."""
@@ -86,11 +87,11 @@ def engine_alone(workload: Workload, target: str, client: str) -> dict:
     """Engine + transport in this process, events to a null sink, no store and no viewers."""
     import gevent.event
 
-    from app import guard
-    from app.config import Config
-    from app.engine import Engine
-    from app.events import EventBus
-    from app.model import BatchOptions
+    from app.core.config import Config
+    from app.core.options import BatchOptions
+    from app.fetch import guard
+    from app.runs.engine import Engine
+    from app.runs.events import EventBus
 
     port = urlsplit(target).port
     config = Config(data_dir=tempfile.mkdtemp(prefix="gb-engine-"), allow_targets=f"127.0.0.1:{port}")
@@ -112,8 +113,9 @@ def engine_alone(workload: Workload, target: str, client: str) -> dict:
                 finished.set()
 
     bus.tap(watch)
-    from app.server import tune_gc
-    tune_gc()  # the collector settings the server runs with (app/server.py), so only the dashboard differs
+    from app.serve.server import tune_gc
+
+    tune_gc()  # the collector settings the server runs with (app/serve/server.py), so only the dashboard differs
 
     def run():
         engine.submit(urls, options)
@@ -124,6 +126,7 @@ def engine_alone(workload: Workload, target: str, client: str) -> dict:
 
 
 # -- the baselines ---------------------------------------------------------------------------
+
 
 def _session(pool_size: int):
     """A requests Session pooled to the concurrency, proxies from the environment off (as greenbatch does)."""
@@ -145,8 +148,9 @@ def with_grequests(workload: Workload, target: str) -> dict:
     urls = workload.urls(target)
 
     def run():
-        responses = grequests.map((grequests.get(u, session=session, timeout=30) for u in urls),
-                                  size=workload.concurrency)
+        responses = grequests.map(
+            (grequests.get(u, session=session, timeout=30) for u in urls), size=workload.concurrency
+        )
         return len(responses), sum(1 for r in responses if r is not None and r.status_code == 200), {}
 
     return _measured(run)
@@ -175,7 +179,7 @@ def with_threads(workload: Workload, target: str) -> dict:
 
 # -- websocket viewers -----------------------------------------------------------------------
 
-# The head of every event as the server writes it (app/events.py Event.json): seq, type and time in
+# The head of every event as the server writes it (app/runs/events.py Event.json): seq, type and time in
 # one scan of a message. Parsing the JSON, or three scans, cost the fan-out driver twice the CPU
 # (bench/NOTES.md, section 11), on the two cores the server uses.
 _HEAD = re.compile(rb'\{"seq":(\d+),"type":"(\w+)","batch_id":"[^"]*","at":"([^"]+)"')
@@ -196,9 +200,12 @@ class RawViewer:
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=120)
         key = base64.b64encode(os.urandom(16)).decode()
         path = parts.path + (f"?{parts.query}" if parts.query else "")
-        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                           ).encode())
+        self.sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         self.buf = bytearray()
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(65536)
@@ -283,8 +290,7 @@ def follow(url: str, timed: bool = True) -> dict:
     finally:
         viewer.close()
     complete = every_event_once(seqs)
-    return {"results": results, "events": len(seqs), "complete": complete, "ended": ended, "lags": lags,
-            "error": error}
+    return {"results": results, "events": len(seqs), "complete": complete, "ended": ended, "lags": lags, "error": error}
 
 
 def _post_batch(server: str, urls: list[str], options: dict) -> str:
@@ -312,7 +318,7 @@ def viewers(workload: Workload, target: str, server: str, count: int, client: st
     """
     import gevent
 
-    ws_base = "ws" + server[len("http"):]
+    ws_base = "ws" + server[len("http") :]
     if gate_ms:
         _post_batch(server, [f"{target}/delay/{gate_ms}"], {"concurrency": 1})
     started = time.time()
@@ -321,12 +327,19 @@ def viewers(workload: Workload, target: str, server: str, count: int, client: st
     gevent.joinall(jobs, raise_error=True)
     outcomes = [job.value for job in jobs]
     lags = [lag for outcome in outcomes for lag in outcome["lags"]]
-    return {"viewers": count, "urls": workload.n, "batch_id": batch_id,
-            "all_complete": all(o["complete"] and o["results"] == workload.n for o in outcomes),
-            "incomplete": sum(1 for o in outcomes if not (o["complete"] and o["results"] == workload.n)),
-            "live_events_timed": len(lags), "lag_p50_ms": _percentile(lags, 50), "lag_p99_ms": _percentile(lags, 99),
-            "lag_max_ms": max(lags) if lags else None,
-            "seconds_to_last_end": max(o["ended"] or 0 for o in outcomes) - started, "gate_ms": gate_ms}
+    return {
+        "viewers": count,
+        "urls": workload.n,
+        "batch_id": batch_id,
+        "all_complete": all(o["complete"] and o["results"] == workload.n for o in outcomes),
+        "incomplete": sum(1 for o in outcomes if not (o["complete"] and o["results"] == workload.n)),
+        "live_events_timed": len(lags),
+        "lag_p50_ms": _percentile(lags, 50),
+        "lag_p99_ms": _percentile(lags, 99),
+        "lag_max_ms": max(lags) if lags else None,
+        "seconds_to_last_end": max(o["ended"] or 0 for o in outcomes) - started,
+        "gate_ms": gate_ms,
+    }
 
 
 def api_load(workload: Workload, target: str, server: str, rate: float, client: str) -> dict:
@@ -361,10 +374,17 @@ def api_load(workload: Workload, target: str, server: str, rate: float, client: 
         tick += interval
         gevent.sleep(max(0.0, tick - time.perf_counter()))
     gevent.joinall(jobs)
-    return {"batch_id": batch_id, "batch_seconds": time.perf_counter() - started, "rate": rate,
-            "requests": len(latencies), "errors": status["errors"], "p50_ms": _percentile(latencies, 50),
-            "p90_ms": _percentile(latencies, 90), "p99_ms": _percentile(latencies, 99),
-            "max_ms": max(latencies) if latencies else None}
+    return {
+        "batch_id": batch_id,
+        "batch_seconds": time.perf_counter() - started,
+        "rate": rate,
+        "requests": len(latencies),
+        "errors": status["errors"],
+        "p50_ms": _percentile(latencies, 50),
+        "p90_ms": _percentile(latencies, 90),
+        "p99_ms": _percentile(latencies, 99),
+        "max_ms": max(latencies) if latencies else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", default="fast")
     parser.add_argument("--viewers", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0)
-    parser.add_argument("--gate-ms", type=int, default=0, help="viewers: connect while a batch of this delay runs first")
+    parser.add_argument(
+        "--gate-ms", type=int, default=0, help="viewers: connect while a batch of this delay runs first"
+    )
     args = parser.parse_args(argv)
     workload = WORKLOADS[args.workload]
     if args.n:

@@ -1,4 +1,5 @@
 """Processes the benchmark starts and measures: the target, greenbatch servers, and per-process CPU and peak RSS."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.processes import stop_process
+from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"greenbatch listening on (http://\S+?)/?$", re.M)
@@ -31,8 +32,12 @@ def machine() -> dict[str, str]:
                     break
     except OSError:
         pass
-    return {"nproc": str(os.cpu_count()), "cpu": model, "python": platform.python_version(),
-            "kernel": platform.release()}
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -69,18 +74,29 @@ class Server:
     base_url: str = ""
     data_dir: str = ""
 
-    def start(self, timeout: float = 30) -> "Server":
+    def start(self, timeout: float = 30) -> Server:
         """Start the process and wait for its `listening` line."""
         self.data_dir = tempfile.mkdtemp(prefix="gb-bench-")
         log_path = Path(self.data_dir) / "server.log"
-        env = {**os.environ, "GREENBATCH_HOST": "127.0.0.1", "GREENBATCH_PORT": "0",
-               "GREENBATCH_DATA_DIR": self.data_dir,
-               "GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{self.target_port}",
-               # 200 viewers come from one address in the fan-out test.
-               "GREENBATCH_WS_MAX_PER_CLIENT": "250", **self.env}
+        env = {
+            **os.environ,
+            "GREENBATCH_HOST": "127.0.0.1",
+            "GREENBATCH_PORT": "0",
+            "GREENBATCH_DATA_DIR": self.data_dir,
+            "GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{self.target_port}",
+            # 200 viewers come from one address in the fan-out test.
+            "GREENBATCH_WS_MAX_PER_CLIENT": "250",
+            **self.env,
+        }
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "wsgi.py")], cwd=ROOT, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "wsgi.py")],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             match = _LISTENING.search(log_path.read_text(errors="replace"))
@@ -102,7 +118,7 @@ class Server:
     @property
     def ws_url(self) -> str:
         """The server's base URL with the ws scheme."""
-        return "ws" + self.base_url[len("http"):]
+        return "ws" + self.base_url[len("http") :]
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the server's log, for error reports."""

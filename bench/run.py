@@ -1,6 +1,6 @@
 """greenbatch's benchmark: `make bench` (or `BENCH_ARGS=--quick make bench` for a smoke run).
 
-Everything runs on this machine, on 127.0.0.1: the target (tests/target.py --quiet) in its own
+Everything runs on this machine, on 127.0.0.1: the target (tests/support/target.py --quiet) in its own
 process, a fresh greenbatch server (`python wsgi.py`) per end-to-end run, and the drivers of
 bench/drivers.py in fresh processes. For each workload (bench/workloads.py) and each run:
 
@@ -18,6 +18,7 @@ of the back-to-back e2e/engine pairs' ratios, printed with a bootstrap 90% inter
 Markdown table go to bench/out/. --profile also records the server with py-spy during W2 and
 summarises the profile.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,13 +38,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import requests  # noqa: E402
+import requests
 
-from bench.drivers import follow  # noqa: E402
-from bench.procs import Server, cpu_seconds, machine, peak_rss_mib, reset_peak_rss  # noqa: E402
-from bench.workloads import WORKLOADS, Workload  # noqa: E402
-from tests.processes import stop_process  # noqa: E402
-from tests.target import start_target  # noqa: E402
+from bench.drivers import follow
+from bench.procs import Server, cpu_seconds, machine, peak_rss_mib, reset_peak_rss
+from bench.workloads import WORKLOADS, Workload
+from tests.support.processes import stop_process
+from tests.support.target import start_target
 
 OUT = ROOT / "bench" / "out"
 CLIENTS = ("fast", "requests")
@@ -52,6 +53,7 @@ FINAL = ("done", "cancelled", "failed")
 
 
 # -- one measurement -------------------------------------------------------------------------
+
 
 class Viewer(threading.Thread):
     """One websocket viewer following a batch to its `end` in a thread: bench/drivers.py's raw client.
@@ -74,8 +76,12 @@ class Viewer(threading.Thread):
         started = time.thread_time()
         try:
             seen = follow(self.url, timed=False)
-            self.results, self.complete, self.ended, self.error = (seen["results"], seen["complete"], seen["ended"],
-                                                                   seen["error"])
+            self.results, self.complete, self.ended, self.error = (
+                seen["results"],
+                seen["complete"],
+                seen["ended"],
+                seen["error"],
+            )
         except Exception as exc:  # noqa: BLE001 - reported with the measurement
             self.error = repr(exc)
         finally:
@@ -88,9 +94,23 @@ class Spy:
     def __init__(self, pid: int, path: Path | None):
         self.proc = None
         if path is not None:
-            self.proc = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
-                                          "--rate", "250", "--format", "raw", "--output", str(path), "--nonblocking"],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(path),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(1.5)  # let py-spy attach before the load starts
 
     def stop(self) -> None:
@@ -107,14 +127,16 @@ def e2e(workload: Workload, target, client: str, profile: Path | None = None) ->
     try:
         session = requests.Session()
         session.trust_env = False
-        body = json.dumps({"urls": workload.urls(target.base_url),
-                           "options": {"concurrency": workload.concurrency, "client": client}})
+        body = json.dumps(
+            {"urls": workload.urls(target.base_url), "options": {"concurrency": workload.concurrency, "client": client}}
+        )
         spy = Spy(server.pid, profile)
         reset_peak_rss(server.pid)
         server_cpu, target_cpu = cpu_seconds(server.pid), cpu_seconds(target.pid)
         started = time.time()  # the viewer stamps its `end` with time.time() too
-        response = session.post(server.base_url + "/api/v1/batches", data=body,
-                                headers={"Content-Type": "application/json"}, timeout=120)
+        response = session.post(
+            server.base_url + "/api/v1/batches", data=body, headers={"Content-Type": "application/json"}, timeout=120
+        )
         if response.status_code != 201:
             raise RuntimeError(f"POST answered {response.status_code}: {response.text[:500]}")
         batch_id = response.json()["id"]
@@ -129,10 +151,18 @@ def e2e(workload: Workload, target, client: str, profile: Path | None = None) ->
         peak = peak_rss_mib(server.pid)
         spy.stop()
         stored = session.get(f"{server.base_url}/api/v1/batches/{batch_id}", timeout=30).json()
-        return {"seconds": seconds, "urls": workload.n, "ok": stored["counts"]["ok"], "cpu_s": cpu,
-                "peak_rss_mib": peak, "target_cpu_s": target_used, "viewer_results": viewer.results,
-                "viewer_complete": viewer.complete,
-                "viewer_cpu_s": viewer.cpu_s, "stored_status": stored["status"]}
+        return {
+            "seconds": seconds,
+            "urls": workload.n,
+            "ok": stored["counts"]["ok"],
+            "cpu_s": cpu,
+            "peak_rss_mib": peak,
+            "target_cpu_s": target_used,
+            "viewer_results": viewer.results,
+            "viewer_complete": viewer.complete,
+            "viewer_cpu_s": viewer.cpu_s,
+            "stored_status": stored["status"],
+        }
     finally:
         if spy is not None:
             spy.stop()
@@ -142,8 +172,18 @@ def e2e(workload: Workload, target, client: str, profile: Path | None = None) ->
 def driver(mode: str, workload: Workload, target, *extra: str) -> dict:
     """Run a bench/drivers.py mode in a fresh process and return its JSON (plus the target's CPU)."""
     target_cpu = cpu_seconds(target.pid)
-    command = [sys.executable, str(ROOT / "bench" / "drivers.py"), mode, "--workload", workload.name,
-               "--n", str(workload.n), "--target", target.base_url, *extra]
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "drivers.py"),
+        mode,
+        "--workload",
+        workload.name,
+        "--n",
+        str(workload.n),
+        "--target",
+        target.base_url,
+        *extra,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} failed ({done.returncode}): {done.stderr[-3000:]}")
@@ -196,6 +236,7 @@ def measure(mode: str, workload: Workload, target) -> dict:
 
 # -- profiles --------------------------------------------------------------------------------
 
+
 def summarise_profile(raw: Path, top: int = 30) -> str:
     """Self and inclusive sample shares by function from py-spy's raw (collapsed) output."""
     own: collections.Counter = collections.Counter()
@@ -237,6 +278,7 @@ def _function(frame: str) -> str:
 
 # -- reporting -------------------------------------------------------------------------------
 
+
 def medians(runs: list[dict]) -> dict:
     """The median of every numeric field over runs (booleans: all true)."""
     out = {}
@@ -274,8 +316,9 @@ def _pair_ratios(e2e_runs: list[dict], engine_runs: list[dict]) -> list[float]:
     return [e["urls_per_s"] / g["urls_per_s"] for e, g in zip(e2e_runs, engine_runs, strict=True)]
 
 
-def paired_share_interval(e2e_runs: list[dict], engine_runs: list[dict], level: float = 0.9,
-                          resamples: int = 2000) -> tuple[float, float]:
+def paired_share_interval(
+    e2e_runs: list[dict], engine_runs: list[dict], level: float = 0.9, resamples: int = 2000
+) -> tuple[float, float]:
     """How far paired_share could move with other pairs: a bootstrap interval of the pairs' median.
 
     The pairs are drawn again with replacement `resamples` times; the interval holds the middle
@@ -295,13 +338,17 @@ def _overhead(share: float) -> float:
 
 def table(summary: dict) -> str:
     """The results as a Markdown table."""
-    lines = ["| Workload | Mode | URLs/s (median) | runs (URLs/s) | ratio to ideal | CPU ms/URL | peak RSS MiB | ok |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| Workload | Mode | URLs/s (median) | runs (URLs/s) | ratio to ideal | CPU ms/URL | peak RSS MiB | ok |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
     for name, modes in summary.items():
         for mode, m in modes.items():
             ratio = f"{m['ratio_to_ideal']:.2f}" if "ratio_to_ideal" in m else "-"
-            lines.append(f"| {name} | {mode} | {m['urls_per_s']:,.0f} | {', '.join(map(str, m['urls_per_s_all']))} | "
-                         f"{ratio} | {m['cpu_ms_per_url']:.3f} | {m['peak_rss_mib']:.0f} | {m['ok']:.0f}/{m['urls']:.0f} |")
+            lines.append(
+                f"| {name} | {mode} | {m['urls_per_s']:,.0f} | {', '.join(map(str, m['urls_per_s_all']))} | "
+                f"{ratio} | {m['cpu_ms_per_url']:.3f} | {m['peak_rss_mib']:.0f} | {m['ok']:.0f}/{m['urls']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -316,8 +363,12 @@ def verdicts(summary: dict, fanout: dict | None, joining: dict | None = None, ra
     w1, w2, w3 = summary.get("W1", {}), summary.get("W2", {}), summary.get("W3", {})
     if "e2e:fast" in w2 and "grequests" in w2:
         ratio = w2["e2e:fast"]["urls_per_s"] / w2["grequests"]["urls_per_s"]
-        line("W2 end to end >= 3x grequests", ratio, 3, f"{ratio:.2f}x ({w2['e2e:fast']['urls_per_s']:,.0f} vs "
-             f"{w2['grequests']['urls_per_s']:,.0f} URLs/s)")
+        line(
+            "W2 end to end >= 3x grequests",
+            ratio,
+            3,
+            f"{ratio:.2f}x ({w2['e2e:fast']['urls_per_s']:,.0f} vs {w2['grequests']['urls_per_s']:,.0f} URLs/s)",
+        )
     if "e2e:fast" in w1:
         ratio = w1["e2e:fast"]["ratio_to_ideal"]
         line("W1 end to end >= 0.75 of ideal", ratio, 0.75, f"{ratio:.2f}")
@@ -340,14 +391,26 @@ def verdicts(summary: dict, fanout: dict | None, joining: dict | None = None, ra
                 how += f"; the ratio of the two medians is {of_medians:.0%}"
             else:
                 share, how = of_medians, "ratio of the medians"
-            line(f"{name} dashboard overhead <= 20% of engine-alone throughput", share, 0.8,
-                 f"end to end runs at {share:.0%} of the engine alone (overhead {_overhead(share):.0%}; {how})")
+            line(
+                f"{name} dashboard overhead <= 20% of engine-alone throughput",
+                share,
+                0.8,
+                f"end to end runs at {share:.0%} of the engine alone (overhead {_overhead(share):.0%}; {how})",
+            )
     for label, f in (("joined before the start", fanout), ("joining the running batch", joining)):
         if f:
-            line(f"{f['viewers']} viewers ({label}) all get every event", 1 if f["all_complete"] else 0, 1,
-                 f"{f['viewers'] - f['incomplete']}/{f['viewers']} complete")
-            line(f"{f['viewers']} viewers ({label}) delivery lag p99 < 500 ms", -f["lag_p99_ms"], -500,
-                 f"p99 {f['lag_p99_ms']:.0f} ms (p50 {f['lag_p50_ms']:.0f}, max {f['lag_max_ms']:.0f})")
+            line(
+                f"{f['viewers']} viewers ({label}) all get every event",
+                1 if f["all_complete"] else 0,
+                1,
+                f"{f['viewers'] - f['incomplete']}/{f['viewers']} complete",
+            )
+            line(
+                f"{f['viewers']} viewers ({label}) delivery lag p99 < 500 ms",
+                -f["lag_p99_ms"],
+                -500,
+                f"p99 {f['lag_p99_ms']:.0f} ms (p50 {f['lag_p50_ms']:.0f}, max {f['lag_max_ms']:.0f})",
+            )
     return out
 
 
@@ -355,25 +418,36 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write bench/out/results.{json,md}."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: a fifth of the URLs, one run each")
-    parser.add_argument("--runs", type=int,
-                        help="runs per mode (default: 3; W2 11, and 151 of its e2e:fast/engine:fast pair; 1 with --quick)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        help="runs per mode (default: 3; W2 11, and 151 of its e2e:fast/engine:fast pair; 1 with --quick)",
+    )
     parser.add_argument("--workloads", default="W1,W2,W3")
-    parser.add_argument("--modes", default=",".join([f"e2e:{c}" for c in CLIENTS] + [f"engine:{c}" for c in CLIENTS]
-                                                    + list(BASELINES)))
+    parser.add_argument(
+        "--modes", default=",".join([f"e2e:{c}" for c in CLIENTS] + [f"engine:{c}" for c in CLIENTS] + list(BASELINES))
+    )
     parser.add_argument("--no-fanout", action="store_true", help="skip the 200-viewer run")
     parser.add_argument("--no-api", action="store_true", help="skip the API latency run")
     parser.add_argument("--viewers", type=int, default=200)
-    parser.add_argument("--profile", action="store_true",
-                        help="only profile: py-spy on the server during W2 end to end (each client) and the "
-                             "fan-out run; summaries go to bench/out/profile-*.summary.txt")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only profile: py-spy on the server during W2 end to end (each client) and the "
+        "fan-out run; summaries go to bench/out/profile-*.summary.txt",
+    )
     parser.add_argument("--clients", default=",".join(CLIENTS), help="clients for --profile")
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else None)  # None: each workload's own number of runs
     factor = 0.2 if args.quick else 1.0
     OUT.mkdir(parents=True, exist_ok=True)
-    info = {"date": dt.datetime.now().isoformat(timespec="seconds"), **machine(), "runs": runs or "per workload",
-            "quick": args.quick,
-            "load_at_start": os.getloadavg()}
+    info = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        **machine(),
+        "runs": runs or "per workload",
+        "quick": args.quick,
+        "load_at_start": os.getloadavg(),
+    }
     print(json.dumps(info), flush=True)
     target = start_target(quiet=True, backlog=4096)
     try:
@@ -381,14 +455,21 @@ def main(argv: list[str] | None = None) -> int:
             for client in args.clients.split(","):
                 raw = OUT / f"profile-W2-{client}.txt"
                 m = e2e(WORKLOADS["W2"].scaled(factor), target, client, profile=raw)
-                _write_profile(raw, f"W2 end to end, client {client}: {m['urls'] / m['seconds']:,.0f} URLs/s, "
-                                    f"{m['cpu_s'] / m['urls'] * 1000:.3f} ms server CPU/URL")
+                _write_profile(
+                    raw,
+                    f"W2 end to end, client {client}: {m['urls'] / m['seconds']:,.0f} URLs/s, "
+                    f"{m['cpu_s'] / m['urls'] * 1000:.3f} ms server CPU/URL",
+                )
             for joined_before in (True, False):
                 raw = OUT / f"profile-fanout-{'joined' if joined_before else 'joining'}.txt"
-                m = fan_out(WORKLOADS["W1"].scaled(factor), target, args.viewers, profile=raw,
-                            joined_before=joined_before)
-                _write_profile(raw, f"{m['viewers']} viewers on W1 ({'joined before' if joined_before else 'joining'}):"
-                                    f" lag p99 {m['lag_p99_ms']:.0f} ms, server CPU {m['server_cpu_s']:.2f} s")
+                m = fan_out(
+                    WORKLOADS["W1"].scaled(factor), target, args.viewers, profile=raw, joined_before=joined_before
+                )
+                _write_profile(
+                    raw,
+                    f"{m['viewers']} viewers on W1 ({'joined before' if joined_before else 'joining'}):"
+                    f" lag p99 {m['lag_p99_ms']:.0f} ms, server CPU {m['server_cpu_s']:.2f} s",
+                )
             return 0
         workloads = [WORKLOADS[name].scaled(factor) for name in args.workloads.split(",")]
         modes = args.modes.split(",")
@@ -398,9 +479,12 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in run_order(modes_of_run(modes, run, runs or workload.runs), run):
                     m = measure(mode, workload, target)
                     raw[workload.name][mode].append(m)
-                    print(f"{workload.name} run {run + 1} {mode:16s} {m['urls_per_s']:8,.0f} URLs/s  "
-                          f"{m['seconds']:6.2f} s  cpu {m['cpu_ms_per_url']:.3f} ms/URL  rss {m['peak_rss_mib']:.0f} MiB"
-                          f"  ok {m['ok']}/{m['urls']}", flush=True)
+                    print(
+                        f"{workload.name} run {run + 1} {mode:16s} {m['urls_per_s']:8,.0f} URLs/s  "
+                        f"{m['seconds']:6.2f} s  cpu {m['cpu_ms_per_url']:.3f} ms/URL  rss {m['peak_rss_mib']:.0f} MiB"
+                        f"  ok {m['ok']}/{m['urls']}",
+                        flush=True,
+                    )
         summary = {name: {mode: medians(rs) for mode, rs in modes_.items()} for name, modes_ in raw.items()}
         fanout = joining = api = None
         if not args.no_fanout:
@@ -411,22 +495,40 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_api:
             api = api_latency(WORKLOADS["W2"].scaled(factor), target)
             print("api latency:", json.dumps(api), flush=True)
-        report = {"info": info, "summary": summary, "fanout": fanout, "fanout_joining": joining, "api": api, "raw": raw,
-                  "load_at_end": os.getloadavg()}
+        report = {
+            "info": info,
+            "summary": summary,
+            "fanout": fanout,
+            "fanout_joining": joining,
+            "api": api,
+            "raw": raw,
+            "load_at_end": os.getloadavg(),
+        }
         (OUT / "results.json").write_text(json.dumps(report, indent=1))
-        text = "\n".join([f"date {info['date']}, nproc {info['nproc']}, {info['cpu']}, Python {info['python']}, "
-                          f"{runs or ', '.join(_runs_text(w) for w in workloads)} run(s) per mode"
-                          f"{', QUICK' if args.quick else ''}", "", table(summary), "",
-                          *verdicts(summary, fanout, joining, raw)])
+        text = "\n".join(
+            [
+                f"date {info['date']}, nproc {info['nproc']}, {info['cpu']}, Python {info['python']}, "
+                f"{runs or ', '.join(_runs_text(w) for w in workloads)} run(s) per mode"
+                f"{', QUICK' if args.quick else ''}",
+                "",
+                table(summary),
+                "",
+                *verdicts(summary, fanout, joining, raw),
+            ]
+        )
         if api:
-            text += (f"\n\nAPI GET /api/v1/batches/<id> at {api['rate']:.0f}/s during W2: p50 {api['p50_ms']:.1f} ms, "
-                     f"p90 {api['p90_ms']:.1f} ms, p99 {api['p99_ms']:.1f} ms, max {api['max_ms']:.1f} ms "
-                     f"({api['requests']} requests, {api['errors']} errors; W2 took {api['batch_seconds']:.2f} s)")
+            text += (
+                f"\n\nAPI GET /api/v1/batches/<id> at {api['rate']:.0f}/s during W2: p50 {api['p50_ms']:.1f} ms, "
+                f"p90 {api['p90_ms']:.1f} ms, p99 {api['p99_ms']:.1f} ms, max {api['max_ms']:.1f} ms "
+                f"({api['requests']} requests, {api['errors']} errors; W2 took {api['batch_seconds']:.2f} s)"
+            )
         for label, f in (("joined before the start", fanout), ("joining the running batch", joining)):
             if f:
-                text += (f"\n\n{f['viewers']} viewers on W1, {label}: {f['viewers'] - f['incomplete']} complete, lag p50 "
-                         f"{f['lag_p50_ms']:.0f} ms, p99 {f['lag_p99_ms']:.0f} ms, max {f['lag_max_ms']:.0f} ms, "
-                         f"server CPU {f['server_cpu_s']:.2f} s, last end {f['seconds_to_last_end']:.2f} s after POST")
+                text += (
+                    f"\n\n{f['viewers']} viewers on W1, {label}: {f['viewers'] - f['incomplete']} complete, lag p50 "
+                    f"{f['lag_p50_ms']:.0f} ms, p99 {f['lag_p99_ms']:.0f} ms, max {f['lag_max_ms']:.0f} ms, "
+                    f"server CPU {f['server_cpu_s']:.2f} s, last end {f['seconds_to_last_end']:.2f} s after POST"
+                )
         (OUT / "results.md").write_text(text + "\n")
         print("\n" + text, flush=True)
     finally:
@@ -445,8 +547,17 @@ def fan_out(workload: Workload, target, count: int, profile: Path | None = None,
     try:
         spy = Spy(server.pid, profile)
         cpu = cpu_seconds(server.pid)
-        out = driver("viewers", workload, target, "--server", server.base_url, "--viewers", str(count),
-                     "--gate-ms", "3000" if joined_before else "0")
+        out = driver(
+            "viewers",
+            workload,
+            target,
+            "--server",
+            server.base_url,
+            "--viewers",
+            str(count),
+            "--gate-ms",
+            "3000" if joined_before else "0",
+        )
         out["server_cpu_s"] = cpu_seconds(server.pid) - cpu
         return out
     finally:

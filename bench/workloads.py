@@ -1,4 +1,5 @@
 """The benchmark's workloads, shared by the orchestrator (run.py) and the drivers it starts."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ class Workload:
         """Distinct URLs (the index rides in the query, which the target ignores)."""
         return [f"{base_url}{self.path}?i={i}" for i in range(self.n)]
 
-    def scaled(self, factor: float) -> "Workload":
+    def scaled(self, factor: float) -> Workload:
         """The same workload with fewer URLs, for --quick (concurrency kept)."""
         return replace(self, n=max(self.concurrency, int(self.n * factor)))
 
@@ -46,7 +47,8 @@ WORKLOADS = {
     # four runs put the overhead at 17 % (90 % interval 14-18 %): a run's median still crosses the 20 %
     # target in ~1 run in 9 with 31 pairs, ~1 in 22 with 91, ~1 in 65 with 151 (bench/NOTES.md,
     # section 13). A pair costs ~3 s, a run of every mode ~20 s.
-    "W2": Workload("W2", 5000, 50, "/bytes/1024", 0, "CPU-bound: 5,000 x /bytes/1024 at concurrency 50", runs=11,
-                   pair_runs=151),
+    "W2": Workload(
+        "W2", 5000, 50, "/bytes/1024", 0, "CPU-bound: 5,000 x /bytes/1024 at concurrency 50", runs=11, pair_runs=151
+    ),
     "W3": Workload("W3", 10000, 1000, "/delay/200", 200, "wide: 10,000 x /delay/200 at concurrency 1,000"),
 }

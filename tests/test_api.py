@@ -1,16 +1,18 @@
 """JSON API v1: submitting batches and every way a request can be wrong (always 4xx JSON, never 500)."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from tests.conftest import error_of
+from tests.support.server import error_of
 
 
 def test_post_json_batch_answers_201_with_location_and_the_batch(server, target):
-    response = server.request("POST", "/api/v1/batches",
-                              json={"urls": [target.url("/ok")], "name": "smoke", "options": {"concurrency": 3}})
+    response = server.request(
+        "POST", "/api/v1/batches", json={"urls": [target.url("/ok")], "name": "smoke", "options": {"concurrency": 3}}
+    )
     assert response.status_code == 201
     batch = response.json()
     assert response.headers["Location"].endswith(f"/api/v1/batches/{batch['id']}")
@@ -22,8 +24,12 @@ def test_post_json_batch_answers_201_with_location_and_the_batch(server, target)
 
 def test_post_text_plain_takes_one_url_per_line_and_options_from_the_query(server, target):
     body = f"# comment\n{target.url('/ok')}\n\n  {target.url('/status/204')}  \n"
-    response = server.request("POST", "/api/v1/batches?concurrency=2&name=plain&header=X-Probe:%20yes",
-                              data=body, headers={"Content-Type": "text/plain"})
+    response = server.request(
+        "POST",
+        "/api/v1/batches?concurrency=2&name=plain&header=X-Probe:%20yes",
+        data=body,
+        headers={"Content-Type": "text/plain"},
+    )
     assert response.status_code == 201, response.text
     batch = response.json()
     assert batch["counts"]["total"] == 2
@@ -40,8 +46,9 @@ def test_post_csv_takes_the_first_column_and_skips_a_header_row(server, target):
 
 
 def test_invalid_url_is_named_by_index_with_the_reason(server, target):
-    response = server.request("POST", "/api/v1/batches",
-                              json={"urls": [target.url("/ok"), "ftp://example.com/file", "not a url"]})
+    response = server.request(
+        "POST", "/api/v1/batches", json={"urls": [target.url("/ok"), "ftp://example.com/file", "not a url"]}
+    )
     assert response.status_code == 400
     error = error_of(response)
     assert error["code"] == "invalid_urls"
@@ -50,31 +57,35 @@ def test_invalid_url_is_named_by_index_with_the_reason(server, target):
     assert "ftp" in error["details"][0]["message"]
 
 
-@pytest.mark.parametrize("body, code", [
-    ({"urls": "http://example.com"}, "invalid_urls"),
-    ({"urls": []}, "invalid_urls"),
-    ({"urls": [42]}, "invalid_urls"),
-    ({"urls": [None]}, "invalid_urls"),
-    ({"urls": ["http://example.com"], "options": {"concurrency": "many"}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"concurrency": 0}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"concurrency": 10**9}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"concurrency": True}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"method": "DELETE"}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"headers": {"Bad Name": "x"}}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"headers": {"X": "a\r\nInjected: 1"}}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"headers": {"X": "caf\u00e9 \u2603"}}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"headers": {"Host": "admin.example.com"}}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"headers": {"X": "a\x0bb"}}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"accept_status": "2xx"}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"accept_status": "200," * 1000 + "200"}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"timeout": -1}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": {"bogus": 1}}, "invalid_options"),
-    ({"urls": ["http://example.com"], "options": []}, "invalid_options"),
-    ({"urls": ["http://example.com"], "name": 7}, "invalid_name"),
-    ({"urls": ["http://example.com"], "extra": 1}, "invalid_body"),
-    (["http://example.com"], "invalid_body"),
-    ("just a string", "invalid_body"),
-], ids=lambda v: json.dumps(v)[:60] if not isinstance(v, str) else v)
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"urls": "http://example.com"}, "invalid_urls"),
+        ({"urls": []}, "invalid_urls"),
+        ({"urls": [42]}, "invalid_urls"),
+        ({"urls": [None]}, "invalid_urls"),
+        ({"urls": ["http://example.com"], "options": {"concurrency": "many"}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"concurrency": 0}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"concurrency": 10**9}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"concurrency": True}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"method": "DELETE"}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"headers": {"Bad Name": "x"}}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"headers": {"X": "a\r\nInjected: 1"}}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"headers": {"X": "caf\u00e9 \u2603"}}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"headers": {"Host": "admin.example.com"}}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"headers": {"X": "a\x0bb"}}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"accept_status": "2xx"}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"accept_status": "200," * 1000 + "200"}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"timeout": -1}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"bogus": 1}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": []}, "invalid_options"),
+        ({"urls": ["http://example.com"], "name": 7}, "invalid_name"),
+        ({"urls": ["http://example.com"], "extra": 1}, "invalid_body"),
+        (["http://example.com"], "invalid_body"),
+        ("just a string", "invalid_body"),
+    ],
+    ids=lambda v: json.dumps(v)[:60] if not isinstance(v, str) else v,
+)
 def test_wrong_shapes_and_values_answer_400_naming_the_problem(server, body, code):
     response = server.request("POST", "/api/v1/batches", json=body)
     assert response.status_code == 400, response.text
@@ -82,14 +93,17 @@ def test_wrong_shapes_and_values_answer_400_naming_the_problem(server, body, cod
 
 
 def test_option_errors_name_the_field(server):
-    response = server.request("POST", "/api/v1/batches",
-                              json={"urls": ["http://example.com"], "options": {"retries": 99, "method": "PUT"}})
+    response = server.request(
+        "POST", "/api/v1/batches", json={"urls": ["http://example.com"], "options": {"retries": 99, "method": "PUT"}}
+    )
     fields = {d["field"] for d in error_of(response)["details"]}
     assert fields == {"options.retries", "options.method"}
 
 
 def test_invalid_json_answers_400(server):
-    response = server.request("POST", "/api/v1/batches", data=b'{"urls": [', headers={"Content-Type": "application/json"})
+    response = server.request(
+        "POST", "/api/v1/batches", data=b'{"urls": [', headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert error_of(response)["code"] == "invalid_json"
 
@@ -102,8 +116,9 @@ def test_deeply_nested_json_answers_400_not_500(server):
 
 
 def test_non_utf8_body_answers_400(server):
-    response = server.request("POST", "/api/v1/batches", data=b'{"urls": ["http://\xff\xfe/"]}',
-                              headers={"Content-Type": "application/json"})
+    response = server.request(
+        "POST", "/api/v1/batches", data=b'{"urls": ["http://\xff\xfe/"]}', headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert "UTF-8" in error_of(response)["message"]
 
@@ -117,8 +132,9 @@ def test_lone_surrogate_in_a_url_answers_400(server):
 
 
 def test_unsupported_content_type_answers_415(server):
-    response = server.request("POST", "/api/v1/batches", data="urls=x",
-                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = server.request(
+        "POST", "/api/v1/batches", data="urls=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert response.status_code == 415
     assert error_of(response)["code"] == "unsupported_media_type"
 
@@ -138,9 +154,14 @@ def test_a_million_url_body_answers_413_by_size(server):
 
 
 def test_unknown_batch_answers_404_everywhere(server):
-    for method, path in [("GET", "/api/v1/batches/nope"), ("POST", "/api/v1/batches/nope/cancel"),
-                         ("POST", "/api/v1/batches/nope/rerun"), ("DELETE", "/api/v1/batches/nope"),
-                         ("GET", "/api/v1/batches/nope/results"), ("GET", "/api/v1/batches/nope/events")]:
+    for method, path in [
+        ("GET", "/api/v1/batches/nope"),
+        ("POST", "/api/v1/batches/nope/cancel"),
+        ("POST", "/api/v1/batches/nope/rerun"),
+        ("DELETE", "/api/v1/batches/nope"),
+        ("GET", "/api/v1/batches/nope/results"),
+        ("GET", "/api/v1/batches/nope/events"),
+    ]:
         response = server.request(method, path)
         assert response.status_code == 404, (method, path)
         assert error_of(response)["code"] == "not_found"

@@ -1,5 +1,6 @@
 """Authentication and browser safety: tokens, the login cookie, CSRF and Origin checks, the websocket gate,
 security headers, and the warning an exposed server prints. Against the real server unless a rule is pure."""
+
 from __future__ import annotations
 
 import base64
@@ -19,9 +20,10 @@ import requests
 import websocket
 from flask import Flask
 
-from app import auth, logs
-from app.config import Config, ConfigError
-from tests.conftest import ROOT, GreenbatchServer, error_of
+from app.core.config import Config, ConfigError
+from app.serve import logs
+from app.web import auth
+from tests.support.server import ROOT, GreenbatchServer, error_of
 
 TOKEN = "tok-" + "a1b2c3d4" * 4
 OTHER_TOKEN = "tok-" + "e5f6a7b8" * 4
@@ -31,6 +33,7 @@ EVIL = "https://evil.example"
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
 
 def browser_session() -> requests.Session:
     """A client with its own cookie jar, as a browser has."""
@@ -46,13 +49,19 @@ def form_token(html: str) -> str:
     return match.group(1)
 
 
-def log_in(server: GreenbatchServer, token: str = TOKEN, next_path: str = "/") -> tuple[requests.Session, requests.Response]:
+def log_in(
+    server: GreenbatchServer, token: str = TOKEN, next_path: str = "/"
+) -> tuple[requests.Session, requests.Response]:
     """Sign in through the login form; returns the browser-like session and the POST's answer."""
     session = browser_session()
     page = session.get(server.url("/login"), timeout=10)
     assert page.status_code == 200, page.text[:300]
-    answer = session.post(server.url("/login"), data={"csrf_token": form_token(page.text), "token": token,
-                                                      "next": next_path}, allow_redirects=False, timeout=10)
+    answer = session.post(
+        server.url("/login"),
+        data={"csrf_token": form_token(page.text), "token": token, "next": next_path},
+        allow_redirects=False,
+        timeout=10,
+    )
     return session, answer
 
 
@@ -76,9 +85,15 @@ def websocket_answer(server: GreenbatchServer, path: str, headers: dict[str, str
     """Ask for a websocket on a raw socket; (status, headers with lower-case names, body), without going past the 101."""
     parts = urlsplit(server.base_url)
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", "Upgrade: websocket", "Connection: Upgrade",
-                 f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}", "Sec-WebSocket-Version: 13",
-                 *(f"{name}: {value}" for name, value in headers.items())]
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {parts.netloc}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+            "Sec-WebSocket-Version: 13",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         data = b""
         while b"\r\n\r\n" not in data:
@@ -95,13 +110,21 @@ def websocket_answer(server: GreenbatchServer, path: str, headers: dict[str, str
                 break
             body += chunk
     fields = dict(line.decode("latin-1").split(":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
-    return status, {name.strip().lower(): value.strip() for name, value in fields.items()}, body.decode("utf-8", "replace")
+    return (
+        status,
+        {name.strip().lower(): value.strip() for name, value in fields.items()},
+        body.decode("utf-8", "replace"),
+    )
 
 
 def with_cookie(server: GreenbatchServer, path: str, cookie: str, **headers: str) -> requests.Response:
     """A GET sending only this session cookie, from a fresh client (as whoever copied the cookie would)."""
-    return browser_session().get(server.url(path), headers={"Cookie": f"greenbatch_session={cookie}", **headers},
-                                 allow_redirects=False, timeout=10)
+    return browser_session().get(
+        server.url(path),
+        headers={"Cookie": f"greenbatch_session={cookie}", **headers},
+        allow_redirects=False,
+        timeout=10,
+    )
 
 
 def get_from(server: GreenbatchServer, source: str, path: str, headers: dict[str, str]) -> int:
@@ -127,11 +150,13 @@ def assert_security_headers(response: requests.Response) -> None:
 
 # -- servers ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory, target_env):
     """A server on 127.0.0.1 that requires a token."""
-    instance = GreenbatchServer(tmp_path_factory.mktemp("secured"),
-                                {**target_env, "GREENBATCH_API_TOKENS": f"{TOKEN}, {OTHER_TOKEN}"}).start()
+    instance = GreenbatchServer(
+        tmp_path_factory.mktemp("secured"), {**target_env, "GREENBATCH_API_TOKENS": f"{TOKEN}, {OTHER_TOKEN}"}
+    ).start()
     yield instance
     instance.stop()
 
@@ -146,29 +171,56 @@ def open_server(tmp_path_factory, target_env):
 
 # -- rules that need no server ---------------------------------------------------------------
 
-@pytest.mark.parametrize("host, loopback", [
-    ("127.0.0.1", True), ("127.0.0.2", True), ("127.255.255.254", True), ("::1", True), ("[::1]", True),
-    ("localhost", True), ("LocalHost.", True),
-    ("0.0.0.0", False), ("::", False), ("10.0.0.5", False), ("192.168.1.10", False), ("example.com", False),
-    ("localhost.example.com", False), ("", False),
-])
+
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("127.255.255.254", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LocalHost.", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("192.168.1.10", False),
+        ("example.com", False),
+        ("localhost.example.com", False),
+        ("", False),
+    ],
+)
 def test_loopback_means_127_0_0_0_slash_8_ipv6_loopback_or_localhost(host, loopback):
     assert auth.is_loopback(host) is loopback
 
 
-@pytest.mark.parametrize("host, tokens, warn", [
-    ("0.0.0.0", (), True), ("::", (), True), ("10.1.2.3", (), True),
-    ("0.0.0.0", (TOKEN,), False), ("127.0.0.1", (), False), ("::1", (), False), ("localhost", (), False),
-])
+@pytest.mark.parametrize(
+    "host, tokens, warn",
+    [
+        ("0.0.0.0", (), True),
+        ("::", (), True),
+        ("10.1.2.3", (), True),
+        ("0.0.0.0", (TOKEN,), False),
+        ("127.0.0.1", (), False),
+        ("::1", (), False),
+        ("localhost", (), False),
+    ],
+)
 def test_the_exposed_warning_is_due_only_beyond_loopback_without_tokens(host, tokens, warn):
     assert auth.exposed_without_auth(host, tokens) is warn
 
 
 def test_the_exposed_warning_says_what_anyone_can_do_and_how_to_set_tokens(caplog, tmp_path):
     config = Config(host="0.0.0.0", data_dir=str(tmp_path))
-    guard = auth.Guard(tokens=(), secret=b"k" * 32, allowed_origins=frozenset(), loopback_names_only=False,
-                       ended=auth.EndedSessions(str(tmp_path / "ended_sessions"), 60))
-    with caplog.at_level(logging.INFO, logger="app.auth"):
+    guard = auth.Guard(
+        tokens=(),
+        secret=b"k" * 32,
+        allowed_origins=frozenset(),
+        loopback_names_only=False,
+        ended=auth.EndedSessions(str(tmp_path / "ended_sessions"), 60),
+    )
+    with caplog.at_level(logging.INFO, logger="app.web.auth"):
         auth.announce(config, guard)
     [record] = caplog.records
     text = record.getMessage()
@@ -179,12 +231,24 @@ def test_the_exposed_warning_says_what_anyone_can_do_and_how_to_set_tokens(caplo
     assert text.count("\n") >= 5
 
 
-@pytest.mark.parametrize("next_path, expected", [
-    ("/", "/"), ("/batches/abc123", "/batches/abc123"), ("/batches/abc?x=1&y=2", "/batches/abc?x=1&y=2"),
-    (None, "/"), ("", "/"), ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil.example", "/"),
-    ("\\\\evil.example", "/"), ("/\t/evil.example", "/"), ("/\n/evil.example", "/"), ("javascript:alert(1)", "/"),
-    ("batches", "/"),
-])
+@pytest.mark.parametrize(
+    "next_path, expected",
+    [
+        ("/", "/"),
+        ("/batches/abc123", "/batches/abc123"),
+        ("/batches/abc?x=1&y=2", "/batches/abc?x=1&y=2"),
+        (None, "/"),
+        ("", "/"),
+        ("//evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("\\\\evil.example", "/"),
+        ("/\t/evil.example", "/"),
+        ("/\n/evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+        ("batches", "/"),
+    ],
+)
 def test_next_after_login_is_a_local_path_or_the_index(next_path, expected):
     assert auth.safe_next(next_path) == expected
 
@@ -196,15 +260,19 @@ def test_tokens_come_from_the_variable_and_the_file_without_comments_or_blanks(t
     assert auth.load_tokens(config) == (TOKEN, FILE_TOKEN)
 
 
-@pytest.mark.parametrize("settings, named, secret", [
-    ({"api_tokens": "shorty"}, "GREENBATCH_API_TOKENS: token #1", "shorty"),
-    ({"api_tokens": f"{TOKEN},has spaces in it, sadly"}, "GREENBATCH_API_TOKENS: token #2", "has spaces"),
-    ({"token_file": "/nonexistent/tokens"}, "GREENBATCH_TOKEN_FILE='/nonexistent/tokens' cannot be read", None),
-    ({"allowed_origins": "evil.example"}, "GREENBATCH_ALLOWED_ORIGINS", None),
-    ({"secret_key": "tooshort"}, "GREENBATCH_SECRET_KEY", "tooshort"),
-])
-def test_unusable_auth_settings_stop_the_start_naming_the_variable_but_not_the_secret(settings, named, secret,
-                                                                                       tmp_path):
+@pytest.mark.parametrize(
+    "settings, named, secret",
+    [
+        ({"api_tokens": "shorty"}, "GREENBATCH_API_TOKENS: token #1", "shorty"),
+        ({"api_tokens": f"{TOKEN},has spaces in it, sadly"}, "GREENBATCH_API_TOKENS: token #2", "has spaces"),
+        ({"token_file": "/nonexistent/tokens"}, "GREENBATCH_TOKEN_FILE='/nonexistent/tokens' cannot be read", None),
+        ({"allowed_origins": "evil.example"}, "GREENBATCH_ALLOWED_ORIGINS", None),
+        ({"secret_key": "tooshort"}, "GREENBATCH_SECRET_KEY", "tooshort"),
+    ],
+)
+def test_unusable_auth_settings_stop_the_start_naming_the_variable_but_not_the_secret(
+    settings, named, secret, tmp_path
+):
     config = Config(data_dir=str(tmp_path), **settings)
     with pytest.raises(ConfigError) as caught:
         auth.load_tokens(config)
@@ -229,8 +297,14 @@ def test_a_server_whose_trusted_proxies_name_a_host_does_not_start(make_server):
 def test_trusted_proxies_take_addresses_and_cidrs_and_default_to_this_host():
     assert auth.parse_proxies(Config().trusted_proxies) == auth.parse_proxies("127.0.0.1/32, ::1/128")
     proxies = auth.TrustedProxies(1, auth.parse_proxies("10.0.0.0/24,fd00::7"), "10.0.0.0/24,fd00::7")
-    for peer, trusted in [("10.0.0.9", True), ("::ffff:10.0.0.9", True), ("fd00::7", True), ("10.0.1.9", False),
-                          ("127.0.0.1", False), ("", False)]:
+    for peer, trusted in [
+        ("10.0.0.9", True),
+        ("::ffff:10.0.0.9", True),
+        ("fd00::7", True),
+        ("10.0.1.9", False),
+        ("127.0.0.1", False),
+        ("", False),
+    ]:
         assert proxies.trusts({"REMOTE_ADDR": peer}) is trusted, peer
     assert not auth.TrustedProxies(0, proxies.networks, "").trusts({"REMOTE_ADDR": "10.0.0.9"})  # no hops: no proxy
 
@@ -245,26 +319,34 @@ def test_the_access_log_hides_query_tokens():
     line = logs.redact(f"/ws/batches?token={TOKEN}&x=1")
     assert TOKEN not in line
     assert "token=[redacted]&x=1" in line
-    assert logs.redact("/ws/batches?TOKEN=a&Access_Token=b&tokens=kept&after=3") == \
-        "/ws/batches?TOKEN=[redacted]&Access_Token=[redacted]&tokens=kept&after=3"
+    assert (
+        logs.redact("/ws/batches?TOKEN=a&Access_Token=b&tokens=kept&after=3")
+        == "/ws/batches?TOKEN=[redacted]&Access_Token=[redacted]&tokens=kept&after=3"
+    )
 
 
 # -- the websocket gate, called as the websocket handler calls it ----------------------------
+
 
 @pytest.fixture
 def gated_app(tmp_path):
     """An app with only the auth rules, to call the gate with hand-made environs."""
     app = Flask("gate-test", template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
-    app.config["GREENBATCH"] = Config(data_dir=str(tmp_path), api_tokens=TOKEN,
-                                      allowed_origins="https://dash.example")
+    app.config["GREENBATCH"] = Config(data_dir=str(tmp_path), api_tokens=TOKEN, allowed_origins="https://dash.example")
     auth.init_app(app)
     return app
 
 
 def ws_environ(**headers: str) -> dict[str, str]:
     """The environ of a websocket upgrade to 127.0.0.1:8000."""
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/ws/batches", "QUERY_STRING": "", "HTTP_HOST": "127.0.0.1:8000",
-               "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade"}
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/ws/batches",
+        "QUERY_STRING": "",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_UPGRADE": "websocket",
+        "HTTP_CONNECTION": "Upgrade",
+    }
     environ.update({k: v for k, v in headers.items()})
     return environ
 
@@ -294,8 +376,17 @@ def test_gate_takes_a_query_token_for_clients_that_cannot_set_headers(gated_app)
     assert auth.websocket_gate(gated_app)(ws_environ(QUERY_STRING=f"after=3&token={TOKEN}")) is None
 
 
-@pytest.mark.parametrize("query", ["token=SECRET", "%74oken=SECRET", "t%6Fken=SECRET", "%74%6F%6B%65%6E=SECRET",
-                                   "after=3&tok%65n=SECRET", "token=SECRET&%74oken=SECRET2"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "token=SECRET",
+        "%74oken=SECRET",
+        "t%6Fken=SECRET",
+        "%74%6F%6B%65%6E=SECRET",
+        "after=3&tok%65n=SECRET",
+        "token=SECRET&%74oken=SECRET2",
+    ],
+)
 def test_every_query_name_the_gate_reads_as_token_is_hidden_in_the_access_log(gated_app, query):
     query = query.replace("SECRET", TOKEN)
     assert auth.websocket_gate(gated_app)(ws_environ(QUERY_STRING=query)) is None  # the gate takes it as the token
@@ -316,6 +407,7 @@ def test_gate_reads_the_login_cookie_outside_a_request_context(gated_app):
 
 
 # -- the API with tokens ---------------------------------------------------------------------
+
 
 def test_api_without_a_token_answers_401_envelope_with_www_authenticate(secured):
     response = secured.request("GET", "/api/v1/batches")
@@ -410,9 +502,11 @@ def test_static_files_stay_open_so_the_login_page_has_its_style(secured):
 
 # -- pages and login -------------------------------------------------------------------------
 
+
 def test_pages_redirect_to_login_with_where_they_were(secured):
-    response = secured.request("GET", "/batches/abc123?view=failed", allow_redirects=False,
-                               headers={"Accept": "text/html"})
+    response = secured.request(
+        "GET", "/batches/abc123?view=failed", allow_redirects=False, headers={"Accept": "text/html"}
+    )
     assert response.status_code == 302
     assert response.headers["Location"] == "/login?next=/batches/abc123?view%3Dfailed"
 
@@ -440,8 +534,13 @@ def test_login_behind_an_https_proxy_sets_a_secure_cookie(make_server):
     page = server.request("GET", "/login", headers=https)
     assert "Secure" in page.headers["Set-Cookie"]
     cookie = page.headers["Set-Cookie"].split(";", 1)[0]  # a Secure cookie: sent by hand over this plain http
-    answer = requests.post(server.url("/login"), data={"csrf_token": form_token(page.text), "token": TOKEN},
-                           headers={**https, "Cookie": cookie}, allow_redirects=False, timeout=10)
+    answer = requests.post(
+        server.url("/login"),
+        data={"csrf_token": form_token(page.text), "token": TOKEN},
+        headers={**https, "Cookie": cookie},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert answer.status_code == 303
     assert "Secure" in answer.headers["Set-Cookie"] and "HttpOnly" in answer.headers["Set-Cookie"]
 
@@ -456,14 +555,16 @@ def test_login_with_a_wrong_token_shows_the_form_again_with_401(secured):
 def test_login_without_the_forms_csrf_token_is_refused(secured):
     session = browser_session()
     session.get(secured.url("/login"), timeout=10)
-    answer = session.post(secured.url("/login"), data={"token": TOKEN, "csrf_token": "forged"},
-                          allow_redirects=False, timeout=10)
+    answer = session.post(
+        secured.url("/login"), data={"token": TOKEN, "csrf_token": "forged"}, allow_redirects=False, timeout=10
+    )
     assert answer.status_code == 400
     assert session.get(secured.url("/api/v1/batches"), timeout=10).status_code == 401
 
 
-@pytest.mark.parametrize("next_path", ["//evil.example/", "https://evil.example/", "/\\evil.example",
-                                       "/\t/evil.example"])
+@pytest.mark.parametrize(
+    "next_path", ["//evil.example/", "https://evil.example/", "/\\evil.example", "/\t/evil.example"]
+)
 def test_login_refuses_to_redirect_off_site(secured, next_path):
     _, answer = log_in(secured, next_path=next_path)
     assert answer.status_code == 303
@@ -481,8 +582,9 @@ def test_logout_ends_the_session(secured):
     assert session.get(secured.url("/api/v1/batches"), timeout=10).status_code == 401
 
 
-def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_stops_working_even_after_a_restart(make_server,
-                                                                                                      tmp_path):
+def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_stops_working_even_after_a_restart(
+    make_server, tmp_path
+):
     data_dir = tmp_path / "data"
     server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN}, data_dir=data_dir)
     browser, _ = log_in(server)
@@ -496,8 +598,9 @@ def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_stops_working_
         page = with_cookie(server, "/batches/abc123", copied, Accept="text/html")
         assert page.status_code == 302 and urlsplit(page.headers["Location"]).path == "/login"
         assert page.headers["Set-Cookie"].startswith("greenbatch_session=;")  # dropped, never signed again
-        status, _ = websocket_handshake(server, "/ws/batches", {"Origin": server.base_url,
-                                                                "Cookie": f"greenbatch_session={copied}"})
+        status, _ = websocket_handshake(
+            server, "/ws/batches", {"Origin": server.base_url, "Cookie": f"greenbatch_session={copied}"}
+        )
         assert status == 401
 
     assert_refused(server)
@@ -556,6 +659,7 @@ def test_sessions_survive_a_restart_and_end_when_their_token_is_removed(make_ser
 
 # -- CSRF and Origin -------------------------------------------------------------------------
 
+
 def test_cookie_post_without_the_csrf_header_is_403_and_with_it_201(secured, target):
     session, _ = log_in(secured)
     refused = session.post(secured.url("/api/v1/batches"), json=batch_body(target), timeout=10)
@@ -575,8 +679,9 @@ def test_cookie_delete_without_the_csrf_header_is_403(secured, target):
 
 def test_cross_origin_post_is_403_even_with_cookie_and_csrf_header(secured, target):
     session, _ = log_in(secured)
-    response = session.post(secured.url("/api/v1/batches"), json=batch_body(target),
-                            headers={**CSRF, "Origin": EVIL}, timeout=10)
+    response = session.post(
+        secured.url("/api/v1/batches"), json=batch_body(target), headers={**CSRF, "Origin": EVIL}, timeout=10
+    )
     assert response.status_code == 403
     assert error_of(response)["code"] == "cross_origin_request"
     assert EVIL in error_of(response)["message"]
@@ -584,22 +689,32 @@ def test_cross_origin_post_is_403_even_with_cookie_and_csrf_header(secured, targ
 
 def test_same_origin_post_with_cookie_and_csrf_header_is_201(secured, target):
     session, _ = log_in(secured)
-    response = session.post(secured.url("/api/v1/batches"), json=batch_body(target),
-                            headers={**CSRF, "Origin": secured.base_url}, timeout=10)
+    response = session.post(
+        secured.url("/api/v1/batches"),
+        json=batch_body(target),
+        headers={**CSRF, "Origin": secured.base_url},
+        timeout=10,
+    )
     assert response.status_code == 201, response.text
 
 
 def test_cross_site_form_post_to_an_open_loopback_server_is_403(open_server, target):
-    response = open_server.request("POST", "/api/v1/batches", data=target.url("/ok"),
-                                   headers={"Content-Type": "text/plain", "Origin": EVIL})
+    response = open_server.request(
+        "POST", "/api/v1/batches", data=target.url("/ok"), headers={"Content-Type": "text/plain", "Origin": EVIL}
+    )
     assert response.status_code == 403
-    assert open_server.request("POST", "/api/v1/batches", data=target.url("/ok"),
-                               headers={"Content-Type": "text/plain", "Origin": "null"}).status_code == 403
+    assert (
+        open_server.request(
+            "POST", "/api/v1/batches", data=target.url("/ok"), headers={"Content-Type": "text/plain", "Origin": "null"}
+        ).status_code
+        == 403
+    )
 
 
 def test_an_open_loopback_server_takes_posts_without_credentials_from_this_machine(open_server, target):
-    response = open_server.request("POST", "/api/v1/batches", json=batch_body(target),
-                                   headers={"Origin": open_server.base_url})
+    response = open_server.request(
+        "POST", "/api/v1/batches", json=batch_body(target), headers={"Origin": open_server.base_url}
+    )
     assert response.status_code == 201, response.text
 
 
@@ -612,12 +727,14 @@ def test_an_open_loopback_server_refuses_other_host_names_against_dns_rebinding(
 
 def test_allowed_origins_may_post(make_server, target):
     server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_ALLOWED_ORIGINS": "https://dash.example"})
-    response = server.request("POST", "/api/v1/batches", json=batch_body(target),
-                              headers={**bearer(), "Origin": "https://dash.example"})
+    response = server.request(
+        "POST", "/api/v1/batches", json=batch_body(target), headers={**bearer(), "Origin": "https://dash.example"}
+    )
     assert response.status_code == 201, response.text
 
 
 # -- websockets on the real server -----------------------------------------------------------
+
 
 def test_websocket_from_a_foreign_origin_is_403_and_never_upgraded(secured):
     status, body = websocket_handshake(secured, "/ws/batches", {"Origin": EVIL, **bearer()})
@@ -634,14 +751,16 @@ def test_websocket_without_credentials_is_401(secured):
 def test_websocket_with_the_login_cookie_upgrades(secured):
     session, _ = log_in(secured)
     cookie = session.cookies.get("greenbatch_session")
-    status, _ = websocket_handshake(secured, "/ws/batches",
-                                    {"Origin": secured.base_url, "Cookie": f"greenbatch_session={cookie}"})
+    status, _ = websocket_handshake(
+        secured, "/ws/batches", {"Origin": secured.base_url, "Cookie": f"greenbatch_session={cookie}"}
+    )
     assert status == 101
 
 
 def test_websocket_with_a_query_token_upgrades_and_the_log_hides_it(secured):
-    connection = websocket.create_connection(secured.base_url.replace("http://", "ws://")
-                                             + f"/ws/batches?token={TOKEN}", timeout=10, suppress_origin=True)
+    connection = websocket.create_connection(
+        secured.base_url.replace("http://", "ws://") + f"/ws/batches?token={TOKEN}", timeout=10, suppress_origin=True
+    )
     assert connection.getstatus() == 101
     connection.close()  # the access line is written when the websocket ends
     deadline = time.monotonic() + 10
@@ -654,8 +773,9 @@ def test_websocket_with_a_query_token_upgrades_and_the_log_hides_it(secured):
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_a_percent_encoded_query_token_opens_a_websocket_but_never_reaches_the_log(make_server, log_format):
     server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_LOG_FORMAT": log_format})
-    connection = websocket.create_connection(server.base_url.replace("http://", "ws://")
-                                             + f"/ws/batches?%74oken={TOKEN}", timeout=10, suppress_origin=True)
+    connection = websocket.create_connection(
+        server.base_url.replace("http://", "ws://") + f"/ws/batches?%74oken={TOKEN}", timeout=10, suppress_origin=True
+    )
     assert connection.getstatus() == 101
     connection.close()  # the access line is written when the websocket ends
     assert get_from(server, "127.0.0.1", f"/healthz?t%6Fken={TOKEN}", {}) == 200  # requests would decode the "o"
@@ -666,6 +786,7 @@ def test_a_percent_encoded_query_token_opens_a_websocket_but_never_reaches_the_l
 
 
 # -- guessing tokens ---------------------------------------------------------------------------
+
 
 class Clock:
     """A clock the test moves by hand."""
@@ -724,8 +845,9 @@ def test_a_limit_of_zero_never_throttles_and_memory_stays_bounded():
 @pytest.fixture
 def wary(make_server):
     """A server with a token that stops checking an address's tokens after 3 invalid ones within 2 s."""
-    return make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_AUTH_FAILURES": "3",
-                            "GREENBATCH_AUTH_FAILURE_WINDOW": "2"})
+    return make_server(
+        env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_AUTH_FAILURES": "3", "GREENBATCH_AUTH_FAILURE_WINDOW": "2"}
+    )
 
 
 def test_after_too_many_invalid_tokens_even_the_right_one_gets_429_until_the_window_passes(wary):
@@ -747,8 +869,12 @@ def test_after_too_many_invalid_tokens_even_the_right_one_gets_429_until_the_win
     assert status == 429 and "invalid tokens" in json.loads(body)["error"]["message"]
     login_page = browser_session()
     form = login_page.get(wary.url("/login"), timeout=10)
-    answer = login_page.post(wary.url("/login"), data={"csrf_token": form_token(form.text), "token": TOKEN},
-                             allow_redirects=False, timeout=10)
+    answer = login_page.post(
+        wary.url("/login"),
+        data={"csrf_token": form_token(form.text), "token": TOKEN},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert answer.status_code == 429 and "Too many invalid tokens came from your address" in answer.text
     time.sleep(wait + 0.2)
     assert wary.request("GET", "/api/v1/batches", headers=bearer()).status_code == 200
@@ -761,8 +887,9 @@ def test_invalid_tokens_typed_into_the_login_form_count_too(wary):
 
 
 def test_behind_a_proxy_each_forwarded_address_has_its_own_count(make_server):
-    server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_PROXY_HOPS": "1",
-                              "GREENBATCH_AUTH_FAILURES": "2"})
+    server = make_server(
+        env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_PROXY_HOPS": "1", "GREENBATCH_AUTH_FAILURES": "2"}
+    )
     guesser, neighbour = {"X-Forwarded-For": "203.0.113.9"}, {"X-Forwarded-For": "198.51.100.4"}
     for _ in range(2):
         assert server.request("GET", "/api/v1/batches", headers={**guesser, **bearer("x" * 32)}).status_code == 401
@@ -776,8 +903,14 @@ def test_behind_a_proxy_each_forwarded_address_has_its_own_count(make_server):
 def test_a_client_reaching_the_port_directly_cannot_lock_out_a_proxied_address_by_forging_x_forwarded_for(make_server):
     # The proxy connects from 127.0.0.2; this test's own connections come from 127.0.0.1, as a client's
     # that reaches greenbatch's port directly would.
-    server = make_server(env={"GREENBATCH_API_TOKENS": TOKEN, "GREENBATCH_PROXY_HOPS": "1",
-                              "GREENBATCH_TRUSTED_PROXIES": "127.0.0.2", "GREENBATCH_AUTH_FAILURES": "2"})
+    server = make_server(
+        env={
+            "GREENBATCH_API_TOKENS": TOKEN,
+            "GREENBATCH_PROXY_HOPS": "1",
+            "GREENBATCH_TRUSTED_PROXIES": "127.0.0.2",
+            "GREENBATCH_AUTH_FAILURES": "2",
+        }
+    )
     victim = {"X-Forwarded-For": "198.51.100.4"}
     for _ in range(2):
         assert server.request("GET", "/api/v1/batches", headers={**victim, **bearer("x" * 32)}).status_code == 401
@@ -792,6 +925,7 @@ def test_a_client_reaching_the_port_directly_cannot_lock_out_a_proxied_address_b
 
 
 # -- headers -----------------------------------------------------------------------------------
+
 
 def test_security_headers_are_on_pages_api_answers_and_errors(secured):
     page = secured.request("GET", "/", headers={**bearer(), "Accept": "text/html"})
@@ -808,6 +942,7 @@ def test_security_headers_are_on_pages_api_answers_and_errors(secured):
 
 # -- what the server says at start -----------------------------------------------------------
 
+
 def test_a_loopback_server_without_tokens_prints_no_exposure_warning(open_server):
     log = open_server.log()
     assert "greenbatch listening on http://127.0.0.1:" in log
@@ -822,13 +957,15 @@ def test_a_server_with_tokens_says_authentication_is_on(secured):
 
 # -- a real browser (conftest's `browser`: one Chromium for the whole run) ----------------------
 
+
 @pytest.mark.browser
 def test_browser_csp_connect_src_self_allows_this_hosts_websockets_and_blocks_others(browser, open_server, target):
     page = browser.new_page()
     try:
         page.goto(open_server.url("/api/v1/batches"))
         port = urlsplit(open_server.base_url).port
-        blocked = page.evaluate("""async (urls) => {
+        blocked = page.evaluate(
+            """async (urls) => {
             const blocked = [];
             document.addEventListener("securitypolicyviolation", e => blocked.push(e.blockedURI));
             for (const url of urls) {
@@ -836,7 +973,9 @@ def test_browser_csp_connect_src_self_allows_this_hosts_websockets_and_blocks_ot
             }
             await new Promise(resolve => setTimeout(resolve, 500));
             return blocked;
-        }""", [f"ws://127.0.0.1:{port}/ws/batches", f"ws://127.0.0.1:{target.port}/elsewhere"])
+        }""",
+            [f"ws://127.0.0.1:{port}/ws/batches", f"ws://127.0.0.1:{target.port}/elsewhere"],
+        )
     finally:
         page.close()
     assert any(str(target.port) in url for url in blocked), blocked
@@ -849,17 +988,22 @@ def test_browser_same_origin_post_passes_and_a_cross_site_post_is_refused(browse
     page = browser.new_page()
     try:
         page.goto(open_server.url("/api/v1/batches"))
-        own = page.evaluate("""async ([url, target]) => (await fetch(url, {method: "POST",
+        own = page.evaluate(
+            """async ([url, target]) => (await fetch(url, {method: "POST",
             headers: {"Content-Type": "application/json", "X-Requested-With": "greenbatch"},
-            body: JSON.stringify({urls: [target], name: "own page"})})).status""", [open_server.url("/api/v1/batches"), target.url("/ok")])
+            body: JSON.stringify({urls: [target], name: "own page"})})).status""",
+            [open_server.url("/api/v1/batches"), target.url("/ok")],
+        )
         page.goto(target.url("/html"))  # another origin, as an attacker's page would be
-        page.evaluate("""async (url) => { await fetch(url, {method: "POST", mode: "no-cors",
+        page.evaluate(
+            """async (url) => { await fetch(url, {method: "POST", mode: "no-cors",
             headers: {"Content-Type": "text/plain"}, body: "http://127.0.0.1:1/?name=cross-site"}); }""",
-                      open_server.url("/api/v1/batches?name=cross-site"))
+            open_server.url("/api/v1/batches?name=cross-site"),
+        )
     finally:
         page.close()
     after = open_server.request("GET", "/api/v1/batches").json()["batches"]
-    names = [b["name"] for b in after[:len(after) - len(before)]]
+    names = [b["name"] for b in after[: len(after) - len(before)]]
     assert own == 201
     assert names == ["own page"]
 
@@ -873,12 +1017,15 @@ def test_browser_login_then_script_posts_with_the_csrf_header(browser, secured, 
         page.fill("#token", TOKEN)
         page.click("button[type=submit]")
         page.wait_for_url("**/batches/abc123")
-        statuses = page.evaluate("""async ([url, body]) => {
+        statuses = page.evaluate(
+            """async ([url, body]) => {
             const post = headers => fetch(url, {method: "POST", headers, body: JSON.stringify(body)});
             const without = await post({"Content-Type": "application/json"});
             const withHeader = await post({"Content-Type": "application/json", "X-Requested-With": "greenbatch"});
             return [without.status, withHeader.status];
-        }""", [secured.url("/api/v1/batches"), batch_body(target)])
+        }""",
+            [secured.url("/api/v1/batches"), batch_body(target)],
+        )
         cookies = page.context.cookies()
     finally:
         page.close()
@@ -894,9 +1041,15 @@ def test_the_websocket_gate_answers_exactly_as_http_does_for_the_same_client(mak
         """(status, error code, WWW-Authenticate?, Retry-After?) of an API call and of a websocket upgrade."""
         http = server.request("POST", "/api/v1/batches", json={"urls": ["http://example.com/"]}, headers=headers)
         status, fields, body = websocket_answer(server, "/ws/batches", headers)
-        return ((http.status_code, error_of(http)["code"], "WWW-Authenticate" in http.headers,
-                 "Retry-After" in http.headers),
-                (status, json.loads(body)["error"]["code"], "www-authenticate" in fields, "retry-after" in fields))
+        return (
+            (
+                http.status_code,
+                error_of(http)["code"],
+                "WWW-Authenticate" in http.headers,
+                "Retry-After" in http.headers,
+            ),
+            (status, json.loads(body)["error"]["code"], "www-authenticate" in fields, "retry-after" in fields),
+        )
 
     http, ws = answers({})
     assert http == ws == (401, "unauthorized", True, False)

@@ -1,8 +1,9 @@
 """The benchmark's own logic (bench/): what it reads off the wire, and the order it measures in."""
+
 from statistics import NormalDist
 
-from app.events import Event
-from app.stream import events_message
+from app.runs.events import Event
+from app.web.stream import events_message
 from bench.drivers import _HEAD
 from bench.run import modes_of_run, paired_share, paired_share_interval, run_order, verdicts
 
@@ -10,9 +11,16 @@ from bench.run import modes_of_run, paired_share, paired_share_interval, run_ord
 def test_the_viewers_driver_reads_every_events_seq_type_and_time_from_the_servers_own_json():
     # The driver scans the server's messages instead of decoding them: if the event head changes
     # shape, this fails here rather than as viewers that silently "miss" every event in make bench.
-    events = [Event("0123456789ab", 7, "result", {"index": 0, "error": {"message": 'say "seq":1 {}'}},
-                    at="2026-11-28T02:00:00.001Z"),
-              Event("0123456789ab", 8, "batch", {"status": "done"}, at="2026-11-28T02:00:00.002Z")]
+    events = [
+        Event(
+            "0123456789ab",
+            7,
+            "result",
+            {"index": 0, "error": {"message": 'say "seq":1 {}'}},
+            at="2026-11-28T02:00:00.001Z",
+        ),
+        Event("0123456789ab", 8, "batch", {"status": "done"}, at="2026-11-28T02:00:00.002Z"),
+    ]
     heads = _HEAD.findall(events_message(events).encode())
     assert heads == [(b"7", b"result", b"2026-11-28T02:00:00.001Z"), (b"8", b"batch", b"2026-11-28T02:00:00.002Z")]
 
@@ -31,9 +39,11 @@ def test_the_overhead_is_the_median_of_back_to_back_pairs_not_a_ratio_of_medians
     assert round(paired_share(e2e, engine), 3) == 0.9
     summary = {"W2": {"e2e:fast": {"urls_per_s": 9_000}, "engine:fast": {"urls_per_s": 10_000}}}
     verdict = verdicts(summary, None, raw={"W2": {"e2e:fast": e2e, "engine:fast": engine}})
-    assert verdict == ["- MET: W2 dashboard overhead <= 20% of engine-alone throughput: end to end runs at 90% of "
-                       "the engine alone (overhead 10%; median of 3 back-to-back pairs; the ratio of the two "
-                       "medians is 90%)"]
+    assert verdict == [
+        "- MET: W2 dashboard overhead <= 20% of engine-alone throughput: end to end runs at 90% of "
+        "the engine alone (overhead 10%; median of 3 back-to-back pairs; the ratio of the two "
+        "medians is 90%)"
+    ]
     slow = [{"urls_per_s": u} for u in (7_000, 7_900, 4_000)]
     assert verdicts(summary, None, raw={"W2": {"e2e:fast": slow, "engine:fast": engine}})[0].startswith("- MISSED")
 

@@ -1,4 +1,5 @@
 """The dashboard in a real headless Chromium: submit, watch, reload, cancel, rerun, upload, errors, escaping, fallback."""
+
 from __future__ import annotations
 
 import os
@@ -7,10 +8,12 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import ARTIFACTS, CHROMIUM
+from tests.support.server import ARTIFACTS, CHROMIUM
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"),
+]
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
 
 FINISHED = 20_000  # ms a small batch gets to finish in the browser's eyes
@@ -34,8 +37,12 @@ def shown_indexes(page) -> list[int]:
 
 
 def test_a_batch_submitted_from_the_form_streams_every_row_and_reaches_100_percent(page, server, target):
-    urls = ([target.url(f"/delay/{20 * i}") for i in range(12)] + [target.url("/redirect/3")] * 4
-            + [target.url("/status/503")] * 4 + [target.url("/bytes/20000")] * 4)
+    urls = (
+        [target.url(f"/delay/{20 * i}") for i in range(12)]
+        + [target.url("/redirect/3")] * 4
+        + [target.url("/status/503")] * 4
+        + [target.url("/bytes/20000")] * 4
+    )
     page.goto(server.url("/"))
     page.fill("#urls", "\n".join(urls))
     page.fill("#name", "from the form")
@@ -100,13 +107,17 @@ def test_rerun_failed_opens_a_new_batch_of_only_the_failed_urls(page, server, ta
     page.wait_for_url(re.compile(r"/batches/(?!%s)[0-9a-f]+$" % batch["id"]))
     wait_until_final(page)
     expect(page.locator("tr.result-row")).to_have_count(2)
-    expect(page.locator("tr.result-row .col-url .url")).to_have_text([target.url("/status/500"), target.url("/status/404")])
+    expect(page.locator("tr.result-row .col-url .url")).to_have_text(
+        [target.url("/status/500"), target.url("/status/404")]
+    )
     expect(page.locator(".meta")).to_contain_text(f"rerun of {batch['id']}")
 
 
 def test_a_txt_file_loads_into_the_editor_and_submits(page, server, target, tmp_path):
     listing = tmp_path / "urls.txt"
-    listing.write_text(f"# staging checks\r\n{target.url('/ok')}\r\n\r\n{target.url('/delay/50')}\r\n{target.url('/status/404')}\r\n")
+    listing.write_text(
+        f"# staging checks\r\n{target.url('/ok')}\r\n\r\n{target.url('/delay/50')}\r\n{target.url('/status/404')}\r\n"
+    )
     page.goto(server.url("/"))
     page.set_input_files("#file", str(listing))
     expect(page.locator("#file-note")).to_contain_text("urls.txt")
@@ -123,7 +134,7 @@ def test_a_csv_file_loads_its_first_column_without_the_header(page, server, targ
     table.write_text(f'url,owner\n"{target.url("/ok?a=1,2")}",web\n{target.url("/ok")},api\n')
     page.goto(server.url("/"))
     page.set_input_files("#file", str(table))
-    expect(page.locator("#urls")).to_have_value(f'{target.url("/ok?a=1,2")}\n{target.url("/ok")}')
+    expect(page.locator("#urls")).to_have_value(f"{target.url('/ok?a=1,2')}\n{target.url('/ok')}")
 
 
 def test_an_invalid_url_is_marked_on_its_line_with_the_servers_message(page, server, target):
@@ -152,8 +163,9 @@ def test_an_option_out_of_range_is_shown_next_to_its_field(page, server, target)
 
 def test_target_controlled_text_is_shown_as_text_never_as_markup(page, server, target):
     markup = '<img src=x onerror="document.title=`pwned`">'
-    batch = server.submit([target.url("/html?ctype=" + quote(markup)), target.url("/redirect-to?url=" + quote(markup))],
-                          max_redirects=0)
+    batch = server.submit(
+        [target.url("/html?ctype=" + quote(markup)), target.url("/redirect-to?url=" + quote(markup))], max_redirects=0
+    )
     server.wait(batch["id"])
     open_batch(page, server, batch["id"])
     wait_until_final(page)
@@ -203,7 +215,9 @@ def test_a_resync_close_reconnects_after_the_last_seq_and_loses_no_row(page, mak
     expect(page.locator('[data-n="all"]')).to_have_text("800")
     expect(page.locator("#count-ok")).to_have_text("800")
     afters = [int(re.search(r"after=(\d+)$", url).group(1)) for url in sockets]
-    assert len(afters) > 1 and afters == sorted(afters) and afters[-1] > 0, afters  # each reconnect picks up where it was
+    assert len(afters) > 1 and afters == sorted(afters) and afters[-1] > 0, (
+        afters
+    )  # each reconnect picks up where it was
     expect(page.locator("#live-mode")).to_contain_text("all results loaded")
 
 
@@ -221,8 +235,9 @@ def test_older_batches_load_a_page_at_a_time_below_the_live_list_until_none_are_
     server = make_server()
     ids = []
     for i in range(112):
-        response = server.request("POST", "/api/v1/batches", json={"urls": [target.url(f"/ok?n={i}")],
-                                                                    "name": f"batch {i:03d}"})
+        response = server.request(
+            "POST", "/api/v1/batches", json={"urls": [target.url(f"/ok?n={i}")], "name": f"batch {i:03d}"}
+        )
         assert response.status_code == 201, response.text
         ids.append(response.json()["id"])
     server.wait(ids[-1])

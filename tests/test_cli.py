@@ -1,4 +1,5 @@
 """The command line client, run as a subprocess against a real server: `python -m app.cli submit ...`."""
+
 from __future__ import annotations
 
 import csv
@@ -11,20 +12,22 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import ROOT
+from tests.support.server import ROOT
 
 TOKEN = "cli-test-token-0123456789"
 
 
-def run_cli(*args: str, server=None, stdin: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, server=None, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """Run the CLI with `--server` pointing at `server` (unless env says otherwise); stdout and stderr as text."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("GREENBATCH_")}
     command = [sys.executable, "-m", "app.cli", *args]
     if server is not None:
         command += ["--server", server.base_url]
-    return subprocess.run(command, cwd=ROOT, env={**base, **(env or {})}, input=stdin, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        command, cwd=ROOT, env={**base, **(env or {})}, input=stdin, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def url_file(tmp_path, *urls: str, name: str = "urls.txt"):
@@ -35,8 +38,15 @@ def url_file(tmp_path, *urls: str, name: str = "urls.txt"):
 
 
 def test_submit_without_follow_prints_the_batch_id_and_exits_0(server, target, tmp_path):
-    done = run_cli("submit", str(url_file(tmp_path, target.url("/ok"), target.url("/ok?2"))), "--name", "nightly",
-                   "--concurrency", "2", server=server)
+    done = run_cli(
+        "submit",
+        str(url_file(tmp_path, target.url("/ok"), target.url("/ok?2"))),
+        "--name",
+        "nightly",
+        "--concurrency",
+        "2",
+        server=server,
+    )
     assert done.returncode == 0, done.stderr
     batch_id = done.stdout.strip()
     batch = server.batch(batch_id)
@@ -61,8 +71,16 @@ def test_follow_writes_csv_results_to_stdout_and_exits_0_when_every_url_is_ok(se
 def test_follow_exits_1_when_any_url_failed_and_summarizes_errors_by_kind(server, target, tmp_path):
     output = tmp_path / "results.ndjson"
     blocked = "http://127.0.0.1:1/"  # a loopback port the guard does not allow
-    done = run_cli("submit", str(url_file(tmp_path, target.url("/ok"), target.url("/status/500"), blocked)),
-                   "--follow", "--format", "ndjson", "--output", str(output), server=server)
+    done = run_cli(
+        "submit",
+        str(url_file(tmp_path, target.url("/ok"), target.url("/status/500"), blocked)),
+        "--follow",
+        "--format",
+        "ndjson",
+        "--output",
+        str(output),
+        server=server,
+    )
     assert done.returncode == 1, done.stderr
     assert done.stdout == ""
     results = [json.loads(line) for line in output.read_text().splitlines()]
@@ -84,7 +102,9 @@ def test_the_server_and_token_come_from_the_environment(make_server, target, tmp
     refused = run_cli("submit", urls, env={"GREENBATCH_SERVER": secured.base_url})
     assert refused.returncode == 2
     assert "401" in refused.stderr and "--token" in refused.stderr and "GREENBATCH_TOKEN" in refused.stderr
-    accepted = run_cli("submit", urls, "--follow", env={"GREENBATCH_SERVER": secured.base_url, "GREENBATCH_TOKEN": TOKEN})
+    accepted = run_cli(
+        "submit", urls, "--follow", env={"GREENBATCH_SERVER": secured.base_url, "GREENBATCH_TOKEN": TOKEN}
+    )
     assert accepted.returncode == 0, accepted.stderr
 
 
@@ -119,9 +139,26 @@ def test_on_a_terminal_progress_is_one_redrawn_bar(server, target, tmp_path):
     urls = str(url_file(tmp_path, *[target.url(f"/delay/300?n={i}") for i in range(6)]))
     leader, follower = pty.openpty()
     base = {k: v for k, v in os.environ.items() if not k.startswith("GREENBATCH_")}
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "submit", urls, "--follow", "--concurrency", "2",
-                                "--server", server.base_url, "--output", str(tmp_path / "out.csv")],
-                               cwd=ROOT, env=base, stdout=subprocess.DEVNULL, stderr=follower)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "submit",
+            urls,
+            "--follow",
+            "--concurrency",
+            "2",
+            "--server",
+            server.base_url,
+            "--output",
+            str(tmp_path / "out.csv"),
+        ],
+        cwd=ROOT,
+        env=base,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
     os.close(follower)
     seen = b""
     deadline = time.monotonic() + 60

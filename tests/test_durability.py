@@ -1,4 +1,5 @@
 """Durability: a killed server loses no stored result, doubles none, and finishes its batches on restart."""
+
 from __future__ import annotations
 
 import signal
@@ -6,12 +7,14 @@ import sqlite3
 import time
 
 
-
 def stored_results(data_dir, batch_id):
     """(index, count) of result events straight from the SQLite file."""
     with sqlite3.connect(data_dir / "greenbatch.db") as conn:
-        return dict(conn.execute(
-            "SELECT idx, COUNT(*) FROM events WHERE batch_id = ? AND type = 'result' GROUP BY idx", (batch_id,)))
+        return dict(
+            conn.execute(
+                "SELECT idx, COUNT(*) FROM events WHERE batch_id = ? AND type = 'result' GROUP BY idx", (batch_id,)
+            )
+        )
 
 
 def wait_for_results(server, batch_id, at_least, timeout=20):
@@ -75,8 +78,13 @@ def test_a_ten_thousand_url_batch_ends_with_every_url_in_exactly_one_final_state
     data = tmp_path / "big"
     server = make_server(data_dir=data)
     urls = [target.url(f"/ok?i={i}") if i % 10 else target.url("/status/500") for i in range(10_000)]
-    response = server.request("POST", "/api/v1/batches", data="\n".join(urls),
-                              headers={"Content-Type": "text/plain"}, params={"concurrency": 100})
+    response = server.request(
+        "POST",
+        "/api/v1/batches",
+        data="\n".join(urls),
+        headers={"Content-Type": "text/plain"},
+        params={"concurrency": 100},
+    )
     assert response.status_code == 201, response.text
     batch_id = response.json()["id"]
     done = server.wait(batch_id, timeout=180)
@@ -86,8 +94,9 @@ def test_a_ten_thousand_url_batch_ends_with_every_url_in_exactly_one_final_state
     assert done["stats"]["by_status"] == {"200": 9000, "500": 1000}
 
 
-def test_a_batch_left_unfinished_by_a_version_with_one_row_per_url_finishes_on_the_next_start(make_server, target,
-                                                                                                 tmp_path):
+def test_a_batch_left_unfinished_by_a_version_with_one_row_per_url_finishes_on_the_next_start(
+    make_server, target, tmp_path
+):
     data = tmp_path / "old"
     server = make_server(data_dir=data, env={"GREENBATCH_SHUTDOWN_GRACE": "0.2"})
     urls = [target.url(f"/delay/300?n={i}") for i in range(30)]

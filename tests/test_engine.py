@@ -1,4 +1,5 @@
 """The engine end to end: what one result records, every error kind, redirects, caps, cancel, rerun, exports."""
+
 from __future__ import annotations
 
 import csv
@@ -34,7 +35,9 @@ def test_a_result_records_status_size_type_timings_and_attempts(server, target):
 
 
 def test_statuses_outside_accept_status_are_failed_without_an_error(server, target):
-    _, results = only_result(server, [target.url("/status/503"), target.url("/status/404")], accept_status="200-399,404")
+    _, results = only_result(
+        server, [target.url("/status/503"), target.url("/status/404")], accept_status="200-399,404"
+    )
     assert results[0]["ok"] is False and results[0]["error"] is None and results[0]["status_code"] == 503
     assert results[1]["ok"] is True
 
@@ -114,14 +117,17 @@ def test_head_requests_read_no_body(server, target):
     assert results[0]["status_code"] == 200 and results[0]["bytes"] == 0
 
 
-@pytest.mark.parametrize("path, options, kind", [
-    ("/delay/3000", {"timeout": 0.5}, "deadline"),
-    ("/trickle?bytes=100&interval=0.2", {"timeout": 1}, "deadline"),
-    ("/endless", {"max_bytes": 200_000}, "too_large"),
-    ("/gzip?size=300000", {"max_bytes": 100_000}, "too_large"),
-    ("/reset", {}, "other"),
-    ("/close", {}, "other"),
-])
+@pytest.mark.parametrize(
+    "path, options, kind",
+    [
+        ("/delay/3000", {"timeout": 0.5}, "deadline"),
+        ("/trickle?bytes=100&interval=0.2", {"timeout": 1}, "deadline"),
+        ("/endless", {"max_bytes": 200_000}, "too_large"),
+        ("/gzip?size=300000", {"max_bytes": 100_000}, "too_large"),
+        ("/reset", {}, "other"),
+        ("/close", {}, "other"),
+    ],
+)
 def test_error_kinds_from_the_target(server, target, path, options, kind):
     started = time.monotonic()
     _, results = only_result(server, [target.url(path)], **options)
@@ -322,7 +328,7 @@ def test_results_read_back_exactly_as_they_were_streamed_whatever_their_characte
     # non-ASCII and an emoji go through the store's JSON unchanged: the events, the results page and
     # the NDJSON export all agree with what was submitted.
     ctype = 'text/x-"quoted"\\back; name=caf\u00e9'
-    urls = [target.url("/html?ctype=") + quote(ctype), target.url("/status/200?q=caf\u00e9&e=\U0001F600")]
+    urls = [target.url("/html?ctype=") + quote(ctype), target.url("/status/200?q=caf\u00e9&e=\U0001f600")]
     batch = server.submit(urls)
     server.wait(batch["id"])
     results = server.results(batch["id"])
@@ -330,8 +336,12 @@ def test_results_read_back_exactly_as_they_were_streamed_whatever_their_characte
     events = server.request("GET", f"/api/v1/batches/{batch['id']}/events").json()["events"]
     streamed = {e["data"]["index"]: e["data"] for e in events if e["type"] == "result"}
     assert [streamed[i] for i in range(2)] == results
-    exported = [json.loads(line) for line in server.request(
-        "GET", f"/api/v1/batches/{batch['id']}/results", params={"format": "ndjson"}).text.splitlines()]
+    exported = [
+        json.loads(line)
+        for line in server.request(
+            "GET", f"/api/v1/batches/{batch['id']}/results", params={"format": "ndjson"}
+        ).text.splitlines()
+    ]
     assert exported == results
     # The target sends the header's UTF-8 bytes; HTTP clients read header bytes as Latin-1.
     assert results[0]["content_type"] == ctype.encode("utf-8").decode("latin-1")

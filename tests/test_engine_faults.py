@@ -3,14 +3,15 @@
 These tests run the engine in this process, with a real store and bus, because the fault has to be
 put inside it: a transport factory that raises stands for any bug that escapes a batch's greenlet.
 """
+
 import pytest
 
-from app import guard
-from app.config import Config
-from app.engine import Engine, fast_transport
-from app.events import EventBus
-from app.model import BatchOptions
-from app.store import SQLiteStore
+from app.core.config import Config
+from app.core.options import BatchOptions
+from app.fetch import guard, make_transport
+from app.runs.engine import Engine
+from app.runs.events import EventBus
+from app.runs.store import SQLiteStore
 
 
 class BuggyFactory:
@@ -23,7 +24,7 @@ class BuggyFactory:
         self.calls += 1
         if self.calls == 1:
             raise RuntimeError("bug in the transport factory")
-        return fast_transport(options, resolver)
+        return make_transport(options, resolver)
 
 
 @pytest.fixture
@@ -42,7 +43,8 @@ def engine_and_events(tmp_path, target):
 
 
 def test_a_batch_whose_engine_code_raises_ends_failed_with_the_error_and_the_next_batch_still_runs(
-        engine_and_events, target):
+    engine_and_events, target
+):
     engine, events = engine_and_events
     options = BatchOptions.parse({"concurrency": 2}, engine.config)
     broken = engine.submit([target.url("/ok")] * 3, options)

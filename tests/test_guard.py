@@ -1,4 +1,5 @@
 """The SSRF guard, table by table: URL syntax, default deny rules, policy entries, and resolve-once."""
+
 import ipaddress
 import re
 import socket
@@ -8,8 +9,8 @@ import unicodedata
 
 import pytest
 
-from app import guard
-from app.guard import Blocked, InvalidUrl, Policy
+from app.fetch import guard
+from app.fetch.guard import Blocked, InvalidUrl, Policy
 
 P = pytest.param
 
@@ -37,8 +38,11 @@ def _teredo(server, client):
 
 _ACCEPTED = [
     P("http://example.com/", "http://example.com/", id="plain-http"),
-    P("https://example.com:8443/a/b?q=1&r=2#frag", "https://example.com:8443/a/b?q=1&r=2#frag",
-      id="https-with-port-query-fragment"),
+    P(
+        "https://example.com:8443/a/b?q=1&r=2#frag",
+        "https://example.com:8443/a/b?q=1&r=2#frag",
+        id="https-with-port-query-fragment",
+    ),
     P("HTTP://Example.COM/Path", "http://example.com/Path", id="scheme-and-host-lowercased-path-kept"),
     P("http://bücher.example/x", "http://xn--bcher-kva.example/x", id="unicode-host-idna-encoded"),
     P("http://xn--bcher-kva.example/", "http://xn--bcher-kva.example/", id="punycode-host-kept"),
@@ -47,8 +51,11 @@ _ACCEPTED = [
     P("http://[::FFFF:127.0.0.1]/", "http://[::ffff:127.0.0.1]/", id="bracketed-ipv4-mapped-passes-syntax"),
     P("http://2130706433/", "http://2130706433/", id="decimal-ipv4-passes-syntax-blocked-at-resolve"),
     P("http://0x7f.1/", "http://0x7f.1/", id="hex-ipv4-passes-syntax-blocked-at-resolve"),
-    P("http://r3---sn-abc.googlevideo.com/", "http://r3---sn-abc.googlevideo.com/",
-      id="double-hyphen-ascii-label-allowed"),
+    P(
+        "http://r3---sn-abc.googlevideo.com/",
+        "http://r3---sn-abc.googlevideo.com/",
+        id="double-hyphen-ascii-label-allowed",
+    ),
     P("http://example.com./", "http://example.com./", id="trailing-dot-fqdn"),
     P("http://example.com:080/", "http://example.com:80/", id="port-leading-zero-normalised"),
     P("http://example.com/caf%C3%A9?x=ü", "http://example.com/caf%C3%A9?x=ü", id="unicode-in-query-kept"),
@@ -154,8 +161,9 @@ def test_every_character_of_unicode_is_refused_or_accepted_as_the_character_walk
         block = "".join(map(chr, codes))
         if guard._bad_character(block) is None and _described_one_by_one(block) is None:
             continue
-        disagreements += [hex(code) for code in codes
-                          if guard._bad_character(chr(code)) != _described_one_by_one(chr(code))]
+        disagreements += [
+            hex(code) for code in codes if guard._bad_character(chr(code)) != _described_one_by_one(chr(code))
+        ]
     assert disagreements == []
 
 
@@ -165,29 +173,39 @@ def test_the_invisible_character_table_is_this_pythons_unicode():
     assert guard._INVISIBLE_RANGES == guard._ranges_of(guard._INVISIBLE_CATEGORIES)
 
 
-@pytest.mark.parametrize("url", [
-    P("http://example.com/" + "é" * 2000 + "\u200b\\", id="long-non-ascii-then-two-bad-characters"),
-    P("http://example.com/" + "\U0001f600" * 500 + "\U000e0001 \t", id="emoji-then-an-astral-tag-character"),
-    P("http://example.com/\ud800x", id="lone-surrogate"),
-    P("http://example.com/\x85", id="next-line-control"),
-    P("http://exa\ufeffmple.com/ ", id="byte-order-mark"),
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        P("http://example.com/" + "é" * 2000 + "\u200b\\", id="long-non-ascii-then-two-bad-characters"),
+        P("http://example.com/" + "\U0001f600" * 500 + "\U000e0001 \t", id="emoji-then-an-astral-tag-character"),
+        P("http://example.com/\ud800x", id="lone-surrogate"),
+        P("http://example.com/\x85", id="next-line-control"),
+        P("http://exa\ufeffmple.com/ ", id="byte-order-mark"),
+    ],
+)
 def test_a_refusal_names_the_first_bad_character_as_the_walk_did(url):
     with pytest.raises(InvalidUrl) as caught:
         guard.check_url(url, max_length=4096)
     assert str(caught.value) == f"the URL contains {_described_one_by_one(url)}; encode it or remove it"
 
 
-@pytest.mark.parametrize("host, why", [
-    P(("ü" * 45 + ".") * 5 + "example", "is at least 257 characters long once IDNA-encoded; DNS allows 253",
-      id="five-labels-too-long-once-encoded"),
-    P("ü" * 2000, "is at least 2004 characters long once IDNA-encoded; DNS allows 253", id="one-2000-letter-label"),
-    P("ü" * 60 + ".example", "IDNA 2008 (Label too long)", id="label-whose-a-label-cannot-fit-63"),
-    P("xn--" + "a" * 60 + ".example", "IDNA 2008 (Label too long)", id="a-label-over-63"),
-])
+@pytest.mark.parametrize(
+    "host, why",
+    [
+        P(
+            ("ü" * 45 + ".") * 5 + "example",
+            "is at least 257 characters long once IDNA-encoded; DNS allows 253",
+            id="five-labels-too-long-once-encoded",
+        ),
+        P("ü" * 2000, "is at least 2004 characters long once IDNA-encoded; DNS allows 253", id="one-2000-letter-label"),
+        P("ü" * 60 + ".example", "IDNA 2008 (Label too long)", id="label-whose-a-label-cannot-fit-63"),
+        P("xn--" + "a" * 60 + ".example", "IDNA 2008 (Label too long)", id="a-label-over-63"),
+    ],
+)
 def test_a_host_that_cannot_fit_dns_is_refused_before_any_label_is_idna_encoded(monkeypatch, host, why):
     def encode(*args, **kwargs):
         raise AssertionError("IDNA-encoded a host that cannot fit")
+
     monkeypatch.setattr(guard.idna, "encode", encode)
     with pytest.raises(InvalidUrl) as caught:
         guard.check_url(f"http://{host}/", max_length=4096)
@@ -220,9 +238,30 @@ def _url_corpus():
     """Every URL of the tables above, and combinations of the pieces where parsers tend to disagree."""
     schemes = ["http", "https", "HTTP", "hTtPs", "httpx", "ftp", "", "h", "http+unix"]
     separators = ["://", ":/", ":", ":///", "//", "::"]
-    authorities = ["example.com", "EXAMPLE.com:8080", "127.0.0.1:35735", "[::1]", "[::1]:80", "[::1", "::1]",
-                   "a]b", "user@host", "u:p@h:1", "", ":80", "host:", "h:0", "h:99999", "a%41b", "xn--bcher-kva.example",
-                   "bücher.example", "１２７.0.0.1", "h;x", "h,x", "h!$&'()*+=x"]
+    authorities = [
+        "example.com",
+        "EXAMPLE.com:8080",
+        "127.0.0.1:35735",
+        "[::1]",
+        "[::1]:80",
+        "[::1",
+        "::1]",
+        "a]b",
+        "user@host",
+        "u:p@h:1",
+        "",
+        ":80",
+        "host:",
+        "h:0",
+        "h:99999",
+        "a%41b",
+        "xn--bcher-kva.example",
+        "bücher.example",
+        "１２７.0.0.1",
+        "h;x",
+        "h,x",
+        "h!$&'()*+=x",
+    ]
     tails = ["", "/", "/a/b", "?q=1", "#f", "/a?b#c", "?", "#", "?x#y/z", "/[x]", "?a=[b]", "#@evil"]
     for scheme in schemes:
         for separator in separators:
@@ -264,77 +303,87 @@ def test_a_list_passes_in_one_pattern_only_when_check_url_returns_every_url_unch
 # denial_reason: the default rules
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("ip, reason", [
-    P("127.0.0.1", "loopback", id="ipv4-loopback"),
-    P("127.255.255.254", "loopback", id="ipv4-loopback-whole-slash-8"),
-    P("10.0.0.1", "RFC 1918", id="rfc1918-10"),
-    P("172.16.0.1", "RFC 1918", id="rfc1918-172-16"),
-    P("172.31.255.255", "RFC 1918", id="rfc1918-172-31"),
-    P("192.168.1.1", "RFC 1918", id="rfc1918-192-168"),
-    P("169.254.169.254", "cloud metadata", id="metadata-aws-gcp-azure"),
-    P("169.254.170.2", "cloud metadata", id="metadata-aws-ecs"),
-    P("168.63.129.16", "Azure wire server", id="metadata-azure-wire-server"),
-    P("100.100.100.200", "Alibaba", id="metadata-alibaba-inside-cgnat"),
-    P("fd00:ec2::254", "cloud metadata", id="metadata-aws-ipv6"),
-    P("169.254.1.1", "link-local", id="ipv4-link-local"),
-    P("100.64.0.1", "carrier-grade NAT", id="cgnat"),
-    P("100.127.255.255", "carrier-grade NAT", id="cgnat-top"),
-    P("0.0.0.0", "this network", id="ipv4-unspecified"),
-    P("0.1.2.3", "this network", id="this-network-slash-8"),
-    P("224.0.0.1", "multicast", id="ipv4-multicast"),
-    P("255.255.255.255", "broadcast", id="broadcast"),
-    P("240.0.0.1", "reserved", id="reserved-240"),
-    P("192.0.0.1", "IETF protocol", id="ietf-protocol-192-0-0"),
-    P("192.0.2.1", "documentation", id="test-net-1"),
-    P("198.51.100.7", "documentation", id="test-net-2"),
-    P("203.0.113.9", "documentation", id="test-net-3"),
-    P("198.18.0.1", "benchmarking", id="benchmarking"),
-    P("::1", "loopback", id="ipv6-loopback"),
-    P("::", "unspecified", id="ipv6-unspecified"),
-    P("fc00::1", "unique local", id="ula-fc"),
-    P("fd12:3456::1", "unique local", id="ula-fd"),
-    P("fe80::1", "link-local", id="ipv6-link-local"),
-    P("fe80::1%eth0", "link-local", id="ipv6-link-local-with-zone"),
-    P("fec0::1", "site-local", id="ipv6-site-local"),
-    P("ff02::1", "multicast", id="ipv6-multicast"),
-    P("2001:db8::1", "documentation", id="ipv6-documentation"),
-    P("::ffff:127.0.0.1", "IPv4-mapped address of 127.0.0.1, which is loopback", id="ipv4-mapped-loopback"),
-    P("::ffff:10.0.0.1", "IPv4-mapped address of 10.0.0.1", id="ipv4-mapped-private"),
-    P("::ffff:169.254.169.254", "cloud metadata", id="ipv4-mapped-metadata"),
-    P("::127.0.0.1", "IPv4-compatible address of 127.0.0.1", id="ipv4-compatible-loopback"),
-    P("::ffff:0:127.0.0.1", "IPv4-translated address of 127.0.0.1", id="ipv4-translated-loopback"),
-    P("2002:7f00:1::", "6to4 address embedding 127.0.0.1", id="6to4-loopback"),
-    P("2002:a9fe:a9fe::", "6to4 address embedding 169.254.169.254", id="6to4-metadata"),
-    P("2002:c0a8:101:1::1", "6to4 address embedding 192.168.1.1", id="6to4-private-with-subnet"),
-    P("64:ff9b::7f00:1", "NAT64 address of 127.0.0.1", id="nat64-loopback"),
-    P("64:ff9b::a9fe:a9fe", "NAT64 address of 169.254.169.254", id="nat64-metadata"),
-    P("64:ff9b:1::a00:1", "local-use NAT64 address embedding 10.0.0.1", id="local-nat64-slash-96-private"),
-    P(_local_nat64_48("127.0.0.1"), "local-use NAT64 address embedding 127.0.0.1",
-      id="local-nat64-slash-48-layout-loopback"),
-    P(_teredo("8.8.8.8", "127.0.0.1"), "Teredo address whose client is 127.0.0.1", id="teredo-client-loopback"),
-    P(_teredo("10.0.0.1", "8.8.8.8"), "Teredo address whose server is 10.0.0.1", id="teredo-server-private"),
-])
+
+@pytest.mark.parametrize(
+    "ip, reason",
+    [
+        P("127.0.0.1", "loopback", id="ipv4-loopback"),
+        P("127.255.255.254", "loopback", id="ipv4-loopback-whole-slash-8"),
+        P("10.0.0.1", "RFC 1918", id="rfc1918-10"),
+        P("172.16.0.1", "RFC 1918", id="rfc1918-172-16"),
+        P("172.31.255.255", "RFC 1918", id="rfc1918-172-31"),
+        P("192.168.1.1", "RFC 1918", id="rfc1918-192-168"),
+        P("169.254.169.254", "cloud metadata", id="metadata-aws-gcp-azure"),
+        P("169.254.170.2", "cloud metadata", id="metadata-aws-ecs"),
+        P("168.63.129.16", "Azure wire server", id="metadata-azure-wire-server"),
+        P("100.100.100.200", "Alibaba", id="metadata-alibaba-inside-cgnat"),
+        P("fd00:ec2::254", "cloud metadata", id="metadata-aws-ipv6"),
+        P("169.254.1.1", "link-local", id="ipv4-link-local"),
+        P("100.64.0.1", "carrier-grade NAT", id="cgnat"),
+        P("100.127.255.255", "carrier-grade NAT", id="cgnat-top"),
+        P("0.0.0.0", "this network", id="ipv4-unspecified"),
+        P("0.1.2.3", "this network", id="this-network-slash-8"),
+        P("224.0.0.1", "multicast", id="ipv4-multicast"),
+        P("255.255.255.255", "broadcast", id="broadcast"),
+        P("240.0.0.1", "reserved", id="reserved-240"),
+        P("192.0.0.1", "IETF protocol", id="ietf-protocol-192-0-0"),
+        P("192.0.2.1", "documentation", id="test-net-1"),
+        P("198.51.100.7", "documentation", id="test-net-2"),
+        P("203.0.113.9", "documentation", id="test-net-3"),
+        P("198.18.0.1", "benchmarking", id="benchmarking"),
+        P("::1", "loopback", id="ipv6-loopback"),
+        P("::", "unspecified", id="ipv6-unspecified"),
+        P("fc00::1", "unique local", id="ula-fc"),
+        P("fd12:3456::1", "unique local", id="ula-fd"),
+        P("fe80::1", "link-local", id="ipv6-link-local"),
+        P("fe80::1%eth0", "link-local", id="ipv6-link-local-with-zone"),
+        P("fec0::1", "site-local", id="ipv6-site-local"),
+        P("ff02::1", "multicast", id="ipv6-multicast"),
+        P("2001:db8::1", "documentation", id="ipv6-documentation"),
+        P("::ffff:127.0.0.1", "IPv4-mapped address of 127.0.0.1, which is loopback", id="ipv4-mapped-loopback"),
+        P("::ffff:10.0.0.1", "IPv4-mapped address of 10.0.0.1", id="ipv4-mapped-private"),
+        P("::ffff:169.254.169.254", "cloud metadata", id="ipv4-mapped-metadata"),
+        P("::127.0.0.1", "IPv4-compatible address of 127.0.0.1", id="ipv4-compatible-loopback"),
+        P("::ffff:0:127.0.0.1", "IPv4-translated address of 127.0.0.1", id="ipv4-translated-loopback"),
+        P("2002:7f00:1::", "6to4 address embedding 127.0.0.1", id="6to4-loopback"),
+        P("2002:a9fe:a9fe::", "6to4 address embedding 169.254.169.254", id="6to4-metadata"),
+        P("2002:c0a8:101:1::1", "6to4 address embedding 192.168.1.1", id="6to4-private-with-subnet"),
+        P("64:ff9b::7f00:1", "NAT64 address of 127.0.0.1", id="nat64-loopback"),
+        P("64:ff9b::a9fe:a9fe", "NAT64 address of 169.254.169.254", id="nat64-metadata"),
+        P("64:ff9b:1::a00:1", "local-use NAT64 address embedding 10.0.0.1", id="local-nat64-slash-96-private"),
+        P(
+            _local_nat64_48("127.0.0.1"),
+            "local-use NAT64 address embedding 127.0.0.1",
+            id="local-nat64-slash-48-layout-loopback",
+        ),
+        P(_teredo("8.8.8.8", "127.0.0.1"), "Teredo address whose client is 127.0.0.1", id="teredo-client-loopback"),
+        P(_teredo("10.0.0.1", "8.8.8.8"), "Teredo address whose server is 10.0.0.1", id="teredo-server-private"),
+    ],
+)
 def test_default_rules_deny(ip, reason):
     assert reason in guard.denial_reason(ip)
 
 
-@pytest.mark.parametrize("ip", [
-    P("8.8.8.8", id="google-dns"),
-    P("1.1.1.1", id="cloudflare-dns"),
-    P("93.184.216.34", id="example-com"),
-    P("100.63.255.255", id="just-below-cgnat"),
-    P("100.128.0.0", id="just-above-cgnat"),
-    P("172.32.0.1", id="just-outside-172-16-slash-12"),
-    P("11.0.0.1", id="just-outside-10-slash-8"),
-    P("169.253.255.255", id="just-below-link-local"),
-    P("2606:4700:4700::1111", id="cloudflare-ipv6"),
-    P("2001:4860:4860::8888", id="google-ipv6"),
-    P("::ffff:8.8.8.8", id="ipv4-mapped-public"),
-    P("2002:808:808::", id="6to4-public"),
-    P("64:ff9b::808:808", id="nat64-public-as-dns64-synthesises"),
-    P("64:ff9b:1::808:808", id="local-nat64-public"),
-    P(_teredo("8.8.8.8", "1.1.1.1"), id="teredo-public-server-and-client"),
-])
+@pytest.mark.parametrize(
+    "ip",
+    [
+        P("8.8.8.8", id="google-dns"),
+        P("1.1.1.1", id="cloudflare-dns"),
+        P("93.184.216.34", id="example-com"),
+        P("100.63.255.255", id="just-below-cgnat"),
+        P("100.128.0.0", id="just-above-cgnat"),
+        P("172.32.0.1", id="just-outside-172-16-slash-12"),
+        P("11.0.0.1", id="just-outside-10-slash-8"),
+        P("169.253.255.255", id="just-below-link-local"),
+        P("2606:4700:4700::1111", id="cloudflare-ipv6"),
+        P("2001:4860:4860::8888", id="google-ipv6"),
+        P("::ffff:8.8.8.8", id="ipv4-mapped-public"),
+        P("2002:808:808::", id="6to4-public"),
+        P("64:ff9b::808:808", id="nat64-public-as-dns64-synthesises"),
+        P("64:ff9b:1::808:808", id="local-nat64-public"),
+        P(_teredo("8.8.8.8", "1.1.1.1"), id="teredo-public-server-and-client"),
+    ],
+)
 def test_default_rules_allow_public_addresses(ip):
     assert guard.denial_reason(ip) is None
 
@@ -355,19 +404,23 @@ def test_denial_reason_accepts_ipaddress_objects():
 # Policy parsing
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("entry, network, hostname, port", [
-    P("127.0.0.1:8081", "127.0.0.1/32", None, 8081, id="ipv4-with-port"),
-    P("10.1.0.0/16", "10.1.0.0/16", None, None, id="ipv4-cidr"),
-    P("10.1.0.0/16:8080", "10.1.0.0/16", None, 8080, id="ipv4-cidr-with-port"),
-    P("[::1]:8080", "::1/128", None, 8080, id="bracketed-ipv6-with-port"),
-    P("[::1]", "::1/128", None, None, id="bracketed-ipv6"),
-    P("::1", "::1/128", None, None, id="bare-ipv6"),
-    P("fd00::/8", "fd00::/8", None, None, id="bare-ipv6-cidr"),
-    P("[fd00::/8]:443", "fd00::/8", None, 443, id="bracketed-ipv6-cidr-with-port"),
-    P("intranet.example:443", None, "intranet.example", 443, id="hostname-with-port"),
-    P("  Intranet.Example.  ", None, "intranet.example", None, id="hostname-normalised"),
-    P("bücher.example", None, "xn--bcher-kva.example", None, id="unicode-hostname-encoded"),
-])
+
+@pytest.mark.parametrize(
+    "entry, network, hostname, port",
+    [
+        P("127.0.0.1:8081", "127.0.0.1/32", None, 8081, id="ipv4-with-port"),
+        P("10.1.0.0/16", "10.1.0.0/16", None, None, id="ipv4-cidr"),
+        P("10.1.0.0/16:8080", "10.1.0.0/16", None, 8080, id="ipv4-cidr-with-port"),
+        P("[::1]:8080", "::1/128", None, 8080, id="bracketed-ipv6-with-port"),
+        P("[::1]", "::1/128", None, None, id="bracketed-ipv6"),
+        P("::1", "::1/128", None, None, id="bare-ipv6"),
+        P("fd00::/8", "fd00::/8", None, None, id="bare-ipv6-cidr"),
+        P("[fd00::/8]:443", "fd00::/8", None, 443, id="bracketed-ipv6-cidr-with-port"),
+        P("intranet.example:443", None, "intranet.example", 443, id="hostname-with-port"),
+        P("  Intranet.Example.  ", None, "intranet.example", None, id="hostname-normalised"),
+        P("bücher.example", None, "xn--bcher-kva.example", None, id="unicode-hostname-encoded"),
+    ],
+)
 def test_policy_entries_parse(entry, network, hostname, port):
     (target,) = Policy.from_settings(False, entry, "").allow
     assert target.network == (ipaddress.ip_network(network) if network else None)
@@ -382,26 +435,29 @@ def test_policy_skips_empty_items_and_keeps_order():
     assert Policy.from_settings(False, "", "") == Policy()
 
 
-@pytest.mark.parametrize("entry, why", [
-    P("127.1", "looks like an IP address", id="short-form-ipv4"),
-    P("0x7f.1", "looks like an IP address", id="hex-ipv4"),
-    P("2130706433", "looks like an IP address", id="decimal-ipv4"),
-    P("10.1.0.5/16", "host bits set", id="cidr-with-host-bits"),
-    P("10.0.0.0/33", "not a valid CIDR", id="cidr-prefix-too-long"),
-    P("example.com/24", "not a valid CIDR", id="hostname-with-prefix"),
-    P("10.0.0.1:0", "outside 1-65535", id="port-zero"),
-    P("intranet.example:65536", "outside 1-65535", id="port-too-big"),
-    P("intranet.example:https", "not a number", id="port-by-name"),
-    P("intranet.example:", "port is empty", id="port-empty"),
-    P("[::1", "closing ']'", id="unclosed-bracket"),
-    P("[::1]8080", "only ':port' may follow", id="bracket-without-colon"),
-    P("[127.0.0.1]:80", "only IPv6", id="ipv4-in-brackets"),
-    P("fe80::1%eth0", "zone ID", id="ipv6-zone-id"),
-    P("::1::2", "not a valid IPv6", id="bad-ipv6"),
-    P("*.example.com", "not allowed in a hostname", id="wildcard"),
-    P("a_b.example", "not allowed in a hostname", id="underscore"),
-    P("１２７.０.０.１", "IDNA 2008", id="full-width-digits"),
-])
+@pytest.mark.parametrize(
+    "entry, why",
+    [
+        P("127.1", "looks like an IP address", id="short-form-ipv4"),
+        P("0x7f.1", "looks like an IP address", id="hex-ipv4"),
+        P("2130706433", "looks like an IP address", id="decimal-ipv4"),
+        P("10.1.0.5/16", "host bits set", id="cidr-with-host-bits"),
+        P("10.0.0.0/33", "not a valid CIDR", id="cidr-prefix-too-long"),
+        P("example.com/24", "not a valid CIDR", id="hostname-with-prefix"),
+        P("10.0.0.1:0", "outside 1-65535", id="port-zero"),
+        P("intranet.example:65536", "outside 1-65535", id="port-too-big"),
+        P("intranet.example:https", "not a number", id="port-by-name"),
+        P("intranet.example:", "port is empty", id="port-empty"),
+        P("[::1", "closing ']'", id="unclosed-bracket"),
+        P("[::1]8080", "only ':port' may follow", id="bracket-without-colon"),
+        P("[127.0.0.1]:80", "only IPv6", id="ipv4-in-brackets"),
+        P("fe80::1%eth0", "zone ID", id="ipv6-zone-id"),
+        P("::1::2", "not a valid IPv6", id="bad-ipv6"),
+        P("*.example.com", "not allowed in a hostname", id="wildcard"),
+        P("a_b.example", "not allowed in a hostname", id="underscore"),
+        P("１２７.０.０.１", "IDNA 2008", id="full-width-digits"),
+    ],
+)
 def test_policy_rejects_a_bad_entry_naming_the_entry_and_the_variable(entry, why):
     with pytest.raises(ValueError) as caught:
         Policy.from_settings(False, "10.0.0.1, " + entry, "")
@@ -420,6 +476,7 @@ def test_a_bad_deny_entry_names_the_deny_variable():
 # Policy.check_address
 # ---------------------------------------------------------------------------------------------
 
+
 def _allowed(policy, ip, port, host=None):
     try:
         policy.check_address(ip, port, host)
@@ -437,8 +494,10 @@ def _refusal(check, *args, **kwargs) -> Blocked:
 
 def test_a_refusal_tells_the_submitter_it_is_refused_and_the_operator_which_rule_refused_it():
     refusal = _refusal(Policy().check_address, "127.0.0.1", 80)
-    assert str(refusal) == ("127.0.0.1 is a private or reserved address, which this server does not fetch "
-                            "(an operator can allow it with GREENBATCH_ALLOW_TARGETS=127.0.0.1:80)")
+    assert str(refusal) == (
+        "127.0.0.1 is a private or reserved address, which this server does not fetch "
+        "(an operator can allow it with GREENBATCH_ALLOW_TARGETS=127.0.0.1:80)"
+    )
     assert refusal.detail == "127.0.0.1 is loopback (denied by default; see GREENBATCH_ALLOW_TARGETS)"
     assert refusal.kind == "blocked"
     assert isinstance(refusal, guard.GuardError)
@@ -446,35 +505,60 @@ def test_a_refusal_tells_the_submitter_it_is_refused_and_the_operator_which_rule
 
 def test_a_hostname_refusal_keeps_the_address_it_resolved_to_and_the_rule_to_the_detail():
     refusal = _refusal(Policy().check_address, "::ffff:127.0.0.1", 443, host="Intranet.Example.")
-    assert str(refusal) == ("intranet.example resolves to a private or reserved address, which this server does "
-                            "not fetch (an operator can allow it with GREENBATCH_ALLOW_TARGETS=intranet.example:443)")
+    assert str(refusal) == (
+        "intranet.example resolves to a private or reserved address, which this server does "
+        "not fetch (an operator can allow it with GREENBATCH_ALLOW_TARGETS=intranet.example:443)"
+    )
     assert refusal.detail.startswith("intranet.example resolves to ::ffff:127.0.0.1, which is an IPv4-mapped")
 
 
-@pytest.mark.parametrize("ip, host, public", [
-    P("::1", "::1", "::1 is a private or reserved address, which this server does not fetch (an operator can allow "
-      "it with GREENBATCH_ALLOW_TARGETS=[::1]:80)", id="ipv6-literal-bracketed-in-the-hint"),
-    P("127.0.0.1", "2130706433", "2130706433 resolves to a private or reserved address, which this server does "
-      "not fetch", id="a-host-no-allow-entry-can-name-gets-no-hint"),
-    P("169.254.169.254", "metadata.example", "metadata.example resolves to a private or reserved address, which "
-      "this server does not fetch", id="no-hint-where-only-the-exact-address-would-lift-it"),
-    P("10.0.0.5", None, "10.0.0.5 is on this server's deny-list (GREENBATCH_DENY_TARGETS)", id="deny-entry"),
-    P("10.0.0.5", "intranet.example", "intranet.example resolves to an address on this server's deny-list "
-      "(GREENBATCH_DENY_TARGETS)", id="deny-entry-reached-by-a-name"),
-])
+@pytest.mark.parametrize(
+    "ip, host, public",
+    [
+        P(
+            "::1",
+            "::1",
+            "::1 is a private or reserved address, which this server does not fetch (an operator can allow "
+            "it with GREENBATCH_ALLOW_TARGETS=[::1]:80)",
+            id="ipv6-literal-bracketed-in-the-hint",
+        ),
+        P(
+            "127.0.0.1",
+            "2130706433",
+            "2130706433 resolves to a private or reserved address, which this server does not fetch",
+            id="a-host-no-allow-entry-can-name-gets-no-hint",
+        ),
+        P(
+            "169.254.169.254",
+            "metadata.example",
+            "metadata.example resolves to a private or reserved address, which this server does not fetch",
+            id="no-hint-where-only-the-exact-address-would-lift-it",
+        ),
+        P("10.0.0.5", None, "10.0.0.5 is on this server's deny-list (GREENBATCH_DENY_TARGETS)", id="deny-entry"),
+        P(
+            "10.0.0.5",
+            "intranet.example",
+            "intranet.example resolves to an address on this server's deny-list (GREENBATCH_DENY_TARGETS)",
+            id="deny-entry-reached-by-a-name",
+        ),
+    ],
+)
 def test_public_refusals_name_only_what_the_submitter_typed(ip, host, public):
     refusal = _refusal(Policy.from_settings(False, "", "10.0.0.5").check_address, ip, 80, host=host)
     assert str(refusal) == public
     assert ip in refusal.detail
 
 
-@pytest.mark.parametrize("ip, port, allowed", [
-    P("127.0.0.1", 8081, True, id="named-address-on-named-port"),
-    P("127.0.0.1", 22, False, id="named-address-on-other-port"),
-    P("127.0.0.2", 8081, False, id="other-address-on-named-port"),
-    P("::ffff:127.0.0.1", 8081, True, id="ipv4-mapped-form-of-named-address"),
-    P("2002:7f00:1::", 8081, False, id="6to4-form-is-not-the-same-socket"),
-])
+@pytest.mark.parametrize(
+    "ip, port, allowed",
+    [
+        P("127.0.0.1", 8081, True, id="named-address-on-named-port"),
+        P("127.0.0.1", 22, False, id="named-address-on-other-port"),
+        P("127.0.0.2", 8081, False, id="other-address-on-named-port"),
+        P("::ffff:127.0.0.1", 8081, True, id="ipv4-mapped-form-of-named-address"),
+        P("2002:7f00:1::", 8081, False, id="6to4-form-is-not-the-same-socket"),
+    ],
+)
 def test_port_scoped_allow_entry(ip, port, allowed):
     policy = Policy.from_settings(False, "127.0.0.1:8081", "")
     assert _allowed(policy, ip, port) is allowed
@@ -560,13 +644,16 @@ class ScriptedResolver:
         return [_info(ip) for ip in answer]
 
 
-@pytest.mark.parametrize("ip, port, host", [
-    P("93.184.216.34", 443, None, id="the-address-written-as-an-ip"),
-    P("93.184.216.34", 443, "alias.example", id="another-name-for-the-address"),
-    P("::ffff:93.184.216.34", 443, None, id="the-address-ipv4-mapped"),
-    P("2606:2800:220:1::1946", 443, "alias.example", id="its-ipv6-address"),
-    P("93.184.216.34", 25, None, id="any-port"),
-])
+@pytest.mark.parametrize(
+    "ip, port, host",
+    [
+        P("93.184.216.34", 443, None, id="the-address-written-as-an-ip"),
+        P("93.184.216.34", 443, "alias.example", id="another-name-for-the-address"),
+        P("::ffff:93.184.216.34", 443, None, id="the-address-ipv4-mapped"),
+        P("2606:2800:220:1::1946", 443, "alias.example", id="its-ipv6-address"),
+        P("93.184.216.34", 25, None, id="any-port"),
+    ],
+)
 def test_a_hostname_deny_entry_denies_the_addresses_the_name_resolves_to(ip, port, host):
     lookup = ScriptedResolver(tracker_example=[["93.184.216.34", "2606:2800:220:1::1946"]])
     policy = Policy.from_settings(False, "", "tracker.example", getaddrinfo=lookup)
@@ -578,19 +665,23 @@ def test_a_hostname_deny_entry_denies_the_addresses_the_name_resolves_to(ip, por
 
 
 def test_a_port_scoped_hostname_deny_entry_denies_its_addresses_on_that_port_only():
-    policy = Policy.from_settings(False, "", "mail.example:25",
-                                  getaddrinfo=ScriptedResolver(mail_example=[["93.184.216.34"]]))
+    policy = Policy.from_settings(
+        False, "", "mail.example:25", getaddrinfo=ScriptedResolver(mail_example=[["93.184.216.34"]])
+    )
     assert not _allowed(policy, "93.184.216.34", 25)
     assert _allowed(policy, "93.184.216.34", 443)
 
 
-@pytest.mark.parametrize("deny, ip", [
-    P("::ffff:10.0.0.5", "10.0.0.5", id="mapped-entry-denies-the-plain-address"),
-    P("[::ffff:10.0.0.5]:80", "10.0.0.5", id="mapped-entry-with-a-port"),
-    P("::ffff:10.0.0.0/104", "10.0.0.9", id="mapped-range-denies-plain-addresses-in-it"),
-    P("10.0.0.5", "::ffff:10.0.0.5", id="plain-entry-denies-the-mapped-address"),
-    P("::ffff:10.0.0.5", "2002:a00:5::", id="mapped-entry-denies-6to4-and-other-embeddings"),
-])
+@pytest.mark.parametrize(
+    "deny, ip",
+    [
+        P("::ffff:10.0.0.5", "10.0.0.5", id="mapped-entry-denies-the-plain-address"),
+        P("[::ffff:10.0.0.5]:80", "10.0.0.5", id="mapped-entry-with-a-port"),
+        P("::ffff:10.0.0.0/104", "10.0.0.9", id="mapped-range-denies-plain-addresses-in-it"),
+        P("10.0.0.5", "::ffff:10.0.0.5", id="plain-entry-denies-the-mapped-address"),
+        P("::ffff:10.0.0.5", "2002:a00:5::", id="mapped-entry-denies-6to4-and-other-embeddings"),
+    ],
+)
 def test_deny_entries_match_ipv4_mapped_and_plain_forms_alike(deny, ip):
     policy = Policy.from_settings(True, "10.0.0.0/8", deny)
     assert not _allowed(policy, ip, 80)
@@ -598,8 +689,9 @@ def test_deny_entries_match_ipv4_mapped_and_plain_forms_alike(deny, ip):
 
 
 def test_a_denied_name_resolving_to_a_mapped_address_denies_the_plain_one_too():
-    policy = Policy.from_settings(True, "", "intranet.example",
-                                  getaddrinfo=ScriptedResolver(intranet_example=[["::ffff:10.0.0.5"]]))
+    policy = Policy.from_settings(
+        True, "", "intranet.example", getaddrinfo=ScriptedResolver(intranet_example=[["::ffff:10.0.0.5"]])
+    )
     assert not _allowed(policy, "10.0.0.5", 80)
 
 
@@ -612,8 +704,9 @@ def test_a_policy_without_hostname_deny_entries_looks_nothing_up():
 def test_denied_names_are_looked_up_again_in_the_background_once_due():
     clock, started = Clock(), []
     lookup = ScriptedResolver(tracker_example=[["93.184.216.34"], ["93.184.216.99"]])
-    names = guard.DeniedNames(guard.parse_targets("tracker.example", guard.DENY_VAR), getaddrinfo=lookup,
-                              clock=clock, start=started.append)
+    names = guard.DeniedNames(
+        guard.parse_targets("tracker.example", guard.DENY_VAR), getaddrinfo=lookup, clock=clock, start=started.append
+    )
     policy = Policy(deny=names.entries, denied_names=names)
     clock.now += guard.DENY_REFRESH - 1
     assert not _allowed(policy, "93.184.216.34", 80) and started == []
@@ -630,11 +723,15 @@ def test_a_failed_lookup_keeps_the_addresses_a_denied_name_had_and_says_so(caplo
     clock = Clock()
     failure = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
     lookup = ScriptedResolver(tracker_example=[["93.184.216.34"], failure, ["93.184.216.99"]])
-    names = guard.DeniedNames(guard.parse_targets("tracker.example", guard.DENY_VAR), getaddrinfo=lookup,
-                              clock=clock, start=lambda work: work())
+    names = guard.DeniedNames(
+        guard.parse_targets("tracker.example", guard.DENY_VAR),
+        getaddrinfo=lookup,
+        clock=clock,
+        start=lambda work: work(),
+    )
     policy = Policy(deny=names.entries, denied_names=names)
     clock.now += guard.DENY_REFRESH
-    with caplog.at_level("WARNING", logger="app.guard"):
+    with caplog.at_level("WARNING", logger="app.fetch.guard"):
         assert not _allowed(policy, "93.184.216.34", 80)
     assert "tracker.example could not be looked up (" in caplog.text
     assert "its 1 known addresses stay denied" in caplog.text
@@ -645,22 +742,34 @@ def test_a_failed_lookup_keeps_the_addresses_a_denied_name_had_and_says_so(caplo
 
 def test_a_denied_name_that_does_not_resolve_at_start_is_still_denied_by_name(caplog):
     lookup = ScriptedResolver(gone_example=[socket.gaierror(socket.EAI_NONAME, "Name or service not known")])
-    with caplog.at_level("WARNING", logger="app.guard"):
+    with caplog.at_level("WARNING", logger="app.fetch.guard"):
         policy = Policy.from_settings(False, "", "gone.example", getaddrinfo=lookup)
     assert "only the name itself is denied until it resolves" in caplog.text
     assert not _allowed(policy, "93.184.216.34", 80, host="gone.example")
     assert _allowed(policy, "93.184.216.34", 80)
 
 
-@pytest.mark.parametrize("ip", ["10.0.0.1", "127.0.0.1", "169.254.1.1", "100.64.0.1", "fd00::1", "fe80::1",
-                                "::1", "::ffff:192.168.1.1"])
+@pytest.mark.parametrize(
+    "ip", ["10.0.0.1", "127.0.0.1", "169.254.1.1", "100.64.0.1", "fd00::1", "fe80::1", "::1", "::ffff:192.168.1.1"]
+)
 def test_allow_private_permits_private_loopback_link_local_cgnat_and_ula(ip):
     assert _allowed(Policy(allow_private=True), ip, 80)
     assert not _allowed(Policy(), ip, 80)
 
 
-@pytest.mark.parametrize("ip", ["169.254.169.254", "168.63.129.16", "100.100.100.200", "fd00:ec2::254",
-                                "::ffff:169.254.169.254", "0.0.0.0", "224.0.0.1", "255.255.255.255"])
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "169.254.169.254",
+        "168.63.129.16",
+        "100.100.100.200",
+        "fd00:ec2::254",
+        "::ffff:169.254.169.254",
+        "0.0.0.0",
+        "224.0.0.1",
+        "255.255.255.255",
+    ],
+)
 def test_allow_private_does_not_lift_metadata_unspecified_multicast_or_broadcast(ip):
     assert not _allowed(Policy(allow_private=True), ip, 80)
 
@@ -681,14 +790,17 @@ def test_metadata_is_lifted_only_by_an_entry_naming_the_exact_address():
     assert not _allowed(by_name, "169.254.169.254", 80, host="metadata.internal")
 
 
-@pytest.mark.parametrize("ip, port, host, allowed", [
-    P("10.9.9.9", 443, "intranet.example", True, id="named-host-named-port"),
-    P("10.9.9.9", 443, "Intranet.Example.", True, id="host-compared-case-and-dot-insensitively"),
-    P("10.9.9.9", 80, "intranet.example", False, id="named-host-other-port"),
-    P("10.9.9.9", 443, "other.example", False, id="other-host-same-address"),
-    P("10.9.9.9", 443, "sub.intranet.example", False, id="subdomain-is-not-the-host"),
-    P("10.9.9.9", 443, None, False, id="no-host-given"),
-])
+@pytest.mark.parametrize(
+    "ip, port, host, allowed",
+    [
+        P("10.9.9.9", 443, "intranet.example", True, id="named-host-named-port"),
+        P("10.9.9.9", 443, "Intranet.Example.", True, id="host-compared-case-and-dot-insensitively"),
+        P("10.9.9.9", 80, "intranet.example", False, id="named-host-other-port"),
+        P("10.9.9.9", 443, "other.example", False, id="other-host-same-address"),
+        P("10.9.9.9", 443, "sub.intranet.example", False, id="subdomain-is-not-the-host"),
+        P("10.9.9.9", 443, None, False, id="no-host-given"),
+    ],
+)
 def test_hostname_allow_entry_permits_the_urls_host(ip, port, host, allowed):
     policy = Policy.from_settings(False, "intranet.example:443", "")
     assert _allowed(policy, ip, port, host) is allowed
@@ -702,6 +814,7 @@ def test_check_address_refuses_something_that_is_not_an_address():
 # ---------------------------------------------------------------------------------------------
 # resolve
 # ---------------------------------------------------------------------------------------------
+
 
 def _info(ip, port=80):
     if ":" in ip:
@@ -724,11 +837,14 @@ class FakeResolver:
         return self.answer
 
 
-@pytest.mark.parametrize("ips", [
-    P(("93.184.216.34", "127.0.0.1"), id="allowed-first-denied-second"),
-    P(("127.0.0.1", "93.184.216.34"), id="denied-first-allowed-second"),
-    P(("2606:4700::1", "::ffff:169.254.169.254"), id="ipv6-public-then-mapped-metadata"),
-])
+@pytest.mark.parametrize(
+    "ips",
+    [
+        P(("93.184.216.34", "127.0.0.1"), id="allowed-first-denied-second"),
+        P(("127.0.0.1", "93.184.216.34"), id="denied-first-allowed-second"),
+        P(("2606:4700::1", "::ffff:169.254.169.254"), id="ipv6-public-then-mapped-metadata"),
+    ],
+)
 def test_resolve_blocks_when_any_address_is_denied(ips):
     with pytest.raises(Blocked):
         guard.resolve("rebind.example", 80, Policy(), getaddrinfo=FakeResolver(*ips))
@@ -782,16 +898,19 @@ def test_resolve_uses_socket_getaddrinfo_as_patched_at_call_time(monkeypatch):
     assert fake.calls
 
 
-@pytest.mark.parametrize("host", [
-    P("2130706433", id="decimal"),
-    P("0x7f.1", id="hex-short"),
-    P("0x7f000001", id="hex-whole"),
-    P("0177.0.0.1", id="octal-first-octet"),
-    P("017700000001", id="octal-whole"),
-    P("127.1", id="short-dotted"),
-    P("127.000.000.001", id="zero-padded"),
-    P("[::ffff:127.0.0.1]", id="ipv4-mapped-ipv6"),
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        P("2130706433", id="decimal"),
+        P("0x7f.1", id="hex-short"),
+        P("0x7f000001", id="hex-whole"),
+        P("0177.0.0.1", id="octal-first-octet"),
+        P("017700000001", id="octal-whole"),
+        P("127.1", id="short-dotted"),
+        P("127.000.000.001", id="zero-padded"),
+        P("[::ffff:127.0.0.1]", id="ipv4-mapped-ipv6"),
+    ],
+)
 def test_numeric_loopback_forms_are_blocked_by_the_address_libc_resolves_them_to(host):
     assert re.search("127.0.0.1.*loopback", _refusal(guard.resolve, host, 80, Policy()).detail)
 

@@ -1,12 +1,13 @@
 """gunicorn with our worker class serves the API, the pages and the live stream, and stops cleanly."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import socket
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -15,8 +16,8 @@ import time
 import pytest
 import requests
 
-from tests.conftest import ROOT
-from tests.nginx import free_port
+from tests.support.nginx import free_port
+from tests.support.server import ROOT
 
 websocket = pytest.importorskip("websocket")
 GUNICORN = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which("gunicorn")
@@ -29,9 +30,26 @@ def running_gunicorn(tmp_path, env: dict[str, str], *options: str):
     port = free_port()
     log = open(tmp_path / "gunicorn.log", "wb")
     env = {**os.environ, **env, "GREENBATCH_DATA_DIR": str(tmp_path / "data")}
-    proc = subprocess.Popen([GUNICORN, "-k", "app.worker.Worker", "-w", "1", "-b", f"127.0.0.1:{port}",
-                             "--graceful-timeout", "10", *options, "wsgi:app"], cwd=ROOT, env=env,
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            GUNICORN,
+            "-k",
+            "app.worker.Worker",
+            "-w",
+            "1",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "10",
+            *options,
+            "wsgi:app",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:
@@ -63,8 +81,11 @@ def gunicorn(tmp_path, target_env):
 def test_gunicorn_with_our_worker_streams_a_batch_and_exits_zero_on_sigterm(gunicorn, target):
     proc, base = gunicorn
     assert "text/html" in requests.get(base + "/", timeout=5).headers["Content-Type"]
-    batch = requests.post(base + "/api/v1/batches", json={"urls": [target.url("/delay/50")] * 20,
-                                                          "options": {"concurrency": 4}}, timeout=5).json()
+    batch = requests.post(
+        base + "/api/v1/batches",
+        json={"urls": [target.url("/delay/50")] * 20, "options": {"concurrency": 4}},
+        timeout=5,
+    ).json()
     ws = websocket.create_connection(f"ws{base[4:]}/ws/batches/{batch['id']}?after=0", origin=base, timeout=20)
     types, results = [], 0
     try:

@@ -1,12 +1,12 @@
 """Fetch limits against a hostile target: the per-URL deadline, the body cap and decompression bombs,
 with the server's memory measured from outside its process."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
-from tests.conftest import GreenbatchServer, kind_of
-from tests.memory import peak_rss_during, rss
+from tests.support.memory import peak_rss_during, rss
+from tests.support.server import GreenbatchServer, kind_of
 
 MiB = 1024 * 1024
 
@@ -18,8 +18,10 @@ def limited(tmp_path_factory, target, closed_port):
     server = GreenbatchServer(tmp_path_factory.mktemp("limits"), env).start()
     # Warm up: the first fetches import codecs and grow the pools and SQLite's cache; that is not
     # memory a bomb should be blamed for. It also makes the target compress its 200 MiB bomb now.
-    server.run_batch([target.url("/ok"), target.url("/gzip?size=1048576"), target.url("/endless"),
-                       target.url("/gzip-bomb")], max_bytes=2 * MiB)
+    server.run_batch(
+        [target.url("/ok"), target.url("/gzip?size=1048576"), target.url("/endless"), target.url("/gzip-bomb")],
+        max_bytes=2 * MiB,
+    )
     yield server
     server.stop()
 
@@ -27,6 +29,7 @@ def limited(tmp_path_factory, target, closed_port):
 # ---------------------------------------------------------------------------------------------
 # Time: the batch deadline bounds a URL however the target stalls
 # ---------------------------------------------------------------------------------------------
+
 
 def test_a_slow_drip_body_is_cut_at_the_batch_deadline(limited, target):
     # One byte every 0.5 s: each read returns well within the 2 s read timeout, so only the
@@ -47,11 +50,13 @@ def test_headers_slower_than_the_deadline_end_deadline(limited, target):
 # Size and memory: caps hold on decoded bytes, and the server's memory stays flat
 # ---------------------------------------------------------------------------------------------
 
+
 def test_an_endless_body_stops_at_max_bytes_without_growing_memory(limited, target):
     pid = limited.proc.pid
     before = rss(pid)
-    peak, results = peak_rss_during(pid, lambda: limited.run_batch([target.url("/endless")] * 10,
-                                                           max_bytes=256 * 1024, concurrency=10))
+    peak, results = peak_rss_during(
+        pid, lambda: limited.run_batch([target.url("/endless")] * 10, max_bytes=256 * 1024, concurrency=10)
+    )
     assert sorted(results) == list(range(10))
     for result in results.values():
         assert kind_of(result) == "too_large", result
@@ -69,8 +74,7 @@ def test_gzip_bombs_stop_at_the_default_cap_without_inflating_in_memory(limited,
     # what unbounded decompression of 16 KiB of this bomb amounts to, measured +31 MiB).
     pid = limited.proc.pid
     before = rss(pid)
-    peak, results = peak_rss_during(pid, lambda: limited.run_batch([target.url("/gzip-bomb")] * 10,
-                                                           concurrency=10))
+    peak, results = peak_rss_during(pid, lambda: limited.run_batch([target.url("/gzip-bomb")] * 10, concurrency=10))
     assert sorted(results) == list(range(10))
     for result in results.values():
         assert kind_of(result) == "too_large", result
@@ -81,6 +85,7 @@ def test_gzip_bombs_stop_at_the_default_cap_without_inflating_in_memory(limited,
 # ---------------------------------------------------------------------------------------------
 # Connection failures: each named for what happened
 # ---------------------------------------------------------------------------------------------
+
 
 def test_a_connection_reset_ends_other_with_a_message_naming_the_reset(limited, target):
     result = limited.fetch_one(target.url("/reset"))

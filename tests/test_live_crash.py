@@ -4,6 +4,7 @@ The server is SIGKILLed five times under a viewer that reconnects with ?after=<l
 the viewer been shown events not yet committed, the restarted server would number new events from the
 last committed seq and give the viewer's seqs to other results: rows lost and rows doubled.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ class ReconnectingViewer:
         self.connected = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self, base_url: str) -> "ReconnectingViewer":
+    def start(self, base_url: str) -> ReconnectingViewer:
         self.base_url = base_url
         self._thread.start()
         return self
@@ -75,12 +76,15 @@ class ReconnectingViewer:
 def stored_events(data_dir, batch_id) -> dict[int, tuple[str, str]]:
     """seq -> (type, payload JSON) straight from the SQLite file."""
     with sqlite3.connect(data_dir / "greenbatch.db") as conn:
-        return {seq: (type_, data) for seq, type_, data in
-                conn.execute("SELECT seq, type, data FROM events WHERE batch_id = ?", (batch_id,))}
+        return {
+            seq: (type_, data)
+            for seq, type_, data in conn.execute("SELECT seq, type, data FROM events WHERE batch_id = ?", (batch_id,))
+        }
 
 
-def test_five_sigkills_under_a_reconnecting_viewer_lose_no_row_double_none_and_reuse_no_seq(make_server, target,
-                                                                                               tmp_path):
+def test_five_sigkills_under_a_reconnecting_viewer_lose_no_row_double_none_and_reuse_no_seq(
+    make_server, target, tmp_path
+):
     data = tmp_path / "crash"
     # A long flush interval keeps many events uncommitted at each kill: the window a viewer must never see into.
     env = {"GREENBATCH_FLUSH_INTERVAL": "0.5"}
@@ -107,7 +111,8 @@ def test_five_sigkills_under_a_reconnecting_viewer_lose_no_row_double_none_and_r
     assert sorted(stored) == seqs, "the viewer saw exactly the stored events"
     for event in viewer.events:
         type_, data_json = stored[event["seq"]]
-        assert (type_, json.loads(data_json)) == (event["type"], event["data"]), \
+        assert (type_, json.loads(data_json)) == (event["type"], event["data"]), (
             f"seq {event['seq']} was shown as one event and stored as another"
+        )
     indexes = [event["data"]["index"] for event in viewer.events if event["type"] == "result"]
     assert sorted(indexes) == list(range(URLS)), "each URL's row shown exactly once"

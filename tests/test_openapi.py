@@ -4,6 +4,7 @@ The schemathesis run fuzzes a real server whose every fetch is refused before it
 (GREENBATCH_DENY_TARGETS covers every address) and whose submitted URLs are rewritten to 127.0.0.1,
 so no generated URL is ever looked up or fetched.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,13 +22,18 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
-                                               response_schema_conformance, status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
-from app import guard, openapi
-from app.config import Config
-from app.model import BatchOptions
-from tests.conftest import ROOT, GreenbatchServer
+from app.core.config import Config
+from app.core.options import BatchOptions
+from app.fetch import guard
+from app.web import openapi
+from tests.support.server import ROOT, GreenbatchServer
 
 DENY_EVERYTHING = {"GREENBATCH_DENY_TARGETS": "0.0.0.0/0,::/0", "GREENBATCH_ALLOW_TARGETS": ""}
 EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "25"))
@@ -44,8 +50,15 @@ print(json.dumps(rules))
 def flask_api_routes(tmp_path) -> dict[tuple[str, str], None]:
     """(OpenAPI-style path, method) of every route the real app registers under /api/v1."""
     env = {"GREENBATCH_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", _ROUTES_SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _ROUTES_SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     routes = {}
     for rule, methods in json.loads(out.strip().splitlines()[-1]):
         if rule.startswith("/api/v1/") or rule == "/api/v1":
@@ -79,14 +92,16 @@ def test_every_batch_option_is_described_for_requests_and_answers():
 
 
 def test_the_description_states_this_servers_limits(make_server):
-    custom = make_server(env={"GREENBATCH_MAX_URLS": "77", "GREENBATCH_MAX_CONCURRENCY": "9",
-                              "GREENBATCH_DEFAULT_CONCURRENCY": "3"})
+    custom = make_server(
+        env={"GREENBATCH_MAX_URLS": "77", "GREENBATCH_MAX_CONCURRENCY": "9", "GREENBATCH_DEFAULT_CONCURRENCY": "3"}
+    )
     schemas = custom.request("GET", "/api/v1/openapi.json").json()["components"]["schemas"]
     assert schemas["NewBatch"]["properties"]["urls"]["maxItems"] == 77
     assert schemas["OptionsInput"]["properties"]["concurrency"]["maximum"] == 9
 
 
 # -- schemathesis against a live server -----------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def fuzzed_server(tmp_path_factory):
@@ -149,8 +164,14 @@ def use_a_real_batch_sometimes(case, server) -> None:
         case.path_parameters["batch_id"] = created.json()["id"]
 
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+
 
 def fuzz_runs() -> list:
     """Valid requests for every operation; invalid ones for those with a query or body to get wrong."""
@@ -167,8 +188,14 @@ def test_api_answers_are_never_500_and_match_the_description(api_schema, fuzzed_
     operation = api_schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     def answers_match(case):
         keep_fetches_local(case)
         use_a_real_batch_sometimes(case, fuzzed_server)
@@ -178,6 +205,7 @@ def test_api_answers_are_never_500_and_match_the_description(api_schema, fuzzed_
 
 
 # -- what fuzzing found ----------------------------------------------------------------------
+
 
 def test_a_csv_body_the_csv_module_cannot_read_answers_400_not_500(server):
     body = '"' + "a" * 200_000  # a quote never closed: one field past the csv module's 128 KiB limit

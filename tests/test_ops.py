@@ -1,4 +1,5 @@
 """Operations: probes, Prometheus metrics, logs (text and JSON) and the trusted reverse proxy."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,15 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import stats
+from app.core import stats
 
 TOKEN = "ops-test-token-0123456789"
-FORWARDED = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
-             "X-Forwarded-Host": "greenbatch.example", "X-Forwarded-Prefix": "/dash"}
+FORWARDED = {
+    "X-Forwarded-For": "203.0.113.9",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "greenbatch.example",
+    "X-Forwarded-Prefix": "/dash",
+}
 
 
 def scrape(server) -> dict[tuple[str, tuple], float]:
@@ -34,6 +39,7 @@ def value(samples, name: str, **labels) -> float:
 
 
 # -- probes ----------------------------------------------------------------------------------
+
 
 def test_healthz_and_readyz_answer_200_json_without_a_token(make_server):
     secured = make_server(env={"GREENBATCH_API_TOKENS": TOKEN})
@@ -73,6 +79,7 @@ def test_readyz_answers_503_while_the_store_cannot_take_a_write_and_200_once_it_
 
 # -- metrics ---------------------------------------------------------------------------------
 
+
 def test_metrics_move_during_a_batch(server, target):
     before = scrape(server)
     urls = [target.url("/delay/400")] * 4 + [target.url("/ok")] * 3 + [target.url("/status/500")] * 2
@@ -88,7 +95,7 @@ def test_metrics_move_during_a_batch(server, target):
     server.wait(batch["id"])
 
     after = scrape(server)
-    moved = lambda name, **labels: value(after, name, **labels) - value(before, name, **labels)  # noqa: E731
+    moved = lambda name, **labels: value(after, name, **labels) - value(before, name, **labels)  # noqa: E731 - reads as the formula it is
     assert moved("greenbatch_fetches_total", outcome="ok", error_kind="none") == 7
     assert moved("greenbatch_fetches_total", outcome="failed", error_kind="none") == 2, "a 500 is not ok"
     assert moved("greenbatch_fetch_duration_seconds_count") == 9
@@ -110,8 +117,13 @@ def test_fetch_errors_are_counted_by_kind(server, target):
 
 
 def test_fetch_duration_buckets_are_the_dashboards_histogram_bounds(server):
-    bounds = sorted({float(dict(labels)["le"]) for name, labels in scrape(server)
-                     if name == "greenbatch_fetch_duration_seconds_bucket"})
+    bounds = sorted(
+        {
+            float(dict(labels)["le"])
+            for name, labels in scrape(server)
+            if name == "greenbatch_fetch_duration_seconds_bucket"
+        }
+    )
     assert bounds[:-1] == [ms / 1000 for ms in stats.HISTOGRAM_BOUNDS_MS] and bounds[-1] == float("inf")
 
 
@@ -121,8 +133,8 @@ def test_fetch_metrics_read_exactly_as_prometheus_clients_own_counter_and_histog
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
     from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-    from app.events import Event
-    from app.ops import FETCH_BUCKETS, FetchMetrics
+    from app.runs.events import Event
+    from app.web.ops import FETCH_BUCKETS, FetchMetrics
 
     prometheus_client.disable_created_metrics()  # as ops.init_app does (process-wide: restored below)
     ours, theirs = CollectorRegistry(), CollectorRegistry()
@@ -130,8 +142,9 @@ def test_fetch_metrics_read_exactly_as_prometheus_clients_own_counter_and_histog
     ours.register(fetches)
     counter = Counter("greenbatch_fetches", FetchMetrics.FETCHES_HELP, ["outcome", "error_kind"], registry=theirs)
     counter.labels("ok", "none")
-    histogram = Histogram("greenbatch_fetch_duration_seconds", FetchMetrics.DURATION_HELP, buckets=FETCH_BUCKETS,
-                          registry=theirs)
+    histogram = Histogram(
+        "greenbatch_fetch_duration_seconds", FetchMetrics.DURATION_HELP, buckets=FETCH_BUCKETS, registry=theirs
+    )
     fetches.FOLD_EVERY = 7  # rows are counted in groups: at every 7th result here, and at each scrape
     totals_ms = [0.0, 0.4, 5.0, 5.0001, 99.9, 100.0, 2500.0, 10000.0, 10000.1, 123456.0, None]
     for seq, total in enumerate(totals_ms * 3):
@@ -139,8 +152,14 @@ def test_fetch_metrics_read_exactly_as_prometheus_clients_own_counter_and_histog
             assert generate_latest(ours) == generate_latest(theirs)
         error = None if seq % 4 else {"kind": ("refused", "deadline", "cancelled", "blocked")[seq % 3], "message": "x"}
         status = None if error else (200, 404, 301)[seq % 3]
-        result = {"index": seq, "ok": error is None and status != 404, "status_code": status, "error": error,
-                  "bytes": 10, "timings": {"total": total}}
+        result = {
+            "index": seq,
+            "ok": error is None and status != 404,
+            "status_code": status,
+            "error": error,
+            "bytes": 10,
+            "timings": {"total": total},
+        }
         fetches.observe([Event("b", seq + 1, "result", result)])
         fetches.observe([Event("b", seq + 1, "progress", {"done": seq})])  # only results count
         row = stats.row_of(result)
@@ -178,6 +197,7 @@ def test_open_websockets_are_counted(server):
 
 # -- logs ------------------------------------------------------------------------------------
 
+
 def test_json_log_format_writes_only_json_lines_with_the_batch_id_on_each_transition(make_server, target):
     server = make_server(env={"GREENBATCH_LOG_FORMAT": "json"})
     batch = server.submit([target.url("/ok"), target.url("/status/404")])
@@ -212,8 +232,11 @@ def test_text_log_format_writes_one_access_line_per_request(make_server):
 
 # -- reverse proxy ---------------------------------------------------------------------------
 
+
 def test_with_one_trusted_proxy_urls_carry_the_forwarded_prefix_host_and_scheme(make_server, target):
-    proxied = make_server(env={"GREENBATCH_PROXY_HOPS": "1", "GREENBATCH_ALLOWED_ORIGINS": "https://greenbatch.example"})
+    proxied = make_server(
+        env={"GREENBATCH_PROXY_HOPS": "1", "GREENBATCH_ALLOWED_ORIGINS": "https://greenbatch.example"}
+    )
     response = proxied.request("POST", "/api/v1/batches", json={"urls": [target.url("/ok")]}, headers=FORWARDED)
     assert response.status_code == 201, response.text
     assert response.headers["Location"].startswith("/dash/api/v1/batches/")

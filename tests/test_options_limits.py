@@ -1,5 +1,6 @@
 """Batch options have bounded sizes and safe headers, lists stay light, reruns of old batches answer 4xx, and
 CSV exports cannot carry a spreadsheet formula."""
+
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,7 @@ from urllib.parse import urlencode
 import pytest
 import websocket
 
-from tests.conftest import error_of
+from tests.support.server import error_of
 
 
 def refusal(response) -> dict:
@@ -36,6 +37,7 @@ def submitted_options(server, target, **options) -> dict:
 
 # -- sizes -----------------------------------------------------------------------------------
 
+
 def test_a_megabyte_accept_status_is_refused_before_parsing_naming_the_field(server):
     detail = option_refusal(server, accept_status="200," * 250_000 + "200")
     assert detail["field"] == "options.accept_status"
@@ -50,12 +52,15 @@ def test_accept_status_takes_at_most_100_statuses_or_ranges(server, target):
     assert "at most 100" in detail["message"]
 
 
-@pytest.mark.parametrize("given, stored", [
-    ("404,200-299,250-310", "200-310,404"),
-    ("200-299, 300-399", "200-399"),
-    ("418,418,200", "200,418"),
-    (" 301 - 302 ", "301-302"),
-])
+@pytest.mark.parametrize(
+    "given, stored",
+    [
+        ("404,200-299,250-310", "200-310,404"),
+        ("200-299, 300-399", "200-399"),
+        ("418,418,200", "200,418"),
+        (" 301 - 302 ", "301-302"),
+    ],
+)
 def test_accept_status_is_stored_merged_and_sorted(server, target, given, stored):
     assert submitted_options(server, target, accept_status=given)["accept_status"] == stored
 
@@ -94,7 +99,7 @@ def test_the_batch_list_shows_header_names_and_the_batch_keeps_the_values(server
 
 def test_the_live_list_snapshot_shows_header_names_without_values(server, target):
     batch = server.submit([target.url("/ok")], headers=BULKY)
-    ws = websocket.create_connection("ws" + server.base_url[len("http"):] + "/ws/batches", timeout=15)
+    ws = websocket.create_connection("ws" + server.base_url[len("http") :] + "/ws/batches", timeout=15)
     try:
         snapshot = json.loads(ws.recv())
     finally:
@@ -108,16 +113,33 @@ def test_the_live_list_snapshot_shows_header_names_without_values(server, target
 
 # -- headers the client owns, control characters, repeats ---------------------------------------
 
-@pytest.mark.parametrize("name", ["Host", "host", "Content-Length", "Transfer-Encoding", "connection", "Upgrade",
-                                  "TE", "Trailer", "Keep-Alive", "Proxy-Connection"])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Host",
+        "host",
+        "Content-Length",
+        "Transfer-Encoding",
+        "connection",
+        "Upgrade",
+        "TE",
+        "Trailer",
+        "Keep-Alive",
+        "Proxy-Connection",
+    ],
+)
 def test_headers_the_client_owns_are_refused_naming_the_header(server, name):
     detail = option_refusal(server, headers={name: "admin.intranet.test" if name.lower() == "host" else "1"})
     assert detail["field"] == "options.headers"
     assert repr(name) in detail["message"]
 
 
-@pytest.mark.parametrize("character", ["\x00", "\x01", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f",
-                                       "\x7f", "\x85"], ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize(
+    "character",
+    ["\x00", "\x01", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x7f", "\x85"],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
 def test_control_characters_in_a_header_value_are_refused(server, character):
     detail = option_refusal(server, headers={"X-Probe": f"a{character}b"})
     assert detail["field"] == "options.headers"
@@ -141,19 +163,23 @@ def test_a_header_name_given_twice_in_any_case_is_refused(server):
 
 def text_submission(server, target, query: str):
     """POST one URL as text/plain with this query string."""
-    return server.request("POST", f"/api/v1/batches?{query}", data=target.url("/ok"),
-                          headers={"Content-Type": "text/plain"})
+    return server.request(
+        "POST", f"/api/v1/batches?{query}", data=target.url("/ok"), headers={"Content-Type": "text/plain"}
+    )
 
 
-@pytest.mark.parametrize("query, named", [
-    ("header=Host:%20admin.intranet.test", "'Host'"),
-    ("header=Transfer-Encoding:%20chunked", "'Transfer-Encoding'"),
-    ("header=X-A:%201&header=x-a:%202", "twice"),
-    ("header=X-A:%201&header=X-A:%202", "twice"),
-    ("header=X-A:%20a%0Bb", "U+000B"),
-    ("header=X-A:%20a%C2%85", "U+0085"),
-    ("header=bad", "'bad'"),
-])
+@pytest.mark.parametrize(
+    "query, named",
+    [
+        ("header=Host:%20admin.intranet.test", "'Host'"),
+        ("header=Transfer-Encoding:%20chunked", "'Transfer-Encoding'"),
+        ("header=X-A:%201&header=x-a:%202", "twice"),
+        ("header=X-A:%201&header=X-A:%202", "twice"),
+        ("header=X-A:%20a%0Bb", "U+000B"),
+        ("header=X-A:%20a%C2%85", "U+0085"),
+        ("header=bad", "'bad'"),
+    ],
+)
 def test_query_string_headers_follow_the_same_rules(server, target, query, named):
     error = refusal(text_submission(server, target, query))
     assert named in error["message"]
@@ -168,13 +194,15 @@ def test_query_string_headers_drop_the_spaces_around_a_value(server, target):
 
 # -- rerun of a batch stored under other limits -------------------------------------------------
 
+
 def test_rerun_after_the_concurrency_limit_was_lowered_answers_409_naming_the_limit(make_server, target, tmp_path):
     first = make_server(data_dir=tmp_path / "kept")
     batch = first.submit([target.url("/ok")], concurrency=50)
     first.wait(batch["id"])
     first.stop()
-    lowered = make_server(env={"GREENBATCH_MAX_CONCURRENCY": "10", "GREENBATCH_DEFAULT_CONCURRENCY": "5"},
-                          data_dir=tmp_path / "kept")
+    lowered = make_server(
+        env={"GREENBATCH_MAX_CONCURRENCY": "10", "GREENBATCH_DEFAULT_CONCURRENCY": "5"}, data_dir=tmp_path / "kept"
+    )
     response = lowered.request("POST", f"/api/v1/batches/{batch['id']}/rerun")
     assert response.status_code == 409, response.text
     error = error_of(response)
@@ -191,8 +219,10 @@ def test_rerun_of_a_batch_stored_with_a_host_header_answers_409(make_server, tar
     # As an older version stored it, before batches were refused a Host header.
     with sqlite3.connect(tmp_path / "kept" / "greenbatch.db") as db:
         (stored,) = db.execute("SELECT options FROM batches WHERE id = ?", (batch["id"],)).fetchone()
-        db.execute("UPDATE batches SET options = ? WHERE id = ?",
-                   (json.dumps({**json.loads(stored), "headers": {"Host": "admin.intranet.test"}}), batch["id"]))
+        db.execute(
+            "UPDATE batches SET options = ? WHERE id = ?",
+            (json.dumps({**json.loads(stored), "headers": {"Host": "admin.intranet.test"}}), batch["id"]),
+        )
     db.close()
     restarted = make_server(data_dir=tmp_path / "kept")
     response = restarted.request("POST", f"/api/v1/batches/{batch['id']}/rerun", json={"only": "all"})
@@ -202,14 +232,17 @@ def test_rerun_of_a_batch_stored_with_a_host_header_answers_409(make_server, tar
 
 
 def test_an_unfinished_batch_stored_with_a_host_header_is_not_resumed_but_ends_failed_saying_why(
-        make_server, target, tmp_path):
+    make_server, target, tmp_path
+):
     first = make_server(data_dir=tmp_path / "kept")
     batch = first.submit([target.url(f"/delay/2000?n={i}") for i in range(4)], concurrency=1)
     first.kill()  # mid-batch: it resumes on the next start
     with sqlite3.connect(tmp_path / "kept" / "greenbatch.db") as db:
         (stored,) = db.execute("SELECT options FROM batches WHERE id = ?", (batch["id"],)).fetchone()
-        db.execute("UPDATE batches SET options = ? WHERE id = ?",
-                   (json.dumps({**json.loads(stored), "headers": {"Host": "admin.intranet.test"}}), batch["id"]))
+        db.execute(
+            "UPDATE batches SET options = ? WHERE id = ?",
+            (json.dumps({**json.loads(stored), "headers": {"Host": "admin.intranet.test"}}), batch["id"]),
+        )
     db.close()
     target.hits(reset=True)
     restarted = make_server(data_dir=tmp_path / "kept")
@@ -222,6 +255,7 @@ def test_an_unfinished_batch_stored_with_a_host_header_is_not_resumed_but_ends_f
 
 
 # -- CSV export ------------------------------------------------------------------------------
+
 
 def csv_export(server, batch_id: str):
     """The CSV download of a batch."""
@@ -244,14 +278,17 @@ def test_csv_export_quotes_every_field_and_says_utf_8(server, target):
     assert [(r["status_code"], r["ok"]) for r in rows] == [("200", "True"), ("404", "False")]
 
 
-@pytest.mark.parametrize("content_type, shown", [
-    ("text/html;=1+2", "text/html;'=1+2"),
-    ("text/html; =HYPERLINK(1)", "text/html; '=HYPERLINK(1)"),
-    ("text/html,+1", "text/html,'+1"),
-    ('text/html;"-1', "text/html;\"'-1"),
-    ("@SUM(1)", "'@SUM(1)"),
-    ("text/html; charset=utf-8", "text/html; charset=utf-8"),
-])
+@pytest.mark.parametrize(
+    "content_type, shown",
+    [
+        ("text/html;=1+2", "text/html;'=1+2"),
+        ("text/html; =HYPERLINK(1)", "text/html; '=HYPERLINK(1)"),
+        ("text/html,+1", "text/html,'+1"),
+        ('text/html;"-1', "text/html;\"'-1"),
+        ("@SUM(1)", "'@SUM(1)"),
+        ("text/html; charset=utf-8", "text/html; charset=utf-8"),
+    ],
+)
 def test_csv_export_defuses_formulas_a_target_puts_after_a_separator(server, target, content_type, shown):
     batch = server.submit([target.url("/html?" + urlencode({"ctype": content_type}))])
     server.wait(batch["id"])
@@ -260,14 +297,21 @@ def test_csv_export_defuses_formulas_a_target_puts_after_a_separator(server, tar
 
 
 def test_csv_export_defuses_full_width_formula_signs(server, target):
-    urls = [target.url("/ok?q=;\uff1d1+2"), target.url("/ok?q=,\uff0b1"), target.url("/ok?q=;\uff0d1"),
-            target.url("/ok?q=;\uff20x")]
+    urls = [
+        target.url("/ok?q=;\uff1d1+2"),
+        target.url("/ok?q=,\uff0b1"),
+        target.url("/ok?q=;\uff0d1"),
+        target.url("/ok?q=;\uff20x"),
+    ]
     batch = server.submit(urls)
     server.wait(batch["id"])
     rows = list(csv.DictReader(io.StringIO(csv_export(server, batch["id"]).text)))
-    assert [row["url"][len(target.url("/ok?q=")):] for row in rows] == [
-        ";'\uff1d1+2", ",'\uff0b1", ";'\uff0d1", ";'\uff20x"]
-
+    assert [row["url"][len(target.url("/ok?q=")) :] for row in rows] == [
+        ";'\uff1d1+2",
+        ",'\uff0b1",
+        ";'\uff0d1",
+        ";'\uff20x",
+    ]
 
 
 def test_the_index_page_lists_batches_with_headers_from_the_slim_snapshot_and_older_pages(page, make_server, target):

@@ -1,4 +1,5 @@
 """Behind a real nginx under /dash/: pages, assets, API and websockets all keep the prefix."""
+
 from __future__ import annotations
 
 import json
@@ -8,11 +9,13 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.conftest import GreenbatchServer
-from tests.nginx import NGINX, Nginx
+from tests.support.nginx import NGINX, Nginx
+from tests.support.server import GreenbatchServer
 
-pytestmark = [pytest.mark.nginx,
-              pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx; .ci/run does)")]
+pytestmark = [
+    pytest.mark.nginx,
+    pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx; .ci/run does)"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +49,18 @@ def test_the_api_through_the_proxy_answers_with_prefixed_urls(proxied, target):
     _, nginx = proxied
     response = requests.post(nginx.base_url + "/dash/api/v1/batches", json={"urls": [target.url("/ok")]}, timeout=10)
     assert response.status_code == 201, response.text
-    assert response.headers["Location"].startswith("/dash/api/v1/batches/") or \
-        response.headers["Location"].startswith(nginx.base_url + "/dash/api/v1/batches/")
+    assert response.headers["Location"].startswith("/dash/api/v1/batches/") or response.headers["Location"].startswith(
+        nginx.base_url + "/dash/api/v1/batches/"
+    )
     batch = response.json()
     assert all(link.startswith("/dash/") for link in batch["links"].values()), batch["links"]
 
 
 def test_the_batch_page_hands_its_script_a_websocket_url_under_the_prefix(proxied, target):
     _, nginx = proxied
-    batch = requests.post(nginx.base_url + "/dash/api/v1/batches", json={"urls": [target.url("/ok")]}, timeout=10).json()
+    batch = requests.post(
+        nginx.base_url + "/dash/api/v1/batches", json={"urls": [target.url("/ok")]}, timeout=10
+    ).json()
     page = requests.get(nginx.base_url + f"/dash/batches/{batch['id']}", timeout=10).text
     ws_urls = re.findall(r'"(wss?://[^"]+)"', page)
     assert ws_urls and all(u.startswith(f"ws://127.0.0.1:{nginx.port}/dash/ws/") for u in ws_urls), ws_urls
@@ -63,10 +69,14 @@ def test_the_batch_page_hands_its_script_a_websocket_url_under_the_prefix(proxie
 def test_a_websocket_through_nginx_streams_a_whole_batch(proxied, target):
     websocket = pytest.importorskip("websocket")
     _, nginx = proxied
-    batch = requests.post(nginx.base_url + "/dash/api/v1/batches",
-                          json={"urls": [target.url("/delay/50")] * 30, "options": {"concurrency": 5}}, timeout=10).json()
-    ws = websocket.create_connection(f"ws://127.0.0.1:{nginx.port}/dash/ws/batches/{batch['id']}?after=0",
-                                     origin=nginx.base_url, timeout=20)
+    batch = requests.post(
+        nginx.base_url + "/dash/api/v1/batches",
+        json={"urls": [target.url("/delay/50")] * 30, "options": {"concurrency": 5}},
+        timeout=10,
+    ).json()
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{nginx.port}/dash/ws/batches/{batch['id']}?after=0", origin=nginx.base_url, timeout=20
+    )
     seqs, indexes, kinds = [], set(), []
     try:
         while True:
@@ -88,7 +98,8 @@ def test_a_websocket_through_nginx_streams_a_whole_batch(proxied, target):
 
 @pytest.mark.browser
 def test_the_dashboard_through_nginx_submits_and_streams_a_batch_live(proxied, target, page):
-    from tests.conftest import ARTIFACTS
+    from tests.support.server import ARTIFACTS
+
     expect = pytest.importorskip("playwright.sync_api").expect
     _, nginx = proxied
     page.goto(nginx.base_url + "/dash/")

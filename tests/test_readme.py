@@ -1,10 +1,11 @@
 """README stays true: its settings table is the one the code declares, defaults included."""
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from app.config import markdown_table
+from app.core.config import markdown_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -9,6 +9,7 @@ only by a server inside a network namespace that has nothing but loopback.
 The servers here explain their refusals (GREENBATCH_EXPLAIN_BLOCKED), so each test can assert which rule
 refused a URL; section 6 checks what a server that does not explain them tells whoever submitted it.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -20,17 +21,17 @@ import socket
 import struct
 import subprocess
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from app.model import CLIENTS
-
-from tests.conftest import GreenbatchServer, kind_of
-from tests.target import start_target
+from app.core.options import CLIENTS
+from tests.support.server import GreenbatchServer, kind_of
+from tests.support.target import start_target
 
 EXPLAIN = "GREENBATCH_EXPLAIN_BLOCKED"
 PROBE = "/ssrf-probe"  # the target counts hits on every path, even a 404, so a leak to it shows
@@ -41,6 +42,7 @@ CLONE_NEWNET = 0x40000000
 # ---------------------------------------------------------------------------------------------
 # Helpers: listeners that count, namespaces, a fake DNS server
 # ---------------------------------------------------------------------------------------------
+
 
 class CountingListener:
     """A plain TCP listener on a denied address; connections() counts every connection that reached it.
@@ -83,11 +85,10 @@ def ipv6_loopback_available() -> bool:
 
 def teredo(client: str, server: str = "192.0.2.1") -> str:
     """The Teredo address of a client IPv4 (stored XORed with 0xffffffff, as on the wire)."""
-    value = (0x2001 << 112) | (int(ipaddress.IPv4Address(server)) << 64) | (
-        int(ipaddress.IPv4Address(client)) ^ 0xFFFFFFFF)
+    value = (
+        (0x2001 << 112) | (int(ipaddress.IPv4Address(server)) << 64) | (int(ipaddress.IPv4Address(client)) ^ 0xFFFFFFFF)
+    )
     return str(ipaddress.IPv6Address(value))
-
-
 
 
 def probe_hits(target) -> int:
@@ -145,7 +146,7 @@ class NamespacedServer(GreenbatchServer):
         super().__init__(*args, **kwargs)
         self.netns = netns
 
-    def start(self, timeout: float = 20) -> "NamespacedServer":
+    def start(self, timeout: float = 20) -> NamespacedServer:
         self.netns.run(super().start, timeout)
         return self
 
@@ -188,16 +189,16 @@ class FakeDns:
             try:
                 query, peer = self.sock.recvfrom(512)
                 self.sock.sendto(self._reply(query), peer)
-            except (socket.timeout, IndexError, struct.error):
+            except (TimeoutError, IndexError, struct.error):
                 continue
 
     def _reply(self, query: bytes) -> bytes:
         end, labels = 12, []
         while query[end]:
-            labels.append(query[end + 1:end + 1 + query[end]].decode("ascii").lower())
+            labels.append(query[end + 1 : end + 1 + query[end]].decode("ascii").lower())
             end += 1 + query[end]
-        (qtype,) = struct.unpack("!H", query[end + 1:end + 3])
-        name, question = ".".join(labels), query[12:end + 5]
+        (qtype,) = struct.unpack("!H", query[end + 1 : end + 3])
+        name, question = ".".join(labels), query[12 : end + 5]
         addresses: list[str] = []
         if qtype == 1 and name in self._scripts:
             rounds, asked = self._scripts[name], self._asked[name]
@@ -205,8 +206,9 @@ class FakeDns:
             self._asked[name] = asked + 1
         rcode = 0 if name in self._scripts else 3  # NXDOMAIN for anything not scripted
         header = query[:2] + struct.pack("!HHHHH", 0x8180 | rcode, 1, len(addresses), 0, 0)
-        records = b"".join(b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 0, 4) + ipaddress.IPv4Address(a).packed
-                           for a in addresses)
+        records = b"".join(
+            b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 0, 4) + ipaddress.IPv4Address(a).packed for a in addresses
+        )
         return header + question + records
 
     def close(self) -> None:
@@ -229,6 +231,7 @@ def _namespace_problem(tools: tuple[str, ...], *probe: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Fixtures
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def target_env(target_env) -> dict[str, str]:
@@ -301,8 +304,7 @@ REFUSED_AT_SUBMIT = [
 
 @pytest.mark.parametrize("url, why", [case[1:] for case in REFUSED_AT_SUBMIT], ids=[c[0] for c in REFUSED_AT_SUBMIT])
 def test_malformed_or_non_http_urls_are_refused_at_submit_naming_their_index(server, target, ports, url, why):
-    response = server.request("POST", "/api/v1/batches",
-                              json={"urls": [target.url("/ok"), url.format(**ports)]})
+    response = server.request("POST", "/api/v1/batches", json={"urls": [target.url("/ok"), url.format(**ports)]})
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_urls" and "#1" in error["message"]
@@ -315,8 +317,11 @@ def test_malformed_or_non_http_urls_are_refused_at_submit_naming_their_index(ser
 # Only spellings Linux routes to loopback are here; IPv6 forms that merely embed 127.0.0.1 (6to4,
 # NAT64, Teredo, ...) would leave by the default route if the guard failed, so they run in part 4.
 DENIED_FORMS = [
-    ("loopback-on-a-port-not-allowed", "http://127.0.0.1:{denied}",
-     "127.0.0.1 is loopback (GREENBATCH_ALLOW_TARGETS allows it only on port"),
+    (
+        "loopback-on-a-port-not-allowed",
+        "http://127.0.0.1:{denied}",
+        "127.0.0.1 is loopback (GREENBATCH_ALLOW_TARGETS allows it only on port",
+    ),
     ("loopback-on-the-default-port", "http://127.0.0.1", "127.0.0.1 is loopback"),
     ("https-to-loopback", "https://127.0.0.1:{denied}", "127.0.0.1 is loopback"),
     ("localhost", "http://localhost:{denied}", "localhost resolves to"),
@@ -334,8 +339,11 @@ DENIED_FORMS = [
     ("second-loopback-address-on-the-target-port", "http://127.0.0.2:{target}", "127.0.0.2 is loopback"),
     ("ipv4-mapped", "http://[::ffff:127.0.0.1]:{denied}", "IPv4-mapped address of 127.0.0.1, which is loopback"),
     ("ipv4-mapped-in-hex", "http://[::ffff:7f00:1]:{denied}", "IPv4-mapped address of 127.0.0.1, which is loopback"),
-    ("ipv4-mapped-second-loopback-on-the-target-port", "http://[::ffff:127.0.0.2]:{target}",
-     "IPv4-mapped address of 127.0.0.2"),
+    (
+        "ipv4-mapped-second-loopback-on-the-target-port",
+        "http://[::ffff:127.0.0.2]:{target}",
+        "IPv4-mapped address of 127.0.0.2",
+    ),
     ("ipv6-loopback", "http://[::1]:{denied6}", "::1 is loopback"),
     ("ipv6-loopback-written-out", "http://[0:0:0:0:0:0:0:1]:{denied6}", "::1 is loopback"),
     ("ipv6-loopback-on-the-target-port", "http://[::1]:{target}", "::1 is loopback"),
@@ -393,8 +401,9 @@ def redirect_to(target, location: str, status: int = 302) -> str:
 
 
 @pytest.mark.parametrize("status, location, why", [c[1:] for c in REDIRECTS], ids=[c[0] for c in REDIRECTS])
-def test_a_redirect_to_a_denied_address_is_blocked_and_the_hop_recorded(server, target, ports, listeners,
-                                                                        status, location, why):
+def test_a_redirect_to_a_denied_address_is_blocked_and_the_hop_recorded(
+    server, target, ports, listeners, status, location, why
+):
     before = probe_hits(target)
     start = redirect_to(target, location.format(**ports) + PROBE, status)
     result = server.fetch_one(start, timeout=5)
@@ -415,9 +424,22 @@ def test_every_hop_of_a_redirect_chain_is_checked(server, target, ports, listene
 
 
 # Every header a batch may send that carries a credential, with a value to tell it by.
-CREDENTIALS = {name: f"secret-{name.lower()}" for name in (
-    "Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key", "X-Auth-Token", "X-Access-Token",
-    "Private-Token", "X-Csrf-Token", "X-Xsrf-Token", "X-Amz-Security-Token")}
+CREDENTIALS = {
+    name: f"secret-{name.lower()}"
+    for name in (
+        "Authorization",
+        "Proxy-Authorization",
+        "Cookie",
+        "X-Api-Key",
+        "Api-Key",
+        "X-Auth-Token",
+        "X-Access-Token",
+        "Private-Token",
+        "X-Csrf-Token",
+        "X-Xsrf-Token",
+        "X-Amz-Security-Token",
+    )
+}
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -451,14 +473,16 @@ def test_a_redirect_to_a_file_url_ends_invalid_url_and_reads_nothing(server, tar
 # 3. DNS rebinding and multi-answer names, through a DNS server we control
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def fake_dns(tmp_path_factory):
     """The fake DNS server, when this host lets us make mount namespaces and bind port 53."""
     folder = tmp_path_factory.mktemp("mount-probe")
     (folder / "a").write_text("a")
     (folder / "b").write_text("b")
-    problem = _namespace_problem(("unshare", "mount"), "unshare", "--mount", "mount", "--bind",
-                                 str(folder / "a"), str(folder / "b"))
+    problem = _namespace_problem(
+        ("unshare", "mount"), "unshare", "--mount", "mount", "--bind", str(folder / "a"), str(folder / "b")
+    )
     if problem:
         pytest.skip(f"DNS tests need a mount namespace for the server's resolv.conf: {problem}")
     try:
@@ -518,16 +542,14 @@ def test_a_rebinding_name_is_fetched_from_the_address_that_was_checked(dns_serve
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_name_that_does_not_resolve_ends_as_dns_naming_the_host_and_the_resolvers_error(dns_server, fake_dns,
-                                                                                            client):
+def test_a_name_that_does_not_resolve_ends_as_dns_naming_the_host_and_the_resolvers_error(dns_server, fake_dns, client):
     # Here, not in test_engine: only this server's resolver is ours, so the query never leaves the machine.
     result = dns_server.fetch_one("http://no-such-host.invalid/", timeout=5, client=client)
     assert kind_of(result) == "dns", result
     assert result["error"]["message"].startswith("could not resolve no-such-host.invalid: "), result
 
 
-def test_a_denied_name_is_denied_by_every_other_name_for_its_address(fake_dns, tmp_path, target_env, target,
-                                                                     listeners):
+def test_a_denied_name_is_denied_by_every_other_name_for_its_address(fake_dns, tmp_path, target_env, target, listeners):
     # The deny entry's name is looked up when the server starts; alias.test is another name for the address.
     fake_dns.answer("denied.test", ["127.0.0.1"])
     fake_dns.answer("alias.test", ["127.0.0.1"])
@@ -547,6 +569,7 @@ def test_a_denied_name_is_denied_by_every_other_name_for_its_address(fake_dns, t
 # ---------------------------------------------------------------------------------------------
 # 4. Non-loopback denied addresses, from a server whose namespace has no route anywhere
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def netns():
@@ -581,8 +604,11 @@ def start_in_netns(netns, folder: Path, env: dict[str, str]) -> NamespacedServer
 @pytest.fixture(scope="module")
 def netns_server(netns, netns_target, tmp_path_factory):
     """A server in the namespace that may reach only the namespace's target."""
-    server = start_in_netns(netns, tmp_path_factory.mktemp("netns"),
-                            {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{netns_target.port}", EXPLAIN: "1"})
+    server = start_in_netns(
+        netns,
+        tmp_path_factory.mktemp("netns"),
+        {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{netns_target.port}", EXPLAIN: "1"},
+    )
     yield server
     server.stop()
 
@@ -591,12 +617,20 @@ METADATA = "a cloud metadata endpoint"
 NON_LOOPBACK = [
     # IPv6 forms carrying 127.0.0.1: judged as loopback, but Linux would route them off the machine.
     ("ipv4-compatible-loopback", "http://[::127.0.0.1]/", "IPv4-compatible address of 127.0.0.1, which is loopback"),
-    ("ipv4-translated-loopback", "http://[::ffff:0:127.0.0.1]/", "IPv4-translated address of 127.0.0.1, which is loopback"),
+    (
+        "ipv4-translated-loopback",
+        "http://[::ffff:0:127.0.0.1]/",
+        "IPv4-translated address of 127.0.0.1, which is loopback",
+    ),
     ("6to4-loopback", "http://[2002:7f00:1::]/", "6to4 address embedding 127.0.0.1, which is loopback"),
     ("nat64-loopback", "http://[64:ff9b::7f00:1]/", "NAT64 address of 127.0.0.1, which is loopback"),
     ("nat64-loopback-dotted", "http://[64:ff9b::127.0.0.1]/", "NAT64 address of 127.0.0.1, which is loopback"),
     ("local-use-nat64-loopback", "http://[64:ff9b:1:7f00:0:100::]/", "local-use NAT64 address embedding 127.0.0.1"),
-    ("teredo-loopback", f"http://[{teredo('127.0.0.1')}]/", "Teredo address whose client is 127.0.0.1, which is loopback"),
+    (
+        "teredo-loopback",
+        f"http://[{teredo('127.0.0.1')}]/",
+        "Teredo address whose client is 127.0.0.1, which is loopback",
+    ),
     # Cloud metadata in every spelling, then the private and special ranges.
     ("cloud-metadata", "http://169.254.169.254/latest/meta-data/", f"169.254.169.254 is {METADATA}"),
     ("cloud-metadata-decimal", "http://2852039166/", f"resolves to 169.254.169.254, which is {METADATA}"),
@@ -606,7 +640,11 @@ NON_LOOPBACK = [
     ("cloud-metadata-ipv4-mapped", "http://[::ffff:169.254.169.254]/", "IPv4-mapped address of 169.254.169.254"),
     ("cloud-metadata-nat64", "http://[64:ff9b::a9fe:a9fe]/", "NAT64 address of 169.254.169.254"),
     ("cloud-metadata-6to4", "http://[2002:a9fe:a9fe::]/", "6to4 address embedding 169.254.169.254"),
-    ("cloud-metadata-teredo", f"http://[{teredo('169.254.169.254')}]/", "Teredo address whose client is 169.254.169.254"),
+    (
+        "cloud-metadata-teredo",
+        f"http://[{teredo('169.254.169.254')}]/",
+        "Teredo address whose client is 169.254.169.254",
+    ),
     ("aws-metadata-ipv6", "http://[fd00:ec2::254]/", f"{METADATA} (AWS, IPv6)"),
     ("aws-ecs-credentials", "http://169.254.170.2/v2/credentials", f"{METADATA} (AWS ECS task credentials)"),
     ("azure-wire-server", "http://168.63.129.16/", f"{METADATA} (Azure wire server)"),
@@ -648,6 +686,7 @@ def test_non_loopback_denied_addresses_end_blocked_before_any_connect(non_loopba
 # 5. Settings: the deny-list wins, ALLOW_PRIVATE never opens metadata
 # ---------------------------------------------------------------------------------------------
 
+
 def test_deny_targets_wins_over_allow_targets(make_server, target):
     server = make_server(env={"GREENBATCH_DENY_TARGETS": f"127.0.0.1:{target.port}"})
     before = probe_hits(target)
@@ -659,18 +698,28 @@ def test_deny_targets_wins_over_allow_targets(make_server, target):
     assert probe_hits(target) == before
 
 
-@pytest.mark.parametrize("deny, why", [
-    ("localhost", "matches 'localhost' in GREENBATCH_DENY_TARGETS, a name that resolves to it"),
-    ("::ffff:127.0.0.1", "matches '::ffff:127.0.0.1' in GREENBATCH_DENY_TARGETS"),
-    ("[::ffff:127.0.0.1]:{port}", "matches '[::ffff:127.0.0.1]:{port}' in GREENBATCH_DENY_TARGETS"),
-], ids=["hostname-entry-denies-its-address", "ipv4-mapped-entry-denies-the-plain-address",
-        "ipv4-mapped-entry-with-a-port"])
+@pytest.mark.parametrize(
+    "deny, why",
+    [
+        ("localhost", "matches 'localhost' in GREENBATCH_DENY_TARGETS, a name that resolves to it"),
+        ("::ffff:127.0.0.1", "matches '::ffff:127.0.0.1' in GREENBATCH_DENY_TARGETS"),
+        ("[::ffff:127.0.0.1]:{port}", "matches '[::ffff:127.0.0.1]:{port}' in GREENBATCH_DENY_TARGETS"),
+    ],
+    ids=[
+        "hostname-entry-denies-its-address",
+        "ipv4-mapped-entry-denies-the-plain-address",
+        "ipv4-mapped-entry-with-a-port",
+    ],
+)
 def test_a_deny_entry_denies_the_address_however_the_url_writes_it(make_server, target, listeners, deny, why):
     # The target's own address is allowed on its port; the deny entry names it another way.
     server = make_server(env={"GREENBATCH_DENY_TARGETS": deny.format(port=target.port)})
     before = probe_hits(target)
-    urls = [target.url(PROBE), f"http://[::ffff:127.0.0.1]:{target.port}{PROBE}",
-            f"http://localhost:{target.port}{PROBE}"]
+    urls = [
+        target.url(PROBE),
+        f"http://[::ffff:127.0.0.1]:{target.port}{PROBE}",
+        f"http://localhost:{target.port}{PROBE}",
+    ]
     for client in CLIENTS:
         results = server.run_batch(urls, timeout=5, client=client)
         for result in results.values():
@@ -682,11 +731,18 @@ def test_a_deny_entry_denies_the_address_however_the_url_writes_it(make_server, 
 def test_allow_private_opens_loopback_but_never_cloud_metadata(netns, netns_target, tmp_path_factory):
     # A second target on 127.0.0.2 with the first one's port, and no ALLOW_TARGETS at all.
     second = netns.run(start_target, host="127.0.0.2", port=netns_target.port)
-    server = start_in_netns(netns, tmp_path_factory.mktemp("private"),
-                            {"GREENBATCH_ALLOW_PRIVATE": "1", EXPLAIN: "1"})
+    server = start_in_netns(netns, tmp_path_factory.mktemp("private"), {"GREENBATCH_ALLOW_PRIVATE": "1", EXPLAIN: "1"})
     try:
-        results = server.run_batch([second.url("/ok"), "http://169.254.169.254/latest/meta-data/",
-                                     "http://[fd00:ec2::254]/", "http://10.0.0.1/"], timeout=5, connect_timeout=2)
+        results = server.run_batch(
+            [
+                second.url("/ok"),
+                "http://169.254.169.254/latest/meta-data/",
+                "http://[fd00:ec2::254]/",
+                "http://10.0.0.1/",
+            ],
+            timeout=5,
+            connect_timeout=2,
+        )
     finally:
         server.stop()
         second.stop()
@@ -702,11 +758,13 @@ def test_allow_private_opens_loopback_but_never_cloud_metadata(netns, netns_targ
 # 6. What a refusal tells whoever submitted the URL
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def quiet_server(tmp_path_factory, target_env):
     """A server with refusals unexplained, as by default, logging at debug level."""
-    server = GreenbatchServer(tmp_path_factory.mktemp("quiet"),
-                              {**target_env, EXPLAIN: "0", "GREENBATCH_LOG_LEVEL": "debug"}).start()
+    server = GreenbatchServer(
+        tmp_path_factory.mktemp("quiet"), {**target_env, EXPLAIN: "0", "GREENBATCH_LOG_LEVEL": "debug"}
+    ).start()
     yield server
     server.stop()
 
@@ -714,23 +772,38 @@ def quiet_server(tmp_path_factory, target_env):
 def test_a_blocked_url_names_neither_the_address_a_name_resolves_to_nor_the_rule(quiet_server, target, ports):
     denied = ports["denied"]
     not_fetched = "a private or reserved address, which this server does not fetch"
-    results = quiet_server.run_batch([f"http://localhost:{denied}/", f"http://127.0.0.1:{denied}/",
-                                      redirect_to(target, f"http://LocalHost:{denied}/")], timeout=5)
+    results = quiet_server.run_batch(
+        [
+            f"http://localhost:{denied}/",
+            f"http://127.0.0.1:{denied}/",
+            redirect_to(target, f"http://LocalHost:{denied}/"),
+        ],
+        timeout=5,
+    )
     assert [(kind_of(r), r["error"]["message"]) for r in results.values()] == [
-        ("blocked", f"localhost resolves to {not_fetched} (an operator can allow it with "
-                    f"GREENBATCH_ALLOW_TARGETS=localhost:{denied})"),
-        ("blocked", f"127.0.0.1 is {not_fetched} (an operator can allow it with "
-                    f"GREENBATCH_ALLOW_TARGETS=127.0.0.1:{denied})"),
-        ("blocked", f"localhost resolves to {not_fetched} (an operator can allow it with "
-                    f"GREENBATCH_ALLOW_TARGETS=localhost:{denied})"),
+        (
+            "blocked",
+            f"localhost resolves to {not_fetched} (an operator can allow it with "
+            f"GREENBATCH_ALLOW_TARGETS=localhost:{denied})",
+        ),
+        (
+            "blocked",
+            f"127.0.0.1 is {not_fetched} (an operator can allow it with GREENBATCH_ALLOW_TARGETS=127.0.0.1:{denied})",
+        ),
+        (
+            "blocked",
+            f"localhost resolves to {not_fetched} (an operator can allow it with "
+            f"GREENBATCH_ALLOW_TARGETS=localhost:{denied})",
+        ),
     ]
 
 
 def test_the_server_log_keeps_the_address_and_the_rule_of_each_refusal(quiet_server, ports):
     batch = quiet_server.submit([f"http://localhost:{ports['denied']}/"])
     quiet_server.wait(batch["id"])
-    assert re.search(f"batch {batch['id']} URL 0: localhost resolves to (127.0.0.1|::1), which is loopback",
-                     quiet_server.log())
+    assert re.search(
+        f"batch {batch['id']} URL 0: localhost resolves to (127.0.0.1|::1), which is loopback", quiet_server.log()
+    )
 
 
 @pytest.mark.parametrize("client", CLIENTS)

@@ -1,18 +1,26 @@
 """The SQLite store on its own: what it is handed is committed once, and reads of a batch are shared."""
+
 import sqlite3
 
 import gevent
 import pytest
 
-from app.events import Event
-from app.stats import row_of
-from app.store import SQLiteStore
+from app.core.stats import row_of
+from app.runs.events import Event
+from app.runs.store import SQLiteStore
 
 
 def result(seq: int, index: int, batch_id: str = "b") -> Event:
     """A result event as the engine makes it."""
-    data = {"index": index, "url": f"http://a.test/{index}", "status_code": 200, "ok": True, "error": None,
-            "bytes": 3, "timings": {"total": 1.5}}
+    data = {
+        "index": index,
+        "url": f"http://a.test/{index}",
+        "status_code": 200,
+        "ok": True,
+        "error": None,
+        "bytes": 3,
+        "timings": {"total": 1.5},
+    }
     return Event(batch_id, seq, "result", data, row=row_of(data))
 
 
@@ -67,7 +75,7 @@ def test_viewers_that_take_a_recent_row_share_one_read_of_a_batch_and_others_alw
 def test_a_batch_keeps_its_urls_in_submission_order_whatever_they_hold(tmp_path):
     store = SQLiteStore(str(tmp_path / "gb.db"))
     try:
-        urls = ["http://a.test/z", "http://a.test/a", "http://b.test/ünï?q=\"x\"", "http://a.test/z"]
+        urls = ["http://a.test/z", "http://a.test/a", 'http://b.test/ünï?q="x"', "http://a.test/z"]
         store.create_batch("b", "order", {}, urls, "2026-11-28T00:00:00.000Z")
         assert store.urls("b") == urls
         assert store.urls("missing") == []

@@ -3,6 +3,7 @@
 Disk-full tests run on a small tmpfs (the tests run as root; they skip when mounting is not allowed).
 Damaged-database tests corrupt copies of a real database a server wrote.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,10 +18,10 @@ import gevent
 import pytest
 import requests
 
-from app.events import Event
-from app.stats import row_of
-from app.store import SQLiteStore
-from tests.conftest import ROOT, GreenbatchServer, error_of
+from app.core.stats import row_of
+from app.runs.events import Event
+from app.runs.store import SQLiteStore
+from tests.support.server import ROOT, GreenbatchServer, error_of
 
 FINAL = ("done", "cancelled", "failed")
 PAD = "p" * 1800  # long URLs make big events, so a full disk stops commits soon after it fills
@@ -28,13 +29,15 @@ PAD = "p" * 1800  # long URLs make big events, so a full disk stops commits soon
 
 # -- a small disk ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 48 MiB tmpfs of its own, unmounted afterwards; skips where mounting is not permitted."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -60,12 +63,16 @@ def fill(disk: Path) -> Path:
 def stored_results(db: Path, batch_id: str) -> dict[int, int]:
     """{URL index: result events stored}, straight from the file."""
     with sqlite3.connect(db) as conn:
-        return dict(conn.execute(
-            "SELECT idx, COUNT(*) FROM events WHERE batch_id = ? AND type = 'result' GROUP BY idx", (batch_id,)))
+        return dict(
+            conn.execute(
+                "SELECT idx, COUNT(*) FROM events WHERE batch_id = ? AND type = 'result' GROUP BY idx", (batch_id,)
+            )
+        )
 
 
 def test_a_full_disk_keeps_the_batch_live_refuses_submits_and_recovers_as_soon_as_space_returns(
-        small_disk, tmp_path, make_server, target):
+    small_disk, tmp_path, make_server, target
+):
     server = make_server(data_dir=tmp_path / "logs", env={"GREENBATCH_DATA_DIR": str(small_disk)})
     total = 3000
     urls = [target.url(f"/delay/100?i={i}&pad={PAD}") for i in range(total)]
@@ -123,7 +130,8 @@ def test_a_full_disk_keeps_the_batch_live_refuses_submits_and_recovers_as_soon_a
 
 
 def test_a_server_stopped_while_its_disk_is_full_exits_at_once_and_the_next_start_finishes_the_batch(
-        small_disk, tmp_path, make_server, target):
+    small_disk, tmp_path, make_server, target
+):
     env = {"GREENBATCH_DATA_DIR": str(small_disk), "GREENBATCH_SHUTDOWN_GRACE": "0.5"}
     server = make_server(data_dir=tmp_path / "logs", env=env)
     total = 1500
@@ -151,8 +159,15 @@ def test_a_server_stopped_while_its_disk_is_full_exits_at_once_and_the_next_star
 
 def result(batch_id: str, seq: int) -> Event:
     """A result event as the engine makes it, big enough that a full disk shows soon."""
-    data = {"index": seq - 1, "url": f"http://a.test/{seq}?pad={PAD}", "status_code": 200, "ok": True,
-            "error": None, "bytes": 3, "timings": {"total": 1.5}}
+    data = {
+        "index": seq - 1,
+        "url": f"http://a.test/{seq}?pad={PAD}",
+        "status_code": 200,
+        "ok": True,
+        "error": None,
+        "bytes": 3,
+        "timings": {"total": 1.5},
+    }
     return Event(batch_id, seq, "result", data, row=row_of(data))
 
 
@@ -183,6 +198,7 @@ def test_events_that_cannot_be_committed_wait_in_order_and_reach_the_observers_o
 
 
 # -- a damaged database ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def written_db(tmp_path_factory, target_env, target):
@@ -216,13 +232,12 @@ def damaged_copy(written_db, tmp_path: Path, *indexes: int) -> Path:
             pages.add(at // page_size)
             at = raw.find(marker, at + 1)
     for page in pages:
-        raw[page * page_size:(page + 1) * page_size] = os.urandom(page_size)
+        raw[page * page_size : (page + 1) * page_size] = os.urandom(page_size)
     db.write_bytes(raw)
     return data
 
 
-def test_damaged_middle_pages_make_readyz_503_and_break_an_export_that_cannot_finish(written_db, tmp_path,
-                                                                                      make_server):
+def test_damaged_middle_pages_make_readyz_503_and_break_an_export_that_cannot_finish(written_db, tmp_path, make_server):
     _, batch_id = written_db
     server = make_server(data_dir=damaged_copy(written_db, tmp_path, 1500))
     deadline = time.monotonic() + 20
@@ -248,7 +263,9 @@ def test_damaged_middle_pages_make_readyz_503_and_break_an_export_that_cannot_fi
 
 def test_an_export_whose_first_page_is_damaged_answers_a_json_error(written_db, tmp_path, make_server):
     _, batch_id = written_db
-    server = make_server(data_dir=damaged_copy(written_db, tmp_path, 5), env={"GREENBATCH_INTEGRITY_CHECK_INTERVAL": "0"})
+    server = make_server(
+        data_dir=damaged_copy(written_db, tmp_path, 5), env={"GREENBATCH_INTEGRITY_CHECK_INTERVAL": "0"}
+    )
     response = server.request("GET", f"/api/v1/batches/{batch_id}/results", params={"format": "csv"})
     assert response.status_code == 503
     error = error_of(response)
@@ -260,8 +277,9 @@ def test_an_export_whose_first_page_is_damaged_answers_a_json_error(written_db, 
 def start_fails(data: Path) -> str:
     """Start `python wsgi.py` on this data folder, expect exit 2, and return what it printed."""
     env = {**os.environ, "GREENBATCH_DATA_DIR": str(data), "GREENBATCH_PORT": "0"}
-    done = subprocess.run([sys.executable, str(ROOT / "wsgi.py")], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "wsgi.py")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     return done.stdout + done.stderr
 
@@ -273,7 +291,7 @@ def garbage(db: Path) -> None:
 
 def truncated(db: Path) -> None:
     """The first half of the file."""
-    db.write_bytes(db.read_bytes()[:db.stat().st_size // 2])
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
 
 
 def emptied(db: Path) -> None:
@@ -287,14 +305,19 @@ def folder(db: Path) -> None:
     db.mkdir()
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (garbage, "is not a SQLite database or is damaged"),
-    (truncated, "is not a SQLite database or is damaged (truncated"),
-    (emptied, "is an empty file (0 bytes)"),
-    (folder, "is a folder, not a file"),
-], ids=["garbage", "truncated", "empty", "folder"])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (garbage, "is not a SQLite database or is damaged"),
+        (truncated, "is not a SQLite database or is damaged (truncated"),
+        (emptied, "is an empty file (0 bytes)"),
+        (folder, "is a folder, not a file"),
+    ],
+    ids=["garbage", "truncated", "empty", "folder"],
+)
 def test_a_database_that_cannot_be_used_stops_start_up_with_one_line_naming_the_file_and_the_setting(
-        written_db, tmp_path, damage, problem):
+    written_db, tmp_path, damage, problem
+):
     data = tmp_path / "data"
     data.mkdir()
     shutil.copyfile(written_db[0], data / "greenbatch.db")
@@ -321,8 +344,14 @@ def test_gunicorn_stops_with_the_one_line_error_instead_of_restarting_the_worker
     data.mkdir()
     emptied(data / "greenbatch.db")
     env = {**os.environ, "GREENBATCH_DATA_DIR": str(data)}
-    done = subprocess.run([GUNICORN, "-k", "app.worker.Worker", "-w", "1", "-b", "127.0.0.1:0", "wsgi:app"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [GUNICORN, "-k", "app.worker.Worker", "-w", "1", "-b", "127.0.0.1:0", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     printed = done.stdout + done.stderr
     assert done.returncode == 3, printed
     assert printed.count("greenbatch: cannot start: the database") == 1, "the worker was not started again"

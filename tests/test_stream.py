@@ -1,4 +1,5 @@
 """The live event stream over websockets: replay, gap-free order, coalescing, resync, close codes and the gate."""
+
 from __future__ import annotations
 
 import base64
@@ -15,15 +16,16 @@ import pytest
 import websocket
 from websocket import ABNF
 
-from app.events import Event
-from app.stream import events_frame, events_message
-from app.websocket import same_origin, text_frame
-from tests.conftest import GreenbatchServer
+from app.runs.events import Event
+from app.serve.handler import same_origin
+from app.serve.websocket import text_frame
+from app.web.stream import events_frame, events_message
+from tests.support.server import GreenbatchServer
 
 
 def ws_url(server: GreenbatchServer, path: str) -> str:
     """The ws:// URL of a path on a server."""
-    return "ws" + server.base_url[len("http"):] + path
+    return "ws" + server.base_url[len("http") :] + path
 
 
 def connect(server: GreenbatchServer, path: str, **options: Any) -> websocket.WebSocket:
@@ -94,6 +96,7 @@ def assert_gap_free(seqs: list[int], last: int) -> None:
 
 
 # -- one batch ----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def fast_batch(server, target) -> tuple[dict[str, Any], Received]:
@@ -250,6 +253,7 @@ def test_a_viewer_that_stops_reading_is_closed_4000_resync_and_catches_up_with_a
 
 # -- every batch ---------------------------------------------------------------------------------
 
+
 def test_the_batch_list_shows_the_newest_batches_then_each_batch_state_and_progress(server, target):
     older = server.submit([target.url("/delay/1000")], concurrency=1)  # ends while we watch
     ws = connect(server, "/ws/batches")
@@ -271,11 +275,13 @@ def test_the_batch_list_shows_the_newest_batches_then_each_batch_state_and_progr
     assert [e["data"]["status"] for e in mine if e["type"] == "batch"] == ["queued", "running", "done"]
     assert any(e["type"] == "progress" for e in mine)
     assert [e["seq"] for e in mine] == sorted(e["seq"] for e in mine)
-    assert any(e["batch_id"] == older["id"] and e["data"].get("status") == "done" for e in got.events), \
+    assert any(e["batch_id"] == older["id"] and e["data"].get("status") == "done" for e in got.events), (
         "another batch ending must not end the list stream"
+    )
 
 
 # -- the websocket itself ------------------------------------------------------------------------
+
 
 def test_a_client_close_is_answered_with_a_close_frame_carrying_its_code(server):
     ws = connect(server, "/ws/batches")
@@ -292,8 +298,10 @@ def test_an_inbound_frame_declaring_one_gib_is_refused_with_1009_before_its_payl
     host, port = server.base_url.split("//")[1].split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock, sock.makefile("rb") as reader:
         key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(f"GET /ws/batches HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        sock.sendall(
+            f"GET /ws/batches HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
         assert reader.readline().split()[1] == b"101"
         while reader.readline() not in (b"\r\n", b""):
             pass
@@ -321,14 +329,17 @@ def test_a_foreign_origin_is_refused_with_403_before_the_upgrade(server):
     assert error["message"] and error["details"] == []
 
 
-@pytest.mark.parametrize("origin, host, allowed", [
-    (None, "127.0.0.1:8000", True),                      # not a browser
-    ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
-    ("https://Example.com", "example.com:443", True),    # default port either way
-    ("http://example.com:8000", "example.com", False),
-    ("http://evil.example", "127.0.0.1:8000", False),
-    ("null", "127.0.0.1:8000", False),                   # sandboxed frames and file: pages
-])
+@pytest.mark.parametrize(
+    "origin, host, allowed",
+    [
+        (None, "127.0.0.1:8000", True),  # not a browser
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
+        ("https://Example.com", "example.com:443", True),  # default port either way
+        ("http://example.com:8000", "example.com", False),
+        ("http://evil.example", "127.0.0.1:8000", False),
+        ("null", "127.0.0.1:8000", False),  # sandboxed frames and file: pages
+    ],
+)
 def test_the_default_gate_lets_only_same_origin_pages_upgrade(origin, host, allowed):
     environ = {"HTTP_HOST": host, **({"HTTP_ORIGIN": origin} if origin else {})}
     refusal = same_origin(environ)
@@ -339,8 +350,10 @@ def test_the_default_gate_lets_only_same_origin_pages_upgrade(origin, host, allo
 @pytest.fixture(scope="module")
 def brisk_server(tmp_path_factory, target_env):
     """A server with a 0.3 s heartbeat and a 1 s idle timeout."""
-    instance = GreenbatchServer(tmp_path_factory.mktemp("brisk"), {
-        **target_env, "GREENBATCH_WS_HEARTBEAT": "0.3", "GREENBATCH_WS_IDLE_TIMEOUT": "1"}).start()
+    instance = GreenbatchServer(
+        tmp_path_factory.mktemp("brisk"),
+        {**target_env, "GREENBATCH_WS_HEARTBEAT": "0.3", "GREENBATCH_WS_IDLE_TIMEOUT": "1"},
+    ).start()
     yield instance
     instance.stop()
 

@@ -1,4 +1,4 @@
-"""Checks that tests/target.py serves every endpoint the suite and benchmarks rely on."""
+"""Checks that tests/support/target.py serves every endpoint the suite and benchmarks rely on."""
 
 import gzip
 import http.client
@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from tests.target import SCRIPT, start_target
+from tests.support.target import SCRIPT, start_target
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ bytes with flat memory, the deadline, each error kind, SSRF pinning (connect onl
 guard checked; Host, SNI and the certificate stay on the name), HEAD, the headers sent, keep-alive
 bounded by the concurrency. No timing assertions: speed lives in bench/.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -16,24 +17,26 @@ import subprocess
 import threading
 import urllib.request
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from app import engine
-from app.model import CLIENTS, BatchOptions
-from app.transport import FetchError
-from tests.conftest import GreenbatchServer, kind_of
-from tests.memory import peak_rss_during, rss
+from app import fetch
+from app.core.options import CLIENTS, BatchOptions
+from app.fetch.errors import FetchError
+from tests.support.memory import peak_rss_during, rss
+from tests.support.server import GreenbatchServer, kind_of
 
 MiB = 1024 * 1024
-FRESH = ("dns", "connect")            # measured on a new connection, null on a reused one
+FRESH = ("dns", "connect")  # measured on a new connection, null on a reused one
 ALWAYS = ("wait", "download", "ttfb", "total")
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: local servers that record what reached them
 # ---------------------------------------------------------------------------------------------
+
 
 class Recorder:
     """An HTTP/1.1 keep-alive server in a thread: it remembers each request's headers and counts connections."""
@@ -105,8 +108,6 @@ class OneAnswer:
         self.sock.close()
 
 
-
-
 def free_port() -> socket.socket:
     """A loopback port bound but not listening: connecting to it is refused, and nobody else can take it."""
     sock = socket.socket()
@@ -118,18 +119,20 @@ def free_port() -> socket.socket:
 # Fixtures: one server for the module, allowed the target and our helpers (not the denied listener)
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def helpers(target):
     """The recorder, a redirect carrying the target's gzip bomb, a refused port and a denied listener."""
     with urllib.request.urlopen(target.url("/gzip-bomb"), timeout=60) as response:
         bomb = response.read()  # 200 KiB of gzip that inflates to 200 MiB (urllib does not decode it)
     recorder = Recorder()
-    redirect_bomb = OneAnswer(b"HTTP/1.1 302 Found\r\nLocation: /next\r\nContent-Encoding: gzip\r\n"
-                              b"Content-Length: %d\r\n\r\n" % len(bomb) + bomb)
+    redirect_bomb = OneAnswer(
+        b"HTTP/1.1 302 Found\r\nLocation: /next\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(bomb) + bomb
+    )
     refused = free_port()
     denied = socket.create_server(("127.0.0.1", 0))  # listening, on a port the server may not reach
-    yield {"recorder": recorder, "redirect_bomb": redirect_bomb, "refused": refused.getsockname()[1],
-           "denied": denied}
+    yield {"recorder": recorder, "redirect_bomb": redirect_bomb, "refused": refused.getsockname()[1], "denied": denied}
     recorder.close()
     redirect_bomb.close()
     refused.close()
@@ -140,8 +143,10 @@ def helpers(target):
 def gb(tmp_path_factory, target, helpers):
     """A greenbatch server of our own (its memory is ours to measure) allowed the target and the helpers."""
     allowed = [target.port, helpers["recorder"].port, helpers["redirect_bomb"].port, helpers["refused"]]
-    server = GreenbatchServer(tmp_path_factory.mktemp("conformance"),
-                              {"GREENBATCH_ALLOW_TARGETS": ",".join(f"127.0.0.1:{p}" for p in allowed)}).start()
+    server = GreenbatchServer(
+        tmp_path_factory.mktemp("conformance"),
+        {"GREENBATCH_ALLOW_TARGETS": ",".join(f"127.0.0.1:{p}" for p in allowed)},
+    ).start()
     yield server
     server.stop()
     server.session.close()  # its kept-alive connection would otherwise be collected, unclosed, in a later test
@@ -165,8 +170,9 @@ def run(server: GreenbatchServer, urls: list[str], client: str, **options: Any) 
 # The option itself
 # ---------------------------------------------------------------------------------------------
 
+
 def test_every_client_the_api_accepts_has_a_transport():
-    assert set(CLIENTS) == set(engine.TRANSPORTS)
+    assert set(CLIENTS) == set(fetch.TRANSPORTS)
 
 
 def test_an_unknown_client_is_refused_with_400_naming_the_field(gb, target):
@@ -184,6 +190,7 @@ def test_a_batch_that_names_no_client_gets_the_default(gb, target):
 # ---------------------------------------------------------------------------------------------
 # Timings, redirects, HEAD, decoding
 # ---------------------------------------------------------------------------------------------
+
 
 def test_timings_are_measured_and_null_on_a_reused_connection(gb, target, client):
     first, second, third = run(gb, [target.url("/bytes/1500")] * 3, client, concurrency=1)
@@ -224,7 +231,7 @@ def test_gzip_bodies_are_decoded_and_the_decoded_bytes_counted(gb, target, clien
 def _transport(name: str, resolver: Callable[[str, int], list]):
     """A transport of client `name`, as the engine builds one for a batch."""
     options = BatchOptions(concurrency=2, timeout=10, connect_timeout=5, client=name)
-    return engine.TRANSPORTS[name](options, resolver)
+    return fetch.TRANSPORTS[name](options, resolver)
 
 
 def _loopback(host: str, port: int) -> list:
@@ -258,12 +265,19 @@ except ImportError:  # pragma: no cover - brotli comes with geventhttpclient
 @pytest.mark.parametrize("name", CLIENTS)
 def test_every_content_encoding_we_accept_is_decoded_and_counted(name, encoding):
     coding, body = ENCODED[encoding]
-    server = OneAnswer(b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
-                       % (coding.encode(), len(body)) + body)
+    server = OneAnswer(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n" % (coding.encode(), len(body)) + body
+    )
     transport = _transport(name, _loopback)
     try:
-        hop = transport.fetch(f"http://127.0.0.1:{server.port}/", method="GET", headers={}, connect_timeout=5,
-                              read_timeout=5, max_bytes=10 * MiB)
+        hop = transport.fetch(
+            f"http://127.0.0.1:{server.port}/",
+            method="GET",
+            headers={},
+            connect_timeout=5,
+            read_timeout=5,
+            max_bytes=10 * MiB,
+        )
     finally:
         transport.close()
         server.close()
@@ -278,8 +292,16 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(name):
     try:
         for _ in range(2):
             server.hung_up.clear()
-            hops.append(transport.fetch(f"http://127.0.0.1:{server.port}/", method="GET", headers={},
-                                        connect_timeout=5, read_timeout=5, max_bytes=1024))
+            hops.append(
+                transport.fetch(
+                    f"http://127.0.0.1:{server.port}/",
+                    method="GET",
+                    headers={},
+                    connect_timeout=5,
+                    read_timeout=5,
+                    max_bytes=1024,
+                )
+            )
             assert server.hung_up.wait(5)  # its FIN is on our side before the next request
     finally:
         transport.close()
@@ -311,6 +333,7 @@ def test_connections_are_kept_alive_and_never_more_than_the_concurrency(gb, help
 # ---------------------------------------------------------------------------------------------
 # Caps and the deadline
 # ---------------------------------------------------------------------------------------------
+
 
 def test_an_endless_body_and_gzip_bombs_stop_at_the_cap_without_growing_memory(gb, target, helpers, client):
     bomb_redirect = f"http://127.0.0.1:{helpers['redirect_bomb'].port}/"
@@ -344,8 +367,14 @@ def test_headers_slower_than_the_read_timeout_end_as_read_timeout(target, name):
     transport = _transport(name, _loopback)
     try:
         with pytest.raises(FetchError) as failure:
-            transport.fetch(target.url("/slow-headers?delay=5000"), method="GET", headers={}, connect_timeout=5,
-                            read_timeout=0.5, max_bytes=1024)
+            transport.fetch(
+                target.url("/slow-headers?delay=5000"),
+                method="GET",
+                headers={},
+                connect_timeout=5,
+                read_timeout=0.5,
+                max_bytes=1024,
+            )
     finally:
         transport.close()
     assert failure.value.kind == "read_timeout", failure.value
@@ -355,11 +384,16 @@ def test_headers_slower_than_the_read_timeout_end_as_read_timeout(target, name):
 # Error kinds
 # ---------------------------------------------------------------------------------------------
 
+
 def test_connection_failures_are_named_by_kind(gb, target, helpers, client):
     # The dns kind is tested per client in test_ssrf.py, against a resolver of our own: a name
     # that does not resolve here would send a query off this machine.
-    urls = [f"http://127.0.0.1:{helpers['refused']}/",
-            f"https://127.0.0.1:{target.port}/ok", target.url("/reset"), target.url("/close")]
+    urls = [
+        f"http://127.0.0.1:{helpers['refused']}/",
+        f"https://127.0.0.1:{target.port}/ok",
+        target.url("/reset"),
+        target.url("/close"),
+    ]
     refused, tls, reset, closed = run(gb, urls, client, timeout=5)
     assert kind_of(refused) == "refused", refused
     assert kind_of(tls) == "tls", tls
@@ -376,11 +410,15 @@ def test_connection_errors_are_retried_and_each_attempt_counted(gb, helpers, cli
 # SSRF: only addresses the guard checked are ever connected to
 # ---------------------------------------------------------------------------------------------
 
+
 def test_denied_addresses_end_blocked_and_their_listener_sees_no_connection(gb, target, helpers, client):
     denied = helpers["denied"]
     port = denied.getsockname()[1]
-    urls = [f"http://127.0.0.1:{port}/", f"http://localhost:{port}/",
-            target.url(f"/redirect-to?url=http://127.0.0.1:{port}/")]
+    urls = [
+        f"http://127.0.0.1:{port}/",
+        f"http://localhost:{port}/",
+        target.url(f"/redirect-to?url=http://127.0.0.1:{port}/"),
+    ]
     direct, by_name, redirected = run(gb, urls, client)
     for result in (direct, by_name, redirected):
         assert kind_of(result) == "blocked", result
@@ -392,11 +430,13 @@ def test_denied_addresses_end_blocked_and_their_listener_sees_no_connection(gb, 
 
 def pinned_resolver(name: str, port: int, calls: list) -> Callable[[str, int], list]:
     """A resolver that maps `name` (an unresolvable .invalid name) to 127.0.0.1, as the guard returns it."""
+
     def resolve(host: str, asked_port: int) -> list:
         calls.append((host, asked_port))
         if host != name:
             raise socket.gaierror(socket.EAI_NONAME, f"{host} is not {name}")
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))]
+
     return resolve
 
 
@@ -406,11 +446,17 @@ def test_a_transport_connects_to_the_resolved_address_and_keeps_the_name_in_host
     recorder.seen.clear()
     calls: list = []
     options = BatchOptions(concurrency=2, timeout=10, connect_timeout=5, client=name)
-    transport = engine.TRANSPORTS[name](options, pinned_resolver("pinned.invalid", recorder.port, calls))
+    transport = fetch.TRANSPORTS[name](options, pinned_resolver("pinned.invalid", recorder.port, calls))
     try:
         for _ in range(3):
-            hop = transport.fetch(f"http://pinned.invalid:{recorder.port}/pin", method="GET", headers={},
-                                  connect_timeout=5, read_timeout=5, max_bytes=1024)
+            hop = transport.fetch(
+                f"http://pinned.invalid:{recorder.port}/pin",
+                method="GET",
+                headers={},
+                connect_timeout=5,
+                read_timeout=5,
+                max_bytes=1024,
+            )
             assert hop.status == 200 and hop.bytes == 3
     finally:
         transport.close()
@@ -425,9 +471,29 @@ def tls_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tls")
     key, cert = folder / "key.pem", folder / "cert.pem"
     try:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                        "/CN=pinned.invalid", "-addext", "subjectAltName=DNS:pinned.invalid",
-                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=pinned.invalid",
+                "-addext",
+                "subjectAltName=DNS:pinned.invalid",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     except (OSError, subprocess.CalledProcessError) as exc:
         pytest.skip(f"openssl cannot make a test certificate: {exc}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -460,11 +526,17 @@ def test_tls_sends_the_name_as_sni_and_verifies_the_certificate(tls_server, name
     port, names = tls_server
     names.clear()
     options = BatchOptions(concurrency=1, timeout=10, connect_timeout=5, client=name)
-    transport = engine.TRANSPORTS[name](options, pinned_resolver("pinned.invalid", port, []))
+    transport = fetch.TRANSPORTS[name](options, pinned_resolver("pinned.invalid", port, []))
     try:
         with pytest.raises(FetchError) as failure:
-            transport.fetch(f"https://pinned.invalid:{port}/", method="GET", headers={}, connect_timeout=5,
-                            read_timeout=5, max_bytes=1024)
+            transport.fetch(
+                f"https://pinned.invalid:{port}/",
+                method="GET",
+                headers={},
+                connect_timeout=5,
+                read_timeout=5,
+                max_bytes=1024,
+            )
     finally:
         transport.close()
     assert failure.value.kind == "tls"

@@ -1,0 +1,256 @@
+"""Batch options: one table-driven parser checked against the server's limits, and the one way to rebuild stored options."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+from .config import Config
+
+METHODS = ("GET", "HEAD")
+# HTTP clients a batch may choose (app/fetch maps each to its transport); the first is the default.
+CLIENTS = ("fast", "requests")
+_STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Options are stored and shown with their batch: each is capped so one batch cannot weigh megabytes.
+MAX_ACCEPT_STATUS_CHARS = 2000  # checked before parsing, so refusing a huge value costs nothing
+MAX_ACCEPT_RANGES = 100
+MAX_HEADERS = 50
+MAX_HEADER_NAME = 100
+MAX_HEADER_VALUE = 8192
+MAX_HEADERS_TOTAL = 16 * 1024  # names and values of one batch's headers together
+# Headers the HTTP client owns: Host comes from the URL (a batch choosing it could reach another virtual host
+# behind an allowed name), the rest frame the message or manage the connection.
+CLIENT_HEADERS = (
+    "Host",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+    "Upgrade",
+    "TE",
+    "Trailer",
+    "Keep-Alive",
+    "Proxy-Connection",
+)
+_CLIENT_HEADERS = frozenset(name.lower() for name in CLIENT_HEADERS)
+# C0 controls but tab, DEL and C1 controls (0x85 NEL among them): some parsers split lines at them.
+_HEADER_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+class ValidationError(ValueError):
+    """Bad input from a client; `details` lists each problem with the field (and URL index) at fault."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.details = details or []
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How one batch fetches its URLs; every field has a server default."""
+
+    concurrency: int
+    timeout: float
+    connect_timeout: float
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    max_redirects: int = 5
+    max_bytes: int = 10 * 1024 * 1024
+    retries: int = 0
+    accept_status: str = "200-399"
+    per_host: int = 0
+    client: str = CLIENTS[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as JSON-ready data."""
+        return asdict(self)
+
+    def accepts(self, status: int) -> bool:
+        """Whether a final HTTP status counts as ok for this batch."""
+        return any(low <= status <= high for low, high in self._accept_ranges)
+
+    @cached_property
+    def _accept_ranges(self) -> tuple[tuple[int, int], ...]:
+        """accept_status parsed once per batch, not once per URL (not a field: to_dict and == ignore it)."""
+        return tuple(parse_status_ranges(self.accept_status))
+
+    @classmethod
+    def defaults(cls, config: Config) -> BatchOptions:
+        """The options a batch gets when it sets none."""
+        return cls(
+            concurrency=config.default_concurrency,
+            timeout=config.default_timeout,
+            connect_timeout=config.default_connect_timeout,
+            max_redirects=config.default_max_redirects,
+            max_bytes=config.default_max_bytes,
+        )
+
+    @classmethod
+    def parse(cls, raw: Any, config: Config) -> BatchOptions:
+        """Validate client-supplied options against the server's limits; unknown keys are errors."""
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ValidationError("options must be an object", [{"field": "options", "message": "must be an object"}])
+        base = cls.defaults(config).to_dict()
+        problems: list[dict[str, Any]] = []
+        limits = {
+            "concurrency": (int, 1, config.max_concurrency),
+            "timeout": (float, 0.1, config.max_timeout),
+            "connect_timeout": (float, 0.1, config.max_timeout),
+            "max_redirects": (int, 0, config.max_redirects),
+            "max_bytes": (int, 0, config.max_body_bytes),
+            "retries": (int, 0, config.max_retries),
+            "per_host": (int, 0, config.max_concurrency),
+        }
+        for key, value in raw.items():
+            where = f"options.{key}"
+            if key in limits:
+                kind, low, high = limits[key]
+                number = _number(value, kind)
+                if number is None:
+                    problems.append(
+                        {"field": where, "message": f"must be {'an integer' if kind is int else 'a number'}"}
+                    )
+                elif not low <= number <= high:
+                    problems.append({"field": where, "message": f"must be between {low} and {high} (server limit)"})
+                else:
+                    base[key] = number
+            elif key == "method":
+                if not isinstance(value, str) or value.upper() not in METHODS:
+                    problems.append({"field": where, "message": "must be GET or HEAD"})
+                else:
+                    base[key] = value.upper()
+            elif key == "headers":
+                message = (
+                    "must be an object of header names to strings"
+                    if not isinstance(value, dict)
+                    else header_problem(list(value.items()))
+                )
+                if message:
+                    problems.append({"field": where, "message": message})
+                else:
+                    base[key] = dict(value)
+            elif key == "client":
+                if value not in CLIENTS:
+                    problems.append({"field": where, "message": f"must be one of {', '.join(CLIENTS)}"})
+                else:
+                    base[key] = value
+            elif key == "accept_status":
+                message = _accept_status_problem(value)
+                if message:
+                    problems.append({"field": where, "message": message})
+                else:
+                    base[key] = format_status_ranges(parse_status_ranges(value))
+            else:
+                problems.append({"field": where, "message": "is not a known option"})
+        if problems:
+            raise ValidationError("invalid options", problems)
+        return cls(**base)
+
+
+def _number(value: Any, kind: type) -> float | int | None:
+    """Accept JSON numbers and numeric strings (query strings are text); reject bools and the rest."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value) if kind is float else int(value)
+        except ValueError:
+            return None
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if kind is int and not isinstance(value, int):
+        return None
+    if kind is float and not isinstance(value, (int, float)):
+        return None
+    return kind(value)
+
+
+def header_problem(pairs: list[tuple[str, Any]]) -> str | None:
+    """Say what is wrong with a batch's headers as (name, value) pairs, or None when they are fine."""
+    if len(pairs) > MAX_HEADERS:
+        return f"at most {MAX_HEADERS} headers, not {len(pairs)}"
+    seen: dict[str, str] = {}
+    total = 0
+    for name, text in pairs:
+        if not isinstance(name, str) or not _HEADER_NAME.match(name) or len(name) > MAX_HEADER_NAME:
+            return (
+                f"header name {_shown(name)!r} is not a token (letters, digits, !#$%&'*+-.^_`|~) of at most "
+                f"{MAX_HEADER_NAME} characters"
+            )
+        if name.lower() in _CLIENT_HEADERS:
+            return (
+                f"header {name!r} is set by the HTTP client, never by a batch ({', '.join(CLIENT_HEADERS)} "
+                "are the client's)"
+            )
+        # One line per name: clients disagree on whether 'X-A' and 'x-a' make one header line or two.
+        if name.lower() in seen:
+            return f"header {name!r} is given twice ({seen[name.lower()]!r} and {name!r}); names ignore case"
+        seen[name.lower()] = name
+        if not isinstance(text, str) or len(text) > MAX_HEADER_VALUE:
+            return f"header {name!r} must be a string of at most {MAX_HEADER_VALUE} characters"
+        control = _HEADER_VALUE_CONTROL.search(text)
+        if control:
+            return (
+                f"header {name!r} has the control character U+{ord(control.group()):04X} in its value "
+                "(only tab is allowed)"
+            )
+        if text != text.strip(" \t"):
+            return f"header {name!r} has a value that starts or ends with whitespace; trim it"
+        try:
+            text.encode("latin-1")  # what HTTP/1.1 header values can carry on the wire
+        except UnicodeEncodeError:
+            return f"header {name!r} has characters outside Latin-1; percent-encode or RFC 2047-encode them"
+        total += len(name) + len(text)
+    if total > MAX_HEADERS_TOTAL:
+        return f"headers take {total} characters (names and values); the limit is {MAX_HEADERS_TOTAL}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A client's value, cut short for an error message."""
+    text = value if isinstance(value, str) else repr(value)
+    return text[:100] + ("..." if len(text) > 100 else "")
+
+
+def _accept_status_problem(value: Any) -> str | None:
+    """Say what is wrong with an accept_status value, or None when it is fine."""
+    if not isinstance(value, str):
+        return "must be a string like '200-399' or '200,301-302'"
+    if len(value) > MAX_ACCEPT_STATUS_CHARS:  # before parsing: a megabyte is refused without reading it
+        return f"must be at most {MAX_ACCEPT_STATUS_CHARS} characters, not {len(value)}"
+    ranges = parse_status_ranges(value)
+    if not ranges:
+        return "must look like '200-399' or '200,301-302' (statuses 100-599)"
+    if len(ranges) > MAX_ACCEPT_RANGES:
+        return f"at most {MAX_ACCEPT_RANGES} statuses or ranges, not {len(ranges)}"
+    return None
+
+
+def parse_status_ranges(text: str) -> list[tuple[int, int]]:
+    """Parse '200-399,418' into ranges; an empty list means the text is invalid."""
+    ranges = []
+    for part in text.split(","):
+        match = _STATUS_RANGE.match(part)
+        if not match:
+            return []
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+        if not 100 <= low <= high <= 599:
+            return []
+        ranges.append((low, high))
+    return ranges
+
+
+def format_status_ranges(ranges: list[tuple[int, int]]) -> str:
+    """Ranges as accept_status text, merged and sorted: [(404, 404), (200, 299), (250, 310)] -> '200-310,404'."""
+    merged: list[list[int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in merged)

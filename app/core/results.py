@@ -1,0 +1,82 @@
+"""What a batch produces: one result per URL, the error kinds that end a fetch, and batch statuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .clock import now_iso
+
+
+class ErrorKind(StrEnum):
+    """Why a URL ended without an accepted response; the value is what results, exports and metrics show."""
+
+    DNS = "dns"
+    REFUSED = "refused"
+    CONNECT_TIMEOUT = "connect_timeout"
+    READ_TIMEOUT = "read_timeout"
+    DEADLINE = "deadline"
+    TLS = "tls"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    TOO_LARGE = "too_large"
+    INVALID_URL = "invalid_url"
+    BLOCKED = "blocked"
+    CANCELLED = "cancelled"
+    OTHER = "other"
+
+
+ERROR_KINDS = tuple(kind.value for kind in ErrorKind)
+BATCH_STATUSES = ("queued", "running", "done", "cancelled", "failed")
+FINAL_STATUSES = frozenset({"done", "cancelled", "failed"})
+
+
+@dataclass
+class Result:
+    """The one final outcome of one URL in a batch."""
+
+    index: int
+    url: str
+    final_url: str | None = None
+    status_code: int | None = None
+    ok: bool = False
+    error: dict[str, str] | None = None
+    bytes: int = 0
+    content_type: str | None = None
+    redirects: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    timings: dict[str, float | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (what dataclasses.asdict gives, without its deep copy: ~10x cheaper)."""
+        error = self.error
+        return {
+            "index": self.index,
+            "url": self.url,
+            "final_url": self.final_url,
+            "status_code": self.status_code,
+            "ok": self.ok,
+            "error": None if error is None else dict(error),
+            "bytes": self.bytes,
+            "content_type": self.content_type,
+            "redirects": [dict(hop) for hop in self.redirects],
+            "attempts": self.attempts,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "timings": dict(self.timings),
+        }
+
+
+def failed_result(index: int, url: str, kind: ErrorKind, message: str) -> Result:
+    """A result for a URL that ended without a response (cancelled, invalid, ...)."""
+    stamp = now_iso()
+    return Result(
+        index=index,
+        url=url,
+        error={"kind": ErrorKind(kind).value, "message": message},
+        started_at=stamp,
+        finished_at=stamp,
+        timings={"total": 0.0, "ttfb": None},
+    )

@@ -1,0 +1,30 @@
+"""One URL over the network: the transport contract, both clients, the SSRF guard and the follow policy.
+
+make_transport is how the rest of greenbatch gets a transport: it takes the guard's resolver, so no
+client can be built that resolves names without the policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..core.options import BatchOptions
+from .base import Transport
+from .fast_client import FastTransport
+from .guard import GuardedResolver
+from .requests_client import RequestsTransport
+
+TransportFactory = Callable[[BatchOptions, GuardedResolver], Transport]
+
+# One transport per value of the `client` option (core.options.CLIENTS); both keep the same guarantees.
+TRANSPORTS: dict[str, TransportFactory] = {
+    "requests": lambda options, resolver: RequestsTransport(pool_size=options.concurrency, resolver=resolver),
+    "fast": lambda options, resolver: FastTransport(pool_size=options.concurrency, resolver=resolver),
+}
+
+
+def make_transport(options: BatchOptions, resolver: GuardedResolver) -> Transport:
+    """The transport of the client the batch chose, pooled to its concurrency, resolving through the guard."""
+    if not isinstance(resolver, GuardedResolver):
+        raise TypeError(f"transports resolve through the SSRF guard (guard.GuardedResolver), not {resolver!r}")
+    return TRANSPORTS[options.client](options, resolver)

@@ -1,0 +1,578 @@
+"""The fast transport: HTTP/1.1 on gevent sockets, responses parsed by geventhttpclient's C parser (llhttp).
+
+Same contract as the requests transport (app/fetch/requests_client.py), at about a fifth of its CPU per URL
+(bench/NOTES.md). Per hop it:
+
+- resolves the host once through the resolver the engine passes in (the SSRF guard), then connects
+  to one of the addresses the guard checked, never to the name: the Host header, TLS SNI and the
+  certificate check stay on the URL's hostname;
+- keeps connections alive per origin, at most `pool_size` idle (the batch's concurrency), checks an
+  idle one is still open before reusing it, and retries a GET/HEAD once on a fresh connection
+  when a reused one turns out to have been closed by the server;
+- measures dns, connect and tls on a new connection (null on reuse), then wait and download;
+- decodes gzip, deflate and br in steps of DECODE_CHUNK bytes, counting decoded bytes against the
+  cap as they come, so a compression bomb never inflates in memory;
+- maps every failure onto the engine's error kinds, with the messages the requests transport uses.
+
+Greenlet-safe: the pool is changed only between socket operations, which never switch greenlets.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+import certifi
+import gevent.socket
+import gevent.ssl
+from gevent import monkey
+from gevent.event import AsyncResult
+from geventhttpclient.response import HTTPParseError, HTTPResponse
+from requests.utils import requote_uri
+
+from . import guard
+from .base import DECODE_CHUNK, USER_AGENT, Hop, Resolver, body_cap, hop_timings, ms
+from .errors import (
+    FetchError,
+    body_read_timeout,
+    broken_body,
+    is_reset,
+    reset_before_response,
+    too_large,
+    undecodable,
+    unresolved,
+)
+
+try:
+    import brotli
+except ImportError:  # pragma: no cover - brotli comes with geventhttpclient
+    brotli = None
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+RECV_SIZE = 64 * 1024
+MAX_ENCODINGS = 5  # like urllib3: a longer Content-Encoding chain is refused
+ACCEPT_ENCODING = "gzip, deflate, br" if brotli else "gzip, deflate"
+# What requests sends by default; a batch's own headers replace these (names compared case-insensitively).
+BASE_HEADERS = (
+    ("User-Agent", USER_AGENT),
+    ("Accept-Encoding", ACCEPT_ENCODING),
+    ("Accept", "*/*"),
+    ("Connection", "keep-alive"),
+)
+_BASE_BLOCK = "".join(f"{name}: {value}\r\n" for name, value in BASE_HEADERS)
+_PLAIN_TARGET = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*")  # needs no percent-encoding
+# The unpatched poll(): checking an idle socket must not switch greenlets (nor go through gevent's select).
+_poll = monkey.get_original("select", "poll")
+_READABLE = 0x001 | 0x002 | 0x008 | 0x010  # POLLIN, POLLPRI, POLLERR, POLLHUP
+_tls_context: ssl.SSLContext | None = None
+
+
+class _Target(NamedTuple):
+    """Where one URL goes: its origin (the pool key), the name to resolve and verify, and what to send."""
+
+    scheme: str
+    host: str  # no brackets: what the resolver, SNI and the certificate check get
+    port: int
+    netloc: str  # as in the URL, for messages
+    host_header: str  # with the port when it is not the scheme's default
+    path: str  # origin-form request target: path and query, percent-encoded as requests would
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        """The key connections are pooled under."""
+        return self.scheme, self.host, self.port
+
+
+def _target(url: str) -> _Target:
+    """Split a URL the guard has checked into what one exchange needs."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme, parts.hostname
+    if scheme not in DEFAULT_PORTS or not host:
+        raise FetchError("invalid_url", f"{url} cannot be fetched: only http:// and https:// URLs with a host")
+    try:
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError as exc:
+        raise FetchError("invalid_url", f"{url} cannot be fetched: {exc}") from None
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port == DEFAULT_PORTS[scheme] else f"{shown}:{port}"
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    if not _PLAIN_TARGET.fullmatch(path):
+        path = requote_uri(path)
+    return _Target(scheme, host, port, parts.netloc, host_header, path)
+
+
+def _request_head(method: str, target: _Target, headers: dict[str, str]) -> bytes:
+    """The request line and headers: ours first unless the batch sets the same name, then the batch's."""
+    if not headers:
+        return f"{method} {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n{_BASE_BLOCK}\r\n".encode("latin-1")
+    for name, value in headers.items():
+        # BatchOptions refuses these already; this keeps any other path from injecting header lines.
+        if ":" in name or any(c in name or c in value for c in "\r\n\0"):
+            raise FetchError("other", f"request header {name[:100]!r} has a line break or NUL, or ':' in its name")
+    lines = [f"{method} {target.path} HTTP/1.1"]
+    given = {name.lower() for name in headers}
+    if "host" not in given:
+        lines.append(f"Host: {target.host_header}")
+    lines += [f"{name}: {value}" for name, value in BASE_HEADERS if name.lower() not in given]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    try:
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        raise FetchError(
+            "other",
+            "a request header has characters outside Latin-1, which HTTP/1.1 cannot carry; percent-encode the value",
+        ) from None
+
+
+def _tls() -> ssl.SSLContext:
+    """One verifying TLS context (certifi's CA bundle, as requests uses), made on first use."""
+    global _tls_context
+    if _tls_context is None:
+        context = gevent.ssl.create_default_context(cafile=certifi.where())
+        context.set_alpn_protocols(["http/1.1"])
+        _tls_context = context
+    return _tls_context
+
+
+class _Headers(dict):
+    """Response headers by lowercase name; a repeated field's values joined with ', ' (as requests does)."""
+
+    def add(self, name: str, value: str) -> None:
+        """Called by the parser for each header line."""
+        key = name.lower()
+        old = dict.get(self, key)
+        dict.__setitem__(self, key, value if old is None else f"{old}, {value}")
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        """A header by any capitalisation of its name."""
+        return dict.get(self, name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return dict.__getitem__(self, name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and dict.__contains__(self, name.lower())
+
+
+class _Closed(Exception):
+    """The server closed the connection before sending a byte of response."""
+
+
+class _Response(HTTPResponse):
+    """One response read from one socket by the C parser; body bytes wait in a buffer until taken or dropped."""
+
+    def __init__(self, method: str):
+        super().__init__(method=method, headers_type=_Headers)
+
+    def read_head(self, sock: socket.socket) -> None:
+        """Read until the final (non-1xx) response's headers are parsed; _Closed if nothing came at all."""
+        first = True
+        while not self.headers_complete or self.get_code() < 200:
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                if first:
+                    raise _Closed()
+                raise HTTPParseError("the connection closed before the end of the response headers")
+            first = False
+            self.feed(data)
+
+    def read_more(self, sock: socket.socket) -> bool:
+        """Feed the next bytes of the body to the parser; False once the response is complete."""
+        if self.message_complete:
+            return False
+        data = sock.recv(RECV_SIZE)
+        self.feed(data)  # b"" ends an EOF-delimited body, or raises "Incomplete response"
+        if not data and not self.message_complete:
+            raise HTTPParseError("the connection closed before the end of the body")
+        return True
+
+    def take(self) -> bytes:
+        """The body bytes parsed so far and not yet taken (at most one read's worth)."""
+        data = bytes(self._body_buffer)
+        del self._body_buffer[:]
+        return data
+
+    def drop(self) -> int:
+        """Forget the body bytes parsed so far and say how many there were (no copy)."""
+        count = len(self._body_buffer)
+        del self._body_buffer[:]
+        return count
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the connection may carry another request."""
+        return not self.should_close()
+
+
+class FastTransport:
+    """The fast transport: one per batch, its keep-alive pool holding at most `pool_size` idle connections."""
+
+    name = "fast"
+
+    def __init__(self, pool_size: int, resolver: Resolver):
+        self._resolver = resolver
+        self._max_idle = max(1, pool_size)
+        self._idle: OrderedDict[tuple, list] = OrderedDict()  # origin -> idle sockets, least recently used first
+        self._idle_count = 0
+        self._resolving: dict[tuple[str, int], AsyncResult] = {}  # lookups in flight, shared by their waiters
+        self._closed = False
+
+    # -- one hop -----------------------------------------------------------------------------
+
+    def fetch(
+        self,
+        url: str,
+        *,
+        method: str,
+        headers: dict[str, str],
+        connect_timeout: float,
+        read_timeout: float,
+        max_bytes: int,
+    ) -> Hop:
+        """Send one request and read its body up to `max_bytes` decoded bytes."""
+        target = _target(url)
+        head = _request_head(method, target, headers)
+        started = time.perf_counter()
+        sock = self._reuse(target.origin)
+        timings = None
+        if sock is None:
+            sock, timings = self._connect(target, connect_timeout, read_timeout)
+        response = _Response(method)
+        try:
+            try:
+                self._exchange(sock, head, response, target, stale_retry=timings is None)
+            except _Stale:
+                sock, timings = self._connect(target, connect_timeout, read_timeout)
+                response = _Response(method)
+                self._exchange(sock, head, response, target, stale_retry=False)
+            first_byte = time.perf_counter()
+            size = self._read_body(sock, response, url, max_bytes)
+        except BaseException:
+            sock.close()  # mid-exchange (an error, the deadline, a cancel): never reuse it
+            raise
+        done = time.perf_counter()
+        if response.reusable:
+            self._checkin(target.origin, sock)
+        else:
+            sock.close()
+        return Hop(
+            status=response.status_code,
+            reason=response.status_message or "",
+            headers=response.info(),
+            bytes=size,
+            timings=hop_timings(timings, started, first_byte, done),
+        )
+
+    def _exchange(self, sock, head: bytes, response: _Response, target: _Target, stale_retry: bool) -> None:
+        """Send the request and read the response headers, mapping failures onto error kinds."""
+        try:
+            sock.sendall(head)
+            response.read_head(sock)
+        except _Closed:
+            sock.close()
+            if stale_retry:
+                raise _Stale() from None
+            raise FetchError(
+                "other", f"{target.netloc} closed the connection before a response", retryable=True
+            ) from None
+        except TimeoutError:
+            raise FetchError("read_timeout", f"{target.netloc} sent no response within the read timeout") from None
+        except HTTPParseError as exc:
+            raise FetchError("other", f"{target.netloc} sent a response that is not valid HTTP/1.1: {exc}") from None
+        except OSError as exc:
+            sock.close()
+            if stale_retry and not response.message_begun:
+                raise _Stale() from None
+            if is_reset(exc):
+                raise reset_before_response(target.netloc) from None
+            raise FetchError("other", f"request to {target.netloc} failed: {exc}") from None
+
+    @staticmethod
+    def _read_body(sock, response: _Response, url: str, max_bytes: int) -> int:
+        """Count the decoded body as it streams; past the cap, stop (the caller drops the connection)."""
+        cap = body_cap(response.status_code, response.info(), max_bytes)
+        decoders = _decoders(response.get("Content-Encoding"))
+        size = 0
+        try:
+            while True:
+                if decoders:
+                    for piece in _decoded(response.take(), decoders):
+                        size += len(piece)
+                        if size > cap:
+                            break
+                else:
+                    size += response.drop()
+                if size > cap:
+                    raise too_large(cap, url)
+                if not response.read_more(sock):
+                    return size
+        except TimeoutError:
+            raise body_read_timeout(url) from None
+        except (zlib.error, _BrotliError) as exc:
+            raise undecodable(url, exc) from None
+        except (HTTPParseError, OSError) as exc:
+            raise broken_body(url, exc) from None
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self, target: _Target, connect_timeout: float, read_timeout: float) -> tuple[socket.socket, dict]:
+        """A new connection to an address the guard checked, with its dns, connect and tls timings."""
+        started = time.perf_counter()
+        try:
+            addresses = self._resolve(target.host, target.port)
+        except guard.GuardError as exc:
+            raise FetchError(exc.kind, str(exc), detail=exc.detail) from None
+        except OSError as exc:  # socket.gaierror, or any other failure to resolve
+            raise unresolved(target.host, exc) from None
+        resolved = time.perf_counter()
+        sock = _open(addresses, target, connect_timeout)
+        connected = time.perf_counter()
+        timings = {"dns": ms(resolved - started), "connect": ms(connected - resolved), "tls": None}
+        if target.scheme == "https":
+            sock = _handshake(sock, target)
+            timings["tls"] = ms(time.perf_counter() - connected)
+        sock.settimeout(read_timeout)
+        return sock, timings
+
+    def _resolve(self, host: str, port: int) -> list:
+        """The guard's checked addresses for host:port; connections opening at the same moment share one lookup.
+
+        At the start of a batch every slot opens a connection at once: a thousand lookups of one name
+        through gevent's resolver threads cost seconds. Nothing is cached once the lookup returns.
+        """
+        key = (host, port)
+        pending = self._resolving.get(key)
+        if pending is not None:
+            outcome = pending.get()
+            if outcome is not _RETRY:
+                return outcome  # the same answer the lookup in flight got (or its dns/guard error, raised)
+        pending = self._resolving[key] = AsyncResult()
+        try:
+            addresses = self._resolver(host, port)
+        except (OSError, guard.GuardError) as exc:
+            pending.set_exception(exc)
+            raise
+        except BaseException:
+            pending.set(_RETRY)  # our deadline or cancel, not theirs: each waiter looks up on its own
+            raise
+        finally:
+            if self._resolving.get(key) is pending:
+                del self._resolving[key]
+        pending.set(addresses)
+        return addresses
+
+    def _reuse(self, origin: tuple) -> socket.socket | None:
+        """The most recently used idle connection to an origin that the server has not closed, if any."""
+        idle = self._idle.get(origin)
+        while idle:
+            sock = idle.pop()
+            self._idle_count -= 1
+            if _still_open(sock):
+                return sock
+            sock.close()
+        return None
+
+    def _checkin(self, origin: tuple, sock: socket.socket) -> None:
+        """Keep a connection for reuse; past `pool_size` idle ones, close the least recently used."""
+        if self._closed:
+            sock.close()
+            return
+        while self._idle_count >= self._max_idle:
+            oldest_origin, oldest = next(iter(self._idle.items()))
+            if oldest:
+                oldest.pop(0).close()
+                self._idle_count -= 1
+            if not oldest:
+                del self._idle[oldest_origin]
+        self._idle.setdefault(origin, []).append(sock)
+        self._idle.move_to_end(origin)
+        self._idle_count += 1
+
+    def close(self) -> None:
+        """Close every idle connection; connections still in use close when their exchange ends."""
+        self._closed = True
+        for idle in self._idle.values():
+            for sock in idle:
+                sock.close()
+        self._idle.clear()
+        self._idle_count = 0
+
+
+_RETRY = object()  # a shared lookup ended by its own greenlet's deadline or cancel
+
+
+class _Stale(Exception):
+    """A reused connection was already closed by the server: the request goes again on a new one."""
+
+
+def _open(addresses: list, target: _Target, timeout: float) -> socket.socket:
+    """Connect to a checked address (guard.connect), in our error kinds."""
+    try:
+        # gevent's socket even in an unpatched process; TCP_NODELAY: one small request per write, no Nagle wait.
+        return guard.connect(
+            addresses, timeout, [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)], make_socket=gevent.socket.socket
+        )
+    except TimeoutError:
+        raise FetchError("connect_timeout", f"connecting to {target.netloc} timed out", retryable=True) from None
+    except ConnectionRefusedError:
+        raise FetchError("refused", f"connection refused by {target.netloc}", retryable=True) from None
+    except OSError as exc:
+        raise FetchError("other", f"could not connect to {target.netloc}: {exc}", retryable=True) from None
+
+
+def _handshake(sock: socket.socket, target: _Target) -> socket.socket:
+    """TLS over a connected socket: SNI and the certificate check on the URL's hostname, not the address."""
+    try:
+        return _tls().wrap_socket(sock, server_hostname=target.host)
+    except TimeoutError:
+        sock.close()
+        raise FetchError("connect_timeout", f"TLS handshake with {target.netloc} timed out", retryable=True) from None
+    except ssl.SSLError as exc:  # includes certificate errors
+        sock.close()
+        raise FetchError("tls", f"TLS handshake with {target.netloc} failed: {exc}") from None
+    except OSError as exc:
+        sock.close()
+        if is_reset(exc):
+            raise reset_before_response(target.netloc) from None
+        raise FetchError("other", f"TLS handshake with {target.netloc} failed: {exc}", retryable=True) from None
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """An idle keep-alive connection has nothing to read; if it has, the server closed it (or misbehaved)."""
+    try:
+        poller = _poll()
+        poller.register(sock.fileno(), _READABLE)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
+
+
+# -- content decoding ------------------------------------------------------------------------
+
+_BrotliError = brotli.error if brotli else zlib.error
+
+
+class _Inflate:
+    """gzip or deflate, DECODE_CHUNK decoded bytes at a time."""
+
+    def __init__(self, gzip: bool):
+        self._gzip = gzip
+        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
+        self._members = 0  # gzip members finished before the current one
+        self._ended = False
+        # deflate is zlib-wrapped by the spec and raw in practice: decided on the first output, as urllib3 does.
+        self._trying: bytes | None = None if gzip else b""
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """Decoded output of the next compressed bytes, in pieces of at most DECODE_CHUNK."""
+        if self._trying is not None:
+            yield from self._first(data)
+        else:
+            yield from self._inflate(data)
+
+    def _first(self, data: bytes) -> Iterator[bytes]:
+        """deflate's first bytes: zlib-wrapped if they decode as such, else raw deflate from the start."""
+        self._trying += data
+        try:
+            out = self._obj.decompress(data, DECODE_CHUNK)
+        except zlib.error:
+            self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+            data, self._trying = self._trying, None
+            yield from self._inflate(data)
+            return
+        if not out and not self._obj.eof and len(self._trying) <= RECV_SIZE:
+            return  # undecided: zlib holds the bytes so far
+        self._trying = None
+        if out:
+            yield out
+        yield from self._inflate(self._obj.unconsumed_tail)
+
+    def _inflate(self, data: bytes) -> Iterator[bytes]:
+        """Inflate with a bound on each step's output; gzip members may follow one another."""
+        while not self._ended:
+            if self._obj.eof:
+                if not self._gzip:
+                    self._ended = True  # bytes after the deflate stream are ignored
+                    return
+                data = self._obj.unused_data + data
+                if not data:
+                    return  # the next member, if any, comes with the next bytes
+                self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._members += 1
+            try:
+                out = self._obj.decompress(data, DECODE_CHUNK)
+            except zlib.error:
+                if self._members:
+                    self._ended = True  # junk after the last gzip member: ignored, as urllib3 does
+                    return
+                raise
+            if out:
+                yield out
+            data = self._obj.unconsumed_tail
+            if not data and len(out) < DECODE_CHUNK and not self._obj.eof:
+                return
+
+
+class _Brotli:
+    """br, about DECODE_CHUNK decoded bytes at a time (Brotli 1.2's output_buffer_limit)."""
+
+    def __init__(self):
+        self._obj = brotli.Decompressor()
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """Decoded output of the next compressed bytes, in bounded pieces."""
+        out = self._obj.process(data, output_buffer_limit=DECODE_CHUNK)
+        while out and not self._obj.is_finished():
+            yield out
+            # Output beyond the limit waits inside the decompressor, even when it says it can take more input.
+            out = self._obj.process(b"", output_buffer_limit=DECODE_CHUNK)
+        if out:
+            yield out
+
+
+_DECODERS = {
+    "gzip": lambda: _Inflate(gzip=True),
+    "x-gzip": lambda: _Inflate(gzip=True),
+    "deflate": lambda: _Inflate(gzip=False),
+}
+if brotli is not None:
+    _DECODERS["br"] = _Brotli
+
+
+def _decoders(content_encoding: str | None) -> list:
+    """Decoders for a Content-Encoding, first applied first; unknown codings pass through (as in urllib3)."""
+    if not content_encoding:
+        return []
+    names = [name.strip().lower() for name in content_encoding.split(",")]
+    known = [name for name in names if name in _DECODERS]
+    if len(known) > MAX_ENCODINGS:
+        raise FetchError(
+            "other", f"the response has {len(known)} content encodings; at most {MAX_ENCODINGS} are decoded"
+        )
+    return [_DECODERS[name]() for name in reversed(known)]
+
+
+def _decoded(data: bytes, decoders: list) -> Iterator[bytes]:
+    """Raw body bytes through every decoder in turn, lazily, so no stage holds more than one step's output."""
+    pieces: Iterable[bytes] = (data,)
+    for decoder in decoders:
+        pieces = _through(decoder, pieces)
+    return iter(pieces)
+
+
+def _through(decoder, pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """One decoding stage."""
+    for piece in pieces:
+        yield from decoder.pieces(piece)

@@ -1,0 +1,418 @@
+"""The batch engine: runs each batch's URLs in a gevent pool and turns every outcome into an event."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+from gevent.event import Event as Signal
+from gevent.lock import BoundedSemaphore
+from gevent.pool import Pool
+
+from ..core import stats
+from ..core.clock import now_iso
+from ..core.options import BatchOptions, ValidationError
+from ..core.results import ErrorKind, Result, failed_result
+from ..fetch import TransportFactory, guard, make_transport
+from ..fetch.base import Transport
+from ..fetch.errors import FetchError
+from ..fetch.follow import follow
+from .events import EventBus
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 1.0  # seconds between progress events of a running batch
+RELEASE_WAIT = 30.0  # seconds between log lines while a finished batch waits for its events to be committed
+SUMMARY_MAX_AGE = 0.25  # API polls of a 10,000-URL batch must not re-sort its latencies every time
+
+
+class DeadlineExceeded(Exception):
+    """Raised by gevent.Timeout when a URL's total deadline passes."""
+
+
+@dataclass
+class BatchRun:
+    """A batch the engine holds in memory while it is queued or running."""
+
+    id: str
+    options: BatchOptions
+    urls: list[str]
+    total: int
+    rows: dict[int, stats.Row] = field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    started_clock: float | None = None
+    status: str = "queued"
+    running: int = 0
+    cancelled: bool = False
+    pool: Pool | None = None
+    summary_cache: tuple | None = None
+    greenlet: gevent.Greenlet | None = None
+    released: Signal = field(default_factory=Signal)  # set once the final status shows (all events committed)
+
+    def todo(self) -> list[int]:
+        """Indexes that have no final result yet."""
+        return [i for i in range(self.total) if i not in self.rows]
+
+
+class Engine:
+    """Schedules batches, fetches their URLs concurrently and emits every outcome as an event."""
+
+    def __init__(
+        self,
+        config,
+        store: Store,
+        bus: EventBus,
+        policy: guard.Policy,
+        transport_factory: TransportFactory = make_transport,
+    ):
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.policy = policy
+        self.transport_factory = transport_factory
+        self.resolver = guard.GuardedResolver(policy)  # what every transport connects through
+        self._inflight = BoundedSemaphore(config.max_inflight)
+        self._runs: dict[str, BatchRun] = {}
+        self._queue: deque[str] = deque()
+        self._active: set[str] = set()
+        self._stopping = False
+
+    # -- public ------------------------------------------------------------------------------
+
+    def submit(self, urls: list[str], options: BatchOptions, name: str = "", parent_id: str | None = None) -> str:
+        """Store a new batch durably, queue it, and return its id; `urls` have passed guard.check_url (the API's job)."""
+        batch_id = secrets.token_hex(6)
+        created = now_iso()
+        name = name or f"{len(urls)} URL{'s' if len(urls) != 1 else ''}"
+        self.store.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id)
+        self.bus.open(batch_id, 0)
+        self.bus.emit(batch_id, "batch", {"status": "queued", "created_at": created})
+        self._enqueue(BatchRun(batch_id, options, urls, len(urls)))
+        log.info(
+            "batch %s queued: %d URLs, concurrency %d",
+            batch_id,
+            len(urls),
+            options.concurrency,
+            extra={"batch_id": batch_id, "status": "queued", "urls": len(urls)},
+        )
+        return batch_id
+
+    def resume_unfinished(self) -> int:
+        """Queue again every batch an earlier process left unfinished; stored results are kept."""
+        records = self.store.unfinished_batches()
+        for record in records:
+            try:
+                # The same rules as a new batch: a batch stored by an older version, or before a limit was
+                # lowered, must not fetch with options this server now refuses (a Host header, say).
+                options, refusal = BatchOptions.parse(record.options, self.config), None
+            except ValidationError as exc:
+                options, refusal = BatchOptions.defaults(self.config), exc
+            run = BatchRun(
+                record.id, options, self.store.urls(record.id), record.total, rows=self.store.result_rows(record.id)
+            )
+            if record.id in self._runs:
+                continue  # submitted to this process while we were reading: it is running already
+            self.bus.open(record.id, record.last_seq)
+            if refusal is not None:
+                self._runs[run.id] = run
+                self._refuse_resume(run, refusal)
+                continue
+            log.info(
+                "batch %s resumes: %d of %d URLs already have results",
+                record.id,
+                len(run.rows),
+                run.total,
+                extra={"batch_id": record.id, "status": "queued", "urls": run.total},
+            )
+            self._enqueue(run)
+        return len(records)
+
+    def _refuse_resume(self, run: BatchRun, refusal: ValidationError) -> None:
+        """End an unfinished batch as failed because its stored options break today's rules; nothing is fetched."""
+        first = refusal.details[0] if refusal.details else {"field": "options", "message": str(refusal)}
+        message = (
+            f"not resumed: it was stored with options this server no longer accepts ({first['field']} "
+            f"{first['message']}); submit its URLs again with options within today's limits"
+        )
+        log.warning("batch %s %s", run.id, message, extra={"batch_id": run.id, "status": "failed"})
+        self._conclude(run, "failed", error=message)
+
+    def cancel(self, batch_id: str) -> bool:
+        """Cancel a queued or running batch; False when the engine is not running it."""
+        run = self._runs.get(batch_id)
+        if run is None or run.cancelled or run.finished_at is not None:
+            return False
+        run.cancelled = True
+        log.info(
+            "batch %s cancelled with %d URLs in flight",
+            batch_id,
+            run.running,
+            extra={"batch_id": batch_id, "status": "cancelling"},
+        )
+        if batch_id in self._queue:
+            self._queue.remove(batch_id)
+            self._finish(run)
+        elif run.pool is not None:
+            # Kill in-flight fetches now; each records itself as cancelled on the way out.
+            run.pool.kill(block=True, timeout=1)
+        return True
+
+    def live(self, batch_id: str) -> dict[str, Any] | None:
+        """What the engine knows ahead of the store about a batch it holds: status, counts, stats, last seq."""
+        run = self._runs.get(batch_id)
+        if run is None:
+            return None
+        return {
+            "status": run.status,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "last_seq": self.bus.last_seq(batch_id) or 0,
+            **self._summary(run),
+        }
+
+    def is_live(self, batch_id: str) -> bool:
+        """Whether the engine holds the batch: queued, running, or ended with events still to commit."""
+        return batch_id in self._runs
+
+    def wait_released(self, batch_id: str, timeout: float) -> None:
+        """Wait (at most `timeout` s) until a batch the engine holds shows its final status; at once if it holds none."""
+        run = self._runs.get(batch_id)
+        if run is not None:
+            run.released.wait(timeout)
+
+    def inflight(self) -> int:
+        """Fetches in flight right now across every batch (holding a server-wide slot)."""
+        return sum(run.running for run in self._runs.values())
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Stop starting work; give in-flight fetches `grace` seconds, then leave the rest for resume."""
+        self._stopping = True
+        greenlets = [run.greenlet for run in self._runs.values() if run.greenlet is not None]
+        gevent.joinall(greenlets, timeout=grace)
+        for run in self._runs.values():
+            if run.pool is not None:
+                run.pool.kill(block=True, timeout=1)
+        self.bus.flush()  # results queued in this turn of the loop go to the store before it closes
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    def _enqueue(self, run: BatchRun) -> None:
+        """Hold a batch and start it when a running slot is free (batches start in submission order)."""
+        self._runs[run.id] = run
+        self._queue.append(run.id)
+        self._start_next()
+
+    def _start_next(self) -> None:
+        """Start queued batches while fewer than max_running_batches are running."""
+        while self._queue and len(self._active) < self.config.max_running_batches and not self._stopping:
+            run = self._runs[self._queue.popleft()]
+            self._active.add(run.id)
+            run.greenlet = gevent.spawn(self._run, run)
+            run.greenlet.link_exception(lambda g, run=run: self._crashed(run, g.exception))
+
+    def _crashed(self, run: BatchRun, exc: BaseException | None) -> None:
+        """A bug in the engine ends the batch as failed, never silently."""
+        log.error("batch %s failed inside the engine: %r", run.id, exc, extra={"batch_id": run.id, "status": "failed"})
+        self._conclude(run, "failed", error=f"internal error: {exc!r}")
+
+    # -- running a batch ---------------------------------------------------------------------
+
+    def _run(self, run: BatchRun) -> None:
+        """Fetch every URL without a result, at the batch's concurrency, then finish the batch."""
+        run.status = "running"
+        run.started_at = now_iso()
+        run.started_clock = time.monotonic()
+        self.bus.emit(run.id, "batch", {"status": "running", "started_at": run.started_at})
+        log.info(
+            "batch %s running: %d URLs to fetch",
+            run.id,
+            run.total - len(run.rows),
+            extra={"batch_id": run.id, "status": "running"},
+        )
+        transport = self.transport_factory(run.options, self.resolver)
+        run.pool = Pool(run.options.concurrency)
+        host_slots: dict[str, BoundedSemaphore] = {}
+        reporter = gevent.spawn(self._report_progress, run)
+        todo = run.todo()
+        try:
+            # `concurrency` fetchers take the URLs in turn: a greenlet per fetcher, not per URL. Each new
+            # greenlet mapped fresh memory for its frames and unmapped it at its end: ~4 us of CPU per URL,
+            # and in the threaded server, TLB shootdowns across cores (bench/NOTES.md, section 10).
+            remaining = iter(todo)  # shared: each index goes to exactly one fetcher
+            for _ in range(min(run.options.concurrency, len(todo))):
+                run.pool.spawn(self._fetcher, run, transport, host_slots, remaining)
+            run.pool.join()
+        finally:
+            reporter.kill()
+            transport.close()
+        if self._stopping and not run.cancelled:
+            log.info(
+                "batch %s paused for shutdown; it resumes on the next start",
+                run.id,
+                extra={"batch_id": run.id, "status": "paused"},
+            )
+            self._active.discard(run.id)
+            return
+        self._finish(run)
+
+    def _finish(self, run: BatchRun) -> None:
+        """Mark what never ran as cancelled, emit the final state and free the slot."""
+        for index in run.todo():
+            self._record(
+                run,
+                failed_result(index, run.urls[index], ErrorKind.CANCELLED, "batch was cancelled before this URL ran"),
+            )
+        status = "cancelled" if run.cancelled else "done"
+        counts = self._conclude(run, status)["counts"]
+        log.info(
+            "batch %s %s: %s", run.id, status, counts, extra={"batch_id": run.id, "status": status, "counts": counts}
+        )
+
+    def _conclude(self, run: BatchRun, status: str, **extra: Any) -> dict[str, Any]:
+        """Emit a batch's final state with its summary, free its slot, and show it once committed; the summary."""
+        run.finished_at = now_iso()
+        summary = self._summary(run, max_age=0)
+        self.bus.emit(run.id, "batch", {"status": status, "finished_at": run.finished_at, **extra, **summary})
+        self._active.discard(run.id)
+        gevent.spawn(self._release, run, status)
+        self._start_next()
+        return summary
+
+    def _release(self, run: BatchRun, status: str) -> None:
+        """Show the final status once the store holds every event, so a reader who sees `done` can read all results.
+
+        However long commits fail (a full disk), the batch stays here until then, shown from memory as
+        running: its stored row would show fewer results. A shutdown leaves it to resume from what is stored.
+        """
+        waited = 0.0
+        while not self.store.flush(RELEASE_WAIT):
+            if self._stopping:
+                return
+            waited += RELEASE_WAIT
+            fault = self.store.fault()
+            log.warning(
+                "batch %s is %s, but its last events are not committed after %.0f s (%s); it shows as "
+                "running until they are",
+                run.id,
+                status,
+                waited,
+                fault.error if fault else "the store is slow",
+                extra={"batch_id": run.id, "status": "running"},
+            )
+        run.status = status
+        self.bus.close(run.id)
+        self._runs.pop(run.id, None)
+        run.released.set()
+
+    def _summary(self, run: BatchRun, max_age: float = SUMMARY_MAX_AGE) -> dict[str, Any]:
+        """Counts and statistics of a batch's results so far, recomputed at most every `max_age` s; its rate is current."""
+        now = time.monotonic()
+        key = (len(run.rows), run.running)
+        cached = run.summary_cache
+        if cached is None or (cached[1] != key and now - cached[0] >= max_age):
+            rows = list(run.rows.values())
+            cached = run.summary_cache = (now, key, stats.counts(run.total, rows, run.running), stats.summarize(rows))
+        _, _, counts, summary = cached
+        # The rate falls while a batch waits on slow URLs, so it is never served from the cache.
+        return {
+            "counts": counts,
+            "stats": {**summary, "urls_per_s": stats.throughput(len(run.rows), run.started_clock, now)},
+        }
+
+    def _report_progress(self, run: BatchRun) -> None:
+        """Emit counts and statistics about once a second while results keep coming."""
+        reported = -1
+        while True:
+            gevent.sleep(PROGRESS_INTERVAL)
+            if len(run.rows) != reported:
+                reported = len(run.rows)
+                self.bus.emit(run.id, "progress", self._summary(run))
+
+    def _record(self, run: BatchRun, result: Result) -> None:
+        """Keep a final result and queue its event: the event is what the store and every viewer see."""
+        data = result.to_dict()
+        row = run.rows[result.index] = stats.row_of(data)
+        self.bus.result(run.id, data, row)
+
+    # -- fetching one URL --------------------------------------------------------------------
+
+    def _fetcher(self, run: BatchRun, transport: Transport, host_slots: dict, remaining: Iterator[int]) -> None:
+        """One of a batch's fetchers: fetch the next URL without a result until none is left or the batch stops."""
+        for index in remaining:
+            if run.cancelled or self._stopping:
+                return
+            self._fetch_one(run, transport, host_slots, index)
+        # The last URLs are taken: commit what is buffered now, so the commit `done` waits for holds only
+        # the results still in flight (at most `concurrency`), not up to GREENBATCH_FLUSH_ROWS.
+        self.store.flush(0)
+
+    def _fetch_one(self, run: BatchRun, transport: Transport, host_slots: dict, index: int) -> None:
+        """Fetch one URL under the server-wide and per-host caps; always record exactly one result."""
+        url = run.urls[index]
+        result = Result(index=index, url=url, started_at=now_iso())
+        started = time.perf_counter()
+        host_slot = self._host_slot(run, host_slots, url)
+        try:
+            # The host slot first: waiting for a busy host must not hold a server-wide slot.
+            with host_slot or nullcontext(), self._inflight:
+                run.running += 1
+                try:
+                    with gevent.Timeout(run.options.timeout, DeadlineExceeded):
+                        follow(transport, result, run.options, started, self.config.max_url_length)
+                finally:
+                    run.running -= 1
+        except DeadlineExceeded:
+            result.error = {
+                "kind": ErrorKind.DEADLINE.value,
+                "message": f"no complete response within the {run.options.timeout:g} s deadline",
+            }
+        except (FetchError, guard.GuardError) as exc:
+            result.error = {"kind": exc.kind, "message": self._message(run, index, exc)}
+        except gevent.GreenletExit:
+            if not run.cancelled:
+                raise  # shutting down: no result, so the URL runs again on resume
+            result.error = {
+                "kind": ErrorKind.CANCELLED.value,
+                "message": "batch was cancelled while this URL was in flight",
+            }
+        except Exception as exc:  # noqa: BLE001 - an unexpected fault is this URL's error, not the batch's
+            log.exception(
+                "batch %s URL %d (%s) failed unexpectedly",
+                run.id,
+                index,
+                url,
+                extra={"batch_id": run.id, "index": index},
+            )
+            result.error = {"kind": ErrorKind.OTHER.value, "message": f"unexpected error: {exc!r}"}
+        if result.error is not None:
+            result.ok = False
+        result.finished_at = now_iso()
+        result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
+        result.timings.setdefault("ttfb", None)
+        self._record(run, result)
+
+    def _message(self, run: BatchRun, index: int, exc: FetchError | guard.GuardError) -> str:
+        """A failed URL's message: the detail of a blocked or dns error only where the server explains them."""
+        if exc.detail is None:
+            return str(exc)
+        log.debug("batch %s URL %d: %s", run.id, index, exc.detail, extra={"batch_id": run.id, "index": index})
+        return exc.detail if self.config.explain_blocked else str(exc)
+
+    def _host_slot(self, run: BatchRun, host_slots: dict, url: str) -> BoundedSemaphore | None:
+        """The per-host semaphore for a URL when the batch sets per_host."""
+        if not run.options.per_host:
+            return None
+        host = (urlsplit(url).hostname or "").lower()
+        if host not in host_slots:
+            host_slots[host] = BoundedSemaphore(run.options.per_host)
+        return host_slots[host]

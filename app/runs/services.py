@@ -1,0 +1,53 @@
+"""The long-lived parts of one process (store, event bus, engine), built once from the config; no Flask here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.config import Config, ConfigError, env_name
+from ..fetch import guard
+from .engine import Engine
+from .events import EventBus
+from .store import SQLiteStore, Store, StoreError, StoreOpenError
+
+
+@dataclass
+class Services:
+    """What a request handler may use: the store to read, the engine to act, the bus to watch."""
+
+    config: Config
+    store: Store
+    bus: EventBus
+    engine: Engine
+
+    def close(self, grace: float = 5.0) -> None:
+        """Let in-flight fetches finish within `grace`, then commit and close the store."""
+        self.engine.shutdown(grace)
+        self.store.close()
+
+
+def build(config: Config) -> Services:
+    """Wire the store, the bus and the engine for one process; ConfigError when the database is unusable."""
+    try:
+        store = SQLiteStore(
+            config.db_path, config.flush_interval, config.flush_rows, check_every=config.integrity_check_interval
+        )
+    except StoreOpenError as exc:
+        raise ConfigError(f"{exc}, or set {env_name('data_dir')}") from None
+    bus = EventBus(store)
+    policy = guard.Policy.from_settings(config.allow_private, config.allow_targets, config.deny_targets)
+    engine = Engine(config, store, bus, policy)
+    return Services(config, store, bus, engine)
+
+
+def start(config: Config) -> Services:
+    """Build the services and queue the batches an earlier process left unfinished; ConfigError when unusable."""
+    built = build(config)
+    try:
+        built.engine.resume_unfinished()
+    except StoreError as exc:  # the batches it reads are damaged, or the disk fails
+        raise ConfigError(
+            f"the database {config.db_path} is damaged or cannot be read ({exc.__cause__ or exc}); "
+            f"move it away to start afresh, or set {env_name('data_dir')}"
+        ) from None
+    return built

@@ -1,0 +1,914 @@
+"""Durable storage of batches and their event log, in SQLite by default.
+
+Events are the one source of truth: a batch's results are its `result` events, and its status is
+what its last `batch` event said. Writes are buffered and committed by one writer thread every
+`flush_interval` seconds (or `flush_rows` events), so a 10,000-URL batch is a few dozen commits,
+and SQLite never runs on the gevent hub. Reads run on a small pool of threads.
+
+When commits fail (a full disk), the events stay in memory, oldest first, and are retried in groups
+of at most flush_rows with a growing pause; fault() says so until a commit works again. A database
+found damaged (SQLite's CORRUPT or NOTADB, from any read or write, or from the periodic quick_check)
+stays reported until restart. A file that cannot be a usable database refuses to open (StoreOpenError).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import gevent
+from gevent.event import AsyncResult
+from gevent.event import Event as Signal
+from gevent.queue import Queue
+from gevent.threadpool import ThreadPool
+
+from ..core.clock import now_iso
+from ..core.jsonutil import compact_json
+from ..core.results import FINAL_STATUSES
+from ..core.stats import Row
+from .events import Event
+
+log = logging.getLogger(__name__)
+
+_NOT_READ = object()  # what a shared read hands its waiters when it failed
+REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
+MAX_GROUP = 4096  # events per transaction at most while a backlog left by failed commits is written
+RETRY_PAUSE = 0.1  # seconds before retrying a failed commit, doubled after each failure...
+RETRY_PAUSE_MAX = 2.0  # ...up to this: space that comes back is used within this long
+FAILURE_REMINDER = 60.0  # seconds between log lines while commits keep failing
+_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    num INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    options TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    parent_id TEXT,
+    summary TEXT
+);
+-- A batch's URLs in submission order, as one JSON array: one row to write when the batch is created,
+-- not one per URL (a 5,000-URL batch: ~1 ms instead of 6-10 ms while its fetches wait; bench/NOTES.md).
+CREATE TABLE IF NOT EXISTS url_lists (
+    batch_id TEXT PRIMARY KEY,
+    urls TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    batch_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    at TEXT NOT NULL,
+    idx INTEGER,
+    ok INTEGER,
+    status_code INTEGER,
+    error_kind TEXT,
+    total_ms REAL,
+    bytes INTEGER,
+    data TEXT NOT NULL,
+    PRIMARY KEY (batch_id, seq)
+) WITHOUT ROWID;
+-- One final result per URL, enforced by the database itself.
+CREATE UNIQUE INDEX IF NOT EXISTS results_by_index ON events (batch_id, idx) WHERE type = 'result';
+"""
+
+
+class StoreOpenError(Exception):
+    """The database file cannot be opened as a usable store; the message names the file and what to do."""
+
+
+class StoreError(Exception):
+    """A read or a write the database refused; the message names the file and SQLite's reason."""
+
+
+@dataclass(frozen=True)
+class StoreFault:
+    """Why the store is not fit to take batches: `failing` (commits fail, retried) or `damaged` (until restart)."""
+
+    state: str
+    error: str  # SQLite's own words, e.g. "database or disk is full"
+    since: str  # when it began (ISO time)
+    message: str  # for the person on call: what happened and what to do
+
+
+@dataclass
+class BatchRecord:
+    """A batch as stored: its row and the sequence number of its newest committed event."""
+
+    id: str
+    num: int
+    name: str
+    status: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    options: dict[str, Any]
+    total: int
+    parent_id: str | None
+    summary: dict[str, Any] | None
+    last_seq: int
+
+
+class Store(Protocol):
+    """What the engine, the API and the stream need from storage; SQLiteStore is the real one."""
+
+    def create_batch(
+        self,
+        batch_id: str,
+        name: str,
+        options: dict[str, Any],
+        urls: list[str],
+        created_at: str,
+        parent_id: str | None = None,
+    ) -> None: ...
+    def extend(self, events: list[Event]) -> None: ...
+    def flush(self, timeout: float | None = None) -> bool: ...
+    def get_batch(self, batch_id: str, recent: bool = False) -> BatchRecord | None: ...
+    def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]: ...
+    def unfinished_batches(self) -> list[BatchRecord]: ...
+    def urls(self, batch_id: str) -> list[str]: ...
+    def result_rows(self, batch_id: str) -> dict[int, Row]: ...
+    def results(
+        self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
+    ) -> list[dict[str, Any]]: ...
+    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def read_mark(self) -> int: ...
+    def stored_events(
+        self, batch_id: str, after: int = 0, limit: int = 1000, mark: int | None = None
+    ) -> list[Event]: ...
+    def observe_writes(self, observer: Callable[[float, int], None]) -> None: ...
+    def observe_commits(self, observer: Callable[[list[Event]], None]) -> None: ...
+    def delete_batch(self, batch_id: str) -> bool: ...
+    def writable(self) -> bool: ...
+    def fault(self) -> StoreFault | None: ...
+    def count_by_status(self) -> dict[str, int]: ...
+    def close(self) -> None: ...
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """Open a connection in WAL mode; NORMAL sync survives a killed process (not a power cut)."""
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _check_file(path: str) -> None:
+    """Refuse what SQLite would open silently or only fail on later: a folder, an empty file, a file that
+    is not SQLite's, one shorter than its header says. A missing file is fine: it is created."""
+    afresh = "move it away to start afresh"
+    if os.path.isdir(path):
+        raise StoreOpenError(f"the database {path} is a folder, not a file; {afresh}")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreOpenError(
+            f"the database {path} cannot be read ({exc.strerror}); check its owner and permissions"
+        ) from None
+    if size == 0:
+        raise StoreOpenError(
+            f"the database {path} is an empty file (0 bytes), which greenbatch never makes: "
+            f"it was emptied or made by something else; {afresh}"
+        )
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        raise StoreOpenError(
+            f"the database {path} is not a SQLite database or is damaged (it does not start "
+            f"with SQLite's header); {afresh}"
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The header's page count is valid only while its change counter equals "version valid for" (SQLite's format),
+    # and the file may be shorter while a WAL holds pages a checkpoint could not copy yet (a full disk).
+    if pages and header[24:28] == header[92:96] and size < pages * page_size and not _has_journal(path):
+        raise StoreOpenError(
+            f"the database {path} is not a SQLite database or is damaged (truncated: {size} bytes "
+            f"where its header says {pages * page_size}); {afresh}"
+        )
+
+
+def _has_journal(path: str) -> bool:
+    """Whether the database has a WAL (or rollback journal) with content, which SQLite reads with the file."""
+    for suffix in ("-wal", "-journal"):
+        try:
+            if os.path.getsize(path + suffix) > 0:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def _open_error(path: str, exc: sqlite3.Error) -> StoreOpenError:
+    """What to tell the operator when SQLite refuses to open or set up the database."""
+    if _is_damage(exc):
+        return StoreOpenError(
+            f"the database {path} is not a SQLite database or is damaged ({exc}); move it away to start afresh"
+        )
+    if _is_full(exc):
+        return StoreOpenError(f"the database {path} cannot be set up: the disk is full ({exc}); free some space")
+    return StoreOpenError(
+        f"the database {path} cannot be opened ({exc}); check that its folder is writable "
+        "and its files are the server's"
+    )
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """Whether SQLite said the file is corrupt or not a database (its primary code; extended codes included)."""
+    return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) in _DAMAGED
+
+
+def _is_full(exc: BaseException) -> bool:
+    """Whether SQLite said the disk (or the database's size limit) is full."""
+    return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) == sqlite3.SQLITE_FULL
+
+
+def _quietly(fn: Callable, args: tuple) -> tuple[Any, sqlite3.Error | None]:
+    """fn(*args) on a pool thread, a SQLite error returned rather than raised (gevent's pool would print it)."""
+    try:
+        return fn(*args), None
+    except sqlite3.Error as exc:
+        return None, exc
+
+
+def _apply(pool: ThreadPool, fn: Callable, args: tuple = ()) -> Any:
+    """fn(*args) on one of the pool's threads; its SQLite error is raised here, once, for the caller to report."""
+    value, error = pool.apply(_quietly, (fn, args))
+    if error is not None:
+        raise error
+    return value
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'urls'").fetchone() is None:
+        return
+    moved = 0
+    with conn:
+        conn.execute("BEGIN")
+        rows = conn.execute("SELECT batch_id, url FROM urls ORDER BY batch_id, idx")
+        # One batch's URLs at a time, in index order (the primary key's order): memory holds one list.
+        for batch_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+            conn.execute(
+                "INSERT OR IGNORE INTO url_lists (batch_id, urls) VALUES (?, ?)",
+                (batch_id, compact_json([url for _, url in group])),
+            )
+            moved += 1
+        conn.execute("DROP TABLE urls")
+    log.info("store: moved the URLs of %d batches to url_lists", moved)
+
+
+def _record(row: sqlite3.Row | tuple) -> BatchRecord:
+    """Turn a batches row (with last_seq appended) into a record."""
+    (num, id_, name, status, created, started, finished, options, total, parent, summary, last_seq) = row
+    return BatchRecord(
+        id=id_,
+        num=num,
+        name=name,
+        status=status,
+        created_at=created,
+        started_at=started,
+        finished_at=finished,
+        options=json.loads(options),
+        total=total,
+        parent_id=parent,
+        summary=json.loads(summary) if summary else None,
+        last_seq=last_seq or 0,
+    )
+
+
+_EVENT_COLUMNS = (
+    "batch_id",
+    "seq",
+    "type",
+    "at",
+    "idx",
+    "ok",
+    "status_code",
+    "error_kind",
+    "total_ms",
+    "bytes",
+    "data",
+)
+MAX_PARAMETERS = 8192  # per statement; fewer if this SQLite allows fewer (999 before 3.32, 32,766 since)
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_events_sql(rows: int) -> str:
+    """INSERT OR IGNORE of `rows` events in one statement."""
+    one = "(" + ", ".join("?" * len(_EVENT_COLUMNS)) + ")"
+    return f"INSERT OR IGNORE INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
+
+
+def _insert_events(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Insert event rows a chunk per statement: bound in C, then run by SQLite with the GIL released.
+
+    One statement per row would take the GIL back from the hub after every row, and one JSON text
+    unpacked by SQLite costs twice the CPU (bench/NOTES.md). Each chunk is padded to a power of two
+    with copies of its last row, which INSERT OR IGNORE drops, so whatever the group sizes only a
+    few statements exist and sqlite3 keeps them prepared.
+    """
+    limit = min(MAX_PARAMETERS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    per = 1 << (limit // len(_EVENT_COLUMNS)).bit_length() - 1
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += [chunk[-1]] * (size - len(chunk))
+        conn.execute(_insert_events_sql(size), list(itertools.chain.from_iterable(chunk)))
+
+
+def _event_rows(events: list[Event]) -> list[tuple]:
+    """The events table's row for each event: indexed columns of a result, then the payload's JSON."""
+    rows = []
+    for e in events:
+        if e.type == "result":
+            # A stats Row holds (ok, status_code, error_kind, total_ms, bytes): the columns' order; ok binds as 1/0.
+            rows.append((e.batch_id, e.seq, e.type, e.at, e.data["index"], *e.row, e.data_json))
+        else:
+            rows.append((e.batch_id, e.seq, e.type, e.at, None, None, None, None, None, None, e.data_json))
+    return rows
+
+
+_BATCH_COLUMNS = (
+    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary,"
+    " (SELECT MAX(seq) FROM events e WHERE e.batch_id = b.id)"
+)
+_ROW_QUERY = (
+    "SELECT idx, ok, status_code, error_kind, total_ms, bytes FROM events WHERE batch_id = ? AND type = 'result'"
+)
+
+
+class SQLiteStore:
+    """The embedded store: one SQLite file in the data folder."""
+
+    def __init__(
+        self, path: str, flush_interval: float = 0.1, flush_rows: int = 500, readers: int = 4, check_every: float = 0
+    ):
+        """Open (or create) the database; StoreOpenError, naming the file, when it cannot be used.
+
+        check_every: seconds between background integrity checks (check_integrity), the first at once; 0: none.
+        """
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        except OSError as exc:
+            raise StoreOpenError(f"the folder of the database {path} cannot be created ({exc.strerror})") from None
+        _check_file(path)
+        self.path = path
+        self._flush_interval = flush_interval
+        self._flush_rows = flush_rows
+        self._writer_thread = ThreadPool(1)
+        self._reader_threads = ThreadPool(readers)
+        self._readers: Queue = Queue()
+        try:
+            self._writer = _connect(path)
+            self._writer.executescript(SCHEMA)
+            _migrate(self._writer)
+            for _ in range(readers):
+                self._readers.put(_connect(path))
+        except sqlite3.Error as exc:
+            raise _open_error(path, exc) from None
+        self._buffer: list[Event] = []
+        self._writing: list[Event] = []
+        self._wake = Signal()
+        self._hurry = Signal()  # set by flush() or a full group: commit now, not at the end of flush_interval
+        self._shut = Signal()  # set by close(): no more pauses between retries
+        self._appended = 0  # events handed to extend() so far
+        self._stored = 0  # how many of them are committed: always the oldest, in order
+        self._flushes: list[tuple[int, Signal]] = []  # flush() callers: (events that must be committed, wake-up)
+        self._closed = False
+        self._failing: StoreFault | None = None  # set while commits of events fail; cleared by the next that works
+        self._damaged: StoreFault | None = None  # set once SQLite calls the file damaged; kept until restart
+        self._checking: sqlite3.Connection | None = None  # the integrity check's connection while it runs
+        self._group_limit: int | None = None  # events per commit at most: None, except after a failed commit
+        self._retry_pause = RETRY_PAUSE
+        self._fail_started = self._reminded = 0.0
+        self._write_observers: list[Callable[[float, int], None]] = []
+        self._commit_observers: list[Callable[[list[Event]], None]] = []
+        # (batch id, after, limit) -> a full page of stored events. Committed events never change (only
+        # delete_batch removes them), so a page holding `limit` events is final and can serve every viewer.
+        self._pages: OrderedDict[tuple[str, int, int], list[Event]] = OrderedDict()
+        self._reads: dict[tuple, tuple[int, AsyncResult]] = {}  # shared reads in flight: key -> (serial, result)
+        self._read_serial = 0
+        self._flusher = gevent.spawn(self._flush_loop)
+        self._checker = gevent.spawn(self._check_loop, check_every) if check_every else None
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def create_batch(
+        self,
+        batch_id: str,
+        name: str,
+        options: dict[str, Any],
+        urls: list[str],
+        created_at: str,
+        parent_id: str | None = None,
+    ) -> None:
+        """Store a new batch and its URLs, committed before this returns; StoreError (nothing stored) if it cannot."""
+        fault = self.fault()
+        if fault is not None:
+            raise StoreError(fault.message)  # a new batch would only add to what waits in memory
+        url_list = compact_json(urls)
+
+        def write() -> None:
+            with self._writer:
+                self._writer.execute("BEGIN")
+                self._writer.execute(
+                    "INSERT INTO batches (id, name, status, created_at, options, total, parent_id)"
+                    " VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+                    (batch_id, name, created_at, json.dumps(options), len(urls), parent_id),
+                )
+                self._writer.execute("INSERT INTO url_lists (batch_id, urls) VALUES (?, ?)", (batch_id, url_list))
+
+        self._write(write)
+
+    def extend(self, events: list[Event]) -> None:
+        """Buffer a batch's new events for the next commit; never blocks."""
+        if self._closed:
+            raise RuntimeError(
+                f"store is closed; events {events[0].seq}-{events[-1].seq} of batch {events[0].batch_id} were not saved"
+            )
+        for event in events:
+            event.data_json  # noqa: B018 - encode here, on the hub, once: the writer thread and every viewer reuse it
+        self._buffer.extend(events)
+        self._appended += len(events)
+        self._wake.set()
+        if len(self._buffer) >= self._flush_rows:
+            self._hurry.set()  # a full group: commit it now rather than at the end of the interval
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event appended so far is committed, without waiting out the gathering; False on timeout.
+
+        flush(0) asks for the commit and returns at once, without yielding to other greenlets.
+        """
+        target = self._appended
+        if self._stored >= target:
+            return True
+        self._hurry.set()
+        self._wake.set()
+        if timeout == 0:
+            return False
+        waiter = (target, Signal())
+        self._flushes.append(waiter)
+        try:
+            return waiter[1].wait(timeout)
+        finally:
+            if waiter in self._flushes:
+                self._flushes.remove(waiter)
+
+    def _flush_loop(self) -> None:
+        """Commit buffered events in groups, oldest first: wait for the first, gather for flush_interval, write.
+
+        A group that fails goes back to the head of the buffer; while commits fail, groups hold at most
+        flush_rows events (each needs less new disk than the whole backlog) and each retry waits longer;
+        once one works, the backlog goes in groups of MAX_GROUP until the buffer is empty.
+        """
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if not self._buffer:
+                if self._closed:
+                    return
+                continue
+            if len(self._buffer) < self._flush_rows and not self._closed and self._failing is None:
+                # Gather a group of events, unless someone waits in flush() (a batch's end, a shutdown).
+                self._hurry.wait(self._flush_interval)
+            self._hurry.clear()
+            limit = self._group_limit
+            if limit is None or len(self._buffer) <= limit:
+                self._writing, self._buffer = self._buffer, []
+            else:
+                self._writing, self._buffer = self._buffer[:limit], self._buffer[limit:]
+            started = time.perf_counter()
+            try:
+                _apply(self._writer_thread, self._write_events, (self._writing, _event_rows(self._writing)))
+            except Exception as exc:  # noqa: BLE001 - keep the events and try again rather than lose them
+                self._buffer = self._writing + self._buffer
+                self._writing = []
+                self._commit_failed(exc)
+                if self._closed:
+                    log.error(
+                        "store: closed with %d events not committed to %s; their batches resume from what "
+                        "was committed on the next start",
+                        len(self._buffer),
+                        self.path,
+                    )
+                    return
+                self._shut.wait(self._retry_pause)
+                self._retry_pause = min(self._retry_pause * 2, RETRY_PAUSE_MAX)
+                self._wake.set()
+                continue
+            self._observe_write(time.perf_counter() - started, len(self._writing))
+            committed, self._writing = self._writing, []
+            if self._failing is not None:
+                self._commits_work_again()
+            self._stored += len(committed)
+            for observer in self._commit_observers:
+                observer(committed)  # on the hub, in commit order: live viewers see only what is stored
+            if self._flushes:
+                for waiter in [w for w in self._flushes if w[0] <= self._stored]:
+                    waiter[1].set()
+            if self._buffer:
+                self._wake.set()
+            else:
+                self._group_limit = None
+
+    def _commit_failed(self, exc: Exception) -> None:
+        """Remember and log a failed commit of events (once, then every FAILURE_REMINDER s); make room if the disk is full."""
+        if not isinstance(exc, sqlite3.Error):
+            log.exception("store: writing %d events to %s failed; retrying", len(self._buffer), self.path)
+            return
+        self._note(exc)
+        self._group_limit = min(self._flush_rows, MAX_GROUP)
+        now = time.monotonic()
+        full = _is_full(exc)
+        if self._failing is None:
+            self._failing = StoreFault(
+                "failing",
+                str(exc),
+                now_iso(),
+                f"the store {self.path} cannot commit ({exc}); results wait in memory and are retried, and new "
+                "batches are refused until a commit works: "
+                + ("free some disk space" if full else "check the disk, permissions and the server log"),
+            )
+            self._fail_started = self._reminded = now
+            log.error(
+                "store: cannot commit to %s: %s; %d events wait in memory and are retried every %g s at most, "
+                "%d at a time",
+                self.path,
+                exc,
+                len(self._buffer),
+                RETRY_PAUSE_MAX,
+                min(self._flush_rows, MAX_GROUP),
+            )
+        elif now - self._reminded >= FAILURE_REMINDER:
+            self._reminded = now
+            log.error(
+                "store: commits to %s still fail after %.0f s (%s); %d events wait in memory",
+                self.path,
+                now - self._fail_started,
+                exc,
+                len(self._buffer),
+            )
+        if full:
+            # A failed transaction leaves the WAL file as large as it grew; copying the WAL into the database and
+            # truncating it can give that space back. Best effort: while the disk is full it may fail too.
+            try:
+                _apply(self._writer_thread, self._writer.execute, ("PRAGMA wal_checkpoint(TRUNCATE)",))
+            except sqlite3.Error:
+                pass
+
+    def _commits_work_again(self) -> None:
+        """Forget the failure after a commit that worked, and say so."""
+        log.warning(
+            "store: commits to %s work again after %.1f s; %d events still wait",
+            self.path,
+            time.monotonic() - self._fail_started,
+            len(self._buffer),
+        )
+        self._failing = None
+        self._group_limit = MAX_GROUP
+        self._retry_pause = RETRY_PAUSE
+
+    def _write(self, fn: Callable[[], Any]) -> Any:
+        """Run a write on the writer thread; a SQLite failure becomes a StoreError naming the file."""
+        try:
+            return _apply(self._writer_thread, fn)
+        except sqlite3.Error as exc:
+            self._note(exc)
+            raise StoreError(self._describe(exc, "writing to")) from exc
+
+    def _describe(self, exc: sqlite3.Error, doing: str) -> str:
+        """A failed read's or write's message: the file and SQLite's reason, and what it means when it is known."""
+        if _is_damage(exc):
+            return f"the database {self.path} is damaged ({exc}); /readyz says so until it is replaced"
+        if _is_full(exc):
+            return f"{doing} {self.path} failed: the disk is full ({exc})"
+        return f"{doing} {self.path} failed: {exc}"
+
+    def _note(self, exc: BaseException) -> None:
+        """Remember it if SQLite called the file damaged."""
+        if _is_damage(exc):
+            self._mark_damaged(str(exc))
+
+    def _mark_damaged(self, error: str) -> None:
+        """Report the database as damaged from now until restart (the first finding is kept)."""
+        if self._damaged is None:
+            self._damaged = StoreFault(
+                "damaged",
+                error,
+                now_iso(),
+                f"the database {self.path} is damaged ({error}): stop the server, move the file away or restore a "
+                "backup (sqlite3's .recover saves what is still readable)",
+            )
+            log.error("store: %s", self._damaged.message)
+
+    def fault(self) -> StoreFault | None:
+        """Why the store should not take new batches now: damaged (until restart), or failing commits; None when fine."""
+        return self._damaged or self._failing
+
+    def observe_writes(self, observer: Callable[[float, int], None]) -> None:
+        """Call `observer(seconds, events)` after each committed group of events (metrics); it must not block."""
+        self._write_observers.append(observer)
+
+    def observe_commits(self, observer: Callable[[list[Event]], None]) -> None:
+        """Call `observer(events)` on the hub with each group of events once committed, in order; it must not block."""
+        self._commit_observers.append(observer)
+
+    def _observe_write(self, seconds: float, events: int) -> None:
+        """Tell the observers about one commit; a broken observer is logged and never stops the writer."""
+        for observer in self._write_observers:
+            try:
+                observer(seconds, events)
+            except Exception:  # noqa: BLE001 - metrics must never cost us events
+                log.exception("store: write observer %r failed", observer)
+
+    def _write_events(self, events: list[Event], rows: list[tuple]) -> None:
+        """Commit a group of events (`rows` is _event_rows(events), made on the hub) in one transaction,
+        applying batch state changes to their rows."""
+        with self._writer:
+            self._writer.execute("BEGIN")
+            _insert_events(self._writer, rows)
+            for e in events:
+                if e.type == "batch":
+                    self._apply_batch_event(e)
+
+    def _apply_batch_event(self, event: Event) -> None:
+        """Record a batch's new status (and its final summary) on its row."""
+        d = event.data
+        summary = None
+        if d["status"] in FINAL_STATUSES and "counts" in d:
+            summary = json.dumps({"counts": d["counts"], "stats": d.get("stats")})
+        self._writer.execute(
+            "UPDATE batches SET status = ?, started_at = COALESCE(started_at, ?),"
+            " finished_at = COALESCE(?, finished_at), summary = COALESCE(?, summary) WHERE id = ?",
+            (d["status"], d.get("started_at"), d.get("finished_at"), summary, event.batch_id),
+        )
+
+    def delete_batch(self, batch_id: str) -> bool:
+        """Remove a batch, its URLs and its events; False when there was no such batch."""
+
+        def delete() -> bool:
+            with self._writer:
+                self._writer.execute("BEGIN")
+                gone = self._writer.execute("DELETE FROM batches WHERE id = ?", (batch_id,)).rowcount
+                self._writer.execute("DELETE FROM url_lists WHERE batch_id = ?", (batch_id,))
+                self._writer.execute("DELETE FROM events WHERE batch_id = ?", (batch_id,))
+            return gone > 0
+
+        try:
+            return self._write(delete)
+        finally:
+            for key in [key for key in self._pages if key[0] == batch_id]:
+                del self._pages[key]
+
+    def writable(self) -> bool:
+        """Whether a write transaction can be opened and committed right now."""
+
+        def probe() -> bool:
+            with self._writer:
+                self._writer.execute("BEGIN IMMEDIATE")
+            return True
+
+        try:
+            return _apply(self._writer_thread, probe)
+        except sqlite3.Error as exc:
+            self._note(exc)
+            return False
+
+    def close(self, timeout: float = 10) -> None:
+        """Commit what is buffered (within `timeout` s; one last try while commits fail), then close every connection."""
+        self.flush(timeout if self._failing is None else 0)
+        self._closed = True
+        self._shut.set()
+        self._wake.set()
+        self._flusher.join(timeout)
+        if self._checker is not None:
+            checking = self._checking
+            if checking is not None:
+                checking.interrupt()  # a check of a large file would run on after the pool is gone
+            self._checker.kill()
+        self._writer_thread.apply(self._writer.close)
+        while not self._readers.empty():
+            self._readers.get().close()
+        self._writer_thread.kill()
+        self._reader_threads.kill()
+
+    # -- integrity ---------------------------------------------------------------------------
+
+    def _quick_check(self) -> list[tuple[str]]:
+        """check_integrity's query, on a connection of its own that close() can interrupt."""
+        conn = self._checking = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            return conn.execute("PRAGMA quick_check(1)").fetchall()
+        finally:
+            self._checking = None
+            conn.close()
+
+    def _check_loop(self, every: float) -> None:
+        """Run check_integrity now and then every `every` seconds."""
+        while True:
+            self.check_integrity()
+            gevent.sleep(every)
+
+    def check_integrity(self) -> bool:
+        """PRAGMA quick_check on a reader thread, reading every page of the file; a problem it finds is
+        reported as damage by fault(). False when there is one."""
+        started = time.monotonic()
+        try:
+            problems = _apply(self._reader_threads, self._quick_check)
+        except sqlite3.Error as exc:
+            self._note(exc)
+            log.error("store: the integrity check of %s failed: %s", self.path, exc)
+            return False
+        if problems != [("ok",)]:
+            self._mark_damaged("quick_check: " + " ".join(problems[0][0].split()))
+            return False
+        log.info("store: integrity check of %s passed in %.1f s", self.path, time.monotonic() - started)
+        return True
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _read(self, fn, *args):
+        """Run a read on a reader thread with a connection of its own; StoreError when SQLite fails it."""
+        conn = self._readers.get()
+        try:
+            return _apply(self._reader_threads, fn, (conn,) + args)
+        except sqlite3.Error as exc:
+            self._note(exc)
+            raise StoreError(self._describe(exc, "reading")) from exc
+        finally:
+            self._readers.put(conn)
+
+    def get_batch(self, batch_id: str, recent: bool = False) -> BatchRecord | None:
+        """One batch, or None.
+
+        `recent`: the caller can take the row as read a moment ago, so it joins a read of the same batch
+        already running. 200 viewers joining a batch together then make a handful of reads, not 200
+        queued on the reader threads (bench/NOTES.md, section 11).
+        """
+        return self._shared_read(("batch", batch_id), 0 if recent else None, self._read_batch, batch_id)
+
+    @staticmethod
+    def _read_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord | None:
+        """get_batch's query."""
+        row = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches b WHERE id = ?", (batch_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]:
+        """Batches newest first, without result rows; `before` is a cursor (num)."""
+
+        def read(conn: sqlite3.Connection) -> list[BatchRecord]:
+            where, args = ("WHERE num < ?", (before, limit)) if before else ("", (limit,))
+            return [
+                _record(r)
+                for r in conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches b {where} ORDER BY num DESC LIMIT ?", args)
+            ]
+
+        return self._read(read)
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many stored batches are in each status (one scan of the batches table, no events read)."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            return dict(conn.execute("SELECT status, COUNT(*) FROM batches GROUP BY status").fetchall())
+
+        return self._read(read)
+
+    def unfinished_batches(self) -> list[BatchRecord]:
+        """Batches a previous process left queued or running, oldest first."""
+
+        def read(conn: sqlite3.Connection) -> list[BatchRecord]:
+            return [
+                _record(r)
+                for r in conn.execute(
+                    f"SELECT {_BATCH_COLUMNS} FROM batches b WHERE status IN ('queued', 'running') ORDER BY num"
+                )
+            ]
+
+        return self._read(read)
+
+    def urls(self, batch_id: str) -> list[str]:
+        """A batch's URLs in submission order."""
+
+        def read(conn: sqlite3.Connection) -> list[str]:
+            row = conn.execute("SELECT urls FROM url_lists WHERE batch_id = ?", (batch_id,)).fetchone()
+            return [] if row is None else json.loads(row[0])
+
+        return self._read(read)
+
+    def result_rows(self, batch_id: str) -> dict[int, Row]:
+        """The stored results of a batch by URL index (what a resumed batch must not fetch again)."""
+
+        def read(conn: sqlite3.Connection) -> dict[int, Row]:
+            return {
+                idx: Row(bool(ok), sc, ek, ms, b or 0)
+                for idx, ok, sc, ek, ms, b in conn.execute(_ROW_QUERY, (batch_id,))
+            }
+
+        return self._read(read)
+
+    def results(
+        self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A page of results by URL index; outcome 'ok' or 'failed' (anything not ok) filters."""
+
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            extra = {"ok": " AND ok = 1", "failed": " AND ok = 0"}.get(outcome or "", "")
+            return [
+                json.loads(d)
+                for (d,) in conn.execute(
+                    f"SELECT data FROM events WHERE batch_id = ? AND type = 'result' AND idx > ?{extra}"
+                    " ORDER BY idx LIMIT ?",
+                    (batch_id, after, limit),
+                )
+            ]
+
+        return self._read(read)
+
+    def iter_results(self, batch_id: str, outcome: str | None = None, page: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every result of a batch in index order, read a page at a time (for streamed exports)."""
+        after = -1
+        while True:
+            chunk = self.results(batch_id, after, page, outcome)
+            yield from chunk
+            if len(chunk) < page:
+                return
+            after = chunk[-1]["index"]
+
+    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Committed events of a batch after a sequence number, in order, as JSON-ready data."""
+        return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
+
+    def read_mark(self) -> int:
+        """A mark for stored_events: every read numbered above it starts after this call."""
+        return self._read_serial
+
+    def stored_events(self, batch_id: str, after: int = 0, limit: int = 1000, mark: int | None = None) -> list[Event]:
+        """Committed events after a sequence number, in order, carrying their stored JSON (nothing decoded).
+
+        Viewers that join a running batch together ask for the same pages, so reads are shared. A full
+        page is final (committed events never change): it is read once and kept. A shorter page may
+        still grow, so a caller shares one only if that read started after the caller's `mark`
+        (read_mark(), taken with its unflushed() snapshot): such a read holds everything committed then.
+        """
+        key = (batch_id, after, limit)
+        page = self._pages.get(key)
+        if page is not None:
+            self._pages.move_to_end(key)
+            return page
+        page = self._shared_read(("events", *key), mark, self._read_events, *key)
+        if len(page) == limit:
+            self._pages[key] = page
+            while len(self._pages) > REPLAY_CACHE_PAGES:
+                self._pages.popitem(last=False)
+        return page
+
+    def _shared_read(self, key: tuple, join_after: int | None, fn: Callable, *args: Any) -> Any:
+        """fn(conn, *args) on a reader thread, or the result of a read of the same `key` already running,
+        if that read is numbered above `join_after` (a read_mark(); None: never join). Later callers may
+        join this read while it runs."""
+        pending = self._reads.get(key)
+        if pending is not None and join_after is not None and pending[0] > join_after:
+            result = pending[1].get()
+            if result is not _NOT_READ:
+                return result
+        self._read_serial += 1
+        mine = (self._read_serial, AsyncResult())
+        self._reads[key] = mine
+        result = _NOT_READ
+        try:
+            result = self._read(fn, *args)
+            return result
+        finally:
+            if self._reads.get(key) is mine:
+                del self._reads[key]
+            mine[1].set(result)  # _NOT_READ when the read failed: each waiter then reads for itself
+
+    @staticmethod
+    def _read_events(conn: sqlite3.Connection, batch_id: str, after: int, limit: int) -> list[Event]:
+        """stored_events' query, on a reader thread."""
+        return [
+            Event(batch_id, seq, type_, at=at, data_json=d)
+            for seq, type_, at, d in conn.execute(
+                "SELECT seq, type, at, data FROM events WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (batch_id, after, limit),
+            )
+        ]

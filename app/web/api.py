@@ -1,0 +1,505 @@
+"""JSON API v1: submit, list, inspect, cancel, rerun and delete batches; read results and events."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import itertools
+import json
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
+
+from ..core.options import BatchOptions, ValidationError, header_problem
+from ..core.results import FINAL_STATUSES
+from ..fetch import guard
+from ..runs.store import BatchRecord, StoreError
+from .errors import ApiError, error_response
+from .services import services
+from .views import batch_json
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
+
+MAX_DETAILS = 100  # validation problems listed in one answer; the count says how many there were
+CSV_COLUMNS = (
+    "index",
+    "url",
+    "final_url",
+    "status_code",
+    "ok",
+    "error_kind",
+    "error_message",
+    "bytes",
+    "content_type",
+    "redirects",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "total_ms",
+    "ttfb_ms",
+    "dns_ms",
+    "connect_ms",
+    "tls_ms",
+    "wait_ms",
+    "download_ms",
+)
+
+
+# -- reading input ---------------------------------------------------------------------------
+
+
+def _json_body() -> Any:
+    """Parse the request body as JSON, answering 400 for anything that is not (never a 500)."""
+    raw = request.get_data(cache=True)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+
+
+def _text_urls(text: str, is_csv: bool) -> list[str]:
+    """URLs from a text body: one per line (or the first CSV column); blanks and '#' lines skipped."""
+    if is_csv:
+        try:
+            lines = [row[0] if row else "" for row in csv.reader(io.StringIO(text))]
+        except csv.Error as exc:  # e.g. a quote never closed makes one field of the rest of the file
+            raise ApiError(400, "invalid_body", f"the CSV body cannot be read: {exc}") from None
+    else:
+        lines = text.splitlines()
+    urls = [line.strip() for line in lines]
+    urls = [u for u in urls if u and not u.startswith("#")]
+    if is_csv and urls and "://" not in urls[0]:
+        urls = urls[1:]  # a header row such as "url"
+    return urls
+
+
+def _options_from_query() -> dict[str, Any]:
+    """Batch options from a query string (for text/plain submissions); `header=Name: value` repeats."""
+    options: dict[str, Any] = {}
+    for key in request.args:
+        if key == "name":
+            continue
+        if key == "header":
+            options["headers"] = _headers_from_query(request.args.getlist("header"))
+        else:
+            options[key] = request.args.get(key)
+    return options
+
+
+def _headers_from_query(items: list[str]) -> dict[str, str]:
+    """`header=Name: value` items as a headers object, under the same rules as JSON headers (and no repeats)."""
+    pairs = []
+    for item in items:
+        name, colon, value = item.partition(":")
+        if not colon:
+            message = f'header={_shown(item)!r} must be written "Name: value"'
+            raise ApiError(400, "invalid_options", message, [{"field": "header", "message": message}])
+        # Only the spaces and tabs HTTP allows around a value: other whitespace is a control character to refuse.
+        pairs.append((name.strip(" \t"), value.strip(" \t")))
+    problem = header_problem(pairs)  # a dict would hide a repeated name: check the pairs
+    if problem:
+        raise ApiError(400, "invalid_options", problem, [{"field": "header", "message": problem}])
+    return dict(pairs)
+
+
+def _submission() -> tuple[list[str], dict[str, Any], str]:
+    """(urls, raw options, name) from a JSON or text body."""
+    mimetype = request.mimetype
+    if mimetype == "application/json":
+        body = _json_body()
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_body", 'JSON body must be an object with a "urls" list')
+        unknown = sorted(set(body) - {"urls", "name", "options"})
+        if unknown:
+            raise ApiError(
+                400,
+                "invalid_body",
+                f"unknown field(s): {', '.join(unknown)}",
+                [{"field": k, "message": "is not a known field"} for k in unknown],
+            )
+        return body.get("urls"), body.get("options"), body.get("name")
+    if mimetype in ("text/plain", "text/csv"):
+        try:
+            text = request.get_data(cache=True).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "invalid_body", f"request body is not UTF-8 (byte {exc.start})") from None
+        return _text_urls(text, mimetype == "text/csv"), _options_from_query(), request.args.get("name")
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"send application/json, text/plain or text/csv, not {mimetype or 'no Content-Type'}",
+    )
+
+
+def _validate_urls(urls: Any) -> list[str]:
+    """Check the URL list: a non-empty list of strings within the server's limits, each a fetchable URL."""
+    config = current_app.config["GREENBATCH"]
+    if not isinstance(urls, list):
+        raise ApiError(
+            400, "invalid_urls", '"urls" must be a list of strings', [{"field": "urls", "message": "must be a list"}]
+        )
+    if not urls:
+        raise ApiError(400, "invalid_urls", "the batch has no URLs", [{"field": "urls", "message": "is empty"}])
+    if len(urls) > config.max_urls:
+        raise ApiError(
+            413, "too_many_urls", f"{len(urls)} URLs is more than the limit of {config.max_urls} (GREENBATCH_MAX_URLS)"
+        )
+    max_length = config.max_url_length
+    if guard.all_unchanged(urls, max_length):
+        return list(urls)
+    checked, problems = [], []
+    for index, url in enumerate(urls):
+        try:
+            checked.append(_checked_url(url, max_length))
+        except guard.InvalidUrl as exc:
+            problems.append({"field": f"urls[{index}]", "index": index, "url": _shown(url), "message": str(exc)})
+    if problems:
+        raise ApiError(
+            400,
+            "invalid_urls",
+            f"{len(problems)} of {len(urls)} URLs cannot be fetched; the first is #{problems[0]['index']}:"
+            f" {problems[0]['message']}",
+            problems[:MAX_DETAILS],
+        )
+    return checked
+
+
+def _checked_url(url: Any, max_length: int) -> str:
+    """The URL as the engine will fetch it, or guard.InvalidUrl saying why it cannot be fetched."""
+    if not isinstance(url, str):
+        raise guard.InvalidUrl("must be a string")
+    return guard.check_url(url, max_length)
+
+
+def _shown(value: Any) -> Any:
+    """A submitted value, shortened and made printable, to echo back in an error."""
+    if not isinstance(value, str):
+        return value
+    return value[:200].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _name(raw: Any) -> str:
+    """A batch name: optional, a string of at most 200 characters."""
+    if raw is None:
+        return ""
+    if not isinstance(raw, str) or len(raw) > 200:
+        raise ApiError(
+            400,
+            "invalid_name",
+            '"name" must be a string of at most 200 characters',
+            [{"field": "name", "message": "must be a string of at most 200 characters"}],
+        )
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "invalid_name", '"name" is not valid Unicode') from None
+    return raw.strip()
+
+
+def _record_or_404(batch_id: str) -> BatchRecord:
+    """The stored batch, or a 404 that names it."""
+    record = services().store.get_batch(batch_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no batch with id {batch_id!r}")
+    return record
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within bounds, or a 400 that names it."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(
+            400, "invalid_parameter", f"{name} must be an integer", [{"field": name, "message": "must be an integer"}]
+        ) from None
+    if not low <= value <= high:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"{name} must be between {low} and {high}",
+            [{"field": name, "message": f"must be between {low} and {high}"}],
+        )
+    return value
+
+
+def _refuse_if_store_fails() -> None:
+    """503 before reading a submission while the store cannot keep it: its commits fail, or the file is damaged."""
+    fault = services().store.fault()
+    if fault is not None:
+        raise ApiError(
+            503,
+            "store_unavailable",
+            f"nothing was stored: {fault.message}",
+            [{"field": "store", "message": fault.error, "state": fault.state, "since": fault.since}],
+        )
+
+
+def _submit(urls: list[str], options: BatchOptions, name: str, parent_id: str | None = None) -> str:
+    """engine.submit, answering 503 when the store cannot write the new batch."""
+    try:
+        return services().engine.submit(urls, options, name, parent_id=parent_id)
+    except StoreError as exc:
+        raise ApiError(503, "store_unavailable", f"nothing was stored: {exc}") from None
+
+
+@bp.errorhandler(StoreError)
+def store_error(exc: StoreError):
+    """A read the store failed (a damaged file, a failing disk): 503 in the API's envelope, never a 500."""
+    return error_response(503, "store_unavailable", str(exc))
+
+
+def _created(batch_id: str) -> Response:
+    """201 with the new batch and its Location."""
+    response = current_app.json.response(batch_json(_record_or_404(batch_id)))
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
+    return response
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+
+@bp.post("/batches")
+def create_batch():
+    """Submit a batch: JSON {"urls", "name", "options"}, or one URL per line as text/plain or text/csv."""
+    config = current_app.config["GREENBATCH"]
+    _refuse_if_store_fails()
+    urls, raw_options, name = _submission()
+    urls = _validate_urls(urls)
+    try:
+        options = BatchOptions.parse(raw_options, config)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_options", str(exc), exc.details) from None
+    batch_id = _submit(urls, options, _name(name))
+    return _created(batch_id)
+
+
+@bp.get("/batches")
+def list_batches():
+    """Batches newest first (options without header values); `limit` (1-200, default 50) and `cursor`."""
+    limit = _int_arg("limit", 50, 1, 200)
+    cursor = _int_arg("cursor", 0, 0, 2**62) or None
+    records = services().store.list_batches(limit + 1, cursor)
+    page = records[:limit]
+    next_cursor = page[-1].num if len(records) > limit else None
+    return {"batches": [batch_json(r, listed=True) for r in page], "next_cursor": next_cursor}
+
+
+@bp.get("/batches/<batch_id>")
+def get_batch(batch_id: str):
+    """One batch with its counts and statistics."""
+    return batch_json(_record_or_404(batch_id))
+
+
+@bp.post("/batches/<batch_id>/cancel")
+def cancel_batch(batch_id: str):
+    """Cancel a queued or running batch: queued URLs end cancelled, in-flight fetches stop within a second."""
+    record = _record_or_404(batch_id)
+    if record.status in FINAL_STATUSES or not services().engine.cancel(batch_id):
+        raise ApiError(
+            409,
+            "already_finished",
+            f"batch {batch_id} is {record.status}; only a queued or running batch can be cancelled",
+        )
+    services().store.flush(5)
+    return batch_json(_record_or_404(batch_id))
+
+
+@bp.post("/batches/<batch_id>/rerun")
+def rerun_batch(batch_id: str):
+    """Run a batch's URLs again as a new batch; {"only": "failed"} takes only those that did not end ok."""
+    record = _record_or_404(batch_id)
+    _refuse_if_store_fails()
+    only = None
+    if request.get_data(cache=True).strip():
+        body = _json_body()
+        only = body.get("only") if isinstance(body, dict) else None
+        unknown = sorted(set(body) - {"only"}) if isinstance(body, dict) else []
+        if not isinstance(body, dict) or only not in (None, "all", "failed") or unknown:
+            details = [{"field": k, "message": "is not a known field"} for k in unknown] or [
+                {"field": "only", "message": 'must be "all" or "failed"'}
+            ]
+            raise ApiError(400, "invalid_body", 'body must be {} or {"only": "all" | "failed"}', details)
+    store = services().store
+    if only == "failed":
+        if record.status not in FINAL_STATUSES:
+            raise ApiError(
+                409, "still_running", f"batch {batch_id} is {record.status}; rerun its failed URLs once it ends"
+            )
+        urls = [r["url"] for r in store.iter_results(batch_id, outcome="failed")]
+        if not urls:
+            raise ApiError(409, "nothing_failed", f"every URL of batch {batch_id} ended ok; there is nothing to rerun")
+        name = f"failed of {record.name}"
+    else:
+        urls = store.urls(batch_id)
+        name = f"rerun of {record.name}"
+    try:
+        options = BatchOptions.parse(record.options, current_app.config["GREENBATCH"])
+    except ValidationError as exc:  # a limit lowered, or a rule added, since the batch was stored
+        first = exc.details[0] if exc.details else {"field": "options", "message": str(exc)}
+        raise ApiError(
+            409,
+            "invalid_options",
+            f"batch {batch_id} was stored with options this server no longer accepts ({first['field']} "
+            f"{first['message']}); submit its URLs again as a new batch with options within today's "
+            "limits",
+            exc.details,
+        ) from None
+    new_id = _submit(urls, options, name[:200], parent_id=batch_id)
+    return _created(new_id)
+
+
+@bp.delete("/batches/<batch_id>")
+def delete_batch(batch_id: str):
+    """Delete a finished batch with its results and events."""
+    record = _record_or_404(batch_id)
+    if services().engine.is_live(batch_id):
+        raise ApiError(409, "still_running", f"batch {batch_id} is {record.status}; cancel it before deleting it")
+    services().store.delete_batch(batch_id)
+    return Response(status=204)
+
+
+@bp.get("/batches/<batch_id>/results")
+def results(batch_id: str):
+    """A page of results (`after` index, `limit`, `outcome`), or the whole batch as `format=csv|ndjson`."""
+    record = _record_or_404(batch_id)
+    outcome = request.args.get("outcome") or None
+    if outcome not in (None, "ok", "failed"):
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            "outcome must be ok or failed",
+            [{"field": "outcome", "message": "must be ok or failed"}],
+        )
+    fmt = request.args.get("format", "json")
+    store = services().store
+    if fmt in ("csv", "ndjson"):
+        rows = store.iter_results(batch_id, outcome=outcome)
+        # The first page is read before answering: a store that fails now gets a JSON 503, not a 200.
+        rows = itertools.chain(list(itertools.islice(rows, 1)), rows)
+        body = _csv_lines(rows) if fmt == "csv" else (json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
+        content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+        response = Response(stream_with_context(_broken_on_failure(body, fmt, batch_id)), content_type=content_type)
+        response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{record.id}.{fmt}"'
+        return response
+    if fmt != "json":
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            "format must be json, csv or ndjson",
+            [{"field": "format", "message": "must be json, csv or ndjson"}],
+        )
+    after = _int_arg("after", -1, -1, 2**31)
+    limit = _int_arg("limit", 100, 1, 1000)
+    page = store.results(batch_id, after, limit, outcome)
+    next_after = page[-1]["index"] if len(page) == limit else None
+    return {"batch_id": batch_id, "results": page, "next_after": next_after}
+
+
+class ExportBroken(ConnectionResetError):
+    """Raised into the WSGI server to end an export's chunked body without its last chunk.
+
+    A reset connection is what pywsgi (ours and gunicorn's) closes without a traceback: the cause is logged here.
+    """
+
+
+def _broken_on_failure(lines: Iterator[str], fmt: str, batch_id: str) -> Iterator[str]:
+    """An export's lines; if the store fails midway, an error line, then a broken body (never a clean short 200).
+
+    Raising while the body streams makes the server close the connection without the chunked encoding's
+    last chunk, so curl, requests and browsers report an incomplete download.
+    """
+    try:
+        yield from lines
+    except StoreError as exc:
+        message = f"the export of batch {batch_id} stopped: {exc}; this file is incomplete"
+        log.error("%s", message, extra={"batch_id": batch_id})
+        if fmt == "csv":
+            buffer = io.StringIO()
+            csv.writer(buffer, quoting=csv.QUOTE_ALL).writerow(["error", message])
+            yield buffer.getvalue()
+        else:
+            yield json.dumps({"error": {"code": "store_unavailable", "message": message, "details": []}}) + "\n"
+        raise ExportBroken(errno.ECONNRESET, message) from exc
+
+
+@bp.get("/batches/<batch_id>/events")
+def events(batch_id: str):
+    """Stored events after a sequence number (`after`, `limit`): what clients without websockets poll."""
+    record = _record_or_404(batch_id)
+    after = _int_arg("after", 0, 0, 2**62)
+    limit = _int_arg("limit", 1000, 1, 5000)
+    page = services().store.events(batch_id, after, limit)
+    last = page[-1]["seq"] if page else after
+    return {"batch_id": batch_id, "status": record.status, "events": page, "last_seq": last, "more": len(page) == limit}
+
+
+def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """Results as CSV, one line at a time, every field quoted and spreadsheet formulas defused."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
+
+    def line(values: list[Any]) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(values)
+        return buffer.getvalue()
+
+    yield line(list(CSV_COLUMNS))
+    for r in rows:
+        error = r.get("error") or {}
+        t = r.get("timings") or {}
+        yield line(
+            [
+                _cell(v)
+                for v in (
+                    r["index"],
+                    r["url"],
+                    r.get("final_url"),
+                    r.get("status_code"),
+                    r.get("ok"),
+                    error.get("kind"),
+                    error.get("message"),
+                    r.get("bytes"),
+                    r.get("content_type"),
+                    len(r.get("redirects") or []),
+                    r.get("attempts"),
+                    r.get("started_at"),
+                    r.get("finished_at"),
+                    t.get("total"),
+                    t.get("ttfb"),
+                    t.get("dns"),
+                    t.get("connect"),
+                    t.get("tls"),
+                    t.get("wait"),
+                    t.get("download"),
+                )
+            ]
+        )
+
+
+# Where a spreadsheet may start a cell: the field's start, or a separator inside it (a `;`-splitting locale
+# cuts "text/html;=1+2" in two), past spaces and quotes; there, a formula trigger (ASCII or full-width) or a
+# tab or CR gets a `'` before it.
+_FORMULA_START = re.compile(r'(^|[;,\t\r\n])([ "]*)(?=[-=+@\t\r\uff1d\uff0b\uff0d\uff20])')
+
+
+def _cell(value: Any) -> Any:
+    """Defuse text a spreadsheet would run as a formula (targets control content types and URLs)."""
+    if isinstance(value, str):
+        return _FORMULA_START.sub(r"\1\2'", value)
+    return value

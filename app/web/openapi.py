@@ -1,0 +1,619 @@
+"""The OpenAPI 3.1 description of the JSON API, served at /api/v1/openapi.json.
+
+Built in Python from the server's own settings (so limits such as the most URLs in a batch are the
+ones this server enforces), with each operation's summary taken from its view's docstring.
+tests/test_openapi.py checks that every route under /api/v1 is here with its methods, and runs
+schemathesis against a live server to check that answers match these schemas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from flask import Blueprint, current_app, request
+
+from ..core.config import Config
+from ..core.options import (
+    CLIENT_HEADERS,
+    CLIENTS,
+    MAX_ACCEPT_RANGES,
+    MAX_ACCEPT_STATUS_CHARS,
+    MAX_HEADER_NAME,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    MAX_HEADERS_TOTAL,
+    METHODS,
+    BatchOptions,
+)
+from ..core.results import BATCH_STATUSES, ERROR_KINDS
+
+bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
+
+API = "/api/v1"
+JSON = "application/json"
+TIMESTAMP = {"type": "string", "format": "date-time", "description": "UTC, ISO 8601 with milliseconds."}
+# A header value: no control character but tab, and no space or tab at either end.
+VALUE_PATTERN = r"^([^\x00-\x20\x7f-\x9f]([^\x00-\x08\x0a-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f])?)?$"
+ID_PARAM = {
+    "name": "batch_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The batch id (12 hex digits).",
+}
+
+
+def ref(name: str) -> dict[str, str]:
+    """A reference to a schema under components."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` or null."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """A response with a JSON body."""
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def error(description: str) -> dict[str, Any]:
+    """A response with the error envelope."""
+    return json_body(ref("Error"), description)
+
+
+def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An optional query parameter."""
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+# -- schemas ---------------------------------------------------------------------------------
+
+
+def schemas(config: Config) -> dict[str, Any]:
+    """Every schema of the API; request limits are this server's settings."""
+    number_or_null = {"type": ["number", "null"]}
+    options = {
+        "type": "object",
+        "description": "The options a batch runs with, defaults filled in.",
+        "required": [
+            "concurrency",
+            "timeout",
+            "connect_timeout",
+            "method",
+            "headers",
+            "max_redirects",
+            "max_bytes",
+            "retries",
+            "accept_status",
+            "per_host",
+        ],
+        "properties": {
+            "concurrency": {"type": "integer"},
+            "timeout": {"type": "number"},
+            "connect_timeout": {"type": "number"},
+            "method": {"type": "string", "enum": list(METHODS)},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "max_redirects": {"type": "integer"},
+            "max_bytes": {"type": "integer"},
+            "retries": {"type": "integer"},
+            "accept_status": {"type": "string"},
+            "per_host": {"type": "integer"},
+            "client": {"type": "string", "description": "Absent on batches stored before clients could be chosen."},
+        },
+    }
+    # Lists carry many batches: header values (up to 16 KiB a batch) stay on GET /batches/{id}.
+    listed_options = {
+        **options,
+        "description": "The options a batch runs with, as lists show them: `header_names` instead of `headers`.",
+        "required": [*(name for name in options["required"] if name != "headers"), "header_names"],
+        "properties": {
+            **{k: v for k, v in options["properties"].items() if k != "headers"},
+            "header_names": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Names of the headers the batch sends; GET /api/v1/batches/{batch_id} has their values.",
+            },
+        },
+    }
+    batch = {
+        "type": "object",
+        "required": [
+            "id",
+            "name",
+            "status",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "parent_id",
+            "options",
+            "counts",
+            "stats",
+            "last_seq",
+            "links",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "status": {"type": "string", "enum": list(BATCH_STATUSES)},
+            "created_at": TIMESTAMP,
+            "started_at": nullable(TIMESTAMP),
+            "finished_at": nullable(TIMESTAMP),
+            "parent_id": {"type": ["string", "null"], "description": "The batch this one reruns."},
+            "options": ref("Options"),
+            "counts": ref("Counts"),
+            "stats": ref("Stats"),
+            "last_seq": {"type": "integer", "description": "Newest event number; pass it as `after` to follow."},
+            "links": {
+                "type": "object",
+                "required": ["self", "results", "events", "csv", "ndjson"],
+                "properties": {k: {"type": "string"} for k in ("self", "results", "events", "csv", "ndjson")},
+                "description": "Paths of this batch's resources (with the proxy's path prefix).",
+            },
+        },
+    }
+    listed_batch = {
+        **batch,
+        "description": "A batch as lists show it: its options without header values.",
+        "properties": {**batch["properties"], "options": ref("ListedOptions")},
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "description": "Every API error: a stable `code`, a message for people, and details naming each field "
+            "at fault (and a URL by its `index`).",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "details"],
+                    "properties": {
+                        "code": {"type": "string", "examples": ["invalid_urls", "not_found"]},
+                        "message": {"type": "string"},
+                        "details": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "field": {"type": "string", "examples": ["urls[3]", "options.timeout"]},
+                                    "index": {"type": "integer"},
+                                    "url": {},
+                                    "message": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        },
+        "NewBatch": {
+            "type": "object",
+            "required": ["urls"],
+            "additionalProperties": False,
+            "properties": {
+                "urls": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": config.max_urls,
+                    "items": {"type": "string", "maxLength": config.max_url_length},
+                    "description": "http(s) URLs; each must pass the URL checks or the batch is refused, "
+                    "naming every bad URL by index.",
+                },
+                "name": nullable({"type": "string", "maxLength": 200}),
+                "options": nullable(ref("OptionsInput")),
+            },
+        },
+        "OptionsInput": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Any subset of the options; the rest take the server's defaults.",
+            "properties": {
+                "concurrency": {"type": "integer", "minimum": 1, "maximum": config.max_concurrency},
+                "timeout": {
+                    "type": "number",
+                    "minimum": 0.1,
+                    "maximum": config.max_timeout,
+                    "description": "Total deadline per URL (seconds), all hops and retries included.",
+                },
+                "connect_timeout": {"type": "number", "minimum": 0.1, "maximum": config.max_timeout},
+                "method": {"type": "string", "enum": list(METHODS)},
+                "headers": {
+                    "type": "object",
+                    "maxProperties": MAX_HEADERS,
+                    "propertyNames": {"pattern": r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$", "maxLength": MAX_HEADER_NAME},
+                    "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE, "pattern": VALUE_PATTERN},
+                    "description": f"Sent with every request. At most {MAX_HEADERS_TOTAL} characters of names "
+                    "and values together; values without control characters (tab aside) or "
+                    "spaces at either end; one header per name, case ignored; never "
+                    f"{', '.join(CLIENT_HEADERS)} (the client sets those).",
+                },
+                "max_redirects": {"type": "integer", "minimum": 0, "maximum": config.max_redirects},
+                "max_bytes": {"type": "integer", "minimum": 0, "maximum": config.max_body_bytes},
+                "retries": {"type": "integer", "minimum": 0, "maximum": config.max_retries},
+                "accept_status": {
+                    "type": "string",
+                    "maxLength": MAX_ACCEPT_STATUS_CHARS,
+                    "examples": ["200-399", "200-299,404"],
+                    "description": f"Statuses (100-599) and ranges that count as ok, at most "
+                    f"{MAX_ACCEPT_RANGES}; stored merged and sorted "
+                    "('404,200-299,250-310' becomes '200-310,404').",
+                },
+                "per_host": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": config.max_concurrency,
+                    "description": "Most fetches in flight to one host; 0 for no cap.",
+                },
+                "client": {"type": "string", "enum": list(CLIENTS), "description": "The HTTP client that fetches."},
+            },
+        },
+        "Options": options,
+        "ListedOptions": listed_options,
+        "Counts": {
+            "type": "object",
+            "required": ["total", "pending", "running", "ok", "failed", "cancelled"],
+            "properties": {
+                k: {"type": "integer", "minimum": 0}
+                for k in ("total", "pending", "running", "ok", "failed", "cancelled")
+            },
+        },
+        "Stats": {
+            "type": "object",
+            "description": "Latency in milliseconds over results that reached the network (null before any).",
+            "required": [
+                "p50_ms",
+                "p90_ms",
+                "p99_ms",
+                "min_ms",
+                "max_ms",
+                "mean_ms",
+                "by_status",
+                "by_error",
+                "bytes",
+                "histogram",
+            ],
+            "properties": {
+                **{k: number_or_null for k in ("p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "mean_ms")},
+                "by_status": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                    "description": "Results by HTTP status code.",
+                },
+                "by_error": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                    "description": "Results by error kind.",
+                },
+                "bytes": {"type": "integer", "description": "Decoded body bytes over all results."},
+                "histogram": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["le_ms", "count"],
+                        "properties": {"le_ms": number_or_null, "count": {"type": "integer"}},
+                        "description": "Results at most `le_ms` slow (and slower than the bucket before); "
+                        "`le_ms` null is the overflow bucket.",
+                    },
+                },
+                "urls_per_s": number_or_null,
+            },
+        },
+        "Batch": batch,
+        "ListedBatch": listed_batch,
+        "BatchList": {
+            "type": "object",
+            "required": ["batches", "next_cursor"],
+            "properties": {
+                "batches": {"type": "array", "items": ref("ListedBatch")},
+                "next_cursor": {
+                    "type": ["integer", "null"],
+                    "description": "Pass as `cursor` for the next page; null on the last.",
+                },
+            },
+        },
+        "Result": {
+            "type": "object",
+            "required": [
+                "index",
+                "url",
+                "final_url",
+                "status_code",
+                "ok",
+                "error",
+                "bytes",
+                "content_type",
+                "redirects",
+                "attempts",
+                "started_at",
+                "finished_at",
+                "timings",
+            ],
+            "properties": {
+                "index": {"type": "integer", "description": "Position of the URL in the batch."},
+                "url": {"type": "string"},
+                "final_url": {"type": ["string", "null"], "description": "Where the redirects ended."},
+                "status_code": {"type": ["integer", "null"]},
+                "ok": {"type": "boolean"},
+                "error": nullable(
+                    {
+                        "type": "object",
+                        "required": ["kind", "message"],
+                        "properties": {
+                            "kind": {"type": "string", "enum": list(ERROR_KINDS)},
+                            "message": {"type": "string"},
+                        },
+                    }
+                ),
+                "bytes": {"type": "integer", "description": "Decoded body bytes read."},
+                "content_type": {"type": ["string", "null"]},
+                "redirects": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["url", "status"],
+                        "properties": {"url": {"type": "string"}, "status": {"type": "integer"}},
+                    },
+                },
+                "attempts": {"type": "integer"},
+                "started_at": nullable(TIMESTAMP),
+                "finished_at": nullable(TIMESTAMP),
+                "timings": {
+                    "type": "object",
+                    "additionalProperties": number_or_null,
+                    "description": "Milliseconds: total, ttfb, redirect, dns, connect, tls, wait, download "
+                    "(null when the step did not happen).",
+                },
+            },
+        },
+        "ResultPage": {
+            "type": "object",
+            "required": ["batch_id", "results", "next_after"],
+            "properties": {
+                "batch_id": {"type": "string"},
+                "results": {"type": "array", "items": ref("Result")},
+                "next_after": {
+                    "type": ["integer", "null"],
+                    "description": "Pass as `after` for the next page; null on the last.",
+                },
+            },
+        },
+        "Event": {
+            "type": "object",
+            "required": ["seq", "type", "batch_id", "at", "data"],
+            "description": "One numbered fact about a batch. `batch`: a status change (`data.status`, and counts and "
+            "stats once final); `result`: one URL's Result; `progress`: counts and stats while running.",
+            "properties": {
+                "seq": {"type": "integer", "minimum": 1},
+                "type": {"type": "string", "enum": ["batch", "result", "progress"]},
+                "batch_id": {"type": "string"},
+                "at": TIMESTAMP,
+                "data": {"type": "object"},
+            },
+        },
+        "EventPage": {
+            "type": "object",
+            "required": ["batch_id", "status", "events", "last_seq", "more"],
+            "properties": {
+                "batch_id": {"type": "string"},
+                "status": {"type": "string", "enum": list(BATCH_STATUSES)},
+                "events": {"type": "array", "items": ref("Event")},
+                "last_seq": {"type": "integer", "description": "Pass as `after` for the next poll."},
+                "more": {"type": "boolean", "description": "True when the page was full: ask again right away."},
+            },
+        },
+    }
+
+
+# -- operations ------------------------------------------------------------------------------
+
+
+def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(path, method, endpoint, operation) for every route of the API."""
+    # Every option but headers (those come as repeated `header`), named as BatchOptions names them.
+    text_options = [
+        query(f.name, {"type": "string"}, "Option for a text/plain or text/csv body (as in options).")
+        for f in fields(BatchOptions)
+        if f.name != "headers"
+    ]
+    create = {
+        "parameters": [
+            query("name", {"type": "string", "maxLength": 200}, "Batch name, for a text/plain or text/csv body."),
+            *text_options,
+            {
+                **query(
+                    "header",
+                    {"type": "array", "items": {"type": "string"}},
+                    "`Name: value`, repeatable; headers for a text/plain or text/csv body, under the "
+                    "rules of options.headers (a name given twice, or an item without a colon, is a 400).",
+                ),
+                "style": "form",
+                "explode": True,
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {"schema": ref("NewBatch")},
+                "text/plain": {
+                    "schema": {"type": "string"},
+                    "description": "One URL per line; blank lines and lines starting with # are skipped.",
+                },
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "description": "URLs in the first column; a header row is skipped.",
+                },
+            },
+        },
+        "responses": {
+            "201": {
+                **json_body(ref("Batch"), "The batch, queued."),
+                "headers": {"Location": {"schema": {"type": "string"}, "description": "Path of the new batch."}},
+            },
+            "400": error("The body, a URL (named by index), the name or an option is wrong."),
+            "413": error(f"The body is over GREENBATCH_MAX_REQUEST_BYTES, or it has more than {config.max_urls} URLs."),
+            "415": error("The body is not application/json, text/plain or text/csv."),
+        },
+    }
+    listing = {
+        "parameters": [
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size."),
+            query("cursor", {"type": "integer", "minimum": 0}, "`next_cursor` of the previous page."),
+        ],
+        "responses": {
+            "200": json_body(ref("BatchList"), "Batches, newest first, with header names but not their values."),
+            "400": error("A parameter is out of range."),
+        },
+    }
+    one = {
+        "parameters": [ID_PARAM],
+        "responses": {"200": json_body(ref("Batch"), "The batch."), "404": error("No such batch.")},
+    }
+    cancel = {
+        "parameters": [ID_PARAM],
+        "responses": {
+            "200": json_body(ref("Batch"), "The batch, cancelled."),
+            "404": error("No such batch."),
+            "409": error("The batch has already finished."),
+        },
+    }
+    rerun = {
+        "parameters": [ID_PARAM],
+        "requestBody": {
+            "required": False,
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"only": {"type": "string", "enum": ["all", "failed"], "default": "all"}},
+                    }
+                }
+            },
+        },
+        "responses": {
+            "201": {
+                **json_body(ref("Batch"), "The new batch, queued."),
+                "headers": {"Location": {"schema": {"type": "string"}}},
+            },
+            "400": error('The body is not {} or {"only": "all" | "failed"}.'),
+            "404": error("No such batch."),
+            "409": error(
+                "Rerunning failed URLs of a batch that still runs, or none failed; or the "
+                "batch's stored options exceed a limit lowered since (code invalid_options)."
+            ),
+        },
+    }
+    delete = {
+        "parameters": [ID_PARAM],
+        "responses": {
+            "204": {"description": "Deleted, with its results and events."},
+            "404": error("No such batch."),
+            "409": error("The batch still runs: cancel it first."),
+        },
+    }
+    results = {
+        "parameters": [
+            ID_PARAM,
+            query(
+                "after",
+                {"type": "integer", "minimum": -1, "maximum": 2**31, "default": -1},
+                "Results with an index above this (`next_after` of the previous page).",
+            ),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+            query("outcome", {"type": "string", "enum": ["ok", "failed"]}, "Only ok, or only not ok, results."),
+            query(
+                "format",
+                {"type": "string", "enum": ["json", "csv", "ndjson"], "default": "json"},
+                "csv and ndjson download every result (after and limit do not apply).",
+            ),
+        ],
+        "responses": {
+            "200": {
+                "description": "A page of results, or every result as a download.",
+                "content": {
+                    JSON: {"schema": ref("ResultPage")},
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}, "description": "One Result per line."},
+                },
+            },
+            "400": error("A parameter is wrong."),
+            "404": error("No such batch."),
+        },
+    }
+    events = {
+        "parameters": [
+            ID_PARAM,
+            query("after", {"type": "integer", "minimum": 0, "default": 0}, "Events with a seq above this."),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 5000, "default": 1000}, "Page size."),
+        ],
+        "responses": {
+            "200": json_body(ref("EventPage"), "Stored events, in order."),
+            "400": error("A parameter is wrong."),
+            "404": error("No such batch."),
+        },
+    }
+    description = {"responses": {"200": json_body({"type": "object"}, "This document.")}}
+    batch = API + "/batches/{batch_id}"
+    return [
+        (API + "/batches", "post", "api.create_batch", create),
+        (API + "/batches", "get", "api.list_batches", listing),
+        (batch, "get", "api.get_batch", one),
+        (batch, "delete", "api.delete_batch", delete),
+        (batch + "/cancel", "post", "api.cancel_batch", cancel),
+        (batch + "/rerun", "post", "api.rerun_batch", rerun),
+        (batch + "/results", "get", "api.results", results),
+        (batch + "/events", "get", "api.events", events),
+        (API + "/openapi.json", "get", "openapi.description", description),
+    ]
+
+
+def document(config: Config, server_root: str = "/") -> dict[str, Any]:
+    """The whole OpenAPI document; `server_root` is where the app is mounted (the proxy's prefix)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method, endpoint, operation in operations(config):
+        operation = {"operationId": endpoint.split(".", 1)[1], "summary": _summary(endpoint), **operation}
+        operation["responses"] = {
+            **operation["responses"],
+            "default": error(
+                "Any other error: 401 without a valid token, 403 from another "
+                "origin, 405, 429 after too many invalid tokens from one "
+                "address (see Retry-After), 500."
+            ),
+        }
+        paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "greenbatch",
+            "version": "1",
+            "description": "Run batches of URL requests. Every error is the JSON envelope in Error.",
+        },
+        "servers": [{"url": server_root}],
+        "security": [{}, {"bearerToken": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas(config),
+            "securitySchemes": {
+                "bearerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Needed when the server has tokens (GREENBATCH_API_TOKENS or GREENBATCH_TOKEN_FILE).",
+                }
+            },
+        },
+    }
+
+
+def _summary(endpoint: str) -> str:
+    """The first line of the view's docstring: what the route says about itself."""
+    view = current_app.view_functions.get(endpoint)
+    doc = (view.__doc__ or "").strip() if view is not None else ""
+    return doc.splitlines()[0] if doc else ""
+
+
+@bp.get("/openapi.json")
+def description():
+    """This API's OpenAPI 3.1 description."""
+    return document(current_app.config["GREENBATCH"], request.script_root or "/")

@@ -1,0 +1,62 @@
+"""The dashboard pages: the submit form with the batch list, and one batch's live view.
+
+Templates hand every server URL to the page scripts through data-* attributes built with url_for,
+so a path prefix (SCRIPT_NAME behind a proxy) works and no script assembles URLs from `location`.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template, url_for
+
+from .services import services
+from .views import batch_json
+
+bp = Blueprint("pages", __name__)
+
+# Page scripts swap this for a real batch id in URL templates (batch ids are hex, so it never collides).
+ID_PLACEHOLDER = "__id__"
+
+
+def ws_url(endpoint: str, **values: str) -> str:
+    """The ws:// or wss:// URL of a websocket route, or "" when no such route is registered (pages poll then)."""
+    if endpoint not in current_app.view_functions:
+        return ""
+    url = url_for(endpoint, _external=True, **values)
+    if url.startswith("https://"):
+        return "wss://" + url[len("https://") :]
+    if url.startswith("http://"):
+        return "ws://" + url[len("http://") :]
+    return url
+
+
+@bp.get("/")
+def index():
+    """Submit a batch; below, every batch with live progress."""
+    config = current_app.config["GREENBATCH"]
+    urls = {
+        "api-batches": url_for("api.create_batch"),
+        "api-batch": url_for("api.get_batch", batch_id=ID_PLACEHOLDER),
+        "batch-page": url_for("pages.batch", batch_id=ID_PLACEHOLDER),
+        "ws-url": ws_url("stream.batches_ws"),
+    }
+    return render_template("index.html", urls=urls, settings=config)
+
+
+@bp.get("/batches/<batch_id>")
+def batch(batch_id: str):
+    """One batch: progress, throughput, latency, breakdowns and its results, live while it runs."""
+    record = services().store.get_batch(batch_id)
+    if record is None:
+        return render_template("404.html", what=f"No batch with id {batch_id}."), 404
+    shown = batch_json(record)
+    urls = {
+        "batch-id": record.id,
+        "api-batch": url_for("api.get_batch", batch_id=record.id),
+        "api-events": url_for("api.events", batch_id=record.id),
+        "api-cancel": url_for("api.cancel_batch", batch_id=record.id),
+        "api-rerun": url_for("api.rerun_batch", batch_id=record.id),
+        "batch-page": url_for("pages.batch", batch_id=ID_PLACEHOLDER),
+        "index-page": url_for("pages.index"),
+        "ws-url": ws_url("stream.batch_ws", batch_id=record.id),
+    }
+    return render_template("batch.html", batch=shown, urls=urls)

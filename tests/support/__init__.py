@@ -1,0 +1,1 @@
+"""What the tests and the benchmark share: the server process, the target, nginx, process and memory helpers."""

@@ -1,0 +1,98 @@
+"""A real nginx in front of a greenbatch server, configured from docs/deploy (the documented config)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tests.support.processes import stop_process
+
+DEPLOY = Path(__file__).resolve().parent.parent.parent / "docs" / "deploy"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """nginx in the foreground with a prefix folder of its own, stopped with SIGQUIT."""
+
+    def __init__(self, folder: Path, upstream_port: int):
+        self.folder = folder
+        self.port = free_port()
+        (folder / "logs").mkdir(parents=True, exist_ok=True)
+        (folder / "temp").mkdir(exist_ok=True)
+        os.chmod(folder / "temp", 0o777)
+        location = (DEPLOY / "nginx-location.conf").read_text().replace("127.0.0.1:8000", f"127.0.0.1:{upstream_port}")
+        (folder / "nginx.conf").write_text(f"""
+daemon off;
+worker_processes 1;
+pid {folder}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {folder}/logs/access.log;
+    client_body_temp_path {folder}/temp/body;
+    proxy_temp_path {folder}/temp/proxy;
+    fastcgi_temp_path {folder}/temp/fastcgi;
+    uwsgi_temp_path {folder}/temp/uwsgi;
+    scgi_temp_path {folder}/temp/scgi;
+    {(DEPLOY / "nginx-http.conf").read_text()}
+    server {{
+        listen 127.0.0.1:{self.port};
+        server_name localhost;
+        {location}
+    }}
+}}
+""")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        """Where nginx listens."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10) -> Nginx:
+        """Start nginx and wait until its port accepts connections."""
+        self.proc = subprocess.Popen(
+            [
+                NGINX,
+                "-p",
+                str(self.folder),
+                "-c",
+                str(self.folder / "nginx.conf"),
+                "-e",
+                str(self.folder / "logs" / "error.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited {self.proc.returncode}: {self.error_log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"nginx did not listen within {timeout} s: {self.error_log()}")
+
+    def error_log(self) -> str:
+        """nginx's error log."""
+        path = self.folder / "logs" / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        """Graceful stop (SIGQUIT), then kill if it lingers."""
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGQUIT, 10)

@@ -35,6 +35,18 @@ RELEASE_WAIT = 30.0  # seconds between log lines while a finished batch waits fo
 SUMMARY_MAX_AGE = 0.25  # API polls of a 10,000-URL batch must not re-sort its latencies every time
 
 
+@dataclass(frozen=True)
+class LiveState:
+    """A batch the engine holds, as it stands: ahead of its stored row by up to one commit."""
+
+    status: str
+    started_at: str | None
+    finished_at: str | None
+    last_seq: int
+    counts: dict[str, int]
+    stats: dict[str, Any]
+
+
 class DeadlineExceeded(Exception):
     """Raised by gevent.Timeout when a URL's total deadline passes."""
 
@@ -167,18 +179,20 @@ class Engine:
             run.pool.kill(block=True, timeout=1)
         return True
 
-    def live(self, batch_id: str) -> dict[str, Any] | None:
+    def live(self, batch_id: str) -> LiveState | None:
         """What the engine knows ahead of the store about a batch it holds: status, counts, stats, last seq."""
         run = self._runs.get(batch_id)
         if run is None:
             return None
-        return {
-            "status": run.status,
-            "started_at": run.started_at,
-            "finished_at": run.finished_at,
-            "last_seq": self.bus.last_seq(batch_id) or 0,
-            **self._summary(run),
-        }
+        summary = self._summary(run)
+        return LiveState(
+            run.status,
+            run.started_at,
+            run.finished_at,
+            self.bus.last_seq(batch_id) or 0,
+            summary["counts"],
+            summary["stats"],
+        )
 
     def is_live(self, batch_id: str) -> bool:
         """Whether the engine holds the batch: queued, running, or ended with events still to commit."""

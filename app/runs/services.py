@@ -8,17 +8,20 @@ from ..core.config import Config, ConfigError, env_name
 from ..fetch import guard
 from .engine import Engine
 from .events import EventBus
+from .reader import BatchReader
 from .store import SQLiteStore, Store, StoreError, StoreOpenError
 
 
 @dataclass
 class Services:
-    """What a request handler may use: the store to read, the engine to act, the bus to watch."""
+    """What a request handler may use: the reader to see a batch, the store to read results, the engine to act,
+    the bus to watch."""
 
     config: Config
     store: Store
     bus: EventBus
     engine: Engine
+    reader: BatchReader
 
     def close(self, grace: float = 5.0) -> None:
         """Let in-flight fetches finish within `grace`, then commit and close the store."""
@@ -37,7 +40,7 @@ def build(config: Config) -> Services:
     bus = EventBus(store)
     policy = guard.Policy.from_settings(config.allow_private, config.allow_targets, config.deny_targets)
     engine = Engine(config, store, bus, policy)
-    return Services(config, store, bus, engine)
+    return Services(config, store, bus, engine, BatchReader(store, engine))
 
 
 def start(config: Config) -> Services:

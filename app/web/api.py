@@ -17,7 +17,8 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 from ..core.options import BatchOptions, ValidationError, header_problem
 from ..core.results import FINAL_STATUSES
 from ..fetch import guard
-from ..runs.store import BatchRecord, StoreError
+from ..runs.reader import BatchView
+from ..runs.store import StoreError
 from .errors import ApiError, error_response
 from .services import services
 from .views import batch_json
@@ -26,6 +27,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
 
 MAX_DETAILS = 100  # validation problems listed in one answer; the count says how many there were
+CANCEL_SETTLE = 5.0  # seconds a cancel waits for the batch's final state to be committed before answering
 CSV_COLUMNS = (
     "index",
     "url",
@@ -207,12 +209,12 @@ def _name(raw: Any) -> str:
     return raw.strip()
 
 
-def _record_or_404(batch_id: str) -> BatchRecord:
-    """The stored batch, or a 404 that names it."""
-    record = services().store.get_batch(batch_id)
-    if record is None:
+def _batch_or_404(batch_id: str) -> BatchView:
+    """The batch as it stands now, or a 404 that names it."""
+    view = services().reader.get(batch_id)
+    if view is None:
         raise ApiError(404, "not_found", f"no batch with id {batch_id!r}")
-    return record
+    return view
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -264,7 +266,7 @@ def store_error(exc: StoreError):
 
 def _created(batch_id: str) -> Response:
     """201 with the new batch and its Location."""
-    response = current_app.json.response(batch_json(_record_or_404(batch_id)))
+    response = current_app.json.response(batch_json(_batch_or_404(batch_id)))
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
     return response
@@ -293,36 +295,36 @@ def list_batches():
     """Batches newest first (options without header values); `limit` (1-200, default 50) and `cursor`."""
     limit = _int_arg("limit", 50, 1, 200)
     cursor = _int_arg("cursor", 0, 0, 2**62) or None
-    records = services().store.list_batches(limit + 1, cursor)
-    page = records[:limit]
-    next_cursor = page[-1].num if len(records) > limit else None
-    return {"batches": [batch_json(r, listed=True) for r in page], "next_cursor": next_cursor}
+    views = services().reader.page(limit + 1, cursor)
+    page = views[:limit]
+    next_cursor = page[-1].num if len(views) > limit else None
+    return {"batches": [batch_json(view, listed=True) for view in page], "next_cursor": next_cursor}
 
 
 @bp.get("/batches/<batch_id>")
 def get_batch(batch_id: str):
     """One batch with its counts and statistics."""
-    return batch_json(_record_or_404(batch_id))
+    return batch_json(_batch_or_404(batch_id))
 
 
 @bp.post("/batches/<batch_id>/cancel")
 def cancel_batch(batch_id: str):
     """Cancel a queued or running batch: queued URLs end cancelled, in-flight fetches stop within a second."""
-    record = _record_or_404(batch_id)
-    if record.status in FINAL_STATUSES or not services().engine.cancel(batch_id):
+    batch = _batch_or_404(batch_id)
+    if batch.status in FINAL_STATUSES or not services().engine.cancel(batch_id):
         raise ApiError(
             409,
             "already_finished",
-            f"batch {batch_id} is {record.status}; only a queued or running batch can be cancelled",
+            f"batch {batch_id} is {batch.status}; only a queued or running batch can be cancelled",
         )
-    services().store.flush(5)
-    return batch_json(_record_or_404(batch_id))
+    settled = services().reader.settled(batch_id, CANCEL_SETTLE)
+    return batch_json(settled or batch)
 
 
 @bp.post("/batches/<batch_id>/rerun")
 def rerun_batch(batch_id: str):
     """Run a batch's URLs again as a new batch; {"only": "failed"} takes only those that did not end ok."""
-    record = _record_or_404(batch_id)
+    batch = _batch_or_404(batch_id)
     _refuse_if_store_fails()
     only = None
     if request.get_data(cache=True).strip():
@@ -336,19 +338,19 @@ def rerun_batch(batch_id: str):
             raise ApiError(400, "invalid_body", 'body must be {} or {"only": "all" | "failed"}', details)
     store = services().store
     if only == "failed":
-        if record.status not in FINAL_STATUSES:
+        if batch.status not in FINAL_STATUSES:
             raise ApiError(
-                409, "still_running", f"batch {batch_id} is {record.status}; rerun its failed URLs once it ends"
+                409, "still_running", f"batch {batch_id} is {batch.status}; rerun its failed URLs once it ends"
             )
         urls = [r["url"] for r in store.iter_results(batch_id, outcome="failed")]
         if not urls:
             raise ApiError(409, "nothing_failed", f"every URL of batch {batch_id} ended ok; there is nothing to rerun")
-        name = f"failed of {record.name}"
+        name = f"failed of {batch.name}"
     else:
         urls = store.urls(batch_id)
-        name = f"rerun of {record.name}"
+        name = f"rerun of {batch.name}"
     try:
-        options = BatchOptions.parse(record.options, current_app.config["GREENBATCH"])
+        options = BatchOptions.parse(batch.options, current_app.config["GREENBATCH"])
     except ValidationError as exc:  # a limit lowered, or a rule added, since the batch was stored
         first = exc.details[0] if exc.details else {"field": "options", "message": str(exc)}
         raise ApiError(
@@ -366,9 +368,9 @@ def rerun_batch(batch_id: str):
 @bp.delete("/batches/<batch_id>")
 def delete_batch(batch_id: str):
     """Delete a finished batch with its results and events."""
-    record = _record_or_404(batch_id)
+    batch = _batch_or_404(batch_id)
     if services().engine.is_live(batch_id):
-        raise ApiError(409, "still_running", f"batch {batch_id} is {record.status}; cancel it before deleting it")
+        raise ApiError(409, "still_running", f"batch {batch_id} is {batch.status}; cancel it before deleting it")
     services().store.delete_batch(batch_id)
     return Response(status=204)
 
@@ -376,7 +378,7 @@ def delete_batch(batch_id: str):
 @bp.get("/batches/<batch_id>/results")
 def results(batch_id: str):
     """A page of results (`after` index, `limit`, `outcome`), or the whole batch as `format=csv|ndjson`."""
-    record = _record_or_404(batch_id)
+    batch = _batch_or_404(batch_id)
     outcome = request.args.get("outcome") or None
     if outcome not in (None, "ok", "failed"):
         raise ApiError(
@@ -394,7 +396,7 @@ def results(batch_id: str):
         body = _csv_lines(rows) if fmt == "csv" else (json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
         content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
         response = Response(stream_with_context(_broken_on_failure(body, fmt, batch_id)), content_type=content_type)
-        response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{record.id}.{fmt}"'
+        response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{batch.id}.{fmt}"'
         return response
     if fmt != "json":
         raise ApiError(
@@ -440,12 +442,12 @@ def _broken_on_failure(lines: Iterator[str], fmt: str, batch_id: str) -> Iterato
 @bp.get("/batches/<batch_id>/events")
 def events(batch_id: str):
     """Stored events after a sequence number (`after`, `limit`): what clients without websockets poll."""
-    record = _record_or_404(batch_id)
+    batch = _batch_or_404(batch_id)
     after = _int_arg("after", 0, 0, 2**62)
     limit = _int_arg("limit", 1000, 1, 5000)
     page = services().store.events(batch_id, after, limit)
     last = page[-1]["seq"] if page else after
-    return {"batch_id": batch_id, "status": record.status, "events": page, "last_seq": last, "more": len(page) == limit}
+    return {"batch_id": batch_id, "status": batch.status, "events": page, "last_seq": last, "more": len(page) == limit}
 
 
 def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:

@@ -45,18 +45,18 @@ def index():
 @bp.get("/batches/<batch_id>")
 def batch(batch_id: str):
     """One batch: progress, throughput, latency, breakdowns and its results, live while it runs."""
-    record = services().store.get_batch(batch_id)
-    if record is None:
+    view = services().reader.get(batch_id)
+    if view is None:
         return render_template("404.html", what=f"No batch with id {batch_id}."), 404
-    shown = batch_json(record)
+    shown = batch_json(view)
     urls = {
-        "batch-id": record.id,
-        "api-batch": url_for("api.get_batch", batch_id=record.id),
-        "api-events": url_for("api.events", batch_id=record.id),
-        "api-cancel": url_for("api.cancel_batch", batch_id=record.id),
-        "api-rerun": url_for("api.rerun_batch", batch_id=record.id),
+        "batch-id": view.id,
+        "api-batch": url_for("api.get_batch", batch_id=view.id),
+        "api-events": url_for("api.events", batch_id=view.id),
+        "api-cancel": url_for("api.cancel_batch", batch_id=view.id),
+        "api-rerun": url_for("api.rerun_batch", batch_id=view.id),
         "batch-page": url_for("pages.batch", batch_id=ID_PLACEHOLDER),
         "index-page": url_for("pages.index"),
-        "ws-url": ws_url("stream.batch_ws", batch_id=record.id),
+        "ws-url": ws_url("stream.batch_ws", batch_id=view.id),
     }
     return render_template("batch.html", batch=shown, urls=urls)

@@ -185,15 +185,15 @@ def batch_ws(batch_id: str):
         mark = svc.store.read_mark()
         # A row read a moment ago will do: the events come from the replay and the bus, both from
         # `mark` on, and a batch the engine holds shows its live state in the snapshot anyway.
-        record = svc.store.get_batch(batch_id, recent=True)
-        if record is None:
+        view = svc.reader.get(batch_id, recent=True)
+        if view is None:
             _fail(connection, 4404, "not_found", f"no batch {batch_id!r}; it may have been deleted")
             return _CLOSED
-        snapshot = batch_json(record)
+        snapshot = batch_json(view)
         connection.send_text(compact_json({"type": "snapshot", "batch": snapshot}))
         viewer.sent[batch_id] = after
-        if snapshot["status"] in FINAL_STATUSES:
-            viewer.final_seq = snapshot["last_seq"]  # final means committed: nothing after this seq will come
+        if view.final:
+            viewer.final_seq = view.last_seq  # final means committed: nothing after this seq will come
         if _replay(viewer, batch_id, after, mark):
             viewer.pump()
         if viewer.ended and not connection.closed:
@@ -212,7 +212,7 @@ def batches_ws():
     viewer = Viewer(connection, svc.config.ws_queue_events)
     unsubscribe = svc.bus.subscribe(None, viewer.listen)
     try:
-        batches = [batch_json(record, listed=True) for record in svc.store.list_batches(LIST_SIZE)]
+        batches = [batch_json(view, listed=True) for view in svc.reader.page(LIST_SIZE)]
         connection.send_text(compact_json({"type": "snapshot", "batches": batches}))
         for batch in batches:
             viewer.sent[batch["id"]] = batch["last_seq"]
@@ -270,16 +270,8 @@ def _replay(viewer: Viewer, batch_id: str, after: int, mark: int) -> bool:
 
 def _final_batch(batch_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
     """The batch as the API shows it once final (the engine shows `done` only after its last event is committed)."""
-    deadline = time.monotonic() + END_WAIT
-    services().engine.wait_released(batch_id, END_WAIT)  # woken by the commit, not by polling
-    while True:
-        record = services().store.get_batch(batch_id)
-        if record is None:
-            return snapshot  # deleted meanwhile
-        batch = batch_json(record)
-        if batch["status"] in FINAL_STATUSES or time.monotonic() > deadline:
-            return batch
-        gevent.sleep(FRAME_INTERVAL)
+    view = services().reader.settled(batch_id, END_WAIT)
+    return snapshot if view is None else batch_json(view)  # None: deleted meanwhile
 
 
 def _connection() -> WebSocketConnection:

@@ -17,7 +17,6 @@ import websocket
 from websocket import ABNF
 
 from app.runs.events import Event
-from app.serve.handler import same_origin
 from app.serve.websocket import text_frame
 from app.web.stream import events_frame, events_message
 from tests.support.server import GreenbatchServer
@@ -327,24 +326,6 @@ def test_a_foreign_origin_is_refused_with_403_before_the_upgrade(server):
     assert refused.value.status_code == 403
     error = json.loads(refused.value.resp_body)["error"]
     assert error["message"] and error["details"] == []
-
-
-@pytest.mark.parametrize(
-    "origin, host, allowed",
-    [
-        (None, "127.0.0.1:8000", True),  # not a browser
-        ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
-        ("https://Example.com", "example.com:443", True),  # default port either way
-        ("http://example.com:8000", "example.com", False),
-        ("http://evil.example", "127.0.0.1:8000", False),
-        ("null", "127.0.0.1:8000", False),  # sandboxed frames and file: pages
-    ],
-)
-def test_the_default_gate_lets_only_same_origin_pages_upgrade(origin, host, allowed):
-    environ = {"HTTP_HOST": host, **({"HTTP_ORIGIN": origin} if origin else {})}
-    refusal = same_origin(environ)
-    assert (refusal is None) == allowed
-    assert refusal is None or refusal[0] == 403
 
 
 @pytest.fixture(scope="module")

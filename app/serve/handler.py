@@ -10,7 +10,7 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -19,7 +19,7 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler as LibraryHandler
 
 from ..core.config import Config
-from ..web.auth import client_address, origin_key, same_host, split_host
+from ..web.auth import client_address, split_host
 from ..web.errors import Refusal, envelope
 from . import logs
 from .websocket import WebSocketConnection, WebSocketLimits
@@ -27,23 +27,6 @@ from .websocket import WebSocketConnection, WebSocketLimits
 log = logging.getLogger(__name__)
 
 Gate = Callable[[Mapping[str, Any]], "Refusal | None"]
-
-
-def same_origin(environ: Mapping[str, Any]) -> Refusal | None:
-    """The default gate: refuse (403) a browser page from another origin; clients sending no Origin pass."""
-    origin = environ.get("HTTP_ORIGIN")
-    if origin is None:
-        return None
-    host = environ.get("HTTP_HOST", "")
-    key = origin_key(origin)  # the same origin rules as the app's own gate (app/web/auth.py)
-    if key is not None and same_host(key, host):
-        return None
-    return Refusal(
-        403,
-        "cross_origin_request",
-        f"websocket from origin {origin[:200]!r} refused: only pages "
-        f"served by this host ({host[:200]}) may open websockets here",
-    )
 
 
 def _host_problem(environ: Mapping[str, Any]) -> Refusal | None:
@@ -68,13 +51,11 @@ class WebSocketHandler(LibraryHandler):
         """Plain HTTP goes to the app; upgrades pass the Host check, the gate and the caps first."""
         if not _upgrade_requested(self.environ):
             return WSGIHandler.run_application(self)
-        limits = getattr(self.server, "ws_limits", None) or WebSocketLimits()
-        refusal = _host_problem(self.environ)
-        if refusal is None:
-            gate: Gate | None = getattr(self.server, "ws_gate", same_origin)
-            refusal = gate(self.environ) if gate is not None else None
+        settings = self._settings()
+        limits = settings.ws_limits
+        refusal = _host_problem(self.environ) or settings.gate(self.environ)
         client = client_address(self.environ, self.application)
-        open_counts = self._open_counts()
+        open_counts = settings.ws_open
         if refusal is None and open_counts[client] >= limits.max_per_client:
             refusal = Refusal(
                 429,
@@ -104,16 +85,15 @@ class WebSocketHandler(LibraryHandler):
         """Let the library answer the handshake, then hand the app our connection instead of its WebSocket."""
         refused = super().upgrade_connection()
         if getattr(self, "websocket", None) is not None:
-            limits = getattr(self.server, "ws_limits", None) or WebSocketLimits()
             self.environ["wsgi.websocket"] = WebSocketConnection(
-                self.websocket, limits, client_address(self.environ, self.application)
+                self.websocket, self._settings().ws_limits, client_address(self.environ, self.application)
             )
         return refused
 
     def run_websocket(self):
         """Run the app on the upgraded connection; close it properly whatever the app did."""
         connection: WebSocketConnection = self.environ["wsgi.websocket"]
-        open_connections = self._open_connections()
+        open_connections = self._settings().ws_connections
         open_connections.add(connection)
         connection.start()
         answered: list[str] = []
@@ -139,19 +119,15 @@ class WebSocketHandler(LibraryHandler):
         """One access-log line per request, websockets included (logged when they end)."""
         WSGIHandler.log_request(self)
 
-    def _open_counts(self) -> Counter:
-        """Open websockets per client address, kept on the server."""
-        counts = getattr(self.server, "ws_open", None)
-        if counts is None:
-            counts = self.server.ws_open = Counter()
-        return counts
-
-    def _open_connections(self) -> set:
-        """The server's open websocket connections (what close_all closes)."""
-        connections = getattr(self.server, "ws_connections", None)
-        if connections is None:
-            connections = self.server.ws_connections = set()
-        return connections
+    def _settings(self) -> HandlerSettings:
+        """What prepare() gave the server; a server built any other way is a mistake worth saying so."""
+        settings = getattr(self.server, "greenbatch", None)
+        if not isinstance(settings, HandlerSettings):
+            raise RuntimeError(
+                "this server has no greenbatch handler settings: serve with app.serve.server.serve() "
+                "or gunicorn -k app.worker.Worker, which call app.serve.server.prepare()"
+            )
+        return settings
 
     def _refuse(self, refusal: Refusal) -> None:
         """Answer a refusal as HTTP does, in the API's JSON envelope, instead of upgrading."""
@@ -174,7 +150,8 @@ def close_all(server: Any, code: int = 1001, reason: str = "server is restarting
     gevent's WSGIServer does not kill its handlers on stop(); without this, viewers would see the
     process exit as a dropped connection (1006) instead of a close they can act on.
     """
-    connections = list(getattr(server, "ws_connections", ()))
+    settings = getattr(server, "greenbatch", None)
+    connections = list(settings.ws_connections) if isinstance(settings, HandlerSettings) else []
     for connection in connections:
         connection.close(code, reason)
     gevent.wait([connection.finished for connection in connections], timeout=timeout)
@@ -195,7 +172,7 @@ def _close_for_status(status: str) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class HttpTimeouts:
-    """How long a client may take to start and to send a request; the server carries one as `server.http_timeouts`."""
+    """How long a client may take to start and to send a request."""
 
     header: float = 10.0  # request line and headers, from the connection's start or the request's first byte
     keepalive: float = 60.0  # between the end of a response and the next request's first byte
@@ -204,6 +181,17 @@ class HttpTimeouts:
     def from_config(cls, config: Config) -> HttpTimeouts:
         """The timeouts set by GREENBATCH_HEADER_TIMEOUT and GREENBATCH_KEEPALIVE_TIMEOUT."""
         return cls(config.header_timeout, config.keepalive_timeout)
+
+
+@dataclass
+class HandlerSettings:
+    """What the handler reads from its server, built once by app.serve.server.prepare() as `server.greenbatch`."""
+
+    gate: Gate  # the app's access decision for upgrades (Origin, Host, credentials)
+    ws_limits: WebSocketLimits
+    http: HttpTimeouts
+    ws_open: Counter[str] = field(default_factory=Counter)  # open websockets per client address
+    ws_connections: set[WebSocketConnection] = field(default_factory=set)  # what close_all closes
 
 
 def _request_timeout_response(seconds: float) -> bytes:
@@ -246,7 +234,7 @@ class Handler(WebSocketHandler):
         GREENBATCH_HEADER_TIMEOUT from its first byte. A client silent until then is disconnected; one caught
         mid-request gets 408 first. The application's own time is not limited here.
         """
-        timeouts: HttpTimeouts = getattr(self.server, "http_timeouts", None) or HttpTimeouts()
+        timeouts = self._settings().http
         self.command = self.path = self.environ = None  # a timed-out request's access line must not show the last one
         timer = gevent.Timeout.start_new(timeouts.keepalive if self.kept_alive else timeouts.header)
         begun = False

@@ -15,7 +15,7 @@ from gevent.pywsgi import WSGIServer
 from ..core.config import Config
 from ..web import auth, ops
 from . import logs
-from .handler import Handler, HttpTimeouts, close_all
+from .handler import Handler, HandlerSettings, HttpTimeouts, close_all
 from .websocket import WebSocketLimits
 
 log = logging.getLogger("greenbatch")
@@ -43,11 +43,13 @@ def tune_gc() -> None:
 
 def prepare(server, app) -> None:
     """Give a pywsgi server (ours or gunicorn's) what our handler reads from it: gate, limits and timeouts."""
-    server.http_timeouts = HttpTimeouts.from_config(app.config["GREENBATCH"])
-    server.ws_gate = auth.websocket_gate(app)  # Origin, Host and credentials, checked before the 101
-    server.ws_limits = WebSocketLimits.from_config(app.config["GREENBATCH"])
-    # The handler keeps the upgraded websockets on the server (server.ws_connections); /metrics counts them.
-    ops.count_websockets(app, lambda: len(getattr(server, "ws_connections", ())))
+    config = app.config["GREENBATCH"]
+    settings = server.greenbatch = HandlerSettings(
+        gate=auth.websocket_gate(app),  # Origin, Host and credentials, checked before the 101
+        ws_limits=WebSocketLimits.from_config(config),
+        http=HttpTimeouts.from_config(config),
+    )
+    ops.count_websockets(app, lambda: len(settings.ws_connections))
 
 
 def serve(app, config: Config) -> int:

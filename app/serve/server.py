@@ -32,9 +32,9 @@ def tune_gc() -> None:
     """Freeze what start-up built and collect young objects less often; call once the app is built.
 
     Every URL allocates a few dozen container objects (result, timings, event, greenlet, response), so
-    at CPython's default threshold a 5,000-URL batch triggered ~150 collections, ~10 % of the server's
-    CPU (bench/NOTES.md). Start-up objects (~47,000: Flask, Jinja, gevent) are frozen and never
-    traversed again. Reference counting still frees everything that is not in a cycle at once.
+    CPython's default threshold would collect every few dozen URLs; start-up objects (Flask, Jinja,
+    gevent) are frozen so no collection traverses them again. Reference counting still frees
+    everything that is not in a cycle at once.
     """
     gc.collect()
     gc.freeze()

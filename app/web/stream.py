@@ -239,7 +239,7 @@ def events_frame(events: list[Event]) -> bytes:
     """The `events` frame for one batch's events in seq order, built once for all the viewers that send it.
 
     An event never changes once numbered, so a run of consecutive seqs of one batch is the same message
-    for every viewer: 200 viewers of a batch cost one encoding, not 200 (bench/NOTES.md, section 11).
+    for every viewer: a batch's viewers share one encoding of it, however many they are.
     """
     first, last = events[0], events[-1]
     if last.seq - first.seq + 1 != len(events):  # not consecutive: this viewer's own message

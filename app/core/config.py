@@ -241,7 +241,7 @@ def env_name(field_name: str) -> str:
     return PREFIX + field_name.upper()
 
 
-def _parse(f: dataclasses.Field, raw: str) -> Any:
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     """Turn one variable's text into the field's type, or say which variable is wrong."""
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     try:

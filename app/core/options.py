@@ -151,7 +151,7 @@ class BatchOptions:
         return cls(**base)
 
 
-def _number(value: Any, kind: type) -> float | int | None:
+def _number(value: Any, kind: type[int] | type[float]) -> float | int | None:
     """Accept JSON numbers and numeric strings (query strings are text); reject bools and the rest."""
     if isinstance(value, bool):
         return None

@@ -99,7 +99,7 @@ def summarize(rows: Iterable[Row]) -> dict[str, Any]:
 
 def histogram(sorted_latencies: list[float]) -> list[dict[str, Any]]:
     """Bucket latencies by HISTOGRAM_BOUNDS_MS; `le_ms` None marks the overflow bucket."""
-    buckets = [{"le_ms": bound, "count": 0} for bound in HISTOGRAM_BOUNDS_MS]
+    buckets: list[dict[str, Any]] = [{"le_ms": bound, "count": 0} for bound in HISTOGRAM_BOUNDS_MS]
     buckets.append({"le_ms": None, "count": 0})
     i = 0
     for value in sorted_latencies:

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 USER_AGENT = "greenbatch/1.0 (+https://github.com/greenbatch)"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DECODE_CHUNK = 16 * 1024  # small decode steps keep a compression bomb from inflating much past the cap
 REDIRECT_BODY_CAP = 64 * 1024  # redirect bodies are drained (so the connection is reused) up to this much
 
-Resolver = Callable[[str, int], list]
+# One address as socket.getaddrinfo gives it: (family, type, proto, canonname, sockaddr).
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
+# host, port -> the addresses to connect to, each checked by the SSRF guard (guard.GuardedResolver).
+Resolver = Callable[[str, int], list[AddrInfo]]
 
 
 @dataclass

@@ -25,8 +25,8 @@ import ssl
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 from urllib.parse import urlsplit
 
 import certifi
@@ -38,7 +38,7 @@ from geventhttpclient.response import HTTPParseError, HTTPResponse
 from requests.utils import requote_uri
 
 from . import guard
-from .base import DECODE_CHUNK, USER_AGENT, Hop, Resolver, body_cap, hop_timings, ms
+from .base import DECODE_CHUNK, USER_AGENT, AddrInfo, Hop, Resolver, body_cap, hop_timings, ms
 from .errors import (
     FetchError,
     body_read_timeout,
@@ -110,7 +110,7 @@ def _target(url: str) -> _Target:
     return _Target(scheme, host, port, parts.netloc, host_header, path)
 
 
-def _request_head(method: str, target: _Target, headers: dict[str, str]) -> bytes:
+def _request_head(method: str, target: _Target, headers: Mapping[str, str]) -> bytes:
     """The request line and headers: ours first unless the batch sets the same name, then the batch's."""
     if not headers:
         return f"{method} {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n{_BASE_BLOCK}\r\n".encode("latin-1")
@@ -143,7 +143,7 @@ def _tls() -> ssl.SSLContext:
     return _tls_context
 
 
-class _Headers(dict):
+class _Headers(dict[str, str]):
     """Response headers by lowercase name; a repeated field's values joined with ', ' (as requests does)."""
 
     def add(self, name: str, value: str) -> None:
@@ -171,7 +171,13 @@ class _Response(HTTPResponse):
     """One response read from one socket by the C parser; body bytes wait in a buffer until taken or dropped."""
 
     def __init__(self, method: str):
-        super().__init__(method=method, headers_type=_Headers)
+        # geventhttpclient's stubs want a subclass of its Headers; the parser only calls add() and clear().
+        super().__init__(method=method, headers_type=_Headers)  # type: ignore[arg-type]
+
+    if TYPE_CHECKING:
+        # The parser keeps the headers in the headers_type given above: _Headers, one str per name.
+        def info(self) -> _Headers: ...  # type: ignore[override]
+        def get(self, key: str, default: str | None = None) -> str | None: ...
 
     def read_head(self, sock: socket.socket) -> None:
         """Read until the final (non-1xx) response's headers are parsed; _Closed if nothing came at all."""
@@ -221,9 +227,11 @@ class FastTransport:
     def __init__(self, pool_size: int, resolver: Resolver):
         self._resolver = resolver
         self._max_idle = max(1, pool_size)
-        self._idle: OrderedDict[tuple, list] = OrderedDict()  # origin -> idle sockets, least recently used first
+        # origin -> idle sockets, least recently used first
+        self._idle: OrderedDict[tuple[str, str, int], list[socket.socket]] = OrderedDict()
         self._idle_count = 0
-        self._resolving: dict[tuple[str, int], AsyncResult] = {}  # lookups in flight, shared by their waiters
+        # Lookups in flight, shared by their waiters: the addresses, or _RETRY.
+        self._resolving: dict[tuple[str, int], AsyncResult[object]] = {}
         self._closed = False
 
     # -- one hop -----------------------------------------------------------------------------
@@ -233,7 +241,7 @@ class FastTransport:
         url: str,
         *,
         method: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         connect_timeout: float,
         read_timeout: float,
         max_bytes: int,
@@ -243,7 +251,7 @@ class FastTransport:
         head = _request_head(method, target, headers)
         started = time.perf_counter()
         sock = self._reuse(target.origin)
-        timings = None
+        timings: dict[str, float | None] | None = None
         if sock is None:
             sock, timings = self._connect(target, connect_timeout, read_timeout)
         response = _Response(method)
@@ -272,7 +280,9 @@ class FastTransport:
             timings=hop_timings(timings, started, first_byte, done),
         )
 
-    def _exchange(self, sock, head: bytes, response: _Response, target: _Target, stale_retry: bool) -> None:
+    def _exchange(
+        self, sock: socket.socket, head: bytes, response: _Response, target: _Target, stale_retry: bool
+    ) -> None:
         """Send the request and read the response headers, mapping failures onto error kinds."""
         try:
             sock.sendall(head)
@@ -297,7 +307,7 @@ class FastTransport:
             raise FetchError("other", f"request to {target.netloc} failed: {exc}") from None
 
     @staticmethod
-    def _read_body(sock, response: _Response, url: str, max_bytes: int) -> int:
+    def _read_body(sock: socket.socket, response: _Response, url: str, max_bytes: int) -> int:
         """Count the decoded body as it streams; past the cap, stop (the caller drops the connection)."""
         cap = body_cap(response.status_code, response.info(), max_bytes)
         decoders = _decoders(response.get("Content-Encoding"))
@@ -324,7 +334,9 @@ class FastTransport:
 
     # -- connections -------------------------------------------------------------------------
 
-    def _connect(self, target: _Target, connect_timeout: float, read_timeout: float) -> tuple[socket.socket, dict]:
+    def _connect(
+        self, target: _Target, connect_timeout: float, read_timeout: float
+    ) -> tuple[socket.socket, dict[str, float | None]]:
         """A new connection to an address the guard checked, with its dns, connect and tls timings."""
         started = time.perf_counter()
         try:
@@ -343,7 +355,7 @@ class FastTransport:
         sock.settimeout(read_timeout)
         return sock, timings
 
-    def _resolve(self, host: str, port: int) -> list:
+    def _resolve(self, host: str, port: int) -> list[AddrInfo]:
         """The guard's checked addresses for host:port; connections opening at the same moment share one lookup.
 
         At the start of a batch every slot opens a connection at once: a thousand lookups of one name
@@ -354,7 +366,8 @@ class FastTransport:
         if pending is not None:
             outcome = pending.get()
             if outcome is not _RETRY:
-                return outcome  # the same answer the lookup in flight got (or its dns/guard error, raised)
+                # The same answer the lookup in flight got (or its dns/guard error, raised).
+                return cast("list[AddrInfo]", outcome)
         pending = self._resolving[key] = AsyncResult()
         try:
             addresses = self._resolver(host, port)
@@ -370,7 +383,7 @@ class FastTransport:
         pending.set(addresses)
         return addresses
 
-    def _reuse(self, origin: tuple) -> socket.socket | None:
+    def _reuse(self, origin: tuple[str, str, int]) -> socket.socket | None:
         """The most recently used idle connection to an origin that the server has not closed, if any."""
         idle = self._idle.get(origin)
         while idle:
@@ -381,7 +394,7 @@ class FastTransport:
             sock.close()
         return None
 
-    def _checkin(self, origin: tuple, sock: socket.socket) -> None:
+    def _checkin(self, origin: tuple[str, str, int], sock: socket.socket) -> None:
         """Keep a connection for reuse; past `pool_size` idle ones, close the least recently used."""
         if self._closed:
             sock.close()
@@ -414,7 +427,7 @@ class _Stale(Exception):
     """A reused connection was already closed by the server: the request goes again on a new one."""
 
 
-def _open(addresses: list, target: _Target, timeout: float) -> socket.socket:
+def _open(addresses: list[AddrInfo], target: _Target, timeout: float) -> socket.socket:
     """Connect to a checked address (guard.connect), in our error kinds."""
     try:
         # gevent's socket even in an unpatched process; TCP_NODELAY: one small request per write, no Nagle wait.
@@ -484,7 +497,7 @@ class _Inflate:
 
     def _first(self, data: bytes) -> Iterator[bytes]:
         """deflate's first bytes: zlib-wrapped if they decode as such, else raw deflate from the start."""
-        self._trying += data
+        self._trying = cast(bytes, self._trying) + data  # pieces() calls this only while it is bytes
         try:
             out = self._obj.decompress(data, DECODE_CHUNK)
         except zlib.error:
@@ -528,7 +541,7 @@ class _Inflate:
 class _Brotli:
     """br, about DECODE_CHUNK decoded bytes at a time (Brotli 1.2's output_buffer_limit)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._obj = brotli.Decompressor()
 
     def pieces(self, data: bytes) -> Iterator[bytes]:
@@ -542,7 +555,13 @@ class _Brotli:
             yield out
 
 
-_DECODERS = {
+class _Decoder(Protocol):
+    """One content coding's decoder (_Inflate, _Brotli)."""
+
+    def pieces(self, data: bytes) -> Iterator[bytes]: ...
+
+
+_DECODERS: dict[str, Callable[[], _Decoder]] = {
     "gzip": lambda: _Inflate(gzip=True),
     "x-gzip": lambda: _Inflate(gzip=True),
     "deflate": lambda: _Inflate(gzip=False),
@@ -551,7 +570,7 @@ if brotli is not None:
     _DECODERS["br"] = _Brotli
 
 
-def _decoders(content_encoding: str | None) -> list:
+def _decoders(content_encoding: str | None) -> list[_Decoder]:
     """Decoders for a Content-Encoding, first applied first; unknown codings pass through (as in urllib3)."""
     if not content_encoding:
         return []
@@ -564,7 +583,7 @@ def _decoders(content_encoding: str | None) -> list:
     return [_DECODERS[name]() for name in reversed(known)]
 
 
-def _decoded(data: bytes, decoders: list) -> Iterator[bytes]:
+def _decoded(data: bytes, decoders: list[_Decoder]) -> Iterator[bytes]:
     """Raw body bytes through every decoder in turn, lazily, so no stage holds more than one step's output."""
     pieces: Iterable[bytes] = (data,)
     for decoder in decoders:
@@ -572,7 +591,7 @@ def _decoded(data: bytes, decoders: list) -> Iterator[bytes]:
     return iter(pieces)
 
 
-def _through(decoder, pieces: Iterable[bytes]) -> Iterator[bytes]:
+def _through(decoder: _Decoder, pieces: Iterable[bytes]) -> Iterator[bytes]:
     """One decoding stage."""
     for piece in pieces:
         yield from decoder.pieces(piece)

@@ -40,16 +40,20 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import idna
 
 from ..core.results import ErrorKind
+from .base import AddrInfo
 
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# socket.getaddrinfo, or a stand-in with its signature (tests, and the deny-list's lookups).
+GetAddrInfo = Callable[..., Iterable[AddrInfo]]
 
 ALLOW_VAR = "GREENBATCH_ALLOW_TARGETS"
 DENY_VAR = "GREENBATCH_DENY_TARGETS"
@@ -263,9 +267,10 @@ def embedded_ipv4(ip: IPAddress) -> list[tuple[str, ipaddress.IPv4Address]]:
     if ip in _COMPATIBLE and value > 1:  # :: and ::1 are their own thing, not IPv4 carriers
         return [("an IPv4-compatible address of", low32)]
     if ip in _SIXTOFOUR:
-        return [("a 6to4 address embedding", ip.sixtofour)]
+        return [("a 6to4 address embedding", cast(ipaddress.IPv4Address, ip.sixtofour))]  # set inside 2002::/16
     if ip in _TEREDO:
-        server, client = ip.teredo  # ipaddress already undoes the client's XOR with 0xffffffff
+        # Set inside 2001::/32; ipaddress already undoes the client's XOR with 0xffffffff.
+        server, client = cast("tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]", ip.teredo)
         return [("a Teredo address whose client is", client), ("a Teredo address whose server is", server)]
     if ip in _NAT64:
         return [("a NAT64 address of", low32)]
@@ -432,7 +437,7 @@ def _checked_url(url: str, max_length: int) -> str:
     return f"{scheme}://{_authority(host, port)}{rest}"
 
 
-def all_unchanged(urls: list, max_length: int = 2048) -> bool:
+def all_unchanged(urls: list[Any], max_length: int = 2048) -> bool:
     """Whether check_url accepts every URL of a list and returns each as it is: one pattern over the list.
 
     The common batch (lower-case http(s), plain host[:port], printable ASCII) is checked by one regular
@@ -613,7 +618,8 @@ class Target:
         """Whether the entry covers this address or host, ignoring the port."""
         if self.hostname is not None:
             return host == self.hostname
-        return any(candidate in self.network for candidate in _match_candidates(ip, deny))
+        network = cast(IPNetwork, self.network)  # an entry without a hostname has a network (parse_target)
+        return any(candidate in network for candidate in _match_candidates(ip, deny))
 
 
 def _match_candidates(ip: IPAddress, deny: bool) -> list[IPAddress]:
@@ -726,7 +732,7 @@ class DeniedNames:
     def __init__(
         self,
         entries: tuple[Target, ...],
-        getaddrinfo: Callable[..., list] | None = None,
+        getaddrinfo: GetAddrInfo | None = None,
         interval: float = DENY_REFRESH,
         clock: Callable[[], float] = time.monotonic,
         start: Callable[[Callable[[], None]], None] = _in_background,
@@ -741,10 +747,11 @@ class DeniedNames:
 
     def refresh(self) -> None:
         """Look every name up now; a name that does not resolve keeps the addresses it had."""
-        lookup = self._getaddrinfo or socket.getaddrinfo  # at call time: gevent's resolver once patched
+        lookup: GetAddrInfo = self._getaddrinfo or socket.getaddrinfo  # at call time: gevent's resolver once patched
         found = dict(self._addresses)
         try:
-            for name in dict.fromkeys(entry.hostname for entry in self.entries):
+            # Every entry here is a hostname entry (Policy.from_settings picks them).
+            for name in dict.fromkeys(cast(str, entry.hostname) for entry in self.entries):
                 try:
                     addresses = _addresses_of(name, lookup)
                 except (OSError, UnicodeError) as exc:
@@ -785,13 +792,13 @@ class DeniedNames:
             return None
         candidates = _deny_candidates(ip)
         for entry in self.entries:
-            known = self._addresses.get(entry.hostname)
+            known = self._addresses.get(cast(str, entry.hostname))
             if known and entry.port in (None, port) and any(candidate in known for candidate in candidates):
                 return entry
         return None
 
 
-def _addresses_of(name: str, lookup: Callable[..., list]) -> frozenset[IPAddress]:
+def _addresses_of(name: str, lookup: GetAddrInfo) -> frozenset[IPAddress]:
     """Every IP address a name resolves to; OSError (socket.gaierror) when it resolves to none."""
     infos = lookup(name, None, type=socket.SOCK_STREAM)
     found = frozenset(_parse_ip(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6))
@@ -805,13 +812,13 @@ class Policy:
     """Which addresses may be fetched: the default rules, ALLOW_PRIVATE, and allow/deny entries."""
 
     allow_private: bool = False
-    allow: tuple = ()
-    deny: tuple = ()
+    allow: tuple[Target, ...] = ()
+    deny: tuple[Target, ...] = ()
     denied_names: DeniedNames | None = field(default=None, compare=False)  # the deny entries' hostnames' addresses
 
     @classmethod
     def from_settings(
-        cls, allow_private: bool, allow_targets: str, deny_targets: str, getaddrinfo: Callable[..., list] | None = None
+        cls, allow_private: bool, allow_targets: str, deny_targets: str, getaddrinfo: GetAddrInfo | None = None
     ) -> Policy:
         """Build from the GREENBATCH_ALLOW_PRIVATE, _ALLOW_TARGETS and _DENY_TARGETS settings.
 
@@ -861,6 +868,7 @@ class Policy:
 
     def _check_deny_list(self, addr: IPAddress, port: int, name: str | None) -> None:
         """Raise Blocked when a deny entry covers the address, the URL's host, or an address of a denied name."""
+        entry: Target | None
         for entry in self.deny:
             if entry.matches(addr, name, deny=True) and entry.port in (None, port):
                 raise _on_deny_list(addr, port, name, entry, f"{entry.text!r} in {DENY_VAR}")
@@ -882,7 +890,7 @@ def _on_deny_list(addr: IPAddress, port: int, name: str | None, entry: Target, r
 def _not_fetched(addr: IPAddress, name: str | None, port: int, verdict: Verdict) -> str:
     """A default denial as anyone who submits may read it: no address unless the user typed it, no rule."""
     literal = not name or _same_address(name, addr)
-    shown = show_address(addr) if literal else name
+    shown = show_address(addr) if literal else cast(str, name)  # not literal: there is a name
     what = "is" if literal else "resolves to"
     hint = _allow_hint(shown, port, verdict)
     return f"{shown} {what} a private or reserved address, which this server does not fetch{hint}"
@@ -936,14 +944,14 @@ def _why_denied(verdict: Verdict, port: int, other_ports: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve(host: str, port: int, policy: Policy, getaddrinfo: Callable[..., list] | None = None) -> list[tuple]:
+def resolve(host: str, port: int, policy: Policy, getaddrinfo: GetAddrInfo | None = None) -> list[AddrInfo]:
     """Resolve once, check every address, and return the addrinfo tuples the caller must connect to."""
     name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not name.isascii():
         # socket.getaddrinfo would apply Python's IDNA 2003 codec, which maps "１２７.０.０.１" to 127.0.0.1.
         raise InvalidUrl(f"host {host!r} is not ASCII; pass the host returned by check_url")
     # Looked up at call time, not bound as a default, so gevent's monkey-patched resolver is the one used.
-    lookup = getaddrinfo or socket.getaddrinfo
+    lookup: GetAddrInfo = getaddrinfo or socket.getaddrinfo
     infos = list(lookup(name, port, type=socket.SOCK_STREAM))  # gaierror propagates as is
     if not infos:
         raise socket.gaierror(socket.EAI_NONAME, f"{host} resolved to no addresses")
@@ -960,19 +968,19 @@ def resolve(host: str, port: int, policy: Policy, getaddrinfo: Callable[..., lis
 class GuardedResolver:
     """The resolver every transport must use: resolve() under one policy (app/fetch make_transport insists on it)."""
 
-    def __init__(self, policy: Policy, getaddrinfo: Callable[..., list] | None = None):
+    def __init__(self, policy: Policy, getaddrinfo: GetAddrInfo | None = None):
         self.policy = policy
         self._getaddrinfo = getaddrinfo
 
-    def __call__(self, host: str, port: int) -> list[tuple]:
+    def __call__(self, host: str, port: int) -> list[AddrInfo]:
         """The checked addrinfo tuples of host:port; Blocked or socket.gaierror when there are none to use."""
         return resolve(host, port, self.policy, self._getaddrinfo)
 
 
 def connect(
-    infos: list[tuple],
+    infos: list[AddrInfo],
     timeout: float | None,
-    socket_options: Iterable[tuple] = (),
+    socket_options: Iterable[tuple[int, int, int | bytes]] = (),
     make_socket: Callable[..., socket.socket] | None = None,
 ) -> socket.socket:
     """Connect to the first of the addresses resolve() checked that answers; never resolve the name again.

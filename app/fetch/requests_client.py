@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3
@@ -29,7 +29,7 @@ from urllib3.exceptions import (
 )
 
 from . import guard
-from .base import DECODE_CHUNK, USER_AGENT, Hop, Resolver, body_cap, hop_timings, ms
+from .base import DECODE_CHUNK, USER_AGENT, AddrInfo, Hop, Resolver, body_cap, hop_timings, ms
 from .errors import (
     FetchError,
     body_read_timeout,
@@ -45,8 +45,14 @@ from .errors import (
 # A response with no body hands its connection back before we could ask it, so it reports here.
 _fresh = threading.local()
 
+# The mixin goes before urllib3's HTTPConnection in a class's bases and uses its host, port, timeout, ...
+if TYPE_CHECKING:
+    _ConnectionBase = HTTPConnection
+else:
+    _ConnectionBase = object
 
-class _PinnedConnectionMixin:
+
+class _PinnedConnectionMixin(_ConnectionBase):
     """Resolve through the guard once, connect to a checked address, and time dns and connect."""
 
     resolver: Resolver  # set per transport by _pool_classes: the guard's resolver
@@ -62,7 +68,7 @@ class _PinnedConnectionMixin:
         _fresh.timings = {"dns": ms(resolved - started), "connect": ms(time.perf_counter() - resolved)}
         return sock
 
-    def _connect_first(self, addresses: list) -> socket.socket:
+    def _connect_first(self, addresses: list[AddrInfo]) -> socket.socket:
         """Connect to a checked address (guard.connect), in urllib3's exceptions."""
         try:
             return guard.connect(addresses, self.timeout, self.socket_options or ())
@@ -248,10 +254,10 @@ def _root(exc: BaseException) -> BaseException:
     return exc
 
 
-def _find(exc: BaseException, kind: type) -> BaseException | None:
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
     """The first exception of a type anywhere in a chain."""
     seen = set()
-    stack = [exc]
+    stack: list[object] = [exc]  # causes, contexts, reasons: whatever is not an exception is skipped
     while stack:
         current = stack.pop()
         if not isinstance(current, BaseException) or id(current) in seen:

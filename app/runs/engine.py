@@ -19,6 +19,7 @@ from gevent.pool import Pool
 
 from ..core import stats
 from ..core.clock import now_iso
+from ..core.config import Config
 from ..core.options import BatchOptions, ValidationError
 from ..core.results import ErrorKind, Result, failed_result
 from ..fetch import TransportFactory, guard, make_transport
@@ -67,8 +68,9 @@ class BatchRun:
     running: int = 0
     cancelled: bool = False
     pool: Pool | None = None
-    summary_cache: tuple | None = None
-    greenlet: gevent.Greenlet | None = None
+    # _summary's last answer: (when, (results, running) then, counts, statistics)
+    summary_cache: tuple[float, tuple[int, int], dict[str, int], dict[str, Any]] | None = None
+    greenlet: gevent.Greenlet[[BatchRun], None] | None = None
     released: Signal = field(default_factory=Signal)  # set once the final status shows (all events committed)
 
     def todo(self) -> list[int]:
@@ -81,7 +83,7 @@ class Engine:
 
     def __init__(
         self,
-        config,
+        config: Config,
         store: Store,
         bus: EventBus,
         policy: guard.Policy,
@@ -232,7 +234,7 @@ class Engine:
             run = self._runs[self._queue.popleft()]
             self._active.add(run.id)
             run.greenlet = gevent.spawn(self._run, run)
-            run.greenlet.link_exception(lambda g, run=run: self._crashed(run, g.exception))
+            run.greenlet.link_exception(lambda g, run=run: self._crashed(run, g.exception))  # type: ignore[misc]  # mypy#12557: a lambda with a default
 
     def _crashed(self, run: BatchRun, exc: BaseException | None) -> None:
         """A bug in the engine ends the batch as failed, never silently."""
@@ -360,7 +362,9 @@ class Engine:
 
     # -- fetching one URL --------------------------------------------------------------------
 
-    def _fetcher(self, run: BatchRun, transport: Transport, host_slots: dict, remaining: Iterator[int]) -> None:
+    def _fetcher(
+        self, run: BatchRun, transport: Transport, host_slots: dict[str, BoundedSemaphore], remaining: Iterator[int]
+    ) -> None:
         """One of a batch's fetchers: fetch the next URL without a result until none is left or the batch stops."""
         for index in remaining:
             if run.cancelled or self._stopping:
@@ -370,7 +374,9 @@ class Engine:
         # the results still in flight (at most `concurrency`), not up to GREENBATCH_FLUSH_ROWS.
         self.store.flush(0)
 
-    def _fetch_one(self, run: BatchRun, transport: Transport, host_slots: dict, index: int) -> None:
+    def _fetch_one(
+        self, run: BatchRun, transport: Transport, host_slots: dict[str, BoundedSemaphore], index: int
+    ) -> None:
         """Fetch one URL under the server-wide and per-host caps; always record exactly one result."""
         url = run.urls[index]
         result = Result(index=index, url=url, started_at=now_iso())
@@ -422,7 +428,7 @@ class Engine:
         log.debug("batch %s URL %d: %s", run.id, index, exc.detail, extra={"batch_id": run.id, "index": index})
         return exc.detail if self.config.explain_blocked else str(exc)
 
-    def _host_slot(self, run: BatchRun, host_slots: dict, url: str) -> BoundedSemaphore | None:
+    def _host_slot(self, run: BatchRun, host_slots: dict[str, BoundedSemaphore], url: str) -> BoundedSemaphore | None:
         """The per-host semaphore for a URL when the batch sets per_host."""
         if not run.options.per_host:
             return None

@@ -6,13 +6,16 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import gevent
 
 from ..core.clock import now_iso
 from ..core.jsonutil import compact_json
 from ..core.stats import Row, row_of
+
+if TYPE_CHECKING:
+    from gevent._types import _Callback
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class Event:
     def data(self) -> dict[str, Any]:
         """The event's payload (decoded from the stored text on first use)."""
         if self._data is None:
-            self._data = json.loads(self._data_json)
+            self._data = json.loads(cast(str, self._data_json))  # __init__ insists on one of the two
         return self._data
 
     @property
@@ -129,7 +132,7 @@ class EventBus:
         self._global: list[Listener] = []
         self._taps: list[Listener] = []
         self._results: dict[str, list[tuple[dict[str, Any], Row | None]]] = {}  # batch id -> queued results
-        self._handing_on = None  # the loop callback that will hand on the queued results
+        self._handing_on: _Callback | None = None  # the loop callback that will hand on the queued results
         sink.observe_commits(self._committed)
 
     def open(self, batch_id: str, last_seq: int = 0) -> None:

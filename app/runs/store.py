@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import gevent
 from gevent.event import AsyncResult
@@ -38,6 +38,10 @@ from ..core.stats import Row
 from .events import Event
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+# One row of the events table, in _EVENT_COLUMNS' order: idx to bytes are set for results only.
+_EventRow = tuple[str, int, str, str, int | None, bool | None, int | None, str | None, float | None, int | None, str]
 
 _NOT_READ = object()  # what a shared read hands its waiters when it failed
 REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
@@ -241,7 +245,7 @@ def _is_full(exc: BaseException) -> bool:
     return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) == sqlite3.SQLITE_FULL
 
 
-def _quietly(fn: Callable, args: tuple) -> tuple[Any, sqlite3.Error | None]:
+def _quietly(fn: Callable[..., _T], args: tuple[Any, ...]) -> tuple[_T | None, sqlite3.Error | None]:
     """fn(*args) on a pool thread, a SQLite error returned rather than raised (gevent's pool would print it)."""
     try:
         return fn(*args), None
@@ -249,12 +253,12 @@ def _quietly(fn: Callable, args: tuple) -> tuple[Any, sqlite3.Error | None]:
         return None, exc
 
 
-def _apply(pool: ThreadPool, fn: Callable, args: tuple = ()) -> Any:
+def _apply(pool: ThreadPool, fn: Callable[..., _T], args: tuple[Any, ...] = ()) -> _T:
     """fn(*args) on one of the pool's threads; its SQLite error is raised here, once, for the caller to report."""
     value, error = pool.apply(_quietly, (fn, args))
     if error is not None:
         raise error
-    return value
+    return cast(_T, value)  # no error: value is what fn returned
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -276,7 +280,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     log.info("store: moved the URLs of %d batches to url_lists", moved)
 
 
-def _record(row: sqlite3.Row | tuple) -> BatchRecord:
+def _record(row: sqlite3.Row | tuple[Any, ...]) -> BatchRecord:
     """Turn a batches row (with last_seq appended) into a record."""
     (num, id_, name, status, created, started, finished, options, total, parent, summary, last_seq) = row
     return BatchRecord(
@@ -318,7 +322,7 @@ def _insert_events_sql(rows: int) -> str:
     return f"INSERT OR IGNORE INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
 
 
-def _insert_events(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+def _insert_events(conn: sqlite3.Connection, rows: list[_EventRow]) -> None:
     """Insert event rows a chunk per statement: bound in C, then run by SQLite with the GIL released.
 
     One statement per row would take the GIL back from the hub after every row, and one JSON text
@@ -335,9 +339,9 @@ def _insert_events(conn: sqlite3.Connection, rows: list[tuple]) -> None:
         conn.execute(_insert_events_sql(size), list(itertools.chain.from_iterable(chunk)))
 
 
-def _event_rows(events: list[Event]) -> list[tuple]:
+def _event_rows(events: list[Event]) -> list[_EventRow]:
     """The events table's row for each event: indexed columns of a result, then the payload's JSON."""
-    rows = []
+    rows: list[_EventRow] = []
     for e in events:
         if e.type == "result":
             # A stats Row holds (ok, status_code, error_kind, total_ms, bytes): the columns' order; ok binds as 1/0.
@@ -376,7 +380,7 @@ class SQLiteStore:
         self._flush_rows = flush_rows
         self._writer_thread = ThreadPool(1)
         self._reader_threads = ThreadPool(readers)
-        self._readers: Queue = Queue()
+        self._readers: Queue[sqlite3.Connection] = Queue()
         try:
             self._writer = _connect(path)
             self._writer.executescript(SCHEMA)
@@ -405,7 +409,8 @@ class SQLiteStore:
         # (batch id, after, limit) -> a full page of stored events. Committed events never change (only
         # delete_batch removes them), so a page holding `limit` events is final and can serve every viewer.
         self._pages: OrderedDict[tuple[str, int, int], list[Event]] = OrderedDict()
-        self._reads: dict[tuple, tuple[int, AsyncResult]] = {}  # shared reads in flight: key -> (serial, result)
+        # Shared reads in flight: key -> (serial, result, or _NOT_READ when the read failed).
+        self._reads: dict[tuple[str | int, ...], tuple[int, AsyncResult[object]]] = {}
         self._read_serial = 0
         self._flusher = gevent.spawn(self._flush_loop)
         self._checker = gevent.spawn(self._check_loop, check_every) if check_every else None
@@ -587,7 +592,7 @@ class SQLiteStore:
         self._group_limit = MAX_GROUP
         self._retry_pause = RETRY_PAUSE
 
-    def _write(self, fn: Callable[[], Any]) -> Any:
+    def _write(self, fn: Callable[[], _T]) -> _T:
         """Run a write on the writer thread; a SQLite failure becomes a StoreError naming the file."""
         try:
             return _apply(self._writer_thread, fn)
@@ -640,7 +645,7 @@ class SQLiteStore:
             except Exception:  # noqa: BLE001 - metrics must never cost us events
                 log.exception("store: write observer %r failed", observer)
 
-    def _write_events(self, events: list[Event], rows: list[tuple]) -> None:
+    def _write_events(self, events: list[Event], rows: list[_EventRow]) -> None:
         """Commit a group of events (`rows` is _event_rows(events), made on the hub) in one transaction,
         applying batch state changes to their rows."""
         with self._writer:
@@ -746,7 +751,7 @@ class SQLiteStore:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def _read(self, fn, *args):
+    def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run a read on a reader thread with a connection of its own; StoreError when SQLite fails it."""
         conn = self._readers.get()
         try:
@@ -881,17 +886,18 @@ class SQLiteStore:
                 self._pages.popitem(last=False)
         return page
 
-    def _shared_read(self, key: tuple, join_after: int | None, fn: Callable, *args: Any) -> Any:
+    def _shared_read(self, key: tuple[str | int, ...], join_after: int | None, fn: Callable[..., _T], *args: Any) -> _T:
         """fn(conn, *args) on a reader thread, or the result of a read of the same `key` already running,
         if that read is numbered above `join_after` (a read_mark(); None: never join). Later callers may
         join this read while it runs."""
+        result: object  # fn's value, or _NOT_READ
         pending = self._reads.get(key)
         if pending is not None and join_after is not None and pending[0] > join_after:
             result = pending[1].get()
             if result is not _NOT_READ:
-                return result
+                return cast(_T, result)  # what the same read, fn(conn, *args), returned
         self._read_serial += 1
-        mine = (self._read_serial, AsyncResult())
+        mine: tuple[int, AsyncResult[object]] = (self._read_serial, AsyncResult())
         self._reads[key] = mine
         result = _NOT_READ
         try:

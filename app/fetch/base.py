@@ -25,7 +25,6 @@ class Hop:
     """One HTTP exchange: the response's status and headers, its body size, and where time went."""
 
     status: int
-    reason: str
     headers: Mapping[str, str]
     bytes: int
     timings: dict[str, float | None] = field(default_factory=dict)
@@ -43,8 +42,6 @@ class Hop:
 
 class Transport(Protocol):
     """Fetches one hop; one instance per batch, closed when the batch ends."""
-
-    name: str
 
     def fetch(
         self,

@@ -1,7 +1,7 @@
 """The fast transport: HTTP/1.1 on gevent sockets, responses parsed by geventhttpclient's C parser (llhttp).
 
-Same contract as the requests transport (app/fetch/requests_client.py), at about a fifth of its CPU per URL
-(bench/NOTES.md). Per hop it:
+Same contract as the requests transport (app/fetch/requests_client.py), at a fraction of its CPU
+per URL. Per hop it:
 
 - resolves the host once through the resolver the engine passes in (the SSRF guard), then connects
   to one of the addresses the guard checked, never to the name: the Host header, TLS SNI and the
@@ -222,8 +222,6 @@ class _Response(HTTPResponse):
 class FastTransport:
     """The fast transport: one per batch, its keep-alive pool holding at most `pool_size` idle connections."""
 
-    name = "fast"
-
     def __init__(self, pool_size: int, resolver: Resolver):
         self._resolver = resolver
         self._max_idle = max(1, pool_size)
@@ -274,7 +272,6 @@ class FastTransport:
             sock.close()
         return Hop(
             status=response.status_code,
-            reason=response.status_message or "",
             headers=response.info(),
             bytes=size,
             timings=hop_timings(timings, started, first_byte, done),

@@ -74,7 +74,7 @@ _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 # paragraph separators, control and format characters (zero-width joiners, bidi overrides), surrogates.
 _INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs"})
 # The code points of those categories in Unicode 14.0.0 (Python 3.11), as (first, last) ranges, so that
-# no start pays for reading them off unicodedata (bench/NOTES.md, section 14). Another Unicode version
+# no start pays for reading them off unicodedata. Another Unicode version
 # reads them afresh (_invisible_ranges); tests/test_guard.py holds this table to unicodedata.
 _INVISIBLE_UNICODE = "14.0.0"
 _INVISIBLE_RANGES = (
@@ -137,12 +137,12 @@ def _character_class(ranges: Iterable[tuple[int, int]], low: int, high: int) -> 
 # Every character _bad_character refuses, found at regex speed: backslash and the invisible categories
 # (space, CR, LF and the other controls are among them). Those past U+FFFF have a pattern of their own,
 # searched only in text that has such characters: in one class with the others, which sre looks up in a
-# table, they slow every search (bench/NOTES.md, section 14).
+# table, they would slow every search.
 _BAD_BMP = re.compile("[\\\\" + _character_class(_invisible_ranges(), 0, 0xFFFF) + "]")
 _BAD_ASTRAL = re.compile("[" + _character_class(_invisible_ranges(), 0x10000, sys.maxunicode) + "]")
 _ASTRAL = re.compile("[\\U00010000-\\U0010ffff]")
 # "http(s)://authority" where the authority has no brackets and ends at /, ?, # or the end: the parts
-# urlsplit would find, at regex speed (urlsplit of a distinct URL costs ~3 us). Everything else is urlsplit's.
+# urlsplit would find, at regex speed (urlsplit costs more per distinct URL). Everything else is urlsplit's.
 _HTTP_AUTHORITY = re.compile(r"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#\[\]]*)(?=[/?#]|\Z)")
 # URLs that check_url returns unchanged when their authority is, one per line: lower-case http(s),
 # host[:port] of lower-case letters, digits, dots and hyphens, then printable ASCII (no backslash).
@@ -441,8 +441,8 @@ def all_unchanged(urls: list[Any], max_length: int = 2048) -> bool:
     """Whether check_url accepts every URL of a list and returns each as it is: one pattern over the list.
 
     The common batch (lower-case http(s), plain host[:port], printable ASCII) is checked by one regular
-    expression over the joined list and each distinct host once, ~3x faster than check_url per URL
-    (bench/NOTES.md). False says nothing about any URL: check each one then, for its own answer.
+    expression over the joined list and each distinct host once, instead of check_url per URL. False says
+    nothing about any URL: check each one then, for its own answer.
     """
     try:
         if not all(map(str.isascii, urls)):

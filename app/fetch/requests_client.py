@@ -121,11 +121,9 @@ class _GuardedAdapter(HTTPAdapter):
 class RequestsTransport:
     """The requests transport: one Session per batch, its pool sized to the batch's concurrency."""
 
-    name = "requests"
-
     def __init__(self, pool_size: int, resolver: Resolver):
         self.session = requests.Session()
-        # trust_env off: environment proxies must not redirect fetches, and it costs ~25% CPU.
+        # trust_env off: environment proxies must not redirect fetches, and reading them costs on every request.
         self.session.trust_env = False
         self.session.headers["User-Agent"] = USER_AGENT
         self.adapter = _GuardedAdapter(resolver, pool_size)
@@ -160,7 +158,6 @@ class RequestsTransport:
         size = self._read_body(response, raw, url, method, max_bytes)
         return Hop(
             status=response.status_code,
-            reason=response.reason or "",
             headers=response.headers,
             bytes=size,
             timings=hop_timings(connecting, started, first_byte, time.perf_counter()),

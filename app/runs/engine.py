@@ -261,9 +261,8 @@ class Engine:
         reporter = gevent.spawn(self._report_progress, run)
         todo = run.todo()
         try:
-            # `concurrency` fetchers take the URLs in turn: a greenlet per fetcher, not per URL. Each new
-            # greenlet mapped fresh memory for its frames and unmapped it at its end: ~4 us of CPU per URL,
-            # and in the threaded server, TLB shootdowns across cores (bench/NOTES.md, section 10).
+            # `concurrency` fetchers take the URLs in turn: a greenlet per fetcher, not per URL. A greenlet
+            # per URL would map fresh memory for its frames and unmap it at its end, on every URL.
             remaining = iter(todo)  # shared: each index goes to exactly one fetcher
             for _ in range(min(run.options.concurrency, len(todo))):
                 run.pool.spawn(self._fetcher, run, transport, host_slots, remaining)

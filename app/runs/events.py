@@ -119,7 +119,7 @@ class EventBus:
     from the last committed seq, so an uncommitted seq would be reused for another event).
 
     Listeners and the sink are called with a list: the events of one batch, in seq order. A batch's
-    fetches finish many per turn of the gevent loop (W2: ~45 of its 50), so `result` queues each
+    fetches finish many per turn of the gevent loop (most of a batch's concurrency at once), so `result` queues each
     result and the bus numbers and hands on the queue at the end of the turn, as one list: the store,
     each viewer and the metrics then take one call per turn instead of one per result. Every other
     event goes at once, after the results queued before it, so each batch's events stay in seq order.

@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS batches (
     summary TEXT
 );
 -- A batch's URLs in submission order, as one JSON array: one row to write when the batch is created,
--- not one per URL (a 5,000-URL batch: ~1 ms instead of 6-10 ms while its fetches wait; bench/NOTES.md).
+-- not one per URL, while the batch's fetches wait for it.
 CREATE TABLE IF NOT EXISTS url_lists (
     batch_id TEXT PRIMARY KEY,
     urls TEXT NOT NULL
@@ -149,6 +149,7 @@ class Store(Protocol):
     def results(
         self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
     ) -> list[dict[str, Any]]: ...
+    def iter_results(self, batch_id: str, outcome: str | None = None, page: int = 1000) -> Iterator[dict[str, Any]]: ...
     def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
     def read_mark(self) -> int: ...
     def stored_events(
@@ -326,7 +327,7 @@ def _insert_events(conn: sqlite3.Connection, rows: list[_EventRow]) -> None:
     """Insert event rows a chunk per statement: bound in C, then run by SQLite with the GIL released.
 
     One statement per row would take the GIL back from the hub after every row, and one JSON text
-    unpacked by SQLite costs twice the CPU (bench/NOTES.md). Each chunk is padded to a power of two
+    unpacked by SQLite would cost more CPU than binding columns. Each chunk is padded to a power of two
     with copies of its last row, which INSERT OR IGNORE drops, so whatever the group sizes only a
     few statements exist and sqlite3 keeps them prepared.
     """
@@ -766,8 +767,8 @@ class SQLiteStore:
         """One batch, or None.
 
         `recent`: the caller can take the row as read a moment ago, so it joins a read of the same batch
-        already running. 200 viewers joining a batch together then make a handful of reads, not 200
-        queued on the reader threads (bench/NOTES.md, section 11).
+        already running: viewers joining a batch together make a handful of reads between them, not one
+        each queued on the reader threads.
         """
         return self._shared_read(("batch", batch_id), 0 if recent else None, self._read_batch, batch_id)
 

@@ -19,7 +19,8 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler as LibraryHandler
 
 from ..core.config import Config
-from ..web.auth import client_address, origin_key, same_host, split_host
+from ..web.auth.origin import origin_key, same_host, split_host
+from ..web.auth.proxies import client_address
 from ..web.errors import Refusal, envelope
 from . import logs
 from .websocket import WebSocketConnection, WebSocketLimits
@@ -35,7 +36,7 @@ def same_origin(environ: Mapping[str, Any]) -> Refusal | None:
     if origin is None:
         return None
     host = environ.get("HTTP_HOST", "")
-    key = origin_key(origin)  # the same origin rules as the app's own gate (app/web/auth.py)
+    key = origin_key(origin)  # the same origin rules as the app's own gate (app/web/auth/origin.py)
     if key is not None and same_host(key, host):
         return None
     return Refusal(

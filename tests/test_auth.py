@@ -213,7 +213,7 @@ def test_the_exposed_warning_is_due_only_beyond_loopback_without_tokens(host, to
 
 def test_the_exposed_warning_says_what_anyone_can_do_and_how_to_set_tokens(caplog, tmp_path):
     config = Config(host="0.0.0.0", data_dir=str(tmp_path))
-    guard = auth.Guard(
+    rules = auth.AccessRules(
         tokens=(),
         secret=b"k" * 32,
         allowed_origins=frozenset(),
@@ -221,7 +221,7 @@ def test_the_exposed_warning_says_what_anyone_can_do_and_how_to_set_tokens(caplo
         ended=auth.EndedSessions(str(tmp_path / "ended_sessions"), 60),
     )
     with caplog.at_level(logging.INFO, logger="app.web.auth"):
-        auth.announce(config, guard)
+        auth.announce(config, rules)
     [record] = caplog.records
     text = record.getMessage()
     assert record.levelno == logging.WARNING

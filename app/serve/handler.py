@@ -19,7 +19,8 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler as LibraryHandler
 
 from ..core.config import Config
-from ..web.auth import client_address, split_host
+from ..web.auth.origin import split_host
+from ..web.auth.proxies import client_address
 from ..web.errors import Refusal, envelope
 from . import logs
 from .websocket import WebSocketConnection, WebSocketLimits

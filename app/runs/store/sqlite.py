@@ -1,4 +1,4 @@
-"""Durable storage of batches and their event log, in SQLite by default.
+"""The SQLite store: batches and their event log in one file.
 
 Events are the one source of truth: a batch's results are its `result` events, and its status is
 what its last `batch` event said. Writes are buffered and committed by one writer thread every
@@ -13,8 +13,6 @@ stays reported until restart. A file that cannot be a usable database refuses to
 
 from __future__ import annotations
 
-import functools
-import itertools
 import json
 import logging
 import os
@@ -22,8 +20,7 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import gevent
 from gevent.event import AsyncResult
@@ -31,17 +28,19 @@ from gevent.event import Event as Signal
 from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
-from ..core.clock import now_iso
-from ..core.jsonutil import compact_json
-from ..core.results import FINAL_STATUSES
-from ..core.stats import Row
-from .events import Event
+from ...core.clock import now_iso
+from ...core.jsonutil import compact_json
+from ...core.results import FINAL_STATUSES
+from ...core.stats import Row
+from ..events import Event
+from .base import BatchRecord, StoreError, StoreFault, StoreOpenError
+from .rows import BATCH_COLUMNS, ROW_QUERY, EventRow, event_rows, insert_events, record_of
+from .schema import SCHEMA, check_file, connect, is_damage, is_full, migrate, open_error
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-# One row of the events table, in _EVENT_COLUMNS' order: idx to bytes are set for results only.
-_EventRow = tuple[str, int, str, str, int | None, bool | None, int | None, str | None, float | None, int | None, str]
+# One row of the events table, in EVENT_COLUMNS' order: idx to bytes are set for results only.
 
 _NOT_READ = object()  # what a shared read hands its waiters when it failed
 REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
@@ -49,201 +48,6 @@ MAX_GROUP = 4096  # events per transaction at most while a backlog left by faile
 RETRY_PAUSE = 0.1  # seconds before retrying a failed commit, doubled after each failure...
 RETRY_PAUSE_MAX = 2.0  # ...up to this: space that comes back is used within this long
 FAILURE_REMINDER = 60.0  # seconds between log lines while commits keep failing
-_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    num INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    finished_at TEXT,
-    options TEXT NOT NULL,
-    total INTEGER NOT NULL,
-    parent_id TEXT,
-    summary TEXT
-);
--- A batch's URLs in submission order, as one JSON array: one row to write when the batch is created,
--- not one per URL, while the batch's fetches wait for it.
-CREATE TABLE IF NOT EXISTS url_lists (
-    batch_id TEXT PRIMARY KEY,
-    urls TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    batch_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    at TEXT NOT NULL,
-    idx INTEGER,
-    ok INTEGER,
-    status_code INTEGER,
-    error_kind TEXT,
-    total_ms REAL,
-    bytes INTEGER,
-    data TEXT NOT NULL,
-    PRIMARY KEY (batch_id, seq)
-) WITHOUT ROWID;
--- One final result per URL, enforced by the database itself.
-CREATE UNIQUE INDEX IF NOT EXISTS results_by_index ON events (batch_id, idx) WHERE type = 'result';
-"""
-
-
-class StoreOpenError(Exception):
-    """The database file cannot be opened as a usable store; the message names the file and what to do."""
-
-
-class StoreError(Exception):
-    """A read or a write the database refused; the message names the file and SQLite's reason."""
-
-
-@dataclass(frozen=True)
-class StoreFault:
-    """Why the store is not fit to take batches: `failing` (commits fail, retried) or `damaged` (until restart)."""
-
-    state: str
-    error: str  # SQLite's own words, e.g. "database or disk is full"
-    since: str  # when it began (ISO time)
-    message: str  # for the person on call: what happened and what to do
-
-
-@dataclass
-class BatchRecord:
-    """A batch as stored: its row and the sequence number of its newest committed event."""
-
-    id: str
-    num: int
-    name: str
-    status: str
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    options: dict[str, Any]
-    total: int
-    parent_id: str | None
-    summary: dict[str, Any] | None
-    last_seq: int
-
-
-class Store(Protocol):
-    """What the engine, the API and the stream need from storage; SQLiteStore is the real one."""
-
-    def create_batch(
-        self,
-        batch_id: str,
-        name: str,
-        options: dict[str, Any],
-        urls: list[str],
-        created_at: str,
-        parent_id: str | None = None,
-    ) -> None: ...
-    def extend(self, events: list[Event]) -> None: ...
-    def flush(self, timeout: float | None = None) -> bool: ...
-    def get_batch(self, batch_id: str, recent: bool = False) -> BatchRecord | None: ...
-    def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]: ...
-    def unfinished_batches(self) -> list[BatchRecord]: ...
-    def urls(self, batch_id: str) -> list[str]: ...
-    def result_rows(self, batch_id: str) -> dict[int, Row]: ...
-    def results(
-        self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
-    ) -> list[dict[str, Any]]: ...
-    def iter_results(self, batch_id: str, outcome: str | None = None, page: int = 1000) -> Iterator[dict[str, Any]]: ...
-    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
-    def read_mark(self) -> int: ...
-    def stored_events(
-        self, batch_id: str, after: int = 0, limit: int = 1000, mark: int | None = None
-    ) -> list[Event]: ...
-    def observe_writes(self, observer: Callable[[float, int], None]) -> None: ...
-    def observe_commits(self, observer: Callable[[list[Event]], None]) -> None: ...
-    def delete_batch(self, batch_id: str) -> bool: ...
-    def writable(self) -> bool: ...
-    def fault(self) -> StoreFault | None: ...
-    def count_by_status(self) -> dict[str, int]: ...
-    def close(self) -> None: ...
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    """Open a connection in WAL mode; NORMAL sync survives a killed process (not a power cut)."""
-    conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
-
-
-def _check_file(path: str) -> None:
-    """Refuse what SQLite would open silently or only fail on later: a folder, an empty file, a file that
-    is not SQLite's, one shorter than its header says. A missing file is fine: it is created."""
-    afresh = "move it away to start afresh"
-    if os.path.isdir(path):
-        raise StoreOpenError(f"the database {path} is a folder, not a file; {afresh}")
-    try:
-        with open(path, "rb") as f:
-            header = f.read(100)
-            size = os.fstat(f.fileno()).st_size
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise StoreOpenError(
-            f"the database {path} cannot be read ({exc.strerror}); check its owner and permissions"
-        ) from None
-    if size == 0:
-        raise StoreOpenError(
-            f"the database {path} is an empty file (0 bytes), which greenbatch never makes: "
-            f"it was emptied or made by something else; {afresh}"
-        )
-    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
-        raise StoreOpenError(
-            f"the database {path} is not a SQLite database or is damaged (it does not start "
-            f"with SQLite's header); {afresh}"
-        )
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    # The header's page count is valid only while its change counter equals "version valid for" (SQLite's format),
-    # and the file may be shorter while a WAL holds pages a checkpoint could not copy yet (a full disk).
-    if pages and header[24:28] == header[92:96] and size < pages * page_size and not _has_journal(path):
-        raise StoreOpenError(
-            f"the database {path} is not a SQLite database or is damaged (truncated: {size} bytes "
-            f"where its header says {pages * page_size}); {afresh}"
-        )
-
-
-def _has_journal(path: str) -> bool:
-    """Whether the database has a WAL (or rollback journal) with content, which SQLite reads with the file."""
-    for suffix in ("-wal", "-journal"):
-        try:
-            if os.path.getsize(path + suffix) > 0:
-                return True
-        except OSError:
-            pass
-    return False
-
-
-def _open_error(path: str, exc: sqlite3.Error) -> StoreOpenError:
-    """What to tell the operator when SQLite refuses to open or set up the database."""
-    if _is_damage(exc):
-        return StoreOpenError(
-            f"the database {path} is not a SQLite database or is damaged ({exc}); move it away to start afresh"
-        )
-    if _is_full(exc):
-        return StoreOpenError(f"the database {path} cannot be set up: the disk is full ({exc}); free some space")
-    return StoreOpenError(
-        f"the database {path} cannot be opened ({exc}); check that its folder is writable "
-        "and its files are the server's"
-    )
-
-
-def _is_damage(exc: BaseException) -> bool:
-    """Whether SQLite said the file is corrupt or not a database (its primary code; extended codes included)."""
-    return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) in _DAMAGED
-
-
-def _is_full(exc: BaseException) -> bool:
-    """Whether SQLite said the disk (or the database's size limit) is full."""
-    return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) == sqlite3.SQLITE_FULL
 
 
 def _quietly(fn: Callable[..., _T], args: tuple[Any, ...]) -> tuple[_T | None, sqlite3.Error | None]:
@@ -262,105 +66,6 @@ def _apply(pool: ThreadPool, fn: Callable[..., _T], args: tuple[Any, ...] = ()) 
     return cast(_T, value)  # no error: value is what fn returned
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'urls'").fetchone() is None:
-        return
-    moved = 0
-    with conn:
-        conn.execute("BEGIN")
-        rows = conn.execute("SELECT batch_id, url FROM urls ORDER BY batch_id, idx")
-        # One batch's URLs at a time, in index order (the primary key's order): memory holds one list.
-        for batch_id, group in itertools.groupby(rows, key=lambda row: row[0]):
-            conn.execute(
-                "INSERT OR IGNORE INTO url_lists (batch_id, urls) VALUES (?, ?)",
-                (batch_id, compact_json([url for _, url in group])),
-            )
-            moved += 1
-        conn.execute("DROP TABLE urls")
-    log.info("store: moved the URLs of %d batches to url_lists", moved)
-
-
-def _record(row: sqlite3.Row | tuple[Any, ...]) -> BatchRecord:
-    """Turn a batches row (with last_seq appended) into a record."""
-    (num, id_, name, status, created, started, finished, options, total, parent, summary, last_seq) = row
-    return BatchRecord(
-        id=id_,
-        num=num,
-        name=name,
-        status=status,
-        created_at=created,
-        started_at=started,
-        finished_at=finished,
-        options=json.loads(options),
-        total=total,
-        parent_id=parent,
-        summary=json.loads(summary) if summary else None,
-        last_seq=last_seq or 0,
-    )
-
-
-_EVENT_COLUMNS = (
-    "batch_id",
-    "seq",
-    "type",
-    "at",
-    "idx",
-    "ok",
-    "status_code",
-    "error_kind",
-    "total_ms",
-    "bytes",
-    "data",
-)
-MAX_PARAMETERS = 8192  # per statement; fewer if this SQLite allows fewer (999 before 3.32, 32,766 since)
-
-
-@functools.lru_cache(maxsize=16)
-def _insert_events_sql(rows: int) -> str:
-    """INSERT OR IGNORE of `rows` events in one statement."""
-    one = "(" + ", ".join("?" * len(_EVENT_COLUMNS)) + ")"
-    return f"INSERT OR IGNORE INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
-
-
-def _insert_events(conn: sqlite3.Connection, rows: list[_EventRow]) -> None:
-    """Insert event rows a chunk per statement: bound in C, then run by SQLite with the GIL released.
-
-    One statement per row would take the GIL back from the hub after every row, and one JSON text
-    unpacked by SQLite would cost more CPU than binding columns. Each chunk is padded to a power of two
-    with copies of its last row, which INSERT OR IGNORE drops, so whatever the group sizes only a
-    few statements exist and sqlite3 keeps them prepared.
-    """
-    limit = min(MAX_PARAMETERS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-    per = 1 << (limit // len(_EVENT_COLUMNS)).bit_length() - 1
-    for start in range(0, len(rows), per):
-        chunk = rows[start : start + per]
-        size = 1 << (len(chunk) - 1).bit_length()
-        chunk += [chunk[-1]] * (size - len(chunk))
-        conn.execute(_insert_events_sql(size), list(itertools.chain.from_iterable(chunk)))
-
-
-def _event_rows(events: list[Event]) -> list[_EventRow]:
-    """The events table's row for each event: indexed columns of a result, then the payload's JSON."""
-    rows: list[_EventRow] = []
-    for e in events:
-        if e.type == "result":
-            # A stats Row holds (ok, status_code, error_kind, total_ms, bytes): the columns' order; ok binds as 1/0.
-            rows.append((e.batch_id, e.seq, e.type, e.at, e.data["index"], *e.row, e.data_json))
-        else:
-            rows.append((e.batch_id, e.seq, e.type, e.at, None, None, None, None, None, None, e.data_json))
-    return rows
-
-
-_BATCH_COLUMNS = (
-    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary,"
-    " (SELECT MAX(seq) FROM events e WHERE e.batch_id = b.id)"
-)
-_ROW_QUERY = (
-    "SELECT idx, ok, status_code, error_kind, total_ms, bytes FROM events WHERE batch_id = ? AND type = 'result'"
-)
-
-
 class SQLiteStore:
     """The embedded store: one SQLite file in the data folder."""
 
@@ -375,7 +80,7 @@ class SQLiteStore:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         except OSError as exc:
             raise StoreOpenError(f"the folder of the database {path} cannot be created ({exc.strerror})") from None
-        _check_file(path)
+        check_file(path)
         self.path = path
         self._flush_interval = flush_interval
         self._flush_rows = flush_rows
@@ -383,13 +88,13 @@ class SQLiteStore:
         self._reader_threads = ThreadPool(readers)
         self._readers: Queue[sqlite3.Connection] = Queue()
         try:
-            self._writer = _connect(path)
+            self._writer = connect(path)
             self._writer.executescript(SCHEMA)
-            _migrate(self._writer)
+            migrate(self._writer)
             for _ in range(readers):
-                self._readers.put(_connect(path))
+                self._readers.put(connect(path))
         except sqlite3.Error as exc:
-            raise _open_error(path, exc) from None
+            raise open_error(path, exc) from None
         self._buffer: list[Event] = []
         self._writing: list[Event] = []
         self._wake = Signal()
@@ -504,7 +209,7 @@ class SQLiteStore:
                 self._writing, self._buffer = self._buffer[:limit], self._buffer[limit:]
             started = time.perf_counter()
             try:
-                _apply(self._writer_thread, self._write_events, (self._writing, _event_rows(self._writing)))
+                _apply(self._writer_thread, self._write_events, (self._writing, event_rows(self._writing)))
             except Exception as exc:  # noqa: BLE001 - keep the events and try again rather than lose them
                 self._buffer = self._writing + self._buffer
                 self._writing = []
@@ -544,7 +249,7 @@ class SQLiteStore:
         self._note(exc)
         self._group_limit = min(self._flush_rows, MAX_GROUP)
         now = time.monotonic()
-        full = _is_full(exc)
+        full = is_full(exc)
         if self._failing is None:
             self._failing = StoreFault(
                 "failing",
@@ -603,15 +308,15 @@ class SQLiteStore:
 
     def _describe(self, exc: sqlite3.Error, doing: str) -> str:
         """A failed read's or write's message: the file and SQLite's reason, and what it means when it is known."""
-        if _is_damage(exc):
+        if is_damage(exc):
             return f"the database {self.path} is damaged ({exc}); /readyz says so until it is replaced"
-        if _is_full(exc):
+        if is_full(exc):
             return f"{doing} {self.path} failed: the disk is full ({exc})"
         return f"{doing} {self.path} failed: {exc}"
 
     def _note(self, exc: BaseException) -> None:
         """Remember it if SQLite called the file damaged."""
-        if _is_damage(exc):
+        if is_damage(exc):
             self._mark_damaged(str(exc))
 
     def _mark_damaged(self, error: str) -> None:
@@ -646,12 +351,12 @@ class SQLiteStore:
             except Exception:  # noqa: BLE001 - metrics must never cost us events
                 log.exception("store: write observer %r failed", observer)
 
-    def _write_events(self, events: list[Event], rows: list[_EventRow]) -> None:
-        """Commit a group of events (`rows` is _event_rows(events), made on the hub) in one transaction,
+    def _write_events(self, events: list[Event], rows: list[EventRow]) -> None:
+        """Commit a group of events (`rows` is event_rows(events), made on the hub) in one transaction,
         applying batch state changes to their rows."""
         with self._writer:
             self._writer.execute("BEGIN")
-            _insert_events(self._writer, rows)
+            insert_events(self._writer, rows)
             for e in events:
                 if e.type == "batch":
                     self._apply_batch_event(e)
@@ -775,8 +480,8 @@ class SQLiteStore:
     @staticmethod
     def _read_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord | None:
         """get_batch's query."""
-        row = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches b WHERE id = ?", (batch_id,)).fetchone()
-        return None if row is None else _record(row)
+        row = conn.execute(f"SELECT {BATCH_COLUMNS} FROM batches b WHERE id = ?", (batch_id,)).fetchone()
+        return None if row is None else record_of(row)
 
     def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]:
         """Batches newest first, without result rows; `before` is a cursor (num)."""
@@ -784,8 +489,8 @@ class SQLiteStore:
         def read(conn: sqlite3.Connection) -> list[BatchRecord]:
             where, args = ("WHERE num < ?", (before, limit)) if before else ("", (limit,))
             return [
-                _record(r)
-                for r in conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches b {where} ORDER BY num DESC LIMIT ?", args)
+                record_of(r)
+                for r in conn.execute(f"SELECT {BATCH_COLUMNS} FROM batches b {where} ORDER BY num DESC LIMIT ?", args)
             ]
 
         return self._read(read)
@@ -803,9 +508,9 @@ class SQLiteStore:
 
         def read(conn: sqlite3.Connection) -> list[BatchRecord]:
             return [
-                _record(r)
+                record_of(r)
                 for r in conn.execute(
-                    f"SELECT {_BATCH_COLUMNS} FROM batches b WHERE status IN ('queued', 'running') ORDER BY num"
+                    f"SELECT {BATCH_COLUMNS} FROM batches b WHERE status IN ('queued', 'running') ORDER BY num"
                 )
             ]
 
@@ -826,7 +531,7 @@ class SQLiteStore:
         def read(conn: sqlite3.Connection) -> dict[int, Row]:
             return {
                 idx: Row(bool(ok), sc, ek, ms, b or 0)
-                for idx, ok, sc, ek, ms, b in conn.execute(_ROW_QUERY, (batch_id,))
+                for idx, ok, sc, ek, ms, b in conn.execute(ROW_QUERY, (batch_id,))
             }
 
         return self._read(read)

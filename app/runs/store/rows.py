@@ -1,0 +1,95 @@
+"""How events and batches map onto table rows: the events table's columns, the multi-row insert, and a
+batches row read back as a BatchRecord."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import sqlite3
+from typing import Any
+
+from ..events import Event
+from .base import BatchRecord
+
+EventRow = tuple[str, int, str, str, int | None, bool | None, int | None, str | None, float | None, int | None, str]
+
+
+def record_of(row: sqlite3.Row | tuple[Any, ...]) -> BatchRecord:
+    """Turn a batches row (with last_seq appended) into a record."""
+    (num, id_, name, status, created, started, finished, options, total, parent, summary, last_seq) = row
+    return BatchRecord(
+        id=id_,
+        num=num,
+        name=name,
+        status=status,
+        created_at=created,
+        started_at=started,
+        finished_at=finished,
+        options=json.loads(options),
+        total=total,
+        parent_id=parent,
+        summary=json.loads(summary) if summary else None,
+        last_seq=last_seq or 0,
+    )
+
+
+EVENT_COLUMNS = (
+    "batch_id",
+    "seq",
+    "type",
+    "at",
+    "idx",
+    "ok",
+    "status_code",
+    "error_kind",
+    "total_ms",
+    "bytes",
+    "data",
+)
+MAX_PARAMETERS = 8192  # per statement; fewer if this SQLite allows fewer (999 before 3.32, 32,766 since)
+
+
+@functools.lru_cache(maxsize=16)
+def insert_events_sql(rows: int) -> str:
+    """INSERT OR IGNORE of `rows` events in one statement."""
+    one = "(" + ", ".join("?" * len(EVENT_COLUMNS)) + ")"
+    return f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
+
+
+def insert_events(conn: sqlite3.Connection, rows: list[EventRow]) -> None:
+    """Insert event rows a chunk per statement: bound in C, then run by SQLite with the GIL released.
+
+    One statement per row would take the GIL back from the hub after every row, and one JSON text
+    unpacked by SQLite would cost more CPU than binding columns. Each chunk is padded to a power of two
+    with copies of its last row, which INSERT OR IGNORE drops, so whatever the group sizes only a
+    few statements exist and sqlite3 keeps them prepared.
+    """
+    limit = min(MAX_PARAMETERS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    per = 1 << (limit // len(EVENT_COLUMNS)).bit_length() - 1
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += [chunk[-1]] * (size - len(chunk))
+        conn.execute(insert_events_sql(size), list(itertools.chain.from_iterable(chunk)))
+
+
+def event_rows(events: list[Event]) -> list[EventRow]:
+    """The events table's row for each event: indexed columns of a result, then the payload's JSON."""
+    rows: list[EventRow] = []
+    for e in events:
+        if e.type == "result":
+            # A stats Row holds (ok, status_code, error_kind, total_ms, bytes): the columns' order; ok binds as 1/0.
+            rows.append((e.batch_id, e.seq, e.type, e.at, e.data["index"], *e.row, e.data_json))
+        else:
+            rows.append((e.batch_id, e.seq, e.type, e.at, None, None, None, None, None, None, e.data_json))
+    return rows
+
+
+BATCH_COLUMNS = (
+    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary,"
+    " (SELECT MAX(seq) FROM events e WHERE e.batch_id = b.id)"
+)
+ROW_QUERY = (
+    "SELECT idx, ok, status_code, error_kind, total_ms, bytes FROM events WHERE batch_id = ? AND type = 'result'"
+)

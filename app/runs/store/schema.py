@@ -1,0 +1,156 @@
+"""The SQLite file: its schema, how it is opened and checked, how an older one is migrated, and which of
+SQLite's errors mean a damaged file or a full disk."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sqlite3
+
+from ...core.jsonutil import compact_json
+from .base import StoreOpenError
+
+log = logging.getLogger(__name__)
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    num INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    options TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    parent_id TEXT,
+    summary TEXT
+);
+-- A batch's URLs in submission order, as one JSON array: one row to write when the batch is created,
+-- not one per URL, while the batch's fetches wait for it.
+CREATE TABLE IF NOT EXISTS url_lists (
+    batch_id TEXT PRIMARY KEY,
+    urls TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    batch_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    at TEXT NOT NULL,
+    idx INTEGER,
+    ok INTEGER,
+    status_code INTEGER,
+    error_kind TEXT,
+    total_ms REAL,
+    bytes INTEGER,
+    data TEXT NOT NULL,
+    PRIMARY KEY (batch_id, seq)
+) WITHOUT ROWID;
+-- One final result per URL, enforced by the database itself.
+CREATE UNIQUE INDEX IF NOT EXISTS results_by_index ON events (batch_id, idx) WHERE type = 'result';
+"""
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open a connection in WAL mode; NORMAL sync survives a killed process (not a power cut)."""
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def check_file(path: str) -> None:
+    """Refuse what SQLite would open silently or only fail on later: a folder, an empty file, a file that
+    is not SQLite's, one shorter than its header says. A missing file is fine: it is created."""
+    afresh = "move it away to start afresh"
+    if os.path.isdir(path):
+        raise StoreOpenError(f"the database {path} is a folder, not a file; {afresh}")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreOpenError(
+            f"the database {path} cannot be read ({exc.strerror}); check its owner and permissions"
+        ) from None
+    if size == 0:
+        raise StoreOpenError(
+            f"the database {path} is an empty file (0 bytes), which greenbatch never makes: "
+            f"it was emptied or made by something else; {afresh}"
+        )
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        raise StoreOpenError(
+            f"the database {path} is not a SQLite database or is damaged (it does not start "
+            f"with SQLite's header); {afresh}"
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The header's page count is valid only while its change counter equals "version valid for" (SQLite's format),
+    # and the file may be shorter while a WAL holds pages a checkpoint could not copy yet (a full disk).
+    if pages and header[24:28] == header[92:96] and size < pages * page_size and not has_journal(path):
+        raise StoreOpenError(
+            f"the database {path} is not a SQLite database or is damaged (truncated: {size} bytes "
+            f"where its header says {pages * page_size}); {afresh}"
+        )
+
+
+def has_journal(path: str) -> bool:
+    """Whether the database has a WAL (or rollback journal) with content, which SQLite reads with the file."""
+    for suffix in ("-wal", "-journal"):
+        try:
+            if os.path.getsize(path + suffix) > 0:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def open_error(path: str, exc: sqlite3.Error) -> StoreOpenError:
+    """What to tell the operator when SQLite refuses to open or set up the database."""
+    if is_damage(exc):
+        return StoreOpenError(
+            f"the database {path} is not a SQLite database or is damaged ({exc}); move it away to start afresh"
+        )
+    if is_full(exc):
+        return StoreOpenError(f"the database {path} cannot be set up: the disk is full ({exc}); free some space")
+    return StoreOpenError(
+        f"the database {path} cannot be opened ({exc}); check that its folder is writable "
+        "and its files are the server's"
+    )
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether SQLite said the file is corrupt or not a database (its primary code; extended codes included)."""
+    return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) in DAMAGED
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether SQLite said the disk (or the database's size limit) is full."""
+    return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) == sqlite3.SQLITE_FULL
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'urls'").fetchone() is None:
+        return
+    moved = 0
+    with conn:
+        conn.execute("BEGIN")
+        rows = conn.execute("SELECT batch_id, url FROM urls ORDER BY batch_id, idx")
+        # One batch's URLs at a time, in index order (the primary key's order): memory holds one list.
+        for batch_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+            conn.execute(
+                "INSERT OR IGNORE INTO url_lists (batch_id, urls) VALUES (?, ?)",
+                (batch_id, compact_json([url for _, url in group])),
+            )
+            moved += 1
+        conn.execute("DROP TABLE urls")
+    log.info("store: moved the URLs of %d batches to url_lists", moved)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +34,7 @@ from flask import Blueprint, request
 from gevent.event import Event as Signal
 
 from ..core.jsonutil import compact_json
+from ..core.lru import LRU
 from ..core.results import FINAL_STATUSES
 from ..runs.events import Event
 from ..serve.websocket import WebSocketConnection, text_frame
@@ -232,7 +233,7 @@ def events_message(events: list[Event]) -> str:
     return '{"type":"events","events":[' + ",".join([event.json for event in events]) + "]}"
 
 
-_frames: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+_frames: LRU[tuple[str, int, int], bytes] = LRU(SHARED_FRAMES)
 
 
 def events_frame(events: list[Event]) -> bytes:
@@ -246,11 +247,7 @@ def events_frame(events: list[Event]) -> bytes:
         return text_frame(events_message(events))
     key = (first.batch_id, first.seq, last.seq)
     frame = _frames.get(key)
-    if frame is None:
-        frame = _frames[key] = text_frame(events_message(events))
-        if len(_frames) > SHARED_FRAMES:
-            _frames.popitem(last=False)
-    return frame
+    return frame if frame is not None else _frames.put(key, text_frame(events_message(events)))
 
 
 def _replay(viewer: Viewer, batch_id: str, after: int, mark: int) -> bool:

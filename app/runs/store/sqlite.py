@@ -18,7 +18,6 @@ import logging
 import os
 import sqlite3
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
@@ -30,6 +29,7 @@ from gevent.threadpool import ThreadPool
 
 from ...core.clock import now_iso
 from ...core.jsonutil import compact_json
+from ...core.lru import LRU
 from ...core.results import FINAL_STATUSES
 from ...core.stats import Row
 from ..events import Event
@@ -114,7 +114,7 @@ class SQLiteStore:
         self._commit_observers: list[Callable[[list[Event]], None]] = []
         # (batch id, after, limit) -> a full page of stored events. Committed events never change (only
         # delete_batch removes them), so a page holding `limit` events is final and can serve every viewer.
-        self._pages: OrderedDict[tuple[str, int, int], list[Event]] = OrderedDict()
+        self._pages: LRU[tuple[str, int, int], list[Event]] = LRU(REPLAY_CACHE_PAGES)
         # Shared reads in flight: key -> (serial, result, or _NOT_READ when the read failed).
         self._reads: dict[tuple[str | int, ...], tuple[int, AsyncResult[object]]] = {}
         self._read_serial = 0
@@ -387,8 +387,7 @@ class SQLiteStore:
         try:
             return self._write(delete)
         finally:
-            for key in [key for key in self._pages if key[0] == batch_id]:
-                del self._pages[key]
+            self._pages.drop(lambda key: key[0] == batch_id)
 
     def writable(self) -> bool:
         """Whether a write transaction can be opened and committed right now."""
@@ -578,18 +577,15 @@ class SQLiteStore:
         Viewers that join a running batch together ask for the same pages, so reads are shared. A full
         page is final (committed events never change): it is read once and kept. A shorter page may
         still grow, so a caller shares one only if that read started after the caller's `mark`
-        (read_mark(), taken with its unflushed() snapshot): such a read holds everything committed then.
+        (read_mark(), taken when it subscribed): such a read holds everything committed then.
         """
         key = (batch_id, after, limit)
         page = self._pages.get(key)
         if page is not None:
-            self._pages.move_to_end(key)
             return page
         page = self._shared_read(("events", *key), mark, self._read_events, *key)
         if len(page) == limit:
-            self._pages[key] = page
-            while len(self._pages) > REPLAY_CACHE_PAGES:
-                self._pages.popitem(last=False)
+            self._pages.put(key, page)
         return page
 
     def _shared_read(self, key: tuple[str | int, ...], join_after: int | None, fn: Callable[..., _T], *args: Any) -> _T:

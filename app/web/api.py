@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import csv
-import errno
 import io
-import itertools
 import json
 import logging
-import re
-from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
+from flask import Blueprint, Response, current_app, request, url_for
 
 from ..core.options import BatchOptions, ValidationError, header_problem
 from ..core.results import FINAL_STATUSES
 from ..fetch import guard
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
+from . import exports
 from .errors import ApiError, error_response
 from .services import services
 from .views import batch_json
@@ -28,28 +25,6 @@ log = logging.getLogger(__name__)
 
 MAX_DETAILS = 100  # validation problems listed in one answer; the count says how many there were
 CANCEL_SETTLE = 5.0  # seconds a cancel waits for the batch's final state to be committed before answering
-CSV_COLUMNS = (
-    "index",
-    "url",
-    "final_url",
-    "status_code",
-    "ok",
-    "error_kind",
-    "error_message",
-    "bytes",
-    "content_type",
-    "redirects",
-    "attempts",
-    "started_at",
-    "finished_at",
-    "total_ms",
-    "ttfb_ms",
-    "dns_ms",
-    "connect_ms",
-    "tls_ms",
-    "wait_ms",
-    "download_ms",
-)
 
 
 # -- reading input ---------------------------------------------------------------------------
@@ -390,14 +365,7 @@ def results(batch_id: str):
     fmt = request.args.get("format", "json")
     store = services().store
     if fmt in ("csv", "ndjson"):
-        rows = store.iter_results(batch_id, outcome=outcome)
-        # The first page is read before answering: a store that fails now gets a JSON 503, not a 200.
-        rows = itertools.chain(list(itertools.islice(rows, 1)), rows)
-        body = _csv_lines(rows) if fmt == "csv" else (json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
-        content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
-        response = Response(stream_with_context(_broken_on_failure(body, fmt, batch_id)), content_type=content_type)
-        response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{batch.id}.{fmt}"'
-        return response
+        return exports.download(store, batch.id, fmt, outcome)
     if fmt != "json":
         raise ApiError(
             400,
@@ -412,33 +380,6 @@ def results(batch_id: str):
     return {"batch_id": batch_id, "results": page, "next_after": next_after}
 
 
-class ExportBroken(ConnectionResetError):
-    """Raised into the WSGI server to end an export's chunked body without its last chunk.
-
-    A reset connection is what pywsgi (ours and gunicorn's) closes without a traceback: the cause is logged here.
-    """
-
-
-def _broken_on_failure(lines: Iterator[str], fmt: str, batch_id: str) -> Iterator[str]:
-    """An export's lines; if the store fails midway, an error line, then a broken body (never a clean short 200).
-
-    Raising while the body streams makes the server close the connection without the chunked encoding's
-    last chunk, so curl, requests and browsers report an incomplete download.
-    """
-    try:
-        yield from lines
-    except StoreError as exc:
-        message = f"the export of batch {batch_id} stopped: {exc}; this file is incomplete"
-        log.error("%s", message, extra={"batch_id": batch_id})
-        if fmt == "csv":
-            buffer = io.StringIO()
-            csv.writer(buffer, quoting=csv.QUOTE_ALL).writerow(["error", message])
-            yield buffer.getvalue()
-        else:
-            yield json.dumps({"error": {"code": "store_unavailable", "message": message, "details": []}}) + "\n"
-        raise ExportBroken(errno.ECONNRESET, message) from exc
-
-
 @bp.get("/batches/<batch_id>/events")
 def events(batch_id: str):
     """Stored events after a sequence number (`after`, `limit`): what clients without websockets poll."""
@@ -448,60 +389,3 @@ def events(batch_id: str):
     page = services().store.events(batch_id, after, limit)
     last = page[-1]["seq"] if page else after
     return {"batch_id": batch_id, "status": batch.status, "events": page, "last_seq": last, "more": len(page) == limit}
-
-
-def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
-    """Results as CSV, one line at a time, every field quoted and spreadsheet formulas defused."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
-
-    def line(values: list[Any]) -> str:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow(values)
-        return buffer.getvalue()
-
-    yield line(list(CSV_COLUMNS))
-    for r in rows:
-        error = r.get("error") or {}
-        t = r.get("timings") or {}
-        yield line(
-            [
-                _cell(v)
-                for v in (
-                    r["index"],
-                    r["url"],
-                    r.get("final_url"),
-                    r.get("status_code"),
-                    r.get("ok"),
-                    error.get("kind"),
-                    error.get("message"),
-                    r.get("bytes"),
-                    r.get("content_type"),
-                    len(r.get("redirects") or []),
-                    r.get("attempts"),
-                    r.get("started_at"),
-                    r.get("finished_at"),
-                    t.get("total"),
-                    t.get("ttfb"),
-                    t.get("dns"),
-                    t.get("connect"),
-                    t.get("tls"),
-                    t.get("wait"),
-                    t.get("download"),
-                )
-            ]
-        )
-
-
-# Where a spreadsheet may start a cell: the field's start, or a separator inside it (a `;`-splitting locale
-# cuts "text/html;=1+2" in two), past spaces and quotes; there, a formula trigger (ASCII or full-width) or a
-# tab or CR gets a `'` before it.
-_FORMULA_START = re.compile(r'(^|[;,\t\r\n])([ "]*)(?=[-=+@\t\r\uff1d\uff0b\uff0d\uff20])')
-
-
-def _cell(value: Any) -> Any:
-    """Defuse text a spreadsheet would run as a formula (targets control content types and URLs)."""
-    if isinstance(value, str):
-        return _FORMULA_START.sub(r"\1\2'", value)
-    return value

@@ -23,10 +23,9 @@ import re
 import socket
 import ssl
 import time
-import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import certifi
@@ -38,7 +37,8 @@ from geventhttpclient.response import HTTPParseError, HTTPResponse
 from requests.utils import requote_uri
 
 from . import guard
-from .base import DECODE_CHUNK, USER_AGENT, AddrInfo, Hop, Resolver, body_cap, hop_timings, ms
+from .base import USER_AGENT, AddrInfo, Hop, Resolver, body_cap, hop_timings, ms
+from .decode import ACCEPT_ENCODING, DECODE_ERRORS, content_decoders, decoded
 from .errors import (
     FetchError,
     body_read_timeout,
@@ -50,15 +50,8 @@ from .errors import (
     unresolved,
 )
 
-try:
-    import brotli
-except ImportError:  # pragma: no cover - brotli comes with geventhttpclient
-    brotli = None
-
 DEFAULT_PORTS = {"http": 80, "https": 443}
 RECV_SIZE = 64 * 1024
-MAX_ENCODINGS = 5  # like urllib3: a longer Content-Encoding chain is refused
-ACCEPT_ENCODING = "gzip, deflate, br" if brotli else "gzip, deflate"
 # What requests sends by default; a batch's own headers replace these (names compared case-insensitively).
 BASE_HEADERS = (
     ("User-Agent", USER_AGENT),
@@ -307,12 +300,12 @@ class FastTransport:
     def _read_body(sock: socket.socket, response: _Response, url: str, max_bytes: int) -> int:
         """Count the decoded body as it streams; past the cap, stop (the caller drops the connection)."""
         cap = body_cap(response.status_code, response.info(), max_bytes)
-        decoders = _decoders(response.get("Content-Encoding"))
+        decoders = content_decoders(response.get("Content-Encoding"))
         size = 0
         try:
             while True:
                 if decoders:
-                    for piece in _decoded(response.take(), decoders):
+                    for piece in decoded(response.take(), decoders):
                         size += len(piece)
                         if size > cap:
                             break
@@ -324,7 +317,7 @@ class FastTransport:
                     return size
         except TimeoutError:
             raise body_read_timeout(url) from None
-        except (zlib.error, _BrotliError) as exc:
+        except DECODE_ERRORS as exc:
             raise undecodable(url, exc) from None
         except (HTTPParseError, OSError) as exc:
             raise broken_body(url, exc) from None
@@ -467,128 +460,3 @@ def _still_open(sock: socket.socket) -> bool:
         return not poller.poll(0)
     except (OSError, ValueError):
         return False
-
-
-# -- content decoding ------------------------------------------------------------------------
-
-_BrotliError = brotli.error if brotli else zlib.error
-
-
-class _Inflate:
-    """gzip or deflate, DECODE_CHUNK decoded bytes at a time."""
-
-    def __init__(self, gzip: bool):
-        self._gzip = gzip
-        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
-        self._members = 0  # gzip members finished before the current one
-        self._ended = False
-        # deflate is zlib-wrapped by the spec and raw in practice: decided on the first output, as urllib3 does.
-        self._trying: bytes | None = None if gzip else b""
-
-    def pieces(self, data: bytes) -> Iterator[bytes]:
-        """Decoded output of the next compressed bytes, in pieces of at most DECODE_CHUNK."""
-        if self._trying is not None:
-            yield from self._first(data)
-        else:
-            yield from self._inflate(data)
-
-    def _first(self, data: bytes) -> Iterator[bytes]:
-        """deflate's first bytes: zlib-wrapped if they decode as such, else raw deflate from the start."""
-        self._trying = cast(bytes, self._trying) + data  # pieces() calls this only while it is bytes
-        try:
-            out = self._obj.decompress(data, DECODE_CHUNK)
-        except zlib.error:
-            self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
-            data, self._trying = self._trying, None
-            yield from self._inflate(data)
-            return
-        if not out and not self._obj.eof and len(self._trying) <= RECV_SIZE:
-            return  # undecided: zlib holds the bytes so far
-        self._trying = None
-        if out:
-            yield out
-        yield from self._inflate(self._obj.unconsumed_tail)
-
-    def _inflate(self, data: bytes) -> Iterator[bytes]:
-        """Inflate with a bound on each step's output; gzip members may follow one another."""
-        while not self._ended:
-            if self._obj.eof:
-                if not self._gzip:
-                    self._ended = True  # bytes after the deflate stream are ignored
-                    return
-                data = self._obj.unused_data + data
-                if not data:
-                    return  # the next member, if any, comes with the next bytes
-                self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                self._members += 1
-            try:
-                out = self._obj.decompress(data, DECODE_CHUNK)
-            except zlib.error:
-                if self._members:
-                    self._ended = True  # junk after the last gzip member: ignored, as urllib3 does
-                    return
-                raise
-            if out:
-                yield out
-            data = self._obj.unconsumed_tail
-            if not data and len(out) < DECODE_CHUNK and not self._obj.eof:
-                return
-
-
-class _Brotli:
-    """br, about DECODE_CHUNK decoded bytes at a time (Brotli 1.2's output_buffer_limit)."""
-
-    def __init__(self) -> None:
-        self._obj = brotli.Decompressor()
-
-    def pieces(self, data: bytes) -> Iterator[bytes]:
-        """Decoded output of the next compressed bytes, in bounded pieces."""
-        out = self._obj.process(data, output_buffer_limit=DECODE_CHUNK)
-        while out and not self._obj.is_finished():
-            yield out
-            # Output beyond the limit waits inside the decompressor, even when it says it can take more input.
-            out = self._obj.process(b"", output_buffer_limit=DECODE_CHUNK)
-        if out:
-            yield out
-
-
-class _Decoder(Protocol):
-    """One content coding's decoder (_Inflate, _Brotli)."""
-
-    def pieces(self, data: bytes) -> Iterator[bytes]: ...
-
-
-_DECODERS: dict[str, Callable[[], _Decoder]] = {
-    "gzip": lambda: _Inflate(gzip=True),
-    "x-gzip": lambda: _Inflate(gzip=True),
-    "deflate": lambda: _Inflate(gzip=False),
-}
-if brotli is not None:
-    _DECODERS["br"] = _Brotli
-
-
-def _decoders(content_encoding: str | None) -> list[_Decoder]:
-    """Decoders for a Content-Encoding, first applied first; unknown codings pass through (as in urllib3)."""
-    if not content_encoding:
-        return []
-    names = [name.strip().lower() for name in content_encoding.split(",")]
-    known = [name for name in names if name in _DECODERS]
-    if len(known) > MAX_ENCODINGS:
-        raise FetchError(
-            "other", f"the response has {len(known)} content encodings; at most {MAX_ENCODINGS} are decoded"
-        )
-    return [_DECODERS[name]() for name in reversed(known)]
-
-
-def _decoded(data: bytes, decoders: list[_Decoder]) -> Iterator[bytes]:
-    """Raw body bytes through every decoder in turn, lazily, so no stage holds more than one step's output."""
-    pieces: Iterable[bytes] = (data,)
-    for decoder in decoders:
-        pieces = _through(decoder, pieces)
-    return iter(pieces)
-
-
-def _through(decoder: _Decoder, pieces: Iterable[bytes]) -> Iterator[bytes]:
-    """One decoding stage."""
-    for piece in pieces:
-        yield from decoder.pieces(piece)

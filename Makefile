@@ -18,8 +18,9 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(VENV)/.installed $@
 
+# exec: no shell between make and the server, so a Ctrl-C that ends in a clean stop is not reported as an "Interrupt".
 run: $(VENV)/.installed
-	GREENBATCH_DATA_DIR=$${GREENBATCH_DATA_DIR:-./data} $(BIN)/python wsgi.py
+	GREENBATCH_DATA_DIR=$${GREENBATCH_DATA_DIR:-./data} exec $(BIN)/python wsgi.py
 
 # The house's rules (pyproject.toml): style, the one-way layers, and strict types below Flask.
 lint: $(VENV)/.installed-dev

@@ -14,7 +14,7 @@ import sys
 
 from app import create_app
 from app.core.config import Config, ConfigError
-from app.serve.server import configure_logging, serve
+from app.serve.server import configure_logging, listen, serve
 
 
 def load_config(argv: list[str] | None = None) -> Config:
@@ -31,11 +31,12 @@ if __name__ == "__main__":
     try:
         config = load_config()
         configure_logging(config)
+        listener = listen(config)  # first: a taken port must stop us before anything of the data folder is touched
         application = create_app(config)
+        sys.exit(serve(application, listener))
     except ConfigError as exc:
         print(f"greenbatch: cannot start: {exc}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(serve(application, config))
 else:
     try:
         app = create_app()

@@ -210,6 +210,13 @@ class Engine:
         """Fetches in flight right now across every batch (holding a server-wide slot)."""
         return sum(run.running for run in self._runs.values())
 
+    def stop_now(self) -> None:
+        """Stop starting work and kill every fetch in flight (a second Ctrl-C): their URLs resume on the next start."""
+        self._stopping = True
+        for run in self._runs.values():
+            if run.pool is not None:
+                run.pool.kill(block=False)
+
     def shutdown(self, grace: float = 5.0) -> None:
         """Stop starting work; give in-flight fetches `grace` seconds, then leave the rest for resume."""
         self._stopping = True

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..core.config import Config, ConfigError, env_name
 from ..fetch import guard
+from .datadir import DataDirLock, lock_data_dir
 from .engine import Engine
 from .events import EventBus
 from .reader import BatchReader
@@ -22,6 +23,7 @@ class Services:
     bus: EventBus
     engine: Engine
     reader: BatchReader
+    lock: DataDirLock  # held until the process exits, not released by close()
 
     def close(self, grace: float = 5.0) -> None:
         """Let in-flight fetches finish within `grace`, then commit and close the store."""
@@ -29,8 +31,15 @@ class Services:
         self.store.close()
 
 
-def build(config: Config) -> Services:
-    """Wire the store, the bus and the engine for one process; ConfigError when the database is unusable."""
+def build(config: Config, lock: DataDirLock | None = None) -> Services:
+    """Wire the store, the bus and the engine for one process; ConfigError when a setting is unusable, the
+    folder is taken or the database is unusable."""
+    try:
+        policy = guard.Policy.from_settings(config.allow_private, config.allow_targets, config.deny_targets)
+    except ValueError as exc:  # the message names the variable and the entry
+        raise ConfigError(str(exc)) from None
+    if lock is None:
+        lock = lock_data_dir(config.data_dir)  # before the store opens: another server may be writing to it
     try:
         store = SQLiteStore(
             config.db_path, config.flush_interval, config.flush_rows, check_every=config.integrity_check_interval
@@ -38,14 +47,13 @@ def build(config: Config) -> Services:
     except StoreOpenError as exc:
         raise ConfigError(f"{exc}, or set {env_name('data_dir')}") from None
     bus = EventBus(store)
-    policy = guard.Policy.from_settings(config.allow_private, config.allow_targets, config.deny_targets)
     engine = Engine(config, store, bus, policy)
-    return Services(config, store, bus, engine, BatchReader(store, engine))
+    return Services(config, store, bus, engine, BatchReader(store, engine), lock)
 
 
-def start(config: Config) -> Services:
+def start(config: Config, lock: DataDirLock | None = None) -> Services:
     """Build the services and queue the batches an earlier process left unfinished; ConfigError when unusable."""
-    built = build(config)
+    built = build(config, lock)
     try:
         built.engine.resume_unfinished()
     except StoreError as exc:  # the batches it reads are damaged, or the disk fails

@@ -3,22 +3,25 @@ graceful stop on signals."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import signal
+import socket
 
 import gevent
 import gevent.event
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
-from ..core.config import Config
+from ..core.config import Config, ConfigError, env_name
 from ..web import auth, ops
 from . import logs
 from .handler import Handler, HandlerSettings, HttpTimeouts, close_all
 from .websocket import WebSocketLimits
 
 log = logging.getLogger("greenbatch")
+LISTEN_BACKLOG = 1024  # connections the kernel holds while the connection cap keeps the accept loop waiting
 GC_THRESHOLD = 20_000  # allocations between young-generation collections (CPython's default: 700)
 
 
@@ -52,8 +55,30 @@ def prepare(server, app) -> None:
     ops.count_websockets(app, lambda: len(settings.ws_connections))
 
 
-def serve(app, config: Config) -> int:
-    """Serve until SIGTERM or SIGINT, then stop accepting, let fetches finish, flush the store; exit 0.
+def listen(config: Config) -> socket.socket:
+    """The listening socket, bound before anything else starts; ConfigError when the address cannot be had."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.host, config.port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"{config.host}:{config.port} is in use (another greenbatch?); use {env_name('port')}={config.port + 1}"
+            ) from None
+        raise ConfigError(
+            f"cannot listen on {config.host}:{config.port} ({exc.strerror}); check {env_name('host')} and "
+            f"{env_name('port')}"
+        ) from None
+    return sock
+
+
+def serve(app, listener: socket.socket | None = None) -> int:
+    """Serve until SIGTERM or SIGINT, then stop accepting, let fetches finish, flush the store; exit 0. A second
+    signal stops the fetches at once. `listener` is listen()'s socket (bound before the app was built).
 
     SIGHUP reads the API tokens again (auth.reload_tokens). The caps come from the app's config, which
     create_app fitted to the open-file limit.
@@ -61,7 +86,7 @@ def serve(app, config: Config) -> int:
     config = app.config["GREENBATCH"]
     # A full pool stops the accept loop: further clients wait in the listen queue, not in our descriptors.
     server = WSGIServer(
-        (config.host, config.port),
+        listener or (config.host, config.port),
         app,
         handler_class=Handler,
         spawn=Pool(config.max_connections),
@@ -78,7 +103,13 @@ def serve(app, config: Config) -> int:
     stopped = gevent.event.Event()
 
     def stop(signum: int) -> None:
-        log.info("received %s: stopping (grace %.0f s)", signal.Signals(signum).name, config.shutdown_grace)
+        name = signal.Signals(signum).name
+        if stopped.is_set():
+            # A second Ctrl-C: the person wants out now; what was in flight runs again on the next start.
+            log.warning("received %s again: stopping now; URLs that were in flight resume on the next start", name)
+            app.extensions["greenbatch"].engine.stop_now()
+            return
+        log.info("received %s: stopping (grace %.0f s; send it again to stop at once)", name, config.shutdown_grace)
         stopped.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

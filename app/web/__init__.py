@@ -7,6 +7,7 @@ import os
 from flask import Flask
 
 from ..core.config import Config
+from ..runs.datadir import lock_data_dir
 from ..runs.openfiles import fit_open_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,12 +19,14 @@ def create_app(config: Config | None = None) -> Flask:
 
     # Before the engine is built: its in-flight cap and the connection cap must fit the open-file limit.
     config = fit_open_files(config or Config.from_env())
+    # First of all: nothing of the data folder (keys, sessions, the store) is touched while another server holds it.
+    lock = lock_data_dir(config.data_dir)
     app = Flask(__name__, template_folder=os.path.join(ROOT, "templates"), static_folder=os.path.join(ROOT, "static"))
     app.config.update(GREENBATCH=config, MAX_CONTENT_LENGTH=config.max_request_bytes)
     app.json.sort_keys = False
     errors.init_app(app)
     auth.init_app(app)
-    built = services.init_app(app, config)
+    built = services.init_app(app, config, lock)
     ops.init_app(app, built)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)

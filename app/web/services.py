@@ -5,15 +5,16 @@ from __future__ import annotations
 from flask import Flask, current_app
 
 from ..core.config import Config
+from ..runs.datadir import DataDirLock
 from ..runs.services import Services, start
 
 EXTENSION = "greenbatch"
 
 
-def init_app(app: Flask, config: Config) -> Services:
+def init_app(app: Flask, config: Config, lock: DataDirLock) -> Services:
     """Build the services, resume what an earlier process left unfinished, and attach them to the app."""
     # Before the server accepts anything, so resumed batches keep their place ahead of new ones.
-    built = start(config)
+    built = start(config, lock)
     app.extensions[EXTENSION] = built
     return built
 

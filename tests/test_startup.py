@@ -123,3 +123,13 @@ def test_make_run_stopped_with_ctrl_c_ends_without_make_reporting_an_interrupt(t
     printed = log.read_text(errors="replace")
     assert "stopped cleanly" in printed
     assert "Interrupt" not in printed and "Error" not in printed, printed
+
+
+def test_start_up_says_which_addresses_will_be_fetched(make_server, target, tmp_path):
+    allowed = make_server()  # the fixtures allow the target's address
+    assert f"fetch policy: public addresses only; also allowed: 127.0.0.1:{target.port}" in allowed.log()
+    default = make_server(env={"GREENBATCH_ALLOW_TARGETS": ""}, data_dir=tmp_path / "default")
+    assert (
+        "fetch policy: public addresses only; to fetch a server on this machine, start with "
+        "GREENBATCH_ALLOW_TARGETS=127.0.0.1:<its port>" in default.log()
+    )

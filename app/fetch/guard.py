@@ -834,6 +834,17 @@ class Policy:
             denied_names=DeniedNames(by_name, getaddrinfo) if by_name else None,
         )
 
+    def describe(self) -> str:
+        """The policy in one line, for the start-up log: what may be fetched besides public addresses."""
+        parts = ["public and private addresses" if self.allow_private else "public addresses only"]
+        if self.allow:
+            parts.append("also allowed: " + ", ".join(entry.text for entry in self.allow))
+        elif not self.allow_private:
+            parts.append(f"to fetch a server on this machine, start with {ALLOW_VAR}=127.0.0.1:<its port>")
+        if self.deny:
+            parts.append("always denied: " + ", ".join(entry.text for entry in self.deny))
+        return "; ".join(parts)
+
     def check_address(self, ip: str, port: int, host: str | None = None) -> None:
         """Return if connecting to ip:port (for the URL's host) is allowed; raise Blocked naming the rule."""
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ..core.config import Config, ConfigError, env_name
@@ -11,6 +12,8 @@ from .engine import Engine
 from .events import EventBus
 from .reader import BatchReader
 from .store import SQLiteStore, Store, StoreError, StoreOpenError
+
+log = logging.getLogger("greenbatch")
 
 
 @dataclass
@@ -38,6 +41,8 @@ def build(config: Config, lock: DataDirLock | None = None) -> Services:
         policy = guard.Policy.from_settings(config.allow_private, config.allow_targets, config.deny_targets)
     except ValueError as exc:  # the message names the variable and the entry
         raise ConfigError(str(exc)) from None
+    # What a newcomer checking a local server needs to see first: whether 127.0.0.1:8081 will be fetched.
+    log.info("fetch policy: %s", policy.describe())
     if lock is None:
         lock = lock_data_dir(config.data_dir)  # before the store opens: another server may be writing to it
     try:

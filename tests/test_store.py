@@ -5,23 +5,14 @@ import sqlite3
 import gevent
 import pytest
 
-from app.core.stats import row_of
 from app.runs.events import Event
 from app.runs.store import SQLiteStore
+from tests.support.events import result_event
 
 
 def result(seq: int, index: int, batch_id: str = "b") -> Event:
     """A result event as the engine makes it."""
-    data = {
-        "index": index,
-        "url": f"http://a.test/{index}",
-        "status_code": 200,
-        "ok": True,
-        "error": None,
-        "bytes": 3,
-        "timings": {"total": 1.5},
-    }
-    return Event(batch_id, seq, "result", data, row=row_of(data))
+    return result_event(batch_id, seq, index)
 
 
 @pytest.mark.parametrize("parameter_limit", [None, 999], ids=["this-sqlite", "sqlite-before-3.32"])

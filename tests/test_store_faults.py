@@ -18,9 +18,9 @@ import gevent
 import pytest
 import requests
 
-from app.core.stats import row_of
 from app.runs.events import Event
 from app.runs.store import SQLiteStore
+from tests.support.events import result_event
 from tests.support.server import ROOT, GreenbatchServer, error_of
 
 FINAL = ("done", "cancelled", "failed")
@@ -159,16 +159,7 @@ def test_a_server_stopped_while_its_disk_is_full_exits_at_once_and_the_next_star
 
 def result(batch_id: str, seq: int) -> Event:
     """A result event as the engine makes it, big enough that a full disk shows soon."""
-    data = {
-        "index": seq - 1,
-        "url": f"http://a.test/{seq}?pad={PAD}",
-        "status_code": 200,
-        "ok": True,
-        "error": None,
-        "bytes": 3,
-        "timings": {"total": 1.5},
-    }
-    return Event(batch_id, seq, "result", data, row=row_of(data))
+    return result_event(batch_id, seq, seq - 1, f"?pad={PAD}")
 
 
 def test_events_that_cannot_be_committed_wait_in_order_and_reach_the_observers_once_when_space_returns(small_disk):

@@ -102,8 +102,8 @@ class Viewer:
         return out
 
     def _fresh_of_one_batch(self, events: list[Event]) -> list[Event]:
-        """fresh() for a one-batch view, whose every list (a stored page, the uncommitted events, the live
-        queue) is in seq order: what it already has is a head to skip, what follows the final event a tail."""
+        """fresh() for a one-batch view, whose every list (a stored page, the live queue of committed events) is
+        in seq order: what it already has is a head to skip, what follows the final event a tail."""
         if not events:
             return events
         batch_id = events[0].batch_id

@@ -96,7 +96,6 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise open_error(path, exc) from None
         self._buffer: list[Event] = []
-        self._writing: list[Event] = []
         self._wake = Signal()
         self._hurry = Signal()  # set by flush() or a full group: commit now, not at the end of flush_interval
         self._shut = Signal()  # set by close(): no more pauses between retries
@@ -204,15 +203,14 @@ class SQLiteStore:
             self._hurry.clear()
             limit = self._group_limit
             if limit is None or len(self._buffer) <= limit:
-                self._writing, self._buffer = self._buffer, []
+                writing, self._buffer = self._buffer, []
             else:
-                self._writing, self._buffer = self._buffer[:limit], self._buffer[limit:]
+                writing, self._buffer = self._buffer[:limit], self._buffer[limit:]
             started = time.perf_counter()
             try:
-                _apply(self._writer_thread, self._write_events, (self._writing, event_rows(self._writing)))
+                _apply(self._writer_thread, self._write_events, (writing, event_rows(writing)))
             except Exception as exc:  # noqa: BLE001 - keep the events and try again rather than lose them
-                self._buffer = self._writing + self._buffer
-                self._writing = []
+                self._buffer = writing + self._buffer
                 self._commit_failed(exc)
                 if self._closed:
                     log.error(
@@ -226,13 +224,12 @@ class SQLiteStore:
                 self._retry_pause = min(self._retry_pause * 2, RETRY_PAUSE_MAX)
                 self._wake.set()
                 continue
-            self._observe_write(time.perf_counter() - started, len(self._writing))
-            committed, self._writing = self._writing, []
+            self._observe_write(time.perf_counter() - started, len(writing))
             if self._failing is not None:
                 self._commits_work_again()
-            self._stored += len(committed)
+            self._stored += len(writing)
             for observer in self._commit_observers:
-                observer(committed)  # on the hub, in commit order: live viewers see only what is stored
+                observer(writing)  # on the hub, in commit order: live viewers see only what is stored
             if self._flushes:
                 for waiter in [w for w in self._flushes if w[0] <= self._stored]:
                     waiter[1].set()

@@ -12,6 +12,7 @@ const textarea = byId('urls');
 const gutter = byId('gutter');
 const marks = byId('marks');
 const errorList = byId('url-errors');
+const errorSummary = byId('url-summary');
 const urlCount = byId('url-count');
 
 // Problems the server found, by the line they were on: {line, url, message}.
@@ -102,8 +103,31 @@ function goToLine(line) {
   syncScroll();
 }
 
+// The GREENBATCH_ALLOW_TARGETS value a refusal's message asks for ("restart with ..."), or null.
+function allowHint(message) {
+  const match = /GREENBATCH_ALLOW_TARGETS=(\S+)/.exec(message || '');
+  return match ? match[1].replace(/[.,;:)'"]+$/, '') : null;
+}
+
+// One line over the list when every refusal has the same fix: the allow-list entries they ask for, together.
+function showErrorSummary(errors) {
+  const hints = errors.map((err) => allowHint(err.message));
+  if (!errors.length || hints.includes(null)) {
+    errorSummary.hidden = true;
+    return;
+  }
+  const entries = [...new Set(hints.flatMap((hint) => hint.split(',')).filter((entry) => entry))];
+  errorSummary.replaceChildren(
+    'This server does not fetch local or private addresses. Restart it with ',
+    h('code', null, `GREENBATCH_ALLOW_TARGETS=${entries.join(',')}`),
+    ' to allow them.',
+  );
+  errorSummary.hidden = false;
+}
+
 function showUrlErrors(errors, capped) {
   urlErrors = errors;
+  showErrorSummary(errors);
   errorList.replaceChildren(...errors.map((err) => h('li', { dataset: { line: String(err.line) }, tabindex: '0', title: 'Go to this line' },
     h('span', { class: 'line num' }, `line ${err.line}`), ': ',
     h('span', { class: 'url' }, err.url), ' — ',
@@ -149,17 +173,104 @@ function csvFirstColumn(text) {
   return urls.filter((u) => u);
 }
 
-fileInput.addEventListener('change', async () => {
-  const file = fileInput.files[0];
-  if (!file) return;
-  const text = (await file.text()).replace(/^\uFEFF/, '').replace(/\r\n?/g, '\n');
+const SNIFF_BYTES = 8192;
+
+// The file's text, or why it is refused: the server takes UTF-8 text, so the CLI and the page refuse the rest.
+async function fileText(file) {
+  const notText = { problem: `${file.name} is not a text file (it has NUL bytes); load a .txt or .csv of URLs.` };
+  const notUtf8 = { problem: `${file.name} is not UTF-8 text; save it as UTF-8, or load a .txt or .csv of URLs.` };
+  // The first few KB judge most binaries (images, archives) without reading a large file whole.
+  const head = new Uint8Array(await file.slice(0, SNIFF_BYTES).arrayBuffer());
+  if (head.includes(0)) return notText;
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(head, { stream: true }); // a character cut at the end is fine
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(await file.arrayBuffer());
+    return text.includes('\0') ? notText : { text };
+  } catch {
+    return notUtf8;
+  }
+}
+
+// The file a batch is named after when the name field is empty, and the editor text it loaded.
+let loaded = null; // {name, text}
+const nameInput = byId('name');
+const namePlaceholder = nameInput.placeholder;
+
+function showFileNote(text, isError) {
+  fileNote.textContent = text;
+  fileNote.classList.toggle('error-text', Boolean(isError));
+}
+
+// Text the user typed (not what a file loaded and nobody changed) is only replaced when they say so.
+function mayReplace(file) {
+  const current = textarea.value;
+  if (!current.trim() || (loaded && current === loaded.text)) return true;
+  const lines = current.split('\n').filter((line) => line.trim()).length;
+  return window.confirm(`Replace the ${fmtInt(lines)} line${lines === 1 ? '' : 's'} in the editor with ${file.name}? Cancel keeps them.`);
+}
+
+async function loadFile(file) {
+  const { text: raw, problem } = await fileText(file);
+  if (problem) {
+    showFileNote(problem, true);
+    return;
+  }
+  if (!mayReplace(file)) {
+    showFileNote(`${file.name} not loaded; the editor keeps its text.`, false);
+    return;
+  }
+  const text = raw.replace(/^\uFEFF/, '').replace(/\r\n?/g, '\n');
   const isCsv = /\.csv$/i.test(file.name) || file.type === 'text/csv';
   textarea.value = isCsv ? csvFirstColumn(text).join('\n') : text.replace(/\n+$/, '');
+  loaded = { name: file.name.slice(0, Number(nameInput.maxLength) || 200), text: textarea.value };
+  nameInput.placeholder = `${loaded.name} (the file's name)`;
   const count = parseLines(textarea.value).length;
-  fileNote.textContent = `Loaded ${fmtInt(count)} URL${count === 1 ? '' : 's'} from ${file.name}`;
-  fileInput.value = ''; // picking the same file again reloads it
+  showFileNote(`Loaded ${fmtInt(count)} URL${count === 1 ? '' : 's'} from ${file.name}`, false);
   showUrlErrors([], false);
   clearErrors();
+}
+
+fileInput.addEventListener('change', async () => {
+  const file = fileInput.files[0];
+  fileInput.value = ''; // picking the same file again reloads it
+  if (file) await loadFile(file);
+});
+
+// A file dropped on the editor loads as if picked; dropped text still goes into the text as usual.
+const editor = byId('editor');
+const carriesFiles = (event) => Boolean(event.dataTransfer) && [...event.dataTransfer.types].includes('Files');
+editor.addEventListener('dragover', (event) => {
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  event.dataTransfer.dropEffect = 'copy';
+  editor.classList.add('dropping');
+});
+editor.addEventListener('dragleave', (event) => {
+  if (!editor.contains(event.relatedTarget)) editor.classList.remove('dropping');
+});
+editor.addEventListener('drop', (event) => {
+  editor.classList.remove('dropping');
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  const file = event.dataTransfer.files[0];
+  if (file) loadFile(file);
+});
+
+// A file dropped beside the editor is ignored: the browser would otherwise open it and lose the page's text.
+const besideEditor = (event) => carriesFiles(event) && !editor.contains(event.target);
+window.addEventListener('dragover', (event) => {
+  if (!besideEditor(event)) return;
+  event.preventDefault();
+  event.dataTransfer.dropEffect = 'none';
+});
+window.addEventListener('drop', (event) => { if (besideEditor(event)) event.preventDefault(); });
+
+// An emptied editor no longer holds the file: the batch is not named after it.
+textarea.addEventListener('input', () => {
+  if (loaded && !textarea.value.trim()) {
+    loaded = null;
+    nameInput.placeholder = namePlaceholder;
+  }
 });
 
 // ---- submit ------------------------------------------------------------------------------------
@@ -173,6 +284,8 @@ function fieldError(field, message) {
   if (!node) return false;
   node.textContent = message;
   node.hidden = false;
+  const section = node.closest('details');
+  if (section) section.open = true; // an error in the Advanced section must not stay folded away
   const input = node.parentElement.querySelector('input, select, textarea');
   if (input) input.setAttribute('aria-invalid', 'true');
   return true;
@@ -203,6 +316,9 @@ function parseHeaders(text) {
   return { headers };
 }
 
+const MiB = 1024 * 1024;
+const fmtMiB = (bytes) => String(Math.round((bytes / MiB) * 1000) / 1000);
+
 // A number input as a number, its raw text when it is not one (the server names the problem), or nothing.
 function numberOption(id) {
   const raw = byId(id).value.trim();
@@ -225,8 +341,10 @@ form.addEventListener('submit', async (event) => {
     fieldError('options.headers', problem);
     return;
   }
-  const options = { method: byId('method').value, accept_status: byId('accept_status').value.trim(), headers };
-  for (const id of ['concurrency', 'timeout', 'max_redirects', 'retries']) {
+  const options = {
+    method: byId('method').value, accept_status: byId('accept_status').value.trim(), headers, client: byId('client').value,
+  };
+  for (const id of ['concurrency', 'timeout', 'max_redirects', 'retries', 'max_bytes', 'connect_timeout', 'per_host']) {
     if (byId(id).validity.badInput) {
       fieldError(`options.${id}`, 'must be a number');
       return;
@@ -234,7 +352,16 @@ form.addEventListener('submit', async (event) => {
     const value = numberOption(id);
     if (value !== undefined) options[id] = value;
   }
-  const body = { urls: entries.map((e) => e.url), name: byId('name').value.trim(), options };
+  if (typeof options.max_bytes === 'number') {
+    // The field is in MiB, the API in bytes: the server's limit is said here in the field's unit.
+    const limit = Number(config.maxBodyBytes);
+    options.max_bytes = Math.round(options.max_bytes * MiB);
+    if (options.max_bytes > limit) {
+      fieldError('options.max_bytes', `must be at most ${fmtMiB(limit)} MiB (server limit)`);
+      return;
+    }
+  }
+  const body = { urls: entries.map((e) => e.url), name: nameInput.value.trim() || (loaded ? loaded.name : ''), options };
 
   submitButton.disabled = true;
   submitButton.textContent = 'Starting…';
@@ -375,16 +502,17 @@ function newRow() {
     bar: h('div', { class: 'progress small', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100' },
       h('span', { class: 'seg ok' }), h('span', { class: 'seg failed' }), h('span', { class: 'seg cancelled' }),
       h('span', { class: 'seg running' })),
-    done: h('td', { class: 'num' }),
-    ok: h('td', { class: 'num ok-text' }),
-    failed: h('td', { class: 'num failed-text' }),
-    p50: h('td', { class: 'num' }),
-    rate: h('td', { class: 'num' }),
-    created: h('td', { class: 'num muted' }),
+    // data-label: the column's name, shown on each cell when the list is laid out as cards.
+    done: h('td', { class: 'num col-done', dataset: { label: 'Done' } }),
+    ok: h('td', { class: 'num col-ok ok-text', dataset: { label: 'OK' } }),
+    failed: h('td', { class: 'num col-failed failed-text', dataset: { label: 'Failed' } }),
+    p50: h('td', { class: 'num col-p50', dataset: { label: 'p50' } }),
+    rate: h('td', { class: 'num col-rate', dataset: { label: 'URLs/s' } }),
+    created: h('td', { class: 'num col-created muted', dataset: { label: 'Created' } }),
   };
   const tr = h('tr', { class: 'batch-row' },
     h('td', { class: 'col-name' }, cells.name, cells.id),
-    h('td', null, cells.status),
+    h('td', { class: 'col-status' }, cells.status),
     h('td', { class: 'col-progress' }, cells.bar),
     cells.done, cells.ok, cells.failed, cells.p50, cells.rate, cells.created);
   return { tr, cells };

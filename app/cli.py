@@ -451,10 +451,8 @@ def follow_and_save(
             click.echo(line, err=True)
         save_results(client, batch, fmt or "csv", output, failed_only=False)
     except KeyboardInterrupt:
-        click.echo(
-            f"stopped following; batch {batch['id']} goes on running on the server. Re-attach with:\n  {reattach}",
-            err=True,
-        )
+        where = "has ended" if batch["status"] in FINAL_STATUSES else "goes on running on the server"
+        click.echo(f"stopped following; batch {batch['id']} {where}. Re-attach with:\n  {reattach}", err=True)
         return EXIT_INTERRUPTED
     counts = batch["counts"]
     return EXIT_OK if counts["ok"] == counts["total"] else EXIT_FAILED

@@ -1,21 +1,27 @@
 # greenbatch: `make run` serves the dashboard on http://127.0.0.1:8000 (data in ./data/); `make test` runs
-# `make lint`, then the suite.
+# `make lint`, then the suite; `make cli ARGS='...'` runs the command line client.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench readme clean
+.PHONY: run test lint bench readme cli clean
 
 $(BIN)/activate:
+	@echo "greenbatch: creating $(VENV) (first run only)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: requirements.txt | $(BIN)/activate
+# The project itself goes in editable (--no-deps: the pins above are the dependencies), for $(BIN)/greenbatch.
+$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/activate
+	@echo "greenbatch: installing dependencies into $(VENV) (about a minute, first run only)"
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/activate
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/activate
+	@echo "greenbatch: installing dependencies and development tools into $(VENV) (a few minutes, first run only)"
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --quiet --no-deps -e .
 	touch $(VENV)/.installed $@
 
 # exec: no shell between make and the server, so a Ctrl-C that ends in a clean stop is not reported as an "Interrupt".
@@ -34,6 +40,10 @@ test: lint
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The command line client: make cli ARGS='submit urls.txt --follow' (the same as $(BIN)/greenbatch submit ...).
+cli: $(VENV)/.installed
+	@$(BIN)/greenbatch $(ARGS)
 
 readme: $(VENV)/.installed
 	$(BIN)/python -c 'from app.core.config import update_readme; update_readme("README.md")'

@@ -1,27 +1,35 @@
-"""Command line client: submit a file of URLs to a greenbatch server, follow it, save the results.
+"""Command line client: submit files of URLs to a greenbatch server, follow batches, fetch their results.
 
-    python -m app.cli submit urls.txt [--server URL] [--token T] [--follow]
-                                      [--format csv|ndjson] [--output FILE]
-                                      [--concurrency N] [--timeout S] [--name NAME]
+    greenbatch submit urls.txt [--follow] [--output FILE] [--format csv|ndjson] [batch options]
+    greenbatch follow ID | status ID | results ID [--failed] | cancel ID | list
+    (or `python -m app.cli ...` from the checkout; every command takes --server URL and --token T)
 
-It talks to the JSON API over HTTP with requests and never imports the server's code (no gevent, no
-monkey patching). Every number it prints comes from the API, so it agrees with the dashboard.
+It talks to the JSON API over HTTP with requests and never imports the server's code (no Flask, no gevent,
+no monkey patching). Every number it prints comes from the API, so it agrees with the dashboard.
 
-Exit status: 0 when the batch was submitted (without --follow) or every URL ended ok; 1 when any URL
-failed or was cancelled; 2 for a usage error, a refused batch, or a server that cannot be reached.
+Exit status: 0 when the command did its job (with --follow or follow: when every URL ended ok); 1 when any URL
+failed or was cancelled; 2 for a usage error, a refused request, or a server that cannot be reached or is not
+greenbatch; 130 when Ctrl-C stopped it.
 """
 
 from __future__ import annotations
 
-import argparse
+import csv
 import datetime as dt
+import io
+import json
 import os
+import re
+import shlex
+import shutil
 import sys
 import time
-from collections.abc import Iterable
-from typing import Any, BinaryIO, NoReturn, TextIO
-from urllib.parse import urljoin
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+from urllib.parse import quote, urljoin
 
+import click
 import requests
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -31,11 +39,40 @@ PLAIN_EVERY = 2.0  # seconds between progress lines when stderr is not a termina
 REQUEST_TIMEOUT = 30.0  # seconds one API call may take
 POLL_GIVE_UP = 30.0  # seconds of failed polls before the CLI stops following
 BAR_WIDTH = 30
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# The API's option fields as the flags that set them, so a server's complaint names what the user typed.
+FLAG_OF_FIELD = {"headers": "-H/--header", "header": "-H/--header", "name": "--name"}
 
 
 class CliError(Exception):
     """A problem the user must fix (exit 2); the message says what and how."""
+
+
+class ServerError(CliError):
+    """An error answer in greenbatch's envelope: {"error": {"code", "message", "details"}}."""
+
+    def __init__(self, status: int, code: str, message: str, details: list[Any]):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+    def __str__(self) -> str:
+        lines = [f"the server answered {self.status}: {self.message}"]
+        for detail in self.details[:10]:
+            if isinstance(detail, dict) and detail.get("message") and detail["message"] not in self.message:
+                lines.append(f"  {flag_of(str(detail.get('field', '')))} {detail['message']}".rstrip())
+        if len(self.details) > 10:
+            lines.append(f"  ... and {len(self.details) - 10} more")
+        if self.status == 401:
+            lines.append("Pass --token TOKEN or set GREENBATCH_TOKEN.")
+        return "\n".join(lines)
+
+
+def flag_of(field_name: str) -> str:
+    """An API field as the command line flag that sets it: options.max_redirects -> --max-redirects."""
+    if field_name.startswith("options."):
+        field_name = field_name.removeprefix("options.")
+        return FLAG_OF_FIELD.get(field_name, "--" + field_name.replace("_", "-"))
+    return FLAG_OF_FIELD.get(field_name, field_name)
 
 
 # -- talking to the server -------------------------------------------------------------------
@@ -45,61 +82,110 @@ class Client:
     """The greenbatch JSON API at one base URL, with an optional bearer token."""
 
     def __init__(self, server: str, token: str | None):
-        self.server = server.rstrip("/") + "/"
+        if "://" not in server:
+            server = "http://" + server
+        self.base = server.rstrip("/")
+        self.server = self.base + "/"
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "greenbatch-cli"
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """One call; connection problems and error answers become CliError with the server's message."""
+    def call(
+        self, method: str, path: str, expect: tuple[str, ...] = ("application/json",), **kwargs: Any
+    ) -> requests.Response:
+        """One call (path relative to the server, or a batch's link); errors become CliError in plain words."""
+        url = urljoin(self.server, path)
         kwargs.setdefault("timeout", REQUEST_TIMEOUT)
         try:
-            response = self.session.request(method, url, **kwargs)
+            # greenbatch's API never redirects: a redirect means --server points somewhere else.
+            response = self.session.request(method, url, allow_redirects=False, **kwargs)
         except requests.ConnectionError as exc:
             raise CliError(
-                f"cannot reach greenbatch at {self.server} ({_reason(exc)}); is the server running? "
-                "Pass --server URL or set GREENBATCH_SERVER."
+                f"the server is not reachable at {self.base} ({_reason(exc)}). Start one with `make run` in the "
+                "greenbatch checkout, or pass --server URL (or set GREENBATCH_SERVER)."
             ) from None
         except requests.Timeout:
-            raise CliError(f"greenbatch at {self.server} did not answer within {REQUEST_TIMEOUT:g} s") from None
+            raise CliError(f"greenbatch at {self.base} did not answer within {REQUEST_TIMEOUT:g} s") from None
         except requests.RequestException as exc:
             raise CliError(f"request to {url} failed: {exc}") from None
-        if response.status_code >= 400:
-            raise CliError(_error_text(response))
+        kind = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+        if response.status_code >= 300:
+            raise self._error(response, kind)
+        if kind not in expect:
+            raise self._stranger(response, kind)
         return response
 
-    def submit(
-        self, text: str, is_csv: bool, name: str | None, concurrency: int | None, timeout: float | None
+    def json(
+        self, method: str, path: str, keys: Iterable[str] = ("id", "status", "counts", "links"), **kwargs: Any
     ) -> dict[str, Any]:
-        """POST the URLs as text (the server parses lines, comments and CSV) and return the new batch."""
-        params = {
-            k: v for k, v in (("name", name), ("concurrency", concurrency), ("timeout", timeout)) if v is not None
-        }
-        content_type = "text/csv" if is_csv else "text/plain"
-        response = self.request(
-            "POST",
-            self.server + "api/v1/batches",
-            params=params,
-            data=text.encode("utf-8"),
-            headers={"Content-Type": f"{content_type}; charset=utf-8"},
-        )
-        return response.json()
+        """A call whose answer is a JSON object holding `keys`; anything else is not greenbatch talking."""
+        response = self.call(method, path, **kwargs)
+        try:
+            body = response.json()
+        except ValueError:
+            raise self._stranger(response, "application/json") from None
+        if not isinstance(body, dict) or not set(keys) <= set(body):
+            raise self._stranger(response, "application/json")
+        return body
 
-    def batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def _error(self, response: requests.Response, kind: str) -> CliError:
+        """An error answer: the server's own words when it is greenbatch's envelope."""
+        try:
+            error = response.json()["error"]
+            return ServerError(response.status_code, error["code"], error["message"], list(error.get("details") or []))
+        except (ValueError, KeyError, TypeError):
+            return self._stranger(response, kind)
+
+    def _stranger(self, response: requests.Response, kind: str) -> CliError:
+        """What --server answered when it does not speak greenbatch's API (never its body: it may be a page)."""
+        answered = f"{response.status_code} {kind or 'without a Content-Type'}"
+        if response.is_redirect:
+            answered = f"{response.status_code}, a redirect to {response.headers.get('Location', '?')}"
+        hint = ""
+        if response.status_code in (502, 503, 504):
+            hint = "; a proxy in front of greenbatch may not reach it"
+        return CliError(f"{self.base} does not look like a greenbatch server (it answered {answered}){hint}")
+
+    def submit(self, urls: list[str], name: str | None, options: dict[str, Any]) -> dict[str, Any]:
+        """POST the URLs as JSON and return the new batch."""
+        body: dict[str, Any] = {"urls": urls, "options": options}
+        if name is not None:
+            body["name"] = name
+        return self.json("POST", "api/v1/batches", json=body)
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
         """The batch as the server shows it now."""
-        return self.request("GET", self.link(batch, "self")).json()
+        return self.json("GET", f"api/v1/batches/{quote(batch_id, safe='')}")
 
-    def download(self, batch: dict[str, Any], fmt: str, out: BinaryIO) -> None:
-        """Stream every result of the batch in `fmt` (csv or ndjson) into `out`."""
-        response = self.request("GET", self.link(batch, fmt), stream=True)
+    def batches(self, limit: int) -> dict[str, Any]:
+        """The newest batches, newest first."""
+        return self.json("GET", "api/v1/batches", keys=("batches",), params={"limit": limit})
+
+    def cancel(self, batch_id: str) -> dict[str, Any]:
+        """Cancel a queued or running batch; the answer is the batch once it has settled."""
+        return self.json("POST", f"api/v1/batches/{quote(batch_id, safe='')}/cancel")
+
+    def download(self, batch: dict[str, Any], fmt: str, failed_only: bool, out: BinaryIO) -> None:
+        """Stream the batch's results (all, or those that did not end ok) in `fmt` (csv or ndjson) into `out`."""
+        params = {"outcome": "failed"} if failed_only else {}
+        expect = ("text/csv",) if fmt == "csv" else ("application/x-ndjson",)
+        response = self.call("GET", batch["links"][fmt], expect=expect, params=params, stream=True)
+        written = 0
         with response:
-            for chunk in response.iter_content(64 * 1024):
-                out.write(chunk)
+            try:
+                for chunk in response.iter_content(64 * 1024):
+                    out.write(chunk)
+                    written += len(chunk)
+            except requests.RequestException:
+                raise CliError(
+                    f"the results of batch {batch['id']} broke off after {written} bytes (the server stopped or "
+                    "could not read its store); what was written is incomplete: fetch them again"
+                ) from None
 
-    def link(self, batch: dict[str, Any], name: str) -> str:
-        """An absolute URL for one of the batch's links (they carry the proxy's path prefix, if any)."""
-        return urljoin(self.server, batch["links"][name])
+    def page_url(self, batch_id: str) -> str:
+        """The batch's page on the dashboard."""
+        return f"{self.server}batches/{quote(batch_id, safe='')}"
 
 
 def _reason(exc: Exception) -> str:
@@ -111,89 +197,174 @@ def _reason(exc: Exception) -> str:
     return text[:200]
 
 
-def _error_text(response: requests.Response) -> str:
-    """What an error answer says: the envelope's message and each detail, or the status line."""
+# -- the file of URLs ------------------------------------------------------------------------
+
+
+@dataclass
+class UrlList:
+    """The URLs of a file, each with the line it came from (blank lines and '#' comments are skipped)."""
+
+    label: str
+    urls: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+
+    def add(self, url: str, line: int) -> None:
+        """Keep a line's URL unless the line is blank or a comment, as the server and the dashboard do."""
+        url = url.strip()
+        if url and not url.startswith("#"):
+            self.urls.append(url)
+            self.lines.append(line)
+
+
+def read_urls(source: str, as_csv: bool) -> UrlList:
+    """The URLs of a file (or of standard input for "-"): one per line, or a CSV file's first column."""
+    label = "standard input" if source == "-" else source
     try:
-        error = response.json()["error"]
-        message, details = error["message"], error.get("details") or []
-    except (ValueError, KeyError, TypeError):
-        return f"the server answered {response.status_code} {response.reason}: {response.text[:300]}"
-    lines = [f"the server refused ({response.status_code}): {message}"]
-    for detail in details[:10]:
-        where = detail.get("field", "")
-        shown = f" {detail['url']!r}" if "url" in detail else ""
-        lines.append(f"  {where}{shown}: {detail.get('message', '')}")
-    if len(details) > 10:
-        lines.append(f"  ... and {len(details) - 10} more")
-    if response.status_code == 401:
-        lines.append("Pass --token TOKEN or set GREENBATCH_TOKEN.")
-    return "\n".join(lines)
+        if source == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(source, "rb") as handle:
+                raw = handle.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {source}: {exc.strerror}") from None
+    if b"\x00" in raw:
+        raise CliError(f"{label} looks like a binary file (it holds NUL bytes), not a list of URLs")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{label} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    found = UrlList(label)
+    if as_csv:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        start = 1
+        try:
+            for row in reader:
+                found.add(row[0] if row else "", start)
+                start = reader.line_num + 1
+        except csv.Error as exc:  # e.g. a quote never closed
+            raise CliError(f"{label} cannot be read as CSV (line {reader.line_num}): {exc}") from None
+        if found.urls and "://" not in found.urls[0]:  # a header row such as "url"
+            del found.urls[0], found.lines[0]
+    else:
+        for number, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
+            found.add(line, number)
+    if not found.urls:
+        raise CliError(f"{label} has no URLs (blank lines and lines starting with # are skipped)")
+    return found
+
+
+def refused_lines(urls: UrlList, error: ServerError) -> list[str]:
+    """`urls.txt line 7: <why>` for each URL the server refused, by its line in the file (none if not that error)."""
+    if error.code != "invalid_urls":
+        return []
+    details = [d for d in error.details if isinstance(d, dict) and isinstance(d.get("index"), int)]
+    if not details or not all(0 <= d["index"] < len(urls.lines) for d in details):
+        return []
+    lines = [
+        f"{urls.label} line {urls.lines[d['index']]}: {d.get('message', 'refused')} ({d.get('url')})" for d in details
+    ]
+    counted = re.match(r"(\d+) of \d+ URLs", error.message)  # the server lists its first 100 problems
+    if counted and int(counted.group(1)) > len(details):
+        lines.append(f"... and {int(counted.group(1)) - len(details)} more")
+    return lines
 
 
 # -- showing progress ------------------------------------------------------------------------
 
 
 class Progress:
-    """A live progress line on a terminal (redrawn in place), or a plain line every few seconds otherwise."""
+    """Live progress on stderr: click's bar redrawn in place on a terminal, a plain line every few seconds otherwise."""
 
-    def __init__(self, stream: TextIO, is_tty: bool):
-        self.stream = stream
-        self.is_tty = is_tty
+    def __init__(self, batch: dict[str, Any]):
+        self.is_tty = sys.stderr.isatty()
         self._last_plain = 0.0
         self._last_line = ""
-
-    def show(self, batch: dict[str, Any]) -> None:
-        """Draw the batch's progress."""
-        line = progress_line(batch, bar=self.is_tty)
+        self.bar: Any = None
         if self.is_tty:
-            self.stream.write("\r\x1b[K" + line)
-            self.stream.flush()
-        elif line != self._last_line and time.monotonic() - self._last_plain >= PLAIN_EVERY:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+            self.bar = click.progressbar(
+                length=max(batch["counts"]["total"], 1),
+                file=sys.stderr,
+                bar_template="[%(bar)s]  %(info)s",
+                show_pos=True,
+                show_percent=False,
+                show_eta=False,
+                fill_char="#",
+                empty_char=".",
+                width=BAR_WIDTH,
+                item_show_func=lambda text: text,
+            )
+
+    def __enter__(self) -> Progress:
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)  # ends the line and shows the cursor again, also on Ctrl-C
+
+    def show(self, batch: dict[str, Any], trouble: str = "") -> None:
+        """Draw the batch's progress, with what is wrong with the server, if anything."""
+        text = progress_text(batch) + (f"  ({trouble})" if trouble else "")
+        if self.bar is not None:
+            step = max(0, finished(batch) - self.bar.pos)
+            self.bar.update(step, text)
+            if not step:
+                self.bar.render_progress()  # the counts or the rate changed; update() redraws only on a step
+            return
+        line = f"batch {batch['id']} {batch['status']}: {finished(batch)}/{batch['counts']['total']}  {text}"
+        final = batch["status"] in FINAL_STATUSES
+        if line != self._last_line and (final or time.monotonic() - self._last_plain >= PLAIN_EVERY):
+            click.echo(line, err=True)
             self._last_plain = time.monotonic()
             self._last_line = line
 
-    def end(self, batch: dict[str, Any]) -> None:
-        """The final progress line, then move on."""
-        line = progress_line(batch, bar=self.is_tty)
-        if self.is_tty:
-            self.stream.write("\r\x1b[K" + line + "\n")
-        elif line != self._last_line:
-            self.stream.write(line + "\n")
-        self.stream.flush()
 
-
-def progress_line(batch: dict[str, Any], bar: bool) -> str:
-    """`[#####.....] 512/1000  ok 500  failed 12  85.3 URLs/s`, the bar only for terminals."""
+def finished(batch: dict[str, Any]) -> int:
+    """URLs that have ended, however they ended."""
     counts = batch["counts"]
-    finished = counts["ok"] + counts["failed"] + counts["cancelled"]
-    total = counts["total"] or 1
-    rate = batch["stats"].get("urls_per_s")
-    parts = [f"{finished}/{counts['total']}", f"ok {counts['ok']}", f"failed {counts['failed']}"]
+    return int(counts["ok"] + counts["failed"] + counts["cancelled"])
+
+
+def progress_text(batch: dict[str, Any]) -> str:
+    """`ok 500  failed 12  85.3 URLs/s  about 6 s left`: what the bar does not show."""
+    counts = batch["counts"]
+    parts = [f"ok {counts['ok']}", f"failed {counts['failed']}"]
     if counts["cancelled"]:
         parts.append(f"cancelled {counts['cancelled']}")
-    parts.append(f"{rate:g} URLs/s" if rate is not None else "- URLs/s")
-    text = "  ".join(parts)
-    if bar:
-        filled = BAR_WIDTH * finished // total
-        return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {text}"
-    return f"batch {batch['id']} {batch['status']}: {text}"
+    rate = batch["stats"].get("urls_per_s")
+    if rate:
+        parts.append(f"{rate:g} URLs/s")
+        seconds_left = (counts["total"] - finished(batch)) / rate
+        if seconds_left >= 1 and batch["status"] not in FINAL_STATUSES:
+            parts.append(f"about {seconds_left:.0f} s left")
+    return "  ".join(parts)
 
 
 def summary_lines(batch: dict[str, Any]) -> list[str]:
-    """The final summary: counts, latency percentiles and throughput, errors by kind, statuses."""
+    """The batch in a few lines: counts, latency percentiles and throughput, errors by kind, statuses."""
     counts, stats = batch["counts"], batch["stats"]
     took = _seconds_between(batch.get("started_at"), batch.get("finished_at"))
-    lines = [
-        f"batch {batch['id']} ({batch['name']}) {batch['status']}"
-        + (f" in {took:.1f} s" if took is not None else "")
-        + f": {counts['total']} URLs, {counts['ok']} ok, {counts['failed']} failed, "
-        f"{counts['cancelled']} cancelled"
-    ]
-    latency = ", ".join(f"{p} {_ms(stats.get(p + '_ms'))}" for p in ("p50", "p90", "p99"))
-    rate = stats.get("urls_per_s")
-    lines.append(f"latency {latency}" + (f"; {rate:g} URLs/s" if rate is not None else ""))
+    head = f"batch {batch['id']}" + (f" ({batch['name']})" if batch.get("name") else "") + f" {batch['status']}"
+    if took is not None:
+        head += f" in {took:.1f} s"
+    total, ok, failed = counts["total"], counts["ok"], counts["failed"]
+    if batch["status"] == "cancelled":
+        head += f": {total} URLs, {ok + failed} fetched ({ok} ok, {failed} failed), {counts['cancelled']} cancelled"
+    elif batch["status"] in FINAL_STATUSES:
+        head += f": {total} URLs, {ok} ok, {failed} failed" + (
+            f", {counts['cancelled']} cancelled" if counts["cancelled"] else ""
+        )
+    else:
+        head += (
+            f": {finished(batch)} of {total} URLs done, {ok} ok, {failed} failed, "
+            f"{counts.get('running', 0)} running, {counts.get('pending', 0)} pending"
+        )
+    lines = [head]
+    if stats.get("p50_ms") is not None:
+        latency = ", ".join(f"{p} {_ms(stats.get(p + '_ms'))}" for p in ("p50", "p90", "p99"))
+        rate = stats.get("urls_per_s")
+        lines.append(f"latency {latency}" + (f"; {rate:g} URLs/s" if rate else ""))
     if stats.get("by_error"):
         lines.append("errors: " + ", ".join(f"{kind} {n}" for kind, n in _by_count(stats["by_error"])))
     if stats.get("by_status"):
@@ -215,136 +386,387 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
     """Seconds between two of the API's timestamps."""
     if not start or not end:
         return None
-    parse = lambda s: dt.datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731 - Python 3.10 lacks "Z"
-    return (parse(end) - parse(start)).total_seconds()
+    return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
 
 
-# -- the submit command ----------------------------------------------------------------------
+# -- following a batch -----------------------------------------------------------------------
 
 
-def follow(client: Client, batch: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """Poll the batch until it is final, showing progress; survive a server that blips for a while."""
+def program() -> str:
+    """How to run this CLI again: `greenbatch` when that is on PATH, else the path it ran from, or python -m app.cli."""
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) != "greenbatch":
+        return "python -m app.cli"
+    found = shutil.which("greenbatch")
+    if found and os.path.exists(script) and os.path.samefile(found, script):
+        return "greenbatch"
+    relative = os.path.relpath(script)
+    return shlex.quote(script if relative.startswith("..") else relative)
+
+
+def reattach_command(client: Client, batch_id: str, fmt: str | None, output: str | None, typed_token: bool) -> str:
+    """The command that follows this batch again, with the same output; a typed --token is left as a placeholder."""
+    words = ["follow", batch_id, "--server", client.base]
+    if fmt:
+        words += ["--format", fmt]
+    if output:
+        words += ["--output", output]
+    command = program() + " " + shlex.join(words)
+    return command + (" --token TOKEN" if typed_token else "")
+
+
+def wait_for_end(client: Client, batch: dict[str, Any], reattach: str) -> dict[str, Any]:
+    """Poll the batch until it is final, showing progress; ride out a server that blips for up to POLL_GIVE_UP s."""
     failing_since: float | None = None
-    while batch["status"] not in FINAL_STATUSES:
-        progress.show(batch)
-        time.sleep(POLL_INTERVAL)
-        try:
-            batch = client.batch(batch)
-            failing_since = None
-        except CliError:
-            failing_since = failing_since or time.monotonic()
-            if time.monotonic() - failing_since > POLL_GIVE_UP:
-                raise
-    progress.end(batch)
-    return batch
+    with Progress(batch) as progress:
+        while True:
+            trouble = ""
+            if failing_since is not None:
+                trouble = f"no answer from the server for {time.monotonic() - failing_since:.0f} s; retrying"
+            progress.show(batch, trouble)
+            if batch["status"] in FINAL_STATUSES:
+                return batch
+            time.sleep(POLL_INTERVAL)
+            try:
+                batch = client.batch(batch["id"])
+                failing_since = None
+            except CliError as exc:
+                if isinstance(exc, ServerError) and exc.status < 500:
+                    raise  # the server answered and refused (the batch is gone, the token expired): waiting won't help
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > POLL_GIVE_UP:
+                    raise CliError(f"{exc}\nThe batch may still be running; re-attach with:\n  {reattach}") from None
 
 
-def read_urls(source: str) -> str:
-    """The text of the URL file, or of standard input for "-"."""
-    if source == "-":
-        return sys.stdin.read()
+def follow_and_save(
+    client: Client, batch: dict[str, Any], fmt: str | None, output: str | None, typed_token: bool, news: str = ""
+) -> int:
+    """Print `news`, follow a batch to its end, print its summary and write its results; Ctrl-C says how to re-attach."""
+    reattach = reattach_command(client, batch["id"], fmt, output, typed_token)
     try:
-        with open(source, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise CliError(f"cannot read {source}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise CliError(f"{source} is not UTF-8 text") from None
-
-
-def submit(args: argparse.Namespace) -> int:
-    """Submit, and with --follow wait, summarize and write the results; returns the exit status."""
-    if not args.follow and (args.output or args.format):
-        raise CliError("--output and --format need --follow: results exist once the batch has run")
-    client = Client(args.server, args.token)
-    text = read_urls(args.file)
-    is_csv = args.file.lower().endswith(".csv")
-    batch = client.submit(text, is_csv, args.name, args.concurrency, args.timeout)
-    print(
-        f"batch {batch['id']} queued: {batch['counts']['total']} URLs ({client.link(batch, 'self')})", file=sys.stderr
-    )
-    if not args.follow:
-        print(batch["id"])
-        return EXIT_OK
-    progress = Progress(sys.stderr, sys.stderr.isatty())
-    try:
-        batch = follow(client, batch, progress)
+        if news:  # inside the try: a Ctrl-C right after it is announced still says how to re-attach
+            click.echo(news, err=True)
+        batch = wait_for_end(client, batch, reattach)
+        for line in summary_lines(batch):
+            click.echo(line, err=True)
+        save_results(client, batch, fmt or "csv", output, failed_only=False)
     except KeyboardInterrupt:
-        print(f"\nstopped following; batch {batch['id']} goes on running on the server", file=sys.stderr)
-        return 130
-    for line in summary_lines(batch):
-        print(line, file=sys.stderr)
-    fmt = args.format or "csv"
-    if args.output:
-        with open(args.output, "wb") as out:
-            client.download(batch, fmt, out)
-        print(f"results written to {args.output} ({fmt})", file=sys.stderr)
-    else:
-        client.download(batch, fmt, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+        where = "has ended" if batch["status"] in FINAL_STATUSES else "goes on running on the server"
+        click.echo(f"stopped following; batch {batch['id']} {where}. Re-attach with:\n  {reattach}", err=True)
+        return EXIT_INTERRUPTED
     counts = batch["counts"]
     return EXIT_OK if counts["ok"] == counts["total"] else EXIT_FAILED
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command line."""
-    top = argparse.ArgumentParser(prog="python -m app.cli", description="greenbatch command line client.")
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub = commands.add_parser(
-        "submit",
-        help="submit a file of URLs as a batch",
-        description="Submit URLs (one per line; '#' lines and blanks skipped; a .csv file's "
-        "first column) as a batch. Exit 0 when every URL ended ok, 1 when any "
-        "did not (with --follow), 2 on errors.",
-    )
-    sub.add_argument("file", help="file of URLs, or - for standard input")
-    sub.add_argument(
+def save_results(client: Client, batch: dict[str, Any], fmt: str, output: str | None, failed_only: bool) -> None:
+    """Write the results to `output` (complete or not at all: through a .part file) or to standard output."""
+    if not output:
+        client.download(batch, fmt, failed_only, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    partial = output + ".part"
+    try:
+        with open(partial, "wb") as out:
+            client.download(batch, fmt, failed_only, out)
+        os.replace(partial, output)
+    except OSError as exc:
+        raise CliError(f"cannot write {output}: {exc.strerror}") from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    click.echo(f"results written to {output} ({fmt})", err=True)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+class Number(click.ParamType[Any]):
+    """A whole number or a number of seconds with a floor, refused in plain words."""
+
+    def __init__(self, whole: bool, floor: float, floor_allowed: bool = True):
+        self.whole, self.floor, self.floor_allowed = whole, floor, floor_allowed
+        self.name = "N" if whole else "SECONDS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+        flag = max(param.opts, key=len) if param is not None else "the value"
+        text = str(value).strip()
+        try:
+            number = int(text) if self.whole else float(text)
+        except ValueError:
+            kind = "a whole number" if self.whole else "a number of seconds"
+            raise click.UsageError(f"{flag} must be {kind}, not {value!r}", ctx) from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise click.UsageError(f"{flag} must be a finite number of seconds, not {value!r}", ctx)
+        if number < self.floor or (number == self.floor and not self.floor_allowed):
+            bound = f"at least {self.floor:g}" if self.floor_allowed else f"above {self.floor:g}"
+            raise click.UsageError(f"{flag} must be {bound}, not {value!r}", ctx)
+        return number
+
+
+def whole(floor: int) -> Number:
+    """A whole number of at least `floor`."""
+    return Number(True, floor)
+
+
+SECONDS = Number(False, 0, floor_allowed=False)
+
+
+def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--server and --token, which every command takes."""
+    command = click.option(
+        "--token",
+        envvar="GREENBATCH_TOKEN",
+        metavar="TOKEN",
+        help="API token, when the server requires one (or set GREENBATCH_TOKEN).",
+    )(command)
+    return click.option(
         "--server",
-        default=os.environ.get("GREENBATCH_SERVER") or DEFAULT_SERVER,
-        help=f"greenbatch base URL (GREENBATCH_SERVER, default {DEFAULT_SERVER})",
+        envvar="GREENBATCH_SERVER",
+        default=DEFAULT_SERVER,
+        show_default=True,
+        metavar="URL",
+        help="The greenbatch server (or set GREENBATCH_SERVER).",
+    )(command)
+
+
+def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--format and --output, for the commands that write results."""
+    command = click.option(
+        "--output", "-o", metavar="FILE", help="Write the results to FILE (whole, or not at all) instead of stdout."
+    )(command)
+    return click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), help="Results format (default csv).")(
+        command
     )
-    sub.add_argument("--token", default=os.environ.get("GREENBATCH_TOKEN") or None, help="API token (GREENBATCH_TOKEN)")
-    sub.add_argument(
-        "--follow", action="store_true", help="wait for the batch, show progress on stderr, then write the results"
-    )
-    sub.add_argument("--format", choices=("csv", "ndjson"), help="results format with --follow (default csv)")
-    sub.add_argument("--output", metavar="FILE", help="write the results here instead of standard output")
-    sub.add_argument("--concurrency", type=_positive_int, metavar="N", help="fetches in flight for this batch")
-    sub.add_argument("--timeout", type=_positive_float, metavar="S", help="total deadline per URL, in seconds")
-    sub.add_argument("--name", help="a name for the batch")
-    sub.set_defaults(run=submit)
-    return top
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def typed_token() -> bool:
+    """Whether --token was typed on the command line (then a re-attach command cannot show it)."""
+    return click.get_current_context().get_parameter_source("token") == click.core.ParameterSource.COMMANDLINE
 
 
-def _positive_float(text: str) -> float:
-    """argparse type: a number above 0."""
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be above 0")
-    return value
+def batch_options(**given: Any) -> dict[str, Any]:
+    """The API's options from the flags the user gave (the server applies its defaults to the rest)."""
+    options = {
+        key: value for key, value in given.items() if value is not None and key not in ("headers", "no_redirects")
+    }
+    if given["no_redirects"]:
+        if given["max_redirects"]:
+            raise click.UsageError("--no-redirects and --max-redirects contradict each other; give one")
+        options["max_redirects"] = 0
+    if given["headers"]:
+        options["headers"] = parse_headers(given["headers"])
+    return options
 
 
-def fail(message: str) -> NoReturn:
-    """Print an error for the user and exit 2."""
-    print(f"greenbatch: {message}", file=sys.stderr)
-    sys.exit(EXIT_USAGE)
+def parse_headers(items: Iterable[str]) -> dict[str, str]:
+    """-H 'Name: value' items as a headers object (the server checks names and values)."""
+    headers: dict[str, str] = {}
+    for item in items:
+        name, colon, value = item.partition(":")
+        name, value = name.strip(" \t"), value.strip(" \t")
+        if not colon or not name:
+            raise click.UsageError(f"-H {item!r} must be written 'Name: value'")
+        repeated = [known for known in headers if known.lower() == name.lower()]
+        if repeated:
+            raise click.UsageError(f"-H gives the header {name!r} twice ({repeated[0]!r} first); give each once")
+        headers[name] = value
+    return headers
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    help="Submit files of URLs to a greenbatch server, follow the batches and fetch their results.\n\n"
+    "Exit status: 0 when the command did its job (for submit --follow and follow: every URL ended ok), 1 when "
+    "any URL failed or was cancelled, 2 for a usage error, a refused request or a server that cannot be "
+    "reached, 130 when Ctrl-C stopped it.",
+)
+def cli() -> None:
+    """The greenbatch command line."""
+
+
+@cli.command(
+    short_help="Submit a file of URLs as a batch.",
+    help="Submit the URLs in FILE (one per line; blank lines and # comments skipped; a .csv file's first column) "
+    "as a batch; FILE - reads standard input. Without --follow, print the batch id. Options the batch does not "
+    "set take the server's defaults.",
+)
+@click.argument("file")
+@click.option("--follow", is_flag=True, help="Show live progress until the batch ends, print a summary, write results.")
+@output_options
+@click.option("--name", help="Name of the batch (default: FILE's name).")
+@click.option("--csv", "as_csv", is_flag=True, help="Read FILE as CSV (automatic for .csv files).")
+@click.option("--concurrency", type=whole(1), help="Fetches in flight for this batch.")
+@click.option("--per-host", type=whole(0), help="Most fetches in flight to one host (0: no cap).")
+@click.option("--timeout", type=SECONDS, help="Total deadline per URL, redirects and retries included.")
+@click.option("--connect-timeout", type=SECONDS, help="Time to open one connection.")
+@click.option("--method", type=click.Choice(["GET", "HEAD"], case_sensitive=False), help="HTTP method (default GET).")
+@click.option("--max-redirects", type=whole(0), help="Redirects followed per URL.")
+@click.option("--no-redirects", is_flag=True, help="Follow no redirects (the same as --max-redirects 0).")
+@click.option("--retries", type=whole(0), help="Retries on connection errors.")
+@click.option("--accept-status", metavar="CODES", help="Statuses that count as ok, e.g. 200-299,404.")
+@click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="A request header; repeat it.")
+@click.option("--max-bytes", type=whole(0), help="Cap on decoded body bytes per URL.")
+@click.option("--client", type=click.Choice(["fast", "requests"]), help="The HTTP client the server uses.")
+@connection_options
+def submit(
+    file: str,
+    follow: bool,
+    fmt: str | None,
+    output: str | None,
+    name: str | None,
+    as_csv: bool,
+    server: str,
+    token: str | None,
+    **given: Any,
+) -> int:
+    """Submit a file of URLs; with --follow wait, summarize and write the results."""
+    if not follow and (output or fmt):
+        raise click.UsageError("--output and --format need --follow: results exist once the batch has run")
+    options = batch_options(**given)
+    urls = read_urls(file, as_csv or file.lower().endswith(".csv"))
+    if name is None and file != "-":
+        name = os.path.basename(file)
+    client = Client(server, token)
+    try:
+        batch = client.submit(urls.urls, name, options)
+    except ServerError as exc:
+        lines = refused_lines(urls, exc)
+        if not lines:
+            raise CliError(f"{exc}\nnothing was submitted") from None
+        for line in lines:
+            click.echo(line, err=True)
+        raise CliError("nothing was submitted; fix those lines and submit again") from None
+    news = f"batch {batch['id']} queued: {batch['counts']['total']} URLs; watch it at {client.page_url(batch['id'])}"
+    if follow:
+        return follow_and_save(client, batch, fmt, output, typed_token(), news)
+    click.echo(news, err=True)
+    click.echo(batch["id"])
+    return EXIT_OK
+
+
+@cli.command(
+    short_help="Follow a batch to its end, then write its results.",
+    help="Follow a batch until it ends (live progress on stderr), print its summary and write its results, as "
+    "submit --follow does. Ctrl-C stops following, not the batch.",
+)
+@click.argument("batch_id", metavar="ID")
+@output_options
+@connection_options
+def follow(batch_id: str, fmt: str | None, output: str | None, server: str, token: str | None) -> int:
+    """Follow a batch to its end."""
+    client = Client(server, token)
+    return follow_and_save(client, client.batch(batch_id), fmt, output, typed_token())
+
+
+@cli.command(
+    short_help="Show a batch's counts and statistics.",
+    help="Print a batch's status, counts, latency percentiles, errors by kind and statuses.",
+)
+@click.argument("batch_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the batch as the API's JSON instead.")
+@connection_options
+def status(batch_id: str, as_json: bool, server: str, token: str | None) -> int:
+    """Show one batch."""
+    client = Client(server, token)
+    batch = client.batch(batch_id)
+    if as_json:
+        click.echo(_json_text(batch))
+    else:
+        click.echo("\n".join(summary_lines(batch)))
+    return EXIT_OK
+
+
+@cli.command(
+    short_help="Write a batch's results as CSV or NDJSON.",
+    help="Write a batch's results (so far, if it still runs) as CSV or NDJSON, to stdout or --output.",
+)
+@click.argument("batch_id", metavar="ID")
+@click.option("--failed", is_flag=True, help="Only the URLs that did not end ok.")
+@output_options
+@connection_options
+def results(batch_id: str, failed: bool, fmt: str | None, output: str | None, server: str, token: str | None) -> int:
+    """Download a batch's results."""
+    client = Client(server, token)
+    batch = client.batch(batch_id)
+    if batch["status"] not in FINAL_STATUSES:
+        click.echo(f"batch {batch_id} is {batch['status']}: these are the results so far", err=True)
+    save_results(client, batch, fmt or "csv", output, failed_only=failed)
+    return EXIT_OK
+
+
+@cli.command(
+    short_help="Cancel a queued or running batch.",
+    help="Cancel a queued or running batch: queued URLs end cancelled, in-flight fetches stop.",
+)
+@click.argument("batch_id", metavar="ID")
+@connection_options
+def cancel(batch_id: str, server: str, token: str | None) -> int:
+    """Cancel a batch."""
+    batch = Client(server, token).cancel(batch_id)
+    click.echo("\n".join(summary_lines(batch)))
+    return EXIT_OK
+
+
+@cli.command(name="list", help="List the newest batches, newest first.")
+@click.option("--limit", type=whole(1), default=20, show_default=True, help="How many (at most 200).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead.")
+@connection_options
+def list_batches(limit: int, as_json: bool, server: str, token: str | None) -> int:
+    """List batches."""
+    page = Client(server, token).batches(limit)
+    if as_json:
+        click.echo(_json_text(page))
+        return EXIT_OK
+    if not page["batches"]:
+        click.echo(f"no batches yet; submit one with: {program()} submit urls.txt", err=True)
+        return EXIT_OK
+    rows: list[tuple[str, ...]] = [("ID", "STATUS", "URLS", "OK", "FAILED", "CREATED (UTC)", "NAME")]
+    for batch in page["batches"]:
+        counts = batch["counts"]
+        created = (batch.get("created_at") or "")[:16].replace("T", " ")
+        cells = (batch["id"], batch["status"], counts["total"], counts["ok"], counts["failed"], created, batch["name"])
+        rows.append(tuple(str(cell) for cell in cells))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:  # numbers to the right, the name last and unpadded
+        shown = [cell.rjust(w) if i in (2, 3, 4) else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        click.echo("  ".join([*shown, row[-1]]).rstrip())
+    if page.get("next_cursor") is not None:
+        click.echo("(older batches not shown; --limit goes up to 200)", err=True)
+    return EXIT_OK
+
+
+def _json_text(value: Any) -> str:
+    """JSON for people and for jq."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; errors the user can fix exit 2 with a message (argparse exits 2 on bad usage)."""
-    args = parser().parse_args(argv)
+    """Run one command and return its exit status; every error is one plain message, never a traceback."""
+    name = program()
     try:
-        return args.run(args)
+        return int(cli.main(args=argv, prog_name=name, standalone_mode=False) or 0)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.UsageError as exc:
+        click.echo(f"greenbatch: {exc.format_message()}", err=True)
+        if exc.ctx is not None:
+            click.echo(f"See {exc.ctx.command_path} --help.", err=True)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        click.echo(f"greenbatch: {exc.format_message()}", err=True)
+        return EXIT_USAGE
     except CliError as exc:
-        fail(str(exc))
+        click.echo(f"greenbatch: {exc}", err=True)
+        return EXIT_USAGE
+    except click.Abort:  # Ctrl-C outside a follow (which says how to re-attach itself)
+        click.echo("greenbatch: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `greenbatch results ID | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

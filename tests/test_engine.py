@@ -34,12 +34,30 @@ def test_a_result_records_status_size_type_timings_and_attempts(server, target):
     assert batch["stats"]["p50_ms"] is not None and batch["stats"]["by_status"] == {"200": 1}
 
 
-def test_statuses_outside_accept_status_are_failed_without_an_error(server, target):
+def test_a_status_outside_accept_status_fails_with_a_status_error_naming_the_accepted_statuses(server, target):
     _, results = only_result(
         server, [target.url("/status/503"), target.url("/status/404")], accept_status="200-399,404"
     )
-    assert results[0]["ok"] is False and results[0]["error"] is None and results[0]["status_code"] == 503
-    assert results[1]["ok"] is True
+    assert results[0]["ok"] is False and results[0]["status_code"] == 503
+    assert results[0]["error"] == {"kind": "status", "message": "503 is not an accepted status (200-399,404)"}
+    assert results[1]["ok"] is True and results[1]["error"] is None
+
+
+def test_status_failures_count_in_the_errors_panel_the_failed_filter_and_both_exports(server, target):
+    urls = [target.url("/ok"), target.url("/status/500"), target.url("/status/404"), target.url("/loop")]
+    batch, results = only_result(server, urls, max_redirects=1)
+    assert batch["counts"]["failed"] == 3
+    assert batch["stats"]["by_error"] == {"status": 2, "too_many_redirects": 1}, "the errors add up to the failed"
+    assert [r["index"] for r in server.results(batch["id"], outcome="failed")] == [1, 2, 3]
+    response = server.request("GET", f"/api/v1/batches/{batch['id']}/results", params={"format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [(r["error_kind"], r["error_message"]) for r in rows[1:3]] == [
+        ("status", "500 is not an accepted status (200-399)"),
+        ("status", "404 is not an accepted status (200-399)"),
+    ]
+    response = server.request("GET", f"/api/v1/batches/{batch['id']}/results", params={"format": "ndjson"})
+    exported = [json.loads(line) for line in response.text.splitlines()]
+    assert [r["error"] and r["error"]["kind"] for r in exported] == [None, "status", "status", "too_many_redirects"]
 
 
 def test_redirects_are_followed_hop_by_hop_and_each_hop_recorded(server, target):
@@ -53,10 +71,22 @@ def test_redirects_are_followed_hop_by_hop_and_each_hop_recorded(server, target)
     assert result["attempts"] == 1, "hops are not attempts"
 
 
-def test_a_redirect_loop_ends_as_too_many_redirects(server, target):
-    _, results = only_result(server, [target.url("/loop")], max_redirects=3)
-    assert results[0]["error"]["kind"] == "too_many_redirects"
+def test_a_redirect_loop_ends_as_too_many_redirects_naming_the_loop(server, target):
+    _, results = only_result(server, [target.url("/loop"), target.url("/loop-a")], max_redirects=3)
+    assert results[0]["error"] == {"kind": "too_many_redirects", "message": "redirect loop: /loop redirects to itself"}
     assert len(results[0]["redirects"]) == 4
+    assert results[1]["error"] == {
+        "kind": "too_many_redirects",
+        "message": "redirect loop: /loop-a -> /loop-b -> /loop-a",
+    }
+
+
+def test_a_chain_longer_than_max_redirects_that_is_no_loop_names_where_it_pointed_last(server, target):
+    _, results = only_result(server, [target.url("/redirect/5")], max_redirects=2)
+    assert results[0]["error"] == {
+        "kind": "too_many_redirects",
+        "message": "more than 2 redirects; the last pointed to /redirect/2",
+    }
 
 
 def test_a_redirect_to_another_scheme_ends_as_invalid_url(server, target):

@@ -1,5 +1,6 @@
 """The follow policy on its own (app/fetch/follow.py), against a scripted transport: redirects hop by hop,
-credentials that stay with their origin, retries with a backoff, and the limits that end a URL.
+credentials that stay with their origin, retries with a backoff, the limits that end a URL, what a final
+status means, and what a deadline leaves behind.
 
 The transports themselves are tested against real servers (test_transport_conformance.py); here the
 transport is a script of answers, because the policy is what these tests are about.
@@ -16,17 +17,17 @@ from app.core.config import Config
 from app.core.options import BatchOptions
 from app.core.results import Result
 from app.fetch.base import Hop
-from app.fetch.errors import FetchError
-from app.fetch.follow import follow
+from app.fetch.errors import REUSED, DeadlineExceeded, FetchError, deadline_message
+from app.fetch.follow import follow, loop_text
 from app.fetch.guard import InvalidUrl
 
 CREDENTIALS = {"Authorization": "Bearer secret", "X-Api-Key": "k", "Cookie": "a=b", "Accept": "text/html"}
 
 
 class ScriptedTransport:
-    """Answers each fetch with the next item of its script (a Hop, or a FetchError to raise); records requests."""
+    """Answers each fetch with the next item of its script (a Hop, or an exception to raise); records requests."""
 
-    def __init__(self, *script: Hop | FetchError):
+    def __init__(self, *script: Hop | BaseException):
         self.script = list(script)
         self.requests: list[tuple[str, dict[str, str]]] = []
 
@@ -42,7 +43,7 @@ class ScriptedTransport:
     ) -> Hop:
         self.requests.append((url, dict(headers)))
         answer = self.script.pop(0)
-        if isinstance(answer, FetchError):
+        if isinstance(answer, BaseException):
             raise answer
         return answer
 
@@ -80,6 +81,7 @@ def test_each_redirect_is_recorded_and_the_final_answer_decides_the_result():
         {"url": "https://a.example/next", "status": 307},
     ]
     assert (result.final_url, result.status_code, result.ok, result.bytes) == ("https://a.example/last", 404, False, 5)
+    assert result.error == {"kind": "status", "message": "404 is not an accepted status (200-299)"}
     assert [url for url, _ in transport.requests] == [
         "https://a.example/start",
         "https://a.example/next",
@@ -112,6 +114,93 @@ def test_more_redirects_than_allowed_end_too_many_redirects_naming_the_next_targ
         run(transport, max_redirects=2)
     assert refused.value.kind == "too_many_redirects" and "/3" in str(refused.value)
     assert len(transport.requests) == 3
+
+
+def test_an_accepted_status_has_no_error_and_any_other_names_the_accepted_statuses():
+    accepted, _ = run(ScriptedTransport(answer(404)), accept_status="200-299,404")
+    assert accepted.ok and accepted.error is None
+    refused, _ = run(ScriptedTransport(answer(500)))
+    assert not refused.ok
+    assert refused.error == {"kind": "status", "message": "500 is not an accepted status (200-399)"}
+
+
+def test_a_long_accept_status_is_cut_after_a_whole_range_in_the_message():
+    many = ",".join(str(code) for code in range(200, 230))
+    result, _ = run(ScriptedTransport(answer(404)), accept_status=many)
+    assert result.error is not None
+    assert result.error["message"] == "404 is not an accepted status (200-229)"  # merged into one range
+    spread = ",".join(str(code) for code in range(200, 260, 2))
+    result, _ = run(ScriptedTransport(answer(404)), accept_status=spread)
+    assert result.error is not None
+    assert result.error["message"] == "404 is not an accepted status (200,202,204,206,208,210,212,214,216,218,...)"
+
+
+def test_a_url_that_redirects_to_itself_says_so():
+    transport = ScriptedTransport(*[redirect("/loop")] * 3)
+    with pytest.raises(FetchError) as refused:
+        run(transport, url="https://a.example/loop", max_redirects=2)
+    assert refused.value.kind == "too_many_redirects"
+    assert str(refused.value) == "redirect loop: /loop redirects to itself"
+
+
+def test_a_loop_of_several_steps_is_told_from_the_step_reached_first():
+    transport = ScriptedTransport(redirect("/a"), redirect("/b?x=1"), redirect("/a"), redirect("/b?x=1"))
+    with pytest.raises(FetchError) as refused:
+        run(transport, max_redirects=3)
+    assert refused.value.kind == "too_many_redirects"
+    assert str(refused.value) == "redirect loop: /a -> /b?x=1 -> /a"
+    eight = [f"https://a.example/{n}" for n in range(1, 9)]
+    assert loop_text(eight, "https://a.example/") == "/1 -> /2 -> /3 -> /4 -> ... -> /8 -> /1"
+
+
+def test_a_loop_across_origins_names_whole_urls_cut_short():
+    long_path = "/" + "p" * 200
+    transport = ScriptedTransport(
+        redirect("https://a.example" + long_path),
+        redirect("http://a.example" + long_path),
+        redirect("https://a.example" + long_path),
+    )
+    with pytest.raises(FetchError) as refused:
+        run(transport, url="http://a.example" + long_path, max_redirects=2)
+    assert str(refused.value) == (
+        "redirect loop: http://a.example/" + "p" * 60 + "... -> https://a.example/" + "p" * 59 + "... -> "
+        "http://a.example/" + "p" * 60 + "..."
+    )
+
+
+def test_a_deadline_mid_hop_leaves_the_phases_that_hop_completed_in_the_timings():
+    deadline = DeadlineExceeded()
+    deadline.phases = {"dns": 1.0, "connect": 0.5, "tls": None}
+    transport = ScriptedTransport(redirect("/next"), deadline)
+    result = Result(index=0, url="https://a.example/start")
+    options = BatchOptions.parse({}, Config())
+    with pytest.raises(DeadlineExceeded):
+        follow(transport, result, options, time.perf_counter(), 2048)
+    assert set(result.timings) == {"dns", "connect", "tls", "redirect"}
+    assert result.timings["dns"] == 1.0 and result.timings["connect"] == 0.5
+    assert result.timings["redirect"] >= 0, "the time of the hops before it"
+
+
+def test_the_deadline_message_names_what_was_missing_for_how_long_and_what_was_done():
+    fresh = {"dns": 1.0, "connect": 0.4, "tls": None}
+    assert deadline_message(30, fresh, 29_901.4, 0) == (
+        "the 30 s deadline passed with no first byte after 29.9 s (dns 1 ms, connect 0.4 ms done)"
+    )
+    assert deadline_message(2, {**fresh, "wait": 25.0}, 2000, 1) == (
+        "the 2 s deadline passed with the body still coming after 2.0 s "
+        "(dns 1 ms, connect 0.4 ms, wait 25 ms done; 1 redirect before)"
+    )
+    assert deadline_message(1, {"dns": 12.0}, 1000, 0) == (
+        "the 1 s deadline passed with no connection after 1.0 s (dns 12 ms done)"
+    )
+    assert deadline_message(1, {"dns": 2.0, "connect": 1.0}, 1000, 0).startswith(
+        "the 1 s deadline passed with no TLS handshake after 1.0 s"
+    )
+    assert deadline_message(1, {}, 1000, 0) == "the 1 s deadline passed with no address for the host after 1.0 s"
+    assert deadline_message(0.5, REUSED, 480, 2) == (
+        "the 0.5 s deadline passed with no first byte after 0.5 s (reused connection; 2 redirects before)"
+    )
+    assert deadline_message(3, None, 3000, 0) == "no complete response within the 3 s deadline", "no hop in progress"
 
 
 def test_a_redirect_target_the_url_check_refuses_ends_the_url_before_any_request_to_it():

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from app.core.config import markdown_table
+from app.core.results import ERROR_KINDS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -20,3 +21,9 @@ def test_readme_settings_table_matches_the_config_declarations():
 def test_readme_gives_the_two_commands_a_new_user_needs():
     text = README.read_text()
     assert "make run" in text and "make test" in text
+
+
+def test_readme_error_kinds_table_names_every_error_kind():
+    text = README.read_text()
+    documented = re.findall(r"^\| `(\w+)` \| .*$", text.split("| Error kind |", 1)[1].split("\n\n", 1)[0], re.M)
+    assert documented == list(ERROR_KINDS), "README's error kinds table lists each ErrorKind, in its order"

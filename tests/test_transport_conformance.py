@@ -1,16 +1,18 @@
 """Every HTTP client a batch may choose (options.client) keeps the same promises: the same suite, run once
 per client against the real server and the real target.
 
-Timings (and null on a reused connection), redirects hop by hop with drained bodies, caps on decoded
-bytes with flat memory, the deadline, each error kind, SSRF pinning (connect only to the address the
-guard checked; Host, SNI and the certificate stay on the name), HEAD, the headers sent, keep-alive
-bounded by the concurrency. No timing assertions: speed lives in bench/.
+Timings (and null on a reused connection), redirects hop by hop with drained bodies and loops named,
+caps on decoded bytes with flat memory, the deadline and the phases it leaves, each error kind, SSRF
+pinning (connect only to the address the guard checked; Host, SNI and the certificate stay on the
+name), HEAD, the headers sent, keep-alive bounded by the concurrency. No timing assertions: speed
+lives in bench/.
 """
 
 from __future__ import annotations
 
 import gzip
 import http.server
+import re
 import socket
 import ssl
 import subprocess
@@ -213,9 +215,12 @@ def test_redirects_are_recorded_hop_by_hop_and_their_bodies_drained_so_the_conne
     assert result["timings"]["connect"] is None  # the last hop rode the first hop's connection
 
 
-def test_a_redirect_loop_ends_too_many_redirects(gb, target, client):
-    [result] = run(gb, [target.url("/loop")], client, max_redirects=2)
-    assert kind_of(result) == "too_many_redirects" and len(result["redirects"]) == 3
+def test_a_redirect_loop_ends_too_many_redirects_naming_the_loop(gb, target, client):
+    itself, pair = run(gb, [target.url("/loop"), target.url("/loop-a")], client, max_redirects=2)
+    assert kind_of(itself) == "too_many_redirects" and len(itself["redirects"]) == 3
+    assert itself["error"]["message"] == "redirect loop: /loop redirects to itself"
+    assert kind_of(pair) == "too_many_redirects"
+    assert pair["error"]["message"] == "redirect loop: /loop-a -> /loop-b -> /loop-a"
 
 
 def test_head_reads_no_body(gb, target, client):
@@ -350,9 +355,30 @@ def test_an_endless_body_and_gzip_bombs_stop_at_the_cap_without_growing_memory(g
     assert peak - before < 8 * MiB, f"RSS {before / MiB:.1f} MiB before, peak {peak / MiB:.1f} MiB"
 
 
-def test_a_trickling_body_ends_at_the_deadline(gb, target, client):
+def test_a_trickling_body_ends_at_the_deadline_with_every_phase_before_the_download(gb, target, client):
     [result] = run(gb, [target.url("/trickle?bytes=100&interval=0.2")], client, timeout=1)
     assert kind_of(result) == "deadline", result
+    timings = result["timings"]
+    assert all(timings[name] is not None for name in (*FRESH, "wait")), timings
+    assert timings["ttfb"] is None and "download" not in timings, timings
+    assert re.fullmatch(
+        r"the 1 s deadline passed with the body still coming after [\d.]+ s "
+        r"\(dns [\d.]+ ms, connect [\d.]+ ms, wait [\d.]+ ms done\)",
+        result["error"]["message"],
+    ), result["error"]
+
+
+def test_a_deadline_before_the_first_byte_keeps_dns_and_connect_and_says_what_it_waited_for(gb, target, client):
+    [result] = run(gb, [target.url("/delay/5000")], client, timeout=0.5)
+    assert kind_of(result) == "deadline", result
+    timings = result["timings"]
+    assert all(timings[name] is not None for name in FRESH), timings
+    assert timings["tls"] is None  # plain http
+    assert timings["ttfb"] is None and "wait" not in timings, timings
+    assert re.fullmatch(
+        r"the 0\.5 s deadline passed with no first byte after 0\.\d+ s \(dns [\d.]+ ms, connect [\d.]+ ms done\)",
+        result["error"]["message"],
+    ), result["error"]
 
 
 def test_headers_that_never_come_end_at_the_deadline(gb, target, client):

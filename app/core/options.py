@@ -17,6 +17,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Options are stored and shown with their batch: each is capped so one batch cannot weigh megabytes.
 MAX_ACCEPT_STATUS_CHARS = 2000  # checked before parsing, so refusing a huge value costs nothing
 MAX_ACCEPT_RANGES = 100
+SHOWN_ACCEPT_STATUS_CHARS = 40  # a status failure's message names the accepted statuses, this long at most
 MAX_HEADERS = 50
 MAX_HEADER_NAME = 100
 MAX_HEADER_VALUE = 8192
@@ -70,6 +71,14 @@ class BatchOptions:
     def accepts(self, status: int) -> bool:
         """Whether a final HTTP status counts as ok for this batch."""
         return any(low <= status <= high for low, high in self._accept_ranges)
+
+    @cached_property
+    def accept_status_shown(self) -> str:
+        """accept_status as a failed result's message shows it: past 40 characters, cut after a whole range."""
+        text = self.accept_status
+        if len(text) <= SHOWN_ACCEPT_STATUS_CHARS:
+            return text
+        return text[: text.rfind(",", 0, SHOWN_ACCEPT_STATUS_CHARS) + 1] + "..."
 
     @cached_property
     def _accept_ranges(self) -> tuple[tuple[int, int], ...]:

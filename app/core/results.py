@@ -12,6 +12,7 @@ from .clock import now_iso
 class ErrorKind(StrEnum):
     """Why a URL ended without an accepted response; the value is what results, exports and metrics show."""
 
+    STATUS = "status"  # a response came, with a status outside the batch's accept_status
     DNS = "dns"
     REFUSED = "refused"
     CONNECT_TIMEOUT = "connect_timeout"

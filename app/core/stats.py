@@ -35,7 +35,7 @@ def row_of(result: dict[str, Any]) -> Row:
 
 
 def outcome(row: Row) -> str:
-    """How a result counts: "ok", "cancelled", or "failed" (an error, or a status the batch does not accept)."""
+    """How a result counts: "ok", "cancelled", or "failed" (any other error, a `status` one among them)."""
     if row.ok:
         return "ok"
     return "cancelled" if row.error_kind == "cancelled" else "failed"
@@ -67,7 +67,11 @@ def counts(total: int, rows: Iterable[Row], running: int = 0) -> dict[str, int]:
 
 
 def summarize(rows: Iterable[Row]) -> dict[str, Any]:
-    """Latency percentiles, histogram, breakdowns by status and error kind, and bytes."""
+    """Latency percentiles, histogram, breakdowns by status and error kind, and bytes.
+
+    Every result that did not end ok has one error kind, so by_error without `cancelled` adds up to the
+    failed count (results stored before the `status` kind have a failed status and no kind).
+    """
     latencies: list[float] = []
     by_status: dict[str, int] = {}
     by_error: dict[str, int] = {}

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..core.results import ErrorKind
+
+# A hop's phases in the order they happen; a deadline names the first one a hop had not completed.
+PHASES = ("dns", "connect", "tls", "wait", "download")
+REUSED = {"dns": None, "connect": None, "tls": None}  # the phases of a hop on a kept-alive connection
+# What had not happened yet when the deadline passed during each phase.
+_MISSING = {
+    "dns": "no address for the host",
+    "connect": "no connection",
+    "tls": "no TLS handshake",
+    "wait": "no first byte",
+    "download": "the body still coming",
+}
 
 
 class FetchError(Exception):
@@ -55,3 +69,39 @@ def reset_before_response(host: str) -> FetchError:
 def is_reset(exc: BaseException) -> bool:
     """Whether an error is the peer resetting the connection."""
     return isinstance(exc, (ConnectionResetError, BrokenPipeError)) or "reset" in str(exc).lower()
+
+
+class DeadlineExceeded(Exception):
+    """A URL's total time budget ran out: raised into its fetch by the engine's gevent.Timeout.
+
+    `phases` are what the hop in progress had completed (dns, connect, tls and wait in ms; REUSED on a
+    kept-alive connection), noted by the transport on the way out; None when no hop was in progress.
+    """
+
+    phases: dict[str, float | None] | None = None
+
+
+def deadline_message(deadline: float, phases: Mapping[str, float | None] | None, hop_ms: float, redirects: int) -> str:
+    """What a URL whose deadline passed was waiting for, for how long, and the phases its last hop had completed.
+
+    `hop_ms` is the time since that hop started; `redirects` the hops before it.
+    """
+    if phases is None:
+        return f"no complete response within the {deadline:g} s deadline"
+    stage = next((phase for phase in PHASES if phase not in phases), "download")
+    notes = ["reused connection"] if phases.get("dns", 0.0) is None else []
+    done = [f"{phase} {_ms(value)} ms" for phase in PHASES if (value := phases.get(phase)) is not None]
+    if done:
+        notes.append(", ".join(done) + " done")
+    if redirects:
+        notes.append(f"{redirects} redirect{'s' if redirects != 1 else ''} before")
+    waited = (hop_ms - sum(value or 0.0 for value in phases.values())) / 1000
+    shown = f"{waited:.1f}" if waited >= 0.1 else f"{max(waited, 0.0):.2g}"
+    return f"the {deadline:g} s deadline passed with {_MISSING[stage]} after {shown} s" + (
+        f" ({'; '.join(notes)})" if notes else ""
+    )
+
+
+def _ms(value: float) -> str:
+    """Milliseconds for a message: two significant digits below 10, whole numbers above."""
+    return f"{value:.2g}" if value < 10 else f"{value:.0f}"

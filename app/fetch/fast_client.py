@@ -9,7 +9,8 @@ per URL. Per hop it:
 - keeps connections alive per origin, at most `pool_size` idle (the batch's concurrency), checks an
   idle one is still open before reusing it, and retries a GET/HEAD once on a fresh connection
   when a reused one turns out to have been closed by the server;
-- measures dns, connect and tls on a new connection (null on reuse), then wait and download;
+- measures dns, connect and tls on a new connection (null on reuse), then wait and download, and
+  notes the phases completed so far on a deadline that cuts the hop short;
 - decodes gzip, deflate and br in steps of DECODE_CHUNK bytes, counting decoded bytes against the
   cap as they come, so a compression bomb never inflates in memory;
 - maps every failure onto the engine's error kinds, with the messages the requests transport uses.
@@ -40,6 +41,8 @@ from . import guard
 from .base import USER_AGENT, AddrInfo, Hop, Resolver, body_cap, hop_timings, ms
 from .decode import ACCEPT_ENCODING, DECODE_ERRORS, content_decoders, decoded
 from .errors import (
+    REUSED,
+    DeadlineExceeded,
     FetchError,
     body_read_timeout,
     broken_body,
@@ -246,6 +249,7 @@ class FastTransport:
         if sock is None:
             sock, timings = self._connect(target, connect_timeout, read_timeout)
         response = _Response(method)
+        # Mid-exchange (an error, the deadline, a cancel) the connection is closed, never reused.
         try:
             try:
                 self._exchange(sock, head, response, target, stale_retry=timings is None)
@@ -253,10 +257,25 @@ class FastTransport:
                 sock, timings = self._connect(target, connect_timeout, read_timeout)
                 response = _Response(method)
                 self._exchange(sock, head, response, target, stale_retry=False)
-            first_byte = time.perf_counter()
-            size = self._read_body(sock, response, url, max_bytes)
+        except DeadlineExceeded as exc:
+            sock.close()
+            if exc.phases is None:  # else a reconnect after a stale connection noted its own
+                exc.phases = dict(REUSED if timings is None else timings)
+            raise
         except BaseException:
-            sock.close()  # mid-exchange (an error, the deadline, a cancel): never reuse it
+            sock.close()
+            raise
+        first_byte = time.perf_counter()
+        try:
+            size = self._read_body(sock, response, url, max_bytes)
+        except DeadlineExceeded as exc:
+            sock.close()
+            phases = hop_timings(timings, started, first_byte, first_byte)
+            del phases["download"]  # the phase in progress
+            exc.phases = phases
+            raise
+        except BaseException:
+            sock.close()
             raise
         done = time.perf_counter()
         if response.reusable:
@@ -329,19 +348,27 @@ class FastTransport:
     ) -> tuple[socket.socket, dict[str, float | None]]:
         """A new connection to an address the guard checked, with its dns, connect and tls timings."""
         started = time.perf_counter()
+        timings: dict[str, float | None] = {}  # filled as each phase completes: a deadline keeps what is done
         try:
-            addresses = self._resolve(target.host, target.port)
-        except guard.GuardError as exc:
-            raise FetchError(exc.kind, str(exc), detail=exc.detail) from None
-        except OSError as exc:  # socket.gaierror, or any other failure to resolve
-            raise unresolved(target.host, exc) from None
-        resolved = time.perf_counter()
-        sock = _open(addresses, target, connect_timeout)
-        connected = time.perf_counter()
-        timings = {"dns": ms(resolved - started), "connect": ms(connected - resolved), "tls": None}
-        if target.scheme == "https":
-            sock = _handshake(sock, target)
-            timings["tls"] = ms(time.perf_counter() - connected)
+            try:
+                addresses = self._resolve(target.host, target.port)
+            except guard.GuardError as exc:
+                raise FetchError(exc.kind, str(exc), detail=exc.detail) from None
+            except OSError as exc:  # socket.gaierror, or any other failure to resolve
+                raise unresolved(target.host, exc) from None
+            resolved = time.perf_counter()
+            timings["dns"] = ms(resolved - started)
+            sock = _open(addresses, target, connect_timeout)
+            connected = time.perf_counter()
+            timings["connect"] = ms(connected - resolved)
+            if target.scheme == "https":
+                sock = _handshake(sock, target)
+                timings["tls"] = ms(time.perf_counter() - connected)
+            else:
+                timings["tls"] = None
+        except DeadlineExceeded as exc:
+            exc.phases = timings
+            raise
         sock.settimeout(read_timeout)
         return sock, timings
 

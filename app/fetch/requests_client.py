@@ -1,8 +1,8 @@
 """The requests client: one hop over requests/urllib3, implementing app/fetch/base.py's Transport.
 
 It connects only to addresses the guard has resolved and checked (the Host
-header, TLS SNI and certificate check stay on the URL's name), and measures dns, connect and tls
-on each new connection.
+header, TLS SNI and certificate check stay on the URL's name), measures dns, connect and tls
+on each new connection, and notes the phases completed so far on a deadline that cuts the hop short.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from urllib3.exceptions import (
 from . import guard
 from .base import DECODE_CHUNK, USER_AGENT, AddrInfo, Hop, Resolver, body_cap, hop_timings, ms
 from .errors import (
+    REUSED,
+    DeadlineExceeded,
     FetchError,
     body_read_timeout,
     broken_body,
@@ -41,8 +43,9 @@ from .errors import (
     unresolved,
 )
 
-# Timings of the connection opened by the current greenlet's request (greenlet-local once patched).
-# A response with no body hands its connection back before we could ask it, so it reports here.
+# Timings of the connection opened by the current greenlet's request (greenlet-local once patched),
+# filled as each phase completes. A response with no body hands its connection back before we could
+# ask it, so it reports here; None while the request has opened no connection (it reuses one).
 _fresh = threading.local()
 
 # The mixin goes before urllib3's HTTPConnection in a class's bases and uses its host, port, timeout, ...
@@ -59,13 +62,18 @@ class _PinnedConnectionMixin(_ConnectionBase):
 
     def _new_conn(self) -> socket.socket:
         started = time.perf_counter()
+        timings: dict[str, float | None] = {}
+        _fresh.timings = timings
         try:
             addresses = self.resolver(self._dns_host, self.port)
         except socket.gaierror as exc:
             raise NameResolutionError(self.host, self, exc) from exc
         resolved = time.perf_counter()
+        timings["dns"] = ms(resolved - started)
         sock = self._connect_first(addresses)
-        _fresh.timings = {"dns": ms(resolved - started), "connect": ms(time.perf_counter() - resolved)}
+        timings["connect"] = ms(time.perf_counter() - resolved)
+        if not isinstance(self, HTTPSConnection):
+            timings["tls"] = None  # plain http: no handshake follows
         return sock
 
     def _connect_first(self, addresses: list[AddrInfo]) -> socket.socket:
@@ -152,10 +160,19 @@ class RequestsTransport:
             raise FetchError(exc.kind, str(exc), detail=exc.detail) from None
         except requests.RequestException as exc:
             raise _classify(exc, url) from None
+        except DeadlineExceeded as exc:
+            exc.phases = dict(REUSED if _fresh.timings is None else _fresh.timings)
+            raise
         first_byte = time.perf_counter()
         raw: urllib3.HTTPResponse = response.raw
         connecting, _fresh.timings = _fresh.timings, None  # None: a reused connection
-        size = self._read_body(response, raw, url, method, max_bytes)
+        try:
+            size = self._read_body(response, raw, url, method, max_bytes)
+        except DeadlineExceeded as exc:
+            phases = hop_timings(connecting, started, first_byte, first_byte)
+            del phases["download"]  # the phase in progress
+            exc.phases = phases
+            raise
         return Hop(
             status=response.status_code,
             headers=response.headers,

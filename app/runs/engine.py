@@ -24,7 +24,7 @@ from ..core.options import BatchOptions, ValidationError
 from ..core.results import ErrorKind, Result, failed_result
 from ..fetch import TransportFactory, guard, make_transport
 from ..fetch.base import Transport
-from ..fetch.errors import FetchError
+from ..fetch.errors import DeadlineExceeded, FetchError, deadline_message
 from ..fetch.follow import follow
 from .events import EventBus
 from .store import Store
@@ -46,10 +46,6 @@ class LiveState:
     last_seq: int
     counts: dict[str, int]
     stats: dict[str, Any]
-
-
-class DeadlineExceeded(Exception):
-    """Raised by gevent.Timeout when a URL's total deadline passes."""
 
 
 @dataclass
@@ -397,10 +393,12 @@ class Engine:
                         follow(transport, result, run.options, started, self.config.max_url_length)
                 finally:
                     run.running -= 1
-        except DeadlineExceeded:
+        except DeadlineExceeded as exc:
+            # follow() left the phases the last hop completed in result.timings; the message says what was missing.
+            hop_ms = (time.perf_counter() - started) * 1000 - (result.timings.get("redirect") or 0.0)
             result.error = {
                 "kind": ErrorKind.DEADLINE.value,
-                "message": f"no complete response within the {run.options.timeout:g} s deadline",
+                "message": deadline_message(run.options.timeout, exc.phases, hop_ms, len(result.redirects)),
             }
         except (FetchError, guard.GuardError) as exc:
             result.error = {"kind": exc.kind, "message": self._message(run, index, exc)}

@@ -7,7 +7,7 @@ prometheus-client's global one), so several apps can live in one process.
 Metrics:
   greenbatch_batches{status}                        stored batches by status (read from the store at each scrape)
   greenbatch_fetches_total{outcome,error_kind}      final URL results; outcome ok|failed|cancelled, error_kind
-                                                    one of model.ERROR_KINDS or "none" (a response came back)
+                                                    one of model.ERROR_KINDS or "none" (an accepted response)
   greenbatch_fetch_duration_seconds                 histogram of URL total times (buckets: stats.HISTOGRAM_BOUNDS_MS)
   greenbatch_inflight_fetches                       fetches holding a server-wide slot right now
   greenbatch_websocket_connections                  open websockets (the server tells us how: count_websockets)
@@ -83,7 +83,9 @@ class FetchMetrics:
     yielding, so a scrape never sees half an update.
     """
 
-    FETCHES_HELP = 'Final URL results, by outcome and error kind (error_kind is "none" when a response came back).'
+    FETCHES_HELP = (
+        'Final URL results, by outcome and error kind (error_kind is "none" when an accepted response came back).'
+    )
     DURATION_HELP = "Total time of URL fetches that reached the network."
     FOLD_EVERY = 10_000
 

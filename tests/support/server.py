@@ -174,7 +174,7 @@ def error_of(response: requests.Response) -> dict[str, Any]:
 
 
 def kind_of(result: dict[str, Any]) -> str | None:
-    """A result's error kind, None when the fetch got a response."""
+    """A result's error kind, None when the fetch got a response the batch accepts."""
     return result["error"]["kind"] if result["error"] else None
 
 

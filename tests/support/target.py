@@ -364,6 +364,12 @@ def h_loop(req, m):
     req.respond(302, b"loop\n", headers=[("Location", "/loop")])
 
 
+def h_loop_pair(req, m):
+    """/loop-a redirects to /loop-b and /loop-b back to /loop-a: a loop of two."""
+    other = "/loop-b" if m.group(1) == "a" else "/loop-a"
+    req.respond(302, b"loop\n", headers=[("Location", other)])
+
+
 def h_trickle(req, m):
     """Promise N bytes, then dribble one every S seconds (a slow but never-idle body)."""
     n = req.num("bytes", 100, hi=1_000_000)
@@ -474,6 +480,7 @@ ROUTES = [
         (r"/redirect/(\d{1,6})", h_redirect),
         (r"/redirect-to", h_redirect_to),
         (r"/loop", h_loop),
+        (r"/loop-([ab])", h_loop_pair),
         (r"/trickle", h_trickle),
         (r"/slow-headers", h_slow_headers),
         (r"/endless", h_endless),

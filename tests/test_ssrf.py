@@ -519,6 +519,26 @@ def test_a_text_body_is_refused_the_same_way_numbering_urls_not_lines(server, ta
     assert [(d["index"], d["url"]) for d in error["details"]] == [(1, f"http://127.0.0.1:{ports['denied']}/")]
 
 
+@pytest.mark.browser
+def test_the_editor_marks_a_typed_loopback_line_with_the_restart_that_allows_it(page, server, target, ports):
+    from tests.support.server import ARTIFACTS
+
+    expect = pytest.importorskip("playwright.sync_api").expect
+    denied = f"http://127.0.0.1:{ports['denied']}/"
+    stored = batch_ids(server)
+    page.goto(server.url("/"))
+    page.fill("#urls", f"# my server\n{target.url('/ok')}\n{denied}\n")
+    page.click("#submit")
+    problem = page.locator("#url-errors li[data-line='3']")  # the third line of the text: URL #1 of the list
+    expect(problem).to_contain_text(f"restart with GREENBATCH_ALLOW_TARGETS=127.0.0.1:{target.port},127.0.0.1:")
+    expect(page.locator("#gutter .bad")).to_have_text("3")
+    fits = "el => el.scrollWidth <= el.clientWidth && el.scrollHeight > 0"
+    assert problem.evaluate(fits), "the reason is shown whole, restart hint included, not cut off"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "submit-refuses-loopback.png"))
+    assert batch_ids(server) == stored
+
+
 def test_a_rerun_is_judged_when_fetched_as_resumed_batches_are(make_server, target, tmp_path):
     folder = tmp_path / "rerun"
     first = make_server(data_dir=folder)

@@ -22,6 +22,10 @@ Rules, in order (check_address):
 IPv6 forms that embed an IPv4 address (mapped, compatible, 6to4, NAT64, Teredo) are judged by the
 IPv4 inside, because that is where the packets end up.
 
+Hosts that need no lookup (an address in any form libc reads, localhost) are judged at submit as well
+(Policy.literal_refusals), so a batch is refused with the restart that allows them rather than stored to
+end blocked; other names and every redirect hop are judged only here, at fetch time.
+
 A refusal's message (str) tells whoever submitted the URL only what they typed; its `detail` names
 the address and the rule, for the log and for servers with GREENBATCH_EXPLAIN_BLOCKED on.
 """
@@ -813,7 +817,7 @@ _CHECKED_AUTHORITY = re.compile(r"(https?)://([^/?#]*)")
 # What a host that may need no lookup starts with: a digit (an IPv4 address in any form libc reads) or '['.
 _LITERAL_STARTS = frozenset("0123456789[")
 _AUTHORITY_ENDS = frozenset(("", "/", "?", "#"))
-_LOOPBACK_ADDRESSES: list[IPAddress] = [ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")]
+_LOOPBACK_ADDRESSES: tuple[IPAddress, ...] = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
 
 
 def _may_be_literal(url: str) -> bool:
@@ -1004,7 +1008,7 @@ class Policy:
         why = f"{name} is this machine (loopback, 127.0.0.1 or ::1); this server does not fetch it"
         return why + self._restart_hint(f"{name}:{port}", addresses, port, name)
 
-    def _deny_refusal(self, addresses: list[IPAddress], port: int, name: str | None) -> str | None:
+    def _deny_refusal(self, addresses: Iterable[IPAddress], port: int, name: str | None) -> str | None:
         """The deny-list's refusal of any of these addresses for this host, or None."""
         for addr in addresses:
             try:
@@ -1013,7 +1017,7 @@ class Policy:
                 return str(refusal)
         return None
 
-    def _restart_hint(self, entry: str, addresses: list[IPAddress], port: int, host: str) -> str:
+    def _restart_hint(self, entry: str, addresses: Iterable[IPAddress], port: int, host: str) -> str:
         """ "; restart with GREENBATCH_ALLOW_TARGETS=<today's entries and this one>", when that lets every address
         through for this host; else ""."""
         value = ",".join([*(existing.text for existing in self.allow), entry])

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from app.web.api import _derived_name
 from tests.support.server import error_of
 
 
@@ -55,6 +56,8 @@ def test_invalid_url_is_named_by_index_with_the_reason(server, target):
     assert [d["index"] for d in error["details"]] == [1, 2]
     assert error["details"][0]["field"] == "urls[1]"
     assert "ftp" in error["details"][0]["message"]
+    # One numbering everywhere: a URL's index is its position in the list sent, from 0.
+    assert error["message"].startswith("2 of 3 URLs cannot be fetched; the first is #1: only http:// and https://")
 
 
 @pytest.mark.parametrize(
@@ -74,7 +77,7 @@ def test_invalid_url_is_named_by_index_with_the_reason(server, target):
         ({"urls": ["http://example.com"], "options": {"headers": {"X": "caf\u00e9 \u2603"}}}, "invalid_options"),
         ({"urls": ["http://example.com"], "options": {"headers": {"Host": "admin.example.com"}}}, "invalid_options"),
         ({"urls": ["http://example.com"], "options": {"headers": {"X": "a\x0bb"}}}, "invalid_options"),
-        ({"urls": ["http://example.com"], "options": {"accept_status": "2xx"}}, "invalid_options"),
+        ({"urls": ["http://example.com"], "options": {"accept_status": "6xx"}}, "invalid_options"),
         ({"urls": ["http://example.com"], "options": {"accept_status": "200," * 1000 + "200"}}, "invalid_options"),
         ({"urls": ["http://example.com"], "options": {"timeout": -1}}, "invalid_options"),
         ({"urls": ["http://example.com"], "options": {"bogus": 1}}, "invalid_options"),
@@ -187,3 +190,71 @@ def test_batch_list_is_newest_first_and_pages_with_a_cursor(server, target):
     assert [b["id"] for b in first["batches"]] == ids[::-1][:2]
     second = server.request("GET", "/api/v1/batches", params={"limit": 2, "cursor": first["next_cursor"]}).json()
     assert second["batches"][0]["id"] == ids[0]
+
+
+# -- the index, names and links --------------------------------------------------------------
+
+
+def test_the_api_root_answers_its_name_version_and_links_that_work(server):
+    response = server.request("GET", "/api/v1")
+    assert response.status_code == 200
+    index = response.json()
+    assert (index["name"], index["version"]) == ("greenbatch", "1")
+    assert index["links"] == {
+        "batches": "/api/v1/batches",
+        "openapi": "/api/v1/openapi.json",
+        "docs": "/api",
+        "healthz": "/healthz",
+    }
+    for link in index["links"].values():
+        assert server.request("GET", link).status_code == 200, link
+
+
+def test_a_batch_links_to_its_page(server, target):
+    batch = server.submit([target.url("/ok")])
+    assert batch["links"]["page"] == f"/batches/{batch['id']}"
+    page = server.request("GET", batch["links"]["page"])
+    assert page.status_code == 200 and "text/html" in page.headers["Content-Type"] and batch["id"] in page.text
+    listed = server.request("GET", "/api/v1/batches").json()["batches"]
+    assert next(b for b in listed if b["id"] == batch["id"])["links"]["page"] == batch["links"]["page"]
+
+
+@pytest.mark.parametrize(
+    "paths, name",
+    [
+        (["/ok"], "127.0.0.1"),
+        (["/ok", "/status/404", "/ok?again"], "127.0.0.1"),
+        (["/ok", "localhost:/ok", "[::ffff:127.0.0.1]:/ok"], "127.0.0.1 and 2 other hosts"),
+        (["localhost:/ok", "/ok"], "localhost and 1 other host"),
+    ],
+)
+def test_an_unnamed_batch_is_named_for_its_first_host_and_counts_the_others(server, target, paths, name):
+    # Every host here is the target's machine: "localhost:" and "[...]:" swap the target's host for that one.
+    urls = []
+    for path in paths:
+        host, _, rest = path.rpartition(":")
+        urls.append(f"http://{host}:{target.port}{rest}" if host else target.url(path))
+    assert server.submit(urls)["name"] == name
+
+
+def test_a_given_name_is_kept_and_a_blank_one_is_named_for_the_hosts(server, target):
+    named = server.request("POST", "/api/v1/batches", json={"urls": [target.url("/ok")], "name": " sitemap "})
+    blank = server.request("POST", "/api/v1/batches", json={"urls": [target.url("/ok")], "name": "   "})
+    assert (named.json()["name"], blank.json()["name"]) == ("sitemap", "127.0.0.1")
+
+
+def test_a_derived_name_shows_an_international_host_as_written_and_fits_200_characters():
+    assert _derived_name(["http://xn--bcher-kva.example/", "http://b.example/"]) == "bücher.example and 1 other host"
+    long_host = "a" * 60 + "." + "b" * 60 + "." + "c" * 60 + ".example"
+    name = _derived_name([f"http://{long_host}/", "http://b.example/", "http://c.example/"])
+    assert len(name) == 200 and name.startswith(long_host[:100]) and name.endswith(" and 2 other hosts")
+
+
+def test_a_derived_name_stops_counting_at_1000_hosts():
+    urls = [f"http://host{i}.example/" for i in range(5000)]
+    assert _derived_name(urls) == "host0.example and 999+ other hosts"
+
+
+def test_a_derived_name_tells_apart_hosts_that_share_a_prefix():
+    urls = ["http://a.example/", "http://a.example.org/", "http://a.example:8080/", "http://a.example"]
+    assert _derived_name(urls) == "a.example and 1 other host"

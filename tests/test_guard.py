@@ -927,3 +927,138 @@ def test_localhost_is_blocked_by_every_address_it_resolves_to():
 def test_allow_private_lets_numeric_loopback_through_and_returns_the_pinned_address():
     infos = guard.resolve("127.1", 8080, Policy(allow_private=True))
     assert [info[4] for info in infos] == [("127.0.0.1", 8080)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Judged at submit: hosts that need no lookup
+# ---------------------------------------------------------------------------------------------
+
+LOCAL = Policy.from_settings(False, "127.0.0.1:8081", "")
+
+
+def _literal(policy, url):
+    """What refuses_literal says of a URL as check_url writes it."""
+    return policy.refuses_literal(guard.check_url(url))
+
+
+@pytest.mark.parametrize(
+    "url, why",
+    [
+        P(
+            "http://127.0.0.1:9000/",
+            "127.0.0.1 is loopback; this server does not fetch it on port 9000 (GREENBATCH_ALLOW_TARGETS allows it "
+            "only on port 8081); restart with GREENBATCH_ALLOW_TARGETS=127.0.0.1:8081,127.0.0.1:9000",
+            id="another-port-of-an-allowed-address",
+        ),
+        P(
+            "https://10.0.0.1/",
+            "10.0.0.1 is private (RFC 1918); this server does not fetch it; restart with "
+            "GREENBATCH_ALLOW_TARGETS=127.0.0.1:8081,10.0.0.1:443",
+            id="default-port-of-the-scheme",
+        ),
+        P(
+            "http://[::1]:8081/",
+            "::1 is loopback; this server does not fetch it; restart with GREENBATCH_ALLOW_TARGETS=127.0.0.1:8081,[::1]:8081",
+            id="ipv6-bracketed-in-the-entry",
+        ),
+        P(
+            "http://[::ffff:127.0.0.1]:9000/",
+            "::ffff:127.0.0.1 is an IPv4-mapped address of 127.0.0.1, which is loopback; this server does not fetch "
+            "it on port 9000 (GREENBATCH_ALLOW_TARGETS allows it only on port 8081); restart with "
+            "GREENBATCH_ALLOW_TARGETS=127.0.0.1:8081,127.0.0.1:9000",
+            id="ipv4-mapped-allowed-by-its-ipv4",
+        ),
+        P(
+            "http://2130706433:9000/",
+            "2130706433 (that is 127.0.0.1) is loopback; this server does not fetch it on port 9000 "
+            "(GREENBATCH_ALLOW_TARGETS allows it only on port 8081); restart with "
+            "GREENBATCH_ALLOW_TARGETS=127.0.0.1:8081,127.0.0.1:9000",
+            id="numeric-form-as-libc-reads-it",
+        ),
+        P(
+            "http://localhost:9000/",
+            "localhost is this machine (loopback, 127.0.0.1 or ::1); this server does not fetch it; restart with "
+            "GREENBATCH_ALLOW_TARGETS=127.0.0.1:8081,localhost:9000",
+            id="localhost",
+        ),
+        P(
+            "http://api.localhost/",
+            "api.localhost is this machine (loopback, 127.0.0.1 or ::1); this server does not fetch it; restart "
+            "with GREENBATCH_ALLOW_TARGETS=127.0.0.1:8081,api.localhost:80",
+            id="a-name-under-localhost",
+        ),
+        P(
+            "http://169.254.169.254/latest/meta-data/",
+            "169.254.169.254 is a cloud metadata endpoint (AWS, GCP, Azure, Oracle, OpenStack); this server does "
+            "not fetch it",
+            id="metadata-gets-no-restart-advice",
+        ),
+    ],
+)
+def test_an_address_or_localhost_the_policy_blocks_is_refused_with_the_restart_that_allows_it(url, why):
+    assert _literal(LOCAL, url) == why
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9000/",
+        "http://[::1]:8081/",
+        "http://[::ffff:127.0.0.1]:9000/",
+        "http://0x7f.1:9000/",
+        "http://localhost:9000/",
+        "https://10.0.0.1/",
+    ],
+)
+def test_the_restart_a_refusal_names_lets_that_url_through(url):
+    allow = re.search(r"restart with GREENBATCH_ALLOW_TARGETS=(\S+)$", _literal(LOCAL, url)).group(1)
+    assert _literal(Policy.from_settings(False, allow, ""), url) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        P("http://127.0.0.1:8081/", id="allowed-address"),
+        P("http://[::ffff:127.0.0.1]:8081/", id="ipv4-mapped-form-of-an-allowed-address"),
+        P("http://8.8.8.8/", id="public-address"),
+        P("http://localhost:8081/", id="localhost-when-one-loopback-address-is-allowed"),
+        P("http://example.com/localhost", id="a-name"),
+        P("http://127.0.0.1.example/", id="a-name-that-starts-with-digits"),
+        P("http://1e100/", id="digits-that-are-no-address"),
+        P("http://127.0.0.1./", id="a-trailing-dot-makes-it-a-name-for-dns"),
+    ],
+)
+def test_allowed_addresses_and_names_are_left_to_the_fetch(url):
+    # localhost resolves to 127.0.0.1, ::1 or both, as this machine's resolver says: only the fetch knows.
+    assert _literal(LOCAL, url) is None
+
+
+def test_allow_private_lets_addresses_through_at_submit_as_at_fetch():
+    assert _literal(Policy(allow_private=True), "http://10.0.0.1/") is None
+    assert _literal(Policy(allow_private=True), "http://localhost/") is None
+
+
+@pytest.mark.parametrize(
+    "url, why",
+    [
+        P("http://10.0.0.5/", "10.0.0.5 is on this server's deny-list (GREENBATCH_DENY_TARGETS)", id="address"),
+        P("http://127.0.0.1:8081/", "127.0.0.1 is on this server's deny-list (GREENBATCH_DENY_TARGETS)", id="allowed"),
+        P("http://localhost/", "localhost is on this server's deny-list (GREENBATCH_DENY_TARGETS)", id="localhost"),
+    ],
+)
+def test_the_deny_list_refuses_at_submit_with_no_restart_advice(url, why):
+    policy = Policy.from_settings(False, "127.0.0.1:8081", "10.0.0.5,127.0.0.1:8081,localhost")
+    assert _literal(policy, url) == why
+
+
+def test_literal_refusals_names_each_refused_url_by_its_index_and_skips_none():
+    urls = ["http://127.0.0.1:8081/a", "http://127.0.0.1:9000/a", None, "http://example.com/", "http://127.0.0.1:9000"]
+    refused = LOCAL.literal_refusals(urls)
+    assert [index for index, _ in refused] == [1, 4]
+    assert refused[0][1] == refused[1][1] == _literal(LOCAL, "http://127.0.0.1:9000/")
+
+
+def test_literal_refusals_tell_hosts_apart_that_share_a_prefix():
+    # A run of URLs on 127.0.0.1:80 must not lend its verdict to 127.0.0.1:8081 or 127.0.0.10.
+    urls = ["http://127.0.0.1/", "http://127.0.0.1:8081/", "http://127.0.0.10/", "http://127.0.0.1?x"]
+    assert [index for index, _ in LOCAL.literal_refusals(urls)] == [0, 2, 3]

@@ -1,15 +1,17 @@
 """The OpenAPI description is true: it lists exactly the API's routes, and a live server's answers match it.
 
-The schemathesis run fuzzes a real server whose every fetch is refused before it leaves the process
-(GREENBATCH_DENY_TARGETS covers every address) and whose submitted URLs are rewritten to 127.0.0.1,
-so no generated URL is ever looked up or fetched.
+The schemathesis run fuzzes a real server that may fetch only 127.0.0.1 on a port where nothing listens
+(GREENBATCH_DENY_TARGETS covers every other address), and whose submitted URLs are rewritten to that
+port, so no generated URL is ever looked up or fetched anywhere else.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import html
 import io
+import ipaddress
 import json
 import os
 import re
@@ -35,7 +37,6 @@ from app.fetch import guard
 from app.web import openapi
 from tests.support.server import ROOT, GreenbatchServer
 
-DENY_EVERYTHING = {"GREENBATCH_DENY_TARGETS": "0.0.0.0/0,::/0", "GREENBATCH_ALLOW_TARGETS": ""}
 EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 _ROUTES_SCRIPT = """
 from gevent import monkey; monkey.patch_all()
@@ -100,13 +101,63 @@ def test_the_description_states_this_servers_limits(make_server):
     assert schemas["OptionsInput"]["properties"]["concurrency"]["maximum"] == 9
 
 
+# -- the API's page --------------------------------------------------------------------------
+
+
+def test_the_api_page_lists_every_operation_of_the_description_with_its_summary(server):
+    document = server.request("GET", "/api/v1/openapi.json").json()
+    page = server.request("GET", "/api")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    rows = re.findall(r'<tr class="endpoint">\s*<td><code>(.*?)</code></td>\s*<td>(.*?)</td>', page.text, re.S)
+    shown = [tuple(html.unescape(re.sub(r"<[^>]+>", "", cell)) for cell in row) for row in rows]
+    assert shown == [
+        (f"{method.upper()} {path}", operation["summary"].replace("`", ""))  # `code` is set in code
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    ]
+    assert all(summary for _, summary in shown)
+    assert 'href="/api/v1/openapi.json"' in page.text  # and the raw description, one click away
+
+
+def test_the_headers_api_link_opens_the_api_page(server):
+    assert '<a href="/api" ' in server.request("GET", "/").text
+
+
+@pytest.mark.browser
+def test_the_api_page_reads_on_a_phone_without_sideways_scrolling(browser, server):
+    from tests.support.server import ARTIFACTS
+
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        phone = context.new_page()
+        phone.goto(server.url("/api"))
+        assert phone.locator("tr.endpoint").count() == len(openapi.operations(Config()))
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        ARTIFACTS.mkdir(exist_ok=True)
+        phone.screenshot(path=str(ARTIFACTS / "api-page-390.png"), full_page=True)
+    finally:
+        context.close()
+
+
 # -- schemathesis against a live server -----------------------------------------------------
 
 
+def only_a_closed_port(port: int) -> dict[str, str]:
+    """Settings under which 127.0.0.1:<port> is the one place a fetch may go: every other address, in every
+    form, is on the deny-list, and 127.0.0.1 on any other port is loopback, refused at submit."""
+    ipv4 = ipaddress.ip_network("0.0.0.0/0").address_exclude(ipaddress.ip_network("127.0.0.1/32"))
+    ipv6 = ipaddress.ip_network("::/0").address_exclude(ipaddress.ip_network("::ffff:127.0.0.1/128"))
+    return {
+        "GREENBATCH_DENY_TARGETS": ",".join(str(network) for network in [*ipv4, *ipv6]),
+        "GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{port}",
+    }
+
+
 @pytest.fixture(scope="module")
-def fuzzed_server(tmp_path_factory):
-    """A server that refuses every fetch target, so fuzzed batches never reach a network."""
-    instance = GreenbatchServer(tmp_path_factory.mktemp("fuzz"), DENY_EVERYTHING).start()
+def fuzzed_server(tmp_path_factory, closed_port):
+    """A server whose only fetchable target is a port where nothing listens, so fuzzed batches reach no network."""
+    instance = GreenbatchServer(tmp_path_factory.mktemp("fuzz"), only_a_closed_port(closed_port)).start()
+    instance.netloc = f"127.0.0.1:{closed_port}"  # where generated URLs are sent
     yield instance
     instance.stop()
 
@@ -119,8 +170,9 @@ def api_schema(fuzzed_server):
     return loaded
 
 
-def local_only(url):
-    """A generated URL with its host replaced by 127.0.0.1 when the server would accept it (others stay as is)."""
+def local_only(url, netloc: str):
+    """A generated URL with its host and port replaced by `netloc` when the server would accept it (others
+    stay as they are)."""
     if not isinstance(url, str):
         return url
     try:
@@ -128,38 +180,39 @@ def local_only(url):
     except (guard.InvalidUrl, ValueError):
         return url  # refused by the server with the very same check
     parts = urlsplit(url)
-    rewritten = urlunsplit((parts.scheme, "127.0.0.1", parts.path, parts.query, ""))
+    rewritten = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
     try:
-        if urlsplit(guard.check_url(rewritten)).hostname == "127.0.0.1":
+        if urlsplit(guard.check_url(rewritten)).netloc == netloc:
             return rewritten
     except (guard.InvalidUrl, ValueError):
         pass
-    return "http://127.0.0.1/"
+    return f"http://{netloc}/"
 
 
-def keep_fetches_local(case) -> None:
-    """Rewrite every URL a generated submission carries to 127.0.0.1 (the server then refuses to fetch it)."""
+def keep_fetches_local(case, netloc: str) -> None:
+    """Rewrite every URL a generated submission carries to `netloc` (where the server's fetches find nothing)."""
     if case.method.upper() != "POST" or not case.path.endswith("/batches"):
         return
     if isinstance(case.body, dict) and isinstance(case.body.get("urls"), list):
-        case.body["urls"] = [local_only(url) for url in case.body["urls"]]
+        case.body["urls"] = [local_only(url, netloc) for url in case.body["urls"]]
     elif isinstance(case.body, str) and "csv" in (case.media_type or ""):
         try:
             rows = list(csv.reader(io.StringIO(case.body)))
         except csv.Error:
             return  # the server cannot read it either: it must answer 400
         out = io.StringIO()
-        csv.writer(out).writerows([local_only(row[0])] if row else [] for row in rows)
+        csv.writer(out).writerows([local_only(row[0], netloc)] if row else [] for row in rows)
         case.body = out.getvalue()
     elif isinstance(case.body, str):
-        case.body = "\n".join(local_only(line.strip()) for line in case.body.splitlines())
+        case.body = "\n".join(local_only(line.strip(), netloc) for line in case.body.splitlines())
 
 
 def use_a_real_batch_sometimes(case, server) -> None:
     """For about half the cases with a batch id, use a batch that exists, so answers other than 404 are checked."""
     batch_id = (case.path_parameters or {}).get("batch_id")
     if batch_id is not None and len(str(batch_id)) % 2 == 0:
-        created = server.request("POST", "/api/v1/batches", json={"urls": ["http://127.0.0.1/a", "http://127.0.0.1/b"]})
+        urls = [f"http://{server.netloc}/a", f"http://{server.netloc}/b"]
+        created = server.request("POST", "/api/v1/batches", json={"urls": urls})
         assert created.status_code == 201, created.text
         case.path_parameters["batch_id"] = created.json()["id"]
 
@@ -197,7 +250,7 @@ def test_api_answers_are_never_500_and_match_the_description(api_schema, fuzzed_
         suppress_health_check=list(HealthCheck),
     )
     def answers_match(case):
-        keep_fetches_local(case)
+        keep_fetches_local(case, fuzzed_server.netloc)
         use_a_real_batch_sometimes(case, fuzzed_server)
         case.call_and_validate(base_url=fuzzed_server.base_url, session=fuzzed_server.session, checks=CHECKS)
 

@@ -59,10 +59,24 @@ def test_accept_status_takes_at_most_100_statuses_or_ranges(server, target):
         ("200-299, 300-399", "200-399"),
         ("418,418,200", "200,418"),
         (" 301 - 302 ", "301-302"),
+        ("2xx,3xx", "200-399"),
+        ("404,2XX", "200-299,404"),
+        ("5xx,2xx", "200-299,500-599"),
     ],
 )
 def test_accept_status_is_stored_merged_and_sorted(server, target, given, stored):
     assert submitted_options(server, target, accept_status=given)["accept_status"] == stored
+
+
+@pytest.mark.parametrize("given", ["6xx", "2x", "2xxx", "xx", "2xx-3xx"])
+def test_accept_status_classes_are_a_digit_from_1_to_5_then_xx(server, given):
+    detail = option_refusal(server, accept_status=given)
+    assert detail["field"] == "options.accept_status" and "2xx,3xx" in detail["message"]
+
+
+def test_a_status_in_an_accepted_class_counts_as_ok(server, target):
+    results = server.run_batch([target.url("/status/404"), target.url("/status/500")], accept_status="2xx,4xx")
+    assert [(r["status_code"], r["ok"]) for r in results.values()] == [(404, True), (500, False)]
 
 
 def test_headers_over_16_kib_together_are_refused_though_each_is_under_8_kib(server):
@@ -275,7 +289,7 @@ def test_csv_export_quotes_every_field_and_says_utf_8(server, target):
         fields = next(csv.reader([line]))
         assert line == ",".join('"' + field.replace('"', '""') + '"' for field in fields)
     rows = list(csv.DictReader(io.StringIO(response.text)))
-    assert [(r["status_code"], r["ok"]) for r in rows] == [("200", "True"), ("404", "False")]
+    assert [(r["status_code"], r["ok"]) for r in rows] == [("200", "true"), ("404", "false")]  # as JSON writes them
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,34 @@ def test_the_api_through_the_proxy_answers_with_prefixed_urls(proxied, target):
     assert all(link.startswith("/dash/") for link in batch["links"].values()), batch["links"]
 
 
+def test_a_batch_links_to_its_page_under_the_prefix(proxied, target):
+    _, nginx = proxied
+    batch = requests.post(nginx.base_url + "/dash/api/v1/batches", json={"urls": [target.url("/ok")]}, timeout=10)
+    page_link = batch.json()["links"]["page"]
+    assert page_link == f"/dash/batches/{batch.json()['id']}"
+    page = requests.get(nginx.base_url + page_link, timeout=10)
+    assert page.status_code == 200 and batch.json()["id"] in page.text
+
+
+def test_the_api_index_and_the_api_page_link_under_the_prefix(proxied):
+    _, nginx = proxied
+    index = requests.get(nginx.base_url + "/dash/api/v1", timeout=10).json()
+    assert index["links"] == {
+        "batches": "/dash/api/v1/batches",
+        "openapi": "/dash/api/v1/openapi.json",
+        "docs": "/dash/api",
+        "healthz": "/dash/healthz",
+    }
+    page = requests.get(nginx.base_url + index["links"]["docs"], timeout=10)
+    assert page.status_code == 200
+    assert 'href="/dash/api/v1/openapi.json"' in page.text and '<a href="/dash/api" ' in page.text
+    endpoints = [
+        re.sub(r"<[^>]+>", "", code)
+        for code in re.findall(r'<tr class="endpoint">\s*<td><code>(.*?)</code>', page.text)
+    ]
+    assert endpoints and all(endpoint.split(" ", 1)[1].startswith("/dash/api/v1") for endpoint in endpoints), endpoints
+
+
 def test_the_batch_page_hands_its_script_a_websocket_url_under_the_prefix(proxied, target):
     _, nginx = proxied
     batch = requests.post(

@@ -6,8 +6,11 @@ Every packet these tests cause stays on loopback. In the host's namespaces only 
 server whose resolv.conf points at the fake DNS server below, and non-loopback addresses are fetched
 only by a server inside a network namespace that has nothing but loopback.
 
-The servers here explain their refusals (GREENBATCH_EXPLAIN_BLOCKED), so each test can assert which rule
-refused a URL; section 6 checks what a server that does not explain them tells whoever submitted it.
+An address (or localhost) typed in a batch needs no DNS, so the server refuses it at submit with a 400 that
+says how to allow it; the fetch-time guard is reached by redirects from the allowed target to the denied
+address (and by names, through the fake DNS server). The servers here explain their refusals
+(GREENBATCH_EXPLAIN_BLOCKED), so each test can assert which rule refused a URL; section 6 checks what a
+server that does not explain them tells whoever submitted it.
 """
 
 from __future__ import annotations
@@ -266,7 +269,7 @@ def assert_nothing_reached(listeners, target, before_probe_hits: int = 0) -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. Inputs refused at submit, and denied addresses in every spelling
+# 1. Inputs refused at submit, and denied addresses in every spelling, typed or redirected to
 # ---------------------------------------------------------------------------------------------
 
 # (id, URL, what the 400's message for that index says)
@@ -312,51 +315,253 @@ def test_malformed_or_non_http_urls_are_refused_at_submit_naming_their_index(ser
     assert why in error["details"][0]["message"]
 
 
-# (id, URL, what the blocked result's message says). {denied}: a loopback port nothing allows;
-# {target}: the target's port, allowed only on 127.0.0.1; {denied6}: the [::1] listener's port.
-# Only spellings Linux routes to loopback are here; IPv6 forms that merely embed 127.0.0.1 (6to4,
-# NAT64, Teredo, ...) would leave by the default route if the guard failed, so they run in part 4.
+NOT_FETCHED = "; this server does not fetch it"
+ONLY_ON_TARGET = " on port {denied} (GREENBATCH_ALLOW_TARGETS allows it only on port {target})"
+
+
+def restart(entry: str) -> str:
+    """The end of a submit-time refusal: the restart that adds `entry` to the allow-list the servers here have."""
+    return "; restart with GREENBATCH_ALLOW_TARGETS=127.0.0.1:{target}," + entry
+
+
+# (id, URL, what the blocked result's message says when a redirect leads there, what the 400 says when the
+# URL is submitted). {denied}: a loopback port nothing allows; {target}: the target's port, allowed only on
+# 127.0.0.1; {denied6}: the [::1] listener's port. Only spellings Linux routes to loopback are here; IPv6
+# forms that merely embed 127.0.0.1 (6to4, NAT64, Teredo, ...) would leave by the default route if the
+# guard failed, so they run in part 4.
 DENIED_FORMS = [
     (
         "loopback-on-a-port-not-allowed",
         "http://127.0.0.1:{denied}",
         "127.0.0.1 is loopback (GREENBATCH_ALLOW_TARGETS allows it only on port",
+        "127.0.0.1 is loopback" + NOT_FETCHED + ONLY_ON_TARGET + restart("127.0.0.1:{denied}"),
     ),
-    ("loopback-on-the-default-port", "http://127.0.0.1", "127.0.0.1 is loopback"),
-    ("https-to-loopback", "https://127.0.0.1:{denied}", "127.0.0.1 is loopback"),
-    ("localhost", "http://localhost:{denied}", "localhost resolves to"),
-    ("localhost-in-capitals", "http://LOCALHOST:{denied}", "localhost resolves to"),
-    ("short-form-127.1", "http://127.1:{denied}", "127.1 resolves to 127.0.0.1, which is loopback"),
-    ("three-part-127.0.1", "http://127.0.1:{denied}", "127.0.1 resolves to 127.0.0.1, which is loopback"),
-    ("decimal-integer", "http://2130706433:{denied}", "2130706433 resolves to 127.0.0.1, which is loopback"),
-    ("hex-parts", "http://0x7f.1:{denied}", "0x7f.1 resolves to 127.0.0.1, which is loopback"),
-    ("hex-integer", "http://0x7f000001:{denied}", "0x7f000001 resolves to 127.0.0.1, which is loopback"),
-    ("octal-first-part", "http://0177.0.0.1:{denied}", "0177.0.0.1 resolves to 127.0.0.1, which is loopback"),
-    ("zero-padded-octal", "http://127.000.000.001:{denied}", "resolves to 127.0.0.1, which is loopback"),
-    ("octal-integer", "http://017700000001:{denied}", "017700000001 resolves to 127.0.0.1, which is loopback"),
-    ("this-network-on-the-target-port", "http://0.0.0.0:{target}", "0.0.0.0 is 'this network'"),
-    ("zero-on-the-target-port", "http://0:{target}", "0 resolves to 0.0.0.0, which is 'this network'"),
-    ("second-loopback-address-on-the-target-port", "http://127.0.0.2:{target}", "127.0.0.2 is loopback"),
-    ("ipv4-mapped", "http://[::ffff:127.0.0.1]:{denied}", "IPv4-mapped address of 127.0.0.1, which is loopback"),
-    ("ipv4-mapped-in-hex", "http://[::ffff:7f00:1]:{denied}", "IPv4-mapped address of 127.0.0.1, which is loopback"),
+    (
+        "loopback-on-the-default-port",
+        "http://127.0.0.1",
+        "127.0.0.1 is loopback",
+        "127.0.0.1 is loopback" + NOT_FETCHED + ONLY_ON_TARGET.replace("{denied}", "80") + restart("127.0.0.1:80"),
+    ),
+    (
+        "https-to-loopback",
+        "https://127.0.0.1:{denied}",
+        "127.0.0.1 is loopback",
+        "127.0.0.1 is loopback" + NOT_FETCHED + ONLY_ON_TARGET + restart("127.0.0.1:{denied}"),
+    ),
+    (
+        "localhost",
+        "http://localhost:{denied}",
+        "localhost resolves to",
+        "localhost is this machine (loopback, 127.0.0.1 or ::1)" + NOT_FETCHED + restart("localhost:{denied}"),
+    ),
+    (
+        "localhost-in-capitals",
+        "http://LOCALHOST:{denied}",
+        "localhost resolves to",
+        "localhost is this machine (loopback, 127.0.0.1 or ::1)" + NOT_FETCHED + restart("localhost:{denied}"),
+    ),
+    *(
+        (
+            case,
+            f"http://{host}:{{denied}}",
+            f"{host} resolves to 127.0.0.1, which is loopback",
+            f"{host} (that is 127.0.0.1) is loopback" + NOT_FETCHED + ONLY_ON_TARGET + restart("127.0.0.1:{denied}"),
+        )
+        for case, host in [
+            ("short-form-127.1", "127.1"),
+            ("three-part-127.0.1", "127.0.1"),
+            ("decimal-integer", "2130706433"),
+            ("hex-parts", "0x7f.1"),
+            ("hex-integer", "0x7f000001"),
+            ("octal-first-part", "0177.0.0.1"),
+            ("zero-padded-octal", "127.000.000.001"),
+            ("octal-integer", "017700000001"),
+        ]
+    ),
+    (
+        "this-network-on-the-target-port",
+        "http://0.0.0.0:{target}",
+        "0.0.0.0 is 'this network'",
+        "0.0.0.0 is 'this network' (0.0.0.0 reaches loopback on Linux)" + NOT_FETCHED + restart("0.0.0.0:{target}"),
+    ),
+    (
+        "zero-on-the-target-port",
+        "http://0:{target}",
+        "0 resolves to 0.0.0.0, which is 'this network'",
+        "0 (that is 0.0.0.0) is 'this network' (0.0.0.0 reaches loopback on Linux)"
+        + NOT_FETCHED
+        + restart("0.0.0.0:{target}"),
+    ),
+    (
+        "second-loopback-address-on-the-target-port",
+        "http://127.0.0.2:{target}",
+        "127.0.0.2 is loopback",
+        "127.0.0.2 is loopback" + NOT_FETCHED + restart("127.0.0.2:{target}"),
+    ),
+    (
+        "ipv4-mapped",
+        "http://[::ffff:127.0.0.1]:{denied}",
+        "IPv4-mapped address of 127.0.0.1, which is loopback",
+        "::ffff:127.0.0.1 is an IPv4-mapped address of 127.0.0.1, which is loopback"
+        + NOT_FETCHED
+        + ONLY_ON_TARGET
+        + restart("127.0.0.1:{denied}"),
+    ),
+    (
+        "ipv4-mapped-in-hex",
+        "http://[::ffff:7f00:1]:{denied}",
+        "IPv4-mapped address of 127.0.0.1, which is loopback",
+        "::ffff:127.0.0.1 is an IPv4-mapped address of 127.0.0.1, which is loopback"
+        + NOT_FETCHED
+        + ONLY_ON_TARGET
+        + restart("127.0.0.1:{denied}"),
+    ),
     (
         "ipv4-mapped-second-loopback-on-the-target-port",
         "http://[::ffff:127.0.0.2]:{target}",
         "IPv4-mapped address of 127.0.0.2",
+        "::ffff:127.0.0.2 is an IPv4-mapped address of 127.0.0.2, which is loopback"
+        + NOT_FETCHED
+        + restart("127.0.0.2:{target}"),
     ),
-    ("ipv6-loopback", "http://[::1]:{denied6}", "::1 is loopback"),
-    ("ipv6-loopback-written-out", "http://[0:0:0:0:0:0:0:1]:{denied6}", "::1 is loopback"),
-    ("ipv6-loopback-on-the-target-port", "http://[::1]:{target}", "::1 is loopback"),
-    ("ipv6-unspecified-on-the-target-port", "http://[::]:{target}", ":: is unspecified"),
+    (
+        "ipv6-loopback",
+        "http://[::1]:{denied6}",
+        "::1 is loopback",
+        "::1 is loopback" + NOT_FETCHED + restart("[::1]:{denied6}"),
+    ),
+    (
+        "ipv6-loopback-written-out",
+        "http://[0:0:0:0:0:0:0:1]:{denied6}",
+        "::1 is loopback",
+        "::1 is loopback" + NOT_FETCHED + restart("[::1]:{denied6}"),
+    ),
+    (
+        "ipv6-loopback-on-the-target-port",
+        "http://[::1]:{target}",
+        "::1 is loopback",
+        "::1 is loopback" + NOT_FETCHED + restart("[::1]:{target}"),
+    ),
+    (
+        "ipv6-unspecified-on-the-target-port",
+        "http://[::]:{target}",
+        ":: is unspecified",
+        ":: is unspecified" + NOT_FETCHED + restart("[::]:{target}"),
+    ),
 ]
+
+
+def batch_ids(server) -> list[str]:
+    """The ids of the server's newest batches."""
+    return [batch["id"] for batch in server.request("GET", "/api/v1/batches", params={"limit": 200}).json()["batches"]]
+
+
+@pytest.fixture(scope="module")
+def refused_at_submit(server, target, ports, listeners) -> tuple[dict[str, Any], int]:
+    """One batch of the allowed target, then every denied form as typed: (the 400's error, the target's PROBE
+    hits before it)."""
+    before = probe_hits(target)
+    urls = [target.url("/ok")] + [template.format(**ports) + PROBE for _, template, _, _ in DENIED_FORMS]
+    stored = batch_ids(server)
+    response = server.request("POST", "/api/v1/batches", json={"urls": urls})
+    assert response.status_code == 400, response.text
+    assert batch_ids(server) == stored  # not one of them, nor the good URL, was stored
+    return response.json()["error"], before
+
+
+def test_a_batch_with_denied_addresses_is_refused_whole_naming_each_by_index(refused_at_submit):
+    error, _ = refused_at_submit
+    count = len(DENIED_FORMS)
+    assert error["code"] == "invalid_urls"
+    assert error["message"].startswith(f"{count} of {count + 1} URLs cannot be fetched; the first is #1: 127.0.0.1 ")
+    assert [(d["index"], d["field"]) for d in error["details"]] == [(i, f"urls[{i}]") for i in range(1, count + 1)]
+
+
+@pytest.mark.parametrize("case, message", [(c[0], c[3]) for c in DENIED_FORMS], ids=[c[0] for c in DENIED_FORMS])
+def test_a_denied_address_in_any_spelling_is_refused_at_submit_with_the_restart_that_allows_it(
+    refused_at_submit, ports, case, message
+):
+    error, _ = refused_at_submit
+    index = [c[0] for c in DENIED_FORMS].index(case) + 1
+    detail = error["details"][index - 1]
+    assert detail["url"] == DENIED_FORMS[index - 1][1].format(**ports) + PROBE
+    assert detail["message"] == message.format(**ports)
+
+
+def test_a_refusal_at_submit_sends_nothing_anywhere(refused_at_submit, listeners, target):
+    _, probe_hits_before = refused_at_submit
+    assert_nothing_reached(listeners, target, probe_hits_before)
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["http://127.0.0.1:{closed}/", "http://localhost:{closed}/", "http://[::ffff:127.0.0.1]:{closed}/"],
+    ids=["ipv4", "localhost", "ipv4-mapped"],
+)
+def test_the_restart_a_refusal_names_lets_the_url_through(server, make_server, target, closed_port, template):
+    url = template.format(closed=closed_port)
+    refusal = server.request("POST", "/api/v1/batches", json={"urls": [url]})
+    assert refusal.status_code == 400, refusal.text
+    allow = re.search(r"restart with GREENBATCH_ALLOW_TARGETS=(\S+)$", refusal.json()["error"]["message"]).group(1)
+    assert allow.startswith(f"127.0.0.1:{target.port},")
+
+    allowed = make_server(env={"GREENBATCH_ALLOW_TARGETS": allow})
+    result = allowed.fetch_one(url, timeout=5)
+    assert kind_of(result) != "blocked", result  # fetched: nothing listens there, so the connection is refused
+
+
+def test_a_text_body_is_refused_the_same_way_numbering_urls_not_lines(server, target, ports):
+    body = f"# my servers\n{target.url('/ok')}\n\nhttp://127.0.0.1:{ports['denied']}/\n"
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "text/plain"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["message"].startswith("1 of 2 URLs cannot be fetched; the first is #1: 127.0.0.1 is loopback")
+    assert [(d["index"], d["url"]) for d in error["details"]] == [(1, f"http://127.0.0.1:{ports['denied']}/")]
+
+
+@pytest.mark.browser
+def test_the_editor_marks_a_typed_loopback_line_with_the_restart_that_allows_it(page, server, target, ports):
+    from tests.support.server import ARTIFACTS
+
+    expect = pytest.importorskip("playwright.sync_api").expect
+    denied = f"http://127.0.0.1:{ports['denied']}/"
+    stored = batch_ids(server)
+    page.goto(server.url("/"))
+    page.fill("#urls", f"# my server\n{target.url('/ok')}\n{denied}\n")
+    page.click("#submit")
+    problem = page.locator("#url-errors li[data-line='3']")  # the third line of the text: URL #1 of the list
+    expect(problem).to_contain_text(f"restart with GREENBATCH_ALLOW_TARGETS=127.0.0.1:{target.port},127.0.0.1:")
+    expect(page.locator("#gutter .bad")).to_have_text("3")
+    fits = "el => el.scrollWidth <= el.clientWidth && el.scrollHeight > 0"
+    assert problem.evaluate(fits), "the reason is shown whole, restart hint included, not cut off"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "submit-refuses-loopback.png"))
+    assert batch_ids(server) == stored
+
+
+def test_a_rerun_is_judged_when_fetched_as_resumed_batches_are(make_server, target, tmp_path):
+    folder = tmp_path / "rerun"
+    first = make_server(data_dir=folder)
+    batch = first.submit([target.url("/ok")])
+    first.wait(batch["id"])
+    first.stop()
+    # The same data folder, now without the target on the allow-list: the stored URL is not refused again.
+    second = make_server(env={"GREENBATCH_ALLOW_TARGETS": ""}, data_dir=folder)
+    rerun = second.request("POST", f"/api/v1/batches/{batch['id']}/rerun")
+    assert rerun.status_code == 201, rerun.text
+    second.wait(rerun.json()["id"])
+    [result] = second.results(rerun.json()["id"])
+    assert kind_of(result) == "blocked" and "127.0.0.1 is loopback" in result["error"]["message"], result
 
 
 @pytest.fixture(scope="module")
 def denied_batch(server, target, ports, listeners) -> tuple[dict[str, dict[str, Any]], int]:
-    """One batch: the allowed target, then every denied form. Returns (results by case id, with the
-    target's under "allowed"; the target's PROBE hits before the batch)."""
+    """One batch: the allowed target, then a redirect from it to every denied form. Returns (results by case
+    id, with the target's under "allowed"; the target's PROBE hits before the batch)."""
     before = probe_hits(target)
-    urls = [target.url("/ok")] + [template.format(**ports) + PROBE for _, template, _ in DENIED_FORMS]
+    urls = [target.url("/ok")] + [
+        redirect_to(target, template.format(**ports) + PROBE) for _, template, _, _ in DENIED_FORMS
+    ]
     results = server.run_batch(urls, timeout=5, connect_timeout=2)
     by_case = {"allowed": results[0], **{case[0]: results[i] for i, case in enumerate(DENIED_FORMS, start=1)}}
     return by_case, before
@@ -368,11 +573,11 @@ def test_the_allowed_target_itself_is_fetched(denied_batch):
 
 
 @pytest.mark.parametrize("case, why", [(c[0], c[2]) for c in DENIED_FORMS], ids=[c[0] for c in DENIED_FORMS])
-def test_denied_addresses_in_every_spelling_end_blocked_with_the_reason(denied_batch, case, why):
+def test_a_redirect_to_a_denied_address_in_any_spelling_ends_blocked_with_the_reason(denied_batch, case, why):
     result = denied_batch[0][case]
     assert kind_of(result) == "blocked", result
     assert why in result["error"]["message"]
-    assert result["status_code"] is None and result["redirects"] == []
+    assert result["status_code"] is None and len(result["redirects"]) == 1  # the hop that led there
 
 
 def test_no_connection_reaches_a_denied_listener_whatever_the_spelling(denied_batch, listeners, target):
@@ -556,13 +761,17 @@ def test_a_denied_name_is_denied_by_every_other_name_for_its_address(fake_dns, t
     server = start_dns_server(tmp_path, {**target_env, "GREENBATCH_DENY_TARGETS": "denied.test"})
     try:
         before = probe_hits(target)
-        results = server.run_batch([f"http://alias.test:{target.port}{PROBE}", target.url(PROBE)], timeout=5)
+        by_alias = server.fetch_one(f"http://alias.test:{target.port}{PROBE}", timeout=5)
+        # The address itself needs no lookup: it is refused at submit, by the deny-list.
+        by_address = server.request("POST", "/api/v1/batches", json={"urls": [target.url(PROBE)]})
     finally:
         server.stop()
     assert fake_dns.a_queries("denied.test") == 1
     why = "matches 'denied.test' in GREENBATCH_DENY_TARGETS, a name that resolves to it"
-    for result in results.values():
-        assert kind_of(result) == "blocked" and why in result["error"]["message"], result
+    assert kind_of(by_alias) == "blocked" and why in by_alias["error"]["message"], by_alias
+    assert by_address.status_code == 400, by_address.text
+    [detail] = by_address.json()["error"]["details"]
+    assert detail["message"] == "127.0.0.1 is on this server's deny-list (GREENBATCH_DENY_TARGETS)"
     assert_nothing_reached(listeners, target, before)
 
 
@@ -662,10 +871,23 @@ NON_LOOPBACK = [
 ]
 
 
+def test_non_loopback_denied_addresses_are_refused_at_submit_and_metadata_gets_no_restart_hint(netns_server):
+    # Submitted to the namespaced server all the same: were one accepted, its fetch would have nowhere to go.
+    response = netns_server.request("POST", "/api/v1/batches", json={"urls": [url for _, url, _ in NON_LOOPBACK]})
+    assert response.status_code == 400, response.text
+    details = response.json()["error"]["details"]
+    assert [d["index"] for d in details] == list(range(len(NON_LOOPBACK)))
+    for (case, _, _), detail in zip(NON_LOOPBACK, details):
+        if METADATA in detail["message"]:  # only an entry naming that very address lifts it: no advice to give
+            assert "restart" not in detail["message"], (case, detail)
+        else:
+            assert "; restart with GREENBATCH_ALLOW_TARGETS=" in detail["message"], (case, detail)
+
+
 @pytest.fixture(scope="module")
 def non_loopback_results(netns_server, netns_target) -> dict[str, dict[str, Any]]:
-    """One batch in the namespace: its target first, then every non-loopback denied address."""
-    urls = [netns_target.url("/ok")] + [url for _, url, _ in NON_LOOPBACK]
+    """One batch in the namespace: its target first, then a redirect from it to every non-loopback denied address."""
+    urls = [netns_target.url("/ok")] + [redirect_to(netns_target, url) for _, url, _ in NON_LOOPBACK]
     results = netns_server.run_batch(urls, timeout=5, connect_timeout=2)
     return {"allowed": results[0], **{case[0]: results[i] for i, case in enumerate(NON_LOOPBACK, start=1)}}
 
@@ -675,11 +897,12 @@ def test_the_namespace_target_is_fetched_so_the_server_works_in_there(non_loopba
 
 
 @pytest.mark.parametrize("case, why", [(c[0], c[2]) for c in NON_LOOPBACK], ids=[c[0] for c in NON_LOOPBACK])
-def test_non_loopback_denied_addresses_end_blocked_before_any_connect(non_loopback_results, case, why):
+def test_a_redirect_to_a_non_loopback_denied_address_ends_blocked_before_any_connect(non_loopback_results, case, why):
     # blocked, not refused/connect_timeout/other: the guard stopped it before a socket tried to connect.
     result = non_loopback_results[case]
     assert kind_of(result) == "blocked", result
     assert why in result["error"]["message"]
+    assert len(result["redirects"]) == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -687,10 +910,33 @@ def test_non_loopback_denied_addresses_end_blocked_before_any_connect(non_loopba
 # ---------------------------------------------------------------------------------------------
 
 
-def test_deny_targets_wins_over_allow_targets(make_server, target):
-    server = make_server(env={"GREENBATCH_DENY_TARGETS": f"127.0.0.1:{target.port}"})
+DENY_LIST = "on this server's deny-list (GREENBATCH_DENY_TARGETS)"
+
+
+@pytest.fixture(scope="module")
+def relay():
+    """A second target, on 127.0.0.2, that no deny entry here covers: its redirects lead to denied addresses."""
+    process = start_target(host="127.0.0.2")
+    yield process
+    process.stop()
+
+
+def with_relay(target, relay, **env: str) -> dict[str, str]:
+    """Settings allowing the target and the relay, plus `env`."""
+    return {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.2:{relay.port}", **env}
+
+
+def test_deny_targets_wins_over_allow_targets(make_server, target, relay):
+    server = make_server(env=with_relay(target, relay, GREENBATCH_DENY_TARGETS=f"127.0.0.1:{target.port}"))
     before = probe_hits(target)
-    results = server.run_batch([target.url(PROBE), f"http://[::ffff:127.0.0.1]:{target.port}{PROBE}"], timeout=5)
+    denied = [target.url(PROBE), f"http://[::ffff:127.0.0.1]:{target.port}{PROBE}"]
+    refusal = server.request("POST", "/api/v1/batches", json={"urls": denied})
+    assert refusal.status_code == 400, refusal.text
+    assert [d["message"] for d in refusal.json()["error"]["details"]] == [
+        f"127.0.0.1 is {DENY_LIST}",
+        f"::ffff:127.0.0.1 is {DENY_LIST}",
+    ]
+    results = server.run_batch([redirect_to(relay, url) for url in denied], timeout=5)
     assert sorted(results) == [0, 1]
     for result in results.values():
         assert kind_of(result) == "blocked", result
@@ -711,17 +957,21 @@ def test_deny_targets_wins_over_allow_targets(make_server, target):
         "ipv4-mapped-entry-with-a-port",
     ],
 )
-def test_a_deny_entry_denies_the_address_however_the_url_writes_it(make_server, target, listeners, deny, why):
+def test_a_deny_entry_denies_the_address_however_the_url_writes_it(make_server, target, relay, listeners, deny, why):
     # The target's own address is allowed on its port; the deny entry names it another way.
-    server = make_server(env={"GREENBATCH_DENY_TARGETS": deny.format(port=target.port)})
+    server = make_server(env=with_relay(target, relay, GREENBATCH_DENY_TARGETS=deny.format(port=target.port)))
     before = probe_hits(target)
     urls = [
         target.url(PROBE),
         f"http://[::ffff:127.0.0.1]:{target.port}{PROBE}",
         f"http://localhost:{target.port}{PROBE}",
     ]
+    refusal = server.request("POST", "/api/v1/batches", json={"urls": urls})
+    assert refusal.status_code == 400, refusal.text
+    details = refusal.json()["error"]["details"]
+    assert [d["index"] for d in details] == [0, 1, 2] and all(DENY_LIST in d["message"] for d in details), details
     for client in CLIENTS:
-        results = server.run_batch(urls, timeout=5, client=client)
+        results = server.run_batch([redirect_to(relay, url) for url in urls], timeout=5, client=client)
         for result in results.values():
             assert kind_of(result) == "blocked", (client, result)
         assert why.format(port=target.port) in results[0]["error"]["message"], results[0]
@@ -732,20 +982,22 @@ def test_allow_private_opens_loopback_but_never_cloud_metadata(netns, netns_targ
     # A second target on 127.0.0.2 with the first one's port, and no ALLOW_TARGETS at all.
     second = netns.run(start_target, host="127.0.0.2", port=netns_target.port)
     server = start_in_netns(netns, tmp_path_factory.mktemp("private"), {"GREENBATCH_ALLOW_PRIVATE": "1", EXPLAIN: "1"})
+    metadata = ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/"]
     try:
+        refusal = server.request("POST", "/api/v1/batches", json={"urls": [second.url("/ok"), *metadata]})
         results = server.run_batch(
-            [
-                second.url("/ok"),
-                "http://169.254.169.254/latest/meta-data/",
-                "http://[fd00:ec2::254]/",
-                "http://10.0.0.1/",
-            ],
+            [second.url("/ok"), *(redirect_to(second, url) for url in metadata), "http://10.0.0.1/"],
             timeout=5,
             connect_timeout=2,
         )
     finally:
         server.stop()
         second.stop()
+    assert refusal.status_code == 400, refusal.text
+    assert [(d["index"], METADATA in d["message"]) for d in refusal.json()["error"]["details"]] == [
+        (1, True),
+        (2, True),
+    ]
     assert results[0]["status_code"] == 200
     for metadata in (results[1], results[2]):
         assert kind_of(metadata) == "blocked", metadata
@@ -770,13 +1022,14 @@ def quiet_server(tmp_path_factory, target_env):
 
 
 def test_a_blocked_url_names_neither_the_address_a_name_resolves_to_nor_the_rule(quiet_server, target, ports):
+    # Reached by redirects: typed in a batch, an address or localhost is refused at submit (part 1).
     denied = ports["denied"]
     not_fetched = "a private or reserved address, which this server does not fetch"
     results = quiet_server.run_batch(
         [
-            f"http://localhost:{denied}/",
-            f"http://127.0.0.1:{denied}/",
-            redirect_to(target, f"http://LocalHost:{denied}/"),
+            redirect_to(target, f"http://localhost:{denied}/"),
+            redirect_to(target, f"http://127.0.0.1:{denied}/"),
+            redirect_to(target, f"http://[::1]:{denied}/"),
         ],
         timeout=5,
     )
@@ -792,14 +1045,20 @@ def test_a_blocked_url_names_neither_the_address_a_name_resolves_to_nor_the_rule
         ),
         (
             "blocked",
-            f"localhost resolves to {not_fetched} (an operator can allow it with "
-            f"GREENBATCH_ALLOW_TARGETS=localhost:{denied})",
+            f"::1 is {not_fetched} (an operator can allow it with GREENBATCH_ALLOW_TARGETS=[::1]:{denied})",
         ),
     ]
 
 
-def test_the_server_log_keeps_the_address_and_the_rule_of_each_refusal(quiet_server, ports):
-    batch = quiet_server.submit([f"http://localhost:{ports['denied']}/"])
+def test_an_address_typed_in_a_batch_is_refused_naming_its_rule_as_anyone_may_know_it(quiet_server, target, ports):
+    # Which ranges are loopback or private is no secret of this network; the address was the submitter's own.
+    response = quiet_server.request("POST", "/api/v1/batches", json={"urls": [f"http://127.0.0.1:{ports['denied']}/"]})
+    assert response.status_code == 400
+    assert response.json()["error"]["details"][0]["message"].startswith("127.0.0.1 is loopback; ")
+
+
+def test_the_server_log_keeps_the_address_and_the_rule_of_each_refusal(quiet_server, target, ports):
+    batch = quiet_server.submit([redirect_to(target, f"http://localhost:{ports['denied']}/")])
     quiet_server.wait(batch["id"])
     assert re.search(
         f"batch {batch['id']} URL 0: localhost resolves to (127.0.0.1|::1), which is loopback", quiet_server.log()

@@ -440,15 +440,14 @@ def test_connection_errors_are_retried_and_each_attempt_counted(gb, helpers, cli
 def test_denied_addresses_end_blocked_and_their_listener_sees_no_connection(gb, target, helpers, client):
     denied = helpers["denied"]
     port = denied.getsockname()[1]
+    # Typed in a batch, these are refused at submit; a redirect brings each to the transport's guard.
     urls = [
-        f"http://127.0.0.1:{port}/",
-        f"http://localhost:{port}/",
         target.url(f"/redirect-to?url=http://127.0.0.1:{port}/"),
+        target.url(f"/redirect-to?url=http://localhost:{port}/"),
+        target.url(f"/redirect-to?url=http://[::ffff:127.0.0.1]:{port}/"),
     ]
-    direct, by_name, redirected = run(gb, urls, client)
-    for result in (direct, by_name, redirected):
-        assert kind_of(result) == "blocked", result
-    assert len(redirected["redirects"]) == 1
+    for result in run(gb, urls, client):
+        assert kind_of(result) == "blocked" and len(result["redirects"]) == 1, result
     denied.settimeout(0)
     with pytest.raises(BlockingIOError):
         denied.accept()  # nothing is waiting in the backlog: not even a TCP handshake got through

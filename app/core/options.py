@@ -13,6 +13,7 @@ METHODS = ("GET", "HEAD")
 # HTTP clients a batch may choose (app/fetch maps each to its transport); the first is the default.
 CLIENTS = ("fast", "requests")
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
+_STATUS_CLASS = re.compile(r"^\s*([1-5])[xX]{2}\s*$")  # 2xx: every status from 200 to 299
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Options are stored and shown with their batch: each is capped so one batch cannot weigh megabytes.
 MAX_ACCEPT_STATUS_CHARS = 2000  # checked before parsing, so refusing a huge value costs nothing
@@ -228,21 +229,26 @@ def _shown(value: Any) -> str:
 def _accept_status_problem(value: Any) -> str | None:
     """Say what is wrong with an accept_status value, or None when it is fine."""
     if not isinstance(value, str):
-        return "must be a string like '200-399' or '200,301-302'"
+        return "must be a string like '200-399', '2xx,3xx' or '200,301-302'"
     if len(value) > MAX_ACCEPT_STATUS_CHARS:  # before parsing: a megabyte is refused without reading it
         return f"must be at most {MAX_ACCEPT_STATUS_CHARS} characters, not {len(value)}"
     ranges = parse_status_ranges(value)
     if not ranges:
-        return "must look like '200-399' or '200,301-302' (statuses 100-599)"
+        return "must look like '200-399', '2xx,3xx' or '200,301-302' (statuses 100-599)"
     if len(ranges) > MAX_ACCEPT_RANGES:
         return f"at most {MAX_ACCEPT_RANGES} statuses or ranges, not {len(ranges)}"
     return None
 
 
 def parse_status_ranges(text: str) -> list[tuple[int, int]]:
-    """Parse '200-399,418' into ranges; an empty list means the text is invalid."""
+    """Parse '200-399,418' or '2xx,3xx' into ranges; an empty list means the text is invalid."""
     ranges = []
     for part in text.split(","):
+        status_class = _STATUS_CLASS.match(part)
+        if status_class:
+            low = int(status_class.group(1)) * 100
+            ranges.append((low, low + 99))
+            continue
         match = _STATUS_RANGE.match(part)
         if not match:
             return []

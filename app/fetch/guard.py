@@ -22,6 +22,10 @@ Rules, in order (check_address):
 IPv6 forms that embed an IPv4 address (mapped, compatible, 6to4, NAT64, Teredo) are judged by the
 IPv4 inside, because that is where the packets end up.
 
+Hosts that need no lookup (an address in any form libc reads, localhost) are judged at submit as well
+(Policy.literal_refusals), so a batch is refused with the restart that allows them rather than stored to
+end blocked; other names and every redirect hop are judged only here, at fetch time.
+
 A refusal's message (str) tells whoever submitted the URL only what they typed; its `detail` names
 the address and the rule, for the log and for servers with GREENBATCH_EXPLAIN_BLOCKED on.
 """
@@ -39,7 +43,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -807,6 +811,36 @@ def _addresses_of(name: str, lookup: GetAddrInfo) -> frozenset[IPAddress]:
     return found
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# scheme://host[:port] of a URL as check_url returns it (lower-case scheme, nothing before the host).
+_CHECKED_AUTHORITY = re.compile(r"(https?)://([^/?#]*)")
+# What a host that may need no lookup starts with: a digit (an IPv4 address in any form libc reads) or '['.
+_LITERAL_STARTS = frozenset("0123456789[")
+_AUTHORITY_ENDS = frozenset(("", "/", "?", "#"))
+_LOOPBACK_ADDRESSES: tuple[IPAddress, ...] = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
+
+
+def _may_be_literal(url: str) -> bool:
+    """Whether a checked URL's host may be an address or localhost: a test of one character and a substring."""
+    start = url.find("//") + 2
+    return url[start : start + 1] in _LITERAL_STARTS or "localhost" in url
+
+
+def _numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address libc's resolver reads in a host (127.0.0.1, 2130706433, 0x7f.1, 127.1), or None.
+
+    getaddrinfo parses numeric hosts with inet_aton before any lookup, so socket.inet_aton, the same
+    parser, says which address a fetch would connect to. Every part of such a host starts with a digit
+    (0x7f too), and no top-level domain does.
+    """
+    if not host.rpartition(".")[2][:1].isdigit():
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class Policy:
     """Which addresses may be fetched: the default rules, ALLOW_PRIVATE, and allow/deny entries."""
@@ -845,7 +879,7 @@ class Policy:
             parts.append("always denied: " + ", ".join(entry.text for entry in self.deny))
         return "; ".join(parts)
 
-    def check_address(self, ip: str, port: int, host: str | None = None) -> None:
+    def check_address(self, ip: str | IPAddress, port: int, host: str | None = None) -> None:
         """Return if connecting to ip:port (for the URL's host) is allowed; raise Blocked naming the rule."""
         try:
             addr = _parse_ip(ip)
@@ -876,6 +910,124 @@ class Policy:
             _not_fetched(addr, name, port, verdict),
             f"{_subject(addr, name)} is {verdict.reason}{_why_denied(verdict, port, other_ports)}",
         )
+
+    def refuses_literal(self, url: str) -> str | None:
+        """Why this policy blocks a URL check_url returned whose host needs no lookup, or None (see literal_refusals)."""
+        refused = self.literal_refusals([url])
+        return refused[0][1] if refused else None
+
+    def literal_refusals(self, urls: Iterable[str | None]) -> list[tuple[int, str]]:
+        """(index, why) of each URL (as check_url returned it; None is skipped) that this policy blocks whatever
+        DNS says: its host is an IP address in any form libc reads (2130706433 too), or localhost or a name
+        under .localhost whose every loopback address is blocked. Other names are judged when fetched.
+
+        One pass of string tests over the list; each distinct scheme://host:port is judged once.
+        """
+        found: list[tuple[int, str]] = []
+        judged: dict[str, str | None] = {}
+        # The last scheme://authority judged and its verdict: a batch's URLs come in runs of one host.
+        key, cut, why = "", 0, None
+        for index, url in enumerate(urls):
+            if url is None:
+                continue
+            if not (url.startswith(key) and url[cut : cut + 1] in _AUTHORITY_ENDS):
+                if not _may_be_literal(url):
+                    continue
+                match = _CHECKED_AUTHORITY.match(url)
+                if match is None:
+                    continue
+                key = match.group(0)
+                cut = len(key)
+                if key not in judged:
+                    started = time.perf_counter()
+                    judged[key] = self._literal_refusal(match.group(1), match.group(2))
+                    _take_turns(time.perf_counter() - started)
+                why = judged[key]
+            if why is not None:
+                found.append((index, why))
+        return found
+
+    def _literal_refusal(self, scheme: str, authority: str) -> str | None:
+        """literal_refusals' verdict on one scheme and authority."""
+        try:
+            host, written_port = _split_netloc(authority)
+        except InvalidUrl:
+            return None  # not what check_url returns: the fetch will say
+        port = written_port or DEFAULT_PORTS[scheme]
+        if host.startswith("["):
+            return self._address_refusal(ipaddress.IPv6Address(host[1:-1]), port, host[1:-1])
+        name = host.rstrip(".")
+        if name == "localhost" or name.endswith(".localhost"):
+            return self._localhost_refusal(name, port)
+        addr = _numeric_ipv4(host)
+        return self._address_refusal(addr, port, host) if addr is not None else None
+
+    def _address_refusal(self, addr: IPAddress, port: int, host: str) -> str | None:
+        """Why a URL whose host is `host`, an address, is blocked on this port (and what lets it through), or None."""
+        try:
+            self.check_address(addr, port, host)
+            return None
+        except Blocked:
+            pass
+        name = _normal_host(host)
+        denied = self._deny_refusal([addr], port, name)
+        if denied:
+            return denied
+        verdict = cast(Verdict, judge(addr))  # blocked and not by the deny-list: a default rule denies it
+        shown = show_address(addr)
+        subject = shown if _same_address(host, addr) else f"{host} (that is {shown})"
+        why = f"{subject} is {verdict.reason}; this server does not fetch it"
+        other_ports = [
+            str(entry.port)
+            for entry in self.allow
+            if entry.matches(addr, name)
+            and (verdict.lift != "exact" or entry.names_one_address)
+            and entry.port not in (None, port)
+        ]
+        if other_ports:
+            why += f" on port {port} ({ALLOW_VAR} allows it only on port {', '.join(other_ports)})"
+        if verdict.lift == "exact":
+            return why  # only an entry naming this very address lifts it: not advice to hand whoever submits
+        v4 = getattr(addr, "ipv4_mapped", None) or addr  # an IPv4-mapped address is its IPv4's socket
+        entry = f"[{v4}]:{port}" if v4.version == 6 else f"{v4}:{port}"
+        return why + self._restart_hint(entry, [addr], port, host)
+
+    def _localhost_refusal(self, name: str, port: int) -> str | None:
+        """Why localhost (or a name under .localhost) is blocked on this port, or None when either loopback
+        address is allowed: which one the name resolves to is the resolver's to say, at fetch time."""
+        addresses = _LOOPBACK_ADDRESSES
+        for addr in addresses:
+            try:
+                self.check_address(addr, port, name)
+                return None
+            except Blocked:
+                pass
+        denied = self._deny_refusal(addresses, port, name)
+        if denied:
+            return denied
+        why = f"{name} is this machine (loopback, 127.0.0.1 or ::1); this server does not fetch it"
+        return why + self._restart_hint(f"{name}:{port}", addresses, port, name)
+
+    def _deny_refusal(self, addresses: Iterable[IPAddress], port: int, name: str | None) -> str | None:
+        """The deny-list's refusal of any of these addresses for this host, or None."""
+        for addr in addresses:
+            try:
+                self._check_deny_list(addr, port, name)
+            except Blocked as refusal:
+                return str(refusal)
+        return None
+
+    def _restart_hint(self, entry: str, addresses: Iterable[IPAddress], port: int, host: str) -> str:
+        """ "; restart with GREENBATCH_ALLOW_TARGETS=<today's entries and this one>", when that lets every address
+        through for this host; else ""."""
+        value = ",".join([*(existing.text for existing in self.allow), entry])
+        try:
+            widened = replace(self, allow=(*self.allow, parse_target(entry)))
+            for addr in addresses:
+                widened.check_address(addr, port, host)
+        except (ValueError, Blocked):
+            return ""
+        return f"; restart with {ALLOW_VAR}={value}"
 
     def _check_deny_list(self, addr: IPAddress, port: int, name: str | None) -> None:
         """Raise Blocked when a deny entry covers the address, the URL's host, or an address of a denied name."""

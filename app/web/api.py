@@ -6,8 +6,10 @@ import csv
 import io
 import json
 import logging
-from typing import Any
+import re
+from typing import Any, cast
 
+import idna
 from flask import Blueprint, Response, current_app, request, url_for
 
 from ..core.options import BatchOptions, ValidationError, header_problem
@@ -15,7 +17,7 @@ from ..core.results import FINAL_STATUSES
 from ..fetch import guard
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
-from . import exports
+from . import exports, openapi
 from .errors import ApiError, error_response
 from .services import services
 from .views import batch_json
@@ -24,6 +26,10 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
 
 MAX_DETAILS = 100  # validation problems listed in one answer; the count says how many there were
+MAX_NAME = 200  # characters of a batch name
+NAMED_HOSTS = 1000  # distinct hosts an unnamed batch's name counts; past it the name says "999+ other hosts"
+# The host of a URL as guard.check_url returns it (lower-case scheme, no user info; IPv6 in brackets).
+_HOST = re.compile(r"https?://(\[[^\]]*\]|[^:/?#]*)")
 CANCEL_SETTLE = 5.0  # seconds a cancel waits for the batch's final state to be committed before answering
 
 
@@ -133,14 +139,24 @@ def _validate_urls(urls: Any) -> list[str]:
             413, "too_many_urls", f"{len(urls)} URLs is more than the limit of {config.max_urls} (GREENBATCH_MAX_URLS)"
         )
     max_length = config.max_url_length
+    problems: list[dict[str, Any]] = []
+    checked: list[str | None]
     if guard.all_unchanged(urls, max_length):
-        return list(urls)
-    checked, problems = [], []
-    for index, url in enumerate(urls):
-        try:
-            checked.append(_checked_url(url, max_length))
-        except guard.InvalidUrl as exc:
-            problems.append({"field": f"urls[{index}]", "index": index, "url": _shown(url), "message": str(exc)})
+        checked = list(urls)
+    else:
+        checked = []
+        for index, url in enumerate(urls):
+            try:
+                checked.append(_checked_url(url, max_length))
+            except guard.InvalidUrl as exc:
+                checked.append(None)
+                problems.append(_url_problem(index, url, str(exc)))
+    # Addresses and localhost need no DNS, so the fetch policy judges them now: nothing is stored that would
+    # only end blocked. Other names (and redirect targets) are judged when fetched.
+    refused = services().engine.policy.literal_refusals(checked)
+    if refused:
+        problems += [_url_problem(index, urls[index], why) for index, why in refused]
+        problems.sort(key=lambda problem: problem["index"])
     if problems:
         raise ApiError(
             400,
@@ -149,7 +165,12 @@ def _validate_urls(urls: Any) -> list[str]:
             f" {problems[0]['message']}",
             problems[:MAX_DETAILS],
         )
-    return checked
+    return cast("list[str]", checked)  # no None left: each stands for a problem
+
+
+def _url_problem(index: int, url: Any, message: str) -> dict[str, Any]:
+    """One refused URL as the error's details name it: by its index (its position in the list, from 0)."""
+    return {"field": f"urls[{index}]", "index": index, "url": _shown(url), "message": message}
 
 
 def _checked_url(url: Any, max_length: int) -> str:
@@ -167,10 +188,10 @@ def _shown(value: Any) -> Any:
 
 
 def _name(raw: Any) -> str:
-    """A batch name: optional, a string of at most 200 characters."""
+    """A batch name: optional, a string of at most MAX_NAME characters."""
     if raw is None:
         return ""
-    if not isinstance(raw, str) or len(raw) > 200:
+    if not isinstance(raw, str) or len(raw) > MAX_NAME:
         raise ApiError(
             400,
             "invalid_name",
@@ -182,6 +203,37 @@ def _name(raw: Any) -> str:
     except UnicodeEncodeError:
         raise ApiError(400, "invalid_name", '"name" is not valid Unicode') from None
     return raw.strip()
+
+
+def _derived_name(urls: list[str]) -> str:
+    """An unnamed batch's name: its first URL's host, and how many other hosts it has ("a.example and 2 other hosts").
+
+    Runs of URLs on one host cost a string comparison each; counting stops at NAMED_HOSTS distinct hosts.
+    """
+    hosts: dict[str, None] = {}  # in order of appearance: the first is the name's
+    run = "\0"  # scheme://host of the last URL matched: the next URLs on that host need no match
+    for url in urls:
+        if url.startswith(run) and url[len(run) : len(run) + 1] in ("", ":", "/", "?", "#"):
+            continue
+        match = _HOST.match(url)
+        if match is None:  # not as check_url writes URLs: nothing to count
+            continue
+        run = match.group(0)
+        hosts[match.group(1)] = None
+        if len(hosts) >= NAMED_HOSTS:
+            break
+    if not hosts:
+        return ""
+    first = next(iter(hosts))
+    if first.startswith("xn--") or ".xn--" in first:
+        try:
+            first = idna.decode(first)  # shown as people write it; stored URLs keep the ASCII form
+        except idna.IDNAError:
+            pass
+    others = len(hosts) - 1
+    count = f"{others}+" if len(hosts) >= NAMED_HOSTS else str(others)
+    suffix = f" and {count} other host{'' if others == 1 else 's'}" if others else ""
+    return first[: MAX_NAME - len(suffix)] + suffix
 
 
 def _batch_or_404(batch_id: str) -> BatchView:
@@ -250,6 +302,21 @@ def _created(batch_id: str) -> Response:
 # -- routes ----------------------------------------------------------------------------------
 
 
+@bp.get("")
+def index():
+    """What this is and where its parts are: the batches, the OpenAPI description, the API's page, the health probe."""
+    return {
+        "name": "greenbatch",
+        "version": openapi.API_VERSION,
+        "links": {
+            "batches": url_for("api.list_batches"),
+            "openapi": url_for("openapi.description"),
+            "docs": url_for("pages.api_docs"),
+            "healthz": url_for("ops.healthz"),
+        },
+    }
+
+
 @bp.post("/batches")
 def create_batch():
     """Submit a batch: JSON {"urls", "name", "options"}, or one URL per line as text/plain or text/csv."""
@@ -261,7 +328,7 @@ def create_batch():
         options = BatchOptions.parse(raw_options, config)
     except ValidationError as exc:
         raise ApiError(400, "invalid_options", str(exc), exc.details) from None
-    batch_id = _submit(urls, options, _name(name))
+    batch_id = _submit(urls, options, _name(name) or _derived_name(urls))
     return _created(batch_id)
 
 
@@ -352,7 +419,7 @@ def delete_batch(batch_id: str):
 
 @bp.get("/batches/<batch_id>/results")
 def results(batch_id: str):
-    """A page of results (`after` index, `limit`, `outcome`), or the whole batch as `format=csv|ndjson`."""
+    """A page of results (`after` index, `limit`, `outcome`), or the whole batch as `format=csv|ndjson|json`."""
     batch = _batch_or_404(batch_id)
     outcome = request.args.get("outcome") or None
     if outcome not in (None, "ok", "failed"):
@@ -362,16 +429,17 @@ def results(batch_id: str):
             "outcome must be ok or failed",
             [{"field": "outcome", "message": "must be ok or failed"}],
         )
-    fmt = request.args.get("format", "json")
+    fmt = request.args.get("format") or None
     store = services().store
-    if fmt in ("csv", "ndjson"):
+    if fmt in exports.FORMATS:
         return exports.download(store, batch.id, fmt, outcome)
-    if fmt != "json":
+    if fmt is not None:
+        formats = ", ".join(exports.FORMATS)
         raise ApiError(
             400,
             "invalid_parameter",
-            "format must be json, csv or ndjson",
-            [{"field": "format", "message": "must be json, csv or ndjson"}],
+            f"format must be one of {formats} (a download of every result), or absent for a page",
+            [{"field": "format", "message": f"must be one of {formats}"}],
         )
     after = _int_arg("after", -1, -1, 2**31)
     limit = _int_arg("limit", 100, 1, 1000)

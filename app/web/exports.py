@@ -1,5 +1,6 @@
-"""Exports: a batch's results as a CSV or NDJSON download, streamed a page at a time, spreadsheet-safe, and
-never a clean-looking short file when the store fails midway."""
+"""Exports: a batch's results as a CSV, NDJSON or JSON-array download, streamed a page at a time (memory stays
+flat whatever the batch's size), spreadsheet-safe, and never a clean-looking short file when the store fails
+midway."""
 
 from __future__ import annotations
 
@@ -43,14 +44,18 @@ CSV_COLUMNS = (
 )
 
 
+# The download formats (`format=` of the results route) and their content types: each streams the whole batch.
+FORMATS = ("csv", "ndjson", "json")
+CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson", "json": "application/json"}
+
+
 def download(store: Store, batch_id: str, fmt: str, outcome: str | None) -> Response:
-    """The whole batch (or its ok/failed results) as a `fmt` ("csv" or "ndjson") attachment, streamed."""
+    """The whole batch (or its ok/failed results) as a `fmt` (one of FORMATS) attachment, streamed."""
     rows = store.iter_results(batch_id, outcome=outcome)
     # The first page is read before answering: a store that fails now gets a JSON 503, not a 200.
     rows = itertools.chain(list(itertools.islice(rows, 1)), rows)
-    body = _csv_lines(rows) if fmt == "csv" else (json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
-    content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
-    response = Response(stream_with_context(_broken_on_failure(body, fmt, batch_id)), content_type=content_type)
+    body = {"csv": _csv_lines, "ndjson": _ndjson_lines, "json": _json_array}[fmt](rows)
+    response = Response(stream_with_context(_broken_on_failure(body, fmt, batch_id)), content_type=CONTENT_TYPES[fmt])
     response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{batch_id}.{fmt}"'
     return response
 
@@ -82,6 +87,26 @@ def _broken_on_failure(lines: Iterator[str], fmt: str, batch_id: str) -> Iterato
         raise ExportBroken(errno.ECONNRESET, message) from exc
 
 
+def _compact(row: dict[str, Any]) -> str:
+    """One result as JSON without spaces."""
+    return json.dumps(row, separators=(",", ":"))
+
+
+def _ndjson_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """Results as NDJSON: one JSON object a line."""
+    return (_compact(r) + "\n" for r in rows)
+
+
+def _json_array(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """Results as one JSON array, a result a line, written as they are read (never held as a list)."""
+    yield "["
+    separator = "\n"
+    for r in rows:
+        yield separator + _compact(r)
+        separator = ",\n"
+    yield "\n]\n"
+
+
 def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     """Results as CSV, one line at a time, every field quoted and spreadsheet formulas defused."""
     buffer = io.StringIO()
@@ -105,7 +130,7 @@ def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
                     r["url"],
                     r.get("final_url"),
                     r.get("status_code"),
-                    r.get("ok"),
+                    _boolean(r.get("ok")),
                     error.get("kind"),
                     error.get("message"),
                     r.get("bytes"),
@@ -124,6 +149,11 @@ def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
                 )
             ]
         )
+
+
+def _boolean(value: Any) -> str | None:
+    """true or false as JSON writes them (csv would write Python's True and False)."""
+    return None if value is None else ("true" if value else "false")
 
 
 # Where a spreadsheet may start a cell: the field's start, or a separator inside it (a `;`-splitting locale

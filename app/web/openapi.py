@@ -27,10 +27,12 @@ from ..core.options import (
     BatchOptions,
 )
 from ..core.results import BATCH_STATUSES, ERROR_KINDS
+from .exports import FORMATS
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
 API = "/api/v1"
+API_VERSION = "1"
 JSON = "application/json"
 TIMESTAMP = {"type": "string", "format": "date-time", "description": "UTC, ISO 8601 with milliseconds."}
 # A header value: no control character but tab, and no space or tab at either end.
@@ -70,6 +72,16 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
 
 
 # -- schemas ---------------------------------------------------------------------------------
+
+BATCH_LINKS = {
+    "self": "This batch in JSON.",
+    "page": "The batch's live page in the dashboard.",
+    "results": "Its results, a page at a time.",
+    "events": "Its event log (what the live page replays).",
+    "csv": "Every result as a CSV download.",
+    "ndjson": "Every result as NDJSON (one JSON object a line).",
+    "json": "Every result as one JSON array.",
+}
 
 
 def schemas(config: Config) -> dict[str, Any]:
@@ -148,8 +160,8 @@ def schemas(config: Config) -> dict[str, Any]:
             "last_seq": {"type": "integer", "description": "Newest event number; pass it as `after` to follow."},
             "links": {
                 "type": "object",
-                "required": ["self", "results", "events", "csv", "ndjson"],
-                "properties": {k: {"type": "string"} for k in ("self", "results", "events", "csv", "ndjson")},
+                "required": list(BATCH_LINKS),
+                "properties": {name: {"type": "string", "description": what} for name, what in BATCH_LINKS.items()},
                 "description": "Paths of this batch's resources (with the proxy's path prefix).",
             },
         },
@@ -178,7 +190,10 @@ def schemas(config: Config) -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     "field": {"type": "string", "examples": ["urls[3]", "options.timeout"]},
-                                    "index": {"type": "integer"},
+                                    "index": {
+                                        "type": "integer",
+                                        "description": "A URL's position in the submitted list, from 0.",
+                                    },
                                     "url": {},
                                     "message": {"type": "string"},
                                 },
@@ -186,6 +201,24 @@ def schemas(config: Config) -> dict[str, Any]:
                         },
                     },
                 }
+            },
+        },
+        "ApiIndex": {
+            "type": "object",
+            "required": ["name", "version", "links"],
+            "properties": {
+                "name": {"type": "string", "const": "greenbatch"},
+                "version": {"type": "string", "description": "The API's version (the 1 of /api/v1)."},
+                "links": {
+                    "type": "object",
+                    "required": ["batches", "openapi", "docs", "healthz"],
+                    "properties": {
+                        "batches": {"type": "string", "description": "Submit (POST) and list (GET) batches."},
+                        "openapi": {"type": "string", "description": "This description."},
+                        "docs": {"type": "string", "description": "The API's page for people."},
+                        "healthz": {"type": "string", "description": "Liveness probe."},
+                    },
+                },
             },
         },
         "NewBatch": {
@@ -198,10 +231,18 @@ def schemas(config: Config) -> dict[str, Any]:
                     "minItems": 1,
                     "maxItems": config.max_urls,
                     "items": {"type": "string", "maxLength": config.max_url_length},
-                    "description": "http(s) URLs; each must pass the URL checks or the batch is refused, "
-                    "naming every bad URL by index.",
+                    "description": "http(s) URLs; each must pass the URL checks, and an address or "
+                    "localhost host this server's fetch policy would block is refused too, or the batch is "
+                    "refused, naming every bad URL by its index (from 0).",
                 },
-                "name": nullable({"type": "string", "maxLength": 200}),
+                "name": nullable(
+                    {
+                        "type": "string",
+                        "maxLength": 200,
+                        "description": "Without one, the batch is named for its first URL's host "
+                        '("example.com and 2 other hosts").',
+                    }
+                ),
                 "options": nullable(ref("OptionsInput")),
             },
         },
@@ -235,8 +276,8 @@ def schemas(config: Config) -> dict[str, Any]:
                 "accept_status": {
                     "type": "string",
                     "maxLength": MAX_ACCEPT_STATUS_CHARS,
-                    "examples": ["200-399", "200-299,404"],
-                    "description": f"Statuses (100-599) and ranges that count as ok, at most "
+                    "examples": ["200-399", "200-299,404", "2xx,3xx"],
+                    "description": f"Statuses (100-599), ranges and classes (2xx) that count as ok, at most "
                     f"{MAX_ACCEPT_RANGES}; stored merged and sorted "
                     "('404,200-299,250-310' becomes '200-310,404').",
                 },
@@ -331,7 +372,7 @@ def schemas(config: Config) -> dict[str, Any]:
                 "timings",
             ],
             "properties": {
-                "index": {"type": "integer", "description": "Position of the URL in the batch."},
+                "index": {"type": "integer", "description": "Position of the URL in the batch, from 0."},
                 "url": {"type": "string"},
                 "final_url": {"type": ["string", "null"], "description": "Where the redirects ended."},
                 "status_code": {"type": ["integer", "null"]},
@@ -451,7 +492,10 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
                 **json_body(ref("Batch"), "The batch, queued."),
                 "headers": {"Location": {"schema": {"type": "string"}, "description": "Path of the new batch."}},
             },
-            "400": error("The body, a URL (named by index), the name or an option is wrong."),
+            "400": error(
+                "The body, a URL (named by its index, from 0), the name or an option is wrong; or a URL's "
+                "host is an address (or localhost) the fetch policy blocks, and the message says how to allow it."
+            ),
             "413": error(f"The body is over GREENBATCH_MAX_REQUEST_BYTES, or it has more than {config.max_urls} URLs."),
             "415": error("The body is not application/json, text/plain or text/csv."),
         },
@@ -525,16 +569,23 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             query("outcome", {"type": "string", "enum": ["ok", "failed"]}, "Only ok, or only not ok, results."),
             query(
                 "format",
-                {"type": "string", "enum": ["json", "csv", "ndjson"], "default": "json"},
-                "csv and ndjson download every result (after and limit do not apply).",
+                {"type": "string", "enum": list(FORMATS)},
+                "Download every result (after and limit do not apply): csv, ndjson (one Result a line) or "
+                "json (one array of Results). Without it, a page.",
             ),
         ],
         "responses": {
             "200": {
                 "description": "A page of results, or every result as a download.",
                 "content": {
-                    JSON: {"schema": ref("ResultPage")},
-                    "text/csv": {"schema": {"type": "string"}},
+                    JSON: {
+                        "schema": {"anyOf": [ref("ResultPage"), {"type": "array", "items": ref("Result")}]},
+                        "description": "A ResultPage; with format=json, an array of every Result.",
+                    },
+                    "text/csv": {
+                        "schema": {"type": "string"},
+                        "description": "A header row, then one row per Result; ok is true or false.",
+                    },
                     "application/x-ndjson": {"schema": {"type": "string"}, "description": "One Result per line."},
                 },
             },
@@ -555,8 +606,10 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         },
     }
     description = {"responses": {"200": json_body({"type": "object"}, "This document.")}}
+    index = {"responses": {"200": json_body(ref("ApiIndex"), "The API's name, version and links.")}}
     batch = API + "/batches/{batch_id}"
     return [
+        (API, "get", "api.index", index),
         (API + "/batches", "post", "api.create_batch", create),
         (API + "/batches", "get", "api.list_batches", listing),
         (batch, "get", "api.get_batch", one),
@@ -587,7 +640,7 @@ def document(config: Config, server_root: str = "/") -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "greenbatch",
-            "version": "1",
+            "version": API_VERSION,
             "description": "Run batches of URL requests. Every error is the JSON envelope in Error.",
         },
         "servers": [{"url": server_root}],

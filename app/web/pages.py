@@ -6,8 +6,9 @@ so a path prefix (SCRIPT_NAME behind a proxy) works and no script assembles URLs
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template, url_for
+from flask import Blueprint, current_app, render_template, request, url_for
 
+from . import openapi
 from .services import services
 from .views import batch_json
 
@@ -60,3 +61,16 @@ def batch(batch_id: str):
         "ws-url": ws_url("stream.batch_ws", batch_id=view.id),
     }
     return render_template("batch.html", batch=shown, urls=urls)
+
+
+@bp.get("/api")
+def api_docs():
+    """The JSON API for people: each endpoint with what it does, from the OpenAPI description, and a link to it."""
+    document = openapi.document(current_app.config["GREENBATCH"], request.script_root or "/")
+    endpoints = [
+        {"method": method.upper(), "path": request.script_root + path, "summary": operation["summary"]}
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    ]
+    links = {"openapi": url_for("openapi.description"), "index": url_for("api.index")}
+    return render_template("api.html", endpoints=endpoints, links=links, info=document["info"])

@@ -26,10 +26,12 @@ def batch_json(view: BatchView, listed: bool = False) -> dict[str, Any]:
         "last_seq": view.last_seq,
         "links": {
             "self": url_for("api.get_batch", batch_id=view.id),
+            "page": url_for("pages.batch", batch_id=view.id),
             "results": url_for("api.results", batch_id=view.id),
             "events": url_for("api.events", batch_id=view.id),
             "csv": url_for("api.results", batch_id=view.id, format="csv"),
             "ndjson": url_for("api.results", batch_id=view.id, format="ndjson"),
+            "json": url_for("api.results", batch_id=view.id, format="json"),
         },
     }
 

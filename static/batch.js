@@ -603,6 +603,7 @@ function renderTable() {
   setText(pageInfo, info);
   byId('page-prev').disabled = view.page === 0;
   byId('page-next').disabled = view.page >= pages - 1;
+  document.querySelector('.toolbar-hint').hidden = view.filter === 'running'; // in-flight rows have no drawer yet
   emptyNote.hidden = list.length > 0;
   if (!list.length) setText(emptyNote, emptyText());
   facetChip.hidden = view.status === null && view.error === null;
@@ -832,7 +833,8 @@ async function checkContact() {
   checkingContact = true;
   const answer = await api(config.apiBatch, { timeout: ANSWER_TIMEOUT_MS });
   checkingContact = false;
-  if (answer.status === 0 && liveState !== 'live' && !ended) showLostContact(true);
+  if (answer.ok) showLostContact(false);
+  else if (answer.status === 0 && liveState !== 'live' && !ended) showLostContact(true);
 }
 
 // Fallback when websockets do not get through: read the stored events after the last one applied.

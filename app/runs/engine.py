@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
-import itertools
 import time
 from collections import deque
 from collections.abc import Iterator

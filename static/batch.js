@@ -2,8 +2,10 @@
 //
 // Every fact arrives as a numbered event (websocket, or polling when websockets fail). Events are
 // applied once each (by seq) and results kept once each (by URL index), so a reload, a reconnect or a
-// replayed event never loses or doubles a row. Rendering is batched per animation frame; charts are
-// redrawn at most four times a second.
+// replayed event never loses or doubles a row. The ok, failed and cancelled counts are counted from
+// those rows as they arrive, so counters, progress bar and table move together; the server's progress
+// events (about once a second) bring the running count and correct a count only when they are ahead.
+// Rendering is batched per animation frame; charts are redrawn at most four times a second.
 import {
   FINAL_STATUSES, LiveSocket, api, atMostEvery, badgeClass, byId, doneOf, fmtBytes, fmtClock, fmtDuration,
   fmtInt, fmtMs, fmtRate, h, liveModeFor, paintBar, perFrame, setText, showLiveMode, sleep, svg, withId,
@@ -13,6 +15,12 @@ import {
 const config = byId('page').dataset;
 const PAGE_SIZE = 100;
 const POLL_MS = 1000;
+const ANSWER_TIMEOUT_MS = 5000; // a stopped server accepts connections and never answers: give up on a call after this
+const MIN_RATE_SECONDS = 1; // under a second of run time, a rate is noise
+const BLOCKED_ENTRIES_SHOWN = 3;
+// Results of these error kinds never reached the network: they have no latency (app/core/stats.py, _NO_LATENCY).
+const NO_LATENCY = new Set(['cancelled', 'blocked', 'invalid_url']);
+const OUTCOMES = ['ok', 'failed', 'cancelled'];
 
 // ---- state -------------------------------------------------------------------------------------
 
@@ -22,11 +30,18 @@ let lastSeq = 0; // the newest event applied; reconnects and polls ask for what 
 let ended = false;
 let liveState = 'connecting';
 const results = new Map(); // URL index -> Result
-let okResults = 0;
+const tally = { ok: 0, failed: 0, cancelled: 0, blocked: 0, stopped: 0 }; // results by outcome (+ blocked failures, cancelled in flight)
+const blockedEntries = new Map(); // GREENBATCH_ALLOW_TARGETS entry -> blocked results that name it
 const progressPoints = []; // {t (ms since epoch), fetched (ok + failed)} from progress events
+let running = null; // the last GET .../running answer while the Running filter shows: {list, count, at}
 
-const view = { filter: 'all', sort: 'index', dir: 1, page: 0, expanded: new Set() };
+const SORTS = ['index', 'status', 'latency', 'size'];
+const FILTERS = ['all', 'ok', 'failed', 'cancelled', 'running'];
+// Latency and size read best slowest/largest first; index and status ascending.
+const defaultDir = (sort) => (sort === 'latency' || sort === 'size' ? -1 : 1);
+const view = { filter: 'all', status: null, error: null, q: '', sort: 'index', dir: 1, page: 0, expanded: new Set() };
 let tableDirty = true;
+let focusAfterRender = null; // a URL index whose row takes the focus once the table is drawn
 
 // ---- applying what the server says -------------------------------------------------------------
 
@@ -46,8 +61,8 @@ function applyEvent(event) {
   const data = event.data || {};
   if (event.type === 'result') {
     const previous = results.get(data.index);
-    if (previous && previous.ok) okResults -= 1;
-    if (data.ok) okResults += 1;
+    if (previous) count(previous, -1);
+    count(data, 1);
     results.set(data.index, data);
     tableDirty = true;
   } else if (event.type === 'progress') {
@@ -71,6 +86,32 @@ function applyEvent(event) {
 function applyEvents(events) {
   for (const event of events || []) applyEvent(event);
   changed();
+}
+
+// Add (sign 1) or take back (sign -1) one result in the tallies the counters and the blocked banner show.
+function count(r, sign) {
+  const outcome = outcomeOf(r);
+  tally[outcome] += sign;
+  if (outcome === 'cancelled' && r.timings && r.timings.total > 0) tally.stopped += sign;
+  if (outcome === 'failed' && r.error && r.error.kind === 'blocked') {
+    tally.blocked += sign;
+    const entry = allowEntry(r);
+    const n = (blockedEntries.get(entry) || 0) + sign;
+    if (n > 0) blockedEntries.set(entry, n); else blockedEntries.delete(entry);
+  }
+}
+
+// The counts shown: outcomes counted from the rows; the server's only where it is ahead of them, which it can
+// be only once the page has applied every event up to the server's figures. Running and pending are the server's.
+function shownCounts() {
+  const server = batch.counts || { total: 0 };
+  const caughtUp = lastSeq >= summarySeq;
+  const counts = { total: server.total || 0 };
+  for (const key of OUTCOMES) counts[key] = Math.max(tally[key], caughtUp ? server[key] || 0 : 0);
+  const open = Math.max(0, counts.total - doneOf(counts));
+  counts.running = FINAL_STATUSES.has(batch.status) ? 0 : Math.min(server.running || 0, open);
+  counts.pending = open - counts.running;
+  return counts;
 }
 
 // A point for the throughput chart: how many URLs had been fetched (ok or failed) at a time.
@@ -97,20 +138,32 @@ const els = {
   rerunFailed: byId('rerun-failed'),
   remove: byId('delete'),
   actionError: byId('action-error'),
+  lostContact: byId('lost-contact'),
+  blocked: byId('blocked-banner'),
 };
 
 function renderSummary() {
-  // Counts and statistics are the server's (one place computes them), as of the latest progress event.
-  const counts = batch.counts || { total: 0 };
+  const counts = shownCounts();
   const stats = batch.stats || {};
   const final = FINAL_STATUSES.has(batch.status);
   els.status.className = badgeClass(batch.status);
   setText(els.status, batch.status);
   const pct = paintBar(els.bar, counts);
-  setText(els.pct, `${pct}%`);
-  setText(els.progressText, `${fmtInt(doneOf(counts))} of ${fmtInt(counts.total)} URLs done`);
-  for (const key of ['ok', 'failed', 'cancelled', 'running', 'pending']) setText(byId(`count-${key}`), fmtInt(counts[key] || 0));
-  setText(byId('stat-rate'), fmtRate(stats.urls_per_s));
+  const fetched = counts.ok + counts.failed;
+  if (batch.status === 'cancelled') {
+    // "100 %" would say the work was done; say what was done and what never ran.
+    const stopped = Math.min(tally.stopped, counts.cancelled);
+    const parts = [`${fmtInt(fetched)} fetched`];
+    if (stopped) parts.push(`${fmtInt(stopped)} stopped in flight`);
+    parts.push(`${fmtInt(counts.cancelled - stopped)} never ran`);
+    setText(els.pct, '');
+    setText(els.progressText, `Cancelled: ${parts.join(', ')}`);
+  } else {
+    setText(els.pct, `${pct}%`);
+    setText(els.progressText, `${fmtInt(doneOf(counts))} of ${fmtInt(counts.total)} URLs done`);
+  }
+  for (const key of ['ok', 'failed', 'cancelled', 'running', 'pending']) setText(byId(`count-${key}`), fmtInt(counts[key]));
+  setText(byId('stat-rate'), fmtRate(rateOf(fetched)));
   setText(byId('stat-p50'), fmtMs(stats.p50_ms));
   setText(byId('stat-p90'), fmtMs(stats.p90_ms));
   setText(byId('stat-p99'), fmtMs(stats.p99_ms));
@@ -118,15 +171,59 @@ function renderSummary() {
   setText(byId('stat-bytes'), stats.bytes === undefined ? '–' : fmtBytes(stats.bytes));
   setText(els.times, timesText());
   setText(els.options, optionsText(batch.options || {}));
+  renderSegments(counts);
+  renderBlocked(counts);
 
   els.cancel.hidden = final;
-  const unfinished = (counts.failed || 0) + (counts.cancelled || 0);
+  const unfinished = counts.failed + counts.cancelled;
   els.rerunFailed.disabled = !final || unfinished === 0;
   els.rerunFailed.title = !final ? 'Available once the batch ends' : unfinished === 0 ? 'Every URL ended ok' : `Run the ${unfinished} URLs that did not end ok again`;
   els.remove.disabled = !final;
   els.remove.title = final ? 'Delete this batch and its results' : 'Cancel the batch before deleting it';
-  document.title = `${pct}% ${batch.name} · greenbatch`;
+  document.title = `${batch.status === 'cancelled' ? 'Cancelled' : `${pct}%`} ${batch.name} · greenbatch`;
   if (ended) showLiveMode(...finishedMode());
+}
+
+// URLs fetched (ok or failed) per second of run time; none before anything was fetched or under a second.
+function rateOf(fetched) {
+  if (!batch.started_at || !fetched) return null;
+  const end = batch.finished_at ? Date.parse(batch.finished_at) : Date.now();
+  const seconds = (end - Date.parse(batch.started_at)) / 1000;
+  return seconds >= MIN_RATE_SECONDS ? fetched / seconds : null;
+}
+
+// The filter buttons' counts are the counters' own; Cancelled and Running show only when they hold something.
+function renderSegments(counts) {
+  const shown = { all: results.size, ok: counts.ok, failed: counts.failed, cancelled: counts.cancelled, running: counts.running };
+  if (running && view.filter === 'running' && !FINAL_STATUSES.has(batch.status)) shown.running = running.count;
+  for (const [key, n] of Object.entries(shown)) setText(document.querySelector(`[data-n="${key}"]`), fmtInt(n));
+  for (const key of ['cancelled', 'running']) {
+    const button = document.querySelector(`.segmented [data-filter="${key}"]`);
+    button.hidden = view.filter !== key && !(key === 'running' ? !FINAL_STATUSES.has(batch.status) && batch.started_at : counts.cancelled);
+  }
+}
+
+// When every failure is `blocked`, say why and what to restart the server with.
+function renderBlocked(counts) {
+  const show = counts.failed > 0 && tally.blocked === counts.failed;
+  els.blocked.hidden = !show;
+  if (!show) return;
+  const entries = [...blockedEntries.keys()];
+  setText(byId('blocked-command'), `GREENBATCH_ALLOW_TARGETS=${entries.slice(0, BLOCKED_ENTRIES_SHOWN).join(',')}`);
+  const more = entries.length - BLOCKED_ENTRIES_SHOWN;
+  setText(byId('blocked-more'), more > 0 ? `and ${more} more host${more === 1 ? '' : 's'} of the blocked URLs ` : '');
+}
+
+// The allow-list entry that lets a blocked result through: the one the server's message suggests, else the URL's host:port.
+function allowEntry(r) {
+  const suggested = /GREENBATCH_ALLOW_TARGETS=([^\s),]+)/.exec(r.error.message || '');
+  if (suggested) return suggested[1];
+  try {
+    const url = new URL(r.url);
+    return `${url.hostname}:${url.port || (url.protocol === 'https:' ? '443' : '80')}`;
+  } catch {
+    return r.url;
+  }
 }
 
 function timesText() {
@@ -243,7 +340,8 @@ function drawHistogram() {
       svg('title', null, `${range}: ${fmtInt(b.count)} URL${b.count === 1 ? '' : 's'} (${((100 * b.count) / total).toFixed(1)}%)`));
     nodes.push(bar);
     if (b.count) nodes.push(svg('text', { x: x + slot / 2, y: m.top + plotH - barH - 4, 'text-anchor': 'middle', class: 'count' }, fmtInt(b.count)));
-    nodes.push(svg('text', { x: x + slot / 2, y: CHART_HEIGHT - 6, 'text-anchor': 'middle', class: 'tick' }, bucketLabel(b.le_ms)));
+    // On a narrow chart every other bound is labelled, so the labels do not run into each other.
+    if (slot >= 28 || i % 2 === 0) nodes.push(svg('text', { x: x + slot / 2, y: CHART_HEIGHT - 6, 'text-anchor': 'middle', class: 'tick' }, bucketLabel(b.le_ms)));
   });
   histogramSvg.replaceChildren(...nodes);
 }
@@ -253,6 +351,7 @@ function statusClass(code) {
   return `code c${String(code)[0]}xx`;
 }
 
+// A breakdown's bars; each is a button that filters the table to its status code or error kind.
 function drawBreakdown(list, entries, kind) {
   if (!entries.length) {
     list.replaceChildren(h('li', { class: 'none' }, kind === 'status' ? 'No responses yet' : 'No errors'));
@@ -262,31 +361,64 @@ function drawBreakdown(list, entries, kind) {
   list.replaceChildren(...entries.map(([key, n]) => {
     const fill = h('span', { class: `fill ${kind === 'status' ? `c${key[0]}xx` : 'error'}` });
     fill.style.width = `${(100 * n) / max}%`;
-    return h('li', { title: `${key}: ${fmtInt(n)}` },
-      h('span', { class: kind === 'status' ? statusClass(Number(key)) : 'kind' }, key),
-      h('span', { class: 'track' }, fill),
-      h('span', { class: 'n num' }, fmtInt(n)));
+    const pressed = view[kind] === key;
+    return h('li', null, h('button', {
+      type: 'button', class: 'facet', 'aria-pressed': String(pressed), dataset: { facet: kind, value: key },
+      title: `${key}: ${fmtInt(n)} · ${pressed ? 'click to show every result' : 'click to show only these'}`,
+    },
+    h('span', { class: kind === 'status' ? statusClass(Number(key)) : 'kind' }, key),
+    h('span', { class: 'track' }, fill),
+    h('span', { class: 'n num' }, fmtInt(n))));
   }));
 }
 
 const drawCharts = atMostEvery(250, () => {
   drawThroughput();
   drawHistogram();
+  drawBreakdowns();
+});
+
+function drawBreakdowns() {
   const stats = batch.stats || {};
   drawBreakdown(byId('by-status'), Object.entries(stats.by_status || {}), 'status');
   drawBreakdown(byId('by-error'), Object.entries(stats.by_error || {}).sort((a, b) => b[1] - a[1]), 'error');
-});
+}
 
 new ResizeObserver(drawCharts).observe(throughputSvg.parentElement);
+
+document.querySelector('.breakdowns').addEventListener('click', (event) => {
+  const button = event.target.closest('button.facet');
+  if (!button) return;
+  const { facet, value } = button.dataset;
+  const on = view[facet] !== value;
+  view.status = null;
+  view.error = null;
+  if (on) {
+    view[facet] = value;
+    if (view.filter !== 'all') setFilter('all');
+  }
+  view.page = 0;
+  viewChanged();
+  drawBreakdowns();
+});
 
 // ---- results table -----------------------------------------------------------------------------
 
 const tbody = byId('result-rows');
 const pageInfo = byId('page-info');
 const emptyNote = byId('results-empty');
+const search = byId('url-search');
+const facetChip = byId('facet-chip');
+
+function latencyOf(r) {
+  if (r.elapsed_ms !== undefined) return r.elapsed_ms; // in flight: the time so far
+  if (r.error && NO_LATENCY.has(r.error.kind)) return null;
+  return r.timings ? r.timings.total : null;
+}
+
 const SORT_KEYS = {
   index: (r) => r.index,
-  latency: (r) => (r.timings ? r.timings.total : null),
+  latency: latencyOf,
   status: (r) => r.status_code,
   size: (r) => (r.status_code === null || r.status_code === undefined ? null : r.bytes),
 };
@@ -297,12 +429,28 @@ function outcomeOf(r) {
   return r.error && r.error.kind === 'cancelled' ? 'cancelled' : 'failed';
 }
 
-// The filtered, sorted results; rows without a value for the sort key always go last.
+function matches(r) {
+  if (view.filter !== 'all' && view.filter !== 'running' && outcomeOf(r) !== view.filter) return false;
+  if (view.status !== null && String(r.status_code) !== view.status) return false;
+  if (view.error !== null && !(r.error && r.error.kind === view.error)) return false;
+  if (view.q) {
+    const q = view.q.toLowerCase();
+    if (!r.url.toLowerCase().includes(q) && !(r.final_url && r.final_url.toLowerCase().includes(q))) return false;
+  }
+  return true;
+}
+
+// The URLs in flight as rows, their elapsed time counted on from the answer's.
+function runningRows() {
+  if (!running) return [];
+  const since = performance.now() - running.at;
+  return running.list.map((u) => ({ ...u, elapsed_ms: u.elapsed_ms + since }));
+}
+
+// The filtered, sorted rows; rows without a value for the sort key always go last.
 function currentRows() {
   if (sortedCache && !tableDirty) return sortedCache;
-  let list = [...results.values()];
-  if (view.filter === 'ok') list = list.filter((r) => r.ok);
-  else if (view.filter === 'failed') list = list.filter((r) => !r.ok);
+  const list = (view.filter === 'running' ? runningRows() : [...results.values()]).filter(matches);
   const key = SORT_KEYS[view.sort];
   list.sort((a, b) => {
     const ka = key(a);
@@ -317,13 +465,17 @@ function currentRows() {
   return list;
 }
 
+function urlCell(r) {
+  const cell = h('td', { class: 'col-url' }, h('div', { class: 'url', title: r.url }, r.url));
+  if (r.final_url && r.final_url !== r.url) {
+    cell.append(h('div', { class: 'final-url', title: r.final_url }, `→ ${r.final_url}`));
+  }
+  return cell;
+}
+
 function resultRow(r) {
   const outcome = outcomeOf(r);
   const expanded = view.expanded.has(r.index);
-  const urlCell = h('td', { class: 'col-url' }, h('div', { class: 'url', title: r.url }, r.url));
-  if (r.final_url && r.final_url !== r.url) {
-    urlCell.append(h('div', { class: 'final-url', title: r.final_url }, `→ ${r.final_url}`));
-  }
   const redirects = (r.redirects || []).length;
   const statusCell = h('td', { class: 'col-status' },
     r.status_code === null || r.status_code === undefined ? h('span', { class: 'code none' }, '—') : h('span', { class: statusClass(r.status_code) }, String(r.status_code)),
@@ -333,16 +485,30 @@ function resultRow(r) {
     errorCell.append(h('span', { class: `kind ${r.error.kind === 'cancelled' ? 'muted' : ''}` }, r.error.kind), ' ',
       h('span', { class: 'message', title: r.error.message }, r.error.message));
   }
+  const size = SORT_KEYS.size(r);
   return h('tr', {
     class: `result-row ${outcome}`, tabindex: '0', 'aria-expanded': String(expanded), dataset: { index: String(r.index) },
   },
-  h('td', { class: 'num col-index' }, String(r.index + 1)),
-  urlCell,
+  h('td', { class: 'num col-index' }, String(r.index)),
+  urlCell(r),
   statusCell,
-  h('td', { class: 'num col-latency' }, fmtMs(r.timings && r.timings.total)),
-  h('td', { class: 'num col-size' }, SORT_KEYS.size(r) === null ? '–' : fmtBytes(r.bytes)),
+  latencyOf(r) === null
+    ? h('td', { class: 'num col-latency none', title: 'No latency: this URL never reached the network' }, '–')
+    : h('td', { class: 'num col-latency' }, fmtMs(latencyOf(r))),
+  h('td', { class: `num col-size${size === null ? ' none' : ''}` }, size === null ? '–' : fmtBytes(r.bytes)),
   h('td', { class: 'col-type', title: r.content_type || '' }, r.content_type || ''),
   errorCell);
+}
+
+function runningRow(u) {
+  return h('tr', { class: 'result-row in-flight', dataset: { index: String(u.index) } },
+    h('td', { class: 'num col-index' }, String(u.index)),
+    urlCell(u),
+    h('td', { class: 'col-status' }, h('span', { class: 'code running' }, 'running')),
+    h('td', { class: 'num col-latency', title: `in flight since ${fmtClock(u.started_at)}` }, fmtMs(u.elapsed_ms)),
+    h('td', { class: 'num col-size none' }, '–'),
+    h('td', { class: 'col-type' }),
+    h('td', { class: 'col-error' }));
 }
 
 const PHASES = [
@@ -399,9 +565,20 @@ function detailRow(r) {
     h('dt', null, 'Finished'), h('dd', { class: 'num' }, r.finished_at || '–'));
   if (r.error) facts.append(h('dt', null, 'Error'), h('dd', { class: 'error-text' }, `${r.error.kind}: ${r.error.message}`));
   return h('tr', { class: 'detail', dataset: { detailFor: String(r.index) } },
-    h('td', { colspan: '7' }, h('div', { class: 'detail-grid' },
-      h('section', null, h('h4', null, (r.redirects || []).length ? `Redirect chain (${r.redirects.length})` : 'Request'), chain, facts),
-      h('section', null, h('h4', null, 'Timing'), waterfall(r)))));
+    h('td', { colspan: '7' },
+      h('h3', { class: 'drawer-title' }, `URL #${r.index}`, h('span', { class: 'hint' }, 'Esc closes')),
+      h('div', { class: 'detail-grid' },
+        h('section', null, h('h4', null, (r.redirects || []).length ? `Redirect chain (${r.redirects.length})` : 'Request'), chain, facts),
+        h('section', null, h('h4', null, 'Timing'), waterfall(r)))));
+}
+
+function filterWords() {
+  const words = [];
+  if (view.filter !== 'all') words.push(view.filter);
+  if (view.status !== null) words.push(`status ${view.status}`);
+  if (view.error !== null) words.push(`error ${view.error}`);
+  if (view.q) words.push(`URLs containing “${view.q}”`);
+  return words.join(' · ');
 }
 
 function renderTable() {
@@ -413,23 +590,41 @@ function renderTable() {
   const slice = list.slice(first, first + PAGE_SIZE);
   const nodes = [];
   for (const r of slice) {
+    if (view.filter === 'running') {
+      nodes.push(runningRow(r));
+      continue;
+    }
     nodes.push(resultRow(r));
     if (view.expanded.has(r.index)) nodes.push(detailRow(r));
   }
   tbody.replaceChildren(...nodes);
-  setText(pageInfo, list.length ? `${fmtInt(first + 1)}–${fmtInt(first + slice.length)} of ${fmtInt(list.length)}` : '0 results');
+  let info = list.length ? `${fmtInt(first + 1)}–${fmtInt(first + slice.length)} of ${fmtInt(list.length)}` : '0 results';
+  if (view.filter === 'running' && running && running.count > running.list.length) info += ` (the ${fmtInt(running.list.length)} oldest of ${fmtInt(running.count)} in flight)`;
+  setText(pageInfo, info);
   byId('page-prev').disabled = view.page === 0;
   byId('page-next').disabled = view.page >= pages - 1;
-  setText(document.querySelector('[data-n="all"]'), fmtInt(results.size));
-  setText(document.querySelector('[data-n="ok"]'), fmtInt(okResults));
-  setText(document.querySelector('[data-n="failed"]'), fmtInt(results.size - okResults));
+  document.querySelector('.toolbar-hint').hidden = view.filter === 'running'; // in-flight rows have no drawer yet
   emptyNote.hidden = list.length > 0;
-  if (!list.length) {
-    setText(emptyNote, results.size ? `No ${view.filter === 'ok' ? 'ok' : 'failed'} results.` : 'No results yet: rows appear as URLs finish.');
-  }
+  if (!list.length) setText(emptyNote, emptyText());
+  facetChip.hidden = view.status === null && view.error === null;
+  setText(facetChip, view.status !== null ? `status ${view.status} ✕` : view.error !== null ? `error ${view.error} ✕` : '');
   for (const th of document.querySelectorAll('#results th')) th.removeAttribute('aria-sort');
   const active = document.querySelector(`#results button[data-sort="${view.sort}"]`);
   active.parentElement.setAttribute('aria-sort', view.dir === 1 ? 'ascending' : 'descending');
+  if (focusAfterRender !== null) {
+    const row = tbody.querySelector(`tr.result-row[data-index="${focusAfterRender}"]`);
+    focusAfterRender = null;
+    if (row) row.focus();
+  }
+}
+
+function emptyText() {
+  if (view.filter === 'running') {
+    if (FINAL_STATUSES.has(batch.status)) return `Nothing in flight: the batch is ${batch.status}.`;
+    return running ? 'Nothing in flight right now.' : 'Asking the server what is in flight…';
+  }
+  if (!results.size) return 'No results yet: rows appear as URLs finish.';
+  return `No results match: ${filterWords()}.`;
 }
 
 function invalidateTable() {
@@ -438,41 +633,125 @@ function invalidateTable() {
   render();
 }
 
-tbody.addEventListener('click', (event) => {
-  if (window.getSelection().toString()) return; // selecting text to copy, not toggling
-  const row = event.target.closest('tr.result-row');
-  if (!row) return;
-  const index = Number(row.dataset.index);
+// Open or close a row's drawer (its redirect chain and timing).
+function toggleDrawer(index) {
   if (view.expanded.has(index)) view.expanded.delete(index); else view.expanded.add(index);
   invalidateTable();
+}
+
+tbody.addEventListener('click', (event) => {
+  if (window.getSelection().toString()) return; // selecting text to copy, not toggling
+  const row = event.target.closest('tr.result-row:not(.in-flight)');
+  if (row) toggleDrawer(Number(row.dataset.index));
 });
 tbody.addEventListener('keydown', (event) => {
   if (event.key === 'Enter' || event.key === ' ') {
-    const row = event.target.closest('tr.result-row');
+    const row = event.target.closest('tr.result-row:not(.in-flight)');
     if (!row) return;
     event.preventDefault();
     row.click();
   }
 });
+// Escape closes the drawer the focus is in (or the last one opened) and gives the focus back to its row.
+document.addEventListener('keydown', (event) => {
+  if (event.key !== 'Escape' || !view.expanded.size || event.defaultPrevented) return;
+  if (event.target.closest && event.target.closest('input, textarea, select')) return; // Escape clears a field there
+  const inside = document.activeElement && document.activeElement.closest('tr.result-row, tr.detail');
+  const own = inside ? Number(inside.dataset.index ?? inside.dataset.detailFor) : null;
+  const index = own !== null && view.expanded.has(own) ? own : [...view.expanded].pop();
+  view.expanded.delete(index);
+  focusAfterRender = index;
+  invalidateTable();
+});
+
+function setFilter(filter) {
+  view.filter = filter;
+  for (const b of document.querySelectorAll('.segmented button')) b.setAttribute('aria-pressed', String(b.dataset.filter === filter));
+  if (filter === 'running') watchRunning(); else running = null;
+}
+
 document.querySelector('.segmented').addEventListener('click', (event) => {
   const button = event.target.closest('button[data-filter]');
   if (!button) return;
-  view.filter = button.dataset.filter;
+  setFilter(button.dataset.filter);
   view.page = 0;
-  for (const b of document.querySelectorAll('.segmented button')) b.setAttribute('aria-pressed', String(b === button));
-  invalidateTable();
+  viewChanged();
 });
 document.querySelector('#results thead').addEventListener('click', (event) => {
   const button = event.target.closest('button[data-sort]');
   if (!button) return;
   const key = button.dataset.sort;
-  // Latency and size read best slowest/largest first; index and status ascending.
-  if (view.sort === key) view.dir = -view.dir; else { view.sort = key; view.dir = key === 'latency' || key === 'size' ? -1 : 1; }
+  if (view.sort === key) view.dir = -view.dir; else { view.sort = key; view.dir = defaultDir(key); }
   view.page = 0;
-  invalidateTable();
+  viewChanged();
+});
+search.addEventListener('input', () => {
+  view.q = search.value.trim();
+  view.page = 0;
+  viewChanged();
+});
+facetChip.addEventListener('click', () => {
+  view.status = null;
+  view.error = null;
+  view.page = 0;
+  viewChanged();
+  drawBreakdowns();
 });
 byId('page-prev').addEventListener('click', () => { view.page = Math.max(0, view.page - 1); invalidateTable(); });
 byId('page-next').addEventListener('click', () => { view.page += 1; invalidateTable(); });
+
+// ---- the view in the address: ?outcome=failed&status=404&error=dns&q=api&sort=latency&order=asc -------
+
+function readAddress() {
+  const params = new URLSearchParams(window.location.search);
+  const filter = params.get('outcome');
+  if (FILTERS.includes(filter)) setFilter(filter);
+  view.status = /^\d{3}$/.test(params.get('status') || '') ? params.get('status') : null;
+  view.error = /^[a-z_]{1,40}$/.test(params.get('error') || '') ? params.get('error') : null;
+  view.q = (params.get('q') || '').trim();
+  search.value = view.q;
+  const sort = params.get('sort');
+  if (SORTS.includes(sort)) view.sort = sort;
+  const order = params.get('order');
+  view.dir = order === 'asc' ? 1 : order === 'desc' ? -1 : defaultDir(view.sort);
+}
+
+// Keep the view in the address (no history entry per click), so a reload or a shared link shows the same rows.
+function writeAddress() {
+  const params = new URLSearchParams();
+  if (view.filter !== 'all') params.set('outcome', view.filter);
+  if (view.status !== null) params.set('status', view.status);
+  if (view.error !== null) params.set('error', view.error);
+  if (view.q) params.set('q', view.q);
+  if (view.sort !== 'index') params.set('sort', view.sort);
+  if (view.dir !== defaultDir(view.sort)) params.set('order', view.dir === 1 ? 'asc' : 'desc');
+  const query = params.toString();
+  window.history.replaceState(window.history.state, '', `${withId(config.batchPage, config.batchId)}${query ? `?${query}` : ''}`);
+}
+
+function viewChanged() {
+  writeAddress();
+  invalidateTable();
+  render();
+}
+
+// While the Running filter shows, ask the server what is in flight about once a second.
+let runningWatch = 0;
+function watchRunning() {
+  const watch = ++runningWatch;
+  (async () => {
+    while (watch === runningWatch && view.filter === 'running') {
+      const answer = await api(config.apiRunning, { timeout: ANSWER_TIMEOUT_MS });
+      if (watch !== runningWatch || view.filter !== 'running') return;
+      if (answer.ok) {
+        running = { list: answer.data.running, count: answer.data.count, at: performance.now() };
+        invalidateTable();
+      }
+      if (FINAL_STATUSES.has(batch.status)) return;
+      await sleep(POLL_MS);
+    }
+  })();
+}
 
 // ---- rendering ---------------------------------------------------------------------------------
 
@@ -489,8 +768,8 @@ function changed() {
   drawCharts();
 }
 
-// The elapsed time ticks while the batch runs.
-setInterval(() => { if (batch.started_at && !batch.finished_at) setText(els.times, timesText()); }, 1000);
+// The elapsed time and the rate tick while the batch runs.
+setInterval(() => { if (batch.started_at && !batch.finished_at) render(); }, 1000);
 
 // ---- actions -----------------------------------------------------------------------------------
 
@@ -538,20 +817,43 @@ els.remove.addEventListener('click', () => {
 
 function setLiveState(state) {
   liveState = state;
+  if (state === 'live') showLostContact(false);
+  if (state === 'reconnecting') checkContact();
   if (!ended) showLiveMode(...liveModeFor(state));
 }
 
+function showLostContact(lost) {
+  els.lostContact.hidden = !lost;
+}
+
+// A dropped websocket may be the network or the server: ask the server, and say so when it does not answer.
+let checkingContact = false;
+async function checkContact() {
+  if (checkingContact) return;
+  checkingContact = true;
+  const answer = await api(config.apiBatch, { timeout: ANSWER_TIMEOUT_MS });
+  checkingContact = false;
+  if (answer.ok) showLostContact(false);
+  else if (answer.status === 0 && liveState !== 'live' && !ended) showLostContact(true);
+}
+
 // Fallback when websockets do not get through: read the stored events after the last one applied.
+// When the server stops answering, say so; once it answers again, go back to the websocket (the
+// websocket may have failed only because the server was away).
 async function poll() {
   setLiveState('polling');
-  const snapshot = await api(config.apiBatch);
+  let lost = false;
+  const snapshot = await api(config.apiBatch, { timeout: ANSWER_TIMEOUT_MS });
   if (snapshot.ok) applySnapshot(snapshot.data);
+  else if (snapshot.status === 0) lost = true;
   for (;;) {
-    const page = await api(withQuery(config.apiEvents, { after: lastSeq }));
+    const page = await api(withQuery(config.apiEvents, { after: lastSeq }), { timeout: ANSWER_TIMEOUT_MS });
     if (page.status === 404) {
       showActionError({ message: 'This batch was deleted.' });
       return;
     }
+    if (page.status === 0) lost = true;
+    showLostContact(lost);
     if (!page.ok) {
       await sleep(POLL_MS * 2);
       continue;
@@ -559,19 +861,28 @@ async function poll() {
     applyEvents(page.data.events);
     if (page.data.more) continue;
     if (FINAL_STATUSES.has(page.data.status)) {
-      const final = await api(config.apiBatch);
+      const final = await api(config.apiBatch, { timeout: ANSWER_TIMEOUT_MS });
       if (final.ok) applySnapshot(final.data);
+      showLostContact(false);
       ended = true;
       changed();
+      return;
+    }
+    if (lost) {
+      showLostContact(false);
+      socket.restart();
       return;
     }
     await sleep(POLL_MS);
   }
 }
 
+const heartbeat = Number(config.wsHeartbeat) || 20;
 const socket = new LiveSocket({
   url: config.wsUrl,
   after: () => lastSeq,
+  // The server speaks at least once a heartbeat: a longer silence is a connection gone dead (a stopped server).
+  idleMs: (2 * heartbeat + 5) * 1000,
   onMessage(message) {
     if (message.type === 'snapshot') applySnapshot(message.batch);
     else if (message.type === 'events') applyEvents(message.events);
@@ -589,6 +900,7 @@ const socket = new LiveSocket({
   },
 });
 
+readAddress();
 invalidateTable();
 changed();
 socket.start();

@@ -141,23 +141,30 @@ export function withQuery(url, params) {
 }
 
 // Call the JSON API; never throws. Returns {ok, status, data, error} where error is the API's envelope.
-export async function api(url, { method = 'GET', body } = {}) {
+// With `timeout` (ms), a server that does not answer in time counts as one that did not answer: status 0.
+export async function api(url, { method = 'GET', body, timeout } = {}) {
   // X-Requested-With: what the server asks of cookie-signed requests that change something (CSRF guard).
   const init = { method, headers: { Accept: 'application/json', 'X-Requested-With': 'greenbatch' }, credentials: 'same-origin' };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
+  if (timeout) init.signal = AbortSignal.timeout(timeout);
+  const unanswered = (err) => ({
+    ok: false, status: 0, data: null,
+    error: { code: 'network', message: `The server did not answer (${err.name === 'TimeoutError' ? `nothing within ${timeout / 1000} s` : err.message}). Is it running?`, details: [] },
+  });
   let response;
   try {
     response = await fetch(url, init);
   } catch (err) {
-    return { ok: false, status: 0, data: null, error: { code: 'network', message: `The server did not answer (${err.message}). Is it running?`, details: [] } };
+    return unanswered(err);
   }
   let data = null;
   try {
     data = response.status === 204 ? null : await response.json();
-  } catch {
+  } catch (err) {
+    if (err.name === 'TimeoutError') return unanswered(err); // the body stopped coming
     data = null;
   }
   const error = response.ok ? null : (data && data.error) || { code: 'http', message: `The server answered HTTP ${response.status}.`, details: [] };
@@ -207,16 +214,19 @@ const SILENT_CONNECTS_BEFORE_POLLING = 2; // connects that brought no message: a
 
 // A websocket that keeps a page live: it reconnects on a drop with backoff, straight away on
 // close code 4000 ("resync"), each time with ?after=<last seq the page processed> when `after`
-// gives one; after two connects in a row without a single message it calls onUnavailable and stops.
-// A 44xx close (the server's 4xx: 4404 batch gone, 4400 bad request) ends it: onRefused(code, reason).
+// gives one; after two connects in a row without a single message it calls onUnavailable and stops
+// (restart() tries again). With `idleMs`, a connection that brings nothing for that long counts as
+// dropped (a server that stopped without closing it). A 44xx close (the server's 4xx: 4404 batch
+// gone, 4400 bad request) ends it: onRefused(code, reason).
 export class LiveSocket {
-  constructor({ url, after = () => null, onMessage, onState = () => {}, onUnavailable, onRefused = () => {} }) {
+  constructor({ url, after = () => null, onMessage, onState = () => {}, onUnavailable, onRefused = () => {}, idleMs = null }) {
     this.url = url;
     this.after = after;
     this.onMessage = onMessage;
     this.onState = onState;
     this.onUnavailable = onUnavailable;
     this.onRefused = onRefused;
+    this.idleMs = idleMs;
     this.silentConnects = 0;
     this.backoff = BACKOFF_FIRST_MS;
     this.ended = false;
@@ -231,6 +241,15 @@ export class LiveSocket {
     }
     this.onState('connecting');
     this.connect();
+  }
+
+  // Start again after giving up (the server is back, say): a fresh count of silent connects.
+  restart() {
+    if (this.ended || this.ws) return;
+    this.stopped = false;
+    this.silentConnects = 0;
+    this.backoff = BACKOFF_FIRST_MS;
+    this.start();
   }
 
   stop() {
@@ -257,7 +276,15 @@ export class LiveSocket {
     let heard = false;
     // A proxy may hold the upgrade open forever: a connect that brings nothing in time counts as failed.
     const timer = setTimeout(() => { if (!heard) ws.close(); }, CONNECT_TIMEOUT_MS);
+    let idle = null;
+    const watch = () => {
+      if (!this.idleMs) return;
+      clearTimeout(idle);
+      // A dead connection may take minutes to report its close: stop waiting for it and connect again.
+      idle = setTimeout(() => { if (this.ws === ws) { ws.close(); this.closed(ws, { code: 1006 }, heard); } }, this.idleMs);
+    };
     ws.addEventListener('message', (event) => {
+      watch();
       if (!heard) {
         heard = true;
         clearTimeout(timer);
@@ -277,30 +304,36 @@ export class LiveSocket {
     });
     ws.addEventListener('close', (event) => {
       clearTimeout(timer);
-      if (this.ws !== ws) return;
-      this.ws = null;
-      if (this.stopped || this.ended) return;
-      if (event.code >= 4400 && event.code < 4500) {
-        this.stopped = true;
-        this.onRefused(event.code, event.reason);
-        return;
-      }
-      if (event.code === 4000) {
-        setTimeout(() => this.connect(), 50); // resync: the server wants a fresh start after our last seq
-        return;
-      }
-      if (!heard) {
-        this.silentConnects += 1;
-        if (this.silentConnects >= SILENT_CONNECTS_BEFORE_POLLING) {
-          this.giveUp();
-          return;
-        }
-      }
-      this.onState('reconnecting');
-      const delay = this.backoff * (0.8 + Math.random() * 0.4);
-      this.backoff = Math.min(BACKOFF_MAX_MS, this.backoff * 2);
-      setTimeout(() => { if (!this.stopped) this.connect(); }, delay);
+      clearTimeout(idle);
+      this.closed(ws, event, heard);
     });
+  }
+
+  // What follows a connection's end: stop, resync, reconnect with backoff, or give up on websockets.
+  closed(ws, event, heard) {
+    if (this.ws !== ws) return;
+    this.ws = null;
+    if (this.stopped || this.ended) return;
+    if (event.code >= 4400 && event.code < 4500) {
+      this.stopped = true;
+      this.onRefused(event.code, event.reason);
+      return;
+    }
+    if (event.code === 4000) {
+      setTimeout(() => this.connect(), 50); // resync: the server wants a fresh start after our last seq
+      return;
+    }
+    if (!heard) {
+      this.silentConnects += 1;
+      if (this.silentConnects >= SILENT_CONNECTS_BEFORE_POLLING) {
+        this.giveUp();
+        return;
+      }
+    }
+    this.onState('reconnecting');
+    const delay = this.backoff * (0.8 + Math.random() * 0.4);
+    this.backoff = Math.min(BACKOFF_MAX_MS, this.backoff * 2);
+    setTimeout(() => { if (!this.stopped) this.connect(); }, delay);
   }
 }
 

@@ -17,3 +17,10 @@ def now_iso() -> str:
     if second != _second_text[0]:
         _second_text = (second, dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"))
     return f"{_second_text[1]}.{int((now - second) * 1000):03d}Z"
+
+
+def iso_at(timestamp: float) -> str:
+    """A time.time() value in the format of now_iso()."""
+    second = int(timestamp)
+    text = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{int((timestamp - second) * 1000):03d}Z"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import time
@@ -18,7 +19,7 @@ from gevent.lock import BoundedSemaphore
 from gevent.pool import Pool
 
 from ..core import stats
-from ..core.clock import now_iso
+from ..core.clock import iso_at, now_iso
 from ..core.config import Config
 from ..core.options import BatchOptions, ValidationError
 from ..core.results import ErrorKind, Result, failed_result
@@ -34,6 +35,17 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 1.0  # seconds between progress events of a running batch
 RELEASE_WAIT = 30.0  # seconds between log lines while a finished batch waits for its events to be committed
 SUMMARY_MAX_AGE = 0.25  # API polls of a 10,000-URL batch must not re-sort its latencies every time
+MAX_RUNNING_LISTED = 500  # in-flight URLs one answer lists (oldest first); `count` says how many there are
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A URL being fetched right now."""
+
+    index: int
+    url: str
+    started_at: str
+    elapsed_ms: float
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,7 @@ class BatchRun:
     started_clock: float | None = None
     status: str = "queued"
     running: int = 0
+    in_flight: dict[int, float] = field(default_factory=dict)  # URL index -> perf_counter at its start, oldest first
     cancelled: bool = False
     pool: Pool | None = None
     # _summary's last answer: (when, (results, running) then, counts, statistics)
@@ -191,6 +204,18 @@ class Engine:
             summary["counts"],
             summary["stats"],
         )
+
+    def running_urls(self, batch_id: str, limit: int = MAX_RUNNING_LISTED) -> tuple[list[InFlight], int]:
+        """The oldest `limit` URLs of a batch in flight now, and how many are; none for a batch the engine does not hold."""
+        run = self._runs.get(batch_id)
+        if run is None:
+            return [], 0
+        now, wall = time.perf_counter(), time.time()
+        listed = []
+        for index, started in itertools.islice(run.in_flight.items(), limit):  # a dict keeps start order: oldest first
+            elapsed = now - started
+            listed.append(InFlight(index, run.urls[index], iso_at(wall - elapsed), round(elapsed * 1000, 1)))
+        return listed, len(run.in_flight)
 
     def is_live(self, batch_id: str) -> bool:
         """Whether the engine holds the batch: queued, running, or ended with events still to commit."""
@@ -388,11 +413,13 @@ class Engine:
             # The host slot first: waiting for a busy host must not hold a server-wide slot.
             with host_slot or nullcontext(), self._inflight:
                 run.running += 1
+                run.in_flight[index] = started
                 try:
                     with gevent.Timeout(run.options.timeout, DeadlineExceeded):
                         follow(transport, result, run.options, started, self.config.max_url_length)
                 finally:
                     run.running -= 1
+                    del run.in_flight[index]
         except DeadlineExceeded as exc:
             # follow() left the phases the last hop completed in result.timings; the message says what was missing.
             hop_ms = (time.perf_counter() - started) * 1000 - (result.timings.get("redirect") or 0.0)

@@ -448,6 +448,20 @@ def results(batch_id: str):
     return {"batch_id": batch_id, "results": page, "next_after": next_after}
 
 
+@bp.get("/batches/<batch_id>/running")
+def running(batch_id: str):
+    """The URLs of a batch in flight now, oldest first (at most 500; `count` is all of them)."""
+    batch = _batch_or_404(batch_id)
+    listed, count = services().engine.running_urls(batch.id)
+    return {
+        "batch_id": batch.id,
+        "running": [
+            {"index": u.index, "url": u.url, "started_at": u.started_at, "elapsed_ms": u.elapsed_ms} for u in listed
+        ],
+        "count": count,
+    }
+
+
 @bp.get("/batches/<batch_id>/events")
 def events(batch_id: str):
     """Stored events after a sequence number (`after`, `limit`): what clients without websockets poll."""

@@ -27,6 +27,7 @@ from ..core.options import (
     BatchOptions,
 )
 from ..core.results import BATCH_STATUSES, ERROR_KINDS
+from ..runs.engine import MAX_RUNNING_LISTED
 from .exports import FORMATS
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
@@ -420,6 +421,29 @@ def schemas(config: Config) -> dict[str, Any]:
                 },
             },
         },
+        "RunningList": {
+            "type": "object",
+            "required": ["batch_id", "running", "count"],
+            "properties": {
+                "batch_id": {"type": "string"},
+                "running": {
+                    "type": "array",
+                    "maxItems": MAX_RUNNING_LISTED,
+                    "items": {
+                        "type": "object",
+                        "required": ["index", "url", "started_at", "elapsed_ms"],
+                        "properties": {
+                            "index": {"type": "integer", "description": "Position of the URL in the batch."},
+                            "url": {"type": "string"},
+                            "started_at": TIMESTAMP,
+                            "elapsed_ms": {"type": "number", "description": "Time in flight so far."},
+                        },
+                    },
+                    "description": f"Oldest first, at most {MAX_RUNNING_LISTED}; empty once the batch has ended.",
+                },
+                "count": {"type": "integer", "minimum": 0, "description": "URLs in flight, listed or not."},
+            },
+        },
         "Event": {
             "type": "object",
             "required": ["seq", "type", "batch_id", "at", "data"],
@@ -605,6 +629,13 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             "404": error("No such batch."),
         },
     }
+    running = {
+        "parameters": [ID_PARAM],
+        "responses": {
+            "200": json_body(ref("RunningList"), "The URLs in flight, with how long each has been."),
+            "404": error("No such batch."),
+        },
+    }
     description = {"responses": {"200": json_body({"type": "object"}, "This document.")}}
     index = {"responses": {"200": json_body(ref("ApiIndex"), "The API's name, version and links.")}}
     batch = API + "/batches/{batch_id}"
@@ -617,6 +648,7 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         (batch + "/cancel", "post", "api.cancel_batch", cancel),
         (batch + "/rerun", "post", "api.rerun_batch", rerun),
         (batch + "/results", "get", "api.results", results),
+        (batch + "/running", "get", "api.running", running),
         (batch + "/events", "get", "api.events", events),
         (API + "/openapi.json", "get", "openapi.description", description),
     ]

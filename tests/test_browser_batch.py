@@ -1,0 +1,412 @@
+"""The batch page at 1280 and at 390 px: it fits the screen, its numbers move with its rows, and its failures
+are findable and explained (issue 14, items 1 to 4, the batch page's side)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.support.server import ARTIFACTS, CHROMIUM
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"),
+]
+expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
+
+FINISHED = 20_000  # ms a small batch gets to finish in the browser's eyes
+SCREENS = {"desktop": (1280, 800), "phone": (390, 844)}
+
+
+@pytest.fixture
+def phone(browser):
+    """A fresh context and page at 390x844 (a phone); an uncaught script error fails the test that caused it."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    script_errors: list[str] = []
+    tab.on("pageerror", lambda error: script_errors.append(str(error)))
+    yield tab
+    context.close()
+    assert not script_errors, f"the page threw: {script_errors}"
+
+
+@pytest.fixture(params=list(SCREENS))
+def screen(request):
+    """The page at 1280 px (`page`), then at 390 px (`phone`)."""
+    return request.getfixturevalue("page" if request.param == "desktop" else "phone")
+
+
+def width_of(tab) -> int:
+    """The viewport's width: 1280 or 390."""
+    return tab.viewport_size["width"]
+
+
+def shot(tab, name: str) -> None:
+    """A full-page screenshot in test-artifacts/, named for the screen width."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    tab.screenshot(path=str(ARTIFACTS / f"batch-{name}-{width_of(tab)}.png"), full_page=True)
+
+
+def open_batch(tab, server, batch_id: str, query: str = "") -> None:
+    """Open a batch page and wait until its script has run."""
+    tab.goto(server.url(f"/batches/{batch_id}{query}"))
+    expect(tab.locator("#live-mode")).not_to_be_empty()
+
+
+def wait_until_final(tab, status: str = "done") -> None:
+    """Wait for the page to show the batch ended with the given status."""
+    expect(tab.locator("#batch-status")).to_have_text(status, timeout=FINISHED)
+    expect(tab.locator("#live-mode")).to_contain_text("all results loaded", timeout=FINISHED)
+
+
+def assert_nothing_scrolls_sideways(tab) -> None:
+    """The page is no wider than the screen."""
+    widths = tab.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"the page is {widths[0]} px wide on a {widths[1]} px screen"
+
+
+def assert_every_row_shows_its_url(tab) -> None:
+    """Each result row's URL is on screen horizontally, at least 120 px of it, and starts with its scheme."""
+    boxes = tab.locator("tr.result-row .col-url .url").evaluate_all(
+        """nodes => nodes.map(n => { const b = n.getBoundingClientRect();
+             return {left: b.left, right: b.right, width: b.width, height: b.height, text: n.textContent}; })"""
+    )
+    assert boxes, "no rows"
+    for box in boxes:
+        assert box["width"] >= 120 and box["height"] > 0, box
+        assert box["left"] >= 0 and box["right"] <= width_of(tab), box
+        assert box["text"].startswith("http"), box
+
+
+def shown_indexes(tab) -> list[int]:
+    """The URL indexes of the rows shown, in order."""
+    return [int(i) for i in tab.locator("tr.result-row").evaluate_all("rows => rows.map(r => r.dataset.index)")]
+
+
+def address_query(tab) -> dict[str, list[str]]:
+    """The page address's query, parsed."""
+    return parse_qs(urlsplit(tab.url).query)
+
+
+# -- item 2: the page fits a phone ------------------------------------------------------------------
+
+
+def test_the_page_fits_the_screen_with_every_rows_url_visible_and_no_stat_printed_over_another(screen, server, target):
+    urls = [
+        *(target.url(f"/delay/{40 * i}?n={i}") for i in range(6)),
+        *(target.url(f"/status/{code}") for code in (201, 301, 404, 418, 503)),
+        target.url("/redirect/2"),
+        target.url("/ok?" + "&".join(f"parameter{i}=a-rather-long-value-{i}" for i in range(8))),
+    ]
+    batch = server.submit(urls, concurrency=4)
+    server.wait(batch["id"])
+    open_batch(screen, server, batch["id"])
+    wait_until_final(screen)
+    expect(screen.locator("tr.result-row")).to_have_count(len(urls))
+
+    assert_nothing_scrolls_sideways(screen)
+    assert_every_row_shows_its_url(screen)
+    stats = screen.locator(".stats .stat").evaluate_all(
+        """nodes => nodes.map(n => { const b = n.querySelector('dd').getBoundingClientRect();
+             return {left: b.left, right: b.right, top: b.top, bottom: b.bottom, column: n.getBoundingClientRect().left,
+                     fits: n.querySelector('dd').scrollWidth <= n.querySelector('dd').clientWidth}; })"""
+    )
+    for i, a in enumerate(stats):
+        assert a["fits"], f"stat {i} is cut"
+        for b in stats[i + 1 :]:
+            apart = (
+                a["right"] <= b["left"] or b["right"] <= a["left"] or a["bottom"] <= b["top"] or b["bottom"] <= a["top"]
+            )
+            assert apart, f"stat {i} overlaps another: {a} {b}"
+    columns = len({round(s["column"]) for s in stats})
+    assert columns == (3 if width_of(screen) == 390 else 11)
+    for button in screen.locator(".actions .button:visible").all():  # every action on screen, none cut off
+        box = button.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width_of(screen), button.text_content()
+    expect(screen.locator(".export-group .button")).to_have_text(["CSV", "NDJSON", "JSON"])
+    assert "format=json" in screen.locator("#export-json").get_attribute("href")
+    # Every status code shows in its panel, none hidden in a scroll box.
+    codes = screen.locator("#by-status li")
+    expect(codes).to_have_count(6)
+    panel = screen.locator("#by-status").bounding_box()
+    last = codes.last.bounding_box()
+    assert last["y"] + last["height"] <= panel["y"] + panel["height"] + 1
+    assert screen.locator("#by-status").evaluate("n => n.scrollHeight <= n.clientHeight")
+    shot(screen, "finished")
+
+
+def test_delete_looks_enabled_when_it_is(screen, server, target):
+    batch = server.submit([target.url("/ok")])
+    server.wait(batch["id"])
+    open_batch(screen, server, batch["id"])
+    wait_until_final(screen)
+    delete = screen.locator("#delete")
+    expect(delete).to_be_enabled()
+    assert delete.evaluate("n => getComputedStyle(n).opacity") == "1"
+    red = screen.evaluate("getComputedStyle(document.querySelector('#cancel')).color")
+    assert delete.evaluate("n => getComputedStyle(n).color") == red, "Delete is drawn as the danger it is"
+
+
+# -- item 3: one set of live numbers ----------------------------------------------------------------
+
+
+def test_counts_progress_and_toolbar_agree_with_the_rows_while_a_batch_runs(screen, server, target):
+    urls = [target.url(f"/delay/{60 + 13 * (i % 7)}?n={i}") for i in range(60)]
+    urls[5::9] = [target.url(f"/delay/70?status=500&n={i}") for i in range(5, 60, 9)]
+    batch = server.submit(urls, concurrency=3)  # about 1.6 s
+    open_batch(screen, server, batch["id"])
+    expect(screen.locator("tr.result-row").nth(3)).to_be_attached()
+    samples = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        # One evaluate reads the counters and the rows in the same frame: the page draws them together.
+        sample = screen.evaluate(
+            """() => ({
+                ok: +document.querySelector('#count-ok').textContent.replace(/,/g, ''),
+                failed: +document.querySelector('#count-failed').textContent.replace(/,/g, ''),
+                okRows: document.querySelectorAll('tr.result-row.ok').length,
+                failedRows: document.querySelectorAll('tr.result-row.failed').length,
+                all: +document.querySelector('[data-n="all"]').textContent.replace(/,/g, ''),
+                done: document.querySelector('#progress-text').textContent,
+                pct: +document.querySelector('#progress').getAttribute('aria-valuenow'),
+                status: document.querySelector('#batch-status').textContent,
+            })"""
+        )
+        samples.append(sample)
+        if sample["status"] == "done":
+            break
+        time.sleep(0.07)
+    assert samples[-1]["status"] == "done", samples[-1]
+    live = [s for s in samples if s["status"] == "running"]
+    assert len(live) >= 5, "the batch was watched while it ran"
+    for s in samples:
+        assert (s["ok"], s["failed"]) == (s["okRows"], s["failedRows"]), s
+        assert s["all"] == s["okRows"] + s["failedRows"], s
+        assert s["done"] == f"{s['all']} of 60 URLs done", s
+        assert s["pct"] == 100 * s["all"] // 60, s
+    for before, after in zip(samples, samples[1:]):
+        assert after["ok"] >= before["ok"] and after["failed"] >= before["failed"], (before, after)
+    assert samples[-1]["ok"] == 53 and samples[-1]["failed"] == 7
+    expect(screen.locator("#count-running")).to_have_text("0")
+    expect(screen.locator("#count-pending")).to_have_text("0")
+
+
+def test_a_cancelled_batch_says_what_was_fetched_and_what_never_ran(screen, server, target):
+    batch = server.submit([target.url("/ok"), target.url("/ok?n=1")] + [target.url("/delay/4000")] * 7, concurrency=2)
+    open_batch(screen, server, batch["id"])
+    expect(screen.locator("tr.result-row")).to_have_count(2)
+    expect(screen.locator("#count-running")).to_have_text("2")
+    screen.click("#cancel")
+    wait_until_final(screen, "cancelled")
+    expect(screen.locator("#progress-text")).to_have_text("Cancelled: 2 fetched, 2 stopped in flight, 5 never ran")
+    expect(screen.locator("#progress-pct")).to_have_text("")
+    assert "100" not in screen.title()
+    never_ran = screen.locator('tr.result-row[data-index="8"]')
+    expect(never_ran.locator(".col-error")).to_contain_text("cancelled before this URL ran")
+    expect(never_ran.locator(".col-latency")).to_have_text("–")
+    expect(screen.locator('tr.result-row[data-index="0"] .col-latency')).to_have_text(re.compile(r"\d ms$"))
+    expect(screen.locator('.segmented [data-filter="cancelled"]')).to_be_visible()
+    assert_nothing_scrolls_sideways(screen)
+    shot(screen, "cancelled")
+
+
+def test_no_rate_is_shown_for_a_batch_that_fetched_nothing_or_ran_under_a_second(screen, server, target):
+    nothing = server.submit([target.url("/delay/4000")] * 2, concurrency=2)
+    time.sleep(1.3)
+    server.request("POST", f"/api/v1/batches/{nothing['id']}/cancel")
+    open_batch(screen, server, nothing["id"])
+    wait_until_final(screen, "cancelled")
+    expect(screen.locator("#progress-text")).to_have_text("Cancelled: 0 fetched, 2 stopped in flight, 0 never ran")
+    expect(screen.locator("#stat-rate")).to_have_text("–")
+
+    quick = server.submit([target.url("/ok")] * 3)
+    server.wait(quick["id"])
+    open_batch(screen, server, quick["id"])
+    wait_until_final(screen)
+    expect(screen.locator("#stat-rate")).to_have_text("–")
+
+    steady = server.submit([target.url("/delay/300")] * 8, concurrency=2)  # 1.2 s
+    open_batch(screen, server, steady["id"])
+    wait_until_final(screen)
+    expect(screen.locator("#stat-rate")).to_have_text(re.compile(r"^\d+(\.\d)?$"))
+
+
+def test_the_running_filter_lists_the_urls_in_flight_with_their_elapsed_time(screen, server, target):
+    urls = [target.url("/ok")] * 3 + [target.url(f"/delay/6000?n={i}") for i in range(3)]
+    batch = server.submit(urls + [target.url("/ok?after=1")] * 4, concurrency=3)
+    open_batch(screen, server, batch["id"])
+    expect(screen.locator("#count-running")).to_have_text("3")
+    screen.click('.segmented [data-filter="running"]')
+    in_flight = screen.locator("tr.result-row.in-flight")
+    expect(in_flight).to_have_count(3)
+    expect(in_flight.locator(".col-url .url")).to_have_text(urls[3:])
+    assert shown_indexes(screen) == [3, 4, 5]
+    expect(in_flight.first.locator(".code")).to_have_text("running")
+    first = float(in_flight.first.locator(".col-latency").text_content().split()[0])
+    expect(in_flight.first.locator(".col-latency")).not_to_have_text(
+        in_flight.first.locator(".col-latency").text_content()
+    )
+    assert address_query(screen)["outcome"] == ["running"]
+    assert_every_row_shows_its_url(screen)
+    assert_nothing_scrolls_sideways(screen)
+    shot(screen, "running")
+    assert first > 0
+    server.request("POST", f"/api/v1/batches/{batch['id']}/cancel")
+    expect(screen.locator("tr.result-row.in-flight")).to_have_count(0, timeout=FINISHED)
+    expect(screen.locator("#results-empty")).to_contain_text("Nothing in flight")
+
+
+def test_a_lost_server_shows_a_banner_and_the_page_returns_to_the_websocket_when_it_is_back(
+    screen, make_server, target, tmp_path
+):
+    data = tmp_path / "kept"
+    first = make_server(data_dir=data)
+    port = first.base_url.rsplit(":", 1)[1]
+    batch = first.submit([target.url(f"/delay/150?n={i}") for i in range(60)], concurrency=2)  # about 4.5 s
+    open_batch(screen, first, batch["id"])
+    expect(screen.locator("#live-mode")).to_have_text("Live updates: websocket")
+    expect(screen.locator("tr.result-row").nth(3)).to_be_attached()
+    banner = screen.locator("#lost-contact")
+    expect(banner).to_be_hidden()
+
+    first.kill()
+    expect(banner).to_be_visible(timeout=10_000)
+    expect(banner).to_have_text("Lost contact with the server, retrying…")
+    assert_nothing_scrolls_sideways(screen)
+    shot(screen, "lost-contact")
+    make_server(data_dir=data, env={"GREENBATCH_PORT": port})  # the same port and data: the batch resumes
+    expect(screen.locator("#live-mode")).to_have_text("Live updates: websocket", timeout=FINISHED)
+    expect(banner).to_be_hidden()
+    wait_until_final(screen)
+    expect(screen.locator('[data-n="all"]')).to_have_text("60")
+    assert shown_indexes(screen) == list(range(60))
+
+
+def test_a_server_that_stops_answering_without_closing_shows_the_banner_and_the_page_resumes(page, make_server, target):
+    server = make_server(env={"GREENBATCH_WS_HEARTBEAT": "0.5"})  # the page counts 6 s of silence as a dead line
+    batch = server.submit([target.url(f"/delay/100?n={i}") for i in range(40)], concurrency=2)  # about 2 s
+    open_batch(page, server, batch["id"])
+    expect(page.locator("#live-mode")).to_have_text("Live updates: websocket")
+    expect(page.locator("tr.result-row").nth(3)).to_be_attached()
+    server.signal(signal.SIGSTOP)  # like a suspended machine: connections stay open, nothing answers
+    try:
+        expect(page.locator("#lost-contact")).to_be_visible(timeout=20_000)
+    finally:
+        server.signal(signal.SIGCONT)
+    expect(page.locator("#live-mode")).to_have_text("Live updates: websocket", timeout=FINISHED)
+    expect(page.locator("#lost-contact")).to_be_hidden()
+    wait_until_final(page)
+    assert shown_indexes(page) == list(range(40))
+
+
+# -- item 4: failures findable ----------------------------------------------------------------------
+
+
+def test_clicking_a_status_code_or_an_error_kind_filters_the_table(screen, server, target, closed_port):
+    urls = [target.url("/ok")] * 3 + [target.url("/status/404")] * 2 + [target.url("/status/503")]
+    urls += [target.url(f"/redirect-to?url=http://127.0.0.1:{closed_port}/x")]  # blocked after the redirect
+    batch = server.submit(urls)
+    server.wait(batch["id"])
+    open_batch(screen, server, batch["id"])
+    wait_until_final(screen)
+
+    screen.locator('#by-status button[data-value="404"]').click()
+    expect(screen.locator("tr.result-row")).to_have_count(2)
+    expect(screen.locator("tr.result-row .col-status .code")).to_have_text(["404", "404"])
+    expect(screen.locator('#by-status button[data-value="404"]')).to_have_attribute("aria-pressed", "true")
+    expect(screen.locator("#facet-chip")).to_have_text("status 404 ✕")
+    assert address_query(screen)["status"] == ["404"]
+    assert_nothing_scrolls_sideways(screen)
+    shot(screen, "status-filter")
+
+    screen.locator('#by-error button[data-value="blocked"]').click()
+    expect(screen.locator("tr.result-row")).to_have_count(1)
+    assert shown_indexes(screen) == [6]
+    assert "status" not in address_query(screen) and address_query(screen)["error"] == ["blocked"]
+    expect(screen.locator("#blocked-banner")).to_be_hidden()  # other failures are not blocked ones
+
+    screen.click("#facet-chip")
+    expect(screen.locator("tr.result-row")).to_have_count(len(urls))
+    assert "error" not in address_query(screen)
+
+
+def test_the_url_search_filter_and_sort_live_in_the_address_and_survive_a_reload(screen, server, target):
+    urls = [target.url(f"/delay/{10 * i}?team=web&n={i}") for i in range(5)]
+    urls += [target.url(f"/delay/{10 * i}?status=500&team=api&n={i}") for i in range(5)]
+    batch = server.submit(urls)
+    server.wait(batch["id"])
+    open_batch(screen, server, batch["id"])
+    wait_until_final(screen)
+
+    screen.fill("#url-search", "team=api")
+    expect(screen.locator("tr.result-row")).to_have_count(5)
+    screen.click('.segmented [data-filter="failed"]')
+    screen.click('#results button[data-sort="latency"]')
+    expect(screen.locator("tr.result-row")).to_have_count(5)
+    assert shown_indexes(screen) == [9, 8, 7, 6, 5], "slowest first"
+    assert address_query(screen) == {"q": ["team=api"], "outcome": ["failed"], "sort": ["latency"]}
+
+    screen.reload()
+    wait_until_final(screen)
+    expect(screen.locator("#url-search")).to_have_value("team=api")
+    expect(screen.locator('.segmented [data-filter="failed"]')).to_have_attribute("aria-pressed", "true")
+    expect(screen.locator('#results th[aria-sort="descending"] button')).to_have_text("Latency")
+    expect(screen.locator("tr.result-row")).to_have_count(5)
+    assert shown_indexes(screen) == [9, 8, 7, 6, 5]
+
+    screen.fill("#url-search", "nothing-like-this")
+    expect(screen.locator("#results-empty")).to_contain_text("No results match")
+    assert_nothing_scrolls_sideways(screen)
+
+
+def test_rows_and_the_drawer_number_urls_from_0_as_the_api_does_and_escape_closes_the_drawer(screen, server, target):
+    urls = [target.url(f"/ok?n={i}") for i in range(5)]
+    batch = server.submit(urls)
+    server.wait(batch["id"])
+    open_batch(screen, server, batch["id"])
+    wait_until_final(screen)
+    expect(screen.locator("tr.result-row .col-index")).to_have_text(["0", "1", "2", "3", "4"])
+
+    row = screen.locator('tr.result-row[data-index="3"]')
+    row.click()
+    drawer = screen.locator('tr.detail[data-detail-for="3"]')
+    expect(drawer.locator(".drawer-title")).to_contain_text("URL #3")
+    expect(drawer.locator(".chain .url")).to_have_text(urls[3])
+    shot(screen, "drawer")
+    screen.keyboard.press("Escape")
+    expect(screen.locator("tr.detail")).to_have_count(0)
+    expect(row).to_be_focused()
+    expect(row).to_have_attribute("aria-expanded", "false")
+
+
+# -- item 1: blocked URLs explained -----------------------------------------------------------------
+
+
+def test_when_every_failure_is_blocked_a_banner_says_how_to_allow_it_and_the_hint_is_not_cut(
+    screen, server, target, closed_port
+):
+    blocked = [target.url(f"/redirect-to?url=http://127.0.0.1:{closed_port}/admin?n={i}") for i in range(3)]
+    batch = server.submit([target.url("/ok"), *blocked])
+    server.wait(batch["id"])
+    open_batch(screen, server, batch["id"])
+    wait_until_final(screen)
+
+    banner = screen.locator("#blocked-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("Every failure here is blocked")
+    expect(screen.locator("#blocked-command")).to_have_text(f"GREENBATCH_ALLOW_TARGETS=127.0.0.1:{closed_port}")
+    error = screen.locator('tr.result-row[data-index="1"] td.col-error')
+    expect(error).to_contain_text(f"GREENBATCH_ALLOW_TARGETS=127.0.0.1:{closed_port})")
+    cut = error.evaluate(
+        """n => n.scrollWidth > n.clientWidth + 1 || n.scrollHeight > n.clientHeight + 1
+               || getComputedStyle(n).textOverflow === 'ellipsis'"""
+    )
+    assert not cut, "the blocked hint is readable in the row"
+    assert_nothing_scrolls_sideways(screen)
+    shot(screen, "blocked")

@@ -337,8 +337,9 @@ def test_clicking_a_status_code_or_an_error_kind_filters_the_table(screen, serve
 
 
 def test_the_url_search_filter_and_sort_live_in_the_address_and_survive_a_reload(screen, server, target):
-    urls = [target.url(f"/delay/{10 * i}?team=web&n={i}") for i in range(5)]
-    urls += [target.url(f"/delay/{10 * i}?status=500&team=api&n={i}") for i in range(5)]
+    # 150 ms apart: far enough that a loaded machine cannot swap two neighbours' latencies.
+    urls = [target.url(f"/delay/{150 * i}?team=web&n={i}") for i in range(5)]
+    urls += [target.url(f"/delay/{150 * i}?status=500&team=api&n={i}") for i in range(5)]
     batch = server.submit(urls)
     server.wait(batch["id"])
     open_batch(screen, server, batch["id"])

@@ -221,6 +221,24 @@ def test_cancel_stops_in_flight_fetches_within_a_second_and_cancels_the_queue(se
     assert {r["error"]["kind"] for r in results} == {"cancelled"}
 
 
+def test_cancelling_a_batch_ends_every_url_that_never_ran_as_cancelled_once_however_many_slices_it_takes(
+    make_server, target
+):
+    # The never-run URLs are marked a slice (engine.CANCEL_SLICE) at a time, each committed before the next.
+    server = make_server(env={"GREENBATCH_MAX_URLS": "20000"})
+    urls = [target.url(f"/delay/10000?i={i}") for i in range(12_001)]
+    batch = server.submit(urls, concurrency=2)
+    server.wait(batch["id"], statuses=("running",))
+    response = server.request("POST", f"/api/v1/batches/{batch['id']}/cancel")
+    assert response.status_code == 200, response.text
+    done = server.wait(batch["id"], timeout=60)
+    assert done["status"] == "cancelled"
+    assert done["counts"] == {"total": 12_001, "pending": 0, "running": 0, "ok": 0, "failed": 0, "cancelled": 12_001}
+    results = server.results(batch["id"])
+    assert [r["index"] for r in results] == list(range(12_001))
+    assert {r["error"]["kind"] for r in results} == {"cancelled"}
+
+
 def test_cancelling_a_finished_batch_answers_409(server, target):
     batch = server.submit([target.url("/ok")])
     server.wait(batch["id"])

@@ -12,7 +12,13 @@ import random
 
 import pytest
 
+from app.core.config import Config
 from app.core.stats import HISTOGRAM_BOUNDS_MS, RELATIVE_ACCURACY, Row, Tally
+from app.fetch import guard
+from app.runs.engine import Engine
+from app.runs.events import Event, EventBus
+from app.runs.reader import BatchReader
+from app.runs.store import SQLiteStore
 
 KINDS = ["status", "dns", "refused", "read_timeout", "deadline", "tls", "too_large", "other"]
 NO_LATENCY = ["cancelled", "blocked", "invalid_url"]
@@ -167,3 +173,24 @@ def test_a_finished_batch_stores_the_exact_percentiles_of_its_results(server, ta
         round(nearest_rank(ordered, p), 2) for p in (50, 90, 99)
     )
     assert done["stats"]["max_ms"] == round(ordered[-1], 2) and done["stats"]["min_ms"] == round(ordered[0], 2)
+
+
+def test_a_batch_left_unfinished_by_a_stopped_server_is_counted_from_its_stored_results_page_by_page(tmp_path):
+    rows = random_rows(random.Random(7), 25_000)  # more than one page of stored rows
+    config = Config(data_dir=str(tmp_path))
+    store = SQLiteStore(config.db_path, flush_interval=0.01)
+    try:
+        store.create_batch("b", "left", {}, [f"http://a.test/{i}" for i in range(30_000)], "2026-11-28T00:00:00.000Z")
+        store.extend([Event("b", i + 1, "result", {"index": i}, row=row) for i, row in enumerate(rows)])
+        assert store.flush(30)
+        policy = guard.Policy.from_settings(config.allow_private, config.allow_targets, config.deny_targets)
+        engine = Engine(config, store, EventBus(store), policy)  # never resumed: the batch is not live
+        view = BatchReader(store, engine).get("b")
+        expected = recomputed(30_000, rows)
+        assert view.counts == expected["counts"]
+        for key in ("by_status", "by_error", "bytes", "histogram", "min_ms", "max_ms"):
+            assert view.stats[key] == expected["stats"][key], key
+        for key in ("p50_ms", "p90_ms", "p99_ms"):
+            assert within_stated_error(view.stats[key], expected["stats"][key]), key
+    finally:
+        store.close()

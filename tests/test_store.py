@@ -137,6 +137,8 @@ def test_a_url_list_gives_back_each_url_as_given_from_one_buffer_a_fraction_of_t
     assert compact[2:5] == urls[2:5]
     with pytest.raises(IndexError):
         compact[len(urls)]
-    held = sys.getsizeof(compact._data) + sys.getsizeof(compact._offsets)
-    as_list = sys.getsizeof(urls) + sum(sys.getsizeof(u) for u in urls)
-    assert held < as_list / 3
+    ascii_only = UrlList.of(urls[:10_000])  # held as text, not bytes
+    assert ascii_only == urls[:10_000] and ascii_only[-1] == urls[9_999]
+    for held, given in ((compact, urls), (ascii_only, urls[:10_000])):
+        size = sys.getsizeof(held._data) + sys.getsizeof(held._offsets)
+        assert size < (sys.getsizeof(given) + sum(sys.getsizeof(u) for u in given)) / 3

@@ -33,6 +33,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0  # seconds between progress events of a running batch
+CANCEL_SLICE = 5_000  # never-run URLs a cancelled batch marks between two commits
 RELEASE_WAIT = 30.0  # seconds between log lines while a finished batch waits for its events to be committed
 
 
@@ -305,11 +306,17 @@ class Engine:
 
     def _finish(self, run: BatchRun) -> None:
         """Mark what never ran as cancelled, emit the final state and free the slot."""
-        for index in run.todo():
+        committing = True
+        for marked, index in enumerate(run.todo(), 1):
             self._record(
                 run,
                 failed_result(index, run.urls[index], ErrorKind.CANCELLED, "batch was cancelled before this URL ran"),
             )
+            if committing and marked % CANCEL_SLICE == 0:
+                # Each slice is committed before the next is made, so a cancelled batch of a million URLs
+                # never holds more than a slice of events; a store that cannot commit gets the rest at once.
+                self.bus.flush()
+                committing = self.store.flush(RELEASE_WAIT)
         status = "cancelled" if run.cancelled else "done"
         counts = self._conclude(run, status)["counts"]
         log.info(

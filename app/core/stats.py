@@ -107,7 +107,7 @@ class Tally:
     def add(self, row: Row) -> None:
         """Count one final result."""
         ok, status_code, error_kind, total_ms, size = row
-        if ok:
+        if ok:  # outcome(row), inlined as latency_ms is below: this runs once per URL
             self.ok += 1
         elif error_kind == "cancelled":
             self.cancelled += 1
@@ -119,7 +119,7 @@ class Tally:
             self._by_error[error_kind] = self._by_error.get(error_kind, 0) + 1
         self.bytes += size
         if total_ms is None or error_kind in _NO_LATENCY:
-            return  # the latency_ms rule, inlined: this runs once per URL
+            return  # latency_ms(row) is None
         self._buckets[bisect_left(HISTOGRAM_BOUNDS_MS, total_ms)] += 1
         self._timed += 1
         self._sum_ms += total_ms

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import time
+from datetime import datetime
 from urllib.parse import quote
 
 import pytest
@@ -219,6 +220,44 @@ def test_cancel_stops_in_flight_fetches_within_a_second_and_cancels_the_queue(se
     assert done["counts"]["cancelled"] == 10 and done["counts"]["pending"] == 0
     results = server.results(batch["id"])
     assert sorted(r["index"] for r in results) == list(range(10))
+    assert {r["error"]["kind"] for r in results} == {"cancelled"}
+    assert done["stats"]["urls_per_s"] is None, "a batch that fetched nothing has no rate"
+
+
+def parse_iso(text: str) -> datetime:
+    """A result's or batch's UTC timestamp."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_the_rate_of_a_cancelled_batch_counts_the_urls_it_fetched_not_those_that_never_ran(server, target):
+    batch = server.submit([target.url("/ok")] * 2 + [target.url("/delay/10000")] * 200, concurrency=2)
+    deadline = time.monotonic() + 10
+    while server.request("GET", f"/api/v1/batches/{batch['id']}").json()["counts"]["ok"] < 2:
+        assert time.monotonic() < deadline, "the two quick URLs never finished"
+        time.sleep(0.05)
+    assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
+    done = server.wait(batch["id"], timeout=10)
+    assert done["counts"]["ok"] == 2 and done["counts"]["cancelled"] == 200
+    seconds = (parse_iso(done["finished_at"]) - parse_iso(done["started_at"])).total_seconds()
+    # The rate times the run time is the URLs it counted: 2 fetched, never the 200 that never ran.
+    assert done["stats"]["urls_per_s"] * max(seconds, 0.01) < 20
+
+
+def test_cancelling_a_batch_ends_every_url_that_never_ran_as_cancelled_once_however_many_slices_it_takes(
+    make_server, target
+):
+    # The never-run URLs are marked a slice (engine.CANCEL_SLICE) at a time, each committed before the next.
+    server = make_server(env={"GREENBATCH_MAX_URLS": "20000"})
+    urls = [target.url(f"/delay/10000?i={i}") for i in range(12_001)]
+    batch = server.submit(urls, concurrency=2)
+    server.wait(batch["id"], statuses=("running",))
+    response = server.request("POST", f"/api/v1/batches/{batch['id']}/cancel")
+    assert response.status_code == 200, response.text
+    done = server.wait(batch["id"], timeout=60)
+    assert done["status"] == "cancelled"
+    assert done["counts"] == {"total": 12_001, "pending": 0, "running": 0, "ok": 0, "failed": 0, "cancelled": 12_001}
+    results = server.results(batch["id"])
+    assert [r["index"] for r in results] == list(range(12_001))
     assert {r["error"]["kind"] for r in results} == {"cancelled"}
 
 

@@ -1,10 +1,12 @@
 """The SQLite store on its own: what it is handed is committed once, and reads of a batch are shared."""
 
 import sqlite3
+import sys
 
 import gevent
 import pytest
 
+from app.core.urllist import UrlList
 from app.runs.events import Event
 from app.runs.store import SQLiteStore
 from tests.support.events import result_event
@@ -35,7 +37,7 @@ def test_groups_of_every_size_are_stored_once_each_in_order(tmp_path, parameter_
         stored = store.stored_events("b", after=0, limit=5_000)
         assert [e.seq for e in stored] == list(range(1, seq + 1))
         assert [e.data["index"] for e in stored] == list(range(seq))
-        assert sorted(store.result_rows("b")) == list(range(seq))
+        assert [index for index, _ in store.iter_result_rows("b", page=100)] == list(range(seq))
     finally:
         store.close()
 
@@ -66,7 +68,13 @@ def test_viewers_that_take_a_recent_row_share_one_read_of_a_batch_and_others_alw
 def test_a_batch_keeps_its_urls_in_submission_order_whatever_they_hold(tmp_path):
     store = SQLiteStore(str(tmp_path / "gb.db"))
     try:
-        urls = ["http://a.test/z", "http://a.test/a", 'http://b.test/ünï?q="x"', "http://a.test/z"]
+        urls = [
+            "http://a.test/z",
+            "http://a.test/a",
+            'http://b.test/ünï?q="x"',
+            "http://a.test/z",
+            "http://c.test/\ud800",
+        ]
         store.create_batch("b", "order", {}, urls, "2026-11-28T00:00:00.000Z")
         assert store.urls("b") == urls
         assert store.urls("missing") == []
@@ -119,3 +127,18 @@ def test_flush_returns_once_what_was_appended_before_it_is_committed_while_other
         feeding = False
         feeder.join()
         store.close()
+
+
+def test_a_url_list_gives_back_each_url_as_given_from_one_buffer_a_fraction_of_the_size_of_a_list():
+    urls = [f"http://a.test/{i}" for i in range(10_000)] + ["http://b.test/ünï", "http://c.test/\ud800", ""]
+    compact = UrlList.of(urls)
+    assert len(compact) == len(urls) and compact == urls and list(compact) == urls
+    assert [compact[i] for i in (0, 9_999, 10_000, 10_001, -1)] == [urls[i] for i in (0, 9_999, 10_000, 10_001, -1)]
+    assert compact[2:5] == urls[2:5]
+    with pytest.raises(IndexError):
+        compact[len(urls)]
+    ascii_only = UrlList.of(urls[:10_000])  # held as text, not bytes
+    assert ascii_only == urls[:10_000] and ascii_only[-1] == urls[9_999]
+    for held, given in ((compact, urls), (ascii_only, urls[:10_000])):
+        size = sys.getsizeof(held._data) + sys.getsizeof(held._offsets)
+        assert size < (sys.getsizeof(given) + sum(sys.getsizeof(u) for u in given)) / 3

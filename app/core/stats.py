@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from array import array
+from bisect import bisect_left
 from typing import Any, NamedTuple
+
+from ddsketch import DDSketch
 
 # Histogram bucket upper bounds in milliseconds; the last bucket catches everything slower.
 HISTOGRAM_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+# Percentiles a batch shows, and the relative error allowed in those of a running batch.
+PERCENTILES = (50, 90, 99)
+RELATIVE_ACCURACY = 0.01
 # Errors that never reached the network say nothing about latency.
 _NO_LATENCY = frozenset({"cancelled", "blocked", "invalid_url"})
 
@@ -52,65 +58,125 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
     """Nearest-rank percentile of already sorted values; None when there are none."""
     if not sorted_values:
         return None
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return round(sorted_values[rank - 1], 2)
+    return round(sorted_values[_rank(len(sorted_values), p) - 1], 2)
 
 
-def counts(total: int, rows: Iterable[Row], running: int = 0) -> dict[str, int]:
+def _rank(n: int, p: float) -> int:
+    """The 1-based nearest rank of percentile p among n values."""
+    return max(1, math.ceil(p / 100 * n))
+
+
+def counts(total: int, ok: int, failed: int, cancelled: int, running: int = 0) -> dict[str, int]:
     """Counts of a batch by outcome; pending is what has neither finished nor started."""
-    by_outcome = {"ok": 0, "failed": 0, "cancelled": 0}
-    for row in rows:
-        by_outcome[outcome(row)] += 1
-    ok, failed, cancelled = by_outcome["ok"], by_outcome["failed"], by_outcome["cancelled"]
     pending = max(0, total - ok - failed - cancelled - running)
     return {"total": total, "pending": pending, "running": running, "ok": ok, "failed": failed, "cancelled": cancelled}
 
 
-def summarize(rows: Iterable[Row]) -> dict[str, Any]:
-    """Latency percentiles, histogram, breakdowns by status and error kind, and bytes.
+class Tally:
+    """A batch's counts and statistics, kept up to date one result at a time.
+
+    add() is O(1); counts() and summary() cost O(histogram buckets + sketch bins), whatever the batch's
+    size. Counts, breakdowns, bytes, the histogram and min/max/mean are exact. Percentiles come from a
+    DDSketch: the value it gives for a rank is within RELATIVE_ACCURACY of the true value at that rank.
+    With `keep_latencies`, every latency is also kept (8 bytes each) so that summary(exact=True), asked
+    once when the batch ends, gives exact percentiles.
 
     Every result that did not end ok has one error kind, so by_error without `cancelled` adds up to the
     failed count (results stored before the `status` kind have a failed status and no kind).
     """
-    latencies: list[float] = []
-    by_status: dict[str, int] = {}
-    by_error: dict[str, int] = {}
-    total_bytes = 0
-    for row in rows:
-        if row.status_code is not None:
-            key = str(row.status_code)
-            by_status[key] = by_status.get(key, 0) + 1
-        if row.error_kind:
-            by_error[row.error_kind] = by_error.get(row.error_kind, 0) + 1
-        latency = latency_ms(row)
-        if latency is not None:
-            latencies.append(latency)
-        total_bytes += row.bytes
-    latencies.sort()
-    return {
-        "p50_ms": percentile(latencies, 50),
-        "p90_ms": percentile(latencies, 90),
-        "p99_ms": percentile(latencies, 99),
-        "min_ms": round(latencies[0], 2) if latencies else None,
-        "max_ms": round(latencies[-1], 2) if latencies else None,
-        "mean_ms": round(sum(latencies) / len(latencies), 2) if latencies else None,
-        "by_status": dict(sorted(by_status.items())),
-        "by_error": dict(sorted(by_error.items())),
-        "bytes": total_bytes,
-        "histogram": histogram(latencies),
-    }
 
+    def __init__(self, keep_latencies: bool = False):
+        """An empty tally."""
+        self.ok = self.failed = self.cancelled = 0
+        self.bytes = 0
+        self._by_status: dict[int, int] = {}
+        self._by_error: dict[str, int] = {}
+        self._buckets = [0] * (len(HISTOGRAM_BOUNDS_MS) + 1)
+        self._timed = 0  # results with a latency
+        self._sum_ms = 0.0
+        self._min_ms = math.inf
+        self._max_ms = -math.inf
+        self._sketch = DDSketch(RELATIVE_ACCURACY)
+        self._latencies: array[float] | None = array("d") if keep_latencies else None
 
-def histogram(sorted_latencies: list[float]) -> list[dict[str, Any]]:
-    """Bucket latencies by HISTOGRAM_BOUNDS_MS; `le_ms` None marks the overflow bucket."""
-    buckets: list[dict[str, Any]] = [{"le_ms": bound, "count": 0} for bound in HISTOGRAM_BOUNDS_MS]
-    buckets.append({"le_ms": None, "count": 0})
-    i = 0
-    for value in sorted_latencies:
-        while i < len(HISTOGRAM_BOUNDS_MS) and value > HISTOGRAM_BOUNDS_MS[i]:
-            i += 1
-        buckets[i]["count"] += 1
-    return buckets
+    @property
+    def finished(self) -> int:
+        """Results added so far."""
+        return self.ok + self.failed + self.cancelled
+
+    def add(self, row: Row) -> None:
+        """Count one final result."""
+        ok, status_code, error_kind, total_ms, size = row
+        if ok:  # outcome(row), inlined as latency_ms is below: this runs once per URL
+            self.ok += 1
+        elif error_kind == "cancelled":
+            self.cancelled += 1
+        else:
+            self.failed += 1
+        if status_code is not None:
+            self._by_status[status_code] = self._by_status.get(status_code, 0) + 1
+        if error_kind:
+            self._by_error[error_kind] = self._by_error.get(error_kind, 0) + 1
+        self.bytes += size
+        if total_ms is None or error_kind in _NO_LATENCY:
+            return  # latency_ms(row) is None
+        self._buckets[bisect_left(HISTOGRAM_BOUNDS_MS, total_ms)] += 1
+        self._timed += 1
+        self._sum_ms += total_ms
+        if total_ms < self._min_ms:
+            self._min_ms = total_ms
+        if total_ms > self._max_ms:
+            self._max_ms = total_ms
+        self._sketch.add(total_ms)
+        if self._latencies is not None:
+            self._latencies.append(total_ms)
+
+    def counts(self, total: int, running: int = 0) -> dict[str, int]:
+        """Counts of the batch by outcome (see counts())."""
+        return counts(total, self.ok, self.failed, self.cancelled, running)
+
+    def summary(self, exact: bool = False) -> dict[str, Any]:
+        """Latency percentiles, histogram, breakdowns by status and error kind, and bytes.
+
+        exact: percentiles from the kept latencies (one sort), when the tally keeps them.
+        """
+        timed = self._timed
+        if exact and self._latencies is not None:
+            ordered = sorted(self._latencies)
+            p50, p90, p99 = (percentile(ordered, p) for p in PERCENTILES)
+            del ordered
+        else:
+            p50, p90, p99 = (self._estimate(p) for p in PERCENTILES)
+        buckets: list[dict[str, Any]] = [{"le_ms": b, "count": c} for b, c in zip(HISTOGRAM_BOUNDS_MS, self._buckets)]
+        buckets.append({"le_ms": None, "count": self._buckets[-1]})
+        return {
+            "p50_ms": p50,
+            "p90_ms": p90,
+            "p99_ms": p99,
+            "min_ms": round(self._min_ms, 2) if timed else None,
+            "max_ms": round(self._max_ms, 2) if timed else None,
+            "mean_ms": round(self._sum_ms / timed, 2) if timed else None,
+            "by_status": dict(sorted((str(code), n) for code, n in self._by_status.items())),
+            "by_error": dict(sorted(self._by_error.items())),
+            "bytes": self.bytes,
+            "histogram": buckets,
+        }
+
+    def _estimate(self, p: float) -> float | None:
+        """The sketch's value at the nearest-rank percentile p, within RELATIVE_ACCURACY of the true one."""
+        n = self._timed
+        if not n:
+            return None
+        index = _rank(n, p) - 1  # 0-based
+        # The sketch takes a quantile q and looks up the value at 0-based rank q * (n - 1), counting a bin
+        # as holding that rank once its running count exceeds it: index + 0.5 falls inside the bin of the
+        # value at `index`, and never lands a float error short of it.
+        q = min(1.0, (index + 0.5) / (n - 1)) if n > 1 else 0.0
+        value = self._sketch.get_quantile_value(q)
+        if value is None:
+            return None
+        # A bin's representative value may lie just outside what was seen; min and max are exact.
+        return round(min(max(value, self._min_ms), self._max_ms), 2)
 
 
 def throughput(finished: int, started_at: float | None, ended_at: float | None) -> float | None:

@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ from ..core.clock import iso_at, now_iso
 from ..core.config import Config
 from ..core.options import BatchOptions, ValidationError
 from ..core.results import ErrorKind, Result, failed_result
+from ..core.urllist import UrlList
 from ..fetch import TransportFactory, guard, make_transport
 from ..fetch.base import Transport
 from ..fetch.errors import DeadlineExceeded, FetchError, deadline_message
@@ -33,8 +34,8 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0  # seconds between progress events of a running batch
+CANCEL_SLICE = 5_000  # never-run URLs a cancelled batch marks between two commits
 RELEASE_WAIT = 30.0  # seconds between log lines while a finished batch waits for its events to be committed
-SUMMARY_MAX_AGE = 0.25  # API polls of a 10,000-URL batch must not re-sort its latencies every time
 MAX_RUNNING_LISTED = 500  # in-flight URLs one answer lists (oldest first); `count` says how many there are
 
 
@@ -62,13 +63,15 @@ class LiveState:
 
 @dataclass
 class BatchRun:
-    """A batch the engine holds in memory while it is queued or running."""
+    """A batch the engine holds in memory while it is queued or running: per URL, its few bytes of URL, a
+    done flag and a latency, whatever the batch's size."""
 
     id: str
     options: BatchOptions
-    urls: list[str]
+    urls: UrlList
     total: int
-    rows: dict[int, stats.Row] = field(default_factory=dict)
+    done: bytearray = field(init=False)  # 1 at index i once URL i has its final result
+    tally: stats.Tally = field(default_factory=lambda: stats.Tally(keep_latencies=True))
     started_at: str | None = None
     finished_at: str | None = None
     started_clock: float | None = None
@@ -77,14 +80,33 @@ class BatchRun:
     in_flight: dict[int, float] = field(default_factory=dict)  # URL index -> perf_counter at its start, oldest first
     cancelled: bool = False
     pool: Pool | None = None
-    # _summary's last answer: (when, (results, running) then, counts, statistics)
-    summary_cache: tuple[float, tuple[int, int], dict[str, int], dict[str, Any]] | None = None
     greenlet: gevent.Greenlet[[BatchRun], None] | None = None
     released: Signal = field(default_factory=Signal)  # set once the final status shows (all events committed)
 
-    def todo(self) -> list[int]:
-        """Indexes that have no final result yet."""
-        return [i for i in range(self.total) if i not in self.rows]
+    def __post_init__(self) -> None:
+        """No URL has a result yet."""
+        self.done = bytearray(self.total)
+
+    @property
+    def finished(self) -> int:
+        """URLs with a final result."""
+        return self.tally.finished
+
+    def add(self, index: int, row: stats.Row) -> bool:
+        """Count URL `index`'s final result; False (and not counted) if it has one already."""
+        if self.done[index]:
+            return False
+        self.done[index] = 1
+        self.tally.add(row)
+        return True
+
+    def todo(self) -> Iterator[int]:
+        """Indexes that have no final result yet, in order; read lazily, so the walk skips what ends meanwhile."""
+        done = self.done
+        index = done.find(0)
+        while index != -1:
+            yield index
+            index = done.find(0, index + 1)
 
 
 class Engine:
@@ -112,7 +134,7 @@ class Engine:
 
     # -- public ------------------------------------------------------------------------------
 
-    def submit(self, urls: list[str], options: BatchOptions, name: str = "", parent_id: str | None = None) -> str:
+    def submit(self, urls: Sequence[str], options: BatchOptions, name: str = "", parent_id: str | None = None) -> str:
         """Store a new batch durably, queue it, and return its id; `urls` have passed guard.check_url (the API's job)."""
         batch_id = secrets.token_hex(6)
         created = now_iso()
@@ -120,7 +142,7 @@ class Engine:
         self.store.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id)
         self.bus.open(batch_id, 0)
         self.bus.emit(batch_id, "batch", {"status": "queued", "created_at": created})
-        self._enqueue(BatchRun(batch_id, options, urls, len(urls)))
+        self._enqueue(BatchRun(batch_id, options, UrlList.of(urls), len(urls)))
         log.info(
             "batch %s queued: %d URLs, concurrency %d",
             batch_id,
@@ -140,9 +162,9 @@ class Engine:
                 options, refusal = BatchOptions.parse(record.options, self.config), None
             except ValidationError as exc:
                 options, refusal = BatchOptions.defaults(self.config), exc
-            run = BatchRun(
-                record.id, options, self.store.urls(record.id), record.total, rows=self.store.result_rows(record.id)
-            )
+            run = BatchRun(record.id, options, self.store.urls(record.id), record.total)
+            for index, row in self.store.iter_result_rows(record.id):  # a page at a time, never all at once
+                run.add(index, row)
             if record.id in self._runs:
                 continue  # submitted to this process while we were reading: it is running already
             self.bus.open(record.id, record.last_seq)
@@ -153,7 +175,7 @@ class Engine:
             log.info(
                 "batch %s resumes: %d of %d URLs already have results",
                 record.id,
-                len(run.rows),
+                run.finished,
                 run.total,
                 extra={"batch_id": record.id, "status": "queued", "urls": run.total},
             )
@@ -280,19 +302,18 @@ class Engine:
         log.info(
             "batch %s running: %d URLs to fetch",
             run.id,
-            run.total - len(run.rows),
+            run.total - run.finished,
             extra={"batch_id": run.id, "status": "running"},
         )
         transport = self.transport_factory(run.options, self.resolver)
         run.pool = Pool(run.options.concurrency)
         host_slots: dict[str, BoundedSemaphore] = {}
         reporter = gevent.spawn(self._report_progress, run)
-        todo = run.todo()
         try:
             # `concurrency` fetchers take the URLs in turn: a greenlet per fetcher, not per URL. A greenlet
             # per URL would map fresh memory for its frames and unmap it at its end, on every URL.
-            remaining = iter(todo)  # shared: each index goes to exactly one fetcher
-            for _ in range(min(run.options.concurrency, len(todo))):
+            remaining = run.todo()  # shared: each index goes to exactly one fetcher
+            for _ in range(min(run.options.concurrency, run.total - run.finished)):
                 run.pool.spawn(self._fetcher, run, transport, host_slots, remaining)
             run.pool.join()
         finally:
@@ -310,11 +331,17 @@ class Engine:
 
     def _finish(self, run: BatchRun) -> None:
         """Mark what never ran as cancelled, emit the final state and free the slot."""
-        for index in run.todo():
+        committing = True
+        for marked, index in enumerate(run.todo(), 1):
             self._record(
                 run,
                 failed_result(index, run.urls[index], ErrorKind.CANCELLED, "batch was cancelled before this URL ran"),
             )
+            if committing and marked % CANCEL_SLICE == 0:
+                # Each slice is committed before the next is made, so a cancelled batch of a million URLs
+                # never holds more than a slice of events; a store that cannot commit gets the rest at once.
+                self.bus.flush()
+                committing = self.store.flush(RELEASE_WAIT)
         status = "cancelled" if run.cancelled else "done"
         counts = self._conclude(run, status)["counts"]
         log.info(
@@ -324,7 +351,7 @@ class Engine:
     def _conclude(self, run: BatchRun, status: str, **extra: Any) -> dict[str, Any]:
         """Emit a batch's final state with its summary, free its slot, and show it once committed; the summary."""
         run.finished_at = now_iso()
-        summary = self._summary(run, max_age=0)
+        summary = self._summary(run, final=True)
         self.bus.emit(run.id, "batch", {"status": status, "finished_at": run.finished_at, **extra, **summary})
         self._active.discard(run.id)
         gevent.spawn(self._release, run, status)
@@ -357,34 +384,31 @@ class Engine:
         self._runs.pop(run.id, None)
         run.released.set()
 
-    def _summary(self, run: BatchRun, max_age: float = SUMMARY_MAX_AGE) -> dict[str, Any]:
-        """Counts and statistics of a batch's results so far, recomputed at most every `max_age` s; its rate is current."""
-        now = time.monotonic()
-        key = (len(run.rows), run.running)
-        cached = run.summary_cache
-        if cached is None or (cached[1] != key and now - cached[0] >= max_age):
-            rows = list(run.rows.values())
-            cached = run.summary_cache = (now, key, stats.counts(run.total, rows, run.running), stats.summarize(rows))
-        _, _, counts, summary = cached
-        # The rate falls while a batch waits on slow URLs, so it is never served from the cache.
-        return {
-            "counts": counts,
-            "stats": {**summary, "urls_per_s": stats.throughput(len(run.rows), run.started_clock, now)},
-        }
+    def _summary(self, run: BatchRun, final: bool = False) -> dict[str, Any]:
+        """Counts and statistics of a batch's results so far, from its tally: the same cost at any size.
+
+        final: the summary stored for the ended batch, with exact percentiles (one sort of its latencies).
+        """
+        counts = run.tally.counts(run.total, run.running)
+        # The rate is of URLs fetched: a cancelled batch's never-run URLs took no time and say nothing of speed.
+        fetched = counts["ok"] + counts["failed"]
+        rate = stats.throughput(fetched, run.started_clock, time.monotonic()) if fetched else None
+        return {"counts": counts, "stats": {**run.tally.summary(exact=final), "urls_per_s": rate}}
 
     def _report_progress(self, run: BatchRun) -> None:
         """Emit counts and statistics about once a second while results keep coming."""
         reported = -1
         while True:
             gevent.sleep(PROGRESS_INTERVAL)
-            if len(run.rows) != reported:
-                reported = len(run.rows)
+            if run.finished != reported:
+                reported = run.finished
                 self.bus.emit(run.id, "progress", self._summary(run))
 
     def _record(self, run: BatchRun, result: Result) -> None:
         """Keep a final result and queue its event: the event is what the store and every viewer see."""
         data = result.to_dict()
-        row = run.rows[result.index] = stats.row_of(data)
+        row = stats.row_of(data)
+        run.add(result.index, row)
         self.bus.result(run.id, data, row)
 
     # -- fetching one URL --------------------------------------------------------------------

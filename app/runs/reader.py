@@ -93,8 +93,10 @@ class BatchReader:
         if record.summary is not None:
             counts, batch_stats = record.summary["counts"], record.summary["stats"]
         else:  # not final and not live: left by a stopped process, waiting to resume
-            rows = list(self.store.result_rows(record.id).values())
-            counts, batch_stats = stats.counts(record.total, rows), stats.summarize(rows)
+            tally = stats.Tally()
+            for _, row in self.store.iter_result_rows(record.id):  # a page at a time
+                tally.add(row)
+            counts, batch_stats = tally.counts(record.total), tally.summary()
         return BatchView(
             record.id,
             record.num,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ...core.stats import Row
+from ...core.urllist import UrlList
 from ..events import Event
 
 
@@ -54,7 +55,7 @@ class Store(Protocol):
         batch_id: str,
         name: str,
         options: dict[str, Any],
-        urls: list[str],
+        urls: Sequence[str],
         created_at: str,
         parent_id: str | None = None,
     ) -> None: ...
@@ -63,8 +64,8 @@ class Store(Protocol):
     def get_batch(self, batch_id: str, recent: bool = False) -> BatchRecord | None: ...
     def list_batches(self, limit: int, before: int | None = None) -> list[BatchRecord]: ...
     def unfinished_batches(self) -> list[BatchRecord]: ...
-    def urls(self, batch_id: str) -> list[str]: ...
-    def result_rows(self, batch_id: str) -> dict[int, Row]: ...
+    def urls(self, batch_id: str) -> UrlList: ...
+    def iter_result_rows(self, batch_id: str, page: int = 10_000) -> Iterator[tuple[int, Row]]: ...
     def results(
         self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
     ) -> list[dict[str, Any]]: ...

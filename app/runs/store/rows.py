@@ -90,6 +90,8 @@ BATCH_COLUMNS = (
     "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary,"
     " (SELECT MAX(seq) FROM events e WHERE e.batch_id = b.id)"
 )
-ROW_QUERY = (
-    "SELECT idx, ok, status_code, error_kind, total_ms, bytes FROM events WHERE batch_id = ? AND type = 'result'"
+# A page of a batch's result rows after an index, in index order (by the results_by_index index).
+ROW_PAGE_QUERY = (
+    "SELECT idx, ok, status_code, error_kind, total_ms, bytes FROM events"
+    " WHERE batch_id = ? AND type = 'result' AND idx > ? ORDER BY idx LIMIT ?"
 )

@@ -18,7 +18,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import gevent
@@ -32,9 +32,10 @@ from ...core.jsonutil import compact_json
 from ...core.lru import LRU
 from ...core.results import FINAL_STATUSES
 from ...core.stats import Row
+from ...core.urllist import UrlList
 from ..events import Event
 from .base import BatchRecord, StoreError, StoreFault, StoreOpenError
-from .rows import BATCH_COLUMNS, ROW_QUERY, EventRow, event_rows, insert_events, record_of
+from .rows import BATCH_COLUMNS, ROW_PAGE_QUERY, EventRow, event_rows, insert_events, record_of
 from .schema import SCHEMA, check_file, connect, is_damage, is_full, migrate, open_error
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class SQLiteStore:
         batch_id: str,
         name: str,
         options: dict[str, Any],
-        urls: list[str],
+        urls: Sequence[str],
         created_at: str,
         parent_id: str | None = None,
     ) -> None:
@@ -135,7 +136,7 @@ class SQLiteStore:
         fault = self.fault()
         if fault is not None:
             raise StoreError(fault.message)  # a new batch would only add to what waits in memory
-        url_list = compact_json(urls)
+        url_list = compact_json(urls if isinstance(urls, list) else list(urls))
 
         def write() -> None:
             with self._writer:
@@ -512,25 +513,32 @@ class SQLiteStore:
 
         return self._read(read)
 
-    def urls(self, batch_id: str) -> list[str]:
-        """A batch's URLs in submission order."""
+    def urls(self, batch_id: str) -> UrlList:
+        """A batch's URLs in submission order, held compactly (the list of str is only read on the way)."""
 
-        def read(conn: sqlite3.Connection) -> list[str]:
+        def read(conn: sqlite3.Connection) -> UrlList:
             row = conn.execute("SELECT urls FROM url_lists WHERE batch_id = ?", (batch_id,)).fetchone()
-            return [] if row is None else json.loads(row[0])
+            return UrlList.of([] if row is None else json.loads(row[0]))
 
         return self._read(read)
 
-    def result_rows(self, batch_id: str) -> dict[int, Row]:
-        """The stored results of a batch by URL index (what a resumed batch must not fetch again)."""
+    def iter_result_rows(self, batch_id: str, page: int = 10_000) -> Iterator[tuple[int, Row]]:
+        """(URL index, statistics row) of each stored result in index order, read `page` at a time: what a
+        resumed batch must not fetch again and what its counts start from, never all in memory at once."""
 
-        def read(conn: sqlite3.Connection) -> dict[int, Row]:
-            return {
-                idx: Row(bool(ok), sc, ek, ms, b or 0)
-                for idx, ok, sc, ek, ms, b in conn.execute(ROW_QUERY, (batch_id,))
-            }
+        def read(conn: sqlite3.Connection, after: int) -> list[tuple[int, Row]]:
+            return [
+                (idx, Row(bool(ok), sc, ek, ms, b or 0))
+                for idx, ok, sc, ek, ms, b in conn.execute(ROW_PAGE_QUERY, (batch_id, after, page))
+            ]
 
-        return self._read(read)
+        after = -1
+        while True:
+            chunk = self._read(read, after)
+            yield from chunk
+            if len(chunk) < page:
+                return
+            after = chunk[-1][0]
 
     def results(
         self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None

@@ -67,23 +67,14 @@ def _parsed_json(text: str) -> Any:
 
 
 def _body_bytes() -> bytearray:
-    """The request body read into one buffer (not kept on the request: a submission is read once)."""
+    """The request body read into one buffer as it arrives (not kept on the request: a submission is read once).
+
+    The buffer grows with what came, never to the length a client announces before sending it.
+    """
     stream = request.stream
-    length = request.content_length
-    if length is None:  # chunked: the stream ends the body (and answers 413 past GREENBATCH_MAX_REQUEST_BYTES)
-        body = bytearray()
-        while block := stream.read(BODY_BLOCK):
-            body += block
-        return body
-    body = bytearray(length)
-    view, filled = memoryview(body), 0
-    while filled < length:
-        got = stream.readinto(view[filled : filled + BODY_BLOCK])  # a block at a time: no body-sized read buffer
-        if not got:
-            break  # the client stopped sending: parse what came, which is not whole JSON
-        filled += got
-    view.release()
-    del body[filled:]
+    body = bytearray()
+    while block := stream.read(BODY_BLOCK):  # the stream ends at Content-Length, or answers 413 past the limit
+        body += block
     return body
 
 

@@ -1,6 +1,6 @@
 // The index page: the submit form (URLs, file upload, options, inline errors) and the live batch list.
 import {
-  FINAL_STATUSES, LiveSocket, api, badgeClass, byId, doneOf, fmtClock, fmtInt, fmtMs, fmtRate, h,
+  FINAL_STATUSES, LiveSocket, api, badgeClass, byId, doneOf, fmtBytes, fmtClock, fmtInt, fmtMs, fmtRate, h,
   liveModeFor, paintBar, perFrame, setText, showLiveMode, sleep, withId, withQuery,
 } from './common.js';
 
@@ -28,12 +28,34 @@ function parseLines(text) {
   return entries;
 }
 
+// Whether a character is one String.prototype.trim removes.
+const isSpaceAt = (text, i) => {
+  const c = text.charCodeAt(i);
+  return c === 32 || (c >= 9 && c <= 13) || (c > 127 && /\s/.test(text[i]));
+};
+
+// How many lines, and how many URLs (parseLines' count), a text has: no string or object per line.
+function countText(text) {
+  let lines = 0;
+  let urls = 0;
+  for (let start = 0; start <= text.length; lines += 1) {
+    let end = text.indexOf('\n', start);
+    if (end === -1) end = text.length;
+    let i = start;
+    while (i < end && isSpaceAt(text, i)) i += 1;
+    if (i < end && text[i] !== '#') urls += 1;
+    start = end + 1;
+  }
+  return { lines, urls };
+}
+
 function lineHeight() {
   return parseFloat(getComputedStyle(textarea).lineHeight) || 20;
 }
 
 // Where each error's URL is now: its line if unchanged, else the first line holding it, else gone.
 function locateErrors() {
+  if (!urlErrors.length) return [];
   const lines = textarea.value.split('\n');
   return urlErrors.map((err) => {
     if ((lines[err.line - 1] || '').trim() === err.url) return { ...err, at: err.line };
@@ -42,36 +64,19 @@ function locateErrors() {
   });
 }
 
+// What the text holds, counted once per edit; the gutter and the marks are painted from it on every scroll.
+const editorState = { lines: 1, bad: new Set() };
+
 const renderEditor = perFrame(() => {
-  const text = textarea.value;
-  const lineCount = text.split('\n').length;
+  const { lines, urls } = countText(textarea.value);
   const located = locateErrors();
-  const bad = new Set(located.filter((e) => e.at !== null).map((e) => e.at));
-
-  // Gutter: plain numbers, error lines in a span so they can be coloured.
-  const parts = [];
-  let run = [];
-  for (let n = 1; n <= lineCount; n += 1) {
-    if (bad.has(n)) {
-      if (run.length) parts.push(run.join('\n') + '\n');
-      run = [];
-      parts.push(h('span', { class: 'bad' }, String(n)), n < lineCount ? '\n' : '');
-    } else {
-      run.push(String(n));
-    }
-  }
-  if (run.length) parts.push(run.join('\n'));
-  gutter.replaceChildren(...parts);
-
-  const lh = lineHeight();
-  const padTop = parseFloat(getComputedStyle(textarea).paddingTop) || 0;
-  marks.replaceChildren(...[...bad].map((n) => {
-    const mark = h('div', { class: 'mark' });
-    mark.style.top = `${padTop + (n - 1) * lh}px`;
-    mark.style.height = `${lh}px`;
-    return mark;
-  }));
-  syncScroll();
+  editorState.lines = lines;
+  editorState.bad = new Set(located.filter((e) => e.at !== null).map((e) => e.at));
+  // As wide as the last line's number, whatever lines are in view: a gutter that changed width while it
+  // scrolls would make the browser lay out the whole text again, which takes seconds at 100,000 lines.
+  const width = `calc(${Math.max(2, String(lines).length)}ch + 19px)`;
+  if (gutter.style.width !== width) gutter.style.width = width;
+  paintGutter();
 
   located.forEach((err, i) => {
     const item = errorList.children[i];
@@ -81,26 +86,63 @@ const renderEditor = perFrame(() => {
     item.dataset.line = err.at === null ? '' : String(err.at);
   });
 
-  const count = parseLines(text).length;
-  setText(urlCount, `${fmtInt(count)} URL${count === 1 ? '' : 's'}`);
-  urlCount.classList.toggle('over', count > Number(config.maxUrls));
+  if (!attached) showUrlCount(urls);
 });
 
-function syncScroll() {
-  gutter.scrollTop = textarea.scrollTop;
-  marks.style.transform = `translate(${-textarea.scrollLeft}px, ${-textarea.scrollTop}px)`;
+function showUrlCount(count) {
+  setText(urlCount, `${fmtInt(count)} URL${count === 1 ? '' : 's'}`);
+  urlCount.classList.toggle('over', count > Number(config.maxUrls));
 }
+
+// The gutter holds the numbers of the lines in view only (and the error marks, at most 100, their lines'
+// places), so a pasted million lines costs no more to scroll than ten.
+const paintGutter = perFrame(() => {
+  // Everything read from the layout is read before anything is changed, so that nothing forces a layout.
+  const lh = lineHeight();
+  const { scrollTop, scrollLeft, clientHeight } = textarea;
+  const padTop = parseFloat(getComputedStyle(textarea).paddingTop) || 0;
+  const first = Math.floor(scrollTop / lh);
+  const last = Math.min(editorState.lines, first + Math.ceil(clientHeight / lh) + 1);
+  const parts = [];
+  let run = [];
+  for (let n = first + 1; n <= last; n += 1) {
+    if (editorState.bad.has(n)) {
+      if (run.length) parts.push(run.join('\n') + '\n');
+      run = [];
+      parts.push(h('span', { class: 'bad' }, String(n)), n < last ? '\n' : '');
+    } else {
+      run.push(String(n));
+    }
+  }
+  if (run.length) parts.push(run.join('\n'));
+  const view = h('div', { class: 'gutter-lines' }, ...parts);
+  view.style.transform = `translateY(${first * lh - scrollTop}px)`;
+  gutter.replaceChildren(view);
+
+  marks.replaceChildren(...[...editorState.bad].map((n) => {
+    const mark = h('div', { class: 'mark' });
+    mark.style.top = `${padTop + (n - 1) * lh}px`;
+    mark.style.height = `${lh}px`;
+    return mark;
+  }));
+  marks.style.transform = `translate(${-scrollLeft}px, ${-scrollTop}px)`;
+});
 
 // Put the caret on a line and scroll it into the middle of the editor.
 function goToLine(line) {
-  const lines = textarea.value.split('\n');
+  const text = textarea.value;
   let start = 0;
-  for (let i = 0; i < line - 1 && i < lines.length; i += 1) start += lines[i].length + 1;
-  const end = start + (lines[line - 1] || '').length;
+  for (let i = 1; i < line; i += 1) {
+    const next = text.indexOf('\n', start);
+    if (next === -1) break;
+    start = next + 1;
+  }
+  const stop = text.indexOf('\n', start);
+  const end = stop === -1 ? text.length : stop;
   textarea.focus();
   textarea.setSelectionRange(start, end);
   textarea.scrollTop = Math.max(0, (line - 1) * lineHeight() - textarea.clientHeight / 2);
-  syncScroll();
+  paintGutter();
 }
 
 // The GREENBATCH_ALLOW_TARGETS value a refusal's message asks for ("restart with ..."), or null.
@@ -125,13 +167,19 @@ function showErrorSummary(errors) {
   errorSummary.hidden = false;
 }
 
-function showUrlErrors(errors, capped) {
-  urlErrors = errors;
+// Refusals listed under the editor; those of a file sent whole ({inFile}) name its lines but cannot be edited here.
+function showUrlErrors(errors, capped, { inFile = false } = {}) {
+  urlErrors = inFile ? [] : errors;
   showErrorSummary(errors);
-  errorList.replaceChildren(...errors.map((err) => h('li', { dataset: { line: String(err.line) }, tabindex: '0', title: 'Go to this line' },
-    h('span', { class: 'line num' }, `line ${err.line}`), ': ',
-    h('span', { class: 'url' }, err.url), ' — ',
-    h('span', { class: 'message' }, err.message))));
+  errorList.replaceChildren(...errors.map((err) => {
+    const where = err.line ? `line ${err.line}` : `URL #${err.index}`;
+    const props = inFile ? { class: 'in-file', title: `URL #${err.index} of ${attached ? attached.name : 'the file'}` }
+      : { dataset: { line: String(err.line) }, tabindex: '0', title: 'Go to this line' };
+    return h('li', props,
+      h('span', { class: 'line num' }, where), ': ',
+      h('span', { class: 'url' }, err.url), ' — ',
+      h('span', { class: 'message' }, err.message));
+  }));
   if (capped) errorList.append(h('li', { class: 'more' }, 'The server lists the first 100 problems; fix these and submit again to see the rest.'));
   errorList.hidden = errors.length === 0;
   renderEditor();
@@ -146,28 +194,34 @@ errorList.addEventListener('keydown', (event) => {
   if (event.key === 'Enter' && item && item.dataset.line) goToLine(Number(item.dataset.line));
 });
 textarea.addEventListener('input', renderEditor);
-textarea.addEventListener('scroll', syncScroll);
+textarea.addEventListener('scroll', paintGutter);
 
 // ---- file upload -------------------------------------------------------------------------------
 
 const fileInput = byId('file');
 const fileNote = byId('file-note');
+const MiB = 1024 * 1024;
+
+// A file over either size is sent to the server as it is, not put in the editor: a textarea of a million
+// lines freezes the page.
+const LARGE_FILE_BYTES = 2 * MiB;
+const LARGE_FILE_LINES = 50000;
+const SCAN_BYTES = MiB; // read, decoded and counted per task: a few milliseconds each
+
+// The first cell of one CSV line (quotes understood).
+function csvCell(line) {
+  if (!line.startsWith('"')) return line.split(',')[0];
+  let cell = '';
+  let i = 1;
+  while (i < line.length) {
+    if (line[i] === '"' && line[i + 1] === '"') { cell += '"'; i += 2; } else if (line[i] === '"') break; else { cell += line[i]; i += 1; }
+  }
+  return cell;
+}
 
 // The first column of a CSV text (quotes understood), a header row such as "url" dropped.
 function csvFirstColumn(text) {
-  const urls = [];
-  for (const line of text.split(/\r?\n/)) {
-    let cell = '';
-    if (line.startsWith('"')) {
-      let i = 1;
-      while (i < line.length) {
-        if (line[i] === '"' && line[i + 1] === '"') { cell += '"'; i += 2; } else if (line[i] === '"') break; else { cell += line[i]; i += 1; }
-      }
-    } else {
-      cell = line.split(',')[0];
-    }
-    urls.push(cell.trim());
-  }
+  const urls = text.split(/\r?\n/).map((line) => csvCell(line).trim());
   const firstReal = urls.findIndex((u) => u && !u.startsWith('#'));
   if (firstReal >= 0 && !urls[firstReal].includes('://')) urls.splice(firstReal, 1);
   return urls.filter((u) => u);
@@ -175,19 +229,29 @@ function csvFirstColumn(text) {
 
 const SNIFF_BYTES = 8192;
 
-// The file's text, or why it is refused: the server takes UTF-8 text, so the CLI and the page refuse the rest.
-async function fileText(file) {
-  const notText = { problem: `${file.name} is not a text file (it has NUL bytes); load a .txt or .csv of URLs.` };
-  const notUtf8 = { problem: `${file.name} is not UTF-8 text; save it as UTF-8, or load a .txt or .csv of URLs.` };
-  // The first few KB judge most binaries (images, archives) without reading a large file whole.
+// Why a file is refused, or null: the server takes UTF-8 text, so the CLI and the page refuse the rest.
+const notText = (file) => `${file.name} is not a text file (it has NUL bytes); load a .txt or .csv of URLs.`;
+const notUtf8 = (file) => `${file.name} is not UTF-8 text; save it as UTF-8, or load a .txt or .csv of URLs.`;
+
+// The first few KB judge most binaries (images, archives) without reading a large file whole: {head, problem}.
+async function sniff(file) {
   const head = new Uint8Array(await file.slice(0, SNIFF_BYTES).arrayBuffer());
-  if (head.includes(0)) return notText;
+  if (head.includes(0)) return { head, problem: notText(file) };
   try {
     new TextDecoder('utf-8', { fatal: true }).decode(head, { stream: true }); // a character cut at the end is fine
-    const text = new TextDecoder('utf-8', { fatal: true }).decode(await file.arrayBuffer());
-    return text.includes('\0') ? notText : { text };
   } catch {
-    return notUtf8;
+    return { head, problem: notUtf8(file) };
+  }
+  return { head, problem: null };
+}
+
+// The whole text of a small file, or why it is refused.
+async function fileText(file) {
+  try {
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(await file.arrayBuffer());
+    return text.includes('\0') ? { problem: notText(file) } : { text };
+  } catch {
+    return { problem: notUtf8(file) };
   }
 }
 
@@ -209,10 +273,28 @@ function mayReplace(file) {
   return window.confirm(`Replace the ${fmtInt(lines)} line${lines === 1 ? '' : 's'} in the editor with ${file.name}? Cancel keeps them.`);
 }
 
+const isCsvFile = (file) => /\.csv$/i.test(file.name) || file.type === 'text/csv';
+
+function nameAfter(file) {
+  const name = file.name.slice(0, Number(nameInput.maxLength) || 200);
+  nameInput.placeholder = `${name} (the file's name)`;
+  return name;
+}
+
 async function loadFile(file) {
-  const { text: raw, problem } = await fileText(file);
+  const { head, problem } = await sniff(file);
   if (problem) {
     showFileNote(problem, true);
+    return;
+  }
+  if (file.size > LARGE_FILE_BYTES) {
+    if (mayReplace(file)) attach(file, head);
+    else showFileNote(`${file.name} not loaded; the editor keeps its text.`, false);
+    return;
+  }
+  const { text: raw, problem: unreadable } = await fileText(file);
+  if (unreadable) {
+    showFileNote(unreadable, true);
     return;
   }
   if (!mayReplace(file)) {
@@ -220,10 +302,13 @@ async function loadFile(file) {
     return;
   }
   const text = raw.replace(/^\uFEFF/, '').replace(/\r\n?/g, '\n');
-  const isCsv = /\.csv$/i.test(file.name) || file.type === 'text/csv';
-  textarea.value = isCsv ? csvFirstColumn(text).join('\n') : text.replace(/\n+$/, '');
-  loaded = { name: file.name.slice(0, Number(nameInput.maxLength) || 200), text: textarea.value };
-  nameInput.placeholder = `${loaded.name} (the file's name)`;
+  if (countText(text).lines > LARGE_FILE_LINES) {
+    attach(file, head);
+    return;
+  }
+  detach();
+  textarea.value = isCsvFile(file) ? csvFirstColumn(text).join('\n') : text.replace(/\n+$/, '');
+  loaded = { name: nameAfter(file), text: textarea.value };
   const count = parseLines(textarea.value).length;
   showFileNote(`Loaded ${fmtInt(count)} URL${count === 1 ? '' : 's'} from ${file.name}`, false);
   showUrlErrors([], false);
@@ -236,28 +321,167 @@ fileInput.addEventListener('change', async () => {
   if (file) await loadFile(file);
 });
 
-// A file dropped on the editor loads as if picked; dropped text still goes into the text as usual.
+// ---- a large file, sent as it is ---------------------------------------------------------------
+
 const editor = byId('editor');
-const carriesFiles = (event) => Boolean(event.dataTransfer) && [...event.dataTransfer.types].includes('Files');
-editor.addEventListener('dragover', (event) => {
-  if (!carriesFiles(event)) return;
-  event.preventDefault();
-  event.dataTransfer.dropEffect = 'copy';
-  editor.classList.add('dropping');
-});
-editor.addEventListener('dragleave', (event) => {
-  if (!editor.contains(event.relatedTarget)) editor.classList.remove('dropping');
-});
-editor.addEventListener('drop', (event) => {
-  editor.classList.remove('dropping');
-  if (!carriesFiles(event)) return;
-  event.preventDefault();
-  const file = event.dataTransfer.files[0];
-  if (file) loadFile(file);
+const fileBox = byId('file-box');
+const fileSummary = byId('file-summary');
+
+// The file the next batch is sent as: {file, name, body, type, size, lines, urls, lineOf, scanned, problem}.
+let attached = null;
+
+// Line ends as the server splits a text/plain body (Python's str.splitlines), and a text/csv one.
+const TEXT_BREAKS = /\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]/;
+const CSV_BREAKS = /\r\n|[\n\r]/;
+
+// Count a file's lines and URLs a chunk at a time, noting each URL's line (what a refusal's index is mapped
+// to); every chunk is one short task, and the page paints and answers between them.
+async function scan(entry) {
+  const { file } = entry;
+  const breaks = entry.type === 'text/csv' ? CSV_BREAKS : TEXT_BREAKS;
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  let lineOf = new Uint32Array(1024);
+  let carry = '';
+  let lines = 0;
+  let urls = 0;
+  let header = entry.type === 'text/csv'; // a CSV's first URL-like value may be its header row
+  const take = (line) => {
+    lines += 1;
+    const value = (entry.type === 'text/csv' ? csvCell(line) : line).trim();
+    if (!value || value.startsWith('#')) return;
+    if (header) {
+      header = false;
+      if (!value.includes('://')) return; // the server skips it the same way
+    }
+    if (urls === lineOf.length) {
+      const grown = new Uint32Array(lineOf.length * 2);
+      grown.set(lineOf);
+      lineOf = grown;
+    }
+    lineOf[urls] = lines;
+    urls += 1;
+  };
+  for (let offset = 0; offset < file.size; offset += SCAN_BYTES) {
+    const bytes = new Uint8Array(await file.slice(offset, offset + SCAN_BYTES).arrayBuffer());
+    if (attached !== entry) return; // cleared or replaced meanwhile
+    let text;
+    try {
+      text = carry + decoder.decode(bytes, { stream: offset + SCAN_BYTES < file.size });
+    } catch {
+      return refuse(notUtf8(file));
+    }
+    if (text.includes('\0')) return refuse(notText(file));
+    // Whole lines end at the last break; a CR at the very end waits with its line, as it may be half of a CRLF.
+    let cut = text.length;
+    while (cut > 0 && !breaks.test(text[cut - 1])) cut -= 1;
+    const heldCr = cut === text.length && text.endsWith('\r') && offset + SCAN_BYTES < file.size;
+    const parts = text.slice(0, heldCr ? cut - 1 : cut).split(breaks);
+    carry = parts.pop() + (heldCr ? '\r' : '') + text.slice(cut); // the line that has not ended yet
+    parts.forEach(take);
+    entry.progress = Math.min(1, (offset + SCAN_BYTES) / file.size);
+    showAttached();
+  }
+  if (carry) take(carry);
+  Object.assign(entry, { lines, urls, lineOf: lineOf.subarray(0, urls), progress: 1 });
+  showAttached();
+}
+
+function refuse(problem) {
+  showFileNote(problem, true);
+  detach();
+}
+
+function attach(file, head) {
+  detach();
+  // A byte order mark is not part of the first URL: the body starts after it.
+  const bom = head[0] === 0xef && head[1] === 0xbb && head[2] === 0xbf;
+  const entry = {
+    file, name: nameAfter(file), body: bom ? file.slice(3) : file, type: isCsvFile(file) ? 'text/csv' : 'text/plain',
+    size: file.size, lines: null, urls: null, lineOf: null, progress: 0,
+  };
+  attached = entry;
+  loaded = null;
+  textarea.value = '';
+  showUrlErrors([], false);
+  clearErrors();
+  showFileNote(`${file.name} is sent to the server as it is; remove it to type URLs again.`, false);
+  editor.hidden = true;
+  fileBox.hidden = false;
+  showAttached();
+  entry.scanned = scan(entry);
+}
+
+function detach() {
+  if (!attached) return;
+  attached = null;
+  editor.hidden = false;
+  fileBox.hidden = true;
+  nameInput.placeholder = namePlaceholder;
+  showUrlErrors([], false);
+  renderEditor();
+}
+
+// Over a limit the server would refuse the upload for: the message, or null.
+function overLimit(entry) {
+  const limit = Number(config.maxRequestBytes);
+  if (entry.body.size > limit) {
+    return `${entry.name} is ${fmtBytes(entry.body.size)}; this server takes bodies up to ${fmtBytes(limit)} (GREENBATCH_MAX_REQUEST_BYTES).`;
+  }
+  if (entry.urls !== null && entry.urls > Number(config.maxUrls)) {
+    return `${entry.name} has ${fmtInt(entry.urls)} URLs; this server takes at most ${fmtInt(Number(config.maxUrls))} in one batch (GREENBATCH_MAX_URLS).`;
+  }
+  return null;
+}
+
+function showAttached() {
+  const entry = attached;
+  if (!entry) return;
+  const size = fmtBytes(entry.size);
+  if (entry.lines === null) {
+    setText(fileSummary, `${entry.name}: ${size}, counting lines… ${Math.floor(entry.progress * 100)}%`);
+    setText(urlCount, 'counting…');
+    urlCount.classList.remove('over');
+    return;
+  }
+  setText(fileSummary, `${entry.name}: ${fmtInt(entry.lines)} line${entry.lines === 1 ? '' : 's'}, ${size} — sent as a file; not shown here`);
+  showUrlCount(entry.urls);
+  const over = overLimit(entry);
+  if (over) showFileNote(over, true);
+}
+
+byId('file-clear').addEventListener('click', () => {
+  detach();
+  showFileNote('', false);
+  textarea.focus();
 });
 
+// ---- dropping files ----------------------------------------------------------------------------
+
+// A file dropped on the editor (or on a large file's summary) loads as if picked; dropped text goes into the text as usual.
+const dropZones = [editor, fileBox];
+const carriesFiles = (event) => Boolean(event.dataTransfer) && [...event.dataTransfer.types].includes('Files');
+const inDropZone = (node) => dropZones.some((zone) => zone.contains(node));
+for (const zone of dropZones) {
+  zone.addEventListener('dragover', (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = 'copy';
+    zone.classList.add('dropping');
+  });
+  zone.addEventListener('dragleave', (event) => {
+    if (!zone.contains(event.relatedTarget)) zone.classList.remove('dropping');
+  });
+  zone.addEventListener('drop', (event) => {
+    zone.classList.remove('dropping');
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    const file = event.dataTransfer.files[0];
+    if (file) loadFile(file);
+  });
+}
+
 // A file dropped beside the editor is ignored: the browser would otherwise open it and lose the page's text.
-const besideEditor = (event) => carriesFiles(event) && !editor.contains(event.target);
+const besideEditor = (event) => carriesFiles(event) && !inDropZone(event.target);
 window.addEventListener('dragover', (event) => {
   if (!besideEditor(event)) return;
   event.preventDefault();
@@ -278,6 +502,9 @@ textarea.addEventListener('input', () => {
 const form = byId('submit-form');
 const submitButton = byId('submit');
 const formError = byId('form-error');
+const uploadBox = byId('upload');
+const uploadBar = byId('upload-bar');
+const uploadNote = byId('upload-note');
 
 function fieldError(field, message) {
   const node = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`);
@@ -316,7 +543,6 @@ function parseHeaders(text) {
   return { headers };
 }
 
-const MiB = 1024 * 1024;
 const fmtMiB = (bytes) => String(Math.round((bytes / MiB) * 1000) / 1000);
 
 // A number input as a number, its raw text when it is not one (the server names the problem), or nothing.
@@ -327,19 +553,12 @@ function numberOption(id) {
   return Number.isFinite(value) ? value : raw;
 }
 
-form.addEventListener('submit', async (event) => {
-  event.preventDefault();
-  clearErrors();
-  const entries = parseLines(textarea.value);
-  if (entries.length === 0) {
-    fieldError('urls', 'Add at least one URL, one per line.');
-    textarea.focus();
-    return;
-  }
+// The options of the form as the API takes them, or null once a field's error is shown.
+function formOptions() {
   const { headers, problem } = parseHeaders(byId('headers').value);
   if (problem) {
     fieldError('options.headers', problem);
-    return;
+    return null;
   }
   const options = {
     method: byId('method').value, accept_status: byId('accept_status').value.trim(), headers, client: byId('client').value,
@@ -347,7 +566,7 @@ form.addEventListener('submit', async (event) => {
   for (const id of ['concurrency', 'timeout', 'max_redirects', 'retries', 'max_bytes', 'connect_timeout', 'per_host']) {
     if (byId(id).validity.badInput) {
       fieldError(`options.${id}`, 'must be a number');
-      return;
+      return null;
     }
     const value = numberOption(id);
     if (value !== undefined) options[id] = value;
@@ -358,40 +577,137 @@ form.addEventListener('submit', async (event) => {
     options.max_bytes = Math.round(options.max_bytes * MiB);
     if (options.max_bytes > limit) {
       fieldError('options.max_bytes', `must be at most ${fmtMiB(limit)} MiB (server limit)`);
-      return;
+      return null;
     }
   }
+  return options;
+}
+
+function busy(label) {
+  submitButton.disabled = true;
+  submitButton.textContent = label;
+}
+
+function idle() {
+  submitButton.disabled = false;
+  submitButton.textContent = 'Start batch';
+  uploadBox.hidden = true;
+}
+
+form.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  clearErrors();
+  if (attached) {
+    await submitFile(attached);
+    return;
+  }
+  const entries = parseLines(textarea.value);
+  if (entries.length === 0) {
+    fieldError('urls', 'Add at least one URL, one per line.');
+    textarea.focus();
+    return;
+  }
+  const options = formOptions();
+  if (!options) return;
   const body = { urls: entries.map((e) => e.url), name: nameInput.value.trim() || (loaded ? loaded.name : ''), options };
 
-  submitButton.disabled = true;
-  submitButton.textContent = 'Starting…';
+  busy('Starting…');
   const result = await api(config.apiBatches, { method: 'POST', body });
   if (result.ok) {
     window.location.assign(withId(config.batchPage, result.data.id));
     return;
   }
-  submitButton.disabled = false;
-  submitButton.textContent = 'Start batch';
-  showSubmitErrors(result.error, entries);
+  idle();
+  showSubmitErrors(result.error, (index) => entries[index]);
 });
 
-function showSubmitErrors(error, entries) {
+// A large file as the body of a text/plain or text/csv batch, its options in the query string, with progress.
+async function submitFile(entry) {
+  const options = formOptions();
+  if (!options) return;
+  busy('Counting…');
+  await entry.scanned;
+  if (attached !== entry) {
+    idle();
+    return;
+  }
+  const over = overLimit(entry);
+  if (over || entry.urls === 0) {
+    idle();
+    if (over) showFormError(over);
+    else fieldError('urls', `${entry.name} has no URLs.`);
+    return;
+  }
+  const params = [['name', nameInput.value.trim() || entry.name]];
+  for (const [key, value] of Object.entries(options)) {
+    if (key === 'headers') Object.entries(value).forEach(([name, text]) => params.push(['header', `${name}: ${text}`]));
+    else params.push([key, String(value)]);
+  }
+  busy('Uploading…');
+  uploadBox.hidden = false;
+  const result = await upload(withQuery(config.apiBatches, params), entry.body, entry.type, (sent, total) => {
+    const done = sent >= total;
+    uploadBar.querySelector('.seg').style.width = `${total ? Math.floor((sent / total) * 100) : 0}%`;
+    uploadBar.setAttribute('aria-valuenow', String(total ? Math.floor((sent / total) * 100) : 0));
+    setText(uploadNote, done ? `Sent; the server checks ${fmtInt(entry.urls)} URLs…`
+      : `Uploading ${entry.name}: ${fmtBytes(sent)} of ${fmtBytes(total)}`);
+  });
+  if (result.ok) {
+    window.location.assign(withId(config.batchPage, result.data.id));
+    return;
+  }
+  idle();
+  showSubmitErrors(result.error, (index) => (index < entry.urls ? { line: entry.lineOf[index], index } : null), { inFile: true });
+}
+
+// POST a file with XMLHttpRequest (fetch cannot report upload progress); never throws: the shape api() returns.
+function upload(url, body, type, onProgress) {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', url);
+    xhr.setRequestHeader('Content-Type', type);
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.setRequestHeader('X-Requested-With', 'greenbatch'); // what the server asks of cookie-signed requests
+    xhr.upload.addEventListener('progress', (event) => onProgress(event.loaded, event.lengthComputable ? event.total : body.size));
+    xhr.upload.addEventListener('load', () => onProgress(body.size, body.size));
+    xhr.addEventListener('load', () => {
+      let data = null;
+      try {
+        data = JSON.parse(xhr.responseText);
+      } catch {
+        data = null;
+      }
+      const ok = xhr.status >= 200 && xhr.status < 300;
+      const error = ok ? null : (data && data.error) || { code: 'http', message: `The server answered HTTP ${xhr.status}.`, details: [] };
+      resolve({ ok, status: xhr.status, data, error });
+    });
+    xhr.addEventListener('error', () => resolve({
+      ok: false, status: 0, data: null,
+      error: { code: 'network', message: 'The upload stopped: the server did not answer. Is it running?', details: [] },
+    }));
+    xhr.send(body);
+  });
+}
+
+// The server's refusal shown where it belongs: URLs on their lines (`placeOf(index)` finds a URL's line), options at their fields.
+function showSubmitErrors(error, placeOf, { inFile = false } = {}) {
   const details = Array.isArray(error.details) ? error.details : [];
   const urlProblems = [];
   const unplaced = [];
   for (const detail of details) {
-    if (Number.isInteger(detail.index) && entries[detail.index]) {
-      const entry = entries[detail.index];
-      urlProblems.push({ line: entry.line, url: entry.url, message: detail.message });
+    const place = Number.isInteger(detail.index) ? placeOf(detail.index) : null;
+    if (place) {
+      urlProblems.push({ line: place.line, index: detail.index, url: place.url || detail.url, message: detail.message });
     } else if (!detail.field || !fieldError(detail.field, detail.message)) {
       unplaced.push(`${detail.field ? `${detail.field}: ` : ''}${detail.message}`);
     }
   }
-  showUrlErrors(urlProblems, urlProblems.length >= 100);
+  showUrlErrors(urlProblems, urlProblems.length >= 100, { inFile });
   if (urlProblems.length) {
     const n = urlProblems.length >= 100 ? 'At least 100' : String(urlProblems.length);
-    showFormError(`${n} URL${urlProblems.length === 1 ? '' : 's'} cannot be fetched: see the marked lines.`);
-    goToLine(urlProblems[0].line);
+    const where = inFile ? `the lines of ${attached ? attached.name : 'the file'} listed below` : 'the marked lines';
+    showFormError(`${n} URL${urlProblems.length === 1 ? '' : 's'} cannot be fetched: see ${where}.`);
+    if (!inFile) goToLine(urlProblems[0].line);
   } else if (unplaced.length) {
     showFormError(`${error.message} (${unplaced.join('; ')})`);
   } else {

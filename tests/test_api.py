@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 
 import pytest
 
-from app.web.api import _derived_name
+from app.core.config import Config
+from app.web.api import BODY_BLOCK, _derived_name
 from tests.support.server import error_of
 
 
@@ -149,11 +151,113 @@ def test_more_urls_than_the_limit_answers_413(make_server):
     assert "GREENBATCH_MAX_URLS" in error_of(response)["message"]
 
 
-def test_a_million_url_body_answers_413_by_size(server):
-    urls = "\n".join(f"http://example.com/{i}" for i in range(1_000_000))
-    response = server.request("POST", "/api/v1/batches", data=urls, headers={"Content-Type": "text/plain"})
+def test_past_the_url_limit_a_text_body_is_counted_to_its_end_for_the_413(make_server, target):
+    limited = make_server(env={"GREENBATCH_MAX_URLS": "5"})
+    lines = "\n".join(target.url(f"/ok/{i}") for i in range(8))
+    response = limited.request("POST", "/api/v1/batches", data=lines, headers={"Content-Type": "text/plain"})
+    assert response.status_code == 413
+    assert error_of(response)["message"] == "8 URLs is more than the limit of 5 (GREENBATCH_MAX_URLS)"
+    # A CSV's header row is not a URL: five URLs under a header are within the limit.
+    table = "url\n" + "\n".join(target.url(f"/ok/{i}") for i in range(5))
+    response = limited.request("POST", "/api/v1/batches", data=table, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 201, response.text
+    assert response.json()["counts"]["total"] == 5
+
+
+def test_the_defaults_take_a_million_urls_and_a_json_body_of_a_million_125_character_urls():
+    defaults = Config()
+    assert defaults.max_urls == 1_000_000
+    url = "http://example.com/" + "p" * 106
+    sample = json.dumps({"urls": [url] * 3}, separators=(",", ":"))
+    size = len(sample) + (1_000_000 - 3) * len(json.dumps(url) + ",")  # the same body with a million URLs
+    assert len(url) == 125 and size <= defaults.max_request_bytes
+
+
+def test_a_million_urls_in_a_text_body_are_accepted_with_the_default_limits(make_server, closed_port):
+    """Only the submission: cancelling would record a million cancelled results, so the server is killed instead."""
+    million = make_server(env={"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{closed_port}"})
+    body = "".join(f"http://127.0.0.1:{closed_port}/{i}\n" for i in range(1_000_000))
+    response = million.request(
+        "POST", "/api/v1/batches", data=body.encode(), headers={"Content-Type": "text/plain"}, timeout=120
+    )
+    million.kill()
+    assert response.status_code == 201, response.text[:500]
+    assert response.json()["counts"]["total"] == 1_000_000
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "text/csv"])
+def test_a_body_over_the_default_size_limit_answers_413_naming_the_setting_before_it_is_read(server, content_type):
+    limit = Config().max_request_bytes
+    host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=15)
+    try:  # only the headers: the size they announce is enough to refuse
+        connection.putrequest("POST", "/api/v1/batches")
+        connection.putheader("Content-Type", content_type)
+        connection.putheader("Content-Length", str(limit + 1))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413
+        error = json.loads(response.read())["error"]
+    finally:
+        connection.close()
+    assert error["message"] == f"request body is larger than {limit} bytes (GREENBATCH_MAX_REQUEST_BYTES)"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+def test_a_chunked_body_that_grows_past_the_size_limit_answers_413_naming_the_setting(make_server, content_type):
+    limited = make_server(env={"GREENBATCH_MAX_REQUEST_BYTES": "65536"})
+    lines = (f"http://example.com/{i}\n".encode() for i in range(20_000))  # no length given: sent chunked
+    response = limited.request("POST", "/api/v1/batches", data=lines, headers={"Content-Type": content_type})
     assert response.status_code == 413
     assert "GREENBATCH_MAX_REQUEST_BYTES" in error_of(response)["message"]
+
+
+def test_a_text_body_is_read_in_blocks_that_never_split_a_character_or_a_line(server, target):
+    """The body is read a MiB at a time: a URL across the cut keeps its two-byte character and its index."""
+    line = target.url("/ok/") + "x" * 90
+    lines = [line] * ((BODY_BLOCK - 1000) // (len(line) + 2))
+    before = (len(line) + 2) * len(lines)  # bytes before the refused URL (CRLF line ends)
+    refused = target.url("/") + "y" * (BODY_BLOCK - before - len(target.url("/")) - 1) + "\u00a0z"
+    body = "\r\n".join([*lines, refused, target.url("/ok")]).encode()
+    assert body[BODY_BLOCK - 1 : BODY_BLOCK + 1] == "\u00a0".encode(), "U+00A0 straddles the end of the first MiB"
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "text/plain"})
+    assert response.status_code == 400, response.text[:500]
+    (detail,) = error_of(response)["details"]
+    assert detail["index"] == len(lines) and "U+00A0" in detail["message"]
+
+
+def test_a_byte_that_is_not_utf8_deep_in_a_text_body_is_named_by_its_offset(server, target):
+    head = (target.url("/ok") + "\n").encode() * (3 * BODY_BLOCK // 30)
+    response = server.request(
+        "POST", "/api/v1/batches", data=head + b"http://\xff/\n", headers={"Content-Type": "text/plain"}
+    )
+    assert response.status_code == 400
+    assert error_of(response)["message"] == f"request body is not UTF-8 (byte {len(head) + 7})"
+
+
+def test_a_quoted_csv_field_may_span_the_blocks_a_body_is_read_in(server, target):
+    row = f"{target.url('/ok')},{'n' * 80}"
+    rows = [row] * ((BODY_BLOCK - 1000) // (len(row) + 1))
+    start = len("url,note\n") + (len(row) + 1) * len(rows)
+    field = target.url("/ok/") + "q" * (BODY_BLOCK - start - len(target.url("/ok/")) - 10) + "\nrest"
+    body = "\n".join(["url,note", *rows, f'"{field}",note', target.url("/ok")])
+    assert body.index("\n", start) < BODY_BLOCK < body.index("\n", start + len(field)), "the field spans the cut"
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 400
+    (detail,) = error_of(response)["details"]
+    assert detail["index"] == len(rows) and "line break" in detail["message"]
+
+
+def test_refusals_of_both_kinds_are_listed_first_100_in_index_order_and_all_counted(server, target, closed_port):
+    urls = [target.url("/ok")] + [
+        "ftp://example.com/" if i % 2 else f"http://127.0.0.1:{closed_port}/{i}" for i in range(150)
+    ]
+    response = server.request("POST", "/api/v1/batches", json={"urls": urls})
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["message"].startswith("150 of 151 URLs cannot be fetched; the first is #1: 127.0.0.1 is loopback")
+    assert [detail["index"] for detail in error["details"]] == list(range(1, 101))
+    assert [detail["url"] for detail in error["details"][:2]] == [urls[1], "ftp://example.com/"]
 
 
 def test_unknown_batch_answers_404_everywhere(server):

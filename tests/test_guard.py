@@ -299,6 +299,15 @@ def test_a_list_passes_in_one_pattern_only_when_check_url_returns_every_url_unch
     assert not guard.all_unchanged(batch + [None]) and not guard.all_unchanged(batch + [""])
 
 
+def test_a_list_longer_than_one_slice_passes_only_when_every_slice_does():
+    batch = [f"http://127.0.0.1:8080/bytes/1024?i={i}" for i in range(2 * guard.JOINED_URLS + 5)]
+    assert guard.all_unchanged(batch)
+    for index in (0, guard.JOINED_URLS, len(batch) - 1):  # the first, a slice's first, the last
+        changed = list(batch)
+        changed[index] = "http://Example.com/"
+        assert not guard.all_unchanged(changed), index
+
+
 # ---------------------------------------------------------------------------------------------
 # denial_reason: the default rules
 # ---------------------------------------------------------------------------------------------
@@ -1058,7 +1067,20 @@ def test_literal_refusals_names_each_refused_url_by_its_index_and_skips_none():
     assert refused[0][1] == refused[1][1] == _literal(LOCAL, "http://127.0.0.1:9000/")
 
 
+def test_literal_refusals_name_indexes_across_slices_of_the_list():
+    allowed, refused = "http://127.0.0.1:8081/a", "http://127.0.0.1:9000/a"
+    urls: list[str | None] = [allowed] * (2 * guard.JOINED_URLS + 5)
+    for index in (3, guard.JOINED_URLS, len(urls) - 1):
+        urls[index] = refused
+    urls[guard.JOINED_URLS + 7] = None
+    assert [index for index, _ in LOCAL.literal_refusals(urls)] == [3, guard.JOINED_URLS, len(urls) - 1]
+    assert LOCAL.literal_refusals([allowed] * (2 * guard.JOINED_URLS)) == []
+
+
 def test_literal_refusals_tell_hosts_apart_that_share_a_prefix():
     # A run of URLs on 127.0.0.1:80 must not lend its verdict to 127.0.0.1:8081 or 127.0.0.10.
     urls = ["http://127.0.0.1/", "http://127.0.0.1:8081/", "http://127.0.0.10/", "http://127.0.0.1?x"]
     assert [index for index, _ in LOCAL.literal_refusals(urls)] == [0, 2, 3]
+    # Nor may an allowed run swallow the next URL when that is all a slice refuses.
+    urls = ["http://127.0.0.1:8081/a", "http://127.0.0.1:8081?b", "http://127.0.0.1:8081", "http://127.0.0.10:8081/"]
+    assert [index for index, _ in LOCAL.literal_refusals(urls)] == [3]

@@ -57,8 +57,12 @@ class Config:
         "ignored. The default fits a proxy on the same host.",
     )
 
-    max_request_bytes: int = _setting(10 * MiB, "Largest API request body accepted (413 above).", low=1024)
-    max_urls: int = _setting(10_000, "Most URLs in one batch (413 above).", low=1)
+    max_request_bytes: int = _setting(
+        128 * MiB,
+        "Largest API request body accepted (413 above); the default fits 1,000,000 URLs of 125 characters as JSON.",
+        low=1024,
+    )
+    max_urls: int = _setting(1_000_000, "Most URLs in one batch (413 above).", low=1)
     max_url_length: int = _setting(2048, "Longest URL accepted.", low=16, high=65536)
     default_concurrency: int = _setting(20, "Concurrency of a batch that does not set one.", low=1)
     max_concurrency: int = _setting(1000, "Highest concurrency a batch may ask for.", low=1)

@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -70,6 +70,9 @@ HUB_SLICE = 0.005  # seconds of URL checks after which check_url lets other gree
 # How long a turn sleeps: under gevent, any sleep but 0 makes the loop poll sockets and timers, where
 # sleep(0) only runs greenlets that are ready already (a request waiting on its socket is not).
 TURN = 1e-6
+# URLs all_unchanged joins and matches at once: a million-URL list is not copied whole into one text, and
+# other greenlets run between slices.
+JOINED_URLS = 10_000
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ACE_PREFIX = "xn--"  # what every A-label (an IDNA-encoded label) starts with
@@ -150,8 +153,12 @@ _ASTRAL = re.compile("[\\U00010000-\\U0010ffff]")
 _HTTP_AUTHORITY = re.compile(r"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#\[\]]*)(?=[/?#]|\Z)")
 # URLs that check_url returns unchanged when their authority is, one per line: lower-case http(s),
 # host[:port] of lower-case letters, digits, dots and hyphens, then printable ASCII (no backslash).
-_PLAIN_URL_LINES = re.compile(r"(?:https?://[a-z0-9.-]+(?::[0-9]+)?(?:[/?#]" + _PLAIN_CHARS + r")?\n)*")
-_URL_LINE_AUTHORITY = re.compile(r"^https?://([^/?#\n]*)", re.MULTILINE)
+# Possessive (no part ever needs to give back what it took): sre keeps no state per line, where a plain `*`
+# keeps ~700 bytes a line.
+_PLAIN_URL_LINES = re.compile(r"(?:https?+://[a-z0-9.-]++(?::[0-9]++)?+(?:[/?#]" + _PLAIN_CHARS + r"+)?+\n)*+")
+# Lines of URLs as check_url writes them: the scheme://authority of each run of lines that share it (a batch's
+# URLs come in runs of one host, and a str per run costs less than a str per line).
+_CHECKED_RUNS = re.compile(r"^(https?://[^/?#\n]*+)[^\n]*+(?:\n\1(?=[/?#\n]|\Z)[^\n]*+)*+", re.MULTILINE)
 _busy = 0.0  # seconds check_url has worked since it last let other greenlets run
 
 
@@ -445,20 +452,26 @@ def all_unchanged(urls: list[Any], max_length: int = 2048) -> bool:
     """Whether check_url accepts every URL of a list and returns each as it is: one pattern over the list.
 
     The common batch (lower-case http(s), plain host[:port], printable ASCII) is checked by one regular
-    expression over the joined list and each distinct host once, instead of check_url per URL. False says
-    nothing about any URL: check each one then, for its own answer.
+    expression over each JOINED_URLS of the list joined and each distinct host once, instead of check_url per
+    URL. False says nothing about any URL: check each one then, for its own answer.
     """
-    try:
-        if not all(map(str.isascii, urls)):
-            return False  # the pattern takes ASCII only, and joining other text costs more than it saves
-        joined = "\n".join(urls) + "\n"
-    except TypeError:
-        return False  # something that is not a string
-    if joined.count("\n") != len(urls) or not _PLAIN_URL_LINES.fullmatch(joined):
-        return False  # a line break inside a URL, or anything the pattern does not know
-    if max(map(len, urls), default=0) > max_length:
-        return False
-    return all(_unchanged_authority(authority) for authority in set(_URL_LINE_AUTHORITY.findall(joined)))
+    authorities: set[str] = set()
+    for start in range(0, len(urls), JOINED_URLS):
+        started = time.perf_counter()
+        part = urls[start : start + JOINED_URLS]
+        try:
+            if not all(map(str.isascii, part)):
+                return False  # the pattern takes ASCII only, and joining other text costs more than it saves
+            joined = "\n".join(part) + "\n"
+        except TypeError:
+            return False  # something that is not a string
+        if joined.count("\n") != len(part) or not _PLAIN_URL_LINES.fullmatch(joined):
+            return False  # a line break inside a URL, or anything the pattern does not know
+        if max(map(len, part), default=0) > max_length:
+            return False
+        authorities.update(key.partition("://")[2] for key in _CHECKED_RUNS.findall(joined))
+        _take_turns(time.perf_counter() - started)
+    return all(_unchanged_authority(authority) for authority in authorities)
 
 
 def _unchanged_authority(authority: str) -> bool:
@@ -820,6 +833,18 @@ _AUTHORITY_ENDS = frozenset(("", "/", "?", "#"))
 _LOOPBACK_ADDRESSES: tuple[IPAddress, ...] = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
 
 
+def _run_keys(urls: Sequence[str | None]) -> set[str] | None:
+    """The scheme://authority of every URL (as check_url returned it) of a list, found by one pattern over its
+    runs of one host; None when the list holds something else (None, a line break), for a test of each URL."""
+    try:
+        joined = "\n".join(urls)  # type: ignore[arg-type]  # a TypeError says there is a None
+    except TypeError:
+        return None
+    if joined.count("\n") != len(urls) - 1:
+        return None
+    return set(_CHECKED_RUNS.findall(joined))
+
+
 def _may_be_literal(url: str) -> bool:
     """Whether a checked URL's host may be an address or localhost: a test of one character and a substring."""
     start = url.find("//") + 2
@@ -916,18 +941,33 @@ class Policy:
         refused = self.literal_refusals([url])
         return refused[0][1] if refused else None
 
-    def literal_refusals(self, urls: Iterable[str | None]) -> list[tuple[int, str]]:
+    def literal_refusals(self, urls: Sequence[str | None]) -> list[tuple[int, str]]:
         """(index, why) of each URL (as check_url returned it; None is skipped) that this policy blocks whatever
         DNS says: its host is an IP address in any form libc reads (2130706433 too), or localhost or a name
         under .localhost whose every loopback address is blocked. Other names are judged when fetched.
 
-        One pass of string tests over the list; each distinct scheme://host:port is judged once.
+        Each distinct scheme://host:port is judged once. A slice of JOINED_URLS whose hosts are all let through
+        costs one pattern over it; only a slice with a refused host is gone through URL by URL.
         """
         found: list[tuple[int, str]] = []
         judged: dict[str, str | None] = {}
+        for start in range(0, len(urls), JOINED_URLS):
+            started = time.perf_counter()
+            part = urls[start : start + JOINED_URLS]
+            keys = _run_keys(part)
+            if keys is None or any(self._key_refusal(key, judged) for key in keys):
+                found += self._refusals_one_by_one(part, start, judged)
+            _take_turns(time.perf_counter() - started)
+        return found
+
+    def _refusals_one_by_one(
+        self, urls: Sequence[str | None], first: int, judged: dict[str, str | None]
+    ) -> list[tuple[int, str]]:
+        """literal_refusals of some URLs, the first of them at index `first`, testing each URL."""
+        found: list[tuple[int, str]] = []
         # The last scheme://authority judged and its verdict: a batch's URLs come in runs of one host.
         key, cut, why = "", 0, None
-        for index, url in enumerate(urls):
+        for index, url in enumerate(urls, first):
             if url is None:
                 continue
             if not (url.startswith(key) and url[cut : cut + 1] in _AUTHORITY_ENDS):
@@ -938,14 +978,21 @@ class Policy:
                     continue
                 key = match.group(0)
                 cut = len(key)
-                if key not in judged:
-                    started = time.perf_counter()
-                    judged[key] = self._literal_refusal(match.group(1), match.group(2))
-                    _take_turns(time.perf_counter() - started)
-                why = judged[key]
+                why = self._key_refusal(key, judged)
             if why is not None:
                 found.append((index, why))
         return found
+
+    def _key_refusal(self, key: str, judged: dict[str, str | None]) -> str | None:
+        """literal_refusals' verdict on one scheme://authority, judged once (and taking turns as check_url does)."""
+        if key not in judged:
+            started = time.perf_counter()
+            match = _CHECKED_AUTHORITY.fullmatch(key)
+            judged[key] = (
+                self._literal_refusal(match.group(1), match.group(2)) if match and _may_be_literal(key) else None
+            )
+            _take_turns(time.perf_counter() - started)
+        return judged[key]
 
     def _literal_refusal(self, scheme: str, authority: str) -> str | None:
         """literal_refusals' verdict on one scheme and authority."""

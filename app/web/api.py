@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import csv
+import heapq
 import io
+import itertools
 import json
 import logging
 import re
+import time
+from collections.abc import Iterator
 from typing import Any, cast
 
 import idna
@@ -28,21 +32,34 @@ log = logging.getLogger(__name__)
 MAX_DETAILS = 100  # validation problems listed in one answer; the count says how many there were
 MAX_NAME = 200  # characters of a batch name
 NAMED_HOSTS = 1000  # distinct hosts an unnamed batch's name counts; past it the name says "999+ other hosts"
-# The host of a URL as guard.check_url returns it (lower-case scheme, no user info; IPv6 in brackets).
-_HOST = re.compile(r"https?://(\[[^\]]*\]|[^:/?#]*)")
+# Lines of URLs as guard.check_url returns them (lower-case scheme, no user info; IPv6 in brackets): the
+# host of each run of lines on one scheme://host.
+_HOST_RUNS = re.compile(r"^(https?://(\[[^\]\n]*\]|[^:/?#\n]*))[^\n]*+(?:\n\1(?=[:/?#\n]|\Z)[^\n]*+)*+", re.MULTILINE)
 CANCEL_SETTLE = 5.0  # seconds a cancel waits for the batch's final state to be committed before answering
 
 
 # -- reading input ---------------------------------------------------------------------------
 
 
+BODY_BLOCK = 1024 * 1024  # bytes of a text body read and decoded at once: a body is never held whole
+CSV_ROWS = 10_000  # rows of a CSV body read at once
+
+
 def _json_body() -> Any:
     """Parse the request body as JSON, answering 400 for anything that is not (never a 500)."""
-    raw = request.get_data(cache=True)
+    return _parsed_json(_json_text(request.get_data(cache=True)))
+
+
+def _json_text(raw: bytes | bytearray) -> str:
+    """A JSON body's bytes as text, or a 400 naming the first byte that is not UTF-8."""
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(400, "invalid_json", f"request body is not UTF-8 (byte {exc.start})") from None
+
+
+def _parsed_json(text: str) -> Any:
+    """JSON text parsed, or a 400 saying why it is not JSON."""
     try:
         return json.loads(text)
     except RecursionError:
@@ -51,20 +68,76 @@ def _json_body() -> Any:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
 
 
-def _text_urls(text: str, is_csv: bool) -> list[str]:
-    """URLs from a text body: one per line (or the first CSV column); blanks and '#' lines skipped."""
-    if is_csv:
+def _body_bytes() -> bytearray:
+    """The request body read into one buffer as it arrives (not kept on the request: a submission is read once).
+
+    The buffer grows with what came, never to the length a client announces before sending it.
+    """
+    stream = request.stream
+    body = bytearray()
+    while block := stream.read(BODY_BLOCK):  # the stream ends at Content-Length, or answers 413 past the limit
+        body += block
+    return body
+
+
+def _body_texts() -> Iterator[str]:
+    """A UTF-8 text body read a block at a time, as texts that each end at a line feed (the last may not)."""
+    stream = request.stream
+    pending: list[bytes] = []  # the start of a line whose end has not come yet
+    offset = 0  # bytes of the body before `pending`
+    while True:
+        block = stream.read(BODY_BLOCK)
+        cut = block.rfind(b"\n") + 1
+        if block and not cut:
+            pending.append(block)
+            continue
+        # Cut after a line feed: no UTF-8 character has that byte inside it, so each part decodes alone.
+        data = b"".join([*pending, block[:cut]]) if pending else block[:cut]
         try:
-            lines = [row[0] if row else "" for row in csv.reader(io.StringIO(text))]
-        except csv.Error as exc:  # e.g. a quote never closed makes one field of the rest of the file
-            raise ApiError(400, "invalid_body", f"the CSV body cannot be read: {exc}") from None
-    else:
-        lines = text.splitlines()
-    urls = [line.strip() for line in lines]
-    urls = [u for u in urls if u and not u.startswith("#")]
+            yield data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "invalid_body", f"request body is not UTF-8 (byte {offset + exc.start})") from None
+        offset += len(data)
+        pending = [block[cut:]] if cut < len(block) else []
+        if not block:
+            return
+
+
+def _text_urls(is_csv: bool) -> list[str]:
+    """URLs from a text body: one per line (or the first CSV column); blanks and '#' lines skipped.
+
+    Past GREENBATCH_MAX_URLS the lines are only counted, for the 413 that names how many there were.
+    """
+    keep = current_app.config["GREENBATCH"].max_urls + 1  # one past the limit: a CSV's header row may be among them
+    urls: list[str] = []
+    count = 0
+    for values in _csv_firsts() if is_csv else map(str.splitlines, _body_texts()):
+        kept = [url for url in map(str.strip, values) if url and url[0] != "#"]
+        count += len(kept)
+        urls += kept[: max(0, keep - len(urls))]
     if is_csv and urls and "://" not in urls[0]:
-        urls = urls[1:]  # a header row such as "url"
+        del urls[0]  # a header row such as "url"
+        count -= 1
+    _check_count(count)
     return urls
+
+
+def _csv_firsts() -> Iterator[list[str]]:
+    """The first column of a CSV body's rows ("" for a blank row), a list at a time."""
+    # One reader over the whole body: a quoted field may span lines, and so the blocks they were read in.
+    rows = csv.reader(itertools.chain.from_iterable(map(io.StringIO, _body_texts())))
+    try:
+        while firsts := [row[0] if row else "" for row in itertools.islice(rows, CSV_ROWS)]:
+            yield firsts
+    except csv.Error as exc:  # e.g. a quote never closed makes one field of the rest of the file
+        raise ApiError(400, "invalid_body", f"the CSV body cannot be read: {exc}") from None
+
+
+def _check_count(count: int) -> None:
+    """413 when a batch has more URLs than GREENBATCH_MAX_URLS."""
+    limit = current_app.config["GREENBATCH"].max_urls
+    if count > limit:
+        raise ApiError(413, "too_many_urls", f"{count} URLs is more than the limit of {limit} (GREENBATCH_MAX_URLS)")
 
 
 def _options_from_query() -> dict[str, Any]:
@@ -100,7 +173,11 @@ def _submission() -> tuple[list[str], dict[str, Any], str]:
     """(urls, raw options, name) from a JSON or text body."""
     mimetype = request.mimetype
     if mimetype == "application/json":
-        body = _json_body()
+        raw = _body_bytes()
+        text = _json_text(raw)
+        raw.clear()  # one copy of the body at a time: the text, then the parsed URLs (json.loads beats orjson here)
+        body = _parsed_json(text)
+        del text
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_body", 'JSON body must be an object with a "urls" list')
         unknown = sorted(set(body) - {"urls", "name", "options"})
@@ -113,11 +190,7 @@ def _submission() -> tuple[list[str], dict[str, Any], str]:
             )
         return body.get("urls"), body.get("options"), body.get("name")
     if mimetype in ("text/plain", "text/csv"):
-        try:
-            text = request.get_data(cache=True).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ApiError(400, "invalid_body", f"request body is not UTF-8 (byte {exc.start})") from None
-        return _text_urls(text, mimetype == "text/csv"), _options_from_query(), request.args.get("name")
+        return _text_urls(mimetype == "text/csv"), _options_from_query(), request.args.get("name")
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -134,15 +207,13 @@ def _validate_urls(urls: Any) -> list[str]:
         )
     if not urls:
         raise ApiError(400, "invalid_urls", "the batch has no URLs", [{"field": "urls", "message": "is empty"}])
-    if len(urls) > config.max_urls:
-        raise ApiError(
-            413, "too_many_urls", f"{len(urls)} URLs is more than the limit of {config.max_urls} (GREENBATCH_MAX_URLS)"
-        )
+    _check_count(len(urls))
     max_length = config.max_url_length
-    problems: list[dict[str, Any]] = []
+    invalid: list[tuple[int, str]] = []  # (index, why) of the first MAX_DETAILS URLs check_url refuses
+    invalid_count = 0
     checked: list[str | None]
     if guard.all_unchanged(urls, max_length):
-        checked = list(urls)
+        checked = urls  # the same strings: no copy of a list that may hold a million
     else:
         checked = []
         for index, url in enumerate(urls):
@@ -150,20 +221,21 @@ def _validate_urls(urls: Any) -> list[str]:
                 checked.append(_checked_url(url, max_length))
             except guard.InvalidUrl as exc:
                 checked.append(None)
-                problems.append(_url_problem(index, url, str(exc)))
+                invalid_count += 1
+                if invalid_count <= MAX_DETAILS:
+                    invalid.append((index, str(exc)))
     # Addresses and localhost need no DNS, so the fetch policy judges them now: nothing is stored that would
     # only end blocked. Other names (and redirect targets) are judged when fetched.
     refused = services().engine.policy.literal_refusals(checked)
-    if refused:
-        problems += [_url_problem(index, urls[index], why) for index, why in refused]
-        problems.sort(key=lambda problem: problem["index"])
-    if problems:
+    if invalid_count or refused:
+        first = itertools.islice(heapq.merge(invalid, refused, key=lambda problem: problem[0]), MAX_DETAILS)
+        problems = [_url_problem(index, urls[index], why) for index, why in first]
         raise ApiError(
             400,
             "invalid_urls",
-            f"{len(problems)} of {len(urls)} URLs cannot be fetched; the first is #{problems[0]['index']}:"
-            f" {problems[0]['message']}",
-            problems[:MAX_DETAILS],
+            f"{invalid_count + len(refused)} of {len(urls)} URLs cannot be fetched; the first is"
+            f" #{problems[0]['index']}: {problems[0]['message']}",
+            problems,
         )
     return cast("list[str]", checked)  # no None left: each stands for a problem
 
@@ -208,18 +280,17 @@ def _name(raw: Any) -> str:
 def _derived_name(urls: list[str]) -> str:
     """An unnamed batch's name: its first URL's host, and how many other hosts it has ("a.example and 2 other hosts").
 
-    Runs of URLs on one host cost a string comparison each; counting stops at NAMED_HOSTS distinct hosts.
+    One pattern finds the runs of URLs on one host in each slice of guard.JOINED_URLS, and other requests
+    run between slices; counting stops at NAMED_HOSTS distinct hosts.
     """
     hosts: dict[str, None] = {}  # in order of appearance: the first is the name's
-    run = "\0"  # scheme://host of the last URL matched: the next URLs on that host need no match
-    for url in urls:
-        if url.startswith(run) and url[len(run) : len(run) + 1] in ("", ":", "/", "?", "#"):
-            continue
-        match = _HOST.match(url)
-        if match is None:  # not as check_url writes URLs: nothing to count
-            continue
-        run = match.group(0)
-        hosts[match.group(1)] = None
+    for start in range(0, len(urls), guard.JOINED_URLS):
+        if start:
+            time.sleep(guard.TURN)
+        for _, host in _HOST_RUNS.findall("\n".join(urls[start : start + guard.JOINED_URLS])):
+            hosts[host] = None
+            if len(hosts) >= NAMED_HOSTS:
+                break
         if len(hosts) >= NAMED_HOSTS:
             break
     if not hosts:

@@ -51,6 +51,24 @@ RETRY_PAUSE_MAX = 2.0  # ...up to this: space that comes back is used within thi
 FAILURE_REMINDER = 60.0  # seconds between log lines while commits keep failing
 
 
+URL_SLICE = 10_000  # URLs encoded at a time when a batch's list is written
+
+
+def _json_array(urls: Sequence[str]) -> bytearray:
+    """A batch's URLs as one JSON array of UTF-8, built a slice at a time into one buffer (SQLite binds it as is).
+
+    Encoding the whole list at once held it three more times (bytes, str, SQLite's copy): ~400 MB at a million.
+    """
+    out = bytearray(b"[")
+    for start in range(0, len(urls), URL_SLICE):
+        if start:
+            out += b","
+        # compact_json keeps what orjson refuses (a lone surrogate), escaped by the standard library: ASCII then.
+        out += compact_json(urls[start : start + URL_SLICE])[1:-1].encode("utf-8", "surrogatepass")
+    out += b"]"
+    return out
+
+
 def _quietly(fn: Callable[..., _T], args: tuple[Any, ...]) -> tuple[_T | None, sqlite3.Error | None]:
     """fn(*args) on a pool thread, a SQLite error returned rather than raised (gevent's pool would print it)."""
     try:
@@ -136,7 +154,7 @@ class SQLiteStore:
         fault = self.fault()
         if fault is not None:
             raise StoreError(fault.message)  # a new batch would only add to what waits in memory
-        url_list = compact_json(urls if isinstance(urls, list) else list(urls))
+        url_list = _json_array(urls)
 
         def write() -> None:
             with self._writer:

@@ -160,6 +160,13 @@ def status_mib(pid: int, field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every process on this machine has used since boot (/proc/stat: all but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def describe(build: Path) -> str:
     """A build's name for the table: its folder and commit, e.g. "bench@58c734f"."""
     done = subprocess.run(
@@ -457,12 +464,16 @@ def measure(build: Path, n: int, target) -> dict[str, Any]:
         reset_peak_rss(server.pid)  # the whole batch's peak is the larger of the two windows'
 
         cpu = cpu_seconds(server.pid)
+        ours, busy, wall = cpu + cpu_seconds(target.pid) + time.process_time(), machine_busy_s(), time.perf_counter()
         poller = Poller(f"{server.base_url}/api/v1/batches/{batch_id}").start()
         if not poller.final.wait(n / 200 + 300):  # a bound far above any run's time (200 URLs/s)
             raise RuntimeError(f"batch {batch_id} did not finish; server log:\n{server.log_tail()}")
         out["run_cpu_s"] = cpu_seconds(server.pid) - cpu
         out["peak_rss_mib"] = max(out["submit_peak_rss_mib"], status_mib(server.pid, "VmHWM"))
         out["target_cpu_s"] = cpu_seconds(target.pid) - target_cpu
+        # What the rest of the machine used while the batch ran, in cores: the noise beside these figures.
+        ours = cpu_seconds(server.pid) + cpu_seconds(target.pid) + time.process_time() - ours
+        out["others_cores"] = max(0.0, machine_busy_s() - busy - ours) / (time.perf_counter() - wall)
         poller.stop()
         time.sleep(0.3)  # the final `batch` event's frame
         listener.stop()
@@ -598,13 +609,16 @@ COLUMNS = (
 )
 
 
+def _label(m: dict[str, Any], builds: int) -> str:
+    return f"{m['urls']:,} URLs" + (f" ({m['build']})" if builds > 1 else "")
+
+
 def table(rows: list[dict[str, Any]], builds: int) -> str:
     """The issue's table, one row per build and batch size."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "| " + " | ".join("---" for _ in COLUMNS) + " |"]
     for m in rows:
-        name = f"{m['urls']:,} URLs" + (f" ({m['build']})" if builds > 1 else "")
         cells = [
-            name,
+            _label(m, builds),
             f"{m['urls_per_s']:,.0f} ({m['cpu_ms_per_url']:.3f} ms server CPU/URL)",
             f"{m['peak_rss_mib']:.0f} MiB (submit {m['submit_peak_rss_mib']:.0f} MiB)",
             f"p50 {_ms(m['get_p50_ms'])}, p99 {_ms(m['get_p99_ms'])}, max {_ms(m['get_max_ms'])}",
@@ -745,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"{names[build]} {n:,} URLs run {run + 1}: {m['urls_per_s']:,.0f} URLs/s, "
                         f"peak {m['peak_rss_mib']:.0f} MiB, GET p99 {_ms(m['get_p99_ms'])}, "
-                        f"CSV {m['csv_rows_per_s']:,.0f} rows/s, load {m['load_at_start']:.1f}",
+                        f"CSV {m['csv_rows_per_s']:,.0f} rows/s, load {m['load_at_start']:.1f}, "
+                        f"other processes {m['others_cores']:.2f} cores",
                         flush=True,
                     )
     finally:
@@ -761,6 +776,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{info['load_at_end'][0]:.1f} at the end; medians of {counted} run(s)",
             "",
             table(rows, len(builds)),
+            "",
+            "Other processes on this machine while the batches ran (of its "
+            f"{info['nproc']} cores): " + "; ".join(f"{_label(m, len(builds))} {m['others_cores']:.2f}" for m in rows),
             "",
             *verdicts(rows),
         ]

@@ -18,12 +18,13 @@ is N x /bytes/512 (a 0 ms route, 512-byte bodies, every URL distinct) at concurr
   frames    one websocket client on /ws/batches (it gets `batch` and `progress` events, not results):
             each progress frame's size, and its lag (arrival - the event's `at`), over the whole run,
             the first tenth of the rows ("early") and the last tenth ("late").
+  exports   CSV, NDJSON and JSON of the finished batch, read to the end over HTTP/1.0: rows/s, rows
+            per server CPU second, and the server's RSS growth (its peak during the export minus its
+            RSS before).
   page      the finished batch's page: GET /batches/<id>, then its first data (the results page the
             page asks for, or, for a page that replays events, the first websocket message and the
             whole replay); results pages at offset 0, N/2 and 9N/10 sorted by latency, and the failed
             filter; each the median of 3 requests.
-  exports   CSV, NDJSON and JSON of the finished batch, read to the end: rows/s and the server's RSS
-            growth (its peak during the export minus its RSS before).
 
 Medians of --runs runs (default 3 below 500,000 URLs, 1 above: a 1,000,000-URL run takes minutes).
 The table and a line per target, met or missed, are printed and written with every figure to
@@ -485,9 +486,9 @@ def measure(build: Path, n: int, target) -> dict[str, Any]:
         out.update(_get_figures(poller))
         out.update(_frame_figures(listener, batch_id, n))
 
-        out.update(page_probes(session, server.base_url, server.ws_url, batch_id, n))
-        for fmt in EXPORTS:
+        for fmt in EXPORTS:  # first, while the server holds nothing but the finished batch
             out.update(export(f"{server.base_url}/api/v1/batches/{batch_id}/results", server.pid, fmt, n))
+        out.update(page_probes(session, server.base_url, server.ws_url, batch_id, n))
         return out
     finally:
         if poller is not None:

@@ -16,8 +16,8 @@ is N x /bytes/512 (a 0 ms route, 512-byte bodies, every URL distinct) at concurr
   GET       `GET /api/v1/batches/<id>` every 0.5 s through the run, open loop (a slow answer does not
             delay the next request), timed from each request's scheduled start: p50, p99, max.
   frames    one websocket client on /ws/batches (it gets `batch` and `progress` events, not results):
-            each progress frame's size, and its lag (arrival - the event's `at`), over the whole run,
-            the first tenth of the rows ("early") and the last tenth ("late").
+            each progress frame's size, its lag (arrival - the event's `at`) and the time since the
+            one before, over the whole run, its first tenth of rows ("early") and its last ("late").
   exports   CSV, NDJSON and JSON of the finished batch, read to the end over HTTP/1.0: rows/s, rows
             per server CPU second, and the server's RSS growth (its peak during the export minus its
             RSS before).

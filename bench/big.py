@@ -486,12 +486,14 @@ def measure(build: Path, n: int, target) -> dict[str, Any]:
         out.update(page_probes(session, server.base_url, server.ws_url, batch_id, n))
         return out
     finally:
-        if poller is not None:
-            poller.stop()
-        if listener is not None:
-            listener.stop()
-        session.close()
-        server.stop()
+        try:
+            if poller is not None:
+                poller.stop()
+            if listener is not None:
+                listener.stop()
+            session.close()
+        finally:  # whatever failed above, the server goes: nothing else would stop it
+            server.stop()
 
 
 def _seconds_between(start: str, end: str) -> float:

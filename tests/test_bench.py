@@ -114,3 +114,12 @@ def test_bench_big_prints_a_row_per_batch_size_with_every_column_and_a_line_per_
     (summary,) = json.loads(written.read_text())["summary"]
     assert summary["urls"] == 2000 and summary["ok"] == 2000 and summary["csv_rows"] == summary["ndjson_rows"] == 2000
     assert (tmp_path / "big.md").read_text().strip() in done.stdout
+    again = subprocess.run(
+        [sys.executable, str(root / "bench" / "big.py"), "--report", str(written), "--out", str(tmp_path / "again")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert row in again.stdout.splitlines()  # a saved run prints the same table again

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench readme cli clean
+.PHONY: run test lint bench bench-big readme cli clean
 
 $(BIN)/activate:
 	@echo "greenbatch: creating $(VENV) (first run only)"
@@ -40,6 +40,10 @@ test: lint
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Issue 15's table: batches of 100,000 and 1,000,000 URLs end to end (BENCH_ARGS=--quick: 20,000 and 100,000).
+bench-big: $(VENV)/.installed-dev
+	$(BIN)/python bench/big.py $(BENCH_ARGS)
 
 # The command line client: make cli ARGS='submit urls.txt --follow' (the same as $(BIN)/greenbatch submit ...).
 cli: $(VENV)/.installed

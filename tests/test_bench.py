@@ -1,9 +1,14 @@
 """The benchmark's own logic (bench/): what it reads off the wire, and the order it measures in."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from statistics import NormalDist
 
 from app.runs.events import Event
 from app.web.stream import events_message
+from bench.big import COLUMNS, EXPORTS, NOT_SUPPORTED
 from bench.drivers import _HEAD
 from bench.run import modes_of_run, paired_share, paired_share_interval, run_order, verdicts
 
@@ -72,3 +77,49 @@ def test_the_overhead_comes_with_how_far_other_pairs_could_move_it():
     summary = {"W2": {"e2e:fast": {"urls_per_s": 8_600}, "engine:fast": {"urls_per_s": 10_000}}}
     verdict = verdicts(summary, None, raw={"W2": dict(zip(("e2e:fast", "engine:fast"), many))})[0]
     assert f"median of 225 back-to-back pairs, 90% interval {1 - many_high:.0%} to {1 - many_low:.0%};" in verdict
+
+
+def test_bench_big_prints_a_row_per_batch_size_with_every_column_and_a_line_per_target(tmp_path):
+    # A smoke run of `make bench-big` at a tiny size: the shape of its report, never its timings.
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "bench" / "big.py"), "--sizes", "2000", "--runs", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert "| " + " | ".join(COLUMNS) + " |" in lines
+    (row,) = [line for line in lines if line.startswith("| 2,000 URLs |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert len(cells) == len(COLUMNS) and all(cells)
+    url_rate, peak, get, frames, *exports, page, pages, submit = cells[1:]
+    assert url_rate[0].isdigit() and "ms server CPU/URL" in url_rate
+    assert peak.endswith("MiB)") and "submit" in peak
+    assert get.startswith("p50 ") and ", p99 " in get and ", max " in get
+    assert "lag p99" in frames
+    assert len(exports) == len(EXPORTS) and all("rows/s" in e and "RSS +" in e for e in exports)
+    assert page.startswith("open ")
+    assert ("@0 " in pages or NOT_SUPPORTED in pages) and "failed" in pages
+    assert submit.startswith("POST ") and "server CPU" in submit
+    verdicts = [line for line in lines if line.startswith(("- MET: ", "- MISSED: ", "- N/A: "))]
+    for target in ("URLs/s", "peak RSS", "GET /api/v1/batches/<id> p99", "progress frames", "batch page"):
+        assert any(target in line for line in verdicts), target
+    for fmt in EXPORTS:
+        assert any(f"{fmt.upper()} export" in line for line in verdicts), fmt
+    assert any("results pages" in line for line in verdicts) and any("outcome=failed" in line for line in verdicts)
+    (written,) = tmp_path.glob("big-*.json")
+    (summary,) = json.loads(written.read_text())["summary"]
+    assert summary["urls"] == 2000 and summary["ok"] == 2000 and summary["csv_rows"] == summary["ndjson_rows"] == 2000
+    assert (tmp_path / "big.md").read_text().strip() in done.stdout
+    again = subprocess.run(
+        [sys.executable, str(root / "bench" / "big.py"), "--report", str(written), "--out", str(tmp_path / "again")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert row in again.stdout.splitlines()  # a saved run prints the same table again

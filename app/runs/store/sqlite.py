@@ -33,7 +33,8 @@ from ...core.lru import LRU
 from ...core.results import FINAL_STATUSES
 from ...core.stats import Row
 from ..events import Event
-from .base import BatchRecord, StoreError, StoreFault, StoreOpenError
+from .base import BatchRecord, ResultPage, ResultQuery, StoreError, StoreFault, StoreOpenError
+from .queries import OUTCOME_TERMS, read_page
 from .rows import BATCH_COLUMNS, ROW_QUERY, EventRow, event_rows, insert_events, record_of
 from .schema import SCHEMA, check_file, connect, is_damage, is_full, migrate, open_error
 
@@ -535,10 +536,10 @@ class SQLiteStore:
     def results(
         self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
     ) -> list[dict[str, Any]]:
-        """A page of results by URL index; outcome 'ok' or 'failed' (anything not ok) filters."""
+        """A page of results by URL index after `after`; `outcome` (one of base.OUTCOMES) filters."""
+        extra = "".join(f" AND {term}" for term in OUTCOME_TERMS.get(outcome or "", ()))
 
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            extra = {"ok": " AND ok = 1", "failed": " AND ok = 0"}.get(outcome or "", "")
             return [
                 json.loads(d)
                 for (d,) in conn.execute(
@@ -549,6 +550,17 @@ class SQLiteStore:
             ]
 
         return self._read(read)
+
+    def result_page(
+        self, batch_id: str, query: ResultQuery, total: int | None = None, dense: bool = False
+    ) -> ResultPage:
+        """A page of results under a filter and a sort, from an offset, with how many match.
+
+        total: how many results match, when the caller knows (from the batch's counts): not counted again.
+        dense: every URL index below the batch's size has its result (a finished batch), so an offset in
+        index order is the index itself.
+        """
+        return self._read(read_page, batch_id, query, total, dense)
 
     def iter_results(self, batch_id: str, outcome: str | None = None, page: int = 1000) -> Iterator[dict[str, Any]]:
         """Every result of a batch in index order, read a page at a time (for streamed exports)."""

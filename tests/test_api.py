@@ -374,7 +374,7 @@ def test_bad_results_parameters_answer_400_naming_the_parameter(server, mixed, p
 
 def test_failed_leaves_the_cancelled_out_and_not_ok_rerun_failed_and_downloads_take_both(server, target):
     urls = [target.url("/status/500"), target.url("/ok")] + [target.url(f"/delay/5000?n={i}") for i in range(3)]
-    batch = server.submit(urls, concurrency=3)
+    batch = server.submit(urls, concurrency=2)  # #2 and #3 in flight when it is cancelled, #4 never runs
     deadline = time.monotonic() + 20
     while len(server.results(batch["id"])) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -384,7 +384,19 @@ def test_failed_leaves_the_cancelled_out_and_not_ok_rerun_failed_and_downloads_t
     assert indexes(page_of(server, batch, outcome="failed")) == [0]
     assert indexes(page_of(server, batch, outcome="cancelled")) == [2, 3, 4]
     assert indexes(page_of(server, batch, outcome="not_ok")) == [0, 2, 3, 4]
+    assert indexes(page_of(server, batch, outcome="stopped")) == [2, 3], "cancelled in flight"
     download = server.request("GET", batch["links"]["json"], params={"outcome": "not_ok"})
     assert [r["index"] for r in download.json()] == [0, 2, 3, 4]
     rerun = server.request("POST", f"/api/v1/batches/{batch['id']}/rerun", json={"only": "failed"})
     assert rerun.status_code == 201 and rerun.json()["counts"]["total"] == 4, "rerun failed: failed or cancelled"
+
+
+def test_events_of_some_types_leave_the_others_out(server, mixed):
+    changes = server.request("GET", mixed["links"]["events"], params={"type": "batch,progress"}).json()["events"]
+    assert changes and {e["type"] for e in changes} <= {"batch", "progress"}
+    assert [e["seq"] for e in changes] == sorted(e["seq"] for e in changes)
+    assert changes[-1]["data"]["status"] == "done"
+    every = server.request("GET", mixed["links"]["events"]).json()["events"]
+    assert [e for e in every if e["type"] != "result"] == changes
+    wrong = server.request("GET", mixed["links"]["events"], params={"type": "results"})
+    assert wrong.status_code == 400 and error_of(wrong)["details"][0]["field"] == "type"

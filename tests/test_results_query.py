@@ -11,10 +11,9 @@ import pytest
 
 from app.core.stats import latency_ms, outcome, row_of
 from app.runs.events import Event
-from app.runs.store import SQLiteStore
-from app.runs.store import queries
+from app.runs.store import SQLiteStore, queries
 from app.runs.store.base import RESULT_SORTS, ResultQuery
-from app.runs.store.schema import RESULT_INDEXES
+from app.runs.store.schema import EVENT_INDEXES
 
 BATCH = "b0"
 SIZE = 400
@@ -175,9 +174,14 @@ def test_a_known_total_is_taken_as_given_and_the_page_says_how_far_the_stored_ev
     assert page.last_seq == SIZE + SIZE // 50
 
 
-def test_a_search_that_runs_out_of_time_answers_what_it_found_and_says_its_total_is_a_lower_bound(
-    stored, monkeypatch
-):
+def test_a_batchs_progress_reports_are_read_without_its_results(stored):
+    store, _ = stored
+    reports = store.events(BATCH, after=0, limit=100, types=("progress",))
+    assert [e["seq"] for e in reports] == [1 + 51 * n for n in range(SIZE // 50)]
+    assert store.events(BATCH, after=reports[2]["seq"], limit=2, types=("progress",)) == reports[3:5]
+
+
+def test_a_search_that_runs_out_of_time_answers_what_it_found_and_says_its_total_is_a_lower_bound(stored, monkeypatch):
     store, results = stored
     monkeypatch.setattr(queries, "CHECK_EVERY", 1)
     monkeypatch.setattr(queries, "SEARCH_LIMIT", 0.0)
@@ -251,7 +255,7 @@ def test_a_file_from_before_the_result_indexes_gets_them_when_opened_and_keeps_o
     try:
         with sqlite3.connect(path) as conn:
             made = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
-        assert {name: made.get(name) for name in RESULT_INDEXES} == RESULT_INDEXES
+        assert {name: made.get(name) for name in EVENT_INDEXES} == EVENT_INDEXES
         page = store.result_page("old", ResultQuery(status=404))
         assert (page.results, page.total) == ([old], 1)
         again = Event("old", 2, "result", {**old, "status_code": 200, "ok": True, "error": None})

@@ -17,7 +17,7 @@ from ..core.results import ERROR_KINDS, FINAL_STATUSES
 from ..fetch import guard
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
-from ..runs.store.base import OUTCOMES, RESULT_SORTS, ResultQuery
+from ..runs.store.base import EVENT_TYPES, OUTCOMES, RESULT_SORTS, ResultQuery
 from . import exports, openapi
 from .errors import ApiError, error_response
 from .services import services
@@ -549,7 +549,7 @@ def _known_total(batch: BatchView, query: ResultQuery) -> int | None:
     """How many results match, from the batch's counts, when one of them says (one filter at most, no search)."""
     counts, stats = batch.counts, batch.stats or {}
     given = [query.outcome is not None, query.status is not None, query.error is not None, bool(query.q)]
-    if sum(given) > 1 or query.q:
+    if sum(given) > 1 or query.q or query.outcome == "stopped":
         return None
     if query.outcome == "not_ok":
         return int(counts["failed"] + counts["cancelled"])
@@ -584,10 +584,20 @@ def running(batch_id: str):
 
 @bp.get("/batches/<batch_id>/events")
 def events(batch_id: str):
-    """Stored events after a sequence number (`after`, `limit`): what clients without websockets poll."""
+    """Stored events after a sequence number (`after`, `limit`, `type`): what clients without websockets poll."""
     batch = _batch_or_404(batch_id)
     after = _int_arg("after", 0, 0, 2**62)
     limit = _int_arg("limit", 1000, 1, 5000)
-    page = services().store.events(batch_id, after, limit)
+    types = tuple(t for t in request.args.get("type", "").split(",") if t) or EVENT_TYPES
+    unknown = sorted(set(types) - set(EVENT_TYPES))
+    if unknown:
+        listed = ", ".join(EVENT_TYPES)
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"type must be one or more of {listed}, separated by commas",
+            [{"field": "type", "message": f"{', '.join(unknown)} is not one of {listed}"}],
+        )
+    page = services().store.events(batch_id, after, limit, types)
     last = page[-1]["seq"] if page else after
     return {"batch_id": batch_id, "status": batch.status, "events": page, "last_seq": last, "more": len(page) == limit}

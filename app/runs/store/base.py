@@ -28,9 +28,11 @@ class StoreFault:
     message: str  # for the person on call: what happened and what to do
 
 
-# Which results a filter takes by how they ended: as a batch's counts have it (ok, failed, cancelled), or
-# not_ok: failed or cancelled, every URL that did not end ok (what "rerun failed" and `results --failed` take).
-OUTCOMES = ("ok", "failed", "cancelled", "not_ok")
+# Which results a filter takes by how they ended: as a batch's counts have it (ok, failed, cancelled);
+# not_ok: failed or cancelled, every URL that did not end ok (what "rerun failed" and `results --failed` take);
+# stopped: the cancelled that were in flight (they had started: their time is above 0).
+OUTCOMES = ("ok", "failed", "cancelled", "not_ok", "stopped")
+EVENT_TYPES = ("batch", "progress", "result")
 RESULT_SORTS = ("index", "status", "latency", "size")
 
 
@@ -117,7 +119,9 @@ class Store(Protocol):
         self, batch_id: str, query: ResultQuery, total: int | None = None, dense: bool = False
     ) -> ResultPage: ...
     def iter_results(self, batch_id: str, outcome: str | None = None, page: int = 1000) -> Iterator[dict[str, Any]]: ...
-    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def events(
+        self, batch_id: str, after: int = 0, limit: int = 1000, types: tuple[str, ...] = EVENT_TYPES
+    ) -> list[dict[str, Any]]: ...
     def read_mark(self) -> int: ...
     def stored_events(
         self, batch_id: str, after: int = 0, limit: int = 1000, mark: int | None = None

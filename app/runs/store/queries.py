@@ -40,6 +40,7 @@ OUTCOME_TERMS = {
     "failed": ("ok = 0", "error_kind IS NOT 'cancelled'"),  # a failure stored before error kinds has none
     "cancelled": ("error_kind = 'cancelled'",),  # never ok: the error kind's index alone decides
     "not_ok": ("ok = 0",),
+    "stopped": ("ok = 0", "error_kind = 'cancelled'", "total_ms > 0"),  # all three in the outcome index
 }
 
 

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS events (
 # a little: those keyed by a few values (ok, a status code, an error kind) append at the end of their range;
 # keys in random order (latency, size) would touch a random page of a large index per result, so sorting by
 # latency or size reads the outcome index and sorts instead. bench/paging.py measures both sides.
-RESULT_INDEXES = {
+EVENT_INDEXES = {
     # One final result per URL, enforced by the database itself; index order, and the offset of a page in it.
     "results_by_index": "CREATE UNIQUE INDEX results_by_index ON events (batch_id, idx) WHERE idx IS NOT NULL",
     # ok, failed, cancelled; and the columns a sort by latency or size reads without the row.
@@ -68,6 +68,9 @@ RESULT_INDEXES = {
     " (batch_id, ok, idx, error_kind, status_code, total_ms, bytes) WHERE idx IS NOT NULL",
     "results_by_error": "CREATE INDEX results_by_error ON events (batch_id, error_kind, idx) WHERE idx IS NOT NULL",
     "results_by_status": "CREATE INDEX results_by_status ON events (batch_id, status_code, idx) WHERE idx IS NOT NULL",
+    # A batch's other events (its state changes and progress reports, about one a second): its throughput's history
+    # without reading its results.
+    "changes_by_batch": "CREATE INDEX changes_by_batch ON events (batch_id, seq) WHERE idx IS NULL",
 }
 
 
@@ -155,15 +158,15 @@ def is_full(exc: BaseException) -> bool:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, and
-    the results get RESULT_INDEXES."""
+    the events get EVENT_INDEXES."""
     _move_url_rows(conn)
-    _index_results(conn)
+    _index_events(conn)
 
 
-def _index_results(conn: sqlite3.Connection) -> None:
-    """Create the RESULT_INDEXES a file lacks, and replace any made by an earlier version under another definition."""
+def _index_events(conn: sqlite3.Connection) -> None:
+    """Create the EVENT_INDEXES a file lacks, and replace any made by an earlier version under another definition."""
     have = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL").fetchall())
-    wanted = {name: sql for name, sql in RESULT_INDEXES.items() if have.get(name) != sql}
+    wanted = {name: sql for name, sql in EVENT_INDEXES.items() if have.get(name) != sql}
     if not wanted:
         return
     started = time.monotonic()
@@ -173,7 +176,7 @@ def _index_results(conn: sqlite3.Connection) -> None:
             conn.execute(f"DROP INDEX IF EXISTS {name}")
             conn.execute(sql)
     if have:  # not a new file: say why this start took longer
-        log.info("store: indexed the stored results (%s) in %.1f s", ", ".join(wanted), time.monotonic() - started)
+        log.info("store: indexed the stored events (%s) in %.1f s", ", ".join(wanted), time.monotonic() - started)
 
 
 def _move_url_rows(conn: sqlite3.Connection) -> None:

@@ -33,7 +33,7 @@ from ...core.lru import LRU
 from ...core.results import FINAL_STATUSES
 from ...core.stats import Row
 from ..events import Event
-from .base import BatchRecord, ResultPage, ResultQuery, StoreError, StoreFault, StoreOpenError
+from .base import EVENT_TYPES, BatchRecord, ResultPage, ResultQuery, StoreError, StoreFault, StoreOpenError
 from .queries import OUTCOME_TERMS, read_page
 from .rows import BATCH_COLUMNS, ROW_QUERY, EventRow, event_rows, insert_events, record_of
 from .schema import SCHEMA, check_file, connect, is_damage, is_full, migrate, open_error
@@ -572,9 +572,26 @@ class SQLiteStore:
                 return
             after = chunk[-1]["index"]
 
-    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        """Committed events of a batch after a sequence number, in order, as JSON-ready data."""
-        return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
+    def events(
+        self, batch_id: str, after: int = 0, limit: int = 1000, types: tuple[str, ...] = EVENT_TYPES
+    ) -> list[dict[str, Any]]:
+        """Committed events of a batch after a sequence number, in order, as JSON-ready data; only of `types`."""
+        if set(EVENT_TYPES) <= set(types):
+            return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
+
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            marks = ", ".join("?" * len(types))
+            # Without results, the few other events come from their own index, not from among the results.
+            index = "" if "result" in types else " INDEXED BY changes_by_batch"
+            without_results = "" if "result" in types else " AND idx IS NULL"
+            rows = conn.execute(
+                f"SELECT seq, type, at, data FROM events{index} WHERE batch_id = ?{without_results} AND seq > ?"
+                f" AND type IN ({marks}) ORDER BY seq LIMIT ?",
+                (batch_id, after, *types, limit),
+            )
+            return [Event(batch_id, seq, type_, at=at, data_json=d).to_dict() for seq, type_, at, d in rows]
+
+        return self._read(read)
 
     def read_mark(self) -> int:
         """A mark for stored_events: every read numbered above it starts after this call."""

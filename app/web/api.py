@@ -17,7 +17,7 @@ from ..core.results import ERROR_KINDS, FINAL_STATUSES
 from ..fetch import guard
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
-from ..runs.store.base import EVENT_TYPES, OUTCOMES, RESULT_SORTS, ResultQuery
+from ..runs.store.base import EVENT_TYPES, MAX_SEARCH, OUTCOMES, RESULT_SORTS, ResultQuery
 from . import exports, openapi
 from .errors import ApiError, error_response
 from .services import services
@@ -473,7 +473,6 @@ def results(batch_id: str):
 
 # Parameters of a page of results that a download does not take.
 PAGE_ONLY = ("sort", "order", "offset", "after", "from_index", "limit", "status", "error", "q")
-MAX_SEARCH = 200  # characters of a search (`q`)
 
 
 def _choice_arg(name: str, choices: tuple[str, ...]) -> str | None:

@@ -34,6 +34,7 @@ class StoreFault:
 OUTCOMES = ("ok", "failed", "cancelled", "not_ok", "stopped")
 EVENT_TYPES = ("batch", "progress", "result")
 RESULT_SORTS = ("index", "status", "latency", "size")
+MAX_SEARCH = 200  # characters of a search (ResultQuery.q) the API takes
 
 
 @dataclass(frozen=True)

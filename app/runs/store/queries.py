@@ -148,10 +148,11 @@ def read_page(
         seqs = _nulls_last(conn, select, query)
     else:
         seqs, exact = _limited_seqs(conn, select, [], [], query.limit, query.offset)
-    if total is None:
-        counted, finished = within(conn, COUNT_LIMIT, lambda: _count(conn, select))
-        exact = exact and finished
+    if total is None and exact:
+        counted, exact = within(conn, COUNT_LIMIT, lambda: _count(conn, select))
         total = counted if counted is not None else 0
+    elif total is None:
+        total = 0  # the page's own read ran out of time: counting would too
     shown = (offset or 0) + len(seqs) if seqs else 0
     if not exact or total < shown:
         # A partial count says "at least": at least what was found, and one more where the page is full.

@@ -168,7 +168,7 @@ class Client:
 
     def download(self, batch: dict[str, Any], fmt: str, failed_only: bool, out: BinaryIO) -> None:
         """Stream the batch's results (all, or those that did not end ok) in `fmt` (csv or ndjson) into `out`."""
-        params = {"outcome": "failed"} if failed_only else {}
+        params = {"outcome": "not_ok"} if failed_only else {}
         expect = ("text/csv",) if fmt == "csv" else ("application/x-ndjson",)
         response = self.call("GET", batch["links"][fmt], expect=expect, params=params, stream=True)
         written = 0

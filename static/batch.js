@@ -1,10 +1,13 @@
 // The batch page: live progress, throughput and latency charts, breakdowns, and the results table.
 //
-// Every fact arrives as a numbered event (websocket, or polling when websockets fail). Events are
-// applied once each (by seq) and results kept once each (by URL index), so a reload, a reconnect or a
-// replayed event never loses or doubles a row. The ok, failed and cancelled counts are counted from
-// those rows as they arrive, so counters, progress bar and table move together; the server's progress
-// events (about once a second) bring the running count and correct a count only when they are ahead.
+// The page never replays a batch: it opens on the server's snapshot (counts and stats as of a seq) and on
+// one page of results read from the results API for the view in the address (filter, search, sort, offset),
+// then follows the batch's events from there (websocket, or polling when websockets fail); the throughput
+// chart's history is the batch's progress reports alone. The ok, failed and cancelled counts are the
+// server's figures as of a seq plus the results applied since, and never go back. A live result joins the
+// page shown when it belongs there (index order, within the page's range of indexes, matching the view);
+// any other view offers "N new results — refresh". The counters and the table are drawn only once the
+// events applied reach both the counts' seq and the page's, so the two always describe the same results.
 // Rendering is batched per animation frame; charts are redrawn at most four times a second.
 import {
   FINAL_STATUSES, LiveSocket, api, atMostEvery, badgeClass, byId, doneOf, fmtBytes, fmtClock, fmtDuration,
@@ -18,6 +21,10 @@ const POLL_MS = 1000;
 const ANSWER_TIMEOUT_MS = 5000; // a stopped server accepts connections and never answers: give up on a call after this
 const MIN_RATE_SECONDS = 1; // under a second of run time, a rate is noise
 const BLOCKED_ENTRIES_SHOWN = 3;
+const BLOCKED_READ = 1000; // blocked results read for the hosts the banner names
+const HISTORY_PAGES = 20; // pages of 5,000 progress reports at most for the throughput chart's history
+const HELD_MAX = 20000; // live results kept while a page is read, to apply to it when it comes
+const SEARCH_PAUSE_MS = 250; // typing pauses this long before a search is sent
 // Results of these error kinds never reached the network: they have no latency (app/core/stats.py, _NO_LATENCY).
 const NO_LATENCY = new Set(['cancelled', 'blocked', 'invalid_url']);
 const OUTCOMES = ['ok', 'failed', 'cancelled'];
@@ -25,60 +32,82 @@ const OUTCOMES = ['ok', 'failed', 'cancelled'];
 // ---- state -------------------------------------------------------------------------------------
 
 let batch = JSON.parse(config.batch);
-let summarySeq = batch.last_seq || 0; // the seq that batch.counts / batch.stats reflect
-let lastSeq = 0; // the newest event applied; reconnects and polls ask for what comes after it
+let lastSeq = null; // the newest event applied (null until the first page is read); the feed asks for what follows
 let ended = false;
 let liveState = 'connecting';
-const results = new Map(); // URL index -> Result
-const tally = { ok: 0, failed: 0, cancelled: 0, blocked: 0, stopped: 0 }; // results by outcome (+ blocked failures, cancelled in flight)
-const blockedEntries = new Map(); // GREENBATCH_ALLOW_TARGETS entry -> blocked results that name it
-const progressPoints = []; // {t (ms since epoch), fetched (ok + failed)} from progress events
+// The counts: the server's figures as of `base.seq`, plus the results applied since; `shownBest` keeps them from going back.
+let base = baseOf(batch, batch.last_seq || 0);
+const since = { ok: 0, failed: 0, cancelled: 0, blocked: 0 };
+const shownBest = { ok: 0, failed: 0, cancelled: 0 };
+let drawnCounts = null; // the counts last drawn (kept while the events applied catch up with a newer snapshot)
+let stoppedSeen = 0; // results cancelled in flight seen live: what the page says until the server's count comes
+let stoppedTotal = null; // the server's count of them, read once the batch is cancelled
+const blocked = { entries: [], readFor: -1, reading: false }; // allow-list entries of the blocked results read
+const progressPoints = []; // {t (ms since epoch), fetched (ok + failed)} from progress events, in time order
 let running = null; // the last GET .../running answer while the Running filter shows: {list, count, at}
 
 const SORTS = ['index', 'status', 'latency', 'size'];
 const FILTERS = ['all', 'ok', 'failed', 'cancelled', 'running'];
 // Latency and size read best slowest/largest first; index and status ascending.
 const defaultDir = (sort) => (sort === 'latency' || sort === 'size' ? -1 : 1);
-const view = { filter: 'all', status: null, error: null, q: '', sort: 'index', dir: 1, page: 0, expanded: new Set() };
+const view = {
+  filter: 'all', status: null, error: null, q: '', sort: 'index', dir: 1, offset: 0, fromIndex: null, expanded: new Set(),
+};
+// The page of results shown: as the results API answered (as of its last_seq), plus the live results that belong on it.
+const table = {
+  rows: [], total: 0, exact: true, seq: 0, loaded: false, error: null,
+  pending: 0, // results that match the view but could not be placed on this page: "N new results — refresh"
+  held: null, // while a page is read: the live results that arrive meanwhile, {data, seq}
+};
 let tableDirty = true;
 let focusAfterRender = null; // a URL index whose row takes the focus once the table is drawn
 
 // ---- applying what the server says -------------------------------------------------------------
 
+// The counts' starting point from a snapshot or an event's data as of `seq`.
+function baseOf(source, seq) {
+  const byError = (source.stats && source.stats.by_error) || {};
+  return { seq, counts: source.counts || { total: 0 }, blocked: byError.blocked || 0 };
+}
+
+function rebase(source, seq) {
+  base = baseOf(source, seq);
+  for (const key of Object.keys(since)) since[key] = 0;
+}
+
 function applySnapshot(snapshot) {
   if (!snapshot) return;
-  const seq = snapshot.last_seq ?? lastSeq;
-  if (seq >= summarySeq) {
+  const seq = snapshot.last_seq ?? 0;
+  if (seq >= base.seq) {
     batch = { ...batch, ...snapshot };
-    summarySeq = seq;
+    // Its counts hold every result up to its seq: they replace ours only if that covers every result applied.
+    if (lastSeq === null || seq >= lastSeq) rebase(snapshot, seq);
   }
   changed();
 }
 
 function applyEvent(event) {
-  if (event.seq <= lastSeq) return; // seen already (a replay after a reconnect)
+  if (lastSeq !== null && event.seq <= lastSeq) return; // seen already (a replay after a reconnect)
   lastSeq = event.seq;
   const data = event.data || {};
   if (event.type === 'result') {
-    const previous = results.get(data.index);
-    if (previous) count(previous, -1);
-    count(data, 1);
-    results.set(data.index, data);
-    tableDirty = true;
+    if (event.seq > base.seq) count(data);
+    if (outcomeOf(data) === 'cancelled' && data.timings && data.timings.total > 0) stoppedSeen += 1;
+    liveResult(data, event.seq);
   } else if (event.type === 'progress') {
     noteProgress(event.at, data.counts);
-    if (event.seq > summarySeq) {
+    if (event.seq > base.seq) {
       batch.counts = data.counts;
       batch.stats = data.stats;
-      summarySeq = event.seq;
+      rebase(data, event.seq);
     }
   } else if (event.type === 'batch') {
     if (data.counts) noteProgress(data.finished_at || event.at, data.counts);
-    if (event.seq > summarySeq) {
+    if (event.seq > base.seq) {
       for (const key of ['status', 'started_at', 'finished_at', 'counts', 'stats']) {
         if (data[key] !== undefined) batch[key] = data[key];
       }
-      if (data.counts) summarySeq = event.seq;
+      if (data.counts) rebase(data, event.seq);
     }
   }
 }
@@ -88,40 +117,61 @@ function applyEvents(events) {
   changed();
 }
 
-// Add (sign 1) or take back (sign -1) one result in the tallies the counters and the blocked banner show.
-function count(r, sign) {
+// Count one result that arrived after the counts' seq.
+function count(r) {
   const outcome = outcomeOf(r);
-  tally[outcome] += sign;
-  if (outcome === 'cancelled' && r.timings && r.timings.total > 0) tally.stopped += sign;
-  if (outcome === 'failed' && r.error && r.error.kind === 'blocked') {
-    tally.blocked += sign;
-    const entry = allowEntry(r);
-    const n = (blockedEntries.get(entry) || 0) + sign;
-    if (n > 0) blockedEntries.set(entry, n); else blockedEntries.delete(entry);
-  }
+  since[outcome] += 1;
+  if (outcome === 'failed' && r.error && r.error.kind === 'blocked') since.blocked += 1;
 }
 
-// The counts shown: outcomes counted from the rows; the server's only where it is ahead of them, which it can
-// be only once the page has applied every event up to the server's figures. Running and pending are the server's.
+// Whether the events applied reach the counts' seq and the page's: then counters and rows describe the same results.
+function caughtUp() {
+  return lastSeq !== null && lastSeq >= base.seq && (!table.loaded || lastSeq >= table.seq);
+}
+
+// The counts shown: the server's as of its seq plus the results since, never lower than shown before.
+// Running and pending are the server's.
 function shownCounts() {
+  if (drawnCounts && !caughtUp()) return drawnCounts;
   const server = batch.counts || { total: 0 };
-  const caughtUp = lastSeq >= summarySeq;
   const counts = { total: server.total || 0 };
-  for (const key of OUTCOMES) counts[key] = Math.max(tally[key], caughtUp ? server[key] || 0 : 0);
+  for (const key of OUTCOMES) {
+    shownBest[key] = Math.max(shownBest[key], (base.counts[key] || 0) + since[key]);
+    counts[key] = shownBest[key];
+  }
   const open = Math.max(0, counts.total - doneOf(counts));
   counts.running = FINAL_STATUSES.has(batch.status) ? 0 : Math.min(server.running || 0, open);
   counts.pending = open - counts.running;
+  drawnCounts = counts;
   return counts;
 }
 
-// A point for the throughput chart: how many URLs had been fetched (ok or failed) at a time.
-// Events come in seq order, which is time order; a point no later than the last one adds nothing.
+// A point for the throughput chart: how many URLs had been fetched (ok or failed) at a time. Points are
+// kept in time order, one per time, whether they come from the history or live.
 function noteProgress(at, counts) {
   if (!at || !counts) return;
   const t = Date.parse(at);
-  const last = progressPoints[progressPoints.length - 1];
-  if (Number.isNaN(t) || (last && t <= last.t)) return;
-  progressPoints.push({ t, fetched: (counts.ok || 0) + (counts.failed || 0) });
+  if (Number.isNaN(t)) return;
+  let i = progressPoints.length;
+  while (i > 0 && progressPoints[i - 1].t > t) i -= 1;
+  if (i > 0 && progressPoints[i - 1].t === t) return;
+  progressPoints.splice(i, 0, { t, fetched: (counts.ok || 0) + (counts.failed || 0) });
+}
+
+// The batch's progress reports so far, for the throughput chart (read once, a few pages at most).
+async function readHistory() {
+  let after = 0;
+  for (let pages = 0; pages < HISTORY_PAGES; pages += 1) {
+    const answer = await api(withQuery(config.apiEvents, { after, limit: 5000, type: 'progress,batch' }), { timeout: ANSWER_TIMEOUT_MS });
+    if (!answer.ok) return;
+    for (const event of answer.data.events) {
+      const data = event.data || {};
+      noteProgress(event.type === 'batch' ? data.finished_at || event.at : event.at, data.counts);
+    }
+    drawCharts();
+    if (!answer.data.more) return;
+    after = answer.data.last_seq;
+  }
 }
 
 // ---- summary: status, progress, counts, stats, buttons -----------------------------------------
@@ -152,7 +202,8 @@ function renderSummary() {
   const fetched = counts.ok + counts.failed;
   if (batch.status === 'cancelled') {
     // "100 %" would say the work was done; say what was done and what never ran.
-    const stopped = Math.min(tally.stopped, counts.cancelled);
+    const stopped = Math.min(stoppedTotal ?? stoppedSeen, counts.cancelled);
+    if (stoppedTotal === null) readStopped();
     const parts = [`${fmtInt(fetched)} fetched`];
     if (stopped) parts.push(`${fmtInt(stopped)} stopped in flight`);
     parts.push(`${fmtInt(counts.cancelled - stopped)} never ran`);
@@ -172,7 +223,7 @@ function renderSummary() {
   setText(els.times, timesText());
   setText(els.options, optionsText(batch.options || {}));
   renderSegments(counts);
-  renderBlocked(counts);
+  renderBlocked();
 
   els.cancel.hidden = final;
   const unfinished = counts.failed + counts.cancelled;
@@ -194,7 +245,7 @@ function rateOf(fetched) {
 
 // The filter buttons' counts are the counters' own; Cancelled and Running show only when they hold something.
 function renderSegments(counts) {
-  const shown = { all: results.size, ok: counts.ok, failed: counts.failed, cancelled: counts.cancelled, running: counts.running };
+  const shown = { all: doneOf(counts), ok: counts.ok, failed: counts.failed, cancelled: counts.cancelled, running: counts.running };
   if (running && view.filter === 'running' && !FINAL_STATUSES.has(batch.status)) shown.running = running.count;
   for (const [key, n] of Object.entries(shown)) setText(document.querySelector(`[data-n="${key}"]`), fmtInt(n));
   for (const key of ['cancelled', 'running']) {
@@ -203,15 +254,47 @@ function renderSegments(counts) {
   }
 }
 
-// When every failure is `blocked`, say why and what to restart the server with.
-function renderBlocked(counts) {
-  const show = counts.failed > 0 && tally.blocked === counts.failed;
+// When every failure is `blocked`, say why and what to restart the server with (the hosts of the blocked results read).
+function renderBlocked() {
+  const failed = (base.counts.failed || 0) + since.failed;
+  const count = base.blocked + since.blocked; // from the same figures as `failed`, so the two compare
+  const show = failed > 0 && count === failed;
   els.blocked.hidden = !show;
   if (!show) return;
-  const entries = [...blockedEntries.keys()];
+  if (blocked.readFor !== count) readBlocked(count);
+  const entries = blocked.entries;
   setText(byId('blocked-command'), `GREENBATCH_ALLOW_TARGETS=${entries.slice(0, BLOCKED_ENTRIES_SHOWN).join(',')}`);
   const more = entries.length - BLOCKED_ENTRIES_SHOWN;
   setText(byId('blocked-more'), more > 0 ? `and ${more} more host${more === 1 ? '' : 's'} of the blocked URLs ` : '');
+}
+
+// Read the blocked results (up to BLOCKED_READ) for the hosts to allow; again when their number changed, at most once a second.
+async function readBlocked(count) {
+  if (blocked.reading) return;
+  blocked.reading = true;
+  const answer = await api(withQuery(config.apiResults, { error: 'blocked', limit: BLOCKED_READ }), { timeout: ANSWER_TIMEOUT_MS });
+  if (answer.ok) {
+    blocked.entries = [...new Set(answer.data.results.map(allowEntry))];
+    blocked.readFor = count;
+    render();
+  }
+  await sleep(POLL_MS);
+  blocked.reading = false;
+}
+
+// How many of a cancelled batch's URLs were stopped in flight: the server counts them (once).
+let readingStopped = false;
+async function readStopped() {
+  if (readingStopped) return;
+  readingStopped = true;
+  const answer = await api(withQuery(config.apiResults, { outcome: 'stopped', limit: 1 }), { timeout: ANSWER_TIMEOUT_MS });
+  if (answer.ok && answer.data.total_exact) {
+    stoppedTotal = answer.data.total;
+    render();
+  } else {
+    await sleep(POLL_MS);
+    readingStopped = false; // asked again on a later frame
+  }
 }
 
 // The allow-list entry that lets a blocked result through: the one the server's message suggests, else the URL's host:port.
@@ -397,7 +480,6 @@ document.querySelector('.breakdowns').addEventListener('click', (event) => {
     view[facet] = value;
     if (view.filter !== 'all') setFilter('all');
   }
-  view.page = 0;
   viewChanged();
   drawBreakdowns();
 });
@@ -409,6 +491,8 @@ const pageInfo = byId('page-info');
 const emptyNote = byId('results-empty');
 const search = byId('url-search');
 const facetChip = byId('facet-chip');
+const newResults = byId('new-results');
+const goTo = byId('page-go');
 
 function latencyOf(r) {
   if (r.elapsed_ms !== undefined) return r.elapsed_ms; // in flight: the time so far
@@ -416,21 +500,22 @@ function latencyOf(r) {
   return r.timings ? r.timings.total : null;
 }
 
+// Sort values as the results API sorts (the Running filter's rows are sorted here).
 const SORT_KEYS = {
   index: (r) => r.index,
   latency: latencyOf,
   status: (r) => r.status_code,
   size: (r) => (r.status_code === null || r.status_code === undefined ? null : r.bytes),
 };
-let sortedCache = null;
 
 function outcomeOf(r) {
   if (r.ok) return 'ok';
   return r.error && r.error.kind === 'cancelled' ? 'cancelled' : 'failed';
 }
 
+// Whether a result belongs in the view, as the results API decides (a search ignores the case of ASCII letters).
 function matches(r) {
-  if (view.filter !== 'all' && view.filter !== 'running' && outcomeOf(r) !== view.filter) return false;
+  if (OUTCOMES.includes(view.filter) && outcomeOf(r) !== view.filter) return false;
   if (view.status !== null && String(r.status_code) !== view.status) return false;
   if (view.error !== null && !(r.error && r.error.kind === view.error)) return false;
   if (view.q) {
@@ -440,6 +525,98 @@ function matches(r) {
   return true;
 }
 
+// The results API's parameters for the page the view shows.
+function pageQuery() {
+  const query = { limit: PAGE_SIZE, sort: view.sort, order: view.dir === 1 ? 'asc' : 'desc' };
+  if (view.fromIndex !== null) query.from_index = view.fromIndex;
+  else query.offset = view.offset;
+  if (OUTCOMES.includes(view.filter)) query.outcome = view.filter;
+  if (view.status !== null) query.status = view.status;
+  if (view.error !== null) query.error = view.error;
+  if (view.q) query.q = view.q;
+  return query;
+}
+
+// Read the page the view shows; the live results that arrive meanwhile are applied to it when it comes.
+let pageRead = 0; // the newest read: an older one's answer is dropped
+async function readPage() {
+  tableDirty = true;
+  if (view.filter === 'running') {
+    render();
+    return;
+  }
+  const mine = ++pageRead;
+  table.held = [];
+  const answer = await api(withQuery(config.apiResults, pageQuery()), { timeout: ANSWER_TIMEOUT_MS });
+  if (mine !== pageRead) return;
+  const held = table.held;
+  table.held = null;
+  if (!answer.ok) {
+    if (answer.status === 400 && (view.offset > 0 || view.fromIndex !== null)) {
+      // A position past the end (an old address, or a go-to): show the first page instead.
+      view.offset = 0;
+      view.fromIndex = null;
+      await readPage();
+      return;
+    }
+    table.error = answer.error.message;
+    table.loaded = true;
+    render();
+    return;
+  }
+  const page = answer.data;
+  Object.assign(table, {
+    rows: page.results, total: page.total, exact: page.total_exact, seq: page.last_seq, loaded: true, error: null, pending: 0,
+  });
+  view.offset = page.offset ?? view.fromIndex ?? 0;
+  view.fromIndex = null;
+  for (const { data, seq } of held || []) if (seq > page.last_seq) place(data);
+  writeAddress();
+  tableDirty = true;
+  render();
+}
+
+// A result event: onto the page if it belongs there (and kept for a page being read).
+function liveResult(data, seq) {
+  if (table.held && table.held.length < HELD_MAX) table.held.push({ data, seq });
+  if (table.loaded && seq > table.seq) place(data);
+}
+
+// Place a result the page read did not have: on this page when it falls within its range of indexes (index
+// order), else counted as new. A result is final: one the page holds already stays as it is.
+function place(r) {
+  if (view.filter === 'running' || !matches(r)) return;
+  const rows = table.rows;
+  if (rows.some((row) => row.index === r.index)) return;
+  table.total += 1;
+  tableDirty = true;
+  if (view.sort !== 'index') {
+    table.pending += 1;
+    return;
+  }
+  const ahead = (a, b) => (view.dir === 1 ? a < b : a > b); // index a comes before index b in the view's order
+  if (view.offset > 0 && (!rows.length || ahead(r.index, rows[0].index))) {
+    table.pending += 1; // an earlier page's: every row of this one moves on by one
+    return;
+  }
+  if (rows.length >= PAGE_SIZE && !ahead(r.index, rows[rows.length - 1].index)) return; // a later page's
+  let at = rows.length;
+  while (at > 0 && ahead(r.index, rows[at - 1].index)) at -= 1;
+  rows.splice(at, 0, r);
+  if (rows.length > PAGE_SIZE) rows.pop();
+}
+
+// How many results the view holds: the counters' own figure where one says (no search, status or error),
+// else the results API's, plus the live results since.
+function viewTotal() {
+  if (view.status === null && view.error === null && !view.q) {
+    const counts = shownCounts();
+    if (view.filter === 'all') return { n: doneOf(counts), exact: true };
+    if (OUTCOMES.includes(view.filter)) return { n: counts[view.filter], exact: true };
+  }
+  return { n: table.total, exact: table.exact };
+}
+
 // The URLs in flight as rows, their elapsed time counted on from the answer's.
 function runningRows() {
   if (!running) return [];
@@ -447,10 +624,9 @@ function runningRows() {
   return running.list.map((u) => ({ ...u, elapsed_ms: u.elapsed_ms + since }));
 }
 
-// The filtered, sorted rows; rows without a value for the sort key always go last.
-function currentRows() {
-  if (sortedCache && !tableDirty) return sortedCache;
-  const list = (view.filter === 'running' ? runningRows() : [...results.values()]).filter(matches);
+// The Running filter's rows (at most 500, from the server's list): filtered and sorted here; no value sorts last.
+function sortedRunning() {
+  const list = runningRows().filter(matches);
   const key = SORT_KEYS[view.sort];
   list.sort((a, b) => {
     const ka = key(a);
@@ -459,9 +635,8 @@ function currentRows() {
     const bMissing = kb === null || kb === undefined;
     if (aMissing !== bMissing) return aMissing ? 1 : -1;
     if (!aMissing && ka !== kb) return (ka < kb ? -1 : 1) * view.dir;
-    return a.index - b.index;
+    return (a.index - b.index) * view.dir;
   });
-  sortedCache = list;
   return list;
 }
 
@@ -582,14 +757,25 @@ function filterWords() {
 }
 
 function renderTable() {
-  const list = currentRows();
+  if (view.filter !== 'running' && !(table.loaded && caughtUp())) return; // drawn once the counters can agree
   tableDirty = false;
-  const pages = Math.max(1, Math.ceil(list.length / PAGE_SIZE));
-  view.page = Math.min(view.page, pages - 1);
-  const first = view.page * PAGE_SIZE;
-  const slice = list.slice(first, first + PAGE_SIZE);
+  let rows;
+  let first;
+  let total;
+  if (view.filter === 'running') {
+    const list = sortedRunning();
+    view.offset = Math.max(0, Math.min(view.offset, (Math.ceil(list.length / PAGE_SIZE) - 1) * PAGE_SIZE));
+    first = view.offset;
+    rows = list.slice(first, first + PAGE_SIZE);
+    total = { n: list.length, exact: true };
+  } else {
+    rows = table.rows;
+    first = view.offset;
+    total = viewTotal();
+    total.n = Math.max(total.n, first + rows.length);
+  }
   const nodes = [];
-  for (const r of slice) {
+  for (const r of rows) {
     if (view.filter === 'running') {
       nodes.push(runningRow(r));
       continue;
@@ -598,14 +784,18 @@ function renderTable() {
     if (view.expanded.has(r.index)) nodes.push(detailRow(r));
   }
   tbody.replaceChildren(...nodes);
-  let info = list.length ? `${fmtInt(first + 1)}–${fmtInt(first + slice.length)} of ${fmtInt(list.length)}` : '0 results';
+  const of = `${total.exact ? '' : 'at least '}${fmtInt(total.n)}`;
+  let info = rows.length ? `${fmtInt(first + 1)}–${fmtInt(first + rows.length)} of ${of}` : `${of} results`;
   if (view.filter === 'running' && running && running.count > running.list.length) info += ` (the ${fmtInt(running.list.length)} oldest of ${fmtInt(running.count)} in flight)`;
   setText(pageInfo, info);
-  byId('page-prev').disabled = view.page === 0;
-  byId('page-next').disabled = view.page >= pages - 1;
+  byId('page-prev').disabled = first === 0;
+  byId('page-next').disabled = total.exact ? first + PAGE_SIZE >= total.n : rows.length < PAGE_SIZE;
+  const fresh = view.filter === 'running' ? 0 : table.pending;
+  newResults.hidden = fresh === 0;
+  setText(newResults, `${fmtInt(fresh)} new result${fresh === 1 ? '' : 's'} — refresh`);
   document.querySelector('.toolbar-hint').hidden = view.filter === 'running'; // in-flight rows have no drawer yet
-  emptyNote.hidden = list.length > 0;
-  if (!list.length) setText(emptyNote, emptyText());
+  emptyNote.hidden = rows.length > 0;
+  if (!rows.length) setText(emptyNote, emptyText(total.n));
   facetChip.hidden = view.status === null && view.error === null;
   setText(facetChip, view.status !== null ? `status ${view.status} ✕` : view.error !== null ? `error ${view.error} ✕` : '');
   for (const th of document.querySelectorAll('#results th')) th.removeAttribute('aria-sort');
@@ -618,18 +808,20 @@ function renderTable() {
   }
 }
 
-function emptyText() {
+function emptyText(total) {
   if (view.filter === 'running') {
     if (FINAL_STATUSES.has(batch.status)) return `Nothing in flight: the batch is ${batch.status}.`;
     return running ? 'Nothing in flight right now.' : 'Asking the server what is in flight…';
   }
-  if (!results.size) return 'No results yet: rows appear as URLs finish.';
+  if (table.error) return `The results could not be read: ${table.error}`;
+  if (!doneOf(shownCounts())) return 'No results yet: rows appear as URLs finish.';
+  if (total > 0) return 'No results on this page.';
   return `No results match: ${filterWords()}.`;
 }
 
+// Draw the table again from what the page holds (a drawer opened or closed, the running list's clock).
 function invalidateTable() {
   tableDirty = true;
-  sortedCache = null;
   render();
 }
 
@@ -674,7 +866,6 @@ document.querySelector('.segmented').addEventListener('click', (event) => {
   const button = event.target.closest('button[data-filter]');
   if (!button) return;
   setFilter(button.dataset.filter);
-  view.page = 0;
   viewChanged();
 });
 document.querySelector('#results thead').addEventListener('click', (event) => {
@@ -682,25 +873,60 @@ document.querySelector('#results thead').addEventListener('click', (event) => {
   if (!button) return;
   const key = button.dataset.sort;
   if (view.sort === key) view.dir = -view.dir; else { view.sort = key; view.dir = defaultDir(key); }
-  view.page = 0;
   viewChanged();
 });
+let searchTimer = null;
 search.addEventListener('input', () => {
-  view.q = search.value.trim();
-  view.page = 0;
-  viewChanged();
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => {
+    if (view.q === search.value.trim()) return;
+    view.q = search.value.trim();
+    viewChanged();
+  }, SEARCH_PAUSE_MS);
 });
 facetChip.addEventListener('click', () => {
   view.status = null;
   view.error = null;
-  view.page = 0;
   viewChanged();
   drawBreakdowns();
 });
-byId('page-prev').addEventListener('click', () => { view.page = Math.max(0, view.page - 1); invalidateTable(); });
-byId('page-next').addEventListener('click', () => { view.page += 1; invalidateTable(); });
+newResults.addEventListener('click', () => readPage());
 
-// ---- the view in the address: ?outcome=failed&status=404&error=dns&q=api&sort=latency&order=asc -------
+// Move to another page of the view: by offset, or (fromIndex) to the page that starts at a URL index.
+function turnTo(offset, fromIndex = null) {
+  view.offset = Math.max(0, offset);
+  view.fromIndex = fromIndex;
+  writeAddress();
+  if (view.filter === 'running') invalidateTable(); else readPage();
+}
+
+byId('page-prev').addEventListener('click', () => turnTo(view.offset - PAGE_SIZE));
+byId('page-next').addEventListener('click', () => turnTo(view.offset + PAGE_SIZE));
+// "Go to": a page number, or #index (in index order) for the page that starts at that URL.
+goTo.addEventListener('keydown', (event) => {
+  if (event.key !== 'Enter') return;
+  event.preventDefault();
+  const text = goTo.value.trim();
+  const match = /^(#?)(\d{1,10})$/.exec(text);
+  const byIndex = match && match[1] === '#';
+  const problem = !match ? 'Type a page number, or # and a URL index'
+    : byIndex && (view.sort !== 'index' || view.filter === 'running') ? 'A URL index (#) takes index order: sort by #'
+      : !byIndex && Number(match[2]) < 1 ? 'Pages start at 1' : '';
+  goTo.setAttribute('aria-invalid', String(Boolean(problem)));
+  goTo.title = problem || 'Go to a page, or # and a URL index';
+  if (problem) return;
+  const n = Number(match[2]);
+  if (byIndex) turnTo(0, n); else turnTo(Math.min((n - 1) * PAGE_SIZE, lastPageOffset()));
+  goTo.value = '';
+});
+
+// Where the last page of the view starts.
+function lastPageOffset() {
+  const total = view.filter === 'running' ? sortedRunning().length : viewTotal().n;
+  return Math.max(0, Math.ceil(total / PAGE_SIZE) - 1) * PAGE_SIZE;
+}
+
+// ---- the view in the address: ?outcome=failed&status=404&error=dns&q=api&sort=latency&order=asc&offset=200 ----
 
 function readAddress() {
   const params = new URLSearchParams(window.location.search);
@@ -714,6 +940,7 @@ function readAddress() {
   if (SORTS.includes(sort)) view.sort = sort;
   const order = params.get('order');
   view.dir = order === 'asc' ? 1 : order === 'desc' ? -1 : defaultDir(view.sort);
+  view.offset = /^\d{1,10}$/.test(params.get('offset') || '') ? Number(params.get('offset')) : 0;
 }
 
 // Keep the view in the address (no history entry per click), so a reload or a shared link shows the same rows.
@@ -725,13 +952,17 @@ function writeAddress() {
   if (view.q) params.set('q', view.q);
   if (view.sort !== 'index') params.set('sort', view.sort);
   if (view.dir !== defaultDir(view.sort)) params.set('order', view.dir === 1 ? 'asc' : 'desc');
+  if (view.offset > 0) params.set('offset', String(view.offset));
   const query = params.toString();
   window.history.replaceState(window.history.state, '', `${withId(config.batchPage, config.batchId)}${query ? `?${query}` : ''}`);
 }
 
+// The view changed (a filter, a sort, a search): its first page.
 function viewChanged() {
+  view.offset = 0;
+  view.fromIndex = null;
   writeAddress();
-  invalidateTable();
+  readPage();
   render();
 }
 
@@ -757,10 +988,7 @@ function watchRunning() {
 
 const render = perFrame(() => {
   renderSummary();
-  if (tableDirty) {
-    sortedCache = null;
-    renderTable();
-  }
+  if (tableDirty) renderTable();
 });
 
 function changed() {
@@ -889,6 +1117,7 @@ const socket = new LiveSocket({
     else if (message.type === 'end') {
       applySnapshot(message.batch);
       ended = true;
+      if (table.pending) readPage(); // the batch's last results, for a view that could not place them live
       changed();
     }
   },
@@ -900,7 +1129,15 @@ const socket = new LiveSocket({
   },
 });
 
-readAddress();
-invalidateTable();
-changed();
-socket.start();
+// Open on the snapshot and the view's first page, then follow the events from the older of their two seqs:
+// the events between them change the page, or the counts, never both twice.
+async function open() {
+  readAddress();
+  changed();
+  await readPage();
+  lastSeq = table.loaded && !table.error ? Math.min(base.seq, table.seq) : base.seq;
+  socket.start();
+  readHistory();
+}
+
+open();

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 
 import pytest
 
@@ -362,3 +363,144 @@ def test_a_derived_name_stops_counting_at_1000_hosts():
 def test_a_derived_name_tells_apart_hosts_that_share_a_prefix():
     urls = ["http://a.example/", "http://a.example.org/", "http://a.example:8080/", "http://a.example"]
     assert _derived_name(urls) == "a.example and 1 other host"
+
+
+# -- results: filters, sorts and pages ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed(server, target, closed_port) -> dict:
+    """A finished batch of ten URLs: six ok (four of them slow or large), two 404s, a 500 and one blocked."""
+    urls = [
+        target.url("/delay/120?bytes=300"),  # 0
+        target.url("/status/404"),  # 1
+        target.url("/delay/10?bytes=5000"),  # 2
+        target.url("/status/500"),  # 3
+        target.url("/delay/60"),  # 4
+        target.url(f"/redirect-to?url=http://127.0.0.1:{closed_port}/x"),  # 5: blocked, no status, no latency
+        target.url("/redirect/1"),  # 6
+        target.url("/status/404?team=api"),  # 7
+        target.url("/delay/250?bytes=10"),  # 8
+        target.url("/bytes/20000"),  # 9
+    ]
+    batch = server.submit(urls, concurrency=10)
+    return server.wait(batch["id"])
+
+
+def page_of(server, batch: dict, **params) -> dict:
+    """One page of a batch's results (asserting 200)."""
+    response = server.request("GET", batch["links"]["results"], params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def indexes(page: dict) -> list[int]:
+    """The URL indexes of a page's results, in order."""
+    return [r["index"] for r in page["results"]]
+
+
+def test_results_sort_by_status_latency_or_size_either_way_with_those_without_a_value_last(server, mixed):
+    assert indexes(page_of(server, mixed, sort="status")) == [0, 2, 4, 6, 8, 9, 1, 7, 3, 5]
+    assert indexes(page_of(server, mixed, sort="status", order="desc")) == [3, 7, 1, 9, 8, 6, 4, 2, 0, 5]
+    slowest = indexes(page_of(server, mixed, sort="latency", order="desc"))
+    assert slowest[:4] == [8, 0, 4, 2] and slowest[-1] == 5, "the blocked URL has no latency"
+    fastest = indexes(page_of(server, mixed, sort="latency"))
+    assert fastest[-5:] == [2, 4, 0, 8, 5]
+    largest = page_of(server, mixed, sort="size", order="desc", limit=3)
+    assert indexes(largest) == [9, 2, 0] and (largest["sort"], largest["order"]) == ("size", "desc")
+    assert indexes(page_of(server, mixed, sort="size"))[-1] == 5, "no response, no size: last both ways"
+    assert indexes(page_of(server, mixed, order="desc")) == list(range(9, -1, -1))
+
+
+def test_results_filter_by_outcome_status_error_and_search_and_say_how_many_match(server, mixed):
+    def found(**params) -> tuple[list[int], int]:
+        page = page_of(server, mixed, **params)
+        assert page["total_exact"] is True
+        return indexes(page), page["total"]
+
+    assert found() == (list(range(10)), 10)
+    assert found(outcome="ok") == ([0, 2, 4, 6, 8, 9], 6)
+    assert found(outcome="failed") == ([1, 3, 5, 7], 4)
+    assert found(outcome="cancelled") == ([], 0)
+    assert found(outcome="not_ok") == ([1, 3, 5, 7], 4)
+    assert found(status=404) == ([1, 7], 2)
+    assert found(error="blocked") == ([5], 1)
+    assert found(error="status", sort="status", order="desc") == ([3, 7, 1], 3)
+    assert found(q="team=api") == ([7], 1)
+    assert found(q="REDIRECT/1") == ([6], 1), "a search ignores case"
+    assert found(outcome="failed", status=500) == ([3], 1)
+
+
+def test_results_page_by_offset_or_by_after_and_start_at_a_url_index(server, mixed):
+    first = page_of(server, mixed, limit=3)
+    assert (indexes(first), first["offset"], first["next_offset"], first["next_after"]) == ([0, 1, 2], 0, 3, 2)
+    last = page_of(server, mixed, limit=3, offset=9)
+    assert (indexes(last), last["total"], last["next_offset"], last["next_after"]) == ([9], 10, None, None)
+    assert indexes(page_of(server, mixed, limit=3, offset=10)) == []
+    slow = page_of(server, mixed, sort="latency", order="desc", limit=2, offset=2)
+    assert (indexes(slow), slow["next_offset"]) == ([4, 2], 4)
+    after = page_of(server, mixed, limit=3, after=3)
+    assert (indexes(after), after["offset"], after["next_after"]) == ([4, 5, 6], None, 6)
+    located = page_of(server, mixed, outcome="failed", from_index=4)
+    assert (indexes(located), located["offset"], located["total"]) == ([5, 7], 2, 4)
+    assert page_of(server, mixed)["last_seq"] == server.batch(mixed["id"])["last_seq"]
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"sort": "url"}, "sort"),
+        ({"order": "up"}, "order"),
+        ({"offset": "-1"}, "offset"),
+        ({"offset": "x"}, "offset"),
+        ({"offset": "11"}, "offset"),
+        ({"limit": "1001"}, "limit"),
+        ({"status": "99"}, "status"),
+        ({"status": "4xx"}, "status"),
+        ({"error": "gone"}, "error"),
+        ({"outcome": "lost"}, "outcome"),
+        ({"q": "x" * 201}, "q"),
+        ({"after": "2", "offset": "3"}, "after"),
+        ({"after": "2", "sort": "latency"}, "after"),
+        ({"after": "2", "order": "desc"}, "after"),
+        ({"from_index": "3", "sort": "size"}, "from_index"),
+        ({"format": "csv", "sort": "latency"}, "sort"),
+    ],
+    ids=lambda v: "&".join(f"{k}={str(x)[:8]}" for k, x in v.items()) if isinstance(v, dict) else v,
+)
+def test_bad_results_parameters_answer_400_naming_the_parameter(server, mixed, params, field):
+    response = server.request("GET", mixed["links"]["results"], params=params)
+    assert response.status_code == 400, response.text
+    error = error_of(response)
+    assert error["code"] == "invalid_parameter"
+    assert field in [d["field"] for d in error["details"]], error
+
+
+def test_failed_leaves_the_cancelled_out_and_not_ok_rerun_failed_and_downloads_take_both(server, target):
+    urls = [target.url("/status/500"), target.url("/ok")] + [target.url(f"/delay/5000?n={i}") for i in range(3)]
+    batch = server.submit(urls, concurrency=2)  # #2 and #3 in flight when it is cancelled, #4 never runs
+    deadline = time.monotonic() + 20
+    while len(server.results(batch["id"])) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.request("POST", f"/api/v1/batches/{batch['id']}/cancel")
+    batch = server.wait(batch["id"])
+    assert (batch["counts"]["failed"], batch["counts"]["cancelled"]) == (1, 3)
+    assert indexes(page_of(server, batch, outcome="failed")) == [0]
+    assert indexes(page_of(server, batch, outcome="cancelled")) == [2, 3, 4]
+    assert indexes(page_of(server, batch, outcome="not_ok")) == [0, 2, 3, 4]
+    assert indexes(page_of(server, batch, outcome="stopped")) == [2, 3], "cancelled in flight"
+    download = server.request("GET", batch["links"]["json"], params={"outcome": "not_ok"})
+    assert [r["index"] for r in download.json()] == [0, 2, 3, 4]
+    rerun = server.request("POST", f"/api/v1/batches/{batch['id']}/rerun", json={"only": "failed"})
+    assert rerun.status_code == 201 and rerun.json()["counts"]["total"] == 4, "rerun failed: failed or cancelled"
+
+
+def test_events_of_some_types_leave_the_others_out(server, mixed):
+    changes = server.request("GET", mixed["links"]["events"], params={"type": "batch,progress"}).json()["events"]
+    assert changes and {e["type"] for e in changes} <= {"batch", "progress"}
+    assert [e["seq"] for e in changes] == sorted(e["seq"] for e in changes)
+    assert changes[-1]["data"]["status"] == "done"
+    every = server.request("GET", mixed["links"]["events"]).json()["events"]
+    assert [e for e in every if e["type"] != "result"] == changes
+    wrong = server.request("GET", mixed["links"]["events"], params={"type": "results"})
+    assert wrong.status_code == 400 and error_of(wrong)["details"][0]["field"] == "type"

@@ -349,7 +349,7 @@ def test_the_url_search_filter_and_sort_live_in_the_address_and_survive_a_reload
     expect(screen.locator("tr.result-row")).to_have_count(5)
     screen.click('.segmented [data-filter="failed"]')
     screen.click('#results button[data-sort="latency"]')
-    expect(screen.locator("tr.result-row")).to_have_count(5)
+    expect(screen.locator("tr.result-row").first).to_have_attribute("data-index", "9")  # read from the server
     assert shown_indexes(screen) == [9, 8, 7, 6, 5], "slowest first"
     assert address_query(screen) == {"q": ["team=api"], "outcome": ["failed"], "sort": ["latency"]}
 
@@ -411,3 +411,75 @@ def test_when_every_failure_is_blocked_a_banner_says_how_to_allow_it_and_the_hin
     assert not cut, "the blocked hint is readable in the row"
     assert_nothing_scrolls_sideways(screen)
     shot(screen, "blocked")
+
+
+# -- issue 15: a page of a large batch, read from the server ----------------------------------------
+
+
+def test_a_batch_of_20000_results_opens_on_its_first_page_without_replaying_them_and_pages_to_the_last(
+    page, make_server, target
+):
+    server = make_server(env={"GREENBATCH_MAX_URLS": "20000"})
+    batch = server.submit([target.url(f"/ok?n={i}") for i in range(20_000)], concurrency=200)
+    batch = server.wait(batch["id"], timeout=120)
+    sockets: list[str] = []
+    received: list[int] = []  # results each `events` message brought
+    reads: list[str] = []  # the results API's pages the page asked for
+
+    def watch(ws) -> None:
+        sockets.append(ws.url)
+        ws.on("framereceived", lambda frame: received.append(frame.count('"type":"result"')))
+
+    page.on("websocket", watch)
+    page.on("request", lambda request: "/results?" in request.url and reads.append(request.url))
+    open_batch(page, server, batch["id"])
+    wait_until_final(page)
+    expect(page.locator("#page-info")).to_have_text("1–100 of 20,000")
+    assert shown_indexes(page) == list(range(100))
+    assert int(re.search(r"after=(\d+)", sockets[0]).group(1)) == batch["last_seq"], "it starts where the snapshot is"
+    assert sum(received) == 0, "no result replayed"
+    expect(page.locator('[data-n="all"]')).to_have_text("20,000")
+
+    page.fill("#page-go", "200")
+    page.press("#page-go", "Enter")
+    expect(page.locator("#page-info")).to_have_text("19,901–20,000 of 20,000")
+    assert shown_indexes(page) == list(range(19_900, 20_000))
+    expect(page.locator("#page-next")).to_be_disabled()
+    assert address_query(page)["offset"] == ["19900"]
+    page.click("#page-prev")
+    expect(page.locator("#page-info")).to_have_text("19,801–19,900 of 20,000")
+    page.fill("#page-go", "#12345")
+    page.press("#page-go", "Enter")
+    expect(page.locator("tr.result-row").first).to_have_attribute("data-index", "12345")
+    expect(page.locator("#page-info")).to_have_text("12,346–12,445 of 20,000")
+    page.click('#results button[data-sort="index"]')  # descending: the last URL first
+    expect(page.locator("tr.result-row").first).to_have_attribute("data-index", "19999")
+    assert len(reads) <= 6, f"one read per page shown: {reads}"
+    shot(page, "large")
+
+
+def test_a_live_result_joins_the_page_in_index_order_and_other_sorts_offer_a_refresh(page, server, target):
+    urls = [target.url(f"/delay/{150 + 10 * (i % 5)}?n={i}") for i in range(60)]
+    batch = server.submit(urls, concurrency=3)  # 3.4 s
+    open_batch(page, server, batch["id"], "?sort=latency")
+    refresh = page.locator("#new-results")
+    expect(refresh).to_have_text(re.compile(r"^\d+ new results? — refresh$"))
+    before = page.locator("tr.result-row").count()
+    refresh.click()
+    expect(page.locator("tr.result-row")).not_to_have_count(before)
+    wait_until_final(page)
+    expect(page.locator("tr.result-row")).to_have_count(60)  # the batch's end reads the page once more
+    expect(refresh).to_be_hidden()
+    latencies = page.locator("tr.result-row .col-latency").all_text_contents()
+    assert [float(t.split()[0]) for t in latencies] == sorted((float(t.split()[0]) for t in latencies), reverse=True)
+
+    descending = server.submit([target.url(f"/delay/100?n={i}") for i in range(60)], concurrency=2)  # 3 s
+    open_batch(page, server, descending["id"], "?order=desc")
+    expect(page.locator("tr.result-row").nth(1)).to_be_attached()
+    on_top = [page.locator("tr.result-row").first.get_attribute("data-index")]
+    while page.locator("#batch-status").text_content() == "running" and len(on_top) < 100:
+        page.wait_for_timeout(50)
+        on_top.append(page.locator("tr.result-row").first.get_attribute("data-index"))
+    assert len({i for i in on_top if i}) > 3, f"newer results went on top while it ran: {on_top}"
+    wait_until_final(page)
+    assert shown_indexes(page) == list(range(59, -1, -1))

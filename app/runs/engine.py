@@ -217,6 +217,8 @@ class Engine:
         run = self._runs.get(batch_id)
         if run is None:
             return None
+        # Number the results queued in this turn of the loop: the counts below hold them, so the seq must too.
+        self.bus.flush()
         summary = self._summary(run)
         return LiveState(
             run.status,

@@ -17,11 +17,12 @@ import idna
 from flask import Blueprint, Response, current_app, request, url_for
 
 from ..core.options import BatchOptions, ValidationError, header_problem
-from ..core.results import FINAL_STATUSES
+from ..core.results import ERROR_KINDS, FINAL_STATUSES
 from ..core.urllist import UrlList
 from ..fetch import guard
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
+from ..runs.store.base import EVENT_TYPES, MAX_SEARCH, OUTCOMES, RESULT_SORTS, ResultQuery
 from . import exports, openapi
 from .errors import ApiError, error_response
 from .services import services
@@ -460,7 +461,7 @@ def rerun_batch(batch_id: str):
             raise ApiError(
                 409, "still_running", f"batch {batch_id} is {batch.status}; rerun its failed URLs once it ends"
             )
-        urls = [r["url"] for r in store.iter_results(batch_id, outcome="failed")]
+        urls = [r["url"] for r in store.iter_results(batch_id, outcome="not_ok")]
         if not urls:
             raise ApiError(409, "nothing_failed", f"every URL of batch {batch_id} ended ok; there is nothing to rerun")
         name = f"failed of {batch.name}"
@@ -495,19 +496,21 @@ def delete_batch(batch_id: str):
 
 @bp.get("/batches/<batch_id>/results")
 def results(batch_id: str):
-    """A page of results (`after` index, `limit`, `outcome`), or the whole batch as `format=csv|ndjson|json`."""
+    """A page of results (filters, sort, order, offset or after, limit) with their total, or a download (`format`)."""
     batch = _batch_or_404(batch_id)
-    outcome = request.args.get("outcome") or None
-    if outcome not in (None, "ok", "failed"):
-        raise ApiError(
-            400,
-            "invalid_parameter",
-            "outcome must be ok or failed",
-            [{"field": "outcome", "message": "must be ok or failed"}],
-        )
+    outcome = _choice_arg("outcome", OUTCOMES)
     fmt = request.args.get("format") or None
     store = services().store
     if fmt in exports.FORMATS:
+        paging = sorted(name for name in PAGE_ONLY if request.args.get(name, "") != "")
+        if paging:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"a download (format={fmt}) holds every result, or those of one outcome; {', '.join(paging)} "
+                "apply to pages only",
+                [{"field": name, "message": "applies to pages only (without format=)"} for name in paging],
+            )
         return exports.download(store, batch.id, fmt, outcome)
     if fmt is not None:
         formats = ", ".join(exports.FORMATS)
@@ -517,11 +520,127 @@ def results(batch_id: str):
             f"format must be one of {formats} (a download of every result), or absent for a page",
             [{"field": "format", "message": f"must be one of {formats}"}],
         )
-    after = _int_arg("after", -1, -1, 2**31)
-    limit = _int_arg("limit", 100, 1, 1000)
-    page = store.results(batch_id, after, limit, outcome)
-    next_after = page[-1]["index"] if len(page) == limit else None
-    return {"batch_id": batch_id, "results": page, "next_after": next_after}
+    query = _result_query(outcome)
+    page = store.result_page(batch.id, query, total=_known_total(batch, query), dense=_dense(batch))
+    if page.total_exact and query.start is None and query.offset > page.total:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"offset {query.offset} is past the last of the {page.total} results that match",
+            [{"field": "offset", "message": f"must be between 0 and {page.total}"}],
+        )
+    shown = page.results
+    full = len(shown) == query.limit
+    more = full and page.offset is not None and page.offset + len(shown) < page.total
+    return {
+        "batch_id": batch.id,
+        "results": shown,
+        "total": page.total,
+        "total_exact": page.total_exact,
+        "offset": page.offset,
+        "limit": query.limit,
+        "sort": query.sort,
+        "order": "desc" if query.descending else "asc",
+        "next_offset": page.offset + len(shown) if more and page.offset is not None else None,
+        "next_after": shown[-1]["index"] if full and query.sort == "index" and not query.descending else None,
+        "last_seq": page.last_seq,
+    }
+
+
+# Parameters of a page of results that a download does not take.
+PAGE_ONLY = ("sort", "order", "offset", "after", "from_index", "limit", "status", "error", "q")
+
+
+def _choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
+    """A query parameter that is one of `choices`, or None when absent; a 400 that lists them otherwise."""
+    value = request.args.get(name) or None
+    if value is not None and value not in choices:
+        listed = ", ".join(choices)
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"{name} must be one of {listed}",
+            [{"field": name, "message": f"must be one of {listed}"}],
+        )
+    return value
+
+
+def _result_query(outcome: str | None) -> ResultQuery:
+    """The page of results the query string asks for; a 400 naming the parameter when it cannot be read."""
+    sort = _choice_arg("sort", RESULT_SORTS) or "index"
+    descending = _choice_arg("order", ("asc", "desc")) == "desc"
+    has = {name for name in ("offset", "after", "from_index") if request.args.get(name, "") != ""}
+    if len(has) > 1:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"give one of offset, after and from_index, not {' and '.join(sorted(has))}",
+            [{"field": name, "message": "conflicts with " + ", ".join(sorted(has - {name}))} for name in sorted(has)],
+        )
+    start = None
+    if "after" in has:
+        if sort != "index" or descending:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                "after pages in ascending index order only; use offset with another sort or order",
+                [{"field": "after", "message": "only with sort=index and order=asc"}],
+            )
+        start = _int_arg("after", -1, -1, 2**31) + 1
+    elif "from_index" in has:
+        if sort != "index":
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                "from_index starts a page at a URL index, in index order only",
+                [{"field": "from_index", "message": "only with sort=index"}],
+            )
+        start = _int_arg("from_index", 0, 0, 2**31)
+    status = _int_arg("status", -1, 100, 599)
+    error = _choice_arg("error", ERROR_KINDS)
+    q = request.args.get("q", "")
+    if len(q) > MAX_SEARCH:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"q must be at most {MAX_SEARCH} characters",
+            [{"field": "q", "message": f"must be at most {MAX_SEARCH} characters"}],
+        )
+    return ResultQuery(
+        outcome=outcome,
+        status=None if status == -1 else status,
+        error=error,
+        q=q or None,
+        sort=sort,
+        descending=descending,
+        offset=_int_arg("offset", 0, 0, 2**31),
+        limit=_int_arg("limit", 100, 1, 1000),
+        start=start,
+        locate="after" not in has,  # those who page by `after` never read the offset: do not count it
+    )
+
+
+def _known_total(batch: BatchView, query: ResultQuery) -> int | None:
+    """How many results match, from the batch's counts, when one of them says (one filter at most, no search)."""
+    counts, stats = batch.counts, batch.stats or {}
+    given = [query.outcome is not None, query.status is not None, query.error is not None, bool(query.q)]
+    if sum(given) > 1 or query.q or query.outcome == "stopped":
+        return None
+    if query.outcome == "not_ok":
+        return int(counts["failed"] + counts["cancelled"])
+    if query.outcome is not None:
+        return int(counts[query.outcome])
+    if query.status is not None:
+        return int((stats.get("by_status") or {}).get(str(query.status), 0))
+    if query.error is not None:
+        return int((stats.get("by_error") or {}).get(query.error, 0))
+    return int(counts["ok"] + counts["failed"] + counts["cancelled"])
+
+
+def _dense(batch: BatchView) -> bool:
+    """Whether every URL of the batch has its result stored: it ended, and its counts say each URL did."""
+    counts = batch.counts
+    return batch.final and counts["ok"] + counts["failed"] + counts["cancelled"] == counts["total"]
 
 
 @bp.get("/batches/<batch_id>/running")
@@ -540,10 +659,20 @@ def running(batch_id: str):
 
 @bp.get("/batches/<batch_id>/events")
 def events(batch_id: str):
-    """Stored events after a sequence number (`after`, `limit`): what clients without websockets poll."""
+    """Stored events after a sequence number (`after`, `limit`, `type`): what clients without websockets poll."""
     batch = _batch_or_404(batch_id)
     after = _int_arg("after", 0, 0, 2**62)
     limit = _int_arg("limit", 1000, 1, 5000)
-    page = services().store.events(batch_id, after, limit)
+    types = tuple(t for t in request.args.get("type", "").split(",") if t) or EVENT_TYPES
+    unknown = sorted(set(types) - set(EVENT_TYPES))
+    if unknown:
+        listed = ", ".join(EVENT_TYPES)
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"type must be one or more of {listed}, separated by commas",
+            [{"field": "type", "message": f"{', '.join(unknown)} is not one of {listed}"}],
+        )
+    page = services().store.events(batch_id, after, limit, types)
     last = page[-1]["seq"] if page else after
     return {"batch_id": batch_id, "status": batch.status, "events": page, "last_seq": last, "more": len(page) == limit}

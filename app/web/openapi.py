@@ -28,6 +28,7 @@ from ..core.options import (
 )
 from ..core.results import BATCH_STATUSES, ERROR_KINDS
 from ..runs.engine import MAX_RUNNING_LISTED
+from ..runs.store.base import MAX_SEARCH, OUTCOMES, RESULT_SORTS
 from .exports import FORMATS
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
@@ -411,13 +412,50 @@ def schemas(config: Config) -> dict[str, Any]:
         },
         "ResultPage": {
             "type": "object",
-            "required": ["batch_id", "results", "next_after"],
+            "required": [
+                "batch_id",
+                "results",
+                "total",
+                "total_exact",
+                "offset",
+                "limit",
+                "sort",
+                "order",
+                "next_offset",
+                "next_after",
+                "last_seq",
+            ],
             "properties": {
                 "batch_id": {"type": "string"},
                 "results": {"type": "array", "items": ref("Result")},
+                "total": {
+                    "type": "integer",
+                    "description": "Results that match the filters; at least this many when total_exact is false.",
+                },
+                "total_exact": {
+                    "type": "boolean",
+                    "description": "False when counting (or, with q, reading) stopped at its time limit: total is a "
+                    "lower bound, and with q this page may hold fewer results than match.",
+                },
+                "offset": {
+                    "type": ["integer", "null"],
+                    "description": "Where this page starts among the matching results (null with after).",
+                },
+                "limit": {"type": "integer"},
+                "sort": {"type": "string", "enum": list(RESULT_SORTS)},
+                "order": {"type": "string", "enum": ["asc", "desc"]},
+                "next_offset": {
+                    "type": ["integer", "null"],
+                    "description": "Pass as `offset` for the next page; null on the last.",
+                },
                 "next_after": {
                     "type": ["integer", "null"],
-                    "description": "Pass as `after` for the next page; null on the last.",
+                    "description": "In ascending index order, pass as `after` for the next page; null on the last.",
+                },
+                "last_seq": {
+                    "type": "integer",
+                    "description": "Every event up to this seq was stored when the page was read: follow the "
+                    "websocket or the events from here.",
                 },
             },
         },
@@ -585,17 +623,47 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         "parameters": [
             ID_PARAM,
             query(
+                "sort",
+                {"type": "string", "enum": list(RESULT_SORTS), "default": "index"},
+                "Order by URL index, status code, latency or size; results without a value (no response, or "
+                "never reached the network) go last either way, ties by index in the same direction.",
+            ),
+            query("order", {"type": "string", "enum": ["asc", "desc"], "default": "asc"}, "The sort's direction."),
+            query(
+                "offset",
+                {"type": "integer", "minimum": 0, "maximum": 2**31, "default": 0},
+                "Skip this many matching results (at most the total). With one of after and from_index, not both.",
+            ),
+            query(
                 "after",
                 {"type": "integer", "minimum": -1, "maximum": 2**31, "default": -1},
-                "Results with an index above this (`next_after` of the previous page).",
+                "Ascending index order only: results with an index above this (`next_after` of the previous page).",
+            ),
+            query(
+                "from_index",
+                {"type": "integer", "minimum": 0, "maximum": 2**31},
+                "Index order only: the page starts at the first matching result at this URL index or after it "
+                "(before it, descending); `offset` in the answer says where that is.",
             ),
             query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
-            query("outcome", {"type": "string", "enum": ["ok", "failed"]}, "Only ok, or only not ok, results."),
+            query(
+                "outcome",
+                {"type": "string", "enum": list(OUTCOMES)},
+                "ok, failed or cancelled as the batch's counts have them; not_ok: failed or cancelled; stopped: "
+                "cancelled while in flight.",
+            ),
+            query("status", {"type": "integer", "minimum": 100, "maximum": 599}, "Only results with this status code."),
+            query("error", {"type": "string", "enum": list(ERROR_KINDS)}, "Only results that failed this way."),
+            query(
+                "q",
+                {"type": "string", "maxLength": MAX_SEARCH},
+                "Only results whose URL or final URL contains this text (ASCII letters in either case).",
+            ),
             query(
                 "format",
                 {"type": "string", "enum": list(FORMATS)},
-                "Download every result (after and limit do not apply): csv, ndjson (one Result a line) or "
-                "json (one array of Results). Without it, a page.",
+                "Download every result, or those of one outcome (no other parameter applies): csv, ndjson (one "
+                "Result a line) or json (one array of Results). Without it, a page.",
             ),
         ],
         "responses": {
@@ -622,6 +690,12 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             ID_PARAM,
             query("after", {"type": "integer", "minimum": 0, "default": 0}, "Events with a seq above this."),
             query("limit", {"type": "integer", "minimum": 1, "maximum": 5000, "default": 1000}, "Page size."),
+            query(
+                "type",
+                {"type": "string", "pattern": "^(batch|progress|result)(,(batch|progress|result))*$"},
+                "Only events of these types, comma-separated (batch,progress: a batch's history without its "
+                "results). Default: every type.",
+            ),
         ],
         "responses": {
             "200": json_body(ref("EventPage"), "Stored events, in order."),

@@ -29,6 +29,54 @@ class StoreFault:
     message: str  # for the person on call: what happened and what to do
 
 
+# Which results a filter takes by how they ended: as a batch's counts have it (ok, failed, cancelled);
+# not_ok: failed or cancelled, every URL that did not end ok (what "rerun failed" and `results --failed` take);
+# stopped: the cancelled that were in flight (they had started: their time is above 0).
+OUTCOMES = ("ok", "failed", "cancelled", "not_ok", "stopped")
+EVENT_TYPES = ("batch", "progress", "result")
+RESULT_SORTS = ("index", "status", "latency", "size")
+MAX_SEARCH = 200  # characters of a search (ResultQuery.q) the API takes
+
+
+@dataclass(frozen=True)
+class ResultQuery:
+    """A page of a batch's results: which ones (every filter given must hold), in what order, and from where.
+
+    Sorts: by URL index, status code, latency (total time; none for results that never reached the network)
+    or size (bytes; none without a response). Results without a value go last either way; ties go by index,
+    in the sort's direction. `start` (index sort only) begins the page at the first result at or after URL
+    index `start` (at or before it, descending) instead of at `offset`; with `locate` the answer says the
+    offset that is.
+    """
+
+    outcome: str | None = None  # one of OUTCOMES
+    status: int | None = None  # HTTP status code
+    error: str | None = None  # error kind
+    q: str | None = None  # a substring of the URL or of the final URL; ASCII letters match either case
+    sort: str = "index"  # one of RESULT_SORTS
+    descending: bool = False
+    offset: int = 0
+    limit: int = 100
+    start: int | None = None
+    locate: bool = True
+
+    @property
+    def filtered(self) -> bool:
+        """Whether the query leaves some results out."""
+        return self.outcome is not None or self.status is not None or self.error is not None or bool(self.q)
+
+
+@dataclass(frozen=True)
+class ResultPage:
+    """A page of results, with how many match the query and how far the batch's stored events went when read."""
+
+    results: list[dict[str, Any]]
+    total: int  # results matching the query; when not total_exact, at least this many
+    total_exact: bool  # False when counting (or, for a search, reading) stopped at its time limit
+    offset: int | None  # where the page starts among the matching results (None: a start not located)
+    last_seq: int  # every event up to this seq was stored when the page was read
+
+
 @dataclass
 class BatchRecord:
     """A batch as stored: its row and the sequence number of its newest committed event."""
@@ -69,8 +117,13 @@ class Store(Protocol):
     def results(
         self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
     ) -> list[dict[str, Any]]: ...
+    def result_page(
+        self, batch_id: str, query: ResultQuery, total: int | None = None, dense: bool = False
+    ) -> ResultPage: ...
     def iter_results(self, batch_id: str, outcome: str | None = None, page: int = 1000) -> Iterator[dict[str, Any]]: ...
-    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def events(
+        self, batch_id: str, after: int = 0, limit: int = 1000, types: tuple[str, ...] = EVENT_TYPES
+    ) -> list[dict[str, Any]]: ...
     def read_mark(self) -> int: ...
     def stored_events(
         self, batch_id: str, after: int = 0, limit: int = 1000, mark: int | None = None

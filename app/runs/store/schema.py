@@ -7,6 +7,7 @@ import itertools
 import logging
 import os
 import sqlite3
+import time
 
 from ...core.jsonutil import compact_json
 from .base import StoreOpenError
@@ -50,9 +51,27 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL,
     PRIMARY KEY (batch_id, seq)
 ) WITHOUT ROWID;
--- One final result per URL, enforced by the database itself.
-CREATE UNIQUE INDEX IF NOT EXISTS results_by_index ON events (batch_id, idx) WHERE type = 'result';
 """
+
+# The indexes of a batch's results (rows with an idx: its `result` events), each covering the reads that use
+# it: the results query reads seq and these columns from the index alone, never the row, to count and to skip
+# to an offset. (`WHERE type = 'result'` would name a column no index holds, and SQLite 3.40 reads the row to
+# check it; nor does it read an expression's value from an expression index.) Each costs every result's insert
+# a little: those keyed by a few values (ok, a status code, an error kind) append at the end of their range;
+# keys in random order (latency, size) would touch a random page of a large index per result, so sorting by
+# latency or size reads the outcome index and sorts instead. bench/paging.py measures both sides.
+EVENT_INDEXES = {
+    # One final result per URL, enforced by the database itself; index order, and the offset of a page in it.
+    "results_by_index": "CREATE UNIQUE INDEX results_by_index ON events (batch_id, idx) WHERE idx IS NOT NULL",
+    # ok, failed, cancelled; and the columns a sort by latency or size reads without the row.
+    "results_by_outcome": "CREATE INDEX results_by_outcome ON events"
+    " (batch_id, ok, idx, error_kind, status_code, total_ms, bytes) WHERE idx IS NOT NULL",
+    "results_by_error": "CREATE INDEX results_by_error ON events (batch_id, error_kind, idx) WHERE idx IS NOT NULL",
+    "results_by_status": "CREATE INDEX results_by_status ON events (batch_id, status_code, idx) WHERE idx IS NOT NULL",
+    # A batch's other events (its state changes and progress reports, about one a second): its throughput's history
+    # without reading its results.
+    "changes_by_batch": "CREATE INDEX changes_by_batch ON events (batch_id, seq) WHERE idx IS NULL",
+}
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -138,7 +157,30 @@ def is_full(exc: BaseException) -> bool:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists."""
+    """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, and
+    the events get EVENT_INDEXES."""
+    _move_url_rows(conn)
+    _index_events(conn)
+
+
+def _index_events(conn: sqlite3.Connection) -> None:
+    """Create the EVENT_INDEXES a file lacks, and replace any made by an earlier version under another definition."""
+    have = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL").fetchall())
+    wanted = {name: sql for name, sql in EVENT_INDEXES.items() if have.get(name) != sql}
+    if not wanted:
+        return
+    started = time.monotonic()
+    with conn:
+        conn.execute("BEGIN")
+        for name, sql in wanted.items():
+            conn.execute(f"DROP INDEX IF EXISTS {name}")
+            conn.execute(sql)
+    if have:  # not a new file: say why this start took longer
+        log.info("store: indexed the stored events (%s) in %.1f s", ", ".join(wanted), time.monotonic() - started)
+
+
+def _move_url_rows(conn: sqlite3.Connection) -> None:
+    """Move the URLs of an earlier version's per-URL `urls` table to url_lists, one batch at a time."""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'urls'").fetchone() is None:
         return
     moved = 0

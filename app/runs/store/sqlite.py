@@ -34,7 +34,8 @@ from ...core.results import FINAL_STATUSES
 from ...core.stats import Row
 from ...core.urllist import UrlList
 from ..events import Event
-from .base import BatchRecord, StoreError, StoreFault, StoreOpenError
+from .base import EVENT_TYPES, BatchRecord, ResultPage, ResultQuery, StoreError, StoreFault, StoreOpenError
+from .queries import OUTCOME_TERMS, read_page
 from .rows import BATCH_COLUMNS, ROW_PAGE_QUERY, EventRow, event_rows, insert_events, record_of
 from .schema import SCHEMA, check_file, connect, is_damage, is_full, migrate, open_error
 
@@ -561,10 +562,10 @@ class SQLiteStore:
     def results(
         self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
     ) -> list[dict[str, Any]]:
-        """A page of results by URL index; outcome 'ok' or 'failed' (anything not ok) filters."""
+        """A page of results by URL index after `after`; `outcome` (one of base.OUTCOMES) filters."""
+        extra = "".join(f" AND {term}" for term in OUTCOME_TERMS.get(outcome or "", ()))
 
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            extra = {"ok": " AND ok = 1", "failed": " AND ok = 0"}.get(outcome or "", "")
             return [
                 json.loads(d)
                 for (d,) in conn.execute(
@@ -576,6 +577,17 @@ class SQLiteStore:
 
         return self._read(read)
 
+    def result_page(
+        self, batch_id: str, query: ResultQuery, total: int | None = None, dense: bool = False
+    ) -> ResultPage:
+        """A page of results under a filter and a sort, from an offset, with how many match.
+
+        total: how many results match, when the caller knows (from the batch's counts): not counted again.
+        dense: every URL index below the batch's size has its result (a finished batch), so an offset in
+        index order is the index itself.
+        """
+        return self._read(read_page, batch_id, query, total, dense)
+
     def iter_results(self, batch_id: str, outcome: str | None = None, page: int = 1000) -> Iterator[dict[str, Any]]:
         """Every result of a batch in index order, read a page at a time (for streamed exports)."""
         after = -1
@@ -586,9 +598,26 @@ class SQLiteStore:
                 return
             after = chunk[-1]["index"]
 
-    def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        """Committed events of a batch after a sequence number, in order, as JSON-ready data."""
-        return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
+    def events(
+        self, batch_id: str, after: int = 0, limit: int = 1000, types: tuple[str, ...] = EVENT_TYPES
+    ) -> list[dict[str, Any]]:
+        """Committed events of a batch after a sequence number, in order, as JSON-ready data; only of `types`."""
+        if set(EVENT_TYPES) <= set(types):
+            return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
+
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            marks = ", ".join("?" * len(types))
+            # Without results, the few other events come from their own index, not from among the results.
+            index = "" if "result" in types else " INDEXED BY changes_by_batch"
+            without_results = "" if "result" in types else " AND idx IS NULL"
+            rows = conn.execute(
+                f"SELECT seq, type, at, data FROM events{index} WHERE batch_id = ?{without_results} AND seq > ?"
+                f" AND type IN ({marks}) ORDER BY seq LIMIT ?",
+                (batch_id, after, *types, limit),
+            )
+            return [Event(batch_id, seq, type_, at=at, data_json=d).to_dict() for seq, type_, at, d in rows]
+
+        return self._read(read)
 
     def read_mark(self) -> int:
         """A mark for stored_events: every read numbered above it starts after this call."""

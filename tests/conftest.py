@@ -85,10 +85,9 @@ def browser():
         instance.close()
 
 
-@pytest.fixture
-def page(browser):
-    """A fresh context and page at 1280x800; an uncaught script error fails the test that caused it."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+def _tab(browser, **context_options):
+    """A fresh context and page; an uncaught script error fails the test that caused it."""
+    context = browser.new_context(**context_options)
     context.set_default_timeout(15_000)
     tab = context.new_page()
     script_errors: list[str] = []
@@ -96,3 +95,15 @@ def page(browser):
     yield tab
     context.close()
     assert not script_errors, f"the page threw: {script_errors}"
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page at 1280x800, a desktop window."""
+    yield from _tab(browser, viewport={"width": 1280, "height": 800})
+
+
+@pytest.fixture
+def phone(browser):
+    """A fresh page at 390x844, a phone: touch, and a mobile viewport."""
+    yield from _tab(browser, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)

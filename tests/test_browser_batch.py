@@ -23,19 +23,6 @@ FINISHED = 20_000  # ms a small batch gets to finish in the browser's eyes
 SCREENS = {"desktop": (1280, 800), "phone": (390, 844)}
 
 
-@pytest.fixture
-def phone(browser):
-    """A fresh context and page at 390x844 (a phone); an uncaught script error fails the test that caused it."""
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    script_errors: list[str] = []
-    tab.on("pageerror", lambda error: script_errors.append(str(error)))
-    yield tab
-    context.close()
-    assert not script_errors, f"the page threw: {script_errors}"
-
-
 @pytest.fixture(params=list(SCREENS))
 def screen(request):
     """The page at 1280 px (`page`), then at 390 px (`phone`)."""

@@ -22,19 +22,6 @@ expect = pytest.importorskip("playwright.sync_api", reason="playwright is not in
 LONG_REFUSAL_URL = "http://a_host_name_with_underscores_that_goes_on_and_on.example/path"
 
 
-@pytest.fixture
-def phone(browser):
-    """A fresh context and page at 390x844 (a phone); an uncaught script error fails the test that caused it."""
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    script_errors: list[str] = []
-    tab.on("pageerror", lambda error: script_errors.append(str(error)))
-    yield tab
-    context.close()
-    assert not script_errors, f"the page threw: {script_errors}"
-
-
 def submit_named(server, urls: list[str], name: str) -> str:
     """Submit a batch with a name through the API and wait for its end; returns its id."""
     response = server.request("POST", "/api/v1/batches", json={"urls": urls, "name": name})

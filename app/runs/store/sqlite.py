@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import gevent
+from gevent import Greenlet
 from gevent.event import AsyncResult
 from gevent.event import Event as Signal
 from gevent.queue import Queue
@@ -48,6 +49,10 @@ MAX_GROUP = 4096  # events per transaction at most while a backlog left by faile
 RETRY_PAUSE = 0.1  # seconds before retrying a failed commit, doubled after each failure...
 RETRY_PAUSE_MAX = 2.0  # ...up to this: space that comes back is used within this long
 FAILURE_REMINDER = 60.0  # seconds between log lines while commits keep failing
+EXPORT_FIRST_SPAN = 1000  # URL indexes in the first read of result_texts: a download starts after this one...
+# result_texts' extraction of `paths` (the ? after data): never an error that would stop an export.
+_EXTRACT = "CASE WHEN json_valid(data) THEN json_extract(data{}) ELSE '' END"
+EXPORT_SPAN = 2000  # ...and in each read after it (a few hundred KiB of text, a few ms of SQLite)
 
 
 def _quietly(fn: Callable[..., _T], args: tuple[Any, ...]) -> tuple[_T | None, sqlite3.Error | None]:
@@ -550,15 +555,66 @@ class SQLiteStore:
 
         return self._read(read)
 
-    def iter_results(self, batch_id: str, outcome: str | None = None, page: int = 1000) -> Iterator[dict[str, Any]]:
-        """Every result of a batch in index order, read a page at a time (for streamed exports)."""
-        after = -1
-        while True:
-            chunk = self.results(batch_id, after, page, outcome)
-            yield from chunk
-            if len(chunk) < page:
-                return
-            after = chunk[-1]["index"]
+    def iter_results(self, batch_id: str, outcome: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every result of a batch in index order, read a page at a time."""
+        for rows in self.result_texts(batch_id, outcome):
+            for row in rows:
+                yield json.loads(row[0])
+
+    def result_texts(
+        self, batch_id: str, outcome: str | None = None, paths: tuple[str, ...] = ()
+    ) -> Iterator[list[tuple[str, ...]]]:
+        """Every result of a batch as its stored JSON text, in index order, a list per read (for exports).
+
+        With two or more JSON `paths`, each row also holds json_extract of them: the JSON text of an array
+        of those values, numbers written as they are stored ('' for a text SQLite cannot read as JSON,
+        such as one with NaN, which Python's json writes and reads). Each read covers a span of URL indexes (the
+        first a small one, so a download starts at once), so it takes bounded time whatever the outcome
+        filter skips; the next read runs on a reader thread while the caller handles this list. Spans
+        without a result yield nothing.
+        """
+        query = (
+            f"SELECT data{', ' + _EXTRACT.format(', ?' * len(paths)) if paths else ''} FROM events"
+            " WHERE batch_id = ? AND type = 'result' AND idx >= ? AND idx < ?"
+            + {"ok": " AND ok = 1", "failed": " AND ok = 0"}.get(outcome or "", "")
+            + " ORDER BY idx"
+        )
+        total = self._read(self._read_total, batch_id)
+        start, span = 0, EXPORT_FIRST_SPAN
+        ahead = self._read_ahead(self._read_span, query, (*paths, batch_id, start, start + span)) if total else None
+        while ahead is not None:
+            rows, error = ahead.get()
+            if error is not None:
+                raise error
+            start, span = start + span, EXPORT_SPAN
+            if start < total:
+                ahead = self._read_ahead(self._read_span, query, (*paths, batch_id, start, start + span))
+            else:
+                ahead = None
+            if rows:
+                yield rows
+
+    @staticmethod
+    def _read_total(conn: sqlite3.Connection, batch_id: str) -> int:
+        """How many URLs a batch has (0 when there is no such batch)."""
+        row = conn.execute("SELECT total FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    @staticmethod
+    def _read_span(conn: sqlite3.Connection, query: str, args: tuple[Any, ...]) -> list[tuple[str, ...]]:
+        """One read of result_texts: the results of a span of URL indexes, through results_by_index."""
+        return conn.execute(query, args).fetchall()
+
+    def _read_ahead(self, fn: Callable[..., _T], *args: Any) -> Greenlet[..., tuple[_T | None, StoreError | None]]:
+        """Start a read now; its greenlet's value is (what fn returned, None), or (None, the StoreError)."""
+
+        def read() -> tuple[_T | None, StoreError | None]:
+            try:
+                return self._read(fn, *args), None
+            except StoreError as exc:  # handed over, not raised: gevent would print a greenlet's exception
+                return None, exc
+
+        return gevent.spawn(read)
 
     def events(self, batch_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Committed events of a batch after a sequence number, in order, as JSON-ready data."""

@@ -7,6 +7,7 @@ reading as fast as it can. For each format it prints rows/s (wall clock), the se
 for the download, and its peak RSS during it (VmHWM, reset before each download).
 
 --db PATH keeps the built database at PATH and reuses it on the next run (building takes a minute);
+--checkout DIR serves another checkout's build on the same database (before and after a change);
 --profile runs each download in this process instead, through the Flask app's test client under
 cProfile, and prints where the time goes.
 """
@@ -29,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import tests.support.server as support_server  # noqa: E402
 from bench.procs import cpu_seconds, machine, peak_rss_mib, reset_peak_rss  # noqa: E402
 from tests.support.server import GreenbatchServer  # noqa: E402
 
@@ -37,8 +39,9 @@ FORMATS = ("csv", "ndjson", "json")
 WRITE_GROUP = 5000  # events handed to the store at a time while building
 
 
-def sample_result(index: int) -> dict[str, Any]:
-    """A result as the engine makes them (Result.to_dict), varied the way a real batch varies."""
+def sample_result(index: int, varied: bool = True) -> dict[str, Any]:
+    """A result as the engine makes them (Result.to_dict), varied the way a real batch varies (or every one
+    ok, as from the benchmark's 0 ms target)."""
     url = f"http://shop-{index % 97}.example.com/products/item-{index}?ref=sitemap&page={index % 13}"
     second = 1_700_000_000 + index // 5000
     started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{index % 1000:03d}Z"
@@ -67,6 +70,8 @@ def sample_result(index: int) -> dict[str, Any]:
             "download": round(total * 0.2, 3),
         },
     }
+    if not varied:
+        return result
     if index % 10 == 3:  # a status the batch does not accept
         result.update(ok=False, status_code=404, error={"kind": "status", "message": "404 Not Found"})
     elif index % 50 == 7:  # followed redirects
@@ -87,7 +92,7 @@ def sample_result(index: int) -> dict[str, Any]:
     return result
 
 
-def build(db_path: Path, rows: int) -> None:
+def build(db_path: Path, rows: int, varied: bool) -> None:
     """Write one finished batch of `rows` results through the store's API, as the engine does."""
     import gevent  # noqa: F401 - the store runs its writer on gevent's hub and thread pool
 
@@ -98,7 +103,7 @@ def build(db_path: Path, rows: int) -> None:
 
     started = time.monotonic()
     store = SQLiteStore(str(db_path), flush_rows=WRITE_GROUP)
-    urls = [sample_result(i)["url"] for i in range(rows)]
+    urls = [sample_result(i, varied)["url"] for i in range(rows)]
     store.create_batch(BATCH_ID, "exports benchmark", {"concurrency": 500}, urls, now_iso())
     del urls
     seq = 1
@@ -108,7 +113,7 @@ def build(db_path: Path, rows: int) -> None:
         events = []
         for index in range(start, min(rows, start + WRITE_GROUP)):
             seq += 1
-            data = sample_result(index)
+            data = sample_result(index, varied)
             row = stats.row_of(data)
             kept.append(row)
             events.append(Event(BATCH_ID, seq, "result", data, row=row))
@@ -127,7 +132,7 @@ def download(server: GreenbatchServer, fmt: str, outcome: str | None) -> dict[st
     pid = server.proc.pid
     params = {"format": fmt, **({"outcome": outcome} if outcome else {})}
     reset_peak_rss(pid)
-    cpu = cpu_seconds(pid)
+    cpu, client_cpu = cpu_seconds(pid), time.process_time()
     started = time.perf_counter()
     response = server.request("GET", f"/api/v1/batches/{BATCH_ID}/results", params=params, stream=True, timeout=600)
     response.raise_for_status()
@@ -136,7 +141,7 @@ def download(server: GreenbatchServer, fmt: str, outcome: str | None) -> dict[st
         size += len(chunk)
         lines += chunk.count(b"\n")
     seconds = time.perf_counter() - started
-    cpu = cpu_seconds(pid) - cpu
+    cpu, client_cpu = cpu_seconds(pid) - cpu, time.process_time() - client_cpu
     rows = lines - (1 if fmt in ("csv",) else 2 if fmt == "json" else 0)  # a header line; the brackets' lines
     return {
         "format": fmt,
@@ -148,11 +153,13 @@ def download(server: GreenbatchServer, fmt: str, outcome: str | None) -> dict[st
         "server_cpu_s": round(cpu, 2),
         "server_rows_per_cpu_s": round(rows / cpu) if cpu else None,
         "server_peak_rss_mib": round(peak_rss_mib(pid), 1),
+        "client_cpu_s": round(client_cpu, 2),  # this process, reading the download with requests
     }
 
 
-def serve_and_measure(data: Path, formats: list[str], outcome: str | None) -> list[dict[str, Any]]:
-    """Start `python wsgi.py` on the folder holding the database and download each format once."""
+def serve_and_measure(data: Path, formats: list[str], outcome: str | None, checkout: Path) -> list[dict[str, Any]]:
+    """Start `python wsgi.py` of `checkout` on the folder holding the database and download each format once."""
+    support_server.ROOT = checkout  # where GreenbatchServer finds wsgi.py and runs it from
     server = GreenbatchServer(data, {"GREENBATCH_INTEGRITY_CHECK_INTERVAL": "0"}, log_name="bench-exports.log")
     server.start(timeout=60)
     try:
@@ -209,11 +216,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="results in the batch (default 1,000,000)")
     parser.add_argument("--db", type=Path, help="keep the database here and reuse it when it exists")
+    parser.add_argument(
+        "--plain", action="store_true", help="every result ok and plain, as from a 0 ms target (default: varied)"
+    )
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated, default csv,ndjson,json")
     parser.add_argument("--outcome", choices=("ok", "failed"), help="export only these results")
     parser.add_argument("--profile", action="store_true", help="cProfile each download in this process")
     parser.add_argument("--top", type=int, default=25, help="functions to list per profile")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    parser.add_argument(
+        "--checkout", type=Path, default=ROOT, help="serve this checkout's wsgi.py (another build, for a before/after)"
+    )
     args = parser.parse_args()
     if args.profile:
         from gevent import monkey
@@ -229,13 +242,13 @@ def main() -> None:
         if args.db is not None and args.db.exists():
             shutil.copyfile(args.db, db)
         else:
-            build(db, args.rows)  # closed: SQLite has moved its WAL into the file
+            build(db, args.rows, not args.plain)  # closed: SQLite has moved its WAL into the file
             if args.db is not None:
                 shutil.copyfile(db, args.db)
         if args.profile:
             profile(data, formats, args.outcome, args.top)
             return
-        found = serve_and_measure(data, formats, args.outcome)
+        found = serve_and_measure(data, formats, args.outcome, args.checkout.resolve())
         if args.json is not None:
             args.json.write_text(json.dumps({"machine": machine(), "exports": found}, indent=2) + "\n")
     finally:

@@ -4,14 +4,12 @@ midway."""
 
 from __future__ import annotations
 
-import bisect
 import csv
 import errno
 import io
 import itertools
 import json
 import logging
-import operator
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -61,13 +59,13 @@ def download(store: Store, batch_id: str, fmt: str, outcome: str | None) -> Resp
     return response
 
 
-def chunks(store: Store, batch_id: str, fmt: str, outcome: str | None = None) -> Iterator[str]:
+def chunks(store: Store, batch_id: str, fmt: str, outcome: str | None = None) -> Iterator[bytes | str]:
     """A download's text, a chunk per page the store reads (a few hundred KiB), memory flat whatever the size.
 
     The first page is read before this returns: a store that fails now raises StoreError here (the API
     answers a JSON 503), not once a 200 has begun.
     """
-    pages = store.result_texts(batch_id, outcome, _TIMING_PATHS if fmt == "csv" else ())
+    pages = store.result_pages(batch_id, outcome, _CSV_PATHS if fmt == "csv" else ())
     pages = itertools.chain(list(itertools.islice(pages, 1)), pages)
     return {"csv": _csv_chunks, "ndjson": _ndjson_chunks, "json": _json_array_chunks}[fmt](pages)
 
@@ -79,7 +77,7 @@ class ExportBroken(ConnectionResetError):
     """
 
 
-def _broken_on_failure(body: Iterator[str], fmt: str, batch_id: str) -> Iterator[str]:
+def _broken_on_failure(body: Iterator[bytes | str], fmt: str, batch_id: str) -> Iterator[bytes | str]:
     """An export's text; if the store fails midway, an error line, then a broken body (never a clean short 200).
 
     Raising while the body streams makes the server close the connection without the chunked encoding's
@@ -100,59 +98,81 @@ def _broken_on_failure(body: Iterator[str], fmt: str, batch_id: str) -> Iterator
 
 
 # NDJSON and the JSON array carry each result's stored text as it is: the compact JSON the engine wrote
-# (compact_json of Result.to_dict), one line each; each store page is one chunk of the body.
+# (compact_json of Result.to_dict), one line each; each page the store reads is one chunk of the body.
 
 
-def _ndjson_chunks(pages: Iterator[list[tuple[str, ...]]]) -> Iterator[str]:
+def _ndjson_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[bytes]:
     """Results as NDJSON: one JSON object a line."""
-    for rows in pages:
-        yield "\n".join([row[0] for row in rows]) + "\n"
+    for (texts,) in pages:
+        yield texts + b"\n"
 
 
-def _json_array_chunks(pages: Iterator[list[tuple[str, ...]]]) -> Iterator[str]:
+def _json_array_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[bytes]:
     """Results as one JSON array, a result a line, written as they are read (never held as a list)."""
-    opening = "[\n"
-    for rows in pages:
-        yield opening + ",\n".join([row[0] for row in rows])
-        opening = ",\n"
-    yield "[\n]\n" if opening == "[\n" else "\n]\n"
+    opening = b"[\n"
+    for (texts,) in pages:
+        yield opening + texts.replace(b"\n", b",\n")
+        opening = b",\n"
+    yield b"[\n]\n" if opening == b"[\n" else b"\n]\n"
 
 
-def _csv_chunks(pages: Iterator[list[tuple[str, ...]]]) -> Iterator[str]:
+def _csv_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[str]:
     """Results as CSV, a store page per chunk, every field quoted and spreadsheet formulas defused."""
     yield _csv_text([list(CSV_COLUMNS)])
-    for rows in pages:
-        yield _csv_page(rows)
+    for values, timings in pages:
+        yield _csv_page(values, timings)
 
 
-def _csv_cells(result: dict[str, Any]) -> list[Any]:
-    """One result's CSV fields, in CSV_COLUMNS' order, before defusing."""
+# What a CSV line takes from a result besides its timings, in this order: read by SQLite (json_extract) for a
+# download, straight from the result in csv_line.
+_VALUE_PATHS = (
+    "$.index",
+    "$.url",
+    "$.final_url",
+    "$.status_code",
+    "$.ok",
+    "$.error.kind",
+    "$.error.message",
+    "$.bytes",
+    "$.content_type",
+    "$.redirects",
+    "$.attempts",
+    "$.started_at",
+    "$.finished_at",
+)
+_CSV_PATHS = (_VALUE_PATHS, tuple(f"$.timings.{name}" for name in TIMINGS))
+
+
+def csv_line(result: dict[str, Any]) -> str:
+    """One result as a line of the CSV download."""
     error = result.get("error") or {}
-    t = result.get("timings") or {}
-    return [
+    timings = result.get("timings") or {}
+    values = [
         result["index"],
         result["url"],
         result.get("final_url"),
         result.get("status_code"),
-        _boolean(result.get("ok")),
+        result.get("ok"),
         error.get("kind"),
         error.get("message"),
         result.get("bytes"),
         result.get("content_type"),
-        len(result.get("redirects") or []),
+        result.get("redirects"),
         result.get("attempts"),
         result.get("started_at"),
         result.get("finished_at"),
-        *(t.get(name) for name in TIMINGS),
     ]
+    return _csv_line_of(values, [timings.get(name) for name in TIMINGS])
 
 
-def csv_line(result: dict[str, Any]) -> str:
-    """One result as a CSV line, the reference way: csv's writer quotes every field, formulas defused.
-
-    Every line of a CSV download is this line (most are made faster, below, to the same text).
-    """
-    return _csv_text([[_cell(v) for v in _csv_cells(result)]])
+def _csv_line_of(values: list[Any], timings: list[Any]) -> str:
+    """A CSV line from a result's values (at _VALUE_PATHS) and timings: every field quoted by csv's writer,
+    ok as JSON writes it, the redirects counted, and formulas defused."""
+    index, url, final_url, status, ok, kind, message, size, content_type, redirects, attempts, started, finished = (
+        values
+    )
+    fields = [index, url, final_url, status, _boolean(ok), kind, message, size, content_type, len(redirects or [])]
+    return _csv_text([[_cell(v) for v in (*fields, attempts, started, finished, *timings)]])
 
 
 def _csv_text(rows: list[list[Any]]) -> str:
@@ -180,19 +200,22 @@ def _cell(value: Any) -> Any:
     return value
 
 
-# -- the fast way to the same lines ---------------------------------------------------------------
+# -- a million lines ---------------------------------------------------------------------------------
 #
-# csv's writer takes ~7 us a line, the defusing regex ~1 us a field and a float's repr ~0.5 us: too slow
-# for a million results. Most results need none of them.
+# csv's writer takes ~7 us a line, the defusing regex ~1 us a field, a float's repr ~0.5 us and reading a
+# whole result's JSON ~3 us: too slow for a million results, and most results need none of it.
+# - SQLite reads each result's values and timings (json_extract, on a reader thread, the GIL released) and
+#   hands over their JSON, strings and numbers written as stored; orjson reads the values (as json would,
+#   but for integers past 64 bits, kept out below); the timings stay text.
 # - With every field quoted, a field without a quote is written as it is, and defusing changes nothing
-#   where no trigger follows a field's start, a separator or a space. In a result's stored JSON text a
-#   quote, tab, CR or LF inside a string (anything escaped) shows as a backslash, and a string that starts
-#   with a trigger as a quote before it. So stored text with no backslash, no [;, "] before a trigger and
-#   no full-width trigger holds nothing to quote or defuse: its line is joined straight from its values.
-# - The timings come from SQLite as the numbers' stored text, which is their repr (orjson and json write the
-#   shortest text that reads back the same float) except in exponent form or below 0.0001, which take csv_line.
-# Any other result takes csv_line; tests/test_exports.py checks that both give the same lines.
-_TIMING_PATHS = tuple(f"$.timings.{name}" for name in TIMINGS)
+#   where no trigger follows a field's start, a separator or a space. In JSON a quote, tab, CR or LF inside
+#   a string (anything escaped) shows as a backslash, and a string that starts with a trigger as a quote
+#   before it. So values whose JSON has no backslash, no [;, "] before a trigger and no full-width trigger
+#   hold nothing to quote or defuse: their line is joined straight from them.
+# - A number's stored text is its repr (orjson and json write the shortest text that reads back the same
+#   float), except in exponent form and below 0.0001.
+# Any other result's line is _csv_line_of its values as json reads them; tests/test_exports.py checks that
+# a download's lines are those of the row-by-row conversion, whatever the results hold.
 
 
 def _classes(**members: bytes) -> bytes:
@@ -207,58 +230,68 @@ def _classes(**members: bytes) -> bytes:
 # B a backslash, P what may come before a trigger, T an ASCII trigger, D a digit.
 _TEXT_CLASSES = _classes(B=b"\\", P=b';, "', T=b"-=+@", D=b"0123456789")
 _NEEDS_CARE = (b"B", b"PT", b"D" * 19)  # orjson reads integers past 64 bits as floats, json keeps them whole
-_FULL_WIDTH_TRIGGERS = ("\uff1d", "\uff0b", "\uff0d", "\uff20")
-_NUMBER_LIST = b"0123456789.-,[]\n"  # the characters of timings' texts, besides null
+_FULL_WIDTH_TRIGGERS = tuple(trigger.encode() for trigger in "\uff1d\uff0b\uff0d\uff20")
+_FULL_WIDTH = "\uff00".encode()[:2]  # how the UTF-8 of U+FF00 to U+FF3F begins, full-width triggers among them
+_NUMBER_LIST = b"0123456789.-,[]\n"  # the characters of timings' JSON, besides null
 _QUOTES_PER_LINE = 2 * len(CSV_COLUMNS)
-_NO_ERROR: dict[str, Any] = {}
 
 
-def _csv_page(rows: list[tuple[str, ...]]) -> str:
-    """A store page of (stored JSON, timings' JSON) as CSV lines: csv_line's, joined straight where that is safe."""
-    texts = [row[0] for row in rows]
-    page = "[" + ",".join(texts) + "]"
-    try:
-        results = orjson.loads(page)
-    except orjson.JSONDecodeError:  # what only json reads (NaN, from its fallback encoder): the careful way
-        return "".join(csv_line(json.loads(text)) for text in texts)
-    timings = "\n".join([row[1] for row in rows])
-    careful = _careful_texts(page, texts) | _careful_timings(timings, rows)
+def _csv_page(values: bytes, timings: bytes) -> str:
+    """A page of results as CSV lines, from their values and timings (JSON arrays, a line a result)."""
+    results = None
+    if not values.startswith(b"{") and b"\n{" not in values:  # a stored text SQLite could not read, in their place
+        try:
+            results = orjson.loads(b"[" + values.replace(b"\n", b",") + b"]")  # JSON holds no raw line break
+        except orjson.JSONDecodeError:  # what only json reads (a lone surrogate): line by line
+            pass
+    if results is None:
+        return "".join(map(_careful_csv_line, values.split(b"\n"), timings.split(b"\n")))
+    careful = _careful_values(values) | _careful_timings(timings, len(results))
     # [3.0,null,0.4] becomes 3.0","","0.4: the timings' fields, less the quotes around them all.
-    fields = timings.replace("null", "").replace("[", "").replace("]", "").replace(",", '","').split("\n")
-    lines = list(map(_plain_csv_line, results, fields))
-    # A line with other than two quotes a field had a quote in a field, or other than len(TIMINGS) timings.
-    quotes = list(map(str.count, lines, itertools.repeat('"')))
-    if quotes.count(_QUOTES_PER_LINE) != len(lines):
-        careful.update(i for i, count in enumerate(quotes) if count != _QUOTES_PER_LINE)
+    fields = timings.replace(b"null", b"").replace(b"[", b"").replace(b"]", b"").replace(b",", b'","')
+    lines = list(map(_plain_csv_line, results, fields.decode().split("\n")))
+    text = "".join(lines)
+    # Every line has two quotes a field or more: more where a value's text held a quote after all.
+    quotes = _QUOTES_PER_LINE * (len(lines) - len(careful)) + sum(lines[i].count('"') for i in careful)
+    if text.count('"') != quotes:
+        careful.update(i for i, line in enumerate(lines) if line.count('"') != _QUOTES_PER_LINE)
+    if not careful:
+        return text
+    value_lines, timing_lines = values.split(b"\n"), timings.split(b"\n")
     for i in careful:
-        lines[i] = csv_line(json.loads(texts[i]))
+        lines[i] = _careful_csv_line(value_lines[i], timing_lines[i])
     return "".join(lines)
 
 
-def _careful_texts(page: str, texts: list[str]) -> set[int]:
-    """Which results of a page (its texts joined as a JSON array) show something to quote or defuse."""
-    classes = page.encode().translate(_TEXT_CLASSES)  # bytes of non-ASCII characters become dots
-    found = [at + len(needle) - 1 for needle in _NEEDS_CARE for at in _find_all(classes, needle)]
-    careful = set()
-    if found:
-        sizes = map(len, texts) if page.isascii() else map(len, map(str.encode, texts))
-        ends = list(itertools.accumulate(map(operator.add, sizes, itertools.repeat(1))))  # each text's end in page
-        careful = {bisect.bisect_right(ends, at) for at in found}
-    if not page.isascii() and any(trigger in page for trigger in _FULL_WIDTH_TRIGGERS):
-        careful.update(i for i, text in enumerate(texts) if any(trigger in text for trigger in _FULL_WIDTH_TRIGGERS))
-    return careful
+def _careful_csv_line(values: bytes, timings: bytes) -> str:
+    """A result's CSV line from its values and timings as json reads them (or from its stored text, which the
+    store hands over in place of its values where SQLite could not read it)."""
+    if values.startswith(b"{"):
+        return csv_line(json.loads(values))
+    return _csv_line_of(json.loads(values), json.loads(timings))
 
 
-def _careful_timings(timings: str, rows: list[tuple[str, ...]]) -> set[int]:
+def _careful_values(values: bytes) -> set[int]:
+    """Which results' values (their JSON arrays, a line each) hold something to quote or defuse."""
+    classes = values.translate(_TEXT_CLASSES)  # bytes of non-ASCII characters become dots
+    found = [at for needle in _NEEDS_CARE for at in _find_all(classes, needle)]
+    if not values.isascii() and _FULL_WIDTH in values:
+        found += [at for trigger in _FULL_WIDTH_TRIGGERS for at in _find_all(values, trigger)]
+    return _lines_at(values, found)
+
+
+def _careful_timings(timings: bytes, results: int) -> set[int]:
     """Which results' timings (their JSON arrays, a line each) hold anything but null and plain numbers."""
-    if _only_numbers(timings):
+    if _only_numbers(timings, results):
         return set()
-    return {i for i, row in enumerate(rows) if not _only_numbers(row[1])}
+    return {i for i, line in enumerate(timings.split(b"\n")) if not _only_numbers(line, 1)}
 
 
-def _only_numbers(timings: str) -> bool:
-    """Whether JSON arrays hold only null and numbers written as repr writes them."""
-    return not timings.encode().translate(None, _NUMBER_LIST).replace(b"null", b"") and "0.0000" not in timings
+def _only_numbers(timings: bytes, arrays: int) -> bool:
+    """Whether this many JSON arrays hold only null and numbers written as repr writes them."""
+    if timings.count(b"[") != arrays or b"0.0000" in timings:  # an array in an array; a number repr writes 1e-05
+        return False
+    return not timings.translate(None, _NUMBER_LIST).replace(b"null", b"")
 
 
 def _find_all(haystack: bytes, needle: bytes) -> Iterator[int]:
@@ -269,17 +302,28 @@ def _find_all(haystack: bytes, needle: bytes) -> Iterator[int]:
         at = haystack.find(needle, at + 1)
 
 
-def _plain_csv_line(r: dict[str, Any], timings: str) -> str:
-    """csv_line of a result with no quote and nothing to defuse, and plain timings, without csv's writer."""
-    e = r.get("error") or _NO_ERROR
-    ok = r.get("ok")
+def _lines_at(text: bytes, places: list[int]) -> set[int]:
+    """The numbers of the lines these places of `text` are on (counted from 0), reading the text once."""
+    lines, line, counted = set(), 0, 0
+    for at in sorted(places):
+        line += text.count(b"\n", counted, at)
+        counted = at
+        lines.add(line)
+    return lines
+
+
+def _plain_csv_line(values: list[Any], timings: str) -> str:
+    """_csv_line_of a result with no quote and nothing to defuse in its values, and its timings' fields,
+    without csv's writer."""
+    index, url, final_url, status, ok, kind, message, size, content_type, redirects, attempts, started, finished = (
+        values
+    )
     # Each field as csv writes it: str() of the value, "" for None, inside quotes.
     return (
-        f'"{r["index"]}","{r["url"]}","{"" if (v := r.get("final_url")) is None else v}",'
-        f'"{"" if (v := r.get("status_code")) is None else v}","{"" if ok is None else "true" if ok else "false"}",'
-        f'"{"" if (v := e.get("kind")) is None else v}","{"" if (v := e.get("message")) is None else v}",'
-        f'"{"" if (v := r.get("bytes")) is None else v}","{"" if (v := r.get("content_type")) is None else v}",'
-        f'"{len(r.get("redirects") or ())}","{"" if (v := r.get("attempts")) is None else v}",'
-        f'"{"" if (v := r.get("started_at")) is None else v}","{"" if (v := r.get("finished_at")) is None else v}",'
-        f'"{timings}"\r\n'
+        f'"{index}","{url}","{"" if final_url is None else final_url}","{"" if status is None else status}",'
+        f'"{"" if ok is None else "true" if ok else "false"}","{"" if kind is None else kind}",'
+        f'"{"" if message is None else message}","{"" if size is None else size}",'
+        f'"{"" if content_type is None else content_type}","{len(redirects or ())}",'
+        f'"{"" if attempts is None else attempts}","{"" if started is None else started}",'
+        f'"{"" if finished is None else finished}","{timings}"\r\n'
     )

@@ -7,14 +7,18 @@ reading as fast as it can. For each format it prints rows/s (wall clock), the se
 for the download, and its peak RSS during it (VmHWM, reset before each download).
 
 --db PATH keeps the built database at PATH and reuses it on the next run (building takes a minute);
+--plain makes every result ok and plain, as a 0 ms target's (by default a tenth fail, a fiftieth were
+redirected, and a few hold quotes, formulas and text beyond ASCII, so the CSV's careful path runs too);
 --checkout DIR serves another checkout's build on the same database (before and after a change);
 --profile runs each download in this process instead, through the Flask app's test client under
-cProfile, and prints where the time goes.
+cProfile, and prints where the time goes, then Python's peak allocation (tracemalloc) in a second run.
+measure() does what the command does, for other benchmarks to call.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
@@ -24,8 +28,14 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__" and "--profile" in sys.argv:
+    from gevent import monkey
+
+    monkey.patch_all()  # as wsgi.py does, before anything else is imported: --profile serves in this process
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -211,6 +221,39 @@ def profile(data: Path, formats: list[str], outcome: str | None, top: int) -> No
         print(out.getvalue())
 
 
+def measure(
+    rows: int = 1_000_000,
+    formats: tuple[str, ...] = FORMATS,
+    *,
+    db: Path | None = None,
+    plain: bool = False,
+    outcome: str | None = None,
+    checkout: Path = ROOT,
+) -> list[dict[str, Any]]:
+    """Build a batch of `rows` results (or copy `db`, when it exists; else keep what is built there), serve it
+    with `checkout`'s wsgi.py and download each format once: a dict of figures per format."""
+    with built(rows, db, plain) as data:
+        return serve_and_measure(data, list(formats), outcome, checkout.resolve())
+
+
+@contextlib.contextmanager
+def built(rows: int, db: Path | None, plain: bool) -> Iterator[Path]:
+    """A temporary data folder whose greenbatch.db holds the batch: copied from `db`, or built (and kept at `db`)."""
+    temp = Path(tempfile.mkdtemp(prefix="gb-exports-"))
+    try:
+        data = temp / "data"
+        data.mkdir()
+        if db is not None and db.exists():
+            shutil.copyfile(db, data / "greenbatch.db")
+        else:
+            build(data / "greenbatch.db", rows, not plain)  # closed: SQLite has moved its WAL into the file
+            if db is not None:
+                shutil.copyfile(data / "greenbatch.db", db)
+        yield data
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def main() -> None:
     """Build (or reuse) the database, then measure or profile each format."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -228,31 +271,14 @@ def main() -> None:
         "--checkout", type=Path, default=ROOT, help="serve this checkout's wsgi.py (another build, for a before/after)"
     )
     args = parser.parse_args()
+    formats = tuple(f for f in args.formats.split(",") if f)
     if args.profile:
-        from gevent import monkey
-
-        monkey.patch_all()  # as wsgi.py does, before anything else runs
-    formats = [f for f in args.formats.split(",") if f]
-
-    temp = Path(tempfile.mkdtemp(prefix="gb-exports-"))
-    try:
-        data = temp / "data"
-        data.mkdir()
-        db = data / "greenbatch.db"
-        if args.db is not None and args.db.exists():
-            shutil.copyfile(args.db, db)
-        else:
-            build(db, args.rows, not args.plain)  # closed: SQLite has moved its WAL into the file
-            if args.db is not None:
-                shutil.copyfile(db, args.db)
-        if args.profile:
-            profile(data, formats, args.outcome, args.top)
-            return
-        found = serve_and_measure(data, formats, args.outcome, args.checkout.resolve())
-        if args.json is not None:
-            args.json.write_text(json.dumps({"machine": machine(), "exports": found}, indent=2) + "\n")
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        with built(args.rows, args.db, args.plain) as data:
+            profile(data, list(formats), args.outcome, args.top)
+        return
+    found = measure(args.rows, formats, db=args.db, plain=args.plain, outcome=args.outcome, checkout=args.checkout)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"machine": machine(), "exports": found}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

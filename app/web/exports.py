@@ -92,8 +92,9 @@ def _broken_on_failure(body: Iterator[bytes | str], fmt: str, batch_id: str) -> 
             buffer = io.StringIO()
             csv.writer(buffer, quoting=csv.QUOTE_ALL).writerow(["error", message])
             yield buffer.getvalue()
-        else:
-            yield json.dumps({"error": {"code": "store_unavailable", "message": message, "details": []}}) + "\n"
+        else:  # on a line of its own: the JSON array's last chunk ends without a line break
+            line = json.dumps({"error": {"code": "store_unavailable", "message": message, "details": []}}) + "\n"
+            yield ("\n" if fmt == "json" else "") + line
         raise ExportBroken(errno.ECONNRESET, message) from exc
 
 

@@ -605,6 +605,7 @@ class SQLiteStore:
             else:
                 ahead = None
             if page[0] is not None:
+                gevent.sleep(0)  # a turn for every other greenlet between pages: a download never holds the hub long
                 yield page
 
     @staticmethod

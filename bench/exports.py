@@ -141,6 +141,7 @@ def download(server: GreenbatchServer, fmt: str, outcome: str | None) -> dict[st
     assert server.proc is not None
     pid = server.proc.pid
     params = {"format": fmt, **({"outcome": outcome} if outcome else {})}
+    before = rss_mib(pid)
     reset_peak_rss(pid)
     cpu, client_cpu = cpu_seconds(pid), time.process_time()
     started = time.perf_counter()
@@ -163,8 +164,18 @@ def download(server: GreenbatchServer, fmt: str, outcome: str | None) -> dict[st
         "server_cpu_s": round(cpu, 2),
         "server_rows_per_cpu_s": round(rows / cpu) if cpu else None,
         "server_peak_rss_mib": round(peak_rss_mib(pid), 1),
+        "server_rss_growth_mib": round(peak_rss_mib(pid) - before, 1),  # its peak during the download, less before
         "client_cpu_s": round(client_cpu, 2),  # this process, reading the download with requests
     }
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident set size now (VmRSS), in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def serve_and_measure(data: Path, formats: list[str], outcome: str | None, checkout: Path) -> list[dict[str, Any]]:

@@ -240,7 +240,7 @@ def sample_result(index: int) -> dict:
 
 
 def test_a_download_of_many_store_reads_is_whole_in_index_order_and_takes_the_outcome_filter(store):
-    results = [sample_result(i) for i in range(4500)]  # the store reads 1,000 URL indexes, then 2,000 a time
+    results = [sample_result(i) for i in range(4500)]  # the store reads 1,000 URL indexes at a time
     batch_id = stored_batch(store, results)
     stored = list(store.iter_results(batch_id))
     assert [r["index"] for r in stored] == list(range(4500))

@@ -52,8 +52,7 @@ RETRY_PAUSE = 0.1  # seconds before retrying a failed commit, doubled after each
 RETRY_PAUSE_MAX = 2.0  # ...up to this: space that comes back is used within this long
 FAILURE_REMINDER = 60.0  # seconds between log lines while commits keep failing
 READ_START_WAIT = 0.002  # seconds the hub waits at most for a reader thread to begin a read ahead
-EXPORT_FIRST_SPAN = 1000  # URL indexes in the first read of result_pages: a download starts after this one...
-EXPORT_SPAN = 2000  # ...and in each read after it (a few hundred KiB of text, a few ms of SQLite)
+EXPORT_SPAN = 1000  # URL indexes in each read of result_pages: a few hundred KiB of text, a few ms of SQLite
 # result_pages' extraction of a group of paths (the ? after data), and the same for a span holding a text SQLite
 # cannot read as JSON, that hands over the text instead (json_valid in every row would cost a second reading).
 _EXTRACT = ("json_extract(data{})", "CASE WHEN json_valid(data) THEN json_extract(data{}) ELSE data END")
@@ -587,21 +586,20 @@ class SQLiteStore:
         A page holds the results' stored JSON texts or, for each group of two or more JSON paths in
         `extract`, json_extract of them: the JSON text of an array of those values, strings and numbers
         written as stored (or, where SQLite cannot read a stored text as JSON, such as one with the NaN
-        Python's json writes, that text). Each read covers a span of URL indexes (the first a small one,
-        so a download starts at once), so it takes bounded time whatever the outcome filter skips, and the
-        next read runs on a reader thread while the caller handles this page. A span without results
-        yields no page.
+        Python's json writes, that text). Each read covers EXPORT_SPAN URL indexes, so it takes bounded
+        time whatever the outcome filter skips, and the next read runs on a reader thread while the caller
+        handles this page. A span without results yields no page.
         """
         queries = tuple(_span_query(extract, outcome, form) for form in _EXTRACT)
         paths = tuple(itertools.chain.from_iterable(extract))
         total = self._read(self._read_total, batch_id)
-        start, span = 0, EXPORT_FIRST_SPAN
-        ahead = self._read_ahead(self._read_span, queries, (*paths, batch_id, start, start + span)) if total else None
+        start = 0
+        ahead = self._read_ahead(self._read_span, queries, (*paths, batch_id, start, EXPORT_SPAN)) if total else None
         while ahead is not None:
             page = ahead()
-            start, span = start + span, EXPORT_SPAN
+            start += EXPORT_SPAN
             if start < total:
-                ahead = self._read_ahead(self._read_span, queries, (*paths, batch_id, start, start + span))
+                ahead = self._read_ahead(self._read_span, queries, (*paths, batch_id, start, start + EXPORT_SPAN))
             else:
                 ahead = None
             if page[0] is not None:

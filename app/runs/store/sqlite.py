@@ -56,6 +56,9 @@ EXPORT_SPAN = 1000  # URL indexes in each read of result_pages: a few hundred Ki
 # result_pages' extraction of a group of paths (the ? after data), and the same for a span holding a text SQLite
 # cannot read as JSON, that hands over the text instead (json_valid in every row would cost a second reading).
 _EXTRACT = ("json_extract(data{})", "CASE WHEN json_valid(data) THEN json_extract(data{}) ELSE data END")
+# The terms an outcome filter adds to result_pages' WHERE, as results() filters its pages; an outcome not
+# listed is refused (KeyError), never read as no filter.
+_OUTCOME_TERMS = {"ok": ("ok = 1",), "failed": ("ok = 0",)}
 
 
 def _quietly(fn: Callable[..., _T], args: tuple[Any, ...]) -> tuple[_T | None, sqlite3.Error | None]:
@@ -79,7 +82,7 @@ def _span_query(extract: tuple[tuple[str, ...], ...], outcome: str | None, form:
     `form`, each column joined a line a result by SQLite (the GIL released while it reads the whole span)
     and handed over as UTF-8 bytes (no str is made of them)."""
     columns = [form.format(", ?" * len(paths)) for paths in extract] or ["data"]
-    chosen = {"ok": " AND ok = 1", "failed": " AND ok = 0"}.get(outcome or "", "")
+    chosen = "".join(f" AND {term}" for term in _OUTCOME_TERMS[outcome]) if outcome else ""
     return (
         f"SELECT {', '.join(f'CAST(group_concat(x{i}, char(10)) AS BLOB)' for i in range(len(columns)))} FROM"
         f" (SELECT {', '.join(f'{column} AS x{i}' for i, column in enumerate(columns))} FROM events"

@@ -60,7 +60,7 @@ def download(store: Store, batch_id: str, fmt: str, outcome: str | None) -> Resp
 
 
 def chunks(store: Store, batch_id: str, fmt: str, outcome: str | None = None) -> Iterator[bytes | str]:
-    """A download's text, a chunk per page the store reads (a few hundred KiB), memory flat whatever the size.
+    """A download's text, a chunk per page the store reads (a few hundred KiB), memory flat whatever its size.
 
     The first page is read before this returns: a store that fails now raises StoreError here (the API
     answers a JSON 503), not once a 200 has begun.

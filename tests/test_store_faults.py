@@ -6,6 +6,7 @@ Damaged-database tests corrupt copies of a real database a server wrote.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -240,7 +241,7 @@ def test_damaged_middle_pages_make_readyz_503_and_break_an_export_that_cannot_fi
     refused = server.request("POST", "/api/v1/batches", json={"urls": ["http://a.test/"]})
     assert refused.status_code == 503 and error_of(refused)["code"] == "store_unavailable"
 
-    for fmt in ("csv", "ndjson"):
+    for fmt in ("csv", "ndjson", "json"):
         response = server.request("GET", f"/api/v1/batches/{batch_id}/results", params={"format": fmt}, stream=True)
         assert response.status_code == 200, "the first page was readable, so the download starts"
         received = b""
@@ -250,6 +251,9 @@ def test_damaged_middle_pages_make_readyz_503_and_break_an_export_that_cannot_fi
         lines = received.decode().splitlines()
         assert 1000 <= len(lines) < 3000
         assert "stopped" in lines[-1] and "incomplete" in lines[-1] and "error" in lines[-1]
+        if fmt != "csv":  # a JSON error on a line of its own, after the last whole result
+            assert json.loads(lines[-1])["error"]["code"] == "store_unavailable"
+            assert json.loads(lines[-2].rstrip(","))["url"].startswith("http://")
 
 
 def test_an_export_whose_first_page_is_damaged_answers_a_json_error(written_db, tmp_path, make_server):

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from flask import Response, stream_with_context
 
 from ..runs.store import Store, StoreError
@@ -42,6 +43,7 @@ CSV_COLUMNS = (
     "wait_ms",
     "download_ms",
 )
+TIMINGS = ("total", "ttfb", "dns", "connect", "tls", "wait", "download")  # the last columns: timings[name], in ms
 
 
 # The download formats (`format=` of the results route) and their content types: each streams the whole batch.
@@ -51,13 +53,21 @@ CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjs
 
 def download(store: Store, batch_id: str, fmt: str, outcome: str | None) -> Response:
     """The whole batch (or its ok/failed results) as a `fmt` (one of FORMATS) attachment, streamed."""
-    rows = store.iter_results(batch_id, outcome=outcome)
-    # The first page is read before answering: a store that fails now gets a JSON 503, not a 200.
-    rows = itertools.chain(list(itertools.islice(rows, 1)), rows)
-    body = {"csv": _csv_lines, "ndjson": _ndjson_lines, "json": _json_array}[fmt](rows)
+    body = chunks(store, batch_id, fmt, outcome)
     response = Response(stream_with_context(_broken_on_failure(body, fmt, batch_id)), content_type=CONTENT_TYPES[fmt])
     response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{batch_id}.{fmt}"'
     return response
+
+
+def chunks(store: Store, batch_id: str, fmt: str, outcome: str | None = None) -> Iterator[bytes | str]:
+    """A download's text, a chunk per page the store reads (a few hundred KiB), memory flat whatever its size.
+
+    The first page is read before this returns: a store that fails now raises StoreError here (the API
+    answers a JSON 503), not once a 200 has begun.
+    """
+    pages = store.result_pages(batch_id, outcome, _CSV_PATHS if fmt == "csv" else ())
+    pages = itertools.chain(list(itertools.islice(pages, 1)), pages)
+    return {"csv": _csv_chunks, "ndjson": _ndjson_chunks, "json": _json_array_chunks}[fmt](pages)
 
 
 class ExportBroken(ConnectionResetError):
@@ -67,14 +77,14 @@ class ExportBroken(ConnectionResetError):
     """
 
 
-def _broken_on_failure(lines: Iterator[str], fmt: str, batch_id: str) -> Iterator[str]:
-    """An export's lines; if the store fails midway, an error line, then a broken body (never a clean short 200).
+def _broken_on_failure(body: Iterator[bytes | str], fmt: str, batch_id: str) -> Iterator[bytes | str]:
+    """An export's text; if the store fails midway, an error line, then a broken body (never a clean short 200).
 
     Raising while the body streams makes the server close the connection without the chunked encoding's
     last chunk, so curl, requests and browsers report an incomplete download.
     """
     try:
-        yield from lines
+        yield from body
     except StoreError as exc:
         message = f"the export of batch {batch_id} stopped: {exc}; this file is incomplete"
         log.error("%s", message, extra={"batch_id": batch_id})
@@ -82,73 +92,95 @@ def _broken_on_failure(lines: Iterator[str], fmt: str, batch_id: str) -> Iterato
             buffer = io.StringIO()
             csv.writer(buffer, quoting=csv.QUOTE_ALL).writerow(["error", message])
             yield buffer.getvalue()
-        else:
-            yield json.dumps({"error": {"code": "store_unavailable", "message": message, "details": []}}) + "\n"
+        else:  # on a line of its own: the JSON array's last chunk ends without a line break
+            line = json.dumps({"error": {"code": "store_unavailable", "message": message, "details": []}}) + "\n"
+            yield ("\n" if fmt == "json" else "") + line
         raise ExportBroken(errno.ECONNRESET, message) from exc
 
 
-def _compact(row: dict[str, Any]) -> str:
-    """One result as JSON without spaces."""
-    return json.dumps(row, separators=(",", ":"))
+# NDJSON and the JSON array carry each result's stored text as it is: the compact JSON the engine wrote
+# (compact_json of Result.to_dict), one line each; each page the store reads is one chunk of the body.
 
 
-def _ndjson_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+def _ndjson_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[bytes]:
     """Results as NDJSON: one JSON object a line."""
-    return (_compact(r) + "\n" for r in rows)
+    for (texts,) in pages:
+        yield texts + b"\n"
 
 
-def _json_array(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+def _json_array_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[bytes]:
     """Results as one JSON array, a result a line, written as they are read (never held as a list)."""
-    yield "["
-    separator = "\n"
-    for r in rows:
-        yield separator + _compact(r)
-        separator = ",\n"
-    yield "\n]\n"
+    opening = b"[\n"
+    for (texts,) in pages:
+        yield opening + texts.replace(b"\n", b",\n")
+        opening = b",\n"
+    yield b"[\n]\n" if opening == b"[\n" else b"\n]\n"
 
 
-def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
-    """Results as CSV, one line at a time, every field quoted and spreadsheet formulas defused."""
+def _csv_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[str]:
+    """Results as CSV, a store page per chunk, every field quoted and spreadsheet formulas defused."""
+    yield _csv_text([list(CSV_COLUMNS)])
+    for values, timings in pages:
+        yield _csv_page(values, timings)
+
+
+# What a CSV line takes from a result besides its timings, in this order: read by SQLite (json_extract) for a
+# download, straight from the result in csv_line.
+_VALUE_PATHS = (
+    "$.index",
+    "$.url",
+    "$.final_url",
+    "$.status_code",
+    "$.ok",
+    "$.error.kind",
+    "$.error.message",
+    "$.bytes",
+    "$.content_type",
+    "$.redirects",
+    "$.attempts",
+    "$.started_at",
+    "$.finished_at",
+)
+_CSV_PATHS = (_VALUE_PATHS, tuple(f"$.timings.{name}" for name in TIMINGS))
+
+
+def csv_line(result: dict[str, Any]) -> str:
+    """One result as a line of the CSV download."""
+    error = result.get("error") or {}
+    timings = result.get("timings") or {}
+    values = [
+        result["index"],
+        result["url"],
+        result.get("final_url"),
+        result.get("status_code"),
+        result.get("ok"),
+        error.get("kind"),
+        error.get("message"),
+        result.get("bytes"),
+        result.get("content_type"),
+        result.get("redirects"),
+        result.get("attempts"),
+        result.get("started_at"),
+        result.get("finished_at"),
+    ]
+    return _csv_line_of(values, [timings.get(name) for name in TIMINGS])
+
+
+def _csv_line_of(values: list[Any], timings: list[Any]) -> str:
+    """A CSV line from a result's values (at _VALUE_PATHS) and timings: every field quoted by csv's writer,
+    ok as JSON writes it, the redirects counted, and formulas defused."""
+    index, url, final_url, status, ok, kind, message, size, content_type, redirects, attempts, started, finished = (
+        values
+    )
+    fields = [index, url, final_url, status, _boolean(ok), kind, message, size, content_type, len(redirects or [])]
+    return _csv_text([[_cell(v) for v in (*fields, attempts, started, finished, *timings)]])
+
+
+def _csv_text(rows: list[list[Any]]) -> str:
+    """Rows as CSV text, every field quoted."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
-
-    def line(values: list[Any]) -> str:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow(values)
-        return buffer.getvalue()
-
-    yield line(list(CSV_COLUMNS))
-    for r in rows:
-        error = r.get("error") or {}
-        t = r.get("timings") or {}
-        yield line(
-            [
-                _cell(v)
-                for v in (
-                    r["index"],
-                    r["url"],
-                    r.get("final_url"),
-                    r.get("status_code"),
-                    _boolean(r.get("ok")),
-                    error.get("kind"),
-                    error.get("message"),
-                    r.get("bytes"),
-                    r.get("content_type"),
-                    len(r.get("redirects") or []),
-                    r.get("attempts"),
-                    r.get("started_at"),
-                    r.get("finished_at"),
-                    t.get("total"),
-                    t.get("ttfb"),
-                    t.get("dns"),
-                    t.get("connect"),
-                    t.get("tls"),
-                    t.get("wait"),
-                    t.get("download"),
-                )
-            ]
-        )
+    csv.writer(buffer, quoting=csv.QUOTE_ALL).writerows(rows)
+    return buffer.getvalue()
 
 
 def _boolean(value: Any) -> str | None:
@@ -167,3 +199,132 @@ def _cell(value: Any) -> Any:
     if isinstance(value, str):
         return _FORMULA_START.sub(r"\1\2'", value)
     return value
+
+
+# -- a million lines ---------------------------------------------------------------------------------
+#
+# csv's writer takes ~7 us a line, the defusing regex ~1 us a field, a float's repr ~0.5 us and reading a
+# whole result's JSON ~3 us: too slow for a million results, and most results need none of it.
+# - SQLite reads each result's values and timings (json_extract, on a reader thread, the GIL released) and
+#   hands over their JSON, strings and numbers written as stored; orjson reads the values (as json would,
+#   but for integers past 64 bits, kept out below); the timings stay text.
+# - With every field quoted, a field without a quote is written as it is, and defusing changes nothing
+#   where no trigger follows a field's start, a separator or a space. In JSON a quote, tab, CR or LF inside
+#   a string (anything escaped) shows as a backslash, and a string that starts with a trigger as a quote
+#   before it. So values whose JSON has no backslash, no [;, "] before a trigger and no full-width trigger
+#   hold nothing to quote or defuse: their line is joined straight from them.
+# - A number's stored text is its repr (orjson and json write the shortest text that reads back the same
+#   float), except in exponent form and below 0.0001.
+# Any other result's line is _csv_line_of its values as json reads them; tests/test_exports.py checks that
+# a download's lines are those of the row-by-row conversion, whatever the results hold.
+
+
+def _classes(**members: bytes) -> bytes:
+    """A bytes.translate table: each byte of members[name] becomes `name`, every other byte a dot."""
+    table = bytearray(b"." * 256)
+    for name, chars in members.items():
+        for char in chars:
+            table[char] = ord(name)
+    return bytes(table)
+
+
+# B a backslash, P what may come before a trigger, T an ASCII trigger, D a digit.
+_TEXT_CLASSES = _classes(B=b"\\", P=b';, "', T=b"-=+@", D=b"0123456789")
+_NEEDS_CARE = (b"B", b"PT", b"D" * 19)  # orjson reads integers past 64 bits as floats, json keeps them whole
+_FULL_WIDTH_TRIGGERS = tuple(trigger.encode() for trigger in "\uff1d\uff0b\uff0d\uff20")
+_FULL_WIDTH = "\uff00".encode()[:2]  # how the UTF-8 of U+FF00 to U+FF3F begins, full-width triggers among them
+_NUMBER_LIST = b"0123456789.-,[]\n"  # the characters of timings' JSON, besides null
+_QUOTES_PER_LINE = 2 * len(CSV_COLUMNS)
+
+
+def _csv_page(values: bytes, timings: bytes) -> str:
+    """A page of results as CSV lines, from their values and timings (JSON arrays, a line a result)."""
+    results = None
+    if not values.startswith(b"{") and b"\n{" not in values:  # a stored text SQLite could not read, in their place
+        try:
+            results = orjson.loads(b"[" + values.replace(b"\n", b",") + b"]")  # JSON holds no raw line break
+        except orjson.JSONDecodeError:  # what only json reads (a lone surrogate): line by line
+            pass
+    if results is None:
+        return "".join(map(_careful_csv_line, values.split(b"\n"), timings.split(b"\n")))
+    careful = _careful_values(values) | _careful_timings(timings, len(results))
+    # [3.0,null,0.4] becomes 3.0","","0.4: the timings' fields, less the quotes around them all.
+    fields = timings.replace(b"null", b"").replace(b"[", b"").replace(b"]", b"").replace(b",", b'","')
+    lines = list(map(_plain_csv_line, results, fields.decode().split("\n")))
+    text = "".join(lines)
+    # Every line has two quotes a field or more: more where a value's text held a quote after all.
+    quotes = _QUOTES_PER_LINE * (len(lines) - len(careful)) + sum(lines[i].count('"') for i in careful)
+    if text.count('"') != quotes:
+        careful.update(i for i, line in enumerate(lines) if line.count('"') != _QUOTES_PER_LINE)
+    if not careful:
+        return text
+    value_lines, timing_lines = values.split(b"\n"), timings.split(b"\n")
+    for i in careful:
+        lines[i] = _careful_csv_line(value_lines[i], timing_lines[i])
+    return "".join(lines)
+
+
+def _careful_csv_line(values: bytes, timings: bytes) -> str:
+    """A result's CSV line from its values and timings as json reads them (or from its stored text, which the
+    store hands over in place of its values where SQLite could not read it)."""
+    if values.startswith(b"{"):
+        return csv_line(json.loads(values))
+    return _csv_line_of(json.loads(values), json.loads(timings))
+
+
+def _careful_values(values: bytes) -> set[int]:
+    """Which results' values (their JSON arrays, a line each) hold something to quote or defuse."""
+    classes = values.translate(_TEXT_CLASSES)  # bytes of non-ASCII characters become dots
+    found = [at for needle in _NEEDS_CARE for at in _find_all(classes, needle)]
+    if not values.isascii() and _FULL_WIDTH in values:
+        found += [at for trigger in _FULL_WIDTH_TRIGGERS for at in _find_all(values, trigger)]
+    return _lines_at(values, found)
+
+
+def _careful_timings(timings: bytes, results: int) -> set[int]:
+    """Which results' timings (their JSON arrays, a line each) hold anything but null and plain numbers."""
+    if _only_numbers(timings, results):
+        return set()
+    return {i for i, line in enumerate(timings.split(b"\n")) if not _only_numbers(line, 1)}
+
+
+def _only_numbers(timings: bytes, arrays: int) -> bool:
+    """Whether this many JSON arrays hold only null and numbers written as repr writes them."""
+    if timings.count(b"[") != arrays or b"0.0000" in timings:  # an array in an array; a number repr writes 1e-05
+        return False
+    return not timings.translate(None, _NUMBER_LIST).replace(b"null", b"")
+
+
+def _find_all(haystack: bytes, needle: bytes) -> Iterator[int]:
+    """Where `needle` starts in `haystack`, each place."""
+    at = haystack.find(needle)
+    while at >= 0:
+        yield at
+        at = haystack.find(needle, at + 1)
+
+
+def _lines_at(text: bytes, places: list[int]) -> set[int]:
+    """The numbers of the lines these places of `text` are on (counted from 0), reading the text once."""
+    lines, line, counted = set(), 0, 0
+    for at in sorted(places):
+        line += text.count(b"\n", counted, at)
+        counted = at
+        lines.add(line)
+    return lines
+
+
+def _plain_csv_line(values: list[Any], timings: str) -> str:
+    """_csv_line_of a result with no quote and nothing to defuse in its values, and its timings' fields,
+    without csv's writer."""
+    index, url, final_url, status, ok, kind, message, size, content_type, redirects, attempts, started, finished = (
+        values
+    )
+    # Each field as csv writes it: str() of the value, "" for None, inside quotes.
+    return (
+        f'"{index}","{url}","{"" if final_url is None else final_url}","{"" if status is None else status}",'
+        f'"{"" if ok is None else "true" if ok else "false"}","{"" if kind is None else kind}",'
+        f'"{"" if message is None else message}","{"" if size is None else size}",'
+        f'"{"" if content_type is None else content_type}","{len(redirects or ())}",'
+        f'"{"" if attempts is None else attempts}","{"" if started is None else started}",'
+        f'"{"" if finished is None else finished}","{timings}"\r\n'
+    )

@@ -13,6 +13,7 @@ stays reported until restart. A file that cannot be a usable database refuses to
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import gevent
+import gevent.monkey
 from gevent.event import AsyncResult
 from gevent.event import Event as Signal
 from gevent.queue import Queue
@@ -44,12 +46,19 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 # One row of the events table, in EVENT_COLUMNS' order: idx to bytes are set for results only.
 
+_os_lock = gevent.monkey.get_original("_thread", "allocate_lock")  # blocks the thread, not just the greenlet
 _NOT_READ = object()  # what a shared read hands its waiters when it failed
 REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
 MAX_GROUP = 4096  # events per transaction at most while a backlog left by failed commits is written
 RETRY_PAUSE = 0.1  # seconds before retrying a failed commit, doubled after each failure...
 RETRY_PAUSE_MAX = 2.0  # ...up to this: space that comes back is used within this long
 FAILURE_REMINDER = 60.0  # seconds between log lines while commits keep failing
+READ_START_WAIT = 0.002  # seconds the hub waits at most for a reader thread to begin a read ahead
+EXPORT_SPAN = 1000  # URL indexes in each read of result_pages: a few hundred KiB of text, a few ms of SQLite
+# result_pages' extraction of a group of paths (the ? after data), and the same for a span holding a text SQLite
+# cannot read as JSON, that hands over the text instead (json_valid in every row would cost a second reading).
+_EXTRACT = ("json_extract(data{})", "CASE WHEN json_valid(data) THEN json_extract(data{}) ELSE data END")
+# The terms an outcome filter adds to result_pages' WHERE, as results() filters its pages; an outcome not
 
 
 URL_SLICE = 10_000  # URLs encoded at a time when a batch's list is written
@@ -84,6 +93,20 @@ def _apply(pool: ThreadPool, fn: Callable[..., _T], args: tuple[Any, ...] = ()) 
     if error is not None:
         raise error
     return cast(_T, value)  # no error: value is what fn returned
+
+
+def _span_query(extract: tuple[tuple[str, ...], ...], outcome: str | None, form: str) -> str:
+    """result_pages' query of a span of URL indexes: the stored texts, or each group of paths extracted in
+    `form`, each column joined a line a result by SQLite (the GIL released while it reads the whole span)
+    and handed over as UTF-8 bytes (no str is made of them)."""
+    columns = [form.format(", ?" * len(paths)) for paths in extract] or ["data"]
+    # The outcomes of the results pages (queries.OUTCOME_TERMS); one not listed is a KeyError, never no filter.
+    chosen = "".join(f" AND {term}" for term in OUTCOME_TERMS[outcome]) if outcome else ""
+    return (
+        f"SELECT {', '.join(f'CAST(group_concat(x{i}, char(10)) AS BLOB)' for i in range(len(columns)))} FROM"
+        f" (SELECT {', '.join(f'{column} AS x{i}' for i, column in enumerate(columns))} FROM events"
+        f" WHERE batch_id = ? AND type = 'result' AND idx >= ? AND idx < ?{chosen} ORDER BY idx)"
+    )
 
 
 class SQLiteStore:
@@ -588,15 +611,86 @@ class SQLiteStore:
         """
         return self._read(read_page, batch_id, query, total, dense)
 
-    def iter_results(self, batch_id: str, outcome: str | None = None, page: int = 1000) -> Iterator[dict[str, Any]]:
-        """Every result of a batch in index order, read a page at a time (for streamed exports)."""
-        after = -1
-        while True:
-            chunk = self.results(batch_id, after, page, outcome)
-            yield from chunk
-            if len(chunk) < page:
-                return
-            after = chunk[-1]["index"]
+    def iter_results(self, batch_id: str, outcome: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every result of a batch in index order, read a page at a time."""
+        for (texts,) in self.result_pages(batch_id, outcome):
+            for text in texts.split(b"\n"):
+                yield json.loads(text)
+
+    def result_pages(
+        self, batch_id: str, outcome: str | None = None, extract: tuple[tuple[str, ...], ...] = ()
+    ) -> Iterator[tuple[bytes, ...]]:
+        """Every result of a batch in index order, a page of UTF-8 texts per read, each a line a result (for
+        exports).
+
+        A page holds the results' stored JSON texts or, for each group of two or more JSON paths in
+        `extract`, json_extract of them: the JSON text of an array of those values, strings and numbers
+        written as stored (or, where SQLite cannot read a stored text as JSON, such as one with the NaN
+        Python's json writes, that text). Each read covers EXPORT_SPAN URL indexes, so it takes bounded
+        time whatever the outcome filter skips, and the next read runs on a reader thread while the caller
+        handles this page. A span without results yields no page.
+        """
+        queries = tuple(_span_query(extract, outcome, form) for form in _EXTRACT)
+        paths = tuple(itertools.chain.from_iterable(extract))
+        total = self._read(self._read_total, batch_id)
+        start = 0
+        ahead = self._read_ahead(self._read_span, queries, (*paths, batch_id, start, EXPORT_SPAN)) if total else None
+        while ahead is not None:
+            page = ahead()
+            start += EXPORT_SPAN
+            if start < total:
+                ahead = self._read_ahead(self._read_span, queries, (*paths, batch_id, start, start + EXPORT_SPAN))
+            else:
+                ahead = None
+            if page[0] is not None:
+                gevent.sleep(0)  # a turn for every other greenlet between pages: a download never holds the hub long
+                yield page
+
+    @staticmethod
+    def _read_total(conn: sqlite3.Connection, batch_id: str) -> int:
+        """How many URLs a batch has (0 when there is no such batch)."""
+        row = conn.execute("SELECT total FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    @staticmethod
+    def _read_span(conn: sqlite3.Connection, queries: tuple[str, ...], args: tuple[Any, ...]) -> tuple[bytes, ...]:
+        """One read of result_pages: a span of URL indexes, through results_by_index (None for each column when
+        the span holds no result)."""
+        try:
+            return tuple(conn.execute(queries[0], args).fetchone())
+        except sqlite3.OperationalError as exc:
+            if str(exc) != "malformed JSON":
+                raise
+            return tuple(conn.execute(queries[1], args).fetchone())  # a text in the span SQLite cannot read
+
+    def _read_ahead(self, fn: Callable[..., _T], *args: Any) -> Callable[[], _T]:
+        """Start fn(conn, *args) on a reader thread now, while the caller works on; call what this returns to
+        wait for its value (StoreError when SQLite fails it). The connection goes back to the pool as soon as
+        the read ends, even if no one asks for its value."""
+        conn = self._readers.get()
+        started = _os_lock()
+        started.acquire()
+
+        def read(*args: Any) -> _T:
+            started.release()
+            return fn(*args)
+
+        reading = self._reader_threads.spawn(_quietly, read, (conn, *args))
+        reading.rawlink(lambda _: self._readers.put(conn))
+        # The thread needs the GIL to begin; a caller that goes on computing would hold it for up to the
+        # interpreter's switch interval (5 ms), so the read would start late. Waiting on an OS lock lets the
+        # thread take the GIL now and let it go again in SQLite; the bound keeps the hub moving when every
+        # reader thread is busy.
+        started.acquire(timeout=READ_START_WAIT)
+
+        def value() -> _T:
+            result, error = cast(tuple[_T | None, sqlite3.Error | None], reading.get())  # what _quietly returns
+            if error is not None:
+                self._note(error)
+                raise StoreError(self._describe(error, "reading")) from error
+            return cast(_T, result)  # no error: what fn returned
+
+        return value
 
     def events(
         self, batch_id: str, after: int = 0, limit: int = 1000, types: tuple[str, ...] = EVENT_TYPES

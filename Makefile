@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install --quiet --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/activate
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt requirements-cluster.txt pyproject.toml | $(BIN)/activate
 	@echo "greenbatch: installing dependencies and development tools into $(VENV) (a few minutes, first run only)"
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --quiet --no-deps -e .

@@ -7,13 +7,16 @@ helpers behind the fixtures live in tests/support/, which test modules (and benc
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.server import CHROMIUM, CHROMIUM_ARGS, GreenbatchServer
+from tests.support.services import Postgres, Redis
 from tests.support.target import start_target
 
 
@@ -107,3 +110,29 @@ def page(browser):
 def phone(browser):
     """A fresh page at 390x844, a phone: touch, and a mobile viewport."""
     yield from _tab(browser, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/support/services.py), on a unix socket in a temp folder."""
+    folder = Path(tempfile.mkdtemp(prefix="gb-pg-"))  # under /tmp: the postgres user must reach it
+    server = Postgres(folder).start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """A fresh, empty PostgreSQL database for one test, as a libpq URL."""
+    return postgres.new_database()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server for the session, on a unix socket in a temp folder, no persistence."""
+    folder = Path(tempfile.mkdtemp(prefix="gb-redis-"))
+    server = Redis(folder).start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)

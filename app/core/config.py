@@ -190,6 +190,28 @@ class Config:
         low=1,
     )
 
+    # Cluster mode (docs/deploy.md): on when both of these are set, off (one process, SQLite) when neither is.
+    database_url: str = _setting(
+        "",
+        "Cluster mode: the PostgreSQL store, e.g. `postgresql://greenbatch@db/greenbatch` or "
+        "`postgresql:///greenbatch?host=/run/postgresql`; set together with GREENBATCH_REDIS_URL.",
+        secret=True,
+    )
+    redis_url: str = _setting(
+        "",
+        "Cluster mode: the Redis for the work queue and live events, e.g. `redis://cache:6379/0` or "
+        "`unix:///run/redis/redis.sock`; set together with GREENBATCH_DATABASE_URL.",
+        secret=True,
+    )
+    cluster_heartbeat_timeout: float = _setting(
+        15.0,
+        "Cluster mode: seconds a silent worker is considered dead; its chunks then go to another worker.",
+        low=1,
+        high=3600,
+    )
+    cluster_chunk_min: int = _setting(64, "Cluster mode: fewest URLs in a chunk (the unit a worker takes).", low=1)
+    cluster_chunk_max: int = _setting(1000, "Cluster mode: most URLs in a chunk.", low=1)
+
     def __post_init__(self) -> None:
         """Check bounds and choices of every field, naming the variable at fault."""
         for f in dataclasses.fields(self):
@@ -216,11 +238,24 @@ class Config:
                 f"({self.max_connections}): websockets holding every connection would lock out "
                 "the API and the pages"
             )
+        if bool(self.database_url) != bool(self.redis_url):
+            given, missing = ("database_url", "redis_url") if self.database_url else ("redis_url", "database_url")
+            raise ConfigError(
+                f"cluster mode needs both {env_name('database_url')} and {env_name('redis_url')}: "
+                f"{env_name(given)} is set but {env_name(missing)} is not (unset both for the one-process default)"
+            )
+        if self.cluster_chunk_min > self.cluster_chunk_max:
+            raise ConfigError(f"{env_name('cluster_chunk_min')} must not exceed {env_name('cluster_chunk_max')}")
         if self.ws_idle_timeout <= self.ws_heartbeat:
             raise ConfigError(
                 f"{env_name('ws_idle_timeout')} must exceed {env_name('ws_heartbeat')}: clients answer "
                 "heartbeats, so a shorter idle timeout would drop every quiet viewer"
             )
+
+    @property
+    def cluster(self) -> bool:
+        """Whether this process runs in cluster mode (PostgreSQL and Redis) rather than alone on SQLite."""
+        return bool(self.database_url and self.redis_url)
 
     @property
     def db_path(self) -> str:

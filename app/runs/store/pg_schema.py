@@ -1,0 +1,129 @@
+"""The PostgreSQL schema of cluster mode, as numbered migrations applied in order, once, under a lock.
+
+The tables mirror the SQLite file's (schema.py), so one set of queries reads both: `events` holds every
+event of every batch, a result's row carrying the columns its filters and sorts read. Cluster mode adds
+the bookkeeping the workers share: each batch's live tally and clocks (written under the batch row's lock
+by whoever appends), and its chunks, the unit of work a worker takes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # psycopg is imported by cluster mode only, after gevent has patched (see postgres.py)
+    import psycopg
+
+log = logging.getLogger(__name__)
+
+# A constant key for pg_advisory_xact_lock: one process at a time migrates ("gb" "mi" in ASCII).
+MIGRATION_LOCK = 0x67626D69
+
+# Each migration runs in its own transaction; append new ones, never edit one that has shipped.
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "batches, URL lists, events with their result indexes, chunks",
+        """
+CREATE TABLE batches (
+    num BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    options TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    parent_id TEXT,
+    summary TEXT,
+    last_seq BIGINT NOT NULL DEFAULT 0,
+    -- Cluster bookkeeping, changed only under this row's lock (SELECT ... FOR UPDATE):
+    tally TEXT,                        -- stats.Tally state of the results recorded so far (JSON)
+    started_clock DOUBLE PRECISION,    -- epoch seconds the first chunk started (for urls_per_s)
+    progress_clock DOUBLE PRECISION    -- epoch seconds of the last progress event
+);
+CREATE INDEX batches_unfinished ON batches (num) WHERE status IN ('queued', 'running');
+
+CREATE TABLE url_lists (
+    batch_id TEXT PRIMARY KEY REFERENCES batches (id) ON DELETE CASCADE,
+    urls TEXT NOT NULL                 -- the URLs in submission order, one JSON array (as in SQLite)
+);
+
+CREATE TABLE events (
+    batch_id TEXT NOT NULL REFERENCES batches (id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    type TEXT NOT NULL,
+    at TEXT NOT NULL,
+    idx INTEGER,
+    ok INTEGER,                        -- 1 or 0 as in SQLite, so the results queries read both stores
+    status_code INTEGER,
+    error_kind TEXT,
+    total_ms DOUBLE PRECISION,
+    bytes BIGINT,
+    data TEXT NOT NULL,
+    PRIMARY KEY (batch_id, seq)
+);
+-- One final result per URL, enforced by the database: the backstop when a chunk runs twice.
+CREATE UNIQUE INDEX results_by_index ON events (batch_id, idx) WHERE idx IS NOT NULL;
+CREATE INDEX results_by_outcome ON events (batch_id, ok, idx) INCLUDE (error_kind, status_code, total_ms, bytes)
+    WHERE idx IS NOT NULL;
+CREATE INDEX results_by_error ON events (batch_id, error_kind, idx) WHERE idx IS NOT NULL;
+CREATE INDEX results_by_status ON events (batch_id, status_code, idx) WHERE idx IS NOT NULL;
+CREATE INDEX changes_by_batch ON events (batch_id, seq) WHERE idx IS NULL;
+
+CREATE TABLE chunks (
+    batch_id TEXT NOT NULL REFERENCES batches (id) ON DELETE CASCADE,
+    no INTEGER NOT NULL,
+    indexes INTEGER[] NOT NULL,        -- URL indexes of the batch, grouped by host
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending (not yet sent), sent, done
+    sent_clock DOUBLE PRECISION,       -- epoch seconds of the last send
+    touched_clock DOUBLE PRECISION,    -- epoch seconds a worker last said it is running it
+    sends INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (batch_id, no)
+);
+CREATE INDEX chunks_open ON chunks (state, sent_clock) WHERE state <> 'done';
+""",
+    ),
+)
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def current_version(conn: psycopg.Connection) -> int:
+    """The schema version a database is at; 0 for an empty one."""
+    row = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return 0
+    found = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(found[0]) if found and found[0] is not None else 0
+
+
+def migrate(conn: psycopg.Connection) -> list[int]:
+    """Bring the database up to LATEST, one migration per transaction; the versions applied (none if current).
+
+    Any number of processes may start at once: each migration is applied under an advisory lock, and the
+    version is read again once the lock is held. A database newer than this code is refused.
+    """
+    applied = []
+    for version, title, sql in MIGRATIONS:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+            have = current_version(conn)
+            if have > LATEST:
+                raise RuntimeError(
+                    f"the database is at schema version {have}, newer than this greenbatch knows ({LATEST}); "
+                    "upgrade greenbatch"
+                )
+            if have >= version:
+                continue
+            log.info("database schema: applying migration %d (%s)", version, title)
+            conn.execute(sql)  # type: ignore[arg-type]  # our own constant text, several statements
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (%s, to_char(now() AT TIME ZONE 'UTC', "
+                '\'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\'))',
+                (version,),
+            )
+            applied.append(version)
+    return applied

@@ -119,7 +119,7 @@ def migrate(conn: psycopg.Connection) -> list[int]:
             if have >= version:
                 continue
             log.info("database schema: applying migration %d (%s)", version, title)
-            conn.execute(sql)  # type: ignore[arg-type]  # our own constant text, several statements
+            conn.execute(sql.encode())  # our own constant text, several statements
             conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (%s, to_char(now() AT TIME ZONE 'UTC', "
                 '\'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\'))',

@@ -133,3 +133,21 @@ def test_start_up_says_which_addresses_will_be_fetched(make_server, target, tmp_
         "fetch policy: public addresses only; to fetch a server on this machine, start with "
         "GREENBATCH_ALLOW_TARGETS=127.0.0.1:<its port>" in default.log()
     )
+
+
+def test_cluster_mode_with_only_one_of_its_two_settings_stops_start_up_naming_both(tmp_path):
+    refused = start_fails(tmp_path / "half", {"GREENBATCH_DATABASE_URL": "postgresql:///greenbatch"})
+    assert refused.returncode == 2
+    line = one_line(refused)
+    assert "GREENBATCH_DATABASE_URL" in line and "GREENBATCH_REDIS_URL" in line and "is not" in line
+    assert not (tmp_path / "half" / "greenbatch.db").exists()
+
+
+def test_the_default_mode_runs_a_batch_with_the_cluster_libraries_unimportable(make_server, target):
+    server = make_server()
+    blocked = subprocess.run(
+        [sys.executable, "-c", "import redis"], env=server.env, capture_output=True, text=True, timeout=30
+    )
+    assert blocked.returncode != 0 and "cluster mode only" in blocked.stderr
+    results = server.run_batch([target.url(f"/bytes/64?n={n}") for n in range(20)])
+    assert len(results) == 20 and all(result["ok"] for result in results.values())

@@ -18,6 +18,7 @@ from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+WITHOUT_CLUSTER = Path(__file__).resolve().parent / "without_cluster"  # its sitecustomize blocks redis, psycopg, dramatiq
 # Matches the text line and the JSON one (GREENBATCH_LOG_FORMAT=json): the URL ends at "/", a quote or a space.
 _LISTENING = re.compile(r'greenbatch listening on (http://[^\s"/]+)')
 
@@ -43,6 +44,9 @@ class GreenbatchServer:
             "GREENBATCH_FLUSH_INTERVAL": "0.05",
             **(env or {}),
         }
+        if not self.env.get("GREENBATCH_DATABASE_URL"):
+            # The one-process default must run without the cluster's libraries: they are made unimportable.
+            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WITHOUT_CLUSTER), self.env.get("PYTHONPATH")]))
         self.args = args or []
         self.prefix = prefix or []  # a command the server runs under, e.g. ["unshare", "--mount", ...]
         self.proc: subprocess.Popen | None = None

@@ -18,7 +18,9 @@ from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-WITHOUT_CLUSTER = Path(__file__).resolve().parent / "without_cluster"  # its sitecustomize blocks redis, psycopg, dramatiq
+WITHOUT_CLUSTER = (
+    Path(__file__).resolve().parent / "without_cluster"
+)  # its sitecustomize blocks redis, psycopg, dramatiq
 # Matches the text line and the JSON one (GREENBATCH_LOG_FORMAT=json): the URL ends at "/", a quote or a space.
 _LISTENING = re.compile(r'greenbatch listening on (http://[^\s"/]+)')
 

@@ -317,6 +317,11 @@ def _batch_or_404(batch_id: str) -> BatchView:
     return view
 
 
+def _bad_parameter(name: str, message: str, field_message: str) -> ApiError:
+    """The 400 for one query parameter the API cannot take: the whole message, and what is wrong with the field."""
+    return ApiError(400, "invalid_parameter", message, [{"field": name, "message": field_message}])
+
+
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
     """An integer query parameter within bounds, or a 400 that names it."""
     raw = request.args.get(name)
@@ -325,15 +330,12 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(
-            400, "invalid_parameter", f"{name} must be an integer", [{"field": name, "message": "must be an integer"}]
-        ) from None
+        raise _bad_parameter(name, f"{name} must be an integer", "must be an integer") from None
     if not low <= value <= high:
-        raise ApiError(
-            400,
-            "invalid_parameter",
+        raise _bad_parameter(
+            name,
             f"{name} must be between {low} and {high}",
-            [{"field": name, "message": f"must be between {low} and {high}"}],
+            f"must be between {low} and {high}",
         )
     return value
 
@@ -514,20 +516,18 @@ def results(batch_id: str):
         return exports.download(store, batch.id, fmt, outcome)
     if fmt is not None:
         formats = ", ".join(exports.FORMATS)
-        raise ApiError(
-            400,
-            "invalid_parameter",
+        raise _bad_parameter(
+            "format",
             f"format must be one of {formats} (a download of every result), or absent for a page",
-            [{"field": "format", "message": f"must be one of {formats}"}],
+            f"must be one of {formats}",
         )
     query = _result_query(outcome)
     page = store.result_page(batch.id, query, total=_known_total(batch, query), dense=_dense(batch))
     if page.total_exact and query.start is None and query.offset > page.total:
-        raise ApiError(
-            400,
-            "invalid_parameter",
+        raise _bad_parameter(
+            "offset",
             f"offset {query.offset} is past the last of the {page.total} results that match",
-            [{"field": "offset", "message": f"must be between 0 and {page.total}"}],
+            f"must be between 0 and {page.total}",
         )
     shown = page.results
     full = len(shown) == query.limit
@@ -556,11 +556,10 @@ def _choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
     value = request.args.get(name) or None
     if value is not None and value not in choices:
         listed = ", ".join(choices)
-        raise ApiError(
-            400,
-            "invalid_parameter",
+        raise _bad_parameter(
+            name,
             f"{name} must be one of {listed}",
-            [{"field": name, "message": f"must be one of {listed}"}],
+            f"must be one of {listed}",
         )
     return value
 
@@ -580,31 +579,28 @@ def _result_query(outcome: str | None) -> ResultQuery:
     start = None
     if "after" in has:
         if sort != "index" or descending:
-            raise ApiError(
-                400,
-                "invalid_parameter",
+            raise _bad_parameter(
+                "after",
                 "after pages in ascending index order only; use offset with another sort or order",
-                [{"field": "after", "message": "only with sort=index and order=asc"}],
+                "only with sort=index and order=asc",
             )
         start = _int_arg("after", -1, -1, 2**31) + 1
     elif "from_index" in has:
         if sort != "index":
-            raise ApiError(
-                400,
-                "invalid_parameter",
+            raise _bad_parameter(
+                "from_index",
                 "from_index starts a page at a URL index, in index order only",
-                [{"field": "from_index", "message": "only with sort=index"}],
+                "only with sort=index",
             )
         start = _int_arg("from_index", 0, 0, 2**31)
     status = _int_arg("status", -1, 100, 599)
     error = _choice_arg("error", ERROR_KINDS)
     q = request.args.get("q", "")
     if len(q) > MAX_SEARCH:
-        raise ApiError(
-            400,
-            "invalid_parameter",
+        raise _bad_parameter(
+            "q",
             f"q must be at most {MAX_SEARCH} characters",
-            [{"field": "q", "message": f"must be at most {MAX_SEARCH} characters"}],
+            f"must be at most {MAX_SEARCH} characters",
         )
     return ResultQuery(
         outcome=outcome,
@@ -667,11 +663,10 @@ def events(batch_id: str):
     unknown = sorted(set(types) - set(EVENT_TYPES))
     if unknown:
         listed = ", ".join(EVENT_TYPES)
-        raise ApiError(
-            400,
-            "invalid_parameter",
+        raise _bad_parameter(
+            "type",
             f"type must be one or more of {listed}, separated by commas",
-            [{"field": "type", "message": f"{', '.join(unknown)} is not one of {listed}"}],
+            f"{', '.join(unknown)} is not one of {listed}",
         )
     page = services().store.events(batch_id, after, limit, types)
     last = page[-1]["seq"] if page else after

@@ -289,3 +289,38 @@ def test_an_import_names_a_file_it_cannot_read(tmp_path, pg_url):
     (tmp_path / "notes.db").write_text("not a database, but long enough to hold a header of a hundred bytes " * 3)
     with pytest.raises(StoreOpenError, match="is not a SQLite database"):
         import_sqlite(str(tmp_path / "notes.db"), pg_url)
+
+
+def test_a_running_cluster_batch_answers_counts_and_statistics_from_its_tally(pg_url):
+    import random
+
+    from app.cluster.ledger import Ledger
+    from app.core import stats
+    from tests.support.ledger_appender import fetched
+
+    store = PostgresStore(pg_url)  # migrates the database the ledger writes
+    ledger = Ledger(pg_url)
+    try:
+        urls = [f"http://h{i % 7}.test/{i}" for i in range(60)]
+        ledger.create_batch("c", "cluster", {}, urls, CREATED, None, [list(range(30)), list(range(30, 60))])
+        queued = store.get_batch("c")
+        assert (queued.status, queued.summary["counts"]["pending"]) == ("queued", 60)
+        ledger.claim("c", 0)
+        rng = random.Random(16)
+        recorded = [fetched(index, rng) for index in range(25)]
+        ledger.append("c", recorded)
+        tally = stats.Tally()
+        for _, _, row in recorded:
+            tally.add(row)
+        for record in (store.get_batch("c"), store.list_batches(1)[0]):
+            assert record.status == "running"
+            assert record.summary["counts"] == tally.counts(60)
+            assert {k: v for k, v in record.summary["stats"].items() if k != "urls_per_s"} == tally.summary()
+        rest = [fetched(index, rng) for index in range(25, 60)]
+        ledger.append("c", rest)
+        final = [e for e in store.stored_events("c") if e.type == "batch"][-1].data
+        done = store.get_batch("c")
+        assert done.status == "done" and done.summary == {"counts": final["counts"], "stats": final["stats"]}
+    finally:
+        ledger.close()
+        store.close()

@@ -293,13 +293,10 @@ def open_database(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
-def _running_summary(tally: str, total: int, started_clock: float | None) -> dict[str, Any] | None:
-    """A running cluster batch's counts and statistics from its stored tally, as the engine reports progress;
-    None until stats.Tally can be rebuilt from a state (the reader then counts the batch's rows)."""
-    from_state = getattr(stats.Tally, "from_state", None)
-    if from_state is None:
-        return None
-    kept = from_state(json.loads(tally))
+def _running_summary(tally: str, total: int, started_clock: float | None) -> dict[str, Any]:
+    """A running cluster batch's counts and statistics from the tally its appends keep (stats.Tally.state), as
+    the ledger's progress events have them: nobody counts the batch's rows again."""
+    kept = stats.Tally.from_state(json.loads(tally))
     counts = kept.counts(total)
     fetched = counts["ok"] + counts["failed"]  # as Engine._summary: never-run cancelled URLs took no time
     rate = stats.throughput(fetched, started_clock, time.time()) if fetched else None

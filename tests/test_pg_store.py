@@ -316,6 +316,7 @@ def test_a_running_cluster_batch_answers_counts_and_statistics_from_its_tally(pg
             assert record.status == "running"
             assert record.summary["counts"] == tally.counts(60)
             assert {k: v for k, v in record.summary["stats"].items() if k != "urls_per_s"} == tally.summary()
+            assert record.summary["stats"]["urls_per_s"] > 0, "since the first claim, by the database's clock"
         rest = [fetched(index, rng) for index in range(25, 60)]
         ledger.append("c", rest)
         final = [e for e in store.stored_events("c") if e.type == "batch"][-1].data

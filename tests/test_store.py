@@ -1,6 +1,7 @@
 """The store on its own, SQLite's and PostgreSQL's alike (store_factory): what it is handed is committed once, and
 reads of a batch are shared."""
 
+import itertools
 import sqlite3
 import sys
 
@@ -115,24 +116,22 @@ def test_flush_returns_once_what_was_appended_before_it_is_committed_while_other
     store.create_batch("b", "mine", {}, ["http://a.test/0"], "2026-11-28T00:00:00.000Z")
     store.create_batch("other", "busy", {}, [], "2026-11-28T00:00:00.000Z")
     feeding = True
+    fed = itertools.count(1)
 
-    def feed() -> None:
-        """Another batch's results, arriving at every turn of the loop: the buffer is never empty after a commit."""
-        seq = 0
-        while feeding:
-            store.extend([result(seq + i, seq + i - 1, "other") for i in range(1, 11)])
-            seq += 10
-            gevent.sleep(0)
+    def feed(_committed) -> None:
+        """Another batch's results, arriving with every commit: the buffer is never empty after one."""
+        if feeding:
+            store.extend([result(seq, seq - 1, "other") for seq in itertools.islice(fed, 10)])
 
-    feeder = gevent.spawn(feed)
+    store.observe_commits(feed)
     try:
-        gevent.sleep(0.2)
+        feed([])
+        assert store.flush(5)
         store.extend([result(1, 0)])
         assert store.flush(5), "a batch's end waits for its own events, not for a quiet moment"
         assert [e.seq for e in store.stored_events("b")] == [1]
     finally:
         feeding = False
-        feeder.join()
 
 
 def test_a_url_list_gives_back_each_url_as_given_from_one_buffer_a_fraction_of_the_size_of_a_list():

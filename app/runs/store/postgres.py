@@ -69,10 +69,11 @@ CONNECT_TIMEOUT = 10  # seconds to reach PostgreSQL when the store opens (and ea
 POOL_WAIT = 5.0  # seconds a read or a write waits for a connection (a free one, or a new one) before it fails
 READ_STEP_MAX = 1000  # rows per fetch at most while a statement is read under a time limit
 
-# A batches row as record_of takes it, then the cluster's live tally and first start (epoch seconds).
+# A batches row as record_of takes it, then the cluster's live tally, its first start and the database's clock
+# now (epoch seconds: the clock the ledger stamps started_clock with, whatever the web machine's says).
 BATCH_COLUMNS = (
     "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary, last_seq,"
-    " tally, started_clock"
+    " tally, started_clock, EXTRACT(EPOCH FROM clock_timestamp())::float8"
 )
 # A group of events is copied (COPY, a fraction of the client's work of any INSERT) into a table of the writer's
 # session, then inserted from there as INSERT OR IGNORE does. Events of a batch not stored (deleted while it ran)
@@ -293,22 +294,22 @@ def open_database(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
-def _running_summary(tally: str, total: int, started_clock: float | None) -> dict[str, Any]:
+def _running_summary(tally: str, total: int, started_clock: float | None, now: float) -> dict[str, Any]:
     """A running cluster batch's counts and statistics from the tally its appends keep (stats.Tally.state), as
     the ledger's progress events have them: nobody counts the batch's rows again."""
     kept = stats.Tally.from_state(json.loads(tally))
     counts = kept.counts(total)
     fetched = counts["ok"] + counts["failed"]  # as Engine._summary: never-run cancelled URLs took no time
-    rate = stats.throughput(fetched, started_clock, time.time()) if fetched else None
+    rate = stats.throughput(fetched, started_clock, now) if fetched else None
     return {"counts": counts, "stats": {**kept.summary(), "urls_per_s": rate}}
 
 
 def _record(row: tuple[Any, ...]) -> BatchRecord:
     """A batches row (BATCH_COLUMNS) as a record; a running cluster batch's summary comes from its tally."""
     record = record_of(row[:12])
-    tally, started_clock = row[12], row[13]
+    tally, started_clock, now = row[12:]
     if record.summary is None and tally is not None:
-        record.summary = _running_summary(tally, record.total, started_clock)
+        record.summary = _running_summary(tally, record.total, started_clock, now)
     return record
 
 
@@ -324,8 +325,7 @@ class PostgresStore:
     ):
         """Open the database and bring its schema up to date; StoreOpenError, naming it, when it cannot be used."""
         self.name = display_name(url)  # what messages call the database (SQLiteStore.path's counterpart)
-        # Threads for the queries (reads, writes) while psycopg's waits would block the hub; None: greenlets.
-        self._threads = None if cooperative_waits() else (ThreadPool(readers), ThreadPool(2))
+        cooperative = cooperative_waits()
         open_database(url).close()
         self._url = url
         self._flush_interval = flush_interval
@@ -356,6 +356,8 @@ class PostgresStore:
             raise StoreOpenError(
                 f"the database {self.name} cannot be reached ({self._scrub(exc)}); check that PostgreSQL runs"
             ) from None
+        # Threads for the queries (reads, writes) while psycopg's waits would block the hub; None: greenlets.
+        self._threads = None if cooperative else (ThreadPool(readers), ThreadPool(2))
         self._buffer: list[Event] = []
         self._wake = Signal()
         self._hurry = Signal()  # set by flush() or a full group: commit now, not at the end of flush_interval

@@ -18,6 +18,7 @@ from ..runs.events import Event
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.typing import EncodableT, FieldT
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,15 @@ def announce(client: Redis, events: Iterable[Event]) -> bool:
     try:
         with client.pipeline(transaction=False) as pipe:
             for batch_id, (first, last, first_change, last_change) in runs.items():
-                pipe.xadd(events_key(batch_id), {"first": first, "last": last}, maxlen=STREAM_MAXLEN)
+                seqs: dict[FieldT, EncodableT] = {"first": first, "last": last}
+                pipe.xadd(events_key(batch_id), seqs, maxlen=STREAM_MAXLEN)
                 if last_change:
-                    fields = {"batch_id": batch_id, "first": first_change, "last": last_change}
-                    pipe.xadd(BATCHES_KEY, fields, maxlen=STREAM_MAXLEN)
+                    change: dict[FieldT, EncodableT] = {
+                        "batch_id": batch_id,
+                        "first": first_change,
+                        "last": last_change,
+                    }
+                    pipe.xadd(BATCHES_KEY, change, maxlen=STREAM_MAXLEN)
             pipe.execute()
     except redis.RedisError as exc:
         log.warning(

@@ -5,8 +5,11 @@ is recorded exactly once, seq 1..N without a gap, and one final event ends it.""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -22,7 +25,7 @@ from app.core.clock import now_iso  # noqa: E402
 from app.core.config import Config  # noqa: E402
 from app.core.options import BatchOptions  # noqa: E402
 from app.runs.store import pg_schema  # noqa: E402
-from tests.support.workers import ClusterWorker, stop_workers  # noqa: E402
+from tests.support.workers import ROOT, ClusterWorker, stop_workers  # noqa: E402
 
 HEARTBEAT = 3  # seconds a silent worker counts as alive (GREENBATCH_CLUSTER_HEARTBEAT_TIMEOUT; 15 by default)
 FINAL = ("done", "cancelled", "failed")
@@ -243,3 +246,34 @@ def test_cancel_stops_the_workers_fetches_of_that_batch_within_a_second(cluster,
     assert target.hits()["/delay/3000"] == fetched  # nothing of the batch started since
     events = assert_each_index_once(cluster, batch_id, urls, status="cancelled")
     assert sum(1 for _, _, idx, data in events if idx is not None and data["error"]) == len(urls)
+
+
+def run_module(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Run a command of `python -m app.cluster` (or `python -c`) from the checkout with `env` added."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GREENBATCH_")}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_migrate_creates_the_schema_and_workers_need_both_cluster_settings(pg_url, redis_server):
+    """`python -m app.cluster migrate` brings an empty database to the latest schema; without both settings the
+    cluster commands refuse to start, naming them."""
+    env = {"GREENBATCH_DATABASE_URL": pg_url, "GREENBATCH_REDIS_URL": redis_server.url}
+    done = run_module(env, "-m", "app.cluster", "migrate")
+    assert done.returncode == 0, done.stderr
+    assert f"now at version {pg_schema.LATEST}" in done.stdout
+    again = run_module(env, "-m", "app.cluster", "migrate")
+    assert f"already at version {pg_schema.LATEST}" in again.stdout
+
+    alone = run_module({"GREENBATCH_DATABASE_URL": pg_url}, "-m", "app.cluster", "worker")
+    assert alone.returncode == 2
+    assert "GREENBATCH_DATABASE_URL" in alone.stderr and "GREENBATCH_REDIS_URL" in alone.stderr
+
+
+def test_the_actors_module_refuses_to_load_before_gevent_patches(pg_url, redis_server):
+    """Plain `dramatiq app.cluster.actors` (no gevent) stops at once, saying how to start a worker instead."""
+    env = {"GREENBATCH_DATABASE_URL": pg_url, "GREENBATCH_REDIS_URL": redis_server.url}
+    loaded = run_module(env, "-c", "import app.cluster.actors")
+    assert loaded.returncode != 0
+    assert "python -m app.cluster worker" in loaded.stderr and "dramatiq-gevent" in loaded.stderr

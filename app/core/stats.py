@@ -17,7 +17,7 @@ HISTOGRAM_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 PERCENTILES = (50, 90, 99)
 RELATIVE_ACCURACY = 0.01
 # Errors that never reached the network say nothing about latency.
-_NO_LATENCY = frozenset({"cancelled", "blocked", "invalid_url"})
+NO_LATENCY = frozenset({"cancelled", "blocked", "invalid_url"})
 
 
 class Row(NamedTuple):
@@ -51,7 +51,7 @@ def outcome(row: Row) -> str:
 
 def latency_ms(row: Row) -> float | None:
     """The result's total time when it says something about latency (it reached the network), else None."""
-    if row.total_ms is None or row.error_kind in _NO_LATENCY:
+    if row.total_ms is None or row.error_kind in NO_LATENCY:
         return None
     return row.total_ms
 
@@ -125,7 +125,7 @@ class Tally:
         if error_kind:
             self._by_error[error_kind] = self._by_error.get(error_kind, 0) + 1
         self.bytes += size
-        if total_ms is None or error_kind in _NO_LATENCY:
+        if total_ms is None or error_kind in NO_LATENCY:
             return  # latency_ms(row) is None
         self._buckets[bisect_left(HISTOGRAM_BOUNDS_MS, total_ms)] += 1
         self._timed += 1

@@ -283,6 +283,7 @@ class Runner(Fetching):
 
     def _watch_cancels(self) -> None:
         """Every CANCEL_CHECK seconds, stop the fetches of running batches whose cancel key is set."""
+        unreachable = False  # one warning per outage, not two a second
         while True:
             gevent.sleep(CANCEL_CHECK)
             batch_ids = list(self._runs)
@@ -291,8 +292,11 @@ class Runner(Fetching):
             try:
                 flags = self.redis.mget([cancel_key(batch_id) for batch_id in batch_ids])
             except redis.RedisError as exc:
-                log.warning("cannot read cancel keys on Redis (%s); cancelled batches run on until it answers", exc)
+                if not unreachable:
+                    log.warning("cannot read cancel keys on Redis (%s); cancelled batches run on until it answers", exc)
+                unreachable = True
                 continue
+            unreachable = False
             for batch_id, flag in zip(batch_ids, flags, strict=True):
                 if flag is not None:
                     self._cancel(batch_id)

@@ -277,3 +277,21 @@ def test_the_actors_module_refuses_to_load_before_gevent_patches(pg_url, redis_s
     loaded = run_module(env, "-c", "import app.cluster.actors")
     assert loaded.returncode != 0
     assert "python -m app.cluster worker" in loaded.stderr and "dramatiq-gevent" in loaded.stderr
+
+
+def test_import_sqlite_copies_a_one_process_history_once_and_says_what_it_did(
+    make_server, target, pg_url, redis_server
+):
+    """`python -m app.cluster import-sqlite <greenbatch.db>` copies finished batches; run again, it copies none."""
+    alone = make_server()
+    alone.run_batch([target.url(f"/bytes/32?n={n}") for n in range(5)])
+    alone.stop()
+    env = {"GREENBATCH_DATABASE_URL": pg_url, "GREENBATCH_REDIS_URL": redis_server.url}
+    path = str(alone.data_dir / "greenbatch.db")
+    first = run_module(env, "-m", "app.cluster", "import-sqlite", path)
+    assert first.returncode == 0, first.stderr
+    assert "1 batches copied" in first.stdout
+    again = run_module(env, "-m", "app.cluster", "import-sqlite", path)
+    assert "0 batches copied" in again.stdout and "1 already there" in again.stdout
+    missing = run_module(env, "-m", "app.cluster", "import-sqlite", path + ".missing")
+    assert missing.returncode == 2 and "cannot import" in missing.stderr

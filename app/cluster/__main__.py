@@ -13,7 +13,6 @@ monkey.patch_all()
 # redis and Dramatiq their sockets and threads; each is imported below, after the patch.
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -60,16 +59,10 @@ def migrate(config: Config) -> int:
 def import_sqlite(config: Config, path: str) -> int:
     """Copy a one-process history (its greenbatch.db) into PostgreSQL; say what was copied."""
     from ..runs.store.base import StoreOpenError
+    from ..runs.store.pg_import import import_sqlite as copy_history
 
-    try:  # app/runs/store/pg_import.py, PostgresStore's helper (by name: it lands with the PostgreSQL store)
-        module = importlib.import_module("app.runs.store.pg_import")
-    except ModuleNotFoundError as exc:
-        if exc.name != "app.runs.store.pg_import":
-            raise
-        print("greenbatch: import-sqlite is not available in this version", file=sys.stderr)
-        return 2
     try:
-        print(module.import_sqlite(path, config.database_url))
+        print(copy_history(path, config.database_url))
     except StoreOpenError as exc:
         print(f"greenbatch: cannot import: {exc}", file=sys.stderr)
         return 2

@@ -35,9 +35,11 @@ log = logging.getLogger(__name__)
 
 CANCEL_KEY = "gb:cancel:"  # + batch id: set on cancel; workers stop that batch's fetches when they see it
 CANCEL_KEY_TTL = 24 * 3600  # seconds the key stays: past any chunk still running then
-# The least a sent chunk no worker has touched waits before the janitor sends it again: a dead worker's
-# chunks are Dramatiq's to requeue (after the heartbeat timeout), so this only catches lost messages.
-SILENT_MIN = 60.0
+# Seconds (at least) a sent chunk with no sign of life waits before the janitor sends it again. A dead
+# worker's chunks are Dramatiq's to requeue (after the heartbeat timeout) and a Redis that lost its keys
+# is the janitor's epoch check: this catches the rest (a message dead-lettered after its retries). Longer
+# than a chunk may sit in the queue behind others, where sending it again would only queue a copy.
+SILENT_MIN = 300.0
 
 
 class ClusterControl:

@@ -40,7 +40,7 @@ def start(config: Config) -> Services:
     ledger = Ledger(config.database_url)
     broker = make_broker(config)
     client = redis.Redis.from_url(
-        config.redis_url, decode_responses=True, protocol=2, socket_connect_timeout=2, socket_timeout=10
+        config.redis_url, decode_responses=True, protocol=2, socket_connect_timeout=1, socket_timeout=10
     )
     control = ClusterControl(config, policy, store, ledger, broker, client, Heads(config.database_url))
     control.start()

@@ -93,11 +93,12 @@ def announce(client: Redis, events: Iterable[Event]) -> bool:
 class Follower:
     """The event bus of a web process in cluster mode: hands its viewers every committed event, in seq order.
 
-    One greenlet reads (XREAD BLOCK) the streams of the batches this process's viewers watch, and
+    A reader greenlet reads (XREAD BLOCK) the streams of the batches this process's viewers watch, and
     `gb:batches` while someone watches every batch; an entry says up to which seq a batch's events are
-    committed, and the events themselves are read from PostgreSQL after the last seq handed on. Once a
-    second it also asks PostgreSQL where each watched batch stands, so a lost entry, a Redis restart or a
-    deleted stream key delays an event by a second at most and never loses one.
+    committed. A keeper greenlet, the only one that hands events on, then reads them from PostgreSQL
+    after the last seq handed on. Once a second the keeper also asks PostgreSQL where each watched batch
+    stands, so a lost entry, a Redis restart or a deleted stream key delays an event by a second at most
+    and never loses one, however long Redis takes to answer.
 
     As with EventBus, a listener gets the events committed after it subscribed (maybe a few before: viewers
     skip what they have), each batch's in seq order, none twice.
@@ -110,11 +111,11 @@ class Follower:
         self._heads = heads
         self._watches: dict[str, _Watch] = {}
         self._changes = _Changes()  # the every-batch feed (no results)
-        self._wanted = Signal()  # set when someone starts watching: the greenlet has streams to read
-        self._next_check = 0.0
+        self._wanted = Signal()  # set when someone starts watching: the reader has streams to read
+        self._news = Signal()  # set when an announcement raised a target: the keeper reads PostgreSQL
         self._redis_down = False
         self._store_down = False
-        self._greenlet: gevent.Greenlet[[], None] | None = None
+        self._greenlets: list[gevent.Greenlet[[], None]] = []
 
     # -- the bus's face ------------------------------------------------------------------------
 
@@ -155,29 +156,41 @@ class Follower:
         watch = self._watches.get(batch_id)
         return None if watch is None else watch.delivered
 
-    # -- the greenlet --------------------------------------------------------------------------
+    # -- the greenlets ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start following (one greenlet)."""
-        if self._greenlet is None:
-            self._greenlet = gevent.spawn(self._run)
+        """Start following: one greenlet reads Redis, one reads PostgreSQL and hands on."""
+        if not self._greenlets:
+            self._greenlets = [gevent.spawn(self._read), gevent.spawn(self._keep)]
 
     def stop(self) -> None:
         """Stop following."""
-        if self._greenlet is not None:
-            self._greenlet.kill(block=True, timeout=2)
-            self._greenlet = None
+        gevent.killall(self._greenlets, block=True, timeout=2)
+        self._greenlets = []
 
-    def _run(self) -> None:
-        """Read announcements, check PostgreSQL once a second, hand on what is new; until stopped."""
+    def _read(self) -> None:
+        """Read announcements while someone watches; wake the keeper when one says something new is committed."""
         while True:
             if not self._watches and not self._changes.listeners:
                 self._wanted.clear()
                 self._wanted.wait()
+                continue
             try:
-                self._read_streams()
-                if time.monotonic() >= self._next_check:
-                    self._next_check = time.monotonic() + CHECK_INTERVAL
+                if self._read_streams():
+                    self._news.set()
+            except Exception:  # noqa: BLE001 - a bug here must not end live delivery: the keeper checks anyway
+                log.exception("reading the live-event streams failed; trying again in a second")
+                gevent.sleep(CHECK_INTERVAL)
+
+    def _keep(self) -> None:
+        """Hand on what is new as soon as it is announced, and check PostgreSQL once a second, whatever Redis does."""
+        next_check = 0.0
+        while True:
+            self._news.wait(max(0.0, next_check - time.monotonic()))
+            self._news.clear()
+            try:
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + CHECK_INTERVAL
                     self._check()
                 self._catch_up()
                 self._store_recovered()
@@ -185,8 +198,8 @@ class Follower:
                 self._store_failed(exc)
                 gevent.sleep(CHECK_INTERVAL)
 
-    def _read_streams(self) -> None:
-        """Wait (BLOCK_MS at most) for entries on the watched streams and raise each batch's target."""
+    def _read_streams(self) -> bool:
+        """Wait (BLOCK_MS at most) for entries on the watched streams; whether one raised a batch's target."""
         streams: dict[KeyT, StreamIdT] = {events_key(batch_id): w.stream_id for batch_id, w in self._watches.items()}
         if self._changes.listeners:
             streams[BATCHES_KEY] = self._changes.stream_id
@@ -197,13 +210,15 @@ class Follower:
                 log.warning("Redis is unreachable (%s): live events reach viewers once a second from PostgreSQL", exc)
                 self._redis_down = True
             gevent.sleep(CHECK_INTERVAL / 2)
-            return
+            return False
         if self._redis_down:
             log.info("Redis is back: live events reach viewers as they are committed")
             self._redis_down = False
+        news = False
         for name, entries in replies or ():
             if not entries:
                 continue
+            news = True
             if name == BATCHES_KEY:
                 self._changes.stream_id = entries[-1][0]
                 for _, fields in entries:
@@ -213,6 +228,7 @@ class Follower:
             if watch is not None:
                 watch.stream_id = entries[-1][0]
                 watch.target = max(watch.target, max(int(fields["last"]) for _, fields in entries))
+        return news
 
     def _check(self) -> None:
         """Ask PostgreSQL where the watched batches stand: what Redis failed to announce is found here."""

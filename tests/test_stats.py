@@ -7,6 +7,7 @@ batch are exact.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -194,3 +195,66 @@ def test_a_batch_left_unfinished_by_a_stopped_server_is_counted_from_its_stored_
             assert within_stated_error(view.stats[key], expected["stats"][key]), key
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("parts", [1, 2, 7, 50])
+def test_a_tally_merged_from_tallies_of_parts_equals_one_tally_of_every_result(parts):
+    rows = random_rows(random.Random(parts), 20_000)
+    whole = Tally()
+    for row in rows:
+        whole.add(row)
+    merged = Tally()
+    for start in range(parts):
+        part = Tally()
+        for row in rows[start::parts]:
+            part.add(row)
+        merged.merge(part)
+
+    assert merged.counts(25_000) == whole.counts(25_000)
+    summary, expected = merged.summary(), whole.summary()
+    # Sketches of parts merge bin by bin: the estimates are the same ones, not merely as close.
+    assert {k: v for k, v in summary.items() if k != "mean_ms"} == {k: v for k, v in expected.items() if k != "mean_ms"}
+    assert summary["mean_ms"] == pytest.approx(expected["mean_ms"], abs=0.01)
+    exact = recomputed(25_000, rows)["stats"]
+    for key in ("p50_ms", "p90_ms", "p99_ms"):
+        assert within_stated_error(summary[key], exact[key]), key
+
+
+def test_a_tally_travels_as_json_and_comes_back_counting_the_same():
+    rows = random_rows(random.Random(3), 5_000)
+    tally = Tally()
+    for row in rows[:4_000]:
+        tally.add(row)
+    state = json.loads(json.dumps(tally.state()))
+    back = Tally.from_state(state)
+    assert back.summary() == tally.summary() and back.counts(5_000) == tally.counts(5_000)
+    assert back.state() == state
+    for row in rows[4_000:]:  # it keeps counting from where it was
+        back.add(row)
+        tally.add(row)
+    assert back.summary() == tally.summary()
+
+
+def test_an_empty_tally_travels_and_merges_as_no_results():
+    empty = Tally.from_state(json.loads(json.dumps(Tally().state())))
+    assert empty.summary() == Tally().summary() and empty.finished == 0
+    tally = Tally()
+    tally.add(Row(True, 200, None, 12.5, 10))
+    before = tally.summary()
+    tally.merge(empty)
+    assert tally.summary() == before
+    empty.merge(tally)
+    assert empty.summary() == before
+
+
+def test_merged_tallies_keep_their_latencies_for_exact_percentiles_only_when_both_keep_them():
+    rows = random_rows(random.Random(5), 3_000)
+    left, right = Tally(keep_latencies=True), Tally(keep_latencies=True)
+    for i, row in enumerate(rows):
+        (left if i % 3 else right).add(row)
+    left.merge(right)
+    exact = recomputed(3_000, rows)["stats"]
+    final = left.summary(exact=True)
+    assert [final[k] for k in ("p50_ms", "p90_ms", "p99_ms")] == [exact[k] for k in ("p50_ms", "p90_ms", "p99_ms")]
+    left.merge(Tally.from_state(right.state()))  # its latencies did not travel: exact is no longer possible
+    assert left.summary(exact=True) == left.summary()

@@ -7,7 +7,9 @@ from array import array
 from bisect import bisect_left
 from typing import Any, NamedTuple
 
-from ddsketch import DDSketch
+from ddsketch.ddsketch import BaseDDSketch
+from ddsketch.mapping import LogarithmicMapping
+from ddsketch.store import DenseStore
 
 # Histogram bucket upper bounds in milliseconds; the last bucket catches everything slower.
 HISTOGRAM_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -15,7 +17,7 @@ HISTOGRAM_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 PERCENTILES = (50, 90, 99)
 RELATIVE_ACCURACY = 0.01
 # Errors that never reached the network say nothing about latency.
-_NO_LATENCY = frozenset({"cancelled", "blocked", "invalid_url"})
+NO_LATENCY = frozenset({"cancelled", "blocked", "invalid_url"})
 
 
 class Row(NamedTuple):
@@ -49,7 +51,7 @@ def outcome(row: Row) -> str:
 
 def latency_ms(row: Row) -> float | None:
     """The result's total time when it says something about latency (it reached the network), else None."""
-    if row.total_ms is None or row.error_kind in _NO_LATENCY:
+    if row.total_ms is None or row.error_kind in NO_LATENCY:
         return None
     return row.total_ms
 
@@ -81,6 +83,9 @@ class Tally:
     With `keep_latencies`, every latency is also kept (8 bytes each) so that summary(exact=True), asked
     once when the batch ends, gives exact percentiles.
 
+    Tallies of parts of a batch merge into the tally of the whole (merge()), and one travels as JSON-ready
+    data (state(), from_state()): both cost O(histogram buckets + sketch bins), however many results.
+
     Every result that did not end ok has one error kind, so by_error without `cancelled` adds up to the
     failed count (results stored before the `status` kind have a failed status and no kind).
     """
@@ -96,7 +101,9 @@ class Tally:
         self._sum_ms = 0.0
         self._min_ms = math.inf
         self._max_ms = -math.inf
-        self._sketch = DDSketch(RELATIVE_ACCURACY)
+        # DDSketch(RELATIVE_ACCURACY), built from its parts so that state() reads the stores it holds.
+        self._positive, self._negative = DenseStore(), DenseStore()
+        self._sketch = BaseDDSketch(LogarithmicMapping(RELATIVE_ACCURACY), self._positive, self._negative, 0.0)
         self._latencies: array[float] | None = array("d") if keep_latencies else None
 
     @property
@@ -118,7 +125,7 @@ class Tally:
         if error_kind:
             self._by_error[error_kind] = self._by_error.get(error_kind, 0) + 1
         self.bytes += size
-        if total_ms is None or error_kind in _NO_LATENCY:
+        if total_ms is None or error_kind in NO_LATENCY:
             return  # latency_ms(row) is None
         self._buckets[bisect_left(HISTOGRAM_BOUNDS_MS, total_ms)] += 1
         self._timed += 1
@@ -130,6 +137,74 @@ class Tally:
         self._sketch.add(total_ms)
         if self._latencies is not None:
             self._latencies.append(total_ms)
+
+    def merge(self, other: Tally) -> None:
+        """Count another tally's results too, as if each had been added here.
+
+        Latencies stay kept only if both tallies keep them; else summary(exact=True) estimates.
+        """
+        self.ok += other.ok
+        self.failed += other.failed
+        self.cancelled += other.cancelled
+        self.bytes += other.bytes
+        for code, n in other._by_status.items():
+            self._by_status[code] = self._by_status.get(code, 0) + n
+        for kind, n in other._by_error.items():
+            self._by_error[kind] = self._by_error.get(kind, 0) + n
+        self._buckets = [a + b for a, b in zip(self._buckets, other._buckets)]
+        self._timed += other._timed
+        self._sum_ms += other._sum_ms
+        self._min_ms = min(self._min_ms, other._min_ms)
+        self._max_ms = max(self._max_ms, other._max_ms)
+        self._sketch.merge(other._sketch)
+        if self._latencies is not None:
+            if other._latencies is None:
+                self._latencies = None
+            else:
+                self._latencies.extend(other._latencies)
+
+    def state(self) -> dict[str, Any]:
+        """Everything the tally counts but its kept latencies, as JSON-ready data for from_state()."""
+        timed = self._timed
+        return {
+            "ok": self.ok,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "bytes": self.bytes,
+            "by_status": {str(code): n for code, n in self._by_status.items()},
+            "by_error": dict(self._by_error),
+            "buckets": list(self._buckets),
+            "timed": timed,
+            "sum_ms": self._sum_ms,
+            "min_ms": self._min_ms if timed else None,
+            "max_ms": self._max_ms if timed else None,
+            "sketch": {
+                # What the sketch counted at zero is the rest of its count (floats that hold whole numbers).
+                "zero": int(self._sketch.count - self._positive.count - self._negative.count),
+                "positive": _store_state(self._positive),
+                "negative": _store_state(self._negative),
+            },
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Tally:
+        """The tally a state() describes (its latencies are not kept)."""
+        tally = cls()
+        tally.ok, tally.failed, tally.cancelled = state["ok"], state["failed"], state["cancelled"]
+        tally.bytes = state["bytes"]
+        tally._by_status = {int(code): n for code, n in state["by_status"].items()}
+        tally._by_error = dict(state["by_error"])
+        tally._buckets = list(state["buckets"])
+        tally._timed = state["timed"]
+        tally._sum_ms = state["sum_ms"]
+        if tally._timed:
+            tally._min_ms, tally._max_ms = state["min_ms"], state["max_ms"]
+        sketch = state["sketch"]
+        tally._positive, tally._negative = _store_of(sketch["positive"]), _store_of(sketch["negative"])
+        tally._sketch = BaseDDSketch(
+            LogarithmicMapping(RELATIVE_ACCURACY), tally._positive, tally._negative, float(sketch["zero"])
+        )
+        return tally
 
     def counts(self, total: int, running: int = 0) -> dict[str, int]:
         """Counts of the batch by outcome (see counts())."""
@@ -177,6 +252,24 @@ class Tally:
             return None
         # A bin's representative value may lie just outside what was seen; min and max are exact.
         return round(min(max(value, self._min_ms), self._max_ms), 2)
+
+
+def _store_state(store: DenseStore) -> list[Any]:
+    """A sketch store's bins as [lowest key, [count of each key from it up]]; [0, []] when empty."""
+    if not store.count:
+        return [0, []]
+    low, offset, bins = store.min_key, store.offset, store.bins
+    return [low, [int(bins[key - offset]) for key in range(low, store.max_key + 1)]]
+
+
+def _store_of(state: list[Any]) -> DenseStore:
+    """The sketch store a _store_state() describes."""
+    store = DenseStore()
+    low, counts = state
+    for key, n in enumerate(counts, low):
+        if n:
+            store.add(key, float(n))
+    return store
 
 
 def throughput(finished: int, started_at: float | None, ended_at: float | None) -> float | None:

@@ -85,6 +85,17 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_open ON chunks (state, sent_clock) WHERE state <> 'done';
 """,
     ),
+    (
+        2,
+        "each chunk's URLs beside its indexes, and when it was made; a batch being cancelled",
+        """
+-- A claim reads its chunk's URLs here, not by decoding the batch's whole URL list (a million at worst).
+ALTER TABLE chunks ADD COLUMN urls TEXT;                    -- JSON array, the URL of each of `indexes`
+ALTER TABLE chunks ADD COLUMN created_clock DOUBLE PRECISION;  -- epoch seconds (database clock) it was stored
+-- True from a cancel's first transaction until its last (which makes the status cancelled): appends are refused.
+ALTER TABLE batches ADD COLUMN cancelling BOOLEAN NOT NULL DEFAULT false;
+""",
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

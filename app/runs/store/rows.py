@@ -12,7 +12,7 @@ from typing import Any
 from ..events import Event
 from .base import BatchRecord
 
-EventRow = tuple[str, int, str, str, int | None, bool | None, int | None, str | None, float | None, int | None, str]
+EventRow = tuple[str, int, str, str, int | None, int | None, int | None, str | None, float | None, int | None, str]
 
 
 def record_of(row: sqlite3.Row | tuple[Any, ...]) -> BatchRecord:

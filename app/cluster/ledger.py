@@ -1,0 +1,493 @@
+"""The cluster's writes to PostgreSQL: batches and their chunks, claims, results and cancels.
+
+Every write that changes a batch is one short transaction holding the batch row's lock (SELECT ... FOR
+UPDATE), so whoever holds it sees the batch as it stands: seqs are numbered from its last_seq there
+(gap-free in commit order, which a SEQUENCE is not), an index already recorded is dropped there, and a
+final batch takes nothing more. Each method returns the events it committed, with their seqs, for the
+caller to announce; the clocks (`*_clock` columns) are the database's, the one clock every machine shares.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ..core import stats
+from ..core.clock import now_iso
+from ..core.jsonutil import compact_json
+from ..core.results import FINAL_STATUSES, ErrorKind, failed_result
+from ..runs.engine import PROGRESS_INTERVAL
+from ..runs.events import Event
+from ..runs.store.rows import EVENT_COLUMNS, EventRow, event_rows
+
+log = logging.getLogger(__name__)
+
+NOW = "extract(epoch from clock_timestamp())::float8"  # the database's clock, read when the statement runs
+CANCELLED_MESSAGE = "batch was cancelled before this URL ran"  # what the single-process engine says too
+CANCEL_SLICE = 5_000  # never-run URLs a cancel records a transaction (whole chunks: the last may go past it)
+_COPY_EVENTS = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+# Latencies of results that reached the network, as stats.latency_ms takes them (error_kind may be NULL).
+_TIMED = "total_ms IS NOT NULL AND (error_kind IS NULL OR NOT (error_kind = ANY(%s::text[])))"
+
+Result = tuple[int, str, stats.Row]  # URL index, the result's JSON text (Event.data_json), its stats Row
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A chunk a worker may run: the batch's options and size, and the chunk's URLs that have no result yet."""
+
+    options: dict[str, Any]
+    total: int
+    indexes: list[int]
+    urls: list[str]  # urls[i] is URL indexes[i]
+
+
+class _Head(NamedTuple):
+    """A batch row as its lock holder reads it."""
+
+    status: str
+    total: int
+    last_seq: int
+    tally: str | None
+    started_clock: float | None
+    progress_clock: float | None
+    cancelling: bool
+    now: float
+
+
+def plan_chunks(urls: Sequence[str], slots: int, lo: int, hi: int) -> list[list[int]]:
+    """URL indexes cut into chunks of clamp(ceil(total / (4 x slots)), lo, hi), a host's URLs side by side.
+
+    Hosts come in the order they first appear, each host's URLs in index order; the host is the one the
+    engine's per-host cap counts by, so a chunk keeps a host's URLs together under one worker's cap.
+    """
+    total = len(urls)
+    if not total:
+        return []
+    size = min(max(math.ceil(total / (4 * max(1, slots))), lo), hi)
+    by_host: dict[str, list[int]] = {}
+    for index, url in enumerate(urls):
+        host = (urlsplit(url).hostname or "").lower()
+        by_host.setdefault(host, []).append(index)
+    ordered = [index for indexes in by_host.values() for index in indexes]
+    return [ordered[start : start + size] for start in range(0, total, size)]
+
+
+class Ledger:
+    """The cluster's writes, each one transaction under the batch row's lock; see the module's docstring."""
+
+    def __init__(self, database_url: str, max_connections: int = 4):
+        """Open a pool of up to `max_connections` to an already migrated database (pg_schema.migrate)."""
+        self._pool = ConnectionPool(
+            database_url, min_size=1, max_size=max_connections, kwargs={"autocommit": True}, open=True, name="ledger"
+        )
+
+    def close(self) -> None:
+        """Close every connection."""
+        self._pool.close()
+
+    # -- batches and chunks ------------------------------------------------------------------
+
+    def create_batch(
+        self,
+        batch_id: str,
+        name: str,
+        options: dict[str, Any],
+        urls: Sequence[str],
+        created_at: str,
+        parent_id: str | None,
+        chunks: list[list[int]],
+    ) -> list[Event]:
+        """Store a new batch, its URLs and its chunks (chunk no i is chunks[i], pending), and its `queued` event."""
+        _check_cover(batch_id, chunks, len(urls))
+        queued = Event(batch_id, 1, "batch", {"status": "queued", "created_at": created_at})
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, last_seq, tally)"
+                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, 1, %s)",
+                (
+                    batch_id,
+                    name,
+                    created_at,
+                    json.dumps(options),
+                    len(urls),
+                    parent_id,
+                    compact_json(stats.Tally().state()),
+                ),
+            )
+            conn.execute("INSERT INTO url_lists (batch_id, urls) VALUES (%s, %s)", (batch_id, _json_array(urls)))
+            now = _clock(conn)
+            with conn.cursor().copy("COPY chunks (batch_id, no, indexes, urls, created_clock) FROM STDIN") as copy:
+                for no, indexes in enumerate(chunks):
+                    copy.write_row((batch_id, no, indexes, compact_json([urls[i] for i in indexes]), now))
+            _copy_events(conn, event_rows([queued]))
+        return [queued]
+
+    def mark_sent(self, batch_id: str, nos: list[int]) -> None:
+        """Note that chunks were sent to the workers (again): state sent, sent_clock now, one more send."""
+        with self._pool.connection() as conn, conn.transaction():
+            if _lock(conn, batch_id) is None:
+                return
+            conn.execute(
+                f"UPDATE chunks SET state = 'sent', sent_clock = {NOW}, sends = sends + 1"
+                " WHERE batch_id = %s AND no = ANY(%s::int[]) AND state <> 'done'",  # a done chunk stays done
+                (batch_id, nos),
+            )
+
+    def claim(self, batch_id: str, no: int) -> tuple[Claim | None, list[Event]]:
+        """Take chunk `no` to run: its URLs without a result, or None when the batch is final or gone or the
+        chunk is done (one whose every URL has its result is marked done here). The first claim of a queued
+        batch makes it running."""
+        with self._pool.connection() as conn, conn.transaction():
+            head = _lock(conn, batch_id)
+            if head is None or head.status in FINAL_STATUSES or head.cancelling:
+                return None, []
+            chunk = conn.execute(
+                "SELECT c.indexes, c.urls, c.state, b.options FROM chunks c JOIN batches b ON b.id = c.batch_id"
+                " WHERE c.batch_id = %s AND c.no = %s",
+                (batch_id, no),
+            ).fetchone()
+            if chunk is None or chunk[2] == "done":
+                return None, []
+            indexes, urls_json, _, options = chunk
+            recorded = _recorded(conn, batch_id, indexes)
+            todo = [(j, index) for j, index in enumerate(indexes) if index not in recorded]
+            if not todo:
+                conn.execute("UPDATE chunks SET state = 'done' WHERE batch_id = %s AND no = %s", (batch_id, no))
+                return None, []
+            events = []
+            if head.status == "queued":
+                started = Event(batch_id, head.last_seq + 1, "batch", {"status": "running", "started_at": now_iso()})
+                conn.execute(
+                    "UPDATE batches SET status = 'running', started_at = %s, started_clock = %s,"
+                    " progress_clock = %s, last_seq = %s WHERE id = %s",
+                    (started.data["started_at"], head.now, head.now, started.seq, batch_id),
+                )
+                _copy_events(conn, event_rows([started]))
+                events.append(started)
+            conn.execute(
+                "UPDATE chunks SET touched_clock = %s, sent_clock = COALESCE(sent_clock, %s),"
+                " state = CASE WHEN state = 'pending' THEN 'sent' ELSE state END WHERE batch_id = %s AND no = %s",
+                (head.now, head.now, batch_id, no),
+            )
+            urls = json.loads(urls_json) if urls_json is not None else _urls_of(conn, batch_id, indexes)
+        claim = Claim(json.loads(options), head.total, [index for _, index in todo], [urls[j] for j, _ in todo])
+        return claim, events
+
+    def touch(self, batch_id: str, nos: list[int]) -> None:
+        """A worker's heartbeat for chunks it is running (touched_clock now).
+
+        It takes no batch lock: it stamps only its own chunk rows, and a heartbeat must not wait behind a
+        cancel writing a million results.
+        """
+        with self._pool.connection() as conn:
+            conn.execute(
+                f"UPDATE chunks SET touched_clock = {NOW} WHERE batch_id = %s AND no = ANY(%s::int[])"
+                " AND state <> 'done'",
+                (batch_id, nos),
+            )
+
+    def chunk_done(self, batch_id: str, no: int) -> bool:
+        """Mark a chunk done once each of its URLs has a result; False (it stays open) while one has none."""
+        with self._pool.connection() as conn, conn.transaction():
+            if _lock(conn, batch_id) is None:
+                return False
+            chunk = conn.execute(
+                "SELECT indexes FROM chunks WHERE batch_id = %s AND no = %s", (batch_id, no)
+            ).fetchone()
+            if chunk is None or len(_recorded(conn, batch_id, chunk[0])) < len(chunk[0]):
+                return False
+            conn.execute("UPDATE chunks SET state = 'done' WHERE batch_id = %s AND no = %s", (batch_id, no))
+            return True
+
+    def stalled(self, unsent_after: float, silent_after: float) -> list[tuple[str, int]]:
+        """Chunks of unfinished batches to send again: pending for over `unsent_after` s (never sent), or sent
+        with no sign of life (send or heartbeat) for over `silent_after` s; as (batch id, chunk no)."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT c.batch_id, c.no FROM chunks c JOIN batches b ON b.id = c.batch_id, (SELECT {NOW} AS now) t"
+                " WHERE c.state <> 'done' AND b.status IN ('queued', 'running') AND NOT b.cancelling AND ("
+                " (c.state = 'pending' AND COALESCE(c.created_clock, 0) < t.now - %s)"
+                " OR (c.state = 'sent' AND GREATEST(c.sent_clock, c.touched_clock) < t.now - %s))"
+                " ORDER BY b.num, c.no",
+                (unsent_after, silent_after),
+            ).fetchall()
+        return [(batch_id, no) for batch_id, no in rows]
+
+    def unfinished(self) -> list[str]:
+        """Ids of the batches queued or running, oldest first."""
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT id FROM batches WHERE status IN ('queued', 'running') ORDER BY num").fetchall()
+        return [row[0] for row in rows]
+
+    # -- results -----------------------------------------------------------------------------
+
+    def append(self, batch_id: str, results: list[Result]) -> list[Event]:
+        """Record results (URL index, data JSON, stats Row): each index once, numbered from the batch's last seq.
+
+        Nothing is taken once the batch is final or gone, and an index already recorded (or twice in the
+        call: the first stays) is dropped. The stored tally takes the new rows; a `progress` event follows
+        them when the last one is PROGRESS_INTERVAL old; the append that records the last URL also ends the
+        batch: status done, its summary stored and its final `batch` event. Returns the committed events.
+        """
+        if not results:
+            return []
+        with self._pool.connection() as conn, conn.transaction():
+            head = _lock(conn, batch_id)
+            if head is None or head.status in FINAL_STATUSES or head.cancelling:
+                return []
+            unique: dict[int, Result] = {}
+            for result in results:
+                if not 0 <= result[0] < head.total:
+                    raise ValueError(f"batch {batch_id} has no URL index {result[0]} (it has {head.total} URLs)")
+                unique.setdefault(result[0], result)
+            recorded = _recorded(conn, batch_id, list(unique))
+            fresh = [result for index, result in unique.items() if index not in recorded]
+            if not fresh:
+                return []
+            at = now_iso()
+            seq = head.last_seq
+            part = stats.Tally()
+            events: list[Event] = []
+            rows: list[EventRow] = []
+            for index, data_json, row in fresh:
+                seq += 1
+                part.add(row)
+                events.append(Event(batch_id, seq, "result", at=at, data_json=data_json, row=row))
+                rows.append((batch_id, seq, "result", at, index, *_columns(row), data_json))
+            try:
+                _copy_events(conn, rows)
+            except psycopg.errors.UniqueViolation:
+                # The lock and the check above keep an index from being recorded twice; the index is the backstop.
+                log.error("batch %s: a result recorded twice got past the ledger's check", batch_id, exc_info=True)
+                raise
+            tally = _tally(head)
+            tally.merge(part)
+            if tally.finished == head.total:
+                events.append(self._conclude(conn, batch_id, head, tally, "done", seq + 1))
+                return events
+            progress_clock = head.progress_clock if head.progress_clock is not None else head.now
+            if head.now - progress_clock >= PROGRESS_INTERVAL:
+                seq += 1
+                progress = Event(batch_id, seq, "progress", _summary(tally, head))
+                _copy_events(conn, event_rows([progress]))
+                events.append(progress)
+                progress_clock = head.now
+            conn.execute(
+                "UPDATE batches SET last_seq = %s, tally = %s, progress_clock = %s WHERE id = %s",
+                (seq, compact_json(tally.state()), progress_clock, batch_id),
+            )
+        return events
+
+    def cancel(self, batch_id: str) -> list[Event] | None:
+        """Cancel a queued or running batch; None when it is final or gone (or another cancel ended it first).
+
+        The first transaction marks the batch cancelling: from its commit on, append and claim take nothing.
+        Then, a transaction per CANCEL_SLICE URLs or so (a chunk at least), the URLs of the chunks not done
+        that have no result get one, cancelled (as the single-process engine words it), and those chunks are
+        done; the last transaction adds the final `cancelled` event with the batch's summary. So no result
+        follows `cancelled`, and a worker's append waits one slice at most, never a million rows. A cancel
+        cut short (its process died) leaves the batch cancelling: cancelling() lists it, and cancel() again
+        goes on from where it stopped (two cancels at once share the work).
+
+        The list returned holds the final event only: the cancelled results before it are committed with
+        their seqs (a viewer reads them by seq), but a million of them are not held here to be returned.
+        """
+        row = stats.row_of(failed_result(0, "", ErrorKind.CANCELLED, CANCELLED_MESSAGE).to_dict())
+        columns = _columns(row)
+        while True:
+            with self._pool.connection() as conn, conn.transaction():
+                head = _lock(conn, batch_id)
+                if head is None or head.status in FINAL_STATUSES:
+                    return None
+                if not head.cancelling:
+                    conn.execute("UPDATE batches SET cancelling = true WHERE id = %s", (batch_id,))
+                chunks = _next_open_chunks(conn, batch_id, CANCEL_SLICE)
+                tally = _tally(head)
+                if not chunks:
+                    if tally.finished != head.total:  # create_batch checks that the chunks cover every URL
+                        raise RuntimeError(
+                            f"batch {batch_id}: its chunks are done but {head.total - tally.finished} URLs have no "
+                            "result, so it cannot end; were its chunks changed by hand?"
+                        )
+                    return [self._conclude(conn, batch_id, head, tally, "cancelled", head.last_seq + 1)]
+                at, seq = now_iso(), head.last_seq
+                rows: list[EventRow] = []
+                for _, indexes, urls_json in chunks:
+                    recorded = _recorded(conn, batch_id, indexes)
+                    urls = json.loads(urls_json) if urls_json is not None else _urls_of(conn, batch_id, indexes)
+                    for index, url in zip(indexes, urls):
+                        if index in recorded:
+                            continue
+                        seq += 1
+                        result = failed_result(index, url, ErrorKind.CANCELLED, CANCELLED_MESSAGE)
+                        rows.append((batch_id, seq, "result", at, index, *columns, compact_json(result.to_dict())))
+                        tally.add(row)
+                _copy_events(conn, rows)
+                conn.execute(
+                    "UPDATE chunks SET state = 'done' WHERE batch_id = %s AND no = ANY(%s::int[])",
+                    (batch_id, [chunk[0] for chunk in chunks]),
+                )
+                conn.execute(
+                    "UPDATE batches SET last_seq = %s, tally = %s WHERE id = %s",
+                    (seq, compact_json(tally.state()), batch_id),
+                )
+
+    def cancelling(self) -> list[str]:
+        """Ids of the batches whose cancel began but did not end (its process died): cancel() each to end it."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id FROM batches WHERE cancelling AND status IN ('queued', 'running') ORDER BY num"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def _conclude(
+        self, conn: psycopg.Connection[Any], batch_id: str, head: _Head, tally: stats.Tally, status: str, seq: int
+    ) -> Event:
+        """End a batch whose every URL has its result: its final event (exact percentiles), row and chunks."""
+        finished_at = now_iso()
+        summary = _summary(tally, head, _exact_percentiles(conn, batch_id))
+        final = Event(batch_id, seq, "batch", {"status": status, "finished_at": finished_at, **summary})
+        _copy_events(conn, event_rows([final]))
+        conn.execute(
+            "UPDATE batches SET status = %s, finished_at = %s, summary = %s, last_seq = %s, tally = %s,"
+            " progress_clock = %s WHERE id = %s",
+            (status, finished_at, json.dumps(summary), seq, compact_json(tally.state()), head.now, batch_id),
+        )
+        conn.execute("UPDATE chunks SET state = 'done' WHERE batch_id = %s AND state <> 'done'", (batch_id,))
+        log.info(
+            "batch %s %s: %s",
+            batch_id,
+            status,
+            summary["counts"],
+            extra={"batch_id": batch_id, "status": status, "counts": summary["counts"]},
+        )
+        return final
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _lock(conn: psycopg.Connection[Any], batch_id: str) -> _Head | None:
+    """Lock a batch's row until the transaction ends, and read it; None when there is no such batch."""
+    row = conn.execute(
+        "SELECT status, total, last_seq, tally, started_clock, progress_clock, cancelling, "
+        f"{NOW} FROM batches WHERE id = %s FOR UPDATE",
+        (batch_id,),
+    ).fetchone()
+    return _Head(*row) if row is not None else None
+
+
+def _clock(conn: psycopg.Connection[Any]) -> float:
+    """The database's clock, in epoch seconds."""
+    row = conn.execute(f"SELECT {NOW}").fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def _recorded(conn: psycopg.Connection[Any], batch_id: str, indexes: list[int]) -> set[int]:
+    """Which of these URL indexes of a batch have a result already."""
+    # One probe of the (batch_id, idx) index per index, whatever the planner believes of the table's size:
+    # `idx = ANY(...)` lets it scan the whole batch (O(batch) per append) while its statistics are stale.
+    rows = conn.execute(
+        "SELECT i FROM unnest(%s::int[]) i,"
+        " LATERAL (SELECT FROM events e WHERE e.batch_id = %s AND e.idx = i LIMIT 1) found",
+        (indexes, batch_id),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _next_open_chunks(
+    conn: psycopg.Connection[Any], batch_id: str, urls: int
+) -> list[tuple[int, list[int], str | None]]:
+    """The first chunks of a batch not done, as (no, indexes, urls JSON), holding about `urls` URLs (one at least)."""
+    nos: list[int] = []
+    held = 0
+    for no, size in conn.execute(
+        "SELECT no, cardinality(indexes) FROM chunks WHERE batch_id = %s AND state <> 'done' ORDER BY no", (batch_id,)
+    ):
+        if nos and held + size > urls:
+            break
+        nos.append(no)
+        held += size
+    rows = conn.execute(
+        "SELECT no, indexes, urls FROM chunks WHERE batch_id = %s AND no = ANY(%s::int[]) ORDER BY no", (batch_id, nos)
+    ).fetchall()
+    return [(no, indexes, urls_json) for no, indexes, urls_json in rows]
+
+
+def _urls_of(conn: psycopg.Connection[Any], batch_id: str, indexes: list[int]) -> list[str]:
+    """The URLs at these indexes, from the batch's whole list (for a chunk stored without its own)."""
+    row = conn.execute("SELECT urls FROM url_lists WHERE batch_id = %s", (batch_id,)).fetchone()
+    every = json.loads(row[0]) if row is not None else []
+    return [every[index] for index in indexes]
+
+
+def _copy_events(conn: psycopg.Connection[Any], rows: Iterable[EventRow]) -> None:
+    """Insert event rows (the columns rows.EVENT_COLUMNS names) with one COPY."""
+    with conn.cursor().copy(_COPY_EVENTS) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _columns(row: stats.Row) -> tuple[int, int | None, str | None, float | None, int]:
+    """A result's indexed columns from its stats Row, as event_rows has them (ok as 1 or 0)."""
+    ok, status_code, error_kind, total_ms, size = row
+    return (1 if ok else 0), status_code, error_kind, total_ms, size
+
+
+def _tally(head: _Head) -> stats.Tally:
+    """The batch's stored tally (an empty one for a row stored without)."""
+    return stats.Tally.from_state(json.loads(head.tally)) if head.tally else stats.Tally()
+
+
+def _summary(tally: stats.Tally, head: _Head, exact: list[float | None] | None = None) -> dict[str, Any]:
+    """Counts and statistics as Engine._summary makes them (running: the ledger cannot see fetches in flight).
+
+    exact: the exact percentiles, in stats.PERCENTILES order, for a final summary.
+    """
+    counts = tally.counts(head.total)
+    # The rate is of URLs fetched: a cancelled batch's never-run URLs took no time and say nothing of speed.
+    fetched = counts["ok"] + counts["failed"]
+    rate = stats.throughput(fetched, head.started_clock, head.now) if fetched else None
+    summary = tally.summary()
+    if exact is not None:
+        summary.update(zip(("p50_ms", "p90_ms", "p99_ms"), exact))
+    return {"counts": counts, "stats": {**summary, "urls_per_s": rate}}
+
+
+def _exact_percentiles(conn: psycopg.Connection[Any], batch_id: str) -> list[float | None]:
+    """The batch's latency percentiles by nearest rank, as stats.percentile gives them (percentile_disc is it)."""
+    row = conn.execute(
+        "SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY total_ms) FROM events"
+        f" WHERE batch_id = %s AND idx IS NOT NULL AND {_TIMED}",
+        ([p / 100 for p in stats.PERCENTILES], batch_id, sorted(stats.NO_LATENCY)),
+    ).fetchone()
+    values = row[0] if row is not None and row[0] is not None else [None] * len(stats.PERCENTILES)
+    return [None if value is None else round(value, 2) for value in values]
+
+
+def _check_cover(batch_id: str, chunks: list[list[int]], total: int) -> None:
+    """Refuse chunks that do not hold each URL index exactly once: a URL left out would never run."""
+    seen = bytearray(total)
+    for indexes in chunks:
+        for index in indexes:
+            if not 0 <= index < total or seen[index]:
+                raise ValueError(f"batch {batch_id}: URL index {index} is out of range or in two chunks")
+            seen[index] = 1
+    if seen.count(0):
+        raise ValueError(f"batch {batch_id}: URL index {seen.index(0)} is in no chunk")
+
+
+def _json_array(urls: Sequence[str], slice_size: int = 10_000) -> str:
+    """A batch's URLs as one JSON array, as the SQLite store keeps them, encoded a slice at a time."""
+    parts = [compact_json(list(urls[start : start + slice_size]))[1:-1] for start in range(0, len(urls), slice_size)]
+    return "[" + ",".join(parts) + "]"

@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,7 +68,7 @@ class BatchRun:
 
     id: str
     options: BatchOptions
-    urls: UrlList
+    urls: UrlList | Mapping[int, str]  # URL index -> URL: every URL of the batch, or a chunk's (app.cluster.runner)
     total: int
     done: bytearray = field(init=False)  # 1 at index i once URL i has its final result
     tally: stats.Tally = field(default_factory=lambda: stats.Tally(keep_latencies=True))
@@ -109,7 +109,124 @@ class BatchRun:
             index = done.find(0, index + 1)
 
 
-class Engine:
+class Fetching:
+    """The fetch path every run shares: a run's URLs at its concurrency, under the per-host and server-wide caps.
+
+    The Engine runs whole batches on it; a cluster worker (app.cluster.runner) runs chunks of them, so both
+    fetch, time out, follow redirects and turn failures into results with this one code.
+    """
+
+    def __init__(self, config: Config, policy: guard.Policy, transport_factory: TransportFactory = make_transport):
+        self.config = config
+        self.policy = policy
+        self.transport_factory = transport_factory
+        self.resolver = guard.GuardedResolver(policy)  # what every transport connects through
+        self._inflight = BoundedSemaphore(config.max_inflight)
+        self._stopping = False
+
+    def _record(self, run: BatchRun, result: Result) -> None:
+        """Keep a URL's final result (each subclass hands it on its way)."""
+        raise NotImplementedError
+
+    def _taken_all(self) -> None:
+        """Called by each fetcher once no URL is left to take: what is buffered may go on now."""
+
+    def _fetch_all(self, run: BatchRun) -> None:
+        """Fetch every URL of `run` without a result, at its concurrency; return when none is left or the run stops."""
+        transport = self.transport_factory(run.options, self.resolver)
+        run.pool = Pool(run.options.concurrency)
+        host_slots: dict[str, BoundedSemaphore] = {}
+        try:
+            # `concurrency` fetchers take the URLs in turn: a greenlet per fetcher, not per URL. A greenlet
+            # per URL would map fresh memory for its frames and unmap it at its end, on every URL.
+            remaining = run.todo()  # shared: each index goes to exactly one fetcher
+            for _ in range(min(run.options.concurrency, run.total - run.finished)):
+                run.pool.spawn(self._fetcher, run, transport, host_slots, remaining)
+            run.pool.join()
+        finally:
+            transport.close()
+
+    # -- fetching one URL --------------------------------------------------------------------
+
+    def _fetcher(
+        self, run: BatchRun, transport: Transport, host_slots: dict[str, BoundedSemaphore], remaining: Iterator[int]
+    ) -> None:
+        """One of a batch's fetchers: fetch the next URL without a result until none is left or the batch stops."""
+        for index in remaining:
+            if run.cancelled or self._stopping:
+                return
+            self._fetch_one(run, transport, host_slots, index)
+        self._taken_all()
+
+    def _fetch_one(
+        self, run: BatchRun, transport: Transport, host_slots: dict[str, BoundedSemaphore], index: int
+    ) -> None:
+        """Fetch one URL under the server-wide and per-host caps; always record exactly one result."""
+        url = run.urls[index]
+        result = Result(index=index, url=url, started_at=now_iso())
+        started = time.perf_counter()
+        host_slot = self._host_slot(run, host_slots, url)
+        try:
+            # The host slot first: waiting for a busy host must not hold a server-wide slot.
+            with host_slot or nullcontext(), self._inflight:
+                run.running += 1
+                run.in_flight[index] = started
+                try:
+                    with gevent.Timeout(run.options.timeout, DeadlineExceeded):
+                        follow(transport, result, run.options, started, self.config.max_url_length)
+                finally:
+                    run.running -= 1
+                    del run.in_flight[index]
+        except DeadlineExceeded as exc:
+            # follow() left the phases the last hop completed in result.timings; the message says what was missing.
+            hop_ms = (time.perf_counter() - started) * 1000 - (result.timings.get("redirect") or 0.0)
+            result.error = {
+                "kind": ErrorKind.DEADLINE.value,
+                "message": deadline_message(run.options.timeout, exc.phases, hop_ms, len(result.redirects)),
+            }
+        except (FetchError, guard.GuardError) as exc:
+            result.error = {"kind": exc.kind, "message": self._message(run, index, exc)}
+        except gevent.GreenletExit:
+            if not run.cancelled:
+                raise  # shutting down: no result, so the URL runs again on resume
+            result.error = {
+                "kind": ErrorKind.CANCELLED.value,
+                "message": "batch was cancelled while this URL was in flight",
+            }
+        except Exception as exc:  # noqa: BLE001 - an unexpected fault is this URL's error, not the batch's
+            log.exception(
+                "batch %s URL %d (%s) failed unexpectedly",
+                run.id,
+                index,
+                url,
+                extra={"batch_id": run.id, "index": index},
+            )
+            result.error = {"kind": ErrorKind.OTHER.value, "message": f"unexpected error: {exc!r}"}
+        if result.error is not None:
+            result.ok = False
+        result.finished_at = now_iso()
+        result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
+        result.timings.setdefault("ttfb", None)
+        self._record(run, result)
+
+    def _message(self, run: BatchRun, index: int, exc: FetchError | guard.GuardError) -> str:
+        """A failed URL's message: the detail of a blocked or dns error only where the server explains them."""
+        if exc.detail is None:
+            return str(exc)
+        log.debug("batch %s URL %d: %s", run.id, index, exc.detail, extra={"batch_id": run.id, "index": index})
+        return exc.detail if self.config.explain_blocked else str(exc)
+
+    def _host_slot(self, run: BatchRun, host_slots: dict[str, BoundedSemaphore], url: str) -> BoundedSemaphore | None:
+        """The per-host semaphore for a URL when the batch sets per_host."""
+        if not run.options.per_host:
+            return None
+        host = (urlsplit(url).hostname or "").lower()
+        if host not in host_slots:
+            host_slots[host] = BoundedSemaphore(run.options.per_host)
+        return host_slots[host]
+
+
+class Engine(Fetching):
     """Schedules batches, fetches their URLs concurrently and emits every outcome as an event."""
 
     def __init__(
@@ -120,17 +237,12 @@ class Engine:
         policy: guard.Policy,
         transport_factory: TransportFactory = make_transport,
     ):
-        self.config = config
+        super().__init__(config, policy, transport_factory)
         self.store = store
         self.bus = bus
-        self.policy = policy
-        self.transport_factory = transport_factory
-        self.resolver = guard.GuardedResolver(policy)  # what every transport connects through
-        self._inflight = BoundedSemaphore(config.max_inflight)
         self._runs: dict[str, BatchRun] = {}
         self._queue: deque[str] = deque()
         self._active: set[str] = set()
-        self._stopping = False
 
     # -- public ------------------------------------------------------------------------------
 
@@ -307,20 +419,11 @@ class Engine:
             run.total - run.finished,
             extra={"batch_id": run.id, "status": "running"},
         )
-        transport = self.transport_factory(run.options, self.resolver)
-        run.pool = Pool(run.options.concurrency)
-        host_slots: dict[str, BoundedSemaphore] = {}
         reporter = gevent.spawn(self._report_progress, run)
         try:
-            # `concurrency` fetchers take the URLs in turn: a greenlet per fetcher, not per URL. A greenlet
-            # per URL would map fresh memory for its frames and unmap it at its end, on every URL.
-            remaining = run.todo()  # shared: each index goes to exactly one fetcher
-            for _ in range(min(run.options.concurrency, run.total - run.finished)):
-                run.pool.spawn(self._fetcher, run, transport, host_slots, remaining)
-            run.pool.join()
+            self._fetch_all(run)
         finally:
             reporter.kill()
-            transport.close()
         if self._stopping and not run.cancelled:
             log.info(
                 "batch %s paused for shutdown; it resumes on the next start",
@@ -413,83 +516,8 @@ class Engine:
         run.add(result.index, row)
         self.bus.result(run.id, data, row)
 
-    # -- fetching one URL --------------------------------------------------------------------
-
-    def _fetcher(
-        self, run: BatchRun, transport: Transport, host_slots: dict[str, BoundedSemaphore], remaining: Iterator[int]
-    ) -> None:
-        """One of a batch's fetchers: fetch the next URL without a result until none is left or the batch stops."""
-        for index in remaining:
-            if run.cancelled or self._stopping:
-                return
-            self._fetch_one(run, transport, host_slots, index)
-        # The last URLs are taken: commit what is buffered now, so the commit `done` waits for holds only
-        # the results still in flight (at most `concurrency`), not up to GREENBATCH_FLUSH_ROWS.
+    def _taken_all(self) -> None:
+        """The last URLs are taken: commit what is buffered now."""
+        # So the commit `done` waits for holds only the results still in flight (at most `concurrency`), not up
+        # to GREENBATCH_FLUSH_ROWS.
         self.store.flush(0)
-
-    def _fetch_one(
-        self, run: BatchRun, transport: Transport, host_slots: dict[str, BoundedSemaphore], index: int
-    ) -> None:
-        """Fetch one URL under the server-wide and per-host caps; always record exactly one result."""
-        url = run.urls[index]
-        result = Result(index=index, url=url, started_at=now_iso())
-        started = time.perf_counter()
-        host_slot = self._host_slot(run, host_slots, url)
-        try:
-            # The host slot first: waiting for a busy host must not hold a server-wide slot.
-            with host_slot or nullcontext(), self._inflight:
-                run.running += 1
-                run.in_flight[index] = started
-                try:
-                    with gevent.Timeout(run.options.timeout, DeadlineExceeded):
-                        follow(transport, result, run.options, started, self.config.max_url_length)
-                finally:
-                    run.running -= 1
-                    del run.in_flight[index]
-        except DeadlineExceeded as exc:
-            # follow() left the phases the last hop completed in result.timings; the message says what was missing.
-            hop_ms = (time.perf_counter() - started) * 1000 - (result.timings.get("redirect") or 0.0)
-            result.error = {
-                "kind": ErrorKind.DEADLINE.value,
-                "message": deadline_message(run.options.timeout, exc.phases, hop_ms, len(result.redirects)),
-            }
-        except (FetchError, guard.GuardError) as exc:
-            result.error = {"kind": exc.kind, "message": self._message(run, index, exc)}
-        except gevent.GreenletExit:
-            if not run.cancelled:
-                raise  # shutting down: no result, so the URL runs again on resume
-            result.error = {
-                "kind": ErrorKind.CANCELLED.value,
-                "message": "batch was cancelled while this URL was in flight",
-            }
-        except Exception as exc:  # noqa: BLE001 - an unexpected fault is this URL's error, not the batch's
-            log.exception(
-                "batch %s URL %d (%s) failed unexpectedly",
-                run.id,
-                index,
-                url,
-                extra={"batch_id": run.id, "index": index},
-            )
-            result.error = {"kind": ErrorKind.OTHER.value, "message": f"unexpected error: {exc!r}"}
-        if result.error is not None:
-            result.ok = False
-        result.finished_at = now_iso()
-        result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
-        result.timings.setdefault("ttfb", None)
-        self._record(run, result)
-
-    def _message(self, run: BatchRun, index: int, exc: FetchError | guard.GuardError) -> str:
-        """A failed URL's message: the detail of a blocked or dns error only where the server explains them."""
-        if exc.detail is None:
-            return str(exc)
-        log.debug("batch %s URL %d: %s", run.id, index, exc.detail, extra={"batch_id": run.id, "index": index})
-        return exc.detail if self.config.explain_blocked else str(exc)
-
-    def _host_slot(self, run: BatchRun, host_slots: dict[str, BoundedSemaphore], url: str) -> BoundedSemaphore | None:
-        """The per-host semaphore for a URL when the batch sets per_host."""
-        if not run.options.per_host:
-            return None
-        host = (urlsplit(url).hostname or "").lower()
-        if host not in host_slots:
-            host_slots[host] = BoundedSemaphore(run.options.per_host)
-        return host_slots[host]

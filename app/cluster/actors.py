@@ -1,0 +1,100 @@
+"""The cluster worker's actor, run_chunk: `python -m app.cluster worker` or `dramatiq-gevent app.cluster.actors`.
+
+Dramatiq's gevent worker runs each "thread" as a greenlet, so `--threads T` is how many chunks a process
+runs at once; each chunk fetches at its batch's concurrency. This module builds the process's Runner when
+the worker boots, beats the broker's heartbeat, and stops the chunks when the worker is told to stop.
+"""
+
+from gevent import monkey
+
+if not monkey.is_module_patched("socket"):
+    # psycopg picks its wait function when imported, redis and Dramatiq their sockets and threads: patched
+    # afterwards, every PostgreSQL query would block the whole process.
+    raise RuntimeError(
+        "app.cluster.actors needs gevent's patched standard library: start workers with `python -m app.cluster "
+        "worker` or `dramatiq-gevent app.cluster.actors`, not plain `dramatiq`"
+    )
+
+# Everything below must see the patched standard library.
+
+import logging
+
+import dramatiq
+import gevent
+import psycopg.waiting
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
+from dramatiq.worker import Worker
+
+from ..core.config import Config
+from ..core.options import ValidationError
+from .broker import ACTOR, QUEUE, dispatch, heartbeat, heartbeat_timeout_ms, make_broker
+from .ledger import Ledger
+from .runner import Runner
+
+log = logging.getLogger(__name__)
+
+# A cooperative wait, not libpq's blocking one: what "patched before psycopg" buys (psycopg/waiting.py).
+if psycopg.waiting.wait is getattr(psycopg.waiting, "wait_c", None):
+    raise RuntimeError("psycopg was imported before gevent patched the standard library; see app/cluster/__main__.py")
+
+config = Config.from_env()
+
+
+class ChunkWorker(Middleware):
+    """The worker process's own setup: its Runner, its heartbeat, and a stop that sends unfinished chunks again."""
+
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+        self._beats: gevent.Greenlet[[RedisBroker], None] | None = None
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Worker) -> None:
+        """Build the Runner before the consumers start; hold no chunk beyond those running."""
+        # Prefetch: Dramatiq fetches up to twice the threads, and a fetched chunk waits in this process while
+        # another worker may be idle, then waits the heartbeat timeout if this process dies. So a process
+        # fetches a chunk only when a thread is free (a fetch round trip is nothing beside a chunk's run).
+        worker.queue_prefetch = worker.worker_threads
+        assert isinstance(broker, RedisBroker)  # make_broker's
+        # A connection for each thread's claims and chunk_done, one for the writer, one for the touches.
+        ledger = Ledger(config.database_url, max_connections=worker.worker_threads + 2)
+        self.runner = Runner(config, ledger, broker.client)
+        self._beats = gevent.spawn(self._beat, broker)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Worker) -> None:
+        """SIGTERM: chunks running here finish their fetches in flight, commit, and are sent again for the rest."""
+        if self.runner is not None:
+            self.runner.stop()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Worker) -> None:
+        """Commit what is left and stop the loops."""
+        if self._beats is not None:
+            self._beats.kill()
+        if self.runner is not None:
+            self.runner.close()
+
+    @staticmethod
+    def _beat(broker: RedisBroker) -> None:
+        """Beat the heartbeat five times per timeout, whether or not the consumer fetches."""
+        every = heartbeat_timeout_ms(config) / 5000
+        while True:
+            try:
+                heartbeat(broker)
+            except Exception as exc:  # noqa: BLE001 - Redis away: the next beat tries again
+                log.warning("cannot beat the heartbeat on Redis (%s)", exc)
+            gevent.sleep(every)
+
+
+chunk_worker = ChunkWorker()
+broker = make_broker(config, [chunk_worker])
+dramatiq.set_broker(broker)
+
+
+@dramatiq.actor(actor_name=ACTOR, queue_name=QUEUE, broker=broker, throws=(ValidationError,))
+def run_chunk(batch_id: str, no: int) -> None:
+    """Run chunk `no` of a batch; the message is acked when this returns, after its results are committed."""
+    runner = chunk_worker.runner
+    if runner is None:
+        raise RuntimeError("run_chunk runs inside a worker (python -m app.cluster worker), which builds its runner")
+    if not runner.run_chunk(batch_id, no):
+        # Stopped before the end: the rest goes back on the queue now, rather than after a heartbeat timeout.
+        dispatch(broker, batch_id, [no])

@@ -1,0 +1,240 @@
+"""Cluster workers: real `python -m app.cluster worker` processes run a batch's chunks against real Redis and
+PostgreSQL; whatever happens to a worker (killed, stopped, paused past its heartbeat), every URL of the batch
+is recorded exactly once, seq 1..N without a gap, and one final event ends it."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import time
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+redis = pytest.importorskip("redis")
+pytest.importorskip("dramatiq")
+
+from app.cluster.broker import NAMESPACE, QUEUE, dispatch, make_broker  # noqa: E402
+from app.cluster.ledger import Ledger  # noqa: E402
+from app.cluster.runner import cancel_key  # noqa: E402
+from app.core.clock import now_iso  # noqa: E402
+from app.core.config import Config  # noqa: E402
+from app.core.options import BatchOptions  # noqa: E402
+from app.runs.store import pg_schema  # noqa: E402
+from tests.support.workers import ClusterWorker  # noqa: E402
+
+HEARTBEAT = 3  # seconds a silent worker counts as alive (GREENBATCH_CLUSTER_HEARTBEAT_TIMEOUT; 15 by default)
+FINAL = ("done", "cancelled", "failed")
+MESSAGES = f"{NAMESPACE}:{QUEUE}.msgs"  # Dramatiq's hash of the chunk messages not acked yet
+
+
+class Cluster:
+    """A cluster's shared parts for one test (empty Redis, fresh database) and the workers it starts."""
+
+    def __init__(self, pg_url: str, redis_url: str, allow_targets: str, tmp_path):
+        self.tmp_path = tmp_path
+        self.env = {
+            "GREENBATCH_DATABASE_URL": pg_url,
+            "GREENBATCH_REDIS_URL": redis_url,
+            "GREENBATCH_CLUSTER_HEARTBEAT_TIMEOUT": str(HEARTBEAT),
+            "GREENBATCH_ALLOW_TARGETS": allow_targets,
+        }
+        self.config = Config(
+            database_url=pg_url, redis_url=redis_url, allow_targets=allow_targets, cluster_heartbeat_timeout=HEARTBEAT
+        )
+        self.redis = redis.Redis.from_url(redis_url)
+        self.redis.flushall()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            pg_schema.migrate(conn)
+        self.db = psycopg.connect(pg_url, autocommit=True)
+        self.ledger = Ledger(pg_url)
+        self.broker = make_broker(self.config)
+        self.workers: list[ClusterWorker] = []
+
+    def start_workers(self, count: int, threads: int = 2) -> list[ClusterWorker]:
+        """Start `count` workers at once and wait until each consumes."""
+        started = [
+            ClusterWorker(self.env, self.tmp_path / f"worker{len(self.workers) + i}.log", threads).start()
+            for i in range(count)
+        ]
+        self.workers += started
+        return [worker.wait_ready() for worker in started]
+
+    def submit(self, urls: list[str], chunk_size: int, **options) -> str:
+        """Store a batch and its chunks with the ledger and send one message per chunk, as the web does."""
+        batch_id = secrets.token_hex(6)
+        chunks = [list(range(i, min(i + chunk_size, len(urls)))) for i in range(0, len(urls), chunk_size)]
+        stored = BatchOptions.parse(options, self.config).to_dict()
+        self.ledger.create_batch(batch_id, f"{len(urls)} URLs", stored, urls, now_iso(), None, chunks)
+        self.ledger.mark_sent(batch_id, list(range(len(chunks))))
+        dispatch(self.broker, batch_id, range(len(chunks)))
+        return batch_id
+
+    def query(self, sql: str, *args):
+        """Rows of one query."""
+        return self.db.execute(sql, args).fetchall()
+
+    def recorded(self, batch_id: str) -> int:
+        """URLs of the batch with a result so far."""
+        return self.query("SELECT count(*) FROM events WHERE batch_id = %s AND idx IS NOT NULL", batch_id)[0][0]
+
+    def wait_recorded(self, batch_id: str, count: int, timeout: float = 20.0) -> None:
+        """Wait until `count` URLs of the batch have a result."""
+        deadline = time.monotonic() + timeout
+        while self.recorded(batch_id) < count:
+            assert time.monotonic() < deadline, f"only {self.recorded(batch_id)} of {count} results after {timeout} s"
+            time.sleep(0.05)
+
+    def wait_final(self, batch_id: str, timeout: float = 30.0) -> str:
+        """Wait until the batch is final; its status."""
+        deadline = time.monotonic() + timeout
+        while (status := self.query("SELECT status FROM batches WHERE id = %s", batch_id)[0][0]) not in FINAL:
+            assert time.monotonic() < deadline, f"batch {status} after {timeout} s, {self.recorded(batch_id)} results"
+            time.sleep(0.1)
+        return status
+
+    def events(self, batch_id: str) -> list[tuple[int, str, int | None, dict]]:
+        """The batch's events in seq order: (seq, type, URL index, data)."""
+        rows = self.query("SELECT seq, type, idx, data FROM events WHERE batch_id = %s ORDER BY seq", batch_id)
+        return [(seq, type_, idx, json.loads(data)) for seq, type_, idx, data in rows]
+
+    def idle(self) -> bool:
+        """Whether every chunk message has been acked (no worker runs or holds one)."""
+        return self.redis.hlen(MESSAGES) == 0
+
+    def close(self) -> None:
+        """Stop the workers and let go of the services."""
+        hung = [worker.pid for worker in self.workers if not worker.stop()]
+        self.ledger.close()
+        self.db.close()
+        self.broker.close()
+        self.redis.close()
+        assert not hung, f"workers {hung} did not stop on SIGTERM"
+
+
+@pytest.fixture
+def cluster(pg_url, redis_server, target_env, tmp_path):
+    """Empty Redis, a migrated database, the ledger and broker a web process would use; workers started on demand."""
+    instance = Cluster(pg_url, redis_server.url, target_env["GREENBATCH_ALLOW_TARGETS"], tmp_path)
+    yield instance
+    instance.close()
+
+
+def assert_each_index_once(cluster: Cluster, batch_id: str, urls: list[str], status: str = "done") -> list:
+    """Every URL recorded exactly once, for its own URL; seq 1..N without a gap; one final event, the last."""
+    events = cluster.events(batch_id)
+    assert [seq for seq, *_ in events] == list(range(1, len(events) + 1))
+    indexes = [idx for _, _, idx, _ in events if idx is not None]
+    assert sorted(indexes) == list(range(len(urls)))
+    assert all(data["url"] == urls[idx] for _, _, idx, data in events if idx is not None)
+    finals = [seq for seq, type_, _, data in events if type_ == "batch" and data["status"] in FINAL]
+    assert finals == [events[-1][0]]
+    assert events[-1][3]["status"] == status
+    return events
+
+
+def test_a_batch_dispatched_by_hand_ends_with_every_index_once_and_one_final_event(cluster, target):
+    """Chunks sent by hand run on a worker with the engine's fetch code: statuses, sizes and the final counts."""
+    cluster.start_workers(1)
+    kinds = ["/bytes/100", "/status/404", "/delay/50"]
+    urls = [target.url(f"{kinds[i % 3]}?i={i}") for i in range(30)]
+    batch_id = cluster.submit(urls, chunk_size=8, concurrency=4)
+
+    assert cluster.wait_final(batch_id) == "done"
+    events = assert_each_index_once(cluster, batch_id, urls)
+    results = {idx: data for _, _, idx, data in events if idx is not None}
+    assert {results[i]["status_code"] for i in range(0, 30, 3)} == {200}
+    assert {results[i]["bytes"] for i in range(0, 30, 3)} == {100}
+    assert {results[i]["status_code"] for i in range(1, 30, 3)} == {404}
+    assert [type_ for _, type_, _, data in events[:2]] == ["batch", "batch"]  # queued, then running
+    assert events[1][3]["status"] == "running"
+    assert events[-1][3]["counts"]["total"] == 30
+    assert cluster.query("SELECT DISTINCT state FROM chunks WHERE batch_id = %s", batch_id) == [("done",)]
+    assert "Traceback" not in cluster.workers[0].text()
+
+
+def slow_batch(cluster: Cluster, target, count: int, chunk_size: int, delay_ms: int = 200, **options) -> tuple:
+    """A batch of `count` distinct /delay URLs, submitted; its id and URLs."""
+    urls = [target.url(f"/delay/{delay_ms}?i={i}") for i in range(count)]
+    return cluster.submit(urls, chunk_size=chunk_size, **options), urls
+
+
+def test_a_worker_killed_mid_batch_leaves_its_chunks_to_the_other_and_each_index_is_recorded_once(cluster, target):
+    """SIGKILL at ~40 %: the dead worker's unacked chunks go back on the queue after the heartbeat timeout."""
+    doomed, survivor = cluster.start_workers(2)
+    batch_id, urls = slow_batch(cluster, target, 320, chunk_size=20, concurrency=4)
+    cluster.wait_recorded(batch_id, 128)
+
+    doomed.signal_child(signal.SIGKILL)
+
+    assert cluster.wait_final(batch_id) == "done"
+    assert_each_index_once(cluster, batch_id, urls)
+    assert cluster.query("SELECT DISTINCT state FROM chunks WHERE batch_id = %s", batch_id) == [("done",)]
+    assert "Traceback" not in survivor.text()
+
+
+def test_a_worker_stopped_with_sigterm_finishes_its_fetches_in_flight_and_sends_its_chunks_again(cluster, target):
+    """SIGTERM at ~40 %: the worker stops within seconds; what it had not fetched runs on the other worker."""
+    leaving, staying = cluster.start_workers(2)
+    batch_id, urls = slow_batch(cluster, target, 320, chunk_size=20, concurrency=4)
+    cluster.wait_recorded(batch_id, 128)
+
+    stopped_at = time.monotonic()
+    leaving.proc.send_signal(signal.SIGTERM)
+    assert leaving.proc.wait(timeout=20) == 0
+    assert time.monotonic() - stopped_at < 10
+
+    assert cluster.wait_final(batch_id) == "done"
+    assert_each_index_once(cluster, batch_id, urls)
+    log = leaving.text()
+    assert "stopped with" in log  # its chunks' unfetched URLs went back on the queue at once
+    assert "Traceback" not in log
+
+
+def test_a_worker_paused_past_the_heartbeat_and_resumed_adds_no_duplicate_result(cluster, target):
+    """SIGSTOP past the heartbeat: another worker runs the paused one's chunks; after SIGCONT both copies
+    append, and the ledger keeps one result per URL."""
+    (paused,) = cluster.start_workers(1)
+    target.hits(reset=True)
+    batch_id, urls = slow_batch(cluster, target, 120, chunk_size=60, concurrency=3)
+    cluster.wait_recorded(batch_id, 10)
+
+    paused.signal_child(signal.SIGSTOP)
+    try:
+        (other,) = cluster.start_workers(1)
+        deadline = time.monotonic() + HEARTBEAT + 10
+        while not all(f"chunk {no} running" in other.text() for no in (0, 1)):
+            assert time.monotonic() < deadline, "the paused worker's chunks were not redelivered"
+            time.sleep(0.1)
+    finally:
+        paused.signal_child(signal.SIGCONT)
+
+    assert cluster.wait_final(batch_id) == "done"
+    assert_each_index_once(cluster, batch_id, urls)
+    # The paused worker's fetches in flight ran again on the other: some URLs were fetched twice, recorded once.
+    assert target.hits()["/delay/200"] > len(urls)
+
+
+def test_cancel_stops_the_workers_fetches_of_that_batch_within_a_second(cluster, target):
+    """Ledger.cancel plus the Redis key: the workers kill that batch's fetches and go idle within a second."""
+    cluster.start_workers(2)
+    target.hits(reset=True)
+    batch_id, urls = slow_batch(cluster, target, 80, chunk_size=10, delay_ms=3000, concurrency=5)
+    deadline = time.monotonic() + 15
+    while target.hits().get("/delay/3000", 0) < 20:  # both workers run two chunks each, five URLs at a time
+        assert time.monotonic() < deadline, f"fetches in flight: {target.hits()}"
+        time.sleep(0.05)
+
+    assert cluster.ledger.cancel(batch_id)
+    cluster.redis.set(cancel_key(batch_id), 1)
+    cancelled_at = time.monotonic()
+    while not cluster.idle():
+        assert time.monotonic() - cancelled_at < 1.0, "workers still run chunks of the cancelled batch"
+        time.sleep(0.02)
+
+    fetched = target.hits()["/delay/3000"]
+    time.sleep(1.0)
+    assert target.hits()["/delay/3000"] == fetched  # nothing of the batch started since
+    events = assert_each_index_once(cluster, batch_id, urls, status="cancelled")
+    assert sum(1 for _, _, idx, data in events if idx is not None and data["error"]) == len(urls)

@@ -14,9 +14,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 
@@ -142,28 +142,13 @@ def _first_gap(seqs: list[int]) -> int | None:
     return next((i for i, seq in enumerate(seqs, 1) if seq != i), None)
 
 
-def group_connections(pgid: int, port: int) -> int:
-    """TCP connections the processes of a process group hold to a port on this machine."""
-    sockets = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            for fd in (entry / "fd").iterdir():
-                link = os.readlink(fd)
-                if link.startswith("socket:["):
-                    sockets.add(link[8:-1])
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in sockets:
-                count += 1
-    return count
+def connections_to(worker, port: int) -> int:
+    """TCP connections a worker's chunk-running process holds to a port of this machine (its fetches)."""
+    try:
+        found = psutil.Process(worker.child_pid()).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return 0
+    return sum(1 for conn in found if conn.raddr and conn.raddr.port == port)
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.02) -> float:
@@ -232,15 +217,13 @@ def test_cancel_from_web_b_ends_the_batch_with_cancelled_last_and_the_workers_id
 ):
     urls = [target.url(f"/delay/1500?i={i}") for i in range(1000)]
     batch = web_a.submit(urls, concurrency=8)
-    workers = [worker.proc.pid for worker in cluster.workers]
-    wait_until(
-        lambda: all(group_connections(pgid, target.port) for pgid in workers), 20, "chunks running on both workers"
-    )
+    workers = cluster.workers
+    wait_until(lambda: all(connections_to(w, target.port) for w in workers), 20, "chunks running on both workers")
     cancelled = web_b.request("POST", f"/api/v1/batches/{batch['id']}/cancel")
     asked = time.monotonic()
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
     idle = wait_until(
-        lambda: not any(group_connections(pgid, target.port) for pgid in workers), 5, "the workers' fetches to stop"
+        lambda: not any(connections_to(w, target.port) for w in workers), 5, "the workers' fetches to stop"
     )
     assert time.monotonic() - asked - idle < 0.1 and idle < 1.0, f"the workers took {idle:.2f} s to stop"
     time.sleep(0.5)  # what a worker might still append comes now, if ever

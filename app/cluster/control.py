@@ -26,6 +26,7 @@ from .broker import dispatch
 from .heads import Heads
 from .janitor import Janitor
 from .ledger import Ledger, plan_chunks
+from .runner import cancel_key
 from .streams import Follower, announce
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CANCEL_KEY = "gb:cancel:"  # + batch id: set on cancel; workers stop that batch's fetches when they see it
 CANCEL_KEY_TTL = 24 * 3600  # seconds the key stays: past any chunk still running then
 # Seconds (at least) a sent chunk with no sign of life waits before the janitor sends it again. A dead
 # worker's chunks are Dramatiq's to requeue (after the heartbeat timeout) and a Redis that lost its keys
@@ -119,7 +119,7 @@ class ClusterControl:
         if events is None:
             return False
         try:
-            self.client.set(CANCEL_KEY + batch_id, "1", ex=CANCEL_KEY_TTL)
+            self.client.set(cancel_key(batch_id), "1", ex=CANCEL_KEY_TTL)
         except redis.RedisError as exc:
             # The ledger refuses the batch's results from now on, so the workers' fetches only waste time.
             log.warning(

@@ -9,73 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from tests.support.nginx import NGINX, Nginx
-from tests.support.processes import stop_process
-from tests.support.server import ROOT, GreenbatchServer
+from tests.support.server import GreenbatchServer
 from tests.support.services import Postgres, Redis
-
-READY = re.compile(r"ready for action", re.IGNORECASE)  # what Dramatiq's worker logs once it consumes
-WORKER_START_TIMEOUT = 30.0
-
-
-class Worker:
-    """`python -m app.cluster worker` in a subprocess of its own session, stopped by pid (its children by group)."""
-
-    def __init__(self, folder: Path, env: dict[str, str], name: str, processes: int = 1, threads: int = 2):
-        self.log_path = folder / f"{name}.log"
-        self.env = {**os.environ, **env}
-        self.args = ["--processes", str(processes), "--threads", str(threads)]
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = WORKER_START_TIMEOUT) -> Worker:
-        """Start the worker and wait until it consumes chunks."""
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cluster", "worker", *self.args],
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: its worker processes are stopped with it
-            )
-        deadline = time.monotonic() + timeout
-        while not READY.search(self.log_path.read_bytes()[offset:].decode(errors="replace")):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the worker did not start:\n{self.log()[-3000:]}")
-            time.sleep(0.05)
-        return self
-
-    def log(self) -> str:
-        """Everything the worker printed."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def signal(self, signum: int) -> None:
-        """Send a signal to the worker's process group (its main process and its worker processes)."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signum)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (a graceful stop), SIGKILL to the whole group if it lingers."""
-        if self.proc is None:
-            return
-        stop_process(self.proc, signal.SIGTERM, timeout)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # a worker process the main one left behind
-        except ProcessLookupError:
-            pass
-        self.proc = None
+from tests.support.workers import ClusterWorker
 
 
 class Cluster:
@@ -85,7 +29,7 @@ class Cluster:
         self.folder = folder
         self.env = {"GREENBATCH_DATABASE_URL": database_url, "GREENBATCH_REDIS_URL": redis_url, **(env or {})}
         self.webs: list[GreenbatchServer] = []
-        self.workers: list[Worker] = []
+        self.workers: list[ClusterWorker] = []
 
     def start_web(self, env: dict[str, str] | None = None, args: list[str] | None = None) -> GreenbatchServer:
         """One more web process (`python wsgi.py`); every web shares one data folder, as on one machine."""
@@ -95,16 +39,17 @@ class Cluster:
         self.webs.append(web)
         return web.start()
 
-    def start_worker(self, processes: int = 1, threads: int = 2, env: dict[str, str] | None = None) -> Worker:
-        """One more worker."""
-        worker = Worker(self.folder, {**self.env, **(env or {})}, f"worker{len(self.workers) + 1}", processes, threads)
+    def start_worker(self, threads: int = 2, env: dict[str, str] | None = None) -> ClusterWorker:
+        """One more worker (one process running `threads` chunks at once), once it consumes."""
+        log = self.folder / f"worker{len(self.workers) + 1}.log"
+        worker = ClusterWorker({**self.env, **(env or {})}, log, threads)
         self.workers.append(worker)
-        return worker.start()
+        return worker.start().wait_ready()
 
     def logs(self) -> str:
         """The tail of every process's log, for a failing test's message."""
         parts = [f"--- {web.log_path.name}\n{web.log()[-2000:]}" for web in self.webs]
-        parts += [f"--- {worker.log_path.name}\n{worker.log()[-2000:]}" for worker in self.workers]
+        parts += [f"--- {worker.log.name}\n{worker.text()[-2000:]}" for worker in self.workers]
         return "\n".join(parts)
 
     def stop(self) -> None:

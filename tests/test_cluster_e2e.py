@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -28,6 +30,7 @@ import websocket  # noqa: E402
 
 from tests.support.cluster import Cluster  # noqa: E402
 from tests.support.gunicorn import GUNICORN, running_gunicorn  # noqa: E402
+from tests.support.nginx import NGINX  # noqa: E402
 from tests.support.server import ROOT, GreenbatchServer  # noqa: E402
 from tests.support.services import Redis  # noqa: E402
 
@@ -97,12 +100,19 @@ class Viewer(threading.Thread):
         return [event for m in self.messages if m["type"] == "events" for event in m["events"]]
 
     def finish(self, timeout: float = 60) -> list[dict[str, Any]]:
-        """Wait for the close; the events."""
+        """Wait for the server's close; the events."""
         self.join(timeout)
-        self.ws.close()
-        assert not self.is_alive(), f"the viewer got no end within {timeout} s: {self.messages[-2:]}"
+        ended = not self.is_alive()
+        self.stop()
+        assert ended, f"the viewer got no end within {timeout} s: {self.messages[-2:]}"
         assert self.error is None, self.error
         return self.events()
+
+    def stop(self) -> None:
+        """Close the connection (if the server has not) and its socket."""
+        self.ws.close(timeout=1)
+        self.join(5)
+        self.ws.shutdown()
 
 
 def urls_of(target, count: int) -> list[str]:
@@ -175,8 +185,7 @@ def watched(cluster, target):
     viewer = Viewer(web_b, f"/ws/batches/{batch['id']}?after=0")
     viewer.start()
     events = viewer.finish(90)
-    listing.ws.close()
-    listing.join(5)
+    listing.stop()
     return batch, urls, events, listing.events()
 
 
@@ -330,3 +339,40 @@ def test_gunicorn_serves_cluster_mode_with_two_web_processes(cluster, tmp_path, 
         assert proc.wait(20) == 0
     booted = (tmp_path / "gunicorn.log").read_text().count("Booting worker")
     assert booted == 2
+
+
+# -- make cluster -----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx)")
+def test_make_cluster_serves_through_nginx_and_stops_everything_on_ctrl_c(target_env, target, tmp_path):
+    out = tmp_path / "make-cluster.out"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.cluster"],
+            cwd=ROOT,
+            env={**os.environ, **target_env},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "Ctrl-C stops everything" in out.read_text(), 60, "make cluster to start", 0.1)
+        base = re.search(r"open (http://127\.0\.0\.1:\d+/dash/)", out.read_text()).group(1)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert requests.get(base, timeout=10).status_code == 200
+        batch = requests.post(base + "api/v1/batches", json={"urls": urls_of(target, 50)}, timeout=10).json()
+        wait_until(
+            lambda: requests.get(f"{base}api/v1/batches/{batch['id']}", timeout=10).json()["status"] == "done",
+            30,
+            "the batch to end",
+            0.1,
+        )
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.read_text()
+    assert "stopped; removed" in text and not Path(re.search(r"in (/\S+gb-cluster-\S+)", text).group(1)).exists()
+    assert not [child for child in started if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]

@@ -47,17 +47,16 @@ def running_gunicorn(tmp_path, env: dict[str, str], *options: str):
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            raise RuntimeError((tmp_path / "gunicorn.log").read_text())
-        time.sleep(0.1)
     try:
+        while True:
+            try:
+                if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:  # refused, or queued behind workers still booting
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "gunicorn.log").read_text())
+            time.sleep(0.1)
         yield proc, base
     finally:
         if proc.poll() is None:

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import gevent
 import redis
 
 from ..core.clock import now_iso
@@ -80,8 +81,11 @@ class ClusterControl:
         batch_id = secrets.token_hex(6)
         created = now_iso()
         name = name or f"{len(urls)} URL{'s' if len(urls) != 1 else ''}"
-        chunks = plan_chunks(
-            urls, self.config.cluster_slots, self.config.cluster_chunk_min, self.config.cluster_chunk_max
+        config = self.config
+        # Grouping a million URLs by host is seconds of CPU: on the hub's thread pool, so that this process
+        # keeps serving its viewers meanwhile (the interpreter hands the hub a turn every few ms).
+        chunks = gevent.get_hub().threadpool.apply(
+            plan_chunks, (urls, config.cluster_slots, config.cluster_chunk_min, config.cluster_chunk_max)
         )
         events = self.ledger.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id, chunks)
         announce(self.client, events)

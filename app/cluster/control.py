@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import psycopg
 import redis
 
 from ..core.clock import now_iso
@@ -22,7 +24,7 @@ from ..core.options import BatchOptions
 from ..core.results import FINAL_STATUSES
 from ..fetch import guard
 from ..runs.engine import InFlight, LiveState
-from ..runs.store import Store
+from ..runs.store import Store, StoreError
 from .broker import dispatch
 from .heads import Heads
 from .janitor import Janitor
@@ -65,7 +67,7 @@ class ClusterControl:
         self.heads = heads
         self.follower = Follower(client, store, heads)  # the web's event bus
         silent_after = max(SILENT_MIN, 4 * config.cluster_heartbeat_timeout)
-        self.janitor = Janitor(config.database_url, ledger, client, self.send, silent_after)
+        self.janitor = Janitor(config.database_url, ledger, client, self.send, self.cancel, silent_after)
 
     def start(self) -> None:
         """Start following live events, and sweeping when this process becomes the janitor."""
@@ -87,7 +89,8 @@ class ClusterControl:
         chunks = gevent.get_hub().threadpool.apply(
             plan_chunks, (urls, config.cluster_slots, config.cluster_chunk_min, config.cluster_chunk_max)
         )
-        events = self.ledger.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id, chunks)
+        with _database():
+            events = self.ledger.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id, chunks)
         announce(self.client, events)
         self.send(batch_id, list(range(len(chunks))))
         log.info(
@@ -113,13 +116,18 @@ class ClusterControl:
                 extra={"batch_id": batch_id},
             )
             return False
-        self.ledger.mark_sent(batch_id, nos)
+        try:
+            self.ledger.mark_sent(batch_id, nos)
+        except psycopg.Error as exc:
+            # Sent but not marked: the janitor sends them once more, and a chunk's second run finds it done.
+            log.warning("batch %s: %d chunks sent but not marked sent (%s)", batch_id, len(nos), exc)
         return True
 
     def cancel(self, batch_id: str) -> bool:
         """Cancel a queued or running batch: its end is committed now, the workers stop within a second; False
         when it has ended already (or is gone)."""
-        events = self.ledger.cancel(batch_id)
+        with _database():
+            events = self.ledger.cancel(batch_id)
         if events is None:
             return False
         try:
@@ -171,3 +179,12 @@ class ClusterControl:
         self.ledger.close()
         self.broker.close()
         self.client.close()
+
+
+@contextmanager
+def _database() -> Iterator[None]:
+    """PostgreSQL's refusals as StoreError, which the API answers with 503 store_unavailable, never a 500."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL did not take it ({type(exc).__name__}: {exc})") from exc

@@ -6,8 +6,9 @@
 A throwaway PostgreSQL (tests/support/services.py: unix socket, fsync off as in the tests) in a temp
 folder. Results are made before the clock starts (about 330 bytes of JSON each, as a fetch makes them),
 so the figures are the ledger's and PostgreSQL's: wall time, rows/s, and CPU per row of the writer
-process and of PostgreSQL (every process of the server, from /proc). With 2 writers, each appends half of
-the indexes, interleaved: the batch row's lock makes their transactions take turns.
+process and of PostgreSQL (every process of the server, from /proc). Each writer appends the results of
+every writers-th chunk, in the chunk's order (URLs grouped by host), as workers do; --by-index appends
+in index order instead. With 2 writers the batch row's lock makes their transactions take turns.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def writer(database_url: str, batch_id: str, indexes: list[int], group: int, see
     rng = random.Random(seed)
     results = [fetched(index, rng) for index in indexes]
     ledger = Ledger(database_url, max_connections=1)
+    out.send("ready")
     out.recv()  # start together
     cpu, started, committed, longest = time.process_time(), time.perf_counter(), 0, (0.0, "")
     for start in range(0, len(results), group):
@@ -69,7 +71,7 @@ def writer(database_url: str, batch_id: str, indexes: list[int], group: int, see
     ledger.close()
 
 
-def run(pg: Postgres, postmaster: int, urls: int, writers: int, group: int) -> None:
+def run(pg: Postgres, postmaster: int, urls: int, writers: int, group: int, by_index: bool) -> None:
     """One batch of `urls` appended by `writers` processes; print its figures."""
     database_url = pg.new_database()
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -77,20 +79,21 @@ def run(pg: Postgres, postmaster: int, urls: int, writers: int, group: int) -> N
     ledger = Ledger(database_url)
     url_list = [f"http://h{i % 50}.test/{i}" for i in range(urls)]
     started = time.perf_counter()
-    ledger.create_batch(
-        "b", "bench", {}, url_list, "2026-01-01T00:00:00.000Z", None, plan_chunks(url_list, 2, 64, 1000)
-    )
-    print(f"  create_batch of {urls:,} URLs: {time.perf_counter() - started:.2f} s")
+    chunks = plan_chunks(url_list, 2, 64, 1000)
+    ledger.create_batch("b", "bench", {}, url_list, "2026-01-01T00:00:00.000Z", None, chunks)
+    print(f"  create_batch of {urls:,} URLs (plan_chunks included): {time.perf_counter() - started:.2f} s")
     ledger.claim("b", 0)
     pipes, procs = [], []
     for k in range(writers):
         ours, theirs = multiprocessing.Pipe()
-        mine = list(range(k, urls, writers))
+        # As workers do: each takes every writers-th chunk and appends its results in the chunk's order.
+        mine = list(range(k, urls, writers)) if by_index else [i for chunk in chunks[k::writers] for i in chunk]
         proc = multiprocessing.Process(target=writer, args=(database_url, "b", mine, group, k, theirs))
         proc.start()
         pipes.append(ours)
         procs.append(proc)
-    time.sleep(1.0 + 0.5 * writers)  # each writer makes its results first
+    for pipe in pipes:
+        pipe.recv()  # its results are made
     cpu_before = server_cpu(postmaster)
     wall = time.perf_counter()
     for pipe in pipes:
@@ -113,7 +116,7 @@ def run(pg: Postgres, postmaster: int, urls: int, writers: int, group: int) -> N
     ledger.close()
 
 
-def cancel(pg: Postgres, urls: int) -> None:
+def cancel(pg: Postgres, postmaster: int, urls: int) -> None:
     """Cancel a batch whose URLs never ran: every one recorded as cancelled in the one transaction."""
     database_url = pg.new_database()
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -123,11 +126,14 @@ def cancel(pg: Postgres, urls: int) -> None:
     ledger.create_batch(
         "c", "bench", {}, url_list, "2026-01-01T00:00:00.000Z", None, plan_chunks(url_list, 2, 64, 1000)
     )
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu, pg_cpu = time.perf_counter(), time.process_time(), server_cpu(postmaster)
     ledger.cancel("c")
     wall = time.perf_counter() - started
-    cpu = time.process_time() - cpu
-    print(f"  cancel of {urls:,} never-run URLs: {wall:.2f} s ({urls / wall:,.0f} rows/s, {cpu:.2f} s CPU here)")
+    cpu, pg_cpu = time.process_time() - cpu, server_cpu(postmaster) - pg_cpu
+    print(
+        f"  cancel of {urls:,} never-run URLs: {wall:.2f} s = {urls / wall:,.0f} rows/s;"
+        f" CPU per row: here {cpu / urls * 1e6:.1f} us, PostgreSQL {pg_cpu / urls * 1e6:.1f} us"
+    )
     ledger.close()
 
 
@@ -136,15 +142,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--urls", type=int, default=200_000)
     parser.add_argument("--group", type=int, default=500)
-    parser.add_argument("--writers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--by-index", action="store_true", help="append in index order, not chunk by chunk")
+    parser.add_argument(
+        "--writers", type=int, nargs="*", default=[1, 2], help="writer counts to run (none: the cancel only)"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="gb-bench-pg-"))
     pg = Postgres(folder).start()
     try:
         assert pg.proc is not None
         for writers in args.writers:
-            run(pg, pg.proc.pid, args.urls, writers, args.group)
-        cancel(pg, args.urls)
+            run(pg, pg.proc.pid, args.urls, writers, args.group, args.by_index)
+        cancel(pg, pg.proc.pid, args.urls)
     finally:
         pg.stop()
         shutil.rmtree(folder, ignore_errors=True)

@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
-from app.cluster.ledger import CANCELLED_MESSAGE, Ledger, plan_chunks
+from app.cluster.ledger import CANCELLED_MESSAGE, Ledger, host_of, plan_chunks
 from app.core import stats
 from app.core.config import Config
 from app.core.jsonutil import compact_json
@@ -266,6 +267,27 @@ def test_chunks_group_urls_by_host_and_hold_total_over_four_times_the_slots_with
     assert {len(c) for c in plan_chunks(urls, slots=1, lo=10, hi=100)[:-1]} == {100}  # held to hi
     assert plan_chunks([], 4, 64, 1000) == []
     assert plan_chunks(urls[:3], 4, 64, 1000) == [[0, 2, 1]]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://Example.COM/a",
+        "https://user:pw@host.test:8443/x?y#z",
+        "http://a@b@host.test/",
+        "http://[::1]:8080/p",
+        "http://[2001:DB8::1]/",
+        "http://host.test?q=1",
+        "http://host.test#f",
+        "http://host.test",
+        "http://127.0.0.1:9/x",
+        "http://host.test:/x",
+        "http://hé.test/",
+        "mailto:someone@example.com",
+    ],
+)
+def test_the_host_chunks_group_by_is_the_one_the_engines_per_host_cap_counts(url):
+    assert host_of(url) == (urlsplit(url).hostname or "").lower()
 
 
 def test_a_batch_whose_chunks_miss_or_repeat_a_url_is_refused(ledger, pg_url):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -37,6 +38,8 @@ _COPY_EVENTS = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 # Latencies of results that reached the network, as stats.latency_ms takes them (error_kind may be NULL).
 _TIMED = "total_ms IS NOT NULL AND (error_kind IS NULL OR NOT (error_kind = ANY(%s::text[])))"
 
+# scheme://[userinfo@]host[:port] up to the path, query or fragment: the host, or an IPv6 address without brackets.
+_HOST = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#]*@)?(?:\[([^\]/?#]*)\]|([^:/?#]*))(?::[0-9]*)?(?:[/?#]|$)")
 Result = tuple[int, str, stats.Row]  # URL index, the result's JSON text (Event.data_json), its stats Row
 
 
@@ -75,10 +78,18 @@ def plan_chunks(urls: Sequence[str], slots: int, lo: int, hi: int) -> list[list[
     size = min(max(math.ceil(total / (4 * max(1, slots))), lo), hi)
     by_host: dict[str, list[int]] = {}
     for index, url in enumerate(urls):
-        host = (urlsplit(url).hostname or "").lower()
-        by_host.setdefault(host, []).append(index)
+        by_host.setdefault(host_of(url), []).append(index)
     ordered = [index for indexes in by_host.values() for index in indexes]
     return [ordered[start : start + size] for start in range(0, total, size)]
+
+
+def host_of(url: str) -> str:
+    """A URL's host as the engine's per-host cap has it (urlsplit's hostname, lower case), at a regex's cost."""
+    found = _HOST.match(url)
+    if found is None:
+        return (urlsplit(url).hostname or "").lower()
+    bracketed, plain = found.groups()
+    return (plain if bracketed is None else bracketed).lower()
 
 
 class Ledger:
@@ -409,19 +420,20 @@ def _next_open_chunks(
     conn: psycopg.Connection[Any], batch_id: str, urls: int
 ) -> list[tuple[int, list[int], str | None]]:
     """The first chunks of a batch not done, as (no, indexes, urls JSON), holding about `urls` URLs (one at least)."""
-    nos: list[int] = []
+    chunks: list[tuple[int, list[int], str | None]] = []
     held = 0
-    for no, size in conn.execute(
-        "SELECT no, cardinality(indexes) FROM chunks WHERE batch_id = %s AND state <> 'done' ORDER BY no", (batch_id,)
-    ):
-        if nos and held + size > urls:
-            break
-        nos.append(no)
-        held += size
-    rows = conn.execute(
-        "SELECT no, indexes, urls FROM chunks WHERE batch_id = %s AND no = ANY(%s::int[]) ORDER BY no", (batch_id, nos)
-    ).fetchall()
-    return [(no, indexes, urls_json) for no, indexes, urls_json in rows]
+    # A cursor on the server: the rows are read a few at a time, so the chunks after the slice are never read.
+    with conn.cursor(name="open_chunks") as cursor:
+        cursor.itersize = 4
+        cursor.execute(
+            "SELECT no, indexes, urls FROM chunks WHERE batch_id = %s AND state <> 'done' ORDER BY no", (batch_id,)
+        )
+        for no, indexes, urls_json in cursor:
+            if chunks and held + len(indexes) > urls:
+                break
+            chunks.append((no, indexes, urls_json))
+            held += len(indexes)
+    return chunks
 
 
 def _urls_of(conn: psycopg.Connection[Any], batch_id: str, indexes: list[int]) -> list[str]:

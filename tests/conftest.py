@@ -136,3 +136,46 @@ def redis_server():
     yield server
     server.stop()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- stores of each kind ----------------------------------------------------------------------------
+
+STORE_KINDS = ["sqlite", "postgres"]
+
+
+def _store_maker(kind: str, folder: Path, request: pytest.FixtureRequest):
+    """Open empty stores of one kind (a SQLite file each, or a fresh PostgreSQL database each); close them after.
+
+    The pytest process is not patched, so the PostgreSQL store runs its queries on threads, as SQLite's does.
+    """
+    opened: list[Any] = []
+
+    def make(**options: Any) -> Any:
+        if kind == "sqlite":
+            from app.runs.store import SQLiteStore
+
+            store = SQLiteStore(str(folder / f"gb{len(opened)}.db"), **options)
+        else:
+            pytest.importorskip("psycopg")
+            from app.runs.store.postgres import PostgresStore
+
+            url = request.getfixturevalue("postgres").new_database()
+            store = PostgresStore(url, **options)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_factory(request, tmp_path):
+    """A factory of empty stores, run once with SQLite's and once with PostgreSQL's: the store's contract."""
+    yield from _store_maker(request.param, tmp_path, request)
+
+
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def module_store_factory(request, tmp_path_factory):
+    """store_factory for a module's shared fixtures."""
+    yield from _store_maker(request.param, tmp_path_factory.mktemp(request.param), request)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from app.core.stats import row_of
 from app.runs.events import Event
-from app.runs.store import SQLiteStore
+from app.runs.store import SQLiteStore, Store
 from app.web.exports import CSV_COLUMNS, TIMINGS, chunks
 from tests.support.server import error_of
 
@@ -149,14 +149,13 @@ def results(draw: st.DrawFn) -> dict:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A store of its own, written and read through its API as the engine and the API do."""
-    store = SQLiteStore(str(tmp_path_factory.mktemp("exports") / "greenbatch.db"), flush_interval=0.01)
-    yield store
-    store.close()
+def store(module_store_factory):
+    """A store of its own (SQLite's, then PostgreSQL's), written and read through its API as the engine and the
+    API do."""
+    return module_store_factory(flush_interval=0.01)
 
 
-def stored_batch(store: SQLiteStore, results: list[dict]) -> str:
+def stored_batch(store: Store, results: list[dict]) -> str:
     """A new batch holding these results (numbered from 0), committed; its id."""
     batch_id = f"b{next(_batches)}"
     store.create_batch(batch_id, "exports", {}, [str(r["url"]) for r in results], "2026-12-06T00:00:00.000Z")
@@ -187,23 +186,37 @@ def reference_line(r: dict) -> str:
     return buffer.getvalue()
 
 
-def reference_csv(store: SQLiteStore, batch_id: str, outcome: str | None = None) -> str:
+def reference_csv(store: Store, batch_id: str, outcome: str | None = None) -> str:
     """The CSV of the row-by-row conversion: reference_line of each stored result (as json reads it), under the
     header."""
     header = '"' + '","'.join(CSV_COLUMNS) + '"\r\n'
     return header + "".join(reference_line(result) for result in store.iter_results(batch_id, outcome))
 
 
-def exported(store: SQLiteStore, batch_id: str, fmt: str, outcome: str | None = None) -> str:
+def exported(store: Store, batch_id: str, fmt: str, outcome: str | None = None) -> str:
     """A download's text, as the API streams it."""
     return "".join(c if isinstance(c, str) else c.decode() for c in chunks(store, batch_id, fmt, outcome))
 
 
+def csv_lines_are_the_reference_conversions(store: Store, results: list[dict]) -> None:
+    """Store the results as a batch; its CSV download is the row-by-row conversion of what the store holds."""
+    batch_id = stored_batch(store, results)
+    assert exported(store, batch_id, "csv") == reference_csv(store, batch_id)
+
+
+@pytest.mark.parametrize("module_store_factory", ["sqlite"], indirect=True)
 @FAST
 @given(st.lists(results(), min_size=1, max_size=30))
 def test_every_csv_line_is_what_the_reference_conversion_writes_whatever_a_result_holds(store, results):
-    batch_id = stored_batch(store, results)
-    assert exported(store, batch_id, "csv") == reference_csv(store, batch_id)
+    csv_lines_are_the_reference_conversions(store, results)
+
+
+# PostgreSQL reads each result's JSON itself (and writes its strings again): fewer examples keep the file fast.
+@pytest.mark.parametrize("module_store_factory", ["postgres"], indirect=True)
+@settings(FAST, max_examples=60)
+@given(st.lists(results(), min_size=1, max_size=30))
+def test_every_csv_line_from_postgresql_is_what_the_reference_conversion_writes_whatever_a_result_holds(store, results):
+    csv_lines_are_the_reference_conversions(store, results)
 
 
 def sample_result(index: int) -> dict:

@@ -45,3 +45,17 @@ def test_a_database_newer_than_this_code_is_refused_with_a_message_saying_so(pg_
             assert "newer than this greenbatch knows" in str(exc)
         else:
             raise AssertionError("a newer schema was accepted")
+
+
+def test_a_search_reads_the_text_at_a_key_even_where_postgresql_cannot_read_the_json(pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        pg_schema.migrate(conn)
+        texts = [
+            '{"url":"http://a.test/\\"q\\"","final_url":null}',  # JSON: read as JSON, its escapes undone
+            '{"url":"http://b.test/x","error":{"message":"odd \\ud800"},"t":NaN}',  # PostgreSQL refuses it
+        ]
+        read = [
+            conn.execute("SELECT json_text_at(%s, 'url'), json_text_at(%s, 'final_url')", (text, text)).fetchone()
+            for text in texts
+        ]
+    assert read == [('http://a.test/"q"', None), ("http://b.test/x", None)]

@@ -1,5 +1,6 @@
-"""The results query on the store itself: every filter, sort and offset gives what filtering and sorting the
-results by hand gives, each reads an index (never the whole batch), and an older file gets the indexes."""
+"""The results query on the store itself, SQLite's and PostgreSQL's alike: every filter, sort and offset gives
+what filtering and sorting the results by hand gives; in SQLite each reads an index (never the whole batch), and
+an older file gets the indexes."""
 
 from __future__ import annotations
 
@@ -46,10 +47,10 @@ def made_result(index: int, rnd: random.Random) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory):
+def stored(module_store_factory):
     """A store holding one batch of SIZE mixed results, stored out of index order among other events."""
     rnd = random.Random(15)
-    store = SQLiteStore(str(tmp_path_factory.mktemp("query") / "gb.db"), flush_interval=0.01)
+    store = module_store_factory(flush_interval=0.01)
     store.create_batch(BATCH, "mixed", {}, [f"http://host.test/{i}" for i in range(SIZE)], STARTED)
     results = [made_result(i, rnd) for i in range(SIZE)]
     order = list(range(SIZE))
@@ -63,8 +64,7 @@ def stored(tmp_path_factory):
         events.append(Event(BATCH, seq, "result", results[index], row=row_of(results[index])))
     store.extend(events)
     assert store.flush(10)
-    yield store, results
-    store.close()
+    return store, results
 
 
 def by_hand(results: list[dict[str, Any]], query: ResultQuery) -> list[dict[str, Any]]:
@@ -212,6 +212,7 @@ def read_from_the_index_alone(given: dict[str, Any], sort: str) -> bool:
     return "status" not in given and "error" not in given  # the outcome index holds latency and size
 
 
+@pytest.mark.parametrize("module_store_factory", ["sqlite"], indirect=True)  # SQLite's plans: PostgreSQL plans alone
 @pytest.mark.parametrize("sort", RESULT_SORTS)
 @pytest.mark.parametrize("given", COVERED + PARTLY, ids=str)
 def test_each_filter_and_sort_reads_an_index_and_never_scans_the_batch(stored, sort, given):

@@ -1,5 +1,7 @@
-"""The SQLite store on its own: what it is handed is committed once, and reads of a batch are shared."""
+"""The store on its own, SQLite's and PostgreSQL's alike (store_factory): what it is handed is committed once, and
+reads of a batch are shared."""
 
+import itertools
 import sqlite3
 import sys
 
@@ -17,71 +19,73 @@ def result(seq: int, index: int, batch_id: str = "b") -> Event:
     return result_event(batch_id, seq, index)
 
 
-@pytest.mark.parametrize("parameter_limit", [None, 999], ids=["this-sqlite", "sqlite-before-3.32"])
-def test_groups_of_every_size_are_stored_once_each_in_order(tmp_path, parameter_limit):
-    # The store inserts many rows per statement; SQLite before 3.32 allowed only 999 parameters
-    # in one, so the same groups must fit there too.
+def groups_of_every_size_are_stored_once_each_in_order(store) -> None:
+    """Hand the store groups of events of every size around its statements' sizes; each is stored once, in order."""
+    urls = [f"http://a.test/{i}" for i in range(1_500)]
+    store.create_batch("b", "sizes", {}, urls, "2026-11-28T00:00:00.000Z")
+    seq = 0
+    for size in (1, 2, 3, 63, 64, 65, 511, 512, 513):
+        group = [result(seq + i + 1, seq + i) for i in range(size)]
+        seq += size
+        store.extend(group)
+        assert store.flush(10)
+    assert store.urls("b") == urls
+    stored = store.stored_events("b", after=0, limit=5_000)
+    assert [e.seq for e in stored] == list(range(1, seq + 1))
+    assert [e.data["index"] for e in stored] == list(range(seq))
+    assert [index for index, _ in store.iter_result_rows("b", page=100)] == list(range(seq))
+    assert store.get_batch("b").last_seq == seq
+
+
+def test_groups_of_every_size_are_stored_once_each_in_order(store_factory):
+    groups_of_every_size_are_stored_once_each_in_order(store_factory(flush_interval=0.01))
+
+
+def test_groups_of_every_size_fit_a_sqlite_from_before_3_32(tmp_path):
+    # The SQLite store inserts many rows per statement; SQLite before 3.32 allowed only 999 parameters in one.
     store = SQLiteStore(str(tmp_path / "gb.db"), flush_interval=0.01)
     try:
-        if parameter_limit:
-            store._writer.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, parameter_limit)
-        urls = [f"http://a.test/{i}" for i in range(1_500)]
-        store.create_batch("b", "sizes", {}, urls, "2026-11-28T00:00:00.000Z")
-        seq = 0
-        for size in (1, 2, 3, 63, 64, 65, 511, 512, 513):
-            group = [result(seq + i + 1, seq + i) for i in range(size)]
-            seq += size
-            store.extend(group)
-            assert store.flush(10)
-        assert store.urls("b") == urls
-        stored = store.stored_events("b", after=0, limit=5_000)
-        assert [e.seq for e in stored] == list(range(1, seq + 1))
-        assert [e.data["index"] for e in stored] == list(range(seq))
-        assert [index for index, _ in store.iter_result_rows("b", page=100)] == list(range(seq))
+        store._writer.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        groups_of_every_size_are_stored_once_each_in_order(store)
     finally:
         store.close()
 
 
-def test_viewers_that_take_a_recent_row_share_one_read_of_a_batch_and_others_always_read(tmp_path):
-    store = SQLiteStore(str(tmp_path / "gb.db"), flush_interval=0.01)
-    try:
-        store.create_batch("b", "shared", {"concurrency": 2}, ["http://a.test/"], "2026-11-28T00:00:00.000Z")
-        reads = []
-        real_read = store._read
+def test_viewers_that_take_a_recent_row_share_one_read_of_a_batch_and_others_always_read(store_factory):
+    store = store_factory(flush_interval=0.01)
+    store.create_batch("b", "shared", {"concurrency": 2}, ["http://a.test/"], "2026-11-28T00:00:00.000Z")
+    reads = []
+    real_read = store._read
 
-        def counted(fn, *args):
-            reads.append(fn)
-            return real_read(fn, *args)
+    def counted(fn, *args):
+        reads.append(fn)
+        return real_read(fn, *args)
 
-        store._read = counted  # a spy: every read still runs against the file
-        joining = [gevent.spawn(store.get_batch, "b", recent=True) for _ in range(50)]
-        gevent.joinall(joining, raise_error=True)
-        assert len(reads) == 1, "50 viewers joining at once make one read"
-        assert {(g.value.id, g.value.name, g.value.total) for g in joining} == {("b", "shared", 1)}
-        store.get_batch("b")
-        store.get_batch("b")
-        assert len(reads) == 3, "a caller that needs the row as it is now always reads"
-    finally:
-        store.close()
+    store._read = counted  # a spy: every read still runs against the database
+    joining = [gevent.spawn(store.get_batch, "b", recent=True) for _ in range(50)]
+    gevent.joinall(joining, raise_error=True)
+    assert len(reads) == 1, "50 viewers joining at once make one read"
+    assert {(g.value.id, g.value.name, g.value.total) for g in joining} == {("b", "shared", 1)}
+    store.get_batch("b")
+    store.get_batch("b")
+    assert len(reads) == 3, "a caller that needs the row as it is now always reads"
 
 
-def test_a_batch_keeps_its_urls_in_submission_order_whatever_they_hold(tmp_path):
-    store = SQLiteStore(str(tmp_path / "gb.db"))
-    try:
-        urls = [
-            "http://a.test/z",
-            "http://a.test/a",
-            'http://b.test/ünï?q="x"',
-            "http://a.test/z",
-            "http://c.test/\ud800",
-        ]
-        store.create_batch("b", "order", {}, urls, "2026-11-28T00:00:00.000Z")
-        assert store.urls("b") == urls
-        assert store.urls("missing") == []
-        assert store.delete_batch("b")
-        assert store.urls("b") == []
-    finally:
-        store.close()
+def test_a_batch_keeps_its_urls_in_submission_order_whatever_they_hold(store_factory):
+    store = store_factory()
+    urls = [
+        "http://a.test/z",
+        "http://a.test/a",
+        'http://b.test/ünï?q="x"',
+        "http://a.test/z",
+        "http://c.test/\ud800",
+    ]
+    store.create_batch("b", "order", {}, urls, "2026-11-28T00:00:00.000Z")
+    assert store.urls("b") == urls
+    assert store.urls("missing") == []
+    assert store.delete_batch("b")
+    assert not store.delete_batch("b")
+    assert store.urls("b") == [] and store.get_batch("b") is None
 
 
 def test_a_database_from_before_url_lists_keeps_every_batchs_urls_in_order(tmp_path):
@@ -105,28 +109,29 @@ def test_a_database_from_before_url_lists_keeps_every_batchs_urls_in_order(tmp_p
     assert "urls" not in tables and "url_lists" in tables
 
 
-def test_flush_returns_once_what_was_appended_before_it_is_committed_while_other_batches_keep_appending(tmp_path):
-    store = SQLiteStore(str(tmp_path / "gb.db"), flush_interval=0.01)
+def test_flush_returns_once_what_was_appended_before_it_is_committed_while_other_batches_keep_appending(
+    store_factory,
+):
+    store = store_factory(flush_interval=0.01)
+    store.create_batch("b", "mine", {}, ["http://a.test/0"], "2026-11-28T00:00:00.000Z")
+    store.create_batch("other", "busy", {}, [], "2026-11-28T00:00:00.000Z")
     feeding = True
+    fed = itertools.count(1)
 
-    def feed() -> None:
-        """Another batch's results, arriving at every turn of the loop: the buffer is never empty after a commit."""
-        seq = 0
-        while feeding:
-            store.extend([result(seq + i, seq + i - 1, "other") for i in range(1, 11)])
-            seq += 10
-            gevent.sleep(0)
+    def feed(_committed) -> None:
+        """Another batch's results, arriving with every commit: the buffer is never empty after one."""
+        if feeding:
+            store.extend([result(seq, seq - 1, "other") for seq in itertools.islice(fed, 10)])
 
+    store.observe_commits(feed)
     try:
-        feeder = gevent.spawn(feed)
-        gevent.sleep(0.2)
+        feed([])
+        assert store.flush(5)
         store.extend([result(1, 0)])
         assert store.flush(5), "a batch's end waits for its own events, not for a quiet moment"
         assert [e.seq for e in store.stored_events("b")] == [1]
     finally:
         feeding = False
-        feeder.join()
-        store.close()
 
 
 def test_a_url_list_gives_back_each_url_as_given_from_one_buffer_a_fraction_of_the_size_of_a_list():

@@ -12,11 +12,12 @@ from ..events import Event
 
 
 class StoreOpenError(Exception):
-    """The database file cannot be opened as a usable store; the message names the file and what to do."""
+    """The database cannot be opened as a usable store; the message names it (a file, or a URL without its
+    password) and what to do."""
 
 
 class StoreError(Exception):
-    """A read or a write the database refused; the message names the file and SQLite's reason."""
+    """A read or a write the database refused; the message names the database and its reason."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class StoreFault:
     """Why the store is not fit to take batches: `failing` (commits fail, retried) or `damaged` (until restart)."""
 
     state: str
-    error: str  # SQLite's own words, e.g. "database or disk is full"
+    error: str  # the database's own words, e.g. "database or disk is full"
     since: str  # when it began (ISO time)
     message: str  # for the person on call: what happened and what to do
 
@@ -96,7 +97,7 @@ class BatchRecord:
 
 
 class Store(Protocol):
-    """What the engine, the API and the stream need from storage; SQLiteStore is the real one."""
+    """What the engine, the API and the stream need from storage: SQLiteStore, and cluster mode's PostgresStore."""
 
     def create_batch(
         self,

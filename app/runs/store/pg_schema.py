@@ -96,6 +96,23 @@ ALTER TABLE chunks ADD COLUMN created_clock DOUBLE PRECISION;  -- epoch seconds 
 ALTER TABLE batches ADD COLUMN cancelling BOOLEAN NOT NULL DEFAULT false;
 """,
     ),
+    (
+        3,
+        "json_text_at: the text at a key of a stored result, for searches",
+        """
+-- A result's stored text may be JSON PostgreSQL refuses to read: Python's json writes NaN (where orjson cannot encode
+-- a result), and a lone surrogate as an escape, which PostgreSQL refuses anywhere in a text it reads. A search then
+-- reads the first string under the key from the text itself (the stored order puts the result's own keys first).
+CREATE FUNCTION json_text_at(data TEXT, key TEXT) RETURNS TEXT
+    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+BEGIN
+    RETURN data::json ->> key;
+EXCEPTION WHEN data_exception THEN
+    RETURN substring(data from '"' || key || '":"((?:[^"\\\\]|\\\\.)*)"');
+END
+$$;
+""",
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -4,6 +4,10 @@ A page is read in two steps: the seqs of its rows, from one of schema.RESULT_IND
 query needs nothing else, so counting and skipping to an offset never read a row), then those rows' data by
 primary key. A count or a search that reads rows runs under a time limit, past which it answers what it
 found and says the answer is partial (ResultPage.total_exact).
+
+Both stores run these statements: they are written once, in SQLite's spelling, and a Dialect turns the few
+places where PostgreSQL's differs (parameter marks, index hints, case-blind LIKE, JSON, the time limit)
+into its own (postgres.PostgresDialect).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,11 +41,82 @@ SORT_VALUES = {
 }
 OUTCOME_TERMS = {
     "ok": ("ok = 1",),
-    "failed": ("ok = 0", "error_kind IS NOT 'cancelled'"),  # a failure stored before error kinds has none
+    # A failure stored before error kinds has none (SQLite's `IS NOT` is PostgreSQL's `IS DISTINCT FROM`: neither).
+    "failed": ("ok = 0", "(error_kind IS NULL OR error_kind <> 'cancelled')"),
     "cancelled": ("error_kind = 'cancelled'",),  # never ok: the error kind's index alone decides
     "not_ok": ("ok = 0",),
     "stopped": ("ok = 0", "error_kind = 'cancelled'", "total_ms > 0"),  # all three in the outcome index
 }
+
+
+class Dialect:
+    """What the shared statements need of a database, as SQLite has it; PostgreSQL's store overrides the rest."""
+
+    like = "LIKE"  # a LIKE where ASCII letters match in either case, and every other character only itself
+    nulls_last = ""  # what puts NULLs last in a descending order (in SQLite NULL is the least value: they are)
+
+    def sql(self, text: str) -> str:
+        """A statement written with ? marks, as this database takes it."""
+        return text
+
+    def index(self, name: str) -> str:
+        """What follows `FROM events` to read the index `name` (SQLite's planner is told which one)."""
+        return f" INDEXED BY {name}"
+
+    def text_at(self, key: str) -> str:
+        """The text of a row's data at a top-level key (NULL where there is none)."""
+        return f"json_extract(data, '$.{key}')"
+
+    def within(self, conn: Any, seconds: float, fn: Callable[[], _T]) -> tuple[_T | None, bool]:
+        """fn() with SQLite interrupted after `seconds`: (its value, True), or (None, False) when interrupted."""
+        deadline = time.monotonic() + seconds
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, CHECK_EVERY)
+        try:
+            return fn(), True
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_INTERRUPT:
+                raise
+            return None, False
+        finally:
+            conn.set_progress_handler(None, 0)
+
+    def read_within(
+        self, conn: Any, seconds: float, sql: str, args: Sequence[Any]
+    ) -> tuple[list[tuple[Any, ...]], bool]:
+        """A statement's rows, read for `seconds` at most: (the rows read, whether they are all of them)."""
+        rows: list[tuple[Any, ...]] = []
+
+        def read() -> None:
+            for row in conn.execute(self.sql(sql), args):
+                rows.append(row)
+
+        _, finished = self.within(conn, seconds, read)
+        return rows, finished
+
+
+SQLITE = Dialect()
+
+
+# Statements both stores run besides the results page (? marks; Dialect.sql turns them into PostgreSQL's).
+# A batch's committed events after a seq, in order.
+EVENTS_AFTER = "SELECT seq, type, at, data FROM events WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+
+
+def events_of_types(dialect: Dialect, types: tuple[str, ...]) -> str:
+    """EVENTS_AFTER of some types only (their names follow the batch id and seq); without results, the few
+    other events come from their own index, not from among the results."""
+    index = "" if "result" in types else dialect.index("changes_by_batch")
+    without_results = "" if "result" in types else " AND idx IS NULL"
+    return (
+        f"SELECT seq, type, at, data FROM events{index} WHERE batch_id = ?{without_results} AND seq > ?"
+        f" AND type IN ({', '.join('?' * len(types))}) ORDER BY seq LIMIT ?"
+    )
+
+
+def results_after(outcome: str | None) -> str:
+    """A page of a batch's stored results after a URL index, in index order; `outcome` (base.OUTCOMES) filters."""
+    chosen = "".join(f" AND {term}" for term in OUTCOME_TERMS.get(outcome or "", ()))
+    return f"SELECT data FROM events WHERE batch_id = ? AND type = 'result' AND idx > ?{chosen} ORDER BY idx LIMIT ?"
 
 
 @dataclass
@@ -59,7 +134,7 @@ class Select:
         return " AND ".join([*self.terms, *more])
 
 
-def plan(batch_id: str, query: ResultQuery) -> Select:
+def plan(batch_id: str, query: ResultQuery, dialect: Dialect = SQLITE) -> Select:
     """How to find the query's rows: the narrowest index for its filter (or for its sort when unfiltered)."""
     terms = ["batch_id = ?", "idx IS NOT NULL"]  # the indexes' own condition: SQLite uses them only when it holds
     args: list[Any] = [batch_id]
@@ -81,26 +156,25 @@ def plan(batch_id: str, query: ResultQuery) -> Select:
         args.append(query.status)
     reads_rows = False
     if query.q:
-        terms += search_terms()
+        terms += search_terms(dialect)
         args += search_args(query.q)
         reads_rows = True
     direction = " DESC" if query.descending else ""
     if query.sort == "index" or (query.sort == "status" and query.status is not None):
         order = f"idx{direction}"  # the driving index's own order: read in order, never sorted
     elif query.sort == "status":
-        order = f"status_code{direction}, idx{direction}"  # the status index's own order
+        nulls = dialect.nulls_last if query.descending else ""
+        order = f"status_code{direction}{nulls}, idx{direction}"  # the status index's own order
     else:
         value = SORT_VALUES[query.sort]
         order = f"({value}) IS NULL, {value}{direction}, idx{direction}"
     return Select(index, terms, args, order, reads_rows)
 
 
-def search_terms() -> list[str]:
+def search_terms(dialect: Dialect) -> list[str]:
     """A search's terms: the stored JSON holds the text at all (cheap), then the URL or the final URL does."""
-    return [
-        "data LIKE ? ESCAPE '\\'",
-        "(json_extract(data, '$.url') LIKE ? ESCAPE '\\' OR json_extract(data, '$.final_url') LIKE ? ESCAPE '\\')",
-    ]
+    like = f"{dialect.like} ? ESCAPE '\\'"
+    return [f"data {like}", f"({dialect.text_at('url')} {like} OR {dialect.text_at('final_url')} {like})"]
 
 
 def search_args(q: str) -> list[str]:
@@ -114,42 +188,45 @@ def _contains(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def within(conn: sqlite3.Connection, seconds: float, fn: Callable[[], _T]) -> tuple[_T | None, bool]:
-    """fn() with SQLite interrupted after `seconds`: (its value, True), or (None, False) when interrupted."""
-    deadline = time.monotonic() + seconds
-    conn.set_progress_handler(lambda: time.monotonic() > deadline, CHECK_EVERY)
-    try:
-        return fn(), True
-    except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_INTERRUPT:
-            raise
-        return None, False
-    finally:
-        conn.set_progress_handler(None, 0)
+@dataclass(frozen=True)
+class Reading:
+    """A connection and how its database spells the shared statements: what a page's reads run on."""
+
+    conn: Any  # a sqlite3 or a psycopg connection
+    dialect: Dialect
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        """Run a statement written with ? marks; its cursor."""
+        return self.conn.execute(self.dialect.sql(sql), args)
+
+    def within(self, seconds: float, fn: Callable[[], _T]) -> tuple[_T | None, bool]:
+        """fn() under a time limit (Dialect.within)."""
+        return self.dialect.within(self.conn, seconds, fn)
 
 
 def read_page(
-    conn: sqlite3.Connection, batch_id: str, query: ResultQuery, total: int | None, dense: bool
+    conn: Any, batch_id: str, query: ResultQuery, total: int | None, dense: bool, dialect: Dialect = SQLITE
 ) -> ResultPage:
     """ResultPage for the query, on a reader connection (see Store.result_page)."""
+    db = Reading(conn, dialect)
     # Read first: every row read below that is older than this seq is in the page; newer ones may be too.
-    last_seq = conn.execute("SELECT MAX(seq) FROM events WHERE batch_id = ?", (batch_id,)).fetchone()[0] or 0
-    select = plan(batch_id, query)
+    last_seq = db.execute("SELECT MAX(seq) FROM events WHERE batch_id = ?", (batch_id,)).fetchone()[0] or 0
+    select = plan(batch_id, query, dialect)
     exact = True
     offset: int | None = query.offset
     if query.start is not None:
-        seqs, offset = _from_start(conn, select, query)
+        seqs, offset = _from_start(db, select, query)
     elif dense and not query.filtered and query.sort == "index" and total is not None:
         # Every index below the batch's size has its result: the offset is the index itself.
         first = total - 1 - query.offset if query.descending else query.offset
         bound = "idx <= ?" if query.descending else "idx >= ?"
-        seqs = _seqs(conn, select, [bound], [first], query.limit, 0)
+        seqs = _seqs(db, select, [bound], [first], query.limit, 0)
     elif query.sort == "status" and query.status is None and not query.descending:
-        seqs = _nulls_last(conn, select, query)
+        seqs = _nulls_last(db, select, query)
     else:
-        seqs, exact = _limited_seqs(conn, select, [], [], query.limit, query.offset)
+        seqs, exact = _limited_seqs(db, select, [], [], query.limit, query.offset)
     if total is None and exact:
-        counted, exact = within(conn, COUNT_LIMIT, lambda: _count(conn, select))
+        counted, exact = db.within(COUNT_LIMIT, lambda: _count(db, select))
         total = counted if counted is not None else 0
     elif total is None:
         total = 0  # the page's own read ran out of time: counting would too
@@ -157,81 +234,73 @@ def read_page(
     if not exact or total < shown:
         # A partial count says "at least": at least what was found, and one more where the page is full.
         total = max(total, shown + (1 if len(seqs) == query.limit and not exact else 0))
-    return ResultPage(_rows(conn, batch_id, seqs), total, exact, offset, last_seq)
+    return ResultPage(_rows(db, batch_id, seqs), total, exact, offset, last_seq)
 
 
-def _from_start(conn: sqlite3.Connection, select: Select, query: ResultQuery) -> tuple[list[int], int | None]:
+def _from_start(db: Reading, select: Select, query: ResultQuery) -> tuple[list[int], int | None]:
     """A page from URL index query.start in index order, and its offset (counted when asked)."""
     start = query.start or 0
     bound, before = ("idx <= ?", "idx > ?") if query.descending else ("idx >= ?", "idx < ?")
-    seqs, _ = _limited_seqs(conn, select, [bound], [start], query.limit, 0)
+    seqs, _ = _limited_seqs(db, select, [bound], [start], query.limit, 0)
     if not query.locate:
         return seqs, None
-    offset, _ = within(
-        conn, COUNT_LIMIT, lambda: _count(conn, select, (before,), (start,))
+    offset, _ = db.within(
+        COUNT_LIMIT, lambda: _count(db, select, (before,), (start,))
     )  # None when counting took too long: the page is still the right one
     return seqs, offset
 
 
-def _nulls_last(conn: sqlite3.Connection, select: Select, query: ResultQuery) -> list[int]:
+def _nulls_last(db: Reading, select: Select, query: ResultQuery) -> list[int]:
     """Ascending by status code with results that have none after the rest: two ranges of the status index."""
-    seqs = _seqs(conn, select, ["status_code IS NOT NULL"], [], query.limit, query.offset)
+    seqs = _seqs(db, select, ["status_code IS NOT NULL"], [], query.limit, query.offset)
     if len(seqs) == query.limit:
         return seqs
     # The page reaches past the last status code: the rest comes from those without one, in index order.
-    skip = 0 if seqs else query.offset - _count(conn, select, ("status_code IS NOT NULL",))
+    skip = 0 if seqs else query.offset - _count(db, select, ("status_code IS NOT NULL",))
     without = Select(select.index, select.terms, select.args, "idx", select.reads_rows)
-    return seqs + _seqs(conn, without, ["status_code IS NULL"], [], query.limit - len(seqs), max(0, skip))
+    return seqs + _seqs(db, without, ["status_code IS NULL"], [], query.limit - len(seqs), max(0, skip))
 
 
 def _limited_seqs(
-    conn: sqlite3.Connection, select: Select, more: list[str], args: list[Any], limit: int, offset: int
+    db: Reading, select: Select, more: list[str], args: list[Any], limit: int, offset: int
 ) -> tuple[list[int], bool]:
     """_seqs, under SEARCH_LIMIT when the query reads rows: (what was found, whether the read finished)."""
     if not select.reads_rows:
-        return _seqs(conn, select, more, args, limit, offset), True
-    found: list[int] = []
-
-    def read() -> None:
-        for (seq,) in _cursor(conn, select, more, args, limit, offset):
-            found.append(seq)
-
-    _, finished = within(conn, SEARCH_LIMIT, read)
-    return found, finished
+        return _seqs(db, select, more, args, limit, offset), True
+    rows, finished = db.dialect.read_within(
+        db.conn, SEARCH_LIMIT, _seq_sql(db.dialect, select, more), [*select.args, *args, limit, offset]
+    )
+    return [seq for (seq,) in rows], finished
 
 
-def _seqs(
-    conn: sqlite3.Connection, select: Select, more: list[str], args: list[Any], limit: int, offset: int
-) -> list[int]:
+def _seqs(db: Reading, select: Select, more: list[str], args: list[Any], limit: int, offset: int) -> list[int]:
     """The seqs of the page's rows, in the page's order."""
-    return [seq for (seq,) in _cursor(conn, select, more, args, limit, offset)]
+    cursor = db.execute(_seq_sql(db.dialect, select, more), [*select.args, *args, limit, offset])
+    return [seq for (seq,) in cursor]
 
 
-def _cursor(
-    conn: sqlite3.Connection, select: Select, more: list[str], args: list[Any], limit: int, offset: int
-) -> sqlite3.Cursor:
-    """The seq-finding statement, run."""
-    return conn.execute(
-        f"SELECT seq FROM events INDEXED BY {select.index} WHERE {select.where(*more)}"
-        f" ORDER BY {select.order} LIMIT ? OFFSET ?",
-        [*select.args, *args, limit, offset],
+def _seq_sql(dialect: Dialect, select: Select, more: list[str] | tuple[str, ...] = ()) -> str:
+    """The seq-finding statement."""
+    return (
+        f"SELECT seq FROM events{dialect.index(select.index)} WHERE {select.where(*more)}"
+        f" ORDER BY {select.order} LIMIT ? OFFSET ?"
     )
 
 
-def _count(conn: sqlite3.Connection, select: Select, more: tuple[str, ...] = (), args: tuple[Any, ...] = ()) -> int:
+def _count(db: Reading, select: Select, more: tuple[str, ...] = (), args: tuple[Any, ...] = ()) -> int:
     """How many rows the statement (with `more` terms) finds."""
-    sql = f"SELECT COUNT(*) FROM events INDEXED BY {select.index} WHERE {select.where(*more)}"
-    return int(conn.execute(sql, [*select.args, *args]).fetchone()[0])
+    sql = f"SELECT COUNT(*) FROM events{db.dialect.index(select.index)} WHERE {select.where(*more)}"
+    return int(db.execute(sql, [*select.args, *args]).fetchone()[0])
 
 
-def _rows(conn: sqlite3.Connection, batch_id: str, seqs: list[int]) -> list[dict[str, Any]]:
+def _rows(db: Reading, batch_id: str, seqs: list[int]) -> list[dict[str, Any]]:
     """The results stored under these seqs, in their order."""
     data: dict[int, str] = {}
     for start in range(0, len(seqs), FETCH_CHUNK):
         chunk = seqs[start : start + FETCH_CHUNK]
         marks = ", ".join("?" * len(chunk))
         data.update(
-            conn.execute(f"SELECT seq, data FROM events WHERE batch_id = ? AND seq IN ({marks})", [batch_id, *chunk])
+            db.execute(f"SELECT seq, data FROM events WHERE batch_id = ? AND seq IN ({marks})", [batch_id, *chunk])
         )
     return [json.loads(data[seq]) for seq in seqs]
 
@@ -239,5 +308,5 @@ def _rows(conn: sqlite3.Connection, batch_id: str, seqs: list[int]) -> list[dict
 def explain(conn: sqlite3.Connection, batch_id: str, query: ResultQuery) -> list[str]:
     """SQLite's plan for the query's seq-finding statement (for tests and bench/paging.py)."""
     select = plan(batch_id, query)
-    sql = f"SELECT seq FROM events INDEXED BY {select.index} WHERE {select.where()} ORDER BY {select.order} LIMIT ? OFFSET ?"
+    sql = _seq_sql(SQLITE, select)
     return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, [*select.args, query.limit, query.offset])]

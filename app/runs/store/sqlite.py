@@ -30,15 +30,23 @@ from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
 from ...core.clock import now_iso
-from ...core.jsonutil import compact_json
 from ...core.lru import LRU
-from ...core.results import FINAL_STATUSES
 from ...core.stats import Row
 from ...core.urllist import UrlList
 from ..events import Event
 from .base import EVENT_TYPES, BatchRecord, ResultPage, ResultQuery, StoreError, StoreFault, StoreOpenError
-from .queries import OUTCOME_TERMS, read_page
-from .rows import BATCH_COLUMNS, ROW_PAGE_QUERY, EventRow, event_rows, insert_events, record_of
+from .queries import EVENTS_AFTER, OUTCOME_TERMS, SQLITE, events_of_types, read_page, results_after
+from .rows import (
+    APPLY_BATCH_EVENT,
+    BATCH_COLUMNS,
+    ROW_PAGE_QUERY,
+    EventRow,
+    batch_event_args,
+    event_rows,
+    insert_events,
+    json_array,
+    record_of,
+)
 from .schema import SCHEMA, check_file, connect, is_damage, is_full, migrate, open_error
 
 log = logging.getLogger(__name__)
@@ -59,24 +67,6 @@ EXPORT_SPAN = 1000  # URL indexes in each read of result_pages: a few hundred Ki
 # cannot read as JSON, that hands over the text instead (json_valid in every row would cost a second reading).
 _EXTRACT = ("json_extract(data{})", "CASE WHEN json_valid(data) THEN json_extract(data{}) ELSE data END")
 # The terms an outcome filter adds to result_pages' WHERE, as results() filters its pages; an outcome not
-
-
-URL_SLICE = 10_000  # URLs encoded at a time when a batch's list is written
-
-
-def _json_array(urls: Sequence[str]) -> bytearray:
-    """A batch's URLs as one JSON array of UTF-8, built a slice at a time into one buffer (SQLite binds it as is).
-
-    Encoding the whole list at once held it three more times (bytes, str, SQLite's copy): ~400 MB at a million.
-    """
-    out = bytearray(b"[")
-    for start in range(0, len(urls), URL_SLICE):
-        if start:
-            out += b","
-        # compact_json keeps what orjson refuses (a lone surrogate), escaped by the standard library: ASCII then.
-        out += compact_json(urls[start : start + URL_SLICE])[1:-1].encode("utf-8", "surrogatepass")
-    out += b"]"
-    return out
 
 
 def _quietly(fn: Callable[..., _T], args: tuple[Any, ...]) -> tuple[_T | None, sqlite3.Error | None]:
@@ -178,7 +168,7 @@ class SQLiteStore:
         fault = self.fault()
         if fault is not None:
             raise StoreError(fault.message)  # a new batch would only add to what waits in memory
-        url_list = _json_array(urls)
+        url_list = json_array(urls)
 
         def write() -> None:
             with self._writer:
@@ -403,15 +393,7 @@ class SQLiteStore:
 
     def _apply_batch_event(self, event: Event) -> None:
         """Record a batch's new status (and its final summary) on its row."""
-        d = event.data
-        summary = None
-        if d["status"] in FINAL_STATUSES and "counts" in d:
-            summary = json.dumps({"counts": d["counts"], "stats": d.get("stats")})
-        self._writer.execute(
-            "UPDATE batches SET status = ?, started_at = COALESCE(started_at, ?),"
-            " finished_at = COALESCE(?, finished_at), summary = COALESCE(?, summary) WHERE id = ?",
-            (d["status"], d.get("started_at"), d.get("finished_at"), summary, event.batch_id),
-        )
+        self._writer.execute(APPLY_BATCH_EVENT, batch_event_args(event))
 
     def delete_batch(self, batch_id: str) -> bool:
         """Remove a batch, its URLs and its events; False when there was no such batch."""
@@ -586,17 +568,10 @@ class SQLiteStore:
         self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
     ) -> list[dict[str, Any]]:
         """A page of results by URL index after `after`; `outcome` (one of base.OUTCOMES) filters."""
-        extra = "".join(f" AND {term}" for term in OUTCOME_TERMS.get(outcome or "", ()))
+        sql = results_after(outcome)
 
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            return [
-                json.loads(d)
-                for (d,) in conn.execute(
-                    f"SELECT data FROM events WHERE batch_id = ? AND type = 'result' AND idx > ?{extra}"
-                    " ORDER BY idx LIMIT ?",
-                    (batch_id, after, limit),
-                )
-            ]
+            return [json.loads(d) for (d,) in conn.execute(sql, (batch_id, after, limit))]
 
         return self._read(read)
 
@@ -700,15 +675,7 @@ class SQLiteStore:
             return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
 
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            marks = ", ".join("?" * len(types))
-            # Without results, the few other events come from their own index, not from among the results.
-            index = "" if "result" in types else " INDEXED BY changes_by_batch"
-            without_results = "" if "result" in types else " AND idx IS NULL"
-            rows = conn.execute(
-                f"SELECT seq, type, at, data FROM events{index} WHERE batch_id = ?{without_results} AND seq > ?"
-                f" AND type IN ({marks}) ORDER BY seq LIMIT ?",
-                (batch_id, after, *types, limit),
-            )
+            rows = conn.execute(events_of_types(SQLITE, types), (batch_id, after, *types, limit))
             return [Event(batch_id, seq, type_, at=at, data_json=d).to_dict() for seq, type_, at, d in rows]
 
         return self._read(read)
@@ -761,8 +728,5 @@ class SQLiteStore:
         """stored_events' query, on a reader thread."""
         return [
             Event(batch_id, seq, type_, at=at, data_json=d)
-            for seq, type_, at, d in conn.execute(
-                "SELECT seq, type, at, data FROM events WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (batch_id, after, limit),
-            )
+            for seq, type_, at, d in conn.execute(EVENTS_AFTER, (batch_id, after, limit))
         ]

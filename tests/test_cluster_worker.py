@@ -5,8 +5,11 @@ is recorded exactly once, seq 1..N without a gap, and one final event ends it.""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -22,7 +25,7 @@ from app.core.clock import now_iso  # noqa: E402
 from app.core.config import Config  # noqa: E402
 from app.core.options import BatchOptions  # noqa: E402
 from app.runs.store import pg_schema  # noqa: E402
-from tests.support.workers import ClusterWorker  # noqa: E402
+from tests.support.workers import ROOT, ClusterWorker, stop_workers  # noqa: E402
 
 HEARTBEAT = 3  # seconds a silent worker counts as alive (GREENBATCH_CLUSTER_HEARTBEAT_TIMEOUT; 15 by default)
 FINAL = ("done", "cancelled", "failed")
@@ -105,12 +108,12 @@ class Cluster:
 
     def close(self) -> None:
         """Stop the workers and let go of the services."""
-        hung = [worker.pid for worker in self.workers if not worker.stop()]
+        stopped = stop_workers(self.workers)
         self.ledger.close()
         self.db.close()
         self.broker.close()
         self.redis.close()
-        assert not hung, f"workers {hung} did not stop on SIGTERM"
+        assert stopped, "a worker did not stop on SIGTERM"
 
 
 @pytest.fixture
@@ -135,26 +138,30 @@ def assert_each_index_once(cluster: Cluster, batch_id: str, urls: list[str], sta
 
 
 def test_a_batch_dispatched_by_hand_ends_with_every_index_once_and_one_final_event(cluster, target):
-    """Chunks sent by hand run on a worker with the engine's fetch code: statuses, sizes and the final counts."""
-    cluster.start_workers(1)
+    """Chunks sent by hand run on the workers with the engine's fetch code; a chunk running past the heartbeat
+    timeout stays with its busy worker (its consumer keeps beating) while the other worker idles."""
+    workers = cluster.start_workers(2, threads=1)
+    target.hits(reset=True)
     kinds = ["/bytes/100", "/status/404", "/delay/50"]
-    urls = [target.url(f"{kinds[i % 3]}?i={i}") for i in range(30)]
-    batch_id = cluster.submit(urls, chunk_size=8, concurrency=4)
+    long_chunk = [target.url(f"/delay/400?i={i}") for i in range(10)]  # 4 s at concurrency 1
+    urls = long_chunk + [target.url(f"{kinds[i % 3]}?i={i}") for i in range(20)]
+    batch_id = cluster.submit(urls, chunk_size=10, concurrency=1)
 
     assert cluster.wait_final(batch_id) == "done"
     events = assert_each_index_once(cluster, batch_id, urls)
     results = {idx: data for _, _, idx, data in events if idx is not None}
-    assert {results[i]["status_code"] for i in range(0, 30, 3)} == {200}
-    assert {results[i]["bytes"] for i in range(0, 30, 3)} == {100}
-    assert {results[i]["status_code"] for i in range(1, 30, 3)} == {404}
-    assert [type_ for _, type_, _, data in events[:2]] == ["batch", "batch"]  # queued, then running
-    assert events[1][3]["status"] == "running"
+    assert {results[i]["status_code"] for i in range(10, 30, 3)} == {200}
+    assert {results[i]["bytes"] for i in range(10, 30, 3)} == {100}
+    assert {results[i]["status_code"] for i in range(11, 30, 3)} == {404}
+    assert [data["status"] for _, type_, _, data in events[:2]] == ["queued", "running"]
     assert events[-1][3]["counts"]["total"] == 30
     assert cluster.query("SELECT DISTINCT state FROM chunks WHERE batch_id = %s", batch_id) == [("done",)]
-    assert "Traceback" not in cluster.workers[0].text()
+    assert target.hits()["/delay/400"] == len(long_chunk)  # the long chunk ran once: no second copy
+    assert sum(f"{batch_id} chunk 0 running" in worker.text() for worker in workers) == 1
+    assert not any("Traceback" in worker.text() for worker in workers)
 
 
-def slow_batch(cluster: Cluster, target, count: int, chunk_size: int, delay_ms: int = 200, **options) -> tuple:
+def slow_batch(cluster: Cluster, target, count: int, chunk_size: int, delay_ms: int, **options) -> tuple:
     """A batch of `count` distinct /delay URLs, submitted; its id and URLs."""
     urls = [target.url(f"/delay/{delay_ms}?i={i}") for i in range(count)]
     return cluster.submit(urls, chunk_size=chunk_size, **options), urls
@@ -163,8 +170,8 @@ def slow_batch(cluster: Cluster, target, count: int, chunk_size: int, delay_ms: 
 def test_a_worker_killed_mid_batch_leaves_its_chunks_to_the_other_and_each_index_is_recorded_once(cluster, target):
     """SIGKILL at ~40 %: the dead worker's unacked chunks go back on the queue after the heartbeat timeout."""
     doomed, survivor = cluster.start_workers(2)
-    batch_id, urls = slow_batch(cluster, target, 320, chunk_size=20, concurrency=4)
-    cluster.wait_recorded(batch_id, 128)
+    batch_id, urls = slow_batch(cluster, target, 200, chunk_size=20, delay_ms=150, concurrency=4)
+    cluster.wait_recorded(batch_id, 80)
 
     doomed.signal_child(signal.SIGKILL)
 
@@ -175,21 +182,22 @@ def test_a_worker_killed_mid_batch_leaves_its_chunks_to_the_other_and_each_index
 
 
 def test_a_worker_stopped_with_sigterm_finishes_its_fetches_in_flight_and_sends_its_chunks_again(cluster, target):
-    """SIGTERM at ~40 %: the worker stops within seconds; what it had not fetched runs on the other worker."""
+    """SIGTERM mid-chunk: the worker stops within seconds; what it had not fetched runs on the other worker."""
     leaving, staying = cluster.start_workers(2)
-    batch_id, urls = slow_batch(cluster, target, 320, chunk_size=20, concurrency=4)
-    cluster.wait_recorded(batch_id, 128)
+    # Four chunks of 3 s, one per thread: the SIGTERM lands while the leaving worker is inside two of them.
+    batch_id, urls = slow_batch(cluster, target, 160, chunk_size=40, delay_ms=150, concurrency=2)
+    cluster.wait_recorded(batch_id, 32)
 
     stopped_at = time.monotonic()
     leaving.proc.send_signal(signal.SIGTERM)
-    assert leaving.proc.wait(timeout=20) == 0
+    assert leaving.proc.wait(timeout=20) == 0, leaving.text()[-3000:]
     assert time.monotonic() - stopped_at < 10
 
     assert cluster.wait_final(batch_id) == "done"
     assert_each_index_once(cluster, batch_id, urls)
     log = leaving.text()
-    assert "stopped with" in log  # its chunks' unfetched URLs went back on the queue at once
-    assert "Traceback" not in log
+    assert "stopped with" in log, log[-3000:]  # its chunks' unfetched URLs went back on the queue at once
+    assert "Traceback" not in log, log[-3000:]
 
 
 def test_a_worker_paused_past_the_heartbeat_and_resumed_adds_no_duplicate_result(cluster, target):
@@ -197,7 +205,7 @@ def test_a_worker_paused_past_the_heartbeat_and_resumed_adds_no_duplicate_result
     append, and the ledger keeps one result per URL."""
     (paused,) = cluster.start_workers(1)
     target.hits(reset=True)
-    batch_id, urls = slow_batch(cluster, target, 120, chunk_size=60, concurrency=3)
+    batch_id, urls = slow_batch(cluster, target, 120, chunk_size=60, delay_ms=200, concurrency=3)
     cluster.wait_recorded(batch_id, 10)
 
     paused.signal_child(signal.SIGSTOP)
@@ -238,3 +246,34 @@ def test_cancel_stops_the_workers_fetches_of_that_batch_within_a_second(cluster,
     assert target.hits()["/delay/3000"] == fetched  # nothing of the batch started since
     events = assert_each_index_once(cluster, batch_id, urls, status="cancelled")
     assert sum(1 for _, _, idx, data in events if idx is not None and data["error"]) == len(urls)
+
+
+def run_module(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Run a command of `python -m app.cluster` (or `python -c`) from the checkout with `env` added."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GREENBATCH_")}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_migrate_creates_the_schema_and_workers_need_both_cluster_settings(pg_url, redis_server):
+    """`python -m app.cluster migrate` brings an empty database to the latest schema; without both settings the
+    cluster commands refuse to start, naming them."""
+    env = {"GREENBATCH_DATABASE_URL": pg_url, "GREENBATCH_REDIS_URL": redis_server.url}
+    done = run_module(env, "-m", "app.cluster", "migrate")
+    assert done.returncode == 0, done.stderr
+    assert f"now at version {pg_schema.LATEST}" in done.stdout
+    again = run_module(env, "-m", "app.cluster", "migrate")
+    assert f"already at version {pg_schema.LATEST}" in again.stdout
+
+    alone = run_module({"GREENBATCH_DATABASE_URL": pg_url}, "-m", "app.cluster", "worker")
+    assert alone.returncode == 2
+    assert "GREENBATCH_DATABASE_URL" in alone.stderr and "GREENBATCH_REDIS_URL" in alone.stderr
+
+
+def test_the_actors_module_refuses_to_load_before_gevent_patches(pg_url, redis_server):
+    """Plain `dramatiq app.cluster.actors` (no gevent) stops at once, saying how to start a worker instead."""
+    env = {"GREENBATCH_DATABASE_URL": pg_url, "GREENBATCH_REDIS_URL": redis_server.url}
+    loaded = run_module(env, "-c", "import app.cluster.actors")
+    assert loaded.returncode != 0
+    assert "python -m app.cluster worker" in loaded.stderr and "dramatiq-gevent" in loaded.stderr

@@ -58,12 +58,21 @@ def migrate(config: Config) -> int:
 
 
 def import_sqlite(config: Config, path: str) -> int:
-    """Copy a one-process history (its greenbatch.db) into PostgreSQL."""
-    found = getattr(importlib.import_module("app.runs.store.postgres"), "import_sqlite", None)
-    if found is None:
+    """Copy a one-process history (its greenbatch.db) into PostgreSQL; say what was copied."""
+    from ..runs.store.base import StoreOpenError
+
+    try:  # app/runs/store/pg_import.py, PostgresStore's helper (by name: it lands with the PostgreSQL store)
+        module = importlib.import_module("app.runs.store.pg_import")
+    except ModuleNotFoundError as exc:
+        if exc.name != "app.runs.store.pg_import":
+            raise
         print("greenbatch: import-sqlite is not available in this version", file=sys.stderr)
         return 2
-    print(found(path, config.database_url))
+    try:
+        print(module.import_sqlite(path, config.database_url))
+    except StoreOpenError as exc:
+        print(f"greenbatch: cannot import: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Dramatiq's gevent worker runs each "thread" as a greenlet, so `--threads T` is how many chunks a process
 runs at once; each chunk fetches at its batch's concurrency. This module builds the process's Runner when
-the worker boots, beats the broker's heartbeat, and stops the chunks when the worker is told to stop.
+the worker boots and stops the chunks when the worker is told to stop.
 """
 
 from gevent import monkey
@@ -20,7 +20,6 @@ if not monkey.is_module_patched("socket"):
 import logging
 
 import dramatiq
-import gevent
 import psycopg.waiting
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
@@ -28,7 +27,7 @@ from dramatiq.worker import Worker
 
 from ..core.config import Config
 from ..core.options import ValidationError
-from .broker import ACTOR, QUEUE, dispatch, heartbeat, heartbeat_timeout_ms, make_broker
+from .broker import ACTOR, QUEUE, dispatch, make_broker
 from .ledger import Ledger
 from .runner import Runner
 
@@ -39,14 +38,14 @@ if psycopg.waiting.wait is getattr(psycopg.waiting, "wait_c", None):
     raise RuntimeError("psycopg was imported before gevent patched the standard library; see app/cluster/__main__.py")
 
 config = Config.from_env()
+WORKER_TIMEOUT_MS = 100  # longest wait of a free thread for its next chunk (see before_worker_boot)
 
 
 class ChunkWorker(Middleware):
-    """The worker process's own setup: its Runner, its heartbeat, and a stop that sends unfinished chunks again."""
+    """The worker process's own setup: its Runner, Dramatiq's worker settings, a stop that sends chunks again."""
 
     def __init__(self) -> None:
         self.runner: Runner | None = None
-        self._beats: gevent.Greenlet[[RedisBroker], None] | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Worker) -> None:
         """Build the Runner before the consumers start; hold no chunk beyond those running."""
@@ -54,11 +53,14 @@ class ChunkWorker(Middleware):
         # another worker may be idle, then waits the heartbeat timeout if this process dies. So a process
         # fetches a chunk only when a thread is free (a fetch round trip is nothing beside a chunk's run).
         worker.queue_prefetch = worker.worker_threads
+        # With the prefetch full, the consumer polls Redis with a backoff growing to the worker timeout (1 s by
+        # default): a thread that ends its chunk would wait up to that long for the next one. A tenth of a
+        # second keeps that gap small beside a chunk's run, for two cheap polls a tenth of a second when idle.
+        worker.worker_timeout = WORKER_TIMEOUT_MS
         assert isinstance(broker, RedisBroker)  # make_broker's
         # A connection for each thread's claims and chunk_done, one for the writer, one for the touches.
         ledger = Ledger(config.database_url, max_connections=worker.worker_threads + 2)
         self.runner = Runner(config, ledger, broker.client)
-        self._beats = gevent.spawn(self._beat, broker)
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Worker) -> None:
         """SIGTERM: chunks running here finish their fetches in flight, commit, and are sent again for the rest."""
@@ -67,21 +69,8 @@ class ChunkWorker(Middleware):
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Worker) -> None:
         """Commit what is left and stop the loops."""
-        if self._beats is not None:
-            self._beats.kill()
         if self.runner is not None:
             self.runner.close()
-
-    @staticmethod
-    def _beat(broker: RedisBroker) -> None:
-        """Beat the heartbeat five times per timeout, whether or not the consumer fetches."""
-        every = heartbeat_timeout_ms(config) / 5000
-        while True:
-            try:
-                heartbeat(broker)
-            except Exception as exc:  # noqa: BLE001 - Redis away: the next beat tries again
-                log.warning("cannot beat the heartbeat on Redis (%s)", exc)
-            gevent.sleep(every)
 
 
 chunk_worker = ChunkWorker()

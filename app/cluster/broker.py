@@ -28,11 +28,6 @@ MAX_BACKOFF_MS = 30_000
 DEAD_MESSAGE_TTL_MS = 86_400_000
 
 
-def heartbeat_timeout_ms(config: Config) -> int:
-    """How long a worker may go without a heartbeat before its unacked chunks go back on the queue, in ms."""
-    return int(config.cluster_heartbeat_timeout * 1000)
-
-
 def make_broker(config: Config, middleware: Iterable[Middleware] = ()) -> RedisBroker:
     """The Redis broker on GREENBATCH_REDIS_URL, with Dramatiq's defaults changed for chunk work (see each line)."""
     chain: list[Middleware] = [
@@ -48,26 +43,20 @@ def make_broker(config: Config, middleware: Iterable[Middleware] = ()) -> RedisB
         url=config.redis_url,
         namespace=NAMESPACE,
         middleware=chain,
-        heartbeat_timeout=heartbeat_timeout_ms(config),
-        # Maintenance (requeue the unacked messages of workers silent past the heartbeat timeout) runs only
-        # inside a broker command that draws it: by default 1 command in 1,000, so a dead worker's chunks
-        # could wait minutes or hours while the others are busy. Here every command runs it: it costs two
-        # ZRANGEBYSCOREs on small sets, and the workers' own heartbeats (app.cluster.actors) are commands
-        # too, so a dead worker's chunks are back on the queue within the timeout plus one beat.
+        # Seconds a worker may go without a heartbeat before its unacked chunks go back on the queue: 15 by
+        # default (Dramatiq's 60 would leave a dead worker's chunks a minute).
+        heartbeat_timeout=int(config.cluster_heartbeat_timeout * 1000),
+        # Heartbeats: every broker command of a worker (dispatch.lua) ZADDs its id to __heartbeats__; its
+        # delay-queue consumer always has room to prefetch, so it polls (and beats) every worker timeout
+        # (0.1 s, app.cluster.actors) even while every thread runs a chunk. Maintenance (requeue the unacked
+        # messages of workers silent past the timeout) runs inside a command on the same queue, if the
+        # command draws it: by default 1 in 1,000, so a dead worker's chunks could wait minutes while the
+        # others poll. Here every command runs it (two ZRANGEBYSCOREs on small sets): the first worker to
+        # poll for chunks once the timeout has passed puts the dead one's chunks back, and can take one in
+        # the same command.
         maintenance_chance=MAINTENANCE_SCALE,
         dead_message_ttl=DEAD_MESSAGE_TTL_MS,
     )
-
-
-def heartbeat(broker: RedisBroker) -> None:
-    """Tell Redis this process lives, and run the broker's maintenance (requeue dead workers' chunks).
-
-    Dramatiq's Redis consumer beats only inside its own commands (dispatch.lua ZADDs the broker id to
-    __heartbeats__ on each), and it sends none while every thread is busy and its prefetch is full: a
-    process running long chunks would look dead after the timeout and its chunks would run twice. A cheap
-    command (the queue's size) on a timer keeps the beat, whatever the threads do.
-    """
-    broker.do_qsize(QUEUE)
 
 
 def chunk_message(batch_id: str, no: int) -> Message[None]:

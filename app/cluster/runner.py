@@ -57,7 +57,8 @@ class ChunkRun(BatchRun):
     no: int = 0
     indexes: list[int] = field(default_factory=list)  # the chunk's indexes without a result when claimed, in order
     recorded: set[int] = field(default_factory=set)  # indexes this run has a result for
-    ticket: int = 0  # the writer's ticket of this run's latest result
+    first_ticket: int = 0  # the writer's tickets of this run's first and latest results
+    ticket: int = 0
 
     def __post_init__(self) -> None:
         """A chunk keeps its own indexes, not a flag per URL of the whole batch."""
@@ -113,13 +114,13 @@ class Writer:
         """Append what is queued now rather than at the end of the interval."""
         self._wake.set()
 
-    def wait(self, ticket: int) -> None:
-        """Return once the result with `ticket` (and every one before it) is committed; ResultsLost if it never will be."""
+    def wait(self, ticket: int, since: int = 0) -> None:
+        """Return once every result up to `ticket` is committed; ResultsLost if one from `since` on never will be."""
         while self._committed < ticket:
             self._wake.set()
             self._commit.wait()
         for first, last in self._lost:
-            if first <= ticket <= last:
+            if first <= ticket and since <= last:
                 raise ResultsLost(f"results {first}-{last} of this worker could not be appended; see the log")
 
     def close(self) -> None:
@@ -222,7 +223,7 @@ class Runner(Fetching):
             runs.remove(run)
             if not runs:
                 del self._runs[batch_id]
-        self.writer.wait(run.ticket)
+        self.writer.wait(run.ticket, run.first_ticket)
         if run.cancelled:
             return True  # the batch is final: nothing of it is left to run
         if run.finished < run.total:
@@ -254,6 +255,7 @@ class Runner(Fetching):
         row = stats.row_of(data)
         if run.add(result.index, row):
             run.ticket = self.writer.put(run.id, result.index, data, row)
+            run.first_ticket = run.first_ticket or run.ticket
 
     def _taken_all(self) -> None:
         """The chunk's last URLs are taken: append what is queued without waiting for the interval."""
@@ -283,6 +285,7 @@ class Runner(Fetching):
 
     def _watch_cancels(self) -> None:
         """Every CANCEL_CHECK seconds, stop the fetches of running batches whose cancel key is set."""
+        unreachable = False  # one warning per outage, not two a second
         while True:
             gevent.sleep(CANCEL_CHECK)
             batch_ids = list(self._runs)
@@ -291,8 +294,11 @@ class Runner(Fetching):
             try:
                 flags = self.redis.mget([cancel_key(batch_id) for batch_id in batch_ids])
             except redis.RedisError as exc:
-                log.warning("cannot read cancel keys on Redis (%s); cancelled batches run on until it answers", exc)
+                if not unreachable:
+                    log.warning("cannot read cancel keys on Redis (%s); cancelled batches run on until it answers", exc)
+                unreachable = True
                 continue
+            unreachable = False
             for batch_id, flag in zip(batch_ids, flags, strict=True):
                 if flag is not None:
                     self._cancel(batch_id)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.processes import stop_process
-
 ROOT = Path(__file__).resolve().parents[2]
 READY = "Worker process is ready for action."  # Dramatiq logs it once a worker process consumes
 START_TIMEOUT = 30.0
@@ -72,24 +70,52 @@ class ClusterWorker:
 
     def stop(self, timeout: float = 40.0) -> bool:
         """SIGTERM the parent (it stops its child), SIGKILL both if they linger; True if they stopped by themselves."""
-        if self.proc is None:
-            return True
+        return stop_workers([self], timeout)
+
+
+def stop_workers(workers: list[ClusterWorker], timeout: float = 40.0) -> bool:
+    """Stop workers together (SIGTERM to each parent, then wait); True if every one stopped by itself."""
+    children: list[psutil.Process] = []
+    for worker in workers:
+        if worker.proc is None or worker.proc.poll() is not None:
+            continue
         try:
-            children = psutil.Process(self.pid).children(recursive=True)
+            children += psutil.Process(worker.pid).children(recursive=True)
         except psutil.NoSuchProcess:
-            children = []
-        for child in children:  # a stopped child would never see the SIGTERM its parent forwards
+            pass
+        for child in children:  # a stopped child would never act on the SIGTERM its parent forwards
             try:
                 os.kill(child.pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        clean = stop_process(self.proc, signal.SIGTERM, timeout)
-        for child in children:
-            try:
-                child.wait(timeout=0 if clean else 5)
-            except psutil.TimeoutExpired:
+        try:
+            worker.proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    clean = True
+    deadline = time.monotonic() + timeout
+    for worker in workers:  # one SIGTERM only: Dramatiq takes a second one as "exit now"
+        if worker.proc is None:
+            continue
+        try:
+            worker.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.proc.kill()
+            worker.proc.wait()
+            clean = False
+    deadline = time.monotonic() + 5
+    while alive := [child for child in children if _alive(child)]:
+        if time.monotonic() > deadline:
+            for child in alive:
                 os.kill(child.pid, signal.SIGKILL)
-                clean = False
-            except psutil.NoSuchProcess:
-                pass
-        return clean
+            return False
+        time.sleep(0.05)
+    return clean
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Whether a process still runs (an exited one whose parent is gone may linger as a zombie nobody reaps)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

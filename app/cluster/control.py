@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import gevent
 import psycopg
@@ -33,6 +33,7 @@ from .runner import cancel_key
 from .streams import Follower, announce
 
 if TYPE_CHECKING:
+    from dramatiq.brokers.redis import RedisBroker
     from redis import Redis
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class ClusterControl:
         policy: guard.Policy,
         store: Store,
         ledger: Ledger,
-        broker: Any,
+        broker: RedisBroker,
         client: Redis,
         heads: Heads,
     ):
@@ -62,7 +63,7 @@ class ClusterControl:
         self.policy = policy
         self.store = store
         self.ledger = ledger
-        self.broker = broker  # dramatiq's RedisBroker (app.cluster.broker.make_broker)
+        self.broker = broker  # app.cluster.broker.make_broker's
         self.client = client  # decoding responses over RESP2, as the Follower reads them
         self.heads = heads
         self.follower = Follower(client, store, heads)  # the web's event bus

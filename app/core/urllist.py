@@ -8,7 +8,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate, islice
 from json.decoder import scanstring  # type: ignore[attr-defined]  # json's own string reader (in C)
-from typing import Any, overload
+from typing import Any, cast, overload
 
 # Lone surrogates (JSON allows "\ud800") must survive the round trip through bytes.
 _ERRORS = "surrogatepass"
@@ -140,7 +140,7 @@ class UrlListBuilder:
         parts, self._parts = self._parts, []
         offsets, self._offsets = self._offsets, array("I", [0])
         if self._ascii:
-            data: str | bytes = "".join(parts)  # type: ignore[arg-type]  # every part is a str
+            data: str | bytes = "".join(cast("list[str]", parts))  # every part is a str
         else:
             data = b"".join(part.encode("ascii") if isinstance(part, str) else part for part in parts)
         self._ascii = True

@@ -10,6 +10,7 @@ import pytest
 
 from app.core.config import Config
 from app.web.api import BODY_BLOCK, _derived_name
+from tests.support.memory import peak_rss_during, rss
 from tests.support.server import error_of
 
 
@@ -184,6 +185,51 @@ def test_a_million_urls_in_a_text_body_are_accepted_with_the_default_limits(make
     million.kill()
     assert response.status_code == 201, response.text[:500]
     assert response.json()["counts"]["total"] == 1_000_000
+
+
+def test_a_million_url_json_body_is_held_about_once_while_it_is_submitted_and_after(make_server, closed_port):
+    """issue 15's benchmark batch: its URLs are never all a str each (~100 bytes a URL), SQLite never copies their
+    list whole, and what the submission freed goes back to the system. The server is killed, as above."""
+    million = make_server(env={"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{closed_port}"})
+    urls = [f"http://127.0.0.1:{closed_port}/bytes/512?i={i}" for i in range(1_000_000)]
+    body = json.dumps({"urls": urls, "name": "a million", "options": {"concurrency": 1}}).encode()
+    del urls
+    assert million.proc is not None
+    pid = million.proc.pid
+    before = rss(pid)
+    peak, response = peak_rss_during(
+        pid,
+        lambda: million.request(
+            "POST", "/api/v1/batches", data=body, headers={"Content-Type": "application/json"}, timeout=120
+        ),
+    )
+    held = rss(pid)
+    million.kill()
+    assert response.status_code == 201, response.text[:500]
+    assert response.json()["counts"]["total"] == 1_000_000
+    mib, size = 2**20, len(body)
+    # The body, its text, its URLs as a str each and SQLite's two copies of their list came to 4 times its size.
+    assert peak - before < 3 * size, f"{(peak - before) / mib:.0f} MiB more at the peak, for {size / mib:.0f} MiB"
+    assert held - before < 1.5 * size, f"{(held - before) / mib:.0f} MiB more after, for {size / mib:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["compact", "escaped slashes", "spaces around commas", "urls twice", "indented"],
+)
+def test_a_json_body_gives_the_same_urls_however_its_json_is_spelled(server, target, spelling):
+    urls = [target.url(f"/ok/{i}") for i in range(3)]
+    body = {
+        "compact": json.dumps({"urls": urls}, separators=(",", ":")),
+        "escaped slashes": json.dumps({"urls": urls}).replace("/", "\\/"),  # as PHP's json_encode writes them
+        "spaces around commas": '{"urls": [' + " , ".join(map(json.dumps, urls)) + "]}",
+        "urls twice": '{"urls": ["http://example.com/"], "urls": ' + json.dumps(urls) + "}",  # the last counts
+        "indented": json.dumps({"name": "x", "urls": urls, "options": {"concurrency": 2}}, indent=2),
+    }[spelling]
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 201, response.text
+    batch = server.wait(response.json()["id"])
+    assert [r["url"] for r in server.results(batch["id"])] == urls
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "text/plain", "text/csv"])

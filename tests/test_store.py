@@ -2,6 +2,7 @@
 reads of a batch are shared."""
 
 import itertools
+import json
 import sqlite3
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 from app.core.urllist import UrlList
 from app.runs.events import Event
 from app.runs.store import SQLiteStore
+from app.runs.store import sqlite as sqlite_store
 from tests.support.events import result_event
 
 
@@ -147,3 +149,19 @@ def test_a_url_list_gives_back_each_url_as_given_from_one_buffer_a_fraction_of_t
     for held, given in ((compact, urls), (ascii_only, urls[:10_000])):
         size = sys.getsizeof(held._data) + sys.getsizeof(held._offsets)
         assert size < (sys.getsizeof(given) + sum(sys.getsizeof(u) for u in given)) / 3
+
+
+def test_a_url_list_is_written_into_its_row_a_piece_at_a_time_and_read_back_as_given(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "BLOB_PIECE", 1_000)  # a hundred pieces
+    urls = [f"http://a.test/{i}" for i in range(5_000)] + ["http://b.test/ünï", "http://c.test/\ud800"]
+    store = SQLiteStore(str(tmp_path / "gb.db"), flush_interval=0.01)
+    try:
+        store.create_batch("b", "pieces", {}, UrlList.of(urls), "2026-11-28T00:00:00.000Z")
+        (stored,) = store._writer.execute("SELECT urls FROM url_lists WHERE batch_id = 'b'").fetchone()
+        assert json.loads(stored) == urls  # the row holds the JSON array and nothing else
+        assert store.urls("b") == urls
+        # A list an earlier version stored as text reads back as well.
+        store._writer.execute("INSERT INTO url_lists (batch_id, urls) VALUES ('old', ?)", (json.dumps(urls),))
+        assert store.urls("old") == urls
+    finally:
+        store.close()

@@ -448,7 +448,7 @@ def _checked_url(url: str, max_length: int) -> str:
     return f"{scheme}://{_authority(host, port)}{rest}"
 
 
-def all_unchanged(urls: list[Any], max_length: int = 2048) -> bool:
+def all_unchanged(urls: Sequence[Any], max_length: int = 2048) -> bool:
     """Whether check_url accepts every URL of a list and returns each as it is: one pattern over the list.
 
     The common batch (lower-case http(s), plain host[:port], printable ASCII) is checked by one regular

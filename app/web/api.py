@@ -16,9 +16,10 @@ from typing import Any, cast
 import idna
 from flask import Blueprint, Response, current_app, request, url_for
 
+from ..core.memory import release_freed_memory
 from ..core.options import BatchOptions, ValidationError, header_problem
 from ..core.results import ERROR_KINDS, FINAL_STATUSES
-from ..core.urllist import UrlList
+from ..core.urllist import UrlList, UrlListBuilder, read_json_object
 from ..fetch import guard
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
@@ -38,6 +39,7 @@ NAMED_HOSTS = 1000  # distinct hosts an unnamed batch's name counts; past it the
 # host of each run of lines on one scheme://host.
 _HOST_RUNS = re.compile(r"^(https?://(\[[^\]\n]*\]|[^:/?#\n]*))[^\n]*+(?:\n\1(?=[:/?#\n]|\Z)[^\n]*+)*+", re.MULTILINE)
 CANCEL_SETTLE = 5.0  # seconds a cancel waits for the batch's final state to be committed before answering
+RELEASE_AFTER = 10_000  # URLs of a submission past which the memory it freed is given back to the system
 
 
 # -- reading input ---------------------------------------------------------------------------
@@ -68,6 +70,19 @@ def _parsed_json(text: str) -> Any:
         raise ApiError(400, "invalid_json", "JSON is nested too deeply") from None
     except ValueError as exc:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+
+
+def _submission_json(raw: bytearray) -> Any:
+    """A JSON submission's body parsed, its "urls" as a UrlList read a window at a time when it is an array of
+    strings (a million URLs are never all held as a str each); `raw` is emptied once decoded."""
+    text = _json_text(raw)
+    raw.clear()  # one copy of the body at a time
+    body = read_json_object(text, "urls")
+    if body is None:
+        return _parsed_json(text)  # anything else, and every error, as json.loads reads it
+    del text  # the URLs' text is joined into one only once the body's is let go
+    body["urls"] = body["urls"].build()
+    return body
 
 
 def _body_bytes() -> bytearray:
@@ -105,23 +120,25 @@ def _body_texts() -> Iterator[str]:
             return
 
 
-def _text_urls(is_csv: bool) -> list[str]:
+def _text_urls(is_csv: bool) -> UrlList:
     """URLs from a text body: one per line (or the first CSV column); blanks and '#' lines skipped.
 
     Past GREENBATCH_MAX_URLS the lines are only counted, for the 413 that names how many there were.
     """
-    keep = current_app.config["GREENBATCH"].max_urls + 1  # one past the limit: a CSV's header row may be among them
-    urls: list[str] = []
+    keep = current_app.config["GREENBATCH"].max_urls
+    urls = UrlListBuilder()  # each block's URLs joined as they come: a million lines are never a str each at once
     count = 0
+    first = True
     for values in _csv_firsts() if is_csv else map(str.splitlines, _body_texts()):
         kept = [url for url in map(str.strip, values) if url and url[0] != "#"]
+        if is_csv and first and kept:
+            first = False
+            if "://" not in kept[0]:
+                del kept[0]  # a header row such as "url"
         count += len(kept)
-        urls += kept[: max(0, keep - len(urls))]
-    if is_csv and urls and "://" not in urls[0]:
-        del urls[0]  # a header row such as "url"
-        count -= 1
+        urls.add(kept[: max(0, keep - len(urls))])
     _check_count(count)
-    return urls
+    return urls.build()
 
 
 def _csv_firsts() -> Iterator[list[str]]:
@@ -171,15 +188,11 @@ def _headers_from_query(items: list[str]) -> dict[str, str]:
     return dict(pairs)
 
 
-def _submission() -> tuple[list[str], dict[str, Any], str]:
+def _submission() -> tuple[Any, dict[str, Any], str]:
     """(urls, raw options, name) from a JSON or text body."""
     mimetype = request.mimetype
     if mimetype == "application/json":
-        raw = _body_bytes()
-        text = _json_text(raw)
-        raw.clear()  # one copy of the body at a time: the text, then the parsed URLs (json.loads beats orjson here)
-        body = _parsed_json(text)
-        del text
+        body = _submission_json(_body_bytes())
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_body", 'JSON body must be an object with a "urls" list')
         unknown = sorted(set(body) - {"urls", "name", "options"})
@@ -200,10 +213,10 @@ def _submission() -> tuple[list[str], dict[str, Any], str]:
     )
 
 
-def _validate_urls(urls: Any) -> list[str]:
+def _validate_urls(urls: Any) -> Sequence[str]:
     """Check the URL list: a non-empty list of strings within the server's limits, each a fetchable URL."""
     config = current_app.config["GREENBATCH"]
-    if not isinstance(urls, list):
+    if not isinstance(urls, list | UrlList):
         raise ApiError(
             400, "invalid_urls", '"urls" must be a list of strings', [{"field": "urls", "message": "must be a list"}]
         )
@@ -213,19 +226,20 @@ def _validate_urls(urls: Any) -> list[str]:
     max_length = config.max_url_length
     invalid: list[tuple[int, str]] = []  # (index, why) of the first MAX_DETAILS URLs check_url refuses
     invalid_count = 0
-    checked: list[str | None]
+    checked: Sequence[str | None]
     if guard.all_unchanged(urls, max_length):
         checked = urls  # the same strings: no copy of a list that may hold a million
     else:
-        checked = []
+        fixed: list[str | None] = []
         for index, url in enumerate(urls):
             try:
-                checked.append(_checked_url(url, max_length))
+                fixed.append(_checked_url(url, max_length))
             except guard.InvalidUrl as exc:
-                checked.append(None)
+                fixed.append(None)
                 invalid_count += 1
                 if invalid_count <= MAX_DETAILS:
                     invalid.append((index, str(exc)))
+        checked = fixed
     # Addresses and localhost need no DNS, so the fetch policy judges them now: nothing is stored that would
     # only end blocked. Other names (and redirect targets) are judged when fetched.
     refused = services().engine.policy.literal_refusals(checked)
@@ -239,7 +253,7 @@ def _validate_urls(urls: Any) -> list[str]:
             f" #{problems[0]['index']}: {problems[0]['message']}",
             problems,
         )
-    return cast("list[str]", checked)  # no None left: each stands for a problem
+    return cast("Sequence[str]", checked)  # no None left: each stands for a problem
 
 
 def _url_problem(index: int, url: Any, message: str) -> dict[str, Any]:
@@ -279,7 +293,7 @@ def _name(raw: Any) -> str:
     return raw.strip()
 
 
-def _derived_name(urls: list[str]) -> str:
+def _derived_name(urls: Sequence[str]) -> str:
     """An unnamed batch's name: its first URL's host, and how many other hosts it has ("a.example and 2 other hosts").
 
     One pattern finds the runs of URLs on one host in each slice of guard.JOINED_URLS, and other requests
@@ -358,6 +372,9 @@ def _submit(urls: Sequence[str], options: BatchOptions, name: str, parent_id: st
         return services().engine.submit(urls, options, name, parent_id=parent_id)
     except StoreError as exc:
         raise ApiError(503, "store_unavailable", f"nothing was stored: {exc}") from None
+    finally:
+        if len(urls) > RELEASE_AFTER:
+            release_freed_memory()  # a large submission's temporaries, gone now, must not stay in RSS under its run
 
 
 @bp.errorhandler(StoreError)

@@ -69,6 +69,9 @@ _EXTRACT = ("json_extract(data{})", "CASE WHEN json_valid(data) THEN json_extrac
 # The terms an outcome filter adds to result_pages' WHERE, as results() filters its pages; an outcome not
 
 
+BLOB_PIECE = 1 << 20  # bytes of a batch's URL list written into its row at a time
+
+
 def _quietly(fn: Callable[..., _T], args: tuple[Any, ...]) -> tuple[_T | None, sqlite3.Error | None]:
     """fn(*args) on a pool thread, a SQLite error returned rather than raised (gevent's pool would print it)."""
     try:
@@ -178,7 +181,16 @@ class SQLiteStore:
                     " VALUES (?, ?, 'queued', ?, ?, ?, ?)",
                     (batch_id, name, created_at, json.dumps(options), len(urls), parent_id),
                 )
-                self._writer.execute("INSERT INTO url_lists (batch_id, urls) VALUES (?, ?)", (batch_id, url_list))
+                # A blob of zeros, then written a piece at a time: bound whole, SQLite would copy the list twice.
+                row = cast(
+                    int,  # an INSERT sets it
+                    self._writer.execute(
+                        "INSERT INTO url_lists (batch_id, urls) VALUES (?, zeroblob(?))", (batch_id, len(url_list))
+                    ).lastrowid,
+                )
+                with self._writer.blobopen("url_lists", "urls", row) as blob, memoryview(url_list) as view:
+                    for start in range(0, len(view), BLOB_PIECE):
+                        blob.write(view[start : start + BLOB_PIECE])
 
         self._write(write)
 
@@ -542,7 +554,7 @@ class SQLiteStore:
 
         def read(conn: sqlite3.Connection) -> UrlList:
             row = conn.execute("SELECT urls FROM url_lists WHERE batch_id = ?", (batch_id,)).fetchone()
-            return UrlList.of([] if row is None else json.loads(row[0]))
+            return UrlList.of([]) if row is None else UrlList.from_json(row[0])
 
         return self._read(read)
 

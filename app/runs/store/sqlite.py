@@ -3,7 +3,8 @@
 Events are the one source of truth: a batch's results are its `result` events, and its status is
 what its last `batch` event said. Writes are buffered and committed by one writer thread every
 `flush_interval` seconds (or `flush_rows` events), so a 10,000-URL batch is a few dozen commits,
-and SQLite never runs on the gevent hub. Reads run on a small pool of threads.
+and SQLite never runs on the gevent hub (writer.EventWriter gathers and retries them). Reads run on
+a small pool of threads.
 
 When commits fail (a full disk), the events stay in memory, oldest first, and are retried in groups
 of at most flush_rows with a growing pause; fault() says so until a commit works again. A database
@@ -25,7 +26,6 @@ from typing import Any, TypeVar, cast
 import gevent
 import gevent.monkey
 from gevent.event import AsyncResult
-from gevent.event import Event as Signal
 from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
@@ -42,12 +42,12 @@ from .rows import (
     ROW_PAGE_QUERY,
     EventRow,
     batch_event_args,
-    event_rows,
     insert_events,
     json_array,
     record_of,
 )
 from .schema import SCHEMA, check_file, connect, is_damage, is_full, migrate, open_error
+from .writer import EventWriter
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,6 @@ _T = TypeVar("_T")
 _os_lock = gevent.monkey.get_original("_thread", "allocate_lock")  # blocks the thread, not just the greenlet
 _NOT_READ = object()  # what a shared read hands its waiters when it failed
 REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
-MAX_GROUP = 4096  # events per transaction at most while a backlog left by failed commits is written
-RETRY_PAUSE = 0.1  # seconds before retrying a failed commit, doubled after each failure...
-RETRY_PAUSE_MAX = 2.0  # ...up to this: space that comes back is used within this long
-FAILURE_REMINDER = 60.0  # seconds between log lines while commits keep failing
 READ_START_WAIT = 0.002  # seconds the hub waits at most for a reader thread to begin a read ahead
 EXPORT_SPAN = 1000  # URL indexes in each read of result_pages: a few hundred KiB of text, a few ms of SQLite
 # result_pages' extraction of a group of paths (the ? after data), and the same for a span holding a text SQLite
@@ -99,7 +95,7 @@ def _span_query(extract: tuple[tuple[str, ...], ...], outcome: str | None, form:
     )
 
 
-class SQLiteStore:
+class SQLiteStore(EventWriter):
     """The embedded store: one SQLite file in the data folder."""
 
     def __init__(
@@ -115,8 +111,6 @@ class SQLiteStore:
             raise StoreOpenError(f"the folder of the database {path} cannot be created ({exc.strerror})") from None
         check_file(path)
         self.path = path
-        self._flush_interval = flush_interval
-        self._flush_rows = flush_rows
         self._writer_thread = ThreadPool(1)
         self._reader_threads = ThreadPool(readers)
         self._readers: Queue[sqlite3.Connection] = Queue()
@@ -128,29 +122,15 @@ class SQLiteStore:
                 self._readers.put(connect(path))
         except sqlite3.Error as exc:
             raise open_error(path, exc) from None
-        self._buffer: list[Event] = []
-        self._wake = Signal()
-        self._hurry = Signal()  # set by flush() or a full group: commit now, not at the end of flush_interval
-        self._shut = Signal()  # set by close(): no more pauses between retries
-        self._appended = 0  # events handed to extend() so far
-        self._stored = 0  # how many of them are committed: always the oldest, in order
-        self._flushes: list[tuple[int, Signal]] = []  # flush() callers: (events that must be committed, wake-up)
-        self._closed = False
-        self._failing: StoreFault | None = None  # set while commits of events fail; cleared by the next that works
+        super().__init__(path, flush_interval, flush_rows)
         self._damaged: StoreFault | None = None  # set once SQLite calls the file damaged; kept until restart
         self._checking: sqlite3.Connection | None = None  # the integrity check's connection while it runs
-        self._group_limit: int | None = None  # events per commit at most: None, except after a failed commit
-        self._retry_pause = RETRY_PAUSE
-        self._fail_started = self._reminded = 0.0
-        self._write_observers: list[Callable[[float, int], None]] = []
-        self._commit_observers: list[Callable[[list[Event]], None]] = []
         # (batch id, after, limit) -> a full page of stored events. Committed events never change (only
         # delete_batch removes them), so a page holding `limit` events is final and can serve every viewer.
         self._pages: LRU[tuple[str, int, int], list[Event]] = LRU(REPLAY_CACHE_PAGES)
         # Shared reads in flight: key -> (serial, result, or _NOT_READ when the read failed).
         self._reads: dict[tuple[str | int, ...], tuple[int, AsyncResult[object]]] = {}
         self._read_serial = 0
-        self._flusher = gevent.spawn(self._flush_loop)
         self._checker = gevent.spawn(self._check_loop, check_every) if check_every else None
 
     # -- writes ------------------------------------------------------------------------------
@@ -181,152 +161,6 @@ class SQLiteStore:
                 self._writer.execute("INSERT INTO url_lists (batch_id, urls) VALUES (?, ?)", (batch_id, url_list))
 
         self._write(write)
-
-    def extend(self, events: list[Event]) -> None:
-        """Buffer a batch's new events for the next commit; never blocks."""
-        if self._closed:
-            raise RuntimeError(
-                f"store is closed; events {events[0].seq}-{events[-1].seq} of batch {events[0].batch_id} were not saved"
-            )
-        for event in events:
-            event.data_json  # noqa: B018 - encode here, on the hub, once: the writer thread and every viewer reuse it
-        self._buffer.extend(events)
-        self._appended += len(events)
-        self._wake.set()
-        if len(self._buffer) >= self._flush_rows:
-            self._hurry.set()  # a full group: commit it now rather than at the end of the interval
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event appended so far is committed, without waiting out the gathering; False on timeout.
-
-        flush(0) asks for the commit and returns at once, without yielding to other greenlets.
-        """
-        target = self._appended
-        if self._stored >= target:
-            return True
-        self._hurry.set()
-        self._wake.set()
-        if timeout == 0:
-            return False
-        waiter = (target, Signal())
-        self._flushes.append(waiter)
-        try:
-            return waiter[1].wait(timeout)
-        finally:
-            if waiter in self._flushes:
-                self._flushes.remove(waiter)
-
-    def _flush_loop(self) -> None:
-        """Commit buffered events in groups, oldest first: wait for the first, gather for flush_interval, write.
-
-        A group that fails goes back to the head of the buffer; while commits fail, groups hold at most
-        flush_rows events (each needs less new disk than the whole backlog) and each retry waits longer;
-        once one works, the backlog goes in groups of MAX_GROUP until the buffer is empty.
-        """
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if not self._buffer:
-                if self._closed:
-                    return
-                continue
-            if len(self._buffer) < self._flush_rows and not self._closed and self._failing is None:
-                # Gather a group of events, unless someone waits in flush() (a batch's end, a shutdown).
-                self._hurry.wait(self._flush_interval)
-            self._hurry.clear()
-            limit = self._group_limit
-            if limit is None or len(self._buffer) <= limit:
-                writing, self._buffer = self._buffer, []
-            else:
-                writing, self._buffer = self._buffer[:limit], self._buffer[limit:]
-            started = time.perf_counter()
-            try:
-                _apply(self._writer_thread, self._write_events, (writing, event_rows(writing)))
-            except Exception as exc:  # noqa: BLE001 - keep the events and try again rather than lose them
-                self._buffer = writing + self._buffer
-                self._commit_failed(exc)
-                if self._closed:
-                    log.error(
-                        "store: closed with %d events not committed to %s; their batches resume from what "
-                        "was committed on the next start",
-                        len(self._buffer),
-                        self.path,
-                    )
-                    return
-                self._shut.wait(self._retry_pause)
-                self._retry_pause = min(self._retry_pause * 2, RETRY_PAUSE_MAX)
-                self._wake.set()
-                continue
-            self._observe_write(time.perf_counter() - started, len(writing))
-            if self._failing is not None:
-                self._commits_work_again()
-            self._stored += len(writing)
-            for observer in self._commit_observers:
-                observer(writing)  # on the hub, in commit order: live viewers see only what is stored
-            if self._flushes:
-                for waiter in [w for w in self._flushes if w[0] <= self._stored]:
-                    waiter[1].set()
-            if self._buffer:
-                self._wake.set()
-            else:
-                self._group_limit = None
-
-    def _commit_failed(self, exc: Exception) -> None:
-        """Remember and log a failed commit of events (once, then every FAILURE_REMINDER s); make room if the disk is full."""
-        if not isinstance(exc, sqlite3.Error):
-            log.exception("store: writing %d events to %s failed; retrying", len(self._buffer), self.path)
-            return
-        self._note(exc)
-        self._group_limit = min(self._flush_rows, MAX_GROUP)
-        now = time.monotonic()
-        full = is_full(exc)
-        if self._failing is None:
-            self._failing = StoreFault(
-                "failing",
-                str(exc),
-                now_iso(),
-                f"the store {self.path} cannot commit ({exc}); results wait in memory and are retried, and new "
-                "batches are refused until a commit works: "
-                + ("free some disk space" if full else "check the disk, permissions and the server log"),
-            )
-            self._fail_started = self._reminded = now
-            log.error(
-                "store: cannot commit to %s: %s; %d events wait in memory and are retried every %g s at most, "
-                "%d at a time",
-                self.path,
-                exc,
-                len(self._buffer),
-                RETRY_PAUSE_MAX,
-                min(self._flush_rows, MAX_GROUP),
-            )
-        elif now - self._reminded >= FAILURE_REMINDER:
-            self._reminded = now
-            log.error(
-                "store: commits to %s still fail after %.0f s (%s); %d events wait in memory",
-                self.path,
-                now - self._fail_started,
-                exc,
-                len(self._buffer),
-            )
-        if full:
-            # A failed transaction leaves the WAL file as large as it grew; copying the WAL into the database and
-            # truncating it can give that space back. Best effort: while the disk is full it may fail too.
-            try:
-                _apply(self._writer_thread, self._writer.execute, ("PRAGMA wal_checkpoint(TRUNCATE)",))
-            except sqlite3.Error:
-                pass
-
-    def _commits_work_again(self) -> None:
-        """Forget the failure after a commit that worked, and say so."""
-        log.warning(
-            "store: commits to %s work again after %.1f s; %d events still wait",
-            self.path,
-            time.monotonic() - self._fail_started,
-            len(self._buffer),
-        )
-        self._failing = None
-        self._group_limit = MAX_GROUP
-        self._retry_pause = RETRY_PAUSE
 
     def _write(self, fn: Callable[[], _T]) -> _T:
         """Run a write on the writer thread; a SQLite failure becomes a StoreError naming the file."""
@@ -365,21 +199,27 @@ class SQLiteStore:
         """Why the store should not take new batches now: damaged (until restart), or failing commits; None when fine."""
         return self._damaged or self._failing
 
-    def observe_writes(self, observer: Callable[[float, int], None]) -> None:
-        """Call `observer(seconds, events)` after each committed group of events (metrics); it must not block."""
-        self._write_observers.append(observer)
+    def _commit(self, events: list[Event], rows: list[EventRow]) -> None:
+        """Commit a group of events on the writer thread (EventWriter's flush loop calls it)."""
+        _apply(self._writer_thread, self._write_events, (events, rows))
 
-    def observe_commits(self, observer: Callable[[list[Event]], None]) -> None:
-        """Call `observer(events)` on the hub with each group of events once committed, in order; it must not block."""
-        self._commit_observers.append(observer)
+    def _commit_fault(self, exc: Exception) -> tuple[str, str] | None:
+        """What a failed commit means (EventWriter): SQLite's reason and what to do; damage is noted."""
+        if not isinstance(exc, sqlite3.Error):
+            return None
+        self._note(exc)
+        return str(exc), "free some disk space" if is_full(exc) else "check the disk, permissions and the server log"
 
-    def _observe_write(self, seconds: float, events: int) -> None:
-        """Tell the observers about one commit; a broken observer is logged and never stops the writer."""
-        for observer in self._write_observers:
+    def _commit_failed(self, exc: Exception) -> None:
+        """EventWriter's handling of a failed commit, then room made if the disk is full."""
+        super()._commit_failed(exc)
+        if isinstance(exc, sqlite3.Error) and is_full(exc):
+            # A failed transaction leaves the WAL file as large as it grew; copying the WAL into the database and
+            # truncating it can give that space back. Best effort: while the disk is full it may fail too.
             try:
-                observer(seconds, events)
-            except Exception:  # noqa: BLE001 - metrics must never cost us events
-                log.exception("store: write observer %r failed", observer)
+                _apply(self._writer_thread, self._writer.execute, ("PRAGMA wal_checkpoint(TRUNCATE)",))
+            except sqlite3.Error:
+                pass
 
     def _write_events(self, events: list[Event], rows: list[EventRow]) -> None:
         """Commit a group of events (`rows` is event_rows(events), made on the hub) in one transaction,
@@ -427,11 +267,7 @@ class SQLiteStore:
 
     def close(self, timeout: float = 10) -> None:
         """Commit what is buffered (within `timeout` s; one last try while commits fail), then close every connection."""
-        self.flush(timeout if self._failing is None else 0)
-        self._closed = True
-        self._shut.set()
-        self._wake.set()
-        self._flusher.join(timeout)
+        self._stop_writing(timeout)
         if self._checker is not None:
             checking = self._checking
             if checking is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import re
 import time
@@ -28,23 +29,19 @@ import gevent.monkey
 import psycopg
 import psycopg.errors
 import psycopg.waiting
-from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from ...core import stats
-from ...core.lru import LRU
-from ...core.stats import Row
-from ...core.urllist import UrlList
 from ..events import Event
 from . import pg_schema
-from .base import EVENT_TYPES, BatchRecord, ResultPage, ResultQuery, StoreError, StoreOpenError
-from .queries import EVENTS_AFTER, OUTCOME_TERMS, Dialect, events_of_types, read_page, results_after
+from .base import BatchRecord, StoreError, StoreOpenError
+from .queries import OUTCOME_TERMS, Dialect
+from .reads import StoreReads
 from .rows import (
     APPLY_BATCH_EVENT,
     EVENT_COLUMNS,
-    ROW_PAGE_QUERY,
     EventRow,
     batch_event_args,
     json_array,
@@ -53,8 +50,6 @@ from .rows import (
 from .writer import EventWriter
 
 _T = TypeVar("_T")
-_NOT_READ = object()  # what a shared read hands its waiters when it failed
-REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
 EXPORT_SPAN = 1000  # URL indexes in each read of result_pages, as in SQLite's store
 CONNECT_TIMEOUT = 10  # seconds to reach PostgreSQL when the store opens (and each new connection)
 POOL_WAIT = 5.0  # seconds a read or a write waits for a connection (a free one, or a new one) before it fails
@@ -297,8 +292,11 @@ def _record(row: tuple[Any, ...]) -> BatchRecord:
     return record
 
 
-class PostgresStore(EventWriter):
+class PostgresStore(EventWriter, StoreReads):
     """The shared store of cluster mode: a PostgreSQL database (GREENBATCH_DATABASE_URL)."""
+
+    _dialect = POSTGRES
+    _log = logging.getLogger(__name__)
 
     def __init__(
         self,
@@ -340,12 +338,8 @@ class PostgresStore(EventWriter):
             ) from None
         # Threads for the queries (reads, writes) while psycopg's waits would block the hub; None: greenlets.
         self._threads = None if cooperative else (ThreadPool(readers), ThreadPool(2))
-        super().__init__(self.name, flush_interval, flush_rows)
-        # (batch id, after, limit) -> a full page of stored events: committed events never change.
-        self._pages: LRU[tuple[str, int, int], list[Event]] = LRU(REPLAY_CACHE_PAGES)
-        # Shared reads in flight: key -> (serial, result, or _NOT_READ when the read failed).
-        self._reads_running: dict[tuple[str | int, ...], tuple[int, AsyncResult[object]]] = {}
-        self._read_serial = 0
+        EventWriter.__init__(self, flush_interval, flush_rows)
+        StoreReads.__init__(self)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -374,6 +368,11 @@ class PostgresStore(EventWriter):
             )
 
         self._write(write)
+
+    @property
+    def _target(self) -> str:
+        """What the writer's messages name: the database, without its password."""
+        return self.name
 
     def _commit(self, events: list[Event], rows: list[EventRow]) -> None:
         """Commit a group of events where writes run (EventWriter's flush loop calls it)."""
@@ -442,7 +441,7 @@ class PostgresStore(EventWriter):
         try:
             return self._write(delete)
         finally:
-            self._pages.drop(lambda key: key[0] == batch_id)
+            self._forget_pages(batch_id)
 
     def writable(self) -> bool:
         """Whether PostgreSQL takes writes right now (reachable, not a standby, not read-only)."""
@@ -475,10 +474,6 @@ class PostgresStore(EventWriter):
         except psycopg.Error as exc:
             raise StoreError(self._describe(exc, "reading")) from exc
 
-    def get_batch(self, batch_id: str, recent: bool = False) -> BatchRecord | None:
-        """One batch, or None; `recent`: join a read of the same batch already running (see SQLiteStore.get_batch)."""
-        return self._shared_read(("batch", batch_id), 0 if recent else None, self._read_batch, batch_id)
-
     @staticmethod
     def _read_batch(conn: psycopg.Connection[Any], batch_id: str) -> BatchRecord | None:
         """get_batch's query."""
@@ -495,14 +490,6 @@ class PostgresStore(EventWriter):
 
         return self._read(read)
 
-    def count_by_status(self) -> dict[str, int]:
-        """How many stored batches are in each status (one scan of the batches table, no events read)."""
-
-        def read(conn: psycopg.Connection[Any]) -> dict[str, int]:
-            return dict(conn.execute("SELECT status, COUNT(*) FROM batches GROUP BY status").fetchall())
-
-        return self._read(read)
-
     def unfinished_batches(self) -> list[BatchRecord]:
         """Batches left queued or running, oldest first."""
 
@@ -511,55 +498,6 @@ class PostgresStore(EventWriter):
             return [_record(r) for r in conn.execute(sql)]
 
         return self._read(read)
-
-    def urls(self, batch_id: str) -> UrlList:
-        """A batch's URLs in submission order, held compactly."""
-
-        def read(conn: psycopg.Connection[Any]) -> UrlList:
-            row = conn.execute("SELECT urls FROM url_lists WHERE batch_id = %s", (batch_id,)).fetchone()
-            return UrlList.of([] if row is None else json.loads(row[0]))
-
-        return self._read(read)
-
-    def iter_result_rows(self, batch_id: str, page: int = 10_000) -> Iterator[tuple[int, Row]]:
-        """(URL index, statistics row) of each stored result in index order, read `page` at a time."""
-
-        def read(conn: psycopg.Connection[Any], after: int) -> list[tuple[int, Row]]:
-            return [
-                (idx, Row(bool(ok), sc, ek, ms, b or 0))
-                for idx, ok, sc, ek, ms, b in conn.execute(_marks(ROW_PAGE_QUERY), (batch_id, after, page))
-            ]
-
-        after = -1
-        while True:
-            chunk = self._read(read, after)
-            yield from chunk
-            if len(chunk) < page:
-                return
-            after = chunk[-1][0]
-
-    def results(
-        self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
-    ) -> list[dict[str, Any]]:
-        """A page of results by URL index after `after`; `outcome` (one of base.OUTCOMES) filters."""
-        sql = _marks(results_after(outcome))
-
-        def read(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-            return [json.loads(d) for (d,) in conn.execute(sql, (batch_id, after, limit))]
-
-        return self._read(read)
-
-    def result_page(
-        self, batch_id: str, query: ResultQuery, total: int | None = None, dense: bool = False
-    ) -> ResultPage:
-        """A page of results under a filter and a sort, from an offset, with how many match (see SQLiteStore)."""
-        return self._read(read_page, batch_id, query, total, dense, POSTGRES)
-
-    def iter_results(self, batch_id: str, outcome: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every result of a batch in index order, read a page at a time."""
-        for (texts,) in self.result_pages(batch_id, outcome):
-            for text in texts.split(b"\n"):
-                yield json.loads(text)
 
     def result_pages(
         self, batch_id: str, outcome: str | None = None, extract: tuple[tuple[str, ...], ...] = ()
@@ -633,65 +571,3 @@ class PostgresStore(EventWriter):
             return self._read(fn, *args), None
         except StoreError as exc:
             return None, exc
-
-    def events(
-        self, batch_id: str, after: int = 0, limit: int = 1000, types: tuple[str, ...] = EVENT_TYPES
-    ) -> list[dict[str, Any]]:
-        """Committed events of a batch after a sequence number, in order, as JSON-ready data; only of `types`."""
-        if set(EVENT_TYPES) <= set(types):
-            return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
-        sql = events_of_types(POSTGRES, types)
-
-        def read(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-            rows = conn.execute(_marks(sql), (batch_id, after, *types, limit))
-            return [Event(batch_id, seq, type_, at=at, data_json=d).to_dict() for seq, type_, at, d in rows]
-
-        return self._read(read)
-
-    def read_mark(self) -> int:
-        """A mark for stored_events: every read numbered above it starts after this call."""
-        return self._read_serial
-
-    def stored_events(self, batch_id: str, after: int = 0, limit: int = 1000, mark: int | None = None) -> list[Event]:
-        """Committed events after a sequence number, in order, carrying their stored JSON (nothing decoded).
-
-        Reads are shared as in SQLiteStore.stored_events: a full page is final and kept; a shorter one is
-        shared only with callers whose `mark` (read_mark()) is older than the read.
-        """
-        key = (batch_id, after, limit)
-        page = self._pages.get(key)
-        if page is not None:
-            return page
-        page = self._shared_read(("events", *key), mark, self._read_events, *key)
-        if len(page) == limit:
-            self._pages.put(key, page)
-        return page
-
-    def _shared_read(self, key: tuple[str | int, ...], join_after: int | None, fn: Callable[..., _T], *args: Any) -> _T:
-        """fn(conn, *args), or the result of a read of the same `key` already running, if that read is
-        numbered above `join_after` (a read_mark(); None: never join). Later callers may join this read."""
-        result: object  # fn's value, or _NOT_READ
-        pending = self._reads_running.get(key)
-        if pending is not None and join_after is not None and pending[0] > join_after:
-            result = pending[1].get()
-            if result is not _NOT_READ:
-                return cast(_T, result)  # what the same read, fn(conn, *args), returned
-        self._read_serial += 1
-        mine: tuple[int, AsyncResult[object]] = (self._read_serial, AsyncResult())
-        self._reads_running[key] = mine
-        result = _NOT_READ
-        try:
-            result = self._read(fn, *args)
-            return result
-        finally:
-            if self._reads_running.get(key) is mine:
-                del self._reads_running[key]
-            mine[1].set(result)  # _NOT_READ when the read failed: each waiter then reads for itself
-
-    @staticmethod
-    def _read_events(conn: psycopg.Connection[Any], batch_id: str, after: int, limit: int) -> list[Event]:
-        """stored_events' query."""
-        return [
-            Event(batch_id, seq, type_, at=at, data_json=d)
-            for seq, type_, at, d in conn.execute(_marks(EVENTS_AFTER), (batch_id, after, limit))
-        ]

@@ -25,21 +25,17 @@ from typing import Any, TypeVar, cast
 
 import gevent
 import gevent.monkey
-from gevent.event import AsyncResult
 from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
 from ...core.clock import now_iso
-from ...core.lru import LRU
-from ...core.stats import Row
-from ...core.urllist import UrlList
 from ..events import Event
-from .base import EVENT_TYPES, BatchRecord, ResultPage, ResultQuery, StoreError, StoreFault, StoreOpenError
-from .queries import EVENTS_AFTER, OUTCOME_TERMS, SQLITE, events_of_types, read_page, results_after
+from .base import BatchRecord, StoreError, StoreFault, StoreOpenError
+from .queries import OUTCOME_TERMS, SQLITE
+from .reads import StoreReads
 from .rows import (
     APPLY_BATCH_EVENT,
     BATCH_COLUMNS,
-    ROW_PAGE_QUERY,
     EventRow,
     batch_event_args,
     insert_events,
@@ -55,8 +51,6 @@ _T = TypeVar("_T")
 # One row of the events table, in EVENT_COLUMNS' order: idx to bytes are set for results only.
 
 _os_lock = gevent.monkey.get_original("_thread", "allocate_lock")  # blocks the thread, not just the greenlet
-_NOT_READ = object()  # what a shared read hands its waiters when it failed
-REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
 READ_START_WAIT = 0.002  # seconds the hub waits at most for a reader thread to begin a read ahead
 EXPORT_SPAN = 1000  # URL indexes in each read of result_pages: a few hundred KiB of text, a few ms of SQLite
 # result_pages' extraction of a group of paths (the ? after data), and the same for a span holding a text SQLite
@@ -95,8 +89,11 @@ def _span_query(extract: tuple[tuple[str, ...], ...], outcome: str | None, form:
     )
 
 
-class SQLiteStore(EventWriter):
+class SQLiteStore(EventWriter, StoreReads):
     """The embedded store: one SQLite file in the data folder."""
+
+    _dialect = SQLITE
+    _log = log
 
     def __init__(
         self, path: str, flush_interval: float = 0.1, flush_rows: int = 500, readers: int = 4, check_every: float = 0
@@ -122,15 +119,10 @@ class SQLiteStore(EventWriter):
                 self._readers.put(connect(path))
         except sqlite3.Error as exc:
             raise open_error(path, exc) from None
-        super().__init__(path, flush_interval, flush_rows)
+        EventWriter.__init__(self, flush_interval, flush_rows)
+        StoreReads.__init__(self)
         self._damaged: StoreFault | None = None  # set once SQLite calls the file damaged; kept until restart
         self._checking: sqlite3.Connection | None = None  # the integrity check's connection while it runs
-        # (batch id, after, limit) -> a full page of stored events. Committed events never change (only
-        # delete_batch removes them), so a page holding `limit` events is final and can serve every viewer.
-        self._pages: LRU[tuple[str, int, int], list[Event]] = LRU(REPLAY_CACHE_PAGES)
-        # Shared reads in flight: key -> (serial, result, or _NOT_READ when the read failed).
-        self._reads: dict[tuple[str | int, ...], tuple[int, AsyncResult[object]]] = {}
-        self._read_serial = 0
         self._checker = gevent.spawn(self._check_loop, check_every) if check_every else None
 
     # -- writes ------------------------------------------------------------------------------
@@ -199,6 +191,11 @@ class SQLiteStore(EventWriter):
         """Why the store should not take new batches now: damaged (until restart), or failing commits; None when fine."""
         return self._damaged or self._failing
 
+    @property
+    def _target(self) -> str:
+        """What the writer's messages name: the file."""
+        return self.path
+
     def _commit(self, events: list[Event], rows: list[EventRow]) -> None:
         """Commit a group of events on the writer thread (EventWriter's flush loop calls it)."""
         _apply(self._writer_thread, self._write_events, (events, rows))
@@ -249,7 +246,7 @@ class SQLiteStore(EventWriter):
         try:
             return self._write(delete)
         finally:
-            self._pages.drop(lambda key: key[0] == batch_id)
+            self._forget_pages(batch_id)
 
     def writable(self) -> bool:
         """Whether a write transaction can be opened and committed right now."""
@@ -325,15 +322,6 @@ class SQLiteStore(EventWriter):
         finally:
             self._readers.put(conn)
 
-    def get_batch(self, batch_id: str, recent: bool = False) -> BatchRecord | None:
-        """One batch, or None.
-
-        `recent`: the caller can take the row as read a moment ago, so it joins a read of the same batch
-        already running: viewers joining a batch together make a handful of reads between them, not one
-        each queued on the reader threads.
-        """
-        return self._shared_read(("batch", batch_id), 0 if recent else None, self._read_batch, batch_id)
-
     @staticmethod
     def _read_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord | None:
         """get_batch's query."""
@@ -352,14 +340,6 @@ class SQLiteStore(EventWriter):
 
         return self._read(read)
 
-    def count_by_status(self) -> dict[str, int]:
-        """How many stored batches are in each status (one scan of the batches table, no events read)."""
-
-        def read(conn: sqlite3.Connection) -> dict[str, int]:
-            return dict(conn.execute("SELECT status, COUNT(*) FROM batches GROUP BY status").fetchall())
-
-        return self._read(read)
-
     def unfinished_batches(self) -> list[BatchRecord]:
         """Batches a previous process left queued or running, oldest first."""
 
@@ -372,61 +352,6 @@ class SQLiteStore(EventWriter):
             ]
 
         return self._read(read)
-
-    def urls(self, batch_id: str) -> UrlList:
-        """A batch's URLs in submission order, held compactly (the list of str is only read on the way)."""
-
-        def read(conn: sqlite3.Connection) -> UrlList:
-            row = conn.execute("SELECT urls FROM url_lists WHERE batch_id = ?", (batch_id,)).fetchone()
-            return UrlList.of([] if row is None else json.loads(row[0]))
-
-        return self._read(read)
-
-    def iter_result_rows(self, batch_id: str, page: int = 10_000) -> Iterator[tuple[int, Row]]:
-        """(URL index, statistics row) of each stored result in index order, read `page` at a time: what a
-        resumed batch must not fetch again and what its counts start from, never all in memory at once."""
-
-        def read(conn: sqlite3.Connection, after: int) -> list[tuple[int, Row]]:
-            return [
-                (idx, Row(bool(ok), sc, ek, ms, b or 0))
-                for idx, ok, sc, ek, ms, b in conn.execute(ROW_PAGE_QUERY, (batch_id, after, page))
-            ]
-
-        after = -1
-        while True:
-            chunk = self._read(read, after)
-            yield from chunk
-            if len(chunk) < page:
-                return
-            after = chunk[-1][0]
-
-    def results(
-        self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
-    ) -> list[dict[str, Any]]:
-        """A page of results by URL index after `after`; `outcome` (one of base.OUTCOMES) filters."""
-        sql = results_after(outcome)
-
-        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            return [json.loads(d) for (d,) in conn.execute(sql, (batch_id, after, limit))]
-
-        return self._read(read)
-
-    def result_page(
-        self, batch_id: str, query: ResultQuery, total: int | None = None, dense: bool = False
-    ) -> ResultPage:
-        """A page of results under a filter and a sort, from an offset, with how many match.
-
-        total: how many results match, when the caller knows (from the batch's counts): not counted again.
-        dense: every URL index below the batch's size has its result (a finished batch), so an offset in
-        index order is the index itself.
-        """
-        return self._read(read_page, batch_id, query, total, dense)
-
-    def iter_results(self, batch_id: str, outcome: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every result of a batch in index order, read a page at a time."""
-        for (texts,) in self.result_pages(batch_id, outcome):
-            for text in texts.split(b"\n"):
-                yield json.loads(text)
 
     def result_pages(
         self, batch_id: str, outcome: str | None = None, extract: tuple[tuple[str, ...], ...] = ()
@@ -502,67 +427,3 @@ class SQLiteStore(EventWriter):
             return cast(_T, result)  # no error: what fn returned
 
         return value
-
-    def events(
-        self, batch_id: str, after: int = 0, limit: int = 1000, types: tuple[str, ...] = EVENT_TYPES
-    ) -> list[dict[str, Any]]:
-        """Committed events of a batch after a sequence number, in order, as JSON-ready data; only of `types`."""
-        if set(EVENT_TYPES) <= set(types):
-            return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
-
-        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute(events_of_types(SQLITE, types), (batch_id, after, *types, limit))
-            return [Event(batch_id, seq, type_, at=at, data_json=d).to_dict() for seq, type_, at, d in rows]
-
-        return self._read(read)
-
-    def read_mark(self) -> int:
-        """A mark for stored_events: every read numbered above it starts after this call."""
-        return self._read_serial
-
-    def stored_events(self, batch_id: str, after: int = 0, limit: int = 1000, mark: int | None = None) -> list[Event]:
-        """Committed events after a sequence number, in order, carrying their stored JSON (nothing decoded).
-
-        Viewers that join a running batch together ask for the same pages, so reads are shared. A full
-        page is final (committed events never change): it is read once and kept. A shorter page may
-        still grow, so a caller shares one only if that read started after the caller's `mark`
-        (read_mark(), taken when it subscribed): such a read holds everything committed then.
-        """
-        key = (batch_id, after, limit)
-        page = self._pages.get(key)
-        if page is not None:
-            return page
-        page = self._shared_read(("events", *key), mark, self._read_events, *key)
-        if len(page) == limit:
-            self._pages.put(key, page)
-        return page
-
-    def _shared_read(self, key: tuple[str | int, ...], join_after: int | None, fn: Callable[..., _T], *args: Any) -> _T:
-        """fn(conn, *args) on a reader thread, or the result of a read of the same `key` already running,
-        if that read is numbered above `join_after` (a read_mark(); None: never join). Later callers may
-        join this read while it runs."""
-        result: object  # fn's value, or _NOT_READ
-        pending = self._reads.get(key)
-        if pending is not None and join_after is not None and pending[0] > join_after:
-            result = pending[1].get()
-            if result is not _NOT_READ:
-                return cast(_T, result)  # what the same read, fn(conn, *args), returned
-        self._read_serial += 1
-        mine: tuple[int, AsyncResult[object]] = (self._read_serial, AsyncResult())
-        self._reads[key] = mine
-        result = _NOT_READ
-        try:
-            result = self._read(fn, *args)
-            return result
-        finally:
-            if self._reads.get(key) is mine:
-                del self._reads[key]
-            mine[1].set(result)  # _NOT_READ when the read failed: each waiter then reads for itself
-
-    @staticmethod
-    def _read_events(conn: sqlite3.Connection, batch_id: str, after: int, limit: int) -> list[Event]:
-        """stored_events' query, on a reader thread."""
-        return [
-            Event(batch_id, seq, type_, at=at, data_json=d)
-            for seq, type_, at, d in conn.execute(EVENTS_AFTER, (batch_id, after, limit))
-        ]

@@ -138,6 +138,20 @@ def redis_server():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture
+def ledger(pg_url):
+    """The cluster's ledger (app/cluster/ledger.py) on a fresh, migrated database."""
+    psycopg = pytest.importorskip("psycopg")
+    from app.cluster.ledger import Ledger
+    from app.runs.store import pg_schema
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        pg_schema.migrate(conn)
+    instance = Ledger(pg_url)
+    yield instance
+    instance.close()
+
+
 # -- stores of each kind ----------------------------------------------------------------------------
 
 STORE_KINDS = ["sqlite", "postgres"]

@@ -13,19 +13,8 @@ import redis  # noqa: E402
 from app.cluster import janitor as janitor_module  # noqa: E402
 from app.cluster.janitor import EPOCH_KEY, Janitor  # noqa: E402
 from app.cluster.ledger import Ledger, plan_chunks  # noqa: E402
-from app.runs.store import pg_schema  # noqa: E402
 
 CREATED = "2026-01-01T00:00:00.000Z"
-
-
-@pytest.fixture
-def ledger(pg_url):
-    """A ledger on a fresh, migrated database."""
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        pg_schema.migrate(conn)
-    instance = Ledger(pg_url)
-    yield instance
-    instance.close()
 
 
 @pytest.fixture

@@ -23,19 +23,10 @@ from app.core.urllist import UrlList
 from app.fetch import guard
 from app.runs.engine import BatchRun, Engine
 from app.runs.events import EventBus
-from app.runs.store import SQLiteStore, pg_schema
+from app.runs.store import SQLiteStore
 from tests.support.ledger_appender import fetched
 
 CREATED = "2026-01-01T00:00:00.000Z"
-
-
-@pytest.fixture
-def ledger(pg_url):
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        pg_schema.migrate(conn)
-    ledger = Ledger(pg_url)
-    yield ledger
-    ledger.close()
 
 
 def sql(pg_url: str, query: str, *params):

@@ -14,7 +14,7 @@ import random
 import pytest
 
 from app.core.config import Config
-from app.core.stats import HISTOGRAM_BOUNDS_MS, RELATIVE_ACCURACY, Row, Tally
+from app.core.stats import HISTOGRAM_BOUNDS_MS, RELATIVE_ACCURACY, Row, Tally, batch_summary
 from app.fetch import guard
 from app.runs.engine import Engine
 from app.runs.events import Event, EventBus
@@ -135,6 +135,22 @@ def test_the_counts_of_a_running_batch_leave_its_running_urls_out_of_pending():
         "failed": 1,
         "cancelled": 1,
     }
+
+
+def test_a_batch_summary_rates_the_urls_fetched_per_second_never_the_cancelled_ones_that_never_ran():
+    tally = Tally()
+    for row in [Row(True, 200, None, 5.0, 10)] * 6 + [Row(False, 500, "status", 1, 0)] * 2:
+        tally.add(row)
+    for _ in range(12):
+        tally.add(Row(False, None, "cancelled", None, 0))
+    summary = batch_summary(tally, 25, started_at=100.0, now=104.0, running=3)
+    assert summary["counts"] == tally.counts(25, running=3)
+    assert summary["stats"] == {**tally.summary(), "urls_per_s": 2.0}, "8 URLs fetched in 4 s"
+    assert list(summary["stats"])[-1] == "urls_per_s"
+    cancelled_only = Tally()
+    cancelled_only.add(Row(False, None, "cancelled", None, 0))
+    assert batch_summary(cancelled_only, 1, 100.0, 104.0)["stats"]["urls_per_s"] is None, "nothing fetched: no rate"
+    assert batch_summary(tally, 25, None, 104.0)["stats"]["urls_per_s"] is None, "not started: no rate"
 
 
 @pytest.mark.parametrize("n", [1, 2, 99, 100, 101, 20_000])

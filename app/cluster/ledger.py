@@ -27,7 +27,7 @@ from ..core.jsonutil import compact_json
 from ..core.results import FINAL_STATUSES, ErrorKind, failed_result
 from ..runs.engine import PROGRESS_INTERVAL
 from ..runs.events import Event
-from ..runs.store.rows import EVENT_COLUMNS, EventRow, event_rows
+from ..runs.store.rows import EVENT_COLUMNS, EventRow, event_rows, json_array
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,9 @@ class Ledger:
                     compact_json(stats.Tally().state()),
                 ),
             )
-            conn.execute("INSERT INTO url_lists (batch_id, urls) VALUES (%s, %s)", (batch_id, _json_array(urls)))
+            conn.execute(
+                "INSERT INTO url_lists (batch_id, urls) VALUES (%s, %s)", (batch_id, json_array(urls).decode())
+            )
             now = _clock(conn)
             with conn.cursor().copy("COPY chunks (batch_id, no, indexes, urls, created_clock) FROM STDIN") as copy:
                 for no, indexes in enumerate(chunks):
@@ -288,7 +290,8 @@ class Ledger:
             progress_clock = head.progress_clock if head.progress_clock is not None else head.now
             if head.now - progress_clock >= PROGRESS_INTERVAL:
                 seq += 1
-                progress = Event(batch_id, seq, "progress", _summary(tally, head))
+                summary = stats.batch_summary(tally, head.total, head.started_clock, head.now)
+                progress = Event(batch_id, seq, "progress", summary)
                 _copy_events(conn, event_rows([progress]))
                 events.append(progress)
                 progress_clock = head.now
@@ -365,7 +368,9 @@ class Ledger:
     ) -> Event:
         """End a batch whose every URL has its result: its final event (exact percentiles), row and chunks."""
         finished_at = now_iso()
-        summary = _summary(tally, head, _exact_percentiles(conn, batch_id))
+        summary = stats.batch_summary(tally, head.total, head.started_clock, head.now)
+        # The stored tally keeps no latencies: the final percentiles are the stored rows' exact ones.
+        summary["stats"].update(zip(("p50_ms", "p90_ms", "p99_ms"), _exact_percentiles(conn, batch_id)))
         final = Event(batch_id, seq, "batch", {"status": status, "finished_at": finished_at, **summary})
         _copy_events(conn, event_rows([final]))
         conn.execute(
@@ -461,21 +466,6 @@ def _tally(head: _Head) -> stats.Tally:
     return stats.Tally.from_state(json.loads(head.tally)) if head.tally else stats.Tally()
 
 
-def _summary(tally: stats.Tally, head: _Head, exact: list[float | None] | None = None) -> dict[str, Any]:
-    """Counts and statistics as Engine._summary makes them (running: the ledger cannot see fetches in flight).
-
-    exact: the exact percentiles, in stats.PERCENTILES order, for a final summary.
-    """
-    counts = tally.counts(head.total)
-    # The rate is of URLs fetched: a cancelled batch's never-run URLs took no time and say nothing of speed.
-    fetched = counts["ok"] + counts["failed"]
-    rate = stats.throughput(fetched, head.started_clock, head.now) if fetched else None
-    summary = tally.summary()
-    if exact is not None:
-        summary.update(zip(("p50_ms", "p90_ms", "p99_ms"), exact))
-    return {"counts": counts, "stats": {**summary, "urls_per_s": rate}}
-
-
 def _exact_percentiles(conn: psycopg.Connection[Any], batch_id: str) -> list[float | None]:
     """The batch's latency percentiles by nearest rank, as stats.percentile gives them (percentile_disc is it)."""
     row = conn.execute(
@@ -497,9 +487,3 @@ def _check_cover(batch_id: str, chunks: list[list[int]], total: int) -> None:
             seen[index] = 1
     if seen.count(0):
         raise ValueError(f"batch {batch_id}: URL index {seen.index(0)} is in no chunk")
-
-
-def _json_array(urls: Sequence[str], slice_size: int = 10_000) -> str:
-    """A batch's URLs as one JSON array, as the SQLite store keeps them, encoded a slice at a time."""
-    parts = [compact_json(list(urls[start : start + slice_size]))[1:-1] for start in range(0, len(urls), slice_size)]
-    return "[" + ",".join(parts) + "]"

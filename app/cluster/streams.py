@@ -20,7 +20,7 @@ from gevent.event import Event as Signal
 
 from ..core.lru import LRU
 from ..core.results import FINAL_STATUSES
-from ..runs.events import Event, Listener
+from ..runs.events import Event, Listener, deliver
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -256,7 +256,7 @@ class Follower:
                 if not page:
                     break  # deleted meanwhile, or the target came from a newer snapshot than this read's
                 watch.delivered = page[-1].seq
-                _deliver(watch.listeners, page)
+                deliver(watch.listeners, page)
                 if len(page) < READ_PAGE:
                     break
         if self._changes.listeners:
@@ -348,7 +348,7 @@ class _Changes:
             # Every change up to the target was committed before this read began: none is left behind it.
             self.cursors[batch_id] = max(target, page[-1].seq if page else 0)
             if page:
-                _deliver(self.listeners, page)
+                deliver(self.listeners, page)
                 if _final(page[-1]):
                     self._forget(batch_id)
 
@@ -368,14 +368,3 @@ def _remove(listeners: list[Listener], listener: Listener) -> None:
     """Drop a listener if it is still there."""
     if listener in listeners:
         listeners.remove(listener)
-
-
-def _deliver(listeners: list[Listener], events: list[Event]) -> None:
-    """Hand events to each listener; a broken viewer must never stop the others."""
-    for listener in tuple(listeners):  # a listener may unsubscribe itself meanwhile
-        try:
-            listener(events)
-        except Exception:  # noqa: BLE001 - a viewer's fault is logged, not raised into the follower
-            log.exception(
-                "event listener failed on batch %s seq %s-%s", events[0].batch_id, events[0].seq, events[-1].seq
-            )

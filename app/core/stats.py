@@ -277,3 +277,18 @@ def throughput(finished: int, started_at: float | None, ended_at: float | None) 
     if not started_at or not ended_at or ended_at <= started_at:
         return None
     return round(finished / (ended_at - started_at), 2)
+
+
+def batch_summary(
+    tally: Tally, total: int, started_at: float | None, now: float, running: int = 0, exact: bool = False
+) -> dict[str, Any]:
+    """A batch's counts and statistics so far, from its tally (the same cost at any size): its progress events,
+    the summary of a running batch, and (exact) the summary stored for an ended one.
+
+    exact: percentiles from the tally's kept latencies (Tally.summary), when it keeps them.
+    """
+    batch_counts = tally.counts(total, running)
+    # The rate is of URLs fetched: a cancelled batch's never-run URLs took no time and say nothing of speed.
+    fetched = batch_counts["ok"] + batch_counts["failed"]
+    rate = throughput(fetched, started_at, now) if fetched else None
+    return {"counts": batch_counts, "stats": {**tally.summary(exact=exact), "urls_per_s": rate}}

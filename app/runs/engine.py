@@ -490,15 +490,13 @@ class Engine(Fetching):
         run.released.set()
 
     def _summary(self, run: BatchRun, final: bool = False) -> dict[str, Any]:
-        """Counts and statistics of a batch's results so far, from its tally: the same cost at any size.
+        """Counts and statistics of a batch's results so far (stats.batch_summary), its fetches in flight running.
 
         final: the summary stored for the ended batch, with exact percentiles (one sort of its latencies).
         """
-        counts = run.tally.counts(run.total, run.running)
-        # The rate is of URLs fetched: a cancelled batch's never-run URLs took no time and say nothing of speed.
-        fetched = counts["ok"] + counts["failed"]
-        rate = stats.throughput(fetched, run.started_clock, time.monotonic()) if fetched else None
-        return {"counts": counts, "stats": {**run.tally.summary(exact=final), "urls_per_s": rate}}
+        return stats.batch_summary(
+            run.tally, run.total, run.started_clock, time.monotonic(), running=run.running, exact=final
+        )
 
     def _report_progress(self, run: BatchRun) -> None:
         """Emit counts and statistics about once a second while results keep coming."""

@@ -187,7 +187,7 @@ class EventBus:
     def _hand_on(self, batch_id: str, events: list[Event]) -> None:
         """Give a batch's new events to the store and to the taps; viewers get them once committed."""
         self._sink.extend(events)
-        self._deliver(self._taps, events)
+        deliver(self._taps, events)
 
     def _committed(self, events: list[Event]) -> None:
         """Store observer: hand committed events to their batch's viewers and the all-batches viewers (not results)."""
@@ -199,11 +199,11 @@ class EventBus:
         for batch_id, batch_events in by_batch.items():
             listeners = self._listeners.get(batch_id)
             if listeners:
-                self._deliver(listeners, batch_events)
+                deliver(listeners, batch_events)
             if self._global:
                 changes = [event for event in batch_events if event.type != "result"]
                 if changes:
-                    self._deliver(self._global, changes)
+                    deliver(self._global, changes)
 
     def tap(self, listener: Listener) -> None:
         """Call `listener` with the events of every batch as they are numbered, committed or not (metrics)."""
@@ -222,13 +222,13 @@ class EventBus:
 
         return unsubscribe
 
-    @staticmethod
-    def _deliver(listeners: list[Listener], events: list[Event]) -> None:
-        """Hand events to each listener; a broken viewer must never stop a batch, nor the other viewers."""
-        for listener in tuple(listeners):  # a listener may unsubscribe itself meanwhile
-            try:
-                listener(events)
-            except Exception:  # noqa: BLE001 - a viewer's fault is logged, not raised into the engine
-                log.exception(
-                    "event listener failed on batch %s seq %s-%s", events[0].batch_id, events[0].seq, events[-1].seq
-                )
+
+def deliver(listeners: list[Listener], events: list[Event]) -> None:
+    """Hand events to each listener; a broken viewer must never stop a batch, nor the other viewers."""
+    for listener in tuple(listeners):  # a listener may unsubscribe itself meanwhile
+        try:
+            listener(events)
+        except Exception:  # noqa: BLE001 - a viewer's fault is logged, not raised into the engine or the follower
+            log.exception(
+                "event listener failed on batch %s seq %s-%s", events[0].batch_id, events[0].seq, events[-1].seq
+            )

@@ -1,9 +1,9 @@
 """The PostgreSQL store of cluster mode: the SQLite store's batches and event log, shared by every process.
 
 It answers as SQLiteStore does (the same tests run against both): events handed to extend() are committed
-by one writer greenlet in groups, observers hear of each group on the hub in commit order, reads of a batch
-are shared, and the results page runs the statements of queries.py in PostgreSQL's spelling
-(PostgresDialect). psycopg is imported here and nowhere in the default mode.
+by one writer greenlet in groups (writer.EventWriter, as SQLite's are), observers hear of each group on the
+hub in commit order, reads of a batch are shared, and the results page runs the statements of queries.py in
+PostgreSQL's spelling (PostgresDialect). psycopg is imported here and nowhere in the default mode.
 
 Where its queries run: psycopg picks its wait function when first imported (psycopg/waiting.py: its C wait,
 which blocks the thread, unless gevent has patched `select`). Patched first (wsgi.py, app.worker, python -m
@@ -29,41 +29,27 @@ import gevent.monkey
 import psycopg
 import psycopg.errors
 import psycopg.waiting
-from gevent.event import AsyncResult
-from gevent.event import Event as Signal
 from gevent.threadpool import ThreadPool
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from ...core import stats
-from ...core.clock import now_iso
-from ...core.lru import LRU
-from ...core.stats import Row
-from ...core.urllist import UrlList
 from ..events import Event
 from . import pg_schema
-from .base import EVENT_TYPES, BatchRecord, ResultPage, ResultQuery, StoreError, StoreFault, StoreOpenError
-from .queries import EVENTS_AFTER, OUTCOME_TERMS, Dialect, events_of_types, read_page, results_after
+from .base import BatchRecord, StoreError, StoreOpenError
+from .queries import OUTCOME_TERMS, Dialect
+from .reads import StoreReads
 from .rows import (
     APPLY_BATCH_EVENT,
     EVENT_COLUMNS,
-    ROW_PAGE_QUERY,
     EventRow,
     batch_event_args,
-    event_rows,
     json_array,
     record_of,
 )
-
-log = logging.getLogger(__name__)
+from .writer import EventWriter
 
 _T = TypeVar("_T")
-_NOT_READ = object()  # what a shared read hands its waiters when it failed
-REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
-MAX_GROUP = 4096  # events per transaction at most while a backlog left by failed commits is written
-RETRY_PAUSE = 0.1  # seconds before retrying a failed commit, doubled after each failure...
-RETRY_PAUSE_MAX = 2.0  # ...up to this: a database that comes back is used within this long
-FAILURE_REMINDER = 60.0  # seconds between log lines while commits keep failing
 EXPORT_SPAN = 1000  # URL indexes in each read of result_pages, as in SQLite's store
 CONNECT_TIMEOUT = 10  # seconds to reach PostgreSQL when the store opens (and each new connection)
 POOL_WAIT = 5.0  # seconds a read or a write waits for a connection (a free one, or a new one) before it fails
@@ -294,27 +280,23 @@ def open_database(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
-def _running_summary(tally: str, total: int, started_clock: float | None, now: float) -> dict[str, Any]:
-    """A running cluster batch's counts and statistics from the tally its appends keep (stats.Tally.state), as
-    the ledger's progress events have them: nobody counts the batch's rows again."""
-    kept = stats.Tally.from_state(json.loads(tally))
-    counts = kept.counts(total)
-    fetched = counts["ok"] + counts["failed"]  # as Engine._summary: never-run cancelled URLs took no time
-    rate = stats.throughput(fetched, started_clock, now) if fetched else None
-    return {"counts": counts, "stats": {**kept.summary(), "urls_per_s": rate}}
-
-
 def _record(row: tuple[Any, ...]) -> BatchRecord:
     """A batches row (BATCH_COLUMNS) as a record; a running cluster batch's summary comes from its tally."""
     record = record_of(row[:12])
     tally, started_clock, now = row[12:]
     if record.summary is None and tally is not None:
-        record.summary = _running_summary(tally, record.total, started_clock, now)
+        # The tally the ledger's appends keep (stats.Tally.state), summed up as its progress events are: nobody
+        # counts the batch's rows again.
+        kept = stats.Tally.from_state(json.loads(tally))
+        record.summary = stats.batch_summary(kept, record.total, started_clock, now)
     return record
 
 
-class PostgresStore:
+class PostgresStore(EventWriter, StoreReads):
     """The shared store of cluster mode: a PostgreSQL database (GREENBATCH_DATABASE_URL)."""
+
+    _dialect = POSTGRES
+    _log = logging.getLogger(__name__)
 
     def __init__(
         self,
@@ -328,8 +310,6 @@ class PostgresStore:
         cooperative = cooperative_waits()
         open_database(url).close()
         self._url = url
-        self._flush_interval = flush_interval
-        self._flush_rows = flush_rows
         pools = []
         for role, size in (("reads", readers), ("writes", 2)):  # reads never keep the writer waiting
             pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -358,26 +338,8 @@ class PostgresStore:
             ) from None
         # Threads for the queries (reads, writes) while psycopg's waits would block the hub; None: greenlets.
         self._threads = None if cooperative else (ThreadPool(readers), ThreadPool(2))
-        self._buffer: list[Event] = []
-        self._wake = Signal()
-        self._hurry = Signal()  # set by flush() or a full group: commit now, not at the end of flush_interval
-        self._shut = Signal()  # set by close(): no more pauses between retries
-        self._appended = 0  # events handed to extend() so far
-        self._stored = 0  # how many of them are committed: always the oldest, in order
-        self._flushes: list[tuple[int, Signal]] = []  # flush() callers: (events that must be committed, wake-up)
-        self._closed = False
-        self._failing: StoreFault | None = None  # set while commits of events fail; cleared by the next that works
-        self._group_limit: int | None = None  # events per commit at most: None, except after a failed commit
-        self._retry_pause = RETRY_PAUSE
-        self._fail_started = self._reminded = 0.0
-        self._write_observers: list[Callable[[float, int], None]] = []
-        self._commit_observers: list[Callable[[list[Event]], None]] = []
-        # (batch id, after, limit) -> a full page of stored events: committed events never change.
-        self._pages: LRU[tuple[str, int, int], list[Event]] = LRU(REPLAY_CACHE_PAGES)
-        # Shared reads in flight: key -> (serial, result, or _NOT_READ when the read failed).
-        self._reads_running: dict[tuple[str | int, ...], tuple[int, AsyncResult[object]]] = {}
-        self._read_serial = 0
-        self._flusher = gevent.spawn(self._flush_loop)
+        EventWriter.__init__(self, flush_interval, flush_rows)
+        StoreReads.__init__(self)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -407,94 +369,21 @@ class PostgresStore:
 
         self._write(write)
 
-    def extend(self, events: list[Event]) -> None:
-        """Buffer a batch's new events for the next commit; never blocks."""
-        if self._closed:
-            raise RuntimeError(
-                f"store is closed; events {events[0].seq}-{events[-1].seq} of batch {events[0].batch_id} were not saved"
-            )
-        for event in events:
-            event.data_json  # noqa: B018 - encode here, once: the writer and every viewer reuse it
-        self._buffer.extend(events)
-        self._appended += len(events)
-        self._wake.set()
-        if len(self._buffer) >= self._flush_rows:
-            self._hurry.set()  # a full group: commit it now rather than at the end of the interval
+    @property
+    def _target(self) -> str:
+        """What the writer's messages name: the database, without its password."""
+        return self.name
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event appended so far is committed, without waiting out the gathering; False on timeout.
+    def _commit(self, events: list[Event], rows: list[EventRow]) -> None:
+        """Commit a group of events where writes run (EventWriter's flush loop calls it)."""
+        self._on(1, self._write_events, events, rows)
 
-        flush(0) asks for the commit and returns at once, without yielding to other greenlets.
-        """
-        target = self._appended
-        if self._stored >= target:
-            return True
-        self._hurry.set()
-        self._wake.set()
-        if timeout == 0:
-            return False
-        waiter = (target, Signal())
-        self._flushes.append(waiter)
-        try:
-            return waiter[1].wait(timeout)
-        finally:
-            if waiter in self._flushes:
-                self._flushes.remove(waiter)
-
-    def _flush_loop(self) -> None:
-        """Commit buffered events in groups, oldest first: wait for the first, gather for flush_interval, write.
-
-        A group that fails goes back to the head of the buffer; while commits fail, groups hold at most
-        flush_rows events and each retry waits longer; once one works, the backlog goes in groups of
-        MAX_GROUP until the buffer is empty.
-        """
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if not self._buffer:
-                if self._closed:
-                    return
-                continue
-            if len(self._buffer) < self._flush_rows and not self._closed and self._failing is None:
-                # Gather a group of events, unless someone waits in flush() (a batch's end, a shutdown).
-                self._hurry.wait(self._flush_interval)
-            self._hurry.clear()
-            limit = self._group_limit
-            if limit is None or len(self._buffer) <= limit:
-                writing, self._buffer = self._buffer, []
-            else:
-                writing, self._buffer = self._buffer[:limit], self._buffer[limit:]
-            started = time.perf_counter()
-            try:
-                self._on(1, self._write_events, writing, event_rows(writing))
-            except Exception as exc:  # noqa: BLE001 - keep the events and try again rather than lose them
-                self._buffer = writing + self._buffer
-                self._commit_failed(exc)
-                if self._closed:
-                    log.error(
-                        "store: closed with %d events not committed to %s; their batches resume from what "
-                        "was committed on the next start",
-                        len(self._buffer),
-                        self.name,
-                    )
-                    return
-                self._shut.wait(self._retry_pause)
-                self._retry_pause = min(self._retry_pause * 2, RETRY_PAUSE_MAX)
-                self._wake.set()
-                continue
-            self._observe_write(time.perf_counter() - started, len(writing))
-            if self._failing is not None:
-                self._commits_work_again()
-            self._stored += len(writing)
-            for observer in self._commit_observers:
-                observer(writing)  # on the hub, in commit order: live viewers see only what is stored
-            if self._flushes:
-                for waiter in [w for w in self._flushes if w[0] <= self._stored]:
-                    waiter[1].set()
-            if self._buffer:
-                self._wake.set()
-            else:
-                self._group_limit = None
+    def _commit_fault(self, exc: Exception) -> tuple[str, str] | None:
+        """What a failed commit means (EventWriter): PostgreSQL's reason (no password in it), and what to do."""
+        if not isinstance(exc, psycopg.Error):
+            return None
+        advice = "check that PostgreSQL runs, takes connections and has disk space, and the server log"
+        return self._scrub(exc), advice
 
     def _write_events(self, events: list[Event], rows: list[EventRow]) -> None:
         """Commit a group of events (`rows` is event_rows(events), made on the hub) in one transaction: the
@@ -509,55 +398,6 @@ class PostgresStore:
                 if event.type == "batch":
                     conn.execute(_marks(APPLY_BATCH_EVENT), batch_event_args(event))
             conn.execute(RAISE_LAST_SEQ)
-
-    def _commit_failed(self, exc: Exception) -> None:
-        """Remember and log a failed commit of events (once, then every FAILURE_REMINDER s)."""
-        if not isinstance(exc, psycopg.Error):
-            log.exception("store: writing %d events to %s failed; retrying", len(self._buffer), self.name)
-            return
-        self._group_limit = min(self._flush_rows, MAX_GROUP)
-        now = time.monotonic()
-        reason = self._scrub(exc)
-        if self._failing is None:
-            self._failing = StoreFault(
-                "failing",
-                reason,
-                now_iso(),
-                f"the store {self.name} cannot commit ({reason}); results wait in memory and are retried, and new "
-                "batches are refused until a commit works: check that PostgreSQL runs, takes connections and has "
-                "disk space, and the server log",
-            )
-            self._fail_started = self._reminded = now
-            log.error(
-                "store: cannot commit to %s: %s; %d events wait in memory and are retried every %g s at most, "
-                "%d at a time",
-                self.name,
-                reason,
-                len(self._buffer),
-                RETRY_PAUSE_MAX,
-                self._group_limit,
-            )
-        elif now - self._reminded >= FAILURE_REMINDER:
-            self._reminded = now
-            log.error(
-                "store: commits to %s still fail after %.0f s (%s); %d events wait in memory",
-                self.name,
-                now - self._fail_started,
-                reason,
-                len(self._buffer),
-            )
-
-    def _commits_work_again(self) -> None:
-        """Forget the failure after a commit that worked, and say so."""
-        log.warning(
-            "store: commits to %s work again after %.1f s; %d events still wait",
-            self.name,
-            time.monotonic() - self._fail_started,
-            len(self._buffer),
-        )
-        self._failing = None
-        self._group_limit = MAX_GROUP
-        self._retry_pause = RETRY_PAUSE
 
     def _on(self, role: int, fn: Callable[..., _T], *args: Any) -> _T:
         """fn(*args) where queries run: in this greenlet, or on the threads for reads (role 0) or writes (1)."""
@@ -591,26 +431,6 @@ class PostgresStore:
         """An error's text, on one line, without the URL's password."""
         return _scrub(" ".join(str(exc).split()), self._url)
 
-    def fault(self) -> StoreFault | None:
-        """Why the store should not take new batches now: failing commits; None when fine."""
-        return self._failing
-
-    def observe_writes(self, observer: Callable[[float, int], None]) -> None:
-        """Call `observer(seconds, events)` after each committed group of events (metrics); it must not block."""
-        self._write_observers.append(observer)
-
-    def observe_commits(self, observer: Callable[[list[Event]], None]) -> None:
-        """Call `observer(events)` on the hub with each group of events once committed, in order; it must not block."""
-        self._commit_observers.append(observer)
-
-    def _observe_write(self, seconds: float, events: int) -> None:
-        """Tell the observers about one commit; a broken observer is logged and never stops the writer."""
-        for observer in self._write_observers:
-            try:
-                observer(seconds, events)
-            except Exception:  # noqa: BLE001 - metrics must never cost us events
-                log.exception("store: write observer %r failed", observer)
-
     def delete_batch(self, batch_id: str) -> bool:
         """Remove a batch, its URLs, its events and its chunks; False when there was no such batch."""
 
@@ -621,7 +441,7 @@ class PostgresStore:
         try:
             return self._write(delete)
         finally:
-            self._pages.drop(lambda key: key[0] == batch_id)
+            self._forget_pages(batch_id)
 
     def writable(self) -> bool:
         """Whether PostgreSQL takes writes right now (reachable, not a standby, not read-only)."""
@@ -638,11 +458,7 @@ class PostgresStore:
 
     def close(self, timeout: float = 10) -> None:
         """Commit what is buffered (within `timeout` s; one last try while commits fail), then close every connection."""
-        self.flush(timeout if self._failing is None else 0)
-        self._closed = True
-        self._shut.set()
-        self._wake.set()
-        self._flusher.join(timeout)
+        self._stop_writing(timeout)
         self._on(1, self._reads.close)
         self._on(1, self._writes.close)
         if self._threads is not None:
@@ -657,10 +473,6 @@ class PostgresStore:
             return cast(_T, self._on(0, self._with_connection, self._reads, fn, args))  # what fn returned
         except psycopg.Error as exc:
             raise StoreError(self._describe(exc, "reading")) from exc
-
-    def get_batch(self, batch_id: str, recent: bool = False) -> BatchRecord | None:
-        """One batch, or None; `recent`: join a read of the same batch already running (see SQLiteStore.get_batch)."""
-        return self._shared_read(("batch", batch_id), 0 if recent else None, self._read_batch, batch_id)
 
     @staticmethod
     def _read_batch(conn: psycopg.Connection[Any], batch_id: str) -> BatchRecord | None:
@@ -678,14 +490,6 @@ class PostgresStore:
 
         return self._read(read)
 
-    def count_by_status(self) -> dict[str, int]:
-        """How many stored batches are in each status (one scan of the batches table, no events read)."""
-
-        def read(conn: psycopg.Connection[Any]) -> dict[str, int]:
-            return dict(conn.execute("SELECT status, COUNT(*) FROM batches GROUP BY status").fetchall())
-
-        return self._read(read)
-
     def unfinished_batches(self) -> list[BatchRecord]:
         """Batches left queued or running, oldest first."""
 
@@ -694,55 +498,6 @@ class PostgresStore:
             return [_record(r) for r in conn.execute(sql)]
 
         return self._read(read)
-
-    def urls(self, batch_id: str) -> UrlList:
-        """A batch's URLs in submission order, held compactly."""
-
-        def read(conn: psycopg.Connection[Any]) -> UrlList:
-            row = conn.execute("SELECT urls FROM url_lists WHERE batch_id = %s", (batch_id,)).fetchone()
-            return UrlList.of([] if row is None else json.loads(row[0]))
-
-        return self._read(read)
-
-    def iter_result_rows(self, batch_id: str, page: int = 10_000) -> Iterator[tuple[int, Row]]:
-        """(URL index, statistics row) of each stored result in index order, read `page` at a time."""
-
-        def read(conn: psycopg.Connection[Any], after: int) -> list[tuple[int, Row]]:
-            return [
-                (idx, Row(bool(ok), sc, ek, ms, b or 0))
-                for idx, ok, sc, ek, ms, b in conn.execute(_marks(ROW_PAGE_QUERY), (batch_id, after, page))
-            ]
-
-        after = -1
-        while True:
-            chunk = self._read(read, after)
-            yield from chunk
-            if len(chunk) < page:
-                return
-            after = chunk[-1][0]
-
-    def results(
-        self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
-    ) -> list[dict[str, Any]]:
-        """A page of results by URL index after `after`; `outcome` (one of base.OUTCOMES) filters."""
-        sql = _marks(results_after(outcome))
-
-        def read(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-            return [json.loads(d) for (d,) in conn.execute(sql, (batch_id, after, limit))]
-
-        return self._read(read)
-
-    def result_page(
-        self, batch_id: str, query: ResultQuery, total: int | None = None, dense: bool = False
-    ) -> ResultPage:
-        """A page of results under a filter and a sort, from an offset, with how many match (see SQLiteStore)."""
-        return self._read(read_page, batch_id, query, total, dense, POSTGRES)
-
-    def iter_results(self, batch_id: str, outcome: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every result of a batch in index order, read a page at a time."""
-        for (texts,) in self.result_pages(batch_id, outcome):
-            for text in texts.split(b"\n"):
-                yield json.loads(text)
 
     def result_pages(
         self, batch_id: str, outcome: str | None = None, extract: tuple[tuple[str, ...], ...] = ()
@@ -816,65 +571,3 @@ class PostgresStore:
             return self._read(fn, *args), None
         except StoreError as exc:
             return None, exc
-
-    def events(
-        self, batch_id: str, after: int = 0, limit: int = 1000, types: tuple[str, ...] = EVENT_TYPES
-    ) -> list[dict[str, Any]]:
-        """Committed events of a batch after a sequence number, in order, as JSON-ready data; only of `types`."""
-        if set(EVENT_TYPES) <= set(types):
-            return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
-        sql = events_of_types(POSTGRES, types)
-
-        def read(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-            rows = conn.execute(_marks(sql), (batch_id, after, *types, limit))
-            return [Event(batch_id, seq, type_, at=at, data_json=d).to_dict() for seq, type_, at, d in rows]
-
-        return self._read(read)
-
-    def read_mark(self) -> int:
-        """A mark for stored_events: every read numbered above it starts after this call."""
-        return self._read_serial
-
-    def stored_events(self, batch_id: str, after: int = 0, limit: int = 1000, mark: int | None = None) -> list[Event]:
-        """Committed events after a sequence number, in order, carrying their stored JSON (nothing decoded).
-
-        Reads are shared as in SQLiteStore.stored_events: a full page is final and kept; a shorter one is
-        shared only with callers whose `mark` (read_mark()) is older than the read.
-        """
-        key = (batch_id, after, limit)
-        page = self._pages.get(key)
-        if page is not None:
-            return page
-        page = self._shared_read(("events", *key), mark, self._read_events, *key)
-        if len(page) == limit:
-            self._pages.put(key, page)
-        return page
-
-    def _shared_read(self, key: tuple[str | int, ...], join_after: int | None, fn: Callable[..., _T], *args: Any) -> _T:
-        """fn(conn, *args), or the result of a read of the same `key` already running, if that read is
-        numbered above `join_after` (a read_mark(); None: never join). Later callers may join this read."""
-        result: object  # fn's value, or _NOT_READ
-        pending = self._reads_running.get(key)
-        if pending is not None and join_after is not None and pending[0] > join_after:
-            result = pending[1].get()
-            if result is not _NOT_READ:
-                return cast(_T, result)  # what the same read, fn(conn, *args), returned
-        self._read_serial += 1
-        mine: tuple[int, AsyncResult[object]] = (self._read_serial, AsyncResult())
-        self._reads_running[key] = mine
-        result = _NOT_READ
-        try:
-            result = self._read(fn, *args)
-            return result
-        finally:
-            if self._reads_running.get(key) is mine:
-                del self._reads_running[key]
-            mine[1].set(result)  # _NOT_READ when the read failed: each waiter then reads for itself
-
-    @staticmethod
-    def _read_events(conn: psycopg.Connection[Any], batch_id: str, after: int, limit: int) -> list[Event]:
-        """stored_events' query."""
-        return [
-            Event(batch_id, seq, type_, at=at, data_json=d)
-            for seq, type_, at, d in conn.execute(_marks(EVENTS_AFTER), (batch_id, after, limit))
-        ]

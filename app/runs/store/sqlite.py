@@ -3,7 +3,8 @@
 Events are the one source of truth: a batch's results are its `result` events, and its status is
 what its last `batch` event said. Writes are buffered and committed by one writer thread every
 `flush_interval` seconds (or `flush_rows` events), so a 10,000-URL batch is a few dozen commits,
-and SQLite never runs on the gevent hub. Reads run on a small pool of threads.
+and SQLite never runs on the gevent hub (writer.EventWriter gathers and retries them). Reads run on
+a small pool of threads.
 
 When commits fail (a full disk), the events stay in memory, oldest first, and are retried in groups
 of at most flush_rows with a growing pause; fault() says so until a commit works again. A database
@@ -24,30 +25,25 @@ from typing import Any, TypeVar, cast
 
 import gevent
 import gevent.monkey
-from gevent.event import AsyncResult
-from gevent.event import Event as Signal
 from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
 from ...core.clock import now_iso
-from ...core.lru import LRU
-from ...core.stats import Row
-from ...core.urllist import UrlList
 from ..events import Event
-from .base import EVENT_TYPES, BatchRecord, ResultPage, ResultQuery, StoreError, StoreFault, StoreOpenError
-from .queries import EVENTS_AFTER, OUTCOME_TERMS, SQLITE, events_of_types, read_page, results_after
+from .base import BatchRecord, StoreError, StoreFault, StoreOpenError
+from .queries import OUTCOME_TERMS, SQLITE
+from .reads import StoreReads
 from .rows import (
     APPLY_BATCH_EVENT,
     BATCH_COLUMNS,
-    ROW_PAGE_QUERY,
     EventRow,
     batch_event_args,
-    event_rows,
     insert_events,
     json_array,
     record_of,
 )
 from .schema import SCHEMA, check_file, connect, is_damage, is_full, migrate, open_error
+from .writer import EventWriter
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +51,6 @@ _T = TypeVar("_T")
 # One row of the events table, in EVENT_COLUMNS' order: idx to bytes are set for results only.
 
 _os_lock = gevent.monkey.get_original("_thread", "allocate_lock")  # blocks the thread, not just the greenlet
-_NOT_READ = object()  # what a shared read hands its waiters when it failed
-REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
-MAX_GROUP = 4096  # events per transaction at most while a backlog left by failed commits is written
-RETRY_PAUSE = 0.1  # seconds before retrying a failed commit, doubled after each failure...
-RETRY_PAUSE_MAX = 2.0  # ...up to this: space that comes back is used within this long
-FAILURE_REMINDER = 60.0  # seconds between log lines while commits keep failing
 READ_START_WAIT = 0.002  # seconds the hub waits at most for a reader thread to begin a read ahead
 EXPORT_SPAN = 1000  # URL indexes in each read of result_pages: a few hundred KiB of text, a few ms of SQLite
 # result_pages' extraction of a group of paths (the ? after data), and the same for a span holding a text SQLite
@@ -102,8 +92,11 @@ def _span_query(extract: tuple[tuple[str, ...], ...], outcome: str | None, form:
     )
 
 
-class SQLiteStore:
+class SQLiteStore(EventWriter, StoreReads):
     """The embedded store: one SQLite file in the data folder."""
+
+    _dialect = SQLITE
+    _log = log
 
     def __init__(
         self, path: str, flush_interval: float = 0.1, flush_rows: int = 500, readers: int = 4, check_every: float = 0
@@ -118,8 +111,6 @@ class SQLiteStore:
             raise StoreOpenError(f"the folder of the database {path} cannot be created ({exc.strerror})") from None
         check_file(path)
         self.path = path
-        self._flush_interval = flush_interval
-        self._flush_rows = flush_rows
         self._writer_thread = ThreadPool(1)
         self._reader_threads = ThreadPool(readers)
         self._readers: Queue[sqlite3.Connection] = Queue()
@@ -131,29 +122,10 @@ class SQLiteStore:
                 self._readers.put(connect(path))
         except sqlite3.Error as exc:
             raise open_error(path, exc) from None
-        self._buffer: list[Event] = []
-        self._wake = Signal()
-        self._hurry = Signal()  # set by flush() or a full group: commit now, not at the end of flush_interval
-        self._shut = Signal()  # set by close(): no more pauses between retries
-        self._appended = 0  # events handed to extend() so far
-        self._stored = 0  # how many of them are committed: always the oldest, in order
-        self._flushes: list[tuple[int, Signal]] = []  # flush() callers: (events that must be committed, wake-up)
-        self._closed = False
-        self._failing: StoreFault | None = None  # set while commits of events fail; cleared by the next that works
+        EventWriter.__init__(self, flush_interval, flush_rows)
+        StoreReads.__init__(self)
         self._damaged: StoreFault | None = None  # set once SQLite calls the file damaged; kept until restart
         self._checking: sqlite3.Connection | None = None  # the integrity check's connection while it runs
-        self._group_limit: int | None = None  # events per commit at most: None, except after a failed commit
-        self._retry_pause = RETRY_PAUSE
-        self._fail_started = self._reminded = 0.0
-        self._write_observers: list[Callable[[float, int], None]] = []
-        self._commit_observers: list[Callable[[list[Event]], None]] = []
-        # (batch id, after, limit) -> a full page of stored events. Committed events never change (only
-        # delete_batch removes them), so a page holding `limit` events is final and can serve every viewer.
-        self._pages: LRU[tuple[str, int, int], list[Event]] = LRU(REPLAY_CACHE_PAGES)
-        # Shared reads in flight: key -> (serial, result, or _NOT_READ when the read failed).
-        self._reads: dict[tuple[str | int, ...], tuple[int, AsyncResult[object]]] = {}
-        self._read_serial = 0
-        self._flusher = gevent.spawn(self._flush_loop)
         self._checker = gevent.spawn(self._check_loop, check_every) if check_every else None
 
     # -- writes ------------------------------------------------------------------------------
@@ -194,152 +166,6 @@ class SQLiteStore:
 
         self._write(write)
 
-    def extend(self, events: list[Event]) -> None:
-        """Buffer a batch's new events for the next commit; never blocks."""
-        if self._closed:
-            raise RuntimeError(
-                f"store is closed; events {events[0].seq}-{events[-1].seq} of batch {events[0].batch_id} were not saved"
-            )
-        for event in events:
-            event.data_json  # noqa: B018 - encode here, on the hub, once: the writer thread and every viewer reuse it
-        self._buffer.extend(events)
-        self._appended += len(events)
-        self._wake.set()
-        if len(self._buffer) >= self._flush_rows:
-            self._hurry.set()  # a full group: commit it now rather than at the end of the interval
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event appended so far is committed, without waiting out the gathering; False on timeout.
-
-        flush(0) asks for the commit and returns at once, without yielding to other greenlets.
-        """
-        target = self._appended
-        if self._stored >= target:
-            return True
-        self._hurry.set()
-        self._wake.set()
-        if timeout == 0:
-            return False
-        waiter = (target, Signal())
-        self._flushes.append(waiter)
-        try:
-            return waiter[1].wait(timeout)
-        finally:
-            if waiter in self._flushes:
-                self._flushes.remove(waiter)
-
-    def _flush_loop(self) -> None:
-        """Commit buffered events in groups, oldest first: wait for the first, gather for flush_interval, write.
-
-        A group that fails goes back to the head of the buffer; while commits fail, groups hold at most
-        flush_rows events (each needs less new disk than the whole backlog) and each retry waits longer;
-        once one works, the backlog goes in groups of MAX_GROUP until the buffer is empty.
-        """
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if not self._buffer:
-                if self._closed:
-                    return
-                continue
-            if len(self._buffer) < self._flush_rows and not self._closed and self._failing is None:
-                # Gather a group of events, unless someone waits in flush() (a batch's end, a shutdown).
-                self._hurry.wait(self._flush_interval)
-            self._hurry.clear()
-            limit = self._group_limit
-            if limit is None or len(self._buffer) <= limit:
-                writing, self._buffer = self._buffer, []
-            else:
-                writing, self._buffer = self._buffer[:limit], self._buffer[limit:]
-            started = time.perf_counter()
-            try:
-                _apply(self._writer_thread, self._write_events, (writing, event_rows(writing)))
-            except Exception as exc:  # noqa: BLE001 - keep the events and try again rather than lose them
-                self._buffer = writing + self._buffer
-                self._commit_failed(exc)
-                if self._closed:
-                    log.error(
-                        "store: closed with %d events not committed to %s; their batches resume from what "
-                        "was committed on the next start",
-                        len(self._buffer),
-                        self.path,
-                    )
-                    return
-                self._shut.wait(self._retry_pause)
-                self._retry_pause = min(self._retry_pause * 2, RETRY_PAUSE_MAX)
-                self._wake.set()
-                continue
-            self._observe_write(time.perf_counter() - started, len(writing))
-            if self._failing is not None:
-                self._commits_work_again()
-            self._stored += len(writing)
-            for observer in self._commit_observers:
-                observer(writing)  # on the hub, in commit order: live viewers see only what is stored
-            if self._flushes:
-                for waiter in [w for w in self._flushes if w[0] <= self._stored]:
-                    waiter[1].set()
-            if self._buffer:
-                self._wake.set()
-            else:
-                self._group_limit = None
-
-    def _commit_failed(self, exc: Exception) -> None:
-        """Remember and log a failed commit of events (once, then every FAILURE_REMINDER s); make room if the disk is full."""
-        if not isinstance(exc, sqlite3.Error):
-            log.exception("store: writing %d events to %s failed; retrying", len(self._buffer), self.path)
-            return
-        self._note(exc)
-        self._group_limit = min(self._flush_rows, MAX_GROUP)
-        now = time.monotonic()
-        full = is_full(exc)
-        if self._failing is None:
-            self._failing = StoreFault(
-                "failing",
-                str(exc),
-                now_iso(),
-                f"the store {self.path} cannot commit ({exc}); results wait in memory and are retried, and new "
-                "batches are refused until a commit works: "
-                + ("free some disk space" if full else "check the disk, permissions and the server log"),
-            )
-            self._fail_started = self._reminded = now
-            log.error(
-                "store: cannot commit to %s: %s; %d events wait in memory and are retried every %g s at most, "
-                "%d at a time",
-                self.path,
-                exc,
-                len(self._buffer),
-                RETRY_PAUSE_MAX,
-                min(self._flush_rows, MAX_GROUP),
-            )
-        elif now - self._reminded >= FAILURE_REMINDER:
-            self._reminded = now
-            log.error(
-                "store: commits to %s still fail after %.0f s (%s); %d events wait in memory",
-                self.path,
-                now - self._fail_started,
-                exc,
-                len(self._buffer),
-            )
-        if full:
-            # A failed transaction leaves the WAL file as large as it grew; copying the WAL into the database and
-            # truncating it can give that space back. Best effort: while the disk is full it may fail too.
-            try:
-                _apply(self._writer_thread, self._writer.execute, ("PRAGMA wal_checkpoint(TRUNCATE)",))
-            except sqlite3.Error:
-                pass
-
-    def _commits_work_again(self) -> None:
-        """Forget the failure after a commit that worked, and say so."""
-        log.warning(
-            "store: commits to %s work again after %.1f s; %d events still wait",
-            self.path,
-            time.monotonic() - self._fail_started,
-            len(self._buffer),
-        )
-        self._failing = None
-        self._group_limit = MAX_GROUP
-        self._retry_pause = RETRY_PAUSE
-
     def _write(self, fn: Callable[[], _T]) -> _T:
         """Run a write on the writer thread; a SQLite failure becomes a StoreError naming the file."""
         try:
@@ -377,21 +203,32 @@ class SQLiteStore:
         """Why the store should not take new batches now: damaged (until restart), or failing commits; None when fine."""
         return self._damaged or self._failing
 
-    def observe_writes(self, observer: Callable[[float, int], None]) -> None:
-        """Call `observer(seconds, events)` after each committed group of events (metrics); it must not block."""
-        self._write_observers.append(observer)
+    @property
+    def _target(self) -> str:
+        """What the writer's messages name: the file."""
+        return self.path
 
-    def observe_commits(self, observer: Callable[[list[Event]], None]) -> None:
-        """Call `observer(events)` on the hub with each group of events once committed, in order; it must not block."""
-        self._commit_observers.append(observer)
+    def _commit(self, events: list[Event], rows: list[EventRow]) -> None:
+        """Commit a group of events on the writer thread (EventWriter's flush loop calls it)."""
+        _apply(self._writer_thread, self._write_events, (events, rows))
 
-    def _observe_write(self, seconds: float, events: int) -> None:
-        """Tell the observers about one commit; a broken observer is logged and never stops the writer."""
-        for observer in self._write_observers:
+    def _commit_fault(self, exc: Exception) -> tuple[str, str] | None:
+        """What a failed commit means (EventWriter): SQLite's reason and what to do; damage is noted."""
+        if not isinstance(exc, sqlite3.Error):
+            return None
+        self._note(exc)
+        return str(exc), "free some disk space" if is_full(exc) else "check the disk, permissions and the server log"
+
+    def _commit_failed(self, exc: Exception) -> None:
+        """EventWriter's handling of a failed commit, then room made if the disk is full."""
+        super()._commit_failed(exc)
+        if isinstance(exc, sqlite3.Error) and is_full(exc):
+            # A failed transaction leaves the WAL file as large as it grew; copying the WAL into the database and
+            # truncating it can give that space back. Best effort: while the disk is full it may fail too.
             try:
-                observer(seconds, events)
-            except Exception:  # noqa: BLE001 - metrics must never cost us events
-                log.exception("store: write observer %r failed", observer)
+                _apply(self._writer_thread, self._writer.execute, ("PRAGMA wal_checkpoint(TRUNCATE)",))
+            except sqlite3.Error:
+                pass
 
     def _write_events(self, events: list[Event], rows: list[EventRow]) -> None:
         """Commit a group of events (`rows` is event_rows(events), made on the hub) in one transaction,
@@ -421,7 +258,7 @@ class SQLiteStore:
         try:
             return self._write(delete)
         finally:
-            self._pages.drop(lambda key: key[0] == batch_id)
+            self._forget_pages(batch_id)
 
     def writable(self) -> bool:
         """Whether a write transaction can be opened and committed right now."""
@@ -439,11 +276,7 @@ class SQLiteStore:
 
     def close(self, timeout: float = 10) -> None:
         """Commit what is buffered (within `timeout` s; one last try while commits fail), then close every connection."""
-        self.flush(timeout if self._failing is None else 0)
-        self._closed = True
-        self._shut.set()
-        self._wake.set()
-        self._flusher.join(timeout)
+        self._stop_writing(timeout)
         if self._checker is not None:
             checking = self._checking
             if checking is not None:
@@ -501,15 +334,6 @@ class SQLiteStore:
         finally:
             self._readers.put(conn)
 
-    def get_batch(self, batch_id: str, recent: bool = False) -> BatchRecord | None:
-        """One batch, or None.
-
-        `recent`: the caller can take the row as read a moment ago, so it joins a read of the same batch
-        already running: viewers joining a batch together make a handful of reads between them, not one
-        each queued on the reader threads.
-        """
-        return self._shared_read(("batch", batch_id), 0 if recent else None, self._read_batch, batch_id)
-
     @staticmethod
     def _read_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord | None:
         """get_batch's query."""
@@ -528,14 +352,6 @@ class SQLiteStore:
 
         return self._read(read)
 
-    def count_by_status(self) -> dict[str, int]:
-        """How many stored batches are in each status (one scan of the batches table, no events read)."""
-
-        def read(conn: sqlite3.Connection) -> dict[str, int]:
-            return dict(conn.execute("SELECT status, COUNT(*) FROM batches GROUP BY status").fetchall())
-
-        return self._read(read)
-
     def unfinished_batches(self) -> list[BatchRecord]:
         """Batches a previous process left queued or running, oldest first."""
 
@@ -548,61 +364,6 @@ class SQLiteStore:
             ]
 
         return self._read(read)
-
-    def urls(self, batch_id: str) -> UrlList:
-        """A batch's URLs in submission order, held compactly (the list of str is only read on the way)."""
-
-        def read(conn: sqlite3.Connection) -> UrlList:
-            row = conn.execute("SELECT urls FROM url_lists WHERE batch_id = ?", (batch_id,)).fetchone()
-            return UrlList.of([]) if row is None else UrlList.from_json(row[0])
-
-        return self._read(read)
-
-    def iter_result_rows(self, batch_id: str, page: int = 10_000) -> Iterator[tuple[int, Row]]:
-        """(URL index, statistics row) of each stored result in index order, read `page` at a time: what a
-        resumed batch must not fetch again and what its counts start from, never all in memory at once."""
-
-        def read(conn: sqlite3.Connection, after: int) -> list[tuple[int, Row]]:
-            return [
-                (idx, Row(bool(ok), sc, ek, ms, b or 0))
-                for idx, ok, sc, ek, ms, b in conn.execute(ROW_PAGE_QUERY, (batch_id, after, page))
-            ]
-
-        after = -1
-        while True:
-            chunk = self._read(read, after)
-            yield from chunk
-            if len(chunk) < page:
-                return
-            after = chunk[-1][0]
-
-    def results(
-        self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
-    ) -> list[dict[str, Any]]:
-        """A page of results by URL index after `after`; `outcome` (one of base.OUTCOMES) filters."""
-        sql = results_after(outcome)
-
-        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            return [json.loads(d) for (d,) in conn.execute(sql, (batch_id, after, limit))]
-
-        return self._read(read)
-
-    def result_page(
-        self, batch_id: str, query: ResultQuery, total: int | None = None, dense: bool = False
-    ) -> ResultPage:
-        """A page of results under a filter and a sort, from an offset, with how many match.
-
-        total: how many results match, when the caller knows (from the batch's counts): not counted again.
-        dense: every URL index below the batch's size has its result (a finished batch), so an offset in
-        index order is the index itself.
-        """
-        return self._read(read_page, batch_id, query, total, dense)
-
-    def iter_results(self, batch_id: str, outcome: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every result of a batch in index order, read a page at a time."""
-        for (texts,) in self.result_pages(batch_id, outcome):
-            for text in texts.split(b"\n"):
-                yield json.loads(text)
 
     def result_pages(
         self, batch_id: str, outcome: str | None = None, extract: tuple[tuple[str, ...], ...] = ()
@@ -678,67 +439,3 @@ class SQLiteStore:
             return cast(_T, result)  # no error: what fn returned
 
         return value
-
-    def events(
-        self, batch_id: str, after: int = 0, limit: int = 1000, types: tuple[str, ...] = EVENT_TYPES
-    ) -> list[dict[str, Any]]:
-        """Committed events of a batch after a sequence number, in order, as JSON-ready data; only of `types`."""
-        if set(EVENT_TYPES) <= set(types):
-            return [event.to_dict() for event in self._read(self._read_events, batch_id, after, limit)]
-
-        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute(events_of_types(SQLITE, types), (batch_id, after, *types, limit))
-            return [Event(batch_id, seq, type_, at=at, data_json=d).to_dict() for seq, type_, at, d in rows]
-
-        return self._read(read)
-
-    def read_mark(self) -> int:
-        """A mark for stored_events: every read numbered above it starts after this call."""
-        return self._read_serial
-
-    def stored_events(self, batch_id: str, after: int = 0, limit: int = 1000, mark: int | None = None) -> list[Event]:
-        """Committed events after a sequence number, in order, carrying their stored JSON (nothing decoded).
-
-        Viewers that join a running batch together ask for the same pages, so reads are shared. A full
-        page is final (committed events never change): it is read once and kept. A shorter page may
-        still grow, so a caller shares one only if that read started after the caller's `mark`
-        (read_mark(), taken when it subscribed): such a read holds everything committed then.
-        """
-        key = (batch_id, after, limit)
-        page = self._pages.get(key)
-        if page is not None:
-            return page
-        page = self._shared_read(("events", *key), mark, self._read_events, *key)
-        if len(page) == limit:
-            self._pages.put(key, page)
-        return page
-
-    def _shared_read(self, key: tuple[str | int, ...], join_after: int | None, fn: Callable[..., _T], *args: Any) -> _T:
-        """fn(conn, *args) on a reader thread, or the result of a read of the same `key` already running,
-        if that read is numbered above `join_after` (a read_mark(); None: never join). Later callers may
-        join this read while it runs."""
-        result: object  # fn's value, or _NOT_READ
-        pending = self._reads.get(key)
-        if pending is not None and join_after is not None and pending[0] > join_after:
-            result = pending[1].get()
-            if result is not _NOT_READ:
-                return cast(_T, result)  # what the same read, fn(conn, *args), returned
-        self._read_serial += 1
-        mine: tuple[int, AsyncResult[object]] = (self._read_serial, AsyncResult())
-        self._reads[key] = mine
-        result = _NOT_READ
-        try:
-            result = self._read(fn, *args)
-            return result
-        finally:
-            if self._reads.get(key) is mine:
-                del self._reads[key]
-            mine[1].set(result)  # _NOT_READ when the read failed: each waiter then reads for itself
-
-    @staticmethod
-    def _read_events(conn: sqlite3.Connection, batch_id: str, after: int, limit: int) -> list[Event]:
-        """stored_events' query, on a reader thread."""
-        return [
-            Event(batch_id, seq, type_, at=at, data_json=d)
-            for seq, type_, at, d in conn.execute(EVENTS_AFTER, (batch_id, after, limit))
-        ]

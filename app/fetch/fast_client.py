@@ -13,7 +13,9 @@ per URL. Per hop it:
   notes the phases completed so far on a deadline that cuts the hop short;
 - decodes gzip, deflate and br in steps of DECODE_CHUNK bytes, counting decoded bytes against the
   cap as they come, so a compression bomb never inflates in memory;
-- maps every failure onto the engine's error kinds, with the messages the requests transport uses.
+- maps every failure onto the engine's error kinds, with the messages the requests transport uses;
+- reads responses for at most 5 ms of one turn of the gevent loop (_TurnBudget), so the API is served
+  between turns however many fetches wake at once.
 
 Greenlet-safe: the pool is changed only between socket operations, which never switch greenlets.
 """
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import certifi
+import gevent
 import gevent.socket
 import gevent.ssl
 from gevent import monkey
@@ -68,6 +71,29 @@ _PLAIN_TARGET = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*")  # needs no perc
 _poll = monkey.get_original("select", "poll")
 _READABLE = 0x001 | 0x002 | 0x008 | 0x010  # POLLIN, POLLPRI, POLLERR, POLLHUP
 _tls_context: ssl.SSLContext | None = None
+
+
+class _TurnBudget:
+    """How long one turn of the gevent loop may spend reading responses, shared by every fetch of the process."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._turn = -1  # libev's iteration count at the turn's first response
+        self._started = 0.0
+
+    def share(self) -> None:
+        """Give the hub back if this turn has read responses for longer than the budget (a response's head just read)."""
+        loop = gevent.get_hub().loop
+        if loop.iteration != self._turn:
+            self._turn, self._started = loop.iteration, time.perf_counter()
+        elif time.perf_counter() - self._started > self.seconds:
+            # The rest of the turn's responses are read from the back of the callback queue, which gevent runs
+            # for its switch interval a turn: a poll that finds every fetch answered at once (a target catching
+            # up after a stall) must not hold the hub, and the requests to the API, for tens of ms.
+            gevent.sleep(0)
+
+
+_TURN = _TurnBudget(0.005)  # gevent's switch interval: what a turn gives its callbacks
 
 
 class _Target(NamedTuple):
@@ -257,6 +283,7 @@ class FastTransport:
                 sock, timings = self._connect(target, connect_timeout, read_timeout)
                 response = _Response(method)
                 self._exchange(sock, head, response, target, stale_retry=False)
+            _TURN.share()
         except DeadlineExceeded as exc:
             sock.close()
             if exc.phases is None:  # else a reconnect after a stale connection noted its own

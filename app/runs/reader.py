@@ -52,11 +52,32 @@ class BatchReader:
     def __init__(self, store: Store, engine: BatchControl):
         self.store = store
         self.engine = engine
+        # Stored rows of batches the engine holds, read once: what the engine's live state does not override
+        # (name, num, options, total, created_at) cannot change while it holds them (delete waits for the end).
+        self._held: dict[str, BatchRecord] = {}
 
     def get(self, batch_id: str, recent: bool = False) -> BatchView | None:
         """One batch, or None; `recent`: a row read a moment ago will do (see Store.get_batch)."""
+        record = self._held.get(batch_id)
+        if record is not None:
+            live = self.engine.live(batch_id)
+            if live is not None:
+                # No store read: a reader thread's answer comes back through the hub's callback queue, behind
+                # every fetcher waiting there, so a running batch's GET would wait out a whole lap of its fetchers.
+                return self._live_view(record, live)
+            del self._held[batch_id]
         record = self.store.get_batch(batch_id, recent=recent)
-        return None if record is None else self.view(record)
+        if record is None:
+            return None
+        if self.engine.is_live(batch_id):
+            self._hold(record)
+        return self.view(record)
+
+    def _hold(self, record: BatchRecord) -> None:
+        """Keep a live batch's stored row, forgetting those of batches the engine no longer holds."""
+        for batch_id in [held for held in self._held if not self.engine.is_live(held)]:
+            del self._held[batch_id]
+        self._held[record.id] = record
 
     def page(self, limit: int, before: int | None = None) -> list[BatchView]:
         """Batches newest first; `before` is a cursor (a batch's num)."""
@@ -72,25 +93,30 @@ class BatchReader:
                 return view
             gevent.sleep(SETTLE_POLL)
 
+    @staticmethod
+    def _live_view(record: BatchRecord, live: LiveState) -> BatchView:
+        """A batch the engine holds: its stored row, with the engine's status, times, counts, stats and last seq."""
+        return BatchView(
+            record.id,
+            record.num,
+            record.name,
+            live.status,
+            record.created_at,
+            live.started_at or record.started_at,
+            live.finished_at or record.finished_at,
+            record.parent_id,
+            record.options,
+            record.total,
+            live.counts,
+            live.stats,
+            live.last_seq,
+        )
+
     def view(self, record: BatchRecord) -> BatchView:
         """A stored batch as it stands now."""
         live: LiveState | None = self.engine.live(record.id)
         if live is not None:
-            return BatchView(
-                record.id,
-                record.num,
-                record.name,
-                live.status,
-                record.created_at,
-                live.started_at or record.started_at,
-                live.finished_at or record.finished_at,
-                record.parent_id,
-                record.options,
-                record.total,
-                live.counts,
-                live.stats,
-                live.last_seq,
-            )
+            return self._live_view(record, live)
         if record.summary is not None:
             counts, batch_stats = record.summary["counts"], record.summary["stats"]
         else:  # not final and not live: left by a stopped process, waiting to resume

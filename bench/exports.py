@@ -118,19 +118,23 @@ def build(db_path: Path, rows: int, varied: bool) -> None:
     del urls
     seq = 1
     store.extend([Event(BATCH_ID, seq, "batch", {"status": "running", "started_at": now_iso()})])
-    kept: list[stats.Row] = []
+    tally = stats.Tally(keep_latencies=True)
     for start in range(0, rows, WRITE_GROUP):
         events = []
         for index in range(start, min(rows, start + WRITE_GROUP)):
             seq += 1
             data = sample_result(index, varied)
             row = stats.row_of(data)
-            kept.append(row)
+            tally.add(row)
             events.append(Event(BATCH_ID, seq, "result", data, row=row))
         store.extend(events)
         store.flush(60)
-    summary = {"status": "done", "finished_at": now_iso(), "counts": stats.counts(rows, kept)}
-    summary["stats"] = stats.summarize(kept)
+    summary = {
+        "status": "done",
+        "finished_at": now_iso(),
+        "counts": tally.counts(rows),
+        "stats": tally.summary(exact=True),
+    }
     store.extend([Event(BATCH_ID, seq + 1, "batch", summary)])
     store.close()
     print(f"built {rows:,} results in {db_path} in {time.monotonic() - started:.0f} s", flush=True)

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-big readme cli clean
+.PHONY: run test lint bench bench-big cluster readme cli clean
 
 $(BIN)/activate:
 	@echo "greenbatch: creating $(VENV) (first run only)"
@@ -44,6 +44,11 @@ bench: $(VENV)/.installed-dev
 # Issue 15's table: batches of 100,000 and 1,000,000 URLs end to end (BENCH_ARGS=--quick: 20,000 and 100,000).
 bench-big: $(VENV)/.installed-dev
 	$(BIN)/python bench/big.py $(BENCH_ARGS)
+
+# A throwaway local cluster (cluster mode, docs/deploy.md): PostgreSQL and redis-server in a temp folder,
+# 2 web processes behind nginx, 2 workers; prints the URL; Ctrl-C stops it all (ARGS='--workers 3 --keep').
+cluster: $(VENV)/.installed-dev
+	@exec $(BIN)/python -m tests.support.cluster $(ARGS)
 
 # The command line client: make cli ARGS='submit urls.txt --follow' (the same as $(BIN)/greenbatch submit ...).
 cli: $(VENV)/.installed

@@ -12,6 +12,8 @@ import re
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -655,6 +657,22 @@ def test_sessions_survive_a_restart_and_end_when_their_token_is_removed(make_ser
         session.cookies.clear_expired_cookies()
         response = session.get(server.url("/api/v1/batches"), timeout=10)
         assert response.status_code == expected
+
+
+def test_web_processes_starting_together_share_one_whole_key_for_login_cookies(tmp_path):
+    # gunicorn -w N in cluster mode: N processes make or read the data folder's key at the same moment.
+    script = (
+        "from app.core.config import Config; from app.web import auth; print(auth.load_secret_key(Config.from_env()))"
+    )
+    env = {**os.environ, "GREENBATCH_DATA_DIR": str(tmp_path)}
+    starts = [
+        subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    keys = {start.communicate(timeout=30)[0].strip() for start in starts}
+    assert len(keys) == 1 and len(keys.pop()) == 64
+    assert os.listdir(tmp_path) == ["secret_key"]
+    assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
 
 
 # -- CSRF and Origin -------------------------------------------------------------------------

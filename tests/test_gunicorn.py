@@ -2,73 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
-from tests.support.nginx import free_port
-from tests.support.server import ROOT
+from tests.support.gunicorn import GUNICORN, running_gunicorn
 
 websocket = pytest.importorskip("websocket")
-GUNICORN = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which("gunicorn")
 pytestmark = pytest.mark.skipif(GUNICORN is None, reason="gunicorn is not installed (requirements-dev.txt)")
-
-
-@contextlib.contextmanager
-def running_gunicorn(tmp_path, env: dict[str, str], *options: str):
-    """`gunicorn -k app.worker.Worker -w 1 wsgi:app` on a free loopback port, with these settings and options."""
-    port = free_port()
-    log = open(tmp_path / "gunicorn.log", "wb")
-    env = {**os.environ, **env, "GREENBATCH_DATA_DIR": str(tmp_path / "data")}
-    proc = subprocess.Popen(
-        [
-            GUNICORN,
-            "-k",
-            "app.worker.Worker",
-            "-w",
-            "1",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--graceful-timeout",
-            "10",
-            *options,
-            "wsgi:app",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            raise RuntimeError((tmp_path / "gunicorn.log").read_text())
-        time.sleep(0.1)
-    try:
-        yield proc, base
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture

@@ -211,6 +211,12 @@ class Config:
     )
     cluster_chunk_min: int = _setting(64, "Cluster mode: fewest URLs in a chunk (the unit a worker takes).", low=1)
     cluster_chunk_max: int = _setting(1000, "Cluster mode: most URLs in a chunk.", low=1)
+    cluster_slots: int = _setting(
+        8,
+        "Cluster mode: chunks the workers run at once (worker processes x threads, all machines); a batch "
+        "is cut into about 4 chunks a slot, within the chunk sizes, so every slot gets work.",
+        low=1,
+    )
 
     def __post_init__(self) -> None:
         """Check bounds and choices of every field, naming the variable at fault."""

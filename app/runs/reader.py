@@ -15,7 +15,8 @@ import gevent
 
 from ..core import stats
 from ..core.results import FINAL_STATUSES
-from .engine import Engine, LiveState
+from .control import BatchControl
+from .engine import LiveState
 from .store import BatchRecord, Store
 
 SETTLE_POLL = 0.05  # seconds between reads while a batch's final state is still being committed
@@ -48,7 +49,7 @@ class BatchView:
 class BatchReader:
     """Reads batches as they stand now: the store's rows, corrected by the engine's live state."""
 
-    def __init__(self, store: Store, engine: Engine):
+    def __init__(self, store: Store, engine: BatchControl):
         self.store = store
         self.engine = engine
 

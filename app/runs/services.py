@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..core.config import Config, ConfigError, env_name
 from ..fetch import guard
+from .control import BatchControl, EventFeed
 from .datadir import DataDirLock, lock_data_dir
 from .engine import Engine
 from .events import EventBus
@@ -23,26 +24,32 @@ class Services:
 
     config: Config
     store: Store
-    bus: EventBus
-    engine: Engine
+    bus: EventFeed
+    engine: BatchControl
     reader: BatchReader
-    lock: DataDirLock  # held until the process exits, not released by close()
+    lock: DataDirLock | None  # held until the process exits, not released by close(); none in cluster mode
 
     def close(self, grace: float = 5.0) -> None:
-        """Let in-flight fetches finish within `grace`, then commit and close the store."""
+        """Let in-flight fetches finish within `grace` (the engine's), then commit and close the store."""
         self.engine.shutdown(grace)
         self.store.close()
 
 
-def build(config: Config, lock: DataDirLock | None = None) -> Services:
-    """Wire the store, the bus and the engine for one process; ConfigError when a setting is unusable, the
-    folder is taken or the database is unusable."""
+def fetch_policy(config: Config) -> guard.Policy:
+    """The fetch policy the settings give, logged; ConfigError naming the variable and the entry at fault."""
     try:
         policy = guard.Policy.from_settings(config.allow_private, config.allow_targets, config.deny_targets)
     except ValueError as exc:  # the message names the variable and the entry
         raise ConfigError(str(exc)) from None
     # What a newcomer checking a local server needs to see first: whether 127.0.0.1:8081 will be fetched.
     log.info("fetch policy: %s", policy.describe())
+    return policy
+
+
+def build(config: Config, lock: DataDirLock | None = None) -> Services:
+    """Wire the store, the bus and the engine for one process; ConfigError when a setting is unusable, the
+    folder is taken or the database is unusable."""
+    policy = fetch_policy(config)
     if lock is None:
         lock = lock_data_dir(config.data_dir)  # before the store opens: another server may be writing to it
     try:

@@ -1,10 +1,15 @@
 """gunicorn worker: `gunicorn -k app.worker.Worker -w 1 wsgi:app` serves greenbatch with our hardened websocket handler.
 
-One worker per instance: a batch lives in the process that runs it (its pool, its live viewers,
-its event numbering), so a second worker would split batches and viewers between processes.
+One worker per instance in the default mode: a batch lives in the process that runs it (its pool, its
+live viewers, its event numbering), so a second worker would split batches and viewers between
+processes (the data folder's lock stops it). In cluster mode (docs/deploy.md) batches live in
+PostgreSQL and workers fetch them, so `-w N` runs N web processes (without --preload: each process
+patches gevent and opens its own connections).
 """
 
 from __future__ import annotations
+
+import sys
 
 import gevent
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIServer
@@ -39,6 +44,12 @@ class Worker(GeventPyWSGIWorker):
         """
         config = self.wsgi.config["GREENBATCH"]
         configure_logging(config)
+        if config.cluster and self.cfg.preload_app:
+            # The app's connections and greenlets were made in the master: forked, they serve no one.
+            log.error(
+                "cluster mode cannot run with gunicorn --preload: drop --preload (each worker builds its own app)"
+            )
+            sys.exit(3)  # gunicorn's "worker failed to boot": it stops rather than start the worker again
         self.worker_connections = min(self.worker_connections, config.max_connections)
         if config.ws_max >= self.worker_connections:
             log.warning(

@@ -20,7 +20,8 @@ def create_app(config: Config | None = None) -> Flask:
     # Before the engine is built: its in-flight cap and the connection cap must fit the open-file limit.
     config = fit_open_files(config or Config.from_env())
     # First of all: nothing of the data folder (keys, sessions, the store) is touched while another server holds it.
-    lock = lock_data_dir(config.data_dir)
+    # In cluster mode the store is PostgreSQL and any number of web processes share the folder's key.
+    lock = None if config.cluster else lock_data_dir(config.data_dir)
     app = Flask(__name__, template_folder=os.path.join(ROOT, "templates"), static_folder=os.path.join(ROOT, "static"))
     app.config.update(GREENBATCH=config, MAX_CONTENT_LENGTH=config.max_request_bytes)
     app.json.sort_keys = False

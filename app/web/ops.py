@@ -223,15 +223,22 @@ def readyz():
         writable = svc.store.writable()
     if writable:
         return {"status": "ready", "store": "writable"}
-    path = svc.config.db_path
-    if writable is None:
+    if svc.config.cluster:
         reason = (
-            f"the store {path} did not open a write transaction within {READY_TIMEOUT:g} s: another "
+            f"PostgreSQL (GREENBATCH_DATABASE_URL) did not take a write within {READY_TIMEOUT:g} s: check that "
+            "it runs and that this host reaches it"
+            if writable is None
+            else "PostgreSQL (GREENBATCH_DATABASE_URL) refuses writes: check its log and free disk space"
+        )
+    elif writable is None:
+        reason = (
+            f"the store {svc.config.db_path} did not open a write transaction within {READY_TIMEOUT:g} s: another "
             "process may hold a write lock on it, or the disk is very slow"
         )
     else:
         reason = (
-            f"the store {path} cannot open a write transaction: check free disk space, permissions and the server log"
+            f"the store {svc.config.db_path} cannot open a write transaction: check free disk space, permissions "
+            "and the server log"
         )
     response = jsonify({"status": "unavailable", "store": "not writable", "message": reason})
     response.status_code = 503

@@ -11,10 +11,17 @@ from ..runs.services import Services, start
 EXTENSION = "greenbatch"
 
 
-def init_app(app: Flask, config: Config, lock: DataDirLock) -> Services:
-    """Build the services, resume what an earlier process left unfinished, and attach them to the app."""
-    # Before the server accepts anything, so resumed batches keep their place ahead of new ones.
-    built = start(config, lock)
+def init_app(app: Flask, config: Config, lock: DataDirLock | None) -> Services:
+    """Build the services (one process on SQLite, or cluster mode), resume what an earlier process left
+    unfinished, and attach them to the app."""
+    if config.cluster:
+        # Imported only here: the default mode never imports psycopg, redis or dramatiq.
+        from ..cluster.services import start as start_cluster
+
+        built = start_cluster(config)
+    else:
+        # Before the server accepts anything, so resumed batches keep their place ahead of new ones.
+        built = start(config, lock)
     app.extensions[EXTENSION] = built
     return built
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,13 +27,21 @@ def free_port() -> int:
 class Nginx:
     """nginx in the foreground with a prefix folder of its own, stopped with SIGQUIT."""
 
-    def __init__(self, folder: Path, upstream_port: int):
+    def __init__(self, folder: Path, upstream_port: int, *more_ports: int):
+        """nginx for greenbatch on `upstream_port`; with `more_ports`, for every one of them (cluster mode)."""
         self.folder = folder
         self.port = free_port()
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         (folder / "temp").mkdir(exist_ok=True)
         os.chmod(folder / "temp", 0o777)
-        location = (DEPLOY / "nginx-location.conf").read_text().replace("127.0.0.1:8000", f"127.0.0.1:{upstream_port}")
+        location = (DEPLOY / "nginx-location.conf").read_text()
+        upstream = ""
+        if more_ports:
+            servers = "".join(f"    server 127.0.0.1:{port};\n" for port in (upstream_port, *more_ports))
+            upstream = re.sub(r"(    server [^\n]*\n)+", servers, (DEPLOY / "nginx-upstream.conf").read_text())
+            location = location.replace("127.0.0.1:8000", "greenbatch")
+        else:
+            location = location.replace("127.0.0.1:8000", f"127.0.0.1:{upstream_port}")
         (folder / "nginx.conf").write_text(f"""
 daemon off;
 worker_processes 1;
@@ -46,6 +55,7 @@ http {{
     uwsgi_temp_path {folder}/temp/uwsgi;
     scgi_temp_path {folder}/temp/scgi;
     {(DEPLOY / "nginx-http.conf").read_text()}
+    {upstream}
     server {{
         listen 127.0.0.1:{self.port};
         server_name localhost;

@@ -13,6 +13,7 @@ import hmac
 import logging
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
@@ -45,8 +46,14 @@ def load_secret_key(config: Config) -> str:
         return config.secret_key
     os.makedirs(config.data_dir, exist_ok=True)
     path = os.path.join(config.data_dir, "secret_key")
+    key = secrets.token_hex(32)
+    # Written aside, then linked in place: web processes starting together (gunicorn -w N in cluster mode)
+    # each either place the whole key or read the one placed, never a file still being written.
+    fd, aside = tempfile.mkstemp(prefix=".secret_key.", dir=config.data_dir)  # mode 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(key + "\n")
+        os.link(aside, path)
     except FileExistsError:
         with open(path, encoding="ascii") as handle:
             key = handle.read().strip()
@@ -57,9 +64,8 @@ def load_secret_key(config: Config) -> str:
         if os.stat(path).st_mode & 0o077:
             log.warning("%s can be read by other users, who could forge login cookies: chmod 600 it", path)
         return key
-    key = secrets.token_hex(32)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(key + "\n")
+    finally:
+        os.unlink(aside)
     log.info("made a new key for login cookies in %s", path)
     return key
 

@@ -1,0 +1,48 @@
+"""A web process's services in cluster mode: PostgreSQL as the store, the ledger, Dramatiq's broker, the Follower
+and the janitor, in place of SQLite, the engine and its bus."""
+
+from __future__ import annotations
+
+import logging
+
+from ..core.config import Config, ConfigError, env_name
+from ..runs.reader import BatchReader
+from ..runs.services import Services, fetch_policy
+from .patched import require_patched
+
+log = logging.getLogger("greenbatch")
+
+
+def start(config: Config) -> Services:
+    """Check the process is patched, bring the schema up to date, and wire the cluster's parts; ConfigError
+    when PostgreSQL cannot be used."""
+    require_patched()
+    # Only now, patched: psycopg (and redis) must never be imported before gevent has patched.
+    import psycopg
+    import redis
+
+    from ..runs.store.pg_schema import migrate
+    from ..runs.store.postgres import PostgresStore
+    from .broker import make_broker
+    from .control import ClusterControl
+    from .heads import Heads
+    from .ledger import Ledger
+
+    policy = fetch_policy(config)
+    try:
+        with psycopg.connect(config.database_url, autocommit=True) as conn:
+            applied = migrate(conn)
+    except psycopg.Error as exc:
+        raise ConfigError(f"cannot use the PostgreSQL of {env_name('database_url')}: {exc}") from None
+    if applied:
+        log.info("database schema: applied migrations %s", ", ".join(map(str, applied)))
+    store = PostgresStore(config.database_url, config.flush_interval, config.flush_rows)
+    ledger = Ledger(config.database_url)
+    broker = make_broker(config)
+    client = redis.Redis.from_url(
+        config.redis_url, decode_responses=True, protocol=2, socket_connect_timeout=1, socket_timeout=10
+    )
+    control = ClusterControl(config, policy, store, ledger, broker, client, Heads(config.database_url))
+    control.start()
+    log.info("cluster mode: batches in PostgreSQL, work and live events through Redis; workers fetch")
+    return Services(config, store, control.follower, control, BatchReader(store, control), None)

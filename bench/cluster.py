@@ -524,7 +524,9 @@ def main(argv: list[str] | None = None) -> int:
         help="a checkout to run (repeatable; default this one): builds take turns within each run",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="only profile: py-spy on each worker and the web during cluster2"
+        "--profile",
+        action="store_true",
+        help="only profile: py-spy on each worker and the web during one run of the last cluster mode of --modes",
     )
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
@@ -548,10 +550,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rig = Rig(target)
         if args.profile:
-            raw_path = OUT / "profile-cluster2.txt"
-            m = run_cluster(rig, builds[-1], n, 2, args.threads, profile=raw_path)
+            mode = [mode for mode in modes if mode.startswith("cluster")][-1]
+            raw_path = OUT / f"profile-{mode}.txt"
+            m = run_cluster(rig, builds[-1], n, int(mode[-1]), args.threads, profile=raw_path)
             print(json.dumps(m), flush=True)
-            for path in sorted(OUT.glob("profile-cluster2-*.txt")):
+            for path in sorted(OUT.glob(f"profile-{mode}-*.txt")):
                 if path.name.endswith(".summary.txt"):
                     continue
                 summary = summarise_profile(path)

@@ -113,9 +113,9 @@ def engine_alone(workload: Workload, target: str, client: str) -> dict:
                 finished.set()
 
     bus.tap(watch)
-    from app.serve.server import tune_gc
+    from app.runs.collector import tune_gc
 
-    tune_gc()  # the collector settings the server runs with (app/serve/server.py), so only the dashboard differs
+    tune_gc()  # the collector settings the server runs with (app/runs/collector.py), so only the dashboard differs
 
     def run():
         engine.submit(urls, options)

@@ -27,6 +27,7 @@ from dramatiq.worker import Worker
 
 from ..core.config import Config
 from ..core.options import ValidationError
+from ..runs.collector import tune_gc
 from .broker import ACTOR, QUEUE, dispatch, make_broker
 from .ledger import Ledger
 from .runner import Runner
@@ -60,7 +61,8 @@ class ChunkWorker(Middleware):
         assert isinstance(broker, RedisBroker)  # make_broker's
         # A connection for each thread's claims and chunk_done, one for the writer, one for the touches.
         ledger = Ledger(config.database_url, max_connections=worker.worker_threads + 2)
-        self.runner = Runner(config, ledger, broker.client)
+        self.runner = Runner(config, ledger, broker.client, chunks_at_once=worker.worker_threads)
+        tune_gc()  # as the server does: the fetch path's allocations would otherwise collect every few dozen URLs
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Worker) -> None:
         """SIGTERM: chunks running here finish their fetches in flight, commit, and are sent again for the rest."""

@@ -409,11 +409,16 @@ def _recorded(conn: psycopg.Connection[Any], batch_id: str, indexes: list[int]) 
     # One probe of the (batch_id, idx) index per index, whatever the planner believes of the table's size:
     # `idx = ANY(...)` lets it scan the whole batch (O(batch) per append) while its statistics are stale.
     rows = conn.execute(
-        "SELECT i FROM unnest(%s::int[]) i,"
+        "SELECT i FROM unnest(%s::text::int[]) i,"
         " LATERAL (SELECT FROM events e WHERE e.batch_id = %s AND e.idx = i LIMIT 1) found",
-        (indexes, batch_id),
+        (_int_array(indexes), batch_id),
     ).fetchall()
     return {row[0] for row in rows}
+
+
+def _int_array(values: list[int]) -> str:
+    """Integers as PostgreSQL's array text: psycopg dumps a list element by element in Python, ~10 times slower."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _next_open_chunks(

@@ -442,55 +442,69 @@ def paired(raw: dict[str, list[dict[str, Any]]], over: str, under: str) -> list[
     return [a["urls_per_s"] / b["urls_per_s"] for a, b in zip(raw[over], raw[under], strict=False)]
 
 
+def capacity(mode: str, m: dict[str, Any]) -> float:
+    """URLs/s these 2 cores would give the mode if nothing else ran, from its CPU per URL: all of its processes'
+    CPU over 2 cores, and no single-threaded process past its one core (the one-process server, each worker)."""
+    machine = 2000 / m["ours_ms_per_url"]
+    if mode == "single":
+        return min(machine, 1000 / m["web_ms_per_url"])
+    return min(machine, int(mode[-1]) * 1000 / m["worker_ms_per_url"])
+
+
 def verdicts(
     build: str, raw: dict[str, list[dict[str, Any]]], summary: dict[str, dict[str, Any]], big: dict | None
 ) -> list[str]:
-    """Each target, met or missed, with what the CPU figures say the cluster would reach with the cores its own."""
+    """Each target, met or missed, with what the CPU figures say the modes would reach with the cores their own."""
     out = []
 
     def line(met: bool, text: str) -> None:
         out.append(f"- {'MET' if met else 'MISSED'} ({build}): {text}")
 
-    if raw.get("cluster2") and raw.get("cluster1"):
-        ratios = paired(raw, "cluster2", "cluster1")
+    def ratio_line(over: str, under: str, goal: float, name: str) -> None:
+        if not (raw.get(over) and raw.get(under)):
+            return
+        ratios = paired(raw, over, under)
         ratio = statistics.median(ratios)
+        alone = capacity(over, summary[over]) / capacity(under, summary[under])
         line(
-            ratio >= 1.6,
-            f"2 workers >= 1.6x 1 worker: {ratio:.2f}x (per run {', '.join(f'{r:.2f}' for r in ratios)})",
+            ratio >= goal,
+            f"{name} >= {goal}x: {ratio:.2f}x (per run {', '.join(f'{r:.2f}' for r in ratios)}); from the CPU per"
+            f" URL, {alone:.2f}x on these 2 cores with nothing else running",
         )
-    if raw.get("cluster2") and raw.get("single"):
-        ratios = paired(raw, "cluster2", "single")
-        ratio = statistics.median(ratios)
-        line(
-            ratio >= 1.0,
-            f"cluster mode, 2 workers >= the one-process default: {ratio:.2f}x"
-            f" (per run {', '.join(f'{r:.2f}' for r in ratios)})",
-        )
-    for mode, m in summary.items():
+
+    ratio_line("cluster2", "cluster1", 1.6, "2 workers vs 1 worker")
+    if "cluster1" in summary and "cluster2" in summary:
         # Each URL is fetched by one worker: worker ms/URL is what a worker spends per URL it fetches.
+        one, two = summary["cluster1"]["worker_ms_per_url"], summary["cluster2"]["worker_ms_per_url"]
+        out.append(
+            f"- {build}: 2 workers with a core each (and the rest elsewhere) would give {2 * one / two:.2f}x one worker"
+            f" with its core: a worker spends {one:.3f} ms CPU per URL alone, {two:.3f} beside another"
+        )
+    ratio_line("cluster2", "single", 1.0, "cluster mode, 2 workers, vs the one-process default")
+    for mode, m in summary.items():
         ours = m["ours_ms_per_url"]
         if mode == "single":
             out.append(
-                f"- {build} single: the server {m['web_ms_per_url']:.3f} ms CPU per URL, so at most"
-                f" {1000 / m['web_ms_per_url']:,.0f} URLs/s on its one core; with the target"
-                f" {ours:.3f} ms/URL in all"
+                f"- {build} single: the server {m['web_ms_per_url']:.3f} ms CPU per URL (at most"
+                f" {1000 / m['web_ms_per_url']:,.0f} URLs/s on its one core), with the target {ours:.3f} ms/URL in"
+                f" all: at most {capacity(mode, m):,.0f} URLs/s with nothing else running"
             )
             continue
         worker = m["worker_ms_per_url"]
         workers = int(mode[-1])
-        rest = ours - worker
         out.append(
-            f"- {build} {mode}: a worker {worker:.3f} ms CPU per URL it fetches ({1000 / worker:,.0f} URLs/s on a"
-            f" core of its own, {workers * 1000 / worker:,.0f} for {workers}); web, PostgreSQL, Redis and the"
-            f" target {rest:.3f} ms/URL beside them; all {ours:.3f} ms/URL, so at most {2000 / ours:,.0f} URLs/s"
-            f" on these 2 cores with nothing else running"
+            f"- {build} {mode}: a worker {worker:.3f} ms CPU per URL it fetches ({workers * 1000 / worker:,.0f} URLs/s"
+            f" with a core for each of the {workers}); web, PostgreSQL, Redis and the target {ours - worker:.3f} ms/URL"
+            f" beside them; all {ours:.3f} ms/URL: at most {capacity(mode, m):,.0f} URLs/s on these 2 cores with"
+            f" nothing else running"
         )
     if big:
         line(
             big["every_index_once"] and big["viewer_complete"] and big["status"] == "done",
             f"{big['urls']:,} URLs across 2 workers: every index once {big['every_index_once']},"
             f" viewer on web B got seq 1..last {big['viewer_complete']}, status {big['status']}"
-            f" ({big['urls_per_s']:,.0f} URLs/s)",
+            f" ({big['urls_per_s']:,.0f} URLs/s, {big['ours_ms_per_url']:.3f} ms CPU/URL in all, other processes"
+            f" {big['others_cores']:.2f} cores)",
         )
         line(
             big["lag_p99_ms"] is not None and big["lag_p99_ms"] < 500,

@@ -181,6 +181,7 @@ def run_single(build: Path, n: int, target, profile: Path | None = None) -> dict
         meter = Meter({"web": [server.pid], "target": [target.pid]}).start()
         started = time.time()
         batch_id = _post(server.base_url, body)
+        answered = time.time()
         viewer = Watcher(f"{server.ws_url}/ws/batches/{batch_id}?after=0")
         viewer.start()
         viewer.join(600)
@@ -189,7 +190,7 @@ def run_single(build: Path, n: int, target, profile: Path | None = None) -> dict
         if not viewer.seen.get("ended"):
             raise RuntimeError(f"viewer did not see the end of {batch_id}: {viewer.error}\n{server.log_tail()}")
         stored = requests.get(f"{server.base_url}/api/v1/batches/{batch_id}", timeout=60).json()
-        return _figures("single", n, viewer.seen["ended"] - started, cpu, viewer.seen, stored)
+        return _figures("single", n, started, cpu, viewer.seen, stored, answered)
     finally:
         if spy is not None:
             spy.stop()
@@ -269,7 +270,7 @@ class Rig:
             "GREENBATCH_REDIS_URL": self.redis.url,
             "GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{self.target.port}",
             "GREENBATCH_MAX_URLS": str(max(n, 10_000)),
-            "GREENBATCH_CLUSTER_SLOTS": str(workers * threads),
+            "GREENBATCH_CLUSTER_SLOTS": str(max(1, workers * threads)),
         }
         folder = self.folder / f"run{self.runs}"
         folder.mkdir()
@@ -318,6 +319,7 @@ def run_cluster(
         meter = Meter(rig.pids(cluster)).start()
         started = time.time()
         batch_id = _post(web.base_url, body)
+        answered = time.time()
         viewer = Watcher(f"{web.ws_url}/ws/batches/{batch_id}?after=0")
         viewer.start()
         viewer.join(600)
@@ -327,7 +329,7 @@ def run_cluster(
         if not viewer.seen.get("ended"):
             raise RuntimeError(f"viewer did not see the end of {batch_id}: {viewer.error}\n{cluster.logs()}")
         stored = requests.get(f"{web.base_url}/api/v1/batches/{batch_id}", timeout=60).json()
-        out = _figures(f"cluster{workers}", n, viewer.seen["ended"] - started, cpu, viewer.seen, stored)
+        out = _figures(f"cluster{workers}", n, started, cpu, viewer.seen, stored, answered)
         out.update(recorded_once(database_url, batch_id, n))
         return out
     finally:
@@ -346,7 +348,7 @@ def run_big(rig: Rig, build: Path, n: int, threads: int) -> dict[str, Any]:
         meter = Meter(rig.pids(cluster)).start()
         started = time.time()
         batch_id = _post(web_a.base_url, body)
-        submitted = time.time() - started
+        answered = time.time()
         del body
         viewer = Watcher(f"{web_b.ws_url}/ws/batches/{batch_id}?after=0", timed=True)
         viewer.start()
@@ -355,11 +357,10 @@ def run_big(rig: Rig, build: Path, n: int, threads: int) -> dict[str, Any]:
         if not viewer.seen.get("ended"):
             raise RuntimeError(f"viewer did not see the end of {batch_id}: {viewer.error}\n{cluster.logs()}")
         stored = requests.get(f"{web_a.base_url}/api/v1/batches/{batch_id}", timeout=60).json()
-        out = _figures("big", n, viewer.seen["ended"] - started, cpu, viewer.seen, stored)
+        out = _figures("big", n, started, cpu, viewer.seen, stored, answered)
         out.update(recorded_once(database_url, batch_id, n))
         lags, fetch_lags = viewer.seen["lags"], viewer.seen["fetch_lags"]
         out.update(
-            submit_s=submitted,
             batch_s=_seconds_between(stored["started_at"], stored["finished_at"]),
             lag_timed=len(lags),
             lag_p50_ms=_percentile(lags, 50),
@@ -373,18 +374,36 @@ def run_big(rig: Rig, build: Path, n: int, threads: int) -> dict[str, Any]:
         cluster.stop()
 
 
+def _epoch(stamp: str) -> float:
+    """One of the API's ISO times as a Unix time."""
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def _seconds_between(start: str, end: str) -> float:
     """Seconds between two of the API's ISO times."""
     return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
 
 
-def _figures(mode: str, n: int, seconds: float, cpu: dict[str, float], seen: dict, stored: dict) -> dict[str, Any]:
-    """One run's figures: URLs/s, CPU ms per URL of each kind, what the viewer saw and the stored batch."""
+def _figures(
+    mode: str, n: int, posted: float, cpu: dict[str, float], seen: dict, stored: dict, answered: float
+) -> dict[str, Any]:
+    """One run's figures: URLs/s, CPU ms per URL of each kind, what the viewer saw and the stored batch.
+
+    The time from the POST (`posted`, a time.time()) to the viewer's `end` is split at the batch's
+    started_at and finished_at: waiting to start, running, and the end's delivery; `answered` is when
+    the POST was answered.
+    """
+    seconds = seen["ended"] - posted
+    started, finished = _epoch(stored["started_at"]), _epoch(stored["finished_at"])
     out: dict[str, Any] = {
         "mode": mode,
         "urls": n,
         "seconds": seconds,
         "urls_per_s": n / seconds,
+        "submit_s": answered - posted,
+        "start_s": started - posted,
+        "run_s": finished - started,
+        "end_s": seen["ended"] - finished,
         "status": stored["status"],
         "ok": stored["counts"]["ok"],
         "viewer_complete": bool(seen["complete"]) and seen["results"] == n,
@@ -587,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
                     raw[labels[build]][mode].append(m)
                     print(
                         f"run {run + 1} {labels[build]:8s} {mode:9s} {m['urls_per_s']:8,.0f} URLs/s"
-                        f" {m['seconds']:6.2f} s  CPU ms/URL "
+                        f" {m['seconds']:6.2f} s (POST {m['submit_s']:.2f}, start {m['start_s']:.2f}, run {m['run_s']:.2f},"
+                        f" end {m['end_s']:.2f})"
+                        "  CPU ms/URL "
                         + " ".join(f"{k} {m[f'{k}_ms_per_url']:.3f}" for k in KINDS if f"{k}_ms_per_url" in m)
                         + f"  others {m['others_cores']:.2f} cores  ok {m['ok']}/{n}"
                         + ("" if m["viewer_complete"] else "  VIEWER INCOMPLETE"),

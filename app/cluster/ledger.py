@@ -79,8 +79,16 @@ def plan_chunks(urls: Sequence[str], slots: int, lo: int, hi: int) -> list[list[
         return []
     size = min(max(math.ceil(total / (4 * max(1, slots))), lo), hi)
     by_host: dict[str, list[int]] = {}
+    hosts: dict[str, str] = {}  # an http(s) URL's text up to the first "/" after "://" (its authority in it) -> host
     for index, url in enumerate(urls):
-        by_host.setdefault(host_of(url), []).append(index)
+        if url.startswith(("http://", "https://")):
+            head = url[: url.find("/", url.find("://") + 3) % (len(url) + 1)]
+            host = hosts.get(head)
+            if host is None:
+                host = hosts[head] = host_of(head)
+        else:
+            host = host_of(url)
+        by_host.setdefault(host, []).append(index)
     ordered = [index for indexes in by_host.values() for index in indexes]
     return [ordered[start : start + size] for start in range(0, total, size)]
 
@@ -140,7 +148,7 @@ class Ledger:
             now = _clock(conn)
             with conn.cursor().copy("COPY chunks (batch_id, no, indexes, urls, created_clock) FROM STDIN") as copy:
                 for no, indexes in enumerate(chunks):
-                    copy.write_row((batch_id, no, indexes, compact_json([urls[i] for i in indexes]), now))
+                    copy.write_row((batch_id, no, _int_array(indexes), compact_json([urls[i] for i in indexes]), now))
             _copy_events(conn, event_rows([queued]))
         return [queued]
 

@@ -49,11 +49,15 @@ class ChunkWorker(Middleware):
         self.runner: Runner | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Worker) -> None:
-        """Build the Runner before the consumers start; hold no chunk beyond those running."""
-        # Prefetch: Dramatiq fetches up to twice the threads, and a fetched chunk waits in this process while
-        # another worker may be idle, then waits the heartbeat timeout if this process dies. So a process
-        # fetches a chunk only when a thread is free (a fetch round trip is nothing beside a chunk's run).
-        worker.queue_prefetch = worker.worker_threads
+        """Build the Runner before the consumers start; hold one chunk beyond those running."""
+        # Prefetch: one chunk waits here beyond those running (Dramatiq's default is twice the threads). A
+        # thread ending its chunk (its last commit, chunk_done, the ack) takes it at once, instead of idling
+        # until the consumer's next poll and the claim after it; and threads that took their chunks together
+        # no longer end them together, so the others keep fetching through one's gap. Without it a worker
+        # idled ~40 % of a CPU-bound batch in those gaps (bench/NOTES.md, section 15). The cost: a batch's
+        # last chunk may wait here behind a running one while another worker idles, and a dead worker's
+        # waiting chunk goes back on the queue after the heartbeat timeout, as its running ones do.
+        worker.queue_prefetch = worker.worker_threads + 1
         # With the prefetch full, the consumer polls Redis with a backoff growing to the worker timeout (1 s by
         # default): a thread that ends its chunk would wait up to that long for the next one. A tenth of a
         # second keeps that gap small beside a chunk's run, for two cheap polls a tenth of a second when idle.

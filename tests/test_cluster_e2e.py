@@ -267,6 +267,18 @@ def test_the_batch_completes_and_its_viewer_gets_every_event_when_redis_loses(
     assert web_a.batch(batch["id"])["counts"]["ok"] == len(urls)
 
 
+def test_a_batch_submitted_while_redis_is_down_is_stored_and_runs_once_redis_is_back(
+    cluster_redis, web_a, web_b, target
+):
+    cluster_redis.stop()
+    try:
+        batch = web_a.submit([target.url(f"/status/200?i={i}") for i in range(200)])
+        assert batch["status"] == "queued"
+    finally:
+        cluster_redis.start()
+    assert web_b.wait(batch["id"], timeout=30)["counts"]["ok"] == 200
+
+
 # -- a web process dies between storing a batch and sending it --------------------------------------
 
 

@@ -43,5 +43,5 @@ def test_announce_of_nothing_touches_nothing(client):
 
 
 def test_announce_without_redis_answers_false_and_does_not_raise(tmp_path):
-    absent = redis.Redis(unix_socket_path=str(tmp_path / "no.sock"), socket_connect_timeout=1)
+    absent = redis.Redis.from_url(f"unix://{tmp_path / 'no.sock'}", socket_connect_timeout=1)
     assert announce(absent, [change("a", 1, "batch")]) is False

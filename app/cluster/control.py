@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
+import gevent
+import psycopg
 import redis
 
 from ..core.clock import now_iso
@@ -21,7 +24,7 @@ from ..core.options import BatchOptions
 from ..core.results import FINAL_STATUSES
 from ..fetch import guard
 from ..runs.engine import InFlight, LiveState
-from ..runs.store import Store
+from ..runs.store import Store, StoreError
 from .broker import dispatch
 from .heads import Heads
 from .janitor import Janitor
@@ -30,6 +33,7 @@ from .runner import cancel_key
 from .streams import Follower, announce
 
 if TYPE_CHECKING:
+    from dramatiq.brokers.redis import RedisBroker
     from redis import Redis
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,7 @@ class ClusterControl:
         policy: guard.Policy,
         store: Store,
         ledger: Ledger,
-        broker: Any,
+        broker: RedisBroker,
         client: Redis,
         heads: Heads,
     ):
@@ -59,12 +63,12 @@ class ClusterControl:
         self.policy = policy
         self.store = store
         self.ledger = ledger
-        self.broker = broker  # dramatiq's RedisBroker (app.cluster.broker.make_broker)
+        self.broker = broker  # app.cluster.broker.make_broker's
         self.client = client  # decoding responses over RESP2, as the Follower reads them
         self.heads = heads
         self.follower = Follower(client, store, heads)  # the web's event bus
         silent_after = max(SILENT_MIN, 4 * config.cluster_heartbeat_timeout)
-        self.janitor = Janitor(config.database_url, ledger, client, self.send, silent_after)
+        self.janitor = Janitor(config.database_url, ledger, client, self.send, self.cancel, silent_after)
 
     def start(self) -> None:
         """Start following live events, and sweeping when this process becomes the janitor."""
@@ -80,10 +84,14 @@ class ClusterControl:
         batch_id = secrets.token_hex(6)
         created = now_iso()
         name = name or f"{len(urls)} URL{'s' if len(urls) != 1 else ''}"
-        chunks = plan_chunks(
-            urls, self.config.cluster_slots, self.config.cluster_chunk_min, self.config.cluster_chunk_max
+        config = self.config
+        # Grouping a million URLs by host is seconds of CPU: on the hub's thread pool, so that this process
+        # keeps serving its viewers meanwhile (the interpreter hands the hub a turn every few ms).
+        chunks = gevent.get_hub().threadpool.apply(
+            plan_chunks, (urls, config.cluster_slots, config.cluster_chunk_min, config.cluster_chunk_max)
         )
-        events = self.ledger.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id, chunks)
+        with _database():
+            events = self.ledger.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id, chunks)
         announce(self.client, events)
         self.send(batch_id, list(range(len(chunks))))
         log.info(
@@ -109,13 +117,18 @@ class ClusterControl:
                 extra={"batch_id": batch_id},
             )
             return False
-        self.ledger.mark_sent(batch_id, nos)
+        try:
+            self.ledger.mark_sent(batch_id, nos)
+        except psycopg.Error as exc:
+            # Sent but not marked: the janitor sends them once more, and a chunk's second run finds it done.
+            log.warning("batch %s: %d chunks sent but not marked sent (%s)", batch_id, len(nos), exc)
         return True
 
     def cancel(self, batch_id: str) -> bool:
         """Cancel a queued or running batch: its end is committed now, the workers stop within a second; False
         when it has ended already (or is gone)."""
-        events = self.ledger.cancel(batch_id)
+        with _database():
+            events = self.ledger.cancel(batch_id)
         if events is None:
             return False
         try:
@@ -167,3 +180,12 @@ class ClusterControl:
         self.ledger.close()
         self.broker.close()
         self.client.close()
+
+
+@contextmanager
+def _database() -> Iterator[None]:
+    """PostgreSQL's refusals as StoreError, which the API answers with 503 store_unavailable, never a 500."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL did not take it ({type(exc).__name__}: {exc})") from exc

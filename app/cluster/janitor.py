@@ -9,6 +9,8 @@ the lock goes with the process, however it ends). Once a second it sends:
 - every open chunk when Redis has lost its keys (restarted without persistence, or flushed): the queue
   went with them. A key `gb:epoch` the janitor sets tells: when it is missing, Redis lost everything.
 
+It also ends cancels left unfinished (the web process running one died between its transactions).
+
 A worker that dies is Dramatiq's to handle: its messages go back to the queue after the heartbeat
 timeout. A chunk sent twice runs at most its missing URLs again, and each URL's result is recorded once.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -33,6 +36,9 @@ log = logging.getLogger(__name__)
 JANITOR_LOCK = 0x67626A61  # pg_try_advisory_lock key: one janitor in the cluster ("gbja" in ASCII)
 SWEEP_INTERVAL = 1.0  # seconds between sweeps
 UNSENT_AFTER = 5.0  # seconds a stored chunk may wait for its first send
+# Seconds a cancel may stay unfinished before the janitor ends it: one under way in another process (a
+# million URLs take seconds) must not be joined at once, one whose process died is ended soon.
+CANCEL_RESUME_AFTER = 10.0
 EPOCH_KEY = "gb:epoch"  # set by the janitor; gone means Redis lost its keys, the queue with them
 
 
@@ -45,13 +51,16 @@ class Janitor:
         ledger: Ledger,
         client: Redis,
         send: Callable[[str, list[int]], bool],
+        cancel: Callable[[str], bool],
         silent_after: float,
     ):
         self._database_url = database_url
         self._ledger = ledger
         self._client = client
         self._send = send
+        self._cancel = cancel
         self.silent_after = silent_after
+        self._cancelling: dict[str, float] = {}  # batch id -> when a sweep first saw its cancel unfinished
         self._conn: psycopg.Connection | None = None
         self.holds_lock = False
         self._failing = False
@@ -101,7 +110,8 @@ class Janitor:
         return self.holds_lock
 
     def sweep(self) -> int:
-        """Send what is stranded now; how many chunks were sent."""
+        """Finish cancels cut short, send what is stranded now; how many chunks were sent."""
+        self._finish_cancels()
         if self._client.set(EPOCH_KEY, secrets.token_hex(8), nx=True):
             # Redis lost its keys (or this is the cluster's first sweep): the queued messages are gone.
             stalled = self._ledger.stalled(0.0, 0.0)
@@ -116,6 +126,18 @@ class Janitor:
             log.info("janitor: sending %d chunks of batch %s again", len(nos), batch_id, extra={"batch_id": batch_id})
             self._send(batch_id, nos)
         return len(stalled)
+
+    def _finish_cancels(self) -> None:
+        """End the cancels left unfinished for CANCEL_RESUME_AFTER seconds (the process running one died)."""
+        now = time.monotonic()
+        unfinished = self._ledger.cancelling()
+        self._cancelling = {batch_id: self._cancelling.get(batch_id, now) for batch_id in unfinished}
+        for batch_id, since in self._cancelling.items():
+            if now - since >= CANCEL_RESUME_AFTER:
+                log.warning(
+                    "janitor: ending the cancel of batch %s, left unfinished", batch_id, extra={"batch_id": batch_id}
+                )
+                self._cancel(batch_id)
 
     def _disconnect(self) -> None:
         """Close the lock's connection (PostgreSQL releases the lock with it)."""

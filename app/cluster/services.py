@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import logging
 
-from ..core.config import Config, ConfigError, env_name
+from ..core.config import Config, ConfigError
 from ..runs.reader import BatchReader
 from ..runs.services import Services, fetch_policy
+from ..runs.store import StoreOpenError
 from .patched import require_patched
 
 log = logging.getLogger("greenbatch")
 
 
 def start(config: Config) -> Services:
-    """Check the process is patched, bring the schema up to date, and wire the cluster's parts; ConfigError
-    when PostgreSQL cannot be used."""
+    """Check the process is patched, open PostgreSQL (bringing its schema up to date) and wire the cluster's
+    parts; ConfigError when PostgreSQL cannot be used."""
     require_patched()
     # Only now, patched: psycopg (and redis) must never be imported before gevent has patched.
-    import psycopg
     import redis
 
-    from ..runs.store.pg_schema import migrate
     from ..runs.store.postgres import PostgresStore
     from .broker import make_broker
     from .control import ClusterControl
@@ -30,13 +29,9 @@ def start(config: Config) -> Services:
 
     policy = fetch_policy(config)
     try:
-        with psycopg.connect(config.database_url, autocommit=True) as conn:
-            applied = migrate(conn)
-    except psycopg.Error as exc:
-        raise ConfigError(f"cannot use the PostgreSQL of {env_name('database_url')}: {exc}") from None
-    if applied:
-        log.info("database schema: applied migrations %s", ", ".join(map(str, applied)))
-    store = PostgresStore(config.database_url, config.flush_interval, config.flush_rows)
+        store = PostgresStore(config.database_url, config.flush_interval, config.flush_rows)  # migrates first
+    except StoreOpenError as exc:  # the message names the database (never its password) and what to check
+        raise ConfigError(str(exc)) from None
     ledger = Ledger(config.database_url)
     broker = make_broker(config)
     client = redis.Redis.from_url(

@@ -39,10 +39,14 @@ READ_COUNT = 1000  # entries one XREAD takes from each stream
 CHECK_INTERVAL = 1.0  # seconds between checks of where the watched batches stand in PostgreSQL
 READ_PAGE = 1000  # events one read from PostgreSQL takes
 CHANGE_TYPES = ("batch", "progress")  # what the every-batch feed carries
+WARN_EVERY = 60.0  # seconds between two warnings that announcing fails
 ENDED_KEPT = 1000  # ended batches the every-batch feed remembers, so none is followed again
 
 _Entry = tuple[str, dict[str, str]]  # a stream entry as a decoding RESP2 client answers it: (id, fields)
 _Replies = list[tuple[str, list[_Entry]]]  # XREAD's answer: (stream, entries) per stream with news
+
+
+_last_warning = -WARN_EVERY  # monotonic time of the last warning that announcing failed
 
 
 def events_key(batch_id: str) -> str:
@@ -81,11 +85,15 @@ def announce(client: Redis, events: Iterable[Event]) -> bool:
                     pipe.xadd(BATCHES_KEY, change, maxlen=STREAM_MAXLEN)
             pipe.execute()
     except redis.RedisError as exc:
-        log.warning(
-            "could not announce events of batch %s on Redis (%s); viewers get them within a second from PostgreSQL",
-            ", ".join(runs),
-            exc,
-        )
+        global _last_warning
+        if time.monotonic() - _last_warning >= WARN_EVERY:  # an outage fails every announce: say so, not each
+            _last_warning = time.monotonic()
+            log.warning(
+                "could not announce events of batch %s on Redis (%s); viewers get them within a second from "
+                "PostgreSQL (said once a minute while it lasts)",
+                ", ".join(runs),
+                exc,
+            )
         return False
     return True
 

@@ -38,6 +38,7 @@ lint: $(VENV)/.installed-dev
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# bench/RESULTS.md: BENCH_ARGS=--quick (a smoke run), --profile, or --cluster (issue 16's cluster rows, bench/cluster.py).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 

@@ -113,9 +113,9 @@ def engine_alone(workload: Workload, target: str, client: str) -> dict:
                 finished.set()
 
     bus.tap(watch)
-    from app.serve.server import tune_gc
+    from app.runs.collector import tune_gc
 
-    tune_gc()  # the collector settings the server runs with (app/serve/server.py), so only the dashboard differs
+    tune_gc()  # the collector settings the server runs with (app/runs/collector.py), so only the dashboard differs
 
     def run():
         engine.submit(urls, options)
@@ -258,12 +258,21 @@ class RawViewer:
         self.sock.close()
 
 
-def follow(url: str, timed: bool = True) -> dict:
-    """Follow one batch to its `end`: every result seq seen, and (if `timed`) the lag of every live event."""
+# A result's fetch end (app/core/results.py Result.to_dict's finished_at), for `follow(fetched=True)`.
+_FINISHED = re.compile(rb'"finished_at":"([^"]+)"')
+
+
+def follow(url: str, timed: bool = True, fetched: bool = False) -> dict:
+    """Follow one batch to its `end`: every result seq seen, and (if `timed`) the lag of every live event.
+
+    fetched: also each live result's lag from its fetch's end (its `finished_at`), which in cluster mode
+    comes before the event's `at` (stamped when a worker's writer appends it) by the writer's wait.
+    """
     viewer = RawViewer(url)
     connected = time.time()
     seqs: list[int] = []
     lags: list[float] = []
+    fetch_lags: list[float] = []
     results = 0
     ended = error = None
     try:
@@ -281,6 +290,11 @@ def follow(url: str, timed: bool = True) -> dict:
                         stamp = _stamp(at)
                         if stamp >= connected:  # replayed history is not delivery lag
                             lags += [(now - stamp) * 1000] * count
+                if fetched:
+                    for at, count in collections.Counter(_FINISHED.findall(message)).items():
+                        stamp = _stamp(at)
+                        if stamp >= connected:
+                            fetch_lags += [(now - stamp) * 1000] * count
             elif message.startswith(b'{"type":"end"'):
                 ended = now
                 break
@@ -290,7 +304,15 @@ def follow(url: str, timed: bool = True) -> dict:
     finally:
         viewer.close()
     complete = every_event_once(seqs)
-    return {"results": results, "events": len(seqs), "complete": complete, "ended": ended, "lags": lags, "error": error}
+    return {
+        "results": results,
+        "events": len(seqs),
+        "complete": complete,
+        "ended": ended,
+        "lags": lags,
+        "fetch_lags": fetch_lags,
+        "error": error,
+    }
 
 
 def _post_batch(server: str, urls: list[str], options: dict) -> str:

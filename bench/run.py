@@ -16,7 +16,8 @@ load generator, bench/drivers.py apiload). Medians of --runs runs (default 3; 11
 noise-prone one, and 151 of its e2e:fast/engine:fast pair); the dashboard's overhead is the median
 of the back-to-back e2e/engine pairs' ratios, printed with a bootstrap 90% interval. JSON and a
 Markdown table go to bench/out/. --profile also records the server with py-spy during W2 and
-summarises the profile.
+summarises the profile. --cluster runs bench/cluster.py instead: cluster mode (PostgreSQL, Redis, 1 and 2
+workers) against the one-process default, and a 1,000,000-URL batch across 2 workers.
 """
 
 from __future__ import annotations
@@ -415,8 +416,18 @@ def verdicts(summary: dict, fanout: dict | None, joining: dict | None = None, ra
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and write bench/out/results.{json,md}."""
+    """Run the benchmark and write bench/out/results.{json,md} (or, with --cluster, bench/cluster.py's)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "--cluster" in argv:
+        from bench.cluster import main as cluster_main  # PostgreSQL, Redis and the cluster's libraries
+
+        return cluster_main([arg for arg in argv if arg != "--cluster"])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="issue 16's cluster rows instead (bench/cluster.py; its own options follow, e.g. --quick, --runs)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: a fifth of the URLs, one run each")
     parser.add_argument(
         "--runs",

@@ -161,6 +161,19 @@ def test_a_batch_dispatched_by_hand_ends_with_every_index_once_and_one_final_eve
     assert not any("Traceback" in worker.text() for worker in workers)
 
 
+def test_the_chunks_of_a_batch_on_one_worker_fetch_over_the_connections_its_earlier_chunks_opened(cluster, target):
+    """A worker process keeps one transport per batch, as the engine does, shared by the batch's chunks there:
+    a batch of eight chunks at concurrency 2 opens two connections, not two a chunk."""
+    cluster.start_workers(1, threads=1)
+    urls = [target.url(f"/bytes/100?i={i}") for i in range(80)]
+    batch_id = cluster.submit(urls, chunk_size=10, concurrency=2)
+
+    assert cluster.wait_final(batch_id) == "done"
+    events = assert_each_index_once(cluster, batch_id, urls)
+    opened = [idx for _, _, idx, data in events if idx is not None and data["timings"]["connect"] is not None]
+    assert len(opened) == 2, sorted(opened)
+
+
 def slow_batch(cluster: Cluster, target, count: int, chunk_size: int, delay_ms: int, **options) -> tuple:
     """A batch of `count` distinct /delay URLs, submitted; its id and URLs."""
     urls = [target.url(f"/delay/{delay_ms}?i={i}") for i in range(count)]

@@ -27,6 +27,7 @@ from dramatiq.worker import Worker
 
 from ..core.config import Config
 from ..core.options import ValidationError
+from ..runs.collector import tune_gc
 from .broker import ACTOR, QUEUE, dispatch, make_broker
 from .ledger import Ledger
 from .runner import Runner
@@ -48,11 +49,15 @@ class ChunkWorker(Middleware):
         self.runner: Runner | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Worker) -> None:
-        """Build the Runner before the consumers start; hold no chunk beyond those running."""
-        # Prefetch: Dramatiq fetches up to twice the threads, and a fetched chunk waits in this process while
-        # another worker may be idle, then waits the heartbeat timeout if this process dies. So a process
-        # fetches a chunk only when a thread is free (a fetch round trip is nothing beside a chunk's run).
-        worker.queue_prefetch = worker.worker_threads
+        """Build the Runner before the consumers start; hold one chunk beyond those running."""
+        # Prefetch: one chunk waits here beyond those running (Dramatiq's default is twice the threads). A
+        # thread ending its chunk (its last commit, chunk_done, the ack) takes it at once, instead of idling
+        # until the consumer's next poll and the claim after it; and threads that took their chunks together
+        # no longer end them together, so the others keep fetching through one's gap. Without it a worker
+        # idled ~40 % of a CPU-bound batch in those gaps (bench/NOTES.md, section 15). The cost: a batch's
+        # last chunk may wait here behind a running one while another worker idles, and a dead worker's
+        # waiting chunk goes back on the queue after the heartbeat timeout, as its running ones do.
+        worker.queue_prefetch = worker.worker_threads + 1
         # With the prefetch full, the consumer polls Redis with a backoff growing to the worker timeout (1 s by
         # default): a thread that ends its chunk would wait up to that long for the next one. A tenth of a
         # second keeps that gap small beside a chunk's run, for two cheap polls a tenth of a second when idle.
@@ -60,7 +65,8 @@ class ChunkWorker(Middleware):
         assert isinstance(broker, RedisBroker)  # make_broker's
         # A connection for each thread's claims and chunk_done, one for the writer, one for the touches.
         ledger = Ledger(config.database_url, max_connections=worker.worker_threads + 2)
-        self.runner = Runner(config, ledger, broker.client)
+        self.runner = Runner(config, ledger, broker.client, chunks_at_once=worker.worker_threads)
+        tune_gc()  # as the server does: the fetch path's allocations would otherwise collect every few dozen URLs
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Worker) -> None:
         """SIGTERM: chunks running here finish their fetches in flight, commit, and are sent again for the rest."""

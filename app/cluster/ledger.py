@@ -13,12 +13,14 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 from ..core import stats
@@ -77,8 +79,16 @@ def plan_chunks(urls: Sequence[str], slots: int, lo: int, hi: int) -> list[list[
         return []
     size = min(max(math.ceil(total / (4 * max(1, slots))), lo), hi)
     by_host: dict[str, list[int]] = {}
+    hosts: dict[str, str] = {}  # an http(s) URL's text up to the first "/" after "://" (its authority in it) -> host
     for index, url in enumerate(urls):
-        by_host.setdefault(host_of(url), []).append(index)
+        if url.startswith(("http://", "https://")):
+            head = url[: url.find("/", url.find("://") + 3) % (len(url) + 1)]
+            host = hosts.get(head)
+            if host is None:
+                host = hosts[head] = host_of(head)
+        else:
+            host = host_of(url)
+        by_host.setdefault(host, []).append(index)
     ordered = [index for indexes in by_host.values() for index in indexes]
     return [ordered[start : start + size] for start in range(0, total, size)]
 
@@ -140,7 +150,7 @@ class Ledger:
             now = _clock(conn)
             with conn.cursor().copy("COPY chunks (batch_id, no, indexes, urls, created_clock) FROM STDIN") as copy:
                 for no, indexes in enumerate(chunks):
-                    copy.write_row((batch_id, no, indexes, compact_json([urls[i] for i in indexes]), now))
+                    copy.write_row((batch_id, no, _int_array(indexes), compact_json([urls[i] for i in indexes]), now))
             _copy_events(conn, event_rows([queued]))
         return [queued]
 
@@ -159,39 +169,54 @@ class Ledger:
         """Take chunk `no` to run: its URLs without a result, or None when the batch is final or gone or the
         chunk is done (one whose every URL has its result is marked done here). The first claim of a queued
         batch makes it running."""
-        with self._pool.connection() as conn, conn.transaction():
-            head = _lock(conn, batch_id)
+        with self._pool.connection() as conn, _written(conn):
+            head, (chunks, recorded_rows) = _begin_locked(
+                conn,
+                batch_id,
+                (
+                    "SELECT c.indexes, c.urls, c.state, b.options FROM chunks c JOIN batches b ON b.id = c.batch_id"
+                    " WHERE c.batch_id = %s AND c.no = %s",
+                    (batch_id, no),
+                ),
+                (
+                    "SELECT i FROM chunks c, unnest(c.indexes) i,"
+                    " LATERAL (SELECT FROM events e WHERE e.batch_id = c.batch_id AND e.idx = i LIMIT 1) found"
+                    " WHERE c.batch_id = %s AND c.no = %s",
+                    (batch_id, no),
+                ),
+            )
             if head is None or head.status in FINAL_STATUSES or head.cancelling:
                 return None, []
-            chunk = conn.execute(
-                "SELECT c.indexes, c.urls, c.state, b.options FROM chunks c JOIN batches b ON b.id = c.batch_id"
-                " WHERE c.batch_id = %s AND c.no = %s",
-                (batch_id, no),
-            ).fetchone()
-            if chunk is None or chunk[2] == "done":
+            if not chunks or chunks[0][2] == "done":
                 return None, []
-            indexes, urls_json, _, options = chunk
-            recorded = _recorded(conn, batch_id, indexes)
+            indexes, urls_json, _, options = chunks[0]
+            recorded = {row[0] for row in recorded_rows}
             todo = [(j, index) for j, index in enumerate(indexes) if index not in recorded]
             if not todo:
-                conn.execute("UPDATE chunks SET state = 'done' WHERE batch_id = %s AND no = %s", (batch_id, no))
+                _commit(conn, ("UPDATE chunks SET state = 'done' WHERE batch_id = %s AND no = %s", (batch_id, no)))
                 return None, []
+            urls = json.loads(urls_json) if urls_json is not None else _urls_of(conn, batch_id, indexes)
             events = []
+            last: list[tuple[str, tuple[Any, ...]]] = []
             if head.status == "queued":
                 started = Event(batch_id, head.last_seq + 1, "batch", {"status": "running", "started_at": now_iso()})
-                conn.execute(
-                    "UPDATE batches SET status = 'running', started_at = %s, started_clock = %s,"
-                    " progress_clock = %s, last_seq = %s WHERE id = %s",
-                    (started.data["started_at"], head.now, head.now, started.seq, batch_id),
+                last.append(
+                    (
+                        "UPDATE batches SET status = 'running', started_at = %s, started_clock = %s,"
+                        " progress_clock = %s, last_seq = %s WHERE id = %s",
+                        (started.data["started_at"], head.now, head.now, started.seq, batch_id),
+                    )
                 )
-                _copy_events(conn, event_rows([started]))
+                last.append((_INSERT_EVENT, event_rows([started])[0]))
                 events.append(started)
-            conn.execute(
-                "UPDATE chunks SET touched_clock = %s, sent_clock = COALESCE(sent_clock, %s),"
-                " state = CASE WHEN state = 'pending' THEN 'sent' ELSE state END WHERE batch_id = %s AND no = %s",
-                (head.now, head.now, batch_id, no),
+            last.append(
+                (
+                    "UPDATE chunks SET touched_clock = %s, sent_clock = COALESCE(sent_clock, %s),"
+                    " state = CASE WHEN state = 'pending' THEN 'sent' ELSE state END WHERE batch_id = %s AND no = %s",
+                    (head.now, head.now, batch_id, no),
+                )
             )
-            urls = json.loads(urls_json) if urls_json is not None else _urls_of(conn, batch_id, indexes)
+            _commit(conn, *last)
         claim = Claim(json.loads(options), head.total, [index for _, index in todo], [urls[j] for j, _ in todo])
         return claim, events
 
@@ -209,17 +234,19 @@ class Ledger:
             )
 
     def chunk_done(self, batch_id: str, no: int) -> bool:
-        """Mark a chunk done once each of its URLs has a result; False (it stays open) while one has none."""
-        with self._pool.connection() as conn, conn.transaction():
-            if _lock(conn, batch_id) is None:
-                return False
-            chunk = conn.execute(
-                "SELECT indexes FROM chunks WHERE batch_id = %s AND no = %s", (batch_id, no)
+        """Mark a chunk done once each of its URLs has a result; False (it stays open) while one has none.
+
+        It takes no batch lock (one statement): results are only ever added, so a chunk whose every URL has
+        one is done whatever else happens to the batch, and writers need not wait for this.
+        """
+        with self._pool.connection() as conn:
+            done = conn.execute(
+                "UPDATE chunks c SET state = 'done' WHERE c.batch_id = %s AND c.no = %s AND NOT EXISTS ("
+                " SELECT FROM unnest(c.indexes) i WHERE NOT EXISTS ("
+                " SELECT FROM events e WHERE e.batch_id = c.batch_id AND e.idx = i)) RETURNING c.no",
+                (batch_id, no),
             ).fetchone()
-            if chunk is None or len(_recorded(conn, batch_id, chunk[0])) < len(chunk[0]):
-                return False
-            conn.execute("UPDATE chunks SET state = 'done' WHERE batch_id = %s AND no = %s", (batch_id, no))
-            return True
+        return done is not None
 
     def stalled(self, unsent_after: float, silent_after: float) -> list[tuple[str, int]]:
         """Chunks of unfinished batches to send again: pending for over `unsent_after` s (never sent), or sent
@@ -253,16 +280,19 @@ class Ledger:
         """
         if not results:
             return []
-        with self._pool.connection() as conn, conn.transaction():
-            head = _lock(conn, batch_id)
+        unique: dict[int, Result] = {}
+        for result in results:
+            unique.setdefault(result[0], result)
+        with self._pool.connection() as conn, _written(conn):
+            # The lock, the recorded check and the rows' COPY are few round trips: the row stays locked (and the
+            # other writers wait) from the first to the commit, and each one is a wait for a busy process's turn.
+            head, (recorded_rows,) = _begin_locked(conn, batch_id, _recorded_query(batch_id, list(unique)))
             if head is None or head.status in FINAL_STATUSES or head.cancelling:
                 return []
-            unique: dict[int, Result] = {}
-            for result in results:
-                if not 0 <= result[0] < head.total:
-                    raise ValueError(f"batch {batch_id} has no URL index {result[0]} (it has {head.total} URLs)")
-                unique.setdefault(result[0], result)
-            recorded = _recorded(conn, batch_id, list(unique))
+            for index in unique:
+                if not 0 <= index < head.total:
+                    raise ValueError(f"batch {batch_id} has no URL index {index} (it has {head.total} URLs)")
+            recorded = {row[0] for row in recorded_rows}
             fresh = [result for index, result in unique.items() if index not in recorded]
             if not fresh:
                 return []
@@ -276,28 +306,34 @@ class Ledger:
                 part.add(row)
                 events.append(Event(batch_id, seq, "result", at=at, data_json=data_json, row=row))
                 rows.append((batch_id, seq, "result", at, index, *_columns(row), data_json))
+            tally = _tally(head)
+            tally.merge(part)
+            finished = tally.finished == head.total
+            progress_clock = head.progress_clock if head.progress_clock is not None else head.now
+            if not finished and head.now - progress_clock >= PROGRESS_INTERVAL:
+                seq += 1
+                progress = Event(
+                    batch_id, seq, "progress", stats.batch_summary(tally, head.total, head.started_clock, head.now)
+                )
+                rows += event_rows([progress])  # in the results' COPY
+                events.append(progress)
+                progress_clock = head.now
             try:
                 _copy_events(conn, rows)
             except psycopg.errors.UniqueViolation:
                 # The lock and the check above keep an index from being recorded twice; the index is the backstop.
                 log.error("batch %s: a result recorded twice got past the ledger's check", batch_id, exc_info=True)
                 raise
-            tally = _tally(head)
-            tally.merge(part)
-            if tally.finished == head.total:
+            if finished:
                 events.append(self._conclude(conn, batch_id, head, tally, "done", seq + 1))
+                conn.commit()
                 return events
-            progress_clock = head.progress_clock if head.progress_clock is not None else head.now
-            if head.now - progress_clock >= PROGRESS_INTERVAL:
-                seq += 1
-                summary = stats.batch_summary(tally, head.total, head.started_clock, head.now)
-                progress = Event(batch_id, seq, "progress", summary)
-                _copy_events(conn, event_rows([progress]))
-                events.append(progress)
-                progress_clock = head.now
-            conn.execute(
-                "UPDATE batches SET last_seq = %s, tally = %s, progress_clock = %s WHERE id = %s",
-                (seq, compact_json(tally.state()), progress_clock, batch_id),
+            _commit(
+                conn,
+                (
+                    "UPDATE batches SET last_seq = %s, tally = %s, progress_clock = %s WHERE id = %s",
+                    (seq, compact_json(tally.state()), progress_clock, batch_id),
+                ),
             )
         return events
 
@@ -392,13 +428,49 @@ class Ledger:
 # -- helpers ---------------------------------------------------------------------------------
 
 
+_LOCK = (
+    "SELECT status, total, last_seq, tally, started_clock, progress_clock, cancelling, "
+    f"{NOW} FROM batches WHERE id = %s FOR UPDATE"
+)
+_INSERT_EVENT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))})"
+
+
+@contextmanager
+def _written(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Around a transaction _begin_locked opened: whatever the block did not commit is rolled back as it ends
+    (an error, or nothing to write), so no connection goes back to the pool holding a batch's lock."""
+    try:
+        yield
+    finally:
+        if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            conn.rollback()
+
+
+def _begin_locked(
+    conn: psycopg.Connection[Any], batch_id: str, *queries: tuple[str, tuple[Any, ...]]
+) -> tuple[_Head | None, list[list[tuple[Any, ...]]]]:
+    """Begin a transaction, lock the batch's row and read it, then run `queries` under the lock, all in one
+    round trip (the server runs a pipeline's statements in order); the row (None: no such batch) and each
+    query's rows. Use inside _written."""
+    with conn.pipeline():
+        conn.execute("BEGIN")
+        locked = conn.execute(_LOCK, (batch_id,))
+        cursors = [conn.execute(sql, args) for sql, args in queries]
+    row = locked.fetchone()
+    return (_Head(*row) if row is not None else None), [cursor.fetchall() for cursor in cursors]
+
+
+def _commit(conn: psycopg.Connection[Any], *statements: tuple[str, tuple[Any, ...]]) -> None:
+    """Run a transaction's last statements and commit it, in one round trip."""
+    with conn.pipeline():
+        for sql, args in statements:
+            conn.execute(sql, args)
+        conn.commit()
+
+
 def _lock(conn: psycopg.Connection[Any], batch_id: str) -> _Head | None:
     """Lock a batch's row until the transaction ends, and read it; None when there is no such batch."""
-    row = conn.execute(
-        "SELECT status, total, last_seq, tally, started_clock, progress_clock, cancelling, "
-        f"{NOW} FROM batches WHERE id = %s FOR UPDATE",
-        (batch_id,),
-    ).fetchone()
+    row = conn.execute(_LOCK, (batch_id,)).fetchone()
     return _Head(*row) if row is not None else None
 
 
@@ -411,14 +483,24 @@ def _clock(conn: psycopg.Connection[Any]) -> float:
 
 def _recorded(conn: psycopg.Connection[Any], batch_id: str, indexes: list[int]) -> set[int]:
     """Which of these URL indexes of a batch have a result already."""
+    sql, args = _recorded_query(batch_id, indexes)
+    return {row[0] for row in conn.execute(sql, args).fetchall()}
+
+
+def _recorded_query(batch_id: str, indexes: list[int]) -> tuple[str, tuple[Any, ...]]:
+    """The query whose rows are the URL indexes, of these, that have a result already."""
     # One probe of the (batch_id, idx) index per index, whatever the planner believes of the table's size:
     # `idx = ANY(...)` lets it scan the whole batch (O(batch) per append) while its statistics are stale.
-    rows = conn.execute(
-        "SELECT i FROM unnest(%s::int[]) i,"
+    return (
+        "SELECT i FROM unnest(%s::text::int[]) i,"
         " LATERAL (SELECT FROM events e WHERE e.batch_id = %s AND e.idx = i LIMIT 1) found",
-        (indexes, batch_id),
-    ).fetchall()
-    return {row[0] for row in rows}
+        (_int_array(indexes), batch_id),
+    )
+
+
+def _int_array(values: list[int]) -> str:
+    """Integers as PostgreSQL's array text: psycopg dumps a list element by element in Python, ~10 times slower."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _next_open_chunks(

@@ -8,6 +8,7 @@ pause; the ledger records it once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from ..core.jsonutil import compact_json
 from ..core.options import BatchOptions, ValidationError
 from ..core.results import Result
 from ..fetch import guard
+from ..fetch.base import Transport
 from ..runs.engine import BatchRun, Fetching
 from .ledger import Ledger
 from .streams import announce
@@ -39,6 +41,9 @@ WRITE_INTERVAL = 0.1  # seconds results wait for others to share their append (u
 WRITE_ROWS = 500
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between attempts while PostgreSQL cannot take an append
 STOP_GRACE = 5.0  # seconds fetches in flight may finish after a worker is told to stop
+# Seconds a batch's transport keeps its idle connections once no chunk of the batch runs here: the next chunk
+# of the batch this process takes (within a poll or two) fetches over them rather than opening its own.
+TRANSPORT_LINGER = 2.0
 
 
 def cancel_key(batch_id: str) -> str:
@@ -80,6 +85,15 @@ class ChunkRun(BatchRun):
         """The chunk's indexes without a result from this run, in claim order, read lazily."""
         recorded = self.recorded
         return (index for index in self.indexes if index not in recorded)
+
+
+@dataclass
+class SharedTransport:
+    """A batch's transport in this process, shared by its chunks running here (the engine's is one per batch too)."""
+
+    transport: Transport
+    users: int = 0  # chunks fetching with it now
+    closer: gevent.Greenlet[[str], None] | None = None  # closes it TRANSPORT_LINGER after its last user left
 
 
 class Writer:
@@ -176,13 +190,16 @@ class Writer:
 class Runner(Fetching):
     """Runs the chunks this worker process claims, with the engine's fetch path and its caps."""
 
-    def __init__(self, config: Config, ledger: Ledger, client: Redis):
+    def __init__(self, config: Config, ledger: Ledger, client: Redis, chunks_at_once: int = 1):
+        """`chunks_at_once`: the chunks this process may run at once (Dramatiq's threads)."""
         policy = guard.Policy.from_settings(config.allow_private, config.allow_targets, config.deny_targets)
         super().__init__(config, policy)
         self.ledger = ledger
         self.redis = client
         self.writer = Writer(ledger, client)
+        self.chunks_at_once = chunks_at_once
         self._runs: dict[str, list[ChunkRun]] = {}  # batch id -> its chunks running here
+        self._transports: dict[str, SharedTransport] = {}  # batch id -> its transport here
         # A worker says it runs a chunk a few times per heartbeat timeout, so the janitor never takes it for stalled.
         self._touch_every = config.cluster_heartbeat_timeout / 3
         self._loops = [gevent.spawn(self._watch_cancels), gevent.spawn(self._touch_chunks)]
@@ -238,13 +255,49 @@ class Runner(Fetching):
         gevent.spawn_later(grace, self._kill_all)
 
     def close(self) -> None:
-        """Commit what is queued, stop the loops and close the ledger (after the last chunk returned)."""
+        """Commit what is queued, stop the loops, close the transports and the ledger (after the last chunk returned)."""
         try:
             self.writer.close()
         except ResultsLost as exc:
             log.error("%s", exc)
         gevent.killall(self._loops)
+        for batch_id in list(self._transports):
+            self._drop_transport(batch_id)
         self.ledger.close()
+
+    def _open_transport(self, run: BatchRun) -> Transport:
+        """The batch's transport here, made by its first chunk: a chunk opens no connection another one left idle."""
+        shared = self._transports.get(run.id)
+        if shared is None:
+            # Idle connections kept for every chunk of the batch this process may run at once.
+            options = dataclasses.replace(run.options, concurrency=run.options.concurrency * self.chunks_at_once)
+            shared = self._transports[run.id] = SharedTransport(self.transport_factory(options, self.resolver))
+        if shared.closer is not None:
+            shared.closer.kill(block=False)
+            shared.closer = None
+        shared.users += 1
+        return shared.transport
+
+    def _close_transport(self, run: BatchRun, transport: Transport) -> None:
+        """A chunk's fetches are over: the batch's transport closes TRANSPORT_LINGER after its last chunk here."""
+        shared = self._transports[run.id]
+        shared.users -= 1
+        if shared.users:
+            return
+        if run.cancelled or self._stopping:
+            self._drop_transport(run.id)
+        else:
+            shared.closer = gevent.spawn_later(TRANSPORT_LINGER, self._drop_transport, run.id)
+
+    def _drop_transport(self, batch_id: str) -> None:
+        """Close a batch's transport here unless a chunk took it up again."""
+        shared = self._transports.get(batch_id)
+        if shared is None or shared.users:
+            return
+        del self._transports[batch_id]
+        if shared.closer is not None and shared.closer is not gevent.getcurrent():
+            shared.closer.kill(block=False)
+        shared.transport.close()
 
     def _record(self, run: BatchRun, result: Result) -> None:
         """Queue a result for the writer; none once the batch is cancelled (the cancel recorded every URL left)."""

@@ -266,9 +266,19 @@ def _store_of(state: list[Any]) -> DenseStore:
     """The sketch store a _store_state() describes."""
     store = DenseStore()
     low, counts = state
-    for key, n in enumerate(counts, low):
-        if n:
-            store.add(key, float(n))
+    if not counts:
+        return store
+    # The two ends through add(), which sizes the bins once; the keys between straight into the bins (as
+    # _store_state reads them). Adding every key in order re-sized the bins at each, and a cluster worker reads
+    # the batch's tally at every append.
+    high = low + len(counts) - 1
+    store.add(low, float(counts[0]))
+    if high != low:
+        store.add(high, float(counts[-1]))
+        middle = counts[1:-1]
+        start = low + 1 - store.offset
+        store.bins[start : start + len(middle)] = [float(n) for n in middle]
+        store.count += sum(middle)
     return store
 
 

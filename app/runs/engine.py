@@ -133,7 +133,7 @@ class Fetching:
 
     def _fetch_all(self, run: BatchRun) -> None:
         """Fetch every URL of `run` without a result, at its concurrency; return when none is left or the run stops."""
-        transport = self.transport_factory(run.options, self.resolver)
+        transport = self._open_transport(run)
         run.pool = Pool(run.options.concurrency)
         host_slots: dict[str, BoundedSemaphore] = {}
         try:
@@ -144,7 +144,15 @@ class Fetching:
                 run.pool.spawn(self._fetcher, run, transport, host_slots, remaining)
             run.pool.join()
         finally:
-            transport.close()
+            self._close_transport(run, transport)
+
+    def _open_transport(self, run: BatchRun) -> Transport:
+        """The transport a run fetches with: a new one for the batch, pooled to its concurrency."""
+        return self.transport_factory(run.options, self.resolver)
+
+    def _close_transport(self, run: BatchRun, transport: Transport) -> None:
+        """The run's fetches are over: close its transport and the connections it keeps."""
+        transport.close()
 
     # -- fetching one URL --------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ graceful stop on signals."""
 from __future__ import annotations
 
 import errno
-import gc
 import logging
 import signal
 import socket
@@ -15,6 +14,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
 from ..core.config import Config, ConfigError, env_name
+from ..runs.collector import tune_gc
 from ..web import auth, ops
 from . import logs
 from .handler import Handler, HandlerSettings, HttpTimeouts, close_all
@@ -22,26 +22,12 @@ from .websocket import WebSocketLimits
 
 log = logging.getLogger("greenbatch")
 LISTEN_BACKLOG = 1024  # connections the kernel holds while the connection cap keeps the accept loop waiting
-GC_THRESHOLD = 20_000  # allocations between young-generation collections (CPython's default: 700)
 
 
 def configure_logging(config: Config) -> None:
     """Log to stderr in the configured format and level (app/serve/logs.py; access lines never show a `?token=`)."""
     logs.configure(config)
     logs.route_gevent_errors()
-
-
-def tune_gc() -> None:
-    """Freeze what start-up built and collect young objects less often; call once the app is built.
-
-    Every URL allocates a few dozen container objects (result, timings, event, greenlet, response), so
-    CPython's default threshold would collect every few dozen URLs; start-up objects (Flask, Jinja,
-    gevent) are frozen so no collection traverses them again. Reference counting still frees
-    everything that is not in a cycle at once.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def prepare(server, app) -> None:

@@ -14,8 +14,9 @@ import sys
 import gevent
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIServer
 
+from ..runs.collector import tune_gc
 from .handler import close_all
-from .server import Handler, configure_logging, log, prepare, tune_gc
+from .server import Handler, configure_logging, log, prepare
 
 
 class Server(PyWSGIServer):

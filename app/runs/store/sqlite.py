@@ -56,9 +56,6 @@ EXPORT_SPAN = 1000  # URL indexes in each read of result_pages: a few hundred Ki
 # result_pages' extraction of a group of paths (the ? after data), and the same for a span holding a text SQLite
 # cannot read as JSON, that hands over the text instead (json_valid in every row would cost a second reading).
 _EXTRACT = ("json_extract(data{})", "CASE WHEN json_valid(data) THEN json_extract(data{}) ELSE data END")
-# The terms an outcome filter adds to result_pages' WHERE, as results() filters its pages; an outcome not
-
-
 BLOB_PIECE = 1 << 20  # bytes of a batch's URL list written into its row at a time
 
 

@@ -70,11 +70,13 @@ def without_rate(payload: dict) -> dict:
     return {**payload, "stats": {k: v for k, v in payload["stats"].items() if k != "urls_per_s"}}
 
 
-def start_appenders(pg_url: str, batch_id: str, total: int, processes: int) -> list[subprocess.Popen]:
-    """Processes appending results to a batch, each index by 3 in 5 of them (2 of 4), started at once."""
+def start_appenders(
+    pg_url: str, batch_id: str, total: int, processes: int, upto: int | None = None
+) -> list[subprocess.Popen]:
+    """Processes appending results to a batch, each index (below `upto`) by 3 in 5 of them (2 of 4), started at once."""
     procs = []
     for k in range(processes):
-        mine = [str(i) for i in range(total) if (i + k) % processes < processes * 3 // 5]
+        mine = [str(i) for i in range(upto or total) if (i + k) % processes < processes * 3 // 5]
         command = [sys.executable, "-m", "tests.support.ledger_appender", pg_url, batch_id, str(k), str(20 + 15 * k)]
         procs.append(subprocess.Popen([*command, *mine], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
     for proc in procs:
@@ -173,8 +175,12 @@ def test_a_cancel_while_processes_append_leaves_each_url_one_result_and_no_resul
     total = 2000
     new_batch(ledger, "c1", total)
     ledger.claim("c1", 0)
-    procs = start_appenders(pg_url, "c1", total, 4)
-    time.sleep(0.2)
+    # The last 200 URLs never get a result from the appenders: however fast they are, the batch is not done
+    # before the cancel comes, so the cancel always has URLs to record.
+    procs = start_appenders(pg_url, "c1", total, 4, upto=total - 200)
+    deadline = time.monotonic() + 30
+    while sql(pg_url, "SELECT last_seq FROM batches WHERE id = 'c1'")[0][0] < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the cancel comes once the appends are under way
     final = ledger.cancel("c1")
     outputs = [proc.communicate(timeout=60)[0] for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), outputs

@@ -16,6 +16,7 @@ from gevent.event import AsyncResult
 from ...core.lru import LRU
 from ...core.stats import Row
 from ...core.urllist import UrlList
+from ..diff import DiffRow, outcome_of
 from ..events import Event
 from .base import EVENT_TYPES, BatchRecord, ResultPage, ResultQuery
 from .queries import EVENTS_AFTER, Dialect, events_of_types, read_page, results_after
@@ -97,6 +98,34 @@ class StoreReads:
             if len(chunk) < page:
                 return
             after = chunk[-1][0]
+
+    def diff_rows(self, batch_id: str) -> list[DiffRow]:
+        """Each URL of a batch, in index order, with what a diff compares of its result (none yet: outcome None).
+
+        One read of the URL list and of the result columns (the final URL from each result's JSON); the
+        alignment of two batches is a dictionary's work in diff.compare, a few ms for 10,000 URLs.
+        """
+        sql = self._dialect.sql(
+            f"SELECT idx, ok, status_code, error_kind, total_ms, {self._dialect.text_at('final_url')} FROM events"
+            " WHERE batch_id = ? AND type = 'result' AND idx IS NOT NULL"
+        )
+        urls_sql = self._dialect.sql("SELECT urls FROM url_lists WHERE batch_id = ?")
+
+        def read(conn: Any) -> list[DiffRow]:
+            row = conn.execute(urls_sql, (batch_id,)).fetchone()
+            urls = UrlList.of([]) if row is None else UrlList.from_json(row[0])
+            found = {idx: rest for idx, *rest in conn.execute(sql, (batch_id,))}
+            rows = []
+            for index, url in enumerate(urls):
+                stored = found.get(index)
+                if stored is None:
+                    rows.append(DiffRow(index, url, None, None, None, None))
+                else:
+                    ok, status, kind, total_ms, final_url = stored
+                    rows.append(DiffRow(index, url, outcome_of(ok, kind), status, final_url, total_ms))
+            return rows
+
+        return self._read(read)
 
     def results(
         self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 import uuid
 
 import pytest
@@ -15,7 +14,6 @@ import pytest
 from app.core.stats import row_of
 from app.runs.diff import KINDS, DiffRow, compare, judge, path_key
 from app.runs.events import Event
-from app.runs.store import SQLiteStore
 from tests.support.server import error_of
 
 CREATED = "2026-12-06T00:00:00.000Z"
@@ -80,8 +78,8 @@ def test_alignment_by_path_lines_up_staging_with_production_and_their_own_redire
 def test_a_url_listed_twice_aligns_with_its_second_listing():
     base = [row(0, "http://a.test/x"), row(1, "http://a.test/x", outcome="failed", status=500)]
     batch = [row(0, "http://a.test/x"), row(1, "http://a.test/x"), row(2, "http://a.test/x")]
-    diff = compare(base, batch)
-    assert [(c.index, c.base_index, c.kind) for c in diff.changes] == [
+
+    assert [(c.index, c.base_index, c.kind) for c in compare(base, batch, listed=KINDS).changes] == [
         (0, 0, "unchanged"),
         (1, 1, "fixed"),
         (2, None, "added"),
@@ -296,27 +294,3 @@ def test_a_remap_to_a_denied_address_is_refused_like_a_submission(server, plante
     response = server.request("POST", f"/api/v1/batches/{batch}/rerun", json={"remap": remap})
     assert response.status_code == 400
     assert error_of(response)["code"] == "invalid_urls"
-
-
-def test_two_10000_url_batches_diff_in_under_a_second(tmp_path):
-    store = SQLiteStore(str(tmp_path / "gb.db"))
-    n = 10_000
-    for batch_id in ("a", "b"):
-        urls = [f"http://a.test/{i}" for i in range(n)]
-        store.create_batch(batch_id, batch_id, {}, urls, CREATED)
-        failing = 7 if batch_id == "b" else n  # every 7th URL of b fails, and the first of both
-        store.extend(
-            [
-                _result(batch_id, i + 1, i, urls[i], status=500, ok=False, kind="status")
-                if i % failing == 0
-                else _result(batch_id, i + 1, i, urls[i])
-                for i in range(n)
-            ]
-        )
-    assert store.flush(30)
-    started = time.perf_counter()
-    diff = compare(store.diff_rows("a"), store.diff_rows("b"), "path")
-    took = time.perf_counter() - started
-    assert diff.summary["newly_failed"] == 1428, diff.summary
-    store.close()
-    assert took < 1.0, f"{took:.2f} s"

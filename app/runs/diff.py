@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,23 +148,31 @@ def _keyed(rows: Iterable[DiffRow], key: str) -> dict[tuple[str, int], DiffRow]:
 
 
 def compare(
-    base: Sequence[DiffRow], batch: Sequence[DiffRow], key: str = "url", factor: float = DEFAULT_FACTOR
+    base: Sequence[DiffRow],
+    batch: Sequence[DiffRow],
+    key: str = "url",
+    factor: float = DEFAULT_FACTOR,
+    listed: Collection[str] = LISTED_BY_DEFAULT,
 ) -> Diff:
-    """Align the batch's rows with the base's by `key` (one of KEYS) and judge each pair."""
+    """Align the batch's rows with the base's by `key` (one of KEYS), judge each pair and count every kind;
+    `changes` holds the rows of the `listed` kinds only."""
     before = _keyed(base, key)
     after = _keyed(batch, key)
     summary = dict.fromkeys((*KINDS, PENDING), 0)
     changes = []
-    for (k, _), row in after.items():
-        old = before.get((k, _))
-        kind = "added" if old is None else judge(old, row, factor, key)
-        if kind == "added" and row.outcome is None:
-            kind = PENDING
+    for aligned, row in after.items():
+        old = before.get(aligned)
+        if old is None:
+            kind = "added" if row.outcome is not None else PENDING
+        else:
+            kind = judge(old, row, factor, key)
         summary[kind] += 1
-        changes.append(Change(k, row.index, None if old is None else old.index, kind, old, row, row.index))
+        if kind in listed:
+            changes.append(Change(aligned[0], row.index, None if old is None else old.index, kind, old, row, row.index))
     changes.sort(key=lambda change: change.position)
-    for (k, n), old in before.items():
-        if (k, n) not in after:
+    for aligned, old in before.items():
+        if aligned not in after:
             summary["removed"] += 1
-            changes.append(Change(k, None, old.index, "removed", old, None, len(batch) + old.index))
+            if "removed" in listed:
+                changes.append(Change(aligned[0], None, old.index, "removed", old, None, len(batch) + old.index))
     return Diff(changes, summary)

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 from flask import Response, request
 
-from ..runs.diff import DEFAULT_FACTOR, KEYS, KINDS, LISTED_BY_DEFAULT, MAX_FACTOR, PENDING, Change, compare
+from ..core.lru import LRU
+from ..runs.diff import DEFAULT_FACTOR, KEYS, KINDS, LISTED_BY_DEFAULT, MAX_FACTOR, PENDING, Change, Diff, compare
 from .api import _bad_parameter, _batch_or_404, _choice_arg, _int_arg, bp
 from .errors import ApiError
 from .exports import _cell
@@ -24,6 +25,7 @@ CSV_COLUMNS = (
     *(f"{side}_{name}" for side in ("before", "after") for name in ("status_code", "final_url", "outcome", "total_ms")),
 )
 DOWNLOAD_ROWS = 1000  # changes written per chunk of a download
+_ENDED: LRU[tuple[str, str, str, float, frozenset[str]], Diff] = LRU(8)  # diffs of two ended batches, kept
 
 
 @bp.get("/batches/<batch_id>/diff")
@@ -43,8 +45,13 @@ def diff(batch_id: str):
     kinds = _kinds()
     fmt = _choice_arg("format", DIFF_FORMATS)
     store = services().store
-    found = compare(store.diff_rows(base.id), store.diff_rows(batch.id), key, factor)
-    chosen = [change for change in found.changes if change.kind in kinds]
+    asked = (base.id, batch.id, key, factor, kinds)
+    found = _ENDED.get(asked)
+    if found is None:
+        found = compare(store.diff_rows(base.id), store.diff_rows(batch.id), key, factor, kinds)
+        if base.final and batch.final:  # neither changes any more: pages and downloads need not compare again
+            _ENDED.put(asked, found)
+    chosen = found.changes
     head = {"base": base.id, "batch": batch.id, "key": key, "slower": factor}
     if fmt is not None:
         if request.args.get("after", "") != "" or request.args.get("limit", "") != "":

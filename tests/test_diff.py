@@ -7,6 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -14,7 +17,7 @@ import pytest
 from app.core.stats import row_of
 from app.runs.diff import KINDS, DiffRow, compare, judge, path_key
 from app.runs.events import Event
-from tests.support.server import error_of
+from tests.support.server import ROOT, error_of
 
 CREATED = "2026-12-06T00:00:00.000Z"
 
@@ -294,3 +297,32 @@ def test_a_remap_to_a_denied_address_is_refused_like_a_submission(server, plante
     response = server.request("POST", f"/api/v1/batches/{batch}/rerun", json={"remap": remap})
     assert response.status_code == 400
     assert error_of(response)["code"] == "invalid_urls"
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def run_diff_cli(server, *args):
+    """`python -m app.cli diff ...` against the server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENBATCH_")}
+    command = [sys.executable, "-m", "app.cli", "diff", *args, "--server", server.base_url]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_prints_each_kinds_count_and_each_change_and_exits_1_on_a_listed_kind(server, planted):
+    base, batch, kept = planted
+    done = run_diff_cli(server, base, batch, "--fail-on", "newly_failed,final_url_changed")
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["newly_failed", "3"]
+    assert f"newly_failed  {kept[0]}  ok 200" in lines[len(KINDS) + 1]
+    assert " -> failed 500 " in lines[len(KINDS) + 1]
+    assert "failing: newly_failed 3, final_url_changed 4" in done.stderr
+
+
+def test_the_cli_exits_0_when_no_listed_kind_happened_and_2_for_an_unknown_kind(server, planted):
+    base, batch, _ = planted
+    assert run_diff_cli(server, base, batch, "--fail-on", "slower,status_changed").returncode == 0
+    done = run_diff_cli(server, base, batch, "--fail-on", "worse")
+    assert done.returncode == 2
+    assert "the kinds are newly_failed, fixed" in done.stderr

@@ -8,8 +8,10 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from app.core.stats import row_of
 from app.runs.diff import KINDS, DiffRow, compare, judge, path_key
 from app.runs.events import Event
-from tests.support.server import ROOT, error_of
+from tests.support.server import CHROMIUM, ROOT, error_of
 
 CREATED = "2026-12-06T00:00:00.000Z"
 
@@ -326,3 +328,64 @@ def test_the_cli_exits_0_when_no_listed_kind_happened_and_2_for_an_unknown_kind(
     done = run_diff_cli(server, base, batch, "--fail-on", "worse")
     assert done.returncode == 2
     assert "the kinds are newly_failed, fixed" in done.stderr
+
+
+# -- the batch page ------------------------------------------------------------------------------
+
+browser_only = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
+
+
+def expect(locator):
+    """Playwright's expect, imported only where a browser test runs."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def kind_count(tab, kind):
+    """The number on a kind's counter of the page's comparison."""
+    return int(tab.locator(f'#compare-kinds [data-kind="{kind}"] .n').inner_text())
+
+
+@browser_only
+@pytest.mark.parametrize("screen", ["page", "phone"])
+def test_the_batch_page_opens_on_its_diff_with_a_counter_per_kind_each_a_filter(request, screen, server, planted):
+    tab = request.getfixturevalue(screen)
+    base, batch, kept = planted
+    tab.goto(server.url(f"/batches/{batch}?compare={base}"))
+    expect(tab.locator("#compare-rows tr")).to_have_count(11)
+    assert [kind_count(tab, kind) for kind in ("newly_failed", "fixed", "final_url_changed", "added", "removed")] == [
+        3,
+        2,
+        4,
+        1,
+        1,
+    ]
+    first = tab.locator("#compare-rows tr").first
+    assert kept[0] in first.inner_text()
+    assert re.search(r"200.*→.*500", " ".join(first.inner_text().split()))
+    tab.screenshot(path=f"/tmp/compare-{screen}.png", full_page=True)
+    tab.locator("#compare").screenshot(path=f"/tmp/compare-card-{screen}.png")
+    tab.locator('#compare-kinds [data-kind="fixed"]').click()
+    expect(tab.locator("#compare-rows tr")).to_have_count(2)
+    assert tab.locator("#compare-rows tr").all_inner_texts()[0].startswith("Fixed")
+    assert tab.evaluate("document.documentElement.scrollWidth") <= tab.viewport_size["width"], "no sideways scroll"
+
+
+@browser_only
+def test_a_rerun_opens_compared_with_its_batch_and_the_counters_move_as_its_rows_land(page, server, target):
+    urls = [target.url(f"/delay/250?i={i}") for i in range(6)]
+    first = server.submit(urls, concurrency=1)["id"]  # the rerun keeps it: a URL every 250 ms
+    server.wait(first)
+    rerun = server.request("POST", f"/api/v1/batches/{first}/rerun").json()["id"]
+    page.goto(server.url(f"/batches/{rerun}"))
+    assert page.locator("#compare-base").input_value() == first
+    seen = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and 6 not in seen:
+        if page.locator('#compare-kinds [data-kind="unchanged"]').count():
+            seen.append(kind_count(page, "unchanged"))
+        time.sleep(0.05)
+    assert seen[-1] == 6
+    assert any(0 < n < 6 for n in seen), f"the counter moved while the rerun ran: {sorted(set(seen))}"
+    page.screenshot(path="/tmp/compare-live.png", full_page=True)

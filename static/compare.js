@@ -18,6 +18,15 @@ const els = {
   empty: byId('compare-empty'), more: byId('compare-more'), table: byId('compare-rows').closest('table'),
 };
 const state = { base: '', key: 'url', kind: null, summary: null, changes: [], nextAfter: null, final: true, read: 0 };
+const listed = new Map(); // id -> batch, of the batches offered to compare with
+
+// Each batch's verdict, shown only where the server gives one (issue 17's `verdict`).
+function verdictText() {
+  const before = (listed.get(state.base) || {}).verdict;
+  const after = batch.verdict;
+  if (!before && !after) return '';
+  return `verdict ${before || '–'} → ${after || '–'}`;
+}
 
 function params(extra) {
   const given = { base: state.base, key: state.key, kind: state.kind || CHANGED.join(','), ...extra };
@@ -90,23 +99,25 @@ function render() {
   }
   els.table.hidden = state.changes.length === 0;
   els.more.hidden = state.nextAfter === null;
-  setText(els.note, state.final ? '' : 'live: counts move as results land');
+  setText(els.note, [verdictText(), state.final ? '' : 'live: counts move as results land'].filter(Boolean).join(' · '));
   els.csv.href = withQuery(config.apiDiff, params({ format: 'csv' }));
 }
 
 // The batches to compare with: the one this was rerun from first, then the newest others.
 async function fillChoices(preferred) {
   const answer = await api(withQuery(config.apiBatches, { limit: 50 }));
-  const listed = answer.ok ? answer.data.batches.filter((b) => b.id !== batch.id) : [];
+  const others = answer.ok ? answer.data.batches.filter((b) => b.id !== batch.id) : [];
   const options = [h('option', { value: '' }, 'Choose a batch…')];
-  if (preferred && !listed.some((b) => b.id === preferred)) options.push(h('option', { value: preferred }, preferred));
-  for (const b of listed) {
+  if (preferred && !others.some((b) => b.id === preferred)) options.push(h('option', { value: preferred }, preferred));
+  for (const b of others) {
+    listed.set(b.id, b);
     const when = (b.created_at || '').slice(0, 16).replace('T', ' ');
     const label = `${b.name || b.id} · ${when} · ${b.id.slice(0, 8)}${b.id === batch.parent_id ? ' (rerun from)' : ''}`;
     options.push(h('option', { value: b.id }, label));
   }
   els.base.replaceChildren(...options);
   els.base.value = preferred || '';
+  render();
 }
 
 function open(preferred) {

@@ -31,11 +31,11 @@ MIN_TIME_CHANGE_MS = 100.0  # slower and faster also need at least this much tim
 LISTED_BY_DEFAULT = tuple(kind for kind in KINDS if kind != "unchanged")
 
 
-def outcome_of(ok: Any, error_kind: str | None) -> str:
-    """How a stored result ended: ok, cancelled or failed (issue 17's stored `outcome` will take this place)."""
-    if ok:
+def outcome_of(result: dict[str, Any]) -> str:
+    """How a stored result ended: ok, cancelled or failed (when issue 17 stores `outcome`: return it here)."""
+    if result.get("ok"):
         return "ok"
-    return "cancelled" if error_kind == "cancelled" else "failed"
+    return "cancelled" if (result.get("error") or {}).get("kind") == "cancelled" else "failed"
 
 
 @dataclass(slots=True)

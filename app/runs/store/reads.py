@@ -28,14 +28,15 @@ _NOT_READ = object()  # what a shared read hands its waiters when it failed
 REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
 
 
-def _final_url(data: str) -> str | None:
-    """A stored result's final URL (what orjson cannot read, a NaN or a lone surrogate, json can)."""
+def _row_of(index: int, url: str, status: int | None, total_ms: float | None, data: str) -> DiffRow:
+    """A stored result as a diff reads it: its outcome and final URL from its stored text (what orjson cannot
+    read, a NaN or a lone surrogate, json can)."""
     try:
-        value = orjson.loads(data)
+        result = orjson.loads(data)
     except orjson.JSONDecodeError:
-        value = json.loads(data)
-    final = value.get("final_url")
-    return final if isinstance(final, str) else None
+        result = json.loads(data)
+    final = result.get("final_url")
+    return DiffRow(index, url, outcome_of(result), status, final if isinstance(final, str) else None, total_ms)
 
 
 class StoreReads:
@@ -113,12 +114,13 @@ class StoreReads:
     def diff_rows(self, batch_id: str) -> list[DiffRow]:
         """Each URL of a batch, in index order, with what a diff compares of its result (none yet: outcome None).
 
-        One read of the URL list and of the result columns; the final URL is read from each result's stored
-        text here (orjson: a few ms for 10,000), where PostgreSQL's JSON reading took a few tenths of a second.
+        One read of the URL list and of the result columns; the outcome and the final URL are read from each
+        result's stored text here (orjson: a few ms for 10,000), where PostgreSQL's JSON reading took a few
+        tenths of a second.
         The alignment of two batches is a dictionary's work in diff.compare.
         """
         sql = self._dialect.sql(
-            "SELECT idx, ok, status_code, error_kind, total_ms, data FROM events"
+            "SELECT idx, status_code, total_ms, data FROM events"
             " WHERE batch_id = ? AND type = 'result' AND idx IS NOT NULL"
         )
         urls_sql = self._dialect.sql("SELECT urls FROM url_lists WHERE batch_id = ?")
@@ -133,8 +135,7 @@ class StoreReads:
                 if stored is None:
                     rows.append(DiffRow(index, url, None, None, None, None))
                 else:
-                    ok, status, kind, total_ms, data = stored
-                    rows.append(DiffRow(index, url, outcome_of(ok, kind), status, _final_url(data), total_ms))
+                    rows.append(_row_of(index, url, *stored))
             return rows
 
         return self._read(read)

@@ -301,6 +301,16 @@ def test_a_remap_to_a_denied_address_is_refused_like_a_submission(server, plante
     assert error_of(response)["code"] == "invalid_urls"
 
 
+def test_a_diff_of_batches_over_the_servers_limit_answers_413_naming_the_setting(make_server, target):
+    small = make_server({"GREENBATCH_MAX_DIFF_URLS": "2"})
+    base = small.submit([target.url("/ok?a"), target.url("/ok?b")])["id"]
+    batch = small.submit([target.url("/ok?a"), target.url("/ok?b"), target.url("/ok?c")])["id"]
+    assert small.request("GET", f"/api/v1/batches/{base}/diff?base={base}").status_code == 200
+    response = small.request("GET", f"/api/v1/batches/{batch}/diff?base={base}")
+    assert response.status_code == 413
+    assert "GREENBATCH_MAX_DIFF_URLS" in error_of(response)["message"]
+
+
 # -- the command line ----------------------------------------------------------------------------
 
 

@@ -804,6 +804,7 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             },
             "400": error("A parameter is wrong, or no base was given for a batch that was not rerun from another."),
             "404": error("No such batch, or no such base."),
+            "413": error("One of the batches has more URLs than GREENBATCH_MAX_DIFF_URLS (code diff_too_large)."),
         },
     }
     events = {

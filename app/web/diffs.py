@@ -26,7 +26,9 @@ CSV_COLUMNS = (
     *(f"{side}_{name}" for side in ("before", "after") for name in ("status_code", "final_url", "outcome", "total_ms")),
 )
 DOWNLOAD_ROWS = 1000  # changes written per chunk of a download
-_ENDED: LRU[tuple[str, str, str, float, frozenset[str]], Diff] = LRU(8)  # diffs of two ended batches, kept
+# Diffs of two batches that ended with every event stored: they never change, so their pages and downloads
+# need not compare again. (A live batch's view may count events not stored yet: never kept.)
+_KEPT: LRU[tuple[str, str, str, float, frozenset[str]], Diff] = LRU(8)
 
 
 @bp.get("/batches/<batch_id>/diff")
@@ -56,13 +58,15 @@ def diff(batch_id: str):
             "download both batches' results (format=ndjson) to compare them elsewhere",
         )
     asked = (base.id, batch.id, key, factor, kinds)
-    found = _ENDED.get(asked)
+    found = _KEPT.get(asked)
     if found is None:
+        engine = services().engine
+        ended = all(view.final and not engine.is_live(view.id) for view in (base, batch))  # before the rows are read
         rows = store.diff_rows(base.id), store.diff_rows(batch.id)
         # Pure Python over every URL (~0.1 s for 10,000): on a thread, so the hub keeps serving meanwhile.
         found = get_hub().threadpool.apply(compare, (*rows, key, factor, kinds))
-        if base.final and batch.final:  # neither changes any more: pages and downloads need not compare again
-            _ENDED.put(asked, found)
+        if ended:
+            _KEPT.put(asked, found)
     chosen = found.changes
     head = {"base": base.id, "batch": batch.id, "key": key, "slower": factor}
     if fmt is not None:

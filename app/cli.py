@@ -183,6 +183,11 @@ class Client:
                     "could not read its store); what was written is incomplete: fetch them again"
                 ) from None
 
+    def diff(self, base: str, batch_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A page of what changed from `base` to the batch."""
+        path = f"api/v1/batches/{quote(batch_id, safe='')}/diff"
+        return self.json("GET", path, keys=("summary", "changes", "next_after"), params={"base": base, **params})
+
     def page_url(self, batch_id: str) -> str:
         """The batch's page on the dashboard."""
         return f"{self.server}batches/{quote(batch_id, safe='')}"
@@ -735,6 +740,84 @@ def list_batches(limit: int, as_json: bool, server: str, token: str | None) -> i
     if page.get("next_cursor") is not None:
         click.echo("(older batches not shown; --limit goes up to 200)", err=True)
     return EXIT_OK
+
+
+DIFF_PAGE = 1000  # changes read per request
+
+
+@cli.command(
+    short_help="Show what changed between two batches.",
+    help="Compare batch ID with BASE: how many URLs newly failed, were fixed, changed status or final URL, got "
+    "slower or faster, were added or removed, then each change as before -> after. Exit status 1 when a kind "
+    "listed in --fail-on is above 0 (for CI: --fail-on newly_failed,final_url_changed).",
+)
+@click.argument("base", metavar="BASE")
+@click.argument("batch_id", metavar="ID")
+@click.option(
+    "--key",
+    type=click.Choice(["url", "path"]),
+    default="url",
+    show_default=True,
+    help="Align URLs by the whole URL, or by path and query (staging against production).",
+)
+@click.option("--slower", type=float, metavar="FACTOR", help="Times the time must change for slower/faster (2).")
+@click.option("--fail-on", "fail_on", metavar="KINDS", default="", help="Comma-separated kinds that make it exit 1.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary and every change as the API's JSON.")
+@connection_options
+def diff(
+    base: str,
+    batch_id: str,
+    key: str,
+    slower: float | None,
+    fail_on: str,
+    as_json: bool,
+    server: str,
+    token: str | None,
+) -> int:
+    """Compare two batches."""
+    client = Client(server, token)
+    params: dict[str, Any] = {"key": key, "limit": DIFF_PAGE}
+    if slower is not None:
+        params["slower"] = slower
+    page = client.diff(base, batch_id, params)
+    summary = page["summary"]
+    failing = [kind for kind in fail_on.split(",") if kind]
+    unknown = [kind for kind in failing if kind not in summary]
+    if unknown:
+        raise click.UsageError(f"--fail-on {','.join(unknown)}: the kinds are {', '.join(summary)}")
+    changes = list(page["changes"])
+    while page["next_after"] is not None:
+        page = client.diff(base, batch_id, {**params, "after": page["next_after"]})
+        changes += page["changes"]
+    if as_json:
+        click.echo(_json_text({**page, "changes": changes}))
+    else:
+        for line in diff_lines(summary, changes):
+            click.echo(line)
+    over = [kind for kind in failing if summary[kind]]
+    if over:
+        click.echo(f"failing: {', '.join(f'{kind} {summary[kind]}' for kind in over)}", err=True)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def diff_lines(summary: dict[str, int], changes: list[dict[str, Any]]) -> list[str]:
+    """A diff for people: each kind's count, then each change as before -> after."""
+    width = max(map(len, summary))
+    lines = [f"{kind.ljust(width)}  {count:>7}" for kind, count in summary.items()]
+    for change in changes:
+        lines.append(f"{change['kind']}  {change['key']}  {_side(change['before'])} -> {_side(change['after'])}")
+    return lines
+
+
+def _side(side: dict[str, Any] | None) -> str:
+    """One side of a change in a few words: outcome, status, time and final URL."""
+    if side is None:
+        return "(absent)"
+    if side["outcome"] is None:
+        return "(no result yet)"
+    status = side["status_code"] if side["status_code"] is not None else "-"
+    return f"{side['outcome']} {status} {_ms(side['total_ms'])} {side['final_url'] or ''}".rstrip()
 
 
 def _json_text(value: Any) -> str:

@@ -115,6 +115,8 @@ function applyEvent(event) {
 function applyEvents(events) {
   for (const event of events || []) applyEvent(event);
   changed();
+  // The comparison (compare.js) reads its counts again as rows land.
+  if ((events || []).some((event) => event.type !== 'progress')) document.dispatchEvent(new CustomEvent('batch-events'));
 }
 
 // Count one result that arrived after the counts' seq.
@@ -1094,6 +1096,7 @@ async function poll() {
       showLostContact(false);
       ended = true;
       changed();
+      document.dispatchEvent(new CustomEvent('batch-events'));
       return;
     }
     if (lost) {
@@ -1119,6 +1122,7 @@ const socket = new LiveSocket({
       ended = true;
       if (table.pending) readPage(); // the batch's last results, for a view that could not place them live
       changed();
+      document.dispatchEvent(new CustomEvent('batch-events'));
     }
   },
   onState: setLiveState,

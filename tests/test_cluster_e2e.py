@@ -218,6 +218,20 @@ def test_the_results_equal_a_single_process_run_of_the_same_batch(watched, web_b
     assert clustered["stats"]["by_status"] == alone["stats"]["by_status"]
 
 
+def test_the_diff_of_two_runs_stored_by_the_workers_reads_the_same_on_either_web_process(cluster, target):
+    web_a, web_b = cluster.webs
+    tag = f"cluster{time.monotonic_ns()}"
+    kept = [target.url(f"/changes/{tag}/nf?answers=200,500"), target.url(f"/changes/{tag}/fx?answers=500,200")]
+    base = web_a.wait(web_a.submit([*kept, target.url(f"/changes/{tag}/gone")])["id"])
+    batch = web_a.wait(web_a.submit([*kept, target.url(f"/changes/{tag}/new")])["id"])
+    diffs = [
+        web.request("GET", f"/api/v1/batches/{batch['id']}/diff?base={base['id']}").json() for web in (web_a, web_b)
+    ]
+    assert diffs[0] == diffs[1]
+    summary = diffs[0]["summary"]
+    assert (summary["newly_failed"], summary["fixed"], summary["added"], summary["removed"]) == (1, 1, 1, 1)
+
+
 # -- cancel ------------------------------------------------------------------------------------------
 
 

@@ -64,6 +64,11 @@ class Config:
     )
     max_urls: int = _setting(1_000_000, "Most URLs in one batch (413 above).", low=1)
     max_url_length: int = _setting(2048, "Longest URL accepted.", low=16, high=65536)
+    max_diff_urls: int = _setting(
+        200_000,
+        "Most URLs in either batch of a diff (413 above): a diff holds both batches in memory (~200 MB a million).",
+        low=1,
+    )
     default_concurrency: int = _setting(20, "Concurrency of a batch that does not set one.", low=1)
     max_concurrency: int = _setting(1000, "Highest concurrency a batch may ask for.", low=1)
     max_inflight: int = _setting(2000, "Server-wide cap on fetches in flight across all batches.", low=1)

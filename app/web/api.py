@@ -19,7 +19,7 @@ from flask import Blueprint, Response, current_app, request, url_for
 from ..core.memory import release_freed_memory
 from ..core.options import BatchOptions, ValidationError, header_problem
 from ..core.results import ERROR_KINDS, FINAL_STATUSES
-from ..core.urllist import UrlList, UrlListBuilder, read_json_object
+from ..core.urllist import MAX_REMAP, UrlList, UrlListBuilder, read_json_object, remapped
 from ..fetch import guard
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
@@ -461,20 +461,25 @@ def cancel_batch(batch_id: str):
 
 @bp.post("/batches/<batch_id>/rerun")
 def rerun_batch(batch_id: str):
-    """Run a batch's URLs again as a new batch; {"only": "failed"} takes only those that did not end ok."""
+    """Run a batch's URLs again as a new batch; {"only": "failed"} takes only those that did not end ok, and
+    {"remap": [{"from", "to"}]} rewrites each URL's prefix (staging for production)."""
     batch = _batch_or_404(batch_id)
     _refuse_if_store_fails()
-    only = None
+    only, remap = None, []
     if request.get_data(cache=True).strip():
         body = _json_body()
         only = body.get("only") if isinstance(body, dict) else None
-        unknown = sorted(set(body) - {"only"}) if isinstance(body, dict) else []
+        unknown = sorted(set(body) - {"only", "remap"}) if isinstance(body, dict) else []
         if not isinstance(body, dict) or only not in (None, "all", "failed") or unknown:
             details = [{"field": k, "message": "is not a known field"} for k in unknown] or [
                 {"field": "only", "message": 'must be "all" or "failed"'}
             ]
-            raise ApiError(400, "invalid_body", 'body must be {} or {"only": "all" | "failed"}', details)
+            raise ApiError(
+                400, "invalid_body", 'body must be {} or {"only": "all" | "failed", "remap": [...]}', details
+            )
+        remap = _remap_rules(body.get("remap"))
     store = services().store
+    urls: Sequence[str]
     if only == "failed":
         if batch.status not in FINAL_STATUSES:
             raise ApiError(
@@ -487,8 +492,13 @@ def rerun_batch(batch_id: str):
     else:
         urls = store.urls(batch_id)
         name = f"rerun of {batch.name}"
+    raw_options = batch.options
+    if remap:
+        urls = _validate_urls(UrlList.of(remapped(url, remap) for url in urls))
+        if isinstance(raw_options.get("expected_final_url"), str):
+            raw_options = {**raw_options, "expected_final_url": remapped(raw_options["expected_final_url"], remap)}
     try:
-        options = BatchOptions.parse(batch.options, current_app.config["GREENBATCH"])
+        options = BatchOptions.parse(raw_options, current_app.config["GREENBATCH"])
     except ValidationError as exc:  # a limit lowered, or a rule added, since the batch was stored
         first = exc.details[0] if exc.details else {"field": "options", "message": str(exc)}
         raise ApiError(
@@ -501,6 +511,30 @@ def rerun_batch(batch_id: str):
         ) from None
     new_id = _submit(urls, options, name[:200], parent_id=batch_id)
     return _created(new_id)
+
+
+def _remap_rules(raw: Any) -> list[tuple[str, str]]:
+    """A rerun's remap as (from, to) prefix pairs; a 400 naming the rule that is not a pair of http(s) prefixes."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_REMAP:
+        message = f'"remap" must be a list of at most {MAX_REMAP} {{"from", "to"}} objects'
+        raise ApiError(400, "invalid_body", message, [{"field": "remap", "message": message}])
+    limit = current_app.config["GREENBATCH"].max_url_length
+    rules = []
+    for n, rule in enumerate(raw):
+        ok = isinstance(rule, dict) and set(rule) == {"from", "to"}
+        ok = ok and all(
+            isinstance(rule[end], str)
+            and 0 < len(rule[end]) <= limit
+            and rule[end].lower().startswith(("http://", "https://"))
+            for end in ("from", "to")
+        )
+        if not ok:
+            message = f'remap[{n}] must be {{"from": prefix, "to": prefix}}, each an http:// or https:// URL prefix'
+            raise ApiError(400, "invalid_body", message, [{"field": f"remap[{n}]", "message": message}])
+        rules.append((rule["from"], rule["to"]))
+    return rules
 
 
 @bp.delete("/batches/<batch_id>")

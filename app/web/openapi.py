@@ -27,6 +27,10 @@ from ..core.options import (
     BatchOptions,
 )
 from ..core.results import BATCH_STATUSES, ERROR_KINDS
+from ..core.urllist import MAX_REMAP
+from ..runs.diff import DEFAULT_FACTOR, LISTED_BY_DEFAULT, MAX_FACTOR, PENDING
+from ..runs.diff import KEYS as DIFF_KEYS
+from ..runs.diff import KINDS as DIFF_KINDS
 from ..runs.engine import MAX_RUNNING_LISTED
 from ..runs.store.base import MAX_SEARCH, OUTCOMES, RESULT_SORTS
 from .exports import FORMATS
@@ -410,6 +414,54 @@ def schemas(config: Config) -> dict[str, Any]:
                 },
             },
         },
+        "ChangeSide": {
+            "type": "object",
+            "description": "What a diff compares of a URL's result in one batch (all null while it has none).",
+            "required": ["status_code", "final_url", "outcome", "total_ms"],
+            "properties": {
+                "status_code": {"type": ["integer", "null"]},
+                "final_url": {"type": ["string", "null"]},
+                "outcome": {"type": ["string", "null"], "description": "ok, failed or cancelled; null: no result yet."},
+                "total_ms": number_or_null,
+            },
+        },
+        "Change": {
+            "type": "object",
+            "required": ["key", "index", "base_index", "kind", "before", "after"],
+            "properties": {
+                "key": {"type": "string", "description": "The URL, or with key=path its path and query (lower case)."},
+                "index": {"type": ["integer", "null"], "description": "Its URL index in the batch; null: removed."},
+                "base_index": {"type": ["integer", "null"], "description": "Its URL index in the base; null: added."},
+                "kind": {"type": "string", "enum": [*DIFF_KINDS, PENDING]},
+                "before": nullable(ref("ChangeSide")),
+                "after": nullable(ref("ChangeSide")),
+            },
+        },
+        "Diff": {
+            "type": "object",
+            "required": ["base", "batch", "key", "slower", "summary", "changes", "total", "next_after"],
+            "properties": {
+                "base": {"type": "string"},
+                "batch": {"type": "string"},
+                "key": {"type": "string", "enum": list(DIFF_KEYS)},
+                "slower": {"type": "number"},
+                "summary": {
+                    "type": "object",
+                    "description": "How many rows of each kind; each row counts once, under the first kind that "
+                    "holds in this order. pending: aligned with a URL that has no result yet in one of the batches.",
+                    "required": [*DIFF_KINDS, PENDING],
+                    "properties": {kind: {"type": "integer"} for kind in (*DIFF_KINDS, PENDING)},
+                },
+                "changes": {"type": "array", "items": ref("Change")},
+                "total": {"type": "integer", "description": "Changes of the kinds asked for, over every page."},
+                "next_after": {
+                    "type": ["integer", "null"],
+                    "description": "Pass as `after` for the next page; null on the last.",
+                },
+                "base_final": {"type": "boolean", "description": "The base has ended: its side no longer changes."},
+                "batch_final": {"type": "boolean", "description": "The batch has ended: the diff no longer changes."},
+            },
+        },
         "ResultPage": {
             "type": "object",
             "required": [
@@ -593,7 +645,25 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
                     "schema": {
                         "type": "object",
                         "additionalProperties": False,
-                        "properties": {"only": {"type": "string", "enum": ["all", "failed"], "default": "all"}},
+                        "properties": {
+                            "only": {"type": "string", "enum": ["all", "failed"], "default": "all"},
+                            "remap": {
+                                "type": "array",
+                                "maxItems": MAX_REMAP,
+                                "description": "Prefix rewrites of every URL (and of expected_final_url where "
+                                "present): the first rule whose `from` starts a URL replaces that start with `to`. "
+                                "The rewritten URLs are checked as a submission's are.",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["from", "to"],
+                                    "properties": {
+                                        "from": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
+                                        "to": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
+                                    },
+                                },
+                            },
+                        },
                     }
                 }
             },
@@ -603,7 +673,10 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
                 **json_body(ref("Batch"), "The new batch, queued."),
                 "headers": {"Location": {"schema": {"type": "string"}}},
             },
-            "400": error('The body is not {} or {"only": "all" | "failed"}.'),
+            "400": error(
+                'The body is not {} or {"only": "all" | "failed", "remap": [...]}, or a remapped URL '
+                "cannot be fetched (code invalid_urls)."
+            ),
             "404": error("No such batch."),
             "409": error(
                 "Rerunning failed URLs of a batch that still runs, or none failed; or the "
@@ -685,6 +758,55 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             "404": error("No such batch."),
         },
     }
+    diff = {
+        "parameters": [
+            ID_PARAM,
+            query(
+                "base",
+                {"type": "string"},
+                "The batch to compare with; default: the batch this one was rerun from.",
+            ),
+            query(
+                "key",
+                {"type": "string", "enum": list(DIFF_KEYS), "default": "url"},
+                "How rows align: by URL, or by path and query (scheme, host, trailing slash and case ignored, "
+                "final URLs compared the same way), so staging lines up with production.",
+            ),
+            query(
+                "slower",
+                {"type": "number", "exclusiveMinimum": 1, "maximum": MAX_FACTOR, "default": DEFAULT_FACTOR},
+                "slower and faster: the total time changed by at least this factor, and by at least 100 ms.",
+            ),
+            query(
+                "kind",
+                {"type": "string"},
+                "Only changes of these kinds, comma-separated; default: every kind but unchanged ("
+                + ", ".join(LISTED_BY_DEFAULT)
+                + ").",
+            ),
+            query("after", {"type": "integer", "minimum": -1}, "`next_after` of the previous page."),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+            query(
+                "format",
+                {"type": "string", "enum": ["csv", "ndjson"]},
+                "Download every change of the kinds asked for: csv (before_ and after_ columns) or ndjson (one "
+                "Change a line). Without it, a page.",
+            ),
+        ],
+        "responses": {
+            "200": {
+                "description": "What changed from the base to this batch, or every change as a download.",
+                "content": {
+                    JSON: {"schema": ref("Diff")},
+                    "text/csv": {"schema": {"type": "string"}, "description": "A header row, then one row per change."},
+                    "application/x-ndjson": {"schema": {"type": "string"}, "description": "One Change per line."},
+                },
+            },
+            "400": error("A parameter is wrong, or no base was given for a batch that was not rerun from another."),
+            "404": error("No such batch, or no such base."),
+            "413": error("One of the batches has more URLs than GREENBATCH_MAX_DIFF_URLS (code diff_too_large)."),
+        },
+    }
     events = {
         "parameters": [
             ID_PARAM,
@@ -722,6 +844,7 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         (batch + "/cancel", "post", "api.cancel_batch", cancel),
         (batch + "/rerun", "post", "api.rerun_batch", rerun),
         (batch + "/results", "get", "api.results", results),
+        (batch + "/diff", "get", "api.diff", diff),
         (batch + "/running", "get", "api.running", running),
         (batch + "/events", "get", "api.events", events),
         (API + "/openapi.json", "get", "openapi.description", description),

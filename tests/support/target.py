@@ -456,6 +456,17 @@ def _header_dict(req):
     return out
 
 
+def h_changes(req, m):
+    """An answer that changes from one hit of the path to the next: ?answers=200,500,redirect names the answer
+    of each hit in turn (a status code, or `redirect`: 302 to /ok), the last repeated after."""
+    answers = (req.arg("answers") or "200").split(",")
+    answer = answers[min(HITS[req.path], len(answers)) - 1]
+    if answer == "redirect":
+        req.respond(302, b"moved\n", headers=[("Location", "/ok")])
+    else:
+        req.respond(_number(answer, int, 200, 599, "answer"), b"changes\n")
+
+
 def h_hits(req, m):
     """Per-path request counts; ?reset=1 returns the counts and then clears them."""
     body = dict(HITS)
@@ -490,6 +501,7 @@ ROUTES = [
         (r"/close", h_close),
         (r"/headers", h_headers),
         (r"/echo", h_echo),
+        (r"/changes/[\w/-]+", h_changes),
         (r"/__hits", h_hits),
     ]
 ]

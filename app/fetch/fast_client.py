@@ -245,9 +245,7 @@ class FastTransport:
         self._capture = capture
         self._tls_verify = tls_verify
         # With tls_verify off: each TLS connection's (chain_valid, problem), as its handshake found them.
-        self._verdicts: weakref.WeakKeyDictionary[socket.socket, tuple[bool, str | None]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._verdicts: weakref.WeakKeyDictionary[socket.socket, tuple[bool, str | None]] = weakref.WeakKeyDictionary()
         self._max_idle = max(1, pool_size)
         # origin -> idle sockets, least recently used first
         self._idle: OrderedDict[tuple[str, str, int], list[socket.socket]] = OrderedDict()

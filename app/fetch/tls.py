@@ -18,7 +18,6 @@ from typing import Any
 import certifi
 import gevent.ssl
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
 
 MAX_TEXT = 1024  # an issuer, a subject or one SAN is target-controlled text: at most this many characters
 MAX_SANS = 100  # names a certificate's `sans` lists (a CDN's certificate can carry hundreds)
@@ -109,7 +108,7 @@ def certificate(der: bytes) -> dict[str, Any]:
         return known
     cert = x509.load_der_x509_certificate(der)
     try:
-        names = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         sans = [str(n)[:MAX_TEXT] for n in names.get_values_for_type(x509.DNSName)]
         sans += [str(n) for n in names.get_values_for_type(x509.IPAddress)]
     except (x509.ExtensionNotFound, ValueError):

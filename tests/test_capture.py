@@ -8,7 +8,9 @@ Servers are real: HTTPS hosts on 127.0.0.2 onwards with certificates from a CA m
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 import itertools
 import socket
 
@@ -24,7 +26,7 @@ from app.fetch.follow import follow
 from app.runs.certificates import certificates, expiring
 from app.runs.events import Event
 from tests.support.server import error_of
-from tests.support.tls_hosts import TlsHosts
+from tests.support.tls_hosts import FORMULA, TlsHosts
 
 TLS_FIELDS = {
     "version",
@@ -217,6 +219,17 @@ def test_the_inventory_has_one_row_per_host_and_certificate_with_its_expiry(inve
 def test_a_batch_records_its_capture_and_tls_verify_options(inventory):
     batch, _ = inventory
     assert batch["options"]["capture"] == {"tls": True, "headers": []} and batch["options"]["tls_verify"] is False
+
+
+def test_the_csv_of_a_capturing_batch_has_the_captured_columns_with_formulas_defused(gb, hosts):
+    batch = gb.submit([hosts.hosts[0].url("/formula")], capture={"tls": True, "headers": ["X-Formula"]})
+    gb.wait(batch["id"])
+    response = gb.request("GET", f"/api/v1/batches/{batch['id']}/results", params={"format": "csv"})
+    header, row = list(csv.reader(io.StringIO(response.text)))
+    line = dict(zip(header, row, strict=True))
+    assert line["header:x-formula"] == "'" + FORMULA, "a spreadsheet shows the text, never runs it"
+    assert line["remote_ip"] == "127.0.0.2" and line["tls_days_left"] == str(EXPIRES_IN[0])
+    assert line["tls_name_match"] == "true" and line["ok"] == "true"
 
 
 def test_a_batch_without_capture_has_an_empty_inventory(gb, hosts):

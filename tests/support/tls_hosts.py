@@ -12,6 +12,7 @@ from pathlib import Path
 
 import trustme
 
+FORMULA = '=HYPERLINK("http://evil.example","<img src=x onerror=alert(1)>")'  # a header a spreadsheet would run
 CAPTURED_HEADERS = {"Cache-Control": "max-age=60", "X-Robots-Tag": "noindex", "Server": "tls-host/1.0"}
 
 
@@ -21,7 +22,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        """/redirect answers 302 to /; /long-header sends a 5 KiB header; anything else 200 with a few headers."""
+        """/redirect answers 302 to /; /long-header sends a 5 KiB header, /formula one a spreadsheet would run;
+        anything else 200 with a few headers."""
         if self.path == "/redirect":
             self.send_response(302)
             self.send_header("Location", "/")
@@ -34,6 +36,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("X-Robots-Tag", CAPTURED_HEADERS["X-Robots-Tag"])
         if self.path == "/long-header":
             self.send_header("X-Long", "<b>" + "x" * 5000)
+        if self.path == "/formula":
+            self.send_header("X-Formula", FORMULA)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -313,3 +313,51 @@ def test_the_inventory_reads_final_and_redirect_hops_alike_in_either_store(store
         ("b.example:8443", "bb", 1, 177),
     ]
     assert rows[0]["url_examples"] == urls[:2] and expiring(rows) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("size", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
+def test_the_page_shows_the_certificates_tab_the_expiring_count_and_captured_text_as_text(
+    browser, gb, hosts, inventory, size
+):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    batch, answer = inventory
+    # A capturing batch whose header carries markup and a formula: shown as the text it is.
+    marked = gb.submit([hosts.hosts[0].url("/formula")], capture={"tls": True, "headers": ["x-formula"]})
+    gb.wait(marked["id"])
+    context = browser.new_context(viewport={"width": size[0], "height": size[1]}, is_mobile=size[0] < 600)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        tab.goto(gb.url(f"/batches/{batch['id']}"))
+        expect = sync_api.expect
+        expect(tab.locator("#cert-expiring")).to_have_text("expiring within 30 days: 9")
+        expect(tab.locator("#tls-unverified")).to_be_visible()
+        tab.click("#tab-certificates")
+        expect(tab.locator("#cert-rows tr")).to_have_count(HOSTS)
+        expect(tab.locator("#results-panel")).to_be_hidden()
+        first = tab.locator("#cert-rows tr").first
+        expect(first).to_contain_text(f"{hosts.hosts[0].ip}:{hosts.hosts[0].port}")
+        expect(first).to_contain_text(str(EXPIRES_IN[0]))
+        widths = tab.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], f"the page is {widths[0]} px wide on a {widths[1]} px screen"
+        tab.evaluate("document.getElementById('view-tabs').scrollIntoView()")
+        tab.screenshot(path=f"/tmp/capture-certs-{size[0]}.png")
+
+        tab.goto(gb.url(f"/batches/{marked['id']}"))
+        expect(tab.locator("#tls-unverified")).to_have_count(0)
+        tab.locator("#result-rows tr.result-row").first.click()
+        value = tab.locator("tr.detail .header-value")
+        expect(value).to_have_text(FORMULA)
+        assert tab.locator("tr.detail img").count() == 0, "captured text is never markup"
+        tab.evaluate("document.querySelector('tr.result-row').scrollIntoView()")
+        tab.screenshot(path=f"/tmp/capture-detail-{size[0]}.png")
+    finally:
+        context.close()
+    assert not errors, errors

@@ -17,7 +17,6 @@ from typing import Any
 
 import certifi
 import gevent.ssl
-from cryptography import x509
 
 MAX_TEXT = 1024  # an issuer, a subject or one SAN is target-controlled text: at most this many characters
 MAX_SANS = 100  # names a certificate's `sans` lists (a CDN's certificate can carry hundreds)
@@ -106,6 +105,9 @@ def certificate(der: bytes) -> dict[str, Any]:
     known = _described.get(der)
     if known is not None:
         return known
+    # Imported on the first certificate described: a process whose batches capture no TLS never loads it (~10 MiB).
+    from cryptography import x509
+
     cert = x509.load_der_x509_certificate(der)
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -69,7 +69,7 @@ class TlsHosts:
         self._servers: list[http.server.ThreadingHTTPServer] = []
         now = datetime.datetime.now(datetime.UTC)
         for i in range(count):
-            ip = f"127.0.0.{i + 2}"
+            ip = f"127.0.{(i + 2) // 256}.{(i + 2) % 256}"  # 127.0.0.2 onwards
             not_after = (now + datetime.timedelta(days=days(i), hours=12)).replace(microsecond=0)
             cert = self.ca.issue_cert(*names(ip), not_after=not_after)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -17,13 +17,15 @@ import socket
 import pytest
 
 from app import fetch
+from app.core.config import Config, ConfigError
 from app.core.options import CLIENTS, BatchOptions
 from app.core.results import Result
 from app.core.stats import row_of
-from app.fetch import tls
+from app.fetch import guard, tls
 from app.fetch.errors import FetchError
 from app.fetch.follow import follow
 from app.runs.certificates import certificates, expiring
+from app.runs.engine import Fetching
 from app.runs.events import Event
 from tests.support.server import error_of
 from tests.support.tls_hosts import FORMULA, TlsHosts
@@ -263,14 +265,13 @@ def test_a_bad_capture_or_tls_verify_is_refused_naming_the_field(gb, hosts, opti
 
 
 def test_a_ca_bundle_that_is_not_a_pem_file_stops_start_up_naming_the_setting(tmp_path):
-    from tests.support.server import GreenbatchServer
-
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate\n")
-    server = GreenbatchServer(tmp_path / "data", {"GREENBATCH_CA_BUNDLE": str(bad)})
-    with pytest.raises(RuntimeError, match="did not start \\(exit 2\\)"):
-        server.start(timeout=10)
-    assert f"GREENBATCH_CA_BUNDLE: {bad} cannot be loaded as PEM certificates" in server.log()
+    policy = guard.Policy.from_settings(False, "", "")
+    with pytest.raises(ConfigError, match=f"GREENBATCH_CA_BUNDLE: {bad} cannot be loaded as PEM certificates"):
+        Fetching(Config(ca_bundle=str(bad)), policy)  # what both the server and a cluster worker build at start
+    with pytest.raises(ConfigError, match="does not exist"):
+        Fetching(Config(ca_bundle=str(tmp_path / "missing.pem")), policy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,3 +362,34 @@ def test_the_page_shows_the_certificates_tab_the_expiring_count_and_captured_tex
     finally:
         context.close()
     assert not errors, errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster mode: the workers capture, PostgreSQL holds it, the web process answers the inventory
+# ---------------------------------------------------------------------------------------------
+
+
+def test_in_cluster_mode_the_workers_capture_and_the_inventory_reads_postgresql(
+    tmp_path, hosts, postgres, redis_server
+):
+    for module in ("psycopg", "redis", "dramatiq"):
+        pytest.importorskip(module)
+    from tests.support.cluster import Cluster
+
+    env = {"GREENBATCH_CA_BUNDLE": str(hosts.ca_file), "GREENBATCH_ALLOW_TARGETS": hosts.allow}
+    cluster = Cluster(tmp_path, postgres.new_database(), redis_server.url, env)
+    try:
+        web = cluster.start_web()
+        cluster.start_worker(threads=2)
+        urls = [host.url(f"/c/{n}") for n in range(3) for host in hosts.hosts[:4]]
+        batch = web.submit(urls, capture={"tls": True, "headers": ["cache-control"]}, tls_verify=False)
+        done = web.wait(batch["id"], timeout=60)
+        assert done["counts"]["ok"] == len(urls), cluster.logs()
+        result = web.results(batch["id"])[0]
+        assert result["remote_ip"] == "127.0.0.2" and result["headers"] == {"cache-control": "max-age=60"}
+        answer = web.request("GET", f"/api/v1/batches/{batch['id']}/certificates").json()
+        assert [(row["days_left"], row["urls"]) for row in answer["certificates"]] == [
+            (days, 3) for days in EXPIRES_IN[:4]
+        ]
+    finally:
+        cluster.stop()

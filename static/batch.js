@@ -325,6 +325,11 @@ function optionsText(o) {
   parts.push(`ok = ${o.accept_status}`);
   const headers = Object.keys(o.headers || {}).length;
   if (headers) parts.push(`${headers} header${headers === 1 ? '' : 's'}`);
+  if (o.capture) {
+    const kept = (o.capture.headers || []).length;
+    const what = [o.capture.tls ? 'TLS' : null, kept ? `${kept} header${kept === 1 ? '' : 's'}` : null].filter(Boolean);
+    parts.push(`captures ${what.join(' and ') || 'server and address'}`);
+  }
   return parts.filter(Boolean).join(' · ');
 }
 

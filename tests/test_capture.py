@@ -340,6 +340,7 @@ def test_the_page_shows_the_certificates_tab_the_expiring_count_and_captured_tex
         expect = sync_api.expect
         expect(tab.locator("#cert-expiring")).to_have_text("expiring within 30 days: 9")
         expect(tab.locator("#tls-unverified")).to_be_visible()
+        tab.screenshot(path=f"/tmp/capture-head-{size[0]}.png")
         tab.click("#tab-certificates")
         expect(tab.locator("#cert-rows tr")).to_have_count(HOSTS)
         expect(tab.locator("#results-panel")).to_be_hidden()

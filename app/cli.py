@@ -553,15 +553,18 @@ def typed_token() -> bool:
 
 def batch_options(**given: Any) -> dict[str, Any]:
     """The API's options from the flags the user gave (the server applies its defaults to the rest)."""
-    options = {
-        key: value for key, value in given.items() if value is not None and key not in ("headers", "no_redirects")
-    }
+    flags = ("headers", "no_redirects", "capture_tls", "capture_headers", "no_tls_verify")
+    options = {key: value for key, value in given.items() if value is not None and key not in flags}
     if given["no_redirects"]:
         if given["max_redirects"]:
             raise click.UsageError("--no-redirects and --max-redirects contradict each other; give one")
         options["max_redirects"] = 0
     if given["headers"]:
         options["headers"] = parse_headers(given["headers"])
+    if given["capture_tls"] or given["capture_headers"]:
+        options["capture"] = {"tls": bool(given["capture_tls"]), "headers": list(given["capture_headers"])}
+    if given["no_tls_verify"]:
+        options["tls_verify"] = False
     return options
 
 
@@ -614,6 +617,11 @@ def cli() -> None:
 @click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="A request header; repeat it.")
 @click.option("--max-bytes", type=whole(0), help="Cap on decoded body bytes per URL.")
 @click.option("--client", type=click.Choice(["fast", "requests"]), help="The HTTP client the server uses.")
+@click.option("--capture-tls", is_flag=True, help="Record each server's TLS connection and certificate.")
+@click.option(
+    "--capture-header", "capture_headers", multiple=True, metavar="NAME", help="A response header to record; repeat it."
+)
+@click.option("--no-tls-verify", is_flag=True, help="Fetch despite certificate problems (recorded, not failed).")
 @connection_options
 def submit(
     file: str,

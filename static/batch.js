@@ -14,6 +14,7 @@ import {
   fmtInt, fmtMs, fmtRate, h, liveModeFor, paintBar, perFrame, setText, showLiveMode, sleep, svg, withId,
   withQuery,
 } from './common.js';
+import { capturedFacts } from './capture.js';
 
 const config = byId('page').dataset;
 const PAGE_SIZE = 100;
@@ -326,6 +327,11 @@ function optionsText(o) {
   parts.push(`ok = ${o.accept_status}`);
   const headers = Object.keys(o.headers || {}).length;
   if (headers) parts.push(`${headers} header${headers === 1 ? '' : 's'}`);
+  if (o.capture) {
+    const kept = (o.capture.headers || []).length;
+    const what = [o.capture.tls ? 'TLS' : null, kept ? `${kept} header${kept === 1 ? '' : 's'}` : null].filter(Boolean);
+    parts.push(`captures ${what.join(' and ') || 'server and address'}`);
+  }
   return parts.filter(Boolean).join(' · ');
 }
 
@@ -741,6 +747,7 @@ function detailRow(r) {
     h('dt', null, 'Started'), h('dd', { class: 'num' }, r.started_at || '–'),
     h('dt', null, 'Finished'), h('dd', { class: 'num' }, r.finished_at || '–'));
   if (r.error) facts.append(h('dt', null, 'Error'), h('dd', { class: 'error-text' }, `${r.error.kind}: ${r.error.message}`));
+  facts.append(...capturedFacts(r));
   return h('tr', { class: 'detail', dataset: { detailFor: String(r.index) } },
     h('td', { colspan: '7' },
       h('h3', { class: 'drawer-title' }, `URL #${r.index}`, h('span', { class: 'hint' }, 'Esc closes')),

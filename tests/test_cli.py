@@ -86,6 +86,7 @@ def test_submit_sends_every_batch_option_the_api_takes(server, target, tmp_path)
         *("--method", "head", "--max-redirects", "2", "--retries", "1", "--accept-status", "200-299,404"),
         *("-H", "X-Check: nightly", "--header", "Accept: text/plain", "--per-host", "3", "--concurrency", "4"),
         *("--timeout", "5", "--connect-timeout", "2.5", "--max-bytes", "1000", "--client", "requests"),
+        *("--capture-tls", "--capture-header", "X-Robots-Tag", "--no-tls-verify"),
         server=server,
     )
     assert done.returncode == 0, done.stderr
@@ -101,6 +102,8 @@ def test_submit_sends_every_batch_option_the_api_takes(server, target, tmp_path)
         "connect_timeout": 2.5,
         "max_bytes": 1000,
         "client": "requests",
+        "capture": {"tls": True, "headers": ["x-robots-tag"]},
+        "tls_verify": False,
     }
 
 

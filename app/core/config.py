@@ -87,6 +87,11 @@ class Config:
         "", "Comma-separated hosts, IPs or CIDRs (each may add :port) allowed despite the guard."
     )
     deny_targets: str = _setting("", "Comma-separated hosts, IPs or CIDRs (each may add :port) always denied.")
+    ca_bundle: str = _setting(
+        "",
+        "A PEM file of extra CA certificates (internal sites) trusted besides certifi's by both HTTP clients; "
+        "checked at start.",
+    )
     explain_blocked: bool = _setting(
         False,
         "When on, `blocked` and `dns` errors in results name the address, the "

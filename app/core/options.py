@@ -39,6 +39,7 @@ CLIENT_HEADERS = (
 _CLIENT_HEADERS = frozenset(name.lower() for name in CLIENT_HEADERS)
 # C0 controls but tab, DEL and C1 controls (0x85 NEL among them): some parsers split lines at them.
 _HEADER_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+MAX_CAPTURE_HEADERS = 20  # response headers one batch may keep per hop: each value is up to 1 KiB in every row
 
 
 class ValidationError(ValueError):
@@ -64,6 +65,10 @@ class BatchOptions:
     accept_status: str = "200-399"
     per_host: int = 0
     client: str = CLIENTS[0]
+    # What each hop records of the server (remote_ip, http_version, server, the listed headers, tls with "tls"):
+    # None captures nothing, and the per-URL path does no extra work.
+    capture: dict[str, Any] | None = None
+    tls_verify: bool = True  # False: a certificate's problems are recorded, and do not fail the row
 
     def to_dict(self) -> dict[str, Any]:
         """The options as JSON-ready data."""
@@ -148,6 +153,18 @@ class BatchOptions:
                     problems.append({"field": where, "message": f"must be one of {', '.join(CLIENTS)}"})
                 else:
                     base[key] = value
+            elif key == "capture":
+                capture, message = _capture(value)
+                if message:
+                    problems.append({"field": where, "message": message})
+                else:
+                    base[key] = capture
+            elif key == "tls_verify":
+                flag = _flag(value)
+                if flag is None:
+                    problems.append({"field": where, "message": "must be true or false"})
+                else:
+                    base[key] = flag
             elif key == "accept_status":
                 message = _accept_status_problem(value)
                 if message:
@@ -177,6 +194,39 @@ def _number(value: Any, kind: type[int] | type[float]) -> float | int | None:
     if kind is float and not isinstance(value, (int, float)):
         return None
     return kind(value)
+
+
+def _flag(value: Any) -> bool | None:
+    """A JSON boolean, or its query-string text (true/false, 1/0); None for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+        return value.lower() in ("true", "1")
+    return None
+
+
+def _capture(value: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The capture option as stored ({"tls": bool, "headers": [lowercase names]}), or what is wrong with it."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        return None, 'must be an object like {"tls": true, "headers": ["cache-control"]}, or null'
+    unknown = sorted(set(value) - {"tls", "headers"})
+    if unknown:
+        return None, f"has unknown key {unknown[0]!r} (only tls and headers)"
+    tls = _flag(value.get("tls", False))
+    if tls is None:
+        return None, "tls must be true or false"
+    names = value.get("headers", [])
+    if not isinstance(names, list) or len(names) > MAX_CAPTURE_HEADERS:
+        return None, f"headers must be a list of at most {MAX_CAPTURE_HEADERS} header names"
+    kept: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not _HEADER_NAME.match(name) or len(name) > MAX_HEADER_NAME:
+            return None, f"header name {_shown(name)!r} is not a token of at most {MAX_HEADER_NAME} characters"
+        if name.lower() not in kept:
+            kept.append(name.lower())
+    return {"tls": tls, "headers": kept}, None
 
 
 def header_problem(pairs: list[tuple[str, Any]]) -> str | None:

@@ -49,11 +49,14 @@ class Result:
     started_at: str | None = None
     finished_at: str | None = None
     timings: dict[str, float | None] = field(default_factory=dict)
+    # What the batch's capture option recorded of the final response (remote_ip, http_version, server, headers,
+    # tls): shown as fields of the result; None when the batch captures nothing.
+    captured: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready data (what dataclasses.asdict gives, without its deep copy)."""
         error = self.error
-        return {
+        data = {
             "index": self.index,
             "url": self.url,
             "final_url": self.final_url,
@@ -68,6 +71,9 @@ class Result:
             "finished_at": self.finished_at,
             "timings": dict(self.timings),
         }
+        if self.captured is not None:
+            data.update(self.captured)
+        return data
 
 
 def failed_result(index: int, url: str, kind: ErrorKind, message: str) -> Result:

@@ -18,8 +18,12 @@ TransportFactory = Callable[[BatchOptions, GuardedResolver], Transport]
 
 # One transport per value of the `client` option (core.options.CLIENTS); both keep the same guarantees.
 TRANSPORTS: dict[str, TransportFactory] = {
-    "requests": lambda options, resolver: RequestsTransport(pool_size=options.concurrency, resolver=resolver),
-    "fast": lambda options, resolver: FastTransport(pool_size=options.concurrency, resolver=resolver),
+    "requests": lambda options, resolver: RequestsTransport(
+        pool_size=options.concurrency, resolver=resolver, capture=options.capture, tls_verify=options.tls_verify
+    ),
+    "fast": lambda options, resolver: FastTransport(
+        pool_size=options.concurrency, resolver=resolver, capture=options.capture, tls_verify=options.tls_verify
+    ),
 }
 
 

@@ -67,7 +67,10 @@ def follow(
         location = hop.location
         if location is None:
             break
-        result.redirects.append({"url": url, "status": hop.status})
+        if hop.seen is None:
+            result.redirects.append({"url": url, "status": hop.status})
+        else:
+            result.redirects.append({"url": url, "status": hop.status, **hop.seen})
         if len(result.redirects) > options.max_redirects:
             raise too_many_redirects(result, location, options.max_redirects, max_url_length)
         url = guard.check_url(urljoin(url, location.strip()), max_url_length)
@@ -85,6 +88,7 @@ def follow(
         }
     result.bytes = hop.bytes
     result.content_type = hop.headers.get("Content-Type")
+    result.captured = hop.seen
     result.timings = dict(hop.timings)
     result.timings["redirect"] = redirect_ms
     result.timings["ttfb"] = round(

@@ -20,11 +20,11 @@ from gevent.pool import Pool
 
 from ..core import stats
 from ..core.clock import iso_at, now_iso
-from ..core.config import Config
+from ..core.config import Config, ConfigError, env_name
 from ..core.options import BatchOptions, ValidationError
 from ..core.results import ErrorKind, Result, failed_result
 from ..core.urllist import UrlList
-from ..fetch import TransportFactory, guard, make_transport
+from ..fetch import TransportFactory, guard, make_transport, tls
 from ..fetch.base import Transport
 from ..fetch.errors import DeadlineExceeded, FetchError, deadline_message
 from ..fetch.follow import follow
@@ -121,6 +121,11 @@ class Fetching:
         self.policy = policy
         self.transport_factory = transport_factory
         self.resolver = guard.GuardedResolver(policy)  # what every transport connects through
+        if config.ca_bundle:
+            problem = tls.check_ca_bundle(config.ca_bundle)
+            if problem:
+                raise ConfigError(f"{env_name('ca_bundle')}: {problem}")
+        tls.use_ca_bundle(config.ca_bundle)  # the CAs trusted are the process's: one setting, every transport
         self._inflight = BoundedSemaphore(config.max_inflight)
         self._stopping = False
 

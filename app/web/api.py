@@ -21,6 +21,9 @@ from ..core.options import BatchOptions, ValidationError, header_problem
 from ..core.results import ERROR_KINDS, FINAL_STATUSES
 from ..core.urllist import MAX_REMAP, UrlList, UrlListBuilder, read_json_object, remapped
 from ..fetch import guard
+from ..fetch.tls import now_utc
+from ..runs.certificates import EXPIRING_DAYS, expiring
+from ..runs.certificates import certificates as certificate_rows
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
 from ..runs.store.base import EVENT_TYPES, MAX_SEARCH, OUTCOMES, RESULT_SORTS, ResultQuery
@@ -564,7 +567,7 @@ def results(batch_id: str):
                 "apply to pages only",
                 [{"field": name, "message": "applies to pages only (without format=)"} for name in paging],
             )
-        return exports.download(store, batch.id, fmt, outcome)
+        return exports.download(store, batch.id, fmt, outcome, batch.options.get("capture"))
     if fmt is not None:
         formats = ", ".join(exports.FORMATS)
         raise _bad_parameter(
@@ -701,6 +704,21 @@ def running(batch_id: str):
             {"index": u.index, "url": u.url, "started_at": u.started_at, "elapsed_ms": u.elapsed_ms} for u in listed
         ],
         "count": count,
+    }
+
+
+@bp.get("/batches/<batch_id>/certificates")
+def certificates(batch_id: str):
+    """The batch's certificate inventory: one row per (host, certificate) its stored results met, soonest expiry
+    first, with how many URLs used it and a few of them; days_left counts from now."""
+    batch = _batch_or_404(batch_id)
+    rows = certificate_rows(services().store, batch.id, now_utc())
+    return {
+        "batch_id": batch.id,
+        "certificates": rows,
+        "count": len(rows),
+        "expiring_within_days": EXPIRING_DAYS,
+        "expiring": expiring(rows),
     }
 
 

@@ -51,9 +51,32 @@ FORMATS = ("csv", "ndjson", "json")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson", "json": "application/json"}
 
 
-def download(store: Store, batch_id: str, fmt: str, outcome: str | None) -> Response:
-    """The whole batch (or its ok/failed results) as a `fmt` (one of FORMATS) attachment, streamed."""
-    body = chunks(store, batch_id, fmt, outcome)
+# What a batch with the capture option adds to each CSV line, after the columns every batch has; then one
+# `header:<name>` column per header it listed.
+CAPTURE_COLUMNS = (
+    "remote_ip",
+    "http_version",
+    "server",
+    "tls_version",
+    "tls_issuer",
+    "tls_subject",
+    "tls_not_after",
+    "tls_days_left",
+    "tls_name_match",
+    "tls_chain_valid",
+    "tls_problems",
+)
+
+
+def download(
+    store: Store, batch_id: str, fmt: str, outcome: str | None, capture: dict[str, Any] | None = None
+) -> Response:
+    """The whole batch (or its ok/failed results) as a `fmt` (one of FORMATS) attachment, streamed; a CSV of a
+    batch that captures (its `capture` option) has the captured columns too."""
+    if fmt == "csv" and capture:
+        body = captured_csv_chunks(store, batch_id, outcome, capture)
+    else:
+        body = chunks(store, batch_id, fmt, outcome)
     response = Response(stream_with_context(_broken_on_failure(body, fmt, batch_id)), content_type=CONTENT_TYPES[fmt])
     response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{batch_id}.{fmt}"'
     return response
@@ -68,6 +91,53 @@ def chunks(store: Store, batch_id: str, fmt: str, outcome: str | None = None) ->
     pages = store.result_pages(batch_id, outcome, _CSV_PATHS if fmt == "csv" else ())
     pages = itertools.chain(list(itertools.islice(pages, 1)), pages)
     return {"csv": _csv_chunks, "ndjson": _ndjson_chunks, "json": _json_array_chunks}[fmt](pages)
+
+
+def captured_csv_chunks(
+    store: Store, batch_id: str, outcome: str | None, capture: dict[str, Any]
+) -> Iterator[bytes | str]:
+    """The CSV of a batch that captures: each line csv_line's columns and the captured ones, every text defused
+    (the server's headers and certificate names are the target's text); read whole, a page at a time."""
+    names = list(capture.get("headers") or [])
+    pages = store.result_pages(batch_id, outcome)
+    first = list(itertools.islice(pages, 1))  # a store that fails now raises here, before the 200
+
+    def lines() -> Iterator[str]:
+        yield _csv_text([[*CSV_COLUMNS, *CAPTURE_COLUMNS, *(f"header:{name}" for name in names)]])
+        for (texts,) in itertools.chain(first, pages):
+            rows = []
+            for text in texts.split(b"\n"):
+                result = json.loads(text)
+                rows.append(_csv_row(result) + [_cell(value) for value in _captured_values(result, names)])
+            yield _csv_text(rows)
+
+    return lines()
+
+
+def _csv_row(result: dict[str, Any]) -> list[Any]:
+    """csv_line's fields of a result, defused, as a list."""
+    return next(csv.reader([csv_line(result)]))
+
+
+def _captured_values(result: dict[str, Any], names: list[str]) -> list[Any]:
+    """A result's captured fields in CAPTURE_COLUMNS order, then its listed headers' values."""
+    tls = result.get("tls") or {}
+    headers = result.get("headers") or {}
+    problems = tls.get("problems")
+    return [
+        result.get("remote_ip"),
+        result.get("http_version"),
+        result.get("server"),
+        tls.get("version"),
+        tls.get("issuer"),
+        tls.get("subject"),
+        tls.get("not_after"),
+        tls.get("days_left"),
+        _boolean(tls.get("name_match")),
+        _boolean(tls.get("chain_valid")),
+        "; ".join(problems) if problems else None,
+        *(headers.get(name) for name in names),
+    ]
 
 
 class ExportBroken(ConnectionResetError):

@@ -19,6 +19,7 @@ from ..core.options import (
     CLIENTS,
     MAX_ACCEPT_RANGES,
     MAX_ACCEPT_STATUS_CHARS,
+    MAX_CAPTURE_HEADERS,
     MAX_HEADER_NAME,
     MAX_HEADER_VALUE,
     MAX_HEADERS,
@@ -31,6 +32,7 @@ from ..core.urllist import MAX_REMAP
 from ..runs.diff import DEFAULT_FACTOR, LISTED_BY_DEFAULT, MAX_FACTOR, PENDING
 from ..runs.diff import KEYS as DIFF_KEYS
 from ..runs.diff import KINDS as DIFF_KINDS
+from ..runs.certificates import LISTED_URLS
 from ..runs.engine import MAX_RUNNING_LISTED
 from ..runs.store.base import MAX_SEARCH, OUTCOMES, RESULT_SORTS
 from .exports import FORMATS
@@ -90,6 +92,64 @@ BATCH_LINKS = {
 }
 
 
+# A batch's capture option as submitted and as stored (app/core/options.py).
+CAPTURE = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "properties": {
+        "tls": {"type": "boolean", "description": "Record the TLS connection and the server's certificate."},
+        "headers": {
+            "type": "array",
+            "maxItems": MAX_CAPTURE_HEADERS,
+            "items": {"type": "string", "pattern": "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$", "maxLength": MAX_HEADER_NAME},
+            "description": "Response headers to record (names stored lowercase), each value cut to 1 KiB.",
+        },
+    },
+    "description": "What each hop records of the server: remote_ip, http_version, server and the listed headers "
+    "(and tls with tls true). Null (the default) records nothing.",
+}
+TLS_INFO = {
+    "type": ["object", "null"],
+    "description": "Over https, with capture.tls: the connection and the server's certificate (null over http).",
+    "properties": {
+        "version": {"type": ["string", "null"]},
+        "cipher": {"type": ["string", "null"]},
+        "issuer": {"type": "string"},
+        "subject": {"type": "string"},
+        "sans": {"type": "array", "items": {"type": "string"}, "description": "DNS names and IP addresses."},
+        "not_before": {"type": "string", "format": "date-time"},
+        "not_after": {"type": "string", "format": "date-time"},
+        "days_left": {
+            "type": "integer",
+            "description": "Whole days from the fetch to not_after; negative once expired.",
+        },
+        "name_match": {"type": "boolean", "description": "Whether the certificate names the URL's host."},
+        "chain_valid": {
+            "type": ["boolean", "null"],
+            "description": "Whether the chain verified against the trusted CAs; null when it was not checked "
+            "(tls_verify false with the requests client).",
+        },
+        "fingerprint": {"type": "string", "description": "SHA-256 of the certificate (DER), hex."},
+        "problems": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Why the certificate would not verify (only with tls_verify false can a fetched one have any).",
+        },
+    },
+}
+CAPTURED = {
+    "remote_ip": {"type": ["string", "null"], "description": "With capture: the address spoken to."},
+    "http_version": {"type": ["string", "null"], "description": "With capture: the protocol the server answered in."},
+    "server": {"type": ["string", "null"], "description": "With capture: the Server header (at most 1 KiB)."},
+    "headers": {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "With capture: the listed headers the response had, by lowercase name (values at most 1 KiB).",
+    },
+    "tls": TLS_INFO,
+}
+
+
 def schemas(config: Config) -> dict[str, Any]:
     """Every schema of the API; request limits are this server's settings."""
     number_or_null = {"type": ["number", "null"]}
@@ -120,6 +180,8 @@ def schemas(config: Config) -> dict[str, Any]:
             "accept_status": {"type": "string"},
             "per_host": {"type": "integer"},
             "client": {"type": "string", "description": "Absent on batches stored before clients could be chosen."},
+            "capture": {**CAPTURE, "description": "Absent on batches stored before capture existed."},
+            "tls_verify": {"type": "boolean", "description": "Absent on batches stored before it existed (true)."},
         },
     }
     # Lists carry many batches: header values (up to 16 KiB a batch) stay on GET /batches/{id}.
@@ -294,6 +356,13 @@ def schemas(config: Config) -> dict[str, Any]:
                     "description": "Most fetches in flight to one host; 0 for no cap.",
                 },
                 "client": {"type": "string", "enum": list(CLIENTS), "description": "The HTTP client that fetches."},
+                "capture": CAPTURE,
+                "tls_verify": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "False: a certificate that does not verify is fetched anyway, its problems "
+                    "recorded in tls.problems (with capture.tls), and does not fail the row.",
+                },
             },
         },
         "Options": options,
@@ -400,7 +469,7 @@ def schemas(config: Config) -> dict[str, Any]:
                     "items": {
                         "type": "object",
                         "required": ["url", "status"],
-                        "properties": {"url": {"type": "string"}, "status": {"type": "integer"}},
+                        "properties": {"url": {"type": "string"}, "status": {"type": "integer"}, **CAPTURED},
                     },
                 },
                 "attempts": {"type": "integer"},
@@ -411,6 +480,46 @@ def schemas(config: Config) -> dict[str, Any]:
                     "additionalProperties": number_or_null,
                     "description": "Milliseconds: total, ttfb, redirect, dns, connect, tls, wait, download "
                     "(null when the step did not happen).",
+                },
+                **CAPTURED,
+            },
+        },
+        "CertificateList": {
+            "type": "object",
+            "required": ["batch_id", "certificates", "count", "expiring_within_days", "expiring"],
+            "properties": {
+                "batch_id": {"type": "string"},
+                "certificates": {
+                    "type": "array",
+                    "description": "One per (host, certificate) the stored results met, final responses and "
+                    "redirect hops alike; soonest expiry first.",
+                    "items": {
+                        "type": "object",
+                        "required": ["host", "issuer", "subject", "not_after", "days_left", "fingerprint", "urls"],
+                        "properties": {
+                            "host": {"type": "string", "description": "As in the URLs, with its port unless 443."},
+                            "issuer": {"type": ["string", "null"]},
+                            "subject": {"type": ["string", "null"]},
+                            "sans": {"type": "array", "items": {"type": "string"}},
+                            "not_before": {"type": ["string", "null"], "format": "date-time"},
+                            "not_after": {"type": "string", "format": "date-time"},
+                            "days_left": {
+                                "type": "integer",
+                                "description": "Whole days from now; negative once expired.",
+                            },
+                            "fingerprint": {"type": "string"},
+                            "name_match": {"type": ["boolean", "null"]},
+                            "chain_valid": {"type": ["boolean", "null"]},
+                            "urls": {"type": "integer", "description": "The batch's URLs that met it."},
+                            "url_examples": {"type": "array", "items": {"type": "string"}, "maxItems": LISTED_URLS},
+                        },
+                    },
+                },
+                "count": {"type": "integer"},
+                "expiring_within_days": {"type": "integer"},
+                "expiring": {
+                    "type": "integer",
+                    "description": "Certificates with at most expiring_within_days days left, the expired included.",
                 },
             },
         },
@@ -832,6 +941,13 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             "404": error("No such batch."),
         },
     }
+    certificates = {
+        "parameters": [ID_PARAM],
+        "responses": {
+            "200": json_body(ref("CertificateList"), "The batch's certificate inventory (empty without capture.tls)."),
+            "404": error("No such batch."),
+        },
+    }
     description = {"responses": {"200": json_body({"type": "object"}, "This document.")}}
     index = {"responses": {"200": json_body(ref("ApiIndex"), "The API's name, version and links.")}}
     batch = API + "/batches/{batch_id}"
@@ -846,6 +962,7 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         (batch + "/results", "get", "api.results", results),
         (batch + "/diff", "get", "api.diff", diff),
         (batch + "/running", "get", "api.running", running),
+        (batch + "/certificates", "get", "api.certificates", certificates),
         (batch + "/events", "get", "api.events", events),
         (API + "/openapi.json", "get", "openapi.description", description),
     ]

@@ -29,10 +29,10 @@ from ..core.options import (
 )
 from ..core.results import BATCH_STATUSES, ERROR_KINDS
 from ..core.urllist import MAX_REMAP
+from ..runs.certificates import LISTED_URLS
 from ..runs.diff import DEFAULT_FACTOR, LISTED_BY_DEFAULT, MAX_FACTOR, PENDING
 from ..runs.diff import KEYS as DIFF_KEYS
 from ..runs.diff import KINDS as DIFF_KINDS
-from ..runs.certificates import LISTED_URLS
 from ..runs.engine import MAX_RUNNING_LISTED
 from ..runs.store.base import MAX_SEARCH, OUTCOMES, RESULT_SORTS
 from .exports import FORMATS

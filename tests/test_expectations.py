@@ -7,6 +7,7 @@ import io
 import json
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.server import error_of
 
@@ -91,10 +92,23 @@ def test_the_results_filter_by_reason_and_by_outcome(server, migration):
     assert server.results(batch["id"], outcome="warn") == []
 
 
+def warned_fetches(server) -> float:
+    """greenbatch_fetches_total{outcome="warn"} on /metrics."""
+    text = server.request("GET", "/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "greenbatch_fetches_total" and sample.labels.get("outcome") == "warn"
+    )
+
+
 def test_bot_walls_and_a_deep_url_sent_to_the_root_end_warn_while_ordinary_pages_end_ok(server, target):
     urls = [target.url("/challenge"), target.url("/bot-status"), target.url("/deep/blog/2019/post"), target.url("/ok")]
+    warned_before = warned_fetches(server)
     batch = server.submit(urls)
     server.wait(batch["id"])
+    assert warned_fetches(server) - warned_before == 3, "/metrics counts the warn outcome"
     results = server.results(batch["id"])
     assert [(r["outcome"], [w["kind"] for w in r["warnings"]]) for r in results] == [
         ("warn", ["bot_challenge"]),

@@ -65,9 +65,21 @@ def evaluate(
     expectations (final_url already absolute), which, when given, decide instead of accept_status.
     """
     error = result.error
+    status = result.status_code
+    # The common case first (a plain batch's accepted answer without redirects): nothing below could warn or fail.
+    if (
+        not result.redirects
+        and not expect
+        and not checks
+        and status is not None
+        and status != 429
+        and status != BOT_STATUS
+        and result.ok  # what follow() made of accept_status (the rule _rule_failures applies otherwise)
+        and (headers is None or headers.get("cf-mitigated") is None)
+    ):
+        return "ok", [], []
     if error is not None and error.get("kind") == "cancelled":
         return "cancelled", [], []
-    status = result.status_code
     if status is None:  # no response: the fetch's error decided
         kind, message = (error or {}).get("kind", "other"), (error or {}).get("message", "")
         return "failed", [_reason("error", "a response", f"{kind}: {message}")], []

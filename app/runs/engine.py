@@ -247,16 +247,20 @@ def judge(result: Result, hop: Hop | None, options: BatchOptions) -> None:
     headers, body = (hop.headers, hop.body) if hop is not None else (None, None)
     if options.judged:
         expect, checks = options.row_expect(result.index), options.row_checks(result.index)
+        if options.rows:
+            result.expect, result.meta = expect, options.row_meta(result.index)
+        elif expect:
+            result.expect = expect
     else:
         expect, checks = None, ()
     outcome, reasons, warnings = verdict.evaluate(
         result, headers, options, expect, options.url_match, options.warn_as, checks, body
     )
-    result.outcome, result.reasons, result.warnings = outcome, reasons, warnings
-    if options.rows:
-        result.expect, result.meta = expect, options.row_meta(result.index)
-    elif expect:
-        result.expect = expect
+    result.outcome = outcome
+    if outcome == "ok" and not warnings:
+        result.ok = True  # reasons and warnings stay the empty lists they are made with
+        return
+    result.reasons, result.warnings = reasons, warnings
     result.ok = outcome == "ok" or outcome == "warn"
     error = result.error
     if result.ok:

@@ -851,11 +851,16 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             query(
                 "outcome",
                 {"type": "string", "enum": list(OUTCOMES)},
-                "ok, failed or cancelled as the batch's counts have them; not_ok: failed or cancelled; stopped: "
-                "cancelled while in flight.",
+                "ok, warn, failed or cancelled as the batch's counts have them (ok holds the warned, whose `ok` is "
+                "true); not_ok: failed or cancelled; stopped: cancelled while in flight.",
             ),
             query("status", {"type": "integer", "minimum": 100, "maximum": 599}, "Only results with this status code."),
             query("error", {"type": "string", "enum": list(ERROR_KINDS)}, "Only results that failed this way."),
+            query(
+                "reason",
+                {"type": "string", "examples": ["expect.final_url", "check[2]", "bot_challenge"]},
+                "Only results with this rule among their reasons (stats.by_reason counts them).",
+            ),
             query(
                 "q",
                 {"type": "string", "maxLength": MAX_SEARCH},

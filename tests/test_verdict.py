@@ -138,3 +138,51 @@ def test_a_reason_shows_at_most_200_characters_of_what_it_found():
     result = fetched("https://a.example/x", 200, long_url, [("https://a.example/x", 301)])
     _, reasons, _ = judge(result, expect={"final_url": "https://b.example/"})
     assert len(reasons[0]["actual"]) == 200 and reasons[0]["actual"].endswith("...")
+
+
+def test_a_sqlite_file_from_before_outcomes_gets_their_columns_and_keeps_its_results(tmp_path):
+    import sqlite3
+
+    from app.runs.store import SQLiteStore
+    from app.runs.store.base import ResultQuery
+
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE batches (num INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+            status TEXT NOT NULL, created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, options TEXT NOT NULL,
+            total INTEGER NOT NULL, parent_id TEXT, summary TEXT);
+        CREATE TABLE url_lists (batch_id TEXT PRIMARY KEY, urls TEXT NOT NULL);
+        CREATE TABLE events (batch_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL,
+            idx INTEGER, ok INTEGER, status_code INTEGER, error_kind TEXT, total_ms REAL, bytes INTEGER,
+            data TEXT NOT NULL, PRIMARY KEY (batch_id, seq)) WITHOUT ROWID;
+        INSERT INTO batches VALUES (1, 'b1', 'old', 'done', '2026-01-01T00:00:00.000Z', NULL, NULL, '{}', 1, NULL, NULL);
+        INSERT INTO url_lists VALUES ('b1', '["https://a.example/"]');
+        INSERT INTO events VALUES ('b1', 1, 'result', '2026-01-01T00:00:00.000Z', 0, 1, 200, NULL, 5.0, 10,
+            '{"index": 0, "url": "https://a.example/", "ok": true, "status_code": 200}');
+        """
+    )
+    old.close()
+    store = SQLiteStore(path)
+    try:
+        assert [r["index"] for r in store.result_page("b1", ResultQuery(outcome="ok"), None, False).results] == [0]
+        assert store.result_page("b1", ResultQuery(outcome="warn"), None, False).results == []
+        assert store.result_page("b1", ResultQuery(reason="accept_status"), None, False).results == []
+        assert [row for _, row in store.iter_result_rows("b1")][0].warn is False
+    finally:
+        store.close()
+
+
+def test_the_warn_and_reason_filters_read_indexes_that_hold_only_such_results(tmp_path):
+    from app.runs.store import SQLiteStore
+    from app.runs.store.base import ResultQuery
+    from app.runs.store.queries import explain
+
+    store = SQLiteStore(str(tmp_path / "gb.db"))
+    try:
+        conn = store._writer  # the plan only: no row is read
+        assert any("results_warned" in step for step in explain(conn, "b", ResultQuery(outcome="warn")))
+        assert any("COVERING INDEX results_by_reason" in s for s in explain(conn, "b", ResultQuery(reason="check[0]")))
+    finally:
+        store.close()

@@ -215,3 +215,13 @@ def test_a_csv_meta_value_that_looks_like_a_formula_is_defused(server, target):
     server.wait(batch["id"])
     rows = list(csv.reader(io.StringIO(server.request("GET", batch["links"]["csv"]).text)))
     assert dict(zip(rows[0], rows[1]))["note"] == '\'=HYPERLINK("http://evil")'
+
+
+def test_an_expected_final_url_given_as_a_path_without_a_base_is_a_400_naming_it(server, target):
+    response = server.request(
+        "POST",
+        "/api/v1/batches",
+        json={"urls": [target.url("/ok"), {"url": target.url("/ok"), "expect": {"final_url": "/x"}}]},
+    )
+    assert response.status_code == 400
+    assert error_of(response)["details"][0]["field"] == "urls[1].expect.final_url"

@@ -276,6 +276,26 @@ def _split_items(urls: Any) -> tuple[Any, dict[int, dict[str, Any]] | None]:
     return plain, rows or None
 
 
+def _check_final_url_bases(options: BatchOptions) -> None:
+    """400 when an expected final URL is a path and neither target_base_url nor base_url says where it is."""
+    if options.target_base_url or options.base_url:
+        return
+    given = [("options.expect.final_url", (options.expect or {}).get("final_url"))]
+    given += [
+        (f"urls[{i}].expect.final_url", (row.get("expect") or {}).get("final_url"))
+        for i, row in (options.rows or {}).items()
+    ]
+    problems = [
+        {"field": field, "message": "is a path: give options.base_url or options.target_base_url to resolve it"}
+        for field, url in given
+        if url is not None and "://" not in url
+    ]
+    if problems:
+        raise ApiError(
+            400, "invalid_urls", f"an expected final URL is a path ({problems[0]['field']})", problems[:MAX_DETAILS]
+        )
+
+
 def _validate_urls(urls: Any) -> Sequence[str]:
     """Check the URL list: a non-empty list of strings within the server's limits, each a fetchable URL."""
     config = current_app.config["GREENBATCH"]
@@ -495,6 +515,7 @@ def create_batch():
     del urls
     if rows:
         options = dataclasses.replace(options, rows=rows)
+    _check_final_url_bases(options)
     name = _name(name) or _derived_name(checked)
     # A str each costs ~60 bytes more than its text: a million URLs are stored and held in one buffer instead.
     compact = UrlList.of(checked)

@@ -225,3 +225,10 @@ def test_an_expected_final_url_given_as_a_path_without_a_base_is_a_400_naming_it
     )
     assert response.status_code == 400
     assert error_of(response)["details"][0]["field"] == "urls[1].expect.final_url"
+
+
+def test_a_bad_expectation_in_a_csv_is_a_400_naming_its_line(server, target):
+    body = f"url,expected_status\n{target.url('/ok')},301\n{target.url('/ok')},3oo\n"
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 400
+    assert error_of(response)["details"][0]["field"] == "line 3"

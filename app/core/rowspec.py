@@ -89,7 +89,7 @@ def csv_columns(header: list[str]) -> list[str] | None:
     return roles
 
 
-def csv_row(values: list[str], roles: list[str], line: int, config: Config) -> tuple[str, dict[str, Any] | None, str]:
+def csv_row(values: list[str], roles: list[str], config: Config) -> tuple[str, dict[str, Any] | None, str]:
     """A CSV row read by its header's roles: (the URL, its sidecar row or None, what is wrong or "")."""
     url = ""
     expect: dict[str, Any] = {}
@@ -109,11 +109,11 @@ def csv_row(values: list[str], roles: list[str], line: int, config: Config) -> t
     if expect:
         parsed, problem = parse_expect(expect, config)
         if problem:
-            return url, None, f"line {line}: {problem}"
+            return url, None, problem
         if parsed:
             row["expect"] = parsed
     if meta:
         if any(len(value) > MAX_META_CHARS for value in meta.values()):
-            return url, None, f"line {line}: a meta value is longer than {MAX_META_CHARS} characters"
+            return url, None, f"a meta value is longer than {MAX_META_CHARS} characters"
         row["meta"] = meta
     return url, row or None, ""

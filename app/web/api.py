@@ -152,12 +152,15 @@ def _text_urls(is_csv: bool) -> tuple[UrlList, dict[int, dict[str, Any]] | None]
         else:
             kept = []
             for values in block:
-                url, row, problem = rowspec.csv_row(values, roles, line, config)
+                url, row, problem = rowspec.csv_row(values, roles, config)
                 line += 1
                 if not url or url[0] == "#":
                     continue
-                if problem:
-                    raise ApiError(400, "invalid_body", f"the CSV body cannot be read: {problem}")
+                if problem:  # rows (and so lines, a quoted field aside) are counted from 1, the header's
+                    where = f"line {line - 1}"
+                    raise ApiError(
+                        400, "invalid_body", f"CSV {where}: {problem}", [{"field": where, "message": problem}]
+                    )
                 if row and len(urls) + len(kept) < keep:
                     rows[len(urls) + len(kept)] = row
                 kept.append(url)

@@ -232,3 +232,18 @@ def test_a_bad_expectation_in_a_csv_is_a_400_naming_its_line(server, target):
     response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "text/csv"})
     assert response.status_code == 400
     assert error_of(response)["details"][0]["field"] == "line 3"
+
+
+def test_a_rerun_of_the_failed_keeps_each_rows_expectations_and_meta(server, target):
+    batch = server.submit(
+        [
+            {"url": target.url("/redirect-to?url=/page/a&status=301"), "expect": {"status": 301}, "meta": {"n": 0}},
+            {"url": target.url("/redirect-to?url=/page/b&status=302"), "expect": {"status": 301}, "meta": {"n": 1}},
+        ]
+    )
+    server.wait(batch["id"])
+    response = server.request("POST", f"/api/v1/batches/{batch['id']}/rerun", json={"only": "failed"})
+    assert response.status_code == 201, response.text
+    rerun = server.wait(response.json()["id"])
+    [again] = server.results(rerun["id"])
+    assert (again["meta"], again["expect"], again["outcome"]) == ({"n": 1}, {"status": 301}, "failed")

@@ -5,6 +5,7 @@ imports the other, and redirects, retries and credentials are app/fetch/follow.p
 
 from __future__ import annotations
 
+import builtins  # Hop's `bytes` field hides the type in its class
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ class Hop:
     timings: dict[str, float | None] = field(default_factory=dict)
     # What a batch's `capture` option asked to record of this exchange (captured()); None when it asked nothing.
     seen: dict[str, Any] | None = None
+    body: builtins.bytes | None = None  # the decoded body, kept only when asked (a batch's checks read it)
 
     @property
     def connection_reused(self) -> bool:
@@ -55,6 +57,7 @@ class Transport(Protocol):
         connect_timeout: float,
         read_timeout: float,
         max_bytes: int,
+        keep_body: bool = False,
     ) -> Hop: ...
 
     def close(self) -> None: ...

@@ -18,14 +18,14 @@ from gevent.event import Event as Signal
 from gevent.lock import BoundedSemaphore
 from gevent.pool import Pool
 
-from ..core import stats
+from ..core import stats, verdict
 from ..core.clock import iso_at, now_iso
 from ..core.config import Config, ConfigError, env_name
 from ..core.options import BatchOptions, ValidationError
 from ..core.results import ErrorKind, Result, failed_result
 from ..core.urllist import UrlList
 from ..fetch import TransportFactory, guard, make_transport, tls
-from ..fetch.base import Transport
+from ..fetch.base import Hop, Transport
 from ..fetch.errors import DeadlineExceeded, FetchError, deadline_message
 from ..fetch.follow import follow
 from .events import EventBus
@@ -184,6 +184,7 @@ class Fetching:
         result = Result(index=index, url=url, started_at=now_iso())
         started = time.perf_counter()
         host_slot = self._host_slot(run, host_slots, url)
+        hop: Hop | None = None
         try:
             # The host slot first: waiting for a busy host must not hold a server-wide slot.
             with host_slot or nullcontext(), self._inflight:
@@ -191,7 +192,7 @@ class Fetching:
                 run.in_flight[index] = started
                 try:
                     with gevent.Timeout(run.options.timeout, DeadlineExceeded):
-                        follow(transport, result, run.options, started, self.config.max_url_length)
+                        hop = follow(transport, result, run.options, started, self.config.max_url_length)
                 finally:
                     run.running -= 1
                     del run.in_flight[index]
@@ -220,11 +221,10 @@ class Fetching:
                 extra={"batch_id": run.id, "index": index},
             )
             result.error = {"kind": ErrorKind.OTHER.value, "message": f"unexpected error: {exc!r}"}
-        if result.error is not None:
-            result.ok = False
         result.finished_at = now_iso()
         result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         result.timings.setdefault("ttfb", None)
+        judge(result, hop, run.options)  # once timed: a time.total check reads the total
         self._record(run, result)
 
     def _message(self, run: BatchRun, index: int, exc: FetchError | guard.GuardError) -> str:
@@ -242,6 +242,40 @@ class Fetching:
         if host not in host_slots:
             host_slots[host] = BoundedSemaphore(run.options.per_host)
         return host_slots[host]
+
+
+def judge(result: Result, hop: Hop | None, options: BatchOptions) -> None:
+    """Give a fetched result its outcome, reasons and warnings (app/core/verdict.py decides), and ok and error to
+    match: ok for ok and warn; a failure the rules decided, not the status alone, has the `mismatch` kind.
+
+    hop: the last response (None when none came)."""
+    headers, body = (hop.headers, hop.body) if hop is not None else (None, None)
+    if options.judged:
+        expect, checks = options.row_expect(result.index), options.row_checks(result.index)
+        if options.rows:
+            result.expect, result.meta = expect, options.row_meta(result.index)
+        elif expect:
+            result.expect = expect
+    else:
+        expect, checks = None, ()
+    outcome, reasons, warnings = verdict.evaluate(
+        result, headers, options, expect, options.url_match, options.warn_as, checks, body
+    )
+    result.outcome = outcome
+    if outcome == "ok" and not warnings:
+        result.ok = True  # reasons and warnings stay the empty lists they are made with
+        return
+    result.reasons, result.warnings = reasons, warnings
+    result.ok = outcome == "ok" or outcome == "warn"
+    error = result.error
+    if result.ok:
+        result.error = None
+    elif error is None or (error["kind"] == ErrorKind.STATUS and reasons[0]["rule"] != "accept_status"):
+        first = reasons[0]
+        result.error = {
+            "kind": ErrorKind.MISMATCH.value,
+            "message": f"{first['rule']}: expected {first['expected']}, got {first['actual']}",
+        }
 
 
 class Engine(Fetching):

@@ -359,6 +359,40 @@ def h_redirect_to(req, m):
     req.respond(status, b"redirecting\n", headers=[("Location", url)])
 
 
+def h_page(req, m):
+    """/page/<anything>: a 200 page, the landing place of planted redirects (/redirect-to?url=/page/x)."""
+    req.respond(200, "page %s\n" % m.group(1), ctype="text/html")
+
+
+def h_product(req, m):
+    """/product/<id>: a shop's product as JSON (?stock= sets its stock, 3 by default)."""
+    stock = req.num("stock", 3, lo=0, hi=10**6)
+    body = {"id": int(m.group(1)), "name": "Lamp", "price": 12.5, "stock": stock, "tags": ["home"]}
+    req.respond(200, json.dumps(body), ctype="application/json", headers=[("X-Shop", "demo")])
+
+
+def h_shop(req, m):
+    """/shop/<id>: a product page, with "Add to cart" unless ?sold_out=1."""
+    sold_out = req.arg("sold_out", "0") not in ("0", "")
+    button = "Sold out" if sold_out else "Add to cart"
+    req.respond(200, "<html><h1>Lamp %s</h1><button>%s</button></html>\n" % (m.group(1), button), ctype="text/html")
+
+
+def h_challenge(req, m):
+    """A bot wall as Cloudflare answers one: 403 with cf-mitigated: challenge."""
+    req.respond(403, b"<title>Just a moment...</title>\n", ctype="text/html", headers=[("cf-mitigated", "challenge")])
+
+
+def h_bot_status(req, m):
+    """Status 999, what LinkedIn answers a client it takes for a bot."""
+    req.respond(999, b"request denied\n", reason="Request denied")
+
+
+def h_deep(req, m):
+    """/deep/<path>: a deep URL that a migration sent to the site's root (301 to /)."""
+    req.respond(301, b"moved\n", headers=[("Location", "/")])
+
+
 def h_loop(req, m):
     """Redirect to itself forever."""
     req.respond(302, b"loop\n", headers=[("Location", "/loop")])
@@ -490,6 +524,12 @@ ROUTES = [
         (r"/html", h_html),
         (r"/redirect/(\d{1,6})", h_redirect),
         (r"/redirect-to", h_redirect_to),
+        (r"/page/(.*)", h_page),
+        (r"/challenge", h_challenge),
+        (r"/product/(\d{1,9})", h_product),
+        (r"/shop/(\d{1,9})", h_shop),
+        (r"/bot-status", h_bot_status),
+        (r"/deep/.+", h_deep),
         (r"/loop", h_loop),
         (r"/loop-([ab])", h_loop_pair),
         (r"/trickle", h_trickle),

@@ -32,7 +32,11 @@ LISTED_BY_DEFAULT = tuple(kind for kind in KINDS if kind != "unchanged")
 
 
 def outcome_of(result: dict[str, Any]) -> str:
-    """How a stored result ended: ok, cancelled or failed (when issue 17 stores `outcome`: return it here)."""
+    """How a stored result ended: ok, warn, failed or cancelled (its `outcome`; worked out from `ok` and the error
+    for a result stored before outcomes)."""
+    outcome = result.get("outcome")
+    if isinstance(outcome, str):
+        return outcome
     if result.get("ok"):
         return "ok"
     return "cancelled" if (result.get("error") or {}).get("kind") == "cancelled" else "failed"

@@ -816,7 +816,7 @@ function newRow() {
     id: h('span', { class: 'batch-id' }),
     status: h('span'),
     bar: h('div', { class: 'progress small', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100' },
-      h('span', { class: 'seg ok' }), h('span', { class: 'seg failed' }), h('span', { class: 'seg cancelled' }),
+      h('span', { class: 'seg ok' }), h('span', { class: 'seg warn' }), h('span', { class: 'seg failed' }), h('span', { class: 'seg cancelled' }),
       h('span', { class: 'seg running' })),
     // data-label: the column's name, shown on each cell when the list is laid out as cards.
     done: h('td', { class: 'num col-done', dataset: { label: 'Done' } }),

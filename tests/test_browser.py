@@ -170,7 +170,7 @@ def test_target_controlled_text_is_shown_as_text_never_as_markup(page, server, t
     open_batch(page, server, batch["id"])
     wait_until_final(page)
     expect(page.locator("td.col-type").first).to_have_text(markup)
-    expect(page.locator("td.col-error .message").last).to_contain_text(markup)
+    expect(page.locator("td.col-outcome .message").last).to_contain_text(markup)
     page.locator('tr.result-row[data-index="0"]').click()
     expect(page.locator("tr.detail dd").nth(1)).to_have_text(markup)
     assert page.locator("#results img").count() == 0

@@ -825,7 +825,7 @@ function divergences(r) {
 
 // A hop of the chain; the one where the row diverged from its expectations is marked, with why.
 function hopItem(className, status, url, diverged) {
-  const item = h('li', { class: `${className}${diverged ? ' diverged' : ''}` },
+  const item = h('li', { class: [className, diverged ? 'diverged' : ''].filter(Boolean).join(' ') || null },
     h('span', { class: status === null || status === undefined ? 'code none' : statusClass(status) }, String(status ?? '—')), ' ', h('span', { class: 'url' }, url));
   if (diverged) item.append(h('span', { class: 'diverged-note' }, `diverged here: ${diverged.join('; ')}`));
   return item;

@@ -151,3 +151,23 @@ def test_a_bad_expectation_is_a_400_naming_the_item_and_field(server, target):
     )
     assert bad_option.status_code == 400
     assert error_of(bad_option)["details"][0]["field"] == "options.warn_as"
+
+
+def test_without_thresholds_the_verdict_fails_when_a_row_failed(migration):
+    batch, _, planted = migration
+    assert batch["verdict"] == {"pass": False, "violations": []}
+
+
+def test_thresholds_decide_the_verdict_and_name_each_broken_one_with_its_value(server, target):
+    urls = [target.url("/ok")] * 9 + [target.url("/status/500")]
+    loose = server.submit(urls, thresholds={"failed_rate": 0.1, "min_ok": 9})
+    strict = server.submit(urls, thresholds={"failed_rate": 0.05, "p95_ms": 0, "min_ok": 10})
+    assert server.batch(loose["id"])["verdict"] is None or server.batch(loose["id"])["status"] != "running"
+    assert server.wait(loose["id"])["verdict"] == {"pass": True, "violations": []}
+    verdict = server.wait(strict["id"])["verdict"]
+    assert verdict["pass"] is False
+    assert [(v["threshold"], v["limit"], v["actual"]) for v in verdict["violations"] if v["threshold"] != "p95_ms"] == [
+        ("failed_rate", 0.05, 0.1),
+        ("min_ok", 10, 9),
+    ]
+    assert [v["threshold"] for v in verdict["violations"]] == ["failed_rate", "p95_ms", "min_ok"]

@@ -406,7 +406,7 @@ class Ledger:
         finished_at = now_iso()
         summary = stats.batch_summary(tally, head.total, head.started_clock, head.now)
         # The stored tally keeps no latencies: the final percentiles are the stored rows' exact ones.
-        summary["stats"].update(zip(("p50_ms", "p90_ms", "p99_ms"), _exact_percentiles(conn, batch_id)))
+        summary["stats"].update(zip((f"p{p}_ms" for p in stats.PERCENTILES), _exact_percentiles(conn, batch_id)))
         final = Event(batch_id, seq, "batch", {"status": status, "finished_at": finished_at, **summary})
         _copy_events(conn, event_rows([final]))
         conn.execute(

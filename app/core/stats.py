@@ -14,7 +14,7 @@ from ddsketch.store import DenseStore
 # Histogram bucket upper bounds in milliseconds; the last bucket catches everything slower.
 HISTOGRAM_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 # Percentiles a batch shows, and the relative error allowed in those of a running batch.
-PERCENTILES = (50, 90, 99)
+PERCENTILES = (50, 90, 95, 99)
 RELATIVE_ACCURACY = 0.01
 # Errors that never reached the network say nothing about latency.
 NO_LATENCY = frozenset({"cancelled", "blocked", "invalid_url"})
@@ -258,15 +258,16 @@ class Tally:
         timed = self._timed
         if exact and self._latencies is not None:
             ordered = sorted(self._latencies)
-            p50, p90, p99 = (percentile(ordered, p) for p in PERCENTILES)
+            p50, p90, p95, p99 = (percentile(ordered, p) for p in PERCENTILES)
             del ordered
         else:
-            p50, p90, p99 = (self._estimate(p) for p in PERCENTILES)
+            p50, p90, p95, p99 = (self._estimate(p) for p in PERCENTILES)
         buckets: list[dict[str, Any]] = [{"le_ms": b, "count": c} for b, c in zip(HISTOGRAM_BOUNDS_MS, self._buckets)]
         buckets.append({"le_ms": None, "count": self._buckets[-1]})
         return {
             "p50_ms": p50,
             "p90_ms": p90,
+            "p95_ms": p95,
             "p99_ms": p99,
             "min_ms": round(self._min_ms, 2) if timed else None,
             "max_ms": round(self._max_ms, 2) if timed else None,

@@ -240,3 +240,31 @@ def effective_expect(batch: Mapping[str, Any] | None, row: Mapping[str, Any] | N
         return None
     merged = {**(batch or {}), **(row or {})}
     return {key: merged[key] for key in EXPECT_FIELDS if merged.get(key) is not None} or None
+
+
+def batch_verdict(
+    counts: Mapping[str, int], stats: Mapping[str, Any], thresholds: Mapping[str, float] | None
+) -> dict[str, Any]:
+    """An ended batch's verdict: {"pass", "violations": [{"threshold", "limit", "actual"}]}.
+
+    Rates are over the results that ran (ok, warn and failed; never the cancelled); a percentile the batch has no
+    latency for breaks its threshold (nothing shows it was met). Without thresholds, it passes when no row failed.
+    """
+    if not thresholds:
+        return {"pass": counts.get("failed", 0) == 0, "violations": []}
+    ran = counts.get("ok", 0) + counts.get("failed", 0)
+    violations = []
+    for name, limit in thresholds.items():
+        actual: float | int | None
+        if name == "min_ok":
+            actual = counts.get("ok", 0)
+            broken = actual < limit
+        elif name in ("failed_rate", "warn_rate"):
+            actual = round(counts.get(name[: -len("_rate")], 0) / ran, 4) if ran else 0.0
+            broken = actual > limit
+        else:
+            actual = stats.get(name)
+            broken = actual is None or actual > limit
+        if broken:
+            violations.append({"threshold": name, "limit": limit, "actual": actual})
+    return {"pass": not violations, "violations": violations}

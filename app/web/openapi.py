@@ -213,6 +213,7 @@ def schemas(config: Config) -> dict[str, Any]:
             "options",
             "counts",
             "stats",
+            "verdict",
             "last_seq",
             "links",
         ],
@@ -227,6 +228,29 @@ def schemas(config: Config) -> dict[str, Any]:
             "options": ref("Options"),
             "counts": ref("Counts"),
             "stats": ref("Stats"),
+            "verdict": nullable(
+                {
+                    "type": "object",
+                    "required": ["pass", "violations"],
+                    "description": "Null while the batch runs. With thresholds, it passes when none is broken; "
+                    "without, when no row failed.",
+                    "properties": {
+                        "pass": {"type": "boolean"},
+                        "violations": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["threshold", "limit", "actual"],
+                                "properties": {
+                                    "threshold": {"type": "string", "examples": ["failed_rate", "p95_ms"]},
+                                    "limit": {"type": "number"},
+                                    "actual": {"type": ["number", "null"]},
+                                },
+                            },
+                        },
+                    },
+                }
+            ),
             "last_seq": {"type": "integer", "description": "Newest event number; pass it as `after` to follow."},
             "links": {
                 "type": "object",
@@ -404,7 +428,7 @@ def schemas(config: Config) -> dict[str, Any]:
                 "histogram",
             ],
             "properties": {
-                **{k: number_or_null for k in ("p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "mean_ms")},
+                **{k: number_or_null for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "mean_ms")},
                 "by_status": {
                     "type": "object",
                     "additionalProperties": {"type": "integer"},

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import url_for
 
+from ..core.verdict import batch_verdict
 from ..runs.reader import BatchView
 
 
@@ -23,6 +24,8 @@ def batch_json(view: BatchView, listed: bool = False) -> dict[str, Any]:
         "options": listed_options(view.options) if listed else shown_options(view.options),
         "counts": view.counts,
         "stats": view.stats,
+        # Null until the batch ends; then what its thresholds (or, without any, its failures) say.
+        "verdict": batch_verdict(view.counts, view.stats or {}, view.options.get("thresholds")) if view.final else None,
         "last_seq": view.last_seq,
         "links": {
             "self": url_for("api.get_batch", batch_id=view.id),

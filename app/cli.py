@@ -409,15 +409,15 @@ class Progress:
 def finished(batch: dict[str, Any]) -> int:
     """URLs that have ended, however they ended."""
     counts = batch["counts"]
-    return int(counts["ok"] + counts.get("warn", 0) + counts["failed"] + counts["cancelled"])
+    return int(counts["ok"] + counts["failed"] + counts["cancelled"])
 
 
 def progress_text(batch: dict[str, Any]) -> str:
     """`ok 500  failed 12  85.3 URLs/s  about 6 s left`: what the bar does not show."""
     counts = batch["counts"]
     parts = [f"ok {counts['ok']}", f"failed {counts['failed']}"]
-    if counts.get("warn"):
-        parts.insert(1, f"warn {counts['warn']}")
+    if counts.get("warn"):  # ok counts them too
+        parts[0] += f" ({counts['warn']} warn)"
     if counts["cancelled"]:
         parts.append(f"cancelled {counts['cancelled']}")
     rate = batch["stats"].get("urls_per_s")
@@ -437,11 +437,9 @@ def summary_lines(batch: dict[str, Any]) -> list[str]:
     if took is not None:
         head += f" in {took:.1f} s"
     total, ok, failed, warn = counts["total"], counts["ok"], counts["failed"], counts.get("warn", 0)
-    oks = f"{ok} ok, {warn} warn" if warn else f"{ok} ok"
+    oks = f"{ok} ok ({warn} warn)" if warn else f"{ok} ok"  # ok counts the warn rows too
     if batch["status"] == "cancelled":
-        head += (
-            f": {total} URLs, {ok + warn + failed} fetched ({oks}, {failed} failed), {counts['cancelled']} cancelled"
-        )
+        head += f": {total} URLs, {ok + failed} fetched ({oks}, {failed} failed), {counts['cancelled']} cancelled"
     elif batch["status"] in FINAL_STATUSES:
         head += f": {total} URLs, {oks}, {failed} failed" + (
             f", {counts['cancelled']} cancelled" if counts["cancelled"] else ""
@@ -624,7 +622,7 @@ def exit_status(batch: dict[str, Any], fail_on_warn: bool) -> int:
     counts = batch["counts"]
     verdict = batch.get("verdict")
     if not isinstance(verdict, dict):
-        passed = counts["ok"] + counts.get("warn", 0) == counts["total"]
+        passed = counts["ok"] == counts["total"]
     else:
         passed = bool(verdict.get("pass")) and not counts["cancelled"]
     if fail_on_warn and counts.get("warn"):

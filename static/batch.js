@@ -126,6 +126,7 @@ function applyEvents(events) {
 function count(r) {
   const outcome = outcomeOf(r);
   since[outcome] += 1;
+  if (outcome === 'warn') since.ok += 1; // the counts' ok includes warn, as `ok` is true for it
   if (r.expect) expectationsSeen = true;
   if (outcome === 'failed' && r.error && r.error.kind === 'blocked') since.blocked += 1;
 }
@@ -286,12 +287,13 @@ function renderVerdict(counts) {
     items.push(h('li', { class: 'violated', dataset: { threshold: name } }, thresholdWords(name, miss.limit), ` ✗ ${thresholdValue(name, miss.actual)}`));
   }
   let summary = '';
-  if (!verdict) summary = 'decided when the batch ends';
+  if (!verdict) summary = FINAL_STATUSES.has(batch.status) ? '' : 'decided when the batch ends';
   else if (!thresholds.length && !items.length) summary = verdict.pass ? 'no URL failed' : `${fmtInt(counts.failed)} URL${counts.failed === 1 ? '' : 's'} failed`;
-  node.replaceChildren(
+  node.replaceChildren(...[
     h('strong', { class: 'verdict-word' }, !verdict ? 'Verdict' : verdict.pass ? 'PASS' : 'FAIL'),
     summary ? h('span', { class: 'verdict-summary' }, summary) : null,
-    items.length ? h('ul', { class: 'thresholds' }, items) : null);
+    items.length ? h('ul', { class: 'thresholds' }, items) : null,
+  ].filter(Boolean)); // replaceChildren would write a null as the text "null"
 }
 
 // URLs fetched (ok or failed) per second of run time; none before anything was fetched or under a second.
@@ -584,7 +586,7 @@ const SORT_KEYS = {
 
 // Whether a result belongs in the view, as the results API decides (a search ignores the case of ASCII letters).
 function matches(r) {
-  if (OUTCOMES.includes(view.filter) && outcomeOf(r) !== view.filter) return false;
+  if (OUTCOMES.includes(view.filter) && !inOutcome(r, view.filter)) return false;
   if (view.status !== null && String(r.status_code) !== view.status) return false;
   if (view.error !== null && !(r.error && r.error.kind === view.error)) return false;
   if (view.reason !== null && !hasRule(r, view.reason)) return false;
@@ -593,6 +595,12 @@ function matches(r) {
     if (!r.url.toLowerCase().includes(q) && !(r.final_url && r.final_url.toLowerCase().includes(q))) return false;
   }
   return true;
+}
+
+// Whether a result is in an outcome filter: OK holds the warn rows too, as the counts' ok does.
+function inOutcome(r, filter) {
+  const outcome = outcomeOf(r);
+  return outcome === filter || (filter === 'ok' && outcome === 'warn');
 }
 
 // Whether a rule decided a result, or a warning of that kind was raised on it.

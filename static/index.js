@@ -71,8 +71,8 @@ function showColumns(columns) {
     h('span', { class: 'csv-title' }, 'CSV header:'),
     h('ul', { class: 'csv-list' }, known.map((c) => h('li', { class: 'known', dataset: { role: c.role } },
       c.name.toLowerCase() === c.role ? c.role : `${c.name} → ${c.role}`))),
-    meta.length ? h('span', { class: 'csv-meta' }, `meta: ${meta.map((c) => c.name || '(unnamed)').join(', ')}`) : null,
   );
+  if (meta.length) csvBox.append(h('span', { class: 'csv-meta' }, `meta: ${meta.map((c) => c.name || '(unnamed)').join(', ')}`));
 }
 
 // ---- URL editor: line numbers, error marks ----------------------------------------------------

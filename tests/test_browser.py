@@ -129,9 +129,11 @@ def test_a_txt_file_loads_into_the_editor_and_submits(page, server, target, tmp_
     expect(page.locator("tr.result-row")).to_have_count(3)
 
 
-def test_a_csv_file_loads_its_first_column_without_the_header(page, server, target, tmp_path):
+def test_a_csv_file_without_a_recognised_header_loads_its_first_column_without_the_header(
+    page, server, target, tmp_path
+):
     table = tmp_path / "urls.csv"
-    table.write_text(f'url,owner\n"{target.url("/ok?a=1,2")}",web\n{target.url("/ok")},api\n')
+    table.write_text(f'link,owner\n"{target.url("/ok?a=1,2")}",web\n{target.url("/ok")},api\n')
     page.goto(server.url("/"))
     page.set_input_files("#file", str(table))
     expect(page.locator("#urls")).to_have_value(f"{target.url('/ok?a=1,2')}\n{target.url('/ok')}")

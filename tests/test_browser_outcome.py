@@ -166,6 +166,23 @@ def test_each_row_says_in_words_what_decided_it_the_drawer_marks_the_hop_and_rea
     expect(tab.locator("#facet-chip")).to_have_text("reason expect.status ✕")
 
 
+def test_a_row_that_ends_while_the_page_is_open_says_why_and_the_counters_move(page, server, target):
+    urls = [
+        {"url": target.url("/ok"), "expect": {"final_status": 200}},
+        {"url": target.url("/delay/1500"), "expect": {"final_status": 201}},
+        target.url("/delay/1500?n=2"),
+    ]
+    batch = server.submit(urls, thresholds={"min_ok": 2})
+    page.goto(server.url(f"/batches/{batch['id']}"))
+    expect(page.locator("#verdict")).to_contain_text("decided when the batch ends")
+    expect(page.locator("#verdict li")).to_have_text(["ok ≥ 2"])
+    expect(row(page, 1).locator(".col-outcome")).to_have_text("ends on 200 where 201 was expected", timeout=FINISHED)
+    expect(page.locator("#count-failed")).to_have_text("1")
+    expect(page.locator("#label-failed")).to_have_text("Mismatched")
+    expect(page.locator("#verdict .verdict-word")).to_have_text("PASS", timeout=FINISHED)
+    expect(page.locator("#verdict li")).to_have_text(["ok ≥ 2 ✓"])
+
+
 def test_the_verdict_banner_says_fail_and_lists_each_threshold_with_its_limit_and_what_missed_it(page, server, judged):
     page.goto(server.url(f"/batches/{judged['id']}"))
     # 4 of 6 failed, past the 50 % limit; p95 met.

@@ -385,6 +385,9 @@ function optionsText(o) {
   parts.push(`ok = ${o.accept_status}`);
   const headers = Object.keys(o.headers || {}).length;
   if (headers) parts.push(`${headers} header${headers === 1 ? '' : 's'}`);
+  if (o.expect && expectWords(o.expect)) parts.push(`expect ${expectWords(o.expect)}`);
+  if (o.url_match && o.url_match !== 'exact') parts.push(`final URL match: ${o.url_match.replaceAll('_', ' ')}`);
+  if (o.base_url) parts.push(`base ${o.base_url}`);
   return parts.filter(Boolean).join(' · ');
 }
 

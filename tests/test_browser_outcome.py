@@ -216,6 +216,7 @@ def test_a_pasted_csv_shows_the_columns_it_recognised_and_is_sent_as_csv_with_th
     screen.screenshot(path=str(ARTIFACTS / f"outcome-form-{screen.viewport_size['width']}.png"), full_page=True)
     screen.click("#submit")
     screen.wait_for_url(re.compile(r"/batches/[0-9a-f]+$"))
+    expect(screen.locator("#batch-options")).to_contain_text("final URL match: ignore query")
     batch = server.wait(screen.url.rsplit("/", 1)[1])
     assert batch["options"]["thresholds"] == {"failed_rate": 0.5, "p95_ms": 5000}
     assert batch["options"]["url_match"] == "ignore_query"

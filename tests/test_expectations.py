@@ -7,6 +7,7 @@ import io
 import json
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.server import error_of
 
@@ -91,10 +92,23 @@ def test_the_results_filter_by_reason_and_by_outcome(server, migration):
     assert server.results(batch["id"], outcome="warn") == []
 
 
+def warned_fetches(server) -> float:
+    """greenbatch_fetches_total{outcome="warn"} on /metrics."""
+    text = server.request("GET", "/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "greenbatch_fetches_total" and sample.labels.get("outcome") == "warn"
+    )
+
+
 def test_bot_walls_and_a_deep_url_sent_to_the_root_end_warn_while_ordinary_pages_end_ok(server, target):
     urls = [target.url("/challenge"), target.url("/bot-status"), target.url("/deep/blog/2019/post"), target.url("/ok")]
+    warned_before = warned_fetches(server)
     batch = server.submit(urls)
     server.wait(batch["id"])
+    assert warned_fetches(server) - warned_before == 3, "/metrics counts the warn outcome"
     results = server.results(batch["id"])
     assert [(r["outcome"], [w["kind"] for w in r["warnings"]]) for r in results] == [
         ("warn", ["bot_challenge"]),
@@ -171,3 +185,33 @@ def test_thresholds_decide_the_verdict_and_name_each_broken_one_with_its_value(s
         ("min_ok", 10, 9),
     ]
     assert [v["threshold"] for v in verdict["violations"]] == ["failed_rate", "p95_ms", "min_ok"]
+
+
+def test_the_csv_export_adds_outcome_reasons_expectations_then_the_meta_columns_in_input_order(server, migration):
+    batch, results, planted = migration
+    text = server.request("GET", batch["links"]["csv"]).text
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0][-6:] == [
+        "outcome",
+        "reasons",
+        "expected_status",
+        "expected_final_url",
+        "expected_final_status",
+        "note",
+    ]
+    assert [row[0] for row in rows[1:]] == [str(i) for i in range(500)]
+    named = dict(zip(rows[0], rows[51]))
+    assert named["outcome"] == "failed" and named["note"] == "row 50"
+    assert named["reasons"].startswith("expect.final_url: expected ") and named["expected_status"] == "301"
+    assert dict(zip(rows[0], rows[8]))["outcome"] == "ok"
+    lines = server.request("GET", batch["links"]["ndjson"]).text.splitlines()
+    assert json.loads(lines[50])["reasons"] == results[50]["reasons"]
+    assert json.loads(lines[50])["meta"] == {"note": "row 50"}
+
+
+def test_a_csv_meta_value_that_looks_like_a_formula_is_defused(server, target):
+    body = f'url,note\n{target.url("/ok")},=HYPERLINK("http://evil")\n'
+    batch = submit_csv(server, body)
+    server.wait(batch["id"])
+    rows = list(csv.reader(io.StringIO(server.request("GET", batch["links"]["csv"]).text)))
+    assert dict(zip(rows[0], rows[1]))["note"] == '\'=HYPERLINK("http://evil")'

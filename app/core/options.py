@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import verdict
+from .checks import BODY_SOURCES, Check, needs_body, parse_checks
 from .config import Config
 
 METHODS = ("GET", "HEAD")
@@ -74,6 +75,7 @@ class BatchOptions:
     thresholds: dict[str, float] | None = None
     base_url: str | None = None
     target_base_url: str | None = None
+    checks: list[dict[str, Any]] | None = None  # app/core/checks.py, as given
     # Per-row expectations and meta, by URL index (from `urls` objects or a CSV's columns): stored with the
     # options so that a resumed batch and a cluster worker read them with the rest; never given by a client.
     rows: dict[int, dict[str, Any]] | None = None
@@ -97,7 +99,31 @@ class BatchOptions:
     @cached_property
     def judged(self) -> bool:
         """Whether any verdict option is set (else a result's evaluation takes the short path)."""
-        return bool(self.expect or self.rows or self.url_match != "exact" or self.warn_as)
+        return bool(self.expect or self.rows or self.url_match != "exact" or self.warn_as or self.checks)
+
+    @cached_property
+    def batch_checks(self) -> tuple[Check, ...]:
+        """The batch's checks, compiled once."""
+        return parse_checks(self.checks, "options.checks")[0] if self.checks else ()
+
+    @cached_property
+    def needs_body(self) -> bool:
+        """Whether a check reads the body, so fetches keep it (up to max_bytes)."""
+        if needs_body(self.batch_checks):
+            return True
+        return any(
+            check.get("source") in BODY_SOURCES
+            for row in (self.rows or {}).values()
+            for check in row.get("checks") or ()
+        )
+
+    def row_checks(self, index: int) -> tuple[Check, ...]:
+        """URL `index`'s checks: the batch's, then its row's own (numbered on from the batch's)."""
+        row = self.rows.get(index) if self.rows else None
+        own = row.get("checks") if row else None
+        if not own:
+            return self.batch_checks
+        return self.batch_checks + parse_checks(own, f"urls[{index}].checks")[0]
 
     def row_expect(self, index: int) -> dict[str, Any] | None:
         """URL `index`'s effective expectations (final_url absolute), or None when it has none."""
@@ -204,6 +230,10 @@ class BatchOptions:
                     problems.append({"field": where, "message": message})
                 else:
                     base[key] = parsed
+            elif key == "checks":
+                parsed_checks, check_problems = parse_checks(value, where)
+                problems.extend(check_problems)
+                base[key] = [check.to_dict() for check in parsed_checks] or None
             elif key == "rows":
                 parsed_rows, row_problems = parse_rows(value, config)
                 problems.extend(row_problems)
@@ -333,6 +363,7 @@ _UNSET: dict[str, Any] = {
     "thresholds": None,
     "base_url": None,
     "target_base_url": None,
+    "checks": None,
     "rows": None,
 }
 THRESHOLDS = ("failed_rate", "warn_rate", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ok")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .checks import parse_checks
 from .config import Config
 from .options import MAX_META_CHARS, MAX_META_COLUMNS, parse_expect
 
@@ -24,7 +25,7 @@ CSV_COLUMNS = {
     "expected_final_status": "final_status",
     "max_hops": "max_hops",
 }
-ITEM_KEYS = ("url", "expect", "meta")
+ITEM_KEYS = ("url", "expect", "meta", "checks")
 
 
 def item_row(index: int, item: Any, config: Config) -> tuple[Any, dict[str, Any] | None, str | None, str]:
@@ -36,7 +37,7 @@ def item_row(index: int, item: Any, config: Config) -> tuple[Any, dict[str, Any]
         return item, None, "must be a URL string or an object with url, expect, meta", where
     unknown = [key for key in item if key not in ITEM_KEYS]
     if unknown:
-        return None, None, "is not a known field (url, expect, meta)", f"{where}.{unknown[0]}"
+        return None, None, "is not a known field (url, expect, meta, checks)", f"{where}.{unknown[0]}"
     url = item.get("url")
     if not isinstance(url, str):
         return url, None, "must be a URL string", f"{where}.url"
@@ -47,6 +48,12 @@ def item_row(index: int, item: Any, config: Config) -> tuple[Any, dict[str, Any]
             return url, None, problem, f"{where}.expect"
         if expect:
             row["expect"] = expect
+    if item.get("checks") is not None:
+        parsed, problems = parse_checks(item["checks"], f"{where}.checks")
+        if problems:
+            return url, None, problems[0]["message"], problems[0]["field"]
+        if parsed:
+            row["checks"] = [check.to_dict() for check in parsed]
     if item.get("meta") is not None:
         meta, problem = meta_of(item["meta"])
         if problem:

@@ -8,10 +8,12 @@ Fetching), so the page, the API, exports, /metrics and the CLI show one answer.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from .checks import Check
+from .checks import run as run_checks
 from .results import Result
 
 OUTCOMES = ("ok", "warn", "failed", "cancelled")
@@ -53,6 +55,8 @@ def evaluate(
     expect: Mapping[str, Any] | None = None,
     url_match: str = "exact",
     warn_as: Mapping[str, str] | None = None,
+    checks: Sequence[Check] = (),
+    body: bytes | None = None,
 ) -> Verdict:
     """A finished fetch's outcome, the reasons that decided it, and its warnings.
 
@@ -82,6 +86,8 @@ def evaluate(
             reasons.append(_reason(kind, _WARNING_EXPECTED[kind], warning["evidence"], hops[i]))
     if not blocked:
         failures = _rule_failures(result, status, redirects, accept, expect, url_match)
+        if checks:
+            failures += run_checks(checks, 0, body, headers, result.timings, result.bytes, result.content_type)
         if failures:
             severity = 2
             reasons[:0] = failures  # the rules that failed come before the warnings

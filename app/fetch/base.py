@@ -5,6 +5,7 @@ imports the other, and redirects, retries and credentials are app/fetch/follow.p
 
 from __future__ import annotations
 
+import builtins  # Hop's `bytes` field hides the type in its class
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ class Hop:
     headers: Mapping[str, str]
     bytes: int
     timings: dict[str, float | None] = field(default_factory=dict)
+    body: builtins.bytes | None = None  # the decoded body, kept only when asked (a batch's checks read it)
 
     @property
     def connection_reused(self) -> bool:
@@ -52,6 +54,7 @@ class Transport(Protocol):
         connect_timeout: float,
         read_timeout: float,
         max_bytes: int,
+        keep_body: bool = False,
     ) -> Hop: ...
 
     def close(self) -> None: ...

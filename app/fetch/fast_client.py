@@ -265,8 +265,9 @@ class FastTransport:
         connect_timeout: float,
         read_timeout: float,
         max_bytes: int,
+        keep_body: bool = False,
     ) -> Hop:
-        """Send one request and read its body up to `max_bytes` decoded bytes."""
+        """Send one request and read its body up to `max_bytes` decoded bytes (kept in the Hop with keep_body)."""
         target = _target(url)
         head = _request_head(method, target, headers)
         started = time.perf_counter()
@@ -293,8 +294,9 @@ class FastTransport:
             sock.close()
             raise
         first_byte = time.perf_counter()
+        kept: list[bytes] | None = [] if keep_body else None
         try:
-            size = self._read_body(sock, response, url, max_bytes)
+            size = self._read_body(sock, response, url, max_bytes, kept)
         except DeadlineExceeded as exc:
             sock.close()
             phases = hop_timings(timings, started, first_byte, first_byte)
@@ -314,6 +316,7 @@ class FastTransport:
             headers=response.info(),
             bytes=size,
             timings=hop_timings(timings, started, first_byte, done),
+            body=None if kept is None else b"".join(kept),
         )
 
     def _exchange(
@@ -343,8 +346,11 @@ class FastTransport:
             raise FetchError("other", f"request to {target.netloc} failed: {exc}") from None
 
     @staticmethod
-    def _read_body(sock: socket.socket, response: _Response, url: str, max_bytes: int) -> int:
-        """Count the decoded body as it streams; past the cap, stop (the caller drops the connection)."""
+    def _read_body(
+        sock: socket.socket, response: _Response, url: str, max_bytes: int, kept: list[bytes] | None = None
+    ) -> int:
+        """Count the decoded body as it streams (into `kept` too, when given); past the cap, stop (the caller drops
+        the connection)."""
         cap = body_cap(response.status_code, response.info(), max_bytes)
         decoders = content_decoders(response.get("Content-Encoding"))
         size = 0
@@ -355,6 +361,12 @@ class FastTransport:
                         size += len(piece)
                         if size > cap:
                             break
+                        if kept is not None:
+                            kept.append(piece)
+                elif kept is not None:
+                    data = response.take()
+                    size += len(data)
+                    kept.append(data)
                 else:
                     size += response.drop()
                 if size > cap:

@@ -48,10 +48,10 @@ def follow(
     started: float,
     max_url_length: int,
     sleep: Callable[[float], None] = gevent.sleep,
-) -> Mapping[str, str]:
+) -> Hop:
     """Fetch result.url hop by hop until a final response or a limit, filling in `result`, and return the final
-    response's headers; FetchError or guard.GuardError when the URL ends without a response. `started` is the
-    fetch's perf_counter start.
+    response (its body kept when a check needs it); FetchError or guard.GuardError when the URL ends without a
+    response. `started` is the fetch's perf_counter start.
 
     When the deadline passes mid-hop, result.timings keeps the phases that hop had completed.
     """
@@ -91,7 +91,7 @@ def follow(
     result.timings["ttfb"] = round(
         redirect_ms + sum(hop.timings.get(k) or 0 for k in ("dns", "connect", "tls", "wait")), 3
     )
-    return hop.headers
+    return hop
 
 
 def attempt(
@@ -109,6 +109,16 @@ def attempt(
         # Attempts count tries of the URL (1 + retries used), not the hops of its redirect chain.
         result.attempts = max(result.attempts, tries)
         try:
+            if options.needs_body:  # asked only then: a transport without checks' needs takes no such argument
+                return transport.fetch(
+                    url,
+                    method=options.method,
+                    headers=headers,
+                    connect_timeout=options.connect_timeout,
+                    read_timeout=options.timeout,
+                    max_bytes=options.max_bytes,
+                    keep_body=True,
+                )
             return transport.fetch(
                 url,
                 method=options.method,

@@ -147,8 +147,9 @@ class RequestsTransport:
         connect_timeout: float,
         read_timeout: float,
         max_bytes: int,
+        keep_body: bool = False,
     ) -> Hop:
-        """Send one request and read its body up to `max_bytes` decoded bytes."""
+        """Send one request and read its body up to `max_bytes` decoded bytes (kept in the Hop with keep_body)."""
         _fresh.timings = None
         started = time.perf_counter()
         try:
@@ -166,8 +167,9 @@ class RequestsTransport:
         first_byte = time.perf_counter()
         raw: urllib3.HTTPResponse = response.raw
         connecting, _fresh.timings = _fresh.timings, None  # None: a reused connection
+        kept: list[bytes] | None = [] if keep_body else None
         try:
-            size = self._read_body(response, raw, url, method, max_bytes)
+            size = self._read_body(response, raw, url, method, max_bytes, kept)
         except DeadlineExceeded as exc:
             phases = hop_timings(connecting, started, first_byte, first_byte)
             del phases["download"]  # the phase in progress
@@ -178,13 +180,20 @@ class RequestsTransport:
             headers=response.headers,
             bytes=size,
             timings=hop_timings(connecting, started, first_byte, time.perf_counter()),
+            body=None if kept is None else b"".join(kept),
         )
 
     @staticmethod
     def _read_body(
-        response: requests.Response, raw: urllib3.HTTPResponse, url: str, method: str, max_bytes: int
+        response: requests.Response,
+        raw: urllib3.HTTPResponse,
+        url: str,
+        method: str,
+        max_bytes: int,
+        kept: list[bytes] | None = None,
     ) -> int:
-        """Count the decoded body as it streams; stop past the cap and drop the connection."""
+        """Count the decoded body as it streams (into `kept` too, when given); stop past the cap and drop the
+        connection."""
         if method == "HEAD":
             raw.release_conn()
             return 0
@@ -197,6 +206,8 @@ class RequestsTransport:
                     raw.close()
                     raw.release_conn()
                     raise too_large(cap, url)
+                if kept is not None:
+                    kept.append(chunk)
         except ReadTimeoutError:
             raw.close()
             raise body_read_timeout(url) from None

@@ -25,7 +25,7 @@ from ..core.options import BatchOptions, ValidationError
 from ..core.results import ErrorKind, Result, failed_result
 from ..core.urllist import UrlList
 from ..fetch import TransportFactory, guard, make_transport
-from ..fetch.base import Transport
+from ..fetch.base import Hop, Transport
 from ..fetch.errors import DeadlineExceeded, FetchError, deadline_message
 from ..fetch.follow import follow
 from .events import EventBus
@@ -179,7 +179,7 @@ class Fetching:
         result = Result(index=index, url=url, started_at=now_iso())
         started = time.perf_counter()
         host_slot = self._host_slot(run, host_slots, url)
-        headers: Mapping[str, str] | None = None
+        hop: Hop | None = None
         try:
             # The host slot first: waiting for a busy host must not hold a server-wide slot.
             with host_slot or nullcontext(), self._inflight:
@@ -187,7 +187,7 @@ class Fetching:
                 run.in_flight[index] = started
                 try:
                     with gevent.Timeout(run.options.timeout, DeadlineExceeded):
-                        headers = follow(transport, result, run.options, started, self.config.max_url_length)
+                        hop = follow(transport, result, run.options, started, self.config.max_url_length)
                 finally:
                     run.running -= 1
                     del run.in_flight[index]
@@ -216,10 +216,10 @@ class Fetching:
                 extra={"batch_id": run.id, "index": index},
             )
             result.error = {"kind": ErrorKind.OTHER.value, "message": f"unexpected error: {exc!r}"}
-        judge(result, headers, run.options)
         result.finished_at = now_iso()
         result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         result.timings.setdefault("ttfb", None)
+        judge(result, hop, run.options)  # once timed: a time.total check reads the total
         self._record(run, result)
 
     def _message(self, run: BatchRun, index: int, exc: FetchError | guard.GuardError) -> str:
@@ -239,11 +239,19 @@ class Fetching:
         return host_slots[host]
 
 
-def judge(result: Result, headers: Mapping[str, str] | None, options: BatchOptions) -> None:
+def judge(result: Result, hop: Hop | None, options: BatchOptions) -> None:
     """Give a fetched result its outcome, reasons and warnings (app/core/verdict.py decides), and ok and error to
-    match: ok for ok and warn; a failure the rules decided, not the status alone, has the `mismatch` kind."""
-    expect = options.row_expect(result.index) if options.judged else None
-    outcome, reasons, warnings = verdict.evaluate(result, headers, options, expect, options.url_match, options.warn_as)
+    match: ok for ok and warn; a failure the rules decided, not the status alone, has the `mismatch` kind.
+
+    hop: the last response (None when none came)."""
+    headers, body = (hop.headers, hop.body) if hop is not None else (None, None)
+    if options.judged:
+        expect, checks = options.row_expect(result.index), options.row_checks(result.index)
+    else:
+        expect, checks = None, ()
+    outcome, reasons, warnings = verdict.evaluate(
+        result, headers, options, expect, options.url_match, options.warn_as, checks, body
+    )
     result.outcome, result.reasons, result.warnings = outcome, reasons, warnings
     if options.rows:
         result.expect, result.meta = expect, options.row_meta(result.index)

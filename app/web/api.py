@@ -608,7 +608,7 @@ def results(batch_id: str):
                 "apply to pages only",
                 [{"field": name, "message": "applies to pages only (without format=)"} for name in paging],
             )
-        return exports.download(store, batch.id, fmt, outcome)
+        return exports.download(store, batch.id, fmt, outcome, exports.meta_columns(batch.options.get("rows")))
     if fmt is not None:
         formats = ", ".join(exports.FORMATS)
         raise _bad_parameter(

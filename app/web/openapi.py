@@ -14,6 +14,9 @@ from typing import Any
 from flask import Blueprint, current_app, request
 
 from ..core import verdict
+from ..core.checks import MAX_CHECKS as CHECKS_MAX
+from ..core.checks import OPS as CHECK_OPS
+from ..core.checks import REGEX_TIMEOUT
 from ..core.config import Config
 from ..core.options import (
     CLIENT_HEADERS,
@@ -141,6 +144,31 @@ def verdict_options(config: Config) -> dict[str, Any]:
                 "min_ok": {"type": "integer", "minimum": 0, "description": "At least this many ok (warn counts)."},
             },
             "description": "What the batch's verdict requires.",
+        },
+        "checks": {
+            "type": "array",
+            "maxItems": CHECKS_MAX,
+            "description": "Checks on each response (a row's own `checks` add to them, numbered on: check[i]). "
+            "A check that cannot be evaluated (the body is not JSON, a header is missing) fails; regular "
+            f"expressions run at most {int(REGEX_TIMEOUT * 1000)} ms a search.",
+            "items": {
+                "type": "object",
+                "required": ["source", "op"],
+                "additionalProperties": False,
+                "properties": {
+                    "source": {"type": "string", "enum": list(CHECK_OPS)},
+                    "op": {
+                        "type": "string",
+                        "description": "; ".join(f"{source}: {', '.join(ops)}" for source, ops in CHECK_OPS.items()),
+                    },
+                    "value": {
+                        "description": "Text, a regular expression (matches), a number (time.* in ms, "
+                        "size in bytes, json < >) or any JSON value (json == !=)."
+                    },
+                    "path": {"type": "string", "description": "A JSONPath (RFC 9535), for source json."},
+                    "name": {"type": "string", "description": "A header name, for source header."},
+                },
+            },
         },
         "base_url": {**base, "description": "Rows may give paths (/old-post), resolved against it."},
         "target_base_url": {
@@ -335,6 +363,10 @@ def schemas(config: Config) -> dict[str, Any]:
                                     "url": {"type": "string", "maxLength": config.max_url_length},
                                     "expect": EXPECT_SCHEMA,
                                     "meta": {"type": "object", "description": "Kept and shown with the result."},
+                                    "checks": {
+                                        "type": "array",
+                                        "description": "This row's checks, after the batch's (see options.checks).",
+                                    },
                                 },
                             },
                         ]

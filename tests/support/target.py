@@ -364,6 +364,20 @@ def h_page(req, m):
     req.respond(200, "page %s\n" % m.group(1), ctype="text/html")
 
 
+def h_product(req, m):
+    """/product/<id>: a shop's product as JSON (?stock= sets its stock, 3 by default)."""
+    stock = req.num("stock", 3, lo=0, hi=10**6)
+    body = {"id": int(m.group(1)), "name": "Lamp", "price": 12.5, "stock": stock, "tags": ["home"]}
+    req.respond(200, json.dumps(body), ctype="application/json", headers=[("X-Shop", "demo")])
+
+
+def h_shop(req, m):
+    """/shop/<id>: a product page, with "Add to cart" unless ?sold_out=1."""
+    sold_out = req.arg("sold_out", "0") not in ("0", "")
+    button = "Sold out" if sold_out else "Add to cart"
+    req.respond(200, "<html><h1>Lamp %s</h1><button>%s</button></html>\n" % (m.group(1), button), ctype="text/html")
+
+
 def h_challenge(req, m):
     """A bot wall as Cloudflare answers one: 403 with cf-mitigated: challenge."""
     req.respond(403, b"<title>Just a moment...</title>\n", ctype="text/html", headers=[("cf-mitigated", "challenge")])
@@ -501,6 +515,8 @@ ROUTES = [
         (r"/redirect-to", h_redirect_to),
         (r"/page/(.*)", h_page),
         (r"/challenge", h_challenge),
+        (r"/product/(\d{1,9})", h_product),
+        (r"/shop/(\d{1,9})", h_shop),
         (r"/bot-status", h_bot_status),
         (r"/deep/.+", h_deep),
         (r"/loop", h_loop),

@@ -518,7 +518,7 @@ def reason_words(reason: dict[str, Any]) -> str:
         return f"no response ({actual})"
     if rule in WARNING_KINDS:
         return f"{rule.replace('_', ' ')} ({actual})"
-    return f"{rule}: {actual} where {expected} was expected"
+    return f"{rule}: {actual} (expected {expected})"  # check[N]: `expected` says the check in words
 
 
 def _by_count(table: dict[str, int]) -> Iterable[tuple[str, int]]:

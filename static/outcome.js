@@ -40,43 +40,44 @@ export function checkOf(rule, batchChecks, rowChecks) {
   return all[Number(match[1])] || null;
 }
 
-// A failed check in words, from its definition and what the response had.
+// A failed check in words, from its definition and what the response had (app/core/checks.py: `actual` is the
+// value found, or why none was: "the body is not JSON", "no match", "the header is missing", ...).
 export function checkWords(check, actual, expected) {
-  if (!check) return `${shown(actual)} where ${shown(expected)} was expected`;
+  if (!check) return `${shown(actual)} (expected ${shown(expected)})`;
   const { source, op, value } = check;
-  if (source === 'body') {
-    if (op === 'contains') return `body does not contain ${quoted(value)}`;
-    if (op === 'not_contains') return `body contains ${quoted(value)}`;
-    if (op === 'matches') return `body does not match /${shown(value)}/`;
-  }
+  const found = String(actual ?? '');
+  const subject = source === 'json' ? (check.path || '$') : source === 'header' ? `${check.name} header` : source === 'content_type' ? 'content type' : source;
+  if (/^the pattern took/.test(found)) return `${subject} /${shown(value)}/: ${found}`;
+  if (op === 'matches') return `${subject} does not match /${shown(value)}/`;
+  if (source === 'body') return op === 'contains' ? `body does not contain ${quoted(value)}` : `body contains ${quoted(value)}`;
   if (source === 'json') {
-    const path = check.path || '$';
-    if (op === 'exists') return `${path} does not exist`;
-    if (op === '==') return `${path} is ${shown(actual)}, not ${shown(value)}`;
-    if (op === '!=') return `${path} is ${shown(value)}`;
-    if (op === '<') return `${path} is ${shown(actual)}, not under ${shown(value)}`;
-    if (op === '>') return `${path} is ${shown(actual)}, not over ${shown(value)}`;
+    if (found === 'no match') return `${subject} matches nothing in the body`;
+    if (found === 'the body is not JSON' || / is not a number$/.test(found)) return `${subject}: ${found}`;
+    if (op === 'exists') return `${subject} does not exist`;
+    const want = JSON.stringify(value);
+    if (op === '==') return `${subject} is ${shown(actual)}, not ${want}`;
+    if (op === '!=') return `${subject} is ${want}`;
+    return `${subject} is ${shown(actual)}, not ${op === '<' ? 'under' : 'over'} ${want}`;
   }
   if (source === 'header') {
-    const name = check.name || 'a';
-    if (op === 'present') return `no ${name} header`;
-    if (op === 'absent') return `${name} header is present (${shown(actual)})`;
-    if (op === '==') return `${name} header is ${quoted(actual)}, not ${quoted(value)}`;
-    if (op === 'matches') return `${name} header ${quoted(actual)} does not match /${shown(value)}/`;
+    if (op === 'present' || found === 'the header is missing') return `no ${check.name} header`;
+    if (op === 'absent') return `${subject} is present (${shown(found.replace(/^present: /, ''))})`;
+    return `${subject} is ${quoted(actual)}, not ${quoted(value)}`;
   }
-  if (typeof source === 'string' && source.startsWith('time.')) {
-    const took = Number.isFinite(Number(actual)) && actual !== '' ? fmtMs(Number(actual)) : shown(actual);
-    return `${source} ${took}, not ${op === '<=' ? 'at most' : 'under'} ${fmtMs(Number(value))}`;
+  if (source.startsWith('time.')) {
+    if (/^not measured/.test(found)) return `${source} ${found}`;
+    const ms = parseFloat(found);
+    return `${source} ${Number.isFinite(ms) ? fmtMs(ms) : shown(found)}, not ${op === '<=' ? 'at most' : 'under'} ${fmtMs(Number(value))}`;
   }
   if (source === 'size') {
-    const size = Number.isFinite(Number(actual)) && actual !== '' ? `${fmtInt(Number(actual))} B` : shown(actual);
-    return `size ${size}, not ${op === '>' ? 'over' : 'under'} ${fmtInt(Number(value))} B`;
+    const bytes = parseFloat(found);
+    return `size ${Number.isFinite(bytes) ? `${fmtInt(bytes)} B` : shown(found)}, not ${op === '>' ? 'over' : 'under'} ${fmtInt(Number(value))} B`;
   }
   if (source === 'content_type') {
-    if (op === 'matches') return `content type ${quoted(actual)} does not match /${shown(value)}/`;
+    if (found === 'no content type') return 'no content type';
     return `content type ${quoted(actual)}, not ${quoted(value)}`;
   }
-  return `${source} ${op} ${shown(value)}: got ${shown(actual)}`;
+  return `${shown(actual)} (expected ${shown(expected)})`;
 }
 
 const WARNINGS = {

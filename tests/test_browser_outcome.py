@@ -55,11 +55,19 @@ def test_reasons_warnings_and_thresholds_read_as_sentences(page, server):
         reason.format(
             "error", "a response", "refused: connection refused"
         ): "no response (refused: connection refused)",
-        reason.format("check[2]", "contains", "absent"): "check[2]: body does not contain 'Add to cart'",
-        reason.format("check[0]", "0", "0"): "check[0]: $.stock is 0, not over 0",
-        reason.format("check[1]", "present", "absent"): "check[1]: no Cache-Control header",
-        reason.format("check[3]", "500", "812"): "check[3]: time.total 812 ms, not under 500 ms",
-        reason.format("check[9]", "1", "2"): "check[9]: 2 where 1 was expected",
+        # Checks: `expected` and `actual` as app/core/checks.py gives them.
+        reason.format("check[2]", 'body contains "Add to cart"', "not found in the body"): (
+            "check[2]: body does not contain 'Add to cart'"
+        ),
+        reason.format("check[0]", "json $.stock > 0", "0"): "check[0]: $.stock is 0, not over 0",
+        reason.format(
+            "check[0]", "json $.stock > 0", "the body is not JSON"
+        ): "check[0]: $.stock: the body is not JSON",
+        reason.format("check[1]", "header Cache-Control present", "absent"): "check[1]: no Cache-Control header",
+        reason.format("check[3]", "time.total < 500", "812.3 ms"): "check[3]: time.total 812 ms, not under 500 ms",
+        reason.format("check[9]", 'body contains "x"', "not found in the body"): (
+            'check[9]: not found in the body (expected body contains "x")'
+        ),
         reason.format("bot_challenge", "the site's own response", "cf-mitigated: challenge"): (
             "bot challenge (cf-mitigated: challenge)"
         ),
@@ -106,7 +114,8 @@ def judged(server, target):
         {"url": t("/status/404"), "expect": {"final_status": 200}},
         t("/redirect/1?status=302"),
     ]
-    batch = server.submit(urls, concurrency=6, thresholds={"failed_rate": 0.5, "p95_ms": 10_000})
+    checks = [{"source": "body", "op": "contains", "value": "done"}]  # what /redirect/N ends on
+    batch = server.submit(urls, concurrency=6, thresholds={"failed_rate": 0.5, "p95_ms": 10_000}, checks=checks)
     return server.wait(batch["id"])
 
 
@@ -135,6 +144,7 @@ def test_each_row_says_in_words_what_decided_it_the_drawer_marks_the_hop_and_rea
         f"lands on {t('/redirect/0?status=301')} instead of {t('/elsewhere')}"
     )
     expect(row(tab, 4).locator(".col-outcome")).to_contain_text("ends on 404 where 200 was expected")
+    expect(row(tab, 4).locator(".col-outcome")).to_contain_text("check[0]: body does not contain 'done'")
     expect(row(tab, 5).locator(".col-outcome")).to_have_text("warn temporary redirect (302 at hop 0)")
     expect(row(tab, 5)).to_have_class(re.compile(r"\bwarn\b"))
     # Counters: with expectations, ok and failed read matched and mismatched; warn has its own.

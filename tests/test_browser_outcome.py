@@ -247,3 +247,12 @@ def test_a_large_csv_file_shows_its_header_from_its_first_line_alone(page, serve
     expect(page.locator("#url-count")).to_have_text("40,000 URLs", timeout=15_000)
     page.click("#file-clear")
     expect(page.locator("#csv-columns")).to_be_hidden()
+
+
+def test_a_refused_row_of_a_pasted_csv_is_marked_on_its_line(page, server, target):
+    page.goto(server.url("/"))
+    page.fill("#urls", f"url,expected_status\n{target.url('/ok')},200\nftp://x,200\n")
+    page.click("#submit")
+    expect(page.locator("#url-errors li").first).to_contain_text("line 3: ftp://x,200 — only http:// and https://")
+    expect(page.locator("#gutter .bad")).to_have_text(["3"])
+    expect(page.locator("#form-error")).to_contain_text("1 URL cannot be fetched")

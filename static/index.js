@@ -6,6 +6,75 @@ import {
 
 const config = byId('page').dataset;
 
+// ---- a CSV's header ----------------------------------------------------------------------------
+
+// A CSV column's name (any case, spaces around ignored) -> what the server reads it as (app/core/rowspec.py
+// CSV_COLUMNS); any other column is meta, kept with the row and given back in exports.
+const CSV_ROLES = {
+  url: 'url', source: 'url', old: 'url', from: 'url',
+  expected_status: 'expected_status', status: 'expected_status',
+  expected_final_url: 'expected_final_url', target: 'expected_final_url', new: 'expected_final_url', to: 'expected_final_url', destination: 'expected_final_url',
+  expected_final_status: 'expected_final_status',
+  max_hops: 'max_hops',
+};
+
+// The cells of one CSV line (quotes understood).
+function csvCells(line) {
+  const cells = [];
+  let cell = '';
+  let quoted = false;
+  for (let i = 0; i < line.length; i += 1) {
+    const c = line[i];
+    if (quoted) {
+      if (c === '"' && line[i + 1] === '"') { cell += '"'; i += 1; } else if (c === '"') quoted = false; else cell += c;
+    } else if (c === '"' && cell === '') quoted = true;
+    else if (c === ',') { cells.push(cell); cell = ''; } else cell += c;
+  }
+  cells.push(cell);
+  return cells;
+}
+
+// A text's first line (a byte order mark and a CR dropped): only it is read, however long the text.
+function firstLine(text) {
+  const end = text.indexOf('\n');
+  return (end === -1 ? text : text.slice(0, end)).replace(/^\uFEFF/, '').replace(/\r$/, '');
+}
+
+// A CSV's first line as the server reads a header: [{name, role}] (role null: meta), or null when it is not
+// a header it recognises (no url column, two, or a column named twice), and the first column holds the URLs.
+function csvHeader(line) {
+  if (line.length > 64 * 1024) return null; // no header is this long: a URL list's first line
+  const columns = csvCells(line).map((raw) => {
+    const name = raw.trim();
+    return { name, role: CSV_ROLES[name.toLowerCase()] || null };
+  });
+  const keys = columns.map((c) => c.role || `meta:${c.name}`);
+  if (keys.filter((k) => k === 'url').length !== 1 || new Set(keys).size !== keys.length) return null;
+  return columns;
+}
+
+const csvBox = byId('csv-columns');
+
+// What each column of a recognised header will be read as, shown before the batch is sent.
+function showColumns(columns) {
+  csvBox.hidden = !columns;
+  if (!columns) {
+    csvBox.replaceChildren();
+    return;
+  }
+  const drawn = JSON.stringify(columns);
+  if (csvBox.dataset.drawn === drawn) return;
+  csvBox.dataset.drawn = drawn;
+  const known = columns.filter((c) => c.role);
+  const meta = columns.filter((c) => !c.role);
+  csvBox.replaceChildren(
+    h('span', { class: 'csv-title' }, 'CSV header:'),
+    h('ul', { class: 'csv-list' }, known.map((c) => h('li', { class: 'known', dataset: { role: c.role } },
+      c.name.toLowerCase() === c.role ? c.role : `${c.name} → ${c.role}`))),
+  );
+  if (meta.length) csvBox.append(h('span', { class: 'csv-meta' }, `meta: ${meta.map((c) => c.name || '(unnamed)').join(', ')}`));
+}
+
 // ---- URL editor: line numbers, error marks ----------------------------------------------------
 
 const textarea = byId('urls');
@@ -86,8 +155,16 @@ const renderEditor = perFrame(() => {
     item.dataset.line = err.at === null ? '' : String(err.at);
   });
 
-  if (!attached) showUrlCount(urls);
+  if (!attached) {
+    // A CSV with a recognised header is sent as it is (text/csv): its header is not a URL.
+    editorColumns = csvHeader(firstLine(textarea.value));
+    showColumns(editorColumns);
+    showUrlCount(editorColumns ? Math.max(0, urls - 1) : urls);
+  }
 });
+
+// The editor text's CSV header when it has one the server recognises, else null.
+let editorColumns = null;
 
 function showUrlCount(count) {
   setText(urlCount, `${fmtInt(count)} URL${count === 1 ? '' : 's'}`);
@@ -307,9 +384,10 @@ async function loadFile(file) {
     return;
   }
   detach();
-  textarea.value = isCsvFile(file) ? csvFirstColumn(text).join('\n') : text.replace(/\n+$/, '');
+  const keepCsv = isCsvFile(file) && csvHeader(firstLine(text));
+  textarea.value = isCsvFile(file) && !keepCsv ? csvFirstColumn(text).join('\n') : text.replace(/\n+$/, '');
   loaded = { name: nameAfter(file), text: textarea.value };
-  const count = parseLines(textarea.value).length;
+  const count = parseLines(textarea.value).length - (keepCsv ? 1 : 0);
   showFileNote(`Loaded ${fmtInt(count)} URL${count === 1 ? '' : 's'} from ${file.name}`, false);
   showUrlErrors([], false);
   clearErrors();
@@ -397,9 +475,11 @@ function attach(file, head) {
   const bom = head[0] === 0xef && head[1] === 0xbb && head[2] === 0xbf;
   const entry = {
     file, name: nameAfter(file), body: bom ? file.slice(3) : file, type: isCsvFile(file) ? 'text/csv' : 'text/plain',
-    size: file.size, lines: null, urls: null, lineOf: null, progress: 0,
+    size: file.size, lines: null, urls: null, lineOf: null, progress: 0, columns: null,
   };
+  if (entry.type === 'text/csv') entry.columns = csvHeader(firstLine(new TextDecoder('utf-8').decode(head)));
   attached = entry;
+  showColumns(entry.columns);
   loaded = null;
   textarea.value = '';
   showUrlErrors([], false);
@@ -416,6 +496,7 @@ function detach() {
   attached = null;
   editor.hidden = false;
   fileBox.hidden = true;
+  showColumns(null);
   nameInput.placeholder = namePlaceholder;
   showUrlErrors([], false);
   renderEditor();
@@ -571,6 +652,13 @@ function formOptions() {
     const value = numberOption(id);
     if (value !== undefined) options[id] = value;
   }
+  const url_match = byId('url_match').value;
+  if (url_match !== 'exact') options.url_match = url_match;
+  const base = byId('base_url').value.trim();
+  if (base) options.base_url = base;
+  const thresholds = thresholdOptions();
+  if (thresholds === null) return null;
+  if (Object.keys(thresholds).length) options.thresholds = thresholds;
   if (typeof options.max_bytes === 'number') {
     // The field is in MiB, the API in bytes: the server's limit is said here in the field's unit.
     const limit = Number(config.maxBodyBytes);
@@ -581,6 +669,20 @@ function formOptions() {
     }
   }
   return options;
+}
+
+// The thresholds filled in, as the API takes them (rates as fractions), or null once a field's error is shown.
+function thresholdOptions() {
+  const thresholds = {};
+  for (const [id, scale] of [['failed_rate', 100], ['warn_rate', 100], ['p95_ms', 1], ['min_ok', 1]]) {
+    if (byId(id).validity.badInput) {
+      fieldError('options.thresholds', `${byId(id).labels[0].textContent.trim()}: must be a number`);
+      return null;
+    }
+    const value = numberOption(id);
+    if (value !== undefined) thresholds[id] = typeof value === 'number' ? value / scale : value;
+  }
+  return thresholds;
 }
 
 function busy(label) {
@@ -602,6 +704,10 @@ form.addEventListener('submit', async (event) => {
     return;
   }
   const entries = parseLines(textarea.value);
+  if (editorColumns) {
+    await submitCsv(entries);
+    return;
+  }
   if (entries.length === 0) {
     fieldError('urls', 'Add at least one URL, one per line.');
     textarea.focus();
@@ -621,13 +727,29 @@ form.addEventListener('submit', async (event) => {
   showSubmitErrors(result.error, (index) => entries[index]);
 });
 
-// A large file as the body of a text/plain or text/csv batch, its options in the query string, with progress.
-async function submitFile(entry) {
+// The editor's CSV (its header recognised) sent as it is, as text/csv; a refused row is shown on its line.
+async function submitCsv(entries) {
+  if (entries.length <= 1) {
+    fieldError('urls', 'Add at least one row under the CSV header.');
+    textarea.focus();
+    return;
+  }
+  const rows = entries.slice(1); // the header is not a URL
+  const entry = {
+    name: loaded ? loaded.name : 'the CSV', batchName: loaded ? loaded.name : '', body: new Blob([textarea.value], { type: 'text/csv' }), type: 'text/csv',
+    urls: rows.length, lineOf: rows.map((e) => e.line),
+  };
+  await submitFile(entry, { placeOf: (index) => rows[index] || null });
+}
+
+// A file (or the editor's CSV) as the body of a text/plain or text/csv batch, its options in the query string,
+// with progress. `placeOf` finds a refused URL's line in the editor; a file's lines are only named.
+async function submitFile(entry, { placeOf = null } = {}) {
   const options = formOptions();
   if (!options) return;
   busy('Counting…');
   await entry.scanned;
-  if (attached !== entry) {
+  if (!placeOf && attached !== entry) {
     idle();
     return;
   }
@@ -638,9 +760,10 @@ async function submitFile(entry) {
     else fieldError('urls', `${entry.name} has no URLs.`);
     return;
   }
-  const params = [['name', nameInput.value.trim() || entry.name]];
+  const params = [['name', nameInput.value.trim() || (entry.batchName ?? entry.name)]];
   for (const [key, value] of Object.entries(options)) {
     if (key === 'headers') Object.entries(value).forEach(([name, text]) => params.push(['header', `${name}: ${text}`]));
+    else if (typeof value === 'object') params.push([key, JSON.stringify(value)]); // thresholds: JSON in the query
     else params.push([key, String(value)]);
   }
   busy('Uploading…');
@@ -657,7 +780,8 @@ async function submitFile(entry) {
     return;
   }
   idle();
-  showSubmitErrors(result.error, (index) => (index < entry.urls ? { line: entry.lineOf[index], index } : null), { inFile: true });
+  if (placeOf) showSubmitErrors(result.error, placeOf);
+  else showSubmitErrors(result.error, (index) => (index < entry.urls ? { line: entry.lineOf[index], index } : null), { inFile: true });
 }
 
 // POST a file with XMLHttpRequest (fetch cannot report upload progress); never throws: the shape api() returns.
@@ -816,7 +940,7 @@ function newRow() {
     id: h('span', { class: 'batch-id' }),
     status: h('span'),
     bar: h('div', { class: 'progress small', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100' },
-      h('span', { class: 'seg ok' }), h('span', { class: 'seg failed' }), h('span', { class: 'seg cancelled' }),
+      h('span', { class: 'seg ok' }), h('span', { class: 'seg warn' }), h('span', { class: 'seg failed' }), h('span', { class: 'seg cancelled' }),
       h('span', { class: 'seg running' })),
     // data-label: the column's name, shown on each cell when the list is laid out as cards.
     done: h('td', { class: 'num col-done', dataset: { label: 'Done' } }),

@@ -732,7 +732,10 @@ def schemas(config: Config) -> dict[str, Any]:
             "properties": {
                 "status_code": {"type": ["integer", "null"]},
                 "final_url": {"type": ["string", "null"]},
-                "outcome": {"type": ["string", "null"], "description": "ok, warn, failed or cancelled; null: no result yet."},
+                "outcome": {
+                    "type": ["string", "null"],
+                    "description": "ok, warn, failed or cancelled; null: no result yet.",
+                },
                 "total_ms": number_or_null,
             },
         },

@@ -113,6 +113,13 @@ END
 $$;
 """,
     ),
+    (
+        8,
+        "batches.source: the sitemap or page a batch's URLs came from",
+        """
+ALTER TABLE batches ADD COLUMN source TEXT;  -- JSON (app/core/sources.py); NULL when the URLs were a list
+""",
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -260,3 +260,51 @@ def test_urls_and_source_together_are_refused(server, target):
         json={"urls": [target.url("/ok")], "source": {"type": "sitemap", "url": target.url("/sitemap/urls.xml")}},
     )
     assert response.status_code == 400 and error_of(response)["code"] == "invalid_body"
+
+
+# -- the form --------------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_the_form_previews_a_sitemap_then_starts_the_batch_that_names_its_source(server, target, page):
+    expect = pytest.importorskip("playwright.sync_api").expect
+    url = target.url("/sitemap/index.xml.gz?parts=3&n=120")
+    page.goto(server.url("/"))
+    page.get_by_label("From sitemap").check()
+    expect(page.locator("#submit")).to_be_disabled()  # nothing starts before a preview
+    page.fill("#source-url", url)
+    page.fill("#source-exclude", "/page/1[0-9]$")
+    page.click("#preview")
+    expect(page.locator("#preview-counts")).to_have_text(
+        "4 sitemaps read · 120 URLs found · 120 unique · 10 excluded → 110 to fetch"
+    )
+    expect(page.locator("#preview-urls li")).to_have_count(50)
+    expect(page.locator("#preview-urls li").first).to_contain_text(target.url("/page/0"))
+    page.screenshot(path="/tmp/sources-preview.png", full_page=True)
+    page.fill("#source-include", "/page/")  # a change asks for a new preview
+    expect(page.locator("#submit")).to_be_disabled()
+    page.click("#preview")
+    expect(page.locator("#submit")).to_be_enabled()
+    page.click("#submit")
+    page.wait_for_url("**/batches/*")
+    expect(page.locator("#batch-source")).to_contain_text(f"from sitemap {url}")
+    expect(page.locator("#batch-source")).to_contain_text("exclude /page/1[0-9]$")
+    page.screenshot(path="/tmp/sources-batch.png")
+
+
+@pytest.mark.browser
+def test_on_a_phone_links_on_a_page_over_the_limit_offer_to_take_the_first_n(server, target, phone):
+    expect = pytest.importorskip("playwright.sync_api").expect
+    phone.goto(server.url("/"))
+    phone.get_by_label("Links on this page").check()
+    phone.fill("#source-url", target.url(f"/links?n={MAX_URLS + 5}"))
+    phone.click("#preview")
+    expect(phone.locator("#preview-limit")).to_contain_text(f"at most {MAX_URLS:,} (GREENBATCH_MAX_URLS)")
+    expect(phone.locator("#preview-counts")).to_contain_text(f"→ more than {MAX_URLS:,} to fetch")
+    expect(phone.locator("#submit")).to_be_disabled()
+    assert phone.evaluate("document.scrollingElement.scrollWidth - window.innerWidth") <= 0
+    phone.screenshot(path="/tmp/sources-phone-limit.png", full_page=True)
+    phone.click("#take-first")
+    expect(phone.locator("#preview-counts")).to_contain_text(f"→ {MAX_URLS:,} to fetch")
+    expect(phone.locator("#submit")).to_be_enabled()
+    phone.screenshot(path="/tmp/sources-phone-taken.png", full_page=True)

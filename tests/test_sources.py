@@ -66,6 +66,8 @@ def test_a_nested_gzipped_sitemap_index_of_12_sitemaps_and_8000_urls_previews_in
     assert batch["counts"]["total"] == 8000 and batch["counts"]["ok"] == 8000
     assert batch["source"] == {"type": "sitemap", "url": url, "include": None, "exclude": None, "max_urls": None}
     assert batch["name"] == f"sitemap {url}"
+    first = server.request("GET", f"/api/v1/batches/{batch['id']}/results", params={"limit": 1}).json()["results"][0]
+    assert first["meta"] == {"lastmod": "2026-11-01"}  # each URL's lastmod comes back with its result
     listed = server.request("GET", "/api/v1/batches").json()["batches"][0]
     assert listed["id"] == batch["id"] and listed["source"]["url"] == url
 
@@ -95,6 +97,8 @@ def test_a_page_with_2000_links_previews_them_resolved_deduplicated_and_on_its_o
     batch = server.wait(response.json()["id"], timeout=60)
     assert batch["counts"]["ok"] == 2000
     assert batch["source"]["same_origin"] is True
+    first = server.request("GET", f"/api/v1/batches/{batch['id']}/results", params={"limit": 1}).json()["results"][0]
+    assert first["meta"] == {"found_on": url}
 
     elsewhere = preview(server, type="page_links", url=url, same_origin=False).json()
     assert elsewhere["counts"]["kept"] == 2001

@@ -539,10 +539,10 @@ def _copy_events(conn: psycopg.Connection[Any], rows: Iterable[EventRow]) -> Non
             copy.write_row(row)
 
 
-def _columns(row: stats.Row) -> tuple[int, int | None, str | None, float | None, int]:
-    """A result's indexed columns from its stats Row, as event_rows has them (ok as 1 or 0)."""
-    ok, status_code, error_kind, total_ms, size = row
-    return (1 if ok else 0), status_code, error_kind, total_ms, size
+def _columns(row: stats.Row) -> tuple[Any, ...]:
+    """A result's indexed columns from its stats Row, as event_rows has them (ok and warn as 1 or 0)."""
+    ok, status_code, error_kind, total_ms, size, warn, reasons, warnings = row
+    return (1 if ok else 0), status_code, error_kind, total_ms, size, (1 if warn else 0), reasons, warnings
 
 
 def _tally(head: _Head) -> stats.Tally:

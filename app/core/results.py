@@ -24,6 +24,7 @@ class ErrorKind(StrEnum):
     INVALID_URL = "invalid_url"
     BLOCKED = "blocked"
     CANCELLED = "cancelled"
+    MISMATCH = "mismatch"  # a response came, but the row's expectations, or a warning counted as failed, decided
     OTHER = "other"
 
 
@@ -49,11 +50,18 @@ class Result:
     started_at: str | None = None
     finished_at: str | None = None
     timings: dict[str, float | None] = field(default_factory=dict)
+    # What the result means (app/core/verdict.py): "ok", "warn", "failed" or "cancelled", the rules that decided
+    # it, and the warnings its response gave; the row's effective expectations and meta, when it has any.
+    outcome: str = "failed"
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    expect: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready data (what dataclasses.asdict gives, without its deep copy)."""
         error = self.error
-        return {
+        data = {
             "index": self.index,
             "url": self.url,
             "final_url": self.final_url,
@@ -67,13 +75,26 @@ class Result:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "timings": dict(self.timings),
+            "outcome": self.outcome,
+            "reasons": self.reasons,
+            "warnings": self.warnings,
         }
+        if self.expect is not None:
+            data["expect"] = self.expect
+        if self.meta is not None:
+            data["meta"] = self.meta
+        return data
 
 
 def failed_result(index: int, url: str, kind: ErrorKind, message: str) -> Result:
     """A result for a URL that ended without a response (cancelled, invalid, ...)."""
     stamp = now_iso()
+    cancelled = kind == ErrorKind.CANCELLED
     return Result(
+        outcome="cancelled" if cancelled else "failed",
+        reasons=[]
+        if cancelled
+        else [{"rule": "error", "expected": "a response", "actual": f"{kind}: {message}"[:200]}],
         index=index,
         url=url,
         error={"kind": ErrorKind(kind).value, "message": message},

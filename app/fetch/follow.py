@@ -48,9 +48,10 @@ def follow(
     started: float,
     max_url_length: int,
     sleep: Callable[[float], None] = gevent.sleep,
-) -> None:
-    """Fetch result.url hop by hop until a final response or a limit, filling in `result`; FetchError or
-    guard.GuardError when the URL ends without a response. `started` is the fetch's perf_counter start.
+) -> Mapping[str, str]:
+    """Fetch result.url hop by hop until a final response or a limit, filling in `result`, and return the final
+    response's headers; FetchError or guard.GuardError when the URL ends without a response. `started` is the
+    fetch's perf_counter start.
 
     When the deadline passes mid-hop, result.timings keeps the phases that hop had completed.
     """
@@ -90,6 +91,7 @@ def follow(
     result.timings["ttfb"] = round(
         redirect_ms + sum(hop.timings.get(k) or 0 for k in ("dns", "connect", "tls", "wait")), 3
     )
+    return hop.headers
 
 
 def attempt(

@@ -18,7 +18,7 @@ from gevent.event import Event as Signal
 from gevent.lock import BoundedSemaphore
 from gevent.pool import Pool
 
-from ..core import stats
+from ..core import stats, verdict
 from ..core.clock import iso_at, now_iso
 from ..core.config import Config
 from ..core.options import BatchOptions, ValidationError
@@ -179,6 +179,7 @@ class Fetching:
         result = Result(index=index, url=url, started_at=now_iso())
         started = time.perf_counter()
         host_slot = self._host_slot(run, host_slots, url)
+        headers: Mapping[str, str] | None = None
         try:
             # The host slot first: waiting for a busy host must not hold a server-wide slot.
             with host_slot or nullcontext(), self._inflight:
@@ -186,7 +187,7 @@ class Fetching:
                 run.in_flight[index] = started
                 try:
                     with gevent.Timeout(run.options.timeout, DeadlineExceeded):
-                        follow(transport, result, run.options, started, self.config.max_url_length)
+                        headers = follow(transport, result, run.options, started, self.config.max_url_length)
                 finally:
                     run.running -= 1
                     del run.in_flight[index]
@@ -215,8 +216,7 @@ class Fetching:
                 extra={"batch_id": run.id, "index": index},
             )
             result.error = {"kind": ErrorKind.OTHER.value, "message": f"unexpected error: {exc!r}"}
-        if result.error is not None:
-            result.ok = False
+        judge(result, headers, run.options)
         result.finished_at = now_iso()
         result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         result.timings.setdefault("ttfb", None)
@@ -237,6 +237,28 @@ class Fetching:
         if host not in host_slots:
             host_slots[host] = BoundedSemaphore(run.options.per_host)
         return host_slots[host]
+
+
+def judge(result: Result, headers: Mapping[str, str] | None, options: BatchOptions) -> None:
+    """Give a fetched result its outcome, reasons and warnings (app/core/verdict.py decides), and ok and error to
+    match: ok for ok and warn; a failure the rules decided, not the status alone, has the `mismatch` kind."""
+    expect = options.row_expect(result.index) if options.judged else None
+    outcome, reasons, warnings = verdict.evaluate(result, headers, options, expect, options.url_match, options.warn_as)
+    result.outcome, result.reasons, result.warnings = outcome, reasons, warnings
+    if options.rows:
+        result.expect, result.meta = expect, options.row_meta(result.index)
+    elif expect:
+        result.expect = expect
+    result.ok = outcome == "ok" or outcome == "warn"
+    error = result.error
+    if result.ok:
+        result.error = None
+    elif error is None or (error["kind"] == ErrorKind.STATUS and reasons[0]["rule"] != "accept_status"):
+        first = reasons[0]
+        result.error = {
+            "kind": ErrorKind.MISMATCH.value,
+            "message": f"{first['rule']}: expected {first['expected']}, got {first['actual']}",
+        }
 
 
 class Engine(Fetching):

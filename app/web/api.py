@@ -18,8 +18,9 @@ import gevent
 import idna
 from flask import Blueprint, Response, current_app, request, url_for
 
+from ..core import rowspec, verdict
 from ..core.memory import release_freed_memory
-from ..core.options import BatchOptions, ValidationError, header_problem
+from ..core.options import MAX_META_CHARS, BatchOptions, ValidationError, header_problem
 from ..core.results import ERROR_KINDS, FINAL_STATUSES
 from ..core.sources import Source
 from ..core.urllist import UrlList, UrlListBuilder, read_json_object
@@ -52,6 +53,8 @@ PREVIEW_URLS = 50  # URLs a source's preview lists
 
 BODY_BLOCK = 1024 * 1024  # bytes of a text body read and decoded at once: a body is never held whole
 CSV_ROWS = 10_000  # rows of a CSV body read at once
+JSON_QUERY_OPTIONS = ("expect", "warn_as", "thresholds", "checks")  # options a query string gives as JSON text
+_RULE = re.compile(r"^[a-z_]+(?:\.[a-z_]+|\[\d{1,4}\])?$")  # accept_status, expect.final_url, check[2], a warning kind
 
 
 def _json_body() -> Any:
@@ -125,34 +128,56 @@ def _body_texts() -> Iterator[str]:
             return
 
 
-def _text_urls(is_csv: bool) -> UrlList:
-    """URLs from a text body: one per line (or the first CSV column); blanks and '#' lines skipped.
+def _text_urls(is_csv: bool) -> tuple[UrlList, dict[int, dict[str, Any]] | None]:
+    """URLs from a text body: one per line (or the first CSV column); blanks and '#' lines skipped. A CSV whose
+    first row is a recognised header (rowspec.CSV_COLUMNS) gives each row's expectations and meta too.
 
     Past GREENBATCH_MAX_URLS the lines are only counted, for the 413 that names how many there were.
     """
-    keep = current_app.config["GREENBATCH"].max_urls
+    config = current_app.config["GREENBATCH"]
+    keep = config.max_urls
     urls = UrlListBuilder()  # each block's URLs joined as they come: a million lines are never a str each at once
+    rows: dict[int, dict[str, Any]] = {}
     count = 0
     first = True
-    for values in _csv_firsts() if is_csv else map(str.splitlines, _body_texts()):
-        kept = [url for url in map(str.strip, values) if url and url[0] != "#"]
-        if is_csv and first and kept:
+    roles: list[str] | None = None
+    line = 1
+    for block in _csv_rows() if is_csv else map(str.splitlines, _body_texts()):
+        if is_csv and first and block:
             first = False
-            if "://" not in kept[0]:
-                del kept[0]  # a header row such as "url"
+            roles = rowspec.csv_columns(block[0])
+            if roles is not None or "://" not in (block[0][0] if block[0] else ""):
+                del block[0]  # a header row such as "url"
+                line += 1
+        if roles is None:
+            values = [row[0] if row else "" for row in block] if is_csv else block
+            kept = [url for url in map(str.strip, values) if url and url[0] != "#"]
+            line += len(block)
+        else:
+            kept = []
+            for values in block:
+                url, row, problem = rowspec.csv_row(values, roles, line, config)
+                line += 1
+                if not url or url[0] == "#":
+                    continue
+                if problem:
+                    raise ApiError(400, "invalid_body", f"the CSV body cannot be read: {problem}")
+                if row and len(urls) + len(kept) < keep:
+                    rows[len(urls) + len(kept)] = row
+                kept.append(url)
         count += len(kept)
         urls.add(kept[: max(0, keep - len(urls))])
     _check_count(count)
-    return urls.build()
+    return urls.build(), rows or None
 
 
-def _csv_firsts() -> Iterator[list[str]]:
-    """The first column of a CSV body's rows ("" for a blank row), a list at a time."""
+def _csv_rows() -> Iterator[list[list[str]]]:
+    """A CSV body's rows, a list at a time."""
     # One reader over the whole body: a quoted field may span lines, and so the blocks they were read in.
     rows = csv.reader(itertools.chain.from_iterable(map(io.StringIO, _body_texts())))
     try:
-        while firsts := [row[0] if row else "" for row in itertools.islice(rows, CSV_ROWS)]:
-            yield firsts
+        while block := list(itertools.islice(rows, CSV_ROWS)):
+            yield block
     except csv.Error as exc:  # e.g. a quote never closed makes one field of the rest of the file
         raise ApiError(400, "invalid_body", f"the CSV body cannot be read: {exc}") from None
 
@@ -172,6 +197,14 @@ def _options_from_query() -> dict[str, Any]:
             continue
         if key == "header":
             options["headers"] = _headers_from_query(request.args.getlist("header"))
+        elif key in JSON_QUERY_OPTIONS:
+            try:
+                options[key] = json.loads(request.args.get(key, ""))
+            except ValueError:
+                message = f"{key} must be JSON in the query string, like {key}={{...}}"
+                raise ApiError(
+                    400, "invalid_options", message, [{"field": f"options.{key}", "message": message}]
+                ) from None
         else:
             options[key] = request.args.get(key)
     return options
@@ -193,8 +226,8 @@ def _headers_from_query(items: list[str]) -> dict[str, str]:
     return dict(pairs)
 
 
-def _submission() -> tuple[Any, dict[str, Any], str, Any]:
-    """(urls, raw options, name, raw source) from a JSON or text body."""
+def _submission() -> tuple[Any, dict[str, Any], str, dict[int, dict[str, Any]] | None, Any]:
+    """(urls, raw options, name, per-row sidecar, raw source) from a JSON or text body."""
     mimetype = request.mimetype
     if mimetype == "application/json":
         body = _submission_json(_body_bytes())
@@ -215,14 +248,43 @@ def _submission() -> tuple[Any, dict[str, Any], str, Any]:
                 'give "urls" or "source", not both',
                 [{"field": "source", "message": 'conflicts with "urls"'}],
             )
-        return body.get("urls"), body.get("options"), body.get("name"), body.get("source")
+        urls, rows = _split_items(body.get("urls"))
+        return urls, body.get("options"), body.get("name"), rows, body.get("source")
     if mimetype in ("text/plain", "text/csv"):
-        return _text_urls(mimetype == "text/csv"), _options_from_query(), request.args.get("name"), None
+        urls, rows = _text_urls(mimetype == "text/csv")
+        return urls, _options_from_query(), request.args.get("name"), rows, None
     raise ApiError(
         415,
         "unsupported_media_type",
         f"send application/json, text/plain or text/csv, not {mimetype or 'no Content-Type'}",
     )
+
+
+def _split_items(urls: Any) -> tuple[Any, dict[int, dict[str, Any]] | None]:
+    """`urls` as URL strings and the sidecar of the items given as objects ({"url", "expect", "meta"})."""
+    if not isinstance(urls, list) or not any(isinstance(item, dict) for item in urls):
+        return urls, None  # strings only (or not a list, which _validate_urls refuses): as before
+    config = current_app.config["GREENBATCH"]
+    _check_count(len(urls))
+    plain: list[Any] = []
+    rows: dict[int, dict[str, Any]] = {}
+    problems: list[dict[str, Any]] = []
+    for index, item in enumerate(urls):
+        url, row, problem, where = rowspec.item_row(index, item, config)
+        if problem:
+            problems.append({"field": where, "index": index, "message": problem})
+        elif row:
+            rows[index] = row
+        plain.append(url)
+    if problems:
+        raise ApiError(
+            400,
+            "invalid_urls",
+            f"{len(problems)} of {len(urls)} URL items are not valid; the first is {problems[0]['field']}:"
+            f" {problems[0]['message']}",
+            problems[:MAX_DETAILS],
+        )
+    return plain, rows or None
 
 
 def _validate_urls(urls: Any) -> Sequence[str]:
@@ -467,6 +529,11 @@ def _over_limit(source: Source, limit: int) -> ApiError:
     return ApiError(400, "too_many_urls", message, [{"field": "source.max_urls", "message": message}])
 
 
+def _meta_row(meta: dict[str, str]) -> dict[str, str]:
+    """A source's meta for a URL as a row's meta columns take it (each value at most MAX_META_CHARS)."""
+    return {key: value[:MAX_META_CHARS] for key, value in meta.items()}
+
+
 def _created_from_source(raw_source: Any, raw_options: Any, raw_name: Any) -> Response:
     """Expand a source into URLs, then submit them as a batch that records its source."""
     config = current_app.config["GREENBATCH"]
@@ -490,7 +557,10 @@ def _created_from_source(raw_source: Any, raw_options: Any, raw_name: Any) -> Re
             f" include, exclude or same_origin, {counts.invalid} not fetchable"
         )
         raise ApiError(400, "empty_source", message, [{"field": "source", "message": message}])
-    # Each URL's meta (lastmod, found_on) is kept aside until batches store a meta per URL (issue 17).
+    # Each URL's meta (a sitemap's lastmod, a link's found_on) is its row's meta: stored, and in its result.
+    rows = {index: {"meta": _meta_row(meta)} for index, (_, meta) in enumerate(found) if meta}
+    if rows:
+        options = dataclasses.replace(options, rows=rows)
     urls = UrlList.of(url for url, _ in found)
     del found
     noun = "sitemap" if source.type == "sitemap" else "links on"
@@ -550,15 +620,26 @@ def create_batch():
     """Submit a batch: JSON {"urls", "name", "options"}, or one URL per line as text/plain or text/csv."""
     config = current_app.config["GREENBATCH"]
     _refuse_if_store_fails()
-    urls, raw_options, name, raw_source = _submission()
+    urls, raw_options, name, rows, raw_source = _submission()
+    if isinstance(raw_options, dict) and "rows" in raw_options:  # the sidecar comes from `urls` items, never here
+        raise ApiError(
+            400,
+            "invalid_options",
+            "invalid options",
+            [{"field": "options.rows", "message": "is not a known option (give rows as objects in urls)"}],
+        )
     if raw_source is not None:
         return _created_from_source(raw_source, raw_options, name)
-    checked = _validate_urls(urls)
-    del urls
     try:
         options = BatchOptions.parse(raw_options, config)
     except ValidationError as exc:
         raise ApiError(400, "invalid_options", str(exc), exc.details) from None
+    if options.base_url:  # rows may give paths (/old-post)
+        urls = [verdict.resolved(url, options.base_url) if isinstance(url, str) else url for url in urls]
+    checked = _validate_urls(urls)
+    del urls
+    if rows:
+        options = dataclasses.replace(options, rows=rows)
     name = _name(name) or _derived_name(checked)
     # A str each costs ~60 bytes more than its text: a million URLs are stored and held in one buffer instead.
     compact = UrlList.of(checked)
@@ -618,7 +699,8 @@ def rerun_batch(batch_id: str):
             raise ApiError(
                 409, "still_running", f"batch {batch_id} is {batch.status}; rerun its failed URLs once it ends"
             )
-        urls = [r["url"] for r in store.iter_results(batch_id, outcome="not_ok")]
+        failed = [(r["index"], r["url"]) for r in store.iter_results(batch_id, outcome="not_ok")]
+        urls = [url for _, url in failed]
         if not urls:
             raise ApiError(409, "nothing_failed", f"every URL of batch {batch_id} ended ok; there is nothing to rerun")
         name = f"failed of {batch.name}"
@@ -637,6 +719,9 @@ def rerun_batch(batch_id: str):
             "limits",
             exc.details,
         ) from None
+    if options.rows and only == "failed":  # each URL keeps its row's expectations and meta at its new index
+        kept = {new: options.rows[old] for new, (old, _) in enumerate(failed) if old in options.rows}
+        options = dataclasses.replace(options, rows=kept or None)
     new_id = _submit(urls, options, name[:200], parent_id=batch_id)
     return _created(new_id)
 
@@ -703,7 +788,7 @@ def results(batch_id: str):
 
 
 # Parameters of a page of results that a download does not take.
-PAGE_ONLY = ("sort", "order", "offset", "after", "from_index", "limit", "status", "error", "q")
+PAGE_ONLY = ("sort", "order", "offset", "after", "from_index", "limit", "status", "error", "reason", "q")
 
 
 def _choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
@@ -750,6 +835,13 @@ def _result_query(outcome: str | None) -> ResultQuery:
         start = _int_arg("from_index", 0, 0, 2**31)
     status = _int_arg("status", -1, 100, 599)
     error = _choice_arg("error", ERROR_KINDS)
+    reason = request.args.get("reason") or None
+    if reason is not None and not _RULE.match(reason):
+        raise _bad_parameter(
+            "reason",
+            "reason must be a rule like accept_status, expect.final_url, check[2] or a warning kind",
+            "must be a rule name",
+        )
     q = request.args.get("q", "")
     if len(q) > MAX_SEARCH:
         raise _bad_parameter(
@@ -761,6 +853,7 @@ def _result_query(outcome: str | None) -> ResultQuery:
         outcome=outcome,
         status=None if status == -1 else status,
         error=error,
+        reason=reason,
         q=q or None,
         sort=sort,
         descending=descending,
@@ -774,13 +867,21 @@ def _result_query(outcome: str | None) -> ResultQuery:
 def _known_total(batch: BatchView, query: ResultQuery) -> int | None:
     """How many results match, from the batch's counts, when one of them says (one filter at most, no search)."""
     counts, stats = batch.counts, batch.stats or {}
-    given = [query.outcome is not None, query.status is not None, query.error is not None, bool(query.q)]
+    given = [
+        query.outcome is not None,
+        query.status is not None,
+        query.error is not None,
+        query.reason is not None,
+        bool(query.q),
+    ]
     if sum(given) > 1 or query.q or query.outcome == "stopped":
         return None
     if query.outcome == "not_ok":
         return int(counts["failed"] + counts["cancelled"])
     if query.outcome is not None:
-        return int(counts[query.outcome])
+        return int(counts.get(query.outcome, 0))
+    if query.reason is not None:
+        return int((stats.get("by_reason") or {}).get(query.reason, 0))
     if query.status is not None:
         return int((stats.get("by_status") or {}).get(str(query.status), 0))
     if query.error is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
+from ..core import verdict
 from ..core.config import Config
 from ..core.options import (
     CLIENT_HEADERS,
@@ -23,6 +24,7 @@ from ..core.options import (
     MAX_HEADER_VALUE,
     MAX_HEADERS,
     MAX_HEADERS_TOTAL,
+    MAX_THRESHOLD_MS,
     METHODS,
     BatchOptions,
 )
@@ -87,6 +89,68 @@ BATCH_LINKS = {
 }
 
 
+STATUS_SPEC = {
+    "type": ["integer", "string"],
+    "examples": [301, "301,308", "2xx"],
+    "description": "A status, or statuses and ranges like accept_status's.",
+}
+EXPECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "status": {**STATUS_SPEC, "description": "The FIRST response's status. " + STATUS_SPEC["description"]},
+        "final_url": {
+            "type": "string",
+            "description": "Where the last hop lands (a path resolves against target_base_url, else base_url).",
+        },
+        "final_status": {**STATUS_SPEC, "description": "The LAST response's status. " + STATUS_SPEC["description"]},
+        "max_hops": {"type": "integer", "minimum": 0, "description": "Most redirects followed."},
+    },
+}
+
+
+def verdict_options(config: Config) -> dict[str, Any]:
+    """The options that say what a result means (app/core/verdict.py), as a request gives them."""
+    base = {"type": "string", "maxLength": config.max_url_length, "format": "uri"}
+    return {
+        "expect": {
+            **EXPECT_SCHEMA,
+            "description": "Expectations of every row; a row's own (a `urls` object's, a CSV's columns) win. A row "
+            "with expectations is decided by them, not by accept_status.",
+        },
+        "url_match": {
+            "type": "string",
+            "enum": list(verdict.URL_MATCHES),
+            "description": "How final_url is compared; scheme and host ignore case, default ports are dropped.",
+        },
+        "warn_as": {
+            "type": "object",
+            "propertyNames": {"enum": list(verdict.WARNING_KINDS)},
+            "additionalProperties": {"enum": list(verdict.WARN_AS_CHOICES)},
+            "description": "The outcome each warning kind gives a row (warn when not named).",
+        },
+        "thresholds": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "failed_rate": {"type": "number", "minimum": 0, "maximum": 1, "description": "At most."},
+                "warn_rate": {"type": "number", "minimum": 0, "maximum": 1, "description": "At most."},
+                **{
+                    f"p{p}_ms": {"type": "number", "minimum": 0, "maximum": MAX_THRESHOLD_MS, "description": "At most."}
+                    for p in (50, 90, 95, 99)
+                },
+                "min_ok": {"type": "integer", "minimum": 0, "description": "At least this many ok (warn counts)."},
+            },
+            "description": "What the batch's verdict requires.",
+        },
+        "base_url": {**base, "description": "Rows may give paths (/old-post), resolved against it."},
+        "target_base_url": {
+            **base,
+            "description": "What an expected final_url path resolves against (default: base_url).",
+        },
+    }
+
+
 def schemas(config: Config) -> dict[str, Any]:
     """Every schema of the API; request limits are this server's settings."""
     number_or_null = {"type": ["number", "null"]}
@@ -117,6 +181,10 @@ def schemas(config: Config) -> dict[str, Any]:
             "accept_status": {"type": "string"},
             "per_host": {"type": "integer"},
             "client": {"type": "string", "description": "Absent on batches stored before clients could be chosen."},
+            **{
+                name: {**schema, "description": "Present only when the batch set it. " + schema.get("description", "")}
+                for name, schema in verdict_options(config).items()
+            },
         },
     }
     # Lists carry many batches: header values (up to 16 KiB a batch) stay on GET /batches/{id}.
@@ -237,8 +305,23 @@ def schemas(config: Config) -> dict[str, Any]:
                     "type": "array",
                     "minItems": 1,
                     "maxItems": config.max_urls,
-                    "items": {"type": "string", "maxLength": config.max_url_length},
-                    "description": "http(s) URLs; each must pass the URL checks, and an address or "
+                    "items": {
+                        "oneOf": [
+                            {"type": "string", "maxLength": config.max_url_length},
+                            {
+                                "type": "object",
+                                "required": ["url"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "url": {"type": "string", "maxLength": config.max_url_length},
+                                    "expect": EXPECT_SCHEMA,
+                                    "meta": {"type": "object", "description": "Kept and shown with the result."},
+                                },
+                            },
+                        ]
+                    },
+                    "description": "http(s) URLs (or paths, with options.base_url), each a string or an object "
+                    "with the row's own expectations and meta; each must pass the URL checks, and an address or "
                     "localhost host this server's fetch policy would block is refused too, or the batch is "
                     "refused, naming every bad URL by its index (from 0).",
                 },
@@ -295,6 +378,7 @@ def schemas(config: Config) -> dict[str, Any]:
                     "description": "Most fetches in flight to one host; 0 for no cap.",
                 },
                 "client": {"type": "string", "enum": list(CLIENTS), "description": "The HTTP client that fetches."},
+                **verdict_options(config),
             },
         },
         "Options": options,
@@ -302,10 +386,12 @@ def schemas(config: Config) -> dict[str, Any]:
         **source_schemas(config),
         "Counts": {
             "type": "object",
+            "description": "Results by outcome; `ok` counts the results whose `ok` is true (outcome ok or warn), "
+            "`warn` those of them that warned.",
             "required": ["total", "pending", "running", "ok", "failed", "cancelled"],
             "properties": {
                 k: {"type": "integer", "minimum": 0}
-                for k in ("total", "pending", "running", "ok", "failed", "cancelled")
+                for k in ("total", "pending", "running", "ok", "failed", "cancelled", "warn")
             },
         },
         "Stats": {
@@ -334,6 +420,17 @@ def schemas(config: Config) -> dict[str, Any]:
                     "type": "object",
                     "additionalProperties": {"type": "integer"},
                     "description": "Results by error kind.",
+                },
+                "by_reason": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                    "description": "Results by each rule among their reasons (accept_status, expect.final_url, "
+                    "a warning kind, ...).",
+                },
+                "by_warning": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                    "description": "Results by each kind among their warnings (those warn_as maps to ok too).",
                 },
                 "bytes": {"type": "integer", "description": "Decoded body bytes over all results."},
                 "histogram": {
@@ -413,6 +510,55 @@ def schemas(config: Config) -> dict[str, Any]:
                     "additionalProperties": number_or_null,
                     "description": "Milliseconds: total, ttfb, redirect, dns, connect, tls, wait, download "
                     "(null when the step did not happen).",
+                },
+                "outcome": {
+                    "type": "string",
+                    "enum": list(verdict.OUTCOMES),
+                    "description": "What the result means; `ok` is true for ok and warn. Absent on results stored "
+                    "before outcomes.",
+                },
+                "reasons": {
+                    "type": "array",
+                    "description": "The rules that decided the outcome (none when ok).",
+                    "items": {
+                        "type": "object",
+                        "required": ["rule", "expected", "actual"],
+                        "properties": {
+                            "rule": {
+                                "type": "string",
+                                "examples": ["accept_status", "expect.final_url", "expect.status", "error"],
+                                "description": "accept_status, expect.status, expect.final_url, expect.final_status, "
+                                "expect.max_hops, error (no response), or a warning kind.",
+                            },
+                            "expected": {"type": "string"},
+                            "actual": {"type": "string", "maxLength": verdict.ACTUAL_CHARS},
+                            "hop": {
+                                "type": "integer",
+                                "description": "Where it diverged: an index into `redirects`, or their count for "
+                                "the final response.",
+                            },
+                        },
+                    },
+                },
+                "warnings": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["kind", "evidence"],
+                        "properties": {
+                            "kind": {"type": "string", "enum": list(verdict.WARNING_KINDS)},
+                            "evidence": {"type": "string", "description": "The header, status or hop that showed it."},
+                        },
+                    },
+                },
+                "expect": {
+                    **EXPECT_SCHEMA,
+                    "description": "The row's effective expectations (the batch's, its own fields winning; "
+                    "final_url absolute); absent when it has none.",
+                },
+                "meta": {
+                    "type": "object",
+                    "description": "The row's other CSV columns (or its `meta`), in input order; absent when none.",
                 },
             },
         },

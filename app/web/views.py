@@ -21,7 +21,7 @@ def batch_json(view: BatchView, listed: bool = False) -> dict[str, Any]:
         "finished_at": view.finished_at,
         "parent_id": view.parent_id,
         "source": view.source,
-        "options": listed_options(view.options) if listed else view.options,
+        "options": listed_options(view.options) if listed else shown_options(view.options),
         "counts": view.counts,
         "stats": view.stats,
         "last_seq": view.last_seq,
@@ -37,8 +37,15 @@ def batch_json(view: BatchView, listed: bool = False) -> dict[str, Any]:
     }
 
 
+def shown_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as a batch shows them: without the per-row sidecar (each result carries its own row's)."""
+    if "rows" not in options:
+        return options
+    return {key: value for key, value in options.items() if key != "rows"}
+
+
 def listed_options(options: dict[str, Any]) -> dict[str, Any]:
     """Options as lists show them: header names in `header_names`, never the values (up to 16 KiB a batch)."""
-    shown = {key: value for key, value in options.items() if key != "headers"}
+    shown = {key: value for key, value in options.items() if key not in ("headers", "rows")}
     shown["header_names"] = list(options.get("headers") or {})
     return shown

@@ -359,6 +359,26 @@ def h_redirect_to(req, m):
     req.respond(status, b"redirecting\n", headers=[("Location", url)])
 
 
+def h_page(req, m):
+    """/page/<anything>: a 200 page, the landing place of planted redirects (/redirect-to?url=/page/x)."""
+    req.respond(200, "page %s\n" % m.group(1), ctype="text/html")
+
+
+def h_challenge(req, m):
+    """A bot wall as Cloudflare answers one: 403 with cf-mitigated: challenge."""
+    req.respond(403, b"<title>Just a moment...</title>\n", ctype="text/html", headers=[("cf-mitigated", "challenge")])
+
+
+def h_bot_status(req, m):
+    """Status 999, what LinkedIn answers a client it takes for a bot."""
+    req.respond(999, b"request denied\n", reason="Request denied")
+
+
+def h_deep(req, m):
+    """/deep/<path>: a deep URL that a migration sent to the site's root (301 to /)."""
+    req.respond(301, b"moved\n", headers=[("Location", "/")])
+
+
 def h_loop(req, m):
     """Redirect to itself forever."""
     req.respond(302, b"loop\n", headers=[("Location", "/loop")])
@@ -604,6 +624,10 @@ ROUTES = [
         (r"/html", h_html),
         (r"/redirect/(\d{1,6})", h_redirect),
         (r"/redirect-to", h_redirect_to),
+        (r"/page/(.*)", h_page),
+        (r"/challenge", h_challenge),
+        (r"/bot-status", h_bot_status),
+        (r"/deep/.+", h_deep),
         (r"/loop", h_loop),
         (r"/loop-([ab])", h_loop_pair),
         (r"/trickle", h_trickle),

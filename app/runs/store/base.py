@@ -33,7 +33,7 @@ class StoreFault:
 # Which results a filter takes by how they ended: as a batch's counts have it (ok, failed, cancelled);
 # not_ok: failed or cancelled, every URL that did not end ok (what "rerun failed" and `results --failed` take);
 # stopped: the cancelled that were in flight (they had started: their time is above 0).
-OUTCOMES = ("ok", "failed", "cancelled", "not_ok", "stopped")
+OUTCOMES = ("ok", "warn", "failed", "cancelled", "not_ok", "stopped")
 EVENT_TYPES = ("batch", "progress", "result")
 RESULT_SORTS = ("index", "status", "latency", "size")
 MAX_SEARCH = 200  # characters of a search (ResultQuery.q) the API takes
@@ -53,6 +53,7 @@ class ResultQuery:
     outcome: str | None = None  # one of OUTCOMES
     status: int | None = None  # HTTP status code
     error: str | None = None  # error kind
+    reason: str | None = None  # a rule among the result's reasons (expect.final_url, check[2], a warning kind)
     q: str | None = None  # a substring of the URL or of the final URL; ASCII letters match either case
     sort: str = "index"  # one of RESULT_SORTS
     descending: bool = False
@@ -64,7 +65,13 @@ class ResultQuery:
     @property
     def filtered(self) -> bool:
         """Whether the query leaves some results out."""
-        return self.outcome is not None or self.status is not None or self.error is not None or bool(self.q)
+        return (
+            self.outcome is not None
+            or self.status is not None
+            or self.error is not None
+            or self.reason is not None
+            or bool(self.q)
+        )
 
 
 @dataclass(frozen=True)

@@ -67,13 +67,14 @@ BATCH_COLUMNS = (
 INCOMING = """
 CREATE TEMP TABLE IF NOT EXISTS incoming_events (
     batch_id TEXT, seq BIGINT, type TEXT, at TEXT, idx INTEGER, ok BOOLEAN, status_code INTEGER,
-    error_kind TEXT, total_ms DOUBLE PRECISION, bytes BIGINT, data TEXT
+    error_kind TEXT, total_ms DOUBLE PRECISION, bytes BIGINT, warn BOOLEAN, reasons TEXT, warnings TEXT, data TEXT
 ) ON COMMIT DELETE ROWS
 """
 COPY_EVENTS = f"COPY incoming_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 INSERT_EVENTS = f"""
 INSERT INTO events ({", ".join(EVENT_COLUMNS)})
-SELECT batch_id, seq, type, at, idx, ok::int, status_code, error_kind, total_ms, bytes, data FROM incoming_events i
+SELECT batch_id, seq, type, at, idx, ok::int, status_code, error_kind, total_ms, bytes, warn::int, reasons, warnings, data
+FROM incoming_events i
 WHERE EXISTS (SELECT 1 FROM batches b WHERE b.id = i.batch_id)
 ON CONFLICT DO NOTHING
 """
@@ -104,6 +105,10 @@ class PostgresDialect(Dialect):
     def index(self, name: str) -> str:
         """Nothing: PostgreSQL's planner picks the index (it takes no hints)."""
         return ""
+
+    def position(self, column: str) -> str:
+        """strpos: PostgreSQL's instr."""
+        return f"strpos({column}, ?)"
 
     def text_at(self, key: str) -> str:
         """The text at a key, by the schema's json_text_at (NULL where PostgreSQL cannot read the row as JSON)."""

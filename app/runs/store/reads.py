@@ -86,8 +86,8 @@ class StoreReads:
 
         def read(conn: Any, after: int) -> list[tuple[int, Row]]:
             return [
-                (idx, Row(bool(ok), sc, ek, ms, b or 0))
-                for idx, ok, sc, ek, ms, b in conn.execute(sql, (batch_id, after, page))
+                (idx, Row(bool(ok), sc, ek, ms, b or 0, bool(warn), reasons, warnings))
+                for idx, ok, sc, ek, ms, b, warn, reasons, warnings in conn.execute(sql, (batch_id, after, page))
             ]
 
         after = -1

@@ -202,6 +202,17 @@ def test_a_50_mb_sitemap_is_parsed_as_it_streams_with_the_hub_serving_meanwhile(
     assert len(slowest) >= 3 and max(slowest) < 1.0, f"/healthz waited up to {max(slowest):.2f} s: {slowest}"
 
 
+def test_a_source_that_trickles_is_given_up_after_greenbatch_source_timeout(make_server, target):
+    quick = make_server({"GREENBATCH_SOURCE_TIMEOUT": "1"})
+    started = time.monotonic()
+    response = preview(quick, type="sitemap", url=target.url("/trickle?bytes=100000&interval=0.2"))
+    assert time.monotonic() - started < 3
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "source_timeout" and "took longer than 1 s (GREENBATCH_SOURCE_TIMEOUT)" in error["message"]
+    assert quick.request("GET", "/healthz").status_code == 200
+
+
 @pytest.fixture
 def listener():
     """A loopback port the server may not reach, listening, to tell whether anything connected."""

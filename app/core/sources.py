@@ -54,7 +54,12 @@ class Source:
             problems.append({"field": "source.type", "message": f"must be one of {', '.join(SOURCE_TYPES)}"})
         known = {"type", "url", "include", "exclude", "max_urls"} | ({"same_origin"} if kind == "page_links" else set())
         for key in sorted(set(raw) - known):
-            problems.append({"field": f"source.{key}", "message": f"is not a field of a {kind or 'source'} source"})
+            problems.append(
+                {
+                    "field": f"source.{key}",
+                    "message": f"is not a field of {'a ' + kind if kind in SOURCE_TYPES else 'a'} source",
+                }
+            )
         url = raw.get("url")
         if not isinstance(url, str) or not url.strip():
             problems.append({"field": "source.url", "message": "must be a URL (a string)"})

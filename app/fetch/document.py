@@ -20,7 +20,8 @@ from .errors import FetchError
 from .requests_client import RequestsTransport, _classify
 
 MAX_HOPS = 5  # redirects followed to reach one document
-RAW_CHUNK = 64 * 1024  # bytes read from the socket at once; the hub runs other greenlets between reads
+RAW_CHUNK = 64 * 1024  # bytes read from the socket at once
+SHARE_EVERY = 256 * 1024  # decoded bytes handed on (and parsed) between two turns given to other greenlets
 GZIP_MAGIC = b"\x1f\x8b"
 _UNDECODABLE: tuple[type[Exception], ...] = (DecodeError, *DECODE_ERRORS)
 
@@ -103,11 +104,17 @@ class Document:
         """The decoded body in pieces of at most RAW_CHUNK bytes; DocumentError past `cap` decoded bytes."""
         response = self._response
         size = 0
+        shared = 0  # `size` when other greenlets last had a turn
         try:
             stages = content_decoders(response.headers.get("Content-Encoding"))
             chunks = response.raw.stream(RAW_CHUNK, decode_content=False)
             for piece in self._ungzipped(_decoded_chunks(chunks, stages)):
                 size += len(piece)
+                if size - shared >= SHARE_EVERY:
+                    # Parsing takes a few ms a share, and a compressed chunk can inflate to megabytes: the API and
+                    # the pages are served in between, however the bytes arrive.
+                    gevent.sleep(0)
+                    shared = size
                 if size > cap:
                     raise DocumentError(
                         f"the {self.noun} {self.url} is larger than {cap:,} bytes"
@@ -147,10 +154,9 @@ class Document:
 
 
 def _decoded_chunks(chunks: Iterator[Any], stages: list[Any]) -> Iterator[bytes]:
-    """Raw socket chunks through the Content-Encoding decoders; other greenlets run between chunks."""
+    """Raw socket chunks through the Content-Encoding decoders."""
     for chunk in chunks:
         if stages:
             yield from decoded(chunk, stages)
         else:
             yield chunk
-        gevent.sleep(0)  # parsing a chunk takes a few ms at most: the API and the pages are served in between

@@ -126,14 +126,15 @@ class Ledger:
         created_at: str,
         parent_id: str | None,
         chunks: list[list[int]],
+        source: dict[str, Any] | None = None,
     ) -> list[Event]:
         """Store a new batch, its URLs and its chunks (chunk no i is chunks[i], pending), and its `queued` event."""
         _check_cover(batch_id, chunks, len(urls))
         queued = Event(batch_id, 1, "batch", {"status": "queued", "created_at": created_at})
         with self._pool.connection() as conn, conn.transaction():
             conn.execute(
-                "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, last_seq, tally)"
-                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, 1, %s)",
+                "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, last_seq, tally, source)"
+                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, 1, %s, %s)",
                 (
                     batch_id,
                     name,
@@ -142,6 +143,7 @@ class Ledger:
                     len(urls),
                     parent_id,
                     compact_json(stats.Tally().state()),
+                    None if source is None else json.dumps(source),
                 ),
             )
             conn.execute(

@@ -81,6 +81,15 @@ class Config:
     default_max_bytes: int = _setting(10 * MiB, "Decoded body bytes read per URL when a batch sets none.", low=0)
     max_body_bytes: int = _setting(100 * MiB, "Largest per-URL body cap a batch may ask for.", low=0)
     max_retries: int = _setting(5, "Most retries on connection errors a batch may ask for.", low=0)
+    source_timeout: float = _setting(
+        60.0,
+        "Seconds to read a batch's source (a sitemap and the sitemaps it names, or a page) before giving up with a 400.",
+        low=1,
+        high=3600,
+    )
+    source_max_sitemaps: int = _setting(
+        100, "Most sitemaps read for one source (an index and the sitemaps it names).", low=1, high=50_000
+    )
 
     allow_private: bool = _setting(False, "Allow fetching private, loopback and link-local addresses (see Security).")
     allow_targets: str = _setting(

@@ -14,15 +14,18 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
+import gevent
 import idna
 from flask import Blueprint, Response, current_app, request, url_for
 
 from ..core import rowspec, verdict
 from ..core.memory import release_freed_memory
-from ..core.options import BatchOptions, ValidationError, header_problem
+from ..core.options import MAX_META_CHARS, BatchOptions, ValidationError, header_problem
 from ..core.results import ERROR_KINDS, FINAL_STATUSES
+from ..core.sources import Source
 from ..core.urllist import MAX_REMAP, UrlList, UrlListBuilder, read_json_object, remapped
 from ..fetch import guard
+from ..fetch.sources import Expansion, SourceError, SourceLimits
 from ..fetch.tls import now_utc
 from ..runs.certificates import EXPIRING_DAYS, expiring
 from ..runs.certificates import certificates as certificate_rows
@@ -45,6 +48,7 @@ NAMED_HOSTS = 1000  # distinct hosts an unnamed batch's name counts; past it the
 _HOST_RUNS = re.compile(r"^(https?://(\[[^\]\n]*\]|[^:/?#\n]*))[^\n]*+(?:\n\1(?=[:/?#\n]|\Z)[^\n]*+)*+", re.MULTILINE)
 CANCEL_SETTLE = 5.0  # seconds a cancel waits for the batch's final state to be committed before answering
 RELEASE_AFTER = 10_000  # URLs of a submission past which the memory it freed is given back to the system
+PREVIEW_URLS = 50  # URLs a source's preview lists
 
 
 # -- reading input ---------------------------------------------------------------------------
@@ -228,14 +232,14 @@ def _headers_from_query(items: list[str]) -> dict[str, str]:
     return dict(pairs)
 
 
-def _submission() -> tuple[Any, dict[str, Any], str, dict[int, dict[str, Any]] | None]:
-    """(urls, raw options, name, per-row sidecar) from a JSON or text body."""
+def _submission() -> tuple[Any, dict[str, Any], str, dict[int, dict[str, Any]] | None, Any]:
+    """(urls, raw options, name, per-row sidecar, raw source) from a JSON or text body."""
     mimetype = request.mimetype
     if mimetype == "application/json":
         body = _submission_json(_body_bytes())
         if not isinstance(body, dict):
-            raise ApiError(400, "invalid_body", 'JSON body must be an object with a "urls" list')
-        unknown = sorted(set(body) - {"urls", "name", "options"})
+            raise ApiError(400, "invalid_body", 'JSON body must be an object with a "urls" list or a "source"')
+        unknown = sorted(set(body) - {"urls", "name", "options", "source"})
         if unknown:
             raise ApiError(
                 400,
@@ -243,11 +247,18 @@ def _submission() -> tuple[Any, dict[str, Any], str, dict[int, dict[str, Any]] |
                 f"unknown field(s): {', '.join(unknown)}",
                 [{"field": k, "message": "is not a known field"} for k in unknown],
             )
+        if "urls" in body and "source" in body:
+            raise ApiError(
+                400,
+                "invalid_body",
+                'give "urls" or "source", not both',
+                [{"field": "source", "message": 'conflicts with "urls"'}],
+            )
         urls, rows = _split_items(body.get("urls"))
-        return urls, body.get("options"), body.get("name"), rows
+        return urls, body.get("options"), body.get("name"), rows, body.get("source")
     if mimetype in ("text/plain", "text/csv"):
         urls, rows = _text_urls(mimetype == "text/csv")
-        return urls, _options_from_query(), request.args.get("name"), rows
+        return urls, _options_from_query(), request.args.get("name"), rows, None
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -455,10 +466,16 @@ def _refuse_if_store_fails() -> None:
         )
 
 
-def _submit(urls: Sequence[str], options: BatchOptions, name: str, parent_id: str | None = None) -> str:
+def _submit(
+    urls: Sequence[str],
+    options: BatchOptions,
+    name: str,
+    parent_id: str | None = None,
+    source: dict[str, Any] | None = None,
+) -> str:
     """engine.submit, answering 503 when the store cannot write the new batch."""
     try:
-        return services().engine.submit(urls, options, name, parent_id=parent_id)
+        return services().engine.submit(urls, options, name, parent_id=parent_id, source=source)
     except StoreError as exc:
         raise ApiError(503, "store_unavailable", f"nothing was stored: {exc}") from None
     finally:
@@ -478,6 +495,132 @@ def _created(batch_id: str) -> Response:
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
     return response
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+
+def _source(raw: Any) -> Source:
+    """A client's source, checked: its fields within the server's limits, its URL one the guard would fetch."""
+    config = current_app.config["GREENBATCH"]
+    try:
+        source = Source.parse(raw, config)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_source", str(exc), exc.details) from None
+    try:
+        url = guard.check_url(source.url, config.max_url_length)
+    except guard.InvalidUrl as exc:
+        message = f"source.url {_shown(source.url)!r} cannot be fetched: {exc}"
+        raise ApiError(400, "invalid_source", message, [{"field": "source.url", "message": str(exc)}]) from None
+    refusal = services().engine.policy.refuses_literal(url)
+    if refusal is not None:
+        message = f"source.url {url} cannot be fetched: {refusal}"
+        raise ApiError(400, "invalid_source", message, [{"field": "source.url", "message": refusal}])
+    return dataclasses.replace(source, url=url)
+
+
+def _expanded(expansion: Expansion, read: int, keep: int) -> list[tuple[str, dict[str, str]]]:
+    """The first `keep` URLs of a source and their meta, reading on until it ends or `read` URLs came (its
+    counts then say how many), within GREENBATCH_SOURCE_TIMEOUT; a 400 naming the problem when it cannot be read."""
+    limits = expansion.limits
+    timeout = gevent.Timeout(
+        limits.timeout,
+        SourceError(
+            f"reading the source {expansion.source.url} took longer than {limits.timeout:g} s "
+            "(GREENBATCH_SOURCE_TIMEOUT); nothing was started",
+            code="source_timeout",
+        ),
+    )
+    found: list[tuple[str, dict[str, str]]] = []
+    timeout.start()
+    try:
+        for pair in expansion:
+            if len(found) < keep:
+                found.append(pair)
+            if expansion.counts.kept >= read:
+                break
+    except SourceError as exc:
+        raise ApiError(400, exc.code, str(exc), [{"field": "source.url", "message": str(exc)}]) from None
+    finally:
+        timeout.close()
+    return found
+
+
+def _over_limit(source: Source, limit: int) -> ApiError:
+    """The 400 for a source with more URLs than a batch may hold, offering to take the first ones."""
+    message = (
+        f"the {source.type.replace('_', ' ')} source {source.url} has more than {limit:,} URLs, the most in one "
+        f"batch (GREENBATCH_MAX_URLS); set source.max_urls (at most {limit}) to take the first ones"
+    )
+    return ApiError(400, "too_many_urls", message, [{"field": "source.max_urls", "message": message}])
+
+
+def _meta_row(meta: dict[str, str]) -> dict[str, str]:
+    """A source's meta for a URL as a row's meta columns take it (each value at most MAX_META_CHARS)."""
+    return {key: value[:MAX_META_CHARS] for key, value in meta.items()}
+
+
+def _created_from_source(raw_source: Any, raw_options: Any, raw_name: Any) -> Response:
+    """Expand a source into URLs, then submit them as a batch that records its source."""
+    config = current_app.config["GREENBATCH"]
+    source = _source(raw_source)
+    try:
+        options = BatchOptions.parse(raw_options, config)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_options", str(exc), exc.details) from None
+    name = _name(raw_name)
+    expansion = Expansion(source, services().engine.policy, SourceLimits.from_config(config))
+    cap = source.max_urls or config.max_urls
+    found = _expanded(expansion, cap + 1, cap + 1)
+    if len(found) > cap:
+        if source.max_urls is None:
+            raise _over_limit(source, config.max_urls)
+        del found[cap:]
+    if not found:
+        counts = expansion.counts
+        message = (
+            f"the source {source.url} gave no URLs to fetch: {counts.found} found, {counts.excluded} excluded by"
+            f" include, exclude or same_origin, {counts.invalid} not fetchable"
+        )
+        raise ApiError(400, "empty_source", message, [{"field": "source", "message": message}])
+    # Each URL's meta (a sitemap's lastmod, a link's found_on) is its row's meta: stored, and in its result.
+    rows = {index: {"meta": _meta_row(meta)} for index, (_, meta) in enumerate(found) if meta}
+    if rows:
+        options = dataclasses.replace(options, rows=rows)
+    urls = UrlList.of(url for url, _ in found)
+    del found
+    noun = "sitemap" if source.type == "sitemap" else "links on"
+    return _created(_submit(urls, options, name or f"{noun} {source.url}"[:MAX_NAME], source=source.to_dict()))
+
+
+@bp.post("/sources/preview")
+def preview_source():
+    """Read a source as a batch would, without starting anything: its counts and first PREVIEW_URLS URLs."""
+    config = current_app.config["GREENBATCH"]
+    body = _json_body() if request.mimetype == "application/json" else None
+    if not isinstance(body, dict) or set(body) - {"source"} or "source" not in body:
+        raise ApiError(
+            400,
+            "invalid_body",
+            'send a JSON object {"source": {...}}',
+            [{"field": "source", "message": "is required, and the only field"}],
+        )
+    source = _source(body["source"])
+    expansion = Expansion(source, services().engine.policy, SourceLimits.from_config(config))
+    limit = source.max_urls or config.max_urls
+    found = _expanded(expansion, limit + 1, PREVIEW_URLS)
+    counts = expansion.counts
+    over = counts.kept > limit
+    return {
+        "source": source.to_dict(),
+        "counts": counts.to_dict(),
+        "urls": [{"url": url, "meta": meta} for url, meta in found],
+        "complete": not over,
+        "max_urls": config.max_urls,
+        "over_limit": over and source.max_urls is None,
+        "message": _over_limit(source, config.max_urls).message if over and source.max_urls is None else None,
+        "would_take": min(counts.kept, limit),
+    }
 
 
 # -- routes ----------------------------------------------------------------------------------
@@ -503,7 +646,7 @@ def create_batch():
     """Submit a batch: JSON {"urls", "name", "options"}, or one URL per line as text/plain or text/csv."""
     config = current_app.config["GREENBATCH"]
     _refuse_if_store_fails()
-    urls, raw_options, name, rows = _submission()
+    urls, raw_options, name, rows, raw_source = _submission()
     if isinstance(raw_options, dict) and "rows" in raw_options:  # the sidecar comes from `urls` items, never here
         raise ApiError(
             400,
@@ -511,6 +654,8 @@ def create_batch():
             "invalid options",
             [{"field": "options.rows", "message": "is not a known option (give rows as objects in urls)"}],
         )
+    if raw_source is not None:
+        return _created_from_source(raw_source, raw_options, name)
     try:
         options = BatchOptions.parse(raw_options, config)
     except ValidationError as exc:

@@ -33,6 +33,7 @@ from ..core.options import (
     BatchOptions,
 )
 from ..core.results import BATCH_STATUSES, ERROR_KINDS
+from ..core.sources import MAX_PATTERN, SOURCE_TYPES
 from ..core.urllist import MAX_REMAP
 from ..runs.certificates import LISTED_URLS
 from ..runs.diff import DEFAULT_FACTOR, LISTED_BY_DEFAULT, MAX_FACTOR, PENDING
@@ -304,6 +305,7 @@ def schemas(config: Config) -> dict[str, Any]:
             "started_at",
             "finished_at",
             "parent_id",
+            "source",
             "options",
             "counts",
             "stats",
@@ -319,6 +321,7 @@ def schemas(config: Config) -> dict[str, Any]:
             "started_at": nullable(TIMESTAMP),
             "finished_at": nullable(TIMESTAMP),
             "parent_id": {"type": ["string", "null"], "description": "The batch this one reruns."},
+            "source": nullable(ref("Source")),
             "options": ref("Options"),
             "counts": ref("Counts"),
             "stats": ref("Stats"),
@@ -411,9 +414,11 @@ def schemas(config: Config) -> dict[str, Any]:
         },
         "NewBatch": {
             "type": "object",
-            "required": ["urls"],
+            "description": "The URLs as a list (`urls`), or where to read them (`source`): one of the two.",
+            "oneOf": [{"required": ["urls"]}, {"required": ["source"]}],
             "additionalProperties": False,
             "properties": {
+                "source": ref("SourceInput"),
                 "urls": {
                     "type": "array",
                     "minItems": 1,
@@ -507,6 +512,7 @@ def schemas(config: Config) -> dict[str, Any]:
         },
         "Options": options,
         "ListedOptions": listed_options,
+        **source_schemas(config),
         "Counts": {
             "type": "object",
             "description": "Results by outcome; `ok` counts the results whose `ok` is true (outcome ok or warn), "
@@ -878,6 +884,86 @@ def schemas(config: Config) -> dict[str, Any]:
 # -- operations ------------------------------------------------------------------------------
 
 
+def source_schemas(config: Config) -> dict[str, Any]:
+    """The schemas of sources: as sent, as a batch records it, and a preview."""
+    pattern = {"type": ["string", "null"], "maxLength": MAX_PATTERN}
+    fields_ = {
+        "type": {"type": "string", "enum": list(SOURCE_TYPES)},
+        "url": {"type": "string", "maxLength": config.max_url_length},
+        "include": {**pattern, "description": "RE2 regular expression: only URLs it finds a match in are taken."},
+        "exclude": {**pattern, "description": "RE2 regular expression: URLs it finds a match in are left out."},
+        "max_urls": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": config.max_urls,
+            "description": "Take the first N URLs; without it, a source of more than GREENBATCH_MAX_URLS is a 400.",
+        },
+        "same_origin": {
+            "type": "boolean",
+            "default": True,
+            "description": "page_links only: take only links on the page's own scheme, host and port.",
+        },
+    }
+    counts = ["sitemaps_read", "pages_read", "found", "unique", "excluded", "invalid", "kept"]
+    return {
+        "SourceInput": {
+            "type": "object",
+            "required": ["type", "url"],
+            "additionalProperties": False,
+            "description": "A sitemap (urlset, or a sitemapindex nested at most 3 levels; plain or gzipped) or the "
+            "links on a page (a[href], link[href], img[src], script[src]). Read through the fetch policy, within "
+            "GREENBATCH_SOURCE_TIMEOUT; a document type declaration (entities, external entities) is refused, and "
+            "so is a sitemap over 50,000 URLs or 50 MB uncompressed.",
+            "properties": fields_,
+        },
+        "Source": {
+            "type": "object",
+            "required": ["type", "url", "include", "exclude", "max_urls"],
+            "description": "Where the batch's URLs came from.",
+            "properties": fields_,
+        },
+        "SourcePreview": {
+            "type": "object",
+            "required": ["source", "counts", "urls", "complete", "max_urls", "over_limit", "message", "would_take"],
+            "properties": {
+                "source": ref("Source"),
+                "counts": {
+                    "type": "object",
+                    "required": counts,
+                    "properties": {name: {"type": "integer", "minimum": 0} for name in counts},
+                    "description": "Documents read; URL entries found (repeats included); unique fetchable URLs; "
+                    "those include, exclude or same_origin left out; entries that are not fetchable URLs; the "
+                    "URLs a batch would take.",
+                },
+                "urls": {
+                    "type": "array",
+                    "maxItems": 50,
+                    "items": {
+                        "type": "object",
+                        "required": ["url", "meta"],
+                        "properties": {
+                            "url": {"type": "string"},
+                            "meta": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                                "description": "`lastmod` from a sitemap, `found_on` for a page's links.",
+                            },
+                        },
+                    },
+                },
+                "complete": {"type": "boolean", "description": "Whether the source was read to its end."},
+                "max_urls": {"type": "integer", "description": "GREENBATCH_MAX_URLS."},
+                "over_limit": {
+                    "type": "boolean",
+                    "description": "More URLs than a batch may hold, and no max_urls: a batch would be refused.",
+                },
+                "message": {"type": ["string", "null"], "description": "What to do when over_limit."},
+                "would_take": {"type": "integer", "description": "URLs a batch from this source would hold."},
+            },
+        },
+    }
+
+
 def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(path, method, endpoint, operation) for every route of the API."""
     # Every option but headers (those come as repeated `header`), named as BatchOptions names them.
@@ -922,7 +1008,9 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             },
             "400": error(
                 "The body, a URL (named by its index, from 0), the name or an option is wrong; or a URL's "
-                "host is an address (or localhost) the fetch policy blocks, and the message says how to allow it."
+                "host is an address (or localhost) the fetch policy blocks, and the message says how to allow it; "
+                "or the source cannot be read (as the preview says), or has more than GREENBATCH_MAX_URLS URLs "
+                "without max_urls."
             ),
             "413": error(f"The body is over GREENBATCH_MAX_REQUEST_BYTES, or it has more than {config.max_urls} URLs."),
             "415": error("The body is not application/json, text/plain or text/csv."),
@@ -1158,6 +1246,28 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             "404": error("No such batch."),
         },
     }
+    preview = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["source"],
+                        "additionalProperties": False,
+                        "properties": {"source": ref("SourceInput")},
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": json_body(ref("SourcePreview"), "What a batch from this source would hold; nothing started."),
+            "400": error(
+                "The source is wrong, refused by the fetch policy, unreadable, too large, an XML document with a "
+                "DTD, or nested too deep: the message names the problem."
+            ),
+        },
+    }
     description = {"responses": {"200": json_body({"type": "object"}, "This document.")}}
     index = {"responses": {"200": json_body(ref("ApiIndex"), "The API's name, version and links.")}}
     batch = API + "/batches/{batch_id}"
@@ -1174,6 +1284,7 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         (batch + "/running", "get", "api.running", running),
         (batch + "/certificates", "get", "api.certificates", certificates),
         (batch + "/events", "get", "api.events", events),
+        (API + "/sources/preview", "post", "api.preview_source", preview),
         (API + "/openapi.json", "get", "openapi.description", description),
     ]
 

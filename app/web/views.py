@@ -21,6 +21,7 @@ def batch_json(view: BatchView, listed: bool = False) -> dict[str, Any]:
         "started_at": view.started_at,
         "finished_at": view.finished_at,
         "parent_id": view.parent_id,
+        "source": view.source,
         "options": listed_options(view.options) if listed else shown_options(view.options),
         "counts": view.counts,
         "stats": view.stats,

@@ -514,6 +514,131 @@ def _send_json(req, obj):
     req.respond(200, json.dumps(obj, indent=None) + "\n", ctype="application/json")
 
 
+# ---------------------------------------------------------------- sources: sitemaps and pages of links
+
+SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
+SITEMAP_BOMB_SIZE = 100 * 1024 * 1024  # blank space inside <urlset>: well-formed XML past the 50 MB cap
+
+
+def _sitemap_body(req, start, count, pad):
+    """A urlset of /page/<i> for i in [start, start + count), each entry padded with `pad` spaces, in pieces."""
+    yield ('<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="%s">\n' % SITEMAP_NS).encode()
+    lastmod = req.arg("lastmod", "0") not in ("0", "", "false")
+    block = []
+    for i in range(start, start + count):
+        extra = "<lastmod>2026-11-%02d</lastmod>" % (i % 28 + 1) if lastmod else ""
+        block.append("<url><loc>%s/page/%d</loc>%s%s</url>\n" % (BASE_URL, i, extra, " " * pad))
+        if len(block) == 256:
+            yield "".join(block).encode()
+            block = []
+    yield ("".join(block) + "</urlset>\n").encode()
+
+
+def _send_document(req, pieces, gz, ctype):
+    """A streamed, chunked body; gz=True sends it gzipped as a file (a .gz, with no Content-Encoding)."""
+    if gz:
+        comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+        pieces = [comp.compress(piece) for piece in pieces] + [comp.flush()]
+        ctype = "application/gzip"
+    chunked = req.start(200, [("Content-Type", ctype)], chunked=True)
+    if req.method == "HEAD":
+        return
+    for piece in pieces:
+        if piece:
+            req.write_chunk(piece, chunked)
+    req.end_chunks(chunked)
+
+
+def h_sitemap_urls(req, m):
+    """A urlset: ?n= URLs from ?start=, ?pad= spaces in each entry (to make a big file), ?lastmod=1; .gz: gzipped."""
+    count = req.num("n", 10, hi=1_000_000)
+    start = req.num("start", 0, hi=10_000_000)
+    pad = req.num("pad", 0, hi=1_000_000)
+    _send_document(req, _sitemap_body(req, start, count, pad), m.group(1) == ".gz", "application/xml")
+
+
+def h_sitemap_index(req, m):
+    """A sitemapindex of ?parts= gzipped urlsets sharing ?n= URLs; ?depth=2 or 3 nests indexes that deep."""
+    parts = req.num("parts", 2, lo=1, hi=100_000)
+    count = req.num("n", 10, hi=1_000_000)
+    depth = req.num("depth", 1, lo=1, hi=10)
+    offset = req.num("start", 0, hi=10_000_000)
+    per = -(-count // parts)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>\n<sitemapindex xmlns="%s">\n' % SITEMAP_NS]
+    for i in range(parts):
+        start, size = offset + i * per, max(0, min(per, count - i * per))
+        if depth > 1:
+            loc = "%s/sitemap/index.xml?parts=1&n=%d&start=%d&depth=%d" % (BASE_URL, size, start, depth - 1)
+        else:
+            loc = "%s/sitemap/urls.xml.gz?n=%d&start=%d&lastmod=1" % (BASE_URL, size, start)
+        lines.append("<sitemap><loc>%s</loc></sitemap>\n" % loc.replace("&", "&amp;"))
+    lines.append("</sitemapindex>\n")
+    _send_document(req, ["".join(lines).encode()], m.group(1) == ".gz", "application/xml")
+
+
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?>\n<!DOCTYPE urlset [\n<!ENTITY lol "lol">\n'
+    + "".join('<!ENTITY lol%d "%s">\n' % (i, ("&lol%s;" % ("" if i == 1 else i - 1)) * 10) for i in range(1, 10))
+    + ']>\n<urlset xmlns="%s"><url><loc>&lol9;</loc></url></urlset>\n' % SITEMAP_NS
+)
+EXTERNAL_ENTITY = (
+    '<?xml version="1.0"?>\n<!DOCTYPE urlset [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n'
+    '<urlset xmlns="%s"><url><loc>http://example.com/&xxe;</loc></url></urlset>\n' % SITEMAP_NS
+)
+
+
+def h_sitemap_bomb(req, m):
+    """An XML bomb (billion laughs) or an external entity, as a sitemap."""
+    req.respond(200, BILLION_LAUGHS if m.group(1) == "bomb" else EXTERNAL_ENTITY, ctype="application/xml")
+
+
+def _compress_blank_sitemap(size):
+    """A gzip file of a urlset holding `size` spaces: tiny on the wire, well-formed, huge once inflated."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [comp.compress(b'<?xml version="1.0"?><urlset xmlns="' + SITEMAP_NS.encode() + b'">')]
+    block = b" " * (1024 * 1024)
+    for _ in range(size // len(block)):
+        parts.append(comp.compress(block))
+    parts.append(comp.compress(b"</urlset>") + comp.flush())
+    return b"".join(parts)
+
+
+def h_sitemap_gzip_bomb(req, m):
+    """A sitemap.xml.gz of ~100 KiB that inflates to 100 MiB of well-formed XML."""
+    with _GZIP_LOCK:
+        body = _GZIP_CACHE.get("sitemap-bomb")
+        if body is None:
+            body = _GZIP_CACHE["sitemap-bomb"] = gevent.get_hub().threadpool.apply(
+                _compress_blank_sitemap, (SITEMAP_BOMB_SIZE,)
+            )
+    req.respond(200, body, ctype="application/gzip")
+
+
+def h_links(req, m):
+    """A page of ?n= links: a[href], link[href], img[src] and script[src], relative to a <base>, with fragments,
+    repeats, a link to another origin and a mailto: among them. Link i is /page/<i>."""
+    count = req.num("n", 10, hi=100_000)
+    head = [
+        "<!doctype html><html><head><title>links</title>",
+        '<base href="%s/page/">' % BASE_URL,
+        '<link rel="stylesheet" href="0">',
+        "</head><body>",
+        '<a href="mailto:someone@example.com">mail</a>',
+        '<a href="http://other.invalid/elsewhere">elsewhere</a>',
+    ]
+    body = []
+    for i in range(1, count):
+        kind = i % 4
+        if kind == 0:
+            body.append('<img src="%d" alt="">' % i)
+        elif kind == 1:
+            body.append('<script src="%d"></script>' % i)
+        else:
+            body.append('<p><a href="%d#part">link %d</a> <a href="/page/%d">again</a></p>' % (i, i, i))
+    html = "\n".join(head + body + ["</body></html>\n"]).encode()
+    req.respond(200, html, ctype="text/html; charset=utf-8")
+
+
 ROUTES = [
     (re.compile(pattern), handler)
     for pattern, handler in [
@@ -543,6 +668,12 @@ ROUTES = [
         (r"/echo", h_echo),
         (r"/changes/[\w/-]+", h_changes),
         (r"/__hits", h_hits),
+        (r"/sitemap/urls\.xml(\.gz)?", h_sitemap_urls),
+        (r"/sitemap/index\.xml(\.gz)?", h_sitemap_index),
+        (r"/sitemap/(bomb|external-entity)\.xml", h_sitemap_bomb),
+        (r"/sitemap/gzip-bomb\.xml\.gz", h_sitemap_gzip_bomb),
+        (r"/links", h_links),
+        (r"/page/.*", h_ok),
     ]
 ]
 

@@ -102,6 +102,7 @@ class BatchRecord:
     parent_id: str | None
     summary: dict[str, Any] | None
     last_seq: int
+    source: dict[str, Any] | None = None  # where its URLs came from (app/core/sources.py), None for a list
 
 
 class Store(Protocol):
@@ -115,6 +116,7 @@ class Store(Protocol):
         urls: Sequence[str],
         created_at: str,
         parent_id: str | None = None,
+        source: dict[str, Any] | None = None,
     ) -> None: ...
     def extend(self, events: list[Event]) -> None: ...
     def flush(self, timeout: float | None = None) -> bool: ...

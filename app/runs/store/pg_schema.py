@@ -125,6 +125,13 @@ CREATE INDEX results_warned ON events (batch_id, idx) WHERE warn = 1;
 CREATE INDEX results_by_reason ON events (batch_id, idx) INCLUDE (reasons) WHERE reasons IS NOT NULL;
 """,
     ),
+    (
+        5,
+        "batches.source: the sitemap or page a batch's URLs came from",
+        """
+ALTER TABLE batches ADD COLUMN source TEXT;  -- JSON (app/core/sources.py); NULL when the URLs were a list
+""",
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS batches (
     options TEXT NOT NULL,
     total INTEGER NOT NULL,
     parent_id TEXT,
-    summary TEXT
+    summary TEXT,
+    source TEXT  -- JSON: the sitemap or page its URLs came from (app/core/sources.py); NULL for a list
 );
 -- A batch's URLs in submission order, as one JSON array: one row to write when the batch is created,
 -- not one per URL, while the batch's fetches wait for it.
@@ -166,11 +167,19 @@ def is_full(exc: BaseException) -> bool:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, and
-    the events get EVENT_INDEXES."""
+    """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, the
+    events get EVENT_INDEXES, and batches a `source` column."""
     _move_url_rows(conn)
     _add_event_columns(conn)
     _index_events(conn)
+    _add_source_column(conn)
+
+
+def _add_source_column(conn: sqlite3.Connection) -> None:
+    """Give an earlier version's batches table its `source` column (NULL: their URLs were a list)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
+    if "source" not in columns:
+        conn.execute("ALTER TABLE batches ADD COLUMN source TEXT")
 
 
 def _add_event_columns(conn: sqlite3.Connection) -> None:

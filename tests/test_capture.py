@@ -218,6 +218,29 @@ def test_the_inventory_has_one_row_per_host_and_certificate_with_its_expiry(inve
     assert rows[f"127.0.0.3:{hosts.hosts[1].port}"]["name_match"] is False
 
 
+def test_a_certificate_expiring_within_21_days_fails_a_cert_days_left_check(gb, hosts):
+    urls = [host.url() for host in hosts.hosts[:8]]  # expiring in 5, 8, ... 26 days; host 1's is for another name
+    check = {"source": "cert.days_left", "op": ">", "value": 21}
+    batch = gb.submit(urls, capture={"tls": True}, tls_verify=False, checks=[check])
+    results = gb.results(gb.wait(batch["id"])["id"])
+    failed = {r["index"]: r["reasons"] for r in results if r["outcome"] == "failed"}
+    assert sorted(failed) == [i for i, days in enumerate(EXPIRES_IN[:8]) if days <= 21] == [0, 1, 2, 3, 4, 5]
+    assert failed[0] == [
+        {"rule": "check[0]", "expected": "cert.days_left > 21", "actual": f"{EXPIRES_IN[0]} days left"}
+    ]
+    assert [r["outcome"] for r in results[6:]] == ["ok", "ok"]
+
+
+def test_a_cert_days_left_check_without_capture_tls_is_refused_naming_it(gb, hosts):
+    check = {"source": "cert.days_left", "op": ">", "value": 21}
+    response = gb.request(
+        "POST", "/api/v1/batches", json={"urls": [hosts.hosts[0].url()], "options": {"checks": [check]}}
+    )
+    assert response.status_code == 400
+    [detail] = error_of(response)["details"]
+    assert detail["field"] == "options.checks[0].source" and "capture" in detail["message"], detail
+
+
 def test_a_batch_records_its_capture_and_tls_verify_options(inventory):
     batch, _ = inventory
     assert batch["options"]["capture"] == {"tls": True, "headers": []} and batch["options"]["tls_verify"] is False

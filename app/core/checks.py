@@ -28,6 +28,8 @@ OPS = {
     "time.tls": ("<", "<="),
     "size": ("<", ">"),
     "content_type": ("==", "matches"),
+    # The final response's certificate (with capture.tls): whole days from the fetch to its expiry.
+    "cert.days_left": (">", ">=", "<", "<="),
 }
 BODY_SOURCES = frozenset({"body", "json"})  # checks that need the response's body kept
 NO_VALUE_OPS = frozenset({"exists", "present", "absent"})
@@ -135,7 +137,8 @@ def _parse_one(raw: Any) -> tuple[Check | None, str, str]:
         if len(json.dumps(value)) > MAX_PATTERN:
             return None, "value", f"must be a JSON value of at most {MAX_PATTERN} characters"
     elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        return None, "value", "must be a number, at least 0" + (" (milliseconds)" if source.startswith("time.") else "")
+        unit = " (milliseconds)" if source.startswith("time.") else " (days)" if source == "cert.days_left" else ""
+        return None, "value", "must be a number, at least 0" + unit
     return Check(source, op, value, path, name), "", ""
 
 
@@ -152,12 +155,15 @@ def run(
     timings: Mapping[str, float | None],
     size: int,
     content_type: str | None,
+    tls: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The reasons of the checks that fail (`check[first + i]`), each saying what it expected and found."""
+    """The reasons of the checks that fail (`check[first + i]`), each saying what it expected and found.
+
+    tls: what capture.tls recorded of the final response's connection (None without it, or over http)."""
     reasons = []
     parsed: list[Any] = []  # the body's JSON, read once (a list of one value once read)
     for i, check in enumerate(checks):
-        actual = _failure(check, body, headers, timings, size, content_type, parsed)
+        actual = _failure(check, body, headers, timings, size, content_type, parsed, tls)
         if actual is not None:
             reasons.append({"rule": f"check[{first + i}]", "expected": check.described(), "actual": _cut(actual)})
     return reasons
@@ -171,9 +177,16 @@ def _failure(
     size: int,
     content_type: str | None,
     parsed: list[Any],
+    tls: Mapping[str, Any] | None,
 ) -> str | None:
     """What the response showed when the check fails, or None when it holds."""
     source, op, value = check.source, check.op, check.value
+    if source == "cert.days_left":
+        days = tls.get("days_left") if tls else None
+        if days is None:
+            return "no certificate (the URL ended on http, or capture.tls is off)"
+        holds = {">": days > value, ">=": days >= value, "<": days < value, "<=": days <= value}[op]
+        return None if holds else f"{days} days left"
     if source == "body":
         text = _text(body, content_type)
         if op == "contains":

@@ -257,6 +257,10 @@ class BatchOptions:
                 base[key] = parsed_rows
             else:
                 problems.append({"field": where, "message": "is not a known option"})
+        for i, check in enumerate(base.get("checks") or ()):
+            if check["source"] == "cert.days_left" and not (base.get("capture") or {}).get("tls"):
+                message = 'reads the certificate: cert.days_left needs the capture option {"tls": true}'
+                problems.append({"field": f"options.checks[{i}].source", "message": message})
         if problems:
             raise ValidationError("invalid options", problems)
         return cls(**base)

@@ -99,7 +99,8 @@ def evaluate(
     if not blocked:
         failures = _rule_failures(result, status, redirects, accept, expect, url_match)
         if checks:
-            failures += run_checks(checks, 0, body, headers, result.timings, result.bytes, result.content_type)
+            tls = result.captured.get("tls") if result.captured else None
+            failures += run_checks(checks, 0, body, headers, result.timings, result.bytes, result.content_type, tls)
         if failures:
             severity = 2
             reasons[:0] = failures  # the rules that failed come before the warnings

@@ -223,7 +223,9 @@ function renderSummary() {
     setText(els.pct, `${pct}%`);
     setText(els.progressText, `${fmtInt(doneOf(counts))} of ${fmtInt(counts.total)} URLs done`);
   }
-  for (const key of ['ok', 'warn', 'failed', 'cancelled', 'running', 'pending']) setText(byId(`count-${key}`), fmtInt(counts[key]));
+  // The counters add up to the total, as the bar does: OK (Matched) is ok less the warned, which Warn counts.
+  setText(byId('count-ok'), fmtInt(counts.ok - (counts.warn || 0)));
+  for (const key of ['warn', 'failed', 'cancelled', 'running', 'pending']) setText(byId(`count-${key}`), fmtInt(counts[key]));
   renderExpectations(counts);
   setText(byId('stat-rate'), fmtRate(rateOf(fetched)));
   setText(byId('stat-p50'), fmtMs(stats.p50_ms));

@@ -22,10 +22,11 @@ const listed = new Map(); // id -> batch, of the batches offered to compare with
 
 // Each batch's verdict, shown only where the server gives one (issue 17's `verdict`).
 function verdictText() {
+  const shown = (verdict) => (verdict ? (verdict.pass ? 'PASS' : 'FAIL') : '–');
   const before = (listed.get(state.base) || {}).verdict;
   const after = batch.verdict;
   if (!before && !after) return '';
-  return `verdict ${before || '–'} → ${after || '–'}`;
+  return `verdict ${shown(before)} → ${shown(after)}`;
 }
 
 function params(extra) {

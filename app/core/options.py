@@ -9,7 +9,8 @@ from typing import Any
 
 from .config import Config
 
-METHODS = ("GET", "HEAD")
+# HEAD,GET: HEAD first, then GET for a URL whose HEAD answers one of head_fallback_statuses.
+METHODS = ("GET", "HEAD", "HEAD,GET")
 # HTTP clients a batch may choose (app/fetch maps each to its transport); the first is the default.
 CLIENTS = ("fast", "requests")
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
@@ -23,6 +24,10 @@ MAX_HEADERS = 50
 MAX_HEADER_NAME = 100
 MAX_HEADER_VALUE = 8192
 MAX_HEADERS_TOTAL = 16 * 1024  # names and values of one batch's headers together
+MAX_STATUS_LIST = 20  # statuses in retry_statuses or head_fallback_statuses
+DEFAULT_RETRY_STATUSES = (429, 503)
+DEFAULT_HEAD_FALLBACK_STATUSES = (405, 501)
+DEFAULT_MAX_RETRY_AFTER = 60.0
 # Headers the HTTP client owns: Host comes from the URL (a batch choosing it could reach another virtual host
 # behind an allowed name), the rest frame the message or manage the connection.
 CLIENT_HEADERS = (
@@ -64,6 +69,11 @@ class BatchOptions:
     accept_status: str = "200-399"
     per_host: int = 0
     client: str = CLIENTS[0]
+    per_host_interval: float = 0.0
+    retry_statuses: list[int] = field(default_factory=lambda: list(DEFAULT_RETRY_STATUSES))
+    respect_retry_after: bool = True
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
+    head_fallback_statuses: list[int] = field(default_factory=lambda: list(DEFAULT_HEAD_FALLBACK_STATUSES))
 
     def to_dict(self) -> dict[str, Any]:
         """The options as JSON-ready data."""
@@ -82,6 +92,14 @@ class BatchOptions:
         return text[: text.rfind(",", 0, SHOWN_ACCEPT_STATUS_CHARS) + 1] + "..."
 
     @cached_property
+    def paced(self) -> bool:
+        """Whether the batch's requests go through per-host gates: a cap, an interval, or statuses it retries.
+
+        A batch with none of these takes the plain fetch path, whose CPU per URL they must not raise.
+        """
+        return bool(self.per_host or self.per_host_interval or (self.retries and self.retry_statuses))
+
+    @cached_property
     def _accept_ranges(self) -> tuple[tuple[int, int], ...]:
         """accept_status parsed once per batch, not once per URL (not a field: to_dict and == ignore it)."""
         return tuple(parse_status_ranges(self.accept_status))
@@ -95,6 +113,7 @@ class BatchOptions:
             connect_timeout=config.default_connect_timeout,
             max_redirects=config.default_max_redirects,
             max_bytes=config.default_max_bytes,
+            max_retry_after=min(DEFAULT_MAX_RETRY_AFTER, config.max_retry_after),
         )
 
     @classmethod
@@ -114,6 +133,8 @@ class BatchOptions:
             "max_bytes": (int, 0, config.max_body_bytes),
             "retries": (int, 0, config.max_retries),
             "per_host": (int, 0, config.max_concurrency),
+            "per_host_interval": (float, 0, config.max_per_host_interval),
+            "max_retry_after": (float, 0, config.max_retry_after),
         }
         for key, value in raw.items():
             where = f"options.{key}"
@@ -129,10 +150,11 @@ class BatchOptions:
                 else:
                     base[key] = number
             elif key == "method":
-                if not isinstance(value, str) or value.upper() not in METHODS:
-                    problems.append({"field": where, "message": "must be GET or HEAD"})
+                method = value.upper().replace(" ", "") if isinstance(value, str) else None
+                if method not in METHODS:
+                    problems.append({"field": where, "message": "must be GET, HEAD or HEAD,GET"})
                 else:
-                    base[key] = value.upper()
+                    base[key] = method
             elif key == "headers":
                 message = (
                     "must be an object of header names to strings"
@@ -148,6 +170,24 @@ class BatchOptions:
                     problems.append({"field": where, "message": f"must be one of {', '.join(CLIENTS)}"})
                 else:
                     base[key] = value
+            elif key in ("retry_statuses", "head_fallback_statuses"):
+                statuses = _status_list(value)
+                if statuses is None:
+                    problems.append(
+                        {
+                            "field": where,
+                            "message": f"must be a list of at most {MAX_STATUS_LIST} statuses (100-599), "
+                            "or the same as text: '429,503'",
+                        }
+                    )
+                else:
+                    base[key] = statuses
+            elif key == "respect_retry_after":
+                flag = _flag(value)
+                if flag is None:
+                    problems.append({"field": where, "message": "must be true or false"})
+                else:
+                    base[key] = flag
             elif key == "accept_status":
                 message = _accept_status_problem(value)
                 if message:
@@ -177,6 +217,29 @@ def _number(value: Any, kind: type[int] | type[float]) -> float | int | None:
     if kind is float and not isinstance(value, (int, float)):
         return None
     return kind(value)
+
+
+def _status_list(value: Any) -> list[int] | None:
+    """A list of HTTP statuses from JSON ([429, 503]) or a query string ('429,503'), sorted; None when invalid."""
+    if isinstance(value, str):
+        items: list[Any] = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    statuses = [_number(item, int) for item in items]
+    if len(statuses) > MAX_STATUS_LIST or any(s is None or not 100 <= s <= 599 for s in statuses):
+        return None
+    return sorted({int(s) for s in statuses if s is not None})
+
+
+def _flag(value: Any) -> bool | None:
+    """A boolean from JSON or a query string ('true', '0', ...); None when it is neither."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        return value.lower() in ("true", "1", "yes", "on")
+    return None
 
 
 def header_problem(pairs: list[tuple[str, Any]]) -> str | None:

@@ -23,6 +23,7 @@ class ErrorKind(StrEnum):
     TOO_LARGE = "too_large"
     INVALID_URL = "invalid_url"
     BLOCKED = "blocked"
+    RATE_LIMITED = "rate_limited"  # a Retry-After longer than the batch's max_retry_after
     CANCELLED = "cancelled"
     OTHER = "other"
 
@@ -49,11 +50,13 @@ class Result:
     started_at: str | None = None
     finished_at: str | None = None
     timings: dict[str, float | None] = field(default_factory=dict)
+    method: str | None = None  # the method of the final answer, for HEAD,GET batches only
+    retried: int = field(default=0, repr=False)  # tries made before the URL went back to its host's queue (not shown)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready data (what dataclasses.asdict gives, without its deep copy)."""
         error = self.error
-        return {
+        data = {
             "index": self.index,
             "url": self.url,
             "final_url": self.final_url,
@@ -68,6 +71,9 @@ class Result:
             "finished_at": self.finished_at,
             "timings": dict(self.timings),
         }
+        if self.method is not None:
+            data["method"] = self.method
+        return data
 
 
 def failed_result(index: int, url: str, kind: ErrorKind, message: str) -> Result:

@@ -129,11 +129,11 @@ class _GuardedAdapter(HTTPAdapter):
 class RequestsTransport:
     """The requests transport: one Session per batch, its pool sized to the batch's concurrency."""
 
-    def __init__(self, pool_size: int, resolver: Resolver):
+    def __init__(self, pool_size: int, resolver: Resolver, user_agent: str = USER_AGENT):
         self.session = requests.Session()
         # trust_env off: environment proxies must not redirect fetches, and reading them costs on every request.
         self.session.trust_env = False
-        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["User-Agent"] = user_agent
         self.adapter = _GuardedAdapter(resolver, pool_size)
         self.session.mount("http://", self.adapter)
         self.session.mount("https://", self.adapter)

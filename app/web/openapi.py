@@ -17,12 +17,15 @@ from ..core.config import Config
 from ..core.options import (
     CLIENT_HEADERS,
     CLIENTS,
+    DEFAULT_HEAD_FALLBACK_STATUSES,
+    DEFAULT_RETRY_STATUSES,
     MAX_ACCEPT_RANGES,
     MAX_ACCEPT_STATUS_CHARS,
     MAX_HEADER_NAME,
     MAX_HEADER_VALUE,
     MAX_HEADERS,
     MAX_HEADERS_TOTAL,
+    MAX_STATUS_LIST,
     METHODS,
     BatchOptions,
 )
@@ -116,6 +119,12 @@ def schemas(config: Config) -> dict[str, Any]:
             "accept_status": {"type": "string"},
             "per_host": {"type": "integer"},
             "client": {"type": "string", "description": "Absent on batches stored before clients could be chosen."},
+            # Absent on batches stored before polite batches (issue 18), like client.
+            "per_host_interval": {"type": "number"},
+            "retry_statuses": {"type": "array", "items": {"type": "integer"}},
+            "respect_retry_after": {"type": "boolean"},
+            "max_retry_after": {"type": "number"},
+            "head_fallback_statuses": {"type": "array", "items": {"type": "integer"}},
         },
     }
     # Lists carry many batches: header values (up to 16 KiB a batch) stay on GET /batches/{id}.
@@ -290,6 +299,39 @@ def schemas(config: Config) -> dict[str, Any]:
                     "description": "Most fetches in flight to one host; 0 for no cap.",
                 },
                 "client": {"type": "string", "enum": list(CLIENTS), "description": "The HTTP client that fetches."},
+                "per_host_interval": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": config.max_per_host_interval,
+                    "description": "Seconds at least between the starts of two requests to one host (every hop "
+                    "and retry counts); 0 for none.",
+                },
+                "retry_statuses": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                    "maxItems": MAX_STATUS_LIST,
+                    "default": list(DEFAULT_RETRY_STATUSES),
+                    "description": "Statuses retried like connection errors when `retries` > 0 (also '429,503').",
+                },
+                "respect_retry_after": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "A retried status with Retry-After pauses its host that long (not counted "
+                    "against `timeout`).",
+                },
+                "max_retry_after": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": config.max_retry_after,
+                    "description": "Longest Retry-After obeyed (seconds); a longer one ends the URL `rate_limited`.",
+                },
+                "head_fallback_statuses": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                    "maxItems": MAX_STATUS_LIST,
+                    "default": list(DEFAULT_HEAD_FALLBACK_STATUSES),
+                    "description": "With method HEAD,GET: HEAD answers that send the URL again with GET.",
+                },
             },
         },
         "Options": options,
@@ -399,7 +441,15 @@ def schemas(config: Config) -> dict[str, Any]:
                         "properties": {"url": {"type": "string"}, "status": {"type": "integer"}},
                     },
                 },
-                "attempts": {"type": "integer"},
+                "attempts": {
+                    "type": "integer",
+                    "description": "Requests made for the URL's answer: 1, plus each retry, plus the GET after a HEAD.",
+                },
+                "method": {
+                    "type": "string",
+                    "enum": ["HEAD", "GET"],
+                    "description": "The method of the final answer; only in batches with method HEAD,GET.",
+                },
                 "started_at": nullable(TIMESTAMP),
                 "finished_at": nullable(TIMESTAMP),
                 "timings": {

@@ -1,0 +1,168 @@
+"""Polite batches (issue 18): per-host pacing, Retry-After pauses, HEAD then GET, the User-Agent; checked in the
+target's own log of each request's start and end."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from app.fetch.base import USER_AGENT, VERSION
+from tests.support.server import error_of, kind_of
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, target_env, target):
+    """One server for the module, with a short GREENBATCH_MAX_RETRY_AFTER ceiling to test against."""
+    from tests.support.server import GreenbatchServer
+
+    env = {
+        # localhost is a second host on the same target
+        "GREENBATCH_ALLOW_TARGETS": f"{target_env['GREENBATCH_ALLOW_TARGETS']},localhost:{target.port}",
+        "GREENBATCH_MAX_RETRY_AFTER": "120",
+    }
+    instance = GreenbatchServer(tmp_path_factory.mktemp("polite"), env).start()
+    instance.run_batch([target.url("/ok")])  # a first fetch warms the process (threads, imports) for the timings
+    yield instance
+    instance.stop()
+
+
+def paced_urls(target, count: int, query: str = "") -> tuple[str, list[str]]:
+    """`count` URLs of one fresh /paced key on the target (its log is the key's alone), and the key."""
+    key = secrets.token_hex(4)
+    return key, [target.url(f"/paced/{key}/{i}{'?' + query if query else ''}") for i in range(count)]
+
+
+def most_at_once(log: list[dict]) -> int:
+    """The most requests the target was answering at one moment."""
+    edges = sorted([(entry["start"], 1) for entry in log] + [(entry["end"], -1) for entry in log])
+    now = most = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_per_host_interval_and_per_host_space_the_starts_and_cap_the_requests_in_flight(server, target):
+    key, urls = paced_urls(target, 12, "delay=300")
+    results = server.run_batch(urls, concurrency=10, per_host=2, per_host_interval=0.2)
+    assert all(result["ok"] for result in results.values())
+    log = target.paced_log(key)
+    starts = sorted(entry["start"] for entry in log)
+    assert len(starts) == 12
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    # The target stamps a request once it has read it: a few ms of the loopback's jitter either way.
+    assert min(gaps) >= 0.2 - 0.01, gaps
+    assert most_at_once(log) <= 2
+
+
+def test_urls_waiting_for_a_busy_host_hold_no_fetcher_from_the_other_hosts(server, target):
+    slow_key, slow = paced_urls(target, 6, "delay=500")
+    fast_key, fast = paced_urls(target, 30)
+    fast = [url.replace("127.0.0.1", "localhost") for url in fast]  # another host on the same target
+    server.run_batch(slow + fast, concurrency=2, per_host=1)
+    slow_starts = sorted(entry["start"] for entry in target.paced_log(slow_key))
+    fast_ends = [entry["end"] for entry in target.paced_log(fast_key)]
+    assert len(slow_starts) == 6 and len(fast_ends) == 30
+    # Slow URL 1 waits for URL 0 in its host's queue, not in a fetcher: the other host's URLs go by meanwhile.
+    assert max(fast_ends) < slow_starts[1]
+
+
+def test_a_host_that_refuses_past_its_rate_is_paused_by_retry_after_and_every_url_ends_ok(server, target):
+    key, urls = paced_urls(target, 60, "rate=10&retry_after=2")
+    batch = server.submit(urls, concurrency=10, retries=3)
+    server.wait(batch["id"], timeout=60)
+    results = server.results(batch["id"])
+    assert [kind_of(result) for result in results] == [None] * 60
+    log = sorted(target.paced_log(key), key=lambda entry: entry["start"])
+    first_refusal = min(entry["end"] for entry in log if entry["status"] == 429)
+    later = [entry["start"] for entry in log if entry["start"] > first_refusal]
+    for i, start in enumerate(later):
+        in_a_second = [other for other in later[i:] if other < start + 1.0]
+        assert len(in_a_second) <= 10, f"{len(in_a_second)} requests in the second from {start}"
+    # The pause: what the first burst had sent already aside, nothing starts within 2 s of the first refusal,
+    # and the host refuses nothing sent after it.
+    resumed = [entry for entry in log if entry["start"] > first_refusal + 0.1]
+    assert resumed[0]["start"] >= first_refusal + 2 - 0.05
+    assert [entry["status"] for entry in resumed] == [200] * len(resumed)
+    assert max(result["attempts"] for result in results) == 2
+
+
+def test_a_retry_after_past_max_retry_after_ends_the_url_rate_limited_at_once(server, target):
+    _, urls = paced_urls(target, 1, "rate=0&retry_after=3600")
+    started = time.monotonic()
+    result = server.run_batch(urls, retries=2)[0]
+    assert time.monotonic() - started < 5
+    assert kind_of(result) == "rate_limited"
+    assert "Retry-After: 3600" in result["error"]["message"] and "max_retry_after of 60 s" in result["error"]["message"]
+    assert result["attempts"] == 1
+
+
+def test_cancel_during_a_long_pause_ends_the_batch_within_a_second(server, target):
+    key, urls = paced_urls(target, 20, "rate=0&retry_after=30")
+    batch = server.submit(urls, concurrency=5, retries=3)
+    deadline = time.monotonic() + 10
+    while not target.paced_log(key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the refusals are in: the host is paused for 30 s
+    asked = time.monotonic()
+    assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
+    ended = server.wait(batch["id"], timeout=5)
+    assert time.monotonic() - asked < 1.0
+    assert ended["status"] == "cancelled" and ended["counts"]["cancelled"] == 20
+
+
+def test_head_get_asks_with_get_where_head_answers_405_and_says_which_method_answered(server, target):
+    key, urls = paced_urls(target, 5, "head=405")
+    results = server.run_batch(urls, method="HEAD,GET")
+    assert [(r["ok"], r["status_code"], r["method"], r["attempts"]) for r in results.values()] == [
+        (True, 200, "GET", 2)
+    ] * 5
+    assert sorted(entry["method"] for entry in target.paced_log(key)) == ["GET"] * 5 + ["HEAD"] * 5
+
+
+def test_head_get_keeps_the_head_answer_where_head_works(server, target):
+    result = server.fetch_one(target.url("/ok"), method="head,get")
+    assert (result["ok"], result["method"], result["attempts"]) == (True, "HEAD", 1)
+
+
+def test_the_default_user_agent_names_greenbatch_and_its_version_and_a_batch_may_replace_it(server, target):
+    assert USER_AGENT == f"greenbatch/{VERSION} (+https://github.com/greenbatch)"
+    key, urls = paced_urls(target, 1)
+    for client in ("fast", "requests"):
+        server.run_batch(urls, client=client)
+        server.run_batch(urls, client=client, headers={"user-agent": "audit-bot/2"})
+    assert [entry["user_agent"] for entry in target.paced_log(key)] == [USER_AGENT, "audit-bot/2"] * 2
+
+
+def test_the_version_in_the_user_agent_is_the_projects():
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert f'version = "{VERSION}"' in pyproject
+
+
+def test_greenbatch_user_agent_sets_the_servers_default(make_server, target):
+    server = make_server({"GREENBATCH_USER_AGENT": "acme-link-audit/1 (+mailto:web@acme.test)"})
+    key, urls = paced_urls(target, 1)
+    server.run_batch(urls)
+    assert [entry["user_agent"] for entry in target.paced_log(key)] == ["acme-link-audit/1 (+mailto:web@acme.test)"]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"per_host_interval": 61}, "options.per_host_interval"),
+        ({"per_host_interval": -1}, "options.per_host_interval"),
+        ({"max_retry_after": 121}, "options.max_retry_after"),
+        ({"retry_statuses": [429, 99]}, "options.retry_statuses"),
+        ({"retry_statuses": list(range(400, 421))}, "options.retry_statuses"),
+        ({"head_fallback_statuses": "405,abc"}, "options.head_fallback_statuses"),
+        ({"respect_retry_after": "maybe"}, "options.respect_retry_after"),
+        ({"method": "GET,HEAD"}, "options.method"),
+    ],
+)
+def test_polite_options_past_their_limits_are_refused_with_400_naming_the_field(server, target, options, field):
+    response = server.request("POST", "/api/v1/batches", json={"urls": [target.url("/ok")], "options": options})
+    assert response.status_code == 400
+    assert [detail["field"] for detail in error_of(response)["details"]] == [field]

@@ -88,7 +88,15 @@ def test_a_ten_thousand_url_batch_ends_with_every_url_in_exactly_one_final_state
     assert response.status_code == 201, response.text
     batch_id = response.json()["id"]
     done = server.wait(batch_id, timeout=180)
-    assert done["counts"] == {"total": 10_000, "pending": 0, "running": 0, "ok": 9_000, "failed": 1_000, "cancelled": 0}
+    assert done["counts"] == {
+        "total": 10_000,
+        "pending": 0,
+        "waiting": 0,
+        "running": 0,
+        "ok": 9_000,
+        "failed": 1_000,
+        "cancelled": 0,
+    }
     stored = stored_results(data, batch_id)
     assert len(stored) == 10_000 and set(stored.values()) == {1}
     assert done["stats"]["by_status"] == {"200": 9000, "500": 1000}

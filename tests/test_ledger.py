@@ -227,7 +227,15 @@ def test_a_queued_batch_cancelled_before_any_claim_ends_with_every_url_cancelled
     new_batch(ledger, "b4", 30)
     events = ledger.cancel("b4")
     assert events is not None and events[0].seq == 32
-    assert events[0].data["counts"] == {"total": 30, "pending": 0, "running": 0, "ok": 0, "failed": 0, "cancelled": 30}
+    assert events[0].data["counts"] == {
+        "total": 30,
+        "pending": 0,
+        "waiting": 0,
+        "running": 0,
+        "ok": 0,
+        "failed": 0,
+        "cancelled": 30,
+    }
     assert events[0].data["stats"]["urls_per_s"] is None and events[0].data["stats"]["p50_ms"] is None
 
 

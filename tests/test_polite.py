@@ -35,6 +35,22 @@ def paced_urls(target, count: int, query: str = "") -> tuple[str, list[str]]:
     return key, [target.url(f"/paced/{key}/{i}{'?' + query if query else ''}") for i in range(count)]
 
 
+def wait_for(check, what: str, timeout: float = 10):
+    """Poll `check` until it answers something true; that answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = check()
+        if answer:
+            return answer
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def ended_iso_in(seconds: float) -> str:
+    """The ISO time `seconds` from now, as the API writes times (UTC, Z)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + seconds))
+
+
 def most_at_once(log: list[dict]) -> int:
     """The most requests the target was answering at one moment."""
     edges = sorted([(entry["start"], 1) for entry in log] + [(entry["end"], -1) for entry in log])
@@ -53,8 +69,10 @@ def test_per_host_interval_and_per_host_space_the_starts_and_cap_the_requests_in
     starts = sorted(entry["start"] for entry in log)
     assert len(starts) == 12
     gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
-    # The target stamps a request once it has read it: a few ms of the loopback's jitter either way.
-    assert min(gaps) >= 0.2 - 0.01, gaps
+    # The engine spaces the starts by its own clock; the target stamps each request once it has read it, so
+    # a busy machine (two cores for the whole suite) moves stamps by tens of ms. Unpaced, pairs start together.
+    assert min(gaps) >= 0.2 - 0.05, gaps
+    assert sum(gaps) / len(gaps) >= 0.2
     assert most_at_once(log) <= 2
 
 
@@ -88,6 +106,23 @@ def test_a_host_that_refuses_past_its_rate_is_paused_by_retry_after_and_every_ur
     assert resumed[0]["start"] >= first_refusal + 2 - 0.05
     assert [entry["status"] for entry in resumed] == [200] * len(resumed)
     assert max(result["attempts"] for result in results) == 2
+    (host,) = server.request("GET", f"/api/v1/batches/{batch['id']}/hosts").json()["hosts"]
+    refusals = sum(entry["status"] == 429 for entry in log)
+    assert host == {
+        "host": "127.0.0.1",
+        "in_flight": 0,
+        "done": 60,
+        "ok": 60,
+        "failed": 0,
+        "p50_ms": host["p50_ms"],
+        "refused": refusals,
+        "paused_until": None,
+        "pause_reason": "",
+    }
+    metrics = server.request("GET", "/metrics").text
+    assert (
+        "greenbatch_host_pauses_total" in metrics and f'greenbatch_retries_total{{status="429"}} {refusals}' in metrics
+    )
 
 
 def test_a_retry_after_past_max_retry_after_ends_the_url_rate_limited_at_once(server, target):
@@ -106,7 +141,13 @@ def test_cancel_during_a_long_pause_ends_the_batch_within_a_second(server, targe
     deadline = time.monotonic() + 10
     while not target.paced_log(key) and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)  # the refusals are in: the host is paused for 30 s
+    paused = wait_for(
+        lambda: (answer := server.batch(batch["id"]))["counts"]["waiting"] == 20 and answer, "every URL waits"
+    )
+    assert paused["counts"]["pending"] == 0 and paused["counts"]["running"] == 0
+    (host,) = server.request("GET", f"/api/v1/batches/{batch['id']}/hosts").json()["hosts"]
+    assert (host["host"], host["refused"], host["pause_reason"]) == ("127.0.0.1", 5, "429 Retry-After: 30")
+    assert host["paused_until"] > ended_iso_in(25)
     asked = time.monotonic()
     assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
     ended = server.wait(batch["id"], timeout=5)
@@ -166,3 +207,18 @@ def test_polite_options_past_their_limits_are_refused_with_400_naming_the_field(
     response = server.request("POST", "/api/v1/batches", json={"urls": [target.url("/ok")], "options": options})
     assert response.status_code == 400
     assert [detail["field"] for detail in error_of(response)["details"]] == [field]
+
+
+def test_the_hosts_table_downloads_as_csv_the_most_refused_host_first(server, target):
+    _, refusing = paced_urls(target, 2, "rate=0&retry_after=3600")
+    fine = [target.url("/ok").replace("127.0.0.1", "localhost")] * 3
+    batch = server.submit(fine + refusing, retries=1)
+    server.wait(batch["id"])
+    response = server.request("GET", f"/api/v1/batches/{batch['id']}/hosts", params={"format": "csv"})
+    assert response.headers["Content-Type"].startswith("text/csv")
+    assert "attachment" in response.headers["Content-Disposition"]
+    lines = response.text.splitlines()
+    assert lines[0] == '"host","in_flight","done","ok","failed","p50_ms","refused","paused_until","pause_reason"'
+    assert lines[1].startswith('"127.0.0.1","0","2","0","2",') and '"2",""' in lines[1]
+    assert lines[2].startswith('"localhost","0","3","3","0",')
+    assert server.request("GET", f"/api/v1/batches/{batch['id']}/hosts", params={"format": "xml"}).status_code == 400

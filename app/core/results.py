@@ -51,6 +51,7 @@ class Result:
     finished_at: str | None = None
     timings: dict[str, float | None] = field(default_factory=dict)
     method: str | None = None  # the method of the final answer, for HEAD,GET batches only
+    refused: int = 0  # answers with a retry status (429, 503) the URL retried after; shown only when some
     retried: int = field(default=0, repr=False)  # tries made before the URL went back to its host's queue (not shown)
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +74,8 @@ class Result:
         }
         if self.method is not None:
             data["method"] = self.method
+        if self.refused:
+            data["refused"] = self.refused
         return data
 
 

@@ -168,6 +168,7 @@ def attempt(
             gate.pause(url, wait, f"{hop.status} Retry-After: {hop.headers.get('Retry-After')}")
         if not retrying:
             return hop
+        result.refused += 1
         if wait is None:
             sleep(RETRY_BACKOFF * 2 ** (tries - 1))
         elif gate is not None:

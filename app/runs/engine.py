@@ -29,7 +29,7 @@ from ..fetch.base import USER_AGENT, Transport
 from ..fetch.errors import DeadlineExceeded, FetchError, RetryLater, deadline_message
 from ..fetch.follow import follow
 from .events import EventBus
-from .hosts import Counters, Hosts, Requeued, UrlPass, host_of
+from .hosts import Counters, HostLive, Hosts, Requeued, UrlPass, host_of
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -183,8 +183,10 @@ class Fetching:
         for index in handed:
             if index is None:
                 break
-            self._fetch_one(run, transport, index, hosts)
-            idle.release()
+            try:
+                self._fetch_one(run, transport, index, hosts)
+            finally:
+                idle.release()  # the dispatcher must never wait for a fetcher that is gone
             gevent.sleep(0)  # as _fetcher: the next URL starts from the back of the loop's callback queue
         self._taken_all()
 
@@ -230,6 +232,7 @@ class Fetching:
                     earlier.retried,
                     earlier.retried,
                 )
+                result.refused = earlier.refused
                 started -= earlier.spent
                 deadline = max(0.001, deadline - earlier.spent)
         try:
@@ -246,7 +249,9 @@ class Fetching:
             assert hosts is not None and gate is not None
             gate.release()
             spent = time.perf_counter() - started
-            hosts.requeue(hosts.host(host_of(url)), index, Requeued(result.retried, spent, result.started_at))
+            hosts.requeue(
+                hosts.host(host_of(url)), index, Requeued(result.retried, spent, result.started_at, result.refused)
+            )
             return
         except DeadlineExceeded as exc:
             # follow() left the phases the last hop completed in result.timings; the message says what was missing.
@@ -417,6 +422,24 @@ class Engine(Fetching):
             listed.append(InFlight(index, run.urls[index], iso_at(wall - elapsed), round(elapsed * 1000, 1)))
         return listed, len(run.in_flight)
 
+    def hosts_live(self, batch_id: str) -> dict[str, HostLive]:
+        """Per host of a batch the engine holds: its URLs in flight, and a paced batch's pauses and refusals."""
+        run = self._runs.get(batch_id)
+        if run is None:
+            return {}
+        in_flight: dict[str, int] = {}
+        for index in list(run.in_flight):
+            name = host_of(run.urls[index])
+            in_flight[name] = in_flight.get(name, 0) + 1
+        hosts = run.hosts
+        names = set(in_flight) | (set(hosts.hosts) if hosts is not None else set())
+        live = {}
+        for name in names:
+            until, reason = hosts.paused(name) if hosts is not None else (None, "")
+            refused = hosts.hosts[name].refused if hosts is not None and name in hosts.hosts else 0
+            live[name] = HostLive(in_flight.get(name, 0), until, reason, refused)
+        return live
+
     def is_live(self, batch_id: str) -> bool:
         """Whether the engine holds the batch: queued, running, or ended with events still to commit."""
         return batch_id in self._runs
@@ -558,8 +581,9 @@ class Engine(Fetching):
 
         final: the summary stored for the ended batch, with exact percentiles (one sort of its latencies).
         """
+        waiting = run.hosts.waiting() if run.hosts is not None and not final else 0
         return stats.batch_summary(
-            run.tally, run.total, run.started_clock, time.monotonic(), running=run.running, exact=final
+            run.tally, run.total, run.started_clock, time.monotonic(), running=run.running, exact=final, waiting=waiting
         )
 
     def _report_progress(self, run: BatchRun) -> None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
 from gevent.event import Event as Signal
 
+from ..core import stats
 from ..core.clock import iso_at
 from ..core.options import BatchOptions
 from ..fetch.errors import RetryLater
@@ -46,7 +48,7 @@ class Host:
     refused: int = 0  # answers with one of the batch's retry_statuses (429, 503)
     learned: float = 0.0  # seconds between starts this host's refusals taught (0: none yet)
     learned_at: float = float("-inf")  # monotonic: refusals of requests started before this are old news
-    starts: deque[float] = field(default_factory=deque)  # start times of the last LEARN_WINDOW
+    answered: deque[float] = field(default_factory=deque)  # starts of the requests it took (not refused), lately
     queue: deque[int] = field(default_factory=deque)  # URL indexes waiting for this host
 
 
@@ -65,6 +67,7 @@ class Requeued:
     retried: int  # tries made
     spent: float  # seconds of fetch time used (its deadline's share)
     started_at: str | None
+    refused: int  # refusals it retried after
 
 
 class Hosts:
@@ -200,9 +203,6 @@ class Hosts:
                 break
             gevent.sleep(ready_at - now)
         host.last_start = now
-        host.starts.append(now)
-        while host.starts[0] < now - LEARN_WINDOW:
-            host.starts.popleft()
         if first:
             host.starting -= 1
             self._notify()
@@ -220,18 +220,24 @@ class Hosts:
     def refused(self, host: Host, status: int, retrying: bool, started: float) -> None:
         """Count an answer with a retried status and the retry it leads to, and slow the host down.
 
-        The host took the requests that started in the second before the refused one: from then on its
-        requests start LEARN_MARGIN times further apart than that pace (twice as far apart as before, when
-        it refuses one sent at the learned pace), whatever the batch's per_host_interval.
+        The host took the requests answered so far that started in the second before the refused one: from
+        then on its requests start LEARN_MARGIN times further apart than that pace (twice as far apart as
+        before, when it refuses one sent at the learned pace), whatever the batch's per_host_interval.
         """
         host.refused += 1
         if retrying:
             self.counters.retries[status] = self.counters.retries.get(status, 0) + 1
         if started < host.learned_at:
             return  # sent before the last lesson: it says nothing about the pace learned since
-        taken = sum(1 for at in host.starts if started - LEARN_WINDOW < at < started)
+        taken = sum(1 for at in host.answered if started - LEARN_WINDOW < at < started)
         host.learned = max(2 * host.learned, LEARN_MARGIN * LEARN_WINDOW / max(1, taken))
         host.learned_at = time.monotonic()
+
+    def took(self, host: Host, started: float) -> None:
+        """The host answered a request that started at `started` without refusing it."""
+        host.answered.append(started)
+        while host.answered and host.answered[0] < time.monotonic() - 2 * LEARN_WINDOW:
+            host.answered.popleft()
 
     def requeue(self, host: Host, index: int, state: Requeued) -> None:
         """A URL goes back to the front of its host's queue, to run again once the host is ready."""
@@ -267,10 +273,12 @@ class UrlPass:
         self.index = index
         self.held: Host | None = hosts.host(host_of(url))  # the dispatcher took this slot for the URL
         self.first = True  # the dispatcher's slot has not sent its first request yet
-        self.started = 0.0  # monotonic start of the URL's latest request
+        self.started = 0.0  # monotonic start of the URL's latest request, 0 before its first
+        self.was_refused = False  # whether that request's answer was a refusal (429, 503)
 
     def before_request(self, url: str) -> None:
         """Wait for the host of `url` to take one more request (slot, interval, pause), then count its start."""
+        self._answered()
         name = host_of(url)
         if self.held is None or self.held.name != name:
             self.release()
@@ -280,12 +288,19 @@ class UrlPass:
         self.started = self.hosts.start(self.held, self.first)
         self.first = False
 
+    def _answered(self) -> None:
+        """The URL's latest request is over: a host that did not refuse it took it (what refusals compare with)."""
+        if self.started and not self.was_refused and self.held is not None:
+            self.hosts.took(self.held, self.started)
+        self.started, self.was_refused = 0.0, False
+
     def pause(self, url: str, seconds: float, reason: str) -> None:
         """Pause the host of `url` (a Retry-After)."""
         self.hosts.pause(self.hosts.host(host_of(url)), seconds, reason)
 
     def refused(self, url: str, status: int, retrying: bool) -> None:
         """Count a 429 or 503 (a status the batch retries) of the host of `url`."""
+        self.was_refused = True
         self.hosts.refused(self.hosts.host(host_of(url)), status, retrying, self.started)
 
     def retry_later(self, url: str) -> None:
@@ -294,9 +309,78 @@ class UrlPass:
 
     def release(self) -> None:
         """Give back the slot the URL holds (at its end, or when it moves to another host)."""
+        self._answered()
         if self.held is not None:
             if self.first:
                 self.held.starting -= 1  # dispatched but never sent a request (a URL check failed)
                 self.first = False
             self.hosts.leave(self.held)
             self.held = None
+
+
+# -- the hosts of a batch, as the API and the page show them ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostLive:
+    """What the fetching process knows of one host of a batch right now."""
+
+    in_flight: int = 0
+    paused_until: str | None = None  # ISO time, None when not paused
+    pause_reason: str = ""
+    refused: int = 0  # 429/503 answers seen so far, retried ones included
+
+
+HOST_FIELDS = ("host", "in_flight", "done", "ok", "failed", "p50_ms", "refused", "paused_until", "pause_reason")
+REFUSED_STATUSES = frozenset({429, 503})  # what `refused` counts among stored final answers
+
+
+def host_table(results: Iterable[dict[str, Any]], live: Mapping[str, HostLive]) -> list[dict[str, Any]]:
+    """Per host of a batch: in flight, done (ok, failed; cancelled are neither), median latency, refusals and
+    any pause; the most refused first, then the slowest, then by name.
+
+    `results` are the stored results; `live` the fetching process's view, empty when it has none (a finished
+    batch, or cluster mode's web process). `refused` counts the 429 and 503 answers the results record
+    (retried ones, a final one, a `rate_limited` end), or the live count when it is ahead.
+    """
+    done: dict[str, list[int]] = {}  # host -> [done, ok, failed, refusals]
+    latencies: dict[str, list[float]] = {}
+    for result in results:
+        name = host_of(result["url"])
+        tally = done.setdefault(name, [0, 0, 0, 0])
+        row = stats.row_of(result)
+        kind = stats.outcome(row)
+        if kind == "cancelled":
+            continue
+        tally[0] += 1
+        tally[1 if kind == "ok" else 2] += 1
+        tally[3] += result.get("refused", 0)
+        if row.status_code in REFUSED_STATUSES or row.error_kind == "rate_limited":
+            tally[3] += 1
+        latency = stats.latency_ms(row)
+        if latency is not None:
+            latencies.setdefault(name, []).append(latency)
+    table = []
+    for name in sorted(set(done) | set(live)):
+        counted = done.get(name, [0, 0, 0, 0])
+        now = live.get(name, HostLive())
+        table.append(
+            {
+                "host": name,
+                "in_flight": now.in_flight,
+                "done": counted[0],
+                "ok": counted[1],
+                "failed": counted[2],
+                "p50_ms": stats.percentile(sorted(latencies.get(name, [])), 50),
+                "refused": max(now.refused, counted[3]),
+                "paused_until": now.paused_until,
+                "pause_reason": now.pause_reason,
+            }
+        )
+    table.sort(key=_most_refused_then_slowest)
+    return table
+
+
+def _most_refused_then_slowest(host: dict[str, Any]) -> tuple[int, float]:
+    """The hosts table's order: the most refused first, then the slowest median."""
+    return -int(host["refused"]), -float(host["p50_ms"] or 0.0)

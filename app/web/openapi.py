@@ -31,6 +31,7 @@ from ..core.options import (
 )
 from ..core.results import BATCH_STATUSES, ERROR_KINDS
 from ..runs.engine import MAX_RUNNING_LISTED
+from ..runs.hosts import HOST_FIELDS
 from ..runs.store.base import MAX_SEARCH, OUTCOMES, RESULT_SORTS
 from .exports import FORMATS
 
@@ -340,8 +341,16 @@ def schemas(config: Config) -> dict[str, Any]:
             "type": "object",
             "required": ["total", "pending", "running", "ok", "failed", "cancelled"],
             "properties": {
-                k: {"type": "integer", "minimum": 0}
-                for k in ("total", "pending", "running", "ok", "failed", "cancelled")
+                **{
+                    k: {"type": "integer", "minimum": 0}
+                    for k in ("total", "pending", "running", "ok", "failed", "cancelled")
+                },
+                "waiting": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "URLs held back by their host's Retry-After pause (not in pending); absent on "
+                    "batches stored before it was counted.",
+                },
             },
         },
         "Stats": {
@@ -506,6 +515,42 @@ def schemas(config: Config) -> dict[str, Any]:
                     "type": "integer",
                     "description": "Every event up to this seq was stored when the page was read: follow the "
                     "websocket or the events from here.",
+                },
+            },
+        },
+        "HostList": {
+            "type": "object",
+            "required": ["batch_id", "hosts"],
+            "properties": {
+                "batch_id": {"type": "string"},
+                "hosts": {
+                    "type": "array",
+                    "description": "The most refused first, then the slowest (p50).",
+                    "items": {
+                        "type": "object",
+                        "required": list(HOST_FIELDS),
+                        "properties": {
+                            "host": {"type": "string"},
+                            "in_flight": {"type": "integer", "description": "0 in cluster mode (the workers')."},
+                            "done": {
+                                "type": "integer",
+                                "description": "URLs of the host with a result, cancelled ones aside (ok + failed).",
+                            },
+                            "ok": {"type": "integer"},
+                            "failed": {"type": "integer"},
+                            "p50_ms": {"type": ["number", "null"], "description": "Median total time (nearest rank)."},
+                            "refused": {
+                                "type": "integer",
+                                "description": "429 and 503 answers, retried ones "
+                                "included while the batch runs in this process.",
+                            },
+                            "paused_until": nullable(TIMESTAMP),
+                            "pause_reason": {
+                                "type": "string",
+                                "description": "e.g. `429 Retry-After: 30`; empty when not paused.",
+                            },
+                        },
+                    },
                 },
             },
         },
@@ -753,6 +798,23 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             "404": error("No such batch."),
         },
     }
+    hosts = {
+        "parameters": [
+            ID_PARAM,
+            query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}, "csv: a download."),
+        ],
+        "responses": {
+            "200": {
+                "description": "Per host: in flight, done, ok, failed, median, refusals and pause.",
+                "content": {
+                    "application/json": {"schema": ref("HostList")},
+                    "text/csv": {"schema": {"type": "string"}, "description": "The same columns, one host a line."},
+                },
+            },
+            "400": error("A parameter is wrong."),
+            "404": error("No such batch."),
+        },
+    }
     running = {
         "parameters": [ID_PARAM],
         "responses": {
@@ -773,6 +835,7 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         (batch + "/rerun", "post", "api.rerun_batch", rerun),
         (batch + "/results", "get", "api.results", results),
         (batch + "/running", "get", "api.running", running),
+        (batch + "/hosts", "get", "api.hosts", hosts),
         (batch + "/events", "get", "api.events", events),
         (API + "/openapi.json", "get", "openapi.description", description),
     ]

@@ -3,6 +3,7 @@ target's own log of each request's start and end."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from pathlib import Path
@@ -222,3 +223,34 @@ def test_the_hosts_table_downloads_as_csv_the_most_refused_host_first(server, ta
     assert lines[1].startswith('"127.0.0.1","0","2","0","2",') and '"2",""' in lines[1]
     assert lines[2].startswith('"localhost","0","3","3","0",')
     assert server.request("GET", f"/api/v1/batches/{batch['id']}/hosts", params={"format": "xml"}).status_code == 400
+
+
+# -- the batch page ------------------------------------------------------------------------------------
+
+
+def test_the_batch_page_shows_the_paused_host_its_waiting_urls_and_sorts_the_hosts(server, target, page, phone):
+    expect = pytest.importorskip("playwright.sync_api").expect
+    key, paused = paced_urls(target, 12, "rate=0&retry_after=30")
+    fine = [target.url(f"/delay/400?i={i}").replace("127.0.0.1", "localhost") for i in range(4)]
+    batch = server.submit(paused + fine, concurrency=4, retries=3)
+    wait_for(lambda: server.batch(batch["id"])["counts"]["waiting"] == 12, "the paused host's URLs wait")
+    for tab, name in ((page, "desktop"), (phone, "phone")):
+        tab.goto(server.url(f"/batches/{batch['id']}"))
+        rows = tab.locator("#host-rows tr")
+        expect(rows).to_have_count(2)
+        first = rows.nth(0)  # the most refused first
+        expect(first.locator(".col-host")).to_have_text("127.0.0.1")
+        expect(first.locator(".col-pause")).to_have_text(
+            re.compile(r"^waiting: rate limited, (2\d|30) s \(Retry-After\)$")
+        )
+        expect(tab.locator("#stat-waiting")).to_be_visible()
+        expect(tab.locator("#count-waiting")).to_have_text("12")
+        expect(tab.locator("#progress-text")).to_contain_text("12 waiting: rate limited")
+        tab.screenshot(path=f"/tmp/gb-hosts-{name}.png", full_page=True)
+    page.click("[data-host-sort=host]")
+    expect(page.locator("#host-rows tr .col-host")).to_have_text(["127.0.0.1", "localhost"])
+    page.click("[data-host-sort=host]")
+    expect(page.locator("#host-rows tr .col-host")).to_have_text(["localhost", "127.0.0.1"])
+    assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
+    expect(page.locator("#stat-waiting")).to_be_hidden()
+    assert target.paced_log(key)

@@ -992,8 +992,10 @@ function watchRunning() {
 
 // Per host: in flight, done, ok %, median, 429/503 answers and any pause. The server sends the most refused
 // first, then the slowest; a header sorts by its column (again: the other way). Read every HOSTS_POLL_MS
-// while the batch runs, once more when it ends.
+// while the batch runs (a ms more per HOSTS_URLS_PER_MS URLs: the server reads every stored result for
+// it), once more when it ends.
 const HOSTS_POLL_MS = 2000;
+const HOSTS_URLS_PER_MS = 50;
 const HOSTS_SHOWN = 50;
 const hostsView = { list: null, at: 0, sort: null, dir: -1 };
 
@@ -1069,7 +1071,7 @@ async function watchHosts() {
       renderHosts();
     }
     if (final && answer.ok) return;
-    await sleep(HOSTS_POLL_MS);
+    await sleep(Math.max(HOSTS_POLL_MS, (batch.counts?.total || 0) / HOSTS_URLS_PER_MS));
   }
 }
 

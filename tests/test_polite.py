@@ -106,6 +106,9 @@ def test_a_host_that_refuses_past_its_rate_is_paused_by_retry_after_and_every_ur
     resumed = [entry for entry in log if entry["start"] > first_refusal + 0.1]
     assert resumed[0]["start"] >= first_refusal + 2 - 0.05
     assert [entry["status"] for entry in resumed] == [200] * len(resumed)
+    # and it learned about the pace the host takes, not a timid one: over half the limit
+    pace = (len(resumed) - 1) / (resumed[-1]["start"] - resumed[0]["start"])
+    assert pace > 5, f"{pace:.1f} requests a second after the pause"
     assert max(result["attempts"] for result in results) == 2
     (host,) = server.request("GET", f"/api/v1/batches/{batch['id']}/hosts").json()["hosts"]
     refusals = sum(entry["status"] == 429 for entry in log)

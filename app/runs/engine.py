@@ -158,6 +158,8 @@ class Fetching:
         hosts = run.hosts = Hosts(run.options, run.todo(), run.urls.__getitem__, self.counters)
         fetchers = min(run.options.concurrency, run.total - run.finished)
         run.pool = Pool(fetchers + 1)
+        if fetchers <= 0:
+            return  # resumed with every URL done: no dispatcher to wait for a fetcher that never comes
         idle = Semaphore(fetchers)  # a URL is dispatched only to a free fetcher, so its host slot starts at once
         handed: Queue[int | None] = Queue()
         for _ in range(fetchers):

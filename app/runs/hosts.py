@@ -48,6 +48,7 @@ class Host:
     refused: int = 0  # answers with one of the batch's retry_statuses (429, 503)
     learned: float = 0.0  # seconds between starts this host's refusals taught (0: none yet)
     learned_at: float = float("-inf")  # monotonic: refusals of requests started before this are old news
+    lesson: float | None = None  # start of a refused request whose lesson waits for its neighbours' answers
     answered: deque[float] = field(default_factory=deque)  # starts of the requests it took (not refused), lately
     queue: deque[int] = field(default_factory=deque)  # URL indexes waiting for this host
 
@@ -142,7 +143,7 @@ class Hosts:
             return False
         if now < host.paused_until:
             return False
-        interval = max(self.interval, host.learned)
+        interval = self._interval(host, now)
         if interval:
             # One URL at a time waits for the interval: it is dispatched only once the last request has started.
             return host.starting == 0 and now >= host.last_start + interval
@@ -157,7 +158,7 @@ class Hosts:
         """When the soonest queued host becomes ready by the clock; None when each waits for a slot or a start."""
         times = []
         for host in self._queued.values():
-            interval = max(self.interval, host.learned)
+            interval = self._interval(host, time.monotonic())
             if (self.cap and host.in_flight >= self.cap) or (interval and host.starting):
                 continue
             times.append(max(host.paused_until, host.last_start + interval))
@@ -198,7 +199,7 @@ class Hosts:
         """A request to `host` starts now: wait out its interval and pause, then note the start; its time."""
         while True:
             now = time.monotonic()
-            ready_at = max(host.paused_until, host.last_start + max(self.interval, host.learned))
+            ready_at = max(host.paused_until, host.last_start + self._interval(host, now))
             if now >= ready_at:
                 break
             gevent.sleep(ready_at - now)
@@ -227,11 +228,21 @@ class Hosts:
         host.refused += 1
         if retrying:
             self.counters.retries[status] = self.counters.retries.get(status, 0) + 1
-        if started < host.learned_at:
-            return  # sent before the last lesson: it says nothing about the pace learned since
-        taken = sum(1 for at in host.answered if started - LEARN_WINDOW < at < started)
-        host.learned = max(2 * host.learned, LEARN_MARGIN * LEARN_WINDOW / max(1, taken))
-        host.learned_at = time.monotonic()
+        if started < host.learned_at or host.lesson is not None:
+            return  # sent before the last lesson, or the lesson of this burst is being drawn already
+        host.lesson = started
+
+    def _interval(self, host: Host, now: float) -> float:
+        """The seconds between two request starts to `host`: the batch's, or what its refusals taught.
+
+        A refusal's lesson is drawn once the host's pause is over, so the requests sent alongside the
+        refused one have their answers and the pace counted is the one the host took.
+        """
+        if host.lesson is not None and now >= host.paused_until:
+            taken = sum(1 for at in host.answered if host.lesson - LEARN_WINDOW < at < host.lesson)
+            host.learned = max(2 * host.learned, LEARN_MARGIN * LEARN_WINDOW / max(1, taken))
+            host.learned_at, host.lesson = now, None
+        return max(self.interval, host.learned)
 
     def took(self, host: Host, started: float) -> None:
         """The host answered a request that started at `started` without refusing it."""

@@ -26,7 +26,7 @@ from ..fetch.errors import RetryLater
 
 DEFER_YIELD = 1000  # URLs the dispatcher sets aside in one go before it lets the hub run
 LEARN_WINDOW = 1.0  # seconds of request starts a refusal is compared with (servers count requests a second)
-LEARN_MARGIN = 1.1  # the learned interval is this much longer than the pace the host allowed
+LEARN_MARGIN = 1.2  # the learned interval is this much longer than the pace the host allowed (jitter aside)
 
 
 def host_of(url: str) -> str:

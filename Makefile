@@ -35,8 +35,11 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# Two pytest workers, a test file each at a time (a file's module-scoped servers stay in one worker): most tests
+# wait on servers they started, so two run in about half the time on 2 cores. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # bench/RESULTS.md: BENCH_ARGS=--quick (a smoke run), --profile, or --cluster (issue 16's cluster rows, bench/cluster.py).
 bench: $(VENV)/.installed-dev

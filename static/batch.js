@@ -14,6 +14,11 @@ import {
   fmtInt, fmtMs, fmtRate, h, liveModeFor, paintBar, perFrame, setText, showLiveMode, sleep, svg, withId,
   withQuery,
 } from './common.js';
+import { capturedFacts } from './capture.js';
+import {
+  OUTCOMES, outcomeOf, reasonWords, reasonsBeyondError, resultWords, ruleName, statusWords, thresholdValue, thresholdWords,
+  warningName, warningWords,
+} from './outcome.js';
 
 const config = byId('page').dataset;
 const PAGE_SIZE = 100;
@@ -27,7 +32,6 @@ const HELD_MAX = 20000; // live results kept while a page is read, to apply to i
 const SEARCH_PAUSE_MS = 250; // typing pauses this long before a search is sent
 // Results of these error kinds never reached the network: they have no latency (app/core/stats.py, _NO_LATENCY).
 const NO_LATENCY = new Set(['cancelled', 'blocked', 'invalid_url']);
-const OUTCOMES = ['ok', 'failed', 'cancelled'];
 
 // ---- state -------------------------------------------------------------------------------------
 
@@ -37,8 +41,9 @@ let ended = false;
 let liveState = 'connecting';
 // The counts: the server's figures as of `base.seq`, plus the results applied since; `shownBest` keeps them from going back.
 let base = baseOf(batch, batch.last_seq || 0);
-const since = { ok: 0, failed: 0, cancelled: 0, blocked: 0 };
-const shownBest = { ok: 0, failed: 0, cancelled: 0 };
+const since = { ok: 0, warn: 0, failed: 0, cancelled: 0, blocked: 0 };
+const shownBest = { ok: 0, warn: 0, failed: 0, cancelled: 0 };
+let expectationsSeen = false; // a result with expectations came: the counters say matched / mismatched
 let drawnCounts = null; // the counts last drawn (kept while the events applied catch up with a newer snapshot)
 let stoppedSeen = 0; // results cancelled in flight seen live: what the page says until the server's count comes
 let stoppedTotal = null; // the server's count of them, read once the batch is cancelled
@@ -47,11 +52,12 @@ const progressPoints = []; // {t (ms since epoch), fetched (ok + failed)} from p
 let running = null; // the last GET .../running answer while the Running filter shows: {list, count, at}
 
 const SORTS = ['index', 'status', 'latency', 'size'];
-const FILTERS = ['all', 'ok', 'failed', 'cancelled', 'running'];
+const FILTERS = ['all', 'ok', 'warn', 'failed', 'cancelled', 'running'];
+const FACETS = ['status', 'error', 'reason']; // the breakdowns' filters, one at a time
 // Latency and size read best slowest/largest first; index and status ascending.
 const defaultDir = (sort) => (sort === 'latency' || sort === 'size' ? -1 : 1);
 const view = {
-  filter: 'all', status: null, error: null, q: '', sort: 'index', dir: 1, offset: 0, fromIndex: null, expanded: new Set(),
+  filter: 'all', status: null, error: null, reason: null, q: '', sort: 'index', dir: 1, offset: 0, fromIndex: null, expanded: new Set(),
 };
 // The page of results shown: as the results API answered (as of its last_seq), plus the live results that belong on it.
 const table = {
@@ -115,12 +121,16 @@ function applyEvent(event) {
 function applyEvents(events) {
   for (const event of events || []) applyEvent(event);
   changed();
+  // The comparison (compare.js) reads its counts again as rows land.
+  if ((events || []).some((event) => event.type !== 'progress')) document.dispatchEvent(new CustomEvent('batch-events'));
 }
 
 // Count one result that arrived after the counts' seq.
 function count(r) {
   const outcome = outcomeOf(r);
   since[outcome] += 1;
+  if (outcome === 'warn') since.ok += 1; // the counts' ok includes warn, as `ok` is true for it
+  if (r.expect) expectationsSeen = true;
   if (outcome === 'failed' && r.error && r.error.kind === 'blocked') since.blocked += 1;
 }
 
@@ -216,8 +226,9 @@ function renderSummary() {
     const waiting = paused ? ` · ${fmtInt(counts.waiting)} ${paused}` : '';
     setText(els.progressText, `${fmtInt(doneOf(counts))} of ${fmtInt(counts.total)} URLs done${waiting}`);
   }
-  for (const key of ['ok', 'failed', 'cancelled', 'running', 'pending', 'waiting']) setText(byId(`count-${key}`), fmtInt(counts[key]));
+  for (const key of ['ok', 'warn', 'failed', 'cancelled', 'running', 'pending', 'waiting']) setText(byId(`count-${key}`), fmtInt(counts[key]));
   byId('stat-waiting').hidden = !counts.waiting;
+  renderExpectations(counts);
   setText(byId('stat-rate'), fmtRate(rateOf(fetched)));
   setText(byId('stat-p50'), fmtMs(stats.p50_ms));
   setText(byId('stat-p90'), fmtMs(stats.p90_ms));
@@ -228,6 +239,7 @@ function renderSummary() {
   setText(els.options, optionsText(batch.options || {}));
   renderSegments(counts);
   renderBlocked();
+  renderVerdict(counts);
 
   els.cancel.hidden = final;
   const unfinished = counts.failed + counts.cancelled;
@@ -237,6 +249,58 @@ function renderSummary() {
   els.remove.title = final ? 'Delete this batch and its results' : 'Cancel the batch before deleting it';
   document.title = `${batch.status === 'cancelled' ? 'Cancelled' : `${pct}%`} ${batch.name} · greenbatch`;
   if (ended) showLiveMode(...finishedMode());
+}
+
+// Whether the batch checks expectations or checks: its own options say so, or its reasons, or a result seen.
+function hasExpectations() {
+  const o = batch.options || {};
+  if ((o.expect && Object.keys(o.expect).length) || (o.checks && o.checks.length)) return true;
+  const reasons = Object.keys((batch.stats && batch.stats.by_reason) || {});
+  return expectationsSeen || reasons.some((rule) => rule.startsWith('expect.') || rule.startsWith('check['));
+}
+
+// With expectations, ok and failed read "matched" and "mismatched"; Warn shows when the batch has any.
+function renderExpectations(counts) {
+  const expecting = hasExpectations();
+  setText(byId('label-ok'), expecting ? 'Matched' : 'OK');
+  setText(byId('label-failed'), expecting ? 'Mismatched' : 'Failed');
+  byId('stat-warn').hidden = !expecting && !counts.warn;
+}
+
+// The verdict: PASS or FAIL once the batch ends, each threshold with its limit (and its value where it failed);
+// while it runs, the thresholds it will be judged by.
+function renderVerdict(counts) {
+  const node = byId('verdict');
+  const thresholds = Object.entries((batch.options && batch.options.thresholds) || {}).filter(([, limit]) => limit !== null && limit !== undefined);
+  const verdict = batch.verdict;
+  if (!verdict && !thresholds.length) {
+    node.hidden = true;
+    return;
+  }
+  node.hidden = false;
+  const drawn = JSON.stringify([thresholds, verdict, counts.failed]);
+  if (node.dataset.drawn === drawn) return;
+  node.dataset.drawn = drawn;
+  const state = !verdict ? 'pending' : verdict.pass ? 'pass' : 'fail';
+  node.className = `verdict ${state}`;
+  const violated = new Map(((verdict && verdict.violations) || []).map((v) => [v.threshold, v]));
+  const items = thresholds.map(([name, limit]) => {
+    const miss = violated.get(name);
+    violated.delete(name);
+    const mark = !verdict ? '' : miss ? ` ✗ ${thresholdValue(name, miss.actual)}` : ' ✓';
+    return h('li', { class: miss ? 'violated' : verdict ? 'met' : '', dataset: { threshold: name } }, thresholdWords(name, limit), mark);
+  });
+  for (const [name, miss] of violated) {
+    items.push(h('li', { class: 'violated', dataset: { threshold: name } }, thresholdWords(name, miss.limit), ` ✗ ${thresholdValue(name, miss.actual)}`));
+  }
+  let summary = '';
+  if (!verdict) summary = FINAL_STATUSES.has(batch.status) ? '' : 'decided when the batch ends';
+  else if (!thresholds.length && !items.length) summary = verdict.pass ? 'no URL failed' : `${fmtInt(counts.failed)} URL${counts.failed === 1 ? '' : 's'} failed`;
+  node.replaceChildren(...[
+    h('strong', { class: 'verdict-word' }, !verdict ? 'Verdict' : verdict.pass ? 'PASS' : 'FAIL'),
+    summary ? h('span', { class: 'verdict-summary' }, summary) : null,
+    items.length ? h('ul', { class: 'thresholds' }, items) : null,
+  ].filter(Boolean)); // replaceChildren would write a null as the text "null"
 }
 
 // URLs fetched (ok or failed) per second of run time; none before anything was fetched or under a second.
@@ -249,12 +313,12 @@ function rateOf(fetched) {
 
 // The filter buttons' counts are the counters' own; Cancelled and Running show only when they hold something.
 function renderSegments(counts) {
-  const shown = { all: doneOf(counts), ok: counts.ok, failed: counts.failed, cancelled: counts.cancelled, running: counts.running };
+  const shown = { all: doneOf(counts), ok: counts.ok, warn: counts.warn, failed: counts.failed, cancelled: counts.cancelled, running: counts.running };
   if (running && view.filter === 'running' && !FINAL_STATUSES.has(batch.status)) shown.running = running.count;
   for (const [key, n] of Object.entries(shown)) setText(document.querySelector(`[data-n="${key}"]`), fmtInt(n));
-  for (const key of ['cancelled', 'running']) {
+  for (const key of ['warn', 'cancelled', 'running']) {
     const button = document.querySelector(`.segmented [data-filter="${key}"]`);
-    button.hidden = view.filter !== key && !(key === 'running' ? !FINAL_STATUSES.has(batch.status) && batch.started_at : counts.cancelled);
+    button.hidden = view.filter !== key && !(key === 'running' ? !FINAL_STATUSES.has(batch.status) && batch.started_at : counts[key]);
   }
 }
 
@@ -328,6 +392,14 @@ function optionsText(o) {
   parts.push(`ok = ${o.accept_status}`);
   const headers = Object.keys(o.headers || {}).length;
   if (headers) parts.push(`${headers} header${headers === 1 ? '' : 's'}`);
+  if (o.capture) {
+    const kept = (o.capture.headers || []).length;
+    const what = [o.capture.tls ? 'TLS' : null, kept ? `${kept} header${kept === 1 ? '' : 's'}` : null].filter(Boolean);
+    parts.push(`captures ${what.join(' and ') || 'server and address'}`);
+  }
+  if (o.expect && expectWords(o.expect)) parts.push(`expect ${expectWords(o.expect)}`);
+  if (o.url_match && o.url_match !== 'exact') parts.push(`final URL match: ${o.url_match.replaceAll('_', ' ')}`);
+  if (o.base_url) parts.push(`base ${o.base_url}`);
   return parts.filter(Boolean).join(' · ');
 }
 
@@ -438,22 +510,32 @@ function statusClass(code) {
   return `code c${String(code)[0]}xx`;
 }
 
-// A breakdown's bars; each is a button that filters the table to its status code or error kind.
+const FILL = { status: (key) => `c${key[0]}xx`, error: () => 'error', reason: (key) => (warningName(key) !== key ? 'warn' : 'error') };
+const NONE = { status: 'No responses yet', error: 'No errors', reason: 'No reasons' };
+
+// A bar's label: a status code, an error kind, or a rule in words (its name in the title).
+function facetLabel(kind, key) {
+  if (kind === 'status') return h('span', { class: statusClass(Number(key)) }, key);
+  if (kind === 'reason') return h('span', { class: `kind rule ${FILL.reason(key)}` }, ruleName(key));
+  return h('span', { class: 'kind' }, key);
+}
+
+// A breakdown's bars; each is a button that filters the table to its status code, error kind or rule.
 function drawBreakdown(list, entries, kind) {
   if (!entries.length) {
-    list.replaceChildren(h('li', { class: 'none' }, kind === 'status' ? 'No responses yet' : 'No errors'));
+    list.replaceChildren(h('li', { class: 'none' }, NONE[kind]));
     return;
   }
   const max = Math.max(...entries.map(([, n]) => n));
   list.replaceChildren(...entries.map(([key, n]) => {
-    const fill = h('span', { class: `fill ${kind === 'status' ? `c${key[0]}xx` : 'error'}` });
+    const fill = h('span', { class: `fill ${FILL[kind](key)}` });
     fill.style.width = `${(100 * n) / max}%`;
     const pressed = view[kind] === key;
     return h('li', null, h('button', {
       type: 'button', class: 'facet', 'aria-pressed': String(pressed), dataset: { facet: kind, value: key },
       title: `${key}: ${fmtInt(n)} · ${pressed ? 'click to show every result' : 'click to show only these'}`,
     },
-    h('span', { class: kind === 'status' ? statusClass(Number(key)) : 'kind' }, key),
+    facetLabel(kind, key),
     h('span', { class: 'track' }, fill),
     h('span', { class: 'n num' }, fmtInt(n))));
   }));
@@ -469,6 +551,12 @@ function drawBreakdowns() {
   const stats = batch.stats || {};
   drawBreakdown(byId('by-status'), Object.entries(stats.by_status || {}), 'status');
   drawBreakdown(byId('by-error'), Object.entries(stats.by_error || {}).sort((a, b) => b[1] - a[1]), 'error');
+  // Rules that decided rows, then the warnings no rule already counts; shown once the batch has any.
+  const reasons = { ...(stats.by_reason || {}) };
+  for (const [kind, n] of Object.entries(stats.by_warning || {})) if (!(kind in reasons)) reasons[kind] = n;
+  const entries = Object.entries(reasons).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  byId('reasons').hidden = !entries.length && view.reason === null;
+  drawBreakdown(byId('by-reason'), entries, 'reason');
 }
 
 new ResizeObserver(drawCharts).observe(throughputSvg.parentElement);
@@ -478,8 +566,7 @@ document.querySelector('.breakdowns').addEventListener('click', (event) => {
   if (!button) return;
   const { facet, value } = button.dataset;
   const on = view[facet] !== value;
-  view.status = null;
-  view.error = null;
+  for (const key of FACETS) view[key] = null;
   if (on) {
     view[facet] = value;
     if (view.filter !== 'all') setFilter('all');
@@ -512,21 +599,28 @@ const SORT_KEYS = {
   size: (r) => (r.status_code === null || r.status_code === undefined ? null : r.bytes),
 };
 
-function outcomeOf(r) {
-  if (r.ok) return 'ok';
-  return r.error && r.error.kind === 'cancelled' ? 'cancelled' : 'failed';
-}
-
 // Whether a result belongs in the view, as the results API decides (a search ignores the case of ASCII letters).
 function matches(r) {
-  if (OUTCOMES.includes(view.filter) && outcomeOf(r) !== view.filter) return false;
+  if (OUTCOMES.includes(view.filter) && !inOutcome(r, view.filter)) return false;
   if (view.status !== null && String(r.status_code) !== view.status) return false;
   if (view.error !== null && !(r.error && r.error.kind === view.error)) return false;
+  if (view.reason !== null && !hasRule(r, view.reason)) return false;
   if (view.q) {
     const q = view.q.toLowerCase();
     if (!r.url.toLowerCase().includes(q) && !(r.final_url && r.final_url.toLowerCase().includes(q))) return false;
   }
   return true;
+}
+
+// Whether a result is in an outcome filter: OK holds the warn rows too, as the counts' ok does.
+function inOutcome(r, filter) {
+  const outcome = outcomeOf(r);
+  return outcome === filter || (filter === 'ok' && outcome === 'warn');
+}
+
+// Whether a rule decided a result, or a warning of that kind was raised on it.
+function hasRule(r, rule) {
+  return (r.reasons || []).some((reason) => reason.rule === rule) || (r.warnings || []).some((w) => w.kind === rule);
 }
 
 // The results API's parameters for the page the view shows.
@@ -537,6 +631,7 @@ function pageQuery() {
   if (OUTCOMES.includes(view.filter)) query.outcome = view.filter;
   if (view.status !== null) query.status = view.status;
   if (view.error !== null) query.error = view.error;
+  if (view.reason !== null) query.reason = view.reason;
   if (view.q) query.q = view.q;
   return query;
 }
@@ -613,7 +708,7 @@ function place(r) {
 // How many results the view holds: the counters' own figure where one says (no search, status or error),
 // else the results API's, plus the live results since.
 function viewTotal() {
-  if (view.status === null && view.error === null && !view.q) {
+  if (view.status === null && view.error === null && view.reason === null && !view.q) {
     const counts = shownCounts();
     if (view.filter === 'all') return { n: doneOf(counts), exact: true };
     if (OUTCOMES.includes(view.filter)) return { n: counts[view.filter], exact: true };
@@ -659,10 +754,18 @@ function resultRow(r) {
   const statusCell = h('td', { class: 'col-status' },
     r.status_code === null || r.status_code === undefined ? h('span', { class: 'code none' }, '—') : h('span', { class: statusClass(r.status_code) }, String(r.status_code)),
     redirects ? h('span', { class: 'hops', title: `${redirects} redirect${redirects === 1 ? '' : 's'}` }, `↪${redirects}`) : null);
-  const errorCell = h('td', { class: 'col-error' });
-  if (r.error) {
-    errorCell.append(h('span', { class: `kind ${r.error.kind === 'cancelled' ? 'muted' : ''}` }, r.error.kind), ' ',
+  const outcomeCell = h('td', { class: 'col-outcome' });
+  if (r.error && r.error.kind !== 'mismatch') {
+    outcomeCell.append(h('span', { class: `kind ${r.error.kind === 'cancelled' ? 'muted' : ''}` }, r.error.kind), ' ',
       h('span', { class: 'message', title: r.error.message }, r.error.message));
+  }
+  // What decided the row, in words; the rules by name in the title.
+  const words = resultWords(r, checksOf());
+  if (words) {
+    const reasons = reasonsBeyondError(r);
+    const rules = reasons.length ? reasons.map((x) => x.rule) : (r.warnings || []).map((w) => w.kind);
+    if (outcome === 'warn') outcomeCell.append(h('span', { class: 'tag warn' }, 'warn'), ' ');
+    outcomeCell.append(h('span', { class: 'why', title: `${rules.join(', ')}: ${words}` }, words));
   }
   const size = SORT_KEYS.size(r);
   return h('tr', {
@@ -676,7 +779,7 @@ function resultRow(r) {
     : h('td', { class: 'num col-latency' }, fmtMs(latencyOf(r))),
   h('td', { class: `num col-size${size === null ? ' none' : ''}` }, size === null ? '–' : fmtBytes(r.bytes)),
   h('td', { class: 'col-type', title: r.content_type || '' }, r.content_type || ''),
-  errorCell);
+  outcomeCell);
 }
 
 function runningRow(u) {
@@ -687,7 +790,7 @@ function runningRow(u) {
     h('td', { class: 'num col-latency', title: `in flight since ${fmtClock(u.started_at)}` }, fmtMs(u.elapsed_ms)),
     h('td', { class: 'num col-size none' }, '–'),
     h('td', { class: 'col-type' }),
-    h('td', { class: 'col-error' }));
+    h('td', { class: 'col-outcome' }));
 }
 
 const PHASES = [
@@ -725,24 +828,68 @@ function waterfall(r) {
   return h('div', { class: 'waterfall' }, rows);
 }
 
+// The checks a reason "check[N]" may name: the batch's (a row's own follow them).
+function checksOf() {
+  return (batch.options && batch.options.checks) || [];
+}
+
+// Where each reason with a hop diverged: hop index -> the words of the reasons there. A hop past the
+// redirects is the last response.
+function divergences(r) {
+  const at = new Map();
+  const last = (r.redirects || []).length;
+  for (const reason of r.reasons || []) {
+    if (typeof reason.hop !== 'number') continue;
+    const hop = Math.min(reason.hop, last);
+    at.set(hop, [...(at.get(hop) || []), reasonWords(reason, { batchChecks: checksOf(), rowChecks: r.checks })]);
+  }
+  return at;
+}
+
+// A hop of the chain; the one where the row diverged from its expectations is marked, with why.
+function hopItem(className, status, url, diverged) {
+  const item = h('li', { class: [className, diverged ? 'diverged' : ''].filter(Boolean).join(' ') || null },
+    h('span', { class: status === null || status === undefined ? 'code none' : statusClass(status) }, String(status ?? '—')), ' ', h('span', { class: 'url' }, url));
+  if (diverged) item.append(h('span', { class: 'diverged-note' }, `diverged here: ${diverged.join('; ')}`));
+  return item;
+}
+
+// What the row was expected to do, in words: "status 301 · final URL https://… · at most 3 hops".
+function expectWords(expect) {
+  const parts = [];
+  if (expect.status !== undefined && expect.status !== null) parts.push(`status ${statusWords(expect.status)}`);
+  if (expect.final_url) parts.push(`final URL ${expect.final_url}`);
+  if (expect.final_status !== undefined && expect.final_status !== null) parts.push(`final status ${statusWords(expect.final_status)}`);
+  if (expect.max_hops !== undefined && expect.max_hops !== null) parts.push(`at most ${fmtInt(expect.max_hops)} hops`);
+  return parts.join(' · ');
+}
+
 function detailRow(r) {
   const chain = h('ol', { class: 'chain' });
-  for (const hop of r.redirects || []) {
-    chain.append(h('li', null, h('span', { class: statusClass(hop.status) }, String(hop.status)), ' ', h('span', { class: 'url' }, hop.url)));
-  }
-  if (r.final_url) {
-    chain.append(h('li', { class: 'final' }, h('span', { class: statusClass(r.status_code) }, String(r.status_code ?? '—')), ' ', h('span', { class: 'url' }, r.final_url)));
-  } else {
-    chain.append(h('li', { class: 'final' }, h('span', { class: 'code none' }, '—'), ' ', h('span', { class: 'url' }, r.url)));
-  }
+  const diverged = divergences(r);
+  (r.redirects || []).forEach((hop, i) => chain.append(hopItem('', hop.status, hop.url, diverged.get(i))));
+  const last = diverged.get((r.redirects || []).length);
+  chain.append(hopItem('final', r.final_url ? r.status_code : null, r.final_url || r.url, last));
+  const outcome = outcomeOf(r);
   const facts = h('dl', { class: 'facts' },
-    h('dt', null, 'Outcome'), h('dd', { class: `${outcomeOf(r)}-text` }, outcomeOf(r)),
+    h('dt', null, 'Outcome'), h('dd', { class: `${outcome}-text` }, outcome));
+  for (const reason of reasonsBeyondError(r)) {
+    facts.append(h('dt', { class: 'rule' }, reason.rule), h('dd', { class: 'why' }, reasonWords(reason, { batchChecks: checksOf(), rowChecks: r.checks })));
+  }
+  for (const warning of r.warnings || []) {
+    if ((r.reasons || []).some((reason) => reason.rule === warning.kind)) continue; // said above
+    facts.append(h('dt', { class: 'rule' }, warning.kind), h('dd', { class: 'why' }, warningWords(warning)));
+  }
+  if (r.expect && expectWords(r.expect)) facts.append(h('dt', null, 'Expected'), h('dd', null, expectWords(r.expect)));
+  for (const [key, value] of Object.entries(r.meta || {})) facts.append(h('dt', { class: 'meta' }, key), h('dd', null, String(value ?? '')));
+  facts.append(
     h('dt', null, 'Content type'), h('dd', null, r.content_type || '–'),
     h('dt', null, 'Size'), h('dd', { class: 'num' }, `${fmtBytes(r.bytes)}${r.bytes >= 1024 ? ` (${fmtInt(r.bytes)} B)` : ''}`),
     h('dt', null, 'Attempts'), h('dd', { class: 'num' }, String(r.attempts ?? '–')),
     h('dt', null, 'Started'), h('dd', { class: 'num' }, r.started_at || '–'),
     h('dt', null, 'Finished'), h('dd', { class: 'num' }, r.finished_at || '–'));
-  if (r.error) facts.append(h('dt', null, 'Error'), h('dd', { class: 'error-text' }, `${r.error.kind}: ${r.error.message}`));
+  if (r.error && r.error.kind !== 'mismatch') facts.append(h('dt', null, 'Error'), h('dd', { class: 'error-text' }, `${r.error.kind}: ${r.error.message}`));
+  facts.append(...capturedFacts(r));
   return h('tr', { class: 'detail', dataset: { detailFor: String(r.index) } },
     h('td', { colspan: '7' },
       h('h3', { class: 'drawer-title' }, `URL #${r.index}`, h('span', { class: 'hint' }, 'Esc closes')),
@@ -751,11 +898,18 @@ function detailRow(r) {
         h('section', null, h('h4', null, 'Timing'), waterfall(r)))));
 }
 
+// The breakdown filter in force, in words ('' for none).
+function facetWords() {
+  if (view.status !== null) return `status ${view.status}`;
+  if (view.error !== null) return `error ${view.error}`;
+  if (view.reason !== null) return `reason ${view.reason}`;
+  return '';
+}
+
 function filterWords() {
   const words = [];
   if (view.filter !== 'all') words.push(view.filter);
-  if (view.status !== null) words.push(`status ${view.status}`);
-  if (view.error !== null) words.push(`error ${view.error}`);
+  if (facetWords()) words.push(facetWords());
   if (view.q) words.push(`URLs containing “${view.q}”`);
   return words.join(' · ');
 }
@@ -800,8 +954,8 @@ function renderTable() {
   document.querySelector('.toolbar-hint').hidden = view.filter === 'running'; // in-flight rows have no drawer yet
   emptyNote.hidden = rows.length > 0;
   if (!rows.length) setText(emptyNote, emptyText(total.n));
-  facetChip.hidden = view.status === null && view.error === null;
-  setText(facetChip, view.status !== null ? `status ${view.status} ✕` : view.error !== null ? `error ${view.error} ✕` : '');
+  facetChip.hidden = FACETS.every((key) => view[key] === null);
+  setText(facetChip, `${facetWords()} ✕`);
   for (const th of document.querySelectorAll('#results th')) th.removeAttribute('aria-sort');
   const active = document.querySelector(`#results button[data-sort="${view.sort}"]`);
   active.parentElement.setAttribute('aria-sort', view.dir === 1 ? 'ascending' : 'descending');
@@ -889,8 +1043,7 @@ search.addEventListener('input', () => {
   }, SEARCH_PAUSE_MS);
 });
 facetChip.addEventListener('click', () => {
-  view.status = null;
-  view.error = null;
+  for (const key of FACETS) view[key] = null;
   viewChanged();
   drawBreakdowns();
 });
@@ -930,7 +1083,7 @@ function lastPageOffset() {
   return Math.max(0, Math.ceil(total / PAGE_SIZE) - 1) * PAGE_SIZE;
 }
 
-// ---- the view in the address: ?outcome=failed&status=404&error=dns&q=api&sort=latency&order=asc&offset=200 ----
+// ---- the view in the address: ?outcome=failed&status=404&error=dns&reason=expect.status&q=api&sort=latency&order=asc&offset=200 ----
 
 function readAddress() {
   const params = new URLSearchParams(window.location.search);
@@ -938,6 +1091,7 @@ function readAddress() {
   if (FILTERS.includes(filter)) setFilter(filter);
   view.status = /^\d{3}$/.test(params.get('status') || '') ? params.get('status') : null;
   view.error = /^[a-z_]{1,40}$/.test(params.get('error') || '') ? params.get('error') : null;
+  view.reason = /^[a-z_.]{1,40}$|^check\[\d{1,4}\]$/.test(params.get('reason') || '') ? params.get('reason') : null;
   view.q = (params.get('q') || '').trim();
   search.value = view.q;
   const sort = params.get('sort');
@@ -953,6 +1107,7 @@ function writeAddress() {
   if (view.filter !== 'all') params.set('outcome', view.filter);
   if (view.status !== null) params.set('status', view.status);
   if (view.error !== null) params.set('error', view.error);
+  if (view.reason !== null) params.set('reason', view.reason);
   if (view.q) params.set('q', view.q);
   if (view.sort !== 'index') params.set('sort', view.sort);
   if (view.dir !== defaultDir(view.sort)) params.set('order', view.dir === 1 ? 'asc' : 'desc');
@@ -1188,6 +1343,7 @@ async function poll() {
       showLostContact(false);
       ended = true;
       changed();
+      document.dispatchEvent(new CustomEvent('batch-events'));
       return;
     }
     if (lost) {
@@ -1213,6 +1369,7 @@ const socket = new LiveSocket({
       ended = true;
       if (table.pending) readPage(); // the batch's last results, for a view that could not place them live
       changed();
+      document.dispatchEvent(new CustomEvent('batch-events'));
     }
   },
   onState: setLiveState,

@@ -61,11 +61,14 @@ export function badgeClass(status) {
 export function paintBar(bar, counts) {
   const total = counts.total || 0;
   const share = (n) => (total ? (100 * (n || 0)) / total : 0);
-  const [ok, failed, cancelled, running] = bar.children;
-  ok.style.width = `${share(counts.ok)}%`;
-  failed.style.width = `${share(counts.failed)}%`;
-  cancelled.style.width = `${share(counts.cancelled)}%`;
-  running.style.width = `${share(counts.running)}%`;
+  // Each segment is named by its class after "seg": ok, warn, failed, cancelled, running. The counts' ok
+  // includes warn: a bar with a warn segment draws the two apart.
+  const hasWarn = [...bar.children].some((seg) => seg.classList[1] === 'warn');
+  for (const seg of bar.children) {
+    const key = seg.classList[1];
+    const n = key === 'ok' && hasWarn ? (counts.ok || 0) - (counts.warn || 0) : counts[key];
+    seg.style.width = `${share(n)}%`;
+  }
   const pct = total ? Math.floor((100 * doneOf(counts)) / total) : 0;
   bar.setAttribute('aria-valuenow', String(pct));
   return pct;
@@ -122,7 +125,7 @@ export function fmtClock(iso) {
   return `${when.toLocaleDateString('en-GB', { day: 'numeric', month: 'short' })} ${time}`;
 }
 
-// Counts that have ended (ok, failed or cancelled).
+// Counts that have ended (ok, warn among them, failed or cancelled).
 export function doneOf(counts) {
   return (counts.ok || 0) + (counts.failed || 0) + (counts.cancelled || 0);
 }

@@ -6,6 +6,75 @@ import {
 
 const config = byId('page').dataset;
 
+// ---- a CSV's header ----------------------------------------------------------------------------
+
+// A CSV column's name (any case, spaces around ignored) -> what the server reads it as (app/core/rowspec.py
+// CSV_COLUMNS); any other column is meta, kept with the row and given back in exports.
+const CSV_ROLES = {
+  url: 'url', source: 'url', old: 'url', from: 'url',
+  expected_status: 'expected_status', status: 'expected_status',
+  expected_final_url: 'expected_final_url', target: 'expected_final_url', new: 'expected_final_url', to: 'expected_final_url', destination: 'expected_final_url',
+  expected_final_status: 'expected_final_status',
+  max_hops: 'max_hops',
+};
+
+// The cells of one CSV line (quotes understood).
+function csvCells(line) {
+  const cells = [];
+  let cell = '';
+  let quoted = false;
+  for (let i = 0; i < line.length; i += 1) {
+    const c = line[i];
+    if (quoted) {
+      if (c === '"' && line[i + 1] === '"') { cell += '"'; i += 1; } else if (c === '"') quoted = false; else cell += c;
+    } else if (c === '"' && cell === '') quoted = true;
+    else if (c === ',') { cells.push(cell); cell = ''; } else cell += c;
+  }
+  cells.push(cell);
+  return cells;
+}
+
+// A text's first line (a byte order mark and a CR dropped): only it is read, however long the text.
+function firstLine(text) {
+  const end = text.indexOf('\n');
+  return (end === -1 ? text : text.slice(0, end)).replace(/^\uFEFF/, '').replace(/\r$/, '');
+}
+
+// A CSV's first line as the server reads a header: [{name, role}] (role null: meta), or null when it is not
+// a header it recognises (no url column, two, or a column named twice), and the first column holds the URLs.
+function csvHeader(line) {
+  if (line.length > 64 * 1024) return null; // no header is this long: a URL list's first line
+  const columns = csvCells(line).map((raw) => {
+    const name = raw.trim();
+    return { name, role: CSV_ROLES[name.toLowerCase()] || null };
+  });
+  const keys = columns.map((c) => c.role || `meta:${c.name}`);
+  if (keys.filter((k) => k === 'url').length !== 1 || new Set(keys).size !== keys.length) return null;
+  return columns;
+}
+
+const csvBox = byId('csv-columns');
+
+// What each column of a recognised header will be read as, shown before the batch is sent.
+function showColumns(columns) {
+  csvBox.hidden = !columns;
+  if (!columns) {
+    csvBox.replaceChildren();
+    return;
+  }
+  const drawn = JSON.stringify(columns);
+  if (csvBox.dataset.drawn === drawn) return;
+  csvBox.dataset.drawn = drawn;
+  const known = columns.filter((c) => c.role);
+  const meta = columns.filter((c) => !c.role);
+  csvBox.replaceChildren(
+    h('span', { class: 'csv-title' }, 'CSV header:'),
+    h('ul', { class: 'csv-list' }, known.map((c) => h('li', { class: 'known', dataset: { role: c.role } },
+      c.name.toLowerCase() === c.role ? c.role : `${c.name} → ${c.role}`))),
+  );
+  if (meta.length) csvBox.append(h('span', { class: 'csv-meta' }, `meta: ${meta.map((c) => c.name || '(unnamed)').join(', ')}`));
+}
+
 // ---- URL editor: line numbers, error marks ----------------------------------------------------
 
 const textarea = byId('urls');
@@ -86,8 +155,16 @@ const renderEditor = perFrame(() => {
     item.dataset.line = err.at === null ? '' : String(err.at);
   });
 
-  if (!attached) showUrlCount(urls);
+  if (!attached) {
+    // A CSV with a recognised header is sent as it is (text/csv): its header is not a URL.
+    editorColumns = csvHeader(firstLine(textarea.value));
+    showColumns(editorColumns);
+    showUrlCount(editorColumns ? Math.max(0, urls - 1) : urls);
+  }
 });
+
+// The editor text's CSV header when it has one the server recognises, else null.
+let editorColumns = null;
 
 function showUrlCount(count) {
   setText(urlCount, `${fmtInt(count)} URL${count === 1 ? '' : 's'}`);
@@ -307,9 +384,10 @@ async function loadFile(file) {
     return;
   }
   detach();
-  textarea.value = isCsvFile(file) ? csvFirstColumn(text).join('\n') : text.replace(/\n+$/, '');
+  const keepCsv = isCsvFile(file) && csvHeader(firstLine(text));
+  textarea.value = isCsvFile(file) && !keepCsv ? csvFirstColumn(text).join('\n') : text.replace(/\n+$/, '');
   loaded = { name: nameAfter(file), text: textarea.value };
-  const count = parseLines(textarea.value).length;
+  const count = parseLines(textarea.value).length - (keepCsv ? 1 : 0);
   showFileNote(`Loaded ${fmtInt(count)} URL${count === 1 ? '' : 's'} from ${file.name}`, false);
   showUrlErrors([], false);
   clearErrors();
@@ -397,9 +475,11 @@ function attach(file, head) {
   const bom = head[0] === 0xef && head[1] === 0xbb && head[2] === 0xbf;
   const entry = {
     file, name: nameAfter(file), body: bom ? file.slice(3) : file, type: isCsvFile(file) ? 'text/csv' : 'text/plain',
-    size: file.size, lines: null, urls: null, lineOf: null, progress: 0,
+    size: file.size, lines: null, urls: null, lineOf: null, progress: 0, columns: null,
   };
+  if (entry.type === 'text/csv') entry.columns = csvHeader(firstLine(new TextDecoder('utf-8').decode(head)));
   attached = entry;
+  showColumns(entry.columns);
   loaded = null;
   textarea.value = '';
   showUrlErrors([], false);
@@ -416,6 +496,7 @@ function detach() {
   attached = null;
   editor.hidden = false;
   fileBox.hidden = true;
+  showColumns(null);
   nameInput.placeholder = namePlaceholder;
   showUrlErrors([], false);
   renderEditor();
@@ -571,6 +652,13 @@ function formOptions() {
     const value = numberOption(id);
     if (value !== undefined) options[id] = value;
   }
+  const url_match = byId('url_match').value;
+  if (url_match !== 'exact') options.url_match = url_match;
+  const base = byId('base_url').value.trim();
+  if (base) options.base_url = base;
+  const thresholds = thresholdOptions();
+  if (thresholds === null) return null;
+  if (Object.keys(thresholds).length) options.thresholds = thresholds;
   if (typeof options.max_bytes === 'number') {
     // The field is in MiB, the API in bytes: the server's limit is said here in the field's unit.
     const limit = Number(config.maxBodyBytes);
@@ -583,6 +671,20 @@ function formOptions() {
   return options;
 }
 
+// The thresholds filled in, as the API takes them (rates as fractions), or null once a field's error is shown.
+function thresholdOptions() {
+  const thresholds = {};
+  for (const [id, scale] of [['failed_rate', 100], ['warn_rate', 100], ['p95_ms', 1], ['min_ok', 1]]) {
+    if (byId(id).validity.badInput) {
+      fieldError('options.thresholds', `${byId(id).labels[0].textContent.trim()}: must be a number`);
+      return null;
+    }
+    const value = numberOption(id);
+    if (value !== undefined) thresholds[id] = typeof value === 'number' ? value / scale : value;
+  }
+  return thresholds;
+}
+
 function busy(label) {
   submitButton.disabled = true;
   submitButton.textContent = label;
@@ -592,16 +694,162 @@ function idle() {
   submitButton.disabled = false;
   submitButton.textContent = 'Start batch';
   uploadBox.hidden = true;
+  updateStart();
+}
+
+// ---- sources: a sitemap or the links on a page, previewed before anything starts -------------------
+
+const SOURCE_TIMEOUT_MS = 120000; // the server gives up on a source after GREENBATCH_SOURCE_TIMEOUT (60 s by default)
+const sourceBox = byId('source-box');
+const listBox = byId('list-box');
+const sourceUrl = byId('source-url');
+const previewButton = byId('preview');
+const previewNote = byId('preview-note');
+const previewBox = byId('preview-box');
+const previewCounts = byId('preview-counts');
+const previewLimit = byId('preview-limit');
+const previewUrls = byId('preview-urls');
+const takeFirstButton = byId('take-first');
+let sourceType = 'list';
+let previewed = null; // the source (as JSON) the shown preview is of: Start sends exactly that one
+let takeFirst = null; // source.max_urls once the user chose to take the first N of a source over the limit
+
+function currentSource() {
+  const source = { type: sourceType, url: sourceUrl.value.trim() };
+  const include = byId('source-include').value.trim();
+  const exclude = byId('source-exclude').value.trim();
+  if (include) source.include = include;
+  if (exclude) source.exclude = exclude;
+  if (sourceType === 'page_links') source.same_origin = byId('source-same-origin').checked;
+  if (takeFirst) source.max_urls = takeFirst;
+  return source;
+}
+
+// Start waits for a preview of what the fields say now (a source can hold a million URLs).
+function updateStart() {
+  if (submitButton.textContent === 'Start batch') submitButton.disabled = sourceType !== 'list' && previewed === null;
+}
+
+function resetPreview() {
+  previewed = null;
+  takeFirst = null;
+  previewBox.hidden = true;
+  setText(previewNote, 'Preview reads the source and shows what it found; nothing starts.');
+  updateStart();
+}
+
+function setSourceType(type) {
+  sourceType = type;
+  listBox.hidden = type !== 'list';
+  sourceBox.hidden = type === 'list';
+  byId('same-origin-row').hidden = type !== 'page_links';
+  setText(byId('source-url-label'), type === 'sitemap' ? 'Sitemap URL' : 'Page URL');
+  sourceUrl.placeholder = type === 'sitemap' ? 'https://example.com/sitemap.xml' : 'https://example.com/';
+  clearErrors();
+  resetPreview();
+}
+
+for (const radio of form.querySelectorAll('input[name="source-type"]')) {
+  radio.addEventListener('change', () => setSourceType(radio.value));
+}
+for (const id of ['source-url', 'source-include', 'source-exclude', 'source-same-origin']) {
+  byId(id).addEventListener('input', resetPreview);
+}
+
+function previewLine(data, source) {
+  const c = data.counts;
+  const read = source.type === 'sitemap'
+    ? `${fmtInt(c.sitemaps_read)} sitemap${c.sitemaps_read === 1 ? '' : 's'} read` : 'page read';
+  const parts = [read, `${fmtInt(c.found)} URLs found`, `${fmtInt(c.unique)} unique`, `${fmtInt(c.excluded)} excluded`];
+  if (c.invalid) parts.push(`${fmtInt(c.invalid)} not fetchable`);
+  const take = takeFirst ? Math.min(takeFirst, c.kept) : data.would_take;
+  return `${parts.join(' · ')} → ${data.complete || takeFirst ? '' : 'more than '}${fmtInt(take)} to fetch`;
+}
+
+function showPreview(data, source) {
+  setText(previewCounts, previewLine(data, source));
+  previewUrls.replaceChildren(...data.urls.map((u) => h('li', {},
+    h('span', { class: 'url' }, u.url),
+    u.meta && u.meta.lastmod ? h('span', { class: 'hint' }, ` lastmod ${u.meta.lastmod}`) : null)));
+  previewLimit.hidden = !data.over_limit;
+  if (data.over_limit) {
+    setText(byId('preview-limit-text'),
+      `More URLs than a batch may hold: this server takes at most ${fmtInt(data.max_urls)} (GREENBATCH_MAX_URLS).`);
+    setText(takeFirstButton, `Take the first ${fmtInt(data.max_urls)}`);
+    takeFirstButton.onclick = () => {
+      takeFirst = data.max_urls;
+      previewed = JSON.stringify(currentSource());
+      previewLimit.hidden = true;
+      setText(previewCounts, previewLine(data, currentSource()));
+      updateStart();
+    };
+  }
+  previewBox.hidden = false;
+  const shown = data.urls.length;
+  setText(previewNote, shown < data.counts.kept ? `The first ${shown} are listed below.` : '');
+  previewed = data.over_limit ? null : JSON.stringify(source);
+  updateStart();
+}
+
+previewButton.addEventListener('click', async () => {
+  clearErrors();
+  takeFirst = null;
+  const source = currentSource();
+  if (!source.url) {
+    fieldError('source.url', `Give the URL of ${sourceType === 'sitemap' ? 'a sitemap' : 'a page'}.`);
+    sourceUrl.focus();
+    return;
+  }
+  previewButton.disabled = true;
+  previewBox.hidden = true;
+  setText(previewNote, 'Reading…');
+  const result = await api(config.apiPreview, { method: 'POST', body: { source }, timeout: SOURCE_TIMEOUT_MS });
+  previewButton.disabled = false;
+  if (!result.ok) {
+    setText(previewNote, '');
+    previewed = null;
+    updateStart();
+    showSubmitErrors(result.error, () => null);
+    return;
+  }
+  showPreview(result.data, source);
+});
+
+async function submitSource() {
+  const source = currentSource();
+  if (previewed !== JSON.stringify(source)) {
+    showFormError('Preview the source first: the batch takes what the preview shows.');
+    return;
+  }
+  const options = formOptions();
+  if (!options) return;
+  busy('Reading the source…');
+  const body = { source, name: nameInput.value.trim(), options };
+  const result = await api(config.apiBatches, { method: 'POST', body, timeout: SOURCE_TIMEOUT_MS });
+  if (result.ok) {
+    window.location.assign(withId(config.batchPage, result.data.id));
+    return;
+  }
+  idle();
+  showSubmitErrors(result.error, () => null);
 }
 
 form.addEventListener('submit', async (event) => {
   event.preventDefault();
   clearErrors();
+  if (sourceType !== 'list') {
+    await submitSource();
+    return;
+  }
   if (attached) {
     await submitFile(attached);
     return;
   }
   const entries = parseLines(textarea.value);
+  if (editorColumns) {
+    await submitCsv(entries);
+    return;
+  }
   if (entries.length === 0) {
     fieldError('urls', 'Add at least one URL, one per line.');
     textarea.focus();
@@ -621,13 +869,29 @@ form.addEventListener('submit', async (event) => {
   showSubmitErrors(result.error, (index) => entries[index]);
 });
 
-// A large file as the body of a text/plain or text/csv batch, its options in the query string, with progress.
-async function submitFile(entry) {
+// The editor's CSV (its header recognised) sent as it is, as text/csv; a refused row is shown on its line.
+async function submitCsv(entries) {
+  if (entries.length <= 1) {
+    fieldError('urls', 'Add at least one row under the CSV header.');
+    textarea.focus();
+    return;
+  }
+  const rows = entries.slice(1); // the header is not a URL
+  const entry = {
+    name: loaded ? loaded.name : 'the CSV', batchName: loaded ? loaded.name : '', body: new Blob([textarea.value], { type: 'text/csv' }), type: 'text/csv',
+    urls: rows.length, lineOf: rows.map((e) => e.line),
+  };
+  await submitFile(entry, { placeOf: (index) => rows[index] || null });
+}
+
+// A file (or the editor's CSV) as the body of a text/plain or text/csv batch, its options in the query string,
+// with progress. `placeOf` finds a refused URL's line in the editor; a file's lines are only named.
+async function submitFile(entry, { placeOf = null } = {}) {
   const options = formOptions();
   if (!options) return;
   busy('Counting…');
   await entry.scanned;
-  if (attached !== entry) {
+  if (!placeOf && attached !== entry) {
     idle();
     return;
   }
@@ -638,9 +902,10 @@ async function submitFile(entry) {
     else fieldError('urls', `${entry.name} has no URLs.`);
     return;
   }
-  const params = [['name', nameInput.value.trim() || entry.name]];
+  const params = [['name', nameInput.value.trim() || (entry.batchName ?? entry.name)]];
   for (const [key, value] of Object.entries(options)) {
     if (key === 'headers') Object.entries(value).forEach(([name, text]) => params.push(['header', `${name}: ${text}`]));
+    else if (typeof value === 'object') params.push([key, JSON.stringify(value)]); // thresholds: JSON in the query
     else params.push([key, String(value)]);
   }
   busy('Uploading…');
@@ -657,7 +922,8 @@ async function submitFile(entry) {
     return;
   }
   idle();
-  showSubmitErrors(result.error, (index) => (index < entry.urls ? { line: entry.lineOf[index], index } : null), { inFile: true });
+  if (placeOf) showSubmitErrors(result.error, placeOf);
+  else showSubmitErrors(result.error, (index) => (index < entry.urls ? { line: entry.lineOf[index], index } : null), { inFile: true });
 }
 
 // POST a file with XMLHttpRequest (fetch cannot report upload progress); never throws: the shape api() returns.
@@ -816,7 +1082,7 @@ function newRow() {
     id: h('span', { class: 'batch-id' }),
     status: h('span'),
     bar: h('div', { class: 'progress small', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100' },
-      h('span', { class: 'seg ok' }), h('span', { class: 'seg failed' }), h('span', { class: 'seg cancelled' }),
+      h('span', { class: 'seg ok' }), h('span', { class: 'seg warn' }), h('span', { class: 'seg failed' }), h('span', { class: 'seg cancelled' }),
       h('span', { class: 'seg running' })),
     // data-label: the column's name, shown on each cell when the list is laid out as cards.
     done: h('td', { class: 'num col-done', dataset: { label: 'Done' } }),

@@ -129,9 +129,11 @@ def test_a_txt_file_loads_into_the_editor_and_submits(page, server, target, tmp_
     expect(page.locator("tr.result-row")).to_have_count(3)
 
 
-def test_a_csv_file_loads_its_first_column_without_the_header(page, server, target, tmp_path):
+def test_a_csv_file_without_a_recognised_header_loads_its_first_column_without_the_header(
+    page, server, target, tmp_path
+):
     table = tmp_path / "urls.csv"
-    table.write_text(f'url,owner\n"{target.url("/ok?a=1,2")}",web\n{target.url("/ok")},api\n')
+    table.write_text(f'link,owner\n"{target.url("/ok?a=1,2")}",web\n{target.url("/ok")},api\n')
     page.goto(server.url("/"))
     page.set_input_files("#file", str(table))
     expect(page.locator("#urls")).to_have_value(f"{target.url('/ok?a=1,2')}\n{target.url('/ok')}")
@@ -170,7 +172,7 @@ def test_target_controlled_text_is_shown_as_text_never_as_markup(page, server, t
     open_batch(page, server, batch["id"])
     wait_until_final(page)
     expect(page.locator("td.col-type").first).to_have_text(markup)
-    expect(page.locator("td.col-error .message").last).to_contain_text(markup)
+    expect(page.locator("td.col-outcome .message").last).to_contain_text(markup)
     page.locator('tr.result-row[data-index="0"]').click()
     expect(page.locator("tr.detail dd").nth(1)).to_have_text(markup)
     assert page.locator("#results img").count() == 0

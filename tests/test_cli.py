@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -88,6 +89,7 @@ def test_submit_sends_every_batch_option_the_api_takes(server, target, tmp_path)
         *("--timeout", "5", "--connect-timeout", "2.5", "--max-bytes", "1000", "--client", "requests"),
         *("--per-host-interval", "0.5", "--retry-statuses", "429", "--ignore-retry-after", "--max-retry-after", "9"),
         *("--head-fallback-statuses", "405"),
+        *("--capture-tls", "--capture-header", "X-Robots-Tag", "--no-tls-verify"),
         server=server,
     )
     assert done.returncode == 0, done.stderr
@@ -108,6 +110,8 @@ def test_submit_sends_every_batch_option_the_api_takes(server, target, tmp_path)
         "connect_timeout": 2.5,
         "max_bytes": 1000,
         "client": "requests",
+        "capture": {"tls": True, "headers": ["x-robots-tag"]},
+        "tls_verify": False,
     }
 
 
@@ -453,3 +457,66 @@ def test_the_greenbatch_command_runs_the_cli_from_any_directory(server, tmp_path
     assert done.returncode == 0, done.stderr
     usage = subprocess.run([str(script), "submit", "--help"], env=cli_env(), capture_output=True, text=True)
     assert "Usage: " in usage.stdout and "--accept-status" in usage.stdout
+
+
+# -- issue 17: expectations, the verdict and JUnit ----------------------------------------------------
+
+
+def redirects_csv(tmp_path, target) -> Path:
+    """A migration's old,new pairs with a meta column: the first lands where expected, the second does not."""
+    path = tmp_path / "redirects.csv"
+    path.write_text(
+        "old,new,expected_status,owner\n"
+        f"{target.url('/redirect/1?status=301')},{target.url('/redirect/0?status=301')},301,web\n"
+        f"{target.url('/redirect/1?status=302')},{target.url('/redirect/0?status=302')},301,shop\n"
+    )
+    return path
+
+
+def test_a_csv_with_a_header_is_sent_as_csv_and_a_failed_verdict_exits_1_with_failures_by_reason(
+    server, target, tmp_path
+):
+    done = run_cli("submit", str(redirects_csv(tmp_path, target)), "--follow", "--format", "ndjson", server=server)
+    assert done.returncode == 1, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["meta"]["owner"] for r in results] == ["web", "shop"], "each row's meta came through: sent as CSV"
+    assert [r["outcome"] for r in results] == ["ok", "failed"]
+    assert "verdict: FAIL" in done.stderr
+    assert "by reason: " in done.stderr and "expect.status 1" in done.stderr
+
+
+def test_thresholds_decide_the_exit_status_and_warn_passes_unless_fail_on_warn(server, target, tmp_path):
+    urls = url_file(tmp_path, target.url("/ok"), target.url("/redirect/1?status=302"))
+    warned = run_cli("submit", str(urls), "--follow", "--threshold", "failed_rate=0%", server=server)
+    assert warned.returncode == 0, warned.stderr
+    assert "2 ok (1 warn), 0 failed" in warned.stderr and "verdict: PASS" in warned.stderr
+    strict = run_cli("follow", queued_id(warned.stderr), "--fail-on", "warn", server=server)
+    assert strict.returncode == 1, strict.stderr
+    slow = url_file(tmp_path, target.url("/delay/300"), name="slow.txt")
+    missed = run_cli("submit", str(slow), "--follow", "--threshold", "p50_ms=100", server=server)
+    assert missed.returncode == 1, missed.stderr
+    assert re.search(r"verdict: FAIL \(p50_ms [0-9.]+ ms > 100 ms\)", missed.stderr), missed.stderr
+    refused = run_cli("submit", str(slow), "--threshold", "p42_ms=1", server=server)
+    assert refused.returncode == 2 and "--threshold 'p42_ms=1' must be NAME=VALUE" in refused.stderr
+
+
+def test_junit_output_has_one_test_case_per_url_and_failures_carry_their_reasons(server, target, tmp_path):
+    output = tmp_path / "redirects.xml"
+    done = run_cli(
+        "submit",
+        str(redirects_csv(tmp_path, target)),
+        *("--follow", "--format", "junit", "--output", str(output)),
+        server=server,
+    )
+    assert done.returncode == 1, done.stderr
+    suite = ET.parse(output).getroot().find("testsuite")
+    assert (suite.get("name"), suite.get("tests"), suite.get("failures")) == ("redirects.csv", "2", "1")
+    cases = suite.findall("testcase")
+    assert [case.get("name") for case in cases] == [
+        target.url("/redirect/1?status=301"),
+        target.url("/redirect/1?status=302"),
+    ]
+    assert cases[0].find("failure") is None
+    failure = cases[1].find("failure")
+    assert failure.get("type") == "expect.status"
+    assert failure.get("message").startswith("302 where 301 was expected")

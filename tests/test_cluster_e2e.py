@@ -227,6 +227,54 @@ def test_the_hosts_of_a_batch_answer_on_any_web_process_from_its_stored_results(
     assert (host["in_flight"], host["paused_until"]) == (0, None)  # the workers' to know, not the web's
 
 
+def test_the_diff_of_two_runs_stored_by_the_workers_reads_the_same_on_either_web_process(cluster, target):
+    web_a, web_b = cluster.webs
+    tag = f"cluster{time.monotonic_ns()}"
+    kept = [target.url(f"/changes/{tag}/nf?answers=200,500"), target.url(f"/changes/{tag}/fx?answers=500,200")]
+    base = web_a.wait(web_a.submit([*kept, target.url(f"/changes/{tag}/gone")])["id"])
+    batch = web_a.wait(web_a.submit([*kept, target.url(f"/changes/{tag}/new")])["id"])
+    diffs = [
+        web.request("GET", f"/api/v1/batches/{batch['id']}/diff?base={base['id']}").json() for web in (web_a, web_b)
+    ]
+    assert diffs[0] == diffs[1]
+    summary = diffs[0]["summary"]
+    assert (summary["newly_failed"], summary["fixed"], summary["added"], summary["removed"]) == (1, 1, 1, 1)
+
+
+def test_expectations_checks_and_warnings_give_the_same_answers_as_one_process(web_a, web_b, make_server, target):
+    urls = [
+        {"url": "/redirect-to?url=/page/a&status=302", "expect": {"status": 301}, "meta": {"sku": "A1"}},
+        {"url": "/redirect-to?url=/page/b&status=301", "expect": {"final_url": "/page/b"}},
+        "/challenge",
+        {"url": "/product/4?stock=0", "checks": [{"source": "json", "path": "$.stock", "op": ">", "value": 0}]},
+        "/shop/5",
+    ]
+    options = {
+        "base_url": target.url("/"),
+        "checks": [{"source": "header", "name": "content-type", "op": "present"}],
+        "thresholds": {"failed_rate": 0.1},
+    }
+    clustered = web_b.wait(web_a.submit(urls, **options)["id"], timeout=60)
+    server = make_server()
+    alone = server.wait(server.submit(urls, **options)["id"], timeout=60)
+    mine = web_b.results(clustered["id"])
+    assert [(r["outcome"], [x["rule"] for x in r["reasons"]]) for r in mine] == [
+        ("failed", ["expect.status", "temporary_redirect"]),
+        ("ok", []),
+        ("warn", ["bot_challenge"]),
+        ("failed", ["check[1]"]),
+        ("ok", []),
+    ]
+    assert mine[0]["meta"] == {"sku": "A1"}
+    assert [comparable(r) for r in mine] == [comparable(r) for r in server.results(alone["id"])]
+    for key in ("counts", "verdict"):
+        assert clustered[key] == alone[key], key
+    assert clustered["counts"]["warn"] == 1 and clustered["verdict"]["pass"] is False
+    assert clustered["stats"]["by_reason"] == alone["stats"]["by_reason"]
+    assert [r["index"] for r in web_b.results(clustered["id"], outcome="warn")] == [2]
+    assert [r["index"] for r in web_b.results(clustered["id"], reason="check[1]")] == [3]
+
+
 # -- cancel ------------------------------------------------------------------------------------------
 
 

@@ -96,6 +96,7 @@ def test_a_ten_thousand_url_batch_ends_with_every_url_in_exactly_one_final_state
         "ok": 9_000,
         "failed": 1_000,
         "cancelled": 0,
+        "warn": 0,
     }
     stored = stored_results(data, batch_id)
     assert len(stored) == 10_000 and set(stored.values()) == {1}

@@ -39,6 +39,7 @@ def test_a_result_records_status_size_type_timings_and_attempts(server, target):
         "ok": 1,
         "failed": 0,
         "cancelled": 0,
+        "warn": 0,
     }
     assert batch["stats"]["p50_ms"] is not None and batch["stats"]["by_status"] == {"200": 1}
 
@@ -271,6 +272,7 @@ def test_cancelling_a_batch_ends_every_url_that_never_ran_as_cancelled_once_howe
         "ok": 0,
         "failed": 0,
         "cancelled": 12_001,
+        "warn": 0,
     }
     results = server.results(batch["id"])
     assert [r["index"] for r in results] == list(range(12_001))

@@ -133,6 +133,13 @@ def results(draw: st.DrawFn) -> dict:
         "finished_at": draw(st.none() | st.just("2026-12-06T00:00:00.456Z")),
         "timings": draw(st.fixed_dictionaries({}, optional={name: st.none() | MS for name in [*TIMINGS, "redirect"]})),
     }
+    if draw(st.booleans()):  # what a result means (stored before outcomes, a result has none of it)
+        result["outcome"] = draw(st.sampled_from(["ok", "warn", "failed", "cancelled"]))
+        reason = st.fixed_dictionaries({"rule": st.just("expect.final_url"), "expected": PLAIN, "actual": ODD_TEXT})
+        result["reasons"] = draw(st.lists(reason, max_size=2))
+        expect = {"status": st.integers(100, 599) | st.just("301,308"), "final_url": ODD_TEXT, "final_status": PLAIN}
+        if draw(st.booleans()):
+            result["expect"] = draw(st.fixed_dictionaries({}, optional=expect))
     for _ in range(draw(st.integers(0, 2))):
         where = draw(st.sampled_from([*TEXT_FIELDS, "error", "attempts", "timings", "total"]))
         if where in TEXT_FIELDS:
@@ -179,6 +186,9 @@ def reference_line(r: dict) -> str:
     fields = [r["index"], r["url"], r.get("final_url"), r.get("status_code"), ok, error.get("kind")]
     fields += [error.get("message"), r.get("bytes"), r.get("content_type"), len(r.get("redirects") or [])]
     fields += [r.get("attempts"), r.get("started_at"), r.get("finished_at"), *(t.get(name) for name in TIMINGS)]
+    expect = r.get("expect") or {}
+    reasons = "; ".join(f"{x['rule']}: expected {x['expected']}, got {x['actual']}" for x in r.get("reasons") or [])
+    fields += [r.get("outcome"), reasons, expect.get("status"), expect.get("final_url"), expect.get("final_status")]
     buffer = io.StringIO()
     csv.writer(buffer, quoting=csv.QUOTE_ALL).writerow(
         [FORMULA_START.sub(r"\1\2'", v) if isinstance(v, str) else v for v in fields]

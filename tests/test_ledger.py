@@ -126,6 +126,18 @@ def test_processes_appending_overlapping_indexes_record_each_once_with_gap_free_
     assert stored == {"counts": final["counts"], "stats": final["stats"]}
 
 
+def test_a_cluster_batch_records_its_source_for_every_web_process_to_read(ledger, pg_url):
+    from app.runs.store.postgres import PostgresStore
+
+    source = {"type": "page_links", "url": "http://a.test/", "include": None, "exclude": None, "max_urls": None}
+    ledger.create_batch("src", "links", {}, ["http://a.test/x"], CREATED, None, [[0]], source=source)
+    store = PostgresStore(pg_url)
+    try:
+        assert store.get_batch("src").source == source
+    finally:
+        store.close()
+
+
 def test_an_append_drops_indexes_recorded_before_and_repeated_within_it(ledger, pg_url):
     new_batch(ledger, "b2", 10)
     ledger.claim("b2", 0)
@@ -235,6 +247,7 @@ def test_a_queued_batch_cancelled_before_any_claim_ends_with_every_url_cancelled
         "ok": 0,
         "failed": 0,
         "cancelled": 30,
+        "warn": 0,
     }
     assert events[0].data["stats"]["urls_per_s"] is None and events[0].data["stats"]["p50_ms"] is None
 

@@ -87,7 +87,7 @@ def test_the_description_is_openapi_3_1_with_the_main_schemas(server):
 
 def test_every_batch_option_is_described_for_requests_and_answers():
     described = openapi.schemas(Config())
-    option_names = {f.name for f in dataclasses.fields(BatchOptions)}
+    option_names = {f.name for f in dataclasses.fields(BatchOptions)} - {"rows"}  # the sidecar is never shown
     assert set(described["OptionsInput"]["properties"]) == option_names
     assert set(described["Options"]["properties"]) == option_names
 
@@ -190,9 +190,12 @@ def local_only(url, netloc: str):
 
 
 def keep_fetches_local(case, netloc: str) -> None:
-    """Rewrite every URL a generated submission carries to `netloc` (where the server's fetches find nothing)."""
-    if case.method.upper() != "POST" or not case.path.endswith("/batches"):
+    """Rewrite every URL a generated submission or source preview carries to `netloc` (where the server's fetches
+    find nothing)."""
+    if case.method.upper() != "POST" or not case.path.endswith(("/batches", "/sources/preview")):
         return
+    if isinstance(case.body, dict) and isinstance(case.body.get("source"), dict):
+        case.body["source"]["url"] = local_only(case.body["source"].get("url"), netloc)
     if isinstance(case.body, dict) and isinstance(case.body.get("urls"), list):
         case.body["urls"] = [local_only(url, netloc) for url in case.body["urls"]]
     elif isinstance(case.body, str) and "csv" in (case.media_type or ""):

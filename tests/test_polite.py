@@ -137,6 +137,17 @@ def test_a_retry_after_past_max_retry_after_ends_the_url_rate_limited_at_once(se
     assert kind_of(result) == "rate_limited"
     assert "Retry-After: 3600" in result["error"]["message"] and "max_retry_after of 60 s" in result["error"]["message"]
     assert result["attempts"] == 1
+    # Refused a wait, the URL has no answer: it fails on the `error` rule, never as issue 17's rate_limited warning.
+    assert (result["outcome"], result["ok"], result["warnings"]) == ("failed", False, [])
+    assert result["reasons"][0]["rule"] == "error" and result["reasons"][0]["actual"].startswith("rate_limited: 429")
+
+
+def test_a_429_still_answered_after_the_last_retry_ends_warn_with_the_rate_limited_warning(server, target):
+    _, urls = paced_urls(target, 1, "rate=0&retry_after=0")
+    result = server.run_batch(urls, retries=1)[0]
+    assert (result["status_code"], result["attempts"], result["refused"]) == (429, 2, 1)
+    assert (result["outcome"], result["ok"], result["error"]) == ("warn", True, None)
+    assert result["warnings"] == [{"kind": "rate_limited", "evidence": "status 429, retry-after: 0"}]
 
 
 def test_cancel_during_a_long_pause_ends_the_batch_within_a_second(server, target):

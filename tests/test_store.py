@@ -90,6 +90,16 @@ def test_a_batch_keeps_its_urls_in_submission_order_whatever_they_hold(store_fac
     assert store.urls("b") == [] and store.get_batch("b") is None
 
 
+def test_a_batch_records_the_source_its_urls_came_from_and_a_list_records_none(store_factory):
+    store = store_factory()
+    source = {"type": "sitemap", "url": "http://a.test/sitemap.xml", "include": None, "exclude": "x", "max_urls": 5}
+    store.create_batch("s", "from a sitemap", {}, ["http://a.test/"], "2026-12-06T00:00:00.000Z", source=source)
+    store.create_batch("l", "a list", {}, ["http://a.test/"], "2026-12-06T00:00:01.000Z")
+    assert store.get_batch("s").source == source
+    assert store.get_batch("l").source is None
+    assert [record.source for record in store.list_batches(10)] == [None, source]
+
+
 def test_a_database_from_before_url_lists_keeps_every_batchs_urls_in_order(tmp_path):
     # Earlier versions kept one `urls` row per URL; opening such a file moves them to url_lists.
     path = str(tmp_path / "old.db")

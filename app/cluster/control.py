@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import psycopg
@@ -77,7 +77,14 @@ class ClusterControl:
         self.follower.start()
         self.janitor.start()
 
-    def submit(self, urls: Sequence[str], options: BatchOptions, name: str = "", parent_id: str | None = None) -> str:
+    def submit(
+        self,
+        urls: Sequence[str],
+        options: BatchOptions,
+        name: str = "",
+        parent_id: str | None = None,
+        source: dict[str, Any] | None = None,
+    ) -> str:
         """Store a new batch and its chunks in one transaction, announce it, send its chunks; its id.
 
         Once stored the batch is safe: chunks a failed send (Redis away, the process killed) leaves
@@ -93,7 +100,9 @@ class ClusterControl:
             plan_chunks, (urls, config.cluster_slots, config.cluster_chunk_min, config.cluster_chunk_max)
         )
         with _database():
-            events = self.ledger.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id, chunks)
+            events = self.ledger.create_batch(
+                batch_id, name, options.to_dict(), urls, created, parent_id, chunks, source=source
+            )
         announce(self.client, events)
         self.send(batch_id, list(range(len(chunks))))
         log.info(

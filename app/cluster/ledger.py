@@ -126,14 +126,15 @@ class Ledger:
         created_at: str,
         parent_id: str | None,
         chunks: list[list[int]],
+        source: dict[str, Any] | None = None,
     ) -> list[Event]:
         """Store a new batch, its URLs and its chunks (chunk no i is chunks[i], pending), and its `queued` event."""
         _check_cover(batch_id, chunks, len(urls))
         queued = Event(batch_id, 1, "batch", {"status": "queued", "created_at": created_at})
         with self._pool.connection() as conn, conn.transaction():
             conn.execute(
-                "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, last_seq, tally)"
-                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, 1, %s)",
+                "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, last_seq, tally, source)"
+                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, 1, %s, %s)",
                 (
                     batch_id,
                     name,
@@ -142,6 +143,7 @@ class Ledger:
                     len(urls),
                     parent_id,
                     compact_json(stats.Tally().state()),
+                    None if source is None else json.dumps(source),
                 ),
             )
             conn.execute(
@@ -406,7 +408,7 @@ class Ledger:
         finished_at = now_iso()
         summary = stats.batch_summary(tally, head.total, head.started_clock, head.now)
         # The stored tally keeps no latencies: the final percentiles are the stored rows' exact ones.
-        summary["stats"].update(zip(("p50_ms", "p90_ms", "p99_ms"), _exact_percentiles(conn, batch_id)))
+        summary["stats"].update(zip((f"p{p}_ms" for p in stats.PERCENTILES), _exact_percentiles(conn, batch_id)))
         final = Event(batch_id, seq, "batch", {"status": status, "finished_at": finished_at, **summary})
         _copy_events(conn, event_rows([final]))
         conn.execute(
@@ -537,10 +539,10 @@ def _copy_events(conn: psycopg.Connection[Any], rows: Iterable[EventRow]) -> Non
             copy.write_row(row)
 
 
-def _columns(row: stats.Row) -> tuple[int, int | None, str | None, float | None, int]:
-    """A result's indexed columns from its stats Row, as event_rows has them (ok as 1 or 0)."""
-    ok, status_code, error_kind, total_ms, size = row
-    return (1 if ok else 0), status_code, error_kind, total_ms, size
+def _columns(row: stats.Row) -> tuple[Any, ...]:
+    """A result's indexed columns from its stats Row, as event_rows has them (ok and warn as 1 or 0)."""
+    ok, status_code, error_kind, total_ms, size, warn, reasons, warnings = row
+    return (1 if ok else 0), status_code, error_kind, total_ms, size, (1 if warn else 0), reasons, warnings
 
 
 def _tally(head: _Head) -> stats.Tally:

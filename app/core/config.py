@@ -64,6 +64,11 @@ class Config:
     )
     max_urls: int = _setting(1_000_000, "Most URLs in one batch (413 above).", low=1)
     max_url_length: int = _setting(2048, "Longest URL accepted.", low=16, high=65536)
+    max_diff_urls: int = _setting(
+        200_000,
+        "Most URLs in either batch of a diff (413 above): a diff holds both batches in memory (~200 MB a million).",
+        low=1,
+    )
     default_concurrency: int = _setting(20, "Concurrency of a batch that does not set one.", low=1)
     max_concurrency: int = _setting(1000, "Highest concurrency a batch may ask for.", low=1)
     max_inflight: int = _setting(2000, "Server-wide cap on fetches in flight across all batches.", low=1)
@@ -89,12 +94,26 @@ class Config:
         "",
         "User-Agent sent when a batch sets none in `headers`; empty sends `greenbatch/<version> (+<project URL>)`.",
     )
+    source_timeout: float = _setting(
+        60.0,
+        "Seconds to read a batch's source (a sitemap and the sitemaps it names, or a page) before giving up with a 400.",
+        low=1,
+        high=3600,
+    )
+    source_max_sitemaps: int = _setting(
+        100, "Most sitemaps read for one source (an index and the sitemaps it names).", low=1, high=50_000
+    )
 
     allow_private: bool = _setting(False, "Allow fetching private, loopback and link-local addresses (see Security).")
     allow_targets: str = _setting(
         "", "Comma-separated hosts, IPs or CIDRs (each may add :port) allowed despite the guard."
     )
     deny_targets: str = _setting("", "Comma-separated hosts, IPs or CIDRs (each may add :port) always denied.")
+    ca_bundle: str = _setting(
+        "",
+        "A PEM file of extra CA certificates (internal sites) trusted besides certifi's by both HTTP clients; "
+        "checked at start.",
+    )
     explain_blocked: bool = _setting(
         False,
         "When on, `blocked` and `dns` errors in results name the address, the "

@@ -6,7 +6,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
+from . import verdict
+from .checks import BODY_SOURCES, Check, needs_body, parse_checks
 from .config import Config
 
 # HEAD,GET: HEAD first, then GET for a URL whose HEAD answers one of head_fallback_statuses.
@@ -44,6 +47,7 @@ CLIENT_HEADERS = (
 _CLIENT_HEADERS = frozenset(name.lower() for name in CLIENT_HEADERS)
 # C0 controls but tab, DEL and C1 controls (0x85 NEL among them): some parsers split lines at them.
 _HEADER_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+MAX_CAPTURE_HEADERS = 20  # response headers one batch may keep per hop: each value is up to 1 KiB in every row
 
 
 class ValidationError(ValueError):
@@ -74,10 +78,81 @@ class BatchOptions:
     respect_retry_after: bool = True
     max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
     head_fallback_statuses: list[int] = field(default_factory=lambda: list(DEFAULT_HEAD_FALLBACK_STATUSES))
+    # What each hop records of the server (remote_ip, http_version, server, the listed headers, tls with "tls"):
+    # None captures nothing, and the per-URL path does no extra work.
+    capture: dict[str, Any] | None = None
+    tls_verify: bool = True  # False: a certificate's problems are recorded, and do not fail the row
+    # What a result means (app/core/verdict.py): each is left out of to_dict() while unset, so a batch that sets
+    # none stores and shows what it did before them.
+    expect: dict[str, Any] | None = None
+    url_match: str = "exact"
+    warn_as: dict[str, str] | None = None
+    thresholds: dict[str, float] | None = None
+    base_url: str | None = None
+    target_base_url: str | None = None
+    checks: list[dict[str, Any]] | None = None  # app/core/checks.py, as given
+    # Per-row expectations and meta, by URL index (from `urls` objects or a CSV's columns): stored with the
+    # options so that a resumed batch and a cluster worker read them with the rest; never given by a client.
+    rows: dict[int, dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The options as JSON-ready data."""
-        return asdict(self)
+        """The options as JSON-ready data; the verdict's options only when set."""
+        data = asdict(self)
+        for key, unset in _UNSET.items():
+            if data[key] == unset:
+                del data[key]
+        if self.rows is not None:
+            data["rows"] = {str(index): row for index, row in self.rows.items()}
+        return data
+
+    def shown(self) -> dict[str, Any]:
+        """The options as a batch shows them: without the per-row sidecar."""
+        data = self.to_dict()
+        data.pop("rows", None)
+        return data
+
+    @cached_property
+    def judged(self) -> bool:
+        """Whether any verdict option is set (else a result's evaluation takes the short path)."""
+        return bool(self.expect or self.rows or self.url_match != "exact" or self.warn_as or self.checks)
+
+    @cached_property
+    def batch_checks(self) -> tuple[Check, ...]:
+        """The batch's checks, compiled once."""
+        return parse_checks(self.checks, "options.checks")[0] if self.checks else ()
+
+    @cached_property
+    def needs_body(self) -> bool:
+        """Whether a check reads the body, so fetches keep it (up to max_bytes)."""
+        if needs_body(self.batch_checks):
+            return True
+        return any(
+            check.get("source") in BODY_SOURCES
+            for row in (self.rows or {}).values()
+            for check in row.get("checks") or ()
+        )
+
+    def row_checks(self, index: int) -> tuple[Check, ...]:
+        """URL `index`'s checks: the batch's, then its row's own (numbered on from the batch's)."""
+        row = self.rows.get(index) if self.rows else None
+        own = row.get("checks") if row else None
+        if not own:
+            return self.batch_checks
+        return self.batch_checks + parse_checks(own, f"urls[{index}].checks")[0]
+
+    def row_expect(self, index: int) -> dict[str, Any] | None:
+        """URL `index`'s effective expectations (final_url absolute), or None when it has none."""
+        row = self.rows.get(index) if self.rows else None
+        expect = verdict.effective_expect(self.expect, row.get("expect") if row else None)
+        if expect and "final_url" in expect:
+            base = self.target_base_url or self.base_url
+            expect["final_url"] = verdict.resolved(expect["final_url"], base)
+        return expect
+
+    def row_meta(self, index: int) -> dict[str, Any] | None:
+        """URL `index`'s meta columns, in input order, or None."""
+        row = self.rows.get(index) if self.rows else None
+        return row.get("meta") if row else None
 
     def accepts(self, status: int) -> bool:
         """Whether a final HTTP status counts as ok for this batch."""
@@ -182,7 +257,13 @@ class BatchOptions:
                     )
                 else:
                     base[key] = statuses
-            elif key == "respect_retry_after":
+            elif key == "capture":
+                capture, message = _capture(value)
+                if message:
+                    problems.append({"field": where, "message": message})
+                else:
+                    base[key] = capture
+            elif key in ("respect_retry_after", "tls_verify"):
                 flag = _flag(value)
                 if flag is None:
                     problems.append({"field": where, "message": "must be true or false"})
@@ -194,8 +275,26 @@ class BatchOptions:
                     problems.append({"field": where, "message": message})
                 else:
                     base[key] = format_status_ranges(parse_status_ranges(value))
+            elif key in _VERDICT_PARSERS:
+                parsed, message = _VERDICT_PARSERS[key](value, config)
+                if message:
+                    problems.append({"field": where, "message": message})
+                else:
+                    base[key] = parsed
+            elif key == "checks":
+                parsed_checks, check_problems = parse_checks(value, where)
+                problems.extend(check_problems)
+                base[key] = [check.to_dict() for check in parsed_checks] or None
+            elif key == "rows":
+                parsed_rows, row_problems = parse_rows(value, config)
+                problems.extend(row_problems)
+                base[key] = parsed_rows
             else:
                 problems.append({"field": where, "message": "is not a known option"})
+        for i, check in enumerate(base.get("checks") or ()):
+            if check["source"] == "cert.days_left" and not (base.get("capture") or {}).get("tls"):
+                message = 'reads the certificate: cert.days_left needs the capture option {"tls": true}'
+                problems.append({"field": f"options.checks[{i}].source", "message": message})
         if problems:
             raise ValidationError("invalid options", problems)
         return cls(**base)
@@ -234,12 +333,36 @@ def _status_list(value: Any) -> list[int] | None:
 
 
 def _flag(value: Any) -> bool | None:
-    """A boolean from JSON or a query string ('true', '0', ...); None when it is neither."""
+    """A JSON boolean, or its query-string text (true/false, 1/0); None for anything else."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-        return value.lower() in ("true", "1", "yes", "on")
+    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+        return value.lower() in ("true", "1")
     return None
+
+
+def _capture(value: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The capture option as stored ({"tls": bool, "headers": [lowercase names]}), or what is wrong with it."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        return None, 'must be an object like {"tls": true, "headers": ["cache-control"]}, or null'
+    unknown = sorted(set(value) - {"tls", "headers"})
+    if unknown:
+        return None, f"has unknown key {unknown[0]!r} (only tls and headers)"
+    tls = _flag(value.get("tls", False))
+    if tls is None:
+        return None, "tls must be true or false"
+    names = value.get("headers", [])
+    if not isinstance(names, list) or len(names) > MAX_CAPTURE_HEADERS:
+        return None, f"headers must be a list of at most {MAX_CAPTURE_HEADERS} header names"
+    kept: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not _HEADER_NAME.match(name) or len(name) > MAX_HEADER_NAME:
+            return None, f"header name {_shown(name)!r} is not a token of at most {MAX_HEADER_NAME} characters"
+        if name.lower() not in kept:
+            kept.append(name.lower())
+    return {"tls": tls, "headers": kept}, None
 
 
 def header_problem(pairs: list[tuple[str, Any]]) -> str | None:
@@ -332,3 +455,125 @@ def format_status_ranges(ranges: list[tuple[int, int]]) -> str:
         else:
             merged.append([low, high])
     return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in merged)
+
+
+# The verdict options' values while unset: to_dict() leaves them out then.
+_UNSET: dict[str, Any] = {
+    "expect": None,
+    "url_match": "exact",
+    "warn_as": None,
+    "thresholds": None,
+    "base_url": None,
+    "target_base_url": None,
+    "checks": None,
+    "rows": None,
+}
+THRESHOLDS = ("failed_rate", "warn_rate", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ok")
+MAX_THRESHOLD_MS = 3_600_000
+MAX_META_COLUMNS = 50
+MAX_META_CHARS = 2000  # one meta value, as text
+MAX_EXPECT_URL = 8192
+
+
+def parse_expect(value: Any, config: Config) -> tuple[dict[str, Any] | None, str | None]:
+    """An `expect` object checked field by field: (the value, None) or (None, what is wrong, naming the field)."""
+    if not isinstance(value, dict):
+        return None, "must be an object with any of status, final_url, final_status, max_hops"
+    parsed: dict[str, Any] = {}
+    for key, given in value.items():
+        if key in ("status", "final_status"):
+            if isinstance(given, int) and not isinstance(given, bool):
+                if not 100 <= given <= 999:
+                    return None, f"{key} must be a status from 100 to 999, not {given}"
+            elif not isinstance(given, str) or _accept_status_problem(given):
+                return None, f"{key} must be a status (301) or a list like '301,308' or '2xx'"
+            parsed[key] = given
+        elif key == "final_url":
+            if not isinstance(given, str) or not given.strip() or len(given) > MAX_EXPECT_URL:
+                return None, f"final_url must be a URL or a path of at most {MAX_EXPECT_URL} characters"
+            parsed[key] = given.strip()
+        elif key == "max_hops":
+            number = _number(given, int)
+            if number is None or not 0 <= number <= config.max_redirects:
+                return None, f"max_hops must be an integer from 0 to {config.max_redirects} (server limit)"
+            parsed[key] = number
+        elif given is not None:
+            return None, f"{key} is not an expectation (status, final_url, final_status, max_hops)"
+    return parsed or None, None
+
+
+def _parse_url_match(value: Any, config: Config) -> tuple[Any, str | None]:
+    """url_match: one of verdict.URL_MATCHES."""
+    if value not in verdict.URL_MATCHES:
+        return None, f"must be one of {', '.join(verdict.URL_MATCHES)}"
+    return value, None
+
+
+def _parse_warn_as(value: Any, config: Config) -> tuple[Any, str | None]:
+    """warn_as: warning kind -> warn, failed or ok."""
+    if not isinstance(value, dict):
+        return None, "must be an object of warning kinds to warn, failed or ok"
+    for kind, given in value.items():
+        if kind not in verdict.WARNING_KINDS:
+            return None, f"{kind!r} is not a warning kind ({', '.join(verdict.WARNING_KINDS)})"
+        if given not in verdict.WARN_AS_CHOICES:
+            return None, f"{kind} must map to warn, failed or ok, not {_shown(given)!r}"
+    return dict(value), None
+
+
+def _parse_thresholds(value: Any, config: Config) -> tuple[Any, str | None]:
+    """thresholds: rates in [0, 1], percentiles in ms, min_ok a count."""
+    if not isinstance(value, dict):
+        return None, f"must be an object with any of {', '.join(THRESHOLDS)}"
+    parsed: dict[str, float] = {}
+    for key, given in value.items():
+        if key not in THRESHOLDS:
+            return None, f"{key!r} is not a threshold ({', '.join(THRESHOLDS)})"
+        if key == "min_ok":
+            number = _number(given, int)
+            if number is None or not 0 <= number <= config.max_urls:
+                return None, f"min_ok must be an integer from 0 to {config.max_urls}"
+        elif key.endswith("_rate"):
+            number = _number(given, float)
+            if number is None or not 0 <= number <= 1:
+                return None, f"{key} must be a fraction from 0 to 1"
+        else:
+            number = _number(given, float)
+            if number is None or not 0 <= number <= MAX_THRESHOLD_MS:
+                return None, f"{key} must be milliseconds from 0 to {MAX_THRESHOLD_MS}"
+        parsed[key] = number
+    return parsed, None
+
+
+def _parse_base(value: Any, config: Config) -> tuple[Any, str | None]:
+    """base_url, target_base_url: an absolute http(s) URL."""
+    if not isinstance(value, str) or len(value) > config.max_url_length:
+        return None, f"must be an http or https URL of at most {config.max_url_length} characters"
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None, "must be an absolute http or https URL, like https://example.com"
+    return value, None
+
+
+_VERDICT_PARSERS = {
+    "expect": parse_expect,
+    "url_match": _parse_url_match,
+    "warn_as": _parse_warn_as,
+    "thresholds": _parse_thresholds,
+    "base_url": _parse_base,
+    "target_base_url": _parse_base,
+}
+
+
+def parse_rows(value: Any, config: Config) -> tuple[dict[int, dict[str, Any]] | None, list[dict[str, Any]]]:
+    """The stored per-row sidecar ({"index": {"expect", "meta"}}) read back."""
+    if value is None:
+        return None, []
+    if not isinstance(value, dict):
+        return None, [{"field": "options.rows", "message": "must be an object"}]
+    rows: dict[int, dict[str, Any]] = {}
+    for key, row in value.items():
+        if not isinstance(key, str | int) or not str(key).isdigit() or not isinstance(row, dict):
+            return None, [{"field": "options.rows", "message": "must map URL indexes to objects"}]
+        rows[int(key)] = row
+    return rows, []

@@ -25,6 +25,7 @@ class ErrorKind(StrEnum):
     BLOCKED = "blocked"
     RATE_LIMITED = "rate_limited"  # a Retry-After longer than the batch's max_retry_after
     CANCELLED = "cancelled"
+    MISMATCH = "mismatch"  # a response came, but the row's expectations, or a warning counted as failed, decided
     OTHER = "other"
 
 
@@ -53,6 +54,16 @@ class Result:
     method: str | None = None  # the method of the final answer, for HEAD,GET batches only
     refused: int = 0  # answers with a retry status (429, 503) the URL retried after; shown only when some
     retried: int = field(default=0, repr=False)  # tries made before the URL went back to its host's queue (not shown)
+    # What the batch's capture option recorded of the final response (remote_ip, http_version, server, headers,
+    # tls): shown as fields of the result; None when the batch captures nothing.
+    captured: dict[str, Any] | None = None
+    # What the result means (app/core/verdict.py): "ok", "warn", "failed" or "cancelled", the rules that decided
+    # it, and the warnings its response gave; the row's effective expectations and meta, when it has any.
+    outcome: str = "failed"
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    expect: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready data (what dataclasses.asdict gives, without its deep copy)."""
@@ -71,18 +82,32 @@ class Result:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "timings": dict(self.timings),
+            "outcome": self.outcome,
+            "reasons": self.reasons,
+            "warnings": self.warnings,
         }
         if self.method is not None:
             data["method"] = self.method
         if self.refused:
             data["refused"] = self.refused
+        if self.captured is not None:
+            data.update(self.captured)
+        if self.expect is not None:
+            data["expect"] = self.expect
+        if self.meta is not None:
+            data["meta"] = self.meta
         return data
 
 
 def failed_result(index: int, url: str, kind: ErrorKind, message: str) -> Result:
     """A result for a URL that ended without a response (cancelled, invalid, ...)."""
     stamp = now_iso()
+    cancelled = kind == ErrorKind.CANCELLED
     return Result(
+        outcome="cancelled" if cancelled else "failed",
+        reasons=[]
+        if cancelled
+        else [{"rule": "error", "expected": "a response", "actual": f"{kind}: {message}"[:200]}],
         index=index,
         url=url,
         error={"kind": ErrorKind(kind).value, "message": message},

@@ -14,38 +14,51 @@ from ddsketch.store import DenseStore
 # Histogram bucket upper bounds in milliseconds; the last bucket catches everything slower.
 HISTOGRAM_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 # Percentiles a batch shows, and the relative error allowed in those of a running batch.
-PERCENTILES = (50, 90, 99)
+PERCENTILES = (50, 90, 95, 99)
 RELATIVE_ACCURACY = 0.01
 # Errors that never reached the network say nothing about latency.
 NO_LATENCY = frozenset({"cancelled", "blocked", "invalid_url"})
 
 
 class Row(NamedTuple):
-    """The few fields of a result that statistics need."""
+    """The few fields of a result that statistics need (the stored columns of a result, in this order)."""
 
     ok: bool
     status_code: int | None
     error_kind: str | None
     total_ms: float | None
     bytes: int
+    warn: bool = False  # outcome "warn" (ok is true for it too)
+    reasons: str | None = None  # the rules of the result's reasons as " rule rule " (spaces around each), or None
+    warnings: str | None = None  # its warnings' kinds, the same way
 
 
 def row_of(result: dict[str, Any]) -> Row:
     """Project a result (as JSON data) onto the fields statistics need."""
     error = result.get("error")
+    reasons = result.get("reasons")
+    warnings = result.get("warnings")
     return Row(
         bool(result.get("ok")),
         result.get("status_code"),
         error["kind"] if error else None,
         (result.get("timings") or {}).get("total"),
         result.get("bytes") or 0,
+        result.get("outcome") == "warn",
+        names(reason["rule"] for reason in reasons) if reasons else None,
+        names(warning["kind"] for warning in warnings) if warnings else None,
     )
 
 
+def names(items: Any) -> str:
+    """Rule names or warning kinds as one stored text, " a b ": a filter finds " a " in it."""
+    return " " + " ".join(items) + " "
+
+
 def outcome(row: Row) -> str:
-    """How a result counts: "ok", "cancelled", or "failed" (any other error, a `status` one among them)."""
+    """How a result counts: "ok", "warn", "cancelled", or "failed" (any other error, a `status` one among them)."""
     if row.ok:
-        return "ok"
+        return "warn" if row.warn else "ok"
     return "cancelled" if row.error_kind == "cancelled" else "failed"
 
 
@@ -68,9 +81,11 @@ def _rank(n: int, p: float) -> int:
     return max(1, math.ceil(p / 100 * n))
 
 
-def counts(total: int, ok: int, failed: int, cancelled: int, running: int = 0, waiting: int = 0) -> dict[str, int]:
-    """Counts of a batch by outcome; waiting is what its host's Retry-After pause holds back, pending what has
-    neither finished nor started nor waits so."""
+def counts(
+    total: int, ok: int, failed: int, cancelled: int, running: int = 0, warn: int = 0, waiting: int = 0
+) -> dict[str, int]:
+    """Counts of a batch by outcome; `ok` includes `warn`; waiting is what its host's Retry-After pause holds
+    back, pending what has neither finished nor started nor waits so."""
     pending = max(0, total - ok - failed - cancelled - running - waiting)
     return {
         "total": total,
@@ -80,6 +95,7 @@ def counts(total: int, ok: int, failed: int, cancelled: int, running: int = 0, w
         "ok": ok,
         "failed": failed,
         "cancelled": cancelled,
+        "warn": warn,
     }
 
 
@@ -101,8 +117,10 @@ class Tally:
 
     def __init__(self, keep_latencies: bool = False):
         """An empty tally."""
-        self.ok = self.failed = self.cancelled = 0
+        self.ok = self.failed = self.cancelled = self.warn = 0
         self.bytes = 0
+        self._by_reason: dict[str, int] = {}
+        self._by_warning: dict[str, int] = {}
         self._by_status: dict[int, int] = {}
         self._by_error: dict[str, int] = {}
         self._buckets = [0] * (len(HISTOGRAM_BOUNDS_MS) + 1)
@@ -122,9 +140,11 @@ class Tally:
 
     def add(self, row: Row) -> None:
         """Count one final result."""
-        ok, status_code, error_kind, total_ms, size = row
+        ok, status_code, error_kind, total_ms, size, warn, reasons, warnings = row
         if ok:  # outcome(row), inlined as latency_ms is below: this runs once per URL
             self.ok += 1
+            if warn:
+                self.warn += 1
         elif error_kind == "cancelled":
             self.cancelled += 1
         else:
@@ -134,6 +154,10 @@ class Tally:
         if error_kind:
             self._by_error[error_kind] = self._by_error.get(error_kind, 0) + 1
         self.bytes += size
+        if reasons is not None:
+            _count_names(self._by_reason, reasons)
+        if warnings is not None:
+            _count_names(self._by_warning, warnings)
         if total_ms is None or error_kind in NO_LATENCY:
             return  # latency_ms(row) is None
         self._buckets[bisect_left(HISTOGRAM_BOUNDS_MS, total_ms)] += 1
@@ -155,7 +179,12 @@ class Tally:
         self.ok += other.ok
         self.failed += other.failed
         self.cancelled += other.cancelled
+        self.warn += other.warn
         self.bytes += other.bytes
+        for name, n in other._by_reason.items():
+            self._by_reason[name] = self._by_reason.get(name, 0) + n
+        for name, n in other._by_warning.items():
+            self._by_warning[name] = self._by_warning.get(name, 0) + n
         for code, n in other._by_status.items():
             self._by_status[code] = self._by_status.get(code, 0) + n
         for kind, n in other._by_error.items():
@@ -179,6 +208,9 @@ class Tally:
             "ok": self.ok,
             "failed": self.failed,
             "cancelled": self.cancelled,
+            "warn": self.warn,
+            "by_reason": dict(self._by_reason),
+            "by_warning": dict(self._by_warning),
             "bytes": self.bytes,
             "by_status": {str(code): n for code, n in self._by_status.items()},
             "by_error": dict(self._by_error),
@@ -201,6 +233,9 @@ class Tally:
         tally = cls()
         tally.ok, tally.failed, tally.cancelled = state["ok"], state["failed"], state["cancelled"]
         tally.bytes = state["bytes"]
+        tally.warn = state.get("warn", 0)  # a state stored before the warn tier has none
+        tally._by_reason = dict(state.get("by_reason") or {})
+        tally._by_warning = dict(state.get("by_warning") or {})
         tally._by_status = {int(code): n for code, n in state["by_status"].items()}
         tally._by_error = dict(state["by_error"])
         tally._buckets = list(state["buckets"])
@@ -217,7 +252,7 @@ class Tally:
 
     def counts(self, total: int, running: int = 0, waiting: int = 0) -> dict[str, int]:
         """Counts of the batch by outcome (see counts())."""
-        return counts(total, self.ok, self.failed, self.cancelled, running, waiting)
+        return counts(total, self.ok, self.failed, self.cancelled, running, self.warn, waiting)
 
     def summary(self, exact: bool = False) -> dict[str, Any]:
         """Latency percentiles, histogram, breakdowns by status and error kind, and bytes.
@@ -227,21 +262,24 @@ class Tally:
         timed = self._timed
         if exact and self._latencies is not None:
             ordered = sorted(self._latencies)
-            p50, p90, p99 = (percentile(ordered, p) for p in PERCENTILES)
+            p50, p90, p95, p99 = (percentile(ordered, p) for p in PERCENTILES)
             del ordered
         else:
-            p50, p90, p99 = (self._estimate(p) for p in PERCENTILES)
+            p50, p90, p95, p99 = (self._estimate(p) for p in PERCENTILES)
         buckets: list[dict[str, Any]] = [{"le_ms": b, "count": c} for b, c in zip(HISTOGRAM_BOUNDS_MS, self._buckets)]
         buckets.append({"le_ms": None, "count": self._buckets[-1]})
         return {
             "p50_ms": p50,
             "p90_ms": p90,
+            "p95_ms": p95,
             "p99_ms": p99,
             "min_ms": round(self._min_ms, 2) if timed else None,
             "max_ms": round(self._max_ms, 2) if timed else None,
             "mean_ms": round(self._sum_ms / timed, 2) if timed else None,
             "by_status": dict(sorted((str(code), n) for code, n in self._by_status.items())),
             "by_error": dict(sorted(self._by_error.items())),
+            "by_reason": dict(sorted(self._by_reason.items())),
+            "by_warning": dict(sorted(self._by_warning.items())),
             "bytes": self.bytes,
             "histogram": buckets,
         }
@@ -261,6 +299,12 @@ class Tally:
             return None
         # A bin's representative value may lie just outside what was seen; min and max are exact.
         return round(min(max(value, self._min_ms), self._max_ms), 2)
+
+
+def _count_names(counts: dict[str, int], text: str) -> None:
+    """Count each name of a names() text once."""
+    for name in text.split():
+        counts[name] = counts.get(name, 0) + 1
 
 
 def _store_state(store: DenseStore) -> list[Any]:

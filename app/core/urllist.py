@@ -231,3 +231,14 @@ def _array_end(text: str, pos: int, limit: int) -> int:
             return end
         bracket = text.find("]", bracket + 1, limit)
     return -1
+
+
+MAX_REMAP = 20  # prefix rules in one rerun's remap
+
+
+def remapped(url: str, rules: list[tuple[str, str]]) -> str:
+    """The URL with the first (from, to) rule whose prefix starts it applied; unchanged when none does."""
+    for old, new in rules:
+        if url.startswith(old):
+            return new + url[len(old) :]
+    return url

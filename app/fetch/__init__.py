@@ -18,8 +18,20 @@ TransportFactory = Callable[[BatchOptions, GuardedResolver], Transport]
 
 # One transport per value of the `client` option (core.options.CLIENTS); both keep the same guarantees.
 TRANSPORTS: dict[str, Callable[..., Transport]] = {
-    "requests": lambda options, resolver, agent=USER_AGENT: RequestsTransport(options.concurrency, resolver, agent),
-    "fast": lambda options, resolver, agent=USER_AGENT: FastTransport(options.concurrency, resolver, agent),
+    "requests": lambda options, resolver, agent=USER_AGENT: RequestsTransport(
+        pool_size=options.concurrency,
+        resolver=resolver,
+        capture=options.capture,
+        tls_verify=options.tls_verify,
+        user_agent=agent,
+    ),
+    "fast": lambda options, resolver, agent=USER_AGENT: FastTransport(
+        pool_size=options.concurrency,
+        resolver=resolver,
+        capture=options.capture,
+        tls_verify=options.tls_verify,
+        user_agent=agent,
+    ),
 }
 
 

@@ -5,7 +5,8 @@ imports the other, and redirects, retries and credentials are app/fetch/follow.p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import builtins  # Hop's `bytes` field hides the type in its class
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,6 +16,7 @@ USER_AGENT = f"greenbatch/{VERSION} (+{PROJECT_URL})"  # sent unless GREENBATCH_
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DECODE_CHUNK = 16 * 1024  # small decode steps keep a compression bomb from inflating much past the cap
 REDIRECT_BODY_CAP = 64 * 1024  # redirect bodies are drained (so the connection is reused) up to this much
+MAX_CAPTURED_VALUE = 1024  # a captured header's value is target-controlled text: cut to this many characters
 
 # One address as socket.getaddrinfo gives it: (family, type, proto, canonname, sockaddr).
 AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
@@ -30,6 +32,9 @@ class Hop:
     headers: Mapping[str, str]
     bytes: int
     timings: dict[str, float | None] = field(default_factory=dict)
+    # What a batch's `capture` option asked to record of this exchange (captured()); None when it asked nothing.
+    seen: dict[str, Any] | None = None
+    body: builtins.bytes | None = None  # the decoded body, kept only when asked (a batch's checks read it)
 
     @property
     def connection_reused(self) -> bool:
@@ -54,6 +59,7 @@ class Transport(Protocol):
         connect_timeout: float,
         read_timeout: float,
         max_bytes: int,
+        keep_body: bool = False,
     ) -> Hop: ...
 
     def close(self) -> None: ...
@@ -73,6 +79,28 @@ def hop_timings(
     timings["wait"] = round(max(0.0, ms(first_byte - started) - spent), 3)
     timings["download"] = ms(done - first_byte)
     return timings
+
+
+def captured(
+    headers: Mapping[str, str],
+    names: Sequence[str],
+    remote_ip: str | None,
+    http_version: str | None,
+    tls: dict[str, Any] | None,
+    tls_wanted: bool,
+) -> dict[str, Any]:
+    """A hop's captured fields: the address spoken to, the protocol, the Server header, the listed headers (each
+    value cut to MAX_CAPTURED_VALUE), and `tls` when asked for (null over plain http)."""
+    server = headers.get("Server")
+    seen: dict[str, Any] = {
+        "remote_ip": remote_ip,
+        "http_version": http_version,
+        "server": None if server is None else server[:MAX_CAPTURED_VALUE],
+        "headers": {name: value[:MAX_CAPTURED_VALUE] for name in names if (value := headers.get(name)) is not None},
+    }
+    if tls_wanted:
+        seen["tls"] = tls
+    return seen
 
 
 def body_cap(status: int, headers: Mapping[str, str], max_bytes: int) -> int:

@@ -26,12 +26,12 @@ import re
 import socket
 import ssl
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
-import certifi
 import gevent
 import gevent.socket
 import gevent.ssl
@@ -40,8 +40,8 @@ from gevent.event import AsyncResult
 from geventhttpclient.response import HTTPParseError, HTTPResponse
 from requests.utils import requote_uri
 
-from . import guard
-from .base import USER_AGENT, AddrInfo, Hop, Resolver, body_cap, hop_timings, ms
+from . import guard, tls
+from .base import USER_AGENT, AddrInfo, Hop, Resolver, body_cap, captured, hop_timings, ms
 from .decode import ACCEPT_ENCODING, DECODE_ERRORS, content_decoders, decoded
 from .errors import (
     REUSED,
@@ -70,7 +70,6 @@ _PLAIN_TARGET = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*")  # needs no perc
 # The unpatched poll(): checking an idle socket must not switch greenlets (nor go through gevent's select).
 _poll = monkey.get_original("select", "poll")
 _READABLE = 0x001 | 0x002 | 0x008 | 0x010  # POLLIN, POLLPRI, POLLERR, POLLHUP
-_tls_context: ssl.SSLContext | None = None
 
 
 class _TurnBudget:
@@ -167,14 +166,9 @@ def _request_head(
         ) from None
 
 
-def _tls() -> ssl.SSLContext:
-    """One verifying TLS context (certifi's CA bundle, as requests uses), made on first use."""
-    global _tls_context
-    if _tls_context is None:
-        context = gevent.ssl.create_default_context(cafile=certifi.where())
-        context.set_alpn_protocols(["http/1.1"])
-        _tls_context = context
-    return _tls_context
+def _tls(check: str = "all") -> ssl.SSLContext:
+    """The process's TLS context for `check` ("all", "chain" or "none": tls.shared_context)."""
+    return tls.shared_context(check)
 
 
 class _Headers(dict[str, str]):
@@ -256,10 +250,21 @@ class _Response(HTTPResponse):
 class FastTransport:
     """The fast transport: one per batch, its keep-alive pool holding at most `pool_size` idle connections."""
 
-    def __init__(self, pool_size: int, resolver: Resolver, user_agent: str = USER_AGENT):
+    def __init__(
+        self,
+        pool_size: int,
+        resolver: Resolver,
+        capture: Mapping[str, Any] | None = None,
+        tls_verify: bool = True,
+        user_agent: str = USER_AGENT,
+    ):
         self._resolver = resolver
         self._base = _base_headers(user_agent)
         self._block = "".join(f"{name}: {value}\r\n" for name, value in self._base)
+        self._capture = capture
+        self._tls_verify = tls_verify
+        # With tls_verify off: each TLS connection's (chain_valid, problem), as its handshake found them.
+        self._verdicts: weakref.WeakKeyDictionary[socket.socket, tuple[bool, str | None]] = weakref.WeakKeyDictionary()
         self._max_idle = max(1, pool_size)
         # origin -> idle sockets, least recently used first
         self._idle: OrderedDict[tuple[str, str, int], list[socket.socket]] = OrderedDict()
@@ -279,8 +284,9 @@ class FastTransport:
         connect_timeout: float,
         read_timeout: float,
         max_bytes: int,
+        keep_body: bool = False,
     ) -> Hop:
-        """Send one request and read its body up to `max_bytes` decoded bytes."""
+        """Send one request and read its body up to `max_bytes` decoded bytes (kept in the Hop with keep_body)."""
         target = _target(url)
         head = _request_head(method, target, headers, self._base, self._block)
         started = time.perf_counter()
@@ -307,8 +313,9 @@ class FastTransport:
             sock.close()
             raise
         first_byte = time.perf_counter()
+        kept: list[bytes] | None = [] if keep_body else None
         try:
-            size = self._read_body(sock, response, url, max_bytes)
+            size = self._read_body(sock, response, url, max_bytes, kept)
         except DeadlineExceeded as exc:
             sock.close()
             phases = hop_timings(timings, started, first_byte, first_byte)
@@ -319,6 +326,7 @@ class FastTransport:
             sock.close()
             raise
         done = time.perf_counter()
+        seen = None if self._capture is None else self._seen(sock, response, target)
         if response.reusable:
             self._checkin(target.origin, sock)
         else:
@@ -328,6 +336,23 @@ class FastTransport:
             headers=response.info(),
             bytes=size,
             timings=hop_timings(timings, started, first_byte, done),
+            seen=seen,
+            body=None if kept is None else b"".join(kept),
+        )
+
+    def _seen(self, sock: socket.socket, response: _Response, target: _Target) -> dict[str, Any]:
+        """What the batch's capture option records of this exchange."""
+        capture = cast("Mapping[str, Any]", self._capture)
+        try:
+            remote_ip = sock.getpeername()[0]
+        except OSError:
+            remote_ip = None
+        described = None
+        if capture["tls"] and isinstance(sock, ssl.SSLSocket):
+            chain_valid, problem = self._verdicts.get(sock, (True, None))
+            described = tls.describe(sock, target.host, chain_valid, problem, tls.now_utc())
+        return captured(
+            response.info(), capture["headers"], remote_ip, response.get_http_version(), described, capture["tls"]
         )
 
     def _exchange(
@@ -357,8 +382,11 @@ class FastTransport:
             raise FetchError("other", f"request to {target.netloc} failed: {exc}") from None
 
     @staticmethod
-    def _read_body(sock: socket.socket, response: _Response, url: str, max_bytes: int) -> int:
-        """Count the decoded body as it streams; past the cap, stop (the caller drops the connection)."""
+    def _read_body(
+        sock: socket.socket, response: _Response, url: str, max_bytes: int, kept: list[bytes] | None = None
+    ) -> int:
+        """Count the decoded body as it streams (into `kept` too, when given); past the cap, stop (the caller drops
+        the connection)."""
         cap = body_cap(response.status_code, response.info(), max_bytes)
         decoders = content_decoders(response.get("Content-Encoding"))
         size = 0
@@ -369,6 +397,12 @@ class FastTransport:
                         size += len(piece)
                         if size > cap:
                             break
+                        if kept is not None:
+                            kept.append(piece)
+                elif kept is not None:
+                    data = response.take()
+                    size += len(data)
+                    kept.append(data)
                 else:
                     size += response.drop()
                 if size > cap:
@@ -403,7 +437,7 @@ class FastTransport:
             connected = time.perf_counter()
             timings["connect"] = ms(connected - resolved)
             if target.scheme == "https":
-                sock = _handshake(sock, target)
+                sock = self._secure(sock, addresses, target, connect_timeout)
                 timings["tls"] = ms(time.perf_counter() - connected)
             else:
                 timings["tls"] = None
@@ -412,6 +446,22 @@ class FastTransport:
             raise
         sock.settimeout(read_timeout)
         return sock, timings
+
+    def _secure(
+        self, sock: socket.socket, addresses: list[AddrInfo], target: _Target, connect_timeout: float
+    ) -> socket.socket:
+        """The TLS handshake; with tls_verify off, a certificate that fails the check is noted, not refused."""
+        if self._tls_verify:
+            return _handshake(sock, target, _tls())
+        try:
+            secured = _handshake(sock, target, _tls("chain"))
+            self._verdicts[secured] = (True, None)
+            return secured
+        except _Unverified as exc:
+            # The check failed: take the certificate on a new connection that checks nothing, and say why.
+            secured = _handshake(_open(addresses, target, connect_timeout), target, _tls("none"))
+            self._verdicts[secured] = (False, exc.problem)
+            return secured
 
     def _resolve(self, host: str, port: int) -> list[AddrInfo]:
         """The guard's checked addresses for host:port; connections opening at the same moment share one lookup.
@@ -500,13 +550,24 @@ def _open(addresses: list[AddrInfo], target: _Target, timeout: float) -> socket.
         raise FetchError("other", f"could not connect to {target.netloc}: {exc}", retryable=True) from None
 
 
-def _handshake(sock: socket.socket, target: _Target) -> socket.socket:
+class _Unverified(FetchError):
+    """The server's certificate failed the check (with tls_verify off, a problem to record)."""
+
+    def __init__(self, message: str, problem: str):
+        super().__init__("tls", message)
+        self.problem = problem
+
+
+def _handshake(sock: socket.socket, target: _Target, context: ssl.SSLContext) -> socket.socket:
     """TLS over a connected socket: SNI and the certificate check on the URL's hostname, not the address."""
     try:
-        return _tls().wrap_socket(sock, server_hostname=target.host)
+        return context.wrap_socket(sock, server_hostname=target.host)
     except TimeoutError:
         sock.close()
         raise FetchError("connect_timeout", f"TLS handshake with {target.netloc} timed out", retryable=True) from None
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        raise _Unverified(f"TLS handshake with {target.netloc} failed: {exc}", exc.verify_message) from None
     except ssl.SSLError as exc:  # includes certificate errors
         sock.close()
         raise FetchError("tls", f"TLS handshake with {target.netloc} failed: {exc}") from None

@@ -68,9 +68,10 @@ def follow(
     max_url_length: int,
     sleep: Callable[[float], None] = gevent.sleep,
     gate: HopGate | None = None,
-) -> None:
-    """Fetch result.url hop by hop until a final response or a limit, filling in `result`; FetchError or
-    guard.GuardError when the URL ends without a response. `started` is the fetch's perf_counter start.
+) -> Hop:
+    """Fetch result.url hop by hop until a final response or a limit, filling in `result`, and return the final
+    response (its body kept when a check needs it); FetchError or guard.GuardError when the URL ends without a
+    response. `started` is the fetch's perf_counter start.
 
     When the deadline passes mid-hop, result.timings keeps the phases that hop had completed. `gate`, for a
     paced batch, is passed before every request (each hop and each retry).
@@ -95,7 +96,10 @@ def follow(
                     result.attempts += 1
                     continue
             break
-        result.redirects.append({"url": url, "status": hop.status})
+        if hop.seen is None:
+            result.redirects.append({"url": url, "status": hop.status})
+        else:
+            result.redirects.append({"url": url, "status": hop.status, **hop.seen})
         if len(result.redirects) > options.max_redirects:
             raise too_many_redirects(result, location, options.max_redirects, max_url_length)
         url = guard.check_url(urljoin(url, location.strip()), max_url_length)
@@ -115,11 +119,13 @@ def follow(
         }
     result.bytes = hop.bytes
     result.content_type = hop.headers.get("Content-Type")
+    result.captured = hop.seen
     result.timings = dict(hop.timings)
     result.timings["redirect"] = redirect_ms
     result.timings["ttfb"] = round(
         redirect_ms + sum(hop.timings.get(k) or 0 for k in ("dns", "connect", "tls", "wait")), 3
     )
+    return hop
 
 
 def attempt(
@@ -143,14 +149,25 @@ def attempt(
         if gate is not None:
             gate.before_request(url)
         try:
-            hop = transport.fetch(
-                url,
-                method=method or options.method,
-                headers=headers,
-                connect_timeout=options.connect_timeout,
-                read_timeout=options.timeout,
-                max_bytes=options.max_bytes,
-            )
+            if options.needs_body:  # asked only then: a transport without checks' needs takes no such argument
+                hop = transport.fetch(
+                    url,
+                    method=method or options.method,
+                    headers=headers,
+                    connect_timeout=options.connect_timeout,
+                    read_timeout=options.timeout,
+                    max_bytes=options.max_bytes,
+                    keep_body=True,
+                )
+            else:
+                hop = transport.fetch(
+                    url,
+                    method=method or options.method,
+                    headers=headers,
+                    connect_timeout=options.connect_timeout,
+                    read_timeout=options.timeout,
+                    max_bytes=options.max_bytes,
+                )
         except FetchError as exc:
             if not exc.retryable or tries > options.retries:
                 raise

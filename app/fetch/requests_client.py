@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import requests
 import urllib3
@@ -28,8 +29,8 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from . import guard
-from .base import DECODE_CHUNK, USER_AGENT, AddrInfo, Hop, Resolver, body_cap, hop_timings, ms
+from . import guard, tls
+from .base import DECODE_CHUNK, USER_AGENT, AddrInfo, Hop, Resolver, body_cap, captured, hop_timings, ms
 from .errors import (
     REUSED,
     DeadlineExceeded,
@@ -102,26 +103,38 @@ class _PinnedHTTPSConnection(_PinnedConnectionMixin, HTTPSConnection):
             timings["tls"] = max(0.0, spent - timings["dns"] - timings["connect"])
 
 
+class _HTTPSPool(HTTPSConnectionPool):
+    def _validate_conn(self, conn: Any) -> None:
+        """urllib3's, without its warning on an unverified connection: only a batch's tls_verify false makes one,
+        and its results record each certificate's problems instead."""
+        HTTPConnectionPool._validate_conn(self, conn)
+        if conn.is_closed:
+            conn.connect()
+
+
 def _pool_classes(resolver: Resolver) -> dict[str, type]:
     """Connection pools whose connections resolve through `resolver` (one pair per transport)."""
     http_conn = type("GuardedHTTPConnection", (_PinnedHTTPConnection,), {"resolver": staticmethod(resolver)})
     https_conn = type("GuardedHTTPSConnection", (_PinnedHTTPSConnection,), {"resolver": staticmethod(resolver)})
     return {
         "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-        "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+        "https": type("GuardedHTTPSPool", (_HTTPSPool,), {"ConnectionCls": https_conn}),
     }
 
 
 class _GuardedAdapter(HTTPAdapter):
     """requests' adapter with pools whose connections are pinned to checked addresses."""
 
-    def __init__(self, resolver: Resolver, pool_size: int):
+    def __init__(self, resolver: Resolver, pool_size: int, ssl_context: ssl.SSLContext | None = None):
         self._resolver = resolver
+        self._ssl_context = ssl_context
         # pool_size connections per host: requests' default of 10 makes a batch at concurrency 200
         # open and throw away hundreds of extra connections.
         super().__init__(pool_connections=min(max(pool_size, 10), 100), pool_maxsize=pool_size, max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        if self._ssl_context is not None:
+            kwargs["ssl_context"] = self._ssl_context
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = _pool_classes(self._resolver)
 
@@ -129,12 +142,24 @@ class _GuardedAdapter(HTTPAdapter):
 class RequestsTransport:
     """The requests transport: one Session per batch, its pool sized to the batch's concurrency."""
 
-    def __init__(self, pool_size: int, resolver: Resolver, user_agent: str = USER_AGENT):
+    def __init__(
+        self,
+        pool_size: int,
+        resolver: Resolver,
+        capture: Mapping[str, Any] | None = None,
+        tls_verify: bool = True,
+        user_agent: str = USER_AGENT,
+    ):
         self.session = requests.Session()
         # trust_env off: environment proxies must not redirect fetches, and reading them costs on every request.
         self.session.trust_env = False
         self.session.headers["User-Agent"] = user_agent
-        self.adapter = _GuardedAdapter(resolver, pool_size)
+        self._capture = capture
+        self._tls_verify = tls_verify
+        context = None
+        if tls_verify and tls.ca_bundle():
+            context = tls.make_context(ssl.create_default_context)  # certifi's CAs and GREENBATCH_CA_BUNDLE's
+        self.adapter = _GuardedAdapter(resolver, pool_size, context)
         self.session.mount("http://", self.adapter)
         self.session.mount("https://", self.adapter)
 
@@ -147,15 +172,18 @@ class RequestsTransport:
         connect_timeout: float,
         read_timeout: float,
         max_bytes: int,
+        keep_body: bool = False,
     ) -> Hop:
-        """Send one request and read its body up to `max_bytes` decoded bytes."""
+        """Send one request and read its body up to `max_bytes` decoded bytes (kept in the Hop with keep_body)."""
         _fresh.timings = None
         started = time.perf_counter()
         try:
             # The adapter, not session.request: even with allow_redirects=False, Session.send reads a
             # redirect's whole body into memory (decoded), so a 302 carrying a gzip bomb would inflate.
             prepared = self.session.prepare_request(requests.Request(method, url, headers=dict(headers)))
-            response = self.adapter.send(prepared, stream=True, timeout=(connect_timeout, read_timeout))
+            response = self.adapter.send(
+                prepared, stream=True, timeout=(connect_timeout, read_timeout), verify=self._tls_verify
+            )
         except guard.GuardError as exc:
             raise FetchError(exc.kind, str(exc), detail=exc.detail) from None
         except requests.RequestException as exc:
@@ -166,8 +194,11 @@ class RequestsTransport:
         first_byte = time.perf_counter()
         raw: urllib3.HTTPResponse = response.raw
         connecting, _fresh.timings = _fresh.timings, None  # None: a reused connection
+        # Before the body is read: reading it to the end hands the connection back to the pool.
+        seen = None if self._capture is None else self._seen(response, raw, url)
+        kept: list[bytes] | None = [] if keep_body else None
         try:
-            size = self._read_body(response, raw, url, method, max_bytes)
+            size = self._read_body(response, raw, url, method, max_bytes, kept)
         except DeadlineExceeded as exc:
             phases = hop_timings(connecting, started, first_byte, first_byte)
             del phases["download"]  # the phase in progress
@@ -178,13 +209,39 @@ class RequestsTransport:
             headers=response.headers,
             bytes=size,
             timings=hop_timings(connecting, started, first_byte, time.perf_counter()),
+            seen=seen,
+            body=None if kept is None else b"".join(kept),
         )
+
+    def _seen(self, response: requests.Response, raw: urllib3.HTTPResponse, url: str) -> dict[str, Any]:
+        """What the batch's capture option records of this exchange (chain_valid is null with tls_verify off:
+        urllib3 does not say why a chain it was not asked to check would fail)."""
+        capture = cast("Mapping[str, Any]", self._capture)
+        connection = raw.connection
+        sock = getattr(connection, "sock", None)
+        try:
+            remote_ip = sock.getpeername()[0] if sock is not None else None
+        except OSError:
+            remote_ip = None
+        described = None
+        if capture["tls"] and isinstance(sock, ssl.SSLSocket):
+            host = urllib3.util.parse_url(url).host or ""
+            chain_valid = True if self._tls_verify else None
+            described = tls.describe(sock, host.strip("[]"), chain_valid, None, tls.now_utc())
+        version = {10: "HTTP/1.0", 11: "HTTP/1.1"}.get(raw.version, f"HTTP/{raw.version / 10:g}")
+        return captured(response.headers, capture["headers"], remote_ip, version, described, capture["tls"])
 
     @staticmethod
     def _read_body(
-        response: requests.Response, raw: urllib3.HTTPResponse, url: str, method: str, max_bytes: int
+        response: requests.Response,
+        raw: urllib3.HTTPResponse,
+        url: str,
+        method: str,
+        max_bytes: int,
+        kept: list[bytes] | None = None,
     ) -> int:
-        """Count the decoded body as it streams; stop past the cap and drop the connection."""
+        """Count the decoded body as it streams (into `kept` too, when given); stop past the cap and drop the
+        connection."""
         if method == "HEAD":
             raw.release_conn()
             return 0
@@ -197,6 +254,8 @@ class RequestsTransport:
                     raw.close()
                     raw.release_conn()
                     raise too_large(cap, url)
+                if kept is not None:
+                    kept.append(chunk)
         except ReadTimeoutError:
             raw.close()
             raise body_read_timeout(url) from None

@@ -4,7 +4,7 @@ process, the cluster's stand-ins (app/cluster) across many."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.options import BatchOptions
 from ..fetch import guard
@@ -21,7 +21,12 @@ class BatchControl(Protocol):
     policy: guard.Policy  # the fetch policy the API judges submitted URLs by
 
     def submit(
-        self, urls: Sequence[str], options: BatchOptions, name: str = "", parent_id: str | None = None
+        self,
+        urls: Sequence[str],
+        options: BatchOptions,
+        name: str = "",
+        parent_id: str | None = None,
+        source: dict[str, Any] | None = None,
     ) -> str: ...
     def cancel(self, batch_id: str) -> bool: ...
     def live(self, batch_id: str) -> LiveState | None: ...

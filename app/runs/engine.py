@@ -18,14 +18,14 @@ from gevent.lock import BoundedSemaphore, Semaphore
 from gevent.pool import Pool
 from gevent.queue import Queue
 
-from ..core import stats
+from ..core import stats, verdict
 from ..core.clock import iso_at, now_iso
-from ..core.config import Config
+from ..core.config import Config, ConfigError, env_name
 from ..core.options import BatchOptions, ValidationError
 from ..core.results import ErrorKind, Result, failed_result
 from ..core.urllist import UrlList
-from ..fetch import TransportFactory, guard, make_transport
-from ..fetch.base import USER_AGENT, Transport
+from ..fetch import TransportFactory, guard, make_transport, tls
+from ..fetch.base import USER_AGENT, Hop, Transport
 from ..fetch.errors import DeadlineExceeded, FetchError, RetryLater, deadline_message
 from ..fetch.follow import follow
 from .events import EventBus
@@ -125,6 +125,11 @@ class Fetching:
             make_transport, user_agent=config.user_agent or USER_AGENT
         )
         self.resolver = guard.GuardedResolver(policy)  # what every transport connects through
+        if config.ca_bundle:
+            problem = tls.check_ca_bundle(config.ca_bundle)
+            if problem:
+                raise ConfigError(f"{env_name('ca_bundle')}: {problem}")
+        tls.use_ca_bundle(config.ca_bundle)  # the CAs trusted are the process's: one setting, every transport
         self._inflight = BoundedSemaphore(config.max_inflight)
         self._stopping = False
         self.counters = Counters()  # host pauses and retries by status since start (/metrics)
@@ -237,13 +242,14 @@ class Fetching:
                 result.refused = earlier.refused
                 started -= earlier.spent
                 deadline = max(0.001, deadline - earlier.spent)
+        hop: Hop | None = None
         try:
             with self._inflight:
                 run.running += 1
                 run.in_flight[index] = started
                 try:
                     with gevent.Timeout(deadline, DeadlineExceeded):
-                        follow(transport, result, run.options, started, self.config.max_url_length, gate=gate)
+                        hop = follow(transport, result, run.options, started, self.config.max_url_length, gate=gate)
                 finally:
                     run.running -= 1
                     del run.in_flight[index]
@@ -287,6 +293,7 @@ class Fetching:
         result.finished_at = now_iso()
         result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         result.timings.setdefault("ttfb", None)
+        judge(result, hop, run.options)  # once timed: a time.total check reads the total
         self._record(run, result)
 
     def _message(self, run: BatchRun, index: int, exc: FetchError | guard.GuardError) -> str:
@@ -295,6 +302,40 @@ class Fetching:
             return str(exc)
         log.debug("batch %s URL %d: %s", run.id, index, exc.detail, extra={"batch_id": run.id, "index": index})
         return exc.detail if self.config.explain_blocked else str(exc)
+
+
+def judge(result: Result, hop: Hop | None, options: BatchOptions) -> None:
+    """Give a fetched result its outcome, reasons and warnings (app/core/verdict.py decides), and ok and error to
+    match: ok for ok and warn; a failure the rules decided, not the status alone, has the `mismatch` kind.
+
+    hop: the last response (None when none came)."""
+    headers, body = (hop.headers, hop.body) if hop is not None else (None, None)
+    if options.judged:
+        expect, checks = options.row_expect(result.index), options.row_checks(result.index)
+        if options.rows:
+            result.expect, result.meta = expect, options.row_meta(result.index)
+        elif expect:
+            result.expect = expect
+    else:
+        expect, checks = None, ()
+    outcome, reasons, warnings = verdict.evaluate(
+        result, headers, options, expect, options.url_match, options.warn_as, checks, body
+    )
+    result.outcome = outcome
+    if outcome == "ok" and not warnings:
+        result.ok = True  # reasons and warnings stay the empty lists they are made with
+        return
+    result.reasons, result.warnings = reasons, warnings
+    result.ok = outcome == "ok" or outcome == "warn"
+    error = result.error
+    if result.ok:
+        result.error = None
+    elif error is None or (error["kind"] == ErrorKind.STATUS and reasons[0]["rule"] != "accept_status"):
+        first = reasons[0]
+        result.error = {
+            "kind": ErrorKind.MISMATCH.value,
+            "message": f"{first['rule']}: expected {first['expected']}, got {first['actual']}",
+        }
 
 
 class Engine(Fetching):
@@ -317,12 +358,19 @@ class Engine(Fetching):
 
     # -- public ------------------------------------------------------------------------------
 
-    def submit(self, urls: Sequence[str], options: BatchOptions, name: str = "", parent_id: str | None = None) -> str:
+    def submit(
+        self,
+        urls: Sequence[str],
+        options: BatchOptions,
+        name: str = "",
+        parent_id: str | None = None,
+        source: dict[str, Any] | None = None,
+    ) -> str:
         """Store a new batch durably, queue it, and return its id; `urls` have passed guard.check_url (the API's job)."""
         batch_id = secrets.token_hex(6)
         created = now_iso()
         name = name or f"{len(urls)} URL{'s' if len(urls) != 1 else ''}"
-        self.store.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id)
+        self.store.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id, source)
         self.bus.open(batch_id, 0)
         self.bus.emit(batch_id, "batch", {"status": "queued", "created_at": created})
         self._enqueue(BatchRun(batch_id, options, UrlList.of(urls), len(urls)))

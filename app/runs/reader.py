@@ -39,6 +39,7 @@ class BatchView:
     counts: dict[str, int]
     stats: dict[str, Any]
     last_seq: int
+    source: dict[str, Any] | None = None  # the sitemap or page its URLs came from; None for a list
 
     @property
     def final(self) -> bool:
@@ -110,6 +111,7 @@ class BatchReader:
             live.counts,
             live.stats,
             live.last_seq,
+            record.source,
         )
 
     def view(self, record: BatchRecord) -> BatchView:
@@ -138,4 +140,5 @@ class BatchReader:
             counts,
             batch_stats,
             record.last_seq,
+            record.source,
         )

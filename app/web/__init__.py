@@ -29,6 +29,8 @@ def create_app(config: Config | None = None) -> Flask:
     auth.init_app(app)
     built = services.init_app(app, config, lock)
     ops.init_app(app, built)
+    from . import diffs  # noqa: F401 - its routes are the API blueprint's, added on import
+
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(pages.bp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import heapq
 import io
 import itertools
@@ -13,14 +14,21 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
+import gevent
 import idna
 from flask import Blueprint, Response, current_app, request, url_for
 
+from ..core import rowspec, verdict
 from ..core.memory import release_freed_memory
-from ..core.options import BatchOptions, ValidationError, header_problem
+from ..core.options import MAX_META_CHARS, BatchOptions, ValidationError, header_problem
 from ..core.results import ERROR_KINDS, FINAL_STATUSES
-from ..core.urllist import UrlList, UrlListBuilder, read_json_object
+from ..core.sources import Source
+from ..core.urllist import MAX_REMAP, UrlList, UrlListBuilder, read_json_object, remapped
 from ..fetch import guard
+from ..fetch.sources import Expansion, SourceError, SourceLimits
+from ..fetch.tls import now_utc
+from ..runs.certificates import EXPIRING_DAYS, expiring
+from ..runs.certificates import certificates as certificate_rows
 from ..runs.hosts import HOST_FIELDS, host_table
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
@@ -41,6 +49,7 @@ NAMED_HOSTS = 1000  # distinct hosts an unnamed batch's name counts; past it the
 _HOST_RUNS = re.compile(r"^(https?://(\[[^\]\n]*\]|[^:/?#\n]*))[^\n]*+(?:\n\1(?=[:/?#\n]|\Z)[^\n]*+)*+", re.MULTILINE)
 CANCEL_SETTLE = 5.0  # seconds a cancel waits for the batch's final state to be committed before answering
 RELEASE_AFTER = 10_000  # URLs of a submission past which the memory it freed is given back to the system
+PREVIEW_URLS = 50  # URLs a source's preview lists
 
 
 # -- reading input ---------------------------------------------------------------------------
@@ -48,6 +57,8 @@ RELEASE_AFTER = 10_000  # URLs of a submission past which the memory it freed is
 
 BODY_BLOCK = 1024 * 1024  # bytes of a text body read and decoded at once: a body is never held whole
 CSV_ROWS = 10_000  # rows of a CSV body read at once
+JSON_QUERY_OPTIONS = ("expect", "warn_as", "thresholds", "checks")  # options a query string gives as JSON text
+_RULE = re.compile(r"^[a-z_]+(?:\.[a-z_]+|\[\d{1,4}\])?$")  # accept_status, expect.final_url, check[2], a warning kind
 
 
 def _json_body() -> Any:
@@ -121,34 +132,59 @@ def _body_texts() -> Iterator[str]:
             return
 
 
-def _text_urls(is_csv: bool) -> UrlList:
-    """URLs from a text body: one per line (or the first CSV column); blanks and '#' lines skipped.
+def _text_urls(is_csv: bool) -> tuple[UrlList, dict[int, dict[str, Any]] | None]:
+    """URLs from a text body: one per line (or the first CSV column); blanks and '#' lines skipped. A CSV whose
+    first row is a recognised header (rowspec.CSV_COLUMNS) gives each row's expectations and meta too.
 
     Past GREENBATCH_MAX_URLS the lines are only counted, for the 413 that names how many there were.
     """
-    keep = current_app.config["GREENBATCH"].max_urls
+    config = current_app.config["GREENBATCH"]
+    keep = config.max_urls
     urls = UrlListBuilder()  # each block's URLs joined as they come: a million lines are never a str each at once
+    rows: dict[int, dict[str, Any]] = {}
     count = 0
     first = True
-    for values in _csv_firsts() if is_csv else map(str.splitlines, _body_texts()):
-        kept = [url for url in map(str.strip, values) if url and url[0] != "#"]
-        if is_csv and first and kept:
+    roles: list[str] | None = None
+    line = 1
+    for block in _csv_rows() if is_csv else map(str.splitlines, _body_texts()):
+        if is_csv and first and block:
             first = False
-            if "://" not in kept[0]:
-                del kept[0]  # a header row such as "url"
+            roles = rowspec.csv_columns(block[0])
+            if roles is not None or "://" not in (block[0][0] if block[0] else ""):
+                del block[0]  # a header row such as "url"
+                line += 1
+        if roles is None:
+            values = [row[0] if row else "" for row in block] if is_csv else block
+            kept = [url for url in map(str.strip, values) if url and url[0] != "#"]
+            line += len(block)
+        else:
+            kept = []
+            for values in block:
+                url, row, problem = rowspec.csv_row(values, roles, config)
+                line += 1
+                if not url or url[0] == "#":
+                    continue
+                if problem:  # rows (and so lines, a quoted field aside) are counted from 1, the header's
+                    where = f"line {line - 1}"
+                    raise ApiError(
+                        400, "invalid_body", f"CSV {where}: {problem}", [{"field": where, "message": problem}]
+                    )
+                if row and len(urls) + len(kept) < keep:
+                    rows[len(urls) + len(kept)] = row
+                kept.append(url)
         count += len(kept)
         urls.add(kept[: max(0, keep - len(urls))])
     _check_count(count)
-    return urls.build()
+    return urls.build(), rows or None
 
 
-def _csv_firsts() -> Iterator[list[str]]:
-    """The first column of a CSV body's rows ("" for a blank row), a list at a time."""
+def _csv_rows() -> Iterator[list[list[str]]]:
+    """A CSV body's rows, a list at a time."""
     # One reader over the whole body: a quoted field may span lines, and so the blocks they were read in.
     rows = csv.reader(itertools.chain.from_iterable(map(io.StringIO, _body_texts())))
     try:
-        while firsts := [row[0] if row else "" for row in itertools.islice(rows, CSV_ROWS)]:
-            yield firsts
+        while block := list(itertools.islice(rows, CSV_ROWS)):
+            yield block
     except csv.Error as exc:  # e.g. a quote never closed makes one field of the rest of the file
         raise ApiError(400, "invalid_body", f"the CSV body cannot be read: {exc}") from None
 
@@ -168,6 +204,14 @@ def _options_from_query() -> dict[str, Any]:
             continue
         if key == "header":
             options["headers"] = _headers_from_query(request.args.getlist("header"))
+        elif key in JSON_QUERY_OPTIONS:
+            try:
+                options[key] = json.loads(request.args.get(key, ""))
+            except ValueError:
+                message = f"{key} must be JSON in the query string, like {key}={{...}}"
+                raise ApiError(
+                    400, "invalid_options", message, [{"field": f"options.{key}", "message": message}]
+                ) from None
         else:
             options[key] = request.args.get(key)
     return options
@@ -189,14 +233,14 @@ def _headers_from_query(items: list[str]) -> dict[str, str]:
     return dict(pairs)
 
 
-def _submission() -> tuple[Any, dict[str, Any], str]:
-    """(urls, raw options, name) from a JSON or text body."""
+def _submission() -> tuple[Any, dict[str, Any], str, dict[int, dict[str, Any]] | None, Any]:
+    """(urls, raw options, name, per-row sidecar, raw source) from a JSON or text body."""
     mimetype = request.mimetype
     if mimetype == "application/json":
         body = _submission_json(_body_bytes())
         if not isinstance(body, dict):
-            raise ApiError(400, "invalid_body", 'JSON body must be an object with a "urls" list')
-        unknown = sorted(set(body) - {"urls", "name", "options"})
+            raise ApiError(400, "invalid_body", 'JSON body must be an object with a "urls" list or a "source"')
+        unknown = sorted(set(body) - {"urls", "name", "options", "source"})
         if unknown:
             raise ApiError(
                 400,
@@ -204,14 +248,70 @@ def _submission() -> tuple[Any, dict[str, Any], str]:
                 f"unknown field(s): {', '.join(unknown)}",
                 [{"field": k, "message": "is not a known field"} for k in unknown],
             )
-        return body.get("urls"), body.get("options"), body.get("name")
+        if "urls" in body and "source" in body:
+            raise ApiError(
+                400,
+                "invalid_body",
+                'give "urls" or "source", not both',
+                [{"field": "source", "message": 'conflicts with "urls"'}],
+            )
+        urls, rows = _split_items(body.get("urls"))
+        return urls, body.get("options"), body.get("name"), rows, body.get("source")
     if mimetype in ("text/plain", "text/csv"):
-        return _text_urls(mimetype == "text/csv"), _options_from_query(), request.args.get("name")
+        urls, rows = _text_urls(mimetype == "text/csv")
+        return urls, _options_from_query(), request.args.get("name"), rows, None
     raise ApiError(
         415,
         "unsupported_media_type",
         f"send application/json, text/plain or text/csv, not {mimetype or 'no Content-Type'}",
     )
+
+
+def _split_items(urls: Any) -> tuple[Any, dict[int, dict[str, Any]] | None]:
+    """`urls` as URL strings and the sidecar of the items given as objects ({"url", "expect", "meta"})."""
+    if not isinstance(urls, list) or not any(isinstance(item, dict) for item in urls):
+        return urls, None  # strings only (or not a list, which _validate_urls refuses): as before
+    config = current_app.config["GREENBATCH"]
+    _check_count(len(urls))
+    plain: list[Any] = []
+    rows: dict[int, dict[str, Any]] = {}
+    problems: list[dict[str, Any]] = []
+    for index, item in enumerate(urls):
+        url, row, problem, where = rowspec.item_row(index, item, config)
+        if problem:
+            problems.append({"field": where, "index": index, "message": problem})
+        elif row:
+            rows[index] = row
+        plain.append(url)
+    if problems:
+        raise ApiError(
+            400,
+            "invalid_urls",
+            f"{len(problems)} of {len(urls)} URL items are not valid; the first is {problems[0]['field']}:"
+            f" {problems[0]['message']}",
+            problems[:MAX_DETAILS],
+        )
+    return plain, rows or None
+
+
+def _check_final_url_bases(options: BatchOptions) -> None:
+    """400 when an expected final URL is a path and neither target_base_url nor base_url says where it is."""
+    if options.target_base_url or options.base_url:
+        return
+    given = [("options.expect.final_url", (options.expect or {}).get("final_url"))]
+    given += [
+        (f"urls[{i}].expect.final_url", (row.get("expect") or {}).get("final_url"))
+        for i, row in (options.rows or {}).items()
+    ]
+    problems = [
+        {"field": field, "message": "is a path: give options.base_url or options.target_base_url to resolve it"}
+        for field, url in given
+        if url is not None and "://" not in url
+    ]
+    if problems:
+        raise ApiError(
+            400, "invalid_urls", f"an expected final URL is a path ({problems[0]['field']})", problems[:MAX_DETAILS]
+        )
 
 
 def _validate_urls(urls: Any) -> Sequence[str]:
@@ -367,10 +467,16 @@ def _refuse_if_store_fails() -> None:
         )
 
 
-def _submit(urls: Sequence[str], options: BatchOptions, name: str, parent_id: str | None = None) -> str:
+def _submit(
+    urls: Sequence[str],
+    options: BatchOptions,
+    name: str,
+    parent_id: str | None = None,
+    source: dict[str, Any] | None = None,
+) -> str:
     """engine.submit, answering 503 when the store cannot write the new batch."""
     try:
-        return services().engine.submit(urls, options, name, parent_id=parent_id)
+        return services().engine.submit(urls, options, name, parent_id=parent_id, source=source)
     except StoreError as exc:
         raise ApiError(503, "store_unavailable", f"nothing was stored: {exc}") from None
     finally:
@@ -390,6 +496,132 @@ def _created(batch_id: str) -> Response:
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
     return response
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+
+def _source(raw: Any) -> Source:
+    """A client's source, checked: its fields within the server's limits, its URL one the guard would fetch."""
+    config = current_app.config["GREENBATCH"]
+    try:
+        source = Source.parse(raw, config)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_source", str(exc), exc.details) from None
+    try:
+        url = guard.check_url(source.url, config.max_url_length)
+    except guard.InvalidUrl as exc:
+        message = f"source.url {_shown(source.url)!r} cannot be fetched: {exc}"
+        raise ApiError(400, "invalid_source", message, [{"field": "source.url", "message": str(exc)}]) from None
+    refusal = services().engine.policy.refuses_literal(url)
+    if refusal is not None:
+        message = f"source.url {url} cannot be fetched: {refusal}"
+        raise ApiError(400, "invalid_source", message, [{"field": "source.url", "message": refusal}])
+    return dataclasses.replace(source, url=url)
+
+
+def _expanded(expansion: Expansion, read: int, keep: int) -> list[tuple[str, dict[str, str]]]:
+    """The first `keep` URLs of a source and their meta, reading on until it ends or `read` URLs came (its
+    counts then say how many), within GREENBATCH_SOURCE_TIMEOUT; a 400 naming the problem when it cannot be read."""
+    limits = expansion.limits
+    timeout = gevent.Timeout(
+        limits.timeout,
+        SourceError(
+            f"reading the source {expansion.source.url} took longer than {limits.timeout:g} s "
+            "(GREENBATCH_SOURCE_TIMEOUT); nothing was started",
+            code="source_timeout",
+        ),
+    )
+    found: list[tuple[str, dict[str, str]]] = []
+    timeout.start()
+    try:
+        for pair in expansion:
+            if len(found) < keep:
+                found.append(pair)
+            if expansion.counts.kept >= read:
+                break
+    except SourceError as exc:
+        raise ApiError(400, exc.code, str(exc), [{"field": "source.url", "message": str(exc)}]) from None
+    finally:
+        timeout.close()
+    return found
+
+
+def _over_limit(source: Source, limit: int) -> ApiError:
+    """The 400 for a source with more URLs than a batch may hold, offering to take the first ones."""
+    message = (
+        f"the {source.type.replace('_', ' ')} source {source.url} has more than {limit:,} URLs, the most in one "
+        f"batch (GREENBATCH_MAX_URLS); set source.max_urls (at most {limit}) to take the first ones"
+    )
+    return ApiError(400, "too_many_urls", message, [{"field": "source.max_urls", "message": message}])
+
+
+def _meta_row(meta: dict[str, str]) -> dict[str, str]:
+    """A source's meta for a URL as a row's meta columns take it (each value at most MAX_META_CHARS)."""
+    return {key: value[:MAX_META_CHARS] for key, value in meta.items()}
+
+
+def _created_from_source(raw_source: Any, raw_options: Any, raw_name: Any) -> Response:
+    """Expand a source into URLs, then submit them as a batch that records its source."""
+    config = current_app.config["GREENBATCH"]
+    source = _source(raw_source)
+    try:
+        options = BatchOptions.parse(raw_options, config)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_options", str(exc), exc.details) from None
+    name = _name(raw_name)
+    expansion = Expansion(source, services().engine.policy, SourceLimits.from_config(config))
+    cap = source.max_urls or config.max_urls
+    found = _expanded(expansion, cap + 1, cap + 1)
+    if len(found) > cap:
+        if source.max_urls is None:
+            raise _over_limit(source, config.max_urls)
+        del found[cap:]
+    if not found:
+        counts = expansion.counts
+        message = (
+            f"the source {source.url} gave no URLs to fetch: {counts.found} found, {counts.excluded} excluded by"
+            f" include, exclude or same_origin, {counts.invalid} not fetchable"
+        )
+        raise ApiError(400, "empty_source", message, [{"field": "source", "message": message}])
+    # Each URL's meta (a sitemap's lastmod, a link's found_on) is its row's meta: stored, and in its result.
+    rows = {index: {"meta": _meta_row(meta)} for index, (_, meta) in enumerate(found) if meta}
+    if rows:
+        options = dataclasses.replace(options, rows=rows)
+    urls = UrlList.of(url for url, _ in found)
+    del found
+    noun = "sitemap" if source.type == "sitemap" else "links on"
+    return _created(_submit(urls, options, name or f"{noun} {source.url}"[:MAX_NAME], source=source.to_dict()))
+
+
+@bp.post("/sources/preview")
+def preview_source():
+    """Read a source as a batch would, without starting anything: its counts and first PREVIEW_URLS URLs."""
+    config = current_app.config["GREENBATCH"]
+    body = _json_body() if request.mimetype == "application/json" else None
+    if not isinstance(body, dict) or set(body) - {"source"} or "source" not in body:
+        raise ApiError(
+            400,
+            "invalid_body",
+            'send a JSON object {"source": {...}}',
+            [{"field": "source", "message": "is required, and the only field"}],
+        )
+    source = _source(body["source"])
+    expansion = Expansion(source, services().engine.policy, SourceLimits.from_config(config))
+    limit = source.max_urls or config.max_urls
+    found = _expanded(expansion, limit + 1, PREVIEW_URLS)
+    counts = expansion.counts
+    over = counts.kept > limit
+    return {
+        "source": source.to_dict(),
+        "counts": counts.to_dict(),
+        "urls": [{"url": url, "meta": meta} for url, meta in found],
+        "complete": not over,
+        "max_urls": config.max_urls,
+        "over_limit": over and source.max_urls is None,
+        "message": _over_limit(source, config.max_urls).message if over and source.max_urls is None else None,
+        "would_take": min(counts.kept, limit),
+    }
 
 
 # -- routes ----------------------------------------------------------------------------------
@@ -415,13 +647,27 @@ def create_batch():
     """Submit a batch: JSON {"urls", "name", "options"}, or one URL per line as text/plain or text/csv."""
     config = current_app.config["GREENBATCH"]
     _refuse_if_store_fails()
-    urls, raw_options, name = _submission()
-    checked = _validate_urls(urls)
-    del urls
+    urls, raw_options, name, rows, raw_source = _submission()
+    if isinstance(raw_options, dict) and "rows" in raw_options:  # the sidecar comes from `urls` items, never here
+        raise ApiError(
+            400,
+            "invalid_options",
+            "invalid options",
+            [{"field": "options.rows", "message": "is not a known option (give rows as objects in urls)"}],
+        )
+    if raw_source is not None:
+        return _created_from_source(raw_source, raw_options, name)
     try:
         options = BatchOptions.parse(raw_options, config)
     except ValidationError as exc:
         raise ApiError(400, "invalid_options", str(exc), exc.details) from None
+    if options.base_url:  # rows may give paths (/old-post)
+        urls = [verdict.resolved(url, options.base_url) if isinstance(url, str) else url for url in urls]
+    checked = _validate_urls(urls)
+    del urls
+    if rows:
+        options = dataclasses.replace(options, rows=rows)
+    _check_final_url_bases(options)
     name = _name(name) or _derived_name(checked)
     # A str each costs ~60 bytes more than its text: a million URLs are stored and held in one buffer instead.
     compact = UrlList.of(checked)
@@ -462,34 +708,45 @@ def cancel_batch(batch_id: str):
 
 @bp.post("/batches/<batch_id>/rerun")
 def rerun_batch(batch_id: str):
-    """Run a batch's URLs again as a new batch; {"only": "failed"} takes only those that did not end ok."""
+    """Run a batch's URLs again as a new batch; {"only": "failed"} takes only those that did not end ok, and
+    {"remap": [{"from", "to"}]} rewrites each URL's prefix (staging for production)."""
     batch = _batch_or_404(batch_id)
     _refuse_if_store_fails()
-    only = None
+    only, remap = None, []
     if request.get_data(cache=True).strip():
         body = _json_body()
         only = body.get("only") if isinstance(body, dict) else None
-        unknown = sorted(set(body) - {"only"}) if isinstance(body, dict) else []
+        unknown = sorted(set(body) - {"only", "remap"}) if isinstance(body, dict) else []
         if not isinstance(body, dict) or only not in (None, "all", "failed") or unknown:
             details = [{"field": k, "message": "is not a known field"} for k in unknown] or [
                 {"field": "only", "message": 'must be "all" or "failed"'}
             ]
-            raise ApiError(400, "invalid_body", 'body must be {} or {"only": "all" | "failed"}', details)
+            raise ApiError(
+                400, "invalid_body", 'body must be {} or {"only": "all" | "failed", "remap": [...]}', details
+            )
+        remap = _remap_rules(body.get("remap"))
     store = services().store
+    urls: Sequence[str]
     if only == "failed":
         if batch.status not in FINAL_STATUSES:
             raise ApiError(
                 409, "still_running", f"batch {batch_id} is {batch.status}; rerun its failed URLs once it ends"
             )
-        urls = [r["url"] for r in store.iter_results(batch_id, outcome="not_ok")]
+        failed = [(r["index"], r["url"]) for r in store.iter_results(batch_id, outcome="not_ok")]
+        urls = [url for _, url in failed]
         if not urls:
             raise ApiError(409, "nothing_failed", f"every URL of batch {batch_id} ended ok; there is nothing to rerun")
         name = f"failed of {batch.name}"
     else:
         urls = store.urls(batch_id)
         name = f"rerun of {batch.name}"
+    raw_options = batch.options
+    if remap:
+        urls = _validate_urls(UrlList.of(remapped(url, remap) for url in urls))
+        if isinstance(raw_options.get("expected_final_url"), str):
+            raw_options = {**raw_options, "expected_final_url": remapped(raw_options["expected_final_url"], remap)}
     try:
-        options = BatchOptions.parse(batch.options, current_app.config["GREENBATCH"])
+        options = BatchOptions.parse(raw_options, current_app.config["GREENBATCH"])
     except ValidationError as exc:  # a limit lowered, or a rule added, since the batch was stored
         first = exc.details[0] if exc.details else {"field": "options", "message": str(exc)}
         raise ApiError(
@@ -500,8 +757,35 @@ def rerun_batch(batch_id: str):
             "limits",
             exc.details,
         ) from None
+    if options.rows and only == "failed":  # each URL keeps its row's expectations and meta at its new index
+        kept = {new: options.rows[old] for new, (old, _) in enumerate(failed) if old in options.rows}
+        options = dataclasses.replace(options, rows=kept or None)
     new_id = _submit(urls, options, name[:200], parent_id=batch_id)
     return _created(new_id)
+
+
+def _remap_rules(raw: Any) -> list[tuple[str, str]]:
+    """A rerun's remap as (from, to) prefix pairs; a 400 naming the rule that is not a pair of http(s) prefixes."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_REMAP:
+        message = f'"remap" must be a list of at most {MAX_REMAP} {{"from", "to"}} objects'
+        raise ApiError(400, "invalid_body", message, [{"field": "remap", "message": message}])
+    limit = current_app.config["GREENBATCH"].max_url_length
+    rules = []
+    for n, rule in enumerate(raw):
+        ok = isinstance(rule, dict) and set(rule) == {"from", "to"}
+        ok = ok and all(
+            isinstance(rule[end], str)
+            and 0 < len(rule[end]) <= limit
+            and rule[end].lower().startswith(("http://", "https://"))
+            for end in ("from", "to")
+        )
+        if not ok:
+            message = f'remap[{n}] must be {{"from": prefix, "to": prefix}}, each an http:// or https:// URL prefix'
+            raise ApiError(400, "invalid_body", message, [{"field": f"remap[{n}]", "message": message}])
+        rules.append((rule["from"], rule["to"]))
+    return rules
 
 
 @bp.delete("/batches/<batch_id>")
@@ -531,7 +815,8 @@ def results(batch_id: str):
                 "apply to pages only",
                 [{"field": name, "message": "applies to pages only (without format=)"} for name in paging],
             )
-        return exports.download(store, batch.id, fmt, outcome)
+        meta = exports.meta_columns(batch.options.get("rows"))
+        return exports.download(store, batch.id, fmt, outcome, meta, batch.options.get("capture"))
     if fmt is not None:
         formats = ", ".join(exports.FORMATS)
         raise _bad_parameter(
@@ -566,7 +851,7 @@ def results(batch_id: str):
 
 
 # Parameters of a page of results that a download does not take.
-PAGE_ONLY = ("sort", "order", "offset", "after", "from_index", "limit", "status", "error", "q")
+PAGE_ONLY = ("sort", "order", "offset", "after", "from_index", "limit", "status", "error", "reason", "q")
 
 
 def _choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
@@ -613,6 +898,13 @@ def _result_query(outcome: str | None) -> ResultQuery:
         start = _int_arg("from_index", 0, 0, 2**31)
     status = _int_arg("status", -1, 100, 599)
     error = _choice_arg("error", ERROR_KINDS)
+    reason = request.args.get("reason") or None
+    if reason is not None and not _RULE.match(reason):
+        raise _bad_parameter(
+            "reason",
+            "reason must be a rule like accept_status, expect.final_url, check[2] or a warning kind",
+            "must be a rule name",
+        )
     q = request.args.get("q", "")
     if len(q) > MAX_SEARCH:
         raise _bad_parameter(
@@ -624,6 +916,7 @@ def _result_query(outcome: str | None) -> ResultQuery:
         outcome=outcome,
         status=None if status == -1 else status,
         error=error,
+        reason=reason,
         q=q or None,
         sort=sort,
         descending=descending,
@@ -637,13 +930,21 @@ def _result_query(outcome: str | None) -> ResultQuery:
 def _known_total(batch: BatchView, query: ResultQuery) -> int | None:
     """How many results match, from the batch's counts, when one of them says (one filter at most, no search)."""
     counts, stats = batch.counts, batch.stats or {}
-    given = [query.outcome is not None, query.status is not None, query.error is not None, bool(query.q)]
+    given = [
+        query.outcome is not None,
+        query.status is not None,
+        query.error is not None,
+        query.reason is not None,
+        bool(query.q),
+    ]
     if sum(given) > 1 or query.q or query.outcome == "stopped":
         return None
     if query.outcome == "not_ok":
         return int(counts["failed"] + counts["cancelled"])
     if query.outcome is not None:
-        return int(counts[query.outcome])
+        return int(counts.get(query.outcome, 0))
+    if query.reason is not None:
+        return int((stats.get("by_reason") or {}).get(query.reason, 0))
     if query.status is not None:
         return int((stats.get("by_status") or {}).get(str(query.status), 0))
     if query.error is not None:
@@ -688,6 +989,21 @@ def hosts(batch_id: str):
     response = Response(text.getvalue(), content_type="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{batch.id}-hosts.csv"'
     return response
+
+
+@bp.get("/batches/<batch_id>/certificates")
+def certificates(batch_id: str):
+    """The batch's certificate inventory: one row per (host, certificate) its stored results met, soonest expiry
+    first, with how many URLs used it and a few of them; days_left counts from now."""
+    batch = _batch_or_404(batch_id)
+    rows = certificate_rows(services().store, batch.id, now_utc())
+    return {
+        "batch_id": batch.id,
+        "certificates": rows,
+        "count": len(rows),
+        "expiring_within_days": EXPIRING_DAYS,
+        "expiring": expiring(rows),
+    }
 
 
 @bp.get("/batches/<batch_id>/events")

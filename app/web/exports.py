@@ -17,11 +17,12 @@ from typing import Any
 import orjson
 from flask import Response, stream_with_context
 
+from ..core.verdict import OUTCOMES
 from ..runs.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = (
+_BASE_COLUMNS = (
     "index",
     "url",
     "final_url",
@@ -43,6 +44,9 @@ CSV_COLUMNS = (
     "wait_ms",
     "download_ms",
 )
+# What a result means (app/core/verdict.py), after the fetch's columns; the batch's meta columns follow them.
+VERDICT_COLUMNS = ("outcome", "reasons", "expected_status", "expected_final_url", "expected_final_status")
+CSV_COLUMNS = (*_BASE_COLUMNS, *VERDICT_COLUMNS)
 TIMINGS = ("total", "ttfb", "dns", "connect", "tls", "wait", "download")  # the last columns: timings[name], in ms
 
 
@@ -51,15 +55,46 @@ FORMATS = ("csv", "ndjson", "json")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson", "json": "application/json"}
 
 
-def download(store: Store, batch_id: str, fmt: str, outcome: str | None) -> Response:
-    """The whole batch (or its ok/failed results) as a `fmt` (one of FORMATS) attachment, streamed."""
-    body = chunks(store, batch_id, fmt, outcome)
+# What a batch with the capture option adds to each CSV line, after the columns every batch has; then one
+# `header:<name>` column per header it listed.
+CAPTURE_COLUMNS = (
+    "remote_ip",
+    "http_version",
+    "server",
+    "tls_version",
+    "tls_issuer",
+    "tls_subject",
+    "tls_not_after",
+    "tls_days_left",
+    "tls_name_match",
+    "tls_chain_valid",
+    "tls_problems",
+)
+
+
+def download(
+    store: Store,
+    batch_id: str,
+    fmt: str,
+    outcome: str | None,
+    meta_columns: tuple[str, ...] = (),
+    capture: dict[str, Any] | None = None,
+) -> Response:
+    """The whole batch (or its ok/failed results) as a `fmt` (one of FORMATS) attachment, streamed; a CSV ends
+    each line with the `meta_columns` of its row, then, for a batch that captures (its `capture` option), the
+    captured columns."""
+    if fmt == "csv" and capture:
+        body = captured_csv_chunks(store, batch_id, outcome, capture, meta_columns)
+    else:
+        body = chunks(store, batch_id, fmt, outcome, meta_columns)
     response = Response(stream_with_context(_broken_on_failure(body, fmt, batch_id)), content_type=CONTENT_TYPES[fmt])
     response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{batch_id}.{fmt}"'
     return response
 
 
-def chunks(store: Store, batch_id: str, fmt: str, outcome: str | None = None) -> Iterator[bytes | str]:
+def chunks(
+    store: Store, batch_id: str, fmt: str, outcome: str | None = None, meta_columns: tuple[str, ...] = ()
+) -> Iterator[bytes | str]:
     """A download's text, a chunk per page the store reads (a few hundred KiB), memory flat whatever its size.
 
     The first page is read before this returns: a store that fails now raises StoreError here (the API
@@ -67,7 +102,58 @@ def chunks(store: Store, batch_id: str, fmt: str, outcome: str | None = None) ->
     """
     pages = store.result_pages(batch_id, outcome, _CSV_PATHS if fmt == "csv" else ())
     pages = itertools.chain(list(itertools.islice(pages, 1)), pages)
-    return {"csv": _csv_chunks, "ndjson": _ndjson_chunks, "json": _json_array_chunks}[fmt](pages)
+    if fmt == "csv":
+        return _csv_chunks(pages, meta_columns)
+    return {"ndjson": _ndjson_chunks, "json": _json_array_chunks}[fmt](pages)
+
+
+def captured_csv_chunks(
+    store: Store, batch_id: str, outcome: str | None, capture: dict[str, Any], meta_columns: tuple[str, ...] = ()
+) -> Iterator[bytes | str]:
+    """The CSV of a batch that captures: each line csv_line's columns and the captured ones, every text defused
+    (the server's headers and certificate names are the target's text); read whole, a page at a time."""
+    names = list(capture.get("headers") or [])
+    pages = store.result_pages(batch_id, outcome)
+    first = list(itertools.islice(pages, 1))  # a store that fails now raises here, before the 200
+
+    def lines() -> Iterator[str]:
+        header = [*CSV_COLUMNS, *meta_columns, *CAPTURE_COLUMNS, *(f"header:{name}" for name in names)]
+        yield _csv_text([[_cell(name) for name in header]])
+        for (texts,) in itertools.chain(first, pages):
+            rows = []
+            for text in texts.split(b"\n"):
+                result = json.loads(text)
+                captured = [_cell(value) for value in _captured_values(result, names)]
+                rows.append(_csv_row(result, meta_columns) + captured)
+            yield _csv_text(rows)
+
+    return lines()
+
+
+def _csv_row(result: dict[str, Any], meta_columns: tuple[str, ...]) -> list[Any]:
+    """csv_line's fields of a result, defused, as a list."""
+    return next(csv.reader([csv_line(result, meta_columns)]))
+
+
+def _captured_values(result: dict[str, Any], names: list[str]) -> list[Any]:
+    """A result's captured fields in CAPTURE_COLUMNS order, then its listed headers' values."""
+    tls = result.get("tls") or {}
+    headers = result.get("headers") or {}
+    problems = tls.get("problems")
+    return [
+        result.get("remote_ip"),
+        result.get("http_version"),
+        result.get("server"),
+        tls.get("version"),
+        tls.get("issuer"),
+        tls.get("subject"),
+        tls.get("not_after"),
+        tls.get("days_left"),
+        _boolean(tls.get("name_match")),
+        _boolean(tls.get("chain_valid")),
+        "; ".join(problems) if problems else None,
+        *(headers.get(name) for name in names),
+    ]
 
 
 class ExportBroken(ConnectionResetError):
@@ -117,11 +203,58 @@ def _json_array_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[bytes]:
     yield b"[\n]\n" if opening == b"[\n" else b"\n]\n"
 
 
-def _csv_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[str]:
+def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...]) -> Iterator[str]:
     """Results as CSV, a store page per chunk, every field quoted and spreadsheet formulas defused."""
-    yield _csv_text([list(CSV_COLUMNS)])
-    for values, timings in pages:
-        yield _csv_page(values, timings)
+    yield _csv_text([[_cell(name) for name in (*CSV_COLUMNS, *meta_columns)]])
+    plain = _plain_verdicts(len(meta_columns))
+    for values, timings, verdicts in pages:
+        lines = _csv_page_lines(values, timings)
+        extra = verdicts.split(b"\n")
+        yield "".join(
+            line[:-2] + "," + (plain.get(more) or _verdict_fields(more, meta_columns)) + "\r\n"
+            for line, more in zip(lines, extra)
+        )
+
+
+def _plain_verdicts(metas: int) -> dict[bytes, str]:
+    """The verdict fields of the results that need no work, by their extracted JSON: an outcome alone."""
+    empty = ',""' * (len(VERDICT_COLUMNS) - 1 + metas)
+    plain = {f'["{name}",[],null,null,null,null]'.encode(): f'"{name}"{empty}' for name in OUTCOMES}
+    plain[b"[null,null,null,null,null,null]"] = '""' + empty  # stored before outcomes
+    return plain
+
+
+def _verdict_fields(extracted: bytes, meta_columns: tuple[str, ...]) -> str:
+    """A result's verdict and meta fields, from their extracted JSON (or its stored text where SQLite could not
+    read it), quoted and defused; without the line's end."""
+    data = json.loads(extracted)
+    if isinstance(data, dict):  # the stored result itself
+        expect = data.get("expect") or {}
+        data = [data.get("outcome"), data.get("reasons"), *(expect.get(k) for k in _EXPECTED), data.get("meta")]
+    outcome, reasons, status, final_url, final_status, meta = data
+    meta = meta if isinstance(meta, dict) else {}
+    fields = [outcome, reasons_text(reasons or []), status, final_url, final_status]
+    fields += [_meta_text(meta.get(name)) for name in meta_columns]
+    return _csv_text([[_cell(v) for v in fields]])[:-2]
+
+
+def reasons_text(reasons: list[dict[str, Any]]) -> str:
+    """A result's reasons in words, for the CSV: `rule: expected X, got Y`, joined by "; "."""
+    return "; ".join(f"{r.get('rule')}: expected {r.get('expected')}, got {r.get('actual')}" for r in reasons)
+
+
+def _meta_text(value: Any) -> Any:
+    """A meta value as a CSV field: true and false as JSON writes them."""
+    return _boolean(value) if isinstance(value, bool) else value
+
+
+def meta_columns(rows: dict[str, Any] | None) -> tuple[str, ...]:
+    """The meta columns of a batch's rows (options.rows), in the order they first appear."""
+    seen: dict[str, None] = {}
+    for row in (rows or {}).values():
+        for name in row.get("meta") or ():
+            seen.setdefault(name, None)
+    return tuple(seen)
 
 
 # What a CSV line takes from a result besides its timings, in this order: read by SQLite (json_extract) for a
@@ -141,11 +274,21 @@ _VALUE_PATHS = (
     "$.started_at",
     "$.finished_at",
 )
-_CSV_PATHS = (_VALUE_PATHS, tuple(f"$.timings.{name}" for name in TIMINGS))
+_EXPECTED = ("status", "final_url", "final_status")
+_VERDICT_PATHS = ("$.outcome", "$.reasons", *(f"$.expect.{name}" for name in _EXPECTED), "$.meta")
+_CSV_PATHS = (_VALUE_PATHS, tuple(f"$.timings.{name}" for name in TIMINGS), _VERDICT_PATHS)
 
 
-def csv_line(result: dict[str, Any]) -> str:
-    """One result as a line of the CSV download."""
+def csv_line(result: dict[str, Any], meta_columns: tuple[str, ...] = ()) -> str:
+    """One result as a line of the CSV download of a batch with these meta columns."""
+    line = _csv_line_of(*_base_fields(result))
+    expect = result.get("expect") or {}
+    more = [result.get("outcome"), result.get("reasons"), *(expect.get(k) for k in _EXPECTED), result.get("meta")]
+    return line[:-2] + "," + _verdict_fields(json.dumps(more).encode(), meta_columns) + "\r\n"
+
+
+def _base_fields(result: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """A result's values (at _VALUE_PATHS) and timings, as _csv_line_of takes them."""
     error = result.get("error") or {}
     timings = result.get("timings") or {}
     values = [
@@ -163,7 +306,7 @@ def csv_line(result: dict[str, Any]) -> str:
         result.get("started_at"),
         result.get("finished_at"),
     ]
-    return _csv_line_of(values, [timings.get(name) for name in TIMINGS])
+    return values, [timings.get(name) for name in TIMINGS]
 
 
 def _csv_line_of(values: list[Any], timings: list[Any]) -> str:
@@ -234,11 +377,12 @@ _NEEDS_CARE = (b"B", b"PT", b"D" * 19)  # orjson reads integers past 64 bits as 
 _FULL_WIDTH_TRIGGERS = tuple(trigger.encode() for trigger in "\uff1d\uff0b\uff0d\uff20")
 _FULL_WIDTH = "\uff00".encode()[:2]  # how the UTF-8 of U+FF00 to U+FF3F begins, full-width triggers among them
 _NUMBER_LIST = b"0123456789.-,[]\n"  # the characters of timings' JSON, besides null
-_QUOTES_PER_LINE = 2 * len(CSV_COLUMNS)
+_QUOTES_PER_LINE = 2 * len(_BASE_COLUMNS)
 
 
-def _csv_page(values: bytes, timings: bytes) -> str:
-    """A page of results as CSV lines, from their values and timings (JSON arrays, a line a result)."""
+def _csv_page_lines(values: bytes, timings: bytes) -> list[str]:
+    """A page of results as CSV lines of the fetch's columns, from their values and timings (JSON arrays, a line
+    a result)."""
     results = None
     if not values.startswith(b"{") and b"\n{" not in values:  # a stored text SQLite could not read, in their place
         try:
@@ -246,29 +390,29 @@ def _csv_page(values: bytes, timings: bytes) -> str:
         except orjson.JSONDecodeError:  # what only json reads (a lone surrogate): line by line
             pass
     if results is None:
-        return "".join(map(_careful_csv_line, values.split(b"\n"), timings.split(b"\n")))
+        return list(map(_careful_csv_line, values.split(b"\n"), timings.split(b"\n")))
     careful = _careful_values(values) | _careful_timings(timings, len(results))
     # [3.0,null,0.4] becomes 3.0","","0.4: the timings' fields, less the quotes around them all.
     fields = timings.replace(b"null", b"").replace(b"[", b"").replace(b"]", b"").replace(b",", b'","')
     lines = list(map(_plain_csv_line, results, fields.decode().split("\n")))
-    text = "".join(lines)
+    text = "".join(lines)  # to count its quotes
     # Every line has two quotes a field or more: more where a value's text held a quote after all.
     quotes = _QUOTES_PER_LINE * (len(lines) - len(careful)) + sum(lines[i].count('"') for i in careful)
     if text.count('"') != quotes:
         careful.update(i for i, line in enumerate(lines) if line.count('"') != _QUOTES_PER_LINE)
     if not careful:
-        return text
+        return lines
     value_lines, timing_lines = values.split(b"\n"), timings.split(b"\n")
     for i in careful:
         lines[i] = _careful_csv_line(value_lines[i], timing_lines[i])
-    return "".join(lines)
+    return lines
 
 
 def _careful_csv_line(values: bytes, timings: bytes) -> str:
     """A result's CSV line from its values and timings as json reads them (or from its stored text, which the
     store hands over in place of its values where SQLite could not read it)."""
     if values.startswith(b"{"):
-        return csv_line(json.loads(values))
+        return _csv_line_of(*_base_fields(json.loads(values)))
     return _csv_line_of(json.loads(values), json.loads(timings))
 
 

@@ -13,6 +13,10 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
+from ..core import verdict
+from ..core.checks import MAX_CHECKS as CHECKS_MAX
+from ..core.checks import OPS as CHECK_OPS
+from ..core.checks import REGEX_TIMEOUT
 from ..core.config import Config
 from ..core.options import (
     CLIENT_HEADERS,
@@ -21,15 +25,23 @@ from ..core.options import (
     DEFAULT_RETRY_STATUSES,
     MAX_ACCEPT_RANGES,
     MAX_ACCEPT_STATUS_CHARS,
+    MAX_CAPTURE_HEADERS,
     MAX_HEADER_NAME,
     MAX_HEADER_VALUE,
     MAX_HEADERS,
     MAX_HEADERS_TOTAL,
     MAX_STATUS_LIST,
+    MAX_THRESHOLD_MS,
     METHODS,
     BatchOptions,
 )
 from ..core.results import BATCH_STATUSES, ERROR_KINDS
+from ..core.sources import MAX_PATTERN, SOURCE_TYPES
+from ..core.urllist import MAX_REMAP
+from ..runs.certificates import LISTED_URLS
+from ..runs.diff import DEFAULT_FACTOR, LISTED_BY_DEFAULT, MAX_FACTOR, PENDING
+from ..runs.diff import KEYS as DIFF_KEYS
+from ..runs.diff import KINDS as DIFF_KINDS
 from ..runs.engine import MAX_RUNNING_LISTED
 from ..runs.hosts import HOST_FIELDS
 from ..runs.store.base import MAX_SEARCH, OUTCOMES, RESULT_SORTS
@@ -90,6 +102,151 @@ BATCH_LINKS = {
 }
 
 
+# A batch's capture option as submitted and as stored (app/core/options.py).
+CAPTURE = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "properties": {
+        "tls": {"type": "boolean", "description": "Record the TLS connection and the server's certificate."},
+        "headers": {
+            "type": "array",
+            "maxItems": MAX_CAPTURE_HEADERS,
+            "items": {"type": "string", "pattern": "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$", "maxLength": MAX_HEADER_NAME},
+            "description": "Response headers to record (names stored lowercase), each value cut to 1 KiB.",
+        },
+    },
+    "description": "What each hop records of the server: remote_ip, http_version, server and the listed headers "
+    "(and tls with tls true). Null (the default) records nothing.",
+}
+TLS_INFO = {
+    "type": ["object", "null"],
+    "description": "Over https, with capture.tls: the connection and the server's certificate (null over http).",
+    "properties": {
+        "version": {"type": ["string", "null"]},
+        "cipher": {"type": ["string", "null"]},
+        "issuer": {"type": "string"},
+        "subject": {"type": "string"},
+        "sans": {"type": "array", "items": {"type": "string"}, "description": "DNS names and IP addresses."},
+        "not_before": {"type": "string", "format": "date-time"},
+        "not_after": {"type": "string", "format": "date-time"},
+        "days_left": {
+            "type": "integer",
+            "description": "Whole days from the fetch to not_after; negative once expired.",
+        },
+        "name_match": {"type": "boolean", "description": "Whether the certificate names the URL's host."},
+        "chain_valid": {
+            "type": ["boolean", "null"],
+            "description": "Whether the chain verified against the trusted CAs; null when it was not checked "
+            "(tls_verify false with the requests client).",
+        },
+        "fingerprint": {"type": "string", "description": "SHA-256 of the certificate (DER), hex."},
+        "problems": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Why the certificate would not verify (only with tls_verify false can a fetched one have any).",
+        },
+    },
+}
+CAPTURED = {
+    "remote_ip": {"type": ["string", "null"], "description": "With capture: the address spoken to."},
+    "http_version": {"type": ["string", "null"], "description": "With capture: the protocol the server answered in."},
+    "server": {"type": ["string", "null"], "description": "With capture: the Server header (at most 1 KiB)."},
+    "headers": {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "With capture: the listed headers the response had, by lowercase name (values at most 1 KiB).",
+    },
+    "tls": TLS_INFO,
+}
+
+
+STATUS_SPEC = {
+    "type": ["integer", "string"],
+    "examples": [301, "301,308", "2xx"],
+    "description": "A status, or statuses and ranges like accept_status's.",
+}
+EXPECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "status": {**STATUS_SPEC, "description": "The FIRST response's status. " + STATUS_SPEC["description"]},
+        "final_url": {
+            "type": "string",
+            "description": "Where the last hop lands (a path resolves against target_base_url, else base_url).",
+        },
+        "final_status": {**STATUS_SPEC, "description": "The LAST response's status. " + STATUS_SPEC["description"]},
+        "max_hops": {"type": "integer", "minimum": 0, "description": "Most redirects followed."},
+    },
+}
+
+
+def verdict_options(config: Config) -> dict[str, Any]:
+    """The options that say what a result means (app/core/verdict.py), as a request gives them."""
+    base = {"type": "string", "maxLength": config.max_url_length, "format": "uri"}
+    return {
+        "expect": {
+            **EXPECT_SCHEMA,
+            "description": "Expectations of every row; a row's own (a `urls` object's, a CSV's columns) win. A row "
+            "with expectations is decided by them, not by accept_status.",
+        },
+        "url_match": {
+            "type": "string",
+            "enum": list(verdict.URL_MATCHES),
+            "description": "How final_url is compared; scheme and host ignore case, default ports are dropped.",
+        },
+        "warn_as": {
+            "type": "object",
+            "propertyNames": {"enum": list(verdict.WARNING_KINDS)},
+            "additionalProperties": {"enum": list(verdict.WARN_AS_CHOICES)},
+            "description": "The outcome each warning kind gives a row (warn when not named).",
+        },
+        "thresholds": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "failed_rate": {"type": "number", "minimum": 0, "maximum": 1, "description": "At most."},
+                "warn_rate": {"type": "number", "minimum": 0, "maximum": 1, "description": "At most."},
+                **{
+                    f"p{p}_ms": {"type": "number", "minimum": 0, "maximum": MAX_THRESHOLD_MS, "description": "At most."}
+                    for p in (50, 90, 95, 99)
+                },
+                "min_ok": {"type": "integer", "minimum": 0, "description": "At least this many ok (warn counts)."},
+            },
+            "description": "What the batch's verdict requires.",
+        },
+        "checks": {
+            "type": "array",
+            "maxItems": CHECKS_MAX,
+            "description": "Checks on each response (a row's own `checks` add to them, numbered on: check[i]). "
+            "A check that cannot be evaluated (the body is not JSON, a header is missing) fails; regular "
+            f"expressions run at most {int(REGEX_TIMEOUT * 1000)} ms a search.",
+            "items": {
+                "type": "object",
+                "required": ["source", "op"],
+                "additionalProperties": False,
+                "properties": {
+                    "source": {"type": "string", "enum": list(CHECK_OPS)},
+                    "op": {
+                        "type": "string",
+                        "description": "; ".join(f"{source}: {', '.join(ops)}" for source, ops in CHECK_OPS.items()),
+                    },
+                    "value": {
+                        "description": "Text, a regular expression (matches), a number (time.* in ms, "
+                        "size in bytes, json < >) or any JSON value (json == !=)."
+                    },
+                    "path": {"type": "string", "description": "A JSONPath (RFC 9535), for source json."},
+                    "name": {"type": "string", "description": "A header name, for source header."},
+                },
+            },
+        },
+        "base_url": {**base, "description": "Rows may give paths (/old-post), resolved against it."},
+        "target_base_url": {
+            **base,
+            "description": "What an expected final_url path resolves against (default: base_url).",
+        },
+    }
+
+
 def schemas(config: Config) -> dict[str, Any]:
     """Every schema of the API; request limits are this server's settings."""
     number_or_null = {"type": ["number", "null"]}
@@ -126,6 +283,12 @@ def schemas(config: Config) -> dict[str, Any]:
             "respect_retry_after": {"type": "boolean"},
             "max_retry_after": {"type": "number"},
             "head_fallback_statuses": {"type": "array", "items": {"type": "integer"}},
+            "capture": {**CAPTURE, "description": "Absent on batches stored before capture existed."},
+            "tls_verify": {"type": "boolean", "description": "Absent on batches stored before it existed (true)."},
+            **{
+                name: {**schema, "description": "Present only when the batch set it. " + schema.get("description", "")}
+                for name, schema in verdict_options(config).items()
+            },
         },
     }
     # Lists carry many batches: header values (up to 16 KiB a batch) stay on GET /batches/{id}.
@@ -152,9 +315,11 @@ def schemas(config: Config) -> dict[str, Any]:
             "started_at",
             "finished_at",
             "parent_id",
+            "source",
             "options",
             "counts",
             "stats",
+            "verdict",
             "last_seq",
             "links",
         ],
@@ -166,9 +331,33 @@ def schemas(config: Config) -> dict[str, Any]:
             "started_at": nullable(TIMESTAMP),
             "finished_at": nullable(TIMESTAMP),
             "parent_id": {"type": ["string", "null"], "description": "The batch this one reruns."},
+            "source": nullable(ref("Source")),
             "options": ref("Options"),
             "counts": ref("Counts"),
             "stats": ref("Stats"),
+            "verdict": nullable(
+                {
+                    "type": "object",
+                    "required": ["pass", "violations"],
+                    "description": "Null while the batch runs. With thresholds, it passes when none is broken; "
+                    "without, when no row failed.",
+                    "properties": {
+                        "pass": {"type": "boolean"},
+                        "violations": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["threshold", "limit", "actual"],
+                                "properties": {
+                                    "threshold": {"type": "string", "examples": ["failed_rate", "p95_ms"]},
+                                    "limit": {"type": "number"},
+                                    "actual": {"type": ["number", "null"]},
+                                },
+                            },
+                        },
+                    },
+                }
+            ),
             "last_seq": {"type": "integer", "description": "Newest event number; pass it as `after` to follow."},
             "links": {
                 "type": "object",
@@ -235,15 +424,36 @@ def schemas(config: Config) -> dict[str, Any]:
         },
         "NewBatch": {
             "type": "object",
-            "required": ["urls"],
+            "description": "The URLs as a list (`urls`), or where to read them (`source`): one of the two.",
+            "oneOf": [{"required": ["urls"]}, {"required": ["source"]}],
             "additionalProperties": False,
             "properties": {
+                "source": ref("SourceInput"),
                 "urls": {
                     "type": "array",
                     "minItems": 1,
                     "maxItems": config.max_urls,
-                    "items": {"type": "string", "maxLength": config.max_url_length},
-                    "description": "http(s) URLs; each must pass the URL checks, and an address or "
+                    "items": {
+                        "oneOf": [
+                            {"type": "string", "maxLength": config.max_url_length},
+                            {
+                                "type": "object",
+                                "required": ["url"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "url": {"type": "string", "maxLength": config.max_url_length},
+                                    "expect": EXPECT_SCHEMA,
+                                    "meta": {"type": "object", "description": "Kept and shown with the result."},
+                                    "checks": {
+                                        "type": "array",
+                                        "description": "This row's checks, after the batch's (see options.checks).",
+                                    },
+                                },
+                            },
+                        ]
+                    },
+                    "description": "http(s) URLs (or paths, with options.base_url), each a string or an object "
+                    "with the row's own expectations and meta; each must pass the URL checks, and an address or "
                     "localhost host this server's fetch policy would block is refused too, or the batch is "
                     "refused, naming every bad URL by its index (from 0).",
                 },
@@ -333,17 +543,28 @@ def schemas(config: Config) -> dict[str, Any]:
                     "default": list(DEFAULT_HEAD_FALLBACK_STATUSES),
                     "description": "With method HEAD,GET: HEAD answers that send the URL again with GET.",
                 },
+                "capture": CAPTURE,
+                "tls_verify": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "False: a certificate that does not verify is fetched anyway, its problems "
+                    "recorded in tls.problems (with capture.tls), and does not fail the row.",
+                },
+                **verdict_options(config),
             },
         },
         "Options": options,
         "ListedOptions": listed_options,
+        **source_schemas(config),
         "Counts": {
             "type": "object",
+            "description": "Results by outcome; `ok` counts the results whose `ok` is true (outcome ok or warn), "
+            "`warn` those of them that warned.",
             "required": ["total", "pending", "running", "ok", "failed", "cancelled"],
             "properties": {
                 **{
                     k: {"type": "integer", "minimum": 0}
-                    for k in ("total", "pending", "running", "ok", "failed", "cancelled")
+                    for k in ("total", "pending", "running", "ok", "failed", "cancelled", "warn")
                 },
                 "waiting": {
                     "type": "integer",
@@ -369,7 +590,7 @@ def schemas(config: Config) -> dict[str, Any]:
                 "histogram",
             ],
             "properties": {
-                **{k: number_or_null for k in ("p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "mean_ms")},
+                **{k: number_or_null for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "mean_ms")},
                 "by_status": {
                     "type": "object",
                     "additionalProperties": {"type": "integer"},
@@ -379,6 +600,17 @@ def schemas(config: Config) -> dict[str, Any]:
                     "type": "object",
                     "additionalProperties": {"type": "integer"},
                     "description": "Results by error kind.",
+                },
+                "by_reason": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                    "description": "Results by each rule among their reasons (accept_status, expect.final_url, "
+                    "a warning kind, ...).",
+                },
+                "by_warning": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                    "description": "Results by each kind among their warnings (those warn_as maps to ok too).",
                 },
                 "bytes": {"type": "integer", "description": "Decoded body bytes over all results."},
                 "histogram": {
@@ -447,7 +679,7 @@ def schemas(config: Config) -> dict[str, Any]:
                     "items": {
                         "type": "object",
                         "required": ["url", "status"],
-                        "properties": {"url": {"type": "string"}, "status": {"type": "integer"}},
+                        "properties": {"url": {"type": "string"}, "status": {"type": "integer"}, **CAPTURED},
                     },
                 },
                 "attempts": {
@@ -459,6 +691,12 @@ def schemas(config: Config) -> dict[str, Any]:
                     "enum": ["HEAD", "GET"],
                     "description": "The method of the final answer; only in batches with method HEAD,GET.",
                 },
+                "refused": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Answers with one of the batch's retry_statuses (429, 503) that the URL retried "
+                    "after; absent when none.",
+                },
                 "started_at": nullable(TIMESTAMP),
                 "finished_at": nullable(TIMESTAMP),
                 "timings": {
@@ -467,6 +705,146 @@ def schemas(config: Config) -> dict[str, Any]:
                     "description": "Milliseconds: total, ttfb, redirect, dns, connect, tls, wait, download "
                     "(null when the step did not happen).",
                 },
+                "outcome": {
+                    "type": "string",
+                    "enum": list(verdict.OUTCOMES),
+                    "description": "What the result means; `ok` is true for ok and warn. Absent on results stored "
+                    "before outcomes.",
+                },
+                "reasons": {
+                    "type": "array",
+                    "description": "The rules that decided the outcome (none when ok).",
+                    "items": {
+                        "type": "object",
+                        "required": ["rule", "expected", "actual"],
+                        "properties": {
+                            "rule": {
+                                "type": "string",
+                                "examples": ["accept_status", "expect.final_url", "expect.status", "error"],
+                                "description": "accept_status, expect.status, expect.final_url, expect.final_status, "
+                                "expect.max_hops, error (no response), or a warning kind.",
+                            },
+                            "expected": {"type": "string"},
+                            "actual": {"type": "string", "maxLength": verdict.ACTUAL_CHARS},
+                            "hop": {
+                                "type": "integer",
+                                "description": "Where it diverged: an index into `redirects`, or their count for "
+                                "the final response.",
+                            },
+                        },
+                    },
+                },
+                "warnings": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["kind", "evidence"],
+                        "properties": {
+                            "kind": {"type": "string", "enum": list(verdict.WARNING_KINDS)},
+                            "evidence": {"type": "string", "description": "The header, status or hop that showed it."},
+                        },
+                    },
+                },
+                "expect": {
+                    **EXPECT_SCHEMA,
+                    "description": "The row's effective expectations (the batch's, its own fields winning; "
+                    "final_url absolute); absent when it has none.",
+                },
+                "meta": {
+                    "type": "object",
+                    "description": "The row's other CSV columns (or its `meta`), in input order; absent when none.",
+                },
+                **CAPTURED,
+            },
+        },
+        "CertificateList": {
+            "type": "object",
+            "required": ["batch_id", "certificates", "count", "expiring_within_days", "expiring"],
+            "properties": {
+                "batch_id": {"type": "string"},
+                "certificates": {
+                    "type": "array",
+                    "description": "One per (host, certificate) the stored results met, final responses and "
+                    "redirect hops alike; soonest expiry first.",
+                    "items": {
+                        "type": "object",
+                        "required": ["host", "issuer", "subject", "not_after", "days_left", "fingerprint", "urls"],
+                        "properties": {
+                            "host": {"type": "string", "description": "As in the URLs, with its port unless 443."},
+                            "issuer": {"type": ["string", "null"]},
+                            "subject": {"type": ["string", "null"]},
+                            "sans": {"type": "array", "items": {"type": "string"}},
+                            "not_before": {"type": ["string", "null"], "format": "date-time"},
+                            "not_after": {"type": "string", "format": "date-time"},
+                            "days_left": {
+                                "type": "integer",
+                                "description": "Whole days from now; negative once expired.",
+                            },
+                            "fingerprint": {"type": "string"},
+                            "name_match": {"type": ["boolean", "null"]},
+                            "chain_valid": {"type": ["boolean", "null"]},
+                            "urls": {"type": "integer", "description": "The batch's URLs that met it."},
+                            "url_examples": {"type": "array", "items": {"type": "string"}, "maxItems": LISTED_URLS},
+                        },
+                    },
+                },
+                "count": {"type": "integer"},
+                "expiring_within_days": {"type": "integer"},
+                "expiring": {
+                    "type": "integer",
+                    "description": "Certificates with at most expiring_within_days days left, the expired included.",
+                },
+            },
+        },
+        "ChangeSide": {
+            "type": "object",
+            "description": "What a diff compares of a URL's result in one batch (all null while it has none).",
+            "required": ["status_code", "final_url", "outcome", "total_ms"],
+            "properties": {
+                "status_code": {"type": ["integer", "null"]},
+                "final_url": {"type": ["string", "null"]},
+                "outcome": {
+                    "type": ["string", "null"],
+                    "description": "ok, warn, failed or cancelled; null: no result yet.",
+                },
+                "total_ms": number_or_null,
+            },
+        },
+        "Change": {
+            "type": "object",
+            "required": ["key", "index", "base_index", "kind", "before", "after"],
+            "properties": {
+                "key": {"type": "string", "description": "The URL, or with key=path its path and query (lower case)."},
+                "index": {"type": ["integer", "null"], "description": "Its URL index in the batch; null: removed."},
+                "base_index": {"type": ["integer", "null"], "description": "Its URL index in the base; null: added."},
+                "kind": {"type": "string", "enum": [*DIFF_KINDS, PENDING]},
+                "before": nullable(ref("ChangeSide")),
+                "after": nullable(ref("ChangeSide")),
+            },
+        },
+        "Diff": {
+            "type": "object",
+            "required": ["base", "batch", "key", "slower", "summary", "changes", "total", "next_after"],
+            "properties": {
+                "base": {"type": "string"},
+                "batch": {"type": "string"},
+                "key": {"type": "string", "enum": list(DIFF_KEYS)},
+                "slower": {"type": "number"},
+                "summary": {
+                    "type": "object",
+                    "description": "How many rows of each kind; each row counts once, under the first kind that "
+                    "holds in this order. pending: aligned with a URL that has no result yet in one of the batches.",
+                    "required": [*DIFF_KINDS, PENDING],
+                    "properties": {kind: {"type": "integer"} for kind in (*DIFF_KINDS, PENDING)},
+                },
+                "changes": {"type": "array", "items": ref("Change")},
+                "total": {"type": "integer", "description": "Changes of the kinds asked for, over every page."},
+                "next_after": {
+                    "type": ["integer", "null"],
+                    "description": "Pass as `after` for the next page; null on the last.",
+                },
+                "base_final": {"type": "boolean", "description": "The base has ended: its side no longer changes."},
+                "batch_final": {"type": "boolean", "description": "The batch has ended: the diff no longer changes."},
             },
         },
         "ResultPage": {
@@ -607,6 +985,86 @@ def schemas(config: Config) -> dict[str, Any]:
 # -- operations ------------------------------------------------------------------------------
 
 
+def source_schemas(config: Config) -> dict[str, Any]:
+    """The schemas of sources: as sent, as a batch records it, and a preview."""
+    pattern = {"type": ["string", "null"], "maxLength": MAX_PATTERN}
+    fields_ = {
+        "type": {"type": "string", "enum": list(SOURCE_TYPES)},
+        "url": {"type": "string", "maxLength": config.max_url_length},
+        "include": {**pattern, "description": "RE2 regular expression: only URLs it finds a match in are taken."},
+        "exclude": {**pattern, "description": "RE2 regular expression: URLs it finds a match in are left out."},
+        "max_urls": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": config.max_urls,
+            "description": "Take the first N URLs; without it, a source of more than GREENBATCH_MAX_URLS is a 400.",
+        },
+        "same_origin": {
+            "type": "boolean",
+            "default": True,
+            "description": "page_links only: take only links on the page's own scheme, host and port.",
+        },
+    }
+    counts = ["sitemaps_read", "pages_read", "found", "unique", "excluded", "invalid", "kept"]
+    return {
+        "SourceInput": {
+            "type": "object",
+            "required": ["type", "url"],
+            "additionalProperties": False,
+            "description": "A sitemap (urlset, or a sitemapindex nested at most 3 levels; plain or gzipped) or the "
+            "links on a page (a[href], link[href], img[src], script[src]). Read through the fetch policy, within "
+            "GREENBATCH_SOURCE_TIMEOUT; a document type declaration (entities, external entities) is refused, and "
+            "so is a sitemap over 50,000 URLs or 50 MB uncompressed.",
+            "properties": fields_,
+        },
+        "Source": {
+            "type": "object",
+            "required": ["type", "url", "include", "exclude", "max_urls"],
+            "description": "Where the batch's URLs came from.",
+            "properties": fields_,
+        },
+        "SourcePreview": {
+            "type": "object",
+            "required": ["source", "counts", "urls", "complete", "max_urls", "over_limit", "message", "would_take"],
+            "properties": {
+                "source": ref("Source"),
+                "counts": {
+                    "type": "object",
+                    "required": counts,
+                    "properties": {name: {"type": "integer", "minimum": 0} for name in counts},
+                    "description": "Documents read; URL entries found (repeats included); unique fetchable URLs; "
+                    "those include, exclude or same_origin left out; entries that are not fetchable URLs; the "
+                    "URLs a batch would take.",
+                },
+                "urls": {
+                    "type": "array",
+                    "maxItems": 50,
+                    "items": {
+                        "type": "object",
+                        "required": ["url", "meta"],
+                        "properties": {
+                            "url": {"type": "string"},
+                            "meta": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                                "description": "`lastmod` from a sitemap, `found_on` for a page's links.",
+                            },
+                        },
+                    },
+                },
+                "complete": {"type": "boolean", "description": "Whether the source was read to its end."},
+                "max_urls": {"type": "integer", "description": "GREENBATCH_MAX_URLS."},
+                "over_limit": {
+                    "type": "boolean",
+                    "description": "More URLs than a batch may hold, and no max_urls: a batch would be refused.",
+                },
+                "message": {"type": ["string", "null"], "description": "What to do when over_limit."},
+                "would_take": {"type": "integer", "description": "URLs a batch from this source would hold."},
+            },
+        },
+    }
+
+
 def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(path, method, endpoint, operation) for every route of the API."""
     # Every option but headers (those come as repeated `header`), named as BatchOptions names them.
@@ -651,7 +1109,9 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             },
             "400": error(
                 "The body, a URL (named by its index, from 0), the name or an option is wrong; or a URL's "
-                "host is an address (or localhost) the fetch policy blocks, and the message says how to allow it."
+                "host is an address (or localhost) the fetch policy blocks, and the message says how to allow it; "
+                "or the source cannot be read (as the preview says), or has more than GREENBATCH_MAX_URLS URLs "
+                "without max_urls."
             ),
             "413": error(f"The body is over GREENBATCH_MAX_REQUEST_BYTES, or it has more than {config.max_urls} URLs."),
             "415": error("The body is not application/json, text/plain or text/csv."),
@@ -688,7 +1148,25 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
                     "schema": {
                         "type": "object",
                         "additionalProperties": False,
-                        "properties": {"only": {"type": "string", "enum": ["all", "failed"], "default": "all"}},
+                        "properties": {
+                            "only": {"type": "string", "enum": ["all", "failed"], "default": "all"},
+                            "remap": {
+                                "type": "array",
+                                "maxItems": MAX_REMAP,
+                                "description": "Prefix rewrites of every URL (and of expected_final_url where "
+                                "present): the first rule whose `from` starts a URL replaces that start with `to`. "
+                                "The rewritten URLs are checked as a submission's are.",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["from", "to"],
+                                    "properties": {
+                                        "from": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
+                                        "to": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
+                                    },
+                                },
+                            },
+                        },
                     }
                 }
             },
@@ -698,7 +1176,10 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
                 **json_body(ref("Batch"), "The new batch, queued."),
                 "headers": {"Location": {"schema": {"type": "string"}}},
             },
-            "400": error('The body is not {} or {"only": "all" | "failed"}.'),
+            "400": error(
+                'The body is not {} or {"only": "all" | "failed", "remap": [...]}, or a remapped URL '
+                "cannot be fetched (code invalid_urls)."
+            ),
             "404": error("No such batch."),
             "409": error(
                 "Rerunning failed URLs of a batch that still runs, or none failed; or the "
@@ -744,11 +1225,16 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             query(
                 "outcome",
                 {"type": "string", "enum": list(OUTCOMES)},
-                "ok, failed or cancelled as the batch's counts have them; not_ok: failed or cancelled; stopped: "
-                "cancelled while in flight.",
+                "ok, warn, failed or cancelled as the batch's counts have them (ok holds the warned, whose `ok` is "
+                "true); not_ok: failed or cancelled; stopped: cancelled while in flight.",
             ),
             query("status", {"type": "integer", "minimum": 100, "maximum": 599}, "Only results with this status code."),
             query("error", {"type": "string", "enum": list(ERROR_KINDS)}, "Only results that failed this way."),
+            query(
+                "reason",
+                {"type": "string", "examples": ["expect.final_url", "check[2]", "bot_challenge"]},
+                "Only results with this rule among their reasons (stats.by_reason counts them).",
+            ),
             query(
                 "q",
                 {"type": "string", "maxLength": MAX_SEARCH},
@@ -778,6 +1264,55 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             },
             "400": error("A parameter is wrong."),
             "404": error("No such batch."),
+        },
+    }
+    diff = {
+        "parameters": [
+            ID_PARAM,
+            query(
+                "base",
+                {"type": "string"},
+                "The batch to compare with; default: the batch this one was rerun from.",
+            ),
+            query(
+                "key",
+                {"type": "string", "enum": list(DIFF_KEYS), "default": "url"},
+                "How rows align: by URL, or by path and query (scheme, host, trailing slash and case ignored, "
+                "final URLs compared the same way), so staging lines up with production.",
+            ),
+            query(
+                "slower",
+                {"type": "number", "exclusiveMinimum": 1, "maximum": MAX_FACTOR, "default": DEFAULT_FACTOR},
+                "slower and faster: the total time changed by at least this factor, and by at least 100 ms.",
+            ),
+            query(
+                "kind",
+                {"type": "string"},
+                "Only changes of these kinds, comma-separated; default: every kind but unchanged ("
+                + ", ".join(LISTED_BY_DEFAULT)
+                + ").",
+            ),
+            query("after", {"type": "integer", "minimum": -1}, "`next_after` of the previous page."),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+            query(
+                "format",
+                {"type": "string", "enum": ["csv", "ndjson"]},
+                "Download every change of the kinds asked for: csv (before_ and after_ columns) or ndjson (one "
+                "Change a line). Without it, a page.",
+            ),
+        ],
+        "responses": {
+            "200": {
+                "description": "What changed from the base to this batch, or every change as a download.",
+                "content": {
+                    JSON: {"schema": ref("Diff")},
+                    "text/csv": {"schema": {"type": "string"}, "description": "A header row, then one row per change."},
+                    "application/x-ndjson": {"schema": {"type": "string"}, "description": "One Change per line."},
+                },
+            },
+            "400": error("A parameter is wrong, or no base was given for a batch that was not rerun from another."),
+            "404": error("No such batch, or no such base."),
+            "413": error("One of the batches has more URLs than GREENBATCH_MAX_DIFF_URLS (code diff_too_large)."),
         },
     }
     events = {
@@ -822,6 +1357,35 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             "404": error("No such batch."),
         },
     }
+    certificates = {
+        "parameters": [ID_PARAM],
+        "responses": {
+            "200": json_body(ref("CertificateList"), "The batch's certificate inventory (empty without capture.tls)."),
+            "404": error("No such batch."),
+        },
+    }
+    preview = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["source"],
+                        "additionalProperties": False,
+                        "properties": {"source": ref("SourceInput")},
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": json_body(ref("SourcePreview"), "What a batch from this source would hold; nothing started."),
+            "400": error(
+                "The source is wrong, refused by the fetch policy, unreadable, too large, an XML document with a "
+                "DTD, or nested too deep: the message names the problem."
+            ),
+        },
+    }
     description = {"responses": {"200": json_body({"type": "object"}, "This document.")}}
     index = {"responses": {"200": json_body(ref("ApiIndex"), "The API's name, version and links.")}}
     batch = API + "/batches/{batch_id}"
@@ -834,9 +1398,12 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         (batch + "/cancel", "post", "api.cancel_batch", cancel),
         (batch + "/rerun", "post", "api.rerun_batch", rerun),
         (batch + "/results", "get", "api.results", results),
+        (batch + "/diff", "get", "api.diff", diff),
         (batch + "/running", "get", "api.running", running),
         (batch + "/hosts", "get", "api.hosts", hosts),
+        (batch + "/certificates", "get", "api.certificates", certificates),
         (batch + "/events", "get", "api.events", events),
+        (API + "/sources/preview", "post", "api.preview_source", preview),
         (API + "/openapi.json", "get", "openapi.description", description),
     ]
 

@@ -6,7 +6,7 @@ prometheus-client's global one), so several apps can live in one process.
 
 Metrics:
   greenbatch_batches{status}                        stored batches by status (read from the store at each scrape)
-  greenbatch_fetches_total{outcome,error_kind}      final URL results; outcome ok|failed|cancelled, error_kind
+  greenbatch_fetches_total{outcome,error_kind}      final URL results; outcome ok|warn|failed|cancelled, error_kind
                                                     one of model.ERROR_KINDS or "none" (an accepted response)
   greenbatch_fetch_duration_seconds                 histogram of URL total times (buckets: stats.HISTOGRAM_BOUNDS_MS)
   greenbatch_inflight_fetches                       fetches holding a server-wide slot right now

@@ -36,6 +36,7 @@ def index():
     config = current_app.config["GREENBATCH"]
     urls = {
         "api-batches": url_for("api.create_batch"),
+        "api-preview": url_for("api.preview_source"),
         "api-batch": url_for("api.get_batch", batch_id=ID_PLACEHOLDER),
         "batch-page": url_for("pages.batch", batch_id=ID_PLACEHOLDER),
         "ws-url": ws_url("stream.batches_ws"),

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import url_for
 
+from ..core.verdict import batch_verdict
 from ..runs.reader import BatchView
 
 
@@ -20,9 +21,12 @@ def batch_json(view: BatchView, listed: bool = False) -> dict[str, Any]:
         "started_at": view.started_at,
         "finished_at": view.finished_at,
         "parent_id": view.parent_id,
-        "options": listed_options(view.options) if listed else view.options,
+        "source": view.source,
+        "options": listed_options(view.options) if listed else shown_options(view.options),
         "counts": view.counts,
         "stats": view.stats,
+        # Null until the batch ends; then what its thresholds (or, without any, its failures) say.
+        "verdict": batch_verdict(view.counts, view.stats or {}, view.options.get("thresholds")) if view.final else None,
         "last_seq": view.last_seq,
         "links": {
             "self": url_for("api.get_batch", batch_id=view.id),
@@ -36,8 +40,15 @@ def batch_json(view: BatchView, listed: bool = False) -> dict[str, Any]:
     }
 
 
+def shown_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as a batch shows them: without the per-row sidecar (each result carries its own row's)."""
+    if "rows" not in options:
+        return options
+    return {key: value for key, value in options.items() if key != "rows"}
+
+
 def listed_options(options: dict[str, Any]) -> dict[str, Any]:
     """Options as lists show them: header names in `header_names`, never the values (up to 16 KiB a batch)."""
-    shown = {key: value for key, value in options.items() if key != "headers"}
+    shown = {key: value for key, value in options.items() if key not in ("headers", "rows")}
     shown["header_names"] = list(options.get("headers") or {})
     return shown

@@ -359,6 +359,40 @@ def h_redirect_to(req, m):
     req.respond(status, b"redirecting\n", headers=[("Location", url)])
 
 
+def h_page(req, m):
+    """/page/<anything>: a 200 page, the landing place of planted redirects (/redirect-to?url=/page/x)."""
+    req.respond(200, "page %s\n" % m.group(1), ctype="text/html")
+
+
+def h_product(req, m):
+    """/product/<id>: a shop's product as JSON (?stock= sets its stock, 3 by default)."""
+    stock = req.num("stock", 3, lo=0, hi=10**6)
+    body = {"id": int(m.group(1)), "name": "Lamp", "price": 12.5, "stock": stock, "tags": ["home"]}
+    req.respond(200, json.dumps(body), ctype="application/json", headers=[("X-Shop", "demo")])
+
+
+def h_shop(req, m):
+    """/shop/<id>: a product page, with "Add to cart" unless ?sold_out=1."""
+    sold_out = req.arg("sold_out", "0") not in ("0", "")
+    button = "Sold out" if sold_out else "Add to cart"
+    req.respond(200, "<html><h1>Lamp %s</h1><button>%s</button></html>\n" % (m.group(1), button), ctype="text/html")
+
+
+def h_challenge(req, m):
+    """A bot wall as Cloudflare answers one: 403 with cf-mitigated: challenge."""
+    req.respond(403, b"<title>Just a moment...</title>\n", ctype="text/html", headers=[("cf-mitigated", "challenge")])
+
+
+def h_bot_status(req, m):
+    """Status 999, what LinkedIn answers a client it takes for a bot."""
+    req.respond(999, b"request denied\n", reason="Request denied")
+
+
+def h_deep(req, m):
+    """/deep/<path>: a deep URL that a migration sent to the site's root (301 to /)."""
+    req.respond(301, b"moved\n", headers=[("Location", "/")])
+
+
 def h_loop(req, m):
     """Redirect to itself forever."""
     req.respond(302, b"loop\n", headers=[("Location", "/loop")])
@@ -456,6 +490,17 @@ def _header_dict(req):
     return out
 
 
+def h_changes(req, m):
+    """An answer that changes from one hit of the path to the next: ?answers=200,500,redirect names the answer
+    of each hit in turn (a status code, or `redirect`: 302 to /ok), the last repeated after."""
+    answers = (req.arg("answers") or "200").split(",")
+    answer = answers[min(HITS[req.path], len(answers)) - 1]
+    if answer == "redirect":
+        req.respond(302, b"moved\n", headers=[("Location", "/ok")])
+    else:
+        req.respond(_number(answer, int, 200, 599, "answer"), b"changes\n")
+
+
 def h_hits(req, m):
     """Per-path request counts; ?reset=1 returns the counts and then clears them."""
     body = dict(HITS)
@@ -520,6 +565,131 @@ def _send_json(req, obj):
     req.respond(200, json.dumps(obj, indent=None) + "\n", ctype="application/json")
 
 
+# ---------------------------------------------------------------- sources: sitemaps and pages of links
+
+SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
+SITEMAP_BOMB_SIZE = 100 * 1024 * 1024  # blank space inside <urlset>: well-formed XML past the 50 MB cap
+
+
+def _sitemap_body(req, start, count, pad):
+    """A urlset of /page/<i> for i in [start, start + count), each entry padded with `pad` spaces, in pieces."""
+    yield ('<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="%s">\n' % SITEMAP_NS).encode()
+    lastmod = req.arg("lastmod", "0") not in ("0", "", "false")
+    block = []
+    for i in range(start, start + count):
+        extra = "<lastmod>2026-11-%02d</lastmod>" % (i % 28 + 1) if lastmod else ""
+        block.append("<url><loc>%s/page/%d</loc>%s%s</url>\n" % (BASE_URL, i, extra, " " * pad))
+        if len(block) == 256:
+            yield "".join(block).encode()
+            block = []
+    yield ("".join(block) + "</urlset>\n").encode()
+
+
+def _send_document(req, pieces, gz, ctype):
+    """A streamed, chunked body; gz=True sends it gzipped as a file (a .gz, with no Content-Encoding)."""
+    if gz:
+        comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+        pieces = [comp.compress(piece) for piece in pieces] + [comp.flush()]
+        ctype = "application/gzip"
+    chunked = req.start(200, [("Content-Type", ctype)], chunked=True)
+    if req.method == "HEAD":
+        return
+    for piece in pieces:
+        if piece:
+            req.write_chunk(piece, chunked)
+    req.end_chunks(chunked)
+
+
+def h_sitemap_urls(req, m):
+    """A urlset: ?n= URLs from ?start=, ?pad= spaces in each entry (to make a big file), ?lastmod=1; .gz: gzipped."""
+    count = req.num("n", 10, hi=1_000_000)
+    start = req.num("start", 0, hi=10_000_000)
+    pad = req.num("pad", 0, hi=1_000_000)
+    _send_document(req, _sitemap_body(req, start, count, pad), m.group(1) == ".gz", "application/xml")
+
+
+def h_sitemap_index(req, m):
+    """A sitemapindex of ?parts= gzipped urlsets sharing ?n= URLs; ?depth=2 or 3 nests indexes that deep."""
+    parts = req.num("parts", 2, lo=1, hi=100_000)
+    count = req.num("n", 10, hi=1_000_000)
+    depth = req.num("depth", 1, lo=1, hi=10)
+    offset = req.num("start", 0, hi=10_000_000)
+    per = -(-count // parts)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>\n<sitemapindex xmlns="%s">\n' % SITEMAP_NS]
+    for i in range(parts):
+        start, size = offset + i * per, max(0, min(per, count - i * per))
+        if depth > 1:
+            loc = "%s/sitemap/index.xml?parts=1&n=%d&start=%d&depth=%d" % (BASE_URL, size, start, depth - 1)
+        else:
+            loc = "%s/sitemap/urls.xml.gz?n=%d&start=%d&lastmod=1" % (BASE_URL, size, start)
+        lines.append("<sitemap><loc>%s</loc></sitemap>\n" % loc.replace("&", "&amp;"))
+    lines.append("</sitemapindex>\n")
+    _send_document(req, ["".join(lines).encode()], m.group(1) == ".gz", "application/xml")
+
+
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?>\n<!DOCTYPE urlset [\n<!ENTITY lol "lol">\n'
+    + "".join('<!ENTITY lol%d "%s">\n' % (i, ("&lol%s;" % ("" if i == 1 else i - 1)) * 10) for i in range(1, 10))
+    + ']>\n<urlset xmlns="%s"><url><loc>&lol9;</loc></url></urlset>\n' % SITEMAP_NS
+)
+EXTERNAL_ENTITY = (
+    '<?xml version="1.0"?>\n<!DOCTYPE urlset [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n'
+    '<urlset xmlns="%s"><url><loc>http://example.com/&xxe;</loc></url></urlset>\n' % SITEMAP_NS
+)
+
+
+def h_sitemap_bomb(req, m):
+    """An XML bomb (billion laughs) or an external entity, as a sitemap."""
+    req.respond(200, BILLION_LAUGHS if m.group(1) == "bomb" else EXTERNAL_ENTITY, ctype="application/xml")
+
+
+def _compress_blank_sitemap(size):
+    """A gzip file of a urlset holding `size` spaces: tiny on the wire, well-formed, huge once inflated."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [comp.compress(b'<?xml version="1.0"?><urlset xmlns="' + SITEMAP_NS.encode() + b'">')]
+    block = b" " * (1024 * 1024)
+    for _ in range(size // len(block)):
+        parts.append(comp.compress(block))
+    parts.append(comp.compress(b"</urlset>") + comp.flush())
+    return b"".join(parts)
+
+
+def h_sitemap_gzip_bomb(req, m):
+    """A sitemap.xml.gz of ~100 KiB that inflates to 100 MiB of well-formed XML."""
+    with _GZIP_LOCK:
+        body = _GZIP_CACHE.get("sitemap-bomb")
+        if body is None:
+            body = _GZIP_CACHE["sitemap-bomb"] = gevent.get_hub().threadpool.apply(
+                _compress_blank_sitemap, (SITEMAP_BOMB_SIZE,)
+            )
+    req.respond(200, body, ctype="application/gzip")
+
+
+def h_links(req, m):
+    """A page of ?n= links: a[href], link[href], img[src] and script[src], relative to a <base>, with fragments,
+    repeats, a link to another origin and a mailto: among them. Link i is /page/<i>."""
+    count = req.num("n", 10, hi=100_000)
+    head = [
+        "<!doctype html><html><head><title>links</title>",
+        '<base href="%s/page/">' % BASE_URL,
+        '<link rel="stylesheet" href="0">',
+        "</head><body>",
+        '<a href="mailto:someone@example.com">mail</a>',
+        '<a href="http://other.invalid/elsewhere">elsewhere</a>',
+    ]
+    body = []
+    for i in range(1, count):
+        kind = i % 4
+        if kind == 0:
+            body.append('<img src="%d" alt="">' % i)
+        elif kind == 1:
+            body.append('<script src="%d"></script>' % i)
+        else:
+            body.append('<p><a href="%d#part">link %d</a> <a href="/page/%d">again</a></p>' % (i, i, i))
+    html = "\n".join(head + body + ["</body></html>\n"]).encode()
+    req.respond(200, html, ctype="text/html; charset=utf-8")
+
+
 ROUTES = [
     (re.compile(pattern), handler)
     for pattern, handler in [
@@ -530,6 +700,12 @@ ROUTES = [
         (r"/html", h_html),
         (r"/redirect/(\d{1,6})", h_redirect),
         (r"/redirect-to", h_redirect_to),
+        (r"/page/(.*)", h_page),
+        (r"/challenge", h_challenge),
+        (r"/product/(\d{1,9})", h_product),
+        (r"/shop/(\d{1,9})", h_shop),
+        (r"/bot-status", h_bot_status),
+        (r"/deep/.+", h_deep),
         (r"/loop", h_loop),
         (r"/loop-([ab])", h_loop_pair),
         (r"/trickle", h_trickle),
@@ -541,9 +717,16 @@ ROUTES = [
         (r"/close", h_close),
         (r"/headers", h_headers),
         (r"/echo", h_echo),
+        (r"/changes/[\w/-]+", h_changes),
         (r"/__hits", h_hits),
         (r"/paced/([\w-]+)(?:/.*)?", h_paced),
         (r"/__paced", h_paced_log),
+        (r"/sitemap/urls\.xml(\.gz)?", h_sitemap_urls),
+        (r"/sitemap/index\.xml(\.gz)?", h_sitemap_index),
+        (r"/sitemap/(bomb|external-entity)\.xml", h_sitemap_bomb),
+        (r"/sitemap/gzip-bomb\.xml\.gz", h_sitemap_gzip_bomb),
+        (r"/links", h_links),
+        (r"/page/.*", h_ok),
     ]
 ]
 

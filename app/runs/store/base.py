@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from ...core.stats import Row
 from ...core.urllist import UrlList
+from ..diff import DiffRow
 from ..events import Event
 
 
@@ -33,7 +34,7 @@ class StoreFault:
 # Which results a filter takes by how they ended: as a batch's counts have it (ok, failed, cancelled);
 # not_ok: failed or cancelled, every URL that did not end ok (what "rerun failed" and `results --failed` take);
 # stopped: the cancelled that were in flight (they had started: their time is above 0).
-OUTCOMES = ("ok", "failed", "cancelled", "not_ok", "stopped")
+OUTCOMES = ("ok", "warn", "failed", "cancelled", "not_ok", "stopped")
 EVENT_TYPES = ("batch", "progress", "result")
 RESULT_SORTS = ("index", "status", "latency", "size")
 MAX_SEARCH = 200  # characters of a search (ResultQuery.q) the API takes
@@ -53,6 +54,7 @@ class ResultQuery:
     outcome: str | None = None  # one of OUTCOMES
     status: int | None = None  # HTTP status code
     error: str | None = None  # error kind
+    reason: str | None = None  # a rule among the result's reasons (expect.final_url, check[2], a warning kind)
     q: str | None = None  # a substring of the URL or of the final URL; ASCII letters match either case
     sort: str = "index"  # one of RESULT_SORTS
     descending: bool = False
@@ -64,7 +66,13 @@ class ResultQuery:
     @property
     def filtered(self) -> bool:
         """Whether the query leaves some results out."""
-        return self.outcome is not None or self.status is not None or self.error is not None or bool(self.q)
+        return (
+            self.outcome is not None
+            or self.status is not None
+            or self.error is not None
+            or self.reason is not None
+            or bool(self.q)
+        )
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,7 @@ class BatchRecord:
     parent_id: str | None
     summary: dict[str, Any] | None
     last_seq: int
+    source: dict[str, Any] | None = None  # where its URLs came from (app/core/sources.py), None for a list
 
 
 class Store(Protocol):
@@ -107,6 +116,7 @@ class Store(Protocol):
         urls: Sequence[str],
         created_at: str,
         parent_id: str | None = None,
+        source: dict[str, Any] | None = None,
     ) -> None: ...
     def extend(self, events: list[Event]) -> None: ...
     def flush(self, timeout: float | None = None) -> bool: ...
@@ -115,6 +125,7 @@ class Store(Protocol):
     def unfinished_batches(self) -> list[BatchRecord]: ...
     def urls(self, batch_id: str) -> UrlList: ...
     def iter_result_rows(self, batch_id: str, page: int = 10_000) -> Iterator[tuple[int, Row]]: ...
+    def diff_rows(self, batch_id: str) -> list[DiffRow]: ...
     def results(
         self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None
     ) -> list[dict[str, Any]]: ...

@@ -27,7 +27,18 @@ if TYPE_CHECKING:  # psycopg is imported by postgres.py
 log = logging.getLogger(__name__)
 
 # The columns of a batch compared when its id is already in PostgreSQL, as both stores hold them.
-COMPARED = ("name", "status", "created_at", "started_at", "finished_at", "options", "total", "parent_id", "summary")
+COMPARED = (
+    "name",
+    "status",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "options",
+    "total",
+    "parent_id",
+    "summary",
+    "source",
+)
 
 
 @dataclass

@@ -113,6 +113,25 @@ END
 $$;
 """,
     ),
+    (
+        4,
+        "a result's warn outcome, its reasons' rules and its warnings' kinds, with the indexes of their filters",
+        """
+ALTER TABLE events ADD COLUMN warn INTEGER;      -- 1 when the outcome is warn (ok is 1 too)
+ALTER TABLE events ADD COLUMN reasons TEXT;      -- ' rule rule ': the rules of the result's reasons
+ALTER TABLE events ADD COLUMN warnings TEXT;     -- ' kind kind ': the kinds of its warnings
+-- Only results that warned, or have a reason: a batch without them pays nothing per result.
+CREATE INDEX results_warned ON events (batch_id, idx) WHERE warn = 1;
+CREATE INDEX results_by_reason ON events (batch_id, idx) INCLUDE (reasons) WHERE reasons IS NOT NULL;
+""",
+    ),
+    (
+        5,
+        "batches.source: the sitemap or page a batch's URLs came from",
+        """
+ALTER TABLE batches ADD COLUMN source TEXT;  -- JSON (app/core/sources.py); NULL when the URLs were a list
+""",
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -58,7 +58,7 @@ READ_STEP_MAX = 1000  # rows per fetch at most while a statement is read under a
 # A batches row as record_of takes it, then the cluster's live tally, its first start and the database's clock
 # now (epoch seconds: the clock the ledger stamps started_clock with, whatever the web machine's says).
 BATCH_COLUMNS = (
-    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary, last_seq,"
+    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary, source, last_seq,"
     " tally, started_clock, EXTRACT(EPOCH FROM clock_timestamp())::float8"
 )
 # A group of events is copied (COPY, a fraction of the client's work of any INSERT) into a table of the writer's
@@ -67,13 +67,14 @@ BATCH_COLUMNS = (
 INCOMING = """
 CREATE TEMP TABLE IF NOT EXISTS incoming_events (
     batch_id TEXT, seq BIGINT, type TEXT, at TEXT, idx INTEGER, ok BOOLEAN, status_code INTEGER,
-    error_kind TEXT, total_ms DOUBLE PRECISION, bytes BIGINT, data TEXT
+    error_kind TEXT, total_ms DOUBLE PRECISION, bytes BIGINT, warn BOOLEAN, reasons TEXT, warnings TEXT, data TEXT
 ) ON COMMIT DELETE ROWS
 """
 COPY_EVENTS = f"COPY incoming_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 INSERT_EVENTS = f"""
 INSERT INTO events ({", ".join(EVENT_COLUMNS)})
-SELECT batch_id, seq, type, at, idx, ok::int, status_code, error_kind, total_ms, bytes, data FROM incoming_events i
+SELECT batch_id, seq, type, at, idx, ok::int, status_code, error_kind, total_ms, bytes, warn::int, reasons, warnings, data
+FROM incoming_events i
 WHERE EXISTS (SELECT 1 FROM batches b WHERE b.id = i.batch_id)
 ON CONFLICT DO NOTHING
 """
@@ -104,6 +105,10 @@ class PostgresDialect(Dialect):
     def index(self, name: str) -> str:
         """Nothing: PostgreSQL's planner picks the index (it takes no hints)."""
         return ""
+
+    def position(self, column: str) -> str:
+        """strpos: PostgreSQL's instr."""
+        return f"strpos({column}, ?)"
 
     def text_at(self, key: str) -> str:
         """The text at a key, by the schema's json_text_at (NULL where PostgreSQL cannot read the row as JSON)."""
@@ -282,8 +287,8 @@ def open_database(url: str) -> psycopg.Connection[Any]:
 
 def _record(row: tuple[Any, ...]) -> BatchRecord:
     """A batches row (BATCH_COLUMNS) as a record; a running cluster batch's summary comes from its tally."""
-    record = record_of(row[:12])
-    tally, started_clock, now = row[12:]
+    record = record_of(row[:13])
+    tally, started_clock, now = row[13:]
     if record.summary is None and tally is not None:
         # The tally the ledger's appends keep (stats.Tally.state), summed up as its progress events are: nobody
         # counts the batch's rows again.
@@ -351,6 +356,7 @@ class PostgresStore(EventWriter, StoreReads):
         urls: Sequence[str],
         created_at: str,
         parent_id: str | None = None,
+        source: dict[str, Any] | None = None,
     ) -> None:
         """Store a new batch and its URLs, committed before this returns; StoreError (nothing stored) if it cannot."""
         fault = self.fault()
@@ -361,10 +367,19 @@ class PostgresStore(EventWriter, StoreReads):
         def write(conn: psycopg.Connection[Any]) -> None:
             # One statement (one round trip), all or nothing: the row, then its URL list.
             conn.execute(
-                "WITH batch AS (INSERT INTO batches (id, name, status, created_at, options, total, parent_id)"
-                " VALUES (%s, %s, 'queued', %s, %s, %s, %s) RETURNING id)"
+                "WITH batch AS (INSERT INTO batches (id, name, status, created_at, options, total, parent_id, source)"
+                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s) RETURNING id)"
                 " INSERT INTO url_lists (batch_id, urls) SELECT id, %s FROM batch",
-                (batch_id, name, created_at, json.dumps(options), len(urls), parent_id, url_list),
+                (
+                    batch_id,
+                    name,
+                    created_at,
+                    json.dumps(options),
+                    len(urls),
+                    parent_id,
+                    None if source is None else json.dumps(source),
+                    url_list,
+                ),
             )
 
         self._write(write)

@@ -40,7 +40,9 @@ SORT_VALUES = {
     "size": "CASE WHEN status_code IS NULL THEN NULL ELSE bytes END",
 }
 OUTCOME_TERMS = {
+    # ok is true for a warned result too (as counts' ok counts it): `warn` narrows to those.
     "ok": ("ok = 1",),
+    "warn": ("warn = 1",),  # the results_warned index holds these rows only
     # A failure stored before error kinds has none (SQLite's `IS NOT` is PostgreSQL's `IS DISTINCT FROM`: neither).
     "failed": ("ok = 0", "(error_kind IS NULL OR error_kind <> 'cancelled')"),
     "cancelled": ("error_kind = 'cancelled'",),  # never ok: the error kind's index alone decides
@@ -62,6 +64,10 @@ class Dialect:
     def index(self, name: str) -> str:
         """What follows `FROM events` to read the index `name` (SQLite's planner is told which one)."""
         return f" INDEXED BY {name}"
+
+    def position(self, column: str) -> str:
+        """Where a text given as the next argument starts in a column, from 1; 0 when it is not there."""
+        return f"instr({column}, ?)"
 
     def text_at(self, key: str) -> str:
         """The text of a row's data at a top-level key (NULL where there is none)."""
@@ -138,7 +144,11 @@ def plan(batch_id: str, query: ResultQuery, dialect: Dialect = SQLITE) -> Select
     """How to find the query's rows: the narrowest index for its filter (or for its sort when unfiltered)."""
     terms = ["batch_id = ?", "idx IS NOT NULL"]  # the indexes' own condition: SQLite uses them only when it holds
     args: list[Any] = [batch_id]
-    if query.error is not None or query.outcome == "cancelled":
+    if query.outcome == "warn":
+        index = "results_warned"
+    elif query.reason is not None:
+        index = "results_by_reason"
+    elif query.error is not None or query.outcome == "cancelled":
         index = "results_by_error"
     elif query.status is not None or query.sort == "status":
         index = "results_by_status"
@@ -154,6 +164,10 @@ def plan(batch_id: str, query: ResultQuery, dialect: Dialect = SQLITE) -> Select
     if query.status is not None:
         terms.append("status_code = ?")
         args.append(query.status)
+    if query.reason is not None:
+        # The reasons text is " rule rule ": a rule is found with the spaces around it, never inside another.
+        terms += ["reasons IS NOT NULL", f"{dialect.position('reasons')} > 0"]
+        args.append(f" {query.reason} ")
     reads_rows = False
     if query.q:
         terms += search_terms(dialect)

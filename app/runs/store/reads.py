@@ -11,11 +11,13 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
+import orjson
 from gevent.event import AsyncResult
 
 from ...core.lru import LRU
 from ...core.stats import Row
 from ...core.urllist import UrlList
+from ..diff import DiffRow, outcome_of
 from ..events import Event
 from .base import EVENT_TYPES, BatchRecord, ResultPage, ResultQuery
 from .queries import EVENTS_AFTER, Dialect, events_of_types, read_page, results_after
@@ -24,6 +26,17 @@ from .rows import ROW_PAGE_QUERY
 _T = TypeVar("_T")
 _NOT_READ = object()  # what a shared read hands its waiters when it failed
 REPLAY_CACHE_PAGES = 16  # full pages of stored events kept for viewers replaying the same batch at once
+
+
+def _row_of(index: int, url: str, status: int | None, total_ms: float | None, data: str) -> DiffRow:
+    """A stored result as a diff reads it: its outcome and final URL from its stored text (what orjson cannot
+    read, a NaN or a lone surrogate, json can)."""
+    try:
+        result = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        result = json.loads(data)
+    final = result.get("final_url")
+    return DiffRow(index, url, outcome_of(result), status, final if isinstance(final, str) else None, total_ms)
 
 
 class StoreReads:
@@ -86,8 +99,8 @@ class StoreReads:
 
         def read(conn: Any, after: int) -> list[tuple[int, Row]]:
             return [
-                (idx, Row(bool(ok), sc, ek, ms, b or 0))
-                for idx, ok, sc, ek, ms, b in conn.execute(sql, (batch_id, after, page))
+                (idx, Row(bool(ok), sc, ek, ms, b or 0, bool(warn), reasons, warnings))
+                for idx, ok, sc, ek, ms, b, warn, reasons, warnings in conn.execute(sql, (batch_id, after, page))
             ]
 
         after = -1
@@ -97,6 +110,35 @@ class StoreReads:
             if len(chunk) < page:
                 return
             after = chunk[-1][0]
+
+    def diff_rows(self, batch_id: str) -> list[DiffRow]:
+        """Each URL of a batch, in index order, with what a diff compares of its result (none yet: outcome None).
+
+        One read of the URL list and of the result columns; the outcome and the final URL are read from each
+        result's stored text here (orjson: a few ms for 10,000), where PostgreSQL's JSON reading took a few
+        tenths of a second.
+        The alignment of two batches is a dictionary's work in diff.compare.
+        """
+        sql = self._dialect.sql(
+            "SELECT idx, status_code, total_ms, data FROM events"
+            " WHERE batch_id = ? AND type = 'result' AND idx IS NOT NULL"
+        )
+        urls_sql = self._dialect.sql("SELECT urls FROM url_lists WHERE batch_id = ?")
+
+        def read(conn: Any) -> list[DiffRow]:
+            row = conn.execute(urls_sql, (batch_id,)).fetchone()
+            urls = UrlList.of([]) if row is None else UrlList.from_json(row[0])
+            found = {idx: rest for idx, *rest in conn.execute(sql, (batch_id,))}
+            rows = []
+            for index, url in enumerate(urls):
+                stored = found.get(index)
+                if stored is None:
+                    rows.append(DiffRow(index, url, None, None, None, None))
+                else:
+                    rows.append(_row_of(index, url, *stored))
+            return rows
+
+        return self._read(read)
 
     def results(
         self, batch_id: str, after: int = -1, limit: int = 100, outcome: str | None = None

@@ -16,12 +16,12 @@ from ...core.results import FINAL_STATUSES
 from ..events import Event
 from .base import BatchRecord
 
-EventRow = tuple[str, int, str, str, int | None, int | None, int | None, str | None, float | None, int | None, str]
+EventRow = tuple[Any, ...]  # EVENT_COLUMNS' values
 
 
 def record_of(row: sqlite3.Row | tuple[Any, ...]) -> BatchRecord:
     """Turn a batches row (with last_seq appended) into a record."""
-    (num, id_, name, status, created, started, finished, options, total, parent, summary, last_seq) = row
+    (num, id_, name, status, created, started, finished, options, total, parent, summary, source, last_seq) = row
     return BatchRecord(
         id=id_,
         num=num,
@@ -35,6 +35,7 @@ def record_of(row: sqlite3.Row | tuple[Any, ...]) -> BatchRecord:
         parent_id=parent,
         summary=json.loads(summary) if summary else None,
         last_seq=last_seq or 0,
+        source=json.loads(source) if source else None,
     )
 
 
@@ -49,8 +50,12 @@ EVENT_COLUMNS = (
     "error_kind",
     "total_ms",
     "bytes",
+    "warn",
+    "reasons",
+    "warnings",
     "data",
 )
+NO_RESULT = (None,) * 8  # the result columns of an event that is not a result
 MAX_PARAMETERS = 8192  # per statement; fewer if this SQLite allows fewer (999 before 3.32, 32,766 since)
 
 
@@ -83,20 +88,21 @@ def event_rows(events: list[Event]) -> list[EventRow]:
     rows: list[EventRow] = []
     for e in events:
         if e.type == "result":
-            # A stats Row holds (ok, status_code, error_kind, total_ms, bytes): the columns' order; ok binds as 1/0.
+            # A stats Row holds (ok, status_code, error_kind, total_ms, bytes, warn, reasons, warnings): the
+            # columns' order; ok and warn bind as 1/0.
             rows.append((e.batch_id, e.seq, e.type, e.at, e.data["index"], *e.row, e.data_json))
         else:
-            rows.append((e.batch_id, e.seq, e.type, e.at, None, None, None, None, None, None, e.data_json))
+            rows.append((e.batch_id, e.seq, e.type, e.at, None, *NO_RESULT, e.data_json))
     return rows
 
 
 BATCH_COLUMNS = (
-    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary,"
+    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary, source,"
     " (SELECT MAX(seq) FROM events e WHERE e.batch_id = b.id)"
 )
 # A page of a batch's result rows after an index, in index order (by the results_by_index index).
 ROW_PAGE_QUERY = (
-    "SELECT idx, ok, status_code, error_kind, total_ms, bytes FROM events"
+    "SELECT idx, ok, status_code, error_kind, total_ms, bytes, warn, reasons, warnings FROM events"
     " WHERE batch_id = ? AND type = 'result' AND idx > ? ORDER BY idx LIMIT ?"
 )
 

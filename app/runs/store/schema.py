@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS batches (
     options TEXT NOT NULL,
     total INTEGER NOT NULL,
     parent_id TEXT,
-    summary TEXT
+    summary TEXT,
+    source TEXT  -- JSON: the sitemap or page its URLs came from (app/core/sources.py); NULL for a list
 );
 -- A batch's URLs in submission order, as one JSON array: one row to write when the batch is created,
 -- not one per URL, while the batch's fetches wait for it.
@@ -48,10 +49,15 @@ CREATE TABLE IF NOT EXISTS events (
     error_kind TEXT,
     total_ms REAL,
     bytes INTEGER,
+    warn INTEGER,
+    reasons TEXT,
+    warnings TEXT,
     data TEXT NOT NULL,
     PRIMARY KEY (batch_id, seq)
 ) WITHOUT ROWID;
 """
+# Columns added to `events` since its first version, with their types: migrate() adds those a file lacks.
+ADDED_EVENT_COLUMNS = (("warn", "INTEGER"), ("reasons", "TEXT"), ("warnings", "TEXT"))
 
 # The indexes of a batch's results (rows with an idx: its `result` events), each covering the reads that use
 # it: the results query reads seq and these columns from the index alone, never the row, to count and to skip
@@ -68,6 +74,10 @@ EVENT_INDEXES = {
     " (batch_id, ok, idx, error_kind, status_code, total_ms, bytes) WHERE idx IS NOT NULL",
     "results_by_error": "CREATE INDEX results_by_error ON events (batch_id, error_kind, idx) WHERE idx IS NOT NULL",
     "results_by_status": "CREATE INDEX results_by_status ON events (batch_id, status_code, idx) WHERE idx IS NOT NULL",
+    # The warn outcome, and the results with a reason (failed or warned by a rule): each holds only such rows, so a
+    # batch that has none pays nothing per result; the reason filter reads `reasons` from the index, not the row.
+    "results_warned": "CREATE INDEX results_warned ON events (batch_id, idx) WHERE warn = 1",
+    "results_by_reason": "CREATE INDEX results_by_reason ON events (batch_id, idx, reasons) WHERE reasons IS NOT NULL",
     # A batch's other events (its state changes and progress reports, about one a second): its throughput's history
     # without reading its results.
     "changes_by_batch": "CREATE INDEX changes_by_batch ON events (batch_id, seq) WHERE idx IS NULL",
@@ -157,10 +167,27 @@ def is_full(exc: BaseException) -> bool:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, and
-    the events get EVENT_INDEXES."""
+    """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, the
+    events get EVENT_INDEXES, and batches a `source` column."""
     _move_url_rows(conn)
+    _add_event_columns(conn)
     _index_events(conn)
+    _add_source_column(conn)
+
+
+def _add_source_column(conn: sqlite3.Connection) -> None:
+    """Give an earlier version's batches table its `source` column (NULL: their URLs were a list)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
+    if "source" not in columns:
+        conn.execute("ALTER TABLE batches ADD COLUMN source TEXT")
+
+
+def _add_event_columns(conn: sqlite3.Connection) -> None:
+    """Add the ADDED_EVENT_COLUMNS a file made by an earlier version lacks (NULL in its stored rows)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    for name, kind in ADDED_EVENT_COLUMNS:
+        if name not in have:
+            conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
 
 
 def _index_events(conn: sqlite3.Connection) -> None:

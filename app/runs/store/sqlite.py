@@ -135,6 +135,7 @@ class SQLiteStore(EventWriter, StoreReads):
         urls: Sequence[str],
         created_at: str,
         parent_id: str | None = None,
+        source: dict[str, Any] | None = None,
     ) -> None:
         """Store a new batch and its URLs, committed before this returns; StoreError (nothing stored) if it cannot."""
         fault = self.fault()
@@ -146,9 +147,9 @@ class SQLiteStore(EventWriter, StoreReads):
             with self._writer:
                 self._writer.execute("BEGIN")
                 self._writer.execute(
-                    "INSERT INTO batches (id, name, status, created_at, options, total, parent_id)"
-                    " VALUES (?, ?, 'queued', ?, ?, ?, ?)",
-                    (batch_id, name, created_at, json.dumps(options), len(urls), parent_id),
+                    "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, source)"
+                    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+                    (batch_id, name, created_at, json.dumps(options), len(urls), parent_id, _json_or_null(source)),
                 )
                 # A blob of zeros, then written a piece at a time: bound whole, SQLite would copy the list twice.
                 row = cast(
@@ -436,3 +437,8 @@ class SQLiteStore(EventWriter, StoreReads):
             return cast(_T, result)  # no error: what fn returned
 
         return value
+
+
+def _json_or_null(value: dict[str, Any] | None) -> str | None:
+    """A JSON column's text, or NULL."""
+    return None if value is None else json.dumps(value)

@@ -1,0 +1,280 @@
+"""Checks on a response (`checks` of a batch or a row): parsed and compiled once per batch, run by the evaluator.
+
+Pure: a check reads what the fetch kept (the decoded body, up to max_bytes, only when a check needs it; the last
+response's headers; the timings and size), never the network. Regular expressions run under REGEX_TIMEOUT each
+(the `regex` module stops a catastrophic pattern), so one row cannot stall the hub.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpath_rfc9535
+import regex  # type: ignore[import-untyped]  # no stubs; a search's timeout= is what re lacks
+
+OPS = {
+    "body": ("contains", "not_contains", "matches"),
+    "json": ("==", "!=", "exists", "<", ">"),
+    "header": ("present", "absent", "==", "matches"),
+    "time.total": ("<", "<="),
+    "time.ttfb": ("<", "<="),
+    "time.dns": ("<", "<="),
+    "time.connect": ("<", "<="),
+    "time.tls": ("<", "<="),
+    "size": ("<", ">"),
+    "content_type": ("==", "matches"),
+    # The final response's certificate (with capture.tls): whole days from the fetch to its expiry.
+    "cert.days_left": (">", ">=", "<", "<="),
+}
+BODY_SOURCES = frozenset({"body", "json"})  # checks that need the response's body kept
+NO_VALUE_OPS = frozenset({"exists", "present", "absent"})
+MAX_CHECKS = 50  # a batch's, and a row's
+MAX_PATTERN = 1000  # characters of a regular expression, a JSONPath or a text to find
+REGEX_TIMEOUT = 0.05  # seconds one search may take
+SHOWN = 200  # characters of a value a reason shows
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check, as given (JSON-ready), with its pattern or query compiled."""
+
+    source: str
+    op: str
+    value: Any = None
+    path: str | None = None
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The check as given."""
+        data: dict[str, Any] = {"source": self.source, "op": self.op}
+        for key in ("path", "name"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        if self.op not in NO_VALUE_OPS:
+            data["value"] = self.value
+        return data
+
+    @functools.cached_property
+    def pattern(self) -> Any:
+        """The compiled regular expression of a `matches` check."""
+        return regex.compile(self.value)
+
+    @functools.cached_property
+    def query(self) -> Any:
+        """The compiled JSONPath of a `json` check."""
+        return jsonpath_rfc9535.compile(self.path or "$")
+
+    def described(self) -> str:
+        """What the check expects, in words."""
+        subject = {"json": f"json {self.path}", "header": f"header {self.name}"}.get(self.source, self.source)
+        if self.op in NO_VALUE_OPS:
+            return f"{subject} {self.op.replace('_', ' ')}"
+        return _cut(f"{subject} {self.op.replace('_', ' ')} {json.dumps(self.value)}")
+
+
+def parse_checks(value: Any, where: str) -> tuple[tuple[Check, ...], list[dict[str, Any]]]:
+    """A `checks` list checked item by item: (the checks, []) or ((), problems naming `where[i].field`)."""
+    if not isinstance(value, list):
+        return (), [{"field": where, "message": "must be a list of checks ({source, op, value, ...})"}]
+    if len(value) > MAX_CHECKS:
+        return (), [{"field": where, "message": f"at most {MAX_CHECKS} checks, not {len(value)}"}]
+    checks = []
+    problems = []
+    for i, raw in enumerate(value):
+        check, field, message = _parse_one(raw)
+        if check is None:
+            problems.append({"field": f"{where}[{i}]{'.' + field if field else ''}", "message": message})
+        else:
+            checks.append(check)
+    return (tuple(checks), []) if not problems else ((), problems)
+
+
+def _parse_one(raw: Any) -> tuple[Check | None, str, str]:
+    """One check: (it, "", "") or (None, the field at fault, what is wrong)."""
+    if not isinstance(raw, dict):
+        return None, "", "must be an object with source, op and value"
+    unknown = [key for key in raw if key not in ("source", "op", "value", "path", "name")]
+    if unknown:
+        return None, unknown[0], "is not a field of a check (source, op, value, path, name)"
+    source, op = raw.get("source"), raw.get("op")
+    if source not in OPS:
+        return None, "source", f"must be one of {', '.join(OPS)}"
+    if op not in OPS[source]:
+        return None, "op", f"must be one of {', '.join(OPS[source])} for source {source}"
+    value, path, name = raw.get("value"), raw.get("path"), raw.get("name")
+    if source == "json":
+        if not isinstance(path, str) or not path or len(path) > MAX_PATTERN:
+            return None, "path", f"must be a JSONPath (RFC 9535) like $.items[0].id, at most {MAX_PATTERN} characters"
+        try:
+            jsonpath_rfc9535.compile(path)
+        except jsonpath_rfc9535.JSONPathError as exc:
+            return None, "path", f"is not a valid JSONPath (RFC 9535): {exc}"
+    elif path is not None:
+        return None, "path", "applies to source json only"
+    if source == "header":
+        if not isinstance(name, str) or not name or len(name) > 100:
+            return None, "name", "must be a header name"
+    elif name is not None:
+        return None, "name", "applies to source header only"
+    if op in NO_VALUE_OPS:
+        value = None
+    elif op in ("contains", "not_contains", "matches") or source == "content_type" or source == "header":
+        if not isinstance(value, str) or len(value) > MAX_PATTERN:
+            return None, "value", f"must be a string of at most {MAX_PATTERN} characters"
+        if op == "matches":
+            try:
+                regex.compile(value)
+            except regex.error as exc:
+                return None, "value", f"is not a valid regular expression: {exc}"
+    elif source == "json":
+        if op in ("<", ">") and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return None, "value", "must be a number"
+        if len(json.dumps(value)) > MAX_PATTERN:
+            return None, "value", f"must be a JSON value of at most {MAX_PATTERN} characters"
+    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        unit = " (milliseconds)" if source.startswith("time.") else " (days)" if source == "cert.days_left" else ""
+        return None, "value", "must be a number, at least 0" + unit
+    return Check(source, op, value, path, name), "", ""
+
+
+def needs_body(checks: Sequence[Check]) -> bool:
+    """Whether any check reads the body (so the fetch must keep it)."""
+    return any(check.source in BODY_SOURCES for check in checks)
+
+
+def run(
+    checks: Sequence[Check],
+    first: int,
+    body: bytes | None,
+    headers: Mapping[str, str] | None,
+    timings: Mapping[str, float | None],
+    size: int,
+    content_type: str | None,
+    tls: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The reasons of the checks that fail (`check[first + i]`), each saying what it expected and found.
+
+    tls: what capture.tls recorded of the final response's connection (None without it, or over http)."""
+    reasons = []
+    parsed: list[Any] = []  # the body's JSON, read once (a list of one value once read)
+    for i, check in enumerate(checks):
+        actual = _failure(check, body, headers, timings, size, content_type, parsed, tls)
+        if actual is not None:
+            reasons.append({"rule": f"check[{first + i}]", "expected": check.described(), "actual": _cut(actual)})
+    return reasons
+
+
+def _failure(
+    check: Check,
+    body: bytes | None,
+    headers: Mapping[str, str] | None,
+    timings: Mapping[str, float | None],
+    size: int,
+    content_type: str | None,
+    parsed: list[Any],
+    tls: Mapping[str, Any] | None,
+) -> str | None:
+    """What the response showed when the check fails, or None when it holds."""
+    source, op, value = check.source, check.op, check.value
+    if source == "cert.days_left":
+        days = tls.get("days_left") if tls else None
+        if days is None:
+            return "no certificate (the URL ended on http, or capture.tls is off)"
+        holds = {">": days > value, ">=": days >= value, "<": days < value, "<=": days <= value}[op]
+        return None if holds else f"{days} days left"
+    if source == "body":
+        text = _text(body, content_type)
+        if op == "contains":
+            return None if value in text else "not found in the body"
+        if op == "not_contains":
+            return None if value not in text else "found in the body"
+        return _matches(check, text, "the body")
+    if source == "json":
+        if not parsed:
+            try:
+                parsed.append(json.loads(_text(body, content_type)))
+            except ValueError:
+                parsed.append(_NOT_JSON)
+        if parsed[0] is _NOT_JSON:
+            return "the body is not JSON"
+        nodes = check.query.find(parsed[0])
+        if op == "exists":
+            return None if nodes else "no match"
+        if not nodes:
+            return "no match"
+        found = nodes[0].value
+        if op == "==":
+            return None if found == value else json.dumps(found)
+        if op == "!=":
+            return None if found != value else json.dumps(found)
+        if isinstance(found, bool) or not isinstance(found, int | float):
+            return f"{json.dumps(found)[:100]} is not a number"
+        return None if (found < value if op == "<" else found > value) else json.dumps(found)
+    if source == "header":
+        found_header = headers.get(check.name or "") if headers is not None else None
+        if op == "present":
+            return None if found_header is not None else "absent"
+        if op == "absent":
+            return None if found_header is None else f"present: {found_header}"
+        if found_header is None:
+            return "the header is missing"
+        if op == "==":
+            return None if found_header == value else found_header
+        return _matches(check, found_header, "the header")
+    if source == "content_type":
+        if content_type is None:
+            return "no content type"
+        if op == "==":
+            return None if content_type.split(";")[0].strip().lower() == value.lower() else content_type
+        return _matches(check, content_type, "the content type")
+    if source == "size":
+        return None if (size < value if op == "<" else size > value) else f"{size} bytes"
+    measured = timings.get(source[len("time.") :])
+    if measured is None:
+        return "not measured (a reused connection has no dns, connect or tls)"
+    return None if (measured < value if op == "<" else measured <= value) else f"{measured} ms"
+
+
+_NOT_JSON = object()
+
+
+_SLOW: dict[str, None] = {}  # patterns that ran out of time here: later rows fail at once, not after a timeout each
+MAX_SLOW = 1000
+
+
+def _matches(check: Check, text: str, what: str) -> str | None:
+    """A `matches` check on text, searched under REGEX_TIMEOUT; a pattern that ran out of time once is not run again."""
+    slow = f"the pattern took more than {int(REGEX_TIMEOUT * 1000)} ms; simplify it"
+    if check.value in _SLOW:
+        return slow
+    try:
+        found = check.pattern.search(text, timeout=REGEX_TIMEOUT)
+    except TimeoutError:
+        if len(_SLOW) >= MAX_SLOW:
+            _SLOW.pop(next(iter(_SLOW)))
+        _SLOW[check.value] = None
+        return slow
+    return None if found else f"no match in {what}"
+
+
+def _text(body: bytes | None, content_type: str | None) -> str:
+    """The body as text: in its declared charset, else UTF-8, undecodable bytes replaced."""
+    if not body:
+        return ""
+    charset = "utf-8"
+    if content_type and "charset=" in content_type.lower():
+        charset = content_type.lower().split("charset=", 1)[1].split(";")[0].strip().strip('"') or "utf-8"
+    try:
+        return body.decode(charset, "replace")
+    except LookupError:
+        return body.decode("utf-8", "replace")
+
+
+def _cut(text: str) -> str:
+    """Text cut to SHOWN characters."""
+    return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."

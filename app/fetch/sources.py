@@ -1,0 +1,357 @@
+"""A source expanded into URLs: a sitemap (urlset, or a sitemapindex nested at most MAX_DEPTH deep; plain or
+gzipped) or the links on one page, read as the documents stream in and yielded as (url, meta) pairs.
+
+XML goes through defusedxml's expat parser fed a piece at a time: a DTD (and with it every entity declaration and
+external entity) is refused before anything expands, so a billion-laughs or external-entity sitemap costs nothing.
+Pages go through html.parser fed a piece at a time. Every document is fetched by app/fetch/document.py: the SSRF
+guard on every hop, bodies decoded in bounded pieces and cut at a byte cap. Memory holds the URLs found, never a
+document.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from urllib.parse import urldefrag, urljoin
+from xml.etree.ElementTree import ParseError
+
+from defusedxml import DefusedXmlException, DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
+from defusedxml.ElementTree import DefusedXMLParser
+
+from ..core.config import Config
+from ..core.sources import Source
+from . import guard
+from .document import Document, DocumentError, DocumentLimits, DocumentReader
+from .follow import origin
+
+# The sitemaps protocol's limits on one file (sitemaps.org/protocol.html): 50,000 entries, 50 MB uncompressed.
+SITEMAP_MAX_ENTRIES = 50_000
+SITEMAP_MAX_BYTES = 50 * 1024 * 1024
+MAX_DEPTH = 3  # levels of sitemap indexes: the one given (1) may name indexes (2) that name indexes (3) of urlsets
+PAGE_MAX_BYTES = 10 * 1024 * 1024  # html.parser holds an unfinished tag whole: a page is read this far at most
+MAX_LASTMOD = 64  # characters of a lastmod kept (a W3C datetime is at most 35)
+SITEMAP_ACCEPT = "application/xml, text/xml;q=0.9, */*;q=0.1"
+PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
+# Elements whose attribute names a URL the page uses: links, stylesheets and the like, images, scripts.
+LINK_ATTRIBUTES = {"a": "href", "link": "href", "img": "src", "script": "src"}
+
+Meta = dict[str, str]
+_ABSOLUTE = re.compile(r"https?://", re.IGNORECASE)
+
+
+class SourceError(DocumentError):
+    """A source that cannot be expanded (a document refused or unreadable, a limit passed): a 400 naming why."""
+
+
+@dataclass
+class SourceCounts:
+    """What an expansion has seen so far."""
+
+    sitemaps_read: int = 0
+    pages_read: int = 0
+    found: int = 0  # URL entries (a sitemap's <loc>s, a page's links), repeats included
+    unique: int = 0  # distinct fetchable URLs among them
+    excluded: int = 0  # unique URLs left out by include, exclude or same_origin
+    invalid: int = 0  # entries that are not fetchable URLs (mailto:, javascript:, malformed)
+    kept: int = 0  # URLs yielded: unique and not excluded
+
+    def to_dict(self) -> dict[str, int]:
+        """The counts as JSON."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """The server's bounds on expanding one source (GREENBATCH_SOURCE_* settings)."""
+
+    max_sitemaps: int
+    max_found: int
+    timeout: float
+    document: DocumentLimits
+    sitemap_max_bytes: int = SITEMAP_MAX_BYTES
+    page_max_bytes: int = PAGE_MAX_BYTES
+
+    @classmethod
+    def from_config(cls, config: Config) -> SourceLimits:
+        """The limits the settings give."""
+        return cls(
+            max_sitemaps=config.source_max_sitemaps,
+            # Repeats and excluded URLs are read too, but not without end: always one whole sitemap, and beyond it
+            # twice what a batch may hold.
+            max_found=2 * config.max_urls + SITEMAP_MAX_ENTRIES,
+            timeout=config.source_timeout,
+            document=DocumentLimits(
+                connect_timeout=config.default_connect_timeout,
+                read_timeout=min(config.default_timeout, config.source_timeout),
+                max_url_length=config.max_url_length,
+            ),
+        )
+
+
+@dataclass
+class Expansion:
+    """One source being expanded: iterate for (url, meta) pairs, in document order, each URL once."""
+
+    source: Source
+    policy: guard.Policy
+    limits: SourceLimits
+    counts: SourceCounts = field(default_factory=SourceCounts)
+
+    def __post_init__(self) -> None:
+        self._filter = self.source.matcher()
+        self._seen: set[str] = set()
+
+    def __iter__(self) -> Iterator[tuple[str, Meta]]:
+        reader = DocumentReader(self.policy, self.limits.document)
+        try:
+            if self.source.type == "sitemap":
+                yield from self._sitemap_urls(reader)
+            else:
+                yield from self._page_urls(reader)
+        except SourceError:
+            raise
+        except DocumentError as exc:
+            raise SourceError(str(exc), exc.code) from None
+        finally:
+            reader.close()
+
+    # -- sitemaps ------------------------------------------------------------------------------
+
+    def _sitemap_urls(self, reader: DocumentReader) -> Iterator[tuple[str, Meta]]:
+        """Every sitemap's URLs, breadth first: an index's sitemaps are read once the index is."""
+        pending = deque([(self.source.url, 1)])
+        while pending:
+            url, depth = pending.popleft()
+            if self.counts.sitemaps_read >= self.limits.max_sitemaps:
+                raise SourceError(
+                    f"the sitemap index names more than {self.limits.max_sitemaps} sitemaps, the most read for one "
+                    "source (GREENBATCH_SOURCE_MAX_SITEMAPS); start from one of its sitemaps instead"
+                )
+            document = reader.open(url, "sitemap", SITEMAP_ACCEPT)
+            self.counts.sitemaps_read += 1
+            children = []
+            for kind, loc, lastmod in _sitemap_entries(document, self.limits.sitemap_max_bytes):
+                if kind == "sitemap":
+                    if depth > MAX_DEPTH:
+                        raise SourceError(
+                            f"the sitemap index {document.url} is nested {depth} levels deep; at most {MAX_DEPTH} "
+                            "levels of sitemap indexes are read",
+                            code="sitemap_too_deep",
+                        )
+                    child = self._checked(loc, document.url)
+                    if child is not None:
+                        children.append((child, depth + 1))
+                else:
+                    yield from self._offer(loc, document.url, {"lastmod": lastmod} if lastmod else {})
+            pending.extend(children)
+
+    # -- pages ---------------------------------------------------------------------------------
+
+    def _page_urls(self, reader: DocumentReader) -> Iterator[tuple[str, Meta]]:
+        """The links on the page, in the order they appear."""
+        document = reader.open(self.source.url, "page", PAGE_ACCEPT)
+        self.counts.pages_read += 1
+        home = origin(document.url)
+        meta = {"found_on": document.url}
+        parser = _LinkParser(document.url)
+        decoder = codecs.getincrementaldecoder(_charset(document.content_type))(errors="replace")
+        for piece in document.pieces(self.limits.page_max_bytes):
+            parser.feed(decoder.decode(piece))
+            links, parser.links = parser.links, []
+            for link in links:
+                yield from self._offer(link, parser.base, meta, home)
+        parser.feed(decoder.decode(b"", final=True))
+        parser.close()
+        for link in parser.links:
+            yield from self._offer(link, parser.base, meta, home)
+
+    # -- each URL found ------------------------------------------------------------------------
+
+    def _checked(self, raw: str, base: str) -> str | None:
+        """An entry as the engine would fetch it (resolved, fragment dropped), or None when it cannot be fetched."""
+        text = raw.strip()
+        try:
+            if not _ABSOLUTE.match(text):  # a sitemap's <loc> always is: urljoin would only cost its time
+                text = urljoin(base, text)
+            if "#" in text:
+                text = urldefrag(text)[0]
+            return guard.check_url(text, self.limits.document.max_url_length)
+        except (guard.InvalidUrl, ValueError):
+            self.counts.invalid += 1
+            return None
+
+    def _offer(
+        self, raw: str, base: str, meta: Meta, home: tuple[str, str] | None = None
+    ) -> Iterator[tuple[str, Meta]]:
+        """Yield an entry when it is a fetchable URL not seen before that the filters keep; count it either way."""
+        counts = self.counts
+        counts.found += 1
+        if counts.found > self.limits.max_found:
+            raise SourceError(
+                f"the source lists more than {self.limits.max_found:,} URLs (twice GREENBATCH_MAX_URLS, and 50,000 "
+                "more); it was read no further",
+                code="source_too_large",
+            )
+        url = self._checked(raw, base)
+        if url is None or url in self._seen:
+            return
+        self._seen.add(url)
+        counts.unique += 1
+        if not self._filter.keeps(url) or (home is not None and self.source.same_origin and origin(url) != home):
+            counts.excluded += 1
+            return
+        counts.kept += 1
+        yield url, meta
+
+
+# -- the sitemap parser --------------------------------------------------------------------------
+
+
+class _SitemapTarget:
+    """ElementTree parser target that keeps only each entry's <loc> and <lastmod>, never a tree."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.entries: list[tuple[str, str, str | None]] = []  # (url or sitemap, loc, lastmod), taken as they come
+        self.count = 0
+        self._depth = 0
+        self._entry = ""  # "url" or "sitemap": the element an entry is, by the root's kind
+        self._in_entry = False
+        self._field: str | None = None
+        self._text: list[str] = []
+        self._length = 0
+        self._loc: str | None = None
+        self._lastmod: str | None = None
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        """An element opens."""
+        self._depth += 1
+        name = tag.rpartition("}")[2]
+        if self._depth == 1:
+            if name not in ("urlset", "sitemapindex"):
+                raise SourceError(
+                    f"{self.url} is not a sitemap: its root element is <{name[:40]}>, not <urlset> or <sitemapindex>",
+                    code="not_a_sitemap",
+                )
+            self._entry = "url" if name == "urlset" else "sitemap"
+        elif self._depth == 2 and name == self._entry:
+            self._in_entry, self._loc, self._lastmod = True, None, None
+        elif self._depth == 3 and self._in_entry and name in ("loc", "lastmod"):
+            self._field, self._text, self._length = name, [], 0
+
+    def data(self, text: str) -> None:
+        """Text inside an element: kept only inside <loc> or <lastmod>, and only as long as a URL may be."""
+        if self._field is not None:
+            self._length += len(text)
+            if self._length <= 65536:
+                self._text.append(text)
+
+    def end(self, tag: str) -> None:
+        """An element closes."""
+        if self._depth == 3 and self._field is not None:
+            value = "".join(self._text).strip()
+            if self._field == "loc":
+                self._loc = value
+            else:
+                self._lastmod = value[:MAX_LASTMOD] or None
+            self._field = None
+        elif self._depth == 2 and self._in_entry:
+            self._in_entry = False
+            if self._loc:
+                self.count += 1
+                if self.count > SITEMAP_MAX_ENTRIES:
+                    raise SourceError(
+                        f"the sitemap {self.url} lists more than {SITEMAP_MAX_ENTRIES:,} "
+                        f"{'URLs' if self._entry == 'url' else 'sitemaps'}, the sitemaps protocol's limit for one"
+                        " file; split it into several sitemaps under a sitemap index",
+                        code="sitemap_too_large",
+                    )
+                self.entries.append((self._entry, self._loc, self._lastmod))
+        self._depth -= 1
+
+    def close(self) -> None:
+        """The document ended."""
+
+
+def _sitemap_entries(document: Document, max_bytes: int) -> Iterator[tuple[str, str, str | None]]:
+    """(kind, loc, lastmod) of each entry of a sitemap as its bytes arrive; SourceError naming what is wrong."""
+    target = _SitemapTarget(document.url)
+    parser = DefusedXMLParser(target=target, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    try:
+        try:
+            for piece in document.pieces(max_bytes):
+                parser.feed(piece)
+                if target.entries:
+                    yield from target.entries
+                    target.entries.clear()
+            parser.close()
+        except DocumentError as exc:
+            if exc.code == "source_too_large":
+                raise SourceError(
+                    f"{exc}: the sitemaps protocol allows {SITEMAP_MAX_BYTES:,} bytes (50 MB) uncompressed per file",
+                    code="sitemap_too_large",
+                ) from None
+            raise
+    except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as exc:
+        raise SourceError(_forbidden(document.url, exc), code="xml_forbidden") from None
+    except DefusedXmlException as exc:
+        raise SourceError(f"the sitemap {document.url} was refused: {exc}", code="xml_forbidden") from None
+    except ParseError as exc:
+        raise SourceError(f"the sitemap {document.url} is not well-formed XML: {exc}", code="not_a_sitemap") from None
+    yield from target.entries
+
+
+def _forbidden(url: str, exc: DefusedXmlException) -> str:
+    """Why an XML document with a DTD, an entity or an external reference is refused."""
+    return (
+        f"the sitemap {url} has a document type declaration (<!DOCTYPE>), refused: its entities can expand without "
+        "bound (an XML bomb such as billion laughs) or read external files and URLs (external entities), and "
+        f"sitemaps need none ({type(exc).__name__})"
+    )
+
+
+# -- the page parser -----------------------------------------------------------------------------
+
+
+class _LinkParser(HTMLParser):
+    """Collects the URLs of a[href], link[href], img[src] and script[src]; the first <base href> sets the base."""
+
+    def __init__(self, url: str):
+        super().__init__(convert_charrefs=True)
+        self.base = url
+        self._page = url
+        self._based = False
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """A start tag (or a self-closing one)."""
+        if tag == "base" and not self._based:
+            href = dict(attrs).get("href")
+            if href:
+                self._based = True  # browsers use the first <base href> only
+                self.base = urljoin(self._page, href.strip())
+            return
+        wanted = LINK_ATTRIBUTES.get(tag)
+        if wanted is None:
+            return
+        for name, value in attrs:
+            if name == wanted and value and value.strip():
+                self.links.append(value)
+                break
+
+
+def _charset(content_type: str) -> str:
+    """The charset a Content-Type names, when Python knows it; UTF-8 otherwise."""
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "charset":
+            name = value.strip().strip("\"'")
+            try:
+                return codecs.lookup(name).name
+            except LookupError:
+                break
+    return "utf-8"

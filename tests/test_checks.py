@@ -1,0 +1,133 @@
+"""Checks on the response: each source and op, a check that cannot be evaluated, bad checks refused by index and
+field, and a catastrophic regular expression that cannot stall the hub."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app.core.checks import REGEX_TIMEOUT, parse_checks, run
+from tests.support.server import error_of
+
+HTML = b"<html><button>Add to cart</button></html>"
+JSON = b'{"items": [{"id": 1, "price": 12.5}], "status": "ok"}'
+
+
+def failures(raw: list[dict], body: bytes | None = HTML, headers=None, timings=None, size=100, ctype="text/html"):
+    """The rules of the checks that fail on this response."""
+    checks, problems = parse_checks(raw, "options.checks")
+    assert problems == []
+    reasons = run(checks, 0, body, headers or {}, timings or {"total": 80.0, "ttfb": 20.0}, size, ctype)
+    return [(r["rule"], r["actual"]) for r in reasons]
+
+
+def test_body_checks_search_the_decoded_text():
+    assert failures([{"source": "body", "op": "contains", "value": "Add to cart"}]) == []
+    assert failures([{"source": "body", "op": "not_contains", "value": "Sold out"}]) == []
+    assert failures([{"source": "body", "op": "matches", "value": r"Add\s+to\s+cart"}]) == []
+    assert failures([{"source": "body", "op": "contains", "value": "Sold out"}]) == [
+        ("check[0]", "not found in the body")
+    ]
+
+
+def test_json_checks_read_a_jsonpath_and_fail_when_the_body_is_not_json():
+    ok = [
+        {"source": "json", "path": "$.status", "op": "==", "value": "ok"},
+        {"source": "json", "path": "$.items[0].price", "op": "<", "value": 20},
+        {"source": "json", "path": "$.items[0].id", "op": "exists"},
+        {"source": "json", "path": "$.status", "op": "!=", "value": "down"},
+    ]
+    assert failures(ok, body=JSON, ctype="application/json") == []
+    assert failures([{"source": "json", "path": "$.items[0].price", "op": ">", "value": 20}], body=JSON) == [
+        ("check[0]", "12.5")
+    ]
+    assert failures([{"source": "json", "path": "$.missing", "op": "exists"}], body=JSON) == [("check[0]", "no match")]
+    assert failures([{"source": "json", "path": "$.status", "op": "==", "value": "ok"}]) == [
+        ("check[0]", "the body is not JSON")
+    ]
+
+
+def test_header_time_size_and_content_type_checks():
+    headers = {"x-shop": "demo"}
+    assert failures([{"source": "header", "name": "x-shop", "op": "==", "value": "demo"}], headers=headers) == []
+    assert failures([{"source": "header", "name": "x-cache", "op": "==", "value": "HIT"}]) == [
+        ("check[0]", "the header is missing")
+    ]
+    assert failures([{"source": "header", "name": "x-cache", "op": "absent"}]) == []
+    assert failures([{"source": "time.total", "op": "<", "value": 50}]) == [("check[0]", "80.0 ms")]
+    assert failures([{"source": "time.ttfb", "op": "<=", "value": 20}]) == []
+    assert failures([{"source": "time.dns", "op": "<", "value": 5}])[0][1].startswith("not measured")
+    assert failures([{"source": "size", "op": ">", "value": 100}]) == [("check[0]", "100 bytes")]
+    assert (
+        failures([{"source": "content_type", "op": "==", "value": "text/html"}], ctype="text/html; charset=utf-8") == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("check", "field"),
+    [
+        ({"source": "bodyy", "op": "contains", "value": "x"}, "options.checks[1].source"),
+        ({"source": "body", "op": "==", "value": "x"}, "options.checks[1].op"),
+        ({"source": "body", "op": "matches", "value": "(unclosed"}, "options.checks[1].value"),
+        ({"source": "json", "op": "exists", "path": "$[?"}, "options.checks[1].path"),
+        ({"source": "header", "op": "present"}, "options.checks[1].name"),
+        ({"source": "time.total", "op": "<", "value": "fast"}, "options.checks[1].value"),
+    ],
+)
+def test_a_bad_check_is_refused_naming_its_index_and_field(check, field):
+    _, problems = parse_checks([{"source": "body", "op": "contains", "value": "ok"}, check], "options.checks")
+    assert [p["field"] for p in problems] == [field]
+
+
+def test_a_catastrophic_pattern_is_cut_off_and_not_run_again():
+    check = [{"source": "body", "op": "matches", "value": r"(x+x+)+y"}]
+    started = time.monotonic()
+    first = failures(check, body=b"x" * 5000)
+    took = time.monotonic() - started
+    assert first[0][1].startswith("the pattern took more than")
+    assert took < 20 * REGEX_TIMEOUT, f"a search ran {took:.2f} s"
+    started = time.monotonic()
+    assert failures(check, body=b"x" * 5000) == first
+    assert time.monotonic() - started < REGEX_TIMEOUT, "a pattern that ran out of time once is not run again"
+
+
+def test_checks_give_the_same_answers_through_the_api(server, target):
+    batch = server.submit(
+        [
+            target.url("/shop/1"),
+            target.url("/shop/2?sold_out=1"),
+            {
+                "url": target.url("/product/3?stock=0"),
+                "checks": [{"source": "json", "path": "$.stock", "op": ">", "value": 0}],
+            },
+        ],
+        checks=[
+            {"source": "body", "op": "not_contains", "value": "Sold out"},
+            {"source": "time.total", "op": "<", "value": 10000},
+        ],
+    )
+    server.wait(batch["id"])
+    results = server.results(batch["id"])
+    assert [(r["outcome"], [x["rule"] for x in r["reasons"]]) for r in results] == [
+        ("ok", []),
+        ("failed", ["check[0]"]),
+        ("failed", ["check[2]"]),
+    ]
+    assert results[2]["reasons"][0] == {"rule": "check[2]", "expected": "json $.stock > 0", "actual": "0"}
+    assert server.batch(batch["id"])["options"]["checks"][0] == {
+        "source": "body",
+        "op": "not_contains",
+        "value": "Sold out",
+    }
+    assert server.results(batch["id"], reason="check[0]")[0]["index"] == 1
+
+
+def test_a_bad_check_in_a_submission_is_a_400_naming_it(server, target):
+    response = server.request(
+        "POST",
+        "/api/v1/batches",
+        json={"urls": [target.url("/ok")], "options": {"checks": [{"source": "json", "op": "exists", "path": "$["}]}},
+    )
+    assert response.status_code == 400
+    assert error_of(response)["details"][0]["field"] == "options.checks[0].path"

@@ -913,12 +913,25 @@ def cli() -> None:
 @click.option("--csv", "as_csv", is_flag=True, help="Read FILE as CSV (automatic for .csv files).")
 @click.option("--concurrency", type=whole(1), help="Fetches in flight for this batch.")
 @click.option("--per-host", type=whole(0), help="Most fetches in flight to one host (0: no cap).")
+@click.option("--per-host-interval", type=SECONDS, help="Seconds at least between two request starts to one host.")
 @click.option("--timeout", type=SECONDS, help="Total deadline per URL, redirects and retries included.")
 @click.option("--connect-timeout", type=SECONDS, help="Time to open one connection.")
-@click.option("--method", type=click.Choice(["GET", "HEAD"], case_sensitive=False), help="HTTP method (default GET).")
+@click.option(
+    "--method",
+    type=click.Choice(["GET", "HEAD", "HEAD,GET"], case_sensitive=False),
+    help="HTTP method (default GET); HEAD,GET asks with GET where HEAD answers a --head-fallback-statuses status.",
+)
+@click.option("--head-fallback-statuses", metavar="CODES", help="With HEAD,GET: the HEAD answers that GET follows.")
 @click.option("--max-redirects", type=whole(0), help="Redirects followed per URL.")
 @click.option("--no-redirects", is_flag=True, help="Follow no redirects (the same as --max-redirects 0).")
-@click.option("--retries", type=whole(0), help="Retries on connection errors.")
+@click.option("--retries", type=whole(0), help="Retries on connection errors and on --retry-statuses.")
+@click.option("--retry-statuses", metavar="CODES", help="Statuses retried when --retries > 0 (default 429,503).")
+@click.option(
+    "--respect-retry-after/--ignore-retry-after",
+    default=None,
+    help="Whether a retried status's Retry-After pauses its host (default: respect it).",
+)
+@click.option("--max-retry-after", type=SECONDS, help="Longest Retry-After obeyed; longer ends the URL rate_limited.")
 @click.option("--accept-status", metavar="CODES", help="Statuses that count as ok, e.g. 200-299,404.")
 @click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="A request header; repeat it.")
 @click.option("--max-bytes", type=whole(0), help="Cap on decoded body bytes per URL.")

@@ -151,7 +151,8 @@ function shownCounts() {
   }
   const open = Math.max(0, counts.total - doneOf(counts));
   counts.running = FINAL_STATUSES.has(batch.status) ? 0 : Math.min(server.running || 0, open);
-  counts.pending = open - counts.running;
+  counts.waiting = FINAL_STATUSES.has(batch.status) ? 0 : Math.min(server.waiting || 0, open - counts.running);
+  counts.pending = open - counts.running - counts.waiting;
   drawnCounts = counts;
   return counts;
 }
@@ -221,11 +222,14 @@ function renderSummary() {
     setText(els.progressText, `Cancelled: ${parts.join(', ')}`);
   } else {
     setText(els.pct, `${pct}%`);
-    setText(els.progressText, `${fmtInt(doneOf(counts))} of ${fmtInt(counts.total)} URLs done`);
+    const paused = counts.waiting && hostsView.list ? hostsView.list.map((x) => pauseText(x)).find(Boolean) : '';
+    const waiting = paused ? ` · ${fmtInt(counts.waiting)} ${paused}` : '';
+    setText(els.progressText, `${fmtInt(doneOf(counts))} of ${fmtInt(counts.total)} URLs done${waiting}`);
   }
   // The counters add up to the total, as the bar does: OK (Matched) is ok less the warned, which Warn counts.
   setText(byId('count-ok'), fmtInt(counts.ok - (counts.warn || 0)));
-  for (const key of ['warn', 'failed', 'cancelled', 'running', 'pending']) setText(byId(`count-${key}`), fmtInt(counts[key]));
+  for (const key of ['warn', 'failed', 'cancelled', 'running', 'pending', 'waiting']) setText(byId(`count-${key}`), fmtInt(counts[key]));
+  byId('stat-waiting').hidden = !counts.waiting;
   renderExpectations(counts);
   setText(byId('stat-rate'), fmtRate(rateOf(fetched)));
   setText(byId('stat-p50'), fmtMs(stats.p50_ms));
@@ -1141,6 +1145,96 @@ function watchRunning() {
   })();
 }
 
+// ---- the hosts panel ----------------------------------------------------------------------------
+
+// Per host: in flight, done, ok %, median, 429/503 answers and any pause. The server sends the most refused
+// first, then the slowest; a header sorts by its column (again: the other way). Read every HOSTS_POLL_MS
+// while the batch runs (a ms more per HOSTS_URLS_PER_MS URLs: the server reads every stored result for
+// it), once more when it ends.
+const HOSTS_POLL_MS = 2000;
+const HOSTS_URLS_PER_MS = 50;
+const HOSTS_SHOWN = 50;
+const hostsView = { list: null, at: 0, sort: null, dir: -1 };
+
+const hostValue = {
+  host: (x) => x.host,
+  in_flight: (x) => x.in_flight,
+  done: (x) => x.done,
+  ok_pct: (x) => (x.done ? x.ok / x.done : -1),
+  p50_ms: (x) => x.p50_ms ?? -1,
+  refused: (x) => x.refused,
+};
+
+// "waiting: rate limited, 30 s (Retry-After)" for a host paused now; '' otherwise.
+function pauseText(host, now = Date.now()) {
+  if (!host.paused_until) return '';
+  const left = Math.max(0, Math.ceil((Date.parse(host.paused_until) - now) / 1000));
+  if (!left) return '';
+  const status = (host.pause_reason.match(/^(\d{3})/) || [])[1];
+  const why = status === '503' ? 'unavailable' : 'rate limited';
+  return `waiting: ${why}, ${fmtInt(left)} s (Retry-After)`;
+}
+
+function renderHosts() {
+  const panel = byId('hosts-panel');
+  const list = hostsView.list;
+  panel.hidden = !list || !list.length;
+  if (panel.hidden) return;
+  let rows = list;
+  if (hostsView.sort) {
+    const value = hostValue[hostsView.sort];
+    rows = [...list].sort((a, b) => {
+      const x = value(a);
+      const y = value(b);
+      return (x < y ? -1 : x > y ? 1 : 0) * hostsView.dir || (a.host < b.host ? -1 : 1);
+    });
+  }
+  const now = Date.now();
+  const body = byId('host-rows');
+  body.replaceChildren(...rows.slice(0, HOSTS_SHOWN).map((x) => {
+    const pause = pauseText(x, now);
+    return h('tr', { class: `host-row${pause ? ' paused' : ''}` },
+      h('td', { class: 'col-host', title: x.host }, x.host),
+      h('td', { class: 'num', 'data-label': 'in flight' }, fmtInt(x.in_flight)),
+      h('td', { class: 'num', 'data-label': 'done' }, fmtInt(x.done)),
+      h('td', { class: 'num', 'data-label': 'ok' }, x.done ? `${Math.floor((100 * x.ok) / x.done)}%` : '–'),
+      h('td', { class: 'num', 'data-label': 'median' }, fmtMs(x.p50_ms)),
+      h('td', { class: `num${x.refused ? ' refused' : ''}`, 'data-label': '429/503' }, fmtInt(x.refused)),
+      h('td', { class: 'col-pause' }, pause));
+  }));
+  setText(byId('hosts-note'), list.length > HOSTS_SHOWN ? `the first ${HOSTS_SHOWN} of ${fmtInt(list.length)} hosts` : `${fmtInt(list.length)} host${list.length === 1 ? '' : 's'}`);
+  for (const th of document.querySelectorAll('#hosts th')) {
+    const key = th.querySelector('button')?.dataset.hostSort;
+    if (key === hostsView.sort) th.setAttribute('aria-sort', hostsView.dir > 0 ? 'ascending' : 'descending');
+    else th.removeAttribute('aria-sort');
+  }
+}
+
+for (const button of document.querySelectorAll('[data-host-sort]')) {
+  button.addEventListener('click', () => {
+    const key = button.dataset.hostSort;
+    hostsView.dir = hostsView.sort === key ? -hostsView.dir : key === 'host' ? 1 : -1;
+    hostsView.sort = key;
+    renderHosts();
+  });
+}
+
+async function watchHosts() {
+  for (;;) {
+    const final = FINAL_STATUSES.has(batch.status);
+    const answer = await api(config.apiHosts, { timeout: ANSWER_TIMEOUT_MS });
+    if (answer.ok) {
+      hostsView.list = answer.data.hosts;
+      renderHosts();
+    }
+    if (final && answer.ok) return;
+    await sleep(Math.max(HOSTS_POLL_MS, (batch.counts?.total || 0) / HOSTS_URLS_PER_MS));
+  }
+}
+
+// The pause countdowns tick between reads.
+setInterval(() => { if (hostsView.list && hostsView.list.some((x) => x.paused_until)) renderHosts(); }, 1000);
+
 // ---- rendering ---------------------------------------------------------------------------------
 
 const render = perFrame(() => {
@@ -1297,6 +1391,7 @@ async function open() {
   lastSeq = table.loaded && !table.error ? Math.min(base.seq, table.seq) : base.seq;
   socket.start();
   readHistory();
+  watchHosts();
 }
 
 open();

@@ -644,7 +644,7 @@ function formOptions() {
   const options = {
     method: byId('method').value, accept_status: byId('accept_status').value.trim(), headers, client: byId('client').value,
   };
-  for (const id of ['concurrency', 'timeout', 'max_redirects', 'retries', 'max_bytes', 'connect_timeout', 'per_host']) {
+  for (const id of ['concurrency', 'timeout', 'max_redirects', 'retries', 'max_bytes', 'connect_timeout', 'per_host', 'per_host_interval']) {
     if (byId(id).validity.badInput) {
       fieldError(`options.${id}`, 'must be a number');
       return null;

@@ -87,11 +87,18 @@ def test_submit_sends_every_batch_option_the_api_takes(server, target, tmp_path)
         *("--method", "head", "--max-redirects", "2", "--retries", "1", "--accept-status", "200-299,404"),
         *("-H", "X-Check: nightly", "--header", "Accept: text/plain", "--per-host", "3", "--concurrency", "4"),
         *("--timeout", "5", "--connect-timeout", "2.5", "--max-bytes", "1000", "--client", "requests"),
+        *("--per-host-interval", "0.5", "--retry-statuses", "429", "--ignore-retry-after", "--max-retry-after", "9"),
+        *("--head-fallback-statuses", "405"),
         *("--capture-tls", "--capture-header", "X-Robots-Tag", "--no-tls-verify"),
         server=server,
     )
     assert done.returncode == 0, done.stderr
     assert server.batch(done.stdout.strip())["options"] == {
+        "per_host_interval": 0.5,
+        "retry_statuses": [429],
+        "respect_retry_after": False,
+        "max_retry_after": 9.0,
+        "head_fallback_statuses": [405],
         "method": "HEAD",
         "max_redirects": 2,
         "retries": 1,

@@ -218,6 +218,15 @@ def test_the_results_equal_a_single_process_run_of_the_same_batch(watched, web_b
     assert clustered["stats"]["by_status"] == alone["stats"]["by_status"]
 
 
+def test_the_hosts_of_a_batch_answer_on_any_web_process_from_its_stored_results(watched, web_b):
+    batch, urls, _, _ = watched
+    answer = web_b.request("GET", f"/api/v1/batches/{batch['id']}/hosts")
+    assert answer.status_code == 200
+    (host,) = answer.json()["hosts"]
+    assert (host["host"], host["done"], host["ok"] + host["failed"]) == ("127.0.0.1", len(urls), len(urls))
+    assert (host["in_flight"], host["paused_until"]) == (0, None)  # the workers' to know, not the web's
+
+
 def test_the_diff_of_two_runs_stored_by_the_workers_reads_the_same_on_either_web_process(cluster, target):
     web_a, web_b = cluster.webs
     tag = f"cluster{time.monotonic_ns()}"

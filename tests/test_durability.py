@@ -91,6 +91,7 @@ def test_a_ten_thousand_url_batch_ends_with_every_url_in_exactly_one_final_state
     assert done["counts"] == {
         "total": 10_000,
         "pending": 0,
+        "waiting": 0,
         "running": 0,
         "ok": 9_000,
         "failed": 1_000,

@@ -31,7 +31,16 @@ def test_a_result_records_status_size_type_timings_and_attempts(server, target):
     timings = result["timings"]
     assert timings["total"] >= timings["ttfb"] > 0
     assert timings["dns"] is not None and timings["connect"] is not None and timings["tls"] is None
-    assert batch["counts"] == {"total": 1, "pending": 0, "running": 0, "ok": 1, "failed": 0, "cancelled": 0, "warn": 0}
+    assert batch["counts"] == {
+        "total": 1,
+        "pending": 0,
+        "waiting": 0,
+        "running": 0,
+        "ok": 1,
+        "failed": 0,
+        "cancelled": 0,
+        "warn": 0,
+    }
     assert batch["stats"]["p50_ms"] is not None and batch["stats"]["by_status"] == {"200": 1}
 
 
@@ -258,6 +267,7 @@ def test_cancelling_a_batch_ends_every_url_that_never_ran_as_cancelled_once_howe
     assert done["counts"] == {
         "total": 12_001,
         "pending": 0,
+        "waiting": 0,
         "running": 0,
         "ok": 0,
         "failed": 0,

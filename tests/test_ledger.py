@@ -242,6 +242,7 @@ def test_a_queued_batch_cancelled_before_any_claim_ends_with_every_url_cancelled
     assert events[0].data["counts"] == {
         "total": 30,
         "pending": 0,
+        "waiting": 0,
         "running": 0,
         "ok": 0,
         "failed": 0,

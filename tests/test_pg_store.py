@@ -240,7 +240,16 @@ def single_process_history(path: str) -> None:
             )
             events = [Event(batch_id, 1, "batch", {"status": "running", "started_at": CREATED})]
             events += [Event(batch_id, r["index"] + 2, "result", r, row=row_of(r)) for r in results]
-            counts = {"total": size, "pending": 0, "running": 0, "ok": size, "failed": 0, "cancelled": 0, "warn": 0}
+            counts = {
+                "total": size,
+                "pending": 0,
+                "waiting": 0,
+                "running": 0,
+                "ok": size,
+                "failed": 0,
+                "cancelled": 0,
+                "warn": 0,
+            }
             final = {"status": status, "finished_at": CREATED, "counts": counts, "stats": {"p50_ms": 1.5}}
             events.append(Event(batch_id, size + 2, "batch", final))
             store.extend(events)

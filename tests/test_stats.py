@@ -85,6 +85,7 @@ def recomputed(total: int, rows: list[Row]) -> dict:
         "counts": {
             "total": total,
             "pending": total - len(rows),
+            "waiting": 0,
             "running": 0,
             "ok": ok,
             "failed": failed,
@@ -148,12 +149,20 @@ def test_the_counts_of_a_running_batch_leave_its_running_urls_out_of_pending():
     assert tally.counts(10, running=3) == {
         "total": 10,
         "pending": 4,
+        "waiting": 0,
         "running": 3,
         "ok": 1,
         "failed": 1,
         "cancelled": 1,
         "warn": 0,
     }
+
+
+def test_urls_held_back_by_their_hosts_pause_count_as_waiting_not_pending():
+    tally = Tally()
+    tally.add(Row(True, 200, None, 5.0, 10))
+    counts = tally.counts(10, running=2, waiting=5)
+    assert (counts["pending"], counts["waiting"], counts["running"], counts["ok"]) == (2, 5, 2, 1)
 
 
 def test_a_batch_summary_rates_the_urls_fetched_per_second_never_the_cancelled_ones_that_never_ran():

@@ -24,6 +24,7 @@ from ..core.options import BatchOptions
 from ..core.results import FINAL_STATUSES
 from ..fetch import guard
 from ..runs.engine import InFlight, LiveState
+from ..runs.hosts import Counters, HostLive
 from ..runs.store import Store, StoreError
 from .broker import dispatch
 from .heads import Heads
@@ -66,6 +67,7 @@ class ClusterControl:
         self.broker = broker  # app.cluster.broker.make_broker's
         self.client = client  # decoding responses over RESP2, as the Follower reads them
         self.heads = heads
+        self.counters = Counters()  # stays at zero: the workers fetch, and pause their hosts
         self.follower = Follower(client, store, heads)  # the web's event bus
         silent_after = max(SILENT_MIN, 4 * config.cluster_heartbeat_timeout)
         self.janitor = Janitor(config.database_url, ledger, client, self.send, self.cancel, silent_after)
@@ -166,6 +168,10 @@ class ClusterControl:
     def running_urls(self, batch_id: str, limit: int = 0) -> tuple[list[InFlight], int]:
         """None listed: the URLs in flight are the workers'."""
         return [], 0
+
+    def hosts_live(self, batch_id: str) -> dict[str, HostLive]:
+        """None: what is in flight and which host is paused is the workers' (the hosts table reads stored results)."""
+        return {}
 
     def inflight(self) -> int:
         """0: a web process fetches nothing."""

@@ -81,6 +81,19 @@ class Config:
     default_max_bytes: int = _setting(10 * MiB, "Decoded body bytes read per URL when a batch sets none.", low=0)
     max_body_bytes: int = _setting(100 * MiB, "Largest per-URL body cap a batch may ask for.", low=0)
     max_retries: int = _setting(5, "Most retries on connection errors a batch may ask for.", low=0)
+    max_per_host_interval: float = _setting(
+        60.0, "Longest `per_host_interval` (seconds between two request starts to one host) a batch may ask for.", low=0
+    )
+    max_retry_after: float = _setting(
+        3600.0,
+        "Longest `max_retry_after` a batch may ask for: the most seconds a `Retry-After` may pause a host before "
+        "its URL ends `rate_limited` instead.",
+        low=0,
+    )
+    user_agent: str = _setting(
+        "",
+        "User-Agent sent when a batch sets none in `headers`; empty sends `greenbatch/<version> (+<project URL>)`.",
+    )
     source_timeout: float = _setting(
         60.0,
         "Seconds to read a batch's source (a sitemap and the sitemaps it names, or a page) before giving up with a 400.",

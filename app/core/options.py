@@ -12,7 +12,8 @@ from . import verdict
 from .checks import BODY_SOURCES, Check, needs_body, parse_checks
 from .config import Config
 
-METHODS = ("GET", "HEAD")
+# HEAD,GET: HEAD first, then GET for a URL whose HEAD answers one of head_fallback_statuses.
+METHODS = ("GET", "HEAD", "HEAD,GET")
 # HTTP clients a batch may choose (app/fetch maps each to its transport); the first is the default.
 CLIENTS = ("fast", "requests")
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
@@ -26,6 +27,10 @@ MAX_HEADERS = 50
 MAX_HEADER_NAME = 100
 MAX_HEADER_VALUE = 8192
 MAX_HEADERS_TOTAL = 16 * 1024  # names and values of one batch's headers together
+MAX_STATUS_LIST = 20  # statuses in retry_statuses or head_fallback_statuses
+DEFAULT_RETRY_STATUSES = (429, 503)
+DEFAULT_HEAD_FALLBACK_STATUSES = (405, 501)
+DEFAULT_MAX_RETRY_AFTER = 60.0
 # Headers the HTTP client owns: Host comes from the URL (a batch choosing it could reach another virtual host
 # behind an allowed name), the rest frame the message or manage the connection.
 CLIENT_HEADERS = (
@@ -68,6 +73,11 @@ class BatchOptions:
     accept_status: str = "200-399"
     per_host: int = 0
     client: str = CLIENTS[0]
+    per_host_interval: float = 0.0
+    retry_statuses: list[int] = field(default_factory=lambda: list(DEFAULT_RETRY_STATUSES))
+    respect_retry_after: bool = True
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
+    head_fallback_statuses: list[int] = field(default_factory=lambda: list(DEFAULT_HEAD_FALLBACK_STATUSES))
     # What each hop records of the server (remote_ip, http_version, server, the listed headers, tls with "tls"):
     # None captures nothing, and the per-URL path does no extra work.
     capture: dict[str, Any] | None = None
@@ -157,6 +167,14 @@ class BatchOptions:
         return text[: text.rfind(",", 0, SHOWN_ACCEPT_STATUS_CHARS) + 1] + "..."
 
     @cached_property
+    def paced(self) -> bool:
+        """Whether the batch's requests go through per-host gates: a cap, an interval, or statuses it retries.
+
+        A batch with none of these takes the plain fetch path, whose CPU per URL they must not raise.
+        """
+        return bool(self.per_host or self.per_host_interval or (self.retries and self.retry_statuses))
+
+    @cached_property
     def _accept_ranges(self) -> tuple[tuple[int, int], ...]:
         """accept_status parsed once per batch, not once per URL (not a field: to_dict and == ignore it)."""
         return tuple(parse_status_ranges(self.accept_status))
@@ -170,6 +188,7 @@ class BatchOptions:
             connect_timeout=config.default_connect_timeout,
             max_redirects=config.default_max_redirects,
             max_bytes=config.default_max_bytes,
+            max_retry_after=min(DEFAULT_MAX_RETRY_AFTER, config.max_retry_after),
         )
 
     @classmethod
@@ -189,6 +208,8 @@ class BatchOptions:
             "max_bytes": (int, 0, config.max_body_bytes),
             "retries": (int, 0, config.max_retries),
             "per_host": (int, 0, config.max_concurrency),
+            "per_host_interval": (float, 0, config.max_per_host_interval),
+            "max_retry_after": (float, 0, config.max_retry_after),
         }
         for key, value in raw.items():
             where = f"options.{key}"
@@ -204,10 +225,11 @@ class BatchOptions:
                 else:
                     base[key] = number
             elif key == "method":
-                if not isinstance(value, str) or value.upper() not in METHODS:
-                    problems.append({"field": where, "message": "must be GET or HEAD"})
+                method = value.upper().replace(" ", "") if isinstance(value, str) else None
+                if method not in METHODS:
+                    problems.append({"field": where, "message": "must be GET, HEAD or HEAD,GET"})
                 else:
-                    base[key] = value.upper()
+                    base[key] = method
             elif key == "headers":
                 message = (
                     "must be an object of header names to strings"
@@ -223,13 +245,25 @@ class BatchOptions:
                     problems.append({"field": where, "message": f"must be one of {', '.join(CLIENTS)}"})
                 else:
                     base[key] = value
+            elif key in ("retry_statuses", "head_fallback_statuses"):
+                statuses = _status_list(value)
+                if statuses is None:
+                    problems.append(
+                        {
+                            "field": where,
+                            "message": f"must be a list of at most {MAX_STATUS_LIST} statuses (100-599), "
+                            "or the same as text: '429,503'",
+                        }
+                    )
+                else:
+                    base[key] = statuses
             elif key == "capture":
                 capture, message = _capture(value)
                 if message:
                     problems.append({"field": where, "message": message})
                 else:
                     base[key] = capture
-            elif key == "tls_verify":
+            elif key in ("respect_retry_after", "tls_verify"):
                 flag = _flag(value)
                 if flag is None:
                     problems.append({"field": where, "message": "must be true or false"})
@@ -282,6 +316,20 @@ def _number(value: Any, kind: type[int] | type[float]) -> float | int | None:
     if kind is float and not isinstance(value, (int, float)):
         return None
     return kind(value)
+
+
+def _status_list(value: Any) -> list[int] | None:
+    """A list of HTTP statuses from JSON ([429, 503]) or a query string ('429,503'), sorted; None when invalid."""
+    if isinstance(value, str):
+        items: list[Any] = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    statuses = [_number(item, int) for item in items]
+    if len(statuses) > MAX_STATUS_LIST or any(s is None or not 100 <= s <= 599 for s in statuses):
+        return None
+    return sorted({int(s) for s in statuses if s is not None})
 
 
 def _flag(value: Any) -> bool | None:

@@ -23,6 +23,7 @@ class ErrorKind(StrEnum):
     TOO_LARGE = "too_large"
     INVALID_URL = "invalid_url"
     BLOCKED = "blocked"
+    RATE_LIMITED = "rate_limited"  # a Retry-After longer than the batch's max_retry_after
     CANCELLED = "cancelled"
     MISMATCH = "mismatch"  # a response came, but the row's expectations, or a warning counted as failed, decided
     OTHER = "other"
@@ -50,6 +51,9 @@ class Result:
     started_at: str | None = None
     finished_at: str | None = None
     timings: dict[str, float | None] = field(default_factory=dict)
+    method: str | None = None  # the method of the final answer, for HEAD,GET batches only
+    refused: int = 0  # answers with a retry status (429, 503) the URL retried after; shown only when some
+    retried: int = field(default=0, repr=False)  # tries made before the URL went back to its host's queue (not shown)
     # What the batch's capture option recorded of the final response (remote_ip, http_version, server, headers,
     # tls): shown as fields of the result; None when the batch captures nothing.
     captured: dict[str, Any] | None = None
@@ -82,6 +86,10 @@ class Result:
             "reasons": self.reasons,
             "warnings": self.warnings,
         }
+        if self.method is not None:
+            data["method"] = self.method
+        if self.refused:
+            data["refused"] = self.refused
         if self.captured is not None:
             data.update(self.captured)
         if self.expect is not None:

@@ -81,12 +81,16 @@ def _rank(n: int, p: float) -> int:
     return max(1, math.ceil(p / 100 * n))
 
 
-def counts(total: int, ok: int, failed: int, cancelled: int, running: int = 0, warn: int = 0) -> dict[str, int]:
-    """Counts of a batch by outcome; pending is what has neither finished nor started; `ok` includes `warn`."""
-    pending = max(0, total - ok - failed - cancelled - running)
+def counts(
+    total: int, ok: int, failed: int, cancelled: int, running: int = 0, warn: int = 0, waiting: int = 0
+) -> dict[str, int]:
+    """Counts of a batch by outcome; `ok` includes `warn`; waiting is what its host's Retry-After pause holds
+    back, pending what has neither finished nor started nor waits so."""
+    pending = max(0, total - ok - failed - cancelled - running - waiting)
     return {
         "total": total,
         "pending": pending,
+        "waiting": waiting,
         "running": running,
         "ok": ok,
         "failed": failed,
@@ -246,9 +250,9 @@ class Tally:
         )
         return tally
 
-    def counts(self, total: int, running: int = 0) -> dict[str, int]:
+    def counts(self, total: int, running: int = 0, waiting: int = 0) -> dict[str, int]:
         """Counts of the batch by outcome (see counts())."""
-        return counts(total, self.ok, self.failed, self.cancelled, running, self.warn)
+        return counts(total, self.ok, self.failed, self.cancelled, running, self.warn, waiting)
 
     def summary(self, exact: bool = False) -> dict[str, Any]:
         """Latency percentiles, histogram, breakdowns by status and error kind, and bytes.
@@ -339,14 +343,20 @@ def throughput(finished: int, started_at: float | None, ended_at: float | None) 
 
 
 def batch_summary(
-    tally: Tally, total: int, started_at: float | None, now: float, running: int = 0, exact: bool = False
+    tally: Tally,
+    total: int,
+    started_at: float | None,
+    now: float,
+    running: int = 0,
+    exact: bool = False,
+    waiting: int = 0,
 ) -> dict[str, Any]:
     """A batch's counts and statistics so far, from its tally (the same cost at any size): its progress events,
     the summary of a running batch, and (exact) the summary stored for an ended one.
 
     exact: percentiles from the tally's kept latencies (Tally.summary), when it keeps them.
     """
-    batch_counts = tally.counts(total, running)
+    batch_counts = tally.counts(total, running, waiting)
     # The rate is of URLs fetched: a cancelled batch's never-run URLs took no time and say nothing of speed.
     fetched = batch_counts["ok"] + batch_counts["failed"]
     rate = throughput(fetched, started_at, now) if fetched else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..core.options import BatchOptions
-from .base import Transport
+from .base import USER_AGENT, Transport
 from .fast_client import FastTransport
 from .guard import GuardedResolver
 from .requests_client import RequestsTransport
@@ -17,18 +17,27 @@ from .requests_client import RequestsTransport
 TransportFactory = Callable[[BatchOptions, GuardedResolver], Transport]
 
 # One transport per value of the `client` option (core.options.CLIENTS); both keep the same guarantees.
-TRANSPORTS: dict[str, TransportFactory] = {
-    "requests": lambda options, resolver: RequestsTransport(
-        pool_size=options.concurrency, resolver=resolver, capture=options.capture, tls_verify=options.tls_verify
+TRANSPORTS: dict[str, Callable[..., Transport]] = {
+    "requests": lambda options, resolver, agent=USER_AGENT: RequestsTransport(
+        pool_size=options.concurrency,
+        resolver=resolver,
+        capture=options.capture,
+        tls_verify=options.tls_verify,
+        user_agent=agent,
     ),
-    "fast": lambda options, resolver: FastTransport(
-        pool_size=options.concurrency, resolver=resolver, capture=options.capture, tls_verify=options.tls_verify
+    "fast": lambda options, resolver, agent=USER_AGENT: FastTransport(
+        pool_size=options.concurrency,
+        resolver=resolver,
+        capture=options.capture,
+        tls_verify=options.tls_verify,
+        user_agent=agent,
     ),
 }
 
 
-def make_transport(options: BatchOptions, resolver: GuardedResolver) -> Transport:
-    """The transport of the client the batch chose, pooled to its concurrency, resolving through the guard."""
+def make_transport(options: BatchOptions, resolver: GuardedResolver, user_agent: str = USER_AGENT) -> Transport:
+    """The transport of the client the batch chose, pooled to its concurrency, resolving through the guard;
+    `user_agent` is sent when the batch's headers set none (GREENBATCH_USER_AGENT)."""
     if not isinstance(resolver, GuardedResolver):
         raise TypeError(f"transports resolve through the SSRF guard (guard.GuardedResolver), not {resolver!r}")
-    return TRANSPORTS[options.client](options, resolver)
+    return TRANSPORTS[options.client](options, resolver, user_agent)

@@ -10,7 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-USER_AGENT = "greenbatch/1.0 (+https://github.com/greenbatch)"
+VERSION = "0.1.0"  # greenbatch's version, as pyproject.toml has it
+PROJECT_URL = "https://github.com/greenbatch"
+USER_AGENT = f"greenbatch/{VERSION} (+{PROJECT_URL})"  # sent unless GREENBATCH_USER_AGENT or a batch's headers say
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DECODE_CHUNK = 16 * 1024  # small decode steps keep a compression bomb from inflating much past the cap
 REDIRECT_BODY_CAP = 64 * 1024  # redirect bodies are drained (so the connection is reused) up to this much

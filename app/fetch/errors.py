@@ -71,6 +71,14 @@ def is_reset(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionResetError, BrokenPipeError)) or "reset" in str(exc).lower()
 
 
+class RetryLater(Exception):
+    """A URL's host asked it to come back later (a retried status with Retry-After): the engine queues it again.
+
+    Raised by the engine's hop gate once the host is paused, so the URL waits in the host's queue, holding
+    neither a fetcher nor its deadline.
+    """
+
+
 class DeadlineExceeded(Exception):
     """A URL's total time budget ran out: raised into its fetch by the engine's gevent.Timeout.
 

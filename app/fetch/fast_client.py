@@ -131,10 +131,22 @@ def _target(url: str) -> _Target:
     return _Target(scheme, host, port, parts.netloc, host_header, path)
 
 
-def _request_head(method: str, target: _Target, headers: Mapping[str, str]) -> bytes:
-    """The request line and headers: ours first unless the batch sets the same name, then the batch's."""
+def _base_headers(user_agent: str) -> tuple[tuple[str, str], ...]:
+    """BASE_HEADERS with the server's User-Agent."""
+    return tuple((name, user_agent if name == "User-Agent" else value) for name, value in BASE_HEADERS)
+
+
+def _request_head(
+    method: str,
+    target: _Target,
+    headers: Mapping[str, str],
+    base: tuple[tuple[str, str], ...] = BASE_HEADERS,
+    block: str = _BASE_BLOCK,
+) -> bytes:
+    """The request line and headers: ours (`base`, as one `block` of lines) first unless the batch sets the same
+    name, then the batch's."""
     if not headers:
-        return f"{method} {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n{_BASE_BLOCK}\r\n".encode("latin-1")
+        return f"{method} {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n{block}\r\n".encode("latin-1")
     for name, value in headers.items():
         # BatchOptions refuses these already; this keeps any other path from injecting header lines.
         if ":" in name or any(c in name or c in value for c in "\r\n\0"):
@@ -143,7 +155,7 @@ def _request_head(method: str, target: _Target, headers: Mapping[str, str]) -> b
     given = {name.lower() for name in headers}
     if "host" not in given:
         lines.append(f"Host: {target.host_header}")
-    lines += [f"{name}: {value}" for name, value in BASE_HEADERS if name.lower() not in given]
+    lines += [f"{name}: {value}" for name, value in base if name.lower() not in given]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     try:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -239,9 +251,16 @@ class FastTransport:
     """The fast transport: one per batch, its keep-alive pool holding at most `pool_size` idle connections."""
 
     def __init__(
-        self, pool_size: int, resolver: Resolver, capture: Mapping[str, Any] | None = None, tls_verify: bool = True
+        self,
+        pool_size: int,
+        resolver: Resolver,
+        capture: Mapping[str, Any] | None = None,
+        tls_verify: bool = True,
+        user_agent: str = USER_AGENT,
     ):
         self._resolver = resolver
+        self._base = _base_headers(user_agent)
+        self._block = "".join(f"{name}: {value}\r\n" for name, value in self._base)
         self._capture = capture
         self._tls_verify = tls_verify
         # With tls_verify off: each TLS connection's (chain_valid, problem), as its handshake found them.
@@ -269,7 +288,7 @@ class FastTransport:
     ) -> Hop:
         """Send one request and read its body up to `max_bytes` decoded bytes (kept in the Hop with keep_body)."""
         target = _target(url)
-        head = _request_head(method, target, headers)
+        head = _request_head(method, target, headers, self._base, self._block)
         started = time.perf_counter()
         sock = self._reuse(target.origin)
         timings: dict[str, float | None] | None = None

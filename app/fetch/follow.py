@@ -8,8 +8,11 @@ the final response means: ok when the batch accepts its status, else a `status` 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 import gevent
@@ -41,6 +44,22 @@ SENSITIVE_HEADERS = frozenset(
 )
 
 
+class HopGate(Protocol):
+    """Where a paced batch's requests wait their turn at their host (app/runs/hosts.py)."""
+
+    def before_request(self, url: str) -> None:
+        """Wait until the host of `url` may take one more request (its cap, interval and pause), then count it."""
+
+    def pause(self, url: str, seconds: float, reason: str) -> None:
+        """Hold every request to the host of `url` for `seconds` (a Retry-After)."""
+
+    def refused(self, url: str, status: int, retrying: bool) -> None:
+        """Note an answer with one of the batch's retry_statuses (and whether the URL tries again)."""
+
+    def retry_later(self, url: str) -> None:
+        """Send the URL back to its host's queue to be tried again after the pause (raises)."""
+
+
 def follow(
     transport: Transport,
     result: Result,
@@ -48,25 +67,34 @@ def follow(
     started: float,
     max_url_length: int,
     sleep: Callable[[float], None] = gevent.sleep,
+    gate: HopGate | None = None,
 ) -> Hop:
     """Fetch result.url hop by hop until a final response or a limit, filling in `result`, and return the final
     response (its body kept when a check needs it); FetchError or guard.GuardError when the URL ends without a
     response. `started` is the fetch's perf_counter start.
 
-    When the deadline passes mid-hop, result.timings keeps the phases that hop had completed.
+    When the deadline passes mid-hop, result.timings keeps the phases that hop had completed. `gate`, for a
+    paced batch, is passed before every request (each hop and each retry).
     """
     url = result.url  # checked at submission; each redirect target is checked below
     headers: Mapping[str, str] = options.headers  # never mutated: a cross-origin hop gets a filtered copy
+    method = "HEAD" if options.method == "HEAD,GET" else options.method
     while True:
         hop_started = time.perf_counter()
         try:
-            hop = attempt(transport, url, headers, options, result, sleep)
+            hop = attempt(transport, url, headers, options, result, sleep, gate, method)
         except DeadlineExceeded as exc:
             if exc.phases is not None:
                 result.timings = {**exc.phases, "redirect": round((hop_started - started) * 1000, 3)}
             raise
         location = hop.location
         if location is None:
+            if method == "HEAD" and options.method == "HEAD,GET":
+                if hop.status in options.head_fallback_statuses:
+                    # The server will not answer HEAD here: ask the same URL with GET, one more attempt.
+                    method = "GET"
+                    result.attempts += 1
+                    continue
             break
         if hop.seen is None:
             result.redirects.append({"url": url, "status": hop.status})
@@ -79,6 +107,8 @@ def follow(
             # Like browsers and requests: credentials meant for one host never follow a redirect to another.
             headers = {k: v for k, v in headers.items() if k.lower() not in SENSITIVE_HEADERS}
     redirect_ms = round((hop_started - started) * 1000, 3)
+    if options.method == "HEAD,GET":
+        result.method = method
     result.final_url = url
     result.status_code = hop.status
     result.ok = options.accepts(hop.status)
@@ -105,36 +135,89 @@ def attempt(
     options: BatchOptions,
     result: Result,
     sleep: Callable[[float], None] = gevent.sleep,
+    gate: HopGate | None = None,
+    method: str | None = None,
 ) -> Hop:
-    """One hop, retried on connection errors (options.retries times at most), backing off between tries."""
-    tries = 0
+    """One hop, retried on connection errors and on options.retry_statuses (options.retries times at most),
+    backing off between tries, or after the host's Retry-After when it sends one (see retry_after)."""
+    # A URL sent back to its host's queue goes on counting its tries where it left off.
+    tries = result.retried
     while True:
         tries += 1
         # Attempts count tries of the URL (1 + retries used), not the hops of its redirect chain.
         result.attempts = max(result.attempts, tries)
+        if gate is not None:
+            gate.before_request(url)
         try:
             if options.needs_body:  # asked only then: a transport without checks' needs takes no such argument
-                return transport.fetch(
+                hop = transport.fetch(
                     url,
-                    method=options.method,
+                    method=method or options.method,
                     headers=headers,
                     connect_timeout=options.connect_timeout,
                     read_timeout=options.timeout,
                     max_bytes=options.max_bytes,
                     keep_body=True,
                 )
-            return transport.fetch(
-                url,
-                method=options.method,
-                headers=headers,
-                connect_timeout=options.connect_timeout,
-                read_timeout=options.timeout,
-                max_bytes=options.max_bytes,
-            )
+            else:
+                hop = transport.fetch(
+                    url,
+                    method=method or options.method,
+                    headers=headers,
+                    connect_timeout=options.connect_timeout,
+                    read_timeout=options.timeout,
+                    max_bytes=options.max_bytes,
+                )
         except FetchError as exc:
             if not exc.retryable or tries > options.retries:
                 raise
             sleep(RETRY_BACKOFF * 2 ** (tries - 1))
+            continue
+        if not options.retries or hop.status not in options.retry_statuses:
+            return hop
+        retrying = tries <= options.retries
+        try:
+            wait = retry_after(hop, options) if options.respect_retry_after else None
+        finally:
+            if gate is not None:
+                gate.refused(url, hop.status, retrying and not sys.exc_info()[0])
+        if wait is not None and gate is not None:
+            gate.pause(url, wait, f"{hop.status} Retry-After: {hop.headers.get('Retry-After')}")
+        if not retrying:
+            return hop
+        result.refused += 1
+        if wait is None:
+            sleep(RETRY_BACKOFF * 2 ** (tries - 1))
+        elif gate is not None:
+            result.retried = tries
+            gate.retry_later(url)
+        else:
+            sleep(wait)
+
+
+def retry_after(hop: Hop, options: BatchOptions) -> float | None:
+    """The seconds a retried status's Retry-After asks for (delay-seconds or an HTTP date); None without one.
+
+    A wait past options.max_retry_after ends the URL: a `rate_limited` FetchError naming the header's value.
+    """
+    raw = (hop.headers.get("Retry-After") or "").strip()
+    if not raw:
+        return None
+    if raw.isdigit():
+        seconds = float(raw)
+    else:
+        try:
+            seconds = parsedate_to_datetime(raw).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None  # unreadable: retried with the usual backoff
+        seconds = max(0.0, seconds)
+    if seconds > options.max_retry_after:
+        raise FetchError(
+            ErrorKind.RATE_LIMITED,
+            f"{hop.status} with Retry-After: {raw[:100]} ({seconds:.0f} s), longer than the batch's max_retry_after "
+            f"of {options.max_retry_after:g} s; raise max_retry_after or try the URL later",
+        )
+    return seconds
 
 
 def too_many_redirects(result: Result, location: str, limit: int, max_url_length: int) -> FetchError:

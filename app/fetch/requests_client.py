@@ -143,12 +143,17 @@ class RequestsTransport:
     """The requests transport: one Session per batch, its pool sized to the batch's concurrency."""
 
     def __init__(
-        self, pool_size: int, resolver: Resolver, capture: Mapping[str, Any] | None = None, tls_verify: bool = True
+        self,
+        pool_size: int,
+        resolver: Resolver,
+        capture: Mapping[str, Any] | None = None,
+        tls_verify: bool = True,
+        user_agent: str = USER_AGENT,
     ):
         self.session = requests.Session()
         # trust_env off: environment proxies must not redirect fetches, and reading them costs on every request.
         self.session.trust_env = False
-        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["User-Agent"] = user_agent
         self._capture = capture
         self._tls_verify = tls_verify
         context = None

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import secrets
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import gevent
 from gevent.event import Event as Signal
-from gevent.lock import BoundedSemaphore
+from gevent.lock import BoundedSemaphore, Semaphore
 from gevent.pool import Pool
+from gevent.queue import Queue
 
 from ..core import stats, verdict
 from ..core.clock import iso_at, now_iso
@@ -25,10 +25,11 @@ from ..core.options import BatchOptions, ValidationError
 from ..core.results import ErrorKind, Result, failed_result
 from ..core.urllist import UrlList
 from ..fetch import TransportFactory, guard, make_transport, tls
-from ..fetch.base import Hop, Transport
-from ..fetch.errors import DeadlineExceeded, FetchError, deadline_message
+from ..fetch.base import USER_AGENT, Hop, Transport
+from ..fetch.errors import DeadlineExceeded, FetchError, RetryLater, deadline_message
 from ..fetch.follow import follow
 from .events import EventBus
+from .hosts import Counters, HostLive, Hosts, Requeued, UrlPass, host_of
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class BatchRun:
     cancelled: bool = False
     pool: Pool | None = None
     greenlet: gevent.Greenlet[[BatchRun], None] | None = None
+    hosts: Hosts | None = None  # a paced batch's hosts while it fetches (app/runs/hosts.py)
     released: Signal = field(default_factory=Signal)  # set once the final status shows (all events committed)
 
     def __post_init__(self) -> None:
@@ -116,10 +118,12 @@ class Fetching:
     fetch, time out, follow redirects and turn failures into results with this one code.
     """
 
-    def __init__(self, config: Config, policy: guard.Policy, transport_factory: TransportFactory = make_transport):
+    def __init__(self, config: Config, policy: guard.Policy, transport_factory: TransportFactory | None = None):
         self.config = config
         self.policy = policy
-        self.transport_factory = transport_factory
+        self.transport_factory = transport_factory or functools.partial(
+            make_transport, user_agent=config.user_agent or USER_AGENT
+        )
         self.resolver = guard.GuardedResolver(policy)  # what every transport connects through
         if config.ca_bundle:
             problem = tls.check_ca_bundle(config.ca_bundle)
@@ -128,6 +132,7 @@ class Fetching:
         tls.use_ca_bundle(config.ca_bundle)  # the CAs trusted are the process's: one setting, every transport
         self._inflight = BoundedSemaphore(config.max_inflight)
         self._stopping = False
+        self.counters = Counters()  # host pauses and retries by status since start (/metrics)
 
     def _record(self, run: BatchRun, result: Result) -> None:
         """Keep a URL's final result (each subclass hands it on its way)."""
@@ -139,17 +144,58 @@ class Fetching:
     def _fetch_all(self, run: BatchRun) -> None:
         """Fetch every URL of `run` without a result, at its concurrency; return when none is left or the run stops."""
         transport = self._open_transport(run)
-        run.pool = Pool(run.options.concurrency)
-        host_slots: dict[str, BoundedSemaphore] = {}
         try:
+            if run.options.paced:
+                self._fetch_paced(run, transport)
+                return
+            run.pool = Pool(run.options.concurrency)
             # `concurrency` fetchers take the URLs in turn: a greenlet per fetcher, not per URL. A greenlet
             # per URL would map fresh memory for its frames and unmap it at its end, on every URL.
             remaining = run.todo()  # shared: each index goes to exactly one fetcher
             for _ in range(min(run.options.concurrency, run.total - run.finished)):
-                run.pool.spawn(self._fetcher, run, transport, host_slots, remaining)
+                run.pool.spawn(self._fetcher, run, transport, remaining)
             run.pool.join()
         finally:
             self._close_transport(run, transport)
+
+    def _fetch_paced(self, run: BatchRun, transport: Transport) -> None:
+        """Fetch a paced batch: one dispatcher hands `concurrency` fetchers the URLs whose host may take them now."""
+        hosts = run.hosts = Hosts(run.options, run.todo(), run.urls.__getitem__, self.counters)
+        fetchers = min(run.options.concurrency, run.total - run.finished)
+        run.pool = Pool(fetchers + 1)
+        if fetchers <= 0:
+            return  # resumed with every URL done: no dispatcher to wait for a fetcher that never comes
+        idle = Semaphore(fetchers)  # a URL is dispatched only to a free fetcher, so its host slot starts at once
+        handed: Queue[int | None] = Queue()
+        for _ in range(fetchers):
+            run.pool.spawn(self._paced_fetcher, run, transport, hosts, handed, idle)
+        run.pool.spawn(self._dispatch, run, hosts, handed, idle, fetchers)
+        run.pool.join()
+
+    def _dispatch(self, run: BatchRun, hosts: Hosts, handed: Queue[int | None], idle: Semaphore, fetchers: int) -> None:
+        """Hand each URL to a free fetcher once its host may take it; then tell the fetchers to stop."""
+        while not (run.cancelled or self._stopping):
+            idle.acquire()
+            index = hosts.next_url()
+            if index is None or run.cancelled or self._stopping:
+                break
+            handed.put(index)
+        for _ in range(fetchers):
+            handed.put(None)
+
+    def _paced_fetcher(
+        self, run: BatchRun, transport: Transport, hosts: Hosts, handed: Queue[int | None], idle: Semaphore
+    ) -> None:
+        """One fetcher of a paced batch: fetch each URL the dispatcher hands over until it says stop."""
+        for index in handed:
+            if index is None:
+                break
+            try:
+                self._fetch_one(run, transport, index, hosts)
+            finally:
+                idle.release()  # the dispatcher must never wait for a fetcher that is gone
+            gevent.sleep(0)  # as _fetcher: the next URL starts from the back of the loop's callback queue
+        self._taken_all()
 
     def _open_transport(self, run: BatchRun) -> Transport:
         """The transport a run fetches with: a new one for the batch, pooled to its concurrency."""
@@ -161,14 +207,12 @@ class Fetching:
 
     # -- fetching one URL --------------------------------------------------------------------
 
-    def _fetcher(
-        self, run: BatchRun, transport: Transport, host_slots: dict[str, BoundedSemaphore], remaining: Iterator[int]
-    ) -> None:
+    def _fetcher(self, run: BatchRun, transport: Transport, remaining: Iterator[int]) -> None:
         """One of a batch's fetchers: fetch the next URL without a result until none is left or the batch stops."""
         for index in remaining:
             if run.cancelled or self._stopping:
                 return
-            self._fetch_one(run, transport, host_slots, index)
+            self._fetch_one(run, transport, index)
             # The next URL starts from the back of the loop's callback queue, which gevent runs for about its
             # switch interval (5 ms) a turn before it polls again: a fetcher never runs on through URLs whose
             # responses are already there, so a turn of the loop starts a few ms of URLs, wakes about as many
@@ -176,26 +220,47 @@ class Fetching:
             gevent.sleep(0)
         self._taken_all()
 
-    def _fetch_one(
-        self, run: BatchRun, transport: Transport, host_slots: dict[str, BoundedSemaphore], index: int
-    ) -> None:
-        """Fetch one URL under the server-wide and per-host caps; always record exactly one result."""
+    def _fetch_one(self, run: BatchRun, transport: Transport, index: int, hosts: Hosts | None = None) -> None:
+        """Fetch one URL under the server-wide cap (and its hosts' gates when paced); record exactly one result,
+        unless its host sends it back to the queue (RetryLater)."""
         url = run.urls[index]
         result = Result(index=index, url=url, started_at=now_iso())
         started = time.perf_counter()
-        host_slot = self._host_slot(run, host_slots, url)
+        deadline = run.options.timeout
+        gate = None
+        if hosts is not None:
+            # The dispatcher took the host's slot first: waiting for a busy host holds no server-wide slot.
+            gate = UrlPass(hosts, index, url)
+            earlier = hosts.requeued.pop(index, None)
+            if earlier is not None:
+                # Time in the host's queue is not fetch time: the deadline counts only the goes at the URL.
+                result.started_at, result.retried, result.attempts = (
+                    earlier.started_at,
+                    earlier.retried,
+                    earlier.retried,
+                )
+                result.refused = earlier.refused
+                started -= earlier.spent
+                deadline = max(0.001, deadline - earlier.spent)
         hop: Hop | None = None
         try:
-            # The host slot first: waiting for a busy host must not hold a server-wide slot.
-            with host_slot or nullcontext(), self._inflight:
+            with self._inflight:
                 run.running += 1
                 run.in_flight[index] = started
                 try:
-                    with gevent.Timeout(run.options.timeout, DeadlineExceeded):
-                        hop = follow(transport, result, run.options, started, self.config.max_url_length)
+                    with gevent.Timeout(deadline, DeadlineExceeded):
+                        hop = follow(transport, result, run.options, started, self.config.max_url_length, gate=gate)
                 finally:
                     run.running -= 1
                     del run.in_flight[index]
+        except RetryLater:
+            assert hosts is not None and gate is not None
+            gate.release()
+            spent = time.perf_counter() - started
+            hosts.requeue(
+                hosts.host(host_of(url)), index, Requeued(result.retried, spent, result.started_at, result.refused)
+            )
+            return
         except DeadlineExceeded as exc:
             # follow() left the phases the last hop completed in result.timings; the message says what was missing.
             hop_ms = (time.perf_counter() - started) * 1000 - (result.timings.get("redirect") or 0.0)
@@ -221,6 +286,10 @@ class Fetching:
                 extra={"batch_id": run.id, "index": index},
             )
             result.error = {"kind": ErrorKind.OTHER.value, "message": f"unexpected error: {exc!r}"}
+        if gate is not None:
+            gate.release()
+        if result.error is not None:
+            result.ok = False
         result.finished_at = now_iso()
         result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         result.timings.setdefault("ttfb", None)
@@ -233,15 +302,6 @@ class Fetching:
             return str(exc)
         log.debug("batch %s URL %d: %s", run.id, index, exc.detail, extra={"batch_id": run.id, "index": index})
         return exc.detail if self.config.explain_blocked else str(exc)
-
-    def _host_slot(self, run: BatchRun, host_slots: dict[str, BoundedSemaphore], url: str) -> BoundedSemaphore | None:
-        """The per-host semaphore for a URL when the batch sets per_host."""
-        if not run.options.per_host:
-            return None
-        host = (urlsplit(url).hostname or "").lower()
-        if host not in host_slots:
-            host_slots[host] = BoundedSemaphore(run.options.per_host)
-        return host_slots[host]
 
 
 def judge(result: Result, hop: Hop | None, options: BatchOptions) -> None:
@@ -287,7 +347,7 @@ class Engine(Fetching):
         store: Store,
         bus: EventBus,
         policy: guard.Policy,
-        transport_factory: TransportFactory = make_transport,
+        transport_factory: TransportFactory | None = None,
     ):
         super().__init__(config, policy, transport_factory)
         self.store = store
@@ -411,6 +471,24 @@ class Engine(Fetching):
             elapsed = now - started
             listed.append(InFlight(index, run.urls[index], iso_at(wall - elapsed), round(elapsed * 1000, 1)))
         return listed, len(run.in_flight)
+
+    def hosts_live(self, batch_id: str) -> dict[str, HostLive]:
+        """Per host of a batch the engine holds: its URLs in flight, and a paced batch's pauses and refusals."""
+        run = self._runs.get(batch_id)
+        if run is None:
+            return {}
+        in_flight: dict[str, int] = {}
+        for index in list(run.in_flight):
+            name = host_of(run.urls[index])
+            in_flight[name] = in_flight.get(name, 0) + 1
+        hosts = run.hosts
+        names = set(in_flight) | (set(hosts.hosts) if hosts is not None else set())
+        live = {}
+        for name in names:
+            until, reason = hosts.paused(name) if hosts is not None else (None, "")
+            refused = hosts.hosts[name].refused if hosts is not None and name in hosts.hosts else 0
+            live[name] = HostLive(in_flight.get(name, 0), until, reason, refused)
+        return live
 
     def is_live(self, batch_id: str) -> bool:
         """Whether the engine holds the batch: queued, running, or ended with events still to commit."""
@@ -553,8 +631,9 @@ class Engine(Fetching):
 
         final: the summary stored for the ended batch, with exact percentiles (one sort of its latencies).
         """
+        waiting = run.hosts.waiting() if run.hosts is not None and not final else 0
         return stats.batch_summary(
-            run.tally, run.total, run.started_clock, time.monotonic(), running=run.running, exact=final
+            run.tally, run.total, run.started_clock, time.monotonic(), running=run.running, exact=final, waiting=waiting
         )
 
     def _report_progress(self, run: BatchRun) -> None:

@@ -29,6 +29,7 @@ from ..fetch.sources import Expansion, SourceError, SourceLimits
 from ..fetch.tls import now_utc
 from ..runs.certificates import EXPIRING_DAYS, expiring
 from ..runs.certificates import certificates as certificate_rows
+from ..runs.hosts import HOST_FIELDS, host_table
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
 from ..runs.store.base import EVENT_TYPES, MAX_SEARCH, OUTCOMES, RESULT_SORTS, ResultQuery
@@ -969,6 +970,25 @@ def running(batch_id: str):
         ],
         "count": count,
     }
+
+
+@bp.get("/batches/<batch_id>/hosts")
+def hosts(batch_id: str):
+    """Per host of a batch: in flight, done, ok, failed, median ms, 429/503 answers and any pause (`format=csv`)."""
+    batch = _batch_or_404(batch_id)
+    fmt = _choice_arg("format", ("json", "csv")) or "json"
+    store = services().store
+    table = host_table(store.iter_results(batch.id), services().engine.hosts_live(batch.id))
+    if fmt == "json":
+        return {"batch_id": batch.id, "hosts": table}
+    text = io.StringIO()
+    writer = csv.writer(text, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writerow(HOST_FIELDS)
+    for host in table:
+        writer.writerow(["" if host[name] is None else host[name] for name in HOST_FIELDS])
+    response = Response(text.getvalue(), content_type="text/csv; charset=utf-8")
+    response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{batch.id}-hosts.csv"'
+    return response
 
 
 @bp.get("/batches/<batch_id>/certificates")

@@ -21,6 +21,8 @@ from ..core.config import Config
 from ..core.options import (
     CLIENT_HEADERS,
     CLIENTS,
+    DEFAULT_HEAD_FALLBACK_STATUSES,
+    DEFAULT_RETRY_STATUSES,
     MAX_ACCEPT_RANGES,
     MAX_ACCEPT_STATUS_CHARS,
     MAX_CAPTURE_HEADERS,
@@ -28,6 +30,7 @@ from ..core.options import (
     MAX_HEADER_VALUE,
     MAX_HEADERS,
     MAX_HEADERS_TOTAL,
+    MAX_STATUS_LIST,
     MAX_THRESHOLD_MS,
     METHODS,
     BatchOptions,
@@ -40,6 +43,7 @@ from ..runs.diff import DEFAULT_FACTOR, LISTED_BY_DEFAULT, MAX_FACTOR, PENDING
 from ..runs.diff import KEYS as DIFF_KEYS
 from ..runs.diff import KINDS as DIFF_KINDS
 from ..runs.engine import MAX_RUNNING_LISTED
+from ..runs.hosts import HOST_FIELDS
 from ..runs.store.base import MAX_SEARCH, OUTCOMES, RESULT_SORTS
 from .exports import FORMATS
 
@@ -273,6 +277,12 @@ def schemas(config: Config) -> dict[str, Any]:
             "accept_status": {"type": "string"},
             "per_host": {"type": "integer"},
             "client": {"type": "string", "description": "Absent on batches stored before clients could be chosen."},
+            # Absent on batches stored before polite batches (issue 18), like client.
+            "per_host_interval": {"type": "number"},
+            "retry_statuses": {"type": "array", "items": {"type": "integer"}},
+            "respect_retry_after": {"type": "boolean"},
+            "max_retry_after": {"type": "number"},
+            "head_fallback_statuses": {"type": "array", "items": {"type": "integer"}},
             "capture": {**CAPTURE, "description": "Absent on batches stored before capture existed."},
             "tls_verify": {"type": "boolean", "description": "Absent on batches stored before it existed (true)."},
             **{
@@ -500,6 +510,39 @@ def schemas(config: Config) -> dict[str, Any]:
                     "description": "Most fetches in flight to one host; 0 for no cap.",
                 },
                 "client": {"type": "string", "enum": list(CLIENTS), "description": "The HTTP client that fetches."},
+                "per_host_interval": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": config.max_per_host_interval,
+                    "description": "Seconds at least between the starts of two requests to one host (every hop "
+                    "and retry counts); 0 for none.",
+                },
+                "retry_statuses": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                    "maxItems": MAX_STATUS_LIST,
+                    "default": list(DEFAULT_RETRY_STATUSES),
+                    "description": "Statuses retried like connection errors when `retries` > 0 (also '429,503').",
+                },
+                "respect_retry_after": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "A retried status with Retry-After pauses its host that long (not counted "
+                    "against `timeout`).",
+                },
+                "max_retry_after": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": config.max_retry_after,
+                    "description": "Longest Retry-After obeyed (seconds); a longer one ends the URL `rate_limited`.",
+                },
+                "head_fallback_statuses": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                    "maxItems": MAX_STATUS_LIST,
+                    "default": list(DEFAULT_HEAD_FALLBACK_STATUSES),
+                    "description": "With method HEAD,GET: HEAD answers that send the URL again with GET.",
+                },
                 "capture": CAPTURE,
                 "tls_verify": {
                     "type": "boolean",
@@ -519,8 +562,16 @@ def schemas(config: Config) -> dict[str, Any]:
             "`warn` those of them that warned.",
             "required": ["total", "pending", "running", "ok", "failed", "cancelled"],
             "properties": {
-                k: {"type": "integer", "minimum": 0}
-                for k in ("total", "pending", "running", "ok", "failed", "cancelled", "warn")
+                **{
+                    k: {"type": "integer", "minimum": 0}
+                    for k in ("total", "pending", "running", "ok", "failed", "cancelled", "warn")
+                },
+                "waiting": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "URLs held back by their host's Retry-After pause (not in pending); absent on "
+                    "batches stored before it was counted.",
+                },
             },
         },
         "Stats": {
@@ -631,7 +682,21 @@ def schemas(config: Config) -> dict[str, Any]:
                         "properties": {"url": {"type": "string"}, "status": {"type": "integer"}, **CAPTURED},
                     },
                 },
-                "attempts": {"type": "integer"},
+                "attempts": {
+                    "type": "integer",
+                    "description": "Requests made for the URL's answer: 1, plus each retry, plus the GET after a HEAD.",
+                },
+                "method": {
+                    "type": "string",
+                    "enum": ["HEAD", "GET"],
+                    "description": "The method of the final answer; only in batches with method HEAD,GET.",
+                },
+                "refused": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Answers with one of the batch's retry_statuses (429, 503) that the URL retried "
+                    "after; absent when none.",
+                },
                 "started_at": nullable(TIMESTAMP),
                 "finished_at": nullable(TIMESTAMP),
                 "timings": {
@@ -828,6 +893,42 @@ def schemas(config: Config) -> dict[str, Any]:
                     "type": "integer",
                     "description": "Every event up to this seq was stored when the page was read: follow the "
                     "websocket or the events from here.",
+                },
+            },
+        },
+        "HostList": {
+            "type": "object",
+            "required": ["batch_id", "hosts"],
+            "properties": {
+                "batch_id": {"type": "string"},
+                "hosts": {
+                    "type": "array",
+                    "description": "The most refused first, then the slowest (p50).",
+                    "items": {
+                        "type": "object",
+                        "required": list(HOST_FIELDS),
+                        "properties": {
+                            "host": {"type": "string"},
+                            "in_flight": {"type": "integer", "description": "0 in cluster mode (the workers')."},
+                            "done": {
+                                "type": "integer",
+                                "description": "URLs of the host with a result, cancelled ones aside (ok + failed).",
+                            },
+                            "ok": {"type": "integer"},
+                            "failed": {"type": "integer"},
+                            "p50_ms": {"type": ["number", "null"], "description": "Median total time (nearest rank)."},
+                            "refused": {
+                                "type": "integer",
+                                "description": "429 and 503 answers, retried ones "
+                                "included while the batch runs in this process.",
+                            },
+                            "paused_until": nullable(TIMESTAMP),
+                            "pause_reason": {
+                                "type": "string",
+                                "description": "e.g. `429 Retry-After: 30`; empty when not paused.",
+                            },
+                        },
+                    },
                 },
             },
         },
@@ -1232,6 +1333,23 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             "404": error("No such batch."),
         },
     }
+    hosts = {
+        "parameters": [
+            ID_PARAM,
+            query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}, "csv: a download."),
+        ],
+        "responses": {
+            "200": {
+                "description": "Per host: in flight, done, ok, failed, median, refusals and pause.",
+                "content": {
+                    "application/json": {"schema": ref("HostList")},
+                    "text/csv": {"schema": {"type": "string"}, "description": "The same columns, one host a line."},
+                },
+            },
+            "400": error("A parameter is wrong."),
+            "404": error("No such batch."),
+        },
+    }
     running = {
         "parameters": [ID_PARAM],
         "responses": {
@@ -1282,6 +1400,7 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         (batch + "/results", "get", "api.results", results),
         (batch + "/diff", "get", "api.diff", diff),
         (batch + "/running", "get", "api.running", running),
+        (batch + "/hosts", "get", "api.hosts", hosts),
         (batch + "/certificates", "get", "api.certificates", certificates),
         (batch + "/events", "get", "api.events", events),
         (API + "/sources/preview", "post", "api.preview_source", preview),

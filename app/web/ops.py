@@ -12,6 +12,8 @@ Metrics:
   greenbatch_inflight_fetches                       fetches holding a server-wide slot right now
   greenbatch_websocket_connections                  open websockets (the server tells us how: count_websockets)
   greenbatch_store_write_seconds                    histogram of the store's grouped commits
+  greenbatch_host_pauses_total                      hosts paused by a Retry-After (paced batches, this process)
+  greenbatch_retries_total{status}                  answers retried, by status (paced batches, this process)
   process_*                                         CPU, memory and file descriptors of this process
 """
 
@@ -32,6 +34,7 @@ from prometheus_client.utils import floatToGoString
 from ..core import stats
 from ..core.results import BATCH_STATUSES
 from ..runs.events import Event
+from ..runs.hosts import Counters
 from ..runs.services import Services
 from ..runs.store import Store
 from .services import services
@@ -139,6 +142,31 @@ class FetchMetrics:
         return [fetches, duration]
 
 
+class PoliteMetrics:
+    """greenbatch_host_pauses_total and greenbatch_retries_total{status}, from the engine's hosts.Counters."""
+
+    PAUSES_HELP = "Hosts paused by a Retry-After (paced batches fetched by this process)."
+    RETRIES_HELP = "Answers retried, by status (paced batches fetched by this process)."
+
+    def __init__(self, counters: Counters):
+        self.counters = counters
+
+    def describe(self) -> list:
+        """The families' names and help."""
+        return [
+            CounterMetricFamily("greenbatch_host_pauses", self.PAUSES_HELP),
+            CounterMetricFamily("greenbatch_retries", self.RETRIES_HELP, labels=["status"]),
+        ]
+
+    def collect(self) -> list:
+        """The counts so far."""
+        pauses = CounterMetricFamily("greenbatch_host_pauses", self.PAUSES_HELP, value=self.counters.pauses)
+        retries = CounterMetricFamily("greenbatch_retries", self.RETRIES_HELP, labels=["status"])
+        for status, count in sorted(self.counters.retries.items()):
+            retries.add_metric([str(status)], count)
+        return [pauses, retries]
+
+
 class Metrics:
     """The server's metrics: fed by the event bus tap, the store's commits and the engine's state."""
 
@@ -162,6 +190,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(BatchesByStatus(svc.store))
+        self.registry.register(PoliteMetrics(svc.engine.counters))
         ProcessCollector(registry=self.registry)
 
     def observe_store_write(self, seconds: float, events: int) -> None:

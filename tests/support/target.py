@@ -509,6 +509,57 @@ def h_hits(req, m):
     _send_json(req, body)
 
 
+# /paced/<key>/...: each request's start and end (time.time()), by key, for tests that check pacing.
+PACED_LOG = {}
+PACED_ARRIVALS = {}  # key -> start times of the last second, for ?rate=
+
+
+def h_paced(req, m):
+    """A host with manners to check: logs each request's start and end under <key> (read at /__paced?key=).
+
+    ?rate=N: more than N requests in any second (all arrivals counted) get 429 with Retry-After: ?retry_after=
+    (default 1) seconds. ?head=<status>: HEAD gets that status. ?delay=<ms> before answering.
+    """
+    key = m.group(1)
+    entry = {
+        "method": req.method,
+        "path": req.path,
+        "user_agent": req.header("user-agent"),
+        "start": time.time(),
+        "end": None,
+        "status": None,
+    }
+    PACED_LOG.setdefault(key, []).append(entry)
+    arrivals = PACED_ARRIVALS.setdefault(key, [])
+    arrivals.append(entry["start"])
+    while arrivals and arrivals[0] <= entry["start"] - 1.0:
+        arrivals.pop(0)
+    rate = req.num("rate", None, hi=100_000)
+    head = req.num("head", None, lo=200, hi=599)
+    delay = req.num("delay", 0, float, hi=60_000)
+    try:
+        if rate is not None and len(arrivals) > rate:
+            retry_after = req.arg("retry_after", "1")
+            req.respond(429, b"slow down\n", headers=[("Retry-After", _clean(retry_after))])
+        elif head is not None and req.method == "HEAD":
+            req.respond(head)
+        else:
+            if delay:
+                gevent.sleep(delay / 1000.0)
+            req.respond(200, b"ok\n")
+    finally:
+        entry["end"], entry["status"] = time.time(), req.status
+
+
+def h_paced_log(req, m):
+    """The log of /paced/<key>/... requests: ?key= (required); ?reset=1 clears it after answering."""
+    key = req.arg("key", "")
+    _send_json(req, PACED_LOG.get(key, []))
+    if req.arg("reset", "0") not in ("0", "", "false"):
+        PACED_LOG.pop(key, None)
+        PACED_ARRIVALS.pop(key, None)
+
+
 def _send_json(req, obj):
     """Serialize obj and send it as application/json."""
     req.respond(200, json.dumps(obj, indent=None) + "\n", ctype="application/json")
@@ -668,6 +719,8 @@ ROUTES = [
         (r"/echo", h_echo),
         (r"/changes/[\w/-]+", h_changes),
         (r"/__hits", h_hits),
+        (r"/paced/([\w-]+)(?:/.*)?", h_paced),
+        (r"/__paced", h_paced_log),
         (r"/sitemap/urls\.xml(\.gz)?", h_sitemap_urls),
         (r"/sitemap/index\.xml(\.gz)?", h_sitemap_index),
         (r"/sitemap/(bomb|external-entity)\.xml", h_sitemap_bomb),
@@ -837,6 +890,14 @@ class TargetProcess:
         import urllib.request
 
         with urllib.request.urlopen(self.url("/__hits" + ("?reset=1" if reset else "")), timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def paced_log(self, key):
+        """The target's own log of /paced/<key>/... requests: [{"method", "path", "user_agent", "start", "end",
+        "status"}]."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.url("/__paced?key=" + key), timeout=10) as resp:
             return json.loads(resp.read())
 
     def stop(self, timeout=5.0):

@@ -1,0 +1,397 @@
+"""Per-host pacing of a batch: which URL may start next, so no host gets more than the batch allows.
+
+A paced batch (BatchOptions.paced) has a `Hosts` per run. Its dispatcher hands a fetcher only a URL whose
+host may take a request now: fewer than `per_host` in flight, `per_host_interval` since the last request
+started there, and no Retry-After pause. A URL whose host is not ready waits in that host's queue as an
+index (a few bytes), never holding a fetcher or a greenlet, so 100,000 URLs on one host cost a deque.
+Every request a URL makes (each redirect hop and each retry) passes the same gate (`UrlPass`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+from gevent.event import Event as Signal
+
+from ..core import stats
+from ..core.clock import iso_at
+from ..core.options import BatchOptions
+from ..fetch.errors import RetryLater
+
+DEFER_YIELD = 1000  # URLs the dispatcher sets aside in one go before it lets the hub run
+LEARN_WINDOW = 1.0  # seconds of request starts a refusal is compared with (servers count requests a second)
+LEARN_MARGIN = 1.2  # the learned interval is this much longer than the pace the host allowed (jitter aside)
+
+
+def host_of(url: str) -> str:
+    """The host a URL's requests count against (urlsplit's hostname, lower case)."""
+    return (urlsplit(url).hostname or "").lower()
+
+
+@dataclass
+class Host:
+    """One host of a paced batch: its requests in flight, when the last one started, and any pause."""
+
+    name: str
+    in_flight: int = 0  # URLs holding a slot of this host (dispatched, or fetching there now)
+    starting: int = 0  # URLs dispatched here that have not sent their first request yet
+    last_start: float = float("-inf")  # monotonic time of the last request start
+    paused_until: float = 0.0  # monotonic
+    pause_reason: str = ""
+    pauses: int = 0
+    refused: int = 0  # answers with one of the batch's retry_statuses (429, 503)
+    learned: float = 0.0  # seconds between starts this host's refusals taught (0: none yet)
+    learned_at: float = float("-inf")  # monotonic: refusals of requests started before this are old news
+    lesson: float | None = None  # start of a refused request whose lesson waits for its neighbours' answers
+    answered: deque[float] = field(default_factory=deque)  # starts of the requests it took (not refused), lately
+    queue: deque[int] = field(default_factory=deque)  # URL indexes waiting for this host
+
+
+@dataclass
+class Counters:
+    """What paced batches did since the process started, for /metrics."""
+
+    pauses: int = 0  # hosts paused by a Retry-After
+    retries: dict[int, int] = field(default_factory=dict)  # answers retried, by status
+
+
+@dataclass
+class Requeued:
+    """A URL sent back to its host's queue: what it had done before, so its next go continues it."""
+
+    retried: int  # tries made
+    spent: float  # seconds of fetch time used (its deadline's share)
+    started_at: str | None
+    refused: int  # refusals it retried after
+
+
+class Hosts:
+    """The hosts of one paced run: their gates, their queues, and the dispatcher's choice of the next URL."""
+
+    def __init__(self, options: BatchOptions, todo: Iterator[int], url_of: Callable[[int], str], counters: Counters):
+        self.cap = options.per_host or 0
+        self.interval = options.per_host_interval
+        self.hosts: dict[str, Host] = {}
+        self.requeued: dict[int, Requeued] = {}
+        self._todo = todo  # URL indexes not taken yet, in order
+        self._todo_left = True
+        self._url_of = url_of
+        self._queued: dict[str, Host] = {}  # hosts with URLs in their queue, in the order they got them
+        self._changed = Signal()
+        self.counters = counters
+
+    # -- the dispatcher's side ------------------------------------------------------------------
+
+    def next_url(self) -> int | None:
+        """The next URL whose host may take a request now, its slot taken; waits while none can; None when none is left."""
+        while True:
+            index = self._pick(time.monotonic())
+            if index is not None:
+                return index
+            if not self._todo_left and not self._queued and not self._busy():
+                return None
+            self._wait(self._next_ready_time())
+
+    def _busy(self) -> bool:
+        """Whether a URL is in flight (it may yet come back to a queue)."""
+        return any(host.in_flight for host in self.hosts.values())
+
+    def _pick(self, now: float) -> int | None:
+        """A queued URL whose host is ready, else the next untaken URL whose host is ready (others are queued)."""
+        for host in list(self._queued.values()):
+            if self._ready(host, now):
+                queued = host.queue.popleft()
+                if not host.queue:
+                    del self._queued[host.name]
+                self._take(host)
+                return queued
+        set_aside = 0
+        while self._todo_left:
+            taken = next(self._todo, None)
+            if taken is None:
+                self._todo_left = False
+                break
+            index = taken
+            host = self.host(host_of(self._url_of(index)))
+            if not host.queue and self._ready(host, now):
+                self._take(host)
+                return index
+            self._queue(host, index)
+            set_aside += 1
+            if set_aside % DEFER_YIELD == 0:
+                gevent.sleep(0)  # a long run of one busy host's URLs must not hold the hub
+                now = time.monotonic()
+        return None
+
+    def _queue(self, host: Host, index: int, front: bool = False) -> None:
+        """Put a URL in its host's queue."""
+        if front:
+            host.queue.appendleft(index)
+        else:
+            host.queue.append(index)
+        self._queued.setdefault(host.name, host)
+
+    def _ready(self, host: Host, now: float) -> bool:
+        """Whether a host may take one more URL now."""
+        if self.cap and host.in_flight >= self.cap:
+            return False
+        if now < host.paused_until:
+            return False
+        interval = self._interval(host, now)
+        if interval:
+            # One URL at a time waits for the interval: it is dispatched only once the last request has started.
+            return host.starting == 0 and now >= host.last_start + interval
+        return True
+
+    def _take(self, host: Host) -> None:
+        """A URL of `host` goes to a fetcher: it holds one of the host's slots."""
+        host.in_flight += 1
+        host.starting += 1
+
+    def _next_ready_time(self) -> float | None:
+        """When the soonest queued host becomes ready by the clock; None when each waits for a slot or a start."""
+        times = []
+        for host in self._queued.values():
+            interval = self._interval(host, time.monotonic())
+            if (self.cap and host.in_flight >= self.cap) or (interval and host.starting):
+                continue
+            times.append(max(host.paused_until, host.last_start + interval))
+        return min(times) if times else None
+
+    def _wait(self, until: float | None) -> None:
+        """Sleep until `until` (monotonic) or until a slot frees, a request starts or a URL is queued again."""
+        signal = self._changed
+        timeout = None if until is None else max(0.0, until - time.monotonic())
+        signal.wait(timeout)
+
+    def _notify(self) -> None:
+        """Wake the dispatcher: something it waits for may have changed."""
+        signal, self._changed = self._changed, Signal()
+        signal.set()
+
+    # -- the fetchers' side ------------------------------------------------------------------------
+
+    def host(self, name: str) -> Host:
+        """The state of one host, made on first sight."""
+        host = self.hosts.get(name)
+        if host is None:
+            host = self.hosts[name] = Host(name)
+        return host
+
+    def enter(self, host: Host) -> None:
+        """Take a slot of `host` for a URL already running (a redirect to it); waits while the host is full."""
+        while self.cap and host.in_flight >= self.cap:
+            self._wait(None)
+        host.in_flight += 1
+
+    def leave(self, host: Host) -> None:
+        """Give back a slot of `host`."""
+        host.in_flight -= 1
+        self._notify()
+
+    def start(self, host: Host, first: bool) -> float:
+        """A request to `host` starts now: wait out its interval and pause, then note the start; its time."""
+        while True:
+            now = time.monotonic()
+            ready_at = max(host.paused_until, host.last_start + self._interval(host, now))
+            if now >= ready_at:
+                break
+            gevent.sleep(ready_at - now)
+        host.last_start = now
+        if first:
+            host.starting -= 1
+            self._notify()
+        return now
+
+    def pause(self, host: Host, seconds: float, reason: str) -> None:
+        """Hold every request to `host` for `seconds` (never shortening a longer pause)."""
+        until = time.monotonic() + seconds
+        if until > host.paused_until:
+            host.paused_until = until
+            host.pause_reason = reason
+        host.pauses += 1
+        self.counters.pauses += 1
+
+    def refused(self, host: Host, status: int, retrying: bool, started: float) -> None:
+        """Count an answer with a retried status and the retry it leads to, and slow the host down.
+
+        The host took the requests answered so far that started in the second before the refused one: from
+        then on its requests start LEARN_MARGIN times further apart than that pace (twice as far apart as
+        before, when it refuses one sent at the learned pace), whatever the batch's per_host_interval.
+        """
+        host.refused += 1
+        if retrying:
+            self.counters.retries[status] = self.counters.retries.get(status, 0) + 1
+        if started < host.learned_at or host.lesson is not None:
+            return  # sent before the last lesson, or the lesson of this burst is being drawn already
+        host.lesson = started
+
+    def _interval(self, host: Host, now: float) -> float:
+        """The seconds between two request starts to `host`: the batch's, or what its refusals taught.
+
+        A refusal's lesson is drawn once the host's pause is over, so the requests sent alongside the
+        refused one have their answers and the pace counted is the one the host took.
+        """
+        if host.lesson is not None and now >= host.paused_until:
+            taken = sum(1 for at in host.answered if host.lesson - LEARN_WINDOW < at < host.lesson)
+            host.learned = max(2 * host.learned, LEARN_MARGIN * LEARN_WINDOW / max(1, taken))
+            host.learned_at, host.lesson = now, None
+        return max(self.interval, host.learned)
+
+    def took(self, host: Host, started: float) -> None:
+        """The host answered a request that started at `started` without refusing it."""
+        host.answered.append(started)
+        while host.answered and host.answered[0] < time.monotonic() - 2 * LEARN_WINDOW:
+            host.answered.popleft()
+
+    def requeue(self, host: Host, index: int, state: Requeued) -> None:
+        """A URL goes back to the front of its host's queue, to run again once the host is ready."""
+        self.requeued[index] = state
+        self._queue(host, index, front=True)
+        self._notify()
+
+    def stop(self) -> None:
+        """Wake the dispatcher so it sees the run is over."""
+        self._notify()
+
+    # -- what the batch's viewers see ---------------------------------------------------------------
+
+    def waiting(self) -> int:
+        """URLs queued behind a host that is paused now."""
+        now = time.monotonic()
+        return sum(len(host.queue) for host in self._queued.values() if host.paused_until > now)
+
+    def paused(self, name: str) -> tuple[str | None, str]:
+        """(ISO time the pause of host `name` ends, or None when it is not paused; why)."""
+        host = self.hosts.get(name)
+        now = time.monotonic()
+        if host is None or host.paused_until <= now:
+            return None, ""
+        return iso_at(time.time() + host.paused_until - now), host.pause_reason
+
+
+class UrlPass:
+    """One URL's way through its hosts' gates (follow.HopGate): it holds a slot of the host it is at."""
+
+    def __init__(self, hosts: Hosts, index: int, url: str):
+        self.hosts = hosts
+        self.index = index
+        self.held: Host | None = hosts.host(host_of(url))  # the dispatcher took this slot for the URL
+        self.first = True  # the dispatcher's slot has not sent its first request yet
+        self.started = 0.0  # monotonic start of the URL's latest request, 0 before its first
+        self.was_refused = False  # whether that request's answer was a refusal (429, 503)
+
+    def before_request(self, url: str) -> None:
+        """Wait for the host of `url` to take one more request (slot, interval, pause), then count its start."""
+        self._answered()
+        name = host_of(url)
+        if self.held is None or self.held.name != name:
+            self.release()
+            host = self.hosts.host(name)
+            self.hosts.enter(host)
+            self.held = host
+        self.started = self.hosts.start(self.held, self.first)
+        self.first = False
+
+    def _answered(self) -> None:
+        """The URL's latest request is over: a host that did not refuse it took it (what refusals compare with)."""
+        if self.started and not self.was_refused and self.held is not None:
+            self.hosts.took(self.held, self.started)
+        self.started, self.was_refused = 0.0, False
+
+    def pause(self, url: str, seconds: float, reason: str) -> None:
+        """Pause the host of `url` (a Retry-After)."""
+        self.hosts.pause(self.hosts.host(host_of(url)), seconds, reason)
+
+    def refused(self, url: str, status: int, retrying: bool) -> None:
+        """Count a 429 or 503 (a status the batch retries) of the host of `url`."""
+        self.was_refused = True
+        self.hosts.refused(self.hosts.host(host_of(url)), status, retrying, self.started)
+
+    def retry_later(self, url: str) -> None:
+        """Leave the fetcher: the engine queues the URL again behind its host's pause."""
+        raise RetryLater()
+
+    def release(self) -> None:
+        """Give back the slot the URL holds (at its end, or when it moves to another host)."""
+        self._answered()
+        if self.held is not None:
+            if self.first:
+                self.held.starting -= 1  # dispatched but never sent a request (a URL check failed)
+                self.first = False
+            self.hosts.leave(self.held)
+            self.held = None
+
+
+# -- the hosts of a batch, as the API and the page show them ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostLive:
+    """What the fetching process knows of one host of a batch right now."""
+
+    in_flight: int = 0
+    paused_until: str | None = None  # ISO time, None when not paused
+    pause_reason: str = ""
+    refused: int = 0  # 429/503 answers seen so far, retried ones included
+
+
+HOST_FIELDS = ("host", "in_flight", "done", "ok", "failed", "p50_ms", "refused", "paused_until", "pause_reason")
+REFUSED_STATUSES = frozenset({429, 503})  # what `refused` counts among stored final answers
+
+
+def host_table(results: Iterable[dict[str, Any]], live: Mapping[str, HostLive]) -> list[dict[str, Any]]:
+    """Per host of a batch: in flight, done (ok, failed; cancelled are neither), median latency, refusals and
+    any pause; the most refused first, then the slowest, then by name.
+
+    `results` are the stored results; `live` the fetching process's view, empty when it has none (a finished
+    batch, or cluster mode's web process). `refused` counts the 429 and 503 answers the results record
+    (retried ones, a final one, a `rate_limited` end), or the live count when it is ahead.
+    """
+    done: dict[str, list[int]] = {}  # host -> [done, ok, failed, refusals]
+    latencies: dict[str, list[float]] = {}
+    for result in results:
+        name = host_of(result["url"])
+        tally = done.setdefault(name, [0, 0, 0, 0])
+        row = stats.row_of(result)
+        kind = stats.outcome(row)
+        if kind == "cancelled":
+            continue
+        tally[0] += 1
+        tally[1 if kind == "ok" else 2] += 1
+        tally[3] += result.get("refused", 0)
+        if row.status_code in REFUSED_STATUSES or row.error_kind == "rate_limited":
+            tally[3] += 1
+        latency = stats.latency_ms(row)
+        if latency is not None:
+            latencies.setdefault(name, []).append(latency)
+    table = []
+    for name in sorted(set(done) | set(live)):
+        counted = done.get(name, [0, 0, 0, 0])
+        now = live.get(name, HostLive())
+        table.append(
+            {
+                "host": name,
+                "in_flight": now.in_flight,
+                "done": counted[0],
+                "ok": counted[1],
+                "failed": counted[2],
+                "p50_ms": stats.percentile(sorted(latencies.get(name, [])), 50),
+                "refused": max(now.refused, counted[3]),
+                "paused_until": now.paused_until,
+                "pause_reason": now.pause_reason,
+            }
+        )
+    table.sort(key=_most_refused_then_slowest)
+    return table
+
+
+def _most_refused_then_slowest(host: dict[str, Any]) -> tuple[int, float]:
+    """The hosts table's order: the most refused first, then the slowest median."""
+    return -int(host["refused"]), -float(host["p50_ms"] or 0.0)

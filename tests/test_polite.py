@@ -1,0 +1,271 @@
+"""Polite batches (issue 18): per-host pacing, Retry-After pauses, HEAD then GET, the User-Agent; checked in the
+target's own log of each request's start and end."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from app.fetch.base import USER_AGENT, VERSION
+from tests.support.server import error_of, kind_of
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, target_env, target):
+    """One server for the module, with a short GREENBATCH_MAX_RETRY_AFTER ceiling to test against."""
+    from tests.support.server import GreenbatchServer
+
+    env = {
+        # localhost is a second host on the same target
+        "GREENBATCH_ALLOW_TARGETS": f"{target_env['GREENBATCH_ALLOW_TARGETS']},localhost:{target.port}",
+        "GREENBATCH_MAX_RETRY_AFTER": "120",
+    }
+    instance = GreenbatchServer(tmp_path_factory.mktemp("polite"), env).start()
+    instance.run_batch([target.url("/ok")])  # a first fetch warms the process (threads, imports) for the timings
+    yield instance
+    instance.stop()
+
+
+def paced_urls(target, count: int, query: str = "") -> tuple[str, list[str]]:
+    """`count` URLs of one fresh /paced key on the target (its log is the key's alone), and the key."""
+    key = secrets.token_hex(4)
+    return key, [target.url(f"/paced/{key}/{i}{'?' + query if query else ''}") for i in range(count)]
+
+
+def wait_for(check, what: str, timeout: float = 10):
+    """Poll `check` until it answers something true; that answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = check()
+        if answer:
+            return answer
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def ended_iso_in(seconds: float) -> str:
+    """The ISO time `seconds` from now, as the API writes times (UTC, Z)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + seconds))
+
+
+def most_at_once(log: list[dict]) -> int:
+    """The most requests the target was answering at one moment."""
+    edges = sorted([(entry["start"], 1) for entry in log] + [(entry["end"], -1) for entry in log])
+    now = most = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_per_host_interval_and_per_host_space_the_starts_and_cap_the_requests_in_flight(server, target):
+    key, urls = paced_urls(target, 12, "delay=300")
+    results = server.run_batch(urls, concurrency=10, per_host=2, per_host_interval=0.2)
+    assert all(result["ok"] for result in results.values())
+    log = target.paced_log(key)
+    starts = sorted(entry["start"] for entry in log)
+    assert len(starts) == 12
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    # The engine spaces the starts by its own clock; the target stamps each request once it has read it, so
+    # a busy machine (two cores for the whole suite) moves stamps by tens of ms. Unpaced, pairs start together.
+    assert min(gaps) >= 0.2 - 0.05, gaps
+    assert sum(gaps) / len(gaps) >= 0.2
+    assert most_at_once(log) <= 2
+
+
+def test_urls_waiting_for_a_busy_host_hold_no_fetcher_from_the_other_hosts(server, target):
+    slow_key, slow = paced_urls(target, 6, "delay=500")
+    fast_key, fast = paced_urls(target, 30)
+    fast = [url.replace("127.0.0.1", "localhost") for url in fast]  # another host on the same target
+    server.run_batch(slow + fast, concurrency=2, per_host=1)
+    slow_starts = sorted(entry["start"] for entry in target.paced_log(slow_key))
+    fast_ends = [entry["end"] for entry in target.paced_log(fast_key)]
+    assert len(slow_starts) == 6 and len(fast_ends) == 30
+    # Slow URL 1 waits for URL 0 in its host's queue, not in a fetcher: the other host's URLs go by meanwhile.
+    assert max(fast_ends) < slow_starts[1]
+
+
+def test_a_host_that_refuses_past_its_rate_is_paused_by_retry_after_and_every_url_ends_ok(server, target):
+    key, urls = paced_urls(target, 60, "rate=10&retry_after=2")
+    batch = server.submit(urls, concurrency=10, retries=3)
+    server.wait(batch["id"], timeout=60)
+    results = server.results(batch["id"])
+    assert [kind_of(result) for result in results] == [None] * 60
+    log = sorted(target.paced_log(key), key=lambda entry: entry["start"])
+    first_refusal = min(entry["end"] for entry in log if entry["status"] == 429)
+    later = [entry["start"] for entry in log if entry["start"] > first_refusal]
+    for i, start in enumerate(later):
+        in_a_second = [other for other in later[i:] if other < start + 1.0]
+        assert len(in_a_second) <= 10, f"{len(in_a_second)} requests in the second from {start}"
+    # The pause: what the first burst had sent already aside, nothing starts within 2 s of the first refusal,
+    # and the host refuses nothing sent after it.
+    resumed = [entry for entry in log if entry["start"] > first_refusal + 0.1]
+    assert resumed[0]["start"] >= first_refusal + 2 - 0.05
+    assert [entry["status"] for entry in resumed] == [200] * len(resumed)
+    # and it learned about the pace the host takes, not a timid one: over a quarter of the limit (half of it on
+    # a quiet machine; a loaded one delays the fetches themselves)
+    pace = (len(resumed) - 1) / (resumed[-1]["start"] - resumed[0]["start"])
+    assert pace > 2.5, f"{pace:.1f} requests a second after the pause"
+    assert max(result["attempts"] for result in results) == 2
+    (host,) = server.request("GET", f"/api/v1/batches/{batch['id']}/hosts").json()["hosts"]
+    refusals = sum(entry["status"] == 429 for entry in log)
+    assert host == {
+        "host": "127.0.0.1",
+        "in_flight": 0,
+        "done": 60,
+        "ok": 60,
+        "failed": 0,
+        "p50_ms": host["p50_ms"],
+        "refused": refusals,
+        "paused_until": None,
+        "pause_reason": "",
+    }
+    metrics = server.request("GET", "/metrics").text
+    assert (
+        "greenbatch_host_pauses_total" in metrics and f'greenbatch_retries_total{{status="429"}} {refusals}' in metrics
+    )
+
+
+def test_a_retry_after_past_max_retry_after_ends_the_url_rate_limited_at_once(server, target):
+    _, urls = paced_urls(target, 1, "rate=0&retry_after=3600")
+    started = time.monotonic()
+    result = server.run_batch(urls, retries=2)[0]
+    assert time.monotonic() - started < 5
+    assert kind_of(result) == "rate_limited"
+    assert "Retry-After: 3600" in result["error"]["message"] and "max_retry_after of 60 s" in result["error"]["message"]
+    assert result["attempts"] == 1
+    # Refused a wait, the URL has no answer: it fails on the `error` rule, never as issue 17's rate_limited warning.
+    assert (result["outcome"], result["ok"], result["warnings"]) == ("failed", False, [])
+    assert result["reasons"][0]["rule"] == "error" and result["reasons"][0]["actual"].startswith("rate_limited: 429")
+
+
+def test_a_429_still_answered_after_the_last_retry_ends_warn_with_the_rate_limited_warning(server, target):
+    _, urls = paced_urls(target, 1, "rate=0&retry_after=0")
+    result = server.run_batch(urls, retries=1)[0]
+    assert (result["status_code"], result["attempts"], result["refused"]) == (429, 2, 1)
+    assert (result["outcome"], result["ok"], result["error"]) == ("warn", True, None)
+    assert result["warnings"] == [{"kind": "rate_limited", "evidence": "status 429, retry-after: 0"}]
+
+
+def test_cancel_during_a_long_pause_ends_the_batch_within_a_second(server, target):
+    key, urls = paced_urls(target, 20, "rate=0&retry_after=30")
+    batch = server.submit(urls, concurrency=5, retries=3)
+    deadline = time.monotonic() + 10
+    while not target.paced_log(key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    paused = wait_for(
+        lambda: (answer := server.batch(batch["id"]))["counts"]["waiting"] == 20 and answer, "every URL waits"
+    )
+    assert paused["counts"]["pending"] == 0 and paused["counts"]["running"] == 0
+    (host,) = server.request("GET", f"/api/v1/batches/{batch['id']}/hosts").json()["hosts"]
+    assert (host["host"], host["refused"], host["pause_reason"]) == ("127.0.0.1", 5, "429 Retry-After: 30")
+    assert host["paused_until"] > ended_iso_in(25)
+    asked = time.monotonic()
+    assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
+    ended = server.wait(batch["id"], timeout=5)
+    assert time.monotonic() - asked < 1.0
+    assert ended["status"] == "cancelled" and ended["counts"]["cancelled"] == 20
+
+
+def test_head_get_asks_with_get_where_head_answers_405_and_says_which_method_answered(server, target):
+    key, urls = paced_urls(target, 5, "head=405")
+    results = server.run_batch(urls, method="HEAD,GET")
+    assert [(r["ok"], r["status_code"], r["method"], r["attempts"]) for r in results.values()] == [
+        (True, 200, "GET", 2)
+    ] * 5
+    assert sorted(entry["method"] for entry in target.paced_log(key)) == ["GET"] * 5 + ["HEAD"] * 5
+
+
+def test_head_get_keeps_the_head_answer_where_head_works(server, target):
+    result = server.fetch_one(target.url("/ok"), method="head,get")
+    assert (result["ok"], result["method"], result["attempts"]) == (True, "HEAD", 1)
+
+
+def test_the_default_user_agent_names_greenbatch_and_its_version_and_a_batch_may_replace_it(server, target):
+    assert USER_AGENT == f"greenbatch/{VERSION} (+https://github.com/greenbatch)"
+    key, urls = paced_urls(target, 1)
+    for client in ("fast", "requests"):
+        server.run_batch(urls, client=client)
+        server.run_batch(urls, client=client, headers={"user-agent": "audit-bot/2"})
+    assert [entry["user_agent"] for entry in target.paced_log(key)] == [USER_AGENT, "audit-bot/2"] * 2
+
+
+def test_the_version_in_the_user_agent_is_the_projects():
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert f'version = "{VERSION}"' in pyproject
+
+
+def test_greenbatch_user_agent_sets_the_servers_default(make_server, target):
+    server = make_server({"GREENBATCH_USER_AGENT": "acme-link-audit/1 (+mailto:web@acme.test)"})
+    key, urls = paced_urls(target, 1)
+    server.run_batch(urls)
+    assert [entry["user_agent"] for entry in target.paced_log(key)] == ["acme-link-audit/1 (+mailto:web@acme.test)"]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"per_host_interval": 61}, "options.per_host_interval"),
+        ({"per_host_interval": -1}, "options.per_host_interval"),
+        ({"max_retry_after": 121}, "options.max_retry_after"),
+        ({"retry_statuses": [429, 99]}, "options.retry_statuses"),
+        ({"retry_statuses": list(range(400, 421))}, "options.retry_statuses"),
+        ({"head_fallback_statuses": "405,abc"}, "options.head_fallback_statuses"),
+        ({"respect_retry_after": "maybe"}, "options.respect_retry_after"),
+        ({"method": "GET,HEAD"}, "options.method"),
+    ],
+)
+def test_polite_options_past_their_limits_are_refused_with_400_naming_the_field(server, target, options, field):
+    response = server.request("POST", "/api/v1/batches", json={"urls": [target.url("/ok")], "options": options})
+    assert response.status_code == 400
+    assert [detail["field"] for detail in error_of(response)["details"]] == [field]
+
+
+def test_the_hosts_table_downloads_as_csv_the_most_refused_host_first(server, target):
+    _, refusing = paced_urls(target, 2, "rate=0&retry_after=3600")
+    fine = [target.url("/ok").replace("127.0.0.1", "localhost")] * 3
+    batch = server.submit(fine + refusing, retries=1)
+    server.wait(batch["id"])
+    response = server.request("GET", f"/api/v1/batches/{batch['id']}/hosts", params={"format": "csv"})
+    assert response.headers["Content-Type"].startswith("text/csv")
+    assert "attachment" in response.headers["Content-Disposition"]
+    lines = response.text.splitlines()
+    assert lines[0] == '"host","in_flight","done","ok","failed","p50_ms","refused","paused_until","pause_reason"'
+    assert lines[1].startswith('"127.0.0.1","0","2","0","2",') and '"2",""' in lines[1]
+    assert lines[2].startswith('"localhost","0","3","3","0",')
+    assert server.request("GET", f"/api/v1/batches/{batch['id']}/hosts", params={"format": "xml"}).status_code == 400
+
+
+# -- the batch page ------------------------------------------------------------------------------------
+
+
+def test_the_batch_page_shows_the_paused_host_its_waiting_urls_and_sorts_the_hosts(server, target, page, phone):
+    expect = pytest.importorskip("playwright.sync_api").expect
+    key, paused = paced_urls(target, 12, "rate=0&retry_after=30")
+    fine = [target.url(f"/delay/400?i={i}").replace("127.0.0.1", "localhost") for i in range(4)]
+    batch = server.submit(paused + fine, concurrency=4, retries=3)
+    wait_for(lambda: server.batch(batch["id"])["counts"]["waiting"] == 12, "the paused host's URLs wait")
+    for tab, name in ((page, "desktop"), (phone, "phone")):
+        tab.goto(server.url(f"/batches/{batch['id']}"))
+        rows = tab.locator("#host-rows tr")
+        expect(rows).to_have_count(2)
+        first = rows.nth(0)  # the most refused first
+        expect(first.locator(".col-host")).to_have_text("127.0.0.1")
+        expect(first.locator(".col-pause")).to_have_text(
+            re.compile(r"^waiting: rate limited, (2\d|30) s \(Retry-After\)$")
+        )
+        expect(tab.locator("#stat-waiting")).to_be_visible()
+        expect(tab.locator("#count-waiting")).to_have_text("12")
+        expect(tab.locator("#progress-text")).to_contain_text("12 waiting: rate limited")
+        tab.screenshot(path=f"/tmp/gb-hosts-{name}.png", full_page=True)
+    page.click("[data-host-sort=host]")
+    expect(page.locator("#host-rows tr .col-host")).to_have_text(["127.0.0.1", "localhost"])
+    page.click("[data-host-sort=host]")
+    expect(page.locator("#host-rows tr .col-host")).to_have_text(["localhost", "127.0.0.1"])
+    assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
+    expect(page.locator("#stat-waiting")).to_be_hidden()
+    assert target.paced_log(key)

@@ -80,7 +80,7 @@ WARNING_KINDS = (
     "https_downgrade",
     "redirect_to_root",
 )
-QUERY_JSON_OPTIONS = ("expect", "warn_as", "thresholds", "checks")  # options a query string carries as JSON
+QUERY_JSON_OPTIONS = ("expect", "warn_as", "thresholds", "checks", "capture")  # options a query string carries as JSON
 
 
 class CliError(Exception):

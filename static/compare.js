@@ -43,6 +43,7 @@ async function read(after) {
   if (!answer.ok) {
     state.summary = null;
     state.changes = [];
+    state.nextAfter = null; // no page to go on from
     setText(els.empty, answer.error.message);
     els.empty.hidden = false;
     render();

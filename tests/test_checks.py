@@ -48,6 +48,13 @@ def test_json_checks_read_a_jsonpath_and_fail_when_the_body_is_not_json():
     ]
 
 
+def test_a_json_body_nested_deeper_than_json_reads_is_not_json_not_a_crash():
+    deep = b"[" * 200_000  # a target's answer; json.loads would raise RecursionError
+    assert failures([{"source": "json", "path": "$.a", "op": "exists"}], body=deep) == [
+        ("check[0]", "the body is not JSON")
+    ]
+
+
 def test_header_time_size_and_content_type_checks():
     headers = {"x-shop": "demo"}
     assert failures([{"source": "header", "name": "x-shop", "op": "==", "value": "demo"}], headers=headers) == []

@@ -247,3 +247,51 @@ def test_a_rerun_of_the_failed_keeps_each_rows_expectations_and_meta(server, tar
     rerun = server.wait(response.json()["id"])
     [again] = server.results(rerun["id"])
     assert (again["meta"], again["expect"], again["outcome"]) == ({"n": 1}, {"status": 301}, "failed")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"options": {"base_url": "https://example.com/"}}, "urls"),  # no urls at all
+        ({"urls": 5, "options": {"base_url": "https://example.com/"}}, "urls"),
+        ({"urls": ["/ok", "http://[x/"], "options": {"base_url": "https://example.com/"}}, "urls[1]"),
+    ],
+)
+def test_a_base_url_with_urls_that_are_not_a_list_of_urls_is_a_400_naming_them(server, body, field):
+    response = server.request("POST", "/api/v1/batches", json=body)
+    assert response.status_code == 400, response.text
+    assert error_of(response)["details"][0]["field"] == field, response.text
+
+
+def test_an_option_nested_too_deep_in_a_query_string_is_a_400_naming_it(server, target):
+    response = server.request(
+        "POST",
+        "/api/v1/batches?thresholds=" + "[" * 1500,
+        data=target.url("/ok"),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert response.status_code == 400, response.text
+    assert error_of(response)["details"][0]["field"] == "options.thresholds"
+
+
+def test_a_rerun_with_remap_moves_the_expected_final_urls_too(server, target):
+    old, new = target.url("/"), target.url("/").replace("127.0.0.1", "localhost")
+    urls = [
+        {"url": "/redirect-to?url=/page/a&status=301", "expect": {"final_url": "/page/a"}},
+        {"url": "/redirect-to?url=/page/b&status=301"},
+    ]
+    batch = server.submit(urls, base_url=old, expect={"final_url": "/page/b"})
+    assert [r["outcome"] for r in server.results(server.wait(batch["id"])["id"])] == ["ok", "ok"]
+    response = server.request(
+        "POST", f"/api/v1/batches/{batch['id']}/rerun", json={"remap": [{"from": old, "to": new}]}
+    )
+    assert response.status_code == 201, response.text
+    results = server.results(server.wait(response.json()["id"])["id"])
+    assert [r["url"] for r in results] == [
+        new + "redirect-to?url=/page/a&status=301",
+        new + "redirect-to?url=/page/b&status=301",
+    ]
+    assert [(r["outcome"], r["expect"]["final_url"]) for r in results] == [
+        ("ok", new + "page/a"),
+        ("ok", new + "page/b"),
+    ]

@@ -227,3 +227,11 @@ def test_retries_stop_at_the_limit_and_errors_that_are_not_retryable_are_not_ret
     with pytest.raises(FetchError, match="cap"):
         run(transport, retries=3)
     assert len(transport.requests) == 1
+
+
+def test_a_retry_after_of_digits_other_than_ascii_is_unreadable_not_a_crash():
+    from app.fetch.follow import retry_after
+
+    options = BatchOptions(concurrency=1, timeout=5, connect_timeout=5, retries=2)
+    assert retry_after(Hop(status=429, headers={"Retry-After": "\u00b2"}, bytes=0, timings={}), options) is None
+    assert retry_after(Hop(status=429, headers={"Retry-After": "2"}, bytes=0, timings={}), options) == 2.0

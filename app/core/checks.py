@@ -198,7 +198,7 @@ def _failure(
         if not parsed:
             try:
                 parsed.append(json.loads(_text(body, content_type)))
-            except ValueError:
+            except (ValueError, RecursionError):  # a target's [[[[... deeper than json can read is not JSON here
                 parsed.append(_NOT_JSON)
         if parsed[0] is _NOT_JSON:
             return "the body is not JSON"

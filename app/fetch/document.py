@@ -14,7 +14,7 @@ import requests
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
 from . import guard
-from .base import REDIRECT_STATUSES
+from .base import REDIRECT_STATUSES, USER_AGENT
 from .decode import ACCEPT_ENCODING, DECODE_ERRORS, DECODERS, content_decoders, decoded
 from .errors import FetchError
 from .requests_client import RequestsTransport, _classify
@@ -42,6 +42,7 @@ class DocumentLimits:
     connect_timeout: float
     read_timeout: float
     max_url_length: int
+    user_agent: str = USER_AGENT  # GREENBATCH_USER_AGENT, as every fetch of a batch sends
 
 
 class DocumentReader:
@@ -51,7 +52,9 @@ class DocumentReader:
         self._limits = limits
         # The requests transport's pinned pools: each new connection resolves through the guard and connects to a
         # checked address; its adapter is used directly, so the body streams and no redirect is followed for us.
-        self._transport = RequestsTransport(pool_size=2, resolver=guard.GuardedResolver(policy))
+        self._transport = RequestsTransport(
+            pool_size=2, resolver=guard.GuardedResolver(policy), user_agent=limits.user_agent
+        )
 
     def open(self, url: str, noun: str, accept: str) -> Document:
         """The document at `url` (redirects followed), its headers read and its body not yet; DocumentError if none."""

@@ -203,7 +203,7 @@ def retry_after(hop: Hop, options: BatchOptions) -> float | None:
     raw = (hop.headers.get("Retry-After") or "").strip()
     if not raw:
         return None
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():  # str.isdigit() also takes "²", which float() refuses
         seconds = float(raw)
     else:
         try:

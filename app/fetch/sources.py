@@ -25,6 +25,7 @@ from defusedxml.ElementTree import DefusedXMLParser
 from ..core.config import Config
 from ..core.sources import Source
 from . import guard
+from .base import USER_AGENT
 from .document import Document, DocumentError, DocumentLimits, DocumentReader
 from .follow import origin
 
@@ -88,6 +89,7 @@ class SourceLimits:
                 connect_timeout=config.default_connect_timeout,
                 read_timeout=min(config.default_timeout, config.source_timeout),
                 max_url_length=config.max_url_length,
+                user_agent=config.user_agent or USER_AGENT,
             ),
         )
 

@@ -293,7 +293,12 @@ class Fetching:
         result.finished_at = now_iso()
         result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         result.timings.setdefault("ttfb", None)
-        judge(result, hop, run.options)  # once timed: a time.total check reads the total
+        try:
+            judge(result, hop, run.options)  # once timed: a time.total check reads the total
+        except Exception as exc:  # noqa: BLE001 - a fault judging one response fails that URL, never its fetcher
+            log.exception("batch %s URL %d (%s) could not be judged", run.id, index, url, extra={"batch_id": run.id})
+            result.ok, result.outcome = False, "failed"
+            result.error = {"kind": ErrorKind.OTHER.value, "message": f"unexpected error judging it: {exc!r}"}
         self._record(run, result)
 
     def _message(self, run: BatchRun, index: int, exc: FetchError | guard.GuardError) -> str:

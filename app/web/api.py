@@ -57,7 +57,13 @@ PREVIEW_URLS = 50  # URLs a source's preview lists
 
 BODY_BLOCK = 1024 * 1024  # bytes of a text body read and decoded at once: a body is never held whole
 CSV_ROWS = 10_000  # rows of a CSV body read at once
-JSON_QUERY_OPTIONS = ("expect", "warn_as", "thresholds", "checks")  # options a query string gives as JSON text
+JSON_QUERY_OPTIONS = (
+    "expect",
+    "warn_as",
+    "thresholds",
+    "checks",
+    "capture",
+)  # options a query string gives as JSON text
 _RULE = re.compile(r"^[a-z_]+(?:\.[a-z_]+|\[\d{1,4}\])?$")  # accept_status, expect.final_url, check[2], a warning kind
 
 
@@ -207,8 +213,10 @@ def _options_from_query() -> dict[str, Any]:
         elif key in JSON_QUERY_OPTIONS:
             try:
                 options[key] = json.loads(request.args.get(key, ""))
-            except ValueError:
-                message = f"{key} must be JSON in the query string, like {key}={{...}}"
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than json reads
+                message = (
+                    f"{key} must be JSON in the query string (nested at most a few hundred deep), like {key}={{...}}"
+                )
                 raise ApiError(
                     400, "invalid_options", message, [{"field": f"options.{key}", "message": message}]
                 ) from None
@@ -292,6 +300,19 @@ def _split_items(urls: Any) -> tuple[Any, dict[int, dict[str, Any]] | None]:
             problems[:MAX_DETAILS],
         )
     return plain, rows or None
+
+
+def _resolved(url: Any, base: str, index: int) -> Any:
+    """A URL or a path against the batch's base_url; 400 naming the URL when it cannot be read as one."""
+    if not isinstance(url, str):
+        return url  # _validate_urls names it
+    try:
+        return verdict.resolved(url, base)
+    except ValueError as exc:  # urlsplit refuses some texts, e.g. an unclosed [ in the host
+        message = f"is not a URL ({exc})"
+        raise ApiError(
+            400, "invalid_urls", f"urls[{index}] {message}", [{"field": f"urls[{index}]", "message": message}]
+        ) from None
 
 
 def _check_final_url_bases(options: BatchOptions) -> None:
@@ -588,6 +609,7 @@ def _created_from_source(raw_source: Any, raw_options: Any, raw_name: Any) -> Re
     rows = {index: {"meta": _meta_row(meta)} for index, (_, meta) in enumerate(found) if meta}
     if rows:
         options = dataclasses.replace(options, rows=rows)
+    _check_final_url_bases(options)
     urls = UrlList.of(url for url, _ in found)
     del found
     noun = "sitemap" if source.type == "sitemap" else "links on"
@@ -661,8 +683,8 @@ def create_batch():
         options = BatchOptions.parse(raw_options, config)
     except ValidationError as exc:
         raise ApiError(400, "invalid_options", str(exc), exc.details) from None
-    if options.base_url:  # rows may give paths (/old-post)
-        urls = [verdict.resolved(url, options.base_url) if isinstance(url, str) else url for url in urls]
+    if options.base_url and isinstance(urls, list | UrlList):  # rows may give paths (/old-post); else 400 below
+        urls = [_resolved(url, options.base_url, index) for index, url in enumerate(urls)]
     checked = _validate_urls(urls)
     del urls
     if rows:
@@ -743,8 +765,7 @@ def rerun_batch(batch_id: str):
     raw_options = batch.options
     if remap:
         urls = _validate_urls(UrlList.of(remapped(url, remap) for url in urls))
-        if isinstance(raw_options.get("expected_final_url"), str):
-            raw_options = {**raw_options, "expected_final_url": remapped(raw_options["expected_final_url"], remap)}
+        raw_options = _remapped_options(raw_options, remap)
     try:
         options = BatchOptions.parse(raw_options, current_app.config["GREENBATCH"])
     except ValidationError as exc:  # a limit lowered, or a rule added, since the batch was stored
@@ -762,6 +783,28 @@ def rerun_batch(batch_id: str):
         options = dataclasses.replace(options, rows=kept or None)
     new_id = _submit(urls, options, name[:200], parent_id=batch_id)
     return _created(new_id)
+
+
+def _remapped_options(options: dict[str, Any], remap: list[tuple[str, str]]) -> dict[str, Any]:
+    """A batch's stored options with each expected final URL (the batch's and each row's) and its bases remapped."""
+
+    def expect_of(expect: Any) -> Any:
+        if isinstance(expect, dict) and isinstance(expect.get("final_url"), str):
+            return {**expect, "final_url": remapped(expect["final_url"], remap)}
+        return expect
+
+    changed = dict(options)
+    for key in ("base_url", "target_base_url"):
+        if isinstance(changed.get(key), str):
+            changed[key] = remapped(changed[key], remap)
+    if "expect" in changed:
+        changed["expect"] = expect_of(changed["expect"])
+    if isinstance(changed.get("rows"), dict):
+        changed["rows"] = {
+            index: {**row, "expect": expect_of(row["expect"])} if isinstance(row, dict) and "expect" in row else row
+            for index, row in changed["rows"].items()
+        }
+    return changed
 
 
 def _remap_rules(raw: Any) -> list[tuple[str, str]]:

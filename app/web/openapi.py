@@ -1067,11 +1067,12 @@ def source_schemas(config: Config) -> dict[str, Any]:
 
 def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(path, method, endpoint, operation) for every route of the API."""
-    # Every option but headers (those come as repeated `header`), named as BatchOptions names them.
+    # Every option but headers (those come as repeated `header`) and rows (made from `urls` items or a CSV's
+    # columns, never given), named as BatchOptions names them.
     text_options = [
         query(f.name, {"type": "string"}, "Option for a text/plain or text/csv body (as in options).")
         for f in fields(BatchOptions)
-        if f.name != "headers"
+        if f.name not in ("headers", "rows")
     ]
     create = {
         "parameters": [

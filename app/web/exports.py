@@ -207,27 +207,36 @@ def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...
     """Results as CSV, a store page per chunk, every field quoted and spreadsheet formulas defused."""
     yield _csv_text([[_cell(name) for name in (*CSV_COLUMNS, *meta_columns)]])
     plain = _plain_verdicts(len(meta_columns))
-    for values, timings, verdicts in pages:
-        lines = _csv_page_lines(values, timings)
-        extra = verdicts.split(b"\n")
+    for values, timings in pages:
+        lines, verdicts = _csv_page_lines(values, timings)
         yield "".join(
-            line[:-2] + "," + (plain.get(more) or _verdict_fields(more, meta_columns)) + "\r\n"
-            for line, more in zip(lines, extra)
+            line[:-2] + "," + (_plain_verdict(more, plain) or _verdict_fields(more, meta_columns)) + "\r\n"
+            for line, more in zip(lines, verdicts)
         )
 
 
-def _plain_verdicts(metas: int) -> dict[bytes, str]:
-    """The verdict fields of the results that need no work, by their extracted JSON: an outcome alone."""
+def _plain_verdicts(metas: int) -> dict[str | None, str]:
+    """The verdict fields of the results that need no work, by their outcome: an outcome alone (None: a result
+    stored before outcomes)."""
     empty = ',""' * (len(VERDICT_COLUMNS) - 1 + metas)
-    plain = {f'["{name}",[],null,null,null,null]'.encode(): f'"{name}"{empty}' for name in OUTCOMES}
-    plain[b"[null,null,null,null,null,null]"] = '""' + empty  # stored before outcomes
+    plain: dict[str | None, str] = {name: f'"{name}"{empty}' for name in OUTCOMES}
+    plain[None] = '""' + empty
     return plain
 
 
-def _verdict_fields(extracted: bytes, meta_columns: tuple[str, ...]) -> str:
-    """A result's verdict and meta fields, from their extracted JSON (or its stored text where SQLite could not
-    read it), quoted and defused; without the line's end."""
-    data = json.loads(extracted)
+def _plain_verdict(verdict: list[Any] | dict[str, Any], plain: dict[str | None, str]) -> str | None:
+    """A result's verdict fields when it has an outcome alone (no reasons, expectations or meta), else None."""
+    if isinstance(verdict, dict):
+        return None
+    outcome, reasons, status, final_url, final_status, meta = verdict
+    if reasons or meta or status is not None or final_url is not None or final_status is not None:
+        return None
+    return plain.get(outcome) if outcome is None or isinstance(outcome, str) else None
+
+
+def _verdict_fields(data: list[Any] | dict[str, Any], meta_columns: tuple[str, ...]) -> str:
+    """A result's verdict and meta fields, from their values at _VERDICT_PATHS (or its whole stored result, where
+    SQLite could not read its text), quoted and defused; without the line's end."""
     if isinstance(data, dict):  # the stored result itself
         expect = data.get("expect") or {}
         data = [data.get("outcome"), data.get("reasons"), *(expect.get(k) for k in _EXPECTED), data.get("meta")]
@@ -276,7 +285,10 @@ _VALUE_PATHS = (
 )
 _EXPECTED = ("status", "final_url", "final_status")
 _VERDICT_PATHS = ("$.outcome", "$.reasons", *(f"$.expect.{name}" for name in _EXPECTED), "$.meta")
-_CSV_PATHS = (_VALUE_PATHS, tuple(f"$.timings.{name}" for name in TIMINGS), _VERDICT_PATHS)
+# The values and the verdict's in one json_extract (SQLite 3.40 parses a row's JSON again for each), the timings
+# in another (their text is turned into fields as it is).
+_CSV_PATHS = ((*_VALUE_PATHS, *_VERDICT_PATHS), tuple(f"$.timings.{name}" for name in TIMINGS))
+_VERDICT_AT = len(_VALUE_PATHS)  # where a result's verdict values begin in its extracted values
 
 
 def csv_line(result: dict[str, Any], meta_columns: tuple[str, ...] = ()) -> str:
@@ -284,7 +296,7 @@ def csv_line(result: dict[str, Any], meta_columns: tuple[str, ...] = ()) -> str:
     line = _csv_line_of(*_base_fields(result))
     expect = result.get("expect") or {}
     more = [result.get("outcome"), result.get("reasons"), *(expect.get(k) for k in _EXPECTED), result.get("meta")]
-    return line[:-2] + "," + _verdict_fields(json.dumps(more).encode(), meta_columns) + "\r\n"
+    return line[:-2] + "," + _verdict_fields(more, meta_columns) + "\r\n"
 
 
 def _base_fields(result: dict[str, Any]) -> tuple[list[Any], list[Any]]:
@@ -380,9 +392,9 @@ _NUMBER_LIST = b"0123456789.-,[]\n"  # the characters of timings' JSON, besides 
 _QUOTES_PER_LINE = 2 * len(_BASE_COLUMNS)
 
 
-def _csv_page_lines(values: bytes, timings: bytes) -> list[str]:
-    """A page of results as CSV lines of the fetch's columns, from their values and timings (JSON arrays, a line
-    a result)."""
+def _csv_page_lines(values: bytes, timings: bytes) -> tuple[list[str], list[Any]]:
+    """A page of results as CSV lines of the fetch's columns, and each result's verdict values (or its stored
+    result), from their values and timings (JSON arrays, a line a result)."""
     results = None
     if not values.startswith(b"{") and b"\n{" not in values:  # a stored text SQLite could not read, in their place
         try:
@@ -390,7 +402,10 @@ def _csv_page_lines(values: bytes, timings: bytes) -> list[str]:
         except orjson.JSONDecodeError:  # what only json reads (a lone surrogate): line by line
             pass
     if results is None:
-        return list(map(_careful_csv_line, values.split(b"\n"), timings.split(b"\n")))
+        read = [json.loads(line) for line in values.split(b"\n")]
+        lines = list(map(_careful_csv_line, read, timings.split(b"\n")))
+        return lines, [data if isinstance(data, dict) else data[_VERDICT_AT:] for data in read]
+    verdicts = [result[_VERDICT_AT:] for result in results]
     careful = _careful_values(values) | _careful_timings(timings, len(results))
     # [3.0,null,0.4] becomes 3.0","","0.4: the timings' fields, less the quotes around them all.
     fields = timings.replace(b"null", b"").replace(b"[", b"").replace(b"]", b"").replace(b",", b'","')
@@ -401,19 +416,21 @@ def _csv_page_lines(values: bytes, timings: bytes) -> list[str]:
     if text.count('"') != quotes:
         careful.update(i for i, line in enumerate(lines) if line.count('"') != _QUOTES_PER_LINE)
     if not careful:
-        return lines
+        return lines, verdicts
     value_lines, timing_lines = values.split(b"\n"), timings.split(b"\n")
     for i in careful:
-        lines[i] = _careful_csv_line(value_lines[i], timing_lines[i])
-    return lines
+        read = json.loads(value_lines[i])
+        lines[i] = _careful_csv_line(read, timing_lines[i])
+        verdicts[i] = read[_VERDICT_AT:]
+    return lines, verdicts
 
 
-def _careful_csv_line(values: bytes, timings: bytes) -> str:
-    """A result's CSV line from its values and timings as json reads them (or from its stored text, which the
-    store hands over in place of its values where SQLite could not read it)."""
-    if values.startswith(b"{"):
-        return _csv_line_of(*_base_fields(json.loads(values)))
-    return _csv_line_of(json.loads(values), json.loads(timings))
+def _careful_csv_line(values: list[Any] | dict[str, Any], timings: bytes) -> str:
+    """A result's CSV line from its values and timings as json reads them (or from its stored result, which the
+    store hands over in place of its values where SQLite could not read its text)."""
+    if isinstance(values, dict):
+        return _csv_line_of(*_base_fields(values))
+    return _csv_line_of(values[:_VERDICT_AT], json.loads(timings))
 
 
 def _careful_values(values: bytes) -> set[int]:
@@ -461,8 +478,20 @@ def _plain_csv_line(values: list[Any], timings: str) -> str:
     """_csv_line_of a result with no quote and nothing to defuse in its values, and its timings' fields,
     without csv's writer."""
     index, url, final_url, status, ok, kind, message, size, content_type, redirects, attempts, started, finished = (
-        values
-    )
+        values[0],
+        values[1],
+        values[2],
+        values[3],
+        values[4],
+        values[5],
+        values[6],
+        values[7],
+        values[8],
+        values[9],
+        values[10],
+        values[11],
+        values[12],
+    )  # the first _VERDICT_AT values (indexing, not a slice: no list made per line)
     # Each field as csv writes it: str() of the value, "" for None, inside quotes.
     return (
         f'"{index}","{url}","{"" if final_url is None else final_url}","{"" if status is None else status}",'

@@ -60,6 +60,9 @@ class HopGate(Protocol):
         """Send the URL back to its host's queue to be tried again after the pause (raises)."""
 
 
+_KEEP_BODY: dict[bool, dict[str, bool]] = {True: {"keep_body": True}, False: {}}  # fetch()'s extra argument
+
+
 def follow(
     transport: Transport,
     result: Result,
@@ -149,25 +152,16 @@ def attempt(
         if gate is not None:
             gate.before_request(url)
         try:
-            if options.needs_body:  # asked only then: a transport without checks' needs takes no such argument
-                hop = transport.fetch(
-                    url,
-                    method=method or options.method,
-                    headers=headers,
-                    connect_timeout=options.connect_timeout,
-                    read_timeout=options.timeout,
-                    max_bytes=options.max_bytes,
-                    keep_body=True,
-                )
-            else:
-                hop = transport.fetch(
-                    url,
-                    method=method or options.method,
-                    headers=headers,
-                    connect_timeout=options.connect_timeout,
-                    read_timeout=options.timeout,
-                    max_bytes=options.max_bytes,
-                )
+            # keep_body is passed only when checks read the body: a transport without their needs takes no such argument
+            hop = transport.fetch(
+                url,
+                method=method or options.method,
+                headers=headers,
+                connect_timeout=options.connect_timeout,
+                read_timeout=options.timeout,
+                max_bytes=options.max_bytes,
+                **_KEEP_BODY[options.needs_body],
+            )
         except FetchError as exc:
             if not exc.retryable or tries > options.retries:
                 raise

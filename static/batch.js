@@ -553,10 +553,9 @@ function drawBreakdowns() {
   const stats = batch.stats || {};
   drawBreakdown(byId('by-status'), Object.entries(stats.by_status || {}), 'status');
   drawBreakdown(byId('by-error'), Object.entries(stats.by_error || {}).sort((a, b) => b[1] - a[1]), 'error');
-  // Rules that decided rows, then the warnings no rule already counts; shown once the batch has any.
-  const reasons = { ...(stats.by_reason || {}) };
-  for (const [kind, n] of Object.entries(stats.by_warning || {})) if (!(kind in reasons)) reasons[kind] = n;
-  const entries = Object.entries(reasons).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  // The rules that decided rows (warnings among them, unless warn_as made a kind ok: then it decided nothing and
+  // its reason= filter would find no row); shown once the batch has any.
+  const entries = Object.entries(stats.by_reason || {}).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
   byId('reasons').hidden = !entries.length && view.reason === null;
   drawBreakdown(byId('by-reason'), entries, 'reason');
 }

@@ -4,7 +4,9 @@ A paced batch (BatchOptions.paced) has a `Hosts` per run. Its dispatcher hands a
 host may take a request now: fewer than `per_host` in flight, `per_host_interval` since the last request
 started there, and no Retry-After pause. A URL whose host is not ready waits in that host's queue as an
 index (a few bytes), never holding a fetcher or a greenlet, so 100,000 URLs on one host cost a deque.
-Every request a URL makes (each redirect hop and each retry) passes the same gate (`UrlPass`).
+Every request a URL makes (each redirect hop and each retry) passes the same gate (`UrlPass`); a URL whose
+next request is to a host that is paused, or (a redirect) to one that is not ready, goes back to the queue of
+that host, to go on at that hop once it is ready.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from gevent.event import Event as Signal
 from ..core import stats
 from ..core.clock import iso_at
 from ..core.options import BatchOptions
-from ..fetch.errors import RetryLater
+from ..fetch.errors import Resume, RetryLater
 
 DEFER_YIELD = 1000  # URLs the dispatcher sets aside in one go before it lets the hub run
 LEARN_WINDOW = 1.0  # seconds of request starts a refusal is compared with (servers count requests a second)
@@ -65,10 +67,14 @@ class Counters:
 class Requeued:
     """A URL sent back to its host's queue: what it had done before, so its next go continues it."""
 
-    retried: int  # tries made
+    retried: int  # tries made at the hop it goes on at
     spent: float  # seconds of fetch time used (its deadline's share)
     started_at: str | None
     refused: int  # refusals it retried after
+    attempts: int
+    redirects: list[dict[str, Any]]  # the hops it made before
+    resume: Resume | None  # the hop it goes on at (None: its URL, from the start)
+    host: str  # the host whose queue it waits in: the dispatcher takes that host's slot for it
 
 
 class Hosts:
@@ -184,10 +190,12 @@ class Hosts:
             host = self.hosts[name] = Host(name)
         return host
 
+    def may_enter(self, host: Host) -> bool:
+        """Whether a URL already running may send its next request (a redirect) to `host` now."""
+        return self._ready(host, time.monotonic())
+
     def enter(self, host: Host) -> None:
-        """Take a slot of `host` for a URL already running (a redirect to it); waits while the host is full."""
-        while self.cap and host.in_flight >= self.cap:
-            self._wait(None)
+        """Take a slot of `host` for a URL already running (a redirect to it that may_enter allowed)."""
         host.in_flight += 1
 
     def leave(self, host: Host) -> None:
@@ -250,10 +258,10 @@ class Hosts:
         while host.answered and host.answered[0] < time.monotonic() - 2 * LEARN_WINDOW:
             host.answered.popleft()
 
-    def requeue(self, host: Host, index: int, state: Requeued) -> None:
-        """A URL goes back to the front of its host's queue, to run again once the host is ready."""
+    def requeue(self, index: int, state: Requeued) -> None:
+        """A URL goes back to the front of the queue of the host it waits for, to go on once that host is ready."""
         self.requeued[index] = state
-        self._queue(host, index, front=True)
+        self._queue(self.host(state.host), index, front=True)
         self._notify()
 
     def stop(self) -> None:
@@ -279,10 +287,11 @@ class Hosts:
 class UrlPass:
     """One URL's way through its hosts' gates (follow.HopGate): it holds a slot of the host it is at."""
 
-    def __init__(self, hosts: Hosts, index: int, url: str):
+    def __init__(self, hosts: Hosts, index: int, host: str):
         self.hosts = hosts
         self.index = index
-        self.held: Host | None = hosts.host(host_of(url))  # the dispatcher took this slot for the URL
+        self.held: Host | None = hosts.host(host)  # the dispatcher took this slot for the URL
+        self.waits_for = host  # the host whose queue the URL goes back to (RetryLater)
         self.first = True  # the dispatcher's slot has not sent its first request yet
         self.started = 0.0  # monotonic start of the URL's latest request, 0 before its first
         self.was_refused = False  # whether that request's answer was a refusal (429, 503)
@@ -292,10 +301,17 @@ class UrlPass:
         self._answered()
         name = host_of(url)
         if self.held is None or self.held.name != name:
-            self.release()
             host = self.hosts.host(name)
+            if not self.hosts.may_enter(host):
+                # A full, paced or paused host is waited for in its queue, never in a fetcher or the deadline.
+                self.waits_for = name
+                raise RetryLater()
+            self.release()
             self.hosts.enter(host)
             self.held = host
+        elif time.monotonic() < self.held.paused_until:
+            self.waits_for = name  # paused by another URL's refusal: this one waits in the queue too
+            raise RetryLater()
         self.started = self.hosts.start(self.held, self.first)
         self.first = False
 
@@ -316,6 +332,7 @@ class UrlPass:
 
     def retry_later(self, url: str) -> None:
         """Leave the fetcher: the engine queues the URL again behind its host's pause."""
+        self.waits_for = host_of(url)
         raise RetryLater()
 
     def release(self) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import re
 import secrets
-import statistics
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -294,28 +293,19 @@ def test_the_hosts_table_downloads_as_csv_the_most_refused_host_first(server, ta
     assert server.request("GET", f"/api/v1/batches/{batch['id']}/hosts", params={"format": "xml"}).status_code == 400
 
 
-def pick_seconds(count: int, picks: int = 400) -> float:
-    """The median time the dispatcher of a per_host 1 batch takes to hand on a host's queued URL once a slot of
-    that host frees, with `count` hosts full and one URL queued behind each."""
+def test_the_dispatcher_hands_a_freed_host_its_own_queued_url_among_thousands_of_full_hosts():
+    # What a pick costs with many hosts is bench/hosts.py's (a heap by ready time: O(log hosts)); this is that it
+    # picks right: each freed host, in any order, gets the URL queued behind it, and nothing else moves.
+    count = 5_000
     options = BatchOptions.parse({"per_host": 1}, Config.from_env({}))
     # URL i and URL count + i are on host i, and a last URL on a host of its own.
     url_of = lambda i: f"http://h{i % count if i < 2 * count else 'last'}.test/{i}"  # noqa: E731
     hosts = Hosts(options, iter(range(2 * count + 1)), url_of, Counters())
     taken = [hosts.next_url() for _ in range(count + 1)]  # the last one sets every host's second URL aside
     assert taken[-1] == 2 * count
-    times = []
-    for host in random.Random(18).sample(range(count), picks):
+    for host in random.Random(18).sample(range(count), 400):
         hosts.leave(hosts.host(f"h{host}.test"))
-        started = time.perf_counter()
         assert hosts.next_url() == count + host
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def test_a_pick_of_the_dispatcher_costs_about_as_much_with_20000_hosts_queued_as_with_400():
-    # O(log hosts): a look at each queued host made a pick 50 times dearer (0.8 ms; a batch of 20,000 hosts, minutes).
-    few, many = pick_seconds(400), pick_seconds(20_000)
-    assert many < 5 * few + 20e-6, f"{many * 1e6:.1f} us a pick with 20,000 hosts, {few * 1e6:.1f} us with 400"
 
 
 # -- the batch page ------------------------------------------------------------------------------------

@@ -3,14 +3,19 @@ target's own log of each request's start and end."""
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
+from app.core.config import Config
+from app.core.options import BatchOptions
 from app.fetch.base import USER_AGENT, VERSION
+from app.runs.hosts import Counters, Hosts
 from tests.support.server import error_of, kind_of
 
 
@@ -130,6 +135,54 @@ def test_a_host_that_refuses_past_its_rate_is_paused_by_retry_after_and_every_ur
     )
 
 
+def redirecting_urls(target, there_query: str = "") -> tuple[str, str]:
+    """A fresh /paced key and a URL of it on 127.0.0.1 that redirects to /paced/<key>/there on localhost."""
+    key = secrets.token_hex(4)
+    there = target.url(f"/paced/{key}/there{'?' + there_query if there_query else ''}").replace(
+        "127.0.0.1", "localhost"
+    )
+    return key, target.url(f"/paced/{key}/origin?" + urlencode({"redirect": there}))
+
+
+def hits(log: list[dict], step: str) -> list[dict]:
+    """The requests of a /paced log to one step (`origin`, `there`, `busy`), by start."""
+    return sorted(
+        (entry for entry in log if entry["path"].split("?")[0].endswith("/" + step)), key=lambda e: e["start"]
+    )
+
+
+def test_a_retry_after_on_a_redirect_hop_holds_the_url_in_that_hosts_queue_not_in_a_fetcher(server, target):
+    # The redirect's host takes one request a second (the origin's counts) and asks for 2 s: longer than the timeout.
+    key, moved = redirecting_urls(target, "rate=1&retry_after=2")
+    fast_key, fast = paced_urls(target, 5)
+    results = server.run_batch([moved, *fast], concurrency=1, retries=1, timeout=1)
+    assert [kind_of(result) for result in results.values()] == [None] * 6
+    assert (results[0]["status_code"], results[0]["attempts"], results[0]["refused"]) == (200, 2, 1)
+    assert [hop["status"] for hop in results[0]["redirects"]] == [302]
+    log = target.paced_log(key)
+    there = hits(log, "there")
+    # The URL goes on at the hop that was refused, after the pause, and the origin is asked once.
+    assert len(hits(log, "origin")) == 1
+    assert [entry["status"] for entry in there] == [429, 200]
+    assert there[1]["start"] >= there[0]["end"] + 2 - 0.05
+    # Its one fetcher fetched the other host's URLs during the pause.
+    assert max(entry["end"] for entry in target.paced_log(fast_key)) < there[1]["start"]
+
+
+def test_a_redirect_to_a_host_at_its_per_host_cap_waits_in_that_hosts_queue_not_in_a_fetcher(server, target):
+    key, moved = redirecting_urls(target)
+    busy = target.url(f"/paced/{key}/busy?delay=1000").replace("127.0.0.1", "localhost")
+    fast_key, fast = paced_urls(target, 5)
+    results = server.run_batch([busy, moved, *fast], concurrency=2, per_host=1)
+    assert [result["status_code"] for result in results.values()] == [200] * 7
+    log = target.paced_log(key)
+    (busy_hit,) = hits(log, "busy")
+    (there,) = hits(log, "there")
+    assert len(hits(log, "origin")) == 1 and there["start"] >= busy_hit["end"] - 0.05
+    # The redirected URL waited for localhost's slot in its queue: the second fetcher went on with 127.0.0.1.
+    assert max(entry["end"] for entry in target.paced_log(fast_key)) < busy_hit["end"]
+
+
 def test_a_retry_after_past_max_retry_after_ends_the_url_rate_limited_at_once(server, target):
     _, urls = paced_urls(target, 1, "rate=0&retry_after=3600")
     started = time.monotonic()
@@ -238,6 +291,21 @@ def test_the_hosts_table_downloads_as_csv_the_most_refused_host_first(server, ta
     assert lines[1].startswith('"127.0.0.1","0","2","0","2",') and '"2",""' in lines[1]
     assert lines[2].startswith('"localhost","0","3","3","0",')
     assert server.request("GET", f"/api/v1/batches/{batch['id']}/hosts", params={"format": "xml"}).status_code == 400
+
+
+def test_the_dispatcher_hands_a_freed_host_its_own_queued_url_among_thousands_of_full_hosts():
+    # What a pick costs with many hosts is bench/hosts.py's (a heap by ready time: O(log hosts)); this is that it
+    # picks right: each freed host, in any order, gets the URL queued behind it, and nothing else moves.
+    count = 5_000
+    options = BatchOptions.parse({"per_host": 1}, Config.from_env({}))
+    # URL i and URL count + i are on host i, and a last URL on a host of its own.
+    url_of = lambda i: f"http://h{i % count if i < 2 * count else 'last'}.test/{i}"  # noqa: E731
+    hosts = Hosts(options, iter(range(2 * count + 1)), url_of, Counters())
+    taken = [hosts.next_url() for _ in range(count + 1)]  # the last one sets every host's second URL aside
+    assert taken[-1] == 2 * count
+    for host in random.Random(18).sample(range(count), 400):
+        hosts.leave(hosts.host(f"h{host}.test"))
+        assert hosts.next_url() == count + host
 
 
 # -- the batch page ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ..core.results import ErrorKind
 
@@ -71,12 +72,24 @@ def is_reset(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionResetError, BrokenPipeError)) or "reset" in str(exc).lower()
 
 
-class RetryLater(Exception):
-    """A URL's host asked it to come back later (a retried status with Retry-After): the engine queues it again.
+@dataclass(frozen=True)
+class Resume:
+    """Where a URL sent back to its host's queue goes on: the hop it was at, with that hop's headers and method."""
 
-    Raised by the engine's hop gate once the host is paused, so the URL waits in the host's queue, holding
-    neither a fetcher nor its deadline.
+    url: str
+    headers: Mapping[str, str]
+    method: str
+
+
+class RetryLater(Exception):
+    """A URL's host cannot take its next request now (a Retry-After pause, or a redirect to a host that is full
+    or paused): the engine queues it again behind that host.
+
+    Raised by the engine's hop gate, so the URL waits in the host's queue, holding neither a fetcher nor its
+    deadline; follow() sets `resume`, the hop it goes on at.
     """
+
+    resume: Resume | None = None
 
 
 class DeadlineExceeded(Exception):

@@ -21,7 +21,7 @@ from ..core.options import BatchOptions
 from ..core.results import ErrorKind, Result
 from . import guard
 from .base import Hop, Transport
-from .errors import DeadlineExceeded, FetchError
+from .errors import DeadlineExceeded, FetchError, Resume, RetryLater
 
 RETRY_BACKOFF = 0.2  # first retry waits this long, doubling each time
 LOOP_STEP_CHARS = 80  # each URL a redirect loop's message names is cut to this many characters
@@ -48,7 +48,8 @@ class HopGate(Protocol):
     """Where a paced batch's requests wait their turn at their host (app/runs/hosts.py)."""
 
     def before_request(self, url: str) -> None:
-        """Wait until the host of `url` may take one more request (its cap, interval and pause), then count it."""
+        """Wait until the host of `url` may take one more request (its cap, interval and pause), then count it;
+        RetryLater when the URL must wait in that host's queue instead."""
 
     def pause(self, url: str, seconds: float, reason: str) -> None:
         """Hold every request to the host of `url` for `seconds` (a Retry-After)."""
@@ -71,17 +72,21 @@ def follow(
     max_url_length: int,
     sleep: Callable[[float], None] = gevent.sleep,
     gate: HopGate | None = None,
+    resume: Resume | None = None,
 ) -> Hop:
     """Fetch result.url hop by hop until a final response or a limit, filling in `result`, and return the final
     response (its body kept when a check needs it); FetchError or guard.GuardError when the URL ends without a
     response. `started` is the fetch's perf_counter start.
 
     When the deadline passes mid-hop, result.timings keeps the phases that hop had completed. `gate`, for a
-    paced batch, is passed before every request (each hop and each retry).
+    paced batch, is passed before every request (each hop and each retry); when it sends the URL back to its
+    host's queue (RetryLater), the URL goes on later at `resume`, the hop it was at.
     """
     url = result.url  # checked at submission; each redirect target is checked below
     headers: Mapping[str, str] = options.headers  # never mutated: a cross-origin hop gets a filtered copy
     method = "HEAD" if options.method == "HEAD,GET" else options.method
+    if resume is not None:
+        url, headers, method = resume.url, resume.headers, resume.method
     while True:
         hop_started = time.perf_counter()
         try:
@@ -90,6 +95,10 @@ def follow(
             if exc.phases is not None:
                 result.timings = {**exc.phases, "redirect": round((hop_started - started) * 1000, 3)}
             raise
+        except RetryLater as exc:
+            exc.resume = Resume(url, headers, method)
+            raise
+        result.retried = 0  # a retry budget is per hop: the next hop starts its own
         location = hop.location
         if location is None:
             if method == "HEAD" and options.method == "HEAD,GET":
@@ -150,7 +159,11 @@ def attempt(
         # Attempts count tries of the URL (1 + retries used), not the hops of its redirect chain.
         result.attempts = max(result.attempts, tries)
         if gate is not None:
-            gate.before_request(url)
+            try:
+                gate.before_request(url)
+            except RetryLater:
+                result.retried = tries - 1  # this try was never sent: it is made again when the URL goes on
+                raise
         try:
             # keep_body is passed only when checks read the body: a transport without their needs takes no such argument
             hop = transport.fetch(

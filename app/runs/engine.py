@@ -228,20 +228,21 @@ class Fetching:
         started = time.perf_counter()
         deadline = run.options.timeout
         gate = None
+        resume = None
         if hosts is not None:
-            # The dispatcher took the host's slot first: waiting for a busy host holds no server-wide slot.
-            gate = UrlPass(hosts, index, url)
             earlier = hosts.requeued.pop(index, None)
             if earlier is not None:
                 # Time in the host's queue is not fetch time: the deadline counts only the goes at the URL.
                 result.started_at, result.retried, result.attempts = (
                     earlier.started_at,
                     earlier.retried,
-                    earlier.retried,
+                    earlier.attempts,
                 )
-                result.refused = earlier.refused
+                result.refused, result.redirects, resume = earlier.refused, earlier.redirects, earlier.resume
                 started -= earlier.spent
                 deadline = max(0.001, deadline - earlier.spent)
+            # The dispatcher took the host's slot first: waiting for a busy host holds no server-wide slot.
+            gate = UrlPass(hosts, index, earlier.host if earlier is not None else host_of(url))
         hop: Hop | None = None
         try:
             with self._inflight:
@@ -249,16 +250,34 @@ class Fetching:
                 run.in_flight[index] = started
                 try:
                     with gevent.Timeout(deadline, DeadlineExceeded):
-                        hop = follow(transport, result, run.options, started, self.config.max_url_length, gate=gate)
+                        hop = follow(
+                            transport,
+                            result,
+                            run.options,
+                            started,
+                            self.config.max_url_length,
+                            gate=gate,
+                            resume=resume,
+                        )
                 finally:
                     run.running -= 1
                     del run.in_flight[index]
-        except RetryLater:
+        except RetryLater as exc:
             assert hosts is not None and gate is not None
             gate.release()
             spent = time.perf_counter() - started
             hosts.requeue(
-                hosts.host(host_of(url)), index, Requeued(result.retried, spent, result.started_at, result.refused)
+                index,
+                Requeued(
+                    result.retried,
+                    spent,
+                    result.started_at,
+                    result.refused,
+                    result.attempts,
+                    result.redirects,
+                    exc.resume,
+                    gate.waits_for,
+                ),
             )
             return
         except DeadlineExceeded as exc:

@@ -3,14 +3,20 @@
 A paced batch (BatchOptions.paced) has a `Hosts` per run. Its dispatcher hands a fetcher only a URL whose
 host may take a request now: fewer than `per_host` in flight, `per_host_interval` since the last request
 started there, and no Retry-After pause. A URL whose host is not ready waits in that host's queue as an
-index (a few bytes), never holding a fetcher or a greenlet, so 100,000 URLs on one host cost a deque.
-Every request a URL makes (each redirect hop and each retry) passes the same gate (`UrlPass`).
+index (a few bytes), never holding a fetcher or a greenlet, so 100,000 URLs on one host cost a deque. The
+dispatcher keeps the hosts with queued URLs filed by when they can take one (ready now, a heap of those
+waiting for the clock, or waiting for a slot or a start), so a pick costs O(log hosts), not a look at each.
+Every request a URL makes (each redirect hop and each retry) passes the same gate (`UrlPass`); a URL whose
+next request is to a host that is paused, or (a redirect) to one that is not ready, goes back to the queue of
+that host, to go on at that hop once it is ready.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +28,7 @@ from gevent.event import Event as Signal
 from ..core import stats
 from ..core.clock import iso_at
 from ..core.options import BatchOptions
-from ..fetch.errors import RetryLater
+from ..fetch.errors import Resume, RetryLater
 
 DEFER_YIELD = 1000  # URLs the dispatcher sets aside in one go before it lets the hub run
 LEARN_WINDOW = 1.0  # seconds of request starts a refusal is compared with (servers count requests a second)
@@ -51,6 +57,7 @@ class Host:
     lesson: float | None = None  # start of a refused request whose lesson waits for its neighbours' answers
     answered: deque[float] = field(default_factory=deque)  # starts of the requests it took (not refused), lately
     queue: deque[int] = field(default_factory=deque)  # URL indexes waiting for this host
+    timed_at: float | None = None  # when its live entry in the dispatcher's heap is due (None: it has none)
 
 
 @dataclass
@@ -65,10 +72,14 @@ class Counters:
 class Requeued:
     """A URL sent back to its host's queue: what it had done before, so its next go continues it."""
 
-    retried: int  # tries made
+    retried: int  # tries made at the hop it goes on at
     spent: float  # seconds of fetch time used (its deadline's share)
     started_at: str | None
     refused: int  # refusals it retried after
+    attempts: int
+    redirects: list[dict[str, Any]]  # the hops it made before
+    resume: Resume | None  # the hop it goes on at (None: its URL, from the start)
+    host: str  # the host whose queue it waits in: the dispatcher takes that host's slot for it
 
 
 class Hosts:
@@ -83,6 +94,13 @@ class Hosts:
         self._todo_left = True
         self._url_of = url_of
         self._queued: dict[str, Host] = {}  # hosts with URLs in their queue, in the order they got them
+        # Each queued host is filed by what it waits for: nothing (ready, oldest first), the clock (the heap,
+        # by when), or a slot or a start (neither: leave() and start() file it again). A filing may be stale
+        # (a host paused since it was filed ready); the dispatcher checks it when it comes up.
+        self._ready_hosts: OrderedDict[str, Host] = OrderedDict()
+        self._timed: list[tuple[float, int, Host]] = []  # (due, tie-break, host), a heap
+        self._ties = itertools.count()
+        self.in_flight = 0  # slots held, all hosts together
         self._changed = Signal()
         self.counters = counters
 
@@ -94,23 +112,25 @@ class Hosts:
             index = self._pick(time.monotonic())
             if index is not None:
                 return index
-            if not self._todo_left and not self._queued and not self._busy():
+            # A URL in flight may yet come back to a queue.
+            if not self._todo_left and not self._queued and not self.in_flight:
                 return None
             self._wait(self._next_ready_time())
 
-    def _busy(self) -> bool:
-        """Whether a URL is in flight (it may yet come back to a queue)."""
-        return any(host.in_flight for host in self.hosts.values())
-
     def _pick(self, now: float) -> int | None:
         """A queued URL whose host is ready, else the next untaken URL whose host is ready (others are queued)."""
-        for host in list(self._queued.values()):
-            if self._ready(host, now):
-                queued = host.queue.popleft()
-                if not host.queue:
-                    del self._queued[host.name]
-                self._take(host)
-                return queued
+        self._due(now)
+        while self._ready_hosts:
+            _, host = self._ready_hosts.popitem(last=False)
+            if not self._ready(host, now):
+                self._file(host, now)  # a stale filing: paused, or its slot taken by a redirect, since
+                continue
+            queued = host.queue.popleft()
+            if not host.queue:
+                del self._queued[host.name]
+            self._take(host)
+            self._file(host, now)  # still ready: behind the other ready hosts
+            return queued
         set_aside = 0
         while self._todo_left:
             taken = next(self._todo, None)
@@ -131,11 +151,34 @@ class Hosts:
 
     def _queue(self, host: Host, index: int, front: bool = False) -> None:
         """Put a URL in its host's queue."""
+        filed = bool(host.queue)  # a host with queued URLs is filed already (or waits for a slot or a start)
         if front:
             host.queue.appendleft(index)
         else:
             host.queue.append(index)
         self._queued.setdefault(host.name, host)
+        if not filed:
+            self._file(host, time.monotonic())
+
+    def _file(self, host: Host, now: float) -> None:
+        """File a host with queued URLs by what it waits for: nothing, the clock, or a slot or a start."""
+        if not host.queue:
+            return
+        if self._ready(host, now):
+            self._ready_hosts.setdefault(host.name, host)
+            return
+        due = self._ready_at(host, now)
+        if due is not None and due != host.timed_at:
+            host.timed_at = due
+            heapq.heappush(self._timed, (due, next(self._ties), host))
+
+    def _due(self, now: float) -> None:
+        """File again the hosts of the heap whose time has come."""
+        while self._timed and self._timed[0][0] <= now:
+            due, _, host = heapq.heappop(self._timed)
+            if host.timed_at == due:  # else a stale entry: the host was filed again since
+                host.timed_at = None
+                self._file(host, now)
 
     def _ready(self, host: Host, now: float) -> bool:
         """Whether a host may take one more URL now."""
@@ -153,16 +196,22 @@ class Hosts:
         """A URL of `host` goes to a fetcher: it holds one of the host's slots."""
         host.in_flight += 1
         host.starting += 1
+        self.in_flight += 1
+
+    def _ready_at(self, host: Host, now: float) -> float | None:
+        """When a host becomes ready by the clock; None when it waits for a slot or a start instead."""
+        interval = self._interval(host, now)
+        if (self.cap and host.in_flight >= self.cap) or (interval and host.starting):
+            return None
+        return max(host.paused_until, host.last_start + interval)
 
     def _next_ready_time(self) -> float | None:
         """When the soonest queued host becomes ready by the clock; None when each waits for a slot or a start."""
-        times = []
-        for host in self._queued.values():
-            interval = self._interval(host, time.monotonic())
-            if (self.cap and host.in_flight >= self.cap) or (interval and host.starting):
-                continue
-            times.append(max(host.paused_until, host.last_start + interval))
-        return min(times) if times else None
+        if self._ready_hosts:
+            return 0.0  # filed ready while the dispatcher let the hub run (DEFER_YIELD): pick again at once
+        while self._timed and self._timed[0][2].timed_at != self._timed[0][0]:
+            heapq.heappop(self._timed)  # stale: the host was filed again since
+        return self._timed[0][0] if self._timed else None
 
     def _wait(self, until: float | None) -> None:
         """Sleep until `until` (monotonic) or until a slot frees, a request starts or a URL is queued again."""
@@ -184,15 +233,20 @@ class Hosts:
             host = self.hosts[name] = Host(name)
         return host
 
+    def may_enter(self, host: Host) -> bool:
+        """Whether a URL already running may send its next request (a redirect) to `host` now."""
+        return self._ready(host, time.monotonic())
+
     def enter(self, host: Host) -> None:
-        """Take a slot of `host` for a URL already running (a redirect to it); waits while the host is full."""
-        while self.cap and host.in_flight >= self.cap:
-            self._wait(None)
+        """Take a slot of `host` for a URL already running (a redirect to it that may_enter allowed)."""
         host.in_flight += 1
+        self.in_flight += 1
 
     def leave(self, host: Host) -> None:
         """Give back a slot of `host`."""
         host.in_flight -= 1
+        self.in_flight -= 1
+        self._file(host, time.monotonic())
         self._notify()
 
     def start(self, host: Host, first: bool) -> float:
@@ -206,6 +260,7 @@ class Hosts:
         host.last_start = now
         if first:
             host.starting -= 1
+            self._file(host, now)
             self._notify()
         return now
 
@@ -250,10 +305,10 @@ class Hosts:
         while host.answered and host.answered[0] < time.monotonic() - 2 * LEARN_WINDOW:
             host.answered.popleft()
 
-    def requeue(self, host: Host, index: int, state: Requeued) -> None:
-        """A URL goes back to the front of its host's queue, to run again once the host is ready."""
+    def requeue(self, index: int, state: Requeued) -> None:
+        """A URL goes back to the front of the queue of the host it waits for, to go on once that host is ready."""
         self.requeued[index] = state
-        self._queue(host, index, front=True)
+        self._queue(self.host(state.host), index, front=True)
         self._notify()
 
     def stop(self) -> None:
@@ -279,10 +334,11 @@ class Hosts:
 class UrlPass:
     """One URL's way through its hosts' gates (follow.HopGate): it holds a slot of the host it is at."""
 
-    def __init__(self, hosts: Hosts, index: int, url: str):
+    def __init__(self, hosts: Hosts, index: int, host: str):
         self.hosts = hosts
         self.index = index
-        self.held: Host | None = hosts.host(host_of(url))  # the dispatcher took this slot for the URL
+        self.held: Host | None = hosts.host(host)  # the dispatcher took this slot for the URL
+        self.waits_for = host  # the host whose queue the URL goes back to (RetryLater)
         self.first = True  # the dispatcher's slot has not sent its first request yet
         self.started = 0.0  # monotonic start of the URL's latest request, 0 before its first
         self.was_refused = False  # whether that request's answer was a refusal (429, 503)
@@ -292,10 +348,17 @@ class UrlPass:
         self._answered()
         name = host_of(url)
         if self.held is None or self.held.name != name:
-            self.release()
             host = self.hosts.host(name)
+            if not self.hosts.may_enter(host):
+                # A full, paced or paused host is waited for in its queue, never in a fetcher or the deadline.
+                self.waits_for = name
+                raise RetryLater()
+            self.release()
             self.hosts.enter(host)
             self.held = host
+        elif time.monotonic() < self.held.paused_until:
+            self.waits_for = name  # paused by another URL's refusal: this one waits in the queue too
+            raise RetryLater()
         self.started = self.hosts.start(self.held, self.first)
         self.first = False
 
@@ -316,6 +379,7 @@ class UrlPass:
 
     def retry_later(self, url: str) -> None:
         """Leave the fetcher: the engine queues the URL again behind its host's pause."""
+        self.waits_for = host_of(url)
         raise RetryLater()
 
     def release(self) -> None:

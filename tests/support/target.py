@@ -518,7 +518,8 @@ def h_paced(req, m):
     """A host with manners to check: logs each request's start and end under <key> (read at /__paced?key=).
 
     ?rate=N: more than N requests in any second (all arrivals counted) get 429 with Retry-After: ?retry_after=
-    (default 1) seconds. ?head=<status>: HEAD gets that status. ?delay=<ms> before answering.
+    (default 1) seconds. ?head=<status>: HEAD gets that status. ?delay=<ms> before answering. ?redirect=<url>:
+    302 to that URL (after the rate check).
     """
     key = m.group(1)
     entry = {
@@ -543,6 +544,8 @@ def h_paced(req, m):
             req.respond(429, b"slow down\n", headers=[("Retry-After", _clean(retry_after))])
         elif head is not None and req.method == "HEAD":
             req.respond(head)
+        elif req.arg("redirect"):
+            req.respond(302, b"moved\n", headers=[("Location", _clean(req.arg("redirect")))])
         else:
             if delay:
                 gevent.sleep(delay / 1000.0)

@@ -9,6 +9,7 @@ import sys
 import gevent
 import pytest
 
+from app.core.stats import row_of
 from app.core.urllist import UrlList
 from app.runs.events import Event
 from app.runs.store import SQLiteStore
@@ -51,6 +52,42 @@ def test_groups_of_every_size_fit_a_sqlite_from_before_3_32(tmp_path):
         groups_of_every_size_are_stored_once_each_in_order(store)
     finally:
         store.close()
+
+
+def judged_event(seq: int, index: int, outcome: str, reasons: list[str], warnings: list[str]) -> Event:
+    """A `result` event whose outcome rules and warnings decided, with its stats row, as the engine makes it."""
+    data = {
+        "index": index,
+        "url": f"http://a.test/{index}",
+        "status_code": 302,
+        "ok": outcome == "warn",
+        "error": None if outcome == "warn" else {"kind": "mismatch", "message": "expect.status: expected 301"},
+        "bytes": 3,
+        "timings": {"total": 1.5},
+        "outcome": outcome,
+        "reasons": [{"rule": rule, "expected": "x", "actual": "y"} for rule in reasons],
+        "warnings": [{"kind": kind, "evidence": "302 at hop 0"} for kind in warnings],
+    }
+    return Event("b", seq, "result", data, row=row_of(data))
+
+
+def test_a_group_mixing_plain_and_judged_results_stores_each_ones_warn_reasons_and_warnings(store_factory):
+    store = store_factory(flush_interval=0.01)
+    store.create_batch("b", "mixed", {}, [f"http://a.test/{i}" for i in range(40)], "2026-11-28T00:00:00.000Z")
+    group = []
+    for i in range(40):
+        if i % 10 == 3:
+            group.append(judged_event(i + 1, i, "warn", ["temporary_redirect"], ["temporary_redirect"]))
+        elif i % 10 == 7:
+            group.append(
+                judged_event(i + 1, i, "failed", ["expect.status", "temporary_redirect"], ["temporary_redirect"])
+            )
+        else:
+            group.append(result(i + 1, i))
+    store.extend(group)
+    assert store.flush(10)
+    assert [row for _, row in store.iter_result_rows("b")] == [e.row for e in group]
+    assert [e.seq for e in store.stored_events("b", after=0, limit=100)] == list(range(1, 41))
 
 
 def test_viewers_that_take_a_recent_row_share_one_read_of_a_batch_and_others_always_read(store_factory):

@@ -64,20 +64,10 @@ def evaluate(
     accept: what has accepts(status), accept_status_shown (BatchOptions); expect: the row's effective
     expectations (final_url already absolute), which, when given, decide instead of accept_status.
     """
+    if not expect and not checks and plainly_ok(result, headers):
+        return "ok", [], []
     error = result.error
     status = result.status_code
-    # The common case first (a plain batch's accepted answer without redirects): nothing below could warn or fail.
-    if (
-        not result.redirects
-        and not expect
-        and not checks
-        and status is not None
-        and status != 429
-        and status != BOT_STATUS
-        and result.ok  # what follow() made of accept_status (the rule _rule_failures applies otherwise)
-        and (headers is None or headers.get("cf-mitigated") is None)
-    ):
-        return "ok", [], []
     if error is not None and error.get("kind") == "cancelled":
         return "cancelled", [], []
     if status is None:  # no response: the fetch's error decided
@@ -105,6 +95,20 @@ def evaluate(
             severity = 2
             reasons[:0] = failures  # the rules that failed come before the warnings
     return ("ok", "warn", "failed")[severity], reasons, warnings
+
+
+def plainly_ok(result: Result, headers: Mapping[str, str] | None) -> bool:
+    """Whether a fetch without expectations or checks is ok with nothing to say: an accepted answer without
+    redirects that nothing could make warn or fail (the common case, decided without evaluate()'s work)."""
+    status = result.status_code
+    return (
+        result.ok  # what follow() made of accept_status (the rule _rule_failures applies otherwise)
+        and not result.redirects
+        and status is not None
+        and status != 429
+        and status != BOT_STATUS
+        and (headers is None or headers.get("cf-mitigated") is None)
+    )
 
 
 def _rule_failures(

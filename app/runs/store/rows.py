@@ -59,10 +59,20 @@ NO_RESULT = (None,) * 8  # the result columns of an event that is not a result
 MAX_PARAMETERS = 8192  # per statement; fewer if this SQLite allows fewer (999 before 3.32, 32,766 since)
 
 
-@functools.lru_cache(maxsize=16)
-def insert_events_sql(rows: int) -> str:
-    """INSERT OR IGNORE of `rows` events in one statement."""
-    one = "(" + ", ".join("?" * len(EVENT_COLUMNS)) + ")"
+# Where a result row holds warn, reasons and warnings, and their values when it has none (most rows): a statement
+# for such rows has them as constants, which SQLite need not bind.
+UNJUDGED = slice(10, 13)
+UNJUDGED_VALUES = (False, None, None)
+_UNJUDGED_SQL = "0, NULL, NULL"
+
+
+@functools.lru_cache(maxsize=32)
+def insert_events_sql(rows: int, unjudged: bool = False) -> str:
+    """INSERT OR IGNORE of `rows` events in one statement; `unjudged` rows come without warn, reasons and warnings."""
+    marks = ["?"] * len(EVENT_COLUMNS)
+    if unjudged:
+        marks[UNJUDGED] = [_UNJUDGED_SQL]
+    one = "(" + ", ".join(marks) + ")"
     return f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
 
 
@@ -72,15 +82,26 @@ def insert_events(conn: sqlite3.Connection, rows: list[EventRow]) -> None:
     One statement per row would take the GIL back from the hub after every row, and one JSON text
     unpacked by SQLite would cost more CPU than binding columns. Each chunk is padded to a power of two
     with copies of its last row, which INSERT OR IGNORE drops, so whatever the group sizes only a
-    few statements exist and sqlite3 keeps them prepared.
+    few statements exist and sqlite3 keeps them prepared. Results without warn, reasons or warnings go
+    in statements of their own that leave those three columns out of the binding.
     """
+    plain: list[EventRow] = []
+    judged: list[EventRow] = []
+    for row in rows:
+        if row[UNJUDGED] == UNJUDGED_VALUES:
+            plain.append(row[:10] + row[13:])
+        else:
+            judged.append(row)
     limit = min(MAX_PARAMETERS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-    per = 1 << (limit // len(EVENT_COLUMNS)).bit_length() - 1
-    for start in range(0, len(rows), per):
-        chunk = rows[start : start + per]
-        size = 1 << (len(chunk) - 1).bit_length()
-        chunk += [chunk[-1]] * (size - len(chunk))
-        conn.execute(insert_events_sql(size), list(itertools.chain.from_iterable(chunk)))
+    for group, unjudged in ((plain, True), (judged, False)):
+        if not group:
+            continue
+        per = 1 << (limit // len(group[0])).bit_length() - 1
+        for start in range(0, len(group), per):
+            chunk = group[start : start + per]
+            size = 1 << (len(chunk) - 1).bit_length()
+            chunk += [chunk[-1]] * (size - len(chunk))
+            conn.execute(insert_events_sql(size, unjudged), list(itertools.chain.from_iterable(chunk)))
 
 
 def event_rows(events: list[Event]) -> list[EventRow]:

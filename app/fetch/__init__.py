@@ -16,23 +16,27 @@ from .requests_client import RequestsTransport
 
 TransportFactory = Callable[[BatchOptions, GuardedResolver], Transport]
 
-# One transport per value of the `client` option (core.options.CLIENTS); both keep the same guarantees.
-TRANSPORTS: dict[str, Callable[..., Transport]] = {
-    "requests": lambda options, resolver, agent=USER_AGENT: RequestsTransport(
-        pool_size=options.concurrency,
-        resolver=resolver,
-        capture=options.capture,
-        tls_verify=options.tls_verify,
-        user_agent=agent,
-    ),
-    "fast": lambda options, resolver, agent=USER_AGENT: FastTransport(
-        pool_size=options.concurrency,
-        resolver=resolver,
-        capture=options.capture,
-        tls_verify=options.tls_verify,
-        user_agent=agent,
-    ),
-}
+# One transport per value of the `client` option (core.options.CLIENTS); both keep the same guarantees and take
+# the same arguments.
+_CLASSES: dict[str, Callable[..., Transport]] = {"requests": RequestsTransport, "fast": FastTransport}
+
+
+def _factory(cls: Callable[..., Transport]) -> Callable[..., Transport]:
+    """A transport of `cls` for a batch's options, resolving through `resolver`."""
+
+    def make(options: BatchOptions, resolver: GuardedResolver, agent: str = USER_AGENT) -> Transport:
+        return cls(
+            pool_size=options.concurrency,
+            resolver=resolver,
+            capture=options.capture,
+            tls_verify=options.tls_verify,
+            user_agent=agent,
+        )
+
+    return make
+
+
+TRANSPORTS: dict[str, Callable[..., Transport]] = {name: _factory(cls) for name, cls in _CLASSES.items()}
 
 
 def make_transport(options: BatchOptions, resolver: GuardedResolver, user_agent: str = USER_AGENT) -> Transport:

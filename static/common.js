@@ -168,6 +168,8 @@ export async function api(url, { method = 'GET', body, timeout } = {}) {
     data = response.status === 204 ? null : await response.json();
   } catch (err) {
     if (err.name === 'TimeoutError') return unanswered(err); // the body stopped coming
+    // A 2xx whose body broke off (the connection closed mid-answer) is no answer: callers read data's fields.
+    if (response.ok) return unanswered(err);
     data = null;
   }
   const error = response.ok ? null : (data && data.error) || { code: 'http', message: `The server answered HTTP ${response.status}.`, details: [] };

@@ -4,62 +4,17 @@ secrets never shown back in full, and deliveries a local receiver verifies."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import signal
+import time
+import uuid
 from typing import Any
 
 import pytest
 
+from tests.support.receiver import HANG, Receiver, verified
 from tests.support.server import GreenbatchServer, error_of
 
 SECRET = "s3cret-for-the-receiver-7781"
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 that records every request (and every connection) and answers the statuses
-    queued in `answers` (then 200)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.connections = 0
-        self.answers: list[int] = []
-        self.arrived = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.arrived:
-                    status = receiver.answers.pop(0) if receiver.answers else 200
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                    receiver.arrived.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def verify_request(self, request: Any, client_address: Any) -> bool:
-                receiver.connections += 1
-                return True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/hook") -> str:
-        """A URL on this receiver."""
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +36,10 @@ def unreachable():
 @pytest.fixture(scope="module")
 def notify_server(tmp_path_factory, target, receiver):
     """One server allowed to reach the target and the receiver, and no other loopback port."""
-    env = {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{receiver.port}"}
+    env = {
+        "GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{receiver.port}",
+        "GREENBATCH_NOTIFY_RETRY_DELAY": "0.05",  # tries 0.05 s and 0.2 s apart
+    }
     instance = GreenbatchServer(tmp_path_factory.mktemp("notify"), env).start()
     yield instance
     instance.stop()
@@ -177,3 +135,194 @@ def test_a_webhook_to_a_denied_address_is_refused_with_the_guards_reason_and_nev
     assert error["details"][0]["field"] == "options.webhook.url"
     assert f"127.0.0.1:{unreachable.port}" in error["message"], error
     assert unreachable.connections == 0
+
+
+# -- deliveries ------------------------------------------------------------------------------
+
+
+def hook(name: str) -> str:
+    """A receiver path of one test's own."""
+    return f"/hook/{name}/{uuid.uuid4().hex[:8]}"
+
+
+def settled(server: GreenbatchServer, batch_id: str, timeout: float = 15) -> list[dict[str, Any]]:
+    """A finished batch's deliveries once none is pending."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = server.request("GET", f"/api/v1/batches/{batch_id}/deliveries").json()["deliveries"]
+        if found and all(d["status"] != "pending" for d in found):
+            return found
+        assert time.monotonic() < deadline, f"deliveries of {batch_id} still pending: {found}"
+        time.sleep(0.05)
+
+
+def rerun(server: GreenbatchServer, batch_id: str) -> dict[str, Any]:
+    """Rerun a batch and wait for the new one to end."""
+    created = server.request("POST", f"/api/v1/batches/{batch_id}/rerun")
+    assert created.status_code == 201, created.text
+    return server.wait(created.json()["id"])
+
+
+def test_a_finished_batch_posts_its_payload_signed_over_the_timestamp_and_the_raw_body(notify_server, target, receiver):
+    path = hook("signed")
+    batch = notify_server.submit(
+        [target.url("/ok"), target.url("/status/404")], webhook={"url": receiver.url(path), "secret": SECRET}
+    )
+    notify_server.wait(batch["id"])
+
+    [request] = receiver.received(path)
+    payload = verified(request, SECRET)
+    assert payload == {
+        "event": "batch.finished",
+        "batch_id": batch["id"],
+        "list_id": None,
+        "name": batch["name"],
+        "parent_id": None,
+        "status": "done",
+        "verdict": {"pass": False, "violations": []},
+        "counts": notify_server.batch(batch["id"])["counts"],
+        "stats": notify_server.batch(batch["id"])["stats"],
+        "diff_summary": None,
+        "dashboard_url": notify_server.url(f"/batches/{batch['id']}"),
+    }
+    [delivery] = settled(notify_server, batch["id"])
+    assert (delivery["status"], delivery["attempts"], delivery["last_status_code"]) == ("sent", 1, 200)
+    assert delivery["url"] == receiver.url(path) and delivery["last_error"] is None
+
+
+def test_a_receiver_answering_500_twice_gets_a_third_try_and_every_try_is_recorded(notify_server, target, receiver):
+    path = hook("retried")
+    receiver.answers += [500, 500]
+    batch = notify_server.submit([target.url("/ok")], webhook={"url": receiver.url(path), "secret": SECRET})
+    notify_server.wait(batch["id"])
+
+    requests = receiver.received(path, 3)
+    assert all(verified(request, SECRET)["batch_id"] == batch["id"] for request in requests)
+    [delivery] = settled(notify_server, batch["id"])
+    assert (delivery["status"], delivery["attempts"]) == ("sent", 3)
+    assert [t["status_code"] for t in delivery["tries"]] == [500, 500, 200]
+    assert [t["error"] for t in delivery["tries"]] == ["the receiver answered 500"] * 2 + [None]
+
+
+def test_a_receiver_that_never_answers_2xx_is_given_up_after_three_tries_with_the_last_error(
+    notify_server, target, receiver
+):
+    path = hook("failing")
+    receiver.answers += [503, 503, 301]
+    batch = notify_server.submit([target.url("/ok")], webhook={"url": receiver.url(path), "secret": SECRET})
+    notify_server.wait(batch["id"])
+
+    [delivery] = settled(notify_server, batch["id"])
+    assert (delivery["status"], delivery["attempts"], delivery["last_status_code"]) == ("failed", 3, 301)
+    assert delivery["last_error"] == "the receiver answered 301 (redirects are not followed)"
+    assert len(receiver.received(path, 3)) == 3
+
+
+def test_notify_on_change_sends_nothing_for_an_identical_rerun_and_sends_for_a_changed_one(
+    notify_server, target, receiver
+):
+    path = hook("change")
+    flips = target.url(f"/changes/{uuid.uuid4().hex}?answers=200,200,500")
+    first = notify_server.wait(
+        notify_server.submit(
+            [flips, target.url("/ok")], notify_on="change", webhook={"url": receiver.url(path), "secret": SECRET}
+        )["id"]
+    )
+    same = rerun(notify_server, first["id"])
+    changed = rerun(notify_server, same["id"])
+
+    [skipped] = settled(notify_server, same["id"])
+    assert skipped["status"] == "skipped" and skipped["attempts"] == 0
+    assert skipped["note"] == "notify_on is change, and nothing changed since the previous run"
+    settled(notify_server, changed["id"])
+    sent = [verified(request, SECRET) for request in receiver.received(path, 2)]
+    assert [payload["batch_id"] for payload in sent] == [first["id"], changed["id"]]  # the first run: no previous
+    assert sent[1]["parent_id"] == same["id"]
+    assert sent[1]["diff_summary"]["newly_failed"] == 1 and sent[1]["diff_summary"]["unchanged"] == 1
+
+
+def test_notify_on_failure_sends_only_when_the_verdict_fails_or_a_url_newly_fails(notify_server, target, receiver):
+    path = hook("failure")
+    flips = target.url(f"/changes/{uuid.uuid4().hex}?answers=200,500")
+    passing = notify_server.wait(
+        notify_server.submit([flips], notify_on="failure", webhook={"url": receiver.url(path), "secret": SECRET})["id"]
+    )
+    failing = rerun(notify_server, passing["id"])
+
+    [skipped] = settled(notify_server, passing["id"])
+    assert skipped["status"] == "skipped" and "verdict passes" in skipped["note"]
+    settled(notify_server, failing["id"])
+    [request] = receiver.received(path)
+    payload = verified(request, SECRET)
+    assert (payload["batch_id"], payload["verdict"]["pass"], payload["diff_summary"]["newly_failed"]) == (
+        failing["id"],
+        False,
+        1,
+    )
+
+
+def test_consecutive_failures_notifies_once_a_url_failed_that_many_runs_in_a_row(notify_server, target, receiver):
+    path = hook("consecutive")
+    flaky = target.url(f"/changes/{uuid.uuid4().hex}?answers=500,500,200")
+    options = {"consecutive_failures": 2, "webhook": {"url": receiver.url(path), "secret": SECRET}}
+    once = notify_server.wait(notify_server.submit([flaky, target.url("/ok")], **options)["id"])
+    twice = rerun(notify_server, once["id"])
+    fixed = rerun(notify_server, twice["id"])
+
+    assert settled(notify_server, once["id"])[0]["status"] == "skipped"
+    assert settled(notify_server, fixed["id"])[0]["status"] == "skipped"
+    [request] = receiver.received(path)
+    payload = verified(request, SECRET)
+    assert payload["batch_id"] == twice["id"]
+    assert payload["consecutive_failures"] == {"runs": 2, "urls": 1}
+
+
+def test_a_slack_target_gets_a_short_text_with_the_counts_the_verdict_and_the_link(notify_server, target, receiver):
+    path = hook("slack")
+    batch = notify_server.submit(
+        [target.url("/ok"), target.url("/status/500")], notify=[{"type": "slack", "url": receiver.url(path)}]
+    )
+    notify_server.wait(batch["id"])
+
+    [request] = receiver.received(path)
+    assert "X-Greenbatch-Signature" not in request["headers"]
+    text = json.loads(request["body"])["text"]
+    assert "verdict FAILED" in text and "1 ok, 0 warn, 1 failed, 0 cancelled" in text
+    assert f"<{notify_server.url('/batches/' + batch['id'])}|open the batch>" in text
+
+
+def test_the_batch_page_shows_its_notifications_and_metrics_count_them(notify_server, target, receiver):
+    path = hook("page")
+    receiver.answers += [500, 500, 500]
+    batch = notify_server.submit([target.url("/ok")], webhook={"url": receiver.url(path), "secret": SECRET})
+    notify_server.wait(batch["id"])
+    settled(notify_server, batch["id"])
+
+    metrics = notify_server.request("GET", "/metrics").text
+    assert 'greenbatch_notifications{status="failed"}' in metrics
+    assert 'greenbatch_notifications{status="sent"}' in metrics
+
+
+# -- a killed server ----------------------------------------------------------------------------
+
+
+def test_a_server_killed_before_its_delivery_went_out_sends_it_after_restart(make_server, target, tmp_path):
+    receiver = Receiver()
+    try:
+        env = {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{receiver.port}"}
+        server = make_server(env, data_dir=tmp_path / "killed")
+        receiver.answers.append(HANG)  # the first try is held, unanswered, while the server is killed
+        batch = server.submit([target.url("/ok")], webhook={"url": receiver.url(), "secret": SECRET})
+        receiver.received("/hook")
+        assert server.batch(batch["id"])["status"] == "done"
+        server.signal(signal.SIGKILL)
+        server.kill()
+        receiver.release()
+
+        restarted = make_server(env, data_dir=tmp_path / "killed")
+        second = receiver.received("/hook", 2)[1]
+        assert verified(second, SECRET)["batch_id"] == batch["id"]
+        [delivery] = settled(restarted, batch["id"])
+        assert (delivery["status"], delivery["last_status_code"]) == ("sent", 200)
+    finally:
+        receiver.stop()

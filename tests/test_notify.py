@@ -4,6 +4,7 @@ secrets never shown back in full, and deliveries a local receiver verifies."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 import uuid
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.receiver import HANG, Receiver, verified
-from tests.support.server import GreenbatchServer, error_of
+from tests.support.server import ARTIFACTS, GreenbatchServer, error_of
 
 SECRET = "s3cret-for-the-receiver-7781"
 
@@ -192,7 +193,7 @@ def test_a_finished_batch_posts_its_payload_signed_over_the_timestamp_and_the_ra
 
 def test_a_receiver_answering_500_twice_gets_a_third_try_and_every_try_is_recorded(notify_server, target, receiver):
     path = hook("retried")
-    receiver.answers += [500, 500]
+    receiver.answers[path] = [500, 500]
     batch = notify_server.submit([target.url("/ok")], webhook={"url": receiver.url(path), "secret": SECRET})
     notify_server.wait(batch["id"])
 
@@ -208,7 +209,7 @@ def test_a_receiver_that_never_answers_2xx_is_given_up_after_three_tries_with_th
     notify_server, target, receiver
 ):
     path = hook("failing")
-    receiver.answers += [503, 503, 301]
+    receiver.answers[path] = [503, 503, 301]
     batch = notify_server.submit([target.url("/ok")], webhook={"url": receiver.url(path), "secret": SECRET})
     notify_server.wait(batch["id"])
 
@@ -291,16 +292,43 @@ def test_a_slack_target_gets_a_short_text_with_the_counts_the_verdict_and_the_li
     assert f"<{notify_server.url('/batches/' + batch['id'])}|open the batch>" in text
 
 
-def test_the_batch_page_shows_its_notifications_and_metrics_count_them(notify_server, target, receiver):
-    path = hook("page")
-    receiver.answers += [500, 500, 500]
+def test_the_batch_page_shows_each_notification_delivered_or_failing_with_its_error(
+    notify_server, target, receiver, page, phone
+):
+    good, bad = hook("page-ok"), hook("page-failing")
+    receiver.answers[bad] = [500, 500, 500]
+    notify = [
+        {"type": "webhook", "url": receiver.url(bad), "secret": SECRET},
+        {"type": "slack", "url": receiver.url(good)},
+    ]
+    batch = notify_server.submit([target.url("/ok")], notify=notify)
+    notify_server.wait(batch["id"])
+    settled(notify_server, batch["id"])
+
+    for tab, width in ((page, 1280), (phone, 390)):
+        tab.goto(notify_server.url(f"/batches/{batch['id']}"))
+        line = tab.locator("#batch-notify")
+        line.filter(has_text="delivered").wait_for()
+        text = line.inner_text()
+        assert f"failing: webhook {receiver.url(bad)} after 3 tries: the receiver answered 500" in text
+        assert f"delivered to slack http://127.0.0.1:{receiver.port}/..." in text
+        assert SECRET not in tab.content()
+        assert tab.evaluate("document.documentElement.scrollWidth") <= width
+        ARTIFACTS.mkdir(exist_ok=True)
+        tab.screenshot(path=str(ARTIFACTS / f"batch-notifications-{width}.png"))
+
+
+def test_metrics_count_the_deliveries_by_status(notify_server, target, receiver):
+    path = hook("metrics")
+    receiver.answers[path] = [500, 500, 500]
     batch = notify_server.submit([target.url("/ok")], webhook={"url": receiver.url(path), "secret": SECRET})
     notify_server.wait(batch["id"])
     settled(notify_server, batch["id"])
 
     metrics = notify_server.request("GET", "/metrics").text
-    assert 'greenbatch_notifications{status="failed"}' in metrics
-    assert 'greenbatch_notifications{status="sent"}' in metrics
+    counts = dict(re.findall(r'^greenbatch_notifications\{status="(\w+)"\} (\S+)$', metrics, re.M))
+    assert set(counts) == {"pending", "sent", "failed", "skipped"}
+    assert float(counts["failed"]) >= 1
 
 
 # -- a killed server ----------------------------------------------------------------------------
@@ -311,7 +339,7 @@ def test_a_server_killed_before_its_delivery_went_out_sends_it_after_restart(mak
     try:
         env = {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{receiver.port}"}
         server = make_server(env, data_dir=tmp_path / "killed")
-        receiver.answers.append(HANG)  # the first try is held, unanswered, while the server is killed
+        receiver.answers["/hook"] = [HANG]  # the first try is held, unanswered, while the server is killed
         batch = server.submit([target.url("/ok")], webhook={"url": receiver.url(), "secret": SECRET})
         receiver.received("/hook")
         assert server.batch(batch["id"])["status"] == "done"

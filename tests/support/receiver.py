@@ -15,13 +15,13 @@ HANG = 0  # an answer that holds the request, unanswered, until release()
 
 
 class Receiver:
-    """Records each POST as {"path", "headers", "body"}; answers the statuses queued in `answers` in turn (HANG
-    holds one until release()), then 200."""
+    """Records each POST as {"path", "headers", "body"}; answers a path with the statuses queued for it in
+    `answers[path]` in turn (HANG holds one until release()), then 200."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.connections = 0
-        self.answers: list[int] = []
+        self.answers: dict[str, list[int]] = {}
         self.arrived = threading.Condition()
         self.released = threading.Event()
         receiver = self
@@ -30,7 +30,8 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver.arrived:
-                    status = receiver.answers.pop(0) if receiver.answers else 200
+                    queued = receiver.answers.get(self.path) or []
+                    status = queued.pop(0) if queued else 200
                     receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                     receiver.arrived.notify_all()
                 if status == HANG:

@@ -3,6 +3,8 @@ secrets never shown back in full, and deliveries a local receiver verifies."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import signal
@@ -12,6 +14,9 @@ from typing import Any
 
 import pytest
 
+from app.fetch import guard
+from app.runs.events import Event
+from app.runs.notify import post, signature
 from tests.support.receiver import HANG, Receiver, verified
 from tests.support.server import ARTIFACTS, GreenbatchServer, error_of
 
@@ -354,3 +359,76 @@ def test_a_server_killed_before_its_delivery_went_out_sends_it_after_restart(mak
         assert (delivery["status"], delivery["last_status_code"]) == ("sent", 200)
     finally:
         receiver.stop()
+
+
+# -- the outbox in each store ------------------------------------------------------------------------
+
+
+def finished(store, batch_id: str, options: dict[str, Any], status: str = "done") -> None:
+    """Store a batch with these options and its final event, committed."""
+    store.create_batch(batch_id, batch_id, options, ["http://a.test/"], "2026-12-06T00:00:00.000Z")
+    final = {"status": status, "finished_at": "2026-12-06T00:00:01.000Z", "counts": {"ok": 1}, "stats": {}}
+    store.extend([Event(batch_id, 1, "batch", final)])
+    assert store.flush(10)
+
+
+def test_a_batch_ends_with_one_pending_delivery_per_target_written_with_its_final_event(store_factory):
+    store = store_factory(flush_interval=0.01)
+    notify = [
+        {"type": "webhook", "url": "http://a.test/h", "secret": SECRET},
+        {"type": "slack", "url": "http://b.test/"},
+    ]
+    finished(store, "told", {"notify": notify})
+    finished(store, "quiet", {})
+    store.extend([Event("told", 2, "batch", {"status": "done", "counts": {"ok": 1}})])  # a final event again
+    assert store.flush(10)
+
+    assert [(d.target, d.kind, d.url, d.state) for d in store.deliveries("told")] == [
+        (0, "webhook", "http://a.test/h", "pending"),
+        (1, "slack", "http://b.test/", "pending"),
+    ]
+    assert store.deliveries("quiet") == []
+    assert store.count_deliveries() == {"pending": 2}
+    assert store.delete_batch("told") and store.deliveries("told") == []
+
+
+def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends_or_it_is_released(store_factory):
+    store = store_factory(flush_interval=0.01)
+    finished(store, "b", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    now = time.time()
+
+    [claimed] = store.claim_deliveries(now, 60, 10)
+    assert store.claim_deliveries(now, 60, 10) == []
+    assert [d.id for d in store.claim_deliveries(now + 61, 60, 10)] == [claimed.id]
+    assert store.release_deliveries() == 1
+    store.record_delivery(claimed.id, "pending", [{"status_code": 500}], now + 5, {"event": "batch.finished"})
+    assert store.claim_deliveries(now, 60, 10) == []  # due in 5 s
+    [again] = store.claim_deliveries(now + 5, 60, 10)
+    assert (again.attempts, again.payload) == (1, {"event": "batch.finished"})
+
+
+def test_a_lists_deliveries_are_found_by_its_list_id(store_factory):
+    store = store_factory(flush_interval=0.01)
+    finished(store, "run1", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    finished(store, "run2", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    finished(store, "other", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    # batches.list_id is the watch lists' column (their migration adds it); here it is added by hand.
+    store._transaction(lambda conn: conn.execute("ALTER TABLE batches ADD COLUMN list_id TEXT"))
+    store._transaction(lambda conn: conn.execute("UPDATE batches SET list_id = 'L' WHERE id LIKE 'run%'"))
+
+    assert [d.batch_id for d in store.list_deliveries("L")] == ["run2", "run1"]
+
+
+# -- sending ---------------------------------------------------------------------------------------
+
+
+def test_a_send_goes_through_the_guard_again_and_a_denied_receiver_never_gets_a_packet(unreachable):
+    policy = guard.Policy.from_settings(False, "", "")  # loopback is not allowed: the receiver's port is denied
+    with pytest.raises(guard.Blocked):
+        post(unreachable.url(), b"{}", {"Content-Type": "application/json"}, policy, 1.0)
+    assert unreachable.connections == 0
+
+
+def test_the_signature_is_hmac_sha256_of_the_timestamp_a_dot_and_the_raw_body():
+    expected = hmac.new(b"secret-key", b"1796563200." + b'{"a":1}', hashlib.sha256).hexdigest()
+    assert signature("secret-key", "1796563200", b'{"a":1}') == f"sha256={expected}"

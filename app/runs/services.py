@@ -11,6 +11,7 @@ from .control import BatchControl, EventFeed
 from .datadir import DataDirLock, lock_data_dir
 from .engine import Engine
 from .events import EventBus
+from .notify import Notifier
 from .reader import BatchReader
 from .store import SQLiteStore, Store, StoreError, StoreOpenError
 
@@ -28,10 +29,13 @@ class Services:
     engine: BatchControl
     reader: BatchReader
     lock: DataDirLock | None  # held until the process exits, not released by close(); none in cluster mode
+    notifier: Notifier | None = None  # sends the outbox's notifications once started
 
     def close(self, grace: float = 5.0) -> None:
         """Let in-flight fetches finish within `grace` (the engine's), then commit and close the store."""
         self.engine.shutdown(grace)
+        if self.notifier is not None:
+            self.notifier.stop()
         self.store.close()
 
 
@@ -60,7 +64,7 @@ def build(config: Config, lock: DataDirLock | None = None) -> Services:
         raise ConfigError(f"{exc}, or set {env_name('data_dir')}") from None
     bus = EventBus(store)
     engine = Engine(config, store, bus, policy)
-    return Services(config, store, bus, engine, BatchReader(store, engine), lock)
+    return Services(config, store, bus, engine, BatchReader(store, engine), lock, Notifier(config, store, policy))
 
 
 def start(config: Config, lock: DataDirLock | None = None) -> Services:
@@ -73,4 +77,9 @@ def start(config: Config, lock: DataDirLock | None = None) -> Services:
             f"the database {config.db_path} is damaged or cannot be read ({exc.__cause__ or exc}); "
             f"move it away to start afresh, or set {env_name('data_dir')}"
         ) from None
+    if built.notifier is not None:
+        # This process alone sends (it holds the data folder): a killed one's claims are let go, and what it left
+        # pending goes out now.
+        built.store.release_deliveries()
+        built.notifier.start()
     return built

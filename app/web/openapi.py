@@ -26,13 +26,18 @@ from ..core.options import (
     MAX_ACCEPT_RANGES,
     MAX_ACCEPT_STATUS_CHARS,
     MAX_CAPTURE_HEADERS,
+    MAX_CONSECUTIVE_FAILURES,
     MAX_HEADER_NAME,
     MAX_HEADER_VALUE,
     MAX_HEADERS,
     MAX_HEADERS_TOTAL,
+    MAX_NOTIFY_TARGETS,
+    MAX_SECRET_CHARS,
     MAX_STATUS_LIST,
     MAX_THRESHOLD_MS,
     METHODS,
+    MIN_SECRET_CHARS,
+    NOTIFY_ON,
     BatchOptions,
 )
 from ..core.results import BATCH_STATUSES, ERROR_KINDS
@@ -45,6 +50,7 @@ from ..runs.diff import KINDS as DIFF_KINDS
 from ..runs.engine import MAX_RUNNING_LISTED
 from ..runs.hosts import HOST_FIELDS
 from ..runs.store.base import MAX_SEARCH, OUTCOMES, RESULT_SORTS
+from ..runs.store.outbox import DELIVERY_STATES
 from .exports import FORMATS
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
@@ -247,6 +253,68 @@ def verdict_options(config: Config) -> dict[str, Any]:
     }
 
 
+def notify_options(config: Config, shown: bool) -> dict[str, Any]:
+    """The notification options (app/runs/notify.py), as a request gives them or (`shown`) as a batch shows them."""
+    url = {"type": "string", "maxLength": config.max_url_length, "format": "uri"}
+    secret = (
+        {"type": "string", "description": 'Cut short: "..." and its last 4 characters (none of a short one).'}
+        if shown
+        else {
+            "type": "string",
+            "minLength": MIN_SECRET_CHARS,
+            "maxLength": MAX_SECRET_CHARS,
+            "description": "Signs each delivery (X-Greenbatch-Signature); never shown back in full.",
+        }
+    )
+    shown_url = "Without user info or query; a Slack URL's path (its secret) cut short." if shown else ""
+    target = {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["type", "url", "secret"],
+                "additionalProperties": False,
+                "properties": {
+                    "type": {"const": "webhook"},
+                    "url": {**url, "description": "Receives a signed POST of the batch.finished payload. " + shown_url},
+                    "secret": secret,
+                },
+            },
+            {
+                "type": "object",
+                "required": ["type", "url"],
+                "additionalProperties": False,
+                "properties": {
+                    "type": {"const": "slack"},
+                    "url": {**url, "description": "A Slack-compatible incoming webhook. " + shown_url},
+                },
+            },
+        ]
+    }
+    return {
+        "notify": {
+            "type": "array",
+            "maxItems": MAX_NOTIFY_TARGETS,
+            "items": target,
+            "description": "Who is told when the batch ends. Each URL passes the SSRF guard when submitted (400 "
+            "with the guard's reason) and again when sent.",
+        },
+        "notify_on": {
+            "type": "string",
+            "enum": list(NOTIFY_ON),
+            "default": "always",
+            "description": "change: the diff against parent_id has any kind but unchanged or faster; failure: the "
+            "verdict fails or a URL newly failed. Without a parent_id every run is a change.",
+        },
+        "consecutive_failures": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": MAX_CONSECUTIVE_FAILURES,
+            "description": "Notify only when some URL failed in this many runs in a row (this batch and its "
+            "parent_id ancestors, URLs aligned by url).",
+        },
+    }
+
+
 def schemas(config: Config) -> dict[str, Any]:
     """Every schema of the API; request limits are this server's settings."""
     number_or_null = {"type": ["number", "null"]}
@@ -287,7 +355,7 @@ def schemas(config: Config) -> dict[str, Any]:
             "tls_verify": {"type": "boolean", "description": "Absent on batches stored before it existed (true)."},
             **{
                 name: {**schema, "description": "Present only when the batch set it. " + schema.get("description", "")}
-                for name, schema in verdict_options(config).items()
+                for name, schema in (verdict_options(config) | notify_options(config, shown=True)).items()
             },
         },
     }
@@ -551,6 +619,17 @@ def schemas(config: Config) -> dict[str, Any]:
                     "recorded in tls.problems (with capture.tls), and does not fail the row.",
                 },
                 **verdict_options(config),
+                **notify_options(config, shown=False),
+                "webhook": {
+                    "type": "object",
+                    "required": ["url", "secret"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "url": {"type": "string", "maxLength": config.max_url_length, "format": "uri"},
+                        "secret": {"type": "string", "minLength": MIN_SECRET_CHARS, "maxLength": MAX_SECRET_CHARS},
+                    },
+                    "description": "One more webhook target: the same as a notify entry of type webhook.",
+                },
             },
         },
         "Options": options,
@@ -755,6 +834,105 @@ def schemas(config: Config) -> dict[str, Any]:
                     "description": "The row's other CSV columns (or its `meta`), in input order; absent when none.",
                 },
                 **CAPTURED,
+            },
+        },
+        "DeliveryList": {
+            "type": "object",
+            "required": ["batch_id", "deliveries"],
+            "properties": {
+                "batch_id": {"type": "string"},
+                "deliveries": {
+                    "type": "array",
+                    "description": "One per notify target, written when the batch ended (none before), in the "
+                    "targets' order.",
+                    "items": ref("Delivery"),
+                },
+            },
+        },
+        "Delivery": {
+            "type": "object",
+            "required": ["id", "batch_id", "target", "type", "url", "status", "attempts", "tries"],
+            "properties": {
+                "id": {"type": "integer"},
+                "batch_id": {"type": "string"},
+                "target": {"type": "integer", "description": "Its entry's index in options.notify."},
+                "type": {"type": "string", "enum": ["webhook", "slack"]},
+                "url": {"type": "string", "description": "Without user info or query (a Slack path cut short)."},
+                "status": {
+                    "type": "string",
+                    "enum": list(DELIVERY_STATES),
+                    "description": "pending (due, or waiting for its next try), sent (a 2xx answer), failed (3 tries "
+                    "without one), skipped (notify_on or consecutive_failures said no: see note).",
+                },
+                "attempts": {"type": "integer", "maximum": 3},
+                "last_status_code": {"type": ["integer", "null"]},
+                "last_error": {"type": ["string", "null"]},
+                "note": {"type": ["string", "null"], "description": "Why it was skipped."},
+                "created_at": {"type": "string", "format": "date-time"},
+                "updated_at": {"type": "string", "format": "date-time"},
+                "next_try_at": {"type": ["string", "null"], "format": "date-time"},
+                "tries": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "at": {"type": "string", "format": "date-time"},
+                            "status_code": {"type": ["integer", "null"]},
+                            "error": {"type": ["string", "null"]},
+                            "ms": {"type": "number"},
+                        },
+                    },
+                },
+            },
+        },
+        "NotificationPayload": {
+            "type": "object",
+            "description": "What a webhook receives when a batch ends: a POST of this JSON with the headers "
+            "Content-Type: application/json, X-Greenbatch-Event: batch.finished, X-Greenbatch-Timestamp: <unix "
+            "seconds> and X-Greenbatch-Signature: sha256=<hex HMAC-SHA256, keyed with the target's secret, of the "
+            'timestamp, a ".", and the raw body>. Check the signature over the raw bytes before parsing, and '
+            "refuse an old timestamp (replays).",
+            "required": [
+                "event",
+                "batch_id",
+                "list_id",
+                "status",
+                "verdict",
+                "counts",
+                "stats",
+                "diff_summary",
+                "dashboard_url",
+            ],
+            "properties": {
+                "event": {"const": "batch.finished"},
+                "batch_id": {"type": "string"},
+                "list_id": {"type": ["string", "null"], "description": "The watch list that ran it, if any."},
+                "name": {"type": "string"},
+                "parent_id": {"type": ["string", "null"], "description": "The previous run the diff is against."},
+                "status": {"type": "string", "enum": ["done", "cancelled", "failed"]},
+                "verdict": {
+                    "type": "object",
+                    "required": ["pass", "violations"],
+                    "description": "As the batch's verdict (see Batch).",
+                },
+                "counts": ref("Counts"),
+                "stats": ref("Stats"),
+                "diff_summary": {
+                    "type": ["object", "null"],
+                    "description": "The diff's counts per kind against parent_id; null without one.",
+                    "additionalProperties": {"type": "integer"},
+                },
+                "dashboard_url": {
+                    "type": ["string", "null"],
+                    "format": "uri",
+                    "description": "The batch page: GREENBATCH_PUBLIC_URL's, else the submitting request's host's; "
+                    "null when neither is known.",
+                },
+                "consecutive_failures": {
+                    "type": "object",
+                    "description": "With options.consecutive_failures: runs looked at, URLs failed in each.",
+                    "properties": {"runs": {"type": "integer"}, "urls": {"type": "integer"}},
+                },
             },
         },
         "CertificateList": {
@@ -1365,6 +1543,16 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             "404": error("No such batch."),
         },
     }
+    deliveries = {
+        "parameters": [ID_PARAM],
+        "responses": {
+            "200": json_body(
+                ref("DeliveryList"),
+                "The batch's notifications and each try (the payload sent is NotificationPayload).",
+            ),
+            "404": error("No such batch."),
+        },
+    }
     preview = {
         "requestBody": {
             "required": True,
@@ -1403,6 +1591,7 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         (batch + "/running", "get", "api.running", running),
         (batch + "/hosts", "get", "api.hosts", hosts),
         (batch + "/certificates", "get", "api.certificates", certificates),
+        (batch + "/deliveries", "get", "api.deliveries", deliveries),
         (batch + "/events", "get", "api.events", events),
         (API + "/sources/preview", "post", "api.preview_source", preview),
         (API + "/openapi.json", "get", "openapi.description", description),

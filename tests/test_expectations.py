@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -295,3 +296,26 @@ def test_a_rerun_with_remap_moves_the_expected_final_urls_too(server, target):
         ("ok", new + "page/a"),
         ("ok", new + "page/b"),
     ]
+
+
+def test_a_batch_stored_with_its_row_specs_in_its_options_still_exports_and_reruns_them(make_server, target):
+    server = make_server()
+    urls = [
+        {"url": target.url("/redirect-to?url=/page/a&status=302"), "expect": {"status": 301}, "meta": {"sku": "A1"}},
+        target.url("/ok"),
+    ]
+    batch = server.wait(server.submit(urls)["id"])
+    server.stop()
+    # As an earlier version stored it: the specs in the batch's options, no row_specs row.
+    with sqlite3.connect(server.data_dir / "greenbatch.db") as conn:
+        [(specs,)] = conn.execute("SELECT specs FROM row_specs WHERE batch_id = ?", (batch["id"],))
+        options = json.loads(conn.execute("SELECT options FROM batches WHERE id = ?", (batch["id"],)).fetchone()[0])
+        conn.execute("UPDATE batches SET options = ?", (json.dumps({**options, "rows": json.loads(specs)}),))
+        conn.execute("DELETE FROM row_specs")
+    server = make_server(data_dir=server.data_dir)
+    exported = server.request("GET", f"/api/v1/batches/{batch['id']}/results", params={"format": "csv"}).text
+    assert next(csv.reader(io.StringIO(exported)))[-1] == "sku"
+    assert "rows" not in server.batch(batch["id"])["options"]
+    response = server.request("POST", f"/api/v1/batches/{batch['id']}/rerun", json={"only": "failed"})
+    [again] = server.results(server.wait(response.json()["id"])["id"])
+    assert (again["outcome"], again["expect"], again["meta"]) == ("failed", {"status": 301}, {"sku": "A1"})

@@ -53,6 +53,7 @@ class Claim:
     total: int
     indexes: list[int]
     urls: list[str]  # urls[i] is URL indexes[i]
+    row_specs: dict[str, dict[str, Any]] | None = None  # the chunk's per-row specs, by URL index as text
 
 
 class _Head(NamedTuple):
@@ -93,6 +94,12 @@ def plan_chunks(urls: Sequence[str], slots: int, lo: int, hi: int) -> list[list[
     return [ordered[start : start + size] for start in range(0, total, size)]
 
 
+def _chunk_specs(row_specs: dict[str, dict[str, Any]], indexes: list[int]) -> str | None:
+    """A chunk's share of a batch's per-row specs as JSON text, or None when none of its URLs has one."""
+    mine = {str(i): row_specs[str(i)] for i in indexes if str(i) in row_specs}
+    return compact_json(mine) if mine else None
+
+
 def host_of(url: str) -> str:
     """A URL's host as the engine's per-host cap has it (urlsplit's hostname, lower case), at a regex's cost."""
     found = _HOST.match(url)
@@ -127,8 +134,10 @@ class Ledger:
         parent_id: str | None,
         chunks: list[list[int]],
         source: dict[str, Any] | None = None,
+        row_specs: dict[str, dict[str, Any]] | None = None,
     ) -> list[Event]:
-        """Store a new batch, its URLs and its chunks (chunk no i is chunks[i], pending), and its `queued` event."""
+        """Store a new batch, its URLs, its per-row specs and its chunks (chunk no i is chunks[i], pending, with
+        its URLs' share of the specs), and its `queued` event."""
         _check_cover(batch_id, chunks, len(urls))
         queued = Event(batch_id, 1, "batch", {"status": "queued", "created_at": created_at})
         with self._pool.connection() as conn, conn.transaction():
@@ -149,10 +158,18 @@ class Ledger:
             conn.execute(
                 "INSERT INTO url_lists (batch_id, urls) VALUES (%s, %s)", (batch_id, json_array(urls).decode())
             )
+            if row_specs is not None:
+                conn.execute(
+                    "INSERT INTO row_specs (batch_id, specs) VALUES (%s, %s)", (batch_id, compact_json(row_specs))
+                )
             now = _clock(conn)
-            with conn.cursor().copy("COPY chunks (batch_id, no, indexes, urls, created_clock) FROM STDIN") as copy:
+            columns = "batch_id, no, indexes, urls, specs, created_clock"
+            with conn.cursor().copy(f"COPY chunks ({columns}) FROM STDIN") as copy:
                 for no, indexes in enumerate(chunks):
-                    copy.write_row((batch_id, no, _int_array(indexes), compact_json([urls[i] for i in indexes]), now))
+                    specs = _chunk_specs(row_specs, indexes) if row_specs else None
+                    copy.write_row(
+                        (batch_id, no, _int_array(indexes), compact_json([urls[i] for i in indexes]), specs, now)
+                    )
             _copy_events(conn, event_rows([queued]))
         return [queued]
 
@@ -176,7 +193,7 @@ class Ledger:
                 conn,
                 batch_id,
                 (
-                    "SELECT c.indexes, c.urls, c.state, b.options FROM chunks c JOIN batches b ON b.id = c.batch_id"
+                    "SELECT c.indexes, c.urls, c.state, b.options, c.specs FROM chunks c JOIN batches b ON b.id = c.batch_id"
                     " WHERE c.batch_id = %s AND c.no = %s",
                     (batch_id, no),
                 ),
@@ -191,7 +208,7 @@ class Ledger:
                 return None, []
             if not chunks or chunks[0][2] == "done":
                 return None, []
-            indexes, urls_json, _, options = chunks[0]
+            indexes, urls_json, _, options, specs = chunks[0]
             recorded = {row[0] for row in recorded_rows}
             todo = [(j, index) for j, index in enumerate(indexes) if index not in recorded]
             if not todo:
@@ -219,7 +236,13 @@ class Ledger:
                 )
             )
             _commit(conn, *last)
-        claim = Claim(json.loads(options), head.total, [index for _, index in todo], [urls[j] for j, _ in todo])
+        claim = Claim(
+            json.loads(options),
+            head.total,
+            [index for _, index in todo],
+            [urls[j] for j, _ in todo],
+            None if specs is None else json.loads(specs),
+        )
         return claim, events
 
     def touch(self, batch_id: str, nos: list[int]) -> None:

@@ -38,6 +38,12 @@ CREATE TABLE IF NOT EXISTS url_lists (
     batch_id TEXT PRIMARY KEY,
     urls TEXT NOT NULL
 );
+-- A batch's per-row specs (expect, meta, checks by URL index), as one JSON object: apart from `batches`, whose
+-- options every listing reads (a million rows there made each listing parse them). Batches without any have no row.
+CREATE TABLE IF NOT EXISTS row_specs (
+    batch_id TEXT PRIMARY KEY,
+    specs TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     batch_id TEXT NOT NULL,
     seq INTEGER NOT NULL,

@@ -126,6 +126,32 @@ def test_bot_walls_and_a_deep_url_sent_to_the_root_end_warn_while_ordinary_pages
     assert [r["index"] for r in server.results(batch["id"], reason="bot_challenge")] == [0, 1]
 
 
+def test_a_known_challenge_page_in_a_body_kept_for_a_check_ends_warn_with_its_evidence(server, target):
+    vendors = ["cloudflare", "datadome", "perimeterx", "akamai", "title-only"]
+    urls = [target.url(f"/challenge-page/{vendor}") for vendor in vendors] + [target.url("/shop/1")]
+    kept = [{"source": "body", "op": "not_contains", "value": "Sold out"}]  # the check that keeps bodies
+    results = server.results(server.wait(server.submit(urls, checks=kept)["id"])["id"])
+    assert [(r["outcome"], r["warnings"]) for r in results] == [
+        (
+            "warn",
+            [
+                {
+                    "kind": "bot_challenge",
+                    "evidence": "Cloudflare challenge page: <title>Just a moment...</title> and _cf_chl_opt",
+                }
+            ],
+        ),
+        ("warn", [{"kind": "bot_challenge", "evidence": "DataDome challenge page: captcha-delivery.com"}]),
+        ("warn", [{"kind": "bot_challenge", "evidence": "PerimeterX challenge page: _pxAppId"}]),
+        ("warn", [{"kind": "bot_challenge", "evidence": "Akamai challenge page: /_sec/cp_challenge/"}]),
+        ("ok", []),
+        ("ok", []),
+    ]
+    # Without a check that keeps it, no body is read for this: the page is what its status says.
+    [plain] = server.results(server.wait(server.submit([urls[3]])["id"])["id"])
+    assert (plain["outcome"], plain["warnings"]) == ("ok", [])
+
+
 def test_warn_as_turns_a_kind_into_a_failure(server, target):
     result = server.fetch_one(target.url("/challenge"), warn_as={"bot_challenge": "failed"})
     assert result["outcome"] == "failed" and result["ok"] is False

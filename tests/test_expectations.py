@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.server import error_of
+from tests.test_stream import watch
 
 
 def planted_csv(target, rows: int) -> tuple[str, dict[int, str]]:
@@ -212,6 +213,19 @@ def test_thresholds_decide_the_verdict_and_name_each_broken_one_with_its_value(s
         ("min_ok", 10, 9),
     ]
     assert [v["threshold"] for v in verdict["violations"]] == ["failed_rate", "p95_ms", "min_ok"]
+
+
+def test_the_final_batch_event_on_the_websocket_carries_the_verdict_the_batch_shows(server, target):
+    urls = [target.url("/ok"), target.url("/status/404"), target.url("/ok")]
+    batch = server.submit(urls, thresholds={"failed_rate": 0.2, "min_ok": 2})
+    got = watch(server, f"/ws/batches/{batch['id']}?after=0")
+    final = got.events[-1]
+    assert (final["type"], final["data"]["status"]) == ("batch", "done")
+    assert final["data"]["verdict"] == {
+        "pass": False,
+        "violations": [{"threshold": "failed_rate", "limit": 0.2, "actual": 0.3333}],
+    }
+    assert final["data"]["verdict"] == server.batch(batch["id"])["verdict"] == got.of("end")[0]["batch"]["verdict"]
 
 
 def test_the_csv_export_adds_outcome_reasons_expectations_then_the_meta_columns_in_input_order(server, migration):

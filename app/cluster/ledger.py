@@ -23,7 +23,7 @@ import psycopg
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
-from ..core import stats
+from ..core import stats, verdict
 from ..core.clock import now_iso
 from ..core.jsonutil import compact_json
 from ..core.results import FINAL_STATUSES, ErrorKind, failed_result
@@ -427,12 +427,17 @@ class Ledger:
     def _conclude(
         self, conn: psycopg.Connection[Any], batch_id: str, head: _Head, tally: stats.Tally, status: str, seq: int
     ) -> Event:
-        """End a batch whose every URL has its result: its final event (exact percentiles), row and chunks."""
+        """End a batch whose every URL has its result: its final event (exact percentiles, the verdict), row and
+        chunks."""
         finished_at = now_iso()
         summary = stats.batch_summary(tally, head.total, head.started_clock, head.now)
         # The stored tally keeps no latencies: the final percentiles are the stored rows' exact ones.
         summary["stats"].update(zip((f"p{p}_ms" for p in stats.PERCENTILES), _exact_percentiles(conn, batch_id)))
-        final = Event(batch_id, seq, "batch", {"status": status, "finished_at": finished_at, **summary})
+        row = conn.execute("SELECT options FROM batches WHERE id = %s", (batch_id,)).fetchone()
+        thresholds = json.loads(row[0]).get("thresholds") if row else None
+        judged = verdict.batch_verdict(summary["counts"], summary["stats"], thresholds)
+        data = {"status": status, "finished_at": finished_at, **summary, "verdict": judged}
+        final = Event(batch_id, seq, "batch", data)
         _copy_events(conn, event_rows([final]))
         conn.execute(
             "UPDATE batches SET status = %s, finished_at = %s, summary = %s, last_seq = %s, tally = %s,"

@@ -621,10 +621,13 @@ class Engine(Fetching):
         )
 
     def _conclude(self, run: BatchRun, status: str, **extra: Any) -> dict[str, Any]:
-        """Emit a batch's final state with its summary, free its slot, and show it once committed; the summary."""
+        """Emit a batch's final state with its summary and verdict, free its slot, and show it once committed; the
+        summary."""
         run.finished_at = now_iso()
         summary = self._summary(run, final=True)
-        self.bus.emit(run.id, "batch", {"status": status, "finished_at": run.finished_at, **extra, **summary})
+        judged = verdict.batch_verdict(summary["counts"], summary["stats"], run.options.thresholds)
+        data = {"status": status, "finished_at": run.finished_at, **extra, **summary, "verdict": judged}
+        self.bus.emit(run.id, "batch", data)
         self._active.discard(run.id)
         gevent.spawn(self._release, run, status)
         self._start_next()

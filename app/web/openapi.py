@@ -966,8 +966,9 @@ def schemas(config: Config) -> dict[str, Any]:
         "Event": {
             "type": "object",
             "required": ["seq", "type", "batch_id", "at", "data"],
-            "description": "One numbered fact about a batch. `batch`: a status change (`data.status`, and counts and "
-            "stats once final); `result`: one URL's Result; `progress`: counts and stats while running.",
+            "description": "One numbered fact about a batch. `batch`: a status change (`data.status`, and counts, "
+            "stats and the batch's `verdict` once final); `result`: one URL's Result; `progress`: counts and stats "
+            "while running.",
             "properties": {
                 "seq": {"type": "integer", "minimum": 1},
                 "type": {"type": "string", "enum": ["batch", "result", "progress"]},

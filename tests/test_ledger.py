@@ -375,10 +375,11 @@ def test_progress_and_final_payloads_equal_the_single_process_engines_for_the_sa
 
     final = ledger.append("b8", results[350:])[-1]
     expected = engine_summary(tmp_path, total, [(i, row) for i, _, row in results], final=True)
-    assert list(final.data) == ["status", "finished_at", "counts", "stats"]
+    assert list(final.data) == ["status", "finished_at", "counts", "stats", "verdict"]
     assert final.data["status"] == "done"
+    verdict = {"pass": expected["counts"]["failed"] == 0, "violations": []}  # no thresholds: whether a row failed
     assert without_rate(final.data) == without_rate(
-        {"status": "done", "finished_at": final.data["finished_at"], **expected}
+        {"status": "done", "finished_at": final.data["finished_at"], **expected, "verdict": verdict}
     )
 
 

@@ -352,7 +352,7 @@ def test_a_batch_stored_with_its_row_specs_in_its_options_still_exports_and_reru
         options = json.loads(conn.execute("SELECT options FROM batches WHERE id = ?", (batch["id"],)).fetchone()[0])
         conn.execute("UPDATE batches SET options = ?", (json.dumps({**options, "rows": json.loads(specs)}),))
         conn.execute("DELETE FROM row_specs")
-    server = make_server(data_dir=server.data_dir)
+    server = make_server(data_dir=server.data_dir)  # which moves them to row_specs on opening the file
     exported = server.request("GET", f"/api/v1/batches/{batch['id']}/results", params={"format": "csv"}).text
     assert next(csv.reader(io.StringIO(exported)))[-1] == "sku"
     assert "rows" not in server.batch(batch["id"])["options"]

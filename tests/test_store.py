@@ -162,6 +162,23 @@ def test_a_batch_stored_with_its_row_specs_in_its_options_still_reads_them(store
     assert store.row_specs("old") == SPECS
 
 
+def test_opening_a_sqlite_file_moves_row_specs_out_of_the_options_that_held_them(tmp_path):
+    path = str(tmp_path / "old.db")
+    store = SQLiteStore(path)
+    store.create_batch("old", "old", {"concurrency": 2, "rows": SPECS}, ["http://a.test/"] * 3, CREATED)
+    store.create_batch("said", "said", {"headers": {"X-Note": '"rows"'}}, ["http://a.test/"], CREATED)
+    store.close()
+    store = SQLiteStore(path)
+    try:
+        assert [record.options for record in store.list_batches(10)] == [
+            {"headers": {"X-Note": '"rows"'}},
+            {"concurrency": 2},
+        ]
+        assert (store.row_specs("old"), store.row_specs("said")) == (SPECS, None)
+    finally:
+        store.close()
+
+
 def test_a_database_from_before_url_lists_keeps_every_batchs_urls_in_order(tmp_path):
     # Earlier versions kept one `urls` row per URL; opening such a file moves them to url_lists.
     path = str(tmp_path / "old.db")

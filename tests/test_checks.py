@@ -12,7 +12,7 @@ from app.core import checks as checks_module
 from app.core.checks import DEFAULT_CHECK_BYTES, MAX_CHECK_BYTES, REGEX_TIMEOUT, parse_checks, run
 from app.core.lru import LRU
 from tests.support.server import error_of
-from tests.test_stream import connect, receive
+from tests.support.viewers import connect, receive
 
 HTML = b"<html><button>Add to cart</button></html>"
 JSON = b'{"items": [{"id": 1, "price": 12.5}], "status": "ok"}'

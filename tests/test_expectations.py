@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.server import error_of
-from tests.test_stream import watch
+from tests.support.viewers import watch
 
 
 def planted_csv(target, rows: int) -> tuple[str, dict[int, str]]:

@@ -110,7 +110,8 @@ function applyEvent(event) {
   } else if (event.type === 'batch') {
     if (data.counts) noteProgress(data.finished_at || event.at, data.counts);
     if (event.seq > base.seq) {
-      for (const key of ['status', 'started_at', 'finished_at', 'counts', 'stats']) {
+      // The final event carries the verdict: the banner shows PASS or FAIL with the status, nothing read apart.
+      for (const key of ['status', 'started_at', 'finished_at', 'counts', 'stats', 'verdict']) {
         if (data[key] !== undefined) batch[key] = data[key];
       }
       if (data.counts) rebase(data, event.seq);

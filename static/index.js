@@ -1066,7 +1066,7 @@ function applyListEvent(event) {
   seenSeq.set(event.batch_id, event.seq);
   const data = event.data || {};
   if (event.type === 'batch') {
-    for (const key of ['status', 'started_at', 'finished_at', 'counts', 'stats']) {
+    for (const key of ['status', 'started_at', 'finished_at', 'counts', 'stats', 'verdict']) {
       if (data[key] !== undefined) batch[key] = data[key];
     }
   } else if (event.type === 'progress') {

@@ -193,6 +193,22 @@ def test_a_row_that_ends_while_the_page_is_open_says_why_and_the_counters_move(p
     expect(page.locator("#verdict li")).to_have_text(["ok ≥ 2 ✓"])
 
 
+def test_the_banner_takes_the_verdict_from_the_batchs_final_event(page, server, target):
+    # The stream's `end` message (the whole batch again) and its close are held back: the final event alone must
+    # say FAIL (the page reads the batch again only when the stream ends or fails).
+    def without_end(ws):
+        upstream = ws.connect_to_server()
+        upstream.on_message(lambda message: None if '"type":"end"' in str(message) else ws.send(message))
+        upstream.on_close(lambda code, reason: None)  # nor its close, which would send the page to read the batch
+
+    page.route_web_socket(re.compile(r"/ws/batches/"), without_end)
+    batch = server.submit([target.url("/delay/1500"), target.url("/status/404")], thresholds={"min_ok": 2})
+    page.goto(server.url(f"/batches/{batch['id']}"))
+    expect(page.locator("#verdict")).to_contain_text("decided when the batch ends")
+    expect(page.locator("#verdict .verdict-word")).to_have_text("FAIL", timeout=FINISHED)
+    expect(page.locator("#verdict li")).to_have_text(["ok ≥ 2 ✗ 1"])
+
+
 def test_the_verdict_banner_says_fail_and_lists_each_threshold_with_its_limit_and_what_missed_it(page, server, judged):
     page.goto(server.url(f"/batches/{judged['id']}"))
     # 4 of 6 failed, past the 50 % limit; p95 met.

@@ -3,12 +3,16 @@ field, and a catastrophic regular expression that cannot stall the hub."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
-from app.core.checks import REGEX_TIMEOUT, parse_checks, run
+from app.core import checks as checks_module
+from app.core.checks import DEFAULT_CHECK_BYTES, MAX_CHECK_BYTES, REGEX_TIMEOUT, parse_checks, run
+from app.core.lru import LRU
 from tests.support.server import error_of
+from tests.support.viewers import connect, receive
 
 HTML = b"<html><button>Add to cart</button></html>"
 JSON = b'{"items": [{"id": 1, "price": 12.5}], "status": "ok"}'
@@ -80,6 +84,11 @@ def test_header_time_size_and_content_type_checks():
         ({"source": "json", "op": "exists", "path": "$[?"}, "options.checks[1].path"),
         ({"source": "header", "op": "present"}, "options.checks[1].name"),
         ({"source": "time.total", "op": "<", "value": "fast"}, "options.checks[1].value"),
+        ({"source": "size", "op": "<", "value": 5, "max_bytes": 100}, "options.checks[1].max_bytes"),
+        (
+            {"source": "body", "op": "contains", "value": "x", "max_bytes": MAX_CHECK_BYTES + 1},
+            "options.checks[1].max_bytes",
+        ),
     ],
 )
 def test_a_bad_check_is_refused_naming_its_index_and_field(check, field):
@@ -97,6 +106,80 @@ def test_a_catastrophic_pattern_is_cut_off_and_not_run_again():
     started = time.monotonic()
     assert failures(check, body=b"x" * 5000) == first
     assert time.monotonic() - started < REGEX_TIMEOUT, "a pattern that ran out of time once is not run again"
+
+
+def test_a_body_check_searches_only_its_max_bytes_of_the_body_and_says_so():
+    body = b"a" * DEFAULT_CHECK_BYTES + b"Add to cart"
+    contains = {"source": "body", "op": "contains", "value": "Add to cart"}
+    [(_, actual)] = failures([contains], body=body)
+    assert (
+        actual == f"not found in the body (its first {DEFAULT_CHECK_BYTES} of {len(body)} bytes: the check's max_bytes)"
+    )
+    assert failures([{**contains, "max_bytes": len(body)}], body=body) == []
+    assert failures([{"source": "body", "op": "matches", "value": "cart$", "max_bytes": len(body)}], body=body) == []
+
+
+def test_a_json_check_fails_unparsed_on_a_body_longer_than_its_max_bytes():
+    body = b'{"pad": "' + b"x" * DEFAULT_CHECK_BYTES + b'", "stock": 3}'
+    check = {"source": "json", "path": "$.stock", "op": "==", "value": 3}
+    assert failures([check], body=body) == [
+        (
+            "check[0]",
+            f"the body has {len(body)} bytes, more than the {DEFAULT_CHECK_BYTES} a json check parses (its max_bytes)",
+        )
+    ]
+    assert failures([{**check, "max_bytes": MAX_CHECK_BYTES}], body=body) == []
+
+
+def test_the_patterns_remembered_as_slow_are_bounded_the_oldest_forgotten(monkeypatch):
+    monkeypatch.setattr(checks_module, "_SLOW", LRU(2))
+    patterns = [r"(x+x+)+y", r"(x+x+)+z", r"(xx+x+)+y"]
+    for pattern in patterns:
+        failures([{"source": "body", "op": "matches", "value": pattern}], body=b"x" * 5000)
+    assert len(checks_module._SLOW) == 2
+    assert [bool(checks_module._SLOW.get(p)) for p in patterns] == [False, True, True]
+
+
+def test_a_batch_checking_5_mb_bodies_leaves_the_hub_answering_while_it_runs(server, target):
+    # Health answers are taken in a loop while the batch's results stream; one must come between its first
+    # result and its end (the order the hub served them in), not only once it is done.
+    urls = [target.url(f"/bytes/5000000?i={i}") for i in range(12)]
+    checks = [
+        {"source": "body", "op": "matches", "value": "never here", "max_bytes": MAX_CHECK_BYTES},
+        {"source": "json", "path": "$.a", "op": "exists"},
+    ]
+    batch = server.submit(urls, checks=checks, concurrency=3, max_bytes=6_000_000)
+    ws = connect(server, f"/ws/batches/{batch['id']}?after=0")
+    answered: list[float] = []
+    done = threading.Event()
+
+    def ask() -> None:
+        while not done.is_set() and len(answered) < 10_000:
+            assert server.request("GET", "/healthz").status_code == 200
+            answered.append(time.monotonic())
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    try:
+        got = receive(ws)
+    finally:
+        done.set()
+        asker.join(10)
+        ws.shutdown()
+    arrivals = [
+        at for m, at in zip(got.messages, got.arrivals, strict=True) if m["type"] == "events" for _ in m["events"]
+    ]
+    kinds = [(e["type"], e["data"].get("status")) for e in got.events]
+    first_result = arrivals[[kind for kind, _ in kinds].index("result")]
+    assert kinds[-1] == ("batch", "done")
+    assert any(first_result < at < arrivals[-1] for at in answered), "no health answer while the batch ran"
+    results = server.results(batch["id"])
+    assert {r["reasons"][0]["actual"] for r in results} == {
+        f"no match in the body (its first {MAX_CHECK_BYTES} of 5000000 bytes: the check's max_bytes)"
+    }
+    assert {r["reasons"][1]["actual"] for r in results} == {
+        f"the body has 5000000 bytes, more than the {DEFAULT_CHECK_BYTES} a json check parses (its max_bytes)"
+    }
 
 
 def test_checks_give_the_same_answers_through_the_api(server, target):

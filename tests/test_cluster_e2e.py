@@ -279,7 +279,12 @@ def test_expectations_checks_and_warnings_give_the_same_answers_as_one_process(w
         "checks": [{"source": "header", "name": "content-type", "op": "present"}],
         "thresholds": {"failed_rate": 0.1},
     }
-    clustered = web_b.wait(web_a.submit(urls, **options)["id"], timeout=60)
+    submitted = web_a.submit(urls, **options)
+    viewer = Viewer(web_b, f"/ws/batches/{submitted['id']}?after=0")
+    viewer.start()
+    final = viewer.finish(60)[-1]
+    clustered = web_b.wait(submitted["id"], timeout=60)
+    assert final["data"]["verdict"] == clustered["verdict"], "the final event carries the verdict"
     server = make_server()
     alone = server.wait(server.submit(urls, **options)["id"], timeout=60)
     mine = web_b.results(clustered["id"])

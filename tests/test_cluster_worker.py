@@ -161,6 +161,28 @@ def test_a_batch_dispatched_by_hand_ends_with_every_index_once_and_one_final_eve
     assert not any("Traceback" in worker.text() for worker in workers)
 
 
+def test_a_worker_judges_each_row_by_its_specs_from_its_chunk_or_from_options_stored_before_they_moved(cluster, target):
+    cluster.start_workers(1, threads=1)
+    urls = [target.url("/redirect-to?url=/page/a&status=302"), target.url("/ok"), target.url("/status/404")]
+    specs = {"0": {"expect": {"status": 301}, "meta": {"sku": "A1"}}, "2": {"expect": {"final_status": 404}}}
+    chunks = [[0, 1], [2]]
+    batches = []
+    for stored, row_specs in (({}, specs), ({"rows": specs}, None)):  # now, and as stored before row_specs
+        batch_id = secrets.token_hex(6)
+        cluster.ledger.create_batch(batch_id, "rows", stored, urls, now_iso(), None, chunks, row_specs=row_specs)
+        dispatch(cluster.broker, batch_id, range(len(chunks)))
+        batches.append(batch_id)
+    for batch_id in batches:
+        assert cluster.wait_final(batch_id) == "done"
+        results = {idx: data for _, _, idx, data in cluster.events(batch_id) if idx is not None}
+        assert [(results[i]["outcome"], results[i].get("meta")) for i in range(3)] == [
+            ("failed", {"sku": "A1"}),
+            ("ok", None),
+            ("ok", None),
+        ]
+        assert results[0]["reasons"][0]["rule"] == "expect.status"
+
+
 def test_the_chunks_of_a_batch_on_one_worker_fetch_over_the_connections_its_earlier_chunks_opened(cluster, target):
     """A worker process keeps one transport per batch, as the engine does, shared by the batch's chunks there:
     a batch of eight chunks at concurrency 2 opens two connections, not two a chunk."""
@@ -297,7 +319,7 @@ def test_import_sqlite_copies_a_one_process_history_once_and_says_what_it_did(
 ):
     """`python -m app.cluster import-sqlite <greenbatch.db>` copies finished batches; run again, it copies none."""
     alone = make_server()
-    alone.run_batch([target.url(f"/bytes/32?n={n}") for n in range(5)])
+    alone.run_batch([target.url(f"/bytes/32?n={n}") for n in range(4)] + [{"url": target.url("/ok"), "meta": {"n": 4}}])
     alone.stop()
     env = {"GREENBATCH_DATABASE_URL": pg_url, "GREENBATCH_REDIS_URL": redis_server.url}
     path = str(alone.data_dir / "greenbatch.db")
@@ -306,5 +328,7 @@ def test_import_sqlite_copies_a_one_process_history_once_and_says_what_it_did(
     assert "1 batches copied" in first.stdout
     again = run_module(env, "-m", "app.cluster", "import-sqlite", path)
     assert "0 batches copied" in again.stdout and "1 already there" in again.stdout
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT specs FROM row_specs").fetchall() == [('{"4":{"meta":{"n":4}}}',)]
     missing = run_module(env, "-m", "app.cluster", "import-sqlite", path + ".missing")
     assert missing.returncode == 2 and "cannot import" in missing.stderr

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.server import error_of
+from tests.support.viewers import watch
 
 
 def planted_csv(target, rows: int) -> tuple[str, dict[int, str]]:
@@ -125,6 +127,32 @@ def test_bot_walls_and_a_deep_url_sent_to_the_root_end_warn_while_ordinary_pages
     assert [r["index"] for r in server.results(batch["id"], reason="bot_challenge")] == [0, 1]
 
 
+def test_a_known_challenge_page_in_a_body_kept_for_a_check_ends_warn_with_its_evidence(server, target):
+    vendors = ["cloudflare", "datadome", "perimeterx", "akamai", "title-only"]
+    urls = [target.url(f"/challenge-page/{vendor}") for vendor in vendors] + [target.url("/shop/1")]
+    kept = [{"source": "body", "op": "not_contains", "value": "Sold out"}]  # the check that keeps bodies
+    results = server.results(server.wait(server.submit(urls, checks=kept)["id"])["id"])
+    assert [(r["outcome"], r["warnings"]) for r in results] == [
+        (
+            "warn",
+            [
+                {
+                    "kind": "bot_challenge",
+                    "evidence": "Cloudflare challenge page: <title>Just a moment...</title> and _cf_chl_opt",
+                }
+            ],
+        ),
+        ("warn", [{"kind": "bot_challenge", "evidence": "DataDome challenge page: captcha-delivery.com"}]),
+        ("warn", [{"kind": "bot_challenge", "evidence": "PerimeterX challenge page: _pxAppId"}]),
+        ("warn", [{"kind": "bot_challenge", "evidence": "Akamai challenge page: /_sec/cp_challenge/"}]),
+        ("ok", []),
+        ("ok", []),
+    ]
+    # Without a check that keeps it, no body is read for this: the page is what its status says.
+    [plain] = server.results(server.wait(server.submit([urls[3]])["id"])["id"])
+    assert (plain["outcome"], plain["warnings"]) == ("ok", [])
+
+
 def test_warn_as_turns_a_kind_into_a_failure(server, target):
     result = server.fetch_one(target.url("/challenge"), warn_as={"bot_challenge": "failed"})
     assert result["outcome"] == "failed" and result["ok"] is False
@@ -185,6 +213,19 @@ def test_thresholds_decide_the_verdict_and_name_each_broken_one_with_its_value(s
         ("min_ok", 10, 9),
     ]
     assert [v["threshold"] for v in verdict["violations"]] == ["failed_rate", "p95_ms", "min_ok"]
+
+
+def test_the_final_batch_event_on_the_websocket_carries_the_verdict_the_batch_shows(server, target):
+    urls = [target.url("/ok"), target.url("/status/404"), target.url("/ok")]
+    batch = server.submit(urls, thresholds={"failed_rate": 0.2, "min_ok": 2})
+    got = watch(server, f"/ws/batches/{batch['id']}?after=0")
+    final = got.events[-1]
+    assert (final["type"], final["data"]["status"]) == ("batch", "done")
+    assert final["data"]["verdict"] == {
+        "pass": False,
+        "violations": [{"threshold": "failed_rate", "limit": 0.2, "actual": 0.3333}],
+    }
+    assert final["data"]["verdict"] == server.batch(batch["id"])["verdict"] == got.of("end")[0]["batch"]["verdict"]
 
 
 def test_the_csv_export_adds_outcome_reasons_expectations_then_the_meta_columns_in_input_order(server, migration):
@@ -295,3 +336,26 @@ def test_a_rerun_with_remap_moves_the_expected_final_urls_too(server, target):
         ("ok", new + "page/a"),
         ("ok", new + "page/b"),
     ]
+
+
+def test_a_batch_stored_with_its_row_specs_in_its_options_still_exports_and_reruns_them(make_server, target):
+    server = make_server()
+    urls = [
+        {"url": target.url("/redirect-to?url=/page/a&status=302"), "expect": {"status": 301}, "meta": {"sku": "A1"}},
+        target.url("/ok"),
+    ]
+    batch = server.wait(server.submit(urls)["id"])
+    server.stop()
+    # As an earlier version stored it: the specs in the batch's options, no row_specs row.
+    with sqlite3.connect(server.data_dir / "greenbatch.db") as conn:
+        [(specs,)] = conn.execute("SELECT specs FROM row_specs WHERE batch_id = ?", (batch["id"],))
+        options = json.loads(conn.execute("SELECT options FROM batches WHERE id = ?", (batch["id"],)).fetchone()[0])
+        conn.execute("UPDATE batches SET options = ?", (json.dumps({**options, "rows": json.loads(specs)}),))
+        conn.execute("DELETE FROM row_specs")
+    server = make_server(data_dir=server.data_dir)  # which moves them to row_specs on opening the file
+    exported = server.request("GET", f"/api/v1/batches/{batch['id']}/results", params={"format": "csv"}).text
+    assert next(csv.reader(io.StringIO(exported)))[-1] == "sku"
+    assert "rows" not in server.batch(batch["id"])["options"]
+    response = server.request("POST", f"/api/v1/batches/{batch['id']}/rerun", json={"only": "failed"})
+    [again] = server.results(server.wait(response.json()["id"])["id"])
+    assert (again["outcome"], again["expect"], again["meta"]) == ("failed", {"status": 301}, {"sku": "A1"})

@@ -375,10 +375,11 @@ def test_progress_and_final_payloads_equal_the_single_process_engines_for_the_sa
 
     final = ledger.append("b8", results[350:])[-1]
     expected = engine_summary(tmp_path, total, [(i, row) for i, _, row in results], final=True)
-    assert list(final.data) == ["status", "finished_at", "counts", "stats"]
+    assert list(final.data) == ["status", "finished_at", "counts", "stats", "verdict"]
     assert final.data["status"] == "done"
+    verdict = {"pass": expected["counts"]["failed"] == 0, "violations": []}  # no thresholds: whether a row failed
     assert without_rate(final.data) == without_rate(
-        {"status": "done", "finished_at": final.data["finished_at"], **expected}
+        {"status": "done", "finished_at": final.data["finished_at"], **expected, "verdict": verdict}
     )
 
 
@@ -403,3 +404,17 @@ def test_a_batch_run_by_the_single_process_server_gives_the_same_final_event_thr
     final = committed[-1].data
     assert final["status"] == single["status"] == "done"
     assert without_rate(final) == {**without_rate(single), "finished_at": final["finished_at"]}
+
+
+def test_a_claim_carries_its_chunks_share_of_the_row_specs_not_the_batchs_whole_set(ledger, pg_url):
+    urls = [f"http://a.test/{i}" for i in range(4)]
+    specs = {"1": {"meta": {"n": 1}}, "3": {"expect": {"status": 301}}}
+    ledger.create_batch("rs", "rows", {"concurrency": 2}, urls, CREATED, None, [[0, 1], [2], [3]], row_specs=specs)
+    claims = [ledger.claim("rs", no)[0] for no in range(3)]
+    assert [claim.row_specs for claim in claims] == [
+        {"1": {"meta": {"n": 1}}},
+        None,
+        {"3": {"expect": {"status": 301}}},
+    ]
+    assert "rows" not in claims[0].options
+    assert sql(pg_url, "SELECT specs FROM row_specs WHERE batch_id = 'rs'") == [(compact_json(specs),)]

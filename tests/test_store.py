@@ -16,6 +16,8 @@ from app.runs.store import SQLiteStore
 from app.runs.store import sqlite as sqlite_store
 from tests.support.events import result_event
 
+CREATED = "2026-12-06T00:00:00.000Z"
+
 
 def result(seq: int, index: int, batch_id: str = "b") -> Event:
     """A result event as the engine makes it."""
@@ -135,6 +137,46 @@ def test_a_batch_records_the_source_its_urls_came_from_and_a_list_records_none(s
     assert store.get_batch("s").source == source
     assert store.get_batch("l").source is None
     assert [record.source for record in store.list_batches(10)] == [None, source]
+
+
+SPECS = {
+    "0": {"expect": {"status": 301}, "meta": {"sku": "A1"}},
+    "2": {"checks": [{"source": "size", "op": "<", "value": 9}]},
+}
+
+
+def test_per_row_specs_are_stored_apart_from_the_options_every_listing_reads(store_factory):
+    store = store_factory()
+    store.create_batch("r", "rows", {"concurrency": 2}, ["http://a.test/"] * 3, CREATED, row_specs=SPECS)
+    store.create_batch("p", "plain", {}, ["http://a.test/"], CREATED)
+    assert [record.options for record in store.list_batches(10)] == [{}, {"concurrency": 2}]
+    assert store.get_batch("r").options == {"concurrency": 2}
+    assert (store.row_specs("r"), store.row_specs("p"), store.row_specs("gone")) == (SPECS, None, None)
+    assert store.delete_batch("r") and store.row_specs("r") is None
+
+
+def test_a_batch_stored_with_its_row_specs_in_its_options_still_reads_them(store_factory):
+    # Before row_specs had their own table, they were options.rows.
+    store = store_factory()
+    store.create_batch("old", "old", {"concurrency": 2, "rows": SPECS}, ["http://a.test/"] * 3, CREATED)
+    assert store.row_specs("old") == SPECS
+
+
+def test_opening_a_sqlite_file_moves_row_specs_out_of_the_options_that_held_them(tmp_path):
+    path = str(tmp_path / "old.db")
+    store = SQLiteStore(path)
+    store.create_batch("old", "old", {"concurrency": 2, "rows": SPECS}, ["http://a.test/"] * 3, CREATED)
+    store.create_batch("said", "said", {"headers": {"X-Note": '"rows"'}}, ["http://a.test/"], CREATED)
+    store.close()
+    store = SQLiteStore(path)
+    try:
+        assert [record.options for record in store.list_batches(10)] == [
+            {"headers": {"X-Note": '"rows"'}},
+            {"concurrency": 2},
+        ]
+        assert (store.row_specs("old"), store.row_specs("said")) == (SPECS, None)
+    finally:
+        store.close()
 
 
 def test_a_database_from_before_url_lists_keeps_every_batchs_urls_in_order(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.core.config import Config
 from app.core.options import BatchOptions
 from app.core.results import Result
-from app.core.verdict import evaluate, url_key
+from app.core.verdict import CHALLENGE_BYTES, challenge_page, evaluate, url_key
 
 OPTIONS = BatchOptions.defaults(Config())
 
@@ -186,3 +186,25 @@ def test_the_warn_and_reason_filters_read_indexes_that_hold_only_such_results(tm
         assert any("COVERING INDEX results_by_reason" in s for s in explain(conn, "b", ResultQuery(reason="check[0]")))
     finally:
         store.close()
+
+
+def test_a_challenge_page_is_known_by_its_evidence_in_the_first_16_kib_only():
+    assert challenge_page(b"<div id='px-captcha'>") == "PerimeterX challenge page: px-captcha"
+    assert challenge_page(b"<TITLE>Just a moment...</TITLE><script src='/cdn-cgi/challenge-platform/h/b'>") == (
+        "Cloudflare challenge page: <title>Just a moment...</title> and /cdn-cgi/challenge-platform/"
+    )
+    assert challenge_page(b"<title>Just a moment...</title>") is None, "the title alone is any site's"
+    assert challenge_page(b" " * CHALLENGE_BYTES + b"captcha-delivery.com") is None
+
+
+def test_a_challenge_page_warns_only_for_an_html_answer_of_the_statuses_walls_use():
+    page = b'<script src="https://ct.captcha-delivery.com/c.js"></script>'
+
+    def warned(status: int, content_type: str) -> list[str]:
+        result = fetched("https://a.example/x", status)
+        result.content_type = content_type
+        return [w["kind"] for w in evaluate(result, {}, OPTIONS, None, "exact", None, (), page)[2]]
+
+    assert warned(403, "text/html; charset=utf-8") == ["bot_challenge"]
+    assert warned(404, "text/html") == []
+    assert warned(200, "application/json") == []

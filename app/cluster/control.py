@@ -101,7 +101,15 @@ class ClusterControl:
         )
         with _database():
             events = self.ledger.create_batch(
-                batch_id, name, options.to_dict(), urls, created, parent_id, chunks, source=source
+                batch_id,
+                name,
+                options.to_dict(),
+                urls,
+                created,
+                parent_id,
+                chunks,
+                source=source,
+                row_specs=options.row_specs(),
             )
         announce(self.client, events)
         self.send(batch_id, list(range(len(chunks))))

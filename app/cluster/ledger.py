@@ -23,7 +23,7 @@ import psycopg
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
-from ..core import stats
+from ..core import stats, verdict
 from ..core.clock import now_iso
 from ..core.jsonutil import compact_json
 from ..core.results import FINAL_STATUSES, ErrorKind, failed_result
@@ -54,6 +54,7 @@ class Claim:
     total: int
     indexes: list[int]
     urls: list[str]  # urls[i] is URL indexes[i]
+    row_specs: dict[str, dict[str, Any]] | None = None  # the chunk's per-row specs, by URL index as text
 
 
 class _Head(NamedTuple):
@@ -94,6 +95,12 @@ def plan_chunks(urls: Sequence[str], slots: int, lo: int, hi: int) -> list[list[
     return [ordered[start : start + size] for start in range(0, total, size)]
 
 
+def _chunk_specs(row_specs: dict[str, dict[str, Any]], indexes: list[int]) -> str | None:
+    """A chunk's share of a batch's per-row specs as JSON text, or None when none of its URLs has one."""
+    mine = {str(i): row_specs[str(i)] for i in indexes if str(i) in row_specs}
+    return compact_json(mine) if mine else None
+
+
 def host_of(url: str) -> str:
     """A URL's host as the engine's per-host cap has it (urlsplit's hostname, lower case), at a regex's cost."""
     found = _HOST.match(url)
@@ -128,8 +135,10 @@ class Ledger:
         parent_id: str | None,
         chunks: list[list[int]],
         source: dict[str, Any] | None = None,
+        row_specs: dict[str, dict[str, Any]] | None = None,
     ) -> list[Event]:
-        """Store a new batch, its URLs and its chunks (chunk no i is chunks[i], pending), and its `queued` event."""
+        """Store a new batch, its URLs, its per-row specs and its chunks (chunk no i is chunks[i], pending, with
+        its URLs' share of the specs), and its `queued` event."""
         _check_cover(batch_id, chunks, len(urls))
         queued = Event(batch_id, 1, "batch", {"status": "queued", "created_at": created_at})
         with self._pool.connection() as conn, conn.transaction():
@@ -150,10 +159,18 @@ class Ledger:
             conn.execute(
                 "INSERT INTO url_lists (batch_id, urls) VALUES (%s, %s)", (batch_id, json_array(urls).decode())
             )
+            if row_specs is not None:
+                conn.execute(
+                    "INSERT INTO row_specs (batch_id, specs) VALUES (%s, %s)", (batch_id, compact_json(row_specs))
+                )
             now = _clock(conn)
-            with conn.cursor().copy("COPY chunks (batch_id, no, indexes, urls, created_clock) FROM STDIN") as copy:
+            columns = "batch_id, no, indexes, urls, specs, created_clock"
+            with conn.cursor().copy(f"COPY chunks ({columns}) FROM STDIN") as copy:
                 for no, indexes in enumerate(chunks):
-                    copy.write_row((batch_id, no, _int_array(indexes), compact_json([urls[i] for i in indexes]), now))
+                    specs = _chunk_specs(row_specs, indexes) if row_specs else None
+                    copy.write_row(
+                        (batch_id, no, _int_array(indexes), compact_json([urls[i] for i in indexes]), specs, now)
+                    )
             _copy_events(conn, event_rows([queued]))
         return [queued]
 
@@ -177,7 +194,7 @@ class Ledger:
                 conn,
                 batch_id,
                 (
-                    "SELECT c.indexes, c.urls, c.state, b.options FROM chunks c JOIN batches b ON b.id = c.batch_id"
+                    "SELECT c.indexes, c.urls, c.state, b.options, c.specs FROM chunks c JOIN batches b ON b.id = c.batch_id"
                     " WHERE c.batch_id = %s AND c.no = %s",
                     (batch_id, no),
                 ),
@@ -192,7 +209,7 @@ class Ledger:
                 return None, []
             if not chunks or chunks[0][2] == "done":
                 return None, []
-            indexes, urls_json, _, options = chunks[0]
+            indexes, urls_json, _, options, specs = chunks[0]
             recorded = {row[0] for row in recorded_rows}
             todo = [(j, index) for j, index in enumerate(indexes) if index not in recorded]
             if not todo:
@@ -220,7 +237,13 @@ class Ledger:
                 )
             )
             _commit(conn, *last)
-        claim = Claim(json.loads(options), head.total, [index for _, index in todo], [urls[j] for j, _ in todo])
+        claim = Claim(
+            json.loads(options),
+            head.total,
+            [index for _, index in todo],
+            [urls[j] for j, _ in todo],
+            None if specs is None else json.loads(specs),
+        )
         return claim, events
 
     def touch(self, batch_id: str, nos: list[int]) -> None:
@@ -405,12 +428,17 @@ class Ledger:
     def _conclude(
         self, conn: psycopg.Connection[Any], batch_id: str, head: _Head, tally: stats.Tally, status: str, seq: int
     ) -> Event:
-        """End a batch whose every URL has its result: its final event (exact percentiles), row and chunks."""
+        """End a batch whose every URL has its result: its final event (exact percentiles, the verdict), row and
+        chunks."""
         finished_at = now_iso()
         summary = stats.batch_summary(tally, head.total, head.started_clock, head.now)
         # The stored tally keeps no latencies: the final percentiles are the stored rows' exact ones.
         summary["stats"].update(zip((f"p{p}_ms" for p in stats.PERCENTILES), _exact_percentiles(conn, batch_id)))
-        final = Event(batch_id, seq, "batch", {"status": status, "finished_at": finished_at, **summary})
+        row = conn.execute("SELECT options FROM batches WHERE id = %s", (batch_id,)).fetchone()
+        thresholds = json.loads(row[0]).get("thresholds") if row else None
+        judged = verdict.batch_verdict(summary["counts"], summary["stats"], thresholds)
+        data = {"status": status, "finished_at": finished_at, **summary, "verdict": judged}
+        final = Event(batch_id, seq, "batch", data)
         _copy_events(conn, event_rows([final]))
         conn.execute(
             "UPDATE batches SET status = %s, finished_at = %s, summary = %s, last_seq = %s, tally = %s,"

@@ -212,7 +212,9 @@ class Runner(Fetching):
             log.info("batch %s chunk %d: nothing to run (batch final or gone, or chunk done)", batch_id, no)
             return True
         try:
-            options = BatchOptions.parse(claim.options, self.config)
+            # A batch stored before row specs had their own place keeps them in its options (options.rows).
+            raw = claim.options if claim.row_specs is None else {**claim.options, "rows": claim.row_specs}
+            options = BatchOptions.parse(raw, self.config)
         except ValidationError as exc:
             log.error(
                 "batch %s chunk %d: this worker refuses the batch's options (%s); give workers the same GREENBATCH_* "

@@ -1,8 +1,10 @@
 """Checks on a response (`checks` of a batch or a row): parsed and compiled once per batch, run by the evaluator.
 
 Pure: a check reads what the fetch kept (the decoded body, up to max_bytes, only when a check needs it; the last
-response's headers; the timings and size), never the network. Regular expressions run under REGEX_TIMEOUT each
-(the `regex` module stops a catastrophic pattern), so one row cannot stall the hub.
+response's headers; the timings and size), never the network. Checks run on the hub, so each is bounded: a body
+check searches at most its max_bytes of the body (DEFAULT_CHECK_BYTES, at most MAX_CHECK_BYTES), a json check
+parses no body longer than that, and regular expressions run under REGEX_TIMEOUT each (the `regex` module stops
+a catastrophic pattern).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 import jsonpath_rfc9535
 import regex  # type: ignore[import-untyped]  # no stubs; a search's timeout= is what re lacks
+
+from .lru import LRU
 
 OPS = {
     "body": ("contains", "not_contains", "matches"),
@@ -36,6 +40,9 @@ NO_VALUE_OPS = frozenset({"exists", "present", "absent"})
 MAX_CHECKS = 50  # a batch's, and a row's
 MAX_PATTERN = 1000  # characters of a regular expression, a JSONPath or a text to find
 REGEX_TIMEOUT = 0.05  # seconds one search may take
+# Bytes of the body a body check searches (decoded to text) and a json check parses at most: its max_bytes.
+DEFAULT_CHECK_BYTES = 1024 * 1024
+MAX_CHECK_BYTES = 4 * 1024 * 1024
 SHOWN = 200  # characters of a value a reason shows
 
 
@@ -48,11 +55,12 @@ class Check:
     value: Any = None
     path: str | None = None
     name: str | None = None
+    max_bytes: int | None = None  # body and json checks: DEFAULT_CHECK_BYTES when not given
 
     def to_dict(self) -> dict[str, Any]:
         """The check as given."""
         data: dict[str, Any] = {"source": self.source, "op": self.op}
-        for key in ("path", "name"):
+        for key in ("path", "name", "max_bytes"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         if self.op not in NO_VALUE_OPS:
@@ -98,9 +106,9 @@ def _parse_one(raw: Any) -> tuple[Check | None, str, str]:
     """One check: (it, "", "") or (None, the field at fault, what is wrong)."""
     if not isinstance(raw, dict):
         return None, "", "must be an object with source, op and value"
-    unknown = [key for key in raw if key not in ("source", "op", "value", "path", "name")]
+    unknown = [key for key in raw if key not in ("source", "op", "value", "path", "name", "max_bytes")]
     if unknown:
-        return None, unknown[0], "is not a field of a check (source, op, value, path, name)"
+        return None, unknown[0], "is not a field of a check (source, op, value, path, name, max_bytes)"
     source, op = raw.get("source"), raw.get("op")
     if source not in OPS:
         return None, "source", f"must be one of {', '.join(OPS)}"
@@ -121,6 +129,12 @@ def _parse_one(raw: Any) -> tuple[Check | None, str, str]:
             return None, "name", "must be a header name"
     elif name is not None:
         return None, "name", "applies to source header only"
+    max_bytes = raw.get("max_bytes")
+    if max_bytes is not None:
+        if source not in BODY_SOURCES:
+            return None, "max_bytes", "applies to sources body and json only"
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or not 1 <= max_bytes <= MAX_CHECK_BYTES:
+            return None, "max_bytes", f"must be an integer from 1 to {MAX_CHECK_BYTES} (server limit)"
     if op in NO_VALUE_OPS:
         value = None
     elif op in ("contains", "not_contains", "matches") or source == "content_type" or source == "header":
@@ -139,7 +153,7 @@ def _parse_one(raw: Any) -> tuple[Check | None, str, str]:
     elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         unit = " (milliseconds)" if source.startswith("time.") else " (days)" if source == "cert.days_left" else ""
         return None, "value", "must be a number, at least 0" + unit
-    return Check(source, op, value, path, name), "", ""
+    return Check(source, op, value, path, name, max_bytes), "", ""
 
 
 def needs_body(checks: Sequence[Check]) -> bool:
@@ -161,22 +175,55 @@ def run(
 
     tls: what capture.tls recorded of the final response's connection (None without it, or over http)."""
     reasons = []
-    parsed: list[Any] = []  # the body's JSON, read once (a list of one value once read)
+    read = _Read(body, content_type)
     for i, check in enumerate(checks):
-        actual = _failure(check, body, headers, timings, size, content_type, parsed, tls)
+        actual = _failure(check, read, headers, timings, size, content_type, tls)
         if actual is not None:
             reasons.append({"rule": f"check[{first + i}]", "expected": check.described(), "actual": _cut(actual)})
     return reasons
 
 
+class _Read:
+    """One response's body as its checks read it: decoded once per limit, parsed as JSON once."""
+
+    def __init__(self, body: bytes | None, content_type: str | None):
+        self.body = body or b""
+        self.content_type = content_type
+        self._texts: dict[int, str] = {}
+        self._json: Any = _UNREAD
+
+    def text(self, limit: int) -> str:
+        """The body's first `limit` bytes as text."""
+        text = self._texts.get(limit)
+        if text is None:
+            text = self._texts[limit] = _text(self.body[:limit], self.content_type)
+        return text
+
+    def cut(self, limit: int) -> str:
+        """What a body check that found nothing adds when it searched only the body's first `limit` bytes."""
+        if len(self.body) <= limit:
+            return ""
+        return f" (its first {limit} of {len(self.body)} bytes: the check's max_bytes)"
+
+    def json(self, limit: int) -> Any:
+        """The body's JSON value, _NOT_JSON, or _TOO_LONG when the body is longer than `limit` (never parsed)."""
+        if len(self.body) > limit:
+            return _TOO_LONG
+        if self._json is _UNREAD:
+            try:
+                self._json = json.loads(self.text(len(self.body)))
+            except (ValueError, RecursionError):  # a target's [[[[... deeper than json can read is not JSON here
+                self._json = _NOT_JSON
+        return self._json
+
+
 def _failure(
     check: Check,
-    body: bytes | None,
+    read: _Read,
     headers: Mapping[str, str] | None,
     timings: Mapping[str, float | None],
     size: int,
     content_type: str | None,
-    parsed: list[Any],
     tls: Mapping[str, Any] | None,
 ) -> str | None:
     """What the response showed when the check fails, or None when it holds."""
@@ -187,22 +234,22 @@ def _failure(
             return "no certificate (the URL ended on http, or capture.tls is off)"
         holds = {">": days > value, ">=": days >= value, "<": days < value, "<=": days <= value}[op]
         return None if holds else f"{days} days left"
+    limit = check.max_bytes or DEFAULT_CHECK_BYTES
     if source == "body":
-        text = _text(body, content_type)
+        text = read.text(limit)
         if op == "contains":
-            return None if value in text else "not found in the body"
+            return None if value in text else "not found in the body" + read.cut(limit)
         if op == "not_contains":
             return None if value not in text else "found in the body"
-        return _matches(check, text, "the body")
+        missed = _matches(check, text, "the body")
+        return missed if missed is None or not missed.startswith("no match") else missed + read.cut(limit)
     if source == "json":
-        if not parsed:
-            try:
-                parsed.append(json.loads(_text(body, content_type)))
-            except (ValueError, RecursionError):  # a target's [[[[... deeper than json can read is not JSON here
-                parsed.append(_NOT_JSON)
-        if parsed[0] is _NOT_JSON:
+        document = read.json(limit)
+        if document is _TOO_LONG:
+            return f"the body has {len(read.body)} bytes, more than the {limit} a json check parses (its max_bytes)"
+        if document is _NOT_JSON:
             return "the body is not JSON"
-        nodes = check.query.find(parsed[0])
+        nodes = check.query.find(document)
         if op == "exists":
             return None if nodes else "no match"
         if not nodes:
@@ -241,23 +288,23 @@ def _failure(
 
 
 _NOT_JSON = object()
+_TOO_LONG = object()
+_UNREAD = object()
 
-
-_SLOW: dict[str, None] = {}  # patterns that ran out of time here: later rows fail at once, not after a timeout each
 MAX_SLOW = 1000
+# Patterns that ran out of time in this process: later rows fail at once, not after a timeout each.
+_SLOW: LRU[str, bool] = LRU(MAX_SLOW)
 
 
 def _matches(check: Check, text: str, what: str) -> str | None:
     """A `matches` check on text, searched under REGEX_TIMEOUT; a pattern that ran out of time once is not run again."""
     slow = f"the pattern took more than {int(REGEX_TIMEOUT * 1000)} ms; simplify it"
-    if check.value in _SLOW:
+    if _SLOW.get(check.value):
         return slow
     try:
         found = check.pattern.search(text, timeout=REGEX_TIMEOUT)
     except TimeoutError:
-        if len(_SLOW) >= MAX_SLOW:
-            _SLOW.pop(next(iter(_SLOW)))
-        _SLOW[check.value] = None
+        _SLOW.put(check.value, True)
         return slow
     return None if found else f"no match in {what}"
 

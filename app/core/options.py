@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,8 +99,8 @@ class BatchOptions:
     base_url: str | None = None
     target_base_url: str | None = None
     checks: list[dict[str, Any]] | None = None  # app/core/checks.py, as given
-    # Per-row expectations and meta, by URL index (from `urls` objects or a CSV's columns): stored with the
-    # options so that a resumed batch and a cluster worker read them with the rest; never given by a client.
+    # Per-row expectations, meta and checks, by URL index (from `urls` objects or a CSV's columns); never given
+    # by a client. Stored apart from the options (Store.row_specs), which every listing of batches reads.
     rows: dict[int, dict[str, Any]] | None = None
     # Who hears when the batch ends, and when: each left out of to_dict() while unset, like the verdict's.
     notify: list[dict[str, str]] | None = None
@@ -111,20 +111,21 @@ class BatchOptions:
     origin: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The options as JSON-ready data; the verdict's options only when set."""
-        data = asdict(self)
+        """The options as JSON-ready data, as stored and shown: the verdict's options only when set, never `rows`."""
+        data = asdict(replace(self, rows=None) if self.rows else self)  # asdict would copy every row
+        del data["rows"]
         for key, unset in _UNSET.items():
             if data[key] == unset:
                 del data[key]
-        if self.rows is not None:
-            data["rows"] = {str(index): row for index, row in self.rows.items()}
         return data
 
     def shown(self) -> dict[str, Any]:
-        """The options as a batch shows them: without the per-row sidecar, notification secrets cut short."""
-        data = self.to_dict()
-        data.pop("rows", None)
-        return redacted(data)
+        """The options as a batch shows them: notification secrets cut short."""
+        return redacted(self.to_dict())
+
+    def row_specs(self) -> dict[str, dict[str, Any]] | None:
+        """The per-row sidecar as JSON-ready data (URL indexes as text), as Store.create_batch stores it."""
+        return None if self.rows is None else {str(index): row for index, row in self.rows.items()}
 
     @cached_property
     def judged(self) -> bool:
@@ -501,7 +502,6 @@ _UNSET: dict[str, Any] = {
     "base_url": None,
     "target_base_url": None,
     "checks": None,
-    "rows": None,
     "notify": None,
     "notify_on": "always",
     "consecutive_failures": None,

@@ -33,6 +33,15 @@ BLOCKING_KINDS = frozenset({"bot_challenge", "rate_limited"})
 TEMPORARY_REDIRECTS = frozenset({302, 303, 307})
 LONG_CHAIN = 3  # more redirects than this is a long chain
 BOT_STATUS = 999  # what LinkedIn and others answer a client they take for a bot
+# A kept HTML body of these statuses is searched for a known challenge page, in its first CHALLENGE_BYTES only.
+CHALLENGE_STATUSES = frozenset({200, 403, 429, 503})
+CHALLENGE_BYTES = 16 * 1024
+# Each vendor's challenge page and the strings that give it away (Cloudflare's in challenge_page()).
+_CHALLENGE_MARKS = (
+    ("DataDome", (b"captcha-delivery.com",)),
+    ("PerimeterX", (b"_pxAppId", b"px-captcha")),
+    ("Akamai", (b"/_sec/cp_challenge/",)),
+)
 ACTUAL_CHARS = 200  # a reason's `actual` is shown as text, this long at most
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SEVERITY = {"ok": 0, "warn": 1, "failed": 2}
@@ -74,7 +83,7 @@ def evaluate(
         kind, message = (error or {}).get("kind", "other"), (error or {}).get("message", "")
         return "failed", [_reason("error", "a response", f"{kind}: {message}")], []
     redirects = result.redirects
-    warnings, hops = _warnings(result, headers, status, redirects, expect)
+    warnings, hops = _warnings(result, headers, status, redirects, expect, body)
     kinds = warn_as or {}
     severity = 0
     reasons: list[dict[str, Any]] = []
@@ -149,8 +158,11 @@ def _warnings(
     status: int,
     redirects: Any,
     expect: Mapping[str, Any] | None,
+    body: bytes | None = None,
 ) -> tuple[list[dict[str, str]], list[int | None]]:
-    """The evidence-based warnings of a response, and the hop each points at (None: the whole chain)."""
+    """The evidence-based warnings of a response, and the hop each points at (None: the whole chain).
+
+    body: the last response's body when the fetch kept it for a check (never fetched for a warning alone)."""
     warnings: list[dict[str, str]] = []
     hops: list[int | None] = []
     last = len(redirects)
@@ -161,6 +173,11 @@ def _warnings(
     elif status == BOT_STATUS:
         warnings.append({"kind": "bot_challenge", "evidence": f"status {BOT_STATUS}"})
         hops.append(last)
+    elif body and status in CHALLENGE_STATUSES and "html" in (result.content_type or "").lower():
+        page = challenge_page(body)
+        if page is not None:
+            warnings.append({"kind": "bot_challenge", "evidence": page})
+            hops.append(last)
     if status == 429:
         retry = headers.get("retry-after") if headers is not None else None
         evidence = "status 429" + (f", retry-after: {retry.strip()[:40]}" if retry else "")
@@ -187,6 +204,20 @@ def _warnings(
         warnings.append({"kind": "redirect_to_root", "evidence": _cut(f"{result.url} -> {final_url}")})
         hops.append(last)
     return warnings, hops
+
+
+def challenge_page(body: bytes) -> str | None:
+    """The evidence that an HTML body is a known bot-challenge interstitial (in its first CHALLENGE_BYTES), or None."""
+    head = body[:CHALLENGE_BYTES].lower()
+    if b"<title>just a moment...</title>" in head:  # Cloudflare's title alone is any site's to use: with its script
+        for mark in (b"_cf_chl_opt", b"/cdn-cgi/challenge-platform/"):
+            if mark in head:
+                return f"Cloudflare challenge page: <title>Just a moment...</title> and {mark.decode()}"
+    for vendor, marks in _CHALLENGE_MARKS:
+        for mark in marks:
+            if mark.lower() in head:
+                return f"{vendor} challenge page: {mark.decode()}"
+    return None
 
 
 def _lands_on_root(url: str, final_url: str) -> bool:

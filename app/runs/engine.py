@@ -397,7 +397,9 @@ class Engine(Fetching):
         batch_id = secrets.token_hex(6)
         created = now_iso()
         name = name or f"{len(urls)} URL{'s' if len(urls) != 1 else ''}"
-        self.store.create_batch(batch_id, name, options.to_dict(), urls, created, parent_id, source)
+        self.store.create_batch(
+            batch_id, name, options.to_dict(), urls, created, parent_id, source, options.row_specs()
+        )
         self.bus.open(batch_id, 0)
         self.bus.emit(batch_id, "batch", {"status": "queued", "created_at": created})
         self._enqueue(BatchRun(batch_id, options, UrlList.of(urls), len(urls)))
@@ -417,7 +419,8 @@ class Engine(Fetching):
             try:
                 # The same rules as a new batch: a batch stored by an older version, or before a limit was
                 # lowered, must not fetch with options this server now refuses (a Host header, say).
-                options, refusal = BatchOptions.parse(record.options, self.config), None
+                raw = {**record.options, "rows": self.store.row_specs(record.id)}
+                options, refusal = BatchOptions.parse(raw, self.config), None
             except ValidationError as exc:
                 options, refusal = BatchOptions.defaults(self.config), exc
             run = BatchRun(record.id, options, self.store.urls(record.id), record.total)
@@ -618,10 +621,13 @@ class Engine(Fetching):
         )
 
     def _conclude(self, run: BatchRun, status: str, **extra: Any) -> dict[str, Any]:
-        """Emit a batch's final state with its summary, free its slot, and show it once committed; the summary."""
+        """Emit a batch's final state with its summary and verdict, free its slot, and show it once committed; the
+        summary."""
         run.finished_at = now_iso()
         summary = self._summary(run, final=True)
-        self.bus.emit(run.id, "batch", {"status": status, "finished_at": run.finished_at, **extra, **summary})
+        judged = verdict.batch_verdict(summary["counts"], summary["stats"], run.options.thresholds)
+        data = {"status": status, "finished_at": run.finished_at, **extra, **summary, "verdict": judged}
+        self.bus.emit(run.id, "batch", data)
         self._active.discard(run.id)
         gevent.spawn(self._release, run, status)
         self._start_next()

@@ -788,7 +788,7 @@ def rerun_batch(batch_id: str):
     else:
         urls = store.urls(batch_id)
         name = f"rerun of {batch.name}"
-    raw_options = batch.options
+    raw_options = {**batch.options, "rows": store.row_specs(batch_id)}
     if remap:
         urls = _validate_urls(UrlList.of(remapped(url, remap) for url in urls))
         raw_options = _remapped_options(raw_options, remap)
@@ -885,7 +885,7 @@ def results(batch_id: str):
                 "apply to pages only",
                 [{"field": name, "message": "applies to pages only (without format=)"} for name in paging],
             )
-        meta = exports.meta_columns(batch.options.get("rows"))
+        meta = exports.meta_columns(store.row_specs(batch.id))
         return exports.download(store, batch.id, fmt, outcome, meta, batch.options.get("capture"))
     if fmt is not None:
         formats = ", ".join(exports.FORMATS)

@@ -258,7 +258,7 @@ def _meta_text(value: Any) -> Any:
 
 
 def meta_columns(rows: dict[str, Any] | None) -> tuple[str, ...]:
-    """The meta columns of a batch's rows (options.rows), in the order they first appear."""
+    """The meta columns of a batch's per-row specs (Store.row_specs), in the order they first appear."""
     seen: dict[str, None] = {}
     for row in (rows or {}).values():
         for name in row.get("meta") or ():

@@ -14,9 +14,9 @@ from typing import Any
 from flask import Blueprint, current_app, request
 
 from ..core import verdict
+from ..core.checks import DEFAULT_CHECK_BYTES, MAX_CHECK_BYTES, REGEX_TIMEOUT
 from ..core.checks import MAX_CHECKS as CHECKS_MAX
 from ..core.checks import OPS as CHECK_OPS
-from ..core.checks import REGEX_TIMEOUT
 from ..core.config import Config
 from ..core.options import (
     CLIENT_HEADERS,
@@ -242,6 +242,14 @@ def verdict_options(config: Config) -> dict[str, Any]:
                     },
                     "path": {"type": "string", "description": "A JSONPath (RFC 9535), for source json."},
                     "name": {"type": "string", "description": "A header name, for source header."},
+                    "max_bytes": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_CHECK_BYTES,
+                        "default": DEFAULT_CHECK_BYTES,
+                        "description": "Sources body and json: a body check searches this many bytes of the body "
+                        "at most; a json check fails, unparsed, on a longer body.",
+                    },
                 },
             },
         },
@@ -1136,8 +1144,9 @@ def schemas(config: Config) -> dict[str, Any]:
         "Event": {
             "type": "object",
             "required": ["seq", "type", "batch_id", "at", "data"],
-            "description": "One numbered fact about a batch. `batch`: a status change (`data.status`, and counts and "
-            "stats once final); `result`: one URL's Result; `progress`: counts and stats while running.",
+            "description": "One numbered fact about a batch. `batch`: a status change (`data.status`, and counts, "
+            "stats and the batch's `verdict` once final); `result`: one URL's Result; `progress`: counts and stats "
+            "while running.",
             "properties": {
                 "seq": {"type": "integer", "minimum": 1},
                 "type": {"type": "string", "enum": ["batch", "result", "progress"]},

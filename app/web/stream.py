@@ -7,6 +7,7 @@
   first, then live ones as they are committed (a seq a viewer saw survives any crash), in seq order with
   no gap and no repeat; at most one such message per tick of
   a 50 ms clock, holding whatever arrived meanwhile (the one carrying the batch's final event goes at once);
+  the final `batch` event carries the batch's counts, stats and `verdict`, as the batch JSON has them;
 - `{"type": "end", "batch": <batch>}` once the batch is final and its last event was sent, then a
   normal close (1000). A viewer of a finished batch gets snapshot, replay, end, close.
 

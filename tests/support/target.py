@@ -383,6 +383,27 @@ def h_challenge(req, m):
     req.respond(403, b"<title>Just a moment...</title>\n", ctype="text/html", headers=[("cf-mitigated", "challenge")])
 
 
+CHALLENGE_PAGES = {
+    # vendor: (status, the page's HTML), as each vendor's interstitial gives itself away
+    "cloudflare": (
+        403,
+        "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body><script>"
+        "window._cf_chl_opt={cvId: '3'};</script></body></html>",
+    ),
+    "datadome": (403, '<html><body><script src="https://ct.captcha-delivery.com/c.js"></script></body></html>'),
+    "perimeterx": (403, '<html><body><div id="px-captcha"></div><script>window._pxAppId="PX1"</script></body></html>'),
+    "akamai": (200, '<html><body><script src="/_sec/cp_challenge/sec-4-4.js"></script></body></html>'),
+    # Cloudflare's title without its challenge script: a site's own page that happens to say it
+    "title-only": (200, "<html><head><title>Just a moment...</title></head><body>Loading</body></html>"),
+}
+
+
+def h_challenge_page(req, m):
+    """/challenge-page/<vendor>: a bot-challenge interstitial known by its body alone (no telling header)."""
+    status, html = CHALLENGE_PAGES[m.group(1)]
+    req.respond(status, html, ctype="text/html; charset=utf-8")
+
+
 def h_bot_status(req, m):
     """Status 999, what LinkedIn answers a client it takes for a bot."""
     req.respond(999, b"request denied\n", reason="Request denied")
@@ -705,6 +726,7 @@ ROUTES = [
         (r"/redirect-to", h_redirect_to),
         (r"/page/(.*)", h_page),
         (r"/challenge", h_challenge),
+        (r"/challenge-page/(cloudflare|datadome|perimeterx|akamai|title-only)", h_challenge_page),
         (r"/product/(\d{1,9})", h_product),
         (r"/shop/(\d{1,9})", h_shop),
         (r"/bot-status", h_bot_status),

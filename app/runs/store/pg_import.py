@@ -120,8 +120,10 @@ def _comparable(values: dict[str, Any]) -> dict[str, Any]:
 def _copy_batch(
     source: sqlite3.Connection, target: psycopg.Connection[Any], batch_id: str, values: dict[str, Any], last_seq: int
 ) -> int:
-    """Copy one batch (row, URL list, events) in one transaction; how many events it had."""
+    """Copy one batch (row, URL list, row specs, events) in one transaction; how many events it had."""
     urls = source.execute("SELECT urls FROM url_lists WHERE batch_id = ?", (batch_id,)).fetchone()
+    has_specs = source.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'row_specs'").fetchone()
+    specs = has_specs and source.execute("SELECT specs FROM row_specs WHERE batch_id = ?", (batch_id,)).fetchone()
     events = source.execute(
         f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE batch_id = ? ORDER BY seq", (batch_id,)
     )
@@ -136,6 +138,8 @@ def _copy_batch(
             "INSERT INTO url_lists (batch_id, urls) VALUES (%s, %s)",
             (batch_id, text.decode() if isinstance(text, bytes) else text),  # SQLite may hold it as a blob
         )
+        if specs:
+            target.execute("INSERT INTO row_specs (batch_id, specs) VALUES (%s, %s)", (batch_id, specs[0]))
         with target.cursor() as cursor, cursor.copy(f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
             for row in events:
                 copy.write_row(row)

@@ -133,6 +133,20 @@ ALTER TABLE batches ADD COLUMN source TEXT;  -- JSON (app/core/sources.py); NULL
 """,
     ),
     (
+        6,
+        "row_specs: a batch's per-row specs apart from its options; each chunk's share of them",
+        """
+-- Apart from batches.options, which every listing reads: one JSON object {"index": {"expect", "meta", "checks"}}.
+-- A batch stored before keeps them in options.rows, read there (StoreReads.row_specs).
+CREATE TABLE row_specs (
+    batch_id TEXT PRIMARY KEY REFERENCES batches (id) ON DELETE CASCADE,
+    specs TEXT NOT NULL
+);
+-- A claim reads its chunk's row specs here (JSON object by URL index), not by decoding the batch's whole set.
+ALTER TABLE chunks ADD COLUMN specs TEXT;
+""",
+    ),
+    (
         7,
         "deliveries: the notification outbox, one row per notify target of a finished batch",
         """

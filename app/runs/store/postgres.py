@@ -34,6 +34,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from ...core import stats
+from ...core.jsonutil import compact_json
 from ...core.results import FINAL_STATUSES
 from ..events import Event
 from . import pg_schema
@@ -360,18 +361,23 @@ class PostgresStore(EventWriter, StoreReads, Outbox):
         created_at: str,
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
+        row_specs: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        """Store a new batch and its URLs, committed before this returns; StoreError (nothing stored) if it cannot."""
+        """Store a new batch, its URLs and its per-row specs, committed before this returns; StoreError (nothing
+        stored) if it cannot."""
         fault = self.fault()
         if fault is not None:
             raise StoreError(fault.message)  # a new batch would only add to what waits in memory
         url_list = json_array(urls).decode()
 
+        specs = None if row_specs is None else compact_json(row_specs)
+
         def write(conn: psycopg.Connection[Any]) -> None:
-            # One statement (one round trip), all or nothing: the row, then its URL list.
+            # One statement (one round trip), all or nothing: the row, then its URL list and its row specs.
             conn.execute(
                 "WITH batch AS (INSERT INTO batches (id, name, status, created_at, options, total, parent_id, source)"
-                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s) RETURNING id)"
+                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s) RETURNING id),"
+                " specs AS (INSERT INTO row_specs (batch_id, specs) SELECT id, %s::text FROM batch WHERE %s::text IS NOT NULL)"
                 " INSERT INTO url_lists (batch_id, urls) SELECT id, %s FROM batch",
                 (
                     batch_id,
@@ -381,6 +387,8 @@ class PostgresStore(EventWriter, StoreReads, Outbox):
                     len(urls),
                     parent_id,
                     None if source is None else json.dumps(source),
+                    specs,
+                    specs,
                     url_list,
                 ),
             )

@@ -82,6 +82,27 @@ class StoreReads:
 
         return self._read(read)
 
+    def row_specs(self, batch_id: str) -> dict[str, dict[str, Any]] | None:
+        """A batch's per-row specs ({"index": {"expect", "meta", "checks"}}), or None when it has none.
+
+        A batch stored before they had their own table keeps them in its options (options.rows), read there.
+        """
+        sql = self._dialect.sql(
+            "SELECT r.specs, CASE WHEN r.specs IS NULL THEN b.options END FROM batches b"
+            " LEFT JOIN row_specs r ON r.batch_id = b.id WHERE b.id = ?"
+        )
+
+        def read(conn: Any) -> dict[str, dict[str, Any]] | None:
+            row = conn.execute(sql, (batch_id,)).fetchone()
+            if row is None:
+                return None
+            specs, options = row
+            if specs is not None:
+                return cast(dict[str, dict[str, Any]], json.loads(specs))
+            return cast(dict[str, dict[str, Any]] | None, json.loads(options).get("rows"))
+
+        return self._read(read)
+
     def urls(self, batch_id: str) -> UrlList:
         """A batch's URLs in submission order, held compactly (the list of str is only read on the way)."""
         sql = self._dialect.sql("SELECT urls FROM url_lists WHERE batch_id = ?")

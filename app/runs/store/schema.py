@@ -4,6 +4,7 @@ SQLite's errors mean a damaged file or a full disk."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import sqlite3
@@ -37,6 +38,12 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS url_lists (
     batch_id TEXT PRIMARY KEY,
     urls TEXT NOT NULL
+);
+-- A batch's per-row specs (expect, meta, checks by URL index), as one JSON object: apart from `batches`, whose
+-- options every listing reads (a million rows there made each listing parse them). Batches without any have no row.
+CREATE TABLE IF NOT EXISTS row_specs (
+    batch_id TEXT PRIMARY KEY,
+    specs TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     batch_id TEXT NOT NULL,
@@ -187,11 +194,34 @@ def is_full(exc: BaseException) -> bool:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, the
-    events get EVENT_INDEXES, and batches a `source` column."""
+    events get EVENT_INDEXES, batches a `source` column, and per-row specs kept in options move to row_specs."""
     _move_url_rows(conn)
     _add_event_columns(conn)
     _index_events(conn)
     _add_source_column(conn)
+    _move_row_specs(conn)
+
+
+def _move_row_specs(conn: sqlite3.Connection) -> None:
+    """Move the per-row specs an earlier version kept in a batch's options (options.rows) to row_specs, one batch
+    at a time, so that reading a batch's options no longer parses them."""
+    found = conn.execute("SELECT id FROM batches WHERE instr(options, '\"rows\"') > 0").fetchall()
+    moved = 0
+    for (batch_id,) in found:  # a header's value may say "rows" too: its options are read to tell
+        with conn:
+            conn.execute("BEGIN")
+            (text,) = conn.execute("SELECT options FROM batches WHERE id = ?", (batch_id,)).fetchone()
+            options = json.loads(text)
+            if not isinstance(options.get("rows"), dict):
+                continue
+            specs = options.pop("rows")
+            conn.execute(
+                "INSERT OR IGNORE INTO row_specs (batch_id, specs) VALUES (?, ?)", (batch_id, compact_json(specs))
+            )
+            conn.execute("UPDATE batches SET options = ? WHERE id = ?", (json.dumps(options), batch_id))
+            moved += 1
+    if moved:
+        log.info("store: moved the per-row specs of %d batches out of their options to row_specs", moved)
 
 
 def _add_source_column(conn: sqlite3.Connection) -> None:

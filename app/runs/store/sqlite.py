@@ -29,6 +29,7 @@ from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
 from ...core.clock import now_iso
+from ...core.jsonutil import compact_json
 from ...core.results import FINAL_STATUSES
 from ..events import Event
 from .base import BatchRecord, StoreError, StoreFault, StoreOpenError
@@ -138,8 +139,10 @@ class SQLiteStore(EventWriter, StoreReads, Outbox):
         created_at: str,
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
+        row_specs: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        """Store a new batch and its URLs, committed before this returns; StoreError (nothing stored) if it cannot."""
+        """Store a new batch, its URLs and its per-row specs, committed before this returns; StoreError (nothing
+        stored) if it cannot."""
         fault = self.fault()
         if fault is not None:
             raise StoreError(fault.message)  # a new batch would only add to what waits in memory
@@ -163,6 +166,10 @@ class SQLiteStore(EventWriter, StoreReads, Outbox):
                 with self._writer.blobopen("url_lists", "urls", row) as blob, memoryview(url_list) as view:
                     for start in range(0, len(view), BLOB_PIECE):
                         blob.write(view[start : start + BLOB_PIECE])
+                if row_specs is not None:
+                    self._writer.execute(
+                        "INSERT INTO row_specs (batch_id, specs) VALUES (?, ?)", (batch_id, compact_json(row_specs))
+                    )
 
         self._write(write)
 
@@ -265,6 +272,7 @@ class SQLiteStore(EventWriter, StoreReads, Outbox):
                 self._writer.execute("BEGIN")
                 gone = self._writer.execute("DELETE FROM batches WHERE id = ?", (batch_id,)).rowcount
                 self._writer.execute("DELETE FROM url_lists WHERE batch_id = ?", (batch_id,))
+                self._writer.execute("DELETE FROM row_specs WHERE batch_id = ?", (batch_id,))
                 self._writer.execute("DELETE FROM events WHERE batch_id = ?", (batch_id,))
                 self._writer.execute("DELETE FROM deliveries WHERE batch_id = ?", (batch_id,))
             return gone > 0

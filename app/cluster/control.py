@@ -84,6 +84,7 @@ class ClusterControl:
         name: str = "",
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
+        list_id: str | None = None,
     ) -> str:
         """Store a new batch and its chunks in one transaction, announce it, send its chunks; its id.
 
@@ -101,7 +102,7 @@ class ClusterControl:
         )
         with _database():
             events = self.ledger.create_batch(
-                batch_id, name, options.to_dict(), urls, created, parent_id, chunks, source=source
+                batch_id, name, options.to_dict(), urls, created, parent_id, chunks, source=source, list_id=list_id
             )
         announce(self.client, events)
         self.send(batch_id, list(range(len(chunks))))

@@ -127,14 +127,16 @@ class Ledger:
         parent_id: str | None,
         chunks: list[list[int]],
         source: dict[str, Any] | None = None,
+        list_id: str | None = None,
     ) -> list[Event]:
         """Store a new batch, its URLs and its chunks (chunk no i is chunks[i], pending), and its `queued` event."""
         _check_cover(batch_id, chunks, len(urls))
         queued = Event(batch_id, 1, "batch", {"status": "queued", "created_at": created_at})
         with self._pool.connection() as conn, conn.transaction():
             conn.execute(
-                "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, last_seq, tally, source)"
-                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, 1, %s, %s)",
+                "INSERT INTO batches"
+                " (id, name, status, created_at, options, total, parent_id, last_seq, tally, source, list_id)"
+                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, 1, %s, %s, %s)",
                 (
                     batch_id,
                     name,
@@ -144,6 +146,7 @@ class Ledger:
                     parent_id,
                     compact_json(stats.Tally().state()),
                     None if source is None else json.dumps(source),
+                    list_id,
                 ),
             )
             conn.execute(

@@ -37,7 +37,8 @@ from ...core import stats
 from ..events import Event
 from . import pg_schema
 from .base import BatchRecord, StoreError, StoreOpenError
-from .queries import OUTCOME_TERMS, Dialect
+from .lists import ListRows
+from .queries import OUTCOME_TERMS, Dialect, Reading
 from .reads import StoreReads
 from .rows import (
     APPLY_BATCH_EVENT,
@@ -297,7 +298,7 @@ def _record(row: tuple[Any, ...]) -> BatchRecord:
     return record
 
 
-class PostgresStore(EventWriter, StoreReads):
+class PostgresStore(EventWriter, StoreReads, ListRows):
     """The shared store of cluster mode: a PostgreSQL database (GREENBATCH_DATABASE_URL)."""
 
     _dialect = POSTGRES
@@ -357,6 +358,7 @@ class PostgresStore(EventWriter, StoreReads):
         created_at: str,
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
+        list_id: str | None = None,
     ) -> None:
         """Store a new batch and its URLs, committed before this returns; StoreError (nothing stored) if it cannot."""
         fault = self.fault()
@@ -367,8 +369,9 @@ class PostgresStore(EventWriter, StoreReads):
         def write(conn: psycopg.Connection[Any]) -> None:
             # One statement (one round trip), all or nothing: the row, then its URL list.
             conn.execute(
-                "WITH batch AS (INSERT INTO batches (id, name, status, created_at, options, total, parent_id, source)"
-                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s) RETURNING id)"
+                "WITH batch AS (INSERT INTO batches"
+                " (id, name, status, created_at, options, total, parent_id, source, list_id)"
+                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s) RETURNING id)"
                 " INSERT INTO url_lists (batch_id, urls) SELECT id, %s FROM batch",
                 (
                     batch_id,
@@ -378,6 +381,7 @@ class PostgresStore(EventWriter, StoreReads):
                     len(urls),
                     parent_id,
                     None if source is None else json.dumps(source),
+                    list_id,
                     url_list,
                 ),
             )
@@ -429,6 +433,19 @@ class PostgresStore(EventWriter, StoreReads):
             return cast(_T, self._on(1, self._with_connection, self._writes, fn, ()))  # what fn returned
         except psycopg.Error as exc:
             raise StoreError(self._describe(exc, "writing to")) from exc
+
+    def _in_transaction(self, fn: Callable[[Reading], _T]) -> _T:
+        """fn(db) in one transaction on a writer connection (ListRows' writes)."""
+
+        def write(conn: psycopg.Connection[Any]) -> _T:
+            with conn.transaction():
+                return fn(Reading(conn, POSTGRES))
+
+        return self._write(write)
+
+    def _reading(self, fn: Callable[[Reading], _T]) -> _T:
+        """fn(db) on a reader connection (ListRows' reads)."""
+        return self._read(lambda conn: fn(Reading(conn, POSTGRES)))
 
     @staticmethod
     def _with_connection(

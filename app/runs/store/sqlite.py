@@ -31,7 +31,8 @@ from gevent.threadpool import ThreadPool
 from ...core.clock import now_iso
 from ..events import Event
 from .base import BatchRecord, StoreError, StoreFault, StoreOpenError
-from .queries import OUTCOME_TERMS, SQLITE
+from .lists import ListRows
+from .queries import OUTCOME_TERMS, SQLITE, Reading
 from .reads import StoreReads
 from .rows import (
     APPLY_BATCH_EVENT,
@@ -89,7 +90,7 @@ def _span_query(extract: tuple[tuple[str, ...], ...], outcome: str | None, form:
     )
 
 
-class SQLiteStore(EventWriter, StoreReads):
+class SQLiteStore(EventWriter, StoreReads, ListRows):
     """The embedded store: one SQLite file in the data folder."""
 
     _dialect = SQLITE
@@ -136,6 +137,7 @@ class SQLiteStore(EventWriter, StoreReads):
         created_at: str,
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
+        list_id: str | None = None,
     ) -> None:
         """Store a new batch and its URLs, committed before this returns; StoreError (nothing stored) if it cannot."""
         fault = self.fault()
@@ -147,9 +149,18 @@ class SQLiteStore(EventWriter, StoreReads):
             with self._writer:
                 self._writer.execute("BEGIN")
                 self._writer.execute(
-                    "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, source)"
-                    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
-                    (batch_id, name, created_at, json.dumps(options), len(urls), parent_id, _json_or_null(source)),
+                    "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, source, list_id)"
+                    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                    (
+                        batch_id,
+                        name,
+                        created_at,
+                        json.dumps(options),
+                        len(urls),
+                        parent_id,
+                        _json_or_null(source),
+                        list_id,
+                    ),
                 )
                 # A blob of zeros, then written a piece at a time: bound whole, SQLite would copy the list twice.
                 row = cast(
@@ -163,6 +174,20 @@ class SQLiteStore(EventWriter, StoreReads):
                         blob.write(view[start : start + BLOB_PIECE])
 
         self._write(write)
+
+    def _in_transaction(self, fn: Callable[[Reading], _T]) -> _T:
+        """fn(db) in one transaction on the writer thread (ListRows' writes)."""
+
+        def write() -> _T:
+            with self._writer:
+                self._writer.execute("BEGIN")
+                return fn(Reading(self._writer, SQLITE))
+
+        return self._write(write)
+
+    def _reading(self, fn: Callable[[Reading], _T]) -> _T:
+        """fn(db) on a reader thread (ListRows' reads)."""
+        return self._read(lambda conn: fn(Reading(conn, SQLITE)))
 
     def _write(self, fn: Callable[[], _T]) -> _T:
         """Run a write on the writer thread; a SQLite failure becomes a StoreError naming the file."""

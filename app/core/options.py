@@ -48,6 +48,14 @@ _CLIENT_HEADERS = frozenset(name.lower() for name in CLIENT_HEADERS)
 # C0 controls but tab, DEL and C1 controls (0x85 NEL among them): some parsers split lines at them.
 _HEADER_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 MAX_CAPTURE_HEADERS = 20  # response headers one batch may keep per hop: each value is up to 1 KiB in every row
+# Notifications (app/runs/notify.py delivers them): each target is one delivery per finished batch.
+NOTIFY_TYPES = ("webhook", "slack")
+NOTIFY_ON = ("always", "change", "failure")
+MAX_NOTIFY_TARGETS = 10
+MAX_SECRET_CHARS = 256
+MIN_SECRET_CHARS = 8
+MAX_CONSECUTIVE_FAILURES = 50  # runs looked back along parent_id to judge it
+SHOWN_SECRET_CHARS = 4  # the end of a secret the API and the pages show, after "..."
 
 
 class ValidationError(ValueError):
@@ -94,6 +102,10 @@ class BatchOptions:
     # Per-row expectations and meta, by URL index (from `urls` objects or a CSV's columns): stored with the
     # options so that a resumed batch and a cluster worker read them with the rest; never given by a client.
     rows: dict[int, dict[str, Any]] | None = None
+    # Who hears when the batch ends, and when: each left out of to_dict() while unset, like the verdict's.
+    notify: list[dict[str, str]] | None = None
+    notify_on: str = "always"
+    consecutive_failures: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The options as JSON-ready data; the verdict's options only when set."""
@@ -106,10 +118,10 @@ class BatchOptions:
         return data
 
     def shown(self) -> dict[str, Any]:
-        """The options as a batch shows them: without the per-row sidecar."""
+        """The options as a batch shows them: without the per-row sidecar, notification secrets cut short."""
         data = self.to_dict()
         data.pop("rows", None)
-        return data
+        return redacted(data)
 
     @cached_property
     def judged(self) -> bool:
@@ -289,8 +301,26 @@ class BatchOptions:
                 parsed_rows, row_problems = parse_rows(value, config)
                 problems.extend(row_problems)
                 base[key] = parsed_rows
+            elif key in ("notify", "webhook"):
+                continue  # below, together: the webhook sugar adds one entry to notify's
+            elif key == "notify_on":
+                if value not in NOTIFY_ON:
+                    problems.append({"field": where, "message": f"must be one of {', '.join(NOTIFY_ON)}"})
+                else:
+                    base[key] = value
+            elif key == "consecutive_failures":
+                number = _number(value, int) if value is not None else None
+                if value is not None and (number is None or not 1 <= number <= MAX_CONSECUTIVE_FAILURES):
+                    message = f"must be an integer from 1 to {MAX_CONSECUTIVE_FAILURES} (server limit), or null"
+                    problems.append({"field": where, "message": message})
+                else:
+                    base[key] = number
             else:
                 problems.append({"field": where, "message": "is not a known option"})
+        if "notify" in raw or "webhook" in raw:
+            targets, notify_problems = parse_notify(raw.get("notify"), raw.get("webhook"), config)
+            problems.extend(notify_problems)
+            base["notify"] = targets
         for i, check in enumerate(base.get("checks") or ()):
             if check["source"] == "cert.days_left" and not (base.get("capture") or {}).get("tls"):
                 message = 'reads the certificate: cert.days_left needs the capture option {"tls": true}'
@@ -467,6 +497,9 @@ _UNSET: dict[str, Any] = {
     "target_base_url": None,
     "checks": None,
     "rows": None,
+    "notify": None,
+    "notify_on": "always",
+    "consecutive_failures": None,
 }
 THRESHOLDS = ("failed_rate", "warn_rate", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ok")
 MAX_THRESHOLD_MS = 3_600_000
@@ -577,3 +610,90 @@ def parse_rows(value: Any, config: Config) -> tuple[dict[int, dict[str, Any]] | 
             return None, [{"field": "options.rows", "message": "must map URL indexes to objects"}]
         rows[int(key)] = row
     return rows, []
+
+
+def parse_notify(notify: Any, webhook: Any, config: Config) -> tuple[list[dict[str, str]] | None, list[dict[str, Any]]]:
+    """The notify targets (the webhook sugar's last) and the problems, each naming its entry and field."""
+    problems: list[dict[str, Any]] = []
+    entries: list[tuple[str, Any]] = []
+    if notify is not None:
+        if not isinstance(notify, list):
+            message = 'must be a list of {"type": "webhook", "url", "secret"} or {"type": "slack", "url"}'
+            return None, [{"field": "options.notify", "message": message}]
+        entries = [(f"options.notify[{i}]", entry) for i, entry in enumerate(notify)]
+    if webhook is not None:
+        if not isinstance(webhook, dict):
+            return None, [{"field": "options.webhook", "message": 'must be an object {"url", "secret"}'}]
+        entries.append(("options.webhook", {"type": "webhook", **webhook}))
+    if len(entries) > MAX_NOTIFY_TARGETS:
+        message = f"at most {MAX_NOTIFY_TARGETS} targets (notify and webhook together), not {len(entries)}"
+        return None, [{"field": "options.notify", "message": message}]
+    targets = []
+    for where, entry in entries:
+        target, problem = _notify_target(entry, where, config)
+        if problem:
+            problems.append(problem)
+        elif target:
+            targets.append(target)
+    return targets or None, problems
+
+
+def _notify_target(entry: Any, where: str, config: Config) -> tuple[dict[str, str] | None, dict[str, Any] | None]:
+    """One notify entry as stored, or the problem naming its field (where.url, where.secret, ...)."""
+    if not isinstance(entry, dict):
+        return None, {"field": where, "message": 'must be an object {"type", "url"} (and "secret" for a webhook)'}
+    kind = entry.get("type")
+    if kind not in NOTIFY_TYPES:
+        return None, {"field": f"{where}.type", "message": f"must be one of {', '.join(NOTIFY_TYPES)}"}
+    allowed = {"type", "url", "secret"} if kind == "webhook" else {"type", "url"}
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        return None, {"field": f"{where}.{unknown[0]}", "message": f"is not a field of a {kind} target"}
+    url = entry.get("url")
+    if not isinstance(url, str) or not url or len(url) > config.max_url_length:
+        message = f"must be an http or https URL of at most {config.max_url_length} characters"
+        return None, {"field": f"{where}.url", "message": message}
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None, {"field": f"{where}.url", "message": "must be an absolute http or https URL"}
+    if kind == "slack":
+        return {"type": kind, "url": url}, None
+    secret = entry.get("secret")
+    if isinstance(secret, str) and secret.startswith("..."):  # as the API shows it: it would sign with "...abcd"
+        message = "is a secret as the API shows it (cut short); give the secret itself"
+        return None, {"field": f"{where}.secret", "message": message}
+    if not isinstance(secret, str) or not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
+        message = f"must be a string of {MIN_SECRET_CHARS} to {MAX_SECRET_CHARS} characters (it signs each delivery)"
+        return None, {"field": f"{where}.secret", "message": message}
+    return {"type": kind, "url": url, "secret": secret}, None
+
+
+def shown_secret(secret: str) -> str:
+    """A secret as the API and the pages show it: its last few characters, and those only of a long one."""
+    return "..." + secret[-SHOWN_SECRET_CHARS:] if len(secret) >= 4 * SHOWN_SECRET_CHARS else "..."
+
+
+def shown_target_url(url: str, kind: str = "webhook") -> str:
+    """A notify URL without what may be a credential: user info and query; a Slack URL's path is its secret."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    authority = host if parts.port is None else f"{host}:{parts.port}"
+    path = parts.path
+    if kind == "slack" and len(path) > 1:
+        path = "/..." + path[-SHOWN_SECRET_CHARS:]
+    return f"{parts.scheme}://{authority}{path}"
+
+
+def redacted(options: dict[str, Any]) -> dict[str, Any]:
+    """Stored options as anyone may see them: each notify target's secret cut short, its URL without secrets."""
+    if not options.get("notify"):
+        return options
+    shown = []
+    for target in options["notify"]:
+        entry = {**target, "url": shown_target_url(target.get("url") or "", target.get("type") or "webhook")}
+        if "secret" in target:
+            entry["secret"] = shown_secret(target["secret"] or "")
+        shown.append(entry)
+    return {**options, "notify": shown}

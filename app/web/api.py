@@ -30,6 +30,7 @@ from ..fetch.tls import now_utc
 from ..runs.certificates import EXPIRING_DAYS, expiring
 from ..runs.certificates import certificates as certificate_rows
 from ..runs.hosts import HOST_FIELDS, host_table
+from ..runs.notify import target_refusal
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
 from ..runs.store.base import EVENT_TYPES, MAX_SEARCH, OUTCOMES, RESULT_SORTS, ResultQuery
@@ -335,6 +336,25 @@ def _check_final_url_bases(options: BatchOptions) -> None:
         )
 
 
+def guarded_notify(options: BatchOptions, raw_options: Any) -> BatchOptions:
+    """The options with each notify URL as the guard checked it; 400 with the guard's reason for one it refuses."""
+    if not options.notify:
+        return options
+    config = current_app.config["GREENBATCH"]
+    given = raw_options.get("notify") if isinstance(raw_options, dict) else None
+    fields = [f"options.notify[{i}]" for i in range(len(given or ()))] + ["options.webhook"]
+    targets, problems = [], []
+    for where, target in zip(fields, options.notify, strict=False):
+        checked, refusal = target_refusal(target["url"], services().engine.policy, config.max_url_length)
+        if refusal is not None:
+            problems.append({"field": f"{where}.url", "message": f"cannot be sent to: {refusal}"})
+        targets.append({**target, "url": checked or target["url"]})
+    if problems:
+        first = problems[0]
+        raise ApiError(400, "invalid_options", f"{first['field']} {first['message']}", problems)
+    return dataclasses.replace(options, notify=targets)
+
+
 def _validate_urls(urls: Any) -> Sequence[str]:
     """Check the URL list: a non-empty list of strings within the server's limits, each a fetchable URL."""
     config = current_app.config["GREENBATCH"]
@@ -590,6 +610,7 @@ def _created_from_source(raw_source: Any, raw_options: Any, raw_name: Any) -> Re
         options = BatchOptions.parse(raw_options, config)
     except ValidationError as exc:
         raise ApiError(400, "invalid_options", str(exc), exc.details) from None
+    options = guarded_notify(options, raw_options)
     name = _name(raw_name)
     expansion = Expansion(source, services().engine.policy, SourceLimits.from_config(config))
     cap = source.max_urls or config.max_urls
@@ -683,6 +704,7 @@ def create_batch():
         options = BatchOptions.parse(raw_options, config)
     except ValidationError as exc:
         raise ApiError(400, "invalid_options", str(exc), exc.details) from None
+    options = guarded_notify(options, raw_options)
     if options.base_url and isinstance(urls, list | UrlList):  # rows may give paths (/old-post); else 400 below
         urls = [_resolved(url, options.base_url, index) for index, url in enumerate(urls)]
     checked = _validate_urls(urls)
@@ -778,6 +800,7 @@ def rerun_batch(batch_id: str):
             "limits",
             exc.details,
         ) from None
+    options = guarded_notify(options, raw_options)  # the guard's rules may have changed since it was stored
     if options.rows and only == "failed":  # each URL keeps its row's expectations and meta at its new index
         kept = {new: options.rows[old] for new, (old, _) in enumerate(failed) if old in options.rows}
         options = dataclasses.replace(options, rows=kept or None)

@@ -26,13 +26,18 @@ from ..core.options import (
     MAX_ACCEPT_RANGES,
     MAX_ACCEPT_STATUS_CHARS,
     MAX_CAPTURE_HEADERS,
+    MAX_CONSECUTIVE_FAILURES,
     MAX_HEADER_NAME,
     MAX_HEADER_VALUE,
     MAX_HEADERS,
     MAX_HEADERS_TOTAL,
+    MAX_NOTIFY_TARGETS,
+    MAX_SECRET_CHARS,
     MAX_STATUS_LIST,
     MAX_THRESHOLD_MS,
     METHODS,
+    MIN_SECRET_CHARS,
+    NOTIFY_ON,
     BatchOptions,
 )
 from ..core.results import BATCH_STATUSES, ERROR_KINDS
@@ -247,6 +252,68 @@ def verdict_options(config: Config) -> dict[str, Any]:
     }
 
 
+def notify_options(config: Config, shown: bool) -> dict[str, Any]:
+    """The notification options (app/runs/notify.py), as a request gives them or (`shown`) as a batch shows them."""
+    url = {"type": "string", "maxLength": config.max_url_length, "format": "uri"}
+    secret = (
+        {"type": "string", "description": 'Cut short: "..." and its last 4 characters (none of a short one).'}
+        if shown
+        else {
+            "type": "string",
+            "minLength": MIN_SECRET_CHARS,
+            "maxLength": MAX_SECRET_CHARS,
+            "description": "Signs each delivery (X-Greenbatch-Signature); never shown back in full.",
+        }
+    )
+    shown_url = "Without user info or query; a Slack URL's path (its secret) cut short." if shown else ""
+    target = {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["type", "url", "secret"],
+                "additionalProperties": False,
+                "properties": {
+                    "type": {"const": "webhook"},
+                    "url": {**url, "description": "Receives a signed POST of the batch.finished payload. " + shown_url},
+                    "secret": secret,
+                },
+            },
+            {
+                "type": "object",
+                "required": ["type", "url"],
+                "additionalProperties": False,
+                "properties": {
+                    "type": {"const": "slack"},
+                    "url": {**url, "description": "A Slack-compatible incoming webhook. " + shown_url},
+                },
+            },
+        ]
+    }
+    return {
+        "notify": {
+            "type": "array",
+            "maxItems": MAX_NOTIFY_TARGETS,
+            "items": target,
+            "description": "Who is told when the batch ends. Each URL passes the SSRF guard when submitted (400 "
+            "with the guard's reason) and again when sent.",
+        },
+        "notify_on": {
+            "type": "string",
+            "enum": list(NOTIFY_ON),
+            "default": "always",
+            "description": "change: the diff against parent_id has any kind but unchanged or faster; failure: the "
+            "verdict fails or a URL newly failed. Without a parent_id every run is a change.",
+        },
+        "consecutive_failures": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": MAX_CONSECUTIVE_FAILURES,
+            "description": "Notify only when some URL failed in this many runs in a row (this batch and its "
+            "parent_id ancestors, URLs aligned by url).",
+        },
+    }
+
+
 def schemas(config: Config) -> dict[str, Any]:
     """Every schema of the API; request limits are this server's settings."""
     number_or_null = {"type": ["number", "null"]}
@@ -287,7 +354,7 @@ def schemas(config: Config) -> dict[str, Any]:
             "tls_verify": {"type": "boolean", "description": "Absent on batches stored before it existed (true)."},
             **{
                 name: {**schema, "description": "Present only when the batch set it. " + schema.get("description", "")}
-                for name, schema in verdict_options(config).items()
+                for name, schema in (verdict_options(config) | notify_options(config, shown=True)).items()
             },
         },
     }
@@ -551,6 +618,17 @@ def schemas(config: Config) -> dict[str, Any]:
                     "recorded in tls.problems (with capture.tls), and does not fail the row.",
                 },
                 **verdict_options(config),
+                **notify_options(config, shown=False),
+                "webhook": {
+                    "type": "object",
+                    "required": ["url", "secret"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "url": {"type": "string", "maxLength": config.max_url_length, "format": "uri"},
+                        "secret": {"type": "string", "minLength": MIN_SECRET_CHARS, "maxLength": MAX_SECRET_CHARS},
+                    },
+                    "description": "One more webhook target: the same as a notify entry of type webhook.",
+                },
             },
         },
         "Options": options,

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import url_for
 
+from ..core.options import redacted
 from ..core.verdict import batch_verdict
 from ..runs.reader import BatchView
 
@@ -41,14 +42,15 @@ def batch_json(view: BatchView, listed: bool = False) -> dict[str, Any]:
 
 
 def shown_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Options as a batch shows them: without the per-row sidecar (each result carries its own row's)."""
+    """Options as a batch shows them: without the per-row sidecar (each result carries its own row's), notify
+    secrets cut short."""
     if "rows" not in options:
-        return options
-    return {key: value for key, value in options.items() if key != "rows"}
+        return redacted(options)
+    return redacted({key: value for key, value in options.items() if key != "rows"})
 
 
 def listed_options(options: dict[str, Any]) -> dict[str, Any]:
     """Options as lists show them: header names in `header_names`, never the values (up to 16 KiB a batch)."""
     shown = {key: value for key, value in options.items() if key not in ("headers", "rows")}
     shown["header_names"] = list(options.get("headers") or {})
-    return shown
+    return redacted(shown)

@@ -132,6 +132,13 @@ def test_a_due_run_while_the_previous_one_is_going_is_skipped_and_recorded(serve
         ({"keep_runs": "3"}, "keep_runs"),
         ({"options": {"concurrency": 10**9}}, "options.concurrency"),
         ({"notify_on": "sometimes"}, "notify_on"),
+        (
+            {"notify": [{"type": "webhook", "url": "http://169.254.169.254/hook", "secret": "0123456789"}]},
+            "notify[0].url",
+        ),
+        ({"notify": [{"type": "webhook", "url": "http://a.test/", "secret": "...6789"}]}, "notify[0].secret"),
+        ({"consecutive_failures": 0}, "consecutive_failures"),
+        ({"options": {"notify_on": "change"}}, "options.notify_on"),
         ({"urls": []}, "urls"),
         ({"urls": ["http://169.254.169.254/"]}, "urls[0]"),
         ({"colour": "green"}, "colour"),
@@ -168,6 +175,9 @@ def test_a_list_is_read_changed_paused_and_deleted(server, target):
         notify_on="change",
     )
     assert watched["notify"][0]["secret"] == "...6789", "a secret is never shown back in full"
+    run = run_now(server, watched["id"])
+    assert run["options"]["notify_on"] == "change", "each run carries the list's notify fields"
+    assert run["options"]["notify"][0]["secret"] == "...6789"
     assert watched["keep_runs"] == 5 and watched["url_count"] == 1 and watched["next_run_at"].endswith("Z")
     listed = server.request("GET", "/api/v1/lists").json()["lists"]
     assert watched["id"] in [one["id"] for one in listed]

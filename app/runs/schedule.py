@@ -192,8 +192,15 @@ class Scheduler:
         return RunOutcome(batch_id)
 
     def run_options(self, record: ListRecord) -> dict[str, Any]:
-        """The options each run of the list is submitted with."""
-        return dict(record.options)
+        """The options each run of the list is submitted with: its own, and whom to notify when it ends."""
+        options = dict(record.options)
+        if record.notify:
+            options["notify"] = record.notify
+        if record.notify_on is not None:
+            options["notify_on"] = record.notify_on
+        if record.consecutive_failures is not None:
+            options["consecutive_failures"] = record.consecutive_failures
+        return options
 
     def _going(self, batch_id: str) -> bool:
         """Whether a run has not ended yet."""

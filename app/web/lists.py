@@ -12,13 +12,22 @@ from gevent import get_hub
 
 from ..core.clock import iso_at, now_iso
 from ..core.lru import LRU
-from ..core.options import BatchOptions, ValidationError
+from ..core.options import BatchOptions, ValidationError, redacted
 from ..runs.diff import compare
 from ..runs.reader import BatchView
 from ..runs.schedule import Schedule, Scheduler
 from ..runs.store import StoreError
 from ..runs.store.base import ListRecord
-from .api import MAX_NAME, _batch_or_404, _derived_name, _int_arg, _json_body, _refuse_if_store_fails, _validate_urls
+from .api import (
+    MAX_NAME,
+    _batch_or_404,
+    _derived_name,
+    _int_arg,
+    _json_body,
+    _refuse_if_store_fails,
+    _validate_urls,
+    guarded_notify,
+)
 from .errors import ApiError, error_response
 from .services import services
 from .views import batch_json, listed_options, shown_options
@@ -28,10 +37,7 @@ bp = Blueprint("lists", __name__, url_prefix="/api/v1")
 FIELDS = ("name", "urls", "from_batch", "options", "schedule", "notify", "notify_on", "consecutive_failures")
 FIELDS += ("keep_runs", "paused")
 DEFAULT_KEEP_RUNS = 30
-NOTIFY_ON = ("always", "change", "failure")
-NOTIFY_TYPES = ("webhook", "slack")
-MAX_NOTIFY = 10  # notify entries of one list
-MAX_CONSECUTIVE = 100  # consecutive_failures at most
+NOTIFY_FIELDS = ("notify", "notify_on", "consecutive_failures")  # passed into the options of each run
 RECENT_RUNS = 12  # runs a list shows in GET /lists (the sparkline's)
 # Diff summaries of two ended runs: they never change, so a list's runs page compares each pair once.
 _SUMMARIES: LRU[tuple[str, str], dict[str, int]] = LRU(256)
@@ -88,6 +94,11 @@ def _options(raw: Any) -> dict[str, Any]:
     """Options checked as a submission's are (BatchOptions.parse), kept as given: server defaults stay the server's."""
     if isinstance(raw, dict) and "rows" in raw:
         raise _invalid("options.rows", "is not a known option", "invalid_options")
+    for name in (*NOTIFY_FIELDS, "webhook"):
+        if isinstance(raw, dict) and name in raw:
+            raise _invalid(
+                f"options.{name}", f'is a field of the list: give "{name}" beside "options"', "invalid_options"
+            )
     try:
         BatchOptions.parse(raw, current_app.config["GREENBATCH"])
     except ValidationError as exc:
@@ -112,33 +123,34 @@ def _keep_runs(raw: Any) -> int:
     return raw
 
 
-def _notify(raw: Any) -> list[dict[str, Any]]:
-    """notify: a list of {"type": "webhook", "url", "secret"} or {"type": "slack", "url"}."""
-    if not isinstance(raw, list) or len(raw) > MAX_NOTIFY:
-        raise _invalid("notify", f"must be a list of at most {MAX_NOTIFY} entries")
-    for index, entry in enumerate(raw):
-        where = f"notify[{index}]"
-        if not isinstance(entry, dict) or entry.get("type") not in NOTIFY_TYPES:
-            raise _invalid(where, 'must be {"type": "webhook", "url", "secret"} or {"type": "slack", "url"}')
-        if not isinstance(entry.get("url"), str):
-            raise _invalid(f"{where}.url", "must be a URL")
-        if "secret" in entry and not isinstance(entry["secret"], str):
-            raise _invalid(f"{where}.secret", "must be a string")
-    return raw
+def _notify_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """notify, notify_on and consecutive_failures, checked as a batch's options are (the same parse, the same
+    guard: a target the fetch policy refuses is a 400 with its reason), as the list stores them."""
+    given = {name: body[name] for name in NOTIFY_FIELDS if name in body}
+    raw = {name: value for name, value in given.items() if value is not None}
+    try:
+        options = guarded_notify(BatchOptions.parse(raw, current_app.config["GREENBATCH"]), raw)
+    except ValidationError as exc:
+        raise _notify_error(ApiError(400, "invalid_notify", str(exc), exc.details)) from None
+    except ApiError as exc:
+        raise _notify_error(exc) from None
+    fields: dict[str, Any] = {}
+    if "notify" in given:
+        fields["notify"] = options.notify or []
+    if "notify_on" in given:
+        fields["notify_on"] = given["notify_on"]
+    if "consecutive_failures" in given:
+        fields["consecutive_failures"] = options.consecutive_failures
+    return fields
 
 
-def _notify_on(raw: Any) -> str | None:
-    """notify_on: always, change or failure."""
-    if raw is not None and raw not in NOTIFY_ON:
-        raise _invalid("notify_on", f"must be one of {', '.join(NOTIFY_ON)}")
-    return raw
-
-
-def _consecutive(raw: Any) -> int | None:
-    """consecutive_failures: notify only when a URL failed this many runs in a row."""
-    if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_CONSECUTIVE):
-        raise _invalid("consecutive_failures", f"must be an integer between 1 and {MAX_CONSECUTIVE}")
-    return raw
+def _notify_error(exc: ApiError) -> ApiError:
+    """A batch option's error about notify as a list's: its fields named without "options."."""
+    details = [
+        {**detail, "field": str(detail.get("field", "")).removeprefix("options.")} for detail in exc.details or []
+    ]
+    message = exc.message.removeprefix("options.") if details else exc.message
+    return ApiError(400, "invalid_notify", message, details)
 
 
 def _name(raw: Any) -> str:
@@ -176,12 +188,7 @@ def _changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
         changes["name"] = _name(body["name"])
     if "schedule" in body:
         changes["schedule"] = _schedule(body["schedule"])
-    if "notify" in body:
-        changes["notify"] = _notify(body["notify"])
-    if "notify_on" in body:
-        changes["notify_on"] = _notify_on(body["notify_on"])
-    if "consecutive_failures" in body:
-        changes["consecutive_failures"] = _consecutive(body["consecutive_failures"])
+    changes.update(_notify_fields(body))
     if "keep_runs" in body:
         changes["keep_runs"] = _keep_runs(body["keep_runs"])
     if "paused" in body:
@@ -192,14 +199,6 @@ def _changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
 
 
 # -- showing a list --------------------------------------------------------------------------
-
-
-def _masked(entry: dict[str, Any]) -> dict[str, Any]:
-    """A notify entry as the API shows it: its secret never in full."""
-    if not isinstance(entry.get("secret"), str):
-        return entry
-    secret = entry["secret"]
-    return {**entry, "secret": "..." + secret[-4:] if len(secret) >= 16 else "***"}
 
 
 def _when(at: float | None) -> str | None:
@@ -215,7 +214,7 @@ def list_json(record: ListRecord, full: bool = True) -> dict[str, Any]:
         "url_count": len(record.urls),
         "options": shown_options(record.options) if full else listed_options(record.options),
         "schedule": record.schedule,
-        "notify": [_masked(entry) for entry in record.notify],
+        "notify": redacted({"notify": record.notify}).get("notify") or [],
         "notify_on": record.notify_on,
         "consecutive_failures": record.consecutive_failures,
         "keep_runs": record.keep_runs,

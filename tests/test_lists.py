@@ -244,3 +244,34 @@ def test_each_slot_is_claimed_once_in_either_store(store_factory):
     assert store.list_runs("l1", 10) == ["b2", "b1"]
     assert store.delete_list("l1") and store.get_list("l1") is None
     assert store.list_runs("l1", 10) == [], "a deleted list's runs stay as batches of no list"
+
+
+# -- cluster mode ------------------------------------------------------------------------------
+
+
+def test_in_cluster_mode_two_web_processes_run_each_slot_once(tmp_path, postgres, redis_server, target_env, target):
+    for module in ("psycopg", "redis", "dramatiq"):
+        pytest.importorskip(module)
+    from tests.support.cluster import Cluster
+
+    cluster = Cluster(tmp_path, postgres.new_database(), redis_server.url, {**target_env, **FAST})
+    try:
+        web_a, web_b = cluster.start_web(), cluster.start_web()
+        cluster.start_worker(threads=2)
+        watched = create(web_a, urls=[target.url("/ok")], schedule={"every": "1s"}, keep_runs=5)
+        created = time.time()
+        runs = wait_until(
+            lambda: found if len(found := runs_of(web_b, watched["id"])["runs"]) >= 3 else None,
+            8,
+            "three scheduled runs",
+        )
+        elapsed = time.time() - created
+        started = web_a.request("GET", f"/api/v1/lists/{watched['id']}").json()["runs_started"]
+        assert started <= elapsed + 1, f"{started} runs in {elapsed:.1f} s: a slot ran on both web processes"
+        names = [run["name"] for run in runs]
+        assert len(set(names)) == len(names), names
+        assert [run["parent_id"] for run in runs[:-1]] == [run["id"] for run in runs[1:]], (
+            "each run's base: the one before"
+        )
+    finally:
+        cluster.stop()

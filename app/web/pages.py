@@ -66,13 +66,16 @@ def batch(batch_id: str):
 
 @bp.get("/lists")
 def lists():
-    """Every watch list: its last verdict, failures per run, its next run."""
+    """Every watch list: its last verdict, failures per run, its next run; and a form for a new one, prefilled
+    from a batch (?from_batch=<id>: "Save as watch list" on its page)."""
+    from_batch = request.args.get("from_batch")
+    source = services().reader.get(from_batch) if from_batch else None
     urls = {
         "api-lists": url_for("lists.all_lists"),
         "list-page": url_for("pages.watch_list", list_id=ID_PLACEHOLDER),
         "batch-page": url_for("pages.batch", batch_id=ID_PLACEHOLDER),
     }
-    return render_template("lists.html", urls=urls)
+    return render_template("lists.html", urls=urls, source=source, settings=current_app.config["GREENBATCH"])
 
 
 @bp.get("/lists/<list_id>")

@@ -31,6 +31,7 @@ import websocket  # noqa: E402
 from tests.support.cluster import Cluster  # noqa: E402
 from tests.support.gunicorn import GUNICORN, running_gunicorn  # noqa: E402
 from tests.support.nginx import NGINX  # noqa: E402
+from tests.support.receiver import Receiver, verified  # noqa: E402
 from tests.support.server import ROOT, GreenbatchServer  # noqa: E402
 from tests.support.services import Redis  # noqa: E402
 
@@ -46,9 +47,18 @@ def cluster_redis(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, postgres, cluster_redis, target_env):
+def receiver():
+    """A webhook receiver the cluster may post to."""
+    instance = Receiver()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, postgres, cluster_redis, target_env, receiver):
     """Web processes A and B and two workers (one process, two chunks at once each) on a fresh database."""
-    instance = Cluster(tmp_path_factory.mktemp("cluster"), postgres.new_database(), cluster_redis.url, target_env)
+    env = {"GREENBATCH_ALLOW_TARGETS": f"{target_env['GREENBATCH_ALLOW_TARGETS']},127.0.0.1:{receiver.port}"}
+    instance = Cluster(tmp_path_factory.mktemp("cluster"), postgres.new_database(), cluster_redis.url, env)
     try:
         instance.start_web()
         instance.start_web()
@@ -239,6 +249,21 @@ def test_the_diff_of_two_runs_stored_by_the_workers_reads_the_same_on_either_web
     assert diffs[0] == diffs[1]
     summary = diffs[0]["summary"]
     assert (summary["newly_failed"], summary["fixed"], summary["added"], summary["removed"]) == (1, 1, 1, 1)
+
+
+def test_a_batch_the_workers_finish_is_notified_once_though_both_web_processes_send(cluster, target, receiver):
+    web_a, web_b = cluster.webs
+    secret = "cluster-webhook-secret"
+    batch = web_a.wait(
+        web_a.submit([target.url("/ok")], webhook={"url": receiver.url("/cluster"), "secret": secret})["id"]
+    )
+
+    [request] = receiver.received("/cluster")
+    assert verified(request, secret)["batch_id"] == batch["id"]
+    time.sleep(1.2)  # each web process looks for due deliveries every second: a second send would have come by now
+    assert len(receiver.received("/cluster")) == 1
+    [delivery] = web_b.request("GET", f"/api/v1/batches/{batch['id']}/deliveries").json()["deliveries"]
+    assert (delivery["status"], delivery["attempts"]) == ("sent", 1)
 
 
 def test_expectations_checks_and_warnings_give_the_same_answers_as_one_process(web_a, web_b, make_server, target):

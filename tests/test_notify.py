@@ -3,63 +3,24 @@ secrets never shown back in full, and deliveries a local receiver verifies."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import re
+import signal
+import time
+import uuid
 from typing import Any
 
 import pytest
 
-from tests.support.server import GreenbatchServer, error_of
+from app.fetch import guard
+from app.runs.events import Event
+from app.runs.notify import post, signature
+from tests.support.receiver import HANG, Receiver, verified
+from tests.support.server import ARTIFACTS, GreenbatchServer, error_of
 
 SECRET = "s3cret-for-the-receiver-7781"
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 that records every request (and every connection) and answers the statuses
-    queued in `answers` (then 200)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.connections = 0
-        self.answers: list[int] = []
-        self.arrived = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.arrived:
-                    status = receiver.answers.pop(0) if receiver.answers else 200
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                    receiver.arrived.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def verify_request(self, request: Any, client_address: Any) -> bool:
-                receiver.connections += 1
-                return True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/hook") -> str:
-        """A URL on this receiver."""
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +42,10 @@ def unreachable():
 @pytest.fixture(scope="module")
 def notify_server(tmp_path_factory, target, receiver):
     """One server allowed to reach the target and the receiver, and no other loopback port."""
-    env = {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{receiver.port}"}
+    env = {
+        "GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{receiver.port}",
+        "GREENBATCH_NOTIFY_RETRY_DELAY": "0.05",  # tries 0.05 s and 0.2 s apart
+    }
     instance = GreenbatchServer(tmp_path_factory.mktemp("notify"), env).start()
     yield instance
     instance.stop()
@@ -177,3 +141,294 @@ def test_a_webhook_to_a_denied_address_is_refused_with_the_guards_reason_and_nev
     assert error["details"][0]["field"] == "options.webhook.url"
     assert f"127.0.0.1:{unreachable.port}" in error["message"], error
     assert unreachable.connections == 0
+
+
+# -- deliveries ------------------------------------------------------------------------------
+
+
+def hook(name: str) -> str:
+    """A receiver path of one test's own."""
+    return f"/hook/{name}/{uuid.uuid4().hex[:8]}"
+
+
+def settled(server: GreenbatchServer, batch_id: str, timeout: float = 15) -> list[dict[str, Any]]:
+    """A finished batch's deliveries once none is pending."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = server.request("GET", f"/api/v1/batches/{batch_id}/deliveries").json()["deliveries"]
+        if found and all(d["status"] != "pending" for d in found):
+            return found
+        assert time.monotonic() < deadline, f"deliveries of {batch_id} still pending: {found}"
+        time.sleep(0.05)
+
+
+def rerun(server: GreenbatchServer, batch_id: str) -> dict[str, Any]:
+    """Rerun a batch and wait for the new one to end."""
+    created = server.request("POST", f"/api/v1/batches/{batch_id}/rerun")
+    assert created.status_code == 201, created.text
+    return server.wait(created.json()["id"])
+
+
+def test_a_finished_batch_posts_its_payload_signed_over_the_timestamp_and_the_raw_body(notify_server, target, receiver):
+    path = hook("signed")
+    batch = notify_server.submit(
+        [target.url("/ok"), target.url("/status/404")], webhook={"url": receiver.url(path), "secret": SECRET}
+    )
+    notify_server.wait(batch["id"])
+
+    [request] = receiver.received(path)
+    payload = verified(request, SECRET)
+    assert payload == {
+        "event": "batch.finished",
+        "batch_id": batch["id"],
+        "list_id": None,
+        "name": batch["name"],
+        "parent_id": None,
+        "status": "done",
+        "verdict": {"pass": False, "violations": []},
+        "counts": notify_server.batch(batch["id"])["counts"],
+        "stats": notify_server.batch(batch["id"])["stats"],
+        "diff_summary": None,
+        "dashboard_url": notify_server.url(f"/batches/{batch['id']}"),
+    }
+    [delivery] = settled(notify_server, batch["id"])
+    assert (delivery["status"], delivery["attempts"], delivery["last_status_code"]) == ("sent", 1, 200)
+    assert delivery["url"] == receiver.url(path) and delivery["last_error"] is None
+
+
+def test_a_receiver_answering_500_twice_gets_a_third_try_and_every_try_is_recorded(notify_server, target, receiver):
+    path = hook("retried")
+    receiver.answers[path] = [500, 500]
+    batch = notify_server.submit([target.url("/ok")], webhook={"url": receiver.url(path), "secret": SECRET})
+    notify_server.wait(batch["id"])
+
+    requests = receiver.received(path, 3)
+    assert all(verified(request, SECRET)["batch_id"] == batch["id"] for request in requests)
+    [delivery] = settled(notify_server, batch["id"])
+    assert (delivery["status"], delivery["attempts"]) == ("sent", 3)
+    assert [t["status_code"] for t in delivery["tries"]] == [500, 500, 200]
+    assert [t["error"] for t in delivery["tries"]] == ["the receiver answered 500"] * 2 + [None]
+
+
+def test_a_receiver_that_never_answers_2xx_is_given_up_after_three_tries_with_the_last_error(
+    notify_server, target, receiver
+):
+    path = hook("failing")
+    receiver.answers[path] = [503, 503, 301]
+    batch = notify_server.submit([target.url("/ok")], webhook={"url": receiver.url(path), "secret": SECRET})
+    notify_server.wait(batch["id"])
+
+    [delivery] = settled(notify_server, batch["id"])
+    assert (delivery["status"], delivery["attempts"], delivery["last_status_code"]) == ("failed", 3, 301)
+    assert delivery["last_error"] == "the receiver answered 301 (redirects are not followed)"
+    assert len(receiver.received(path, 3)) == 3
+
+
+def test_notify_on_change_sends_nothing_for_an_identical_rerun_and_sends_for_a_changed_one(
+    notify_server, target, receiver
+):
+    path = hook("change")
+    flips = target.url(f"/changes/{uuid.uuid4().hex}?answers=200,200,500")
+    first = notify_server.wait(
+        notify_server.submit(
+            [flips, target.url("/ok")], notify_on="change", webhook={"url": receiver.url(path), "secret": SECRET}
+        )["id"]
+    )
+    same = rerun(notify_server, first["id"])
+    changed = rerun(notify_server, same["id"])
+
+    [skipped] = settled(notify_server, same["id"])
+    assert skipped["status"] == "skipped" and skipped["attempts"] == 0
+    assert skipped["note"] == "notify_on is change, and nothing changed since the previous run"
+    settled(notify_server, changed["id"])
+    sent = [verified(request, SECRET) for request in receiver.received(path, 2)]
+    assert [payload["batch_id"] for payload in sent] == [first["id"], changed["id"]]  # the first run: no previous
+    assert sent[1]["parent_id"] == same["id"]
+    assert sent[1]["diff_summary"]["newly_failed"] == 1 and sent[1]["diff_summary"]["unchanged"] == 1
+
+
+def test_notify_on_failure_sends_only_when_the_verdict_fails_or_a_url_newly_fails(notify_server, target, receiver):
+    path = hook("failure")
+    flips = target.url(f"/changes/{uuid.uuid4().hex}?answers=200,500")
+    passing = notify_server.wait(
+        notify_server.submit([flips], notify_on="failure", webhook={"url": receiver.url(path), "secret": SECRET})["id"]
+    )
+    failing = rerun(notify_server, passing["id"])
+
+    [skipped] = settled(notify_server, passing["id"])
+    assert skipped["status"] == "skipped" and "verdict passes" in skipped["note"]
+    settled(notify_server, failing["id"])
+    [request] = receiver.received(path)
+    payload = verified(request, SECRET)
+    assert (payload["batch_id"], payload["verdict"]["pass"], payload["diff_summary"]["newly_failed"]) == (
+        failing["id"],
+        False,
+        1,
+    )
+
+
+def test_consecutive_failures_notifies_once_a_url_failed_that_many_runs_in_a_row(notify_server, target, receiver):
+    path = hook("consecutive")
+    flaky = target.url(f"/changes/{uuid.uuid4().hex}?answers=500,500,200")
+    options = {"consecutive_failures": 2, "webhook": {"url": receiver.url(path), "secret": SECRET}}
+    once = notify_server.wait(notify_server.submit([flaky, target.url("/ok")], **options)["id"])
+    twice = rerun(notify_server, once["id"])
+    fixed = rerun(notify_server, twice["id"])
+
+    assert settled(notify_server, once["id"])[0]["status"] == "skipped"
+    assert settled(notify_server, fixed["id"])[0]["status"] == "skipped"
+    [request] = receiver.received(path)
+    payload = verified(request, SECRET)
+    assert payload["batch_id"] == twice["id"]
+    assert payload["consecutive_failures"] == {"runs": 2, "urls": 1}
+
+
+def test_a_slack_target_gets_a_short_text_with_the_counts_the_verdict_and_the_link(notify_server, target, receiver):
+    path = hook("slack")
+    batch = notify_server.submit(
+        [target.url("/ok"), target.url("/status/500")], notify=[{"type": "slack", "url": receiver.url(path)}]
+    )
+    notify_server.wait(batch["id"])
+
+    [request] = receiver.received(path)
+    assert "X-Greenbatch-Signature" not in request["headers"]
+    text = json.loads(request["body"])["text"]
+    assert "verdict FAILED" in text and "1 ok, 0 warn, 1 failed, 0 cancelled" in text
+    assert f"<{notify_server.url('/batches/' + batch['id'])}|open the batch>" in text
+
+
+def test_the_batch_page_shows_each_notification_delivered_or_failing_with_its_error(
+    notify_server, target, receiver, page, phone
+):
+    good, bad = hook("page-ok"), hook("page-failing")
+    receiver.answers[bad] = [500, 500, 500]
+    notify = [
+        {"type": "webhook", "url": receiver.url(bad), "secret": SECRET},
+        {"type": "slack", "url": receiver.url(good)},
+    ]
+    batch = notify_server.submit([target.url("/ok")], notify=notify)
+    notify_server.wait(batch["id"])
+    settled(notify_server, batch["id"])
+
+    for tab, width in ((page, 1280), (phone, 390)):
+        tab.goto(notify_server.url(f"/batches/{batch['id']}"))
+        line = tab.locator("#batch-notify")
+        line.filter(has_text="delivered").wait_for()
+        text = line.inner_text()
+        assert f"failing: webhook {receiver.url(bad)} after 3 tries: the receiver answered 500" in text
+        assert f"delivered to slack http://127.0.0.1:{receiver.port}/..." in text
+        assert SECRET not in tab.content()
+        assert tab.evaluate("document.documentElement.scrollWidth") <= width
+        ARTIFACTS.mkdir(exist_ok=True)
+        tab.screenshot(path=str(ARTIFACTS / f"batch-notifications-{width}.png"))
+
+
+def test_metrics_count_the_deliveries_by_status(notify_server, target, receiver):
+    path = hook("metrics")
+    receiver.answers[path] = [500, 500, 500]
+    batch = notify_server.submit([target.url("/ok")], webhook={"url": receiver.url(path), "secret": SECRET})
+    notify_server.wait(batch["id"])
+    settled(notify_server, batch["id"])
+
+    metrics = notify_server.request("GET", "/metrics").text
+    counts = dict(re.findall(r'^greenbatch_notifications\{status="(\w+)"\} (\S+)$', metrics, re.M))
+    assert set(counts) == {"pending", "sent", "failed", "skipped"}
+    assert float(counts["failed"]) >= 1
+
+
+# -- a killed server ----------------------------------------------------------------------------
+
+
+def test_a_server_killed_before_its_delivery_went_out_sends_it_after_restart(make_server, target, tmp_path):
+    receiver = Receiver()
+    try:
+        env = {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{receiver.port}"}
+        server = make_server(env, data_dir=tmp_path / "killed")
+        receiver.answers["/hook"] = [HANG]  # the first try is held, unanswered, while the server is killed
+        batch = server.submit([target.url("/ok")], webhook={"url": receiver.url(), "secret": SECRET})
+        receiver.received("/hook")
+        assert server.batch(batch["id"])["status"] == "done"
+        server.signal(signal.SIGKILL)
+        server.kill()
+        receiver.release()
+
+        restarted = make_server(env, data_dir=tmp_path / "killed")
+        second = receiver.received("/hook", 2)[1]
+        assert verified(second, SECRET)["batch_id"] == batch["id"]
+        [delivery] = settled(restarted, batch["id"])
+        assert (delivery["status"], delivery["last_status_code"]) == ("sent", 200)
+    finally:
+        receiver.stop()
+
+
+# -- the outbox in each store ------------------------------------------------------------------------
+
+
+def finished(store, batch_id: str, options: dict[str, Any], status: str = "done") -> None:
+    """Store a batch with these options and its final event, committed."""
+    store.create_batch(batch_id, batch_id, options, ["http://a.test/"], "2026-12-06T00:00:00.000Z")
+    final = {"status": status, "finished_at": "2026-12-06T00:00:01.000Z", "counts": {"ok": 1}, "stats": {}}
+    store.extend([Event(batch_id, 1, "batch", final)])
+    assert store.flush(10)
+
+
+def test_a_batch_ends_with_one_pending_delivery_per_target_written_with_its_final_event(store_factory):
+    store = store_factory(flush_interval=0.01)
+    notify = [
+        {"type": "webhook", "url": "http://a.test/h", "secret": SECRET},
+        {"type": "slack", "url": "http://b.test/"},
+    ]
+    finished(store, "told", {"notify": notify})
+    finished(store, "quiet", {})
+    store.extend([Event("told", 2, "batch", {"status": "done", "counts": {"ok": 1}})])  # a final event again
+    assert store.flush(10)
+
+    assert [(d.target, d.kind, d.url, d.state) for d in store.deliveries("told")] == [
+        (0, "webhook", "http://a.test/h", "pending"),
+        (1, "slack", "http://b.test/", "pending"),
+    ]
+    assert store.deliveries("quiet") == []
+    assert store.count_deliveries() == {"pending": 2}
+    assert store.delete_batch("told") and store.deliveries("told") == []
+
+
+def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends_or_it_is_released(store_factory):
+    store = store_factory(flush_interval=0.01)
+    finished(store, "b", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    now = time.time()
+
+    [claimed] = store.claim_deliveries(now, 60, 10)
+    assert store.claim_deliveries(now, 60, 10) == []
+    assert [d.id for d in store.claim_deliveries(now + 61, 60, 10)] == [claimed.id]
+    assert store.release_deliveries() == 1
+    store.record_delivery(claimed.id, "pending", [{"status_code": 500}], now + 5, {"event": "batch.finished"})
+    assert store.claim_deliveries(now, 60, 10) == []  # due in 5 s
+    [again] = store.claim_deliveries(now + 5, 60, 10)
+    assert (again.attempts, again.payload) == (1, {"event": "batch.finished"})
+
+
+def test_a_lists_deliveries_are_found_by_its_list_id(store_factory):
+    store = store_factory(flush_interval=0.01)
+    finished(store, "run1", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    finished(store, "run2", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    finished(store, "other", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    # batches.list_id is the watch lists' column (their migration adds it); here it is added by hand.
+    store._transaction(lambda conn: conn.execute("ALTER TABLE batches ADD COLUMN list_id TEXT"))
+    store._transaction(lambda conn: conn.execute("UPDATE batches SET list_id = 'L' WHERE id LIKE 'run%'"))
+
+    assert [d.batch_id for d in store.list_deliveries("L")] == ["run2", "run1"]
+
+
+# -- sending ---------------------------------------------------------------------------------------
+
+
+def test_a_send_goes_through_the_guard_again_and_a_denied_receiver_never_gets_a_packet(unreachable):
+    policy = guard.Policy.from_settings(False, "", "")  # loopback is not allowed: the receiver's port is denied
+    with pytest.raises(guard.Blocked):
+        post(unreachable.url(), b"{}", {"Content-Type": "application/json"}, policy, 1.0)
+    assert unreachable.connections == 0
+
+
+def test_the_signature_is_hmac_sha256_of_the_timestamp_a_dot_and_the_raw_body():
+    expected = hmac.new(b"secret-key", b"1796563200." + b'{"a":1}', hashlib.sha256).hexdigest()
+    assert signature("secret-key", "1796563200", b'{"a":1}') == f"sha256={expected}"

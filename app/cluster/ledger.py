@@ -29,6 +29,7 @@ from ..core.jsonutil import compact_json
 from ..core.results import FINAL_STATUSES, ErrorKind, failed_result
 from ..runs.engine import PROGRESS_INTERVAL
 from ..runs.events import Event
+from ..runs.store.outbox import enqueue
 from ..runs.store.rows import EVENT_COLUMNS, EventRow, event_rows, json_array
 
 log = logging.getLogger(__name__)
@@ -420,6 +421,9 @@ class Ledger:
             (status, finished_at, json.dumps(summary), seq, compact_json(tally.state()), head.now, batch_id),
         )
         conn.execute("UPDATE chunks SET state = 'done' WHERE batch_id = %s AND state <> 'done'", (batch_id,))
+        found = conn.execute("SELECT options FROM batches WHERE id = %s", (batch_id,)).fetchone()
+        # Committed with the final event: a finished batch always has its deliveries (the web process sends them).
+        enqueue(conn.execute, _pg_marks, batch_id, found[0] if found else None)
         log.info(
             "batch %s %s: %s",
             batch_id,
@@ -431,6 +435,11 @@ class Ledger:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _pg_marks(sql: str) -> str:
+    """A statement written with ? marks (the outbox's) with psycopg's %s."""
+    return sql.replace("?", "%s")
 
 
 _LOCK = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from ..core.config import Config, ConfigError
+from ..runs.notify import Notifier
 from ..runs.reader import BatchReader
 from ..runs.services import Services, fetch_policy
 from ..runs.store import StoreOpenError
@@ -40,4 +41,6 @@ def start(config: Config) -> Services:
     control = ClusterControl(config, policy, store, ledger, broker, client, Heads(config.database_url))
     control.start()
     log.info("cluster mode: batches in PostgreSQL, work and live events through Redis; workers fetch")
-    return Services(config, store, control.follower, control, BatchReader(store, control), None)
+    # Every web process sends: each claims its deliveries (FOR UPDATE SKIP LOCKED), so each goes out once.
+    notifier = Notifier(config, store, policy).start()
+    return Services(config, store, control.follower, control, BatchReader(store, control), None, notifier)

@@ -125,6 +125,20 @@ class Config:
         "rule that denied it and the resolver's error; leave off on servers anyone "
         "untrusted can submit to (the debug log has the detail either way).",
     )
+    public_url: str = _setting(
+        "",
+        "The server's address as its users open it (e.g. `https://greenbatch.example.com`), for the links in "
+        "notifications; needed behind a proxy. Empty: the submitting request's host, else no link.",
+    )
+    notify_timeout: float = _setting(
+        5.0, "Seconds one try of a notification may take, from connect to answer.", low=0.1, high=60
+    )
+    notify_retry_delay: float = _setting(
+        1.0,
+        "Seconds before a failed notification is tried again; the third and last try waits 4 times that.",
+        low=0.01,
+        high=3600,
+    )
     shutdown_grace: float = _setting(10.0, "Seconds in-flight fetches get to finish on SIGTERM/SIGINT.", low=0)
     header_timeout: float = _setting(
         10.0,

@@ -106,6 +106,9 @@ class BatchOptions:
     notify: list[dict[str, str]] | None = None
     notify_on: str = "always"
     consecutive_failures: int | None = None
+    # The base URL of the request that submitted a batch that notifies (dashboard_url without
+    # GREENBATCH_PUBLIC_URL): stored with the options like `rows`, never given by a client nor shown.
+    origin: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The options as JSON-ready data; the verdict's options only when set."""
@@ -301,6 +304,8 @@ class BatchOptions:
                 parsed_rows, row_problems = parse_rows(value, config)
                 problems.extend(row_problems)
                 base[key] = parsed_rows
+            elif key == "origin":
+                base[key] = value if isinstance(value, str) else None
             elif key in ("notify", "webhook"):
                 continue  # below, together: the webhook sugar adds one entry to notify's
             elif key == "notify_on":
@@ -500,6 +505,7 @@ _UNSET: dict[str, Any] = {
     "notify": None,
     "notify_on": "always",
     "consecutive_failures": None,
+    "origin": None,
 }
 THRESHOLDS = ("failed_rate", "warn_rate", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ok")
 MAX_THRESHOLD_MS = 3_600_000
@@ -687,7 +693,10 @@ def shown_target_url(url: str, kind: str = "webhook") -> str:
 
 
 def redacted(options: dict[str, Any]) -> dict[str, Any]:
-    """Stored options as anyone may see them: each notify target's secret cut short, its URL without secrets."""
+    """Stored options as anyone may see them: each notify target's secret cut short, its URL without secrets
+    (and no origin)."""
+    if "origin" in options:
+        options = {key: value for key, value in options.items() if key != "origin"}
     if not options.get("notify"):
         return options
     shown = []

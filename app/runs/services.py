@@ -12,6 +12,7 @@ from .control import BatchControl, EventFeed
 from .datadir import DataDirLock, lock_data_dir
 from .engine import Engine
 from .events import EventBus
+from .notify import Notifier
 from .reader import BatchReader
 from .store import SQLiteStore, Store, StoreError, StoreOpenError
 
@@ -33,6 +34,7 @@ class Services:
     reader: BatchReader
     lock: DataDirLock | None  # held until the process exits, not released by close(); none in cluster mode
     scheduler: Scheduler | None = None  # the watch lists' (a server's; none where nothing serves the API)
+    notifier: Notifier | None = None  # sends the outbox's notifications once started
 
     def close(self, grace: float = 5.0) -> None:
         """Stop scheduling, let in-flight fetches finish within `grace` (the engine's), then commit and close the
@@ -40,6 +42,8 @@ class Services:
         if self.scheduler is not None:
             self.scheduler.stop()
         self.engine.shutdown(grace)
+        if self.notifier is not None:
+            self.notifier.stop()
         self.store.close()
 
 
@@ -68,7 +72,7 @@ def build(config: Config, lock: DataDirLock | None = None) -> Services:
         raise ConfigError(f"{exc}, or set {env_name('data_dir')}") from None
     bus = EventBus(store)
     engine = Engine(config, store, bus, policy)
-    return Services(config, store, bus, engine, BatchReader(store, engine), lock)
+    return Services(config, store, bus, engine, BatchReader(store, engine), lock, Notifier(config, store, policy))
 
 
 def start(config: Config, lock: DataDirLock | None = None) -> Services:
@@ -81,4 +85,9 @@ def start(config: Config, lock: DataDirLock | None = None) -> Services:
             f"the database {config.db_path} is damaged or cannot be read ({exc.__cause__ or exc}); "
             f"move it away to start afresh, or set {env_name('data_dir')}"
         ) from None
+    if built.notifier is not None:
+        # This process alone sends (it holds the data folder): a killed one's claims are let go, and what it left
+        # pending goes out now.
+        built.store.release_deliveries()
+        built.notifier.start()
     return built

@@ -37,7 +37,7 @@ from ..runs.store.base import EVENT_TYPES, MAX_SEARCH, OUTCOMES, RESULT_SORTS, R
 from . import exports, openapi
 from .errors import ApiError, error_response
 from .services import services
-from .views import batch_json
+from .views import batch_json, delivery_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
@@ -352,7 +352,7 @@ def guarded_notify(options: BatchOptions, raw_options: Any) -> BatchOptions:
     if problems:
         first = problems[0]
         raise ApiError(400, "invalid_options", f"{first['field']} {first['message']}", problems)
-    return dataclasses.replace(options, notify=targets)
+    return dataclasses.replace(options, notify=targets, origin=request.url_root.rstrip("/"))
 
 
 def _validate_urls(urls: Any) -> Sequence[str]:
@@ -697,6 +697,10 @@ def create_batch():
             "invalid_options",
             "invalid options",
             [{"field": "options.rows", "message": "is not a known option (give rows as objects in urls)"}],
+        )
+    if isinstance(raw_options, dict) and "origin" in raw_options:  # the server's own record of the request
+        raise ApiError(
+            400, "invalid_options", "invalid options", [{"field": "options.origin", "message": "is not a known option"}]
         )
     if raw_source is not None:
         return _created_from_source(raw_source, raw_options, name)
@@ -1055,6 +1059,13 @@ def hosts(batch_id: str):
     response = Response(text.getvalue(), content_type="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{batch.id}-hosts.csv"'
     return response
+
+
+@bp.get("/batches/<batch_id>/deliveries")
+def deliveries(batch_id: str):
+    """The batch's notifications: one delivery per notify target once it ended, each with its tries."""
+    batch = _batch_or_404(batch_id)
+    return {"batch_id": batch.id, "deliveries": [delivery_json(d) for d in services().store.deliveries(batch.id)]}
 
 
 @bp.get("/batches/<batch_id>/certificates")

@@ -50,6 +50,7 @@ from ..runs.diff import KINDS as DIFF_KINDS
 from ..runs.engine import MAX_RUNNING_LISTED
 from ..runs.hosts import HOST_FIELDS
 from ..runs.store.base import MAX_SEARCH, OUTCOMES, RESULT_SORTS
+from ..runs.store.outbox import DELIVERY_STATES
 from .exports import FORMATS
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
@@ -836,6 +837,105 @@ def schemas(config: Config) -> dict[str, Any]:
                 **CAPTURED,
             },
         },
+        "DeliveryList": {
+            "type": "object",
+            "required": ["batch_id", "deliveries"],
+            "properties": {
+                "batch_id": {"type": "string"},
+                "deliveries": {
+                    "type": "array",
+                    "description": "One per notify target, written when the batch ended (none before), in the "
+                    "targets' order.",
+                    "items": ref("Delivery"),
+                },
+            },
+        },
+        "Delivery": {
+            "type": "object",
+            "required": ["id", "batch_id", "target", "type", "url", "status", "attempts", "tries"],
+            "properties": {
+                "id": {"type": "integer"},
+                "batch_id": {"type": "string"},
+                "target": {"type": "integer", "description": "Its entry's index in options.notify."},
+                "type": {"type": "string", "enum": ["webhook", "slack"]},
+                "url": {"type": "string", "description": "Without user info or query (a Slack path cut short)."},
+                "status": {
+                    "type": "string",
+                    "enum": list(DELIVERY_STATES),
+                    "description": "pending (due, or waiting for its next try), sent (a 2xx answer), failed (3 tries "
+                    "without one), skipped (notify_on or consecutive_failures said no: see note).",
+                },
+                "attempts": {"type": "integer", "maximum": 3},
+                "last_status_code": {"type": ["integer", "null"]},
+                "last_error": {"type": ["string", "null"]},
+                "note": {"type": ["string", "null"], "description": "Why it was skipped."},
+                "created_at": {"type": "string", "format": "date-time"},
+                "updated_at": {"type": "string", "format": "date-time"},
+                "next_try_at": {"type": ["string", "null"], "format": "date-time"},
+                "tries": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "at": {"type": "string", "format": "date-time"},
+                            "status_code": {"type": ["integer", "null"]},
+                            "error": {"type": ["string", "null"]},
+                            "ms": {"type": "number"},
+                        },
+                    },
+                },
+            },
+        },
+        "NotificationPayload": {
+            "type": "object",
+            "description": "What a webhook receives when a batch ends: a POST of this JSON with the headers "
+            "Content-Type: application/json, X-Greenbatch-Event: batch.finished, X-Greenbatch-Timestamp: <unix "
+            "seconds> and X-Greenbatch-Signature: sha256=<hex HMAC-SHA256, keyed with the target's secret, of the "
+            'timestamp, a ".", and the raw body>. Check the signature over the raw bytes before parsing, and '
+            "refuse an old timestamp (replays).",
+            "required": [
+                "event",
+                "batch_id",
+                "list_id",
+                "status",
+                "verdict",
+                "counts",
+                "stats",
+                "diff_summary",
+                "dashboard_url",
+            ],
+            "properties": {
+                "event": {"const": "batch.finished"},
+                "batch_id": {"type": "string"},
+                "list_id": {"type": ["string", "null"], "description": "The watch list that ran it, if any."},
+                "name": {"type": "string"},
+                "parent_id": {"type": ["string", "null"], "description": "The previous run the diff is against."},
+                "status": {"type": "string", "enum": ["done", "cancelled", "failed"]},
+                "verdict": {
+                    "type": "object",
+                    "required": ["pass", "violations"],
+                    "description": "As the batch's verdict (see Batch).",
+                },
+                "counts": ref("Counts"),
+                "stats": ref("Stats"),
+                "diff_summary": {
+                    "type": ["object", "null"],
+                    "description": "The diff's counts per kind against parent_id; null without one.",
+                    "additionalProperties": {"type": "integer"},
+                },
+                "dashboard_url": {
+                    "type": ["string", "null"],
+                    "format": "uri",
+                    "description": "The batch page: GREENBATCH_PUBLIC_URL's, else the submitting request's host's; "
+                    "null when neither is known.",
+                },
+                "consecutive_failures": {
+                    "type": "object",
+                    "description": "With options.consecutive_failures: runs looked at, URLs failed in each.",
+                    "properties": {"runs": {"type": "integer"}, "urls": {"type": "integer"}},
+                },
+            },
+        },
         "CertificateList": {
             "type": "object",
             "required": ["batch_id", "certificates", "count", "expiring_within_days", "expiring"],
@@ -1444,6 +1544,16 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             "404": error("No such batch."),
         },
     }
+    deliveries = {
+        "parameters": [ID_PARAM],
+        "responses": {
+            "200": json_body(
+                ref("DeliveryList"),
+                "The batch's notifications and each try (the payload sent is NotificationPayload).",
+            ),
+            "404": error("No such batch."),
+        },
+    }
     preview = {
         "requestBody": {
             "required": True,
@@ -1482,6 +1592,7 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         (batch + "/running", "get", "api.running", running),
         (batch + "/hosts", "get", "api.hosts", hosts),
         (batch + "/certificates", "get", "api.certificates", certificates),
+        (batch + "/deliveries", "get", "api.deliveries", deliveries),
         (batch + "/events", "get", "api.events", events),
         (API + "/sources/preview", "post", "api.preview_source", preview),
         *list_operations(),

@@ -37,6 +37,7 @@ from ..runs.events import Event
 from ..runs.hosts import Counters
 from ..runs.services import Services
 from ..runs.store import Store
+from ..runs.store.outbox import DELIVERY_STATES
 from .services import services
 
 bp = Blueprint("ops", __name__)
@@ -74,6 +75,35 @@ class BatchesByStatus:
     def _family() -> GaugeMetricFamily:
         """An empty greenbatch_batches family."""
         return GaugeMetricFamily("greenbatch_batches", "Stored batches by status.", labels=["status"])
+
+
+class DeliveriesByStatus:
+    """greenbatch_notifications{status}: the outbox's deliveries by status, counted by the store at scrape time
+    (like greenbatch_batches: one GROUP BY over a table of a row per notify target of a finished batch)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """The metric's name and help, so registering it reads nothing from the store."""
+        return [self._family()]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        """One sample per delivery status, zeros included."""
+        counts = self.store.count_deliveries()
+        family = self._family()
+        for status in DELIVERY_STATES:
+            family.add_metric([status], counts.get(status, 0))
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        """An empty greenbatch_notifications family."""
+        return GaugeMetricFamily(
+            "greenbatch_notifications",
+            "Notification deliveries by status: pending, sent, failed (after 3 tries), skipped (notify_on).",
+            labels=["status"],
+        )
 
 
 class FetchMetrics:
@@ -190,6 +220,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(BatchesByStatus(svc.store))
+        self.registry.register(DeliveriesByStatus(svc.store))
         self.registry.register(PoliteMetrics(svc.engine.counters))
         ProcessCollector(registry=self.registry)
 

@@ -7,9 +7,11 @@ from typing import Any
 
 from flask import url_for
 
-from ..core.options import redacted
+from ..core.clock import iso_at
+from ..core.options import redacted, shown_target_url
 from ..core.verdict import batch_verdict
 from ..runs.reader import BatchView
+from ..runs.store.outbox import Delivery
 
 
 def batch_json(view: BatchView, listed: bool = False) -> dict[str, Any]:
@@ -54,3 +56,24 @@ def listed_options(options: dict[str, Any]) -> dict[str, Any]:
     shown = {key: value for key, value in options.items() if key not in ("headers", "rows")}
     shown["header_names"] = list(options.get("headers") or {})
     return redacted(shown)
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    """A notification delivery as the API and the batch page show it: its URL without secrets, its last try."""
+    last = delivery.tries[-1] if delivery.tries else {}
+    return {
+        "id": delivery.id,
+        "batch_id": delivery.batch_id,
+        "target": delivery.target,
+        "type": delivery.kind,
+        "url": shown_target_url(delivery.url, delivery.kind),
+        "status": delivery.state,
+        "attempts": delivery.attempts,
+        "last_status_code": last.get("status_code"),
+        "last_error": last.get("error"),
+        "note": delivery.note,
+        "created_at": delivery.created_at,
+        "updated_at": delivery.updated_at,
+        "next_try_at": iso_at(delivery.due) if delivery.state == "pending" else None,
+        "tries": delivery.tries,
+    }

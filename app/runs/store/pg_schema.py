@@ -133,6 +133,30 @@ ALTER TABLE batches ADD COLUMN source TEXT;  -- JSON (app/core/sources.py); NULL
 """,
     ),
     (
+        7,
+        "deliveries: the notification outbox, one row per notify target of a finished batch",
+        """
+CREATE TABLE deliveries (
+    id BIGSERIAL PRIMARY KEY,
+    batch_id TEXT NOT NULL REFERENCES batches (id) ON DELETE CASCADE,
+    target INTEGER NOT NULL,  -- the index of its entry in the batch's options.notify (where its secret is)
+    kind TEXT NOT NULL,  -- webhook or slack
+    url TEXT NOT NULL,
+    state TEXT NOT NULL,  -- pending, sent, failed or skipped (notify_on or consecutive_failures said no)
+    attempts INTEGER NOT NULL DEFAULT 0,
+    tries TEXT NOT NULL DEFAULT '[]',  -- JSON: each try's at, status_code, error, ms
+    payload TEXT,  -- JSON: what every try sends, made at the first
+    note TEXT,  -- why it was skipped
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    due DOUBLE PRECISION NOT NULL,  -- unix seconds when it is next tried
+    claimed_until DOUBLE PRECISION,  -- a sender holds it until then
+    UNIQUE (batch_id, target)
+);
+CREATE INDEX deliveries_pending ON deliveries (due) WHERE state = 'pending';
+""",
+    ),
+    (
         8,
         "watch lists, and batches.list_id: the list a batch is a run of",
         """

@@ -34,10 +34,12 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from ...core import stats
+from ...core.results import FINAL_STATUSES
 from ..events import Event
 from . import pg_schema
 from .base import BatchRecord, StoreError, StoreOpenError
 from .lists import ListRows
+from .outbox import Outbox, enqueue
 from .queries import OUTCOME_TERMS, Dialect, Reading
 from .reads import StoreReads
 from .rows import (
@@ -98,6 +100,7 @@ class PostgresDialect(Dialect):
 
     like = 'COLLATE "C" ILIKE'  # under the C collation ILIKE folds ASCII letters only, as SQLite's LIKE does
     nulls_last = " NULLS LAST"  # NULL is the greatest value in PostgreSQL
+    skip_locked = " FOR UPDATE SKIP LOCKED"  # two web processes' senders never claim the same delivery
 
     def sql(self, text: str) -> str:
         """The statement with %s marks."""
@@ -298,7 +301,7 @@ def _record(row: tuple[Any, ...]) -> BatchRecord:
     return record
 
 
-class PostgresStore(EventWriter, StoreReads, ListRows):
+class PostgresStore(EventWriter, StoreReads, ListRows, Outbox):
     """The shared store of cluster mode: a PostgreSQL database (GREENBATCH_DATABASE_URL)."""
 
     _dialect = POSTGRES
@@ -416,7 +419,19 @@ class PostgresStore(EventWriter, StoreReads, ListRows):
             for event in events:
                 if event.type == "batch":
                     conn.execute(_marks(APPLY_BATCH_EVENT), batch_event_args(event))
+                    if event.data["status"] in FINAL_STATUSES:
+                        found = conn.execute("SELECT options FROM batches WHERE id = %s", (event.batch_id,)).fetchone()
+                        enqueue(conn.execute, _marks, event.batch_id, found[0] if found else None)
             conn.execute(RAISE_LAST_SEQ)
+
+    def _transaction(self, fn: Callable[[Any], _T]) -> _T:
+        """fn(conn) in one write transaction (the outbox's writes)."""
+
+        def write(conn: psycopg.Connection[Any]) -> _T:
+            with conn.transaction():
+                return fn(conn)
+
+        return self._write(write)
 
     def _on(self, role: int, fn: Callable[..., _T], *args: Any) -> _T:
         """fn(*args) where queries run: in this greenlet, or on the threads for reads (role 0) or writes (1)."""

@@ -56,6 +56,7 @@ class Dialect:
 
     like = "LIKE"  # a LIKE where ASCII letters match in either case, and every other character only itself
     nulls_last = ""  # what puts NULLs last in a descending order (in SQLite NULL is the least value: they are)
+    skip_locked = ""  # what lets concurrent claims pass over each other's rows (SQLite has one writer at a time)
 
     def sql(self, text: str) -> str:
         """A statement written with ? marks, as this database takes it."""

@@ -76,6 +76,25 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL,
     PRIMARY KEY (batch_id, seq)
 ) WITHOUT ROWID;
+-- The notification outbox (outbox.py); a file made before it gets the table when opened.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id TEXT NOT NULL,
+    target INTEGER NOT NULL,  -- the index of its entry in the batch's options.notify (where its secret is)
+    kind TEXT NOT NULL,  -- webhook or slack
+    url TEXT NOT NULL,
+    state TEXT NOT NULL,  -- pending, sent, failed or skipped (notify_on or consecutive_failures said no)
+    attempts INTEGER NOT NULL DEFAULT 0,
+    tries TEXT NOT NULL DEFAULT '[]',  -- JSON: each try's at, status_code, error, ms
+    payload TEXT,  -- JSON: what every try sends, made at the first
+    note TEXT,  -- why it was skipped
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    due DOUBLE PRECISION NOT NULL,  -- unix seconds when it is next tried
+    claimed_until DOUBLE PRECISION,  -- a sender holds it until then
+    UNIQUE (batch_id, target)
+);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (due) WHERE state = 'pending';
 """
 # Columns added to `events` since its first version, with their types: migrate() adds those a file lacks.
 ADDED_EVENT_COLUMNS = (("warn", "INTEGER"), ("reasons", "TEXT"), ("warnings", "TEXT"))

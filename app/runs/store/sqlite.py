@@ -29,9 +29,11 @@ from gevent.queue import Queue
 from gevent.threadpool import ThreadPool
 
 from ...core.clock import now_iso
+from ...core.results import FINAL_STATUSES
 from ..events import Event
 from .base import BatchRecord, StoreError, StoreFault, StoreOpenError
 from .lists import ListRows
+from .outbox import Outbox, enqueue
 from .queries import OUTCOME_TERMS, SQLITE, Reading
 from .reads import StoreReads
 from .rows import (
@@ -90,7 +92,7 @@ def _span_query(extract: tuple[tuple[str, ...], ...], outcome: str | None, form:
     )
 
 
-class SQLiteStore(EventWriter, StoreReads, ListRows):
+class SQLiteStore(EventWriter, StoreReads, ListRows, Outbox):
     """The embedded store: one SQLite file in the data folder."""
 
     _dialect = SQLITE
@@ -264,8 +266,21 @@ class SQLiteStore(EventWriter, StoreReads, ListRows):
                     self._apply_batch_event(e)
 
     def _apply_batch_event(self, event: Event) -> None:
-        """Record a batch's new status (and its final summary) on its row."""
+        """Record a batch's new status (and its final summary) on its row; a final one writes its deliveries."""
         self._writer.execute(APPLY_BATCH_EVENT, batch_event_args(event))
+        if event.data["status"] in FINAL_STATUSES:
+            row = self._writer.execute("SELECT options FROM batches WHERE id = ?", (event.batch_id,)).fetchone()
+            enqueue(self._writer.execute, str, event.batch_id, row[0] if row else None)
+
+    def _transaction(self, fn: Callable[[Any], _T]) -> _T:
+        """fn(conn) in one write transaction on the writer thread (the outbox's writes)."""
+
+        def write() -> _T:
+            with self._writer:
+                self._writer.execute("BEGIN")
+                return fn(self._writer)
+
+        return self._write(write)
 
     def delete_batch(self, batch_id: str) -> bool:
         """Remove a batch, its URLs and its events; False when there was no such batch."""
@@ -276,6 +291,7 @@ class SQLiteStore(EventWriter, StoreReads, ListRows):
                 gone = self._writer.execute("DELETE FROM batches WHERE id = ?", (batch_id,)).rowcount
                 self._writer.execute("DELETE FROM url_lists WHERE batch_id = ?", (batch_id,))
                 self._writer.execute("DELETE FROM events WHERE batch_id = ?", (batch_id,))
+                self._writer.execute("DELETE FROM deliveries WHERE batch_id = ?", (batch_id,))
             return gone > 0
 
         try:

@@ -54,6 +54,19 @@ function notifyText(list) {
   return `${kinds} · ${list.notify_on || 'always'}`;
 }
 
+// The last notification's delivery: sent, failing (with its error), not sent (and why), or none yet.
+function deliveryNote(delivery) {
+  if (!delivery) return h('span', { class: 'hint', text: 'none sent yet' });
+  const said = delivery.last_error || (delivery.last_status_code ? `HTTP ${delivery.last_status_code}` : '');
+  const text = {
+    sent: `sent ${fmtClock(delivery.updated_at)}`,
+    pending: `sending (try ${delivery.attempts + 1})`,
+    failed: `failed: ${said}`,
+    skipped: `not sent: ${delivery.note || ''}`,
+  }[delivery.status] || delivery.status;
+  return h('span', { class: `delivery delivery-${delivery.status}`, title: said || delivery.note || '', text });
+}
+
 // ---- /lists ------------------------------------------------------------------------------------
 
 function listRow(list) {
@@ -67,7 +80,8 @@ function listRow(list) {
     h('td', {}, last ? h('a', { href: withId(config.batchPage, last.id) }, verdictBadge(last)) : verdictBadge(null)),
     h('td', {}, sparkline(list.recent_runs)),
     h('td', { class: 'list-next', text: next }),
-    h('td', { class: 'list-notify', text: notifyText(list) }),
+    h('td', { class: 'list-notify' }, h('span', { class: 'notify-targets', text: notifyText(list) }),
+      list.notify.length ? deliveryNote(list.last_delivery) : null),
   );
 }
 

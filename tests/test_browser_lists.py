@@ -61,6 +61,7 @@ def test_a_batch_saved_as_a_watch_list_runs_and_shows_what_changed(server, targe
     shot(page, "list")
     fits(page)
     newest.locator(".batch-link").click()
+    expect(page.locator("#batch-list")).to_contain_text("a run of its watch list")
     expect(page.locator("#compare")).to_be_visible()  # a run opens on its diff against the run before
 
 

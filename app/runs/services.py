@@ -33,8 +33,8 @@ class Services:
     engine: BatchControl
     reader: BatchReader
     lock: DataDirLock | None  # held until the process exits, not released by close(); none in cluster mode
-    scheduler: Scheduler | None = None  # the watch lists' (a server's; none where nothing serves the API)
     notifier: Notifier | None = None  # sends the outbox's notifications once started
+    scheduler: Scheduler | None = None  # the watch lists' (a server's; none where nothing serves the API)
 
     def close(self, grace: float = 5.0) -> None:
         """Stop scheduling, let in-flight fetches finish within `grace` (the engine's), then commit and close the

@@ -30,7 +30,7 @@ from .api import (
 )
 from .errors import ApiError, error_response
 from .services import services
-from .views import batch_json, listed_options, shown_options
+from .views import batch_json, delivery_json, listed_options, shown_options
 
 bp = Blueprint("lists", __name__, url_prefix="/api/v1")
 
@@ -228,6 +228,7 @@ def list_json(record: ListRecord, full: bool = True) -> dict[str, Any]:
             "self": url_for("lists.get_list", list_id=record.id),
             "runs": url_for("lists.list_runs", list_id=record.id),
             "run": url_for("lists.run_list", list_id=record.id),
+            "deliveries": url_for("lists.list_deliveries", list_id=record.id),
             "page": url_for("pages.watch_list", list_id=record.id),
         },
     }
@@ -322,11 +323,15 @@ def create_list():
 
 @bp.get("/lists")
 def all_lists():
-    """Every watch list (without its URLs), each with its last runs (newest first) for a verdict and a sparkline."""
+    """Every watch list (without its URLs), each with its last runs (newest first) for a verdict and a sparkline,
+    and its last notification."""
     shown = []
-    for record in services().store.all_lists():
+    store = services().store
+    for record in store.all_lists():
         one = list_json(record, full=False)
         one["recent_runs"] = [_run_brief(view) for view in _recent(record, RECENT_RUNS)]
+        last = store.list_deliveries(record.id, 1) if record.notify else []
+        one["last_delivery"] = delivery_json(last[0]) if last else None
         shown.append(one)
     return {"lists": shown}
 
@@ -395,3 +400,12 @@ def list_runs(list_id: str):
         "runs": runs,
         "skipped": {"count": record.skipped, "last_at": _when(record.last_skipped_at)},
     }
+
+
+@bp.get("/lists/<list_id>/deliveries")
+def list_deliveries(list_id: str):
+    """The notifications of a list's runs, newest first (`limit`), each with its status and tries."""
+    record = _list_or_404(list_id)
+    limit = _int_arg("limit", 100, 1, 1000)
+    found = services().store.list_deliveries(record.id, limit)
+    return {"list_id": record.id, "deliveries": [delivery_json(delivery) for delivery in found]}

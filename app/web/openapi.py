@@ -383,6 +383,7 @@ def schemas(config: Config) -> dict[str, Any]:
             "started_at",
             "finished_at",
             "parent_id",
+            "list_id",
             "source",
             "options",
             "counts",
@@ -398,7 +399,11 @@ def schemas(config: Config) -> dict[str, Any]:
             "created_at": TIMESTAMP,
             "started_at": nullable(TIMESTAMP),
             "finished_at": nullable(TIMESTAMP),
-            "parent_id": {"type": ["string", "null"], "description": "The batch this one reruns."},
+            "parent_id": {
+                "type": ["string", "null"],
+                "description": "The batch this one reruns, or the previous run of its watch list.",
+            },
+            "list_id": {"type": ["string", "null"], "description": "The watch list this batch is a run of."},
             "source": nullable(ref("Source")),
             "options": ref("Options"),
             "counts": ref("Counts"),
@@ -1712,6 +1717,10 @@ def list_schemas(config: Config) -> dict[str, Any]:
             "runs_started": {"type": "integer", "description": "Runs started so far (numbers the next)."},
             "skipped": skipped,
             "links": {"type": "object", "additionalProperties": {"type": "string"}},
+            "last_delivery": {
+                "anyOf": [ref("Delivery"), {"type": "null"}],
+                "description": "In GET /lists only: its runs' last notification (null: none yet, or no notify).",
+            },
             "recent_runs": {
                 "type": "array",
                 "description": "In GET /lists only: its last runs, newest first.",
@@ -1755,6 +1764,11 @@ def list_schemas(config: Config) -> dict[str, Any]:
             "type": "object",
             "required": ["lists"],
             "properties": {"lists": {"type": "array", "items": ref("WatchList")}},
+        },
+        "WatchListDeliveries": {
+            "type": "object",
+            "required": ["list_id", "deliveries"],
+            "properties": {"list_id": {"type": "string"}, "deliveries": {"type": "array", "items": ref("Delivery")}},
         },
         "WatchListRuns": {
             "type": "object",
@@ -1838,6 +1852,17 @@ def list_operations() -> list[tuple[str, str, str, dict[str, Any]]]:
             "404": error("No such list."),
         },
     }
+    deliveries = {
+        "parameters": [
+            list_id,
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Deliveries listed."),
+        ],
+        "responses": {
+            "200": json_body(ref("WatchListDeliveries"), "Its runs' notifications, newest first."),
+            "400": error("A parameter is out of range."),
+            "404": error("No such list."),
+        },
+    }
     path = API + "/lists/{list_id}"
     return [
         (API + "/lists", "post", "lists.create_list", create),
@@ -1847,6 +1872,7 @@ def list_operations() -> list[tuple[str, str, str, dict[str, Any]]]:
         (path, "delete", "lists.delete_list", delete),
         (path + "/run", "post", "lists.run_list", run),
         (path + "/runs", "get", "lists.list_runs", runs),
+        (path + "/deliveries", "get", "lists.list_deliveries", deliveries),
     ]
 
 

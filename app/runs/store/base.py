@@ -104,6 +104,7 @@ class BatchRecord:
     summary: dict[str, Any] | None
     last_seq: int
     source: dict[str, Any] | None = None  # where its URLs came from (app/core/sources.py), None for a list
+    list_id: str | None = None  # the watch list it is a run of (app/runs/schedule.py), None for a batch alone
 
 
 @dataclass

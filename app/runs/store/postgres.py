@@ -61,7 +61,8 @@ READ_STEP_MAX = 1000  # rows per fetch at most while a statement is read under a
 # A batches row as record_of takes it, then the cluster's live tally, its first start and the database's clock
 # now (epoch seconds: the clock the ledger stamps started_clock with, whatever the web machine's says).
 BATCH_COLUMNS = (
-    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary, source, last_seq,"
+    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary, source, list_id,"
+    " last_seq,"
     " tally, started_clock, EXTRACT(EPOCH FROM clock_timestamp())::float8"
 )
 # A group of events is copied (COPY, a fraction of the client's work of any INSERT) into a table of the writer's
@@ -291,8 +292,8 @@ def open_database(url: str) -> psycopg.Connection[Any]:
 
 def _record(row: tuple[Any, ...]) -> BatchRecord:
     """A batches row (BATCH_COLUMNS) as a record; a running cluster batch's summary comes from its tally."""
-    record = record_of(row[:13])
-    tally, started_clock, now = row[13:]
+    record = record_of(row[:14])
+    tally, started_clock, now = row[14:]
     if record.summary is None and tally is not None:
         # The tally the ledger's appends keep (stats.Tally.state), summed up as its progress events are: nobody
         # counts the batch's rows again.

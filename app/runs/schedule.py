@@ -21,6 +21,7 @@ from cronsim import CronSim, CronSimError
 from gevent.event import Event as Signal
 from gevent.lock import Semaphore
 
+from ..core.clock import iso_at
 from ..core.config import Config
 from ..core.options import BatchOptions, ValidationError
 from ..core.results import FINAL_STATUSES
@@ -163,7 +164,11 @@ class Scheduler:
             if not self.store.claim_slot(list_id, slot, following, now):
                 continue  # another process took this slot
             upcoming.append(following - now)
-            outcome = self.run(record, scheduled=True)
+            try:
+                outcome = self.run(record, scheduled=True)
+            except StoreError as exc:  # this slot is lost (logged); the other lists still run
+                log.error("watch list %s: its run at %s could not be stored: %s", list_id, iso_at(slot), exc)
+                continue
             if outcome.skipped == "overlap":
                 self.store.note_skipped(list_id, now)
         return max(0.01, min(upcoming))

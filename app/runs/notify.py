@@ -14,6 +14,7 @@ import hmac
 import http.client
 import json
 import logging
+import socket
 import ssl
 import time
 from typing import Any
@@ -91,8 +92,23 @@ def post(url: str, body: bytes, headers: dict[str, str], policy: guard.Policy, t
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = _port(parts.scheme, parts.port)
-    infos = guard.resolve(host, port, policy)
-    sock = guard.connect(infos, timeout)
+    # The whole try, not each read: a receiver trickling its answer a byte at a time cannot hold a sender longer.
+    with gevent.Timeout(timeout, TimeoutError(f"no answer within {timeout:g} s")):
+        infos = guard.resolve(host, port, policy)
+        sock = guard.connect(infos, timeout)
+        return _posted(sock, parts, host, port, body, headers, timeout)
+
+
+def _posted(
+    sock: socket.socket,
+    parts: Any,
+    host: str,
+    port: int,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+) -> int:
+    """post()'s request on a connected socket (closed after): the answer's status, its body read and dropped."""
     try:
         if parts.scheme == "https":
             sock = tls.shared_context().wrap_socket(sock, server_hostname=host)

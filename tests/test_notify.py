@@ -412,8 +412,7 @@ def test_a_lists_deliveries_are_found_by_its_list_id(store_factory):
     finished(store, "run1", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
     finished(store, "run2", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
     finished(store, "other", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
-    # batches.list_id is the watch lists' column (their migration adds it); here it is added by hand.
-    store._transaction(lambda conn: conn.execute("ALTER TABLE batches ADD COLUMN list_id TEXT"))
+    # batches.list_id, the watch lists' column: set as the scheduler's submit would have.
     store._transaction(lambda conn: conn.execute("UPDATE batches SET list_id = 'L' WHERE id LIKE 'run%'"))
 
     assert [d.batch_id for d in store.list_deliveries("L")] == ["run2", "run1"]

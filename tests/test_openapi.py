@@ -191,9 +191,12 @@ def local_only(url, netloc: str):
 
 
 def keep_fetches_local(case, netloc: str) -> None:
-    """Rewrite every URL a generated submission or source preview carries to `netloc` (where the server's fetches
+    """Rewrite every URL a generated submission, watch list or source preview carries to `netloc` (where the server's fetches
     find nothing)."""
-    if case.method.upper() != "POST" or not case.path.endswith(("/batches", "/sources/preview")):
+    watch_list = case.path.startswith("/api/v1/lists") and not case.path.endswith(("/run", "/runs"))
+    if case.method.upper() not in ("POST", "PATCH") or not (
+        case.path.endswith(("/batches", "/sources/preview")) or watch_list
+    ):
         return
     if isinstance(case.body, dict) and isinstance(case.body.get("source"), dict):
         case.body["source"]["url"] = local_only(case.body["source"].get("url"), netloc)

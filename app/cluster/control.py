@@ -84,6 +84,7 @@ class ClusterControl:
         name: str = "",
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
+        list_id: str | None = None,
     ) -> str:
         """Store a new batch and its chunks in one transaction, announce it, send its chunks; its id.
 
@@ -110,6 +111,7 @@ class ClusterControl:
                 chunks,
                 source=source,
                 row_specs=options.row_specs(),
+                list_id=list_id,
             )
         announce(self.client, events)
         self.send(batch_id, list(range(len(chunks))))

@@ -136,6 +136,7 @@ class Ledger:
         chunks: list[list[int]],
         source: dict[str, Any] | None = None,
         row_specs: dict[str, dict[str, Any]] | None = None,
+        list_id: str | None = None,
     ) -> list[Event]:
         """Store a new batch, its URLs, its per-row specs and its chunks (chunk no i is chunks[i], pending, with
         its URLs' share of the specs), and its `queued` event."""
@@ -143,8 +144,9 @@ class Ledger:
         queued = Event(batch_id, 1, "batch", {"status": "queued", "created_at": created_at})
         with self._pool.connection() as conn, conn.transaction():
             conn.execute(
-                "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, last_seq, tally, source)"
-                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, 1, %s, %s)",
+                "INSERT INTO batches"
+                " (id, name, status, created_at, options, total, parent_id, last_seq, tally, source, list_id)"
+                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, 1, %s, %s, %s)",
                 (
                     batch_id,
                     name,
@@ -154,6 +156,7 @@ class Ledger:
                     parent_id,
                     compact_json(stats.Tally().state()),
                     None if source is None else json.dumps(source),
+                    list_id,
                 ),
             )
             conn.execute(

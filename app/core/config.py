@@ -69,6 +69,11 @@ class Config:
         "Most URLs in either batch of a diff (413 above): a diff holds both batches in memory (~200 MB a million).",
         low=1,
     )
+    min_schedule_interval: float = _setting(
+        60.0, "Shortest interval between two scheduled runs of a watch list (seconds; 400 below it).", low=1
+    )
+    max_keep_runs: int = _setting(100, "Most runs a watch list may keep (`keep_runs`; 400 above it).", low=2)
+    max_lists: int = _setting(1000, "Most watch lists the server holds (409 past it).", low=1)
     default_concurrency: int = _setting(20, "Concurrency of a batch that does not set one.", low=1)
     max_concurrency: int = _setting(1000, "Highest concurrency a batch may ask for.", low=1)
     max_inflight: int = _setting(2000, "Server-wide cap on fetches in flight across all batches.", low=1)

@@ -392,13 +392,14 @@ class Engine(Fetching):
         name: str = "",
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
+        list_id: str | None = None,
     ) -> str:
         """Store a new batch durably, queue it, and return its id; `urls` have passed guard.check_url (the API's job)."""
         batch_id = secrets.token_hex(6)
         created = now_iso()
         name = name or f"{len(urls)} URL{'s' if len(urls) != 1 else ''}"
         self.store.create_batch(
-            batch_id, name, options.to_dict(), urls, created, parent_id, source, options.row_specs()
+            batch_id, name, options.to_dict(), urls, created, parent_id, source, options.row_specs(), list_id
         )
         self.bus.open(batch_id, 0)
         self.bus.emit(batch_id, "batch", {"status": "queued", "created_at": created})

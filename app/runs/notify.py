@@ -227,7 +227,7 @@ class Notifier:
         payload = {
             "event": EVENT,
             "batch_id": record.id,
-            "list_id": getattr(record, "list_id", None),
+            "list_id": record.list_id,
             "name": record.name,
             "parent_id": record.parent_id,
             "status": record.status,

@@ -40,6 +40,7 @@ class BatchView:
     stats: dict[str, Any]
     last_seq: int
     source: dict[str, Any] | None = None  # the sitemap or page its URLs came from; None for a list
+    list_id: str | None = None  # the watch list it is a run of; None for a batch submitted alone
 
     @property
     def final(self) -> bool:
@@ -112,6 +113,7 @@ class BatchReader:
             live.stats,
             live.last_seq,
             record.source,
+            record.list_id,
         )
 
     def view(self, record: BatchRecord) -> BatchView:
@@ -141,4 +143,5 @@ class BatchReader:
             batch_stats,
             record.last_seq,
             record.source,
+            record.list_id,
         )

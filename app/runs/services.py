@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..core.config import Config, ConfigError, env_name
 from ..fetch import guard
@@ -14,6 +15,9 @@ from .events import EventBus
 from .notify import Notifier
 from .reader import BatchReader
 from .store import SQLiteStore, Store, StoreError, StoreOpenError
+
+if TYPE_CHECKING:
+    from .schedule import Scheduler
 
 log = logging.getLogger("greenbatch")
 
@@ -30,9 +34,13 @@ class Services:
     reader: BatchReader
     lock: DataDirLock | None  # held until the process exits, not released by close(); none in cluster mode
     notifier: Notifier | None = None  # sends the outbox's notifications once started
+    scheduler: Scheduler | None = None  # the watch lists' (a server's; none where nothing serves the API)
 
     def close(self, grace: float = 5.0) -> None:
-        """Let in-flight fetches finish within `grace` (the engine's), then commit and close the store."""
+        """Stop scheduling, let in-flight fetches finish within `grace` (the engine's), then commit and close the
+        store."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.engine.shutdown(grace)
         if self.notifier is not None:
             self.notifier.stop()

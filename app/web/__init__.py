@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def create_app(config: Config | None = None) -> Flask:
     """Build the app: settings from GREENBATCH_* (or `config`), services, error envelope, routes."""
-    from . import api, auth, errors, openapi, ops, pages, services, stream
+    from . import api, auth, errors, lists, openapi, ops, pages, services, stream
 
     # Before the engine is built: its in-flight cap and the connection cap must fit the open-file limit.
     config = fit_open_files(config or Config.from_env())
@@ -32,6 +32,7 @@ def create_app(config: Config | None = None) -> Flask:
     from . import diffs  # noqa: F401 - its routes are the API blueprint's, added on import
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(lists.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(stream.bp)

@@ -391,6 +391,7 @@ def schemas(config: Config) -> dict[str, Any]:
             "started_at",
             "finished_at",
             "parent_id",
+            "list_id",
             "source",
             "options",
             "counts",
@@ -406,7 +407,11 @@ def schemas(config: Config) -> dict[str, Any]:
             "created_at": TIMESTAMP,
             "started_at": nullable(TIMESTAMP),
             "finished_at": nullable(TIMESTAMP),
-            "parent_id": {"type": ["string", "null"], "description": "The batch this one reruns."},
+            "parent_id": {
+                "type": ["string", "null"],
+                "description": "The batch this one reruns, or the previous run of its watch list.",
+            },
+            "list_id": {"type": ["string", "null"], "description": "The watch list this batch is a run of."},
             "source": nullable(ref("Source")),
             "options": ref("Options"),
             "counts": ref("Counts"),
@@ -643,6 +648,7 @@ def schemas(config: Config) -> dict[str, Any]:
         "Options": options,
         "ListedOptions": listed_options,
         **source_schemas(config),
+        **list_schemas(config),
         "Counts": {
             "type": "object",
             "description": "Results by outcome; `ok` counts the results whose `ok` is true (outcome ok or warn), "
@@ -1603,7 +1609,279 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         (batch + "/deliveries", "get", "api.deliveries", deliveries),
         (batch + "/events", "get", "api.events", events),
         (API + "/sources/preview", "post", "api.preview_source", preview),
+        *list_operations(),
         (API + "/openapi.json", "get", "openapi.description", description),
+    ]
+
+
+def list_schemas(config: Config) -> dict[str, Any]:
+    """The watch lists' schemas (app/web/lists.py)."""
+    schedule = {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["every"],
+                "additionalProperties": False,
+                "properties": {
+                    "every": {
+                        "type": "string",
+                        "pattern": r"^\s*\d{1,7}\s*[smhd]\s*$",
+                        "description": f"A number and a unit (s, m, h, d), at least {config.min_schedule_interval:g} s "
+                        "(GREENBATCH_MIN_SCHEDULE_INTERVAL); the first run is one interval after saving.",
+                    }
+                },
+            },
+            {
+                "type": "object",
+                "required": ["cron"],
+                "additionalProperties": False,
+                "properties": {
+                    "cron": {
+                        "type": "string",
+                        "maxLength": 200,
+                        "description": "Five fields, in UTC, such as 0 3 * * *; its runs at least "
+                        "GREENBATCH_MIN_SCHEDULE_INTERVAL apart.",
+                    }
+                },
+            },
+        ]
+    }
+    notify = {
+        "type": "array",
+        "maxItems": 10,
+        "items": {
+            "type": "object",
+            "required": ["type", "url"],
+            "properties": {
+                "type": {"type": "string", "enum": ["webhook", "slack"]},
+                "url": {"type": "string"},
+                "secret": {"type": "string", "description": "Shown back as its last 4 characters at most."},
+            },
+        },
+    }
+    fields = {
+        "name": {"type": "string", "maxLength": 200, "description": "Each run is named <name> #<n>."},
+        "urls": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": config.max_urls,
+            "items": {"type": "string", "maxLength": config.max_url_length},
+            "description": "http(s) URLs, under the same rules as a batch's.",
+        },
+        "options": nullable(ref("OptionsInput")),
+        "schedule": schedule,
+        "notify": notify,
+        "notify_on": nullable({"type": "string", "enum": ["always", "change", "failure"]}),
+        "consecutive_failures": nullable({"type": "integer", "minimum": 1, "maximum": 100}),
+        "keep_runs": {
+            "type": "integer",
+            "minimum": 2,
+            "maximum": config.max_keep_runs,
+            "default": min(30, config.max_keep_runs),
+            "description": "Runs kept; older ones are deleted after each run (GREENBATCH_MAX_KEEP_RUNS).",
+        },
+        "paused": {"type": "boolean", "description": "A paused list runs only when asked (POST .../run)."},
+    }
+    skipped = {
+        "type": "object",
+        "required": ["count", "last_at"],
+        "description": "Scheduled runs skipped because the run before was still going.",
+        "properties": {"count": {"type": "integer"}, "last_at": nullable(TIMESTAMP)},
+    }
+    watch_list = {
+        "type": "object",
+        "required": [
+            "id",
+            "name",
+            "url_count",
+            "options",
+            "schedule",
+            "notify",
+            "notify_on",
+            "consecutive_failures",
+            "keep_runs",
+            "paused",
+            "created_at",
+            "next_run_at",
+            "last_run_at",
+            "runs_started",
+            "skipped",
+            "links",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "url_count": {"type": "integer"},
+            "urls": {"type": "array", "items": {"type": "string"}, "description": "In GET /lists/{list_id} only."},
+            "options": {"type": "object", "description": "As given when saved; server defaults fill in the rest."},
+            "schedule": schedule,
+            "notify": notify,
+            "notify_on": fields["notify_on"],
+            "consecutive_failures": fields["consecutive_failures"],
+            "keep_runs": {"type": "integer"},
+            "paused": {"type": "boolean"},
+            "created_at": TIMESTAMP,
+            "next_run_at": nullable(TIMESTAMP),
+            "last_run_at": nullable(TIMESTAMP),
+            "runs_started": {"type": "integer", "description": "Runs started so far (numbers the next)."},
+            "skipped": skipped,
+            "links": {"type": "object", "additionalProperties": {"type": "string"}},
+            "last_delivery": {
+                "anyOf": [ref("Delivery"), {"type": "null"}],
+                "description": "In GET /lists only: its runs' last notification (null: none yet, or no notify).",
+            },
+            "recent_runs": {
+                "type": "array",
+                "description": "In GET /lists only: its last runs, newest first.",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "name", "status", "created_at", "counts", "verdict"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "status": {"type": "string"},
+                        "created_at": TIMESTAMP,
+                        "counts": ref("Counts"),
+                        "verdict": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+                    },
+                },
+            },
+        },
+    }
+    summary = {
+        "type": "object",
+        "description": "What changed from the run before, as a diff's summary.",
+        "properties": {kind: {"type": "integer"} for kind in (*DIFF_KINDS, PENDING)},
+    }
+    return {
+        "NewWatchList": {
+            "type": "object",
+            "description": "The URLs as a list (`urls`), or those of a batch (`from_batch`, which also gives its "
+            "options and name unless given); and a schedule.",
+            "required": ["schedule"],
+            "additionalProperties": False,
+            "properties": {**fields, "from_batch": {"type": "string"}},
+        },
+        "WatchListChange": {
+            "type": "object",
+            "description": "The fields to change; a new schedule, or a resume, counts the next run from now.",
+            "additionalProperties": False,
+            "properties": fields,
+        },
+        "WatchList": watch_list,
+        "WatchListList": {
+            "type": "object",
+            "required": ["lists"],
+            "properties": {"lists": {"type": "array", "items": ref("WatchList")}},
+        },
+        "WatchListDeliveries": {
+            "type": "object",
+            "required": ["list_id", "deliveries"],
+            "properties": {"list_id": {"type": "string"}, "deliveries": {"type": "array", "items": ref("Delivery")}},
+        },
+        "WatchListRuns": {
+            "type": "object",
+            "required": ["list_id", "runs", "skipped"],
+            "properties": {
+                "list_id": {"type": "string"},
+                "runs": {
+                    "type": "array",
+                    "description": "Its runs, newest first: batches, each with diff_summary (null for the first, "
+                    "or past GREENBATCH_MAX_DIFF_URLS).",
+                    "items": {
+                        "allOf": [ref("ListedBatch")],
+                        "properties": {"diff_summary": nullable(summary)},
+                    },
+                },
+                "skipped": skipped,
+            },
+        },
+    }
+
+
+def list_operations() -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The watch lists' routes (app/web/lists.py)."""
+    list_id = {
+        "name": "list_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The list id (12 hex digits).",
+    }
+    refused = "A field is wrong (a URL, the options, the schedule, keep_runs...): details name it."
+    create = {
+        "requestBody": {"required": True, "content": {JSON: {"schema": ref("NewWatchList")}}},
+        "responses": {
+            "201": {
+                **json_body(ref("WatchList"), "The list, saved."),
+                "headers": {"Location": {"schema": {"type": "string"}, "description": "Path of the new list."}},
+            },
+            "400": error(refused),
+            "409": error("The server holds GREENBATCH_MAX_LISTS lists already (code too_many_lists)."),
+            "415": error("The body is not application/json."),
+            "503": error("The store cannot write now."),
+        },
+    }
+    listing = {"responses": {"200": json_body(ref("WatchListList"), "Every list, oldest first, without its URLs.")}}
+    one = {
+        "parameters": [list_id],
+        "responses": {"200": json_body(ref("WatchList"), "The list."), "404": error("No such list.")},
+    }
+    change = {
+        "parameters": [list_id],
+        "requestBody": {"required": True, "content": {JSON: {"schema": ref("WatchListChange")}}},
+        "responses": {
+            "200": json_body(ref("WatchList"), "The list, changed."),
+            "400": error(refused),
+            "404": error("No such list."),
+            "415": error("The body is not application/json."),
+        },
+    }
+    delete = {
+        "parameters": [list_id],
+        "responses": {"204": {"description": "Deleted; its runs stay, as batches."}, "404": error("No such list.")},
+    }
+    run = {
+        "parameters": [list_id],
+        "responses": {
+            "201": {
+                **json_body(ref("Batch"), "The run, a new batch whose parent_id is the list's previous run."),
+                "headers": {"Location": {"schema": {"type": "string"}, "description": "Path of the new batch."}},
+            },
+            "404": error("No such list."),
+            "409": error("Its previous run is still going (still_running), or its options no longer pass."),
+            "503": error("The store cannot write now."),
+        },
+    }
+    runs = {
+        "parameters": [list_id, query("limit", {"type": "integer", "minimum": 1, "default": 20}, "Runs listed.")],
+        "responses": {
+            "200": json_body(ref("WatchListRuns"), "Its runs, newest first."),
+            "400": error("A parameter is out of range."),
+            "404": error("No such list."),
+        },
+    }
+    deliveries = {
+        "parameters": [
+            list_id,
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Deliveries listed."),
+        ],
+        "responses": {
+            "200": json_body(ref("WatchListDeliveries"), "Its runs' notifications, newest first."),
+            "400": error("A parameter is out of range."),
+            "404": error("No such list."),
+        },
+    }
+    path = API + "/lists/{list_id}"
+    return [
+        (API + "/lists", "post", "lists.create_list", create),
+        (API + "/lists", "get", "lists.all_lists", listing),
+        (path, "get", "lists.get_list", one),
+        (path, "patch", "lists.change_list", change),
+        (path, "delete", "lists.delete_list", delete),
+        (path + "/run", "post", "lists.run_list", run),
+        (path + "/runs", "get", "lists.list_runs", runs),
+        (path + "/deliveries", "get", "lists.list_deliveries", deliveries),
     ]
 
 

@@ -64,6 +64,36 @@ def batch(batch_id: str):
     return render_template("batch.html", batch=shown, urls=urls)
 
 
+@bp.get("/lists")
+def lists():
+    """Every watch list: its last verdict, failures per run, its next run; and a form for a new one, prefilled
+    from a batch (?from_batch=<id>: "Save as watch list" on its page)."""
+    from_batch = request.args.get("from_batch")
+    source = services().reader.get(from_batch) if from_batch else None
+    urls = {
+        "api-lists": url_for("lists.all_lists"),
+        "list-page": url_for("pages.watch_list", list_id=ID_PLACEHOLDER),
+        "batch-page": url_for("pages.batch", batch_id=ID_PLACEHOLDER),
+    }
+    return render_template("lists.html", urls=urls, source=source, settings=current_app.config["GREENBATCH"])
+
+
+@bp.get("/lists/<list_id>")
+def watch_list(list_id: str):
+    """One watch list: its schedule and its runs, each with what changed from the run before."""
+    record = services().store.get_list(list_id)
+    if record is None:
+        return render_template("404.html", what=f"No watch list with id {list_id}."), 404
+    urls = {
+        "api-list": url_for("lists.get_list", list_id=list_id),
+        "api-runs": url_for("lists.list_runs", list_id=list_id),
+        "api-run": url_for("lists.run_list", list_id=list_id),
+        "batch-page": url_for("pages.batch", batch_id=ID_PLACEHOLDER),
+        "lists-page": url_for("pages.lists"),
+    }
+    return render_template("list.html", name=record.name, urls=urls)
+
+
 @bp.get("/api")
 def api_docs():
     """The JSON API for people: each endpoint with what it does, from the OpenAPI description, and a link to it."""

@@ -6,6 +6,7 @@ from flask import Flask, current_app
 
 from ..core.config import Config
 from ..runs.datadir import DataDirLock
+from ..runs.schedule import Scheduler
 from ..runs.services import Services, start
 
 EXTENSION = "greenbatch"
@@ -22,6 +23,9 @@ def init_app(app: Flask, config: Config, lock: DataDirLock | None) -> Services:
     else:
         # Before the server accepts anything, so resumed batches keep their place ahead of new ones.
         built = start(config, lock)
+    # Every web process schedules: in cluster mode each slot is claimed by one of them (Scheduler.run_due).
+    built.scheduler = Scheduler(config, built.store, built.engine)
+    built.scheduler.start()
     app.extensions[EXTENSION] = built
     return built
 

@@ -24,6 +24,7 @@ def batch_json(view: BatchView, listed: bool = False) -> dict[str, Any]:
         "started_at": view.started_at,
         "finished_at": view.finished_at,
         "parent_id": view.parent_id,
+        "list_id": view.list_id,
         "source": view.source,
         "options": listed_options(view.options) if listed else shown_options(view.options),
         "counts": view.counts,

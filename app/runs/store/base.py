@@ -104,9 +104,65 @@ class BatchRecord:
     summary: dict[str, Any] | None
     last_seq: int
     source: dict[str, Any] | None = None  # where its URLs came from (app/core/sources.py), None for a list
+    list_id: str | None = None  # the watch list it is a run of (app/runs/schedule.py), None for a batch alone
 
 
-class Store(Protocol):
+@dataclass
+class ListRecord:
+    """A watch list as stored (app/runs/store/lists.py): its URLs, the options of each run, and its schedule."""
+
+    id: str
+    name: str
+    urls: list[str]
+    options: dict[str, Any]
+    schedule: dict[str, str]  # {"every": "6h"} or {"cron": "0 3 * * *"}
+    notify: list[dict[str, Any]]
+    notify_on: str | None
+    consecutive_failures: int | None
+    keep_runs: int
+    paused: bool
+    created_at: str
+    next_run_at: float | None  # epoch seconds; None while paused
+    last_run_at: float | None
+    runs: int  # runs started so far
+    skipped: int  # scheduled runs skipped: the one before was still going
+    last_skipped_at: float | None
+
+
+# The columns of a lists row a ListRecord is made of, in its fields' order.
+LIST_FIELDS = tuple(field for field in ListRecord.__dataclass_fields__)
+# What a change may set (the rest is the scheduler's, or fixed at creation).
+LIST_CHANGES = (
+    "name",
+    "urls",
+    "options",
+    "schedule",
+    "notify",
+    "notify_on",
+    "consecutive_failures",
+    "keep_runs",
+    "paused",
+    "next_run_at",
+)
+
+
+class ListStore(Protocol):
+    """The watch lists' rows, in both stores (app/runs/store/lists.py)."""
+
+    def create_list(self, record: ListRecord) -> None: ...
+    def get_list(self, list_id: str) -> ListRecord | None: ...
+    def all_lists(self) -> list[ListRecord]: ...
+    def count_lists(self) -> int: ...
+    def change_list(self, list_id: str, changes: dict[str, Any]) -> bool: ...
+    def delete_list(self, list_id: str) -> bool: ...
+    def scheduled_lists(self) -> list[tuple[str, float]]: ...
+    def claim_slot(self, list_id: str, slot: float, following: float, now: float) -> bool: ...
+    def number_run(self, list_id: str) -> int: ...
+    def note_skipped(self, list_id: str, now: float) -> None: ...
+    def list_runs(self, list_id: str, limit: int) -> list[str]: ...
+
+
+class Store(ListStore, Protocol):
     """What the engine, the API and the stream need from storage: SQLiteStore, and cluster mode's PostgresStore."""
 
     def create_batch(
@@ -119,6 +175,7 @@ class Store(Protocol):
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
         row_specs: dict[str, dict[str, Any]] | None = None,
+        list_id: str | None = None,
     ) -> None: ...
     def extend(self, events: list[Event]) -> None: ...
     def flush(self, timeout: float | None = None) -> bool: ...

@@ -170,6 +170,33 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_pending ON deliveries (due) WHERE state = 'pending';
 """,
     ),
+    (
+        8,
+        "watch lists, and batches.list_id: the list a batch is a run of",
+        """
+-- As in SQLite (schema.py): times the scheduler compares are epoch seconds; next_run_at is NULL while paused.
+CREATE TABLE lists (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    urls TEXT NOT NULL,
+    options TEXT NOT NULL,
+    schedule TEXT NOT NULL,
+    notify TEXT NOT NULL,
+    notify_on TEXT,
+    consecutive_failures INTEGER,
+    keep_runs INTEGER NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    next_run_at DOUBLE PRECISION,
+    last_run_at DOUBLE PRECISION,
+    runs INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    last_skipped_at DOUBLE PRECISION
+);
+ALTER TABLE batches ADD COLUMN list_id TEXT;  -- no foreign key: a deleted list's runs stay, as batches
+CREATE INDEX batches_by_list ON batches (list_id, num) WHERE list_id IS NOT NULL;
+""",
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -39,8 +39,9 @@ from ...core.results import FINAL_STATUSES
 from ..events import Event
 from . import pg_schema
 from .base import BatchRecord, StoreError, StoreOpenError
+from .lists import ListRows
 from .outbox import Outbox, enqueue
-from .queries import OUTCOME_TERMS, Dialect
+from .queries import OUTCOME_TERMS, Dialect, Reading
 from .reads import StoreReads
 from .rows import (
     APPLY_BATCH_EVENT,
@@ -61,7 +62,8 @@ READ_STEP_MAX = 1000  # rows per fetch at most while a statement is read under a
 # A batches row as record_of takes it, then the cluster's live tally, its first start and the database's clock
 # now (epoch seconds: the clock the ledger stamps started_clock with, whatever the web machine's says).
 BATCH_COLUMNS = (
-    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary, source, last_seq,"
+    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary, source, list_id,"
+    " last_seq,"
     " tally, started_clock, EXTRACT(EPOCH FROM clock_timestamp())::float8"
 )
 # A group of events is copied (COPY, a fraction of the client's work of any INSERT) into a table of the writer's
@@ -291,8 +293,8 @@ def open_database(url: str) -> psycopg.Connection[Any]:
 
 def _record(row: tuple[Any, ...]) -> BatchRecord:
     """A batches row (BATCH_COLUMNS) as a record; a running cluster batch's summary comes from its tally."""
-    record = record_of(row[:13])
-    tally, started_clock, now = row[13:]
+    record = record_of(row[:14])
+    tally, started_clock, now = row[14:]
     if record.summary is None and tally is not None:
         # The tally the ledger's appends keep (stats.Tally.state), summed up as its progress events are: nobody
         # counts the batch's rows again.
@@ -301,7 +303,7 @@ def _record(row: tuple[Any, ...]) -> BatchRecord:
     return record
 
 
-class PostgresStore(EventWriter, StoreReads, Outbox):
+class PostgresStore(EventWriter, StoreReads, ListRows, Outbox):
     """The shared store of cluster mode: a PostgreSQL database (GREENBATCH_DATABASE_URL)."""
 
     _dialect = POSTGRES
@@ -362,6 +364,7 @@ class PostgresStore(EventWriter, StoreReads, Outbox):
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
         row_specs: dict[str, dict[str, Any]] | None = None,
+        list_id: str | None = None,
     ) -> None:
         """Store a new batch, its URLs and its per-row specs, committed before this returns; StoreError (nothing
         stored) if it cannot."""
@@ -375,8 +378,9 @@ class PostgresStore(EventWriter, StoreReads, Outbox):
         def write(conn: psycopg.Connection[Any]) -> None:
             # One statement (one round trip), all or nothing: the row, then its URL list and its row specs.
             conn.execute(
-                "WITH batch AS (INSERT INTO batches (id, name, status, created_at, options, total, parent_id, source)"
-                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s) RETURNING id),"
+                "WITH batch AS (INSERT INTO batches"
+                " (id, name, status, created_at, options, total, parent_id, source, list_id)"
+                " VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s) RETURNING id),"
                 " specs AS (INSERT INTO row_specs (batch_id, specs) SELECT id, %s::text FROM batch WHERE %s::text IS NOT NULL)"
                 " INSERT INTO url_lists (batch_id, urls) SELECT id, %s FROM batch",
                 (
@@ -387,6 +391,7 @@ class PostgresStore(EventWriter, StoreReads, Outbox):
                     len(urls),
                     parent_id,
                     None if source is None else json.dumps(source),
+                    list_id,
                     specs,
                     specs,
                     url_list,
@@ -452,6 +457,19 @@ class PostgresStore(EventWriter, StoreReads, Outbox):
             return cast(_T, self._on(1, self._with_connection, self._writes, fn, ()))  # what fn returned
         except psycopg.Error as exc:
             raise StoreError(self._describe(exc, "writing to")) from exc
+
+    def _in_transaction(self, fn: Callable[[Reading], _T]) -> _T:
+        """fn(db) in one transaction on a writer connection (ListRows' writes)."""
+
+        def write(conn: psycopg.Connection[Any]) -> _T:
+            with conn.transaction():
+                return fn(Reading(conn, POSTGRES))
+
+        return self._write(write)
+
+    def _reading(self, fn: Callable[[Reading], _T]) -> _T:
+        """fn(db) on a reader connection (ListRows' reads)."""
+        return self._read(lambda conn: fn(Reading(conn, POSTGRES)))
 
     @staticmethod
     def _with_connection(

@@ -21,7 +21,9 @@ EventRow = tuple[Any, ...]  # EVENT_COLUMNS' values
 
 def record_of(row: sqlite3.Row | tuple[Any, ...]) -> BatchRecord:
     """Turn a batches row (with last_seq appended) into a record."""
-    (num, id_, name, status, created, started, finished, options, total, parent, summary, source, last_seq) = row
+    (num, id_, name, status, created, started, finished, options, total, parent, summary, source, list_id, last_seq) = (
+        row
+    )
     return BatchRecord(
         id=id_,
         num=num,
@@ -36,6 +38,7 @@ def record_of(row: sqlite3.Row | tuple[Any, ...]) -> BatchRecord:
         summary=json.loads(summary) if summary else None,
         last_seq=last_seq or 0,
         source=json.loads(source) if source else None,
+        list_id=list_id,
     )
 
 
@@ -118,7 +121,7 @@ def event_rows(events: list[Event]) -> list[EventRow]:
 
 
 BATCH_COLUMNS = (
-    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary, source,"
+    "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary, source, list_id,"
     " (SELECT MAX(seq) FROM events e WHERE e.batch_id = b.id)"
 )
 # A page of a batch's result rows after an index, in index order (by the results_by_index index).

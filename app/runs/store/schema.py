@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS batches (
     total INTEGER NOT NULL,
     parent_id TEXT,
     summary TEXT,
-    source TEXT  -- JSON: the sitemap or page its URLs came from (app/core/sources.py); NULL for a list
+    source TEXT,  -- JSON: the sitemap or page its URLs came from (app/core/sources.py); NULL for a list
+    list_id TEXT  -- the watch list this batch is a run of (lists.id); NULL for a batch submitted alone
 );
 -- A batch's URLs in submission order, as one JSON array: one row to write when the batch is created,
 -- not one per URL, while the batch's fetches wait for it.
@@ -44,6 +45,26 @@ CREATE TABLE IF NOT EXISTS url_lists (
 CREATE TABLE IF NOT EXISTS row_specs (
     batch_id TEXT PRIMARY KEY,
     specs TEXT NOT NULL
+);
+-- Watch lists (app/runs/schedule.py): URLs run as a new batch on a schedule. Times the scheduler compares are
+-- epoch seconds; next_run_at is NULL while the list is paused.
+CREATE TABLE IF NOT EXISTS lists (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    urls TEXT NOT NULL,                -- JSON array, as url_lists keeps a batch's
+    options TEXT NOT NULL,             -- JSON, as a batch's (without notify)
+    schedule TEXT NOT NULL,            -- JSON: {"every": "6h"} or {"cron": "0 3 * * *"}
+    notify TEXT NOT NULL,              -- JSON array of notify entries
+    notify_on TEXT,
+    consecutive_failures INTEGER,
+    keep_runs INTEGER NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    next_run_at REAL,
+    last_run_at REAL,
+    runs INTEGER NOT NULL DEFAULT 0,   -- runs started so far: the next one's number in its name
+    skipped INTEGER NOT NULL DEFAULT 0,  -- scheduled runs skipped because the one before was still going
+    last_skipped_at REAL
 );
 CREATE TABLE IF NOT EXISTS events (
     batch_id TEXT NOT NULL,
@@ -194,11 +215,13 @@ def is_full(exc: BaseException) -> bool:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, the
-    events get EVENT_INDEXES, batches a `source` column, and per-row specs kept in options move to row_specs."""
+    events get EVENT_INDEXES, batches a `source` and a `list_id` column, and per-row specs kept in options move to
+    row_specs."""
     _move_url_rows(conn)
     _add_event_columns(conn)
     _index_events(conn)
     _add_source_column(conn)
+    _add_list_column(conn)
     _move_row_specs(conn)
 
 
@@ -229,6 +252,15 @@ def _add_source_column(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
     if "source" not in columns:
         conn.execute("ALTER TABLE batches ADD COLUMN source TEXT")
+
+
+def _add_list_column(conn: sqlite3.Connection) -> None:
+    """Give an earlier version's batches table its `list_id` column (NULL: none was a list's run), and its index."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
+    if "list_id" not in columns:
+        conn.execute("ALTER TABLE batches ADD COLUMN list_id TEXT")
+    # A list's runs, newest first, without reading the other batches.
+    conn.execute("CREATE INDEX IF NOT EXISTS batches_by_list ON batches (list_id, num) WHERE list_id IS NOT NULL")
 
 
 def _add_event_columns(conn: sqlite3.Connection) -> None:

@@ -33,8 +33,9 @@ from ...core.jsonutil import compact_json
 from ...core.results import FINAL_STATUSES
 from ..events import Event
 from .base import BatchRecord, StoreError, StoreFault, StoreOpenError
+from .lists import ListRows
 from .outbox import Outbox, enqueue
-from .queries import OUTCOME_TERMS, SQLITE
+from .queries import OUTCOME_TERMS, SQLITE, Reading
 from .reads import StoreReads
 from .rows import (
     APPLY_BATCH_EVENT,
@@ -92,7 +93,7 @@ def _span_query(extract: tuple[tuple[str, ...], ...], outcome: str | None, form:
     )
 
 
-class SQLiteStore(EventWriter, StoreReads, Outbox):
+class SQLiteStore(EventWriter, StoreReads, ListRows, Outbox):
     """The embedded store: one SQLite file in the data folder."""
 
     _dialect = SQLITE
@@ -140,6 +141,7 @@ class SQLiteStore(EventWriter, StoreReads, Outbox):
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
         row_specs: dict[str, dict[str, Any]] | None = None,
+        list_id: str | None = None,
     ) -> None:
         """Store a new batch, its URLs and its per-row specs, committed before this returns; StoreError (nothing
         stored) if it cannot."""
@@ -152,9 +154,18 @@ class SQLiteStore(EventWriter, StoreReads, Outbox):
             with self._writer:
                 self._writer.execute("BEGIN")
                 self._writer.execute(
-                    "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, source)"
-                    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
-                    (batch_id, name, created_at, json.dumps(options), len(urls), parent_id, _json_or_null(source)),
+                    "INSERT INTO batches (id, name, status, created_at, options, total, parent_id, source, list_id)"
+                    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                    (
+                        batch_id,
+                        name,
+                        created_at,
+                        json.dumps(options),
+                        len(urls),
+                        parent_id,
+                        _json_or_null(source),
+                        list_id,
+                    ),
                 )
                 # A blob of zeros, then written a piece at a time: bound whole, SQLite would copy the list twice.
                 row = cast(
@@ -172,6 +183,20 @@ class SQLiteStore(EventWriter, StoreReads, Outbox):
                     )
 
         self._write(write)
+
+    def _in_transaction(self, fn: Callable[[Reading], _T]) -> _T:
+        """fn(db) in one transaction on the writer thread (ListRows' writes)."""
+
+        def write() -> _T:
+            with self._writer:
+                self._writer.execute("BEGIN")
+                return fn(Reading(self._writer, SQLITE))
+
+        return self._write(write)
+
+    def _reading(self, fn: Callable[[Reading], _T]) -> _T:
+        """fn(db) on a reader thread (ListRows' reads)."""
+        return self._read(lambda conn: fn(Reading(conn, SQLITE)))
 
     def _write(self, fn: Callable[[], _T]) -> _T:
         """Run a write on the writer thread; a SQLite failure becomes a StoreError naming the file."""

@@ -1,0 +1,228 @@
+"""Watch lists on a schedule: when a list's next run is due (`every` or cron), and the greenlet that starts each
+due run as a normal batch, compared with the run before it.
+
+The rules it keeps: a slot missed while no server ran is run once at start, never once per missed slot; two runs
+of one list never overlap (a due run while the previous is still going is skipped, and counted as skipped); each
+slot is taken by one process only (a compare-and-set on the list's next_run_at, so any number of cluster web
+processes may run a scheduler); after each run, the runs beyond the list's keep_runs are deleted, oldest first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+from cronsim import CronSim, CronSimError
+from gevent.event import Event as Signal
+from gevent.lock import Semaphore
+
+from ..core.clock import iso_at
+from ..core.config import Config
+from ..core.options import BatchOptions, ValidationError
+from ..core.results import FINAL_STATUSES
+from .control import BatchControl
+from .store import Store, StoreError
+from .store.base import ListRecord
+
+log = logging.getLogger(__name__)
+
+TICK = 5.0  # seconds at most between two looks at the lists (another process may have added or changed one)
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_EVERY = re.compile(r"^\s*(\d{1,7})\s*([smhd])\s*$")
+CRON_SAMPLES = 50  # successive cron slots whose gaps are checked against the shortest interval
+MAX_EVERY = 366 * 86400  # seconds: the longest `every` (a year)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a list runs: every `seconds`, or at the times of a cron expression (UTC)."""
+
+    every: float | None = None
+    cron: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any, min_interval: float) -> Schedule:
+        """A client's {"every": "6h"} or {"cron": "0 3 * * *"}; ValidationError naming the problem."""
+
+        def problem(field: str, message: str) -> ValidationError:
+            return ValidationError(f"{field} {message}", [{"field": field, "message": message}])
+
+        if not isinstance(raw, dict) or len(raw) != 1 or not set(raw) <= {"every", "cron"}:
+            raise problem("schedule", 'must be {"every": "6h"} or {"cron": "0 3 * * *"}')
+        if "every" in raw:
+            text = raw["every"]
+            match = _EVERY.match(text) if isinstance(text, str) else None
+            if match is None:
+                raise problem("schedule.every", 'must be a number and a unit, s, m, h or d, such as "90s" or "6h"')
+            seconds = int(match.group(1)) * UNITS[match.group(2)]
+            if not min_interval <= seconds <= MAX_EVERY:
+                raise problem(
+                    "schedule.every",
+                    f"must be between {min_interval:g} s (GREENBATCH_MIN_SCHEDULE_INTERVAL) and {MAX_EVERY // 86400} d",
+                )
+            return cls(every=float(seconds))
+        expression = raw["cron"]
+        if not isinstance(expression, str) or len(expression) > 200:
+            raise problem("schedule.cron", 'must be a cron expression such as "0 3 * * *"')
+        try:
+            slots = CronSim(expression, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+            times = [next(slots).timestamp() for _ in range(CRON_SAMPLES)]
+        except (CronSimError, StopIteration) as exc:
+            raise problem("schedule.cron", f"is not a cron expression greenbatch reads: {exc}") from None
+        shortest = min(b - a for a, b in zip(times, times[1:], strict=False))
+        if shortest < min_interval:
+            raise problem(
+                "schedule.cron",
+                f"runs {shortest:g} s apart, more often than every {min_interval:g} s "
+                "(GREENBATCH_MIN_SCHEDULE_INTERVAL)",
+            )
+        return cls(cron=expression)
+
+    def first_after(self, now: float) -> float:
+        """The first slot after `now` (when a new list first runs)."""
+        if self.every is not None:
+            return now + self.every
+        assert self.cron is not None
+        slots = CronSim(self.cron, dt.datetime.fromtimestamp(now, dt.UTC))
+        return next(slots).timestamp()
+
+    def following(self, slot: float, now: float) -> float:
+        """The slot after `slot` that is still to come at `now`: the missed ones in between are skipped, never
+        run one after another; an `every` keeps its phase."""
+        if self.every is not None:
+            missed = max(0, int((now - slot) // self.every))
+            return slot + (missed + 1) * self.every
+        return self.first_after(max(slot, now))
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What starting a list's run did: the batch it started, or why it started none."""
+
+    batch_id: str | None
+    skipped: str | None = None  # "overlap": the previous run is still going; "refused": the options no longer pass
+    message: str = ""
+
+
+class Scheduler:
+    """The greenlet that starts each watch list's runs when they are due; run() also starts one at once."""
+
+    def __init__(self, config: Config, store: Store, engine: BatchControl, tick: float = TICK):
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.tick = tick
+        self._wake = Signal()
+        self._greenlet: gevent.Greenlet[[], None] | None = None
+        self._locks: dict[str, Semaphore] = {}  # a list's runs start one at a time in this process
+
+    def start(self) -> None:
+        """Start looking for due lists."""
+        self._greenlet = gevent.spawn(self._loop)
+
+    def stop(self) -> None:
+        """Stop looking; a run being submitted is let finish."""
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=5)
+            self._greenlet = None
+
+    def wake(self) -> None:
+        """Look at the lists now: one was added, changed or deleted."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        """Run what is due, then sleep until the next slot (TICK at most, or until woken)."""
+        while True:
+            try:
+                wait = self.run_due()
+            except StoreError as exc:  # the store fails for now: try again later, never stop scheduling
+                log.error("watch lists: cannot read the lists (%s); trying again in %g s", exc, self.tick)
+                wait = self.tick
+            except Exception:
+                log.exception("watch lists: the scheduler failed; trying again in %g s", self.tick)
+                wait = self.tick
+            self._wake.wait(timeout=wait)
+            self._wake.clear()
+
+    def run_due(self, now: float | None = None) -> float:
+        """Start every list whose slot has come; the seconds until the next slot (TICK at most)."""
+        now = time.time() if now is None else now
+        upcoming = [self.tick]
+        for list_id, slot in self.store.scheduled_lists():
+            if slot > now:
+                upcoming.append(slot - now)
+                continue
+            record = self.store.get_list(list_id)
+            if record is None or record.next_run_at != slot:
+                continue  # deleted or changed since it was read
+            following = Schedule.parse(record.schedule, 0).following(slot, now)
+            if not self.store.claim_slot(list_id, slot, following, now):
+                continue  # another process took this slot
+            upcoming.append(following - now)
+            try:
+                outcome = self.run(record, scheduled=True)
+            except StoreError as exc:  # this slot is lost (logged); the other lists still run
+                log.error("watch list %s: its run at %s could not be stored: %s", list_id, iso_at(slot), exc)
+                continue
+            if outcome.skipped == "overlap":
+                self.store.note_skipped(list_id, now)
+        return max(0.01, min(upcoming))
+
+    def run(self, record: ListRecord, scheduled: bool = False) -> RunOutcome:
+        """Start a run of the list now, as a batch whose parent is its previous run; none while that one is going."""
+        lock = self._locks.setdefault(record.id, Semaphore())
+        with lock:
+            previous = self.store.list_runs(record.id, 1)
+            parent = previous[0] if previous else None
+            if parent is not None and self._going(parent):
+                why = "scheduled run skipped" if scheduled else "not started"
+                log.info("watch list %s: %s, its previous run %s is still going", record.id, why, parent)
+                return RunOutcome(None, "overlap", f"its previous run {parent} is still going")
+            try:
+                options = BatchOptions.parse(self.run_options(record), self.config)
+            except ValidationError as exc:  # a limit lowered since the list was saved
+                log.error("watch list %s: not run, its options no longer pass: %s %s", record.id, exc, exc.details)
+                return RunOutcome(None, "refused", f"its options no longer pass: {exc}")
+            number = self.store.number_run(record.id)
+            batch_id = self.engine.submit(
+                record.urls, options, f"{record.name} #{number}"[:200], parent_id=parent, list_id=record.id
+            )
+            log.info("watch list %s: run #%d is batch %s", record.id, number, batch_id)
+        self.prune(record)
+        return RunOutcome(batch_id)
+
+    def run_options(self, record: ListRecord) -> dict[str, Any]:
+        """The options each run of the list is submitted with: its own, and whom to notify when it ends."""
+        options = dict(record.options)
+        if record.notify:
+            options["notify"] = record.notify
+        if record.notify_on is not None:
+            options["notify_on"] = record.notify_on
+        if record.consecutive_failures is not None:
+            options["consecutive_failures"] = record.consecutive_failures
+        return options
+
+    def _going(self, batch_id: str) -> bool:
+        """Whether a run has not ended yet."""
+        if self.engine.is_live(batch_id):
+            return True
+        batch = self.store.get_batch(batch_id)
+        return batch is not None and batch.status not in FINAL_STATUSES
+
+    def prune(self, record: ListRecord) -> list[str]:
+        """Delete the list's runs beyond its keep_runs, oldest first (a run still going is left); the ids deleted."""
+        runs = self.store.list_runs(record.id, record.keep_runs + 100)
+        deleted = []
+        for batch_id in reversed(runs[record.keep_runs :]):
+            if self._going(batch_id):
+                continue
+            if self.store.delete_batch(batch_id):
+                deleted.append(batch_id)
+        if deleted:
+            log.info("watch list %s: deleted %d runs beyond keep_runs %d", record.id, len(deleted), record.keep_runs)
+        return deleted

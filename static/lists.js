@@ -1,0 +1,195 @@
+// The watch lists' pages: /lists (a form for a new list, and every list with its last verdict, failures per run
+// as a small inline SVG, and its next run) and /lists/<id> (its runs, each with what changed from the run before).
+import { FINAL_STATUSES, api, badgeClass, byId, fmtClock, fmtInt, h, setText, svg, withId } from './common.js';
+
+const config = byId('page').dataset;
+const REFRESH_MS = 5000;
+const LIVE_REFRESH_MS = 1000; // while a run is going: its status and counts move
+const KIND_LABELS = {
+  newly_failed: 'newly failed', fixed: 'fixed', status_changed: 'status changed', final_url_changed: 'final URL changed',
+  slower: 'slower', faster: 'faster', added: 'added', removed: 'removed',
+};
+
+function showError(node, error) {
+  node.hidden = !error;
+  setText(node, error ? error.message : '');
+}
+
+function scheduleText(schedule) {
+  return schedule.every ? `every ${schedule.every}` : `cron ${schedule.cron} (UTC)`;
+}
+
+function verdictBadge(run) {
+  if (!run) return h('span', { class: 'hint', text: 'no run yet' });
+  if (!run.verdict) return h('span', { class: badgeClass(run.status), text: run.status });
+  return h('span', { class: `list-verdict ${run.verdict.pass ? 'pass' : 'fail'}`, text: run.verdict.pass ? 'PASS' : 'FAIL' });
+}
+
+// Failed URLs per run, oldest on the left: one bar a run, its height relative to the most in the window.
+function sparkline(runs) {
+  const width = 96;
+  const height = 22;
+  const points = runs.slice().reverse();
+  const most = Math.max(1, ...points.map((run) => run.counts.failed || 0));
+  const step = width / 12; // RECENT_RUNS of the API: the bars keep their width however many runs there are
+  const bars = points.map((run, i) => {
+    const failed = run.counts.failed || 0;
+    const tall = failed ? Math.max(2, (failed / most) * (height - 2)) : 1;
+    return svg('rect', {
+      x: (i * step + 1).toFixed(1), y: (height - tall).toFixed(1), width: Math.max(step - 2, 1).toFixed(1),
+      height: tall.toFixed(1), class: failed ? 'spark-failed' : 'spark-ok',
+    }, svg('title', {}, `${run.name}: ${fmtInt(failed)} failed`));
+  });
+  const label = points.length ? `failures in the last ${points.length} runs: ${points.map((run) => run.counts.failed || 0).join(', ')}` : 'no runs yet';
+  return svg('svg', { class: 'sparkline', width, height, viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': label }, ...bars);
+}
+
+function urlCount(count) {
+  return `${fmtInt(count)} URL${count === 1 ? '' : 's'}`;
+}
+
+function notifyText(list) {
+  if (!list.notify.length) return '–';
+  const kinds = list.notify.map((target) => target.type).join(', ');
+  return `${kinds} · ${list.notify_on || 'always'}`;
+}
+
+// The last notification's delivery: sent, failing (with its error), not sent (and why), or none yet.
+function deliveryNote(delivery) {
+  if (!delivery) return h('span', { class: 'hint', text: 'none sent yet' });
+  const said = delivery.last_error || (delivery.last_status_code ? `HTTP ${delivery.last_status_code}` : '');
+  const text = {
+    sent: `sent ${fmtClock(delivery.updated_at)}`,
+    pending: `sending (try ${delivery.attempts + 1})`,
+    failed: `failed: ${said}`,
+    skipped: `not sent: ${delivery.note || ''}`,
+  }[delivery.status] || delivery.status;
+  return h('span', { class: `delivery delivery-${delivery.status}`, title: said || delivery.note || '', text });
+}
+
+// ---- /lists ------------------------------------------------------------------------------------
+
+function listRow(list) {
+  const last = list.recent_runs[0];
+  const name = h('a', { class: 'batch-link', href: withId(config.listPage, list.id), text: list.name });
+  const next = list.paused ? 'paused' : fmtClock(list.next_run_at);
+  return h('tr', { class: 'list-row', dataset: { listId: list.id } },
+    h('td', { class: 'col-name' }, name, h('span', { class: 'batch-id', text: urlCount(list.url_count) }),
+      h('span', { class: 'list-schedule-short', text: scheduleText(list.schedule) })),
+    h('td', { class: 'col-schedule', text: scheduleText(list.schedule) }),
+    h('td', {}, last ? h('a', { href: withId(config.batchPage, last.id) }, verdictBadge(last)) : verdictBadge(null)),
+    h('td', {}, sparkline(list.recent_runs)),
+    h('td', { class: 'list-next', text: next }),
+    h('td', { class: 'list-notify' }, h('span', { class: 'notify-targets', text: notifyText(list) }),
+      list.notify.length ? deliveryNote(list.last_delivery) : null),
+  );
+}
+
+async function refreshLists() {
+  const { ok, data, error } = await api(config.apiLists);
+  const rows = byId('list-rows');
+  if (!ok) {
+    setText(byId('lists-note'), error.message);
+    return;
+  }
+  setText(byId('lists-note'), `${data.lists.length} list${data.lists.length === 1 ? '' : 's'}`);
+  rows.replaceChildren(...(data.lists.length ? data.lists.map(listRow)
+    : [h('tr', { class: 'empty' }, h('td', { colspan: 6, text: 'No watch lists yet: save one above, or from any batch page.' }))]));
+}
+
+async function saveList(event) {
+  event.preventDefault();
+  const form = byId('list-form');
+  const kind = byId('list-schedule-kind').value;
+  const body = {
+    schedule: { [kind]: byId('list-schedule').value.trim() },
+    keep_runs: Number(byId('list-keep').value),
+  };
+  const name = byId('list-name').value.trim();
+  if (name) body.name = name;
+  if (form.dataset.fromBatch) body.from_batch = form.dataset.fromBatch;
+  else body.urls = byId('list-urls').value.split('\n').map((line) => line.trim()).filter((line) => line && !line.startsWith('#'));
+  const button = byId('list-save');
+  button.disabled = true;
+  const { ok, data, error } = await api(config.apiLists, { method: 'POST', body });
+  button.disabled = false;
+  showError(byId('list-error'), ok ? null : error);
+  if (ok) window.location.assign(withId(config.listPage, data.id));
+}
+
+// ---- /lists/<id> -------------------------------------------------------------------------------
+
+function changedText(summary) {
+  if (!summary) return h('span', { class: 'hint', text: 'first run' });
+  const parts = Object.entries(KIND_LABELS).filter(([kind]) => summary[kind]).map(([kind, label]) => h('span', {
+    class: `change-chip change-${kind}`, text: `${fmtInt(summary[kind])} ${label}`,
+  }));
+  if (summary.pending) parts.push(h('span', { class: 'hint', text: `${fmtInt(summary.pending)} not yet run` }));
+  return parts.length ? h('span', { class: 'change-chips' }, ...parts) : h('span', { class: 'hint', text: 'nothing changed' });
+}
+
+function runRow(run) {
+  return h('tr', { class: 'run-row', dataset: { batchId: run.id } },
+    h('td', { class: 'col-name' }, h('a', { class: 'batch-link', href: withId(config.batchPage, run.id), text: run.name })),
+    h('td', {}, h('span', { class: badgeClass(run.status), text: run.status })),
+    h('td', {}, run.verdict ? verdictBadge(run) : h('span', { class: 'hint', text: '–' })),
+    h('td', { class: 'num', text: fmtInt(run.counts.failed || 0) }),
+    h('td', {}, changedText(run.diff_summary)),
+    h('td', { class: 'num', text: fmtClock(run.created_at) }),
+  );
+}
+
+let list = null;
+
+function showList() {
+  setText(byId('list-title'), list.name);
+  const state = byId('list-state');
+  state.className = list.paused ? 'badge status-cancelled' : 'badge status-running';
+  setText(state, list.paused ? 'paused' : 'scheduled');
+  setText(byId('pause'), list.paused ? 'Resume' : 'Pause');
+  const next = list.paused ? 'paused' : `next run ${fmtClock(list.next_run_at)}`;
+  const skipped = list.skipped.count ? ` · ${fmtInt(list.skipped.count)} skipped (the run before was still going)` : '';
+  setText(byId('list-meta'), `${scheduleText(list.schedule)} · ${next} · ${urlCount(list.url_count)} · keeps ${list.keep_runs} runs${skipped}`);
+}
+
+let timer = null;
+
+async function refreshList() {
+  clearTimeout(timer);
+  const [one, runs] = await Promise.all([api(config.apiList), api(config.apiRuns)]);
+  if (one.ok) {
+    list = one.data;
+    showList();
+  }
+  showError(byId('list-error'), one.ok ? (runs.ok ? null : runs.error) : one.error);
+  const going = runs.ok && runs.data.runs.some((run) => !FINAL_STATUSES.has(run.status));
+  timer = setTimeout(refreshList, going ? LIVE_REFRESH_MS : REFRESH_MS);
+  if (!runs.ok) return;
+  byId('run-rows').replaceChildren(...(runs.data.runs.length ? runs.data.runs.map(runRow)
+    : [h('tr', { class: 'empty' }, h('td', { colspan: 6, text: 'No runs yet: the first comes at its schedule, or run it now.' }))]));
+}
+
+async function act(request) {
+  const { ok, error } = await request;
+  showError(byId('list-error'), ok ? null : error);
+  await refreshList();
+  return ok;
+}
+
+// ---- start -------------------------------------------------------------------------------------
+
+if (config.page === 'lists') {
+  byId('list-form').addEventListener('submit', saveList);
+  refreshLists();
+  setInterval(refreshLists, REFRESH_MS);
+} else {
+  byId('run-now').addEventListener('click', () => act(api(config.apiRun, { method: 'POST' })));
+  byId('pause').addEventListener('click', () => list && act(api(config.apiList, { method: 'PATCH', body: { paused: !list.paused } })));
+  byId('delete-list').addEventListener('click', async () => {
+    if (!window.confirm('Delete this watch list? Its runs stay, as batches.')) return;
+    const { ok, error } = await api(config.apiList, { method: 'DELETE' });
+    if (ok) window.location.assign(config.listsPage);
+    else showError(byId('list-error'), error);
+  });
+  refreshList();
+}

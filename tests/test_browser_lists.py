@@ -1,0 +1,94 @@
+"""The watch lists' pages at 1280 and at 390 px: "Save as watch list" on a batch page, the list page with its
+runs and what changed in each, and /lists with each list's verdict and failures per run."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from tests.support.server import ARTIFACTS, CHROMIUM, GreenbatchServer
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"),
+]
+expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, target_env):
+    """One server for the module."""
+    instance = GreenbatchServer(tmp_path_factory.mktemp("lists-pages"), target_env).start()
+    yield instance
+    instance.stop()
+
+
+def shot(tab, name: str) -> None:
+    """A full-page screenshot in test-artifacts/, named for the screen width."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    tab.screenshot(path=str(ARTIFACTS / f"lists-{name}-{tab.viewport_size['width']}.png"), full_page=True)
+
+
+def fits(tab) -> None:
+    """Nothing is wider than the screen: no sideways scrolling."""
+    scroll, inner = tab.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
+    assert scroll <= inner, f"the page is {scroll} px wide on a {inner} px screen"
+
+
+def test_a_batch_saved_as_a_watch_list_runs_and_shows_what_changed(server, target, page):
+    tag = uuid.uuid4().hex[:8]
+    # Answers of the batch, the list's run 1 and its run 2, in turn.
+    urls = [target.url(f"/changes/{tag}/a?answers=200,200,500"), target.url(f"/changes/{tag}/b?answers=500,500,200")]
+    batch = server.wait(server.submit(urls, concurrency=2)["id"])
+    page.goto(server.url(f"/batches/{batch['id']}"))
+    page.click("#save-list")
+    expect(page.locator("#list-name")).to_have_value(batch["name"])
+    expect(page.locator("#list-source")).to_contain_text("2 URLs")
+    page.fill("#list-name", "shop pages")
+    page.click("#list-save")
+    expect(page.locator("#list-title")).to_have_text("shop pages")
+    expect(page.locator("#list-meta")).to_contain_text("every 6h")
+    for number in (1, 2):
+        page.click("#run-now")
+        run = page.locator(".run-row").first
+        expect(run.locator(".batch-link")).to_have_text(f"shop pages #{number}")
+        expect(run.locator(".badge")).to_have_text("done", timeout=15_000)
+    newest = page.locator(".run-row").first
+    expect(newest.locator(".change-chips")).to_have_text("1 newly failed1 fixed")
+    expect(page.locator(".run-row").nth(1)).to_contain_text("first run")
+    shot(page, "list")
+    fits(page)
+    newest.locator(".batch-link").click()
+    expect(page.locator("#batch-list")).to_contain_text("a run of its watch list")
+    expect(page.locator("#compare")).to_be_visible()  # a run opens on its diff against the run before
+
+
+def test_the_lists_page_shows_each_lists_verdict_failures_per_run_and_next_run(server, target, phone):
+    response = server.request(
+        "POST",
+        "/api/v1/lists",
+        json={
+            "name": "docs",
+            "urls": [target.url("/ok"), target.url("/status/500")],
+            "schedule": {"cron": "0 3 * * *"},
+        },
+    )
+    assert response.status_code == 201, response.text
+    watched = response.json()
+    for _ in range(2):
+        run = server.request("POST", f"/api/v1/lists/{watched['id']}/run").json()
+        server.wait(run["id"])
+    phone.goto(server.url("/lists"))
+    row = phone.locator(f".list-row[data-list-id='{watched['id']}']")
+    expect(row.locator(".list-verdict")).to_have_text("FAIL")
+    expect(row.locator(".sparkline rect")).to_have_count(2)
+    expect(row.locator(".sparkline")).to_have_attribute("aria-label", "failures in the last 2 runs: 1, 1")
+    expect(row.locator(".list-next")).not_to_have_text("–")
+    shot(phone, "index")
+    fits(phone)
+    row.locator(".batch-link").click()
+    expect(phone.locator(".run-row")).to_have_count(2)
+    shot(phone, "list")
+    fits(phone)

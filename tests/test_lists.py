@@ -1,0 +1,324 @@
+"""Watch lists: a list of URLs run as a new batch on a schedule, each run compared with the one before it; its
+runs never overlap, a slot missed while the server was down runs once, and only keep_runs runs are kept."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from app.core.options import ValidationError
+from app.runs.diff import KINDS
+from app.runs.schedule import Schedule
+from app.runs.store.base import ListRecord
+from tests.support.receiver import Receiver, verified
+from tests.support.server import GreenbatchServer, error_of
+
+FAST = {"GREENBATCH_MIN_SCHEDULE_INTERVAL": "1", "GREENBATCH_MAX_KEEP_RUNS": "5"}
+SECRET = "s3cret-of-the-watch-list-42"
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    """A webhook receiver the server may post to."""
+    instance = Receiver()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, target, receiver):
+    """One server for the module, whose lists may run every second, allowed to reach the target and the receiver."""
+    env = {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{receiver.port}", **FAST}
+    instance = GreenbatchServer(tmp_path_factory.mktemp("lists"), env).start()
+    yield instance
+    instance.stop()
+
+
+def create(server, **body) -> dict:
+    """POST a list (every hour unless told), asserting 201."""
+    body.setdefault("schedule", {"every": "1h"})
+    response = server.request("POST", "/api/v1/lists", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def run_now(server, list_id: str) -> dict:
+    """Run a list now and wait for the run to end."""
+    response = server.request("POST", f"/api/v1/lists/{list_id}/run")
+    assert response.status_code == 201, response.text
+    return server.wait(response.json()["id"])
+
+
+def runs_of(server, list_id: str) -> dict:
+    """GET a list's runs, newest first."""
+    response = server.request("GET", f"/api/v1/lists/{list_id}/runs")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_until(check, timeout: float, what: str):
+    """check() once it is truthy, polling every 50 ms."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.05)
+
+
+# -- runs and their diffs ----------------------------------------------------------------------
+
+
+def test_two_runs_of_a_list_give_the_exact_planted_diff(server, target):
+    tag = uuid.uuid4().hex[:8]
+
+    def url(name, answers):
+        return target.url(f"/changes/{tag}/{name}?answers={answers}")
+
+    kept = (
+        [url(f"nf{i}", "200,500") for i in range(3)]
+        + [url(f"fx{i}", "500,200") for i in range(2)]
+        + [url(f"fu{i}", "200,redirect") for i in range(4)]
+        + [url(f"same{i}", "200") for i in range(2)]
+    )
+    watched = create(server, name="shop", urls=[url("gone", "200"), *kept], options={"concurrency": 4})
+    first = run_now(server, watched["id"])
+    response = server.request("PATCH", f"/api/v1/lists/{watched['id']}", json={"urls": [*kept, url("new", "200")]})
+    assert response.status_code == 200, response.text
+    second = run_now(server, watched["id"])
+
+    assert (first["name"], second["name"]) == ("shop #1", "shop #2")
+    assert second["parent_id"] == first["id"], "each run's diff base is the list's previous run"
+    assert first["list_id"] == second["list_id"] == watched["id"]
+    runs = runs_of(server, watched["id"])["runs"]
+    assert [run["id"] for run in runs] == [second["id"], first["id"]], "newest first"
+    assert runs[0]["diff_summary"] == dict.fromkeys(KINDS, 0) | {
+        "newly_failed": 3,
+        "fixed": 2,
+        "final_url_changed": 4,
+        "added": 1,
+        "removed": 1,
+        "unchanged": 2,
+        "pending": 0,
+    }
+    assert runs[1]["diff_summary"] is None, "the first run has no run before it"
+    assert runs[0]["verdict"]["pass"] is False and runs[0]["counts"]["failed"] == 3
+    diff = server.request("GET", f"/api/v1/batches/{second['id']}/diff").json()
+    assert diff["base"] == first["id"] and diff["summary"] == runs[0]["diff_summary"]
+
+
+def test_a_list_keeps_only_its_last_keep_runs_runs(server, target):
+    watched = create(server, urls=[target.url("/ok")], keep_runs=2)
+    ids = [run_now(server, watched["id"])["id"] for _ in range(3)]
+    assert [run["id"] for run in runs_of(server, watched["id"])["runs"]] == ids[:0:-1]
+    assert server.request("GET", f"/api/v1/batches/{ids[0]}").status_code == 404, "the oldest run is deleted"
+
+
+def test_a_due_run_while_the_previous_one_is_going_is_skipped_and_recorded(server, target):
+    watched = create(server, urls=[target.url("/delay/2500")], schedule={"every": "1s"})
+    runs = wait_until(lambda: runs_of(server, watched["id"])["runs"], 3, "a first scheduled run")
+    skipped = wait_until(lambda: runs_of(server, watched["id"])["skipped"]["count"], 3, "a skipped run")
+    assert skipped >= 1
+    assert [run["id"] for run in runs_of(server, watched["id"])["runs"]] == [runs[0]["id"]], "no second run"
+    refused = server.request("POST", f"/api/v1/lists/{watched['id']}/run")
+    assert refused.status_code == 409 and error_of(refused)["code"] == "still_running"
+    shown = server.request("GET", f"/api/v1/lists/{watched['id']}").json()
+    assert shown["skipped"]["count"] >= 1 and shown["skipped"]["last_at"].endswith("Z")
+    assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
+
+
+def test_a_lists_runs_notify_signed_with_its_list_id_and_change_sends_nothing_for_an_identical_run(
+    server, target, receiver
+):
+    path = f"/hook/{uuid.uuid4().hex[:8]}"
+    hook = {"type": "webhook", "url": receiver.url(path), "secret": SECRET}
+    watched = create(server, urls=[target.url("/ok")], notify=[hook], notify_on="change")
+    first, second = run_now(server, watched["id"]), run_now(server, watched["id"])
+    [request] = receiver.received(path)
+    payload = verified(request, SECRET)
+    assert (payload["batch_id"], payload["list_id"]) == (first["id"], watched["id"]), "a first run is a change"
+
+    def settled():
+        found = server.request("GET", f"/api/v1/lists/{watched['id']}/deliveries").json()["deliveries"]
+        return found if len(found) == 2 and all(d["status"] != "pending" for d in found) else None
+
+    deliveries = wait_until(settled, 10, "both runs' deliveries settled")
+    assert [(d["batch_id"], d["status"]) for d in deliveries] == [(second["id"], "skipped"), (first["id"], "sent")]
+    assert deliveries[0]["note"] == "notify_on is change, and nothing changed since the previous run"
+    assert len(receiver.received(path)) == 1, "the identical run sent nothing"
+    listed = {one["id"]: one for one in server.request("GET", "/api/v1/lists").json()["lists"]}
+    assert listed[watched["id"]]["last_delivery"]["status"] == "skipped"
+
+
+# -- the API -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"schedule": {"every": "0s"}}, "schedule.every"),
+        ({"schedule": {"every": "6 weeks"}}, "schedule.every"),
+        ({"schedule": {"every": "6h", "cron": "* * * * *"}}, "schedule"),
+        ({"schedule": {"cron": "61 * * * *"}}, "schedule.cron"),
+        ({"schedule": {"cron": "not cron"}}, "schedule.cron"),
+        ({"keep_runs": 1}, "keep_runs"),
+        ({"keep_runs": 6}, "keep_runs"),
+        ({"keep_runs": "3"}, "keep_runs"),
+        ({"options": {"concurrency": 10**9}}, "options.concurrency"),
+        ({"notify_on": "sometimes"}, "notify_on"),
+        (
+            {"notify": [{"type": "webhook", "url": "http://169.254.169.254/hook", "secret": "0123456789"}]},
+            "notify[0].url",
+        ),
+        ({"notify": [{"type": "webhook", "url": "http://a.test/", "secret": "...6789"}]}, "notify[0].secret"),
+        ({"consecutive_failures": 0}, "consecutive_failures"),
+        ({"options": {"notify_on": "change"}}, "options.notify_on"),
+        ({"urls": []}, "urls"),
+        ({"urls": ["http://169.254.169.254/"]}, "urls[0]"),
+        ({"colour": "green"}, "colour"),
+    ],
+)
+def test_a_list_the_server_cannot_run_answers_400_naming_the_field(server, target, body, field):
+    response = server.request(
+        "POST", "/api/v1/lists", json={"urls": [target.url("/ok")], "schedule": {"every": "1h"}, **body}
+    )
+    assert response.status_code == 400, response.text
+    assert error_of(response)["details"][0]["field"] == field
+
+
+def test_a_schedule_more_often_than_the_servers_minimum_is_refused():
+    with pytest.raises(ValidationError, match=r"^schedule.every must be between 3600 s"):
+        Schedule.parse({"every": "59m"}, 3600)
+    with pytest.raises(ValidationError) as refused:
+        Schedule.parse({"cron": "*/30 * * * *"}, 3600)
+    assert refused.value.details == [
+        {
+            "field": "schedule.cron",
+            "message": "runs 1800 s apart, more often than every 3600 s (GREENBATCH_MIN_SCHEDULE_INTERVAL)",
+        }
+    ]
+    assert Schedule.parse({"every": "1h"}, 3600).every == 3600
+    assert Schedule.parse({"cron": "0 3 * * *"}, 3600).cron == "0 3 * * *"
+
+
+def test_missed_slots_collapse_into_the_next_one_to_come():
+    every = Schedule.parse({"every": "5s"}, 1)
+    assert every.following(100.0, 100.2) == 105.0
+    assert every.following(100.0, 117.0) == 120.0, "slots 105, 110, 115 missed: the next is 120, in phase"
+    daily = Schedule.parse({"cron": "0 3 * * *"}, 60)
+    three = 1796612400.0  # 2026-12-07 03:00 UTC
+    assert daily.following(three - 3 * 86400, three - 60) == three, "three days missed: the next slot to come"
+
+
+def test_a_list_is_read_changed_paused_and_deleted(server, target):
+    watched = create(
+        server,
+        name="docs",
+        urls=[target.url("/ok")],
+        notify=[{"type": "webhook", "url": target.url("/hook"), "secret": "s3cret-value-0123456789"}],
+        notify_on="change",
+    )
+    assert watched["notify"][0]["secret"] == "...6789", "a secret is never shown back in full"
+    run = run_now(server, watched["id"])
+    assert run["options"]["notify_on"] == "change", "each run carries the list's notify fields"
+    assert run["options"]["notify"][0]["secret"] == "...6789"
+    assert watched["keep_runs"] == 5 and watched["url_count"] == 1 and watched["next_run_at"].endswith("Z")
+    listed = server.request("GET", "/api/v1/lists").json()["lists"]
+    assert watched["id"] in [one["id"] for one in listed]
+    assert "s3cret" not in server.request("GET", "/api/v1/lists").text
+    paused = server.request("PATCH", f"/api/v1/lists/{watched['id']}", json={"paused": True, "name": "docs 2"}).json()
+    assert (paused["paused"], paused["next_run_at"], paused["name"]) == (True, None, "docs 2")
+    resumed = server.request("PATCH", f"/api/v1/lists/{watched['id']}", json={"paused": False}).json()
+    assert resumed["next_run_at"] is not None
+    assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
+    assert server.request("GET", f"/api/v1/lists/{watched['id']}").status_code == 404
+
+
+def test_a_list_saved_from_a_batch_takes_its_urls_and_options(server, target):
+    batch = server.wait(server.submit([target.url("/ok"), target.url("/status/404")], concurrency=3)["id"])
+    watched = create(server, from_batch=batch["id"])
+    assert watched["urls"] == [target.url("/ok"), target.url("/status/404")]
+    assert watched["options"]["concurrency"] == 3 and watched["name"] == batch["name"]
+
+
+# -- the schedule over time --------------------------------------------------------------------
+
+
+def test_every_5s_runs_on_time_and_after_a_sigkill_runs_a_missed_slot_once(make_server, target):
+    first = make_server(env=FAST)
+    watched = create(first, urls=[target.url("/ok")], schedule={"every": "5s"}, keep_runs=2)
+    created = time.time()
+    run_now(first, watched["id"])  # run 1, at once
+    first.kill()
+    time.sleep(max(0.0, created + 11 - time.time()))  # the slots at +5 s and +10 s are missed
+
+    again = make_server(env=FAST, data_dir=first.data_dir)
+    missed = wait_until(lambda: len(runs_of(again, watched["id"])["runs"]) == 2, 3, "the missed run at start")
+    assert missed
+    assert len(runs_of(again, watched["id"])["runs"]) == 2, "two missed slots, one run"
+    time.sleep(max(0.0, created + 14.5 - time.time()))
+    assert len(runs_of(again, watched["id"])["runs"]) == 2, "no burst before the next slot"
+    runs = wait_until(
+        lambda: (found := runs_of(again, watched["id"])["runs"]) and found[0]["name"].endswith("#3") and found,
+        2,
+        "run 3 at the slot of +15 s",
+    )
+    started = time.mktime(time.strptime(runs[0]["created_at"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    assert abs(started - (created + 15)) < 1.5, "the schedule keeps its phase"
+    assert [run["name"][-2:] for run in runs] == ["#3", "#2"], "keep_runs 2: run 1 is deleted"
+
+
+# -- the store, in both stores -----------------------------------------------------------------
+
+
+def test_each_slot_is_claimed_once_in_either_store(store_factory):
+    store = store_factory()
+    record = ListRecord(
+        "l1", "l", ["http://a.test/"], {}, {"every": "1m"}, [], None, None, 30, False, "2026-12-06T00:00:00.000Z",
+        100.0, None, 0, 0, None,
+    )  # fmt: skip
+    store.create_list(record)
+    assert store.scheduled_lists() == [("l1", 100.0)]
+    assert store.claim_slot("l1", 100.0, 160.0, 101.0) is True
+    assert store.claim_slot("l1", 100.0, 160.0, 101.0) is False, "a second scheduler finds the slot taken"
+    assert [store.number_run("l1"), store.number_run("l1")] == [1, 2]
+    store.create_batch("b1", "l #1", {}, ["http://a.test/"], "2026-12-06T00:00:00.000Z", list_id="l1")
+    store.create_batch("b2", "l #2", {}, ["http://a.test/"], "2026-12-06T00:00:01.000Z", "b1", list_id="l1")
+    store.flush()
+    assert store.list_runs("l1", 10) == ["b2", "b1"]
+    assert store.delete_list("l1") and store.get_list("l1") is None
+    assert store.list_runs("l1", 10) == [], "a deleted list's runs stay as batches of no list"
+
+
+# -- cluster mode ------------------------------------------------------------------------------
+
+
+def test_in_cluster_mode_two_web_processes_run_each_slot_once(tmp_path, postgres, redis_server, target_env, target):
+    for module in ("psycopg", "redis", "dramatiq"):
+        pytest.importorskip(module)
+    from tests.support.cluster import Cluster
+
+    cluster = Cluster(tmp_path, postgres.new_database(), redis_server.url, {**target_env, **FAST})
+    try:
+        web_a, web_b = cluster.start_web(), cluster.start_web()
+        cluster.start_worker(threads=2)
+        watched = create(web_a, urls=[target.url("/ok")], schedule={"every": "1s"}, keep_runs=5)
+        created = time.time()
+        runs = wait_until(
+            lambda: found if len(found := runs_of(web_b, watched["id"])["runs"]) >= 2 else None,
+            8,
+            "two scheduled runs",
+        )
+        elapsed = time.time() - created
+        started = web_a.request("GET", f"/api/v1/lists/{watched['id']}").json()["runs_started"]
+        assert started <= elapsed + 1, f"{started} runs in {elapsed:.1f} s: a slot ran on both web processes"
+        names = [run["name"] for run in runs]
+        assert len(set(names)) == len(names), names
+        assert [run["parent_id"] for run in runs[:-1]] == [run["id"] for run in runs[1:]], (
+            "each run's base: the one before"
+        )
+    finally:
+        cluster.stop()

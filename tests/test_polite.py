@@ -15,7 +15,7 @@ import pytest
 from app.core.config import Config
 from app.core.options import BatchOptions
 from app.fetch.base import USER_AGENT, VERSION
-from app.runs.hosts import Counters, Hosts
+from app.runs.hosts import LEARN_MARGIN, LEARN_WINDOW, Counters, Host, Hosts
 from tests.support.server import error_of, kind_of
 
 
@@ -94,12 +94,6 @@ def test_urls_waiting_for_a_busy_host_hold_no_fetcher_from_the_other_hosts(serve
     assert max(fast_ends) < slow_starts[1]
 
 
-@pytest.mark.xfail(
-    reason="known defect, issue 18: about one run in five a URL of this paced batch is never dispatched again "
-    "(the batch stays running with 1 pending, 0 running, 0 waiting); seen on main at 90fe5d3 and before the "
-    "redirect-hop queue change. Find where a requeued URL is lost, then remove this mark.",
-    strict=False,
-)
 def test_a_host_that_refuses_past_its_rate_is_paused_by_retry_after_and_every_url_ends_ok(server, target):
     key, urls = paced_urls(target, 60, "rate=10&retry_after=2")
     batch = server.submit(urls, concurrency=10, retries=3)
@@ -312,6 +306,35 @@ def test_the_dispatcher_hands_a_freed_host_its_own_queued_url_among_thousands_of
     for host in random.Random(18).sample(range(count), 400):
         hosts.leave(hosts.host(f"h{host}.test"))
         assert hosts.next_url() == count + host
+
+
+def refusing_host() -> tuple[Hosts, Host]:
+    """The Hosts of a batch that retries 429s, and its one host."""
+    options = BatchOptions.parse({"retries": 3}, Config.from_env({}))
+    hosts = Hosts(options, iter(()), lambda index: "http://h.test/", Counters())
+    return hosts, hosts.host("h.test")
+
+
+def test_a_refusal_in_a_burst_that_started_together_paces_the_host_at_what_it_took_not_once_a_second():
+    # Ten requests start at once and reach the host in any order: it takes nine and refuses the one that came
+    # last, though it started first. The nine are what the host took, not none.
+    hosts, host = refusing_host()
+    starts = [hosts.start(host, first=False) for _ in range(10)]
+    for started in starts[1:]:
+        hosts.took(host, started)
+    hosts.refused(host, 429, retrying=True, started=starts[0])
+    assert hosts.interval_of(host, time.monotonic()) == pytest.approx(LEARN_MARGIN * LEARN_WINDOW / 9)
+
+
+def test_answers_that_come_long_after_a_refusal_still_count_the_second_before_it():
+    # A slow host: five requests started 2.5 s ago, one was refused, and the others' answers come in now, while
+    # its pause lasts. They are what the host took, however long the pause and the answers took.
+    hosts, host = refusing_host()
+    burst = time.monotonic() - 2.5
+    hosts.refused(host, 429, retrying=True, started=burst + 0.001)
+    for _ in range(5):
+        hosts.took(host, burst)
+    assert hosts.interval_of(host, time.monotonic()) == pytest.approx(LEARN_MARGIN * LEARN_WINDOW / 5)
 
 
 # -- the batch page ------------------------------------------------------------------------------------

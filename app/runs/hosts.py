@@ -55,6 +55,7 @@ class Host:
     learned: float = 0.0  # seconds between starts this host's refusals taught (0: none yet)
     learned_at: float = float("-inf")  # monotonic: refusals of requests started before this are old news
     lesson: float | None = None  # start of a refused request whose lesson waits for its neighbours' answers
+    lesson_seen: float = 0.0  # monotonic time that refusal was answered: what the host took is counted up to it
     answered: deque[float] = field(default_factory=deque)  # starts of the requests it took (not refused), lately
     queue: deque[int] = field(default_factory=deque)  # URL indexes waiting for this host
     timed_at: float | None = None  # when its live entry in the dispatcher's heap is due (None: it has none)
@@ -186,7 +187,7 @@ class Hosts:
             return False
         if now < host.paused_until:
             return False
-        interval = self._interval(host, now)
+        interval = self.interval_of(host, now)
         if interval:
             # One URL at a time waits for the interval: it is dispatched only once the last request has started.
             return host.starting == 0 and now >= host.last_start + interval
@@ -200,7 +201,7 @@ class Hosts:
 
     def _ready_at(self, host: Host, now: float) -> float | None:
         """When a host becomes ready by the clock; None when it waits for a slot or a start instead."""
-        interval = self._interval(host, now)
+        interval = self.interval_of(host, now)
         if (self.cap and host.in_flight >= self.cap) or (interval and host.starting):
             return None
         return max(host.paused_until, host.last_start + interval)
@@ -253,7 +254,7 @@ class Hosts:
         """A request to `host` starts now: wait out its interval and pause, then note the start; its time."""
         while True:
             now = time.monotonic()
-            ready_at = max(host.paused_until, host.last_start + self._interval(host, now))
+            ready_at = max(host.paused_until, host.last_start + self.interval_of(host, now))
             if now >= ready_at:
                 break
             gevent.sleep(ready_at - now)
@@ -276,25 +277,31 @@ class Hosts:
     def refused(self, host: Host, status: int, retrying: bool, started: float) -> None:
         """Count an answer with a retried status and the retry it leads to, and slow the host down.
 
-        The host took the requests answered so far that started in the second before the refused one: from
-        then on its requests start LEARN_MARGIN times further apart than that pace (twice as far apart as
-        before, when it refuses one sent at the learned pace), whatever the batch's per_host_interval.
+        The host took the requests it answered that started from a second before the refused one until its
+        refusal came back: from then on its requests start LEARN_MARGIN times further apart than that pace
+        (twice as far apart as before, when it refuses one sent at the learned pace), whatever the batch's
+        per_host_interval.
         """
         host.refused += 1
         if retrying:
             self.counters.retries[status] = self.counters.retries.get(status, 0) + 1
         if started < host.learned_at or host.lesson is not None:
             return  # sent before the last lesson, or the lesson of this burst is being drawn already
-        host.lesson = started
+        host.lesson, host.lesson_seen = started, time.monotonic()
 
-    def _interval(self, host: Host, now: float) -> float:
+    def interval_of(self, host: Host, now: float) -> float:
         """The seconds between two request starts to `host`: the batch's, or what its refusals taught.
 
         A refusal's lesson is drawn once the host's pause is over, so the requests sent alongside the
         refused one have their answers and the pace counted is the one the host took.
         """
         if host.lesson is not None and now >= host.paused_until:
-            taken = sum(1 for at in host.answered if host.lesson - LEARN_WINDOW < at < host.lesson)
+            # Requests that start together reach the host in any order: one started with the refused one, or
+            # after it but before its refusal came back, may have reached the host first and been taken. So the
+            # count ends at the refusal's answer, not its start: else a burst's refusal counts none of the burst
+            # and paces the host at one request per LEARN_MARGIN seconds.
+            since = host.lesson - LEARN_WINDOW
+            taken = sum(1 for at in host.answered if since < at <= host.lesson_seen)
             host.learned = max(2 * host.learned, LEARN_MARGIN * LEARN_WINDOW / max(1, taken))
             host.learned_at, host.lesson = now, None
         return max(self.interval, host.learned)
@@ -302,7 +309,12 @@ class Hosts:
     def took(self, host: Host, started: float) -> None:
         """The host answered a request that started at `started` without refusing it."""
         host.answered.append(started)
-        while host.answered and host.answered[0] < time.monotonic() - 2 * LEARN_WINDOW:
+        kept_from = time.monotonic() - 2 * LEARN_WINDOW
+        if host.lesson is not None:
+            # A lesson is drawn when the pause ends (a Retry-After may be longer than the window kept): its
+            # second of starts stays until then.
+            kept_from = min(kept_from, host.lesson - LEARN_WINDOW)
+        while host.answered and host.answered[0] < kept_from:
             host.answered.popleft()
 
     def requeue(self, index: int, state: Requeued) -> None:

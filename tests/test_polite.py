@@ -14,8 +14,11 @@ import pytest
 
 from app.core.config import Config
 from app.core.options import BatchOptions
+from app.core.stats import row_of
 from app.fetch.base import USER_AGENT, VERSION
-from app.runs.hosts import LEARN_MARGIN, LEARN_WINDOW, Counters, Host, Hosts
+from app.runs.events import Event
+from app.runs.hosts import LEARN_MARGIN, LEARN_WINDOW, Counters, Host, Hosts, host_table
+from app.runs.reader import BatchReader
 from tests.support.server import error_of, kind_of
 
 
@@ -291,6 +294,57 @@ def test_the_hosts_table_downloads_as_csv_the_most_refused_host_first(server, ta
     assert lines[1].startswith('"127.0.0.1","0","2","0","2",') and '"2",""' in lines[1]
     assert lines[2].startswith('"localhost","0","3","3","0",')
     assert server.request("GET", f"/api/v1/batches/{batch['id']}/hosts", params={"format": "xml"}).status_code == 400
+
+
+def test_the_hosts_table_read_as_a_batch_runs_ends_as_the_one_counted_at_once_from_its_stored_results(server, target):
+    # The server counts each stored result once, as the polls come; the finished batch's table is the same as
+    # one counted from all its results in one go (what a new process reads).
+    _, refusing = paced_urls(target, 2, "rate=0&retry_after=3600")
+    slow = [target.url(f"/delay/{100 + 20 * i}?n={i}") for i in range(8)] + [target.url("/status/500")]
+    other = [url.replace("127.0.0.1", "localhost") for url in slow[:3]]
+    batch = server.submit(slow + other + refusing, concurrency=2, retries=1)
+    polls = []
+    while server.batch(batch["id"])["status"] not in ("done", "failed", "cancelled"):
+        polls.append(server.request("GET", f"/api/v1/batches/{batch['id']}/hosts").json()["hosts"])
+        time.sleep(0.1)
+    ended = server.request("GET", f"/api/v1/batches/{batch['id']}/hosts").json()["hosts"]
+    assert any(0 < sum(host["done"] for host in poll) < 14 for poll in polls), "read while it ran"
+    assert host_table(server.results(batch["id"]), {}) == ended
+    assert [(h["host"], h["done"], h["ok"], h["failed"], h["refused"]) for h in ended] == [
+        ("127.0.0.1", 11, 8, 3, 2),  # each refusing URL refused once: a Retry-After past the cap ends it at once
+        ("localhost", 3, 3, 0, 0),
+    ]
+
+
+class NothingInFlight:
+    """The engine's side of a batch no process fetches now: no host in flight or paused."""
+
+    def hosts_live(self, batch_id: str) -> dict:
+        return {}
+
+
+def test_a_hosts_table_counts_only_the_results_stored_since_it_was_last_read_in_either_store(store_factory):
+    store = store_factory(flush_interval=0.01)
+    batch_id = secrets.token_hex(6)
+    urls = [f"http://{'b' if n % 3 == 0 else 'a'}.test/{n}" for n in range(6)]
+    store.create_batch(batch_id, "hosts", {}, urls, "2026-12-06T00:00:00.000Z")
+    results = [
+        {"index": n, "url": url, "ok": n != 4, "status_code": 429 if n == 4 else 200, "error": None, "bytes": 0}
+        | {"timings": {"total": 10.0 + n}, "refused": int(n == 5)}
+        for n, url in enumerate(urls)
+    ]
+    events = [Event(batch_id, n + 1, "result", data, row=row_of(data)) for n, data in enumerate(results)]
+    reader = BatchReader(store, NothingInFlight())
+    store.extend(events[:3])
+    assert store.flush(30)
+    assert reader.hosts(batch_id) == host_table(results[:3], {})
+    reads = []
+    read = store.events
+    store.events = lambda batch_id, after, limit, types: reads.append(after) or read(batch_id, after, limit, types)
+    store.extend(events[3:])
+    assert store.flush(30)
+    assert reader.hosts(batch_id) == host_table(results, {})
+    assert reads == [3], "the second read starts after the results the first one counted"
 
 
 def test_the_dispatcher_hands_a_freed_host_its_own_queued_url_among_thousands_of_full_hosts():

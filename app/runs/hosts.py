@@ -422,50 +422,82 @@ HOST_FIELDS = ("host", "in_flight", "done", "ok", "failed", "p50_ms", "refused",
 REFUSED_STATUSES = frozenset({429, 503})  # what `refused` counts among stored final answers
 
 
-def host_table(results: Iterable[dict[str, Any]], live: Mapping[str, HostLive]) -> list[dict[str, Any]]:
-    """Per host of a batch: in flight, done (ok, failed; cancelled are neither), median latency, refusals and
-    any pause; the most refused first, then the slowest, then by name.
+@dataclass
+class HostTally:
+    """One host's stored results so far: done (ok, failed; cancelled are neither), refusals, latencies."""
 
-    `results` are the stored results; `live` the fetching process's view, empty when it has none (a finished
-    batch, or cluster mode's web process). `refused` counts the 429 and 503 answers the results record
-    (retried ones, a final one, a `rate_limited` end), or the live count when it is ahead.
+    done: int = 0
+    ok: int = 0
+    failed: int = 0
+    refused: int = 0
+    latencies: stats.Sketch = field(default_factory=stats.Sketch)
+
+
+class HostTable:
+    """Per host of a batch, its stored results counted one at a time, so a read costs what its hosts cost.
+
+    `refused` counts the 429 and 503 answers the results record (retried ones, a final one, a `rate_limited`
+    end); p50_ms comes from a sketch, within stats.RELATIVE_ACCURACY (1 %) of the exact median.
     """
-    done: dict[str, list[int]] = {}  # host -> [done, ok, failed, refusals]
-    latencies: dict[str, list[float]] = {}
-    for result in results:
+
+    def __init__(self) -> None:
+        """No result yet."""
+        self.hosts: dict[str, HostTally] = {}
+        self.seq = 0  # the stored events counted: those numbered up to this one
+
+    def add(self, result: dict[str, Any]) -> None:
+        """Count one stored result."""
         name = host_of(result["url"])
-        tally = done.setdefault(name, [0, 0, 0, 0])
+        tally = self.hosts.get(name)
+        if tally is None:
+            tally = self.hosts[name] = HostTally()  # a host whose URLs were all cancelled is listed too
         row = stats.row_of(result)
         kind = stats.outcome(row)
         if kind == "cancelled":
-            continue
-        tally[0] += 1
-        tally[1 if kind == "ok" else 2] += 1
-        tally[3] += result.get("refused", 0)
+            return
+        tally.done += 1
+        if kind == "ok":
+            tally.ok += 1
+        else:
+            tally.failed += 1
+        tally.refused += result.get("refused", 0)
         if row.status_code in REFUSED_STATUSES or row.error_kind == "rate_limited":
-            tally[3] += 1
+            tally.refused += 1
         latency = stats.latency_ms(row)
         if latency is not None:
-            latencies.setdefault(name, []).append(latency)
-    table = []
-    for name in sorted(set(done) | set(live)):
-        counted = done.get(name, [0, 0, 0, 0])
-        now = live.get(name, HostLive())
-        table.append(
-            {
-                "host": name,
-                "in_flight": now.in_flight,
-                "done": counted[0],
-                "ok": counted[1],
-                "failed": counted[2],
-                "p50_ms": stats.percentile(sorted(latencies.get(name, [])), 50),
-                "refused": max(now.refused, counted[3]),
-                "paused_until": now.paused_until,
-                "pause_reason": now.pause_reason,
-            }
-        )
-    table.sort(key=_most_refused_then_slowest)
-    return table
+            tally.latencies.add(latency)
+
+    def rows(self, live: Mapping[str, HostLive]) -> list[dict[str, Any]]:
+        """The hosts table: with `live`, the fetching process's view (empty when it has none: a finished batch,
+        or cluster mode's web process), whose refusals count when they are ahead of the stored ones; the most
+        refused first, then the slowest, then by name."""
+        table = []
+        for name in sorted(set(self.hosts) | set(live)):
+            counted = self.hosts.get(name) or HostTally()
+            now = live.get(name, HostLive())
+            table.append(
+                {
+                    "host": name,
+                    "in_flight": now.in_flight,
+                    "done": counted.done,
+                    "ok": counted.ok,
+                    "failed": counted.failed,
+                    "p50_ms": counted.latencies.percentile(50),
+                    "refused": max(now.refused, counted.refused),
+                    "paused_until": now.paused_until,
+                    "pause_reason": now.pause_reason,
+                }
+            )
+        table.sort(key=_most_refused_then_slowest)
+        return table
+
+
+def host_table(results: Iterable[dict[str, Any]], live: Mapping[str, HostLive]) -> list[dict[str, Any]]:
+    """The hosts table of these results (HostTable.rows)."""
+    table = HostTable()
+    for result in results:
+        table.add(result)
+    return table.rows(live)
 
 
 def _most_refused_then_slowest(host: dict[str, Any]) -> tuple[int, float]:

@@ -29,7 +29,7 @@ from ..fetch.sources import Expansion, SourceError, SourceLimits
 from ..fetch.tls import now_utc
 from ..runs.certificates import EXPIRING_DAYS, expiring
 from ..runs.certificates import certificates as certificate_rows
-from ..runs.hosts import HOST_FIELDS, host_table
+from ..runs.hosts import HOST_FIELDS
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
 from ..runs.store.base import EVENT_TYPES, MAX_SEARCH, OUTCOMES, RESULT_SORTS, ResultQuery
@@ -1020,8 +1020,7 @@ def hosts(batch_id: str):
     """Per host of a batch: in flight, done, ok, failed, median ms, 429/503 answers and any pause (`format=csv`)."""
     batch = _batch_or_404(batch_id)
     fmt = _choice_arg("format", ("json", "csv")) or "json"
-    store = services().store
-    table = host_table(store.iter_results(batch.id), services().engine.hosts_live(batch.id))
+    table = services().reader.hosts(batch.id)
     if fmt == "json":
         return {"batch_id": batch.id, "hosts": table}
     text = io.StringIO()

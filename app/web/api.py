@@ -28,7 +28,6 @@ from ..fetch import guard
 from ..fetch.sources import Expansion, SourceError, SourceLimits
 from ..fetch.tls import now_utc
 from ..runs.certificates import EXPIRING_DAYS, expiring
-from ..runs.certificates import certificates as certificate_rows
 from ..runs.hosts import HOST_FIELDS
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
@@ -1038,7 +1037,7 @@ def certificates(batch_id: str):
     """The batch's certificate inventory: one row per (host, certificate) its stored results met, soonest expiry
     first, with how many URLs used it and a few of them; days_left counts from now."""
     batch = _batch_or_404(batch_id)
-    rows = certificate_rows(services().store, batch.id, now_utc())
+    rows = services().reader.certificates(batch.id, now_utc())
     return {
         "batch_id": batch.id,
         "certificates": rows,

@@ -437,7 +437,7 @@ class HostTable:
     """Per host of a batch, its stored results counted one at a time, so a read costs what its hosts cost.
 
     `refused` counts the 429 and 503 answers the results record (retried ones, a final one, a `rate_limited`
-    end); p50_ms comes from a sketch, within stats.RELATIVE_ACCURACY (1 %) of the exact median.
+    end); p50_ms is exact up to stats.SKETCH_FROM latencies a host, then within stats.RELATIVE_ACCURACY (1 %).
     """
 
     def __init__(self) -> None:

@@ -27,6 +27,7 @@ from app.fetch.follow import follow
 from app.runs.certificates import certificates, expiring
 from app.runs.engine import Fetching
 from app.runs.events import Event
+from app.runs.reader import BatchReader
 from tests.support.server import error_of
 from tests.support.tls_hosts import FORMULA, TlsHosts
 
@@ -337,6 +338,43 @@ def test_the_inventory_reads_final_and_redirect_hops_alike_in_either_store(store
         ("b.example:8443", "bb", 1, 177),
     ]
     assert rows[0]["url_examples"] == urls[:2] and expiring(rows) == 1
+
+
+class NothingInFlight:
+    """The engine's side of a batch no process fetches now."""
+
+    def hosts_live(self, batch_id: str) -> dict:
+        return {}
+
+
+def test_the_inventory_counted_as_results_come_in_any_order_ends_as_the_one_read_at_once(store_factory):
+    # The reader keeps a batch's inventory and counts only the results stored since its last read; results are
+    # stored as their fetches end, not in URL order, and the rows must come out as one read of them all gives.
+    store = store_factory(flush_interval=0.01)
+    batch_id = f"c{next(_ids)}"
+    urls = [f"https://a.example/{n}" for n in range(8)]
+    store.create_batch(batch_id, "certs", {}, urls, "2026-12-06T00:00:00.000Z")
+    a, b = _tls_of("aa", "2026-12-16T00:00:00Z"), _tls_of("bb", "2027-06-01T00:00:00Z")
+    events = []
+    for seq, index in enumerate(reversed(range(8)), 1):
+        data = {"index": index, "url": urls[index], "final_url": urls[index], "tls": a, "redirects": []}
+        if index % 3 == 0:  # redirected from b.example:8443
+            data["redirects"] = [{"url": "https://b.example:8443/", "tls": b}]
+        data |= {"ok": True, "status_code": 200, "error": None, "bytes": 0, "timings": {"total": 1.0}}
+        events.append(Event(batch_id, seq, "result", data, row=row_of(data)))
+    reader = BatchReader(store, NothingInFlight())
+    now = datetime.datetime(2026, 12, 6, tzinfo=datetime.UTC)
+    store.extend(events[:5])
+    assert store.flush(30)
+    assert [row["urls"] for row in reader.certificates(batch_id, now)] == [5, 2]
+    store.extend(events[5:])
+    assert store.flush(30)
+    rows = reader.certificates(batch_id, now)
+    assert rows == certificates(store, batch_id, now)
+    assert [(row["host"], row["urls"], row["url_examples"]) for row in rows] == [
+        ("a.example", 8, urls[:5]),
+        ("b.example:8443", 3, [urls[0], urls[3], urls[6]]),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

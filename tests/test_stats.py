@@ -14,7 +14,7 @@ import random
 import pytest
 
 from app.core.config import Config
-from app.core.stats import HISTOGRAM_BOUNDS_MS, RELATIVE_ACCURACY, Row, Tally, batch_summary
+from app.core.stats import HISTOGRAM_BOUNDS_MS, RELATIVE_ACCURACY, SKETCH_FROM, Row, Sketch, Tally, batch_summary
 from app.fetch import guard
 from app.runs.engine import Engine
 from app.runs.events import Event, EventBus
@@ -302,3 +302,18 @@ def test_merged_tallies_keep_their_latencies_for_exact_percentiles_only_when_bot
     assert [final[k] for k in ("p50_ms", "p90_ms", "p99_ms")] == [exact[k] for k in ("p50_ms", "p90_ms", "p99_ms")]
     left.merge(Tally.from_state(right.state()))  # its latencies did not travel: exact is no longer possible
     assert left.summary(exact=True) == left.summary()
+
+
+def test_a_sketch_gives_the_exact_median_of_a_few_latencies_and_one_within_the_stated_error_of_many():
+    rng = random.Random(18)
+    for count in (1, 2, SKETCH_FROM - 1, SKETCH_FROM, 5_000):
+        latencies = [rng.lognormvariate(4, 1.5) for _ in range(count)]
+        sketch = Sketch()
+        for latency in latencies:
+            sketch.add(latency)
+        exact = round(nearest_rank(sorted(latencies), 50), 2)
+        if count < SKETCH_FROM:
+            assert sketch.percentile(50) == exact, count
+        else:
+            assert within_stated_error(sketch.percentile(50), exact), count
+    assert Sketch().percentile(50) is None

@@ -16,6 +16,7 @@ HISTOGRAM_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 # Percentiles a batch shows, and the relative error allowed in those of a running batch.
 PERCENTILES = (50, 90, 95, 99)
 RELATIVE_ACCURACY = 0.01
+SKETCH_FROM = 64  # latencies a Sketch keeps as they are (512 bytes) before it sketches them
 # Errors that never reached the network say nothing about latency.
 NO_LATENCY = frozenset({"cancelled", "blocked", "invalid_url"})
 
@@ -286,19 +287,62 @@ class Tally:
 
     def _estimate(self, p: float) -> float | None:
         """The sketch's value at the nearest-rank percentile p, within RELATIVE_ACCURACY of the true one."""
-        n = self._timed
-        if not n:
-            return None
-        index = _rank(n, p) - 1  # 0-based
-        # The sketch takes a quantile q and looks up the value at 0-based rank q * (n - 1), counting a bin
-        # as holding that rank once its running count exceeds it: index + 0.5 falls inside the bin of the
-        # value at `index`, and never lands a float error short of it.
-        q = min(1.0, (index + 0.5) / (n - 1)) if n > 1 else 0.0
-        value = self._sketch.get_quantile_value(q)
-        if value is None:
-            return None
-        # A bin's representative value may lie just outside what was seen; min and max are exact.
-        return round(min(max(value, self._min_ms), self._max_ms), 2)
+        return _sketched(self._sketch, self._timed, self._min_ms, self._max_ms, p)
+
+
+class Sketch:
+    """Latencies for a percentile: kept as they are up to SKETCH_FROM of them (exact), then in a DDSketch whose
+    bins grow with the spread of the values (log scale), not their number (within RELATIVE_ACCURACY). What a
+    Tally does for a batch, for each of many parts of one (its hosts)."""
+
+    __slots__ = ("count", "_values", "_low", "_high", "_sketch")
+
+    def __init__(self) -> None:
+        """No latency yet."""
+        self.count = 0
+        self._values: array[float] | None = array("d")
+        self._low, self._high = math.inf, -math.inf
+        self._sketch: BaseDDSketch | None = None
+
+    def add(self, ms: float) -> None:
+        """Count one latency."""
+        self.count += 1
+        self._low, self._high = min(self._low, ms), max(self._high, ms)
+        if self._values is not None:
+            self._values.append(ms)
+            if len(self._values) < SKETCH_FROM:
+                return
+            self._sketch = BaseDDSketch(LogarithmicMapping(RELATIVE_ACCURACY), DenseStore(), DenseStore(), 0.0)
+            for value in self._values:
+                self._sketch.add(value)
+            self._values = None
+            return
+        assert self._sketch is not None
+        self._sketch.add(ms)
+
+    def percentile(self, p: float) -> float | None:
+        """The nearest-rank percentile p (exact, or within RELATIVE_ACCURACY once sketched), rounded to 0.01 ms;
+        None without latencies."""
+        if self._values is not None:
+            return percentile(sorted(self._values), p)
+        assert self._sketch is not None
+        return _sketched(self._sketch, self.count, self._low, self._high, p)
+
+
+def _sketched(sketch: BaseDDSketch, n: int, low: float, high: float, p: float) -> float | None:
+    """A sketch's value at the nearest-rank percentile p of its n values (low to high, exact)."""
+    if not n:
+        return None
+    index = _rank(n, p) - 1  # 0-based
+    # The sketch takes a quantile q and looks up the value at 0-based rank q * (n - 1), counting a bin
+    # as holding that rank once its running count exceeds it: index + 0.5 falls inside the bin of the
+    # value at `index`, and never lands a float error short of it.
+    q = min(1.0, (index + 0.5) / (n - 1)) if n > 1 else 0.0
+    value = sketch.get_quantile_value(q)
+    if value is None:
+        return None
+    # A bin's representative value may lie just outside what was seen; min and max are exact.
+    return round(min(max(value, low), high), 2)
 
 
 def _count_names(counts: dict[str, int], text: str) -> None:

@@ -55,6 +55,7 @@ class Host:
     learned: float = 0.0  # seconds between starts this host's refusals taught (0: none yet)
     learned_at: float = float("-inf")  # monotonic: refusals of requests started before this are old news
     lesson: float | None = None  # start of a refused request whose lesson waits for its neighbours' answers
+    lesson_seen: float = 0.0  # monotonic time that refusal was answered: what the host took is counted up to it
     answered: deque[float] = field(default_factory=deque)  # starts of the requests it took (not refused), lately
     queue: deque[int] = field(default_factory=deque)  # URL indexes waiting for this host
     timed_at: float | None = None  # when its live entry in the dispatcher's heap is due (None: it has none)
@@ -186,7 +187,7 @@ class Hosts:
             return False
         if now < host.paused_until:
             return False
-        interval = self._interval(host, now)
+        interval = self.interval_of(host, now)
         if interval:
             # One URL at a time waits for the interval: it is dispatched only once the last request has started.
             return host.starting == 0 and now >= host.last_start + interval
@@ -200,7 +201,7 @@ class Hosts:
 
     def _ready_at(self, host: Host, now: float) -> float | None:
         """When a host becomes ready by the clock; None when it waits for a slot or a start instead."""
-        interval = self._interval(host, now)
+        interval = self.interval_of(host, now)
         if (self.cap and host.in_flight >= self.cap) or (interval and host.starting):
             return None
         return max(host.paused_until, host.last_start + interval)
@@ -253,7 +254,7 @@ class Hosts:
         """A request to `host` starts now: wait out its interval and pause, then note the start; its time."""
         while True:
             now = time.monotonic()
-            ready_at = max(host.paused_until, host.last_start + self._interval(host, now))
+            ready_at = max(host.paused_until, host.last_start + self.interval_of(host, now))
             if now >= ready_at:
                 break
             gevent.sleep(ready_at - now)
@@ -276,25 +277,31 @@ class Hosts:
     def refused(self, host: Host, status: int, retrying: bool, started: float) -> None:
         """Count an answer with a retried status and the retry it leads to, and slow the host down.
 
-        The host took the requests answered so far that started in the second before the refused one: from
-        then on its requests start LEARN_MARGIN times further apart than that pace (twice as far apart as
-        before, when it refuses one sent at the learned pace), whatever the batch's per_host_interval.
+        The host took the requests it answered that started from a second before the refused one until its
+        refusal came back: from then on its requests start LEARN_MARGIN times further apart than that pace
+        (twice as far apart as before, when it refuses one sent at the learned pace), whatever the batch's
+        per_host_interval.
         """
         host.refused += 1
         if retrying:
             self.counters.retries[status] = self.counters.retries.get(status, 0) + 1
         if started < host.learned_at or host.lesson is not None:
             return  # sent before the last lesson, or the lesson of this burst is being drawn already
-        host.lesson = started
+        host.lesson, host.lesson_seen = started, time.monotonic()
 
-    def _interval(self, host: Host, now: float) -> float:
+    def interval_of(self, host: Host, now: float) -> float:
         """The seconds between two request starts to `host`: the batch's, or what its refusals taught.
 
         A refusal's lesson is drawn once the host's pause is over, so the requests sent alongside the
         refused one have their answers and the pace counted is the one the host took.
         """
         if host.lesson is not None and now >= host.paused_until:
-            taken = sum(1 for at in host.answered if host.lesson - LEARN_WINDOW < at < host.lesson)
+            # Requests that start together reach the host in any order: one started with the refused one, or
+            # after it but before its refusal came back, may have reached the host first and been taken. So the
+            # count ends at the refusal's answer, not its start: else a burst's refusal counts none of the burst
+            # and paces the host at one request per LEARN_MARGIN seconds.
+            since = host.lesson - LEARN_WINDOW
+            taken = sum(1 for at in host.answered if since < at <= host.lesson_seen)
             host.learned = max(2 * host.learned, LEARN_MARGIN * LEARN_WINDOW / max(1, taken))
             host.learned_at, host.lesson = now, None
         return max(self.interval, host.learned)
@@ -302,7 +309,12 @@ class Hosts:
     def took(self, host: Host, started: float) -> None:
         """The host answered a request that started at `started` without refusing it."""
         host.answered.append(started)
-        while host.answered and host.answered[0] < time.monotonic() - 2 * LEARN_WINDOW:
+        kept_from = time.monotonic() - 2 * LEARN_WINDOW
+        if host.lesson is not None:
+            # A lesson is drawn when the pause ends (a Retry-After may be longer than the window kept): its
+            # second of starts stays until then.
+            kept_from = min(kept_from, host.lesson - LEARN_WINDOW)
+        while host.answered and host.answered[0] < kept_from:
             host.answered.popleft()
 
     def requeue(self, index: int, state: Requeued) -> None:
@@ -410,50 +422,82 @@ HOST_FIELDS = ("host", "in_flight", "done", "ok", "failed", "p50_ms", "refused",
 REFUSED_STATUSES = frozenset({429, 503})  # what `refused` counts among stored final answers
 
 
-def host_table(results: Iterable[dict[str, Any]], live: Mapping[str, HostLive]) -> list[dict[str, Any]]:
-    """Per host of a batch: in flight, done (ok, failed; cancelled are neither), median latency, refusals and
-    any pause; the most refused first, then the slowest, then by name.
+@dataclass
+class HostTally:
+    """One host's stored results so far: done (ok, failed; cancelled are neither), refusals, latencies."""
 
-    `results` are the stored results; `live` the fetching process's view, empty when it has none (a finished
-    batch, or cluster mode's web process). `refused` counts the 429 and 503 answers the results record
-    (retried ones, a final one, a `rate_limited` end), or the live count when it is ahead.
+    done: int = 0
+    ok: int = 0
+    failed: int = 0
+    refused: int = 0
+    latencies: stats.Sketch = field(default_factory=stats.Sketch)
+
+
+class HostTable:
+    """Per host of a batch, its stored results counted one at a time, so a read costs what its hosts cost.
+
+    `refused` counts the 429 and 503 answers the results record (retried ones, a final one, a `rate_limited`
+    end); p50_ms is exact up to stats.SKETCH_FROM latencies a host, then within stats.RELATIVE_ACCURACY (1 %).
     """
-    done: dict[str, list[int]] = {}  # host -> [done, ok, failed, refusals]
-    latencies: dict[str, list[float]] = {}
-    for result in results:
+
+    def __init__(self) -> None:
+        """No result yet."""
+        self.hosts: dict[str, HostTally] = {}
+        self.seq = 0  # the stored events counted: those numbered up to this one
+
+    def add(self, result: dict[str, Any]) -> None:
+        """Count one stored result."""
         name = host_of(result["url"])
-        tally = done.setdefault(name, [0, 0, 0, 0])
+        tally = self.hosts.get(name)
+        if tally is None:
+            tally = self.hosts[name] = HostTally()  # a host whose URLs were all cancelled is listed too
         row = stats.row_of(result)
         kind = stats.outcome(row)
         if kind == "cancelled":
-            continue
-        tally[0] += 1
-        tally[1 if kind == "ok" else 2] += 1
-        tally[3] += result.get("refused", 0)
+            return
+        tally.done += 1
+        if kind == "ok":
+            tally.ok += 1
+        else:
+            tally.failed += 1
+        tally.refused += result.get("refused", 0)
         if row.status_code in REFUSED_STATUSES or row.error_kind == "rate_limited":
-            tally[3] += 1
+            tally.refused += 1
         latency = stats.latency_ms(row)
         if latency is not None:
-            latencies.setdefault(name, []).append(latency)
-    table = []
-    for name in sorted(set(done) | set(live)):
-        counted = done.get(name, [0, 0, 0, 0])
-        now = live.get(name, HostLive())
-        table.append(
-            {
-                "host": name,
-                "in_flight": now.in_flight,
-                "done": counted[0],
-                "ok": counted[1],
-                "failed": counted[2],
-                "p50_ms": stats.percentile(sorted(latencies.get(name, [])), 50),
-                "refused": max(now.refused, counted[3]),
-                "paused_until": now.paused_until,
-                "pause_reason": now.pause_reason,
-            }
-        )
-    table.sort(key=_most_refused_then_slowest)
-    return table
+            tally.latencies.add(latency)
+
+    def rows(self, live: Mapping[str, HostLive]) -> list[dict[str, Any]]:
+        """The hosts table: with `live`, the fetching process's view (empty when it has none: a finished batch,
+        or cluster mode's web process), whose refusals count when they are ahead of the stored ones; the most
+        refused first, then the slowest, then by name."""
+        table = []
+        for name in sorted(set(self.hosts) | set(live)):
+            counted = self.hosts.get(name) or HostTally()
+            now = live.get(name, HostLive())
+            table.append(
+                {
+                    "host": name,
+                    "in_flight": now.in_flight,
+                    "done": counted.done,
+                    "ok": counted.ok,
+                    "failed": counted.failed,
+                    "p50_ms": counted.latencies.percentile(50),
+                    "refused": max(now.refused, counted.refused),
+                    "paused_until": now.paused_until,
+                    "pause_reason": now.pause_reason,
+                }
+            )
+        table.sort(key=_most_refused_then_slowest)
+        return table
+
+
+def host_table(results: Iterable[dict[str, Any]], live: Mapping[str, HostLive]) -> list[dict[str, Any]]:
+    """The hosts table of these results (HostTable.rows)."""
+    table = HostTable()
+    for result in results:
+        table.add(result)
+    return table.rows(live)
 
 
 def _most_refused_then_slowest(host: dict[str, Any]) -> tuple[int, float]:

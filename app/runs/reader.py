@@ -7,19 +7,26 @@ summary; a batch left unfinished by a stopped process is counted from its stored
 
 from __future__ import annotations
 
+import datetime
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import gevent
 
 from ..core import stats
 from ..core.results import FINAL_STATUSES
+from .certificates import CertificateTable
 from .control import BatchControl
 from .engine import LiveState
+from .hosts import HostTable
 from .store import BatchRecord, Store
 
 SETTLE_POLL = 0.05  # seconds between reads while a batch's final state is still being committed
+TABLE_PAGE = 5_000  # stored results a table (hosts, certificates) counts per read
+TABLES_KEPT = 16  # tables kept between reads, the most recently read
+Table = TypeVar("Table", HostTable, CertificateTable)
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,39 @@ class BatchReader:
         # Stored rows of batches the engine holds, read once: what the engine's live state does not override
         # (name, num, options, total, created_at) cannot change while it holds them (delete waits for the end).
         self._held: dict[str, BatchRecord] = {}
+        # Tables of batches kept between reads (hosts, certificates), the most recently read last.
+        self._tables: OrderedDict[tuple[str, str], HostTable | CertificateTable] = OrderedDict()
+
+    def hosts(self, batch_id: str) -> list[dict[str, Any]]:
+        """The hosts table of a batch (hosts.HostTable.rows): its stored results, and the engine's live view."""
+        table = self._caught_up(batch_id, HostTable)
+        return table.rows(self.engine.hosts_live(batch_id))
+
+    def certificates(self, batch_id: str, now: datetime.datetime) -> list[dict[str, Any]]:
+        """The certificate inventory of a batch (certificates.CertificateTable.rows); days_left counts from `now`."""
+        return self._caught_up(batch_id, CertificateTable).rows(now)
+
+    def _caught_up(self, batch_id: str, kind: type[Table]) -> Table:
+        """A batch's table of this kind, counting the results stored since it was last read.
+
+        TABLES_KEPT tables are kept, so a poll of a running batch costs what its new results and its table's
+        rows cost, not every result again; a table read first (or again, once dropped) counts them all.
+        """
+        key = (kind.__name__, batch_id)
+        table = self._tables.pop(key, None) or kind()
+        self._tables[key] = table
+        while len(self._tables) > TABLES_KEPT:
+            self._tables.popitem(last=False)
+        while True:
+            events = self.store.events(batch_id, after=table.seq, limit=TABLE_PAGE, types=("result",))
+            for event in events:
+                # Two reads of one batch may interleave (each waits for the store): each result counts once.
+                if event["seq"] > table.seq:
+                    table.seq = event["seq"]
+                    table.add(event["data"])
+            if len(events) < TABLE_PAGE:
+                return cast(Table, table)
+            gevent.sleep(0)  # a long catch-up (a large batch read first) lets other requests in between pages
 
     def get(self, batch_id: str, recent: bool = False) -> BatchView | None:
         """One batch, or None; `recent`: a row read a moment ago will do (see Store.get_batch)."""

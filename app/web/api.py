@@ -28,8 +28,7 @@ from ..fetch import guard
 from ..fetch.sources import Expansion, SourceError, SourceLimits
 from ..fetch.tls import now_utc
 from ..runs.certificates import EXPIRING_DAYS, expiring
-from ..runs.certificates import certificates as certificate_rows
-from ..runs.hosts import HOST_FIELDS, host_table
+from ..runs.hosts import HOST_FIELDS
 from ..runs.notify import target_refusal
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
@@ -1047,8 +1046,7 @@ def hosts(batch_id: str):
     """Per host of a batch: in flight, done, ok, failed, median ms, 429/503 answers and any pause (`format=csv`)."""
     batch = _batch_or_404(batch_id)
     fmt = _choice_arg("format", ("json", "csv")) or "json"
-    store = services().store
-    table = host_table(store.iter_results(batch.id), services().engine.hosts_live(batch.id))
+    table = services().reader.hosts(batch.id)
     if fmt == "json":
         return {"batch_id": batch.id, "hosts": table}
     text = io.StringIO()
@@ -1073,7 +1071,7 @@ def certificates(batch_id: str):
     """The batch's certificate inventory: one row per (host, certificate) its stored results met, soonest expiry
     first, with how many URLs used it and a few of them; days_left counts from now."""
     batch = _batch_or_404(batch_id)
-    rows = certificate_rows(services().store, batch.id, now_utc())
+    rows = services().reader.certificates(batch.id, now_utc())
     return {
         "batch_id": batch.id,
         "certificates": rows,

@@ -16,6 +16,7 @@ import argparse
 import ipaddress
 import json
 import os
+import random
 import re
 import select
 import signal
@@ -540,9 +541,13 @@ def h_paced(req, m):
 
     ?rate=N: more than N requests in any second (all arrivals counted) get 429 with Retry-After: ?retry_after=
     (default 1) seconds. ?head=<status>: HEAD gets that status. ?delay=<ms> before answering. ?redirect=<url>:
-    302 to that URL (after the rate check).
+    302 to that URL (after the rate check). ?jitter=<ms>: each request arrives up to that much later (a random
+    share of it), so requests sent together arrive in any order, as over a network.
     """
     key = m.group(1)
+    jitter = req.num("jitter", 0, float, hi=1000)
+    if jitter:
+        gevent.sleep(random.random() * jitter / 1000.0)  # before it counts as arrived: a burst arrives in any order
     entry = {
         "method": req.method,
         "path": req.path,

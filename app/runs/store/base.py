@@ -125,8 +125,10 @@ class ListRecord:
     next_run_at: float | None  # epoch seconds; None while paused
     last_run_at: float | None
     runs: int  # runs started so far
-    skipped: int  # scheduled runs skipped: the one before was still going
+    skipped: int  # scheduled runs skipped: the one before was still going, or its source could not be read
     last_skipped_at: float | None
+    source: dict[str, Any] | None = None  # a sitemap or page read again at each run, instead of `urls` (then [])
+    last_skipped_reason: str | None = None  # why the last skipped run did not start
 
 
 # The columns of a lists row a ListRecord is made of, in its fields' order.
@@ -135,6 +137,7 @@ LIST_FIELDS = tuple(field for field in ListRecord.__dataclass_fields__)
 LIST_CHANGES = (
     "name",
     "urls",
+    "source",
     "options",
     "schedule",
     "notify",
@@ -158,7 +161,7 @@ class ListStore(Protocol):
     def scheduled_lists(self) -> list[tuple[str, float]]: ...
     def claim_slot(self, list_id: str, slot: float, following: float, now: float) -> bool: ...
     def number_run(self, list_id: str) -> int: ...
-    def note_skipped(self, list_id: str, now: float) -> None: ...
+    def note_skipped(self, list_id: str, now: float, reason: str) -> None: ...
     def list_runs(self, list_id: str, limit: int) -> list[str]: ...
 
 

@@ -48,6 +48,12 @@ function urlCount(count) {
   return `${fmtInt(count)} URL${count === 1 ? '' : 's'}`;
 }
 
+// What a list watches: its fixed URLs, or the sitemap or page read again at each run.
+function watchedText(list) {
+  if (!list.source) return urlCount(list.url_count);
+  return `${list.source.type === 'sitemap' ? 'sitemap' : 'links on'} ${list.source.url}`;
+}
+
 function notifyText(list) {
   if (!list.notify.length) return '–';
   const kinds = list.notify.map((target) => target.type).join(', ');
@@ -74,7 +80,7 @@ function listRow(list) {
   const name = h('a', { class: 'batch-link', href: withId(config.listPage, list.id), text: list.name });
   const next = list.paused ? 'paused' : fmtClock(list.next_run_at);
   return h('tr', { class: 'list-row', dataset: { listId: list.id } },
-    h('td', { class: 'col-name' }, name, h('span', { class: 'batch-id', text: urlCount(list.url_count) }),
+    h('td', { class: 'col-name' }, name, h('span', { class: 'batch-id list-watched', text: watchedText(list), title: watchedText(list) }),
       h('span', { class: 'list-schedule-short', text: scheduleText(list.schedule) })),
     h('td', { class: 'col-schedule', text: scheduleText(list.schedule) }),
     h('td', {}, last ? h('a', { href: withId(config.batchPage, last.id) }, verdictBadge(last)) : verdictBadge(null)),
@@ -148,8 +154,14 @@ function showList() {
   setText(state, list.paused ? 'paused' : 'scheduled');
   setText(byId('pause'), list.paused ? 'Resume' : 'Pause');
   const next = list.paused ? 'paused' : `next run ${fmtClock(list.next_run_at)}`;
-  const skipped = list.skipped.count ? ` · ${fmtInt(list.skipped.count)} skipped (the run before was still going)` : '';
-  setText(byId('list-meta'), `${scheduleText(list.schedule)} · ${next} · ${urlCount(list.url_count)} · keeps ${list.keep_runs} runs${skipped}`);
+  setText(byId('list-meta'), `${scheduleText(list.schedule)} · ${next} · ${watchedText(list)} · keeps ${list.keep_runs} runs`);
+  // Runs that did not start, and why the last one did not (the run before still going, its source unreadable).
+  const skipped = byId('list-skipped');
+  skipped.hidden = !list.skipped.count;
+  const when = list.skipped.last_at ? ` at ${fmtClock(list.skipped.last_at)}` : '';
+  setText(skipped, list.skipped.count
+    ? `${fmtInt(list.skipped.count)} run${list.skipped.count === 1 ? '' : 's'} not started; the last${when}: ${list.skipped.last_reason || 'the run before was still going'}`
+    : '');
 }
 
 let timer = null;
@@ -161,7 +173,7 @@ async function refreshList() {
     list = one.data;
     showList();
   }
-  showError(byId('list-error'), one.ok ? (runs.ok ? null : runs.error) : one.error);
+  showError(byId('list-error'), (one.ok ? null : one.error) || (runs.ok ? null : runs.error) || actionError);
   const going = runs.ok && runs.data.runs.some((run) => !FINAL_STATUSES.has(run.status));
   timer = setTimeout(refreshList, going ? LIVE_REFRESH_MS : REFRESH_MS);
   if (!runs.ok) return;
@@ -169,9 +181,12 @@ async function refreshList() {
     : [h('tr', { class: 'empty' }, h('td', { colspan: 6, text: 'No runs yet: the first comes at its schedule, or run it now.' }))]));
 }
 
+// The last action's refusal (a run not started, and why) stays shown until the next action.
+let actionError = null;
+
 async function act(request) {
   const { ok, error } = await request;
-  showError(byId('list-error'), ok ? null : error);
+  actionError = ok ? null : error;
   await refreshList();
   return ok;
 }

@@ -1,6 +1,6 @@
 // The watch lists' pages: /lists (a form for a new list, and every list with its last verdict, failures per run
 // as a small inline SVG, and its next run) and /lists/<id> (its runs, each with what changed from the run before).
-import { FINAL_STATUSES, api, badgeClass, byId, fmtClock, fmtInt, h, setText, svg, withId } from './common.js';
+import { FINAL_STATUSES, api, badgeClass, byId, fmtClock, fmtInt, h, setText, svg, withId, withQuery } from './common.js';
 
 const config = byId('page').dataset;
 const REFRESH_MS = 5000;
@@ -91,14 +91,33 @@ function listRow(list) {
   );
 }
 
+// The lists shown: the first LISTS_PAGE, and as many more as "Show more" asked for, read a page at a time.
+const LISTS_PAGE = 50;
+let wanted = LISTS_PAGE;
+
+async function readLists() {
+  const found = [];
+  let cursor = null;
+  do {
+    const query = { limit: Math.min(200, wanted - found.length), ...(cursor ? { cursor } : {}) };
+    const answer = await api(withQuery(config.apiLists, query));
+    if (!answer.ok) return answer;
+    found.push(...answer.data.lists);
+    cursor = answer.data.next_cursor;
+  } while (cursor && found.length < wanted);
+  return { ok: true, data: { lists: found, more: Boolean(cursor) } };
+}
+
 async function refreshLists() {
-  const { ok, data, error } = await api(config.apiLists);
+  const { ok, data, error } = await readLists();
   const rows = byId('list-rows');
   if (!ok) {
     setText(byId('lists-note'), error.message);
     return;
   }
-  setText(byId('lists-note'), `${data.lists.length} list${data.lists.length === 1 ? '' : 's'}`);
+  const count = `${data.lists.length} list${data.lists.length === 1 ? '' : 's'}`;
+  setText(byId('lists-note'), data.more ? `the first ${count}` : count);
+  byId('lists-more').hidden = !data.more;
   rows.replaceChildren(...(data.lists.length ? data.lists.map(listRow)
     : [h('tr', { class: 'empty' }, h('td', { colspan: 6, text: 'No watch lists yet: save one above, or from any batch page.' }))]));
 }
@@ -195,6 +214,10 @@ async function act(request) {
 
 if (config.page === 'lists') {
   byId('list-form').addEventListener('submit', saveList);
+  byId('lists-more').addEventListener('click', () => {
+    wanted += LISTS_PAGE;
+    refreshLists();
+  });
   refreshLists();
   setInterval(refreshLists, REFRESH_MS);
 } else {

@@ -139,3 +139,17 @@ def test_a_list_of_a_sitemap_shows_its_source_each_run_opens_on_its_diff_and_an_
     expect(row.locator(".list-watched")).to_have_text(f"sitemap {sitemap}")
     shot(phone, "sitemap-index")
     fits(phone)
+
+
+def test_the_lists_page_shows_50_lists_and_more_when_asked(server, target, page):
+    have = len(server.request("GET", "/api/v1/lists", params={"limit": 200}).json()["lists"])
+    for n in range(have, 53):
+        body = {"name": f"many {n}", "urls": [target.url("/ok")], "schedule": {"every": "6h"}}
+        assert server.request("POST", "/api/v1/lists", json=body).status_code == 201
+    page.goto(server.url("/lists"))
+    expect(page.locator(".list-row")).to_have_count(50)
+    expect(page.locator("#lists-note")).to_have_text("the first 50 lists")
+    page.click("#lists-more")
+    expect(page.locator(".list-row")).to_have_count(max(have, 53))
+    expect(page.locator("#lists-more")).to_be_hidden()
+    expect(page.locator("#lists-note")).to_have_text(f"{max(have, 53)} lists")

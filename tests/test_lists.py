@@ -183,12 +183,12 @@ def test_a_list_of_a_sitemap_reads_it_at_each_run_and_the_diff_shows_the_urls_ad
     after = runs_of(server, watched["id"])
     assert [run["id"] for run in after["runs"]] == [second["id"], first["id"]], "a source that fails starts no run"
     assert after["skipped"]["count"] == 1
-    assert after["skipped"]["last_reason"] == f"its source could not be read: the sitemap {sitemap} answered 500, not 200"
+    assert (
+        after["skipped"]["last_reason"] == f"its source could not be read: the sitemap {sitemap} answered 500, not 200"
+    )
 
 
-def test_a_scheduled_run_whose_source_cannot_be_read_is_skipped_with_its_reason_and_the_next_one_runs(
-    server, target
-):
+def test_a_scheduled_run_whose_source_cannot_be_read_is_skipped_with_its_reason_and_the_next_one_runs(server, target):
     tag = uuid.uuid4().hex[:8]
     sitemap = target.url(f"/sitemap/turns/{tag}.xml?turns=s404,0:1")
     watched = create(server, source={"type": "sitemap", "url": sitemap}, schedule={"every": "1s"})
@@ -317,6 +317,32 @@ def test_a_list_saved_from_a_batch_takes_its_urls_and_options(server, target):
     assert watched["options"]["concurrency"] == 3 and watched["name"] == batch["name"]
 
 
+def test_get_lists_pages_through_every_list_oldest_first(server, target):
+    made = [create(server, name=f"paged {n}", urls=[target.url("/ok")])["id"] for n in range(3)]
+    run = run_now(server, made[1])
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        response = server.request("GET", "/api/v1/lists", params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert len(body["lists"]) <= 2
+        seen += body["lists"]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        assert pages < 100
+    ids = [one["id"] for one in seen]
+    assert len(ids) == len(set(ids)), "no list twice"
+    assert [one for one in ids if one in made] == made, "oldest first"
+    recent = {one["id"]: [brief["id"] for brief in one["recent_runs"]] for one in seen}
+    assert (recent[made[0]], recent[made[1]]) == ([], [run["id"]])
+    for params, field in (({"limit": 0}, "limit"), ({"limit": 201}, "limit"), ({"cursor": "nonsense"}, "cursor")):
+        refused = server.request("GET", "/api/v1/lists", params=params)
+        assert refused.status_code == 400 and error_of(refused)["details"][0]["field"] == field
+
+
 # -- the schedule over time --------------------------------------------------------------------
 
 
@@ -370,6 +396,28 @@ def test_each_slot_is_claimed_once_in_either_store(store_factory):
     assert (found.skipped, found.last_skipped_reason) == (1, "its source could not be read: the sitemap answered 500")
     assert store.delete_list("l1") and store.get_list("l1") is None
     assert store.list_runs("l1", 10) == [], "a deleted list's runs stay as batches of no list"
+
+
+def test_the_last_runs_of_a_page_of_lists_are_read_at_once_in_either_store(store_factory):
+    store = store_factory()
+    for n, list_id in enumerate(("l1", "l2", "l3")):
+        store.create_list(
+            ListRecord(
+                list_id, list_id, ["http://a.test/"], {}, {"every": "1m"}, [], None, None, 30, False,
+                f"2026-12-06T00:00:0{n}.000Z", None, None, 0, 0, None,
+            )
+        )  # fmt: skip
+    for n in range(5):
+        store.create_batch(f"b{n}", f"l1 #{n}", {}, ["http://a.test/"], "2026-12-06T00:00:00.000Z", list_id="l1")
+    store.create_batch("c0", "l2 #1", {}, ["http://a.test/"], "2026-12-06T00:00:00.000Z", list_id="l2")
+    store.create_batch("alone", "alone", {}, ["http://a.test/"], "2026-12-06T00:00:00.000Z")
+    store.flush()
+    found = store.recent_list_runs(["l1", "l2", "l3"], 3)
+    assert [(record.list_id, record.id) for record in found] == [("l2", "c0"), ("l1", "b4"), ("l1", "b3"), ("l1", "b2")]
+    assert store.recent_list_runs([], 3) == []
+    first = store.page_lists(2)
+    assert [record.id for record in first] == ["l1", "l2"]
+    assert [record.id for record in store.page_lists(2, (first[-1].created_at, first[-1].id))] == ["l3"]
 
 
 # -- cluster mode ------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ FIELDS += ("keep_runs", "paused")
 DEFAULT_KEEP_RUNS = 30
 NOTIFY_FIELDS = ("notify", "notify_on", "consecutive_failures")  # passed into the options of each run
 RECENT_RUNS = 12  # runs a list shows in GET /lists (the sparkline's)
+LISTS_PAGE = 50  # lists in a page of GET /lists unless `limit` says
+MAX_LISTS_PAGE = 200
 # Diff summaries of two ended runs: they never change, so a list's runs page compares each pair once.
 _SUMMARIES: LRU[tuple[str, str], dict[str, int]] = LRU(256)
 
@@ -354,17 +356,32 @@ def create_list():
 
 @bp.get("/lists")
 def all_lists():
-    """Every watch list (without its URLs), each with its last runs (newest first) for a verdict and a sparkline,
-    and its last notification."""
-    shown = []
+    """The watch lists, oldest first, a page at a time (`limit`, `cursor`), without their URLs; each with its last
+    runs (newest first) for a verdict and a sparkline, and its last notification."""
+    limit = _int_arg("limit", LISTS_PAGE, 1, MAX_LISTS_PAGE)
     store = services().store
-    for record in store.all_lists():
+    records = store.page_lists(limit + 1, _list_cursor(request.args.get("cursor")))
+    page = records[:limit]
+    recent = services().reader.recent_list_runs([record.id for record in page], RECENT_RUNS)
+    shown = []
+    for record in page:
         one = list_json(record, full=False)
-        one["recent_runs"] = [_run_brief(view) for view in _recent(record, RECENT_RUNS)]
+        one["recent_runs"] = [_run_brief(view) for view in recent[record.id]]
         last = store.list_deliveries(record.id, 1) if record.notify else []
         one["last_delivery"] = delivery_json(last[0]) if last else None
         shown.append(one)
-    return {"lists": shown}
+    last_shown = page[-1] if len(records) > limit else None
+    return {"lists": shown, "next_cursor": f"{last_shown.created_at}_{last_shown.id}" if last_shown else None}
+
+
+def _list_cursor(raw: str | None) -> tuple[str, str] | None:
+    """A `cursor` of GET /lists (next_cursor of the page before) as (created_at, id); a 400 when it is not one."""
+    if raw is None:
+        return None
+    created_at, _, list_id = raw.rpartition("_")
+    if not created_at or not list_id or len(raw) > 100:
+        raise _invalid("cursor", "must be the next_cursor of the page before", "invalid_parameter")
+    return created_at, list_id
 
 
 @bp.get("/lists/<list_id>")

@@ -1787,8 +1787,11 @@ def list_schemas(config: Config) -> dict[str, Any]:
         "WatchList": watch_list,
         "WatchListList": {
             "type": "object",
-            "required": ["lists"],
-            "properties": {"lists": {"type": "array", "items": ref("WatchList")}},
+            "required": ["lists", "next_cursor"],
+            "properties": {
+                "lists": {"type": "array", "items": ref("WatchList")},
+                "next_cursor": nullable({"type": "string", "description": "The next page's cursor; null at the end."}),
+            },
         },
         "WatchListDeliveries": {
             "type": "object",
@@ -1838,7 +1841,16 @@ def list_operations() -> list[tuple[str, str, str, dict[str, Any]]]:
             "503": error("The store cannot write now."),
         },
     }
-    listing = {"responses": {"200": json_body(ref("WatchListList"), "Every list, oldest first, without its URLs.")}}
+    listing = {
+        "parameters": [
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Lists in the page."),
+            query("cursor", {"type": "string"}, "next_cursor of the page before."),
+        ],
+        "responses": {
+            "200": json_body(ref("WatchListList"), "A page of the lists, oldest first, without their URLs."),
+            "400": error("A parameter is out of range, or the cursor is not a next_cursor."),
+        },
+    }
     one = {
         "parameters": [list_id],
         "responses": {"200": json_body(ref("WatchList"), "The list."), "404": error("No such list.")},

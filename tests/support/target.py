@@ -642,7 +642,9 @@ def h_sitemap_turns(req, m):
         return
     lines = ['<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="%s">\n' % SITEMAP_NS]
     for number in turn.split(":"):
-        lines.append("<url><loc>%s/page/%s/%d</loc></url>\n" % (BASE_URL, m.group(1), _number(number, int, 0, 10**6, "turns")))
+        lines.append(
+            "<url><loc>%s/page/%s/%d</loc></url>\n" % (BASE_URL, m.group(1), _number(number, int, 0, 10**6, "turns"))
+        )
     lines.append("</urlset>\n")
     _send_document(req, ["".join(lines).encode()], False, "application/xml")
 

@@ -64,6 +64,13 @@ class ListRows:
         )
         return [_record(row) for row in rows]
 
+    def page_lists(self, limit: int, after: tuple[str, str] | None = None) -> list[ListRecord]:
+        """Lists oldest first, at most `limit`; `after` is the (created_at, id) of the last one of the page before."""
+        where, args = ("WHERE created_at > ? OR (created_at = ? AND id > ?)", after[:1] + after) if after else ("", ())
+        sql = f"SELECT {LIST_COLUMNS} FROM lists {where} ORDER BY created_at, id LIMIT ?"
+        rows = self._reading(lambda db: db.execute(sql, (*args, limit)).fetchall())
+        return [_record(row) for row in rows]
+
     def count_lists(self) -> int:
         """How many lists there are."""
         return int(self._reading(lambda db: db.execute("SELECT COUNT(*) FROM lists").fetchone()[0]))

@@ -3,6 +3,7 @@ runs never overlap, a slot missed while the server was down runs once, and only 
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 
@@ -11,6 +12,7 @@ import pytest
 from app.core.options import ValidationError
 from app.runs.diff import KINDS
 from app.runs.schedule import Schedule
+from app.runs.store import SQLiteStore
 from app.runs.store.base import ListRecord
 from tests.support.receiver import Receiver, verified
 from tests.support.server import GreenbatchServer, error_of
@@ -418,6 +420,28 @@ def test_the_last_runs_of_a_page_of_lists_are_read_at_once_in_either_store(store
     first = store.page_lists(2)
     assert [record.id for record in first] == ["l1", "l2"]
     assert [record.id for record in store.page_lists(2, (first[-1].created_at, first[-1].id))] == ["l3"]
+
+
+def test_a_sqlite_file_of_an_earlier_version_gets_the_lists_source_columns(tmp_path):
+    path = str(tmp_path / "old.db")
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as conn:  # the lists table as the version before sources made it
+        conn.execute("ALTER TABLE lists DROP COLUMN source")
+        conn.execute("ALTER TABLE lists DROP COLUMN last_skipped_reason")
+        conn.execute(
+            "INSERT INTO lists (id, name, urls, options, schedule, notify, keep_runs, created_at)"
+            """ VALUES ('old', 'old', '["http://a.test/"]', '{}', '{"every": "1h"}', '[]', 30, 'x')"""
+        )
+    store = SQLiteStore(path)
+    try:
+        found = store.get_list("old")
+        assert found is not None and (found.urls, found.source, found.last_skipped_reason) == (
+            ["http://a.test/"],
+            None,
+            None,
+        )
+    finally:
+        store.close()
 
 
 # -- cluster mode ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ runs never overlap, a slot missed while the server was down runs once, and only 
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import time
 import uuid
@@ -58,6 +59,11 @@ def runs_of(server, list_id: str) -> dict:
     response = server.request("GET", f"/api/v1/lists/{list_id}/runs")
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def epoch(text: str) -> float:
+    """An API time (2026-12-06T12:00:00.000Z) as epoch seconds."""
+    return dt.datetime.fromisoformat(text).timestamp()
 
 
 def wait_until(check, timeout: float, what: str):
@@ -199,6 +205,16 @@ def test_a_scheduled_run_whose_source_cannot_be_read_is_skipped_with_its_reason_
     assert shown["skipped"]["count"] == 1 and "answered 404, not 200" in shown["skipped"]["last_reason"]
     assert runs[0]["name"].endswith("#1") and runs[0]["counts"]["total"] == 2, "a skipped run takes no number"
     assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
+
+
+def test_a_source_slow_to_read_does_not_hold_back_the_other_lists_runs(server, target):
+    slow = create(server, source={"type": "sitemap", "url": target.url("/delay/3000")}, schedule={"every": "1s"})
+    quick = create(server, urls=[target.url("/ok")], schedule={"every": "1s"})
+    runs = wait_until(lambda: runs_of(server, quick["id"])["runs"], 3, "the quick list's first run")
+    late = epoch(runs[-1]["created_at"]) - epoch(quick["next_run_at"])
+    assert late < 1.5, f"its run started {late:.1f} s after its slot: it waited for the other list's source"
+    for watched in (slow, quick):
+        assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
 
 
 def test_a_list_saved_from_a_batch_of_a_sitemap_keeps_its_source(server, target):

@@ -21,6 +21,7 @@ import gevent
 from cronsim import CronSim, CronSimError
 from gevent.event import Event as Signal
 from gevent.lock import Semaphore
+from gevent.pool import Pool
 
 from ..core.clock import iso_at
 from ..core.config import Config
@@ -41,6 +42,7 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _EVERY = re.compile(r"^\s*(\d{1,7})\s*([smhd])\s*$")
 CRON_SAMPLES = 50  # successive cron slots whose gaps are checked against the shortest interval
 MAX_EVERY = 366 * 86400  # seconds: the longest `every` (a year)
+SOURCE_READS = 8  # lists' sources read at once for due runs; the scheduler waits for a free one beyond
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class Scheduler:
         self._wake = Signal()
         self._greenlet: gevent.Greenlet[[], None] | None = None
         self._locks: dict[str, Semaphore] = {}  # a list's runs start one at a time in this process
+        self._reads = Pool(SOURCE_READS)
 
     def start(self) -> None:
         """Start looking for due lists."""
@@ -138,6 +141,7 @@ class Scheduler:
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=5)
             self._greenlet = None
+        self._reads.kill(block=True, timeout=5)
 
     def wake(self) -> None:
         """Look at the lists now: one was added, changed or deleted."""
@@ -172,14 +176,23 @@ class Scheduler:
             if not self.store.claim_slot(list_id, slot, following, now):
                 continue  # another process took this slot
             upcoming.append(following - now)
-            try:
-                outcome = self.run(record, scheduled=True)
-            except StoreError as exc:  # this slot is lost (logged); the other lists still run
-                log.error("watch list %s: its run at %s could not be stored: %s", list_id, iso_at(slot), exc)
-                continue
-            if outcome.skipped is not None:
-                self.store.note_skipped(list_id, now, outcome.message)
+            if record.source is not None:
+                # Reading a source may take GREENBATCH_SOURCE_TIMEOUT: the other lists' slots must not wait for it.
+                self._reads.spawn(self._run_slot, record, slot, now)
+            else:
+                self._run_slot(record, slot, now)
         return max(0.01, min(upcoming))
+
+    def _run_slot(self, record: ListRecord, slot: float, now: float) -> None:
+        """Run a list at its claimed slot; a run that does not start is recorded with its reason."""
+        try:
+            outcome = self.run(record, scheduled=True)
+            if outcome.skipped is not None:
+                self.store.note_skipped(record.id, now, outcome.message)
+        except StoreError as exc:  # this slot is lost (logged); the other lists still run
+            log.error("watch list %s: its run at %s could not be stored: %s", record.id, iso_at(slot), exc)
+        except Exception:  # in a greenlet of its own, a failure would otherwise only reach stderr
+            log.exception("watch list %s: its run at %s failed", record.id, iso_at(slot))
 
     def run(self, record: ListRecord, scheduled: bool = False) -> RunOutcome:
         """Start a run of the list now, as a batch whose parent is its previous run; none while that one is going."""

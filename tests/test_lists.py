@@ -213,6 +213,12 @@ def test_a_source_slow_to_read_does_not_hold_back_the_other_lists_runs(server, t
     runs = wait_until(lambda: runs_of(server, quick["id"])["runs"], 3, "the quick list's first run")
     late = epoch(runs[-1]["created_at"]) - epoch(quick["next_run_at"])
     assert late < 1.5, f"its run started {late:.1f} s after its slot: it waited for the other list's source"
+    skipped = wait_until(
+        lambda: (shown := server.request("GET", f"/api/v1/lists/{slow['id']}").json()["skipped"])["count"] and shown,
+        3,
+        "the slow list's next slot skipped",
+    )
+    assert skipped["last_reason"] == "its previous run was still starting (reading its source)", "no queue of slots"
     for watched in (slow, quick):
         assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
 

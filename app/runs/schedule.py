@@ -176,7 +176,10 @@ class Scheduler:
             if not self.store.claim_slot(list_id, slot, following, now):
                 continue  # another process took this slot
             upcoming.append(following - now)
-            if record.source is not None:
+            starting = self._locks.get(list_id)
+            if starting is not None and starting.locked():  # never a queue of slots behind a slow source
+                self.store.note_skipped(list_id, now, "its previous run was still starting (reading its source)")
+            elif record.source is not None:
                 # Reading a source may take GREENBATCH_SOURCE_TIMEOUT: the other lists' slots must not wait for it.
                 self._reads.spawn(self._run_slot, record, slot, now)
             else:

@@ -9,6 +9,7 @@ processes may run a scheduler); after each run, the runs beyond the list's keep_
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -20,11 +21,16 @@ import gevent
 from cronsim import CronSim, CronSimError
 from gevent.event import Event as Signal
 from gevent.lock import Semaphore
+from gevent.pool import Pool
 
 from ..core.clock import iso_at
 from ..core.config import Config
-from ..core.options import BatchOptions, ValidationError
+from ..core.options import MAX_META_CHARS, BatchOptions, ValidationError
 from ..core.results import FINAL_STATUSES
+from ..core.sources import Source
+from ..core.urllist import UrlList
+from ..fetch import guard
+from ..fetch.sources import Expansion, SourceError, SourceLimits, batch_urls
 from .control import BatchControl
 from .store import Store, StoreError
 from .store.base import ListRecord
@@ -36,6 +42,7 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _EVERY = re.compile(r"^\s*(\d{1,7})\s*([smhd])\s*$")
 CRON_SAMPLES = 50  # successive cron slots whose gaps are checked against the shortest interval
 MAX_EVERY = 366 * 86400  # seconds: the longest `every` (a year)
+SOURCE_READS = 8  # lists' sources read at once for due runs; the scheduler waits for a free one beyond
 
 
 @dataclass(frozen=True)
@@ -105,8 +112,11 @@ class RunOutcome:
     """What starting a list's run did: the batch it started, or why it started none."""
 
     batch_id: str | None
-    skipped: str | None = None  # "overlap": the previous run is still going; "refused": the options no longer pass
+    # "overlap": the previous run is still going; "refused": the options no longer pass; "source": its source could
+    # not be read (`code` says how: source_timeout, not_a_sitemap, empty_source...)
+    skipped: str | None = None
     message: str = ""
+    code: str = ""
 
 
 class Scheduler:
@@ -120,6 +130,7 @@ class Scheduler:
         self._wake = Signal()
         self._greenlet: gevent.Greenlet[[], None] | None = None
         self._locks: dict[str, Semaphore] = {}  # a list's runs start one at a time in this process
+        self._reads = Pool(SOURCE_READS)
 
     def start(self) -> None:
         """Start looking for due lists."""
@@ -130,6 +141,7 @@ class Scheduler:
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=5)
             self._greenlet = None
+        self._reads.kill(block=True, timeout=5)
 
     def wake(self) -> None:
         """Look at the lists now: one was added, changed or deleted."""
@@ -164,14 +176,26 @@ class Scheduler:
             if not self.store.claim_slot(list_id, slot, following, now):
                 continue  # another process took this slot
             upcoming.append(following - now)
-            try:
-                outcome = self.run(record, scheduled=True)
-            except StoreError as exc:  # this slot is lost (logged); the other lists still run
-                log.error("watch list %s: its run at %s could not be stored: %s", list_id, iso_at(slot), exc)
-                continue
-            if outcome.skipped == "overlap":
-                self.store.note_skipped(list_id, now)
+            starting = self._locks.get(list_id)
+            if starting is not None and starting.locked():  # never a queue of slots behind a slow source
+                self.store.note_skipped(list_id, now, "its previous run was still starting (reading its source)")
+            elif record.source is not None:
+                # Reading a source may take GREENBATCH_SOURCE_TIMEOUT: the other lists' slots must not wait for it.
+                self._reads.spawn(self._run_slot, record, slot, now)
+            else:
+                self._run_slot(record, slot, now)
         return max(0.01, min(upcoming))
+
+    def _run_slot(self, record: ListRecord, slot: float, now: float) -> None:
+        """Run a list at its claimed slot; a run that does not start is recorded with its reason."""
+        try:
+            outcome = self.run(record, scheduled=True)
+            if outcome.skipped is not None:
+                self.store.note_skipped(record.id, now, outcome.message)
+        except StoreError as exc:  # this slot is lost (logged); the other lists still run
+            log.error("watch list %s: its run at %s could not be stored: %s", record.id, iso_at(slot), exc)
+        except Exception:  # in a greenlet of its own, a failure would otherwise only reach stderr
+            log.exception("watch list %s: its run at %s failed", record.id, iso_at(slot))
 
     def run(self, record: ListRecord, scheduled: bool = False) -> RunOutcome:
         """Start a run of the list now, as a batch whose parent is its previous run; none while that one is going."""
@@ -188,13 +212,50 @@ class Scheduler:
             except ValidationError as exc:  # a limit lowered since the list was saved
                 log.error("watch list %s: not run, its options no longer pass: %s %s", record.id, exc, exc.details)
                 return RunOutcome(None, "refused", f"its options no longer pass: {exc}")
+            urls: list[str] | UrlList = record.urls
+            if record.source is not None:
+                try:
+                    urls, options = self.expanded(record.source, options)
+                except SourceError as exc:
+                    log.error("watch list %s: not run, its source could not be read: %s", record.id, exc)
+                    return RunOutcome(None, "source", f"its source could not be read: {exc}", exc.code)
             number = self.store.number_run(record.id)
             batch_id = self.engine.submit(
-                record.urls, options, f"{record.name} #{number}"[:200], parent_id=parent, list_id=record.id
+                urls,
+                options,
+                f"{record.name} #{number}"[:200],
+                parent_id=parent,
+                source=record.source,
+                list_id=record.id,
             )
             log.info("watch list %s: run #%d is batch %s", record.id, number, batch_id)
         self.prune(record)
         return RunOutcome(batch_id)
+
+    def expanded(self, raw: dict[str, Any], options: BatchOptions) -> tuple[UrlList, BatchOptions]:
+        """A list's source read now as a batch submitted with it is (the guard on every fetch, the same limits):
+        its URLs, and the options with each URL's meta; SourceError naming why it cannot be."""
+        try:
+            source = Source.parse(raw, self.config)
+            url = guard.check_url(source.url, self.config.max_url_length)
+        except (ValidationError, guard.InvalidUrl) as exc:  # a limit lowered since the list was saved
+            raise SourceError(f"the source no longer passes: {exc}", code="invalid_source") from None
+        refusal = self.engine.policy.refuses_literal(url)
+        if refusal is not None:
+            raise SourceError(f"source.url {url} cannot be fetched: {refusal}", code="invalid_source")
+        source = dataclasses.replace(source, url=url)
+        found = batch_urls(
+            Expansion(source, self.engine.policy, SourceLimits.from_config(self.config)), self.config.max_urls
+        )
+        # Each URL's meta (a sitemap's lastmod, a link's found_on) is its row's meta, as in a submitted batch.
+        rows = {
+            index: {"meta": {key: value[:MAX_META_CHARS] for key, value in meta.items()}}
+            for index, (_, meta) in enumerate(found)
+            if meta
+        }
+        if rows:
+            options = dataclasses.replace(options, rows=rows)
+        return UrlList.of(url for url, _ in found), options
 
     def run_options(self, record: ListRecord) -> dict[str, Any]:
         """The options each run of the list is submitted with: its own, and whom to notify when it ends."""

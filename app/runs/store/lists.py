@@ -11,7 +11,7 @@ from .base import LIST_CHANGES, LIST_FIELDS, ListRecord
 from .queries import Reading
 
 _T = TypeVar("_T")
-JSON_FIELDS = ("urls", "options", "schedule", "notify")
+JSON_FIELDS = ("urls", "options", "schedule", "notify", "source")
 LIST_COLUMNS = ", ".join(LIST_FIELDS)
 
 
@@ -19,7 +19,7 @@ def _record(row: tuple[Any, ...]) -> ListRecord:
     """A lists row (LIST_COLUMNS) as a record."""
     values = dict(zip(LIST_FIELDS, row, strict=True))
     for name in JSON_FIELDS:
-        values[name] = json.loads(values[name])
+        values[name] = None if values[name] is None else json.loads(values[name])
     values["paused"] = bool(values["paused"])
     return ListRecord(**values)
 
@@ -27,7 +27,7 @@ def _record(row: tuple[Any, ...]) -> ListRecord:
 def _column(name: str, value: Any) -> Any:
     """A record's value as its column holds it."""
     if name in JSON_FIELDS:
-        return json.dumps(value)
+        return None if value is None else json.dumps(value)
     if name == "paused":
         return int(bool(value))
     return value
@@ -62,6 +62,13 @@ class ListRows:
         rows = self._reading(
             lambda db: db.execute(f"SELECT {LIST_COLUMNS} FROM lists ORDER BY created_at, id").fetchall()
         )
+        return [_record(row) for row in rows]
+
+    def page_lists(self, limit: int, after: tuple[str, str] | None = None) -> list[ListRecord]:
+        """Lists oldest first, at most `limit`; `after` is the (created_at, id) of the last one of the page before."""
+        where, args = ("WHERE created_at > ? OR (created_at = ? AND id > ?)", after[:1] + after) if after else ("", ())
+        sql = f"SELECT {LIST_COLUMNS} FROM lists {where} ORDER BY created_at, id LIMIT ?"
+        rows = self._reading(lambda db: db.execute(sql, (*args, limit)).fetchall())
         return [_record(row) for row in rows]
 
     def count_lists(self) -> int:
@@ -123,11 +130,12 @@ class ListRows:
 
         return self._in_transaction(count)
 
-    def note_skipped(self, list_id: str, now: float) -> None:
-        """Record a scheduled run skipped because the list's previous run was still going."""
+    def note_skipped(self, list_id: str, now: float, reason: str) -> None:
+        """Record a run that did not start, and why (its previous run was still going, its source unreadable)."""
         self._in_transaction(
             lambda db: db.execute(
-                "UPDATE lists SET skipped = skipped + 1, last_skipped_at = ? WHERE id = ?", (now, list_id)
+                "UPDATE lists SET skipped = skipped + 1, last_skipped_at = ?, last_skipped_reason = ? WHERE id = ?",
+                (now, reason, list_id),
             )
         )
 

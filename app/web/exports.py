@@ -206,32 +206,42 @@ def _json_array_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[bytes]:
 def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...]) -> Iterator[str]:
     """Results as CSV, a store page per chunk, every field quoted and spreadsheet formulas defused."""
     yield _csv_text([[_cell(name) for name in (*CSV_COLUMNS, *meta_columns)]])
-    plain = _plain_verdicts(len(meta_columns))
-    for values, timings in pages:
-        lines, verdicts = _csv_page_lines(values, timings)
-        yield "".join(
-            line[:-2] + "," + (_plain_verdict(more, plain) or _verdict_fields(more, meta_columns)) + "\r\n"
-            for line, more in zip(lines, verdicts)
-        )
+    plain = _plain_verdicts(meta_columns)
+    for values, timings, verdicts in pages:
+        yield _csv_page(values, timings, *_verdict_texts(verdicts, meta_columns, plain))
 
 
-def _plain_verdicts(metas: int) -> dict[str | None, str]:
-    """The verdict fields of the results that need no work, by their outcome: an outcome alone (None: a result
-    stored before outcomes)."""
-    empty = ',""' * (len(VERDICT_COLUMNS) - 1 + metas)
-    plain: dict[str | None, str] = {name: f'"{name}"{empty}' for name in OUTCOMES}
-    plain[None] = '""' + empty
+def _plain_verdicts(meta_columns: tuple[str, ...]) -> dict[bytes, bytes]:
+    """The verdicts that need no work, as SQLite extracts them (_VERDICT_PATHS' JSON array, a line's end
+    after it), and the CSV fields each stands for: an outcome (or none, for a result stored before outcomes)
+    with no reasons, expectations or meta."""
+    empty = b',""' * (len(VERDICT_COLUMNS) - 1 + len(meta_columns))
+    plain = {}
+    for reasons in (b"[]", b"null"):  # an empty list (as the engine writes them), or none
+        for outcome in (*OUTCOMES, None):
+            fields = b',"' + (outcome or "").encode() + b'"' + empty + b"\n"
+            plain[b"[" + orjson.dumps(outcome) + b"," + reasons + b",null,null,null,null]\n"] = fields
     return plain
 
 
-def _plain_verdict(verdict: list[Any] | dict[str, Any], plain: dict[str | None, str]) -> str | None:
-    """A result's verdict fields when it has an outcome alone (no reasons, expectations or meta), else None."""
-    if isinstance(verdict, dict):
-        return None
-    outcome, reasons, status, final_url, final_status, meta = verdict
-    if reasons or meta or status is not None or final_url is not None or final_status is not None:
-        return None
-    return plain.get(outcome) if outcome is None or isinstance(outcome, str) else None
+def _verdict_texts(verdicts: bytes, meta_columns: tuple[str, ...], plain: dict[bytes, bytes]) -> tuple[list[str], int]:
+    """Each result's verdict and meta fields (each after a comma), from their values at _VERDICT_PATHS (JSON
+    arrays, a line a result, or a stored result where SQLite could not read its text); and how many quotes
+    they hold in all."""
+    # A plain verdict's array ends its line: matched up to the line break, it is the whole line (json_extract
+    # writes one value for each path, and a string's quote is never escaped after a comma or a bracket).
+    text = verdicts + b"\n"
+    for array, fields in plain.items():
+        text = text.replace(array, fields)
+        if b"[" not in text:  # every verdict is in words
+            break
+    texts = text.decode().split("\n")[:-1]
+    if b"\n[" in text or b"\n{" in text or text[:1] in (b"[", b"{"):  # a verdict with work to do
+        for i, verdict in enumerate(texts):
+            if verdict[:1] in ("[", "{"):
+                texts[i] = "," + _verdict_fields(json.loads(verdict), meta_columns)
+        return texts, sum(verdict.count('"') for verdict in texts)
+    return texts, text.count(b'"')
 
 
 def _verdict_fields(data: list[Any] | dict[str, Any], meta_columns: tuple[str, ...]) -> str:
@@ -285,10 +295,10 @@ _VALUE_PATHS = (
 )
 _EXPECTED = ("status", "final_url", "final_status")
 _VERDICT_PATHS = ("$.outcome", "$.reasons", *(f"$.expect.{name}" for name in _EXPECTED), "$.meta")
-# The values and the verdict's in one json_extract (SQLite 3.40 parses a row's JSON again for each), the timings
-# in another (their text is turned into fields as it is).
-_CSV_PATHS = ((*_VALUE_PATHS, *_VERDICT_PATHS), tuple(f"$.timings.{name}" for name in TIMINGS))
-_VERDICT_AT = len(_VALUE_PATHS)  # where a result's verdict values begin in its extracted values
+# The values, the timings and the verdict's, each group in one json_extract (SQLite 3.40 reads a row's JSON once
+# for all three): the values for orjson, the timings' text turned into fields as it is, and the verdicts' text
+# matched whole against the few that need no work.
+_CSV_PATHS = (_VALUE_PATHS, tuple(f"$.timings.{name}" for name in TIMINGS), _VERDICT_PATHS)
 
 
 def csv_line(result: dict[str, Any], meta_columns: tuple[str, ...] = ()) -> str:
@@ -392,9 +402,9 @@ _NUMBER_LIST = b"0123456789.-,[]\n"  # the characters of timings' JSON, besides 
 _QUOTES_PER_LINE = 2 * len(_BASE_COLUMNS)
 
 
-def _csv_page_lines(values: bytes, timings: bytes) -> tuple[list[str], list[Any]]:
-    """A page of results as CSV lines of the fetch's columns, and each result's verdict values (or its stored
-    result), from their values and timings (JSON arrays, a line a result)."""
+def _csv_page(values: bytes, timings: bytes, ends: list[str], end_quotes: int) -> str:
+    """A page of results as CSV lines, from their values and timings (JSON arrays, a line a result) and each
+    one's verdict fields (`ends`, holding `end_quotes` quotes in all)."""
     results = None
     if not values.startswith(b"{") and b"\n{" not in values:  # a stored text SQLite could not read, in their place
         try:
@@ -402,35 +412,29 @@ def _csv_page_lines(values: bytes, timings: bytes) -> tuple[list[str], list[Any]
         except orjson.JSONDecodeError:  # what only json reads (a lone surrogate): line by line
             pass
     if results is None:
-        read = [json.loads(line) for line in values.split(b"\n")]
-        lines = list(map(_careful_csv_line, read, timings.split(b"\n")))
-        return lines, [data if isinstance(data, dict) else data[_VERDICT_AT:] for data in read]
-    verdicts = [result[_VERDICT_AT:] for result in results]
+        return "".join(map(_careful_csv_line, values.split(b"\n"), timings.split(b"\n"), ends))
     careful = _careful_values(values) | _careful_timings(timings, len(results))
     # [3.0,null,0.4] becomes 3.0","","0.4: the timings' fields, less the quotes around them all.
     fields = timings.replace(b"null", b"").replace(b"[", b"").replace(b"]", b"").replace(b",", b'","')
-    lines = list(map(_plain_csv_line, results, fields.decode().split("\n")))
-    text = "".join(lines)  # to count its quotes
-    # Every line has two quotes a field or more: more where a value's text held a quote after all.
-    quotes = _QUOTES_PER_LINE * (len(lines) - len(careful)) + sum(lines[i].count('"') for i in careful)
-    if text.count('"') != quotes:
-        careful.update(i for i, line in enumerate(lines) if line.count('"') != _QUOTES_PER_LINE)
+    lines = list(map(_plain_csv_line, results, fields.decode().split("\n"), ends))
+    text = "".join(lines)
+    # Every line has two quotes a field or more before its verdict: more where a value's text held a quote after all.
+    if text.count('"') != _QUOTES_PER_LINE * len(lines) + end_quotes:
+        careful.update(i for i, line in enumerate(lines) if line.count('"') != _QUOTES_PER_LINE + ends[i].count('"'))
     if not careful:
-        return lines, verdicts
+        return text
     value_lines, timing_lines = values.split(b"\n"), timings.split(b"\n")
     for i in careful:
-        read = json.loads(value_lines[i])
-        lines[i] = _careful_csv_line(read, timing_lines[i])
-        verdicts[i] = read[_VERDICT_AT:]
-    return lines, verdicts
+        lines[i] = _careful_csv_line(value_lines[i], timing_lines[i], ends[i])
+    return "".join(lines)
 
 
-def _careful_csv_line(values: list[Any] | dict[str, Any], timings: bytes) -> str:
+def _careful_csv_line(values: bytes, timings: bytes, end: str) -> str:
     """A result's CSV line from its values and timings as json reads them (or from its stored result, which the
-    store hands over in place of its values where SQLite could not read its text)."""
-    if isinstance(values, dict):
-        return _csv_line_of(*_base_fields(values))
-    return _csv_line_of(values[:_VERDICT_AT], json.loads(timings))
+    store hands over in place of its values where SQLite could not read its text), and its verdict fields."""
+    read = json.loads(values)
+    line = _csv_line_of(*_base_fields(read)) if isinstance(read, dict) else _csv_line_of(read, json.loads(timings))
+    return line[:-2] + end + "\r\n"
 
 
 def _careful_values(values: bytes) -> set[int]:
@@ -474,24 +478,12 @@ def _lines_at(text: bytes, places: list[int]) -> set[int]:
     return lines
 
 
-def _plain_csv_line(values: list[Any], timings: str) -> str:
-    """_csv_line_of a result with no quote and nothing to defuse in its values, and its timings' fields,
-    without csv's writer."""
+def _plain_csv_line(values: list[Any], timings: str, end: str) -> str:
+    """_csv_line_of a result with no quote and nothing to defuse in its values, with its timings' fields and its
+    verdict fields, without csv's writer."""
     index, url, final_url, status, ok, kind, message, size, content_type, redirects, attempts, started, finished = (
-        values[0],
-        values[1],
-        values[2],
-        values[3],
-        values[4],
-        values[5],
-        values[6],
-        values[7],
-        values[8],
-        values[9],
-        values[10],
-        values[11],
-        values[12],
-    )  # the first _VERDICT_AT values (indexing, not a slice: no list made per line)
+        values
+    )
     # Each field as csv writes it: str() of the value, "" for None, inside quotes.
     return (
         f'"{index}","{url}","{"" if final_url is None else final_url}","{"" if status is None else status}",'
@@ -499,5 +491,5 @@ def _plain_csv_line(values: list[Any], timings: str) -> str:
         f'"{"" if message is None else message}","{"" if size is None else size}",'
         f'"{"" if content_type is None else content_type}","{len(redirects or ())}",'
         f'"{"" if attempts is None else attempts}","{"" if started is None else started}",'
-        f'"{"" if finished is None else finished}","{timings}"\r\n'
+        f'"{"" if finished is None else finished}","{timings}"{end}\r\n'
     )

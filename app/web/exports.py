@@ -206,42 +206,61 @@ def _json_array_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[bytes]:
 def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...]) -> Iterator[str]:
     """Results as CSV, a store page per chunk, every field quoted and spreadsheet formulas defused."""
     yield _csv_text([[_cell(name) for name in (*CSV_COLUMNS, *meta_columns)]])
-    plain = _plain_verdicts(meta_columns)
-    for values, timings, verdicts in pages:
-        yield _csv_page(values, timings, *_verdict_texts(verdicts, meta_columns, plain))
+    plain = _plain_verdicts(len(meta_columns))
+    ends = {outcome: f",{fields}\r\n" for outcome, fields in plain.items()}
+    for values, timings in pages:
+        if _plain_verdicts_only(values):  # each line ends with its outcome's fields, written as it is
+            yield "".join(_csv_page_lines(values, timings, ends)[0])
+            continue
+        lines, verdicts = _csv_page_lines(values, timings)
+        yield "".join(
+            line[:-2] + "," + (_plain_verdict(more, plain) or _verdict_fields(more, meta_columns)) + "\r\n"
+            for line, more in zip(lines, verdicts)
+        )
 
 
-def _plain_verdicts(meta_columns: tuple[str, ...]) -> dict[bytes, bytes]:
-    """The verdicts that need no work, as SQLite extracts them (_VERDICT_PATHS' JSON array, a line's end
-    after it), and the CSV fields each stands for: an outcome (or none, for a result stored before outcomes)
-    with no reasons, expectations or meta."""
-    empty = b',""' * (len(VERDICT_COLUMNS) - 1 + len(meta_columns))
-    plain = {}
-    for reasons in (b"[]", b"null"):  # an empty list (as the engine writes them), or none
-        for outcome in (*OUTCOMES, None):
-            fields = b',"' + (outcome or "").encode() + b'"' + empty + b"\n"
-            plain[b"[" + orjson.dumps(outcome) + b"," + reasons + b",null,null,null,null]\n"] = fields
+# How the verdict values of a result that needs no work end its extracted values (_VERDICT_PATHS, a line's end
+# after them): an outcome (none, for a result stored before outcomes) with no reasons (none, or the empty list
+# the engine writes), expectations or meta; the most common first.
+_PLAIN_TAILS = tuple(
+    b"," + orjson.dumps(outcome) + b"," + reasons + b",null,null,null,null]\n"
+    for outcome, reasons in [("ok", b"[]"), (None, b"null")]
+    + [(o, r) for r in (b"[]", b"null") for o in (*OUTCOMES, None) if (o, r) not in (("ok", b"[]"), (None, b"null"))]
+)
+
+
+def _plain_verdicts_only(values: bytes) -> bool:
+    """Whether every result of a page (its values, JSON arrays a line each) has a verdict that needs no work.
+
+    A tail matched up to the line's end is the line's last values: json_extract writes one value for each
+    path, and a string's quote is never escaped after a comma, so "ok" there is a whole string.
+    """
+    text = values + b"\n"
+    results, found = text.count(b"\n"), 0
+    for tail in _PLAIN_TAILS:
+        found += text.count(tail)
+        if found == results:
+            return True
+    return False
+
+
+def _plain_verdicts(metas: int) -> dict[str | None, str]:
+    """The verdict fields of the results that need no work, by their outcome: an outcome alone (None: a result
+    stored before outcomes)."""
+    empty = ',""' * (len(VERDICT_COLUMNS) - 1 + metas)
+    plain: dict[str | None, str] = {name: f'"{name}"{empty}' for name in OUTCOMES}
+    plain[None] = '""' + empty
     return plain
 
 
-def _verdict_texts(verdicts: bytes, meta_columns: tuple[str, ...], plain: dict[bytes, bytes]) -> tuple[list[str], int]:
-    """Each result's verdict and meta fields (each after a comma), from their values at _VERDICT_PATHS (JSON
-    arrays, a line a result, or a stored result where SQLite could not read its text); and how many quotes
-    they hold in all."""
-    # A plain verdict's array ends its line: matched up to the line break, it is the whole line (json_extract
-    # writes one value for each path, and a string's quote is never escaped after a comma or a bracket).
-    text = verdicts + b"\n"
-    for array, fields in plain.items():
-        text = text.replace(array, fields)
-        if b"[" not in text:  # every verdict is in words
-            break
-    texts = text.decode().split("\n")[:-1]
-    if b"\n[" in text or b"\n{" in text or text[:1] in (b"[", b"{"):  # a verdict with work to do
-        for i, verdict in enumerate(texts):
-            if verdict[:1] in ("[", "{"):
-                texts[i] = "," + _verdict_fields(json.loads(verdict), meta_columns)
-        return texts, sum(verdict.count('"') for verdict in texts)
-    return texts, text.count(b'"')
+def _plain_verdict(verdict: list[Any] | dict[str, Any], plain: dict[str | None, str]) -> str | None:
+    """A result's verdict fields when it has an outcome alone (no reasons, expectations or meta), else None."""
+    if isinstance(verdict, dict):
+        return None
+    outcome, reasons, status, final_url, final_status, meta = verdict
+    if reasons or meta or status is not None or final_url is not None or final_status is not None:
+        return None
+    return plain.get(outcome) if outcome is None or isinstance(outcome, str) else None
 
 
 def _verdict_fields(data: list[Any] | dict[str, Any], meta_columns: tuple[str, ...]) -> str:
@@ -295,10 +314,10 @@ _VALUE_PATHS = (
 )
 _EXPECTED = ("status", "final_url", "final_status")
 _VERDICT_PATHS = ("$.outcome", "$.reasons", *(f"$.expect.{name}" for name in _EXPECTED), "$.meta")
-# The values, the timings and the verdict's, each group in one json_extract (SQLite 3.40 reads a row's JSON once
-# for all three): the values for orjson, the timings' text turned into fields as it is, and the verdicts' text
-# matched whole against the few that need no work.
-_CSV_PATHS = (_VALUE_PATHS, tuple(f"$.timings.{name}" for name in TIMINGS), _VERDICT_PATHS)
+# The values and the verdict's in one json_extract (SQLite 3.40 parses a row's JSON again for each), the timings
+# in another (their text is turned into fields as it is).
+_CSV_PATHS = ((*_VALUE_PATHS, *_VERDICT_PATHS), tuple(f"$.timings.{name}" for name in TIMINGS))
+_VERDICT_AT = len(_VALUE_PATHS)  # where a result's verdict values begin in its extracted values
 
 
 def csv_line(result: dict[str, Any], meta_columns: tuple[str, ...] = ()) -> str:
@@ -402,9 +421,12 @@ _NUMBER_LIST = b"0123456789.-,[]\n"  # the characters of timings' JSON, besides 
 _QUOTES_PER_LINE = 2 * len(_BASE_COLUMNS)
 
 
-def _csv_page(values: bytes, timings: bytes, ends: list[str], end_quotes: int) -> str:
-    """A page of results as CSV lines, from their values and timings (JSON arrays, a line a result) and each
-    one's verdict fields (`ends`, holding `end_quotes` quotes in all)."""
+def _csv_page_lines(
+    values: bytes, timings: bytes, ends: dict[str | None, str] | None = None
+) -> tuple[list[str], list[Any]]:
+    """A page of results as CSV lines of the fetch's columns, and each result's verdict values (or its stored
+    result), from their values and timings (JSON arrays, a line a result). With `ends` (a page whose verdicts
+    all need no work), each line ends with its outcome's verdict fields instead."""
     results = None
     if not values.startswith(b"{") and b"\n{" not in values:  # a stored text SQLite could not read, in their place
         try:
@@ -412,29 +434,44 @@ def _csv_page(values: bytes, timings: bytes, ends: list[str], end_quotes: int) -
         except orjson.JSONDecodeError:  # what only json reads (a lone surrogate): line by line
             pass
     if results is None:
-        return "".join(map(_careful_csv_line, values.split(b"\n"), timings.split(b"\n"), ends))
+        read = [json.loads(line) for line in values.split(b"\n")]
+        lines = list(map(_careful_csv_line, read, timings.split(b"\n")))
+        return lines, [data if isinstance(data, dict) else data[_VERDICT_AT:] for data in read]
     careful = _careful_values(values) | _careful_timings(timings, len(results))
     # [3.0,null,0.4] becomes 3.0","","0.4: the timings' fields, less the quotes around them all.
     fields = timings.replace(b"null", b"").replace(b"[", b"").replace(b"]", b"").replace(b",", b'","')
-    lines = list(map(_plain_csv_line, results, fields.decode().split("\n"), ends))
-    text = "".join(lines)
-    # Every line has two quotes a field or more before its verdict: more where a value's text held a quote after all.
-    if text.count('"') != _QUOTES_PER_LINE * len(lines) + end_quotes:
-        careful.update(i for i, line in enumerate(lines) if line.count('"') != _QUOTES_PER_LINE + ends[i].count('"'))
+    if ends is None:
+        verdicts = [result[_VERDICT_AT:] for result in results]
+        lines = list(map(_plain_csv_line, results, fields.decode().split("\n")))
+        per_line = _QUOTES_PER_LINE
+    else:
+        verdicts = []
+        lines = list(map(_plain_csv_line_and_verdict, results, fields.decode().split("\n"), itertools.repeat(ends)))
+        per_line = _QUOTES_PER_LINE + ends[None].count('"')  # every plain verdict has as many fields
+    text = "".join(lines)  # to count its quotes
+    # Every line has two quotes a field or more: more where a value's text held a quote after all.
+    quotes = per_line * (len(lines) - len(careful)) + sum(lines[i].count('"') for i in careful)
+    if text.count('"') != quotes:
+        careful.update(i for i, line in enumerate(lines) if line.count('"') != per_line)
     if not careful:
-        return text
+        return lines, verdicts
     value_lines, timing_lines = values.split(b"\n"), timings.split(b"\n")
     for i in careful:
-        lines[i] = _careful_csv_line(value_lines[i], timing_lines[i], ends[i])
-    return "".join(lines)
+        read = json.loads(value_lines[i])
+        lines[i] = _careful_csv_line(read, timing_lines[i])
+        if ends is None:
+            verdicts[i] = read[_VERDICT_AT:]
+        else:
+            lines[i] = lines[i][:-2] + ends[read[_VERDICT_AT]]
+    return lines, verdicts
 
 
-def _careful_csv_line(values: bytes, timings: bytes, end: str) -> str:
+def _careful_csv_line(values: list[Any] | dict[str, Any], timings: bytes) -> str:
     """A result's CSV line from its values and timings as json reads them (or from its stored result, which the
-    store hands over in place of its values where SQLite could not read its text), and its verdict fields."""
-    read = json.loads(values)
-    line = _csv_line_of(*_base_fields(read)) if isinstance(read, dict) else _csv_line_of(read, json.loads(timings))
-    return line[:-2] + end + "\r\n"
+    store hands over in place of its values where SQLite could not read its text)."""
+    if isinstance(values, dict):
+        return _csv_line_of(*_base_fields(values))
+    return _csv_line_of(values[:_VERDICT_AT], json.loads(timings))
 
 
 def _careful_values(values: bytes) -> set[int]:
@@ -478,12 +515,24 @@ def _lines_at(text: bytes, places: list[int]) -> set[int]:
     return lines
 
 
-def _plain_csv_line(values: list[Any], timings: str, end: str) -> str:
-    """_csv_line_of a result with no quote and nothing to defuse in its values, with its timings' fields and its
-    verdict fields, without csv's writer."""
+def _plain_csv_line(values: list[Any], timings: str) -> str:
+    """_csv_line_of a result with no quote and nothing to defuse in its values, and its timings' fields,
+    without csv's writer."""
     index, url, final_url, status, ok, kind, message, size, content_type, redirects, attempts, started, finished = (
-        values
-    )
+        values[0],
+        values[1],
+        values[2],
+        values[3],
+        values[4],
+        values[5],
+        values[6],
+        values[7],
+        values[8],
+        values[9],
+        values[10],
+        values[11],
+        values[12],
+    )  # the first _VERDICT_AT values (indexing, not a slice: no list made per line)
     # Each field as csv writes it: str() of the value, "" for None, inside quotes.
     return (
         f'"{index}","{url}","{"" if final_url is None else final_url}","{"" if status is None else status}",'
@@ -491,5 +540,21 @@ def _plain_csv_line(values: list[Any], timings: str, end: str) -> str:
         f'"{"" if message is None else message}","{"" if size is None else size}",'
         f'"{"" if content_type is None else content_type}","{len(redirects or ())}",'
         f'"{"" if attempts is None else attempts}","{"" if started is None else started}",'
-        f'"{"" if finished is None else finished}","{timings}"{end}\r\n'
+        f'"{"" if finished is None else finished}","{timings}"\r\n'
+    )
+
+
+def _plain_csv_line_and_verdict(values: list[Any], timings: str, ends: dict[str | None, str]) -> str:
+    """_plain_csv_line of a result whose verdict needs no work, ending with its outcome's verdict fields."""
+    (
+        index, url, final_url, status, ok, kind, message, size, content_type, redirects, attempts, started, finished,
+        outcome, _, _, _, _, _,
+    ) = values  # fmt: skip
+    return (
+        f'"{index}","{url}","{"" if final_url is None else final_url}","{"" if status is None else status}",'
+        f'"{"" if ok is None else "true" if ok else "false"}","{"" if kind is None else kind}",'
+        f'"{"" if message is None else message}","{"" if size is None else size}",'
+        f'"{"" if content_type is None else content_type}","{len(redirects or ())}",'
+        f'"{"" if attempts is None else attempts}","{"" if started is None else started}",'
+        f'"{"" if finished is None else finished}","{timings}"{ends[outcome]}'
     )

@@ -209,7 +209,7 @@ def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...
     plain = _plain_verdicts(len(meta_columns))
     ends = {outcome: f",{fields}\r\n" for outcome, fields in plain.items()}
     for values, timings in pages:
-        if _plain_verdicts_only(values):  # each line ends with its outcome's fields, written as it is
+        if _plain_verdicts_only(values):  # each line ends with its outcome's fields
             yield "".join(_csv_page_lines(values, timings, ends)[0])
             continue
         lines, verdicts = _csv_page_lines(values, timings)
@@ -448,13 +448,15 @@ def _csv_page_lines(
         verdicts = []
         lines = list(map(_plain_csv_line_and_verdict, results, fields.decode().split("\n"), itertools.repeat(ends)))
         per_line = _QUOTES_PER_LINE + ends[None].count('"')  # every plain verdict has as many fields
-    text = "".join(lines)  # to count its quotes
-    # Every line has two quotes a field or more: more where a value's text held a quote after all.
-    quotes = per_line * (len(lines) - len(careful)) + sum(lines[i].count('"') for i in careful)
-    if text.count('"') != quotes:
-        careful.update(i for i, line in enumerate(lines) if line.count('"') != per_line)
+    text = "".join(lines)
+    # Every line has two quotes a field, more only where a value's text holds one: escaped in JSON (a careful
+    # result, written again), or where str() writes a list or an object holding a text with an apostrophe.
+    if b"'" in values:
+        quotes = per_line * (len(lines) - len(careful)) + sum(lines[i].count('"') for i in careful)
+        if text.count('"') != quotes:
+            careful.update(i for i, line in enumerate(lines) if line.count('"') != per_line)
     if not careful:
-        return lines, verdicts
+        return [text] if ends is not None else lines, verdicts
     value_lines, timing_lines = values.split(b"\n"), timings.split(b"\n")
     for i in careful:
         read = json.loads(value_lines[i])

@@ -209,39 +209,37 @@ def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...
     plain = _plain_verdicts(len(meta_columns))
     ends = {outcome: f",{fields}\r\n" for outcome, fields in plain.items()}
     for values, timings in pages:
-        if _plain_verdicts_only(values):  # each line ends with its outcome's fields
-            yield "".join(_csv_page_lines(values, timings, ends)[0])
+        lines, verdicts = _csv_page_lines(values, timings, ends)
+        if verdicts is None:  # every line ends with its outcome's fields
+            yield "".join(lines)
             continue
-        lines, verdicts = _csv_page_lines(values, timings)
         yield "".join(
             line[:-2] + "," + (_plain_verdict(more, plain) or _verdict_fields(more, meta_columns)) + "\r\n"
             for line, more in zip(lines, verdicts)
         )
 
 
-# How the verdict values of a result that needs no work end its extracted values (_VERDICT_PATHS, a line's end
-# after them): an outcome (none, for a result stored before outcomes) with no reasons (none, or the empty list
-# the engine writes), expectations or meta; the most common first.
+# How the verdict values of a result that needs no work end its extracted values (_VERDICT_PATHS, the line's
+# end after them): an outcome (none, for a result stored before outcomes) with no reasons (none, or the empty
+# list the engine writes), expectations or meta.
 _PLAIN_TAILS = tuple(
-    b"," + orjson.dumps(outcome) + b"," + reasons + b",null,null,null,null]\n"
-    for outcome, reasons in [("ok", b"[]"), (None, b"null")]
-    + [(o, r) for r in (b"[]", b"null") for o in (*OUTCOMES, None) if (o, r) not in (("ok", b"[]"), (None, b"null"))]
+    b"," + orjson.dumps(outcome) + b"," + reasons + b",null,null]"
+    for reasons in (b"[]", b"null")
+    for outcome in (*OUTCOMES, None)
 )
 
 
-def _plain_verdicts_only(values: bytes) -> bool:
+def _plain_verdicts_only(values: bytes, results: int) -> bool:
     """Whether every result of a page (its values, JSON arrays a line each) has a verdict that needs no work.
 
     A tail matched up to the line's end is the line's last values: json_extract writes one value for each
     path, and a string's quote is never escaped after a comma, so "ok" there is a whole string.
     """
-    text = values + b"\n"
-    results, found = text.count(b"\n"), 0
-    for tail in _PLAIN_TAILS:
-        found += text.count(tail)
-        if found == results:
+    last = values[values.rfind(b"\n") + 1 :]
+    for tail in _PLAIN_TAILS:  # most pages hold results of one kind: the last one's
+        if last.endswith(tail) and values.count(tail + b"\n") == results - 1:
             return True
-    return False
+    return any(map(last.endswith, _PLAIN_TAILS)) and sum(values.count(t + b"\n") for t in _PLAIN_TAILS) == results - 1
 
 
 def _plain_verdicts(metas: int) -> dict[str | None, str]:
@@ -257,8 +255,8 @@ def _plain_verdict(verdict: list[Any] | dict[str, Any], plain: dict[str | None, 
     """A result's verdict fields when it has an outcome alone (no reasons, expectations or meta), else None."""
     if isinstance(verdict, dict):
         return None
-    outcome, reasons, status, final_url, final_status, meta = verdict
-    if reasons or meta or status is not None or final_url is not None or final_status is not None:
+    outcome, reasons, expect, meta = verdict
+    if reasons or meta or any(value is not None for value in _expected(expect)):
         return None
     return plain.get(outcome) if outcome is None or isinstance(outcome, str) else None
 
@@ -267,13 +265,17 @@ def _verdict_fields(data: list[Any] | dict[str, Any], meta_columns: tuple[str, .
     """A result's verdict and meta fields, from their values at _VERDICT_PATHS (or its whole stored result, where
     SQLite could not read its text), quoted and defused; without the line's end."""
     if isinstance(data, dict):  # the stored result itself
-        expect = data.get("expect") or {}
-        data = [data.get("outcome"), data.get("reasons"), *(expect.get(k) for k in _EXPECTED), data.get("meta")]
-    outcome, reasons, status, final_url, final_status, meta = data
+        data = [data.get("outcome"), data.get("reasons"), data.get("expect"), data.get("meta")]
+    outcome, reasons, expect, meta = data
     meta = meta if isinstance(meta, dict) else {}
-    fields = [outcome, reasons_text(reasons or []), status, final_url, final_status]
+    fields = [outcome, reasons_text(reasons or []), *_expected(expect)]
     fields += [_meta_text(meta.get(name)) for name in meta_columns]
     return _csv_text([[_cell(v) for v in fields]])[:-2]
+
+
+def _expected(expect: Any) -> list[Any]:
+    """The expected status, final URL and final status of a result's expectations (None where it has none)."""
+    return [expect.get(name) for name in _EXPECTED] if isinstance(expect, dict) else [None] * len(_EXPECTED)
 
 
 def reasons_text(reasons: list[dict[str, Any]]) -> str:
@@ -313,9 +315,9 @@ _VALUE_PATHS = (
     "$.finished_at",
 )
 _EXPECTED = ("status", "final_url", "final_status")
-_VERDICT_PATHS = ("$.outcome", "$.reasons", *(f"$.expect.{name}" for name in _EXPECTED), "$.meta")
-# The values and the verdict's in one json_extract (SQLite 3.40 parses a row's JSON again for each), the timings
-# in another (their text is turned into fields as it is).
+_VERDICT_PATHS = ("$.outcome", "$.reasons", "$.expect", "$.meta")  # expect: one path, not one a key (fewer lookups)
+# The values and the verdict's in one json_extract, the timings in another (their text is turned into fields as
+# it is); SQLite 3.40 keeps a row's parsed JSON for the second.
 _CSV_PATHS = ((*_VALUE_PATHS, *_VERDICT_PATHS), tuple(f"$.timings.{name}" for name in TIMINGS))
 _VERDICT_AT = len(_VALUE_PATHS)  # where a result's verdict values begin in its extracted values
 
@@ -323,9 +325,7 @@ _VERDICT_AT = len(_VALUE_PATHS)  # where a result's verdict values begin in its 
 def csv_line(result: dict[str, Any], meta_columns: tuple[str, ...] = ()) -> str:
     """One result as a line of the CSV download of a batch with these meta columns."""
     line = _csv_line_of(*_base_fields(result))
-    expect = result.get("expect") or {}
-    more = [result.get("outcome"), result.get("reasons"), *(expect.get(k) for k in _EXPECTED), result.get("meta")]
-    return line[:-2] + "," + _verdict_fields(more, meta_columns) + "\r\n"
+    return line[:-2] + "," + _verdict_fields(result, meta_columns) + "\r\n"
 
 
 def _base_fields(result: dict[str, Any]) -> tuple[list[Any], list[Any]]:
@@ -421,18 +421,17 @@ _NUMBER_LIST = b"0123456789.-,[]\n"  # the characters of timings' JSON, besides 
 _QUOTES_PER_LINE = 2 * len(_BASE_COLUMNS)
 
 
-def _csv_page_lines(
-    values: bytes, timings: bytes, ends: dict[str | None, str] | None = None
-) -> tuple[list[str], list[Any]]:
+def _csv_page_lines(values: bytes, timings: bytes, ends: dict[str | None, str]) -> tuple[list[str], list[Any] | None]:
     """A page of results as CSV lines of the fetch's columns, and each result's verdict values (or its stored
-    result), from their values and timings (JSON arrays, a line a result). With `ends` (a page whose verdicts
-    all need no work), each line ends with its outcome's verdict fields instead."""
-    results = None
-    if not values.startswith(b"{") and b"\n{" not in values:  # a stored text SQLite could not read, in their place
-        try:
-            results = orjson.loads(b"[" + values.replace(b"\n", b",") + b"]")  # JSON holds no raw line break
-        except orjson.JSONDecodeError:  # what only json reads (a lone surrogate): line by line
-            pass
+    result), from their values and timings (JSON arrays, a line a result); or, where every verdict needs no
+    work, as whole lines, each ending with `ends` of its outcome (and no verdict values)."""
+    try:
+        results = orjson.loads(b"".join((b"[", values.replace(b"\n", b","), b"]")))  # JSON holds no raw line break
+    except orjson.JSONDecodeError:  # what only json reads (a lone surrogate): line by line
+        results = None
+    plain = results is not None and _plain_verdicts_only(values, len(results))
+    if not plain and (values.startswith(b"{") or b"\n{" in values):  # a stored text SQLite could not read
+        results = None  # in place of the values (a plain verdict's line ends with a `]`)
     if results is None:
         read = [json.loads(line) for line in values.split(b"\n")]
         lines = list(map(_careful_csv_line, read, timings.split(b"\n")))
@@ -440,28 +439,29 @@ def _csv_page_lines(
     careful = _careful_values(values) | _careful_timings(timings, len(results))
     # [3.0,null,0.4] becomes 3.0","","0.4: the timings' fields, less the quotes around them all.
     fields = timings.replace(b"null", b"").replace(b"[", b"").replace(b"]", b"").replace(b",", b'","')
-    if ends is None:
+    verdicts: list[Any] | None = None
+    if not plain:
         verdicts = [result[_VERDICT_AT:] for result in results]
         lines = list(map(_plain_csv_line, results, fields.decode().split("\n")))
         per_line = _QUOTES_PER_LINE
     else:
-        verdicts = []
         lines = list(map(_plain_csv_line_and_verdict, results, fields.decode().split("\n"), itertools.repeat(ends)))
         per_line = _QUOTES_PER_LINE + ends[None].count('"')  # every plain verdict has as many fields
-    text = "".join(lines)
     # Every line has two quotes a field, more only where a value's text holds one: escaped in JSON (a careful
     # result, written again), or where str() writes a list or an object holding a text with an apostrophe.
-    if b"'" in values:
+    apostrophe = b"'" in values
+    text = "".join(lines) if plain or apostrophe else ""
+    if apostrophe:
         quotes = per_line * (len(lines) - len(careful)) + sum(lines[i].count('"') for i in careful)
         if text.count('"') != quotes:
             careful.update(i for i, line in enumerate(lines) if line.count('"') != per_line)
     if not careful:
-        return [text] if ends is not None else lines, verdicts
+        return [text] if plain else lines, verdicts
     value_lines, timing_lines = values.split(b"\n"), timings.split(b"\n")
     for i in careful:
         read = json.loads(value_lines[i])
         lines[i] = _careful_csv_line(read, timing_lines[i])
-        if ends is None:
+        if verdicts is not None:
             verdicts[i] = read[_VERDICT_AT:]
         else:
             lines[i] = lines[i][:-2] + ends[read[_VERDICT_AT]]
@@ -550,7 +550,7 @@ def _plain_csv_line_and_verdict(values: list[Any], timings: str, ends: dict[str 
     """_plain_csv_line of a result whose verdict needs no work, ending with its outcome's verdict fields."""
     (
         index, url, final_url, status, ok, kind, message, size, content_type, redirects, attempts, started, finished,
-        outcome, _, _, _, _, _,
+        outcome, _, _, _,
     ) = values  # fmt: skip
     return (
         f'"{index}","{url}","{"" if final_url is None else final_url}","{"" if status is None else status}",'

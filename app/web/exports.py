@@ -219,27 +219,23 @@ def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...
         )
 
 
-# How the verdict values of a result that needs no work end its extracted values (_VERDICT_PATHS, the line's
-# end after them): an outcome (none, for a result stored before outcomes) with no reasons (none, or the empty
-# list the engine writes), expectations or meta.
-_PLAIN_TAILS = tuple(
-    b"," + orjson.dumps(outcome) + b"," + reasons + b",null,null]"
-    for reasons in (b"[]", b"null")
-    for outcome in (*OUTCOMES, None)
-)
+# How a result's extracted values end (_VERDICT_PATHS, the line's end after them) when its verdict needs no work
+# besides its outcome: no reasons (the empty list the engine writes, or none), expectations or meta.
+_PLAIN_TAILS = (b",[],null,null]", b",null,null,null]")
 
 
 def _plain_verdicts_only(values: bytes, results: int) -> bool:
-    """Whether every result of a page (its values, JSON arrays a line each) has a verdict that needs no work.
+    """Whether every result of a page (its values, JSON arrays a line each) has no reasons, expectations or meta.
 
     A tail matched up to the line's end is the line's last values: json_extract writes one value for each
-    path, and a string's quote is never escaped after a comma, so "ok" there is a whole string.
+    path, and `[]` followed by a comma at the end is a whole value.
     """
     last = values[values.rfind(b"\n") + 1 :]
-    for tail in _PLAIN_TAILS:  # most pages hold results of one kind: the last one's
-        if last.endswith(tail) and values.count(tail + b"\n") == results - 1:
-            return True
-    return any(map(last.endswith, _PLAIN_TAILS)) and sum(values.count(t + b"\n") for t in _PLAIN_TAILS) == results - 1
+    if not last.endswith(_PLAIN_TAILS):
+        return False
+    first, other = _PLAIN_TAILS if last.endswith(_PLAIN_TAILS[0]) else reversed(_PLAIN_TAILS)
+    found = values.count(first + b"\n")  # most pages hold results of one kind: the last one's
+    return found == results - 1 or found + values.count(other + b"\n") == results - 1
 
 
 def _plain_verdicts(metas: int) -> dict[str | None, str]:
@@ -439,14 +435,18 @@ def _csv_page_lines(values: bytes, timings: bytes, ends: dict[str | None, str]) 
     careful = _careful_values(values) | _careful_timings(timings, len(results))
     # [3.0,null,0.4] becomes 3.0","","0.4: the timings' fields, less the quotes around them all.
     fields = timings.replace(b"null", b"").replace(b"[", b"").replace(b"]", b"").replace(b",", b'","')
+    timing_fields = fields.decode().split("\n")
     verdicts: list[Any] | None = None
+    if plain:
+        try:
+            lines = list(map(_plain_csv_line_and_verdict, results, timing_fields, itertools.repeat(ends)))
+            per_line = _QUOTES_PER_LINE + ends[None].count('"')  # every plain verdict has as many fields
+        except (KeyError, TypeError):  # an outcome of no kind there is: its verdict is read on its own
+            plain = False
     if not plain:
         verdicts = [result[_VERDICT_AT:] for result in results]
-        lines = list(map(_plain_csv_line, results, fields.decode().split("\n")))
+        lines = list(map(_plain_csv_line, results, timing_fields))
         per_line = _QUOTES_PER_LINE
-    else:
-        lines = list(map(_plain_csv_line_and_verdict, results, fields.decode().split("\n"), itertools.repeat(ends)))
-        per_line = _QUOTES_PER_LINE + ends[None].count('"')  # every plain verdict has as many fields
     # Every line has two quotes a field, more only where a value's text holds one: escaped in JSON (a careful
     # result, written again), or where str() writes a list or an object holding a text with an apostrophe.
     apostrophe = b"'" in values

@@ -395,6 +395,10 @@ def _cell(value: Any) -> Any:
 #   hold nothing to quote or defuse: their line is joined straight from them.
 # - A number's stored text is its repr (orjson and json write the shortest text that reads back the same
 #   float), except in exponent form and below 0.0001.
+# - Most pages hold results whose verdict is an outcome alone: their lines end alike (_PLAIN_TAILS), found
+#   by counting those ends in the page's text, and each line is written whole with its outcome's fields.
+#   Only an apostrophe lets str() put a quote in a line of such values (a list or an object holding a text
+#   with one), so the page's quotes are counted only where its text holds one.
 # Any other result's line is _csv_line_of its values as json reads them; tests/test_exports.py checks that
 # a download's lines are those of the row-by-row conversion, whatever the results hold.
 

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.core.stats import row_of
+from app.core.verdict import OUTCOMES
 from app.runs.events import Event
 from app.runs.store import SQLiteStore, Store
 from app.web.exports import CSV_COLUMNS, TIMINGS, chunks
@@ -226,6 +227,42 @@ def test_every_csv_line_is_what_the_reference_conversion_writes_whatever_a_resul
 @settings(FAST, max_examples=60)
 @given(st.lists(results(), min_size=1, max_size=30))
 def test_every_csv_line_from_postgresql_is_what_the_reference_conversion_writes_whatever_a_result_holds(store, results):
+    csv_lines_are_the_reference_conversions(store, results)
+
+
+def with_plain_verdict(result: dict, outcome: str | None, reasons: list | None) -> dict:
+    """The result with a verdict that needs no work: an outcome with no reasons (none, or the empty list the
+    engine writes) and no expectations, or no verdict at all (a result stored before outcomes)."""
+    result = {key: value for key, value in result.items() if key not in ("outcome", "reasons", "expect")}
+    return result if outcome is None and reasons is None else {**result, "outcome": outcome, "reasons": reasons}
+
+
+# A page whose results all have such a verdict is written without reading one verdict of it in Python: each
+# line, plain or careful (quotes, formulas, odd numbers, stored texts SQLite cannot read), ends with its outcome.
+@pytest.mark.parametrize("module_store_factory", ["sqlite"], indirect=True)
+@settings(FAST, max_examples=80)
+@given(
+    st.lists(
+        st.tuples(results(), st.sampled_from([*OUTCOMES, None]), st.sampled_from([[], None])), min_size=1, max_size=30
+    )
+)
+def test_every_csv_line_of_results_with_an_outcome_alone_is_what_the_reference_conversion_writes(store, drawn):
+    csv_lines_are_the_reference_conversions(store, [with_plain_verdict(*found) for found in drawn])
+
+
+def test_pages_of_outcomes_alone_with_reasons_or_an_unknown_outcome_are_written_as_the_reference_writes(store):
+    outcomes = itertools.cycle([*OUTCOMES, None])
+    # Every shape of sample_result but the one SQLite cannot read (its page would be read row by row).
+    shapes = [sample_result(i if i % 997 != 6 else 0) for i in range(3000)]  # the store reads 1,000 at a time
+    results = [with_plain_verdict(result, next(outcomes), [] if i % 3 else None) for i, result in enumerate(shapes)]
+    for i in (500, 1300):  # a list in a text's place (no transport writes one): str() quotes its apostrophe
+        results[i] = {**results[i], "content_type": ["it's"]}
+    results[2700] = {**results[2700], "outcome": "pending"}  # an outcome of no kind the engine writes
+    results[1200] = {
+        **results[1200],
+        "outcome": "failed",
+        "reasons": [{"rule": "status", "expected": 200, "actual": 404}],
+    }
     csv_lines_are_the_reference_conversions(store, results)
 
 

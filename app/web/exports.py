@@ -207,12 +207,35 @@ def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...
     """Results as CSV, a store page per chunk, every field quoted and spreadsheet formulas defused."""
     yield _csv_text([[_cell(name) for name in (*CSV_COLUMNS, *meta_columns)]])
     plain = _plain_verdicts(len(meta_columns))
+    ends = {outcome: f",{fields}\r\n" for outcome, fields in plain.items()}
     for values, timings in pages:
-        lines, verdicts = _csv_page_lines(values, timings)
+        lines, verdicts = _csv_page_lines(values, timings, ends)
+        if verdicts is None:  # every line ends with its outcome's fields
+            yield "".join(lines)
+            continue
         yield "".join(
             line[:-2] + "," + (_plain_verdict(more, plain) or _verdict_fields(more, meta_columns)) + "\r\n"
             for line, more in zip(lines, verdicts)
         )
+
+
+# How a result's extracted values end (_VERDICT_PATHS, the line's end after them) when its verdict needs no work
+# besides its outcome: no reasons (the empty list the engine writes, or none), expectations or meta.
+_PLAIN_TAILS = (b",[],null,null]", b",null,null,null]")
+
+
+def _plain_verdicts_only(values: bytes, results: int) -> bool:
+    """Whether every result of a page (its values, JSON arrays a line each) has no reasons, expectations or meta.
+
+    A tail matched up to the line's end is the line's last values: json_extract writes one value for each
+    path, and `[]` followed by a comma at the end is a whole value.
+    """
+    last = values[values.rfind(b"\n") + 1 :]
+    if not last.endswith(_PLAIN_TAILS):
+        return False
+    first, other = _PLAIN_TAILS if last.endswith(_PLAIN_TAILS[0]) else reversed(_PLAIN_TAILS)
+    found = values.count(first + b"\n")  # most pages hold results of one kind: the last one's
+    return found == results - 1 or found + values.count(other + b"\n") == results - 1
 
 
 def _plain_verdicts(metas: int) -> dict[str | None, str]:
@@ -228,8 +251,8 @@ def _plain_verdict(verdict: list[Any] | dict[str, Any], plain: dict[str | None, 
     """A result's verdict fields when it has an outcome alone (no reasons, expectations or meta), else None."""
     if isinstance(verdict, dict):
         return None
-    outcome, reasons, status, final_url, final_status, meta = verdict
-    if reasons or meta or status is not None or final_url is not None or final_status is not None:
+    outcome, reasons, expect, meta = verdict
+    if reasons or meta or any(value is not None for value in _expected(expect)):
         return None
     return plain.get(outcome) if outcome is None or isinstance(outcome, str) else None
 
@@ -238,13 +261,17 @@ def _verdict_fields(data: list[Any] | dict[str, Any], meta_columns: tuple[str, .
     """A result's verdict and meta fields, from their values at _VERDICT_PATHS (or its whole stored result, where
     SQLite could not read its text), quoted and defused; without the line's end."""
     if isinstance(data, dict):  # the stored result itself
-        expect = data.get("expect") or {}
-        data = [data.get("outcome"), data.get("reasons"), *(expect.get(k) for k in _EXPECTED), data.get("meta")]
-    outcome, reasons, status, final_url, final_status, meta = data
+        data = [data.get("outcome"), data.get("reasons"), data.get("expect"), data.get("meta")]
+    outcome, reasons, expect, meta = data
     meta = meta if isinstance(meta, dict) else {}
-    fields = [outcome, reasons_text(reasons or []), status, final_url, final_status]
+    fields = [outcome, reasons_text(reasons or []), *_expected(expect)]
     fields += [_meta_text(meta.get(name)) for name in meta_columns]
     return _csv_text([[_cell(v) for v in fields]])[:-2]
+
+
+def _expected(expect: Any) -> list[Any]:
+    """The expected status, final URL and final status of a result's expectations (None where it has none)."""
+    return [expect.get(name) for name in _EXPECTED] if isinstance(expect, dict) else [None] * len(_EXPECTED)
 
 
 def reasons_text(reasons: list[dict[str, Any]]) -> str:
@@ -284,9 +311,9 @@ _VALUE_PATHS = (
     "$.finished_at",
 )
 _EXPECTED = ("status", "final_url", "final_status")
-_VERDICT_PATHS = ("$.outcome", "$.reasons", *(f"$.expect.{name}" for name in _EXPECTED), "$.meta")
-# The values and the verdict's in one json_extract (SQLite 3.40 parses a row's JSON again for each), the timings
-# in another (their text is turned into fields as it is).
+_VERDICT_PATHS = ("$.outcome", "$.reasons", "$.expect", "$.meta")  # expect: one path, not one a key (fewer lookups)
+# The values and the verdict's in one json_extract, the timings in another (their text is turned into fields as
+# it is); SQLite 3.40 keeps a row's parsed JSON for the second.
 _CSV_PATHS = ((*_VALUE_PATHS, *_VERDICT_PATHS), tuple(f"$.timings.{name}" for name in TIMINGS))
 _VERDICT_AT = len(_VALUE_PATHS)  # where a result's verdict values begin in its extracted values
 
@@ -294,9 +321,7 @@ _VERDICT_AT = len(_VALUE_PATHS)  # where a result's verdict values begin in its 
 def csv_line(result: dict[str, Any], meta_columns: tuple[str, ...] = ()) -> str:
     """One result as a line of the CSV download of a batch with these meta columns."""
     line = _csv_line_of(*_base_fields(result))
-    expect = result.get("expect") or {}
-    more = [result.get("outcome"), result.get("reasons"), *(expect.get(k) for k in _EXPECTED), result.get("meta")]
-    return line[:-2] + "," + _verdict_fields(more, meta_columns) + "\r\n"
+    return line[:-2] + "," + _verdict_fields(result, meta_columns) + "\r\n"
 
 
 def _base_fields(result: dict[str, Any]) -> tuple[list[Any], list[Any]]:
@@ -370,6 +395,10 @@ def _cell(value: Any) -> Any:
 #   hold nothing to quote or defuse: their line is joined straight from them.
 # - A number's stored text is its repr (orjson and json write the shortest text that reads back the same
 #   float), except in exponent form and below 0.0001.
+# - Most pages hold results whose verdict is an outcome alone: their lines end alike (_PLAIN_TAILS), found
+#   by counting those ends in the page's text, and each line is written whole with its outcome's fields.
+#   Only an apostrophe lets str() put a quote in a line of such values (a list or an object holding a text
+#   with one), so the page's quotes are counted only where its text holds one.
 # Any other result's line is _csv_line_of its values as json reads them; tests/test_exports.py checks that
 # a download's lines are those of the row-by-row conversion, whatever the results hold.
 
@@ -392,36 +421,54 @@ _NUMBER_LIST = b"0123456789.-,[]\n"  # the characters of timings' JSON, besides 
 _QUOTES_PER_LINE = 2 * len(_BASE_COLUMNS)
 
 
-def _csv_page_lines(values: bytes, timings: bytes) -> tuple[list[str], list[Any]]:
+def _csv_page_lines(values: bytes, timings: bytes, ends: dict[str | None, str]) -> tuple[list[str], list[Any] | None]:
     """A page of results as CSV lines of the fetch's columns, and each result's verdict values (or its stored
-    result), from their values and timings (JSON arrays, a line a result)."""
-    results = None
-    if not values.startswith(b"{") and b"\n{" not in values:  # a stored text SQLite could not read, in their place
-        try:
-            results = orjson.loads(b"[" + values.replace(b"\n", b",") + b"]")  # JSON holds no raw line break
-        except orjson.JSONDecodeError:  # what only json reads (a lone surrogate): line by line
-            pass
+    result), from their values and timings (JSON arrays, a line a result); or, where every verdict needs no
+    work, as whole lines, each ending with `ends` of its outcome (and no verdict values)."""
+    try:
+        results = orjson.loads(b"".join((b"[", values.replace(b"\n", b","), b"]")))  # JSON holds no raw line break
+    except orjson.JSONDecodeError:  # what only json reads (a lone surrogate): line by line
+        results = None
+    plain = results is not None and _plain_verdicts_only(values, len(results))
+    if not plain and (values.startswith(b"{") or b"\n{" in values):  # a stored text SQLite could not read
+        results = None  # in place of the values (a plain verdict's line ends with a `]`)
     if results is None:
         read = [json.loads(line) for line in values.split(b"\n")]
         lines = list(map(_careful_csv_line, read, timings.split(b"\n")))
         return lines, [data if isinstance(data, dict) else data[_VERDICT_AT:] for data in read]
-    verdicts = [result[_VERDICT_AT:] for result in results]
     careful = _careful_values(values) | _careful_timings(timings, len(results))
     # [3.0,null,0.4] becomes 3.0","","0.4: the timings' fields, less the quotes around them all.
     fields = timings.replace(b"null", b"").replace(b"[", b"").replace(b"]", b"").replace(b",", b'","')
-    lines = list(map(_plain_csv_line, results, fields.decode().split("\n")))
-    text = "".join(lines)  # to count its quotes
-    # Every line has two quotes a field or more: more where a value's text held a quote after all.
-    quotes = _QUOTES_PER_LINE * (len(lines) - len(careful)) + sum(lines[i].count('"') for i in careful)
-    if text.count('"') != quotes:
-        careful.update(i for i, line in enumerate(lines) if line.count('"') != _QUOTES_PER_LINE)
+    timing_fields = fields.decode().split("\n")
+    verdicts: list[Any] | None = None
+    if plain:
+        try:
+            lines = list(map(_plain_csv_line_and_verdict, results, timing_fields, itertools.repeat(ends)))
+            per_line = _QUOTES_PER_LINE + ends[None].count('"')  # every plain verdict has as many fields
+        except (KeyError, TypeError):  # an outcome of no kind there is: its verdict is read on its own
+            plain = False
+    if not plain:
+        verdicts = [result[_VERDICT_AT:] for result in results]
+        lines = list(map(_plain_csv_line, results, timing_fields))
+        per_line = _QUOTES_PER_LINE
+    # Every line has two quotes a field, more only where a value's text holds one: escaped in JSON (a careful
+    # result, written again), or where str() writes a list or an object holding a text with an apostrophe.
+    apostrophe = b"'" in values
+    text = "".join(lines) if plain or apostrophe else ""
+    if apostrophe:
+        quotes = per_line * (len(lines) - len(careful)) + sum(lines[i].count('"') for i in careful)
+        if text.count('"') != quotes:
+            careful.update(i for i, line in enumerate(lines) if line.count('"') != per_line)
     if not careful:
-        return lines, verdicts
+        return [text] if plain else lines, verdicts
     value_lines, timing_lines = values.split(b"\n"), timings.split(b"\n")
     for i in careful:
         read = json.loads(value_lines[i])
         lines[i] = _careful_csv_line(read, timing_lines[i])
-        verdicts[i] = read[_VERDICT_AT:]
+        if verdicts is not None:
+            verdicts[i] = read[_VERDICT_AT:]
+        else:
+            lines[i] = lines[i][:-2] + ends[read[_VERDICT_AT]]
     return lines, verdicts
 
 
@@ -500,4 +547,20 @@ def _plain_csv_line(values: list[Any], timings: str) -> str:
         f'"{"" if content_type is None else content_type}","{len(redirects or ())}",'
         f'"{"" if attempts is None else attempts}","{"" if started is None else started}",'
         f'"{"" if finished is None else finished}","{timings}"\r\n'
+    )
+
+
+def _plain_csv_line_and_verdict(values: list[Any], timings: str, ends: dict[str | None, str]) -> str:
+    """_plain_csv_line of a result whose verdict needs no work, ending with its outcome's verdict fields."""
+    (
+        index, url, final_url, status, ok, kind, message, size, content_type, redirects, attempts, started, finished,
+        outcome, _, _, _,
+    ) = values  # fmt: skip
+    return (
+        f'"{index}","{url}","{"" if final_url is None else final_url}","{"" if status is None else status}",'
+        f'"{"" if ok is None else "true" if ok else "false"}","{"" if kind is None else kind}",'
+        f'"{"" if message is None else message}","{"" if size is None else size}",'
+        f'"{"" if content_type is None else content_type}","{len(redirects or ())}",'
+        f'"{"" if attempts is None else attempts}","{"" if started is None else started}",'
+        f'"{"" if finished is None else finished}","{timings}"{ends[outcome]}'
     )

@@ -38,7 +38,11 @@ FIELDS = ("name", "urls", "from_batch", "options", "schedule", "notify", "notify
 FIELDS += ("keep_runs", "paused")
 DEFAULT_KEEP_RUNS = 30
 NOTIFY_FIELDS = ("notify", "notify_on", "consecutive_failures")  # passed into the options of each run
+# A batch's options that are not copied into a list saved from it: whom it notified (the list's own notify fields
+# say whom its runs notify; a PATCH of them must be the whole truth) and the server's record of its request.
+NOT_COPIED = ("rows", "notify", "webhook", "notify_on", "consecutive_failures", "origin")
 RECENT_RUNS = 12  # runs a list shows in GET /lists (the sparkline's)
+MAX_RUNS_LIMIT = 50  # runs GET /lists/<id>/runs answers at once: each may compare two runs
 # Diff summaries of two ended runs: they never change, so a list's runs page compares each pair once.
 _SUMMARIES: LRU[tuple[str, str], dict[str, int]] = LRU(256)
 
@@ -94,7 +98,7 @@ def _options(raw: Any) -> dict[str, Any]:
     """Options checked as a submission's are (BatchOptions.parse), kept as given: server defaults stay the server's."""
     if isinstance(raw, dict) and "rows" in raw:
         raise _invalid("options.rows", "is not a known option", "invalid_options")
-    for name in (*NOTIFY_FIELDS, "webhook"):
+    for name in (*NOTIFY_FIELDS, "webhook", "origin"):
         if isinstance(raw, dict) and name in raw:
             raise _invalid(
                 f"options.{name}", f'is a field of the list: give "{name}" beside "options"', "invalid_options"
@@ -177,11 +181,14 @@ def _changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
         if source is None:
             raise _invalid("from_batch", f"names no batch ({body['from_batch']!r})")
         changes["urls"] = list(services().store.urls(source.id))
+        # Each URL's expectations, meta and checks, by index: passed into every run, as a rerun's are.
+        changes["row_specs"] = services().store.row_specs(source.id)
         if "options" not in body:
-            changes["options"] = {key: value for key, value in source.options.items() if key != "rows"}
+            changes["options"] = {key: value for key, value in source.options.items() if key not in NOT_COPIED}
         changes["name"] = source.name
     if "urls" in body:
         changes["urls"] = _urls(body["urls"])
+        changes["row_specs"] = None  # they were the old URLs', index by index
     if "options" in body:
         changes["options"] = _options(body["options"])
     if "name" in body:
@@ -198,6 +205,21 @@ def _changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
     return changes
 
 
+def _check_consecutive(consecutive_failures: int | None, keep_runs: int) -> None:
+    """consecutive_failures counts runs that keep_runs keeps: more could never be seen, so never notify."""
+    if consecutive_failures is not None and consecutive_failures > keep_runs:
+        message = (
+            f"is {consecutive_failures}, more than keep_runs ({keep_runs}): a URL failing that many runs in a row "
+            "is never seen, the older runs are deleted; lower it or raise keep_runs"
+        )
+        raise ApiError(
+            400,
+            "invalid_list",
+            f"consecutive_failures {message}",
+            [{"field": "consecutive_failures", "message": message}, {"field": "keep_runs", "message": message}],
+        )
+
+
 # -- showing a list --------------------------------------------------------------------------
 
 
@@ -211,7 +233,7 @@ def list_json(record: ListRecord, full: bool = True) -> dict[str, Any]:
     shown = {
         "id": record.id,
         "name": record.name,
-        "url_count": len(record.urls),
+        "url_count": record.url_count,
         "options": shown_options(record.options) if full else listed_options(record.options),
         "schedule": record.schedule,
         "notify": redacted({"notify": record.notify}).get("notify") or [],
@@ -251,7 +273,10 @@ def _run_brief(view: BatchView) -> dict[str, Any]:
 
 
 def _diff_summary(view: BatchView) -> dict[str, int] | None:
-    """What changed from the run before (its parent) to this run; None without one, or past GREENBATCH_MAX_DIFF_URLS."""
+    """What changed from the run before (its parent) to this run; None without one, while this run is still going
+    (its page's diff moves live; this list is polled), or past GREENBATCH_MAX_DIFF_URLS."""
+    if not view.final or services().engine.is_live(view.id):
+        return None
     base = services().reader.get(view.parent_id) if view.parent_id else None
     if base is None:
         return None
@@ -293,6 +318,8 @@ def create_list():
             "too_many_lists",
             f"the server holds {config.max_lists} watch lists already (GREENBATCH_MAX_LISTS); delete one first",
         )
+    keep_runs = changes.get("keep_runs", min(DEFAULT_KEEP_RUNS, config.max_keep_runs))
+    _check_consecutive(changes.get("consecutive_failures"), keep_runs)
     paused = changes.get("paused", False)
     now = time.time()
     record = ListRecord(
@@ -304,7 +331,7 @@ def create_list():
         notify=changes.get("notify", []),
         notify_on=changes.get("notify_on"),
         consecutive_failures=changes.get("consecutive_failures"),
-        keep_runs=changes.get("keep_runs", min(DEFAULT_KEEP_RUNS, config.max_keep_runs)),
+        keep_runs=keep_runs,
         paused=paused,
         created_at=now_iso(),
         next_run_at=None if paused else Schedule.parse(changes["schedule"], 0).first_after(now),
@@ -312,6 +339,8 @@ def create_list():
         runs=0,
         skipped=0,
         last_skipped_at=None,
+        row_specs=changes.get("row_specs"),
+        url_count=len(changes["urls"]),
     )
     store.create_list(record)
     _scheduler().wake()
@@ -347,6 +376,9 @@ def change_list(list_id: str):
     """Change some of a list's fields; a new schedule (or a resume) counts its next run from now."""
     record = _list_or_404(list_id)
     changes = _changes(_body(), creating=False)
+    _check_consecutive(
+        changes.get("consecutive_failures", record.consecutive_failures), changes.get("keep_runs", record.keep_runs)
+    )
     if "urls" in changes and record.options.get("rows"):
         # Per-URL expectations and meta were the old list's, index by index.
         changes["options"] = {k: v for k, v in changes.get("options", record.options).items() if k != "rows"}
@@ -357,8 +389,11 @@ def change_list(list_id: str):
         changes["next_run_at"] = Schedule.parse(changes.get("schedule", record.schedule), 0).first_after(time.time())
     if not services().store.change_list(list_id, changes):
         raise ApiError(404, "not_found", f"no watch list with id {list_id!r}")
+    changed = _list_or_404(list_id)
+    if changed.keep_runs < record.keep_runs:  # a lower keep_runs holds now, not after the next run
+        _scheduler().prune(changed)
     _scheduler().wake()
-    return list_json(_list_or_404(list_id))
+    return list_json(changed)
 
 
 @bp.delete("/lists/<list_id>")
@@ -389,7 +424,7 @@ def run_list(list_id: str):
 def list_runs(list_id: str):
     """A list's runs, newest first, each with its verdict and what changed from the run before (`limit`)."""
     record = _list_or_404(list_id)
-    limit = _int_arg("limit", 20, 1, current_app.config["GREENBATCH"].max_keep_runs + 100)
+    limit = _int_arg("limit", 20, 1, MAX_RUNS_LIMIT)
     runs = []
     for view in _recent(record, limit):
         shown = batch_json(view, listed=True)

@@ -3,23 +3,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ...core.results import FINAL_STATUSES
 from .base import LIST_CHANGES, LIST_FIELDS, ListRecord
 from .queries import Reading
 
 _T = TypeVar("_T")
-JSON_FIELDS = ("urls", "options", "schedule", "notify")
+CLAIM_GRACE = 60.0  # seconds: a claimed run not stored by then was lost (create_batch takes milliseconds)
+JSON_FIELDS = ("urls", "options", "schedule", "notify", "row_specs")
 LIST_COLUMNS = ", ".join(LIST_FIELDS)
+# Listing the lists reads neither their URLs nor their row specs (a 100,000-URL list's are megabytes of JSON).
+LISTED_COLUMNS = ", ".join({"urls": "'[]'", "row_specs": "NULL"}.get(name, name) for name in LIST_FIELDS)
+_FINAL = ", ".join(f"'{status}'" for status in sorted(FINAL_STATUSES))
+# A list's run may start when no run holds it: none claimed, the claimed one ended, or a claim whose batch was
+# never stored (its process died between the claim and create_batch) older than the `?` given.
+_FREE = (
+    "(running_batch IS NULL"
+    f" OR EXISTS (SELECT 1 FROM batches b WHERE b.id = lists.running_batch AND b.status IN ({_FINAL}))"
+    " OR (running_since < ? AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = lists.running_batch)))"
+)
 
 
 def _record(row: tuple[Any, ...]) -> ListRecord:
     """A lists row (LIST_COLUMNS) as a record."""
     values = dict(zip(LIST_FIELDS, row, strict=True))
     for name in JSON_FIELDS:
-        values[name] = json.loads(values[name])
+        values[name] = None if values[name] is None else json.loads(values[name])
     values["paused"] = bool(values["paused"])
     return ListRecord(**values)
 
@@ -27,7 +40,7 @@ def _record(row: tuple[Any, ...]) -> ListRecord:
 def _column(name: str, value: Any) -> Any:
     """A record's value as its column holds it."""
     if name in JSON_FIELDS:
-        return json.dumps(value)
+        return None if value is None else json.dumps(value)
     if name == "paused":
         return int(bool(value))
     return value
@@ -46,6 +59,7 @@ class ListRows:
 
     def create_list(self, record: ListRecord) -> None:
         """Store a new list."""
+        record = dataclasses.replace(record, url_count=len(record.urls))
         values = [_column(name, getattr(record, name)) for name in LIST_FIELDS]
         marks = ", ".join("?" * len(LIST_FIELDS))
         self._in_transaction(lambda db: db.execute(f"INSERT INTO lists ({LIST_COLUMNS}) VALUES ({marks})", values))
@@ -58,9 +72,9 @@ class ListRows:
         return None if row is None else _record(row)
 
     def all_lists(self) -> list[ListRecord]:
-        """Every list, oldest first."""
+        """Every list, oldest first, without its URLs and row specs (url_count says how many URLs)."""
         rows = self._reading(
-            lambda db: db.execute(f"SELECT {LIST_COLUMNS} FROM lists ORDER BY created_at, id").fetchall()
+            lambda db: db.execute(f"SELECT {LISTED_COLUMNS} FROM lists ORDER BY created_at, id").fetchall()
         )
         return [_record(row) for row in rows]
 
@@ -75,6 +89,8 @@ class ListRows:
             raise ValueError(f"a list's {', '.join(sorted(unknown))} cannot be changed")
         if not changes:
             return self.get_list(list_id) is not None
+        if "urls" in changes:
+            changes = {**changes, "url_count": len(changes["urls"])}
         sets = ", ".join(f"{name} = ?" for name in changes)
         args = [_column(name, value) for name, value in changes.items()]
         return bool(
@@ -113,6 +129,62 @@ class ListRows:
             )
         )
 
+    def claim_slot_run(
+        self, list_id: str, slot: float, following: float, now: float, batch_id: str
+    ) -> tuple[bool, bool]:
+        """claim_slot and claim_run in one transaction, so that no crash can take a slot without its claim:
+        (whether the slot was taken here, whether the run may start: False when the list's last run is going)."""
+
+        def claim(db: Reading) -> tuple[bool, bool]:
+            taken = db.execute(
+                "UPDATE lists SET next_run_at = ?, last_run_at = ? WHERE id = ? AND next_run_at = ?",
+                (following, now, list_id, slot),
+            ).rowcount
+            if not taken:
+                return False, False
+            return True, self._claim(db, list_id, batch_id, now, slot)
+
+        return self._in_transaction(claim)
+
+    def claim_run(self, list_id: str, batch_id: str, now: float, slot: float | None = None) -> bool:
+        """Mark batch_id (not stored yet) as the list's run, unless a run of it is still going: the compare-and-set
+        that keeps two runs of a list from overlapping across processes."""
+        return self._in_transaction(lambda db: self._claim(db, list_id, batch_id, now, slot))
+
+    @staticmethod
+    def _claim(db: Reading, list_id: str, batch_id: str, now: float, slot: float | None) -> bool:
+        """The UPDATE of claim_run, in the caller's transaction."""
+        return bool(
+            db.execute(
+                f"UPDATE lists SET running_batch = ?, running_since = ?, running_slot = ? WHERE id = ? AND {_FREE}",
+                (batch_id, now, slot, list_id, now - CLAIM_GRACE),
+            ).rowcount
+        )
+
+    def release_run(self, list_id: str, batch_id: str, slot: float | None = None) -> None:
+        """Drop a claim whose batch was never stored; with a slot, put it back as the list's next run (due now)."""
+        args: tuple[Any, ...]
+        if slot is None:
+            sql, args = "UPDATE lists SET running_batch = NULL WHERE id = ? AND running_batch = ?", (list_id, batch_id)
+        else:
+            sql = (
+                "UPDATE lists SET running_batch = NULL,"
+                " next_run_at = CASE WHEN next_run_at IS NULL THEN NULL ELSE ? END WHERE id = ? AND running_batch = ?"
+            )
+            args = (slot, list_id, batch_id)
+        self._in_transaction(lambda db: db.execute(sql, args))
+
+    def lost_runs(self, before: float) -> list[ListRecord]:
+        """Lists whose run was claimed before `before` and never stored: its process died in between."""
+        rows = self._reading(
+            lambda db: db.execute(
+                f"SELECT {LIST_COLUMNS} FROM lists WHERE running_batch IS NOT NULL AND running_since < ?"
+                " AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = lists.running_batch)",
+                (before,),
+            ).fetchall()
+        )
+        return [_record(row) for row in rows]
+
     def number_run(self, list_id: str) -> int:
         """Count one more run of a list; its number (1 for the first)."""
 
@@ -131,11 +203,11 @@ class ListRows:
             )
         )
 
-    def list_runs(self, list_id: str, limit: int) -> list[str]:
-        """The ids of a list's runs, newest first (through batches_by_list)."""
+    def list_runs(self, list_id: str, limit: int, offset: int = 0) -> list[str]:
+        """The ids of a list's runs, newest first, past the `offset` newest (through batches_by_list)."""
         rows = self._reading(
             lambda db: db.execute(
-                "SELECT id FROM batches WHERE list_id = ? ORDER BY num DESC LIMIT ?", (list_id, limit)
+                "SELECT id FROM batches WHERE list_id = ? ORDER BY num DESC LIMIT ? OFFSET ?", (list_id, limit, offset)
             ).fetchall()
         )
         return [batch_id for (batch_id,) in rows]

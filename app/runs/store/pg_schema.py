@@ -197,6 +197,19 @@ ALTER TABLE batches ADD COLUMN list_id TEXT;  -- no foreign key: a deleted list'
 CREATE INDEX batches_by_list ON batches (list_id, num) WHERE list_id IS NOT NULL;
 """,
     ),
+    (
+        10,
+        "lists: row specs passed into each run, url_count, and the run claim that keeps runs from overlapping",
+        """
+-- As in SQLite (schema.py).
+ALTER TABLE lists ADD COLUMN row_specs TEXT;
+ALTER TABLE lists ADD COLUMN url_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE lists ADD COLUMN running_batch TEXT;
+ALTER TABLE lists ADD COLUMN running_since DOUBLE PRECISION;
+ALTER TABLE lists ADD COLUMN running_slot DOUBLE PRECISION;
+UPDATE lists SET url_count = json_array_length(urls::json);
+""",
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

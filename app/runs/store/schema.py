@@ -64,7 +64,12 @@ CREATE TABLE IF NOT EXISTS lists (
     last_run_at REAL,
     runs INTEGER NOT NULL DEFAULT 0,   -- runs started so far: the next one's number in its name
     skipped INTEGER NOT NULL DEFAULT 0,  -- scheduled runs skipped because the one before was still going
-    last_skipped_at REAL
+    last_skipped_at REAL,
+    row_specs TEXT,                    -- JSON: per-URL expect, meta and checks passed into each run; or NULL
+    url_count INTEGER NOT NULL DEFAULT 0,  -- the length of urls: listing the lists never reads them
+    running_batch TEXT,                -- the run claimed last (claim_run): runs never overlap, in any process
+    running_since REAL,
+    running_slot REAL                  -- the scheduled slot it runs for; NULL for a run now
 );
 CREATE TABLE IF NOT EXISTS events (
     batch_id TEXT NOT NULL,
@@ -222,6 +227,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     _index_events(conn)
     _add_source_column(conn)
     _add_list_column(conn)
+    _add_list_run_columns(conn)
     _move_row_specs(conn)
 
 
@@ -261,6 +267,29 @@ def _add_list_column(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE batches ADD COLUMN list_id TEXT")
     # A list's runs, newest first, without reading the other batches.
     conn.execute("CREATE INDEX IF NOT EXISTS batches_by_list ON batches (list_id, num) WHERE list_id IS NOT NULL")
+
+
+LIST_RUN_COLUMNS = (
+    ("row_specs", "TEXT"),
+    ("url_count", "INTEGER NOT NULL DEFAULT 0"),
+    ("running_batch", "TEXT"),
+    ("running_since", "REAL"),
+    ("running_slot", "REAL"),
+)
+
+
+def _add_list_run_columns(conn: sqlite3.Connection) -> None:
+    """Give an earlier version's lists their row specs, url_count (counted once here) and run claim columns."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(lists)")}
+    if not have or {name for name, _ in LIST_RUN_COLUMNS} <= have:
+        return
+    with conn:
+        conn.execute("BEGIN")
+        for name, kind in LIST_RUN_COLUMNS:
+            if name not in have:
+                conn.execute(f"ALTER TABLE lists ADD COLUMN {name} {kind}")
+        if "url_count" not in have:
+            conn.execute("UPDATE lists SET url_count = json_array_length(urls)")
 
 
 def _add_event_columns(conn: sqlite3.Connection) -> None:

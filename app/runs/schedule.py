@@ -205,11 +205,11 @@ class Scheduler:
         for record in self.store.lost_runs(before):
             assert record.running_batch is not None
             log.warning(
-                "watch list %s: its run %s was claimed at %s and never started (the process stopped); %s",
+                "watch list %s: its run %s was claimed at %s and never started (the process stopped); its slot "
+                "runs now",
                 record.id,
                 record.running_batch,
                 iso_at(record.running_since or now),
-                "its slot runs now" if record.running_slot is not None else "the claim is dropped",
             )
             self.store.release_run(record.id, record.running_batch, record.running_slot)
             recovered.append(record.id)
@@ -261,6 +261,11 @@ class Scheduler:
                     self._release(record.id, claimed)
                 raise
             log.info("watch list %s: run #%d is batch %s", record.id, number, claimed)
+            if batch_id is not None:
+                try:
+                    self.store.stored_run(record.id, claimed)
+                except StoreError as exc:  # the run is stored: its slot must not be given back by this
+                    log.error("watch list %s: run %s could not be noted as stored: %s", record.id, claimed, exc)
         self.prune(record)
         return RunOutcome(claimed)
 

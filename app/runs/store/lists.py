@@ -163,22 +163,29 @@ class ListRows:
 
     def release_run(self, list_id: str, batch_id: str, slot: float | None = None) -> None:
         """Drop a claim whose batch was never stored; with a slot, put it back as the list's next run (due now)."""
-        args: tuple[Any, ...]
-        if slot is None:
-            sql, args = "UPDATE lists SET running_batch = NULL WHERE id = ? AND running_batch = ?", (list_id, batch_id)
-        else:
-            sql = (
-                "UPDATE lists SET running_batch = NULL,"
-                " next_run_at = CASE WHEN next_run_at IS NULL THEN NULL ELSE ? END WHERE id = ? AND running_batch = ?"
-            )
-            args = (slot, list_id, batch_id)
+        sets = "running_batch = NULL, running_slot = NULL"
+        args: list[Any] = [list_id, batch_id]
+        if slot is not None:
+            sets += ", next_run_at = CASE WHEN next_run_at IS NULL THEN NULL ELSE ? END"
+            args.insert(0, slot)
+        sql = f"UPDATE lists SET {sets} WHERE id = ? AND running_batch = ?"
         self._in_transaction(lambda db: db.execute(sql, args))
 
+    def stored_run(self, list_id: str, batch_id: str) -> None:
+        """Note that the claimed run's batch is stored: its slot is no longer to be given back (lost_runs), even
+        once the batch is deleted."""
+        self._in_transaction(
+            lambda db: db.execute(
+                "UPDATE lists SET running_slot = NULL WHERE id = ? AND running_batch = ?", (list_id, batch_id)
+            )
+        )
+
     def lost_runs(self, before: float) -> list[ListRecord]:
-        """Lists whose run was claimed before `before` and never stored: its process died in between."""
+        """Lists whose scheduled run was claimed before `before` and never stored: its process died in between."""
         rows = self._reading(
             lambda db: db.execute(
-                f"SELECT {LIST_COLUMNS} FROM lists WHERE running_batch IS NOT NULL AND running_since < ?"
+                f"SELECT {LIST_COLUMNS} FROM lists WHERE running_batch IS NOT NULL AND running_slot IS NOT NULL"
+                " AND running_since < ?"
                 " AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = lists.running_batch)",
                 (before,),
             ).fetchall()

@@ -69,7 +69,7 @@ CREATE TABLE IF NOT EXISTS lists (
     url_count INTEGER NOT NULL DEFAULT 0,  -- the length of urls: listing the lists never reads them
     running_batch TEXT,                -- the run claimed last (claim_run): runs never overlap, in any process
     running_since REAL,
-    running_slot REAL                  -- the scheduled slot it runs for; NULL for a run now
+    running_slot REAL                  -- the scheduled slot it runs for, until its batch is stored; NULL for a run now
 );
 CREATE TABLE IF NOT EXISTS events (
     batch_id TEXT NOT NULL,

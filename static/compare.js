@@ -1,5 +1,6 @@
 // The batch page's comparison with another batch: counters per kind of change (each a filter) and the changed
-// rows as before -> after, from GET .../diff. It opens on the batch this one was rerun from (or ?compare=<id>),
+// rows as before -> after, from GET .../diff. It opens on the batch this one was rerun from, or for a run of a watch
+// list on the list's run before it (or on ?compare=<id>),
 // and while either batch runs, its counters are read again as results land (at most once a second).
 import { api, atMostEvery, byId, fmtMs, h, setText, withQuery } from './common.js';
 
@@ -18,6 +19,7 @@ const els = {
   empty: byId('compare-empty'), more: byId('compare-more'), table: byId('compare-rows').closest('table'),
 };
 const state = { base: '', key: 'url', kind: null, summary: null, changes: [], nextAfter: null, final: true, read: 0 };
+const PARENT_NOTE = batch.list_id ? ' (the run before)' : ' (rerun from)';
 const listed = new Map(); // id -> batch, of the batches offered to compare with
 
 // Each batch's verdict, shown only where the server gives one (issue 17's `verdict`).
@@ -105,7 +107,7 @@ function render() {
   els.csv.href = withQuery(config.apiDiff, params({ format: 'csv' }));
 }
 
-// The batches to compare with: the one this was rerun from first, then the newest others.
+// The batches to compare with: the one this was rerun from (a list's run: the run before) first, then the newest others.
 async function fillChoices(preferred) {
   const answer = await api(withQuery(config.apiBatches, { limit: 50 }));
   const others = answer.ok ? answer.data.batches.filter((b) => b.id !== batch.id) : [];
@@ -114,7 +116,7 @@ async function fillChoices(preferred) {
   for (const b of others) {
     listed.set(b.id, b);
     const when = (b.created_at || '').slice(0, 16).replace('T', ' ');
-    const label = `${b.name || b.id} · ${when} · ${b.id.slice(0, 8)}${b.id === batch.parent_id ? ' (rerun from)' : ''}`;
+    const label = `${b.name || b.id} · ${when} · ${b.id.slice(0, 8)}${b.id === batch.parent_id ? PARENT_NOTE : ''}`;
     options.push(h('option', { value: b.id }, label));
   }
   els.base.replaceChildren(...options);

@@ -1,6 +1,6 @@
 // The watch lists' pages: /lists (a form for a new list, and every list with its last verdict, failures per run
 // as a small inline SVG, and its next run) and /lists/<id> (its runs, each with what changed from the run before).
-import { FINAL_STATUSES, api, badgeClass, byId, fmtClock, fmtInt, h, setText, svg, withId } from './common.js';
+import { FINAL_STATUSES, api, badgeClass, byId, fmtClock, fmtInt, h, setText, svg, withId, withQuery } from './common.js';
 
 const config = byId('page').dataset;
 const REFRESH_MS = 5000;
@@ -48,6 +48,12 @@ function urlCount(count) {
   return `${fmtInt(count)} URL${count === 1 ? '' : 's'}`;
 }
 
+// What a list watches: its fixed URLs, or the sitemap or page read again at each run.
+function watchedText(list) {
+  if (!list.source) return urlCount(list.url_count);
+  return `${list.source.type === 'sitemap' ? 'sitemap' : 'links on'} ${list.source.url}`;
+}
+
 function notifyText(list) {
   if (!list.notify.length) return '–';
   const kinds = list.notify.map((target) => target.type).join(', ');
@@ -74,7 +80,7 @@ function listRow(list) {
   const name = h('a', { class: 'batch-link', href: withId(config.listPage, list.id), text: list.name });
   const next = list.paused ? 'paused' : fmtClock(list.next_run_at);
   return h('tr', { class: 'list-row', dataset: { listId: list.id } },
-    h('td', { class: 'col-name' }, name, h('span', { class: 'batch-id', text: urlCount(list.url_count) }),
+    h('td', { class: 'col-name' }, name, h('span', { class: 'batch-id list-watched', text: watchedText(list), title: watchedText(list) }),
       h('span', { class: 'list-schedule-short', text: scheduleText(list.schedule) })),
     h('td', { class: 'col-schedule', text: scheduleText(list.schedule) }),
     h('td', {}, last ? h('a', { href: withId(config.batchPage, last.id) }, verdictBadge(last)) : verdictBadge(null)),
@@ -85,14 +91,33 @@ function listRow(list) {
   );
 }
 
+// The lists shown: the first LISTS_PAGE, and as many more as "Show more" asked for, read a page at a time.
+const LISTS_PAGE = 50;
+let wanted = LISTS_PAGE;
+
+async function readLists() {
+  const found = [];
+  let cursor = null;
+  do {
+    const query = { limit: Math.min(200, wanted - found.length), ...(cursor ? { cursor } : {}) };
+    const answer = await api(withQuery(config.apiLists, query));
+    if (!answer.ok) return answer;
+    found.push(...answer.data.lists);
+    cursor = answer.data.next_cursor;
+  } while (cursor && found.length < wanted);
+  return { ok: true, data: { lists: found, more: Boolean(cursor) } };
+}
+
 async function refreshLists() {
-  const { ok, data, error } = await api(config.apiLists);
+  const { ok, data, error } = await readLists();
   const rows = byId('list-rows');
   if (!ok) {
     setText(byId('lists-note'), error.message);
     return;
   }
-  setText(byId('lists-note'), `${data.lists.length} list${data.lists.length === 1 ? '' : 's'}`);
+  const count = `${data.lists.length} list${data.lists.length === 1 ? '' : 's'}`;
+  setText(byId('lists-note'), data.more ? `the first ${count}` : count);
+  byId('lists-more').hidden = !data.more;
   rows.replaceChildren(...(data.lists.length ? data.lists.map(listRow)
     : [h('tr', { class: 'empty' }, h('td', { colspan: 6, text: 'No watch lists yet: save one above, or from any batch page.' }))]));
 }
@@ -149,8 +174,14 @@ function showList() {
   setText(state, list.paused ? 'paused' : 'scheduled');
   setText(byId('pause'), list.paused ? 'Resume' : 'Pause');
   const next = list.paused ? 'paused' : `next run ${fmtClock(list.next_run_at)}`;
-  const skipped = list.skipped.count ? ` · ${fmtInt(list.skipped.count)} skipped (the run before was still going)` : '';
-  setText(byId('list-meta'), `${scheduleText(list.schedule)} · ${next} · ${urlCount(list.url_count)} · keeps ${list.keep_runs} runs${skipped}`);
+  setText(byId('list-meta'), `${scheduleText(list.schedule)} · ${next} · ${watchedText(list)} · keeps ${list.keep_runs} runs`);
+  // Runs that did not start, and why the last one did not (the run before still going, its source unreadable).
+  const skipped = byId('list-skipped');
+  skipped.hidden = !list.skipped.count;
+  const when = list.skipped.last_at ? ` at ${fmtClock(list.skipped.last_at)}` : '';
+  setText(skipped, list.skipped.count
+    ? `${fmtInt(list.skipped.count)} run${list.skipped.count === 1 ? '' : 's'} not started; the last${when}: ${list.skipped.last_reason || 'the run before was still going'}`
+    : '');
 }
 
 let timer = null;
@@ -162,7 +193,7 @@ async function refreshList() {
     list = one.data;
     showList();
   }
-  showError(byId('list-error'), one.ok ? (runs.ok ? null : runs.error) : one.error);
+  showError(byId('list-error'), (one.ok ? null : one.error) || (runs.ok ? null : runs.error) || actionError);
   const going = runs.ok && runs.data.runs.some((run) => !FINAL_STATUSES.has(run.status));
   timer = setTimeout(refreshList, going ? LIVE_REFRESH_MS : REFRESH_MS);
   if (!runs.ok) return;
@@ -170,9 +201,12 @@ async function refreshList() {
     : [h('tr', { class: 'empty' }, h('td', { colspan: 6, text: 'No runs yet: the first comes at its schedule, or run it now.' }))]));
 }
 
+// The last action's refusal (a run not started, and why) stays shown until the next action.
+let actionError = null;
+
 async function act(request) {
   const { ok, error } = await request;
-  showError(byId('list-error'), ok ? null : error);
+  actionError = ok ? null : error;
   await refreshList();
   return ok;
 }
@@ -181,6 +215,10 @@ async function act(request) {
 
 if (config.page === 'lists') {
   byId('list-form').addEventListener('submit', saveList);
+  byId('lists-more').addEventListener('click', () => {
+    wanted += LISTS_PAGE;
+    refreshLists();
+  });
   refreshLists();
   setInterval(refreshLists, REFRESH_MS);
 } else {

@@ -92,3 +92,64 @@ def test_the_lists_page_shows_each_lists_verdict_failures_per_run_and_next_run(s
     expect(phone.locator(".run-row")).to_have_count(2)
     shot(phone, "list")
     fits(phone)
+
+
+def test_a_list_of_a_sitemap_shows_its_source_each_run_opens_on_its_diff_and_an_unreadable_one_says_why(
+    server, target, page, phone
+):
+    tag = uuid.uuid4().hex[:8]
+    # The sitemap lists pages 0-2 at run 1, pages 1-4 at run 2, and answers 500 at run 3.
+    sitemap = target.url(f"/sitemap/turns/{tag}.xml?turns=0:1:2,1:2:3:4,s500")
+    response = server.request(
+        "POST",
+        "/api/v1/lists",
+        json={"name": "blog", "source": {"type": "sitemap", "url": sitemap}, "schedule": {"every": "6h"}},
+    )
+    assert response.status_code == 201, response.text
+    watched = response.json()
+    page.goto(server.url(f"/lists/{watched['id']}"))
+    expect(page.locator("#list-meta")).to_contain_text(f"sitemap {sitemap}")
+    for number in (1, 2):
+        page.click("#run-now")
+        run = page.locator(".run-row").first
+        expect(run.locator(".batch-link")).to_have_text(f"blog #{number}")
+        expect(run.locator(".badge")).to_have_text("done", timeout=15_000)
+    expect(page.locator(".run-row").first.locator(".change-chips")).to_have_text("2 added1 removed")
+
+    page.click("#run-now")
+    expect(page.locator("#list-error")).to_contain_text("answered 500, not 200")
+    expect(page.locator("#list-skipped")).to_contain_text("1 run not started; the last at")
+    expect(page.locator("#list-skipped")).to_contain_text(f"its source could not be read: the sitemap {sitemap}")
+    expect(page.locator(".run-row")).to_have_count(2)
+    shot(page, "sitemap-list")
+    fits(page)
+
+    page.locator(".run-row").first.locator(".batch-link").click()
+    compare = page.locator("#compare")
+    expect(compare).to_be_visible()  # a list's run opens on its diff against the run before, unasked
+    expect(compare.locator("#compare-base option:checked")).to_contain_text("blog #1")
+    expect(compare.locator("#compare-base option:checked")).to_contain_text("(the run before)")
+    expect(compare.locator(".kind-count.kind-added .n")).to_have_text("2")
+    expect(compare.locator(".kind-count.kind-removed .n")).to_have_text("1")
+    expect(compare.locator("#compare-rows tr")).to_have_count(3)
+    shot(page, "sitemap-run")
+
+    phone.goto(server.url("/lists"))
+    row = phone.locator(f".list-row[data-list-id='{watched['id']}']")
+    expect(row.locator(".list-watched")).to_have_text(f"sitemap {sitemap}")
+    shot(phone, "sitemap-index")
+    fits(phone)
+
+
+def test_the_lists_page_shows_50_lists_and_more_when_asked(server, target, page):
+    have = len(server.request("GET", "/api/v1/lists", params={"limit": 200}).json()["lists"])
+    for n in range(have, 53):
+        body = {"name": f"many {n}", "urls": [target.url("/ok")], "schedule": {"every": "6h"}}
+        assert server.request("POST", "/api/v1/lists", json=body).status_code == 201
+    page.goto(server.url("/lists"))
+    expect(page.locator(".list-row")).to_have_count(50)
+    expect(page.locator("#lists-note")).to_have_text("the first 50 lists")
+    page.click("#lists-more")
+    expect(page.locator(".list-row")).to_have_count(max(have, 53))
+    expect(page.locator("#lists-more")).to_be_hidden()
+    expect(page.locator("#lists-note")).to_have_text(f"{max(have, 53)} lists")

@@ -3,6 +3,7 @@ runs never overlap, a slot missed while the server was down runs once, and only 
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import time
 import uuid
@@ -17,7 +18,7 @@ from app.runs import schedule
 from app.runs.diff import KINDS
 from app.runs.events import Event
 from app.runs.schedule import Schedule, Scheduler
-from app.runs.store import StoreError
+from app.runs.store import SQLiteStore, StoreError
 from app.runs.store.base import ListRecord
 from app.runs.store.schema import SCHEMA, migrate
 from tests.support.receiver import Receiver, verified
@@ -102,6 +103,11 @@ class Submitter:
     def is_live(self, batch_id: str) -> bool:
         """No batch runs here."""
         return False
+
+
+def epoch(text: str) -> float:
+    """An API time (2026-12-06T12:00:00.000Z) as epoch seconds."""
+    return dt.datetime.fromisoformat(text).timestamp()
 
 
 def wait_until(check, timeout: float, what: str):
@@ -222,6 +228,94 @@ def test_a_lists_runs_notify_signed_with_its_list_id_and_change_sends_nothing_fo
     assert listed[watched["id"]]["last_delivery"]["status"] == "skipped"
 
 
+# -- lists of a source: a sitemap read again at each run -----------------------------------------
+
+
+def test_a_list_of_a_sitemap_reads_it_at_each_run_and_the_diff_shows_the_urls_added_and_removed(server, target):
+    tag = uuid.uuid4().hex[:8]
+    # The sitemap lists pages 0-2 at run 1, pages 1-4 at run 2, and answers 500 at run 3.
+    sitemap = target.url(f"/sitemap/turns/{tag}.xml?turns=0:1:2,1:2:3:4,s500")
+    watched = create(server, source={"type": "sitemap", "url": sitemap})
+    assert watched["source"] == {"type": "sitemap", "url": sitemap, "include": None, "exclude": None, "max_urls": None}
+    assert (watched["urls"], watched["url_count"], watched["name"]) == ([], None, f"sitemap {sitemap}")
+    assert target.hits().get(f"/sitemap/turns/{tag}.xml") is None, "saving a list reads nothing: each run does"
+
+    first, second = run_now(server, watched["id"]), run_now(server, watched["id"])
+    assert first["counts"]["total"] == 3 and second["counts"]["total"] == 4
+    assert second["source"] == watched["source"] and second["parent_id"] == first["id"]
+    summary = runs_of(server, watched["id"])["runs"][0]["diff_summary"]
+    assert {kind: n for kind, n in summary.items() if n} == {"added": 2, "removed": 1, "unchanged": 2}
+    diff = server.request("GET", f"/api/v1/batches/{second['id']}/diff", params={"kind": "added,removed"}).json()
+    assert sorted((change["kind"], change["key"]) for change in diff["changes"]) == [
+        ("added", target.url(f"/page/{tag}/3")),
+        ("added", target.url(f"/page/{tag}/4")),
+        ("removed", target.url(f"/page/{tag}/0")),
+    ]
+
+    refused = server.request("POST", f"/api/v1/lists/{watched['id']}/run")
+    assert refused.status_code == 409 and error_of(refused)["code"] == "source_unreadable"
+    assert "answered 500, not 200" in error_of(refused)["message"]
+    after = runs_of(server, watched["id"])
+    assert [run["id"] for run in after["runs"]] == [second["id"], first["id"]], "a source that fails starts no run"
+    assert after["skipped"]["count"] == 1
+    assert (
+        after["skipped"]["last_reason"] == f"its source could not be read: the sitemap {sitemap} answered 500, not 200"
+    )
+
+
+def test_a_scheduled_run_whose_source_cannot_be_read_is_skipped_with_its_reason_and_the_next_one_runs(server, target):
+    tag = uuid.uuid4().hex[:8]
+    sitemap = target.url(f"/sitemap/turns/{tag}.xml?turns=s404,0:1")
+    watched = create(server, source={"type": "sitemap", "url": sitemap}, schedule={"every": "1s"})
+    runs = wait_until(lambda: runs_of(server, watched["id"])["runs"], 4, "the run after the skipped one")
+    shown = server.request("GET", f"/api/v1/lists/{watched['id']}").json()
+    assert shown["skipped"]["count"] == 1 and "answered 404, not 200" in shown["skipped"]["last_reason"]
+    assert runs[0]["name"].endswith("#1") and runs[0]["counts"]["total"] == 2, "a skipped run takes no number"
+    assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
+
+
+def test_a_source_slow_to_read_does_not_hold_back_the_other_lists_runs(server, target):
+    slow = create(server, source={"type": "sitemap", "url": target.url("/delay/3000")}, schedule={"every": "1s"})
+    quick = create(server, urls=[target.url("/ok")], schedule={"every": "1s"})
+    runs = wait_until(lambda: runs_of(server, quick["id"])["runs"], 3, "the quick list's first run")
+    late = epoch(runs[-1]["created_at"]) - epoch(quick["next_run_at"])
+    assert late < 1.5, f"its run started {late:.1f} s after its slot: it waited for the other list's source"
+    skipped = wait_until(
+        lambda: (shown := server.request("GET", f"/api/v1/lists/{slow['id']}").json()["skipped"])["count"] and shown,
+        3,
+        "the slow list's next slot skipped",
+    )
+    assert skipped["last_reason"] == "its previous run was still starting (reading its source)", "no queue of slots"
+    for watched in (slow, quick):
+        assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
+
+
+def test_a_list_saved_from_a_batch_of_a_sitemap_keeps_its_source(server, target):
+    source = {"type": "sitemap", "url": target.url("/sitemap/urls.xml?n=3"), "include": "/page/[12]$"}
+    response = server.request("POST", "/api/v1/batches", json={"source": source})
+    assert response.status_code == 201, response.text
+    batch = server.wait(response.json()["id"])
+    watched = create(server, from_batch=batch["id"])
+    assert watched["source"] == batch["source"] and watched["urls"] == []
+    assert run_now(server, watched["id"])["counts"]["total"] == 2, "the run reads the source, include and all"
+    changed = server.request("PATCH", f"/api/v1/lists/{watched['id']}", json={"urls": [target.url("/ok")]}).json()
+    assert (changed["source"], changed["url_count"]) == (None, 1), "a list watches URLs or a source, never both"
+
+
+@pytest.mark.parametrize(
+    ("source", "field"),
+    [
+        ({"type": "sitemap", "url": "http://169.254.169.254/sitemap.xml"}, "source.url"),
+        ({"type": "feed", "url": "http://a.test/"}, "source.type"),
+        ({"type": "sitemap", "url": "http://a.test/", "include": "(?=x)"}, "source.include"),
+    ],
+)
+def test_a_list_of_a_source_the_server_would_not_read_answers_400_naming_the_field(server, source, field):
+    response = server.request("POST", "/api/v1/lists", json={"source": source, "schedule": {"every": "1h"}})
+    assert response.status_code == 400, response.text
+    assert error_of(response)["details"][0]["field"] == field
+
+
 # -- the API -----------------------------------------------------------------------------------
 
 
@@ -250,6 +344,7 @@ def test_a_lists_runs_notify_signed_with_its_list_id_and_change_sends_nothing_fo
         ({"consecutive_failures": 0}, "consecutive_failures"),
         ({"options": {"notify_on": "change"}}, "options.notify_on"),
         ({"urls": []}, "urls"),
+        ({"source": {"type": "sitemap", "url": "http://a.test/"}}, "source"),
         ({"urls": ["http://169.254.169.254/"]}, "urls[0]"),
         ({"colour": "green"}, "colour"),
     ],
@@ -366,6 +461,32 @@ def test_a_list_saved_from_a_batch_keeps_each_urls_expectations_until_its_urls_c
     assert after["counts"]["failed"] == 1, "new URLs drop the old URLs' expectations"
 
 
+def test_get_lists_pages_through_every_list_oldest_first(server, target):
+    made = [create(server, name=f"paged {n}", urls=[target.url("/ok")])["id"] for n in range(3)]
+    run = run_now(server, made[1])
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        response = server.request("GET", "/api/v1/lists", params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert len(body["lists"]) <= 2
+        seen += body["lists"]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        assert pages < 100
+    ids = [one["id"] for one in seen]
+    assert len(ids) == len(set(ids)), "no list twice"
+    assert [one for one in ids if one in made] == made, "oldest first"
+    recent = {one["id"]: [brief["id"] for brief in one["recent_runs"]] for one in seen}
+    assert (recent[made[0]], recent[made[1]]) == ([], [run["id"]])
+    for params, field in (({"limit": 0}, "limit"), ({"limit": 201}, "limit"), ({"cursor": "nonsense"}, "cursor")):
+        refused = server.request("GET", "/api/v1/lists", params=params)
+        assert refused.status_code == 400 and error_of(refused)["details"][0]["field"] == field
+
+
 # -- the schedule over time --------------------------------------------------------------------
 
 
@@ -411,6 +532,12 @@ def test_each_slot_is_claimed_once_in_either_store(store_factory):
     store.create_batch("b2", "l #2", {}, ["http://a.test/"], "2026-12-06T00:00:01.000Z", "b1", list_id="l1")
     store.flush()
     assert store.list_runs("l1", 10) == ["b2", "b1"]
+    store.note_skipped("l1", 102.0, "its source could not be read: the sitemap answered 500")
+    sitemap = {"type": "sitemap", "url": "http://a.test/sitemap.xml", "include": None, "exclude": None, "max_urls": 9}
+    assert store.change_list("l1", {"source": sitemap, "urls": []})
+    found = store.get_list("l1")
+    assert found is not None and (found.source, found.urls) == (sitemap, [])
+    assert (found.skipped, found.last_skipped_reason) == (1, "its source could not be read: the sitemap answered 500")
     assert store.delete_list("l1") and store.get_list("l1") is None
     assert store.list_runs("l1", 10) == [], "a deleted list's runs stay as batches of no list"
 
@@ -495,6 +622,50 @@ def test_pruning_deletes_every_run_beyond_keep_runs_a_page_at_a_time(store_facto
     deleted = Scheduler(Config(), store, Submitter(store)).prune(record)
     assert len(deleted) == 102 and deleted[0] == "b0", "oldest first"
     assert store.list_runs("l1", 200) == ["b104", "b103", "b50"], "b50 is going: never deleted"
+
+
+def test_the_last_runs_of_a_page_of_lists_are_read_at_once_in_either_store(store_factory):
+    store = store_factory()
+    for n, list_id in enumerate(("l1", "l2", "l3")):
+        store.create_list(
+            ListRecord(
+                list_id, list_id, ["http://a.test/"], {}, {"every": "1m"}, [], None, None, 30, False,
+                f"2026-12-06T00:00:0{n}.000Z", None, None, 0, 0, None,
+            )
+        )  # fmt: skip
+    for n in range(5):
+        store.create_batch(f"b{n}", f"l1 #{n}", {}, ["http://a.test/"], "2026-12-06T00:00:00.000Z", list_id="l1")
+    store.create_batch("c0", "l2 #1", {}, ["http://a.test/"], "2026-12-06T00:00:00.000Z", list_id="l2")
+    store.create_batch("alone", "alone", {}, ["http://a.test/"], "2026-12-06T00:00:00.000Z")
+    store.flush()
+    found = store.recent_list_runs(["l1", "l2", "l3"], 3)
+    assert [(record.list_id, record.id) for record in found] == [("l2", "c0"), ("l1", "b4"), ("l1", "b3"), ("l1", "b2")]
+    assert store.recent_list_runs([], 3) == []
+    first = store.page_lists(2)
+    assert [record.id for record in first] == ["l1", "l2"]
+    assert [record.id for record in store.page_lists(2, (first[-1].created_at, first[-1].id))] == ["l3"]
+
+
+def test_a_sqlite_file_of_an_earlier_version_gets_the_lists_source_columns(tmp_path):
+    path = str(tmp_path / "old.db")
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as conn:  # the lists table as the version before sources made it
+        conn.execute("ALTER TABLE lists DROP COLUMN source")
+        conn.execute("ALTER TABLE lists DROP COLUMN last_skipped_reason")
+        conn.execute(
+            "INSERT INTO lists (id, name, urls, options, schedule, notify, keep_runs, created_at)"
+            """ VALUES ('old', 'old', '["http://a.test/"]', '{}', '{"every": "1h"}', '[]', 30, 'x')"""
+        )
+    store = SQLiteStore(path)
+    try:
+        found = store.get_list("old")
+        assert found is not None and (found.urls, found.source, found.last_skipped_reason) == (
+            ["http://a.test/"],
+            None,
+            None,
+        )
+    finally:
+        store.close()
 
 
 # -- cluster mode ------------------------------------------------------------------------------

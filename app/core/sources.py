@@ -38,6 +38,10 @@ class Source:
             del shown["same_origin"]
         return shown
 
+    def default_name(self) -> str:
+        """The name of a batch (or watch list) of this source's URLs when the client gives none."""
+        return f"{'sitemap' if self.type == 'sitemap' else 'links on'} {self.url}"
+
     def matcher(self) -> URLFilter:
         """The include and exclude expressions, compiled."""
         return URLFilter(self.include, self.exclude)

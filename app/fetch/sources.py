@@ -19,6 +19,7 @@ from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin
 from xml.etree.ElementTree import ParseError
 
+import gevent
 from defusedxml import DefusedXmlException, DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml.ElementTree import DefusedXMLParser
 
@@ -208,6 +209,60 @@ class Expansion:
             return
         counts.kept += 1
         yield url, meta
+
+
+def take(expansion: Expansion, read: int, keep: int) -> list[tuple[str, Meta]]:
+    """The first `keep` URLs of a source and their meta, reading on until it ends or `read` URLs came (its counts
+    then say how many), within GREENBATCH_SOURCE_TIMEOUT; SourceError naming why when it cannot be read."""
+    limits = expansion.limits
+    timeout = gevent.Timeout(
+        limits.timeout,
+        SourceError(
+            f"reading the source {expansion.source.url} took longer than {limits.timeout:g} s "
+            "(GREENBATCH_SOURCE_TIMEOUT); nothing was started",
+            code="source_timeout",
+        ),
+    )
+    found: list[tuple[str, Meta]] = []
+    timeout.start()
+    try:
+        for pair in expansion:
+            if len(found) < keep:
+                found.append(pair)
+            if expansion.counts.kept >= read:
+                break
+    finally:
+        timeout.close()
+    return found
+
+
+def over_limit_message(source: Source, limit: int) -> str:
+    """Why a source with more URLs than a batch may hold is refused, offering to take the first ones."""
+    return (
+        f"the {source.type.replace('_', ' ')} source {source.url} has more than {limit:,} URLs, the most in one "
+        f"batch (GREENBATCH_MAX_URLS); set source.max_urls (at most {limit}) to take the first ones"
+    )
+
+
+def batch_urls(expansion: Expansion, max_urls: int) -> list[tuple[str, Meta]]:
+    """The URLs (and meta) a batch takes from a source: its first source.max_urls, or all of them when they are at
+    most `max_urls`; SourceError when it cannot be read, holds more without source.max_urls, or gives none. A
+    batch submitted with a source and each run of a watch list holding one read it through here."""
+    source = expansion.source
+    cap = source.max_urls or max_urls
+    found = take(expansion, cap + 1, cap + 1)
+    if len(found) > cap:
+        if source.max_urls is None:
+            raise SourceError(over_limit_message(source, max_urls), code="too_many_urls")
+        del found[cap:]
+    if not found:
+        counts = expansion.counts
+        raise SourceError(
+            f"the source {source.url} gave no URLs to fetch: {counts.found} found, {counts.excluded} excluded by"
+            f" include, exclude or same_origin, {counts.invalid} not fetchable",
+            code="empty_source",
+        )
+    return found
 
 
 # -- the sitemap parser --------------------------------------------------------------------------

@@ -85,6 +85,14 @@ class BatchReader:
         """Batches newest first; `before` is a cursor (a batch's num)."""
         return [self.view(record) for record in self.store.list_batches(limit, before)]
 
+    def recent_list_runs(self, list_ids: list[str], per: int) -> dict[str, list[BatchView]]:
+        """The last `per` runs of each list, newest first, as they stand now: one store read for them all."""
+        found: dict[str, list[BatchView]] = {list_id: [] for list_id in list_ids}
+        for record in self.store.recent_list_runs(list_ids, per):
+            if record.list_id in found:
+                found[record.list_id].append(self.view(record))
+        return found
+
     def settled(self, batch_id: str, timeout: float) -> BatchView | None:
         """The batch once its final state is committed (at most `timeout` s), or as it stands then; None if gone."""
         deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ runs beyond the list's keep_runs are deleted, oldest first.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -23,11 +24,16 @@ import gevent
 from cronsim import CronSim, CronSimError
 from gevent.event import Event as Signal
 from gevent.lock import Semaphore
+from gevent.pool import Pool
 
 from ..core.clock import iso_at
 from ..core.config import Config
-from ..core.options import BatchOptions, ValidationError
+from ..core.options import MAX_META_CHARS, BatchOptions, ValidationError
 from ..core.results import FINAL_STATUSES
+from ..core.sources import Source
+from ..core.urllist import UrlList
+from ..fetch import guard
+from ..fetch.sources import Expansion, SourceError, SourceLimits, batch_urls
 from .control import BatchControl
 from .store import Store, StoreError
 from .store.base import ListRecord
@@ -41,6 +47,7 @@ _EVERY = re.compile(r"^\s*(\d{1,7})\s*([smhd])\s*$")
 CRON_SAMPLES = 50  # successive cron slots whose gaps are checked against the shortest interval
 MAX_EVERY = 366 * 86400  # seconds: the longest `every` (a year)
 PRUNE_PAGE = 500  # run ids read at once when looking for the runs beyond keep_runs
+SOURCE_READS = 8  # lists' sources read at once for due runs; the scheduler waits for a free one beyond
 
 
 @dataclass(frozen=True)
@@ -112,8 +119,11 @@ class RunOutcome:
     """What starting a list's run did: the batch it started, or why it started none."""
 
     batch_id: str | None
-    skipped: str | None = None  # "overlap": the previous run is still going; "refused": the options no longer pass
+    # "overlap": the previous run is still going; "refused": the options no longer pass; "source": its source could
+    # not be read (`code` says how: source_timeout, not_a_sitemap, empty_source...)
+    skipped: str | None = None
     message: str = ""
+    code: str = ""
 
 
 class Scheduler:
@@ -128,6 +138,9 @@ class Scheduler:
         self._greenlet: gevent.Greenlet[[], None] | None = None
         self._locks: dict[str, Semaphore] = {}  # a list's runs start one at a time in this process
         self._started = time.time()
+        self._reads = Pool(SOURCE_READS)
+        # A claimed run not stored within this was lost: a list's source may take GREENBATCH_SOURCE_TIMEOUT to read.
+        self.grace = CLAIM_GRACE + config.source_timeout
 
     def start(self) -> None:
         """Start looking for due lists."""
@@ -139,6 +152,7 @@ class Scheduler:
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=5)
             self._greenlet = None
+        self._reads.kill(block=True, timeout=5)
 
     def wake(self) -> None:
         """Look at the lists now: one was added, changed or deleted."""
@@ -172,35 +186,48 @@ class Scheduler:
                 continue  # deleted or changed since it was read
             following = Schedule.parse(record.schedule, 0).following(slot, now)
             batch_id = secrets.token_hex(6)
-            taken, free = self.store.claim_slot_run(list_id, slot, following, now, batch_id)
+            taken, free = self.store.claim_slot_run(list_id, slot, following, now, batch_id, self.grace)
             if not taken:
                 continue  # another process took this slot
             upcoming.append(following - now)
-            if not free:
+            starting = self._locks.get(list_id)
+            if starting is not None and starting.locked():  # never a queue of slots behind a slow source
+                if free:
+                    self._release(list_id, batch_id)
+                self.store.note_skipped(list_id, now, "its previous run was still starting (reading its source)")
+            elif not free:
                 log.info("watch list %s: scheduled run skipped, its previous run is still going", list_id)
-                self.store.note_skipped(list_id, now)
-                continue
-            try:
-                outcome = self.run(record, scheduled=True, batch_id=batch_id)
-            except StoreError as exc:  # the store fails for now: the slot is put back, to run once it answers
-                log.error("watch list %s: its run at %s could not be stored: %s", list_id, iso_at(slot), exc)
-                self._release(list_id, batch_id, slot)
-                upcoming.append(self.tick)
-                continue
-            except Exception:  # a fault that would recur: counted as skipped, the next slot is tried
-                log.exception("watch list %s: its run at %s failed to start; skipped", list_id, iso_at(slot))
-                self._release(list_id, batch_id)
-                self.store.note_skipped(list_id, now)
-                continue
-            if outcome.skipped == "overlap":
-                self.store.note_skipped(list_id, now)
+                self.store.note_skipped(list_id, now, "its previous run was still going")
+            elif record.source is not None:
+                # Reading a source may take GREENBATCH_SOURCE_TIMEOUT: the other lists' slots must not wait for it.
+                self._reads.spawn(self._run_slot, record, slot, now, batch_id)
+            else:
+                self._run_slot(record, slot, now, batch_id)
         return max(0.01, min(upcoming))
+
+    def _run_slot(self, record: ListRecord, slot: float, now: float, batch_id: str) -> None:
+        """Run a list at its claimed slot; a run that does not start is recorded with its reason, and a slot whose
+        run could not be stored is put back."""
+        try:
+            outcome = self.run(record, scheduled=True, batch_id=batch_id)
+            if outcome.skipped is not None:
+                self.store.note_skipped(record.id, now, outcome.message)
+        except StoreError as exc:  # the store fails for now: the slot is put back, to run once it answers
+            log.error("watch list %s: its run at %s could not be stored: %s", record.id, iso_at(slot), exc)
+            self._release(record.id, batch_id, slot)
+        except Exception:  # a fault that would recur: counted as skipped (in a greenlet, it would reach stderr only)
+            log.exception("watch list %s: its run at %s failed to start; skipped", record.id, iso_at(slot))
+            self._release(record.id, batch_id)
+            try:
+                self.store.note_skipped(record.id, now, "it failed to start (the server's log says why)")
+            except StoreError as exc:
+                log.error("watch list %s: its skipped run could not be recorded: %s", record.id, exc)
 
     def recover_lost(self, now: float) -> list[str]:
         """Put back the slots whose run was claimed but never stored (its process was killed in between), so that
         they run once now; the ids of the lists. A process alone (SQLite) knows every claim older than its start
-        was lost; in a cluster, another process may be storing one, so only claims past CLAIM_GRACE count."""
-        before = now - CLAIM_GRACE if self.config.cluster else max(now - CLAIM_GRACE, self._started)
+        was lost; in a cluster, another process may be storing one, so only claims past the grace count."""
+        before = now - self.grace if self.config.cluster else max(now - self.grace, self._started)
         recovered = []
         for record in self.store.lost_runs(before):
             assert record.running_batch is not None
@@ -216,7 +243,7 @@ class Scheduler:
         return recovered
 
     def _release(self, list_id: str, batch_id: str, slot: float | None = None) -> None:
-        """release_run, logged when the store cannot (the claim then lapses after CLAIM_GRACE)."""
+        """release_run, logged when the store cannot (the claim then lapses after the grace)."""
         try:
             self.store.release_run(list_id, batch_id, slot)
         except StoreError as exc:
@@ -234,7 +261,7 @@ class Scheduler:
             # The claim is the rule across processes; the engine's own view covers a run of this process whose
             # ended status is not stored yet.
             going = parent is not None and self._going(parent)
-            if going or (batch_id is None and not self.store.claim_run(record.id, claimed, time.time())):
+            if going or (batch_id is None and not self.store.claim_run(record.id, claimed, time.time(), self.grace)):
                 if going and batch_id is not None:
                     self._release(record.id, claimed)
                 why = "scheduled run skipped" if scheduled else "not started"
@@ -246,13 +273,22 @@ class Scheduler:
                 log.error("watch list %s: not run, its options no longer pass: %s %s", record.id, exc, exc.details)
                 self._release(record.id, claimed)
                 return RunOutcome(None, "refused", f"its options no longer pass: {exc}")
+            urls: list[str] | UrlList = record.urls
+            if record.source is not None:
+                try:
+                    urls, options = self.expanded(record.source, options)
+                except SourceError as exc:
+                    log.error("watch list %s: not run, its source could not be read: %s", record.id, exc)
+                    self._release(record.id, claimed)
+                    return RunOutcome(None, "source", f"its source could not be read: {exc}", exc.code)
             try:
                 number = self.store.number_run(record.id)
                 self.engine.submit(
-                    record.urls,
+                    urls,
                     options,
                     f"{record.name} #{number}"[:200],
                     parent_id=parent,
+                    source=record.source,
                     list_id=record.id,
                     batch_id=claimed,
                 )
@@ -269,10 +305,35 @@ class Scheduler:
         self.prune(record)
         return RunOutcome(claimed)
 
+    def expanded(self, raw: dict[str, Any], options: BatchOptions) -> tuple[UrlList, BatchOptions]:
+        """A list's source read now as a batch submitted with it is (the guard on every fetch, the same limits):
+        its URLs, and the options with each URL's meta; SourceError naming why it cannot be."""
+        try:
+            source = Source.parse(raw, self.config)
+            url = guard.check_url(source.url, self.config.max_url_length)
+        except (ValidationError, guard.InvalidUrl) as exc:  # a limit lowered since the list was saved
+            raise SourceError(f"the source no longer passes: {exc}", code="invalid_source") from None
+        refusal = self.engine.policy.refuses_literal(url)
+        if refusal is not None:
+            raise SourceError(f"source.url {url} cannot be fetched: {refusal}", code="invalid_source")
+        source = dataclasses.replace(source, url=url)
+        found = batch_urls(
+            Expansion(source, self.engine.policy, SourceLimits.from_config(self.config)), self.config.max_urls
+        )
+        # Each URL's meta (a sitemap's lastmod, a link's found_on) is its row's meta, as in a submitted batch.
+        rows = {
+            index: {"meta": {key: value[:MAX_META_CHARS] for key, value in meta.items()}}
+            for index, (_, meta) in enumerate(found)
+            if meta
+        }
+        if rows:
+            options = dataclasses.replace(options, rows=rows)
+        return UrlList.of(url for url, _ in found), options
+
     def run_options(self, record: ListRecord) -> dict[str, Any]:
         """The options each run of the list is submitted with: its own, its URLs' row specs, and whom to notify."""
         options = dict(record.options)
-        if record.row_specs:
+        if record.row_specs and record.source is None:  # a source's rows are each run's own (expanded)
             options["rows"] = record.row_specs
         if record.notify:
             options["notify"] = record.notify

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
-import gevent
 import idna
 from flask import Blueprint, Response, current_app, request, url_for
 
@@ -25,7 +24,7 @@ from ..core.results import ERROR_KINDS, FINAL_STATUSES
 from ..core.sources import Source
 from ..core.urllist import MAX_REMAP, UrlList, UrlListBuilder, read_json_object, remapped
 from ..fetch import guard
-from ..fetch.sources import Expansion, SourceError, SourceLimits
+from ..fetch.sources import Expansion, SourceError, SourceLimits, batch_urls, over_limit_message, take
 from ..fetch.tls import now_utc
 from ..runs.certificates import EXPIRING_DAYS, expiring
 from ..runs.certificates import certificates as certificate_rows
@@ -561,40 +560,10 @@ def _source(raw: Any) -> Source:
     return dataclasses.replace(source, url=url)
 
 
-def _expanded(expansion: Expansion, read: int, keep: int) -> list[tuple[str, dict[str, str]]]:
-    """The first `keep` URLs of a source and their meta, reading on until it ends or `read` URLs came (its
-    counts then say how many), within GREENBATCH_SOURCE_TIMEOUT; a 400 naming the problem when it cannot be read."""
-    limits = expansion.limits
-    timeout = gevent.Timeout(
-        limits.timeout,
-        SourceError(
-            f"reading the source {expansion.source.url} took longer than {limits.timeout:g} s "
-            "(GREENBATCH_SOURCE_TIMEOUT); nothing was started",
-            code="source_timeout",
-        ),
-    )
-    found: list[tuple[str, dict[str, str]]] = []
-    timeout.start()
-    try:
-        for pair in expansion:
-            if len(found) < keep:
-                found.append(pair)
-            if expansion.counts.kept >= read:
-                break
-    except SourceError as exc:
-        raise ApiError(400, exc.code, str(exc), [{"field": "source.url", "message": str(exc)}]) from None
-    finally:
-        timeout.close()
-    return found
-
-
-def _over_limit(source: Source, limit: int) -> ApiError:
-    """The 400 for a source with more URLs than a batch may hold, offering to take the first ones."""
-    message = (
-        f"the {source.type.replace('_', ' ')} source {source.url} has more than {limit:,} URLs, the most in one "
-        f"batch (GREENBATCH_MAX_URLS); set source.max_urls (at most {limit}) to take the first ones"
-    )
-    return ApiError(400, "too_many_urls", message, [{"field": "source.max_urls", "message": message}])
+def _source_error(exc: SourceError) -> ApiError:
+    """A source that cannot give a batch its URLs as a 400, the field it names by why."""
+    field = {"too_many_urls": "source.max_urls", "empty_source": "source"}.get(exc.code, "source.url")
+    return ApiError(400, exc.code, str(exc), [{"field": field, "message": str(exc)}])
 
 
 def _meta_row(meta: dict[str, str]) -> dict[str, str]:
@@ -613,19 +582,10 @@ def _created_from_source(raw_source: Any, raw_options: Any, raw_name: Any) -> Re
     options = guarded_notify(options, raw_options)
     name = _name(raw_name)
     expansion = Expansion(source, services().engine.policy, SourceLimits.from_config(config))
-    cap = source.max_urls or config.max_urls
-    found = _expanded(expansion, cap + 1, cap + 1)
-    if len(found) > cap:
-        if source.max_urls is None:
-            raise _over_limit(source, config.max_urls)
-        del found[cap:]
-    if not found:
-        counts = expansion.counts
-        message = (
-            f"the source {source.url} gave no URLs to fetch: {counts.found} found, {counts.excluded} excluded by"
-            f" include, exclude or same_origin, {counts.invalid} not fetchable"
-        )
-        raise ApiError(400, "empty_source", message, [{"field": "source", "message": message}])
+    try:
+        found = batch_urls(expansion, config.max_urls)
+    except SourceError as exc:
+        raise _source_error(exc) from None
     # Each URL's meta (a sitemap's lastmod, a link's found_on) is its row's meta: stored, and in its result.
     rows = {index: {"meta": _meta_row(meta)} for index, (_, meta) in enumerate(found) if meta}
     if rows:
@@ -633,8 +593,7 @@ def _created_from_source(raw_source: Any, raw_options: Any, raw_name: Any) -> Re
     _check_final_url_bases(options)
     urls = UrlList.of(url for url, _ in found)
     del found
-    noun = "sitemap" if source.type == "sitemap" else "links on"
-    return _created(_submit(urls, options, name or f"{noun} {source.url}"[:MAX_NAME], source=source.to_dict()))
+    return _created(_submit(urls, options, name or source.default_name()[:MAX_NAME], source=source.to_dict()))
 
 
 @bp.post("/sources/preview")
@@ -652,7 +611,10 @@ def preview_source():
     source = _source(body["source"])
     expansion = Expansion(source, services().engine.policy, SourceLimits.from_config(config))
     limit = source.max_urls or config.max_urls
-    found = _expanded(expansion, limit + 1, PREVIEW_URLS)
+    try:
+        found = take(expansion, limit + 1, PREVIEW_URLS)
+    except SourceError as exc:
+        raise _source_error(exc) from None
     counts = expansion.counts
     over = counts.kept > limit
     return {
@@ -662,7 +624,7 @@ def preview_source():
         "complete": not over,
         "max_urls": config.max_urls,
         "over_limit": over and source.max_urls is None,
-        "message": _over_limit(source, config.max_urls).message if over and source.max_urls is None else None,
+        "message": over_limit_message(source, config.max_urls) if over and source.max_urls is None else None,
         "would_take": min(counts.kept, limit),
     }
 

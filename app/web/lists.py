@@ -13,6 +13,7 @@ from gevent import get_hub
 from ..core.clock import iso_at, now_iso
 from ..core.lru import LRU
 from ..core.options import BatchOptions, ValidationError, redacted
+from ..core.sources import Source
 from ..runs.diff import compare
 from ..runs.reader import BatchView
 from ..runs.schedule import Schedule, Scheduler
@@ -25,6 +26,7 @@ from .api import (
     _int_arg,
     _json_body,
     _refuse_if_store_fails,
+    _source,
     _validate_urls,
     guarded_notify,
 )
@@ -34,7 +36,7 @@ from .views import batch_json, delivery_json, listed_options, shown_options
 
 bp = Blueprint("lists", __name__, url_prefix="/api/v1")
 
-FIELDS = ("name", "urls", "from_batch", "options", "schedule", "notify", "notify_on", "consecutive_failures")
+FIELDS = ("name", "urls", "source", "from_batch", "options", "schedule", "notify", "notify_on", "consecutive_failures")
 FIELDS += ("keep_runs", "paused")
 DEFAULT_KEEP_RUNS = 30
 NOTIFY_FIELDS = ("notify", "notify_on", "consecutive_failures")  # passed into the options of each run
@@ -43,6 +45,8 @@ NOTIFY_FIELDS = ("notify", "notify_on", "consecutive_failures")  # passed into t
 NOT_COPIED = ("rows", "notify", "webhook", "notify_on", "consecutive_failures", "origin")
 RECENT_RUNS = 12  # runs a list shows in GET /lists (the sparkline's)
 MAX_RUNS_LIMIT = 50  # runs GET /lists/<id>/runs answers at once: each may compare two runs
+LISTS_PAGE = 50  # lists in a page of GET /lists unless `limit` says
+MAX_LISTS_PAGE = 200
 # Diff summaries of two ended runs: they never change, so a list's runs page compares each pair once.
 _SUMMARIES: LRU[tuple[str, str], dict[str, int]] = LRU(256)
 
@@ -169,26 +173,43 @@ def _urls(raw: Any) -> list[str]:
     return list(_validate_urls(raw))
 
 
+def _list_name(changes: dict[str, Any]) -> str:
+    """A new list's name when none is given: its source's, or one from its URLs."""
+    source = changes.get("source")
+    if source:
+        return Source(**source).default_name()[:MAX_NAME]
+    return _derived_name(changes["urls"])
+
+
 def _changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
     """The stored fields a body gives, each checked; `from_batch` gives the batch's URLs (and options)."""
     changes: dict[str, Any] = {}
-    if "urls" in body and "from_batch" in body:
-        raise _invalid("from_batch", 'conflicts with "urls": give one')
+    given = [name for name in ("urls", "source", "from_batch") if name in body]
+    if len(given) > 1:
+        raise _invalid(given[1], f'conflicts with "{given[0]}": give one of urls, source and from_batch')
     if "from_batch" in body:
         if not creating:
-            raise _invalid("from_batch", 'is for a new list: give "urls" to change a list\'s URLs')
-        source = services().reader.get(str(body["from_batch"]))
-        if source is None:
+            raise _invalid("from_batch", 'is for a new list: give "urls" or "source" to change what a list watches')
+        batch = services().reader.get(str(body["from_batch"]))
+        if batch is None:
             raise _invalid("from_batch", f"names no batch ({body['from_batch']!r})")
-        changes["urls"] = list(services().store.urls(source.id))
-        # Each URL's expectations, meta and checks, by index: passed into every run, as a rerun's are.
-        changes["row_specs"] = services().store.row_specs(source.id)
+        # A batch read from a sitemap or a page gives its source, read again at each run; otherwise its URLs, and
+        # each URL's expectations, meta and checks by index, passed into every run as a rerun's are.
+        changes["urls"] = [] if batch.source else list(services().store.urls(batch.id))
+        changes["source"] = batch.source or None
+        changes["row_specs"] = None if batch.source else services().store.row_specs(batch.id)
         if "options" not in body:
-            changes["options"] = {key: value for key, value in source.options.items() if key not in NOT_COPIED}
-        changes["name"] = source.name
+            changes["options"] = {key: value for key, value in batch.options.items() if key not in NOT_COPIED}
+        changes["name"] = batch.name
     if "urls" in body:
         changes["urls"] = _urls(body["urls"])
+        changes["source"] = None
         changes["row_specs"] = None  # they were the old URLs', index by index
+    if "source" in body:
+        # Checked as a submission's source is, without reading it: each run reads it (/sources/preview shows it).
+        changes["source"] = _source(body["source"]).to_dict()
+        changes["urls"] = []
+        changes["row_specs"] = None
     if "options" in body:
         changes["options"] = _options(body["options"])
     if "name" in body:
@@ -233,7 +254,8 @@ def list_json(record: ListRecord, full: bool = True) -> dict[str, Any]:
     shown = {
         "id": record.id,
         "name": record.name,
-        "url_count": record.url_count,
+        "url_count": None if record.source else record.url_count,
+        "source": record.source,
         "options": shown_options(record.options) if full else listed_options(record.options),
         "schedule": record.schedule,
         "notify": redacted({"notify": record.notify}).get("notify") or [],
@@ -245,7 +267,7 @@ def list_json(record: ListRecord, full: bool = True) -> dict[str, Any]:
         "next_run_at": _when(record.next_run_at),
         "last_run_at": _when(record.last_run_at),
         "runs_started": record.runs,
-        "skipped": {"count": record.skipped, "last_at": _when(record.last_skipped_at)},
+        "skipped": _skipped(record),
         "links": {
             "self": url_for("lists.get_list", list_id=record.id),
             "runs": url_for("lists.list_runs", list_id=record.id),
@@ -257,6 +279,15 @@ def list_json(record: ListRecord, full: bool = True) -> dict[str, Any]:
     if full:
         shown["urls"] = record.urls
     return shown
+
+
+def _skipped(record: ListRecord) -> dict[str, Any]:
+    """The runs of a list that did not start: how many, the last one's time and why."""
+    return {
+        "count": record.skipped,
+        "last_at": _when(record.last_skipped_at),
+        "last_reason": record.last_skipped_reason,
+    }
 
 
 def _recent(record: ListRecord, limit: int) -> list[BatchView]:
@@ -306,8 +337,10 @@ def create_list():
     _refuse_if_store_fails()
     config = current_app.config["GREENBATCH"]
     body = _body()
-    if "urls" not in body and "from_batch" not in body:
-        raise _invalid("urls", 'is required (or "from_batch": a batch whose URLs to watch)')
+    if not {"urls", "source", "from_batch"} & set(body):
+        raise _invalid(
+            "urls", 'is required (or "source": a sitemap or page to read at each run, or "from_batch": a batch)'
+        )
     if "schedule" not in body:
         raise _invalid("schedule", 'is required: {"every": "6h"} or {"cron": "0 3 * * *"}', "invalid_schedule")
     changes = _changes(body, creating=True)
@@ -324,8 +357,9 @@ def create_list():
     now = time.time()
     record = ListRecord(
         id=secrets.token_hex(6),
-        name=changes.get("name") or _derived_name(changes["urls"]),
+        name=changes.get("name") or _list_name(changes),
         urls=changes["urls"],
+        source=changes.get("source"),
         options=changes.get("options", {}),
         schedule=changes["schedule"],
         notify=changes.get("notify", []),
@@ -352,17 +386,32 @@ def create_list():
 
 @bp.get("/lists")
 def all_lists():
-    """Every watch list (without its URLs), each with its last runs (newest first) for a verdict and a sparkline,
-    and its last notification."""
-    shown = []
+    """The watch lists, oldest first, a page at a time (`limit`, `cursor`), without their URLs; each with its last
+    runs (newest first) for a verdict and a sparkline, and its last notification."""
+    limit = _int_arg("limit", LISTS_PAGE, 1, MAX_LISTS_PAGE)
     store = services().store
-    for record in store.all_lists():
+    records = store.page_lists(limit + 1, _list_cursor(request.args.get("cursor")))
+    page = records[:limit]
+    recent = services().reader.recent_list_runs([record.id for record in page], RECENT_RUNS)
+    shown = []
+    for record in page:
         one = list_json(record, full=False)
-        one["recent_runs"] = [_run_brief(view) for view in _recent(record, RECENT_RUNS)]
+        one["recent_runs"] = [_run_brief(view) for view in recent[record.id]]
         last = store.list_deliveries(record.id, 1) if record.notify else []
         one["last_delivery"] = delivery_json(last[0]) if last else None
         shown.append(one)
-    return {"lists": shown}
+    last_shown = page[-1] if len(records) > limit else None
+    return {"lists": shown, "next_cursor": f"{last_shown.created_at}_{last_shown.id}" if last_shown else None}
+
+
+def _list_cursor(raw: str | None) -> tuple[str, str] | None:
+    """A `cursor` of GET /lists (next_cursor of the page before) as (created_at, id); a 400 when it is not one."""
+    if raw is None:
+        return None
+    created_at, _, list_id = raw.rpartition("_")
+    if not created_at or not list_id or len(raw) > 100:
+        raise _invalid("cursor", "must be the next_cursor of the page before", "invalid_parameter")
+    return created_at, list_id
 
 
 @bp.get("/lists/<list_id>")
@@ -379,7 +428,7 @@ def change_list(list_id: str):
     _check_consecutive(
         changes.get("consecutive_failures", record.consecutive_failures), changes.get("keep_runs", record.keep_runs)
     )
-    if "urls" in changes and record.options.get("rows"):
+    if ("urls" in changes or "source" in changes) and record.options.get("rows"):
         # Per-URL expectations and meta were the old list's, index by index.
         changes["options"] = {k: v for k, v in changes.get("options", record.options).items() if k != "rows"}
     paused = changes.get("paused", record.paused)
@@ -412,7 +461,9 @@ def run_list(list_id: str):
     _refuse_if_store_fails()
     outcome = _scheduler().run(record)
     if outcome.batch_id is None:
-        code = "still_running" if outcome.skipped == "overlap" else "invalid_options"
+        if outcome.skipped != "overlap":  # the list's own failure: shown with the list, as a scheduled one is
+            services().store.note_skipped(record.id, time.time(), outcome.message)
+        code = {"overlap": "still_running", "source": outcome.code}.get(outcome.skipped or "", "invalid_options")
         raise ApiError(409, code, f"watch list {list_id} was not run: {outcome.message}")
     response = current_app.json.response(batch_json(_batch_or_404(outcome.batch_id)))
     response.status_code = 201
@@ -433,7 +484,7 @@ def list_runs(list_id: str):
     return {
         "list_id": record.id,
         "runs": runs,
-        "skipped": {"count": record.skipped, "last_at": _when(record.last_skipped_at)},
+        "skipped": _skipped(record),
     }
 
 

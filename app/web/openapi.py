@@ -1668,6 +1668,11 @@ def list_schemas(config: Config) -> dict[str, Any]:
             "items": {"type": "string", "maxLength": config.max_url_length},
             "description": "http(s) URLs, under the same rules as a batch's.",
         },
+        "source": {
+            **ref("SourceInput"),
+            "description": "Instead of urls: a sitemap or page read again at each run (as a batch's source), so "
+            "each run's diff shows the URLs added and removed. Checked when saved, read only by the runs.",
+        },
         "options": nullable(ref("OptionsInput")),
         "schedule": schedule,
         "notify": notify,
@@ -1687,9 +1692,14 @@ def list_schemas(config: Config) -> dict[str, Any]:
     }
     skipped = {
         "type": "object",
-        "required": ["count", "last_at"],
-        "description": "Scheduled runs skipped because the run before was still going.",
-        "properties": {"count": {"type": "integer"}, "last_at": nullable(TIMESTAMP)},
+        "required": ["count", "last_at", "last_reason"],
+        "description": "Runs that did not start: a scheduled one while the run before was still going, or any "
+        "whose source could not be read (or whose options no longer pass).",
+        "properties": {
+            "count": {"type": "integer"},
+            "last_at": nullable(TIMESTAMP),
+            "last_reason": nullable({"type": "string", "description": "Why the last one did not start."}),
+        },
     }
     watch_list = {
         "type": "object",
@@ -1714,8 +1724,13 @@ def list_schemas(config: Config) -> dict[str, Any]:
         "properties": {
             "id": {"type": "string"},
             "name": {"type": "string"},
-            "url_count": {"type": "integer"},
-            "urls": {"type": "array", "items": {"type": "string"}, "description": "In GET /lists/{list_id} only."},
+            "url_count": nullable({"type": "integer", "description": "null for a list of a source."}),
+            "source": nullable(ref("Source")),
+            "urls": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "In GET /lists/{list_id} only; empty for a list of a source.",
+            },
             "options": {"type": "object", "description": "As given when saved; server defaults fill in the rest."},
             "schedule": schedule,
             "notify": notify,
@@ -1759,9 +1774,10 @@ def list_schemas(config: Config) -> dict[str, Any]:
     return {
         "NewWatchList": {
             "type": "object",
-            "description": "The URLs as a list (`urls`), or those of a batch (`from_batch`, which also gives its "
-            "options and name unless given, and each URL's expect, meta and checks; never whom the batch notified); "
-            "and a schedule. consecutive_failures may not exceed keep_runs.",
+            "description": "The URLs as a list (`urls`), a sitemap or page to read at each run (`source`), or "
+            "those of a batch (`from_batch`: its source when it had one, else its URLs and each URL's expect, meta "
+            "and checks; also its options and name unless given, never whom the batch notified); and a schedule. "
+            "consecutive_failures may not exceed keep_runs.",
             "required": ["schedule"],
             "additionalProperties": False,
             "properties": {**fields, "from_batch": {"type": "string"}},
@@ -1775,8 +1791,11 @@ def list_schemas(config: Config) -> dict[str, Any]:
         "WatchList": watch_list,
         "WatchListList": {
             "type": "object",
-            "required": ["lists"],
-            "properties": {"lists": {"type": "array", "items": ref("WatchList")}},
+            "required": ["lists", "next_cursor"],
+            "properties": {
+                "lists": {"type": "array", "items": ref("WatchList")},
+                "next_cursor": nullable({"type": "string", "description": "The next page's cursor; null at the end."}),
+            },
         },
         "WatchListDeliveries": {
             "type": "object",
@@ -1826,7 +1845,16 @@ def list_operations() -> list[tuple[str, str, str, dict[str, Any]]]:
             "503": error("The store cannot write now."),
         },
     }
-    listing = {"responses": {"200": json_body(ref("WatchListList"), "Every list, oldest first, without its URLs.")}}
+    listing = {
+        "parameters": [
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Lists in the page."),
+            query("cursor", {"type": "string"}, "next_cursor of the page before."),
+        ],
+        "responses": {
+            "200": json_body(ref("WatchListList"), "A page of the lists, oldest first, without their URLs."),
+            "400": error("A parameter is out of range, or the cursor is not a next_cursor."),
+        },
+    }
     one = {
         "parameters": [list_id],
         "responses": {"200": json_body(ref("WatchList"), "The list."), "404": error("No such list.")},
@@ -1853,7 +1881,11 @@ def list_operations() -> list[tuple[str, str, str, dict[str, Any]]]:
                 "headers": {"Location": {"schema": {"type": "string"}, "description": "Path of the new batch."}},
             },
             "404": error("No such list."),
-            "409": error("Its previous run is still going (still_running), or its options no longer pass."),
+            "409": error(
+                "Its previous run is still going (still_running), its options no longer pass (invalid_options), or "
+                "its source could not be read (the source's code, such as source_unreadable or source_timeout; "
+                "recorded in skipped)."
+            ),
             "503": error("The store cannot write now."),
         },
     }

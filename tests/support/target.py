@@ -632,6 +632,23 @@ def h_sitemap_urls(req, m):
     _send_document(req, _sitemap_body(req, start, count, pad), m.group(1) == ".gz", "application/xml")
 
 
+def h_sitemap_turns(req, m):
+    """A sitemap that changes from one hit of its path to the next: ?turns=0:1:2,1:2:3,s500 names each hit's answer
+    in turn (a urlset of /page/<tag>/<i> for the numbers, or `s<code>`: that status), the last repeated after."""
+    turns = (req.arg("turns") or "0").split(",")
+    turn = turns[min(HITS[req.path], len(turns)) - 1]
+    if turn.startswith("s"):
+        req.respond(_number(turn[1:], int, 200, 599, "turns"), b"no sitemap this time\n")
+        return
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="%s">\n' % SITEMAP_NS]
+    for number in turn.split(":"):
+        lines.append(
+            "<url><loc>%s/page/%s/%d</loc></url>\n" % (BASE_URL, m.group(1), _number(number, int, 0, 10**6, "turns"))
+        )
+    lines.append("</urlset>\n")
+    _send_document(req, ["".join(lines).encode()], False, "application/xml")
+
+
 def h_sitemap_index(req, m):
     """A sitemapindex of ?parts= gzipped urlsets sharing ?n= URLs; ?depth=2 or 3 nests indexes that deep."""
     parts = req.num("parts", 2, lo=1, hi=100_000)
@@ -748,6 +765,7 @@ ROUTES = [
         (r"/__paced", h_paced_log),
         (r"/sitemap/urls\.xml(\.gz)?", h_sitemap_urls),
         (r"/sitemap/index\.xml(\.gz)?", h_sitemap_index),
+        (r"/sitemap/turns/(\w+)\.xml", h_sitemap_turns),
         (r"/sitemap/(bomb|external-entity)\.xml", h_sitemap_bomb),
         (r"/sitemap/gzip-bomb\.xml\.gz", h_sitemap_gzip_bomb),
         (r"/links", h_links),

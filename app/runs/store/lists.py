@@ -13,8 +13,10 @@ from .base import LIST_CHANGES, LIST_FIELDS, ListRecord
 from .queries import Reading
 
 _T = TypeVar("_T")
-CLAIM_GRACE = 60.0  # seconds: a claimed run not stored by then was lost (create_batch takes milliseconds)
-JSON_FIELDS = ("urls", "options", "schedule", "notify", "row_specs")
+# Seconds after which a claimed run not stored was lost (create_batch takes milliseconds; the scheduler adds the
+# time a list's source may take to read).
+CLAIM_GRACE = 60.0
+JSON_FIELDS = ("urls", "options", "schedule", "notify", "source", "row_specs")
 LIST_COLUMNS = ", ".join(LIST_FIELDS)
 # Listing the lists reads neither their URLs nor their row specs (a 100,000-URL list's are megabytes of JSON).
 LISTED_COLUMNS = ", ".join({"urls": "'[]'", "row_specs": "NULL"}.get(name, name) for name in LIST_FIELDS)
@@ -78,6 +80,14 @@ class ListRows:
         )
         return [_record(row) for row in rows]
 
+    def page_lists(self, limit: int, after: tuple[str, str] | None = None) -> list[ListRecord]:
+        """Lists oldest first, at most `limit`, without their URLs and row specs (url_count says how many URLs);
+        `after` is the (created_at, id) of the last one of the page before."""
+        where, args = ("WHERE created_at > ? OR (created_at = ? AND id > ?)", after[:1] + after) if after else ("", ())
+        sql = f"SELECT {LISTED_COLUMNS} FROM lists {where} ORDER BY created_at, id LIMIT ?"
+        rows = self._reading(lambda db: db.execute(sql, (*args, limit)).fetchall())
+        return [_record(row) for row in rows]
+
     def count_lists(self) -> int:
         """How many lists there are."""
         return int(self._reading(lambda db: db.execute("SELECT COUNT(*) FROM lists").fetchone()[0]))
@@ -130,7 +140,7 @@ class ListRows:
         )
 
     def claim_slot_run(
-        self, list_id: str, slot: float, following: float, now: float, batch_id: str
+        self, list_id: str, slot: float, following: float, now: float, batch_id: str, grace: float = CLAIM_GRACE
     ) -> tuple[bool, bool]:
         """claim_slot and claim_run in one transaction, so that no crash can take a slot without its claim:
         (whether the slot was taken here, whether the run may start: False when the list's last run is going)."""
@@ -142,22 +152,22 @@ class ListRows:
             ).rowcount
             if not taken:
                 return False, False
-            return True, self._claim(db, list_id, batch_id, now, slot)
+            return True, self._claim(db, list_id, batch_id, now, slot, grace)
 
         return self._in_transaction(claim)
 
-    def claim_run(self, list_id: str, batch_id: str, now: float, slot: float | None = None) -> bool:
+    def claim_run(self, list_id: str, batch_id: str, now: float, grace: float = CLAIM_GRACE) -> bool:
         """Mark batch_id (not stored yet) as the list's run, unless a run of it is still going: the compare-and-set
         that keeps two runs of a list from overlapping across processes."""
-        return self._in_transaction(lambda db: self._claim(db, list_id, batch_id, now, slot))
+        return self._in_transaction(lambda db: self._claim(db, list_id, batch_id, now, None, grace))
 
     @staticmethod
-    def _claim(db: Reading, list_id: str, batch_id: str, now: float, slot: float | None) -> bool:
+    def _claim(db: Reading, list_id: str, batch_id: str, now: float, slot: float | None, grace: float) -> bool:
         """The UPDATE of claim_run, in the caller's transaction."""
         return bool(
             db.execute(
                 f"UPDATE lists SET running_batch = ?, running_since = ?, running_slot = ? WHERE id = ? AND {_FREE}",
-                (batch_id, now, slot, list_id, now - CLAIM_GRACE),
+                (batch_id, now, slot, list_id, now - grace),
             ).rowcount
         )
 
@@ -202,11 +212,12 @@ class ListRows:
 
         return self._in_transaction(count)
 
-    def note_skipped(self, list_id: str, now: float) -> None:
-        """Record a scheduled run skipped because the list's previous run was still going."""
+    def note_skipped(self, list_id: str, now: float, reason: str) -> None:
+        """Record a run that did not start, and why (its previous run was still going, its source unreadable)."""
         self._in_transaction(
             lambda db: db.execute(
-                "UPDATE lists SET skipped = skipped + 1, last_skipped_at = ? WHERE id = ?", (now, list_id)
+                "UPDATE lists SET skipped = skipped + 1, last_skipped_at = ?, last_skipped_reason = ? WHERE id = ?",
+                (now, reason, list_id),
             )
         )
 

@@ -198,6 +198,14 @@ CREATE INDEX batches_by_list ON batches (list_id, num) WHERE list_id IS NOT NULL
 """,
     ),
     (
+        9,
+        "lists.source: a watch list of a sitemap or page, read again at each run; why its last run was skipped",
+        """
+ALTER TABLE lists ADD COLUMN source TEXT;  -- JSON, as in SQLite (schema.py); NULL for a fixed list of URLs
+ALTER TABLE lists ADD COLUMN last_skipped_reason TEXT;
+""",
+    ),
+    (
         10,
         "lists: row specs passed into each run, url_count, and the run claim that keeps runs from overlapping",
         """

@@ -46,6 +46,7 @@ from .reads import StoreReads
 from .rows import (
     APPLY_BATCH_EVENT,
     EVENT_COLUMNS,
+    RECENT_LIST_RUNS,
     EventRow,
     batch_event_args,
     json_array,
@@ -545,6 +546,17 @@ class PostgresStore(EventWriter, StoreReads, ListRows, Outbox):
             return [_record(r) for r in conn.execute(sql, args)]
 
         return self._read(read)
+
+    def recent_list_runs(self, list_ids: Sequence[str], per: int) -> list[BatchRecord]:
+        """The last `per` runs of each of the lists, in one query (through batches_by_list), newest first."""
+
+        def read(conn: psycopg.Connection[Any]) -> list[BatchRecord]:
+            marks = ", ".join(["%s"] * len(list_ids))
+            query = RECENT_LIST_RUNS.format(marks=marks).replace("?", "%s")
+            sql = f"SELECT {BATCH_COLUMNS} FROM batches WHERE id IN ({query}) ORDER BY num DESC"
+            return [_record(r) for r in conn.execute(sql, (*list_ids, per))]
+
+        return self._read(read) if list_ids else []
 
     def unfinished_batches(self) -> list[BatchRecord]:
         """Batches left queued or running, oldest first."""

@@ -124,6 +124,11 @@ BATCH_COLUMNS = (
     "num, id, name, status, created_at, started_at, finished_at, options, total, parent_id, summary, source, list_id,"
     " (SELECT MAX(seq) FROM events e WHERE e.batch_id = b.id)"
 )
+# The ids of the last `per` runs of each of some lists ({marks}: one mark a list id, then ? for per); both stores.
+RECENT_LIST_RUNS = (
+    "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY list_id ORDER BY num DESC) AS place"
+    " FROM batches WHERE list_id IN ({marks})) AS ranked WHERE place <= ?"
+)
 # A page of a batch's result rows after an index, in index order (by the results_by_index index).
 ROW_PAGE_QUERY = (
     "SELECT idx, ok, status_code, error_kind, total_ms, bytes, warn, reasons, warnings FROM events"

@@ -63,8 +63,10 @@ CREATE TABLE IF NOT EXISTS lists (
     next_run_at REAL,
     last_run_at REAL,
     runs INTEGER NOT NULL DEFAULT 0,   -- runs started so far: the next one's number in its name
-    skipped INTEGER NOT NULL DEFAULT 0,  -- scheduled runs skipped because the one before was still going
+    skipped INTEGER NOT NULL DEFAULT 0,  -- runs not started: the one before was still going, the source unreadable
     last_skipped_at REAL,
+    source TEXT,                       -- JSON: a sitemap or page read again at each run (urls is then []); or NULL
+    last_skipped_reason TEXT,
     row_specs TEXT,                    -- JSON: per-URL expect, meta and checks passed into each run; or NULL
     url_count INTEGER NOT NULL DEFAULT 0,  -- the length of urls: listing the lists never reads them
     running_batch TEXT,                -- the run claimed last (claim_run): runs never overlap, in any process
@@ -220,13 +222,14 @@ def is_full(exc: BaseException) -> bool:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, the
-    events get EVENT_INDEXES, batches a `source` and a `list_id` column, and per-row specs kept in options move to
-    row_specs."""
+    events get EVENT_INDEXES, batches a `source` and a `list_id` column, lists a `source`, their row specs, url_count
+    and run claim (LIST_RUN_COLUMNS), and per-row specs kept in options move to row_specs."""
     _move_url_rows(conn)
     _add_event_columns(conn)
     _index_events(conn)
     _add_source_column(conn)
     _add_list_column(conn)
+    _add_list_source_columns(conn)
     _add_list_run_columns(conn)
     _move_row_specs(conn)
 
@@ -267,6 +270,14 @@ def _add_list_column(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE batches ADD COLUMN list_id TEXT")
     # A list's runs, newest first, without reading the other batches.
     conn.execute("CREATE INDEX IF NOT EXISTS batches_by_list ON batches (list_id, num) WHERE list_id IS NOT NULL")
+
+
+def _add_list_source_columns(conn: sqlite3.Connection) -> None:
+    """Give an earlier version's lists table its `source` (NULL: a fixed list of URLs) and `last_skipped_reason`."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(lists)")}
+    for name in ("source", "last_skipped_reason"):
+        if name not in columns:
+            conn.execute(f"ALTER TABLE lists ADD COLUMN {name} TEXT")
 
 
 LIST_RUN_COLUMNS = (

@@ -40,6 +40,7 @@ from .reads import StoreReads
 from .rows import (
     APPLY_BATCH_EVENT,
     BATCH_COLUMNS,
+    RECENT_LIST_RUNS,
     EventRow,
     batch_event_args,
     insert_events,
@@ -398,6 +399,16 @@ class SQLiteStore(EventWriter, StoreReads, ListRows, Outbox):
             ]
 
         return self._read(read)
+
+    def recent_list_runs(self, list_ids: Sequence[str], per: int) -> list[BatchRecord]:
+        """The last `per` runs of each of the lists, in one query (through batches_by_list), newest first."""
+
+        def read(conn: sqlite3.Connection) -> list[BatchRecord]:
+            marks = ", ".join("?" * len(list_ids))
+            sql = f"SELECT {BATCH_COLUMNS} FROM batches b WHERE b.id IN ({RECENT_LIST_RUNS.format(marks=marks)})"
+            return [record_of(r) for r in conn.execute(sql + " ORDER BY num DESC", (*list_ids, per))]
+
+        return self._read(read) if list_ids else []
 
     def unfinished_batches(self) -> list[BatchRecord]:
         """Batches a previous process left queued or running, oldest first."""

@@ -4,7 +4,7 @@ import { FINAL_STATUSES, api, badgeClass, byId, fmtClock, fmtInt, h, setText, sv
 
 const config = byId('page').dataset;
 const REFRESH_MS = 5000;
-const LIVE_REFRESH_MS = 1000; // while a run is going: its status and counts move
+const LIVE_REFRESH_MS = 3000; // while a run is going: its status and counts move (its diff: on its own page)
 const KIND_LABELS = {
   newly_failed: 'newly failed', fixed: 'fixed', status_changed: 'status changed', final_url_changed: 'final URL changed',
   slower: 'slower', faster: 'faster', added: 'added', removed: 'removed',
@@ -144,8 +144,9 @@ async function saveList(event) {
 
 // ---- /lists/<id> -------------------------------------------------------------------------------
 
-function changedText(summary) {
-  if (!summary) return h('span', { class: 'hint', text: 'first run' });
+function changedText(summary, run) {
+  if (!summary && !FINAL_STATUSES.has(run.status)) return h('a', { class: 'hint', href: withId(config.batchPage, run.id), text: 'live on its page' });
+  if (!summary) return h('span', { class: 'hint', text: run.parent_id ? '–' : 'first run' });
   const parts = Object.entries(KIND_LABELS).filter(([kind]) => summary[kind]).map(([kind, label]) => h('span', {
     class: `change-chip change-${kind}`, text: `${fmtInt(summary[kind])} ${label}`,
   }));
@@ -159,7 +160,7 @@ function runRow(run) {
     h('td', {}, h('span', { class: badgeClass(run.status), text: run.status })),
     h('td', {}, run.verdict ? verdictBadge(run) : h('span', { class: 'hint', text: '–' })),
     h('td', { class: 'num', text: fmtInt(run.counts.failed || 0) }),
-    h('td', {}, changedText(run.diff_summary)),
+    h('td', {}, changedText(run.diff_summary, run)),
     h('td', { class: 'num', text: fmtClock(run.created_at) }),
   );
 }

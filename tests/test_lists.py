@@ -7,14 +7,20 @@ import datetime as dt
 import sqlite3
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from app.core.clock import now_iso
+from app.core.config import Config
 from app.core.options import ValidationError
+from app.runs import schedule
 from app.runs.diff import KINDS
-from app.runs.schedule import Schedule
-from app.runs.store import SQLiteStore
+from app.runs.events import Event
+from app.runs.schedule import Schedule, Scheduler
+from app.runs.store import SQLiteStore, StoreError
 from app.runs.store.base import ListRecord
+from app.runs.store.schema import SCHEMA, migrate
 from tests.support.receiver import Receiver, verified
 from tests.support.server import GreenbatchServer, error_of
 
@@ -59,6 +65,44 @@ def runs_of(server, list_id: str) -> dict:
     response = server.request("GET", f"/api/v1/lists/{list_id}/runs")
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def listed(list_id: str = "l1", urls=("http://a.test/",), next_run_at: float | None = 100.0, **fields) -> ListRecord:
+    """A list as the store keeps it, every minute, its slot at `next_run_at`."""
+    return ListRecord(
+        list_id, "l", list(urls), {}, {"every": "1m"}, [], None, None, fields.pop("keep_runs", 30), False,
+        "2026-12-06T00:00:00.000Z", next_run_at, None, 0, 0, None, **fields,
+    )  # fmt: skip
+
+
+def ended(store, batch_id: str) -> None:
+    """Store a batch's final event, committed."""
+    final = {"status": "done", "finished_at": "2026-12-06T00:00:01.000Z", "counts": {"ok": 1}, "stats": {}}
+    store.extend([Event(batch_id, 1, "batch", final)])
+    assert store.flush(10)
+
+
+class Submitter:
+    """The part of an engine a scheduler uses: submit stores the batch, or fails as a store does; none is live."""
+
+    def __init__(self, store, fails: Exception | None = None):
+        self.store, self.fails, self.submitted = store, fails, []
+
+    def submit(self, urls, options, name="", parent_id=None, source=None, list_id=None, batch_id=None):
+        """Store the batch (never run), as the engine's submit does first."""
+        if self.fails is not None:
+            raise self.fails
+        self.store.create_batch(
+            batch_id, name, options.to_dict(), list(urls), now_iso(), parent_id, list_id=list_id,
+            row_specs=options.row_specs(),
+        )  # fmt: skip
+        assert self.store.flush(10)
+        self.submitted.append(batch_id)
+        return batch_id
+
+    def is_live(self, batch_id: str) -> bool:
+        """No batch runs here."""
+        return False
 
 
 def epoch(text: str) -> float:
@@ -123,6 +167,29 @@ def test_a_list_keeps_only_its_last_keep_runs_runs(server, target):
     ids = [run_now(server, watched["id"])["id"] for _ in range(3)]
     assert [run["id"] for run in runs_of(server, watched["id"])["runs"]] == ids[:0:-1]
     assert server.request("GET", f"/api/v1/batches/{ids[0]}").status_code == 404, "the oldest run is deleted"
+
+
+def test_lowering_keep_runs_deletes_the_runs_beyond_it_at_once(server, target):
+    watched = create(server, urls=[target.url("/ok")], keep_runs=4)
+    ids = [run_now(server, watched["id"])["id"] for _ in range(3)]
+    changed = server.request("PATCH", f"/api/v1/lists/{watched['id']}", json={"keep_runs": 2})
+    assert changed.status_code == 200, changed.text
+    assert [run["id"] for run in runs_of(server, watched["id"])["runs"]] == ids[:0:-1]
+    assert server.request("GET", f"/api/v1/batches/{ids[0]}").status_code == 404
+
+
+def test_a_lists_runs_give_no_diff_for_a_run_still_going_and_at_most_50_at_once(server, target):
+    watched = create(server, urls=[target.url("/ok")])
+    first = run_now(server, watched["id"])
+    server.request("PATCH", f"/api/v1/lists/{watched['id']}", json={"urls": [target.url("/delay/1500")]})
+    started = server.request("POST", f"/api/v1/lists/{watched['id']}/run").json()
+    going, before = runs_of(server, watched["id"])["runs"]
+    assert (going["id"], going["parent_id"], before["id"]) == (started["id"], first["id"], first["id"])
+    assert going["status"] not in ("done", "cancelled", "failed") and going["diff_summary"] is None
+    server.wait(started["id"])
+    assert runs_of(server, watched["id"])["runs"][0]["diff_summary"]["added"] == 1, "compared once it ended"
+    refused = server.request("GET", f"/api/v1/lists/{watched['id']}/runs?limit=51")
+    assert refused.status_code == 400 and error_of(refused)["details"][0]["field"] == "limit"
 
 
 def test_a_due_run_while_the_previous_one_is_going_is_skipped_and_recorded(server, target):
@@ -263,6 +330,10 @@ def test_a_list_of_a_source_the_server_would_not_read_answers_400_naming_the_fie
         ({"keep_runs": 1}, "keep_runs"),
         ({"keep_runs": 6}, "keep_runs"),
         ({"keep_runs": "3"}, "keep_runs"),
+        ({"consecutive_failures": 3, "keep_runs": 2}, "consecutive_failures"),
+        ({"consecutive_failures": 6}, "consecutive_failures"),
+        ({"schedule": {"cron": "0 0 3 * * *"}}, "schedule.cron"),
+        ({"schedule": {"cron": "@daily"}}, "schedule.cron"),
         ({"options": {"concurrency": 10**9}}, "options.concurrency"),
         ({"notify_on": "sometimes"}, "notify_on"),
         (
@@ -284,6 +355,24 @@ def test_a_list_the_server_cannot_run_answers_400_naming_the_field(server, targe
     )
     assert response.status_code == 400, response.text
     assert error_of(response)["details"][0]["field"] == field
+
+
+def test_consecutive_failures_beyond_keep_runs_is_refused_at_a_change_naming_both(server, target):
+    watched = create(server, urls=[target.url("/ok")], consecutive_failures=4, keep_runs=5)
+    for body in ({"keep_runs": 3}, {"consecutive_failures": 6}):
+        refused = server.request("PATCH", f"/api/v1/lists/{watched['id']}", json=body)
+        assert refused.status_code == 400, refused.text
+        error = error_of(refused)
+        assert [d["field"] for d in error["details"]] == ["consecutive_failures", "keep_runs"]
+        assert "more than keep_runs" in error["message"]
+    shown = server.request("GET", f"/api/v1/lists/{watched['id']}").json()
+    assert (shown["consecutive_failures"], shown["keep_runs"]) == (4, 5), "nothing was changed"
+
+
+def test_a_cron_expression_has_exactly_five_fields():
+    for expression in ("0 0 3 * * *", "0 3 * *", "@hourly"):
+        with pytest.raises(ValidationError, match="must have five fields"):
+            Schedule.parse({"cron": expression}, 60)
 
 
 def test_a_schedule_more_often_than_the_servers_minimum_is_refused():
@@ -339,6 +428,37 @@ def test_a_list_saved_from_a_batch_takes_its_urls_and_options(server, target):
     watched = create(server, from_batch=batch["id"])
     assert watched["urls"] == [target.url("/ok"), target.url("/status/404")]
     assert watched["options"]["concurrency"] == 3 and watched["name"] == batch["name"]
+
+
+def test_a_list_saved_from_a_batch_notifies_only_whom_the_list_names(server, target, receiver):
+    hook = {"url": receiver.url(f"/hook/{uuid.uuid4().hex[:8]}"), "secret": SECRET}
+    batch = server.wait(server.submit([target.url("/ok")], webhook=hook, notify_on="failure")["id"])
+    watched = create(server, from_batch=batch["id"])
+    assert (watched["notify"], watched["notify_on"]) == ([], None)
+    assert not {"notify", "webhook", "notify_on", "origin"} & set(watched["options"]), "the batch's targets stay its"
+    notifying = create(server, from_batch=batch["id"], notify=[{"type": "webhook", **hook}])
+    changed = server.request("PATCH", f"/api/v1/lists/{notifying['id']}", json={"notify": []})
+    assert changed.status_code == 200 and changed.json()["notify"] == []
+    for list_id in (watched["id"], notifying["id"]):
+        run = run_now(server, list_id)
+        assert "notify" not in run["options"], "no run posts to a target its list does not name"
+        assert server.request("GET", f"/api/v1/lists/{list_id}/deliveries").json()["deliveries"] == []
+
+
+def test_a_list_saved_from_a_batch_keeps_each_urls_expectations_until_its_urls_change(server, target):
+    urls = [{"url": target.url("/status/500"), "expect": {"status": 500}, "meta": {"sku": "A1"}}, target.url("/ok")]
+    response = server.request("POST", "/api/v1/batches", json={"urls": urls})
+    assert response.status_code == 201, response.text
+    batch = server.wait(response.json()["id"])
+    assert batch["counts"]["ok"] == 2
+    watched = create(server, from_batch=batch["id"])
+    run = run_now(server, watched["id"])
+    assert (run["counts"]["ok"], run["verdict"]["pass"]) == (2, True), "the expected 500 passes in the list's run"
+    [row] = server.request("GET", f"/api/v1/batches/{run['id']}/results?limit=1").json()["results"]
+    assert row["meta"] == {"sku": "A1"}
+    server.request("PATCH", f"/api/v1/lists/{watched['id']}", json={"urls": [target.url("/status/500")]})
+    after = run_now(server, watched["id"])
+    assert after["counts"]["failed"] == 1, "new URLs drop the old URLs' expectations"
 
 
 def test_get_lists_pages_through_every_list_oldest_first(server, target):
@@ -422,6 +542,88 @@ def test_each_slot_is_claimed_once_in_either_store(store_factory):
     assert store.list_runs("l1", 10) == [], "a deleted list's runs stay as batches of no list"
 
 
+def test_listing_the_lists_reads_no_urls_but_counts_them_in_either_store(store_factory):
+    store = store_factory()
+    store.create_list(listed(urls=[f"http://a.test/{i}" for i in range(3)], row_specs={"0": {"meta": {"a": "1"}}}))
+    [shown] = store.all_lists()
+    assert (shown.url_count, shown.urls, shown.row_specs) == (3, [], None)
+    assert store.get_list("l1").row_specs == {"0": {"meta": {"a": "1"}}}
+    assert store.change_list("l1", {"urls": ["http://a.test/"]}) and store.all_lists()[0].url_count == 1
+
+
+def test_an_earlier_versions_lists_get_their_url_count_and_claim_columns_on_opening():
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(SCHEMA)
+    conn.executescript(
+        "DROP TABLE lists; CREATE TABLE lists (id TEXT PRIMARY KEY, name TEXT NOT NULL, urls TEXT NOT NULL,"
+        " options TEXT NOT NULL, schedule TEXT NOT NULL, notify TEXT NOT NULL, notify_on TEXT,"
+        " consecutive_failures INTEGER, keep_runs INTEGER NOT NULL, paused INTEGER NOT NULL DEFAULT 0,"
+        " created_at TEXT NOT NULL, next_run_at REAL, last_run_at REAL, runs INTEGER NOT NULL DEFAULT 0,"
+        " skipped INTEGER NOT NULL DEFAULT 0, last_skipped_at REAL);"
+        """INSERT INTO lists VALUES ('l1', 'l', '["http://a.test/1", "http://a.test/2"]', '{}', '{"every": "1h"}',"""
+        " '[]', NULL, NULL, 30, 0, '2026-12-06T00:00:00.000Z', 100.0, NULL, 0, 0, NULL);"
+    )
+    migrate(conn)
+    assert conn.execute("SELECT url_count, row_specs, running_batch FROM lists").fetchall() == [(2, None, None)]
+
+
+def test_a_lists_run_is_claimed_once_until_it_ends_in_either_store(store_factory):
+    store = store_factory(flush_interval=0.01)
+    store.create_list(listed())
+    assert store.claim_run("l1", "b1", 1000.0)
+    assert not store.claim_run("l1", "b2", 1001.0), "b1 is claimed, its batch about to be stored"
+    store.create_batch("b1", "l #1", {}, ["http://a.test/"], "2026-12-06T00:00:00.000Z", list_id="l1")
+    assert store.flush(10)
+    assert not store.claim_run("l1", "b2", 5000.0), "b1 is going, however old its claim"
+    ended(store, "b1")
+    assert store.claim_run("l1", "b2", 5001.0), "b1 ended"
+    assert not store.claim_run("l1", "b3", 5030.0)
+    assert store.claim_run("l1", "b3", 5062.0), "b2 was never stored: its claim lapsed"
+    assert store.claim_slot_run("l1", 100.0, 160.0, 5063.0, "b4") == (True, False), "the slot taken, b3 holds the run"
+    assert store.claim_slot_run("l1", 100.0, 160.0, 5063.0, "b4") == (False, False)
+
+
+def test_a_slot_whose_run_was_not_stored_is_put_back_and_runs_once(store_factory):
+    store = store_factory(flush_interval=0.01)
+    store.create_list(listed("failing"))
+    Scheduler(Config(), store, Submitter(store, fails=StoreError("the disk is full"))).run_due(now=101.0)
+    assert store.get_list("failing").next_run_at == 100.0, "the store failed: the slot is put back"
+    store.create_list(listed("killed"))
+    assert store.claim_slot_run("killed", 100.0, 160.0, 101.0, "never-stored") == (True, True)
+    # The process is killed here: the slot is claimed, its batch never stored.
+
+    engine = Submitter(store)
+    Scheduler(Config(), store, engine).run_due(now=102.0)
+    assert len(engine.submitted) == 2, "each lost slot runs once, at the next start"
+    assert [store.get_list(name).next_run_at for name in ("failing", "killed")] == [160.0, 160.0]
+    assert all(store.delete_batch(batch_id) for batch_id in engine.submitted)
+    Scheduler(Config(), store, engine).run_due(now=103.0)
+    assert len(engine.submitted) == 2, "and only once, even when the run is deleted since"
+
+
+def test_a_runs_exception_counts_its_slot_as_skipped_and_the_next_slot_still_runs(store_factory):
+    store = store_factory(flush_interval=0.01)
+    store.create_list(listed())
+    Scheduler(Config(), store, Submitter(store, fails=RuntimeError("a bug"))).run_due(now=101.0)
+    shown = store.get_list("l1")
+    assert (shown.next_run_at, shown.skipped, shown.running_batch) == (160.0, 1, None)
+
+
+def test_pruning_deletes_every_run_beyond_keep_runs_a_page_at_a_time(store_factory, monkeypatch):
+    monkeypatch.setattr(schedule, "PRUNE_PAGE", 7)
+    store = store_factory(flush_interval=0.01)
+    record = listed(keep_runs=2)
+    store.create_list(record)
+    for i in range(105):
+        store.create_batch(f"b{i}", f"l #{i}", {}, ["http://a.test/"], "2026-12-06T00:00:00.000Z", list_id="l1")
+    final = {"status": "done", "finished_at": "2026-12-06T00:00:01.000Z", "counts": {"ok": 1}, "stats": {}}
+    store.extend([Event(f"b{i}", 1, "batch", final) for i in range(104) if i != 50])
+    assert store.flush(10)
+    deleted = Scheduler(Config(), store, Submitter(store)).prune(record)
+    assert len(deleted) == 102 and deleted[0] == "b0", "oldest first"
+    assert store.list_runs("l1", 200) == ["b104", "b103", "b50"], "b50 is going: never deleted"
+
+
 def test_the_last_runs_of_a_page_of_lists_are_read_at_once_in_either_store(store_factory):
     store = store_factory()
     for n, list_id in enumerate(("l1", "l2", "l3")):
@@ -493,5 +695,9 @@ def test_in_cluster_mode_two_web_processes_run_each_slot_once(tmp_path, postgres
         assert [run["parent_id"] for run in runs[:-1]] == [run["id"] for run in runs[1:]], (
             "each run's base: the one before"
         )
+        slow = create(web_a, urls=[target.url("/delay/1500")])
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda web: web.request("POST", f"/api/v1/lists/{slow['id']}/run"), (web_a, web_b)))
+        assert sorted(answer.status_code for answer in answers) == [201, 409], "run now on two processes at once"
     finally:
         cluster.stop()

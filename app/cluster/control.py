@@ -85,13 +85,14 @@ class ClusterControl:
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
         list_id: str | None = None,
+        batch_id: str | None = None,
     ) -> str:
         """Store a new batch and its chunks in one transaction, announce it, send its chunks; its id.
 
         Once stored the batch is safe: chunks a failed send (Redis away, the process killed) leaves
         unsent are sent by the janitor (app/cluster/janitor.py).
         """
-        batch_id = secrets.token_hex(6)
+        batch_id = batch_id or secrets.token_hex(6)  # a watch list's run claims its id first
         created = now_iso()
         name = name or f"{len(urls)} URL{'s' if len(urls) != 1 else ''}"
         config = self.config

@@ -393,9 +393,10 @@ class Engine(Fetching):
         parent_id: str | None = None,
         source: dict[str, Any] | None = None,
         list_id: str | None = None,
+        batch_id: str | None = None,
     ) -> str:
         """Store a new batch durably, queue it, and return its id; `urls` have passed guard.check_url (the API's job)."""
-        batch_id = secrets.token_hex(6)
+        batch_id = batch_id or secrets.token_hex(6)  # a watch list's run claims its id first
         created = now_iso()
         name = name or f"{len(urls)} URL{'s' if len(urls) != 1 else ''}"
         self.store.create_batch(

@@ -2,9 +2,11 @@
 due run as a normal batch, compared with the run before it.
 
 The rules it keeps: a slot missed while no server ran is run once at start, never once per missed slot; two runs
-of one list never overlap (a due run while the previous is still going is skipped, and counted as skipped); each
-slot is taken by one process only (a compare-and-set on the list's next_run_at, so any number of cluster web
-processes may run a scheduler); after each run, the runs beyond the list's keep_runs are deleted, oldest first.
+of one list never overlap (a due run while the previous is still going is skipped, and counted as skipped: a
+compare-and-set on the list's running_batch, so in every process); each slot is taken by one process only (a
+compare-and-set on the list's next_run_at, so any number of cluster web processes may run a scheduler), in the
+same transaction as its run's claim, and a slot whose run could not be stored is put back; after each run, the
+runs beyond the list's keep_runs are deleted, oldest first.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import datetime as dt
 import logging
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +37,7 @@ from ..fetch.sources import Expansion, SourceError, SourceLimits, batch_urls
 from .control import BatchControl
 from .store import Store, StoreError
 from .store.base import ListRecord
+from .store.lists import CLAIM_GRACE
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _EVERY = re.compile(r"^\s*(\d{1,7})\s*([smhd])\s*$")
 CRON_SAMPLES = 50  # successive cron slots whose gaps are checked against the shortest interval
 MAX_EVERY = 366 * 86400  # seconds: the longest `every` (a year)
+PRUNE_PAGE = 500  # run ids read at once when looking for the runs beyond keep_runs
 SOURCE_READS = 8  # lists' sources read at once for due runs; the scheduler waits for a free one beyond
 
 
@@ -76,6 +81,8 @@ class Schedule:
         expression = raw["cron"]
         if not isinstance(expression, str) or len(expression) > 200:
             raise problem("schedule.cron", 'must be a cron expression such as "0 3 * * *"')
+        if len(expression.split()) != 5:  # cronsim reads a sixth field as seconds, and @daily: neither is ours
+            raise problem("schedule.cron", 'must have five fields (minute hour day month weekday), such as "0 3 * * *"')
         try:
             slots = CronSim(expression, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
             times = [next(slots).timestamp() for _ in range(CRON_SAMPLES)]
@@ -130,11 +137,15 @@ class Scheduler:
         self._wake = Signal()
         self._greenlet: gevent.Greenlet[[], None] | None = None
         self._locks: dict[str, Semaphore] = {}  # a list's runs start one at a time in this process
+        self._started = time.time()
         self._reads = Pool(SOURCE_READS)
+        # A claimed run not stored within this was lost: a list's source may take GREENBATCH_SOURCE_TIMEOUT to read.
+        self.grace = CLAIM_GRACE + config.source_timeout
 
     def start(self) -> None:
         """Start looking for due lists."""
         self._greenlet = gevent.spawn(self._loop)
+        self._started = time.time()
 
     def stop(self) -> None:
         """Stop looking; a run being submitted is let finish."""
@@ -165,6 +176,7 @@ class Scheduler:
         """Start every list whose slot has come; the seconds until the next slot (TICK at most)."""
         now = time.time() if now is None else now
         upcoming = [self.tick]
+        self.recover_lost(now)
         for list_id, slot in self.store.scheduled_lists():
             if slot > now:
                 upcoming.append(slot - now)
@@ -173,44 +185,93 @@ class Scheduler:
             if record is None or record.next_run_at != slot:
                 continue  # deleted or changed since it was read
             following = Schedule.parse(record.schedule, 0).following(slot, now)
-            if not self.store.claim_slot(list_id, slot, following, now):
+            batch_id = secrets.token_hex(6)
+            taken, free = self.store.claim_slot_run(list_id, slot, following, now, batch_id, self.grace)
+            if not taken:
                 continue  # another process took this slot
             upcoming.append(following - now)
             starting = self._locks.get(list_id)
             if starting is not None and starting.locked():  # never a queue of slots behind a slow source
+                if free:
+                    self._release(list_id, batch_id)
                 self.store.note_skipped(list_id, now, "its previous run was still starting (reading its source)")
+            elif not free:
+                log.info("watch list %s: scheduled run skipped, its previous run is still going", list_id)
+                self.store.note_skipped(list_id, now, "its previous run was still going")
             elif record.source is not None:
                 # Reading a source may take GREENBATCH_SOURCE_TIMEOUT: the other lists' slots must not wait for it.
-                self._reads.spawn(self._run_slot, record, slot, now)
+                self._reads.spawn(self._run_slot, record, slot, now, batch_id)
             else:
-                self._run_slot(record, slot, now)
+                self._run_slot(record, slot, now, batch_id)
         return max(0.01, min(upcoming))
 
-    def _run_slot(self, record: ListRecord, slot: float, now: float) -> None:
-        """Run a list at its claimed slot; a run that does not start is recorded with its reason."""
+    def _run_slot(self, record: ListRecord, slot: float, now: float, batch_id: str) -> None:
+        """Run a list at its claimed slot; a run that does not start is recorded with its reason, and a slot whose
+        run could not be stored is put back."""
         try:
-            outcome = self.run(record, scheduled=True)
+            outcome = self.run(record, scheduled=True, batch_id=batch_id)
             if outcome.skipped is not None:
                 self.store.note_skipped(record.id, now, outcome.message)
-        except StoreError as exc:  # this slot is lost (logged); the other lists still run
+        except StoreError as exc:  # the store fails for now: the slot is put back, to run once it answers
             log.error("watch list %s: its run at %s could not be stored: %s", record.id, iso_at(slot), exc)
-        except Exception:  # in a greenlet of its own, a failure would otherwise only reach stderr
-            log.exception("watch list %s: its run at %s failed", record.id, iso_at(slot))
+            self._release(record.id, batch_id, slot)
+        except Exception:  # a fault that would recur: counted as skipped (in a greenlet, it would reach stderr only)
+            log.exception("watch list %s: its run at %s failed to start; skipped", record.id, iso_at(slot))
+            self._release(record.id, batch_id)
+            try:
+                self.store.note_skipped(record.id, now, "it failed to start (the server's log says why)")
+            except StoreError as exc:
+                log.error("watch list %s: its skipped run could not be recorded: %s", record.id, exc)
 
-    def run(self, record: ListRecord, scheduled: bool = False) -> RunOutcome:
-        """Start a run of the list now, as a batch whose parent is its previous run; none while that one is going."""
+    def recover_lost(self, now: float) -> list[str]:
+        """Put back the slots whose run was claimed but never stored (its process was killed in between), so that
+        they run once now; the ids of the lists. A process alone (SQLite) knows every claim older than its start
+        was lost; in a cluster, another process may be storing one, so only claims past the grace count."""
+        before = now - self.grace if self.config.cluster else max(now - self.grace, self._started)
+        recovered = []
+        for record in self.store.lost_runs(before):
+            assert record.running_batch is not None
+            log.warning(
+                "watch list %s: its run %s was claimed at %s and never started (the process stopped); its slot "
+                "runs now",
+                record.id,
+                record.running_batch,
+                iso_at(record.running_since or now),
+            )
+            self.store.release_run(record.id, record.running_batch, record.running_slot)
+            recovered.append(record.id)
+        return recovered
+
+    def _release(self, list_id: str, batch_id: str, slot: float | None = None) -> None:
+        """release_run, logged when the store cannot (the claim then lapses after the grace)."""
+        try:
+            self.store.release_run(list_id, batch_id, slot)
+        except StoreError as exc:
+            log.error("watch list %s: its claim of run %s could not be dropped: %s", list_id, batch_id, exc)
+
+    def run(self, record: ListRecord, scheduled: bool = False, batch_id: str | None = None) -> RunOutcome:
+        """Start a run of the list now, as a batch whose parent is its previous run; none while that one is going.
+
+        A scheduled run comes with its batch_id claimed (claim_slot_run); a run now claims one here."""
         lock = self._locks.setdefault(record.id, Semaphore())
         with lock:
             previous = self.store.list_runs(record.id, 1)
             parent = previous[0] if previous else None
-            if parent is not None and self._going(parent):
+            claimed = batch_id or secrets.token_hex(6)
+            # The claim is the rule across processes; the engine's own view covers a run of this process whose
+            # ended status is not stored yet.
+            going = parent is not None and self._going(parent)
+            if going or (batch_id is None and not self.store.claim_run(record.id, claimed, time.time(), self.grace)):
+                if going and batch_id is not None:
+                    self._release(record.id, claimed)
                 why = "scheduled run skipped" if scheduled else "not started"
-                log.info("watch list %s: %s, its previous run %s is still going", record.id, why, parent)
-                return RunOutcome(None, "overlap", f"its previous run {parent} is still going")
+                log.info("watch list %s: %s, its previous run is still going", record.id, why)
+                return RunOutcome(None, "overlap", "its previous run is still going")
             try:
                 options = BatchOptions.parse(self.run_options(record), self.config)
             except ValidationError as exc:  # a limit lowered since the list was saved
                 log.error("watch list %s: not run, its options no longer pass: %s %s", record.id, exc, exc.details)
+                self._release(record.id, claimed)
                 return RunOutcome(None, "refused", f"its options no longer pass: {exc}")
             urls: list[str] | UrlList = record.urls
             if record.source is not None:
@@ -218,19 +279,31 @@ class Scheduler:
                     urls, options = self.expanded(record.source, options)
                 except SourceError as exc:
                     log.error("watch list %s: not run, its source could not be read: %s", record.id, exc)
+                    self._release(record.id, claimed)
                     return RunOutcome(None, "source", f"its source could not be read: {exc}", exc.code)
-            number = self.store.number_run(record.id)
-            batch_id = self.engine.submit(
-                urls,
-                options,
-                f"{record.name} #{number}"[:200],
-                parent_id=parent,
-                source=record.source,
-                list_id=record.id,
-            )
-            log.info("watch list %s: run #%d is batch %s", record.id, number, batch_id)
+            try:
+                number = self.store.number_run(record.id)
+                self.engine.submit(
+                    urls,
+                    options,
+                    f"{record.name} #{number}"[:200],
+                    parent_id=parent,
+                    source=record.source,
+                    list_id=record.id,
+                    batch_id=claimed,
+                )
+            except Exception:
+                if batch_id is None:  # a scheduled run's caller decides what becomes of its slot
+                    self._release(record.id, claimed)
+                raise
+            log.info("watch list %s: run #%d is batch %s", record.id, number, claimed)
+            if batch_id is not None:
+                try:
+                    self.store.stored_run(record.id, claimed)
+                except StoreError as exc:  # the run is stored: its slot must not be given back by this
+                    log.error("watch list %s: run %s could not be noted as stored: %s", record.id, claimed, exc)
         self.prune(record)
-        return RunOutcome(batch_id)
+        return RunOutcome(claimed)
 
     def expanded(self, raw: dict[str, Any], options: BatchOptions) -> tuple[UrlList, BatchOptions]:
         """A list's source read now as a batch submitted with it is (the guard on every fetch, the same limits):
@@ -258,8 +331,10 @@ class Scheduler:
         return UrlList.of(url for url, _ in found), options
 
     def run_options(self, record: ListRecord) -> dict[str, Any]:
-        """The options each run of the list is submitted with: its own, and whom to notify when it ends."""
+        """The options each run of the list is submitted with: its own, its URLs' row specs, and whom to notify."""
         options = dict(record.options)
+        if record.row_specs and record.source is None:  # a source's rows are each run's own (expanded)
+            options["rows"] = record.row_specs
         if record.notify:
             options["notify"] = record.notify
         if record.notify_on is not None:
@@ -277,9 +352,13 @@ class Scheduler:
 
     def prune(self, record: ListRecord) -> list[str]:
         """Delete the list's runs beyond its keep_runs, oldest first (a run still going is left); the ids deleted."""
-        runs = self.store.list_runs(record.id, record.keep_runs + 100)
+        beyond: list[str] = []
+        while page := self.store.list_runs(record.id, PRUNE_PAGE, record.keep_runs + len(beyond)):
+            beyond.extend(page)  # ids only: a backlog of any length is read a page at a time
+            if len(page) < PRUNE_PAGE:
+                break
         deleted = []
-        for batch_id in reversed(runs[record.keep_runs :]):
+        for batch_id in reversed(beyond):
             if self._going(batch_id):
                 continue
             if self.store.delete_batch(batch_id):

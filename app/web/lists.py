@@ -40,7 +40,11 @@ FIELDS = ("name", "urls", "source", "from_batch", "options", "schedule", "notify
 FIELDS += ("keep_runs", "paused")
 DEFAULT_KEEP_RUNS = 30
 NOTIFY_FIELDS = ("notify", "notify_on", "consecutive_failures")  # passed into the options of each run
+# A batch's options that are not copied into a list saved from it: whom it notified (the list's own notify fields
+# say whom its runs notify; a PATCH of them must be the whole truth) and the server's record of its request.
+NOT_COPIED = ("rows", "notify", "webhook", "notify_on", "consecutive_failures", "origin")
 RECENT_RUNS = 12  # runs a list shows in GET /lists (the sparkline's)
+MAX_RUNS_LIMIT = 50  # runs GET /lists/<id>/runs answers at once: each may compare two runs
 LISTS_PAGE = 50  # lists in a page of GET /lists unless `limit` says
 MAX_LISTS_PAGE = 200
 # Diff summaries of two ended runs: they never change, so a list's runs page compares each pair once.
@@ -98,7 +102,7 @@ def _options(raw: Any) -> dict[str, Any]:
     """Options checked as a submission's are (BatchOptions.parse), kept as given: server defaults stay the server's."""
     if isinstance(raw, dict) and "rows" in raw:
         raise _invalid("options.rows", "is not a known option", "invalid_options")
-    for name in (*NOTIFY_FIELDS, "webhook"):
+    for name in (*NOTIFY_FIELDS, "webhook", "origin"):
         if isinstance(raw, dict) and name in raw:
             raise _invalid(
                 f"options.{name}", f'is a field of the list: give "{name}" beside "options"', "invalid_options"
@@ -189,19 +193,23 @@ def _changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
         batch = services().reader.get(str(body["from_batch"]))
         if batch is None:
             raise _invalid("from_batch", f"names no batch ({body['from_batch']!r})")
-        # A batch read from a sitemap or a page gives its source, read again at each run; otherwise its URLs.
+        # A batch read from a sitemap or a page gives its source, read again at each run; otherwise its URLs, and
+        # each URL's expectations, meta and checks by index, passed into every run as a rerun's are.
         changes["urls"] = [] if batch.source else list(services().store.urls(batch.id))
         changes["source"] = batch.source or None
+        changes["row_specs"] = None if batch.source else services().store.row_specs(batch.id)
         if "options" not in body:
-            changes["options"] = {key: value for key, value in batch.options.items() if key != "rows"}
+            changes["options"] = {key: value for key, value in batch.options.items() if key not in NOT_COPIED}
         changes["name"] = batch.name
     if "urls" in body:
         changes["urls"] = _urls(body["urls"])
         changes["source"] = None
+        changes["row_specs"] = None  # they were the old URLs', index by index
     if "source" in body:
         # Checked as a submission's source is, without reading it: each run reads it (/sources/preview shows it).
         changes["source"] = _source(body["source"]).to_dict()
         changes["urls"] = []
+        changes["row_specs"] = None
     if "options" in body:
         changes["options"] = _options(body["options"])
     if "name" in body:
@@ -218,6 +226,21 @@ def _changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
     return changes
 
 
+def _check_consecutive(consecutive_failures: int | None, keep_runs: int) -> None:
+    """consecutive_failures counts runs that keep_runs keeps: more could never be seen, so never notify."""
+    if consecutive_failures is not None and consecutive_failures > keep_runs:
+        message = (
+            f"is {consecutive_failures}, more than keep_runs ({keep_runs}): a URL failing that many runs in a row "
+            "is never seen, the older runs are deleted; lower it or raise keep_runs"
+        )
+        raise ApiError(
+            400,
+            "invalid_list",
+            f"consecutive_failures {message}",
+            [{"field": "consecutive_failures", "message": message}, {"field": "keep_runs", "message": message}],
+        )
+
+
 # -- showing a list --------------------------------------------------------------------------
 
 
@@ -231,7 +254,7 @@ def list_json(record: ListRecord, full: bool = True) -> dict[str, Any]:
     shown = {
         "id": record.id,
         "name": record.name,
-        "url_count": None if record.source else len(record.urls),
+        "url_count": None if record.source else record.url_count,
         "source": record.source,
         "options": shown_options(record.options) if full else listed_options(record.options),
         "schedule": record.schedule,
@@ -281,7 +304,10 @@ def _run_brief(view: BatchView) -> dict[str, Any]:
 
 
 def _diff_summary(view: BatchView) -> dict[str, int] | None:
-    """What changed from the run before (its parent) to this run; None without one, or past GREENBATCH_MAX_DIFF_URLS."""
+    """What changed from the run before (its parent) to this run; None without one, while this run is still going
+    (its page's diff moves live; this list is polled), or past GREENBATCH_MAX_DIFF_URLS."""
+    if not view.final or services().engine.is_live(view.id):
+        return None
     base = services().reader.get(view.parent_id) if view.parent_id else None
     if base is None:
         return None
@@ -325,6 +351,8 @@ def create_list():
             "too_many_lists",
             f"the server holds {config.max_lists} watch lists already (GREENBATCH_MAX_LISTS); delete one first",
         )
+    keep_runs = changes.get("keep_runs", min(DEFAULT_KEEP_RUNS, config.max_keep_runs))
+    _check_consecutive(changes.get("consecutive_failures"), keep_runs)
     paused = changes.get("paused", False)
     now = time.time()
     record = ListRecord(
@@ -337,7 +365,7 @@ def create_list():
         notify=changes.get("notify", []),
         notify_on=changes.get("notify_on"),
         consecutive_failures=changes.get("consecutive_failures"),
-        keep_runs=changes.get("keep_runs", min(DEFAULT_KEEP_RUNS, config.max_keep_runs)),
+        keep_runs=keep_runs,
         paused=paused,
         created_at=now_iso(),
         next_run_at=None if paused else Schedule.parse(changes["schedule"], 0).first_after(now),
@@ -345,6 +373,8 @@ def create_list():
         runs=0,
         skipped=0,
         last_skipped_at=None,
+        row_specs=changes.get("row_specs"),
+        url_count=len(changes["urls"]),
     )
     store.create_list(record)
     _scheduler().wake()
@@ -395,6 +425,9 @@ def change_list(list_id: str):
     """Change some of a list's fields; a new schedule (or a resume) counts its next run from now."""
     record = _list_or_404(list_id)
     changes = _changes(_body(), creating=False)
+    _check_consecutive(
+        changes.get("consecutive_failures", record.consecutive_failures), changes.get("keep_runs", record.keep_runs)
+    )
     if ("urls" in changes or "source" in changes) and record.options.get("rows"):
         # Per-URL expectations and meta were the old list's, index by index.
         changes["options"] = {k: v for k, v in changes.get("options", record.options).items() if k != "rows"}
@@ -405,8 +438,11 @@ def change_list(list_id: str):
         changes["next_run_at"] = Schedule.parse(changes.get("schedule", record.schedule), 0).first_after(time.time())
     if not services().store.change_list(list_id, changes):
         raise ApiError(404, "not_found", f"no watch list with id {list_id!r}")
+    changed = _list_or_404(list_id)
+    if changed.keep_runs < record.keep_runs:  # a lower keep_runs holds now, not after the next run
+        _scheduler().prune(changed)
     _scheduler().wake()
-    return list_json(_list_or_404(list_id))
+    return list_json(changed)
 
 
 @bp.delete("/lists/<list_id>")
@@ -439,7 +475,7 @@ def run_list(list_id: str):
 def list_runs(list_id: str):
     """A list's runs, newest first, each with its verdict and what changed from the run before (`limit`)."""
     record = _list_or_404(list_id)
-    limit = _int_arg("limit", 20, 1, current_app.config["GREENBATCH"].max_keep_runs + 100)
+    limit = _int_arg("limit", 20, 1, MAX_RUNS_LIMIT)
     runs = []
     for view in _recent(record, limit):
         shown = batch_json(view, listed=True)

@@ -1677,13 +1677,16 @@ def list_schemas(config: Config) -> dict[str, Any]:
         "schedule": schedule,
         "notify": notify,
         "notify_on": nullable({"type": "string", "enum": ["always", "change", "failure"]}),
-        "consecutive_failures": nullable({"type": "integer", "minimum": 1, "maximum": 100}),
+        "consecutive_failures": nullable(
+            {"type": "integer", "minimum": 1, "maximum": 100, "description": "At most keep_runs (400 above it)."}
+        ),
         "keep_runs": {
             "type": "integer",
             "minimum": 2,
             "maximum": config.max_keep_runs,
             "default": min(30, config.max_keep_runs),
-            "description": "Runs kept; older ones are deleted after each run (GREENBATCH_MAX_KEEP_RUNS).",
+            "description": "Runs kept; older ones are deleted after each run, and at once when it is lowered "
+            "(GREENBATCH_MAX_KEEP_RUNS).",
         },
         "paused": {"type": "boolean", "description": "A paused list runs only when asked (POST .../run)."},
     }
@@ -1772,8 +1775,9 @@ def list_schemas(config: Config) -> dict[str, Any]:
         "NewWatchList": {
             "type": "object",
             "description": "The URLs as a list (`urls`), a sitemap or page to read at each run (`source`), or "
-            "those of a batch (`from_batch`: its source when it had one, else its URLs; also its options and name "
-            "unless given); and a schedule.",
+            "those of a batch (`from_batch`: its source when it had one, else its URLs and each URL's expect, meta "
+            "and checks; also its options and name unless given, never whom the batch notified); and a schedule. "
+            "consecutive_failures may not exceed keep_runs.",
             "required": ["schedule"],
             "additionalProperties": False,
             "properties": {**fields, "from_batch": {"type": "string"}},
@@ -1806,7 +1810,7 @@ def list_schemas(config: Config) -> dict[str, Any]:
                 "runs": {
                     "type": "array",
                     "description": "Its runs, newest first: batches, each with diff_summary (null for the first, "
-                    "or past GREENBATCH_MAX_DIFF_URLS).",
+                    "for a run still going: its page's diff is live, or past GREENBATCH_MAX_DIFF_URLS).",
                     "items": {
                         "allOf": [ref("ListedBatch")],
                         "properties": {"diff_summary": nullable(summary)},
@@ -1886,7 +1890,10 @@ def list_operations() -> list[tuple[str, str, str, dict[str, Any]]]:
         },
     }
     runs = {
-        "parameters": [list_id, query("limit", {"type": "integer", "minimum": 1, "default": 20}, "Runs listed.")],
+        "parameters": [
+            list_id,
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 50, "default": 20}, "Runs listed."),
+        ],
         "responses": {
             "200": json_body(ref("WatchListRuns"), "Its runs, newest first."),
             "400": error("A parameter is out of range."),

@@ -129,6 +129,14 @@ class ListRecord:
     last_skipped_at: float | None
     source: dict[str, Any] | None = None  # a sitemap or page read again at each run, instead of `urls` (then [])
     last_skipped_reason: str | None = None  # why the last skipped run did not start
+    # Per-URL expectations, meta and checks by index (a saved batch's row_specs), passed into each run's options;
+    # None when it has none. New `urls` drop them. Not read by all_lists.
+    row_specs: dict[str, dict[str, Any]] | None = None
+    url_count: int = 0  # len(urls), kept so that listing the lists never reads their URLs
+    # The run a process claimed (claim_run, a compare-and-set): the list's runs never overlap, in any process.
+    running_batch: str | None = None
+    running_since: float | None = None  # epoch seconds of the claim
+    running_slot: float | None = None  # the scheduled slot it runs for, until its batch is stored; None for a run now
 
 
 # The columns of a lists row a ListRecord is made of, in its fields' order.
@@ -146,6 +154,7 @@ LIST_CHANGES = (
     "keep_runs",
     "paused",
     "next_run_at",
+    "row_specs",
 )
 
 
@@ -162,8 +171,15 @@ class ListStore(Protocol):
     def scheduled_lists(self) -> list[tuple[str, float]]: ...
     def claim_slot(self, list_id: str, slot: float, following: float, now: float) -> bool: ...
     def number_run(self, list_id: str) -> int: ...
+    def claim_slot_run(
+        self, list_id: str, slot: float, following: float, now: float, batch_id: str, grace: float = ...
+    ) -> tuple[bool, bool]: ...
+    def claim_run(self, list_id: str, batch_id: str, now: float, grace: float = ...) -> bool: ...
+    def release_run(self, list_id: str, batch_id: str, slot: float | None = None) -> None: ...
+    def stored_run(self, list_id: str, batch_id: str) -> None: ...
+    def lost_runs(self, before: float) -> list[ListRecord]: ...
     def note_skipped(self, list_id: str, now: float, reason: str) -> None: ...
-    def list_runs(self, list_id: str, limit: int) -> list[str]: ...
+    def list_runs(self, list_id: str, limit: int, offset: int = 0) -> list[str]: ...
 
 
 class Store(ListStore, Protocol):

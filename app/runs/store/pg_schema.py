@@ -205,6 +205,19 @@ ALTER TABLE lists ADD COLUMN source TEXT;  -- JSON, as in SQLite (schema.py); NU
 ALTER TABLE lists ADD COLUMN last_skipped_reason TEXT;
 """,
     ),
+    (
+        10,
+        "lists: row specs passed into each run, url_count, and the run claim that keeps runs from overlapping",
+        """
+-- As in SQLite (schema.py).
+ALTER TABLE lists ADD COLUMN row_specs TEXT;
+ALTER TABLE lists ADD COLUMN url_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE lists ADD COLUMN running_batch TEXT;
+ALTER TABLE lists ADD COLUMN running_since DOUBLE PRECISION;
+ALTER TABLE lists ADD COLUMN running_slot DOUBLE PRECISION;
+UPDATE lists SET url_count = json_array_length(urls::json);
+""",
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -66,7 +66,12 @@ CREATE TABLE IF NOT EXISTS lists (
     skipped INTEGER NOT NULL DEFAULT 0,  -- runs not started: the one before was still going, the source unreadable
     last_skipped_at REAL,
     source TEXT,                       -- JSON: a sitemap or page read again at each run (urls is then []); or NULL
-    last_skipped_reason TEXT
+    last_skipped_reason TEXT,
+    row_specs TEXT,                    -- JSON: per-URL expect, meta and checks passed into each run; or NULL
+    url_count INTEGER NOT NULL DEFAULT 0,  -- the length of urls: listing the lists never reads them
+    running_batch TEXT,                -- the run claimed last (claim_run): runs never overlap, in any process
+    running_since REAL,
+    running_slot REAL                  -- the scheduled slot it runs for, until its batch is stored; NULL for a run now
 );
 CREATE TABLE IF NOT EXISTS events (
     batch_id TEXT NOT NULL,
@@ -217,14 +222,15 @@ def is_full(exc: BaseException) -> bool:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, the
-    events get EVENT_INDEXES, batches a `source` and a `list_id` column, lists a `source`, and per-row specs kept in
-    options move to row_specs."""
+    events get EVENT_INDEXES, batches a `source` and a `list_id` column, lists a `source`, their row specs, url_count
+    and run claim (LIST_RUN_COLUMNS), and per-row specs kept in options move to row_specs."""
     _move_url_rows(conn)
     _add_event_columns(conn)
     _index_events(conn)
     _add_source_column(conn)
     _add_list_column(conn)
     _add_list_source_columns(conn)
+    _add_list_run_columns(conn)
     _move_row_specs(conn)
 
 
@@ -272,6 +278,29 @@ def _add_list_source_columns(conn: sqlite3.Connection) -> None:
     for name in ("source", "last_skipped_reason"):
         if name not in columns:
             conn.execute(f"ALTER TABLE lists ADD COLUMN {name} TEXT")
+
+
+LIST_RUN_COLUMNS = (
+    ("row_specs", "TEXT"),
+    ("url_count", "INTEGER NOT NULL DEFAULT 0"),
+    ("running_batch", "TEXT"),
+    ("running_since", "REAL"),
+    ("running_slot", "REAL"),
+)
+
+
+def _add_list_run_columns(conn: sqlite3.Connection) -> None:
+    """Give an earlier version's lists their row specs, url_count (counted once here) and run claim columns."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(lists)")}
+    if not have or {name for name, _ in LIST_RUN_COLUMNS} <= have:
+        return
+    with conn:
+        conn.execute("BEGIN")
+        for name, kind in LIST_RUN_COLUMNS:
+            if name not in have:
+                conn.execute(f"ALTER TABLE lists ADD COLUMN {name} {kind}")
+        if "url_count" not in have:
+            conn.execute("UPDATE lists SET url_count = json_array_length(urls)")
 
 
 def _add_event_columns(conn: sqlite3.Connection) -> None:

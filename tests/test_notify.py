@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from app.core.config import Config
 from app.fetch import guard
 from app.runs.events import Event
-from app.runs.notify import post, signature
+from app.runs.notify import TRIES, Notifier, post, signature, slack_text
 from tests.support.receiver import HANG, Receiver, verified
 from tests.support.server import ARTIFACTS, GreenbatchServer, error_of
 
@@ -59,10 +60,15 @@ def submitted(server: GreenbatchServer, urls: list[str], **options: Any):
 # -- options ---------------------------------------------------------------------------------
 
 
-def test_notify_options_are_stored_with_secrets_shown_only_by_their_last_characters(notify_server, target, receiver):
+def test_notify_options_are_stored_with_secrets_and_url_paths_shown_only_by_their_last_characters(
+    notify_server, target, receiver
+):
     slack = f"http://127.0.0.1:{receiver.port}/services/T000/B000/XXXXsecretpath"
     options = {
-        "notify": [{"type": "webhook", "url": receiver.url("/hook?token=q1w2e3"), "secret": SECRET}],
+        "notify": [
+            {"type": "webhook", "url": receiver.url("/hook?token=q1w2e3"), "secret": SECRET},
+            {"type": "webhook", "url": receiver.url("/api/webhooks/123/discordTOKENtail"), "secret": SECRET},
+        ],
         "webhook": {"url": receiver.url("/second"), "secret": "another-secret-99"},
         "notify_on": "change",
         "consecutive_failures": 2,
@@ -71,8 +77,9 @@ def test_notify_options_are_stored_with_secrets_shown_only_by_their_last_charact
     assert created.status_code == 201, created.text
     batch = created.json()
     assert batch["options"]["notify"] == [
-        {"type": "webhook", "url": receiver.url("/hook"), "secret": "...7781"},
-        {"type": "webhook", "url": receiver.url("/second"), "secret": "...t-99"},
+        {"type": "webhook", "url": receiver.url("/...hook"), "secret": "...7781"},
+        {"type": "webhook", "url": receiver.url("/...tail"), "secret": "...7781"},
+        {"type": "webhook", "url": receiver.url("/...cond"), "secret": "...t-99"},
     ]
     assert (batch["options"]["notify_on"], batch["options"]["consecutive_failures"]) == ("change", 2)
     listed = notify_server.request("GET", "/api/v1/batches").json()["batches"]
@@ -81,6 +88,7 @@ def test_notify_options_are_stored_with_secrets_shown_only_by_their_last_charact
     assert rerun.status_code == 201, rerun.text
     for shown in (json.dumps(listed), page, rerun.text):
         assert SECRET not in shown and "another-secret-99" not in shown and "q1w2e3" not in shown
+        assert "discordTOKEN" not in shown
     assert rerun.json()["options"]["notify"] == batch["options"]["notify"]
 
     created = submitted(notify_server, [target.url("/ok")], notify=[{"type": "slack", "url": slack}])
@@ -114,6 +122,14 @@ def test_a_batch_without_notify_options_shows_none_of_them(notify_server, target
         ),
         ({"notify": [{"type": "slack", "url": "http://x.test/"}] * 11}, "options.notify", "at most 10"),
         ({"webhook": {"url": "http://x.test/"}}, "options.webhook.secret", "8 to 256"),
+        (
+            {"notify": [{"type": "webhook", "url": "http://[::1/x", "secret": SECRET}]},
+            "options.notify[0].url",
+            "not a valid URL",
+        ),
+        ({"webhook": {"url": "http://[::1/x", "secret": SECRET}}, "options.webhook.url", "not a valid URL"),
+        ({"notify": [{"type": "slack", "url": "http://[::1"}]}, "options.notify[0].url", "not a valid URL"),
+        ({"notify": [{"type": "slack", "url": "http://x.test:99999/"}]}, "options.notify[0].url", "not a valid URL"),
         ({"notify_on": "sometimes"}, "options.notify_on", "always, change, failure"),
         ({"consecutive_failures": 0}, "options.consecutive_failures", "from 1 to 50"),
         ({"consecutive_failures": 51}, "options.consecutive_failures", "server limit"),
@@ -190,10 +206,14 @@ def test_a_finished_batch_posts_its_payload_signed_over_the_timestamp_and_the_ra
         "stats": notify_server.batch(batch["id"])["stats"],
         "diff_summary": None,
         "dashboard_url": notify_server.url(f"/batches/{batch['id']}"),
+        "delivery_id": f"{batch['id']}-0",
     }
+    assert request["headers"]["X-Greenbatch-Delivery"] == payload["delivery_id"]
     [delivery] = settled(notify_server, batch["id"])
     assert (delivery["status"], delivery["attempts"], delivery["last_status_code"]) == ("sent", 1, 200)
-    assert delivery["url"] == receiver.url(path) and delivery["last_error"] is None
+    assert delivery["url"] == receiver.url("/..." + path[-4:]) and delivery["last_error"] is None
+    log = notify_server.wait_for_log(f"batch {batch['id']}: notification sent to")
+    assert f"notification sent to {delivery['url']}" in log and path not in log
 
 
 def test_a_receiver_answering_500_twice_gets_a_third_try_and_every_try_is_recorded(notify_server, target, receiver):
@@ -204,6 +224,8 @@ def test_a_receiver_answering_500_twice_gets_a_third_try_and_every_try_is_record
 
     requests = receiver.received(path, 3)
     assert all(verified(request, SECRET)["batch_id"] == batch["id"] for request in requests)
+    # Every try of one delivery carries its id, signed: a receiver that got a try twice drops the second.
+    assert {verified(request, SECRET)["delivery_id"] for request in requests} == {f"{batch['id']}-0"}
     [delivery] = settled(notify_server, batch["id"])
     assert (delivery["status"], delivery["attempts"]) == ("sent", 3)
     assert [t["status_code"] for t in delivery["tries"]] == [500, 500, 200]
@@ -315,7 +337,7 @@ def test_the_batch_page_shows_each_notification_delivered_or_failing_with_its_er
         line = tab.locator("#batch-notify")
         line.filter(has_text="delivered").wait_for()
         text = line.inner_text()
-        assert f"failing: webhook {receiver.url(bad)} after 3 tries: the receiver answered 500" in text
+        assert f"failing: webhook {receiver.url('/...' + bad[-4:])} after 3 tries: the receiver answered 500" in text
         assert f"delivered to slack http://127.0.0.1:{receiver.port}/..." in text
         assert SECRET not in tab.content()
         assert tab.evaluate("document.documentElement.scrollWidth") <= width
@@ -397,14 +419,30 @@ def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends_or_it_is_r
     finished(store, "b", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
     now = time.time()
 
-    [claimed] = store.claim_deliveries(now, 60, 10)
-    assert store.claim_deliveries(now, 60, 10) == []
-    assert [d.id for d in store.claim_deliveries(now + 61, 60, 10)] == [claimed.id]
+    [claimed] = store.claim_deliveries(60, 10)  # by the store's clock (PostgreSQL's own)
+    assert store.claim_deliveries(60, 10, now) == []
+    [again] = store.claim_deliveries(60, 10, now + 61)
+    assert again.id == claimed.id and again.claim_token != claimed.claim_token
     assert store.release_deliveries() == 1
-    store.record_delivery(claimed.id, "pending", [{"status_code": 500}], now + 5, {"event": "batch.finished"})
-    assert store.claim_deliveries(now, 60, 10) == []  # due in 5 s
-    [again] = store.claim_deliveries(now + 5, 60, 10)
+    [claimed] = store.claim_deliveries(60, 10, now)
+    assert store.record_delivery(claimed, "pending", [{"status_code": 500}], now + 5, {"event": "batch.finished"})
+    assert store.claim_deliveries(60, 10, now) == []  # due in 5 s
+    [again] = store.claim_deliveries(60, 10, now + 5)
     assert (again.attempts, again.payload) == (1, {"event": "batch.finished"})
+
+
+def test_a_sender_whose_lease_ended_writes_nothing_over_the_sender_that_claimed_it_next(store_factory):
+    store = store_factory(flush_interval=0.01)
+    finished(store, "b", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    now = time.time()
+    [late] = store.claim_deliveries(60, 10, now)
+    [holder] = store.claim_deliveries(60, 10, now + 61)
+
+    assert store.record_delivery(holder, "sent", [{"status_code": 200}], now + 61)
+    assert not store.record_delivery(late, "pending", [{"status_code": 200}, {"status_code": 500}], now + 70)
+    [row] = store.deliveries("b")
+    assert (row.state, row.attempts) == ("sent", 1)
+    assert not store.record_delivery(holder, "failed", [], now + 80), "a claim is written once"
 
 
 def test_a_lists_deliveries_are_found_by_its_list_id(store_factory):
@@ -416,6 +454,68 @@ def test_a_lists_deliveries_are_found_by_its_list_id(store_factory):
     store._transaction(lambda conn: conn.execute("UPDATE batches SET list_id = 'L' WHERE id LIKE 'run%'"))
 
     assert [d.batch_id for d in store.list_deliveries("L")] == ["run2", "run1"]
+
+
+# -- the sender in this process ----------------------------------------------------------------------
+
+
+class CountingNotifier(Notifier):
+    """The sender, counting how often it prepares a batch's payload."""
+
+    prepared = 0
+
+    def prepare(self, record):
+        """Notifier.prepare, counted."""
+        self.prepared += 1
+        return super().prepare(record)
+
+
+class BrokenNotifier(Notifier):
+    """A sender whose preparing fails the way a bug or a lost database would."""
+
+    def prepare(self, record):
+        """Fails."""
+        raise RuntimeError("the diff's rows cannot be read")
+
+
+def sender(kind: type[Notifier], store) -> Notifier:
+    """A sender of this kind on the store, retrying at once, allowed to reach no address."""
+    return kind(Config(notify_retry_delay=0.01), store, guard.Policy.from_settings(False, "", ""))
+
+
+def test_a_batchs_payload_and_decision_are_made_once_for_all_its_targets(store_factory):
+    store = store_factory(flush_interval=0.01)
+    notify = [{"type": "slack", "url": f"http://a.test/{i}"} for i in range(10)]
+    finished(store, "b", {"notify": notify, "notify_on": "failure"})  # it passes: every target is skipped
+    notifier = sender(CountingNotifier, store)
+
+    assert notifier.send_due() == 10
+    assert notifier.prepared == 1
+    assert {d.state for d in store.deliveries("b")} == {"skipped"}
+
+
+def test_an_error_while_sending_is_logged_and_counted_as_a_try_until_the_delivery_fails(store_factory, caplog):
+    store = store_factory(flush_interval=0.01)
+    finished(store, "b", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    notifier = sender(BrokenNotifier, store)
+
+    for _ in range(TRIES):
+        [delivery] = store.deliveries("b")
+        time.sleep(max(0.0, delivery.due - time.time()))
+        assert notifier.send_due() == 1
+
+    [delivery] = store.deliveries("b")
+    assert (delivery.state, delivery.attempts) == ("failed", TRIES)
+    assert delivery.tries[-1]["error"] == "the sender failed: RuntimeError: the diff's rows cannot be read"
+    assert "batch b: notification %d failed in the sender" % delivery.id in caplog.text
+    assert notifier.send_due() == 0
+
+
+def test_a_slack_text_shows_a_name_that_looks_like_a_mention_or_a_link_as_text():
+    payload = {"batch_id": "b", "name": "<!channel> & <https://x.test|log in>", "status": "done", "counts": {}}
+    text = slack_text(payload | {"dashboard_url": "http://gb.test/batches/b"})
+    assert text.startswith("greenbatch: batch &lt;!channel&gt; &amp; &lt;https://x.test|log in&gt; done")
+    assert "<http://gb.test/batches/b|open the batch>" in text
 
 
 # -- sending ---------------------------------------------------------------------------------------

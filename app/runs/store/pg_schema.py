@@ -197,6 +197,13 @@ ALTER TABLE batches ADD COLUMN list_id TEXT;  -- no foreign key: a deleted list'
 CREATE INDEX batches_by_list ON batches (list_id, num) WHERE list_id IS NOT NULL;
 """,
     ),
+    (
+        11,
+        "deliveries.claim_token: the claim a delivery is held under (a sender whose lease ended writes nothing)",
+        """
+ALTER TABLE deliveries ADD COLUMN claim_token TEXT;
+""",
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -99,6 +99,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at TEXT NOT NULL,
     due DOUBLE PRECISION NOT NULL,  -- unix seconds when it is next tried
     claimed_until DOUBLE PRECISION,  -- a sender holds it until then
+    claim_token TEXT,  -- the claim it is held under: a write by any other sender changes nothing
     UNIQUE (batch_id, target)
 );
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (due) WHERE state = 'pending';
@@ -215,13 +216,14 @@ def is_full(exc: BaseException) -> bool:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, the
-    events get EVENT_INDEXES, batches a `source` and a `list_id` column, and per-row specs kept in options move to
-    row_specs."""
+    events get EVENT_INDEXES, batches a `source` and a `list_id` column, deliveries a `claim_token`, and per-row
+    specs kept in options move to row_specs."""
     _move_url_rows(conn)
     _add_event_columns(conn)
     _index_events(conn)
     _add_source_column(conn)
     _add_list_column(conn)
+    _add_claim_token_column(conn)
     _move_row_specs(conn)
 
 
@@ -261,6 +263,13 @@ def _add_list_column(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE batches ADD COLUMN list_id TEXT")
     # A list's runs, newest first, without reading the other batches.
     conn.execute("CREATE INDEX IF NOT EXISTS batches_by_list ON batches (list_id, num) WHERE list_id IS NOT NULL")
+
+
+def _add_claim_token_column(conn: sqlite3.Connection) -> None:
+    """Give an earlier version's deliveries table its `claim_token` column (NULL: held by no claim)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+    if "claim_token" not in columns:
+        conn.execute("ALTER TABLE deliveries ADD COLUMN claim_token TEXT")
 
 
 def _add_event_columns(conn: sqlite3.Connection) -> None:

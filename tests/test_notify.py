@@ -19,7 +19,7 @@ from app.fetch import guard
 from app.runs.events import Event
 from app.runs.notify import TRIES, Notifier, post, signature, slack_text
 from tests.support.receiver import HANG, Receiver, verified
-from tests.support.server import ARTIFACTS, GreenbatchServer, error_of
+from tests.support.server import ARTIFACTS, ROOT, GreenbatchServer, error_of
 
 SECRET = "s3cret-for-the-receiver-7781"
 
@@ -531,3 +531,40 @@ def test_a_send_goes_through_the_guard_again_and_a_denied_receiver_never_gets_a_
 def test_the_signature_is_hmac_sha256_of_the_timestamp_a_dot_and_the_raw_body():
     expected = hmac.new(b"secret-key", b"1796563200." + b'{"a":1}', hashlib.sha256).hexdigest()
     assert signature("secret-key", "1796563200", b'{"a":1}') == f"sha256={expected}"
+
+
+# -- the README's receiver ---------------------------------------------------------------------------
+
+
+def readme_receiver():
+    """verified(body, headers, secret) as the README's Notifications section gives it, run as written."""
+    section = (ROOT / "README.md").read_text().split("### Notifications", 1)[1]
+    [snippet] = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S)
+    scope: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    return scope["verified"]
+
+
+def test_the_readmes_receiver_accepts_a_real_delivery_and_refuses_junk_without_raising(notify_server, target, receiver):
+    verified_by_readme = readme_receiver()
+    path = hook("readme")
+    batch = notify_server.submit([target.url("/ok")], webhook={"url": receiver.url(path), "secret": SECRET})
+    notify_server.wait(batch["id"])
+    [request] = receiver.received(path)
+    body, headers = request["body"], request["headers"]
+    assert verified_by_readme(body, headers, SECRET)
+
+    old = str(int(time.time()) - 301)
+    replayed = {**headers, "X-Greenbatch-Timestamp": old, "X-Greenbatch-Signature": signature(SECRET, old, body)}
+    junk = [
+        (body, headers, "another-secret"),
+        (body + b" ", headers, SECRET),
+        (body, replayed, SECRET),
+        (body, {}, SECRET),
+        (body, {**headers, "X-Greenbatch-Signature": "sha256=\u00e9t\u00e9"}, SECRET),
+        (body, {**headers, "X-Greenbatch-Timestamp": "soon"}, SECRET),
+        (body, {**headers, "X-Greenbatch-Timestamp": "\ud800"}, SECRET),
+        (body, {"X-Greenbatch-Timestamp": headers["X-Greenbatch-Timestamp"]}, SECRET),
+    ]
+    for junk_body, junk_headers, secret in junk:
+        assert verified_by_readme(junk_body, junk_headers, secret) is False

@@ -8,16 +8,18 @@ import hmac
 import json
 import re
 import signal
+import socket
 import time
 import uuid
 from typing import Any
 
+import gevent
 import pytest
 
 from app.core.config import Config
 from app.fetch import guard
 from app.runs.events import Event
-from app.runs.notify import TRIES, Notifier, post, signature, slack_text
+from app.runs.notify import TRIES, Notifier, post, signature, slack_text, target_refusals
 from tests.support.receiver import HANG, Receiver, verified
 from tests.support.server import ARTIFACTS, ROOT, GreenbatchServer, error_of
 
@@ -516,6 +518,46 @@ def test_a_slack_text_shows_a_name_that_looks_like_a_mention_or_a_link_as_text()
     text = slack_text(payload | {"dashboard_url": "http://gb.test/batches/b"})
     assert text.startswith("greenbatch: batch &lt;!channel&gt; &amp; &lt;https://x.test|log in&gt; done")
     assert "<http://gb.test/batches/b|open the batch>" in text
+
+
+# -- checking targets when they are saved ---------------------------------------------------------------
+
+
+def slow_resolver(seconds: float):
+    """A getaddrinfo that answers a public address after `seconds`, letting other greenlets run meanwhile."""
+
+    def getaddrinfo(host, port, type=0):
+        gevent.sleep(seconds)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+
+    return getaddrinfo
+
+
+def no_such_name(host, port, type=0):
+    """A getaddrinfo that knows no name, in the resolver's words."""
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def test_a_saves_targets_are_resolved_at_once_within_one_bound():
+    policy = guard.Policy.from_settings(False, "", "")
+    urls = [f"https://hooks{i}.test/x" for i in range(10)]
+    started = time.monotonic()
+    judged = target_refusals(urls, policy, 2000, getaddrinfo=slow_resolver(0.3))
+    assert [refusal for _, refusal in judged] == [None] * 10
+    assert time.monotonic() - started < 1.5, "ten lookups of 0.3 s took as long as one after another"
+
+    started = time.monotonic()
+    [(checked, refusal)] = target_refusals(urls[:1], policy, 2000, limit=0.2, getaddrinfo=slow_resolver(5))
+    assert checked is None and refusal == "hooks0.test could not be checked within 0.2 s; try again"
+    assert time.monotonic() - started < 1
+
+
+def test_a_target_that_does_not_resolve_is_refused_in_the_resolvers_words_only_where_refusals_are_explained():
+    policy = guard.Policy.from_settings(False, "", "")
+    [(_, quiet)] = target_refusals(["https://internal.test/h"], policy, 2000, False, getaddrinfo=no_such_name)
+    [(_, explained)] = target_refusals(["https://internal.test/h"], policy, 2000, True, getaddrinfo=no_such_name)
+    assert quiet == "could not resolve internal.test"
+    assert explained == "could not resolve internal.test: [Errno -2] Name or service not known"
 
 
 # -- sending ---------------------------------------------------------------------------------------

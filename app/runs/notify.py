@@ -36,6 +36,7 @@ from ..core.options import NOTIFY_ON, shown_target_url
 from ..core.results import FINAL_STATUSES
 from ..core.verdict import batch_verdict
 from ..fetch import guard, tls
+from ..fetch.errors import FetchError, unresolved
 from .diff import KINDS, compare
 from .events import Event
 from .store import Store, StoreError
@@ -54,15 +55,20 @@ LEASE_MARGIN = 30.0  # seconds of a lease beyond a prepare and a try: the store'
 PREPARED_KEPT = 64  # batches whose prepared payload a sender keeps, so each batch is prepared once, not per target
 MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer read (and dropped): a huge answer costs nothing more
 MAX_ERROR_CHARS = 300  # of an error kept with a try
+CHECK_LIMIT = 10.0  # seconds a save's notify targets may take to resolve, all of them together
 # What "change" ignores: rows that stayed as they were, or got faster (rows still pending never reach a sender).
 QUIET_KINDS = ("unchanged", "faster")
 
 
-def target_refusal(url: str, policy: guard.Policy, max_length: int) -> tuple[str | None, str | None]:
+def target_refusal(
+    url: str, policy: guard.Policy, max_length: int, explain: bool = False, getaddrinfo: Any = None
+) -> tuple[str | None, str | None]:
     """(the URL as the guard checked it, None), or (None, why the guard refuses to send to it).
 
     A notify target is a fetch the user controls: its host is resolved and every address judged like a batch's
-    URLs, so a webhook to a metadata or private address is refused when saved, not only when sent.
+    URLs, so a webhook to a metadata or private address is refused when saved, not only when sent. The reason
+    follows the engine's rules: the address, the rule and the resolver's words only where `explain`
+    (GREENBATCH_EXPLAIN_BLOCKED) says so.
     """
     try:
         checked = guard.check_url(url, max_length)
@@ -71,12 +77,47 @@ def target_refusal(url: str, policy: guard.Policy, max_length: int) -> tuple[str
     parts = urlsplit(checked)
     host = parts.hostname or ""
     try:
-        guard.resolve(host, _port(parts.scheme, parts.port), policy)
+        guard.resolve(host, _port(parts.scheme, parts.port), policy, getaddrinfo)
     except guard.GuardError as exc:
-        return None, str(exc)
+        return None, _said(exc, explain)
     except (OSError, UnicodeError) as exc:
-        return None, f"{host} could not be resolved ({exc}); check the name"
+        return None, _said(unresolved(host, exc), explain)
     return checked, None
+
+
+def target_refusals(
+    urls: list[str],
+    policy: guard.Policy,
+    max_length: int,
+    explain: bool = False,
+    limit: float = CHECK_LIMIT,
+    getaddrinfo: Any = None,
+) -> list[tuple[str | None, str | None]]:
+    """target_refusal() of each URL, all resolved at once and within `limit` seconds together (a save waits for
+    them): a host not judged by then is refused as not checked."""
+    checks = [gevent.spawn(target_refusal, url, policy, max_length, explain, getaddrinfo) for url in urls]
+    gevent.joinall(checks, timeout=limit)
+    found: list[tuple[str | None, str | None]] = []
+    for url, check in zip(urls, checks, strict=True):
+        if check.ready():
+            found.append(check.get())
+        else:
+            check.kill(block=False)
+            found.append((None, f"{_host_of(url)} could not be checked within {limit:g} s; try again"))
+    return found
+
+
+def _said(exc: guard.GuardError | FetchError, explain: bool) -> str:
+    """A refusal as the engine words it: its detail only on a server that explains refusals."""
+    return exc.detail if explain and exc.detail else str(exc)
+
+
+def _host_of(url: str) -> str:
+    """A URL's host as typed (a refusal names it)."""
+    try:
+        return urlsplit(url).hostname or url
+    except ValueError:
+        return url
 
 
 def _port(scheme: str, port: int | None) -> int:

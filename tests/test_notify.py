@@ -360,6 +360,24 @@ def test_metrics_count_the_deliveries_by_status(notify_server, target, receiver)
     assert float(counts["failed"]) >= 1
 
 
+def test_a_watch_lists_run_now_links_its_notification_to_the_batch_page_as_a_rerun_does(
+    notify_server, target, receiver
+):
+    path = hook("run-now")
+    hooked = {"type": "webhook", "url": receiver.url(path), "secret": SECRET}
+    body = {"name": "linked", "urls": [target.url("/ok")], "schedule": {"every": "1d"}, "notify": [hooked]}
+    created = notify_server.request("POST", "/api/v1/lists", json=body)
+    assert created.status_code == 201, created.text
+    try:
+        started = notify_server.request("POST", f"/api/v1/lists/{created.json()['id']}/run")
+        assert started.status_code == 201, started.text
+        batch = notify_server.wait(started.json()["id"])
+        [request] = receiver.received(path)
+        assert verified(request, SECRET)["dashboard_url"] == notify_server.url(f"/batches/{batch['id']}")
+    finally:
+        notify_server.request("DELETE", f"/api/v1/lists/{created.json()['id']}")
+
+
 # -- a killed server ----------------------------------------------------------------------------
 
 

@@ -178,7 +178,7 @@ def _changes(body: dict[str, Any], creating: bool) -> dict[str, Any]:
             raise _invalid("from_batch", f"names no batch ({body['from_batch']!r})")
         changes["urls"] = list(services().store.urls(source.id))
         if "options" not in body:
-            changes["options"] = {key: value for key, value in source.options.items() if key != "rows"}
+            changes["options"] = {k: v for k, v in source.options.items() if k not in ("rows", "origin")}
         changes["name"] = source.name
     if "urls" in body:
         changes["urls"] = _urls(body["urls"])
@@ -375,6 +375,7 @@ def run_list(list_id: str):
     """Run a list now (its schedule is unchanged); 409 while its previous run is still going."""
     record = _list_or_404(list_id)
     _refuse_if_store_fails()
+    record.options = {**record.options, "origin": request.url_root.rstrip("/")}  # its dashboard_url, as a rerun's
     outcome = _scheduler().run(record)
     if outcome.batch_id is None:
         code = "still_running" if outcome.skipped == "overlap" else "invalid_options"

@@ -628,3 +628,29 @@ def test_the_readmes_receiver_accepts_a_real_delivery_and_refuses_junk_without_r
     ]
     for junk_body, junk_headers, secret in junk:
         assert verified_by_readme(junk_body, junk_headers, secret) is False
+
+
+def test_a_sqlite_outbox_from_before_claim_tokens_gets_the_column_and_its_pending_deliveries_go_out(tmp_path):
+    import sqlite3
+
+    from app.runs.store import SQLiteStore
+    from app.runs.store.schema import SCHEMA
+
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    before = re.sub(r"\n    claim_token TEXT,[^\n]*", "", SCHEMA)
+    assert "claim_token" not in before
+    old.executescript(before)
+    old.execute(
+        "INSERT INTO deliveries (batch_id, target, kind, url, state, created_at, updated_at, due, claimed_until)"
+        " VALUES ('b', 0, 'slack', 'http://a.test/', 'pending', '', '', 0, 1)"
+    )
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    try:
+        assert store.release_deliveries() == 1
+        [claimed] = store.claim_deliveries(60, 10)
+        assert claimed.claim_token and store.record_delivery(claimed, "sent", [{"status_code": 200}], 0)
+    finally:
+        store.close()

@@ -79,6 +79,7 @@ WARNING_KINDS = (
     "long_chain",
     "https_downgrade",
     "redirect_to_root",
+    "partial_check",
 )
 QUERY_JSON_OPTIONS = ("expect", "warn_as", "thresholds", "checks", "capture")  # options a query string carries as JSON
 

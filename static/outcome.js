@@ -87,6 +87,7 @@ const WARNINGS = {
   long_chain: 'long redirect chain',
   https_downgrade: 'https downgraded to http',
   redirect_to_root: "lands on the site's root",
+  partial_check: 'body searched in part',
 };
 
 // A warning kind in words ("bot challenge"); an unknown kind as it is.

@@ -10,7 +10,11 @@ import pytest
 
 from app.core import checks as checks_module
 from app.core.checks import DEFAULT_CHECK_BYTES, MAX_CHECK_BYTES, REGEX_TIMEOUT, parse_checks, run
+from app.core.config import Config
 from app.core.lru import LRU
+from app.core.options import BatchOptions
+from app.core.results import Result
+from app.core.verdict import evaluate
 from tests.support.server import error_of
 from tests.support.viewers import connect, receive
 
@@ -117,6 +121,30 @@ def test_a_body_check_searches_only_its_max_bytes_of_the_body_and_says_so():
     )
     assert failures([{**contains, "max_bytes": len(body)}], body=body) == []
     assert failures([{"source": "body", "op": "matches", "value": "cart$", "max_bytes": len(body)}], body=body) == []
+
+
+def test_a_not_contains_check_that_held_on_part_of_a_longer_body_warns_that_only_its_max_bytes_were_searched():
+    body = b"a" * DEFAULT_CHECK_BYTES + b"Sold out"
+    not_contains = {"source": "body", "op": "not_contains", "value": "Sold out"}
+
+    def judged(check: dict) -> tuple[str, list[dict]]:
+        checks, _ = parse_checks([check], "options.checks")
+        result = Result(index=0, url="https://shop.test/p", status_code=200, content_type="text/html", ok=True)
+        outcome, _, warnings = evaluate(result, {}, BatchOptions.defaults(Config()), None, "exact", None, checks, body)
+        return outcome, warnings
+
+    assert judged(not_contains) == (
+        "warn",
+        [
+            {
+                "kind": "partial_check",
+                "evidence": 'check[0] body not contains "Sold out": searched its first '
+                f"{DEFAULT_CHECK_BYTES} of {len(body)} bytes (the check's max_bytes)",
+            }
+        ],
+    )
+    assert judged({**not_contains, "max_bytes": len(body)})[0] == "failed", "the whole body read: found"
+    assert judged({**not_contains, "value": "Add to cart", "max_bytes": len(body)}) == ("ok", [])
 
 
 def test_a_json_check_fails_unparsed_on_a_body_longer_than_its_max_bytes():

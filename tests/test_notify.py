@@ -8,17 +8,20 @@ import hmac
 import json
 import re
 import signal
+import socket
 import time
 import uuid
 from typing import Any
 
+import gevent
 import pytest
 
+from app.core.config import Config
 from app.fetch import guard
 from app.runs.events import Event
-from app.runs.notify import post, signature
+from app.runs.notify import TRIES, Notifier, post, signature, slack_text, target_refusals
 from tests.support.receiver import HANG, Receiver, verified
-from tests.support.server import ARTIFACTS, GreenbatchServer, error_of
+from tests.support.server import ARTIFACTS, ROOT, GreenbatchServer, error_of
 
 SECRET = "s3cret-for-the-receiver-7781"
 
@@ -59,10 +62,15 @@ def submitted(server: GreenbatchServer, urls: list[str], **options: Any):
 # -- options ---------------------------------------------------------------------------------
 
 
-def test_notify_options_are_stored_with_secrets_shown_only_by_their_last_characters(notify_server, target, receiver):
+def test_notify_options_are_stored_with_secrets_and_url_paths_shown_only_by_their_last_characters(
+    notify_server, target, receiver
+):
     slack = f"http://127.0.0.1:{receiver.port}/services/T000/B000/XXXXsecretpath"
     options = {
-        "notify": [{"type": "webhook", "url": receiver.url("/hook?token=q1w2e3"), "secret": SECRET}],
+        "notify": [
+            {"type": "webhook", "url": receiver.url("/hook?token=q1w2e3"), "secret": SECRET},
+            {"type": "webhook", "url": receiver.url("/api/webhooks/123/discordTOKENtail"), "secret": SECRET},
+        ],
         "webhook": {"url": receiver.url("/second"), "secret": "another-secret-99"},
         "notify_on": "change",
         "consecutive_failures": 2,
@@ -71,8 +79,9 @@ def test_notify_options_are_stored_with_secrets_shown_only_by_their_last_charact
     assert created.status_code == 201, created.text
     batch = created.json()
     assert batch["options"]["notify"] == [
-        {"type": "webhook", "url": receiver.url("/hook"), "secret": "...7781"},
-        {"type": "webhook", "url": receiver.url("/second"), "secret": "...t-99"},
+        {"type": "webhook", "url": receiver.url("/...hook"), "secret": "...7781"},
+        {"type": "webhook", "url": receiver.url("/...tail"), "secret": "...7781"},
+        {"type": "webhook", "url": receiver.url("/...cond"), "secret": "...t-99"},
     ]
     assert (batch["options"]["notify_on"], batch["options"]["consecutive_failures"]) == ("change", 2)
     listed = notify_server.request("GET", "/api/v1/batches").json()["batches"]
@@ -81,6 +90,7 @@ def test_notify_options_are_stored_with_secrets_shown_only_by_their_last_charact
     assert rerun.status_code == 201, rerun.text
     for shown in (json.dumps(listed), page, rerun.text):
         assert SECRET not in shown and "another-secret-99" not in shown and "q1w2e3" not in shown
+        assert "discordTOKEN" not in shown
     assert rerun.json()["options"]["notify"] == batch["options"]["notify"]
 
     created = submitted(notify_server, [target.url("/ok")], notify=[{"type": "slack", "url": slack}])
@@ -114,6 +124,14 @@ def test_a_batch_without_notify_options_shows_none_of_them(notify_server, target
         ),
         ({"notify": [{"type": "slack", "url": "http://x.test/"}] * 11}, "options.notify", "at most 10"),
         ({"webhook": {"url": "http://x.test/"}}, "options.webhook.secret", "8 to 256"),
+        (
+            {"notify": [{"type": "webhook", "url": "http://[::1/x", "secret": SECRET}]},
+            "options.notify[0].url",
+            "not a valid URL",
+        ),
+        ({"webhook": {"url": "http://[::1/x", "secret": SECRET}}, "options.webhook.url", "not a valid URL"),
+        ({"notify": [{"type": "slack", "url": "http://[::1"}]}, "options.notify[0].url", "not a valid URL"),
+        ({"notify": [{"type": "slack", "url": "http://x.test:99999/"}]}, "options.notify[0].url", "not a valid URL"),
         ({"notify_on": "sometimes"}, "options.notify_on", "always, change, failure"),
         ({"consecutive_failures": 0}, "options.consecutive_failures", "from 1 to 50"),
         ({"consecutive_failures": 51}, "options.consecutive_failures", "server limit"),
@@ -190,10 +208,14 @@ def test_a_finished_batch_posts_its_payload_signed_over_the_timestamp_and_the_ra
         "stats": notify_server.batch(batch["id"])["stats"],
         "diff_summary": None,
         "dashboard_url": notify_server.url(f"/batches/{batch['id']}"),
+        "delivery_id": f"{batch['id']}-0",
     }
+    assert request["headers"]["X-Greenbatch-Delivery"] == payload["delivery_id"]
     [delivery] = settled(notify_server, batch["id"])
     assert (delivery["status"], delivery["attempts"], delivery["last_status_code"]) == ("sent", 1, 200)
-    assert delivery["url"] == receiver.url(path) and delivery["last_error"] is None
+    assert delivery["url"] == receiver.url("/..." + path[-4:]) and delivery["last_error"] is None
+    log = notify_server.wait_for_log(f"batch {batch['id']}: notification sent to")
+    assert f"notification sent to {delivery['url']}" in log and path not in log
 
 
 def test_a_receiver_answering_500_twice_gets_a_third_try_and_every_try_is_recorded(notify_server, target, receiver):
@@ -204,6 +226,8 @@ def test_a_receiver_answering_500_twice_gets_a_third_try_and_every_try_is_record
 
     requests = receiver.received(path, 3)
     assert all(verified(request, SECRET)["batch_id"] == batch["id"] for request in requests)
+    # Every try of one delivery carries its id, signed: a receiver that got a try twice drops the second.
+    assert {verified(request, SECRET)["delivery_id"] for request in requests} == {f"{batch['id']}-0"}
     [delivery] = settled(notify_server, batch["id"])
     assert (delivery["status"], delivery["attempts"]) == ("sent", 3)
     assert [t["status_code"] for t in delivery["tries"]] == [500, 500, 200]
@@ -315,7 +339,7 @@ def test_the_batch_page_shows_each_notification_delivered_or_failing_with_its_er
         line = tab.locator("#batch-notify")
         line.filter(has_text="delivered").wait_for()
         text = line.inner_text()
-        assert f"failing: webhook {receiver.url(bad)} after 3 tries: the receiver answered 500" in text
+        assert f"failing: webhook {receiver.url('/...' + bad[-4:])} after 3 tries: the receiver answered 500" in text
         assert f"delivered to slack http://127.0.0.1:{receiver.port}/..." in text
         assert SECRET not in tab.content()
         assert tab.evaluate("document.documentElement.scrollWidth") <= width
@@ -334,6 +358,24 @@ def test_metrics_count_the_deliveries_by_status(notify_server, target, receiver)
     counts = dict(re.findall(r'^greenbatch_notifications\{status="(\w+)"\} (\S+)$', metrics, re.M))
     assert set(counts) == {"pending", "sent", "failed", "skipped"}
     assert float(counts["failed"]) >= 1
+
+
+def test_a_watch_lists_run_now_links_its_notification_to_the_batch_page_as_a_rerun_does(
+    notify_server, target, receiver
+):
+    path = hook("run-now")
+    hooked = {"type": "webhook", "url": receiver.url(path), "secret": SECRET}
+    body = {"name": "linked", "urls": [target.url("/ok")], "schedule": {"every": "1d"}, "notify": [hooked]}
+    created = notify_server.request("POST", "/api/v1/lists", json=body)
+    assert created.status_code == 201, created.text
+    try:
+        started = notify_server.request("POST", f"/api/v1/lists/{created.json()['id']}/run")
+        assert started.status_code == 201, started.text
+        batch = notify_server.wait(started.json()["id"])
+        [request] = receiver.received(path)
+        assert verified(request, SECRET)["dashboard_url"] == notify_server.url(f"/batches/{batch['id']}")
+    finally:
+        notify_server.request("DELETE", f"/api/v1/lists/{created.json()['id']}")
 
 
 # -- a killed server ----------------------------------------------------------------------------
@@ -397,14 +439,30 @@ def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends_or_it_is_r
     finished(store, "b", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
     now = time.time()
 
-    [claimed] = store.claim_deliveries(now, 60, 10)
-    assert store.claim_deliveries(now, 60, 10) == []
-    assert [d.id for d in store.claim_deliveries(now + 61, 60, 10)] == [claimed.id]
+    [claimed] = store.claim_deliveries(60, 10)  # by the store's clock (PostgreSQL's own)
+    assert store.claim_deliveries(60, 10, now) == []
+    [again] = store.claim_deliveries(60, 10, now + 61)
+    assert again.id == claimed.id and again.claim_token != claimed.claim_token
     assert store.release_deliveries() == 1
-    store.record_delivery(claimed.id, "pending", [{"status_code": 500}], now + 5, {"event": "batch.finished"})
-    assert store.claim_deliveries(now, 60, 10) == []  # due in 5 s
-    [again] = store.claim_deliveries(now + 5, 60, 10)
+    [claimed] = store.claim_deliveries(60, 10, now)
+    assert store.record_delivery(claimed, "pending", [{"status_code": 500}], now + 5, {"event": "batch.finished"})
+    assert store.claim_deliveries(60, 10, now) == []  # due in 5 s
+    [again] = store.claim_deliveries(60, 10, now + 5)
     assert (again.attempts, again.payload) == (1, {"event": "batch.finished"})
+
+
+def test_a_sender_whose_lease_ended_writes_nothing_over_the_sender_that_claimed_it_next(store_factory):
+    store = store_factory(flush_interval=0.01)
+    finished(store, "b", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    now = time.time()
+    [late] = store.claim_deliveries(60, 10, now)
+    [holder] = store.claim_deliveries(60, 10, now + 61)
+
+    assert store.record_delivery(holder, "sent", [{"status_code": 200}], now + 61)
+    assert not store.record_delivery(late, "pending", [{"status_code": 200}, {"status_code": 500}], now + 70)
+    [row] = store.deliveries("b")
+    assert (row.state, row.attempts) == ("sent", 1)
+    assert not store.record_delivery(holder, "failed", [], now + 80), "a claim is written once"
 
 
 def test_a_lists_deliveries_are_found_by_its_list_id(store_factory):
@@ -416,6 +474,108 @@ def test_a_lists_deliveries_are_found_by_its_list_id(store_factory):
     store._transaction(lambda conn: conn.execute("UPDATE batches SET list_id = 'L' WHERE id LIKE 'run%'"))
 
     assert [d.batch_id for d in store.list_deliveries("L")] == ["run2", "run1"]
+
+
+# -- the sender in this process ----------------------------------------------------------------------
+
+
+class CountingNotifier(Notifier):
+    """The sender, counting how often it prepares a batch's payload."""
+
+    prepared = 0
+
+    def prepare(self, record):
+        """Notifier.prepare, counted."""
+        self.prepared += 1
+        return super().prepare(record)
+
+
+class BrokenNotifier(Notifier):
+    """A sender whose preparing fails the way a bug or a lost database would."""
+
+    def prepare(self, record):
+        """Fails."""
+        raise RuntimeError("the diff's rows cannot be read")
+
+
+def sender(kind: type[Notifier], store) -> Notifier:
+    """A sender of this kind on the store, retrying at once, allowed to reach no address."""
+    return kind(Config(notify_retry_delay=0.01), store, guard.Policy.from_settings(False, "", ""))
+
+
+def test_a_batchs_payload_and_decision_are_made_once_for_all_its_targets(store_factory):
+    store = store_factory(flush_interval=0.01)
+    notify = [{"type": "slack", "url": f"http://a.test/{i}"} for i in range(10)]
+    finished(store, "b", {"notify": notify, "notify_on": "failure"})  # it passes: every target is skipped
+    notifier = sender(CountingNotifier, store)
+
+    assert notifier.send_due() == 10
+    assert notifier.prepared == 1
+    assert {d.state for d in store.deliveries("b")} == {"skipped"}
+
+
+def test_an_error_while_sending_is_logged_and_counted_as_a_try_until_the_delivery_fails(store_factory, caplog):
+    store = store_factory(flush_interval=0.01)
+    finished(store, "b", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
+    notifier = sender(BrokenNotifier, store)
+
+    for _ in range(TRIES):
+        [delivery] = store.deliveries("b")
+        time.sleep(max(0.0, delivery.due - time.time()))
+        assert notifier.send_due() == 1
+
+    [delivery] = store.deliveries("b")
+    assert (delivery.state, delivery.attempts) == ("failed", TRIES)
+    assert delivery.tries[-1]["error"] == "the sender failed: RuntimeError: the diff's rows cannot be read"
+    assert "batch b: notification %d failed in the sender" % delivery.id in caplog.text
+    assert notifier.send_due() == 0
+
+
+def test_a_slack_text_shows_a_name_that_looks_like_a_mention_or_a_link_as_text():
+    payload = {"batch_id": "b", "name": "<!channel> & <https://x.test|log in>", "status": "done", "counts": {}}
+    text = slack_text(payload | {"dashboard_url": "http://gb.test/batches/b"})
+    assert text.startswith("greenbatch: batch &lt;!channel&gt; &amp; &lt;https://x.test|log in&gt; done")
+    assert "<http://gb.test/batches/b|open the batch>" in text
+
+
+# -- checking targets when they are saved ---------------------------------------------------------------
+
+
+def slow_resolver(seconds: float):
+    """A getaddrinfo that answers a public address after `seconds`, letting other greenlets run meanwhile."""
+
+    def getaddrinfo(host, port, type=0):
+        gevent.sleep(seconds)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+
+    return getaddrinfo
+
+
+def no_such_name(host, port, type=0):
+    """A getaddrinfo that knows no name, in the resolver's words."""
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def test_a_saves_targets_are_resolved_at_once_within_one_bound():
+    policy = guard.Policy.from_settings(False, "", "")
+    urls = [f"https://hooks{i}.test/x" for i in range(10)]
+    started = time.monotonic()
+    judged = target_refusals(urls, policy, 2000, getaddrinfo=slow_resolver(0.3))
+    assert [refusal for _, refusal in judged] == [None] * 10
+    assert time.monotonic() - started < 1.5, "ten lookups of 0.3 s took as long as one after another"
+
+    started = time.monotonic()
+    [(checked, refusal)] = target_refusals(urls[:1], policy, 2000, limit=0.2, getaddrinfo=slow_resolver(5))
+    assert checked is None and refusal == "hooks0.test could not be checked within 0.2 s; try again"
+    assert time.monotonic() - started < 1
+
+
+def test_a_target_that_does_not_resolve_is_refused_in_the_resolvers_words_only_where_refusals_are_explained():
+    policy = guard.Policy.from_settings(False, "", "")
+    [(_, quiet)] = target_refusals(["https://internal.test/h"], policy, 2000, False, getaddrinfo=no_such_name)
+    [(_, explained)] = target_refusals(["https://internal.test/h"], policy, 2000, True, getaddrinfo=no_such_name)
+    assert quiet == "could not resolve internal.test"
+    assert explained == "could not resolve internal.test: [Errno -2] Name or service not known"
 
 
 # -- sending ---------------------------------------------------------------------------------------
@@ -431,3 +591,66 @@ def test_a_send_goes_through_the_guard_again_and_a_denied_receiver_never_gets_a_
 def test_the_signature_is_hmac_sha256_of_the_timestamp_a_dot_and_the_raw_body():
     expected = hmac.new(b"secret-key", b"1796563200." + b'{"a":1}', hashlib.sha256).hexdigest()
     assert signature("secret-key", "1796563200", b'{"a":1}') == f"sha256={expected}"
+
+
+# -- the README's receiver ---------------------------------------------------------------------------
+
+
+def readme_receiver():
+    """verified(body, headers, secret) as the README's Notifications section gives it, run as written."""
+    section = (ROOT / "README.md").read_text().split("### Notifications", 1)[1]
+    [snippet] = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S)
+    scope: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    return scope["verified"]
+
+
+def test_the_readmes_receiver_accepts_a_real_delivery_and_refuses_junk_without_raising(notify_server, target, receiver):
+    verified_by_readme = readme_receiver()
+    path = hook("readme")
+    batch = notify_server.submit([target.url("/ok")], webhook={"url": receiver.url(path), "secret": SECRET})
+    notify_server.wait(batch["id"])
+    [request] = receiver.received(path)
+    body, headers = request["body"], request["headers"]
+    assert verified_by_readme(body, headers, SECRET)
+
+    old = str(int(time.time()) - 301)
+    replayed = {**headers, "X-Greenbatch-Timestamp": old, "X-Greenbatch-Signature": signature(SECRET, old, body)}
+    junk = [
+        (body, headers, "another-secret"),
+        (body + b" ", headers, SECRET),
+        (body, replayed, SECRET),
+        (body, {}, SECRET),
+        (body, {**headers, "X-Greenbatch-Signature": "sha256=\u00e9t\u00e9"}, SECRET),
+        (body, {**headers, "X-Greenbatch-Timestamp": "soon"}, SECRET),
+        (body, {**headers, "X-Greenbatch-Timestamp": "\ud800"}, SECRET),
+        (body, {"X-Greenbatch-Timestamp": headers["X-Greenbatch-Timestamp"]}, SECRET),
+    ]
+    for junk_body, junk_headers, secret in junk:
+        assert verified_by_readme(junk_body, junk_headers, secret) is False
+
+
+def test_a_sqlite_outbox_from_before_claim_tokens_gets_the_column_and_its_pending_deliveries_go_out(tmp_path):
+    import sqlite3
+
+    from app.runs.store import SQLiteStore
+    from app.runs.store.schema import SCHEMA
+
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    before = re.sub(r"\n    claim_token TEXT,[^\n]*", "", SCHEMA)
+    assert "claim_token" not in before
+    old.executescript(before)
+    old.execute(
+        "INSERT INTO deliveries (batch_id, target, kind, url, state, created_at, updated_at, due, claimed_until)"
+        " VALUES ('b', 0, 'slack', 'http://a.test/', 'pending', '', '', 0, 1)"
+    )
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    try:
+        assert store.release_deliveries() == 1
+        [claimed] = store.claim_deliveries(60, 10)
+        assert claimed.claim_token and store.record_delivery(claimed, "sent", [{"status_code": 200}], 0)
+    finally:
+        store.close()

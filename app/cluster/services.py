@@ -41,6 +41,7 @@ def start(config: Config) -> Services:
     control = ClusterControl(config, policy, store, ledger, broker, client, Heads(config.database_url))
     control.start()
     log.info("cluster mode: batches in PostgreSQL, work and live events through Redis; workers fetch")
-    # Every web process sends: each claims its deliveries (FOR UPDATE SKIP LOCKED), so each goes out once.
+    # Every web process sends: each claims its deliveries (FOR UPDATE SKIP LOCKED) under a claim token and a lease
+    # longer than a try; a sender that dies mid-try leaves it to be tried again (at least once, by delivery_id).
     notifier = Notifier(config, store, policy).start()
     return Services(config, store, control.follower, control, BatchReader(store, control), None, notifier)

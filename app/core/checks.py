@@ -183,6 +183,22 @@ def run(
     return reasons
 
 
+def partly_searched(checks: Sequence[Check], first: int, body: bytes | None, content_type: str | None) -> list[str]:
+    """The evidence of each not_contains body check that holds only for what it read: the body is longer than
+    the check's max_bytes, so the text may lie past them (a `contains` that fails says so in its reason)."""
+    found = []
+    read = _Read(body, content_type)
+    for i, check in enumerate(checks):
+        limit = check.max_bytes or DEFAULT_CHECK_BYTES
+        if check.source == "body" and check.op == "not_contains" and len(read.body) > limit:
+            if check.value not in read.text(limit):
+                found.append(
+                    f"check[{first + i}] {check.described()}: searched its first {limit} of {len(read.body)} bytes"
+                    " (the check's max_bytes)"
+                )
+    return found
+
+
 class _Read:
     """One response's body as its checks read it: decoded once per limit, parsed as JSON once."""
 

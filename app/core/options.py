@@ -588,8 +588,12 @@ def _parse_base(value: Any, config: Config) -> tuple[Any, str | None]:
     """base_url, target_base_url: an absolute http(s) URL."""
     if not isinstance(value, str) or len(value) > config.max_url_length:
         return None, f"must be an http or https URL of at most {config.max_url_length} characters"
-    parts = urlsplit(value)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError as exc:  # a bracket left open ("Invalid IPv6 URL")
+        return None, f"is not a valid URL ({exc})"
+    if not valid:
         return None, "must be an absolute http or https URL, like https://example.com"
     return value, None
 
@@ -659,8 +663,12 @@ def _notify_target(entry: Any, where: str, config: Config) -> tuple[dict[str, st
     if not isinstance(url, str) or not url or len(url) > config.max_url_length:
         message = f"must be an http or https URL of at most {config.max_url_length} characters"
         return None, {"field": f"{where}.url", "message": message}
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError as exc:  # a bracket left open ("Invalid IPv6 URL"), a port out of range
+        return None, {"field": f"{where}.url", "message": f"is not a valid URL ({exc})"}
+    if not valid:
         return None, {"field": f"{where}.url", "message": "must be an absolute http or https URL"}
     if kind == "slack":
         return {"type": kind, "url": url}, None
@@ -680,15 +688,18 @@ def shown_secret(secret: str) -> str:
 
 
 def shown_target_url(url: str, kind: str = "webhook") -> str:
-    """A notify URL without what may be a credential: user info and query; a Slack URL's path is its secret."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    """A notify URL as the API, the pages and the logs show it, the same for every type: scheme://host[:port]
+    and only the last few characters of its path (Slack's, Discord's, Zapier's or Teams' path is its secret,
+    whatever type it was given as); never user info or query."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:  # stored before its URL was checked: nothing of it is shown
+        return "..."
     if ":" in host:
         host = f"[{host}]"
-    authority = host if parts.port is None else f"{host}:{parts.port}"
-    path = parts.path
-    if kind == "slack" and len(path) > 1:
-        path = "/..." + path[-SHOWN_SECRET_CHARS:]
+    authority = host if port is None else f"{host}:{port}"
+    path = "/..." + parts.path[-SHOWN_SECRET_CHARS:] if len(parts.path) > 1 else "/"
     return f"{parts.scheme}://{authority}{path}"
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from .checks import Check
+from .checks import Check, partly_searched
 from .checks import run as run_checks
 from .results import Result
 
@@ -25,6 +25,7 @@ WARNING_KINDS = (
     "long_chain",
     "https_downgrade",
     "redirect_to_root",
+    "partial_check",
 )
 WARN_AS_CHOICES = ("warn", "failed", "ok")
 EXPECT_FIELDS = ("status", "final_url", "final_status", "max_hops")
@@ -52,6 +53,7 @@ _WARNING_EXPECTED = {
     "long_chain": f"at most {LONG_CHAIN} redirects",
     "https_downgrade": "https on every hop",
     "redirect_to_root": "a page other than the site's root",
+    "partial_check": "the whole body searched (raise the check's max_bytes)",
 }
 
 Verdict = tuple[str, list[dict[str, Any]], list[dict[str, str]]]  # outcome, reasons, warnings
@@ -84,6 +86,11 @@ def evaluate(
         return "failed", [_reason("error", "a response", f"{kind}: {message}")], []
     redirects = result.redirects
     warnings, hops = _warnings(result, headers, status, redirects, expect, body)
+    if checks and body and not any(warning["kind"] in BLOCKING_KINDS for warning in warnings):
+        # A not_contains that held on the first max_bytes only: the text may lie past them; the row says so.
+        for evidence in partly_searched(checks, 0, body, result.content_type):
+            warnings.append({"kind": "partial_check", "evidence": evidence})
+            hops.append(len(redirects))
     kinds = warn_as or {}
     severity = 0
     reasons: list[dict[str, Any]] = []

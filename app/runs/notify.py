@@ -3,8 +3,12 @@ delivers the outbox's rows (store/outbox.py): the payload, notify_on's decision,
 text, sent through the guard again, pinned to the checked address; no Flask here.
 
 A webhook's request: POST of the JSON payload with Content-Type application/json, X-Greenbatch-Event
-(batch.finished), X-Greenbatch-Timestamp (unix seconds) and X-Greenbatch-Signature:
-sha256=<hex HMAC-SHA256, keyed with the target's secret, of "<timestamp>.<raw body>">.
+(batch.finished), X-Greenbatch-Delivery (the payload's delivery_id), X-Greenbatch-Timestamp (unix seconds) and
+X-Greenbatch-Signature: sha256=<hex HMAC-SHA256, keyed with the target's secret, of "<timestamp>.<raw body>">.
+
+Delivery is at least once: a sender may die (or lose its lease) after the receiver got a try and before the try
+was recorded, and the next sender tries again. Every try of one delivery carries the same delivery_id, signed, so
+a receiver drops the ones it has seen.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import logging
 import socket
 import ssl
 import time
-from typing import Any
+from collections import OrderedDict
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import gevent
+from gevent.event import AsyncResult
 from gevent.event import Event as Signal
 from gevent.pool import Pool
 
@@ -30,6 +36,7 @@ from ..core.options import NOTIFY_ON, shown_target_url
 from ..core.results import FINAL_STATUSES
 from ..core.verdict import batch_verdict
 from ..fetch import guard, tls
+from ..fetch.errors import FetchError, unresolved
 from .diff import KINDS, compare
 from .events import Event
 from .store import Store, StoreError
@@ -41,21 +48,27 @@ log = logging.getLogger(__name__)
 EVENT = "batch.finished"
 TRIES = 3  # a delivery's tries, the second GREENBATCH_NOTIFY_RETRY_DELAY s after the first, the third 4x that after
 RETRY_FACTOR = 4
-LEASE = 60.0  # seconds a sender holds the deliveries it claimed; one that dies lets go when this ends
 POLL = 1.0  # seconds between looks for due deliveries (a batch ending in this process wakes the sender at once)
-CLAIMS = 20  # deliveries claimed at once
-SENDERS = 10  # deliveries sent at once
+SENDERS = 10  # deliveries sent at once; a claim takes no more than the senders free to start them now
+PREPARE_LIMIT = 30.0  # seconds a batch's payload and notify_on decision may take to make (its diff, its history)
+LEASE_MARGIN = 30.0  # seconds of a lease beyond a prepare and a try: the store's writes on a busy hub
+PREPARED_KEPT = 64  # batches whose prepared payload a sender keeps, so each batch is prepared once, not per target
 MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer read (and dropped): a huge answer costs nothing more
 MAX_ERROR_CHARS = 300  # of an error kept with a try
+CHECK_LIMIT = 10.0  # seconds a save's notify targets may take to resolve, all of them together
 # What "change" ignores: rows that stayed as they were, or got faster (rows still pending never reach a sender).
 QUIET_KINDS = ("unchanged", "faster")
 
 
-def target_refusal(url: str, policy: guard.Policy, max_length: int) -> tuple[str | None, str | None]:
+def target_refusal(
+    url: str, policy: guard.Policy, max_length: int, explain: bool = False, getaddrinfo: Any = None
+) -> tuple[str | None, str | None]:
     """(the URL as the guard checked it, None), or (None, why the guard refuses to send to it).
 
     A notify target is a fetch the user controls: its host is resolved and every address judged like a batch's
-    URLs, so a webhook to a metadata or private address is refused when saved, not only when sent.
+    URLs, so a webhook to a metadata or private address is refused when saved, not only when sent. The reason
+    follows the engine's rules: the address, the rule and the resolver's words only where `explain`
+    (GREENBATCH_EXPLAIN_BLOCKED) says so.
     """
     try:
         checked = guard.check_url(url, max_length)
@@ -64,12 +77,47 @@ def target_refusal(url: str, policy: guard.Policy, max_length: int) -> tuple[str
     parts = urlsplit(checked)
     host = parts.hostname or ""
     try:
-        guard.resolve(host, _port(parts.scheme, parts.port), policy)
+        guard.resolve(host, _port(parts.scheme, parts.port), policy, getaddrinfo)
     except guard.GuardError as exc:
-        return None, str(exc)
+        return None, _said(exc, explain)
     except (OSError, UnicodeError) as exc:
-        return None, f"{host} could not be resolved ({exc}); check the name"
+        return None, _said(unresolved(host, exc), explain)
     return checked, None
+
+
+def target_refusals(
+    urls: list[str],
+    policy: guard.Policy,
+    max_length: int,
+    explain: bool = False,
+    limit: float = CHECK_LIMIT,
+    getaddrinfo: Any = None,
+) -> list[tuple[str | None, str | None]]:
+    """target_refusal() of each URL, all resolved at once and within `limit` seconds together (a save waits for
+    them): a host not judged by then is refused as not checked."""
+    checks = [gevent.spawn(target_refusal, url, policy, max_length, explain, getaddrinfo) for url in urls]
+    gevent.joinall(checks, timeout=limit)
+    found: list[tuple[str | None, str | None]] = []
+    for url, check in zip(urls, checks, strict=True):
+        if check.ready():
+            found.append(check.get())
+        else:
+            check.kill(block=False)
+            found.append((None, f"{_host_of(url)} could not be checked within {limit:g} s; try again"))
+    return found
+
+
+def _said(exc: guard.GuardError | FetchError, explain: bool) -> str:
+    """A refusal as the engine words it: its detail only on a server that explains refusals."""
+    return exc.detail if explain and exc.detail else str(exc)
+
+
+def _host_of(url: str) -> str:
+    """A URL's host as typed (a refusal names it)."""
+    try:
+        return urlsplit(url).hostname or url
+    except ValueError:
+        return url
 
 
 def _port(scheme: str, port: int | None) -> int:
@@ -145,17 +193,21 @@ def should_send(
 
 
 class Notifier:
-    """Sends the outbox's due deliveries from a greenlet on the hub: claimed, prepared once (payload, decision),
-    tried up to TRIES times, every try recorded."""
+    """Sends the outbox's due deliveries from a greenlet on the hub: claimed, prepared once per batch (payload,
+    decision), tried up to TRIES times, every try recorded under the sender's claim."""
 
     def __init__(self, config: Config, store: Store, policy: guard.Policy, poll: float = POLL):
         self.config = config
         self.store = store
         self.policy = policy
         self.poll = poll
+        # A claim is one try of each delivery: held long enough to prepare it, try it and record the try, so
+        # no other sender claims it again while this one still may send it.
+        self.lease = PREPARE_LIMIT + config.notify_timeout + LEASE_MARGIN
         self._due = Signal()
         self._greenlet: gevent.Greenlet[[], None] | None = None
         self._pool = Pool(SENDERS)
+        self._prepared: OrderedDict[str, AsyncResult[tuple[dict[str, Any], str | None]]] = OrderedDict()
         self._next_retry = float("inf")  # when the soonest retry this process scheduled comes due (time.time())
         store.observe_commits(self._committed)
 
@@ -192,29 +244,67 @@ class Notifier:
         handled = 0
         self._next_retry = float("inf")
         while True:
-            claims = self.store.claim_deliveries(time.time(), LEASE, CLAIMS)
+            self._pool.wait_available()
+            # Only as many as start now: a claimed delivery waiting for a sender would spend its lease waiting.
+            claims = self.store.claim_deliveries(self.lease, self._pool.free_count())
             if not claims:
+                self._pool.join()
                 return handled
             for delivery in claims:
                 self._pool.spawn(self._handle, delivery)
-            self._pool.join()
             handled += len(claims)
 
     def _handle(self, delivery: Delivery) -> None:
+        """_deliver(delivery); an error it did not expect is logged and counted as a try, never lost."""
+        try:
+            self._deliver(delivery)
+        except Exception as exc:
+            log.exception(
+                "batch %s: notification %d failed in the sender; counted as a try",
+                delivery.batch_id,
+                delivery.id,
+                extra={"batch_id": delivery.batch_id},
+            )
+            error = f"the sender failed: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+            try:
+                self._record_try(delivery, None, error, None, None)
+            except Exception:
+                log.exception("batch %s: notification %d: its try cannot be recorded", delivery.batch_id, delivery.id)
+
+    def _deliver(self, delivery: Delivery) -> None:
         """Prepare a claimed delivery if it is new, then try it once; its row says what happened."""
         record = self.store.get_batch(delivery.batch_id)
         targets = (record.options.get("notify") or []) if record else []
         if record is None or delivery.target >= len(targets):
-            self.store.record_delivery(delivery.id, "failed", delivery.tries, time.time(), note="its batch is gone")
+            self.store.record_delivery(delivery, "failed", delivery.tries, time.time(), note="its batch is gone")
             return
         payload = delivery.payload
         if payload is None:
-            payload, skip = self.prepare(record)
+            payload, skip = self._prepared_once(record)
             if skip is not None:
-                self.store.record_delivery(delivery.id, "skipped", [], time.time(), payload, skip)
+                self.store.record_delivery(delivery, "skipped", [], time.time(), payload, skip)
                 log.info("batch %s: notification %d not sent: %s", record.id, delivery.id, skip)
                 return
         self._try(delivery, targets[delivery.target], payload)
+
+    def _prepared_once(self, record: BatchRecord) -> tuple[dict[str, Any], str | None]:
+        """prepare(record), made once for all of a batch's targets (the others wait for it), within PREPARE_LIMIT."""
+        made = self._prepared.get(record.id)
+        if made is None:
+            made = self._prepared[record.id] = AsyncResult()
+            while len(self._prepared) > PREPARED_KEPT:
+                self._prepared.popitem(last=False)
+            try:
+                with gevent.Timeout(PREPARE_LIMIT, TimeoutError(f"not prepared within {PREPARE_LIMIT:g} s")):
+                    made.set(self.prepare(record))
+            except Exception as exc:
+                self._prepared.pop(record.id, None)  # the next try prepares it again
+                made.set_exception(exc)
+                raise
+        made.wait(PREPARE_LIMIT)
+        if not made.ready():
+            raise TimeoutError(f"not prepared within {PREPARE_LIMIT:g} s")
+        return cast("tuple[dict[str, Any], str | None]", made.get(block=False))
 
     def prepare(self, record: BatchRecord) -> tuple[dict[str, Any], str | None]:
         """A finished batch's payload, and why it is not sent (None: it is)."""
@@ -271,7 +361,7 @@ class Notifier:
 
     def _try(self, delivery: Delivery, target: dict[str, str], payload: dict[str, Any]) -> None:
         """One try of a delivery, recorded: sent on a 2xx, else due again after its backoff, failed after TRIES."""
-        body, headers = self.request(target, payload)
+        body, headers = self.request(target, payload, delivery.delivery_id)
         started = time.monotonic()
         status, error = None, None
         try:
@@ -284,25 +374,38 @@ class Notifier:
             error = f"blocked by the guard: {exc}"
         except (TimeoutError, OSError, ssl.SSLError, http.client.HTTPException) as exc:
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS] or type(exc).__name__
-        tries = [
-            *delivery.tries,
-            {
-                "at": now_iso(),
-                "status_code": status,
-                "error": error,
-                "ms": round((time.monotonic() - started) * 1000, 1),
-            },
-        ]
+        self._record_try(delivery, status, error, round((time.monotonic() - started) * 1000, 1), payload)
+
+    def _record_try(
+        self,
+        delivery: Delivery,
+        status: int | None,
+        error: str | None,
+        ms: float | None,
+        payload: dict[str, Any] | None,
+    ) -> None:
+        """A try's outcome on its delivery: sent without an error, else due again after its backoff, failed after
+        TRIES; written only while the claim is still this sender's."""
+        tries = [*delivery.tries, {"at": now_iso(), "status_code": status, "error": error, "ms": ms}]
         if error is None:
             state, due = "sent", time.time()
         elif len(tries) >= TRIES:
             state, due = "failed", time.time()
         else:
             state, due = "pending", time.time() + self.config.notify_retry_delay * RETRY_FACTOR ** (len(tries) - 1)
-        self.store.record_delivery(delivery.id, state, tries, due, payload)
+        shown = shown_target_url(delivery.url)
+        if not self.store.record_delivery(delivery, state, tries, due, payload):
+            log.warning(
+                "batch %s: notification to %s, try %d: its lease ended before it was recorded; the sender now"
+                " holding it tries again (the receiver may get it twice, with the same delivery id)",
+                delivery.batch_id,
+                shown,
+                len(tries),
+                extra={"batch_id": delivery.batch_id},
+            )
+            return
         if state == "pending":
             self._next_retry = min(self._next_retry, due)
-        shown = shown_target_url(target["url"], target.get("type", "webhook"))
         if error is None:
             log.info(
                 "batch %s: notification sent to %s", delivery.batch_id, shown, extra={"batch_id": delivery.batch_id}
@@ -319,16 +422,21 @@ class Notifier:
                 extra={"batch_id": delivery.batch_id},
             )
 
-    def request(self, target: dict[str, str], payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-        """The body and headers of a try: the signed payload for a webhook, a short text for Slack."""
+    def request(
+        self, target: dict[str, str], payload: dict[str, Any], delivery_id: str
+    ) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of a try: the signed payload (with its delivery id) for a webhook, a short text
+        for Slack."""
         if target.get("type") == "slack":
-            return json.dumps({"text": slack_text(payload)}).encode(), {"Content-Type": "application/json"}
-        body = json.dumps(payload, separators=(",", ":")).encode()
+            body = json.dumps({"text": slack_text(payload)}).encode()
+            return body, {"Content-Type": "application/json", "X-Greenbatch-Delivery": delivery_id}
+        body = json.dumps({**payload, "delivery_id": delivery_id}, separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         return body, {
             "Content-Type": "application/json",
             "User-Agent": "greenbatch",
             "X-Greenbatch-Event": EVENT,
+            "X-Greenbatch-Delivery": delivery_id,
             "X-Greenbatch-Timestamp": timestamp,
             "X-Greenbatch-Signature": signature(target.get("secret") or "", timestamp, body),
         }
@@ -338,8 +446,9 @@ def slack_text(payload: dict[str, Any]) -> str:
     """A finished batch in a few lines for Slack: verdict, counts, what changed, the link."""
     counts = payload.get("counts") or {}
     verdict = "passed" if (payload.get("verdict") or {}).get("pass") else "FAILED"
+    name = slack_escaped(str(payload.get("name") or payload["batch_id"]))
     lines = [
-        f"greenbatch: batch {payload.get('name') or payload['batch_id']} {payload.get('status')}, verdict {verdict}",
+        f"greenbatch: batch {name} {payload.get('status')}, verdict {verdict}",
         ", ".join(f"{counts.get(key, 0)} {key}" for key in ("ok", "warn", "failed", "cancelled")),
     ]
     changed = {
@@ -351,5 +460,11 @@ def slack_text(payload: dict[str, Any]) -> str:
             + ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in changed.items())
         )
     if payload.get("dashboard_url"):
-        lines.append(f"<{payload['dashboard_url']}|open the batch>")
+        lines.append(f"<{slack_escaped(payload['dashboard_url'])}|open the batch>")
     return "\n".join(lines)
+
+
+def slack_escaped(text: str) -> str:
+    """Text Slack shows as it is: &, < and > escaped as Slack documents, so a name like <!channel> or
+    <https://x|log in> neither pings anyone nor makes a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

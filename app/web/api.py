@@ -28,7 +28,7 @@ from ..fetch.sources import Expansion, SourceError, SourceLimits, batch_urls, ov
 from ..fetch.tls import now_utc
 from ..runs.certificates import EXPIRING_DAYS, expiring
 from ..runs.hosts import HOST_FIELDS
-from ..runs.notify import target_refusal
+from ..runs.notify import target_refusals
 from ..runs.reader import BatchView
 from ..runs.store import StoreError
 from ..runs.store.base import EVENT_TYPES, MAX_SEARCH, OUTCOMES, RESULT_SORTS, ResultQuery
@@ -342,8 +342,9 @@ def guarded_notify(options: BatchOptions, raw_options: Any) -> BatchOptions:
     given = raw_options.get("notify") if isinstance(raw_options, dict) else None
     fields = [f"options.notify[{i}]" for i in range(len(given or ()))] + ["options.webhook"]
     targets, problems = [], []
-    for where, target in zip(fields, options.notify, strict=False):
-        checked, refusal = target_refusal(target["url"], services().engine.policy, config.max_url_length)
+    urls = [target["url"] for target in options.notify]
+    judged = target_refusals(urls, services().engine.policy, config.max_url_length, config.explain_blocked)
+    for where, target, (checked, refusal) in zip(fields, options.notify, judged, strict=False):
         if refusal is not None:
             problems.append({"field": f"{where}.url", "message": f"cannot be sent to: {refusal}"})
         targets.append({**target, "url": checked or target["url"]})

@@ -459,6 +459,7 @@ def run_list(list_id: str):
     """Run a list now (its schedule is unchanged); 409 while its previous run is still going."""
     record = _list_or_404(list_id)
     _refuse_if_store_fails()
+    record.options = {**record.options, "origin": request.url_root.rstrip("/")}  # its dashboard_url, as a rerun's
     outcome = _scheduler().run(record)
     if outcome.batch_id is None:
         if outcome.skipped != "overlap":  # the list's own failure: shown with the list, as a scheduled one is

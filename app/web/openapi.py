@@ -274,7 +274,12 @@ def notify_options(config: Config, shown: bool) -> dict[str, Any]:
             "description": "Signs each delivery (X-Greenbatch-Signature); never shown back in full.",
         }
     )
-    shown_url = "Without user info or query; a Slack URL's path (its secret) cut short." if shown else ""
+    shown_url = (
+        "Its scheme, host and port and the last 4 characters of its path (a Slack, Discord, Zapier or Teams URL's "
+        "path is its secret), whatever its type; never user info or query."
+        if shown
+        else ""
+    )
     target = {
         "oneOf": [
             {
@@ -902,10 +907,11 @@ def schemas(config: Config) -> dict[str, Any]:
         "NotificationPayload": {
             "type": "object",
             "description": "What a webhook receives when a batch ends: a POST of this JSON with the headers "
-            "Content-Type: application/json, X-Greenbatch-Event: batch.finished, X-Greenbatch-Timestamp: <unix "
-            "seconds> and X-Greenbatch-Signature: sha256=<hex HMAC-SHA256, keyed with the target's secret, of the "
-            'timestamp, a ".", and the raw body>. Check the signature over the raw bytes before parsing, and '
-            "refuse an old timestamp (replays).",
+            "Content-Type: application/json, X-Greenbatch-Event: batch.finished, X-Greenbatch-Delivery: <delivery_id>, "
+            "X-Greenbatch-Timestamp: <unix seconds> and X-Greenbatch-Signature: sha256=<hex HMAC-SHA256, keyed with "
+            'the target\'s secret, of the timestamp, a ".", and the raw body>. Check the signature over the raw bytes '
+            "before parsing, and refuse an old timestamp (replays). Delivery is at least once: drop a delivery_id "
+            "already seen.",
             "required": [
                 "event",
                 "batch_id",
@@ -916,6 +922,7 @@ def schemas(config: Config) -> dict[str, Any]:
                 "stats",
                 "diff_summary",
                 "dashboard_url",
+                "delivery_id",
             ],
             "properties": {
                 "event": {"const": "batch.finished"},
@@ -941,6 +948,11 @@ def schemas(config: Config) -> dict[str, Any]:
                     "format": "uri",
                     "description": "The batch page: GREENBATCH_PUBLIC_URL's, else the submitting request's host's; "
                     "null when neither is known.",
+                },
+                "delivery_id": {
+                    "type": "string",
+                    "description": "<batch_id>-<target index>: the same at every try of this delivery, so a "
+                    "receiver that got it twice (a sender died before recording a try) drops the second.",
                 },
                 "consecutive_failures": {
                     "type": "object",

@@ -5,6 +5,7 @@ server sends them after restart), claimed by one sender at a time and updated af
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,10 +41,16 @@ class Delivery:
     created_at: str
     updated_at: str
     due: float
+    claim_token: str | None = None  # the claim this copy was read under: every write of it must carry it
+
+    @property
+    def delivery_id(self) -> str:
+        """The id a receiver deduplicates by: the same for every try, across stores and restarts."""
+        return f"{self.batch_id}-{self.target}"
 
 
-def _delivery(row: tuple[Any, ...]) -> Delivery:
-    """A deliveries row read back."""
+def _delivery(row: tuple[Any, ...], claim_token: str | None = None) -> Delivery:
+    """A deliveries row read back (under a claim: its token)."""
     tries = json.loads(row[7]) if row[7] else []
     payload = json.loads(row[8]) if row[8] else None
     return Delivery(
@@ -60,6 +67,7 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         created_at=row[10],
         updated_at=row[11],
         due=float(row[12]),
+        claim_token=claim_token,
     )
 
 
@@ -89,47 +97,55 @@ class Outbox:
         """fn(conn) in one write transaction."""
         raise NotImplementedError
 
-    def claim_deliveries(self, now: float, lease: float, limit: int) -> list[Delivery]:
-        """Pending deliveries due by `now` that no sender holds, each now held for `lease` s (a sender that dies
-        lets go when its lease ends), oldest first."""
+    def claim_deliveries(self, lease: float, limit: int, now: float | None = None) -> list[Delivery]:
+        """Pending deliveries due by `now` (the store's clock when None) that no sender holds, each now held for
+        `lease` s under a new claim token (a sender that dies lets go when its lease ends), oldest first."""
         sql = self._dialect.sql
         pick = (
             "SELECT id FROM deliveries WHERE state = 'pending' AND due <= ? AND (claimed_until IS NULL OR"
             f" claimed_until <= ?) ORDER BY id LIMIT ?{self._dialect.skip_locked}"
         )
+        token = secrets.token_hex(8)
 
         def claim(conn: Any) -> list[Delivery]:
-            ids = [row[0] for row in conn.execute(sql(pick), (now, now, limit)).fetchall()]
+            # Leases of PostgreSQL are read against its own clock: web processes' clocks may disagree.
+            at = now if now is not None else self._dialect.clock(conn)
+            ids = [row[0] for row in conn.execute(sql(pick), (at, at, limit)).fetchall()]
             if not ids:
                 return []
             marks = ", ".join("?" * len(ids))
-            conn.execute(sql(f"UPDATE deliveries SET claimed_until = ? WHERE id IN ({marks})"), (now + lease, *ids))
+            conn.execute(
+                sql(f"UPDATE deliveries SET claimed_until = ?, claim_token = ? WHERE id IN ({marks})"),
+                (at + lease, token, *ids),
+            )
             rows = conn.execute(sql(f"SELECT {_COLUMNS} FROM deliveries WHERE id IN ({marks}) ORDER BY id"), ids)
-            return [_delivery(row) for row in rows.fetchall()]
+            return [_delivery(row, token) for row in rows.fetchall()]
 
         return self._transaction(claim)
 
     def record_delivery(
         self,
-        delivery_id: int,
+        delivery: Delivery,
         state: str,
         tries: list[dict[str, Any]],
         due: float,
         payload: dict[str, Any] | None = None,
         note: str | None = None,
-    ) -> None:
-        """A delivery after a try (or the decision not to send it): its state, its tries, when it is due next;
-        the sender's hold on it ends."""
+    ) -> bool:
+        """A claimed delivery after a try (or the decision not to send it): its state, its tries, when it is due
+        next; the sender's hold on it ends. False, and nothing written, when its claim is no longer the sender's
+        (its lease ended and another sender claimed it, or it was released)."""
         statement = self._dialect.sql(
             "UPDATE deliveries SET state = ?, attempts = ?, tries = ?, due = ?, payload = COALESCE(?, payload),"
-            " note = ?, updated_at = ?, claimed_until = NULL WHERE id = ?"
+            " note = ?, updated_at = ?, claimed_until = NULL, claim_token = NULL WHERE id = ? AND claim_token = ?"
         )
-        args = (state, len(tries), json.dumps(tries), due, _json(payload), note, now_iso(), delivery_id)
-        self._transaction(lambda conn: conn.execute(statement, args))
+        args = (state, len(tries), json.dumps(tries), due, _json(payload), note, now_iso(), delivery.id)
+        written = self._transaction(lambda conn: conn.execute(statement, (*args, delivery.claim_token)).rowcount)
+        return int(written) == 1
 
     def release_deliveries(self) -> int:
         """Let go of every claim (a process that held them died): only where no other sender can be running."""
-        statement = "UPDATE deliveries SET claimed_until = NULL WHERE claimed_until IS NOT NULL"
+        statement = "UPDATE deliveries SET claimed_until = NULL, claim_token = NULL WHERE claimed_until IS NOT NULL"
         return int(self._transaction(lambda conn: conn.execute(statement).rowcount))
 
     def deliveries(self, batch_id: str) -> list[Delivery]:

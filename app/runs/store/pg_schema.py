@@ -218,6 +218,13 @@ ALTER TABLE lists ADD COLUMN running_slot DOUBLE PRECISION;
 UPDATE lists SET url_count = json_array_length(urls::json);
 """,
     ),
+    (
+        11,
+        "deliveries.claim_token: the claim a delivery is held under (a sender whose lease ended writes nothing)",
+        """
+ALTER TABLE deliveries ADD COLUMN claim_token TEXT;
+""",
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

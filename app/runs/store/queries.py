@@ -62,6 +62,10 @@ class Dialect:
         """A statement written with ? marks, as this database takes it."""
         return text
 
+    def clock(self, conn: Any) -> float:
+        """Now in unix seconds, as leases of this database are read: this process's clock (one process writes)."""
+        return time.time()
+
     def index(self, name: str) -> str:
         """What follows `FROM events` to read the index `name` (SQLite's planner is told which one)."""
         return f" INDEXED BY {name}"

@@ -106,6 +106,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at TEXT NOT NULL,
     due DOUBLE PRECISION NOT NULL,  -- unix seconds when it is next tried
     claimed_until DOUBLE PRECISION,  -- a sender holds it until then
+    claim_token TEXT,  -- the claim it is held under: a write by any other sender changes nothing
     UNIQUE (batch_id, target)
 );
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (due) WHERE state = 'pending';
@@ -223,7 +224,8 @@ def is_full(exc: BaseException) -> bool:
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database made by an earlier version up to SCHEMA: its per-URL `urls` rows become url_lists, the
     events get EVENT_INDEXES, batches a `source` and a `list_id` column, lists a `source`, their row specs, url_count
-    and run claim (LIST_RUN_COLUMNS), and per-row specs kept in options move to row_specs."""
+    and run claim (LIST_RUN_COLUMNS), deliveries a `claim_token`, and per-row specs kept in options move to
+    row_specs."""
     _move_url_rows(conn)
     _add_event_columns(conn)
     _index_events(conn)
@@ -231,6 +233,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     _add_list_column(conn)
     _add_list_source_columns(conn)
     _add_list_run_columns(conn)
+    _add_claim_token_column(conn)
     _move_row_specs(conn)
 
 
@@ -301,6 +304,13 @@ def _add_list_run_columns(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE lists ADD COLUMN {name} {kind}")
         if "url_count" not in have:
             conn.execute("UPDATE lists SET url_count = json_array_length(urls)")
+
+
+def _add_claim_token_column(conn: sqlite3.Connection) -> None:
+    """Give an earlier version's deliveries table its `claim_token` column (NULL: held by no claim)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+    if "claim_token" not in columns:
+        conn.execute("ALTER TABLE deliveries ADD COLUMN claim_token TEXT")
 
 
 def _add_event_columns(conn: sqlite3.Connection) -> None:

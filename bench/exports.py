@@ -79,14 +79,21 @@ def sample_result(index: int, varied: bool = True) -> dict[str, Any]:
             "wait": round(total * 0.7, 3),
             "download": round(total * 0.2, 3),
         },
+        # What the verdict (app/core/verdict.py) makes of a plain ok answer: a database built before these three
+        # keys existed exports by another path, so rebuild one kept with --db from before them.
+        "outcome": "ok",
+        "reasons": [],
+        "warnings": [],
     }
     if not varied:
         return result
     if index % 10 == 3:  # a status the batch does not accept
-        result.update(ok=False, status_code=404, error={"kind": "status", "message": "404 Not Found"})
+        result.update(ok=False, status_code=404, error={"kind": "status", "message": "404 Not Found"}, outcome="failed")
+        result["reasons"] = [{"rule": "accept_status", "expected": "200-399", "actual": "404", "hop": 0}]
     elif index % 50 == 7:  # followed redirects
         result["final_url"] = url.replace("http://", "https://") + "&landed=1"
         result["redirects"] = [{"url": url, "status": 301}, {"url": url.replace("http:", "https:"), "status": 302}]
+        result.update(outcome="warn", warnings=[{"kind": "temporary_redirect", "evidence": "302 at hop 2"}])
     elif index % 97 == 11:  # no response at all
         result.update(
             ok=False,
@@ -96,6 +103,10 @@ def sample_result(index: int, varied: bool = True) -> dict[str, Any]:
             content_type=None,
             error={"kind": "connect_timeout", "message": "no connection to shop-11.example.com:80 within 10 s"},
             timings={"total": 10000.412, "ttfb": None},
+            outcome="failed",
+            reasons=[
+                {"rule": "error", "expected": "a response", "actual": "connect_timeout: no connection within 10 s"}
+            ],
         )
     elif index % 1009 == 5:  # text a spreadsheet would run, and text beyond ASCII
         result.update(content_type='=HYPERLINK("http://x.test","ok")', url=url + "&q=caf\u00e9-\u2603")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.receiver import Receiver
 from tests.support.server import CHROMIUM, CHROMIUM_ARGS, GreenbatchServer
 from tests.support.services import Postgres, Redis
 from tests.support.target import start_target
@@ -28,6 +29,14 @@ def closed_port():
     sock.bind(("127.0.0.1", 0))
     yield sock.getsockname()[1]
     sock.close()
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    """A webhook receiver (tests/support/receiver.py, a real HTTP server on 127.0.0.1) a server may post to."""
+    instance = Receiver()
+    yield instance
+    instance.stop()
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ import websocket  # noqa: E402
 from tests.support.cluster import Cluster  # noqa: E402
 from tests.support.gunicorn import GUNICORN, running_gunicorn  # noqa: E402
 from tests.support.nginx import NGINX  # noqa: E402
-from tests.support.receiver import Receiver, verified  # noqa: E402
+from tests.support.receiver import verified  # noqa: E402
 from tests.support.server import ROOT, GreenbatchServer  # noqa: E402
 from tests.support.services import Redis  # noqa: E402
 
@@ -44,14 +44,6 @@ def cluster_redis(tmp_path_factory):
     server = Redis(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    """A webhook receiver the cluster may post to."""
-    instance = Receiver()
-    yield instance
-    instance.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,19 +21,11 @@ from app.runs.schedule import Schedule, Scheduler
 from app.runs.store import SQLiteStore, StoreError
 from app.runs.store.base import ListRecord
 from app.runs.store.schema import SCHEMA, migrate
-from tests.support.receiver import Receiver, verified
+from tests.support.receiver import verified
 from tests.support.server import GreenbatchServer, error_of
 
 FAST = {"GREENBATCH_MIN_SCHEDULE_INTERVAL": "1", "GREENBATCH_MAX_KEEP_RUNS": "5"}
 SECRET = "s3cret-of-the-watch-list-42"
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    """A webhook receiver the server may post to."""
-    instance = Receiver()
-    yield instance
-    instance.stop()
 
 
 @pytest.fixture(scope="module")

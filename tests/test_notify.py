@@ -27,14 +27,6 @@ SECRET = "s3cret-for-the-receiver-7781"
 
 
 @pytest.fixture(scope="module")
-def receiver():
-    """A receiver the server may post to."""
-    instance = Receiver()
-    yield instance
-    instance.stop()
-
-
-@pytest.fixture(scope="module")
 def unreachable():
     """A receiver on a loopback port the server is not allowed to reach."""
     instance = Receiver()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from pathlib import Path
@@ -19,6 +20,12 @@ from tests.support.receiver import Receiver
 from tests.support.server import CHROMIUM, CHROMIUM_ARGS, GreenbatchServer
 from tests.support.services import Postgres, Redis
 from tests.support.target import start_target
+
+# A suite started in the background by a shell without job control (`make test &`, nohup) ignores SIGINT, and an
+# ignored signal stays ignored in every process it starts: the tests that stop the server, the CLI or
+# `make cluster` with Ctrl-C would then wait for an exit that never comes.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")

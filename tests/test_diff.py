@@ -12,13 +12,13 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
 from app.core.stats import row_of
 from app.runs.diff import KINDS, DiffRow, compare, judge, path_key
 from app.runs.events import Event
+from tests.support.planted import planted_urls
 from tests.support.server import CHROMIUM, ROOT, error_of
 
 CREATED = "2026-12-06T00:00:00.000Z"
@@ -150,20 +150,10 @@ def _wait_all(server, *ids):
 def planted(server, target):
     """Two runs of one list against answers that change between them: 3 newly failing, 2 fixed, 4 final URL
     changed, 1 removed, 1 added, 2 unchanged."""
-    tag = uuid.uuid4().hex[:8]
-
-    def url(name, answers):
-        return target.url(f"/changes/{tag}/{name}?answers={answers}")
-
-    kept = (
-        [url(f"nf{i}", "200,500") for i in range(3)]
-        + [url(f"fx{i}", "500,200") for i in range(2)]
-        + [url(f"fu{i}", "200,redirect") for i in range(4)]
-        + [url(f"same{i}", "200") for i in range(2)]
-    )
-    base = server.submit([url("gone", "200"), *kept], concurrency=4)["id"]
+    kept, gone, new = planted_urls(target)
+    base = server.submit([gone, *kept], concurrency=4)["id"]
     server.wait(base)
-    batch = server.submit([*kept, url("new", "200")], concurrency=4)["id"]
+    batch = server.submit([*kept, new], concurrency=4)["id"]
     server.wait(batch)
     return base, batch, kept
 

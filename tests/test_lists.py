@@ -21,6 +21,7 @@ from app.runs.schedule import Schedule, Scheduler
 from app.runs.store import SQLiteStore, StoreError
 from app.runs.store.base import ListRecord
 from app.runs.store.schema import SCHEMA, migrate
+from tests.support.planted import planted_urls
 from tests.support.receiver import verified
 from tests.support.server import GreenbatchServer, error_of
 
@@ -117,20 +118,10 @@ def wait_until(check, timeout: float, what: str):
 
 
 def test_two_runs_of_a_list_give_the_exact_planted_diff(server, target):
-    tag = uuid.uuid4().hex[:8]
-
-    def url(name, answers):
-        return target.url(f"/changes/{tag}/{name}?answers={answers}")
-
-    kept = (
-        [url(f"nf{i}", "200,500") for i in range(3)]
-        + [url(f"fx{i}", "500,200") for i in range(2)]
-        + [url(f"fu{i}", "200,redirect") for i in range(4)]
-        + [url(f"same{i}", "200") for i in range(2)]
-    )
-    watched = create(server, name="shop", urls=[url("gone", "200"), *kept], options={"concurrency": 4})
+    kept, gone, new = planted_urls(target)
+    watched = create(server, name="shop", urls=[gone, *kept], options={"concurrency": 4})
     first = run_now(server, watched["id"])
-    response = server.request("PATCH", f"/api/v1/lists/{watched['id']}", json={"urls": [*kept, url("new", "200")]})
+    response = server.request("PATCH", f"/api/v1/lists/{watched['id']}", json={"urls": [*kept, new]})
     assert response.status_code == 200, response.text
     second = run_now(server, watched["id"])
 

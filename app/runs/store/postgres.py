@@ -464,13 +464,8 @@ class PostgresStore(EventWriter, StoreReads, ListRows, Outbox):
             raise StoreError(self._describe(exc, "writing to")) from exc
 
     def _in_transaction(self, fn: Callable[[Reading], _T]) -> _T:
-        """fn(db) in one transaction on a writer connection (ListRows' writes)."""
-
-        def write(conn: psycopg.Connection[Any]) -> _T:
-            with conn.transaction():
-                return fn(Reading(conn, POSTGRES))
-
-        return self._write(write)
+        """fn(db) in one write transaction (ListRows' writes)."""
+        return self._transaction(lambda conn: fn(Reading(conn, POSTGRES)))
 
     def _reading(self, fn: Callable[[Reading], _T]) -> _T:
         """fn(db) on a reader connection (ListRows' reads)."""

@@ -186,14 +186,8 @@ class SQLiteStore(EventWriter, StoreReads, ListRows, Outbox):
         self._write(write)
 
     def _in_transaction(self, fn: Callable[[Reading], _T]) -> _T:
-        """fn(db) in one transaction on the writer thread (ListRows' writes)."""
-
-        def write() -> _T:
-            with self._writer:
-                self._writer.execute("BEGIN")
-                return fn(Reading(self._writer, SQLITE))
-
-        return self._write(write)
+        """fn(db) in one write transaction (ListRows' writes)."""
+        return self._transaction(lambda conn: fn(Reading(conn, SQLITE)))
 
     def _reading(self, fn: Callable[[Reading], _T]) -> _T:
         """fn(db) on a reader thread (ListRows' reads)."""

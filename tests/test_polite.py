@@ -473,3 +473,20 @@ def test_the_batch_page_shows_the_paused_host_its_waiting_urls_and_sorts_the_hos
     assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
     expect(page.locator("#stat-waiting")).to_be_hidden()
     assert target.paced_log(key)
+
+
+def test_the_batch_page_shows_a_host_slowed_by_its_refusals_and_its_waiting_urls(server, target, page):
+    expect = pytest.importorskip("playwright.sync_api").expect
+    key, urls = paced_urls(target, 6, "rate=0&retry_after=0")
+    batch = server.submit(urls, retries=1, max_retry_after=2)
+    wait_for(lambda: server.batch(batch["id"])["counts"]["waiting"], "URLs held by the learned pace")
+    page.goto(server.url(f"/batches/{batch['id']}"))
+    expect(page.locator("#host-rows tr .col-pause")).to_have_text(
+        re.compile(r"^waiting: rate limited, one request every (1\.2|2\.0) s \(paced\)$")
+    )
+    expect(page.locator("#stat-waiting")).to_be_visible()
+    expect(page.locator("#progress-text")).to_contain_text("waiting: rate limited, one request every")
+    page.screenshot(path="/tmp/gb-hosts-paced.png", full_page=True)
+    assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
+    expect(page.locator("#stat-waiting")).to_be_hidden()
+    assert target.paced_log(key)

@@ -3,12 +3,23 @@ field, and a catastrophic regular expression that cannot stall the hub."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import pytest
 
 from app.core import checks as checks_module
-from app.core.checks import DEFAULT_CHECK_BYTES, MAX_CHECK_BYTES, REGEX_TIMEOUT, parse_checks, run
+from app.core.checks import (
+    CHECK_BUDGET,
+    CHECK_BUDGET_SPENT,
+    DEFAULT_CHECK_BYTES,
+    JSON_WALK_BYTES,
+    MAX_CHECK_BYTES,
+    REGEX_TIMEOUT,
+    parse_checks,
+    run,
+)
 from app.core.config import Config
 from app.core.lru import LRU
 from app.core.options import BatchOptions
@@ -164,6 +175,89 @@ def test_the_patterns_remembered_as_slow_are_bounded_the_oldest_forgotten(monkey
         failures([{"source": "body", "op": "matches", "value": pattern}], body=b"x" * 5000)
     assert len(checks_module._SLOW) == 2
     assert [bool(checks_module._SLOW.get(p)) for p in patterns] == [False, True, True]
+
+
+def test_a_jsonpath_on_json_nested_deeper_than_the_path_may_walk_fails_its_check_saying_so():
+    deep = b"[" * 900 + b"]" * 900  # JSON that json reads, deeper than a JSONPath walks (100 levels)
+    assert failures([{"source": "json", "path": "$..x", "op": "exists"}], body=deep) == [
+        ("check[0]", "the JSON is nested too deep for this path")
+    ]
+
+
+def test_a_pattern_that_ran_out_of_time_on_a_long_text_is_still_searched_in_a_shorter_one():
+    check = [{"source": "body", "op": "matches", "value": r"(y+y+)+z"}]
+    assert failures(check, body=b"y" * 5000)[0][1].startswith("the pattern took more than")
+    assert failures(check, body=b"yyz") == [], "a short text, searched: it matches"
+    started = time.monotonic()
+    assert failures(check, body=b"y" * 6000)[0][1].startswith("the pattern took more than")
+    assert time.monotonic() - started < REGEX_TIMEOUT, "a text as long is not searched again"
+
+
+def test_one_rows_checks_share_a_time_budget_and_those_left_when_it_is_spent_fail_saying_so():
+    patterns = [{"source": "body", "op": "matches", "value": rf"(w+w+)+v{i}"} for i in range(50)]
+    started = time.monotonic()
+    found = failures(patterns, body=b"w" * 5000)
+    assert time.monotonic() - started < CHECK_BUDGET + REGEX_TIMEOUT + 0.1
+    assert len(found) == 50 and found[0][1].startswith("the pattern took more than")
+    assert found[-1] == ("check[49]", CHECK_BUDGET_SPENT)
+
+
+def test_a_jsonpath_that_walks_reads_no_body_longer_than_json_walk_bytes_and_a_direct_one_does():
+    body = json.dumps([2] * JSON_WALK_BYTES).encode()
+    for path in ("$..*", "$[?@ == 2]", "$[*]", "$[1:]"):
+        assert failures([{"source": "json", "path": path, "op": "exists"}], body=body) == [
+            (
+                "check[0]",
+                f"the body has {len(body)} bytes, more than the {JSON_WALK_BYTES} a path with .., *, a slice or a filter "
+                "walks",
+            )
+        ], path
+    assert failures([{"source": "json", "path": "$[7]", "op": "==", "value": 2}], body=body) == []
+    assert failures([{"source": "json", "path": "$[?@ == 2]", "op": "==", "value": 2}], body=b"[1, 2]") == []
+
+
+def test_checks_slow_on_big_bodies_leave_the_api_answering_while_a_batch_judges_them(server, target):
+    rows = [
+        {
+            "url": target.url(f"/repeat/1000000?i={i}"),
+            "checks": [
+                {"source": "body", "op": "matches", "value": f"(a+a+)+y{i}_{j}", "max_bytes": 65536} for j in range(50)
+            ],
+        }
+        for i in range(4)
+    ]
+    walking = [{"source": "json", "path": path, "op": "exists", "max_bytes": MAX_CHECK_BYTES} for path in ("$..*",)]
+    rows += [
+        {"url": target.url(f"/repeat/1000000?head=%5B&text=2,&tail=2%5D&j={j}"), "checks": walking} for j in range(2)
+    ]
+    batch = server.submit(rows, concurrency=6, max_bytes=4_000_000)
+    slowest = 0.0
+    stop = threading.Event()
+
+    def poll():
+        nonlocal slowest
+        while not stop.is_set():
+            asked = time.monotonic()
+            status = server.batch(batch["id"])["status"]
+            slowest = max(slowest, time.monotonic() - asked)
+            if status != "running" and status != "queued":
+                return
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        ended = server.wait(batch["id"], timeout=30)
+    finally:
+        stop.set()
+        poller.join()
+    assert ended["status"] == "done"
+    # One row's checks take CHECK_BUDGET at most, and the hub serves requests between two checks.
+    assert slowest < 1.5, f"GET /batches/<id> took {slowest:.2f} s"
+    results = server.results(batch["id"])
+    assert {r["reasons"][-1]["actual"] for r in results[:4]} == {CHECK_BUDGET_SPENT}
+    assert {r["reasons"][0]["actual"] for r in results[4:]} == {
+        "the body has 2000003 bytes, more than the 65536 a path with .., *, a slice or a filter walks"
+    }
 
 
 def test_a_batch_checking_5_mb_bodies_searches_only_max_bytes_of_each_and_parses_none_as_json(server, target):

@@ -17,7 +17,7 @@ from app.core.options import BatchOptions
 from app.core.stats import row_of
 from app.fetch.base import USER_AGENT, VERSION
 from app.runs.events import Event
-from app.runs.hosts import LEARN_MARGIN, LEARN_WINDOW, Counters, Host, Hosts, host_table
+from app.runs.hosts import LEARN_MARGIN, LEARN_MAX, LEARN_WINDOW, Counters, Host, Hosts, host_table
 from app.runs.reader import BatchReader
 from tests.support.server import error_of, kind_of
 
@@ -208,6 +208,37 @@ def test_a_429_still_answered_after_the_last_retry_ends_warn_with_the_rate_limit
     assert result["warnings"] == [{"kind": "rate_limited", "evidence": "status 429, retry-after: 0"}]
 
 
+def test_waiting_for_a_refusing_hosts_pace_and_backoff_is_not_fetch_time(server, target):
+    # Each 429 comes back in ms, without a usable Retry-After: the URLs back off and wait for the pace the
+    # refusals taught, seconds in all, in the host's queue; their 1 s deadline counts the requests alone.
+    key, urls = paced_urls(target, 2, "rate=0&retry_after=garbage")
+    results = server.run_batch(urls, retries=1, timeout=1, max_retry_after=1)
+    log = target.paced_log(key)
+    assert len(log) == 4 and max(entry["end"] for entry in log) - min(entry["start"] for entry in log) > 1
+    for result in results.values():
+        assert (result["status_code"], result["attempts"], result["error"]) == (429, 2, None)
+        assert result["timings"]["total"] < 1000
+
+
+def test_a_host_that_refuses_every_request_is_asked_at_most_max_retry_after_apart_its_urls_shown_waiting(
+    server, target
+):
+    key, urls = paced_urls(target, 4, "rate=0&retry_after=0")
+    batch = server.submit(urls, retries=1, max_retry_after=0.5)
+    held = wait_for(
+        lambda: (answer := server.batch(batch["id"]))["counts"]["waiting"] and answer, "URLs shown waiting", 5
+    )
+    assert held["counts"]["waiting"] + held["counts"]["pending"] + held["counts"]["running"] <= 4
+    (host,) = server.request("GET", f"/api/v1/batches/{batch['id']}/hosts").json()["hosts"]
+    assert host["pause_reason"] == "429 answers: paced at one request every 0.5 s" and host["paused_until"]
+    ended = server.wait(batch["id"], timeout=10)
+    assert (ended["counts"]["warn"], ended["counts"]["waiting"]) == (4, 0)
+    starts = sorted(entry["start"] for entry in target.paced_log(key))
+    assert len(starts) == 8
+    # The engine spaces starts by its own clock; the target's stamps move by tens of ms on a busy machine.
+    assert max(later - earlier for earlier, later in zip(starts, starts[1:], strict=False)) < 0.5 + 0.15
+
+
 def test_cancel_during_a_long_pause_ends_the_batch_within_a_second(server, target):
     key, urls = paced_urls(target, 20, "rate=0&retry_after=30")
     batch = server.submit(urls, concurrency=5, retries=3)
@@ -392,6 +423,27 @@ def test_answers_that_come_long_after_a_refusal_still_count_the_second_before_it
     assert hosts.interval_of(host, time.monotonic()) == pytest.approx(LEARN_MARGIN * LEARN_WINDOW / 5)
 
 
+def test_refusals_at_the_learned_pace_double_it_up_to_learn_max_never_past_it():
+    hosts, host = refusing_host()
+    taught = []
+    for _ in range(6):
+        hosts.refused(host, 429, retrying=True, started=hosts.start(host, first=False))
+        taught.append(hosts.interval_of(host, time.monotonic()))
+    assert taught == pytest.approx([1.2, 2.4, 4.8, 9.6, LEARN_MAX, LEARN_MAX])
+
+
+def test_answers_that_are_not_refusals_bring_a_doubled_pace_back_to_the_one_the_host_took():
+    hosts, host = refusing_host()
+    taught = []
+    for _ in range(2):  # the second refusal came at the learned pace: the interval doubles
+        hosts.refused(host, 429, retrying=True, started=hosts.start(host, first=False))
+        taught.append(hosts.interval_of(host, time.monotonic()))
+    assert taught == pytest.approx([LEARN_MARGIN * LEARN_WINDOW, 2 * LEARN_MARGIN * LEARN_WINDOW])
+    for _ in range(8):
+        hosts.took(host, hosts.start(host, first=False))
+    assert hosts.interval_of(host, time.monotonic()) == pytest.approx(LEARN_MARGIN * LEARN_WINDOW, rel=0.01)
+
+
 # -- the batch page ------------------------------------------------------------------------------------
 
 
@@ -418,6 +470,23 @@ def test_the_batch_page_shows_the_paused_host_its_waiting_urls_and_sorts_the_hos
     expect(page.locator("#host-rows tr .col-host")).to_have_text(["127.0.0.1", "localhost"])
     page.click("[data-host-sort=host]")
     expect(page.locator("#host-rows tr .col-host")).to_have_text(["localhost", "127.0.0.1"])
+    assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
+    expect(page.locator("#stat-waiting")).to_be_hidden()
+    assert target.paced_log(key)
+
+
+def test_the_batch_page_shows_a_host_slowed_by_its_refusals_and_its_waiting_urls(server, target, page):
+    expect = pytest.importorskip("playwright.sync_api").expect
+    key, urls = paced_urls(target, 6, "rate=0&retry_after=0")
+    batch = server.submit(urls, retries=1, max_retry_after=2)
+    wait_for(lambda: server.batch(batch["id"])["counts"]["waiting"], "URLs held by the learned pace")
+    page.goto(server.url(f"/batches/{batch['id']}"))
+    expect(page.locator("#host-rows tr .col-pause")).to_have_text(
+        re.compile(r"^waiting: rate limited, one request every (1\.2|2\.0) s \(paced\)$")
+    )
+    expect(page.locator("#stat-waiting")).to_be_visible()
+    expect(page.locator("#progress-text")).to_contain_text("waiting: rate limited, one request every")
+    page.screenshot(path="/tmp/gb-hosts-paced.png", full_page=True)
     assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
     expect(page.locator("#stat-waiting")).to_be_hidden()
     assert target.paced_log(key)

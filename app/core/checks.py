@@ -4,15 +4,20 @@ Pure: a check reads what the fetch kept (the decoded body, up to max_bytes, only
 response's headers; the timings and size), never the network. Checks run on the hub, so each is bounded: a body
 check searches at most its max_bytes of the body (DEFAULT_CHECK_BYTES, at most MAX_CHECK_BYTES), a json check
 parses no body longer than that, and regular expressions run under REGEX_TIMEOUT each (the `regex` module stops
-a catastrophic pattern).
+a catastrophic pattern). A JSONPath that walks (`..`, `*`, a slice or a filter) walks no body longer than
+JSON_WALK_BYTES, and one row's checks after its first get CHECK_BUDGET of time from its start: those left when it
+is spent fail saying so, and the caller may let other work run between two checks.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +49,42 @@ REGEX_TIMEOUT = 0.05  # seconds one search may take
 DEFAULT_CHECK_BYTES = 1024 * 1024
 MAX_CHECK_BYTES = 4 * 1024 * 1024
 SHOWN = 200  # characters of a value a reason shows
+CHECK_BUDGET = 0.1  # seconds one row's checks may take together
+JSON_WALK_BYTES = 64 * 1024  # the longest body a walking JSONPath (.., *, a slice, a filter) reads
+CHECK_BUDGET_SPENT = f"check budget spent: this row's checks took more than {int(CHECK_BUDGET * 1000)} ms; not run"
+
+
+class _Unjudged(Exception):
+    """A check that cannot be decided on this response; its message is the reason's `actual`."""
+
+
+class _Budget(threading.local):
+    """The perf_counter time the checks of the row being judged must end by (per thread, or greenlet once
+    patched)."""
+
+    until = math.inf
+
+
+_budget = _Budget()
+
+
+class _BoundedEnvironment(jsonpath_rfc9535.JSONPathEnvironment):
+    """RFC 9535 JSONPath whose descendant walks stop once the row's check budget is spent."""
+
+    @property
+    def max_recursion_depth(self) -> int:  # type: ignore[override]  # read-only here: it is where a walk stops
+        """The library's depth limit, read at each node a `..` visits; past the row's budget, the walk stops."""
+        _spend()
+        return jsonpath_rfc9535.JSONPathEnvironment.max_recursion_depth
+
+
+def _spend() -> None:
+    """Before work that costs (decoding a body, parsing or walking JSON): _Unjudged once the row's budget is spent."""
+    if time.perf_counter() > _budget.until:
+        raise _Unjudged(CHECK_BUDGET_SPENT)
+
+
+_JSONPATH = _BoundedEnvironment()
 
 
 @dataclass(frozen=True)
@@ -75,7 +116,16 @@ class Check:
     @functools.cached_property
     def query(self) -> Any:
         """The compiled JSONPath of a `json` check."""
-        return jsonpath_rfc9535.compile(self.path or "$")
+        return _JSONPATH.compile(self.path or "$")
+
+    @functools.cached_property
+    def walks(self) -> bool:
+        """Whether the JSONPath may visit many nodes: a `..`, or a selector other than a name or an index."""
+        return any(
+            isinstance(segment, jsonpath_rfc9535.segments.JSONPathRecursiveDescentSegment)
+            or not all(isinstance(selector, _STEPS) for selector in segment.selectors)
+            for segment in self.query.segments
+        )
 
     def described(self) -> str:
         """What the check expects, in words."""
@@ -170,14 +220,32 @@ def run(
     size: int,
     content_type: str | None,
     tls: Mapping[str, Any] | None = None,
+    between: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """The reasons of the checks that fail (`check[first + i]`), each saying what it expected and found.
 
-    tls: what capture.tls recorded of the final response's connection (None without it, or over http)."""
+    tls: what capture.tls recorded of the final response's connection (None without it, or over http);
+    between: called between two checks (the engine lets the hub run). The checks left once CHECK_BUDGET is
+    spent fail with CHECK_BUDGET_SPENT."""
     reasons = []
     read = _Read(body, content_type)
+    until = time.perf_counter() + CHECK_BUDGET
     for i, check in enumerate(checks):
-        actual = _failure(check, read, headers, timings, size, content_type, tls)
+        if i and between is not None:
+            between()
+        # The first check runs under its own bounds (max_bytes, REGEX_TIMEOUT, JSON_WALK_BYTES), the others while the
+        # row's budget lasts; set before each: `between` may have let another row's checks run.
+        _budget.until = until if i else math.inf
+        try:
+            actual = _failure(check, read, headers, timings, size, content_type, tls)
+        except _Unjudged as exc:
+            actual = str(exc)
+        except (jsonpath_rfc9535.JSONPathRecursionError, RecursionError):
+            actual = "the JSON is nested too deep for this path"
+        except jsonpath_rfc9535.JSONPathError as exc:
+            actual = f"the path could not be applied to this JSON: {exc}"
+        finally:
+            _budget.until = math.inf
         if actual is not None:
             reasons.append({"rule": f"check[{first + i}]", "expected": check.described(), "actual": _cut(actual)})
     return reasons
@@ -212,6 +280,7 @@ class _Read:
         """The body's first `limit` bytes as text."""
         text = self._texts.get(limit)
         if text is None:
+            _spend()
             text = self._texts[limit] = _text(self.body[:limit], self.content_type)
         return text
 
@@ -226,6 +295,7 @@ class _Read:
         if len(self.body) > limit:
             return _TOO_LONG
         if self._json is _UNREAD:
+            _spend()
             try:
                 self._json = json.loads(self.text(len(self.body)))
             except (ValueError, RecursionError):  # a target's [[[[... deeper than json can read is not JSON here
@@ -244,6 +314,9 @@ def _failure(
 ) -> str | None:
     """What the response showed when the check fails, or None when it holds."""
     source, op, value = check.source, check.op, check.value
+    if source == "json" and check.walks and len(read.body) > JSON_WALK_BYTES:
+        walked = "a path with .., *, a slice or a filter walks"
+        return f"the body has {len(read.body)} bytes, more than the {JSON_WALK_BYTES} {walked}"
     if source == "cert.days_left":
         days = tls.get("days_left") if tls else None
         if days is None:
@@ -265,7 +338,7 @@ def _failure(
             return f"the body has {len(read.body)} bytes, more than the {limit} a json check parses (its max_bytes)"
         if document is _NOT_JSON:
             return "the body is not JSON"
-        nodes = check.query.find(document)
+        nodes = _first_match(check, document)
         if op == "exists":
             return None if nodes else "no match"
         if not nodes:
@@ -307,20 +380,36 @@ _NOT_JSON = object()
 _TOO_LONG = object()
 _UNREAD = object()
 
+_STEPS = (jsonpath_rfc9535.selectors.NameSelector, jsonpath_rfc9535.selectors.IndexSelector)  # one node a step
+
+
+def _first_match(check: Check, document: Any) -> list[Any]:
+    """The first node the check's JSONPath selects (a list of it, or empty): the later ones are never walked to."""
+    return [node for node in itertools.islice(check.query.finditer(document), 1)]
+
+
 MAX_SLOW = 1000
-# Patterns that ran out of time in this process: later rows fail at once, not after a timeout each.
-_SLOW: LRU[str, bool] = LRU(MAX_SLOW)
+# Patterns that ran out of time in this process, with the length of the text: a later text at least as long fails
+# at once, not after a timeout each; a shorter one is searched.
+_SLOW: LRU[str, int] = LRU(MAX_SLOW)
 
 
 def _matches(check: Check, text: str, what: str) -> str | None:
-    """A `matches` check on text, searched under REGEX_TIMEOUT; a pattern that ran out of time once is not run again."""
+    """A `matches` check on text, searched under REGEX_TIMEOUT (or what is left of the row's budget); a pattern that
+    ran out of time on a text is not run again on one as long."""
     slow = f"the pattern took more than {int(REGEX_TIMEOUT * 1000)} ms; simplify it"
-    if _SLOW.get(check.value):
+    slow_from = _SLOW.get(check.value)
+    if slow_from is not None and len(text) >= slow_from:
         return slow
+    left = _budget.until - time.perf_counter()
+    if left <= 0:
+        return CHECK_BUDGET_SPENT
     try:
-        found = check.pattern.search(text, timeout=REGEX_TIMEOUT)
+        found = check.pattern.search(text, timeout=min(REGEX_TIMEOUT, left))
     except TimeoutError:
-        _SLOW.put(check.value, True)
+        if left < REGEX_TIMEOUT:
+            return CHECK_BUDGET_SPENT  # cut short by the row's budget: the pattern is not known to be slow
+        _SLOW.put(check.value, min(len(text), slow_from or len(text)))
         return slow
     return None if found else f"no match in {what}"
 

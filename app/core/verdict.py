@@ -8,7 +8,7 @@ Fetching), so the page, the API, exports, /metrics and the CLI show one answer.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -68,12 +68,14 @@ def evaluate(
     warn_as: Mapping[str, str] | None = None,
     checks: Sequence[Check] = (),
     body: bytes | None = None,
+    between: Callable[[], None] | None = None,
 ) -> Verdict:
     """A finished fetch's outcome, the reasons that decided it, and its warnings.
 
     result: a finished fetch (its status_code, final_url, url, redirects, error); headers: the last response's;
     accept: what has accepts(status), accept_status_shown (BatchOptions); expect: the row's effective
-    expectations (final_url already absolute), which, when given, decide instead of accept_status.
+    expectations (final_url already absolute), which, when given, decide instead of accept_status; between: called
+    between two checks (checks.run).
     """
     if not expect and not checks and plainly_ok(result, headers):
         return "ok", [], []
@@ -106,7 +108,9 @@ def evaluate(
         failures = _rule_failures(result, status, redirects, accept, expect, url_match)
         if checks:
             tls = result.captured.get("tls") if result.captured else None
-            failures += run_checks(checks, 0, body, headers, result.timings, result.bytes, result.content_type, tls)
+            failures += run_checks(
+                checks, 0, body, headers, result.timings, result.bytes, result.content_type, tls, between
+            )
         if failures:
             severity = 2
             reasons[:0] = failures  # the rules that failed come before the warnings

@@ -51,8 +51,8 @@ class HopGate(Protocol):
         """Wait until the host of `url` may take one more request (its cap, interval and pause), then count it;
         RetryLater when the URL must wait in that host's queue instead."""
 
-    def pause(self, url: str, seconds: float, reason: str) -> None:
-        """Hold every request to the host of `url` for `seconds` (a Retry-After)."""
+    def pause(self, url: str, seconds: float, reason: str, retry_after: bool = True) -> None:
+        """Hold every request to the host of `url` for `seconds` (a Retry-After; retry_after false: a backoff)."""
 
     def refused(self, url: str, status: int, retrying: bool) -> None:
         """Note an answer with one of the batch's retry_statuses (and whether the URL tries again)."""
@@ -193,13 +193,14 @@ def attempt(
         if not retrying:
             return hop
         result.refused += 1
-        if wait is None:
-            sleep(RETRY_BACKOFF * 2 ** (tries - 1))
-        elif gate is not None:
+        if gate is not None:
+            if wait is None:
+                # A paced batch backs off in the host's queue, as for a Retry-After: waiting is not fetch time.
+                backoff = RETRY_BACKOFF * 2 ** (tries - 1)
+                gate.pause(url, backoff, f"{hop.status}, backing off {backoff:g} s", retry_after=False)
             result.retried = tries
             gate.retry_later(url)
-        else:
-            sleep(wait)
+        sleep(RETRY_BACKOFF * 2 ** (tries - 1) if wait is None else wait)
 
 
 def retry_after(hop: Hop, options: BatchOptions) -> float | None:

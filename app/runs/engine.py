@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -313,7 +313,16 @@ class Fetching:
         result.timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         result.timings.setdefault("ttfb", None)
         try:
-            judge(result, hop, run.options)  # once timed: a time.total check reads the total
+            judge(result, hop, run.options, between=_let_the_hub_run)  # once timed: a time.total check reads the total
+        except gevent.GreenletExit:
+            if not run.cancelled:
+                raise  # shutting down: no result, so the URL runs again on resume
+            # Cancelled while the hub ran between two of its checks: the URL still records its one result.
+            result.ok, result.outcome, result.reasons, result.warnings = False, "cancelled", [], []
+            result.error = {
+                "kind": ErrorKind.CANCELLED.value,
+                "message": "batch was cancelled while this URL was judged",
+            }
         except Exception as exc:  # noqa: BLE001 - a fault judging one response fails that URL, never its fetcher
             log.exception("batch %s URL %d (%s) could not be judged", run.id, index, url, extra={"batch_id": run.id})
             result.ok, result.outcome = False, "failed"
@@ -328,11 +337,16 @@ class Fetching:
         return exc.detail if self.config.explain_blocked else str(exc)
 
 
-def judge(result: Result, hop: Hop | None, options: BatchOptions) -> None:
+def _let_the_hub_run() -> None:
+    """Between two checks of a row: the hub serves the API and the other fetchers first."""
+    gevent.sleep(0)
+
+
+def judge(result: Result, hop: Hop | None, options: BatchOptions, between: Callable[[], None] | None = None) -> None:
     """Give a fetched result its outcome, reasons and warnings (app/core/verdict.py decides), and ok and error to
     match: ok for ok and warn; a failure the rules decided, not the status alone, has the `mismatch` kind.
 
-    hop: the last response (None when none came)."""
+    hop: the last response (None when none came); between: called between two checks (checks.run)."""
     headers, body = (hop.headers, hop.body) if hop is not None else (None, None)
     if not options.judged and verdict.plainly_ok(result, headers):
         result.outcome = "ok"  # ok stays true; reasons and warnings stay the empty lists they are made with
@@ -346,7 +360,7 @@ def judge(result: Result, hop: Hop | None, options: BatchOptions) -> None:
     else:
         expect, checks = None, ()
     outcome, reasons, warnings = verdict.evaluate(
-        result, headers, options, expect, options.url_match, options.warn_as, checks, body
+        result, headers, options, expect, options.url_match, options.warn_as, checks, body, between
     )
     result.outcome = outcome
     if outcome == "ok" and not warnings:

@@ -33,6 +33,7 @@ from ..fetch.errors import Resume, RetryLater
 DEFER_YIELD = 1000  # URLs the dispatcher sets aside in one go before it lets the hub run
 LEARN_WINDOW = 1.0  # seconds of request starts a refusal is compared with (servers count requests a second)
 LEARN_MARGIN = 1.2  # the learned interval is this much longer than the pace the host allowed (jitter aside)
+LEARN_MAX = 10.0  # seconds: the longest interval refusals teach (never past the batch's max_retry_after either)
 
 
 def host_of(url: str) -> str:
@@ -53,6 +54,8 @@ class Host:
     pauses: int = 0
     refused: int = 0  # answers with one of the batch's retry_statuses (429, 503)
     learned: float = 0.0  # seconds between starts this host's refusals taught (0: none yet)
+    measured: float = 0.0  # the part of `learned` the host's pace showed: answers that are not refusals bring it back
+    refusal: int = 0  # the status of its latest refusal (429, 503), for the reason its pace gives
     learned_at: float = float("-inf")  # monotonic: refusals of requests started before this are old news
     lesson: float | None = None  # start of a refused request whose lesson waits for its neighbours' answers
     lesson_seen: float = 0.0  # monotonic time that refusal was answered: what the host took is counted up to it
@@ -89,6 +92,7 @@ class Hosts:
     def __init__(self, options: BatchOptions, todo: Iterator[int], url_of: Callable[[int], str], counters: Counters):
         self.cap = options.per_host or 0
         self.interval = options.per_host_interval
+        self.learn_max = min(LEARN_MAX, options.max_retry_after)
         self.hosts: dict[str, Host] = {}
         self.requeued: dict[int, Requeued] = {}
         self._todo = todo  # URL indexes not taken yet, in order
@@ -250,14 +254,14 @@ class Hosts:
         self._file(host, time.monotonic())
         self._notify()
 
+    def may_start(self, host: Host) -> bool:
+        """Whether a request to `host` may start now: its pause is over and its interval has passed."""
+        now = time.monotonic()
+        return now >= max(host.paused_until, host.last_start + self.interval_of(host, now))
+
     def start(self, host: Host, first: bool) -> float:
-        """A request to `host` starts now: wait out its interval and pause, then note the start; its time."""
-        while True:
-            now = time.monotonic()
-            ready_at = max(host.paused_until, host.last_start + self.interval_of(host, now))
-            if now >= ready_at:
-                break
-            gevent.sleep(ready_at - now)
+        """A request to `host` starts now (may_start allowed it): note the start; its time."""
+        now = time.monotonic()
         host.last_start = now
         if first:
             host.starting -= 1
@@ -265,14 +269,16 @@ class Hosts:
             self._notify()
         return now
 
-    def pause(self, host: Host, seconds: float, reason: str) -> None:
-        """Hold every request to `host` for `seconds` (never shortening a longer pause)."""
+    def pause(self, host: Host, seconds: float, reason: str, retry_after: bool = True) -> None:
+        """Hold every request to `host` for `seconds` (never shortening a longer pause); retry_after: the host asked
+        for it (what /metrics counts), else it is the backoff after a refusal without a usable Retry-After."""
         until = time.monotonic() + seconds
         if until > host.paused_until:
             host.paused_until = until
             host.pause_reason = reason
-        host.pauses += 1
-        self.counters.pauses += 1
+        if retry_after:
+            host.pauses += 1
+            self.counters.pauses += 1
 
     def refused(self, host: Host, status: int, retrying: bool, started: float) -> None:
         """Count an answer with a retried status and the retry it leads to, and slow the host down.
@@ -280,9 +286,10 @@ class Hosts:
         The host took the requests it answered that started from a second before the refused one until its
         refusal came back: from then on its requests start LEARN_MARGIN times further apart than that pace
         (twice as far apart as before, when it refuses one sent at the learned pace), whatever the batch's
-        per_host_interval.
+        per_host_interval; never more than learn_max apart, and answers that are not refusals undo the doubling.
         """
         host.refused += 1
+        host.refusal = status
         if retrying:
             self.counters.retries[status] = self.counters.retries.get(status, 0) + 1
         if started < host.learned_at or host.lesson is not None:
@@ -302,13 +309,18 @@ class Hosts:
             # and paces the host at one request per LEARN_MARGIN seconds.
             since = host.lesson - LEARN_WINDOW
             taken = sum(1 for at in host.answered if since < at <= host.lesson_seen)
-            host.learned = max(2 * host.learned, LEARN_MARGIN * LEARN_WINDOW / max(1, taken))
+            # A host that refuses whatever the pace is asked at most once every learn_max seconds, not ever slower.
+            host.measured = min(self.learn_max, LEARN_MARGIN * LEARN_WINDOW / max(1, taken))
+            host.learned = min(self.learn_max, max(2 * host.learned, host.measured))
             host.learned_at, host.lesson = now, None
         return max(self.interval, host.learned)
 
     def took(self, host: Host, started: float) -> None:
         """The host answered a request that started at `started` without refusing it."""
         host.answered.append(started)
+        if host.learned > host.measured and started >= host.learned_at:
+            # Taken at the learned pace: the doubling a refusal at that pace added halves, down to the measured pace.
+            host.learned = (host.learned + host.measured) / 2
         kept_from = time.monotonic() - 2 * LEARN_WINDOW
         if host.lesson is not None:
             # A lesson is drawn when the pause ends (a Retry-After may be longer than the window kept): its
@@ -329,18 +341,26 @@ class Hosts:
 
     # -- what the batch's viewers see ---------------------------------------------------------------
 
+    def held_back(self, host: Host, now: float) -> bool:
+        """Whether a host's refusals hold its URLs back now: a pause, or a pace they taught it."""
+        return host.paused_until > now or host.learned > self.interval
+
     def waiting(self) -> int:
-        """URLs queued behind a host that is paused now."""
+        """URLs queued behind a host its refusals hold back (paused now, or paced by what they taught)."""
         now = time.monotonic()
-        return sum(len(host.queue) for host in self._queued.values() if host.paused_until > now)
+        return sum(len(host.queue) for host in self._queued.values() if self.held_back(host, now))
 
     def paused(self, name: str) -> tuple[str | None, str]:
-        """(ISO time the pause of host `name` ends, or None when it is not paused; why)."""
+        """(ISO time host `name` may take its next request, or None when its refusals do not hold it back; why)."""
         host = self.hosts.get(name)
         now = time.monotonic()
-        if host is None or host.paused_until <= now:
+        if host is None or not self.held_back(host, now):
             return None, ""
-        return iso_at(time.time() + host.paused_until - now), host.pause_reason
+        if host.paused_until > now:
+            return iso_at(time.time() + host.paused_until - now), host.pause_reason
+        next_start = max(now, host.last_start + host.learned)
+        reason = f"{host.refusal} answers: paced at one request every {host.learned:.1f} s"
+        return iso_at(time.time() + next_start - now), reason
 
 
 class UrlPass:
@@ -368,8 +388,10 @@ class UrlPass:
             self.release()
             self.hosts.enter(host)
             self.held = host
-        elif time.monotonic() < self.held.paused_until:
-            self.waits_for = name  # paused by another URL's refusal: this one waits in the queue too
+        elif not self.hosts.may_start(self.held):
+            # Paused by a refusal, or its interval not over (a retry; a lesson drawn since the URL was handed out):
+            # the URL waits in the host's queue, where waiting is not fetch time, never asleep under its deadline.
+            self.waits_for = name
             raise RetryLater()
         self.started = self.hosts.start(self.held, self.first)
         self.first = False
@@ -380,9 +402,9 @@ class UrlPass:
             self.hosts.took(self.held, self.started)
         self.started, self.was_refused = 0.0, False
 
-    def pause(self, url: str, seconds: float, reason: str) -> None:
-        """Pause the host of `url` (a Retry-After)."""
-        self.hosts.pause(self.hosts.host(host_of(url)), seconds, reason)
+    def pause(self, url: str, seconds: float, reason: str, retry_after: bool = True) -> None:
+        """Pause the host of `url` (a Retry-After, or the backoff after a refusal without one)."""
+        self.hosts.pause(self.hosts.host(host_of(url)), seconds, reason, retry_after)
 
     def refused(self, url: str, status: int, retrying: bool) -> None:
         """Count a 429 or 503 (a status the batch retries) of the host of `url`."""

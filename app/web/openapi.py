@@ -667,7 +667,8 @@ def schemas(config: Config) -> dict[str, Any]:
                 "waiting": {
                     "type": "integer",
                     "minimum": 0,
-                    "description": "URLs held back by their host's Retry-After pause (not in pending); absent on "
+                    "description": "URLs held back by their host's pause (Retry-After or backoff) or the pace its refusals "
+                    "taught (not in pending); absent on "
                     "batches stored before it was counted.",
                 },
             },
@@ -1129,7 +1130,9 @@ def schemas(config: Config) -> dict[str, Any]:
                             "paused_until": nullable(TIMESTAMP),
                             "pause_reason": {
                                 "type": "string",
-                                "description": "e.g. `429 Retry-After: 30`; empty when not paused.",
+                                "description": "e.g. `429 Retry-After: 30`, `429, backing off 0.4 s`, or `429 answers: paced at "
+                                "one request every 2.4 s` (paused_until is then its next start); empty when its "
+                                "refusals do not hold the host back.",
                             },
                         },
                     },

@@ -297,6 +297,14 @@ def h_delay(req, m):
         req.respond(status, _pattern(size), ctype="application/octet-stream")
 
 
+def h_repeat(req, m):
+    """n copies of ?text= (default "a"), between ?head= and ?tail=, as ?ctype= (default text/plain): a body that
+    makes a catastrophic pattern or a walking JSONPath slow (/repeat/500000?head=[&text=2,&tail=2 is a JSON array)."""
+    n = int(m.group(1))
+    body = (req.arg("head", "") + req.arg("text", "a") * n + req.arg("tail", "")).encode()
+    req.respond(200, body, ctype=_clean(req.arg("ctype", "text/plain")))
+
+
 def h_bytes(req, m):
     """n bytes of the i % 256 pattern, streamed; ?chunked=1 and ?delay=<ms> optional."""
     n = int(m.group(1))
@@ -743,6 +751,7 @@ ROUTES = [
         (r"/status/(\d{3})", h_status),
         (r"/delay/(\d+(?:\.\d+)?)", h_delay),
         (r"/bytes/(\d{1,15})", h_bytes),
+        (r"/repeat/(\d{1,7})", h_repeat),
         (r"/html", h_html),
         (r"/redirect/(\d{1,6})", h_redirect),
         (r"/redirect-to", h_redirect_to),

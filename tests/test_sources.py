@@ -203,6 +203,29 @@ def test_a_50_mb_sitemap_is_parsed_as_it_streams_with_the_hub_serving_meanwhile(
     assert len(slowest) >= 3 and max(slowest) < 1.0, f"/healthz waited up to {max(slowest):.2f} s: {slowest}"
 
 
+def test_a_sitemap_index_naming_itself_thousands_of_times_is_read_once(server, target):
+    url = target.url("/sitemap/self.xml?n=5000&urls=3")  # itself 5,000 times, then a urlset of 3 URLs
+    response = preview(server, type="sitemap", url=url)
+    assert response.status_code == 200, response.text
+    counts = response.json()["counts"]
+    assert counts["sitemaps_read"] == 2 and counts["kept"] == 3
+
+
+def test_an_index_naming_more_sitemaps_than_greenbatch_source_max_sitemaps_is_refused_before_reading_them(
+    server, target
+):
+    before = target.hits().get("/sitemap/urls.xml.gz", 0)
+    response = preview(server, type="sitemap", url=target.url("/sitemap/index.xml?parts=99&n=99"))
+    assert response.status_code == 200, response.text  # the index and its 99 sitemaps: 100, the bound
+    assert target.hits().get("/sitemap/urls.xml.gz", 0) == before + 99
+    response = preview(server, type="sitemap", url=target.url("/sitemap/index.xml?parts=100&n=100&start=7"))
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "too_many_sitemaps"
+    assert "at most 100 in all (GREENBATCH_SOURCE_MAX_SITEMAPS)" in error["message"]
+    assert target.hits().get("/sitemap/urls.xml.gz", 0) == before + 99  # refused while the index was read
+
+
 def test_a_source_that_trickles_is_given_up_after_greenbatch_source_timeout(make_server, target):
     quick = make_server({"GREENBATCH_SOURCE_TIMEOUT": "1"})
     started = time.monotonic()

@@ -125,18 +125,14 @@ class Expansion:
     # -- sitemaps ------------------------------------------------------------------------------
 
     def _sitemap_urls(self, reader: DocumentReader) -> Iterator[tuple[str, Meta]]:
-        """Every sitemap's URLs, breadth first: an index's sitemaps are read once the index is."""
+        """Every sitemap's URLs, breadth first: an index's sitemaps are read once the index is, each sitemap once."""
         pending = deque([(self.source.url, 1)])
+        known = {self.source.url}  # sitemaps read or queued, by the URL named and the URL read after redirects
         while pending:
             url, depth = pending.popleft()
-            if self.counts.sitemaps_read >= self.limits.max_sitemaps:
-                raise SourceError(
-                    f"the sitemap index names more than {self.limits.max_sitemaps} sitemaps, the most read for one "
-                    "source (GREENBATCH_SOURCE_MAX_SITEMAPS); start from one of its sitemaps instead"
-                )
             document = reader.open(url, "sitemap", SITEMAP_ACCEPT)
+            known.add(document.url)
             self.counts.sitemaps_read += 1
-            children = []
             for kind, loc, lastmod in _sitemap_entries(document, self.limits.sitemap_max_bytes):
                 if kind == "sitemap":
                     if depth > MAX_DEPTH:
@@ -146,11 +142,21 @@ class Expansion:
                             code="sitemap_too_deep",
                         )
                     child = self._checked(loc, document.url)
-                    if child is not None:
-                        children.append((child, depth + 1))
+                    if child is None or child in known:
+                        continue
+                    # Read and queued together stay within the bound, so an index naming 50,000 sitemaps queues
+                    # no more than max_sitemaps of them.
+                    if self.counts.sitemaps_read + len(pending) >= self.limits.max_sitemaps:
+                        raise SourceError(
+                            f"the sitemap index {document.url} names more sitemaps than are read for one source: "
+                            f"at most {self.limits.max_sitemaps} in all (GREENBATCH_SOURCE_MAX_SITEMAPS); start "
+                            "from one of its sitemaps instead",
+                            code="too_many_sitemaps",
+                        )
+                    known.add(child)
+                    pending.append((child, depth + 1))
                 else:
                     yield from self._offer(loc, document.url, {"lastmod": lastmod} if lastmod else {})
-            pending.extend(children)
 
     # -- pages ---------------------------------------------------------------------------------
 

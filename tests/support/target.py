@@ -673,6 +673,20 @@ def h_sitemap_index(req, m):
     _send_document(req, ["".join(lines).encode()], m.group(1) == ".gz", "application/xml")
 
 
+def h_sitemap_self(req, m):
+    """A sitemapindex naming itself (this very URL) ?n= times, then a urlset of ?urls= URLs once."""
+    count = req.num("n", 1, hi=1_000_000)
+    own = ("%s%s" % (BASE_URL, req.target)).replace("&", "&amp;")
+    entry = "<sitemap><loc>%s</loc></sitemap>\n" % own
+    tail = "<sitemap><loc>%s/sitemap/urls.xml?n=%d</loc></sitemap>\n</sitemapindex>\n" % (
+        BASE_URL,
+        req.num("urls", 3, hi=1000),
+    )
+    pieces = [('<?xml version="1.0" encoding="UTF-8"?>\n<sitemapindex xmlns="%s">\n' % SITEMAP_NS).encode()]
+    pieces += [(entry * 256).encode()] * (count // 256) + [(entry * (count % 256) + tail).encode()]
+    _send_document(req, pieces, False, "application/xml")
+
+
 BILLION_LAUGHS = (
     '<?xml version="1.0"?>\n<!DOCTYPE urlset [\n<!ENTITY lol "lol">\n'
     + "".join('<!ENTITY lol%d "%s">\n' % (i, ("&lol%s;" % ("" if i == 1 else i - 1)) * 10) for i in range(1, 10))
@@ -771,6 +785,7 @@ ROUTES = [
         (r"/sitemap/urls\.xml(\.gz)?", h_sitemap_urls),
         (r"/sitemap/index\.xml(\.gz)?", h_sitemap_index),
         (r"/sitemap/turns/(\w+)\.xml", h_sitemap_turns),
+        (r"/sitemap/self\.xml", h_sitemap_self),
         (r"/sitemap/(bomb|external-entity)\.xml", h_sitemap_bomb),
         (r"/sitemap/gzip-bomb\.xml\.gz", h_sitemap_gzip_bomb),
         (r"/links", h_links),

@@ -226,6 +226,43 @@ def test_an_index_naming_more_sitemaps_than_greenbatch_source_max_sitemaps_is_re
     assert target.hits().get("/sitemap/urls.xml.gz", 0) == before + 99  # refused while the index was read
 
 
+def healthz_waits_during(server, action):
+    """The slowest /healthz answer while `action` runs in this thread, and what `action` returned."""
+    slowest = []
+    done = threading.Event()
+
+    def probe():
+        while not done.is_set():
+            started = time.monotonic()
+            requests.get(server.url("/healthz"), timeout=30)
+            slowest.append(time.monotonic() - started)
+            time.sleep(0.02)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        result = action()
+    finally:
+        done.set()
+        prober.join()
+    return max(slowest), result
+
+
+def test_a_page_ending_inside_a_1_mb_start_tag_is_refused_at_64_kib_with_the_hub_serving_meanwhile(server, target):
+    url = target.url("/open-tag?n=300000")  # `<a b=c b=c ...` 1.2 MB long, never closed
+    slowest, response = healthz_waits_during(server, lambda: preview(server, type="page_links", url=url))
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "page_tag_too_large" and "a tag (or comment) longer than 64 KiB" in error["message"]
+    assert slowest < 1.0, f"/healthz waited {slowest:.2f} s"
+
+
+def test_a_page_with_a_1_mb_inline_script_gives_the_links_after_it(server, target):
+    response = preview(server, type="page_links", url=target.url("/links?n=20&script=1000000"))
+    assert response.status_code == 200, response.text
+    assert response.json()["counts"]["kept"] == 20
+
+
 def test_a_source_that_trickles_is_given_up_after_greenbatch_source_timeout(make_server, target):
     quick = make_server({"GREENBATCH_SOURCE_TIMEOUT": "1"})
     started = time.monotonic()

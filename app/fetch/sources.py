@@ -34,10 +34,14 @@ from .follow import origin
 SITEMAP_MAX_ENTRIES = 50_000
 SITEMAP_MAX_BYTES = 50 * 1024 * 1024
 MAX_DEPTH = 3  # levels of sitemap indexes: the one given (1) may name indexes (2) that name indexes (3) of urlsets
-PAGE_MAX_BYTES = 10 * 1024 * 1024  # html.parser holds an unfinished tag whole: a page is read this far at most
+PAGE_MAX_BYTES = 10 * 1024 * 1024  # a page is read this far at most
+# html.parser holds an unfinished tag whole and reads it again from its start at every feed (quadratic, and all on
+# the hub): a tag, comment or declaration still open past this many characters ends the read.
+PAGE_MAX_TAG = 64 * 1024
 MAX_LASTMOD = 64  # characters of a lastmod kept (a W3C datetime is at most 35)
 SITEMAP_ACCEPT = "application/xml, text/xml;q=0.9, */*;q=0.1"
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
+CDATA_TAIL = 1024  # characters of a script's body kept while its end tag (</script >) may be arriving
 # Elements whose attribute names a URL the page uses: links, stylesheets and the like, images, scripts.
 LINK_ATTRIBUTES = {"a": "href", "link": "href", "img": "src", "script": "src"}
 
@@ -170,9 +174,16 @@ class Expansion:
         decoder = codecs.getincrementaldecoder(_charset(document.content_type))(errors="replace")
         for piece in document.pieces(self.limits.page_max_bytes):
             parser.feed(decoder.decode(piece))
+            if parser.held() > PAGE_MAX_TAG:
+                raise SourceError(
+                    f"the page {document.url} has a tag (or comment) longer than {PAGE_MAX_TAG // 1024} KiB; it was"
+                    " read no further",
+                    code="page_tag_too_large",
+                )
             links, parser.links = parser.links, []
             for link in links:
                 yield from self._offer(link, parser.base, meta, home)
+            gevent.sleep(0)  # each feed parses a bounded piece: the API and the pages are served between two
         parser.feed(decoder.decode(b"", final=True))
         parser.close()
         for link in parser.links:
@@ -389,6 +400,15 @@ class _LinkParser(HTMLParser):
         self._page = url
         self._based = False
         self.links: list[str] = []
+
+    def held(self) -> int:
+        """Characters fed but not parsed yet: an unfinished tag, comment or declaration (a script's body is dropped)."""
+        if self.cdata_elem is not None:
+            # Inside <script> or <style> only the end tag matters, and a page's inline script may be megabytes:
+            # keep just what could be the start of that tag.
+            start = self.rawdata.rfind("<", len(self.rawdata) - CDATA_TAIL)
+            self.rawdata = self.rawdata[start:] if start >= 0 else ""
+        return len(self.rawdata)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         """A start tag (or a self-closing one)."""

@@ -727,10 +727,13 @@ def h_sitemap_gzip_bomb(req, m):
 
 def h_links(req, m):
     """A page of ?n= links: a[href], link[href], img[src] and script[src], relative to a <base>, with fragments,
-    repeats, a link to another origin and a mailto: among them. Link i is /page/<i>."""
+    repeats, a link to another origin and a mailto: among them. Link i is /page/<i>. ?script= puts an inline
+    script of about that many bytes before them."""
     count = req.num("n", 10, hi=100_000)
+    script = req.num("script", 0, hi=10_000_000)  # ?script=: an inline script that long in the head
     head = [
         "<!doctype html><html><head><title>links</title>",
+        "<script>%s</script>" % ("var a = b < c;\n" * (script // 15)) if script else "",
         '<base href="%s/page/">' % BASE_URL,
         '<link rel="stylesheet" href="0">',
         "</head><body>",
@@ -748,6 +751,11 @@ def h_links(req, m):
             body.append('<p><a href="%d#part">link %d</a> <a href="/page/%d">again</a></p>' % (i, i, i))
     html = "\n".join(head + body + ["</body></html>\n"]).encode()
     req.respond(200, html, ctype="text/html; charset=utf-8")
+
+
+def h_open_tag(req, m):
+    """A page that ends inside one start tag: `<a ` then ?n= attributes `b=c ` and no `>`."""
+    req.respond(200, b"<html><body><a " + b"b=c " * req.num("n", 1000, hi=10_000_000), ctype="text/html")
 
 
 ROUTES = [
@@ -789,6 +797,7 @@ ROUTES = [
         (r"/sitemap/(bomb|external-entity)\.xml", h_sitemap_bomb),
         (r"/sitemap/gzip-bomb\.xml\.gz", h_sitemap_gzip_bomb),
         (r"/links", h_links),
+        (r"/open-tag", h_open_tag),
         (r"/page/.*", h_ok),
     ]
 ]

@@ -263,6 +263,17 @@ def test_a_page_with_a_1_mb_inline_script_gives_the_links_after_it(server, targe
     assert response.json()["counts"]["kept"] == 20
 
 
+def test_a_sitemap_whose_root_tag_runs_past_1_mib_is_refused_with_the_hub_serving_meanwhile(server, target):
+    url = target.url("/sitemap/attributes.xml?n=300000")  # <urlset a0="" a1="" ...>: 3.3 MB in one tag
+    slowest, response = healthz_waits_during(server, lambda: preview(server, type="sitemap", url=url))
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "sitemap_token_too_large" and "a tag (or comment) longer than 1 MiB" in error["message"]
+    assert slowest < 1.0, f"/healthz waited {slowest:.2f} s"
+    small = preview(server, type="sitemap", url=target.url("/sitemap/attributes.xml?n=1000"))
+    assert small.status_code == 200 and small.json()["counts"]["kept"] == 1
+
+
 def test_a_source_that_trickles_is_given_up_after_greenbatch_source_timeout(make_server, target):
     quick = make_server({"GREENBATCH_SOURCE_TIMEOUT": "1"})
     started = time.monotonic()

@@ -38,6 +38,9 @@ PAGE_MAX_BYTES = 10 * 1024 * 1024  # a page is read this far at most
 # html.parser holds an unfinished tag whole and reads it again from its start at every feed (quadratic, and all on
 # the hub): a tag, comment or declaration still open past this many characters ends the read.
 PAGE_MAX_TAG = 64 * 1024
+# expat parses a token (a tag with its attributes, a comment) only once it has all of it, then at once, on the hub:
+# past this many bytes fed with no element or text reported, the sitemap is read no further.
+SITEMAP_MAX_TOKEN = 1024 * 1024
 MAX_LASTMOD = 64  # characters of a lastmod kept (a W3C datetime is at most 35)
 SITEMAP_ACCEPT = "application/xml, text/xml;q=0.9, */*;q=0.1"
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
@@ -292,6 +295,7 @@ class _SitemapTarget:
         self.url = url
         self.entries: list[tuple[str, str, str | None]] = []  # (url or sitemap, loc, lastmod), taken as they come
         self.count = 0
+        self.events = 0  # elements opened or closed and texts reported: the parser's progress
         self._depth = 0
         self._entry = ""  # "url" or "sitemap": the element an entry is, by the root's kind
         self._in_entry = False
@@ -303,6 +307,7 @@ class _SitemapTarget:
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         """An element opens."""
+        self.events += 1
         self._depth += 1
         name = tag.rpartition("}")[2]
         if self._depth == 1:
@@ -319,6 +324,7 @@ class _SitemapTarget:
 
     def data(self, text: str) -> None:
         """Text inside an element: kept only inside <loc> or <lastmod>, and only as long as a URL may be."""
+        self.events += 1
         if self._field is not None:
             self._length += len(text)
             if self._length <= 65536:
@@ -326,6 +332,7 @@ class _SitemapTarget:
 
     def end(self, tag: str) -> None:
         """An element closes."""
+        self.events += 1
         if self._depth == 3 and self._field is not None:
             value = "".join(self._text).strip()
             if self._field == "loc":
@@ -355,10 +362,24 @@ def _sitemap_entries(document: Document, max_bytes: int) -> Iterator[tuple[str, 
     """(kind, loc, lastmod) of each entry of a sitemap as its bytes arrive; SourceError naming what is wrong."""
     target = _SitemapTarget(document.url)
     parser = DefusedXMLParser(target=target, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    # No attribute is read: expat's list of them goes unused rather than made into a dict, name by name, in Python.
+    parser.parser.StartElementHandler = lambda tag, attributes: target.start(tag, {})
+    events = 0
+    quiet = 0  # bytes fed since the parser last reported an element or a text
     try:
         try:
             for piece in document.pieces(max_bytes):
                 parser.feed(piece)
+                if target.events != events:
+                    events, quiet = target.events, 0
+                else:
+                    quiet += len(piece)
+                    if quiet > SITEMAP_MAX_TOKEN:
+                        raise SourceError(
+                            f"the sitemap {document.url} has a tag (or comment) longer than "
+                            f"{SITEMAP_MAX_TOKEN // (1024 * 1024)} MiB; it was read no further",
+                            code="sitemap_token_too_large",
+                        )
                 if target.entries:
                     yield from target.entries
                     target.entries.clear()

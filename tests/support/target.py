@@ -687,6 +687,13 @@ def h_sitemap_self(req, m):
     _send_document(req, pieces, False, "application/xml")
 
 
+def h_sitemap_attributes(req, m):
+    """A urlset whose root element has ?n= attributes, then one URL."""
+    attributes = b"".join(b'a%d="" ' % i for i in range(req.num("n", 10, hi=10_000_000)))
+    body = b'<?xml version="1.0"?>\n<urlset xmlns="%s" %s>' % (SITEMAP_NS.encode(), attributes)
+    req.respond(200, body + b"<url><loc>%s/page/0</loc></url></urlset>\n" % BASE_URL.encode(), ctype="application/xml")
+
+
 BILLION_LAUGHS = (
     '<?xml version="1.0"?>\n<!DOCTYPE urlset [\n<!ENTITY lol "lol">\n'
     + "".join('<!ENTITY lol%d "%s">\n' % (i, ("&lol%s;" % ("" if i == 1 else i - 1)) * 10) for i in range(1, 10))
@@ -794,6 +801,7 @@ ROUTES = [
         (r"/sitemap/index\.xml(\.gz)?", h_sitemap_index),
         (r"/sitemap/turns/(\w+)\.xml", h_sitemap_turns),
         (r"/sitemap/self\.xml", h_sitemap_self),
+        (r"/sitemap/attributes\.xml", h_sitemap_attributes),
         (r"/sitemap/(bomb|external-entity)\.xml", h_sitemap_bomb),
         (r"/sitemap/gzip-bomb\.xml\.gz", h_sitemap_gzip_bomb),
         (r"/links", h_links),

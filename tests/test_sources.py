@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -175,6 +176,18 @@ def test_a_gzip_bomb_sitemap_is_cut_at_50_mb_with_the_servers_memory_flat(server
     assert peak - before < 50 * MiB, f"the server grew by {(peak - before) / MiB:.0f} MiB"
 
 
+def test_the_urls_of_a_source_are_remembered_in_8_bytes_each_not_in_full(server, target):
+    url = target.url("/sitemap/urls.xml.gz?n=20000&long=1990")  # 20,000 URLs of 2,000 characters: 40 MB of text
+    before = rss(server.proc.pid)
+    # The include keeps one URL, so the preview reads them all instead of stopping past GREENBATCH_MAX_URLS.
+    peak, response = peak_rss_during(
+        server.proc.pid, lambda: preview(server, type="sitemap", url=url, include="/page/0/")
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["counts"]["unique"] == 20_000 and response.json()["counts"]["kept"] == 1
+    assert peak - before < 16 * MiB, f"the server grew by {(peak - before) / MiB:.0f} MiB"
+
+
 def test_a_50_mb_sitemap_is_parsed_as_it_streams_with_the_hub_serving_meanwhile(server, target):
     url = target.url("/sitemap/urls.xml?n=10000&pad=5150")  # 52 million bytes, just under the protocol's cap
     slowest = []
@@ -272,6 +285,33 @@ def test_a_sitemap_whose_root_tag_runs_past_1_mib_is_refused_with_the_hub_servin
     assert slowest < 1.0, f"/healthz waited {slowest:.2f} s"
     small = preview(server, type="sitemap", url=target.url("/sitemap/attributes.xml?n=1000"))
     assert small.status_code == 200 and small.json()["counts"]["kept"] == 1
+
+
+def test_beyond_two_sources_read_at_once_previews_submits_and_list_runs_answer_503_busy(server, target):
+    slow = target.url("/trickle?bytes=15&interval=0.1")  # 1.5 s to read, then not a sitemap
+    watched = server.request(
+        "POST", "/api/v1/lists", json={"source": {"type": "sitemap", "url": slow}, "schedule": {"every": "1h"}}
+    ).json()
+    started = target.hits().get("/trickle", 0)
+    with ThreadPoolExecutor(2) as pool:
+        reading = [pool.submit(preview, server, type="sitemap", url=slow) for _ in range(2)]
+        deadline = time.monotonic() + 5
+        while target.hits().get("/trickle", 0) < started + 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        refused = [
+            preview(server, type="sitemap", url=target.url("/sitemap/urls.xml")),
+            submit(server, type="sitemap", url=target.url("/sitemap/urls.xml")),
+            server.request("POST", f"/api/v1/lists/{watched['id']}/run"),
+        ]
+        assert [r.result().status_code for r in reading] == [400, 400]
+    for response in refused:
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "5"
+        error = error_of(response)
+        assert error["code"] == "busy" and "(GREENBATCH_SOURCE_MAX_READS)" in error["message"]
+    assert server.request("GET", f"/api/v1/lists/{watched['id']}").json()["skipped"]["count"] == 0
+    assert preview(server, type="sitemap", url=target.url("/sitemap/urls.xml")).status_code == 200
+    assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
 
 
 def test_a_source_that_trickles_is_given_up_after_greenbatch_source_timeout(make_server, target):

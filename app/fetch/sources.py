@@ -11,9 +11,13 @@ document.
 from __future__ import annotations
 
 import codecs
+import hashlib
+import os
 import re
+import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin
@@ -22,6 +26,7 @@ from xml.etree.ElementTree import ParseError
 import gevent
 from defusedxml import DefusedXmlException, DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml.ElementTree import DefusedXMLParser
+from gevent.event import Event
 
 from ..core.config import Config
 from ..core.sources import Source
@@ -48,12 +53,55 @@ CDATA_TAIL = 1024  # characters of a script's body kept while its end tag (</scr
 # Elements whose attribute names a URL the page uses: links, stylesheets and the like, images, scripts.
 LINK_ATTRIBUTES = {"a": "href", "link": "href", "img": "src", "script": "src"}
 
+BUSY_RETRY_AFTER = 5  # seconds a refused reader is told to wait (Retry-After) when every read slot is taken
+
 Meta = dict[str, str]
 _ABSOLUTE = re.compile(r"https?://", re.IGNORECASE)
+# The seen-set's key: a process's own, so no source can be written to make two of its URLs collide on purpose.
+_SEEN_KEY = os.urandom(16)
 
 
 class SourceError(DocumentError):
     """A source that cannot be expanded (a document refused or unreadable, a limit passed): a 400 naming why."""
+
+
+class SourceBusy(SourceError):
+    """Every source read slot of this process is taken (GREENBATCH_SOURCE_MAX_READS): a 503, to try again later."""
+
+    def __init__(self, message: str):
+        super().__init__(message, code="busy")
+        self.retry_after = BUSY_RETRY_AFTER
+
+
+class ReadSlots:
+    """The sources being read at once in this process: each holds a connection pool, a parser and its seen-set."""
+
+    def __init__(self) -> None:
+        self.reading = 0
+        self._freed = Event()
+
+    @contextmanager
+    def held(self, size: int, wait: float = 0.0) -> Iterator[None]:
+        """Hold one of `size` slots while the block runs, waiting up to `wait` seconds for one; SourceBusy if none."""
+        deadline = time.monotonic() + wait
+        while self.reading >= size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SourceBusy(
+                    f"{size} source{'s are' if size != 1 else ' is'} being read already, the most at once "
+                    f"(GREENBATCH_SOURCE_MAX_READS); try again in {BUSY_RETRY_AFTER} s"
+                )
+            self._freed.clear()
+            self._freed.wait(left)
+        self.reading += 1
+        try:
+            yield
+        finally:
+            self.reading -= 1
+            self._freed.set()
+
+
+READ_SLOTS = ReadSlots()  # one per process: the bound is the server's, whoever reads (API, watch lists)
 
 
 @dataclass
@@ -81,6 +129,7 @@ class SourceLimits:
     max_found: int
     timeout: float
     document: DocumentLimits
+    max_reads: int = 2
     sitemap_max_bytes: int = SITEMAP_MAX_BYTES
     page_max_bytes: int = PAGE_MAX_BYTES
 
@@ -89,6 +138,7 @@ class SourceLimits:
         """The limits the settings give."""
         return cls(
             max_sitemaps=config.source_max_sitemaps,
+            max_reads=config.source_max_reads,
             # Repeats and excluded URLs are read too, but not without end: always one whole sitemap, and beyond it
             # twice what a batch may hold.
             max_found=2 * config.max_urls + SITEMAP_MAX_ENTRIES,
@@ -113,7 +163,8 @@ class Expansion:
 
     def __post_init__(self) -> None:
         self._filter = self.source.matcher()
-        self._seen: set[str] = set()
+        # 8-byte digests, not the URLs: max_found of them may be held, and a URL may be thousands of characters.
+        self._seen: set[int] = set()
 
     def __iter__(self) -> Iterator[tuple[str, Meta]]:
         reader = DocumentReader(self.policy, self.limits.document)
@@ -220,9 +271,12 @@ class Expansion:
                 code="source_too_large",
             )
         url = self._checked(raw, base)
-        if url is None or url in self._seen:
+        if url is None:
             return
-        self._seen.add(url)
+        key = _fingerprint(url)
+        if key in self._seen:
+            return
+        self._seen.add(key)
         counts.unique += 1
         if not self._filter.keeps(url) or (home is not None and self.source.same_origin and origin(url) != home):
             counts.excluded += 1
@@ -231,9 +285,22 @@ class Expansion:
         yield url, meta
 
 
-def take(expansion: Expansion, read: int, keep: int) -> list[tuple[str, Meta]]:
+def _fingerprint(url: str) -> int:
+    """A URL as the seen-set keeps it: 64 bits of a keyed BLAKE2b (two URLs of 2 million share one once in 10^7)."""
+    digest = hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8, key=_SEEN_KEY).digest()
+    return int.from_bytes(digest, "little")
+
+
+def take(expansion: Expansion, read: int, keep: int, wait: float = 0.0) -> list[tuple[str, Meta]]:
     """The first `keep` URLs of a source and their meta, reading on until it ends or `read` URLs came (its counts
-    then say how many), within GREENBATCH_SOURCE_TIMEOUT; SourceError naming why when it cannot be read."""
+    then say how many), within GREENBATCH_SOURCE_TIMEOUT, holding a read slot (waiting up to `wait` seconds for
+    one); SourceError naming why when it cannot be read, SourceBusy when no slot was free."""
+    with READ_SLOTS.held(expansion.limits.max_reads, wait):
+        return _take(expansion, read, keep)
+
+
+def _take(expansion: Expansion, read: int, keep: int) -> list[tuple[str, Meta]]:
+    """take() once a read slot is held."""
     limits = expansion.limits
     timeout = gevent.Timeout(
         limits.timeout,
@@ -264,13 +331,14 @@ def over_limit_message(source: Source, limit: int) -> str:
     )
 
 
-def batch_urls(expansion: Expansion, max_urls: int) -> list[tuple[str, Meta]]:
+def batch_urls(expansion: Expansion, max_urls: int, wait: float = 0.0) -> list[tuple[str, Meta]]:
     """The URLs (and meta) a batch takes from a source: its first source.max_urls, or all of them when they are at
-    most `max_urls`; SourceError when it cannot be read, holds more without source.max_urls, or gives none. A
-    batch submitted with a source and each run of a watch list holding one read it through here."""
+    most `max_urls`; SourceError when it cannot be read, holds more without source.max_urls, or gives none
+    (SourceBusy when no read slot came free within `wait` seconds). A batch submitted with a source and each run of
+    a watch list holding one read it through here."""
     source = expansion.source
     cap = source.max_urls or max_urls
-    found = take(expansion, cap + 1, cap + 1)
+    found = take(expansion, cap + 1, cap + 1, wait)
     if len(found) > cap:
         if source.max_urls is None:
             raise SourceError(over_limit_message(source, max_urls), code="too_many_urls")

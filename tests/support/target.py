@@ -604,10 +604,11 @@ def _sitemap_body(req, start, count, pad):
     """A urlset of /page/<i> for i in [start, start + count), each entry padded with `pad` spaces, in pieces."""
     yield ('<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="%s">\n' % SITEMAP_NS).encode()
     lastmod = req.arg("lastmod", "0") not in ("0", "", "false")
+    tail = "/" + "x" * req.num("long", 0, hi=100_000) if req.arg("long") else ""  # ?long=: URLs that much longer
     block = []
     for i in range(start, start + count):
         extra = "<lastmod>2026-11-%02d</lastmod>" % (i % 28 + 1) if lastmod else ""
-        block.append("<url><loc>%s/page/%d</loc>%s%s</url>\n" % (BASE_URL, i, extra, " " * pad))
+        block.append("<url><loc>%s/page/%d%s</loc>%s%s</url>\n" % (BASE_URL, i, tail, extra, " " * pad))
         if len(block) == 256:
             yield "".join(block).encode()
             block = []
@@ -630,7 +631,8 @@ def _send_document(req, pieces, gz, ctype):
 
 
 def h_sitemap_urls(req, m):
-    """A urlset: ?n= URLs from ?start=, ?pad= spaces in each entry (to make a big file), ?lastmod=1; .gz: gzipped."""
+    """A urlset: ?n= URLs from ?start=, ?pad= spaces in each entry (to make a big file), ?lastmod=1, ?long= more
+    characters in each URL; .gz: gzipped."""
     count = req.num("n", 10, hi=1_000_000)
     start = req.num("start", 0, hi=10_000_000)
     pad = req.num("pad", 0, hi=1_000_000)

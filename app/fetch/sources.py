@@ -43,6 +43,7 @@ PAGE_MAX_BYTES = 10 * 1024 * 1024  # a page is read this far at most
 # html.parser holds an unfinished tag whole and reads it again from its start at every feed (quadratic, and all on
 # the hub): a tag, comment or declaration still open past this many characters ends the read.
 PAGE_MAX_TAG = 64 * 1024
+PAGE_FEED = 16 * 1024  # characters fed at once: a tag is parsed at most this far past PAGE_MAX_TAG
 # expat parses a token (a tag with its attributes, a comment) only once it has all of it, then at once, on the hub:
 # past this many bytes fed with no element or text reported, the sitemap is read no further.
 SITEMAP_MAX_TOKEN = 1024 * 1024
@@ -227,13 +228,15 @@ class Expansion:
         parser = _LinkParser(document.url)
         decoder = codecs.getincrementaldecoder(_charset(document.content_type))(errors="replace")
         for piece in document.pieces(self.limits.page_max_bytes):
-            parser.feed(decoder.decode(piece))
-            if parser.held() > PAGE_MAX_TAG:
-                raise SourceError(
-                    f"the page {document.url} has a tag (or comment) longer than {PAGE_MAX_TAG // 1024} KiB; it was"
-                    " read no further",
-                    code="page_tag_too_large",
-                )
+            text = decoder.decode(piece)
+            for start in range(0, len(text), PAGE_FEED):
+                parser.feed(text[start : start + PAGE_FEED])
+                if parser.held() > PAGE_MAX_TAG:
+                    raise SourceError(
+                        f"the page {document.url} has a tag (or comment) longer than {PAGE_MAX_TAG // 1024} KiB; it"
+                        " was read no further",
+                        code="page_tag_too_large",
+                    )
             links, parser.links = parser.links, []
             for link in links:
                 yield from self._offer(link, parser.base, meta, home)
@@ -489,6 +492,15 @@ class _LinkParser(HTMLParser):
         self._page = url
         self._based = False
         self.links: list[str] = []
+
+    def feed(self, data: str) -> None:
+        """Parse more of the page; text without a `>` after an unfinished tag is only kept, not parsed again."""
+        if self.rawdata.startswith("<") and ">" not in data:
+            # Every tag, comment and declaration ends with `>`: without one, html.parser would only scan the held
+            # tag from its start once more, in time and (its regex's backtracking) memory growing with its length.
+            self.rawdata += data
+        else:
+            super().feed(data)
 
     def held(self) -> int:
         """Characters fed but not parsed yet: an unfinished tag, comment or declaration (a script's body is dropped)."""

@@ -273,6 +273,30 @@ def test_a_source_slow_to_read_does_not_hold_back_the_other_lists_runs(server, t
         assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
 
 
+def test_a_scheduled_run_waits_for_a_source_read_slot_rather_than_being_skipped(make_server, target):
+    server = make_server(env=FAST)  # its own: no other list's source may hold a read slot
+    slow = target.url("/trickle?bytes=20&interval=0.1")  # 2 s to read, then not a sitemap
+    source = {"type": "sitemap", "url": slow}
+    started = target.hits().get("/trickle", 0)
+    with ThreadPoolExecutor(2) as pool:  # both of the server's read slots (GREENBATCH_SOURCE_MAX_READS 2)
+        reading = [
+            pool.submit(server.request, "POST", "/api/v1/sources/preview", json={"source": source}) for _ in "ab"
+        ]
+        wait_until(lambda: target.hits().get("/trickle", 0) >= started + 2, 5, "two sources being read")
+        watched = create(
+            server, source={"type": "sitemap", "url": target.url("/sitemap/urls.xml?n=2")}, schedule={"every": "1s"}
+        )
+        assert [r.result().status_code for r in reading] == [400, 400]
+        ended = time.time()
+    runs = wait_until(lambda: runs_of(server, watched["id"])["runs"], 5, "the list's first run")
+    assert runs[-1]["counts"]["total"] == 2
+    assert epoch(runs[-1]["created_at"]) > ended - 0.2, "it ran once a slot came free"
+    # Its next slot, due while it waited, may be skipped as still starting; never for want of a read slot.
+    skipped = server.request("GET", f"/api/v1/lists/{watched['id']}").json()["skipped"]
+    assert "GREENBATCH_SOURCE_MAX_READS" not in (skipped["last_reason"] or "")
+    assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
+
+
 def test_a_list_saved_from_a_batch_of_a_sitemap_keeps_its_source(server, target):
     source = {"type": "sitemap", "url": target.url("/sitemap/urls.xml?n=3"), "include": "/page/[12]$"}
     response = server.request("POST", "/api/v1/batches", json={"source": source})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -175,6 +176,18 @@ def test_a_gzip_bomb_sitemap_is_cut_at_50_mb_with_the_servers_memory_flat(server
     assert peak - before < 50 * MiB, f"the server grew by {(peak - before) / MiB:.0f} MiB"
 
 
+def test_the_urls_of_a_source_are_remembered_in_8_bytes_each_not_in_full(server, target):
+    url = target.url("/sitemap/urls.xml.gz?n=20000&long=1990")  # 20,000 URLs of 2,000 characters: 40 MB of text
+    before = rss(server.proc.pid)
+    # The include keeps one URL, so the preview reads them all instead of stopping past GREENBATCH_MAX_URLS.
+    peak, response = peak_rss_during(
+        server.proc.pid, lambda: preview(server, type="sitemap", url=url, include="/page/0/")
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["counts"]["unique"] == 20_000 and response.json()["counts"]["kept"] == 1
+    assert peak - before < 16 * MiB, f"the server grew by {(peak - before) / MiB:.0f} MiB"
+
+
 def test_a_50_mb_sitemap_is_parsed_as_it_streams_with_the_hub_serving_meanwhile(server, target):
     url = target.url("/sitemap/urls.xml?n=10000&pad=5150")  # 52 million bytes, just under the protocol's cap
     slowest = []
@@ -201,6 +214,104 @@ def test_a_50_mb_sitemap_is_parsed_as_it_streams_with_the_hub_serving_meanwhile(
     # Read in one go, the 52 MB would hold the hub for seconds; between pieces, /healthz waits for one piece at most
     # (1 s leaves room for a machine whose cores are shared).
     assert len(slowest) >= 3 and max(slowest) < 1.0, f"/healthz waited up to {max(slowest):.2f} s: {slowest}"
+
+
+def test_a_sitemap_index_naming_itself_thousands_of_times_is_read_once(server, target):
+    url = target.url("/sitemap/self.xml?n=5000&urls=3")  # itself 5,000 times, then a urlset of 3 URLs
+    response = preview(server, type="sitemap", url=url)
+    assert response.status_code == 200, response.text
+    counts = response.json()["counts"]
+    assert counts["sitemaps_read"] == 2 and counts["kept"] == 3
+
+
+def test_an_index_naming_more_sitemaps_than_greenbatch_source_max_sitemaps_is_refused_before_reading_them(
+    server, target
+):
+    before = target.hits().get("/sitemap/urls.xml.gz", 0)
+    response = preview(server, type="sitemap", url=target.url("/sitemap/index.xml?parts=99&n=99"))
+    assert response.status_code == 200, response.text  # the index and its 99 sitemaps: 100, the bound
+    assert target.hits().get("/sitemap/urls.xml.gz", 0) == before + 99
+    response = preview(server, type="sitemap", url=target.url("/sitemap/index.xml?parts=100&n=100&start=7"))
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "too_many_sitemaps"
+    assert "at most 100 in all (GREENBATCH_SOURCE_MAX_SITEMAPS)" in error["message"]
+    assert target.hits().get("/sitemap/urls.xml.gz", 0) == before + 99  # refused while the index was read
+
+
+def healthz_waits_during(server, action):
+    """The slowest /healthz answer while `action` runs in this thread, and what `action` returned."""
+    slowest = []
+    done = threading.Event()
+
+    def probe():
+        while not done.is_set():
+            started = time.monotonic()
+            requests.get(server.url("/healthz"), timeout=30)
+            slowest.append(time.monotonic() - started)
+            time.sleep(0.02)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        result = action()
+    finally:
+        done.set()
+        prober.join()
+    return max(slowest), result
+
+
+def test_a_page_ending_inside_a_1_mb_start_tag_is_refused_at_64_kib_with_the_hub_serving_meanwhile(server, target):
+    url = target.url("/open-tag?n=300000")  # `<a b=c b=c ...` 1.2 MB long, never closed
+    slowest, response = healthz_waits_during(server, lambda: preview(server, type="page_links", url=url))
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "page_tag_too_large" and "a tag (or comment) longer than 64 KiB" in error["message"]
+    assert slowest < 1.0, f"/healthz waited {slowest:.2f} s"
+
+
+def test_a_page_with_a_1_mb_inline_script_gives_the_links_after_it(server, target):
+    response = preview(server, type="page_links", url=target.url("/links?n=20&script=1000000"))
+    assert response.status_code == 200, response.text
+    assert response.json()["counts"]["kept"] == 20
+
+
+def test_a_sitemap_whose_root_tag_runs_past_1_mib_is_refused_with_the_hub_serving_meanwhile(server, target):
+    url = target.url("/sitemap/attributes.xml?n=300000")  # <urlset a0="" a1="" ...>: 3.3 MB in one tag
+    slowest, response = healthz_waits_during(server, lambda: preview(server, type="sitemap", url=url))
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "sitemap_token_too_large" and "a tag (or comment) longer than 1 MiB" in error["message"]
+    assert slowest < 1.0, f"/healthz waited {slowest:.2f} s"
+    small = preview(server, type="sitemap", url=target.url("/sitemap/attributes.xml?n=1000"))
+    assert small.status_code == 200 and small.json()["counts"]["kept"] == 1
+
+
+def test_beyond_two_sources_read_at_once_previews_submits_and_list_runs_answer_503_busy(server, target):
+    slow = target.url("/trickle?bytes=15&interval=0.1")  # 1.5 s to read, then not a sitemap
+    watched = server.request(
+        "POST", "/api/v1/lists", json={"source": {"type": "sitemap", "url": slow}, "schedule": {"every": "1h"}}
+    ).json()
+    started = target.hits().get("/trickle", 0)
+    with ThreadPoolExecutor(2) as pool:
+        reading = [pool.submit(preview, server, type="sitemap", url=slow) for _ in range(2)]
+        deadline = time.monotonic() + 5
+        while target.hits().get("/trickle", 0) < started + 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        refused = [
+            preview(server, type="sitemap", url=target.url("/sitemap/urls.xml")),
+            submit(server, type="sitemap", url=target.url("/sitemap/urls.xml")),
+            server.request("POST", f"/api/v1/lists/{watched['id']}/run"),
+        ]
+        assert [r.result().status_code for r in reading] == [400, 400]
+    for response in refused:
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "5"
+        error = error_of(response)
+        assert error["code"] == "busy" and "(GREENBATCH_SOURCE_MAX_READS)" in error["message"]
+    assert server.request("GET", f"/api/v1/lists/{watched['id']}").json()["skipped"]["count"] == 0
+    assert preview(server, type="sitemap", url=target.url("/sitemap/urls.xml")).status_code == 200
+    assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
 
 
 def test_a_source_that_trickles_is_given_up_after_greenbatch_source_timeout(make_server, target):

@@ -108,6 +108,13 @@ class Config:
     source_max_sitemaps: int = _setting(
         100, "Most sitemaps read for one source (an index and the sitemaps it names).", low=1, high=50_000
     )
+    source_max_reads: int = _setting(
+        2,
+        "Sources read at once by this process (previews, batches and watch-list runs from a source); beyond them a "
+        "preview or a submit answers 503 `busy` with Retry-After, and a scheduled run waits its turn.",
+        low=1,
+        high=64,
+    )
 
     allow_private: bool = _setting(False, "Allow fetching private, loopback and link-local addresses (see Security).")
     allow_targets: str = _setting(

@@ -11,9 +11,13 @@ document.
 from __future__ import annotations
 
 import codecs
+import hashlib
+import os
 import re
+import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin
@@ -22,6 +26,7 @@ from xml.etree.ElementTree import ParseError
 import gevent
 from defusedxml import DefusedXmlException, DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml.ElementTree import DefusedXMLParser
+from gevent.event import Event
 
 from ..core.config import Config
 from ..core.sources import Source
@@ -34,19 +39,70 @@ from .follow import origin
 SITEMAP_MAX_ENTRIES = 50_000
 SITEMAP_MAX_BYTES = 50 * 1024 * 1024
 MAX_DEPTH = 3  # levels of sitemap indexes: the one given (1) may name indexes (2) that name indexes (3) of urlsets
-PAGE_MAX_BYTES = 10 * 1024 * 1024  # html.parser holds an unfinished tag whole: a page is read this far at most
+PAGE_MAX_BYTES = 10 * 1024 * 1024  # a page is read this far at most
+# html.parser holds an unfinished tag whole and reads it again from its start at every feed (quadratic, and all on
+# the hub): a tag, comment or declaration still open past this many characters ends the read.
+PAGE_MAX_TAG = 64 * 1024
+PAGE_FEED = 16 * 1024  # characters fed at once: a tag is parsed at most this far past PAGE_MAX_TAG
+# expat parses a token (a tag with its attributes, a comment) only once it has all of it, then at once, on the hub:
+# past this many bytes fed with no element or text reported, the sitemap is read no further.
+SITEMAP_MAX_TOKEN = 1024 * 1024
 MAX_LASTMOD = 64  # characters of a lastmod kept (a W3C datetime is at most 35)
 SITEMAP_ACCEPT = "application/xml, text/xml;q=0.9, */*;q=0.1"
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
+CDATA_TAIL = 1024  # characters of a script's body kept while its end tag (</script >) may be arriving
 # Elements whose attribute names a URL the page uses: links, stylesheets and the like, images, scripts.
 LINK_ATTRIBUTES = {"a": "href", "link": "href", "img": "src", "script": "src"}
 
+BUSY_RETRY_AFTER = 5  # seconds a refused reader is told to wait (Retry-After) when every read slot is taken
+
 Meta = dict[str, str]
 _ABSOLUTE = re.compile(r"https?://", re.IGNORECASE)
+# The seen-set's key: a process's own, so no source can be written to make two of its URLs collide on purpose.
+_SEEN_KEY = os.urandom(16)
 
 
 class SourceError(DocumentError):
     """A source that cannot be expanded (a document refused or unreadable, a limit passed): a 400 naming why."""
+
+
+class SourceBusy(SourceError):
+    """Every source read slot of this process is taken (GREENBATCH_SOURCE_MAX_READS): a 503, to try again later."""
+
+    def __init__(self, message: str):
+        super().__init__(message, code="busy")
+        self.retry_after = BUSY_RETRY_AFTER
+
+
+class ReadSlots:
+    """The sources being read at once in this process: each holds a connection pool, a parser and its seen-set."""
+
+    def __init__(self) -> None:
+        self.reading = 0
+        self._freed = Event()
+
+    @contextmanager
+    def held(self, size: int, wait: float = 0.0) -> Iterator[None]:
+        """Hold one of `size` slots while the block runs, waiting up to `wait` seconds for one; SourceBusy if none."""
+        deadline = time.monotonic() + wait
+        while self.reading >= size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SourceBusy(
+                    f"{size} source{'s are' if size != 1 else ' is'} being read already, the most at once "
+                    f"(GREENBATCH_SOURCE_MAX_READS); try again in {BUSY_RETRY_AFTER} s"
+                )
+            self._freed.clear()
+            self._freed.wait(left)
+        self.reading += 1
+        try:
+            yield
+        finally:
+            self.reading -= 1
+            self._freed.set()
+
+
+READ_SLOTS = ReadSlots()  # one per process: the bound is the server's, whoever reads (API, watch lists)
 
 
 @dataclass
@@ -74,6 +130,7 @@ class SourceLimits:
     max_found: int
     timeout: float
     document: DocumentLimits
+    max_reads: int = 2
     sitemap_max_bytes: int = SITEMAP_MAX_BYTES
     page_max_bytes: int = PAGE_MAX_BYTES
 
@@ -82,6 +139,7 @@ class SourceLimits:
         """The limits the settings give."""
         return cls(
             max_sitemaps=config.source_max_sitemaps,
+            max_reads=config.source_max_reads,
             # Repeats and excluded URLs are read too, but not without end: always one whole sitemap, and beyond it
             # twice what a batch may hold.
             max_found=2 * config.max_urls + SITEMAP_MAX_ENTRIES,
@@ -106,7 +164,8 @@ class Expansion:
 
     def __post_init__(self) -> None:
         self._filter = self.source.matcher()
-        self._seen: set[str] = set()
+        # 8-byte digests, not the URLs: max_found of them may be held, and a URL may be thousands of characters.
+        self._seen: set[int] = set()
 
     def __iter__(self) -> Iterator[tuple[str, Meta]]:
         reader = DocumentReader(self.policy, self.limits.document)
@@ -125,18 +184,14 @@ class Expansion:
     # -- sitemaps ------------------------------------------------------------------------------
 
     def _sitemap_urls(self, reader: DocumentReader) -> Iterator[tuple[str, Meta]]:
-        """Every sitemap's URLs, breadth first: an index's sitemaps are read once the index is."""
+        """Every sitemap's URLs, breadth first: an index's sitemaps are read once the index is, each sitemap once."""
         pending = deque([(self.source.url, 1)])
+        known = {self.source.url}  # sitemaps read or queued, by the URL named and the URL read after redirects
         while pending:
             url, depth = pending.popleft()
-            if self.counts.sitemaps_read >= self.limits.max_sitemaps:
-                raise SourceError(
-                    f"the sitemap index names more than {self.limits.max_sitemaps} sitemaps, the most read for one "
-                    "source (GREENBATCH_SOURCE_MAX_SITEMAPS); start from one of its sitemaps instead"
-                )
             document = reader.open(url, "sitemap", SITEMAP_ACCEPT)
+            known.add(document.url)
             self.counts.sitemaps_read += 1
-            children = []
             for kind, loc, lastmod in _sitemap_entries(document, self.limits.sitemap_max_bytes):
                 if kind == "sitemap":
                     if depth > MAX_DEPTH:
@@ -146,11 +201,21 @@ class Expansion:
                             code="sitemap_too_deep",
                         )
                     child = self._checked(loc, document.url)
-                    if child is not None:
-                        children.append((child, depth + 1))
+                    if child is None or child in known:
+                        continue
+                    # Read and queued together stay within the bound, so an index naming 50,000 sitemaps queues
+                    # no more than max_sitemaps of them.
+                    if self.counts.sitemaps_read + len(pending) >= self.limits.max_sitemaps:
+                        raise SourceError(
+                            f"the sitemap index {document.url} names more sitemaps than are read for one source: "
+                            f"at most {self.limits.max_sitemaps} in all (GREENBATCH_SOURCE_MAX_SITEMAPS); start "
+                            "from one of its sitemaps instead",
+                            code="too_many_sitemaps",
+                        )
+                    known.add(child)
+                    pending.append((child, depth + 1))
                 else:
                     yield from self._offer(loc, document.url, {"lastmod": lastmod} if lastmod else {})
-            pending.extend(children)
 
     # -- pages ---------------------------------------------------------------------------------
 
@@ -163,10 +228,19 @@ class Expansion:
         parser = _LinkParser(document.url)
         decoder = codecs.getincrementaldecoder(_charset(document.content_type))(errors="replace")
         for piece in document.pieces(self.limits.page_max_bytes):
-            parser.feed(decoder.decode(piece))
+            text = decoder.decode(piece)
+            for start in range(0, len(text), PAGE_FEED):
+                parser.feed(text[start : start + PAGE_FEED])
+                if parser.held() > PAGE_MAX_TAG:
+                    raise SourceError(
+                        f"the page {document.url} has a tag (or comment) longer than {PAGE_MAX_TAG // 1024} KiB; it"
+                        " was read no further",
+                        code="page_tag_too_large",
+                    )
             links, parser.links = parser.links, []
             for link in links:
                 yield from self._offer(link, parser.base, meta, home)
+            gevent.sleep(0)  # each feed parses a bounded piece: the API and the pages are served between two
         parser.feed(decoder.decode(b"", final=True))
         parser.close()
         for link in parser.links:
@@ -200,9 +274,12 @@ class Expansion:
                 code="source_too_large",
             )
         url = self._checked(raw, base)
-        if url is None or url in self._seen:
+        if url is None:
             return
-        self._seen.add(url)
+        key = _fingerprint(url)
+        if key in self._seen:
+            return
+        self._seen.add(key)
         counts.unique += 1
         if not self._filter.keeps(url) or (home is not None and self.source.same_origin and origin(url) != home):
             counts.excluded += 1
@@ -211,9 +288,22 @@ class Expansion:
         yield url, meta
 
 
-def take(expansion: Expansion, read: int, keep: int) -> list[tuple[str, Meta]]:
+def _fingerprint(url: str) -> int:
+    """A URL as the seen-set keeps it: 64 bits of a keyed BLAKE2b (two URLs of 2 million share one once in 10^7)."""
+    digest = hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8, key=_SEEN_KEY).digest()
+    return int.from_bytes(digest, "little")
+
+
+def take(expansion: Expansion, read: int, keep: int, wait: float = 0.0) -> list[tuple[str, Meta]]:
     """The first `keep` URLs of a source and their meta, reading on until it ends or `read` URLs came (its counts
-    then say how many), within GREENBATCH_SOURCE_TIMEOUT; SourceError naming why when it cannot be read."""
+    then say how many), within GREENBATCH_SOURCE_TIMEOUT, holding a read slot (waiting up to `wait` seconds for
+    one); SourceError naming why when it cannot be read, SourceBusy when no slot was free."""
+    with READ_SLOTS.held(expansion.limits.max_reads, wait):
+        return _take(expansion, read, keep)
+
+
+def _take(expansion: Expansion, read: int, keep: int) -> list[tuple[str, Meta]]:
+    """take() once a read slot is held."""
     limits = expansion.limits
     timeout = gevent.Timeout(
         limits.timeout,
@@ -244,13 +334,14 @@ def over_limit_message(source: Source, limit: int) -> str:
     )
 
 
-def batch_urls(expansion: Expansion, max_urls: int) -> list[tuple[str, Meta]]:
+def batch_urls(expansion: Expansion, max_urls: int, wait: float = 0.0) -> list[tuple[str, Meta]]:
     """The URLs (and meta) a batch takes from a source: its first source.max_urls, or all of them when they are at
-    most `max_urls`; SourceError when it cannot be read, holds more without source.max_urls, or gives none. A
-    batch submitted with a source and each run of a watch list holding one read it through here."""
+    most `max_urls`; SourceError when it cannot be read, holds more without source.max_urls, or gives none
+    (SourceBusy when no read slot came free within `wait` seconds). A batch submitted with a source and each run of
+    a watch list holding one read it through here."""
     source = expansion.source
     cap = source.max_urls or max_urls
-    found = take(expansion, cap + 1, cap + 1)
+    found = take(expansion, cap + 1, cap + 1, wait)
     if len(found) > cap:
         if source.max_urls is None:
             raise SourceError(over_limit_message(source, max_urls), code="too_many_urls")
@@ -275,6 +366,7 @@ class _SitemapTarget:
         self.url = url
         self.entries: list[tuple[str, str, str | None]] = []  # (url or sitemap, loc, lastmod), taken as they come
         self.count = 0
+        self.events = 0  # elements opened or closed and texts reported: the parser's progress
         self._depth = 0
         self._entry = ""  # "url" or "sitemap": the element an entry is, by the root's kind
         self._in_entry = False
@@ -286,6 +378,7 @@ class _SitemapTarget:
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         """An element opens."""
+        self.events += 1
         self._depth += 1
         name = tag.rpartition("}")[2]
         if self._depth == 1:
@@ -302,6 +395,7 @@ class _SitemapTarget:
 
     def data(self, text: str) -> None:
         """Text inside an element: kept only inside <loc> or <lastmod>, and only as long as a URL may be."""
+        self.events += 1
         if self._field is not None:
             self._length += len(text)
             if self._length <= 65536:
@@ -309,6 +403,7 @@ class _SitemapTarget:
 
     def end(self, tag: str) -> None:
         """An element closes."""
+        self.events += 1
         if self._depth == 3 and self._field is not None:
             value = "".join(self._text).strip()
             if self._field == "loc":
@@ -338,10 +433,24 @@ def _sitemap_entries(document: Document, max_bytes: int) -> Iterator[tuple[str, 
     """(kind, loc, lastmod) of each entry of a sitemap as its bytes arrive; SourceError naming what is wrong."""
     target = _SitemapTarget(document.url)
     parser = DefusedXMLParser(target=target, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    # No attribute is read: expat's list of them goes unused rather than made into a dict, name by name, in Python.
+    parser.parser.StartElementHandler = lambda tag, attributes: target.start(tag, {})
+    events = 0
+    quiet = 0  # bytes fed since the parser last reported an element or a text
     try:
         try:
             for piece in document.pieces(max_bytes):
                 parser.feed(piece)
+                if target.events != events:
+                    events, quiet = target.events, 0
+                else:
+                    quiet += len(piece)
+                    if quiet > SITEMAP_MAX_TOKEN:
+                        raise SourceError(
+                            f"the sitemap {document.url} has a tag (or comment) longer than "
+                            f"{SITEMAP_MAX_TOKEN // (1024 * 1024)} MiB; it was read no further",
+                            code="sitemap_token_too_large",
+                        )
                 if target.entries:
                     yield from target.entries
                     target.entries.clear()
@@ -383,6 +492,24 @@ class _LinkParser(HTMLParser):
         self._page = url
         self._based = False
         self.links: list[str] = []
+
+    def feed(self, data: str) -> None:
+        """Parse more of the page; text without a `>` after an unfinished tag is only kept, not parsed again."""
+        if self.rawdata.startswith("<") and ">" not in data:
+            # Every tag, comment and declaration ends with `>`: without one, html.parser would only scan the held
+            # tag from its start once more, in time and (its regex's backtracking) memory growing with its length.
+            self.rawdata += data
+        else:
+            super().feed(data)
+
+    def held(self) -> int:
+        """Characters fed but not parsed yet: an unfinished tag, comment or declaration (a script's body is dropped)."""
+        if self.cdata_elem is not None:
+            # Inside <script> or <style> only the end tag matters, and a page's inline script may be megabytes:
+            # keep just what could be the start of that tag.
+            start = self.rawdata.rfind("<", len(self.rawdata) - CDATA_TAIL)
+            self.rawdata = self.rawdata[start:] if start >= 0 else ""
+        return len(self.rawdata)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         """A start tag (or a self-closing one)."""

@@ -139,8 +139,9 @@ class Scheduler:
         self._locks: dict[str, Semaphore] = {}  # a list's runs start one at a time in this process
         self._started = time.time()
         self._reads = Pool(SOURCE_READS)
-        # A claimed run not stored within this was lost: a list's source may take GREENBATCH_SOURCE_TIMEOUT to read.
-        self.grace = CLAIM_GRACE + config.source_timeout
+        # A claimed run not stored within this was lost: a scheduled run may wait GREENBATCH_SOURCE_TIMEOUT for a
+        # read slot, then take as long to read its list's source.
+        self.grace = CLAIM_GRACE + 2 * config.source_timeout
 
     def start(self) -> None:
         """Start looking for due lists."""
@@ -276,7 +277,9 @@ class Scheduler:
             urls: list[str] | UrlList = record.urls
             if record.source is not None:
                 try:
-                    urls, options = self.expanded(record.source, options)
+                    # A run now answers at once (503 busy) when every read slot is taken; a scheduled one waits.
+                    wait = self.config.source_timeout if scheduled else 0.0
+                    urls, options = self.expanded(record.source, options, wait)
                 except SourceError as exc:
                     log.error("watch list %s: not run, its source could not be read: %s", record.id, exc)
                     self._release(record.id, claimed)
@@ -305,9 +308,10 @@ class Scheduler:
         self.prune(record)
         return RunOutcome(claimed)
 
-    def expanded(self, raw: dict[str, Any], options: BatchOptions) -> tuple[UrlList, BatchOptions]:
-        """A list's source read now as a batch submitted with it is (the guard on every fetch, the same limits):
-        its URLs, and the options with each URL's meta; SourceError naming why it cannot be."""
+    def expanded(self, raw: dict[str, Any], options: BatchOptions, wait: float = 0.0) -> tuple[UrlList, BatchOptions]:
+        """A list's source read now as a batch submitted with it is (the guard on every fetch, the same limits, a
+        read slot waited for up to `wait` seconds): its URLs, and the options with each URL's meta; SourceError
+        naming why it cannot be."""
         try:
             source = Source.parse(raw, self.config)
             url = guard.check_url(source.url, self.config.max_url_length)
@@ -318,7 +322,7 @@ class Scheduler:
             raise SourceError(f"source.url {url} cannot be fetched: {refusal}", code="invalid_source")
         source = dataclasses.replace(source, url=url)
         found = batch_urls(
-            Expansion(source, self.engine.policy, SourceLimits.from_config(self.config)), self.config.max_urls
+            Expansion(source, self.engine.policy, SourceLimits.from_config(self.config)), self.config.max_urls, wait
         )
         # Each URL's meta (a sitemap's lastmod, a link's found_on) is its row's meta, as in a submitted batch.
         rows = {

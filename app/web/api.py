@@ -24,7 +24,15 @@ from ..core.results import ERROR_KINDS, FINAL_STATUSES
 from ..core.sources import Source
 from ..core.urllist import MAX_REMAP, UrlList, UrlListBuilder, read_json_object, remapped
 from ..fetch import guard
-from ..fetch.sources import Expansion, SourceError, SourceLimits, batch_urls, over_limit_message, take
+from ..fetch.sources import (
+    Expansion,
+    SourceBusy,
+    SourceError,
+    SourceLimits,
+    batch_urls,
+    over_limit_message,
+    take,
+)
 from ..fetch.tls import now_utc
 from ..runs.certificates import EXPIRING_DAYS, expiring
 from ..runs.hosts import HOST_FIELDS
@@ -561,7 +569,10 @@ def _source(raw: Any) -> Source:
 
 
 def _source_error(exc: SourceError) -> ApiError:
-    """A source that cannot give a batch its URLs as a 400, the field it names by why."""
+    """A source that cannot give a batch its URLs as a 400, the field it names by why; a 503 when the server is
+    reading as many sources as it may at once."""
+    if isinstance(exc, SourceBusy):
+        return ApiError(503, exc.code, str(exc), headers=(("Retry-After", str(exc.retry_after)),))
     field = {"too_many_urls": "source.max_urls", "empty_source": "source"}.get(exc.code, "source.url")
     return ApiError(400, exc.code, str(exc), [{"field": field, "message": str(exc)}])
 

@@ -14,12 +14,15 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error the API answers with its status, a stable code, a message and details."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None):
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, headers: tuple[tuple[str, str], ...] = ()
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers  # sent with the answer (a 503's Retry-After)
 
 
 class Refusal(NamedTuple):
@@ -43,9 +46,9 @@ def error_response(status: int, code: str, message: str, details: Any = None):
     return response
 
 
-def refusal_response(refusal: Refusal):
+def refusal_response(refusal: Refusal, details: Any = None):
     """A Refusal as an HTTP answer."""
-    response = error_response(refusal.status, refusal.code, refusal.message)
+    response = error_response(refusal.status, refusal.code, refusal.message, details)
     for name, value in refusal.headers:
         response.headers[name] = value
     return response
@@ -65,7 +68,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return refusal_response(Refusal(exc.status, exc.code, exc.message, exc.headers), exc.details)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -14,6 +14,7 @@ from ..core.clock import iso_at, now_iso
 from ..core.lru import LRU
 from ..core.options import BatchOptions, ValidationError, redacted
 from ..core.sources import Source
+from ..fetch.sources import BUSY_RETRY_AFTER
 from ..runs.diff import compare
 from ..runs.reader import BatchView
 from ..runs.schedule import Schedule, Scheduler
@@ -462,6 +463,13 @@ def run_list(list_id: str):
     record.options = {**record.options, "origin": request.url_root.rstrip("/")}  # its dashboard_url, as a rerun's
     outcome = _scheduler().run(record)
     if outcome.batch_id is None:
+        if outcome.code == "busy":  # the server's load, not the list's fault: nothing is noted on the list
+            raise ApiError(
+                503,
+                "busy",
+                f"watch list {list_id} was not run: {outcome.message}",
+                headers=(("Retry-After", str(BUSY_RETRY_AFTER)),),
+            )
         if outcome.skipped != "overlap":  # the list's own failure: shown with the list, as a scheduled one is
             services().store.note_skipped(record.id, time.time(), outcome.message)
         code = {"overlap": "still_running", "source": outcome.code}.get(outcome.skipped or "", "invalid_options")

@@ -90,6 +90,16 @@ def error(description: str) -> dict[str, Any]:
     return json_body(ref("Error"), description)
 
 
+def busy(description: str) -> dict[str, Any]:
+    """A 503 with the error envelope and a Retry-After."""
+    return {
+        **error(description),
+        "headers": {
+            "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before trying again."}
+        },
+    }
+
+
 def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     """An optional query parameter."""
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
@@ -1324,6 +1334,10 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             ),
             "413": error(f"The body is over GREENBATCH_MAX_REQUEST_BYTES, or it has more than {config.max_urls} URLs."),
             "415": error("The body is not application/json, text/plain or text/csv."),
+            "503": busy(
+                "The store cannot write now; or, with a source, busy: "
+                f"{config.source_max_reads} sources are being read already (GREENBATCH_SOURCE_MAX_READS)."
+            ),
         },
     }
     listing = {
@@ -1601,7 +1615,10 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             "200": json_body(ref("SourcePreview"), "What a batch from this source would hold; nothing started."),
             "400": error(
                 "The source is wrong, refused by the fetch policy, unreadable, too large, an XML document with a "
-                "DTD, or nested too deep: the message names the problem."
+                "DTD, nested too deep, or holds a tag too long to parse: the message names the problem."
+            ),
+            "503": busy(
+                f"busy: {config.source_max_reads} sources are being read already (GREENBATCH_SOURCE_MAX_READS)."
             ),
         },
     }
@@ -1901,7 +1918,10 @@ def list_operations() -> list[tuple[str, str, str, dict[str, Any]]]:
                 "its source could not be read (the source's code, such as source_unreadable or source_timeout; "
                 "recorded in skipped)."
             ),
-            "503": error("The store cannot write now."),
+            "503": busy(
+                "The store cannot write now; or busy: as many sources as GREENBATCH_SOURCE_MAX_READS are being "
+                "read already (not recorded in skipped)."
+            ),
         },
     }
     runs = {

@@ -612,10 +612,11 @@ def _sitemap_body(req, start, count, pad):
     """A urlset of /page/<i> for i in [start, start + count), each entry padded with `pad` spaces, in pieces."""
     yield ('<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="%s">\n' % SITEMAP_NS).encode()
     lastmod = req.arg("lastmod", "0") not in ("0", "", "false")
+    tail = "/" + "x" * req.num("long", 0, hi=100_000) if req.arg("long") else ""  # ?long=: URLs that much longer
     block = []
     for i in range(start, start + count):
         extra = "<lastmod>2026-11-%02d</lastmod>" % (i % 28 + 1) if lastmod else ""
-        block.append("<url><loc>%s/page/%d</loc>%s%s</url>\n" % (BASE_URL, i, extra, " " * pad))
+        block.append("<url><loc>%s/page/%d%s</loc>%s%s</url>\n" % (BASE_URL, i, tail, extra, " " * pad))
         if len(block) == 256:
             yield "".join(block).encode()
             block = []
@@ -638,7 +639,8 @@ def _send_document(req, pieces, gz, ctype):
 
 
 def h_sitemap_urls(req, m):
-    """A urlset: ?n= URLs from ?start=, ?pad= spaces in each entry (to make a big file), ?lastmod=1; .gz: gzipped."""
+    """A urlset: ?n= URLs from ?start=, ?pad= spaces in each entry (to make a big file), ?lastmod=1, ?long= more
+    characters in each URL; .gz: gzipped."""
     count = req.num("n", 10, hi=1_000_000)
     start = req.num("start", 0, hi=10_000_000)
     pad = req.num("pad", 0, hi=1_000_000)
@@ -681,6 +683,27 @@ def h_sitemap_index(req, m):
     _send_document(req, ["".join(lines).encode()], m.group(1) == ".gz", "application/xml")
 
 
+def h_sitemap_self(req, m):
+    """A sitemapindex naming itself (this very URL) ?n= times, then a urlset of ?urls= URLs once."""
+    count = req.num("n", 1, hi=1_000_000)
+    own = ("%s%s" % (BASE_URL, req.target)).replace("&", "&amp;")
+    entry = "<sitemap><loc>%s</loc></sitemap>\n" % own
+    tail = "<sitemap><loc>%s/sitemap/urls.xml?n=%d</loc></sitemap>\n</sitemapindex>\n" % (
+        BASE_URL,
+        req.num("urls", 3, hi=1000),
+    )
+    pieces = [('<?xml version="1.0" encoding="UTF-8"?>\n<sitemapindex xmlns="%s">\n' % SITEMAP_NS).encode()]
+    pieces += [(entry * 256).encode()] * (count // 256) + [(entry * (count % 256) + tail).encode()]
+    _send_document(req, pieces, False, "application/xml")
+
+
+def h_sitemap_attributes(req, m):
+    """A urlset whose root element has ?n= attributes, then one URL."""
+    attributes = b"".join(b'a%d="" ' % i for i in range(req.num("n", 10, hi=10_000_000)))
+    body = b'<?xml version="1.0"?>\n<urlset xmlns="%s" %s>' % (SITEMAP_NS.encode(), attributes)
+    req.respond(200, body + b"<url><loc>%s/page/0</loc></url></urlset>\n" % BASE_URL.encode(), ctype="application/xml")
+
+
 BILLION_LAUGHS = (
     '<?xml version="1.0"?>\n<!DOCTYPE urlset [\n<!ENTITY lol "lol">\n'
     + "".join('<!ENTITY lol%d "%s">\n' % (i, ("&lol%s;" % ("" if i == 1 else i - 1)) * 10) for i in range(1, 10))
@@ -721,10 +744,13 @@ def h_sitemap_gzip_bomb(req, m):
 
 def h_links(req, m):
     """A page of ?n= links: a[href], link[href], img[src] and script[src], relative to a <base>, with fragments,
-    repeats, a link to another origin and a mailto: among them. Link i is /page/<i>."""
+    repeats, a link to another origin and a mailto: among them. Link i is /page/<i>. ?script= puts an inline
+    script of about that many bytes before them."""
     count = req.num("n", 10, hi=100_000)
+    script = req.num("script", 0, hi=10_000_000)  # ?script=: an inline script that long in the head
     head = [
         "<!doctype html><html><head><title>links</title>",
+        "<script>%s</script>" % ("var a = b < c;\n" * (script // 15)) if script else "",
         '<base href="%s/page/">' % BASE_URL,
         '<link rel="stylesheet" href="0">',
         "</head><body>",
@@ -742,6 +768,11 @@ def h_links(req, m):
             body.append('<p><a href="%d#part">link %d</a> <a href="/page/%d">again</a></p>' % (i, i, i))
     html = "\n".join(head + body + ["</body></html>\n"]).encode()
     req.respond(200, html, ctype="text/html; charset=utf-8")
+
+
+def h_open_tag(req, m):
+    """A page that ends inside one start tag: `<a ` then ?n= attributes `b=c ` and no `>`."""
+    req.respond(200, b"<html><body><a " + b"b=c " * req.num("n", 1000, hi=10_000_000), ctype="text/html")
 
 
 ROUTES = [
@@ -780,9 +811,12 @@ ROUTES = [
         (r"/sitemap/urls\.xml(\.gz)?", h_sitemap_urls),
         (r"/sitemap/index\.xml(\.gz)?", h_sitemap_index),
         (r"/sitemap/turns/(\w+)\.xml", h_sitemap_turns),
+        (r"/sitemap/self\.xml", h_sitemap_self),
+        (r"/sitemap/attributes\.xml", h_sitemap_attributes),
         (r"/sitemap/(bomb|external-entity)\.xml", h_sitemap_bomb),
         (r"/sitemap/gzip-bomb\.xml\.gz", h_sitemap_gzip_bomb),
         (r"/links", h_links),
+        (r"/open-tag", h_open_tag),
         (r"/page/.*", h_ok),
     ]
 ]

@@ -196,8 +196,9 @@ class Scheduler:
                     self._release(list_id, batch_id)
                 self.store.note_skipped(list_id, now, "its previous run was still starting (reading its source)")
             elif not free:
-                log.info("watch list %s: scheduled run skipped, its previous run is still going", list_id)
-                self.store.note_skipped(list_id, now, "its previous run was still going")
+                was = "starting (reading its source)" if self._starting(list_id) else "going"
+                log.info("watch list %s: scheduled run skipped, its previous run is still %s", list_id, was)
+                self.store.note_skipped(list_id, now, f"its previous run was still {was}")
             elif record.source is not None:
                 # Reading a source may take GREENBATCH_SOURCE_TIMEOUT: the other lists' slots must not wait for it.
                 self._reads.spawn(self._run_slot, record, slot, now, batch_id)
@@ -265,8 +266,10 @@ class Scheduler:
                 if going and batch_id is not None:
                     self._release(record.id, claimed)
                 why = "scheduled run skipped" if scheduled else "not started"
-                log.info("watch list %s: %s, its previous run is still going", record.id, why)
-                return RunOutcome(None, "overlap", "its previous run is still going")
+                # Another process holds the claim while it reads the list's source: its run is not stored yet.
+                still = "going" if going or not self._starting(record.id) else "starting (reading its source)"
+                log.info("watch list %s: %s, its previous run is still %s", record.id, why, still)
+                return RunOutcome(None, "overlap", f"its previous run is still {still}")
             try:
                 options = BatchOptions.parse(self.run_options(record), self.config)
             except ValidationError as exc:  # a limit lowered since the list was saved
@@ -342,6 +345,13 @@ class Scheduler:
         if record.consecutive_failures is not None:
             options["consecutive_failures"] = record.consecutive_failures
         return options
+
+    def _starting(self, list_id: str) -> bool:
+        """Whether the list's claimed run is not stored yet: a process is reading its source (or died doing so,
+        until the claim's grace ends)."""
+        record = self.store.get_list(list_id)
+        running = record.running_batch if record is not None else None
+        return running is not None and self.store.get_batch(running) is None
 
     def _going(self, batch_id: str) -> bool:
         """Whether a run has not ended yet."""

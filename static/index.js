@@ -696,6 +696,7 @@ const sources = new SourcePicker(form, {
   previewUrl: config.apiPreview,
   onChange: () => updateStart(),
   onRefused: (error) => showSubmitErrors(error, () => null),
+  clearErrors: () => clearErrors(),
 });
 
 // Start waits for a preview of what the fields say now (a source can hold a million URLs).

@@ -240,7 +240,13 @@ if (config.page === 'lists') {
   form.addEventListener('submit', saveList);
   if (!form.dataset.fromBatch) {
     sources = new SourcePicker(form, {
-      urlsBox: byId('list-urls-box'), previewUrl: config.apiPreview, onRefused: (error) => showRefusal(form, error),
+      urlsBox: byId('list-urls-box'),
+      previewUrl: config.apiPreview,
+      onRefused: (error) => showRefusal(form, error),
+      clearErrors: () => {
+        clearFieldErrors(form);
+        showError(byId('list-error'), null);
+      },
     });
   }
   byId('lists-more').addEventListener('click', () => {

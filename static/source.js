@@ -44,14 +44,16 @@ function previewLine(data, source, takeFirst) {
 }
 
 // The source tabs and box of `form`: `urlsBox` is shown for a URL list, the source box for the others.
-// `onChange()` runs when the type or the preview changes; `onRefused(error)` when the server refuses a preview.
+// `onChange()` runs when the type or the preview changes; `onRefused(error)` when the server refuses a preview;
+// `clearErrors()` (the form's field errors by default) when the type changes or a preview starts.
 export class SourcePicker {
-  constructor(form, { urlsBox, previewUrl, onChange = () => {}, onRefused = () => {} }) {
+  constructor(form, { urlsBox, previewUrl, onChange = () => {}, onRefused = () => {}, clearErrors = null }) {
     this.form = form;
     this.urlsBox = urlsBox;
     this.previewUrl = previewUrl;
     this.onChange = onChange;
     this.onRefused = onRefused;
+    this.clearErrors = clearErrors || (() => clearFieldErrors(form));
     this.type = 'list';
     this.previewedAs = null; // the source (as JSON) the shown preview is of
     this.takeFirst = null; // source.max_urls once the user chose to take the first N of a source over the limit
@@ -100,7 +102,7 @@ export class SourcePicker {
     byId('same-origin-row').hidden = type !== 'page_links';
     setText(byId('source-url-label'), type === 'sitemap' ? 'Sitemap URL' : 'Page URL');
     this.url.placeholder = type === 'sitemap' ? 'https://example.com/sitemap.xml' : 'https://example.com/';
-    clearFieldErrors(this.form);
+    this.clearErrors();
     this.reset();
   }
 
@@ -113,7 +115,7 @@ export class SourcePicker {
   }
 
   async read() {
-    clearFieldErrors(this.form);
+    this.clearErrors();
     this.takeFirst = null;
     if (!this.hasUrl()) return;
     const source = this.current();

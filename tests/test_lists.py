@@ -273,6 +273,21 @@ def test_a_source_slow_to_read_does_not_hold_back_the_other_lists_runs(server, t
         assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
 
 
+def test_a_run_now_while_the_lists_source_is_being_read_is_refused_at_once_as_starting(server, target):
+    slow = create(server, source={"type": "sitemap", "url": target.url("/delay/1600")})
+    before = target.hits().get("/delay/1600", 0)
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(server.request, "POST", f"/api/v1/lists/{slow['id']}/run")
+        wait_until(lambda: target.hits().get("/delay/1600", 0) > before, 5, "the first run now reading the source")
+        asked = time.monotonic()
+        refused = server.request("POST", f"/api/v1/lists/{slow['id']}/run")
+        waited = time.monotonic() - asked
+        assert refused.status_code == 409 and error_of(refused)["code"] == "still_running"
+        assert error_of(refused)["message"].endswith("its previous run is still starting (reading its source)")
+        assert waited < 1, f"answered after {waited:.1f} s: it waited for the source"
+        assert reading.result().status_code == 409  # /delay is no sitemap
+
+
 def test_a_list_saved_from_a_batch_of_a_sitemap_keeps_its_source(server, target):
     source = {"type": "sitemap", "url": target.url("/sitemap/urls.xml?n=3"), "include": "/page/[12]$"}
     response = server.request("POST", "/api/v1/batches", json={"source": source})

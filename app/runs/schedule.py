@@ -114,6 +114,11 @@ class Schedule:
         return self.first_after(max(slot, now))
 
 
+def _starting_text(record: ListRecord) -> str:
+    """How a run of the list that is not stored yet is said: a list of a source is reading it."""
+    return "starting (reading its source)" if record.source is not None else "starting"
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     """What starting a list's run did: the batch it started, or why it started none."""
@@ -194,9 +199,9 @@ class Scheduler:
             if starting is not None and starting.locked():  # never a queue of slots behind a slow source
                 if free:
                     self._release(list_id, batch_id)
-                self.store.note_skipped(list_id, now, "its previous run was still starting (reading its source)")
+                self.store.note_skipped(list_id, now, f"its previous run was still {_starting_text(record)}")
             elif not free:
-                was = "starting (reading its source)" if self._starting(list_id) else "going"
+                was = _starting_text(record) if self._starting(list_id) else "going"
                 log.info("watch list %s: scheduled run skipped, its previous run is still %s", list_id, was)
                 self.store.note_skipped(list_id, now, f"its previous run was still {was}")
             elif record.source is not None:
@@ -255,6 +260,11 @@ class Scheduler:
 
         A scheduled run comes with its batch_id claimed (claim_slot_run); a run now claims one here."""
         lock = self._locks.setdefault(record.id, Semaphore())
+        if batch_id is None and lock.locked():
+            # A run of this process is starting (a source may take GREENBATCH_SOURCE_TIMEOUT to read): run now
+            # answers at once, as when another process holds the claim. A scheduled run has a claim to release.
+            log.info("watch list %s: not started, its previous run is still starting", record.id)
+            return RunOutcome(None, "overlap", f"its previous run is still {_starting_text(record)}")
         with lock:
             previous = self.store.list_runs(record.id, 1)
             parent = previous[0] if previous else None
@@ -267,7 +277,7 @@ class Scheduler:
                     self._release(record.id, claimed)
                 why = "scheduled run skipped" if scheduled else "not started"
                 # Another process holds the claim while it reads the list's source: its run is not stored yet.
-                still = "going" if going or not self._starting(record.id) else "starting (reading its source)"
+                still = "going" if going or not self._starting(record.id) else _starting_text(record)
                 log.info("watch list %s: %s, its previous run is still %s", record.id, why, still)
                 return RunOutcome(None, "overlap", f"its previous run is still {still}")
             try:

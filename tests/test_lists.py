@@ -14,6 +14,7 @@ import pytest
 from app.core.clock import now_iso
 from app.core.config import Config
 from app.core.options import ValidationError
+from app.core.results import FINAL_STATUSES
 from app.runs import schedule
 from app.runs.diff import KINDS
 from app.runs.events import Event
@@ -743,9 +744,17 @@ def test_in_cluster_mode_a_scheduled_list_of_a_sitemap_keeps_each_urls_lastmod_i
     wait_until(lambda: web_b.request("GET", f"/api/v1/lists/{watched['id']}").json()["runs_started"] >= 3, 10, "3 runs")
     paused = web_b.request("PATCH", f"/api/v1/lists/{watched['id']}", json={"paused": True})
     assert paused.status_code == 200, paused.text
-    runs = runs_of(web_a, watched["id"])["runs"]
-    assert len(runs) == 2 and runs[0]["parent_id"] == runs[1]["id"], "keep_runs: the two last runs"
-    newest = web_a.wait(runs[0]["id"])
+
+    def settled():
+        """The list's runs once the last one started has ended (and the runs beyond keep_runs are deleted)."""
+        started = web_b.request("GET", f"/api/v1/lists/{watched['id']}").json()["runs_started"]
+        runs = runs_of(web_a, watched["id"])["runs"]
+        last = runs[0]["name"].endswith(f" #{started}") and runs[0]["status"] in FINAL_STATUSES
+        return runs if last and len(runs) == 2 else None
+
+    runs = wait_until(settled, 10, "the last run ended and keep_runs held")
+    assert runs[0]["parent_id"] == runs[1]["id"], "keep_runs: the two last runs"
+    newest = runs[0]
     results = web_b.request("GET", f"/api/v1/batches/{newest['id']}/results").json()["results"]
     assert [result["meta"] for result in results] == [{"lastmod": f"2026-11-0{n}"} for n in (1, 2, 3)]
 
@@ -755,11 +764,11 @@ def test_in_cluster_mode_a_scheduled_list_of_a_sitemap_keeps_each_urls_lastmod_i
         return found if found and found["batch_id"] == newest["id"] and found["status"] == "sent" else None
 
     wait_until(last_delivery, 10, "the newest run's delivery, sent, shown with the list")
-    [payload] = [
+    payload = next(
         payload
         for payload in (verified(request, SECRET) for request in receiver.received(path))
         if payload["batch_id"] == newest["id"]
-    ]
+    )
     assert payload["list_id"] == watched["id"]
     assert {kind: n for kind, n in payload["diff_summary"].items() if n} == {"unchanged": 3}
 

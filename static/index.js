@@ -3,6 +3,7 @@ import {
   FINAL_STATUSES, LiveSocket, api, badgeClass, byId, doneOf, fmtBytes, fmtClock, fmtInt, fmtMs, fmtRate, h,
   liveModeFor, paintBar, perFrame, setText, showLiveMode, sleep, withId, withQuery,
 } from './common.js';
+import { SOURCE_TIMEOUT_MS, SourcePicker, clearFieldErrors, fieldError as errorBeside } from './source.js';
 
 const config = byId('page').dataset;
 
@@ -588,20 +589,11 @@ const uploadBar = byId('upload-bar');
 const uploadNote = byId('upload-note');
 
 function fieldError(field, message) {
-  const node = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`);
-  if (!node) return false;
-  node.textContent = message;
-  node.hidden = false;
-  const section = node.closest('details');
-  if (section) section.open = true; // an error in the Advanced section must not stay folded away
-  const input = node.parentElement.querySelector('input, select, textarea');
-  if (input) input.setAttribute('aria-invalid', 'true');
-  return true;
+  return errorBeside(form, field, message);
 }
 
 function clearErrors() {
-  for (const node of form.querySelectorAll('[data-error-for]')) node.hidden = true;
-  for (const node of form.querySelectorAll('[aria-invalid]')) node.removeAttribute('aria-invalid');
+  clearFieldErrors(form);
   formError.hidden = true;
 }
 
@@ -699,125 +691,22 @@ function idle() {
 
 // ---- sources: a sitemap or the links on a page, previewed before anything starts -------------------
 
-const SOURCE_TIMEOUT_MS = 120000; // the server gives up on a source after GREENBATCH_SOURCE_TIMEOUT (60 s by default)
-const sourceBox = byId('source-box');
-const listBox = byId('list-box');
-const sourceUrl = byId('source-url');
-const previewButton = byId('preview');
-const previewNote = byId('preview-note');
-const previewBox = byId('preview-box');
-const previewCounts = byId('preview-counts');
-const previewLimit = byId('preview-limit');
-const previewUrls = byId('preview-urls');
-const takeFirstButton = byId('take-first');
-let sourceType = 'list';
-let previewed = null; // the source (as JSON) the shown preview is of: Start sends exactly that one
-let takeFirst = null; // source.max_urls once the user chose to take the first N of a source over the limit
-
-function currentSource() {
-  const source = { type: sourceType, url: sourceUrl.value.trim() };
-  const include = byId('source-include').value.trim();
-  const exclude = byId('source-exclude').value.trim();
-  if (include) source.include = include;
-  if (exclude) source.exclude = exclude;
-  if (sourceType === 'page_links') source.same_origin = byId('source-same-origin').checked;
-  if (takeFirst) source.max_urls = takeFirst;
-  return source;
-}
+const sources = new SourcePicker(form, {
+  urlsBox: byId('list-box'),
+  previewUrl: config.apiPreview,
+  onChange: () => updateStart(),
+  onRefused: (error) => showSubmitErrors(error, () => null),
+  clearErrors: () => clearErrors(),
+});
 
 // Start waits for a preview of what the fields say now (a source can hold a million URLs).
 function updateStart() {
-  if (submitButton.textContent === 'Start batch') submitButton.disabled = sourceType !== 'list' && previewed === null;
+  if (submitButton.textContent === 'Start batch') submitButton.disabled = sources.type !== 'list' && !sources.previewed;
 }
-
-function resetPreview() {
-  previewed = null;
-  takeFirst = null;
-  previewBox.hidden = true;
-  setText(previewNote, 'Preview reads the source and shows what it found; nothing starts.');
-  updateStart();
-}
-
-function setSourceType(type) {
-  sourceType = type;
-  listBox.hidden = type !== 'list';
-  sourceBox.hidden = type === 'list';
-  byId('same-origin-row').hidden = type !== 'page_links';
-  setText(byId('source-url-label'), type === 'sitemap' ? 'Sitemap URL' : 'Page URL');
-  sourceUrl.placeholder = type === 'sitemap' ? 'https://example.com/sitemap.xml' : 'https://example.com/';
-  clearErrors();
-  resetPreview();
-}
-
-for (const radio of form.querySelectorAll('input[name="source-type"]')) {
-  radio.addEventListener('change', () => setSourceType(radio.value));
-}
-for (const id of ['source-url', 'source-include', 'source-exclude', 'source-same-origin']) {
-  byId(id).addEventListener('input', resetPreview);
-}
-
-function previewLine(data, source) {
-  const c = data.counts;
-  const read = source.type === 'sitemap'
-    ? `${fmtInt(c.sitemaps_read)} sitemap${c.sitemaps_read === 1 ? '' : 's'} read` : 'page read';
-  const parts = [read, `${fmtInt(c.found)} URLs found`, `${fmtInt(c.unique)} unique`, `${fmtInt(c.excluded)} excluded`];
-  if (c.invalid) parts.push(`${fmtInt(c.invalid)} not fetchable`);
-  const take = takeFirst ? Math.min(takeFirst, c.kept) : data.would_take;
-  return `${parts.join(' · ')} → ${data.complete || takeFirst ? '' : 'more than '}${fmtInt(take)} to fetch`;
-}
-
-function showPreview(data, source) {
-  setText(previewCounts, previewLine(data, source));
-  previewUrls.replaceChildren(...data.urls.map((u) => h('li', {},
-    h('span', { class: 'url' }, u.url),
-    u.meta && u.meta.lastmod ? h('span', { class: 'hint' }, ` lastmod ${u.meta.lastmod}`) : null)));
-  previewLimit.hidden = !data.over_limit;
-  if (data.over_limit) {
-    setText(byId('preview-limit-text'),
-      `More URLs than a batch may hold: this server takes at most ${fmtInt(data.max_urls)} (GREENBATCH_MAX_URLS).`);
-    setText(takeFirstButton, `Take the first ${fmtInt(data.max_urls)}`);
-    takeFirstButton.onclick = () => {
-      takeFirst = data.max_urls;
-      previewed = JSON.stringify(currentSource());
-      previewLimit.hidden = true;
-      setText(previewCounts, previewLine(data, currentSource()));
-      updateStart();
-    };
-  }
-  previewBox.hidden = false;
-  const shown = data.urls.length;
-  setText(previewNote, shown < data.counts.kept ? `The first ${shown} are listed below.` : '');
-  previewed = data.over_limit ? null : JSON.stringify(source);
-  updateStart();
-}
-
-previewButton.addEventListener('click', async () => {
-  clearErrors();
-  takeFirst = null;
-  const source = currentSource();
-  if (!source.url) {
-    fieldError('source.url', `Give the URL of ${sourceType === 'sitemap' ? 'a sitemap' : 'a page'}.`);
-    sourceUrl.focus();
-    return;
-  }
-  previewButton.disabled = true;
-  previewBox.hidden = true;
-  setText(previewNote, 'Reading…');
-  const result = await api(config.apiPreview, { method: 'POST', body: { source }, timeout: SOURCE_TIMEOUT_MS });
-  previewButton.disabled = false;
-  if (!result.ok) {
-    setText(previewNote, '');
-    previewed = null;
-    updateStart();
-    showSubmitErrors(result.error, () => null);
-    return;
-  }
-  showPreview(result.data, source);
-});
 
 async function submitSource() {
-  const source = currentSource();
-  if (previewed !== JSON.stringify(source)) {
+  const source = sources.current();
+  if (!sources.previewed) {
     showFormError('Preview the source first: the batch takes what the preview shows.');
     return;
   }
@@ -837,7 +726,7 @@ async function submitSource() {
 form.addEventListener('submit', async (event) => {
   event.preventDefault();
   clearErrors();
-  if (sourceType !== 'list') {
+  if (sources.type !== 'list') {
     await submitSource();
     return;
   }

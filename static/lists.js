@@ -1,6 +1,7 @@
 // The watch lists' pages: /lists (a form for a new list, and every list with its last verdict, failures per run
 // as a small inline SVG, and its next run) and /lists/<id> (its runs, each with what changed from the run before).
 import { FINAL_STATUSES, api, badgeClass, byId, fmtClock, fmtInt, h, setText, svg, withId, withQuery } from './common.js';
+import { SourcePicker, clearFieldErrors, placeFieldErrors } from './source.js';
 
 const config = byId('page').dataset;
 const REFRESH_MS = 5000;
@@ -122,9 +123,26 @@ async function refreshLists() {
     : [h('tr', { class: 'empty' }, h('td', { colspan: 6, text: 'No watch lists yet: save one above, or from any batch page.' }))]));
 }
 
+// The new list's URLs: a URL list, or a sitemap or page read at each run (none when it is saved from a batch).
+let sources = null;
+
+// A refused list: each field's problem beside it (a schedule's, beside the schedule); above Save, the whole
+// message when some problem has no field on the form, else a pointer to the marked fields.
+function showRefusal(form, error) {
+  const details = (Array.isArray(error.details) ? error.details : []).map((detail) => ({
+    ...detail, field: String(detail.field || '').startsWith('schedule.') ? 'schedule' : detail.field,
+  }));
+  const unplaced = placeFieldErrors(form, { ...error, details });
+  const placed = details.length - unplaced.length;
+  showError(byId('list-error'), placed && !unplaced.length
+    ? { message: `The watch list was not saved: see the field${placed === 1 ? '' : 's'} marked above.` } : error);
+}
+
 async function saveList(event) {
   event.preventDefault();
   const form = byId('list-form');
+  clearFieldErrors(form);
+  showError(byId('list-error'), null);
   const kind = byId('list-schedule-kind').value;
   const body = {
     schedule: { [kind]: byId('list-schedule').value.trim() },
@@ -133,13 +151,16 @@ async function saveList(event) {
   const name = byId('list-name').value.trim();
   if (name) body.name = name;
   if (form.dataset.fromBatch) body.from_batch = form.dataset.fromBatch;
-  else body.urls = byId('list-urls').value.split('\n').map((line) => line.trim()).filter((line) => line && !line.startsWith('#'));
+  else if (sources.type !== 'list') {
+    if (!sources.hasUrl()) return;
+    body.source = sources.current();
+  } else body.urls = byId('list-urls').value.split('\n').map((line) => line.trim()).filter((line) => line && !line.startsWith('#'));
   const button = byId('list-save');
   button.disabled = true;
   const { ok, data, error } = await api(config.apiLists, { method: 'POST', body });
   button.disabled = false;
-  showError(byId('list-error'), ok ? null : error);
   if (ok) window.location.assign(withId(config.listPage, data.id));
+  else showRefusal(form, error);
 }
 
 // ---- /lists/<id> -------------------------------------------------------------------------------
@@ -157,11 +178,12 @@ function changedText(summary, run) {
 function runRow(run) {
   return h('tr', { class: 'run-row', dataset: { batchId: run.id } },
     h('td', { class: 'col-name' }, h('a', { class: 'batch-link', href: withId(config.batchPage, run.id), text: run.name })),
-    h('td', {}, h('span', { class: badgeClass(run.status), text: run.status })),
+    h('td', { class: 'run-extra' }, h('span', { class: badgeClass(run.status), text: run.status })),
     h('td', {}, run.verdict ? verdictBadge(run) : h('span', { class: 'hint', text: '–' })),
-    h('td', { class: 'num', text: fmtInt(run.counts.failed || 0) }),
+    h('td', { class: 'num run-extra run-urls', text: fmtInt(run.counts.total || 0) }), // a source's: read at each run
+    h('td', { class: 'num run-extra', text: fmtInt(run.counts.failed || 0) }),
     h('td', {}, changedText(run.diff_summary, run)),
-    h('td', { class: 'num', text: fmtClock(run.created_at) }),
+    h('td', { class: 'num run-extra', text: fmtClock(run.created_at) }),
   );
 }
 
@@ -198,7 +220,7 @@ async function refreshList() {
   timer = setTimeout(refreshList, going ? LIVE_REFRESH_MS : REFRESH_MS);
   if (!runs.ok) return;
   byId('run-rows').replaceChildren(...(runs.data.runs.length ? runs.data.runs.map(runRow)
-    : [h('tr', { class: 'empty' }, h('td', { colspan: 6, text: 'No runs yet: the first comes at its schedule, or run it now.' }))]));
+    : [h('tr', { class: 'empty' }, h('td', { colspan: 7, text: 'No runs yet: the first comes at its schedule, or run it now.' }))]));
 }
 
 // The last action's refusal (a run not started, and why) stays shown until the next action.
@@ -214,7 +236,19 @@ async function act(request) {
 // ---- start -------------------------------------------------------------------------------------
 
 if (config.page === 'lists') {
-  byId('list-form').addEventListener('submit', saveList);
+  const form = byId('list-form');
+  form.addEventListener('submit', saveList);
+  if (!form.dataset.fromBatch) {
+    sources = new SourcePicker(form, {
+      urlsBox: byId('list-urls-box'),
+      previewUrl: config.apiPreview,
+      onRefused: (error) => showRefusal(form, error),
+      clearErrors: () => {
+        clearFieldErrors(form);
+        showError(byId('list-error'), null);
+      },
+    });
+  }
   byId('lists-more').addEventListener('click', () => {
     wanted += LISTS_PAGE;
     refreshLists();

@@ -25,10 +25,10 @@ def server(tmp_path_factory, target_env):
     instance.stop()
 
 
-def shot(tab, name: str) -> None:
-    """A full-page screenshot in test-artifacts/, named for the screen width."""
+def shot(tab, name: str, full_page: bool = True) -> None:
+    """A screenshot (of the whole page, or of the screen) in test-artifacts/, named for the screen width."""
     ARTIFACTS.mkdir(exist_ok=True)
-    tab.screenshot(path=str(ARTIFACTS / f"lists-{name}-{tab.viewport_size['width']}.png"), full_page=True)
+    tab.screenshot(path=str(ARTIFACTS / f"lists-{name}-{tab.viewport_size['width']}.png"), full_page=full_page)
 
 
 def fits(tab) -> None:
@@ -153,3 +153,62 @@ def test_the_lists_page_shows_50_lists_and_more_when_asked(server, target, page)
     expect(page.locator(".list-row")).to_have_count(max(have, 53))
     expect(page.locator("#lists-more")).to_be_hidden()
     expect(page.locator("#lists-note")).to_have_text(f"{max(have, 53)} lists")
+
+
+def test_a_list_made_on_the_form_from_a_sitemap_runs_the_urls_it_reads(server, target, page):
+    sitemap = target.url("/sitemap/urls.xml?n=7")
+    page.goto(server.url("/lists"))
+    page.get_by_label("From sitemap").check()
+    expect(page.locator("#list-urls")).to_be_hidden()
+    page.fill("#source-url", sitemap)
+    page.fill("#source-exclude", "/page/6$")
+    page.click("#preview")  # optional for a list: each run reads the source again
+    expect(page.locator("#preview-counts")).to_have_text(
+        "1 sitemap read · 7 URLs found · 7 unique · 1 excluded → 6 to fetch"
+    )
+    page.fill("#list-name", "sitemap pages")
+    shot(page, "form-sitemap", full_page=False)
+    fits(page)
+    page.click("#list-save")
+    expect(page.locator("#list-title")).to_have_text("sitemap pages")
+    expect(page.locator("#list-meta")).to_contain_text(f"sitemap {sitemap}")
+    page.click("#run-now")
+    run = page.locator(".run-row").first
+    expect(run.locator(".batch-link")).to_have_text("sitemap pages #1")
+    expect(run.locator(".badge")).to_have_text("done", timeout=15_000)
+    expect(run.locator(".run-urls")).to_have_text("6")
+    shot(page, "form-sitemap-run")
+    list_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    watched = server.request("GET", f"/api/v1/lists/{list_id}").json()
+    assert (watched["source"]["type"], watched["source"]["url"], watched["source"]["exclude"]) == (
+        "sitemap",
+        sitemap,
+        "/page/6$",
+    )
+
+
+def test_on_a_phone_a_sources_bad_include_and_denied_url_are_shown_beside_their_fields(server, target, phone):
+    before = len(server.request("GET", "/api/v1/lists", params={"limit": 200}).json()["lists"])
+    phone.goto(server.url("/lists"))
+    phone.get_by_label("Links on this page").check()
+    expect(phone.locator("#source-same-origin")).to_be_checked()
+    phone.click("#list-save")
+    expect(phone.locator("[data-error-for='source.url']")).to_have_text("Give the URL of a page.")
+    phone.fill("#source-url", target.url("/links?n=3"))
+    phone.fill("#source-include", "/page/([")
+    phone.click("#list-save")
+    include = phone.locator("[data-error-for='source.include']")
+    expect(include).to_be_visible()
+    expect(include).to_contain_text("is not a regular expression RE2 accepts")
+    expect(phone.locator("#source-include")).to_have_attribute("aria-invalid", "true")
+    expect(phone.locator("[data-error-for='source.url']")).to_be_hidden()
+    expect(phone.locator("#list-error")).to_have_text("The watch list was not saved: see the field marked above.")
+    shot(phone, "form-bad-include", full_page=False)  # the form: the lists below may be many
+    fits(phone)
+
+    phone.fill("#source-include", "")
+    phone.fill("#source-url", "http://10.1.2.3/")
+    phone.click("#list-save")
+    expect(phone.locator("[data-error-for='source.url']")).to_contain_text("10.1.2.3")
+    expect(phone.locator("[data-error-for='source.include']")).to_be_hidden()
+    assert len(server.request("GET", "/api/v1/lists", params={"limit": 200}).json()["lists"]) == before

@@ -14,6 +14,7 @@ import pytest
 from app.core.clock import now_iso
 from app.core.config import Config
 from app.core.options import ValidationError
+from app.core.results import FINAL_STATUSES
 from app.runs import schedule
 from app.runs.diff import KINDS
 from app.runs.events import Event
@@ -295,6 +296,21 @@ def test_a_scheduled_run_waits_for_a_source_read_slot_rather_than_being_skipped(
     skipped = server.request("GET", f"/api/v1/lists/{watched['id']}").json()["skipped"]
     assert "GREENBATCH_SOURCE_MAX_READS" not in (skipped["last_reason"] or "")
     assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
+
+
+def test_a_run_now_while_the_lists_source_is_being_read_is_refused_at_once_as_starting(server, target):
+    slow = create(server, source={"type": "sitemap", "url": target.url("/delay/1600")})
+    before = target.hits().get("/delay/1600", 0)
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(server.request, "POST", f"/api/v1/lists/{slow['id']}/run")
+        wait_until(lambda: target.hits().get("/delay/1600", 0) > before, 5, "the first run now reading the source")
+        asked = time.monotonic()
+        refused = server.request("POST", f"/api/v1/lists/{slow['id']}/run")
+        waited = time.monotonic() - asked
+        assert refused.status_code == 409 and error_of(refused)["code"] == "still_running"
+        assert error_of(refused)["message"].endswith("its previous run is still starting (reading its source)")
+        assert waited < 1, f"answered after {waited:.1f} s: it waited for the source"
+        assert reading.result().status_code == 409  # /delay is no sitemap
 
 
 def test_a_list_saved_from_a_batch_of_a_sitemap_keeps_its_source(server, target):
@@ -678,33 +694,118 @@ def test_a_sqlite_file_of_an_earlier_version_gets_the_lists_source_columns(tmp_p
 # -- cluster mode ------------------------------------------------------------------------------
 
 
-def test_in_cluster_mode_two_web_processes_run_each_slot_once(tmp_path, postgres, redis_server, target_env, target):
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, postgres, redis_server, target, receiver):
+    """Two web processes and a worker on one PostgreSQL and Redis, whose lists may run every second, allowed to
+    reach the target and the receiver."""
     for module in ("psycopg", "redis", "dramatiq"):
         pytest.importorskip(module)
     from tests.support.cluster import Cluster
 
-    cluster = Cluster(tmp_path, postgres.new_database(), redis_server.url, {**target_env, **FAST})
+    env = {"GREENBATCH_ALLOW_TARGETS": f"127.0.0.1:{target.port},127.0.0.1:{receiver.port}", **FAST}
+    instance = Cluster(tmp_path_factory.mktemp("cluster"), postgres.new_database(), redis_server.url, env)
     try:
-        web_a, web_b = cluster.start_web(), cluster.start_web()
-        cluster.start_worker(threads=2)
-        watched = create(web_a, urls=[target.url("/ok")], schedule={"every": "1s"}, keep_runs=5)
-        created = time.time()
-        runs = wait_until(
-            lambda: found if len(found := runs_of(web_b, watched["id"])["runs"]) >= 2 else None,
-            8,
-            "two scheduled runs",
-        )
-        elapsed = time.time() - created
-        started = web_a.request("GET", f"/api/v1/lists/{watched['id']}").json()["runs_started"]
-        assert started <= elapsed + 1, f"{started} runs in {elapsed:.1f} s: a slot ran on both web processes"
-        names = [run["name"] for run in runs]
-        assert len(set(names)) == len(names), names
-        assert [run["parent_id"] for run in runs[:-1]] == [run["id"] for run in runs[1:]], (
-            "each run's base: the one before"
-        )
-        slow = create(web_a, urls=[target.url("/delay/1500")])
-        with ThreadPoolExecutor(2) as pool:
-            answers = list(pool.map(lambda web: web.request("POST", f"/api/v1/lists/{slow['id']}/run"), (web_a, web_b)))
-        assert sorted(answer.status_code for answer in answers) == [201, 409], "run now on two processes at once"
+        instance.start_web()
+        instance.start_web()
+        instance.start_worker(threads=2)
+        yield instance
     finally:
-        cluster.stop()
+        instance.stop()
+
+
+def test_in_cluster_mode_two_web_processes_run_each_slot_once(cluster, target):
+    web_a, web_b = cluster.webs
+    watched = create(web_a, urls=[target.url("/ok")], schedule={"every": "1s"}, keep_runs=5)
+    created = time.time()
+    runs = wait_until(
+        lambda: found if len(found := runs_of(web_b, watched["id"])["runs"]) >= 2 else None,
+        8,
+        "two scheduled runs",
+    )
+    elapsed = time.time() - created
+    started = web_a.request("GET", f"/api/v1/lists/{watched['id']}").json()["runs_started"]
+    assert started <= elapsed + 1, f"{started} runs in {elapsed:.1f} s: a slot ran on both web processes"
+    names = [run["name"] for run in runs]
+    assert len(set(names)) == len(names), names
+    assert [run["parent_id"] for run in runs[:-1]] == [run["id"] for run in runs[1:]], "each run's base: the one before"
+    assert web_a.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
+    slow = create(web_a, urls=[target.url("/delay/1500")])
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda web: web.request("POST", f"/api/v1/lists/{slow['id']}/run"), (web_a, web_b)))
+    assert sorted(answer.status_code for answer in answers) == [201, 409], "run now on two processes at once"
+
+
+def test_in_cluster_mode_a_list_of_a_sitemap_reads_it_at_each_run_on_either_web_process(cluster, target):
+    web_a, web_b = cluster.webs
+    tag = uuid.uuid4().hex[:8]
+    # The sitemap lists pages 0-2 at run 1, pages 1-4 at run 2, and answers 500 at run 3.
+    sitemap = target.url(f"/sitemap/turns/{tag}.xml?turns=0:1:2,1:2:3:4,s500")
+    watched = create(web_a, source={"type": "sitemap", "url": sitemap})
+    first, second = run_now(web_b, watched["id"]), run_now(web_a, watched["id"])
+    assert (first["status"], first["counts"]["total"], first["counts"]["ok"]) == ("done", 3, 3)
+    assert (second["counts"]["total"], second["parent_id"], second["source"]) == (4, first["id"], watched["source"])
+    summary = runs_of(web_b, watched["id"])["runs"][0]["diff_summary"]
+    assert {kind: n for kind, n in summary.items() if n} == {"added": 2, "removed": 1, "unchanged": 2}
+
+    refused = web_b.request("POST", f"/api/v1/lists/{watched['id']}/run")
+    assert refused.status_code == 409 and error_of(refused)["code"] == "source_unreadable"
+    skipped = web_a.request("GET", f"/api/v1/lists/{watched['id']}").json()["skipped"]
+    assert skipped["count"] == 1 and "answered 500, not 200" in skipped["last_reason"]
+
+
+def test_in_cluster_mode_a_scheduled_list_of_a_sitemap_keeps_each_urls_lastmod_its_last_runs_and_notifies(
+    cluster, target, receiver
+):
+    web_a, web_b = cluster.webs
+    path = f"/hook/{uuid.uuid4().hex[:8]}"
+    watched = create(
+        web_a,
+        source={"type": "sitemap", "url": target.url("/sitemap/urls.xml?n=3&lastmod=1")},
+        schedule={"every": "1s"},
+        keep_runs=2,
+        notify=[{"type": "webhook", "url": receiver.url(path), "secret": SECRET}],
+    )
+    wait_until(lambda: web_b.request("GET", f"/api/v1/lists/{watched['id']}").json()["runs_started"] >= 3, 10, "3 runs")
+    paused = web_b.request("PATCH", f"/api/v1/lists/{watched['id']}", json={"paused": True})
+    assert paused.status_code == 200, paused.text
+
+    def settled():
+        """The list's runs once the last one started has ended (and the runs beyond keep_runs are deleted)."""
+        started = web_b.request("GET", f"/api/v1/lists/{watched['id']}").json()["runs_started"]
+        runs = runs_of(web_a, watched["id"])["runs"]
+        last = runs[0]["name"].endswith(f" #{started}") and runs[0]["status"] in FINAL_STATUSES
+        return runs if last and len(runs) == 2 else None
+
+    runs = wait_until(settled, 10, "the last run ended and keep_runs held")
+    assert runs[0]["parent_id"] == runs[1]["id"], "keep_runs: the two last runs"
+    newest = runs[0]
+    results = web_b.request("GET", f"/api/v1/batches/{newest['id']}/results").json()["results"]
+    assert [result["meta"] for result in results] == [{"lastmod": f"2026-11-0{n}"} for n in (1, 2, 3)]
+
+    def last_delivery():
+        listed = {one["id"]: one for one in web_a.request("GET", "/api/v1/lists").json()["lists"]}
+        found = listed[watched["id"]]["last_delivery"]
+        return found if found and found["batch_id"] == newest["id"] and found["status"] == "sent" else None
+
+    wait_until(last_delivery, 10, "the newest run's delivery, sent, shown with the list")
+    payload = next(
+        payload
+        for payload in (verified(request, SECRET) for request in receiver.received(path))
+        if payload["batch_id"] == newest["id"]
+    )
+    assert payload["list_id"] == watched["id"]
+    assert {kind: n for kind, n in payload["diff_summary"].items() if n} == {"unchanged": 3}
+
+
+def test_in_cluster_mode_a_run_now_while_another_process_reads_the_lists_source_is_refused_as_starting(cluster, target):
+    web_a, web_b = cluster.webs
+    slow = create(web_a, source={"type": "sitemap", "url": target.url("/delay/2000")})
+    before = target.hits().get("/delay/2000", 0)
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(web_a.request, "POST", f"/api/v1/lists/{slow['id']}/run")
+        wait_until(lambda: target.hits().get("/delay/2000", 0) > before, 5, "web process A reading the source")
+        refused = web_b.request("POST", f"/api/v1/lists/{slow['id']}/run")
+        assert refused.status_code == 409 and error_of(refused)["code"] == "still_running"
+        assert error_of(refused)["message"].endswith("its previous run is still starting (reading its source)")
+        read = reading.result()
+    assert (read.status_code, error_of(read)["code"]) == (409, "not_a_sitemap"), "web A read it, and ran nothing"

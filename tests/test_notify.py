@@ -468,6 +468,22 @@ def test_a_lists_deliveries_are_found_by_its_list_id(store_factory):
     assert [d.batch_id for d in store.list_deliveries("L")] == ["run2", "run1"]
 
 
+def test_the_newest_delivery_of_each_of_many_lists_is_read_in_one_query(store_factory):
+    store = store_factory(flush_interval=0.01)
+    two = [{"type": "slack", "url": "http://a.test/"}, {"type": "webhook", "url": "http://b.test/", "secret": SECRET}]
+    finished(store, "a1", {"notify": two})
+    finished(store, "a2", {"notify": two})
+    finished(store, "b1", {"notify": two[:1]})
+    finished(store, "quiet", {})
+    finished(store, "alone", {"notify": two[:1]})
+    store._transaction(lambda conn: conn.execute("UPDATE batches SET list_id = substr(id, 1, 1) WHERE id <> 'alone'"))
+
+    found = store.last_list_deliveries(["a", "b", "q", "none"])
+    assert {list_id: (d.batch_id, d.target) for list_id, d in found.items()} == {"a": ("a2", 1), "b": ("b1", 0)}
+    assert found["a"] == store.list_deliveries("a", 1)[0], "the same delivery list_deliveries shows first"
+    assert store.last_list_deliveries([]) == {}
+
+
 # -- the sender in this process ----------------------------------------------------------------------
 
 

@@ -114,6 +114,11 @@ class Schedule:
         return self.first_after(max(slot, now))
 
 
+def _starting_text(record: ListRecord) -> str:
+    """How a run of the list that is not stored yet is said: a list of a source is reading it."""
+    return "starting (reading its source)" if record.source is not None else "starting"
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     """What starting a list's run did: the batch it started, or why it started none."""
@@ -195,10 +200,11 @@ class Scheduler:
             if starting is not None and starting.locked():  # never a queue of slots behind a slow source
                 if free:
                     self._release(list_id, batch_id)
-                self.store.note_skipped(list_id, now, "its previous run was still starting (reading its source)")
+                self.store.note_skipped(list_id, now, f"its previous run was still {_starting_text(record)}")
             elif not free:
-                log.info("watch list %s: scheduled run skipped, its previous run is still going", list_id)
-                self.store.note_skipped(list_id, now, "its previous run was still going")
+                was = _starting_text(record) if self._starting(list_id) else "going"
+                log.info("watch list %s: scheduled run skipped, its previous run is still %s", list_id, was)
+                self.store.note_skipped(list_id, now, f"its previous run was still {was}")
             elif record.source is not None:
                 # Reading a source may take GREENBATCH_SOURCE_TIMEOUT: the other lists' slots must not wait for it.
                 self._reads.spawn(self._run_slot, record, slot, now, batch_id)
@@ -255,6 +261,11 @@ class Scheduler:
 
         A scheduled run comes with its batch_id claimed (claim_slot_run); a run now claims one here."""
         lock = self._locks.setdefault(record.id, Semaphore())
+        if batch_id is None and lock.locked():
+            # A run of this process is starting (a source may take GREENBATCH_SOURCE_TIMEOUT to read): run now
+            # answers at once, as when another process holds the claim. A scheduled run has a claim to release.
+            log.info("watch list %s: not started, its previous run is still starting", record.id)
+            return RunOutcome(None, "overlap", f"its previous run is still {_starting_text(record)}")
         with lock:
             previous = self.store.list_runs(record.id, 1)
             parent = previous[0] if previous else None
@@ -266,8 +277,10 @@ class Scheduler:
                 if going and batch_id is not None:
                     self._release(record.id, claimed)
                 why = "scheduled run skipped" if scheduled else "not started"
-                log.info("watch list %s: %s, its previous run is still going", record.id, why)
-                return RunOutcome(None, "overlap", "its previous run is still going")
+                # Another process holds the claim while it reads the list's source: its run is not stored yet.
+                still = "going" if going or not self._starting(record.id) else _starting_text(record)
+                log.info("watch list %s: %s, its previous run is still %s", record.id, why, still)
+                return RunOutcome(None, "overlap", f"its previous run is still {still}")
             try:
                 options = BatchOptions.parse(self.run_options(record), self.config)
             except ValidationError as exc:  # a limit lowered since the list was saved
@@ -346,6 +359,13 @@ class Scheduler:
         if record.consecutive_failures is not None:
             options["consecutive_failures"] = record.consecutive_failures
         return options
+
+    def _starting(self, list_id: str) -> bool:
+        """Whether the list's claimed run is not stored yet: a process is reading its source (or died doing so,
+        until the claim's grace ends)."""
+        record = self.store.get_list(list_id)
+        running = record.running_batch if record is not None else None
+        return running is not None and self.store.get_batch(running) is None
 
     def _going(self, batch_id: str) -> bool:
         """Whether a run has not ended yet."""

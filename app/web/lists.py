@@ -394,12 +394,12 @@ def all_lists():
     records = store.page_lists(limit + 1, _list_cursor(request.args.get("cursor")))
     page = records[:limit]
     recent = services().reader.recent_list_runs([record.id for record in page], RECENT_RUNS)
+    last = store.last_list_deliveries([record.id for record in page if record.notify])
     shown = []
     for record in page:
         one = list_json(record, full=False)
         one["recent_runs"] = [_run_brief(view) for view in recent[record.id]]
-        last = store.list_deliveries(record.id, 1) if record.notify else []
-        one["last_delivery"] = delivery_json(last[0]) if last else None
+        one["last_delivery"] = delivery_json(last[record.id]) if record.id in last else None
         shown.append(one)
     last_shown = page[-1] if len(records) > limit else None
     return {"lists": shown, "next_cursor": f"{last_shown.created_at}_{last_shown.id}" if last_shown else None}

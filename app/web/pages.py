@@ -72,6 +72,7 @@ def lists():
     source = services().reader.get(from_batch) if from_batch else None
     urls = {
         "api-lists": url_for("lists.all_lists"),
+        "api-preview": url_for("api.preview_source"),
         "list-page": url_for("pages.watch_list", list_id=ID_PLACEHOLDER),
         "batch-page": url_for("pages.batch", batch_id=ID_PLACEHOLDER),
     }

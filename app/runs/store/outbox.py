@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,6 +22,13 @@ ENQUEUE = (
     " VALUES (?, ?, ?, ?, 'pending', 0, '[]', ?, ?, ?) ON CONFLICT (batch_id, target) DO NOTHING"
 )
 MAX_LISTED = 500  # deliveries one listing returns, newest first
+# The newest delivery of each of some lists' runs ({marks}: one mark a list id), by batches_by_list and the
+# deliveries' (batch_id, target) key: the list id, then _COLUMNS.
+LAST_LIST_DELIVERIES = (
+    f"SELECT list_id, {_COLUMNS} FROM (SELECT b.list_id, {', '.join('d.' + name for name in _COLUMNS.split(', '))},"
+    " ROW_NUMBER() OVER (PARTITION BY b.list_id ORDER BY d.id DESC) AS place"
+    " FROM deliveries d JOIN batches b ON b.id = d.batch_id WHERE b.list_id IN ({marks})) AS ranked WHERE place = 1"
+)
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,15 @@ class Outbox:
             " ORDER BY id DESC LIMIT ?"
         )
         return self._read(lambda conn: [_delivery(row) for row in conn.execute(statement, (list_id, limit))])
+
+    def last_list_deliveries(self, list_ids: Sequence[str]) -> dict[str, Delivery]:
+        """The newest delivery of each list's runs, by list id, in one query (a list whose runs sent none: absent)."""
+        if not list_ids:
+            return {}
+        statement = self._dialect.sql(LAST_LIST_DELIVERIES.format(marks=", ".join("?" * len(list_ids))))
+        return self._read(
+            lambda conn: {row[0]: _delivery(row[1:]) for row in conn.execute(statement, tuple(list_ids)).fetchall()}
+        )
 
     def count_deliveries(self) -> dict[str, int]:
         """How many deliveries are in each state (for /metrics)."""

@@ -132,7 +132,14 @@ TLS_INFO = {
         "cipher": {"type": ["string", "null"]},
         "issuer": {"type": "string"},
         "subject": {"type": "string"},
-        "sans": {"type": "array", "items": {"type": "string"}, "description": "DNS names and IP addresses."},
+        "sans": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 253},
+            "description": "DNS names (each cut at 253 characters), then IP addresses, at most 4,096 characters of "
+            "them: IP addresses first, then DNS names in the certificate's order; the name that matched the host "
+            "is always kept.",
+        },
+        "sans_omitted": {"type": "integer", "minimum": 0, "description": "The SANs past 4,096 characters, left out."},
         "not_before": {"type": "string", "format": "date-time"},
         "not_after": {"type": "string", "format": "date-time"},
         "days_left": {
@@ -963,13 +970,13 @@ def schemas(config: Config) -> dict[str, Any]:
         },
         "CertificateList": {
             "type": "object",
-            "required": ["batch_id", "certificates", "count", "expiring_within_days", "expiring"],
+            "required": ["batch_id", "certificates", "count", "expiring_within_days", "expiring", "next_cursor"],
             "properties": {
                 "batch_id": {"type": "string"},
                 "certificates": {
                     "type": "array",
                     "description": "One per (host, certificate) the stored results met, final responses and "
-                    "redirect hops alike; soonest expiry first.",
+                    "redirect hops alike; soonest expiry first (then by host and fingerprint), a page at a time.",
                     "items": {
                         "type": "object",
                         "required": ["host", "issuer", "subject", "not_after", "days_left", "fingerprint", "urls"],
@@ -978,6 +985,7 @@ def schemas(config: Config) -> dict[str, Any]:
                             "issuer": {"type": ["string", "null"]},
                             "subject": {"type": ["string", "null"]},
                             "sans": {"type": "array", "items": {"type": "string"}},
+                            "sans_omitted": {"type": "integer", "description": "SANs left out of `sans`."},
                             "not_before": {"type": ["string", "null"], "format": "date-time"},
                             "not_after": {"type": "string", "format": "date-time"},
                             "days_left": {
@@ -992,11 +1000,15 @@ def schemas(config: Config) -> dict[str, Any]:
                         },
                     },
                 },
-                "count": {"type": "integer"},
+                "count": {"type": "integer", "description": "Rows of the whole inventory (every page)."},
                 "expiring_within_days": {"type": "integer"},
                 "expiring": {
                     "type": "integer",
                     "description": "Certificates with at most expiring_within_days days left, the expired included.",
+                },
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "Pass as `cursor` for the next page; null on the last.",
                 },
             },
         },
@@ -1564,9 +1576,14 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         },
     }
     certificates = {
-        "parameters": [ID_PARAM],
+        "parameters": [
+            ID_PARAM,
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+            query("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
+        ],
         "responses": {
             "200": json_body(ref("CertificateList"), "The batch's certificate inventory (empty without capture.tls)."),
+            "400": error("A parameter is out of range, or the cursor is not a next_cursor."),
             "404": error("No such batch."),
         },
     }

@@ -886,7 +886,7 @@ MAX_CERTIFICATES_PAGE = 1000  # rows of a certificate inventory's page (each lis
 _CERT_CURSOR = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ_[0-9a-f]{64}")
 
 # Parameters of a page of results that a download does not take.
-PAGE_ONLY = ("sort", "order", "offset", "after", "from_index", "limit", "status", "error", "reason", "q")
+PAGE_ONLY = ("sort", "order", "offset", "after", "from_index", "limit", "status", "error", "reason", "q", "until_seq")
 
 
 def _choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
@@ -940,6 +940,7 @@ def _result_query(outcome: str | None) -> ResultQuery:
             "reason must be a rule like accept_status, expect.final_url, check[2] or a warning kind",
             "must be a rule name",
         )
+    until_seq = _int_arg("until_seq", -1, 0, 2**62)  # a page before's last_seq: this page as of the same results
     q = request.args.get("q", "")
     if len(q) > MAX_SEARCH:
         raise _bad_parameter(
@@ -959,6 +960,7 @@ def _result_query(outcome: str | None) -> ResultQuery:
         limit=_int_arg("limit", 100, 1, 1000),
         start=start,
         locate="after" not in has,  # those who page by `after` never read the offset: do not count it
+        until_seq=None if until_seq == -1 else until_seq,
     )
 
 

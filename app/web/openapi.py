@@ -1107,8 +1107,9 @@ def schemas(config: Config) -> dict[str, Any]:
                 },
                 "last_seq": {
                     "type": "integer",
-                    "description": "Every event up to this seq was stored when the page was read: follow the "
-                    "websocket or the events from here.",
+                    "description": "The page holds the matching results stored up to this seq (until_seq's, when "
+                    "given) and no later one: follow the websocket or the events from here, and pass it as "
+                    "until_seq for the next pages.",
                 },
             },
         },
@@ -1440,6 +1441,12 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
                 "(before it, descending); `offset` in the answer says where that is.",
             ),
             query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+            query(
+                "until_seq",
+                {"type": "integer", "minimum": 0, "maximum": 2**62},
+                "Only results stored up to this event: pass the first page's `last_seq` with each next page of a "
+                "running batch, so results that arrive meanwhile move no row from one page to another.",
+            ),
             query(
                 "outcome",
                 {"type": "string", "enum": list(OUTCOMES)},

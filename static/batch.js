@@ -65,6 +65,9 @@ const table = {
   pending: 0, // results that match the view but could not be placed on this page: "N new results — refresh"
   held: null, // while a page is read: the live results that arrive meanwhile, {data, seq}
 };
+// Page turns read the results as of the view's first page (the results API's until_seq: its last_seq), so a
+// result that lands between two pages moves no row from one page to the next; those since are placed on each.
+const pin = { seq: null, since: [] };
 let tableDirty = true;
 let focusAfterRender = null; // a URL index whose row takes the focus once the table is drawn
 
@@ -638,9 +641,10 @@ function pageQuery() {
   return query;
 }
 
-// Read the page the view shows; the live results that arrive meanwhile are applied to it when it comes.
+// Read the page the view shows (`turning`: another page of the same view, as of the same results); the live
+// results that arrive meanwhile are applied to it when it comes.
 let pageRead = 0; // the newest read: an older one's answer is dropped
-async function readPage() {
+async function readPage(turning = false) {
   tableDirty = true;
   if (view.filter === 'running') {
     render();
@@ -648,7 +652,10 @@ async function readPage() {
   }
   const mine = ++pageRead;
   table.held = [];
-  const answer = await api(withQuery(config.apiResults, pageQuery()), { timeout: ANSWER_TIMEOUT_MS });
+  const query = pageQuery();
+  const pinned = turning && pin.seq !== null;
+  if (pinned) query.until_seq = pin.seq;
+  const answer = await api(withQuery(config.apiResults, query), { timeout: ANSWER_TIMEOUT_MS });
   if (mine !== pageRead) return;
   const held = table.held;
   table.held = null;
@@ -671,7 +678,8 @@ async function readPage() {
   });
   view.offset = page.offset ?? view.fromIndex ?? 0;
   view.fromIndex = null;
-  for (const { data, seq } of held || []) if (seq > page.last_seq) place(data);
+  if (!pinned) Object.assign(pin, { seq: page.last_seq, since: (held || []).filter(({ seq }) => seq > page.last_seq) });
+  for (const { data } of pin.since) place(data);
   writeAddress();
   tableDirty = true;
   render();
@@ -680,6 +688,10 @@ async function readPage() {
 // A result event: onto the page if it belongs there (and kept for a page being read).
 function liveResult(data, seq) {
   if (table.held && table.held.length < HELD_MAX) table.held.push({ data, seq });
+  if (pin.seq !== null && seq > pin.seq) {
+    if (pin.since.length < HELD_MAX) pin.since.push({ data, seq });
+    else pin.seq = null; // too many to place again on every page: the next page is read as of now
+  }
   if (table.loaded && seq > table.seq) place(data);
 }
 
@@ -1056,7 +1068,7 @@ function turnTo(offset, fromIndex = null) {
   view.offset = Math.max(0, offset);
   view.fromIndex = fromIndex;
   writeAddress();
-  if (view.filter === 'running') invalidateTable(); else readPage();
+  if (view.filter === 'running') invalidateTable(); else readPage(true);
 }
 
 byId('page-prev').addEventListener('click', () => turnTo(view.offset - PAGE_SIZE));

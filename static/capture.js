@@ -1,7 +1,7 @@
 // What a batch with the `capture` option shows on its page: the Certificates tab (the batch's certificate
 // inventory from the certificates API), "expiring within 30 days: N" in the header, and the captured fields of
 // a result in its drawer. Everything captured is the target's text: it is only ever set as text (h, setText).
-import { FINAL_STATUSES, api, byId, fmtInt, h, setText } from './common.js';
+import { FINAL_STATUSES, api, byId, fmtInt, h, setText, withQuery } from './common.js';
 
 const config = byId('page').dataset;
 const options = JSON.parse(config.batch).options || {};
@@ -53,7 +53,10 @@ const rows = byId('cert-rows');
 const empty = byId('certs-empty');
 const expiringNote = byId('cert-expiring');
 const count = byId('cert-count');
+const more = byId('certs-more');
+const CERTS_PAGE = 100; // rows the tab reads at a time; "Show more" reads the next page
 let reading = null;
+let nextCursor = null; // where the rows shown end: the next page's cursor, null when they are all shown
 
 function show(which) {
   const certs = which === 'certificates';
@@ -80,24 +83,30 @@ function certRow(c) {
     h('td', { class: `col-problems${checks.length ? ' error-text' : ''}`, 'data-label': 'Checks' }, checks.join(', ') || 'ok'));
 }
 
-function render(answer) {
+// Draw a page of the inventory: the first replaces the rows shown, a later one (`more`) adds to them.
+function render(answer, adding) {
   const list = answer.certificates;
-  rows.replaceChildren(...list.map(certRow));
+  if (adding) rows.append(...list.map(certRow)); else rows.replaceChildren(...list.map(certRow));
+  nextCursor = answer.next_cursor;
+  more.hidden = !nextCursor;
   setText(count, fmtInt(answer.count));
-  empty.hidden = list.length > 0;
+  empty.hidden = rows.childElementCount > 0;
   setText(empty, 'No certificate captured yet.');
   setText(expiringNote, `expiring within ${answer.expiring_within_days} days: ${fmtInt(answer.expiring)}`);
   expiringNote.className = answer.expiring ? 'warn-text' : '';
   expiringNote.hidden = false;
 }
 
-async function read() {
+// Read the first page of the inventory again, or (adding) the page after the rows shown.
+async function read(adding = false) {
   if (reading) return reading;
   reading = (async () => {
-    const answer = await api(config.apiCertificates, { timeout: 15000 });
+    const query = { limit: CERTS_PAGE };
+    if (adding && nextCursor) query.cursor = nextCursor;
+    const answer = await api(withQuery(config.apiCertificates, query), { timeout: 15000 });
     reading = null;
     if (answer.ok) {
-      render(answer.data);
+      render(answer.data, adding && Boolean(query.cursor));
     } else {
       empty.hidden = false;
       setText(empty, `Could not read the certificates: ${answer.error.message}`);
@@ -110,6 +119,7 @@ if (capture && capture.tls) {
   tabs.hidden = false;
   resultsTab.addEventListener('click', () => show('results'));
   certsTab.addEventListener('click', () => show('certificates'));
+  more.addEventListener('click', () => read(true));
   read();
   // Read once more when the batch ends: its last results bring their certificates.
   const status = byId('batch-status');

@@ -501,6 +501,10 @@ def test_results_page_by_offset_or_by_after_and_start_at_a_url_index(server, mix
     located = page_of(server, mixed, outcome="failed", from_index=4)
     assert (indexes(located), located["offset"], located["total"]) == ([5, 7], 2, 4)
     assert page_of(server, mixed)["last_seq"] == server.batch(mixed["id"])["last_seq"]
+    before_any = page_of(server, mixed, until_seq=0)
+    assert (indexes(before_any), before_any["total"], before_any["last_seq"]) == ([], 0, 0), "none stored by event 0"
+    pinned = page_of(server, mixed, limit=3, offset=3, until_seq=first["last_seq"])
+    assert (indexes(pinned), pinned["total"], pinned["last_seq"]) == ([3, 4, 5], 10, first["last_seq"])
 
 
 @pytest.mark.parametrize(
@@ -522,6 +526,8 @@ def test_results_page_by_offset_or_by_after_and_start_at_a_url_index(server, mix
         ({"after": "2", "order": "desc"}, "after"),
         ({"from_index": "3", "sort": "size"}, "from_index"),
         ({"format": "csv", "sort": "latency"}, "sort"),
+        ({"until_seq": "-1"}, "until_seq"),
+        ({"format": "csv", "until_seq": "3"}, "until_seq"),
     ],
     ids=lambda v: "&".join(f"{k}={str(x)[:8]}" for k, x in v.items()) if isinstance(v, dict) else v,
 )

@@ -478,3 +478,27 @@ def test_a_live_result_joins_the_page_in_index_order_and_other_sorts_offer_a_ref
     assert len({i for i in on_top if i}) > 3, f"newer results went on top while it ran: {on_top}"
     wait_until_final(page)
     assert shown_indexes(page) == list(range(59, -1, -1))
+
+
+def test_the_next_page_of_a_running_batch_is_read_as_of_the_first_so_no_row_shows_twice(page, server, target):
+    # Slowest first: five slow URLs land on top between the first page and the next. Read as of now, the next
+    # page would start five rows early and show the first page's last five again. (A sixth keeps it running.)
+    urls = [target.url(f"/ok?n={i}") for i in range(130)] + [target.url(f"/delay/2500?n={i}") for i in range(5)]
+    batch = server.submit([*urls, target.url("/delay/30000")], concurrency=10)
+    deadline = time.monotonic() + 10
+    while server.batch(batch["id"])["counts"]["ok"] < 130 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reads: list[str] = []
+    page.on("request", lambda request: "/results?" in request.url and reads.append(request.url))
+    open_batch(page, server, batch["id"], "?sort=latency")
+    expect(page.locator("tr.result-row")).to_have_count(100)
+    first = shown_indexes(page)
+    expect(page.locator("#new-results")).to_have_text("5 new results — refresh", timeout=FINISHED)
+    page.click("#page-next")
+    expect(page.locator("#page-info")).to_contain_text("101–130")
+    second = shown_indexes(page)
+    assert sorted(first + second) == list(range(130)), f"each row once: {sorted(set(first) & set(second))} twice"
+    assert "until_seq=" in reads[-1] and "until_seq=" not in reads[0], reads
+    expect(page.locator("#new-results")).to_have_text("5 new results — refresh")
+    shot(page, "pinned-next-page")
+    server.request("POST", f"/api/v1/batches/{batch['id']}/cancel")

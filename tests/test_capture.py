@@ -14,6 +14,7 @@ import io
 import itertools
 import socket
 
+import orjson
 import pytest
 
 from app import fetch
@@ -44,6 +45,7 @@ TLS_FIELDS = {
     "chain_valid",
     "fingerprint",
     "problems",
+    "sans_omitted",
 }
 CAPTURED = {"remote_ip", "http_version", "server", "headers", "tls"}
 HOSTS = 30  # the suite's size of "5,000 URLs over 300 hosts": 300 URLs over 30 hosts
@@ -72,10 +74,11 @@ def trusted(hosts):
     tls.use_ca_bundle(None)
 
 
-def fetched(url: str, client: str, **options) -> dict:
-    """One URL through a client's transport and the follow policy, as the engine fetches it; the result."""
+def fetched(url: str, client: str, at: str | None = None, **options) -> dict:
+    """One URL through a client's transport and the follow policy, as the engine fetches it; the result. `at`:
+    the address every host name resolves to (else the system's resolver says)."""
     chosen = BatchOptions(concurrency=2, timeout=10, connect_timeout=5, client=client, **options)
-    transport = fetch.TRANSPORTS[client](chosen, lambda host, port: socket.getaddrinfo(host, port, type=1))
+    transport = fetch.TRANSPORTS[client](chosen, lambda host, port: socket.getaddrinfo(at or host, port, type=1))
     result = Result(index=0, url=url)
     try:
         follow(transport, result, chosen, 0.0, 2048)
@@ -101,7 +104,8 @@ def test_every_hop_records_address_protocol_server_listed_headers_and_certificat
         assert seen["remote_ip"] == "127.0.0.2" and seen["http_version"] == "HTTP/1.1"
         assert seen["server"].startswith("tls-host/1.0")
         assert set(seen["tls"]) == TLS_FIELDS
-        assert seen["tls"]["sans"] == ["127.0.0.2"] and seen["tls"]["name_match"] and seen["tls"]["chain_valid"]
+        assert seen["tls"]["sans"] == ["127.0.0.2"] and seen["tls"]["sans_omitted"] == 0
+        assert seen["tls"]["name_match"] and seen["tls"]["chain_valid"]
         assert seen["tls"]["not_after"] == host.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
         assert seen["tls"]["days_left"] == EXPIRES_IN[0] and seen["tls"]["problems"] == []
         assert seen["tls"]["version"].startswith("TLS") and seen["tls"]["cipher"]
@@ -174,6 +178,71 @@ def test_an_unknown_ca_fails_the_row_until_the_ca_bundle_names_it(hosts, client)
 
 
 # ---------------------------------------------------------------------------------------------
+# A certificate's names: at most 4 KiB of them kept, the one that names the host always
+# ---------------------------------------------------------------------------------------------
+
+# 150 DNS names (about 6,000 characters), then the shop's name, then an address: what a CDN's certificate is like.
+FILLER = [f"edge-{n:03}.customers-of-a-content-delivery-network.example" for n in range(150)]
+
+
+def _der_certificate(names: list[str], days: int = 30) -> bytes:
+    """A self-signed certificate (DER) whose SANs are these DNS names, as `cryptography` writes any name."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "many names")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_a_certificate_with_100_names_of_1020_characters_is_recorded_in_4_KiB_with_a_count_of_those_left_out():
+    names = [f"{n:03}" + "a" * 1017 for n in range(100)]  # ~100 KB of names a server may send in every handshake
+    described = tls.described_certificate(_der_certificate(names), "elsewhere.example", True, None, tls.now_utc())
+    sans = described["sans"]
+    assert sans == [name[: tls.MAX_SAN] for name in names[: len(sans)]], "each cut at 253 characters, in order"
+    assert len(sans) == tls.MAX_SANS_CHARS // 253 == 16
+    assert described["sans_omitted"] == 100 - 16
+    assert len(orjson.dumps(described)) < 5 * 1024, "what every result and redirect hop carries stays small"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """An HTTPS host on 127.0.0.1 whose certificate lists FILLER, then www.shop.example, then 127.0.0.1."""
+    instance = TlsHosts(tmp_path_factory.mktemp("shop"), 1, names=lambda ip: [*FILLER, "www.shop.example", ip], first=1)
+    tls.use_ca_bundle(str(instance.ca_file))
+    yield instance.hosts[0]
+    tls.use_ca_bundle(None)
+    instance.stop()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("name", ["www.shop.example", "127.0.0.1"])
+def test_a_host_named_past_the_names_kept_matches_and_its_name_is_kept(shop, client, name):
+    # OpenSSL accepts the certificate for both names; the record must agree, and list the name it matched by.
+    result = fetched(f"https://{name}:{shop.port}/", client, at="127.0.0.1", capture={"tls": True, "headers": []})
+    assert result["ok"], result
+    info = result["tls"]
+    assert info["name_match"] is True and info["problems"] == [] and info["chain_valid"] is True
+    assert name in info["sans"] and "127.0.0.1" in info["sans"], "the matching name and the address are kept"
+    assert sum(map(len, info["sans"])) <= tls.MAX_SANS_CHARS
+    assert info["sans_omitted"] == len(FILLER) + 2 - len(info["sans"]) > 0
+
+
+# ---------------------------------------------------------------------------------------------
 # Through the server: options, the inventory
 # ---------------------------------------------------------------------------------------------
 
@@ -217,6 +286,30 @@ def test_the_inventory_has_one_row_per_host_and_certificate_with_its_expiry(inve
     assert [row["days_left"] for row in answer["certificates"]] == sorted(EXPIRES_IN), "soonest expiry first"
     assert answer["expiring"] == sum(1 for days in EXPIRES_IN if days <= 30) == 9
     assert rows[f"127.0.0.3:{hosts.hosts[1].port}"]["name_match"] is False
+
+
+def test_the_inventory_pages_by_cursor_each_row_once_with_the_counts_of_every_page(gb, inventory):
+    batch, whole = inventory
+    shown, cursor = [], None
+    for _ in range(10):
+        params = {"limit": 7, **({"cursor": cursor} if cursor else {})}
+        answer = gb.request("GET", f"/api/v1/batches/{batch['id']}/certificates", params=params).json()
+        assert len(answer["certificates"]) <= 7 and answer["count"] == HOSTS and answer["expiring"] == 9
+        shown += answer["certificates"]
+        cursor = answer["next_cursor"]
+        if cursor is None:
+            break
+    assert shown == whole["certificates"] and len(shown) == HOSTS
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"cursor": "2026-01-01_x"}, "cursor")],
+)
+def test_a_bad_page_of_the_inventory_is_refused_naming_the_parameter(gb, inventory, params, field):
+    batch, _ = inventory
+    response = gb.request("GET", f"/api/v1/batches/{batch['id']}/certificates", params=params)
+    assert response.status_code == 400 and error_of(response)["details"][0]["field"] == field
 
 
 def test_a_certificate_expiring_within_21_days_fails_a_cert_days_left_check(gb, hosts):
@@ -366,10 +459,10 @@ def test_the_inventory_counted_as_results_come_in_any_order_ends_as_the_one_read
     now = datetime.datetime(2026, 12, 6, tzinfo=datetime.UTC)
     store.extend(events[:5])
     assert store.flush(30)
-    assert [row["urls"] for row in reader.certificates(batch_id, now)] == [5, 2]
+    assert [row["urls"] for row in reader.certificates(batch_id, now).rows] == [5, 2]
     store.extend(events[5:])
     assert store.flush(30)
-    rows = reader.certificates(batch_id, now)
+    rows = reader.certificates(batch_id, now).rows
     assert rows == certificates(store, batch_id, now)
     assert [(row["host"], row["urls"], row["url_examples"]) for row in rows] == [
         ("a.example", 8, urls[:5]),
@@ -421,6 +514,38 @@ def test_the_page_shows_the_certificates_tab_the_expiring_count_and_captured_tex
         assert tab.locator("tr.detail img").count() == 0, "captured text is never markup"
         tab.evaluate("document.querySelector('tr.result-row').scrollIntoView()")
         tab.screenshot(path=f"/tmp/capture-detail-{size[0]}.png")
+    finally:
+        context.close()
+    assert not errors, errors
+
+
+@pytest.mark.browser
+def test_the_certificates_tab_shows_a_page_of_rows_and_show_more_adds_the_next(browser, gb, inventory):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    batch, answer = inventory
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    tab = context.new_page()
+    # The tab reads 100 rows a page; this batch has 30, so its pages are made 12 rows long on their way out.
+    tab.route(
+        "**/certificates?*", lambda route: route.continue_(url=route.request.url.replace("limit=100", "limit=12"))
+    )
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        tab.goto(gb.url(f"/batches/{batch['id']}"))
+        tab.click("#tab-certificates")
+        rows, more, expect = tab.locator("#cert-rows tr"), tab.locator("#certs-more"), sync_api.expect
+        expect(rows).to_have_count(12)
+        expect(tab.locator("#cert-count")).to_have_text(str(HOSTS))
+        more.scroll_into_view_if_needed()
+        tab.screenshot(path="/tmp/capture-certs-more.png")
+        more.click()
+        expect(rows).to_have_count(24)
+        more.click()
+        expect(rows).to_have_count(HOSTS)
+        expect(more).to_be_hidden()
+        hosts_shown = rows.locator(".host").all_inner_texts()
+        assert hosts_shown == [row["host"] for row in answer["certificates"]], "each row once, in order"
     finally:
         context.close()
     assert not errors, errors

@@ -194,6 +194,68 @@ def test_a_search_that_runs_out_of_time_answers_what_it_found_and_says_its_total
     assert not counted.total_exact and counted.total == len(counted.results) + 1, "a full page: at least one more"
 
 
+# -- paging a running batch ----------------------------------------------------------------------
+
+
+def _sorting(index: int, value: int) -> dict[str, Any]:
+    """An ok result whose status code, size and latency all grow with `value`."""
+    url = f"http://host.test/{index}"
+    return {
+        "index": index,
+        "url": url,
+        "final_url": url,
+        "status_code": 100 + value // 10,
+        "ok": True,
+        "error": None,
+        "bytes": value,
+        "timings": {"total": float(value)},
+    }
+
+
+ORDERS = [(sort, descending) for sort in RESULT_SORTS for descending in (False, True)]
+
+
+def test_pages_read_with_the_first_pages_last_seq_hold_each_result_once_while_more_are_stored(store_factory):
+    # A result stored between two pages that sorts before them would move every later row on by one: without
+    # until_seq the next page starts one row early (a repeat) or, for one that sorts after it, late (a skip).
+    store = store_factory(flush_interval=0.01)
+    seqs = dict.fromkeys(range(len(ORDERS)), 0)  # one batch per order, each with its own events
+
+    def store_results(placed: dict[int, list[int]], value_of) -> None:
+        events = []
+        for n, indexes in placed.items():
+            for index in indexes:
+                seqs[n] += 1
+                result = _sorting(index, value_of(n, index))
+                events.append(Event(f"running{n}", seqs[n], "result", result, row=row_of(result)))
+        store.extend(events)
+        assert store.flush(10)
+
+    for n in seqs:
+        store.create_batch(f"running{n}", "running", {}, [f"http://host.test/{i}" for i in range(200)], STARTED)
+    first = {n: random.Random(n).sample(range(100, 160), 60) for n in seqs}  # stored before page 1, in no order
+    store_results(first, lambda n, index: 2000 + index)
+    pages = {
+        n: store.result_page(f"running{n}", ResultQuery(sort=s, descending=d, limit=10))
+        for n, (s, d) in enumerate(ORDERS)
+    }
+    pins = {n: page.last_seq for n, page in pages.items()}
+    seen = {n: [r["index"] for r in page.results] for n, page in pages.items()}
+    for turn in range(1, 6):
+        # Three results per batch that sort before every stored one in its order (an index, values past an end).
+        ahead = {
+            n: [99 - 3 * turn - k if not d else 160 + 3 * turn + k for k in range(3)] for n, (_, d) in enumerate(ORDERS)
+        }
+        store_results(ahead, lambda n, index: 1900 + index if not ORDERS[n][1] else 3000 + index)
+        for n, (sort, descending) in enumerate(ORDERS):
+            query = ResultQuery(sort=sort, descending=descending, limit=10, offset=10 * turn, until_seq=pins[n])
+            page = store.result_page(f"running{n}", query)
+            assert page.last_seq == pins[n] and page.total == 60 and page.total_exact, ORDERS[n]
+            seen[n] += [r["index"] for r in page.results]
+    for n, order in enumerate(ORDERS):
+        assert sorted(seen[n]) == list(range(100, 160)), f"{order}: {seen[n]}"
+
+
 # -- the indexes ----------------------------------------------------------------------------------
 
 # Filters an index answers alone, and those that also read some rows (a search, or a second filter).

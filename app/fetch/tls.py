@@ -18,12 +18,15 @@ from typing import Any
 import certifi
 import gevent.ssl
 
-MAX_TEXT = 1024  # an issuer, a subject or one SAN is target-controlled text: at most this many characters
-MAX_SANS = 100  # names a certificate's `sans` lists (a CDN's certificate can carry hundreds)
+MAX_TEXT = 1024  # an issuer or a subject is target-controlled text: at most this many characters
+MAX_SAN = 253  # characters of one SAN kept: the longest DNS name (a longer one names no host)
+MAX_SANS_CHARS = 4096  # characters of SANs a description keeps (a CDN's certificate can carry hundreds of names)
 _CACHE_SIZE = 4096  # certificates described once each; the cache starts over when it fills
+_CACHE_BYTES = 16 * 2**20  # or when the certificates it describes add up to this many DER bytes
 
 _ca_bundle: str | None = None
-_described: dict[bytes, dict[str, Any]] = {}
+_described: dict[bytes, _Certificate] = {}
+_described_bytes = 0
 _shared: dict[str, ssl.SSLContext] = {}
 
 
@@ -89,19 +92,103 @@ def describe(
     der = sock.getpeercert(binary_form=True)
     if not der:
         return {**info, "chain_valid": chain_valid, "problems": [problem] if problem else []}
-    cert = certificate(der)
-    left = days_left(cert["not_after"], now)
-    match = name_matches(host, cert)
+    return {**info, **described_certificate(der, host, chain_valid, problem, now)}
+
+
+def described_certificate(
+    der: bytes, host: str, chain_valid: bool | None, problem: str | None, now: datetime.datetime
+) -> dict[str, Any]:
+    """describe's account of a DER certificate met at `host`: issuer, subject, sans (at most MAX_SANS_CHARS of
+    them, the one naming the host always; sans_omitted counts the rest), not_before, not_after (ISO 8601, UTC),
+    the SHA-256 fingerprint, days_left, name_match, chain_valid and the problems."""
+    cert = _parsed(der)
+    left = days_left(cert.fields["not_after"], now)
+    matched = cert.match(host)
     problems = [problem] if problem else []
-    if not match:
+    if matched is None:
         problems.append(f"the certificate is not valid for {host[:200]}")
     if left < 0 and not problem:
         problems.append("the certificate has expired")
-    return {**info, **cert, "days_left": left, "name_match": match, "chain_valid": chain_valid, "problems": problems}
+    sans, omitted = cert.kept(matched)
+    return {
+        **cert.fields,
+        "sans": sans,
+        "sans_omitted": omitted,
+        "days_left": left,
+        "name_match": matched is not None,
+        "chain_valid": chain_valid,
+        "problems": problems,
+    }
 
 
-def certificate(der: bytes) -> dict[str, Any]:
-    """issuer, subject, sans, not_before, not_after (ISO 8601, UTC) and the SHA-256 fingerprint of a DER certificate."""
+class _Certificate:
+    """A certificate read once: its fields, its SANs, and which host names and addresses they cover."""
+
+    def __init__(self, fields: dict[str, Any], names: list[str], addresses: list[str]):
+        """fields: issuer, subject, not_before, not_after, fingerprint; names: DNS SANs; addresses: IP SANs."""
+        self.fields = fields
+        self.sans = [name[:MAX_SAN] for name in names] + addresses  # the order the stored list keeps them in
+        self._exact: dict[str, int] = {}
+        self._wildcards: dict[str, int] = {}  # "*.shop.example" covers one label before ".shop.example"
+        for position, name in enumerate(names):
+            name = name.lower().rstrip(".")
+            if name.startswith("*."):
+                self._wildcards.setdefault(name[2:], position)
+            else:
+                self._exact.setdefault(name, position)
+        self._addresses: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
+        for position, text in enumerate(addresses, len(names)):
+            try:
+                self._addresses.setdefault(ipaddress.ip_address(text), position)
+            except ValueError:
+                pass  # a network (10.0.0.0/8) names no one host
+        self._names = len(names)
+        # The SANs kept when none has to be: IP addresses first (each names one host exactly), then DNS names
+        # in the certificate's order, while they fit in MAX_SANS_CHARS.
+        self._default = self._fitting(list(range(len(names), len(self.sans))) + list(range(len(names))), set())
+        self._default_sans = [self.sans[position] for position in sorted(self._default)]
+
+    def match(self, host: str) -> int | None:
+        """The position of the SAN that names the host (an address by an IP SAN; a wildcard covers one label).
+
+        Every SAN is looked at, not only those kept, so a certificate is valid for a name wherever it lists it.
+        """
+        host = host.lower().rstrip(".")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if address is not None:
+            return self._addresses.get(address)
+        exact = self._exact.get(host)
+        if exact is not None or "." not in host:
+            return exact
+        return self._wildcards.get(host.split(".", 1)[1])
+
+    def kept(self, matched: int | None) -> tuple[list[str], int]:
+        """The SANs a description lists, in the certificate's order, and how many it leaves out: the one that
+        named the host (`matched`) always among them."""
+        if matched is None or matched in self._default:
+            return self._default_sans, len(self.sans) - len(self._default)
+        # The name is past what fits: it comes first, and the last names that fitted make room for it.
+        ranked = sorted(self._default, key=lambda position: (position < self._names, position))
+        chosen = self._fitting([matched, *ranked], {matched})
+        return [self.sans[position] for position in sorted(chosen)], len(self.sans) - len(chosen)
+
+    def _fitting(self, ranked: list[int], must: set[int]) -> set[int]:
+        """The positions taken in rank order, each while its text still fits in MAX_SANS_CHARS (`must` always)."""
+        chosen, used = set(), 0
+        for position in ranked:
+            size = len(self.sans[position])
+            if position in must or used + size <= MAX_SANS_CHARS:
+                chosen.add(position)
+                used += size
+        return chosen
+
+
+def _parsed(der: bytes) -> _Certificate:
+    """A DER certificate read once (cached by its bytes)."""
+    global _described_bytes
     known = _described.get(der)
     if known is not None:
         return known
@@ -110,22 +197,24 @@ def certificate(der: bytes) -> dict[str, Any]:
 
     cert = x509.load_der_x509_certificate(der)
     try:
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        sans = [str(n)[:MAX_TEXT] for n in names.get_values_for_type(x509.DNSName)]
-        sans += [str(n) for n in names.get_values_for_type(x509.IPAddress)]
+        extension = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(name) for name in extension.get_values_for_type(x509.DNSName)]
+        addresses = [str(address) for address in extension.get_values_for_type(x509.IPAddress)]
     except (x509.ExtensionNotFound, ValueError):
-        sans = []
-    described = {
+        names, addresses = [], []
+    fields = {
         "issuer": cert.issuer.rfc4514_string()[:MAX_TEXT],
         "subject": cert.subject.rfc4514_string()[:MAX_TEXT],
-        "sans": sans[:MAX_SANS],
         "not_before": _iso(cert.not_valid_before_utc),
         "not_after": _iso(cert.not_valid_after_utc),
         "fingerprint": hashlib.sha256(der).hexdigest(),
     }
-    if len(_described) >= _CACHE_SIZE:
+    described = _Certificate(fields, names, addresses)
+    if len(_described) >= _CACHE_SIZE or _described_bytes + len(der) > _CACHE_BYTES:
         _described.clear()
+        _described_bytes = 0
     _described[der] = described
+    _described_bytes += len(der)
     return described
 
 
@@ -135,29 +224,6 @@ def days_left(not_after: str, now: datetime.datetime) -> int:
     return math.floor((end - now).total_seconds() / 86400)
 
 
-def name_matches(host: str, cert: dict[str, Any]) -> bool:
-    """Whether a certificate's SANs name the host (an address by an IP SAN; a wildcard covers one label)."""
-    host = host.lower().rstrip(".")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    for san in cert["sans"]:
-        if address is not None:
-            try:
-                if ipaddress.ip_address(san) == address:
-                    return True
-            except ValueError:
-                pass
-            continue
-        name = san.lower().rstrip(".")
-        if name == host:
-            return True
-        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
-            return True
-    return False
-
-
 def now_utc() -> datetime.datetime:
     """The time days_left counts from."""
     return datetime.datetime.now(datetime.UTC)
@@ -165,4 +231,4 @@ def now_utc() -> datetime.datetime:
 
 def _iso(moment: datetime.datetime) -> str:
     """A UTC time as 2026-12-06T08:00:00Z."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(datetime.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"  # 4-digit years

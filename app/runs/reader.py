@@ -17,7 +17,7 @@ import gevent
 
 from ..core import stats
 from ..core.results import FINAL_STATUSES
-from .certificates import CertificateTable
+from .certificates import CertificatePage, CertificateTable, Key
 from .control import BatchControl
 from .engine import LiveState
 from .hosts import HostTable
@@ -72,9 +72,12 @@ class BatchReader:
         table = self._caught_up(batch_id, HostTable)
         return table.rows(self.engine.hosts_live(batch_id))
 
-    def certificates(self, batch_id: str, now: datetime.datetime) -> list[dict[str, Any]]:
-        """The certificate inventory of a batch (certificates.CertificateTable.rows); days_left counts from `now`."""
-        return self._caught_up(batch_id, CertificateTable).rows(now)
+    def certificates(
+        self, batch_id: str, now: datetime.datetime, limit: int | None = None, after: Key | None = None
+    ) -> CertificatePage:
+        """A page of a batch's certificate inventory (certificates.CertificateTable.page); days_left counts from
+        `now`."""
+        return self._caught_up(batch_id, CertificateTable).page(now, limit, after)
 
     def _caught_up(self, batch_id: str, kind: type[Table]) -> Table:
         """A batch's table of this kind, counting the results stored since it was last read.

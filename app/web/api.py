@@ -34,7 +34,7 @@ from ..fetch.sources import (
     take,
 )
 from ..fetch.tls import now_utc
-from ..runs.certificates import EXPIRING_DAYS, expiring
+from ..runs.certificates import EXPIRING_DAYS
 from ..runs.hosts import HOST_FIELDS
 from ..runs.notify import target_refusals
 from ..runs.reader import BatchView
@@ -893,8 +893,11 @@ def results(batch_id: str):
     }
 
 
+MAX_CERTIFICATES_PAGE = 1000  # rows of a certificate inventory's page (each lists at most 4 KiB of names)
+_CERT_CURSOR = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ_[0-9a-f]{64}")
+
 # Parameters of a page of results that a download does not take.
-PAGE_ONLY = ("sort", "order", "offset", "after", "from_index", "limit", "status", "error", "reason", "q")
+PAGE_ONLY = ("sort", "order", "offset", "after", "from_index", "limit", "status", "error", "reason", "q", "until_seq")
 
 
 def _choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
@@ -948,6 +951,7 @@ def _result_query(outcome: str | None) -> ResultQuery:
             "reason must be a rule like accept_status, expect.final_url, check[2] or a warning kind",
             "must be a rule name",
         )
+    until_seq = _int_arg("until_seq", -1, 0, 2**62)  # a page before's last_seq: this page as of the same results
     q = request.args.get("q", "")
     if len(q) > MAX_SEARCH:
         raise _bad_parameter(
@@ -967,6 +971,7 @@ def _result_query(outcome: str | None) -> ResultQuery:
         limit=_int_arg("limit", 100, 1, 1000),
         start=start,
         locate="after" not in has,  # those who page by `after` never read the offset: do not count it
+        until_seq=None if until_seq == -1 else until_seq,
     )
 
 
@@ -1042,17 +1047,33 @@ def deliveries(batch_id: str):
 
 @bp.get("/batches/<batch_id>/certificates")
 def certificates(batch_id: str):
-    """The batch's certificate inventory: one row per (host, certificate) its stored results met, soonest expiry
-    first, with how many URLs used it and a few of them; days_left counts from now."""
+    """The batch's certificate inventory a page at a time (`limit`, `cursor`): one row per (host, certificate) its
+    stored results met, soonest expiry first, with how many URLs used it and a few of them; days_left counts
+    from now."""
     batch = _batch_or_404(batch_id)
-    rows = services().reader.certificates(batch.id, now_utc())
+    limit = _int_arg("limit", 100, 1, MAX_CERTIFICATES_PAGE)
+    after = _certificate_cursor(request.args.get("cursor"))
+    page = services().reader.certificates(batch.id, now_utc(), limit, after)
     return {
         "batch_id": batch.id,
-        "certificates": rows,
-        "count": len(rows),
+        "certificates": page.rows,
+        "count": page.count,
         "expiring_within_days": EXPIRING_DAYS,
-        "expiring": expiring(rows),
+        "expiring": page.expiring,
+        "next_cursor": f"{page.next[0]}_{page.next[2]}_{page.next[1]}" if page.next else None,
     }
+
+
+def _certificate_cursor(raw: str | None) -> tuple[str, str, str] | None:
+    """A `cursor` of the certificates route (next_cursor of the page before: not_after_fingerprint_host) as the
+    row's key; a 400 when it is not one."""
+    if not raw:
+        return None
+    not_after, _, rest = raw.partition("_")
+    fingerprint, _, host = rest.partition("_")
+    if len(raw) > 400 or not _CERT_CURSOR.fullmatch(f"{not_after}_{fingerprint}") or not host:
+        raise _bad_parameter("cursor", "cursor must be the next_cursor of the page before", "not a next_cursor")
+    return not_after, host, fingerprint
 
 
 @bp.get("/batches/<batch_id>/events")

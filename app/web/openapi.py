@@ -142,7 +142,14 @@ TLS_INFO = {
         "cipher": {"type": ["string", "null"]},
         "issuer": {"type": "string"},
         "subject": {"type": "string"},
-        "sans": {"type": "array", "items": {"type": "string"}, "description": "DNS names and IP addresses."},
+        "sans": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 253},
+            "description": "DNS names (each cut at 253 characters), then IP addresses, at most 4,096 characters of "
+            "them: IP addresses first, then DNS names in the certificate's order; the name that matched the host "
+            "is always kept.",
+        },
+        "sans_omitted": {"type": "integer", "minimum": 0, "description": "The SANs past 4,096 characters, left out."},
         "not_before": {"type": "string", "format": "date-time"},
         "not_after": {"type": "string", "format": "date-time"},
         "days_left": {
@@ -974,13 +981,13 @@ def schemas(config: Config) -> dict[str, Any]:
         },
         "CertificateList": {
             "type": "object",
-            "required": ["batch_id", "certificates", "count", "expiring_within_days", "expiring"],
+            "required": ["batch_id", "certificates", "count", "expiring_within_days", "expiring", "next_cursor"],
             "properties": {
                 "batch_id": {"type": "string"},
                 "certificates": {
                     "type": "array",
                     "description": "One per (host, certificate) the stored results met, final responses and "
-                    "redirect hops alike; soonest expiry first.",
+                    "redirect hops alike; soonest expiry first (then by host and fingerprint), a page at a time.",
                     "items": {
                         "type": "object",
                         "required": ["host", "issuer", "subject", "not_after", "days_left", "fingerprint", "urls"],
@@ -989,6 +996,7 @@ def schemas(config: Config) -> dict[str, Any]:
                             "issuer": {"type": ["string", "null"]},
                             "subject": {"type": ["string", "null"]},
                             "sans": {"type": "array", "items": {"type": "string"}},
+                            "sans_omitted": {"type": "integer", "description": "SANs left out of `sans`."},
                             "not_before": {"type": ["string", "null"], "format": "date-time"},
                             "not_after": {"type": "string", "format": "date-time"},
                             "days_left": {
@@ -1003,11 +1011,15 @@ def schemas(config: Config) -> dict[str, Any]:
                         },
                     },
                 },
-                "count": {"type": "integer"},
+                "count": {"type": "integer", "description": "Rows of the whole inventory (every page)."},
                 "expiring_within_days": {"type": "integer"},
                 "expiring": {
                     "type": "integer",
                     "description": "Certificates with at most expiring_within_days days left, the expired included.",
+                },
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "Pass as `cursor` for the next page; null on the last.",
                 },
             },
         },
@@ -1106,8 +1118,9 @@ def schemas(config: Config) -> dict[str, Any]:
                 },
                 "last_seq": {
                     "type": "integer",
-                    "description": "Every event up to this seq was stored when the page was read: follow the "
-                    "websocket or the events from here.",
+                    "description": "The page holds the matching results stored up to this seq (until_seq's, when "
+                    "given) and no later one: follow the websocket or the events from here, and pass it as "
+                    "until_seq for the next pages.",
                 },
             },
         },
@@ -1446,6 +1459,12 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
             ),
             query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
             query(
+                "until_seq",
+                {"type": "integer", "minimum": 0, "maximum": 2**62},
+                "Only results stored up to this event: pass the first page's `last_seq` with each next page of a "
+                "running batch, so results that arrive meanwhile move no row from one page to another.",
+            ),
+            query(
                 "outcome",
                 {"type": "string", "enum": list(OUTCOMES)},
                 "ok, warn, failed or cancelled as the batch's counts have them (ok holds the warned, whose `ok` is "
@@ -1581,9 +1600,14 @@ def operations(config: Config) -> list[tuple[str, str, str, dict[str, Any]]]:
         },
     }
     certificates = {
-        "parameters": [ID_PARAM],
+        "parameters": [
+            ID_PARAM,
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+            query("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
+        ],
         "responses": {
             "200": json_body(ref("CertificateList"), "The batch's certificate inventory (empty without capture.tls)."),
+            "400": error("A parameter is out of range, or the cursor is not a next_cursor."),
             "404": error("No such batch."),
         },
     }

@@ -59,9 +59,10 @@ class Host:
 
 
 class TlsHosts:
-    """`count` HTTPS servers on 127.0.0.2 onwards, host i's certificate expiring `days(i)` days from now."""
+    """`count` HTTPS servers on 127.0.0.2 (127.0.0.`first`) onwards, host i's certificate expiring `days(i)` days
+    from now and naming `names(ip)`."""
 
-    def __init__(self, folder: Path, count: int, days=lambda i: 90 + i, names=lambda ip: [ip]):
+    def __init__(self, folder: Path, count: int, days=lambda i: 90 + i, names=lambda ip: [ip], first: int = 2):
         self.ca = trustme.CA()
         self.ca_file = folder / "ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_file))
@@ -69,7 +70,7 @@ class TlsHosts:
         self._servers: list[http.server.ThreadingHTTPServer] = []
         now = datetime.datetime.now(datetime.UTC)
         for i in range(count):
-            ip = f"127.0.{(i + 2) // 256}.{(i + 2) % 256}"  # 127.0.0.2 onwards
+            ip = f"127.0.{(i + first) // 256}.{(i + first) % 256}"  # 127.0.0.2 onwards
             not_after = (now + datetime.timedelta(days=days(i), hours=12)).replace(microsecond=0)
             cert = self.ca.issue_cert(*names(ip), not_after=not_after)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -49,7 +49,8 @@ class ResultQuery:
     or size (bytes; none without a response). Results without a value go last either way; ties go by index,
     in the sort's direction. `start` (index sort only) begins the page at the first result at or after URL
     index `start` (at or before it, descending) instead of at `offset`; with `locate` the answer says the
-    offset that is.
+    offset that is. `until_seq` leaves out the results stored after that event: pages read with the first
+    page's last_seq hold the same results however many arrive between them, so none repeats or is skipped.
     """
 
     outcome: str | None = None  # one of OUTCOMES
@@ -63,6 +64,7 @@ class ResultQuery:
     limit: int = 100
     start: int | None = None
     locate: bool = True
+    until_seq: int | None = None
 
     @property
     def filtered(self) -> bool:

@@ -12,6 +12,7 @@ into its own (postgres.PostgresDialect).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
@@ -173,6 +174,10 @@ def plan(batch_id: str, query: ResultQuery, dialect: Dialect = SQLITE) -> Select
         # The reasons text is " rule rule ": a rule is found with the spaces around it, never inside another.
         terms += ["reasons IS NOT NULL", f"{dialect.position('reasons')} > 0"]
         args.append(f" {query.reason} ")
+    if query.until_seq is not None:
+        # Every index holds seq (SQLite: the primary key's tail): the term is read from the index, not the row.
+        terms.append("seq <= ?")
+        args.append(query.until_seq)
     reads_rows = False
     if query.q:
         terms += search_terms(dialect)
@@ -228,9 +233,14 @@ def read_page(
 ) -> ResultPage:
     """ResultPage for the query, on a reader connection (see Store.result_page)."""
     db = Reading(conn, dialect)
-    # Read first: every row read below that is older than this seq is in the page; newer ones may be too.
+    # Read first: the page holds the results stored up to this seq (see until_seq below).
     last_seq = db.execute("SELECT MAX(seq) FROM events WHERE batch_id = ?", (batch_id,)).fetchone()[0] or 0
-    select = plan(batch_id, query, dialect)
+    if query.until_seq is not None and query.until_seq < last_seq:
+        # Results stored since are left out: the batch's counts (total) and its dense indexes no longer say which.
+        last_seq, total, dense = query.until_seq, None, False
+    # The page holds the results up to last_seq and no later one (stored while it is read), so the next page,
+    # read with it as until_seq, goes on from where this one ends.
+    select = plan(batch_id, dataclasses.replace(query, until_seq=last_seq), dialect)
     exact = True
     offset: int | None = query.offset
     if query.start is not None:
@@ -325,7 +335,8 @@ def _rows(db: Reading, batch_id: str, seqs: list[int]) -> list[dict[str, Any]]:
 
 
 def explain(conn: sqlite3.Connection, batch_id: str, query: ResultQuery) -> list[str]:
-    """SQLite's plan for the query's seq-finding statement (for tests and bench/paging.py)."""
-    select = plan(batch_id, query)
+    """SQLite's plan for the query's seq-finding statement as read_page runs it, with an until_seq (for tests and
+    bench/paging.py)."""
+    select = plan(batch_id, query if query.until_seq is not None else dataclasses.replace(query, until_seq=2**62))
     sql = _seq_sql(SQLITE, select)
     return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, [*select.args, query.limit, query.offset])]

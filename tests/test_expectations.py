@@ -359,3 +359,27 @@ def test_a_batch_stored_with_its_row_specs_in_its_options_still_exports_and_reru
     response = server.request("POST", f"/api/v1/batches/{batch['id']}/rerun", json={"only": "failed"})
     [again] = server.results(server.wait(response.json()["id"])["id"])
     assert (again["outcome"], again["expect"], again["meta"]) == ("failed", {"status": 301}, {"sku": "A1"})
+
+
+def ok_fetches_with_error(server, kind: str) -> float:
+    """greenbatch_fetches_total{outcome="ok", error_kind=kind} on /metrics."""
+    text = server.request("GET", "/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "greenbatch_fetches_total" and sample.labels == {"outcome": "ok", "error_kind": kind}
+    )
+
+
+def test_a_row_its_expectations_pass_carries_no_error_though_accept_status_refuses_its_status(server, target):
+    body = "old,new\n/redirect-to?url=/status/404&status=301,/status/404\n"
+    batch = submit_csv(server, body, base_url=target.url("/"))
+    done = server.wait(batch["id"])
+    [row] = server.results(batch["id"])
+    assert (row["outcome"], row["ok"], row["error"]) == ("ok", True, None)
+    assert done["stats"]["by_error"] == {}
+    assert server.results(batch["id"], error="status") == []
+    exported = dict(zip(*csv.reader(io.StringIO(server.request("GET", batch["links"]["csv"]).text))))
+    assert (exported["ok"], exported["error_kind"]) == ("true", "")
+    assert ok_fetches_with_error(server, "status") == 0

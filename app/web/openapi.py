@@ -426,7 +426,8 @@ def schemas(config: Config) -> dict[str, Any]:
                     "type": "object",
                     "required": ["pass", "violations"],
                     "description": "Null while the batch runs. With thresholds, it passes when none is broken; "
-                    "without, when no row failed.",
+                    "without, when no row failed. A batch with cancelled rows never passes (a violation with "
+                    'threshold "cancelled", limit 0 and actual the number of cancelled rows).',
                     "properties": {
                         "pass": {"type": "boolean"},
                         "violations": {

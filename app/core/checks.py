@@ -146,14 +146,24 @@ def _parse_one(raw: Any) -> tuple[Check | None, str, str]:
             except regex.error as exc:
                 return None, "value", f"is not a valid regular expression: {exc}"
     elif source == "json":
-        if op in ("<", ">") and (isinstance(value, bool) or not isinstance(value, int | float)):
+        if op in ("<", ">") and not _finite(value):
             return None, "value", "must be a number"
         if len(json.dumps(value)) > MAX_PATTERN:
             return None, "value", f"must be a JSON value of at most {MAX_PATTERN} characters"
-    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    elif not _finite(value) or value < 0:
         unit = " (milliseconds)" if source.startswith("time.") else " (days)" if source == "cert.days_left" else ""
         return None, "value", "must be a number, at least 0" + unit
     return Check(source, op, value, path, name, max_bytes), "", ""
+
+
+def _finite(value: Any) -> bool:
+    """Whether a check's value is a JSON number a float holds: not a bool, NaN, infinity or 1 and 400 zeros."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer past a float's range
+        return False
 
 
 def needs_body(checks: Sequence[Check]) -> bool:

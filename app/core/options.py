@@ -351,7 +351,10 @@ def _number(value: Any, kind: type[int] | type[float]) -> float | int | None:
         return None
     if kind is float and not isinstance(value, (int, float)):
         return None
-    return kind(value)
+    try:
+        return kind(value)
+    except OverflowError:  # an integer too large for a float (1 and 400 zeros) is no number an option takes
+        return None
 
 
 def _status_list(value: Any) -> list[int] | None:

@@ -383,3 +383,11 @@ def test_a_row_its_expectations_pass_carries_no_error_though_accept_status_refus
     exported = dict(zip(*csv.reader(io.StringIO(server.request("GET", batch["links"]["csv"]).text))))
     assert (exported["ok"], exported["error_kind"]) == ("true", "")
     assert ok_fetches_with_error(server, "status") == 0
+
+
+@pytest.mark.parametrize("status", ["²", "٣٠١", "301²"])
+def test_an_expected_status_in_digits_other_than_ascii_is_a_400_naming_its_line(server, target, status):
+    body = f"url,expected_status,expected_final_status\n{target.url('/ok')},{status},{status}\n"
+    response = server.request("POST", "/api/v1/batches", data=body.encode(), headers={"Content-Type": "text/csv"})
+    assert response.status_code == 400, response.text[:300]
+    assert error_of(response)["details"][0]["field"] == "line 2"

@@ -16,7 +16,7 @@ from .config import Config
 METHODS = ("GET", "HEAD", "HEAD,GET")
 # HTTP clients a batch may choose (app/fetch maps each to its transport); the first is the default.
 CLIENTS = ("fast", "requests")
-_STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
+_STATUS_RANGE = re.compile(r"^\s*([0-9]{3})\s*(?:-\s*([0-9]{3})\s*)?$")  # ASCII digits: \d takes "٣٠١" too
 _STATUS_CLASS = re.compile(r"^\s*([1-5])[xX]{2}\s*$")  # 2xx: every status from 200 to 299
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Options are stored and shown with their batch: each is capped so one batch cannot weigh megabytes.

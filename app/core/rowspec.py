@@ -101,7 +101,9 @@ def csv_row(values: list[str], roles: list[str], config: Config) -> tuple[str, d
         elif role.startswith("meta:"):
             meta[role[5:]] = value
         elif value:
-            expect[role] = int(value) if role in ("status", "final_status") and value.isdigit() else value
+            # ASCII digits only: "²" is a digit to str.isdigit but not to int()
+            number = role in ("status", "final_status") and value.isascii() and value.isdigit()
+            expect[role] = int(value) if number else value
     for role in roles[len(values) :]:
         if role.startswith("meta:"):
             meta[role[5:]] = ""  # a short row: its missing meta columns are empty, so every row has them all

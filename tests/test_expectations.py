@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -391,3 +392,18 @@ def test_an_expected_status_in_digits_other_than_ascii_is_a_400_naming_its_line(
     response = server.request("POST", "/api/v1/batches", data=body.encode(), headers={"Content-Type": "text/csv"})
     assert response.status_code == 400, response.text[:300]
     assert error_of(response)["details"][0]["field"] == "line 2"
+
+
+def test_a_csv_that_starts_with_a_byte_order_mark_keeps_its_header_and_expectations(server, target):
+    body = f"url,target,note\n{target.url('/redirect-to?url=/page/b&status=301')},{target.url('/page/a')},x\n"
+    response = server.request(
+        "POST", "/api/v1/batches", data=codecs.BOM_UTF8 + body.encode(), headers={"Content-Type": "text/csv"}
+    )
+    assert response.status_code == 201, response.text[:300]
+    [row] = server.results(server.wait(response.json()["id"])["id"])
+    assert (row["url"], row["expect"], row["meta"]) == (
+        target.url("/redirect-to?url=/page/b&status=301"),
+        {"final_url": target.url("/page/a")},
+        {"note": "x"},
+    )
+    assert row["reasons"][0]["rule"] == "expect.final_url"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import heapq
@@ -115,7 +116,8 @@ def _body_bytes() -> bytearray:
 
 
 def _body_texts() -> Iterator[str]:
-    """A UTF-8 text body read a block at a time, as texts that each end at a line feed (the last may not)."""
+    """A UTF-8 text body (a leading byte order mark dropped) read a block at a time, as texts that each end at a
+    line feed (the last may not)."""
     stream = request.stream
     pending: list[bytes] = []  # the start of a line whose end has not come yet
     offset = 0  # bytes of the body before `pending`
@@ -127,6 +129,8 @@ def _body_texts() -> Iterator[str]:
             continue
         # Cut after a line feed: no UTF-8 character has that byte inside it, so each part decodes alone.
         data = b"".join([*pending, block[:cut]]) if pending else block[:cut]
+        if not offset and data.startswith(codecs.BOM_UTF8):  # a spreadsheet's "CSV UTF-8": the header is `url`
+            data, offset = data[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
         try:
             yield data.decode("utf-8")
         except UnicodeDecodeError as exc:

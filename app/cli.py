@@ -671,7 +671,8 @@ def save_results(
 
 # -- JUnit XML -------------------------------------------------------------------------------
 
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # characters XML 1.0 cannot hold
+# Characters XML 1.0 cannot hold, lone surrogates among them (they cannot even be written as UTF-8).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def _xml_text(value: Any) -> str:

@@ -535,3 +535,20 @@ def test_junit_output_has_one_test_case_per_url_and_failures_carry_their_reasons
     failure = cases[1].find("failure")
     assert failure.get("type") == "expect.status"
     assert failure.get("message").startswith("302 where 301 was expected")
+
+
+def test_a_junit_case_writes_a_lone_surrogate_a_result_holds_as_a_replacement_character():
+    from app.cli import junit_case  # the CLI is its own program: imported here only for this unit
+
+    result = {
+        "index": 0,
+        "url": "http://example.com/\ud800",
+        "outcome": "failed",
+        "reasons": [{"rule": "expect.final_url", "expected": "http://example.com/\udfff", "actual": "x\udc00"}],
+        "status_code": 200,
+        "final_url": "http://example.com/\ud800",
+    }
+    written = ET.tostring(junit_case(result, "batch \ud800", False), encoding="unicode").encode("utf-8")
+    case = ET.fromstring(written)
+    assert case.get("name") == "http://example.com/\ufffd" and case.get("classname") == "batch \ufffd"
+    assert case.find("failure").get("message") == "lands on x\ufffd instead of http://example.com/\ufffd"

@@ -68,8 +68,63 @@ _RULE = re.compile(r"^[a-z_]+(?:\.[a-z_]+|\[\d{1,4}\])?$")  # accept_status, exp
 
 
 def _json_body() -> Any:
-    """Parse the request body as JSON, answering 400 for anything that is not (never a 500)."""
-    return _parsed_json(_json_text(request.get_data(cache=True)))
+    """Parse the request body as JSON, answering 400 for anything that is not (never a 500) or that holds text
+    that is not valid Unicode."""
+    body = _parsed_json(_json_text(request.get_data(cache=True)))
+    _refuse_lone_surrogates(body)
+    return body
+
+
+def _lone_surrogate_field(value: Any, where: str = "") -> str | None:
+    """The field of the first text (or object key) in a parsed JSON value that holds a lone surrogate, or None.
+
+    "\\ud800" is valid JSON but no Unicode text: it cannot be written as UTF-8 to an export or as XML."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:  # a loop, not recursion: a body may be nested as deep as the JSON parser allows
+        at, item = stack.pop()
+        if isinstance(item, str):
+            if not _is_unicode(item):
+                return at
+        elif isinstance(item, dict):
+            for key, given in reversed(item.items()):
+                if not _is_unicode(key):
+                    return at or "body"
+                stack.append((f"{at}.{key}" if at else key, given))
+        elif isinstance(item, list):
+            stack.extend((f"{at}[{i}]", given) for i, given in reversed(list(enumerate(item))))
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether a str is Unicode text: no lone surrogate, so it can be written as UTF-8."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse_lone_surrogates(body: Any) -> None:
+    """400 naming the first field of a JSON body that holds a lone surrogate; a submission's URLs themselves are
+    left to guard.check_url, which names them as URLs."""
+    field = None
+    if isinstance(body, dict):
+        field = _lone_surrogate_field({key: given for key, given in body.items() if key != "urls"})
+        urls = body.get("urls")
+        if field is None and isinstance(urls, list):
+            for index, item in enumerate(urls):
+                if isinstance(item, dict):
+                    rest = {key: given for key, given in item.items() if key != "url"}
+                    field = _lone_surrogate_field(rest, f"urls[{index}]")
+                    if field is not None:
+                        break
+    else:
+        field = _lone_surrogate_field(body)
+    if field is not None:
+        message = "holds a lone surrogate (text that is not valid Unicode, like \\ud800): remove it or encode it"
+        raise ApiError(400, "invalid_body", f"{field} {message}", [{"field": field, "message": message}])
 
 
 def _json_text(raw: bytes | bytearray) -> str:
@@ -251,6 +306,7 @@ def _submission() -> tuple[Any, dict[str, Any], str, dict[int, dict[str, Any]] |
         body = _submission_json(_body_bytes())
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_body", 'JSON body must be an object with a "urls" list or a "source"')
+        _refuse_lone_surrogates(body)
         unknown = sorted(set(body) - {"urls", "name", "options", "source"})
         if unknown:
             raise ApiError(

@@ -407,3 +407,26 @@ def test_a_csv_that_starts_with_a_byte_order_mark_keeps_its_header_and_expectati
         {"note": "x"},
     )
     assert row["reasons"][0]["rule"] == "expect.final_url"
+
+
+def test_a_csv_header_with_more_meta_columns_than_a_batch_takes_is_a_400_naming_the_limit(server, target):
+    header = "url," + ",".join(f"c{i}" for i in range(51))
+    body = f"{header}\n{target.url('/ok')}" + ",x" * 51 + "\n"
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 400, response.text[:300]
+    [detail] = error_of(response)["details"]
+    assert detail == {
+        "field": "line 1",
+        "message": "a batch has at most 50 distinct meta columns (server limit), not 51",
+    }
+
+
+def test_json_rows_whose_meta_keys_together_pass_the_limit_are_a_400_naming_the_first_row_past_it(server, target):
+    urls = [{"url": target.url("/ok"), "meta": {f"r{row}k{key}": 1 for key in range(20)}} for row in range(3)]
+    urls.insert(1, {"url": target.url("/ok"), "meta": {"r0k0": 2}})  # a column already counted adds none
+    response = server.request("POST", "/api/v1/batches", json={"urls": urls})
+    assert response.status_code == 400, response.text[:300]
+    [detail] = error_of(response)["details"]
+    assert detail["field"] == "urls[3].meta" and "at most 50 distinct meta columns" in detail["message"]
+    ok = server.request("POST", "/api/v1/batches", json={"urls": urls[:3]})
+    assert ok.status_code == 201, "40 distinct columns are within the limit"

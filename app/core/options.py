@@ -512,7 +512,7 @@ _UNSET: dict[str, Any] = {
 }
 THRESHOLDS = ("failed_rate", "warn_rate", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ok")
 MAX_THRESHOLD_MS = 3_600_000
-MAX_META_COLUMNS = 50
+MAX_META_COLUMNS = 50  # distinct meta columns in a batch (each one a column of its CSV export), so in any row
 MAX_META_CHARS = 2000  # one meta value, as text
 MAX_EXPECT_URL = 8192
 

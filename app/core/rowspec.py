@@ -89,6 +89,13 @@ def csv_columns(header: list[str]) -> list[str] | None:
     return roles
 
 
+def meta_columns_problem(columns: int) -> str:
+    """What is wrong with a batch of this many distinct meta columns, or "" (the export has one column each)."""
+    if columns <= MAX_META_COLUMNS:
+        return ""
+    return f"a batch has at most {MAX_META_COLUMNS} distinct meta columns (server limit), not {columns}"
+
+
 def csv_row(values: list[str], roles: list[str], config: Config) -> tuple[str, dict[str, Any] | None, str]:
     """A CSV row read by its header's roles: (the URL, its sidecar row or None, what is wrong or "")."""
     url = ""

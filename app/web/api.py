@@ -217,6 +217,9 @@ def _text_urls(is_csv: bool) -> tuple[UrlList, dict[int, dict[str, Any]] | None]
             if roles is not None or "://" not in (block[0][0] if block[0] else ""):
                 del block[0]  # a header row such as "url"
                 line += 1
+            problem = rowspec.meta_columns_problem(sum(role.startswith("meta:") for role in roles or ()))
+            if problem:
+                raise ApiError(400, "invalid_body", f"CSV line 1: {problem}", [{"field": "line 1", "message": problem}])
         if roles is None:
             values = [row[0] if row else "" for row in block] if is_csv else block
             kept = [url for url in map(str.strip, values) if url and url[0] != "#"]
@@ -343,8 +346,12 @@ def _split_items(urls: Any) -> tuple[Any, dict[int, dict[str, Any]] | None]:
     plain: list[Any] = []
     rows: dict[int, dict[str, Any]] = {}
     problems: list[dict[str, Any]] = []
+    columns: set[str] = set()  # the meta columns of the rows so far: the batch's export has one for each
     for index, item in enumerate(urls):
         url, row, problem, where = rowspec.item_row(index, item, config)
+        if not problem and row and "meta" in row and not columns.issuperset(row["meta"]):
+            columns.update(row["meta"])
+            problem, where = rowspec.meta_columns_problem(len(columns)), f"urls[{index}].meta"
         if problem:
             problems.append({"field": where, "index": index, "message": problem})
         elif row:

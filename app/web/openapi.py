@@ -530,7 +530,12 @@ def schemas(config: Config) -> dict[str, Any]:
                                 "properties": {
                                     "url": {"type": "string", "maxLength": config.max_url_length},
                                     "expect": EXPECT_SCHEMA,
-                                    "meta": {"type": "object", "description": "Kept and shown with the result."},
+                                    "meta": {
+                                        "type": "object",
+                                        "maxProperties": 50,
+                                        "description": "Kept and shown with the result. A batch has at most 50 "
+                                        "distinct meta keys over all its items (400 past them).",
+                                    },
                                     "checks": {
                                         "type": "array",
                                         "description": "This row's checks, after the batch's (see options.checks).",

@@ -224,3 +224,37 @@ def test_a_bad_check_in_a_submission_is_a_400_naming_it(server, target):
     )
     assert response.status_code == 400
     assert error_of(response)["details"][0]["field"] == "options.checks[0].path"
+
+
+@pytest.mark.parametrize(
+    ("item", "checks", "field"),
+    [
+        (None, [{"source": "body", "op": "not_contains", "value": "Sold out"}], "options.checks[0].source"),
+        (
+            None,
+            [{"source": "header", "name": "a", "op": "present"}, {"source": "size", "op": ">", "value": 1}],
+            "options.checks[1].source",
+        ),
+        ([{"source": "json", "path": "$.a", "op": "exists"}], None, "urls[0].checks[0].source"),
+    ],
+)
+def test_a_check_that_reads_the_body_is_refused_for_a_head_batch_naming_it(server, target, item, checks, field):
+    url = {"url": target.url("/ok"), "checks": item} if item else target.url("/ok")
+    options = {"method": "HEAD", **({"checks": checks} if checks else {})}
+    response = server.request("POST", "/api/v1/batches", json={"urls": [url], "options": options})
+    assert response.status_code == 400, response.text[:300]
+    [detail] = error_of(response)["details"]
+    assert detail["field"] == field and "HEAD" in detail["message"]
+
+
+def test_a_head_get_batch_with_a_check_that_reads_the_body_asks_with_get(server, target):
+    reads = [{"source": "json", "path": "$.method", "op": "==", "value": "GET"}]
+    [result] = server.results(
+        server.wait(server.submit([target.url("/echo")], method="HEAD,GET", checks=reads)["id"])["id"]
+    )
+    assert (result["outcome"], result["method"]) == ("ok", "GET")
+    headers_only = [{"source": "content_type", "op": "matches", "value": "json"}]
+    [result] = server.results(
+        server.wait(server.submit([target.url("/echo")], method="HEAD,GET", checks=headers_only)["id"])["id"]
+    )
+    assert (result["outcome"], result["method"]) == ("ok", "HEAD")

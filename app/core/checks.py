@@ -36,6 +36,7 @@ OPS = {
     "cert.days_left": (">", ">=", "<", "<="),
 }
 BODY_SOURCES = frozenset({"body", "json"})  # checks that need the response's body kept
+READS_BODY = BODY_SOURCES | {"size"}  # checks a HEAD answer (no body) cannot answer
 NO_VALUE_OPS = frozenset({"exists", "present", "absent"})
 MAX_CHECKS = 50  # a batch's, and a row's
 MAX_PATTERN = 1000  # characters of a regular expression, a JSONPath or a text to find

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, request, url_for
 
 from ..core import rowspec, verdict
 from ..core.memory import release_freed_memory
-from ..core.options import MAX_META_CHARS, BatchOptions, ValidationError, header_problem
+from ..core.options import MAX_META_CHARS, BatchOptions, ValidationError, head_problems, header_problem
 from ..core.results import ERROR_KINDS, FINAL_STATUSES
 from ..core.sources import Source
 from ..core.urllist import MAX_REMAP, UrlList, UrlListBuilder, read_json_object, remapped
@@ -657,6 +657,10 @@ def _created_from_source(raw_source: Any, raw_options: Any, raw_name: Any) -> Re
     rows = {index: {"meta": _meta_row(meta)} for index, (_, meta) in enumerate(found) if meta}
     if rows:
         options = dataclasses.replace(options, rows=rows)
+        problems = head_problems(options.method, None, rows)  # the batch's own checks were judged in parse
+        if problems:
+            first = problems[0]
+            raise ApiError(400, "invalid_urls", f"{first['field']} {first['message']}", problems[:MAX_DETAILS])
     _check_final_url_bases(options)
     urls = UrlList.of(url for url, _ in found)
     del found
@@ -744,6 +748,10 @@ def create_batch():
     del urls
     if rows:
         options = dataclasses.replace(options, rows=rows)
+        problems = head_problems(options.method, None, rows)  # the batch's own checks were judged in parse
+        if problems:
+            first = problems[0]
+            raise ApiError(400, "invalid_urls", f"{first['field']} {first['message']}", problems[:MAX_DETAILS])
     _check_final_url_bases(options)
     name = _name(name) or _derived_name(checked)
     # A str each costs ~60 bytes more than its text: a million URLs are stored and held in one buffer instead.

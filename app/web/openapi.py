@@ -573,7 +573,12 @@ def schemas(config: Config) -> dict[str, Any]:
                     "description": "Total deadline per URL (seconds), all hops and retries included.",
                 },
                 "connect_timeout": {"type": "number", "minimum": 0.1, "maximum": config.max_timeout},
-                "method": {"type": "string", "enum": list(METHODS)},
+                "method": {
+                    "type": "string",
+                    "enum": list(METHODS),
+                    "description": "HEAD refuses body, json and size checks (400); HEAD,GET asks with GET when the "
+                    "batch has one.",
+                },
                 "headers": {
                     "type": "object",
                     "maxProperties": MAX_HEADERS,

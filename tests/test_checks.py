@@ -3,6 +3,7 @@ field, and a catastrophic regular expression that cannot stall the hub."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -52,6 +53,27 @@ def test_json_checks_read_a_jsonpath_and_fail_when_the_body_is_not_json():
     assert failures([{"source": "json", "path": "$.status", "op": "==", "value": "ok"}]) == [
         ("check[0]", "the body is not JSON")
     ]
+
+
+@pytest.mark.parametrize(
+    ("found", "value", "equal"),
+    [
+        (1, True, False),
+        (0, False, False),
+        (True, 1, False),
+        (1.0, 1, True),
+        (True, True, True),
+        ([1, 0], [True, False], False),
+        ({"on": 1}, {"on": True}, False),
+        ({"on": [1, "a"]}, {"on": [1.0, "a"]}, True),
+        ([], {}, False),
+        (None, False, False),
+    ],
+)
+def test_json_equality_tells_true_and_false_from_numbers_at_any_depth(found, value, equal):
+    body = json.dumps({"a": found}).encode()
+    checks = [{"source": "json", "path": "$.a", "op": op, "value": value} for op in ("==", "!=")]
+    assert [rule for rule, _ in failures(checks, body=body)] == (["check[1]"] if equal else ["check[0]"])
 
 
 def test_a_json_body_nested_deeper_than_json_reads_is_not_json_not_a_crash():

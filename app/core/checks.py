@@ -167,6 +167,19 @@ def _finite(value: Any) -> bool:
         return False
 
 
+def json_equal(found: Any, value: Any) -> bool:
+    """JSON equality: as Python's ==, except that true and false are not the numbers 1 and 0, at any depth."""
+    if isinstance(found, bool) or isinstance(value, bool):
+        return isinstance(found, bool) and isinstance(value, bool) and found == value
+    if isinstance(found, list) and isinstance(value, list):
+        return len(found) == len(value) and all(map(json_equal, found, value))
+    if isinstance(found, dict) and isinstance(value, dict):
+        return found.keys() == value.keys() and all(json_equal(found[key], value[key]) for key in found)
+    if isinstance(found, list | dict) or isinstance(value, list | dict):
+        return False  # an array is never an object, nor a container a scalar
+    return bool(found == value)  # 1 == 1.0: JSON has one kind of number
+
+
 def needs_body(checks: Sequence[Check]) -> bool:
     """Whether any check reads the body (so the fetch must keep it)."""
     return any(check.source in BODY_SOURCES for check in checks)
@@ -283,9 +296,9 @@ def _failure(
             return "no match"
         found = nodes[0].value
         if op == "==":
-            return None if found == value else json.dumps(found)
+            return None if json_equal(found, value) else json.dumps(found)
         if op == "!=":
-            return None if found != value else json.dumps(found)
+            return None if not json_equal(found, value) else json.dumps(found)
         if isinstance(found, bool) or not isinstance(found, int | float):
             return f"{json.dumps(found)[:100]} is not a number"
         return None if (found < value if op == "<" else found > value) else json.dumps(found)

@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import jsonpath_rfc9535
 import regex  # type: ignore[import-untyped]  # no stubs; a search's timeout= is what re lacks
@@ -157,7 +157,7 @@ def _parse_one(raw: Any) -> tuple[Check | None, str, str]:
     return Check(source, op, value, path, name, max_bytes), "", ""
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[int | float]:
     """Whether a check's value is a JSON number a float holds: not a bool, NaN, infinity or 1 and 400 zeros."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False

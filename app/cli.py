@@ -623,14 +623,14 @@ def follow_and_save(
 
 
 def exit_status(batch: dict[str, Any], fail_on_warn: bool) -> int:
-    """0 when the batch's verdict passes (none failed, without thresholds) and no URL was cancelled; warn rows
-    pass unless `fail_on_warn`. A server without verdicts: 0 when every URL ended ok."""
+    """0 when the batch's verdict passes (the server decides: none failed without thresholds, none cancelled);
+    warn rows pass unless `fail_on_warn`. A server without verdicts: 0 when every URL ended ok."""
     counts = batch["counts"]
     verdict = batch.get("verdict")
     if not isinstance(verdict, dict):
         passed = counts["ok"] == counts["total"]
     else:
-        passed = bool(verdict.get("pass")) and not counts["cancelled"]
+        passed = bool(verdict.get("pass"))
     if fail_on_warn and counts.get("warn"):
         passed = False
     return EXIT_OK if passed else EXIT_FAILED
@@ -671,7 +671,8 @@ def save_results(
 
 # -- JUnit XML -------------------------------------------------------------------------------
 
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # characters XML 1.0 cannot hold
+# Characters XML 1.0 cannot hold, lone surrogates among them (they cannot even be written as UTF-8).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def _xml_text(value: Any) -> str:

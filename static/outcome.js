@@ -164,6 +164,7 @@ const THRESHOLDS = {
   p95_ms: ['p95', '≤', 'ms'],
   p99_ms: ['p99', '≤', 'ms'],
   min_ok: ['ok', '≥', 'count'],
+  cancelled: ['cancelled', '≤', 'count'], // not an option: the verdict's violation for a batch with cancelled rows
 };
 
 // A threshold's value in its unit: a rate as a percentage, a time in ms, a count.

@@ -130,6 +130,43 @@ def test_non_utf8_body_answers_400(server):
     assert "UTF-8" in error_of(response)["message"]
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (
+            '{"urls": [{"url": "http://example.com/", "expect": {"final_url": "http://example.com/\\ud800"}}]}',
+            "urls[0].expect.final_url",
+        ),
+        ('{"urls": [{"url": "http://example.com/", "meta": {"note": "a\\udc00"}}]}', "urls[0].meta.note"),
+        ('{"urls": [{"url": "http://example.com/", "meta": {"\\ud800": "a"}}]}', "urls[0].meta"),
+        ('{"urls": ["http://example.com/"], "name": "x\\ud800"}', "name"),
+        (
+            '{"urls": ["http://example.com/"], "options": {"expect": {"final_url": "http://e.com/\\udfff"}}}',
+            "options.expect.final_url",
+        ),
+        (
+            '{"urls": ["http://example.com/"], "options": {"checks": [{"source": "body", "op": "contains", '
+            '"value": "\\ud800"}]}}',
+            "options.checks[0].value",
+        ),
+        ('{"urls": ["http://example.com/"], "options": {"headers": {"X-A": "\\ud800"}}}', "options.headers.X-A"),
+    ],
+)
+def test_a_lone_surrogate_in_any_text_a_batch_carries_is_a_400_naming_its_field(server, body, field):
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text[:300]
+    [detail] = error_of(response)["details"]
+    assert detail["field"] == field and "lone surrogate" in detail["message"]
+
+
+def test_a_pair_of_surrogates_is_one_character_and_accepted(server, target):
+    body = '{"urls": [{"url": "%s", "meta": {"mood": "\\ud83d\\ude00"}}]}' % target.url("/ok")
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 201, response.text[:300]
+    [result] = server.results(server.wait(response.json()["id"])["id"])
+    assert result["meta"] == {"mood": "\U0001f600"}
+
+
 def test_lone_surrogate_in_a_url_answers_400(server):
     body = '{"urls": ["http://example.com/\\ud800"]}'
     response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "application/json"})

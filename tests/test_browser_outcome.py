@@ -209,6 +209,16 @@ def test_the_banner_takes_the_verdict_from_the_batchs_final_event(page, server, 
     expect(page.locator("#verdict li")).to_have_text(["ok ≥ 2 ✗ 1"])
 
 
+def test_a_cancelled_batch_shows_fail_naming_the_cancelled_urls(page, server, target):
+    batch = server.submit([target.url(f"/delay/2000?banner={i}") for i in range(3)], concurrency=1)
+    assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
+    cancelled = server.wait(batch["id"])["counts"]["cancelled"]
+    page.goto(server.url(f"/batches/{batch['id']}"))
+    expect(page.locator("#verdict .verdict-word")).to_have_text("FAIL")
+    expect(page.locator('#verdict li[data-threshold="cancelled"]')).to_have_text(f"cancelled ≤ 0 ✗ {cancelled}")
+    shot(page, "cancelled")
+
+
 def test_the_verdict_banner_says_fail_and_lists_each_threshold_with_its_limit_and_what_missed_it(page, server, judged):
     page.goto(server.url(f"/batches/{judged['id']}"))
     # 4 of 6 failed, past the 50 % limit; p95 met.

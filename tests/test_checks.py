@@ -65,6 +65,27 @@ def test_json_checks_read_a_jsonpath_and_fail_when_the_body_is_not_json():
     ]
 
 
+@pytest.mark.parametrize(
+    ("found", "value", "equal"),
+    [
+        (1, True, False),
+        (0, False, False),
+        (True, 1, False),
+        (1.0, 1, True),
+        (True, True, True),
+        ([1, 0], [True, False], False),
+        ({"on": 1}, {"on": True}, False),
+        ({"on": [1, "a"]}, {"on": [1.0, "a"]}, True),
+        ([], {}, False),
+        (None, False, False),
+    ],
+)
+def test_json_equality_tells_true_and_false_from_numbers_at_any_depth(found, value, equal):
+    body = json.dumps({"a": found}).encode()
+    checks = [{"source": "json", "path": "$.a", "op": op, "value": value} for op in ("==", "!=")]
+    assert [rule for rule, _ in failures(checks, body=body)] == (["check[1]"] if equal else ["check[0]"])
+
+
 def test_a_json_body_nested_deeper_than_json_reads_is_not_json_not_a_crash():
     deep = b"[" * 200_000  # a target's answer; json.loads would raise RecursionError
     assert failures([{"source": "json", "path": "$.a", "op": "exists"}], body=deep) == [
@@ -318,3 +339,37 @@ def test_a_bad_check_in_a_submission_is_a_400_naming_it(server, target):
     )
     assert response.status_code == 400
     assert error_of(response)["details"][0]["field"] == "options.checks[0].path"
+
+
+@pytest.mark.parametrize(
+    ("item", "checks", "field"),
+    [
+        (None, [{"source": "body", "op": "not_contains", "value": "Sold out"}], "options.checks[0].source"),
+        (
+            None,
+            [{"source": "header", "name": "a", "op": "present"}, {"source": "size", "op": ">", "value": 1}],
+            "options.checks[1].source",
+        ),
+        ([{"source": "json", "path": "$.a", "op": "exists"}], None, "urls[0].checks[0].source"),
+    ],
+)
+def test_a_check_that_reads_the_body_is_refused_for_a_head_batch_naming_it(server, target, item, checks, field):
+    url = {"url": target.url("/ok"), "checks": item} if item else target.url("/ok")
+    options = {"method": "HEAD", **({"checks": checks} if checks else {})}
+    response = server.request("POST", "/api/v1/batches", json={"urls": [url], "options": options})
+    assert response.status_code == 400, response.text[:300]
+    [detail] = error_of(response)["details"]
+    assert detail["field"] == field and "HEAD" in detail["message"]
+
+
+def test_a_head_get_batch_with_a_check_that_reads_the_body_asks_with_get(server, target):
+    reads = [{"source": "json", "path": "$.method", "op": "==", "value": "GET"}]
+    [result] = server.results(
+        server.wait(server.submit([target.url("/echo")], method="HEAD,GET", checks=reads)["id"])["id"]
+    )
+    assert (result["outcome"], result["method"]) == ("ok", "GET")
+    headers_only = [{"source": "content_type", "op": "matches", "value": "json"}]
+    [result] = server.results(
+        server.wait(server.submit([target.url("/echo")], method="HEAD,GET", checks=headers_only)["id"])["id"]
+    )
+    assert (result["outcome"], result["method"]) == ("ok", "HEAD")

@@ -312,6 +312,21 @@ def test_cancel_stops_a_running_batch_and_a_second_cancel_says_it_is_over(server
     assert f"the server answered 409: batch {batch_id} is cancelled" in again.stderr
 
 
+def test_a_batch_with_cancelled_rows_fails_its_verdict_and_the_cli_exit_reads_that_verdict(server, target):
+    batch = server.submit([target.url(f"/delay/2000?cancel={i}") for i in range(3)], concurrency=1)
+    assert server.request("POST", f"/api/v1/batches/{batch['id']}/cancel").status_code == 200
+    done = server.wait(batch["id"])
+    cancelled = done["counts"]["cancelled"]
+    assert cancelled >= 2
+    assert done["verdict"] == {
+        "pass": False,
+        "violations": [{"threshold": "cancelled", "limit": 0, "actual": cancelled}],
+    }
+    followed = run_cli("follow", batch["id"], "--format", "ndjson", server=server)
+    assert followed.returncode == 1, followed.stderr
+    assert f"verdict: FAIL (cancelled {cancelled} > 0)" in followed.stderr
+
+
 def test_list_shows_the_newest_batches_first_in_a_table(server, target, tmp_path):
     first = run_cli(
         "submit", str(url_file(tmp_path, target.url("/ok"), name="first.txt")), server=server
@@ -520,3 +535,20 @@ def test_junit_output_has_one_test_case_per_url_and_failures_carry_their_reasons
     failure = cases[1].find("failure")
     assert failure.get("type") == "expect.status"
     assert failure.get("message").startswith("302 where 301 was expected")
+
+
+def test_a_junit_case_writes_a_lone_surrogate_a_result_holds_as_a_replacement_character():
+    from app.cli import junit_case  # the CLI is its own program: imported here only for this unit
+
+    result = {
+        "index": 0,
+        "url": "http://example.com/\ud800",
+        "outcome": "failed",
+        "reasons": [{"rule": "expect.final_url", "expected": "http://example.com/\udfff", "actual": "x\udc00"}],
+        "status_code": 200,
+        "final_url": "http://example.com/\ud800",
+    }
+    written = ET.tostring(junit_case(result, "batch \ud800", False), encoding="unicode").encode("utf-8")
+    case = ET.fromstring(written)
+    assert case.get("name") == "http://example.com/\ufffd" and case.get("classname") == "batch \ufffd"
+    assert case.find("failure").get("message") == "lands on x\ufffd instead of http://example.com/\ufffd"

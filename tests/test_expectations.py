@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -359,3 +360,73 @@ def test_a_batch_stored_with_its_row_specs_in_its_options_still_exports_and_reru
     response = server.request("POST", f"/api/v1/batches/{batch['id']}/rerun", json={"only": "failed"})
     [again] = server.results(server.wait(response.json()["id"])["id"])
     assert (again["outcome"], again["expect"], again["meta"]) == ("failed", {"status": 301}, {"sku": "A1"})
+
+
+def ok_fetches_with_error(server, kind: str) -> float:
+    """greenbatch_fetches_total{outcome="ok", error_kind=kind} on /metrics."""
+    text = server.request("GET", "/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "greenbatch_fetches_total" and sample.labels == {"outcome": "ok", "error_kind": kind}
+    )
+
+
+def test_a_row_its_expectations_pass_carries_no_error_though_accept_status_refuses_its_status(server, target):
+    body = "old,new\n/redirect-to?url=/status/404&status=301,/status/404\n"
+    batch = submit_csv(server, body, base_url=target.url("/"))
+    done = server.wait(batch["id"])
+    [row] = server.results(batch["id"])
+    assert (row["outcome"], row["ok"], row["error"]) == ("ok", True, None)
+    assert done["stats"]["by_error"] == {}
+    assert server.results(batch["id"], error="status") == []
+    exported = dict(zip(*csv.reader(io.StringIO(server.request("GET", batch["links"]["csv"]).text))))
+    assert (exported["ok"], exported["error_kind"]) == ("true", "")
+    assert ok_fetches_with_error(server, "status") == 0
+
+
+@pytest.mark.parametrize("status", ["²", "٣٠١", "301²"])
+def test_an_expected_status_in_digits_other_than_ascii_is_a_400_naming_its_line(server, target, status):
+    body = f"url,expected_status,expected_final_status\n{target.url('/ok')},{status},{status}\n"
+    response = server.request("POST", "/api/v1/batches", data=body.encode(), headers={"Content-Type": "text/csv"})
+    assert response.status_code == 400, response.text[:300]
+    assert error_of(response)["details"][0]["field"] == "line 2"
+
+
+def test_a_csv_that_starts_with_a_byte_order_mark_keeps_its_header_and_expectations(server, target):
+    body = f"url,target,note\n{target.url('/redirect-to?url=/page/b&status=301')},{target.url('/page/a')},x\n"
+    response = server.request(
+        "POST", "/api/v1/batches", data=codecs.BOM_UTF8 + body.encode(), headers={"Content-Type": "text/csv"}
+    )
+    assert response.status_code == 201, response.text[:300]
+    [row] = server.results(server.wait(response.json()["id"])["id"])
+    assert (row["url"], row["expect"], row["meta"]) == (
+        target.url("/redirect-to?url=/page/b&status=301"),
+        {"final_url": target.url("/page/a")},
+        {"note": "x"},
+    )
+    assert row["reasons"][0]["rule"] == "expect.final_url"
+
+
+def test_a_csv_header_with_more_meta_columns_than_a_batch_takes_is_a_400_naming_the_limit(server, target):
+    header = "url," + ",".join(f"c{i}" for i in range(51))
+    body = f"{header}\n{target.url('/ok')}" + ",x" * 51 + "\n"
+    response = server.request("POST", "/api/v1/batches", data=body, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 400, response.text[:300]
+    [detail] = error_of(response)["details"]
+    assert detail == {
+        "field": "line 1",
+        "message": "a batch has at most 50 distinct meta columns (server limit), not 51",
+    }
+
+
+def test_json_rows_whose_meta_keys_together_pass_the_limit_are_a_400_naming_the_first_row_past_it(server, target):
+    urls = [{"url": target.url("/ok"), "meta": {f"r{row}k{key}": 1 for key in range(20)}} for row in range(3)]
+    urls.insert(1, {"url": target.url("/ok"), "meta": {"r0k0": 2}})  # a column already counted adds none
+    response = server.request("POST", "/api/v1/batches", json={"urls": urls})
+    assert response.status_code == 400, response.text[:300]
+    [detail] = error_of(response)["details"]
+    assert detail["field"] == "urls[3].meta" and "at most 50 distinct meta columns" in detail["message"]
+    ok = server.request("POST", "/api/v1/batches", json={"urls": urls[:3]})
+    assert ok.status_code == 201, "40 distinct columns are within the limit"

@@ -344,3 +344,22 @@ def test_the_index_page_lists_batches_with_headers_from_the_slim_snapshot_and_ol
     expect(rows.last).to_have_attribute("data-id", ids[0])
     fresh = server.submit([target.url("/ok")], headers=BULKY)  # arrives live: the page fetches it whole
     expect(rows.first).to_have_attribute("data-id", fresh["id"], timeout=20_000)
+
+
+HUGE = 10**400  # an integer past a float's range
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"thresholds": {"p50_ms": HUGE}}, "options.thresholds"),
+        ({"thresholds": {"failed_rate": HUGE}}, "options.thresholds"),
+        ({"max_retry_after": HUGE}, "options.max_retry_after"),
+        ({"per_host_interval": HUGE}, "options.per_host_interval"),
+        ({"checks": [{"source": "size", "op": "<", "value": HUGE}]}, "options.checks[0].value"),
+        ({"checks": [{"source": "time.total", "op": "<", "value": HUGE}]}, "options.checks[0].value"),
+        ({"checks": [{"source": "json", "path": "$.a", "op": ">", "value": HUGE}]}, "options.checks[0].value"),
+    ],
+)
+def test_an_integer_too_large_for_a_number_is_a_400_naming_its_field(server, options, field):
+    assert option_refusal(server, **options)["field"] == field

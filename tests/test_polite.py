@@ -328,6 +328,13 @@ def test_the_hosts_table_downloads_as_csv_the_most_refused_host_first(server, ta
     assert server.request("GET", f"/api/v1/batches/{batch['id']}/hosts", params={"format": "xml"}).status_code == 400
 
 
+def test_the_hosts_table_counts_a_warned_url_as_ok_as_the_batch_counts_do(server, target):
+    batch = server.wait(server.submit([target.url("/challenge"), target.url("/ok"), target.url("/status/500")])["id"])
+    assert (batch["counts"]["ok"], batch["counts"]["warn"], batch["counts"]["failed"]) == (2, 1, 1)
+    [host] = server.request("GET", f"/api/v1/batches/{batch['id']}/hosts").json()["hosts"]
+    assert (host["done"], host["ok"], host["failed"]) == (3, 2, 1)
+
+
 def test_the_hosts_table_read_as_a_batch_runs_ends_as_the_one_counted_at_once_from_its_stored_results(server, target):
     # The server counts each stored result once, as the polls come; the finished batch's table is the same as
     # one counted from all its results in one go (what a new process reads).

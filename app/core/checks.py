@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import jsonpath_rfc9535
 import regex  # type: ignore[import-untyped]  # no stubs; a search's timeout= is what re lacks
@@ -41,6 +41,7 @@ OPS = {
     "cert.days_left": (">", ">=", "<", "<="),
 }
 BODY_SOURCES = frozenset({"body", "json"})  # checks that need the response's body kept
+READS_BODY = BODY_SOURCES | {"size"}  # checks a HEAD answer (no body) cannot answer
 NO_VALUE_OPS = frozenset({"exists", "present", "absent"})
 MAX_CHECKS = 50  # a batch's, and a row's
 MAX_PATTERN = 1000  # characters of a regular expression, a JSONPath or a text to find
@@ -196,14 +197,37 @@ def _parse_one(raw: Any) -> tuple[Check | None, str, str]:
             except regex.error as exc:
                 return None, "value", f"is not a valid regular expression: {exc}"
     elif source == "json":
-        if op in ("<", ">") and (isinstance(value, bool) or not isinstance(value, int | float)):
+        if op in ("<", ">") and not _finite(value):
             return None, "value", "must be a number"
         if len(json.dumps(value)) > MAX_PATTERN:
             return None, "value", f"must be a JSON value of at most {MAX_PATTERN} characters"
-    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    elif not _finite(value) or value < 0:
         unit = " (milliseconds)" if source.startswith("time.") else " (days)" if source == "cert.days_left" else ""
         return None, "value", "must be a number, at least 0" + unit
     return Check(source, op, value, path, name, max_bytes), "", ""
+
+
+def _finite(value: Any) -> TypeGuard[int | float]:
+    """Whether a check's value is a JSON number a float holds: not a bool, NaN, infinity or 1 and 400 zeros."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer past a float's range
+        return False
+
+
+def json_equal(found: Any, value: Any) -> bool:
+    """JSON equality: as Python's ==, except that true and false are not the numbers 1 and 0, at any depth."""
+    if isinstance(found, bool) or isinstance(value, bool):
+        return isinstance(found, bool) and isinstance(value, bool) and found == value
+    if isinstance(found, list) and isinstance(value, list):
+        return len(found) == len(value) and all(map(json_equal, found, value))
+    if isinstance(found, dict) and isinstance(value, dict):
+        return found.keys() == value.keys() and all(json_equal(found[key], value[key]) for key in found)
+    if isinstance(found, list | dict) or isinstance(value, list | dict):
+        return False  # an array is never an object, nor a container a scalar
+    return bool(found == value)  # 1 == 1.0: JSON has one kind of number
 
 
 def needs_body(checks: Sequence[Check]) -> bool:
@@ -345,9 +369,9 @@ def _failure(
             return "no match"
         found = nodes[0].value
         if op == "==":
-            return None if found == value else json.dumps(found)
+            return None if json_equal(found, value) else json.dumps(found)
         if op == "!=":
-            return None if found != value else json.dumps(found)
+            return None if not json_equal(found, value) else json.dumps(found)
         if isinstance(found, bool) or not isinstance(found, int | float):
             return f"{json.dumps(found)[:100]} is not a number"
         return None if (found < value if op == "<" else found > value) else json.dumps(found)

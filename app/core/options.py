@@ -9,14 +9,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import verdict
-from .checks import BODY_SOURCES, Check, needs_body, parse_checks
+from .checks import BODY_SOURCES, READS_BODY, Check, needs_body, parse_checks
 from .config import Config
 
 # HEAD,GET: HEAD first, then GET for a URL whose HEAD answers one of head_fallback_statuses.
 METHODS = ("GET", "HEAD", "HEAD,GET")
 # HTTP clients a batch may choose (app/fetch maps each to its transport); the first is the default.
 CLIENTS = ("fast", "requests")
-_STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
+_STATUS_RANGE = re.compile(r"^\s*([0-9]{3})\s*(?:-\s*([0-9]{3})\s*)?$")  # ASCII digits: \d takes "٣٠١" too
 _STATUS_CLASS = re.compile(r"^\s*([1-5])[xX]{2}\s*$")  # 2xx: every status from 200 to 299
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Options are stored and shown with their batch: each is capped so one batch cannot weigh megabytes.
@@ -136,6 +136,15 @@ class BatchOptions:
     def batch_checks(self) -> tuple[Check, ...]:
         """The batch's checks, compiled once."""
         return parse_checks(self.checks, "options.checks")[0] if self.checks else ()
+
+    @cached_property
+    def first_method(self) -> str:
+        """The method of a URL's first request: HEAD,GET asks with GET when a check reads the body or its size."""
+        if self.method != "HEAD,GET":
+            return self.method
+        checks = [check.source for check in self.batch_checks]
+        checks += [check.get("source") for row in (self.rows or {}).values() for check in row.get("checks") or ()]
+        return "GET" if any(source in READS_BODY for source in checks) else "HEAD"
 
     @cached_property
     def needs_body(self) -> bool:
@@ -327,6 +336,7 @@ class BatchOptions:
             targets, notify_problems = parse_notify(raw.get("notify"), raw.get("webhook"), config)
             problems.extend(notify_problems)
             base["notify"] = targets
+        problems.extend(head_problems(base.get("method"), base.get("checks"), base.get("rows")))
         for i, check in enumerate(base.get("checks") or ()):
             if check["source"] == "cert.days_left" and not (base.get("capture") or {}).get("tls"):
                 message = 'reads the certificate: cert.days_left needs the capture option {"tls": true}'
@@ -334,6 +344,20 @@ class BatchOptions:
         if problems:
             raise ValidationError("invalid options", problems)
         return cls(**base)
+
+
+def head_problems(
+    method: str | None, checks: list[dict[str, Any]] | None, rows: dict[int, dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """The body, json and size checks of a HEAD batch, each a problem: a HEAD answer has no body to read, so
+    `contains` would fail every row and `not_contains` pass without reading a byte. (HEAD,GET asks with GET.)"""
+    if method != "HEAD":
+        return []
+    given = [(f"options.checks[{i}]", check) for i, check in enumerate(checks or ())]
+    for index, row in sorted((rows or {}).items()):
+        given += [(f"urls[{index}].checks[{i}]", check) for i, check in enumerate(row.get("checks") or ())]
+    message = "reads the body, which a HEAD answer has none of: use method GET or HEAD,GET"
+    return [{"field": f"{where}.source", "message": message} for where, check in given if check["source"] in READS_BODY]
 
 
 def _number(value: Any, kind: type[int] | type[float]) -> float | int | None:
@@ -351,7 +375,10 @@ def _number(value: Any, kind: type[int] | type[float]) -> float | int | None:
         return None
     if kind is float and not isinstance(value, (int, float)):
         return None
-    return kind(value)
+    try:
+        return kind(value)
+    except OverflowError:  # an integer too large for a float (1 and 400 zeros) is no number an option takes
+        return None
 
 
 def _status_list(value: Any) -> list[int] | None:
@@ -509,7 +536,7 @@ _UNSET: dict[str, Any] = {
 }
 THRESHOLDS = ("failed_rate", "warn_rate", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ok")
 MAX_THRESHOLD_MS = 3_600_000
-MAX_META_COLUMNS = 50
+MAX_META_COLUMNS = 50  # distinct meta columns in a batch (each one a column of its CSV export), so in any row
 MAX_META_CHARS = 2000  # one meta value, as text
 MAX_EXPECT_URL = 8192
 

@@ -89,6 +89,13 @@ def csv_columns(header: list[str]) -> list[str] | None:
     return roles
 
 
+def meta_columns_problem(columns: int) -> str:
+    """What is wrong with a batch of this many distinct meta columns, or "" (the export has one column each)."""
+    if columns <= MAX_META_COLUMNS:
+        return ""
+    return f"a batch has at most {MAX_META_COLUMNS} distinct meta columns (server limit), not {columns}"
+
+
 def csv_row(values: list[str], roles: list[str], config: Config) -> tuple[str, dict[str, Any] | None, str]:
     """A CSV row read by its header's roles: (the URL, its sidecar row or None, what is wrong or "")."""
     url = ""
@@ -101,7 +108,9 @@ def csv_row(values: list[str], roles: list[str], config: Config) -> tuple[str, d
         elif role.startswith("meta:"):
             meta[role[5:]] = value
         elif value:
-            expect[role] = int(value) if role in ("status", "final_status") and value.isdigit() else value
+            # ASCII digits only: "²" is a digit to str.isdigit but not to int()
+            number = role in ("status", "final_status") and value.isascii() and value.isdigit()
+            expect[role] = int(value) if number else value
     for role in roles[len(values) :]:
         if role.startswith("meta:"):
             meta[role[5:]] = ""  # a short row: its missing meta columns are empty, so every row has them all

@@ -314,11 +314,15 @@ def batch_verdict(
 
     Rates are over the results that ran (ok, warn and failed; never the cancelled); a percentile the batch has no
     latency for breaks its threshold (nothing shows it was met). Without thresholds, it passes when no row failed.
+    A batch with cancelled rows never passes: the violation {"threshold": "cancelled", "limit": 0} says how many.
     """
+    violations: list[dict[str, Any]] = []
+    cancelled = counts.get("cancelled", 0)
+    if cancelled:  # rows that never ran proved nothing: the page, notifications and the CLI's exit code fail alike
+        violations.append({"threshold": "cancelled", "limit": 0, "actual": cancelled})
     if not thresholds:
-        return {"pass": counts.get("failed", 0) == 0, "violations": []}
+        return {"pass": counts.get("failed", 0) == 0 and not violations, "violations": violations}
     ran = counts.get("ok", 0) + counts.get("failed", 0)
-    violations = []
     for name, limit in thresholds.items():
         actual: float | int | None
         if name == "min_ok":

@@ -84,7 +84,7 @@ def follow(
     """
     url = result.url  # checked at submission; each redirect target is checked below
     headers: Mapping[str, str] = options.headers  # never mutated: a cross-origin hop gets a filtered copy
-    method = "HEAD" if options.method == "HEAD,GET" else options.method
+    method = options.first_method
     if resume is not None:
         url, headers, method = resume.url, resume.headers, resume.method
     while True:

@@ -364,7 +364,8 @@ def judge(result: Result, hop: Hop | None, options: BatchOptions, between: Calla
     )
     result.outcome = outcome
     if outcome == "ok" and not warnings:
-        result.ok = True  # reasons and warnings stay the empty lists they are made with
+        # An ok row carries no error: expectations may pass a status accept_status refused (a 404 expected).
+        result.ok, result.error = True, None  # reasons and warnings stay the empty lists they are made with
         return
     result.reasons, result.warnings = reasons, warnings
     result.ok = outcome == "ok" or outcome == "warn"

@@ -478,7 +478,7 @@ class HostTable:
         if kind == "cancelled":
             return
         tally.done += 1
-        if kind == "ok":
+        if kind == "ok" or kind == "warn":  # ok holds the warned, as the batch's counts do
             tally.ok += 1
         else:
             tally.failed += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import heapq
@@ -19,7 +20,7 @@ from flask import Blueprint, Response, current_app, request, url_for
 
 from ..core import rowspec, verdict
 from ..core.memory import release_freed_memory
-from ..core.options import MAX_META_CHARS, BatchOptions, ValidationError, header_problem
+from ..core.options import MAX_META_CHARS, BatchOptions, ValidationError, head_problems, header_problem
 from ..core.results import ERROR_KINDS, FINAL_STATUSES
 from ..core.sources import Source
 from ..core.urllist import MAX_REMAP, UrlList, UrlListBuilder, read_json_object, remapped
@@ -75,8 +76,63 @@ _RULE = re.compile(r"^[a-z_]+(?:\.[a-z_]+|\[\d{1,4}\])?$")  # accept_status, exp
 
 
 def _json_body() -> Any:
-    """Parse the request body as JSON, answering 400 for anything that is not (never a 500)."""
-    return _parsed_json(_json_text(request.get_data(cache=True)))
+    """Parse the request body as JSON, answering 400 for anything that is not (never a 500) or that holds text
+    that is not valid Unicode."""
+    body = _parsed_json(_json_text(request.get_data(cache=True)))
+    _refuse_lone_surrogates(body)
+    return body
+
+
+def _lone_surrogate_field(value: Any, where: str = "") -> str | None:
+    """The field of the first text (or object key) in a parsed JSON value that holds a lone surrogate, or None.
+
+    "\\ud800" is valid JSON but no Unicode text: it cannot be written as UTF-8 to an export or as XML."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:  # a loop, not recursion: a body may be nested as deep as the JSON parser allows
+        at, item = stack.pop()
+        if isinstance(item, str):
+            if not _is_unicode(item):
+                return at
+        elif isinstance(item, dict):
+            for key, given in reversed(item.items()):
+                if not _is_unicode(key):
+                    return at or "body"
+                stack.append((f"{at}.{key}" if at else key, given))
+        elif isinstance(item, list):
+            stack.extend((f"{at}[{i}]", given) for i, given in reversed(list(enumerate(item))))
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether a str is Unicode text: no lone surrogate, so it can be written as UTF-8."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse_lone_surrogates(body: Any) -> None:
+    """400 naming the first field of a JSON body that holds a lone surrogate; a submission's URLs themselves are
+    left to guard.check_url, which names them as URLs."""
+    field = None
+    if isinstance(body, dict):
+        field = _lone_surrogate_field({key: given for key, given in body.items() if key != "urls"})
+        urls = body.get("urls")
+        if field is None and isinstance(urls, list):
+            for index, item in enumerate(urls):
+                if isinstance(item, dict):
+                    rest = {key: given for key, given in item.items() if key != "url"}
+                    field = _lone_surrogate_field(rest, f"urls[{index}]")
+                    if field is not None:
+                        break
+    else:
+        field = _lone_surrogate_field(body)
+    if field is not None:
+        message = "holds a lone surrogate (text that is not valid Unicode, like \\ud800): remove it or encode it"
+        raise ApiError(400, "invalid_body", f"{field} {message}", [{"field": field, "message": message}])
 
 
 def _json_text(raw: bytes | bytearray) -> str:
@@ -123,7 +179,8 @@ def _body_bytes() -> bytearray:
 
 
 def _body_texts() -> Iterator[str]:
-    """A UTF-8 text body read a block at a time, as texts that each end at a line feed (the last may not)."""
+    """A UTF-8 text body (a leading byte order mark dropped) read a block at a time, as texts that each end at a
+    line feed (the last may not)."""
     stream = request.stream
     pending: list[bytes] = []  # the start of a line whose end has not come yet
     offset = 0  # bytes of the body before `pending`
@@ -135,6 +192,8 @@ def _body_texts() -> Iterator[str]:
             continue
         # Cut after a line feed: no UTF-8 character has that byte inside it, so each part decodes alone.
         data = b"".join([*pending, block[:cut]]) if pending else block[:cut]
+        if not offset and data.startswith(codecs.BOM_UTF8):  # a spreadsheet's "CSV UTF-8": the header is `url`
+            data, offset = data[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
         try:
             yield data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -166,6 +225,9 @@ def _text_urls(is_csv: bool) -> tuple[UrlList, dict[int, dict[str, Any]] | None]
             if roles is not None or "://" not in (block[0][0] if block[0] else ""):
                 del block[0]  # a header row such as "url"
                 line += 1
+            problem = rowspec.meta_columns_problem(sum(role.startswith("meta:") for role in roles or ()))
+            if problem:
+                raise ApiError(400, "invalid_body", f"CSV line 1: {problem}", [{"field": "line 1", "message": problem}])
         if roles is None:
             values = [row[0] if row else "" for row in block] if is_csv else block
             kept = [url for url in map(str.strip, values) if url and url[0] != "#"]
@@ -255,6 +317,7 @@ def _submission() -> tuple[Any, dict[str, Any], str, dict[int, dict[str, Any]] |
         body = _submission_json(_body_bytes())
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_body", 'JSON body must be an object with a "urls" list or a "source"')
+        _refuse_lone_surrogates(body)
         unknown = sorted(set(body) - {"urls", "name", "options", "source"})
         if unknown:
             raise ApiError(
@@ -291,8 +354,12 @@ def _split_items(urls: Any) -> tuple[Any, dict[int, dict[str, Any]] | None]:
     plain: list[Any] = []
     rows: dict[int, dict[str, Any]] = {}
     problems: list[dict[str, Any]] = []
+    columns: set[str] = set()  # the meta columns of the rows so far: the batch's export has one for each
     for index, item in enumerate(urls):
         url, row, problem, where = rowspec.item_row(index, item, config)
+        if not problem and row and "meta" in row and not columns.issuperset(row["meta"]):
+            columns.update(row["meta"])
+            problem, where = rowspec.meta_columns_problem(len(columns)), f"urls[{index}].meta"
         if problem:
             problems.append({"field": where, "index": index, "message": problem})
         elif row:
@@ -601,6 +668,10 @@ def _created_from_source(raw_source: Any, raw_options: Any, raw_name: Any) -> Re
     rows = {index: {"meta": _meta_row(meta)} for index, (_, meta) in enumerate(found) if meta}
     if rows:
         options = dataclasses.replace(options, rows=rows)
+        problems = head_problems(options.method, None, rows)  # the batch's own checks were judged in parse
+        if problems:
+            first = problems[0]
+            raise ApiError(400, "invalid_urls", f"{first['field']} {first['message']}", problems[:MAX_DETAILS])
     _check_final_url_bases(options)
     urls = UrlList.of(url for url, _ in found)
     del found
@@ -688,6 +759,10 @@ def create_batch():
     del urls
     if rows:
         options = dataclasses.replace(options, rows=rows)
+        problems = head_problems(options.method, None, rows)  # the batch's own checks were judged in parse
+        if problems:
+            first = problems[0]
+            raise ApiError(400, "invalid_urls", f"{first['field']} {first['message']}", problems[:MAX_DETAILS])
     _check_final_url_bases(options)
     name = _name(name) or _derived_name(checked)
     # A str each costs ~60 bytes more than its text: a million URLs are stored and held in one buffer instead.

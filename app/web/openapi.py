@@ -443,7 +443,8 @@ def schemas(config: Config) -> dict[str, Any]:
                     "type": "object",
                     "required": ["pass", "violations"],
                     "description": "Null while the batch runs. With thresholds, it passes when none is broken; "
-                    "without, when no row failed.",
+                    "without, when no row failed. A batch with cancelled rows never passes (a violation with "
+                    'threshold "cancelled", limit 0 and actual the number of cancelled rows).',
                     "properties": {
                         "pass": {"type": "boolean"},
                         "violations": {
@@ -546,7 +547,12 @@ def schemas(config: Config) -> dict[str, Any]:
                                 "properties": {
                                     "url": {"type": "string", "maxLength": config.max_url_length},
                                     "expect": EXPECT_SCHEMA,
-                                    "meta": {"type": "object", "description": "Kept and shown with the result."},
+                                    "meta": {
+                                        "type": "object",
+                                        "maxProperties": 50,
+                                        "description": "Kept and shown with the result. A batch has at most 50 "
+                                        "distinct meta keys over all its items (400 past them).",
+                                    },
                                     "checks": {
                                         "type": "array",
                                         "description": "This row's checks, after the batch's (see options.checks).",
@@ -584,7 +590,12 @@ def schemas(config: Config) -> dict[str, Any]:
                     "description": "Total deadline per URL (seconds), all hops and retries included.",
                 },
                 "connect_timeout": {"type": "number", "minimum": 0.1, "maximum": config.max_timeout},
-                "method": {"type": "string", "enum": list(METHODS)},
+                "method": {
+                    "type": "string",
+                    "enum": list(METHODS),
+                    "description": "HEAD refuses body, json and size checks (400); HEAD,GET asks with GET when the "
+                    "batch has one.",
+                },
                 "headers": {
                     "type": "object",
                     "maxProperties": MAX_HEADERS,

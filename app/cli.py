@@ -623,14 +623,15 @@ def follow_and_save(
 
 
 def exit_status(batch: dict[str, Any], fail_on_warn: bool) -> int:
-    """0 when the batch's verdict passes (the server decides: none failed without thresholds, none cancelled);
-    warn rows pass unless `fail_on_warn`. A server without verdicts: 0 when every URL ended ok."""
+    """0 when the batch's verdict passes (the server decides: none failed without thresholds, none cancelled)
+    and no URL was cancelled (a server from before cancelled rows failed the verdict passed them); warn rows
+    pass unless `fail_on_warn`. A server without verdicts: 0 when every URL ended ok."""
     counts = batch["counts"]
     verdict = batch.get("verdict")
     if not isinstance(verdict, dict):
         passed = counts["ok"] == counts["total"]
     else:
-        passed = bool(verdict.get("pass"))
+        passed = bool(verdict.get("pass")) and not counts.get("cancelled")
     if fail_on_warn and counts.get("warn"):
         passed = False
     return EXIT_OK if passed else EXIT_FAILED

@@ -327,6 +327,15 @@ def test_a_batch_with_cancelled_rows_fails_its_verdict_and_the_cli_exit_reads_th
     assert f"verdict: FAIL (cancelled {cancelled} > 0)" in followed.stderr
 
 
+def test_a_server_from_before_cancelled_rows_failed_the_verdict_still_gets_exit_1_for_them():
+    from app.cli import EXIT_FAILED, EXIT_OK, exit_status
+
+    counts = {"total": 3, "ok": 1, "failed": 0, "cancelled": 2, "warn": 0}
+    assert exit_status({"counts": counts, "verdict": {"pass": True, "violations": []}}, False) == EXIT_FAILED
+    passed = {**counts, "ok": 3, "cancelled": 0}
+    assert exit_status({"counts": passed, "verdict": {"pass": True, "violations": []}}, False) == EXIT_OK
+
+
 def test_list_shows_the_newest_batches_first_in_a_table(server, target, tmp_path):
     first = run_cli(
         "submit", str(url_file(tmp_path, target.url("/ok"), name="first.txt")), server=server

@@ -9,12 +9,15 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import gevent
 import pytest
 
 from app.core.clock import now_iso
 from app.core.config import Config
 from app.core.options import ValidationError
 from app.core.results import FINAL_STATUSES
+from app.fetch import guard
+from app.fetch.sources import READ_SLOTS
 from app.runs import schedule
 from app.runs.diff import KINDS
 from app.runs.events import Event
@@ -622,6 +625,30 @@ def test_a_slot_whose_run_was_not_stored_is_put_back_and_runs_once(store_factory
     assert all(store.delete_batch(batch_id) for batch_id in engine.submitted)
     Scheduler(Config(), store, engine).run_due(now=103.0)
     assert len(engine.submitted) == 2, "and only once, even when the run is deleted since"
+
+
+class SourceSubmitter(Submitter):
+    """A Submitter whose sources are read under the default fetch policy."""
+
+    policy = guard.Policy()
+
+
+def test_a_scheduled_run_keeps_its_claim_while_it_waits_for_a_read_slot_and_says_so_when_none_came(store_factory):
+    store = store_factory(flush_interval=0.01)
+    store.create_list(listed(urls=[], source={"type": "sitemap", "url": "http://a.test/sitemap.xml"}))
+    scheduler = Scheduler(Config(source_timeout=1), store, SourceSubmitter(store))
+    with READ_SLOTS.held(2), READ_SLOTS.held(2):  # both read slots (GREENBATCH_SOURCE_MAX_READS 2) are taken
+        # Its slot was claimed a whole grace ago (it waited that long in the scheduler's queue); it starts now.
+        scheduler.run_due(now=time.time() - scheduler.grace - 1)
+        gevent.sleep(0.05)
+        assert scheduler.recover_lost(time.time()) == [], "a run waiting for a read slot still holds its claim"
+        scheduler._reads.join(timeout=5)
+    shown = store.get_list("l1")
+    assert (shown.skipped, shown.running_batch, shown.next_run_at > 100.0) == (1, None, True)
+    assert shown.last_skipped_reason == (
+        "it waited 1 s (GREENBATCH_SOURCE_TIMEOUT) for a turn to read its source, and every read slot stayed taken"
+        " (GREENBATCH_SOURCE_MAX_READS 2)"
+    )
 
 
 def test_a_runs_exception_counts_its_slot_as_skipped_and_the_next_slot_still_runs(store_factory):

@@ -224,19 +224,40 @@ def test_a_sitemap_index_naming_itself_thousands_of_times_is_read_once(server, t
     assert counts["sitemaps_read"] == 2 and counts["kept"] == 3
 
 
-def test_an_index_naming_more_sitemaps_than_greenbatch_source_max_sitemaps_is_refused_before_reading_them(
+def test_an_index_naming_more_sitemaps_than_greenbatch_source_max_sitemaps_is_refused_once_those_read_fall_short(
     server, target
 ):
     before = target.hits().get("/sitemap/urls.xml.gz", 0)
     response = preview(server, type="sitemap", url=target.url("/sitemap/index.xml?parts=99&n=99"))
     assert response.status_code == 200, response.text  # the index and its 99 sitemaps: 100, the bound
+    assert response.json()["complete"] is True and response.json()["message"] is None
     assert target.hits().get("/sitemap/urls.xml.gz", 0) == before + 99
-    response = preview(server, type="sitemap", url=target.url("/sitemap/index.xml?parts=100&n=100&start=7"))
+    url = target.url("/sitemap/index.xml?parts=100&n=100&start=7")  # one URL in each of 100 sitemaps
+    response = preview(server, type="sitemap", url=url)
+    assert response.status_code == 200, response.text  # reported as over_limit is: a batch would be refused
+    shown = response.json()
+    assert (shown["complete"], shown["over_limit"], shown["counts"]["kept"]) == (False, False, 99)
+    assert "at most 100 in all (GREENBATCH_SOURCE_MAX_SITEMAPS), and they gave 99 URLs" in shown["message"]
+    assert target.hits().get("/sitemap/urls.xml.gz", 0) == before + 2 * 99, "the 100th sitemap is never read"
+    response = submit(server, type="sitemap", url=url)
     assert response.status_code == 400
     error = error_of(response)
-    assert error["code"] == "too_many_sitemaps"
-    assert "at most 100 in all (GREENBATCH_SOURCE_MAX_SITEMAPS)" in error["message"]
-    assert target.hits().get("/sitemap/urls.xml.gz", 0) == before + 99  # refused while the index was read
+    assert error["code"] == "too_many_sitemaps" and error["message"] == shown["message"]
+    assert "or set source.max_urls (at most 99)" in error["message"]
+    assert submit(server, type="sitemap", url=url, max_urls=99).status_code == 201
+
+
+def test_an_index_of_5000_sitemaps_gives_max_urls_from_its_first_ones(server, target):
+    before = target.hits().get("/sitemap/urls.xml.gz", 0)
+    url = target.url("/sitemap/index.xml?parts=5000&n=20000&start=3")  # 4 URLs in each sitemap
+    response = preview(server, type="sitemap", url=url, max_urls=10)
+    assert response.status_code == 200, response.text
+    shown = response.json()
+    assert (shown["would_take"], shown["complete"], shown["message"]) == (10, False, None)
+    assert shown["counts"]["sitemaps_read"] == 4  # the index, then sitemaps until an 11th URL came
+    response = submit(server, type="sitemap", url=url, max_urls=10)
+    assert response.status_code == 201, response.text
+    assert target.hits().get("/sitemap/urls.xml.gz", 0) == before + 3 + 3, "a batch reads only the sitemaps it needs"
 
 
 def healthz_waits_during(server, action):

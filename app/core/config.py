@@ -111,7 +111,8 @@ class Config:
     source_max_reads: int = _setting(
         2,
         "Sources read at once by this process (previews, batches and watch-list runs from a source); beyond them a "
-        "preview or a submit answers 503 `busy` with Retry-After, and a scheduled run waits its turn.",
+        "preview or a submit answers 503 `busy` with Retry-After, and a scheduled run waits its turn (up to "
+        "GREENBATCH_SOURCE_TIMEOUT; then it is skipped, its reason saying it waited for a read slot).",
         low=1,
         high=64,
     )

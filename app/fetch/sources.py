@@ -166,6 +166,8 @@ class Expansion:
         self._filter = self.source.matcher()
         # 8-byte digests, not the URLs: max_found of them may be held, and a URL may be thousands of characters.
         self._seen: set[int] = set()
+        # Why the source ended before its end: sitemaps left unread (GREENBATCH_SOURCE_MAX_SITEMAPS), or None.
+        self.cut_short: SourceError | None = None
 
     def __iter__(self) -> Iterator[tuple[str, Meta]]:
         reader = DocumentReader(self.policy, self.limits.document)
@@ -187,6 +189,7 @@ class Expansion:
         """Every sitemap's URLs, breadth first: an index's sitemaps are read once the index is, each sitemap once."""
         pending = deque([(self.source.url, 1)])
         known = {self.source.url}  # sitemaps read or queued, by the URL named and the URL read after redirects
+        dropped = ""  # the last index that named a sitemap beyond GREENBATCH_SOURCE_MAX_SITEMAPS
         while pending:
             url, depth = pending.popleft()
             document = reader.open(url, "sitemap", SITEMAP_ACCEPT)
@@ -204,18 +207,23 @@ class Expansion:
                     if child is None or child in known:
                         continue
                     # Read and queued together stay within the bound, so an index naming 50,000 sitemaps queues
-                    # no more than max_sitemaps of them.
+                    # no more than max_sitemaps of them; the ones beyond are needed only if these fall short.
                     if self.counts.sitemaps_read + len(pending) >= self.limits.max_sitemaps:
-                        raise SourceError(
-                            f"the sitemap index {document.url} names more sitemaps than are read for one source: "
-                            f"at most {self.limits.max_sitemaps} in all (GREENBATCH_SOURCE_MAX_SITEMAPS); start "
-                            "from one of its sitemaps instead",
-                            code="too_many_sitemaps",
-                        )
+                        dropped = document.url
+                        continue
                     known.add(child)
                     pending.append((child, depth + 1))
                 else:
                     yield from self._offer(loc, document.url, {"lastmod": lastmod} if lastmod else {})
+        if dropped:
+            # Asked for more URLs than the sitemaps read gave: those left unread might have held them.
+            self.cut_short = SourceError(
+                f"the sitemap index {dropped} names more sitemaps than are read for one source: at most "
+                f"{self.limits.max_sitemaps} in all (GREENBATCH_SOURCE_MAX_SITEMAPS), and they gave "
+                f"{self.counts.kept:,} URLs; start from one of its sitemaps"
+                + (f", or set source.max_urls (at most {self.counts.kept})" if self.counts.kept else ""),
+                code="too_many_sitemaps",
+            )
 
     # -- pages ---------------------------------------------------------------------------------
 
@@ -341,7 +349,10 @@ def batch_urls(expansion: Expansion, max_urls: int, wait: float = 0.0) -> list[t
     a watch list holding one read it through here."""
     source = expansion.source
     cap = source.max_urls or max_urls
-    found = take(expansion, cap + 1, cap + 1, wait)
+    wanted = cap if source.max_urls else cap + 1  # one more tells a source over the limit
+    found = take(expansion, wanted, wanted, wait)
+    if expansion.cut_short is not None:
+        raise expansion.cut_short
     if len(found) > cap:
         if source.max_urls is None:
             raise SourceError(over_limit_message(source, max_urls), code="too_many_urls")

@@ -33,7 +33,7 @@ from ..core.results import FINAL_STATUSES
 from ..core.sources import Source
 from ..core.urllist import UrlList
 from ..fetch import guard
-from ..fetch.sources import Expansion, SourceError, SourceLimits, batch_urls
+from ..fetch.sources import Expansion, SourceBusy, SourceError, SourceLimits, batch_urls
 from .control import BatchControl
 from .store import Store, StoreError
 from .store.base import ListRecord
@@ -145,7 +145,7 @@ class Scheduler:
         self._started = time.time()
         self._reads = Pool(SOURCE_READS)
         # A claimed run not stored within this was lost: a scheduled run may wait GREENBATCH_SOURCE_TIMEOUT for a
-        # read slot, then take as long to read its list's source.
+        # read slot, then take as long to read its list's source (timed from when it leaves the pool's queue).
         self.grace = CLAIM_GRACE + 2 * config.source_timeout
 
     def start(self) -> None:
@@ -207,10 +207,28 @@ class Scheduler:
                 self.store.note_skipped(list_id, now, f"its previous run was still {was}")
             elif record.source is not None:
                 # Reading a source may take GREENBATCH_SOURCE_TIMEOUT: the other lists' slots must not wait for it.
-                self._reads.spawn(self._run_slot, record, slot, now, batch_id)
+                self._reads.spawn(self._run_queued, record, slot, now, batch_id)
             else:
                 self._run_slot(record, slot, now, batch_id)
         return max(0.01, min(upcoming))
+
+    def _run_queued(self, record: ListRecord, slot: float, now: float, batch_id: str) -> None:
+        """_run_slot once the pool runs it: the claim's grace starts over, as its wait in the queue may be as long;
+        a claim put back meanwhile (recover_lost, in any process) is left to whoever runs its slot now."""
+        try:
+            held = self.store.renew_claim(record.id, batch_id, time.time())
+        except StoreError as exc:  # the store fails for now: the slot is put back, to run once it answers
+            log.error("watch list %s: its run at %s could not start: %s", record.id, iso_at(slot), exc)
+            self._release(record.id, batch_id, slot)
+            return
+        if not held:
+            log.warning(
+                "watch list %s: its run %s waited to start past its claim's grace; its slot was put back and runs again",
+                record.id,
+                batch_id,
+            )
+            return
+        self._run_slot(record, slot, now, batch_id)
 
     def _run_slot(self, record: ListRecord, slot: float, now: float, batch_id: str) -> None:
         """Run a list at its claimed slot; a run that does not start is recorded with its reason, and a slot whose
@@ -293,6 +311,16 @@ class Scheduler:
                     # A run now answers at once (503 busy) when every read slot is taken; a scheduled one waits.
                     wait = self.config.source_timeout if scheduled else 0.0
                     urls, options = self.expanded(record.source, options, wait)
+                except SourceBusy as exc:
+                    self._release(record.id, claimed)
+                    if not scheduled:  # run now answers 503 busy at once
+                        return RunOutcome(None, "source", f"its source could not be read: {exc}", exc.code)
+                    why = (
+                        f"it waited {wait:g} s (GREENBATCH_SOURCE_TIMEOUT) for a turn to read its source, and every "
+                        f"read slot stayed taken (GREENBATCH_SOURCE_MAX_READS {self.config.source_max_reads})"
+                    )
+                    log.error("watch list %s: not run, %s", record.id, why)
+                    return RunOutcome(None, "source", why, exc.code)
                 except SourceError as exc:
                     log.error("watch list %s: not run, its source could not be read: %s", record.id, exc)
                     self._release(record.id, claimed)

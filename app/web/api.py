@@ -699,14 +699,18 @@ def preview_source():
         raise _source_error(exc) from None
     counts = expansion.counts
     over = counts.kept > limit
+    # As over_limit is: a 200 saying why a batch would be refused (batch_urls then answers the same 400), and not
+    # complete. Sitemaps left unread matter only when the ones read gave fewer URLs than a batch would take.
+    short = expansion.cut_short is not None and (source.max_urls is None or counts.kept < limit)
+    message = over_limit_message(source, config.max_urls) if over and source.max_urls is None else None
     return {
         "source": source.to_dict(),
         "counts": counts.to_dict(),
         "urls": [{"url": url, "meta": meta} for url, meta in found],
-        "complete": not over,
+        "complete": not over and expansion.cut_short is None,
         "max_urls": config.max_urls,
         "over_limit": over and source.max_urls is None,
-        "message": over_limit_message(source, config.max_urls) if over and source.max_urls is None else None,
+        "message": str(expansion.cut_short) if short else message,
         "would_take": min(counts.kept, limit),
     }
 

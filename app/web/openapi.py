@@ -1294,13 +1294,22 @@ def source_schemas(config: Config) -> dict[str, Any]:
                         },
                     },
                 },
-                "complete": {"type": "boolean", "description": "Whether the source was read to its end."},
+                "complete": {
+                    "type": "boolean",
+                    "description": "Whether the source was read to its end (false past the limit, or with sitemaps"
+                    " left unread).",
+                },
                 "max_urls": {"type": "integer", "description": "GREENBATCH_MAX_URLS."},
                 "over_limit": {
                     "type": "boolean",
                     "description": "More URLs than a batch may hold, and no max_urls: a batch would be refused.",
                 },
-                "message": {"type": ["string", "null"], "description": "What to do when over_limit."},
+                "message": {
+                    "type": ["string", "null"],
+                    "description": "Why a batch from this source would be refused, and what to do: over_limit, or an"
+                    " index naming more sitemaps than GREENBATCH_SOURCE_MAX_SITEMAPS whose read ones gave too few URLs"
+                    " (the batch answers 400 too_many_sitemaps).",
+                },
                 "would_take": {"type": "integer", "description": "URLs a batch from this source would hold."},
             },
         },

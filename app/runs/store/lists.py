@@ -171,6 +171,19 @@ class ListRows:
             ).rowcount
         )
 
+    def renew_claim(self, list_id: str, batch_id: str, now: float) -> bool:
+        """Start a claim's grace over from `now` (its run begins only now); False when it was put back meanwhile."""
+        return bool(
+            self._in_transaction(
+                lambda db: (
+                    db.execute(
+                        "UPDATE lists SET running_since = ? WHERE id = ? AND running_batch = ?",
+                        (now, list_id, batch_id),
+                    ).rowcount
+                )
+            )
+        )
+
     def release_run(self, list_id: str, batch_id: str, slot: float | None = None) -> None:
         """Drop a claim whose batch was never stored; with a slot, put it back as the list's next run (due now)."""
         sets = "running_batch = NULL, running_slot = NULL"

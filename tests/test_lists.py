@@ -538,8 +538,11 @@ def test_every_5s_runs_on_time_and_after_a_sigkill_runs_a_missed_slot_once(make_
     started = time.mktime(time.strptime(runs[0]["created_at"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
     assert abs(started - (created + 15)) < 1.5, "the schedule keeps its phase"
     # Run 3 is listed as soon as it is stored; run 1 is deleted just after, by the scheduler that started it.
-    names = lambda: [run["name"][-2:] for run in runs_of(again, watched["id"])["runs"]]  # noqa: E731
-    wait_until(lambda: names() == ["#3", "#2"], 2, "keep_runs 2: run 1 deleted")
+    wait_until(
+        lambda: [run["name"][-2:] for run in runs_of(again, watched["id"])["runs"]] == ["#3", "#2"],
+        2,
+        "keep_runs 2: run 1 deleted",
+    )
 
 
 # -- the store, in both stores -----------------------------------------------------------------

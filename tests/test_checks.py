@@ -223,6 +223,31 @@ def test_one_rows_checks_share_a_time_budget_and_those_left_when_it_is_spent_fai
     assert found[-1] == ("check[49]", CHECK_BUDGET_SPENT)
 
 
+def test_a_rows_fast_checks_never_fail_for_time_the_hub_spends_elsewhere_between_them():
+    raw = [{"source": "header", "name": "Content-Type", "op": "present"}]
+    raw += [
+        {"source": "json", "path": "$.a", "op": "==", "value": 1},
+        {"source": "body", "op": "contains", "value": "a"},
+    ]
+    checks, _ = parse_checks(raw, "options.checks")
+
+    def hub_busy_elsewhere():
+        time.sleep(CHECK_BUDGET)  # other rows, other requests: time that is not this row's checks'
+
+    reasons = run(
+        checks,
+        0,
+        b'{"a": 1}',
+        {"Content-Type": "application/json"},
+        {},
+        8,
+        "application/json",
+        None,
+        hub_busy_elsewhere,
+    )
+    assert reasons == []
+
+
 def test_a_jsonpath_that_walks_reads_no_body_longer_than_json_walk_bytes_and_a_direct_one_does():
     body = json.dumps([2] * JSON_WALK_BYTES).encode()
     for path in ("$..*", "$[?@ == 2]", "$[*]", "$[1:]"):

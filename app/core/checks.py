@@ -5,8 +5,8 @@ response's headers; the timings and size), never the network. Checks run on the 
 check searches at most its max_bytes of the body (DEFAULT_CHECK_BYTES, at most MAX_CHECK_BYTES), a json check
 parses no body longer than that, and regular expressions run under REGEX_TIMEOUT each (the `regex` module stops
 a catastrophic pattern). A JSONPath that walks (`..`, `*`, a slice or a filter) walks no body longer than
-JSON_WALK_BYTES, and one row's checks after its first get CHECK_BUDGET of time from its start: those left when it
-is spent fail saying so, and the caller may let other work run between two checks.
+JSON_WALK_BYTES, and one row's checks after its first get what is left of CHECK_BUDGET, counted in the time spent
+inside them: those left when it is spent fail saying so, and the caller may let other work run between two checks.
 """
 
 from __future__ import annotations
@@ -249,17 +249,18 @@ def run(
     """The reasons of the checks that fail (`check[first + i]`), each saying what it expected and found.
 
     tls: what capture.tls recorded of the final response's connection (None without it, or over http);
-    between: called between two checks (the engine lets the hub run). The checks left once CHECK_BUDGET is
-    spent fail with CHECK_BUDGET_SPENT."""
+    between: called between two checks (the engine lets the hub run). The checks left once they have together
+    spent CHECK_BUDGET (their own time, not what ran between them) fail with CHECK_BUDGET_SPENT."""
     reasons = []
     read = _Read(body, content_type)
-    until = time.perf_counter() + CHECK_BUDGET
+    spent = 0.0  # seconds inside this row's checks: what `between` lets run elsewhere is not theirs
     for i, check in enumerate(checks):
         if i and between is not None:
             between()
-        # The first check runs under its own bounds (max_bytes, REGEX_TIMEOUT, JSON_WALK_BYTES), the others while the
-        # row's budget lasts; set before each: `between` may have let another row's checks run.
-        _budget.until = until if i else math.inf
+        started = time.perf_counter()
+        # The first check runs under its own bounds (max_bytes, REGEX_TIMEOUT, JSON_WALK_BYTES), the others
+        # while the row's budget lasts; set before each: `between` may have let another row's checks run.
+        _budget.until = started + CHECK_BUDGET - spent if i else math.inf
         try:
             actual = _failure(check, read, headers, timings, size, content_type, tls)
         except _Unjudged as exc:
@@ -270,6 +271,7 @@ def run(
             actual = f"the path could not be applied to this JSON: {exc}"
         finally:
             _budget.until = math.inf
+            spent += time.perf_counter() - started
         if actual is not None:
             reasons.append({"rule": f"check[{first + i}]", "expected": check.described(), "actual": _cut(actual)})
     return reasons

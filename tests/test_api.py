@@ -140,6 +140,7 @@ def test_non_utf8_body_answers_400(server):
         ('{"urls": [{"url": "http://example.com/", "meta": {"note": "a\\udc00"}}]}', "urls[0].meta.note"),
         ('{"urls": [{"url": "http://example.com/", "meta": {"\\ud800": "a"}}]}', "urls[0].meta"),
         ('{"urls": ["http://example.com/"], "name": "x\\ud800"}', "name"),
+        ('{"urls": ["http://example.com/"], "name": "x\\uDFFF"}', "name"),  # JSON's hex digits in either case
         (
             '{"urls": ["http://example.com/"], "options": {"expect": {"final_url": "http://e.com/\\udfff"}}}',
             "options.expect.final_url",

@@ -4,8 +4,9 @@ Pure: a check reads what the fetch kept (the decoded body, up to max_bytes, only
 response's headers; the timings and size), never the network. Checks run on the hub, so each is bounded: a body
 check searches at most its max_bytes of the body (DEFAULT_CHECK_BYTES, at most MAX_CHECK_BYTES), a json check
 parses no body longer than that, and regular expressions run under REGEX_TIMEOUT each (the `regex` module stops
-a catastrophic pattern). A JSONPath that walks (`..`, `*`, a slice or a filter) walks no body longer than
-JSON_WALK_BYTES, and one row's checks after its first get CHECK_BUDGET of time from its start: those left when it
+a catastrophic pattern). A JSONPath selects at most JSON_WALK_NODES nodes on its way to its first match, and one
+with a `..` or a filter (whose visits that count does not see) reads no body longer than JSON_WALK_BYTES. One row's
+checks after its first get what is left of CHECK_BUDGET, counted in the time spent inside them: those left when it
 is spent fail saying so, and the caller may let other work run between two checks.
 """
 
@@ -17,7 +18,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -51,7 +52,9 @@ DEFAULT_CHECK_BYTES = 1024 * 1024
 MAX_CHECK_BYTES = 4 * 1024 * 1024
 SHOWN = 200  # characters of a value a reason shows
 CHECK_BUDGET = 0.1  # seconds one row's checks may take together
-JSON_WALK_BYTES = 64 * 1024  # the longest body a walking JSONPath (.., *, a slice, a filter) reads
+JSON_WALK_BYTES = 64 * 1024  # the longest body a JSONPath with a `..` or a filter reads
+JSON_WALK_NODES = 10_000  # nodes a JSONPath may select on its way to its first match (a few ms each thousand)
+WALK_SPEND_EVERY = 1000  # nodes between two looks at the row's budget
 CHECK_BUDGET_SPENT = f"check budget spent: this row's checks took more than {int(CHECK_BUDGET * 1000)} ms; not run"
 
 
@@ -120,11 +123,12 @@ class Check:
         return _JSONPATH.compile(self.path or "$")
 
     @functools.cached_property
-    def walks(self) -> bool:
-        """Whether the JSONPath may visit many nodes: a `..`, or a selector other than a name or an index."""
+    def walks_unseen(self) -> bool:
+        """Whether the JSONPath visits nodes it does not select (a `..` descent, a filter), which JSON_WALK_NODES
+        cannot count."""
         return any(
             isinstance(segment, jsonpath_rfc9535.segments.JSONPathRecursiveDescentSegment)
-            or not all(isinstance(selector, _STEPS) for selector in segment.selectors)
+            or any(isinstance(selector, jsonpath_rfc9535.selectors.FilterSelector) for selector in segment.selectors)
             for segment in self.query.segments
         )
 
@@ -249,17 +253,18 @@ def run(
     """The reasons of the checks that fail (`check[first + i]`), each saying what it expected and found.
 
     tls: what capture.tls recorded of the final response's connection (None without it, or over http);
-    between: called between two checks (the engine lets the hub run). The checks left once CHECK_BUDGET is
-    spent fail with CHECK_BUDGET_SPENT."""
+    between: called between two checks (the engine lets the hub run). The checks left once they have together
+    spent CHECK_BUDGET (their own time, not what ran between them) fail with CHECK_BUDGET_SPENT."""
     reasons = []
     read = _Read(body, content_type)
-    until = time.perf_counter() + CHECK_BUDGET
+    spent = 0.0  # seconds inside this row's checks: what `between` lets run elsewhere is not theirs
     for i, check in enumerate(checks):
         if i and between is not None:
             between()
-        # The first check runs under its own bounds (max_bytes, REGEX_TIMEOUT, JSON_WALK_BYTES), the others while the
-        # row's budget lasts; set before each: `between` may have let another row's checks run.
-        _budget.until = until if i else math.inf
+        started = time.perf_counter()
+        # The first check runs under its own bounds (max_bytes, REGEX_TIMEOUT, the JSONPath bounds), the others
+        # while the row's budget lasts; set before each: `between` may have let another row's checks run.
+        _budget.until = started + CHECK_BUDGET - spent if i else math.inf
         try:
             actual = _failure(check, read, headers, timings, size, content_type, tls)
         except _Unjudged as exc:
@@ -270,6 +275,7 @@ def run(
             actual = f"the path could not be applied to this JSON: {exc}"
         finally:
             _budget.until = math.inf
+            spent += time.perf_counter() - started
         if actual is not None:
             reasons.append({"rule": f"check[{first + i}]", "expected": check.described(), "actual": _cut(actual)})
     return reasons
@@ -338,9 +344,8 @@ def _failure(
 ) -> str | None:
     """What the response showed when the check fails, or None when it holds."""
     source, op, value = check.source, check.op, check.value
-    if source == "json" and check.walks and len(read.body) > JSON_WALK_BYTES:
-        walked = "a path with .., *, a slice or a filter walks"
-        return f"the body has {len(read.body)} bytes, more than the {JSON_WALK_BYTES} {walked}"
+    if source == "json" and check.walks_unseen and len(read.body) > JSON_WALK_BYTES:
+        return f"the body has {len(read.body)} bytes, more than the {JSON_WALK_BYTES} a path with .. or a filter walks"
     if source == "cert.days_left":
         days = tls.get("days_left") if tls else None
         if days is None:
@@ -404,12 +409,30 @@ _NOT_JSON = object()
 _TOO_LONG = object()
 _UNREAD = object()
 
-_STEPS = (jsonpath_rfc9535.selectors.NameSelector, jsonpath_rfc9535.selectors.IndexSelector)  # one node a step
+WALKED_TOO_FAR = f"no match in the first {JSON_WALK_NODES} nodes this path selects; narrow it (an index, a slice)"
 
 
 def _first_match(check: Check, document: Any) -> list[Any]:
-    """The first node the check's JSONPath selects (a list of it, or empty): the later ones are never walked to."""
-    return [node for node in itertools.islice(check.query.finditer(document), 1)]
+    """The first node the check's JSONPath selects (a list of it, or empty): the later ones are never walked to.
+
+    As the query's finditer, with each segment's nodes counted: a `*` or a slice over a long array stops after
+    JSON_WALK_NODES, or once the row's budget is spent."""
+    nodes: Iterable[Any] = [jsonpath_rfc9535.JSONPathNode(value=document, location=(), parent=None, root=document)]
+    counted = itertools.count(1)
+    for segment in check.query.segments:
+        nodes = _counting(segment.resolve(nodes), counted)
+    return list(itertools.islice(nodes, 1))
+
+
+def _counting(nodes: Iterable[Any], counted: Iterator[int]) -> Iterator[Any]:
+    """The nodes, each counted: _Unjudged past JSON_WALK_NODES, or once the row's budget is spent."""
+    for node in nodes:
+        seen = next(counted)
+        if seen > JSON_WALK_NODES:
+            raise _Unjudged(WALKED_TOO_FAR)
+        if seen % WALK_SPEND_EVERY == 0:
+            _spend()
+        yield node
 
 
 MAX_SLOW = 1000

@@ -78,9 +78,20 @@ _RULE = re.compile(r"^[a-z_]+(?:\.[a-z_]+|\[\d{1,4}\])?$")  # accept_status, exp
 def _json_body() -> Any:
     """Parse the request body as JSON, answering 400 for anything that is not (never a 500) or that holds text
     that is not valid Unicode."""
-    body = _parsed_json(_json_text(request.get_data(cache=True)))
-    _refuse_lone_surrogates(body)
+    text = _json_text(request.get_data(cache=True))
+    body = _parsed_json(text)
+    _refuse_lone_surrogates(body, _may_hold_surrogates(text))
     return body
+
+
+# A strict UTF-8 body carries a surrogate (D800-DFFF: a high one D8-DB, a low one DC-DF) only as a \u escape of
+# one: JSON text without such an escape holds none.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _may_hold_surrogates(text: str) -> bool:
+    """Whether JSON text decoded from strict UTF-8 may hold a lone surrogate: it escapes one (one search, in C)."""
+    return _SURROGATE_ESCAPE.search(text) is not None
 
 
 def _lone_surrogate_field(value: Any, where: str = "") -> str | None:
@@ -114,9 +125,11 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def _refuse_lone_surrogates(body: Any) -> None:
-    """400 naming the first field of a JSON body that holds a lone surrogate; a submission's URLs themselves are
-    left to guard.check_url, which names them as URLs."""
+def _refuse_lone_surrogates(body: Any, may_hold: bool) -> None:
+    """400 naming the first field of a JSON body that holds a lone surrogate, walked only when its text may_hold
+    one (_may_hold_surrogates); a submission's URLs themselves are left to guard.check_url, which names them as URLs."""
+    if not may_hold:
+        return
     field = None
     if isinstance(body, dict):
         field = _lone_surrogate_field({key: given for key, given in body.items() if key != "urls"})
@@ -153,17 +166,19 @@ def _parsed_json(text: str) -> Any:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
 
 
-def _submission_json(raw: bytearray) -> Any:
-    """A JSON submission's body parsed, its "urls" as a UrlList read a window at a time when it is an array of
-    strings (a million URLs are never all held as a str each); `raw` is emptied once decoded."""
+def _submission_json(raw: bytearray) -> tuple[Any, bool]:
+    """(A JSON submission's body parsed, whether it may hold a lone surrogate): its "urls" as a UrlList read a window
+    at a time when it is an array of strings (a million URLs are never all held as a str each); `raw` is emptied
+    once decoded."""
     text = _json_text(raw)
     raw.clear()  # one copy of the body at a time
+    may_hold = _may_hold_surrogates(text)
     body = read_json_object(text, "urls")
     if body is None:
-        return _parsed_json(text)  # anything else, and every error, as json.loads reads it
+        return _parsed_json(text), may_hold  # anything else, and every error, as json.loads reads it
     del text  # the URLs' text is joined into one only once the body's is let go
     body["urls"] = body["urls"].build()
-    return body
+    return body, may_hold
 
 
 def _body_bytes() -> bytearray:
@@ -314,10 +329,10 @@ def _submission() -> tuple[Any, dict[str, Any], str, dict[int, dict[str, Any]] |
     """(urls, raw options, name, per-row sidecar, raw source) from a JSON or text body."""
     mimetype = request.mimetype
     if mimetype == "application/json":
-        body = _submission_json(_body_bytes())
+        body, may_hold = _submission_json(_body_bytes())
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_body", 'JSON body must be an object with a "urls" list or a "source"')
-        _refuse_lone_surrogates(body)
+        _refuse_lone_surrogates(body, may_hold)
         unknown = sorted(set(body) - {"urls", "name", "options", "source"})
         if unknown:
             raise ApiError(

@@ -295,7 +295,8 @@ class Hosts:
         The host took the requests it answered that started from a second before the refused one until its
         refusal came back: from then on its requests start LEARN_MARGIN times further apart than that pace
         (twice as far apart as before, when it refuses one sent at the learned pace), whatever the batch's
-        per_host_interval; never more than learn_max apart, and answers that are not refusals undo the doubling.
+        per_host_interval; never more than learn_max apart. Answers that are not refusals undo the doubling, and
+        LEARN_FORGET seconds of them unpace the host.
         """
         host.refused += 1
         host.refusal = status

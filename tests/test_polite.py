@@ -17,7 +17,7 @@ from app.core.options import BatchOptions
 from app.core.stats import row_of
 from app.fetch.base import USER_AGENT, VERSION
 from app.runs.events import Event
-from app.runs.hosts import LEARN_MARGIN, LEARN_MAX, LEARN_WINDOW, Counters, Host, Hosts, host_table
+from app.runs.hosts import LEARN_FORGET, LEARN_MARGIN, LEARN_MAX, LEARN_WINDOW, Counters, Host, Hosts, host_table
 from app.runs.reader import BatchReader
 from tests.support.server import error_of, kind_of
 
@@ -220,6 +220,20 @@ def test_waiting_for_a_refusing_hosts_pace_and_backoff_is_not_fetch_time(server,
         assert result["timings"]["total"] < 1000
 
 
+def test_a_backoff_without_retry_after_holds_back_that_url_alone_not_its_host(server, target):
+    # One URL always answers 429 without a Retry-After; the 40 others on its host answer at once.
+    fine_key, fine = paced_urls(target, 40)
+    refusing_key, refusing = paced_urls(target, 1, "rate=0&retry_after=garbage")
+    results = server.run_batch([*fine[:10], *refusing, *fine[10:]], concurrency=8, per_host=4, retries=4)
+    assert results[10]["status_code"] == 429 and (results[10]["attempts"], results[10]["refused"]) == (5, 4)
+    assert [result["status_code"] for index, result in results.items() if index != 10] == [200] * 40
+    tries = sorted(entry["start"] for entry in target.paced_log(refusing_key))
+    assert len(tries) == 5 and tries[-1] - tries[0] >= 0.2 + 0.4 + 0.8 + 1.6 - 0.05
+    # Its backoffs were its own: the host's other URLs went on (at the pace its refusals taught) during the longest.
+    went_on = [entry for entry in target.paced_log(fine_key) if tries[-2] < entry["start"] < tries[-1]]
+    assert len(went_on) >= 3, f"{len(went_on)} of the other URLs started during its 1.6 s backoff"
+
+
 def test_a_host_that_refuses_every_request_is_asked_at_most_max_retry_after_apart_its_urls_shown_waiting(
     server, target
 ):
@@ -257,6 +271,16 @@ def test_cancel_during_a_long_pause_ends_the_batch_within_a_second(server, targe
     ended = server.wait(batch["id"], timeout=5)
     assert time.monotonic() - asked < 1.0
     assert ended["status"] == "cancelled" and ended["counts"]["cancelled"] == 20
+    # The five that were refused keep their try and refusal, as a URL cancelled in flight does.
+    results = server.results(batch["id"])
+    waited = [result for result in results if result["attempts"]]
+    assert [(result["attempts"], result["refused"]) for result in waited] == [(1, 1)] * 5
+    assert {result["error"]["message"] for result in waited} == {
+        "batch was cancelled while this URL waited in its host's queue"
+    }
+    assert {result["error"]["message"] for result in results if not result["attempts"]} == {
+        "batch was cancelled before this URL ran"
+    }
 
 
 def test_head_get_asks_with_get_where_head_answers_405_and_says_which_method_answered(server, target):
@@ -449,6 +473,41 @@ def test_answers_that_are_not_refusals_bring_a_doubled_pace_back_to_the_one_the_
     for _ in range(8):
         hosts.took(host, hosts.start(host, first=False))
     assert hosts.interval_of(host, time.monotonic()) == pytest.approx(LEARN_MARGIN * LEARN_WINDOW, rel=0.01)
+
+
+def test_refusals_at_the_learned_pace_double_it_but_never_teach_the_pace_the_batch_held_the_host_to():
+    # The host took nine of a burst 5 s ago and refused one: one request every 0.13 s. Then four requests sent at
+    # the learned pace are refused: each doubles it, though the second before each held no other request.
+    hosts, host = refusing_host()
+    burst = time.monotonic() - 5
+    hosts.refused(host, 429, retrying=True, started=burst)
+    for n in range(9):
+        hosts.took(host, burst + n / 1000)
+    taught = [hosts.interval_of(host, time.monotonic())]
+    for _ in range(4):
+        hosts.refused(host, 429, retrying=True, started=hosts.start(host, first=False))
+        taught.append(hosts.interval_of(host, time.monotonic()))
+    measured = LEARN_MARGIN * LEARN_WINDOW / 9
+    assert taught == pytest.approx([measured, 2 * measured, 4 * measured, 8 * measured, 16 * measured])
+    for _ in range(12):  # answers that are not refusals bring it back to what the host took, not to 1.2 s
+        hosts.took(host, hosts.start(host, first=False))
+    assert hosts.interval_of(host, time.monotonic()) == pytest.approx(measured, rel=0.01)
+
+
+def test_answers_taken_at_the_learned_pace_for_learn_forget_seconds_unpace_the_host():
+    hosts, host = refusing_host()
+    hosts.refused(host, 429, retrying=True, started=hosts.start(host, first=False))
+    assert hosts.interval_of(host, time.monotonic()) == LEARN_MARGIN * LEARN_WINDOW
+    paced_from = host.learned_at
+    answered = [paced_from + n * LEARN_MARGIN for n in range(int(LEARN_FORGET / LEARN_MARGIN) + 2)]
+    for started in answered[:-1]:
+        hosts.took(host, started)
+    assert hosts.interval_of(host, time.monotonic()) == LEARN_MARGIN * LEARN_WINDOW
+    hosts.took(host, answered[-1])  # LEARN_FORGET seconds of them
+    assert hosts.interval_of(host, time.monotonic()) == 0
+    # A refusal starts the count again: the next lesson is the host's pace then, not the one it had.
+    hosts.refused(host, 429, retrying=True, started=hosts.start(host, first=False))
+    assert hosts.interval_of(host, time.monotonic()) == LEARN_MARGIN * LEARN_WINDOW
 
 
 # -- the batch page ------------------------------------------------------------------------------------

@@ -51,14 +51,15 @@ class HopGate(Protocol):
         """Wait until the host of `url` may take one more request (its cap, interval and pause), then count it;
         RetryLater when the URL must wait in that host's queue instead."""
 
-    def pause(self, url: str, seconds: float, reason: str, retry_after: bool = True) -> None:
-        """Hold every request to the host of `url` for `seconds` (a Retry-After; retry_after false: a backoff)."""
+    def pause(self, url: str, seconds: float, reason: str) -> None:
+        """Hold every request to the host of `url` for `seconds` (a Retry-After)."""
 
     def refused(self, url: str, status: int, retrying: bool) -> None:
         """Note an answer with one of the batch's retry_statuses (and whether the URL tries again)."""
 
-    def retry_later(self, url: str) -> None:
-        """Send the URL back to its host's queue to be tried again after the pause (raises)."""
+    def retry_later(self, url: str, after: float = 0.0) -> None:
+        """Send the URL back to its host's queue to be tried again after the pause, and not before `after`
+        seconds from now (its own backoff) (raises)."""
 
 
 _KEEP_BODY: dict[bool, dict[str, bool]] = {True: {"keep_body": True}, False: {}}  # fetch()'s extra argument
@@ -194,12 +195,10 @@ def attempt(
             return hop
         result.refused += 1
         if gate is not None:
-            if wait is None:
-                # A paced batch backs off in the host's queue, as for a Retry-After: waiting is not fetch time.
-                backoff = RETRY_BACKOFF * 2 ** (tries - 1)
-                gate.pause(url, backoff, f"{hop.status}, backing off {backoff:g} s", retry_after=False)
             result.retried = tries
-            gate.retry_later(url)
+            # A paced batch backs off in the host's queue, where waiting is not fetch time. A backoff without a
+            # Retry-After is this URL's own: the host's other URLs go on (a Retry-After paused the host above).
+            gate.retry_later(url, RETRY_BACKOFF * 2 ** (tries - 1) if wait is None else 0.0)
         sleep(RETRY_BACKOFF * 2 ** (tries - 1) if wait is None else wait)
 
 

@@ -277,6 +277,7 @@ class Fetching:
                     result.redirects,
                     exc.resume,
                     gate.waits_for,
+                    gate.ready_at,
                 ),
             )
             return
@@ -621,11 +622,19 @@ class Engine(Fetching):
     def _finish(self, run: BatchRun) -> None:
         """Mark what never ran as cancelled, emit the final state and free the slot."""
         committing = True
+        requeued = run.hosts.requeued if run.hosts is not None else {}
         for marked, index in enumerate(run.todo(), 1):
-            self._record(
-                run,
-                failed_result(index, run.urls[index], ErrorKind.CANCELLED, "batch was cancelled before this URL ran"),
-            )
+            earlier = requeued.get(index)
+            if earlier is None:
+                message = "batch was cancelled before this URL ran"
+            else:
+                message = "batch was cancelled while this URL waited in its host's queue"
+            result = failed_result(index, run.urls[index], ErrorKind.CANCELLED, message)
+            if earlier is not None:
+                # It had run: its tries, refusals and hops are kept, as for a URL cancelled in flight.
+                result.attempts, result.refused, result.redirects = earlier.attempts, earlier.refused, earlier.redirects
+                result.started_at = earlier.started_at or result.started_at
+            self._record(run, result)
             if committing and marked % CANCEL_SLICE == 0:
                 # Each slice is committed before the next is made, so a cancelled batch of a million URLs
                 # never holds more than a slice of events; a store that cannot commit gets the rest at once.

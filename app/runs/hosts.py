@@ -34,6 +34,7 @@ DEFER_YIELD = 1000  # URLs the dispatcher sets aside in one go before it lets th
 LEARN_WINDOW = 1.0  # seconds of request starts a refusal is compared with (servers count requests a second)
 LEARN_MARGIN = 1.2  # the learned interval is this much longer than the pace the host allowed (jitter aside)
 LEARN_MAX = 10.0  # seconds: the longest interval refusals teach (never past the batch's max_retry_after either)
+LEARN_FORGET = 10.0  # seconds of answers at the learned pace, none refused, after which the host is unpaced again
 
 
 def host_of(url: str) -> str:
@@ -59,6 +60,8 @@ class Host:
     learned_at: float = float("-inf")  # monotonic: refusals of requests started before this are old news
     lesson: float | None = None  # start of a refused request whose lesson waits for its neighbours' answers
     lesson_seen: float = 0.0  # monotonic time that refusal was answered: what the host took is counted up to it
+    lesson_paced: bool = False  # that refused request started while the learned pace held the host back
+    clean_since: float | None = None  # start of the first request of the answers since the last refusal, none refused
     answered: deque[float] = field(default_factory=deque)  # starts of the requests it took (not refused), lately
     queue: deque[int] = field(default_factory=deque)  # URL indexes waiting for this host
     timed_at: float | None = None  # when its live entry in the dispatcher's heap is due (None: it has none)
@@ -84,6 +87,7 @@ class Requeued:
     redirects: list[dict[str, Any]]  # the hops it made before
     resume: Resume | None  # the hop it goes on at (None: its URL, from the start)
     host: str  # the host whose queue it waits in: the dispatcher takes that host's slot for it
+    ready_at: float = 0.0  # monotonic: the URL's own backoff ends then (it joins its host's queue at that time)
 
 
 class Hosts:
@@ -105,6 +109,9 @@ class Hosts:
         self._ready_hosts: OrderedDict[str, Host] = OrderedDict()
         self._timed: list[tuple[float, int, Host]] = []  # (due, tie-break, host), a heap
         self._ties = itertools.count()
+        # URLs backing off after a refusal without Retry-After, (ready_at, tie-break, index), a heap: each joins the
+        # front of its host's queue when its own time comes, while the host's other URLs go on.
+        self._backing_off: list[tuple[float, int, int]] = []
         self.in_flight = 0  # slots held, all hosts together
         self._changed = Signal()
         self.counters = counters
@@ -118,7 +125,7 @@ class Hosts:
             if index is not None:
                 return index
             # A URL in flight may yet come back to a queue.
-            if not self._todo_left and not self._queued and not self.in_flight:
+            if not self._todo_left and not self._queued and not self.in_flight and not self._backing_off:
                 return None
             self._wait(self._next_ready_time())
 
@@ -178,7 +185,10 @@ class Hosts:
             heapq.heappush(self._timed, (due, next(self._ties), host))
 
     def _due(self, now: float) -> None:
-        """File again the hosts of the heap whose time has come."""
+        """Queue the URLs whose backoff is over, and file again the hosts of the heap whose time has come."""
+        while self._backing_off and self._backing_off[0][0] <= now:
+            _, _, index = heapq.heappop(self._backing_off)
+            self._queue(self.host(self.requeued[index].host), index, front=True)
         while self._timed and self._timed[0][0] <= now:
             due, _, host = heapq.heappop(self._timed)
             if host.timed_at == due:  # else a stale entry: the host was filed again since
@@ -216,7 +226,8 @@ class Hosts:
             return 0.0  # filed ready while the dispatcher let the hub run (DEFER_YIELD): pick again at once
         while self._timed and self._timed[0][2].timed_at != self._timed[0][0]:
             heapq.heappop(self._timed)  # stale: the host was filed again since
-        return self._timed[0][0] if self._timed else None
+        due = [heap[0][0] for heap in (self._timed, self._backing_off) if heap]
+        return min(due) if due else None
 
     def _wait(self, until: float | None) -> None:
         """Sleep until `until` (monotonic) or until a slot frees, a request starts or a URL is queued again."""
@@ -269,16 +280,14 @@ class Hosts:
             self._notify()
         return now
 
-    def pause(self, host: Host, seconds: float, reason: str, retry_after: bool = True) -> None:
-        """Hold every request to `host` for `seconds` (never shortening a longer pause); retry_after: the host asked
-        for it (what /metrics counts), else it is the backoff after a refusal without a usable Retry-After."""
+    def pause(self, host: Host, seconds: float, reason: str) -> None:
+        """Hold every request to `host` for `seconds` (never shortening a longer pause): the host asked (Retry-After)."""
         until = time.monotonic() + seconds
         if until > host.paused_until:
             host.paused_until = until
             host.pause_reason = reason
-        if retry_after:
-            host.pauses += 1
-            self.counters.pauses += 1
+        host.pauses += 1
+        self.counters.pauses += 1
 
     def refused(self, host: Host, status: int, retrying: bool, started: float) -> None:
         """Count an answer with a retried status and the retry it leads to, and slow the host down.
@@ -286,15 +295,18 @@ class Hosts:
         The host took the requests it answered that started from a second before the refused one until its
         refusal came back: from then on its requests start LEARN_MARGIN times further apart than that pace
         (twice as far apart as before, when it refuses one sent at the learned pace), whatever the batch's
-        per_host_interval; never more than learn_max apart, and answers that are not refusals undo the doubling.
+        per_host_interval; never more than learn_max apart. Answers that are not refusals undo the doubling, and
+        LEARN_FORGET seconds of them unpace the host.
         """
         host.refused += 1
         host.refusal = status
+        host.clean_since = None
         if retrying:
             self.counters.retries[status] = self.counters.retries.get(status, 0) + 1
         if started < host.learned_at or host.lesson is not None:
             return  # sent before the last lesson, or the lesson of this burst is being drawn already
         host.lesson, host.lesson_seen = started, time.monotonic()
+        host.lesson_paced = host.learned > 0
 
     def interval_of(self, host: Host, now: float) -> float:
         """The seconds between two request starts to `host`: the batch's, or what its refusals taught.
@@ -307,10 +319,13 @@ class Hosts:
             # after it but before its refusal came back, may have reached the host first and been taken. So the
             # count ends at the refusal's answer, not its start: else a burst's refusal counts none of the burst
             # and paces the host at one request per LEARN_MARGIN seconds.
-            since = host.lesson - LEARN_WINDOW
-            taken = sum(1 for at in host.answered if since < at <= host.lesson_seen)
+            if not host.lesson_paced:
+                # A refused request sent at the learned pace shows that pace, not the host's: at one request a
+                # second or slower the window holds one at most, which would teach 1.2 s for good. It only doubles.
+                since = host.lesson - LEARN_WINDOW
+                taken = sum(1 for at in host.answered if since < at <= host.lesson_seen)
+                host.measured = min(self.learn_max, LEARN_MARGIN * LEARN_WINDOW / max(1, taken))
             # A host that refuses whatever the pace is asked at most once every learn_max seconds, not ever slower.
-            host.measured = min(self.learn_max, LEARN_MARGIN * LEARN_WINDOW / max(1, taken))
             host.learned = min(self.learn_max, max(2 * host.learned, host.measured))
             host.learned_at, host.lesson = now, None
         return max(self.interval, host.learned)
@@ -318,9 +333,18 @@ class Hosts:
     def took(self, host: Host, started: float) -> None:
         """The host answered a request that started at `started` without refusing it."""
         host.answered.append(started)
-        if host.learned > host.measured and started >= host.learned_at:
-            # Taken at the learned pace: the doubling a refusal at that pace added halves, down to the measured pace.
-            host.learned = (host.learned + host.measured) / 2
+        if host.learned and started >= host.learned_at:
+            if host.clean_since is None:
+                host.clean_since = started
+            if started - host.clean_since >= LEARN_FORGET:
+                # LEARN_FORGET seconds taken at the learned pace, none refused: the host goes unpaced again (if it
+                # still limits, its next refusal teaches a pace anew).
+                host.learned = host.measured = 0.0
+                host.clean_since = None
+            elif host.learned > host.measured:
+                # Taken at the learned pace: the doubling a refusal at that pace added halves, down to the measured
+                # pace.
+                host.learned = (host.learned + host.measured) / 2
         kept_from = time.monotonic() - 2 * LEARN_WINDOW
         if host.lesson is not None:
             # A lesson is drawn when the pause ends (a Retry-After may be longer than the window kept): its
@@ -330,9 +354,13 @@ class Hosts:
             host.answered.popleft()
 
     def requeue(self, index: int, state: Requeued) -> None:
-        """A URL goes back to the front of the queue of the host it waits for, to go on once that host is ready."""
+        """A URL goes back to the front of the queue of the host it waits for, to go on once that host is ready;
+        one backing off joins it when its backoff is over (state.ready_at), the host's other URLs going on meanwhile."""
         self.requeued[index] = state
-        self._queue(self.host(state.host), index, front=True)
+        if state.ready_at > time.monotonic():
+            heapq.heappush(self._backing_off, (state.ready_at, next(self._ties), index))
+        else:
+            self._queue(self.host(state.host), index, front=True)
         self._notify()
 
     def stop(self) -> None:
@@ -346,9 +374,11 @@ class Hosts:
         return host.paused_until > now or host.learned > self.interval
 
     def waiting(self) -> int:
-        """URLs queued behind a host its refusals hold back (paused now, or paced by what they taught)."""
+        """URLs backing off after a refusal, and those queued behind a host its refusals hold back (paused now, or
+        paced by what they taught)."""
         now = time.monotonic()
-        return sum(len(host.queue) for host in self._queued.values() if self.held_back(host, now))
+        queued = sum(len(host.queue) for host in self._queued.values() if self.held_back(host, now))
+        return len(self._backing_off) + queued
 
     def paused(self, name: str) -> tuple[str | None, str]:
         """(ISO time host `name` may take its next request, or None when its refusals do not hold it back; why)."""
@@ -374,6 +404,7 @@ class UrlPass:
         self.first = True  # the dispatcher's slot has not sent its first request yet
         self.started = 0.0  # monotonic start of the URL's latest request, 0 before its first
         self.was_refused = False  # whether that request's answer was a refusal (429, 503)
+        self.ready_at = 0.0  # monotonic: the URL's own backoff, when retry_later sends it back for one
 
     def before_request(self, url: str) -> None:
         """Wait for the host of `url` to take one more request (slot, interval, pause), then count its start."""
@@ -402,18 +433,19 @@ class UrlPass:
             self.hosts.took(self.held, self.started)
         self.started, self.was_refused = 0.0, False
 
-    def pause(self, url: str, seconds: float, reason: str, retry_after: bool = True) -> None:
-        """Pause the host of `url` (a Retry-After, or the backoff after a refusal without one)."""
-        self.hosts.pause(self.hosts.host(host_of(url)), seconds, reason, retry_after)
+    def pause(self, url: str, seconds: float, reason: str) -> None:
+        """Pause the host of `url` (a Retry-After)."""
+        self.hosts.pause(self.hosts.host(host_of(url)), seconds, reason)
 
     def refused(self, url: str, status: int, retrying: bool) -> None:
         """Count a 429 or 503 (a status the batch retries) of the host of `url`."""
         self.was_refused = True
         self.hosts.refused(self.hosts.host(host_of(url)), status, retrying, self.started)
 
-    def retry_later(self, url: str) -> None:
-        """Leave the fetcher: the engine queues the URL again behind its host's pause."""
+    def retry_later(self, url: str, after: float = 0.0) -> None:
+        """Leave the fetcher: the engine queues the URL again behind its host's pause, `after` seconds from now."""
         self.waits_for = host_of(url)
+        self.ready_at = time.monotonic() + after if after > 0 else 0.0
         raise RetryLater()
 
     def release(self) -> None:

@@ -1164,7 +1164,7 @@ def schemas(config: Config) -> dict[str, Any]:
                             "paused_until": nullable(TIMESTAMP),
                             "pause_reason": {
                                 "type": "string",
-                                "description": "e.g. `429 Retry-After: 30`, `429, backing off 0.4 s`, or `429 answers: paced at "
+                                "description": "e.g. `429 Retry-After: 30` or `429 answers: paced at "
                                 "one request every 2.4 s` (paused_until is then its next start); empty when its "
                                 "refusals do not hold the host back.",
                             },

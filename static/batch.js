@@ -1177,8 +1177,8 @@ const hostValue = {
   refused: (x) => x.refused,
 };
 
-// "waiting: rate limited, 30 s (Retry-After)" for a host paused now (or "(backoff)" after a refusal without
-// one), "waiting: rate limited, one request every 2.4 s (paced)" for a host its refusals slowed down; '' otherwise.
+// "waiting: rate limited, 30 s (Retry-After)" for a host a Retry-After pauses now, "waiting: rate limited, one
+// request every 2.4 s (paced)" for a host its refusals slowed down; '' otherwise.
 function pauseText(host, now = Date.now()) {
   if (!host.paused_until) return '';
   const status = (host.pause_reason.match(/^(\d{3})/) || [])[1];
@@ -1187,7 +1187,7 @@ function pauseText(host, now = Date.now()) {
   if (pace) return `waiting: ${why}, ${pace[1]} (paced)`;
   const left = Math.max(0, Math.ceil((Date.parse(host.paused_until) - now) / 1000));
   if (!left) return '';
-  return `waiting: ${why}, ${fmtInt(left)} s (${host.pause_reason.includes('Retry-After') ? 'Retry-After' : 'backoff'})`;
+  return `waiting: ${why}, ${fmtInt(left)} s (Retry-After)`;
 }
 
 function renderHosts() {

@@ -552,6 +552,7 @@ def _plain_csv_line(values: list[Any], timings: str) -> str:
 
 def _plain_csv_line_and_verdict(values: list[Any], timings: str, ends: dict[str | None, str]) -> str:
     """_plain_csv_line of a result whose verdict needs no work, ending with its outcome's verdict fields."""
+    # _plain_csv_line's f-string again, its end the verdict's: one string made a line, not a line and its copy.
     (
         index, url, final_url, status, ok, kind, message, size, content_type, redirects, attempts, started, finished,
         outcome, _, _, _,

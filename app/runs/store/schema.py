@@ -227,13 +227,13 @@ def migrate(conn: sqlite3.Connection) -> None:
     and run claim (LIST_RUN_COLUMNS), deliveries a `claim_token`, and per-row specs kept in options move to
     row_specs."""
     _move_url_rows(conn)
-    _add_event_columns(conn)
+    _add_columns(conn, "events", ADDED_EVENT_COLUMNS)  # NULL in rows stored before
     _index_events(conn)
-    _add_source_column(conn)
+    _add_columns(conn, "batches", (("source", "TEXT"),))  # NULL: their URLs were a list
     _add_list_column(conn)
-    _add_list_source_columns(conn)
+    _add_columns(conn, "lists", (("source", "TEXT"), ("last_skipped_reason", "TEXT")))  # NULL: a fixed list of URLs
     _add_list_run_columns(conn)
-    _add_claim_token_column(conn)
+    _add_columns(conn, "deliveries", (("claim_token", "TEXT"),))  # NULL: held by no claim
     _move_row_specs(conn)
 
 
@@ -259,28 +259,24 @@ def _move_row_specs(conn: sqlite3.Connection) -> None:
         log.info("store: moved the per-row specs of %d batches out of their options to row_specs", moved)
 
 
-def _add_source_column(conn: sqlite3.Connection) -> None:
-    """Give an earlier version's batches table its `source` column (NULL: their URLs were a list)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
-    if "source" not in columns:
-        conn.execute("ALTER TABLE batches ADD COLUMN source TEXT")
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    """The names of a table's columns (none for a table that does not exist)."""
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _add_columns(conn: sqlite3.Connection, table: str, columns: tuple[tuple[str, str], ...]) -> None:
+    """Add the (name, type) columns a table made by an earlier version lacks."""
+    have = _columns(conn, table)
+    for name, kind in columns:
+        if name not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 def _add_list_column(conn: sqlite3.Connection) -> None:
     """Give an earlier version's batches table its `list_id` column (NULL: none was a list's run), and its index."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
-    if "list_id" not in columns:
-        conn.execute("ALTER TABLE batches ADD COLUMN list_id TEXT")
+    _add_columns(conn, "batches", (("list_id", "TEXT"),))
     # A list's runs, newest first, without reading the other batches.
     conn.execute("CREATE INDEX IF NOT EXISTS batches_by_list ON batches (list_id, num) WHERE list_id IS NOT NULL")
-
-
-def _add_list_source_columns(conn: sqlite3.Connection) -> None:
-    """Give an earlier version's lists table its `source` (NULL: a fixed list of URLs) and `last_skipped_reason`."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(lists)")}
-    for name in ("source", "last_skipped_reason"):
-        if name not in columns:
-            conn.execute(f"ALTER TABLE lists ADD COLUMN {name} TEXT")
 
 
 LIST_RUN_COLUMNS = (
@@ -294,7 +290,7 @@ LIST_RUN_COLUMNS = (
 
 def _add_list_run_columns(conn: sqlite3.Connection) -> None:
     """Give an earlier version's lists their row specs, url_count (counted once here) and run claim columns."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(lists)")}
+    have = _columns(conn, "lists")
     if not have or {name for name, _ in LIST_RUN_COLUMNS} <= have:
         return
     with conn:
@@ -304,21 +300,6 @@ def _add_list_run_columns(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE lists ADD COLUMN {name} {kind}")
         if "url_count" not in have:
             conn.execute("UPDATE lists SET url_count = json_array_length(urls)")
-
-
-def _add_claim_token_column(conn: sqlite3.Connection) -> None:
-    """Give an earlier version's deliveries table its `claim_token` column (NULL: held by no claim)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
-    if "claim_token" not in columns:
-        conn.execute("ALTER TABLE deliveries ADD COLUMN claim_token TEXT")
-
-
-def _add_event_columns(conn: sqlite3.Connection) -> None:
-    """Add the ADDED_EVENT_COLUMNS a file made by an earlier version lacks (NULL in its stored rows)."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
-    for name, kind in ADDED_EVENT_COLUMNS:
-        if name not in have:
-            conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
 
 
 def _index_events(conn: sqlite3.Connection) -> None:

@@ -134,14 +134,14 @@ def test_a_bad_check_is_refused_naming_its_index_and_field(check, field):
 
 def test_a_catastrophic_pattern_is_cut_off_and_not_run_again():
     check = [{"source": "body", "op": "matches", "value": r"(x+x+)+y"}]
-    started = time.monotonic()
+    started = time.thread_time()  # CPU time: a search burns it, a loaded machine's waits do not
     first = failures(check, body=b"x" * 5000)
-    took = time.monotonic() - started
+    took = time.thread_time() - started
     assert first[0][1].startswith("the pattern took more than")
     assert took < 20 * REGEX_TIMEOUT, f"a search ran {took:.2f} s"
-    started = time.monotonic()
+    started = time.thread_time()
     assert failures(check, body=b"x" * 5000) == first
-    assert time.monotonic() - started < REGEX_TIMEOUT, "a pattern that ran out of time once is not run again"
+    assert time.thread_time() - started < REGEX_TIMEOUT / 2, "a pattern that ran out of time once is not run again"
 
 
 def test_a_body_check_searches_only_its_max_bytes_of_the_body_and_says_so():
@@ -211,17 +211,19 @@ def test_a_pattern_that_ran_out_of_time_on_a_long_text_is_still_searched_in_a_sh
     check = [{"source": "body", "op": "matches", "value": r"(y+y+)+z"}]
     assert failures(check, body=b"y" * 5000)[0][1].startswith("the pattern took more than")
     assert failures(check, body=b"yyz") == [], "a short text, searched: it matches"
-    started = time.monotonic()
+    started = time.thread_time()  # CPU time: a search burns it, a loaded machine's waits do not
     assert failures(check, body=b"y" * 6000)[0][1].startswith("the pattern took more than")
-    assert time.monotonic() - started < REGEX_TIMEOUT, "a text as long is not searched again"
+    assert time.thread_time() - started < REGEX_TIMEOUT / 2, "a text as long is not searched again"
 
 
 def test_one_rows_checks_share_a_time_budget_and_those_left_when_it_is_spent_fail_saying_so():
     patterns = [{"source": "body", "op": "matches", "value": rf"(w+w+)+v{i}"} for i in range(50)]
-    started = time.monotonic()
     found = failures(patterns, body=b"w" * 5000)
-    assert time.monotonic() - started < CHECK_BUDGET + REGEX_TIMEOUT + 0.1
     assert len(found) == 50 and found[0][1].startswith("the pattern took more than")
+    searched = [reason for _, reason in found if reason.startswith("the pattern took more than")]
+    # Each search runs out of time: alone, the 50 would take 50 x REGEX_TIMEOUT; the budget lets the first
+    # run, then as many as fit in CHECK_BUDGET (a loaded machine only cuts that number down).
+    assert len(searched) <= 1 + CHECK_BUDGET / REGEX_TIMEOUT
     assert found[-1] == ("check[49]", CHECK_BUDGET_SPENT)
 
 

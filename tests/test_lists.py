@@ -673,6 +673,29 @@ def test_a_scheduled_run_keeps_its_claim_while_it_waits_for_a_read_slot_and_says
     )
 
 
+def test_a_scheduled_run_waiting_for_its_turn_to_read_a_source_keeps_renewing_its_claim_and_runs_at_its_turn(
+    store_factory, monkeypatch
+):
+    monkeypatch.setattr(schedule, "TURN_RENEW", 0.05)
+    store = store_factory(flush_interval=0.01)
+    # A source the fetch policy refuses before any lookup: its run ends at its turn, reading nothing.
+    store.create_list(listed(urls=[], source={"type": "sitemap", "url": "http://127.0.0.1:9/sitemap.xml"}))
+    scheduler = Scheduler(Config(source_timeout=1), store, SourceSubmitter(store))
+    for _ in range(schedule.SOURCE_READS):  # every turn is taken, as by slow sources
+        scheduler._read_turns.acquire()
+    started = time.monotonic()
+    scheduler.run_due(now=time.time() - scheduler.grace - 1)  # its slot claimed a whole grace ago
+    assert time.monotonic() - started < 1, "the scheduler's loop never waits for a turn"
+    gevent.sleep(0.2)
+    assert scheduler.recover_lost(time.time()) == [], "a run waiting for its turn still holds its claim"
+    assert store.get_list("l1").running_batch is not None
+    for _ in range(schedule.SOURCE_READS):
+        scheduler._read_turns.release()
+    scheduler._reads.join(timeout=5)
+    shown = store.get_list("l1")  # its turn came: it ran, and let its claim go
+    assert (shown.running_batch, shown.skipped) == (None, 1) and "cannot be fetched" in shown.last_skipped_reason
+
+
 def test_a_runs_exception_counts_its_slot_as_skipped_and_the_next_slot_still_runs(store_factory):
     store = store_factory(flush_interval=0.01)
     store.create_list(listed())

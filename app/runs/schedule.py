@@ -48,6 +48,7 @@ CRON_SAMPLES = 50  # successive cron slots whose gaps are checked against the sh
 MAX_EVERY = 366 * 86400  # seconds: the longest `every` (a year)
 PRUNE_PAGE = 500  # run ids read at once when looking for the runs beyond keep_runs
 SOURCE_READS = 8  # lists' sources read at once for due runs; a due run beyond them waits its turn in its greenlet
+TURN_RENEW = CLAIM_GRACE / 2  # seconds between two renewals of the claim of a run waiting for its turn
 
 
 @dataclass(frozen=True)
@@ -217,25 +218,33 @@ class Scheduler:
         return max(0.01, min(upcoming))
 
     def _run_queued(self, record: ListRecord, slot: float, now: float, batch_id: str) -> None:
-        """_run_slot once its turn to read a source comes (SOURCE_READS at once): the claim's grace starts over, as
-        its wait for the turn may be as long; a claim put back meanwhile (recover_lost, in any process) is left to
-        whoever runs its slot now."""
-        with self._read_turns:
-            try:
-                held = self.store.renew_claim(record.id, batch_id, time.time())
-            except StoreError as exc:  # the store fails for now: the slot is put back, to run once it answers
-                log.error("watch list %s: its run at %s could not start: %s", record.id, iso_at(slot), exc)
-                self._release(record.id, batch_id, slot)
+        """_run_slot once its turn to read a source comes (SOURCE_READS at once); its claim is renewed while it waits
+        for the turn, and its grace starts over when the turn comes."""
+        while not self._read_turns.acquire(timeout=TURN_RENEW):
+            if not self._renew(record, slot, batch_id):
                 return
-            if not held:
-                log.warning(
-                    "watch list %s: its run %s waited to start past its claim's grace; its slot was put back and "
-                    "runs again",
-                    record.id,
-                    batch_id,
-                )
-                return
-            self._run_slot(record, slot, now, batch_id)
+        try:
+            if self._renew(record, slot, batch_id):
+                self._run_slot(record, slot, now, batch_id)
+        finally:
+            self._read_turns.release()
+
+    def _renew(self, record: ListRecord, slot: float, batch_id: str) -> bool:
+        """Start the claim's grace over; False, the run given up, when it was put back meanwhile (recover_lost in
+        any process: it is left to whoever runs its slot now) or the store fails (the slot is put back)."""
+        try:
+            held = self.store.renew_claim(record.id, batch_id, time.time())
+        except StoreError as exc:  # the store fails for now: the slot is put back, to run once it answers
+            log.error("watch list %s: its run at %s could not start: %s", record.id, iso_at(slot), exc)
+            self._release(record.id, batch_id, slot)
+            return False
+        if not held:
+            log.warning(
+                "watch list %s: its run %s waited to start past its claim's grace; its slot was put back and runs again",
+                record.id,
+                batch_id,
+            )
+        return held
 
     def _run_slot(self, record: ListRecord, slot: float, now: float, batch_id: str) -> None:
         """Run a list at its claimed slot; a run that does not start is recorded with its reason, and a slot whose

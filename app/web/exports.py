@@ -118,14 +118,14 @@ def captured_csv_chunks(
 
     def lines() -> Iterator[bytes]:
         header = [*CSV_COLUMNS, *meta_columns, *CAPTURE_COLUMNS, *(f"header:{name}" for name in names)]
-        yield _utf8(_csv_text([[_cell(name) for name in header]]))
+        yield utf8(_csv_text([[_cell(name) for name in header]]))
         for (texts,) in itertools.chain(first, pages):
             rows = []
             for text in texts.split(b"\n"):
                 result = json.loads(text)
                 captured = [_cell(value) for value in _captured_values(result, names)]
                 rows.append(_csv_row(result, meta_columns) + captured)
-            yield _utf8(_csv_text(rows))
+            yield utf8(_csv_text(rows))
 
     return lines()
 
@@ -205,15 +205,15 @@ def _json_array_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[bytes]:
 
 def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...]) -> Iterator[bytes]:
     """Results as CSV, a store page per chunk, every field quoted and spreadsheet formulas defused."""
-    yield _utf8(_csv_text([[_cell(name) for name in (*CSV_COLUMNS, *meta_columns)]]))
+    yield utf8(_csv_text([[_cell(name) for name in (*CSV_COLUMNS, *meta_columns)]]))
     plain = _plain_verdicts(len(meta_columns))
     ends = {outcome: f",{fields}\r\n" for outcome, fields in plain.items()}
     for values, timings in pages:
         lines, verdicts = _csv_page_lines(values, timings, ends)
         if verdicts is None:  # every line ends with its outcome's fields
-            yield _utf8("".join(lines))
+            yield utf8("".join(lines))
             continue
-        yield _utf8(
+        yield utf8(
             "".join(
                 line[:-2] + "," + (_plain_verdict(more, plain) or _verdict_fields(more, meta_columns)) + "\r\n"
                 for line, more in zip(lines, verdicts)
@@ -224,8 +224,8 @@ def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, a surrogate is always a lone one: UTF-8 has no form of it
 
 
-def _utf8(text: str) -> bytes:
-    """CSV text as UTF-8, each lone surrogate in it written as U+FFFD: a result's stored text may escape one
+def utf8(text: str) -> bytes:
+    """A download's text as UTF-8, each lone surrogate in it written as U+FFFD: a result's stored text may escape one
     (Python's json writes what orjson refuses, such as an error message holding one; releases before the API
     refused them stored them in URLs too), and json reads it back as it is."""
     try:

@@ -143,6 +143,11 @@ export class SourcePicker {
       h('span', { class: 'url' }, u.url),
       u.meta && u.meta.lastmod ? h('span', { class: 'hint' }, ` lastmod ${u.meta.lastmod}`) : null)));
     limit.hidden = !data.over_limit;
+    // A preview short of its end for another reason (sitemaps of a big index left unread) says why, as the server
+    // put it: a batch of it would be refused with the same words.
+    const message = byId('preview-message');
+    message.hidden = data.complete || data.over_limit || !data.message;
+    setText(message, message.hidden ? '' : data.message);
     if (data.over_limit) {
       const takeFirst = byId('take-first');
       setText(byId('preview-limit-text'),

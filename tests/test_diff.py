@@ -18,6 +18,7 @@ import pytest
 from app.core.stats import row_of
 from app.runs.diff import KINDS, DiffRow, compare, judge, path_key
 from app.runs.events import Event
+from app.runs.store import SQLiteStore
 from tests.support.planted import planted_urls
 from tests.support.server import CHROMIUM, ROOT, error_of
 
@@ -299,6 +300,44 @@ def test_a_diff_of_batches_over_the_servers_limit_answers_413_naming_the_setting
     response = small.request("GET", f"/api/v1/batches/{batch}/diff?base={base}")
     assert response.status_code == 413
     assert "GREENBATCH_MAX_DIFF_URLS" in error_of(response)["message"]
+
+
+def ended_batch(store, batch_id: str, urls: list[str], status: int, parent_id: str | None = None) -> None:
+    """Store a done batch of these URLs, each answering `status`, as the engine stores one."""
+    store.create_batch(batch_id, batch_id, {}, urls, CREATED, parent_id)
+    events = []
+    for index, url in enumerate(urls):
+        data = {"index": index, "url": url, "final_url": url, "status_code": status, "ok": status == 200}
+        data |= {"error": None, "timings": {"total": 5.0}}
+        events.append(Event(batch_id, index + 1, "result", data, row=row_of(data)))
+    ok = len(urls) if status == 200 else 0
+    counts = {"total": len(urls), "pending": 0, "running": 0, "ok": ok, "failed": len(urls) - ok, "cancelled": 0}
+    final = {"status": "done", "finished_at": CREATED, "counts": counts, "stats": {}}
+    events.append(Event(batch_id, len(urls) + 1, "batch", final))
+    store.extend(events)
+
+
+def test_a_csv_diff_of_urls_stored_with_a_lone_surrogate_writes_u_fffd_in_its_place(tmp_path, make_server):
+    # A release before the API refused lone surrogates stored them, escaped as Python's json writes them.
+    urls = ["http://a.test/caf\udce9", "http://a.test/ok"]
+    data = tmp_path / "data"
+    writer = SQLiteStore(str(data / "greenbatch.db"), flush_interval=0.01)
+    try:
+        ended_batch(writer, "base", urls, 200)
+        ended_batch(writer, "again", urls, 500, parent_id="base")
+        assert writer.flush(10)
+    finally:
+        writer.close()
+    server = make_server(data_dir=data, env={"GREENBATCH_INTEGRITY_CHECK_INTERVAL": "0"})
+    response = server.request("GET", "/api/v1/batches/again/diff", params={"base": "base", "format": "csv"})
+    assert response.status_code == 200, response.text[:300]
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert [(r["key"], r["kind"], r["after_final_url"]) for r in rows] == [
+        ("http://a.test/caf\ufffd", "newly_failed", "http://a.test/caf\ufffd"),
+        ("http://a.test/ok", "newly_failed", "http://a.test/ok"),
+    ]
+    ndjson = server.request("GET", "/api/v1/batches/again/diff", params={"base": "base", "format": "ndjson"})
+    assert [json.loads(line)["key"] for line in ndjson.text.splitlines()] == urls, "JSON keeps the escape"
 
 
 # -- the command line ----------------------------------------------------------------------------

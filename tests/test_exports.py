@@ -320,13 +320,41 @@ def test_ndjson_and_json_downloads_carry_each_result_as_the_store_holds_it(store
     assert exported(store, batch_id, "json") == "[\n" + ",\n".join(texts) + "\n]\n"
 
 
+def with_lone_surrogates(result: dict) -> dict:
+    """The result with lone surrogates in its texts, as Python's json escapes them where orjson refuses to write
+    (an error message holding one; a release before the API refused them took them in any text), and a NUL, whose
+    escape PostgreSQL refuses to read as JSON too (its store keeps the text, as SQLite's does)."""
+    error = {"kind": "connect_error", "message": "bad byte \udc80 in the answer\x00"}
+    return {**result, "ok": False, "error": error, "content_type": "text/html; \ud800charset"}
+
+
+def test_a_csv_download_writes_a_lone_surrogate_as_u_fffd_and_goes_on_with_the_results_after_it(store):
+    results = [sample_result(i) for i in range(1500)]
+    results[700] = with_lone_surrogates(results[700])
+    batch_id = stored_batch(store, results)
+    stored = list(store.iter_results(batch_id))
+    assert stored[700]["error"]["message"] == "bad byte \udc80 in the answer\x00", "stored as written"
+    text = exported(store, batch_id, "csv")
+    assert text == reference_csv(store, batch_id).replace("\udc80", "\ufffd").replace("\ud800", "\ufffd")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert (rows[700]["error_message"], rows[700]["content_type"]) == (
+        "bad byte \ufffd in the answer\x00",
+        "text/html; \ufffdcharset",
+    )
+    assert [row["index"] for row in rows] == [str(i) for i in range(1500)]
+    # NDJSON and JSON carry the stored text as it is: the escapes of the lone surrogates, which json reads back.
+    assert [json.loads(line) for line in exported(store, batch_id, "ndjson").splitlines()] == stored
+
+
 def test_a_download_from_the_server_is_the_stored_results_whatever_they_hold(tmp_path, make_server):
     data = tmp_path / "data"
     writer = SQLiteStore(str(data / "greenbatch.db"))
     try:
-        batch_id = stored_batch(writer, [sample_result(i) for i in range(2500)])
+        results = [sample_result(i) for i in range(2500)]
+        results[1200] = with_lone_surrogates(results[1200])  # a CSV line with U+FFFD in their place, not a cut
+        batch_id = stored_batch(writer, results)
         stored = list(writer.iter_results(batch_id))
-        expected_csv = reference_csv(writer, batch_id)
+        expected_csv = reference_csv(writer, batch_id).replace("\udc80", "\ufffd").replace("\ud800", "\ufffd")
     finally:
         writer.close()
     server = make_server(data_dir=data, env={"GREENBATCH_INTEGRITY_CHECK_INTERVAL": "0"})

@@ -277,6 +277,23 @@ def test_a_source_slow_to_read_does_not_hold_back_the_other_lists_runs(server, t
         assert server.request("DELETE", f"/api/v1/lists/{watched['id']}").status_code == 204
 
 
+def test_a_plain_lists_run_starts_at_once_while_more_sources_than_the_scheduler_reads_at_once_are_slow(
+    make_server, target
+):
+    server = make_server(env=FAST)  # its own: the slow reads would hold the module server's read slots long after
+    # One list more than the scheduler reads sources for at once (schedule.SOURCE_READS), each read taking 3 s,
+    # well within GREENBATCH_SOURCE_TIMEOUT; the plain list comes due last of all.
+    slow = [
+        create(server, source={"type": "sitemap", "url": target.url("/delay/3000")}, schedule={"every": "1s"})
+        for _ in range(schedule.SOURCE_READS + 1)
+    ]
+    quick = create(server, urls=[target.url("/ok")], schedule={"every": "1s"})
+    assert all(watched["next_run_at"] <= quick["next_run_at"] for watched in slow)
+    runs = wait_until(lambda: runs_of(server, quick["id"])["runs"], 6, "the plain list's first run")
+    late = epoch(runs[-1]["created_at"]) - epoch(quick["next_run_at"])
+    assert late < 1.5, f"its run started {late:.1f} s after its slot: the scheduler waited for a source read"
+
+
 def test_a_scheduled_run_waits_for_a_source_read_slot_rather_than_being_skipped(make_server, target):
     server = make_server(env=FAST)  # its own: no other list's source may hold a read slot
     slow = target.url("/trickle?bytes=20&interval=0.1")  # 2 s to read, then not a sitemap
@@ -654,6 +671,29 @@ def test_a_scheduled_run_keeps_its_claim_while_it_waits_for_a_read_slot_and_says
         "it waited 1 s (GREENBATCH_SOURCE_TIMEOUT) for a turn to read its source, and every read slot stayed taken"
         " (GREENBATCH_SOURCE_MAX_READS 2)"
     )
+
+
+def test_a_scheduled_run_waiting_for_its_turn_to_read_a_source_keeps_renewing_its_claim_and_runs_at_its_turn(
+    store_factory, monkeypatch
+):
+    monkeypatch.setattr(schedule, "TURN_RENEW", 0.05)
+    store = store_factory(flush_interval=0.01)
+    # A source the fetch policy refuses before any lookup: its run ends at its turn, reading nothing.
+    store.create_list(listed(urls=[], source={"type": "sitemap", "url": "http://127.0.0.1:9/sitemap.xml"}))
+    scheduler = Scheduler(Config(source_timeout=1), store, SourceSubmitter(store))
+    for _ in range(schedule.SOURCE_READS):  # every turn is taken, as by slow sources
+        scheduler._read_turns.acquire()
+    started = time.monotonic()
+    scheduler.run_due(now=time.time() - scheduler.grace - 1)  # its slot claimed a whole grace ago
+    assert time.monotonic() - started < 1, "the scheduler's loop never waits for a turn"
+    gevent.sleep(0.2)
+    assert scheduler.recover_lost(time.time()) == [], "a run waiting for its turn still holds its claim"
+    assert store.get_list("l1").running_batch is not None
+    for _ in range(schedule.SOURCE_READS):
+        scheduler._read_turns.release()
+    scheduler._reads.join(timeout=5)
+    shown = store.get_list("l1")  # its turn came: it ran, and let its claim go
+    assert (shown.running_batch, shown.skipped) == (None, 1) and "cannot be fetched" in shown.last_skipped_reason
 
 
 def test_a_runs_exception_counts_its_slot_as_skipped_and_the_next_slot_still_runs(store_factory):

@@ -441,6 +441,30 @@ def test_the_form_previews_a_sitemap_then_starts_the_batch_that_names_its_source
 
 
 @pytest.mark.browser
+def test_a_preview_of_an_index_whose_sitemaps_read_fall_short_shows_the_servers_reason(server, target, page):
+    expect = pytest.importorskip("playwright.sync_api").expect
+    url = target.url("/sitemap/index.xml?parts=100&n=100&start=3")  # one URL in each of 100 sitemaps: 99 are read
+    page.goto(server.url("/"))
+    page.get_by_label("From sitemap").check()
+    page.fill("#source-url", url)
+    page.click("#preview")
+    expect(page.locator("#preview-counts")).to_have_text(
+        "100 sitemaps read · 99 URLs found · 99 unique · 0 excluded → more than 99 to fetch"
+    )
+    shown = preview(server, type="sitemap", url=url).json()
+    assert (shown["complete"], shown["over_limit"]) == (False, False)
+    expect(page.locator("#preview-message")).to_have_text(shown["message"])  # as text: the URL in it is no markup
+    expect(page.locator("#preview-limit")).to_be_hidden()
+    page.screenshot(path="/tmp/sources-preview-short.png", full_page=True)
+    page.fill("#source-url", target.url("/sitemap/urls.xml?n=3"))  # a preview that reads its source whole
+    page.click("#preview")
+    expect(page.locator("#preview-counts")).to_have_text(
+        "1 sitemap read · 3 URLs found · 3 unique · 0 excluded → 3 to fetch"
+    )
+    expect(page.locator("#preview-message")).to_be_hidden()
+
+
+@pytest.mark.browser
 def test_on_a_phone_links_on_a_page_over_the_limit_offer_to_take_the_first_n(server, target, phone):
     expect = pytest.importorskip("playwright.sync_api").expect
     phone.goto(server.url("/"))

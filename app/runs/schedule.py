@@ -23,8 +23,8 @@ from typing import Any
 import gevent
 from cronsim import CronSim, CronSimError
 from gevent.event import Event as Signal
-from gevent.lock import Semaphore
-from gevent.pool import Pool
+from gevent.lock import BoundedSemaphore, Semaphore
+from gevent.pool import Group
 
 from ..core.clock import iso_at
 from ..core.config import Config
@@ -47,7 +47,8 @@ _EVERY = re.compile(r"^\s*(\d{1,7})\s*([smhd])\s*$")
 CRON_SAMPLES = 50  # successive cron slots whose gaps are checked against the shortest interval
 MAX_EVERY = 366 * 86400  # seconds: the longest `every` (a year)
 PRUNE_PAGE = 500  # run ids read at once when looking for the runs beyond keep_runs
-SOURCE_READS = 8  # lists' sources read at once for due runs; the scheduler waits for a free one beyond
+SOURCE_READS = 8  # lists' sources read at once for due runs; a due run beyond them waits its turn in its greenlet
+TURN_RENEW = CLAIM_GRACE / 2  # seconds between two renewals of the claim of a run waiting for its turn
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,12 @@ class Scheduler:
         self._greenlet: gevent.Greenlet[[], None] | None = None
         self._locks: dict[str, Semaphore] = {}  # a list's runs start one at a time in this process
         self._started = time.time()
-        self._reads = Pool(SOURCE_READS)
+        # A due run of a source waits for its turn in a greenlet of its own, never in the scheduler's loop: the
+        # other lists' slots come due meanwhile. One greenlet per list at most, as each holds its list's claim.
+        self._reads = Group()
+        self._read_turns = BoundedSemaphore(SOURCE_READS)
         # A claimed run not stored within this was lost: a scheduled run may wait GREENBATCH_SOURCE_TIMEOUT for a
-        # read slot, then take as long to read its list's source (timed from when it leaves the pool's queue).
+        # read slot, then take as long to read its list's source (timed from when its turn comes).
         self.grace = CLAIM_GRACE + 2 * config.source_timeout
 
     def start(self) -> None:
@@ -206,29 +210,41 @@ class Scheduler:
                 log.info("watch list %s: scheduled run skipped, its previous run is still %s", list_id, was)
                 self.store.note_skipped(list_id, now, f"its previous run was still {was}")
             elif record.source is not None:
-                # Reading a source may take GREENBATCH_SOURCE_TIMEOUT: the other lists' slots must not wait for it.
+                # Reading a source may take GREENBATCH_SOURCE_TIMEOUT: the other lists' slots must not wait for it,
+                # nor for a turn to read one.
                 self._reads.spawn(self._run_queued, record, slot, now, batch_id)
             else:
                 self._run_slot(record, slot, now, batch_id)
         return max(0.01, min(upcoming))
 
     def _run_queued(self, record: ListRecord, slot: float, now: float, batch_id: str) -> None:
-        """_run_slot once the pool runs it: the claim's grace starts over, as its wait in the queue may be as long;
-        a claim put back meanwhile (recover_lost, in any process) is left to whoever runs its slot now."""
+        """_run_slot once its turn to read a source comes (SOURCE_READS at once); its claim is renewed while it waits
+        for the turn, and its grace starts over when the turn comes."""
+        while not self._read_turns.acquire(timeout=TURN_RENEW):
+            if not self._renew(record, slot, batch_id):
+                return
+        try:
+            if self._renew(record, slot, batch_id):
+                self._run_slot(record, slot, now, batch_id)
+        finally:
+            self._read_turns.release()
+
+    def _renew(self, record: ListRecord, slot: float, batch_id: str) -> bool:
+        """Start the claim's grace over; False, the run given up, when it was put back meanwhile (recover_lost in
+        any process: it is left to whoever runs its slot now) or the store fails (the slot is put back)."""
         try:
             held = self.store.renew_claim(record.id, batch_id, time.time())
         except StoreError as exc:  # the store fails for now: the slot is put back, to run once it answers
             log.error("watch list %s: its run at %s could not start: %s", record.id, iso_at(slot), exc)
             self._release(record.id, batch_id, slot)
-            return
+            return False
         if not held:
             log.warning(
                 "watch list %s: its run %s waited to start past its claim's grace; its slot was put back and runs again",
                 record.id,
                 batch_id,
             )
-            return
-        self._run_slot(record, slot, now, batch_id)
+        return held
 
     def _run_slot(self, record: ListRecord, slot: float, now: float, batch_id: str) -> None:
         """Run a list at its claimed slot; a run that does not start is recorded with its reason, and a slot whose

@@ -14,7 +14,7 @@ from ..core.lru import LRU
 from ..runs.diff import DEFAULT_FACTOR, KEYS, KINDS, LISTED_BY_DEFAULT, MAX_FACTOR, PENDING, Change, Diff, compare
 from .api import _bad_parameter, _batch_or_404, _choice_arg, _int_arg, bp
 from .errors import ApiError
-from .exports import _cell
+from .exports import _cell, utf8
 from .services import services
 
 DIFF_FORMATS = ("csv", "ndjson")
@@ -140,8 +140,9 @@ def _ndjson_chunks(changes: list[Change]) -> Iterator[str]:
         yield "".join(json.dumps(change.to_dict()) + "\n" for change in changes[start : start + DOWNLOAD_ROWS])
 
 
-def _csv_chunks(changes: list[Change]) -> Iterator[str]:
-    """Changes as CSV: a header row, then a row per change, every field quoted and formulas defused."""
+def _csv_chunks(changes: list[Change]) -> Iterator[bytes]:
+    """Changes as CSV: a header row, then a row per change, every field quoted and formulas defused (a URL stored
+    with a lone surrogate has U+FFFD in its place)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
     writer.writerow(CSV_COLUMNS)
@@ -150,8 +151,8 @@ def _csv_chunks(changes: list[Change]) -> Iterator[str]:
             sides = [change.before, change.after]
             values = [value for side in sides for value in (side.side().values() if side else (None, None, None, None))]
             writer.writerow([_cell(v) for v in (change.key, change.index, change.base_index, change.kind, *values)])
-        yield buffer.getvalue()
+        yield utf8(buffer.getvalue())
         buffer.seek(0)
         buffer.truncate()
     if not changes:
-        yield buffer.getvalue()
+        yield utf8(buffer.getvalue())

@@ -116,16 +116,16 @@ def captured_csv_chunks(
     pages = store.result_pages(batch_id, outcome)
     first = list(itertools.islice(pages, 1))  # a store that fails now raises here, before the 200
 
-    def lines() -> Iterator[str]:
+    def lines() -> Iterator[bytes]:
         header = [*CSV_COLUMNS, *meta_columns, *CAPTURE_COLUMNS, *(f"header:{name}" for name in names)]
-        yield _csv_text([[_cell(name) for name in header]])
+        yield utf8(_csv_text([[_cell(name) for name in header]]))
         for (texts,) in itertools.chain(first, pages):
             rows = []
             for text in texts.split(b"\n"):
                 result = json.loads(text)
                 captured = [_cell(value) for value in _captured_values(result, names)]
                 rows.append(_csv_row(result, meta_columns) + captured)
-            yield _csv_text(rows)
+            yield utf8(_csv_text(rows))
 
     return lines()
 
@@ -203,20 +203,35 @@ def _json_array_chunks(pages: Iterator[tuple[bytes, ...]]) -> Iterator[bytes]:
     yield b"[\n]\n" if opening == b"[\n" else b"\n]\n"
 
 
-def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...]) -> Iterator[str]:
+def _csv_chunks(pages: Iterator[tuple[bytes, ...]], meta_columns: tuple[str, ...]) -> Iterator[bytes]:
     """Results as CSV, a store page per chunk, every field quoted and spreadsheet formulas defused."""
-    yield _csv_text([[_cell(name) for name in (*CSV_COLUMNS, *meta_columns)]])
+    yield utf8(_csv_text([[_cell(name) for name in (*CSV_COLUMNS, *meta_columns)]]))
     plain = _plain_verdicts(len(meta_columns))
     ends = {outcome: f",{fields}\r\n" for outcome, fields in plain.items()}
     for values, timings in pages:
         lines, verdicts = _csv_page_lines(values, timings, ends)
         if verdicts is None:  # every line ends with its outcome's fields
-            yield "".join(lines)
+            yield utf8("".join(lines))
             continue
-        yield "".join(
-            line[:-2] + "," + (_plain_verdict(more, plain) or _verdict_fields(more, meta_columns)) + "\r\n"
-            for line, more in zip(lines, verdicts)
+        yield utf8(
+            "".join(
+                line[:-2] + "," + (_plain_verdict(more, plain) or _verdict_fields(more, meta_columns)) + "\r\n"
+                for line, more in zip(lines, verdicts)
+            )
         )
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, a surrogate is always a lone one: UTF-8 has no form of it
+
+
+def utf8(text: str) -> bytes:
+    """A download's text as UTF-8, each lone surrogate in it written as U+FFFD: a result's stored text may escape one
+    (Python's json writes what orjson refuses, such as an error message holding one; releases before the API
+    refused them stored them in URLs too), and json reads it back as it is."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text).encode()
 
 
 # How a result's extracted values end (_VERDICT_PATHS, the line's end after them) when its verdict needs no work

@@ -1127,7 +1127,7 @@ def hosts(batch_id: str):
     writer.writerow(HOST_FIELDS)
     for host in table:
         writer.writerow(["" if host[name] is None else host[name] for name in HOST_FIELDS])
-    response = Response(text.getvalue(), content_type="text/csv; charset=utf-8")
+    response = Response(exports.utf8(text.getvalue()), content_type="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = f'attachment; filename="greenbatch-{batch.id}-hosts.csv"'
     return response
 

@@ -109,8 +109,8 @@ class Hosts:
         self._ready_hosts: OrderedDict[str, Host] = OrderedDict()
         self._timed: list[tuple[float, int, Host]] = []  # (due, tie-break, host), a heap
         self._ties = itertools.count()
-        # URLs backing off after a refusal without Retry-After, (ready_at, tie-break, index), a heap: each joins the
-        # front of its host's queue when its own time comes, while the host's other URLs go on.
+        # URLs backing off (a refusal without Retry-After, a retried connection error), (ready_at, tie-break, index),
+        # a heap: each joins the front of its host's queue when its own time comes, while the host's other URLs go on.
         self._backing_off: list[tuple[float, int, int]] = []
         self.in_flight = 0  # slots held, all hosts together
         self._changed = Signal()
@@ -374,8 +374,8 @@ class Hosts:
         return host.paused_until > now or host.learned > self.interval
 
     def waiting(self) -> int:
-        """URLs backing off after a refusal, and those queued behind a host its refusals hold back (paused now, or
-        paced by what they taught)."""
+        """URLs backing off (a refusal, a connection error), and those queued behind a host its refusals hold back
+        (paused now, or paced by what they taught)."""
         now = time.monotonic()
         queued = sum(len(host.queue) for host in self._queued.values() if self.held_back(host, now))
         return len(self._backing_off) + queued

@@ -8,6 +8,8 @@ of every host is taken, so every host is full and its second URL waits in its qu
 
   wake  the dispatcher woken with no host ready: it looks for a URL and for when the next host is ready.
   pick  a slot of a random host frees, and the dispatcher hands that host's queued URL on (Hosts.next_url).
+  waiting  the count of URLs held back by their hosts' refusals (Hosts.waiting: each progress event and each read of
+        a running batch asks it), with one host in 100 paused by a Retry-After.
 
 CPU (time.process_time) per wake and per pick, median and worst of the --picks.
 """
@@ -54,7 +56,15 @@ def main() -> None:
         index = hosts.next_url()
         picks.append(time.process_time() - started)
         assert index == count + name, (index, name)
-    for what, times in (("wake", wakes), ("pick", picks)):
+    for name in range(0, count, 100):
+        hosts.pause(hosts.hosts[f"h{name}.test"], 3600, "429 Retry-After: 3600")
+    waits = []
+    for _ in range(min(args.picks, 100)):
+        started = time.process_time()
+        held = hosts.waiting()
+        waits.append(time.process_time() - started)
+    assert held == len([name for name in range(0, count, 100) if hosts.hosts[f"h{name}.test"].queue]), held
+    for what, times in (("wake", wakes), ("pick", picks), ("waiting", waits)):
         print(
             f"{what}: {count} hosts queued, median {statistics.median(times) * 1e6:.1f} us, "
             f"worst {max(times) * 1e6:.1f} us ({len(times)} timed)"

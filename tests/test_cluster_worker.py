@@ -196,6 +196,23 @@ def test_the_chunks_of_a_batch_on_one_worker_fetch_over_the_connections_its_earl
     assert len(opened) == 2, sorted(opened)
 
 
+def test_a_workers_paced_chunk_backs_off_a_connection_error_in_its_hosts_queue_not_under_the_deadline(cluster, target):
+    """The worker runs the engine's paced fetch path: a URL whose connection is reset three times (backoffs of
+    0.2 + 0.4 + 0.8 s, past its 1 s timeout) waits in its host's queue and ends ok; the host's other URLs go on."""
+    cluster.start_workers(1, threads=1)
+    key = secrets.token_hex(4)
+    urls = [target.url(f"/paced/{key}/{i}?close=1{'&fail=3' if i == 0 else ''}") for i in range(6)]
+    batch_id = cluster.submit(urls, chunk_size=6, concurrency=1, retries=3, timeout=1)
+
+    assert cluster.wait_final(batch_id) == "done"
+    results = {idx: data for _, _, idx, data in assert_each_index_once(cluster, batch_id, urls) if idx is not None}
+    assert (results[0]["error"], results[0]["status_code"], results[0]["attempts"]) == (None, 200, 4)
+    assert [results[i]["status_code"] for i in range(1, 6)] == [200] * 5
+    log = target.paced_log(key)
+    last_try = max(entry["start"] for entry in log if entry["path"].endswith("/0"))
+    assert max(entry["end"] for entry in log if not entry["path"].endswith("/0")) < last_try
+
+
 def slow_batch(cluster: Cluster, target, count: int, chunk_size: int, delay_ms: int, **options) -> tuple:
     """A batch of `count` distinct /delay URLs, submitted; its id and URLs."""
     urls = [target.url(f"/delay/{delay_ms}?i={i}") for i in range(count)]

@@ -17,7 +17,7 @@ from app.core.config import Config
 from app.core.options import BatchOptions
 from app.core.results import Result
 from app.fetch.base import Hop
-from app.fetch.errors import REUSED, DeadlineExceeded, FetchError, deadline_message
+from app.fetch.errors import REUSED, DeadlineExceeded, FetchError, RetryLater, deadline_message
 from app.fetch.follow import follow, loop_text
 from app.fetch.guard import InvalidUrl
 
@@ -227,6 +227,37 @@ def test_retries_stop_at_the_limit_and_errors_that_are_not_retryable_are_not_ret
     with pytest.raises(FetchError, match="cap"):
         run(transport, retries=3)
     assert len(transport.requests) == 1
+
+
+class HostQueue:
+    """A paced batch's gate that always lets the request go, and sends a URL to back off in its host's queue."""
+
+    def before_request(self, url: str) -> None:
+        """Any request may start."""
+
+    def retry_later(self, url: str, after: float = 0.0) -> None:
+        raise RetryLater()
+
+
+def test_a_retry_that_could_not_start_before_the_deadline_is_not_made_and_the_url_ends_with_its_error():
+    refused = FetchError("refused", "connection refused by a.example", retryable=True)
+    options = BatchOptions.parse({"retries": 3, "timeout": 1}, Config())
+
+    def follow_from(spent: float, **how) -> Result:
+        """Follow a URL refused once, `spent` seconds of its fetch time used already."""
+        result = Result(index=0, url="https://a.example/")
+        follow(ScriptedTransport(refused, answer()), result, options, time.perf_counter() - spent, 2048, **how)
+        return result
+
+    # Paced: the backoff waits in the host's queue, not under the deadline, while any fetch time is left.
+    with pytest.raises(RetryLater):
+        follow_from(0.9, gate=HostQueue())
+    with pytest.raises(FetchError, match="refused"):
+        follow_from(1.0, gate=HostQueue())
+    # Unpaced: the backoff is fetch time; one that would end past the deadline is not waited for.
+    assert follow_from(0.7, sleep=lambda seconds: None).ok
+    with pytest.raises(FetchError, match="refused"):
+        follow_from(0.8, sleep=lambda seconds: None)
 
 
 def test_a_retry_after_of_digits_other_than_ascii_is_unreadable_not_a_crash():

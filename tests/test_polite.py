@@ -234,6 +234,32 @@ def test_a_backoff_without_retry_after_holds_back_that_url_alone_not_its_host(se
     assert len(went_on) >= 3, f"{len(went_on)} of the other URLs started during its 1.6 s backoff"
 
 
+def test_a_connection_error_backs_off_in_its_hosts_queue_not_under_its_deadline_and_the_host_goes_on(server, target):
+    # The URL's connection is reset three times, then it answers: its backoffs (0.2 + 0.4 + 0.8 s) are longer than
+    # its 1 s timeout. Answers close their connections, so each try is a request of its own (none is a stale reuse).
+    key, failing = paced_urls(target, 1, "fail=3&close=1")
+    fine_key, fine = paced_urls(target, 5, "close=1")
+    results = server.run_batch([*failing, *fine], concurrency=1, retries=3, timeout=1)
+    assert (kind_of(results[0]), results[0]["status_code"], results[0]["attempts"]) == (None, 200, 4)
+    assert results[0]["timings"]["total"] < 1000 and results[0].get("refused", 0) == 0  # resets are no refusals
+    assert [results[index]["status_code"] for index in range(1, 6)] == [200] * 5
+    tries = sorted(target.paced_log(key), key=lambda entry: entry["start"])
+    assert [entry["status"] for entry in tries] == ["RST", "RST", "RST", 200]
+    assert tries[-1]["start"] - tries[0]["start"] >= 0.2 + 0.4 + 0.8 - 0.05
+    # Its one fetcher fetched the host's other URLs while the URL backed off in the queue.
+    assert max(entry["end"] for entry in target.paced_log(fine_key)) < tries[-1]["start"]
+
+
+def test_an_unpaced_retry_whose_backoff_outlasts_the_deadline_ends_with_its_connection_error_at_once(server, target):
+    # Without retry_statuses nothing paces the batch: its backoffs are fetch time. The third try's 0.8 s backoff
+    # would end past the 1 s deadline, so the URL ends with that try's error, not `deadline`, and sooner.
+    key, urls = paced_urls(target, 1, "fail=10&close=1")
+    result = server.run_batch(urls, retries=3, retry_statuses=[], timeout=1)[0]
+    assert kind_of(result) == "other" and "reset" in result["error"]["message"], result["error"]
+    assert result["attempts"] == 3 and result["timings"]["total"] < 1000
+    assert [entry["status"] for entry in target.paced_log(key)] == ["RST"] * 3
+
+
 def test_a_host_that_refuses_every_request_is_asked_at_most_max_retry_after_apart_its_urls_shown_waiting(
     server, target
 ):
@@ -423,6 +449,28 @@ def test_the_dispatcher_hands_a_freed_host_its_own_queued_url_among_thousands_of
     for host in random.Random(18).sample(range(count), 400):
         hosts.leave(hosts.host(f"h{host}.test"))
         assert hosts.next_url() == count + host
+
+
+def test_waiting_counts_the_urls_queued_behind_hosts_their_refusals_hold_back_until_they_are_free():
+    # What waiting() costs with many hosts is bench/hosts.py's (it looks only at hosts a refusal paused or paced).
+    options = BatchOptions.parse({"per_host": 1, "retries": 1}, Config.from_env({}))
+    # Two URLs on each of h0, h1 and h2, then one on a host of its own: taking it sets each host's second URL aside.
+    hosts = Hosts(options, iter(range(7)), lambda i: f"http://h{i % 3 if i < 6 else 'last'}.test/{i}", Counters())
+    assert [hosts.next_url() for _ in range(4)] == [0, 1, 2, 6]
+    paused, paced = hosts.host("h0.test"), hosts.host("h1.test")
+    assert hosts.waiting() == 0
+    hosts.pause(paused, 0.05, "429 Retry-After: 1")
+    hosts.refused(paced, 429, retrying=True, started=hosts.start(paced, first=True))
+    hosts.interval_of(paced, time.monotonic())  # the refusal's lesson: the host is paced
+    assert hosts.waiting() == 2
+    time.sleep(0.06)
+    assert hosts.waiting() == 1, "the pause is over"
+    for n in range(int(LEARN_FORGET / LEARN_MARGIN) + 2):  # LEARN_FORGET seconds of answers at the learned pace
+        hosts.took(paced, paced.learned_at + n * LEARN_MARGIN)
+    assert hosts.waiting() == 0, "unpaced"
+    hosts.refused(paced, 429, retrying=True, started=hosts.start(paced, first=False))
+    hosts.interval_of(paced, time.monotonic())
+    assert hosts.waiting() == 1, "paced again by its next refusal"
 
 
 def refusing_host() -> tuple[Hosts, Host]:

@@ -91,7 +91,7 @@ def follow(
     while True:
         hop_started = time.perf_counter()
         try:
-            hop = attempt(transport, url, headers, options, result, sleep, gate, method)
+            hop = attempt(transport, url, headers, options, result, started, sleep, gate, method)
         except DeadlineExceeded as exc:
             if exc.phases is not None:
                 result.timings = {**exc.phases, "redirect": round((hop_started - started) * 1000, 3)}
@@ -147,12 +147,14 @@ def attempt(
     headers: Mapping[str, str],
     options: BatchOptions,
     result: Result,
+    started: float,
     sleep: Callable[[float], None] = gevent.sleep,
     gate: HopGate | None = None,
     method: str | None = None,
 ) -> Hop:
     """One hop, retried on connection errors and on options.retry_statuses (options.retries times at most),
-    backing off between tries, or after the host's Retry-After when it sends one (see retry_after)."""
+    backing off between tries, or after the host's Retry-After when it sends one (see retry_after); `started` is
+    the URL's perf_counter start, from which its deadline (options.timeout) counts."""
     # A URL sent back to its host's queue goes on counting its tries where it left off.
     tries = result.retried
     while True:
@@ -179,7 +181,15 @@ def attempt(
         except FetchError as exc:
             if not exc.retryable or tries > options.retries:
                 raise
-            sleep(RETRY_BACKOFF * 2 ** (tries - 1))
+            backoff = RETRY_BACKOFF * 2 ** (tries - 1)
+            # A paced batch backs off in the host's queue, where waiting is not fetch time; else the backoff is.
+            if time.perf_counter() + (0.0 if gate is not None else backoff) >= started + options.timeout:
+                # The deadline passes before the retry could start: the URL ends with this try's error, not `deadline`.
+                raise
+            if gate is not None:
+                result.retried = tries
+                gate.retry_later(url, backoff)  # the URL's own backoff: the host's other URLs go on meanwhile
+            sleep(backoff)
             continue
         if not options.retries or hop.status not in options.retry_statuses:
             return hop

@@ -109,9 +109,12 @@ class Hosts:
         self._ready_hosts: OrderedDict[str, Host] = OrderedDict()
         self._timed: list[tuple[float, int, Host]] = []  # (due, tie-break, host), a heap
         self._ties = itertools.count()
-        # URLs backing off after a refusal without Retry-After, (ready_at, tie-break, index), a heap: each joins the
-        # front of its host's queue when its own time comes, while the host's other URLs go on.
+        # URLs backing off (a refusal without Retry-After, a retried connection error), (ready_at, tie-break, index),
+        # a heap: each joins the front of its host's queue when its own time comes, while the host's other URLs go on.
         self._backing_off: list[tuple[float, int, int]] = []
+        # Hosts whose refusals may hold their URLs back (paused, or paced by what they taught), the only ones waiting()
+        # looks at: a host joins when a refusal pauses or paces it, and leaves once waiting() finds it free again.
+        self._held: dict[str, Host] = {}
         self.in_flight = 0  # slots held, all hosts together
         self._changed = Signal()
         self.counters = counters
@@ -286,6 +289,7 @@ class Hosts:
         if until > host.paused_until:
             host.paused_until = until
             host.pause_reason = reason
+        self._held[host.name] = host
         host.pauses += 1
         self.counters.pauses += 1
 
@@ -328,6 +332,8 @@ class Hosts:
             # A host that refuses whatever the pace is asked at most once every learn_max seconds, not ever slower.
             host.learned = min(self.learn_max, max(2 * host.learned, host.measured))
             host.learned_at, host.lesson = now, None
+            if host.learned > self.interval:
+                self._held[host.name] = host  # only a lesson slows a host: the answers that follow can only free it
         return max(self.interval, host.learned)
 
     def took(self, host: Host, started: float) -> None:
@@ -374,10 +380,15 @@ class Hosts:
         return host.paused_until > now or host.learned > self.interval
 
     def waiting(self) -> int:
-        """URLs backing off after a refusal, and those queued behind a host its refusals hold back (paused now, or
-        paced by what they taught)."""
+        """URLs backing off (a refusal, a connection error), and those queued behind a host its refusals hold back
+        (paused now, or paced by what they taught)."""
         now = time.monotonic()
-        queued = sum(len(host.queue) for host in self._queued.values() if self.held_back(host, now))
+        queued = 0
+        for host in list(self._held.values()):
+            if self.held_back(host, now):
+                queued += len(host.queue)
+            else:
+                del self._held[host.name]  # free again: only a new pause or lesson holds it back
         return len(self._backing_off) + queued
 
     def paused(self, name: str) -> tuple[str | None, str]:

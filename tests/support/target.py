@@ -480,6 +480,11 @@ def _send_gzip(req, body):
 
 def h_reset(req, m):
     """Abort with a TCP RST: SO_LINGER on with a zero timeout makes close() reset."""
+    _reset(req)
+
+
+def _reset(req):
+    """Reset the connection (RST) without a byte of response."""
     req.status = "RST"
     log(req)
     req.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -550,7 +555,8 @@ def h_paced(req, m):
     ?rate=N: more than N requests in any second (all arrivals counted) get 429 with Retry-After: ?retry_after=
     (default 1) seconds. ?head=<status>: HEAD gets that status. ?delay=<ms> before answering. ?redirect=<url>:
     302 to that URL (after the rate check). ?jitter=<ms>: each request arrives up to that much later (a random
-    share of it), so requests sent together arrive in any order, as over a network.
+    share of it), so requests sent together arrive in any order, as over a network. ?fail=N: the first N requests
+    to the path are reset (RST) before a response. ?close=1: answers close their connection (none is reused).
     """
     key = m.group(1)
     jitter = req.num("jitter", 0, float, hi=1000)
@@ -572,7 +578,11 @@ def h_paced(req, m):
     rate = req.num("rate", None, hi=100_000)
     head = req.num("head", None, lo=200, hi=599)
     delay = req.num("delay", 0, float, hi=60_000)
+    if req.arg("close", "0") not in ("0", "", "false"):
+        req.keep_alive = False
     try:
+        if HITS[req.path] <= req.num("fail", 0, hi=1000):
+            _reset(req)
         if rate is not None and len(arrivals) > rate:
             retry_after = req.arg("retry_after", "1")
             req.respond(429, b"slow down\n", headers=[("Retry-After", _clean(retry_after))])

@@ -161,7 +161,7 @@ def planted(server, target):
 
 def test_two_runs_give_the_exact_planted_diff(server, planted):
     base, batch, kept = planted
-    response = server.request("GET", f"/api/v1/batches/{batch}/diff?base={base}")
+    response = server.request("GET", f"/api/v1/batches/{batch}/diff?base={base}&slower=1000")  # no URL counts as slower
     assert response.status_code == 200, response.text
     diff = response.json()
     assert (diff["base"], diff["batch"], diff["key"]) == (base, batch, "url")
@@ -199,7 +199,7 @@ def test_changes_page_with_after_and_limit_and_filter_by_kind(server, planted):
     seen, after = [], None
     for _ in range(10):
         page = server.request(
-            "GET", f"/api/v1/batches/{batch}/diff", params={"base": base, "limit": 4, "after": after}
+            "GET", f"/api/v1/batches/{batch}/diff", params={"base": base, "limit": 4, "after": after, "slower": 1000}
         ).json()
         seen += page["changes"]
         after = page["next_after"]
@@ -207,7 +207,7 @@ def test_changes_page_with_after_and_limit_and_filter_by_kind(server, planted):
             break
     assert len(seen) == page["total"] == 11
     assert len({json.dumps(c) for c in seen}) == 11, "each change once"
-    only = server.request("GET", f"/api/v1/batches/{batch}/diff?base={base}&kind=fixed,unchanged").json()
+    only = server.request("GET", f"/api/v1/batches/{batch}/diff?base={base}&kind=fixed,unchanged&slower=1000").json()
     assert [c["kind"] for c in only["changes"]] == ["fixed", "fixed", "unchanged", "unchanged"]
 
 

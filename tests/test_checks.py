@@ -279,9 +279,9 @@ def test_a_wildcard_or_a_slice_reads_a_body_of_any_size_up_to_its_first_match():
 
 def test_a_wildcard_that_finds_nothing_stops_after_json_walk_nodes_saying_so():
     body = json.dumps([{"id": i} for i in range(3 * JSON_WALK_NODES)]).encode()
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: a walk burns it, a loaded machine's waits do not
     found = failures([{"source": "json", "path": "$[*].missing", "op": "exists"}], body=body)
-    assert time.perf_counter() - started < 0.5
+    assert time.thread_time() - started < 0.5
     assert found == [("check[0]", WALKED_TOO_FAR)]
     late_match = [{"source": "json", "path": "$[*].id", "op": "==", "value": 2 * JSON_WALK_NODES}]
     assert failures(late_match, body=body) == [("check[0]", "0")], "the first match decides, however early"

@@ -264,9 +264,9 @@ def test_a_scheduled_run_whose_source_cannot_be_read_is_skipped_with_its_reason_
 def test_a_source_slow_to_read_does_not_hold_back_the_other_lists_runs(server, target):
     slow = create(server, source={"type": "sitemap", "url": target.url("/delay/3000")}, schedule={"every": "1s"})
     quick = create(server, urls=[target.url("/ok")], schedule={"every": "1s"})
-    runs = wait_until(lambda: runs_of(server, quick["id"])["runs"], 3, "the quick list's first run")
-    late = epoch(runs[-1]["created_at"]) - epoch(quick["next_run_at"])
-    assert late < 1.5, f"its run started {late:.1f} s after its slot: it waited for the other list's source"
+    # That it starts before the read ends, whatever the machine's load, is shown with 30 s reads by
+    # test_a_plain_lists_run_starts_at_once_while_more_sources_than_the_scheduler_reads_at_once_are_slow.
+    wait_until(lambda: runs_of(server, quick["id"])["runs"], 3, "the quick list's first run")
     skipped = wait_until(
         lambda: (shown := server.request("GET", f"/api/v1/lists/{slow['id']}").json()["skipped"])["count"] and shown,
         3,

@@ -444,6 +444,10 @@ class UrlPass:
             self.hosts.took(self.held, self.started)
         self.started, self.was_refused = 0.0, False
 
+    def no_answer(self, url: str) -> None:
+        """The URL's latest request got no answer (refused, reset, timed out connecting): neither taken nor refused."""
+        self.started, self.was_refused = 0.0, False
+
     def pause(self, url: str, seconds: float, reason: str) -> None:
         """Pause the host of `url` (a Retry-After)."""
         self.hosts.pause(self.hosts.host(host_of(url)), seconds, reason)

@@ -14,14 +14,14 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from app.cluster.ledger import CANCELLED_MESSAGE, Ledger, host_of, plan_chunks
+from app.cluster.ledger import Ledger, host_of, plan_chunks
 from app.core import stats
 from app.core.config import Config
 from app.core.jsonutil import compact_json
 from app.core.options import BatchOptions
 from app.core.urllist import UrlList
 from app.fetch import guard
-from app.runs.engine import BatchRun, Engine
+from app.runs.engine import CANCELLED_MESSAGE, BatchRun, Engine
 from app.runs.events import EventBus
 from app.runs.store import SQLiteStore
 from tests.support.ledger_appender import fetched

@@ -89,6 +89,15 @@ class Requeued:
     host: str  # the host whose queue it waits in: the dispatcher takes that host's slot for it
     ready_at: float = 0.0  # monotonic: the URL's own backoff ends then (it joins its host's queue at that time)
 
+    def history(self) -> dict[str, Any]:
+        """What the URL has done, as its result keeps it if the batch is cancelled while it waits (JSON)."""
+        return {
+            "started_at": self.started_at,
+            "attempts": self.attempts,
+            "refused": self.refused,
+            "redirects": self.redirects,
+        }
+
 
 class Hosts:
     """The hosts of one paced run: their gates, their queues, and the dispatcher's choice of the next URL."""

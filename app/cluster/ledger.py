@@ -427,9 +427,12 @@ class Ledger:
         """Keep what URLs sent back to their host's queue have done ((batch id, URL index) -> Requeued.history, the
         latest), for a cancel to record them with it; notes of a final or gone batch are dropped."""
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            # FOR SHARE waits for a cancel's transaction holding the batch's lock, then reads the status it left: a
+            # note commits between two of the cancel's slices (the later ones read it), or finds the batch final
+            # and is dropped, so none outlives the end that deleted the batch's notes.
             cursor.executemany(
-                "INSERT INTO waiting_urls (batch_id, idx, history) SELECT %s, %s, %s"
-                " WHERE EXISTS (SELECT 1 FROM batches WHERE id = %s AND status IN ('queued', 'running'))"
+                "INSERT INTO waiting_urls (batch_id, idx, history) SELECT %s, %s, %s WHERE EXISTS"
+                " (SELECT 1 FROM batches WHERE id = %s AND status IN ('queued', 'running') FOR SHARE)"
                 " ON CONFLICT (batch_id, idx) DO UPDATE SET history = EXCLUDED.history",
                 [(batch_id, index, compact_json(history), batch_id) for (batch_id, index), history in notes.items()],
             )

@@ -300,6 +300,41 @@ def test_cancel_stops_the_workers_fetches_of_that_batch_within_a_second(cluster,
     assert sum(1 for _, _, idx, data in events if idx is not None and data["error"]) == len(urls)
 
 
+def test_a_url_cancelled_while_it_waited_in_its_hosts_queue_keeps_its_tries_and_refusals_as_in_one_process(
+    cluster, target
+):
+    """A URL a 429 with Retry-After: 30 sent back to its host's queue is cancelled with the try and refusal it made
+    (the worker notes them when it queues the URL); the URL queued behind it never ran and says so."""
+    cluster.start_workers(1, threads=1)
+    key = secrets.token_hex(4)
+    urls = [target.url(f"/paced/{key}/{i}?rate=0&retry_after=30") for i in range(2)]
+    batch_id = cluster.submit(urls, chunk_size=2, concurrency=1, retries=3)
+    deadline = time.monotonic() + 15
+    while not cluster.query("SELECT 1 FROM waiting_urls WHERE batch_id = %s", batch_id):
+        assert time.monotonic() < deadline, f"no URL noted as waiting; the target saw {target.paced_log(key)}"
+        time.sleep(0.02)
+
+    assert cluster.ledger.cancel(batch_id)
+    cluster.redis.set(cancel_key(batch_id), 1)
+    events = assert_each_index_once(cluster, batch_id, urls, status="cancelled")
+    results = {idx: data for _, _, idx, data in events if idx is not None}
+    waited, never_ran = results[0], results[1]
+    assert waited["error"] == {
+        "kind": "cancelled",
+        "message": "batch was cancelled while this URL waited in its host's queue",
+    }
+    assert (waited["attempts"], waited["refused"], waited["outcome"]) == (1, 1, "cancelled")
+    assert waited["started_at"] is not None and waited["url"] == urls[0]
+    assert never_ran["error"]["message"] == "batch was cancelled before this URL ran"
+    assert (never_ran["attempts"], never_ran.get("refused", 0)) == (0, 0)
+    assert [entry["status"] for entry in target.paced_log(key)] == [429]
+    assert not cluster.query("SELECT 1 FROM waiting_urls WHERE batch_id = %s", batch_id)  # kept until the batch ends
+    wait_until_idle = time.monotonic() + 5
+    while not cluster.idle():  # the worker let go of the chunk, though its host's pause had 30 s to go
+        assert time.monotonic() < wait_until_idle, "the worker still runs the cancelled chunk"
+        time.sleep(0.02)
+
+
 def run_module(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """Run a command of `python -m app.cluster` (or `python -c`) from the checkout with `env` added."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GREENBATCH_")}

@@ -235,6 +235,9 @@ class HostQueue:
     def before_request(self, url: str) -> None:
         """Any request may start."""
 
+    def no_answer(self, url: str) -> None:
+        """A failed connection is not counted here."""
+
     def retry_later(self, url: str, after: float = 0.0) -> None:
         raise RetryLater()
 

@@ -14,14 +14,14 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from app.cluster.ledger import CANCELLED_MESSAGE, Ledger, host_of, plan_chunks
+from app.cluster.ledger import Ledger, host_of, plan_chunks
 from app.core import stats
 from app.core.config import Config
 from app.core.jsonutil import compact_json
 from app.core.options import BatchOptions
 from app.core.urllist import UrlList
 from app.fetch import guard
-from app.runs.engine import BatchRun, Engine
+from app.runs.engine import CANCELLED_MESSAGE, BatchRun, Engine
 from app.runs.events import EventBus
 from app.runs.store import SQLiteStore
 from tests.support.ledger_appender import fetched
@@ -178,8 +178,32 @@ def test_a_cancel_records_the_urls_never_run_as_cancelled_and_its_event_is_the_l
     assert ledger.append("b3", [fetched(1, rng)]) == [], "no result follows `cancelled`"
     assert ledger.cancel("b3") is None
     assert ledger.claim("b3", 1) == (None, [])
+
     assert stored_events(pg_url, "b3") == stored
     assert ledger.stalled(0, 0) == [] and ledger.unfinished() == []
+
+
+def test_a_cancel_records_a_url_noted_waiting_in_its_hosts_queue_with_its_latest_note_and_drops_later_notes(
+    ledger, pg_url
+):
+    new_batch(ledger, "b3w", 3)
+    ledger.claim("b3w", 0)
+    first = {"started_at": "2026-01-01T00:00:01.000Z", "attempts": 1, "refused": 1, "redirects": []}
+    latest = {**first, "attempts": 2, "refused": 2, "redirects": [{"url": "http://h0.test/0", "status": 302}]}
+    ledger.note_waiting({("b3w", 0): first})
+    ledger.note_waiting({("b3w", 0): latest, ("b3w", 2): first})
+    ended = fetched(2, random.Random(4))
+    ledger.append("b3w", [ended])  # URL 2 ended after its note: its result stands
+
+    assert ledger.cancel("b3w") is not None
+    results = {idx: data for _, type_, idx, data in stored_events(pg_url, "b3w") if type_ == "result"}
+    waited = results[0]
+    assert waited["error"]["message"] == "batch was cancelled while this URL waited in its host's queue"
+    assert {key: waited[key] for key in latest} == latest and waited["outcome"] == "cancelled"
+    assert results[1]["error"]["message"] == CANCELLED_MESSAGE and results[1]["attempts"] == 0
+    assert results[2] == json.loads(ended[1])
+    ledger.note_waiting({("b3w", 1): first})  # a worker's note sent after the end
+    assert sql(pg_url, "SELECT count(*) FROM waiting_urls WHERE batch_id = 'b3w'") == [(0,)]
 
 
 def test_a_cancel_while_processes_append_leaves_each_url_one_result_and_no_result_after_it(ledger, pg_url, monkeypatch):

@@ -14,12 +14,26 @@ import pytest
 
 from app.core.config import Config
 from app.core.options import BatchOptions
+from app.core.results import Result
 from app.core.stats import row_of
 from app.fetch.base import USER_AGENT, VERSION
+from app.fetch.errors import FetchError, RetryLater
+from app.fetch.follow import attempt
 from app.runs.events import Event
-from app.runs.hosts import LEARN_FORGET, LEARN_MARGIN, LEARN_MAX, LEARN_WINDOW, Counters, Host, Hosts, host_table
+from app.runs.hosts import (
+    LEARN_FORGET,
+    LEARN_MARGIN,
+    LEARN_MAX,
+    LEARN_WINDOW,
+    Counters,
+    Host,
+    Hosts,
+    UrlPass,
+    host_table,
+)
 from app.runs.reader import BatchReader
 from tests.support.server import error_of, kind_of
+from tests.test_follow import ScriptedTransport, answer
 
 
 @pytest.fixture(scope="module")
@@ -540,6 +554,25 @@ def test_refusals_at_the_learned_pace_double_it_but_never_teach_the_pace_the_bat
     for _ in range(12):  # answers that are not refusals bring it back to what the host took, not to 1.2 s
         hosts.took(host, hosts.start(host, first=False))
     assert hosts.interval_of(host, time.monotonic()) == pytest.approx(measured, rel=0.01)
+
+
+def test_a_failed_connection_is_no_answer_the_host_took_so_a_refusal_after_resets_paces_it_at_what_it_answered():
+    # A host resets four connections, then refuses the fifth request, all within a second. It took none of the
+    # five: its pace is one request per LEARN_MARGIN seconds, not four times as fast, and the resets are no refusals.
+    options = BatchOptions.parse({"retries": 3}, Config.from_env({}))
+    hosts = Hosts(options, iter(range(5)), lambda index: f"http://h.test/{index}", Counters())
+    reset = FetchError("other", "connection reset by h.test before a response", retryable=True)
+    transport = ScriptedTransport(reset, reset, reset, reset, answer(429))
+    for _ in range(5):
+        index = hosts.next_url()
+        assert index is not None
+        gate, url = UrlPass(hosts, index, "h.test"), f"http://h.test/{index}"
+        with pytest.raises(RetryLater):  # each backs off in the host's queue, as the engine has it
+            attempt(transport, url, {}, options, Result(index=index, url=url), time.perf_counter(), gate=gate)
+        gate.release()
+    host = hosts.host("h.test")
+    assert (host.refused, len(host.answered)) == (1, 0)
+    assert hosts.interval_of(host, time.monotonic()) == pytest.approx(LEARN_MARGIN * LEARN_WINDOW)
 
 
 def test_answers_taken_at_the_learned_pace_for_learn_forget_seconds_unpace_the_host():

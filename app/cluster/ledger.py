@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -26,8 +26,8 @@ from psycopg_pool import ConnectionPool
 from ..core import stats, verdict
 from ..core.clock import now_iso
 from ..core.jsonutil import compact_json
-from ..core.results import FINAL_STATUSES, ErrorKind, failed_result
-from ..runs.engine import PROGRESS_INTERVAL
+from ..core.results import FINAL_STATUSES
+from ..runs.engine import PROGRESS_INTERVAL, cancelled_result
 from ..runs.events import Event
 from ..runs.store.outbox import enqueue
 from ..runs.store.rows import EVENT_COLUMNS, EventRow, event_rows, json_array
@@ -35,7 +35,6 @@ from ..runs.store.rows import EVENT_COLUMNS, EventRow, event_rows, json_array
 log = logging.getLogger(__name__)
 
 NOW = "extract(epoch from clock_timestamp())::float8"  # the database's clock, read when the statement runs
-CANCELLED_MESSAGE = "batch was cancelled before this URL ran"  # what the single-process engine says too
 CANCEL_SLICE = 5_000  # never-run URLs a cancel records a transaction (whole chunks: the last may go past it)
 _COPY_EVENTS = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 # Latencies of results that reached the network, as stats.latency_ms takes them (error_kind may be NULL).
@@ -380,7 +379,8 @@ class Ledger:
         The list returned holds the final event only: the cancelled results before it are committed with
         their seqs (a viewer reads them by seq), but a million of them are not held here to be returned.
         """
-        row = stats.row_of(failed_result(0, "", ErrorKind.CANCELLED, CANCELLED_MESSAGE).to_dict())
+        # A cancelled result's row is the same whether the URL ran (and waited) or not: its history is no column.
+        row = stats.row_of(cancelled_result(0, "", None).to_dict())
         columns = _columns(row)
         while True:
             with self._pool.connection() as conn, conn.transaction():
@@ -400,6 +400,7 @@ class Ledger:
                     return [self._conclude(conn, batch_id, head, tally, "cancelled", head.last_seq + 1)]
                 at, seq = now_iso(), head.last_seq
                 rows: list[EventRow] = []
+                waited = _waited(conn, batch_id, [index for _, indexes, _ in chunks for index in indexes])
                 for _, indexes, urls_json in chunks:
                     recorded = _recorded(conn, batch_id, indexes)
                     urls = json.loads(urls_json) if urls_json is not None else _urls_of(conn, batch_id, indexes)
@@ -407,7 +408,9 @@ class Ledger:
                         if index in recorded:
                             continue
                         seq += 1
-                        result = failed_result(index, url, ErrorKind.CANCELLED, CANCELLED_MESSAGE)
+                        # Worded as the single-process engine does: a URL that waited in its host's queue keeps
+                        # what it had done.
+                        result = cancelled_result(index, url, waited.get(index))
                         rows.append((batch_id, seq, "result", at, index, *columns, compact_json(result.to_dict())))
                         tally.add(row)
                 _copy_events(conn, rows)
@@ -419,6 +422,20 @@ class Ledger:
                     "UPDATE batches SET last_seq = %s, tally = %s WHERE id = %s",
                     (seq, compact_json(tally.state()), batch_id),
                 )
+
+    def note_waiting(self, notes: Mapping[tuple[str, int], dict[str, Any]]) -> None:
+        """Keep what URLs sent back to their host's queue have done ((batch id, URL index) -> Requeued.history, the
+        latest), for a cancel to record them with it; notes of a final or gone batch are dropped."""
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            # FOR SHARE waits for a cancel's transaction holding the batch's lock, then reads the status it left: a
+            # note commits between two of the cancel's slices (the later ones read it), or finds the batch final
+            # and is dropped, so none outlives the end that deleted the batch's notes.
+            cursor.executemany(
+                "INSERT INTO waiting_urls (batch_id, idx, history) SELECT %s, %s, %s WHERE EXISTS"
+                " (SELECT 1 FROM batches WHERE id = %s AND status IN ('queued', 'running') FOR SHARE)"
+                " ON CONFLICT (batch_id, idx) DO UPDATE SET history = EXCLUDED.history",
+                [(batch_id, index, compact_json(history), batch_id) for (batch_id, index), history in notes.items()],
+            )
 
     def cancelling(self) -> list[str]:
         """Ids of the batches whose cancel began but did not end (its process died): cancel() each to end it."""
@@ -449,6 +466,7 @@ class Ledger:
             (status, finished_at, json.dumps(summary), seq, compact_json(tally.state()), head.now, batch_id),
         )
         conn.execute("UPDATE chunks SET state = 'done' WHERE batch_id = %s AND state <> 'done'", (batch_id,))
+        conn.execute("DELETE FROM waiting_urls WHERE batch_id = %s", (batch_id,))  # every URL has its result now
         found = conn.execute("SELECT options FROM batches WHERE id = %s", (batch_id,)).fetchone()
         # Committed with the final event: a finished batch always has its deliveries (the web process sends them).
         enqueue(conn.execute, _pg_marks, batch_id, found[0] if found else None)
@@ -563,6 +581,14 @@ def _next_open_chunks(
             chunks.append((no, indexes, urls_json))
             held += len(indexes)
     return chunks
+
+
+def _waited(conn: psycopg.Connection[Any], batch_id: str, indexes: list[int]) -> dict[int, dict[str, Any]]:
+    """What those of `indexes` a worker noted waiting in their host's queue had done (Ledger.note_waiting)."""
+    rows = conn.execute(
+        "SELECT idx, history FROM waiting_urls WHERE batch_id = %s AND idx = ANY(%s::int[])", (batch_id, indexes)
+    ).fetchall()
+    return {index: json.loads(history) for index, history in rows}
 
 
 def _urls_of(conn: psycopg.Connection[Any], batch_id: str, indexes: list[int]) -> list[str]:

@@ -27,6 +27,7 @@ from ..core.results import Result
 from ..fetch import guard
 from ..fetch.base import Transport
 from ..runs.engine import BatchRun, Fetching
+from ..runs.hosts import Requeued
 from .ledger import Ledger
 from .streams import announce
 
@@ -109,6 +110,7 @@ class Writer:
         self.interval = interval
         self.rows = rows
         self._queue: list[tuple[str, int, dict[str, Any], stats.Row]] = []
+        self._notes: dict[tuple[str, int], dict[str, Any]] = {}  # (batch id, URL index) -> its latest waiting note
         self._tickets = 0  # tickets handed out
         self._committed = 0  # every ticket up to this one is committed
         self._lost: list[tuple[int, int]] = []  # (first, last) tickets of groups the ledger raised on
@@ -123,6 +125,10 @@ class Writer:
         if len(self._queue) >= self.rows:
             self._wake.set()
         return self._tickets
+
+    def note(self, batch_id: str, index: int, history: dict[str, Any]) -> None:
+        """Queue what a URL sent back to its host's queue has done, for the next group (Ledger.note_waiting)."""
+        self._notes[(batch_id, index)] = history
 
     def hurry(self) -> None:
         """Append what is queued now rather than at the end of the interval."""
@@ -147,6 +153,8 @@ class Writer:
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
+            if self._notes:
+                self._note()
             if not self._queue:
                 continue
             taken, self._queue = self._queue, []
@@ -159,6 +167,14 @@ class Writer:
             self._committed = last
             done, self._commit = self._commit, Signal()
             done.set()
+
+    def _note(self) -> None:
+        """Store the waiting notes queued; a note that cannot be stored costs only the history a cancel would keep."""
+        notes, self._notes = self._notes, {}
+        try:
+            self.ledger.note_waiting(notes)
+        except Exception as exc:  # noqa: BLE001 - the writer goes on: the results waiting on it matter more
+            log.warning("%d notes of URLs waiting in their host's queue were not stored (%s)", len(notes), exc)
 
     def _append(self, taken: list[tuple[str, int, dict[str, Any], stats.Row]]) -> None:
         """Append a group of results, a transaction per batch, retrying while PostgreSQL is unreachable."""
@@ -311,6 +327,11 @@ class Runner(Fetching):
         if run.add(result.index, row):
             run.ticket = self.writer.put(run.id, result.index, data, row)
             run.first_ticket = run.first_ticket or run.ticket
+
+    def _requeued(self, run: BatchRun, index: int, state: Requeued) -> None:
+        """Note what a URL sent back to its host's queue has done: a cancel records it with that, as one process does."""
+        if not run.cancelled:
+            self.writer.note(run.id, index, state.history())
 
     def _taken_all(self) -> None:
         """The chunk's last URLs are taken: append what is queued without waiting for the interval."""

@@ -57,6 +57,9 @@ class HopGate(Protocol):
     def refused(self, url: str, status: int, retrying: bool) -> None:
         """Note an answer with one of the batch's retry_statuses (and whether the URL tries again)."""
 
+    def no_answer(self, url: str) -> None:
+        """Note that the request just started to `url` got no answer (its connection failed): the host took none."""
+
     def retry_later(self, url: str, after: float = 0.0) -> None:
         """Send the URL back to its host's queue to be tried again after the pause, and not before `after`
         seconds from now (its own backoff) (raises)."""
@@ -179,6 +182,9 @@ def attempt(
                 **_KEEP_BODY[options.needs_body],
             )
         except FetchError as exc:
+            if gate is not None and exc.retryable:
+                # A retryable error is a connection that failed before any answer: the host took no request.
+                gate.no_answer(url)
             if not exc.retryable or tries > options.retries:
                 raise
             backoff = RETRY_BACKOFF * 2 ** (tries - 1)

@@ -38,6 +38,8 @@ PROGRESS_INTERVAL = 1.0  # seconds between progress events of a running batch
 CANCEL_SLICE = 5_000  # never-run URLs a cancelled batch marks between two commits
 RELEASE_WAIT = 30.0  # seconds between log lines while a finished batch waits for its events to be committed
 MAX_RUNNING_LISTED = 500  # in-flight URLs one answer lists (oldest first); `count` says how many there are
+CANCELLED_MESSAGE = "batch was cancelled before this URL ran"  # a cluster's ledger says it too
+CANCELLED_WAITING_MESSAGE = "batch was cancelled while this URL waited in its host's queue"
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,9 @@ class Fetching:
 
     def _taken_all(self) -> None:
         """Called by each fetcher once no URL is left to take: what is buffered may go on now."""
+
+    def _requeued(self, run: BatchRun, index: int, state: Requeued) -> None:
+        """A URL went back to its host's queue (hosts.requeue): a subclass may keep what it has done."""
 
     def _fetch_all(self, run: BatchRun) -> None:
         """Fetch every URL of `run` without a result, at its concurrency; return when none is left or the run stops."""
@@ -266,20 +271,19 @@ class Fetching:
             assert hosts is not None and gate is not None
             gate.release()
             spent = time.perf_counter() - started
-            hosts.requeue(
-                index,
-                Requeued(
-                    result.retried,
-                    spent,
-                    result.started_at,
-                    result.refused,
-                    result.attempts,
-                    result.redirects,
-                    exc.resume,
-                    gate.waits_for,
-                    gate.ready_at,
-                ),
+            state = Requeued(
+                result.retried,
+                spent,
+                result.started_at,
+                result.refused,
+                result.attempts,
+                result.redirects,
+                exc.resume,
+                gate.waits_for,
+                gate.ready_at,
             )
+            hosts.requeue(index, state)
+            self._requeued(run, index, state)
             return
         except DeadlineExceeded as exc:
             # follow() left the phases the last hop completed in result.timings; the message says what was missing.
@@ -336,6 +340,17 @@ class Fetching:
             return str(exc)
         log.debug("batch %s URL %d: %s", run.id, index, exc.detail, extra={"batch_id": run.id, "index": index})
         return exc.detail if self.config.explain_blocked else str(exc)
+
+
+def cancelled_result(index: int, url: str, waited: Mapping[str, Any] | None) -> Result:
+    """The result of a URL a cancel found without one: never run, or `waited` in its host's queue (Requeued.history)."""
+    if waited is None:
+        return failed_result(index, url, ErrorKind.CANCELLED, CANCELLED_MESSAGE)
+    result = failed_result(index, url, ErrorKind.CANCELLED, CANCELLED_WAITING_MESSAGE)
+    # It had run: its tries, refusals and hops are kept, as for a URL cancelled in flight.
+    result.attempts, result.refused, result.redirects = waited["attempts"], waited["refused"], waited["redirects"]
+    result.started_at = waited["started_at"] or result.started_at
+    return result
 
 
 def _let_the_hub_run() -> None:
@@ -625,16 +640,7 @@ class Engine(Fetching):
         requeued = run.hosts.requeued if run.hosts is not None else {}
         for marked, index in enumerate(run.todo(), 1):
             earlier = requeued.get(index)
-            if earlier is None:
-                message = "batch was cancelled before this URL ran"
-            else:
-                message = "batch was cancelled while this URL waited in its host's queue"
-            result = failed_result(index, run.urls[index], ErrorKind.CANCELLED, message)
-            if earlier is not None:
-                # It had run: its tries, refusals and hops are kept, as for a URL cancelled in flight.
-                result.attempts, result.refused, result.redirects = earlier.attempts, earlier.refused, earlier.redirects
-                result.started_at = earlier.started_at or result.started_at
-            self._record(run, result)
+            self._record(run, cancelled_result(index, run.urls[index], None if earlier is None else earlier.history()))
             if committing and marked % CANCEL_SLICE == 0:
                 # Each slice is committed before the next is made, so a cancelled batch of a million URLs
                 # never holds more than a slice of events; a store that cannot commit gets the rest at once.

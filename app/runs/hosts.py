@@ -89,6 +89,15 @@ class Requeued:
     host: str  # the host whose queue it waits in: the dispatcher takes that host's slot for it
     ready_at: float = 0.0  # monotonic: the URL's own backoff ends then (it joins its host's queue at that time)
 
+    def history(self) -> dict[str, Any]:
+        """What the URL has done, as its result keeps it if the batch is cancelled while it waits (JSON)."""
+        return {
+            "started_at": self.started_at,
+            "attempts": self.attempts,
+            "refused": self.refused,
+            "redirects": self.redirects,
+        }
+
 
 class Hosts:
     """The hosts of one paced run: their gates, their queues, and the dispatcher's choice of the next URL."""
@@ -442,6 +451,10 @@ class UrlPass:
         """The URL's latest request is over: a host that did not refuse it took it (what refusals compare with)."""
         if self.started and not self.was_refused and self.held is not None:
             self.hosts.took(self.held, self.started)
+        self.started, self.was_refused = 0.0, False
+
+    def no_answer(self, url: str) -> None:
+        """The URL's latest request got no answer (refused, reset, timed out connecting): neither taken nor refused."""
         self.started, self.was_refused = 0.0, False
 
     def pause(self, url: str, seconds: float, reason: str) -> None:

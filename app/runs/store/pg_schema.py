@@ -225,6 +225,20 @@ UPDATE lists SET url_count = json_array_length(urls::json);
 ALTER TABLE deliveries ADD COLUMN claim_token TEXT;
 """,
     ),
+    (
+        12,
+        "waiting_urls: what a cluster batch's URLs sent back to their host's queue had done, for a cancel to keep",
+        """
+-- A worker notes each URL it sends back to its host's queue (a refusal, a backoff) with what the URL has done;
+-- a cancel records such a URL with it, as the single-process engine does. Gone once the batch ends.
+CREATE TABLE waiting_urls (
+    batch_id TEXT NOT NULL REFERENCES batches(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    history TEXT NOT NULL,  -- JSON: started_at, attempts, refused, redirects (hosts.Requeued.history)
+    PRIMARY KEY (batch_id, idx)
+);
+""",
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -30,6 +30,7 @@ class ScriptedTransport:
     def __init__(self, *script: Hop | BaseException):
         self.script = list(script)
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.methods: list[str] = []
 
     def fetch(
         self,
@@ -42,6 +43,7 @@ class ScriptedTransport:
         max_bytes: int,
     ) -> Hop:
         self.requests.append((url, dict(headers)))
+        self.methods.append(method)
         answer = self.script.pop(0)
         if isinstance(answer, BaseException):
             raise answer
@@ -227,6 +229,27 @@ def test_retries_stop_at_the_limit_and_errors_that_are_not_retryable_are_not_ret
     with pytest.raises(FetchError, match="cap"):
         run(transport, retries=3)
     assert len(transport.requests) == 1
+
+
+def test_with_head_get_the_heads_try_counts_in_attempts_before_the_gets_own_retries():
+    refused = FetchError("refused", "connection refused by a.example", retryable=True)
+    transport = ScriptedTransport(answer(405), refused, answer())
+    result, pauses = run(transport, method="HEAD,GET", retries=1, retry_statuses=[])
+    assert transport.methods == ["HEAD", "GET", "GET"]
+    assert result.ok and result.method == "GET" and pauses == [0.2], "the GET has its own retry"
+    assert result.attempts == 3, "the HEAD, then the GET twice"
+
+
+def test_a_get_after_head_sent_back_to_its_hosts_queue_goes_on_counting_after_the_heads_try():
+    refused = FetchError("refused", "connection refused by a.example", retryable=True)
+    options = BatchOptions.parse({"method": "HEAD,GET", "retries": 1}, Config())
+    result = Result(index=0, url="https://a.example/")
+    with pytest.raises(RetryLater) as backing_off:
+        follow(ScriptedTransport(answer(405), refused), result, options, time.perf_counter(), 2048, gate=HostQueue())
+    resume = backing_off.value.resume
+    assert (resume.method, resume.head_tries) == ("GET", 1)
+    follow(ScriptedTransport(answer()), result, options, time.perf_counter(), 2048, gate=HostQueue(), resume=resume)
+    assert result.ok and result.attempts == 3
 
 
 class HostQueue:

@@ -74,11 +74,13 @@ def is_reset(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class Resume:
-    """Where a URL sent back to its host's queue goes on: the hop it was at, with that hop's headers and method."""
+    """Where a URL sent back to its host's queue goes on: the hop it was at, with that hop's headers and method, and
+    the tries its HEAD made before a HEAD,GET batch asked with GET."""
 
     url: str
     headers: Mapping[str, str]
     method: str
+    head_tries: int = 0
 
 
 class RetryLater(Exception):

@@ -89,18 +89,19 @@ def follow(
     url = result.url  # checked at submission; each redirect target is checked below
     headers: Mapping[str, str] = options.headers  # never mutated: a cross-origin hop gets a filtered copy
     method = options.first_method
+    head_tries = 0  # with HEAD,GET, the HEAD's tries: the GET's count on after them in `attempts`
     if resume is not None:
-        url, headers, method = resume.url, resume.headers, resume.method
+        url, headers, method, head_tries = resume.url, resume.headers, resume.method, resume.head_tries
     while True:
         hop_started = time.perf_counter()
         try:
-            hop = attempt(transport, url, headers, options, result, started, sleep, gate, method)
+            hop = attempt(transport, url, headers, options, result, started, sleep, gate, method, head_tries)
         except DeadlineExceeded as exc:
             if exc.phases is not None:
                 result.timings = {**exc.phases, "redirect": round((hop_started - started) * 1000, 3)}
             raise
         except RetryLater as exc:
-            exc.resume = Resume(url, headers, method)
+            exc.resume = Resume(url, headers, method, head_tries)
             raise
         result.retried = 0  # a retry budget is per hop: the next hop starts its own
         location = hop.location
@@ -109,6 +110,7 @@ def follow(
                 if hop.status in options.head_fallback_statuses:
                     # The server will not answer HEAD here: ask the same URL with GET, one more attempt.
                     method = "GET"
+                    head_tries = result.attempts
                     result.attempts += 1
                     continue
             break
@@ -154,16 +156,18 @@ def attempt(
     sleep: Callable[[float], None] = gevent.sleep,
     gate: HopGate | None = None,
     method: str | None = None,
+    head_tries: int = 0,
 ) -> Hop:
     """One hop, retried on connection errors and on options.retry_statuses (options.retries times at most),
     backing off between tries, or after the host's Retry-After when it sends one (see retry_after); `started` is
-    the URL's perf_counter start, from which its deadline (options.timeout) counts."""
+    the URL's perf_counter start, from which its deadline (options.timeout) counts, and `head_tries` the tries a
+    HEAD,GET batch's HEAD made before this GET (they count in `attempts`, not against its retries)."""
     # A URL sent back to its host's queue goes on counting its tries where it left off.
     tries = result.retried
     while True:
         tries += 1
         # Attempts count tries of the URL (1 + retries used), not the hops of its redirect chain.
-        result.attempts = max(result.attempts, tries)
+        result.attempts = max(result.attempts, head_tries + tries)
         if gate is not None:
             try:
                 gate.before_request(url)

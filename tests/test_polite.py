@@ -520,7 +520,7 @@ def test_the_dispatcher_hands_a_freed_host_its_own_queued_url_among_thousands_of
         assert hosts.next_url() == count + host
 
 
-def test_waiting_counts_the_urls_queued_behind_hosts_their_refusals_hold_back_until_they_are_free():
+def test_waiting_counts_the_urls_queued_behind_hosts_their_refusals_hold_back_until_they_are_free(clock):
     # What waiting() costs with many hosts is bench/hosts.py's (it looks only at hosts a refusal paused or paced).
     options = BatchOptions.parse({"per_host": 1, "retries": 1}, Config.from_env({}))
     # Two URLs on each of h0, h1 and h2, then one on a host of its own: taking it sets each host's second URL aside.
@@ -528,17 +528,17 @@ def test_waiting_counts_the_urls_queued_behind_hosts_their_refusals_hold_back_un
     assert [hosts.next_url() for _ in range(4)] == [0, 1, 2, 6]
     paused, paced = hosts.host("h0.test"), hosts.host("h1.test")
     assert hosts.waiting() == 0
-    hosts.pause(paused, 0.05, "429 Retry-After: 1")
+    hosts.pause(paused, 60, "429 Retry-After: 60")
     hosts.refused(paced, 429, retrying=True, started=hosts.start(paced, first=True))
-    hosts.interval_of(paced, time.monotonic())  # the refusal's lesson: the host is paced
+    hosts.interval_of(paced, clock.now)  # the refusal's lesson: the host is paced
     assert hosts.waiting() == 2
-    time.sleep(0.06)
+    clock.now += 60
     assert hosts.waiting() == 1, "the pause is over"
     for n in range(int(LEARN_FORGET / LEARN_MARGIN) + 2):  # LEARN_FORGET seconds of answers at the learned pace
         hosts.took(paced, paced.learned_at + n * LEARN_MARGIN)
     assert hosts.waiting() == 0, "unpaced"
     hosts.refused(paced, 429, retrying=True, started=hosts.start(paced, first=False))
-    hosts.interval_of(paced, time.monotonic())
+    hosts.interval_of(paced, clock.now)
     assert hosts.waiting() == 1, "paced again by its next refusal"
 
 

@@ -607,6 +607,45 @@ def h_paced_log(req, m):
         PACED_ARRIVALS.pop(key, None)
 
 
+# /hold/<key>/...: answers held until the test releases <key>, so "while the batch runs" is a state it controls.
+HOLDS = {}  # key -> gevent Event, set once the key is released
+HOLDING = {}  # key -> requests held now
+
+
+def _hold(key):
+    """The release of <key>, made on first sight."""
+    return HOLDS.setdefault(key, gevent.event.Event())
+
+
+def h_hold(req, m):
+    """Answer once the test releases <key> (/__release?key=): at once when it was released before; ?max= seconds
+    (default 60) at most, so no request is held past a test that forgot it; ?status= (default 200)."""
+    key = m.group(1)
+    status = req.num("status", 200, lo=200, hi=599)
+    HOLDING[key] = HOLDING.get(key, 0) + 1
+    try:
+        released = _hold(key).wait(req.num("max", 60, float, hi=600))
+    finally:
+        HOLDING[key] -= 1
+    req.respond(status, b"released\n" if released else b"held past max\n")
+
+
+def h_release(req, m):
+    """Release /hold/<key>/... requests, those held now and any that come later: ?key= (required); how many
+    were held."""
+    key = req.arg("key", "")
+    if not key:
+        raise BadRequest(400, "key is required")
+    held = HOLDING.get(key, 0)
+    _hold(key).set()
+    _send_json(req, {"released": held})
+
+
+def h_held(req, m):
+    """How many /hold/<key>/... requests are held now: ?key=."""
+    _send_json(req, {"held": HOLDING.get(req.arg("key", ""), 0)})
+
+
 def _send_json(req, obj):
     """Serialize obj and send it as application/json."""
     req.respond(200, json.dumps(obj, indent=None) + "\n", ctype="application/json")
@@ -818,6 +857,9 @@ ROUTES = [
         (r"/__hits", h_hits),
         (r"/paced/([\w-]+)(?:/.*)?", h_paced),
         (r"/__paced", h_paced_log),
+        (r"/hold/([\w-]+)(?:/.*)?", h_hold),
+        (r"/__release", h_release),
+        (r"/__held", h_held),
         (r"/sitemap/urls\.xml(\.gz)?", h_sitemap_urls),
         (r"/sitemap/index\.xml(\.gz)?", h_sitemap_index),
         (r"/sitemap/turns/(\w+)\.xml", h_sitemap_turns),
@@ -1000,6 +1042,20 @@ class TargetProcess:
 
         with urllib.request.urlopen(self.url("/__paced?key=" + key), timeout=10) as resp:
             return json.loads(resp.read())
+
+    def held(self, key):
+        """How many /hold/<key>/... requests the target holds now."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.url("/__held?key=" + key), timeout=10) as resp:
+            return json.loads(resp.read())["held"]
+
+    def release(self, key):
+        """Answer the /hold/<key>/... requests held now, and any that come later; how many were held."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.url("/__release?key=" + key), timeout=10) as resp:
+            return json.loads(resp.read())["released"]
 
     def stop(self, timeout=5.0):
         """SIGTERM the server by pid, SIGKILL if it lingers; return its exit code."""

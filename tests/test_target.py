@@ -268,6 +268,17 @@ def test_hold_answers_only_once_the_test_releases_its_key(target):
         ] * 2
     assert get(target, "/hold/h1")[1] == b"released\n", "a released key holds nothing that comes later"
     assert target.held("h1") == 0
+    with ThreadPoolExecutor(3) as pool:
+        held = []
+        for n in range(3):  # one after another: the first two are the two held longest
+            held.append(pool.submit(get, target, f"/hold/h3?n={n}"))
+            while target.held("h3") < n + 1:
+                assert time.monotonic() < deadline + 10, f"request {n} held"
+                time.sleep(0.01)
+        assert target.release("h3", count=2) == 2
+        assert [future.result(10)[1] for future in held[:2]] == [b"released\n"] * 2, "the two held longest"
+        assert target.held("h3") == 1 and not held[2].done(), "a counted release leaves the key holding"
+        assert target.release("h3") == 1 and held[2].result(10)[1] == b"released\n"
     resp, body = get(target, "/hold/h2?max=0.05")
     assert (resp.status, body) == (200, b"held past max\n")
     assert get(target, "/__release")[0].status == 400

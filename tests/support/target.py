@@ -607,43 +607,57 @@ def h_paced_log(req, m):
         PACED_ARRIVALS.pop(key, None)
 
 
-# /hold/<key>/...: answers held until the test releases <key>, so "while the batch runs" is a state it controls.
-HOLDS = {}  # key -> gevent Event, set once the key is released
-HOLDING = {}  # key -> requests held now
+# /hold/<key>/...: answers held until the test releases them, so "while the batch runs" is a state it controls.
+HOLDS = {}  # key -> Hold
 
 
-def _hold(key):
-    """The release of <key>, made on first sight."""
-    return HOLDS.setdefault(key, gevent.event.Event())
+class Hold:
+    """The requests held under one key, oldest first, and whether the key was opened for good."""
+
+    def __init__(self):
+        self.waiting = []  # one gevent Event per request held, set to answer it
+        self.opened = False
 
 
 def h_hold(req, m):
-    """Answer once the test releases <key> (/__release?key=): at once when it was released before; ?max= seconds
-    (default 60) at most, so no request is held past a test that forgot it; ?status= (default 200)."""
-    key = m.group(1)
+    """Answer once the test releases the request (/__release?key=): at once when the key was opened for good;
+    ?max= seconds (default 60) at most, so no request is held past a test that forgot it; ?status= (200)."""
+    hold = HOLDS.setdefault(m.group(1), Hold())
     status = req.num("status", 200, lo=200, hi=599)
-    HOLDING[key] = HOLDING.get(key, 0) + 1
-    try:
-        released = _hold(key).wait(req.num("max", 60, float, hi=600))
-    finally:
-        HOLDING[key] -= 1
+    released = True
+    if not hold.opened:
+        mine = gevent.event.Event()
+        hold.waiting.append(mine)
+        try:
+            released = mine.wait(req.num("max", 60, float, hi=600))
+        finally:
+            if mine in hold.waiting:
+                hold.waiting.remove(mine)
     req.respond(status, b"released\n" if released else b"held past max\n")
 
 
 def h_release(req, m):
-    """Release /hold/<key>/... requests, those held now and any that come later: ?key= (required); how many
-    were held."""
+    """Answer held /hold/<key>/... requests: ?key= (required); ?count=N the N held longest, the key still holding
+    the others and later ones; without it every one held now and later (the key is opened for good). How many
+    were answered."""
     key = req.arg("key", "")
     if not key:
         raise BadRequest(400, "key is required")
-    held = HOLDING.get(key, 0)
-    _hold(key).set()
-    _send_json(req, {"released": held})
+    hold = HOLDS.setdefault(key, Hold())
+    count = req.num("count", None, lo=1, hi=100_000)
+    if count is None:
+        hold.opened = True
+        count = len(hold.waiting)
+    answered, hold.waiting = hold.waiting[:count], hold.waiting[count:]
+    for event in answered:
+        event.set()
+    _send_json(req, {"released": len(answered)})
 
 
 def h_held(req, m):
     """How many /hold/<key>/... requests are held now: ?key=."""
-    _send_json(req, {"held": HOLDING.get(req.arg("key", ""), 0)})
+    hold = HOLDS.get(req.arg("key", ""))
+    _send_json(req, {"held": len(hold.waiting) if hold else 0})
 
 
 def _send_json(req, obj):
@@ -1050,11 +1064,13 @@ class TargetProcess:
         with urllib.request.urlopen(self.url("/__held?key=" + key), timeout=10) as resp:
             return json.loads(resp.read())["held"]
 
-    def release(self, key):
-        """Answer the /hold/<key>/... requests held now, and any that come later; how many were held."""
+    def release(self, key, count=None):
+        """Answer the `count` /hold/<key>/... requests held longest; without `count`, every one held now and
+        later. How many were answered."""
         import urllib.request
 
-        with urllib.request.urlopen(self.url("/__release?key=" + key), timeout=10) as resp:
+        query = "key=" + key + ("" if count is None else f"&count={count}")
+        with urllib.request.urlopen(self.url("/__release?" + query), timeout=10) as resp:
             return json.loads(resp.read())["released"]
 
     def stop(self, timeout=5.0):

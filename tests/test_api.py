@@ -498,7 +498,9 @@ def test_results_sort_by_status_latency_or_size_either_way_with_those_without_a_
     assert indexes(page_of(server, mixed, sort="status", order="desc")) == [3, 7, 1, 9, 8, 6, 4, 2, 0, 5]
     slowest = indexes(page_of(server, mixed, sort="latency", order="desc"))
     assert slowest == by_latency(server, mixed, "desc") and slowest[-1] == 5, "the blocked URL has no latency"
-    assert set(slowest[:4]) == {0, 2, 4, 8}, "the delayed URLs are the slowest"
+    # Which URLs are slowest is load's to decide; each delayed URL's stored latency covers its delay at least.
+    latency = {r["index"]: r["timings"]["total"] for r in page_of(server, mixed)["results"]}
+    assert all(latency[index] >= delay for index, delay in {0: 300, 2: 150, 4: 220, 8: 380}.items()), latency
     fastest = indexes(page_of(server, mixed, sort="latency"))
     assert fastest == by_latency(server, mixed) and fastest[-1] == 5
     largest = page_of(server, mixed, sort="size", order="desc", limit=3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -482,23 +483,31 @@ def test_a_live_result_joins_the_page_in_index_order_and_other_sorts_offer_a_ref
 
 def test_the_next_page_of_a_running_batch_is_read_as_of_the_first_so_no_row_shows_twice(page, server, target):
     # Slowest first: five slow URLs land on top between the first page and the next. Read as of now, the next
-    # page would start five rows early and show the first page's last five again. (A sixth keeps it running.)
-    urls = [target.url(f"/ok?n={i}") for i in range(130)] + [target.url(f"/delay/2500?n={i}") for i in range(5)]
-    batch = server.submit([*urls, target.url("/delay/30000")], concurrency=10)
-    deadline = time.monotonic() + 10
-    while server.batch(batch["id"])["counts"]["ok"] < 130 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    reads: list[str] = []
-    page.on("request", lambda request: "/results?" in request.url and reads.append(request.url))
-    open_batch(page, server, batch["id"], "?sort=latency")
-    expect(page.locator("tr.result-row")).to_have_count(100)
-    first = shown_indexes(page)
-    expect(page.locator("#new-results")).to_have_text("5 new results — refresh", timeout=FINISHED)
-    page.click("#page-next")
-    expect(page.locator("#page-info")).to_contain_text("101–130")
-    second = shown_indexes(page)
-    assert sorted(first + second) == list(range(130)), f"each row once: {sorted(set(first) & set(second))} twice"
-    assert "until_seq=" in reads[-1] and "until_seq=" not in reads[0], reads
-    expect(page.locator("#new-results")).to_have_text("5 new results — refresh")
-    shot(page, "pinned-next-page")
-    server.request("POST", f"/api/v1/batches/{batch['id']}/cancel")
+    # page would start five rows early and show the first page's last five again. The target holds the five until
+    # the first page is shown, and a sixth until the test ends, so the batch runs throughout whatever the load.
+    slow, last = secrets.token_hex(4), secrets.token_hex(4)
+    urls = [target.url(f"/ok?n={i}") for i in range(130)] + [target.url(f"/hold/{slow}?n={i}") for i in range(5)]
+    batch = server.submit([*urls, target.url(f"/hold/{last}")], concurrency=10)
+    try:
+        deadline = time.monotonic() + 20
+        while server.batch(batch["id"])["counts"]["ok"] < 130 or target.held(slow) < 5:
+            assert time.monotonic() < deadline, "the 130 quick URLs done and the five slow ones held within 20 s"
+            time.sleep(0.05)
+        reads: list[str] = []
+        page.on("request", lambda request: "/results?" in request.url and reads.append(request.url))
+        open_batch(page, server, batch["id"], "?sort=latency")
+        expect(page.locator("tr.result-row")).to_have_count(100)
+        first = shown_indexes(page)
+        assert target.release(slow) == 5
+        expect(page.locator("#new-results")).to_have_text("5 new results — refresh", timeout=FINISHED)
+        page.click("#page-next")
+        expect(page.locator("#page-info")).to_contain_text("101–130")
+        second = shown_indexes(page)
+        assert sorted(first + second) == list(range(130)), f"each row once: {sorted(set(first) & set(second))} twice"
+        assert "until_seq=" in reads[-1] and "until_seq=" not in reads[0], reads
+        expect(page.locator("#new-results")).to_have_text("5 new results — refresh")
+        assert server.batch(batch["id"])["status"] == "running", "the sixth URL kept the batch running throughout"
+        shot(page, "pinned-next-page")
+    finally:
+        server.request("POST", f"/api/v1/batches/{batch['id']}/cancel")
+        target.release(last)

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -411,20 +412,41 @@ def test_the_batch_page_opens_on_its_diff_with_a_counter_per_kind_each_a_filter(
     assert tab.evaluate("document.documentElement.scrollWidth") <= tab.viewport_size["width"], "no sideways scroll"
 
 
+def answer_one_by_one(target, key: str, count: int) -> None:
+    """Let `count` requests held under `key` answer, each once the target holds it (one URL at a time)."""
+    for _ in range(count):
+        deadline = time.monotonic() + 20
+        while not target.held(key):
+            assert time.monotonic() < deadline, f"a request held under {key} within 20 s"
+            time.sleep(0.02)
+        assert target.release(key, count=1) == 1
+
+
 @browser_only
 def test_a_rerun_opens_compared_with_its_batch_and_the_counters_move_as_its_rows_land(page, server, target):
-    urls = [target.url(f"/delay/250?i={i}") for i in range(6)]
-    first = server.submit(urls, concurrency=1)["id"]  # the rerun keeps it: a URL every 250 ms
+    key = secrets.token_hex(4)
+    urls = [target.url(f"/hold/{key}?i={i}") for i in range(6)]
+    first = server.submit(urls, concurrency=1)["id"]  # the rerun keeps it: one URL at a time, each held
+    answer_one_by_one(target, key, 6)
     server.wait(first)
     rerun = server.request("POST", f"/api/v1/batches/{first}/rerun").json()["id"]
     page.goto(server.url(f"/batches/{rerun}"))
     expect(page.locator("#compare-base")).to_have_value(first)  # filled once the batches list is read
-    seen = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and 6 not in seen:
-        if page.locator('#compare-kinds [data-kind="unchanged"]').count():
-            seen.append(kind_count(page, "unchanged"))
-        time.sleep(0.05)
-    assert seen[-1] == 6
-    assert any(0 < n < 6 for n in seen), f"the counter moved while the rerun ran: {sorted(set(seen))}"
+    not_run = page.locator('#compare-kinds [data-kind="pending"]')
+    expect(not_run.locator(".n")).to_have_text("6")
+    for landed in range(1, 7):  # each row lands when the test lets its URL answer: the counters follow it
+        answer_one_by_one(target, key, 1)
+        if landed < 6:
+            expect(not_run.locator(".n")).to_have_text(str(6 - landed))
+            assert server.batch(rerun)["status"] == "running", "the counters moved while the rerun ran"
+        else:
+            expect(not_run).to_have_count(0)
+        # Each landed row is judged (unchanged, or slower or faster: how long the test held it decides which).
+        judged = page.evaluate(
+            """() => [...document.querySelectorAll('#compare-kinds [data-kind]')]
+                .filter((button) => button.dataset.kind !== 'pending')
+                .reduce((sum, button) => sum + Number(button.querySelector('.n').textContent), 0)"""
+        )
+        assert judged == landed
+    server.wait(rerun)
     page.screenshot(path="/tmp/compare-live.png", full_page=True)

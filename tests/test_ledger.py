@@ -342,28 +342,41 @@ def test_a_batch_whose_chunks_miss_or_repeat_a_url_is_refused(ledger, pg_url):
 
 def test_stalled_finds_chunks_never_sent_and_chunks_sent_but_silent(ledger, pg_url):
     new_batch(ledger, "b7", 30, chunk=10)  # chunks 0, 1, 2
-    assert ledger.stalled(unsent_after=0.3, silent_after=60) == []
-    time.sleep(0.35)
-    assert ledger.stalled(unsent_after=0.3, silent_after=60) == [("b7", 0), ("b7", 1), ("b7", 2)]
+    assert ledger.stalled(unsent_after=30, silent_after=60) == []
+    age(pg_url, "b7", 31)
+    assert ledger.stalled(unsent_after=30, silent_after=60) == [("b7", 0), ("b7", 1), ("b7", 2)]
 
     ledger.mark_sent("b7", [0, 1, 2])
     assert sql(pg_url, "SELECT state, sends FROM chunks WHERE batch_id = 'b7' ORDER BY no") == [("sent", 1)] * 3
-    assert ledger.stalled(unsent_after=0.3, silent_after=0.3) == []
+    assert ledger.stalled(unsent_after=30, silent_after=30) == []
     ledger.claim("b7", 1)
-    time.sleep(0.2)
+    age(pg_url, "b7", 20)
     ledger.touch("b7", [1])  # a worker runs chunk 1 and says so
-    time.sleep(0.2)
-    assert ledger.stalled(unsent_after=0.3, silent_after=0.3) == [("b7", 0), ("b7", 2)]
+    age(pg_url, "b7", 20)
+    assert ledger.stalled(unsent_after=30, silent_after=30) == [("b7", 0), ("b7", 2)]
 
     chunk = sql(pg_url, "SELECT indexes FROM chunks WHERE batch_id = 'b7' AND no = 2")[0][0]
     assert ledger.chunk_done("b7", 2) is False, "a chunk with URLs left stays open"
     ledger.append("b7", [fetched(i, random.Random(7)) for i in chunk])
     assert ledger.chunk_done("b7", 2) is True
-    time.sleep(0.35)
-    assert ledger.stalled(unsent_after=0.3, silent_after=0.3) == [("b7", 0), ("b7", 1)]
+    age(pg_url, "b7", 20)
+    assert ledger.stalled(unsent_after=30, silent_after=30) == [("b7", 0), ("b7", 1)]
     assert ledger.unfinished() == ["b7"]
     ledger.cancel("b7")
     assert ledger.stalled(0, 0) == [] and ledger.unfinished() == []
+
+
+def age(pg_url: str, batch_id: str, seconds: float) -> None:
+    """Move a batch's chunks `seconds` into the past: when each was stored, last sent and last heard of."""
+    sql(
+        pg_url,
+        "UPDATE chunks SET created_clock = created_clock - %s, sent_clock = sent_clock - %s,"
+        " touched_clock = touched_clock - %s WHERE batch_id = %s",
+        seconds,
+        seconds,
+        seconds,
+        batch_id,
+    )
 
 
 def engine_summary(tmp_path, total: int, rows: list[tuple[int, stats.Row]], final: bool) -> dict:

@@ -64,6 +64,11 @@ def runs_of(server, list_id: str) -> dict:
     return response.json()
 
 
+def names(runs: dict) -> list[str]:
+    """The run numbers (#1, #2...) of a list's runs, newest first."""
+    return [run["name"][-2:] for run in runs["runs"]]
+
+
 def listed(list_id: str = "l1", urls=("http://a.test/",), next_run_at: float | None = 100.0, **fields) -> ListRecord:
     """A list as the store keeps it, every minute, its slot at `next_run_at`."""
     return ListRecord(
@@ -535,30 +540,23 @@ def test_get_lists_pages_through_every_list_oldest_first(server, target):
 def test_every_5s_runs_on_time_and_after_a_sigkill_runs_a_missed_slot_once(make_server, target):
     first = make_server(env=FAST)
     watched = create(first, urls=[target.url("/ok")], schedule={"every": "5s"}, keep_runs=2)
-    created = time.time()
+    anchor = epoch(watched["next_run_at"])  # the server's own first slot; the later ones are anchor + 5 s, + 10 s...
     run_now(first, watched["id"])  # run 1, at once
     first.kill()
-    time.sleep(max(0.0, created + 11 - time.time()))  # the slots at +5 s and +10 s are missed
+    time.sleep(max(0.0, anchor + 5.3 - time.time()))  # the slots at anchor and anchor + 5 s are missed
 
+    restarted = time.time()
     again = make_server(env=FAST, data_dir=first.data_dir)
-    missed = wait_until(lambda: len(runs_of(again, watched["id"])["runs"]) == 2, 3, "the missed run at start")
-    assert missed
-    assert len(runs_of(again, watched["id"])["runs"]) == 2, "two missed slots, one run"
-    time.sleep(max(0.0, created + 14.5 - time.time()))
-    assert len(runs_of(again, watched["id"])["runs"]) == 2, "no burst before the next slot"
-    runs = wait_until(
-        lambda: (found := runs_of(again, watched["id"])["runs"]) and found[0]["name"].endswith("#3") and found,
-        2,
-        "run 3 at the slot of +15 s",
-    )
-    started = time.mktime(time.strptime(runs[0]["created_at"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
-    assert abs(started - (created + 15)) < 1.5, "the schedule keeps its phase"
+    slot = anchor + 10  # run 3's slot
+    wait_until(lambda: "#3" in names(runs_of(again, watched["id"])), 20, "run 3")
+    shown = again.request("GET", f"/api/v1/lists/{watched['id']}").json()
+    assert shown["runs_started"] == 3, "two missed slots ran once: no burst"
+    started = {run["name"][-2:]: epoch(run["created_at"]) for run in runs_of(again, watched["id"])["runs"]}
+    assert restarted <= started["#2"] < slot, "the missed slots run once, at start, before run 3's slot"
+    assert started["#3"] >= slot, f"run 3 started {slot - started['#3']:.3f} s before its slot"
+    assert epoch(shown["next_run_at"]) == pytest.approx(anchor + 15, abs=0.002), "the schedule keeps its phase"
     # Run 3 is listed as soon as it is stored; run 1 is deleted just after, by the scheduler that started it.
-    wait_until(
-        lambda: [run["name"][-2:] for run in runs_of(again, watched["id"])["runs"]] == ["#3", "#2"],
-        2,
-        "keep_runs 2: run 1 deleted",
-    )
+    wait_until(lambda: names(runs_of(again, watched["id"])) == ["#3", "#2"], 5, "keep_runs 2: run 1 deleted")
 
 
 # -- the store, in both stores -----------------------------------------------------------------

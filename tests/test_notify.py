@@ -430,9 +430,9 @@ def test_a_batch_ends_with_one_pending_delivery_per_target_written_with_its_fina
 def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends_or_it_is_released(store_factory):
     store = store_factory(flush_interval=0.01)
     finished(store, "b", {"notify": [{"type": "slack", "url": "http://a.test/"}]})
-    now = time.time()
 
     [claimed] = store.claim_deliveries(60, 10)  # by the store's clock (PostgreSQL's own)
+    now = time.time()  # read after it: the lease ends by now + 60 however long the claim took
     assert store.claim_deliveries(60, 10, now) == []
     [again] = store.claim_deliveries(60, 10, now + 61)
     assert again.id == claimed.id and again.claim_token != claimed.claim_token

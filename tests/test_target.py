@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -251,6 +252,36 @@ def test_hits(target):
     assert target.hits() == {"/ok": 2, "/bytes/3": 1}
     assert target.hits(reset=True) == {"/ok": 2, "/bytes/3": 1}
     assert target.hits() == {}
+
+
+def test_hold_answers_only_once_the_test_releases_its_key(target):
+    with ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(get, target, f"/hold/h1?n={n}&status=201") for n in range(2)]
+        deadline = time.monotonic() + 10
+        while target.held("h1") < 2:
+            assert time.monotonic() < deadline, "both requests held"
+            time.sleep(0.01)
+        assert not any(future.done() for future in held)
+        assert target.release("h1") == 2
+        assert [(resp.status, body) for resp, body in (future.result(10) for future in held)] == [
+            (201, b"released\n")
+        ] * 2
+    assert get(target, "/hold/h1")[1] == b"released\n", "a released key holds nothing that comes later"
+    assert target.held("h1") == 0
+    with ThreadPoolExecutor(3) as pool:
+        held = []
+        for n in range(3):  # one after another: the first two are the two held longest
+            held.append(pool.submit(get, target, f"/hold/h3?n={n}"))
+            while target.held("h3") < n + 1:
+                assert time.monotonic() < deadline + 10, f"request {n} held"
+                time.sleep(0.01)
+        assert target.release("h3", count=2) == 2
+        assert [future.result(10)[1] for future in held[:2]] == [b"released\n"] * 2, "the two held longest"
+        assert target.held("h3") == 1 and not held[2].done(), "a counted release leaves the key holding"
+        assert target.release("h3") == 1 and held[2].result(10)[1] == b"released\n"
+    resp, body = get(target, "/hold/h2?max=0.05")
+    assert (resp.status, body) == (200, b"held past max\n")
+    assert get(target, "/__release")[0].status == 400
 
 
 def test_stop_is_prompt_and_clean():

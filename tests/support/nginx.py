@@ -30,7 +30,7 @@ class Nginx:
     def __init__(self, folder: Path, upstream_port: int, *more_ports: int):
         """nginx for greenbatch on `upstream_port`; with `more_ports`, for every one of them (cluster mode)."""
         self.folder = folder
-        self.port = free_port()
+        self.port = 0
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         (folder / "temp").mkdir(exist_ok=True)
         os.chmod(folder / "temp", 0o777)
@@ -42,7 +42,7 @@ class Nginx:
             location = location.replace("127.0.0.1:8000", "greenbatch")
         else:
             location = location.replace("127.0.0.1:8000", f"127.0.0.1:{upstream_port}")
-        (folder / "nginx.conf").write_text(f"""
+        self._config = f"""
 daemon off;
 worker_processes 1;
 pid {folder}/nginx.pid;
@@ -57,12 +57,12 @@ http {{
     {(DEPLOY / "nginx-http.conf").read_text()}
     {upstream}
     server {{
-        listen 127.0.0.1:{self.port};
+        listen 127.0.0.1:{{port}};
         server_name localhost;
         {location}
     }}
 }}
-""")
+"""
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -70,8 +70,21 @@ http {{
         """Where nginx listens."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 10) -> Nginx:
-        """Start nginx and wait until its port accepts connections."""
+    def start(self, timeout: float = 10, tries: int = 3) -> Nginx:
+        """Start nginx on a free port and wait until it listens there; on another port when one was taken between
+        free_port() and nginx's bind (up to `tries` ports)."""
+        for _ in range(tries):
+            self.port = free_port()
+            (self.folder / "nginx.conf").write_text(self._config.replace("{port}", str(self.port)))
+            if self._started(timeout):
+                return self
+        raise RuntimeError(f"nginx found each of {tries} free ports taken before it could bind one: {self.error_log()}")
+
+    def _started(self, timeout: float) -> bool:
+        """Start nginx and wait until it listens: True; False (it is stopped) when its port was taken meanwhile."""
+        pid_file = self.folder / "nginx.pid"
+        pid_file.unlink(missing_ok=True)
+        (self.folder / "logs" / "error.log").unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             [
                 NGINX,
@@ -88,13 +101,19 @@ http {{
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if "Address already in use" in self.error_log():
+                stop_process(self.proc, signal.SIGKILL, 10)  # it would retry the bind for 2.5 s, then exit
+                return False
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited {self.proc.returncode}: {self.error_log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
+            # nginx writes its pid file once it has bound its port: only then is whoever answers there nginx.
+            if pid_file.exists() and pid_file.read_text().strip() == str(self.proc.pid):
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    return True
+                except OSError:
+                    pass
+            time.sleep(0.05)
         raise RuntimeError(f"nginx did not listen within {timeout} s: {self.error_log()}")
 
     def error_log(self) -> str:

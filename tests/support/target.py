@@ -607,6 +607,59 @@ def h_paced_log(req, m):
         PACED_ARRIVALS.pop(key, None)
 
 
+# /hold/<key>/...: answers held until the test releases them, so "while the batch runs" is a state it controls.
+HOLDS = {}  # key -> Hold
+
+
+class Hold:
+    """The requests held under one key, oldest first, and whether the key was opened for good."""
+
+    def __init__(self):
+        self.waiting = []  # one gevent Event per request held, set to answer it
+        self.opened = False
+
+
+def h_hold(req, m):
+    """Answer once the test releases the request (/__release?key=): at once when the key was opened for good;
+    ?max= seconds (default 60) at most, so no request is held past a test that forgot it; ?status= (200)."""
+    hold = HOLDS.setdefault(m.group(1), Hold())
+    status = req.num("status", 200, lo=200, hi=599)
+    released = True
+    if not hold.opened:
+        mine = gevent.event.Event()
+        hold.waiting.append(mine)
+        try:
+            released = mine.wait(req.num("max", 60, float, hi=600))
+        finally:
+            if mine in hold.waiting:
+                hold.waiting.remove(mine)
+    req.respond(status, b"released\n" if released else b"held past max\n")
+
+
+def h_release(req, m):
+    """Answer held /hold/<key>/... requests: ?key= (required); ?count=N the N held longest, the key still holding
+    the others and later ones; without it every one held now and later (the key is opened for good). How many
+    were answered."""
+    key = req.arg("key", "")
+    if not key:
+        raise BadRequest(400, "key is required")
+    hold = HOLDS.setdefault(key, Hold())
+    count = req.num("count", None, lo=1, hi=100_000)
+    if count is None:
+        hold.opened = True
+        count = len(hold.waiting)
+    answered, hold.waiting = hold.waiting[:count], hold.waiting[count:]
+    for event in answered:
+        event.set()
+    _send_json(req, {"released": len(answered)})
+
+
+def h_held(req, m):
+    """How many /hold/<key>/... requests are held now: ?key=."""
+    hold = HOLDS.get(req.arg("key", ""))
+    _send_json(req, {"held": len(hold.waiting) if hold else 0})
+
+
 def _send_json(req, obj):
     """Serialize obj and send it as application/json."""
     req.respond(200, json.dumps(obj, indent=None) + "\n", ctype="application/json")
@@ -818,6 +871,9 @@ ROUTES = [
         (r"/__hits", h_hits),
         (r"/paced/([\w-]+)(?:/.*)?", h_paced),
         (r"/__paced", h_paced_log),
+        (r"/hold/([\w-]+)(?:/.*)?", h_hold),
+        (r"/__release", h_release),
+        (r"/__held", h_held),
         (r"/sitemap/urls\.xml(\.gz)?", h_sitemap_urls),
         (r"/sitemap/index\.xml(\.gz)?", h_sitemap_index),
         (r"/sitemap/turns/(\w+)\.xml", h_sitemap_turns),
@@ -1000,6 +1056,22 @@ class TargetProcess:
 
         with urllib.request.urlopen(self.url("/__paced?key=" + key), timeout=10) as resp:
             return json.loads(resp.read())
+
+    def held(self, key):
+        """How many /hold/<key>/... requests the target holds now."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.url("/__held?key=" + key), timeout=10) as resp:
+            return json.loads(resp.read())["held"]
+
+    def release(self, key, count=None):
+        """Answer the `count` /hold/<key>/... requests held longest; without `count`, every one held now and
+        later. How many were answered."""
+        import urllib.request
+
+        query = "key=" + key + ("" if count is None else f"&count={count}")
+        with urllib.request.urlopen(self.url("/__release?" + query), timeout=10) as resp:
+            return json.loads(resp.read())["released"]
 
     def stop(self, timeout=5.0):
         """SIGTERM the server by pid, SIGKILL if it lingers; return its exit code."""

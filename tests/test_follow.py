@@ -252,6 +252,27 @@ def test_a_get_after_head_sent_back_to_its_hosts_queue_goes_on_counting_after_th
     assert result.ok and result.attempts == 3
 
 
+class HostNotReady:
+    """A paced batch's gate whose host is never ready: the URL goes back to its host's queue before each request."""
+
+    def before_request(self, url: str) -> None:
+        raise RetryLater()
+
+
+def test_a_try_the_hosts_gate_sends_back_to_its_queue_is_not_counted_as_an_attempt():
+    refused = FetchError("refused", "connection refused by a.example", retryable=True)
+    options = BatchOptions.parse({"retries": 2}, Config())
+    result = Result(index=0, url="https://a.example/")
+    with pytest.raises(RetryLater):
+        follow(ScriptedTransport(), result, options, time.perf_counter(), 2048, gate=HostNotReady())
+    assert (result.attempts, result.retried) == (0, 0), "nothing was sent"
+    with pytest.raises(RetryLater):  # sent once, refused, then its backoff in the host's queue
+        follow(ScriptedTransport(refused), result, options, time.perf_counter(), 2048, gate=HostQueue())
+    with pytest.raises(RetryLater):
+        follow(ScriptedTransport(), result, options, time.perf_counter(), 2048, gate=HostNotReady())
+    assert (result.attempts, result.retried) == (1, 1), "the retry waits unsent: one attempt so far"
+
+
 class HostQueue:
     """A paced batch's gate that always lets the request go, and sends a URL to back off in its host's queue."""
 

@@ -166,14 +166,14 @@ def attempt(
     tries = result.retried
     while True:
         tries += 1
-        # Attempts count tries of the URL (1 + retries used), not the hops of its redirect chain.
-        result.attempts = max(result.attempts, head_tries + tries)
         if gate is not None:
             try:
                 gate.before_request(url)
             except RetryLater:
                 result.retried = tries - 1  # this try was never sent: it is made again when the URL goes on
                 raise
+        # Attempts count tries of the URL sent (1 + retries used), not the hops of its redirect chain.
+        result.attempts = max(result.attempts, head_tries + tries)
         try:
             # keep_body is passed only when checks read the body: a transport without their needs takes no such argument
             hop = transport.fetch(

@@ -245,10 +245,12 @@ def test_notify_on_change_sends_nothing_for_an_identical_rerun_and_sends_for_a_c
     notify_server, target, receiver
 ):
     path = hook("change")
-    flips = target.url(f"/changes/{uuid.uuid4().hex}?answers=200,200,500")
+    # Slower is a change (2x and 100 ms more): answers of 400 ms leave a loaded machine's stall of up to 400 ms
+    # unseen, where answers of a millisecond would turn a 100 ms stall into a change.
+    flips = target.url(f"/changes/{uuid.uuid4().hex}?answers=200,200,500&delay=400")
     first = notify_server.wait(
         notify_server.submit(
-            [flips, target.url("/ok")], notify_on="change", webhook={"url": receiver.url(path), "secret": SECRET}
+            [flips, target.url("/delay/400")], notify_on="change", webhook={"url": receiver.url(path), "secret": SECRET}
         )["id"]
     )
     same = rerun(notify_server, first["id"])

@@ -527,9 +527,10 @@ def _header_dict(req):
 
 def h_changes(req, m):
     """An answer that changes from one hit of the path to the next: ?answers=200,500,redirect names the answer
-    of each hit in turn (a status code, or `redirect`: 302 to /ok), the last repeated after."""
+    of each hit in turn (a status code, or `redirect`: 302 to /ok), the last repeated after; ?delay=ms before each."""
     answers = (req.arg("answers") or "200").split(",")
     answer = answers[min(HITS[req.path], len(answers)) - 1]
+    gevent.sleep(req.num("delay", 0, lo=0, hi=60_000) / 1000.0)
     if answer == "redirect":
         req.respond(302, b"moved\n", headers=[("Location", "/ok")])
     else:

@@ -82,6 +82,12 @@ def address_query(tab) -> dict[str, list[str]]:
     return parse_qs(urlsplit(tab.url).query)
 
 
+def ms_of(latency: str) -> float:
+    """A shown latency in ms: "12.5 ms", "888 ms", "1.07 s" (a URL held past a second)."""
+    value, unit = latency.split()
+    return float(value) * (1000 if unit == "s" else 1)
+
+
 def answer_held(target, key: str, count: int, held: int) -> None:
     """Let the `count` requests held longest under `key` answer, once the target holds `held` of them."""
     deadline = time.monotonic() + 20
@@ -500,8 +506,8 @@ def test_a_live_result_joins_the_page_in_index_order_and_other_sorts_offer_a_ref
     wait_until_final(page)
     expect(page.locator("tr.result-row")).to_have_count(60)  # the batch's end reads the page once more
     expect(refresh).to_be_hidden()
-    latencies = page.locator("tr.result-row .col-latency").all_text_contents()
-    assert [float(t.split()[0]) for t in latencies] == sorted((float(t.split()[0]) for t in latencies), reverse=True)
+    latencies = [ms_of(text) for text in page.locator("tr.result-row .col-latency").all_text_contents()]
+    assert latencies == sorted(latencies, reverse=True)
 
     key = secrets.token_hex(4)
     descending = server.submit([target.url(f"/hold/{key}?n={i}") for i in range(60)], concurrency=2)

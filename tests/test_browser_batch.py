@@ -491,6 +491,11 @@ def test_a_live_result_joins_the_page_in_index_order_and_other_sorts_offer_a_ref
     batch = server.submit([target.url(f"/hold/{key}?n={i}") for i in range(60)], concurrency=3)
     try:
         answer_held(target, key, 3, held=3)
+        deadline = time.monotonic() + 20
+        while len(server.request("GET", batch["links"]["results"]).json()["results"]) < 3:
+            # Stored, so the page's first read shows them, and only later ones come as new results.
+            assert time.monotonic() < deadline, "the three answered URLs stored within 20 s"
+            time.sleep(0.02)
         open_batch(page, server, batch["id"], "?sort=latency")
         expect(page.locator("tr.result-row")).to_have_count(3)
         answer_held(target, key, 2, held=3)

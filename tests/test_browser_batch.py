@@ -173,7 +173,7 @@ def test_counts_progress_and_toolbar_agree_with_the_rows_while_a_batch_runs(scre
     samples: list[dict] = []
 
     def sample_until(landed: int) -> None:
-        """Read the page each frame or so until it shows `landed` rows."""
+        """Read the page every 20 ms until it shows `landed` rows."""
         deadline = time.monotonic() + 20
         while not samples or samples[-1]["all"] < landed:
             assert time.monotonic() < deadline, f"{landed} rows shown within 20 s: {samples[-1:]}"

@@ -82,6 +82,21 @@ def address_query(tab) -> dict[str, list[str]]:
     return parse_qs(urlsplit(tab.url).query)
 
 
+def ms_of(latency: str) -> float:
+    """A shown latency in ms: "12.5 ms", "888 ms", "1.07 s" (a URL held past a second)."""
+    value, unit = latency.split()
+    return float(value) * (1000 if unit == "s" else 1)
+
+
+def answer_held(target, key: str, count: int, held: int) -> None:
+    """Let the `count` requests held longest under `key` answer, once the target holds `held` of them."""
+    deadline = time.monotonic() + 20
+    while target.held(key) < held:
+        assert time.monotonic() < deadline, f"{held} requests held under {key} within 20 s"
+        time.sleep(0.02)
+    assert target.release(key, count=count) == count
+
+
 # -- item 2: the page fits a phone ------------------------------------------------------------------
 
 
@@ -150,31 +165,47 @@ def test_delete_looks_enabled_when_it_is(screen, server, target):
 
 
 def test_counts_progress_and_toolbar_agree_with_the_rows_while_a_batch_runs(screen, server, target):
-    urls = [target.url(f"/delay/{60 + 13 * (i % 7)}?n={i}") for i in range(60)]
-    urls[5::9] = [target.url(f"/delay/70?status=500&n={i}") for i in range(5, 60, 9)]
-    batch = server.submit(urls, concurrency=3)  # about 1.6 s
-    open_batch(screen, server, batch["id"])
-    expect(screen.locator("tr.result-row").nth(3)).to_be_attached()
-    samples = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        # One evaluate reads the counters and the rows in the same frame: the page draws them together.
-        sample = screen.evaluate(
-            """() => ({
-                ok: +document.querySelector('#count-ok').textContent.replace(/,/g, ''),
-                failed: +document.querySelector('#count-failed').textContent.replace(/,/g, ''),
-                okRows: document.querySelectorAll('tr.result-row.ok').length,
-                failedRows: document.querySelectorAll('tr.result-row.failed').length,
-                all: +document.querySelector('[data-n="all"]').textContent.replace(/,/g, ''),
-                done: document.querySelector('#progress-text').textContent,
-                pct: +document.querySelector('#progress').getAttribute('aria-valuenow'),
-                status: document.querySelector('#batch-status').textContent,
-            })"""
-        )
-        samples.append(sample)
-        if sample["status"] == "done":
-            break
-        time.sleep(0.07)
+    # The target holds every URL until the test lets it answer, seven at a time: the batch runs until the last.
+    key = secrets.token_hex(4)
+    urls = [target.url(f"/hold/{key}?n={i}") for i in range(60)]
+    urls[5::9] = [target.url(f"/hold/{key}?status=500&n={i}") for i in range(5, 60, 9)]
+    batch = server.submit(urls, concurrency=10)
+    samples: list[dict] = []
+
+    def sample_until(landed: int) -> None:
+        """Read the page every 20 ms until it shows `landed` rows."""
+        deadline = time.monotonic() + 20
+        while not samples or samples[-1]["all"] < landed:
+            assert time.monotonic() < deadline, f"{landed} rows shown within 20 s: {samples[-1:]}"
+            # One evaluate reads the counters and the rows in the same frame: the page draws them together.
+            samples.append(
+                screen.evaluate(
+                    """() => ({
+                        ok: +document.querySelector('#count-ok').textContent.replace(/,/g, ''),
+                        failed: +document.querySelector('#count-failed').textContent.replace(/,/g, ''),
+                        okRows: document.querySelectorAll('tr.result-row.ok').length,
+                        failedRows: document.querySelectorAll('tr.result-row.failed').length,
+                        all: +document.querySelector('[data-n="all"]').textContent.replace(/,/g, ''),
+                        done: document.querySelector('#progress-text').textContent,
+                        pct: +document.querySelector('#progress').getAttribute('aria-valuenow'),
+                        status: document.querySelector('#batch-status').textContent,
+                    })"""
+                )
+            )
+            if samples[-1]["all"] < landed:
+                screen.wait_for_timeout(20)
+
+    try:
+        open_batch(screen, server, batch["id"])
+        for landed in range(7, 60, 7):
+            answer_held(target, key, 7, held=10)
+            sample_until(landed)
+            assert samples[-1]["status"] == "running", samples[-1]
+        answer_held(target, key, 4, held=4)
+        expect(screen.locator("#batch-status")).to_have_text("done", timeout=FINISHED)
+        sample_until(60)
+    finally:
+        target.release(key)
     assert samples[-1]["status"] == "done", samples[-1]
     live = [s for s in samples if s["status"] == "running"]
     assert len(live) >= 5, "the batch was watched while it ran"
@@ -455,28 +486,49 @@ def test_a_batch_of_20000_results_opens_on_its_first_page_without_replaying_them
 
 
 def test_a_live_result_joins_the_page_in_index_order_and_other_sorts_offer_a_refresh(page, server, target):
-    urls = [target.url(f"/delay/{150 + 10 * (i % 5)}?n={i}") for i in range(60)]
-    batch = server.submit(urls, concurrency=3)  # 3.4 s
-    open_batch(page, server, batch["id"], "?sort=latency")
-    refresh = page.locator("#new-results")
-    expect(refresh).to_have_text(re.compile(r"^\d+ new results? — refresh$"))
-    before = page.locator("tr.result-row").count()
-    refresh.click()
-    expect(page.locator("tr.result-row")).not_to_have_count(before)
+    # The target holds every URL until the test lets it answer, so each result lands while the page watches.
+    key = secrets.token_hex(4)
+    batch = server.submit([target.url(f"/hold/{key}?n={i}") for i in range(60)], concurrency=3)
+    try:
+        answer_held(target, key, 3, held=3)
+        deadline = time.monotonic() + 20
+        while len(server.request("GET", batch["links"]["results"]).json()["results"]) < 3:
+            # Stored, so the page's first read shows them, and only later ones come as new results.
+            assert time.monotonic() < deadline, "the three answered URLs stored within 20 s"
+            time.sleep(0.02)
+        open_batch(page, server, batch["id"], "?sort=latency")
+        expect(page.locator("tr.result-row")).to_have_count(3)
+        answer_held(target, key, 2, held=3)
+        refresh = page.locator("#new-results")
+        expect(refresh).to_have_text("2 new results — refresh")
+        before = page.locator("tr.result-row").count()
+        refresh.click()
+        expect(page.locator("tr.result-row")).not_to_have_count(before)
+        expect(page.locator("tr.result-row")).to_have_count(5)
+        assert server.batch(batch["id"])["status"] == "running", "the refresh was offered while the batch ran"
+    finally:
+        target.release(key)
     wait_until_final(page)
     expect(page.locator("tr.result-row")).to_have_count(60)  # the batch's end reads the page once more
     expect(refresh).to_be_hidden()
-    latencies = page.locator("tr.result-row .col-latency").all_text_contents()
-    assert [float(t.split()[0]) for t in latencies] == sorted((float(t.split()[0]) for t in latencies), reverse=True)
+    latencies = [ms_of(text) for text in page.locator("tr.result-row .col-latency").all_text_contents()]
+    assert latencies == sorted(latencies, reverse=True)
 
-    descending = server.submit([target.url(f"/delay/100?n={i}") for i in range(60)], concurrency=2)  # 3 s
-    open_batch(page, server, descending["id"], "?order=desc")
-    expect(page.locator("tr.result-row").nth(1)).to_be_attached()
-    on_top = [page.locator("tr.result-row").first.get_attribute("data-index")]
-    while page.locator("#batch-status").text_content() == "running" and len(on_top) < 100:
-        page.wait_for_timeout(50)
-        on_top.append(page.locator("tr.result-row").first.get_attribute("data-index"))
-    assert len({i for i in on_top if i}) > 3, f"newer results went on top while it ran: {on_top}"
+    key = secrets.token_hex(4)
+    descending = server.submit([target.url(f"/hold/{key}?n={i}") for i in range(60)], concurrency=2)
+    try:
+        answer_held(target, key, 2, held=2)
+        open_batch(page, server, descending["id"], "?order=desc")
+        on_top = []
+        for newest in range(1, 10, 2):  # each pair lands while it runs: the newer of the two goes on top
+            if newest > 1:
+                answer_held(target, key, 2, held=2)
+            expect(page.locator("tr.result-row").first).to_have_attribute("data-index", str(newest))
+            on_top.append(page.locator("tr.result-row").first.get_attribute("data-index"))
+            expect(page.locator("#batch-status")).to_have_text("running")
+        assert len({i for i in on_top if i}) > 3, f"newer results went on top while it ran: {on_top}"
+    finally:
+        target.release(key)
     wait_until_final(page)
     assert shown_indexes(page) == list(range(59, -1, -1))
 

@@ -88,15 +88,6 @@ def ms_of(latency: str) -> float:
     return float(value) * (1000 if unit == "s" else 1)
 
 
-def answer_held(target, key: str, count: int, held: int) -> None:
-    """Let the `count` requests held longest under `key` answer, once the target holds `held` of them."""
-    deadline = time.monotonic() + 20
-    while target.held(key) < held:
-        assert time.monotonic() < deadline, f"{held} requests held under {key} within 20 s"
-        time.sleep(0.02)
-    assert target.release(key, count=count) == count
-
-
 # -- item 2: the page fits a phone ------------------------------------------------------------------
 
 
@@ -198,10 +189,10 @@ def test_counts_progress_and_toolbar_agree_with_the_rows_while_a_batch_runs(scre
     try:
         open_batch(screen, server, batch["id"])
         for landed in range(7, 60, 7):
-            answer_held(target, key, 7, held=10)
+            target.release_when_held(key, 7, held=10)
             sample_until(landed)
             assert samples[-1]["status"] == "running", samples[-1]
-        answer_held(target, key, 4, held=4)
+        target.release_when_held(key, 4, held=4)
         expect(screen.locator("#batch-status")).to_have_text("done", timeout=FINISHED)
         sample_until(60)
     finally:
@@ -490,7 +481,7 @@ def test_a_live_result_joins_the_page_in_index_order_and_other_sorts_offer_a_ref
     key = secrets.token_hex(4)
     batch = server.submit([target.url(f"/hold/{key}?n={i}") for i in range(60)], concurrency=3)
     try:
-        answer_held(target, key, 3, held=3)
+        target.release_when_held(key, 3, held=3)
         deadline = time.monotonic() + 20
         while len(server.request("GET", batch["links"]["results"]).json()["results"]) < 3:
             # Stored, so the page's first read shows them, and only later ones come as new results.
@@ -498,7 +489,7 @@ def test_a_live_result_joins_the_page_in_index_order_and_other_sorts_offer_a_ref
             time.sleep(0.02)
         open_batch(page, server, batch["id"], "?sort=latency")
         expect(page.locator("tr.result-row")).to_have_count(3)
-        answer_held(target, key, 2, held=3)
+        target.release_when_held(key, 2, held=3)
         refresh = page.locator("#new-results")
         expect(refresh).to_have_text("2 new results — refresh")
         before = page.locator("tr.result-row").count()
@@ -517,12 +508,12 @@ def test_a_live_result_joins_the_page_in_index_order_and_other_sorts_offer_a_ref
     key = secrets.token_hex(4)
     descending = server.submit([target.url(f"/hold/{key}?n={i}") for i in range(60)], concurrency=2)
     try:
-        answer_held(target, key, 2, held=2)
+        target.release_when_held(key, 2, held=2)
         open_batch(page, server, descending["id"], "?order=desc")
         on_top = []
         for newest in range(1, 10, 2):  # each pair lands while it runs: the newer of the two goes on top
             if newest > 1:
-                answer_held(target, key, 2, held=2)
+                target.release_when_held(key, 2, held=2)
             expect(page.locator("tr.result-row").first).to_have_attribute("data-index", str(newest))
             on_top.append(page.locator("tr.result-row").first.get_attribute("data-index"))
             expect(page.locator("#batch-status")).to_have_text("running")

@@ -12,7 +12,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -415,11 +414,7 @@ def test_the_batch_page_opens_on_its_diff_with_a_counter_per_kind_each_a_filter(
 def answer_one_by_one(target, key: str, count: int) -> None:
     """Let `count` requests held under `key` answer, each once the target holds it (one URL at a time)."""
     for _ in range(count):
-        deadline = time.monotonic() + 20
-        while not target.held(key):
-            assert time.monotonic() < deadline, f"a request held under {key} within 20 s"
-            time.sleep(0.02)
-        assert target.release(key, count=1) == 1
+        target.release_when_held(key, 1)
 
 
 @browser_only

@@ -1074,6 +1074,15 @@ class TargetProcess:
         with urllib.request.urlopen(self.url("/__release?" + query), timeout=10) as resp:
             return json.loads(resp.read())["released"]
 
+    def release_when_held(self, key, count, held=None, within=20.0):
+        """Answer the `count` /hold/<key>/... requests held longest, once the target holds `held` (default `count`)
+        of them, waiting `within` seconds at most."""
+        deadline = time.monotonic() + within
+        while self.held(key) < (count if held is None else held):
+            assert time.monotonic() < deadline, f"{held or count} requests held under {key} within {within:g} s"
+            time.sleep(0.02)
+        assert self.release(key, count=count) == count
+
     def stop(self, timeout=5.0):
         """SIGTERM the server by pid, SIGKILL if it lingers; return its exit code."""
         from tests.support.processes import stop_process  # here: this file also runs as a script, outside the package
